@@ -1,0 +1,139 @@
+"""The GPT-2-style decoder: embeddings, N blocks (LayerNorm, attention, LayerNorm, 4C MLP), LM head.
+
+Every operation runs inside a `record_function` range named from `gptperf.names`; that is all
+the model knows of profiling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.profiler import record_function
+
+from gptperf import names
+from gptperf.model.attention import CausalSelfAttention, KVCache
+from gptperf.model.config import GPTConfig
+
+
+class MLP(nn.Module):
+    """C -> 4C -> C with GELU (tanh approximation, as GPT-2)."""
+
+    def __init__(self, config: GPTConfig, layer: int) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self._fc = names.layer_name(layer, names.MLP_FC)
+        self._act = names.layer_name(layer, names.MLP_ACT)
+        self._proj = names.layer_name(layer, names.MLP_PROJ)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with record_function(self._fc):
+            x = self.c_fc(x)
+        with record_function(self._act):
+            x = F.gelu(x, approximate="tanh")
+        with record_function(self._proj):
+            return self.c_proj(x)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPTConfig, layer: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config, layer)
+        self._ln_1 = names.layer_name(layer, names.LN_1)
+        self._ln_2 = names.layer_name(layer, names.LN_2)
+        self._residual = names.layer_name(layer, names.RESIDUAL)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        with record_function(self._ln_1):
+            h = self.ln_1(x)
+        h = self.attn(h, kv_cache)
+        with record_function(self._residual):
+            x = x + h
+        with record_function(self._ln_2):
+            h = self.ln_2(x)
+        h = self.mlp(h)
+        with record_function(self._residual):
+            return x + h
+
+
+class GPT(nn.Module):
+    """A GPT-2-style decoder whose LM head shares its weight with the token embedding."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+                ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying, as GPT-2
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of the projections that feed the residual stream.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, include_embeddings: bool = True) -> int:
+        """Parameters counted once (the tied LM head is the token embedding)."""
+        n = sum(p.numel() for p in self.parameters())
+        if not include_embeddings:
+            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+        return n
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        kv_cache: KVCache | None = None,
+        last_logits_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab) — or (B, 1, vocab) with `last_logits_only` — and the mean
+        cross-entropy against `targets` (positions with target -1 are ignored)."""
+        B, T = idx.shape
+        if kv_cache is None:
+            self.config.check_sequence(T)
+            pos = torch.arange(T, device=idx.device)
+        else:
+            pos = kv_cache.positions(T, idx.device)
+        with record_function(names.EMBED):
+            x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        for block in self.transformer.h:
+            x = block(x, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        with record_function(names.LN_F):
+            x = self.transformer.ln_f(x)
+        if last_logits_only:
+            x = x[:, -1:, :]
+        with record_function(names.LM_HEAD):
+            logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            with record_function(names.LOSS):
+                loss = F.cross_entropy(
+                    logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+                )
+        return logits, loss

@@ -1,0 +1,76 @@
+"""Printing: numbers with units, rich tables on stdout, progress on stderr, JSON documents."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+from rich.console import Console
+
+console = Console()  # tables and results
+err_console = Console(stderr=True)  # progress and notes, so stdout stays clean for --json
+
+_PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def si(value: float | None, unit: str = "", digits: int = 3) -> str:
+    """`si(3.1e12, "FLOP/s")` -> '3.10 TFLOP/s'; None or NaN -> '—'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    for scale, prefix in _PREFIXES:
+        if abs(value) >= scale:
+            return f"{value / scale:.{digits}g} {prefix}{unit}".rstrip()
+    return f"{value:.{digits}g} {unit}".rstrip()
+
+
+def binary_bytes(n: float | None) -> str:
+    """Bytes in KiB/MiB/GiB."""
+    if n is None:
+        return "—"
+    for scale, unit in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def seconds(t: float | None) -> str:
+    """A duration in s, ms, µs or ns."""
+    if t is None or (isinstance(t, float) and math.isnan(t)):
+        return "—"
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        if abs(t) >= scale:
+            return f"{t / scale:.3g} {unit}"
+    return f"{t / 1e-9:.3g} ns"
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_json(doc: Any) -> str:
+    """JSON text; NaN and inf become null so any JSON reader accepts it."""
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(json.loads(json.dumps(doc, default=_default))), indent=2)
+
+
+def emit_json(doc: Any) -> None:
+    """Print one JSON document to stdout."""
+    sys.stdout.write(to_json(doc) + "\n")
+    sys.stdout.flush()

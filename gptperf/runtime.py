@@ -1,0 +1,74 @@
+"""Where and in what precision torch work runs: device and dtype from their short names, autocast, sync."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from gptperf.dtypes import check_dtype
+from gptperf.errors import UserError
+
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "fp64": torch.float64,
+    "fp32": torch.float32,
+    "tf32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present; `cuda` without a GPU is a one-line UserError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    base = name.split(":")[0]
+    if base not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {name!r}; valid: {', '.join(DEVICES)} (or cuda:N)")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
+    return torch.device(name)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return TORCH_DTYPES[check_dtype(name)]
+
+
+def set_matmul_precision(dtype: str) -> None:
+    """tf32 lets fp32 matmuls use the tensor cores; every other name asks for full fp32."""
+    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+    torch.backends.cudnn.allow_tf32 = dtype == "tf32"
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: str) -> Iterator[None]:
+    """bf16/fp16: autocast with fp32 master weights; fp32/tf32/fp64: the model's own dtype."""
+    if dtype in ("bf16", "fp16"):
+        if device.type == "cpu" and dtype == "fp16":
+            raise UserError("dtype 'fp16' autocast needs a GPU; on CPU use bf16 or fp32")
+        with torch.autocast(device_type=device.type, dtype=torch_dtype(dtype)):
+            yield
+    else:
+        yield
+
+
+def model_dtype(dtype: str) -> torch.dtype:
+    """The dtype parameters are kept in: fp32 under mixed precision, else the dtype itself."""
+    return torch.float64 if dtype == "fp64" else torch.float32
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    """The card's name on CUDA (e.g. 'NVIDIA H100 80GB HBM3'), the CPU's model name on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from gptperf.envinfo import cpu_model
+
+    return cpu_model()
