@@ -1,0 +1,146 @@
+"""Predicted peak memory of a train step against torch.cuda.max_memory_allocated.
+
+On CUDA: gpt2, T=1024, bf16 autocast (fp32 master weights), eager, fused AdamW, the logits held
+by the caller through backward (`logits, loss = model(x, y)`), `zero_grad(set_to_none=True)`.
+After two warm-up steps, `reset_peak_memory_stats` and one full step; prints predicted against
+measured peak for B in (4, 8, 12) with SDPA, plus math attention and fp32 at B=4. The issue's
+acceptance figure is gpt2, B=8, bf16, sdpa: within 15%.
+
+Without CUDA it checks the structure on the CPU instead: the bytes autograd saves for backward
+(distinct storages) against the model's activations + weight copies + log-probs + ids.
+
+    python benchmarks/gpu_perfmodel_memory.py            # writes $OUT/perfmodel_memory.json if $OUT is set
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gptperf.model import GPT, preset
+from gptperf.perfmodel import Workload, get_hardware, predict
+from gptperf.runtime import autocast, set_matmul_precision
+
+GIB = 2**30
+
+
+def train_step(model, opt, x, y, device, dtype):
+    with autocast(device, dtype):
+        logits, loss = model(x, y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return logits, loss
+
+
+def measure_cuda(config, batch: int, seq: int, dtype: str) -> dict:
+    device = torch.device("cuda")
+    set_matmul_precision(dtype)
+    torch.manual_seed(0)
+    model = GPT(config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
+    x = torch.randint(0, config.vocab_size, (batch, seq), device=device)
+    y = torch.randint(0, config.vocab_size, (batch, seq), device=device)
+    for _ in range(2):
+        logits, loss = train_step(model, opt, x, y, device, dtype)
+    del logits, loss
+    torch.cuda.synchronize()
+    static = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    logits, loss = train_step(model, opt, x, y, device, dtype)
+    torch.cuda.synchronize()
+    step_s = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated()
+    del model, opt, x, y, logits, loss
+    torch.cuda.empty_cache()
+    return {"measured_peak": peak, "measured_static": static, "step_s": step_s}
+
+
+def cuda_main() -> list[dict]:
+    hw = get_hardware("h100-sxm")
+    name = torch.cuda.get_device_name()
+    rows = []
+    cases = [("sdpa", "bf16", 4), ("sdpa", "bf16", 8), ("sdpa", "bf16", 12),
+             ("math", "bf16", 4), ("sdpa", "fp32", 4)]
+    for attention, dtype, batch in cases:
+        config = preset("gpt2", attention=attention)
+        pred = predict(config, Workload("train", batch, 1024, dtype), hw)
+        mem = pred.memory
+        try:
+            m = measure_cuda(config, batch, 1024, dtype)
+        except torch.cuda.OutOfMemoryError as err:
+            m = {"measured_peak": float("nan"), "measured_static": float("nan"), "error": str(err).splitlines()[0]}
+            torch.cuda.empty_cache()
+        static_pred = mem.weights + mem.optimizer_state
+        rows.append({
+            "device": name, "attention": attention, "dtype": dtype, "batch": batch, "seq": 1024,
+            "predicted_peak": mem.total, "peak_at": mem.peak_at, "breakdown": mem.to_dict(),
+            "predicted_static": static_pred, **m,
+            "error_pct": 100 * (mem.total - m["measured_peak"]) / m["measured_peak"],
+        })
+    print(f"\npredicted (gptperf perfmodel) vs measured (torch.cuda.max_memory_allocated on {name}), "
+          "gpt2 train step, T=1024, eager, fused AdamW")
+    print(f"{'attn':5} {'dtype':5} {'B':>3} {'predicted GiB':>14} {'measured GiB':>13} {'error':>8} "
+          f"{'static pred/meas GiB':>21}  peak at")
+    for r in rows:
+        print(f"{r['attention']:5} {r['dtype']:5} {r['batch']:>3} {r['predicted_peak'] / GIB:>14.3f} "
+              f"{r['measured_peak'] / GIB:>13.3f} {r['error_pct']:>7.1f}% "
+              f"{r['predicted_static'] / GIB:>9.3f}/{r['measured_static'] / GIB:<9.3f}  {r['peak_at']}")
+    acc = next(r for r in rows if (r["attention"], r["dtype"], r["batch"]) == ("sdpa", "bf16", 8))
+    verdict = "PASS" if abs(acc["error_pct"]) <= 15 else "FAIL"
+    print(f"\nacceptance (gpt2, B=8, T=1024, bf16, sdpa): predicted {acc['predicted_peak'] / GIB:.3f} GiB, "
+          f"measured {acc['measured_peak'] / GIB:.3f} GiB, error {acc['error_pct']:+.1f}% -> {verdict} (|error| <= 15%)")
+    return rows
+
+
+def cpu_main() -> list[dict]:
+    from gptperf.model import GPTConfig
+
+    rows = []
+    print("no CUDA device: checking the memory model's structure on the CPU (bytes autograd saves)")
+    for attention, dtype in (("sdpa", "fp32"), ("math", "fp32"), ("sdpa", "bf16")):
+        config = GPTConfig(block_size=128, vocab_size=256, n_layer=4, n_head=4, n_embd=128, attention=attention)
+        B, T = 4, 128
+        model = GPT(config).train()
+        params = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+        saved: dict[int, int] = {}
+
+        def pack(t, saved=saved, params=params):
+            s = t.untyped_storage()
+            if s.data_ptr() not in params:
+                saved[s.data_ptr()] = s.nbytes()
+            return t
+
+        x = torch.randint(0, 256, (B, T))
+        y = torch.randint(0, 256, (B, T))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            model(x, y)
+        mem = predict(config, Workload("train", B, T, dtype), get_hardware("cpu")).memory
+        predicted = mem.activations + mem.weight_copies + B * T * 256 * 4 + (2 * B * T + T) * 8
+        measured = sum(saved.values())
+        rows.append({"attention": attention, "dtype": dtype, "predicted_saved": predicted, "measured_saved": measured})
+        print(f"{attention:5} {dtype:5} saved for backward: predicted {predicted:,} B, autograd {measured:,} B "
+              f"({100 * (predicted - measured) / measured:+.3f}%)")
+    return rows
+
+
+def main() -> int:
+    rows = cuda_main() if torch.cuda.is_available() else cpu_main()
+    out = os.environ.get("OUT")
+    if out:
+        path = Path(out) / "perfmodel_memory.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=2, default=str))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""`gptperf generate`: sample text from a checkpoint, streamed as it is produced, with or without a KV cache."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from gptperf.errors import UserError
+
+HELP = "sample text from a checkpoint (streams tokens, reports tokens/s; KV cache on by default)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", default="out",
+        help="what `gptperf train` wrote (folder or ckpt.pt), or an HF GPT-2 folder (default: out)",
+    )
+    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument("--tokens", type=int, default=200, help="number of new tokens (default: 200)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
+    parser.add_argument("--seed", type=int, default=1337, help="random seed (default: 1337)")
+    parser.add_argument(
+        "--no-kv-cache", action="store_true", help="recompute the whole context for every new token"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+
+
+def run(args: argparse.Namespace) -> int | None:
+    from gptperf.generate import check_sampling
+
+    check_sampling(args.tokens, args.temperature, args.top_k)  # before the (slow) model load
+    if not args.prompt:
+        raise UserError("--prompt is empty; give at least one character")
+
+    import time
+
+    import torch
+
+    from gptperf.envinfo import environment
+    from gptperf.generate import TextStream, generate, load_for_inference
+    from gptperf.output import emit_json, err_console, si
+    from gptperf.runtime import device_name, synchronize
+
+    model, tokenizer = load_for_inference(args.checkpoint, args.device)
+    device = next(model.parameters()).device
+    prompt = tokenizer.encode(args.prompt)
+    if len(prompt) > model.config.block_size:
+        raise UserError(
+            f"--prompt has {len(prompt)} tokens but the model's block_size is "
+            f"{model.config.block_size}; shorten it to at most {model.config.block_size}"
+        )
+    torch.manual_seed(args.seed)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    stream = TextStream(tokenizer)
+    if not args.json:
+        sys.stdout.write(args.prompt)
+        sys.stdout.flush()
+
+    tokens: list[int] = []
+    pieces: list[str] = []
+    synchronize(device)
+    start = time.perf_counter()
+    first = None
+    for token in generate(
+        model, prompt, args.tokens, temperature=args.temperature, top_k=args.top_k,
+        use_kv_cache=not args.no_kv_cache, generator=generator,
+    ):
+        if first is None:  # int(token) already waited for the device
+            first = time.perf_counter() - start
+        tokens.append(token)
+        piece = stream.push(token)
+        pieces.append(piece)
+        if piece and not args.json:
+            try:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            except BrokenPipeError:  # `gptperf generate | head`: the reader has all it wants
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 0
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    pieces.append(stream.flush())
+    text = "".join(pieces)
+    tokens_per_s = len(tokens) / elapsed
+    decode_per_s = (len(tokens) - 1) / (elapsed - first) if len(tokens) > 1 and elapsed > first else None
+    kv = "on" if not args.no_kv_cache else "off"
+    where = f"{device.type}: {device_name(device)}"
+    if args.json:
+        emit_json(
+            {
+                "checkpoint": str(args.checkpoint),
+                "prompt": args.prompt,
+                "text": text,
+                "tokens": len(tokens),
+                "token_ids": tokens,
+                "prompt_tokens": len(prompt),
+                "elapsed_s": elapsed,
+                "time_to_first_token_s": first,
+                "tokens_per_s": tokens_per_s,
+                "decode_tokens_per_s": decode_per_s,
+                "kv_cache": not args.no_kv_cache,
+                "temperature": args.temperature,
+                "top_k": args.top_k,
+                "seed": args.seed,
+                "device": where,
+                "config": model.config.to_dict(),
+                "environment": environment(device),
+            }
+        )
+        return 0
+    sys.stdout.write(pieces[-1] + "\n")
+    sys.stdout.flush()
+    err_console.print(
+        f"{len(tokens)} tokens in {elapsed:.3f} s = {si(tokens_per_s, 'tokens/s')} "
+        f"(first token {first * 1e3:.1f} ms incl. prompt of {len(prompt)}; "
+        f"then {si(decode_per_s, 'tokens/s')}), KV cache {kv}, batch 1, measured on {where}",
+        highlight=False,
+    )
+    return 0

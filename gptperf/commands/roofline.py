@@ -1,0 +1,160 @@
+"""`gptperf roofline`: the lecture's roofline examples (saxpy, matmul, the KV projection) on a machine."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+HELP = "roofline of saxpy, a matmul or the KV projection of one new token: FLOPs, bytes, AI, bound"
+
+
+def add_hardware_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """--hardware NAME|FILE|measured, or --peak-tflops X --bandwidth-gbs Y."""
+    parser.add_argument("--hardware", default=default,
+                        help=f"registry name, a .toml file, or 'measured' (gptperf ceilings) (default: {default})")
+    parser.add_argument("--peak-tflops", type=float, default=None, metavar="X",
+                        help="ad-hoc peak in TFLOP/s (with --bandwidth-gbs; overrides --hardware)")
+    parser.add_argument("--bandwidth-gbs", type=float, default=None, metavar="Y",
+                        help="ad-hoc memory bandwidth in GB/s (1e9 bytes/s)")
+
+
+def resolve_hardware(args: argparse.Namespace) -> Any:
+    """The Hardware the arguments name."""
+    from gptperf.errors import UserError
+    from gptperf.perfmodel import adhoc_hardware, get_hardware
+
+    peak, bw = args.peak_tflops, args.bandwidth_gbs
+    if peak is not None or bw is not None:
+        if peak is None or bw is None:
+            raise UserError("ad-hoc hardware needs both --peak-tflops and --bandwidth-gbs")
+        return adhoc_hardware(peak, bw)
+    return get_hardware(args.hardware)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="example", metavar="EXAMPLE", required=True, parser_class=type(parser))
+    specs = {
+        "saxpy": ("y = a·x + y over N elements: 2N FLOPs, 3N elements moved", "fp64"),
+        "matmul": ("C = A·B (M×K by K×N): 2·M·N·K FLOPs; A, B read, C written (and read with --accumulate)", "fp64"),
+        "kv": ("the K (or V) projection of one new token: 2·C² FLOPs over a C×C weight", "fp16"),
+    }
+    for name, (text, dtype) in specs.items():
+        p = sub.add_parser(name, help=text, description=text)
+        if name == "saxpy":
+            p.add_argument("--n", type=int, required=True, help="number of elements N")
+        elif name == "matmul":
+            p.add_argument("--m", type=int, required=True, help="rows of A and C")
+            p.add_argument("--n", type=int, required=True, help="columns of B and C")
+            p.add_argument("--k", type=int, required=True, help="the shared dimension")
+            p.add_argument("--accumulate", action="store_true", help="C += A·B: C is read too (the lecture's 4·8·n²)")
+        else:
+            p.add_argument("--n-embd", type=int, required=True, help="model width C")
+        p.add_argument("--dtype", default=dtype, help=f"fp64, fp32, tf32, bf16 or fp16 (default: {dtype})")
+        add_hardware_arguments(p, "a100-40gb")
+        p.add_argument("--plot", default=None, metavar="FILE", help="write the roofline picture (.png or .svg)")
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print one JSON document instead of a table")
+
+
+def roofline_document(kernel: Any, hardware: Any) -> dict[str, Any]:
+    """The JSON document of one example on one machine."""
+    from gptperf.perfmodel import ridge_n
+
+    cost = kernel.on(hardware)
+    doc = {
+        "example": kernel.name,
+        "shape": kernel.shape,
+        "dtype": kernel.dtype,
+        "formula": kernel.formula,
+        "flops": kernel.flops,
+        "bytes_read": kernel.bytes_read,
+        "bytes_written": kernel.bytes_written,
+        "bytes": kernel.bytes,
+        "arithmetic_intensity": kernel.arithmetic_intensity,
+        "peak_flops": cost.peak_flops,
+        "bandwidth": cost.bandwidth,
+        "ridge_intensity": cost.ridge_intensity,
+        "attainable_flops": cost.attainable_flops,
+        "bound": cost.bound,
+        "time_s": cost.time_s,
+        "hardware": hardware.to_dict(),
+        "source": hardware.label,
+        "units": {"flops": "FLOP", "bytes": "bytes", "arithmetic_intensity": "FLOP/byte",
+                  "peak_flops": "FLOP/s", "bandwidth": "bytes/s", "attainable_flops": "FLOP/s",
+                  "time_s": "s (max(FLOPs/peak, bytes/bandwidth) + launch latency)"},
+    }
+    shape = kernel.shape
+    if kernel.name == "matmul" and shape["m"] == shape["n"] == shape["k"]:
+        doc["ridge_n"] = ridge_n(cost.peak_flops, cost.bandwidth, kernel.dtype, shape["accumulate"])
+    return doc
+
+
+def run(args: argparse.Namespace) -> int | None:
+    from gptperf.perfmodel import kv_projection, matmul, saxpy
+
+    if args.example == "saxpy":
+        kernel = saxpy(args.n, args.dtype)
+    elif args.example == "matmul":
+        kernel = matmul(args.m, args.n, args.k, args.dtype, accumulate=args.accumulate)
+    else:
+        kernel = kv_projection(args.n_embd, args.dtype)
+    hardware = resolve_hardware(args)
+    doc = roofline_document(kernel, hardware)
+    if args.plot:
+        from gptperf.plotting.roofline import RooflinePoint, plot_roofline
+
+        point = RooflinePoint(kernel.name, doc["arithmetic_intensity"], doc["attainable_flops"],
+                              kind="predicted", bound=doc["bound"])
+        doc["plot"] = str(plot_roofline(
+            args.plot, [(f"{kernel.dtype} ({hardware.source})", doc["peak_flops"])],
+            [(f"memory ({hardware.source})", hardware.bandwidth)], [point],
+            title=f"{kernel.name} {kernel.shape} {kernel.dtype} on {hardware.label}"))
+    if getattr(args, "json", False):
+        from gptperf.output import emit_json
+
+        emit_json(doc)
+        return 0
+    _print(doc)
+    return 0
+
+
+def _print(doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from gptperf.output import console, seconds, si
+
+    src = doc["source"]
+    table = Table(title=f"{doc['example']} {doc['shape']} {doc['dtype']} — roofline of {src}", title_justify="left")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("exact", justify="right")
+    table.add_column("source")
+    rows = [
+        ("FLOPs", si(doc["flops"], "FLOP"), f"{doc['flops']:.0f}", doc["formula"].split(";")[0]),
+        ("bytes moved", si(doc["bytes"], "B"), f"{doc['bytes']:.0f}", doc["formula"].split(";")[-1].strip()),
+        ("arithmetic intensity", f"{doc['arithmetic_intensity']:.4g} FLOP/B",
+         _fraction(doc["arithmetic_intensity"]), "FLOPs / bytes"),
+        ("peak", si(doc["peak_flops"], "FLOP/s"), "", src),
+        ("bandwidth", si(doc["bandwidth"], "B/s"), "", src),
+        ("ridge intensity", f"{doc['ridge_intensity']:.4g} FLOP/B", "", "peak / bandwidth"),
+        ("attainable", si(doc["attainable_flops"], "FLOP/s"), "", "min(peak, bandwidth·AI)"),
+        ("bound", doc["bound"], "", "AI vs ridge"),
+        ("predicted time", seconds(doc["time_s"]), "", "max(FLOPs/peak, bytes/bandwidth) + launch"),
+    ]
+    if "ridge_n" in doc:
+        rows.append(("ridge n (square)", f"{doc['ridge_n']:.1f}", "", "n where AI(n) = peak/bandwidth"))
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+    if "plot" in doc:
+        console.print(f"roofline picture: {doc['plot']}", highlight=False)
+
+
+def _fraction(x: float) -> str:
+    """1/12 for 0.0833…, else the decimal."""
+    if 0 < x < 1:
+        inv = 1 / x
+        if math.isclose(inv, round(inv), rel_tol=1e-12):
+            return f"1/{round(inv)}"
+    return f"{x:.6g}"

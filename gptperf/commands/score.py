@@ -1,0 +1,81 @@
+"""`gptperf score`: the probability of each sentence by the chain rule, per token, ranked."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "score sentences by the chain rule: log-probability, per-token probabilities, ranking"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sentences", nargs="+", help="sentences to score")
+    parser.add_argument(
+        "--checkpoint", default="out",
+        help="what `gptperf train` wrote (folder or ckpt.pt), or an HF GPT-2 folder (default: out)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+
+
+def run(args: argparse.Namespace) -> int | None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from gptperf.generate import load_for_inference
+    from gptperf.output import console, emit_json
+    from gptperf.score import ranking, scientific, score_sentences, start_tokens
+
+    model, tokenizer = load_for_inference(args.checkpoint, args.device)
+    start = start_tokens(tokenizer)
+    scores = score_sentences(model, tokenizer, args.sentences, start=start)
+    order = ranking(scores)
+    start_doc = {"tokens": start, "text": tokenizer.decode(start)}
+    if args.json:
+        emit_json(
+            {
+                "checkpoint": str(args.checkpoint),
+                "formula": "log P(x_1:n) = sum_i log P(x_i | start, x_<i)",
+                "start": start_doc,
+                "units": {"logprob": "nats (natural log)", "log10prob": "log base 10"},
+                "sentences": [s.to_dict() for s in scores],
+                "ranking": [
+                    {"rank": r + 1, "index": i, "text": scores[i].text, "logprob": scores[i].logprob}
+                    for r, i in enumerate(order)
+                ],
+            }
+        )
+        return 0
+
+    console.print(
+        Text(
+            "P(x_1:n) = P(x_1 | start)·P(x_2 | start, x_1)···P(x_n | start, x_<n); "
+            f"start token {start_doc['text']!r}; model {model.config.name!r} from {args.checkpoint}"
+        )
+    )
+    for s in scores:
+        table = Table(title=Text(repr(s.text)), title_justify="left")
+        table.add_column("i", justify="right")
+        table.add_column("token")
+        table.add_column("P(token | context)", justify="right")
+        table.add_column("log P (nats)", justify="right")
+        table.add_column("log P so far (nats)", justify="right")
+        total = 0.0
+        for i, t in enumerate(s.tokens, 1):
+            total += t.logprob
+            table.add_row(str(i), Text(t.text), f"{t.prob:.4g}", f"{t.logprob:.3f}", f"{total:.3f}")
+        table.caption = (
+            f"log P = {s.logprob:.3f} nats = log10 P {s.log10prob:.3f}; P = {scientific(s.log10prob)}"
+        )
+        console.print(table)
+    ranked = Table(title="Sentences ranked by probability (chain rule)", title_justify="left")
+    for name, justify in (("rank", "right"), ("sentence", "left"), ("tokens", "right"),
+                          ("log P (nats)", "right"), ("log10 P", "right"), ("P", "right"),
+                          ("nats/token", "right")):
+        ranked.add_column(name, justify=justify)
+    for r, i in enumerate(order, 1):
+        s = scores[i]
+        ranked.add_row(
+            str(r), Text(s.text), str(len(s.tokens)), f"{s.logprob:.3f}", f"{s.log10prob:.3f}",
+            scientific(s.log10prob), f"{-s.logprob / len(s.tokens):.3f}",
+        )
+    console.print(ranked)
+    return 0

@@ -1,0 +1,114 @@
+"""`gptperf train`: train a GPT on the embedded corpus, a text file or nanoGPT token files."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+HELP = "train a GPT (AdamW, warm-up + cosine LR, autocast, compile, atomic checkpoints, --resume)"
+
+_MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gptperf.model.config import PRESETS
+
+    m = parser.add_argument_group("model")
+    m.add_argument("--preset", default="tiny", choices=list(PRESETS),
+                   help="model shape and training defaults (default: tiny)")
+    m.add_argument("--n-layer", type=int, help="override the preset's number of blocks")
+    m.add_argument("--n-head", type=int, help="override the preset's number of heads")
+    m.add_argument("--n-embd", type=int, help="override the preset's width C")
+    m.add_argument("--block-size", type=int, help="override the preset's longest sequence")
+    m.add_argument("--attention", choices=("math", "sdpa"), help="attention implementation")
+
+    d = parser.add_argument_group("data")
+    d.add_argument("--data", metavar="FILE|DIR",
+                   help="UTF-8 text file, or folder with nanoGPT train.bin/val.bin "
+                        "(default: the embedded pydoc topics corpus)")
+    d.add_argument("--vocab-size", type=int,
+                   help="vocabulary of a train.bin/val.bin folder (default: largest token + 1)")
+
+    t = parser.add_argument_group("optimisation (defaults depend on --preset)")
+    t.add_argument("--batch", type=int, help="sequences per micro-batch")
+    t.add_argument("--seq", type=int, help="tokens per sequence")
+    t.add_argument("--max-iters", type=int, help="optimizer steps in total")
+    t.add_argument("--lr", type=float, help="peak learning rate")
+    t.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
+    t.add_argument("--warmup-iters", type=int, help="steps of linear warm-up")
+    t.add_argument("--weight-decay", type=float, help="AdamW weight decay on 2-D weights")
+    t.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    t.add_argument("--grad-clip", type=float, help="clip the gradient norm to this (0 = off)")
+    t.add_argument("--dtype", choices=("fp32", "tf32", "bf16", "fp16"),
+                   help="compute precision: fp32 or autocast bf16/fp16 (default: fp32)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
+    t.add_argument("--seed", type=int, help="random seed (default: 1337)")
+
+    e = parser.add_argument_group("evaluation and checkpoints")
+    e.add_argument("--eval-interval", type=int, help="steps between validation losses")
+    e.add_argument("--eval-iters", type=int, help="batches per validation loss")
+    e.add_argument("--log-interval", type=int, help="steps between progress updates")
+    e.add_argument("--out", metavar="DIR", default=None,
+                   help="folder for ckpt.pt (default: out)")
+    e.add_argument("--no-checkpoint", action="store_true", help="write no checkpoint")
+    e.add_argument("--resume", action="store_true",
+                   help="continue from <out>/ckpt.pt with its optimizer state and data position")
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The TrainConfig the command line asks for: preset defaults, then the flags given."""
+    from gptperf.train import TrainConfig
+
+    model = {k: getattr(args, k) for k in _MODEL_FIELDS if getattr(args, k) is not None}
+    overrides: dict[str, Any] = {
+        "data": args.data, "vocab_size": args.vocab_size, "attention": args.attention,
+        "batch": args.batch, "seq": args.seq, "max_iters": args.max_iters, "lr": args.lr,
+        "min_lr": args.min_lr, "warmup_iters": args.warmup_iters,
+        "weight_decay": args.weight_decay, "grad_accum": args.grad_accum,
+        "grad_clip": args.grad_clip, "dtype": args.dtype, "device": args.device,
+        "seed": args.seed, "eval_interval": args.eval_interval, "eval_iters": args.eval_iters,
+        "log_interval": args.log_interval, "out_dir": args.out,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.compile:
+        overrides["compile"] = True
+    if args.resume:
+        overrides["resume"] = True
+    if args.no_checkpoint:
+        if args.resume:
+            from gptperf.errors import UserError
+
+            raise UserError("--resume needs a checkpoint; drop --no-checkpoint")
+        overrides["out_dir"] = None
+    return TrainConfig.for_preset(args.preset, model=model, **overrides)
+
+
+def run(args: argparse.Namespace) -> int | None:
+    from gptperf.output import console, emit_json, err_console, seconds, si
+    from gptperf.train import ProgressBar, train
+
+    cfg = config_from_args(args)
+    if args.json:
+        result = train(cfg)
+        emit_json(result.to_dict())
+        return 0
+    with ProgressBar(cfg, err_console) as bar:
+        result = train(cfg, on_step=bar.update)
+    env = result.environment
+    console.print(
+        f"trained {result.model_name} ({si(result.num_parameters, 'parameters')}) for "
+        f"{result.steps} steps on {result.data_name} ({env.get('device', env.get('device_type'))}, "
+        f"{cfg.dtype})"
+    )
+    if result.val_losses:
+        step, loss = result.val_losses[-1]
+        console.print(f"validation loss {loss:.4f} nats/token at step {step}")
+    console.print(
+        f"median time per step {seconds(result.median_step_time_s)}, "
+        f"{si(result.tokens_per_s, 'tokens/s')} (measured, after warm-up), "
+        f"wall time {seconds(result.wall_time_s)}"
+    )
+    if result.checkpoint:
+        console.print(f"checkpoint: {result.checkpoint}")
+    return 0

@@ -1,0 +1,224 @@
+"""Autoregressive sampling, with a KV cache (one new token per forward pass) or without one.
+
+Without the cache every new token recomputes the whole context, cropped to block_size as in
+nanoGPT: the lecture's picture of decoding. With the cache the prompt is prefilled once and
+each step feeds only the token just produced; the keys and values of the past are read back.
+
+The position embedding is absolute, so a cache can't slide: once the context would pass
+block_size, the cache is rebuilt from the last block_size // 2 tokens (one re-prefill every
+block_size // 2 new tokens). Up to that point both paths see the same context and greedy
+decoding gives the same tokens; after it the recompute path keeps a full block_size window
+and the two may diverge.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gptperf.data.tokenizer import ByteTokenizer
+from gptperf.errors import UserError
+from gptperf.model.attention import KVCache
+from gptperf.model.gpt import GPT
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None) -> None:
+    """UserError for a non-positive token count, a negative temperature or a non-positive top-k."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+        raise UserError(f"number of new tokens must be a positive integer, got {max_new_tokens!r}")
+    if not temperature >= 0:  # also rejects NaN
+        raise UserError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k <= 0:
+        raise UserError(f"top-k must be a positive integer (or unset), got {top_k}")
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Next tokens (B,) from last-position logits (B, vocab): argmax if temperature == 0."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+def _as_batch(model: GPT, prompt: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    device = next(model.parameters()).device
+    idx = torch.as_tensor(prompt, dtype=torch.long, device=device)
+    if idx.dim() == 1:
+        idx = idx.unsqueeze(0)
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise UserError("the prompt is empty; give at least one token")
+    block_size, vocab = model.config.block_size, model.config.vocab_size
+    if idx.size(1) > block_size:
+        raise UserError(
+            f"the prompt has {idx.size(1)} tokens but the model's block_size is {block_size}; "
+            f"use at most {block_size}"
+        )
+    if int(idx.min()) < 0 or int(idx.max()) >= vocab:
+        raise UserError(f"prompt token out of range; valid tokens are 0..{vocab - 1}")
+    return idx
+
+
+@torch.no_grad()
+def stream_logits(
+    model: GPT,
+    prompt: Sequence[int] | torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    use_kv_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (next tokens (B,), the logits (B, vocab) they were drawn from), one step at a time.
+
+    `prompt` is a list of token ids or a (B, T) tensor of equally long prompts.
+    """
+    check_sampling(max_new_tokens, temperature, top_k)
+    idx = _as_batch(model, prompt)
+    block_size = model.config.block_size
+    cache: KVCache | None = None
+    if use_kv_cache:
+        dtype = next(model.parameters()).dtype
+        cache = KVCache(model.config, idx.size(0), device=idx.device, dtype=dtype)
+        logits, _ = model(idx, kv_cache=cache, last_logits_only=True)  # prefill
+    for step in range(max_new_tokens):
+        if cache is None:
+            logits, _ = model(idx[:, -block_size:], last_logits_only=True)
+        elif step > 0:
+            if cache.length == block_size:  # full: rebuild from the last half (see module docstring)
+                cache.reset()
+                keep = max(1, block_size // 2)
+                logits, _ = model(idx[:, -keep:], kv_cache=cache, last_logits_only=True)
+            else:
+                logits, _ = model(idx[:, -1:], kv_cache=cache, last_logits_only=True)
+        last = logits[:, -1, :]
+        token = sample_next(last, temperature, top_k, generator)
+        idx = torch.cat([idx, token[:, None]], dim=1)
+        yield token, last
+
+
+def generate(
+    model: GPT,
+    prompt_tokens: Sequence[int],
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    use_kv_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> Iterator[int]:
+    """Stream `max_new_tokens` new token ids continuing `prompt_tokens` (greedy when temperature == 0)."""
+    for token, _ in stream_logits(
+        model, list(prompt_tokens), max_new_tokens, temperature=temperature, top_k=top_k,
+        use_kv_cache=use_kv_cache, generator=generator,
+    ):
+        yield int(token[0])
+
+
+def generate_batch(
+    model: GPT,
+    prompts: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    use_kv_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(B, T) equally long prompts -> (B, T + max_new_tokens) prompts with their continuations."""
+    out = [torch.as_tensor(prompts, dtype=torch.long)]
+    out[0] = out[0].to(next(model.parameters()).device)
+    for token, _ in stream_logits(
+        model, out[0], max_new_tokens, temperature=temperature, top_k=top_k,
+        use_kv_cache=use_kv_cache, generator=generator,
+    ):
+        out.append(token[:, None])
+    return torch.cat(out, dim=1)
+
+
+class TextStream:
+    """Turns tokens into text as they arrive; a character split across tokens comes out whole.
+
+    For the byte tokenizer an incremental UTF-8 decoder holds back an incomplete character;
+    for any other tokenizer the text decoded so far is compared with what was already shown,
+    holding back a trailing U+FFFD that the next token may complete.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._bytes = isinstance(tokenizer, ByteTokenizer)
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._tokens: list[int] = []
+        self._shown = 0
+
+    def push(self, token: int) -> str:
+        """The text that `token` completes (possibly empty)."""
+        if self._bytes:
+            return self._utf8.decode(bytes([token]))
+        self._tokens.append(token)
+        text = self.tokenizer.decode(self._tokens)
+        ready = len(text.rstrip("\ufffd"))
+        if ready <= self._shown:
+            return ""
+        new, self._shown = text[self._shown : ready], ready
+        return new
+
+    def flush(self) -> str:
+        """Whatever is still held back, at the end of the stream."""
+        if self._bytes:
+            return self._utf8.decode(b"", final=True)
+        text = self.tokenizer.decode(self._tokens)
+        new, self._shown = text[self._shown :], len(text)
+        return new
+
+
+def load_for_inference(checkpoint: str | os.PathLike[str], device: str = "auto") -> tuple[GPT, Any]:
+    """The model (eval mode, on `device`) and the tokenizer that goes with it.
+
+    `checkpoint` is what `gptperf train` wrote (its folder or ckpt.pt) or an HF GPT-2 folder.
+    Tokenizer files in the folder (vocab.json + merges.txt or tokenizer.json) are used when
+    present; otherwise a 256-token vocabulary means the byte tokenizer.
+    """
+    from gptperf.model.hf import has_hf_tokenizer, is_hf_gpt2_dir, load_hf_gpt2, load_hf_tokenizer
+    from gptperf.runtime import resolve_device
+
+    dev = resolve_device(device)
+    path = Path(checkpoint)
+    if not path.exists():
+        raise UserError(
+            f"checkpoint {str(path)!r} does not exist; run `gptperf train` first or pass "
+            "--checkpoint with a training output folder, ckpt.pt or an HF GPT-2 folder"
+        )
+    if is_hf_gpt2_dir(path):
+        model = load_hf_gpt2(path, dev)
+    else:
+        from gptperf.checkpoint import load_model
+
+        model = load_model(path, dev)
+    model.eval()
+    vocab = model.config.vocab_size
+    if path.is_dir() and has_hf_tokenizer(path):
+        tokenizer = load_hf_tokenizer(path)
+    elif vocab == ByteTokenizer.vocab_size:
+        tokenizer = ByteTokenizer()
+    else:
+        raise UserError(
+            f"no tokenizer for a vocabulary of {vocab} tokens in {path}; the byte tokenizer "
+            "has 256, any other needs HF tokenizer files (vocab.json + merges.txt) beside the weights"
+        )
+    if tokenizer.vocab_size > vocab:
+        raise UserError(
+            f"the tokenizer in {path} has {tokenizer.vocab_size} tokens but the model only {vocab}"
+        )
+    return model, tokenizer

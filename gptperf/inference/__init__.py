@@ -1,0 +1,21 @@
+"""Inference: KV cache against recompute, prefill against decode, the batch where decoding turns
+compute-bound (`sweep`), and the fast decode path — static KV cache, compiled step, CUDA graph
+(`static_cache`). Importing this package does not import torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["FastDecoder", "InferenceResult", "StaticKVCache", "build_model", "run_inference_study"]
+
+
+def __getattr__(name: str) -> Any:  # lazy, so `gptperf.inference.sweep`'s pure helpers stay light
+    if name in ("FastDecoder", "StaticKVCache", "build_model"):
+        from gptperf.inference import static_cache
+
+        return getattr(static_cache, name)
+    if name in ("InferenceResult", "run_inference_study"):
+        from gptperf.inference import sweep
+
+        return getattr(sweep, name)
+    raise AttributeError(name)

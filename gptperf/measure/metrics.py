@@ -1,0 +1,278 @@
+"""Run metrics beside the timer: utilization sampled in a background thread, and peak memory.
+
+GPU utilization comes from NVML (nvidia-ml-py's `pynvml`), falling back to
+`torch.cuda.utilization()`; a missing library or driver becomes a note in the result, never a
+crash. CPU utilization comes from psutil. Peak memory is the caching allocator's high-water mark
+on GPU (`torch.cuda.max_memory_allocated` / `max_memory_reserved` after a reset) and the
+process's peak resident set on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+NVML_MEANING = (
+    "NVML GPU utilization: share of each sample window (1/6 s to 1 s) in which at least one "
+    "kernel was running; one busy kernel on a single SM reads ~100%, so it is not SM occupancy"
+)
+CPU_MEANING = (
+    "process CPU time / wall time / cores available to it: 100% means every available core "
+    "was busy running this process"
+)
+
+
+def _cores_available() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@dataclass
+class Utilization:
+    """Utilization over a window, in percent, with where it came from and what it means."""
+
+    device_type: str
+    source: str  # "nvml", "torch.cuda.utilization", "psutil" or "none"
+    mean_percent: float | None
+    max_percent: float | None
+    samples: int
+    window_s: float
+    interval_s: float
+    meaning: str
+    note: str | None = None
+    per_core_percent: list[float] | None = None  # CPU: every core of the machine, all processes
+    cores_available: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _nvml_index(index: int) -> int:
+    """The NVML index of torch's CUDA device `index` (they differ under CUDA_VISIBLE_DEVICES)."""
+    try:
+        import torch
+
+        return int(torch.cuda._get_nvml_device_index(index))
+    except Exception:  # a private torch helper: fall back to the same index
+        return index
+
+
+def gpu_utilization_reader(index: int = 0) -> tuple[Callable[[], float] | None, str, str | None]:
+    """(read, source, note): a function returning the GPU's utilization in percent, or None.
+
+    Tries NVML directly, then `torch.cuda.utilization`; whatever fails is explained in `note`.
+    """
+    problems: list[str] = []
+    try:
+        import pynvml
+    except ImportError as err:
+        problems.append(f"nvidia-ml-py (pynvml) cannot be imported ({err})")
+    else:
+        try:
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(index))
+            pynvml.nvmlDeviceGetUtilizationRates(handle)  # fails here if the driver refuses
+
+            def read_nvml() -> float:
+                return float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+
+            return read_nvml, "nvml", None
+        except pynvml.NVMLError as err:
+            problems.append(f"NVML failed ({err})")
+    try:
+        import torch
+
+        torch.cuda.utilization(index)
+
+        def read_torch() -> float:
+            return float(torch.cuda.utilization(index))
+
+        return read_torch, "torch.cuda.utilization", "; ".join(problems) or None
+    except Exception as err:
+        problems.append(f"torch.cuda.utilization failed ({type(err).__name__}: {err})")
+    return None, "none", "GPU utilization not measured: " + "; ".join(problems)
+
+
+class UtilizationSampler:
+    """Samples utilization every `interval_s` in a daemon thread between `start()` and `stop()`.
+
+    GPU: NVML's utilization rate per sample. CPU: the exact mean over the window from the
+    process's CPU time, plus psutil samples for the maximum and the per-core picture.
+    """
+
+    def __init__(self, device: Any = "cpu", interval_s: float = 0.1) -> None:
+        device_type = getattr(device, "type", str(device).split(":")[0])
+        self.device_type = device_type
+        self.index = getattr(device, "index", None) or 0
+        self.interval_s = interval_s
+        self._samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._note: str | None = None
+        self._read: Callable[[], float] | None = None
+        self._source = "none"
+        self._t0 = 0.0
+        self._cpu0 = 0.0
+        self._process: Any = None
+        self.result: Utilization | None = None  # set on leaving a `with` block
+
+    def start(self) -> UtilizationSampler:
+        if self.device_type == "cuda":
+            self._read, self._source, self._note = gpu_utilization_reader(self.index)
+        else:
+            try:
+                import psutil
+            except ImportError as err:
+                self._note = f"CPU utilization not measured: psutil cannot be imported ({err})"
+            else:
+                self._process = psutil.Process()
+                self._process.cpu_percent(None)  # the first call only sets the baseline
+                psutil.cpu_percent(None, percpu=True)
+                cores = _cores_available()
+                self._cpu0 = sum(self._process.cpu_times()[:2])
+                self._read = lambda: self._process.cpu_percent(None) / cores
+                self._source = "psutil"
+        self._t0 = time.perf_counter()
+        if self._read is not None:
+            self._thread = threading.Thread(target=self._loop, name="gptperf-utilization", daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def _sample(self) -> None:
+        try:
+            self._samples.append(self._read())  # type: ignore[misc]
+        except Exception as err:  # the driver went away mid-run: keep what we have, say why
+            self._note = f"utilization sampling stopped: {type(err).__name__}: {err}"
+            self._stop.set()
+
+    def stop(self) -> Utilization:
+        window = time.perf_counter() - self._t0
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            if self._read is not None and (self.device_type == "cuda" or not self._samples):
+                self._sample()  # at least one reading, taken while the window is fresh
+        samples = self._samples
+        mean = statistics.fmean(samples) if samples else None
+        peak = max(samples) if samples else None
+        per_core = None
+        cores = None
+        if self._source == "psutil":
+            import psutil
+
+            cores = _cores_available()
+            busy = sum(self._process.cpu_times()[:2]) - self._cpu0
+            mean = 100.0 * busy / window / cores if window > 0 else None
+            peak = max(peak or 0.0, mean or 0.0)
+            per_core = [float(x) for x in psutil.cpu_percent(None, percpu=True)]
+        meaning = NVML_MEANING if self.device_type == "cuda" else CPU_MEANING
+        if self.device_type == "cuda" and window < 1.0 and samples:
+            extra = (f"the timed window ({window:.2f} s) is shorter than NVML's sample period, "
+                     "so readings also cover the moments just before it")
+            self._note = f"{self._note}; {extra}" if self._note else extra
+        return Utilization(
+            device_type=self.device_type, source=self._source, mean_percent=mean,
+            max_percent=peak, samples=len(samples), window_s=window, interval_s=self.interval_s,
+            meaning=meaning, note=self._note, per_core_percent=per_core, cores_available=cores,
+        )
+
+    def __enter__(self) -> UtilizationSampler:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self._stop.is_set():
+            self.result = self.stop()
+
+
+@dataclass
+class MemoryPeak:
+    """High-water marks over a window, in bytes."""
+
+    device_type: str
+    allocated_bytes: int | None = None  # GPU: torch.cuda.max_memory_allocated
+    reserved_bytes: int | None = None  # GPU: torch.cuda.max_memory_reserved
+    peak_rss_bytes: int | None = None  # the process's peak resident set (host memory)
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _vm_hwm_bytes() -> int | None:
+    try:
+        match = re.search(r"VmHWM:\s+(\d+)\s+kB", open("/proc/self/status").read())
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
+def _reset_rss_peak() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (Linux >= 4.0); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _ru_maxrss_bytes() -> int | None:
+    try:
+        import resource
+        import sys
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss if sys.platform == "darwin" else rss * 1024  # bytes on macOS, KiB on Linux
+    except (ImportError, OSError):
+        return None
+
+
+class PeakMemoryMeter:
+    """`reset()` before the window, `read()` after it."""
+
+    def __init__(self, device: Any = "cpu") -> None:
+        self.device = device
+        self.device_type = getattr(device, "type", str(device).split(":")[0])
+        self._rss_reset = False
+
+    def reset(self) -> None:
+        if self.device_type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._rss_reset = _reset_rss_peak()
+
+    def read(self) -> MemoryPeak:
+        peak = MemoryPeak(self.device_type)
+        hwm = _vm_hwm_bytes() if self._rss_reset else None
+        if hwm is not None:
+            peak.peak_rss_bytes = hwm
+            rss_source = "VmHWM of /proc/self/status since reset"
+        else:
+            peak.peak_rss_bytes = _ru_maxrss_bytes()
+            rss_source = "getrusage ru_maxrss"
+            peak.notes.append("peak RSS is since process start (the kernel refused a reset)")
+        if self.device_type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            peak.allocated_bytes = int(torch.cuda.max_memory_allocated(self.device))
+            peak.reserved_bytes = int(torch.cuda.max_memory_reserved(self.device))
+            peak.source = ("torch.cuda.max_memory_allocated / max_memory_reserved since "
+                           f"reset_peak_memory_stats (caching allocator only); host: {rss_source}")
+        else:
+            peak.source = rss_source
+        return peak

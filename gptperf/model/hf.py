@@ -1,0 +1,279 @@
+"""GPT-2 checkpoints in Hugging Face's format: load a `GPT2LMHeadModel` folder into GPT, save GPT as one.
+
+A folder holds `config.json` and the weights as `model.safetensors` (or a sharded
+`model.safetensors.index.json`), or as `pytorch_model.bin` (loaded with weights_only=True).
+HF GPT-2 keeps its linear layers as `Conv1D`, whose weight is (in, out): the transpose of
+`nn.Linear`'s (out, in). Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gptperf.atomic import atomic_dir
+from gptperf.errors import UserError
+from gptperf.model.config import ATTENTION_IMPLEMENTATIONS, GPTConfig
+from gptperf.model.gpt import GPT
+
+CONFIG_FILE = "config.json"
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+TORCH_FILE = "pytorch_model.bin"
+
+# Conv1D layers: HF stores (in, out), nn.Linear wants (out, in).
+_CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
+# Non-persistent buffers older checkpoints saved: the causal mask and the masking constant.
+_IGNORED = (".attn.bias", ".attn.masked_bias")
+# GELU with the tanh approximation, under its two HF names.
+_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
+# Config fields whose non-default value changes the computation in a way GPT does not.
+_REQUIRED: dict[str, Any] = {
+    "scale_attn_weights": True,
+    "scale_attn_by_inverse_layer_idx": False,
+    "reorder_and_upcast_attn": False,
+    "add_cross_attention": False,
+}
+
+
+def is_hf_gpt2_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a folder with a config.json and GPT-2 weights in a known file."""
+    p = Path(path)
+    return (p / CONFIG_FILE).is_file() and any(
+        (p / f).is_file() for f in (SAFETENSORS_FILE, SAFETENSORS_INDEX, TORCH_FILE)
+    )
+
+
+def config_from_hf(hf: dict[str, Any], attention: str = "sdpa", name: str = "hf-gpt2") -> GPTConfig:
+    """GPTConfig from the fields of an HF GPT-2 config.json; UserError for what GPT can't represent."""
+    model_type = hf.get("model_type", "gpt2")
+    if model_type != "gpt2":
+        raise UserError(f"config.json model_type={model_type!r} is not supported; valid: 'gpt2'")
+    activation = hf.get("activation_function", "gelu_new")
+    if activation not in _ACTIVATIONS:
+        raise UserError(
+            f"config.json activation_function={activation!r} is not supported; valid: {', '.join(_ACTIVATIONS)}"
+        )
+    for key, wanted in _REQUIRED.items():
+        if key in hf and bool(hf[key]) != wanted:
+            raise UserError(f"config.json {key}={hf[key]!r} is not supported; gptperf's GPT needs {wanted}")
+    if not hf.get("tie_word_embeddings", True):
+        raise UserError("config.json tie_word_embeddings=false is not supported; GPT ties lm_head to wte")
+    missing = [k for k in ("n_positions", "n_embd", "n_layer", "n_head", "vocab_size") if k not in hf]
+    if missing:
+        raise UserError(f"config.json lacks {', '.join(missing)}; a GPT-2 config needs them")
+    n_inner = hf.get("n_inner")
+    if n_inner is not None and n_inner != 4 * hf["n_embd"]:
+        raise UserError(f"config.json n_inner={n_inner} is not supported; valid: null or 4*n_embd={4 * hf['n_embd']}")
+    if attention not in ATTENTION_IMPLEMENTATIONS:
+        raise UserError(f"unknown attention {attention!r}; valid: {', '.join(ATTENTION_IMPLEMENTATIONS)}")
+    return GPTConfig(
+        block_size=hf["n_positions"],
+        vocab_size=hf["vocab_size"],
+        n_layer=hf["n_layer"],
+        n_head=hf["n_head"],
+        n_embd=hf["n_embd"],
+        attention=attention,
+        layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-5)),
+        name=name,
+    )
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"cannot read {file}: {str(err).splitlines()[0]} (truncated or not a safetensors file?)") from None
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    if (folder / SAFETENSORS_FILE).is_file():
+        return _read_safetensors(folder / SAFETENSORS_FILE)
+    if (folder / SAFETENSORS_INDEX).is_file():
+        try:
+            shards = sorted(set(json.loads((folder / SAFETENSORS_INDEX).read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as err:
+            raise UserError(f"cannot read {folder / SAFETENSORS_INDEX}: {err}") from None
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            if not (folder / shard).is_file():
+                raise UserError(f"shard {folder / shard} named in {SAFETENSORS_INDEX} is missing")
+            state.update(_read_safetensors(folder / shard))
+        return state
+    if (folder / TORCH_FILE).is_file():
+        try:
+            state = torch.load(folder / TORCH_FILE, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated zip, bad pickle, unsafe object: all mean an unusable file
+            raise UserError(f"cannot read {folder / TORCH_FILE}: {str(err).splitlines()[0]}") from None
+        if not isinstance(state, dict):
+            raise UserError(f"{folder / TORCH_FILE} holds a {type(state).__name__}, not a state dict")
+        return state
+    raise UserError(
+        f"{folder} has no weights; expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX} or {TORCH_FILE}"
+    )
+
+
+def _strip(key: str) -> str:
+    return key[len("transformer."):] if key.startswith("transformer.") else key
+
+
+def load_hf_gpt2(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", attention: str = "sdpa"
+) -> GPT:
+    """A GPT with the weights of the HF GPT-2 checkpoint folder `path` (fp32, on `device`, eval mode)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"checkpoint folder {folder} does not exist; give a folder with {CONFIG_FILE} and weights")
+    if not (folder / CONFIG_FILE).is_file():
+        raise UserError(f"{folder} has no {CONFIG_FILE}; an HF GPT-2 checkpoint folder needs one")
+    try:
+        hf = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {folder / CONFIG_FILE}: {err}") from None
+    if not isinstance(hf, dict):
+        raise UserError(f"{folder / CONFIG_FILE} is not a JSON object")
+    config = config_from_hf(hf, attention=attention, name=folder.resolve().name)
+    state = _read_weights(folder)
+
+    model = GPT(config)
+    params = {_strip(k): p for k, p in model.named_parameters()}  # the tied lm_head appears once, as wte
+    loaded: set[str] = set()
+    unexpected: list[str] = []
+    with torch.no_grad():
+        for key, tensor in state.items():
+            name = _strip(key)
+            if name.endswith(_IGNORED):
+                continue
+            if name == "lm_head.weight":  # tied: it must be the token embedding itself
+                wte = state.get("transformer.wte.weight", state.get("wte.weight"))
+                if wte is not None and not torch.equal(tensor, wte):
+                    raise UserError(f"{key} differs from wte.weight; GPT ties the LM head to the token embedding")
+                continue
+            if name not in params:
+                unexpected.append(key)
+                continue
+            if name.endswith(_CONV1D):
+                tensor = tensor.t()
+            target = params[name]
+            if tuple(tensor.shape) != tuple(target.shape):
+                raise UserError(
+                    f"{key} has shape {tuple(tensor.shape)} but config.json implies {tuple(target.shape)}"
+                )
+            target.copy_(tensor)
+            loaded.add(name)
+    if unexpected:
+        raise UserError(f"unexpected tensors in the checkpoint: {', '.join(sorted(unexpected)[:5])}")
+    missing = sorted(set(params) - loaded)
+    if missing:
+        raise UserError(f"checkpoint lacks {len(missing)} tensor(s), e.g. {missing[0]}")
+    return model.to(device).eval()
+
+
+def hf_config(config: GPTConfig) -> dict[str, Any]:
+    """The config.json of an HF GPT2LMHeadModel with the shape of `config`."""
+    gpt2_vocab = config.vocab_size == 50257  # GPT-2's BPE, whose last token is <|endoftext|>
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_ctx": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": config.layer_norm_epsilon,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+        "bos_token_id": 50256 if gpt2_vocab else None,
+        "eos_token_id": 50256 if gpt2_vocab else None,
+        "torch_dtype": "float32",
+    }
+
+
+def _fsync(file: Path) -> None:
+    with open(file, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def save_hf_gpt2(model: GPT, path: str | os.PathLike[str]) -> Path:
+    """Write `model` as an HF GPT-2 folder (config.json + model.safetensors), swapped in whole.
+
+    `transformers.GPT2LMHeadModel.from_pretrained(path)` loads it; the tied LM head is not
+    stored (HF ties it again on load). Weights are written in the model's dtype.
+    """
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():  # the tied lm_head.weight is skipped as a duplicate
+        t = p.detach()
+        if name.endswith(_CONV1D):
+            t = t.t()
+        tensors[name] = t.contiguous().cpu()
+    doc = hf_config(model.config)
+    doc["torch_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    with atomic_dir(path) as tmp:
+        (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+        save_file(tensors, str(tmp / SAFETENSORS_FILE), metadata={"format": "pt"})
+        for f in (CONFIG_FILE, SAFETENSORS_FILE):
+            _fsync(tmp / f)
+    return Path(path)
+
+
+class HFTokenizer:
+    """A tokenizer saved beside an HF checkpoint (e.g. GPT-2's BPE), with ByteTokenizer's methods."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.hf = tokenizer
+        self.vocab_size = len(tokenizer)
+        self.name = type(tokenizer).__name__
+        # GPT-2's <|endoftext|> separates documents: the context a first token is predicted from.
+        self.bos_token_id = tokenizer.bos_token_id
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf.encode(text, add_special_tokens=False))
+
+    def decode(self, tokens: Any) -> str:
+        return self.hf.decode(list(tokens), clean_up_tokenization_spaces=False)
+
+    def token_text(self, token: int) -> str:
+        return repr(self.decode([token]))[1:-1]
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
+
+
+def has_hf_tokenizer(path: str | os.PathLike[str]) -> bool:
+    """Whether the folder `path` holds tokenizer files."""
+    return any((Path(path) / f).is_file() for f in _TOKENIZER_FILES)
+
+
+def load_hf_tokenizer(path: str | os.PathLike[str]) -> HFTokenizer:
+    """The tokenizer saved in the HF folder `path` (local files only; needs transformers)."""
+    folder = Path(path)
+    if not has_hf_tokenizer(folder):
+        raise UserError(
+            f"{folder} has no tokenizer files ({' or '.join(_TOKENIZER_FILES)}); "
+            "save the tokenizer with the model (tokenizer.save_pretrained)"
+        )
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise UserError("reading an HF tokenizer needs transformers: pip install transformers") from None
+    try:
+        return HFTokenizer(AutoTokenizer.from_pretrained(str(folder), local_files_only=True))
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read the tokenizer in {folder}: {str(err).splitlines()[0]}") from None

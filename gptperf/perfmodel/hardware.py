@@ -1,0 +1,346 @@
+"""Machines for the roofline: peak FLOP/s per dtype (dense), memory bandwidth, memory size, launch latency.
+
+Four sources, one type: datasheet entries shipped with gptperf (``perfmodel/hardware/*.toml``),
+a TOML file the user wrote, ceilings measured by ``gptperf ceilings`` (saved per device under
+``$GPTPERF_CACHE_DIR`` or ``~/.cache/gptperf``), and ad-hoc figures from the command line.
+Peaks are dense tensor-core figures where a dtype uses them, never the 2:4-sparsity figure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gptperf.atomic import write_text
+from gptperf.dtypes import DTYPES, check_dtype
+from gptperf.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+SOURCES: tuple[str, ...] = ("datasheet", "measured", "file", "ad-hoc")
+MEASURED = "measured"
+_DATA_DIR = Path(__file__).with_name("hardware")
+
+
+@dataclass
+class Hardware:
+    """A machine as the roofline sees it. Units: FLOP/s, bytes/s, bytes, seconds."""
+
+    name: str
+    peak_flops: dict[str, float]
+    bandwidth: float
+    memory_bytes: float
+    launch_latency_s: float = 4e-6
+    source: str = "datasheet"
+    notes: str = ""
+    device_name: str | None = None  # the device a measured file belongs to
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise UserError(f"hardware name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.peak_flops, dict) or not self.peak_flops:
+            raise UserError(f"hardware {self.name!r}: peak_flops must map dtypes to FLOP/s")
+        peaks = {}
+        for dtype, value in self.peak_flops.items():
+            if dtype not in DTYPES:
+                raise UserError(f"hardware {self.name!r}: unknown dtype {dtype!r} in peak_flops; valid: {', '.join(DTYPES)}")
+            peaks[dtype] = _positive(value, f"hardware {self.name!r}: peak_flops.{dtype}")
+        self.peak_flops = peaks
+        self.bandwidth = _positive(self.bandwidth, f"hardware {self.name!r}: bandwidth (bytes/s)")
+        # unknown capacity (None, NaN, 0: e.g. a CPU measurement) is unbounded: everything fits
+        if self.memory_bytes is None or (isinstance(self.memory_bytes, (int, float)) and (
+                self.memory_bytes == 0 or math.isnan(self.memory_bytes))):
+            self.memory_bytes = math.inf
+        if self.memory_bytes != math.inf:
+            self.memory_bytes = _positive(self.memory_bytes, f"hardware {self.name!r}: memory_bytes")
+        if isinstance(self.launch_latency_s, float) and math.isnan(self.launch_latency_s):
+            self.launch_latency_s = 0.0  # not measured
+        self.launch_latency_s = _positive(
+            self.launch_latency_s, f"hardware {self.name!r}: launch_latency_s", allow_zero=True
+        )
+        if self.source not in SOURCES:
+            raise UserError(f"hardware {self.name!r}: unknown source {self.source!r}; valid: {', '.join(SOURCES)}")
+
+    def peak(self, dtype: str) -> float:
+        """Peak FLOP/s for `dtype`; a UserError if this machine lists none for it."""
+        check_dtype(dtype)
+        if dtype not in self.peak_flops:
+            raise UserError(
+                f"hardware {self.name!r} ({self.source}) lists no peak for dtype {dtype!r}; "
+                f"listed: {', '.join(self.peak_flops)}"
+            )
+        return self.peak_flops[dtype]
+
+    def ridge_intensity(self, dtype: str) -> float:
+        """π/β in FLOP/byte for `dtype`."""
+        return self.peak(dtype) / self.bandwidth
+
+    @property
+    def label(self) -> str:
+        """Where the figures come from, e.g. 'datasheet: h100-sxm'."""
+        return f"{self.source}: {self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "name": self.name,
+            "source": self.source,
+            "peak_flops": dict(self.peak_flops),
+            "bandwidth": self.bandwidth,
+            "memory_bytes": self.memory_bytes,
+            "launch_latency_s": self.launch_latency_s,
+            "notes": self.notes,
+        }
+        if self.device_name:
+            d["device_name"] = self.device_name
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str | None = None) -> Hardware:
+        """Build from a dict (as `to_dict` or a TOML file). Friendly units are accepted too:
+        ``bandwidth_gbs`` (GB/s), ``memory_gib`` (GiB), a ``peak_tflops`` table (TFLOP/s).
+        Unknown keys and tables (e.g. a measured file's ``[curves]``) are kept in `extra`."""
+        if not isinstance(data, dict):
+            raise UserError(f"hardware description must be a table, got {type(data).__name__}")
+        known = {"name", "source", "peak_flops", "peak_tflops", "bandwidth", "bandwidth_gbs",
+                 "memory_bytes", "memory_gib", "launch_latency_s", "launch_latency_us", "notes",
+                 "device_name"}
+        peaks: dict[str, Any] = {}
+        if isinstance(data.get("peak_tflops"), dict):
+            peaks.update({k: _positive(v, f"peak_tflops.{k}") * 1e12 for k, v in data["peak_tflops"].items()})
+        if isinstance(data.get("peak_flops"), dict):
+            peaks.update(data["peak_flops"])
+        bandwidth = data.get("bandwidth")
+        if bandwidth is None and "bandwidth_gbs" in data:
+            bandwidth = _positive(data["bandwidth_gbs"], "bandwidth_gbs") * 1e9
+        memory = data.get("memory_bytes")
+        if memory is None and "memory_gib" in data:
+            memory = _positive(data["memory_gib"], "memory_gib") * 2**30
+        latency = data.get("launch_latency_s")
+        if latency is None and "launch_latency_us" in data:
+            latency = _positive(data["launch_latency_us"], "launch_latency_us", allow_zero=True) * 1e-6
+        name = data.get("name")
+        for what, value in (("name", name), ("bandwidth", bandwidth), ("memory_bytes", memory)):
+            if value is None:
+                raise UserError(f"hardware description lacks {what!r}; needs name, peak_flops, bandwidth, memory_bytes")
+        return cls(
+            name=str(name),
+            peak_flops=peaks,
+            bandwidth=bandwidth,
+            memory_bytes=memory,
+            launch_latency_s=4e-6 if latency is None else latency,
+            source=source or data.get("source", "file"),
+            notes=str(data.get("notes", "")),
+            device_name=data.get("device_name"),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    def to_toml(self, extra: dict[str, Any] | None = None) -> str:
+        """This machine as TOML (base units: FLOP/s, bytes/s, bytes, s); `extra` adds tables."""
+        top: dict[str, Any] = {
+            "name": self.name,
+            "source": self.source,
+            "bandwidth": self.bandwidth,
+            "memory_bytes": int(self.memory_bytes) if math.isfinite(self.memory_bytes) else self.memory_bytes,
+            "launch_latency_s": self.launch_latency_s,
+        }
+        if self.device_name:
+            top["device_name"] = self.device_name
+        if self.notes:
+            top["notes"] = self.notes
+        header = "# gptperf hardware: peak_flops in FLOP/s (dense), bandwidth in bytes/s, memory in bytes\n"
+        return header + dumps_toml({**top, "peak_flops": dict(self.peak_flops), **(extra or {})})
+
+
+def _positive(value: Any, what: str, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{what} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise UserError(f"{what} must be a {'non-negative' if allow_zero else 'positive'} finite number, got {value!r}")
+    return value
+
+
+# --- TOML (tomllib reads; this small writer covers what gptperf writes) ------------------------
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise UserError(f"cannot write {type(value).__name__} value {value!r} to TOML")
+
+
+def dumps_toml(data: dict[str, Any], _prefix: str = "") -> str:
+    """A dict as TOML: scalars and lists first, then one [table] per nested dict."""
+    lines = [f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            name = f"{_prefix}{_toml_key(str(k))}"
+            lines.append(f"\n[{name}]")
+            lines.append(dumps_toml(v, name + ".").rstrip("\n"))
+    return "\n".join(line for line in lines if line != "") + "\n"
+
+
+def hardware_from_toml(source: str | os.PathLike[str], *, origin: str | None = None) -> Hardware:
+    """A Hardware from a TOML file path or TOML text. A file's `source` key is kept when it says
+    'measured' or 'datasheet'; otherwise the machine is labelled 'file'."""
+    text: str
+    where: str
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source and "=" not in source):
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"hardware file {str(path)!r} does not exist")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    else:
+        text, where = str(source), "<text>"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"hardware file {where}: not valid TOML ({err})") from None
+    src = data.get("source")
+    if origin is None:
+        origin = src if src in ("measured", "datasheet") else "file"
+    return Hardware.from_dict(data, source=origin)
+
+
+# --- The registry of datasheet entries ---------------------------------------------------------
+
+
+def _load_registry() -> dict[str, Hardware]:
+    registry = {}
+    for path in sorted(_DATA_DIR.glob("*.toml")):
+        hw = hardware_from_toml(path, origin="datasheet")
+        registry[hw.name] = hw
+    return registry
+
+
+HARDWARE: dict[str, Hardware] = _load_registry()
+
+
+def known_hardware() -> list[str]:
+    return sorted(HARDWARE)
+
+
+def slug(device_name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3' (the measured file's name)."""
+    s = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
+    if not s:
+        raise UserError(f"device name {device_name!r} has no letters or digits to name a file by")
+    return s
+
+
+def cache_dir() -> Path:
+    """`$GPTPERF_CACHE_DIR`, else ~/.cache/gptperf."""
+    env = os.environ.get("GPTPERF_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "gptperf"
+
+
+def measured_hardware_path(device_name: str) -> Path:
+    """Where `gptperf ceilings` keeps the measured ceilings of `device_name`."""
+    return cache_dir() / "ceilings" / f"{slug(device_name)}.toml"
+
+
+def local_device_name() -> str:
+    """This machine's first NVIDIA GPU's name (through NVML, without torch), else its CPU model."""
+    try:
+        import pynvml  # nvidia-ml-py
+
+        pynvml.nvmlInit()
+        try:
+            if pynvml.nvmlDeviceGetCount() > 0:
+                name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+                return name.decode() if isinstance(name, bytes) else str(name)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no NVML, no driver, no GPU: fall back to the CPU
+        pass
+    from gptperf.envinfo import cpu_model
+
+    return cpu_model()
+
+
+def save_measured_hardware(hw: Hardware, device_name: str, extra: dict[str, Any] | None = None) -> Path:
+    """Write `hw` (source 'measured') for `device_name`, atomically; `extra` adds TOML tables
+    (e.g. the sweeps behind the ceilings). Returns the path."""
+    path = measured_hardware_path(device_name)
+    hw = Hardware(**{**hw.__dict__, "source": MEASURED, "device_name": device_name})
+    write_text(path, hw.to_toml(extra=extra))
+    return path
+
+
+def get_hardware(name: str, *, device_name: str | None = None) -> Hardware:
+    """A registry name (e.g. 'h100-sxm'), a path to a TOML file, or 'measured' (the ceilings
+    `gptperf ceilings` saved for `device_name`, default: this machine's device)."""
+    if not isinstance(name, str) or not name:
+        raise UserError(f"hardware must be a name, a .toml file or 'measured'; got {name!r}")
+    key = name.lower()
+    if key in HARDWARE:
+        hw = HARDWARE[key]
+        return Hardware(**{**hw.__dict__, "peak_flops": dict(hw.peak_flops)})
+    if key == MEASURED:
+        device = device_name or local_device_name()
+        path = measured_hardware_path(device)
+        if not path.is_file():
+            raise UserError(
+                f"no measured ceilings for {device!r} (looked for {path}); "
+                "run `gptperf ceilings` on that device first, or pick --hardware from: "
+                + ", ".join(known_hardware())
+            )
+        return hardware_from_toml(path, origin=MEASURED)
+    if name.endswith(".toml") or os.sep in name or Path(name).is_file():
+        return hardware_from_toml(Path(name))
+    raise UserError(
+        f"unknown hardware {name!r}; valid: {', '.join(known_hardware())}, a .toml file, or measured"
+    )
+
+
+def adhoc_hardware(
+    peak_tflops: float,
+    bandwidth_gbs: float,
+    dtype: str | None = None,
+    *,
+    memory_gib: float = math.inf,
+    launch_latency_s: float = 0.0,
+) -> Hardware:
+    """A machine from two numbers: π in TFLOP/s (for `dtype`, or every dtype when None) and β in
+    GB/s (1e9 bytes/s). Memory is unbounded and launch latency 0 unless given."""
+    peak = _positive(peak_tflops, "--peak-tflops") * 1e12
+    bw = _positive(bandwidth_gbs, "--bandwidth-gbs") * 1e9
+    dtypes = [check_dtype(dtype)] if dtype else list(DTYPES)
+    mem = math.inf if memory_gib == math.inf else _positive(memory_gib, "memory_gib") * 2**30
+    return Hardware(
+        name=f"{peak_tflops:g} TFLOP/s, {bandwidth_gbs:g} GB/s",
+        peak_flops={d: peak for d in dtypes},
+        bandwidth=bw,
+        memory_bytes=mem,
+        launch_latency_s=launch_latency_s,
+        source="ad-hoc",
+        notes="from the command line",
+    )

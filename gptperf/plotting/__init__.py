@@ -1,0 +1,1 @@
+"""Pictures (matplotlib, Agg, imported lazily): the roofline, measured ceilings, profiles, training curves."""

@@ -1,0 +1,34 @@
+"""torch.profiler traces of a workload, every kernel attributed to an operation name and phase,
+and the performance model's prediction beside each measurement (docs/profiling.md).
+
+    from gptperf.model import preset
+    from gptperf.profiling import profile_workload
+
+    r = profile_workload(preset("tiny"), "train", batch=8, seq=256, device="cpu", out_dir="prof")
+    r.coverage, r.comparison.components[0], r.paths["roofline"]
+
+Importing this package does not import torch; `profile_workload` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ProfileResult", "profile_workload", "analyse_trace_file", "print_result",
+           "attribute", "attribute_file", "load_trace", "compare"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ProfileResult", "profile_workload", "analyse_trace_file", "print_result"):
+        from gptperf.profiling import run
+
+        return getattr(run, name)
+    if name in ("attribute", "attribute_file", "load_trace"):
+        from gptperf.profiling import trace
+
+        return getattr(trace, name)
+    if name == "compare":
+        from gptperf.profiling.compare import compare
+
+        return compare
+    raise AttributeError(name)

@@ -1,0 +1,579 @@
+"""Attribution: every GPU kernel (or CPU operator's self time) of a Kineto JSON trace -> (operation, phase).
+
+The walk, for one piece of work in an active profiler step:
+
+* GPU kernel -> its launching runtime call (`cudaLaunchKernel`, `cuLaunchKernel`, ...) through the
+  shared `correlation` id -> the innermost CPU event around that call on the same thread.
+  On CPU the piece of work is the operator itself, timed by its self time.
+* From that CPU event walk outwards through the time-nested events of its thread:
+  - an autograd node (`Sequence number` with a non-zero `Fwd thread id`) is backward work: the
+    forward operator with the same sequence number sits inside the forward `record_function`
+    range of the operation that created the node -> (that name, bwd);
+  - a `record_function` range named from `gptperf.names` -> (name, fwd), or (optimizer, opt);
+  - torch's own `Optimizer.step#...` / `Optimizer.zero_grad#...` ranges -> (optimizer, opt);
+  - `AccumulateGrad` (no sequence number) -> the backward node that ran just before it on the
+    same thread, the node whose output gradient it stores.
+* Compiled code (torch.compile) has no gptperf ranges inside. Its kernels are looked up in a
+  provenance table captured while inductor generated them (kernel -> the FX nodes it fuses ->
+  their module path and source line -> operation names); a kernel that fuses several operations
+  is split between them by their predicted time. A kernel that no table explains is split
+  over the phase's predicted operations (method `predicted-share`, reported apart).
+
+Coverage = attributed time / all kernel (operator) time of the active steps.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gptperf import names
+from gptperf.errors import UserError
+
+GPU_WORK_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
+_CPU_TREE_CATEGORIES = ("cpu_op", "user_annotation", "cuda_runtime", "cuda_driver", "python_function")
+_LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")
+_STEP_RE = re.compile(r"^ProfilerStep#(\d+)$")
+_GRAPH_PREFIX = re.compile(r"^graph_\d+_")
+_EXTERN_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm",
+               "aten::_scaled_dot_product_flash_attention",
+               "aten::_scaled_dot_product_efficient_attention",
+               "aten::_scaled_dot_product_cudnn_attention",
+               "aten::_scaled_dot_product_flash_attention_backward",
+               "aten::_scaled_dot_product_efficient_attention_backward",
+               "aten::_scaled_dot_product_cudnn_attention_backward",
+               "aten::_flash_attention_forward", "aten::_flash_attention_backward",
+               "aten::_efficient_attention_forward", "aten::_efficient_attention_backward")
+
+# How a piece of work found its name, best first.
+METHOD_RANGE = "range"  # inside the operation's record_function range
+METHOD_SEQUENCE = "sequence"  # backward node -> forward op with the same sequence number -> range
+METHOD_ACCUMULATE = "accumulate-grad"  # AccumulateGrad -> the backward node just before it
+METHOD_OPTIMIZER = "optimizer-range"  # torch's Optimizer.step / zero_grad ranges
+METHOD_PROVENANCE = "inductor-provenance"  # compiled kernel -> FX nodes -> module path + source line
+METHOD_SHARE = "predicted-share"  # unexplained compiled work split by the prediction
+EXACT_METHODS = (METHOD_RANGE, METHOD_SEQUENCE, METHOD_ACCUMULATE, METHOD_OPTIMIZER,
+                 METHOD_PROVENANCE)
+
+Key = tuple[str, str]  # (operation name, phase)
+
+
+@dataclass
+class Work:
+    """One kernel (GPU) or one operator's self time (CPU) in an active step, and where it went."""
+
+    index: int  # position in the trace's traceEvents (for the augmented trace)
+    kernel: str
+    step: int  # position of its active step, 0-based
+    dur_us: float
+    parts: list[tuple[str, str, float]] = field(default_factory=list)  # (name, phase, weight)
+    method: str | None = None
+    occupancy: float | None = None  # `est. achieved occupancy %`
+    blocks_per_sm: float | None = None
+
+    @property
+    def attributed(self) -> bool:
+        return bool(self.parts)
+
+
+@dataclass
+class Attribution:
+    """The attributed work of a trace's active steps."""
+
+    path: str
+    unit: str  # "kernel" (GPU) or "operator" (CPU self time)
+    steps: list[str]
+    step_wall_s: list[float]
+    work: list[Work]
+    compiled: bool  # whether compiled-code ranges were seen
+
+    @property
+    def total_s(self) -> float:
+        return sum(w.dur_us for w in self.work) * 1e-6
+
+    def attributed_s(self, methods: tuple[str, ...] | None = None) -> float:
+        return sum(w.dur_us for w in self.work
+                   if w.parts and (methods is None or w.method in methods)) * 1e-6
+
+    @property
+    def coverage(self) -> float:
+        """Attributed time / all kernel (operator) time of the active steps."""
+        total = self.total_s
+        return self.attributed_s() / total if total > 0 else math.nan
+
+    @property
+    def exact_coverage(self) -> float:
+        """As `coverage`, without the work split by the prediction."""
+        total = self.total_s
+        return self.attributed_s(EXACT_METHODS) / total if total > 0 else math.nan
+
+    @property
+    def busy(self) -> float:
+        """Kernel (operator) time / step wall time: how full the steps are."""
+        wall = sum(self.step_wall_s)
+        return self.total_s / wall if wall > 0 else math.nan
+
+    def by_method(self) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        for w in self.work:
+            out[w.method or "unattributed"] += w.dur_us * 1e-6
+        return dict(out)
+
+    def per_step(self) -> dict[Key, list[float]]:
+        """Seconds per (name, phase) in each active step."""
+        n = len(self.steps)
+        out: dict[Key, list[float]] = defaultdict(lambda: [0.0] * n)
+        for w in self.work:
+            for name, phase, weight in w.parts:
+                out[(name, phase)][w.step] += w.dur_us * weight * 1e-6
+        return dict(out)
+
+    def calls(self) -> dict[Key, int]:
+        """Kernels (operators) per (name, phase) per step (a split kernel counts for each part)."""
+        out: dict[Key, int] = defaultdict(int)
+        for w in self.work:
+            for name, phase, _ in w.parts:
+                out[(name, phase)] += 1
+        n = max(len(self.steps), 1)
+        return {k: round(v / n) for k, v in out.items()}
+
+    def occupancy(self) -> dict[Key, tuple[float | None, float | None]]:
+        """Time-weighted mean achieved occupancy (%) and blocks per SM per (name, phase)."""
+        acc: dict[Key, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+        for w in self.work:
+            for name, phase, weight in w.parts:
+                t = w.dur_us * weight
+                a = acc[(name, phase)]
+                if w.occupancy is not None:
+                    a[0] += w.occupancy * t
+                    a[1] += t
+                if w.blocks_per_sm is not None:
+                    a[2] += w.blocks_per_sm * t
+                    a[3] += t
+        return {k: (a[0] / a[1] if a[1] else None, a[2] / a[3] if a[3] else None)
+                for k, a in acc.items()}
+
+    def unattributed_top(self, n: int = 5) -> list[tuple[str, float]]:
+        """The kernels (operators) that took the most unattributed time, seconds per step."""
+        acc: dict[str, float] = defaultdict(float)
+        for w in self.work:
+            if not w.parts:
+                acc[w.kernel] += w.dur_us * 1e-6 / max(len(self.steps), 1)
+        return sorted(acc.items(), key=lambda kv: -kv[1])[:n]
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_trace(path: str | Path) -> dict[str, Any]:
+    """A Chrome/Kineto JSON trace (plain or .gz) as a dict; a one-line UserError when it isn't one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"trace file {str(path)!r} does not exist (or is not a file)")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise UserError(f"trace file {str(path)!r} is a truncated or corrupt gzip file ({err})") from None
+    if not raw.strip():
+        raise UserError(f"trace file {str(path)!r} is empty; expected a torch.profiler JSON trace")
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(
+            f"trace file {str(path)!r} is not valid JSON (truncated? {str(err).splitlines()[0]}); "
+            "expected a torch.profiler JSON trace"
+        ) from None
+    if isinstance(doc, list):  # the bare-array Chrome trace form
+        doc = {"traceEvents": doc}
+    if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):
+        raise UserError(
+            f"trace file {str(path)!r} has no 'traceEvents' list; expected a torch.profiler JSON trace"
+        )
+    events = doc["traceEvents"]
+    if not any(isinstance(e, dict) and e.get("ph") == "X" and _STEP_RE.match(str(e.get("name", "")))
+               for e in events):
+        raise UserError(
+            f"trace file {str(path)!r} has no ProfilerStep#N ranges; record it with a "
+            "torch.profiler schedule and prof.step() (as `gptperf profile` does)"
+        )
+    return doc
+
+
+# ----------------------------------------------------------------------------------------------
+# The CPU event forest
+
+
+class _Forest:
+    """Time-nested CPU events per thread, with parent links."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+        self.parent: dict[int, int | None] = {}
+        self.children_time: dict[int, float] = defaultdict(float)  # child cpu_op/annotation time
+        self.order: list[int] = []  # CPU tree events in (thread, time) order
+        per_thread: dict[tuple[Any, Any], list[int]] = defaultdict(list)
+        for i, e in enumerate(events):
+            if e.get("ph") == "X" and e.get("cat") in _CPU_TREE_CATEGORIES and "dur" in e:
+                per_thread[(e.get("pid"), e.get("tid"))].append(i)
+        for idx in per_thread.values():
+            idx.sort(key=lambda i: (float(events[i]["ts"]), -float(events[i]["dur"]), i))
+            stack: list[int] = []
+            for i in idx:
+                ts = float(events[i]["ts"])
+                while stack and ts >= _end(events[stack[-1]]) - 1e-6:
+                    stack.pop()
+                p = stack[-1] if stack else None
+                self.parent[i] = p
+                if p is not None and events[i].get("cat") in ("cpu_op", "user_annotation"):
+                    self.children_time[p] += float(events[i]["dur"])
+                stack.append(i)
+                self.order.append(i)
+
+    def ancestors(self, i: int | None):
+        while i is not None:
+            yield i
+            i = self.parent.get(i)
+
+
+def _end(e: Mapping[str, Any]) -> float:
+    return float(e["ts"]) + float(e.get("dur", 0.0))
+
+
+def _arg(e: Mapping[str, Any], key: str) -> Any:
+    args = e.get("args")
+    return args.get(key) if isinstance(args, dict) else None
+
+
+def _is_backward_node(e: Mapping[str, Any]) -> bool:
+    fwd = _arg(e, "Fwd thread id")
+    return e.get("cat") == "cpu_op" and _arg(e, "Sequence number") is not None and bool(fwd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attribution
+
+
+@dataclass
+class Provenance:
+    """Compiled kernels -> operations, captured while inductor generated them (see run.py).
+
+    `kernels[(graph_is_backward, kernel_name)]` and `externs[(graph_is_backward, op, dims)]` hold,
+    in generation order, for each generated kernel the operation names it computes.
+    """
+
+    kernels: dict[tuple[bool, str], list[list[str]]] = field(default_factory=dict)
+    externs: dict[tuple[bool, str, str], list[list[str]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kernels": {f"{'bwd' if b else 'fwd'}:{k}": v for (b, k), v in self.kernels.items()},
+                "externs": {f"{'bwd' if b else 'fwd'}:{o}{d}": v
+                            for (b, o, d), v in self.externs.items()}}
+
+
+def extern_key(op: str, dims: Any) -> str:
+    """A text key of an extern call: its op and the shapes of its two matrix operands.
+
+    The operands are the first two tensors (mm, bmm, attention: q and k), after the bias for
+    addmm/baddbmm; an `out=` tensor that the trace lists after them is left out.
+    """
+    op = op.removeprefix("aten::")
+    shapes = [tuple(int(x) for x in d) for d in (dims or []) if isinstance(d, (list, tuple)) and d]
+    skip = 1 if op in ("addmm", "baddbmm") else 0
+    return f"{op}{shapes[skip:skip + 2]}"
+
+
+def _split(candidates: list[str], phase: str, shares: Mapping[Key, float] | None
+           ) -> list[tuple[str, str, float]]:
+    """Weights of `candidates` by their predicted time in `phase` (equal when unknown)."""
+    cands = list(dict.fromkeys(candidates))
+    weights = [max((shares or {}).get((n, phase), 0.0), 0.0) for n in cands]
+    total = sum(weights)
+    if total <= 0:
+        weights, total = [1.0] * len(cands), float(len(cands))
+    return [(n, phase, w / total) for n, w in zip(cands, weights, strict=True) if w > 0]
+
+
+def attribute(
+    doc: dict[str, Any],
+    *,
+    path: str = "<trace>",
+    shares: Mapping[Key, float] | None = None,
+    provenance: Provenance | None = None,
+) -> Attribution:
+    """Attribute the work of every active step of a loaded trace (see the module docstring).
+
+    `shares` (predicted seconds per (name, phase)) splits a compiled kernel that fuses several
+    operations, and compiled work that no provenance explains; without it the split is equal.
+    """
+    # Same positions as doc["traceEvents"], so `Work.index` finds the event again.
+    events: list[dict[str, Any]] = [e if isinstance(e, dict) else {} for e in doc["traceEvents"]]
+    forest = _Forest(events)
+
+    # Active steps: ProfilerStep#N ranges (Kineto may write one twice).
+    step_events: dict[str, int] = {}
+    for i, e in enumerate(events):
+        if e.get("ph") == "X" and e.get("cat") != "gpu_user_annotation":
+            m = _STEP_RE.match(str(e.get("name", "")))
+            if m and e["name"] not in step_events:
+                step_events[e["name"]] = i
+    steps = sorted(step_events, key=lambda s: float(events[step_events[s]]["ts"]))
+    if not steps:
+        raise UserError(f"trace {path!r} has no ProfilerStep#N ranges")
+    step_of_event: dict[int, int] = {s: k for k, s in enumerate(step_events[n] for n in steps)}
+
+    spans = [(float(events[step_events[s]]["ts"]), _end(events[step_events[s]])) for s in steps]
+
+    def step_of(i: int) -> int | None:
+        for a in forest.ancestors(i):
+            if a in step_of_event:
+                return step_of_event[a]
+        # Other threads (the autograd engine's on GPU) are not nested in the step range: by time.
+        ts = float(events[i]["ts"])
+        for k, (start, end) in enumerate(spans):
+            if start <= ts < end:
+                return k
+        return None
+
+    # Forward operators by sequence number (the first, outermost one with that number).
+    fwd_by_seq: dict[int, int] = {}
+    for i in forest.order:
+        e = events[i]
+        seq = _arg(e, "Sequence number")
+        if e.get("cat") == "cpu_op" and seq is not None and not _arg(e, "Fwd thread id"):
+            fwd_by_seq.setdefault(int(seq), i)
+
+    cache: dict[int, tuple[str, str, str] | None] = {}
+
+    def forward_range(i: int) -> str | None:
+        for a in forest.ancestors(i):
+            e = events[a]
+            if e.get("cat") == "user_annotation" and names.is_operation_name(e["name"]):
+                return e["name"] if e["name"] != names.OPTIMIZER else None
+        return None
+
+    def resolve(i: int | None) -> tuple[str, str, str] | None:
+        """(name, phase, method) of CPU event `i`, from itself or its enclosing events."""
+        path_: list[int] = []
+        result: tuple[str, str, str] | None = None
+        for a in forest.ancestors(i):
+            if a in cache:
+                result = cache[a]
+                break
+            path_.append(a)
+            e = events[a]
+            name = str(e.get("name", ""))
+            if _is_backward_node(e):
+                f = fwd_by_seq.get(int(_arg(e, "Sequence number")))
+                target = forward_range(f) if f is not None else None
+                if target is not None:
+                    result = (target, names.BACKWARD, METHOD_SEQUENCE)
+                    break
+                continue
+            if e.get("cat") == "user_annotation":
+                if name == names.OPTIMIZER:
+                    result = (names.OPTIMIZER, names.OPTIMIZER_PHASE, METHOD_RANGE)
+                    break
+                if names.is_operation_name(name):
+                    result = (name, names.FORWARD, METHOD_RANGE)
+                    break
+                if name.startswith(("Optimizer.step#", "Optimizer.zero_grad#")):
+                    result = (names.OPTIMIZER, names.OPTIMIZER_PHASE, METHOD_OPTIMIZER)
+                    break
+                if _STEP_RE.match(name):
+                    break
+        for a in path_:
+            cache[a] = result
+        return result
+
+    # AccumulateGrad -> the backward node that ran just before it on its thread.
+    accumulate: dict[int, tuple[str, str, str]] = {}
+    last_bwd: dict[Any, tuple[str, str, str]] = {}
+    for i in forest.order:
+        e = events[i]
+        tid = (e.get("pid"), e.get("tid"))
+        if e.get("cat") != "cpu_op" or "evaluate_function" not in str(e.get("name", "")):
+            continue
+        if "AccumulateGrad" in e["name"]:
+            if tid in last_bwd:
+                name, phase, _ = last_bwd[tid]
+                accumulate[i] = (name, phase, METHOD_ACCUMULATE)
+        else:
+            r = resolve(i)
+            if r is not None and r[1] == names.BACKWARD:
+                last_bwd[tid] = r
+
+    def resolve_full(i: int | None) -> tuple[str, str, str] | None:
+        for a in forest.ancestors(i):
+            if a in accumulate:
+                return accumulate[a]
+            if _is_backward_node(events[a]) or events[a].get("cat") == "user_annotation":
+                break
+        return resolve(i)
+
+    def in_backward(i: int | None) -> bool:
+        return any(str(events[a].get("name", "")).startswith("autograd::engine::evaluate_function")
+                   or _is_backward_node(events[a]) for a in forest.ancestors(i))
+
+    compiled = any(str(e.get("name", "")).startswith(("Torch-Compiled Region", "CompiledFunction"))
+                   for e in events if e.get("ph") == "X")
+    counters: dict[Any, int] = defaultdict(int)
+    phase_candidates: dict[str, list[str]] = defaultdict(list)
+    for (n, ph) in (shares or {}):
+        phase_candidates[ph].append(n)
+
+    def compiled_parts(kernel_name: str, cpu: int | None, phase: str, step: int
+                       ) -> tuple[list[tuple[str, str, float]], str | None]:
+        is_bwd = phase == names.BACKWARD
+        if provenance is not None:
+            # CPU kernel ranges are named 'graph_<i>_cpp_fused_...' after the generated kernel.
+            kernel_name = _GRAPH_PREFIX.sub("", kernel_name)
+            lists = provenance.kernels.get((is_bwd, kernel_name))
+            key: Any = (step, is_bwd, kernel_name)
+            if lists is None and cpu is not None:
+                # An extern call (matmul, attention) made by compiled code: match op and shapes.
+                for a in forest.ancestors(cpu):  # innermost first: _flash_attention_forward,
+                    e = events[a]                  # then _scaled_dot_product_flash_attention
+                    if e.get("cat") == "cpu_op" and e.get("name") in _EXTERN_OPS:
+                        k = extern_key(e["name"], _arg(e, "Input Dims"))
+                        lists = provenance.externs.get((is_bwd, e["name"].removeprefix("aten::"), k))
+                        key = (step, is_bwd, k)
+                        if lists:
+                            break
+            if lists:
+                # The k-th launch in a step of a kernel generated for several call sites
+                # (the same shapes in every layer) belongs to the k-th generated one.
+                n = counters[key]
+                counters[key] += 1
+                cands = lists[n % len(lists)]
+                if cands:
+                    return _split(cands, phase, shares), METHOD_PROVENANCE
+        cands = phase_candidates.get(phase)
+        if cands:
+            return _split(cands, phase, shares), METHOD_SHARE
+        return [], None
+
+    work: list[Work] = []
+    gpu = [i for i, e in enumerate(events)
+           if e.get("ph") == "X" and e.get("cat") in GPU_WORK_CATEGORIES]
+    if gpu:
+        by_corr: dict[Any, int] = {}
+        for i in forest.order:
+            e = events[i]
+            if e.get("cat") in _LAUNCH_CATEGORIES and _arg(e, "correlation") is not None:
+                by_corr[_arg(e, "correlation")] = i
+        gpu.sort(key=lambda i: float(events[i]["ts"]))
+        for i in gpu:
+            e = events[i]
+            launch = by_corr.get(_arg(e, "correlation"))
+            step = step_of(launch) if launch is not None else None
+            if step is None:
+                continue  # launched outside the active steps
+            cpu = forest.parent.get(launch)
+            w = Work(i, str(e.get("name", "")), step, float(e.get("dur", 0.0)),
+                     occupancy=_num(_arg(e, "est. achieved occupancy %")),
+                     blocks_per_sm=_num(_arg(e, "blocks per SM")))
+            r = resolve_full(cpu)
+            if r is not None:
+                w.parts, w.method = [(r[0], r[1], 1.0)], r[2]
+            elif compiled:
+                phase = names.BACKWARD if in_backward(cpu) else names.FORWARD
+                w.parts, w.method = compiled_parts(w.kernel, cpu, phase, step)
+            work.append(w)
+        unit = "kernel"
+    else:
+        for i in forest.order:
+            e = events[i]
+            if e.get("cat") != "cpu_op":
+                continue
+            step = step_of(i)
+            if step is None:
+                continue
+            self_us = max(float(e["dur"]) - forest.children_time.get(i, 0.0), 0.0)
+            w = Work(i, str(e.get("name", "")), step, self_us)
+            r = resolve_full(i)
+            if r is not None:
+                w.parts, w.method = [(r[0], r[1], 1.0)], r[2]
+            elif compiled:
+                phase = names.BACKWARD if in_backward(i) else names.FORWARD
+                w.parts, w.method = compiled_parts(w.kernel, i, phase, step)
+            work.append(w)
+        unit = "operator"
+
+    wall = [float(events[step_events[s]]["dur"]) * 1e-6 for s in steps]
+    return Attribution(path, unit, steps, wall, work, compiled)
+
+
+def _num(x: Any) -> float | None:
+    try:
+        return float(x) if x is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def attribute_file(
+    path: str | Path,
+    *,
+    shares: Mapping[Key, float] | None = None,
+    provenance: Provenance | None = None,
+) -> tuple[dict[str, Any], Attribution]:
+    """Load and attribute a trace file; the loaded document comes back for augmentation."""
+    doc = load_trace(path)
+    return doc, attribute(doc, path=str(path), shares=shares, provenance=provenance)
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmented trace
+
+
+def augment(
+    doc: dict[str, Any],
+    attribution: Attribution,
+    predicted: Mapping[Key, tuple[float, float, float]],
+) -> dict[str, Any]:
+    """Write operation, phase and predicted FLOPs, bytes and time into each attributed event's args.
+
+    `predicted[(name, phase)] = (flops, bytes, seconds)` per step. An operation's prediction is
+    split over its kernels (operators) in proportion to their measured time, so the shares of
+    one operation's kernels in one step add up to the operation's prediction.
+    """
+    per_step_total: dict[tuple[Key, int], float] = defaultdict(float)
+    for w in attribution.work:
+        for name, phase, weight in w.parts:
+            per_step_total[((name, phase), w.step)] += w.dur_us * weight
+    events = doc["traceEvents"]
+    for w in attribution.work:
+        if not w.parts:
+            continue
+        e = events[w.index]
+        args = e.setdefault("args", {})
+        flops = nbytes = secs = 0.0
+        for name, phase, weight in w.parts:
+            total = per_step_total[((name, phase), w.step)]
+            share = w.dur_us * weight / total if total > 0 else 0.0
+            f, b, t = predicted.get((name, phase), (math.nan, math.nan, math.nan))
+            flops += f * share
+            nbytes += b * share
+            secs += t * share
+        main = max(w.parts, key=lambda p: p[2])
+        args["gptperf.op"] = main[0] if len(w.parts) == 1 else ",".join(p[0] for p in w.parts)
+        args["gptperf.phase"] = main[1]
+        args["gptperf.method"] = w.method
+        if all(math.isfinite(x) for x in (flops, nbytes, secs)):
+            args["gptperf.predicted_flops"] = flops
+            args["gptperf.predicted_bytes"] = nbytes
+            args["gptperf.predicted_us"] = secs * 1e6
+    doc.setdefault("gptperf", {})["note"] = (
+        "gptperf.predicted_* = the operation's predicted FLOPs/bytes/time per step, split over its "
+        "kernels in proportion to their measured time"
+    )
+    return doc

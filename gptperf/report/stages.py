@@ -1,0 +1,594 @@
+"""The report's stages: each calls one part of the library and returns its numbers for the page.
+
+A stage is `run(ctx, progress) -> dict` (JSON-ready). It may leave live objects for later
+stages in `ctx.objects` (the trained model), pictures and traces in the folder being built,
+and the exact command that reproduces its numbers with `ctx.command`.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from gptperf.errors import UserError
+from gptperf.report.build import Context, Settings, Stage, StageProgress
+
+# The lecture's example of the chain rule, and two corruptions of it that a model should find
+# less likely.
+SENTENCES: tuple[str, ...] = (
+    "There's no place like home",
+    "There's is a place like home",
+    "There's no home place like",
+)
+SAMPLE_PROMPT = "\n"
+SEED = 1337
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def model_flags(settings: Settings, *, vocab: bool = True) -> str:
+    """`--preset tiny --attention math ...`: the model of this report as command-line flags."""
+    parts = ["--preset", settings.preset]
+    for key, value in settings.model_overrides.items():
+        if key == "vocab_size" and not vocab:
+            continue
+        parts += [f"--{key.replace('_', '-')}", str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _device_flags(settings: Settings) -> str:
+    return f"--device {shlex.quote(settings.device)}"
+
+
+def _free_memory(settings: Settings) -> None:
+    gc.collect()
+    if settings.device_type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _source(settings: Settings) -> str:
+    return f"measured on {settings.device_name}"
+
+
+# --- stage: device ----------------------------------------------------------------------------
+
+
+def stage_device(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+    """The environment, and this device's ceilings: measured (cached per device) and datasheet."""
+    from gptperf.envinfo import environment
+
+    s = ctx.settings
+    env = environment(s.device)
+    ctx.objects["environment"] = env
+    data: dict[str, Any] = {"environment": env}
+    try:
+        from gptperf.measure.devices import datasheet_hardware_for
+
+        hw = datasheet_hardware_for(s.device_name, s.device_type)
+    except ImportError as err:
+        hw = None
+        data["datasheet_error"] = str(err)
+    if hw is not None:
+        ctx.objects["datasheet"] = hw
+        data["datasheet"] = _to_dict(hw)
+
+    from gptperf.measure.ceilings import ceilings_for
+
+    progress("ceilings: cached per device, measured on the first run")
+    measured, cached = ceilings_for(s.device, quick=s.quick, progress=progress)
+    ctx.objects["ceilings"] = measured
+    ctx.objects["measured_hardware"] = measured.to_hardware()
+    data["ceilings"] = measured.to_dict()
+    data["ceilings_cached"] = cached
+    try:
+        from gptperf.plotting.ceilings import plot_ceilings
+
+        ctx.add_picture("ceilings", plot_ceilings(measured.to_dict(), hw,
+                                                  ctx.path("pictures", "ceilings.png")))
+    except ImportError:  # the picture is extra; the table below carries the numbers
+        pass
+    flags = " --quick" if s.quick else ""
+    ctx.command("ceilings (measured, cached per device)",
+                f"gptperf ceilings {_device_flags(s)}{flags}  # --force measures again")
+    return data
+
+
+def _to_dict(obj: Any) -> Any:
+    if obj is None:
+        return None
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if hasattr(obj, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(obj)
+    return obj
+
+
+# --- stage: train -----------------------------------------------------------------------------
+
+
+def _train_config(s: Settings, out_dir: Path | None, max_iters: int) -> Any:
+    from gptperf.train import TrainConfig
+
+    model = {k: v for k, v in s.model_overrides.items() if k != "attention"}
+    base = TrainConfig.for_preset(s.preset)
+    batch, seq = base.batch, min(base.seq, s.config.block_size)
+    if s.quick:
+        batch, seq = 4, 32
+    eval_interval = max(1, max_iters // 8)
+    return TrainConfig.for_preset(
+        s.preset, model=model, attention=s.config.attention, batch=batch, seq=seq,
+        max_iters=max_iters, warmup_iters=min(base.warmup_iters, max(1, max_iters // 10)),
+        eval_interval=eval_interval, eval_iters=4 if s.quick else 10, dtype=s.dtype,
+        compile=s.compile, device=s.device, out_dir=str(out_dir) if out_dir else None,
+        seed=SEED, log_interval=1,
+    )
+
+
+def _calibrate_step_time(s: Settings, batch: int, seq: int) -> float:
+    """Median time of an eager train step of this shape, to fit the run into its time budget."""
+    import torch
+
+    from gptperf.runtime import synchronize
+    from gptperf.workloads import build_runner
+
+    runner = build_runner(s.config, "train", batch=batch, seq=seq, dtype=s.dtype,
+                          device=s.device, compile=False, seed=SEED)
+    device = torch.device(s.device)
+    runner.step()
+    times = []
+    for _ in range(3):
+        synchronize(device)
+        t0 = time.perf_counter()
+        runner.step()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    del runner
+    _free_memory(s)
+    return sorted(times)[1]
+
+
+def stage_train(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+    """A short training run on the embedded corpus, as many steps as fit the time budget."""
+    from gptperf.plotting.training import plot_loss_curve
+    from gptperf.train import train
+
+    s = ctx.settings
+    probe = _train_config(s, None, 100)
+    progress("timing a step to fit the budget")
+    step_s = _calibrate_step_time(s, probe.batch, probe.seq)
+    # Evaluation adds about eval_iters forward passes (~1/3 of a step each) per eval_interval.
+    budget = s.train_seconds * 0.85
+    max_iters = max(10, int(budget / (step_s * 1.05)))
+    # --quick tests the pipeline, not the model: a few steps whatever the machine.
+    max_iters = min(max_iters, 24 if s.quick else 20_000)
+    params = s.config.n_layer * 12 * s.config.n_embd**2 + s.config.vocab_size * s.config.n_embd
+    # A checkpoint of a small model is part of the report (generate/score can reuse it); a
+    # GPT-2-sized one (1.5 GB with AdamW state) is not.
+    out_dir = ctx.dir / "checkpoint" if params < 30_000_000 else None
+    cfg = _train_config(s, out_dir, max_iters)
+
+    def on_step(event: Any) -> None:
+        if event.note is not None:
+            progress(event.note)
+        else:
+            progress.update(event.step, event.max_iters, f"loss {event.loss:.3f}")
+
+    result = train(cfg, on_step=on_step)
+    ctx.objects["train"] = result
+    ctx.objects["model"] = result.model
+    picture = plot_loss_curve(
+        result.losses, result.val_losses, ctx.path("pictures", "loss.png"),
+        title=f"{result.model_name} on {result.data_name}: loss per step ({s.dtype}, {s.device_name})",
+    )
+    ctx.add_picture("loss", picture)
+    data = result.to_dict()
+    data["calibration_step_s"] = step_s
+    data["time_budget_s"] = s.train_seconds
+    if result.checkpoint:
+        data["checkpoint"] = ctx.relative(result.checkpoint)
+    train_flags = (f"{model_flags(s)} --batch {cfg.batch} --seq {cfg.seq} --max-iters {cfg.max_iters} "
+                   f"--warmup-iters {cfg.warmup_iters} --eval-interval {cfg.eval_interval} "
+                   f"--eval-iters {cfg.eval_iters} --dtype {cfg.dtype} --seed {cfg.seed} "
+                   f"{'--compile ' if cfg.compile else ''}{_device_flags(s)}")
+    ctx.command("training run and loss curve",
+                f"gptperf train {train_flags} --out {shlex.quote(str(ctx.out / 'checkpoint'))}")
+    return data
+
+
+# --- stage: samples and scores ----------------------------------------------------------------
+
+
+def _decode(tokens: list[int]) -> tuple[str, int]:
+    """Text of byte tokens; tokens outside the byte range (a GPT-2-sized vocabulary trained on
+    bytes) become U+FFFD and are counted."""
+    from gptperf.data.tokenizer import ByteTokenizer
+
+    outside = sum(1 for t in tokens if not 0 <= t < 256)
+    text = ByteTokenizer().decode([t if 0 <= t < 256 else 63 for t in tokens])
+    return text, outside
+
+
+def stage_samples(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+    """A sample from the trained model, and the lecture's sentences scored by the chain rule."""
+    import torch
+
+    from gptperf.data.tokenizer import ByteTokenizer
+    from gptperf.generate import generate
+    from gptperf.score import ranking, score_sentences, start_tokens
+
+    model = ctx.objects.get("model")
+    if model is None:
+        raise UserError("needs the trained model, and the training stage did not finish")
+    s = ctx.settings
+    model.eval()
+    tokenizer = ByteTokenizer()
+    n_tokens = 80 if s.quick else 400
+    temperature, top_k = 0.8, None
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(SEED)
+    prompt = tokenizer.encode(SAMPLE_PROMPT)
+    tokens: list[int] = []
+    t0 = time.perf_counter()
+    for token in generate(model, prompt, n_tokens, temperature=temperature, top_k=top_k,
+                          use_kv_cache=True, generator=generator):
+        tokens.append(token)
+        if len(tokens) % 20 == 0:
+            progress.update(len(tokens), n_tokens, "sampling")
+    sample_s = time.perf_counter() - t0
+    text, outside = _decode(tokens)
+    progress("scoring the lecture's sentences")
+    start = start_tokens(tokenizer)
+    scores = score_sentences(model, tokenizer, list(SENTENCES), start=start)
+    order = ranking(scores)
+    ckpt = shlex.quote(str(ctx.out / "checkpoint"))
+    ctx.command("sample", f"gptperf generate --checkpoint {ckpt} --tokens {n_tokens} "
+                          f"--temperature {temperature} --seed {SEED} {_device_flags(s)}")
+    ctx.command("sentence scores", "gptperf score " + " ".join(shlex.quote(x) for x in SENTENCES)
+                + f" --checkpoint {ckpt} {_device_flags(s)}")
+    return {
+        "sample": {"prompt": SAMPLE_PROMPT, "text": text, "tokens": len(tokens),
+                   "temperature": temperature, "top_k": top_k, "seed": SEED,
+                   "kv_cache": True, "tokens_outside_bytes": outside,
+                   "wall_s": sample_s},
+        "scores": [sc.to_dict() for sc in scores],
+        "ranking": [scores[i].text for i in order],
+        "start": {"tokens": start, "text": tokenizer.decode(start)},
+        "units": {"logprob": "nats (natural log)", "log10prob": "log base 10"},
+    }
+
+
+# --- stage: performance model -----------------------------------------------------------------
+
+
+def prediction_hardware(ctx: Context, dtype: str) -> Any:
+    """The machine the predictions use: the ceilings measured here when they cover `dtype`,
+    else this device's datasheet entry."""
+    from gptperf.measure.devices import datasheet_hardware_for
+
+    measured = ctx.objects.get("measured_hardware")
+    if measured is not None and dtype in measured.peak_flops and ("fp64" if dtype == "fp64" else "fp32") in measured.peak_flops:
+        return measured
+    sheet = ctx.objects.get("datasheet") or datasheet_hardware_for(
+        ctx.settings.device_name, ctx.settings.device_type)
+    if sheet is None:
+        raise UserError(f"no measured ceilings and no datasheet entry for {ctx.settings.device_name!r}; "
+                        "run `gptperf ceilings` first")
+    return sheet
+
+
+def stage_model(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+    """The performance model of the train, prefill and decode steps this report measures."""
+    from gptperf.perfmodel.transformer import (
+        Workload,
+        count_parameters,
+        matmul_parameters,
+        predict,
+    )
+
+    s = ctx.settings
+    hardware = prediction_hardware(ctx, s.dtype)
+    predictions: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    for kind, w in s.workloads.items():
+        pred = predict(s.config, Workload(kind, w.batch, w.seq, s.dtype), hardware)
+        predictions[kind] = pred
+        out[kind] = pred.to_dict()
+    # The KV-cache question in one line: a decode step without the cache recomputes everything.
+    nocache = s.workloads["decode"]
+    pred = predict(s.config, Workload("decode_nocache", nocache.batch, nocache.seq, s.dtype), hardware)
+    predictions["decode_nocache"] = pred
+    out["decode_nocache"] = pred.to_dict()
+    ctx.objects["predictions"] = predictions
+    ctx.objects["prediction_hardware"] = hardware
+    for kind, w in s.workloads.items():
+        ctx.command(f"performance model: {kind}",
+                    f"gptperf model {model_flags(s)} --workload {kind} --batch {w.batch} "
+                    f"--seq {w.seq} --dtype {s.dtype} --hardware "
+                    f"{'measured' if hardware.source == 'measured' else hardware.name}")
+    return {
+        "hardware": hardware.to_dict(),
+        "hardware_label": hardware.label,
+        "parameters": {
+            "total": count_parameters(s.config),
+            "without_embeddings": count_parameters(s.config, include_embeddings=False),
+            "matmul": matmul_parameters(s.config),
+        },
+        "predictions": out,
+    }
+
+
+# --- stage: bench ----------------------------------------------------------------------------
+
+
+def _compiled(s: Settings, kind: str) -> bool:
+    """torch.compile for the training step only: a compiled prefill/decode would recompile per
+    shape and cost minutes of the report's budget for little (see `gptperf inference` for the
+    compiled, CUDA-graph decode path)."""
+    return s.compile and kind == "train"
+
+
+def _hardware_flag(ctx: Context) -> str:
+    hw = ctx.objects.get("prediction_hardware")
+    if hw is None:
+        return ""
+    return f" --hardware {'measured' if hw.source == 'measured' else hw.name}"
+
+
+def stage_bench(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+    """Time per batch, throughput, FLOP/s, MFU, peak memory and utilization of each step."""
+    from gptperf.measure.bench import run_bench
+
+    s = ctx.settings
+    hardware = ctx.objects.get("prediction_hardware")
+    results: dict[str, Any] = {}
+    for kind, w in s.workloads.items():
+        warmup, repeats = (1, 3) if s.quick else (None, None)
+        if _compiled(s, kind):
+            warmup = max(warmup or 3, 2)
+
+        def report(label: str, done: int, total: int, kind: str = kind) -> None:
+            progress.update(done, total, f"{kind}: {label}")
+
+        progress(f"{kind}: building")
+        r = run_bench(s.config, kind, w.batch, w.seq, s.dtype, s.device, _compiled(s, kind),
+                      warmup, repeats, hardware=hardware, progress=report)
+        results[kind] = r.to_dict()
+        ctx.objects[f"bench_{kind}"] = r
+        counts = f" --warmup {warmup} --repeats {repeats}" if repeats else ""
+        ctx.command(f"bench: {kind} step",
+                    f"gptperf bench {kind} {model_flags(s)} --batch {w.batch} --seq {w.seq} "
+                    f"--dtype {s.dtype}{' --compile' if _compiled(s, kind) else ''}{counts} "
+                    f"{_device_flags(s)}{_hardware_flag(ctx)}")
+        del r
+        _free_memory(s)
+    return {"results": results}
+
+
+# --- stage: profile ---------------------------------------------------------------------------
+
+
+PROFILE_KINDS = ("train", "decode")
+
+
+def stage_profile(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+    """torch.profiler traces of a train step and a decode step, every kernel attributed to an
+    operation and joined with the prediction."""
+    from gptperf.profiling.run import profile_workload
+
+    s = ctx.settings
+    hw = ctx.objects.get("prediction_hardware")
+    hardware = None if hw is None else ("measured" if hw.source == "measured" else hw.name)
+    out: dict[str, Any] = {}
+    for i, kind in enumerate(PROFILE_KINDS):
+        w = s.workloads[kind]
+        progress.update(i, len(PROFILE_KINDS), f"profiling a {kind} step")
+        folder = ctx.dir / f"profile-{kind}"
+        active = 2 if s.quick else 3
+        r = profile_workload(
+            s.config, kind, batch=w.batch, seq=w.seq, dtype=s.dtype, device=s.device,
+            compile=_compiled(s, kind), hardware=hardware, out_dir=folder, wait=1,
+            warmup=1, active=active, overhead=True, overhead_repeats=3 if s.quick else 5,
+        )
+        doc = r.to_dict()
+        doc["paths"] = {k: ctx.relative(v) if str(v).startswith(str(folder)) else v
+                        for k, v in r.paths.items()}
+        out[kind] = doc
+        if (folder / "roofline.png").is_file():
+            ctx.add_picture(f"profile_{kind}", folder / "roofline.png")
+        if (folder / "trace.json").is_file():
+            ctx.traces[f"{kind} step: Chrome/Perfetto trace"] = ctx.relative(folder / "trace.json")
+        if (folder / "trace.gptperf.json").is_file():
+            ctx.traces[f"{kind} step: trace with operation names and predictions"] = ctx.relative(
+                folder / "trace.gptperf.json")
+        if (folder / "tensorboard").is_dir():
+            ctx.traces[f"{kind} step: TensorBoard log folder"] = ctx.relative(folder / "tensorboard")
+        ctx.command(f"profile: {kind} step",
+                    f"gptperf profile {model_flags(s)} --workload {kind} --batch {w.batch} "
+                    f"--seq {w.seq} --dtype {s.dtype}{' --compile' if _compiled(s, kind) else ''} "
+                    f"--active {active} --warmup 1 --wait 1 {_device_flags(s)}"
+                    f"{f' --hardware {hardware}' if hardware else ''} --out profile-{kind}")
+        _free_memory(s)
+    return out
+
+
+# --- stage: inference -------------------------------------------------------------------------
+
+
+def inference_plan(s: Settings) -> tuple[list[int], list[int]]:
+    """(contexts, batches): a short sweep that fits the report's budget."""
+    block = s.config.block_size
+    if s.quick:
+        return sorted({min(16, block), block}), [1, 4]
+    if s.device_type == "cuda":
+        return sorted({min(128, block), min(512, block), block}), [1, 8, 32, 128]
+    return sorted({min(32, block), min(128, block), block}), [1, 4, 16, 64]
+
+
+def stage_inference(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+    """KV cache against recompute over the context, prefill, and a short batch-size sweep."""
+    import torch
+
+    from gptperf.inference.sweep import run_inference_study
+
+    s = ctx.settings
+    contexts, batches = inference_plan(s)
+    hw = ctx.objects.get("prediction_hardware")
+    steps = 3 * len(contexts) + len(batches)
+    seen = [0]
+
+    def say(message: str) -> None:
+        seen[0] += 1
+        progress.update(min(seen[0], steps), steps, message)
+
+    r = run_inference_study(s.config, torch.device(s.device), s.dtype, contexts=contexts,
+                            batches=batches, fast=False, progress=say, hardware=hw)
+    try:
+        from gptperf.plotting.inference import plot_all
+
+        r.plots = plot_all(r, ctx.dir / "pictures" / "inference")
+        for name, path in r.plots.items():
+            if str(path).endswith(".png"):
+                ctx.add_picture(f"inference_{name}", path)
+        r.plots = {k: ctx.relative(v) for k, v in r.plots.items()}
+    except ImportError:
+        pass
+    data = r.to_dict()
+    ctx.objects["inference"] = r
+    flags = f" --hardware {'measured' if hw.source == 'measured' else hw.name}" if hw else ""
+    ctx.command("KV cache vs recompute, prefill, batch sweep",
+                f"gptperf inference {model_flags(s)} --dtype {s.dtype} "
+                f"--contexts {','.join(map(str, contexts))} --batches {','.join(map(str, batches))} "
+                f"--no-fast {_device_flags(s)}{flags}")
+    _free_memory(s)
+    return data
+
+
+# --- stage: roofline --------------------------------------------------------------------------
+
+
+def stage_roofline(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+    """One roofline with this machine's ceilings (measured and datasheet) and each step's
+    predicted and measured point, and the profiled components of the train step."""
+    from gptperf.plotting.roofline import RooflinePoint, plot_roofline
+
+    s = ctx.settings
+    predictions = ctx.objects.get("predictions")
+    if not predictions:
+        raise UserError("needs the performance model, and that stage did not finish")
+    dtype = s.dtype
+    ceilings: list[tuple[str, float]] = []
+    bandwidths: list[tuple[str, float]] = []
+    measured = ctx.objects.get("measured_hardware")
+    sheet = ctx.objects.get("datasheet")
+    for label, hw in (("measured", measured), ("datasheet", sheet)):
+        if hw is None:
+            continue
+        if dtype in hw.peak_flops:
+            ceilings.append((f"{dtype} {label}", hw.peak_flops[dtype]))
+        bandwidths.append((f"memory {label}", hw.bandwidth))
+    if not ceilings:
+        raise UserError(f"no ceiling for {dtype} measured or in a datasheet")
+    points: list[Any] = []
+    rows = []
+    for kind, pred in predictions.items():
+        label = f"{kind} B={pred.workload.batch}"
+        ai = pred.arithmetic_intensity
+        points.append(RooflinePoint(label, ai, pred.flops / pred.time_s, kind="predicted"))
+        bench = ctx.objects.get(f"bench_{kind}")
+        row = {"kind": kind, "arithmetic_intensity": ai, "flops": pred.flops,
+               "predicted_s": pred.time_s, "predicted_flops_per_s": pred.flops / pred.time_s,
+               "measured_s": None, "measured_flops_per_s": None}
+        if bench is not None:
+            t = bench.step_time_s
+            points.append(RooflinePoint(label, ai, pred.flops / t, kind="measured"))
+            row.update(measured_s=t, measured_flops_per_s=pred.flops / t)
+        rows.append(row)
+    inference = ctx.objects.get("inference")
+    if inference is not None:
+        for p in inference.batches:
+            if p.time_s:
+                points.append(RooflinePoint(f"decode B={p.batch}", p.arithmetic_intensity,
+                                            p.flops / p.time_s, kind="measured"))
+                rows.append({"kind": "decode (batch sweep)", "batch": p.batch,
+                             "arithmetic_intensity": p.arithmetic_intensity, "flops": p.flops,
+                             "predicted_s": p.predicted_s, "measured_s": p.time_s,
+                             "predicted_flops_per_s": p.flops / p.predicted_s,
+                             "measured_flops_per_s": p.flops / p.time_s})
+    path = plot_roofline(
+        ctx.path("pictures", "roofline.png"), ceilings, bandwidths, points,
+        title=f"{s.config.name} {dtype} on {s.device_name}: whole steps, predicted (o) and "
+              f"measured (^)",
+    )
+    ctx.add_picture("roofline", path)
+    return {"ceilings": [{"label": k, "flops_per_s": v} for k, v in ceilings],
+            "bandwidths": [{"label": k, "bytes_per_s": v} for k, v in bandwidths],
+            "points": rows}
+
+
+# --- the stage list ---------------------------------------------------------------------------
+
+
+STAGES: list[Stage] = [
+    Stage("device", "Device and ceilings", stage_device, 15.0),
+    Stage("train", "Training run", stage_train, 70.0),
+    Stage("samples", "Samples and scores", stage_samples, 5.0),
+    Stage("model", "Performance model", stage_model, 2.0),
+    Stage("bench", "Benchmarks", stage_bench, 15.0),
+    Stage("profile", "Profiles", stage_profile, 20.0),
+    Stage("inference", "KV cache and batch sweep", stage_inference, 25.0),
+    Stage("roofline", "Roofline", stage_roofline, 5.0),
+]
+
+
+# --- outputs ----------------------------------------------------------------------------------
+
+
+def report_document(ctx: Context, wall_s: float) -> dict[str, Any]:
+    """Everything the page shows, as one JSON-ready document (report.json)."""
+    from gptperf import __version__
+    from gptperf.report.build import FORMAT_VERSION, MARKER
+
+    env = ctx.objects.get("environment")
+    if env is None:
+        from gptperf.envinfo import environment
+
+        env = environment(ctx.settings.device)
+    return {
+        "format": MARKER,
+        "version": FORMAT_VERSION,
+        "gptperf": __version__,
+        "generated_utc": env.get("time_utc"),
+        "wall_s": wall_s,
+        "settings": ctx.settings.to_dict(),
+        "environment": env,
+        "stages": {name: {**rec.to_dict(), "data": rec.data} for name, rec in ctx.records.items()},
+        "pictures": dict(ctx.pictures),
+        "traces": dict(ctx.traces),
+        "commands": list(ctx.commands),
+    }
+
+
+def write_outputs(ctx: Context, wall_s: float) -> None:
+    """report.json and index.html into the folder being built."""
+    from gptperf.atomic import write_text
+    from gptperf.output import to_json
+    from gptperf.report.page import render_page
+
+    doc = report_document(ctx, wall_s)
+    text = to_json(doc)
+    write_text(ctx.dir / "report.json", text)
+    import json
+
+    write_text(ctx.dir / "index.html", render_page(json.loads(text), ctx.dir))
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -1,0 +1,480 @@
+"""Training loop: AdamW, warm-up + cosine LR, clipping, accumulation, autocast, compile, resume.
+
+`train(TrainConfig.for_preset("tiny"))` works in a notebook (no output at all); the CLI passes
+a progress bar as `on_step`. A checkpoint holds the data generator's state, so a resumed run
+draws the same batches and, on CPU, reproduces the uninterrupted run's losses bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gptperf.errors import UserError
+from gptperf.model.config import PRESETS, GPTConfig, preset
+
+TRAIN_DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
+
+# Per-preset training defaults. `tiny` is nanoGPT's CPU character-level recipe; the GPT-2
+# sizes take GPT-3's learning rates for their widths and a batch that fits an 80 GB GPU.
+_GPT2_LIKE = dict(seq=1024, max_iters=5000, lr=6e-4, warmup_iters=100, weight_decay=0.1,
+                  betas=(0.9, 0.95), eval_interval=250, eval_iters=20, log_interval=1)
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": dict(batch=12, seq=64, max_iters=3000, lr=2e-3, min_lr=2e-4, warmup_iters=100,
+                 weight_decay=0.1, betas=(0.9, 0.99), eval_interval=250, eval_iters=20,
+                 log_interval=1),
+    "gpt2": dict(_GPT2_LIKE, batch=16),
+    "gpt2-medium": dict(_GPT2_LIKE, batch=8, lr=3e-4),
+    "gpt2-large": dict(_GPT2_LIKE, batch=4, lr=2.5e-4),
+    "gpt2-xl": dict(_GPT2_LIKE, batch=2, lr=2e-4),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Defaults are the `tiny` preset's recipe."""
+
+    preset: str = "tiny"
+    model: dict[str, Any] = field(default_factory=dict)  # GPTConfig overrides, e.g. n_layer
+    attention: str | None = None  # None: the preset's; "math" or "sdpa"
+    data: str | None = None  # None: the embedded corpus; a text file; a train.bin folder
+    vocab_size: int | None = None  # of a train.bin folder (None: largest token + 1)
+    val_fraction: float = 0.1
+    batch: int = 12
+    seq: int = 64
+    max_iters: int = 3000
+    lr: float = 2e-3
+    min_lr: float | None = None  # None: lr / 10
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None  # None: max_iters
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0  # 0: off
+    grad_accum: int = 1
+    dtype: str = "fp32"
+    compile: bool = False
+    device: str = "auto"
+    eval_interval: int = 250  # 0: only at the end
+    eval_iters: int = 20
+    log_interval: int = 1
+    out_dir: str | None = "out"  # None: no checkpoint
+    resume: bool = False
+    seed: int = 1337
+
+    @classmethod
+    def for_preset(cls, name: str = "tiny", **overrides: Any) -> TrainConfig:
+        """The preset's defaults with `overrides` applied (None values are ignored)."""
+        if name not in PRESET_DEFAULTS:
+            raise UserError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise UserError(f"unknown training option(s) {sorted(unknown)}")
+        values = dict(PRESET_DEFAULTS[name], preset=name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise UserError(f"unknown preset {self.preset!r}; valid: {', '.join(PRESETS)}")
+        for key in ("batch", "seq", "max_iters", "grad_accum", "eval_iters", "log_interval"):
+            _check_int(key, getattr(self, key), minimum=1)
+        for key in ("warmup_iters", "eval_interval", "seed"):
+            _check_int(key, getattr(self, key), minimum=0)
+        if self.lr_decay_iters is not None:
+            _check_int("lr_decay_iters", self.lr_decay_iters, minimum=1)
+        _check_number("lr", self.lr, positive=True)
+        if self.min_lr is not None:
+            _check_number("min_lr", self.min_lr)
+        _check_number("weight_decay", self.weight_decay)
+        _check_number("grad_clip", self.grad_clip)
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise UserError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = (float(betas[0]), float(betas[1]))
+        if self.dtype not in TRAIN_DTYPES:
+            raise UserError(f"unknown training dtype {self.dtype!r}; valid: {', '.join(TRAIN_DTYPES)}")
+        if self.attention is not None and self.attention not in ("math", "sdpa"):
+            raise UserError(f"unknown attention {self.attention!r}; valid: math, sdpa")
+        if self.resume and self.out_dir is None:
+            raise UserError("resume needs out_dir (the folder holding ckpt.pt)")
+
+    @property
+    def final_lr(self) -> float:
+        return self.lr / 10 if self.min_lr is None else self.min_lr
+
+    def model_config(self, vocab_size: int | None = None) -> GPTConfig:
+        """The preset's GPTConfig with the overrides; `vocab_size` widens it for the data."""
+        overrides = dict(self.model)
+        if self.attention is not None:
+            overrides["attention"] = self.attention
+        config = preset(self.preset, **overrides)
+        if vocab_size is not None and vocab_size > config.vocab_size and "vocab_size" not in overrides:
+            config = config.replace(vocab_size=vocab_size)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)  # plain types only: checkpoints load with weights_only
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _check_int(key: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else "an integer >= 0"
+        raise UserError(f"{key} must be {kind}, got {value!r}")
+
+
+def _check_number(key: str, value: Any, positive: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        raise UserError(f"{key} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+def learning_rate(it: int, cfg: TrainConfig) -> float:
+    """LR for optimizer step `it` (0-based): linear warm-up to cfg.lr, cosine decay to min_lr
+    at lr_decay_iters (default max_iters), then min_lr (nanoGPT's schedule)."""
+    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    if it < cfg.warmup_iters:
+        return cfg.lr * (it + 1) / (cfg.warmup_iters + 1)
+    if it >= decay_iters:
+        return cfg.final_lr
+    ratio = (it - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+    return cfg.final_lr + coeff * (cfg.lr - cfg.final_lr)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on 2-D weights (matmuls, embeddings) only, as nanoGPT;
+    the fused CUDA kernel on GPUs."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **extra)
+
+
+@dataclass
+class StepEvent:
+    """What `on_step` receives after every optimizer step."""
+
+    step: int
+    max_iters: int
+    loss: float
+    lr: float
+    step_time_s: float
+    tokens_per_s: float
+    elapsed_s: float
+    val_loss: float | None = None  # set on steps with a validation loss
+    checkpoint: str | None = None  # set on steps that wrote a checkpoint
+    note: str | None = None  # a message for the user, e.g. "compiling"
+
+
+@dataclass
+class TrainResult:
+    """Losses, timings and where the checkpoint went. `model` is the trained (uncompiled) GPT."""
+
+    config: TrainConfig
+    model_config: GPTConfig
+    model_name: str
+    num_parameters: int
+    data_name: str
+    steps: int
+    start_step: int  # 0, or the step a resumed run continued from
+    losses: list[float]  # training loss of steps 1..steps (resumed runs include the history)
+    val_losses: list[tuple[int, float]]  # (step, validation loss)
+    step_times_s: list[float]  # this run's steps only
+    tokens_per_step: int
+    median_step_time_s: float
+    tokens_per_s: float
+    wall_time_s: float
+    compile_time_s: float | None
+    checkpoint: str | None
+    environment: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    model: Any = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "model_config": self.model_config.to_dict(),
+            "model": self.model_name,
+            "parameters": self.num_parameters,
+            "data": self.data_name,
+            "steps": self.steps,
+            "start_step": self.start_step,
+            "losses": self.losses,
+            "val_losses": [{"step": s, "loss": v} for s, v in self.val_losses],
+            "final_val_loss": self.val_losses[-1][1] if self.val_losses else None,
+            "loss_unit": "nats/token",
+            "tokens_per_step": self.tokens_per_step,
+            "median_step_time_s": self.median_step_time_s,
+            "tokens_per_s": self.tokens_per_s,
+            "step_times_s": self.step_times_s,
+            "wall_time_s": self.wall_time_s,
+            "compile_time_s": self.compile_time_s,
+            "checkpoint": self.checkpoint,
+            "environment": self.environment,
+            "notes": self.notes,
+        }
+
+
+@torch.no_grad()
+def estimate_loss(model: torch.nn.Module, corpus: Any, cfg: TrainConfig, device: torch.device,
+                  split: str = "val") -> float:
+    """Mean loss over cfg.eval_iters batches drawn from a fixed seed: every evaluation of a
+    run sees the same batches, and the training data stream is not disturbed."""
+    from gptperf.runtime import autocast
+
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for _ in range(cfg.eval_iters):
+        x, y = corpus.get_batch(split, cfg.batch, cfg.seq, gen, device)
+        with autocast(device, cfg.dtype):
+            _, loss = model(x, y)
+        total += loss.item()
+    model.train(was_training)
+    return total / cfg.eval_iters
+
+
+def _finite_parameters(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def train(
+    cfg: TrainConfig,
+    on_step: Callable[[StepEvent], None] | None = None,
+) -> TrainResult:
+    """Train as `cfg` says; return losses, timings and the checkpoint path. Prints nothing."""
+    from gptperf.checkpoint import FILENAME, load_checkpoint, save_checkpoint
+    from gptperf.data.corpus import load_corpus
+    from gptperf.envinfo import environment
+    from gptperf.model.gpt import GPT
+    from gptperf.runtime import autocast, model_dtype, resolve_device, set_matmul_precision, synchronize
+
+    t_begin = time.perf_counter()
+    notes: list[str] = []
+
+    def note(text: str) -> None:
+        notes.append(text)
+        if on_step is not None:
+            on_step(StepEvent(0, cfg.max_iters, math.nan, 0.0, math.nan, math.nan,
+                              time.perf_counter() - t_begin, note=text))
+
+    device = resolve_device(cfg.device)
+    if cfg.dtype == "fp16" and device.type != "cuda":
+        raise UserError("dtype 'fp16' needs a CUDA GPU (GradScaler autocast); on CPU use bf16 or fp32")
+    set_matmul_precision(cfg.dtype)
+    corpus = load_corpus(cfg.data, cfg.val_fraction, cfg.vocab_size)
+    for text in corpus.notes:
+        note(text)
+    corpus.check_sequence(cfg.seq)
+
+    ckpt_path = Path(cfg.out_dir) / FILENAME if cfg.out_dir is not None else None
+    state: dict[str, Any] | None = None
+    if cfg.resume:
+        assert ckpt_path is not None
+        state = load_checkpoint(ckpt_path)
+        model_config = GPTConfig.from_dict(state["model_config"])
+        if cfg.attention is not None and cfg.attention != model_config.attention:
+            model_config = model_config.replace(attention=cfg.attention)
+        if state.get("data") != corpus.name:
+            note(f"checkpoint was trained on {state.get('data')!r}; continuing on {corpus.name!r}")
+    else:
+        model_config = cfg.model_config(corpus.vocab_size)
+        if corpus.vocab_size > 256 and corpus.vocab_size > PRESETS[cfg.preset].vocab_size:
+            note(f"vocab_size set to {model_config.vocab_size} to cover the data")
+    if corpus.vocab_size > model_config.vocab_size:
+        raise UserError(f"data {corpus.name!r} has vocabulary {corpus.vocab_size}, more than the "
+                        f"model's vocab_size {model_config.vocab_size}")
+    model_config.check_sequence(cfg.seq)
+
+    torch.manual_seed(cfg.seed)
+    model = GPT(model_config).to(device=device, dtype=model_dtype(cfg.dtype))
+    optimizer = make_optimizer(model, cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "fp16")
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    losses: list[float] = []
+    val_losses: list[tuple[int, float]] = []
+    start_step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        data_gen.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start_step = int(state["step"])
+        losses = [float(v) for v in state.get("losses", [])][:start_step]
+        val_losses = [(int(s), float(v)) for s, v in state.get("val_losses", [])]
+        del state
+    model.train()
+
+    compiled: torch.nn.Module = model
+    compile_time = None
+    if cfg.compile:
+        note("compiling the model (torch.compile); the first step is not timed")
+        compiled = torch.compile(model)
+        # One forward+backward on a dummy batch compiles both graphs before any timed step;
+        # it changes neither weights, optimizer state nor the data stream.
+        t0 = time.perf_counter()
+        dummy = torch.zeros(cfg.batch, cfg.seq, dtype=torch.long, device=device)
+        with autocast(device, cfg.dtype):
+            _, loss = compiled(dummy, dummy)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        synchronize(device)
+        compile_time = time.perf_counter() - t0
+
+    def save(step: int) -> str | None:
+        if ckpt_path is None:
+            return None
+        if not _finite_parameters(model):
+            raise UserError(f"parameters became NaN/inf after step {step}; the last good "
+                            f"checkpoint {str(ckpt_path)!r} is left as it was; try a lower --lr")
+        save_checkpoint(
+            ckpt_path,
+            model_config=model_config.to_dict(),
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            scaler=scaler.state_dict(),
+            step=step,
+            data_rng=data_gen.get_state(),
+            torch_rng=torch.get_rng_state(),
+            train_config=cfg.to_dict(),
+            losses=list(losses),
+            val_losses=[[s, v] for s, v in val_losses],
+            data=corpus.name,
+            tokenizer=corpus.tokenizer.name if corpus.tokenizer is not None else None,
+        )
+        return str(ckpt_path)
+
+    tokens_per_step = cfg.batch * cfg.seq * cfg.grad_accum
+    step_times: list[float] = []
+    checkpoint = str(ckpt_path) if (cfg.resume and ckpt_path is not None) else None
+    if start_step >= cfg.max_iters:
+        note(f"checkpoint is at step {start_step}, max_iters is {cfg.max_iters}: nothing to do")
+    t_loop = time.perf_counter()
+    for step in range(start_step + 1, cfg.max_iters + 1):
+        lr = learning_rate(step - 1, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        synchronize(device)
+        t0 = time.perf_counter()
+        total = torch.zeros((), device=device)
+        for _ in range(cfg.grad_accum):
+            x, y = corpus.get_batch("train", cfg.batch, cfg.seq, data_gen, device)
+            with autocast(device, cfg.dtype):
+                _, loss = compiled(x, y)
+            total += loss.detach().float()
+            scaler.scale(loss / cfg.grad_accum).backward()
+        step_loss = total.item() / cfg.grad_accum
+        if not math.isfinite(step_loss):
+            kept = (f"the last good checkpoint {str(ckpt_path)!r} is left as it was"
+                    if ckpt_path is not None and ckpt_path.exists() else "no checkpoint was written")
+            raise UserError(f"training loss is {step_loss} at step {step} (lr {lr:.3g}); "
+                            f"stopped, {kept}; try a lower --lr or --dtype fp32/bf16")
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
+        dt = time.perf_counter() - t0
+        step_times.append(dt)
+        losses.append(step_loss)
+
+        val = None
+        last = step == cfg.max_iters
+        if (cfg.eval_interval and step % cfg.eval_interval == 0) or last:
+            val = estimate_loss(compiled, corpus, cfg, device)
+            if not math.isfinite(val):
+                raise UserError(f"validation loss is {val} at step {step}; stopped, the last "
+                                "good checkpoint is left as it was; try a lower --lr")
+            val_losses.append((step, val))
+            checkpoint = save(step) or checkpoint
+        if on_step is not None and (step % cfg.log_interval == 0 or val is not None or last):
+            on_step(StepEvent(step, cfg.max_iters, step_loss, lr, dt, tokens_per_step / dt,
+                              time.perf_counter() - t_begin, val_loss=val,
+                              checkpoint=checkpoint if val is not None else None))
+    wall = time.perf_counter() - t_begin
+    del t_loop
+
+    # The first steps include allocator and kernel warm-up; the median ignores them.
+    timed = step_times[min(3, len(step_times) // 2):] or step_times
+    median = statistics.median(timed) if timed else math.nan
+    return TrainResult(
+        config=cfg,
+        model_config=model_config,
+        model_name=model_config.name,
+        num_parameters=model.num_parameters(),
+        data_name=corpus.name,
+        steps=max(start_step, len(losses)),
+        start_step=start_step,
+        losses=losses,
+        val_losses=val_losses,
+        step_times_s=step_times,
+        tokens_per_step=tokens_per_step,
+        median_step_time_s=median,
+        tokens_per_s=tokens_per_step / median if timed else math.nan,
+        wall_time_s=wall,
+        compile_time_s=compile_time,
+        checkpoint=checkpoint,
+        environment=environment(device),
+        notes=notes,
+        model=model,
+    )
+
+
+class ProgressBar:
+    """A rich progress bar on stderr: step, loss, tokens/s, time per step; validation lines."""
+
+    def __init__(self, cfg: TrainConfig, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+            console=console, transient=False,
+        )
+        self.task = self.progress.add_task("train", total=cfg.max_iters, stats="")
+
+    def __enter__(self) -> ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, event: StepEvent) -> None:
+        from gptperf.output import seconds, si
+
+        if event.note is not None:
+            self.progress.console.print(f"[dim]note: {event.note}[/dim]")
+            return
+        stats = (f"loss {event.loss:.4f}  {si(event.tokens_per_s, 'tokens/s')}  "
+                 f"{seconds(event.step_time_s)}/step  lr {event.lr:.2e}")
+        self.progress.update(self.task, completed=event.step, stats=stats)
+        if event.val_loss is not None:
+            self.progress.console.print(
+                f"step {event.step:>6}: train loss {event.loss:.4f}, val loss {event.val_loss:.4f} "
+                f"nats/token, {seconds(event.step_time_s)}/step, elapsed {seconds(event.elapsed_s)}"
+            )

@@ -1,0 +1,171 @@
+"""`gptperf bench`: the JSON document, bad arguments, and metrics that survive a missing NVML."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+import torch
+
+from gptperf.cli import main
+from gptperf.measure.metrics import PeakMemoryMeter, UtilizationSampler, gpu_utilization_reader
+
+SMALL = ["--preset", "tiny", "--n-layer", "1", "--n-embd", "32", "--n-head", "2"]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTPERF_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and x > 0
+
+
+def test_train_json_schema(capsys) -> None:
+    code = main(["bench", "train", *SMALL, "--batch", "2", "--seq", "16", "--warmup", "1",
+                 "--repeats", "3", "--device", "cpu", "--json"])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["workload"] == {"kind": "train", "batch": 2, "seq": 16, "dtype": "fp32",
+                               "compile": False, "attention": "sdpa", "tokens_per_step": 32}
+    assert doc["config"]["n_layer"] == 1 and _positive(doc["parameters"])
+    steps = doc["time_per_step"]
+    assert set(steps["phases"]) == {"fwd", "bwd", "opt"}
+    assert steps["total"]["repeats"] == 3 and steps["total"]["warmup"] == 1
+    parts = sum(steps["phases"][p]["samples_s"][0] for p in ("fwd", "bwd", "opt"))
+    assert steps["total"]["samples_s"][0] == pytest.approx(parts)
+    assert doc["step_time_s"] == steps["total"]["median_s"]
+    assert doc["throughput"]["tokens_per_s"] == pytest.approx(32 / doc["step_time_s"])
+    assert doc["throughput"]["sequences_per_s"] == pytest.approx(2 / doc["step_time_s"])
+    for key in ("per_step", "model_per_step", "achieved_flops_per_s"):
+        assert _positive(doc["flops"][key])
+    assert "perfmodel" in doc["flops"]["source"]
+    assert doc["wall_time_s"] >= doc["stages_s"]["timed_s"] > 0
+    # no measured ceilings in the private cache: datasheet MFU only, and a note saying what to run
+    assert [m["against"] for m in doc["mfu"]] == ["datasheet"]
+    assert _positive(doc["mfu"][0]["mfu"]) and "datasheet cpu fp32" in doc["mfu"][0]["label"]
+    assert any("gptperf ceilings" in n for n in doc["notes"])
+    assert _positive(doc["memory"]["measured"]["peak_rss_bytes"])
+    predicted = doc["memory"]["predicted"]
+    for key in ("weights", "gradients", "optimizer_state", "activations", "total"):
+        assert _positive(predicted[key])
+    util = doc["utilization"]
+    assert util["source"] == "psutil" and util["mean_percent"] >= 0 and util["meaning"]
+    pred = doc["predictions"][0]
+    assert pred["hardware"] == "datasheet: cpu" and _positive(pred["step_time_s"])
+    assert pred["measured_over_predicted"] == pytest.approx(doc["step_time_s"] / pred["step_time_s"])
+    env = doc["environment"]
+    assert env["device_type"] == "cpu" and env["dtype"] == "fp32" and env["torch"]
+
+
+def test_measured_ceilings_give_a_second_mfu(capsys) -> None:
+    from gptperf.perfmodel import Hardware, save_measured_hardware
+    from gptperf.runtime import device_name
+
+    name = device_name(torch.device("cpu"))
+    save_measured_hardware(Hardware(name, {"fp32": 1e11, "fp64": 5e10}, 1e10, 2**34,
+                                    1e-6, source="measured"), name)
+    from gptperf.measure.bench import run_bench
+    from gptperf.model import preset
+
+    config = preset("tiny", n_layer=1, n_embd=32, n_head=2)
+    r = run_bench(config, "decode", 2, 8, "fp32", "cpu", False, 1, 3)
+    doc = r.to_dict()
+    assert [m["against"] for m in doc["mfu"]] == ["measured", "datasheet"]
+    measured = doc["mfu"][0]
+    assert measured["peak_flops_per_s"] == 1e11 and "measured fp32 matmul" in measured["label"]
+    assert measured["mfu"] == pytest.approx(r.achieved_flops_per_s / 1e11)
+    assert {p["source"] for p in doc["predictions"]} == {"datasheet", "measured"}
+    assert r.tokens_per_step == 2  # decode: one new token per sequence
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["bench", "nonsense"], "invalid choice"),
+    (["bench", "train", "--batch", "0"], "batch"),
+    (["bench", "forward", "--seq", "100000"], "block_size"),
+    (["bench", "train", "--dtype", "fp8"], "fp8"),
+    (["bench", "train", "--compile", "--warmup", "0"], "warmup"),
+    (["bench", "train", "--repeats", "0"], "repeats"),
+    (["bench", "train", "--hardware", "no-such-gpu"], "no-such-gpu"),
+    (["bench", "train", "--device", "cpu", "--dtype", "fp16"], "fp16"),
+    (["bench", "train", "--device", "tpu"], "tpu"),
+])
+def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:  # argparse errors exit through SystemExit
+        raise SystemExit(main(argv))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and needle in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_one_line(capsys) -> None:
+    assert main(["bench", "train", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cuda" in err
+
+
+# --- metrics without NVML -------------------------------------------------------------------------
+
+
+def _break_torch_utilization(monkeypatch) -> None:
+    def broken(device=None):
+        raise ModuleNotFoundError("nvidia-ml-py does not seem to be installed")
+
+    monkeypatch.setattr(torch.cuda, "utilization", broken)
+
+
+def test_missing_nvml_library_is_a_note(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` raises ImportError
+    _break_torch_utilization(monkeypatch)
+    read, source, note = gpu_utilization_reader(0)
+    assert read is None and source == "none"
+    assert "pynvml" in note and "not measured" in note
+    util = UtilizationSampler("cuda", interval_s=0.01).start().stop()
+    assert util.mean_percent is None and util.samples == 0 and "pynvml" in util.note
+    assert "kernel" in util.meaning  # what the figure would have meant
+
+
+def test_nvml_driver_error_is_a_note(monkeypatch) -> None:
+    fake = types.ModuleType("pynvml")
+
+    class NVMLError(Exception):
+        pass
+
+    def init() -> None:
+        raise NVMLError("Driver Not Loaded")
+
+    fake.NVMLError = NVMLError
+    fake.nvmlInit = init
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    _break_torch_utilization(monkeypatch)
+    read, source, note = gpu_utilization_reader(0)
+    assert read is None and "NVML failed (Driver Not Loaded)" in note
+
+
+def test_nvml_readings_are_sampled(monkeypatch) -> None:
+    fake = types.ModuleType("pynvml")
+    fake.NVMLError = type("NVMLError", (Exception,), {})
+    fake.nvmlInit = lambda: None
+    fake.nvmlDeviceGetHandleByIndex = lambda i: ("gpu", i)
+    fake.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=87, memory=30)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    sampler = UtilizationSampler("cuda", interval_s=0.005).start()
+    import time
+
+    time.sleep(0.2)
+    util = sampler.stop()
+    assert util.source == "nvml" and util.samples >= 2
+    assert util.mean_percent == 87 and util.max_percent == 87
+
+
+def test_cpu_peak_rss_sees_an_allocation() -> None:
+    meter = PeakMemoryMeter("cpu")
+    meter.reset()
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    peak = meter.read()
+    del block
+    assert peak.peak_rss_bytes >= 64 * 2**20 and peak.allocated_bytes is None

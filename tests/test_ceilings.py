@@ -1,0 +1,113 @@
+"""`gptperf ceilings --quick` on CPU: measured figures, the cached hardware file, the picture."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from gptperf.cli import main
+from gptperf.measure.devices import datasheet_hardware_for, datasheet_name_for
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory):
+    """A private cache folder, and one quick measurement in it (JSON, as the CLI prints it)."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPTPERF_CACHE_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def measured(cache, capsys_module=None):
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["ceilings", "--quick", "--device", "cpu", "--force", "--json"])
+    assert code == 0
+    return json.loads(out.getvalue())
+
+
+def test_quick_ceilings_are_positive_and_complete(measured: dict) -> None:
+    assert measured["device_type"] == "cpu" and measured["quick"] is True
+    assert measured["threads"] >= 1 and measured["cached"] is False
+    for dtype in ("fp64", "fp32"):
+        curve = measured["matmul"][dtype]["points"]
+        assert len(curve) >= 2  # a curve, not a single point
+        assert all(p["flops_per_s"] > 0 and p["flops"] == 2 * p["n"] ** 3 for p in curve)
+        assert measured["peak_flops"][dtype] == max(p["flops_per_s"] for p in curve)
+    assert "tf32" in measured["skipped"]  # a CUDA mode, never timed on CPU
+    for kernel, factor in (("copy", 2), ("saxpy", 3)):
+        point = measured["bandwidth"][kernel]["points"][0]
+        assert point["bytes_moved"] == factor * point["buffer_bytes"]  # read + written
+        assert point["bytes_per_s"] == pytest.approx(point["bytes_moved"] / point["time_s"])
+    assert measured["bandwidth_bytes_per_s"] == max(
+        b["best_bytes_per_s"] for b in measured["bandwidth"].values())
+    assert 0 < measured["launch_latency_s"] < 1e-2
+    assert measured["environment"]["cpu_threads"] >= 1
+
+
+def test_measured_hardware_is_cached_and_loadable(measured: dict, cache) -> None:
+    from gptperf.perfmodel import get_hardware, measured_hardware_path
+
+    path = measured_hardware_path(measured["device"])
+    assert path.is_file() and str(path).startswith(str(cache))
+    hw = get_hardware("measured", device_name=measured["device"])
+    assert hw.source == "measured"
+    assert hw.peak("fp32") == pytest.approx(measured["peak_flops"]["fp32"])
+    assert hw.peak("tf32") == pytest.approx(measured["peak_flops"]["fp32"])  # fp32 on CPU
+    assert hw.bandwidth == pytest.approx(measured["bandwidth_bytes_per_s"])
+    assert math.isclose(hw.launch_latency_s, measured["launch_latency_s"], rel_tol=1e-9)
+    assert hw.extra["measurement"]["measured_at"] == measured["measured_at"]
+
+
+def test_second_run_uses_the_cache_and_force_measures_again(measured: dict, capsys) -> None:
+    assert main(["ceilings", "--quick", "--device", "cpu", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["cached"] is True and again["measured_at"] == measured["measured_at"]
+    assert main(["ceilings", "--quick", "--device", "cpu"]) == 0  # tables, and a note on stderr
+    captured = capsys.readouterr()
+    assert "cached measurement" in captured.err and "--force" in captured.err
+    assert "Matmul" in captured.out
+
+
+def test_plot_writes_png_and_svg(measured: dict, tmp_path) -> None:
+    png, svg = tmp_path / "ceilings.png", tmp_path / "ceilings.svg"
+    assert main(["ceilings", "--quick", "--device", "cpu", "--plot", str(png), "--json"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from gptperf.measure.ceilings import Ceilings
+    from gptperf.plotting.ceilings import plot_ceilings
+
+    plot_ceilings(Ceilings.from_dict(measured).to_dict(), datasheet_hardware_for("cpu", "cpu"), svg)
+    assert svg.read_text().lstrip().startswith("<?xml")
+
+
+def test_bad_plot_suffix_is_one_line(capsys) -> None:
+    assert main(["ceilings", "--quick", "--device", "cpu", "--plot", "out.txt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and ".png" in err
+
+
+@pytest.mark.parametrize("name, entry", [
+    ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+    ("NVIDIA H100 PCIe", "h100-pcie"),
+    ("NVIDIA H200", "h200"),
+    ("NVIDIA A100-SXM4-80GB", "a100-80gb"),
+    ("NVIDIA A100-SXM4-40GB", "a100-40gb"),
+    ("NVIDIA A100-PCIE-40GB", "a100-40gb"),
+    ("NVIDIA L40S", "l40s"),
+    ("AMD EPYC", "cpu"),
+    ("Intel(R) Xeon(R) Platinum 8480+", "cpu"),
+])
+def test_datasheet_for_device_names(name: str, entry: str) -> None:
+    assert datasheet_name_for(name) == entry
+    assert datasheet_hardware_for(name).name == entry
+
+
+def test_unknown_gpu_has_no_datasheet() -> None:
+    assert datasheet_name_for("NVIDIA GeForce GTX 1080") is None
+    assert datasheet_hardware_for("Tesla T4", "cuda") is None

@@ -1,0 +1,152 @@
+"""The model: config validation, math = sdpa attention, KV cache = recompute, parameters, names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from gptperf import names
+from gptperf.errors import UserError
+from gptperf.model import GPT, GPTConfig, KVCache, preset
+
+SMALL = dict(block_size=32, vocab_size=256, n_layer=2, n_head=4, n_embd=32)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and far faster than two on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_model(attention: str = "sdpa", seed: int = 0, **overrides: object) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**{**SMALL, **overrides}, attention=attention)).eval()
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        (dict(n_embd=30, n_head=4), "not divisible"),
+        (dict(n_layer=0), "n_layer"),
+        (dict(n_head=-2), "n_head"),
+        (dict(block_size=0), "block_size"),
+        (dict(vocab_size=-1), "vocab_size"),
+        (dict(n_embd=32.0), "n_embd"),
+        (dict(attention="flash"), "unknown attention"),
+        (dict(layer_norm_epsilon=0.0), "layer_norm_epsilon"),
+    ],
+)
+def test_config_rejects_invalid_fields(fields: dict, needle: str) -> None:
+    with pytest.raises(UserError, match=needle) as err:
+        GPTConfig(**{**SMALL, **fields})
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_preset_and_field() -> None:
+    with pytest.raises(UserError, match="unknown preset 'gpt5'.*tiny"):
+        preset("gpt5")
+    with pytest.raises(UserError, match="unknown config field"):
+        preset("tiny", n_layers=3)
+    assert preset("tiny", n_layer=2).n_layer == 2
+
+
+def test_sequence_longer_than_block_size_is_a_user_error() -> None:
+    model = small_model()
+    with pytest.raises(UserError, match="exceeds block_size=32"):
+        model(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_math_and_sdpa_agree_forward_and_backward() -> None:
+    idx = torch.randint(0, 256, (3, 32), generator=torch.Generator().manual_seed(1))
+    results = {}
+    for attention in ("math", "sdpa"):
+        model = small_model(attention).train()
+        logits, loss = model(idx, idx.roll(-1, dims=1))
+        loss.backward()
+        results[attention] = (logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+    (lm, gm), (ls, gs) = results["math"], results["sdpa"]
+    assert torch.allclose(lm, ls, atol=1e-5, rtol=0), (lm - ls).abs().max()
+    assert gm.keys() == gs.keys()
+    for name in gm:
+        assert torch.allclose(gm[name], gs[name], atol=1e-5, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("attention", ["math", "sdpa"])
+def test_kv_cache_matches_recompute(attention: str) -> None:
+    model = small_model(attention)
+    idx = torch.randint(0, 256, (2, 20), generator=torch.Generator().manual_seed(2))
+    full, _ = model(idx)
+    cache = KVCache(model.config, batch=2)
+    # prefill 7, decode 1, a chunk of 5 after a non-empty cache, decode 1, chunk of 6
+    pieces = []
+    for a, b in [(0, 7), (7, 8), (8, 13), (13, 14), (14, 20)]:
+        logits, _ = model(idx[:, a:b], kv_cache=cache)
+        pieces.append(logits)
+    assert cache.length == 20
+    cached = torch.cat(pieces, dim=1)
+    assert torch.allclose(cached, full, atol=1e-5, rtol=0), (cached - full).abs().max()
+    # last_logits_only returns the last position's logits only
+    cache.reset()
+    last, _ = model(idx, kv_cache=cache, last_logits_only=True)
+    assert last.shape == (2, 1, 256)
+    assert torch.allclose(last[:, 0], full[:, -1], atol=1e-5, rtol=0)
+
+
+def test_kv_cache_full_is_a_user_error() -> None:
+    model = small_model()
+    cache = KVCache(model.config, batch=1, max_len=8)
+    model(torch.zeros(1, 8, dtype=torch.long), kv_cache=cache)
+    with pytest.raises(UserError, match="KV cache full"):
+        model(torch.zeros(1, 1, dtype=torch.long), kv_cache=cache)
+    with pytest.raises(UserError, match="exceeds block_size"):
+        KVCache(model.config, batch=1, max_len=33)
+
+
+def test_parameter_count_with_tying() -> None:
+    model = small_model()
+    c = model.config
+    C, L, V, T = c.n_embd, c.n_layer, c.vocab_size, c.block_size
+    per_layer = 12 * C * C + 13 * C  # qkv, proj, fc, proj weights + biases, two LayerNorms
+    expected = V * C + T * C + L * per_layer + 2 * C
+    assert model.num_parameters() == expected == sum(p.numel() for p in model.parameters())
+    assert model.num_parameters(include_embeddings=False) == L * per_layer + 2 * C
+    with torch.device("meta"):  # GPT-2 small (its 50257 vocabulary), without allocating weights
+        gpt2 = GPT(GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768))
+    assert gpt2.num_parameters() == 124_439_808  # nanoGPT: 123.65M without the 786,432 of wpe
+    assert gpt2.num_parameters(include_embeddings=False) == 124_439_808 - 50257 * 768 - 1024 * 768
+
+
+def test_weight_tying_holds_through_training() -> None:
+    model = small_model().train()
+    assert model.lm_head.weight is model.transformer.wte.weight
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    idx = torch.randint(0, 256, (2, 16))
+    _, loss = model(idx, idx)
+    loss.backward()
+    opt.step()
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+    assert "lm_head.weight" not in dict(model.named_parameters())
+
+
+@pytest.mark.parametrize("attention", ["math", "sdpa"])
+def test_profiler_labels_are_operation_names(attention: str) -> None:
+    model = small_model(attention).train()
+    idx = torch.randint(0, 256, (2, 16))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        _, loss = model(idx, idx)
+        loss.backward()
+    labels = {e.name for e in prof.events() if e.is_user_annotation}
+    bad = sorted(n for n in labels if not names.is_operation_name(n))
+    assert not bad, bad
+    attn = names.MATH_ATTENTION if attention == "math" else names.FUSED_ATTENTION
+    per_layer = (names.LN_1, names.ATTN_QKV, *attn, names.ATTN_PROJ, names.LN_2,
+                 names.MLP_FC, names.MLP_ACT, names.MLP_PROJ, names.RESIDUAL)
+    expected = {names.EMBED, names.LN_F, names.LM_HEAD, names.LOSS} | {
+        names.layer_name(i, comp) for i in range(model.config.n_layer) for comp in per_layer
+    }
+    assert labels == expected

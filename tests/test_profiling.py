@@ -1,0 +1,321 @@
+"""Profiling: attribution of a trace recorded here (tiny GPT, CPU), outputs, bad traces, CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gptperf import names
+from gptperf.errors import UserError
+from gptperf.model import preset
+from gptperf.profiling.trace import attribute, attribute_file, load_trace
+
+# Distinct matmul shapes: qkv (3C x C), fc (4C x C), mlp.proj (C x 4C), attn.proj (C x C),
+# lm_head (V x C) with C=32, V=256; batch*seq = 2*16 rows.
+C, V, B, T = 32, 256, 2, 16
+SHAPES = {(3 * C, C): names.ATTN_QKV, (4 * C, C): names.MLP_FC, (C, 4 * C): names.MLP_PROJ,
+          (C, C): names.ATTN_PROJ, (V, C): names.LM_HEAD}
+
+
+def _config(attention: str):
+    return preset("tiny", n_layer=2, n_head=2, n_embd=C, block_size=32, attention=attention)
+
+
+@pytest.fixture(scope="module", params=["math", "sdpa"])
+def profiled(request, tmp_path_factory):
+    from gptperf.profiling import profile_workload
+
+    out = tmp_path_factory.mktemp(f"prof-{request.param}") / "out"
+    result = profile_workload(_config(request.param), "train", batch=B, seq=T, dtype="fp32",
+                              device="cpu", out_dir=out, wait=1, warmup=1, active=2,
+                              overhead=True, overhead_repeats=2, hardware="cpu")
+    return request.param, out, result
+
+
+def _mm_component(dims) -> str | None:
+    """The component a backward aten::mm belongs to, from its shapes alone.
+
+    dX = dY (BT x N) @ W (N x K)   and   dW = dY^T (N x BT) @ X (BT x K).
+    """
+    a, b = dims[0], dims[1]
+    if a[0] == B * T:  # dX: dY (BT x N) @ W (N x K)
+        n, k = a[1], b[1]
+    else:  # dW: dY^T (N x BT) @ X (BT x K)
+        n, k = a[0], b[1]
+    return SHAPES.get((n, k))
+
+
+def test_backward_matmuls_attributed_to_their_forward_operation(profiled):
+    _, out, _ = profiled
+    doc, att = attribute_file(out / "trace.json")
+    events = doc["traceEvents"]
+    checked: dict[str, int] = {}
+    for w in att.work:
+        if w.kernel != "aten::mm" or not w.parts or w.parts[0][1] != names.BACKWARD:
+            continue
+        name = w.parts[0][0]
+        dims = events[w.index]["args"]["Input Dims"]
+        expected = _mm_component(dims)
+        if expected is None:  # e.g. attention's batched products are bmm, not mm
+            continue
+        assert names.component_of(name) == expected, (name, dims)
+        checked[name] = checked.get(name, 0) + 1
+    # Both matmuls (dX, dW) of each linear layer's backward, in each layer, in each step.
+    for layer in (0, 1):
+        for comp in (names.ATTN_QKV, names.MLP_FC, names.MLP_PROJ, names.ATTN_PROJ):
+            assert checked.get(names.layer_name(layer, comp), 0) >= 2 * len(att.steps), checked
+    assert checked.get(names.LM_HEAD, 0) >= 2 * len(att.steps)
+
+
+def test_backward_layers_follow_reverse_order(profiled):
+    """Independent of sequence numbers: within a step, layer 1's backward work all runs before
+    layer 0's, so the layer each backward operator got must agree with its time."""
+    _, out, _ = profiled
+    doc, att = attribute_file(out / "trace.json")
+    events = doc["traceEvents"]
+    for step in range(len(att.steps)):
+        ts = {0: [], 1: []}
+        for w in att.work:
+            if w.step == step and w.parts and w.parts[0][1] == names.BACKWARD:
+                layer, comp = names.split_name(w.parts[0][0])
+                if layer is not None and w.method == "sequence":
+                    ts[layer].append(float(events[w.index]["ts"]))
+        assert ts[0] and ts[1]
+        assert max(ts[1]) < min(ts[0])
+
+
+def test_coverage_names_and_phases(profiled):
+    attention, _, result = profiled
+    assert result.unit == "operator"
+    assert result.coverage >= 0.95, result.by_method
+    assert result.exact_coverage == pytest.approx(result.coverage)  # no predicted-share split
+    measured = {(r.name, r.phase) for r in result.comparison.ops if r.measured_s > 0}
+    assert all(names.is_operation_name(n) for n, _ in measured)
+    phases = {p for _, p in measured}
+    assert phases == {names.FORWARD, names.BACKWARD, names.OPTIMIZER_PHASE}
+    attn = names.FUSED_ATTENTION if attention == "sdpa" else names.MATH_ATTENTION
+    for comp in attn + (names.ATTN_QKV, names.MLP_FC, names.MLP_ACT, names.LN_1):
+        for phase in (names.FORWARD, names.BACKWARD):
+            assert (names.layer_name(1, comp), phase) in measured, (comp, phase)
+    # Every predicted (name, phase) is measured, and the other way round: the join is complete.
+    predicted = {(r.name, r.phase) for r in result.comparison.ops if not math.isnan(r.predicted_s)}
+    assert predicted == measured | (predicted - measured) and not (measured - predicted)
+    assert result.overhead is not None and result.overhead["step_s_with"] > 0
+
+
+def test_outputs_written(profiled):
+    _, out, result = profiled
+    for f in ("trace.json", "trace.gptperf.json", "ops.csv", "components.csv", "layers.csv",
+              "profile.json", "roofline.png"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    assert list((out / "tensorboard").glob("*.pt.trace.json*"))
+    rows = list(csv.DictReader((out / "components.csv").open()))
+    assert {"name", "phase", "measured_s", "predicted_s", "measured_over_predicted",
+            "pct_of_roofline", "achieved_flops"} <= set(rows[0])
+    doc = json.loads((out / "profile.json").read_text())
+    assert doc["coverage"] == pytest.approx(result.coverage)
+    assert doc["environment"]["torch"] if "torch" in doc["environment"] else doc["environment"]
+    assert not list(out.parent.glob(".out.*"))  # the atomic temporary folder is gone
+
+
+def test_augmented_trace_splits_prediction_by_measured_share(profiled):
+    _, out, result = profiled
+    doc = json.loads((out / "trace.gptperf.json").read_text())
+    att = attribute(load_trace(out / "trace.json"))
+    sums: dict[tuple[str, str, int], float] = {}
+    for w in att.work:
+        args = doc["traceEvents"][w.index].get("args", {})
+        if w.parts:
+            assert args["gptperf.op"] == w.parts[0][0] and args["gptperf.phase"] == w.parts[0][1]
+            key = (w.parts[0][0], w.parts[0][1], w.step)
+            sums[key] = sums.get(key, 0.0) + args["gptperf.predicted_us"] * 1e-6
+    predicted = {(r.name, r.phase): r.predicted_s for r in result.comparison.ops}
+    for (name, phase, _), total in sums.items():
+        assert total == pytest.approx(predicted[(name, phase)], rel=1e-6)
+
+
+def test_reanalyse_existing_trace(profiled, tmp_path):
+    from gptperf.profiling import analyse_trace_file
+
+    attention, out, result = profiled
+    again = analyse_trace_file(out / "trace.json", _config(attention), "train", batch=B, seq=T,
+                               hardware="cpu", out_dir=tmp_path / "again", plot=False)
+    assert again.coverage == pytest.approx(result.coverage)
+    assert (tmp_path / "again" / "ops.csv").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# A synthetic GPU trace: kernel -> correlation -> launch -> op -> range; backward on its own thread.
+
+
+def _gpu_trace() -> dict:
+    def x(name, cat, ts, dur, tid=1, **args):
+        return {"ph": "X", "cat": cat, "name": name, "pid": 1, "tid": tid, "ts": ts, "dur": dur,
+                "args": args}
+
+    ev = [
+        x("ProfilerStep#3", "user_annotation", 0, 1000),
+        x("h.0.mlp.fc", "user_annotation", 10, 100),
+        x("aten::addmm", "cpu_op", 20, 50, **{"Sequence number": 7, "Fwd thread id": 0}),
+        x("cudaLaunchKernel", "cuda_runtime", 30, 5, correlation=11),
+        x("optimizer", "user_annotation", 700, 200),
+        x("Optimizer.step#AdamW.step", "user_annotation", 710, 150),
+        x("cudaLaunchKernel", "cuda_runtime", 720, 5, correlation=13),
+        # backward, on the autograd thread
+        x("autograd::engine::evaluate_function: AddmmBackward0", "cpu_op", 300, 100, tid=2,
+          **{"Sequence number": 7, "Fwd thread id": 1}),
+        x("aten::mm", "cpu_op", 310, 40, tid=2),
+        x("cudaLaunchKernel", "cuda_runtime", 320, 5, tid=2, correlation=12),
+        x("cudaLaunchKernel", "cuda_runtime", 500, 5, tid=2, correlation=14),  # no op around it
+        # kernels on the GPU
+        {"ph": "X", "cat": "kernel", "name": "sm90_gemm_fwd", "pid": 0, "tid": 7, "ts": 40,
+         "dur": 30, "args": {"correlation": 11, "est. achieved occupancy %": 50,
+                             "blocks per SM": 2.0}},
+        {"ph": "X", "cat": "kernel", "name": "sm90_gemm_bwd", "pid": 0, "tid": 7, "ts": 330,
+         "dur": 60, "args": {"correlation": 12}},
+        {"ph": "X", "cat": "kernel", "name": "multi_tensor_apply", "pid": 0, "tid": 7, "ts": 730,
+         "dur": 10, "args": {"correlation": 13}},
+        {"ph": "X", "cat": "kernel", "name": "mystery", "pid": 0, "tid": 7, "ts": 510,
+         "dur": 100, "args": {"correlation": 14}},
+    ]
+    return {"traceEvents": ev}
+
+
+def test_gpu_kernels_follow_correlation_sequence_and_optimizer():
+    att = attribute(_gpu_trace())
+    assert att.unit == "kernel"
+    got = {w.kernel: (w.parts[0][:2] if w.parts else None, w.method) for w in att.work}
+    assert got["sm90_gemm_fwd"] == (("h.0.mlp.fc", names.FORWARD), "range")
+    assert got["sm90_gemm_bwd"] == (("h.0.mlp.fc", names.BACKWARD), "sequence")
+    assert got["multi_tensor_apply"] == ((names.OPTIMIZER, names.OPTIMIZER_PHASE), "optimizer-range")
+    assert got["mystery"] == (None, None)
+    assert att.coverage == pytest.approx(100 / 200)
+    assert att.occupancy()[("h.0.mlp.fc", names.FORWARD)] == (50, 2.0)
+
+
+def _compiled_trace() -> dict:
+    def x(name, cat, ts, dur, tid=1, **args):
+        return {"ph": "X", "cat": cat, "name": name, "pid": 1, "tid": tid, "ts": ts, "dur": dur,
+                "args": args}
+
+    return {"traceEvents": [
+        x("ProfilerStep#5", "user_annotation", 0, 1000),
+        x("Torch-Compiled Region: 0/0", "user_annotation", 10, 200),
+        x("CompiledFunction", "cpu_op", 20, 150, **{"Sequence number": 5, "Fwd thread id": 0}),
+        x("autograd::engine::evaluate_function: CompiledFunctionBackward", "cpu_op", 300, 300,
+          tid=2, **{"Sequence number": 5, "Fwd thread id": 1}),
+        x("triton_poi_fused_add_gelu_0", "cpu_op", 310, 20, tid=2),
+        x("cuLaunchKernel", "cuda_driver", 315, 5, tid=2, correlation=21),
+        {"ph": "X", "cat": "kernel", "name": "triton_poi_fused_add_gelu_0", "pid": 0, "tid": 7,
+         "ts": 400, "dur": 80, "args": {"correlation": 21}},
+    ]}
+
+
+def test_compiled_kernels_by_provenance_and_share():
+    from gptperf.profiling.trace import Provenance
+
+    doc = _compiled_trace()
+    prov = Provenance(kernels={(True, "triton_poi_fused_add_gelu_0"): [["h.0.mlp.act", "h.0.residual"]]})
+    shares = {("h.0.mlp.act", names.BACKWARD): 3.0, ("h.0.residual", names.BACKWARD): 1.0,
+              ("h.0.mlp.act", names.FORWARD): 1.0}
+    att = attribute(doc, shares=shares, provenance=prov)
+    (w,) = att.work
+    assert att.compiled and w.method == "inductor-provenance"
+    assert sorted(w.parts) == [("h.0.mlp.act", "bwd", 0.75), ("h.0.residual", "bwd", 0.25)]
+    # No provenance: the kernel is split over the backward phase's predicted operations.
+    (w2,) = attribute(doc, shares=shares, provenance=Provenance()).work
+    assert w2.method == "predicted-share"
+    assert sorted(w2.parts) == [("h.0.mlp.act", "bwd", 0.75), ("h.0.residual", "bwd", 0.25)]
+    att3 = attribute(doc, shares=shares, provenance=Provenance())
+    assert att3.coverage == 1.0 and att3.exact_coverage == 0.0
+
+
+def test_line_components_read_the_model_source():
+    import inspect
+
+    from gptperf.model import gpt
+    from gptperf.profiling.run import line_components
+
+    lines = line_components()
+    src, start = inspect.getsourcelines(gpt.MLP.forward)
+    for offset, text in enumerate(src):
+        if "self.c_fc(x)" in text:
+            assert lines[("gpt.py", start + offset)] == names.MLP_FC
+        if "F.gelu" in text:
+            assert lines[("gpt.py", start + offset)] == names.MLP_ACT
+    src, start = inspect.getsourcelines(gpt.Block.forward)
+    assert [lines.get(("gpt.py", start + i)) for i, t in enumerate(src) if "x + h" in t] == \
+        [names.RESIDUAL, names.RESIDUAL]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad trace files and bad arguments
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", "empty"),
+    (b'{"traceEvents": [{"ph": "X", "name": "ProfilerStep#1", "ts": 0, "du', "not valid JSON"),
+    (b'{"hello": "world"}', "traceEvents"),
+    (b'{"traceEvents": [{"ph": "X", "name": "aten::mm", "ts": 0, "dur": 1}]}', "ProfilerStep"),
+    (b"\x1f\x8b\x08\x00garbage", "gzip"),
+    (b"\xff\xfe not json at all", "not valid JSON"),
+])
+def test_bad_trace_files_give_one_line_errors(tmp_path, content, words):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(UserError) as err:
+        load_trace(path)
+    msg = str(err.value)
+    assert "bad.json" in msg and words in msg and "\n" not in msg
+
+
+def test_gzip_trace_loads(tmp_path):
+    path = tmp_path / "t.json.gz"
+    path.write_bytes(gzip.compress(json.dumps(_gpu_trace()).encode()))
+    assert load_trace(path)["traceEvents"]
+    with pytest.raises(UserError, match="does not exist"):
+        load_trace(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--active", "0"],
+    ["--workload", "bogus"],
+    ["--batch", "-1"],
+    ["--trace", "EMPTY"],
+    ["--preset", "nope"],
+])
+def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, argv):
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    argv = [str(empty) if a == "EMPTY" else a for a in argv]
+    proc = subprocess.run([sys.executable, "-m", "gptperf", "profile", *argv, "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_refuses_to_replace_a_foreign_folder(tmp_path):
+    from gptperf.profiling import profile_workload
+
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a gptperf profile folder"):
+        profile_workload(_config("sdpa"), "train", batch=B, seq=T, out_dir=tmp_path, overhead=False)
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_forward_workload_has_forward_only(tmp_path):
+    from gptperf.profiling import profile_workload
+
+    r = profile_workload(_config("sdpa"), "forward", batch=B, seq=T, out_dir=tmp_path / "f",
+                         wait=0, warmup=1, active=1, overhead=False, plot=False, hardware="cpu")
+    assert r.coverage >= 0.95
+    assert {row.phase for row in r.comparison.ops if row.measured_s > 0} == {names.FORWARD}
+    assert Path(r.paths["augmented_trace"]).is_file()

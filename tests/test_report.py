@@ -1,0 +1,269 @@
+"""`gptperf report`: the whole pipeline end to end (--quick, CPU), escaping, atomicity, CLI errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from gptperf.cli import build_parser, main
+from gptperf.errors import UserError
+from gptperf.report import ReportOptions, Stage, build_report
+from gptperf.report import stages as report_stages
+from gptperf.report.page import SECTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _quiet() -> Console:
+    return Console(file=io.StringIO(), width=120)
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """One real `--quick` report on this CPU, shared by the tests that read it."""
+    base = tmp_path_factory.mktemp("report")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GPTPERF_CACHE_DIR", str(base / "cache"))  # ceilings are cached here, not in ~
+    try:
+        result = build_report(ReportOptions(out=base / "rep", device="cpu", quick=True,
+                                            train_seconds=2), console=_quiet())
+    finally:
+        mp.undo()
+    return base / "rep", result
+
+
+def test_quick_report_end_to_end(quick_report: tuple[Path, object]) -> None:
+    out, result = quick_report
+    assert result.ok, result.summary()
+    assert result.written and not result.failed
+    page = (out / "index.html").read_text(encoding="utf-8")
+    doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
+
+    for sid, _ in SECTIONS:
+        assert re.search(rf'<section[^>]*id="{sid}"', page), sid
+    assert "could not be drawn" not in page and "Failed stage" not in page
+    assert doc["format"] == "gptperf-report"
+    for key in ("settings", "environment", "stages", "pictures", "traces", "commands", "wall_s"):
+        assert key in doc
+    assert [n for n, st in doc["stages"].items() if st["status"] != "ok"] == []
+    assert set(doc["stages"]) == {s.name for s in report_stages.STAGES}
+
+    # Every picture is a file beside the page and embedded in it; the page needs no other file.
+    assert {"loss", "roofline", "ceilings"} <= set(doc["pictures"])
+    for rel in doc["pictures"].values():
+        assert (out / rel).is_file()
+    assert page.count('src="data:image/png;base64,') >= len(doc["pictures"])
+    assert not re.search(r'(src|href)="(?!data:|#)', page)
+    assert "<link rel=\"stylesheet\"" not in page and "<script src" not in page
+
+    # Traces for Perfetto and TensorBoard beside it.
+    traces = doc["traces"]
+    assert any(p.endswith("trace.json") for p in traces.values())
+    assert any((out / p).is_dir() and list((out / p).glob("*.pt.trace.json*"))
+               for p in traces.values())
+    json.loads((out / next(p for p in traces.values() if p.endswith("/trace.json"))).read_text())
+
+    # The numbers the page shows are in report.json.
+    train = doc["stages"]["train"]["data"]
+    assert train["steps"] >= 10 and len(train["losses"]) == train["steps"]
+    bench = doc["stages"]["bench"]["data"]["results"]
+    assert set(bench) == {"train", "prefill", "decode"}
+    assert bench["train"]["step_time_s"] > 0
+    scores = doc["stages"]["samples"]["data"]["scores"]
+    assert [s["text"] for s in scores] == list(report_stages.SENTENCES)
+    assert all(s["logprob"] < 0 for s in scores)
+
+
+def test_reproduce_commands_parse(quick_report: tuple[Path, object]) -> None:
+    out, _ = quick_report
+    doc = json.loads((out / "report.json").read_text())
+    parser = build_parser()
+    whats = {c["what"] for c in doc["commands"]}
+    assert any("bench" in w for w in whats) and any("profile" in w for w in whats)
+    for c in doc["commands"]:
+        argv = shlex.split(c["command"], comments=True)
+        assert argv[0] == "gptperf"
+        parser.parse_args(argv[1:])  # argparse exits (SystemExit) on a bad flag
+
+
+# --- fake stages: the framework without the cost ----------------------------------------------
+
+
+def _ok_stage(ctx, progress) -> dict:
+    progress(1, 2, "halfway")
+    return {"value": 42}
+
+
+def _sample_stage(text: str):
+    def run(ctx, progress) -> dict:
+        return {"sample": {"prompt": "<b>", "text": text, "tokens": 3, "temperature": 0.8,
+                           "seed": 1, "wall_s": 0.1},
+                "scores": [{"text": "<img src=x onerror=alert(1)>", "num_tokens": 2,
+                            "logprob": -3.0, "log10prob": -1.3}],
+                "ranking": ["<img src=x onerror=alert(1)>"],
+                "start": {"text": "\n", "tokens": [10]}}
+    return run
+
+
+def _failing_stage(ctx, progress) -> dict:
+    raise RuntimeError("the disk is on fire\nsecond line")
+
+
+def _interrupted_stage(ctx, progress) -> dict:
+    (ctx.dir / "partial.txt").write_text("half")
+    raise KeyboardInterrupt
+
+
+def _opts(out: Path, **kw) -> ReportOptions:
+    return ReportOptions(out=out, device="cpu", **kw)
+
+
+def test_sample_text_is_escaped(tmp_path: Path) -> None:
+    evil = "</pre><script>alert('x')</script> & done"
+    stages = [Stage("train", "t", _ok_stage, 1.0),
+              Stage("samples", "Samples and scores", _sample_stage(evil), 1.0)]
+    result = build_report(_opts(tmp_path / "rep"), stages, console=_quiet())
+    assert result.written
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "&lt;/pre&gt;&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; done" in page
+    assert "<script>alert" not in page and "<img src=x" not in page
+    assert page.count("<script>") == 1  # the page's own sorting script, nothing else
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())[
+        "stages"]["samples"]["data"]["sample"]["text"] == evil
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_failed_stage_keeps_previous_report_and_names_it(tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    first = build_report(_opts(out), [Stage("a", "A", _ok_stage, 1.0)], console=_quiet())
+    assert first.ok and first.written
+    before = _tree(out)
+
+    console = _quiet()
+    result = build_report(_opts(out), [Stage("a", "A", _ok_stage, 1.0),
+                                       Stage("boom", "Boom", _failing_stage, 1.0),
+                                       Stage("never", "N", _ok_stage, 1.0)], console=console)
+    assert not result.ok and not result.written
+    assert result.failed == ["boom"]
+    assert [r.status for r in result.records] == ["ok", "failed", "pending"]
+    assert result.records[1].error == "RuntimeError: the disk is on fire"
+    assert _tree(out) == before  # the previous complete report, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # no temporary folder left
+    said = console.file.getvalue()
+    assert "stage 'boom' failed" in said and "previous report is kept" in said
+    assert result.log and "the disk is on fire" in Path(result.log).read_text()
+
+
+def test_failed_stage_without_previous_report_leaves_none(tmp_path: Path) -> None:
+    result = build_report(_opts(tmp_path / "rep"), [Stage("boom", "B", _failing_stage, 1.0)],
+                          console=_quiet())
+    assert not result.ok and result.failed == ["boom"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keep_going_writes_page_with_the_failed_section_marked(tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    result = build_report(_opts(out, keep_going=True),
+                          [Stage("device", "Device", _failing_stage, 1.0),
+                           Stage("a", "A", _ok_stage, 1.0)], console=_quiet())
+    assert result.written and not result.ok and result.failed == ["device"]
+    page = (out / "index.html").read_text()
+    assert "Failed stage(s): device" in page
+    assert "stage &#x27;device&#x27; failed: RuntimeError: the disk is on fire" in page
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["stages"]["a"]["status"] == "ok" and doc["stages"]["a"]["data"] == {"value": 42}
+
+
+def test_ctrl_c_keeps_previous_report_and_names_the_stage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rep"
+    monkeypatch.setattr(report_stages, "STAGES", [Stage("a", "A", _ok_stage, 1.0)])
+    assert main(["report", "--device", "cpu", "--out", str(out)]) == 0
+    before = _tree(out)
+    monkeypatch.setattr(report_stages, "STAGES", [Stage("a", "A", _ok_stage, 1.0),
+                                                  Stage("train", "T", _interrupted_stage, 1.0)])
+    capsys.readouterr()
+    assert main(["report", "--device", "cpu", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted during stage 'train'" in err
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+
+
+def test_cli_failed_stage_exits_2_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(report_stages, "STAGES", [Stage("profile", "P", _failing_stage, 1.0)])
+    assert main(["report", "--device", "cpu", "--out", str(tmp_path / "r")]) == 2
+    captured = capsys.readouterr()
+    assert "stage 'profile' failed: RuntimeError: the disk is on fire" in captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--train-seconds", "0"], "--train-seconds must be a positive number"),
+    (["--train-seconds", "nan"], "--train-seconds must be a positive number"),
+    (["--dtype", "fp16", "--device", "cpu"], "fp16' needs a CUDA GPU"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_cli_bad_values_are_one_line_errors(
+        argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--out", str(tmp_path / "r"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and err.startswith("gptperf report: error:")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv", [["--preset", "nope"], ["--dtype", "int8"], ["--bogus"],
+                                  ["--train-seconds", "soon"]])
+def test_cli_bad_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["report", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("gptperf: error:")
+
+
+def test_out_folder_that_is_not_a_report_is_refused(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main(["report", "--device", "cpu", "--out", str(precious)]) == 2
+    assert "holds no gptperf report" in capsys.readouterr().err
+    assert (precious / "notes.txt").read_text() == "keep me"
+    file = tmp_path / "file"
+    file.write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        build_report(_opts(file), [], console=_quiet())
+
+
+def test_command_module_imports_no_torch() -> None:
+    import subprocess
+
+    code = ("import sys, gptperf.commands.report as r, argparse; p = argparse.ArgumentParser(); "
+            "r.add_arguments(p); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(),
+                    reason="needs Debian's chromium (apt-get install chromium)")
+def test_page_in_headless_chromium(quick_report: tuple[Path, object]) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from check_report_browser import check_page
+    finally:
+        sys.path.pop(0)
+    out, _ = quick_report
+    assert check_page(out) == []
