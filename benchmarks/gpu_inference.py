@@ -76,21 +76,11 @@ def ceilings() -> Hardware:
     n = 2 * 2**30
     if DRY:
         n = 2**26
-    src = torch.empty(n, dtype=torch.uint8, device=DEV).random_()
-    dst = torch.empty_like(src)
-    t_copy = time_fn(lambda: dst.copy_(src), warmup=3, repeats=20, device=DEV).median
-    copy_bw = 2 * n / t_copy
-    del src, dst
+    copy_bw = 2 * n / _copy_time(n)
     nb, n32 = (512, 512) if DRY else (8192, 4096)
-    a = torch.randn(nb, nb, device=DEV, dtype=torch.bfloat16)
-    b = torch.randn(nb, nb, device=DEV, dtype=torch.bfloat16)
-    t_mm = time_fn(lambda: a @ b, warmup=3, repeats=10, device=DEV).median
-    bf16 = 2 * nb**3 / t_mm
+    bf16 = 2 * nb**3 / _matmul_time(nb, torch.bfloat16)
     torch.backends.cuda.matmul.allow_tf32 = False
-    a32 = torch.randn(n32, n32, device=DEV)
-    t32 = time_fn(lambda: a32 @ a32, warmup=2, repeats=5, device=DEV).median
-    fp32 = 2 * n32**3 / t32
-    del a, b, a32
+    fp32 = 2 * n32**3 / _matmul_time(n32, torch.float32)
     # launch latency: back-to-back 1-element adds, replayed from a CUDA graph and issued eagerly
     x, y = torch.zeros(1, device=DEV), torch.ones(1, device=DEV)
     k = 500
@@ -116,6 +106,18 @@ def ceilings() -> Hardware:
     log(f"copy {copy_bw / 1e12:.3f} TB/s, bf16 mm {bf16 / 1e12:.0f} TFLOP/s, fp32 mm {fp32 / 1e12:.1f} "
         f"TFLOP/s, per-kernel latency {lat_graph * 1e6:.2f} µs in a graph, {lat_eager * 1e6:.2f} µs eager")
     return hw
+
+
+def _copy_time(n: int) -> float:
+    src = torch.empty(n, dtype=torch.uint8, device=DEV).random_()
+    dst = torch.empty_like(src)
+    return time_fn(lambda: dst.copy_(src), warmup=3, repeats=20, device=DEV).median
+
+
+def _matmul_time(n: int, dtype: torch.dtype) -> float:
+    a = torch.randn(n, n, device=DEV, dtype=dtype)
+    b = torch.randn(n, n, device=DEV, dtype=dtype)
+    return time_fn(lambda: a @ b, warmup=3, repeats=10, device=DEV).median
 
 
 def device_name() -> str:
@@ -184,6 +186,37 @@ def greedy_compare(model: Any, dec: FastDecoder, prompt_len: int = 8, n: int = 3
     return out
 
 
+def _generation_time(dec: FastDecoder, prompt: torch.Tensor, steps: int) -> float:
+    """Seconds for `steps` decode steps after a prefill (the prefill itself not timed)."""
+    dec.prefill(prompt)
+
+    def run() -> None:
+        for _ in range(steps):
+            dec.step()
+
+    return time_fn(run, warmup=0, repeats=1, device=DEV).median
+
+
+def count_host_syncs(dec: FastDecoder, steps: int) -> int | None:
+    """Synchronising CUDA calls the decode loop makes (torch's sync debug mode, 'warn')."""
+    if DRY:
+        return None
+    import warnings
+
+    dec.prefill(torch.zeros(dec.batch, 4, dtype=torch.long, device=DEV))
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                dec.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def batch_sweep(model: Any, cfg: GPTConfig, context: int, hw: Hardware, dtype: str,
                 dec1: FastDecoder | None = None) -> list[dict[str, Any]]:
     rows = []
@@ -224,19 +257,15 @@ def seven_b(hw: Hardware) -> None:
     t0 = time.time()
     model = build_model(CFG_7B, DEV, torch.bfloat16)
     log(f"7B-shaped model built in {time.time() - t0:.1f} s: {count_parameters(CFG_7B) / 1e9:.2f} B parameters")
-    prompt_len, new = 16, 241
-    max_len = prompt_len + new - 1  # 256
+    prompt_len, new = 16, 113
+    max_len = prompt_len + new - 1  # 128: also the batch sweep's context (one compile fewer)
     dec = FastDecoder(model, 1, max_len, **FAST)
     t0 = time.time()
     dec.warmup()
     sec["compile_and_capture_s"] = time.time() - t0
     log(f"7B compile + capture: {sec['compile_and_capture_s']:.1f} s")
     prompt = torch.randint(0, CFG_7B.vocab_size, (1, prompt_len), device=DEV)
-    runs = []
-    for _ in range(3):
-        dec.prefill(prompt)
-        runs.append(time_fn(lambda: [dec.step() for _ in range(new - 1)], warmup=0, repeats=1,
-                            device=DEV).median / (new - 1))
+    runs = [_generation_time(dec, prompt, new - 1) / (new - 1) for _ in range(3)]
     per_token = sorted(runs)[1]
     # steps write positions P .. P+new-2, attending to contexts P+1 .. P+new-1; bytes are linear in L
     lo = predict_inference(CFG_7B, "decode", 1, prompt_len + 1, "bf16", hw)
@@ -252,8 +281,8 @@ def seven_b(hw: Hardware) -> None:
         "weights_only_bandwidth": weight_bytes / per_token,
         "weights_only_fraction": weight_bytes / per_token / copy_bw,
         "predicted_per_token_s": (lo.time_s + hi.time_s) / 2,
-        "note": "static cache attends over its whole 256-slot buffer; only the KV bytes of the real "
-                "context are counted (conservative)",
+        "note": f"the static cache attends over its whole {max_len}-slot buffer; only the KV bytes of "
+                "the real context are counted (conservative)",
     })
     log(f"7B batch 1: {1 / per_token:.1f} tokens/s, {bytes_per_token / per_token / 1e12:.3f} TB/s = "
         f"{100 * sec['fraction_of_copy_bandwidth']:.1f}% of copy (weights only: "
@@ -311,6 +340,8 @@ def gpt2(hw: Hardware) -> None:
         f"{t_rec / t_fast:.1f}x (predicted {pr.time_s / pc.time_s:.1f}x)")
     sec["bf16_greedy_vs_eager"] = greedy_compare(model, dec, 8, 48)
     log(f"gpt2 bf16 greedy fast (compiled) vs eager: {sec['bf16_greedy_vs_eager']}")
+    sec["host_syncs_in_32_decode_steps"] = count_host_syncs(dec, 32)
+    log(f"host synchronisations in 32 fast decode steps: {sec['host_syncs_in_32_decode_steps']}")
     del dec
     free()
     if not over_budget("gpt2 batch sweep"):
@@ -341,6 +372,9 @@ def summary() -> None:
                          f"{r['fast_cache_step_s'] * 1e6:.0f} µs vs recompute {r['recompute_s'] * 1e6:.0f} µs = "
                          f"{r['speedup_fast']:.1f}x (eager cache: {r['speedup_eager_cache']:.1f}x"
                          + (f"; predicted {r['predicted_speedup']:.1f}x)" if "predicted_speedup" in r else ")"))
+    if g.get("host_syncs_in_32_decode_steps") is not None:
+        n = g["host_syncs_in_32_decode_steps"]
+        lines.append(f"[{'PASS' if n == 0 else 'MISS'}] host synchronisations in 32 fast decode steps: {n}")
     for key in ("fp32_greedy_vs_eager", "bf16_greedy_vs_eager"):
         if key in g:
             r = g[key]

@@ -3,6 +3,7 @@ and torch.compile. For each run: coverage (>= 95% expected), profiler overhead, 
 |measured/predicted - 1| over components taking >= 2% of the step.
 
     python benchmarks/gpu_profile.py            # writes under $OUT if set, else ./gpu_profile_out
+    python benchmarks/gpu_profile.py --smoke    # the script's own check: tiny model, CPU, eager
 
 Each run is a separate `gptperf profile` process (fresh compile caches and GPU memory). Full
 traces stay in a temporary folder; $OUT gets summary.json (all tables), components.csv (all
@@ -24,10 +25,17 @@ from pathlib import Path
 
 BATCH, SEQ = 8, 1024
 RUNS = [("sdpa", False), ("math", False), ("sdpa", True), ("math", True)]
-TIMEOUT_S = {False: 100, True: 200}
+TIMEOUT_S = {False: 100, True: 150}
+BUDGET_S = 290  # no new run starts after this (the whole script should stay under 5 minutes)
 
 
 def main() -> int:
+    smoke = "--smoke" in sys.argv[1:]
+    runs = [r for r in RUNS if not r[1]] if smoke else RUNS
+    model = ["--preset", "tiny", "--n-layer", "2", "--batch", "2", "--seq", "32", "--device", "cpu",
+             "--dtype", "fp32"] if smoke else \
+        ["--preset", "gpt2", "--batch", str(BATCH), "--seq", str(SEQ), "--device", "cuda",
+         "--dtype", "bf16"]
     out = Path(os.environ.get("OUT") or "gpu_profile_out")
     out.mkdir(parents=True, exist_ok=True)
     log_lines: list[str] = []
@@ -40,12 +48,15 @@ def main() -> int:
     summary: dict[str, dict] = {}
     all_components: list[dict] = []
     t_all = time.perf_counter()
-    for attention, compiled in RUNS:
+    for attention, compiled in runs:
         name = f"{attention}-{'compile' if compiled else 'eager'}"
+        if time.perf_counter() - t_all > BUDGET_S:
+            log(f"{name}: skipped, the {BUDGET_S} s budget is spent")
+            summary[name] = {"error": "skipped (time budget)"}
+            continue
         run_dir = work / name
-        cmd = [sys.executable, "-m", "gptperf", "profile", "--preset", "gpt2", "--workload", "train",
-               "--dtype", "bf16", "--attention", attention, "--batch", str(BATCH), "--seq", str(SEQ),
-               "--device", "cuda", "--wait", "1", "--warmup", "2", "--active", "3",
+        cmd = [sys.executable, "-m", "gptperf", "profile", "--workload", "train", *model,
+               "--attention", attention, "--wait", "1", "--warmup", "2", "--active", "3",
                "--out", str(run_dir), "--json"]
         if compiled:
             cmd.append("--compile")

@@ -457,12 +457,14 @@ class ProgressBar:
         )
         self.task = self.progress.add_task("train", total=cfg.max_iters, stats="")
 
+        self.started = False
+
     def __enter__(self) -> ProgressBar:
-        self.progress.start()
-        return self
+        return self  # the bar appears with the first step, so early errors print alone
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
 
     def update(self, event: StepEvent) -> None:
         from gptperf.output import seconds, si
@@ -470,6 +472,9 @@ class ProgressBar:
         if event.note is not None:
             self.progress.console.print(f"[dim]note: {event.note}[/dim]")
             return
+        if not self.started:
+            self.progress.start()
+            self.started = True
         stats = (f"loss {event.loss:.4f}  {si(event.tokens_per_s, 'tokens/s')}  "
                  f"{seconds(event.step_time_s)}/step  lr {event.lr:.2e}")
         self.progress.update(self.task, completed=event.step, stats=stats)

@@ -81,7 +81,11 @@ def build_runner(
     torch.manual_seed(seed)
     if model is None:
         model = GPT(config)
-    model = model.to(device=device, dtype=model_dtype(dtype))
+    # Training and its forward keep fp32 master weights under autocast; inference keeps the
+    # weights themselves in bf16/fp16, so a decode step reads 2 bytes per parameter, not 4 + a cast.
+    inference = kind in ("prefill", "decode", "decode_nocache")
+    weights_dtype = torch_dtype(dtype) if inference else model_dtype(dtype)
+    model = model.to(device=device, dtype=weights_dtype)
     model.train(kind == "train")
     run_model: torch.nn.Module = torch.compile(model) if compile else model
     tokens = torch.randint(0, config.vocab_size, (batch, seq + 1), device=device)
@@ -122,22 +126,21 @@ def build_runner(
         runner.phases = [(names.FORWARD, forward_only)]
         return runner
 
-    cache_dtype = torch_dtype(dtype) if dtype in ("bf16", "fp16") else model_dtype(dtype)
+    cache_dtype = weights_dtype
     if kind == "prefill":
         cache = KVCache(config, batch, seq, device=device, dtype=cache_dtype)
 
         @torch.no_grad()
         def prefill() -> None:
             cache.reset()
-            with autocast(device, dtype):
-                run_model(x, kv_cache=cache, last_logits_only=True)
+            run_model(x, kv_cache=cache, last_logits_only=True)
 
         runner.phases = [(names.FORWARD, prefill)]
         return runner
 
     if kind == "decode":
         cache = KVCache(config, batch, seq, device=device, dtype=cache_dtype)
-        with torch.no_grad(), autocast(device, dtype):
+        with torch.no_grad():
             if seq > 1:
                 model(x[:, : seq - 1], kv_cache=cache, last_logits_only=True)
         new_token = x[:, seq - 1 : seq]
@@ -145,8 +148,7 @@ def build_runner(
         @torch.no_grad()
         def decode() -> None:
             cache.length = seq - 1  # the same step every time: L-1 cached, one new
-            with autocast(device, dtype):
-                run_model(new_token, kv_cache=cache, last_logits_only=True)
+            run_model(new_token, kv_cache=cache, last_logits_only=True)
 
         runner.phases = [(names.FORWARD, decode)]
         return runner
@@ -154,8 +156,7 @@ def build_runner(
     # decode_nocache: the whole context recomputed for one new token.
     @torch.no_grad()
     def recompute() -> None:
-        with autocast(device, dtype):
-            run_model(x, last_logits_only=True)
+        run_model(x, last_logits_only=True)
 
     runner.phases = [(names.FORWARD, recompute)]
     return runner

@@ -167,9 +167,17 @@ def test_memory_one_layer_by_hand() -> None:
     assert m.phases["optimizer step"] == weights + 8640 + ids + 4320 + 512
 
 
-def test_memory_bf16_has_weight_copies_and_kv_cache() -> None:
-    m = predict(ONE, Workload("decode", 2, 4, "bf16"), HW).memory
+def test_memory_bf16_autocast_has_weight_copies() -> None:
+    m = predict(ONE, Workload("forward", 2, 4, "bf16"), HW).memory
+    assert m.weights == 1080 * 4 + 8 * 8  # fp32 master weights + the bool causal mask
     assert m.weight_copies == (12 * 64 + 16 * 8) * 2  # matmul weights and the tied head, bf16
+    assert m.gradients == m.optimizer_state == 0
+
+
+def test_memory_bf16_inference_keeps_bf16_weights_and_kv_cache() -> None:
+    m = predict(ONE, Workload("decode", 2, 4, "bf16"), HW).memory
+    assert m.weights == 1080 * 2 + 8 * 8  # the weights themselves in bf16, no autocast copies
+    assert m.weight_copies == 0
     assert m.kv_cache == 2 * 1 * 2 * 4 * 8 * 2
     assert m.gradients == m.optimizer_state == 0
 

@@ -49,6 +49,7 @@ def test_quick_report_end_to_end(quick_report: tuple[Path, object]) -> None:
 
     for sid, _ in SECTIONS:
         assert re.search(rf'<section[^>]*id="{sid}"', page), sid
+    assert page.startswith("<!DOCTYPE html>\n<html")
     assert "could not be drawn" not in page and "Failed stage" not in page
     assert doc["format"] == "gptperf-report"
     for key in ("settings", "environment", "stages", "pictures", "traces", "commands", "wall_s"):

@@ -87,8 +87,8 @@ def test_time_phases_on_cpu_with_perf_counter() -> None:
 def test_progress_reports_warmup_and_timed_steps() -> None:
     seen: list[tuple[str, int, int]] = []
     time_fn(lambda: None, warmup=2, repeats=3, progress=lambda *a: seen.append(a))
-    assert seen == [("warm-up", 1, 2), ("warm-up", 2, 2), ("timed", 1, 3), ("timed", 2, 3),
-                    ("timed", 3, 3)]
+    assert seen == [("warm-up", 0, 2), ("timed", 0, 3), ("warm-up", 1, 2), ("warm-up", 2, 2),
+                    ("timed", 1, 3), ("timed", 2, 3), ("timed", 3, 3)]
 
 
 @pytest.mark.parametrize("kwargs", [

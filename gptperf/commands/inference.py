@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="context lengths for the cache/recompute sweep, e.g. 16,64,256 (default: powers of 2 up to block_size)")
     parser.add_argument("--batches", type=_int_list, default=None,
                         help="batch sizes for the decode sweep (default: 1,2,4,... up to 512 on GPU, 64 on CPU)")
+    parser.add_argument("--batch-context", type=int, default=None,
+                        help="context length of the batch sweep (default: min(128, block_size))")
     parser.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
                         help="static KV cache + compiled decode step with CUDA graphs (default: on for CUDA)")
     parser.add_argument("--hardware", default=None,
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int | None:
     progress = None if args.json else (lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
     result = run_inference_study(
         config, device, dtype, contexts=args.contexts, batches=args.batches,
-        fast=args.fast, progress=progress, hardware=args.hardware,
+        fast=args.fast, progress=progress, hardware=args.hardware, batch_context=args.batch_context,
     )
     if args.plot_dir:
         from gptperf.plotting.inference import plot_all

@@ -95,7 +95,7 @@ def text_table(title: str, headers: list[str], rows: list[list[str]], right: set
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     rule = "  ".join("─" * w for w in widths)
     return "\n".join([title, line(headers), rule, *(line(r) for r in rows), ""])

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int | None:
         doc["plot"] = str(plot_roofline(
             args.plot, [(f"{kernel.dtype} ({hardware.source})", doc["peak_flops"])],
             [(f"memory ({hardware.source})", hardware.bandwidth)], [point],
-            title=f"{kernel.name} {kernel.shape} {kernel.dtype} on {hardware.label}"))
+            title=f"{kernel.name} {shape_text(kernel.shape)} {kernel.dtype} on {hardware.label}"))
     if getattr(args, "json", False):
         from gptperf.output import emit_json
 
@@ -125,7 +125,8 @@ def _print(doc: dict[str, Any]) -> None:
     from gptperf.output import console, seconds, si
 
     src = doc["source"]
-    table = Table(title=f"{doc['example']} {doc['shape']} {doc['dtype']} — roofline of {src}", title_justify="left")
+    table = Table(title=f"{doc['example']} {shape_text(doc['shape'])} {doc['dtype']} — roofline of {src}",
+                  title_justify="left")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_column("exact", justify="right")
@@ -149,6 +150,11 @@ def _print(doc: dict[str, Any]) -> None:
     console.print(table)
     if "plot" in doc:
         console.print(f"roofline picture: {doc['plot']}", highlight=False)
+
+
+def shape_text(shape: dict[str, Any]) -> str:
+    """{'m': 4, 'n': 4, 'k': 4, 'accumulate': True} -> 'm=4 n=4 k=4 accumulate'."""
+    return " ".join(k if v is True else f"{k}={v}" for k, v in shape.items() if v is not False)
 
 
 def _fraction(x: float) -> str:

@@ -59,8 +59,17 @@ class StaticKVCache:
         return int(self.pos)
 
     def positions(self, new_tokens: int, device: torch.device) -> torch.Tensor:
-        """Positions of the next `new_tokens` tokens, computed on the device (no bounds check:
-        that would need the host; `FastDecoder` counts its steps instead)."""
+        """Positions of the next `new_tokens` tokens, computed on the device.
+
+        Bounds are checked on CPU only: on a GPU the check would synchronise with the host, so
+        there `FastDecoder` counts its steps instead.
+        """
+        if self.pos.device.type == "cpu" and not torch.compiler.is_compiling():
+            if int(self.pos) + new_tokens > self.max_len:
+                raise UserError(
+                    f"static KV cache full: {int(self.pos)} + {new_tokens} tokens exceed its "
+                    f"{self.max_len} positions"
+                )
         return self.pos + torch.arange(new_tokens, device=device)
 
     def update(

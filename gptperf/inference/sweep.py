@@ -494,18 +494,8 @@ def run_inference_study(
         ridge_intensity=hw.ridge_intensity(dtype), new_tokens=new_tokens,
     )
     say(f"building {config.name} ({dtype}) on {dev_name}")
-    bench = _Bench(config, device, dtype, fast, hw)
-    for L in contexts:
-        say(f"context {L}: decode with the KV cache")
-        result.cache.append(bench.decode(1, L))
-        say(f"context {L}: recompute")
-        result.recompute.append(bench.recompute(1, L))
-        say(f"prompt {L}: prefill")
-        result.prefill.append(bench.prefill(1, L))
-
-    result.batches, result.batch_stopped = sweep_batches(
-        batches, lambda b: bench.decode(b, batch_context), say
-    )
+    _measure_all(_Bench(config, device, dtype, fast, hw), result, contexts, batches, say)
+    _free_memory()  # the model and its caches are gone with the bench
     done = [p.batch for p in result.batches]
     result.knee_batch_measured = knee_batch(done, [p.time_s for p in result.batches])
     result.knee_batch_predicted = knee_batch(batches, [
@@ -527,9 +517,21 @@ def run_inference_study(
         )
     result.environment = environment(device)
     result.environment["dtype"] = dtype
-    del bench
-    _free_memory()
     return result
+
+
+def _measure_all(bench: _Bench, result: InferenceResult, contexts: list[int], batches: list[int],
+                 say: Progress) -> None:
+    for L in contexts:
+        say(f"context {L}: decode with the KV cache")
+        result.cache.append(bench.decode(1, L))
+        say(f"context {L}: recompute")
+        result.recompute.append(bench.recompute(1, L))
+        say(f"prompt {L}: prefill")
+        result.prefill.append(bench.prefill(1, L))
+    result.batches, result.batch_stopped = sweep_batches(
+        batches, lambda b: bench.decode(b, result.batch_context), say
+    )
 
 
 # --- printing ----------------------------------------------------------------------------------

@@ -135,8 +135,9 @@ def _hardware_label(hw: Any, dtype: str) -> str:
 
     peak = si(hw.peak(dtype), "FLOP/s")
     if hw.source == "measured":
+        quick = ", quick sweep" if hw.extra.get("measurement", {}).get("quick") else ""
         return (f"measured {dtype} matmul ({peak}, measured {hw.device_name or hw.name} "
-                f"on {_measured_date(hw)})")
+                f"on {_measured_date(hw)}{quick})")
     return f"{hw.source} {hw.name} {dtype} dense {peak}"
 
 
@@ -222,11 +223,15 @@ def run_bench(
         notes.append("tf32 is a CUDA mode: on CPU the fp32 matmuls run in full fp32")
 
     t_build = time.perf_counter()
+    if progress:
+        progress("building the model", 0, 1)
     runner = build_runner(config, kind, batch=batch, seq=seq, dtype=dtype, device=dev,
                           compile=compile, seed=seed)
     meter = PeakMemoryMeter(dev)
     sampler = UtilizationSampler(dev)
     marks: dict[str, float] = {"built": time.perf_counter()}
+    if progress:
+        progress("building the model", 1, 1)
 
     def before_timed() -> None:
         marks["warm"] = time.perf_counter()

@@ -144,6 +144,14 @@ def _default_sync(device: Any) -> Callable[[], None]:
     return lambda: torch.cuda.synchronize(device)
 
 
+def _announce(progress: Progress | None, warmup: int, repeats: int) -> None:
+    """Show the bars before the first (possibly long: compiling) call, not after it."""
+    if progress:
+        if warmup:
+            progress("warm-up", 0, warmup)
+        progress("timed", 0, repeats)
+
+
 def time_fn(
     fn: Callable[[], Any],
     *,
@@ -164,6 +172,7 @@ def time_fn(
     """
     _check_counts(warmup, repeats, compiled)
     sync = sync or _default_sync(device)
+    _announce(progress, warmup, repeats)
     for i in range(warmup):
         fn()
         if progress:
@@ -223,7 +232,7 @@ def time_phases(
     if len(set(names)) != len(names):
         raise ValueError(f"phase names must be distinct, got {names}")
     sync = sync or _default_sync(device)
-
+    _announce(progress, warmup, repeats)
     for i in range(warmup):
         for _, run in phases:
             run()

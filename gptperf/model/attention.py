@@ -95,9 +95,9 @@ class CausalSelfAttention(nn.Module):
         with record_function(label[names.ATTN_QKV]):
             q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
             q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        mask = None
-        if kv_cache is not None:
-            k, v, mask = kv_cache.update(self.layer, k, v)
+            mask = None
+            if kv_cache is not None:  # storing the new K and V is part of computing them
+                k, v, mask = kv_cache.update(self.layer, k, v)
         causal = mask is None and T > 1
         if self.attention == "sdpa":
             with record_function(label[names.ATTN_SDPA]):

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gptperf.atomic import write_text
 from gptperf.dtypes import DTYPES, check_dtype
 from gptperf.errors import UserError
 
@@ -289,9 +288,11 @@ def local_device_name() -> str:
 def save_measured_hardware(hw: Hardware, device_name: str, extra: dict[str, Any] | None = None) -> Path:
     """Write `hw` (source 'measured') for `device_name`, atomically; `extra` adds TOML tables
     (e.g. the sweeps behind the ceilings). Returns the path."""
+    from gptperf.atomic import write_text  # tempfile and shutil only when a file is written
+
     path = measured_hardware_path(device_name)
     hw = Hardware(**{**hw.__dict__, "source": MEASURED, "device_name": device_name})
-    write_text(path, hw.to_toml(extra=extra))
+    write_text(path, hw.to_toml(extra={**hw.extra, **(extra or {})}))
     return path
 
 

@@ -23,7 +23,6 @@ from gptperf.perfmodel.transformer import (
 )
 
 
-
 def _autocast_parameters(config: GPTConfig) -> int:
     """Weights whose low-precision copy autocast makes and the matmuls keep for backward: the four
     Linear weights per block and the tied head. (Bias copies are not saved by the matmul and go
@@ -113,6 +112,9 @@ def _parts(config: GPTConfig, workload: Workload) -> MemoryBreakdown:
     buffers = config.n_layer * config.block_size ** 2  # the bool causal mask of each attention module
     weights = P * w + buffers
     copies = _autocast_parameters(config) * a if mixed else 0
+    # autocast runs (log_)softmax with dtype=float32: a bf16 input is first copied to fp32,
+    # an fp16 input on CUDA is read directly (half-to-float kernel)
+    upcast = w if workload.dtype == "bf16" else 0
     ids = (N * (2 if workload.has_loss else 1) + s.T) * 8  # token ids (and targets), positions: int64
     M = s.B if workload.last_logits_only else N
     kv_cache = 2 * s.n_layer * s.B * workload.context * C * a if workload.uses_kv_cache else 0
@@ -125,7 +127,7 @@ def _parts(config: GPTConfig, workload: Workload) -> MemoryBreakdown:
         grads = P * w
         opt = 2 * P * w
         # end of forward: logits, their fp32 copy for the loss (autocast), the saved log-probabilities
-        fwd_logits = N * V * (a + (w if mixed else 0) + w)
+        fwd_logits = N * V * (a + upcast + w)
         # loss backward: logits (held by the caller), saved log-probs, their gradient, the logits' gradient
         bwd_logits = N * V * (a + 3 * w)
         static = weights + opt + ids
@@ -146,8 +148,8 @@ def _parts(config: GPTConfig, workload: Workload) -> MemoryBreakdown:
     # inference (no grad): activations are transient; the peak is in a block or at the head
     block = N * C * w + N * C * a + 8 * N * C * a  # residual stream, ln_2 output copy, fc and GELU outputs
     if config.attention == "math":
-        block = max(block, N * C * w + 3 * N * C * a + s.scores_full * (a + (2 * w if mixed else w)))
-    head_logits = M * V * a + (N * V * (w if mixed else 0) + N * V * w if workload.has_loss else 0)
+        block = max(block, N * C * w + 3 * N * C * a + s.scores_full * (a + upcast + w))
+    head_logits = M * V * a + (N * V * (upcast + w) if workload.has_loss else 0)
     head = N * C * w + N * C * a + head_logits
     static = weights + copies + kv_cache + ids
     phases["block"] = static + block

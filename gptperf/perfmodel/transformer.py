@@ -5,7 +5,8 @@ The operations mirror what `gptperf.model` runs inside each `record_function` ra
 B batch, T tokens processed per sequence this step, L positions attended (context), C n_embd,
 H heads, D = C/H, V vocab, N = B·T rows. Byte sizes: `a` for the compute dtype, `w` for what the
 parameters, the residual stream, LayerNorm and softmax outputs and log-probabilities are stored
-in (fp32 under bf16/fp16 autocast; the dtype itself otherwise). docs/perfmodel.md has every formula.
+in (fp32 under bf16/fp16 autocast, i.e. train and forward; the dtype itself otherwise, inference
+included). docs/perfmodel.md has every formula.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ class Workload:
 
     @property
     def mixed_precision(self) -> bool:
-        return self.dtype in MIXED_PRECISION
+        """bf16/fp16 training and its forward run under autocast with fp32 master weights;
+        inference (prefill, decode*) keeps the weights themselves in bf16/fp16."""
+        return self.dtype in MIXED_PRECISION and self.kind in (TRAIN, FORWARD)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "batch": self.batch, "seq": self.seq, "dtype": self.dtype,
@@ -147,7 +150,7 @@ class _Shape:
 def _shape(config: GPTConfig, workload: Workload) -> _Shape:
     config.check_sequence(workload.seq)
     a = dtype_bytes(workload.dtype)
-    w = 8 if workload.dtype == "fp64" else 4
+    w = 4 if workload.mixed_precision else a
     T = workload.new_tokens
     return _Shape(B=workload.batch, T=T, L=workload.context, C=config.n_embd, H=config.n_head,
                   D=config.head_dim, V=config.vocab_size, n_layer=config.n_layer, a=a, w=w, causal=T > 1)

@@ -26,7 +26,7 @@ from gptperf.errors import UserError
 FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
 BOUND_COLORS = {"compute": "#c92a2a", "memory": "#1c7ed6", None: "#495057"}
 KIND_MARKERS = {"predicted": "o", "measured": "^"}
-_OFFSETS = ((4, 3), (4, -10), (-4, 12), (4, -20), (-4, 22))
+_OFFSETS = ((4, 3), (4, -9), (-9, 4), (4, 11), (-9, -9))
 _CEILING_COLORS = ("#2b2b2b", "#6b4c9a", "#d9480f", "#12a0a0", "#2f6fdb", "#e8a33d")
 
 
@@ -97,7 +97,10 @@ def plot_roofline(
     top = max(c for _, c in ceilings)
     ys = [p.flops_per_s for p in pts] + [b * x_lo for _, b in bandwidths]
     y_lo = min(min(ys) / 3, top / 1e4)
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    labels = list(dict.fromkeys(p.label for p in pts))
+    numbered = len(labels) > 12  # crowded: number the points and list the labels beside the plot
+    key_cols = 1 + (len(labels) - 1) // 45 if numbered else 0
+    fig, ax = plt.subplots(figsize=(9 + 3.2 * key_cols, 6), dpi=120)
     ax.set_xscale("log")
     ax.set_yscale("log")
     grid = [x_lo * (x_hi / x_lo) ** (i / 200) for i in range(201)]
@@ -110,7 +113,7 @@ def plot_roofline(
             ridge = peak / bw
             ax.plot([ridge], [peak], marker="D", color=color, ms=6, zorder=4)
             ax.annotate(f"ridge {ridge:.3g} FLOP/B", (ridge, peak), textcoords="offset points",
-                        xytext=(4, 5), fontsize=7, color=color)
+                        xytext=(-4, 8), ha="right", fontsize=7, color=color)
     for blabel, bw in bandwidths:
         x0 = x_lo * 1.5
         ax.annotate(f"{blabel}: {bw / 1e9:.4g} GB/s", (x0, bw * x0), textcoords="offset points",
@@ -118,18 +121,27 @@ def plot_roofline(
     first_ridge = ceilings[0][1] / bandwidths[0][1]
     by_label: dict[str, dict[str, RooflinePoint]] = {}
     ranked = sorted(pts, key=lambda p: p.flops_per_s, reverse=True)
-    labelled = {id(p) for p in ranked[:max_labels]}
+    labelled = {id(p) for p in ranked[:max_labels]} if not numbered else {id(p) for p in pts}
     # neighbours along the x axis get staggered label offsets so that crowded clusters stay legible
     offsets = {id(p): _OFFSETS[i % len(_OFFSETS)]
                for i, p in enumerate(sorted(pts, key=lambda p: p.arithmetic_intensity))}
+    number = {label: i + 1 for i, label in enumerate(labels)}
     for p in pts:
         b = p.bound or ("compute" if p.arithmetic_intensity >= first_ridge else "memory")
         ax.scatter([p.arithmetic_intensity], [p.flops_per_s], c=BOUND_COLORS.get(b, BOUND_COLORS[None]),
                    marker=KIND_MARKERS.get(p.kind, "s"), s=36, zorder=5, edgecolors="white", linewidths=0.5)
         if id(p) in labelled:
-            ax.annotate(p.label, (p.arithmetic_intensity, p.flops_per_s), textcoords="offset points",
+            text = str(number[p.label]) if numbered else p.label
+            ax.annotate(text, (p.arithmetic_intensity, p.flops_per_s), textcoords="offset points",
                         xytext=offsets[id(p)], fontsize=6.5)
         by_label.setdefault(p.label, {})[p.kind] = p
+    if numbered:
+        rows = [f"{number[label]:>3}  {label}" for label in labels]
+        per_col = -(-len(rows) // key_cols)
+        for c in range(key_cols):
+            fig.text(1 - (key_cols - c) * 3.1 / (9 + 3.2 * key_cols), 0.95,
+                     "\n".join(rows[c * per_col:(c + 1) * per_col]), va="top", ha="left",
+                     fontsize=6.5, family="monospace")
     if arrows:
         for pair in by_label.values():
             if "predicted" in pair and "measured" in pair:
@@ -151,7 +163,7 @@ def plot_roofline(
     ax.legend(fontsize=7, loc="lower right")
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 9 / (9 + 3.2 * key_cols), 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".").lower())
     plt.close(fig)

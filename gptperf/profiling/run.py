@@ -85,6 +85,7 @@ class ProfileResult:
     method: str
     environment: dict[str, Any] = field(default_factory=dict)
     prediction_available: bool = True
+    provenance: dict[str, int] | None = None  # compiled kernels / extern calls recorded (--compile)
 
     @property
     def median_abs_error(self) -> float:
@@ -109,6 +110,7 @@ class ProfileResult:
             "paths": self.paths,
             "attribution_method": self.method,
             "prediction_available": self.prediction_available,
+            "provenance_recorded": self.provenance,
             "environment": self.environment,
             **self.comparison.to_dict(),
         }
@@ -263,9 +265,12 @@ def inductor_provenance(n_layer: int) -> Iterator[Provenance]:
         return
     lines = line_components()
 
-    def hook(node_schedule: Any, kernel_name: str, is_extern: bool = False) -> Any:
-        handle = original(node_schedule, kernel_name, is_extern)
+    def hook(*args: Any, **kwargs: Any) -> Any:
+        handle = original(*args, **kwargs)
         with contextlib.suppress(Exception):  # bookkeeping must never break compilation
+            node_schedule = args[0] if args else kwargs["node_schedule"]
+            kernel_name = args[1] if len(args) > 1 else kwargs["kernel_name"]
+            is_extern = args[2] if len(args) > 2 else kwargs.get("is_extern", False)
             is_bwd = bool(getattr(V.graph, "is_backward", False))
             if is_extern:
                 origin = getattr(node_schedule, "origin_node", None)
@@ -292,6 +297,8 @@ def inductor_provenance(n_layer: int) -> Iterator[Provenance]:
     patches: dict[str, Any] = {"fx_graph_cache": False}
     if hasattr(iconfig.trace, "provenance_tracking_level"):
         patches["trace.provenance_tracking_level"] = 1
+    elif hasattr(iconfig.trace, "provenance_tracking"):  # older spelling
+        patches["trace.provenance_tracking"] = True
     if hasattr(iconfig.cpp, "enable_kernel_profile"):  # CPU kernels: a profiler range each
         patches["cpp.enable_kernel_profile"] = True
     try:
@@ -430,6 +437,9 @@ def profile_workload(
             environment=environment(device),
         )
         result.paths["tensorboard"] = str(out / "tensorboard")
+        if prov is not None:
+            result.provenance = {"kernels": sum(len(v) for v in prov.kernels.values()),
+                                 "extern_calls": sum(len(v) for v in prov.externs.values())}
         write_text(tmp / "profile.json", _json(result.to_dict()))
     return result
 

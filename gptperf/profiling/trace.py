@@ -254,6 +254,11 @@ def _arg(e: Mapping[str, Any], key: str) -> Any:
     return args.get(key) if isinstance(args, dict) else None
 
 
+def _inside_engine(forest: _Forest, events: list[dict[str, Any]], i: int) -> bool:
+    return any(str(events[a].get("name", "")).startswith("autograd::engine::evaluate_function")
+               for a in forest.ancestors(forest.parent.get(i)))
+
+
 def _is_backward_node(e: Mapping[str, Any]) -> bool:
     fwd = _arg(e, "Fwd thread id")
     return e.get("cat") == "cpu_op" and _arg(e, "Sequence number") is not None and bool(fwd)
@@ -345,12 +350,14 @@ def attribute(
         return None
 
     # Forward operators by sequence number (the first, outermost one with that number).
+    # Sequence numbers count per thread, so only operators outside the autograd engine qualify.
     fwd_by_seq: dict[int, int] = {}
     for i in forest.order:
         e = events[i]
         seq = _arg(e, "Sequence number")
-        if e.get("cat") == "cpu_op" and seq is not None and not _arg(e, "Fwd thread id"):
-            fwd_by_seq.setdefault(int(seq), i)
+        if (e.get("cat") == "cpu_op" and seq is not None and not _arg(e, "Fwd thread id")
+                and int(seq) not in fwd_by_seq and not _inside_engine(forest, events, i)):
+            fwd_by_seq[int(seq)] = i
 
     cache: dict[int, tuple[str, str, str] | None] = {}
 

@@ -206,4 +206,4 @@ def page(title: str, header: Child, nav: Sequence[tuple[str, str]], sections: Se
             tag("script", Html(js))),
         lang="en",
     )
-    return "<!DOCTYPE html>\n" + doc + "\n"
+    return str(Html("<!DOCTYPE html>\n") + doc) + "\n"
