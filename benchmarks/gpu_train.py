@@ -63,6 +63,7 @@ def gptperf_train(*extra: str, name: str) -> dict[str, Any]:
 
 def summary(doc: dict[str, Any]) -> dict[str, Any]:
     times = doc["step_times_s"][3:] or doc["step_times_s"]
+    own = doc["losses"][doc["start_step"]:]
     n_params = doc["parameters"]
     cfg = doc["model_config"]
     seq = doc["config"]["seq"]
@@ -79,8 +80,8 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
         "model_tflops_per_s": doc["tokens_per_step"] / statistics.median(times)
         * flops_per_token / 1e12,
         "compile_time_s": doc["compile_time_s"],
-        "first_loss": doc["losses"][0] if doc["losses"] else None,
-        "last_loss": doc["losses"][-1] if doc["losses"] else None,
+        "first_loss": own[0] if own else None,  # this run's steps (a resumed run's
+        "last_loss": own[-1] if own else None,  # losses also hold the history)
         "val_losses": doc["val_losses"],
         "process_wall_s": doc["process_wall_s"],
     }

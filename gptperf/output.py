@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from typing import Any
 
@@ -45,29 +46,28 @@ def seconds(t: float | None) -> str:
     return f"{t / 1e-9:.3g} ns"
 
 
-def _default(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+def _plain(x: Any) -> Any:
+    """`x` as JSON-ready values: objects with to_dict() expanded, NaN and inf as None."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if x is None or isinstance(x, (str, int)):
+        return x
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "to_dict"):
+        return _plain(x.to_dict())
+    if hasattr(x, "item"):  # numpy / torch scalars
+        return _plain(x.item())
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def to_json(doc: Any) -> str:
     """JSON text; NaN and inf become null so any JSON reader accepts it."""
-
-    def clean(x: Any) -> Any:
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {str(k): clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        return x
-
-    return json.dumps(clean(json.loads(json.dumps(doc, default=_default))), indent=2)
+    return json.dumps(_plain(doc), indent=1, allow_nan=False)
 
 
 def emit_json(doc: Any) -> None:

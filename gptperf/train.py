@@ -28,8 +28,8 @@ TRAIN_DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
 _GPT2_LIKE = dict(seq=1024, max_iters=5000, lr=6e-4, warmup_iters=100, weight_decay=0.1,
                   betas=(0.9, 0.95), eval_interval=250, eval_iters=20, log_interval=1)
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "tiny": dict(batch=12, seq=64, max_iters=3000, lr=2e-3, min_lr=2e-4, warmup_iters=100,
-                 weight_decay=0.1, betas=(0.9, 0.99), eval_interval=250, eval_iters=20,
+    "tiny": dict(batch=12, seq=64, max_iters=2000, lr=2e-3, min_lr=2e-4, warmup_iters=100,
+                 weight_decay=0.1, betas=(0.9, 0.99), eval_interval=200, eval_iters=20,
                  log_interval=1),
     "gpt2": dict(_GPT2_LIKE, batch=16),
     "gpt2-medium": dict(_GPT2_LIKE, batch=8, lr=3e-4),
@@ -50,7 +50,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     batch: int = 12
     seq: int = 64
-    max_iters: int = 3000
+    max_iters: int = 2000
     lr: float = 2e-3
     min_lr: float | None = None  # None: lr / 10
     warmup_iters: int = 100
@@ -62,7 +62,7 @@ class TrainConfig:
     dtype: str = "fp32"
     compile: bool = False
     device: str = "auto"
-    eval_interval: int = 250  # 0: only at the end
+    eval_interval: int = 200  # 0: only at the end
     eval_iters: int = 20
     log_interval: int = 1
     out_dir: str | None = "out"  # None: no checkpoint
@@ -253,6 +253,18 @@ def estimate_loss(model: torch.nn.Module, corpus: Any, cfg: TrainConfig, device:
     return total / cfg.eval_iters
 
 
+def _check_resume(path: Path, state: dict[str, Any], cfg: TrainConfig, config: GPTConfig) -> None:
+    """The run asked for must be the one in the checkpoint: same preset, same model shape."""
+    saved = state.get("train_config") or {}
+    if saved.get("preset", cfg.preset) != cfg.preset:
+        raise UserError(f"checkpoint {str(path)!r} was trained with preset {saved['preset']!r}, "
+                        f"not {cfg.preset!r}; pass --preset {saved['preset']} to resume it")
+    for key, value in cfg.model.items():
+        if getattr(config, key, value) != value:
+            raise UserError(f"checkpoint {str(path)!r} has {key}={getattr(config, key)}, the run "
+                            f"asks for {key}={value}; drop that override to resume, or train afresh")
+
+
 def _finite_parameters(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -266,7 +278,13 @@ def train(
     from gptperf.data.corpus import load_corpus
     from gptperf.envinfo import environment
     from gptperf.model.gpt import GPT
-    from gptperf.runtime import autocast, model_dtype, resolve_device, set_matmul_precision, synchronize
+    from gptperf.runtime import (
+        autocast,
+        model_dtype,
+        resolve_device,
+        set_matmul_precision,
+        synchronize,
+    )
 
     t_begin = time.perf_counter()
     notes: list[str] = []
@@ -292,6 +310,7 @@ def train(
         assert ckpt_path is not None
         state = load_checkpoint(ckpt_path)
         model_config = GPTConfig.from_dict(state["model_config"])
+        _check_resume(ckpt_path, state, cfg, model_config)
         if cfg.attention is not None and cfg.attention != model_config.attention:
             model_config = model_config.replace(attention=cfg.attention)
         if state.get("data") != corpus.name:
@@ -404,7 +423,8 @@ def train(
         val = None
         last = step == cfg.max_iters
         if (cfg.eval_interval and step % cfg.eval_interval == 0) or last:
-            val = estimate_loss(compiled, corpus, cfg, device)
+            # The eager model: a compiled one would compile again for no_grad and eval mode.
+            val = estimate_loss(model, corpus, cfg, device)
             if not math.isfinite(val):
                 raise UserError(f"validation loss is {val} at step {step}; stopped, the last "
                                 "good checkpoint is left as it was; try a lower --lr")
@@ -447,7 +467,13 @@ class ProgressBar:
     """A rich progress bar on stderr: step, loss, tokens/s, time per step; validation lines."""
 
     def __init__(self, cfg: TrainConfig, console: Any) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = console
         self.progress = Progress(

@@ -42,7 +42,7 @@ def _assert_equal_tree(a, b) -> None:
             _assert_equal_tree(a[key], b[key])
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b)
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             _assert_equal_tree(x, y)
     else:
         assert a == b

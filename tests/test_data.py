@@ -94,7 +94,7 @@ def test_batches_are_shifted_windows_and_reproducible() -> None:
     assert x.shape == y.shape == (5, 32) and x.dtype == torch.int64
     assert torch.equal(x[:, 1:], y[:, :-1])
     text = corpus.val.tobytes()
-    for row_x, row_y in zip(x, y):
+    for row_x, row_y in zip(x, y, strict=True):
         # each row is a contiguous window of the validation text, and y is the next window
         window = bytes(row_x.tolist()) + bytes(row_y[-1:].tolist())
         assert window in text
@@ -111,7 +111,7 @@ def test_generator_state_continues_the_same_stream() -> None:
     resumed = torch.Generator()
     resumed.set_state(saved)
     got = [corpus.get_batch("train", 4, 16, resumed)[0] for _ in range(3)]
-    assert all(torch.equal(a, b) for a, b in zip(expected, got))
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
 
 
 def _one_line_error(fn, *words: str) -> str:

@@ -27,6 +27,17 @@ class RangeFlops(TorchDispatchMode):
         self.stack: list[str] = []
         self.flops: dict[str, int] = {}
 
+    def __enter__(self):
+        # the model opens its record_function ranges only while a profiler listens
+        self._profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        self._profiler.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        out = super().__exit__(*exc)
+        self._profiler.__exit__(None, None, None)
+        return out
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         packet = func.overloadpacket

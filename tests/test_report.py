@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shlex
 import shutil
@@ -50,6 +51,9 @@ def test_quick_report_end_to_end(quick_report: tuple[Path, object]) -> None:
     for sid, _ in SECTIONS:
         assert re.search(rf'<section[^>]*id="{sid}"', page), sid
     assert page.startswith("<!DOCTYPE html>\n<html")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "index.html").stat().st_mode & 0o777 == 0o666 & ~umask  # not private tmp files
     assert "could not be drawn" not in page and "Failed stage" not in page
     assert doc["format"] == "gptperf-report"
     for key in ("settings", "environment", "stages", "pictures", "traces", "commands", "wall_s"):

@@ -30,10 +30,10 @@ def small(tmp_path=None, **overrides) -> TrainConfig:
 def test_lr_schedule_warms_up_then_decays_by_cosine() -> None:
     cfg = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110)
     lrs = [learning_rate(i, cfg) for i in range(130)]
-    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))  # linear warm-up ...
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11], strict=True))  # linear warm-up ...
     assert lrs[0] == pytest.approx(1e-3 / 11)
     assert lrs[10] == pytest.approx(1e-3)  # ... to the peak
-    assert all(a >= b for a, b in zip(lrs[10:110], lrs[11:111]))  # then monotone decay
+    assert all(a >= b for a, b in zip(lrs[10:110], lrs[11:111], strict=True))  # then monotone decay
     assert lrs[60] == pytest.approx((1e-3 + 1e-4) / 2)  # cosine: halfway at the midpoint
     assert lrs[110] == lrs[129] == pytest.approx(1e-4)  # min_lr after the decay
     assert TrainConfig(lr=6e-4).final_lr == pytest.approx(6e-5)
@@ -132,9 +132,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tmp_path) -> None:
+def test_resume_errors_are_clear(tmp_path) -> None:
     with pytest.raises(UserError, match="no ckpt.pt|not found"):
         train(small(tmp_path, resume=True))
+    train(small(tmp_path, max_iters=2, eval_iters=1))
+    with pytest.raises(UserError, match="n_layer=1"):
+        train(small(tmp_path, resume=True, max_iters=4, model=dict(SMALL, n_layer=2)))
+    with pytest.raises(UserError, match="preset 'tiny'"):
+        train(TrainConfig.for_preset("gpt2", out_dir=str(tmp_path / "out"), resume=True,
+                                     device="cpu"))
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str, str]:

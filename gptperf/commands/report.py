@@ -18,11 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--dtype", choices=("fp32", "tf32", "bf16", "fp16"), default=None,
                         help="compute precision (default: fp32 on CPU, bf16 on a GPU)")
-    parser.add_argument("--train-seconds", type=float, default=None,
+    parser.add_argument("--train-seconds", type=float, default=None, metavar="S",
                         help="time budget of the training run in seconds (default: 60 on CPU, 45 plus "
                              "compilation on a GPU)")
     parser.add_argument("--compile", dest="compile", action="store_true", default=None,
-                        help="torch.compile the measured steps (default: on a GPU only)")
+                        help="torch.compile the training step (training run, bench, profile; "
+                             "default: on a GPU only)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="run every step eagerly")
     parser.add_argument("--quick", action="store_true",

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int | None:
         result = train(cfg, on_step=bar.update)
     env = result.environment
     console.print(
-        f"trained {result.model_name} ({si(result.num_parameters, 'parameters')}) for "
+        f"trained {result.model_name} ({result.num_parameters / 1e6:.2f}M parameters) for "
         f"{result.steps} steps on {result.data_name} ({env.get('device', env.get('device_type'))}, "
         f"{cfg.dtype})"
     )

@@ -8,7 +8,8 @@ hand, each point beside the performance model's prediction.
 
 Inference runs with the weights held in the dtype itself (bf16 weights for bf16 decoding, as any
 inference server does), not the fp32 master weights plus autocast of training: autocast would
-re-cast every weight on every decode step. The predictions count bytes the same way.
+re-cast every weight on every decode step. The performance model counts inference bytes the
+same way.
 
 Definitions (also in every JSON document under "definitions"):
 
@@ -30,11 +31,9 @@ Definitions (also in every JSON document under "definitions"):
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import gc
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,33 +114,11 @@ def choose_batch_context(config: GPTConfig) -> int:
 # --- the performance model ---------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _weights_in_compute_dtype() -> Iterator[None]:
-    """Predict with parameters and the residual stream in the compute dtype (pure bf16/fp16
-    inference) rather than fp32 master weights under autocast, which the performance model
-    assumes by default. Swaps the performance model's shape function for the duration only.
-    """
-    from gptperf.perfmodel import transformer
-
-    original = transformer._shape
-
-    def shape(config: GPTConfig, workload: Any) -> Any:
-        s = original(config, workload)
-        return dataclasses.replace(s, w=s.a)
-
-    transformer._shape = shape
-    try:
-        yield
-    finally:
-        transformer._shape = original
-
-
 def predict_inference(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hardware: Any) -> Any:
-    """The performance model's Prediction of one inference step with weights held in `dtype`."""
+    """The performance model's Prediction of one inference step (weights held in `dtype`)."""
     from gptperf.perfmodel import Workload, predict
 
-    with _weights_in_compute_dtype():
-        return predict(config, Workload(kind, batch, seq, dtype), hardware)
+    return predict(config, Workload(kind, batch, seq, dtype), hardware)
 
 
 def ridge_batch(config: GPTConfig, context: int, dtype: str, hardware: Any, limit: int = 1 << 16) -> int | None:
@@ -365,6 +342,7 @@ class _Bench:
         self.gen = torch.Generator(device="cpu").manual_seed(0)
         cuda = device.type == "cuda"
         self.warmup, self.repeats = (3, 20) if cuda else (2, 5)
+        self.notes: list[str] = []
 
     def _tokens(self, batch: int, length: int) -> Any:
         t = self.torch.randint(0, self.config.vocab_size, (batch, length), generator=self.gen)
@@ -385,21 +363,15 @@ class _Bench:
     def decode(self, batch: int, context: int) -> Point:
         """One decode step at context L (fast path or the model's own KVCache)."""
         if self.fast:
-            from gptperf.inference.static_cache import FastDecoder
-
-            dec = FastDecoder(self.model, batch, context, compile=True,
-                              cuda_graph=self.device.type == "cuda")
-            dec.token.copy_(self._tokens(batch, 1))
-            dec.warmup()
-
-            def step() -> None:
-                dec.set_length(context - 1)
-                dec.step()
-
             try:
-                return self._point("decode", batch, context, self._time(step), "fast")
-            finally:
-                del dec
+                return self._fast_decode(batch, context)
+            except Exception as err:  # noqa: BLE001 - out of memory re-raised; anything else noted
+                if is_out_of_memory(err):
+                    raise
+                self.fast = False
+                self.notes.append(f"the fast decode path failed ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0][:160]}); decode measured eagerly from here on")
+                _free_memory()
         from gptperf.model import KVCache
 
         cache = KVCache(self.config, batch, context, device=self.device, dtype=self.model.lm_head.weight.dtype)
@@ -410,6 +382,19 @@ class _Bench:
             self.model(token, kv_cache=cache, last_logits_only=True)
 
         return self._point("decode", batch, context, self._time(eager_step))
+
+    def _fast_decode(self, batch: int, context: int) -> Point:
+        from gptperf.inference.static_cache import FastDecoder
+
+        dec = FastDecoder(self.model, batch, context, compile=True, cuda_graph=self.device.type == "cuda")
+        dec.token.copy_(self._tokens(batch, 1))
+        dec.warmup()
+
+        def step() -> None:
+            dec.set_length(context - 1)
+            dec.step()
+
+        return self._point("decode", batch, context, self._time(step), "fast")
 
     def recompute(self, batch: int, context: int) -> Point:
         x = self._tokens(batch, context)
@@ -496,6 +481,7 @@ def run_inference_study(
     say(f"building {config.name} ({dtype}) on {dev_name}")
     _measure_all(_Bench(config, device, dtype, fast, hw), result, contexts, batches, say)
     _free_memory()  # the model and its caches are gone with the bench
+    result.fast = any(p.path == "fast" for p in result.cache + result.batches)
     done = [p.batch for p in result.batches]
     result.knee_batch_measured = knee_batch(done, [p.time_s for p in result.batches])
     result.knee_batch_predicted = knee_batch(batches, [
@@ -532,6 +518,7 @@ def _measure_all(bench: _Bench, result: InferenceResult, contexts: list[int], ba
     result.batches, result.batch_stopped = sweep_batches(
         batches, lambda b: bench.decode(b, result.batch_context), say
     )
+    result.notes.extend(bench.notes)
 
 
 # --- printing ----------------------------------------------------------------------------------

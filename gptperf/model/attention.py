@@ -7,11 +7,11 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.profiler import record_function
 
 from gptperf import names
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
+from gptperf.model.labels import record_function
 
 
 class KVCache:

@@ -11,11 +11,11 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.profiler import record_function
 
 from gptperf import names
 from gptperf.model.attention import CausalSelfAttention, KVCache
 from gptperf.model.config import GPTConfig
+from gptperf.model.labels import record_function
 
 
 class MLP(nn.Module):

@@ -613,6 +613,9 @@ def print_result(result: ProfileResult, top: int = 25) -> None:
         )
     if not result.prediction_available:
         console.print("[yellow]no prediction: gptperf.perfmodel.predict is not available[/yellow]")
+    if result.provenance is not None:
+        console.print(f"inductor provenance recorded {result.provenance['kernels']} generated "
+                      f"kernels and {result.provenance['extern_calls']} extern calls")
     console.print(f"attribution: {result.method}")
     console.print("wrote: " + ", ".join(f"{k} {v}" for k, v in result.paths.items()))
 

@@ -240,7 +240,7 @@ class ProgressDisplay:
         task = self.tasks[name]
         t = self.progress.tasks[[x.id for x in self.progress.tasks].index(task)]
         total = t.total if t.total is not None else 1
-        label = {"ok": "", "failed": "[red]failed: [/red]", "skipped": "skipped: "}[status]
+        label = "[red]failed: [/red]" if status == "failed" else ""
         self.progress.update(task, total=total, completed=total, note=f"{label}{note}"[:90])
         self.progress.stop_task(task)
 
@@ -262,7 +262,7 @@ class Stage:
 class StageRecord:
     name: str
     title: str
-    status: str = "pending"  # ok | failed | skipped | pending
+    status: str = "pending"  # ok | failed | pending (not reached)
     seconds: float = 0.0
     budget_s: float = 0.0
     error: str | None = None  # one line
@@ -271,10 +271,6 @@ class StageRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"title": self.title, "status": self.status, "seconds": self.seconds,
                 "budget_s": self.budget_s, "error": self.error}
-
-
-class StageSkipped(Exception):
-    """Raised by a stage that does not apply here (e.g. GPU utilisation on a CPU)."""
 
 
 @dataclass
@@ -384,7 +380,7 @@ def build_report(
     current = "setup"
     try:
         with atomic_dir(out) as tmp:
-            ctx = Context(settings, Path(tmp), out.resolve(),
+            ctx = Context(settings, Path(tmp), out,
                           records={r.name: r for r in records})
             ctx.objects["started"] = time.time()
             with ProgressDisplay(stages, console) as display:
@@ -395,8 +391,6 @@ def build_report(
                     try:
                         rec.data = stage.run(ctx, progress) or {}
                         rec.status = "ok"
-                    except StageSkipped as why:
-                        rec.status, rec.error = "skipped", one_line(why)
                     except Exception as err:  # noqa: BLE001 - every failure is named and kept
                         rec.status, rec.error = "failed", one_line(err)
                         result.log = _write_log(stage.name, err)
@@ -446,14 +440,15 @@ def print_summary(result: ReportResult) -> None:
     table.add_column("time", justify="right")
     table.add_column("note")
     for rec in result.records:
-        style = {"ok": "green", "failed": "red", "skipped": "yellow"}.get(rec.status, "dim")
+        style = {"ok": "green", "failed": "red"}.get(rec.status, "dim")
         over = rec.status == "ok" and rec.budget_s and rec.seconds > 1.5 * rec.budget_s
         note = rec.error or (f"over its budget of {seconds(rec.budget_s)}" if over else "")
         table.add_row(rec.title, f"[{style}]{rec.status}[/{style}]", seconds(rec.seconds), note)
     table.caption = f"total {seconds(result.wall_s)}"
     console.print(table)
     if result.written:
-        console.print(f"report: [bold]{result.out / 'index.html'}[/bold] "
-                      f"(numbers: {result.out / 'report.json'})", highlight=False)
+        page = result.out / "index.html"
+        console.print(f"report: [bold]{page}[/bold] (numbers: {result.out / 'report.json'}); "
+                      f"open {page.resolve().as_uri()}", highlight=False, soft_wrap=True)
     if result.failed:
         console.print(f"[red]failed stage(s): {', '.join(result.failed)}[/red]")

@@ -27,12 +27,12 @@ from gptperf.report.html import (
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("device", "Device & ceilings"),
     ("model", "Model"),
-    ("training", "Training"),
-    ("samples", "Samples & scores"),
-    ("metrics", "Metrics"),
     ("roofline", "Roofline"),
     ("operations", "Operations"),
+    ("metrics", "Metrics"),
     ("inference", "KV cache & batch"),
+    ("training", "Training"),
+    ("samples", "Samples & scores"),
     ("reproduce", "Reproduce"),
     ("stages", "Stages"),
 )
@@ -60,8 +60,8 @@ class Doc:
                 return f"stage '{name}' did not run in this report"
             if st.get("status") == "failed":
                 return f"stage '{name}' failed: {st.get('error')}"
-            if st.get("status") == "skipped":
-                return f"stage '{name}' skipped: {st.get('error')}"
+            if st.get("status") != "ok":
+                return f"stage '{name}' did not finish ({st.get('status')})"
         return None
 
     def picture(self, name: str, alt: str, caption: Any = None) -> Html:
@@ -396,21 +396,25 @@ def metrics_section(d: Doc) -> Html:
         body.append(tag("div",
             tag("div", tag("h3", "Train step by phase"),
                 table(["phase", th("median time", src), "share of the step"], phase_rows,
-                      numeric=[False, True, False]),
-                tag("h3", "Peak memory of the train step"),
+                      numeric=[False, True, False])),
+            tag("div", tag("h3", "Peak memory of the train step"),
                 table(["part", th("bytes", "model"), "share of the predicted peak"], mem_rows,
                       numeric=[False, True, False])),
-            tag("div", tag("h3", "MFU under each FLOPs convention (train step)"),
-                table(["convention", th("FLOPs / token", "model"), th("achieved FLOP/s", src),
-                       "MFU vs measured peak", "MFU vs datasheet"], conv_rows, sortable=True,
-                      numeric=[False, True, True, True, True])),
             class_="grid2"))
+        body.append(tag("h3", "MFU under each FLOPs convention (train step)"))
+        body.append(table(["convention", th("FLOPs / token", "model"), th("achieved FLOP/s", src),
+                           "MFU vs measured peak", "MFU vs datasheet"], conv_rows, sortable=True,
+                          numeric=[False, True, True, True, True]))
         peaks = [m for m in train.get("mfu", [])]
         if peaks:
             body.append(tag("ul", [tag("li", m["label"]) for m in peaks], class_="lead"))
-    notes = sorted({n for r in results.values() for n in r.get("notes", [])})
-    for n in notes:
-        body.append(note(n, "info"))
+    seen: set[str] = set()
+    for kind, r in results.items():
+        for n in r.get("notes", []):
+            if n in seen:
+                continue
+            seen.add(n)
+            body.append(note(f"{kind}: {n}" if "spread" in n else n, "info"))
     return section("metrics", "Time, throughput, FLOP/s, MFU, memory", body,
                    lead="The lecture's metrics for each step this report measured: time per batch, "
                         "throughput, FLOP/s, MFU, utilization and peak memory, beside the prediction.")
@@ -499,10 +503,10 @@ def operations_section(d: Doc) -> Html:
         ]
         title = {"train": "Train step", "decode": "Decode step (KV cache)"}.get(kind, kind)
         body += [tag("h3", title, f" — per {p['unit']}, joined on (operation, phase)"),
-                 tag("div", kv_table(facts),
-                     d.picture(f"profile_{kind}", f"{kind} components on the roofline",
-                               "Each component at its predicted intensity: predicted (o) and "
-                               "measured (^) FLOP/s."), class_="grid2"),
+                 kv_table(facts),
+                 d.picture(f"profile_{kind}", f"{kind} components on the roofline",
+                           "Each component at its predicted intensity: predicted (o) and "
+                           "measured (^) FLOP/s."),
                  table(_op_headers(src), _op_rows(p["components"]), sortable=True,
                        id_=f"components-{kind}", numeric=_OP_NUMERIC,
                        caption="Per component, summed over layers (click a header to sort)."),
@@ -666,8 +670,8 @@ def headline(d: Doc) -> list[Html]:
 def render_page(doc: dict[str, Any], folder: str | Path) -> str:
     """The whole page for report.json `doc`; pictures are read from `folder` and embedded."""
     d = Doc(doc, Path(folder))
-    renderers = (device_section, model_section, training_section, samples_section,
-                 metrics_section, roofline_section, operations_section, inference_section,
+    renderers = (device_section, model_section, roofline_section, operations_section,
+                 metrics_section, inference_section, training_section, samples_section,
                  reproduce_section, stages_section)
     sections = []
     for (sid, label), render in zip(SECTIONS, renderers, strict=True):

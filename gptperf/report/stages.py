@@ -31,6 +31,15 @@ SEED = 1337
 # --- helpers --------------------------------------------------------------------------------
 
 
+def quote(arg: str) -> str:
+    """A shell word for `arg`, in double quotes when that reads better than shlex's (an
+    apostrophe inside, nothing the shell would expand)."""
+    plain = shlex.quote(arg)
+    if plain == arg or any(c in arg for c in '"$`\\!'):
+        return plain
+    return f'"{arg}"'
+
+
 def model_flags(settings: Settings, *, vocab: bool = True) -> str:
     """`--preset tiny --attention math ...`: the model of this report as command-line flags."""
     parts = ["--preset", settings.preset]
@@ -115,6 +124,11 @@ def _to_dict(obj: Any) -> Any:
 # --- stage: train -----------------------------------------------------------------------------
 
 
+EVALS = 6  # validation losses on the curve
+EVAL_ITERS = 8
+EVAL_ITERS_QUICK = 2
+
+
 def _train_config(s: Settings, out_dir: Path | None, max_iters: int) -> Any:
     from gptperf.train import TrainConfig
 
@@ -123,11 +137,12 @@ def _train_config(s: Settings, out_dir: Path | None, max_iters: int) -> Any:
     batch, seq = base.batch, min(base.seq, s.config.block_size)
     if s.quick:
         batch, seq = 4, 32
-    eval_interval = max(1, max_iters // 8)
+    eval_interval = max(1, max_iters // EVALS)
     return TrainConfig.for_preset(
         s.preset, model=model, attention=s.config.attention, batch=batch, seq=seq,
         max_iters=max_iters, warmup_iters=min(base.warmup_iters, max(1, max_iters // 10)),
-        eval_interval=eval_interval, eval_iters=4 if s.quick else 10, dtype=s.dtype,
+        eval_interval=eval_interval, eval_iters=EVAL_ITERS_QUICK if s.quick else EVAL_ITERS,
+        dtype=s.dtype,
         compile=s.compile, device=s.device, out_dir=str(out_dir) if out_dir else None,
         seed=SEED, log_interval=1,
     )
@@ -165,9 +180,9 @@ def stage_train(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     probe = _train_config(s, None, 100)
     progress("timing a step to fit the budget")
     step_s = _calibrate_step_time(s, probe.batch, probe.seq)
-    # Evaluation adds about eval_iters forward passes (~1/3 of a step each) per eval_interval.
-    budget = s.train_seconds * 0.85
-    max_iters = max(10, int(budget / (step_s * 1.05)))
+    # Each of the EVALS validation losses costs eval_iters forward passes, ~1/3 of a step each.
+    eval_cost = (EVALS + 1) * (EVAL_ITERS_QUICK if s.quick else EVAL_ITERS) / 3
+    max_iters = max(10, int(s.train_seconds * 0.9 / step_s - eval_cost))
     # --quick tests the pipeline, not the model: a few steps whatever the machine.
     max_iters = min(max_iters, 24 if s.quick else 20_000)
     params = s.config.n_layer * 12 * s.config.n_embd**2 + s.config.vocab_size * s.config.n_embd
@@ -231,7 +246,7 @@ def stage_samples(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     s = ctx.settings
     model.eval()
     tokenizer = ByteTokenizer()
-    n_tokens = 80 if s.quick else 400
+    n_tokens = 80 if s.quick else 300
     temperature, top_k = 0.8, None
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(SEED)
     prompt = tokenizer.encode(SAMPLE_PROMPT)
@@ -247,11 +262,18 @@ def stage_samples(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     progress("scoring the lecture's sentences")
     start = start_tokens(tokenizer)
     scores = score_sentences(model, tokenizer, list(SENTENCES), start=start)
+    # The trained model has done its part; the measurements below build their own, and on a
+    # GPU its memory is better given back.
+    del model
+    ctx.objects.pop("model", None)
+    if ctx.objects.get("train") is not None:
+        ctx.objects["train"].model = None
+    _free_memory(s)
     order = ranking(scores)
     ckpt = shlex.quote(str(ctx.out / "checkpoint"))
     ctx.command("sample", f"gptperf generate --checkpoint {ckpt} --tokens {n_tokens} "
                           f"--temperature {temperature} --seed {SEED} {_device_flags(s)}")
-    ctx.command("sentence scores", "gptperf score " + " ".join(shlex.quote(x) for x in SENTENCES)
+    ctx.command("sentence scores", "gptperf score " + " ".join(quote(x) for x in SENTENCES)
                 + f" --checkpoint {ckpt} {_device_flags(s)}")
     return {
         "sample": {"prompt": SAMPLE_PROMPT, "text": text, "tokens": len(tokens),
@@ -588,6 +610,21 @@ def write_outputs(ctx: Context, wall_s: float) -> None:
     import json
 
     write_text(ctx.dir / "index.html", render_page(json.loads(text), ctx.dir))
+    _ordinary_permissions(ctx.dir)
+
+
+def _ordinary_permissions(folder: Path) -> None:
+    """Temporary files and folders are created private (0600/0700); the report is an ordinary
+    folder, readable as the umask allows, like any file the user writes."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _finite(x: Any) -> bool:
