@@ -5,7 +5,10 @@ GPTPERF_BENCH_BUDGET_S, default 420 s; the whole run stays under 10 minutes).
     python benchmarks/gpu_inference.py --dry-run  # the same code paths on CPU with small shapes
 
 1. Ceilings measured in this run: 2 GiB device-to-device copy (read + write counted), bf16
-   8192³ and fp32 4096³ matmuls, kernel launch latency inside a CUDA graph and eager.
+   8192³ and fp32 4096³ matmuls, kernel launch latency inside a CUDA graph and eager, and the
+   kernel model of `gptperf.measure.ceilings.measure_kernel_model`: per-kernel time in a CUDA
+   graph of weight-streaming bf16 matmuls (rows M = 1, 4, 16, 64; weights 0.5 MiB .. 512 MiB)
+   and of a small elementwise kernel, fitted as t = α + bytes/β.
 2. 7B-shaped GPT (n_layer 32, n_head 32, n_embd 4096, vocab 50304, bf16, random weights),
    batch 1, fast path (static KV cache, compiled step, CUDA graph): decode tokens/s and the
    bandwidth it implies, counting the weight and KV-cache bytes read per token (the performance
@@ -15,7 +18,10 @@ GPTPERF_BENCH_BUDGET_S, default 420 s; the whole run stays under 10 minutes).
 4. Greedy tokens of the fast path against the eager path (gpt2: fp32 exactly; bf16 compiled,
    with the logit margin wherever the two part).
 5. Predicted against measured decode step time for batch 1..64 (gpt2 and the 7B shape), the
-   prediction using the ceilings measured in step 1. Goal: within 15%.
+   prediction using the ceilings and kernel model measured in step 1 and the kernel counts of a
+   compiled step (`predict(..., compiled=True)`). Goal: within 15%. At batch 1 and 16 one graph
+   replay is profiled: kernels per step (against the predicted count), their summed duration and
+   the gaps between them.
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ from gptperf.envinfo import environment
 from gptperf.generate import stream_logits
 from gptperf.inference.static_cache import FastDecoder, build_model
 from gptperf.inference.sweep import knee_batch, predict_inference
+from gptperf.measure.ceilings import measure_kernel_model
 from gptperf.measure.timer import time_fn
 from gptperf.model import GPTConfig, KVCache, preset
 from gptperf.perfmodel import Hardware, count_parameters
+from gptperf.perfmodel.transformer import WEIGHT_MATMULS
 
 T0 = time.time()
 BUDGET_S = float(os.environ.get("GPTPERF_BENCH_BUDGET_S", 420))  # optional parts stop after this
@@ -49,6 +57,7 @@ if DRY:
     CFG_7B = CFG_7B.replace(n_layer=2, n_head=4, n_embd=128, vocab_size=512, block_size=512)
     CFG_GPT2 = CFG_GPT2.replace(n_layer=2, n_head=4, n_embd=64, vocab_size=512, block_size=256)
 FAST = {"compile": False, "cuda_graph": False} if DRY else {}
+PROFILE_STEPS = os.environ.get("GPTPERF_PROFILE_STEPS", "1") != "0"  # 0: no torch.profiler replays
 RESULT: dict[str, Any] = {"environment": environment(DEV), "sections": {}}
 
 
@@ -93,19 +102,47 @@ def ceilings() -> Hardware:
     lat_eager = time_fn(eager, warmup=2, repeats=5, device=DEV).median / k
     lat_graph = lat_eager if DRY else graph_latency(x, y, k)
     free()
+    t0 = time.time()
+    try:
+        km = measure_kernel_model(DEV, quick=DRY)
+    except Exception as err:  # noqa: BLE001 - reported; the predictions fall back to the roofline
+        import traceback
+
+        traceback.print_exc()
+        log(f"KERNEL MODEL FAILED: {err!r}"[:400])
+        km = {}
+    km_s = time.time() - t0
+    free()
     total = 64 * 2**30 if DRY else torch.cuda.get_device_properties(DEV).total_memory
     hw = Hardware(
         name=f"measured in this run on {device_name()}",
         peak_flops={"bf16": bf16, "fp16": bf16, "fp32": fp32, "tf32": fp32},
         bandwidth=copy_bw, memory_bytes=total, launch_latency_s=lat_graph, source="measured",
-        notes="2 GiB copy (read+write), bf16 8192³ / fp32 4096³ matmul, per-kernel time in a CUDA graph",
+        notes="2 GiB copy (read+write), bf16 8192³ / fp32 4096³ matmul, per-kernel time in a CUDA "
+              "graph; kernel model: gptperf.measure.ceilings.measure_kernel_model",
+        extra={"kernel_model": km} if km else {},
     )
     RESULT["sections"]["ceilings"] = {
         "copy_bandwidth": copy_bw, "bf16_matmul_flops": bf16, "fp32_matmul_flops": fp32,
         "launch_latency_graph_s": lat_graph, "launch_latency_eager_s": lat_eager, "memory_bytes": total,
+        "kernel_model": km, "kernel_model_seconds": km_s,
     }
     log(f"copy {copy_bw / 1e12:.3f} TB/s, bf16 mm {bf16 / 1e12:.0f} TFLOP/s, fp32 mm {fp32 / 1e12:.1f} "
         f"TFLOP/s, per-kernel latency {lat_graph * 1e6:.2f} µs in a graph, {lat_eager * 1e6:.2f} µs eager")
+    if not km:
+        return hw
+    log(f"kernel model ({km['dtype']}, measured in {km_s:.1f} s; t = α + bytes/β, fit on relative error):")
+    for m, a, b, r in zip(km["rows"], km["alpha_s"], km["beta"], km["max_rel_residual"], strict=True):
+        c = km["curves"][f"m{m}"]
+        pts = "  ".join(f"{nb / 2**20:.1f}MiB:{t * 1e6:.1f}µs" for nb, t in zip(c["bytes"], c["time_s"], strict=True))
+        log(f"  matmul M={m:2d}: α {a * 1e6:.2f} µs, β {b / 1e12:.3f} TB/s (max residual {100 * r:.0f}%)  [{pts}]")
+    for kind in ("elementwise", "attention", "norm"):
+        c = km["curves"][kind]
+        pts = "  ".join(f"{nb / 2**20:.3f}MiB:{t * 1e6:.1f}µs" for nb, t in zip(c["bytes"], c["time_s"], strict=True))
+        beta = km.get(f"{kind}_beta")
+        log(f"  {kind}: α {km[f'{kind}_alpha_s'] * 1e6:.2f} µs"
+            + (f", β {beta / 1e12:.3f} TB/s" if beta else "")
+            + f" (max residual {100 * km[f'{kind}_max_rel_residual']:.0f}%)  [{pts}]")
     return hw
 
 
@@ -219,24 +256,85 @@ def _generation_time(dec: FastDecoder, prompt: torch.Tensor, steps: int) -> floa
     return time_fn(run, warmup=0, repeats=1, device=DEV).median
 
 
-def count_host_syncs(dec: FastDecoder, steps: int) -> int | None:
-    """Synchronising CUDA calls the decode loop makes (torch's sync debug mode, 'warn')."""
+def count_host_syncs(dec: FastDecoder, steps: int, sec: dict[str, Any] | None = None) -> int | None:
+    """Synchronising CUDA calls the decode loop makes (torch's sync debug mode, 'warn'). Each
+    caught warning is logged with its source line; if there are any, the steps run once more in
+    'error' mode so the traceback of the first synchronising call is logged too."""
     if DRY:
         return None
+    import traceback
     import warnings
 
-    dec.prefill(torch.zeros(dec.batch, 4, dtype=torch.long, device=DEV))
-    torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
+    def run(mode: str) -> list[dict[str, Any]]:
+        caught: list[dict[str, Any]] = []
+
+        def record(message, category, filename, lineno, file=None, line=None) -> None:
+            # called as the warning is raised: the Python stack is the caller's
+            caught.append({"message": str(message).strip(), "category": category.__name__,
+                           "where": f"{filename}:{lineno}", "step": step_index[0],
+                           "stack": "".join(traceback.format_stack(limit=12)[:-1])})
+
+        dec.prefill(torch.zeros(dec.batch, 4, dtype=torch.long, device=DEV))
+        torch.cuda.synchronize()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            torch.cuda.set_sync_debug_mode(mode)
+            try:
+                for i in range(steps):
+                    step_index[0] = i
+                    dec.step()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        torch.cuda.synchronize()
+        return caught
+
+    step_index = [0]
+    caught = run("warn")
+    syncs = [w for w in caught if "synchroniz" in w["message"]]
+    details = []
+    for w in caught:
+        line = f"{w['category']} at {w['where']} (step {w['step']}): {w['message'][:300]}"
+        details.append(line + "\n" + w["stack"])
+        log(f"  caught warning: {line}\n{w['stack'][-2000:]}")
+    if syncs:
         try:
-            for _ in range(steps):
-                dec.step()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+            run("error")
+        except Exception:  # noqa: BLE001 - the synchronising call, with its stack
+            tb = traceback.format_exc()
+            details.append(f"error-mode traceback (step {step_index[0]}):\n{tb}")
+            log(f"  first synchronising call (step {step_index[0]}), 'error' mode traceback:\n{tb[-3000:]}")
+    if sec is not None:
+        sec["host_sync_warnings"] = details
+    return len(syncs)
+
+
+def profile_step(dec: FastDecoder, context: int) -> dict[str, Any] | None:
+    """Kernels of one decode step (a graph replay) under torch.profiler: their number, summed
+    duration, the span from the first start to the last end, and the busiest kernel names."""
+    if DRY:
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    dec.set_length(context - 1)
+    dec.step()
     torch.cuda.synchronize()
-    return sum("synchroniz" in str(w.message) for w in caught)
+    dec.set_length(context - 1)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        dec.step()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    if not kernels:
+        return {"kernels": 0}
+    busy = sum(e.time_range.elapsed_us() for e in kernels) * 1e-6
+    span = (max(e.time_range.end for e in kernels) - min(e.time_range.start for e in kernels)) * 1e-6
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        by_name.setdefault(e.name, []).append(e.time_range.elapsed_us())
+    top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:8]
+    return {"kernels": len(kernels), "busy_s": busy, "span_s": span,
+            "mean_gap_s": (span - busy) / max(len(kernels) - 1, 1),
+            "top": [{"name": n[:90], "count": len(d), "total_us": sum(d)} for n, d in top]}
 
 
 def batch_sweep(model: Any, cfg: GPTConfig, context: int, hw: Hardware, dtype: str,
@@ -255,18 +353,40 @@ def batch_sweep(model: Any, cfg: GPTConfig, context: int, hw: Hardware, dtype: s
             log(f"{cfg.name} batch {b}: out of memory ({str(err).splitlines()[0][:100]}); sweep stopped")
             free()
             break
-        pred = predict_inference(cfg, "decode", b, context, dtype, hw)
+        pred = predict_inference(cfg, "decode", b, context, dtype, hw, compiled=dec.compile)
         no_launch = sum(max(o.compute_time_s, o.memory_time_s) for o in pred.ops)
+        weight_ops = [o for o in pred.ops if o.component in WEIGHT_MATMULS]
+        weight_s = sum(max(o.compute_time_s, o.memory_time_s) for o in weight_ops)
+        kernels = sum(o.count for o in pred.ops)
         rows.append({
             "batch": b, "context": context, "measured_s": t, "predicted_s": pred.time_s,
             "ratio_measured_to_predicted": t / pred.time_s, "predicted_without_launch_s": no_launch,
-            "launches_counted": sum(o.count for o in pred.ops), "bytes": pred.bytes, "flops": pred.flops,
+            "predicted_weight_matmul_s": weight_s, "predicted_other_roofline_s": no_launch - weight_s,
+            "predicted_kernel_overhead_s": pred.time_s - no_launch,
+            "weight_matmul_bandwidth": weight_ops[0].bandwidth,
+            "launches_counted": kernels, "compiled_counts": pred.compiled,
+            "bytes": pred.bytes, "flops": pred.flops,
             "achieved_bandwidth": pred.bytes / t, "achieved_flops": pred.flops / t, "setup_s": setup,
             "path": f"compile={dec.compile}, cuda_graph={dec.cuda_graph}",
             "fast_path_errors": sweep_errors.pop("fast_path_errors", None),
         })
         log(f"{cfg.name} B={b:3d} L={context}: measured {t * 1e3:.3f} ms, predicted {pred.time_s * 1e3:.3f} ms "
-            f"(ratio {t / pred.time_s:.3f}; setup {setup:.1f} s)")
+            f"(ratio {t / pred.time_s:.3f}; setup {setup:.1f} s) = weight matmuls {weight_s * 1e3:.3f} "
+            f"(at {weight_ops[0].bandwidth / 1e12:.2f} TB/s) + other bytes {(no_launch - weight_s) * 1e3:.3f} "
+            f"+ {kernels} kernels {(pred.time_s - no_launch) * 1e3:.3f} ms")
+        if b in (1, 16) and PROFILE_STEPS:
+            try:
+                prof = profile_step(dec, context)
+            except Exception as err:  # noqa: BLE001 - a diagnostic only
+                prof = {"error": repr(err)[:300]}
+            rows[-1]["profile"] = prof
+            if prof and "busy_s" in prof:
+                log(f"  profiled replay: {prof['kernels']} kernels (predicted {kernels}), busy "
+                    f"{prof['busy_s'] * 1e3:.3f} ms, span {prof['span_s'] * 1e3:.3f} ms, mean gap "
+                    f"{prof['mean_gap_s'] * 1e6:.2f} µs; top: "
+                    + "; ".join(f"{d['name'][:50]} x{d['count']} {d['total_us']:.0f}µs" for d in prof["top"][:5]))
+            elif prof:
+                log(f"  profiled replay: {prof}")
         if dec is not dec1:
             del dec
         free()
@@ -292,8 +412,8 @@ def seven_b(hw: Hardware) -> None:
     runs = [_generation_time(dec, prompt, new - 1) / (new - 1) for _ in range(3)]
     per_token = sorted(runs)[1]
     # steps write positions P .. P+new-2, attending to contexts P+1 .. P+new-1; bytes are linear in L
-    lo = predict_inference(CFG_7B, "decode", 1, prompt_len + 1, "bf16", hw)
-    hi = predict_inference(CFG_7B, "decode", 1, max_len, "bf16", hw)
+    lo = predict_inference(CFG_7B, "decode", 1, prompt_len + 1, "bf16", hw, compiled=dec.compile)
+    hi = predict_inference(CFG_7B, "decode", 1, max_len, "bf16", hw, compiled=dec.compile)
     bytes_per_token = (lo.bytes + hi.bytes) / 2
     weight_bytes = 2 * count_parameters(CFG_7B)
     copy_bw = hw.bandwidth
@@ -353,7 +473,7 @@ def gpt2(hw: Hardware) -> None:
     sec["compile_and_capture_s"] = time.time() - t0
     sec["path"] = f"compile={dec.compile}, cuda_graph={dec.cuda_graph}"
     t_fast = fast_step_time(dec, L)
-    pc = predict_inference(cfg, "decode", 1, L, "bf16", hw)
+    pc = predict_inference(cfg, "decode", 1, L, "bf16", hw, compiled=dec.compile)
     pr = predict_inference(cfg, "decode_nocache", 1, L, "bf16", hw)
     sec["bf16_L1024"] = {"fast_cache_step_s": t_fast, "eager_cache_step_s": t_eager, "recompute_s": t_rec,
                          "speedup_fast": t_rec / t_fast, "speedup_eager_cache": t_rec / t_eager,
@@ -364,7 +484,7 @@ def gpt2(hw: Hardware) -> None:
         f"{t_rec / t_fast:.1f}x (predicted {pr.time_s / pc.time_s:.1f}x)")
     sec["bf16_greedy_vs_eager"] = greedy_compare(model, dec, 8, 48)
     log(f"gpt2 bf16 greedy fast (compiled) vs eager: {sec['bf16_greedy_vs_eager']}")
-    sec["host_syncs_in_32_decode_steps"] = count_host_syncs(dec, 32)
+    sec["host_syncs_in_32_decode_steps"] = count_host_syncs(dec, 32, sec)
     log(f"host synchronisations in 32 fast decode steps: {sec['host_syncs_in_32_decode_steps']}")
     del dec
     free()
@@ -382,6 +502,14 @@ def summary() -> None:
              f"measured here: copy {c.get('copy_bandwidth', math.nan) / 1e12:.3f} TB/s (2 GiB, r+w), "
              f"bf16 matmul {c.get('bf16_matmul_flops', math.nan) / 1e12:.0f} TFLOP/s, "
              f"graph kernel latency {c.get('launch_latency_graph_s', math.nan) * 1e6:.2f} µs"]
+    km = c.get("kernel_model")
+    if km:
+        lines.append("kernel model (per kernel in a CUDA graph, t = α + bytes/β): " + ", ".join(
+            f"mm M={m} α {a * 1e6:.2f} µs β {b / 1e12:.2f} TB/s"
+            for m, a, b in zip(km["rows"], km["alpha_s"], km["beta"], strict=True))
+            + f", elementwise α {km['elementwise_alpha_s'] * 1e6:.2f} µs"
+            + f", attention α {km['attention_alpha_s'] * 1e6:.2f} µs β {km['attention_beta'] / 1e12:.2f} TB/s"
+            + f", LayerNorm α {km['norm_alpha_s'] * 1e6:.2f} µs")
     b7 = s.get("7b", {})
     if "tokens_per_s" in b7:
         frac = b7["fraction_of_copy_bandwidth"]
@@ -411,12 +539,14 @@ def summary() -> None:
         if not sweep:
             continue
         lines.append(f"{name} decode step, context {sweep[0]['context']}: batch, measured ms, predicted ms, "
-                     "ratio (goal 0.85..1.15), achieved TB/s")
+                     "ratio (goal 0.85..1.15), achieved TB/s, predicted kernels")
         for r in sweep:
             ok = 0.85 <= r["ratio_measured_to_predicted"] <= 1.15
             lines.append(f"  [{'PASS' if ok else 'MISS'}] B={r['batch']:3d} {r['measured_s'] * 1e3:8.3f} "
                          f"{r['predicted_s'] * 1e3:8.3f} {r['ratio_measured_to_predicted']:6.3f} "
-                         f"{r['achieved_bandwidth'] / 1e12:6.3f}")
+                         f"{r['achieved_bandwidth'] / 1e12:6.3f} {r['launches_counted']:5d}"
+                         + (f" (profiled {r['profile']['kernels']})" if (r.get("profile") or {}).get("kernels")
+                            else ""))
         knee = knee_batch([r["batch"] for r in sweep], [r["measured_s"] for r in sweep])
         none = f"none up to batch {sweep[-1]['batch']}"
         lines.append(f"  measured step-time knee: {none if knee is None else f'batch {knee:.0f}'}")

@@ -7,9 +7,9 @@
    embedded corpus, 300 steps, bf16 autocast, SDPA attention, torch.compile (compiled before
    the timed steps). Time per step and tokens/s are the median over steps 4..300, each step
    synchronised; validation loss at steps 250 and 300; two atomic checkpoints.
-2. `--resume` from that checkpoint for 20 more steps (compiles again; checks the checkpoint
-   loads on the GPU and training continues with finite losses).
-3. The same run eager (no compile) for 60 steps: the compile speed-up.
+2. `--resume` from that checkpoint, eager (no compile), for 60 more steps: the checkpoint
+   loads and training continues where it stopped; its median step time against the compiled
+   one is the compile speed-up.
 Aim: under 4 minutes on an H100.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,7 +31,7 @@ T0 = time.time()
 DRY = "--dry-run" in sys.argv
 OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
 WORK = Path(tempfile.mkdtemp(prefix="gpu_train."))
-CKPT = (OUT or WORK) / "gpt2_train"
+CKPT = WORK / "gpt2_train"  # 1.5 GB of weights and AdamW state: kept off $OUT
 
 
 def log(msg: str) -> None:
@@ -89,22 +90,21 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     iters = 60 if DRY else 300
+    more = 20 if DRY else 60
     checks: list[tuple[str, bool]] = []
     compiled = gptperf_train("--compile", "--max-iters", str(iters), "--out", str(CKPT),
                              name="compiled")
-    resumed = gptperf_train("--compile", "--max-iters", str(iters + 20), "--out", str(CKPT),
-                            "--resume", name="resumed")
-    eager = gptperf_train("--max-iters", "60" if not DRY else "20", "--no-checkpoint",
-                          name="eager")
-    runs = {"compiled": summary(compiled), "resumed": summary(resumed), "eager": summary(eager)}
+    resumed = gptperf_train("--max-iters", str(iters + more), "--out", str(CKPT), "--resume",
+                            name="resumed_eager")
+    runs = {"compiled": summary(compiled), "resumed eager": summary(resumed)}
 
-    c, r = runs["compiled"], runs["resumed"]
-    checks.append(("all losses finite", all(math.isfinite(v) for d in (compiled, resumed, eager)
+    c, r = runs["compiled"], runs["resumed eager"]
+    checks.append(("all losses finite", all(math.isfinite(v) for d in (compiled, resumed)
                                             for v in d["losses"])))
     checks.append(("loss fell (last < first - 1 nat)", c["last_loss"] < c["first_loss"] - 1.0))
     checks.append(("validation loss measured", bool(c["val_losses"])))
     checks.append(("resume continued from the checkpoint",
-                   resumed["start_step"] == iters and resumed["steps"] == iters + 20
+                   resumed["start_step"] == iters and resumed["steps"] == iters + more
                    and resumed["losses"][:iters] == compiled["losses"]))
     checks.append(("resumed loss close to where it stopped",
                    abs(r["first_loss"] - c["last_loss"]) < 0.5 if r["first_loss"] else False))
@@ -113,11 +113,11 @@ def main() -> int:
     print()
     print(f"device: {env.get('device')}  torch {env.get('torch')}  cuda {env.get('cuda')}  "
           f"commit {env.get('commit')}")
-    print(f"{'run':<10}{'steps':>7}{'ms/step':>10}{'p10':>8}{'p90':>8}{'tokens/s':>12}"
+    print(f"{'run':<14}{'steps':>7}{'ms/step':>10}{'p10':>8}{'p90':>8}{'tokens/s':>12}"
           f"{'TFLOP/s*':>10}{'compile s':>11}{'last loss':>11}")
     for name, s in runs.items():
         comp = f"{s['compile_time_s']:.1f}" if s["compile_time_s"] else "—"
-        print(f"{name:<10}{s['steps']:>7}{s['median_step_time_s'] * 1e3:>10.1f}"
+        print(f"{name:<14}{s['steps']:>7}{s['median_step_time_s'] * 1e3:>10.1f}"
               f"{s['p10_step_time_s'] * 1e3:>8.1f}{s['p90_step_time_s'] * 1e3:>8.1f}"
               f"{s['tokens_per_s']:>12,.0f}{s['model_tflops_per_s']:>10.1f}{comp:>11}"
               f"{s['last_loss']:>11.4f}")
@@ -125,7 +125,7 @@ def main() -> int:
           "* model FLOPs by nanoGPT's 6N + 12LTC estimate")
     print(f"validation loss (nats/byte): {c['val_losses']}")
     print(f"compile speed-up (eager / compiled median step): "
-          f"{runs['eager']['median_step_time_s'] / c['median_step_time_s']:.2f}x")
+          f"{r['median_step_time_s'] / c['median_step_time_s']:.2f}x")
     for what, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {what}")
     print(f"total {time.time() - T0:.0f} s")
@@ -134,8 +134,7 @@ def main() -> int:
                "command": "gptperf train --preset gpt2 --dtype bf16 --attention sdpa --compile "
                           f"--device cuda --max-iters {iters}"}
         (OUT / "gpu_train.json").write_text(json.dumps(doc, indent=2))
-        for ckpt in CKPT.glob("ckpt.pt"):
-            ckpt.unlink()  # 1.5 GB of weights and optimizer state: not worth copying back
+    shutil.rmtree(WORK, ignore_errors=True)
     return 0 if all(ok for _, ok in checks) else 1
 
 

@@ -1,7 +1,8 @@
 """Training loop: AdamW, warm-up + cosine LR, clipping, accumulation, autocast, compile, resume.
 
 `train(TrainConfig.for_preset("tiny"))` works in a notebook (no output at all); the CLI passes
-a progress bar as `on_step`. A checkpoint holds the data generator's state, so a resumed run
+a progress bar as `on_step`. torch is imported inside the functions that run it, so the config
+and the command's `--help` stay instant. A checkpoint holds the data generator's state, so a resumed run
 draws the same batches and, on CPU, reproduces the uninterrupted run's losses bit for bit.
 """
 
@@ -14,12 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from gptperf.errors import UserError
 from gptperf.model.config import PRESETS, GPTConfig, preset
+
+if TYPE_CHECKING:
+    import torch
 
 TRAIN_DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
 
@@ -111,11 +113,15 @@ class TrainConfig:
         return self.lr / 10 if self.min_lr is None else self.min_lr
 
     def model_config(self, vocab_size: int | None = None) -> GPTConfig:
-        """The preset's GPTConfig with the overrides; `vocab_size` widens it for the data."""
+        """The preset's GPTConfig with the overrides; `vocab_size` widens it for the data, and
+        block_size shrinks to `seq` unless set: position rows past the trained length would
+        keep their random init, and sampling would wander into them."""
         overrides = dict(self.model)
         if self.attention is not None:
             overrides["attention"] = self.attention
         config = preset(self.preset, **overrides)
+        if "block_size" not in overrides and self.seq < config.block_size:
+            config = config.replace(block_size=self.seq)
         if vocab_size is not None and vocab_size > config.vocab_size and "vocab_size" not in overrides:
             config = config.replace(vocab_size=vocab_size)
         return config
@@ -159,6 +165,8 @@ def learning_rate(it: int, cfg: TrainConfig) -> float:
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on 2-D weights (matmuls, embeddings) only, as nanoGPT;
     the fused CUDA kernel on GPUs."""
+    import torch
+
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
@@ -233,11 +241,12 @@ class TrainResult:
         }
 
 
-@torch.no_grad()
 def estimate_loss(model: torch.nn.Module, corpus: Any, cfg: TrainConfig, device: torch.device,
                   split: str = "val") -> float:
     """Mean loss over cfg.eval_iters batches drawn from a fixed seed: every evaluation of a
     run sees the same batches, and the training data stream is not disturbed."""
+    import torch
+
     from gptperf.runtime import autocast
 
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -246,7 +255,7 @@ def estimate_loss(model: torch.nn.Module, corpus: Any, cfg: TrainConfig, device:
     total = 0.0
     for _ in range(cfg.eval_iters):
         x, y = corpus.get_batch(split, cfg.batch, cfg.seq, gen, device)
-        with autocast(device, cfg.dtype):
+        with torch.no_grad(), autocast(device, cfg.dtype):
             _, loss = model(x, y)
         total += loss.item()
     model.train(was_training)
@@ -266,6 +275,8 @@ def _check_resume(path: Path, state: dict[str, Any], cfg: TrainConfig, config: G
 
 
 def _finite_parameters(model: torch.nn.Module) -> bool:
+    import torch
+
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
@@ -274,6 +285,8 @@ def train(
     on_step: Callable[[StepEvent], None] | None = None,
 ) -> TrainResult:
     """Train as `cfg` says; return losses, timings and the checkpoint path. Prints nothing."""
+    import torch
+
     from gptperf.checkpoint import FILENAME, load_checkpoint, save_checkpoint
     from gptperf.data.corpus import load_corpus
     from gptperf.envinfo import environment
@@ -389,7 +402,6 @@ def train(
     checkpoint = str(ckpt_path) if (cfg.resume and ckpt_path is not None) else None
     if start_step >= cfg.max_iters:
         note(f"checkpoint is at step {start_step}, max_iters is {cfg.max_iters}: nothing to do")
-    t_loop = time.perf_counter()
     for step in range(start_step + 1, cfg.max_iters + 1):
         lr = learning_rate(step - 1, cfg)
         for group in optimizer.param_groups:
@@ -435,7 +447,6 @@ def train(
                               time.perf_counter() - t_begin, val_loss=val,
                               checkpoint=checkpoint if val is not None else None))
     wall = time.perf_counter() - t_begin
-    del t_loop
 
     # The first steps include allocator and kernel warm-up; the median ignores them.
     timed = step_times[min(3, len(step_times) // 2):] or step_times
@@ -506,6 +517,6 @@ class ProgressBar:
         self.progress.update(self.task, completed=event.step, stats=stats)
         if event.val_loss is not None:
             self.progress.console.print(
-                f"step {event.step:>6}: train loss {event.loss:.4f}, val loss {event.val_loss:.4f} "
-                f"nats/token, {seconds(event.step_time_s)}/step, elapsed {seconds(event.elapsed_s)}"
+                f"step {event.step:>5}  train {event.loss:.4f}  val {event.val_loss:.4f} "
+                f"nats/token  {seconds(event.step_time_s)}/step  at {seconds(event.elapsed_s)}"
             )

@@ -272,3 +272,66 @@ def test_page_in_headless_chromium(quick_report: tuple[Path, object]) -> None:
         sys.path.pop(0)
     out, _ = quick_report
     assert check_page(out) == []
+
+
+def test_defaults_on_cpu() -> None:
+    from gptperf.report import resolve_settings
+
+    s = resolve_settings(ReportOptions(device="cpu"))
+    assert (s.preset, s.dtype, s.compile, s.config.attention) == ("tiny", "fp32", False, "math")
+    assert s.train_seconds == 50.0
+    assert (s.workloads["train"].batch, s.workloads["train"].seq) == (12, 64)
+    assert s.workloads["decode"].seq == s.config.block_size == 256
+    q = resolve_settings(ReportOptions(device="cpu", quick=True, preset="tiny", compile=True))
+    assert (q.config.n_layer, q.config.n_embd, q.compile) == (2, 64, True)
+    assert q.model_overrides == {"attention": "math", "n_layer": 2, "n_head": 2, "n_embd": 64,
+                                 "block_size": 64}
+    assert report_stages.model_flags(q) == ("--preset tiny --attention math --n-layer 2 "
+                                            "--n-head 2 --n-embd 64 --block-size 64")
+
+
+def test_progress_accepts_the_library_hook_shapes() -> None:
+    from gptperf.report.build import StageProgress
+
+    seen: list[tuple] = []
+    p = StageProgress(lambda done, total, note: seen.append((done, total, note)))
+    p("compiling")  # inference: (message)
+    p("matmul fp32", 3, 8)  # measure.timer: (label, done, total)
+    p(5, 10, "loss 2.1")
+    p.update(7, 10)
+    assert seen == [(None, None, "compiling"), (3, 8, "matmul fp32"), (5, 10, "loss 2.1"),
+                    (7, 10, None)]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(),
+                    reason="needs Debian's chromium (apt-get install chromium)")
+def test_clicking_a_header_sorts_by_number_in_chromium(tmp_path: Path) -> None:
+    from gptperf.report.html import cell, page, section, table, tag
+
+    rows = [[tag("code", name), cell(t, "s")] for name, t in
+            (("mlp.fc", 2e-3), ("attn.qkv", 3e-5), ("lm_head", 0.25), ("ln_1", None))]
+    doc = page("t", "h", [("s", "S")],
+               [section("s", "S", table(["operation", "time"], rows, sortable=True, id_="ops"))])
+    # Click "time" once (ascending) and again (descending); record the first column each time.
+    probe = """<script>
+      function order() { return Array.from(document.querySelectorAll('#ops tbody tr'))
+                           .map(r => r.cells[0].textContent).join(','); }
+      var th = document.querySelectorAll('#ops th')[1];
+      th.click(); document.body.setAttribute('data-asc', order());
+      th.click(); document.body.setAttribute('data-desc', order());
+    </script></body>"""
+    (tmp_path / "index.html").write_text(doc.replace("</body>", probe))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from check_report_browser import FLAGS, find_chromium
+    finally:
+        sys.path.pop(0)
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as profile:
+        out = subprocess.run([find_chromium(), *FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+                              (tmp_path / "index.html").as_uri()],
+                             capture_output=True, text=True, timeout=90, check=True).stdout
+    assert 'data-asc="attn.qkv,mlp.fc,lm_head,ln_1"' in out  # numbers first, then "—"
+    assert 'data-desc="lm_head,mlp.fc,attn.qkv,ln_1"' in out  # "—" stays last

@@ -45,6 +45,9 @@ def test_config_validation_and_preset_defaults() -> None:
     assert (tiny.batch, tiny.seq) == (12, 64)
     assert gpt2.seq == 1024 and gpt2.max_iters == 300 and gpt2.lr == pytest.approx(6e-4)
     assert gpt2.model_config(256).vocab_size == PRESETS["gpt2"].vocab_size  # bytes fit in it
+    assert gpt2.model_config().block_size == 1024
+    assert tiny.model_config().block_size == 64  # positions past the trained length: none
+    assert small(seq=16, model=dict(SMALL, block_size=32)).model_config().block_size == 32
     assert small(attention="math").model_config().attention == "math"
     for bad in (dict(batch=0), dict(lr=-1.0), dict(lr=math.nan), dict(dtype="fp8"),
                 dict(betas=(0.9, 1.5)), dict(grad_accum=0), dict(attention="flash")):

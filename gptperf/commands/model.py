@@ -57,10 +57,12 @@ def run(args: argparse.Namespace) -> int | None:
 
         plot = str(plot_prediction(args.plot, pred, view="component" if args.view == "component" else "op"))
     if args.json:
+        from gptperf.output import emit_json
+
         doc = pred.to_dict()
         if plot:
             doc["plot"] = plot
-        emit_document(doc)
+        emit_json(doc)
         return 0
     _print(pred, args.view)
     if plot:
@@ -68,25 +70,6 @@ def run(args: argparse.Namespace) -> int | None:
 
         console.print(f"roofline picture: {plot}", highlight=False)
     return 0
-
-
-def emit_document(doc: dict[str, Any]) -> None:
-    """Print `doc` as JSON (NaN and ±inf as null) in one pass: it holds only plain values."""
-    import json
-    import math
-    import sys
-
-    def clean(x: Any) -> Any:
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {str(k): clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        return x
-
-    sys.stdout.write(json.dumps(clean(doc), indent=2) + "\n")
-    sys.stdout.flush()
 
 
 def text_table(title: str, headers: list[str], rows: list[list[str]], right: set[int]) -> str:
@@ -104,8 +87,8 @@ def text_table(title: str, headers: list[str], rows: list[list[str]], right: set
 def _print(pred: Any, view: str) -> None:
     import sys
 
+    from gptperf.output import binary_bytes, seconds, si
     from gptperf.perfmodel import CONVENTIONS, count_parameters
-    from gptperf.perfmodel.units import binary_bytes, seconds, si
 
     hw, w, cfg = pred.hardware, pred.workload, pred.config
     src = hw.label

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("fp32", "tf32", "bf16", "fp16"), default=None,
                         help="compute precision (default: fp32 on CPU, bf16 on a GPU)")
     parser.add_argument("--train-seconds", type=float, default=None, metavar="S",
-                        help="time budget of the training run in seconds (default: 60 on CPU, 45 plus "
+                        help="time budget of the training run in seconds (default: 50 on CPU, 45 plus "
                              "compilation on a GPU)")
     parser.add_argument("--compile", dest="compile", action="store_true", default=None,
                         help="torch.compile the training step (training run, bench, profile; "

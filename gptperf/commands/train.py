@@ -10,45 +10,65 @@ HELP = "train a GPT (AdamW, warm-up + cosine LR, autocast, compile, atomic check
 _MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size")
 
 
+def _per_preset(key: str) -> str:
+    from gptperf.train import PRESET_DEFAULTS
+
+    return "default: " + ", ".join(f"{name} {d[key]:g}" for name, d in PRESET_DEFAULTS.items())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gptperf.model.config import PRESETS
 
     m = parser.add_argument_group("model")
     m.add_argument("--preset", default="tiny", choices=list(PRESETS),
                    help="model shape and training defaults (default: tiny)")
-    m.add_argument("--n-layer", type=int, help="override the preset's number of blocks")
-    m.add_argument("--n-head", type=int, help="override the preset's number of heads")
-    m.add_argument("--n-embd", type=int, help="override the preset's width C")
-    m.add_argument("--block-size", type=int, help="override the preset's longest sequence")
-    m.add_argument("--attention", choices=("math", "sdpa"), help="attention implementation")
+    m.add_argument("--n-layer", type=int, metavar="N", help="override the preset's blocks")
+    m.add_argument("--n-head", type=int, metavar="N", help="override the preset's heads")
+    m.add_argument("--n-embd", type=int, metavar="N", help="override the preset's width C")
+    m.add_argument("--block-size", type=int, metavar="N",
+                   help="override the preset's longest sequence")
+    m.add_argument("--attention", choices=("math", "sdpa"),
+                   help="attention implementation (default: the preset's, sdpa)")
 
     d = parser.add_argument_group("data")
     d.add_argument("--data", metavar="FILE|DIR",
                    help="UTF-8 text file, or folder with nanoGPT train.bin/val.bin "
                         "(default: the embedded pydoc topics corpus)")
-    d.add_argument("--vocab-size", type=int,
+    d.add_argument("--vocab-size", type=int, metavar="N",
                    help="vocabulary of a train.bin/val.bin folder (default: largest token + 1)")
 
-    t = parser.add_argument_group("optimisation (defaults depend on --preset)")
-    t.add_argument("--batch", type=int, help="sequences per micro-batch")
-    t.add_argument("--seq", type=int, help="tokens per sequence")
-    t.add_argument("--max-iters", type=int, help="optimizer steps in total")
-    t.add_argument("--lr", type=float, help="peak learning rate")
-    t.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
-    t.add_argument("--warmup-iters", type=int, help="steps of linear warm-up")
-    t.add_argument("--weight-decay", type=float, help="AdamW weight decay on 2-D weights")
-    t.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
-    t.add_argument("--grad-clip", type=float, help="clip the gradient norm to this (0 = off)")
+    t = parser.add_argument_group("optimisation")
+    t.add_argument("--batch", type=int, metavar="N",
+                   help=f"sequences per micro-batch ({_per_preset('batch')})")
+    t.add_argument("--seq", type=int, metavar="N",
+                   help=f"tokens per sequence ({_per_preset('seq')})")
+    t.add_argument("--max-iters", type=int, metavar="N",
+                   help=f"optimizer steps in total ({_per_preset('max_iters')})")
+    t.add_argument("--lr", type=float, metavar="X",
+                   help=f"peak learning rate ({_per_preset('lr')})")
+    t.add_argument("--min-lr", type=float, metavar="X",
+                   help="learning rate at the end of the cosine decay (default: lr/10)")
+    t.add_argument("--warmup-iters", type=int, metavar="N",
+                   help=f"steps of linear warm-up ({_per_preset('warmup_iters')})")
+    t.add_argument("--weight-decay", type=float, metavar="X",
+                   help="AdamW weight decay on 2-D weights (default: 0.1)")
+    t.add_argument("--grad-accum", type=int, metavar="N",
+                   help="micro-batches per optimizer step (default: 1)")
+    t.add_argument("--grad-clip", type=float, metavar="X",
+                   help="clip the gradient norm to this, 0 = off (default: 1.0)")
     t.add_argument("--dtype", choices=("fp32", "tf32", "bf16", "fp16"),
-                   help="compute precision: fp32 or autocast bf16/fp16 (default: fp32)")
+                   help="fp32, tf32 matmuls, or bf16/fp16 autocast (default: fp32)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
-    t.add_argument("--seed", type=int, help="random seed (default: 1337)")
+    t.add_argument("--seed", type=int, metavar="N", help="random seed (default: 1337)")
 
     e = parser.add_argument_group("evaluation and checkpoints")
-    e.add_argument("--eval-interval", type=int, help="steps between validation losses")
-    e.add_argument("--eval-iters", type=int, help="batches per validation loss")
-    e.add_argument("--log-interval", type=int, help="steps between progress updates")
+    e.add_argument("--eval-interval", type=int, metavar="N",
+                   help=f"steps between validation losses ({_per_preset('eval_interval')})")
+    e.add_argument("--eval-iters", type=int, metavar="N",
+                   help="batches per validation loss (default: 20)")
+    e.add_argument("--log-interval", type=int, metavar="N",
+                   help="steps between progress updates (default: 1)")
     e.add_argument("--out", metavar="DIR", default=None,
                    help="folder for ckpt.pt (default: out)")
     e.add_argument("--no-checkpoint", action="store_true", help="write no checkpoint")

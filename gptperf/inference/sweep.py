@@ -114,11 +114,13 @@ def choose_batch_context(config: GPTConfig) -> int:
 # --- the performance model ---------------------------------------------------------------------
 
 
-def predict_inference(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hardware: Any) -> Any:
-    """The performance model's Prediction of one inference step (weights held in `dtype`)."""
+def predict_inference(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hardware: Any,
+                      *, compiled: bool = False) -> Any:
+    """The performance model's Prediction of one inference step (weights held in `dtype`);
+    `compiled`: kernel counts of a compiled step (the fast decode path)."""
     from gptperf.perfmodel import Workload, predict
 
-    return predict(config, Workload(kind, batch, seq, dtype), hardware)
+    return predict(config, Workload(kind, batch, seq, dtype), hardware, compiled=compiled)
 
 
 def ridge_batch(config: GPTConfig, context: int, dtype: str, hardware: Any, limit: int = 1 << 16) -> int | None:

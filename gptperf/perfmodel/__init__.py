@@ -15,6 +15,7 @@ from gptperf.perfmodel.hardware import (
     HARDWARE,
     SOURCES,
     Hardware,
+    KernelModel,
     adhoc_hardware,
     cache_dir,
     get_hardware,
@@ -56,7 +57,7 @@ from gptperf.perfmodel.transformer import (
 
 __all__ = [
     "COMPUTE", "CONVENTIONS", "HARDWARE", "MEMORY", "SOURCES", "WORKLOADS", "WORKLOAD_HELP",
-    "Hardware", "Kernel", "KernelCost", "MemoryBreakdown", "OpCost", "OpGroup", "Prediction", "Workload",
+    "Hardware", "Kernel", "KernelCost", "KernelModel", "MemoryBreakdown", "OpCost", "OpGroup", "Prediction", "Workload",
     "adhoc_hardware", "arithmetic_intensity", "attainable", "bound", "cache_dir", "conventions_table",
     "count_parameters", "flops_per_token", "get_hardware", "hardware_from_toml", "kernel_cost",
     "known_hardware", "kv_projection", "local_device_name", "matmul", "matmul_parameters", "max_batch",

@@ -28,6 +28,94 @@ else:  # pragma: no cover - Python 3.10
 SOURCES: tuple[str, ...] = ("datasheet", "measured", "file", "ad-hoc")
 MEASURED = "measured"
 _DATA_DIR = Path(__file__).with_name("hardware")
+KERNEL_MODEL = "kernel_model"  # the table of `Hardware.extra` that holds a measured KernelModel
+
+
+@dataclass(frozen=True)
+class KernelModel:
+    """Measured cost of one kernel inside a CUDA graph: t(S) = α + S/β for S bytes moved.
+
+    Fitted per row class M of a weight-streaming matmul y = x·Wᵀ (x: M rows; S = bytes of x, W
+    and y), once for a small elementwise kernel, and (optionally) for the one-query attention
+    kernel of a decode step (S = bytes of q, K, V and the output) and for LayerNorm (α only).
+    α is the fixed cost a kernel adds when kernels run back to back (launch, ramp-up, tail); β the
+    rate at which it streams memory. A matmul of `rows` rows uses the smallest measured class
+    M >= rows, else the largest class.
+    """
+
+    rows: tuple[int, ...]
+    alpha_s: tuple[float, ...]
+    beta: tuple[float, ...]  # bytes/s
+    elementwise_alpha_s: float
+    elementwise_beta: float  # bytes/s
+    dtype: str = ""
+    where: str = ""  # how it was measured, one line
+    attention_alpha_s: float | None = None
+    attention_beta: float | None = None  # bytes/s
+    norm_alpha_s: float | None = None
+
+    def __post_init__(self) -> None:
+        rows = tuple(int(r) for r in self.rows)
+        if not rows or len(rows) != len(self.alpha_s) or len(rows) != len(self.beta):
+            raise UserError(f"kernel model: rows, alpha_s and beta must be lists of one length, got "
+                            f"{len(self.rows)}, {len(self.alpha_s)}, {len(self.beta)}")
+        if any(r <= 0 for r in rows) or sorted(set(rows)) != list(rows):
+            raise UserError(f"kernel model: rows must be increasing positive integers, got {list(rows)}")
+        object.__setattr__(self, "rows", rows)
+        object.__setattr__(self, "alpha_s", tuple(
+            _positive(a, "kernel model alpha_s", allow_zero=True) for a in self.alpha_s))
+        object.__setattr__(self, "beta", tuple(_positive(b, "kernel model beta") for b in self.beta))
+        object.__setattr__(self, "elementwise_alpha_s", _positive(
+            self.elementwise_alpha_s, "kernel model elementwise_alpha_s", allow_zero=True))
+        object.__setattr__(self, "elementwise_beta", _positive(
+            self.elementwise_beta, "kernel model elementwise_beta"))
+        for key in ("attention_alpha_s", "attention_beta", "norm_alpha_s"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, _positive(
+                    getattr(self, key), f"kernel model {key}", allow_zero=key != "attention_beta"))
+
+    def row_class(self, rows: int) -> int:
+        """Index of the class used for a matmul of `rows` rows."""
+        for i, m in enumerate(self.rows):
+            if rows <= m:
+                return i
+        return len(self.rows) - 1
+
+    def streaming_bandwidth(self, rows: int) -> float:
+        """β (bytes/s) of a memory-bound matmul with `rows` rows."""
+        return self.beta[self.row_class(rows)]
+
+    def matmul_alpha_s(self, rows: int) -> float:
+        """α (s) of a matmul kernel with `rows` rows."""
+        return self.alpha_s[self.row_class(rows)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"rows": list(self.rows), "alpha_s": list(self.alpha_s), "beta": list(self.beta),
+             "elementwise_alpha_s": self.elementwise_alpha_s,
+             "elementwise_beta": self.elementwise_beta, "dtype": self.dtype, "where": self.where}
+        for key in ("attention_alpha_s", "attention_beta", "norm_alpha_s"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KernelModel:
+        """From `to_dict` (other keys, such as the raw curves, are ignored)."""
+        if not isinstance(d, dict):
+            raise UserError(f"kernel model must be a table, got {type(d).__name__}")
+        missing = [k for k in ("rows", "alpha_s", "beta", "elementwise_alpha_s", "elementwise_beta")
+                   if k not in d]
+        if missing:
+            raise UserError(f"kernel model lacks {', '.join(missing)}; needs rows, alpha_s, beta, "
+                            "elementwise_alpha_s, elementwise_beta")
+        for k in ("rows", "alpha_s", "beta"):
+            if not isinstance(d[k], (list, tuple)):
+                raise UserError(f"kernel model {k} must be a list, got {d[k]!r}")
+        return cls(rows=tuple(d["rows"]), alpha_s=tuple(d["alpha_s"]), beta=tuple(d["beta"]),
+                   elementwise_alpha_s=d["elementwise_alpha_s"],
+                   elementwise_beta=d["elementwise_beta"], dtype=str(d.get("dtype", "")),
+                   where=str(d.get("where", "")), attention_alpha_s=d.get("attention_alpha_s"),
+                   attention_beta=d.get("attention_beta"), norm_alpha_s=d.get("norm_alpha_s"))
 
 
 @dataclass
@@ -69,6 +157,28 @@ class Hardware:
         )
         if self.source not in SOURCES:
             raise UserError(f"hardware {self.name!r}: unknown source {self.source!r}; valid: {', '.join(SOURCES)}")
+        if isinstance(self.extra.get(KERNEL_MODEL), KernelModel):
+            self.extra = {**self.extra, KERNEL_MODEL: self.extra[KERNEL_MODEL].to_dict()}
+        self.kernel_model  # noqa: B018 - a malformed table is a UserError now, not at predict time
+
+    @property
+    def kernel_model(self) -> KernelModel | None:
+        """The measured per-kernel model (`extra['kernel_model']`), None when not measured."""
+        table = self.extra.get(KERNEL_MODEL)
+        return None if table is None else KernelModel.from_dict(table)
+
+    def streaming_bandwidth(self, rows: int) -> float | None:
+        """Measured β (bytes/s) of a memory-bound matmul of `rows` rows; None when not measured."""
+        km = self.kernel_model
+        return None if km is None else km.streaming_bandwidth(rows)
+
+    def kernel_overhead_s(self, rows: int | None = None) -> float | None:
+        """Measured α (s) per kernel inside a CUDA graph: of a matmul of `rows` rows, or of an
+        elementwise kernel when `rows` is None; None when not measured."""
+        km = self.kernel_model
+        if km is None:
+            return None
+        return km.elementwise_alpha_s if rows is None else km.matmul_alpha_s(rows)
 
     def peak(self, dtype: str) -> float:
         """Peak FLOP/s for `dtype`; a UserError if this machine lists none for it."""
@@ -101,6 +211,8 @@ class Hardware:
         }
         if self.device_name:
             d["device_name"] = self.device_name
+        if KERNEL_MODEL in self.extra:
+            d[KERNEL_MODEL] = self.kernel_model.to_dict()
         return d
 
     @classmethod
@@ -144,7 +256,8 @@ class Hardware:
         )
 
     def to_toml(self, extra: dict[str, Any] | None = None) -> str:
-        """This machine as TOML (base units: FLOP/s, bytes/s, bytes, s); `extra` adds tables."""
+        """This machine as TOML (base units: FLOP/s, bytes/s, bytes, s); `extra` adds tables.
+        A kernel model in `self.extra` is written too."""
         top: dict[str, Any] = {
             "name": self.name,
             "source": self.source,
@@ -157,7 +270,9 @@ class Hardware:
         if self.notes:
             top["notes"] = self.notes
         header = "# gptperf hardware: peak_flops in FLOP/s (dense), bandwidth in bytes/s, memory in bytes\n"
-        return header + dumps_toml({**top, "peak_flops": dict(self.peak_flops), **(extra or {})})
+        tables = {KERNEL_MODEL: self.extra[KERNEL_MODEL]} if KERNEL_MODEL in self.extra else {}
+        tables.update(extra or {})
+        return header + dumps_toml({**top, "peak_flops": dict(self.peak_flops), **tables})
 
 
 def _positive(value: Any, what: str, allow_zero: bool = False) -> float:

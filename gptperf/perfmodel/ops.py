@@ -43,7 +43,9 @@ class OpCost:
     `flops` is gptperf's count (causal attention at the causal count); `matmul_flops` is the part
     of it done by matrix multiplies (what FlopCounterMode counts, except for the causal halving)
     and `full_flops` the count with attention at the full T×L (FlopCounterMode's convention for
-    matmuls). `count` is the number of kernels the op launches in eager PyTorch.
+    matmuls). `count` is the number of kernels the op launches (in eager PyTorch, or in a compiled
+    step with `predict(..., compiled=True)`). `overhead_s`, when set, is the op's whole per-kernel
+    cost (a measured α per kernel) and replaces `count · launch_latency_s`.
     """
 
     name: str
@@ -60,6 +62,7 @@ class OpCost:
     peak_flops: float
     bandwidth: float
     launch_latency_s: float
+    overhead_s: float | None = None
 
     @property
     def bytes(self) -> float:
@@ -87,7 +90,12 @@ class OpCost:
 
     @property
     def time_s(self) -> float:
-        return max(self.compute_time_s, self.memory_time_s) + self.count * self.launch_latency_s
+        return max(self.compute_time_s, self.memory_time_s) + self.kernel_time_s
+
+    @property
+    def kernel_time_s(self) -> float:
+        """The fixed per-kernel cost of the op: measured α's, else count · launch latency."""
+        return self.count * self.launch_latency_s if self.overhead_s is None else self.overhead_s
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,5 +115,7 @@ class OpCost:
             "peak_flops": self.peak_flops,
             "attainable_flops": self.attainable_flops,
             "bound": self.bound,
+            "bandwidth": self.bandwidth,
+            "kernel_time_s": self.kernel_time_s,
             "time_s": self.time_s,
         }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from gptperf import names
@@ -33,6 +34,22 @@ WORKLOAD_HELP: dict[str, str] = {
     DECODE: "one new token per sequence with the KV cache, attending to L=seq positions (L−1 cached + itself)",
     DECODE_NOCACHE: "one new token per sequence recomputing the whole context of L=seq tokens",
 }
+
+
+# Kernels per op in a compiled inference step (torch.compile, inductor; the fast decode path):
+# one per matmul and per attention kernel, one per fused elementwise group. The qkv matmul is
+# followed by one kernel for its bias, the head split and the KV-cache write; the other biases
+# fuse into what follows (GELU, the residual add); the residual adds fuse into the next LayerNorm.
+COMPILED_KERNELS: dict[str, int] = {
+    names.EMBED: 1, names.LN_1: 1, names.ATTN_QKV: 2, names.ATTN_SDPA: 1, names.ATTN_SCORES: 1,
+    names.ATTN_SOFTMAX: 1, names.ATTN_CONTEXT: 1, names.ATTN_PROJ: 1, names.LN_2: 1,
+    names.MLP_FC: 1, names.MLP_ACT: 1, names.MLP_PROJ: 1, names.RESIDUAL: 0, names.LN_F: 1,
+    names.LM_HEAD: 1,
+}
+# Matmuls of activations by a weight: the ops whose memory time is a weight stream.
+WEIGHT_MATMULS: frozenset[str] = frozenset(
+    {names.ATTN_QKV, names.ATTN_PROJ, names.MLP_FC, names.MLP_PROJ, names.LM_HEAD})
+NORMS: frozenset[str] = frozenset({names.LN_1, names.LN_2, names.LN_F})
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -297,29 +314,32 @@ def _group(key: str, phase: str | None, ops: Iterable[OpCost]) -> OpGroup:
 
 class Prediction:
     """The predicted cost of `workload` on `hardware`: `ops` (one OpCost per name and phase),
-    totals, conventions, and `memory` (a MemoryBreakdown)."""
+    totals, conventions, and `memory` (a MemoryBreakdown). `compiled`: kernel counts are those
+    of a compiled step (see `predict`)."""
 
-    def __init__(self, config: GPTConfig, workload: Workload, hardware: Hardware, ops: list[OpCost]) -> None:
+    def __init__(self, config: GPTConfig, workload: Workload, hardware: Hardware, ops: list[OpCost],
+                 compiled: bool = False) -> None:
         self.config = config
         self.workload = workload
         self.hardware = hardware
         self.ops = ops
+        self.compiled = compiled
         self._memory = None
 
     # totals
-    @property
+    @cached_property  # ops never change after predict(); to_dict() asks many times
     def flops(self) -> float:
         return sum(o.flops for o in self.ops)
 
-    @property
+    @cached_property  # ops never change after predict(); to_dict() asks many times
     def full_flops(self) -> float:
         return sum(o.full_flops for o in self.ops)
 
-    @property
+    @cached_property  # ops never change after predict(); to_dict() asks many times
     def bytes(self) -> float:
         return sum(o.bytes for o in self.ops)
 
-    @property
+    @cached_property  # ops never change after predict(); to_dict() asks many times
     def time_s(self) -> float:
         return sum(o.time_s for o in self.ops)
 
@@ -400,6 +420,8 @@ class Prediction:
             "workload": self.workload.to_dict(),
             "hardware": self.hardware.to_dict(),
             "hardware_label": self.hardware.label,
+            "compiled": self.compiled,
+            "kernel_model": self.hardware.kernel_model is not None,
             "parameters": {
                 "total": count_parameters(self.config),
                 "without_embeddings": count_parameters(self.config, include_embeddings=False),
@@ -431,27 +453,63 @@ def _vector_dtype(dtype: str) -> str:
     return "fp64" if dtype == "fp64" else "fp32"
 
 
-def predict(config: GPTConfig, workload: Workload, hardware: Hardware) -> Prediction:
-    """Every operation of `workload` on `config`, placed on `hardware`'s roofline."""
+def predict(config: GPTConfig, workload: Workload, hardware: Hardware, *,
+            compiled: bool = False) -> Prediction:
+    """Every operation of `workload` on `config`, placed on `hardware`'s roofline.
+
+    With a measured kernel model on `hardware` (`Hardware.kernel_model`), the forward weight
+    matmuls stream their bytes at the measured β of their row class instead of the copy bandwidth
+    (and a one-query `attn.sdpa`, in decode, at the measured attention β when there is one).
+    `compiled=True` (inference workloads only) counts the kernels of a compiled step
+    (`COMPILED_KERNELS`) and, with a kernel model, charges each the measured α inside a CUDA graph
+    instead of the launch latency: a weight matmul its row class's α, a LayerNorm the norm α, a
+    one-query attention the attention α (each the elementwise α when not measured), every other
+    kernel the elementwise α. docs/perfmodel.md has the formulas.
+    """
     if not isinstance(config, GPTConfig):
         raise UserError(f"config must be a GPTConfig, got {type(config).__name__}")
     if not isinstance(workload, Workload):
         raise UserError(f"workload must be a Workload, got {type(workload).__name__}")
+    if compiled and workload.kind not in (PREFILL, DECODE, DECODE_NOCACHE):
+        raise UserError(f"compiled kernel counts are modelled for inference workloads ({PREFILL}, "
+                        f"{DECODE}, {DECODE_NOCACHE}); got {workload.kind!r}")
     s = _shape(config, workload)
     attention = config.attention
     dtypes = {"matmul": workload.dtype, "vector": _vector_dtype(workload.dtype)}
     peaks = {k: hardware.peak(d) for k, d in dtypes.items()}
     bw, lat = hardware.bandwidth, hardware.launch_latency_s
+    km = hardware.kernel_model
     out: list[OpCost] = []
+    N, C, V, T, a, w = s.N, s.C, s.V, s.T, s.a, s.w
+    M = s.B if workload.last_logits_only else N  # rows through the LM head
 
     def emit(raws: Iterable[_Raw], phase: str, layer: int | None = None) -> None:
         for comp, count, flops, mm, full, read, written, kind in raws:
             name = comp if layer is None else names.layer_name(layer, comp)
+            op_bw, overhead = bw, None
+            weight_mm = comp in WEIGHT_MATMULS and phase == names.FORWARD
+            rows = M if comp == names.LM_HEAD else N
+            decode_attn = comp == names.ATTN_SDPA and phase == names.FORWARD and T == 1
+            if km is not None and weight_mm:
+                op_bw = km.streaming_bandwidth(rows)
+            elif km is not None and decode_attn and km.attention_beta is not None:
+                op_bw = km.attention_beta
+            if compiled:
+                count = COMPILED_KERNELS[comp]
+                if km is not None:
+                    ew = km.elementwise_alpha_s
+                    if weight_mm:
+                        overhead = km.matmul_alpha_s(rows) + (count - 1) * ew
+                    elif comp in NORMS and km.norm_alpha_s is not None:
+                        overhead = count * km.norm_alpha_s
+                    elif decode_attn and km.attention_alpha_s is not None:
+                        overhead = count * km.attention_alpha_s
+                    else:
+                        overhead = count * ew
             out.append(OpCost(name, comp, layer, phase, count, float(flops), float(mm), float(full),
-                              float(read), float(written), dtypes[kind], peaks[kind], bw, lat))
+                              float(read), float(written), dtypes[kind], peaks[kind], op_bw, lat,
+                              overhead))
 
-    N, C, V, T, a, w = s.N, s.C, s.V, s.T, s.a, s.w
-    M = s.B if workload.last_logits_only else N  # rows through the LM head
     f = K.EMBED_FWD * N * C
     fwd = names.FORWARD
     emit([(names.EMBED, 3, f, 0, f, N * K.INDEX_BYTES + N * C * w + T * C * w, N * C * w, "vector")], fwd)
@@ -479,4 +537,4 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware) -> Predic
         P = count_parameters(config)
         f = K.ADAMW * P
         emit([(names.OPTIMIZER, 1, f, 0, f, 4 * P * w, 3 * P * w, "vector")], names.OPTIMIZER_PHASE)
-    return Prediction(config, workload, hardware, out)
+    return Prediction(config, workload, hardware, out, compiled=compiled)

@@ -9,6 +9,7 @@ from typing import Any
 from gptperf.report.html import (
     Html,
     cell,
+    esc,
     fmt,
     kpi,
     kv_table,
@@ -94,23 +95,37 @@ def device_section(d: Doc) -> Html:
         ("host · time", f"{env.get('hostname')} · {env.get('time_utc')}"),
         ("precision", f"{s.get('dtype')}" + (" · torch.compile" if s.get("compile") else " · eager")),
     ]
-    body: list[Any] = [kv_table(rows)]
+    load = _get(d.doc, "machine_load", "start") or {}
+    if load.get("threading_env"):
+        rows.append(("threading", " ".join(f"{k}={v}" for k, v in load["threading_env"].items())))
+    busy = None
+    if load.get("load_average") and load.get("cores"):
+        one, cores = load["load_average"][0], load["cores"]
+        rows.append(("load average at start", f"{one:.2f} (1 min) on {cores} cores"))
+        if s.get("device_type") == "cpu" and one > 0.5 * cores:
+            busy = note(f"The machine was busy when this report started (load average {one:.1f} "
+                        f"on {cores} cores): other processes competed for the cores torch uses, "
+                        "so CPU times on this page are slower, and noisier, than on an idle "
+                        "machine (OpenMP threads that wait for a descheduled peer can make a "
+                        "step many times slower; OMP_WAIT_POLICY=PASSIVE softens that).", "warn")
     failed = d.failure("device")
-    if failed:
-        body.append(note(failed, "error"))
-    if data:
-        cached = data.get("ceilings_cached")
-        measured_at = _get(data, "ceilings", "measured_at")
-        body.append(tag("p", f"Ceilings measured by `gptperf ceilings` at {measured_at}"
-                             + (" (cached measurement of this device)" if cached else "")
-                             + (", quick sweep" if _get(data, "ceilings", "quick") else "")
-                             + "; datasheet: " + str(_get(data, "datasheet", "name", default="none"))
-                             + (f" ({_get(data, 'datasheet', 'notes')})" if _get(data, "datasheet", "notes") else ""),
-                         class_="lead"))
-        body.append(ceilings_table(data, d))
-        body.append(d.picture("ceilings", "measured ceilings beside the datasheet",
-                              "Matmul rate against size per dtype, and bandwidth: measured "
-                              "(solid) beside the datasheet (dashed)."))
+    if not data:
+        return section("device", "Device and ceilings", kv_table(rows),
+                       note(failed or "no ceilings", "error"))
+    measured_at = _get(data, "ceilings", "measured_at")
+    rows.append(("ceilings measured", f"{measured_at} by gptperf ceilings"
+                 + (", cached" if data.get("ceilings_cached") else "")
+                 + (", quick sweep" if _get(data, "ceilings", "quick") else "")))
+    sheet = _get(data, "datasheet", "name")
+    rows.append(("datasheet", f"{sheet}: {_get(data, 'datasheet', 'notes')}" if sheet
+                 else "no datasheet entry for this device"))
+    body: list[Any] = [
+        busy,
+        tag("div", kv_table(rows), ceilings_table(data, d), class_="grid2"),
+        d.picture("ceilings", "measured ceilings beside the datasheet",
+                  "Matmul rate against size per dtype, and bandwidth: measured (solid) beside "
+                  "the datasheet (dashed)."),
+    ]
     return section("device", "Device and ceilings", body,
                    lead="Where every number below was measured, and what this machine can do at "
                         "best: ceilings measured here beside the datasheet's.")
@@ -132,41 +147,30 @@ def ceilings_table(data: dict[str, Any], d: Doc) -> Html:
         return note("no ceilings to show", "warn")
     name = _get(data, "datasheet", "name", default="")
     return table(["ceiling", th("measured", d.measured), th("datasheet", f"datasheet {name}"),
-                  "measured / datasheet"], rows, numeric=[False, True, True, True])
+                  th("ratio")], rows, numeric=[False, True, True, True],
+                 caption="ratio = measured / datasheet")
 
 
 _CEILING_ROWS: tuple[tuple[str, str, str], ...] = (
     ("bandwidth", "memory bandwidth", "B/s"),
-    ("fp32", "matmul peak fp32", "FLOP/s"),
-    ("tf32", "matmul peak tf32", "FLOP/s"),
-    ("bf16", "matmul peak bf16", "FLOP/s"),
-    ("fp16", "matmul peak fp16", "FLOP/s"),
-    ("fp64", "matmul peak fp64", "FLOP/s"),
-    ("launch", "launch / dispatch floor", "s"),
+    ("fp32", "fp32 matmul", "FLOP/s"),
+    ("tf32", "tf32 matmul", "FLOP/s"),
+    ("bf16", "bf16 matmul", "FLOP/s"),
+    ("fp16", "fp16 matmul", "FLOP/s"),
+    ("fp64", "fp64 matmul", "FLOP/s"),
+    ("launch", "launch floor", "s"),
 )
 
 
 def _ceiling_value(doc: dict[str, Any], key: str) -> float | None:
-    """A ceiling from a hardware or measurement document (field names vary by producer)."""
-    if not doc:
-        return None
+    """A ceiling from `Ceilings.to_dict()` (measured) or `Hardware.to_dict()` (datasheet)."""
     if key == "bandwidth":
-        for k in ("bandwidth_bytes_per_s", "memory_bandwidth", "bandwidth", "bytes_per_s"):
-            v = doc.get(k)
-            if isinstance(v, (int, float)):
-                return float(v)
-        return None
-    if key == "launch":
-        for k in ("launch_s", "launch_latency_s", "overhead_s"):
-            v = doc.get(k)
-            if isinstance(v, (int, float)):
-                return float(v)
-        return None
-    for k in ("peak_flops", "matmul_flops", "flops", "peaks"):
-        v = doc.get(k)
-        if isinstance(v, dict) and isinstance(v.get(key), (int, float)):
-            return float(v[key])
-    return None
+        v = doc.get("bandwidth_bytes_per_s", doc.get("bandwidth"))
+    elif key == "launch":
+        v = doc.get("launch_latency_s")
+    else:
+        v = (doc.get("peak_flops") or {}).get(key)
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 def model_section(d: Doc) -> Html:
@@ -214,17 +218,11 @@ def model_section(d: Doc) -> Html:
              table(["workload", "shape", "FLOPs", "bytes moved", "intensity", "time",
                     "throughput", "peak memory"], pred_rows, sortable=True, id_="predictions",
                    numeric=[False, False, True, True, True, True, True, True],
-                   caption=Html(f"Performance model on {esc_text(hw)} ") + source_chip("model (predicted)"))]
+                   caption=Html(f"Performance model on {esc(hw)} ") + source_chip("model (predicted)"))]
     return section("model", "Model summary", body,
                    lead="The shape of the GPT, its parameters and FLOPs per token in each "
                         "convention, and the predicted cost of the steps measured below (exact "
                         "arithmetic over the config, placed on this machine's roofline).")
-
-
-def esc_text(text: Any) -> Html:
-    from gptperf.report.html import esc
-
-    return esc(text)
 
 
 def training_section(d: Doc) -> Html:
@@ -308,7 +306,7 @@ def samples_section(d: Doc) -> Html:
 
 def th(label: str, source: str | None = None) -> Html:
     """A column header with the source of its numbers under it."""
-    return Html(esc_text(label) + (tag("br") + source_chip(source, short=True) if source else ""))
+    return Html(esc(label) + (tag("br") + source_chip(source, short=True) if source else ""))
 
 
 _WORKLOAD_TEXT = {
@@ -608,9 +606,10 @@ def stages_section(d: Doc) -> Html:
         status = st.get("status")
         rows.append([tag("code", name), st.get("title"),
                      tag("span", status, class_=f"status-{status}"),
-                     cell(st.get("seconds"), "s", d.measured), cell(st.get("budget_s"), "s"),
+                     cell(st.get("seconds"), "s"), cell(st.get("budget_s"), "s"),
                      st.get("error") or ""])
-    body = [table(["stage", "what", "status", "wall time", "budget (2-core CPU)", "note"], rows,
+    body = [table(["stage", "what", "status", th("wall time", d.measured), "budget (2-core CPU)",
+                   "note"], rows,
                   numeric=[False, False, False, True, True, False]),
             tag("p", f"Total wall time {fmt(d.doc.get('wall_s'), 's')} on {d.settings.get('device_name')}.",
                 class_="lead")]

@@ -4,7 +4,8 @@
   function key(cell) {
     var v = cell.getAttribute("data-v");
     if (v !== null && v !== "") { return { num: true, v: parseFloat(v) }; }
-    return { num: false, v: cell.textContent.trim().toLowerCase() };
+    var text = cell.textContent.trim().toLowerCase();
+    return { num: false, v: text, missing: text === "" || text === "\u2014" };
   }
   function sortBy(table, index, th) {
     var body = table.tBodies[0];
@@ -12,6 +13,7 @@
     var asc = th.getAttribute("aria-sort") !== "ascending";
     rows.sort(function (a, b) {
       var x = key(a.cells[index]), y = key(b.cells[index]);
+      if (!!x.missing !== !!y.missing) { return x.missing ? 1 : -1; }  // "—" stays last
       var r;
       if (x.num && y.num) { r = x.v - y.v; }
       else if (x.num !== y.num) { r = x.num ? -1 : 1; }

@@ -8,7 +8,6 @@ and the exact command that reproduces its numbers with `ctx.command`.
 from __future__ import annotations
 
 import gc
-import math
 import shlex
 import time
 from pathlib import Path
@@ -40,12 +39,10 @@ def quote(arg: str) -> str:
     return f'"{arg}"'
 
 
-def model_flags(settings: Settings, *, vocab: bool = True) -> str:
+def model_flags(settings: Settings) -> str:
     """`--preset tiny --attention math ...`: the model of this report as command-line flags."""
     parts = ["--preset", settings.preset]
     for key, value in settings.model_overrides.items():
-        if key == "vocab_size" and not vocab:
-            continue
         parts += [f"--{key.replace('_', '-')}", str(value)]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -62,33 +59,24 @@ def _free_memory(settings: Settings) -> None:
         torch.cuda.empty_cache()
 
 
-def _source(settings: Settings) -> str:
-    return f"measured on {settings.device_name}"
-
-
 # --- stage: device ----------------------------------------------------------------------------
 
 
 def stage_device(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     """The environment, and this device's ceilings: measured (cached per device) and datasheet."""
     from gptperf.envinfo import environment
+    from gptperf.measure.ceilings import ceilings_for
+    from gptperf.measure.devices import datasheet_hardware_for
+    from gptperf.plotting.ceilings import plot_ceilings
 
     s = ctx.settings
     env = environment(s.device)
     ctx.objects["environment"] = env
     data: dict[str, Any] = {"environment": env}
-    try:
-        from gptperf.measure.devices import datasheet_hardware_for
-
-        hw = datasheet_hardware_for(s.device_name, s.device_type)
-    except ImportError as err:
-        hw = None
-        data["datasheet_error"] = str(err)
+    hw = datasheet_hardware_for(s.device_name, s.device_type)  # None for an unknown GPU
     if hw is not None:
         ctx.objects["datasheet"] = hw
-        data["datasheet"] = _to_dict(hw)
-
-    from gptperf.measure.ceilings import ceilings_for
+        data["datasheet"] = hw.to_dict()
 
     progress("ceilings: cached per device, measured on the first run")
     measured, cached = ceilings_for(s.device, quick=s.quick, progress=progress)
@@ -96,29 +84,12 @@ def stage_device(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     ctx.objects["measured_hardware"] = measured.to_hardware()
     data["ceilings"] = measured.to_dict()
     data["ceilings_cached"] = cached
-    try:
-        from gptperf.plotting.ceilings import plot_ceilings
-
-        ctx.add_picture("ceilings", plot_ceilings(measured.to_dict(), hw,
-                                                  ctx.path("pictures", "ceilings.png")))
-    except ImportError:  # the picture is extra; the table below carries the numbers
-        pass
+    ctx.add_picture("ceilings", plot_ceilings(measured.to_dict(), hw,
+                                              ctx.path("pictures", "ceilings.png")))
     flags = " --quick" if s.quick else ""
     ctx.command("ceilings (measured, cached per device)",
                 f"gptperf ceilings {_device_flags(s)}{flags}  # --force measures again")
     return data
-
-
-def _to_dict(obj: Any) -> Any:
-    if obj is None:
-        return None
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(obj)
-    return obj
 
 
 # --- stage: train -----------------------------------------------------------------------------
@@ -224,7 +195,7 @@ def stage_train(ctx: Context, progress: StageProgress) -> dict[str, Any]:
 
 def _decode(tokens: list[int]) -> tuple[str, int]:
     """Text of byte tokens; tokens outside the byte range (a GPT-2-sized vocabulary trained on
-    bytes) become U+FFFD and are counted."""
+    bytes) become "?" and are counted."""
     from gptperf.data.tokenizer import ByteTokenizer
 
     outside = sum(1 for t in tokens if not 0 <= t < 256)
@@ -459,6 +430,7 @@ def stage_inference(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     import torch
 
     from gptperf.inference.sweep import run_inference_study
+    from gptperf.plotting.inference import plot_all
 
     s = ctx.settings
     contexts, batches = inference_plan(s)
@@ -472,16 +444,11 @@ def stage_inference(ctx: Context, progress: StageProgress) -> dict[str, Any]:
 
     r = run_inference_study(s.config, torch.device(s.device), s.dtype, contexts=contexts,
                             batches=batches, fast=False, progress=say, hardware=hw)
-    try:
-        from gptperf.plotting.inference import plot_all
-
-        r.plots = plot_all(r, ctx.dir / "pictures" / "inference")
-        for name, path in r.plots.items():
-            if str(path).endswith(".png"):
-                ctx.add_picture(f"inference_{name}", path)
-        r.plots = {k: ctx.relative(v) for k, v in r.plots.items()}
-    except ImportError:
-        pass
+    r.plots = plot_all(r, ctx.dir / "pictures" / "inference")
+    for name, path in r.plots.items():
+        if str(path).endswith(".png"):
+            ctx.add_picture(f"inference_{name}", path)
+    r.plots = {k: ctx.relative(v) for k, v in r.plots.items()}
     data = r.to_dict()
     ctx.objects["inference"] = r
     flags = f" --hardware {'measured' if hw.source == 'measured' else hw.name}" if hw else ""
@@ -560,12 +527,12 @@ def stage_roofline(ctx: Context, progress: StageProgress) -> dict[str, Any]:
 
 STAGES: list[Stage] = [
     Stage("device", "Device and ceilings", stage_device, 15.0),
-    Stage("train", "Training run", stage_train, 70.0),
+    Stage("train", "Training run", stage_train, 60.0),
     Stage("samples", "Samples and scores", stage_samples, 5.0),
     Stage("model", "Performance model", stage_model, 2.0),
     Stage("bench", "Benchmarks", stage_bench, 15.0),
     Stage("profile", "Profiles", stage_profile, 20.0),
-    Stage("inference", "KV cache and batch sweep", stage_inference, 25.0),
+    Stage("inference", "KV cache and batch sweep", stage_inference, 15.0),
     Stage("roofline", "Roofline", stage_roofline, 5.0),
 ]
 
@@ -576,7 +543,7 @@ STAGES: list[Stage] = [
 def report_document(ctx: Context, wall_s: float) -> dict[str, Any]:
     """Everything the page shows, as one JSON-ready document (report.json)."""
     from gptperf import __version__
-    from gptperf.report.build import FORMAT_VERSION, MARKER
+    from gptperf.report.build import FORMAT_VERSION, MARKER, machine_load
 
     env = ctx.objects.get("environment")
     if env is None:
@@ -595,6 +562,7 @@ def report_document(ctx: Context, wall_s: float) -> dict[str, Any]:
         "pictures": dict(ctx.pictures),
         "traces": dict(ctx.traces),
         "commands": list(ctx.commands),
+        "machine_load": {"start": ctx.objects.get("load_start"), "end": machine_load()},
     }
 
 
@@ -625,7 +593,3 @@ def _ordinary_permissions(folder: Path) -> None:
         if path.is_symlink():
             continue
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
