@@ -51,6 +51,14 @@ def sample_next(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
 
 
+def _growing_context_attention() -> Any:
+    """SDPA without the cuDNN backend, which builds a new plan (hundreds of µs) for every new
+    context length: a cached decode step, whose context grows by one each time, never reuses one."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 def _as_batch(model: GPT, prompt: Sequence[int] | torch.Tensor) -> torch.Tensor:
     device = next(model.parameters()).device
     idx = torch.as_tensor(prompt, dtype=torch.long, device=device)
@@ -91,17 +99,19 @@ def stream_logits(
     if use_kv_cache:
         dtype = next(model.parameters()).dtype
         cache = KVCache(model.config, idx.size(0), device=idx.device, dtype=dtype)
-        logits, _ = model(idx, kv_cache=cache, last_logits_only=True)  # prefill
+        with _growing_context_attention():
+            logits, _ = model(idx, kv_cache=cache, last_logits_only=True)  # prefill
     for step in range(max_new_tokens):
         if cache is None:
             logits, _ = model(idx[:, -block_size:], last_logits_only=True)
         elif step > 0:
-            if cache.length == block_size:  # full: rebuild from the last half (see module docstring)
-                cache.reset()
-                keep = max(1, block_size // 2)
-                logits, _ = model(idx[:, -keep:], kv_cache=cache, last_logits_only=True)
-            else:
-                logits, _ = model(idx[:, -1:], kv_cache=cache, last_logits_only=True)
+            with _growing_context_attention():
+                if cache.length == block_size:  # full: rebuild from the last half (module docstring)
+                    cache.reset()
+                    keep = max(1, block_size // 2)
+                    logits, _ = model(idx[:, -keep:], kv_cache=cache, last_logits_only=True)
+                else:
+                    logits, _ = model(idx[:, -1:], kv_cache=cache, last_logits_only=True)
         last = logits[:, -1, :]
         token = sample_next(last, temperature, top_k, generator)
         idx = torch.cat([idx, token[:, None]], dim=1)

@@ -16,13 +16,7 @@ from gptperf.model import GPT, GPTConfig
 BLOCK = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def peaked_model(attention: str = "sdpa", seed: int = 0, block_size: int = BLOCK, scale: bool = True) -> GPT:

@@ -13,13 +13,7 @@ from gptperf.model import GPT, GPTConfig, KVCache, preset
 SMALL = dict(block_size=32, vocab_size=256, n_layer=2, n_head=4, n_embd=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def small_model(attention: str = "sdpa", seed: int = 0, **overrides: object) -> GPT:

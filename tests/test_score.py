@@ -25,13 +25,7 @@ HOME = "There's no place like home"
 SCRAMBLED = "There's no home place like"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def random_model(attention: str = "sdpa", block_size: int = 64) -> GPT:

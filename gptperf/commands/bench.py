@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gptperf.commands.common import add_device_argument, add_model_arguments, config_from_args
+
 HELP = "benchmark a workload: time per batch, throughput, FLOP/s, MFU, peak memory, utilization"
 
 WORKLOADS = ("train", "forward", "prefill", "decode", "decode_nocache")
@@ -11,21 +13,11 @@ WORKLOADS = ("train", "forward", "prefill", "decode", "decode_nocache")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gptperf.dtypes import DTYPES
-    from gptperf.model.config import ATTENTION_IMPLEMENTATIONS, PRESETS
 
     parser.add_argument("workload", choices=WORKLOADS,
                         help="train (fwd+bwd+AdamW), forward, prefill (fill the KV cache), "
                              "decode (one token with the KV cache), decode_nocache (recompute)")
-    m = parser.add_argument_group("model")
-    m.add_argument("--preset", default="tiny", choices=list(PRESETS),
-                   help="model shape (default: tiny)")
-    m.add_argument("--n-layer", type=int, help="override the preset's number of blocks")
-    m.add_argument("--n-head", type=int, help="override the preset's number of heads")
-    m.add_argument("--n-embd", type=int, help="override the preset's width C")
-    m.add_argument("--block-size", type=int, help="override the preset's longest sequence")
-    m.add_argument("--vocab-size", type=int, help="override the preset's vocabulary")
-    m.add_argument("--attention", choices=ATTENTION_IMPLEMENTATIONS,
-                   help="attention implementation (default: the preset's)")
+    add_model_arguments(parser.add_argument_group("model"), "tiny")
     w = parser.add_argument_group("workload")
     w.add_argument("--batch", type=int, default=12, help="sequences per step (default: 12)")
     w.add_argument("--seq", type=int,
@@ -34,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w.add_argument("--dtype", default="fp32", choices=DTYPES,
                    help="fp32/tf32/fp64 weights, or bf16/fp16 autocast (default: fp32)")
     w.add_argument("--compile", action="store_true", help="torch.compile the model")
-    w.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_device_argument(w)
     t = parser.add_argument_group("timing")
     t.add_argument("--warmup", type=int,
                    help="untimed steps first (default: 3; 5 for decode); >= 1 with --compile")
@@ -52,4 +44,4 @@ def run(args: argparse.Namespace) -> int:
     started_at = time.perf_counter()  # wall time covers the whole command, imports included
     from gptperf.measure.bench import main
 
-    return main(args, started_at=started_at)
+    return main(args, config_from_args(args), started_at=started_at)

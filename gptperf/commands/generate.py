@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from gptperf.commands.common import add_device_argument
 from gptperf.errors import UserError
 
 HELP = "sample text from a checkpoint (streams tokens, reports tokens/s; KV cache on by default)"
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-kv-cache", action="store_true", help="recompute the whole context for every new token"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from gptperf.commands.common import add_device_argument, add_model_arguments, config_from_args
+
 HELP = "decode with and without the KV cache, prefill vs decode, batch sweep to the compute-bound point"
 
 
@@ -16,15 +18,9 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="tiny", help="model shape (tiny, gpt2, gpt2-medium, ...; default: tiny)")
-    parser.add_argument("--n-layer", type=int, default=None, help="override the preset's n_layer")
-    parser.add_argument("--n-head", type=int, default=None, help="override the preset's n_head")
-    parser.add_argument("--n-embd", type=int, default=None, help="override the preset's n_embd")
-    parser.add_argument("--block-size", type=int, default=None, help="override the preset's block_size")
-    parser.add_argument("--vocab-size", type=int, default=None, help="override the preset's vocab_size")
-    parser.add_argument("--attention", default=None, choices=("math", "sdpa"), help="attention implementation")
+    add_model_arguments(parser, "tiny")
     parser.add_argument("--dtype", default=None, help="fp32, tf32, bf16, fp16 (default: bf16 on GPU, fp32 on CPU)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    add_device_argument(parser)
     parser.add_argument("--contexts", type=_int_list, default=None,
                         help="context lengths for the cache/recompute sweep, e.g. 16,64,256 (default: powers of 2 up to block_size)")
     parser.add_argument("--batches", type=_int_list, default=None,
@@ -39,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.inference.sweep import config_from_args, print_result, run_inference_study
+    from gptperf.inference.sweep import print_result, run_inference_study
     from gptperf.output import emit_json, err_console
     from gptperf.runtime import resolve_device
 

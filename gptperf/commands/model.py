@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gptperf.commands.common import add_model_arguments, config_from_args
 from gptperf.commands.roofline import add_hardware_arguments, resolve_hardware
 
 HELP = "predict FLOPs, bytes, arithmetic intensity, time and memory of a GPT workload, per operation"
@@ -12,17 +13,9 @@ VIEWS = ("all", "op", "component", "layer")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gptperf.model.config import PRESETS
     from gptperf.perfmodel.transformer import WORKLOAD_HELP, WORKLOADS
 
-    m = parser.add_argument_group("model")
-    m.add_argument("--preset", default="gpt2", choices=list(PRESETS), help="model shape (default: gpt2)")
-    m.add_argument("--n-layer", type=int, help="override the preset's number of blocks")
-    m.add_argument("--n-head", type=int, help="override the preset's number of heads")
-    m.add_argument("--n-embd", type=int, help="override the preset's width C")
-    m.add_argument("--block-size", type=int, help="override the preset's longest sequence")
-    m.add_argument("--vocab-size", type=int, help="override the preset's vocabulary size")
-    m.add_argument("--attention", choices=("math", "sdpa"), help="attention implementation (default: the preset's)")
+    add_model_arguments(parser.add_argument_group("model"), "gpt2")
     w = parser.add_argument_group("workload")
     w.add_argument("--workload", default="train", choices=WORKLOADS,
                    help="; ".join(f"{k}: {v}" for k, v in WORKLOAD_HELP.items()))
@@ -40,11 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_prediction(args: argparse.Namespace) -> Any:
-    from gptperf.model.config import preset
     from gptperf.perfmodel import Workload, predict
 
-    config = preset(args.preset, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-                    block_size=args.block_size, vocab_size=args.vocab_size, attention=args.attention)
+    config = config_from_args(args)
     seq = config.block_size if args.seq is None else args.seq
     return predict(config, Workload(args.workload, args.batch, seq, args.dtype), resolve_hardware(args))
 

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "profile a workload with torch.profiler; attribute every kernel to an operation; compare with the model"
+from gptperf.commands.common import add_device_argument, add_model_arguments, config_from_args
 
-_MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
+HELP = "profile a workload with torch.profiler; attribute every kernel to an operation; compare with the model"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gptperf.model.config import PRESETS
-
-    m = parser.add_argument_group("model")
-    m.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model shape (default: tiny)")
-    m.add_argument("--n-layer", type=int, help="override the preset's number of blocks")
-    m.add_argument("--n-head", type=int, help="override the preset's number of heads")
-    m.add_argument("--n-embd", type=int, help="override the preset's width C")
-    m.add_argument("--block-size", type=int, help="override the preset's longest sequence")
-    m.add_argument("--vocab-size", type=int, help="override the preset's vocabulary")
-    m.add_argument("--attention", choices=("math", "sdpa"), help="attention implementation")
+    add_model_arguments(parser.add_argument_group("model"), "tiny")
 
     w = parser.add_argument_group("workload")
     w.add_argument("--workload", default="train", choices=("train", "forward", "prefill", "decode"),
@@ -30,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w.add_argument("--dtype", default="fp32", choices=("fp32", "tf32", "bf16", "fp16"),
                    help="compute precision (default: fp32)")
     w.add_argument("--compile", action="store_true", help="torch.compile the model")
-    w.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    add_device_argument(w)
     w.add_argument("--hardware", default=None,
                    help="hardware for the prediction: a datasheet name or 'measured' "
                         "(default: measured ceilings if cached, else the datasheet of this device)")
@@ -48,15 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--trace", metavar="FILE",
                    help="re-analyse an existing Chrome/Kineto JSON trace instead of running")
     o.add_argument("--top", type=int, default=25, help="rows of the per-operation table (default: 25)")
-
-
-def _config(args: argparse.Namespace):  # -> GPTConfig
-    from gptperf.model.config import preset
-
-    overrides = {k: getattr(args, k) for k in _MODEL_FIELDS if getattr(args, k) is not None}
-    if args.attention is not None:
-        overrides["attention"] = args.attention
-    return preset(args.preset, **overrides)
 
 
 def run(args: argparse.Namespace) -> int | None:
@@ -77,7 +59,7 @@ def run(args: argparse.Namespace) -> int | None:
     from gptperf.output import emit_json
     from gptperf.profiling.run import analyse_trace_file, print_result, profile_workload
 
-    config = _config(args)
+    config = config_from_args(args)
     batch = args.batch if args.batch is not None else 8
     seq = args.seq if args.seq is not None else min(config.block_size, 256)
     if args.trace:

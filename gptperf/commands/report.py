@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gptperf.commands.common import add_device_argument
+
 HELP = "train, sample, score, model, measure and profile a GPT here, and write one HTML page"
 
 
@@ -15,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", default="gptperf-report",
                         help="folder for index.html, report.json, pictures and traces "
                              "(default: gptperf-report)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    add_device_argument(parser)
     parser.add_argument("--dtype", choices=("fp32", "tf32", "bf16", "fp16"), default=None,
                         help="compute precision (default: fp32 on CPU, bf16 on a GPU)")
     parser.add_argument("--train-seconds", type=float, default=None, metavar="S",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gptperf.commands.common import add_device_argument
+
 HELP = "score sentences by the chain rule: log-probability, per-token probabilities, ranking"
 
 
@@ -13,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", default="out",
         help="what `gptperf train` wrote (folder or ckpt.pt), or an HF GPT-2 folder (default: out)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int | None:

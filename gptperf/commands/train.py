@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gptperf.commands.common import add_device_argument, add_model_arguments, model_overrides
+
 HELP = "train a GPT (AdamW, warm-up + cosine LR, autocast, compile, atomic checkpoints, --resume)"
 
+# --vocab-size and --attention are TrainConfig's own fields (the data can decide the vocabulary)
 _MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size")
 
 
@@ -17,18 +20,8 @@ def _per_preset(key: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gptperf.model.config import PRESETS
-
-    m = parser.add_argument_group("model")
-    m.add_argument("--preset", default="tiny", choices=list(PRESETS),
-                   help="model shape and training defaults (default: tiny)")
-    m.add_argument("--n-layer", type=int, metavar="N", help="override the preset's blocks")
-    m.add_argument("--n-head", type=int, metavar="N", help="override the preset's heads")
-    m.add_argument("--n-embd", type=int, metavar="N", help="override the preset's width C")
-    m.add_argument("--block-size", type=int, metavar="N",
-                   help="override the preset's longest sequence")
-    m.add_argument("--attention", choices=("math", "sdpa"),
-                   help="attention implementation (default: the preset's, sdpa)")
+    add_model_arguments(parser.add_argument_group("model"), "tiny", vocab_size=False,
+                        preset_help="model shape and training defaults (default: tiny)")
 
     d = parser.add_argument_group("data")
     d.add_argument("--data", metavar="FILE|DIR",
@@ -59,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--dtype", choices=("fp32", "tf32", "bf16", "fp16"),
                    help="fp32, tf32 matmuls, or bf16/fp16 autocast (default: fp32)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
-    t.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
+    add_device_argument(t, default=None)
     t.add_argument("--seed", type=int, metavar="N", help="random seed (default: 1337)")
 
     e = parser.add_argument_group("evaluation and checkpoints")
@@ -80,7 +73,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     """The TrainConfig the command line asks for: preset defaults, then the flags given."""
     from gptperf.train import TrainConfig
 
-    model = {k: getattr(args, k) for k in _MODEL_FIELDS if getattr(args, k) is not None}
+    model = model_overrides(args, _MODEL_FIELDS)
     overrides: dict[str, Any] = {
         "data": args.data, "vocab_size": args.vocab_size, "attention": args.attention,
         "batch": args.batch, "seq": args.seq, "max_iters": args.max_iters, "lr": args.lr,

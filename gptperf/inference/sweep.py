@@ -30,7 +30,6 @@ Definitions (also in every JSON document under "definitions"):
 
 from __future__ import annotations
 
-import argparse
 import gc
 import math
 from collections.abc import Callable, Sequence
@@ -59,13 +58,6 @@ DEFINITIONS = {
 
 
 # --- arguments ---------------------------------------------------------------------------------
-
-
-def config_from_args(args: argparse.Namespace) -> GPTConfig:
-    from gptperf.model.config import preset
-
-    return preset(args.preset, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-                  block_size=args.block_size, vocab_size=args.vocab_size, attention=args.attention)
 
 
 def _positive_ints(values: Sequence[int], what: str) -> list[int]:

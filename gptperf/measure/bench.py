@@ -332,14 +332,6 @@ def run_bench(
 # --- command ------------------------------------------------------------------------------------
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
-    from gptperf.model.config import preset
-
-    return preset(args.preset, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-                  block_size=args.block_size, vocab_size=args.vocab_size,
-                  attention=args.attention)
-
-
 def _pct(x: float | None) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
@@ -436,13 +428,12 @@ def print_result(r: BenchResult) -> None:
         console.print(f"[dim]note: {note}[/dim]")
 
 
-def main(args: argparse.Namespace, started_at: float | None = None) -> int:
-    """`gptperf bench`."""
+def main(args: argparse.Namespace, config: Any, started_at: float | None = None) -> int:
+    """`gptperf bench` on `config` (built from the command's model arguments)."""
     from gptperf.measure.timer import rich_progress
     from gptperf.output import emit_json
 
     started_at = time.perf_counter() if started_at is None else started_at
-    config = config_from_args(args)
     seq = args.seq if args.seq is not None else default_seq(config)
     with rich_progress(enabled=not args.json, description=f"bench {args.workload}") as progress:
         result = run_bench(config, args.workload, args.batch, seq, args.dtype, args.device,

@@ -36,8 +36,33 @@ ADAMW = 16  # per parameter: decay (2), m (3), v (4), bias corrections (2), sqrt
 INDEX_BYTES = 8  # token ids and targets are int64
 
 
+class Traffic:
+    """Bytes moved, arithmetic intensity and bound of an op or a group of ops.
+
+    An op that moves no bytes has infinite intensity here (`roofline.arithmetic_intensity`
+    refuses it): a predicted op list may hold such an op, and it must not stop the sums.
+    """
+
+    flops: float
+    bytes_read: float
+    bytes_written: float
+    ridge_intensity: float
+
+    @property
+    def bytes(self) -> float:
+        return self.bytes_read + self.bytes_written
+
+    @property
+    def arithmetic_intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes else float("inf")
+
+    @property
+    def bound(self) -> str:
+        return COMPUTE if self.arithmetic_intensity >= self.ridge_intensity else MEMORY
+
+
 @dataclass(frozen=True)
-class OpCost:
+class OpCost(Traffic):
     """One predicted operation: its name and phase, FLOPs, bytes and place on the roofline.
 
     `flops` is gptperf's count (causal attention at the causal count); `matmul_flops` is the part
@@ -65,20 +90,12 @@ class OpCost:
     overhead_s: float | None = None
 
     @property
-    def bytes(self) -> float:
-        return self.bytes_read + self.bytes_written
-
-    @property
-    def arithmetic_intensity(self) -> float:
-        return self.flops / self.bytes if self.bytes else float("inf")
+    def ridge_intensity(self) -> float:
+        return self.peak_flops / self.bandwidth
 
     @property
     def attainable_flops(self) -> float:
         return min(self.peak_flops, self.bandwidth * self.arithmetic_intensity)
-
-    @property
-    def bound(self) -> str:
-        return COMPUTE if self.arithmetic_intensity >= self.peak_flops / self.bandwidth else MEMORY
 
     @property
     def compute_time_s(self) -> float:

@@ -72,8 +72,24 @@ def roofline_time(
     return max(flops / peak, nbytes / bandwidth) + launches * launch_latency_s
 
 
+class _Traffic:
+    """Bytes moved and arithmetic intensity of a kernel, with or without a machine."""
+
+    flops: float
+    bytes_read: float
+    bytes_written: float
+
+    @property
+    def bytes(self) -> float:
+        return self.bytes_read + self.bytes_written
+
+    @property
+    def arithmetic_intensity(self) -> float:
+        return arithmetic_intensity(self.flops, self.bytes)
+
+
 @dataclass(frozen=True)
-class KernelCost:
+class KernelCost(_Traffic):
     """One kernel (or a group of identical ones) placed on a roofline."""
 
     name: str
@@ -86,14 +102,6 @@ class KernelCost:
     count: int = 1
     launch_latency_s: float = 0.0
     shape: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def bytes(self) -> float:
-        return self.bytes_read + self.bytes_written
-
-    @property
-    def arithmetic_intensity(self) -> float:
-        return arithmetic_intensity(self.flops, self.bytes)
 
     @property
     def ridge_intensity(self) -> float:
@@ -127,7 +135,7 @@ class KernelCost:
 
 
 @dataclass(frozen=True)
-class Kernel:
+class Kernel(_Traffic):
     """FLOPs and bytes of a kernel, before any machine is chosen."""
 
     name: str
@@ -137,14 +145,6 @@ class Kernel:
     dtype: str
     shape: dict[str, Any] = field(default_factory=dict)
     formula: str = ""
-
-    @property
-    def bytes(self) -> float:
-        return self.bytes_read + self.bytes_written
-
-    @property
-    def arithmetic_intensity(self) -> float:
-        return arithmetic_intensity(self.flops, self.bytes)
 
     def on(self, hardware: Any, count: int = 1) -> KernelCost:
         """This kernel on `hardware` (a Hardware), with the peak of its dtype."""

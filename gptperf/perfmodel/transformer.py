@@ -22,8 +22,7 @@ from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel import ops as K
 from gptperf.perfmodel.hardware import Hardware
-from gptperf.perfmodel.ops import OpCost
-from gptperf.perfmodel.roofline import COMPUTE, MEMORY
+from gptperf.perfmodel.ops import OpCost, Traffic
 
 TRAIN, FORWARD, PREFILL, DECODE, DECODE_NOCACHE = "train", "forward", "prefill", "decode", "decode_nocache"
 WORKLOADS: tuple[str, ...] = (TRAIN, FORWARD, PREFILL, DECODE, DECODE_NOCACHE)
@@ -265,7 +264,7 @@ def _layer_backward(s: _Shape, attention: str) -> list[_Raw]:
 
 
 @dataclass(frozen=True)
-class OpGroup:
+class OpGroup(Traffic):
     """Operations summed over layers (per component) or over components (per layer)."""
 
     key: str
@@ -279,18 +278,6 @@ class OpGroup:
     bytes_written: float
     time_s: float
     ridge_intensity: float
-
-    @property
-    def bytes(self) -> float:
-        return self.bytes_read + self.bytes_written
-
-    @property
-    def arithmetic_intensity(self) -> float:
-        return self.flops / self.bytes if self.bytes else float("inf")
-
-    @property
-    def bound(self) -> str:
-        return COMPUTE if self.arithmetic_intensity >= self.ridge_intensity else MEMORY
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "phase": self.phase, "ops": self.ops, "count": self.count,
@@ -308,7 +295,7 @@ def _group(key: str, phase: str | None, ops: Iterable[OpCost]) -> OpGroup:
         flops=sum(o.flops for o in ops), matmul_flops=sum(o.matmul_flops for o in ops),
         full_flops=sum(o.full_flops for o in ops), bytes_read=sum(o.bytes_read for o in ops),
         bytes_written=sum(o.bytes_written for o in ops), time_s=sum(o.time_s for o in ops),
-        ridge_intensity=main.peak_flops / main.bandwidth,
+        ridge_intensity=main.ridge_intensity,
     )
 
 
