@@ -81,9 +81,8 @@ def config_fields() -> list[str]:
 
 # `tiny` is nanoGPT's character-level shape (0.8M parameters): it reaches a validation loss
 # under 1.5 nats/byte on the embedded corpus within a few minutes on 2 CPU cores.
-# The GPT-2 shapes pad the vocabulary 50257 -> 50304 (a multiple of 64), as nanoGPT does: the LM
-# head's GEMMs then keep the tensor cores' alignment (eager gpt2 train step 64 -> ~40 ms on an H100).
-# Checkpoints loaded from GPT-2 keep their own 50257.
+# The GPT-2 shapes pad the vocabulary 50257 -> 50304 (a multiple of 64), as nanoGPT does, so the
+# LM head's GEMMs keep the tensor cores' alignment. Checkpoints loaded from GPT-2 keep 50257.
 GPT2_PADDED_VOCAB = 50304
 PRESETS: dict[str, GPTConfig] = {
     "tiny": GPTConfig(block_size=256, vocab_size=256, n_layer=4, n_head=4, n_embd=128, name="tiny"),
