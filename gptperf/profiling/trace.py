@@ -469,6 +469,16 @@ def attribute(
             return _split(cands, phase, shares), METHOD_SHARE
         return [], None
 
+    def assign(w: Work, op: int | None) -> Work:
+        """Give `w` the operation(s) of the CPU operator `op` it belongs to."""
+        r = resolve_full(op)
+        if r is not None:
+            w.parts, w.method = [(r[0], r[1], 1.0)], r[2]
+        elif compiled:
+            phase = names.BACKWARD if in_backward(op) else names.FORWARD
+            w.parts, w.method = compiled_parts(w.kernel, op, phase, w.step)
+        return w
+
     work: list[Work] = []
     gpu = [i for i, e in enumerate(events)
            if e.get("ph") == "X" and e.get("cat") in GPU_WORK_CATEGORIES]
@@ -486,16 +496,9 @@ def attribute(
             if step is None:
                 continue  # launched outside the active steps
             cpu = forest.parent.get(launch)
-            w = Work(i, str(e.get("name", "")), step, float(e.get("dur", 0.0)),
-                     occupancy=_num(_arg(e, "est. achieved occupancy %")),
-                     blocks_per_sm=_num(_arg(e, "blocks per SM")))
-            r = resolve_full(cpu)
-            if r is not None:
-                w.parts, w.method = [(r[0], r[1], 1.0)], r[2]
-            elif compiled:
-                phase = names.BACKWARD if in_backward(cpu) else names.FORWARD
-                w.parts, w.method = compiled_parts(w.kernel, cpu, phase, step)
-            work.append(w)
+            work.append(assign(Work(i, str(e.get("name", "")), step, float(e.get("dur", 0.0)),
+                                     occupancy=_num(_arg(e, "est. achieved occupancy %")),
+                                     blocks_per_sm=_num(_arg(e, "blocks per SM"))), cpu))
         unit = "kernel"
     else:
         for i in forest.order:
@@ -506,14 +509,7 @@ def attribute(
             if step is None:
                 continue
             self_us = max(float(e["dur"]) - forest.children_time.get(i, 0.0), 0.0)
-            w = Work(i, str(e.get("name", "")), step, self_us)
-            r = resolve_full(i)
-            if r is not None:
-                w.parts, w.method = [(r[0], r[1], 1.0)], r[2]
-            elif compiled:
-                phase = names.BACKWARD if in_backward(i) else names.FORWARD
-                w.parts, w.method = compiled_parts(w.kernel, i, phase, step)
-            work.append(w)
+            work.append(assign(Work(i, str(e.get("name", "")), step, self_us), i))
         unit = "operator"
 
     wall = [float(events[step_events[s]]["dur"]) * 1e-6 for s in steps]
