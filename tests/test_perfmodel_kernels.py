@@ -128,8 +128,8 @@ def test_compiled_decode_with_kernel_model_matches_hand_computation() -> None:
         names.EMBED: (N * 8 + N * C * a + C * a + N * C * a) / bw + a_ew,
         names.LN_1: ln,
         names.ATTN_QKV: (N * C * a + 3 * C * C * a + 3 * C * a + 2 * N * C * a
-                         + 3 * N * C * a + 2 * N * C * a) / mm + a_mm + a_ew,
-        names.ATTN_SDPA: (N * C * a + 2 * B * L * C * a + N * C * a) / att + a_att,
+                         + 3 * N * C * a + 2 * N * C * a) / mm + a_mm + 2 * a_ew,  # + the 2 cache writes
+        names.ATTN_SDPA: (N * C * a + 2 * B * L * C * a + N * C * a) / att + a_att + a_ew,  # + its mask
         names.ATTN_PROJ: (N * C * a + C * C * a + C * a + N * C * a) / mm + a_mm,
         names.RESIDUAL: (2 * N * C * 2 * a + 2 * N * C * a) / bw,  # fused into the LayerNorms
         names.LN_2: ln,
@@ -137,21 +137,31 @@ def test_compiled_decode_with_kernel_model_matches_hand_computation() -> None:
         names.MLP_ACT: (8 * N * C * a) / bw + a_ew,
         names.MLP_PROJ: (4 * N * C * a + 4 * C * C * a + C * a + N * C * a) / mm + a_mm,
         names.LN_F: ln,
-        names.LM_HEAD: (N * C * a + V * C * a + N * V * a) / mm + a_mm,
+        # + the greedy pick: the logits read back, argmax and token bookkeeping kernels
+        names.LM_HEAD: (N * C * a + V * C * a + N * V * a + N * V * a) / mm + a_mm + 4 * a_ew,
     }
     p = predict(CFG, Workload("decode", B, L, "bf16"), hw, compiled=True)
     assert p.compiled and p.to_dict()["compiled"] is True and p.to_dict()["kernel_model"] is True
     for op in p.ops:
         assert op.time_s == pytest.approx(expected[op.component], rel=1e-12), op.name
     assert p.time_s == pytest.approx(sum(expected.values()), rel=1e-12)
-    assert sum(o.count for o in p.ops) == 12  # 9 per layer + embed, ln_f, lm_head
-    assert p.to_dict()["totals"]["kernel_launches"] == 12
+    assert sum(o.count for o in p.ops) == 18  # 11 per layer + embed, ln_f, lm_head + 4 for the pick
+    assert p.to_dict()["totals"]["kernel_launches"] == 18
+
+
+@pytest.mark.parametrize(("C", "batch", "split"), [(512, 2, True), (512, 1, False), (256, 2, False)])
+def test_compiled_split_k_reduction_is_counted_for_long_row_projections(C: int, batch: int, split: bool) -> None:
+    """mlp.proj (K = 4C) gets a split-K reduction kernel from K = 2048 on, at more than one row."""
+    cfg = GPTConfig(n_layer=1, n_head=4, n_embd=C, vocab_size=256, block_size=64)
+    p = predict(cfg, Workload("decode", batch, 16, "bf16"), machine(KM), compiled=True)
+    assert p.op(names.layer_name(0, names.MLP_PROJ)).count == 1 + int(split)
+    assert p.op(names.layer_name(0, names.ATTN_PROJ)).count == 1  # K = C < 2048
 
 
 def test_batch_one_uses_the_one_row_class() -> None:
     p = predict(CFG, Workload("decode", 1, 16, "bf16"), machine(KM), compiled=True)
     qkv = p.op(names.layer_name(0, names.ATTN_QKV))
-    assert qkv.bandwidth == 0.5e12 and qkv.overhead_s == pytest.approx(2e-6 + 1e-6)
+    assert qkv.bandwidth == 0.5e12 and qkv.overhead_s == pytest.approx(2e-6 + 2 * 1e-6)  # + 2 cache writes
 
 
 def test_without_kernel_model_predictions_are_unchanged() -> None:
@@ -166,7 +176,8 @@ def test_without_kernel_model_predictions_are_unchanged() -> None:
     # compiled counts without a kernel model: the launch latency per compiled kernel
     p = predict(CFG, Workload("decode", 4, 32, "bf16"), hw, compiled=True)
     for op in p.ops:
-        assert op.count == COMPILED_KERNELS[op.component] and op.overhead_s is None
+        pick = 4 if op.component == names.LM_HEAD else 0  # the greedy pick's kernels
+        assert op.count == COMPILED_KERNELS[op.component] + pick and op.overhead_s is None
         assert op.kernel_time_s == op.count * 1e-6
 
 

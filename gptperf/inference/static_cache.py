@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from gptperf.errors import UserError
+from gptperf.inference import gemv
 from gptperf.model import GPT, GPTConfig
 
 
@@ -126,11 +127,22 @@ class _MatmulBiasLinear(nn.Linear):
         return y + self.bias if self.bias is not None else y
 
 
-def split_linear_bias(model: nn.Module) -> nn.Module:
-    """Make every biased nn.Linear of `model` compute matmul + bias (in place; same weights)."""
+class _OneRowLinear(_MatmulBiasLinear):
+    """A Linear whose one-row products (a batch-1 decode step) run `gemv`'s fixed-tile kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[:-1].numel() == 1:
+            return gemv.gemv(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+def split_linear_bias(model: nn.Module, one_row_kernel: bool = False) -> nn.Module:
+    """Make every biased nn.Linear of `model` compute matmul + bias (in place; same weights);
+    with `one_row_kernel`, every Linear sends one-row inputs to `gemv` instead."""
     for module in model.modules():
-        if type(module) is nn.Linear and module.bias is not None:
-            module.__class__ = _MatmulBiasLinear
+        if isinstance(module, nn.Linear):
+            module.__class__ = (_OneRowLinear if one_row_kernel
+                                else _MatmulBiasLinear if module.bias is not None else nn.Linear)
     return model
 
 
@@ -176,12 +188,14 @@ class FastDecoder:
         top_k: int | None = None,
         compile: bool | None = None,
         cuda_graph: bool | None = None,
+        one_row_kernel: bool | None = None,
     ) -> None:
         param = next(model.parameters())
         self.device = param.device
         on_cuda = self.device.type == "cuda"
         self.compile = on_cuda if compile is None else compile
         self.cuda_graph = on_cuda if cuda_graph is None else cuda_graph
+        self.one_row_kernel = (self.compile and gemv.available()) if one_row_kernel is None else one_row_kernel
         if self.cuda_graph and not on_cuda:
             raise UserError("CUDA graphs need a CUDA device; use cuda_graph=False on CPU")
         if not temperature >= 0:
@@ -202,22 +216,25 @@ class FastDecoder:
 
         def forward(token: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
             logits, _ = model(token, kv_cache=cache, last_logits_only=True)
-            return logits[:, -1, :]
+            # greedy: the argmax is compiled with the step (eager's one-block argmax takes 14 µs)
+            return logits[:, -1, :].argmax(dim=-1) if temperature == 0 else logits[:, -1, :]
 
         self._forward: Callable[[torch.Tensor, StaticKVCache], torch.Tensor] = forward
         if self.compile:
             if on_cuda:
-                split_linear_bias(model)
-            # gpt-fast's settings: coordinate-descent tuning makes the one-row matmuls of a
-            # batch-1 step bandwidth-bound reductions; graphs are captured here, not by inductor.
-            options = {"coordinate_descent_tuning": True, "triton.cudagraphs": False} if on_cuda else {}
+                split_linear_bias(model, self.one_row_kernel)
+            # Graphs are captured here, not by inductor. Without the one-row kernel, gpt-fast's
+            # coordinate-descent tuning turns one-row matmuls into bandwidth-bound reductions; with
+            # it, tuning is left off: its tiles differ from compile to compile, slow ones included.
+            options = ({"coordinate_descent_tuning": not self.one_row_kernel, "triton.cudagraphs": False}
+                       if on_cuda else {})
             self._forward = torch.compile(forward, fullgraph=True, options=options)
         self._graph: torch.cuda.CUDAGraph | None = None
 
     # -- the step --------------------------------------------------------------------------
     def _step(self) -> None:
-        logits = self._forward(self.token, self.cache)
-        nxt = sample_on_device(logits, self.temperature, self.top_k)[:, None]
+        out = self._forward(self.token, self.cache)  # tokens when greedy, else logits
+        nxt = (out if self.temperature == 0 else sample_on_device(out, self.temperature, self.top_k))[:, None]
         self.token.copy_(nxt)
         # The position just advanced to is this token's (index_copy_: a 0-d index would sync).
         self.tokens.index_copy_(1, self.cache.pos.view(1), nxt)

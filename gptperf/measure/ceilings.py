@@ -23,6 +23,7 @@ The result is saved through the performance model's hardware format, keyed by de
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -71,7 +72,7 @@ KM_CPU_ELEMENTWISE = (16 * 1024, MIB)
 KM_CPU_POOL = 16 * MIB
 KM_MAX_KERNELS = 256  # elementwise kernels per timed call (CPU: matmuls too, 16)
 KM_CPU_MAX_KERNELS = 4
-# One-query attention (a decode step's SDPA with the static cache's boolean mask): (heads, head
+# One-query attention (a decode step's SDPA with the static cache, its mask made once): (heads, head
 # dim) of gpt2 and a 7B shape, batch and context; LayerNorm rows and widths (α only matters).
 KM_ATTENTION_HEADS = ((12, 64), (32, 128))
 KM_ATTENTION_BATCHES = (1, 4, 16, 64)
@@ -440,6 +441,8 @@ def measure_kernel_model(
     Returns a table for `Hardware.extra['kernel_model']`: rows, alpha_s, beta (bytes/s),
     elementwise_alpha_s, elementwise_beta, the fit residuals and the raw curves.
     """
+    from gptperf.inference import gemv
+
     cuda = device.type == "cuda"
     tdtype = torch.bfloat16 if cuda else torch.float32
     esize = tdtype.itemsize
@@ -459,12 +462,15 @@ def measure_kernel_model(
     table: dict[str, Any] = {
         "dtype": "bf16" if cuda else "fp32", "rows": list(rows), "alpha_s": [], "beta": [],
         "max_rel_residual": [], "curves": {},
-        "where": (f"y = x·Wᵀ (torch.mm, W N×K {'bf16' if cuda else 'fp32'}), "
+        "where": (f"y = x·Wᵀ (torch.mm, W N×K {'bf16' if cuda else 'fp32'}; one row: "
+                  f"{'gptperf.inference.gemv' if cuda and gemv.available() else 'torch.mm'}), "
                   + ("many kernels per CUDA graph" if cuda else "eager calls")
                   + f", distinct weights cycled over {pool_bytes // MIB} MiB; S = bytes of x, W, y"),
     }
     done, total = 0, len(rows) * len(sizes) * len(ratios) + len(ew_sizes)
     for m in rows:
+        # one row: the fast decode path's own kernel when it runs here (gptperf.inference.gemv)
+        one_row = m == 1 and cuda and gemv.available()
         curve: dict[str, list[Any]] = {"k": [], "n": [], "bytes": [], "time_s": []}
         for size in sizes:
             for ratio in ratios:
@@ -476,9 +482,12 @@ def measure_kernel_model(
                 x = torch.randn(m, k, device=device).to(tdtype)
                 ys = [torch.empty(m, n, device=device, dtype=tdtype) for _ in range(min(kernels, 16))]
 
-                def run(weights=weights, x=x, ys=ys, kernels=kernels) -> None:
+                def run(weights=weights, x=x, ys=ys, kernels=kernels, one_row=one_row) -> None:
                     for i in range(kernels):
-                        torch.mm(x, weights[i % len(weights)].t(), out=ys[i % len(ys)])
+                        if one_row:
+                            gemv.launch(x[0], weights[i % len(weights)], None, ys[i % len(ys)][0])
+                        else:
+                            torch.mm(x, weights[i % len(weights)].t(), out=ys[i % len(ys)])
 
                 t = _per_kernel_time(run, kernels, device, repeats)
                 curve["k"].append(k)
@@ -523,7 +532,7 @@ def measure_kernel_model(
     alpha, beta, resid = fit_kernel_line(att["bytes"], att["time_s"])
     table.update(attention_alpha_s=alpha, attention_beta=beta, attention_max_rel_residual=resid)
     table["curves"]["attention"] = att
-    table["where"] += ("; attention: SDPA of one query over L keys with a boolean mask, "
+    table["where"] += ("; attention: SDPA of one query over L keys with an additive mask, "
                        "bytes = q, K, V read + output written")
     norm = _norm_curve(device, tdtype, repeats)
     alpha, beta, resid = fit_kernel_line(norm["bytes"], norm["time_s"])
@@ -540,10 +549,12 @@ def measure_kernel_model(
 def _attention_curve(device: torch.device, tdtype: torch.dtype, pool_bytes: int, cap: int,
                      repeats: int) -> dict[str, list[Any]]:
     """Per-call time of decode attention: q (B, H, 1, D) against distinct K, V (B, H, L, D)
-    cycled over `pool_bytes`, with a (1, L) boolean mask, as the static KV cache calls it."""
+    cycled over `pool_bytes`, with a (1, L) additive mask, as a compiled static-KV-cache step
+    calls the attention kernel."""
     import torch.nn.functional as F
 
     cuda = device.type == "cuda"
+    backend = _decode_attention_backend(device, tdtype)
     if cuda:
         shapes = [(b, h, d, n) for h, d in KM_ATTENTION_HEADS for b in KM_ATTENTION_BATCHES
                   for n in KM_ATTENTION_CONTEXTS]
@@ -558,12 +569,14 @@ def _attention_curve(device: torch.device, tdtype: torch.dtype, pool_bytes: int,
         k = torch.randn(count, b, h, n, d, device=device).to(tdtype)
         v = torch.randn(count, b, h, n, d, device=device).to(tdtype)
         q = torch.randn(b, h, 1, d, device=device).to(tdtype)
-        mask = torch.ones(1, n, dtype=torch.bool, device=device)
+        # the additive mask, made once: a compiled step builds it in a kernel of its own per layer
+        mask = torch.zeros(1, n, device=device, dtype=tdtype)
         kernels = max(count, 8 if cuda else 2)
 
         def run(q=q, k=k, v=v, mask=mask, kernels=kernels, count=count) -> None:
-            for i in range(kernels):
-                F.scaled_dot_product_attention(q, k[i % count], v[i % count], attn_mask=mask)
+            with backend():
+                for i in range(kernels):
+                    F.scaled_dot_product_attention(q, k[i % count], v[i % count], attn_mask=mask)
 
         curve["batch"].append(b)
         curve["heads"].append(h)
@@ -573,6 +586,25 @@ def _attention_curve(device: torch.device, tdtype: torch.dtype, pool_bytes: int,
         curve["time_s"].append(_per_kernel_time(run, kernels, device, repeats))
         del k, v
     return curve
+
+
+def _decode_attention_backend(device: torch.device, tdtype: torch.dtype) -> Callable[[], Any]:
+    """The SDPA backend of a compiled decode step: cuDNN where it takes the masked one-query call
+    (inductor picks it there; eager would take another kernel, twice as slow at batch 1)."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if device.type == "cuda":
+        q = torch.zeros(1, 1, 1, 64, device=device, dtype=tdtype)
+        kv = torch.zeros(1, 1, 8, 64, device=device, dtype=tdtype)
+        mask = torch.ones(1, 8, dtype=torch.bool, device=device)
+        try:
+            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                F.scaled_dot_product_attention(q, kv, kv, attn_mask=mask)
+            return lambda: sdpa_kernel(SDPBackend.CUDNN_ATTENTION)
+        except RuntimeError:  # no cuDNN attention for this call here: the default choice
+            pass
+    return contextlib.nullcontext
 
 
 def _norm_curve(device: torch.device, tdtype: torch.dtype, repeats: int) -> dict[str, list[Any]]:

@@ -35,16 +35,24 @@ WORKLOAD_HELP: dict[str, str] = {
 }
 
 
-# Kernels per op in a compiled inference step (torch.compile, inductor; the fast decode path):
-# one per matmul and per attention kernel, one per fused elementwise group. The qkv matmul is
-# followed by one kernel for its bias, the head split and the KV-cache write; the other biases
-# fuse into what follows (GELU, the residual add); the residual adds fuse into the next LayerNorm.
+# Kernels per op in a compiled inference step (torch.compile, inductor; the fast decode path), as
+# profiled on an H100 (benchmarks/gpu_decode_kernels.py): one per matmul, LayerNorm and GELU; the
+# qkv matmul is followed by the two KV-cache writes (the bias and head split fused into them), the
+# attention by the kernel that builds its mask; the other biases and the residual adds fuse into
+# what follows. `SPLIT_K_REDUCE` and `GREEDY_PICK_KERNELS` add the rest.
 COMPILED_KERNELS: dict[str, int] = {
-    names.EMBED: 1, names.LN_1: 1, names.ATTN_QKV: 2, names.ATTN_SDPA: 1, names.ATTN_SCORES: 1,
+    names.EMBED: 1, names.LN_1: 1, names.ATTN_QKV: 3, names.ATTN_SDPA: 2, names.ATTN_SCORES: 1,
     names.ATTN_SOFTMAX: 1, names.ATTN_CONTEXT: 1, names.ATTN_PROJ: 1, names.LN_2: 1,
     names.MLP_FC: 1, names.MLP_ACT: 1, names.MLP_PROJ: 1, names.RESIDUAL: 0, names.LN_F: 1,
     names.LM_HEAD: 1,
 }
+# cuBLAS splits the reduction of a many-row matmul with long rows and few outputs (K >= N and
+# K >= 2048: the output projections from C = 4096 up, mlp.proj from C = 512) and adds a kernel
+# that sums the parts. One-row matmuls run gptperf.inference.gemv's kernel, which does not split.
+SPLIT_K_MIN = 2048
+# Greedy decode picks the next token in the step: the argmax over the logits, the token copied
+# to the next step's input, written to the token buffer, the position advanced.
+GREEDY_PICK_KERNELS = 4
 # Matmuls of activations by a weight: the ops whose memory time is a weight stream.
 WEIGHT_MATMULS: frozenset[str] = frozenset(
     {names.ATTN_QKV, names.ATTN_PROJ, names.MLP_FC, names.MLP_PROJ, names.LM_HEAD})
@@ -436,6 +444,18 @@ class Prediction:
         }
 
 
+def _extra_compiled_kernels(comp: str, rows: int, s: _Shape, workload: Workload, phase: str) -> int:
+    """Kernels a compiled inference step adds to `COMPILED_KERNELS[comp]`: a split-K reduction
+    (many-row output projections with long rows) and, on the LM head of a decode step, the
+    greedy pick."""
+    if phase != names.FORWARD:
+        return 0
+    if comp == names.LM_HEAD and workload.kind == DECODE:
+        return GREEDY_PICK_KERNELS
+    k_in = {names.ATTN_PROJ: s.C, names.MLP_PROJ: 4 * s.C}.get(comp)
+    return int(k_in is not None and rows > 1 and k_in >= max(s.C, SPLIT_K_MIN))
+
+
 def _vector_dtype(dtype: str) -> str:
     return "fp64" if dtype == "fp64" else "fp32"
 
@@ -482,7 +502,9 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware, *,
             elif km is not None and decode_attn and km.attention_beta is not None:
                 op_bw = km.attention_beta
             if compiled:
-                count = COMPILED_KERNELS[comp]
+                count = COMPILED_KERNELS[comp] + _extra_compiled_kernels(comp, rows, s, workload, phase)
+                if comp == names.LM_HEAD and workload.kind == DECODE:
+                    read += rows * V * a  # the greedy pick reads the logits back
                 if km is not None:
                     ew = km.elementwise_alpha_s
                     if weight_mm:
@@ -490,7 +512,7 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware, *,
                     elif comp in NORMS and km.norm_alpha_s is not None:
                         overhead = count * km.norm_alpha_s
                     elif decode_attn and km.attention_alpha_s is not None:
-                        overhead = count * km.attention_alpha_s
+                        overhead = km.attention_alpha_s + (count - 1) * ew
                     else:
                         overhead = count * ew
             out.append(OpCost(name, comp, layer, phase, count, float(flops), float(mm), float(full),
