@@ -40,7 +40,8 @@ def clocks() -> str:
         return repr(err)
 
 
-def replay_kernels(dec: FastDecoder, context: int) -> list[tuple[str, float]]:
+def replay_kernels(dec: FastDecoder, context: int) -> list[tuple[str, float, float]]:
+    """(name, start µs, duration µs) of every kernel of one decode step at `context`, in order."""
     from torch.profiler import ProfilerActivity, profile
 
     dec.set_length(context - 1)
@@ -52,7 +53,7 @@ def replay_kernels(dec: FastDecoder, context: int) -> list[tuple[str, float]]:
         torch.cuda.synchronize()
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     kernels.sort(key=lambda e: e.time_range.start)
-    return [(e.name, e.time_range.elapsed_us()) for e in kernels]
+    return [(e.name, e.time_range.start, e.time_range.elapsed_us()) for e in kernels]
 
 
 def best_configs() -> dict[str, Any]:
@@ -101,17 +102,17 @@ def main() -> None:
 
         t = time_fn(step, warmup=5, repeats=50, device=torch.device("cuda")).median
         kernels = replay_kernels(dec, args.context)
-        busy = sum(d for _, d in kernels)
+        busy = sum(d for _, _, d in kernels)
         result["batches"].append({"batch": b, "step_s": t, "setup_s": setup, "kernels": kernels,
                                   "clocks": clocks()})
         print(f"{args.model} {args.tuning} B={b}: step {t * 1e6:.1f} µs, {len(kernels)} kernels busy "
               f"{busy:.1f} µs, setup {setup:.0f} s, clocks {result['batches'][-1]['clocks']}", flush=True)
         if b in (1, 16) or len(kernels) < 200:
             per_layer = len(kernels) // cfg.n_layer
-            for name, d in kernels[: per_layer + 4]:
+            for name, _, d in kernels[: per_layer + 4]:
                 print(f"    {d:7.2f} µs  {name[:110]}")
             print("    ...")
-            for name, d in kernels[-6:]:
+            for name, _, d in kernels[-6:]:
                 print(f"    {d:7.2f} µs  {name[:110]}")
         del dec
         torch.cuda.empty_cache()

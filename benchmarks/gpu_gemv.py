@@ -16,7 +16,7 @@ import time
 import torch
 
 from gptperf.inference import gemv as G
-from gptperf.measure.timer import time_fn
+from gptperf.measure.ceilings import _per_kernel_time
 
 SHAPES = {  # (n, k) of y = W·x
     "7B attn.qkv": (12288, 4096), "7B attn.proj": (4096, 4096), "7B mlp.fc": (16384, 4096),
@@ -35,12 +35,7 @@ DEV = torch.device("cuda")
 
 
 def graph_time(fn, calls: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return time_fn(g.replay, warmup=3, repeats=15, device=DEV).median / calls
+    return _per_kernel_time(fn, calls, DEV, repeats=15)
 
 
 def bench_shape(label: str, n: int, k: int) -> dict:

@@ -315,23 +315,16 @@ def profile_step(dec: FastDecoder, context: int) -> dict[str, Any] | None:
     duration, the span from the first start to the last end, and the busiest kernel names."""
     if DRY:
         return None
-    from torch.profiler import ProfilerActivity, profile
+    from gpu_decode_kernels import replay_kernels
 
-    dec.set_length(context - 1)
-    dec.step()
-    torch.cuda.synchronize()
-    dec.set_length(context - 1)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        dec.step()
-        torch.cuda.synchronize()
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels = replay_kernels(dec, context)
     if not kernels:
         return {"kernels": 0}
-    busy = sum(e.time_range.elapsed_us() for e in kernels) * 1e-6
-    span = (max(e.time_range.end for e in kernels) - min(e.time_range.start for e in kernels)) * 1e-6
+    busy = sum(d for _, _, d in kernels) * 1e-6
+    span = (max(t + d for _, t, d in kernels) - kernels[0][1]) * 1e-6
     by_name: dict[str, list[float]] = {}
-    for e in kernels:
-        by_name.setdefault(e.name, []).append(e.time_range.elapsed_us())
+    for name, _, d in kernels:
+        by_name.setdefault(name, []).append(d)
     top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:8]
     return {"kernels": len(kernels), "busy_s": busy, "span_s": span,
             "mean_gap_s": (span - busy) / max(len(kernels) - 1, 1),

@@ -3,7 +3,7 @@
 At batch 1 every weight matmul of a decode step is a matrix-vector product that streams the
 weight once. Inductor can emit it as a reduction and tune its tile by coordinate descent, but that
 search lands on a different tile in every fresh compile, and the slow ones cost 10-20% of a 7B
-step (docs/perfmodel.md, "batch-1 decode"). This kernel always uses the tile chosen by
+step (BENCHMARKS.md, "The batch-1 matrix-vector kernel"). This kernel always uses the tile chosen by
 `gemv_config`, which `benchmarks/gpu_gemv.py` measured on an H100.
 
 `gemv(x, weight, bias)` is a custom op: torch.compile keeps it as one kernel and fuses what is

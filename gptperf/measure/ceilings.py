@@ -589,15 +589,15 @@ def _attention_curve(device: torch.device, tdtype: torch.dtype, pool_bytes: int,
 
 
 def _decode_attention_backend(device: torch.device, tdtype: torch.dtype) -> Callable[[], Any]:
-    """The SDPA backend of a compiled decode step: cuDNN where it takes the masked one-query call
-    (inductor picks it there; eager would take another kernel, twice as slow at batch 1)."""
+    """The SDPA backend of a compiled decode step: cuDNN (the kernel inductor calls there), where
+    it takes a masked one-query call like the curve's; else the default choice."""
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     if device.type == "cuda":
         q = torch.zeros(1, 1, 1, 64, device=device, dtype=tdtype)
         kv = torch.zeros(1, 1, 8, 64, device=device, dtype=tdtype)
-        mask = torch.ones(1, 8, dtype=torch.bool, device=device)
+        mask = torch.zeros(1, 8, device=device, dtype=tdtype)  # additive, as in the curve
         try:
             with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
                 F.scaled_dot_product_attention(q, kv, kv, attn_mask=mask)

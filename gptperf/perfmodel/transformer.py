@@ -39,7 +39,7 @@ WORKLOAD_HELP: dict[str, str] = {
 # profiled on an H100 (benchmarks/gpu_decode_kernels.py): one per matmul, LayerNorm and GELU; the
 # qkv matmul is followed by the two KV-cache writes (the bias and head split fused into them), the
 # attention by the kernel that builds its mask; the other biases and the residual adds fuse into
-# what follows. `SPLIT_K_REDUCE` and `GREEDY_PICK_KERNELS` add the rest.
+# what follows. `_split_k_reductions` and `GREEDY_PICK_KERNELS` add the rest.
 COMPILED_KERNELS: dict[str, int] = {
     names.EMBED: 1, names.LN_1: 1, names.ATTN_QKV: 3, names.ATTN_SDPA: 2, names.ATTN_SCORES: 1,
     names.ATTN_SOFTMAX: 1, names.ATTN_CONTEXT: 1, names.ATTN_PROJ: 1, names.LN_2: 1,
@@ -444,14 +444,8 @@ class Prediction:
         }
 
 
-def _extra_compiled_kernels(comp: str, rows: int, s: _Shape, workload: Workload, phase: str) -> int:
-    """Kernels a compiled inference step adds to `COMPILED_KERNELS[comp]`: a split-K reduction
-    (many-row output projections with long rows) and, on the LM head of a decode step, the
-    greedy pick."""
-    if phase != names.FORWARD:
-        return 0
-    if comp == names.LM_HEAD and workload.kind == DECODE:
-        return GREEDY_PICK_KERNELS
+def _split_k_reductions(comp: str, rows: int, s: _Shape) -> int:
+    """1 when cuBLAS splits the reduction of this output projection (many rows, long rows)."""
     k_in = {names.ATTN_PROJ: s.C, names.MLP_PROJ: 4 * s.C}.get(comp)
     return int(k_in is not None and rows > 1 and k_in >= max(s.C, SPLIT_K_MIN))
 
@@ -502,9 +496,10 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware, *,
             elif km is not None and decode_attn and km.attention_beta is not None:
                 op_bw = km.attention_beta
             if compiled:
-                count = COMPILED_KERNELS[comp] + _extra_compiled_kernels(comp, rows, s, workload, phase)
-                if comp == names.LM_HEAD and workload.kind == DECODE:
-                    read += rows * V * a  # the greedy pick reads the logits back
+                count = COMPILED_KERNELS[comp] + _split_k_reductions(comp, rows, s)
+                if comp == names.LM_HEAD and workload.kind == DECODE:  # + the greedy pick
+                    count += GREEDY_PICK_KERNELS
+                    read += rows * V * a  # it reads the logits back
                 if km is not None:
                     ew = km.elementwise_alpha_s
                     if weight_mm:
