@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from gptperf.inference.static_cache import FastDecoder, build_model
 from gptperf.measure.timer import time_fn
 from gptperf.model import GPTConfig, preset
+from gptperf.steps.fast_decode import FastDecoder, build_model
 
 CONFIGS = {
     "gpt2": preset("gpt2"),

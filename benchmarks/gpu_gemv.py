@@ -1,4 +1,4 @@
-"""Tiles of the batch-1 matrix-vector kernel (`gptperf.inference.gemv`) on one CUDA card.
+"""Tiles of the batch-1 matrix-vector kernel (`gptperf.steps.gemv`) on one CUDA card.
 
     python benchmarks/gpu_gemv.py      # writes $OUT/gpu_gemv.json when OUT is set
 
@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from gptperf.inference import gemv as G
 from gptperf.measure.ceilings import _per_kernel_time
+from gptperf.steps import gemv as G
 
 SHAPES = {  # (n, k) of y = W·x
     "7B attn.qkv": (12288, 4096), "7B attn.proj": (4096, 4096), "7B mlp.fc": (16384, 4096),

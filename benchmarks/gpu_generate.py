@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from gptperf.atomic import write_text
-from gptperf.envinfo import environment
+from gptperf.envinfo import device_name, environment
 from gptperf.generate import generate, stream_logits
 from gptperf.model import GPT, preset
-from gptperf.runtime import device_name, set_matmul_precision, synchronize
+from gptperf.runtime import set_matmul_precision, synchronize
 
 
 def build(name: str, dtype: torch.dtype, device: torch.device) -> GPT:

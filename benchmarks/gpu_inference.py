@@ -19,7 +19,7 @@ GPTPERF_BENCH_BUDGET_S, default 420 s; the whole run stays under 10 minutes).
    with the logit margin wherever the two part).
 5. Predicted against measured decode step time for batch 1..64 (gpt2 and the 7B shape), the
    prediction using the ceilings and kernel model measured in step 1 and the kernel counts of a
-   compiled step (`predict(..., compiled=True)`). Goal: within 15%. At batch 1 and 16 one graph
+   compiled step (`predict(..., plan)` with the fast decoder's plan). Goal: within 15%. At batch 1 and 16 one graph
    replay is profiled: kernels per step (against the predicted count), their summed duration and
    the gaps between them.
 """
@@ -38,13 +38,15 @@ import torch
 
 from gptperf.envinfo import environment
 from gptperf.generate import stream_logits
-from gptperf.inference.static_cache import FastDecoder, build_model
 from gptperf.inference.sweep import knee_batch, predict_inference
 from gptperf.measure.ceilings import measure_kernel_model
 from gptperf.measure.timer import time_fn
-from gptperf.model import GPTConfig, KVCache, preset
-from gptperf.perfmodel import Hardware, count_parameters
+from gptperf.model import GPTConfig, preset
+from gptperf.perfmodel import Hardware, Workload, count_parameters
 from gptperf.perfmodel.transformer import WEIGHT_MATMULS
+from gptperf.plan import ExecutionPlan
+from gptperf.steps.build import build_step
+from gptperf.steps.fast_decode import FastDecoder, build_model
 
 T0 = time.time()
 BUDGET_S = float(os.environ.get("GPTPERF_BENCH_BUDGET_S", 420))  # optional parts stop after this
@@ -159,7 +161,7 @@ def _matmul_time(n: int, dtype: torch.dtype) -> float:
 
 
 def device_name() -> str:
-    from gptperf.runtime import device_name as name
+    from gptperf.envinfo import device_name as name
 
     return name(DEV)
 
@@ -190,22 +192,21 @@ def fast_step_time(dec: FastDecoder, context: int, repeats: int = 30) -> float:
     return time_fn(step, warmup=3, repeats=repeats, device=DEV).median
 
 
+def eager_step_time(model: Any, kind: str, context: int, repeats: int) -> float:
+    """Median time of gptperf's eager `kind` step (decode with the model's KVCache, or
+    decode_nocache) at batch 1 and context L, on `model` as it is (gptperf.steps.build_step)."""
+    dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(next(model.parameters()).dtype, "fp32")
+    step = build_step(model.config, Workload(kind, 1, context, dtype),
+                      ExecutionPlan.eager(model.config.attention), DEV, model=model)
+    return time_fn(step.step, warmup=3, repeats=repeats, device=DEV).median
+
+
 def eager_cache_step_time(model: Any, context: int) -> float:
-    cache = KVCache(model.config, 1, context, device=DEV, dtype=model.lm_head.weight.dtype)
-    token = torch.randint(0, model.config.vocab_size, (1, 1), device=DEV)
-
-    def step() -> None:
-        cache.length = context - 1
-        model(token, kv_cache=cache, last_logits_only=True)
-
-    with torch.no_grad():
-        return time_fn(step, warmup=3, repeats=20, device=DEV).median
+    return eager_step_time(model, "decode", context, 20)
 
 
 def recompute_time(model: Any, context: int) -> float:
-    x = torch.randint(0, model.config.vocab_size, (1, context), device=DEV)
-    with torch.no_grad():
-        return time_fn(lambda: model(x, last_logits_only=True), warmup=3, repeats=10, device=DEV).median
+    return eager_step_time(model, "decode_nocache", context, 10)
 
 
 def greedy_compare(model: Any, dec: FastDecoder, prompt_len: int = 8, n: int = 32) -> dict[str, Any]:
@@ -347,7 +348,7 @@ def batch_sweep(model: Any, cfg: GPTConfig, context: int, hw: Hardware, dtype: s
             log(f"{cfg.name} batch {b}: out of memory ({str(err).splitlines()[0][:100]}); sweep stopped")
             free()
             break
-        pred = predict_inference(cfg, "decode", b, context, dtype, hw, compiled=dec.compile)
+        pred = predict_inference(cfg, "decode", b, context, dtype, hw, plan=dec.plan)
         no_launch = sum(max(o.compute_time_s, o.memory_time_s) for o in pred.ops)
         weight_ops = [o for o in pred.ops if o.component in WEIGHT_MATMULS]
         weight_s = sum(max(o.compute_time_s, o.memory_time_s) for o in weight_ops)
@@ -358,7 +359,7 @@ def batch_sweep(model: Any, cfg: GPTConfig, context: int, hw: Hardware, dtype: s
             "predicted_weight_matmul_s": weight_s, "predicted_other_roofline_s": no_launch - weight_s,
             "predicted_kernel_overhead_s": pred.time_s - no_launch,
             "weight_matmul_bandwidth": weight_ops[0].bandwidth,
-            "launches_counted": kernels, "compiled_counts": pred.compiled,
+            "launches_counted": kernels, "compiled_counts": pred.compiled, "plan": dec.plan.to_dict(),
             "bytes": pred.bytes, "flops": pred.flops,
             "achieved_bandwidth": pred.bytes / t, "achieved_flops": pred.flops / t, "setup_s": setup,
             "path": f"compile={dec.compile}, cuda_graph={dec.cuda_graph}",
@@ -406,8 +407,8 @@ def seven_b(hw: Hardware) -> None:
     runs = [_generation_time(dec, prompt, new - 1) / (new - 1) for _ in range(3)]
     per_token = sorted(runs)[1]
     # steps write positions P .. P+new-2, attending to contexts P+1 .. P+new-1; bytes are linear in L
-    lo = predict_inference(CFG_7B, "decode", 1, prompt_len + 1, "bf16", hw, compiled=dec.compile)
-    hi = predict_inference(CFG_7B, "decode", 1, max_len, "bf16", hw, compiled=dec.compile)
+    lo = predict_inference(CFG_7B, "decode", 1, prompt_len + 1, "bf16", hw, plan=dec.plan)
+    hi = predict_inference(CFG_7B, "decode", 1, max_len, "bf16", hw, plan=dec.plan)
     bytes_per_token = (lo.bytes + hi.bytes) / 2
     weight_bytes = 2 * count_parameters(CFG_7B)
     copy_bw = hw.bandwidth
@@ -467,7 +468,7 @@ def gpt2(hw: Hardware) -> None:
     sec["compile_and_capture_s"] = time.time() - t0
     sec["path"] = f"compile={dec.compile}, cuda_graph={dec.cuda_graph}"
     t_fast = fast_step_time(dec, L)
-    pc = predict_inference(cfg, "decode", 1, L, "bf16", hw, compiled=dec.compile)
+    pc = predict_inference(cfg, "decode", 1, L, "bf16", hw, plan=dec.plan)
     pr = predict_inference(cfg, "decode_nocache", 1, L, "bf16", hw)
     sec["bf16_L1024"] = {"fast_cache_step_s": t_fast, "eager_cache_step_s": t_eager, "recompute_s": t_rec,
                          "speedup_fast": t_rec / t_fast, "speedup_eager_cache": t_rec / t_eager,

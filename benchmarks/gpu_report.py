@@ -21,6 +21,44 @@ from pathlib import Path
 BUDGET_S = 360.0
 
 
+def redesign_checks(stages: dict) -> list[tuple[str, bool]]:
+    """The redesign's acceptance on a GPU: the KV-cache section, the decode headline and every decode
+    prediction come from the fast plan, and the compiled train profile is attributed exactly."""
+    checks: list[tuple[str, bool]] = []
+    inference = stages.get("inference", {}).get("data") or {}
+    speedups = (inference.get("cache_vs_recompute") or {}).get("speedup") or []
+    if speedups:
+        last = max(speedups, key=lambda x: x["context"])
+        measured = last.get("measured") or 0.0
+        print(f"KV cache vs recompute at {last['context']} tokens: measured {measured:.1f}x, "
+              f"predicted {last['predicted']:.1f}x")
+        checks.append((f"KV cache >= 10x recompute at {last['context']} tokens", measured >= 10))
+    decode_points = [p for p in (inference.get("cache_vs_recompute") or {}).get("cache", [])]
+    decode_points += (inference.get("batch_sweep") or {}).get("points", [])
+    modes = {(p.get("plan") or {}).get("mode") for p in decode_points}
+    for p in decode_points:
+        print(f"decode B={p['batch']} L={p['seq']}: {1e6 * (p['time_s'] or float('nan')):.0f} us "
+              f"measured, {1e6 * p['predicted_s']:.0f} us predicted "
+              f"(m/p {p['ratio_measured_to_predicted'] or float('nan'):.2f}), "
+              f"plan {(p.get('plan') or {}).get('label')}")
+    checks.append(("every decode point measured and predicted on the CUDA-graph plan",
+                   bool(decode_points) and modes == {"cuda_graph"}))
+    bench = (stages.get("bench", {}).get("data") or {}).get("results", {})
+    decode = bench.get("decode") or {}
+    plan = decode.get("plan") or {}
+    print(f"decode headline: {decode.get('throughput', {}).get('tokens_per_s', float('nan')):.0f} "
+          f"tokens/s, plan {plan.get('label')}")
+    checks.append(("decode headline from the CUDA-graph plan", plan.get("mode") == "cuda_graph"))
+    profile = stages.get("profile", {}).get("data") or {}
+    train = profile.get("train") or {}
+    exact = train.get("exact_coverage")
+    if exact is not None:
+        print(f"compiled train profile: coverage {100 * train.get('coverage', 0):.1f}%, "
+              f"exact {100 * exact:.1f}%")
+    checks.append(("compiled train profile exact attribution >= 90%", (exact or 0) >= 0.90))
+    return checks
+
+
 def main() -> int:
     out_root = Path(os.environ.get("OUT", "."))
     report = out_root / "gptperf-report"
@@ -58,6 +96,7 @@ def main() -> int:
         if train:
             print(f"train: {train.get('steps')} steps, val loss {train.get('final_val_loss')}, "
                   f"compile {train.get('compile_time_s')} s, wall {train.get('wall_time_s'):.1f} s")
+        checks += redesign_checks(stages)
         page = report / "index.html"
         checks.append(("index.html written", page.is_file() and page.stat().st_size > 10_000))
         checks.append(("traces written", any((report / p).exists() for p in doc["traces"].values())))

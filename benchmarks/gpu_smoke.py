@@ -1,4 +1,4 @@
-"""GPU smoke check: environment, and gpt2 train-step time through the shared runner, eager and compiled."""
+"""GPU smoke check: environment, and gpt2 train-step time through the one train step (gptperf.steps), eager and compiled."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import time
 import torch
 
 from gptperf.model import preset
-from gptperf.workloads import build_runner
+from gptperf.perfmodel import Workload
+from gptperf.plan import ExecutionPlan
+from gptperf.steps.build import build_step
 
 
 def median_step_ms(runner, warmup: int = 5, repeats: int = 20) -> float:
@@ -49,7 +51,8 @@ def main() -> None:
         for compile_ in (False, True):
             cfg = preset("gpt2", attention=attention)
             t0 = time.perf_counter()
-            r = build_runner(cfg, "train", batch=12, seq=1024, dtype="bf16", device="cuda", compile=compile_)
+            plan = ExecutionPlan.default("train", "cuda", compile=compile_, attention=attention)
+            r = build_step(cfg, Workload("train", 12, 1024, "bf16"), plan, "cuda")
             ms = median_step_ms(r)
             rows.append((attention, compile_, ms, 12 * 1024 / ms * 1e3, time.perf_counter() - t0))
             del r

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "bench": "bench",
     "profile": "profile",
     "inference": "inference",
+    "scale": "scale",
 }
 
 

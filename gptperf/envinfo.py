@@ -24,6 +24,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device: Any) -> str:
+    """The card's name on CUDA (e.g. 'NVIDIA H100 80GB HBM3'), the CPU's model name on CPU."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model()
+
+
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of the gptperf checkout, when it runs from one."""
@@ -41,8 +51,6 @@ def git_commit() -> str | None:
 def environment(device: Any = None) -> dict[str, Any]:
     """A JSON-ready description of where a number came from."""
     import torch
-
-    from gptperf.runtime import device_name
 
     env: dict[str, Any] = {
         "gptperf": __version__,

@@ -9,6 +9,10 @@ block_size, the cache is rebuilt from the last block_size // 2 tokens (one re-pr
 block_size // 2 new tokens). Up to that point both paths see the same context and greedy
 decoding gives the same tokens; after it the recompute path keeps a full block_size window
 and the two may diverge.
+
+`fast_decoder` + `generate_fast` run the same cached decoding on the fast path (static KV cache,
+compiled step, CUDA graph on a GPU: `gptperf.steps.fast_decode`), `gptperf generate`'s default
+on CUDA.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import codecs
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,6 +29,10 @@ from gptperf.data.tokenizer import ByteTokenizer
 from gptperf.errors import UserError
 from gptperf.model.attention import KVCache
 from gptperf.model.gpt import GPT
+from gptperf.plan import ExecutionPlan
+
+if TYPE_CHECKING:
+    from gptperf.steps.fast_decode import FastDecoder
 
 
 def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None) -> None:
@@ -155,6 +163,56 @@ def generate_batch(
     ):
         out.append(token[:, None])
     return torch.cat(out, dim=1)
+
+
+def fast_decoder(model: GPT, *, temperature: float = 1.0, top_k: int | None = None,
+                 plan: ExecutionPlan | None = None) -> FastDecoder:
+    """A FastDecoder for batch-1 generation with `model`, compiled and its graph captured now
+    (not inside the first token's time). `plan` (default: the fast decode plan for the model's
+    device) must have the static cache; its one-row kernel is dropped where Triton cannot run."""
+    from gptperf.steps import gemv
+    from gptperf.steps.fast_decode import FastDecoder
+
+    check_sampling(1, temperature, top_k)
+    device = next(model.parameters()).device
+    if plan is None:
+        plan = ExecutionPlan.default("decode", device.type, fast=True, attention=model.config.attention)
+    plan.check("decode")
+    if not plan.static_cache:
+        raise UserError(f"the fast decoder runs with the static KV cache; plan {plan.label!r} has none")
+    dec = FastDecoder(model, 1, model.config.block_size, temperature=temperature, top_k=top_k,
+                      compile=plan.compiled, cuda_graph=plan.cuda_graph,
+                      one_row_kernel=plan.one_row_kernel and device.type == "cuda" and gemv.available())
+    if plan.compiled:
+        dec.warmup()
+    return dec
+
+
+@torch.no_grad()
+def generate_fast(dec: FastDecoder, prompt_tokens: Sequence[int], max_new_tokens: int) -> Iterator[int]:
+    """Stream new token ids as `generate` does, each decode step a FastDecoder step (a CUDA-graph
+    replay on a GPU). Past block_size the cache is rebuilt from the last block_size // 2 tokens,
+    as `generate`'s cache is, so greedy decoding gives `generate`'s tokens. Sampling draws on the
+    device from torch's global generator (seed it with torch.manual_seed). Reading each token is
+    a host synchronisation; the step itself has none."""
+    check_sampling(max_new_tokens, dec.temperature, dec.top_k)
+    idx = _as_batch(dec.model, list(prompt_tokens))
+    block = dec.max_len
+    history = idx[0].tolist()
+    dec.prefill(idx)  # samples the first new token
+    pos = idx.size(1)  # positions filled, kept on the host: reading the device's would sync
+    for step in range(max_new_tokens):
+        if step > 0:
+            if pos == block:  # full: rebuild from the last half, as `generate` does
+                keep = max(1, block // 2)
+                dec.prefill(torch.tensor([history[-keep:]], device=idx.device))
+                pos = keep
+            else:
+                dec.step()
+                pos += 1
+        token = int(dec.token[0, 0])
+        history.append(token)
+        yield token
 
 
 class TextStream:

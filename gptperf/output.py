@@ -6,24 +6,30 @@ plain text or JSON (`gptperf model` must answer in well under 0.2 s) don't pay f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _consoles: dict[str, Any] = {}
+
+
+def _console(name: str) -> Any:
+    if name not in _consoles:
+        from rich.console import Console
+
+        _consoles[name] = Console(stderr=name == "err_console")
+    return _consoles[name]
 
 
 def __getattr__(name: str) -> Any:
     # `console`: tables and results on stdout; `err_console`: progress and notes on stderr,
     # so stdout stays clean for --json.
     if name in ("console", "err_console"):
-        if name not in _consoles:
-            from rich.console import Console
-
-            _consoles[name] = Console(stderr=name == "err_console")
-        return _consoles[name]
+        return _console(name)
     raise AttributeError(name)
 
 _PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
@@ -93,3 +99,30 @@ def emit_json(doc: Any) -> None:
     """Print one JSON document to stdout."""
     sys.stdout.write(to_json(doc) + "\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def rich_progress(enabled: bool = True,
+                  description: str = "") -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress callback `(stage, done, total)` (gptperf.measure.timer's `Progress`) drawing
+    rich bars on stderr; yields None (silent) when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as RichProgress
+
+    bars = RichProgress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=_console("err_console"), transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        label = f"{description} {stage}".strip()
+        if label not in tasks:
+            tasks[label] = bars.add_task(label, total=total)
+        bars.update(tasks[label], completed=done, total=total)
+
+    with bars:
+        yield update

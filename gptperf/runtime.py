@@ -64,11 +64,3 @@ def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
-
-def device_name(device: torch.device) -> str:
-    """The card's name on CUDA (e.g. 'NVIDIA H100 80GB HBM3'), the CPU's model name on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    from gptperf.envinfo import cpu_model
-
-    return cpu_model()

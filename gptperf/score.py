@@ -20,6 +20,7 @@ from gptperf.errors import UserError
 from gptperf.model.gpt import GPT
 
 LOG10_E = 1.0 / math.log(10.0)
+SCHEMA = "gptperf.score/1"
 
 
 @dataclass
@@ -133,6 +134,43 @@ def score_sentences(
             )
         )
     return scores
+
+
+@dataclass
+class ScoreResult:
+    """Sentences scored from one start context (`score`): what `gptperf score --json` writes."""
+
+    start: list[int]
+    start_text: str
+    sentences: list[SentenceScore]
+    checkpoint: str | None = None  # where the model came from
+
+    def ranking(self) -> list[int]:
+        return ranking(self.sentences)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "checkpoint": self.checkpoint,
+            "formula": "log P(x_1:n) = sum_i log P(x_i | start, x_<i)",
+            "start": {"tokens": self.start, "text": self.start_text},
+            "units": {"logprob": "nats (natural log)", "log10prob": "log base 10"},
+            "sentences": [s.to_dict() for s in self.sentences],
+            "ranking": [
+                {"rank": r + 1, "index": i, "text": self.sentences[i].text,
+                 "logprob": self.sentences[i].logprob}
+                for r, i in enumerate(self.ranking())
+            ],
+        }
+
+
+def score(model: GPT, tokenizer: Any, sentences: Sequence[str], *,
+          checkpoint: str | None = None) -> ScoreResult:
+    """Score `sentences` by the chain rule from the tokenizer's start context."""
+    start = start_tokens(tokenizer)
+    return ScoreResult(start=start, start_text=tokenizer.decode(start),
+                       sentences=score_sentences(model, tokenizer, sentences, start=start),
+                       checkpoint=checkpoint)
 
 
 def ranking(scores: Sequence[SentenceScore]) -> list[int]:

@@ -23,6 +23,9 @@ from gptperf.model.config import PRESETS, GPTConfig, preset
 if TYPE_CHECKING:
     import torch
 
+    from gptperf.plan import ExecutionPlan
+    from gptperf.steps.train import TrainSettings
+
 TRAIN_DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
 
 # Per-preset training defaults. `tiny` is nanoGPT's CPU character-level recipe; the GPT-2
@@ -119,12 +122,20 @@ class TrainConfig:
         overrides = dict(self.model)
         if self.attention is not None:
             overrides["attention"] = self.attention
-        config = preset(self.preset, **overrides)
-        if "block_size" not in overrides and self.seq < config.block_size:
-            config = config.replace(block_size=self.seq)
-        if vocab_size is not None and vocab_size > config.vocab_size and "vocab_size" not in overrides:
-            config = config.replace(vocab_size=vocab_size)
-        return config
+        base = PRESETS[self.preset]
+        # through `preset`, so that the config's name says these changes too
+        if "block_size" not in overrides and self.seq < base.block_size:
+            overrides["block_size"] = self.seq
+        if vocab_size is not None and vocab_size > base.vocab_size and "vocab_size" not in overrides:
+            overrides["vocab_size"] = vocab_size
+        return preset(self.preset, **overrides)
+
+    def step_settings(self) -> TrainSettings:
+        """What one optimizer step does (gptperf.steps.train)."""
+        from gptperf.steps.train import TrainSettings
+
+        return TrainSettings(lr=self.lr, betas=self.betas, weight_decay=self.weight_decay,
+                             grad_clip=self.grad_clip, grad_accum=self.grad_accum)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -160,20 +171,6 @@ def learning_rate(it: int, cfg: TrainConfig) -> float:
     ratio = (it - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
     coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
     return cfg.final_lr + coeff * (cfg.lr - cfg.final_lr)
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on 2-D weights (matmuls, embeddings) only, as nanoGPT;
-    the fused CUDA kernel on GPUs."""
-    import torch
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    extra = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **extra)
 
 
 @dataclass
@@ -215,9 +212,11 @@ class TrainResult:
     environment: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     model: Any = field(default=None, repr=False)
+    plan: ExecutionPlan | None = None  # how each step ran (compiled or not, fused AdamW or not)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "schema": "gptperf.train/1",
             "config": self.config.to_dict(),
             "model_config": self.model_config.to_dict(),
             "model": self.model_name,
@@ -237,6 +236,7 @@ class TrainResult:
             "compile_time_s": self.compile_time_s,
             "checkpoint": self.checkpoint,
             "environment": self.environment,
+            "plan": self.plan.to_dict() if self.plan is not None else None,
             "notes": self.notes,
         }
 
@@ -291,13 +291,10 @@ def train(
     from gptperf.data.corpus import load_corpus
     from gptperf.envinfo import environment
     from gptperf.model.gpt import GPT
-    from gptperf.runtime import (
-        autocast,
-        model_dtype,
-        resolve_device,
-        set_matmul_precision,
-        synchronize,
-    )
+    from gptperf.plan import ExecutionPlan
+    from gptperf.runtime import model_dtype, set_matmul_precision, synchronize
+    from gptperf.scaling.ddp import init_distributed, parallelize, rank_rows
+    from gptperf.steps.train import TrainStep
 
     t_begin = time.perf_counter()
     notes: list[str] = []
@@ -308,7 +305,11 @@ def train(
             on_step(StepEvent(0, cfg.max_iters, math.nan, 0.0, math.nan, math.nan,
                               time.perf_counter() - t_begin, note=text))
 
-    device = resolve_device(cfg.device)
+    # Under torchrun: this rank's process group and device; rank 0 alone logs and checkpoints.
+    dist_ctx = init_distributed(cfg.device)
+    device = dist_ctx.device
+    if not dist_ctx.is_main:
+        on_step = None
     if cfg.dtype == "fp16" and device.type != "cuda":
         raise UserError("dtype 'fp16' needs a CUDA GPU (GradScaler autocast); on CPU use bf16 or fp32")
     set_matmul_precision(cfg.dtype)
@@ -339,9 +340,17 @@ def train(
 
     torch.manual_seed(cfg.seed)
     model = GPT(model_config).to(device=device, dtype=model_dtype(cfg.dtype))
-    optimizer = make_optimizer(model, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == "fp16")
     data_gen = torch.Generator().manual_seed(cfg.seed)
+    plan = ExecutionPlan.default("train", device.type, compile=cfg.compile,
+                                 attention=model_config.attention)
+    # The one train step (gptperf.steps.train), as bench and profile time it, fed by the corpus.
+    # Data parallel (DDP from outside the model) under torchrun: every rank draws the same
+    # world × batch windows and trains on its rows.
+    train_step = TrainStep(parallelize(model, dist_ctx), plan, device, cfg.dtype,
+                           lambda: tuple(rank_rows(t, dist_ctx) for t in corpus.get_batch(
+                               "train", cfg.batch * dist_ctx.world_size, cfg.seq, data_gen, device)),
+                           cfg.step_settings())
+    optimizer, scaler = train_step.optimizer, train_step.scaler
     losses: list[float] = []
     val_losses: list[tuple[int, float]] = []
     start_step = 0
@@ -358,24 +367,16 @@ def train(
         del state
     model.train()
 
-    compiled: torch.nn.Module = model
     compile_time = None
-    if cfg.compile:
+    if plan.compiled:
         note("compiling the model (torch.compile); the first step is not timed")
-        compiled = torch.compile(model)
-        # One forward+backward on a dummy batch compiles both graphs before any timed step;
-        # it changes neither weights, optimizer state nor the data stream.
         t0 = time.perf_counter()
-        dummy = torch.zeros(cfg.batch, cfg.seq, dtype=torch.long, device=device)
-        with autocast(device, cfg.dtype):
-            _, loss = compiled(dummy, dummy)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
+        train_step.compile_now(cfg.batch, cfg.seq)  # both graphs, before any timed step
         synchronize(device)
         compile_time = time.perf_counter() - t0
 
     def save(step: int) -> str | None:
-        if ckpt_path is None:
+        if ckpt_path is None or not dist_ctx.is_main:
             return None
         if not _finite_parameters(model):
             raise UserError(f"parameters became NaN/inf after step {step}; the last good "
@@ -397,36 +398,22 @@ def train(
         )
         return str(ckpt_path)
 
-    tokens_per_step = cfg.batch * cfg.seq * cfg.grad_accum
+    tokens_per_step = cfg.batch * cfg.seq * cfg.grad_accum * dist_ctx.world_size
     step_times: list[float] = []
     checkpoint = str(ckpt_path) if (cfg.resume and ckpt_path is not None) else None
     if start_step >= cfg.max_iters:
         note(f"checkpoint is at step {start_step}, max_iters is {cfg.max_iters}: nothing to do")
     for step in range(start_step + 1, cfg.max_iters + 1):
         lr = learning_rate(step - 1, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        train_step.set_lr(lr)
         synchronize(device)
         t0 = time.perf_counter()
-        total = torch.zeros((), device=device)
-        for _ in range(cfg.grad_accum):
-            x, y = corpus.get_batch("train", cfg.batch, cfg.seq, data_gen, device)
-            with autocast(device, cfg.dtype):
-                _, loss = compiled(x, y)
-            total += loss.detach().float()
-            scaler.scale(loss / cfg.grad_accum).backward()
-        step_loss = total.item() / cfg.grad_accum
+        step_loss = train_step.run()  # a non-finite loss leaves the weights as they were
         if not math.isfinite(step_loss):
             kept = (f"the last good checkpoint {str(ckpt_path)!r} is left as it was"
                     if ckpt_path is not None and ckpt_path.exists() else "no checkpoint was written")
             raise UserError(f"training loss is {step_loss} at step {step} (lr {lr:.3g}); "
                             f"stopped, {kept}; try a lower --lr or --dtype fp32/bf16")
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
         synchronize(device)
         dt = time.perf_counter() - t0
         step_times.append(dt)
@@ -471,52 +458,5 @@ def train(
         environment=environment(device),
         notes=notes,
         model=model,
+        plan=plan,
     )
-
-
-class ProgressBar:
-    """A rich progress bar on stderr: step, loss, tokens/s, time per step; validation lines."""
-
-    def __init__(self, cfg: TrainConfig, console: Any) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.console = console
-        self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
-            console=console, transient=False,
-        )
-        self.task = self.progress.add_task("train", total=cfg.max_iters, stats="")
-
-        self.started = False
-
-    def __enter__(self) -> ProgressBar:
-        return self  # the bar appears with the first step, so early errors print alone
-
-    def __exit__(self, *exc: object) -> None:
-        if self.started:
-            self.progress.stop()
-
-    def update(self, event: StepEvent) -> None:
-        from gptperf.output import seconds, si
-
-        if event.note is not None:
-            self.progress.console.print(f"[dim]note: {event.note}[/dim]")
-            return
-        if not self.started:
-            self.progress.start()
-            self.started = True
-        stats = (f"loss {event.loss:.4f}  {si(event.tokens_per_s, 'tokens/s')}  "
-                 f"{seconds(event.step_time_s)}/step  lr {event.lr:.2e}")
-        self.progress.update(self.task, completed=event.step, stats=stats)
-        if event.val_loss is not None:
-            self.progress.console.print(
-                f"step {event.step:>5}  train {event.loss:.4f}  val {event.val_loss:.4f} "
-                f"nats/token  {seconds(event.step_time_s)}/step  at {seconds(event.elapsed_s)}"
-            )

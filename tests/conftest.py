@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -17,3 +18,21 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cli_json(capsys: pytest.CaptureFixture[str]) -> Callable[..., dict[str, Any]]:
+    """Run `gptperf <argv> --json` in this process; exit status 0 and one JSON document on
+    stdout, returned parsed."""
+    import json
+
+    from gptperf.cli import main
+
+    def run(*argv: str) -> dict[str, Any]:
+        capsys.readouterr()
+        code = main([*argv, "--json"])
+        out, err = capsys.readouterr()
+        assert code == 0, err[-2000:]
+        return json.loads(out)
+
+    return run

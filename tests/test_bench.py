@@ -62,8 +62,8 @@ def test_train_json_schema(capsys) -> None:
 
 
 def test_measured_ceilings_give_a_second_mfu(capsys) -> None:
+    from gptperf.envinfo import device_name
     from gptperf.perfmodel import Hardware, save_measured_hardware
-    from gptperf.runtime import device_name
 
     name = device_name(torch.device("cpu"))
     save_measured_hardware(Hardware(name, {"fp32": 1e11, "fp64": 5e10}, 1e10, 2**34,

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from gptperf.cli import main
-from gptperf.measure.devices import datasheet_hardware_for, datasheet_name_for
+from gptperf.perfmodel.devices import datasheet_hardware_for, datasheet_name_for
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -97,15 +96,6 @@ def test_unknown_command_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) 
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no-such-command" in err
-
-
-def test_readme_test_command_is_what_ci_runs() -> None:
-    readme = (ROOT / "README.md").read_text()
-    ci = (ROOT / ".ci" / "run").read_text()
-    ci_command = [ln for ln in ci.splitlines() if ln.startswith("python3 -m pip")][0]
-    blocks = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
-    assert ci_command in blocks, "README's test command and .ci/run differ"
-    assert any("gptperf report" in b for b in blocks)
 
 
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff not installed")

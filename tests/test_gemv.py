@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptperf.inference import gemv
-from gptperf.inference.static_cache import (
+from gptperf.model import preset
+from gptperf.steps import gemv
+from gptperf.steps.fast_decode import (
     _MatmulBiasLinear,
     _OneRowLinear,
     build_model,
     split_linear_bias,
 )
-from gptperf.model import preset
 
 
 @pytest.mark.parametrize(("n", "k", "tile"), [

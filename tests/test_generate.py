@@ -197,6 +197,44 @@ def test_cli_json_is_the_same_with_and_without_cache(checkpoint: Path, capsys) -
     assert with_cache["text"] == ByteTokenizer().decode(with_cache["token_ids"])
 
 
+@pytest.mark.parametrize("attention", ["math", "sdpa"])
+def test_fast_generation_gives_the_cached_tokens_past_block_size(attention: str) -> None:
+    """The fast path (static KV cache; eager here, so no compile) streams generate's greedy tokens,
+    through two cache rebuilds past block_size."""
+    from gptperf.generate import fast_decoder, generate_fast
+    from gptperf.plan import ExecutionPlan
+
+    model = peaked_model(attention)
+    plan = ExecutionPlan("eager", attention, static_cache=True)
+    dec = fast_decoder(model, temperature=0, plan=plan)
+    assert dec.plan == plan
+    prompt = prompt_of(5)
+    n = 2 * BLOCK + 7
+    assert list(generate_fast(dec, prompt, n)) == list(generate(model, prompt, n, temperature=0))
+    with pytest.raises(UserError, match="static KV cache"):
+        fast_decoder(model, plan=ExecutionPlan.eager(attention))
+
+
+def test_cli_fast_records_its_plan_and_gives_the_eager_tokens(checkpoint: Path, capsys, monkeypatch) -> None:
+    """--fast on a CPU compiles the static-cache step (compiling is swapped for the step itself
+    here, to stay fast): the JSON records the plan that ran, and greedy tokens are the eager ones."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or fn)
+    docs = {}
+    for flag in ("--fast", "--no-fast"):
+        assert cli(["generate", "--checkpoint", str(checkpoint), "--prompt", "ab", "--tokens", "40",
+                    "--temperature", "0", "--device", "cpu", "--json", flag]) == 0
+        docs[flag] = json.loads(capsys.readouterr().out)
+    fast, eager = docs["--fast"], docs["--no-fast"]
+    assert len(compiled) == 1  # the fast decode step, once
+    assert fast["plan"]["mode"] == "compiled" and fast["plan"]["static_cache"] is True
+    assert eager["plan"]["mode"] == "eager" and eager["plan"]["static_cache"] is False
+    assert fast["token_ids"] == eager["token_ids"] and fast["compile_s"] >= 0
+    assert cli(["generate", "--checkpoint", str(checkpoint), "--device", "cpu", "--fast",
+                "--no-kv-cache"]) == 2
+    assert "--no-kv-cache" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -11,7 +11,6 @@ import torch
 from gptperf.cli import main
 from gptperf.errors import UserError
 from gptperf.generate import generate_batch
-from gptperf.inference.static_cache import FastDecoder, StaticKVCache, build_model, sample_on_device
 from gptperf.inference.sweep import (
     Point,
     choose_batches,
@@ -24,6 +23,7 @@ from gptperf.inference.sweep import (
 )
 from gptperf.model import GPT, KVCache, preset
 from gptperf.perfmodel import COMPUTE, MEMORY, adhoc_hardware, matmul_parameters
+from gptperf.steps.fast_decode import FastDecoder, StaticKVCache, build_model, sample_on_device
 
 SMALL = preset("tiny", n_layer=2, n_head=4, n_embd=64, block_size=64)
 

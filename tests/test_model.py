@@ -48,6 +48,63 @@ def test_unknown_preset_and_field() -> None:
     assert preset("tiny", n_layer=2).n_layer == 2
 
 
+def _from_name(name: str) -> GPTConfig:
+    """The config a name made by `preset` describes: the preset with each `field=value` applied."""
+    from gptperf.model.config import PRESETS
+
+    base, _, changes = name.partition("+")
+    fields = {}
+    for part in filter(None, changes.split(",")):
+        key, value = part.split("=")
+        fields[key] = type(getattr(PRESETS[base], key))(value)
+    return preset(base, **fields)
+
+
+SEVEN_B = dict(n_layer=32, n_head=32, n_embd=4096, block_size=4096, vocab_size=32000)
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("tiny", SEVEN_B),  # the 7B shape written from the tiny preset
+    ("tiny", dict(n_layer=2)),
+    ("gpt2", dict(block_size=256, attention="math")),
+    ("gpt2-xl", dict(vocab_size=50257, layer_norm_epsilon=1e-6)),
+])
+def test_a_changed_preset_is_named_for_what_it_is(name: str, overrides: dict) -> None:
+    config = preset(name, **overrides)
+    assert config.name != name and config.name.startswith(name + "+")
+    for key, value in overrides.items():  # every change is in the name, attention is not
+        assert (f"{key}={value}" in config.name) == (key != "attention")
+    again = _from_name(config.name)  # the name alone makes the same config (attention aside)
+    assert again.replace(attention=config.attention) == config
+    assert again.name == config.name
+
+
+def test_a_preset_keeps_its_name_when_nothing_that_names_it_changes() -> None:
+    from gptperf.model.config import PRESETS, preset_of
+
+    tiny = PRESETS["tiny"]
+    assert preset("tiny").name == "tiny"
+    assert preset("tiny", n_layer=tiny.n_layer, n_embd=tiny.n_embd).name == "tiny"  # same values
+    assert preset("tiny", attention="math").name == "tiny"  # other kernels, same function
+    assert preset_of(preset("tiny", **SEVEN_B)) == "tiny" and preset_of(preset("gpt2")) == "gpt2"
+    assert preset_of(GPTConfig()) is None
+    # different configs get different names
+    names_ = {preset("tiny", n_layer=n, n_head=h).name for n in (1, 2, 4) for h in (1, 2, 4)}
+    assert len(names_) == 9
+
+
+def test_the_cli_reports_a_changed_preset_under_its_own_name(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from gptperf.cli import main
+
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SEVEN_B.items()]
+    assert main(["model", "--preset", "tiny", *flags, "--batch", "1", "--seq", "64", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["config"]["n_embd"] == 4096 and doc["config"]["name"] != "tiny"
+    assert doc["config"]["name"] == preset("tiny", **SEVEN_B).name
+
+
 def test_sequence_longer_than_block_size_is_a_user_error() -> None:
     model = small_model()
     with pytest.raises(UserError, match="exceeds block_size=32"):

@@ -14,9 +14,12 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry  # noqa: E40
 from gptperf import names  # noqa: E402
 from gptperf.model import GPT, GPTConfig, KVCache  # noqa: E402
 from gptperf.perfmodel import Workload, adhoc_hardware, count_parameters, predict  # noqa: E402
+from gptperf.perfmodel import ops as K  # noqa: E402
 
 HW = adhoc_hardware(100, 1000)
 ATTENTION_OPS = {names.ATTN_SDPA, names.ATTN_SCORES, names.ATTN_CONTEXT}
+# Non-matmul FLOPs per score element of each attention op (gptperf.perfmodel.ops, docs/perfmodel.md).
+PER_SCORE = {names.ATTN_SCORES: K.SCALE, names.ATTN_CONTEXT: 0, names.ATTN_SDPA: K.SDPA_FWD_PER_SCORE}
 
 
 class RangeFlops(TorchDispatchMode):
@@ -89,7 +92,13 @@ def test_forward_matmul_flops_match_flopcounter_per_op(config: GPTConfig, attent
         if op.component in ATTENTION_OPS:
             # FlopCounterMode counts attention at the full T×T; gptperf at the causal T(T+1)/2
             assert measured == pytest.approx(op.matmul_flops * _ratio_full_to_causal(T), rel=1e-12), op.name
-            assert measured == op.full_flops - (op.full_flops - op.matmul_flops * _ratio_full_to_causal(T))
+            # counted by hand: QKᵀ and P·V are each 2·B·T·T·C at the full T×T
+            matmuls = 2 if op.component == names.ATTN_SDPA else 1
+            assert measured == matmuls * 2 * B * T * T * config.n_embd, op.name
+            # full_flops is that full count plus the per-score work (scale, softmax), also full
+            scores_full = B * config.n_head * T * T
+            extra = PER_SCORE[op.component] * scores_full
+            assert op.full_flops == pytest.approx(measured + extra, rel=1e-12), op.name
         else:
             assert measured == op.matmul_flops, op.name
         if op.matmul_flops == 0:  # softmax, norms, elementwise: FlopCounterMode counts 0, gptperf > 0

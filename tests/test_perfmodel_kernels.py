@@ -22,12 +22,15 @@ from gptperf.perfmodel import (
     save_measured_hardware,
 )
 from gptperf.perfmodel.transformer import COMPILED_KERNELS, WEIGHT_MATMULS
+from gptperf.plan import ExecutionPlan
 
 KM = {"rows": [1, 4], "alpha_s": [2e-6, 3e-6], "beta": [0.5e12, 0.8e12],
       "elementwise_alpha_s": 1e-6, "elementwise_beta": 1e12, "attention_alpha_s": 4e-6,
       "attention_beta": 0.25e12, "norm_alpha_s": 1.5e-6, "dtype": "bf16",
       "curves": {"m1": {"bytes": [1.0, 2.0], "time_s": [3.0, 4.0]}}}
 CFG = GPTConfig(block_size=64, vocab_size=256, n_layer=1, n_head=4, n_embd=64)
+# The fast decode plan (FastDecoder on a GPU): compiled, one CUDA graph, static KV cache.
+FAST = ExecutionPlan("cuda_graph", CFG.attention, static_cache=True, one_row_kernel=True)
 
 
 def machine(kernel_model: dict | None = None) -> Hardware:
@@ -140,7 +143,7 @@ def test_compiled_decode_with_kernel_model_matches_hand_computation() -> None:
         # + the greedy pick: the logits read back, argmax and token bookkeeping kernels
         names.LM_HEAD: (N * C * a + V * C * a + N * V * a + N * V * a) / mm + a_mm + 4 * a_ew,
     }
-    p = predict(CFG, Workload("decode", B, L, "bf16"), hw, compiled=True)
+    p = predict(CFG, Workload("decode", B, L, "bf16"), hw, FAST)
     assert p.compiled and p.to_dict()["compiled"] is True and p.to_dict()["kernel_model"] is True
     for op in p.ops:
         assert op.time_s == pytest.approx(expected[op.component], rel=1e-12), op.name
@@ -153,13 +156,13 @@ def test_compiled_decode_with_kernel_model_matches_hand_computation() -> None:
 def test_compiled_split_k_reduction_is_counted_for_long_row_projections(C: int, batch: int, split: bool) -> None:
     """mlp.proj (K = 4C) gets a split-K reduction kernel from K = 2048 on, at more than one row."""
     cfg = GPTConfig(n_layer=1, n_head=4, n_embd=C, vocab_size=256, block_size=64)
-    p = predict(cfg, Workload("decode", batch, 16, "bf16"), machine(KM), compiled=True)
+    p = predict(cfg, Workload("decode", batch, 16, "bf16"), machine(KM), FAST)
     assert p.op(names.layer_name(0, names.MLP_PROJ)).count == 1 + int(split)
     assert p.op(names.layer_name(0, names.ATTN_PROJ)).count == 1  # K = C < 2048
 
 
 def test_batch_one_uses_the_one_row_class() -> None:
-    p = predict(CFG, Workload("decode", 1, 16, "bf16"), machine(KM), compiled=True)
+    p = predict(CFG, Workload("decode", 1, 16, "bf16"), machine(KM), FAST)
     qkv = p.op(names.layer_name(0, names.ATTN_QKV))
     assert qkv.bandwidth == 0.5e12 and qkv.overhead_s == pytest.approx(2e-6 + 2 * 1e-6)  # + 2 cache writes
 
@@ -174,7 +177,7 @@ def test_without_kernel_model_predictions_are_unchanged() -> None:
             assert op.bandwidth == hw.bandwidth and op.overhead_s is None
             assert op.time_s == max(op.flops / op.peak_flops, op.bytes / hw.bandwidth) + op.count * 1e-6
     # compiled counts without a kernel model: the launch latency per compiled kernel
-    p = predict(CFG, Workload("decode", 4, 32, "bf16"), hw, compiled=True)
+    p = predict(CFG, Workload("decode", 4, 32, "bf16"), hw, FAST)
     for op in p.ops:
         pick = 4 if op.component == names.LM_HEAD else 0  # the greedy pick's kernels
         assert op.count == COMPILED_KERNELS[op.component] + pick and op.overhead_s is None
@@ -197,10 +200,24 @@ def test_eager_with_kernel_model_streams_weights_at_the_measured_rate() -> None:
     assert all(o.bandwidth == 1e12 for o in train.ops if o.phase != names.FORWARD)
 
 
-def test_compiled_is_for_inference_workloads_only() -> None:
+def test_compiled_kernel_counts_are_for_inference_workloads_only() -> None:
+    """A compiled train step is predicted op by op as eager (inductor's fusion of training
+    kernels is not modelled yet), and the prediction carries its plan and says so."""
+    compiled = ExecutionPlan("compiled", CFG.attention, fused_optimizer=True)
+    p = predict(CFG, Workload("train", 2, 16, "bf16"), machine(KM), compiled)
+    eager = predict(CFG, Workload("train", 2, 16, "bf16"), machine(KM))
+    assert p.plan == compiled and not p.compiled and eager.plan == ExecutionPlan.eager(CFG.attention)
+    assert p.to_dict()["plan"] == compiled.to_dict() and p.to_dict()["compiled"] is False
+    assert any("fusion" in n and "not modelled" in n for n in p.notes) and not eager.notes
+    assert p.to_dict()["notes"] == p.notes
+    assert [o.count for o in p.ops] == [o.count for o in eager.ops]
+    assert p.time_s == eager.time_s
+    # a plan that cannot run a train step is a one-line error
     with pytest.raises(UserError) as err:
-        predict(CFG, Workload("train", 2, 16, "bf16"), machine(KM), compiled=True)
-    assert "inference" in str(err.value) and "\n" not in str(err.value)
+        predict(CFG, Workload("train", 2, 16, "bf16"), machine(KM), FAST)
+    assert "CUDA graph" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(UserError, match="attention"):
+        predict(CFG, Workload("decode", 2, 16, "bf16"), machine(KM), FAST.replace(attention="math"))
 
 
 def test_measured_kernel_model_on_cpu_is_usable(tmp_path) -> None:
@@ -217,7 +234,7 @@ def test_measured_kernel_model_on_cpu_is_usable(tmp_path) -> None:
         assert all(t > 0 for t in curve["time_s"])
     hw = hardware_from_toml(machine(table).to_toml())
     assert hw.kernel_model.rows == tuple(table["rows"])
-    p = predict(CFG, Workload("decode", 1, 16, "bf16"), hw, compiled=True)
+    p = predict(CFG, Workload("decode", 1, 16, "bf16"), hw, FAST)
     assert p.time_s > 0 and math.isfinite(p.time_s)
 
 
@@ -235,3 +252,16 @@ def test_ceilings_carry_the_kernel_model_into_hardware() -> None:
     assert Ceilings.from_dict({**c.to_dict(), "kernel_model": None}).to_hardware().kernel_model is None
     on_cpu = Ceilings.from_dict({**c.to_dict(), "device_type": "cpu"})
     assert on_cpu.kernel_model and on_cpu.to_hardware().kernel_model is None  # curves file only
+
+
+def test_graph_alpha_and_greedy_pick_follow_the_plan() -> None:
+    """α inside a CUDA graph only for a graphed step; the greedy pick only in the static-cache
+    decode step (FastDecoder's); a compiled step without a graph pays the launch latency."""
+    compiled = ExecutionPlan("compiled", CFG.attention)  # torch.compile'd, the growing KV cache
+    p = predict(CFG, Workload("decode", 2, 16, "bf16"), machine(KM), compiled)
+    fast = predict(CFG, Workload("decode", 2, 16, "bf16"), machine(KM), FAST)
+    assert p.compiled and fast.compiled
+    for op, ref in zip(p.ops, fast.ops, strict=True):
+        assert op.overhead_s is None and op.kernel_time_s == pytest.approx(op.count * 1e-6)
+        assert ref.overhead_s is not None
+        assert op.count == ref.count - (4 if op.component == names.LM_HEAD else 0)

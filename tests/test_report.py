@@ -15,6 +15,7 @@ import pytest
 from rich.console import Console
 
 from gptperf.cli import build_parser, main
+from gptperf.commands.report import print_failure
 from gptperf.errors import UserError
 from gptperf.report import ReportOptions, Stage, build_report
 from gptperf.report import stages as report_stages
@@ -35,7 +36,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object
     mp.setenv("GPTPERF_CACHE_DIR", str(base / "cache"))  # ceilings are cached here, not in ~
     try:
         result = build_report(ReportOptions(out=base / "rep", device="cpu", quick=True,
-                                            train_seconds=2), console=_quiet())
+                                            train_seconds=2))
     finally:
         mp.undo()
     return base / "rep", result
@@ -135,7 +136,7 @@ def test_sample_text_is_escaped(tmp_path: Path) -> None:
     evil = "</pre><script>alert('x')</script> & done"
     stages = [Stage("train", "t", _ok_stage, 1.0),
               Stage("samples", "Samples and scores", _sample_stage(evil), 1.0)]
-    result = build_report(_opts(tmp_path / "rep"), stages, console=_quiet())
+    result = build_report(_opts(tmp_path / "rep"), stages)
     assert result.written
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "&lt;/pre&gt;&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; done" in page
@@ -151,28 +152,29 @@ def _tree(path: Path) -> dict[str, bytes]:
 
 def test_failed_stage_keeps_previous_report_and_names_it(tmp_path: Path) -> None:
     out = tmp_path / "rep"
-    first = build_report(_opts(out), [Stage("a", "A", _ok_stage, 1.0)], console=_quiet())
+    first = build_report(_opts(out), [Stage("a", "A", _ok_stage, 1.0)])
     assert first.ok and first.written
     before = _tree(out)
 
-    console = _quiet()
     result = build_report(_opts(out), [Stage("a", "A", _ok_stage, 1.0),
                                        Stage("boom", "Boom", _failing_stage, 1.0),
-                                       Stage("never", "N", _ok_stage, 1.0)], console=console)
+                                       Stage("never", "N", _ok_stage, 1.0)])
     assert not result.ok and not result.written
     assert result.failed == ["boom"]
     assert [r.status for r in result.records] == ["ok", "failed", "pending"]
     assert result.records[1].error == "RuntimeError: the disk is on fire"
     assert _tree(out) == before  # the previous complete report, untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # no temporary folder left
+    assert result.error == "RuntimeError: the disk is on fire" and result.kept_previous
+    console = _quiet()
+    print_failure(result, console)  # what the command says
     said = console.file.getvalue()
     assert "stage 'boom' failed" in said and "previous report is kept" in said
     assert result.log and "the disk is on fire" in Path(result.log).read_text()
 
 
 def test_failed_stage_without_previous_report_leaves_none(tmp_path: Path) -> None:
-    result = build_report(_opts(tmp_path / "rep"), [Stage("boom", "B", _failing_stage, 1.0)],
-                          console=_quiet())
+    result = build_report(_opts(tmp_path / "rep"), [Stage("boom", "B", _failing_stage, 1.0)])
     assert not result.ok and result.failed == ["boom"]
     assert list(tmp_path.iterdir()) == []
 
@@ -181,7 +183,7 @@ def test_keep_going_writes_page_with_the_failed_section_marked(tmp_path: Path) -
     out = tmp_path / "rep"
     result = build_report(_opts(out, keep_going=True),
                           [Stage("device", "Device", _failing_stage, 1.0),
-                           Stage("a", "A", _ok_stage, 1.0)], console=_quiet())
+                           Stage("a", "A", _ok_stage, 1.0)])
     assert result.written and not result.ok and result.failed == ["device"]
     page = (out / "index.html").read_text()
     assert "Failed stage(s): device" in page
@@ -250,7 +252,7 @@ def test_out_folder_that_is_not_a_report_is_refused(tmp_path: Path,
     file = tmp_path / "file"
     file.write_text("x")
     with pytest.raises(UserError, match="is a file"):
-        build_report(_opts(file), [], console=_quiet())
+        build_report(_opts(file), [])
 
 
 def test_command_module_imports_no_torch() -> None:

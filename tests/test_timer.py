@@ -74,6 +74,19 @@ def test_time_phases_fake_clock_per_phase_and_total() -> None:
     assert set(result.to_dict()["phases"]) == {"fwd", "bwd", "opt"}
 
 
+def test_a_repeated_phase_is_summed_per_step() -> None:
+    """Gradient accumulation runs forward and backward once per micro-batch: each phase's time
+    per step is the sum of its runs, and the phases still tile the step."""
+    clock = FakeClock()
+    phases = [("fwd", lambda: clock.advance(0.1)), ("bwd", lambda: clock.advance(0.2))] * 2
+    phases.append(("opt", lambda: clock.advance(0.05)))
+    result = time_phases(phases, warmup=1, repeats=2, clock=clock, sync=lambda: None)
+    assert list(result.phases) == ["fwd", "bwd", "opt"]
+    assert result.phases["fwd"].samples == pytest.approx([0.2, 0.2])
+    assert result.phases["bwd"].samples == pytest.approx([0.4, 0.4])
+    assert result.total.samples == pytest.approx([0.65, 0.65])
+
+
 def test_time_phases_on_cpu_with_perf_counter() -> None:
     phases = [("a", lambda: time.sleep(0.002)), ("b", lambda: time.sleep(0.004))]
     result = time_phases(phases, warmup=1, repeats=3, device="cpu")

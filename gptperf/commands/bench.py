@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from typing import Any
 
 from gptperf.commands.common import add_device_argument, add_model_arguments, config_from_args
 
@@ -26,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w.add_argument("--dtype", default="fp32", choices=DTYPES,
                    help="fp32/tf32/fp64 weights, or bf16/fp16 autocast (default: fp32)")
     w.add_argument("--compile", action="store_true", help="torch.compile the model")
+    w.add_argument("--fast", action="store_true",
+                   help="prefill/decode on the fast path: static KV cache, compiled, CUDA graph "
+                        "on a GPU (compiled on CPU); the plan is in the JSON")
     add_device_argument(w)
     t = parser.add_argument_group("timing")
     t.add_argument("--warmup", type=int,
@@ -34,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="timed steps; the median is reported (default: 10; 50 for decode)")
     t.add_argument("--hardware", default=None,
                    help="hardware for the prediction and datasheet MFU: a registry name, "
-                        "'measured', or a TOML file (default: this device's datasheet entry)")
+                        "'measured', or a TOML file (default: this device's measured ceilings "
+                        "if `gptperf ceilings` cached them, else its datasheet entry)")
     t.add_argument("--seed", type=int, default=0, help="random seed for weights and tokens")
 
 
@@ -42,6 +48,115 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     started_at = time.perf_counter()  # wall time covers the whole command, imports included
-    from gptperf.measure.bench import main
+    from gptperf.measure.bench import default_seq, run_bench
+    from gptperf.output import emit_json, rich_progress
 
-    return main(args, config_from_args(args), started_at=started_at)
+    config = config_from_args(args)
+    seq = args.seq if args.seq is not None else default_seq(config)
+    with rich_progress(enabled=not args.json, description=f"bench {args.workload}") as progress:
+        result = run_bench(config, args.workload, args.batch, seq, args.dtype, args.device,
+                           args.compile, args.warmup, args.repeats, hardware=args.hardware,
+                           progress=progress, seed=args.seed, started_at=started_at,
+                           fast=args.fast)
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        print_result(result)
+    return 0
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def print_result(r: Any) -> None:
+    """The terminal report of one benchmark (a gptperf.measure.BenchResult)."""
+    from rich.table import Table
+
+    from gptperf import names
+    from gptperf.output import binary_bytes, console, seconds, si
+
+    c = r.config
+    mode = r.plan.label if r.plan is not None else ("compiled" if r.compile else "eager")
+    where = f"{r.device} ({r.device_name}" + (f", {r.threads} threads)" if r.device == "cpu" else ")")
+    seq_word = "context L" if r.kind.startswith("decode") else "T"
+    console.print(f"[bold]bench {r.kind}[/bold] · {c.name} ({si(r.parameters)} parameters, "
+                  f"L={c.n_layer} H={c.n_head} C={c.n_embd}, {c.attention} attention) · "
+                  f"B={r.batch} {seq_word}={r.seq} · {r.dtype} · {mode} · {where}")
+
+    t = r.timing.total
+    table = Table(title=f"Time per step, measured (median of {t.repeats} after "
+                        f"{r.timing.warmup} warm-up; {t.clock})")
+    for col in ("phase", "median", "mean", "std", "min", "max", "std/median"):
+        table.add_column(col, justify="left" if col == "phase" else "right")
+    labels = {names.FORWARD: "forward", names.BACKWARD: "backward",
+              names.OPTIMIZER_PHASE: "optimizer"}
+    rows = list(r.timing.phases.items()) if len(r.timing.phases) > 1 else []
+    for name, pt in [*rows, ("step", t)]:
+        flag = " [yellow](wide)[/yellow]" if pt.wide_spread else ""
+        table.add_row(labels.get(name, name), seconds(pt.median), seconds(pt.mean),
+                      seconds(pt.std), seconds(pt.min), seconds(pt.max),
+                      f"{pt.rel_spread:.1%}{flag}")
+    console.print(table)
+
+    unit = "generated tokens" if r.kind.startswith("decode") else "tokens"
+    console.print(f"Throughput (measured): {si(r.tokens_per_s, unit + '/s')}, "
+                  f"{si(r.sequences_per_s, 'sequences/s')}")
+    if r.achieved_flops_per_s is not None:
+        console.print(f"Achieved (measured time, perfmodel FLOPs): "
+                      f"{si(r.achieved_flops_per_s, 'FLOP/s')} of model FLOPs "
+                      f"({si(r.model_flops_per_step, 'FLOP')} per step, gptperf exact count, "
+                      f"fwd+bwd; {si(r.flops_per_step, 'FLOP')} with the optimizer)")
+        nano = r.mfu_conventions.get("nanogpt")
+        if nano:
+            console.print(f"  under nanoGPT's 6N + 12·L·H·Q·T convention: "
+                          f"{si(nano['achieved_flops_per_s'], 'FLOP/s')}")
+    for m in r.mfu:
+        console.print(f"{m['label']}: [bold]{_pct(m['mfu'])}[/bold]")
+
+    mem = Table(title="Peak memory: measured vs predicted (perfmodel)")
+    mem.add_column("what")
+    mem.add_column("bytes", justify="right")
+    mem.add_column("source")
+    m = r.memory
+    if m is not None:
+        if r.device == "cuda":
+            mem.add_row("allocated (peak)", binary_bytes(m.allocated_bytes), "measured, torch.cuda")
+            mem.add_row("reserved (peak)", binary_bytes(m.reserved_bytes), "measured, torch.cuda")
+        mem.add_row("host peak RSS", binary_bytes(m.peak_rss_bytes), "measured, " + (
+            "VmHWM" if "VmHWM" in m.source else "ru_maxrss"))
+    p = r.predicted_memory
+    if p:
+        for key in ("weights", "weight_copies", "gradients", "optimizer_state", "activations",
+                    "kv_cache", "logits"):
+            if p.get(key):
+                mem.add_row(f"  {key.replace('_', ' ')}", binary_bytes(p[key]), "predicted")
+        mem.add_row("total at peak", binary_bytes(p["total"]), f"predicted (peak at {p['peak_at']})")
+    console.print(mem)
+
+    u = r.utilization
+    if u is not None:
+        if u.mean_percent is not None:
+            console.print(f"Utilization ({u.source}, {u.samples} samples over "
+                          f"{seconds(u.window_s)}): mean {u.mean_percent:.0f}%, "
+                          f"max {u.max_percent:.0f}%")
+        console.print(f"  [dim]{u.meaning}[/dim]")
+        if u.note:
+            console.print(f"  [yellow]note: {u.note}[/yellow]")
+
+    if r.predictions:
+        pt = Table(title="Prediction vs measurement (time per step)")
+        for col in ("hardware", "predicted", "measured", "measured / predicted",
+                    "predicted tokens/s", "measured tokens/s"):
+            pt.add_column(col, justify="left" if col == "hardware" else "right")
+        for pr in r.predictions:
+            pt.add_row(pr["hardware"], seconds(pr["step_time_s"]), seconds(r.step_time_s),
+                       f"{pr['measured_over_predicted']:.2f}×", si(pr["tokens_per_s"], "/s"),
+                       si(r.tokens_per_s, "/s"))
+        console.print(pt)
+    s = r.stages_s
+    console.print(f"Wall time: {seconds(r.wall_time_s)} (setup {seconds(s['setup_s'])}, build "
+                  f"{seconds(s['build_s'])}, warm-up {seconds(s['warmup_s'])}, timed "
+                  f"{seconds(s['timed_s'])})")
+    for note in r.notes:
+        console.print(f"[dim]note: {note}[/dim]")

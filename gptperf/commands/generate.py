@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-kv-cache", action="store_true", help="recompute the whole context for every new token"
     )
+    parser.add_argument(
+        "--fast", action=argparse.BooleanOptionalAction, default=None,
+        help="decode on the fast path: static KV cache, compiled step replayed as a CUDA graph "
+             "(default: on for CUDA, off on CPU, where it compiles without graphs)",
+    )
     add_device_argument(parser)
 
 
@@ -34,15 +39,24 @@ def run(args: argparse.Namespace) -> int | None:
     check_sampling(args.tokens, args.temperature, args.top_k)  # before the (slow) model load
     if not args.prompt:
         raise UserError("--prompt is empty; give at least one character")
+    if args.fast and args.no_kv_cache:
+        raise UserError("--fast decodes with the static KV cache; drop --no-kv-cache or use --no-fast")
 
     import time
 
     import torch
 
-    from gptperf.envinfo import environment
-    from gptperf.generate import TextStream, generate, load_for_inference
+    from gptperf.envinfo import device_name, environment
+    from gptperf.generate import (
+        TextStream,
+        fast_decoder,
+        generate,
+        generate_fast,
+        load_for_inference,
+    )
     from gptperf.output import emit_json, err_console, si
-    from gptperf.runtime import device_name, synchronize
+    from gptperf.plan import ExecutionPlan
+    from gptperf.runtime import synchronize
 
     model, tokenizer = load_for_inference(args.checkpoint, args.device)
     device = next(model.parameters()).device
@@ -52,8 +66,24 @@ def run(args: argparse.Namespace) -> int | None:
             f"--prompt has {len(prompt)} tokens but the model's block_size is "
             f"{model.config.block_size}; shorten it to at most {model.config.block_size}"
         )
+    fast = (device.type == "cuda" if args.fast is None else args.fast) and not args.no_kv_cache
+    plan = ExecutionPlan.default("decode", device.type, fast=fast, attention=model.config.attention)
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=device).manual_seed(args.seed)
+    compile_s = None
+    if fast:
+        t0 = time.perf_counter()
+        dec = fast_decoder(model, temperature=args.temperature, top_k=args.top_k, plan=plan)
+        synchronize(device)
+        compile_s = time.perf_counter() - t0
+        plan = dec.plan  # the plan that runs (the one-row kernel needs Triton)
+        torch.manual_seed(args.seed)  # the warm-up's draws do not move the seed's stream
+        tokens_out = generate_fast(dec, prompt, args.tokens)
+    else:
+        tokens_out = generate(
+            model, prompt, args.tokens, temperature=args.temperature, top_k=args.top_k,
+            use_kv_cache=not args.no_kv_cache, generator=generator,
+        )
     stream = TextStream(tokenizer)
     if not args.json:
         sys.stdout.write(args.prompt)
@@ -64,10 +94,7 @@ def run(args: argparse.Namespace) -> int | None:
     synchronize(device)
     start = time.perf_counter()
     first = None
-    for token in generate(
-        model, prompt, args.tokens, temperature=args.temperature, top_k=args.top_k,
-        use_kv_cache=not args.no_kv_cache, generator=generator,
-    ):
+    for token in tokens_out:
         if first is None:  # int(token) already waited for the device
             first = time.perf_counter() - start
         tokens.append(token)
@@ -91,6 +118,7 @@ def run(args: argparse.Namespace) -> int | None:
     if args.json:
         emit_json(
             {
+                "schema": "gptperf.generate/1",
                 "checkpoint": str(args.checkpoint),
                 "prompt": args.prompt,
                 "text": text,
@@ -102,6 +130,8 @@ def run(args: argparse.Namespace) -> int | None:
                 "tokens_per_s": tokens_per_s,
                 "decode_tokens_per_s": decode_per_s,
                 "kv_cache": not args.no_kv_cache,
+                "plan": plan.to_dict(),
+                "compile_s": compile_s,
                 "temperature": args.temperature,
                 "top_k": args.top_k,
                 "seed": args.seed,
@@ -116,7 +146,8 @@ def run(args: argparse.Namespace) -> int | None:
     err_console.print(
         f"{len(tokens)} tokens in {elapsed:.3f} s = {si(tokens_per_s, 'tokens/s')} "
         f"(first token {first * 1e3:.1f} ms incl. prompt of {len(prompt)}; "
-        f"then {si(decode_per_s, 'tokens/s')}), KV cache {kv}, batch 1, measured on {where}",
+        f"then {si(decode_per_s, 'tokens/s')}), KV cache {kv}, {plan.label}, batch 1, "
+        f"measured on {where}",
         highlight=False,
     )
     return 0

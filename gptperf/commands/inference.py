@@ -4,6 +4,8 @@ where decoding turns compute-bound — measured on the device in hand beside the
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 from gptperf.commands.common import add_device_argument, add_model_arguments, config_from_args
 
@@ -35,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.inference.sweep import print_result, run_inference_study
+    from gptperf.inference.sweep import run_inference_study
     from gptperf.output import emit_json, err_console
     from gptperf.runtime import resolve_device
 
@@ -56,3 +58,68 @@ def run(args: argparse.Namespace) -> int | None:
     else:
         print_result(result)
     return 0
+
+
+def print_result(r: Any) -> None:
+    """The terminal report of a gptperf.inference.InferenceResult: measured beside predicted,
+    every figure with its unit and source."""
+    from rich.table import Table
+
+    from gptperf.output import console, seconds, si
+
+    def pair(measured: float | None, predicted: float | None, fmt: Callable[[float | None], str]) -> str:
+        return f"{fmt(measured)} / {fmt(predicted)}"
+
+    def tps(x: float | None) -> str:
+        return si(x, "")
+
+    def times(x: float) -> str:
+        return f"{x:.1f}×"
+
+    console.print(f"[bold]{r.config.name}[/bold], {r.dtype}: measured on {r.device_name} ({r.device}); "
+                  f"predicted with {r.hardware_label}. Cells: measured / predicted.")
+    t = Table(title="decode, batch 1: tokens/s with the KV cache vs recomputing the context")
+    for col in ("context L", "KV cache tok/s", "recompute tok/s", "speedup"):
+        t.add_column(col, justify="right")
+    for c, n in zip(r.cache, r.recompute, strict=False):
+        speedup = n.time_s / c.time_s if c.time_s and n.time_s else None
+        t.add_row(str(c.seq), pair(c.tokens_per_s, c.predicted_tokens_per_s, tps),
+                  pair(n.tokens_per_s, n.predicted_tokens_per_s, tps),
+                  pair(speedup, n.predicted_s / c.predicted_s, lambda x: "—" if x is None else times(x)))
+    console.print(t)
+
+    t = Table(title=f"one request: prefill P tokens, then decode {r.new_tokens} (each at ~context P)")
+    for col in ("prompt P", "prefill", "decode", "prefill share"):
+        t.add_column(col, justify="right")
+    for row in r.split():
+        share = (row["prefill_s"] / (row["prefill_s"] + row["decode_s"])
+                 if row["prefill_s"] and row["decode_s"] else None)
+        pshare = row["predicted_prefill_s"] / (row["predicted_prefill_s"] + row["predicted_decode_s"])
+        t.add_row(str(row["prompt"]), pair(row["prefill_s"], row["predicted_prefill_s"], seconds),
+                  pair(row["decode_s"], row["predicted_decode_s"], seconds),
+                  pair(share, pshare, lambda x: "—" if x is None else f"{100 * x:.0f}%"))
+    console.print(t)
+
+    path = "static cache, compiled, CUDA graph" if r.fast and r.device == "cuda" else (
+        "static cache, compiled" if r.fast else "eager, KVCache")
+    t = Table(title=f"decode step against batch at context {r.batch_context} ({path})")
+    for col in ("batch", "step", "meas/pred", "tok/s", "AI FLOP/B", "achieved B/s", "achieved FLOP/s"):
+        t.add_column(col, justify="right")
+    for p in r.batches:
+        t.add_row(str(p.batch), pair(p.time_s, p.predicted_s, seconds), f"{p.ratio:.2f}" if p.ratio else "—",
+                  si(p.tokens_per_s, ""), f"{p.arithmetic_intensity:.3g}", si(p.achieved_bandwidth, "B/s"),
+                  si(p.achieved_flops, "FLOP/s"))
+    console.print(t)
+
+    def fmt(x: float | None) -> str:
+        return "—" if x is None else f"{x:.3g}"
+
+    console.print(
+        f"ridge π/β = {r.ridge_intensity:.3g} FLOP/byte ({r.hardware_label}): the weight matmuls turn "
+        f"compute-bound at batch {fmt(r.ridge_batch_predicted)} (predicted). Step-time knee: batch "
+        f"{fmt(r.knee_batch_measured)} measured, {fmt(r.knee_batch_predicted)} predicted."
+    )
+    for note in r.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+    for what, path_ in r.plots.items():
+        console.print(f"picture ({what}): {path_}")

@@ -13,7 +13,7 @@ VIEWS = ("all", "op", "component", "layer")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gptperf.perfmodel.transformer import WORKLOAD_HELP, WORKLOADS
+    from gptperf.perfmodel.workload import WORKLOAD_HELP, WORKLOADS
 
     add_model_arguments(parser.add_argument_group("model"), "gpt2")
     w = parser.add_argument_group("workload")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from typing import Any
 
 from gptperf.commands.common import add_device_argument, add_model_arguments, config_from_args
 
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int | None:
         raise UserError(f"--seq must be positive, got {args.seq}")
 
     from gptperf.output import emit_json
-    from gptperf.profiling.run import analyse_trace_file, print_result, profile_workload
+    from gptperf.profiling.run import analyse_trace_file, profile_workload
 
     config = config_from_args(args)
     batch = args.batch if args.batch is not None else 8
@@ -81,3 +83,95 @@ def run(args: argparse.Namespace) -> int | None:
     else:
         print_result(result, top=args.top)
     return 0
+
+
+def print_result(result: Any, top: int = 25) -> None:
+    """Tables (per component, per operation) and the figures that say how far to trust them
+    (a gptperf.profiling.ProfileResult)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from gptperf.output import console, seconds, si
+
+    wl = result.workload
+    console.print(
+        f"[bold]profile[/bold] {wl['kind']} {wl['config'].get('name') or ''} batch {wl['batch']} "
+        f"seq {wl['seq']} {wl['dtype']}{' compiled' if wl.get('compile') else ''} — measured on "
+        f"{result.device}; predicted with {result.hardware}"
+    )
+    n_steps = len(result.step_wall_s)
+    # A squeezed table hides its numbers; let it be wider than an 80-column terminal.
+    wide = Console(width=max(console.width, 132), file=console.file)
+    for title, rows, limit in (("per component (summed over layers)", result.comparison.components, None),
+                               ("per operation", result.comparison.ops, top)):
+        t = Table(title=f"{title}; median of {n_steps} active steps", title_justify="left",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        with_occ = any(r.occupancy_pct is not None for r in rows)
+        cols = ["name", "ph", "time", "±", "calls", "share", "AI", "FLOP/s", "GB/s", "%roof",
+                "pred", "m/p"] + (["occ%"] if with_occ else [])
+        for col in cols:
+            t.add_column(col, justify="left" if col in ("name", "ph") else "right",
+                         no_wrap=True)
+        for r in rows[:limit] if limit else rows:
+            spread = (r.measured_max_s - r.measured_min_s) / 2 / r.measured_s if r.measured_s else math.nan
+            cells = [
+                r.name, r.phase, seconds(r.measured_s), _f(100 * spread, ".0f") + "%", str(r.calls),
+                f"{100 * r.share:.1f}%", _f(r.arithmetic_intensity, ".3g"),
+                si(r.achieved_flops, "", digits=2).strip() or "—",
+                _f(r.achieved_bytes_per_s / 1e9, ".2g"), _f(r.pct_of_roofline, ".2g"),
+                seconds(r.predicted_s), _f(r.ratio, ".2g"),
+            ]
+            if with_occ:
+                cells.append(_f(r.occupancy_pct, ".0f"))
+            t.add_row(*cells)
+        wide.print(t)
+    console.print("columns: time = measured median per step, ± = half the min-max range, calls = "
+                  f"{result.unit}s per step, AI = predicted FLOP/byte, FLOP/s and GB/s = predicted "
+                  "counts / measured time, %roof = roofline time / measured time, pred = predicted "
+                  "time, m/p = measured / predicted, occ% = achieved occupancy (GPU trace); "
+                  f"hardware for AI, %roof and pred: {result.hardware}")
+    if result.comparison.phases:
+        console.print("per phase: " + ", ".join(
+            f"{r.phase} {seconds(r.measured_s)} (predicted {seconds(r.predicted_s)})"
+            for r in result.comparison.phases))
+    console.print(
+        f"coverage: {100 * result.coverage:.1f}% of {result.unit} time attributed "
+        f"(exact, without predicted-share splits: {100 * result.exact_coverage:.1f}%); "
+        f"{result.unit}s fill {100 * result.busy:.0f}% of the step wall time, so the attributed "
+        f"time is {100 * result.coverage * result.busy:.0f}% of it "
+        f"(median step {seconds(_median(result.step_wall_s))}, profiler clock)"
+    )
+    console.print(f"time by attribution method over {n_steps} steps: " + ", ".join(
+        f"{k} {seconds(v)}" for k, v in sorted(result.by_method.items(), key=lambda kv: -kv[1])))
+    if result.unattributed_top:
+        console.print("largest unattributed: " + ", ".join(
+            f"{k} {seconds(v)}/step" for k, v in result.unattributed_top))
+    console.print(f"median |measured/predicted - 1| over components >= 2% of the step: "
+                  f"{_f(result.median_abs_error, '.2f')}")
+    if result.overhead:
+        o = result.overhead
+        console.print(
+            f"profiler overhead: step {seconds(o['step_s_without'])} without, "
+            f"{seconds(o['step_s_with'])} with the profiler recording "
+            f"({100 * o['overhead']:+.1f}%; median of {o['repeats']}, {o['clock']})"
+        )
+    if not result.prediction_available:
+        console.print("[yellow]no prediction: gptperf.perfmodel.predict is not available[/yellow]")
+    if result.provenance is not None:
+        console.print(f"inductor provenance recorded {result.provenance['kernels']} generated "
+                      f"kernels and {result.provenance['extern_calls']} extern calls")
+    console.print(f"attribution: {result.method}")
+    console.print("wrote: " + ", ".join(f"{k} {v}" for k, v in result.paths.items()))
+
+
+def _median(xs: list[float]) -> float:
+    import statistics
+
+    return statistics.median(xs) if xs else math.nan
+
+
+def _f(x: float | None, fmt: str) -> str:
+    if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))):
+        return "—"
+    return format(x, fmt)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 from gptperf.commands.common import add_device_argument
 
@@ -36,18 +38,127 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.report import ReportOptions, build_report, print_summary
+    from gptperf.output import err_console
+    from gptperf.report import ReportInterrupted, ReportOptions, build_report
 
     options = ReportOptions(
         out=args.out, preset=args.preset, device=args.device, dtype=args.dtype,
         train_seconds=args.train_seconds, compile=args.compile, quick=args.quick,
         keep_going=args.keep_going,
     )
-    result = build_report(options)
+    try:
+        with ProgressDisplay(err_console) as display:
+            result = build_report(options, progress=display)
+    except ReportInterrupted as stop:
+        err_console.print(f"gptperf report: interrupted during stage '{stop.stage}'; "
+                          f"{_kept(stop.kept_previous)} ({stop.out})", highlight=False)
+        raise
+    if result.error is not None:
+        print_failure(result, err_console)
     if args.json:
         from gptperf.output import emit_json
 
-        emit_json(result.summary())
+        emit_json(result.to_dict())
     else:
         print_summary(result)
     return 0 if result.ok else 2
+
+
+def _kept(kept_previous: bool) -> str:
+    return "the previous report is kept" if kept_previous else "no report was written"
+
+
+def print_failure(result: Any, console: Any) -> None:
+    """Why the report stopped (the stage and its one-line reason), what is on disk, the log."""
+    console.print(f"[red]gptperf report: stage '{result.failed[0]}' failed: {result.error}[/red]",
+                  highlight=False)
+    console.print(f"{_kept(result.kept_previous)} ({result.out}); full traceback: {result.log}; "
+                  "--keep-going writes the page with that section marked failed", highlight=False)
+
+
+def print_summary(result: Any, console: Any = None) -> None:
+    """Stage times, what failed, and the page to open."""
+    from rich.table import Table
+
+    from gptperf.output import seconds
+
+    if console is None:
+        from gptperf.output import console
+    table = Table(title="gptperf report: stages (wall time measured here)", title_justify="left")
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("time", justify="right")
+    table.add_column("note")
+    for rec in result.records:
+        style = {"ok": "green", "failed": "red"}.get(rec.status, "dim")
+        over = rec.status == "ok" and rec.budget_s and rec.seconds > 1.5 * rec.budget_s
+        note = rec.error or (f"over its budget of {seconds(rec.budget_s)}" if over else "")
+        table.add_row(rec.title, f"[{style}]{rec.status}[/{style}]", seconds(rec.seconds), note)
+    table.caption = f"total {seconds(result.wall_s)}"
+    console.print(table)
+    if result.written:
+        page = result.out / "index.html"
+        console.print(f"report: [bold]{page}[/bold] (numbers: {result.out / 'report.json'}); "
+                      f"open {page.resolve().as_uri()}", highlight=False, soft_wrap=True)
+    if result.failed:
+        console.print(f"[red]failed stage(s): {', '.join(result.failed)}[/red]")
+
+
+class ProgressDisplay:
+    """One rich display for the whole report on stderr: a line per stage with its time
+    (a `gptperf.report.ReportProgress`).
+
+    A stage's bar shows the library's own progress (steps of the training run, repeats of a
+    benchmark), scaled below 100 % so that the stage is marked done only when it returns.
+    """
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn
+        from rich.text import Text
+
+        class Elapsed(ProgressColumn):
+            # rich's own column freezes at the first 100 %; this one runs until stop_task
+            def render(self, task: Any) -> Text:
+                return Text(f"{task.elapsed or 0.0:6.1f} s", style="progress.elapsed")
+
+        self.progress = Progress(
+            SpinnerColumn(finished_text="[green]✓"),
+            TextColumn("{task.description}", style="bold"),
+            BarColumn(bar_width=24),
+            Elapsed(),
+            TextColumn("[dim]{task.fields[note]}"),
+            console=console,
+            transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> ProgressDisplay:
+        return self  # the display appears with the first stage, so setup errors print alone
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tasks:
+            self.progress.stop()
+
+    def stage_started(self, index: int, count: int, record: Any) -> Callable[..., None]:
+        if not self.tasks:
+            self.progress.start()
+        task = self.progress.add_task(f"{index}/{count} {record.title}", total=100, completed=0,
+                                      note="")
+        self.tasks[record.name] = task
+
+        def update(done: float | None = None, total: float | None = None,
+                   note: str | None = None) -> None:
+            fields: dict[str, Any] = {}
+            if done is not None and total:
+                fields["completed"] = min(99.0, 100.0 * done / total)
+            if note is not None:
+                fields["note"] = note[:70]
+            self.progress.update(task, **fields)
+
+        return update
+
+    def stage_finished(self, record: Any) -> None:
+        task = self.tasks[record.name]
+        label = "[red]failed: [/red]" if record.status == "failed" else ""
+        self.progress.update(task, completed=100, note=f"{label}{record.error or ''}"[:90])
+        self.progress.stop_task(task)

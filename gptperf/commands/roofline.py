@@ -20,16 +20,17 @@ def add_hardware_arguments(parser: argparse.ArgumentParser, default: str) -> Non
 
 
 def resolve_hardware(args: argparse.Namespace) -> Any:
-    """The Hardware the arguments name."""
+    """The Hardware the arguments name, through the one resolver (`perfmodel.resolve_hardware`)."""
     from gptperf.errors import UserError
-    from gptperf.perfmodel import adhoc_hardware, get_hardware
+    from gptperf.perfmodel import adhoc_hardware
+    from gptperf.perfmodel import resolve_hardware as resolve
 
     peak, bw = args.peak_tflops, args.bandwidth_gbs
     if peak is not None or bw is not None:
         if peak is None or bw is None:
             raise UserError("ad-hoc hardware needs both --peak-tflops and --bandwidth-gbs")
-        return adhoc_hardware(peak, bw)
-    return get_hardware(args.hardware)
+        return resolve(adhoc_hardware(peak, bw))
+    return resolve(args.hardware)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +64,7 @@ def roofline_document(kernel: Any, hardware: Any) -> dict[str, Any]:
 
     cost = kernel.on(hardware)
     doc = {
+        "schema": "gptperf.roofline/1",
         "example": kernel.name,
         "shape": kernel.shape,
         "dtype": kernel.dtype,

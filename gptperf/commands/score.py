@@ -24,33 +24,19 @@ def run(args: argparse.Namespace) -> int | None:
 
     from gptperf.generate import load_for_inference
     from gptperf.output import console, emit_json
-    from gptperf.score import ranking, scientific, score_sentences, start_tokens
+    from gptperf.score import scientific, score
 
     model, tokenizer = load_for_inference(args.checkpoint, args.device)
-    start = start_tokens(tokenizer)
-    scores = score_sentences(model, tokenizer, args.sentences, start=start)
-    order = ranking(scores)
-    start_doc = {"tokens": start, "text": tokenizer.decode(start)}
+    result = score(model, tokenizer, args.sentences, checkpoint=str(args.checkpoint))
     if args.json:
-        emit_json(
-            {
-                "checkpoint": str(args.checkpoint),
-                "formula": "log P(x_1:n) = sum_i log P(x_i | start, x_<i)",
-                "start": start_doc,
-                "units": {"logprob": "nats (natural log)", "log10prob": "log base 10"},
-                "sentences": [s.to_dict() for s in scores],
-                "ranking": [
-                    {"rank": r + 1, "index": i, "text": scores[i].text, "logprob": scores[i].logprob}
-                    for r, i in enumerate(order)
-                ],
-            }
-        )
+        emit_json(result.to_dict())
         return 0
+    scores, order = result.sentences, result.ranking()
 
     console.print(
         Text(
             "P(x_1:n) = P(x_1 | start)·P(x_2 | start, x_1)···P(x_n | start, x_<n); "
-            f"start token {start_doc['text']!r}; model {model.config.name!r} from {args.checkpoint}"
+            f"start token {result.start_text!r}; model {model.config.name!r} from {args.checkpoint}"
         )
     )
     for s in scores:

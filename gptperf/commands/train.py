@@ -99,15 +99,19 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int | None:
     from gptperf.output import console, emit_json, err_console, seconds, si
-    from gptperf.train import ProgressBar, train
+    from gptperf.scaling.ddp import is_main_process
+    from gptperf.train import train
 
     cfg = config_from_args(args)
     if args.json:
         result = train(cfg)
-        emit_json(result.to_dict())
+        if is_main_process():  # under torchrun, rank 0 alone reports
+            emit_json(result.to_dict())
         return 0
     with ProgressBar(cfg, err_console) as bar:
         result = train(cfg, on_step=bar.update)
+    if not is_main_process():
+        return 0
     env = result.environment
     console.print(
         f"trained {result.model_name} ({result.num_parameters / 1e6:.2f}M parameters) for "
@@ -125,3 +129,52 @@ def run(args: argparse.Namespace) -> int | None:
     if result.checkpoint:
         console.print(f"checkpoint: {result.checkpoint}")
     return 0
+
+
+class ProgressBar:
+    """A rich progress bar on stderr: step, loss, tokens/s, time per step; validation lines."""
+
+    def __init__(self, cfg: Any, console: Any) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+            console=console, transient=False,
+        )
+        self.task = self.progress.add_task("train", total=cfg.max_iters, stats="")
+
+        self.started = False
+
+    def __enter__(self) -> ProgressBar:
+        return self  # the bar appears with the first step, so early errors print alone
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            self.progress.stop()
+
+    def update(self, event: Any) -> None:
+        """Called with each gptperf.train.StepEvent."""
+        from gptperf.output import seconds, si
+
+        if event.note is not None:
+            self.progress.console.print(f"[dim]note: {event.note}[/dim]")
+            return
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        stats = (f"loss {event.loss:.4f}  {si(event.tokens_per_s, 'tokens/s')}  "
+                 f"{seconds(event.step_time_s)}/step  lr {event.lr:.2e}")
+        self.progress.update(self.task, completed=event.step, stats=stats)
+        if event.val_loss is not None:
+            self.progress.console.print(
+                f"step {event.step:>5}  train {event.loss:.4f}  val {event.val_loss:.4f} "
+                f"nats/token  {seconds(event.step_time_s)}/step  at {seconds(event.elapsed_s)}"
+            )

@@ -1,6 +1,7 @@
 """Inference: KV cache against recompute, prefill against decode, the batch where decoding turns
-compute-bound (`sweep`), and the fast decode path — static KV cache, compiled step, CUDA graph
-(`static_cache`). Importing this package does not import torch."""
+compute-bound (`sweep`). The fast decode path it measures — static KV cache, compiled step, CUDA
+graph — is `gptperf.steps.fast_decode` (re-exported here). Importing this package does not
+import torch."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ __all__ = ["FastDecoder", "InferenceResult", "StaticKVCache", "build_model", "ru
 
 def __getattr__(name: str) -> Any:  # lazy, so `gptperf.inference.sweep`'s pure helpers stay light
     if name in ("FastDecoder", "StaticKVCache", "build_model"):
-        from gptperf.inference import static_cache
+        from gptperf.steps import fast_decode
 
-        return getattr(static_cache, name)
+        return getattr(fast_decode, name)
     if name in ("InferenceResult", "run_inference_study"):
         from gptperf.inference import sweep
 

@@ -107,12 +107,12 @@ def choose_batch_context(config: GPTConfig) -> int:
 
 
 def predict_inference(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hardware: Any,
-                      *, compiled: bool = False) -> Any:
-    """The performance model's Prediction of one inference step (weights held in `dtype`);
-    `compiled`: kernel counts of a compiled step (the fast decode path)."""
+                      *, plan: Any = None) -> Any:
+    """The performance model's Prediction of one inference step (weights held in `dtype`) run
+    under `plan` (an ExecutionPlan; None: eager)."""
     from gptperf.perfmodel import Workload, predict
 
-    return predict(config, Workload(kind, batch, seq, dtype), hardware, compiled=compiled)
+    return predict(config, Workload(kind, batch, seq, dtype), hardware, plan)
 
 
 def ridge_batch(config: GPTConfig, context: int, dtype: str, hardware: Any, limit: int = 1 << 16) -> int | None:
@@ -169,6 +169,7 @@ class Point:
     tokens: int  # tokens produced (decode*) or processed (prefill) per step
     path: str = "eager"  # eager | fast (static cache, compiled, CUDA graph)
     timing: dict[str, Any] | None = None
+    plan: Any = None  # the ExecutionPlan it ran under and was predicted for
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -202,6 +203,7 @@ class Point:
             "tokens_per_s": self.tokens_per_s, "predicted_tokens_per_s": self.predicted_tokens_per_s,
             "flops": self.flops, "bytes": self.bytes, "arithmetic_intensity": self.arithmetic_intensity,
             "achieved_bandwidth": self.achieved_bandwidth, "achieved_flops_per_s": self.achieved_flops,
+            "plan": self.plan.to_dict() if self.plan is not None else None,
             "timing": self.timing,
         }
 
@@ -321,109 +323,61 @@ def _free_memory() -> None:
 
 
 class _Bench:
-    """Builds the model once and times its inference steps on one device."""
+    """Builds the model once and times its inference steps (`gptperf.steps.build_step`, each
+    under its own plan) on one device; each point is predicted for the plan it ran under."""
 
     def __init__(self, config: GPTConfig, device: Any, dtype: str, fast: bool, hardware: Any) -> None:
-        import torch
-
-        from gptperf.inference.static_cache import build_model
+        from gptperf.plan import ExecutionPlan
         from gptperf.runtime import set_matmul_precision, torch_dtype
+        from gptperf.steps.fast_decode import build_model
 
-        self.torch = torch
-        self.config, self.device, self.dtype, self.fast, self.hw = config, device, dtype, fast, hardware
+        self.config, self.device, self.dtype, self.hw = config, device, dtype, hardware
         set_matmul_precision(dtype)
         self.model = build_model(config, device, torch_dtype(dtype))
-        self.gen = torch.Generator(device="cpu").manual_seed(0)
+        self.eager = ExecutionPlan.eager(config.attention)
+        self.fast: Any = (ExecutionPlan.default("decode", device.type, fast=True,
+                                                attention=config.attention) if fast else None)
+        self.seed = 0  # fresh tokens for every point
         cuda = device.type == "cuda"
         self.warmup, self.repeats = (3, 20) if cuda else (2, 5)
         self.notes: list[str] = []
 
-    def _tokens(self, batch: int, length: int) -> Any:
-        t = self.torch.randint(0, self.config.vocab_size, (batch, length), generator=self.gen)
-        return t.to(self.device)
-
-    def _time(self, fn: Callable[[], Any], repeats: int | None = None) -> Any:
+    def _measure(self, kind: str, batch: int, seq: int, plan: Any, repeats: int | None = None) -> Point:
         from gptperf.measure.timer import time_fn
+        from gptperf.perfmodel import Workload
+        from gptperf.steps.build import build_step
 
-        with self.torch.no_grad():
-            return time_fn(fn, warmup=self.warmup, repeats=repeats or self.repeats, device=self.device)
-
-    def _point(self, kind: str, batch: int, seq: int, timing: Any, path: str = "eager") -> Point:
-        pred = predict_inference(self.config, kind, batch, seq, self.dtype, self.hw)
+        self.seed += 1
+        step = build_step(self.config, Workload(kind, batch, seq, self.dtype), plan, self.device,
+                          model=self.model, seed=self.seed)
+        self.notes.extend(n for n in step.notes if n not in self.notes)
+        timing = time_fn(step.step, warmup=self.warmup, repeats=repeats or self.repeats,
+                         device=self.device, compiled=step.plan.compiled)
+        pred = predict_inference(self.config, kind, batch, seq, self.dtype, self.hw, plan=step.plan)
         tokens = batch if kind.startswith("decode") else batch * seq
-        return Point(kind, batch, seq, timing.median if timing else None, pred.time_s, pred.flops,
-                     pred.bytes, tokens, path, timing.to_dict() if timing else None)
+        return Point(kind, batch, seq, timing.median, pred.time_s, pred.flops, pred.bytes, tokens,
+                     "fast" if step.plan.fast else "eager", timing.to_dict(), step.plan)
 
     def decode(self, batch: int, context: int) -> Point:
-        """One decode step at context L (fast path or the model's own KVCache)."""
-        if self.fast:
+        """One decode step at context L (the fast plan, or the model's own KVCache)."""
+        if self.fast is not None:
             try:
-                return self._fast_decode(batch, context)
+                return self._measure("decode", batch, context, self.fast)
             except Exception as err:  # noqa: BLE001 - out of memory re-raised; anything else noted
                 if is_out_of_memory(err):
                     raise
-                self.fast = False
+                self.fast = None
                 self.notes.append(f"the fast decode path failed ({type(err).__name__}: "
                                   f"{str(err).splitlines()[0][:160]}); decode measured eagerly from here on")
                 _free_memory()
-        from gptperf.model import KVCache
-
-        cache = KVCache(self.config, batch, context, device=self.device, dtype=self.model.lm_head.weight.dtype)
-        token = self._tokens(batch, 1)
-
-        def eager_step() -> None:
-            cache.length = context - 1  # the same step every time: L-1 cached, one new
-            self.model(token, kv_cache=cache, last_logits_only=True)
-
-        return self._point("decode", batch, context, self._time(eager_step))
-
-    def _fast_decode(self, batch: int, context: int) -> Point:
-        from gptperf.inference.static_cache import FastDecoder
-
-        dec = FastDecoder(self.model, batch, context, compile=True, cuda_graph=self.device.type == "cuda")
-        dec.token.copy_(self._tokens(batch, 1))
-        dec.warmup()
-
-        def step() -> None:
-            dec.set_length(context - 1)
-            dec.step()
-
-        return self._point("decode", batch, context, self._time(step), "fast")
+        return self._measure("decode", batch, context, self.eager)
 
     def recompute(self, batch: int, context: int) -> Point:
-        x = self._tokens(batch, context)
-        timing = self._time(lambda: self.model(x, last_logits_only=True),
-                            repeats=max(3, self.repeats // 2))
-        return self._point("decode_nocache", batch, context, timing)
+        return self._measure("decode_nocache", batch, context, self.eager,
+                             repeats=max(3, self.repeats // 2))
 
     def prefill(self, batch: int, prompt: int) -> Point:
-        from gptperf.model import KVCache
-
-        cache = KVCache(self.config, batch, prompt, device=self.device, dtype=self.model.lm_head.weight.dtype)
-        x = self._tokens(batch, prompt)
-
-        def run() -> None:
-            cache.reset()
-            self.model(x, kv_cache=cache, last_logits_only=True)
-
-        return self._point("prefill", batch, prompt, self._time(run, repeats=max(3, self.repeats // 2)))
-
-
-def resolve_hardware(hardware: Any, device: Any, device_name: str) -> Any:
-    """A Hardware as given, by name, else the measured ceilings of this device, else its datasheet."""
-    from gptperf.measure.devices import datasheet_hardware_for
-    from gptperf.perfmodel import Hardware, get_hardware
-
-    if isinstance(hardware, Hardware):
-        return hardware
-    if hardware is not None:
-        return get_hardware(str(hardware), device_name=device_name)
-    try:
-        return get_hardware("measured", device_name=device_name)
-    except UserError:
-        pass
-    hw = datasheet_hardware_for(device_name, device.type)
-    return hw if hw is not None else get_hardware("cpu" if device.type == "cpu" else "h100-sxm")
+        return self._measure("prefill", batch, prompt, self.eager, repeats=max(3, self.repeats // 2))
 
 
 def check_study_args(config: GPTConfig, device: Any, dtype: str, fast: bool) -> None:
@@ -449,11 +403,14 @@ def run_inference_study(
 ) -> InferenceResult:
     """Measure and predict: cache vs recompute over `contexts`, prefill over the same lengths,
     and the decode step over `batches` at `batch_context`. `fast` (default: on for CUDA) times
-    the cached decode step through FastDecoder (static cache, compiled, CUDA graph)."""
+    the cached decode step under the fast plan (`ExecutionPlan.default(..., fast=True)`: static
+    cache, compiled, CUDA graph on a GPU); recompute and prefill run eagerly. Each point records
+    its plan and is predicted for it. `hardware`: `perfmodel.resolve_hardware`'s spec."""
     import torch
 
+    from gptperf.envinfo import device_name as name_of
     from gptperf.envinfo import environment
-    from gptperf.runtime import device_name as name_of
+    from gptperf.perfmodel import resolve_hardware
 
     device = torch.device(device)
     fast = device.type == "cuda" if fast is None else fast
@@ -463,7 +420,7 @@ def run_inference_study(
     batch_context = choose_batch_context(config) if batch_context is None else batch_context
     config.check_sequence(batch_context)
     dev_name = name_of(device)
-    hw = resolve_hardware(hardware, device, dev_name)
+    hw = resolve_hardware(hardware, dev_name, device.type, dtype=dtype)
     hw.peak(dtype)  # a one-line error now if the hardware lists no peak for this dtype
     say = progress or (lambda _msg: None)
 
@@ -478,8 +435,10 @@ def run_inference_study(
     result.fast = any(p.path == "fast" for p in result.cache + result.batches)
     done = [p.batch for p in result.batches]
     result.knee_batch_measured = knee_batch(done, [p.time_s for p in result.batches])
+    sweep_plan = result.batches[-1].plan if result.batches else None
     result.knee_batch_predicted = knee_batch(batches, [
-        predict_inference(config, "decode", b, batch_context, dtype, hw).time_s for b in batches
+        predict_inference(config, "decode", b, batch_context, dtype, hw, plan=sweep_plan).time_s
+        for b in batches
     ])
     result.ridge_batch_predicted = ridge_batch(config, batch_context, dtype, hw)
     if result.batch_stopped:
@@ -513,70 +472,3 @@ def _measure_all(bench: _Bench, result: InferenceResult, contexts: list[int], ba
         batches, lambda b: bench.decode(b, result.batch_context), say
     )
     result.notes.extend(bench.notes)
-
-
-# --- printing ----------------------------------------------------------------------------------
-
-
-def print_result(r: InferenceResult) -> None:
-    """The terminal report: measured beside predicted, every figure with its unit and source."""
-    from rich.table import Table
-
-    from gptperf.output import console, seconds, si
-
-    def pair(measured: float | None, predicted: float | None, fmt: Callable[[float | None], str]) -> str:
-        return f"{fmt(measured)} / {fmt(predicted)}"
-
-    def tps(x: float | None) -> str:
-        return si(x, "")
-
-    def times(x: float) -> str:
-        return f"{x:.1f}×"
-
-    console.print(f"[bold]{r.config.name}[/bold], {r.dtype}: measured on {r.device_name} ({r.device}); "
-                  f"predicted with {r.hardware_label}. Cells: measured / predicted.")
-    t = Table(title="decode, batch 1: tokens/s with the KV cache vs recomputing the context")
-    for col in ("context L", "KV cache tok/s", "recompute tok/s", "speedup"):
-        t.add_column(col, justify="right")
-    for c, n in zip(r.cache, r.recompute, strict=False):
-        speedup = n.time_s / c.time_s if c.time_s and n.time_s else None
-        t.add_row(str(c.seq), pair(c.tokens_per_s, c.predicted_tokens_per_s, tps),
-                  pair(n.tokens_per_s, n.predicted_tokens_per_s, tps),
-                  pair(speedup, n.predicted_s / c.predicted_s, lambda x: "—" if x is None else times(x)))
-    console.print(t)
-
-    t = Table(title=f"one request: prefill P tokens, then decode {r.new_tokens} (each at ~context P)")
-    for col in ("prompt P", "prefill", "decode", "prefill share"):
-        t.add_column(col, justify="right")
-    for row in r.split():
-        share = (row["prefill_s"] / (row["prefill_s"] + row["decode_s"])
-                 if row["prefill_s"] and row["decode_s"] else None)
-        pshare = row["predicted_prefill_s"] / (row["predicted_prefill_s"] + row["predicted_decode_s"])
-        t.add_row(str(row["prompt"]), pair(row["prefill_s"], row["predicted_prefill_s"], seconds),
-                  pair(row["decode_s"], row["predicted_decode_s"], seconds),
-                  pair(share, pshare, lambda x: "—" if x is None else f"{100 * x:.0f}%"))
-    console.print(t)
-
-    path = "static cache, compiled, CUDA graph" if r.fast and r.device == "cuda" else (
-        "static cache, compiled" if r.fast else "eager, KVCache")
-    t = Table(title=f"decode step against batch at context {r.batch_context} ({path})")
-    for col in ("batch", "step", "meas/pred", "tok/s", "AI FLOP/B", "achieved B/s", "achieved FLOP/s"):
-        t.add_column(col, justify="right")
-    for p in r.batches:
-        t.add_row(str(p.batch), pair(p.time_s, p.predicted_s, seconds), f"{p.ratio:.2f}" if p.ratio else "—",
-                  si(p.tokens_per_s, ""), f"{p.arithmetic_intensity:.3g}", si(p.achieved_bandwidth, "B/s"),
-                  si(p.achieved_flops, "FLOP/s"))
-    console.print(t)
-
-    def fmt(x: float | None) -> str:
-        return "—" if x is None else f"{x:.3g}"
-
-    console.print(
-        f"ridge π/β = {r.ridge_intensity:.3g} FLOP/byte ({r.hardware_label}): the weight matmuls turn "
-        f"compute-bound at batch {fmt(r.ridge_batch_predicted)} (predicted). Step-time knee: batch "
-        f"{fmt(r.knee_batch_measured)} measured, {fmt(r.knee_batch_predicted)} predicted."
-    )
-    for note in r.notes:
-        console.print(f"[dim]note: {note}[/dim]")
-    for what, path_ in r.plots.items():
-        console.print(f"picture ({what}): {path_}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from gptperf.measure.bench import BenchResult, run_bench
-from gptperf.measure.devices import datasheet_hardware_for, datasheet_name_for
 from gptperf.measure.metrics import (
     MemoryPeak,
     PeakMemoryMeter,
@@ -22,7 +21,6 @@ from gptperf.measure.timer import (
     WIDE_SPREAD,
     PhaseTiming,
     Timing,
-    rich_progress,
     time_fn,
     time_phases,
     time_runner,
@@ -32,8 +30,7 @@ _CEILINGS = ("Ceilings", "measure_ceilings", "ceilings_for", "load_cached_ceilin
 
 __all__ = [
     "WIDE_SPREAD", "BenchResult", "MemoryPeak", "PeakMemoryMeter", "PhaseTiming", "Timing",
-    "Utilization", "UtilizationSampler", "datasheet_hardware_for", "datasheet_name_for",
-    "gpu_utilization_reader", "rich_progress", "run_bench", "time_fn", "time_phases", "time_runner", *_CEILINGS,
+    "Utilization", "UtilizationSampler", "gpu_utilization_reader", "run_bench", "time_fn", "time_phases", "time_runner", *_CEILINGS,
 ]
 
 

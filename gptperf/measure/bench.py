@@ -12,13 +12,10 @@ included, no optimizer), the numerator of MFU; "all FLOPs" add the AdamW step.
 
 from __future__ import annotations
 
-import argparse
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gptperf import names
 from gptperf.errors import UserError
 from gptperf.measure.metrics import MemoryPeak, PeakMemoryMeter, Utilization, UtilizationSampler
 from gptperf.measure.timer import PhaseTiming, Progress, time_phases
@@ -33,7 +30,9 @@ TINY_SEQ = 64  # the CPU anchor's shape (nanoGPT, 4 layers, C=128, T=64, B=12)
 
 def default_seq(config: Any) -> int:
     """T when the user gives none: 64 for the tiny preset (fast on a CPU), else the block size."""
-    return min(TINY_SEQ, config.block_size) if config.name == "tiny" else config.block_size
+    from gptperf.model.config import preset_of
+
+    return min(TINY_SEQ, config.block_size) if preset_of(config) == "tiny" else config.block_size
 
 
 def default_counts(kind: str) -> tuple[int, int]:
@@ -74,6 +73,7 @@ class BenchResult:
     datasheet_hardware: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
+    plan: Any = None  # the ExecutionPlan the step ran under (and was predicted for)
 
     @property
     def step_time_s(self) -> float:
@@ -101,6 +101,7 @@ class BenchResult:
             "workload": {"kind": self.kind, "batch": self.batch, "seq": self.seq,
                          "dtype": self.dtype, "compile": self.compile,
                          "attention": self.config.attention, "tokens_per_step": self.tokens_per_step},
+            "plan": self.plan.to_dict() if self.plan is not None else None,
             "config": self.config.to_dict(),
             "parameters": self.parameters,
             "device": {"type": self.device, "name": self.device_name, "threads": self.threads},
@@ -141,22 +142,13 @@ def _hardware_label(hw: Any, dtype: str) -> str:
     return f"{hw.source} {hw.name} {dtype} dense {peak}"
 
 
-def _resolve_hardware(hardware: Any, device_name: str) -> Any:
-    from gptperf.perfmodel import Hardware, get_hardware
-
-    if hardware is None or isinstance(hardware, Hardware):
-        return hardware
-    return get_hardware(str(hardware), device_name=device_name)
-
-
 def check_bench_args(kind: str, config: Any, batch: int, seq: int, dtype: str, device: Any,
                      compile: bool, warmup: int, repeats: int) -> None:
     """One-line UserErrors for every bad argument, before anything heavy runs."""
-    from gptperf.dtypes import check_dtype
-    from gptperf.workloads import check_workload
+    from gptperf.perfmodel import Workload
 
-    check_workload(kind, batch, seq, config)
-    check_dtype(dtype)
+    Workload(kind, batch, seq, dtype)  # kind, batch, seq and dtype
+    config.check_sequence(seq)
     if getattr(device, "type", device) == "cpu" and dtype == "fp16":
         raise UserError("dtype 'fp16' autocast needs a GPU; on CPU use bf16 or fp32")
     for what, value, least in (("warmup", warmup, 0), ("repeats", repeats, 1)):
@@ -182,35 +174,59 @@ def run_bench(
     *,
     seed: int = 0,
     started_at: float | None = None,
+    plan: Any = None,
+    fast: bool = False,
 ) -> BenchResult:
-    """Build `kind` on `config`, warm it up, time `repeats` steps, and collect every metric.
+    """Build `kind` on `config` under `plan`, warm it up, time `repeats` steps, and collect
+    every metric.
 
+    `plan` (an ExecutionPlan) says how the step runs; None: `ExecutionPlan.default` for this
+    device with `compile` and `fast`. Every prediction is made for the plan the step ran under.
     `hardware` (a perfmodel Hardware, a registry name, a TOML path or 'measured') is the machine
-    of the first prediction and of the datasheet MFU; by default the datasheet entry of this
-    device. The measured ceilings of this device, if `gptperf ceilings` cached them, give the
-    measured MFU and a second prediction. `started_at` (a perf_counter reading) makes the wall
-    time cover work done before the call (e.g. the command's imports).
+    of the first prediction; None: `perfmodel.resolve_hardware`'s one default (this device's
+    measured ceilings if cached, else its datasheet entry). The datasheet entry gives the
+    datasheet MFU, the measured ceilings (if `gptperf ceilings` cached them) the measured MFU,
+    each with a prediction of its own. `started_at` (a perf_counter reading) makes the wall time
+    cover work done before the call (e.g. the command's imports).
     """
     t_start = time.perf_counter() if started_at is None else started_at
     import torch
 
+    from gptperf.envinfo import device_name as name_of
     from gptperf.envinfo import environment
-    from gptperf.measure.devices import datasheet_hardware_for
-    from gptperf.perfmodel import Workload, count_parameters, get_hardware, predict
-    from gptperf.runtime import device_name as name_of
+    from gptperf.perfmodel import (
+        Workload,
+        count_parameters,
+        datasheet_hardware_for,
+        get_hardware,
+        predict,
+        resolve_hardware,
+    )
+    from gptperf.plan import ExecutionPlan
     from gptperf.runtime import resolve_device
-    from gptperf.workloads import build_runner
+    from gptperf.steps.build import build_step, check_step
 
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    if plan is None:
+        plan = ExecutionPlan.default(kind, dev.type, compile=compile, fast=fast,
+                                     attention=config.attention)
+    compile = plan.compiled
     d_warmup, d_repeats = default_counts(kind)
     warmup = d_warmup if warmup is None else warmup
     repeats = d_repeats if repeats is None else repeats
     check_bench_args(kind, config, batch, seq, dtype, dev, compile, warmup, repeats)
+    workload = Workload(kind, batch, seq, dtype)
+    check_step(config, workload, plan, dev)
     dev_name = name_of(dev)
     notes: list[str] = []
 
     # Hardware: resolve names first, so a bad --hardware fails before any model is built.
-    chosen = _resolve_hardware(hardware, dev_name)
+    try:
+        chosen = resolve_hardware(hardware, dev_name, dev.type, dtype=dtype)
+    except UserError:
+        if hardware is not None:
+            raise
+        chosen = None  # an unknown GPU without measured ceilings: measured, not predicted
     datasheet = datasheet_hardware_for(dev_name, dev.type)
     if datasheet is None:
         notes.append(f"no datasheet entry for {dev_name!r}; pass --hardware to name one")
@@ -225,8 +241,9 @@ def run_bench(
     t_build = time.perf_counter()
     if progress:
         progress("building the model", 0, 1)
-    runner = build_runner(config, kind, batch=batch, seq=seq, dtype=dtype, device=dev,
-                          compile=compile, seed=seed)
+    step = build_step(config, workload, plan, dev, seed=seed)
+    plan = step.plan  # the plan that runs (the one-row kernel needs CUDA and Triton)
+    notes.extend(step.notes)
     meter = PeakMemoryMeter(dev)
     sampler = UtilizationSampler(dev)
     marks: dict[str, float] = {"built": time.perf_counter()}
@@ -244,7 +261,7 @@ def run_bench(
             progress(label, done, total)
 
     try:
-        timing = time_phases(runner.phases, warmup=warmup, repeats=repeats, device=dev,
+        timing = time_phases(step.phases, warmup=warmup, repeats=repeats, device=dev,
                              compiled=compile, before_timed=before_timed,
                              progress=stage_progress)
     finally:
@@ -257,15 +274,14 @@ def run_bench(
     result = BenchResult(
         kind=kind, config=config, batch=batch, seq=seq, dtype=dtype, compile=compile,
         device=dev.type, device_name=dev_name, threads=torch.get_num_threads(), timing=timing,
-        wall_time_s=t_end - t_start, stages_s=stages, tokens_per_step=runner.tokens_per_step,
+        wall_time_s=t_end - t_start, stages_s=stages, tokens_per_step=step.tokens_per_step,
         parameters=count_parameters(config), memory=memory, utilization=utilization,
-        notes=notes,
+        notes=notes, plan=plan,
     )
     if timing.total.wide_spread:
         notes.append(f"step times spread widely (std/median {timing.total.rel_spread:.0%}); "
                      "the machine may be busy or clocks changing: consider more --repeats")
 
-    workload = Workload(kind, batch, seq, dtype)
     machines = []
     for hw in (chosen, datasheet, measured):
         if hw is not None and all(hw is not m and hw.to_dict() != m.to_dict() for m in machines):
@@ -273,11 +289,12 @@ def run_bench(
     first = True
     for hw in machines:
         try:
-            p = predict(config, workload, hw)
+            p = predict(config, workload, hw, plan)
         except UserError as err:  # e.g. the machine lists no peak for this dtype
             notes.append(f"no prediction on {hw.label}: {err}")
             continue
         if first:
+            notes.extend(f"prediction: {n}" for n in p.notes)
             result.flops_per_step = p.flops
             result.model_flops_per_step = p.model_flops
             result.flops_source = ("gptperf perfmodel exact count for this workload "
@@ -327,120 +344,3 @@ def run_bench(
     result.environment = environment(dev)
     result.environment["dtype"] = dtype
     return result
-
-
-# --- command ------------------------------------------------------------------------------------
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
-
-
-def print_result(r: BenchResult) -> None:
-    """The terminal report of one benchmark."""
-    from rich.table import Table
-
-    from gptperf.output import binary_bytes, console, seconds, si
-
-    c = r.config
-    mode = "compiled" if r.compile else "eager"
-    where = f"{r.device} ({r.device_name}" + (f", {r.threads} threads)" if r.device == "cpu" else ")")
-    seq_word = "context L" if r.kind.startswith("decode") else "T"
-    console.print(f"[bold]bench {r.kind}[/bold] · {c.name} ({si(r.parameters)} parameters, "
-                  f"L={c.n_layer} H={c.n_head} C={c.n_embd}, {c.attention} attention) · "
-                  f"B={r.batch} {seq_word}={r.seq} · {r.dtype} · {mode} · {where}")
-
-    t = r.timing.total
-    table = Table(title=f"Time per step, measured (median of {t.repeats} after "
-                        f"{r.timing.warmup} warm-up; {t.clock})")
-    for col in ("phase", "median", "mean", "std", "min", "max", "std/median"):
-        table.add_column(col, justify="left" if col == "phase" else "right")
-    labels = {names.FORWARD: "forward", names.BACKWARD: "backward",
-              names.OPTIMIZER_PHASE: "optimizer"}
-    rows = list(r.timing.phases.items()) if len(r.timing.phases) > 1 else []
-    for name, pt in [*rows, ("step", t)]:
-        flag = " [yellow](wide)[/yellow]" if pt.wide_spread else ""
-        table.add_row(labels.get(name, name), seconds(pt.median), seconds(pt.mean),
-                      seconds(pt.std), seconds(pt.min), seconds(pt.max),
-                      f"{pt.rel_spread:.1%}{flag}")
-    console.print(table)
-
-    unit = "generated tokens" if r.kind.startswith("decode") else "tokens"
-    console.print(f"Throughput (measured): {si(r.tokens_per_s, unit + '/s')}, "
-                  f"{si(r.sequences_per_s, 'sequences/s')}")
-    if r.achieved_flops_per_s is not None:
-        console.print(f"Achieved (measured time, perfmodel FLOPs): "
-                      f"{si(r.achieved_flops_per_s, 'FLOP/s')} of model FLOPs "
-                      f"({si(r.model_flops_per_step, 'FLOP')} per step, gptperf exact count, "
-                      f"fwd+bwd; {si(r.flops_per_step, 'FLOP')} with the optimizer)")
-        nano = r.mfu_conventions.get("nanogpt")
-        if nano:
-            console.print(f"  under nanoGPT's 6N + 12·L·H·Q·T convention: "
-                          f"{si(nano['achieved_flops_per_s'], 'FLOP/s')}")
-    for m in r.mfu:
-        console.print(f"{m['label']}: [bold]{_pct(m['mfu'])}[/bold]")
-
-    mem = Table(title="Peak memory: measured vs predicted (perfmodel)")
-    mem.add_column("what")
-    mem.add_column("bytes", justify="right")
-    mem.add_column("source")
-    m = r.memory
-    if m is not None:
-        if r.device == "cuda":
-            mem.add_row("allocated (peak)", binary_bytes(m.allocated_bytes), "measured, torch.cuda")
-            mem.add_row("reserved (peak)", binary_bytes(m.reserved_bytes), "measured, torch.cuda")
-        mem.add_row("host peak RSS", binary_bytes(m.peak_rss_bytes), "measured, " + (
-            "VmHWM" if "VmHWM" in m.source else "ru_maxrss"))
-    p = r.predicted_memory
-    if p:
-        for key in ("weights", "weight_copies", "gradients", "optimizer_state", "activations",
-                    "kv_cache", "logits"):
-            if p.get(key):
-                mem.add_row(f"  {key.replace('_', ' ')}", binary_bytes(p[key]), "predicted")
-        mem.add_row("total at peak", binary_bytes(p["total"]), f"predicted (peak at {p['peak_at']})")
-    console.print(mem)
-
-    u = r.utilization
-    if u is not None:
-        if u.mean_percent is not None:
-            console.print(f"Utilization ({u.source}, {u.samples} samples over "
-                          f"{seconds(u.window_s)}): mean {u.mean_percent:.0f}%, "
-                          f"max {u.max_percent:.0f}%")
-        console.print(f"  [dim]{u.meaning}[/dim]")
-        if u.note:
-            console.print(f"  [yellow]note: {u.note}[/yellow]")
-
-    if r.predictions:
-        pt = Table(title="Prediction vs measurement (time per step)")
-        for col in ("hardware", "predicted", "measured", "measured / predicted",
-                    "predicted tokens/s", "measured tokens/s"):
-            pt.add_column(col, justify="left" if col == "hardware" else "right")
-        for pr in r.predictions:
-            pt.add_row(pr["hardware"], seconds(pr["step_time_s"]), seconds(r.step_time_s),
-                       f"{pr['measured_over_predicted']:.2f}×", si(pr["tokens_per_s"], "/s"),
-                       si(r.tokens_per_s, "/s"))
-        console.print(pt)
-    s = r.stages_s
-    console.print(f"Wall time: {seconds(r.wall_time_s)} (setup {seconds(s['setup_s'])}, build "
-                  f"{seconds(s['build_s'])}, warm-up {seconds(s['warmup_s'])}, timed "
-                  f"{seconds(s['timed_s'])})")
-    for note in r.notes:
-        console.print(f"[dim]note: {note}[/dim]")
-
-
-def main(args: argparse.Namespace, config: Any, started_at: float | None = None) -> int:
-    """`gptperf bench` on `config` (built from the command's model arguments)."""
-    from gptperf.measure.timer import rich_progress
-    from gptperf.output import emit_json
-
-    started_at = time.perf_counter() if started_at is None else started_at
-    seq = args.seq if args.seq is not None else default_seq(config)
-    with rich_progress(enabled=not args.json, description=f"bench {args.workload}") as progress:
-        result = run_bench(config, args.workload, args.batch, seq, args.dtype, args.device,
-                           args.compile, args.warmup, args.repeats, hardware=args.hardware,
-                           progress=progress, seed=args.seed, started_at=started_at)
-    if args.json:
-        emit_json(result.to_dict())
-    else:
-        print_result(result)
-    return 0

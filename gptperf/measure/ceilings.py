@@ -22,7 +22,6 @@ The result is saved through the performance model's hardware format, keyed by de
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -36,9 +35,11 @@ from typing import Any
 import torch
 
 from gptperf.atomic import write_text
-from gptperf.measure.timer import Progress, Timing, rich_progress, time_fn
-from gptperf.runtime import TORCH_DTYPES, device_name, resolve_device, synchronize
+from gptperf.envinfo import device_name
+from gptperf.measure.timer import Progress, Timing, time_fn
+from gptperf.runtime import TORCH_DTYPES, resolve_device, synchronize
 
+SCHEMA = "gptperf.ceilings/1"
 MIB = 2**20
 GIB = 2**30
 # Square matmul sizes swept per dtype; a size is skipped once one call would take too long.
@@ -144,6 +145,7 @@ class Ceilings:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "schema": SCHEMA,
             "device": self.device,
             "device_type": self.device_type,
             "measured_at": self.measured_at,
@@ -302,7 +304,8 @@ def _dtype_supported(device: torch.device, dtype: str) -> str | None:
     return None
 
 
-def _shape_label(p: dict[str, Any]) -> str:
+def shape_label(p: dict[str, Any]) -> str:
+    """A matmul point's shape: '4096³' when square, else 'm×n×k'."""
     return f"{p['n']}³" if p["m"] == p["n"] == p["k"] else f"{p['m']}×{p['n']}×{p['k']}"
 
 
@@ -362,7 +365,7 @@ def measure_matmul(
         best = max(points + shapes, key=lambda p: p["flops_per_s"])
         result.update(best_flops_per_s=best["flops_per_s"],
                       best_n=best["n"] if best["m"] == best["n"] == best["k"] else None,
-                      best_shape=_shape_label(best))
+                      best_shape=shape_label(best))
     if stopped:
         result["stopped"] = stopped
     return result
@@ -441,7 +444,7 @@ def measure_kernel_model(
     Returns a table for `Hardware.extra['kernel_model']`: rows, alpha_s, beta (bytes/s),
     elementwise_alpha_s, elementwise_beta, the fit residuals and the raw curves.
     """
-    from gptperf.inference import gemv
+    from gptperf.steps import gemv
 
     cuda = device.type == "cuda"
     tdtype = torch.bfloat16 if cuda else torch.float32
@@ -719,128 +722,3 @@ def ceilings_for(
     ceilings = measure_ceilings(device, quick=quick, progress=progress)
     save_ceilings(ceilings)
     return ceilings, False
-
-
-# --- command ------------------------------------------------------------------------------------
-
-
-def _print(ceilings: Ceilings, cached: bool, datasheet: Any, path: Path | None) -> None:
-    from rich.table import Table
-
-    from gptperf.output import console, seconds, si
-
-    where = f"{ceilings.device} ({ceilings.device_type}"
-    where += f", {ceilings.threads} threads)" if ceilings.device_type == "cpu" else ")"
-    state = "cached measurement" if cached else "measured"
-    console.print(f"[bold]Ceilings[/bold] of {where}: {state} at {ceilings.measured_at}"
-                  + (" (quick sweep)" if ceilings.quick else ""))
-    ds_name = datasheet.name if datasheet is not None else None
-
-    table = Table(title="Matmul (torch.mm, square n×n×n, FLOPs = 2n³, median of repeats)")
-    table.add_column("dtype")
-    table.add_column("best (measured)", justify="right")
-    table.add_column("at m×n×k", justify="right")
-    table.add_column(f"datasheet {ds_name}" if ds_name else "datasheet", justify="right")
-    table.add_column("% of datasheet", justify="right")
-    best = max(ceilings.peak_flops.values(), default=1.0)
-    scale, unit = next(((s, u) for s, u in ((1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1e6, "MFLOP/s"))
-                        if best >= s), (1.0, "FLOP/s"))
-    table.add_column(f"rate by n ({unit}, measured)")
-    for dtype, m in ceilings.matmul.items():
-        if not m.get("points"):
-            continue
-        ds = _datasheet_peak(datasheet, dtype)
-        curve = "  ".join(f"{p['n']}:{p['flops_per_s'] / scale:.3g}" for p in m["points"])
-        if m.get("shapes"):
-            curve += "  | " + "  ".join(f"{_shape_label(p)}:{p['flops_per_s'] / scale:.3g}"
-                                        for p in m["shapes"])
-        table.add_row(dtype, si(m["best_flops_per_s"], "FLOP/s"), m.get("best_shape", ""),
-                      si(ds, "FLOP/s"), f"{100 * m['best_flops_per_s'] / ds:.0f}%" if ds else "—",
-                      curve)
-    for dtype, why in ceilings.skipped.items():
-        table.add_row(dtype, "skipped", "", "", "", why)
-    console.print(table)
-
-    bw = Table(title="Memory bandwidth (bytes read + written per second, median)")
-    bw.add_column("kernel")
-    bw.add_column("measured", justify="right")
-    bw.add_column("buffer", justify="right")
-    bw.add_column(f"datasheet {ds_name}" if ds_name else "datasheet", justify="right")
-    bw.add_column("% of datasheet", justify="right")
-    from gptperf.output import binary_bytes
-
-    ds_bw = getattr(datasheet, "bandwidth", None)
-    for name, b in ceilings.bandwidth.items():
-        bw.add_row(name, si(b["best_bytes_per_s"], "B/s"), binary_bytes(b["best_buffer_bytes"]),
-                   si(ds_bw, "B/s"), f"{100 * b['best_bytes_per_s'] / ds_bw:.0f}%" if ds_bw else "—")
-    console.print(bw)
-    console.print(f"Launch floor (measured): {seconds(ceilings.launch_latency_s)} per tiny op "
-                  f"({ceilings.launch.get('op', '')})")
-    km = ceilings.kernel_model
-    if km:
-        where = "in a CUDA graph" if ceilings.device_type == "cuda" else "eager"
-        parts = [f"matmul M={m}: α {seconds(a)}, β {si(b, 'B/s')}"
-                 for m, a, b in zip(km["rows"], km["alpha_s"], km["beta"], strict=True)]
-        parts.append(f"elementwise α {seconds(km['elementwise_alpha_s'])}")
-        if "attention_alpha_s" in km:
-            parts.append(f"attention α {seconds(km['attention_alpha_s'])}, "
-                         f"β {si(km['attention_beta'], 'B/s')}")
-        if "norm_alpha_s" in km:
-            parts.append(f"LayerNorm α {seconds(km['norm_alpha_s'])}")
-        console.print(f"Kernel model (measured, per kernel {where}, t = α + bytes/β, {km['dtype']}): "
-                      + "; ".join(parts))
-    for note in ceilings.notes:
-        console.print(f"[dim]note: {note}[/dim]")
-    if path is not None:
-        console.print(f"[dim]saved as hardware 'measured' for this device: {path}[/dim]")
-
-
-def _datasheet_peak(datasheet: Any, dtype: str) -> float | None:
-    if datasheet is None:
-        return None
-    try:
-        return float(datasheet.peak(dtype))
-    except Exception:  # a datasheet without this dtype
-        return None
-
-
-def main(args: argparse.Namespace) -> int:
-    """`gptperf ceilings`."""
-    from gptperf.measure.devices import datasheet_hardware_for
-    from gptperf.output import emit_json, err_console
-
-    if args.plot:
-        from gptperf.plotting.ceilings import check_plot_path
-
-        check_plot_path(args.plot)
-    device = resolve_device(args.device)
-    with rich_progress(enabled=not args.json, description="ceilings") as progress:
-        ceilings, cached = ceilings_for(device, quick=args.quick, force=args.force,
-                                        progress=progress)
-    from gptperf.perfmodel.hardware import measured_hardware_path
-
-    path = Path(measured_hardware_path(ceilings.device))
-    datasheet = datasheet_hardware_for(ceilings.device, device.type)
-    if cached and not args.json:
-        err_console.print(f"[yellow]cached measurement of {ceilings.device} from "
-                          f"{ceilings.measured_at} ({path}); use --force to measure again[/yellow]")
-    if args.plot:
-        from gptperf.plotting.ceilings import plot_ceilings
-
-        plot_ceilings(ceilings.to_dict(), datasheet, args.plot)
-    if args.json:
-        doc = ceilings.to_dict()
-        doc.update(cached=cached, hardware_file=str(path),
-                   datasheet=datasheet.to_dict() if datasheet is not None else None,
-                   hardware=ceilings.to_hardware().to_dict())
-        from gptperf.envinfo import environment
-
-        doc["environment"] = environment(device)
-        emit_json(doc)
-    else:
-        _print(ceilings, cached, datasheet, path)
-        if args.plot:
-            from gptperf.output import console
-
-            console.print(f"[dim]plot written: {args.plot}[/dim]")
-    return 0

@@ -16,11 +16,10 @@ This module imports torch only when a CUDA device is asked for.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,13 +223,13 @@ def time_phases(
     per step, so the phases run back to back as in training. On CPU (or with a `clock`)
     `sync` runs after each phase before the clock is read. `before_timed` runs once after
     the warm-up and before the first timed step (e.g. to reset peak-memory counters).
+    A name may come back (forward and backward once per micro-batch under gradient
+    accumulation): its time per step is the sum of its runs, and the phases still tile the step.
     """
     _check_counts(warmup, repeats, compiled)
     if not phases:
         raise ValueError("time_phases needs at least one phase")
     names = [name for name, _ in phases]
-    if len(set(names)) != len(names):
-        raise ValueError(f"phase names must be distinct, got {names}")
     sync = sync or _default_sync(device)
     _announce(progress, warmup, repeats)
     for i in range(warmup):
@@ -244,6 +243,13 @@ def time_phases(
 
     per_phase: dict[str, list[float]] = {name: [] for name in names}
     totals: list[float] = []
+
+    def add(times: Iterable[tuple[str, float]]) -> None:
+        step: dict[str, float] = dict.fromkeys(per_phase, 0.0)
+        for name, t in times:
+            step[name] += t
+        for name, t in step.items():
+            per_phase[name].append(t)
     use_events = clock is None and _is_cuda(device)
     if use_events:
         import torch
@@ -255,8 +261,8 @@ def time_phases(
                 run()
                 event.record()
             sync()
-            for name, start, end in zip(names, events, events[1:], strict=False):
-                per_phase[name].append(start.elapsed_time(end) / 1e3)
+            add((name, start.elapsed_time(end) / 1e3)
+                for name, start, end in zip(names, events, events[1:], strict=False))
             totals.append(events[0].elapsed_time(events[-1]) / 1e3)
             if progress:
                 progress("timed", i + 1, repeats)
@@ -269,8 +275,7 @@ def time_phases(
                 run()
                 sync()
                 marks.append(read())
-            for name, start, end in zip(names, marks, marks[1:], strict=False):
-                per_phase[name].append(end - start)
+            add((name, end - start) for name, start, end in zip(names, marks, marks[1:], strict=False))
             totals.append(marks[-1] - marks[0])
             if progress:
                 progress("timed", i + 1, repeats)
@@ -284,34 +289,9 @@ def time_phases(
 
 
 def time_runner(runner: Any, *, warmup: int = 3, repeats: int = 10, **kwargs: Any) -> PhaseTiming:
-    """`time_phases` over a `gptperf.workloads.Runner`, refusing `warmup=0` if it is compiled."""
-    compiled = hasattr(runner.model, "_orig_mod")  # what torch.compile returns wraps the module
+    """`time_phases` over a `gptperf.steps.Step`, refusing `warmup=0` if it is compiled."""
+    plan = getattr(runner, "plan", None)
+    # what torch.compile returns wraps the module
+    compiled = plan.compiled if plan is not None else hasattr(runner.model, "_orig_mod")
     return time_phases(runner.phases, warmup=warmup, repeats=repeats, device=runner.device,
                        compiled=compiled, **kwargs)
-
-
-@contextlib.contextmanager
-def rich_progress(enabled: bool = True, description: str = "") -> Iterator[Progress | None]:
-    """A `Progress` callback drawing rich bars on stderr; yields None (silent) when disabled."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as RichProgress
-
-    from gptperf.output import err_console
-
-    bars = RichProgress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=err_console, transient=True,
-    )
-    tasks: dict[str, Any] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        label = f"{description} {stage}".strip()
-        if label not in tasks:
-            tasks[label] = bars.add_task(label, total=total)
-        bars.update(tasks[label], completed=done, total=total)
-
-    with bars:
-        yield update

@@ -97,9 +97,34 @@ PRESETS: dict[str, GPTConfig] = {
 }
 
 
+# Fields that change the function the model computes (its shape and numerics), in the order of
+# the command-line flags. `attention` is not among them: math and sdpa compute the same function
+# with the same weights, only with different kernels, and every JSON records it beside the name.
+NAMING_FIELDS: tuple[str, ...] = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size",
+                                  "layer_norm_epsilon")
+
+
 def preset(name: str, **overrides: Any) -> GPTConfig:
-    """The preset `name`, with any fields overridden (None values are ignored)."""
+    """The preset `name`, with any fields overridden (None values are ignored).
+
+    A config that differs from the preset in a field of NAMING_FIELDS is not the preset and is
+    named for what it is: the preset's name, '+', then `field=value` for each field that differs,
+    comma-separated in NAMING_FIELDS order — e.g. 'tiny+n_layer=32,n_head=32,n_embd=4096'. The
+    name is exact (`preset('tiny', n_layer=32, n_head=32, n_embd=4096)` makes that config again)
+    and stays the bare preset name when only `attention` changes.
+    """
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
     changes = {k: v for k, v in overrides.items() if v is not None}
-    return PRESETS[name].replace(**changes) if changes else PRESETS[name]
+    base = PRESETS[name]
+    if not changes:
+        return base
+    config = base.replace(**changes)
+    differ = [f"{k}={getattr(config, k)}" for k in NAMING_FIELDS if getattr(config, k) != getattr(base, k)]
+    return config.replace(name=f"{name}+{','.join(differ)}") if differ else config
+
+
+def preset_of(config: GPTConfig) -> str | None:
+    """The preset `config` was made from (see `preset`), or None when it was not made from one."""
+    base = config.name.split("+", 1)[0]
+    return base if base in PRESETS else None

@@ -11,6 +11,7 @@ GPT workload on any machine — pure Python arithmetic, no torch (docs/perfmodel
 from __future__ import annotations
 
 from gptperf.perfmodel.conventions import CONVENTIONS, conventions_table, flops_per_token
+from gptperf.perfmodel.devices import datasheet_hardware_for, datasheet_name_for, resolve_hardware
 from gptperf.perfmodel.hardware import (
     HARDWARE,
     SOURCES,
@@ -44,15 +45,13 @@ from gptperf.perfmodel.roofline import (
     roofline_time,
     saxpy,
 )
-from gptperf.perfmodel.transformer import (
+from gptperf.perfmodel.transformer import OpGroup, Prediction, predict
+from gptperf.perfmodel.workload import (
     WORKLOAD_HELP,
     WORKLOADS,
-    OpGroup,
-    Prediction,
     Workload,
     count_parameters,
     matmul_parameters,
-    predict,
 )
 
 __all__ = [
@@ -63,4 +62,5 @@ __all__ = [
     "known_hardware", "kv_projection", "local_device_name", "matmul", "matmul_parameters", "max_batch",
     "measured_hardware_path", "memory_breakdown", "predict", "ridge_n", "ridge_point",
     "roofline_time", "save_measured_hardware", "saxpy", "slug",
+    "datasheet_hardware_for", "datasheet_name_for", "resolve_hardware",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from gptperf.errors import UserError
+from gptperf.perfmodel.workload import count_parameters, matmul_parameters
 
 CONVENTIONS: dict[str, str] = {
     "gptperf": "sum of every op (fwd+bwd, no optimizer), causal attention at T(T+1)/2, per token",
@@ -38,8 +39,6 @@ def flops_per_token(prediction: Any, convention: str = "gptperf") -> float:
     The formula conventions are defined for training; for a forward-only workload they use k = 2,
     and for decoding T is the context length.
     """
-    from gptperf.perfmodel.transformer import count_parameters, matmul_parameters
-
     if convention not in CONVENTIONS:
         raise UserError(f"unknown FLOPs convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
     config, workload = prediction.config, prediction.workload

@@ -15,12 +15,7 @@ from typing import Any
 
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
-from gptperf.perfmodel.transformer import (
-    Workload,
-    _shape,
-    count_parameters,
-    matmul_parameters,
-)
+from gptperf.perfmodel.workload import Workload, count_parameters, matmul_parameters, shape
 
 
 def _autocast_parameters(config: GPTConfig) -> int:
@@ -81,7 +76,7 @@ class MemoryBreakdown:
 
 def saved_activations_per_layer(config: GPTConfig, workload: Workload) -> int:
     """Bytes one block keeps for backward (train)."""
-    s = _shape(config, workload)
+    s = shape(config, workload)
     N, C, a, w = s.N, s.C, s.a, s.w
     mixed = workload.mixed_precision
     saved = (
@@ -105,7 +100,7 @@ def saved_activations_per_layer(config: GPTConfig, workload: Workload) -> int:
 
 
 def _parts(config: GPTConfig, workload: Workload) -> MemoryBreakdown:
-    s = _shape(config, workload)
+    s = shape(config, workload)
     N, C, V, a, w = s.N, s.C, s.V, s.a, s.w
     mixed = workload.mixed_precision
     P = count_parameters(config)

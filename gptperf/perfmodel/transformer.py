@@ -17,23 +17,22 @@ from functools import cached_property
 from typing import Any
 
 from gptperf import names
-from gptperf.dtypes import MIXED_PRECISION, check_dtype, dtype_bytes
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel import ops as K
+from gptperf.perfmodel.conventions import conventions_table, flops_per_token
 from gptperf.perfmodel.hardware import Hardware
+from gptperf.perfmodel.memory import memory_breakdown
 from gptperf.perfmodel.ops import OpCost, Traffic
-
-TRAIN, FORWARD, PREFILL, DECODE, DECODE_NOCACHE = "train", "forward", "prefill", "decode", "decode_nocache"
-WORKLOADS: tuple[str, ...] = (TRAIN, FORWARD, PREFILL, DECODE, DECODE_NOCACHE)
-WORKLOAD_HELP: dict[str, str] = {
-    TRAIN: "forward + backward + AdamW step on B sequences of T=seq tokens (with the loss)",
-    FORWARD: "forward pass with the loss on B sequences of T=seq tokens (no backward)",
-    PREFILL: "a prompt of P=seq tokens fills the KV cache; logits of the last position only",
-    DECODE: "one new token per sequence with the KV cache, attending to L=seq positions (L−1 cached + itself)",
-    DECODE_NOCACHE: "one new token per sequence recomputing the whole context of L=seq tokens",
-}
-
+from gptperf.perfmodel.workload import (
+    DECODE,
+    Shape,
+    Workload,
+    count_parameters,
+    matmul_parameters,
+    shape,
+)
+from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
 
 # Kernels per op in a compiled inference step (torch.compile, inductor; the fast decode path), as
 # profiled on an H100 (benchmarks/gpu_decode_kernels.py): one per matmul, LayerNorm and GELU; the
@@ -48,7 +47,7 @@ COMPILED_KERNELS: dict[str, int] = {
 }
 # cuBLAS splits the reduction of a many-row matmul with long rows and few outputs (K >= N and
 # K >= 2048: the output projections from C = 4096 up, mlp.proj from C = 512) and adds a kernel
-# that sums the parts. One-row matmuls run gptperf.inference.gemv's kernel, which does not split.
+# that sums the parts. One-row matmuls run gptperf.steps.gemv's kernel, which does not split.
 SPLIT_K_MIN = 2048
 # Greedy decode picks the next token in the step: the argmax over the logits, the token copied
 # to the next step's input, written to the token buffer, the position advanced.
@@ -59,133 +58,12 @@ WEIGHT_MATMULS: frozenset[str] = frozenset(
 NORMS: frozenset[str] = frozenset({names.LN_1, names.LN_2, names.LN_F})
 
 
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{what} must be a positive integer, got {value!r}")
-    if value <= 0:
-        raise UserError(f"{what} must be a positive integer, got {value}")
-    return value
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What runs: `kind` in WORKLOADS, `batch` sequences, `seq` tokens (the context length L for
-    decode and decode_nocache, the prompt length P for prefill), numeric format `dtype`."""
-
-    kind: str
-    batch: int
-    seq: int
-    dtype: str = "fp32"
-
-    def __post_init__(self) -> None:
-        if self.kind not in WORKLOADS:
-            raise UserError(f"unknown workload {self.kind!r}; valid: {', '.join(WORKLOADS)}")
-        _positive_int(self.batch, "batch")
-        _positive_int(self.seq, "seq")
-        check_dtype(self.dtype)
-
-    @property
-    def new_tokens(self) -> int:
-        """T: tokens per sequence the model runs on this step."""
-        return 1 if self.kind == DECODE else self.seq
-
-    @property
-    def context(self) -> int:
-        """L: positions each new token attends to (its own included)."""
-        return self.seq
-
-    @property
-    def tokens(self) -> int:
-        """Tokens processed (train/forward/prefill) or generated (decode*) per step."""
-        return self.batch if self.kind in (DECODE, DECODE_NOCACHE) else self.batch * self.seq
-
-    @property
-    def has_backward(self) -> bool:
-        return self.kind == TRAIN
-
-    @property
-    def has_loss(self) -> bool:
-        return self.kind in (TRAIN, FORWARD)
-
-    @property
-    def uses_kv_cache(self) -> bool:
-        return self.kind in (PREFILL, DECODE)
-
-    @property
-    def last_logits_only(self) -> bool:
-        return self.kind in (PREFILL, DECODE, DECODE_NOCACHE)
-
-    @property
-    def mixed_precision(self) -> bool:
-        """bf16/fp16 training and its forward run under autocast with fp32 master weights;
-        inference (prefill, decode*) keeps the weights themselves in bf16/fp16."""
-        return self.dtype in MIXED_PRECISION and self.kind in (TRAIN, FORWARD)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "batch": self.batch, "seq": self.seq, "dtype": self.dtype,
-                "new_tokens": self.new_tokens, "context": self.context, "tokens": self.tokens}
-
-
-def count_parameters(config: GPTConfig, include_embeddings: bool = True) -> int:
-    """Parameters counted once (the LM head is tied to the token embedding), as GPT.num_parameters."""
-    C, V = config.n_embd, config.vocab_size
-    per_layer = 12 * C * C + 13 * C  # ln_1 2C, c_attn 3C²+3C, c_proj C²+C, ln_2 2C, c_fc 4C²+4C, c_proj 4C²+C
-    n = config.n_layer * per_layer + 2 * C  # + ln_f
-    if include_embeddings:
-        n += V * C + config.block_size * C
-    return n
-
-
-def matmul_parameters(config: GPTConfig) -> int:
-    """Weights that multiply activations: the four Linear weights per layer and the tied head."""
-    C = config.n_embd
-    return config.n_layer * 12 * C * C + config.vocab_size * C
-
-
-@dataclass(frozen=True)
-class _Shape:
-    B: int
-    T: int
-    L: int
-    C: int
-    H: int
-    D: int
-    V: int
-    n_layer: int
-    a: int  # bytes per element of the compute dtype
-    w: int  # bytes per element of parameters / residual stream / fp32-kept outputs
-    causal: bool
-
-    @property
-    def N(self) -> int:
-        return self.B * self.T
-
-    @property
-    def scores_full(self) -> int:
-        """Elements of the materialised score matrix: B·H·T·L."""
-        return self.B * self.H * self.T * self.L
-
-    @property
-    def scores_causal(self) -> int:
-        """Score elements on or below the diagonal: B·H·T(T+1)/2 when causal (L = T), else B·H·T·L."""
-        return self.B * self.H * self.T * (self.T + 1) // 2 if self.causal else self.scores_full
-
-
-def _shape(config: GPTConfig, workload: Workload) -> _Shape:
-    config.check_sequence(workload.seq)
-    a = dtype_bytes(workload.dtype)
-    w = 4 if workload.mixed_precision else a
-    T = workload.new_tokens
-    return _Shape(B=workload.batch, T=T, L=workload.context, C=config.n_embd, H=config.n_head,
-                  D=config.head_dim, V=config.vocab_size, n_layer=config.n_layer, a=a, w=w, causal=T > 1)
-
-
 # An op before it meets a machine: (component, count, flops, matmul_flops, full_flops, read, written, kind)
 # where kind is "matmul" (tensor cores, the workload dtype) or "vector" (fp32 / fp64 units).
 _Raw = tuple[str, int, float, float, float, float, float, str]
 
 
-def _linear(comp: str, M: int, Kin: int, Nout: int, in_b: int, s: _Shape, bias: bool = True,
+def _linear(comp: str, M: int, Kin: int, Nout: int, in_b: int, s: Shape, bias: bool = True,
             backward: bool = False) -> _Raw:
     """Y (M×Nout) = X (M×Kin) · W (Kin×Nout) [+ b]. Backward: dX and dW (2× the matmul), db."""
     mm = 2 * M * Kin * Nout
@@ -196,7 +74,7 @@ def _linear(comp: str, M: int, Kin: int, Nout: int, in_b: int, s: _Shape, bias: 
     return (comp, 2 + int(bias), 2 * mm + extra, 2 * mm, 2 * mm + extra, y + x + wgt, x + wgt + b, "matmul")
 
 
-def _layernorm(comp: str, rows: int, s: _Shape, backward: bool = False) -> _Raw:
+def _layernorm(comp: str, rows: int, s: Shape, backward: bool = False) -> _Raw:
     n = rows * s.C
     if not backward:
         f = K.LAYERNORM_FWD * n
@@ -205,7 +83,7 @@ def _layernorm(comp: str, rows: int, s: _Shape, backward: bool = False) -> _Raw:
     return (comp, 1, f, 0, f, 2 * n * s.w + s.C * s.w, n * s.w + 2 * s.C * s.w, "vector")
 
 
-def _layer_forward(s: _Shape, workload: Workload, attention: str) -> list[_Raw]:
+def _layer_forward(s: Shape, workload: Workload, attention: str) -> list[_Raw]:
     N, C, a, w = s.N, s.C, s.a, s.w
     kv = s.B * s.L * C  # elements of K (or V) attended to
     qkv = _linear(names.ATTN_QKV, N, C, 3 * C, w, s)
@@ -237,7 +115,7 @@ def _layer_forward(s: _Shape, workload: Workload, attention: str) -> list[_Raw]:
     return ops
 
 
-def _layer_backward(s: _Shape, attention: str) -> list[_Raw]:
+def _layer_backward(s: Shape, attention: str) -> list[_Raw]:
     """Backward of one block, in the order autograd runs it."""
     N, C, a, w = s.N, s.C, s.a, s.w
     kv = s.B * s.L * C
@@ -308,18 +186,25 @@ def _group(key: str, phase: str | None, ops: Iterable[OpCost]) -> OpGroup:
 
 
 class Prediction:
-    """The predicted cost of `workload` on `hardware`: `ops` (one OpCost per name and phase),
-    totals, conventions, and `memory` (a MemoryBreakdown). `compiled`: kernel counts are those
-    of a compiled step (see `predict`)."""
+    """The predicted cost of `workload` on `hardware` under `plan`: `ops` (one OpCost per name
+    and phase), totals, conventions, and `memory` (a MemoryBreakdown). `compiled`: kernel counts
+    are those of a compiled step (see `predict`); `notes` say what the model leaves out."""
 
     def __init__(self, config: GPTConfig, workload: Workload, hardware: Hardware, ops: list[OpCost],
-                 compiled: bool = False) -> None:
+                 plan: ExecutionPlan | None = None, notes: list[str] | None = None) -> None:
         self.config = config
         self.workload = workload
         self.hardware = hardware
         self.ops = ops
-        self.compiled = compiled
+        self.plan = plan if plan is not None else ExecutionPlan.eager(config.attention)
+        self.notes = list(notes or [])
         self._memory = None
+
+    @property
+    def compiled(self) -> bool:
+        """True when the kernel counts are those of a compiled step (inference under a compiled
+        or CUDA-graph plan); a compiled training step is counted kernel by kernel as eager."""
+        return self.plan.compiled and self.workload.kind in INFERENCE_KINDS
 
     # totals
     @cached_property  # ops never change after predict(); to_dict() asks many times
@@ -357,8 +242,6 @@ class Prediction:
 
     def model_flops_per_token(self, convention: str = "gptperf") -> float:
         """Model FLOPs per token under `convention` (see gptperf.perfmodel.conventions)."""
-        from gptperf.perfmodel.conventions import flops_per_token
-
         return flops_per_token(self, convention)
 
     @property
@@ -372,8 +255,6 @@ class Prediction:
     @property
     def memory(self) -> Any:
         if self._memory is None:
-            from gptperf.perfmodel.memory import memory_breakdown
-
             self._memory = memory_breakdown(self.config, self.workload)
         return self._memory
 
@@ -406,8 +287,6 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON schema (docs/perfmodel.md)."""
-        from gptperf.perfmodel.conventions import conventions_table
-
         mem = self.memory
         return {
             "schema": "gptperf.perfmodel/1",
@@ -415,8 +294,10 @@ class Prediction:
             "workload": self.workload.to_dict(),
             "hardware": self.hardware.to_dict(),
             "hardware_label": self.hardware.label,
+            "plan": self.plan.to_dict(),
             "compiled": self.compiled,
             "kernel_model": self.hardware.kernel_model is not None,
+            "notes": list(self.notes),
             "parameters": {
                 "total": count_parameters(self.config),
                 "without_embeddings": count_parameters(self.config, include_embeddings=False),
@@ -444,7 +325,7 @@ class Prediction:
         }
 
 
-def _split_k_reductions(comp: str, rows: int, s: _Shape) -> int:
+def _split_k_reductions(comp: str, rows: int, s: Shape) -> int:
     """1 when cuBLAS splits the reduction of this output projection (many rows, long rows)."""
     k_in = {names.ATTN_PROJ: s.C, names.MLP_PROJ: 4 * s.C}.get(comp)
     return int(k_in is not None and rows > 1 and k_in >= max(s.C, SPLIT_K_MIN))
@@ -454,27 +335,41 @@ def _vector_dtype(dtype: str) -> str:
     return "fp64" if dtype == "fp64" else "fp32"
 
 
-def predict(config: GPTConfig, workload: Workload, hardware: Hardware, *,
-            compiled: bool = False) -> Prediction:
-    """Every operation of `workload` on `config`, placed on `hardware`'s roofline.
+def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
+            plan: ExecutionPlan | None = None) -> Prediction:
+    """Every operation of `workload` on `config`, placed on `hardware`'s roofline, for a step run
+    under `plan` (None: the eager plan with `config.attention`).
 
     With a measured kernel model on `hardware` (`Hardware.kernel_model`), the forward weight
     matmuls stream their bytes at the measured β of their row class instead of the copy bandwidth
     (and a one-query `attn.sdpa`, in decode, at the measured attention β when there is one).
-    `compiled=True` (inference workloads only) counts the kernels of a compiled step
-    (`COMPILED_KERNELS`) and, with a kernel model, charges each the measured α inside a CUDA graph
-    instead of the launch latency: a weight matmul its row class's α, a LayerNorm the norm α, a
-    one-query attention the attention α (each the elementwise α when not measured), every other
-    kernel the elementwise α. docs/perfmodel.md has the formulas.
+    An inference workload (prefill, decode, decode_nocache) under a compiled or CUDA-graph plan
+    counts the kernels of a compiled step (`COMPILED_KERNELS`; a static-cache decode step also
+    picks the greedy token). Under a CUDA-graph plan with a kernel model each kernel is charged
+    the measured α inside a CUDA graph instead of the launch latency: a weight matmul its row
+    class's α, a LayerNorm the norm α, a one-query attention the attention α (each the
+    elementwise α when not measured), every other kernel the elementwise α. A compiled train or
+    forward step is predicted op by op as eager, with a note: inductor's fusion of training
+    kernels is not modelled yet. docs/perfmodel.md has the formulas.
     """
     if not isinstance(config, GPTConfig):
         raise UserError(f"config must be a GPTConfig, got {type(config).__name__}")
     if not isinstance(workload, Workload):
         raise UserError(f"workload must be a Workload, got {type(workload).__name__}")
-    if compiled and workload.kind not in (PREFILL, DECODE, DECODE_NOCACHE):
-        raise UserError(f"compiled kernel counts are modelled for inference workloads ({PREFILL}, "
-                        f"{DECODE}, {DECODE_NOCACHE}); got {workload.kind!r}")
-    s = _shape(config, workload)
+    plan = ExecutionPlan.eager(config.attention) if plan is None else plan
+    if not isinstance(plan, ExecutionPlan):
+        raise UserError(f"plan must be an ExecutionPlan, got {type(plan).__name__}")
+    if plan.attention != config.attention:
+        raise UserError(f"plan attention {plan.attention!r} differs from the model's "
+                        f"{config.attention!r}; use one attention for both")
+    plan.check(workload.kind)
+    notes: list[str] = []
+    compiled = plan.compiled and workload.kind in INFERENCE_KINDS
+    in_graph = compiled and plan.cuda_graph
+    if plan.compiled and not compiled:
+        notes.append(f"compiled {workload.kind} step: predicted op by op as eager kernels; "
+                     "inductor's fusion of training kernels is not modelled yet")
+    s = shape(config, workload)
     attention = config.attention
     dtypes = {"matmul": workload.dtype, "vector": _vector_dtype(workload.dtype)}
     peaks = {k: hardware.peak(d) for k, d in dtypes.items()}
@@ -497,10 +392,10 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware, *,
                 op_bw = km.attention_beta
             if compiled:
                 count = COMPILED_KERNELS[comp] + _split_k_reductions(comp, rows, s)
-                if comp == names.LM_HEAD and workload.kind == DECODE:  # + the greedy pick
-                    count += GREEDY_PICK_KERNELS
+                if comp == names.LM_HEAD and workload.kind == DECODE and plan.static_cache:
+                    count += GREEDY_PICK_KERNELS  # the fast decode step picks the next token
                     read += rows * V * a  # it reads the logits back
-                if km is not None:
+                if km is not None and in_graph:
                     ew = km.elementwise_alpha_s
                     if weight_mm:
                         overhead = km.matmul_alpha_s(rows) + (count - 1) * ew
@@ -541,4 +436,4 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware, *,
         P = count_parameters(config)
         f = K.ADAMW * P
         emit([(names.OPTIMIZER, 1, f, 0, f, 4 * P * w, 3 * P * w, "vector")], names.OPTIMIZER_PHASE)
-    return Prediction(config, workload, hardware, out, compiled=compiled)
+    return Prediction(config, workload, hardware, out, plan, notes)

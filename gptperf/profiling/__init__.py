@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ProfileResult", "profile_workload", "analyse_trace_file", "print_result",
+__all__ = ["ProfileResult", "profile_workload", "analyse_trace_file",
            "attribute", "attribute_file", "load_trace", "compare"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("ProfileResult", "profile_workload", "analyse_trace_file", "print_result"):
+    if name in ("ProfileResult", "profile_workload", "analyse_trace_file"):
         from gptperf.profiling import run
 
         return getattr(run, name)

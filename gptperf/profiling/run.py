@@ -15,14 +15,10 @@ call it); `analyse_trace_file(...)` re-analyses a trace recorded before. Both re
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import json
 import math
-import re
 import shutil
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,25 +34,25 @@ from gptperf.profiling.compare import (
     median_abs_error,
     predicted_by_key,
 )
+from gptperf.profiling.provenance import inductor_provenance
 from gptperf.profiling.trace import (
     METHOD_PROVENANCE,
     METHOD_SHARE,
     Attribution,
     Provenance,
     augment,
-    extern_key,
     load_trace,
 )
 from gptperf.profiling.trace import attribute as attribute_trace
 
 PROFILE_KINDS: tuple[str, ...] = ("train", "forward", "prefill", "decode")
-_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 _COMPILE_NOTE = (
-    "compiled kernels: inductor provenance (each generated kernel -> the FX nodes it fuses -> their "
-    "module path (layer) and source line inside a record_function block (operation)); a kernel "
-    "fusing several operations is split between them by predicted time; compiled work no "
-    "provenance explains is split over the phase's operations by predicted time (method "
-    f"'{METHOD_SHARE}', counted apart in exact coverage)"
+    "compiled kernels: inductor provenance (each generated kernel or extern call -> the post-grad "
+    "FX nodes it computes -> the operation name the model's label annotated them with while "
+    "compiling; backward nodes carry their forward node's annotation); a kernel fusing several "
+    "operations is split between them by predicted time; compiled work no provenance explains is "
+    f"split over the phase's operations by predicted time (method '{METHOD_SHARE}', counted apart "
+    "in exact coverage)"
 )
 _EAGER_NOTE = (
     "kernel -> launching runtime call (correlation) -> innermost CPU operator -> enclosing "
@@ -94,6 +90,7 @@ class ProfileResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "schema": "gptperf.profile/1",
             "workload": self.workload,
             "device": self.device,
             "hardware": self.hardware,
@@ -121,198 +118,23 @@ class ProfileResult:
 
 
 def resolve_hardware(hardware: str | None, device_type: str, device_name: str | None):  # -> Hardware
-    """`hardware` if given; else the measured ceilings of this device if cached, else its datasheet."""
-    from gptperf.perfmodel.hardware import MEASURED, get_hardware
+    """The one resolver (`perfmodel.resolve_hardware`): `hardware` if given; else the measured
+    ceilings of this device if cached, else its datasheet entry."""
+    from gptperf.perfmodel.devices import resolve_hardware as resolve
 
-    if hardware:
-        return get_hardware(hardware, device_name=device_name)
-    with contextlib.suppress(UserError):
-        return get_hardware(MEASURED, device_name=device_name)
-    from gptperf.measure.devices import datasheet_name_for
-
-    entry = datasheet_name_for(device_name or "", device_type) if device_name else None
-    return get_hardware(entry or ("cpu" if device_type == "cpu" else "h100-sxm"))
+    return resolve(hardware or None, device_name, device_type)
 
 
-def predict_ops(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hw: Any
-                ) -> tuple[dict[tuple[str, str], Predicted], bool]:
-    """Predicted figures per (name, phase); ({}, False) if the performance model is missing."""
+def predict_ops(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hw: Any,
+                plan: Any = None) -> tuple[dict[tuple[str, str], Predicted], bool]:
+    """Predicted figures per (name, phase) of the step run under `plan` (None: eager); ({}, False)
+    if the performance model is missing."""
     try:
         from gptperf.perfmodel import Workload, predict
     except ImportError:
         return {}, False
-    prediction = predict(config, Workload(kind, batch, seq, dtype), hw)
+    prediction = predict(config, Workload(kind, batch, seq, dtype), hw, plan)
     return predicted_by_key(prediction.ops), True
-
-
-# ----------------------------------------------------------------------------------------------
-# Compiled code: which operations each inductor kernel computes
-
-
-def line_components(model_dir: Path = _MODEL_DIR) -> dict[tuple[str, int], str]:
-    """(file name, line) -> component, for every line inside a `with record_function(...)` block of
-    the model's source. The label expression is resolved to a name from gptperf.names."""
-    out: dict[tuple[str, int], str] = {}
-    for path in sorted(model_dir.glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        attrs: dict[str, str] = {}  # self._fc = names.layer_name(layer, names.MLP_FC)
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                    and isinstance(node.targets[0], ast.Attribute)):
-                comp = _names_constant(node.value)
-                if comp:
-                    attrs[node.targets[0].attr] = comp
-        blocks = []
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.With):
-                continue
-            for item in node.items:
-                call = item.context_expr
-                if (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "record_function"
-                        and call.args):
-                    arg = call.args[0]
-                    comp = _names_constant(arg)
-                    if comp is None and isinstance(arg, ast.Attribute):
-                        comp = attrs.get(arg.attr)
-                    if comp:
-                        blocks.append((node.lineno, node.end_lineno or node.lineno, comp))
-        for start, end, comp in sorted(blocks, key=lambda b: b[1] - b[0], reverse=True):
-            for line in range(start, end + 1):  # inner blocks (shorter) overwrite outer ones
-                out[(path.name, line)] = comp
-    return out
-
-
-def _names_constant(expr: ast.AST) -> str | None:
-    """The component an expression names: names.X, label[names.X], names.layer_name(i, names.X)."""
-    for node in ast.walk(expr):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id == "names"):
-            value = getattr(names, node.attr, None)
-            if isinstance(value, str) and value in names.COMPONENTS:
-                return value
-    return None
-
-
-_FRAME_RE = re.compile(r'File "([^"]+)", line (\d+)')
-_LAYER_RE = re.compile(r"\bh(?:\.|\[|_)(\d+)")
-
-
-# Origins that move no data of their own (views, layout changes, constants): a kernel's origins
-# include the views of its neighbours' outputs, which would drag in their names.
-_NO_WORK = re.compile(
-    r"aten\.(view|_unsafe_view|reshape|permute|transpose|t|expand|squeeze|unsqueeze|slice|select|"
-    r"split|split_with_sizes|as_strided|alias|detach|clone|arange|full|scalar_tensor|empty|"
-    r"zeros|ones|lift_fresh_copy)\."
-)
-
-
-def _working(origins: list[Any]) -> list[Any]:
-    work = [n for n in origins if not _NO_WORK.match(str(getattr(n, "target", "")))]
-    return work or origins
-
-
-def node_operations(node: Any, lines: dict[tuple[str, int], str], n_layer: int) -> list[str]:
-    """Operation names an FX node belongs to: source line -> component, module path -> layer."""
-    meta = getattr(node, "meta", {}) or {}
-    trace = meta.get("stack_trace") or getattr(node, "stack_trace", None) or ""
-    component = None
-    for file, line in _FRAME_RE.findall(trace):  # outermost first: the last model frame wins
-        comp = lines.get((Path(file).name, int(line)))
-        if comp and Path(file).resolve().parent == _MODEL_DIR:
-            component = comp
-    if component is None:
-        return []
-    if component not in names.LAYER_COMPONENTS:
-        return [component]
-    stack = meta.get("nn_module_stack") or meta.get("fwd_nn_module_stack") or {}
-    layer = None
-    for key, value in stack.items():
-        path = value[0] if isinstance(value, (tuple, list)) and value else key
-        m = _LAYER_RE.search(str(path)) or _LAYER_RE.search(str(key))
-        if m:
-            layer = int(m.group(1))
-    if layer is None or layer >= n_layer:  # unknown layer: all of them, split by prediction
-        return [names.layer_name(i, component) for i in range(n_layer)]
-    return [names.layer_name(layer, component)]
-
-
-def _extern_op(kernel: Any) -> str:
-    name = str(getattr(kernel, "python_kernel_name", None) or getattr(kernel, "op_overload", ""))
-    if "aten." in name:
-        return name.split("aten.")[1].split(".")[0]
-    return name.split(".")[-1]
-
-
-@contextlib.contextmanager
-def inductor_provenance(n_layer: int) -> Iterator[Provenance]:
-    """Record, while inductor generates code, which operations each kernel computes.
-
-    Wraps inductor's own provenance hook (`torch._inductor.debug.
-    set_kernel_post_grad_provenance_tracing`, called once per generated kernel with the nodes it
-    fuses). Turns off the compile caches inside, since a cached graph generates no code.
-    Without that hook (another torch version) the table stays empty and compiled work falls
-    back to the prediction's split.
-    """
-    prov = Provenance()
-    try:
-        import torch._inductor.debug as idebug
-        from torch._inductor import config as iconfig
-        from torch._inductor.virtualized import V
-
-        original = idebug.set_kernel_post_grad_provenance_tracing
-    except (ImportError, AttributeError):
-        yield prov
-        return
-    lines = line_components()
-
-    def hook(*args: Any, **kwargs: Any) -> Any:
-        handle = original(*args, **kwargs)
-        with contextlib.suppress(Exception):  # bookkeeping must never break compilation
-            node_schedule = args[0] if args else kwargs["node_schedule"]
-            kernel_name = args[1] if len(args) > 1 else kwargs["kernel_name"]
-            is_extern = args[2] if len(args) > 2 else kwargs.get("is_extern", False)
-            is_bwd = bool(getattr(V.graph, "is_backward", False))
-            if is_extern:
-                origin = getattr(node_schedule, "origin_node", None)
-                origins = [origin] if origin is not None else _working(list(node_schedule.origins))
-                shapes = [[int(s) for s in x.get_size()] for x in node_schedule.inputs
-                          if hasattr(x, "get_size")]
-                op = _extern_op(node_schedule)
-                key = (is_bwd, op, extern_key(op, shapes))
-                ops = [o for n in origins for o in node_operations(n, lines, n_layer)]
-                prov.externs.setdefault(key, []).append(list(dict.fromkeys(ops)))
-            else:
-                origins = _working([o for s in node_schedule if getattr(s, "node", None) is not None
-                                    for o in s.node.origins])
-                ops = [o for n in origins for o in node_operations(n, lines, n_layer)]
-                prov.kernels.setdefault((is_bwd, str(kernel_name)), []).append(
-                    list(dict.fromkeys(ops)))
-        return handle
-
-    patched = [m for name, m in list(sys.modules.items())
-               if name.startswith("torch._inductor") and m is not None
-               and getattr(m, "set_kernel_post_grad_provenance_tracing", None) is original]
-    for m in patched:
-        m.set_kernel_post_grad_provenance_tracing = hook
-    patches: dict[str, Any] = {"fx_graph_cache": False}
-    if hasattr(iconfig.trace, "provenance_tracking_level"):
-        patches["trace.provenance_tracking_level"] = 1
-    elif hasattr(iconfig.trace, "provenance_tracking"):  # older spelling
-        patches["trace.provenance_tracking"] = True
-    if hasattr(iconfig.cpp, "enable_kernel_profile"):  # CPU kernels: a profiler range each
-        patches["cpp.enable_kernel_profile"] = True
-    try:
-        from torch._functorch import config as fconfig
-
-        autograd_cache = fconfig.patch(enable_autograd_cache=False)
-    except (ImportError, AttributeError):
-        autograd_cache = contextlib.nullcontext()
-    try:
-        with iconfig.patch(patches), autograd_cache:
-            yield prov
-    finally:
-        for m in patched:
-            m.set_kernel_post_grad_provenance_tracing = original
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,15 +197,22 @@ def profile_workload(
     overhead_repeats: int = 5,
     plot: bool = True,
     seed: int = 0,
+    plan: Any = None,
 ) -> ProfileResult:
-    """Profile `active` steps of a workload with torch.profiler, attribute, compare, write `out_dir`."""
+    """Profile `active` steps of a workload with torch.profiler, attribute, compare, write `out_dir`.
+
+    The step is `gptperf.steps.build_step`'s under `plan` (an ExecutionPlan; None: the default
+    for this device with `compile`), the one `bench` times; its prediction is made for that plan,
+    and the plan is recorded under the document's workload."""
     import torch
     from torch.profiler import profile, schedule, tensorboard_trace_handler
 
+    from gptperf.envinfo import device_name as torch_device_name
     from gptperf.envinfo import environment
-    from gptperf.runtime import device_name as torch_device_name
+    from gptperf.perfmodel import Workload
+    from gptperf.plan import ExecutionPlan
     from gptperf.runtime import synchronize
-    from gptperf.workloads import build_runner
+    from gptperf.steps.build import build_step, check_step
 
     if kind not in PROFILE_KINDS:
         raise UserError(f"unknown workload {kind!r} for profile; valid: {', '.join(PROFILE_KINDS)}")
@@ -393,18 +222,25 @@ def profile_workload(
     out = Path(out_dir)
     _check_out_dir(out)
     device = torch.device(device)
+    if plan is None:
+        plan = ExecutionPlan.default(kind, device.type, compile=compile, attention=config.attention)
+    if plan.cuda_graph:
+        raise UserError("profile runs eager or compiled steps: a CUDA graph replays its kernels "
+                        "without the operators that launched them; use mode 'compiled'")
+    workload = Workload(kind, batch, seq, dtype)
+    check_step(config, workload, plan, device)
+    compile = plan.compiled
     dev_name = torch_device_name(device)
     hw = resolve_hardware(hardware, device.type, dev_name)
-    predicted, available = predict_ops(config, kind, batch, seq, dtype, hw)
 
     prov_ctx = inductor_provenance(config.n_layer) if compile else contextlib.nullcontext(None)
     with prov_ctx as prov:
-        runner = build_runner(config, kind, batch=batch, seq=seq, dtype=dtype, device=device,
-                              compile=compile, seed=seed)
+        runner = build_step(config, workload, plan, device, seed=seed)
         # Compilation (and autotuning) happens in the first calls: keep it out of every timing.
         for _ in range(2 if compile else 1):
             runner.step()
         synchronize(device)
+    predicted, available = predict_ops(config, kind, batch, seq, dtype, hw, runner.plan)
     over = _measure_overhead(runner, device, overhead_repeats) if overhead else None
 
     with atomic_dir(out) as tmp:
@@ -432,7 +268,9 @@ def profile_workload(
         doc = load_trace(tmp / "trace.json")
         result = _analyse(
             doc, str(out / "trace.json"), tmp, final=out, predicted=predicted, available=available,
-            provenance=prov, hw=hw, workload=_workload(config, kind, batch, seq, dtype, compile),
+            provenance=prov, hw=hw,
+            workload={**_workload(config, kind, batch, seq, dtype, compile),
+                      "plan": runner.plan.to_dict()},
             device_label=f"{device.type}: {dev_name}", overhead=over, plot=plot,
             environment=environment(device),
         )
@@ -537,100 +375,5 @@ def _analyse(
     )
 
 
-# ----------------------------------------------------------------------------------------------
-# Terminal
-
-
-def print_result(result: ProfileResult, top: int = 25) -> None:
-    """Tables (per component, per operation) and the figures that say how far to trust them."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    from gptperf.output import console, seconds, si
-
-    wl = result.workload
-    console.print(
-        f"[bold]profile[/bold] {wl['kind']} {wl['config'].get('name') or ''} batch {wl['batch']} "
-        f"seq {wl['seq']} {wl['dtype']}{' compiled' if wl.get('compile') else ''} — measured on "
-        f"{result.device}; predicted with {result.hardware}"
-    )
-    n_steps = len(result.step_wall_s)
-    # A squeezed table hides its numbers; let it be wider than an 80-column terminal.
-    wide = Console(width=max(console.width, 132), file=console.file)
-    for title, rows, limit in (("per component (summed over layers)", result.comparison.components, None),
-                               ("per operation", result.comparison.ops, top)):
-        t = Table(title=f"{title}; median of {n_steps} active steps", title_justify="left",
-                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-        with_occ = any(r.occupancy_pct is not None for r in rows)
-        cols = ["name", "ph", "time", "±", "calls", "share", "AI", "FLOP/s", "GB/s", "%roof",
-                "pred", "m/p"] + (["occ%"] if with_occ else [])
-        for col in cols:
-            t.add_column(col, justify="left" if col in ("name", "ph") else "right",
-                         no_wrap=True)
-        for r in rows[:limit] if limit else rows:
-            spread = (r.measured_max_s - r.measured_min_s) / 2 / r.measured_s if r.measured_s else math.nan
-            cells = [
-                r.name, r.phase, seconds(r.measured_s), _f(100 * spread, ".0f") + "%", str(r.calls),
-                f"{100 * r.share:.1f}%", _f(r.arithmetic_intensity, ".3g"),
-                si(r.achieved_flops, "", digits=2).strip() or "—",
-                _f(r.achieved_bytes_per_s / 1e9, ".2g"), _f(r.pct_of_roofline, ".2g"),
-                seconds(r.predicted_s), _f(r.ratio, ".2g"),
-            ]
-            if with_occ:
-                cells.append(_f(r.occupancy_pct, ".0f"))
-            t.add_row(*cells)
-        wide.print(t)
-    console.print("columns: time = measured median per step, ± = half the min-max range, calls = "
-                  f"{result.unit}s per step, AI = predicted FLOP/byte, FLOP/s and GB/s = predicted "
-                  "counts / measured time, %roof = roofline time / measured time, pred = predicted "
-                  "time, m/p = measured / predicted, occ% = achieved occupancy (GPU trace); "
-                  f"hardware for AI, %roof and pred: {result.hardware}")
-    if result.comparison.phases:
-        console.print("per phase: " + ", ".join(
-            f"{r.phase} {seconds(r.measured_s)} (predicted {seconds(r.predicted_s)})"
-            for r in result.comparison.phases))
-    console.print(
-        f"coverage: {100 * result.coverage:.1f}% of {result.unit} time attributed "
-        f"(exact, without predicted-share splits: {100 * result.exact_coverage:.1f}%); "
-        f"{result.unit}s fill {100 * result.busy:.0f}% of the step wall time, so the attributed "
-        f"time is {100 * result.coverage * result.busy:.0f}% of it "
-        f"(median step {seconds(_median(result.step_wall_s))}, profiler clock)"
-    )
-    console.print(f"time by attribution method over {n_steps} steps: " + ", ".join(
-        f"{k} {seconds(v)}" for k, v in sorted(result.by_method.items(), key=lambda kv: -kv[1])))
-    if result.unattributed_top:
-        console.print("largest unattributed: " + ", ".join(
-            f"{k} {seconds(v)}/step" for k, v in result.unattributed_top))
-    console.print(f"median |measured/predicted - 1| over components >= 2% of the step: "
-                  f"{_f(result.median_abs_error, '.2f')}")
-    if result.overhead:
-        o = result.overhead
-        console.print(
-            f"profiler overhead: step {seconds(o['step_s_without'])} without, "
-            f"{seconds(o['step_s_with'])} with the profiler recording "
-            f"({100 * o['overhead']:+.1f}%; median of {o['repeats']}, {o['clock']})"
-        )
-    if not result.prediction_available:
-        console.print("[yellow]no prediction: gptperf.perfmodel.predict is not available[/yellow]")
-    if result.provenance is not None:
-        console.print(f"inductor provenance recorded {result.provenance['kernels']} generated "
-                      f"kernels and {result.provenance['extern_calls']} extern calls")
-    console.print(f"attribution: {result.method}")
-    console.print("wrote: " + ", ".join(f"{k} {v}" for k, v in result.paths.items()))
-
-
-def _median(xs: list[float]) -> float:
-    import statistics
-
-    return statistics.median(xs) if xs else math.nan
-
-
-def _f(x: float | None, fmt: str) -> str:
-    if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))):
-        return "—"
-    return format(x, fmt)
-
-
-__all__ = ["ProfileResult", "profile_workload", "analyse_trace_file", "print_result",
-           "inductor_provenance", "line_components", "METHOD_PROVENANCE"]
+__all__ = ["ProfileResult", "profile_workload", "analyse_trace_file",
+           "inductor_provenance", "METHOD_PROVENANCE"]

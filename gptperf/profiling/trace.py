@@ -15,9 +15,11 @@ The walk, for one piece of work in an active profiler step:
     same thread, the node whose output gradient it stores.
 * Compiled code (torch.compile) has no gptperf ranges inside. Its kernels are looked up in a
   provenance table captured while inductor generated them (kernel -> the FX nodes it fuses ->
-  their module path and source line -> operation names); a kernel that fuses several operations
-  is split between them by their predicted time. A kernel that no table explains is split
-  over the phase's predicted operations (method `predicted-share`, reported apart).
+  the operation names the model's labels annotated them with, see provenance.py); an aten
+  operator that compiled code calls (matmul, attention, a fallback) by its op and shapes; a
+  kernel that fuses several operations is split between them by their predicted time. A kernel
+  that no table explains is split over the phase's predicted operations (method
+  `predicted-share`, reported apart).
 
 Coverage = attributed time / all kernel (operator) time of the active steps.
 """
@@ -42,22 +44,13 @@ _CPU_TREE_CATEGORIES = ("cpu_op", "user_annotation", "cuda_runtime", "cuda_drive
 _LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")
 _STEP_RE = re.compile(r"^ProfilerStep#(\d+)$")
 _GRAPH_PREFIX = re.compile(r"^graph_\d+_")
-_EXTERN_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_mm",
-               "aten::_scaled_dot_product_flash_attention",
-               "aten::_scaled_dot_product_efficient_attention",
-               "aten::_scaled_dot_product_cudnn_attention",
-               "aten::_scaled_dot_product_flash_attention_backward",
-               "aten::_scaled_dot_product_efficient_attention_backward",
-               "aten::_scaled_dot_product_cudnn_attention_backward",
-               "aten::_flash_attention_forward", "aten::_flash_attention_backward",
-               "aten::_efficient_attention_forward", "aten::_efficient_attention_backward")
 
 # How a piece of work found its name, best first.
 METHOD_RANGE = "range"  # inside the operation's record_function range
 METHOD_SEQUENCE = "sequence"  # backward node -> forward op with the same sequence number -> range
 METHOD_ACCUMULATE = "accumulate-grad"  # AccumulateGrad -> the backward node just before it
 METHOD_OPTIMIZER = "optimizer-range"  # torch's Optimizer.step / zero_grad ranges
-METHOD_PROVENANCE = "inductor-provenance"  # compiled kernel -> FX nodes -> module path + source line
+METHOD_PROVENANCE = "inductor-provenance"  # compiled kernel -> FX nodes -> their labels' names
 METHOD_SHARE = "predicted-share"  # unexplained compiled work split by the prediction
 EXACT_METHODS = (METHOD_RANGE, METHOD_SEQUENCE, METHOD_ACCUMULATE, METHOD_OPTIMIZER,
                  METHOD_PROVENANCE)
@@ -270,7 +263,7 @@ def _is_backward_node(e: Mapping[str, Any]) -> bool:
 
 @dataclass
 class Provenance:
-    """Compiled kernels -> operations, captured while inductor generated them (see run.py).
+    """Compiled kernels -> operations, captured while inductor generated them (see provenance.py).
 
     `kernels[(graph_is_backward, kernel_name)]` and `externs[(graph_is_backward, op, dims)]` hold,
     in generation order, for each generated kernel the operation names it computes.
@@ -447,10 +440,12 @@ def attribute(
             lists = provenance.kernels.get((is_bwd, kernel_name))
             key: Any = (step, is_bwd, kernel_name)
             if lists is None and cpu is not None:
-                # An extern call (matmul, attention) made by compiled code: match op and shapes.
-                for a in forest.ancestors(cpu):  # innermost first: _flash_attention_forward,
-                    e = events[a]                  # then _scaled_dot_product_flash_attention
-                    if e.get("cat") == "cpu_op" and e.get("name") in _EXTERN_OPS:
+                # An aten operator called by compiled code (matmul, attention, a fallback):
+                # match op and shapes, innermost first (_flash_attention_forward, then
+                # _scaled_dot_product_flash_attention, the one inductor called).
+                for a in forest.ancestors(cpu):
+                    e = events[a]
+                    if e.get("cat") == "cpu_op" and str(e.get("name", "")).startswith("aten::"):
                         k = extern_key(e["name"], _arg(e, "Input Dims"))
                         lists = provenance.externs.get((is_bwd, e["name"].removeprefix("aten::"), k))
                         key = (step, is_bwd, k)

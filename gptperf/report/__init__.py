@@ -8,14 +8,14 @@
 from __future__ import annotations
 
 from gptperf.report.build import (
+    ReportInterrupted,
     ReportOptions,
+    ReportProgress,
     ReportResult,
-    Stage,
-    StageProgress,
     build_report,
-    print_summary,
     resolve_settings,
 )
+from gptperf.report.context import Stage, StageProgress, StageRecord
 
-__all__ = ["ReportOptions", "ReportResult", "Stage", "StageProgress", "build_report",
-           "print_summary", "resolve_settings"]
+__all__ = ["ReportInterrupted", "ReportOptions", "ReportProgress", "ReportResult", "Stage",
+           "StageProgress", "StageRecord", "build_report", "resolve_settings"]

@@ -1,4 +1,4 @@
-"""Run the report's stages in order under one progress display, and swap the finished folder in.
+"""Run the report's stages in order, telling a progress display, and swap the finished folder in.
 
 The whole output folder is built in a temporary folder beside the target and replaces it only
 when every stage has succeeded (`gptperf.atomic.atomic_dir`). So an interrupted report (Ctrl-C)
@@ -19,12 +19,20 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gptperf.errors import UserError
-
-MARKER = "gptperf-report"  # report.json's "format": proof that a folder is ours to replace
-FORMAT_VERSION = 1
+from gptperf.report.context import (
+    MARKER,
+    Context,
+    Settings,
+    Stage,
+    StageProgress,
+    StageRecord,
+    Workload,
+    machine_load,
+    one_line,
+)
 
 
 @dataclass
@@ -41,50 +49,12 @@ class ReportOptions:
     keep_going: bool = False
 
 
-@dataclass
-class Workload:
-    """One measured step: kind (train, prefill, decode, ...), batch and sequence/context length."""
-
-    kind: str
-    batch: int
-    seq: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "batch": self.batch, "seq": self.seq}
-
-
-@dataclass
-class Settings:
-    """The options resolved on the device in hand: what every stage runs."""
-
-    device: str  # torch device string, e.g. "cpu" or "cuda"
-    device_type: str
-    device_name: str
-    preset: str
-    config: Any  # GPTConfig
-    model_overrides: dict[str, Any]  # fields changed from the preset (for the commands shown)
-    dtype: str
-    compile: bool
-    quick: bool
-    train_seconds: float
-    workloads: dict[str, Workload]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "device": self.device, "device_type": self.device_type,
-            "device_name": self.device_name, "preset": self.preset,
-            "config": self.config.to_dict(), "model_overrides": self.model_overrides,
-            "dtype": self.dtype, "compile": self.compile, "quick": self.quick,
-            "train_seconds": self.train_seconds,
-            "workloads": {k: w.to_dict() for k, w in self.workloads.items()},
-        }
-
-
 def resolve_settings(options: ReportOptions) -> Settings:
     """Defaults for the device: tiny / fp32 / math attention / eager on CPU; gpt2 / bf16 /
     sdpa / compiled on a GPU. Bad values are one-line UserErrors."""
+    from gptperf.envinfo import device_name
     from gptperf.model.config import PRESETS, preset
-    from gptperf.runtime import device_name, resolve_device
+    from gptperf.runtime import resolve_device
 
     device = resolve_device(options.device)
     gpu = device.type == "cuda"
@@ -134,23 +104,6 @@ def resolve_settings(options: ReportOptions) -> Settings:
     )
 
 
-def machine_load() -> dict[str, Any]:
-    """Load average (1, 5, 15 min) and the cores this process may use: a busy machine slows
-    every parallel operator, and the page says so."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        load = list(os.getloadavg())
-    except (OSError, AttributeError):
-        load = None
-    threading_env = {k: os.environ[k] for k in THREADING_ENV if k in os.environ}
-    return {"load_average": load, "cores": cores, "threading_env": threading_env}
-
-
-# Environment variables that change how CPU work is spread over threads (recorded, not set).
-THREADING_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS",
-                 "KMP_BLOCKTIME")
-
-
 def check_output_dir(out: Path) -> None:
     """Refuse to replace a folder that is not an earlier report: `--out .` must not wipe a home."""
     if not out.exists():
@@ -169,157 +122,18 @@ def check_output_dir(out: Path) -> None:
                         "report replaces its folder whole, so give a new or empty folder")
 
 
-# --- progress -------------------------------------------------------------------------------
+class ReportProgress(Protocol):
+    """Whatever shows the report's progress (the command's display): told when a stage starts,
+    it gives back the stage's own progress callback, `update(done, total, note)`; told when the
+    stage has ended (its record holds status, seconds and error)."""
+
+    def stage_started(self, index: int, count: int, record: StageRecord) -> Callable[..., None]: ...
+
+    def stage_finished(self, record: StageRecord) -> None: ...
 
 
-class StageProgress:
-    """What a stage (or the library call inside it) reports: steps done, total, a short note.
-
-    Callable in the shapes library progress hooks use: `p("message")`, `p(done, total)`,
-    `p(done, total, "message")`, or with keywords.
-    """
-
-    def __init__(self, update: Callable[..., None]) -> None:
-        self._update = update
-
-    def update(self, done: float | None = None, total: float | None = None,
-               note: str | None = None) -> None:
-        self._update(done=done, total=total, note=note)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        done = total = note = None
-        numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
-        texts = [a for a in args if isinstance(a, str)]
-        if numbers:
-            done = numbers[0]
-            total = numbers[1] if len(numbers) > 1 else None
-        if texts:
-            note = texts[0]
-        done = kwargs.get("done", kwargs.get("completed", done))
-        total = kwargs.get("total", total)
-        note = kwargs.get("note", kwargs.get("message", note))
-        self.update(done, total, note)
-
-
-class ProgressDisplay:
-    """One rich display for the whole report on stderr: a line per stage with its time.
-
-    A stage's bar shows the library's own progress (steps of the training run, repeats of a
-    benchmark), scaled below 100 % so that the stage is marked done only when it returns.
-    """
-
-    def __init__(self, stages: Sequence[Any], console: Any = None) -> None:
-        from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn
-        from rich.text import Text
-
-        from gptperf.output import err_console
-
-        class Elapsed(ProgressColumn):
-            # rich's own column freezes at the first 100 %; this one runs until stop_task
-            def render(self, task: Any) -> Text:
-                return Text(f"{task.elapsed or 0.0:6.1f} s", style="progress.elapsed")
-
-        self.progress = Progress(
-            SpinnerColumn(finished_text="[green]✓"),
-            TextColumn("{task.description}", style="bold"),
-            BarColumn(bar_width=24),
-            Elapsed(),
-            TextColumn("[dim]{task.fields[note]}"),
-            console=console or err_console,
-            transient=False,
-        )
-        self.count = len(stages)
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> ProgressDisplay:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def start(self, index: int, name: str, title: str) -> StageProgress:
-        task = self.progress.add_task(f"{index}/{self.count} {title}", total=100, completed=0,
-                                      note="")
-        self.tasks[name] = task
-
-        def update(done: float | None = None, total: float | None = None,
-                   note: str | None = None) -> None:
-            fields: dict[str, Any] = {}
-            if done is not None and total:
-                fields["completed"] = min(99.0, 100.0 * done / total)
-            if note is not None:
-                fields["note"] = note[:70]
-            self.progress.update(task, **fields)
-
-        return StageProgress(update)
-
-    def finish(self, name: str, status: str, seconds: float, note: str = "") -> None:
-        task = self.tasks[name]
-        label = "[red]failed: [/red]" if status == "failed" else ""
-        self.progress.update(task, completed=100, note=f"{label}{note}"[:90])
-        self.progress.stop_task(task)
-
-
-# --- stages ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Stage:
-    """One step of the report: `run(ctx, progress)` returns the stage's JSON-ready numbers."""
-
-    name: str
-    title: str
-    run: Callable[[Context, StageProgress], dict[str, Any]]
-    budget_s: float  # a guide on the 2-core CPU; the summary flags a stage that took longer
-
-
-@dataclass
-class StageRecord:
-    name: str
-    title: str
-    status: str = "pending"  # ok | failed | pending (not reached)
-    seconds: float = 0.0
-    budget_s: float = 0.0
-    error: str | None = None  # one line
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "status": self.status, "seconds": self.seconds,
-                "budget_s": self.budget_s, "error": self.error}
-
-
-@dataclass
-class Context:
-    """What stages share: the settings, the folder being built, and each other's results."""
-
-    settings: Settings
-    dir: Path  # the temporary folder that becomes the report
-    out: Path  # where it will be (for commands shown on the page)
-    records: dict[str, StageRecord] = field(default_factory=dict)
-    objects: dict[str, Any] = field(default_factory=dict)  # live objects (model, results)
-    pictures: dict[str, str] = field(default_factory=dict)  # name -> path relative to dir
-    traces: dict[str, str] = field(default_factory=dict)  # what -> path relative to dir
-    commands: list[dict[str, str]] = field(default_factory=list)  # what, command
-
-    def data(self, name: str) -> dict[str, Any] | None:
-        """A finished stage's numbers, or None if it failed or did not run."""
-        rec = self.records.get(name)
-        return rec.data if rec is not None and rec.status == "ok" else None
-
-    def path(self, *parts: str) -> Path:
-        p = self.dir.joinpath(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-    def relative(self, path: str | os.PathLike[str]) -> str:
-        return os.path.relpath(Path(path), self.dir)
-
-    def add_picture(self, name: str, path: str | os.PathLike[str]) -> None:
-        self.pictures[name] = self.relative(path)
-
-    def command(self, what: str, command: str) -> None:
-        self.commands.append({"what": what, "command": command})
+def _no_update(done: float | None = None, total: float | None = None, note: str | None = None) -> None:
+    pass
 
 
 class StageFailed(Exception):
@@ -329,12 +143,18 @@ class StageFailed(Exception):
         self.log = log
 
 
-def one_line(err: BaseException) -> str:
-    """The exception as one line: its type (unless a UserError) and the first line of its text."""
-    text = (str(err).strip().splitlines() or [""])[0][:300]
-    if isinstance(err, UserError):
-        return text
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+class ReportInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `stage`: nothing of this run was written; `kept_previous` says whether `out`
+    still holds an earlier report. A KeyboardInterrupt, so it stops whatever called."""
+
+    def __init__(self, stage: str, out: Path, kept_previous: bool) -> None:
+        super().__init__(stage)
+        self.stage = stage
+        self.out = out
+        self.kept_previous = kept_previous
+
+
+SUMMARY_SCHEMA = "gptperf.report.run/1"
 
 
 @dataclass
@@ -347,16 +167,26 @@ class ReportResult:
     failed: list[str] = field(default_factory=list)
     written: bool = False  # whether `out` now holds this run's report
     log: str | None = None  # full traceback of the failure
+    error: str | None = None  # one line: why the report stopped (a stage or the page failed)
 
-    def summary(self) -> dict[str, Any]:
+    @property
+    def kept_previous(self) -> bool:
+        """Nothing of this run was written and `out` still holds an earlier report."""
+        return not self.written and (self.out / "index.html").exists()
+
+    def to_dict(self) -> dict[str, Any]:
         return {
+            "schema": SUMMARY_SCHEMA,
             "ok": self.ok, "written": self.written,
             "page": str(self.out / "index.html") if self.written else None,
             "json": str(self.out / "report.json") if self.written else None,
-            "failed_stages": self.failed, "traceback_log": self.log, "wall_s": self.wall_s,
+            "failed_stages": self.failed, "error": self.error, "traceback_log": self.log,
+            "wall_s": self.wall_s,
             "stages": {r.name: r.to_dict() for r in self.records},
             "settings": self.settings.to_dict() if self.settings else None,
         }
+
+    summary = to_dict
 
 
 def _write_log(stage: str, err: BaseException) -> str | None:
@@ -374,18 +204,17 @@ def build_report(
     options: ReportOptions,
     stages: Sequence[Stage] | None = None,
     *,
-    console: Any = None,
+    progress: ReportProgress | None = None,
 ) -> ReportResult:
-    """Run every stage and write `options.out` (index.html, report.json, pictures, traces).
+    """Run every stage and write `options.out` (index.html, report.json, pictures, traces),
+    telling `progress` (if any) as each stage starts and ends.
 
-    Returns ok=False (and leaves the previous report) when a stage fails; re-raises
-    KeyboardInterrupt after saying which stage it stopped.
+    Returns ok=False with `error` set (and leaves the previous report) when a stage fails;
+    raises ReportInterrupted (a KeyboardInterrupt) naming the stage on Ctrl-C.
     """
     from gptperf.atomic import atomic_dir
-    from gptperf.output import err_console
     from gptperf.report import stages as stage_module
 
-    console = console or err_console
     t0 = time.perf_counter()
     out = Path(options.out).expanduser()
     check_output_dir(out)
@@ -399,21 +228,21 @@ def build_report(
             ctx = Context(settings, Path(tmp), out,
                           records={r.name: r for r in records})
             ctx.objects["load_start"] = machine_load()
-            with ProgressDisplay(stages, console) as display:
-                for index, (stage, rec) in enumerate(zip(stages, records, strict=True), 1):
-                    current = stage.name
-                    progress = display.start(index, stage.name, stage.title)
-                    t_stage = time.perf_counter()
-                    try:
-                        rec.data = stage.run(ctx, progress) or {}
-                        rec.status = "ok"
-                    except Exception as err:  # noqa: BLE001 - every failure is named and kept
-                        rec.status, rec.error = "failed", one_line(err)
-                        result.log = _write_log(stage.name, err)
-                    rec.seconds = time.perf_counter() - t_stage
-                    display.finish(stage.name, rec.status, rec.seconds, rec.error or "")
-                    if rec.status == "failed" and not options.keep_going:
-                        raise StageFailed(rec, result.log)
+            for index, (stage, rec) in enumerate(zip(stages, records, strict=True), 1):
+                current = stage.name
+                update = progress.stage_started(index, len(stages), rec) if progress else _no_update
+                t_stage = time.perf_counter()
+                try:
+                    rec.data = stage.run(ctx, StageProgress(update)) or {}
+                    rec.status = "ok"
+                except Exception as err:  # noqa: BLE001 - every failure is named and kept
+                    rec.status, rec.error = "failed", one_line(err)
+                    result.log = _write_log(stage.name, err)
+                rec.seconds = time.perf_counter() - t_stage
+                if progress:
+                    progress.stage_finished(rec)
+                if rec.status == "failed" and not options.keep_going:
+                    raise StageFailed(rec, result.log)
             current = "page"
             result.failed = [r.name for r in records if r.status == "failed"]
             result.wall_s = time.perf_counter() - t0
@@ -425,46 +254,12 @@ def build_report(
                 raise StageFailed(page, result.log) from err
     except StageFailed as failed:
         result.failed = [failed.record.name]
+        result.error = failed.record.error
         result.wall_s = time.perf_counter() - t0
-        kept = "the previous report is kept" if (out / "index.html").exists() else "no report was written"
-        console.print(f"[red]gptperf report: stage '{failed.record.name}' failed: "
-                      f"{failed.record.error}[/red]", highlight=False)
-        console.print(f"{kept} ({out}); full traceback: {failed.log}; "
-                      "--keep-going writes the page with that section marked failed",
-                      highlight=False)
         return result
-    except KeyboardInterrupt:
-        kept = "the previous report is kept" if (out / "index.html").exists() else "no report was written"
-        console.print(f"gptperf report: interrupted during stage '{current}'; {kept} ({out})",
-                      highlight=False)
-        raise
+    except KeyboardInterrupt as err:
+        raise ReportInterrupted(current, out, (out / "index.html").exists()) from err
     result.written = True
     result.ok = not result.failed
     result.wall_s = time.perf_counter() - t0
     return result
-
-
-def print_summary(result: ReportResult) -> None:
-    """Stage times, what failed, and the page to open."""
-    from rich.table import Table
-
-    from gptperf.output import console, seconds
-
-    table = Table(title="gptperf report: stages (wall time measured here)", title_justify="left")
-    table.add_column("stage")
-    table.add_column("status")
-    table.add_column("time", justify="right")
-    table.add_column("note")
-    for rec in result.records:
-        style = {"ok": "green", "failed": "red"}.get(rec.status, "dim")
-        over = rec.status == "ok" and rec.budget_s and rec.seconds > 1.5 * rec.budget_s
-        note = rec.error or (f"over its budget of {seconds(rec.budget_s)}" if over else "")
-        table.add_row(rec.title, f"[{style}]{rec.status}[/{style}]", seconds(rec.seconds), note)
-    table.caption = f"total {seconds(result.wall_s)}"
-    console.print(table)
-    if result.written:
-        page = result.out / "index.html"
-        console.print(f"report: [bold]{page}[/bold] (numbers: {result.out / 'report.json'}); "
-                      f"open {page.resolve().as_uri()}", highlight=False, soft_wrap=True)
-    if result.failed:
-        console.print(f"[red]failed stage(s): {', '.join(result.failed)}[/red]")

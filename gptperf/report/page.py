@@ -677,7 +677,7 @@ def render_page(doc: dict[str, Any], folder: str | Path) -> str:
         try:
             sections.append(render(d))
         except Exception as err:  # noqa: BLE001 - one bad section must not lose the page
-            from gptperf.report.build import one_line
+            from gptperf.report.context import one_line
 
             sections.append(section(sid, label, failed=f"this section could not be drawn from "
                                                        f"report.json: {one_line(err)}"))

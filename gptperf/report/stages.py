@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gptperf.errors import UserError
-from gptperf.report.build import Context, Settings, Stage, StageProgress
+from gptperf.report.context import Context, Settings, Stage, StageProgress
 
 # The lecture's example of the chain rule, and two corruptions of it that a model should find
 # less likely.
@@ -66,7 +66,7 @@ def stage_device(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     """The environment, and this device's ceilings: measured (cached per device) and datasheet."""
     from gptperf.envinfo import environment
     from gptperf.measure.ceilings import ceilings_for
-    from gptperf.measure.devices import datasheet_hardware_for
+    from gptperf.perfmodel.devices import datasheet_hardware_for
     from gptperf.plotting.ceilings import plot_ceilings
 
     s = ctx.settings
@@ -119,15 +119,19 @@ def _train_config(s: Settings, out_dir: Path | None, max_iters: int) -> Any:
     )
 
 
-def _calibrate_step_time(s: Settings, batch: int, seq: int) -> float:
-    """Median time of an eager train step of this shape, to fit the run into its time budget."""
+def _calibrate_step_time(s: Settings, cfg: Any) -> float:
+    """Median time of an eager step of `cfg`'s training (the step `gptperf train` runs, on a
+    fixed batch), to fit the run into its time budget."""
     import torch
 
+    from gptperf.perfmodel import Workload
+    from gptperf.plan import ExecutionPlan
     from gptperf.runtime import synchronize
-    from gptperf.workloads import build_runner
+    from gptperf.steps.build import build_step
 
-    runner = build_runner(s.config, "train", batch=batch, seq=seq, dtype=s.dtype,
-                          device=s.device, compile=False, seed=SEED)
+    plan = ExecutionPlan.default("train", s.device_type, attention=s.config.attention)
+    runner = build_step(s.config, Workload("train", cfg.batch, cfg.seq, s.dtype), plan, s.device,
+                        seed=SEED, train_settings=cfg.step_settings())
     device = torch.device(s.device)
     runner.step()
     times = []
@@ -150,7 +154,7 @@ def stage_train(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     s = ctx.settings
     probe = _train_config(s, None, 100)
     progress("timing a step to fit the budget")
-    step_s = _calibrate_step_time(s, probe.batch, probe.seq)
+    step_s = _calibrate_step_time(s, probe)
     # Each of the EVALS validation losses costs eval_iters forward passes, ~1/3 of a step each.
     eval_cost = (EVALS + 1) * (EVAL_ITERS_QUICK if s.quick else EVAL_ITERS) / 3
     max_iters = max(10, int(s.train_seconds * 0.9 / step_s - eval_cost))
@@ -262,19 +266,23 @@ def stage_samples(ctx: Context, progress: StageProgress) -> dict[str, Any]:
 
 
 def prediction_hardware(ctx: Context, dtype: str) -> Any:
-    """The machine the predictions use: the ceilings measured here when they cover `dtype`,
-    else this device's datasheet entry."""
-    from gptperf.measure.devices import datasheet_hardware_for
+    """The machine the predictions use: `perfmodel.resolve_hardware`'s one default (the ceilings
+    the device stage measured and cached here when they cover `dtype`, else the datasheet)."""
+    from gptperf.perfmodel import resolve_hardware
 
-    measured = ctx.objects.get("measured_hardware")
-    if measured is not None and dtype in measured.peak_flops and ("fp64" if dtype == "fp64" else "fp32") in measured.peak_flops:
-        return measured
-    sheet = ctx.objects.get("datasheet") or datasheet_hardware_for(
-        ctx.settings.device_name, ctx.settings.device_type)
-    if sheet is None:
-        raise UserError(f"no measured ceilings and no datasheet entry for {ctx.settings.device_name!r}; "
-                        "run `gptperf ceilings` first")
-    return sheet
+    return resolve_hardware(None, ctx.settings.device_name, ctx.settings.device_type, dtype=dtype)
+
+
+def step_plan(s: Settings, kind: str) -> Any:
+    """The ExecutionPlan each benchmarked step runs under, and is predicted for: the train step
+    compiled on a GPU (with fused AdamW), the decode step on the fast path on a GPU (static KV
+    cache, compiled, CUDA graph), everything else eager; on a CPU all eager (compiling there
+    would not fit the report's budget)."""
+    from gptperf.plan import ExecutionPlan
+
+    return ExecutionPlan.default(kind, s.device_type, compile=_compiled(s, kind),
+                                 fast=kind == "decode" and s.device_type == "cuda",
+                                 attention=s.config.attention)
 
 
 def stage_model(ctx: Context, progress: StageProgress) -> dict[str, Any]:
@@ -290,13 +298,14 @@ def stage_model(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     hardware = prediction_hardware(ctx, s.dtype)
     predictions: dict[str, Any] = {}
     out: dict[str, Any] = {}
-    for kind, w in s.workloads.items():
-        pred = predict(s.config, Workload(kind, w.batch, w.seq, s.dtype), hardware)
+    for kind, w in s.workloads.items():  # each for the plan its benchmark runs under
+        pred = predict(s.config, Workload(kind, w.batch, w.seq, s.dtype), hardware, step_plan(s, kind))
         predictions[kind] = pred
         out[kind] = pred.to_dict()
     # The KV-cache question in one line: a decode step without the cache recomputes everything.
     nocache = s.workloads["decode"]
-    pred = predict(s.config, Workload("decode_nocache", nocache.batch, nocache.seq, s.dtype), hardware)
+    pred = predict(s.config, Workload("decode_nocache", nocache.batch, nocache.seq, s.dtype), hardware,
+                   step_plan(s, "decode_nocache"))
     predictions["decode_nocache"] = pred
     out["decode_nocache"] = pred.to_dict()
     ctx.objects["predictions"] = predictions
@@ -322,9 +331,8 @@ def stage_model(ctx: Context, progress: StageProgress) -> dict[str, Any]:
 
 
 def _compiled(s: Settings, kind: str) -> bool:
-    """torch.compile for the training step only: a compiled prefill/decode would recompile per
-    shape and cost minutes of the report's budget for little (see `gptperf inference` for the
-    compiled, CUDA-graph decode path)."""
+    """torch.compile (as `--compile`) for the training step only: prefill stays eager, and the
+    decode step on a GPU takes the fast path instead (`step_plan`)."""
     return s.compile and kind == "train"
 
 
@@ -351,14 +359,16 @@ def stage_bench(ctx: Context, progress: StageProgress) -> dict[str, Any]:
             progress.update(done, total, f"{kind}: {label}")
 
         progress(f"{kind}: building")
-        r = run_bench(s.config, kind, w.batch, w.seq, s.dtype, s.device, _compiled(s, kind),
-                      warmup, repeats, hardware=hardware, progress=report)
+        plan = step_plan(s, kind)
+        r = run_bench(s.config, kind, w.batch, w.seq, s.dtype, s.device, plan.compiled,
+                      warmup, repeats, hardware=hardware, progress=report, plan=plan)
         results[kind] = r.to_dict()
         ctx.objects[f"bench_{kind}"] = r
         counts = f" --warmup {warmup} --repeats {repeats}" if repeats else ""
         ctx.command(f"bench: {kind} step",
                     f"gptperf bench {kind} {model_flags(s)} --batch {w.batch} --seq {w.seq} "
-                    f"--dtype {s.dtype}{' --compile' if _compiled(s, kind) else ''}{counts} "
+                    f"--dtype {s.dtype}{' --compile' if _compiled(s, kind) else ''}"
+                    f"{' --fast' if plan.fast else ''}{counts} "
                     f"{_device_flags(s)}{_hardware_flag(ctx)}")
         del r
         _free_memory(s)
@@ -442,8 +452,11 @@ def stage_inference(ctx: Context, progress: StageProgress) -> dict[str, Any]:
         seen[0] += 1
         progress.update(min(seen[0], steps), steps, message)
 
+    # The fast decode path on a GPU (what `gptperf inference` and `generate` run there), each
+    # point predicted for its own plan; eager on a CPU, where compiling would not fit the budget.
+    fast = s.device_type == "cuda"
     r = run_inference_study(s.config, torch.device(s.device), s.dtype, contexts=contexts,
-                            batches=batches, fast=False, progress=say, hardware=hw)
+                            batches=batches, fast=fast, progress=say, hardware=hw)
     r.plots = plot_all(r, ctx.dir / "pictures" / "inference")
     for name, path in r.plots.items():
         if str(path).endswith(".png"):
@@ -455,7 +468,7 @@ def stage_inference(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     ctx.command("KV cache vs recompute, prefill, batch sweep",
                 f"gptperf inference {model_flags(s)} --dtype {s.dtype} "
                 f"--contexts {','.join(map(str, contexts))} --batches {','.join(map(str, batches))} "
-                f"--no-fast {_device_flags(s)}{flags}")
+                f"{'--fast' if fast else '--no-fast'} {_device_flags(s)}{flags}")
     _free_memory(s)
     return data
 
@@ -543,7 +556,7 @@ STAGES: list[Stage] = [
 def report_document(ctx: Context, wall_s: float) -> dict[str, Any]:
     """Everything the page shows, as one JSON-ready document (report.json)."""
     from gptperf import __version__
-    from gptperf.report.build import FORMAT_VERSION, MARKER, machine_load
+    from gptperf.report.context import FORMAT_VERSION, MARKER, machine_load
 
     env = ctx.objects.get("environment")
     if env is None:

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from gptperf.errors import UserError
-from gptperf.inference import gemv
 from gptperf.model import GPT, GPTConfig
+from gptperf.plan import COMPILED, CUDA_GRAPH, EAGER, ExecutionPlan
+from gptperf.steps import gemv
 
 
 class StaticKVCache:
@@ -146,6 +147,30 @@ def split_linear_bias(model: nn.Module, one_row_kernel: bool = False) -> nn.Modu
     return model
 
 
+def plain_linear(model: nn.Module) -> nn.Module:
+    """Undo `split_linear_bias`: every Linear of `model` computes as nn.Linear again (in place),
+    so an eager step on a model a fast step used runs the kernels an eager step runs."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.__class__ = nn.Linear
+    return model
+
+
+def capture_graph(run: Callable[[], object], device: torch.device, warmup: int = 3) -> torch.cuda.CUDAGraph:
+    """Call `run` `warmup` times on a side stream (where a compiled `run` compiles), then capture
+    one call as a CUDA graph: `graph.replay()` runs the same kernels on the same buffers."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm-up off the default stream, as capture wants
+        for _ in range(warmup):
+            run()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    return graph
+
+
 @contextlib.contextmanager
 def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
     old = torch.get_default_dtype()
@@ -230,6 +255,14 @@ class FastDecoder:
                        if on_cuda else {})
             self._forward = torch.compile(forward, fullgraph=True, options=options)
         self._graph: torch.cuda.CUDAGraph | None = None
+
+    @property
+    def plan(self) -> ExecutionPlan:
+        """The ExecutionPlan its decode step runs under (a graph of an uncompiled step is
+        predicted as the eager step it replays)."""
+        mode = (CUDA_GRAPH if self.cuda_graph else COMPILED) if self.compile else EAGER
+        one_row = self.one_row_kernel and self.compile and self.device.type == "cuda"
+        return ExecutionPlan(mode, self.config.attention, static_cache=True, one_row_kernel=one_row)
 
     # -- the step --------------------------------------------------------------------------
     def _step(self) -> None:

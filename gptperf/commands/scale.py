@@ -1,0 +1,202 @@
+"""`gptperf scale`: strong and weak scaling of data-parallel training through torchrun, measured
+and predicted — speedup, efficiency, throughput, communication, bus bandwidth, skew."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from gptperf.commands.common import add_device_argument, add_model_arguments, config_from_args
+
+HELP = ("scaling of data-parallel training (torchrun + DDP): speedup, efficiency, throughput, "
+        "communication, predicted beside measured")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
+
+
+def _what_if(text: str) -> tuple[tuple[int, int], ...]:
+    out = []
+    for item in text.split(","):
+        nodes, sep, gpus = item.strip().lower().partition("x")
+        if not (sep and nodes.isdigit() and gpus.isdigit() and int(nodes) > 0 and int(gpus) > 0):
+            raise argparse.ArgumentTypeError(f"expected NODESxGPUS[,...] such as 1x8,2x8, got {item!r}")
+        out.append((int(nodes), int(gpus)))
+    return tuple(out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gptperf.dtypes import DTYPES
+    from gptperf.perfmodel.comm import INTERCONNECTS
+
+    s = parser.add_argument_group("sweep")
+    s.add_argument("--mode", choices=("strong", "weak"), default="strong",
+                   help="strong: the global batch (--batch) is split over p processes; "
+                        "weak: every process keeps --batch (default: strong)")
+    s.add_argument("--procs", type=_int_list, default=(1, 2), metavar="LIST",
+                   help="process counts, e.g. 1,2,4,8 (one per GPU on a GPU; must include 1; default: 1,2)")
+    s.add_argument("--threads", type=_int_list, default=None, metavar="LIST",
+                   help="also sweep intra-op threads of one process, e.g. 1,2 (CPU)")
+    s.add_argument("--space-batches", type=_int_list, default=None, metavar="LIST",
+                   help="per-process batches of the performance-space heatmap (default: those the sweep runs)")
+    s.add_argument("--warmup", type=int, default=3, help="untimed steps per point (default: 3)")
+    s.add_argument("--steps", type=int, default=10, help="timed steps per point (default: 10)")
+    s.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                   help="seconds one torchrun launch may take before it is stopped (default: 600)")
+    add_model_arguments(parser.add_argument_group("model"), "tiny")
+    w = parser.add_argument_group("workload")
+    w.add_argument("--batch", type=int, default=12,
+                   help="global batch (strong) or per-process batch (weak) in sequences (default: 12)")
+    w.add_argument("--seq", type=int, help="tokens per sequence (default: 64 for tiny, else the block size)")
+    w.add_argument("--dtype", default="fp32", choices=DTYPES, help="fp32/tf32/fp64, or bf16/fp16 autocast")
+    w.add_argument("--compile", action="store_true", help="torch.compile the model (DDP splits graphs at buckets)")
+    add_device_argument(w)
+    w.add_argument("--seed", type=int, default=0, help="seed of the weights and the batches")
+    p = parser.add_argument_group("prediction")
+    p.add_argument("--hardware", default=None,
+                   help="machine for the roofline bound and the order of backward: a registry name, "
+                        "'measured' or a TOML file (default: measured ceilings if any, else the datasheet)")
+    p.add_argument("--what-if", type=_what_if, default=(), metavar="NxG[,...]",
+                   help="also predict N nodes × G GPUs from datasheets, e.g. 1x8,2x8,4x8")
+    p.add_argument("--what-if-hardware", default="h100-sxm", help="GPU of the what-if (default: h100-sxm)")
+    p.add_argument("--intra", default="nvlink4", choices=list(INTERCONNECTS),
+                   help="link inside a what-if node (default: nvlink4)")
+    p.add_argument("--inter", default="ib-ndr", choices=list(INTERCONNECTS),
+                   help="link between what-if nodes, one NIC per GPU (default: ib-ndr)")
+    parser.add_argument("--plot-dir", metavar="DIR", help="write speedup.png, efficiency.png, space.png there")
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    from gptperf.scaling.study import ScaleSpec
+
+    config = config_from_args(args)
+    seq = args.seq if args.seq is not None else (min(64, config.block_size) if args.preset == "tiny"
+                                                  else config.block_size)
+    return ScaleSpec(config, mode=args.mode, procs=args.procs, threads=args.threads, batch=args.batch,
+                     seq=seq, dtype=args.dtype, compile=args.compile, device=args.device,
+                     warmup=args.warmup, steps=args.steps, seed=args.seed,
+                     space_batches=args.space_batches, hardware=args.hardware, what_if=args.what_if,
+                     what_if_hardware=args.what_if_hardware, intra=args.intra, inter=args.inter,
+                     timeout_s=args.timeout)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from gptperf import output
+    from gptperf.scaling.launch import LaunchError
+    from gptperf.scaling.study import run_scaling_study
+
+    spec = spec_from_args(args)
+    progress = None if args.json else (lambda msg: output.err_console.print(f"[dim]{msg}[/dim]"))
+    try:
+        study = run_scaling_study(spec, progress=progress)
+    except LaunchError as err:
+        print(f"gptperf scale: error: {err}", file=sys.stderr)
+        return 1
+    doc = study.to_dict()
+    if args.plot_dir:
+        from gptperf.plotting.scaling import plot_scaling
+
+        doc["plots"] = [str(p) for p in plot_scaling(study, args.plot_dir)]
+    if args.json:
+        output.emit_json(doc)
+    else:
+        print_study(study, doc.get("plots", []))
+    return 0
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:+.1f}%"
+
+
+def print_study(study: Any, plots: list[str]) -> None:
+    """The terminal report of a scaling study (a gptperf.scaling.study.ScalingStudy)."""
+    from rich.table import Table
+
+    from gptperf.output import console, seconds, si
+
+    spec, c = study.spec, study.spec.config
+    env = study.environment
+    console.print(f"[bold]scale {spec.mode}[/bold] · {c.name} (L={c.n_layer} H={c.n_head} C={c.n_embd}) · "
+                  f"{'global' if spec.mode == 'strong' else 'per-process'} batch {spec.batch} · T={spec.seq} · "
+                  f"{spec.dtype} · {study.device} · {study.backend or 'one process'} · torchrun · "
+                  f"torch {env.get('torch', '?')}")
+    eff = "efficiency" if spec.mode == "strong" else "weak eff."
+    t = Table(title=f"{spec.mode.capitalize()} scaling: time per step (slowest rank, median of {spec.steps} "
+                    f"after {spec.warmup} warm-up); measured | predicted")
+    for col in ("p", "batch/proc", "time/step", "predicted", "error", "tokens/s", "per proc", "speedup", eff):
+        t.add_column(col, justify="right")
+    for p in study.points:
+        t.add_row(str(p.procs), str(p.per_process_batch), seconds(p.step_s), seconds(p.predicted.step_s),
+                  _pct(p.error), si(p.tokens_per_s), si(p.tokens_per_s_per_process),
+                  f"{p.speedup:.2f} | {p.predicted_speedup:.2f}",
+                  f"{p.efficiency:.0%} | {p.predicted_efficiency:.0%}")
+    console.print(t)
+    t = Table(title="Gradient all-reduce per step; measured | predicted")
+    for col in ("p", "gradients", "buckets", "in flight", "exposed", "busbw", "skew"):
+        t.add_column(col, justify="right")
+    for p in study.points[1:]:
+        m, pr = p.measured, p.predicted
+        t.add_row(str(p.procs), si(pr.gradient_bytes, "B"), str(len(m.bucket_bytes)),
+                  f"{seconds(m.comm_total_s)} | {seconds(pr.comm_total_s)}",
+                  f"{seconds(m.comm_exposed_s)} | {seconds(pr.comm_exposed_s)}",
+                  f"{si(p.busbw, 'B/s')} | {si(pr.busbw, 'B/s')}", seconds(m.skew_s))
+    if len(study.points) > 1:
+        console.print(t)
+    for p, sweep in sorted(study.collectives.items()):
+        if sweep.fit is not None:
+            f = sweep.fit
+            big = sweep.points[-1]
+            console.print(f"all-reduce sweep, {sweep.backend}, {p} ranks, {si(sweep.points[0].bytes, 'B')}–"
+                          f"{si(big.bytes, 'B')}: α = {seconds(f.alpha_s)}, β = {si(f.beta, 'B/s')} "
+                          f"(fit residual {f.residual:.0%} RMS); busbw at {si(big.bytes, 'B')}: "
+                          f"{si(big.busbw, 'B/s')}")
+    for p in study.points[1:]:
+        one = p.predicted_from_one
+        if one is not None:
+            console.print(f"p={p.procs}: sharing the machine, each process computes {p.sharing:.2f}× as long as "
+                          f"one alone ({seconds(p.predicted.compute_s)} against {seconds(one.compute_s)}, "
+                          f"measured without DDP); on one process's compute the prediction would be "
+                          f"{seconds(one.step_s)} ({_pct(p.step_s / one.step_s - 1)})")
+    if study.points and study.points[0].roofline_s is not None:
+        console.print(f"roofline bound of one process's step at batch {study.points[0].per_process_batch}: "
+                      f"{seconds(study.points[0].roofline_s)} ({study.hardware}, whole-machine ceilings)")
+    if study.thread_points:
+        t = Table(title="Intra-op threads, one process; measured | ideal")
+        for col in ("threads", "batch", "time/step", "ideal", "tokens/s", "speedup", "efficiency"):
+            t.add_column(col, justify="right")
+        for tp in study.thread_points:
+            t.add_row(str(tp.threads), str(tp.batch), seconds(tp.step_s), seconds(tp.predicted_step_s),
+                      si(tp.tokens_per_s), f"{tp.speedup:.2f}", f"{tp.efficiency:.0%}")
+        console.print(t)
+    if study.what_if:
+        t = Table(title=f"What-if on {spec.what_if_hardware}: a PREDICTION from datasheets, not measured")
+        for col in ("nodes×GPUs", "batch/GPU", "time/step", "compute", "all-reduce", "exposed",
+                    "tokens/s", "per GPU", "speedup", eff):
+            t.add_column(col, justify="right")
+        for w in study.what_if:
+            pt, st = w.point, w.point.step
+            t.add_row(f"{pt.nodes}×{pt.gpus_per_node}", str(pt.per_gpu_batch), seconds(st.step_s),
+                      seconds(st.compute_s), seconds(st.comm_total_s), seconds(st.comm_exposed_s),
+                      si(pt.tokens_per_s), si(pt.tokens_per_s / pt.world_size), f"{w.speedup:.2f}",
+                      f"{w.efficiency:.0%}")
+        console.print(t)
+        for w in study.what_if:
+            if w.point.step.link is not None:
+                console.print(f"[dim]{w.point.nodes}×{w.point.gpus_per_node}: {w.point.step.label}[/dim]")
+    if len(study.points) > 1:
+        console.print(f"[dim]predicted = {study.points[-1].predicted.label}[/dim]")
+    if study.max_abs_error is not None:
+        console.print(f"largest |measured/predicted − 1| of a multi-process step: {study.max_abs_error:.1%}")
+    for note in study.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    for path in plots:
+        console.print(f"picture: {path}")

@@ -1,0 +1,147 @@
+"""What a step runs (`Workload`: kind, batch, sequence, dtype), the sizes it implies for a GPTConfig
+(`Shape`), and the parameter counts: the shared ground of the performance model's ops
+(transformer), memory and FLOP conventions, which all import it and nothing of each other's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gptperf.dtypes import MIXED_PRECISION, check_dtype, dtype_bytes
+from gptperf.errors import UserError
+from gptperf.model.config import GPTConfig
+
+TRAIN, FORWARD, PREFILL, DECODE, DECODE_NOCACHE = "train", "forward", "prefill", "decode", "decode_nocache"
+WORKLOADS: tuple[str, ...] = (TRAIN, FORWARD, PREFILL, DECODE, DECODE_NOCACHE)
+WORKLOAD_HELP: dict[str, str] = {
+    TRAIN: "forward + backward + AdamW step on B sequences of T=seq tokens (with the loss)",
+    FORWARD: "forward pass with the loss on B sequences of T=seq tokens (no backward)",
+    PREFILL: "a prompt of P=seq tokens fills the KV cache; logits of the last position only",
+    DECODE: "one new token per sequence with the KV cache, attending to L=seq positions (L−1 cached + itself)",
+    DECODE_NOCACHE: "one new token per sequence recomputing the whole context of L=seq tokens",
+}
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{what} must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise UserError(f"{what} must be a positive integer, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What runs: `kind` in WORKLOADS, `batch` sequences, `seq` tokens (the context length L for
+    decode and decode_nocache, the prompt length P for prefill), numeric format `dtype`."""
+
+    kind: str
+    batch: int
+    seq: int
+    dtype: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.kind not in WORKLOADS:
+            raise UserError(f"unknown workload {self.kind!r}; valid: {', '.join(WORKLOADS)}")
+        _positive_int(self.batch, "batch")
+        _positive_int(self.seq, "seq")
+        check_dtype(self.dtype)
+
+    @property
+    def new_tokens(self) -> int:
+        """T: tokens per sequence the model runs on this step."""
+        return 1 if self.kind == DECODE else self.seq
+
+    @property
+    def context(self) -> int:
+        """L: positions each new token attends to (its own included)."""
+        return self.seq
+
+    @property
+    def tokens(self) -> int:
+        """Tokens processed (train/forward/prefill) or generated (decode*) per step."""
+        return self.batch if self.kind in (DECODE, DECODE_NOCACHE) else self.batch * self.seq
+
+    @property
+    def has_backward(self) -> bool:
+        return self.kind == TRAIN
+
+    @property
+    def has_loss(self) -> bool:
+        return self.kind in (TRAIN, FORWARD)
+
+    @property
+    def uses_kv_cache(self) -> bool:
+        return self.kind in (PREFILL, DECODE)
+
+    @property
+    def last_logits_only(self) -> bool:
+        return self.kind in (PREFILL, DECODE, DECODE_NOCACHE)
+
+    @property
+    def mixed_precision(self) -> bool:
+        """bf16/fp16 training and its forward run under autocast with fp32 master weights;
+        inference (prefill, decode*) keeps the weights themselves in bf16/fp16."""
+        return self.dtype in MIXED_PRECISION and self.kind in (TRAIN, FORWARD)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "batch": self.batch, "seq": self.seq, "dtype": self.dtype,
+                "new_tokens": self.new_tokens, "context": self.context, "tokens": self.tokens}
+
+
+def count_parameters(config: GPTConfig, include_embeddings: bool = True) -> int:
+    """Parameters counted once (the LM head is tied to the token embedding), as GPT.num_parameters."""
+    C, V = config.n_embd, config.vocab_size
+    per_layer = 12 * C * C + 13 * C  # ln_1 2C, c_attn 3C²+3C, c_proj C²+C, ln_2 2C, c_fc 4C²+4C, c_proj 4C²+C
+    n = config.n_layer * per_layer + 2 * C  # + ln_f
+    if include_embeddings:
+        n += V * C + config.block_size * C
+    return n
+
+
+def matmul_parameters(config: GPTConfig) -> int:
+    """Weights that multiply activations: the four Linear weights per layer and the tied head."""
+    C = config.n_embd
+    return config.n_layer * 12 * C * C + config.vocab_size * C
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes of one step: B batch, T new tokens, L context, C width, H heads, D head size,
+    V vocabulary; `a` and `w` bytes per element (see gptperf.perfmodel.transformer)."""
+
+
+    B: int
+    T: int
+    L: int
+    C: int
+    H: int
+    D: int
+    V: int
+    n_layer: int
+    a: int  # bytes per element of the compute dtype
+    w: int  # bytes per element of parameters / residual stream / fp32-kept outputs
+    causal: bool
+
+    @property
+    def N(self) -> int:
+        return self.B * self.T
+
+    @property
+    def scores_full(self) -> int:
+        """Elements of the materialised score matrix: B·H·T·L."""
+        return self.B * self.H * self.T * self.L
+
+    @property
+    def scores_causal(self) -> int:
+        """Score elements on or below the diagonal: B·H·T(T+1)/2 when causal (L = T), else B·H·T·L."""
+        return self.B * self.H * self.T * (self.T + 1) // 2 if self.causal else self.scores_full
+
+
+def shape(config: GPTConfig, workload: Workload) -> Shape:
+    config.check_sequence(workload.seq)
+    a = dtype_bytes(workload.dtype)
+    w = 4 if workload.mixed_precision else a
+    T = workload.new_tokens
+    return Shape(B=workload.batch, T=T, L=workload.context, C=config.n_embd, H=config.n_head,
+                 D=config.head_dim, V=config.vocab_size, n_layer=config.n_layer, a=a, w=w, causal=T > 1)

@@ -1,0 +1,151 @@
+"""How a step runs (`ExecutionPlan`): eager, compiled or CUDA graph; attention; static KV cache;
+one-row kernel; fused optimizer — the shared vocabulary of the steps that run and the predictions
+made for them. Pure Python, like `gptperf.names`.
+
+Every measurement records the plan it ran under (`plan.to_dict()` in its JSON) and its
+prediction is `perfmodel.predict(config, workload, hardware, plan)` for that same plan.
+
+Defaults (`ExecutionPlan.default`), per workload kind and device:
+
+* train: eager, or compiled with `--compile`; the fused AdamW kernel on CUDA (it exists for
+  CUDA tensors only, as `gptperf train` has always used it there).
+* forward: eager, or compiled with `--compile`.
+* prefill, decode, decode_nocache with `fast` (the default on CUDA for `generate` and
+  `inference`): on CUDA the step is compiled and replayed as one CUDA graph, with a static KV
+  cache (prefill, decode) and the one-row Triton gemv for batch-1 matmuls (decode, as
+  `FastDecoder` chooses by default); on a CPU compiled with a static cache (no graphs there).
+  Without `fast`: eager, or compiled with `--compile`, with the model's own growing KV cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from gptperf.errors import UserError
+
+EAGER, COMPILED, CUDA_GRAPH = "eager", "compiled", "cuda_graph"
+MODES: tuple[str, ...] = (EAGER, COMPILED, CUDA_GRAPH)
+ATTENTIONS: tuple[str, ...] = ("math", "sdpa")
+INFERENCE_KINDS: tuple[str, ...] = ("prefill", "decode", "decode_nocache")
+TRAINING_KINDS: tuple[str, ...] = ("train", "forward")
+_MODE_LABEL = {EAGER: "eager", COMPILED: "compiled", CUDA_GRAPH: "compiled + CUDA graph"}
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """How one step runs; everything here changes which kernels run (and so the prediction).
+
+    mode: "eager"; "compiled" (torch.compile); "cuda_graph" (compiled, then captured once as a
+    CUDA graph and replayed, as `FastDecoder` does). attention: "math" or "sdpa" (the model's).
+    static_cache: a preallocated KV cache of fixed shape with the position on the device
+    (prefill, decode; needed for a CUDA graph). one_row_kernel: one-row matmuls (batch-1 decode)
+    run gptperf's Triton gemv in a compiled step. fused_optimizer: AdamW's fused kernel (train).
+    """
+
+    mode: str = EAGER
+    attention: str = "sdpa"
+    static_cache: bool = False
+    one_row_kernel: bool = False
+    fused_optimizer: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"unknown execution mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.attention not in ATTENTIONS:
+            raise UserError(f"unknown attention {self.attention!r}; valid: {', '.join(ATTENTIONS)}")
+        for key in ("static_cache", "one_row_kernel", "fused_optimizer"):
+            if not isinstance(getattr(self, key), bool):
+                raise UserError(f"plan {key} must be true or false, got {getattr(self, key)!r}")
+        if self.one_row_kernel and self.mode == EAGER:
+            raise UserError("the one-row gemv kernel runs in a compiled step; use mode 'compiled' "
+                            "or 'cuda_graph', or one_row_kernel=false")
+
+    @property
+    def compiled(self) -> bool:
+        """True for torch.compile'd steps (with or without a CUDA graph)."""
+        return self.mode != EAGER
+
+    @property
+    def cuda_graph(self) -> bool:
+        return self.mode == CUDA_GRAPH
+
+    @property
+    def fast(self) -> bool:
+        """The fast inference path: a static KV cache or a CUDA graph."""
+        return self.static_cache or self.cuda_graph
+
+    @property
+    def label(self) -> str:
+        """e.g. 'compiled + CUDA graph, sdpa, static KV cache, one-row gemv'."""
+        parts = [_MODE_LABEL[self.mode], self.attention]
+        if self.static_cache:
+            parts.append("static KV cache")
+        if self.one_row_kernel:
+            parts.append("one-row gemv")
+        if self.fused_optimizer:
+            parts.append("fused AdamW")
+        return ", ".join(parts)
+
+    def replace(self, **changes: Any) -> ExecutionPlan:
+        return ExecutionPlan(**{**asdict(self), **changes})
+
+    def check(self, kind: str) -> None:
+        """A one-line UserError when a step of workload `kind` cannot run under this plan."""
+        if kind in TRAINING_KINDS:
+            if self.cuda_graph:
+                raise UserError(f"a {kind} step runs eager or compiled, not as a CUDA graph; "
+                                "use mode 'eager' or 'compiled'")
+            if self.static_cache or self.one_row_kernel:
+                raise UserError(f"a {kind} step has no KV cache and no one-row matmuls; "
+                                "static_cache and one_row_kernel are for prefill and decode")
+        elif kind in INFERENCE_KINDS:
+            if kind == "decode_nocache" and self.static_cache:
+                raise UserError("decode_nocache recomputes the context and keeps no KV cache; "
+                                "use static_cache=false")
+            if self.cuda_graph and kind != "decode_nocache" and not self.static_cache:
+                raise UserError(f"a CUDA-graph {kind} step needs the static KV cache (its shapes "
+                                "never change); use static_cache=true")
+        else:
+            raise UserError(f"unknown workload {kind!r}; valid: "
+                            f"{', '.join(TRAINING_KINDS + INFERENCE_KINDS)}")
+        if self.fused_optimizer and kind != "train":
+            raise UserError(f"fused_optimizer is for train steps; a {kind} step has no optimizer")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "label": self.label}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExecutionPlan:
+        """From `to_dict` (its `label` is ignored); unknown keys are a UserError."""
+        if not isinstance(data, dict):
+            raise UserError(f"an execution plan must be a table, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known - {"label"})
+        if unknown:
+            raise UserError(f"unknown execution plan key(s) {unknown}; valid: {', '.join(sorted(known))}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def eager(cls, attention: str = "sdpa") -> ExecutionPlan:
+        return cls(EAGER, attention)
+
+    @classmethod
+    def default(cls, kind: str, device_type: str, *, compile: bool = False,
+                fast: bool | None = False, attention: str = "sdpa") -> ExecutionPlan:
+        """The plan a command runs `kind` under on `device_type` ("cpu" or "cuda") when the user
+        names none (see the module docstring). `fast=None` means on for CUDA, off elsewhere;
+        it applies to prefill, decode and decode_nocache only."""
+        cuda = device_type == "cuda"
+        if kind == "train":
+            return cls(COMPILED if compile else EAGER, attention, fused_optimizer=cuda)
+        if kind == "forward":
+            return cls(COMPILED if compile else EAGER, attention)
+        if kind not in INFERENCE_KINDS:
+            raise UserError(f"unknown workload {kind!r}; valid: "
+                            f"{', '.join(TRAINING_KINDS + INFERENCE_KINDS)}")
+        if not (cuda if fast is None else fast):
+            return cls(COMPILED if compile else EAGER, attention)
+        return cls(CUDA_GRAPH if cuda else COMPILED, attention,
+                   static_cache=kind != "decode_nocache",
+                   one_row_kernel=cuda and kind == "decode")

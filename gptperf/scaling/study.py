@@ -1,0 +1,606 @@
+"""Strong and weak scaling of data-parallel training, measured through torchrun and predicted.
+
+    study = run_scaling_study(ScaleSpec(preset("tiny"), mode="strong", procs=(1, 2), batch=12))
+    study.points[1].speedup, study.points[1].predicted_step_s, study.to_dict()
+
+One torchrun launch per process count (`launch.py`); each runs the per-process batches of the
+performance space (strong: global batch / p; weak: the batch itself), and with more than one
+process first sweeps all-reduce sizes. Per point: time per step (the slowest rank's, median over
+steps), throughput (tokens/s, and per process), speedup S(p) = T(1)/T(p) and efficiency S(p)/p
+(strong), weak-scaling efficiency T(1)/T(p) (weak), all-reduce time in flight and exposed (not
+hidden by backward), bus bandwidth (busbw = algbw·2(p−1)/p) and skew between ranks.
+
+The prediction of a p-process step is calibrated, and says so: its compute (forward, backward,
+optimizer) is measured in the same launch, the p processes stepping at once at the same
+per-process batch but without DDP, one such step after every DDP step (so it holds what sharing
+the machine costs — cores, caches, memory bandwidth, other work running then; on a GPU machine
+next to nothing); its communication is DDP's buckets
+(perfmodel.comm) on the α–β fit of the all-reduce sweep of the same launch, overlapped with
+backward as far as the predicted order of backward allows. The same communication on the
+one-process compute (`predicted_from_one`) is kept beside it: their ratio is what the processes
+cost each other (`sharing`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gptperf import names
+from gptperf.errors import UserError
+from gptperf.model.config import GPTConfig
+from gptperf.perfmodel.comm import (
+    AlphaBeta,
+    DdpStepPrediction,
+    WhatIfPoint,
+    backward_ready_fractions,
+    busbw,
+    ddp_buckets,
+    gradient_bytes_per_element,
+    gradient_tensors,
+    predict_ddp_step,
+    what_if,
+)
+
+SCHEMA = "gptperf.scale/1"
+MODES: tuple[str, ...] = ("strong", "weak")
+CALIBRATED = ("calibrated prediction: compute = the p processes stepping at once without DDP, "
+              "measured in the same launch at the same per-process batch, each such step paired with "
+              "a DDP step; all-reduce = DDP's buckets on the α–β fit of that launch's all-reduce "
+              "sweep")
+OVERLAP = "overlapped with backward as far as the order of backward allows"
+NO_OVERLAP = ("none of it hidden: gloo's all-reduce runs on the CPU, and every core computes "
+              "(processes × threads ≥ cores)")
+FROM_ONE = ("the same all-reduce on the compute of 1 process alone (this sweep's p = 1 run at the "
+            "same per-process batch)")
+IDEAL_THREADS = "ideal: the 1-thread step divided by the threads (no model of intra-op overheads)"
+
+Progress = Callable[[str], None]
+
+
+def _positive_ints(values: Sequence[int], what: str) -> tuple[int, ...]:
+    out = tuple(values)
+    if not out or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in out):
+        raise UserError(f"{what} must be positive integers, got {list(values)!r}")
+    if len(set(out)) != len(out):
+        raise UserError(f"{what} has a value twice: {list(values)!r}")
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class ScaleSpec:
+    """What to sweep. `batch` is the global batch (strong) or the per-process batch (weak);
+    `threads`: intra-op threads of one process to sweep as well (CPU); `space_batches`: the
+    per-process batches of the performance space (default: those the sweep needs);
+    `what_if`: (nodes, GPUs per node) pairs to predict on datasheet `what_if_hardware`."""
+
+    config: GPTConfig
+    mode: str = "strong"
+    procs: tuple[int, ...] = (1, 2)
+    threads: tuple[int, ...] | None = None
+    batch: int = 12
+    seq: int = 64
+    dtype: str = "fp32"
+    compile: bool = False
+    device: str = "auto"
+    warmup: int = 3
+    steps: int = 10
+    seed: int = 0
+    space_batches: tuple[int, ...] | None = None
+    hardware: str | None = None
+    what_if: tuple[tuple[int, int], ...] = ()
+    what_if_hardware: str = "h100-sxm"
+    intra: str = "nvlink4"
+    inter: str = "ib-ndr"
+    timeout_s: float = 600.0
+    work_dir: str | None = None  # where the launches write (default: a temporary folder)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"unknown scaling mode {self.mode!r}; valid: {', '.join(MODES)}")
+        procs = _positive_ints(self.procs, "--procs")
+        if 1 not in procs:
+            raise UserError(f"--procs {','.join(map(str, procs))} lacks 1: T(1) is the baseline of "
+                            "speedup and efficiency, and calibrates the prediction")
+        object.__setattr__(self, "procs", procs)
+        if self.threads is not None:
+            object.__setattr__(self, "threads", _positive_ints(self.threads, "--threads"))
+        if self.space_batches is not None:
+            object.__setattr__(self, "space_batches", _positive_ints(self.space_batches, "--space-batches"))
+        for key, minimum in (("batch", 1), ("seq", 1), ("warmup", 0), ("steps", 1), ("seed", 0)):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise UserError(f"{key} must be an integer >= {minimum}, got {v!r}")
+        if self.compile and self.warmup < 1:
+            raise UserError("--compile needs --warmup >= 1: the first step compiles")
+        if self.mode == "strong":
+            bad = [p for p in procs if self.batch % p]
+            if bad:
+                raise UserError(f"strong scaling splits the global batch {self.batch} over the processes; "
+                                f"it does not divide by {', '.join(map(str, bad))}: pick a batch divisible "
+                                f"by every --procs value")
+        self.config.check_sequence(self.seq)
+        for nodes, gpus in self.what_if:
+            if self.mode == "strong" and self.batch % (nodes * gpus):
+                raise UserError(f"--what-if {nodes}x{gpus}: the global batch {self.batch} does not divide "
+                                f"over {nodes * gpus} GPUs")
+
+    def per_process_batch(self, procs: int) -> int:
+        return self.batch // procs if self.mode == "strong" else self.batch
+
+    @property
+    def grid_batches(self) -> tuple[int, ...]:
+        """Per-process batches every launch runs: the performance space's columns."""
+        needed = {self.per_process_batch(p) for p in self.procs}
+        if self.space_batches is not None:
+            return tuple(sorted(set(self.space_batches) | needed))
+        # both modes' cells: the strong split batch/p and the weak batch itself
+        return tuple(sorted(needed | {self.batch // p for p in self.procs if self.batch % p == 0}))
+
+    def thread_batch(self, threads: int) -> int:
+        return self.batch if self.mode == "strong" else self.batch * threads
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "procs": list(self.procs),
+                "threads": list(self.threads) if self.threads else None, "batch": self.batch,
+                "batch_meaning": "global batch" if self.mode == "strong" else "per-process batch",
+                "seq": self.seq, "dtype": self.dtype, "compile": self.compile, "device": self.device,
+                "warmup": self.warmup, "steps": self.steps, "seed": self.seed,
+                "space_batches": list(self.grid_batches), "hardware": self.hardware,
+                "what_if": [f"{n}x{g}" for n, g in self.what_if], "what_if_hardware": self.what_if_hardware,
+                "intra": self.intra, "inter": self.inter}
+
+
+# -- what one launch measured ---------------------------------------------------------------
+
+def _union(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, -math.inf
+    for a, b in sorted(intervals):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One (processes, threads, per-process batch) run, over its timed steps: medians of the
+    slowest rank's step and phases; all-reduce time in flight (union of bucket-ready → reduced)
+    and exposed (past the last bucket's readiness, i.e. after backward's compute), mean over
+    ranks; skew: spread over ranks of the time their last gradient was ready."""
+
+    procs: int
+    threads: int
+    per_process_batch: int
+    step_s: float
+    forward_s: float
+    backward_s: float
+    optimizer_s: float
+    comm_total_s: float
+    comm_exposed_s: float
+    skew_s: float
+    bucket_bytes: tuple[int, ...]
+    step_times_s: tuple[float, ...]
+    losses: tuple[float, ...]  # every step (warm-up included), mean over ranks
+
+    @property
+    def gradient_bytes(self) -> int:
+        return sum(self.bucket_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step_s": self.step_s, "forward_s": self.forward_s, "backward_s": self.backward_s,
+                "optimizer_s": self.optimizer_s, "comm_total_s": self.comm_total_s,
+                "comm_exposed_s": self.comm_exposed_s, "skew_s": self.skew_s,
+                "bucket_bytes": list(self.bucket_bytes), "gradient_bytes": self.gradient_bytes,
+                "step_times_s": list(self.step_times_s), "losses": list(self.losses)}
+
+
+def measured_from_ranks(ranks: list[dict[str, Any]], run_index: int, key: str = "steps") -> Measured:
+    """Reduce the gathered per-rank records of one run (`ranks[r]['runs'][run_index][key]`;
+    key "solo_steps": the paired steps without DDP)."""
+    runs = [{**r["runs"][run_index], "steps": r["runs"][run_index][key]} for r in ranks]
+    p = len(runs)
+    n_steps = len(runs[0]["steps"])
+    timed = [i for i in range(n_steps) if not runs[0]["steps"][i]["warmup"]] or list(range(n_steps))
+    F, B, OPT = names.FORWARD, names.BACKWARD, names.OPTIMIZER_PHASE
+    step_t, fwd, bwd, opt, comm, exposed, skew = [], [], [], [], [], [], []
+    for i in timed:
+        steps = [run["steps"][i] for run in runs]
+        marks = [s["marks"] for s in steps]
+        step_t.append(max(m[OPT] for m in marks))
+        fwd.append(max(m[F] for m in marks))
+        bwd.append(max(m[B] - m[F] for m in marks))
+        opt.append(max(m[OPT] - m[B] for m in marks))
+        per_rank_total, per_rank_exposed, last_ready = [], [], []
+        for s in steps:
+            spans = [(b["ready_s"], b["done_s"]) for b in s["buckets"] if b["done_s"] is not None]
+            if not spans:
+                continue
+            ready = max(a for a, _ in spans)
+            per_rank_total.append(_union(spans))
+            per_rank_exposed.append(max(0.0, max(b for _, b in spans) - ready))
+            last_ready.append(ready)
+        comm.append(statistics.fmean(per_rank_total) if per_rank_total else 0.0)
+        exposed.append(statistics.fmean(per_rank_exposed) if per_rank_exposed else 0.0)
+        skew.append(max(last_ready) - min(last_ready) if len(last_ready) > 1 else 0.0)
+    last = runs[0]["steps"][timed[-1]]["buckets"]
+    losses = tuple(statistics.fmean(run["steps"][i]["loss"] for run in runs) for i in range(n_steps))
+    med = statistics.median
+    return Measured(p, int(ranks[0]["threads"]), int(runs[0]["per_process_batch"]), med(step_t),
+                    med(fwd), med(bwd), med(opt), med(comm), med(exposed), med(skew),
+                    tuple(b["bytes"] for b in sorted(last, key=lambda b: b["index"])),
+                    tuple(step_t), losses)
+
+
+# -- the results ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScalePoint:
+    """One process count of the sweep: measured, predicted (calibrated), and the metrics."""
+
+    procs: int
+    per_process_batch: int
+    seq: int
+    measured: Measured
+    predicted: DdpStepPrediction
+    baseline_step_s: float  # T(1): measured, 1 process, at the batch the mode compares with
+    mode: str
+    roofline_s: float | None = None  # per-process compute at the roofline bound
+    predicted_from_one: DdpStepPrediction | None = None  # compute of 1 process alone
+
+    @property
+    def sharing(self) -> float:
+        """How much slower each of the p processes computes than one alone (measured, without
+        communication): 1.0 when they share nothing."""
+        one = self.predicted_from_one
+        return self.predicted.compute_s / one.compute_s if one is not None else 1.0
+
+    @property
+    def global_batch(self) -> int:
+        return self.procs * self.per_process_batch
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch * self.seq
+
+    @property
+    def step_s(self) -> float:
+        return self.measured.step_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_per_step / self.step_s
+
+    @property
+    def tokens_per_s_per_process(self) -> float:
+        return self.tokens_per_s / self.procs
+
+    def _speedup(self, t: float) -> float:
+        """Strong: S = T(1)/T(p). Weak: the throughput ratio p·T(1)/T(p) (scaled speedup)."""
+        return self.baseline_step_s / t * (self.procs if self.mode == "weak" else 1)
+
+    @property
+    def speedup(self) -> float:
+        return self._speedup(self.step_s)
+
+    @property
+    def efficiency(self) -> float:
+        """S(p)/p — for weak scaling this is T(1)/T(p), the weak-scaling efficiency."""
+        return self.speedup / self.procs
+
+    @property
+    def predicted_speedup(self) -> float:
+        return self._speedup(self.predicted.step_s)
+
+    @property
+    def predicted_efficiency(self) -> float:
+        return self.predicted_speedup / self.procs
+
+    @property
+    def busbw(self) -> float:
+        """Achieved bus bandwidth of the gradients' all-reduces (bytes/s): gradient bytes over
+        the time an all-reduce was in flight, times 2(p−1)/p."""
+        m = self.measured
+        if self.procs == 1 or m.comm_total_s <= 0:
+            return 0.0
+        return busbw(m.gradient_bytes, m.comm_total_s, self.procs)
+
+    @property
+    def error(self) -> float | None:
+        """measured / predicted − 1 of the step; None at p = 1 (the calibration point)."""
+        return None if self.procs == 1 else self.step_s / self.predicted.step_s - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        m, pr = self.measured, self.predicted
+        d = {
+            "procs": self.procs, "threads_per_process": m.threads,
+            "per_process_batch": self.per_process_batch, "global_batch": self.global_batch,
+            "tokens_per_step": self.tokens_per_step,
+            "measured": {
+                "step_s": m.step_s, "tokens_per_s": self.tokens_per_s,
+                "tokens_per_s_per_process": self.tokens_per_s_per_process,
+                "speedup": self.speedup, "efficiency": self.efficiency,
+                "comm_total_s": m.comm_total_s, "comm_exposed_s": m.comm_exposed_s,
+                "busbw_bytes_per_s": self.busbw, "skew_s": m.skew_s, **m.to_dict(),
+            },
+            "predicted": {
+                "step_s": pr.step_s, "tokens_per_s": self.tokens_per_step / pr.step_s,
+                "tokens_per_s_per_process": self.tokens_per_step / pr.step_s / self.procs,
+                "speedup": self.predicted_speedup, "efficiency": self.predicted_efficiency,
+                "comm_total_s": pr.comm_total_s, "comm_exposed_s": pr.comm_exposed_s,
+                "busbw_bytes_per_s": pr.busbw, "compute_s": pr.compute_s,
+                "label": pr.label, "detail": pr.to_dict(),
+            },
+            "error": self.error, "roofline_bound_s": self.roofline_s,
+            "baseline_step_s": self.baseline_step_s, "sharing": self.sharing,
+        }
+        one = self.predicted_from_one
+        if one is not None:
+            d["predicted_from_one"] = {"step_s": one.step_s, "compute_s": one.compute_s,
+                                       "error": self.step_s / one.step_s - 1, "label": one.label}
+        if self.mode == "weak":
+            d["measured"]["weak_efficiency"] = self.efficiency
+            d["predicted"]["weak_efficiency"] = self.predicted_efficiency
+        return d
+
+
+@dataclass(frozen=True)
+class ThreadPoint:
+    """One process with `threads` intra-op threads; predicted: the ideal T(1 thread)/threads."""
+
+    threads: int
+    batch: int
+    seq: int
+    step_s: float
+    baseline_step_s: float
+    mode: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.batch * self.seq / self.step_s
+
+    @property
+    def speedup(self) -> float:
+        return self.baseline_step_s / self.step_s * (self.threads if self.mode == "weak" else 1)
+
+    @property
+    def efficiency(self) -> float:
+        return self.speedup / self.threads
+
+    @property
+    def predicted_step_s(self) -> float:
+        return self.baseline_step_s / self.threads if self.mode == "strong" else self.baseline_step_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threads": self.threads, "batch": self.batch, "step_s": self.step_s,
+                "tokens_per_s": self.tokens_per_s, "tokens_per_s_per_thread": self.tokens_per_s / self.threads,
+                "speedup": self.speedup, "efficiency": self.efficiency,
+                "predicted": {"step_s": self.predicted_step_s, "speedup": float(self.threads),
+                              "efficiency": 1.0, "label": IDEAL_THREADS}}
+
+
+@dataclass(frozen=True)
+class SpaceCell:
+    """The performance space: throughput at (processes, per-process batch)."""
+
+    procs: int
+    per_process_batch: int
+    step_s: float
+    tokens_per_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"procs": self.procs, "per_process_batch": self.per_process_batch, "step_s": self.step_s,
+                "tokens_per_s": self.tokens_per_s, "tokens_per_s_per_process": self.tokens_per_s / self.procs}
+
+
+@dataclass(frozen=True)
+class WhatIfRow:
+    """A what-if point with speedup and efficiency against the 1-GPU what-if."""
+
+    point: WhatIfPoint
+    speedup: float
+    efficiency: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.point.to_dict(), "speedup": self.speedup, "efficiency": self.efficiency}
+
+
+@dataclass
+class ScalingStudy:
+    """Everything `gptperf scale` measured and predicted (JSON schema gptperf.scale/1)."""
+
+    spec: ScaleSpec
+    points: list[ScalePoint]
+    thread_points: list[ThreadPoint]
+    space: list[SpaceCell]
+    collectives: dict[int, Any]  # procs -> measure.collectives.CollectiveSweep
+    what_if: list[WhatIfRow]
+    backend: str | None
+    device: str
+    hardware: str | None  # the roofline bound's hardware label
+    launches: list[dict[str, Any]]
+    environment: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def max_abs_error(self) -> float | None:
+        errors = [abs(p.error) for p in self.points if p.error is not None]
+        return max(errors) if errors else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA, "mode": self.spec.mode, "spec": self.spec.to_dict(),
+            "model": self.spec.config.to_dict(), "backend": self.backend, "device": self.device,
+            "points": [p.to_dict() for p in self.points],
+            "threads": [t.to_dict() for t in self.thread_points],
+            "space": [c.to_dict() for c in self.space],
+            "collectives": {str(p): s.to_dict() for p, s in self.collectives.items()},
+            "what_if": [w.to_dict() for w in self.what_if],
+            "prediction": self.points[-1].predicted.label if self.points else CALIBRATED,
+            "roofline_hardware": self.hardware,
+            "max_abs_error": self.max_abs_error,
+            "definitions": {
+                "step_s": "slowest rank's step, median over timed steps",
+                "speedup": "strong: T(1)/T(p) at a fixed global batch; weak: p·T(1)/T(p)",
+                "efficiency": "speedup/p; for weak scaling T(1)/T(p)",
+                "comm_total_s": "time with a gradient all-reduce in flight (bucket ready to reduced)",
+                "comm_exposed_s": "all-reduce time after the last gradient was ready (not hidden by backward)",
+                "busbw": "gradient bytes / comm_total_s · 2(p-1)/p (nccl-tests' bus bandwidth)",
+                "skew_s": "spread over ranks of when their last gradient was ready",
+                "error": "measured / predicted − 1",
+            },
+            "launches": self.launches, "environment": self.environment, "notes": self.notes,
+        }
+
+
+# -- running it -----------------------------------------------------------------------------
+
+def _worker_spec(spec: ScaleSpec, batches: Sequence[int], threads: int, collectives: bool,
+                 out: Path, solo: Sequence[int] = ()) -> Any:
+    from gptperf.scaling.worker import WorkerSpec
+
+    return WorkerSpec(spec.config.to_dict(), tuple(batches), spec.seq, str(out), tuple(solo), dtype=spec.dtype,
+                      compile=spec.compile, device=spec.device, warmup=spec.warmup, steps=spec.steps,
+                      threads=threads, seed=spec.seed, collectives=collectives,
+                      timeout_s=max(60.0, spec.timeout_s))
+
+
+def _device_type(spec: ScaleSpec) -> tuple[str, str, int]:
+    """(device type, device name, GPUs) of `spec.device`, checked against the process counts."""
+    import torch
+
+    from gptperf.envinfo import device_name
+    from gptperf.runtime import resolve_device
+
+    dev = resolve_device(spec.device)
+    gpus = torch.cuda.device_count() if dev.type == "cuda" else 0
+    if dev.type == "cuda" and max(spec.procs) > gpus:
+        raise UserError(f"--procs {max(spec.procs)} needs {max(spec.procs)} GPUs; this machine has {gpus} "
+                        "(one process per GPU)")
+    if dev.type == "cuda" and spec.threads:
+        raise UserError("--threads sweeps intra-op CPU threads; on a GPU leave it out")
+    return dev.type, device_name(dev), gpus
+
+
+def _on(compute: Measured, buckets: list[Any], link: AlphaBeta | None, p: int,
+        label: str, overlap: bool) -> DdpStepPrediction:
+    """A predicted p-process step on measured compute (its phases' medians scaled to add up to
+    its median step: medians do not add)."""
+    k = compute.step_s / (compute.forward_s + compute.backward_s + compute.optimizer_s)
+    return predict_ddp_step(buckets, forward_s=k * compute.forward_s, backward_s=k * compute.backward_s,
+                            optimizer_s=k * compute.optimizer_s, link=link, world_size=p, label=label,
+                            overlap=overlap)
+
+
+def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> ScalingStudy:
+    """Launch every point through torchrun, reduce, predict; the typed result (prints nothing)."""
+    import os
+
+    from gptperf.measure.collectives import CollectiveSweep
+    from gptperf.perfmodel import Workload, get_hardware, predict, resolve_hardware
+    from gptperf.plan import ExecutionPlan
+    from gptperf.scaling.launch import Launch, launch
+    from gptperf.scaling.worker import SPEC
+
+    say = progress or (lambda _msg: None)
+    dev_type, dev_name, _ = _device_type(spec)
+    roof_hw = resolve_hardware(spec.hardware, dev_name, dev_type, dtype=spec.dtype)
+    wi_hw = get_hardware(spec.what_if_hardware) if spec.what_if else None
+    notes: list[str] = []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if dev_type == "cpu" and max(spec.procs) > cores:
+        notes.append(f"{max(spec.procs)} processes on {cores} CPU cores: oversubscribed")
+    plan = ExecutionPlan.default("train", dev_type, compile=spec.compile, attention=spec.config.attention)
+
+    tmp = None
+    work = Path(spec.work_dir) if spec.work_dir else Path(tmp := tempfile.mkdtemp(prefix="gptperf-scale-"))
+    measured: dict[tuple[int, int, int], Measured] = {}  # (procs, threads, batch)
+    solo_runs: dict[tuple[int, int], Measured] = {}  # (procs, batch): stepping at once, no DDP
+    collectives: dict[int, CollectiveSweep] = {}
+    launches: list[dict[str, Any]] = []
+    environment: dict[str, Any] = {}
+    backend = None
+    runs = [(p, 1, spec.grid_batches) for p in spec.procs]
+    runs += [(1, t, (spec.thread_batch(t),)) for t in (spec.threads or ()) if t != 1 or 1 not in spec.procs]
+    for p, t, batches in runs:
+        say(f"launching {p} process{'es' if p > 1 else ''} × {t} thread{'s' if t > 1 else ''}, "
+            f"per-process batch {', '.join(map(str, batches))}")
+        out = work / f"p{p}-t{t}"
+        solo = (spec.per_process_batch(p),) if p > 1 and t == 1 else ()
+        ws = _worker_spec(spec, batches, t, collectives=p > 1, out=out, solo=solo).write(out / SPEC)
+        res = launch(Launch(p, [str(ws)], out, threads=t, timeout_s=spec.timeout_s))
+        doc = res.result
+        backend = doc["backend"] or backend
+        environment = environment or doc["environment"]
+        launches.append({"procs": p, "threads": t, "batches": list(batches), **res.to_dict()})
+        for i, run in enumerate(doc["ranks"][0]["runs"]):
+            b = int(run["per_process_batch"])
+            measured[(p, t, b)] = measured_from_ranks(doc["ranks"], i)
+            if "solo_steps" in run:
+                solo_runs[(p, b)] = measured_from_ranks(doc["ranks"], i, "solo_steps")
+        if doc.get("collectives"):
+            collectives[p] = CollectiveSweep.from_dict(doc["collectives"])
+
+    if tmp is not None:  # kept when a launch fails: its error names the log there
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        for entry in launches:
+            entry["log"] = None
+
+    config = spec.config
+    bpe = gradient_bytes_per_element(spec.dtype)
+    points: list[ScalePoint] = []
+    for p in spec.procs:
+        b = spec.per_process_batch(p)
+        m = measured[(p, 1, b)]
+        base = measured[(1, 1, spec.batch)]  # strong: the global batch on one; weak: the same batch
+        one = measured[(1, 1, b)]  # one process alone at this per-process batch
+        prediction = predict(config, Workload("train", b, spec.seq, spec.dtype), roof_hw, plan)
+        buckets = ddp_buckets(gradient_tensors(config), bpe, ready=backward_ready_fractions(prediction.ops))
+        link: AlphaBeta | None = collectives[p].fit if p in collectives else None
+        # gloo reduces on the CPU: with no core to spare, backward cannot hide it
+        overlap = dev_type == "cuda" or p * m.threads < cores
+        label = f"{CALIBRATED}, {OVERLAP if overlap else NO_OVERLAP}"
+        if p == 1:
+            pred = _on(one, buckets, link, p, "calibration point: measured on 1 process", overlap)
+            from_one = None
+        else:
+            pred = _on(solo_runs[(p, b)], buckets, link, p, label, overlap)
+            from_one = _on(one, buckets, link, p, FROM_ONE, overlap)
+        if p > 1 and m.bucket_bytes and list(m.bucket_bytes) != [bk.bytes for bk in buckets]:
+            notes.append(f"p={p}: DDP's buckets were {list(m.bucket_bytes)} bytes, the model's "
+                         f"{[bk.bytes for bk in buckets]}")
+        points.append(ScalePoint(p, b, spec.seq, m, pred, base.step_s, spec.mode, prediction.time_s,
+                                 from_one))
+
+    thread_points = []
+    if spec.threads:
+        base_t = measured[(1, 1, spec.thread_batch(1))].step_s
+        for t in spec.threads:
+            mt = measured[(1, t, spec.thread_batch(t))]
+            thread_points.append(ThreadPoint(t, spec.thread_batch(t), spec.seq, mt.step_s, base_t, spec.mode))
+
+    space = [SpaceCell(p, b, m.step_s, p * b * spec.seq / m.step_s)
+             for (p, t, b), m in sorted(measured.items()) if t == 1]
+
+    rows: list[WhatIfRow] = []
+    if spec.what_if and wi_hw is not None:
+        def wi(nodes: int, gpus: int) -> WhatIfPoint:
+            per_gpu = spec.batch // (nodes * gpus) if spec.mode == "strong" else spec.batch
+            return what_if(config, nodes=nodes, gpus_per_node=gpus, per_gpu_batch=per_gpu, seq=spec.seq,
+                           dtype=spec.dtype, hardware=wi_hw, intra=spec.intra, inter=spec.inter)
+        one_gpu = wi(1, 1)
+        for nodes, gpus in spec.what_if:
+            pt = wi(nodes, gpus)
+            s = one_gpu.step.step_s / pt.step.step_s * (pt.world_size if spec.mode == "weak" else 1)
+            rows.append(WhatIfRow(pt, s, s / pt.world_size))
+
+    return ScalingStudy(spec, points, thread_points, space, collectives, rows, backend, dev_name,
+                        roof_hw.label, launches, environment, notes)

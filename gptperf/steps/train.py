@@ -1,0 +1,146 @@
+"""The one training step: what `gptperf train` runs, and what `bench train` and `profile --workload
+train` time and trace — AdamW with weight-decay groups, GradScaler for fp16, autocast, gradient
+accumulation, clipping, torch.compile and the fused AdamW kernel as the ExecutionPlan says.
+
+`TrainStep.run()` is one optimizer step for a training loop (it returns the loss); `phases` are
+the same work apart — forward and backward once per micro-batch, then the optimizer — for a
+timer that puts events between them (`gptperf.measure.timer.time_phases` sums a repeated phase).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.profiler import record_function
+
+from gptperf import names
+from gptperf.errors import UserError
+from gptperf.plan import ExecutionPlan
+from gptperf.runtime import autocast
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The optimisation a train step does (defaults: those of `gptperf train`'s tiny recipe; the
+    rate does not change a step's time)."""
+
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # 0: off
+    grad_accum: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.grad_accum, bool) or not isinstance(self.grad_accum, int) or self.grad_accum < 1:
+            raise UserError(f"grad_accum must be a positive integer, got {self.grad_accum!r}")
+        if not (isinstance(self.grad_clip, (int, float)) and math.isfinite(self.grad_clip)
+                and self.grad_clip >= 0):
+            raise UserError(f"grad_clip must be a finite number >= 0, got {self.grad_clip!r}")
+
+
+def make_optimizer(model: torch.nn.Module, settings: TrainSettings, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with weight decay on 2-D weights (matmuls, embeddings) only, as nanoGPT;
+    `fused`: the fused kernel (the plan's `fused_optimizer`)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": settings.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    extra = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, **extra)
+
+
+class TrainStep:
+    """One optimizer step of `model` on the batches `next_batch()` returns (one per micro-batch).
+
+    `model` is the GPT itself (its weights are checkpointed, clipped and evaluated); the plan may
+    run it compiled (`run_model`). Keeps the optimizer and the fp16 GradScaler.
+    """
+
+    def __init__(self, model: torch.nn.Module, plan: ExecutionPlan, device: torch.device, dtype: str,
+                 next_batch: Callable[[], Batch], settings: TrainSettings | None = None) -> None:
+        plan.check("train")
+        if dtype == "fp16" and device.type != "cuda":
+            raise UserError("dtype 'fp16' needs a CUDA GPU (GradScaler autocast); on CPU use bf16 or fp32")
+        self.model = model
+        self.plan = plan
+        self.device = device
+        self.dtype = dtype
+        self.next_batch = next_batch
+        self.settings = settings or TrainSettings()
+        self.run_model: torch.nn.Module = torch.compile(model) if plan.compiled else model
+        self.optimizer = make_optimizer(model, self.settings, fused=plan.fused_optimizer)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")
+        self._loss: torch.Tensor | None = None
+        self._total = torch.zeros((), device=device)
+
+    # -- the phases ------------------------------------------------------------------------
+    def forward(self) -> None:
+        """One micro-batch forward (with the loss), under autocast."""
+        x, y = self.next_batch()
+        with autocast(self.device, self.dtype):
+            _, loss = self.run_model(x, y)
+        self._total += loss.detach().float()
+        self._loss = loss
+
+    def backward(self) -> None:
+        """Its backward, the loss scaled for fp16 and divided over the micro-batches."""
+        loss, self._loss = self._loss, None
+        if loss is None:
+            raise RuntimeError("TrainStep.backward without a forward before it")
+        self.scaler.scale(loss / self.settings.grad_accum).backward()
+
+    def optimizer_step(self) -> None:
+        """Clip the gradient norm (if asked), step AdamW through the scaler, clear the gradients."""
+        with record_function(names.OPTIMIZER):
+            self._update()
+
+    def _update(self) -> None:
+        if self.settings.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._total.zero_()
+
+    @property
+    def phases(self) -> list[tuple[str, Callable[[], None]]]:
+        """forward, backward per micro-batch, then the optimizer (names from gptperf.names)."""
+        micro = [(names.FORWARD, self.forward), (names.BACKWARD, self.backward)]
+        return micro * self.settings.grad_accum + [(names.OPTIMIZER_PHASE, self.optimizer_step)]
+
+    # -- the training loop's view ------------------------------------------------------------
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def run(self) -> float:
+        """One optimizer step: every micro-batch forward and backward, then the update; returns
+        the mean loss over the micro-batches (a host synchronisation). A non-finite loss skips
+        the update (weights and optimizer state stay as they were) and is returned for the
+        caller to stop on."""
+        for _ in range(self.settings.grad_accum):
+            self.forward()
+            self.backward()
+        loss = self._total.item() / self.settings.grad_accum
+        if not math.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._total.zero_()
+            return loss
+        self.optimizer_step()
+        return loss
+
+    def compile_now(self, batch: int, seq: int) -> None:
+        """Compile forward and backward on a dummy batch before any timed step; changes neither
+        weights, optimizer state nor the data stream."""
+        dummy = torch.zeros(batch, seq, dtype=torch.long, device=self.device)
+        with autocast(self.device, self.dtype):
+            _, loss = self.run_model(dummy, dummy)
+        loss.backward()
+        self.model.zero_grad(set_to_none=True)

@@ -1,0 +1,221 @@
+"""Data-parallel scaling through torchrun on CPU (gloo, 2 processes): DDP trains exactly like one
+process on the same global batch, `gptperf scale --json` carries every number, a failing or killed
+rank ends the run with one line and no hang, and two torchrun launches meet as two "nodes"
+through torchrun's c10d rendezvous. torchrun starts slowly (~4 s per launch on 2 cores), so the
+`scale` run is shared by the tests that read it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gptperf.errors import UserError
+from gptperf.model import preset
+from gptperf.scaling.launch import Launch, LaunchError, free_port, launch
+from gptperf.scaling.study import ScaleSpec
+from gptperf.scaling.worker import WorkerSpec
+
+
+def small(out: Path, fault: str | None = None) -> list[str]:
+    """The worker's argument: a spec for a 1-layer tiny model, 3 short steps."""
+    spec = WorkerSpec(preset("tiny").replace(n_layer=1).to_dict(), (2,), 16, str(out), warmup=1,
+                      steps=2, fault=fault)
+    return [str(spec.write(out / "spec.json"))]
+
+
+@pytest.fixture(scope="module")
+def strong(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`gptperf scale --mode strong --procs 1,2 --json` on the tiny model (2 buckets of gradients)."""
+    from gptperf.cli import main
+
+    plots = tmp_path_factory.mktemp("plots")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["scale", "--mode", "strong", "--procs", "1,2", "--batch", "4", "--seq", "32",
+                     "--warmup", "1", "--steps", "2", "--timeout", "120", "--plot-dir", str(plots), "--json"])
+    assert code == 0
+    return json.loads(out.getvalue())
+
+
+@pytest.mark.slow
+def test_scale_json_carries_every_number(strong: dict[str, Any]) -> None:
+    d = strong
+    assert d["schema"] == "gptperf.scale/1" and d["mode"] == "strong" and d["backend"] == "gloo"
+    one, two = d["points"]
+    assert (one["procs"], one["per_process_batch"], two["procs"], two["per_process_batch"]) == (1, 4, 2, 2)
+    assert one["global_batch"] == two["global_batch"] == 4
+    for pt in (one, two):
+        for side in ("measured", "predicted"):
+            for key in ("step_s", "tokens_per_s", "tokens_per_s_per_process", "speedup", "efficiency",
+                        "comm_total_s", "comm_exposed_s", "busbw_bytes_per_s"):
+                assert isinstance(pt[side][key], float), (side, key)
+        assert pt["measured"]["step_s"] > 0 and pt["predicted"]["step_s"] > 0
+    m1, m2 = one["measured"], two["measured"]
+    assert m2["speedup"] == pytest.approx(m1["step_s"] / m2["step_s"])
+    assert m2["efficiency"] == pytest.approx(m2["speedup"] / 2)
+    assert m2["tokens_per_s"] == pytest.approx(4 * 32 / m2["step_s"])
+    assert m2["tokens_per_s_per_process"] == pytest.approx(m2["tokens_per_s"] / 2)
+    assert two["error"] == pytest.approx(m2["step_s"] / two["predicted"]["step_s"] - 1)
+    assert one["error"] is None  # p = 1 calibrates the prediction
+    # communication: measured from DDP's hooks, predicted from the all-reduce sweep's α–β fit
+    assert m1["comm_total_s"] == 0.0 and m2["comm_total_s"] > 0
+    assert 0 <= m2["comm_exposed_s"] <= m2["comm_total_s"]
+    assert m2["busbw_bytes_per_s"] == pytest.approx(m2["gradient_bytes"] / m2["comm_total_s"])  # p=2
+    p2 = two["predicted"]
+    assert p2["comm_total_s"] > 0 and 0 <= p2["comm_exposed_s"] <= p2["comm_total_s"]
+    assert "calibrated" in p2["label"]
+    # the compute of the prediction is measured on 2 processes stepping at once without DDP; the
+    # same communication on one process's compute is kept beside it, and their ratio is `sharing`
+    one_p = two["predicted_from_one"]
+    assert one_p["error"] == pytest.approx(m2["step_s"] / one_p["step_s"] - 1)
+    assert two["sharing"] == pytest.approx(p2["compute_s"] / one_p["compute_s"])
+    assert one_p["compute_s"] == pytest.approx(d["space"][0]["step_s"])  # 1 process at batch 2
+    fit = d["collectives"]["2"]["fit"]
+    assert fit["alpha_s"] >= 0 and fit["beta_bytes_per_s"] > 0 and fit["residual"] is not None
+    assert len(d["collectives"]["2"]["points"]) >= 4
+    # DDP's own buckets (seen by the hook) are the ones the model predicts
+    assert m2["bucket_bytes"] == [b["bytes"] for b in p2["detail"]["buckets"]]
+    assert len(m2["bucket_bytes"]) == 2
+    # the performance space: every process count at every per-process batch
+    assert {(c["procs"], c["per_process_batch"]) for c in d["space"]} == {(1, 2), (1, 4), (2, 2), (2, 4)}
+    assert sorted(Path(p).name for p in d["plots"]) == ["efficiency.png", "space.png", "speedup.png"]
+    assert all(Path(p).stat().st_size > 1000 for p in d["plots"])
+
+
+@pytest.mark.slow
+def test_ddp_trains_like_one_process_on_the_global_batch(strong: dict[str, Any]) -> None:
+    import torch
+
+    from gptperf.scaling import worker
+    from gptperf.scaling.ddp import DistContext
+
+    one, two = strong["points"]
+    ddp_losses = two["measured"]["losses"]  # 2 processes × batch 2, mean over ranks
+    single = one["measured"]["losses"]  # 1 process × batch 4, the same batches
+    assert len(ddp_losses) == 3
+    assert ddp_losses == pytest.approx(single, rel=1e-5, abs=1e-6)
+    # and the same single-process training run here, outside torchrun
+    config = preset("tiny")
+    args = WorkerSpec(config.to_dict(), (4,), 32, "unused", warmup=1, steps=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = worker.run_batch(DistContext(0, 1, 0, None, torch.device("cpu")), config, 4, args)
+    finally:
+        torch.set_num_threads(threads)
+    assert [s["loss"] for s in here["steps"]] == pytest.approx(ddp_losses, rel=1e-5, abs=1e-6)
+    assert ddp_losses[-1] < ddp_losses[0] - 0.01  # it trained (the same batch every step)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("procs, fault, expected", [
+    (2, "kill:1:1", "rank 1 was killed by SIGKILL"),  # torchrun must stop rank 0, which waits on it
+    (1, "raise:0:1", "rank 0 failed: RuntimeError: injected failure on rank 0 at step 1"),
+])
+def test_failing_rank_ends_the_run_with_one_line(tmp_path: Path, procs: int, fault: str, expected: str) -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(LaunchError) as err:
+        launch(Launch(procs, small(tmp_path, fault), tmp_path, timeout_s=60))
+    message = str(err.value)
+    assert expected in message and "\n" not in message and "torchrun.log" in message
+    assert time.perf_counter() - t0 < 50  # torchrun stopped the other rank: no wait for the timeout
+
+
+@pytest.mark.slow
+def test_hung_rank_is_stopped_at_the_time_limit(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(LaunchError, match="did not finish within 6 s"):
+        launch(Launch(1, small(tmp_path, "hang:0:0"), tmp_path, timeout_s=6))
+    assert time.perf_counter() - t0 < 20
+
+
+def test_spec_and_flags_reject_bad_input() -> None:
+    from gptperf.cli import main
+
+    config = preset("tiny")
+    with pytest.raises(UserError, match="lacks 1"):
+        ScaleSpec(config, procs=(2, 4))
+    with pytest.raises(UserError, match="does not divide by 5"):
+        ScaleSpec(config, procs=(1, 5), batch=12)
+    ScaleSpec(config, mode="weak", procs=(1, 5), batch=12)  # weak keeps the batch per process
+    with pytest.raises(UserError, match="scaling mode"):
+        ScaleSpec(config, mode="medium")
+    with pytest.raises(UserError, match="--what-if 2x8"):
+        ScaleSpec(config, batch=12, what_if=((2, 8),))
+    assert ScaleSpec(config, procs=(1, 2, 4), batch=8).grid_batches == (2, 4, 8)
+    assert ScaleSpec(config, mode="weak", procs=(1, 2), batch=8).grid_batches == (4, 8)
+    for bad in (["--procs", "1,x"], ["--what-if", "2by8"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["scale", *bad])
+        assert exit_.value.code == 2
+
+
+@pytest.mark.slow
+def test_train_on_two_nodes_through_c10d_rendezvous(tmp_path: Path) -> None:
+    """Two torchrun launches on localhost as two "nodes" (--nnodes 2 --node-rank 0/1
+    --rdzv-backend c10d --rdzv-endpoint localhost:PORT), each running `gptperf train` on one
+    process: DDP over gloo, rank 0 alone prints and writes the checkpoint; together they train
+    like one process on the global batch, and the checkpoint resumes on a world size of one."""
+    import os
+    import subprocess
+
+    import torch
+
+    from gptperf.checkpoint import load_checkpoint
+    from gptperf.model import GPT
+    from gptperf.train import TrainConfig, train
+
+    out = tmp_path / "out"
+    args = ["train", "--preset", "tiny", "--n-layer", "1", "--seq", "16", "--eval-interval", "3",
+            "--eval-iters", "1", "--warmup-iters", "0", "--seed", "3", "--batch", "2", "--max-iters", "3",
+            "--out", str(out), "--json"]
+    endpoint = f"localhost:{free_port()}"
+    cmds = [Launch(1, args, out, module="gptperf", nnodes=2, node_rank=r, rdzv_endpoint=endpoint,
+                   rdzv_id="two-nodes").command() for r in (0, 1)]
+    assert all("--rdzv-backend=c10d" in c and f"--node-rank={r}" in c for r, c in enumerate(cmds))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True) for c in cmds]
+    try:
+        outputs = [p.communicate(timeout=150) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    docs = [json.loads(line) for o, _ in outputs for line in o.splitlines() if line.startswith("{")]
+    assert len(docs) == 1  # rank 0 alone reports ...
+    assert docs[0]["tokens_per_step"] == 2 * 2 * 16 and docs[0]["checkpoint"]
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt"]  # ... and checkpoints
+
+    def one_process(**kw: Any) -> Any:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return train(TrainConfig.for_preset("tiny", model={"n_layer": 1}, seq=16, eval_interval=3,
+                                                eval_iters=1, warmup_iters=0, seed=3, device="cpu", **kw))
+        finally:
+            torch.set_num_threads(threads)
+
+    # the same 3 steps on one process with the global batch of 4 give the same model (compared
+    # by its loss: the key bias has no true gradient, so Adam turns rounding noise into steps)
+    single = one_process(batch=4, max_iters=3, out_dir=None)
+    saved = GPT(single.model_config)
+    saved.load_state_dict(load_checkpoint(out / "ckpt.pt")["model"])
+    tokens = torch.randint(0, 256, (8, 17), generator=torch.Generator().manual_seed(0))
+
+    def loss(model: torch.nn.Module) -> float:
+        with torch.no_grad():
+            return float(model(tokens[:, :-1], tokens[:, 1:])[1])
+
+    assert loss(saved) == pytest.approx(loss(single.model), rel=1e-5)
+    assert loss(saved) != pytest.approx(loss(one_process(batch=4, max_iters=1, out_dir=None).model), rel=1e-4)
+    resumed = one_process(batch=4, max_iters=5, out_dir=str(out), resume=True)
+    assert resumed.start_step == 3 and resumed.steps == 5 and len(resumed.losses) == 5

@@ -1,0 +1,220 @@
+"""The steps every command runs: build_step for each workload and plan, the one train step shared
+by `train`, `bench train` and `profile --workload train`, and the plan each command's JSON records
+(the plan that ran, and the one its prediction was made for)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from gptperf import names
+from gptperf.errors import UserError
+from gptperf.model import preset
+from gptperf.perfmodel import Workload, get_hardware, predict
+from gptperf.plan import ExecutionPlan
+from gptperf.steps.build import build_step
+from gptperf.steps.train import TrainSettings, TrainStep
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+CFG = preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=32)
+SMALL = ["--preset", "tiny", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--block-size", "32"]
+EAGER = ExecutionPlan.eager(CFG.attention)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTPERF_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def compile_calls(monkeypatch) -> list:
+    """torch.compile replaced by the callable itself, counted: the compiled branch of every step
+    runs (and is recorded) without minutes of inductor on a CPU."""
+    calls: list = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append(fn) or fn)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["train", "forward", "prefill", "decode", "decode_nocache"])
+def test_every_workload_builds_and_runs(kind: str) -> None:
+    step = build_step(CFG, Workload(kind, 2, 8), EAGER, "cpu")
+    step.step()
+    expected = [names.FORWARD, names.BACKWARD, names.OPTIMIZER_PHASE] if kind == "train" else [names.FORWARD]
+    assert [n for n, _ in step.phases] == expected
+    assert step.plan == EAGER and step.tokens_per_step == (2 if kind.startswith("decode") else 16)
+    assert (step.train is not None) == (kind == "train")
+    assert next(step.model.parameters()).dtype == torch.float32
+    assert step.model.training == (kind == "train") and step.kind == kind
+
+
+def test_fast_plans_on_cpu(compile_calls) -> None:
+    for kind in ("prefill", "decode", "decode_nocache"):
+        plan = ExecutionPlan.default(kind, "cpu", fast=True, attention=CFG.attention)
+        step = build_step(CFG, Workload(kind, 2, 8), plan, "cpu")
+        step.step()
+        assert step.plan == plan and plan.compiled and plan.static_cache == (kind != "decode_nocache")
+    assert len(compile_calls) == 3
+
+
+@pytest.mark.parametrize(("plan", "needle"), [
+    (ExecutionPlan("cuda_graph", CFG.attention, static_cache=True), "CUDA"),
+    (ExecutionPlan("eager", "math"), "attention"),
+    (ExecutionPlan("eager", CFG.attention, static_cache=True), "static_cache"),
+])
+def test_steps_that_cannot_run_are_one_line_errors(plan: ExecutionPlan, needle: str) -> None:
+    kind = "decode" if plan.cuda_graph else "train"
+    with pytest.raises(UserError, match=needle) as err:
+        build_step(CFG, Workload(kind, 2, 8), plan, "cpu")
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="block_size"):
+        build_step(CFG, Workload("train", 2, 64), EAGER, "cpu")
+
+
+def test_one_row_kernel_without_triton_is_dropped_and_said(compile_calls) -> None:
+    plan = ExecutionPlan("compiled", CFG.attention, static_cache=True, one_row_kernel=True)
+    step = build_step(CFG, Workload("decode", 1, 8), plan, "cpu")
+    assert step.plan == plan.replace(one_row_kernel=False)
+    assert any("gemv" in n for n in step.notes)
+
+
+def test_accumulation_repeats_forward_and_backward_per_micro_batch() -> None:
+    step = build_step(CFG, Workload("train", 2, 8), EAGER, "cpu",
+                      train_settings=TrainSettings(grad_accum=3))
+    assert [n for n, _ in step.phases] == ["fwd", "bwd"] * 3 + ["opt"]
+    assert step.tokens_per_step == 3 * 2 * 8
+    step.step()
+
+
+def test_phases_are_the_training_step() -> None:
+    """Running the phases is running `TrainStep.run`: the same weights and optimizer state after."""
+    a = build_step(CFG, Workload("train", 2, 8), EAGER, "cpu", seed=3,
+                   train_settings=TrainSettings(grad_accum=2))
+    b = build_step(CFG, Workload("train", 2, 8), EAGER, "cpu", seed=3,
+                   train_settings=TrainSettings(grad_accum=2))
+    for _ in range(2):
+        a.step()
+        loss = b.train.run()
+    assert 0 < loss < 10
+    for (name, pa), pb in zip(a.model.named_parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb), name
+    state_a, state_b = a.train.optimizer.state_dict()["state"], b.train.optimizer.state_dict()["state"]
+    assert all(torch.equal(state_a[k]["exp_avg"], state_b[k]["exp_avg"]) for k in state_a)
+
+
+def test_bench_train_profile_train_and_train_run_the_same_step(monkeypatch, tmp_path, cli_json) -> None:
+    calls: Counter[str] = Counter()
+    for method in ("forward", "backward", "optimizer_step"):
+        original = getattr(TrainStep, method)
+
+        def counted(self, _original=original, _name=method) -> None:
+            calls[_name] += 1
+            _original(self)
+
+        monkeypatch.setattr(TrainStep, method, counted)
+
+    def ran() -> Counter[str]:
+        seen = Counter(calls)
+        calls.clear()
+        return seen
+
+    doc = cli_json("bench", "train", *SMALL, "--batch", "2", "--seq", "8", "--warmup", "1",
+                   "--repeats", "2", "--device", "cpu")
+    assert doc["plan"] == EAGER.to_dict()
+    assert ran() == {"forward": 3, "backward": 3, "optimizer_step": 3}  # 1 warm-up + 2 timed
+
+    from gptperf.profiling.run import profile_workload
+
+    result = profile_workload(CFG, "train", batch=2, seq=8, out_dir=tmp_path / "prof", wait=0,
+                              warmup=1, active=1, overhead=False, plot=False, hardware="cpu")
+    assert result.workload["plan"] == EAGER.to_dict()
+    assert json.loads((tmp_path / "prof" / "profile.json").read_text())["workload"]["plan"] == EAGER.to_dict()
+    seen = ran()
+    assert seen["forward"] == seen["backward"] == seen["optimizer_step"] == 3  # 1 before + 2 recorded
+
+    from gptperf.train import TrainConfig, train
+
+    cfg = TrainConfig.for_preset("tiny", model=dict(n_layer=1, n_embd=32, n_head=2, block_size=32),
+                                 batch=2, seq=8, max_iters=3, eval_iters=1, device="cpu",
+                                 out_dir=None)
+    trained = train(cfg)
+    assert trained.to_dict()["plan"] == EAGER.to_dict()
+    assert ran() == {"forward": 3, "backward": 3, "optimizer_step": 3}
+
+
+def test_json_records_the_plan_that_ran_and_predicts_for_it(compile_calls, cli_json) -> None:
+    hw = get_hardware("cpu")
+    for flags, mode in (([], "eager"), (["--compile"], "compiled")):
+        before = len(compile_calls)
+        doc = cli_json("bench", "decode", *SMALL, "--batch", "2", "--seq", "8", "--warmup", "1",
+                       "--repeats", "2", "--device", "cpu", "--hardware", "cpu", *flags)
+        plan = ExecutionPlan.from_dict(doc["plan"])
+        assert plan.mode == mode and doc["workload"]["compile"] == (mode == "compiled")
+        assert len(compile_calls) - before == (mode == "compiled")
+        expected = predict(CFG, Workload("decode", 2, 8), hw, plan)
+        assert doc["predictions"][0]["step_time_s"] == pytest.approx(expected.time_s)
+    compiled = predict(CFG, Workload("decode", 2, 8), hw, plan)
+    eager = predict(CFG, Workload("decode", 2, 8), hw, EAGER)
+    assert compiled.time_s != eager.time_s  # a different kernel count: the plan is in the figure
+
+    fast = cli_json("bench", "decode", *SMALL, "--batch", "1", "--seq", "8", "--warmup", "1",
+                    "--repeats", "2", "--device", "cpu", "--fast")
+    assert fast["plan"]["mode"] == "compiled" and fast["plan"]["static_cache"] is True
+
+
+def test_inference_points_record_their_own_plans(compile_calls) -> None:
+    from gptperf.inference.sweep import predict_inference, run_inference_study
+
+    hw = get_hardware("cpu")
+    r = run_inference_study(CFG, "cpu", "fp32", contexts=[8, 16], batches=[1, 2], fast=True,
+                            hardware="cpu")
+    doc = r.to_dict()
+    fast = ExecutionPlan.default("decode", "cpu", fast=True, attention=CFG.attention)
+    cvr = doc["cache_vs_recompute"]
+    assert [p["plan"] for p in cvr["cache"] + doc["batch_sweep"]["points"]] == [fast.to_dict()] * 4
+    assert [p["plan"] for p in cvr["recompute"] + doc["prefill"]] == [EAGER.to_dict()] * 4
+    assert r.fast and {p.path for p in r.cache} == {"fast"} and {p.path for p in r.recompute} == {"eager"}
+    for p in r.cache + r.recompute + r.prefill + r.batches:
+        assert p.predicted_s == predict_inference(CFG, p.kind, p.batch, p.seq, "fp32", hw, plan=p.plan).time_s
+    assert len(compile_calls) == 4  # one fast decode step per point
+
+
+def test_train_records_a_compiled_plan(compile_calls) -> None:
+    from gptperf.train import TrainConfig, train
+
+    cfg = TrainConfig.for_preset("tiny", model=dict(n_layer=1, n_embd=32, n_head=2, block_size=32),
+                                 batch=2, seq=8, max_iters=2, eval_iters=1, device="cpu",
+                                 out_dir=None, compile=True)
+    result = train(cfg)
+    assert result.plan == ExecutionPlan("compiled", CFG.attention)
+    assert result.to_dict()["plan"]["mode"] == "compiled" and len(compile_calls) == 1
+
+
+# --- GPU --------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", ["prefill", "decode", "decode_nocache"])
+def test_cuda_graph_steps_run_and_record_their_plan(kind: str) -> None:
+    cfg = preset("gpt2", n_layer=2, block_size=128)
+    plan = ExecutionPlan.default(kind, "cuda", fast=True, attention=cfg.attention)
+    step = build_step(cfg, Workload(kind, 2, 64, "bf16"), plan, "cuda")
+    for _ in range(3):
+        step.step()
+    torch.cuda.synchronize()
+    assert step.plan.cuda_graph and step.plan.static_cache == (kind != "decode_nocache")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_inference_study_measures_decode_on_the_fast_path() -> None:
+    from gptperf.inference.sweep import run_inference_study
+
+    cfg = preset("gpt2", n_layer=2, block_size=128)
+    r = run_inference_study(cfg, "cuda", "bf16", contexts=[128], batches=[1, 4], hardware="h100-sxm")
+    assert all(p.plan.cuda_graph for p in r.cache + r.batches), r.notes
+    assert all(p.plan == ExecutionPlan.eager(cfg.attention) for p in r.recompute + r.prefill)
