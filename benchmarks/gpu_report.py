@@ -3,9 +3,11 @@
     python benchmarks/gpu_report.py            # writes $OUT/gptperf-report (or ./gptperf-report)
 
 Runs `gptperf report` exactly as a user would (gpt2, bf16, sdpa, compiled training step) with an
-empty ceilings cache, so the ceilings are measured too. Prints the stage table, the headline
-numbers from report.json beside the H100 anchors (nanoGPT bench.py gpt2 B=12 T=1024 bf16 compiled:
-29.1 ms/iter), and PASS/FAIL for: every stage ok, total wall time < 360 s, page and traces written.
+empty ceilings cache, so the ceilings are measured too. Reads report.json back through the typed
+results (`ReportData.from_dict`) and prints the stage table, the headline numbers beside the H100
+anchors (nanoGPT bench.py gpt2 B=12 T=1024 bf16 compiled: 29.1 ms/iter) and the parallel-scaling
+points, and PASS/FAIL for: every stage ok, total wall time < 360 s, page and traces written, the
+scaling section over NCCL on every GPU of the machine.
 """
 
 from __future__ import annotations
@@ -18,44 +20,76 @@ import tempfile
 import time
 from pathlib import Path
 
+from gptperf.report.context import ReportData
+
 BUDGET_S = 360.0
 
 
-def redesign_checks(stages: dict) -> list[tuple[str, bool]]:
+def gpu_count() -> int | None:
+    """GPUs this machine has (the scaling section should use every one), None without torch CUDA."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.device_count() if torch.cuda.is_available() else None
+
+
+def redesign_checks(report: ReportData) -> list[tuple[str, bool]]:
     """The redesign's acceptance on a GPU: the KV-cache section, the decode headline and every decode
     prediction come from the fast plan, and the compiled train profile is attributed exactly."""
     checks: list[tuple[str, bool]] = []
-    inference = stages.get("inference", {}).get("data") or {}
-    speedups = (inference.get("cache_vs_recompute") or {}).get("speedup") or []
-    if speedups:
-        last = max(speedups, key=lambda x: x["context"])
-        measured = last.get("measured") or 0.0
-        print(f"KV cache vs recompute at {last['context']} tokens: measured {measured:.1f}x, "
-              f"predicted {last['predicted']:.1f}x")
-        checks.append((f"KV cache >= 10x recompute at {last['context']} tokens", measured >= 10))
-    decode_points = [p for p in (inference.get("cache_vs_recompute") or {}).get("cache", [])]
-    decode_points += (inference.get("batch_sweep") or {}).get("points", [])
-    modes = {(p.get("plan") or {}).get("mode") for p in decode_points}
+    inference = report.inference
+    pairs = list(zip(inference.cache, inference.recompute, strict=False)) if inference else []
+    if pairs:
+        cache, recompute = max(pairs, key=lambda cr: cr[0].seq)
+        measured = recompute.time_s / cache.time_s if cache.time_s and recompute.time_s else 0.0
+        print(f"KV cache vs recompute at {cache.seq} tokens: measured {measured:.1f}x, "
+              f"predicted {recompute.predicted_s / cache.predicted_s:.1f}x")
+        checks.append((f"KV cache >= 10x recompute at {cache.seq} tokens", measured >= 10))
+    decode_points = (inference.cache + inference.batches) if inference else []
+    modes = {p.plan.mode if p.plan is not None else None for p in decode_points}
     for p in decode_points:
-        print(f"decode B={p['batch']} L={p['seq']}: {1e6 * (p['time_s'] or float('nan')):.0f} us "
-              f"measured, {1e6 * p['predicted_s']:.0f} us predicted "
-              f"(m/p {p['ratio_measured_to_predicted'] or float('nan'):.2f}), "
-              f"plan {(p.get('plan') or {}).get('label')}")
+        print(f"decode B={p.batch} L={p.seq}: {1e6 * (p.time_s or float('nan')):.0f} us "
+              f"measured, {1e6 * p.predicted_s:.0f} us predicted "
+              f"(m/p {p.ratio or float('nan'):.2f}), "
+              f"plan {p.plan.label if p.plan is not None else None}")
     checks.append(("every decode point measured and predicted on the CUDA-graph plan",
                    bool(decode_points) and modes == {"cuda_graph"}))
-    bench = (stages.get("bench", {}).get("data") or {}).get("results", {})
-    decode = bench.get("decode") or {}
-    plan = decode.get("plan") or {}
-    print(f"decode headline: {decode.get('throughput', {}).get('tokens_per_s', float('nan')):.0f} "
-          f"tokens/s, plan {plan.get('label')}")
-    checks.append(("decode headline from the CUDA-graph plan", plan.get("mode") == "cuda_graph"))
-    profile = stages.get("profile", {}).get("data") or {}
-    train = profile.get("train") or {}
-    exact = train.get("exact_coverage")
-    if exact is not None:
-        print(f"compiled train profile: coverage {100 * train.get('coverage', 0):.1f}%, "
-              f"exact {100 * exact:.1f}%")
-    checks.append(("compiled train profile exact attribution >= 90%", (exact or 0) >= 0.90))
+    decode = report.bench.results.get("decode") if report.bench else None
+    plan = decode.plan if decode is not None else None
+    print(f"decode headline: {decode.tokens_per_s if decode else float('nan'):.0f} "
+          f"tokens/s, plan {plan.label if plan else None}")
+    checks.append(("decode headline from the CUDA-graph plan",
+                   plan is not None and plan.mode == "cuda_graph"))
+    train = report.profile.profiles.get("train") if report.profile else None
+    if train is not None:
+        print(f"compiled train profile: coverage {100 * train.coverage:.1f}%, "
+              f"exact {100 * train.exact_coverage:.1f}%")
+    checks.append(("compiled train profile exact attribution >= 90%",
+                   train is not None and train.exact_coverage >= 0.90))
+    return checks
+
+
+def scaling_checks(report: ReportData, gpus: int | None) -> list[tuple[str, bool]]:
+    """The parallel-scaling section: every GPU of the machine (NCCL), each point predicted."""
+    checks: list[tuple[str, bool]] = []
+    stage = report.scaling
+    if stage is None:
+        return [("parallel scaling section", False)]
+    for mode, study in stage.studies.items():
+        for p in study.points:
+            print(f"scale {mode} p={p.procs} batch/proc {p.per_process_batch}: "
+                  f"{1e3 * p.step_s:.2f} ms/step measured, {1e3 * p.predicted.step_s:.2f} ms "
+                  f"predicted; speedup {p.speedup:.2f} ({p.predicted_speedup:.2f}), efficiency "
+                  f"{100 * p.efficiency:.0f}% ({100 * p.predicted_efficiency:.0f}%); all-reduce "
+                  f"{1e3 * p.measured.comm_total_s:.2f} ms, exposed "
+                  f"{1e3 * p.measured.comm_exposed_s:.2f} ms, busbw {p.busbw / 1e9:.1f} GB/s")
+        print(f"  {stage.commands.get(mode)}")
+    strong = stage.studies.get("strong")
+    checks.append(("parallel scaling over NCCL", strong is not None and strong.backend == "nccl"))
+    if gpus is not None and strong is not None:
+        checks.append((f"scaling up to every GPU ({gpus})",
+                       max(p.procs for p in strong.points) == gpus))
     return checks
 
 
@@ -77,29 +111,27 @@ def main() -> int:
                                       (f"wall time {wall:.0f} s < {BUDGET_S:.0f} s", wall < BUDGET_S)]
     doc_path = report / "report.json"
     if doc_path.is_file():
-        doc = json.loads(doc_path.read_text())
-        stages = doc["stages"]
+        data = ReportData.from_dict(json.loads(doc_path.read_text()))  # the typed results
         print(f"{'stage':<12} {'status':<8} {'seconds':>8}  note")
-        for name, st in stages.items():
-            print(f"{name:<12} {st['status']:<8} {st['seconds']:>8.1f}  {st.get('error') or ''}")
-        checks.append(("every stage ok", all(st["status"] == "ok" for st in stages.values())))
-        bench = (stages.get("bench", {}).get("data") or {}).get("results", {})
-        for kind, r in bench.items():
-            mfu = {m["against"]: m["mfu"] for m in r.get("mfu", [])}
-            print(f"bench {kind:<8} {r['workload']['batch']}x{r['workload']['seq']} "
-                  f"compile={r['workload']['compile']}: {1e3 * r['step_time_s']:.2f} ms/step, "
-                  f"{r['throughput']['tokens_per_s']:.0f} tokens/s, MFU measured "
+        for name, rec in data.records.items():
+            print(f"{name:<12} {rec.status:<8} {rec.seconds:>8.1f}  {rec.error or ''}")
+        checks.append(("every stage ok", all(rec.status == "ok" for rec in data.records.values())))
+        for kind, r in (data.bench.results if data.bench else {}).items():
+            mfu = {m["against"]: m["mfu"] for m in r.mfu}
+            print(f"bench {kind:<8} {r.batch}x{r.seq} compile={r.compile}: "
+                  f"{1e3 * r.step_time_s:.2f} ms/step, {r.tokens_per_s:.0f} tokens/s, MFU measured "
                   f"{100 * mfu.get('measured', float('nan')):.1f}% datasheet "
                   f"{100 * mfu.get('datasheet', float('nan')):.1f}%")
         print("anchor: nanoGPT bench.py gpt2 B=12 T=1024 bf16 compiled on this H100: 29.1 ms/iter")
-        train = stages.get("train", {}).get("data") or {}
-        if train:
-            print(f"train: {train.get('steps')} steps, val loss {train.get('final_val_loss')}, "
-                  f"compile {train.get('compile_time_s')} s, wall {train.get('wall_time_s'):.1f} s")
-        checks += redesign_checks(stages)
+        if data.train is not None:
+            t = data.train.result
+            print(f"train: {t.steps} steps, val loss {t.val_losses[-1][1] if t.val_losses else None}, "
+                  f"compile {t.compile_time_s} s, wall {t.wall_time_s:.1f} s")
+        checks += redesign_checks(data)
+        checks += scaling_checks(data, gpu_count())
         page = report / "index.html"
         checks.append(("index.html written", page.is_file() and page.stat().st_size > 10_000))
-        checks.append(("traces written", any((report / p).exists() for p in doc["traces"].values())))
+        checks.append(("traces written", any((report / p).exists() for p in data.traces.values())))
     else:
         checks.append(("report.json written", False))
     for what, ok in checks:

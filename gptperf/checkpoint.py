@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically, read back only with `torch.load(weights_only=True)`.
+"""Checkpoints: written atomically, read back only as tensors and plain data (gptperf.safeload).
 
 A checkpoint is one plain dict (tensors, dicts, lists, str, int, float) in `<out>/ckpt.pt`:
 a format tag and version, the model config, the model and optimizer state, the GradScaler
@@ -16,6 +16,7 @@ import torch
 from gptperf.atomic import atomic_path
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
+from gptperf.safeload import load_tensors
 
 if TYPE_CHECKING:
     from gptperf.model.gpt import GPT
@@ -54,12 +55,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     if not file.is_file():
         where = f"{str(path)!r} has no {FILENAME}" if Path(path).is_dir() else f"{str(path)!r} not found"
         raise UserError(f"checkpoint {where}; train one with `gptperf train --out DIR`")
-    try:
-        doc = torch.load(file, map_location=map_location, weights_only=True)
-    except Exception as err:  # zip, pickle and unpickler-policy errors all mean the same here
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"checkpoint {str(file)!r} cannot be read (truncated or not a torch "
-                        f"checkpoint): {reason[:200]}") from None
+    doc = load_tensors(file, "checkpoint", map_location)  # tensors and plain data only
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         tag = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise UserError(f"{str(file)!r} is not a gptperf checkpoint (format {tag!r}, "

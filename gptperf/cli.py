@@ -35,9 +35,19 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class ArgumentError(SystemExit):
+    """A bad command line: argparse's one-line message, exit status 2 (a SystemExit)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit 2, like every other bad input
-        self.exit(2, f"gptperf: error: {message}\n")
+        message = " ".join(message.split())
+        self._print_message(f"gptperf: error: {message}\n", sys.stderr)
+        raise ArgumentError(message)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -56,31 +66,52 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(command: str | None, message: str, as_json: bool, status: int = 2,
+          kind: str = "error") -> int:
+    """One line on stderr; under --json also the error as a JSON document on stdout."""
+    print(f"gptperf {command}: {kind}: {message}" if kind else f"gptperf {command}: {message}",
+          file=sys.stderr)
+    if as_json:
+        from gptperf.output import emit_json, error_document
+
+        emit_json(error_document(message, command, status))
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
+    guard = sys.modules.get("gptperf.memguard")
+    if guard is not None:  # an earlier command in this process (tests, notebooks)
+        guard.forget()
     # Importing every command module costs ~60 ms; a known sub-command needs only its own.
-    parser = build_parser(only=argv[0] if argv and argv[0] in COMMANDS else None)
-    args = parser.parse_args(argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(only=command)
+    try:
+        args = parser.parse_args(argv)
+    except ArgumentError as err:
+        if as_json:
+            from gptperf.output import emit_json, error_document
+
+            emit_json(error_document(err.message, command, 2))
+        raise
     if args.command is None:
         parser.print_help()
         return 2
     try:
         return int(args._run(args) or 0)
     except UserError as err:
-        print(f"gptperf {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(args.command, " ".join(str(err).split()), as_json)
     except KeyboardInterrupt:
-        print(f"gptperf {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except RuntimeError as err:
-        if type(err).__name__ != "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
+        return _fail(args.command, "interrupted", as_json, 130, kind="")
+    except (RuntimeError, MemoryError) as err:
+        # torch.OutOfMemoryError, the CPU allocator's failure, MemoryError: the memory guard's
+        # advice (the largest batch that fits), without importing torch here
+        from gptperf.memguard import is_out_of_memory, out_of_memory_message
+
+        if not is_out_of_memory(err):
             raise
-        print(
-            f"gptperf {args.command}: error: out of GPU memory ({str(err).splitlines()[0]}); "
-            "use a smaller --batch, --seq or preset",
-            file=sys.stderr,
-        )
-        return 2
+        return _fail(args.command, out_of_memory_message(err), as_json)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,15 @@ def to_json(doc: Any) -> str:
     return json.dumps(_plain(doc), allow_nan=False)
 
 
+ERROR_SCHEMA = "gptperf.error/1"
+
+
+def error_document(message: str, command: str | None = None, status: int = 2) -> dict[str, Any]:
+    """What `--json` prints instead of a result when a command fails: the one-line message, the
+    command and its exit status."""
+    return {"schema": ERROR_SCHEMA, "error": message, "command": command, "exit_status": status}
+
+
 def emit_json(doc: Any) -> None:
     """Print one JSON document to stdout."""
     sys.stdout.write(to_json(doc) + "\n")

@@ -25,11 +25,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     """`auto` picks CUDA when present; `cuda` without a GPU is a one-line UserError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    base = name.split(":")[0]
-    if base not in ("cpu", "cuda"):
+    base, colon, index = name.partition(":")
+    if base not in ("cpu", "cuda") or (colon and not index.isdigit()):
         raise UserError(f"unknown device {name!r}; valid: {', '.join(DEVICES)} (or cuda:N)")
     if base == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
+    if base == "cuda" and colon and int(index) >= torch.cuda.device_count():
+        raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+                        f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return torch.device(name)
 
 

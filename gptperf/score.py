@@ -38,6 +38,10 @@ class TokenScore:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "prob": self.prob}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TokenScore:
+        return cls(d["token"], d["text"], d["logprob"])
+
 
 @dataclass
 class SentenceScore:
@@ -67,6 +71,10 @@ class SentenceScore:
             "num_tokens": len(self.tokens),
             "tokens": [t.to_dict() for t in self.tokens],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SentenceScore:
+        return cls(d["text"], [TokenScore.from_dict(t) for t in d["tokens"]])
 
 
 def start_tokens(tokenizer: Any) -> list[int]:
@@ -162,6 +170,15 @@ class ScoreResult:
                 for r, i in enumerate(self.ranking())
             ],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScoreResult:
+        """The inverse of `to_dict` (a UserError for another schema)."""
+        from gptperf.schema import check_schema
+
+        check_schema(d, SCHEMA)
+        return cls(list(d["start"]["tokens"]), d["start"]["text"],
+                   [SentenceScore.from_dict(s) for s in d["sentences"]], d["checkpoint"])
 
 
 def score(model: GPT, tokenizer: Any, sentences: Sequence[str], *,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from gptperf.steps.train import TrainSettings
 
 TRAIN_DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
+SCHEMA = "gptperf.train/1"
 
 # Per-preset training defaults. `tiny` is nanoGPT's CPU character-level recipe; the GPT-2
 # sizes take GPT-3's learning rates for their widths and a batch that fits an 80 GB GPU.
@@ -83,7 +85,10 @@ class TrainConfig:
         if unknown:
             raise UserError(f"unknown training option(s) {sorted(unknown)}")
         values = dict(PRESET_DEFAULTS[name], preset=name)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "lr" in given and "min_lr" not in given:
+            values.pop("min_lr", None)  # lr/10 of the lr asked for, not of the preset's
+        values.update(given)
         return cls(**values)
 
     def __post_init__(self) -> None:
@@ -98,6 +103,10 @@ class TrainConfig:
         _check_number("lr", self.lr, positive=True)
         if self.min_lr is not None:
             _check_number("min_lr", self.min_lr)
+            if self.min_lr > self.lr:
+                raise UserError(f"min_lr {self.min_lr:g} is above lr {self.lr:g} (--min-lr above "
+                                f"--lr); the cosine decay runs from lr down to min_lr, so pass "
+                                f"--min-lr {self.lr:g} or less")
         _check_number("weight_decay", self.weight_decay)
         _check_number("grad_clip", self.grad_clip)
         betas = tuple(self.betas)
@@ -216,7 +225,7 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": "gptperf.train/1",
+            "schema": SCHEMA,
             "config": self.config.to_dict(),
             "model_config": self.model_config.to_dict(),
             "model": self.model_name,
@@ -239,6 +248,27 @@ class TrainResult:
             "plan": self.plan.to_dict() if self.plan is not None else None,
             "notes": self.notes,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainResult:
+        """The inverse of `to_dict`, without the model (a UserError for another schema)."""
+        from gptperf.plan import ExecutionPlan
+        from gptperf.schema import check_schema
+
+        check_schema(d, SCHEMA)
+        return cls(
+            config=TrainConfig.from_dict(d["config"]),
+            model_config=GPTConfig.from_dict(d["model_config"]), model_name=d["model"],
+            num_parameters=d["parameters"], data_name=d["data"], steps=d["steps"],
+            start_step=d["start_step"], losses=list(d["losses"]),
+            val_losses=[(v["step"], v["loss"]) for v in d["val_losses"]],
+            step_times_s=list(d["step_times_s"]), tokens_per_step=d["tokens_per_step"],
+            median_step_time_s=d["median_step_time_s"], tokens_per_s=d["tokens_per_s"],
+            wall_time_s=d["wall_time_s"], compile_time_s=d["compile_time_s"],
+            checkpoint=d["checkpoint"], environment=dict(d["environment"]),
+            notes=list(d["notes"]),
+            plan=ExecutionPlan.from_dict(d["plan"]) if d["plan"] is not None else None,
+        )
 
 
 def estimate_loss(model: torch.nn.Module, corpus: Any, cfg: TrainConfig, device: torch.device,
@@ -290,11 +320,14 @@ def train(
     from gptperf.checkpoint import FILENAME, load_checkpoint, save_checkpoint
     from gptperf.data.corpus import load_corpus
     from gptperf.envinfo import environment
+    from gptperf.memguard import check_memory
     from gptperf.model.gpt import GPT
+    from gptperf.perfmodel.workload import Workload
     from gptperf.plan import ExecutionPlan
     from gptperf.runtime import model_dtype, set_matmul_precision, synchronize
     from gptperf.scaling.ddp import init_distributed, parallelize, rank_rows
     from gptperf.steps.train import TrainStep
+    from gptperf.writable import check_output_dir
 
     t_begin = time.perf_counter()
     notes: list[str] = []
@@ -337,6 +370,13 @@ def train(
         raise UserError(f"data {corpus.name!r} has vocabulary {corpus.vocab_size}, more than the "
                         f"model's vocab_size {model_config.vocab_size}")
     model_config.check_sequence(cfg.seq)
+    # Before anything is allocated or trained: a checkpoint folder that cannot be written, and a
+    # batch whose predicted peak will not fit in free memory (ranks on one CPU share its RAM).
+    if ckpt_path is not None and dist_ctx.is_main:
+        check_output_dir(ckpt_path.parent, "--out")
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
+    check_memory(model_config, Workload("train", cfg.batch, cfg.seq, cfg.dtype), device,
+                 processes=sharing)
 
     torch.manual_seed(cfg.seed)
     model = GPT(model_config).to(device=device, dtype=model_dtype(cfg.dtype))

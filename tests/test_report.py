@@ -1,4 +1,5 @@
-"""`gptperf report`: the whole pipeline end to end (--quick, CPU), escaping, atomicity, CLI errors."""
+"""`gptperf report`: the whole pipeline end to end (--quick, CPU), report.json read back into the
+typed results, the parallel-scaling section, escaping, atomicity, CLI errors."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from gptperf.commands.report import print_failure
 from gptperf.errors import UserError
 from gptperf.report import ReportOptions, Stage, build_report
 from gptperf.report import stages as report_stages
-from gptperf.report.page import SECTIONS
+from gptperf.report.context import ReportData
+from gptperf.report.page import SECTIONS, render_page
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,14 +80,139 @@ def test_quick_report_end_to_end(quick_report: tuple[Path, object]) -> None:
     json.loads((out / next(p for p in traces.values() if p.endswith("/trace.json"))).read_text())
 
     # The numbers the page shows are in report.json.
-    train = doc["stages"]["train"]["data"]
+    train = doc["stages"]["train"]["data"]["result"]
     assert train["steps"] >= 10 and len(train["losses"]) == train["steps"]
     bench = doc["stages"]["bench"]["data"]["results"]
     assert set(bench) == {"train", "prefill", "decode"}
     assert bench["train"]["step_time_s"] > 0
-    scores = doc["stages"]["samples"]["data"]["scores"]
+    scores = doc["stages"]["samples"]["data"]["score"]["sentences"]
     assert [s["text"] for s in scores] == list(report_stages.SENTENCES)
     assert all(s["logprob"] < 0 for s in scores)
+
+
+def _loaded(out: Path) -> tuple[dict, ReportData]:
+    doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    return doc, ReportData.from_dict(doc)
+
+
+def test_report_json_round_trips_through_the_typed_results(quick_report: tuple[Path, object]) -> None:
+    from gptperf.inference.sweep import InferenceResult
+    from gptperf.measure.bench import BenchResult
+    from gptperf.measure.ceilings import Ceilings
+    from gptperf.measure.timer import PhaseTiming
+    from gptperf.output import to_json
+    from gptperf.perfmodel.transformer import Prediction
+    from gptperf.plan import ExecutionPlan
+    from gptperf.profiling.compare import Row
+    from gptperf.profiling.run import ProfileResult
+    from gptperf.report import results
+    from gptperf.scaling.study import ScalingStudy
+    from gptperf.score import ScoreResult
+    from gptperf.train import TrainResult
+
+    out, _ = quick_report
+    doc, report = _loaded(out)
+    # Every stage's result is its type again, the producers' own inside.
+    assert isinstance(report.device, results.DeviceStage)
+    assert isinstance(report.device.ceilings, Ceilings)
+    assert isinstance(report.train, results.TrainStage)
+    assert isinstance(report.train.result, TrainResult)
+    assert isinstance(report.train.result.plan, ExecutionPlan)
+    assert isinstance(report.samples.score, ScoreResult)
+    assert [s.text for s in report.samples.score.sentences] == list(report_stages.SENTENCES)
+    assert all(isinstance(p, Prediction) for p in report.model.predictions.values())
+    assert set(report.model.predictions) == {"train", "prefill", "decode", "decode_nocache"}
+    assert all(isinstance(r, BenchResult) and isinstance(r.timing, PhaseTiming)
+               for r in report.bench.results.values())
+    assert report.bench.results["train"].step_time_s == doc["stages"]["bench"]["data"][
+        "results"]["train"]["step_time_s"]
+    assert all(isinstance(p, ProfileResult) for p in report.profile.profiles.values())
+    assert all(isinstance(r, Row) for r in report.profile.profiles["train"].comparison.components)
+    assert isinstance(report.inference, InferenceResult)
+    assert isinstance(report.roofline, results.RooflineStage)
+    assert isinstance(report.scaling, results.ScalingStage)
+    assert all(isinstance(s, ScalingStudy) for s in report.scaling.studies.values())
+    assert set(report.records) == {s.name for s in report_stages.STAGES}
+    assert report.settings.config.name == doc["settings"]["config"]["name"]
+
+    # to_dict() of what was read is the document itself (NaN and inf are null in both).
+    assert json.loads(to_json(report.to_dict())) == doc
+    # The page drawn from what was read is the page the report wrote (from the live results).
+    with open(out / "index.html", encoding="utf-8", newline="") as f:
+        page = f.read()  # the sample may hold a lone \r: no newline translation
+    assert render_page(report, out) == page
+
+
+def test_report_json_of_another_schema_is_refused_in_one_line(
+        quick_report: tuple[Path, object]) -> None:
+    out, _ = quick_report
+    doc, _ = _loaded(out)
+    bad_version = {**doc, "version": 1}
+    bad_format = {**doc, "format": "something-else"}
+    bad_stage = json.loads(json.dumps(doc))
+    bad_stage["stages"]["bench"]["data"]["results"]["train"]["schema"] = "gptperf.bench/99"
+    bad_scaling = json.loads(json.dumps(doc))
+    bad_scaling["stages"]["scaling"]["data"]["schema"] = "gptperf.report.scaling/0"
+    missing = json.loads(json.dumps(doc))
+    del missing["stages"]["train"]["data"]["result"]["losses"]
+    for broken, words in ((bad_version, ["version 1", "reads version"]),
+                          (bad_format, ["not a gptperf report"]),
+                          (bad_stage, ["stage 'bench'", "'gptperf.bench/99'", "'gptperf.bench/1'"]),
+                          (bad_scaling, ["stage 'scaling'", "gptperf.report.scaling/1"]),
+                          (missing, ["stage 'train'", "malformed", "losses"])):
+        with pytest.raises(UserError) as err:
+            ReportData.from_dict(broken)
+        text = str(err.value)
+        assert "\n" not in text and all(w in text for w in words), text
+
+
+def test_quick_report_has_the_parallel_scaling_section(quick_report: tuple[Path, object]) -> None:
+    out, _ = quick_report
+    doc, report = _loaded(out)
+    stage = report.scaling
+    assert set(stage.studies) == {"strong"} and "weak" in stage.skipped  # --quick
+    study = stage.studies["strong"]
+    assert study.backend == "gloo" and [p.procs for p in study.points] == [1, 2]
+    one, two = study.points
+    assert one.global_batch == two.global_batch == two.per_process_batch * 2  # strong: fixed
+    assert one.speedup == pytest.approx(1.0) and two.speedup == pytest.approx(
+        one.step_s / two.step_s)
+    assert two.measured.comm_total_s > 0 and two.busbw > 0 and two.predicted.busbw > 0
+    assert two.predicted.step_s > 0 and study.collectives[2].fit is not None
+    for name in ("speedup", "efficiency", "space"):
+        assert (out / doc["pictures"][f"scaling_strong_{name}"]).is_file()
+    assert any(c.command.startswith("gptperf scale --mode strong --procs 1,2")
+               for c in report.commands)
+    page = (out / "index.html").read_text(encoding="utf-8")
+    section = page[page.index('<section id="scaling"'):]
+    section = section[:section.index("</section>")]
+    for words in ("speedup", "efficiency S(p)/p", "bus bandwidth", "skew", "exposed",
+                  "tokens/s per process", "gptperf scale --mode strong", "α–β fit",
+                  'id="pic-scaling_strong_speedup"', "left out by --quick"):
+        assert words in section, words
+
+
+def test_scaling_runs_every_gpu_and_both_modes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Process counts and batches of the scaling stage: 1, 2 on a CPU; every GPU there is."""
+    import dataclasses
+
+    import torch
+
+    from gptperf.report import resolve_settings
+
+    cpu = resolve_settings(ReportOptions(device="cpu"))
+    specs = report_stages.scaling_specs(cpu)
+    assert set(specs) == {"strong", "weak"}
+    assert specs["strong"].procs == specs["weak"].procs == (1, 2)
+    assert specs["strong"].per_process_batch(2) == specs["weak"].per_process_batch(2)
+    assert set(report_stages.scaling_specs(dataclasses.replace(cpu, quick=True))) == {"strong"}
+    gpu = dataclasses.replace(cpu, device="cuda", device_type="cuda")
+    for count, procs in ((1, (1,)), (6, (1, 2, 4, 6)), (8, (1, 2, 4, 8))):
+        monkeypatch.setattr(torch.cuda, "device_count", lambda count=count: count)
+        specs = report_stages.scaling_specs(gpu)
+        assert specs["strong"].procs == procs
+        assert all(specs["strong"].batch % p == 0 for p in procs)
+        assert set(specs) == ({"strong"} if count == 1 else {"strong", "weak"})
 
 
 def test_reproduce_commands_parse(quick_report: tuple[Path, object]) -> None:
@@ -109,13 +236,14 @@ def _ok_stage(ctx, progress) -> dict:
 
 
 def _sample_stage(text: str):
-    def run(ctx, progress) -> dict:
-        return {"sample": {"prompt": "<b>", "text": text, "tokens": 3, "temperature": 0.8,
-                           "seed": 1, "wall_s": 0.1},
-                "scores": [{"text": "<img src=x onerror=alert(1)>", "num_tokens": 2,
-                            "logprob": -3.0, "log10prob": -1.3}],
-                "ranking": ["<img src=x onerror=alert(1)>"],
-                "start": {"text": "\n", "tokens": [10]}}
+    from gptperf.report.results import Sample, SamplesStage
+    from gptperf.score import ScoreResult, SentenceScore, TokenScore
+
+    def run(ctx, progress) -> SamplesStage:
+        score = ScoreResult([10], "\n", [SentenceScore("<img src=x onerror=alert(1)>",
+                                                       [TokenScore(60, "<", -1.0),
+                                                        TokenScore(105, "i", -2.0)])])
+        return SamplesStage(Sample("<b>", text, 3, 0.8, None, 1, True, 0, 0.1), score)
     return run
 
 
@@ -134,7 +262,7 @@ def _opts(out: Path, **kw) -> ReportOptions:
 
 def test_sample_text_is_escaped(tmp_path: Path) -> None:
     evil = "</pre><script>alert('x')</script> & done"
-    stages = [Stage("train", "t", _ok_stage, 1.0),
+    stages = [Stage("a", "t", _ok_stage, 1.0),
               Stage("samples", "Samples and scores", _sample_stage(evil), 1.0)]
     result = build_report(_opts(tmp_path / "rep"), stages)
     assert result.written
@@ -171,6 +299,12 @@ def test_failed_stage_keeps_previous_report_and_names_it(tmp_path: Path) -> None
     said = console.file.getvalue()
     assert "stage 'boom' failed" in said and "previous report is kept" in said
     assert result.log and "the disk is on fire" in Path(result.log).read_text()
+
+
+def test_report_stage_of_the_wrong_type_fails_naming_it(tmp_path: Path) -> None:
+    result = build_report(_opts(tmp_path / "rep"), [Stage("bench", "B", _ok_stage, 1.0)])
+    assert not result.ok and result.failed == ["bench"]
+    assert result.error == "TypeError: stage 'bench' returned a dict, not a BenchStage"
 
 
 def test_failed_stage_without_previous_report_leaves_none(tmp_path: Path) -> None:
@@ -337,3 +471,109 @@ def test_clicking_a_header_sorts_by_number_in_chromium(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=90, check=True).stdout
     assert 'data-asc="attn.qkv,mlp.fc,lm_head,ln_1"' in out  # numbers first, then "—"
     assert 'data-desc="lm_head,mlp.fc,attn.qkv,ln_1"' in out  # "—" stays last
+
+
+def _study_by_hand(mode: str = "weak"):
+    """A ScalingStudy with every part the report's run leaves out (threads, what-if), built
+    without a launch."""
+    from gptperf.measure.collectives import CollectivePoint, CollectiveSweep
+    from gptperf.model.config import preset
+    from gptperf.perfmodel import get_hardware
+    from gptperf.perfmodel.comm import (
+        AlphaBeta,
+        ddp_buckets,
+        gradient_tensors,
+        predict_ddp_step,
+        what_if,
+    )
+    from gptperf.scaling.study import (
+        Measured,
+        ScalePoint,
+        ScaleSpec,
+        ScalingStudy,
+        SpaceCell,
+        ThreadPoint,
+        WhatIfRow,
+    )
+
+    config = preset("tiny")
+    spec = ScaleSpec(config, mode=mode, procs=(1, 2), threads=(1, 2),
+                     batch=16 if mode == "strong" else 4, seq=32, what_if=((1, 8), (2, 8)))
+    link = AlphaBeta(1e-4, 1e9, 2, "measured: by hand", 0.1, 6)
+    buckets = ddp_buckets(gradient_tensors(config))
+    b = spec.per_process_batch
+
+    def measured(p: int, step: float) -> Measured:
+        return Measured(p, 1, b(p), step, 0.3 * step, 0.5 * step, 0.2 * step, 0.01, 0.004, 1e-4,
+                        tuple(bk.bytes for bk in buckets), (step, 1.1 * step), (5.5, 5.4))
+
+    def predicted(p: int, label: str):
+        return predict_ddp_step(buckets, forward_s=0.003, backward_s=0.005, optimizer_s=0.002,
+                                link=link, world_size=p, label=label)
+
+    points = [ScalePoint(1, b(1), 32, measured(1, 0.01), predicted(1, "one"), 0.01, mode, 0.005),
+              ScalePoint(2, b(2), 32, measured(2, 0.013), predicted(2, "two"), 0.01, mode, 0.005,
+                         predicted(2, "from one"))]
+    threads = [ThreadPoint(1, 4, 32, 0.01, 0.01, mode), ThreadPoint(2, 8, 32, 0.013, 0.01, mode)]
+    space = [SpaceCell(1, 4, 0.01, 12800.0), SpaceCell(2, 4, 0.013, 19692.3)]
+    sweep = CollectiveSweep("gloo", 2, "cpu", "fp32", [CollectivePoint(4096, 1e-4, 4.1e7, 4.1e7)],
+                            link, 10)
+    hw = get_hardware("h100-sxm")
+    rows = [WhatIfRow(what_if(config, nodes=n, gpus_per_node=g, per_gpu_batch=4, seq=32,
+                              dtype="bf16", hardware=hw), 1.5 * n * g, 0.9)
+            for n, g in spec.what_if]
+    return ScalingStudy(spec, points, threads, space, {2: sweep}, rows, "gloo", "cpu",
+                        "datasheet: cpu", [{"procs": 1, "threads": 1, "wall_s": 3.0}],
+                        {"torch": "x"}, ["a note"])
+
+
+def test_scaling_study_round_trips_with_threads_and_what_if() -> None:
+    import dataclasses
+
+    from gptperf.output import to_json
+    from gptperf.scaling.study import ScalingStudy
+
+    study = _study_by_hand("weak")
+    doc = json.loads(to_json(study.to_dict()))
+    back = ScalingStudy.from_dict(doc)
+    assert json.loads(to_json(back.to_dict())) == doc
+    assert back.thread_points[1].speedup == study.thread_points[1].speedup
+    assert back.points[1].sharing == study.points[1].sharing
+    assert back.points[1].busbw == study.points[1].busbw
+    assert back.what_if[1].point.tokens_per_s == study.what_if[1].point.tokens_per_s
+    # the space's batches come back as the explicit list the study ran
+    assert back.spec.grid_batches == study.spec.grid_batches
+    assert dataclasses.replace(back.spec, space_batches=None) == study.spec
+    with pytest.raises(UserError, match="'gptperf.scale/1'"):
+        ScalingStudy.from_dict({**doc, "schema": "gptperf.scale/2"})
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_a_failed_scaling_launch_runs_once_more_then_fails_the_stage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failures: int) -> None:
+    from gptperf.scaling import study as scaling_study
+    from gptperf.scaling.launch import LaunchError
+
+    calls: list[int] = []
+
+    def run(spec, progress=None):
+        calls.append(len(calls))
+        if len(calls) <= failures:
+            raise LaunchError("rank 1 failed: UserError: no bandwidth to fit (log: /tmp/x.log)")
+        return _study_by_hand(spec.mode)
+
+    monkeypatch.setattr(scaling_study, "run_scaling_study", run)
+    out = tmp_path / "rep"
+    result = build_report(_opts(out, quick=True),
+                          [Stage("scaling", "Parallel scaling", report_stages.stage_scaling, 1.0)])
+    assert len(calls) == 2  # the strong study (--quick), tried twice at most
+    if failures == 1:
+        assert result.ok, result.error
+        report = ReportData.from_dict(json.loads((out / "report.json").read_text()))
+        assert report.scaling.notes == ["strong scaling: a launch failed (rank 1 failed: UserError: "
+                                        "no bandwidth to fit (log: /tmp/x.log)); the study ran again"]
+        assert "the study ran again" in (out / "index.html").read_text()
+    else:
+        assert not result.ok and result.failed == ["scaling"]
+        assert result.error == ("strong scaling: rank 1 failed: UserError: no bandwidth to fit "
+                                "(log: /tmp/x.log)")

@@ -6,7 +6,13 @@ import argparse
 import math
 from typing import Any
 
-from gptperf.commands.common import add_device_argument, add_model_arguments, config_from_args
+from gptperf.commands.common import (
+    add_device_argument,
+    add_flag_pair,
+    add_model_arguments,
+    config_from_args,
+    guard_memory,
+)
 
 HELP = "benchmark a workload: time per batch, throughput, FLOP/s, MFU, peak memory, utilization"
 
@@ -27,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: 64 for tiny, else the block size)")
     w.add_argument("--dtype", default="fp32", choices=DTYPES,
                    help="fp32/tf32/fp64 weights, or bf16/fp16 autocast (default: fp32)")
-    w.add_argument("--compile", action="store_true", help="torch.compile the model")
+    add_flag_pair(w, "compile", "torch.compile the model", "run eagerly (the default)")
     w.add_argument("--fast", action="store_true",
                    help="prefill/decode on the fast path: static KV cache, compiled, CUDA graph "
                         "on a GPU (compiled on CPU); the plan is in the JSON")
@@ -50,12 +56,16 @@ def run(args: argparse.Namespace) -> int:
     started_at = time.perf_counter()  # wall time covers the whole command, imports included
     from gptperf.measure.bench import default_seq, run_bench
     from gptperf.output import emit_json, rich_progress
+    from gptperf.runtime import resolve_device
 
     config = config_from_args(args)
     seq = args.seq if args.seq is not None else default_seq(config)
+    device = resolve_device(args.device)
+    config.check_sequence(seq)
+    guard_memory(config, args.workload, args.batch, seq, args.dtype, device)
     with rich_progress(enabled=not args.json, description=f"bench {args.workload}") as progress:
-        result = run_bench(config, args.workload, args.batch, seq, args.dtype, args.device,
-                           args.compile, args.warmup, args.repeats, hardware=args.hardware,
+        result = run_bench(config, args.workload, args.batch, seq, args.dtype, device,
+                           bool(args.compile), args.warmup, args.repeats, hardware=args.hardware,
                            progress=progress, seed=args.seed, started_at=started_at,
                            fast=args.fast)
     if args.json:

@@ -27,10 +27,10 @@ def run(args: argparse.Namespace) -> int:
     from gptperf.perfmodel.hardware import measured_hardware_path
     from gptperf.runtime import resolve_device
 
-    if args.plot:
-        from gptperf.plotting.ceilings import check_plot_path
+    if args.plot is not None:  # '' too: a picture was asked for
+        from gptperf.commands.common import check_plot_file
 
-        check_plot_path(args.plot)
+        check_plot_file(args.plot)
     device = resolve_device(args.device)
     with rich_progress(enabled=not args.json, description="ceilings") as progress:
         ceilings, cached = ceilings_for(device, quick=args.quick, force=args.force,

@@ -9,6 +9,21 @@ from typing import Any
 # GPTConfig fields with a flag of the same name (--n-layer, ...) that overrides the preset's value
 MODEL_FIELDS: tuple[str, ...] = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "attention")
 
+# More blocks than any GPT has; the performance model's per-block tables would take minutes.
+MAX_LAYERS = 4096
+
+
+def _layers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if n > MAX_LAYERS:
+        raise argparse.ArgumentTypeError(f"{n} blocks is more than gptperf models (at most "
+                                         f"{MAX_LAYERS})")
+    return n
+
+
 def add_model_arguments(parser: argparse._ActionsContainer, default_preset: str, *, preset_help: str | None = None,
                         vocab_size: bool = True) -> None:
     """--preset and the flags that override its fields; `vocab_size=False` leaves --vocab-size to
@@ -17,7 +32,8 @@ def add_model_arguments(parser: argparse._ActionsContainer, default_preset: str,
 
     parser.add_argument("--preset", default=default_preset, choices=list(PRESETS),
                         help=preset_help or f"model shape (default: {default_preset})")
-    parser.add_argument("--n-layer", type=int, metavar="N", help="override the preset's number of blocks")
+    parser.add_argument("--n-layer", type=_layers, metavar="N",
+                        help=f"override the preset's number of blocks (at most {MAX_LAYERS})")
     parser.add_argument("--n-head", type=int, metavar="N", help="override the preset's number of heads")
     parser.add_argument("--n-embd", type=int, metavar="N", help="override the preset's width C")
     parser.add_argument("--block-size", type=int, metavar="N", help="override the preset's longest sequence")
@@ -42,3 +58,41 @@ def config_from_args(args: argparse.Namespace) -> Any:  # -> GPTConfig
 def add_device_argument(parser: argparse._ActionsContainer, default: str | None = "auto") -> None:
     """--device; None leaves the choice to the library (whose own default is auto)."""
     parser.add_argument("--device", default=default, help="auto, cpu or cuda[:N] (default: auto)")
+
+
+def add_flag_pair(parser: argparse._ActionsContainer, name: str, on_help: str, off_help: str,
+                  default: bool | None = None) -> None:
+    """--NAME and --no-NAME as one setting (dest NAME, `default` when neither is given); both
+    at once is a one-line error (argparse: "not allowed with"), not the last one winning."""
+    dest = name.replace("-", "_")
+    pair = parser.add_mutually_exclusive_group()
+    pair.add_argument(f"--{name}", dest=dest, action="store_true", default=default, help=on_help)
+    pair.add_argument(f"--no-{name}", dest=dest, action="store_false", help=off_help)
+
+
+PLOT_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
+
+
+def check_plot_file(path: str, flag: str = "--plot") -> None:
+    """A picture path that can be written (known suffix, a folder to land in), checked before any
+    work; else a one-line UserError."""
+    from gptperf.writable import check_output_file
+
+    check_output_file(path, flag, PLOT_FORMATS)
+
+
+def check_folder(path: str, flag: str, *, replaced_whole: bool = False) -> None:
+    """An output folder that is (or can be made) a writable folder; else a one-line UserError."""
+    from gptperf.writable import check_output_dir
+
+    check_output_dir(path, flag, replaced_whole=replaced_whole)
+
+
+def guard_memory(config: Any, kind: str, batch: int, seq: int, dtype: str, device: Any, *,
+                 processes: int = 1, flag: str = "--batch") -> None:
+    """Refuse (one-line UserError with the largest batch that fits) a step whose predicted peak
+    exceeds the device's free memory — before anything is allocated (gptperf.memguard)."""
+    from gptperf.memguard import check_memory
+    from gptperf.perfmodel.workload import Workload
+
+    check_memory(config, Workload(kind, batch, seq, dtype), device, processes=processes, flag=flag)

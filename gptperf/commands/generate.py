@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from gptperf.commands.common import add_device_argument
+from gptperf.commands.common import add_device_argument, add_flag_pair
 from gptperf.errors import UserError
 
 HELP = "sample text from a checkpoint (streams tokens, reports tokens/s; KV cache on by default)"
@@ -25,10 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-kv-cache", action="store_true", help="recompute the whole context for every new token"
     )
-    parser.add_argument(
-        "--fast", action=argparse.BooleanOptionalAction, default=None,
-        help="decode on the fast path: static KV cache, compiled step replayed as a CUDA graph "
-             "(default: on for CUDA, off on CPU, where it compiles without graphs)",
+    add_flag_pair(
+        parser, "fast",
+        "decode on the fast path: static KV cache, compiled step replayed as a CUDA graph "
+        "(default: on for CUDA, off on CPU, where it compiles without graphs)",
+        "decode eagerly",
     )
     add_device_argument(parser)
 

@@ -7,7 +7,14 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from gptperf.commands.common import add_device_argument, add_model_arguments, config_from_args
+from gptperf.commands.common import (
+    add_device_argument,
+    add_flag_pair,
+    add_model_arguments,
+    check_folder,
+    config_from_args,
+    guard_memory,
+)
 
 HELP = "decode with and without the KV cache, prefill vs decode, batch sweep to the compute-bound point"
 
@@ -29,21 +36,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="batch sizes for the decode sweep (default: 1,2,4,... up to 512 on GPU, 64 on CPU)")
     parser.add_argument("--batch-context", type=int, default=None,
                         help="context length of the batch sweep (default: min(128, block_size))")
-    parser.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
-                        help="static KV cache + compiled decode step with CUDA graphs (default: on for CUDA)")
+    add_flag_pair(parser, "fast", "static KV cache + compiled decode step with CUDA graphs "
+                  "(default: on for CUDA)", "decode eagerly with the model's own KV cache")
     parser.add_argument("--hardware", default=None,
                         help="ceilings for the prediction: a hardware name or 'measured' (default: measured if cached, else the datasheet of this device)")
     parser.add_argument("--plot-dir", default=None, help="write the pictures (PNG and SVG) into this folder")
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.inference.sweep import run_inference_study
+    from gptperf.dtypes import check_dtype
+    from gptperf.inference.sweep import (
+        choose_batch_context,
+        choose_batches,
+        choose_contexts,
+        run_inference_study,
+    )
     from gptperf.output import emit_json, err_console
     from gptperf.runtime import resolve_device
 
+    if args.plot_dir is not None:
+        check_folder(args.plot_dir, "--plot-dir")
     config = config_from_args(args)
     device = resolve_device(args.device)
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    # The points every study runs must fit: batch 1 over the longest context, and the smallest
+    # batch of the decode sweep (larger ones stop the sweep where memory runs out).
+    check_dtype(dtype)
+    longest = max(choose_contexts(config, args.contexts))
+    guard_memory(config, "decode_nocache", 1, longest, dtype, device, flag="--contexts")
+    batch_context = args.batch_context if args.batch_context is not None else choose_batch_context(config)
+    config.check_sequence(batch_context)
+    guard_memory(config, "decode", min(choose_batches(args.batches, device.type)), batch_context,
+                 dtype, device, flag="--batches")
     progress = None if args.json else (lambda msg: err_console.print(f"[dim]{msg}[/dim]"))
     result = run_inference_study(
         config, device, dtype, contexts=args.contexts, batches=args.batches,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gptperf.commands.common import add_model_arguments, config_from_args
+from gptperf.commands.common import add_model_arguments, check_plot_file, config_from_args
 from gptperf.commands.roofline import add_hardware_arguments, resolve_hardware
 
 HELP = "predict FLOPs, bytes, arithmetic intensity, time and memory of a GPT workload, per operation"
@@ -41,6 +41,8 @@ def build_prediction(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int | None:
+    if args.plot is not None:  # '' too: a picture was asked for
+        check_plot_file(args.plot)
     pred = build_prediction(args)
     plot = None
     if args.plot:

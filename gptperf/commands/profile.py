@@ -6,7 +6,14 @@ import argparse
 import math
 from typing import Any
 
-from gptperf.commands.common import add_device_argument, add_model_arguments, config_from_args
+from gptperf.commands.common import (
+    add_device_argument,
+    add_flag_pair,
+    add_model_arguments,
+    check_folder,
+    config_from_args,
+    guard_memory,
+)
 
 HELP = "profile a workload with torch.profiler; attribute every kernel to an operation; compare with the model"
 
@@ -22,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="tokens per sequence, or context length for decode (default: min(block, 256))")
     w.add_argument("--dtype", default="fp32", choices=("fp32", "tf32", "bf16", "fp16"),
                    help="compute precision (default: fp32)")
-    w.add_argument("--compile", action="store_true", help="torch.compile the model")
+    add_flag_pair(w, "compile", "torch.compile the model", "run eagerly (the default)")
     add_device_argument(w)
     w.add_argument("--hardware", default=None,
                    help="hardware for the prediction: a datasheet name or 'measured' "
@@ -57,6 +64,11 @@ def run(args: argparse.Namespace) -> int | None:
         raise UserError(f"--batch must be positive, got {args.batch}")
     if args.seq is not None and args.seq < 1:
         raise UserError(f"--seq must be positive, got {args.seq}")
+    if args.trace and args.compile is not None:
+        raise UserError(f"--trace {args.trace!r} re-analyses a recorded trace; "
+                        f"--{'' if args.compile else 'no-'}compile would not apply: drop it")
+    # a profile folder is swapped in whole (atomically); a re-analysis writes file by file
+    check_folder(args.out, "--out", replaced_whole=not args.trace)
 
     from gptperf.output import emit_json
     from gptperf.profiling.run import analyse_trace_file, profile_workload
@@ -72,9 +84,12 @@ def run(args: argparse.Namespace) -> int | None:
     else:
         from gptperf.runtime import resolve_device
 
+        device = resolve_device(args.device)
+        config.check_sequence(seq)
+        guard_memory(config, args.workload, batch, seq, args.dtype, device)
         result = profile_workload(
             config, args.workload, batch=batch, seq=seq, dtype=args.dtype,
-            device=resolve_device(args.device), compile=args.compile, hardware=args.hardware,
+            device=device, compile=bool(args.compile), hardware=args.hardware,
             out_dir=args.out, wait=args.wait, warmup=args.warmup, active=args.active,
             overhead=not args.no_overhead,
         )

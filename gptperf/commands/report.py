@@ -6,9 +6,10 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from gptperf.commands.common import add_device_argument
+from gptperf.commands.common import add_device_argument, check_folder
 
-HELP = "train, sample, score, model, measure and profile a GPT here, and write one HTML page"
+HELP = ("train, sample, score, model, measure, profile and scale a GPT here, and write one HTML "
+        "page")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,10 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-seconds", type=float, default=None, metavar="S",
                         help="time budget of the training run in seconds (default: 50 on CPU, 45 plus "
                              "compilation on a GPU)")
-    parser.add_argument("--compile", dest="compile", action="store_true", default=None,
+    pair = parser.add_mutually_exclusive_group()  # both at once: a one-line error
+    pair.add_argument("--compile", dest="compile", action="store_true", default=None,
                         help="torch.compile the training step (training run, bench, profile; "
                              "default: on a GPU only)")
-    parser.add_argument("--no-compile", dest="compile", action="store_false",
+    pair.add_argument("--no-compile", dest="compile", action="store_false",
                         help="run every step eagerly")
     parser.add_argument("--quick", action="store_true",
                         help="very small everything (a test of the whole pipeline in ~30 s)")
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int | None:
     from gptperf.output import err_console
     from gptperf.report import ReportInterrupted, ReportOptions, build_report
 
+    check_folder(args.out, "--out", replaced_whole=True)  # before minutes of stages
     options = ReportOptions(
         out=args.out, preset=args.preset, device=args.device, dtype=args.dtype,
         train_seconds=args.train_seconds, compile=args.compile, quick=args.quick,

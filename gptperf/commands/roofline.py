@@ -93,8 +93,11 @@ def roofline_document(kernel: Any, hardware: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int | None:
+    from gptperf.commands.common import check_plot_file
     from gptperf.perfmodel import kv_projection, matmul, saxpy
 
+    if args.plot is not None:  # '' too: a picture was asked for
+        check_plot_file(args.plot)
     if args.example == "saxpy":
         kernel = saxpy(args.n, args.dtype)
     elif args.example == "matmul":

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gptperf.commands.common import add_device_argument, add_model_arguments, config_from_args
+from gptperf.commands.common import (
+    add_device_argument,
+    add_flag_pair,
+    add_model_arguments,
+    check_folder,
+    config_from_args,
+    guard_memory,
+)
 
 HELP = ("scaling of data-parallel training (torchrun + DDP): speedup, efficiency, throughput, "
         "communication, predicted beside measured")
@@ -56,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="global batch (strong) or per-process batch (weak) in sequences (default: 12)")
     w.add_argument("--seq", type=int, help="tokens per sequence (default: 64 for tiny, else the block size)")
     w.add_argument("--dtype", default="fp32", choices=DTYPES, help="fp32/tf32/fp64, or bf16/fp16 autocast")
-    w.add_argument("--compile", action="store_true", help="torch.compile the model (DDP splits graphs at buckets)")
+    add_flag_pair(w, "compile", "torch.compile the model (DDP splits graphs at buckets)",
+                  "run eagerly (the default)")
     add_device_argument(w)
     w.add_argument("--seed", type=int, default=0, help="seed of the weights and the batches")
     p = parser.add_argument_group("prediction")
@@ -80,7 +88,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     seq = args.seq if args.seq is not None else (min(64, config.block_size) if args.preset == "tiny"
                                                   else config.block_size)
     return ScaleSpec(config, mode=args.mode, procs=args.procs, threads=args.threads, batch=args.batch,
-                     seq=seq, dtype=args.dtype, compile=args.compile, device=args.device,
+                     seq=seq, dtype=args.dtype, compile=bool(args.compile), device=args.device,
                      warmup=args.warmup, steps=args.steps, seed=args.seed,
                      space_batches=args.space_batches, hardware=args.hardware, what_if=args.what_if,
                      what_if_hardware=args.what_if_hardware, intra=args.intra, inter=args.inter,
@@ -94,12 +102,18 @@ def run(args: argparse.Namespace) -> int:
     from gptperf.scaling.launch import LaunchError
     from gptperf.scaling.study import run_scaling_study
 
+    if args.plot_dir is not None:
+        check_folder(args.plot_dir, "--plot-dir")
     spec = spec_from_args(args)
+    _guard(spec)
     progress = None if args.json else (lambda msg: output.err_console.print(f"[dim]{msg}[/dim]"))
     try:
         study = run_scaling_study(spec, progress=progress)
     except LaunchError as err:
-        print(f"gptperf scale: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())
+        print(f"gptperf scale: error: {message}", file=sys.stderr)
+        if args.json:
+            output.emit_json(output.error_document(message, "scale", 1))
         return 1
     doc = study.to_dict()
     if args.plot_dir:
@@ -111,6 +125,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_study(study, doc.get("plots", []))
     return 0
+
+
+def _guard(spec: Any) -> None:
+    """Every launch steps each per-process batch of the grid: the largest must fit, on a CPU
+    once per process (they share its RAM), on GPUs once (one each); gptperf.memguard, before
+    any launch."""
+    from gptperf.runtime import resolve_device
+
+    device = resolve_device(spec.device)
+    largest = max(spec.grid_batches)
+    for p in sorted(set(spec.procs)) if device.type == "cpu" else [1]:
+        guard_memory(spec.config, "train", largest, spec.seq, spec.dtype, device,
+                     processes=p, flag="per process; set by --batch, --mode, --space-batches")
 
 
 def _pct(x: float | None) -> str:

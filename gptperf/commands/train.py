@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
-from gptperf.commands.common import add_device_argument, add_model_arguments, model_overrides
+from gptperf.commands.common import (
+    add_device_argument,
+    add_flag_pair,
+    add_model_arguments,
+    model_overrides,
+)
 
 HELP = "train a GPT (AdamW, warm-up + cosine LR, autocast, compile, atomic checkpoints, --resume)"
 
@@ -51,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="clip the gradient norm to this, 0 = off (default: 1.0)")
     t.add_argument("--dtype", choices=("fp32", "tf32", "bf16", "fp16"),
                    help="fp32, tf32 matmuls, or bf16/fp16 autocast (default: fp32)")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    add_flag_pair(t, "compile", "torch.compile the model", "run eagerly (the default)")
     add_device_argument(t, default=None)
     t.add_argument("--seed", type=int, metavar="N", help="random seed (default: 1337)")
 
@@ -84,17 +90,22 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "log_interval": args.log_interval, "out_dir": args.out,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if args.compile:
-        overrides["compile"] = True
+    if args.compile is not None:
+        overrides["compile"] = args.compile
     if args.resume:
         overrides["resume"] = True
     if args.no_checkpoint:
-        if args.resume:
-            from gptperf.errors import UserError
+        from gptperf.errors import UserError
 
+        if args.resume:
             raise UserError("--resume needs a checkpoint; drop --no-checkpoint")
-        overrides["out_dir"] = None
-    return TrainConfig.for_preset(args.preset, model=model, **overrides)
+        if args.out is not None:
+            raise UserError(f"--out {args.out!r} with --no-checkpoint: nothing would be written "
+                            "there; drop one of them")
+    cfg = TrainConfig.for_preset(args.preset, model=model, **overrides)
+    if args.no_checkpoint:  # None is "not given" to for_preset: set it on the config itself
+        cfg = dataclasses.replace(cfg, out_dir=None)
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int | None:

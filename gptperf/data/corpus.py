@@ -97,9 +97,14 @@ def load_corpus(
     `val_fraction` as validation; a folder without val.bin is split the same way."""
     if isinstance(val_fraction, bool) or not 0.0 < float(val_fraction) < 1.0:
         raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}")
+    path = Path(source).expanduser() if source is not None else None
+    if vocab_size is not None and (path is None or not path.is_dir()):
+        what = "the embedded corpus" if path is None else f"text file {str(source)!r}"
+        raise UserError(f"--vocab-size {vocab_size} applies to a folder of nanoGPT token files; "
+                        f"{what} is read one byte per token (vocabulary 256): drop --vocab-size")
     if source is None:
         return _from_text(embedded_text().encode("utf-8"), EMBEDDED, val_fraction)
-    path = Path(source).expanduser()
+    assert path is not None
     if not path.exists():
         raise UserError(f"data {str(source)!r} not found; give a UTF-8 text file or a folder "
                         "with train.bin/val.bin (or no --data for the embedded corpus)")
@@ -168,5 +173,12 @@ def _from_bin_dir(path: Path, val_fraction: float, vocab_size: int | None) -> Co
     elif vocab_size > 65536:
         raise UserError(f"vocab_size {vocab_size} exceeds what uint16 token files can hold "
                         "(65536)")
+    else:
+        for file, tokens in ((train_file, train), (val_file if val_file.is_file() else train_file, val)):
+            top = int(tokens.max())
+            if top >= vocab_size:  # the embedding lookup would fail with an IndexError mid-run
+                raise UserError(f"token file {str(file)!r} holds token id {top}, not below "
+                                f"--vocab-size {vocab_size}; pass --vocab-size {top + 1} or more "
+                                "(or leave it out to infer it)")
     return Corpus(name=str(path), train=train, val=val, vocab_size=vocab_size,
                   tokenizer=None, notes=notes)

@@ -42,6 +42,7 @@ from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 
 Progress = Callable[[str], None]
+SCHEMA = "gptperf.inference/1"
 KNEE_SLOPE = 0.5
 MAX_BATCH = {"cuda": 512, "cpu": 64}
 DEFINITIONS = {
@@ -207,6 +208,16 @@ class Point:
             "timing": self.timing,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Point:
+        """The inverse of `to_dict` (the tokens of a step follow from its kind and shape)."""
+        from gptperf.plan import ExecutionPlan
+
+        kind, batch, seq = d["kind"], d["batch"], d["seq"]
+        return cls(kind, batch, seq, d["time_s"], d["predicted_s"], d["flops"], d["bytes"],
+                   batch if kind.startswith("decode") else batch * seq, d["path"], d["timing"],
+                   ExecutionPlan.from_dict(d["plan"]) if d["plan"] is not None else None)
+
 
 @dataclass
 class InferenceResult:
@@ -250,7 +261,7 @@ class InferenceResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": "gptperf.inference/1",
+            "schema": SCHEMA,
             "config": self.config.to_dict(),
             "device": {"type": self.device, "name": self.device_name},
             "dtype": self.dtype,
@@ -282,6 +293,29 @@ class InferenceResult:
             "plots": dict(self.plots),
             "environment": dict(self.environment),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InferenceResult:
+        """The inverse of `to_dict` (a UserError for another schema)."""
+        from gptperf.schema import check_schema, number
+
+        check_schema(d, SCHEMA)
+        cvr, sweep, split = d["cache_vs_recompute"], d["batch_sweep"], d["prefill_decode_split"]
+        return cls(
+            config=GPTConfig.from_dict(d["config"]), device=d["device"]["type"],
+            device_name=d["device"]["name"], dtype=d["dtype"], fast=d["fast_decode"],
+            hardware=d["hardware"], hardware_label=d["hardware_label"],
+            cache=[Point.from_dict(p) for p in cvr["cache"]],
+            recompute=[Point.from_dict(p) for p in cvr["recompute"]],
+            prefill=[Point.from_dict(p) for p in d["prefill"]], batch_context=sweep["context"],
+            batches=[Point.from_dict(p) for p in sweep["points"]], batch_stopped=sweep["stopped"],
+            ridge_batch_predicted=sweep["ridge_batch_predicted"],
+            knee_batch_predicted=sweep["knee_batch_predicted"],
+            knee_batch_measured=sweep["knee_batch_measured"],
+            ridge_intensity=number(d["ridge_intensity"]),
+            new_tokens=split[0]["new_tokens"] if split else 0, notes=list(d["notes"]),
+            plots=dict(d["plots"]), environment=dict(d["environment"]),
+        )
 
 
 # --- measuring ---------------------------------------------------------------------------------

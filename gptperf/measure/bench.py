@@ -25,6 +25,7 @@ DEFAULT_REPEATS = 10
 DECODE_WARMUP = 5  # decode steps are short: more of them give a steadier median
 DECODE_REPEATS = 50
 MFU_CONVENTION = "gptperf"
+SCHEMA = "gptperf.bench/1"
 TINY_SEQ = 64  # the CPU anchor's shape (nanoGPT, 4 layers, C=128, T=64, B=12)
 
 
@@ -97,7 +98,7 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": "gptperf.bench/1",
+            "schema": SCHEMA,
             "workload": {"kind": self.kind, "batch": self.batch, "seq": self.seq,
                          "dtype": self.dtype, "compile": self.compile,
                          "attention": self.config.attention, "tokens_per_step": self.tokens_per_step},
@@ -124,6 +125,33 @@ class BenchResult:
             "notes": list(self.notes),
             "environment": dict(self.environment),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BenchResult:
+        """The inverse of `to_dict` (a UserError for another schema)."""
+        from gptperf.model.config import GPTConfig
+        from gptperf.plan import ExecutionPlan
+        from gptperf.schema import check_schema
+
+        check_schema(d, SCHEMA)
+        w, dev, flops, mem = d["workload"], d["device"], d["flops"], d["memory"]
+        return cls(
+            kind=w["kind"], config=GPTConfig.from_dict(d["config"]), batch=w["batch"], seq=w["seq"],
+            dtype=w["dtype"], compile=w["compile"], device=dev["type"], device_name=dev["name"],
+            threads=dev["threads"], timing=PhaseTiming.from_dict(d["time_per_step"]),
+            wall_time_s=d["wall_time_s"], stages_s=dict(d["stages_s"]),
+            tokens_per_step=w["tokens_per_step"], parameters=d["parameters"],
+            flops_per_step=flops["per_step"], model_flops_per_step=flops["model_per_step"],
+            flops_source=flops["source"], mfu=list(d["mfu"]),
+            mfu_conventions=dict(d["mfu_conventions"]),
+            memory=MemoryPeak.from_dict(mem["measured"]) if mem["measured"] else None,
+            predicted_memory=mem["predicted"],
+            utilization=Utilization.from_dict(d["utilization"]) if d["utilization"] else None,
+            predictions=list(d["predictions"]), measured_hardware=d["hardware"]["measured"],
+            datasheet_hardware=d["hardware"]["datasheet"], notes=list(d["notes"]),
+            environment=dict(d["environment"]),
+            plan=ExecutionPlan.from_dict(d["plan"]) if d["plan"] is not None else None,
+        )
 
 
 def _measured_date(hw: Any) -> str:

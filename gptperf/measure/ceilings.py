@@ -167,6 +167,10 @@ class Ceilings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Ceilings:
+        """The inverse of `to_dict` (a UserError for another schema)."""
+        from gptperf.schema import check_schema
+
+        check_schema(d, SCHEMA)
         return cls(
             device=d["device"], device_type=d["device_type"], measured_at=d["measured_at"],
             quick=bool(d.get("quick", False)), threads=int(d.get("threads", 0)),

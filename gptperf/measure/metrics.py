@@ -15,7 +15,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 NVML_MEANING = (
@@ -52,6 +52,11 @@ class Utilization:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Utilization:
+        """The inverse of `to_dict`."""
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
 
 
 def _nvml_index(index: int) -> int:
@@ -208,6 +213,12 @@ class MemoryPeak:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MemoryPeak:
+        """The inverse of `to_dict`."""
+        return cls(d["device_type"], d.get("allocated_bytes"), d.get("reserved_bytes"),
+                   d.get("peak_rss_bytes"), d.get("source", ""), list(d.get("notes", [])))
 
 
 def _vm_hwm_bytes() -> int | None:

@@ -97,6 +97,12 @@ class Timing:
             "samples_s": list(self.samples),
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Timing:
+        """The inverse of `to_dict` (the statistics are recomputed from the samples)."""
+        return cls([float(x) for x in d["samples_s"]], warmup=int(d.get("warmup", 0)),
+                   clock=str(d.get("clock", "perf_counter")))
+
 
 @dataclass
 class PhaseTiming:
@@ -114,6 +120,13 @@ class PhaseTiming:
             "warmup": self.warmup,
             "notes": list(self.notes),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PhaseTiming:
+        """The inverse of `to_dict`."""
+        return cls({name: Timing.from_dict(t) for name, t in d["phases"].items()},
+                   Timing.from_dict(d["total"]), warmup=int(d.get("warmup", 0)),
+                   notes=list(d.get("notes", [])))
 
 
 def _check_counts(warmup: int, repeats: int, compiled: bool) -> None:

@@ -108,10 +108,10 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
             state.update(_read_safetensors(folder / shard))
         return state
     if (folder / TORCH_FILE).is_file():
-        try:
-            state = torch.load(folder / TORCH_FILE, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated zip, bad pickle, unsafe object: all mean an unusable file
-            raise UserError(f"cannot read {folder / TORCH_FILE}: {str(err).splitlines()[0]}") from None
+        from gptperf.safeload import load_tensors
+
+        state = load_tensors(folder / TORCH_FILE, "weights file",  # tensors and plain data only
+                             message="cannot read {path}: {reason}")
         if not isinstance(state, dict):
             raise UserError(f"{folder / TORCH_FILE} holds a {type(state).__name__}, not a state dict")
         return state

@@ -19,10 +19,15 @@ import torch
 import torch.fx.traceback as _fx_traceback
 from torch.profiler import record_function as _profiler_range
 
+from gptperf.quiet import drop_dynamo_profiler_warnings
+
 ANNOTATION = "gptperf_op"  # key under an FX node's meta["custom"]: the operation name of its label
 _NO_RANGE = contextlib.nullcontext()
 # Older torch has no annotate: compiled nodes then stay unnamed (the profiler says so).
 _annotate = getattr(_fx_traceback, "annotate", None)
+# dynamo drops a profiler range it compiles through (below, and torch.optim's own), as intended;
+# its warning that it does is noise
+drop_dynamo_profiler_warnings()
 
 
 def record_function(name: str) -> Any:

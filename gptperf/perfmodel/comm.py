@@ -224,6 +224,10 @@ class BucketTiming:
         return {"index": self.index, "bytes": self.bytes, "ready_s": self.ready_s,
                 "start_s": self.start_s, "end_s": self.end_s, "comm_s": self.comm_s}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BucketTiming:
+        return cls(d["index"], d["bytes"], d["ready_s"], d["start_s"], d["end_s"])
+
 
 @dataclass(frozen=True)
 class DdpStepPrediction:
@@ -263,6 +267,14 @@ class DdpStepPrediction:
                 "comm_exposed_s": self.comm_exposed_s, "gradient_bytes": self.gradient_bytes,
                 "busbw_bytes_per_s": self.busbw, "buckets": [b.to_dict() for b in self.buckets],
                 "link": self.link.to_dict() if self.link is not None else None, "label": self.label}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DdpStepPrediction:
+        """The inverse of `to_dict`."""
+        return cls(d["world_size"], d["forward_s"], d["backward_s"], d["optimizer_s"],
+                   d["comm_total_s"], d["comm_exposed_s"], d["gradient_bytes"],
+                   [BucketTiming.from_dict(b) for b in d["buckets"]],
+                   AlphaBeta.from_dict(d["link"]) if d["link"] is not None else None, d["label"])
 
 
 def predict_ddp_step(buckets: Sequence[Bucket], *, forward_s: float, backward_s: float,
@@ -373,6 +385,15 @@ class WhatIfPoint:
                 "tokens_per_s": self.tokens_per_s,
                 "tokens_per_s_per_gpu": self.tokens_per_s / self.world_size, "label": self.label,
                 **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], seq: int) -> WhatIfPoint:
+        """The inverse of `to_dict`, given the sequence length (not in the document)."""
+        derived = {"nodes", "gpus_per_node", "world_size", "per_gpu_batch", "global_batch",
+                   "hardware", "step", "step_s", "tokens_per_s", "tokens_per_s_per_gpu", "label"}
+        return cls(d["nodes"], d["gpus_per_node"], d["per_gpu_batch"], seq, d["hardware"],
+                   DdpStepPrediction.from_dict(d["step"]), d["label"],
+                   {k: v for k, v in d.items() if k not in derived})
 
 
 def phase_times(ops: Sequence[Any]) -> tuple[float, float, float]:

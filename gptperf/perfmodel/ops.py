@@ -136,3 +136,13 @@ class OpCost(Traffic):
             "kernel_time_s": self.kernel_time_s,
             "time_s": self.time_s,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], launch_latency_s: float) -> OpCost:
+        """The inverse of `to_dict`, given the hardware's launch latency (which `to_dict` folds
+        into `kernel_time_s`): a kernel time other than count · latency was a measured overhead."""
+        kernel = d["kernel_time_s"]
+        return cls(d["name"], d["component"], d["layer"], d["phase"], d["count"], d["flops"],
+                   d["matmul_flops"], d["full_flops"], d["bytes_read"], d["bytes_written"],
+                   d["dtype"], d["peak_flops"], d["bandwidth"], launch_latency_s,
+                   None if kernel == d["count"] * launch_latency_s else kernel)

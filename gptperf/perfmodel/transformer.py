@@ -34,6 +34,8 @@ from gptperf.perfmodel.workload import (
 )
 from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
 
+SCHEMA = "gptperf.perfmodel/1"
+
 # Kernels per op in a compiled inference step (torch.compile, inductor; the fast decode path), as
 # profiled on an H100 (benchmarks/gpu_decode_kernels.py): one per matmul, LayerNorm and GELU; the
 # qkv matmul is followed by the two KV-cache writes (the bias and head split fused into them), the
@@ -289,7 +291,7 @@ class Prediction:
         """The documented JSON schema (docs/perfmodel.md)."""
         mem = self.memory
         return {
-            "schema": "gptperf.perfmodel/1",
+            "schema": SCHEMA,
             "config": self.config.to_dict(),
             "workload": self.workload.to_dict(),
             "hardware": self.hardware.to_dict(),
@@ -323,6 +325,23 @@ class Prediction:
             "layers": [{**g.to_dict(), "layer": k} for k, g in self.by_layer().items()],
             "memory": mem.to_dict(self.hardware),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Prediction:
+        """The inverse of `to_dict`: the ops, config, workload, hardware and plan it was made
+        from (every total is recomputed from them); a UserError for another schema."""
+        import math
+
+        from gptperf.schema import check_schema
+
+        check_schema(d, SCHEMA)
+        hw = d["hardware"]
+        if hw.get("memory_bytes") is None:  # unbounded capacity is written as null
+            hw = {**hw, "memory_bytes": math.inf}
+        hardware = Hardware.from_dict(hw)
+        return cls(GPTConfig.from_dict(d["config"]), Workload.from_dict(d["workload"]), hardware,
+                   [OpCost.from_dict(o, hardware.launch_latency_s) for o in d["ops"]],
+                   ExecutionPlan.from_dict(d["plan"]), list(d["notes"]))
 
 
 def _split_k_reductions(comp: str, rows: int, s: Shape) -> int:

@@ -88,6 +88,11 @@ class Workload:
         return {"kind": self.kind, "batch": self.batch, "seq": self.seq, "dtype": self.dtype,
                 "new_tokens": self.new_tokens, "context": self.context, "tokens": self.tokens}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Workload:
+        """The inverse of `to_dict` (the derived sizes are recomputed)."""
+        return cls(d["kind"], d["batch"], d["seq"], d.get("dtype", "fp32"))
+
 
 def count_parameters(config: GPTConfig, include_embeddings: bool = True) -> int:
     """Parameters counted once (the LM head is tied to the token embedding), as GPT.num_parameters."""

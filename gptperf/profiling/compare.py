@@ -14,7 +14,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from gptperf import names
@@ -100,6 +100,16 @@ class Row:
                  pct_of_roofline=self.pct_of_roofline, measured_over_predicted=self.ratio)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Row:
+        """The inverse of `to_dict` (numbers written as null, NaN, are NaN again)."""
+        from gptperf.schema import number
+
+        optional = ("occupancy_pct", "blocks_per_sm")
+        return cls(**{f.name: (d.get(f.name) if f.name in optional
+                               else number(d[f.name]) if f.type == "float" else d[f.name])
+                      for f in fields(cls)})
+
 
 CSV_FIELDS = ("name", "phase", "measured_s", "measured_min_s", "measured_max_s", "calls", "share",
               "flops", "bytes", "arithmetic_intensity", "achieved_flops", "achieved_bytes_per_s",
@@ -117,6 +127,11 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {k: [r.to_dict() for r in getattr(self, k)]
                 for k in ("ops", "components", "layers", "phases")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Comparison:
+        """The inverse of `to_dict`."""
+        return cls(*([Row.from_dict(r) for r in d[k]] for k in ("ops", "components", "layers", "phases")))
 
 
 def _row(name: str, phase: str, series: list[float], calls: int, step_total: float,

@@ -44,7 +44,9 @@ from gptperf.profiling.trace import (
     load_trace,
 )
 from gptperf.profiling.trace import attribute as attribute_trace
+from gptperf.quiet import kineto_lines_dropped
 
+SCHEMA = "gptperf.profile/1"
 PROFILE_KINDS: tuple[str, ...] = ("train", "forward", "prefill", "decode")
 _COMPILE_NOTE = (
     "compiled kernels: inductor provenance (each generated kernel or extern call -> the post-grad "
@@ -90,7 +92,7 @@ class ProfileResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": "gptperf.profile/1",
+            "schema": SCHEMA,
             "workload": self.workload,
             "device": self.device,
             "hardware": self.hardware,
@@ -111,6 +113,23 @@ class ProfileResult:
             "environment": self.environment,
             **self.comparison.to_dict(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProfileResult:
+        """The inverse of `to_dict` (a UserError for another schema)."""
+        from gptperf.schema import check_schema
+
+        check_schema(d, SCHEMA)
+        return cls(
+            workload=d["workload"], device=d["device"], hardware=d["hardware"], unit=d["unit"],
+            coverage=d["coverage"], exact_coverage=d["exact_coverage"], busy=d["busy"],
+            by_method=dict(d["by_method_s"]),
+            unattributed_top=[(u["kernel"], u["seconds_per_step"]) for u in d["unattributed_top"]],
+            step_wall_s=list(d["step_wall_s"]), comparison=Comparison.from_dict(d),
+            overhead=d["overhead"], paths=dict(d["paths"]), method=d["attribution_method"],
+            environment=dict(d["environment"]), prediction_available=d["prediction_available"],
+            provenance=d["provenance_recorded"],
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,7 +176,8 @@ def _measure_overhead(runner: Any, device: Any, repeats: int) -> dict[str, Any]:
     from gptperf.measure.timer import time_fn
 
     plain = time_fn(runner.step, warmup=1, repeats=repeats, device=device)
-    with profile(activities=_activities(device), record_shapes=True, profile_memory=True):
+    with kineto_lines_dropped(), profile(activities=_activities(device), record_shapes=True,
+                                         profile_memory=True):
         profiled = time_fn(runner.step, warmup=1, repeats=repeats, device=device)
     return {
         "step_s_without": plain.median,
@@ -250,7 +270,7 @@ def profile_workload(
         def on_ready(prof: Any) -> None:
             tb_handler(prof)
 
-        with profile(
+        with kineto_lines_dropped(), profile(  # Kineto's USDT start/stop lines: noise
             activities=_activities(device),
             schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1),
             on_trace_ready=on_ready,

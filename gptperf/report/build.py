@@ -25,6 +25,7 @@ from gptperf.errors import UserError
 from gptperf.report.context import (
     MARKER,
     Context,
+    ReportData,
     Settings,
     Stage,
     StageProgress,
@@ -225,15 +226,16 @@ def build_report(
     current = "setup"
     try:
         with atomic_dir(out) as tmp:
-            ctx = Context(settings, Path(tmp), out,
-                          records={r.name: r for r in records})
-            ctx.objects["load_start"] = machine_load()
+            report = ReportData(settings, records={r.name: r for r in records},
+                                machine_load={"start": machine_load()})
+            ctx = Context(settings, Path(tmp), out, report)
             for index, (stage, rec) in enumerate(zip(stages, records, strict=True), 1):
                 current = stage.name
                 update = progress.stage_started(index, len(stages), rec) if progress else _no_update
                 t_stage = time.perf_counter()
                 try:
-                    rec.data = stage.run(ctx, StageProgress(update)) or {}
+                    found = stage.run(ctx, StageProgress(update))
+                    report.put(stage.name, {} if found is None else found)
                     rec.status = "ok"
                 except Exception as err:  # noqa: BLE001 - every failure is named and kept
                     rec.status, rec.error = "failed", one_line(err)

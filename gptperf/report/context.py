@@ -1,5 +1,7 @@
 """What the report's stages share: the resolved settings, the context they run in, the progress
-they report, and the record of each — below the build loop (build), the stages and the page."""
+they report, the record of each, and `ReportData` — every stage's typed result together, whose
+`to_dict()` is report.json and whose `from_dict()` reads it back — below the build loop (build),
+the stages and the page."""
 
 from __future__ import annotations
 
@@ -7,12 +9,26 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.errors import UserError
+from gptperf.report.results import (
+    BenchStage,
+    DeviceStage,
+    ModelStage,
+    ProfileStage,
+    RooflineStage,
+    SamplesStage,
+    ScalingStage,
+    TrainStage,
+    result_types,
+)
+
+if TYPE_CHECKING:
+    from gptperf.inference.sweep import InferenceResult
 
 MARKER = "gptperf-report"  # report.json's "format": proof that a folder is ours to replace
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every stage's data is its typed result's to_dict(), with a schema
 
 
 @dataclass
@@ -25,6 +41,10 @@ class Workload:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "batch": self.batch, "seq": self.seq}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Workload:
+        return cls(d["kind"], d["batch"], d["seq"])
 
 
 @dataclass
@@ -52,6 +72,18 @@ class Settings:
             "train_seconds": self.train_seconds,
             "workloads": {k: w.to_dict() for k, w in self.workloads.items()},
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Settings:
+        from gptperf.model.config import GPTConfig
+
+        return cls(
+            device=d["device"], device_type=d["device_type"], device_name=d["device_name"],
+            preset=d["preset"], config=GPTConfig.from_dict(d["config"]),
+            model_overrides=dict(d["model_overrides"]), dtype=d["dtype"], compile=d["compile"],
+            quick=d["quick"], train_seconds=d["train_seconds"],
+            workloads={k: Workload.from_dict(w) for k, w in d["workloads"].items()},
+        )
 
 
 def machine_load() -> dict[str, Any]:
@@ -108,11 +140,13 @@ class StageProgress:
 
 @dataclass
 class Stage:
-    """One step of the report: `run(ctx, progress)` returns the stage's JSON-ready numbers."""
+    """One step of the report: `run(ctx, progress)` returns the stage's typed result (the type
+    `results.result_types()` names for the report's own stages; any other stage may return a
+    JSON-ready dict or an object with to_dict())."""
 
     name: str
     title: str
-    run: Callable[[Context, StageProgress], dict[str, Any]]
+    run: Callable[[Context, StageProgress], Any]
     budget_s: float  # a guide on the 2-core CPU; the summary flags a stage that took longer
 
 
@@ -124,30 +158,142 @@ class StageRecord:
     seconds: float = 0.0
     budget_s: float = 0.0
     error: str | None = None  # one line
-    data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"title": self.title, "status": self.status, "seconds": self.seconds,
                 "budget_s": self.budget_s, "error": self.error}
 
+    @classmethod
+    def from_dict(cls, name: str, d: dict[str, Any]) -> StageRecord:
+        return cls(name, d["title"], d["status"], d["seconds"], d["budget_s"], d["error"])
+
+
+@dataclass
+class Command:
+    """A command that reproduces some of the page's numbers, and what they are."""
+
+    what: str
+    command: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"what": self.what, "command": self.command}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Command:
+        return cls(d["what"], d["command"])
+
+
+@dataclass
+class ReportData:
+    """Everything the page shows: the settings, each stage's record, the typed result of each of
+    the report's own stages (None when it failed or did not run), the results of any other
+    stages (`other`, JSON-ready), pictures and traces (paths relative to the report), and the
+    commands that reproduce the numbers. report.json is `to_dict()`; `from_dict` reads it back
+    into the same types."""
+
+    settings: Settings
+    records: dict[str, StageRecord] = field(default_factory=dict)
+    device: DeviceStage | None = None
+    train: TrainStage | None = None
+    samples: SamplesStage | None = None
+    model: ModelStage | None = None
+    bench: BenchStage | None = None
+    profile: ProfileStage | None = None
+    inference: InferenceResult | None = None
+    roofline: RooflineStage | None = None
+    scaling: ScalingStage | None = None
+    other: dict[str, Any] = field(default_factory=dict)
+    pictures: dict[str, str] = field(default_factory=dict)  # name -> path relative to the report
+    traces: dict[str, str] = field(default_factory=dict)  # what -> path relative to the report
+    commands: list[Command] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+    machine_load: dict[str, Any] = field(default_factory=dict)  # "start", "end": machine_load()
+    wall_s: float = 0.0
+    generated_utc: str | None = None
+    gptperf: str = ""  # the version that wrote it
+
+    def result(self, name: str) -> Any:
+        """Stage `name`'s result (typed for the report's own stages), None if it has none."""
+        return getattr(self, name) if name in result_types() else self.other.get(name)
+
+    def put(self, name: str, result: Any) -> None:
+        """Keep stage `name`'s result; a report stage must return its own type."""
+        types = result_types()
+        if name not in types:
+            self.other[name] = result
+            return
+        if not isinstance(result, types[name]):
+            raise TypeError(f"stage {name!r} returned a {type(result).__name__}, "
+                            f"not a {types[name].__name__}")
+        setattr(self, name, result)
+
+    def to_dict(self) -> dict[str, Any]:
+        def data(name: str) -> Any:
+            r = self.result(name)
+            return r.to_dict() if hasattr(r, "to_dict") else r
+
+        return {
+            "format": MARKER, "version": FORMAT_VERSION, "gptperf": self.gptperf,
+            "generated_utc": self.generated_utc, "wall_s": self.wall_s,
+            "settings": self.settings.to_dict(), "environment": dict(self.environment),
+            "stages": {name: {**rec.to_dict(), "data": data(name)}
+                       for name, rec in self.records.items()},
+            "pictures": dict(self.pictures), "traces": dict(self.traces),
+            "commands": [c.to_dict() for c in self.commands],
+            "machine_load": dict(self.machine_load),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> ReportData:
+        """report.json's document back into the typed results; a one-line UserError for another
+        format or version, a stage result of another schema, or a malformed document."""
+        if not isinstance(doc, dict) or doc.get("format") != MARKER:
+            raise UserError("not a gptperf report: report.json lacks \"format\": \"gptperf-report\"")
+        if doc.get("version") != FORMAT_VERSION:
+            raise UserError(f"report.json is format version {doc.get('version')!r}; this gptperf "
+                            f"reads version {FORMAT_VERSION} (make the report again)")
+        where = "settings"
+        try:
+            report = cls(Settings.from_dict(doc["settings"]))
+            types = result_types()
+            for name, st in doc["stages"].items():
+                where = f"stage {name!r}"
+                report.records[name] = StageRecord.from_dict(name, st)
+                if st.get("data") is None:
+                    continue
+                if name in types:
+                    setattr(report, name, types[name].from_dict(st["data"]))
+                else:
+                    report.other[name] = st["data"]
+            where = "the rest"
+            report.pictures = dict(doc["pictures"])
+            report.traces = dict(doc["traces"])
+            report.commands = [Command.from_dict(c) for c in doc["commands"]]
+            report.environment = dict(doc["environment"])
+            report.machine_load = dict(doc["machine_load"])
+            report.wall_s = doc["wall_s"]
+            report.generated_utc = doc["generated_utc"]
+            report.gptperf = doc["gptperf"]
+        except UserError as err:
+            raise UserError(f"report.json, {where}: {err}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise UserError(f"report.json, {where}, is malformed: {one_line(err)}") from None
+        return report
+
 
 @dataclass
 class Context:
-    """What stages share: the settings, the folder being built, and each other's results."""
+    """What stages share: the settings, the folder being built, and the report's data so far
+    (each earlier stage's typed result, live objects such as the trained model included)."""
 
     settings: Settings
     dir: Path  # the temporary folder that becomes the report
     out: Path  # where it will be (for commands shown on the page)
-    records: dict[str, StageRecord] = field(default_factory=dict)
-    objects: dict[str, Any] = field(default_factory=dict)  # live objects (model, results)
-    pictures: dict[str, str] = field(default_factory=dict)  # name -> path relative to dir
-    traces: dict[str, str] = field(default_factory=dict)  # what -> path relative to dir
-    commands: list[dict[str, str]] = field(default_factory=list)  # what, command
+    report: ReportData
 
-    def data(self, name: str) -> dict[str, Any] | None:
-        """A finished stage's numbers, or None if it failed or did not run."""
-        rec = self.records.get(name)
-        return rec.data if rec is not None and rec.status == "ok" else None
+    @property
+    def records(self) -> dict[str, StageRecord]:
+        return self.report.records
 
     def path(self, *parts: str) -> Path:
         p = self.dir.joinpath(*parts)
@@ -158,10 +304,13 @@ class Context:
         return os.path.relpath(Path(path), self.dir)
 
     def add_picture(self, name: str, path: str | os.PathLike[str]) -> None:
-        self.pictures[name] = self.relative(path)
+        self.report.pictures[name] = self.relative(path)
+
+    def add_trace(self, what: str, path: str | os.PathLike[str]) -> None:
+        self.report.traces[what] = self.relative(path)
 
     def command(self, what: str, command: str) -> None:
-        self.commands.append({"what": what, "command": command})
+        self.report.commands.append(Command(what, command))
 
 
 def one_line(err: BaseException) -> str:

@@ -1,11 +1,13 @@
-"""The report page from report.json: one section per question, every number with unit and source."""
+"""The report page from the report's typed results (`ReportData`, live or read back from
+report.json): one section per question, every number with unit and source."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gptperf.perfmodel.conventions import CONVENTIONS
 from gptperf.report.html import (
     Html,
     cell,
@@ -24,6 +26,15 @@ from gptperf.report.html import (
     value,
 )
 
+if TYPE_CHECKING:
+    from gptperf.measure.bench import BenchResult
+    from gptperf.measure.ceilings import Ceilings
+    from gptperf.perfmodel.hardware import Hardware
+    from gptperf.profiling.compare import Row
+    from gptperf.report.context import ReportData
+    from gptperf.report.results import DeviceStage
+    from gptperf.scaling.study import ScalingStudy
+
 # (section id, navigation label): the page's order. Tests and the browser check rely on the ids.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("device", "Device & ceilings"),
@@ -32,6 +43,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("operations", "Operations"),
     ("metrics", "Metrics"),
     ("inference", "KV cache & batch"),
+    ("scaling", "Parallel scaling"),
     ("training", "Training"),
     ("samples", "Samples & scores"),
     ("reproduce", "Reproduce"),
@@ -40,88 +52,77 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 
 
 class Doc:
-    """report.json with helpers: a stage's data, its failure, where numbers were measured."""
+    """The typed results of a report (`ReportData`) with helpers: a stage's failure, a picture,
+    where numbers were measured."""
 
-    def __init__(self, doc: dict[str, Any], folder: Path) -> None:
-        self.doc = doc
+    def __init__(self, report: ReportData, folder: Path) -> None:
+        self.report = report
         self.folder = folder
-        self.settings = doc.get("settings", {})
-        self.env = doc.get("environment", {})
-        self.measured = f"measured on {self.settings.get('device_name', '?')}"
-
-    def stage(self, name: str) -> dict[str, Any] | None:
-        st = self.doc.get("stages", {}).get(name)
-        return st.get("data") if st and st.get("status") == "ok" else None
+        self.settings = report.settings
+        self.env = report.environment
+        self.measured = f"measured on {self.settings.device_name}"
 
     def failure(self, *names: str) -> str | None:
         """One line for the first of `names` that did not give its numbers, else None."""
         for name in names:
-            st = self.doc.get("stages", {}).get(name)
-            if st is None:
+            rec = self.report.records.get(name)
+            if rec is None:
                 return f"stage '{name}' did not run in this report"
-            if st.get("status") == "failed":
-                return f"stage '{name}' failed: {st.get('error')}"
-            if st.get("status") != "ok":
-                return f"stage '{name}' did not finish ({st.get('status')})"
+            if rec.status == "failed":
+                return f"stage '{name}' failed: {rec.error}"
+            if rec.status != "ok":
+                return f"stage '{name}' did not finish ({rec.status})"
         return None
 
     def picture(self, name: str, alt: str, caption: Any = None) -> Html:
-        rel = self.doc.get("pictures", {}).get(name)
+        rel = self.report.pictures.get(name)
         if not rel or not (self.folder / rel).is_file():
             return Html("")
         return picture(self.folder / rel, alt, caption=caption, id_=f"pic-{name}")
-
-
-def _get(d: Any, *keys: str, default: Any = None) -> Any:
-    for key in keys:
-        if not isinstance(d, dict) or key not in d:
-            return default
-        d = d[key]
-    return d
 
 
 # --- sections -------------------------------------------------------------------------------
 
 
 def device_section(d: Doc) -> Html:
-    data = d.stage("device")
+    dev = d.report.device
     env = d.env
     s = d.settings
     rows = [
-        ("device", tag("span", s.get("device_name"), class_="num")),
+        ("device", tag("span", s.device_name, class_="num")),
         ("torch", f"{env.get('torch')} (CUDA {env.get('cuda')})" if env.get("cuda") else env.get("torch")),
         ("CPU", f"{env.get('cpu')} · {env.get('cpu_threads')} torch threads"),
         ("gptperf", f"{env.get('gptperf')} (commit {env.get('commit') or 'unknown'})"),
         ("host · time", f"{env.get('hostname')} · {env.get('time_utc')}"),
-        ("precision", f"{s.get('dtype')}" + (" · torch.compile" if s.get("compile") else " · eager")),
+        ("precision", f"{s.dtype}" + (" · torch.compile" if s.compile else " · eager")),
     ]
-    load = _get(d.doc, "machine_load", "start") or {}
+    load = d.report.machine_load.get("start") or {}
     if load.get("threading_env"):
         rows.append(("threading", " ".join(f"{k}={v}" for k, v in load["threading_env"].items())))
     busy = None
     if load.get("load_average") and load.get("cores"):
         one, cores = load["load_average"][0], load["cores"]
         rows.append(("load average at start", f"{one:.2f} (1 min) on {cores} cores"))
-        if s.get("device_type") == "cpu" and one > 0.5 * cores:
+        if s.device_type == "cpu" and one > 0.5 * cores:
             busy = note(f"The machine was busy when this report started (load average {one:.1f} "
                         f"on {cores} cores): other processes competed for the cores torch uses, "
                         "so CPU times on this page are slower, and noisier, than on an idle "
                         "machine (OpenMP threads that wait for a descheduled peer can make a "
                         "step many times slower; OMP_WAIT_POLICY=PASSIVE softens that).", "warn")
     failed = d.failure("device")
-    if not data:
+    if dev is None:
         return section("device", "Device and ceilings", kv_table(rows),
                        note(failed or "no ceilings", "error"))
-    measured_at = _get(data, "ceilings", "measured_at")
-    rows.append(("ceilings measured", f"{measured_at} by gptperf ceilings"
-                 + (", cached" if data.get("ceilings_cached") else "")
-                 + (", quick sweep" if _get(data, "ceilings", "quick") else "")))
-    sheet = _get(data, "datasheet", "name")
-    rows.append(("datasheet", f"{sheet}: {_get(data, 'datasheet', 'notes')}" if sheet
+    c = dev.ceilings
+    rows.append(("ceilings measured", f"{c.measured_at} by gptperf ceilings"
+                 + (", cached" if dev.ceilings_cached else "")
+                 + (", quick sweep" if c.quick else "")))
+    sheet = dev.datasheet
+    rows.append(("datasheet", f"{sheet.name}: {sheet.notes}" if sheet is not None
                  else "no datasheet entry for this device"))
     body: list[Any] = [
         busy,
-        tag("div", kv_table(rows), ceilings_table(data, d), class_="grid2"),
+        tag("div", kv_table(rows), ceilings_table(dev, d), class_="grid2"),
         d.picture("ceilings", "measured ceilings beside the datasheet",
                   "Matmul rate against size per dtype, and bandwidth: measured (solid) beside "
                   "the datasheet (dashed)."),
@@ -131,13 +132,11 @@ def device_section(d: Doc) -> Html:
                         "best: ceilings measured here beside the datasheet's.")
 
 
-def ceilings_table(data: dict[str, Any], d: Doc) -> Html:
-    """Measured ceilings beside datasheet ones, whatever keys both documents share."""
-    measured = data.get("ceilings") or {}
-    sheet = data.get("datasheet") or {}
+def ceilings_table(dev: DeviceStage, d: Doc) -> Html:
+    """Measured ceilings beside datasheet ones, whichever both list."""
     rows = []
     for key, label, unit in _CEILING_ROWS:
-        m, ds = _ceiling_value(measured, key), _ceiling_value(sheet, key)
+        m, ds = _measured_ceiling(dev.ceilings, key), _datasheet_ceiling(dev.datasheet, key)
         if m is None and ds is None:
             continue
         ratio = m / ds if (m is not None and ds) else None
@@ -145,7 +144,7 @@ def ceilings_table(data: dict[str, Any], d: Doc) -> Html:
                      cell(None if ratio is None else 100 * ratio, "%")])
     if not rows:
         return note("no ceilings to show", "warn")
-    name = _get(data, "datasheet", "name", default="")
+    name = dev.datasheet.name if dev.datasheet is not None else ""
     return table(["ceiling", th("measured", d.measured), th("datasheet", f"datasheet {name}"),
                   th("ratio")], rows, numeric=[False, True, True, True],
                  caption="ratio = measured / datasheet")
@@ -162,42 +161,48 @@ _CEILING_ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _ceiling_value(doc: dict[str, Any], key: str) -> float | None:
-    """A ceiling from `Ceilings.to_dict()` (measured) or `Hardware.to_dict()` (datasheet)."""
-    if key == "bandwidth":
-        v = doc.get("bandwidth_bytes_per_s", doc.get("bandwidth"))
-    elif key == "launch":
-        v = doc.get("launch_latency_s")
-    else:
-        v = (doc.get("peak_flops") or {}).get(key)
+def _finite(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
+def _measured_ceiling(c: Ceilings, key: str) -> float | None:
+    if key == "bandwidth":
+        return _finite(c.bandwidth_bytes_per_s)
+    if key == "launch":
+        return _finite(c.launch_latency_s)
+    return _finite(c.peak_flops.get(key))
+
+
+def _datasheet_ceiling(hw: Hardware | None, key: str) -> float | None:
+    if hw is None:
+        return None
+    if key == "bandwidth":
+        return _finite(hw.bandwidth)
+    if key == "launch":
+        return _finite(hw.launch_latency_s)
+    return _finite(hw.peak_flops.get(key))
+
+
 def model_section(d: Doc) -> Html:
-    s = d.settings
-    config = s.get("config", {})
-    rows = [(k, str(config.get(k))) for k in
+    config = d.settings.config
+    rows = [(k, str(getattr(config, k))) for k in
             ("name", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "attention")]
     failed = d.failure("model")
-    data = d.stage("model")
-    if not data:
+    m = d.report.model
+    if m is None:
         return section("model", "Model summary", kv_table(rows), note(failed or "no data", "error"))
-    params = data["parameters"]
     rows += [
-        ("parameters", value(params["total"], "", "model")),
-        ("without embeddings", value(params["without_embeddings"], "", "model")),
-        ("in matmuls (12·L·C² + V·C)", value(params["matmul"], "", "model")),
+        ("parameters", value(m.total_parameters, "", "model")),
+        ("without embeddings", value(m.parameters_without_embeddings, "", "model")),
+        ("in matmuls (12·L·C² + V·C)", value(m.matmul_parameters, "", "model")),
     ]
-    preds = data["predictions"]
-    train = preds.get("train")
+    train = m.predictions.get("train")
     body: list[Any] = []
-    if train:
-        conv_rows = [[tag("code", name), cell(c["flops_per_token"], "FLOP"),
-                      c.get("formula", "")]
-                     for name, c in train["flops_per_token"].items()]
-        w = train["workload"]
+    if train is not None:
+        conv_rows = [[tag("code", name), cell(train.model_flops_per_token(name), "FLOP"), formula]
+                     for name, formula in CONVENTIONS.items()]
         body.append(tag("div", kv_table(rows), tag("div",
-            tag("h3", f"Model FLOPs per trained token, T = {w['seq']} (forward + backward)"),
+            tag("h3", f"Model FLOPs per trained token, T = {train.workload.seq} (forward + backward)"),
             table(["convention", th("FLOPs / token", "model"), "formula"], conv_rows,
                   numeric=[False, True, False]),
             tag("p", "MFU is only comparable under one convention; gptperf's own counts every "
@@ -205,20 +210,19 @@ def model_section(d: Doc) -> Html:
             class_="grid2"))
     else:
         body.append(kv_table(rows))
-    hw = data.get("hardware_label", "")
     pred_rows = []
-    for kind, p in preds.items():
-        t, w = p["totals"], p["workload"]
-        mem = p.get("memory", {})
-        pred_rows.append([tag("code", kind), f"B={w['batch']}, {'L' if 'decode' in kind else 'T'}={w['seq']}",
-                          cell(t["flops"], "FLOP"), cell(t["bytes"], "B"),
-                          cell(t["arithmetic_intensity"], "FLOP/B"), cell(t["time_s"], "s"),
-                          cell(t["tokens_per_s"], "tokens/s"), cell(mem.get("total"), "B")])
+    for kind, p in m.predictions.items():
+        w = p.workload
+        pred_rows.append([tag("code", kind), _shape(kind, w.batch, w.seq),
+                          cell(p.flops, "FLOP"), cell(p.bytes, "B"),
+                          cell(p.arithmetic_intensity, "FLOP/B"), cell(p.time_s, "s"),
+                          cell(p.tokens_per_s, "tokens/s"), cell(p.memory.total, "B")])
     body += [tag("h3", "Predicted cost of each measured step"),
              table(["workload", "shape", "FLOPs", "bytes moved", "intensity", "time",
                     "throughput", "peak memory"], pred_rows, sortable=True, id_="predictions",
                    numeric=[False, False, True, True, True, True, True, True],
-                   caption=Html(f"Performance model on {esc(hw)} ") + source_chip("model (predicted)"))]
+                   caption=Html(f"Performance model on {esc(m.hardware.label)} ")
+                   + source_chip("model (predicted)"))]
     return section("model", "Model summary", body,
                    lead="The shape of the GPT, its parameters and FLOPs per token in each "
                         "convention, and the predicted cost of the steps measured below (exact "
@@ -227,32 +231,32 @@ def model_section(d: Doc) -> Html:
 
 def training_section(d: Doc) -> Html:
     failed = d.failure("train")
-    data = d.stage("train")
-    if not data:
+    stage = d.report.train
+    if stage is None:
         return section("training", "Training run", failed=failed or "no training data")
-    final_val = data.get("final_val_loss")
+    t = stage.result
+    final_val = t.val_losses[-1][1] if t.val_losses else None
     rows = [
-        ("data", data.get("data")),
-        ("steps", f"{data.get('steps'):,} optimizer steps of {data.get('tokens_per_step'):,} tokens "
-                  f"(batch {_get(data, 'config', 'batch')} × seq {_get(data, 'config', 'seq')}), "
-                  f"time budget {fmt(data.get('time_budget_s'), 's')}"),
+        ("data", t.data_name),
+        ("steps", f"{t.steps:,} optimizer steps of {t.tokens_per_step:,} tokens "
+                  f"(batch {t.config.batch} × seq {t.config.seq}), "
+                  f"time budget {fmt(stage.time_budget_s, 's')}"),
         ("final validation loss", value(final_val, "nats", d.measured)),
         ("first → last training loss",
-         f"{_first(data.get('losses')):.3f} → {_last(data.get('losses')):.3f} nats/token"
-         if data.get("losses") else "—"),
-        ("median time per step", value(data.get("median_step_time_s"), "s", d.measured)),
-        ("throughput", value(data.get("tokens_per_s"), "tokens/s", d.measured)),
-        ("wall time", value(data.get("wall_time_s"), "s", d.measured)),
+         f"{_first(t.losses):.3f} → {_last(t.losses):.3f} nats/token" if t.losses else "—"),
+        ("median time per step", value(t.median_step_time_s, "s", d.measured)),
+        ("throughput", value(t.tokens_per_s, "tokens/s", d.measured)),
+        ("wall time", value(t.wall_time_s, "s", d.measured)),
     ]
-    if data.get("compile_time_s"):
-        rows.append(("compilation", value(data.get("compile_time_s"), "s", d.measured)))
-    if data.get("checkpoint"):
-        rows.append(("checkpoint", tag("code", data["checkpoint"])))
+    if t.compile_time_s:
+        rows.append(("compilation", value(t.compile_time_s, "s", d.measured)))
+    if t.checkpoint:
+        rows.append(("checkpoint", tag("code", t.checkpoint)))
     body = [tag("div", d.picture("loss", "loss curve",
                                  "Training loss per step and validation loss, nats per token "
                                  "(a byte-level model: ln 256 = 5.55 at the start)."),
                 kv_table(rows), class_="grid2")]
-    for text in data.get("notes") or []:
+    for text in t.notes:
         body.append(note(text))
     return section("training", "Training run", body,
                    lead="A short run on the embedded corpus (Python's own documentation topics, "
@@ -268,35 +272,32 @@ def _last(xs: list[float]) -> float:
 
 
 def samples_section(d: Doc) -> Html:
-    failed = d.failure("train", "samples")
-    data = d.stage("samples")
-    if not data:
+    failed = d.failure("samples")
+    stage = d.report.samples
+    if stage is None:
         return section("samples", "Samples and scores", failed=failed or "no samples")
-    sample = data["sample"]
+    sample, score = stage.sample, stage.score
     body: list[Any] = [
         tag("h3", "A sample"),
-        tag("p", f"{sample['tokens']} new tokens after the prompt {sample['prompt']!r}, temperature "
-                 f"{sample['temperature']}, seed {sample['seed']}, KV cache on "
-                 f"({fmt(sample.get('wall_s'), 's')} on {d.settings.get('device_name')}, "
+        tag("p", f"{sample.tokens} new tokens after the prompt {sample.prompt!r}, temperature "
+                 f"{sample.temperature}, seed {sample.seed}, KV cache on "
+                 f"({fmt(sample.wall_s, 's')} on {d.settings.device_name}, "
                  "first run, not a benchmark).", class_="lead"),
-        pre(sample["text"], "sample"),
+        pre(sample.text, "sample"),
     ]
-    if sample.get("tokens_outside_bytes"):
-        body.append(note(f"{sample['tokens_outside_bytes']} sampled tokens lie outside the byte "
+    if sample.tokens_outside_bytes:
+        body.append(note(f"{sample.tokens_outside_bytes} sampled tokens lie outside the byte "
                          "range of the corpus and are shown as '?'", "warn"))
-    ranking = data.get("ranking", [])
-    scores = sorted(data.get("scores", []),
-                    key=lambda sc: ranking.index(sc["text"]) if sc["text"] in ranking else 99)
     rows = []
-    for rank, sc in enumerate(scores, 1):
-        n = sc.get("num_tokens") or 1
-        rows.append([cell(rank), tag("code", sc["text"]), cell(sc["num_tokens"]),
-                     cell(sc["logprob"], "nats"), cell(sc["log10prob"]),
-                     cell(-sc["logprob"] / n, "nats")])
+    for rank, i in enumerate(score.ranking(), 1):
+        sc = score.sentences[i]
+        n = len(sc.tokens) or 1
+        rows.append([cell(rank), tag("code", sc.text), cell(len(sc.tokens)),
+                     cell(sc.logprob, "nats"), cell(sc.log10prob), cell(-sc.logprob / n, "nats")])
     body += [
         tag("h3", "The lecture's sentences, by the chain rule"),
         tag("p", "P(x₁:ₙ) = P(x₁ | start) · P(x₂ | start, x₁) ··· P(xₙ | start, x₍<ₙ₎), the start "
-                 f"context being {data['start']['text']!r}; log-probabilities in nats "
+                 f"context being {score.start_text!r}; log-probabilities in nats "
                  f"(natural log), {d.measured.replace('measured', 'computed')}.", class_="lead"),
         table(["rank", "sentence", "tokens", "log P", "log₁₀ P", "nats per token"], rows,
               sortable=True, id_="scores", numeric=[True, False, True, True, True, True]),
@@ -317,43 +318,43 @@ _WORKLOAD_TEXT = {
 }
 
 
-def _shape(kind: str, w: dict[str, Any]) -> str:
-    return f"B={w['batch']}, {'L' if kind.startswith('decode') else 'T'}={w['seq']}"
+def _shape(kind: str, batch: int, seq: int) -> str:
+    return f"B={batch}, {'L' if kind.startswith('decode') else 'T'}={seq}"
 
 
-def _mfu(result: dict[str, Any], against: str) -> float | None:
-    for m in result.get("mfu", []):
+def _mfu(result: BenchResult, against: str) -> float | None:
+    for m in result.mfu:
         if m.get("against") == against:
             return 100 * m["mfu"]
     return None
 
 
-def _peak_memory(result: dict[str, Any]) -> tuple[float | None, str]:
-    m = _get(result, "memory", "measured") or {}
-    if m.get("allocated_bytes") is not None:
-        return m["allocated_bytes"], "torch.cuda.max_memory_allocated"
-    return m.get("peak_rss_bytes"), "peak RSS of the whole process"
+def _peak_memory(result: BenchResult) -> tuple[float | None, str]:
+    m = result.memory
+    if m is not None and m.allocated_bytes is not None:
+        return m.allocated_bytes, "torch.cuda.max_memory_allocated"
+    return (m.peak_rss_bytes if m is not None else None), "peak RSS of the whole process"
 
 
 def metrics_section(d: Doc) -> Html:
     failed = d.failure("bench")
-    data = d.stage("bench")
-    if not data:
+    stage = d.report.bench
+    if stage is None:
         return section("metrics", "Time, throughput, FLOP/s, MFU, memory", failed=failed or "no data")
-    results = data["results"]
+    results = stage.results
     src = d.measured
     rows = []
     for kind, r in results.items():
-        t = r["time_per_step"]["total"]
-        pred = (r.get("predictions") or [{}])[0]
+        t = r.timing.total
+        pred = r.predictions[0] if r.predictions else {}
         peak, _ = _peak_memory(r)
-        util = _get(r, "utilization", "mean_percent")
+        util = r.utilization.mean_percent if r.utilization is not None else None
         rows.append([
-            tag("code", kind), _shape(kind, r["workload"]),
-            cell(r["step_time_s"], "s"),
-            f"{fmt(t['min_s'], 's')} – {fmt(t['max_s'], 's')} ({t['repeats']}×)",
-            cell(r["throughput"]["tokens_per_s"], "tokens/s"),
-            cell(r["flops"]["achieved_flops_per_s"], "FLOP/s"),
+            tag("code", kind), _shape(kind, r.batch, r.seq),
+            cell(r.step_time_s, "s"),
+            f"{fmt(t.min, 's')} – {fmt(t.max, 's')} ({t.repeats}×)",
+            cell(r.tokens_per_s, "tokens/s"),
+            cell(r.achieved_flops_per_s, "FLOP/s"),
             cell(_mfu(r, "measured"), "%"), cell(_mfu(r, "datasheet"), "%"),
             cell(util, "%"), cell(peak, "B"),
             cell(pred.get("step_time_s"), "s"), cell(pred.get("measured_over_predicted"), "x"),
@@ -370,12 +371,11 @@ def metrics_section(d: Doc) -> Html:
                       "gptperf's convention."),
     ]
     train = results.get("train")
-    if train:
-        phases = train["time_per_step"].get("phases", {})
-        total = train["step_time_s"] or 1
-        phase_rows = [[tag("code", ph), cell(v["median_s"], "s"), _bar(v["median_s"] / total)]
-                      for ph, v in phases.items()]
-        mem_pred = _get(train, "memory", "predicted") or {}
+    if train is not None:
+        total = train.step_time_s or 1
+        phase_rows = [[tag("code", ph), cell(t.median, "s"), _bar(t.median / total)]
+                      for ph, t in train.timing.phases.items()]
+        mem_pred = train.predicted_memory or {}
         peak, how = _peak_memory(train)
         parts = ("weights", "weight_copies", "gradients", "optimizer_state", "activations",
                  "kv_cache", "logits")
@@ -388,9 +388,9 @@ def metrics_section(d: Doc) -> Html:
         mem_rows.append([tag("b", f"measured: {how}"), cell(peak, "B"), ""])
         conv_rows = [[tag("code", name), cell(c["flops_per_token"], "FLOP"),
                       cell(c["achieved_flops_per_s"], "FLOP/s"),
-                      cell(100 * _get(c, "mfu", "measured", default=math.nan), "%"),
-                      cell(100 * _get(c, "mfu", "datasheet", default=math.nan), "%")]
-                     for name, c in (train.get("mfu_conventions") or {}).items()]
+                      cell(100 * c.get("mfu", {}).get("measured", math.nan), "%"),
+                      cell(100 * c.get("mfu", {}).get("datasheet", math.nan), "%")]
+                     for name, c in train.mfu_conventions.items()]
         body.append(tag("div",
             tag("div", tag("h3", "Train step by phase"),
                 table(["phase", th("median time", src), "share of the step"], phase_rows,
@@ -403,12 +403,11 @@ def metrics_section(d: Doc) -> Html:
         body.append(table(["convention", th("FLOPs / token", "model"), th("achieved FLOP/s", src),
                            "MFU vs measured peak", "MFU vs datasheet"], conv_rows, sortable=True,
                           numeric=[False, True, True, True, True]))
-        peaks = [m for m in train.get("mfu", [])]
-        if peaks:
-            body.append(tag("ul", [tag("li", m["label"]) for m in peaks], class_="lead"))
+        if train.mfu:
+            body.append(tag("ul", [tag("li", m["label"]) for m in train.mfu], class_="lead"))
     seen: set[str] = set()
     for kind, r in results.items():
-        for n in r.get("notes", []):
+        for n in r.notes:
             if n in seen:
                 continue
             seen.add(n)
@@ -426,19 +425,18 @@ def _bar(fraction: float) -> Html:
 
 def roofline_section(d: Doc) -> Html:
     failed = d.failure("roofline")
-    data = d.stage("roofline")
-    if not data:
+    stage = d.report.roofline
+    if stage is None:
         return section("roofline", "Roofline: predicted and measured", failed=failed or "no data")
     src = d.measured
     rows = []
-    for p in data["points"]:
-        label = p["kind"] + (f" B={p['batch']}" if p.get("batch") else "")
-        ratio = (p["measured_s"] / p["predicted_s"]) if p.get("measured_s") and p.get("predicted_s") else None
-        rows.append([label, cell(p["arithmetic_intensity"], "FLOP/B"),
-                     cell(p.get("predicted_flops_per_s"), "FLOP/s"),
-                     cell(p.get("measured_flops_per_s"), "FLOP/s"), cell(ratio, "x")])
-    ceil = [f"{c['label']}: {fmt(c['flops_per_s'], 'FLOP/s')}" for c in data["ceilings"]]
-    bw = [f"{b['label']}: {fmt(b['bytes_per_s'], 'B/s')}" for b in data["bandwidths"]]
+    for p in stage.rows:
+        label = p.kind + (f" B={p.batch}" if p.batch else "")
+        rows.append([label, cell(p.arithmetic_intensity, "FLOP/B"),
+                     cell(p.predicted_flops_per_s, "FLOP/s"),
+                     cell(p.measured_flops_per_s, "FLOP/s"), cell(p.ratio, "x")])
+    ceil = [f"{label}: {fmt(v, 'FLOP/s')}" for label, v in stage.ceilings]
+    bw = [f"{label}: {fmt(v, 'B/s')}" for label, v in stage.bandwidths]
     body = [
         d.picture("roofline", "roofline of the measured steps",
                   "attainable(AI) = min(π, β·AI) for the measured and datasheet ceilings; circles "
@@ -461,13 +459,12 @@ _OP_HEADER = ("operation", "phase", "measured time", "share", "calls", "FLOPs", 
 _OP_NUMERIC = [False, False, True, True, True, True, True, True, True, True, True, True, False]
 
 
-def _op_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
-    return [[tag("code", r["name"]), r["phase"], cell(r["measured_s"], "s"),
-             cell(100 * r["share"] if r.get("share") is not None else None, "%"), cell(r["calls"]),
-             cell(r.get("flops"), "FLOP"), cell(r.get("bytes"), "B"),
-             cell(r.get("arithmetic_intensity"), "FLOP/B"), cell(r.get("achieved_flops"), "FLOP/s"),
-             cell(r.get("predicted_s"), "s"), cell(r.get("measured_over_predicted"), "x"),
-             cell(r.get("pct_of_roofline"), "%"), r.get("bound") or ""]
+def _op_rows(rows: list[Row]) -> list[list[Any]]:
+    return [[tag("code", r.name), r.phase, cell(r.measured_s, "s"), cell(100 * r.share, "%"),
+             cell(r.calls), cell(r.flops, "FLOP"), cell(r.bytes, "B"),
+             cell(r.arithmetic_intensity, "FLOP/B"), cell(r.achieved_flops, "FLOP/s"),
+             cell(r.predicted_s, "s"), cell(r.ratio, "x"), cell(r.pct_of_roofline, "%"),
+             r.bound or ""]
             for r in rows]
 
 
@@ -479,38 +476,40 @@ def _op_headers(src: str) -> list[Html]:
 
 def operations_section(d: Doc) -> Html:
     failed = d.failure("profile")
-    data = d.stage("profile")
-    if not data:
+    stage = d.report.profile
+    if stage is None:
         return section("operations", "Per-operation: predicted vs measured",
                        failed=failed or "no data")
     src = d.measured
     body: list[Any] = []
-    for kind, p in data.items():
-        w = p["workload"]
-        over = p.get("overhead") or {}
+    for kind, p in stage.profiles.items():
+        w = p.workload
+        over = p.overhead or {}
         facts = [
-            ("workload", f"{kind} ({_WORKLOAD_TEXT.get(kind, '')}), {_shape(kind, w)}, {w['dtype']}"
+            ("workload", f"{kind} ({_WORKLOAD_TEXT.get(kind, '')}), "
+                         f"{_shape(kind, w['batch'], w['seq'])}, {w['dtype']}"
                          + (", compiled" if w.get("compile") else ", eager")),
-            ("attributed to an operation", value(100 * p["coverage"], "%", src)),
-            ("attributed exactly", value(100 * p["exact_coverage"], "%", src)),
+            ("attributed to an operation", value(100 * p.coverage, "%", src)),
+            ("attributed exactly", value(100 * p.exact_coverage, "%", src)),
             ("profiler overhead on the step", value(100 * over["overhead"], "%", src)
              if over.get("overhead") is not None else "not measured"),
             ("median |measured/predicted − 1| (components ≥ 2 % of the step)",
-             value(100 * p["median_abs_error_components"], "%")),
-            ("predictions on", p.get("hardware")),
+             value(100 * p.median_abs_error, "%")),
+            ("predictions on", p.hardware),
         ]
+        ops, components = p.comparison.ops, p.comparison.components
         title = {"train": "Train step", "decode": "Decode step (KV cache)"}.get(kind, kind)
-        body += [tag("h3", title, f" — per {p['unit']}, joined on (operation, phase)"),
+        body += [tag("h3", title, f" — per {p.unit}, joined on (operation, phase)"),
                  kv_table(facts),
                  d.picture(f"profile_{kind}", f"{kind} components on the roofline",
                            "Each component at its predicted intensity: predicted (o) and "
                            "measured (^) FLOP/s."),
-                 table(_op_headers(src), _op_rows(p["components"]), sortable=True,
+                 table(_op_headers(src), _op_rows(components), sortable=True,
                        id_=f"components-{kind}", numeric=_OP_NUMERIC,
                        caption="Per component, summed over layers (click a header to sort)."),
                  tag("details", tag("summary", f"every operation of the {kind} step "
-                                                f"({len(p['ops'])} rows)"),
-                     table(_op_headers(src), _op_rows(p["ops"]), sortable=True,
+                                                f"({len(ops)} rows)"),
+                     table(_op_headers(src), _op_rows(ops), sortable=True,
                            id_=f"ops-{kind}", numeric=_OP_NUMERIC))]
     return section("operations", "Per-operation: predicted vs measured", body,
                    lead="torch.profiler traces with every kernel (operator on CPU) attributed to an "
@@ -519,35 +518,36 @@ def operations_section(d: Doc) -> Html:
 
 
 def inference_section(d: Doc) -> Html:
+    from gptperf.inference.sweep import DEFINITIONS
+
     failed = d.failure("inference")
-    data = d.stage("inference")
-    if not data:
+    r = d.report.inference
+    if r is None:
         return section("inference", "KV cache vs recompute, and batch size",
                        failed=failed or "no data")
     src = d.measured
-    cvr = data["cache_vs_recompute"]
     rows = []
-    for c, r, sp in zip(cvr["cache"], cvr["recompute"], cvr["speedup"], strict=False):
-        rows.append([cell(c["seq"]), cell(c["time_s"], "s"), cell(r["time_s"], "s"),
-                     cell(sp["measured"], "x"), cell(c["predicted_s"], "s"),
-                     cell(r["predicted_s"], "s"), cell(sp["predicted"], "x"),
-                     cell(c["tokens_per_s"], "tokens/s")])
-    sweep = data["batch_sweep"]
-    brows = [[cell(p["batch"]), cell(p["time_s"], "s"), cell(p["tokens_per_s"], "tokens/s"),
-              cell(p["arithmetic_intensity"], "FLOP/B"), cell(p["achieved_bandwidth"], "B/s"),
-              cell(p["achieved_flops_per_s"], "FLOP/s"), cell(p["predicted_s"], "s"),
-              cell(p["ratio_measured_to_predicted"], "x")] for p in sweep["points"]]
+    for c, rc in zip(r.cache, r.recompute, strict=False):
+        measured = rc.time_s / c.time_s if (c.time_s and rc.time_s) else None
+        rows.append([cell(c.seq), cell(c.time_s, "s"), cell(rc.time_s, "s"),
+                     cell(measured, "x"), cell(c.predicted_s, "s"),
+                     cell(rc.predicted_s, "s"), cell(rc.predicted_s / c.predicted_s, "x"),
+                     cell(c.tokens_per_s, "tokens/s")])
+    brows = [[cell(p.batch), cell(p.time_s, "s"), cell(p.tokens_per_s, "tokens/s"),
+              cell(p.arithmetic_intensity, "FLOP/B"), cell(p.achieved_bandwidth, "B/s"),
+              cell(p.achieved_flops, "FLOP/s"), cell(p.predicted_s, "s"),
+              cell(p.ratio, "x")] for p in r.batches]
     pics = [d.picture(name, name.replace("_", " "))
-            for name in d.doc.get("pictures", {}) if name.startswith("inference_")]
+            for name in d.report.pictures if name.startswith("inference_")]
     facts = [
-        ("decode path", "compiled static cache + CUDA graph" if data.get("fast_decode")
+        ("decode path", "compiled static cache + CUDA graph" if r.fast
          else "eager, the model's own KV cache"),
-        ("weights", _get(data, "definitions", "weights")),
-        ("context of the batch sweep", f"L = {sweep['context']}"),
-        ("ridge batch (predicted)", value(sweep.get("ridge_batch_predicted"), "", "model")),
-        ("knee batch (predicted)", value(sweep.get("knee_batch_predicted"), "", "model")),
-        ("knee batch (measured)", value(sweep.get("knee_batch_measured"), "", src)),
-        ("predictions on", data.get("hardware_label")),
+        ("weights", DEFINITIONS["weights"]),
+        ("context of the batch sweep", f"L = {r.batch_context}"),
+        ("ridge batch (predicted)", value(r.ridge_batch_predicted, "", "model")),
+        ("knee batch (predicted)", value(r.knee_batch_predicted, "", "model")),
+        ("knee batch (measured)", value(r.knee_batch_measured, "", src)),
+        ("predictions on", r.hardware_label),
     ]
     body: list[Any] = [
         tag("h3", "One new token: KV cache against recomputing the context (batch 1)"),
@@ -563,7 +563,7 @@ def inference_section(d: Doc) -> Html:
               brows, sortable=True, id_="batch-table", numeric=[True] * 8),
         tag("div", [p for i, p in enumerate(pics) if i != 1], class_="grid2"),
     ]
-    for n in data.get("notes", []):
+    for n in r.notes:
         body.append(note(n))
     return section("inference", "KV cache vs recompute, and batch size", body,
                    lead="Without a cache every new token recomputes the whole context; with it, one "
@@ -571,16 +571,127 @@ def inference_section(d: Doc) -> Html:
                         "weight once per step, so it stays memory-bound until the batch is large.")
 
 
+def _pair(measured: Any, predicted: Any, unit: str) -> list[Html]:
+    return [cell(measured, unit), cell(predicted, unit)]
+
+
+def _scaling_study(d: Doc, mode: str, study: ScalingStudy, command: str | None) -> list[Any]:
+    """One study: the per-process-count table, the all-reduce table, the α–β fits, the pictures."""
+    spec = study.spec
+    strong = mode == "strong"
+    src = f"{d.measured} (torchrun, {study.backend or 'one process'})"
+    model = "model (calibrated prediction)"
+    eff = "efficiency S(p)/p" if strong else "weak efficiency T(1)/T(p)"
+    rows = []
+    for p in study.points:
+        pr = p.predicted
+        rows.append([cell(p.procs), cell(p.per_process_batch), cell(p.global_batch),
+                     *_pair(p.step_s, pr.step_s, "s"), cell(p.step_s / pr.step_s, "x"),
+                     *_pair(p.tokens_per_s, p.tokens_per_step / pr.step_s, "tokens/s"),
+                     *_pair(p.tokens_per_s_per_process, p.tokens_per_step / pr.step_s / p.procs,
+                            "tokens/s"),
+                     *_pair(p.speedup, p.predicted_speedup, "x"),
+                     *_pair(100 * p.efficiency, 100 * p.predicted_efficiency, "%")])
+    header = ["processes p", "batch per process", "global batch", th("time per step", src),
+              th("time per step", model), "measured / predicted", th("tokens/s", src),
+              th("tokens/s", model), th("tokens/s per process", src),
+              th("tokens/s per process", model),
+              th("speedup" + (" T(1)/T(p)" if strong else " p·T(1)/T(p)"), src),
+              th("speedup", model), th(eff, src), th(eff, model)]
+    what = ("global batch fixed, split over the processes" if strong
+            else "batch per process fixed: p processes do p times the work")
+    body: list[Any] = [
+        tag("h3", f"{mode.capitalize()} scaling — {what}"),
+        table(header, rows, sortable=True, id_=f"scaling-{mode}", numeric=[True] * len(header),
+              caption=f"{spec.config.name}, T = {spec.seq}, {spec.dtype}; time per step = the "
+                      f"slowest rank's, median of {spec.steps} steps after {spec.warmup} "
+                      "warm-up; T(1) measured on one process."),
+    ]
+    comm_rows = []
+    for p in study.points[1:]:
+        m, pr = p.measured, p.predicted
+        comm_rows.append([cell(p.procs), cell(pr.gradient_bytes, "B"), cell(len(m.bucket_bytes)),
+                          *_pair(m.comm_total_s, pr.comm_total_s, "s"),
+                          *_pair(m.comm_exposed_s, pr.comm_exposed_s, "s"),
+                          *_pair(p.busbw, pr.busbw, "B/s"), *_pair(m.skew_s, 0.0, "s")])
+    if comm_rows:
+        header = ["processes p", th("gradient bytes", "model"), th("DDP buckets", src),
+                  th("all-reduce in flight", src), th("all-reduce in flight", model),
+                  th("exposed (not hidden by backward)", src),
+                  th("exposed (not hidden by backward)", model), th("bus bandwidth", src),
+                  th("bus bandwidth", model), th("skew between ranks", src),
+                  th("skew", "model: ranks step together")]
+        body += [tag("h3", f"Gradient all-reduce per step ({mode})"),
+                 table(header, comm_rows, sortable=True, id_=f"scaling-comm-{mode}",
+                       numeric=[True] * len(header),
+                       caption="busbw = gradient bytes / time in flight · 2(p−1)/p (nccl-tests); "
+                               "exposed = all-reduce time after the last gradient was ready.")]
+    facts: list[tuple[Any, Any]] = []
+    for procs, sweep in sorted(study.collectives.items()):
+        if sweep.fit is not None and sweep.points:
+            f, big = sweep.fit, sweep.points[-1]
+            facts.append((f"all-reduce α–β fit, {sweep.backend}, {procs} ranks",
+                          Html(f"α = {esc(fmt(f.alpha_s, 's'))}, β = {esc(fmt(f.beta, 'B/s'))} "
+                               f"(RMS residual {esc(fmt(100 * (f.residual or 0), '%'))}, "
+                               f"{f.points} sizes {esc(fmt(sweep.points[0].bytes, 'B'))}–"
+                               f"{esc(fmt(big.bytes, 'B'))}); busbw at {esc(fmt(big.bytes, 'B'))}: ")
+                          + value(big.busbw, "B/s", src)))
+    for p in study.points[1:]:
+        if p.predicted_from_one is not None:
+            facts.append((f"sharing the machine, p = {p.procs}",
+                          f"each process computes {p.sharing:.2f}× as long as one alone "
+                          f"({fmt(p.predicted.compute_s, 's')} against "
+                          f"{fmt(p.predicted_from_one.compute_s, 's')}, measured without DDP)"))
+    if study.points and study.points[0].roofline_s is not None:
+        first = study.points[0]
+        facts.append(("roofline bound of one process's step",
+                      Html(value(first.roofline_s, "s", "model") + esc(
+                           f" at batch {first.per_process_batch} ({study.hardware})"))))
+    if study.max_abs_error is not None:
+        facts.append(("largest |measured/predicted − 1| (p > 1)",
+                      value(100 * study.max_abs_error, "%")))
+    if study.points:
+        facts.append(("prediction", study.points[-1].predicted.label))
+    body.append(kv_table(facts))
+    body.append(tag("div", [d.picture(f"scaling_{mode}_{name}", f"{mode} scaling {name}")
+                            for name in ("speedup", "efficiency", "space")], class_="grid2"))
+    if command:
+        body.append(tag("pre", command, class_="cmd"))
+    for n in study.notes:
+        body.append(note(n, "info"))
+    return body
+
+
+def scaling_section(d: Doc) -> Html:
+    failed = d.failure("scaling")
+    stage = d.report.scaling
+    if stage is None:
+        return section("scaling", "Parallel scaling: data-parallel training",
+                       failed=failed or "no data")
+    body: list[Any] = []
+    for mode, study in stage.studies.items():
+        body += _scaling_study(d, mode, study, stage.commands.get(mode))
+    for mode, why in stage.skipped.items():
+        body.append(note(f"{mode} scaling: {why}", "info"))
+    for text in stage.notes:
+        body.append(note(text, "warn"))
+    return section("scaling", "Parallel scaling: data-parallel training", body,
+                   lead="The train step under DistributedDataParallel, one torchrun launch per "
+                        "process count (gloo on a CPU, NCCL with one process per GPU): time per "
+                        "step, throughput, speedup and efficiency, and the gradients' all-reduce, "
+                        "each beside its prediction (compute measured in the same launch without "
+                        "DDP, all-reduce from DDP's buckets on the α–β fit of that launch's sweep).")
+
+
 def reproduce_section(d: Doc) -> Html:
-    cmds = d.doc.get("commands", [])
-    rows = [[c["what"], tag("pre", c["command"], class_="cmd")] for c in cmds]
+    rows = [[c.what, tag("pre", c.command, class_="cmd")] for c in d.report.commands]
     body: list[Any] = [
         tag("p", "Each number on this page comes from one of these commands (same settings, "
                  "same device); the whole page from the first.", class_="lead"),
         tag("pre", _report_command(d), class_="cmd"),
         table(["what", "command"], rows) if rows else note("no commands recorded", "warn"),
     ]
-    traces = d.doc.get("traces", {})
+    traces = d.report.traces
     if traces:
         body.append(tag("h3", "Trace files"))
         body.append(tag("p", "Beside this page; open them in ",
@@ -592,26 +703,24 @@ def reproduce_section(d: Doc) -> Html:
 
 def _report_command(d: Doc) -> str:
     s = d.settings
-    parts = ["gptperf report", f"--preset {s.get('preset')}", f"--device {s.get('device')}",
-             f"--dtype {s.get('dtype')}", "--compile" if s.get("compile") else "--no-compile",
-             f"--train-seconds {s.get('train_seconds'):g}"]
-    if s.get("quick"):
+    parts = ["gptperf report", f"--preset {s.preset}", f"--device {s.device}",
+             f"--dtype {s.dtype}", "--compile" if s.compile else "--no-compile",
+             f"--train-seconds {s.train_seconds:g}"]
+    if s.quick:
         parts.append("--quick")
     return " ".join(parts)
 
 
 def stages_section(d: Doc) -> Html:
     rows = []
-    for name, st in d.doc.get("stages", {}).items():
-        status = st.get("status")
-        rows.append([tag("code", name), st.get("title"),
-                     tag("span", status, class_=f"status-{status}"),
-                     cell(st.get("seconds"), "s"), cell(st.get("budget_s"), "s"),
-                     st.get("error") or ""])
+    for name, rec in d.report.records.items():
+        rows.append([tag("code", name), rec.title,
+                     tag("span", rec.status, class_=f"status-{rec.status}"),
+                     cell(rec.seconds, "s"), cell(rec.budget_s, "s"), rec.error or ""])
     body = [table(["stage", "what", "status", th("wall time", d.measured), "budget (2-core CPU)",
                    "note"], rows,
                   numeric=[False, False, False, True, True, False]),
-            tag("p", f"Total wall time {fmt(d.doc.get('wall_s'), 's')} on {d.settings.get('device_name')}.",
+            tag("p", f"Total wall time {fmt(d.report.wall_s, 's')} on {d.settings.device_name}.",
                 class_="lead")]
     return section("stages", "How this page was made", body)
 
@@ -621,19 +730,19 @@ def stages_section(d: Doc) -> Html:
 
 def header(d: Doc) -> Html:
     s = d.settings
-    config = s.get("config", {})
+    config = s.config
     title = tag("h1", tag("span", "gptperf", class_="brand"), " report · ",
-                f"{config.get('name')} on {s.get('device_name')}")
+                f"{config.name} on {s.device_name}")
     sub = tag("div",
-              "model ", tag("b", f"{config.get('name')}"),
-              f" ({config.get('n_layer')} layers, {config.get('n_head')} heads, "
-              f"C={config.get('n_embd')}, {config.get('attention')} attention) · ",
-              "precision ", tag("b", s.get("dtype")),
-              " · ", tag("b", "compiled" if s.get("compile") else "eager"),
-              f" · torch {d.env.get('torch')} · {d.doc.get('generated_utc')}",
+              "model ", tag("b", f"{config.name}"),
+              f" ({config.n_layer} layers, {config.n_head} heads, "
+              f"C={config.n_embd}, {config.attention} attention) · ",
+              "precision ", tag("b", s.dtype),
+              " · ", tag("b", "compiled" if s.compile else "eager"),
+              f" · torch {d.env.get('torch')} · {d.report.generated_utc}",
               class_="sub")
     cards = headline(d)
-    failed = [n for n, st in d.doc.get("stages", {}).items() if st.get("status") == "failed"]
+    failed = [n for n, rec in d.report.records.items() if rec.status == "failed"]
     banner = (tag("div", "Failed stage(s): ", ", ".join(failed),
                   " — their sections say why.", class_="banner") if failed else None)
     return Html(title + sub + (tag("div", cards, class_="kpis") if cards else "") + (banner or ""))
@@ -643,35 +752,35 @@ def headline(d: Doc) -> list[Html]:
     """The numbers a reader wants first, each from the stage that measured it."""
     cards: list[Html] = []
     src = d.measured
-    bench = (d.stage("bench") or {}).get("results", {})
+    bench = d.report.bench.results if d.report.bench is not None else {}
     train = bench.get("train")
-    if train:
-        cards.append(kpi("time per batch", train["step_time_s"], "s", f"train step, {src}"))
-        cards.append(kpi("throughput", train["throughput"]["tokens_per_s"], "tokens/s",
-                         f"training, {src}"))
-        cards.append(kpi("achieved", train["flops"]["achieved_flops_per_s"], "FLOP/s",
+    if train is not None:
+        cards.append(kpi("time per batch", train.step_time_s, "s", f"train step, {src}"))
+        cards.append(kpi("throughput", train.tokens_per_s, "tokens/s", f"training, {src}"))
+        cards.append(kpi("achieved", train.achieved_flops_per_s, "FLOP/s",
                          f"model FLOPs / time, {src}"))
-        mfu = _mfu(train, "measured")
-        cards.append(kpi("MFU", mfu, "%", "vs the measured peak, gptperf convention"))
+        cards.append(kpi("MFU", _mfu(train, "measured"), "%",
+                         "vs the measured peak, gptperf convention"))
         peak, how = _peak_memory(train)
         cards.append(kpi("peak memory", peak, "B", f"train step: {how}"))
     decode = bench.get("decode")
-    if decode:
-        cards.append(kpi("decode", decode["throughput"]["tokens_per_s"], "tokens/s",
-                         f"batch 1, KV cache, {src}"))
-    trained = d.stage("train")
-    if trained:
-        cards.append(kpi("validation loss", trained.get("final_val_loss"), "nats",
-                         f"after {trained.get('steps')} training steps"))
+    if decode is not None:
+        cards.append(kpi("decode", decode.tokens_per_s, "tokens/s", f"batch 1, KV cache, {src}"))
+    trained = d.report.train
+    if trained is not None:
+        t = trained.result
+        cards.append(kpi("validation loss", t.val_losses[-1][1] if t.val_losses else None, "nats",
+                         f"after {t.steps} training steps"))
     return cards
 
 
-def render_page(doc: dict[str, Any], folder: str | Path) -> str:
-    """The whole page for report.json `doc`; pictures are read from `folder` and embedded."""
-    d = Doc(doc, Path(folder))
+def render_page(report: ReportData, folder: str | Path) -> str:
+    """The whole page for the typed results of a report; pictures are read from `folder` (the
+    report's) and embedded."""
+    d = Doc(report, Path(folder))
     renderers = (device_section, model_section, roofline_section, operations_section,
-                 metrics_section, inference_section, training_section, samples_section,
-                 reproduce_section, stages_section)
+                 metrics_section, inference_section, scaling_section, training_section,
+                 samples_section, reproduce_section, stages_section)
     sections = []
     for (sid, label), render in zip(SECTIONS, renderers, strict=True):
         try:
@@ -680,12 +789,12 @@ def render_page(doc: dict[str, Any], folder: str | Path) -> str:
             from gptperf.report.context import one_line
 
             sections.append(section(sid, label, failed=f"this section could not be drawn from "
-                                                       f"report.json: {one_line(err)}"))
+                                                       f"the report's results: {one_line(err)}"))
     s = d.settings
     footer = Html(
-        tag("span", "gptperf ", d.doc.get("gptperf"), " · ")
+        tag("span", "gptperf ", report.gptperf, " · ")
         + tag("span", "sources: ") + source_chip("measured on this device") + " "
         + source_chip("datasheet") + " " + source_chip("model (predicted)")
     )
-    title = f"gptperf report · {s.get('config', {}).get('name')} on {s.get('device_name')}"
+    title = f"gptperf report · {s.config.name} on {s.device_name}"
     return page(title, header(d), SECTIONS, sections, footer)

@@ -1,8 +1,9 @@
-"""The report's stages: each calls one part of the library and returns its numbers for the page.
+"""The report's stages: each calls one part of the library and returns its typed result.
 
-A stage is `run(ctx, progress) -> dict` (JSON-ready). It may leave live objects for later
-stages in `ctx.objects` (the trained model), pictures and traces in the folder being built,
-and the exact command that reproduces its numbers with `ctx.command`.
+A stage is `run(ctx, progress) -> result` (a `gptperf.report.results` type, which the build
+loop keeps in `ctx.report`, where later stages find it: the trained model rides on the training
+run's result). It may leave pictures and traces in the folder being built, and the exact
+command that reproduces its numbers with `ctx.command`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from gptperf.errors import UserError
-from gptperf.report.context import Context, Settings, Stage, StageProgress
+from gptperf.report.context import Context, ReportData, Settings, Stage, StageProgress
+from gptperf.report.results import (
+    BenchStage,
+    DeviceStage,
+    ModelStage,
+    ProfileStage,
+    RooflineRow,
+    RooflineStage,
+    Sample,
+    SamplesStage,
+    ScalingStage,
+    TrainStage,
+)
 
 # The lecture's example of the chain rule, and two corruptions of it that a model should find
 # less likely.
@@ -62,7 +75,7 @@ def _free_memory(settings: Settings) -> None:
 # --- stage: device ----------------------------------------------------------------------------
 
 
-def stage_device(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+def stage_device(ctx: Context, progress: StageProgress) -> DeviceStage:
     """The environment, and this device's ceilings: measured (cached per device) and datasheet."""
     from gptperf.envinfo import environment
     from gptperf.measure.ceilings import ceilings_for
@@ -71,25 +84,15 @@ def stage_device(ctx: Context, progress: StageProgress) -> dict[str, Any]:
 
     s = ctx.settings
     env = environment(s.device)
-    ctx.objects["environment"] = env
-    data: dict[str, Any] = {"environment": env}
     hw = datasheet_hardware_for(s.device_name, s.device_type)  # None for an unknown GPU
-    if hw is not None:
-        ctx.objects["datasheet"] = hw
-        data["datasheet"] = hw.to_dict()
-
     progress("ceilings: cached per device, measured on the first run")
     measured, cached = ceilings_for(s.device, quick=s.quick, progress=progress)
-    ctx.objects["ceilings"] = measured
-    ctx.objects["measured_hardware"] = measured.to_hardware()
-    data["ceilings"] = measured.to_dict()
-    data["ceilings_cached"] = cached
     ctx.add_picture("ceilings", plot_ceilings(measured.to_dict(), hw,
                                               ctx.path("pictures", "ceilings.png")))
     flags = " --quick" if s.quick else ""
     ctx.command("ceilings (measured, cached per device)",
                 f"gptperf ceilings {_device_flags(s)}{flags}  # --force measures again")
-    return data
+    return DeviceStage(env, measured, cached, hw)
 
 
 # --- stage: train -----------------------------------------------------------------------------
@@ -146,7 +149,7 @@ def _calibrate_step_time(s: Settings, cfg: Any) -> float:
     return sorted(times)[1]
 
 
-def stage_train(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+def stage_train(ctx: Context, progress: StageProgress) -> TrainStage:
     """A short training run on the embedded corpus, as many steps as fit the time budget."""
     from gptperf.plotting.training import plot_loss_curve
     from gptperf.train import train
@@ -172,26 +175,21 @@ def stage_train(ctx: Context, progress: StageProgress) -> dict[str, Any]:
         else:
             progress.update(event.step, event.max_iters, f"loss {event.loss:.3f}")
 
-    result = train(cfg, on_step=on_step)
-    ctx.objects["train"] = result
-    ctx.objects["model"] = result.model
+    result = train(cfg, on_step=on_step)  # result.model: the trained GPT, for the samples
     picture = plot_loss_curve(
         result.losses, result.val_losses, ctx.path("pictures", "loss.png"),
         title=f"{result.model_name} on {result.data_name}: loss per step ({s.dtype}, {s.device_name})",
     )
     ctx.add_picture("loss", picture)
-    data = result.to_dict()
-    data["calibration_step_s"] = step_s
-    data["time_budget_s"] = s.train_seconds
     if result.checkpoint:
-        data["checkpoint"] = ctx.relative(result.checkpoint)
+        result.checkpoint = ctx.relative(result.checkpoint)  # the folder moves into place
     train_flags = (f"{model_flags(s)} --batch {cfg.batch} --seq {cfg.seq} --max-iters {cfg.max_iters} "
                    f"--warmup-iters {cfg.warmup_iters} --eval-interval {cfg.eval_interval} "
                    f"--eval-iters {cfg.eval_iters} --dtype {cfg.dtype} --seed {cfg.seed} "
                    f"{'--compile ' if cfg.compile else ''}{_device_flags(s)}")
     ctx.command("training run and loss curve",
                 f"gptperf train {train_flags} --out {shlex.quote(str(ctx.out / 'checkpoint'))}")
-    return data
+    return TrainStage(result, step_s, s.train_seconds)
 
 
 # --- stage: samples and scores ----------------------------------------------------------------
@@ -207,15 +205,16 @@ def _decode(tokens: list[int]) -> tuple[str, int]:
     return text, outside
 
 
-def stage_samples(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+def stage_samples(ctx: Context, progress: StageProgress) -> SamplesStage:
     """A sample from the trained model, and the lecture's sentences scored by the chain rule."""
     import torch
 
     from gptperf.data.tokenizer import ByteTokenizer
     from gptperf.generate import generate
-    from gptperf.score import ranking, score_sentences, start_tokens
+    from gptperf.score import score
 
-    model = ctx.objects.get("model")
+    trained = ctx.report.train
+    model = trained.result.model if trained is not None else None
     if model is None:
         raise UserError("needs the trained model, and the training stage did not finish")
     s = ctx.settings
@@ -235,31 +234,21 @@ def stage_samples(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     sample_s = time.perf_counter() - t0
     text, outside = _decode(tokens)
     progress("scoring the lecture's sentences")
-    start = start_tokens(tokenizer)
-    scores = score_sentences(model, tokenizer, list(SENTENCES), start=start)
+    ckpt_rel = trained.result.checkpoint
+    scores = score(model, tokenizer, list(SENTENCES), checkpoint=ckpt_rel)
     # The trained model has done its part; the measurements below build their own, and on a
     # GPU its memory is better given back.
     del model
-    ctx.objects.pop("model", None)
-    if ctx.objects.get("train") is not None:
-        ctx.objects["train"].model = None
+    trained.result.model = None
     _free_memory(s)
-    order = ranking(scores)
     ckpt = shlex.quote(str(ctx.out / "checkpoint"))
     ctx.command("sample", f"gptperf generate --checkpoint {ckpt} --tokens {n_tokens} "
                           f"--temperature {temperature} --seed {SEED} {_device_flags(s)}")
     ctx.command("sentence scores", "gptperf score " + " ".join(quote(x) for x in SENTENCES)
                 + f" --checkpoint {ckpt} {_device_flags(s)}")
-    return {
-        "sample": {"prompt": SAMPLE_PROMPT, "text": text, "tokens": len(tokens),
-                   "temperature": temperature, "top_k": top_k, "seed": SEED,
-                   "kv_cache": True, "tokens_outside_bytes": outside,
-                   "wall_s": sample_s},
-        "scores": [sc.to_dict() for sc in scores],
-        "ranking": [scores[i].text for i in order],
-        "start": {"tokens": start, "text": tokenizer.decode(start)},
-        "units": {"logprob": "nats (natural log)", "log10prob": "log base 10"},
-    }
+    sample = Sample(SAMPLE_PROMPT, text, len(tokens), temperature, top_k, SEED, True, outside,
+                    sample_s)
+    return SamplesStage(sample, scores)
 
 
 # --- stage: performance model -----------------------------------------------------------------
@@ -285,7 +274,7 @@ def step_plan(s: Settings, kind: str) -> Any:
                                  attention=s.config.attention)
 
 
-def stage_model(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+def stage_model(ctx: Context, progress: StageProgress) -> ModelStage:
     """The performance model of the train, prefill and decode steps this report measures."""
     from gptperf.perfmodel.transformer import (
         Workload,
@@ -297,34 +286,22 @@ def stage_model(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     s = ctx.settings
     hardware = prediction_hardware(ctx, s.dtype)
     predictions: dict[str, Any] = {}
-    out: dict[str, Any] = {}
     for kind, w in s.workloads.items():  # each for the plan its benchmark runs under
-        pred = predict(s.config, Workload(kind, w.batch, w.seq, s.dtype), hardware, step_plan(s, kind))
-        predictions[kind] = pred
-        out[kind] = pred.to_dict()
+        predictions[kind] = predict(s.config, Workload(kind, w.batch, w.seq, s.dtype), hardware,
+                                    step_plan(s, kind))
     # The KV-cache question in one line: a decode step without the cache recomputes everything.
     nocache = s.workloads["decode"]
-    pred = predict(s.config, Workload("decode_nocache", nocache.batch, nocache.seq, s.dtype), hardware,
-                   step_plan(s, "decode_nocache"))
-    predictions["decode_nocache"] = pred
-    out["decode_nocache"] = pred.to_dict()
-    ctx.objects["predictions"] = predictions
-    ctx.objects["prediction_hardware"] = hardware
+    predictions["decode_nocache"] = predict(
+        s.config, Workload("decode_nocache", nocache.batch, nocache.seq, s.dtype), hardware,
+        step_plan(s, "decode_nocache"))
     for kind, w in s.workloads.items():
         ctx.command(f"performance model: {kind}",
                     f"gptperf model {model_flags(s)} --workload {kind} --batch {w.batch} "
                     f"--seq {w.seq} --dtype {s.dtype} --hardware "
                     f"{'measured' if hardware.source == 'measured' else hardware.name}")
-    return {
-        "hardware": hardware.to_dict(),
-        "hardware_label": hardware.label,
-        "parameters": {
-            "total": count_parameters(s.config),
-            "without_embeddings": count_parameters(s.config, include_embeddings=False),
-            "matmul": matmul_parameters(s.config),
-        },
-        "predictions": out,
-    }
+    return ModelStage(hardware, predictions, count_parameters(s.config),
+                      count_parameters(s.config, include_embeddings=False),
+                      matmul_parameters(s.config))
 
 
 # --- stage: bench ----------------------------------------------------------------------------
@@ -336,19 +313,27 @@ def _compiled(s: Settings, kind: str) -> bool:
     return s.compile and kind == "train"
 
 
+def _prediction_hardware(report: ReportData) -> Any:
+    """The machine the model stage predicted on (None when it did not run)."""
+    return report.model.hardware if report.model is not None else None
+
+
+def _hardware_name(hw: Any) -> str | None:
+    """How `--hardware` names `hw` on a command line."""
+    return None if hw is None else ("measured" if hw.source == "measured" else hw.name)
+
+
 def _hardware_flag(ctx: Context) -> str:
-    hw = ctx.objects.get("prediction_hardware")
-    if hw is None:
-        return ""
-    return f" --hardware {'measured' if hw.source == 'measured' else hw.name}"
+    name = _hardware_name(_prediction_hardware(ctx.report))
+    return f" --hardware {name}" if name else ""
 
 
-def stage_bench(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+def stage_bench(ctx: Context, progress: StageProgress) -> BenchStage:
     """Time per batch, throughput, FLOP/s, MFU, peak memory and utilization of each step."""
     from gptperf.measure.bench import run_bench
 
     s = ctx.settings
-    hardware = ctx.objects.get("prediction_hardware")
+    hardware = _prediction_hardware(ctx.report)
     results: dict[str, Any] = {}
     for kind, w in s.workloads.items():
         warmup, repeats = (1, 3) if s.quick else (None, None)
@@ -362,8 +347,7 @@ def stage_bench(ctx: Context, progress: StageProgress) -> dict[str, Any]:
         plan = step_plan(s, kind)
         r = run_bench(s.config, kind, w.batch, w.seq, s.dtype, s.device, plan.compiled,
                       warmup, repeats, hardware=hardware, progress=report, plan=plan)
-        results[kind] = r.to_dict()
-        ctx.objects[f"bench_{kind}"] = r
+        results[kind] = r
         counts = f" --warmup {warmup} --repeats {repeats}" if repeats else ""
         ctx.command(f"bench: {kind} step",
                     f"gptperf bench {kind} {model_flags(s)} --batch {w.batch} --seq {w.seq} "
@@ -372,7 +356,7 @@ def stage_bench(ctx: Context, progress: StageProgress) -> dict[str, Any]:
                     f"{_device_flags(s)}{_hardware_flag(ctx)}")
         del r
         _free_memory(s)
-    return {"results": results}
+    return BenchStage(results)
 
 
 # --- stage: profile ---------------------------------------------------------------------------
@@ -381,14 +365,13 @@ def stage_bench(ctx: Context, progress: StageProgress) -> dict[str, Any]:
 PROFILE_KINDS = ("train", "decode")
 
 
-def stage_profile(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+def stage_profile(ctx: Context, progress: StageProgress) -> ProfileStage:
     """torch.profiler traces of a train step and a decode step, every kernel attributed to an
     operation and joined with the prediction."""
     from gptperf.profiling.run import profile_workload
 
     s = ctx.settings
-    hw = ctx.objects.get("prediction_hardware")
-    hardware = None if hw is None else ("measured" if hw.source == "measured" else hw.name)
+    hardware = _hardware_name(_prediction_hardware(ctx.report))
     out: dict[str, Any] = {}
     for i, kind in enumerate(PROFILE_KINDS):
         w = s.workloads[kind]
@@ -400,26 +383,25 @@ def stage_profile(ctx: Context, progress: StageProgress) -> dict[str, Any]:
             compile=_compiled(s, kind), hardware=hardware, out_dir=folder, wait=1,
             warmup=1, active=active, overhead=True, overhead_repeats=3 if s.quick else 5,
         )
-        doc = r.to_dict()
-        doc["paths"] = {k: ctx.relative(v) if str(v).startswith(str(folder)) else v
-                        for k, v in r.paths.items()}
-        out[kind] = doc
+        r.paths = {k: ctx.relative(v) if str(v).startswith(str(folder)) else v
+                   for k, v in r.paths.items()}
+        out[kind] = r
         if (folder / "roofline.png").is_file():
             ctx.add_picture(f"profile_{kind}", folder / "roofline.png")
         if (folder / "trace.json").is_file():
-            ctx.traces[f"{kind} step: Chrome/Perfetto trace"] = ctx.relative(folder / "trace.json")
+            ctx.add_trace(f"{kind} step: Chrome/Perfetto trace", folder / "trace.json")
         if (folder / "trace.gptperf.json").is_file():
-            ctx.traces[f"{kind} step: trace with operation names and predictions"] = ctx.relative(
-                folder / "trace.gptperf.json")
+            ctx.add_trace(f"{kind} step: trace with operation names and predictions",
+                          folder / "trace.gptperf.json")
         if (folder / "tensorboard").is_dir():
-            ctx.traces[f"{kind} step: TensorBoard log folder"] = ctx.relative(folder / "tensorboard")
+            ctx.add_trace(f"{kind} step: TensorBoard log folder", folder / "tensorboard")
         ctx.command(f"profile: {kind} step",
                     f"gptperf profile {model_flags(s)} --workload {kind} --batch {w.batch} "
                     f"--seq {w.seq} --dtype {s.dtype}{' --compile' if _compiled(s, kind) else ''} "
                     f"--active {active} --warmup 1 --wait 1 {_device_flags(s)}"
                     f"{f' --hardware {hardware}' if hardware else ''} --out profile-{kind}")
         _free_memory(s)
-    return out
+    return ProfileStage(out)
 
 
 # --- stage: inference -------------------------------------------------------------------------
@@ -435,7 +417,7 @@ def inference_plan(s: Settings) -> tuple[list[int], list[int]]:
     return sorted({min(32, block), min(128, block), block}), [1, 4, 16, 64]
 
 
-def stage_inference(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+def stage_inference(ctx: Context, progress: StageProgress) -> Any:  # -> InferenceResult
     """KV cache against recompute over the context, prefill, and a short batch-size sweep."""
     import torch
 
@@ -444,7 +426,7 @@ def stage_inference(ctx: Context, progress: StageProgress) -> dict[str, Any]:
 
     s = ctx.settings
     contexts, batches = inference_plan(s)
-    hw = ctx.objects.get("prediction_hardware")
+    hw = _prediction_hardware(ctx.report)
     steps = 3 * len(contexts) + len(batches)
     seen = [0]
 
@@ -462,34 +444,32 @@ def stage_inference(ctx: Context, progress: StageProgress) -> dict[str, Any]:
         if str(path).endswith(".png"):
             ctx.add_picture(f"inference_{name}", path)
     r.plots = {k: ctx.relative(v) for k, v in r.plots.items()}
-    data = r.to_dict()
-    ctx.objects["inference"] = r
-    flags = f" --hardware {'measured' if hw.source == 'measured' else hw.name}" if hw else ""
+    flags = _hardware_flag(ctx)
     ctx.command("KV cache vs recompute, prefill, batch sweep",
                 f"gptperf inference {model_flags(s)} --dtype {s.dtype} "
                 f"--contexts {','.join(map(str, contexts))} --batches {','.join(map(str, batches))} "
                 f"{'--fast' if fast else '--no-fast'} {_device_flags(s)}{flags}")
     _free_memory(s)
-    return data
+    return r
 
 
 # --- stage: roofline --------------------------------------------------------------------------
 
 
-def stage_roofline(ctx: Context, progress: StageProgress) -> dict[str, Any]:
+def stage_roofline(ctx: Context, progress: StageProgress) -> RooflineStage:
     """One roofline with this machine's ceilings (measured and datasheet) and each step's
     predicted and measured point, and the profiled components of the train step."""
     from gptperf.plotting.roofline import RooflinePoint, plot_roofline
 
-    s = ctx.settings
-    predictions = ctx.objects.get("predictions")
-    if not predictions:
+    s, report = ctx.settings, ctx.report
+    if report.model is None:
         raise UserError("needs the performance model, and that stage did not finish")
+    predictions = report.model.predictions
     dtype = s.dtype
     ceilings: list[tuple[str, float]] = []
     bandwidths: list[tuple[str, float]] = []
-    measured = ctx.objects.get("measured_hardware")
-    sheet = ctx.objects.get("datasheet")
+    measured = report.device.measured_hardware if report.device is not None else None
+    sheet = report.device.datasheet if report.device is not None else None
     for label, hw in (("measured", measured), ("datasheet", sheet)):
         if hw is None:
             continue
@@ -499,40 +479,124 @@ def stage_roofline(ctx: Context, progress: StageProgress) -> dict[str, Any]:
     if not ceilings:
         raise UserError(f"no ceiling for {dtype} measured or in a datasheet")
     points: list[Any] = []
-    rows = []
+    rows: list[RooflineRow] = []
+    benches = report.bench.results if report.bench is not None else {}
     for kind, pred in predictions.items():
         label = f"{kind} B={pred.workload.batch}"
         ai = pred.arithmetic_intensity
         points.append(RooflinePoint(label, ai, pred.flops / pred.time_s, kind="predicted"))
-        bench = ctx.objects.get(f"bench_{kind}")
-        row = {"kind": kind, "arithmetic_intensity": ai, "flops": pred.flops,
-               "predicted_s": pred.time_s, "predicted_flops_per_s": pred.flops / pred.time_s,
-               "measured_s": None, "measured_flops_per_s": None}
+        row = RooflineRow(kind, ai, pred.flops, pred.time_s)
+        bench = benches.get(kind)
         if bench is not None:
-            t = bench.step_time_s
-            points.append(RooflinePoint(label, ai, pred.flops / t, kind="measured"))
-            row.update(measured_s=t, measured_flops_per_s=pred.flops / t)
+            row.measured_s = bench.step_time_s
+            points.append(RooflinePoint(label, ai, row.measured_flops_per_s, kind="measured"))
         rows.append(row)
-    inference = ctx.objects.get("inference")
-    if inference is not None:
-        for p in inference.batches:
+    if report.inference is not None:
+        for p in report.inference.batches:
             if p.time_s:
                 points.append(RooflinePoint(f"decode B={p.batch}", p.arithmetic_intensity,
                                             p.flops / p.time_s, kind="measured"))
-                rows.append({"kind": "decode (batch sweep)", "batch": p.batch,
-                             "arithmetic_intensity": p.arithmetic_intensity, "flops": p.flops,
-                             "predicted_s": p.predicted_s, "measured_s": p.time_s,
-                             "predicted_flops_per_s": p.flops / p.predicted_s,
-                             "measured_flops_per_s": p.flops / p.time_s})
+                rows.append(RooflineRow("decode (batch sweep)", p.arithmetic_intensity, p.flops,
+                                        p.predicted_s, p.time_s, p.batch))
     path = plot_roofline(
         ctx.path("pictures", "roofline.png"), ceilings, bandwidths, points,
         title=f"{s.config.name} {dtype} on {s.device_name}: whole steps, predicted (o) and "
               f"measured (^)",
     )
     ctx.add_picture("roofline", path)
-    return {"ceilings": [{"label": k, "flops_per_s": v} for k, v in ceilings],
-            "bandwidths": [{"label": k, "bytes_per_s": v} for k, v in bandwidths],
-            "points": rows}
+    return RooflineStage(ceilings, bandwidths, rows)
+
+
+# --- stage: parallel scaling -----------------------------------------------------------------
+
+
+SCALING_WARMUP, SCALING_STEPS = 1, 5  # per point; each torchrun launch costs seconds of startup
+SCALING_ATTEMPTS = 2
+
+
+def scaling_procs(s: Settings) -> tuple[int, ...]:
+    """Process counts: 1 and 2 on a CPU (gloo); on a GPU machine 1, 2, 4, ... and every GPU it
+    has (NCCL, one process per GPU; one GPU gives a world-size-1 point)."""
+    if s.device_type != "cuda":
+        return (1, 2)
+    import torch
+
+    gpus = max(1, torch.cuda.device_count())
+    return tuple(sorted({2**i for i in range(gpus.bit_length()) if 2**i <= gpus} | {gpus}))
+
+
+def scaling_specs(s: Settings) -> dict[str, Any]:
+    """The strong and weak studies this report runs (gptperf.scaling.study.ScaleSpec by mode):
+    the report's model, eager, small per-process batches and a few steps. --quick, and a machine
+    with one process count only (one GPU), leave the weak study out (with one process it is the
+    strong study's point again)."""
+    import math
+
+    from gptperf.scaling.study import ScaleSpec
+
+    procs = scaling_procs(s)
+    per_process = 2
+    seq = min(32 if s.device_type == "cpu" else 256, s.config.block_size)
+    lcm = math.lcm(*procs)
+    specs = {"strong": ScaleSpec(s.config, mode="strong", procs=procs, batch=per_process * lcm,
+                                 seq=seq, dtype=s.dtype, device=s.device, warmup=SCALING_WARMUP,
+                                 steps=SCALING_STEPS, seed=SEED)}
+    if not s.quick and len(procs) > 1:
+        specs["weak"] = ScaleSpec(s.config, mode="weak", procs=procs, batch=per_process, seq=seq,
+                                  dtype=s.dtype, device=s.device, warmup=SCALING_WARMUP,
+                                  steps=SCALING_STEPS, seed=SEED)
+    return specs
+
+
+def scale_command(s: Settings, spec: Any, plot_dir: str) -> str:
+    """The `gptperf scale` command that runs `spec` again."""
+    return (f"gptperf scale --mode {spec.mode} --procs {','.join(map(str, spec.procs))} "
+            f"--batch {spec.batch} --seq {spec.seq} {model_flags(s)} --dtype {spec.dtype} "
+            f"--warmup {spec.warmup} --steps {spec.steps} --seed {spec.seed} {_device_flags(s)} "
+            f"--plot-dir {shlex.quote(plot_dir)}")
+
+
+def stage_scaling(ctx: Context, progress: StageProgress) -> ScalingStage:
+    """Strong and weak scaling of data-parallel training through torchrun (gloo on a CPU, NCCL on
+    GPUs), measured and predicted, with the pictures of `gptperf scale`."""
+    from gptperf.plotting.scaling import plot_scaling
+    from gptperf.scaling.launch import LaunchError
+    from gptperf.scaling.study import run_scaling_study
+
+    s = ctx.settings
+    specs = scaling_specs(s)
+    launches = sum(len(spec.procs) for spec in specs.values())
+    done = [0]
+
+    def say(message: str) -> None:
+        if message.startswith("launching"):
+            done[0] += 1
+        progress.update(min(done[0], launches), launches + 1, message)
+
+    stage = ScalingStage({})
+    if s.quick:
+        stage.skipped["weak"] = "left out by --quick (a torchrun launch per process count)"
+    elif "weak" not in specs:
+        stage.skipped["weak"] = "one process count only: the weak study's point is the strong one's"
+    for mode, spec in specs.items():
+        for attempt in range(1, SCALING_ATTEMPTS + 1):
+            try:
+                study = run_scaling_study(spec, progress=say)
+                break
+            except LaunchError as err:  # one line naming the rank and its log
+                # A busy machine can spoil one launch (gloo's all-reduce sweep on shared cores
+                # once gave no bandwidth to fit): one more try before the stage fails with it.
+                if attempt == SCALING_ATTEMPTS:
+                    raise UserError(f"{mode} scaling: {err}") from None
+                stage.notes.append(f"{mode} scaling: a launch failed ({err}); the study ran again")
+        folder = ctx.dir / "pictures" / f"scaling-{mode}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in plot_scaling(study, folder):
+            ctx.add_picture(f"scaling_{mode}_{path.stem}", path)
+        stage.studies[mode] = study
+        stage.commands[mode] = scale_command(s, spec, f"scaling-{mode}")
+        ctx.command(f"parallel scaling: {mode}", stage.commands[mode])
+    return stage
 
 
 # --- the stage list ---------------------------------------------------------------------------
@@ -547,50 +611,42 @@ STAGES: list[Stage] = [
     Stage("profile", "Profiles", stage_profile, 20.0),
     Stage("inference", "KV cache and batch sweep", stage_inference, 15.0),
     Stage("roofline", "Roofline", stage_roofline, 5.0),
+    Stage("scaling", "Parallel scaling", stage_scaling, 30.0),
 ]
 
 
 # --- outputs ----------------------------------------------------------------------------------
 
 
-def report_document(ctx: Context, wall_s: float) -> dict[str, Any]:
-    """Everything the page shows, as one JSON-ready document (report.json)."""
+def finish(report: ReportData, wall_s: float) -> ReportData:
+    """Fill in what is known only at the end: the environment (the device stage's, else read
+    now), when, how long, the version, and the machine's load now."""
     from gptperf import __version__
-    from gptperf.report.context import FORMAT_VERSION, MARKER, machine_load
+    from gptperf.report.context import machine_load
 
-    env = ctx.objects.get("environment")
+    env = report.device.environment if report.device is not None else None
     if env is None:
         from gptperf.envinfo import environment
 
-        env = environment(ctx.settings.device)
-    return {
-        "format": MARKER,
-        "version": FORMAT_VERSION,
-        "gptperf": __version__,
-        "generated_utc": env.get("time_utc"),
-        "wall_s": wall_s,
-        "settings": ctx.settings.to_dict(),
-        "environment": env,
-        "stages": {name: {**rec.to_dict(), "data": rec.data} for name, rec in ctx.records.items()},
-        "pictures": dict(ctx.pictures),
-        "traces": dict(ctx.traces),
-        "commands": list(ctx.commands),
-        "machine_load": {"start": ctx.objects.get("load_start"), "end": machine_load()},
-    }
+        env = environment(report.settings.device)
+    report.environment = env
+    report.generated_utc = env.get("time_utc")
+    report.wall_s = wall_s
+    report.gptperf = __version__
+    report.machine_load["end"] = machine_load()
+    return report
 
 
 def write_outputs(ctx: Context, wall_s: float) -> None:
-    """report.json and index.html into the folder being built."""
+    """report.json (`ReportData.to_dict()`) and index.html (rendered from the same typed results)
+    into the folder being built."""
     from gptperf.atomic import write_text
     from gptperf.output import to_json
     from gptperf.report.page import render_page
 
-    doc = report_document(ctx, wall_s)
-    text = to_json(doc)
-    write_text(ctx.dir / "report.json", text)
-    import json
-
-    write_text(ctx.dir / "index.html", render_page(json.loads(text), ctx.dir))
+    report = finish(ctx.report, wall_s)
+    write_text(ctx.dir / "report.json", to_json(report.to_dict()))
+    write_text(ctx.dir / "index.html", render_page(report, ctx.dir))
     _ordinary_permissions(ctx.dir)
 
 

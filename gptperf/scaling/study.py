@@ -155,6 +155,18 @@ class ScaleSpec:
                 "what_if": [f"{n}x{g}" for n, g in self.what_if], "what_if_hardware": self.what_if_hardware,
                 "intra": self.intra, "inter": self.inter}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], config: GPTConfig) -> ScaleSpec:
+        """The inverse of `to_dict` for the model `config` (the space's batches come back whole)."""
+        what_if = tuple(tuple(int(x) for x in item.split("x")) for item in d["what_if"])
+        return cls(config, mode=d["mode"], procs=tuple(d["procs"]),
+                   threads=tuple(d["threads"]) if d["threads"] else None, batch=d["batch"],
+                   seq=d["seq"], dtype=d["dtype"], compile=d["compile"], device=d["device"],
+                   warmup=d["warmup"], steps=d["steps"], seed=d["seed"],
+                   space_batches=tuple(d["space_batches"]), hardware=d["hardware"],
+                   what_if=what_if, what_if_hardware=d["what_if_hardware"], intra=d["intra"],
+                   inter=d["inter"])
+
 
 # -- what one launch measured ---------------------------------------------------------------
 
@@ -199,6 +211,13 @@ class Measured:
                 "comm_exposed_s": self.comm_exposed_s, "skew_s": self.skew_s,
                 "bucket_bytes": list(self.bucket_bytes), "gradient_bytes": self.gradient_bytes,
                 "step_times_s": list(self.step_times_s), "losses": list(self.losses)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], procs: int, threads: int, per_process_batch: int) -> Measured:
+        """The inverse of `to_dict`, given the run's shape (which its point holds)."""
+        return cls(procs, threads, per_process_batch, d["step_s"], d["forward_s"], d["backward_s"],
+                   d["optimizer_s"], d["comm_total_s"], d["comm_exposed_s"], d["skew_s"],
+                   tuple(d["bucket_bytes"]), tuple(d["step_times_s"]), tuple(d["losses"]))
 
 
 def measured_from_ranks(ranks: list[dict[str, Any]], run_index: int, key: str = "steps") -> Measured:
@@ -343,11 +362,23 @@ class ScalePoint:
         one = self.predicted_from_one
         if one is not None:
             d["predicted_from_one"] = {"step_s": one.step_s, "compute_s": one.compute_s,
-                                       "error": self.step_s / one.step_s - 1, "label": one.label}
+                                       "error": self.step_s / one.step_s - 1, "label": one.label,
+                                       "detail": one.to_dict()}
         if self.mode == "weak":
             d["measured"]["weak_efficiency"] = self.efficiency
             d["predicted"]["weak_efficiency"] = self.predicted_efficiency
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], seq: int, mode: str) -> ScalePoint:
+        """The inverse of `to_dict`, given the study's sequence length and mode."""
+        procs, batch = d["procs"], d["per_process_batch"]
+        one = d.get("predicted_from_one")
+        return cls(procs, batch, seq,
+                   Measured.from_dict(d["measured"], procs, d["threads_per_process"], batch),
+                   DdpStepPrediction.from_dict(d["predicted"]["detail"]), d["baseline_step_s"],
+                   mode, d["roofline_bound_s"],
+                   DdpStepPrediction.from_dict(one["detail"]) if one is not None else None)
 
 
 @dataclass(frozen=True)
@@ -379,10 +410,15 @@ class ThreadPoint:
 
     def to_dict(self) -> dict[str, Any]:
         return {"threads": self.threads, "batch": self.batch, "step_s": self.step_s,
+                "baseline_step_s": self.baseline_step_s,
                 "tokens_per_s": self.tokens_per_s, "tokens_per_s_per_thread": self.tokens_per_s / self.threads,
                 "speedup": self.speedup, "efficiency": self.efficiency,
                 "predicted": {"step_s": self.predicted_step_s, "speedup": float(self.threads),
                               "efficiency": 1.0, "label": IDEAL_THREADS}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], seq: int, mode: str) -> ThreadPoint:
+        return cls(d["threads"], d["batch"], seq, d["step_s"], d["baseline_step_s"], mode)
 
 
 @dataclass(frozen=True)
@@ -398,6 +434,10 @@ class SpaceCell:
         return {"procs": self.procs, "per_process_batch": self.per_process_batch, "step_s": self.step_s,
                 "tokens_per_s": self.tokens_per_s, "tokens_per_s_per_process": self.tokens_per_s / self.procs}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SpaceCell:
+        return cls(d["procs"], d["per_process_batch"], d["step_s"], d["tokens_per_s"])
+
 
 @dataclass(frozen=True)
 class WhatIfRow:
@@ -409,6 +449,11 @@ class WhatIfRow:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.point.to_dict(), "speedup": self.speedup, "efficiency": self.efficiency}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], seq: int) -> WhatIfRow:
+        point = {k: v for k, v in d.items() if k not in ("speedup", "efficiency")}
+        return cls(WhatIfPoint.from_dict(point, seq), d["speedup"], d["efficiency"])
 
 
 @dataclass
@@ -457,6 +502,24 @@ class ScalingStudy:
             },
             "launches": self.launches, "environment": self.environment, "notes": self.notes,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScalingStudy:
+        """The inverse of `to_dict` (a UserError for another schema)."""
+        from gptperf.measure.collectives import CollectiveSweep
+        from gptperf.schema import check_schema
+
+        check_schema(d, SCHEMA)
+        spec = ScaleSpec.from_dict(d["spec"], GPTConfig.from_dict(d["model"]))
+        seq, mode = spec.seq, spec.mode
+        return cls(
+            spec, [ScalePoint.from_dict(p, seq, mode) for p in d["points"]],
+            [ThreadPoint.from_dict(t, seq, mode) for t in d["threads"]],
+            [SpaceCell.from_dict(c) for c in d["space"]],
+            {int(p): CollectiveSweep.from_dict(c) for p, c in d["collectives"].items()},
+            [WhatIfRow.from_dict(w, seq) for w in d["what_if"]], d["backend"], d["device"],
+            d["roofline_hardware"], list(d["launches"]), dict(d["environment"]), list(d["notes"]),
+        )
 
 
 # -- running it -----------------------------------------------------------------------------

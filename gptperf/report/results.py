@@ -1,0 +1,317 @@
+"""What each of the report's stages found, as typed results around the producers' own (BenchResult,
+ProfileResult, InferenceResult, TrainResult, Ceilings, ScoreResult, ScalingStudy, Prediction):
+`to_dict()` is the stage's part of report.json and `from_dict()` its inverse, refusing another
+schema in one line. Live objects a later stage needs (the trained model) ride along unwritten.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gptperf.schema import check_schema, number
+
+if TYPE_CHECKING:
+    from gptperf.measure.bench import BenchResult
+    from gptperf.measure.ceilings import Ceilings
+    from gptperf.perfmodel.hardware import Hardware
+    from gptperf.perfmodel.transformer import Prediction
+    from gptperf.profiling.run import ProfileResult
+    from gptperf.scaling.study import ScalingStudy
+    from gptperf.score import ScoreResult
+    from gptperf.train import TrainResult
+
+
+def hardware_from_dict(d: dict[str, Any]) -> Hardware:
+    """`Hardware.to_dict()` read back from JSON, where an unbounded memory was written as null."""
+    from gptperf.perfmodel.hardware import Hardware
+
+    if d.get("memory_bytes") is None:
+        d = {**d, "memory_bytes": math.inf}
+    return Hardware.from_dict(d)
+
+
+# --- device -------------------------------------------------------------------------------------
+
+
+@dataclass
+class DeviceStage:
+    """The environment, this device's measured ceilings (cached or not) and its datasheet entry
+    (None for a GPU gptperf has none for)."""
+
+    SCHEMA = "gptperf.report.device/1"
+
+    environment: dict[str, Any]
+    ceilings: Ceilings
+    ceilings_cached: bool
+    datasheet: Hardware | None = None
+
+    @property
+    def measured_hardware(self) -> Hardware:
+        return self.ceilings.to_hardware()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "environment": dict(self.environment),
+                "datasheet": self.datasheet.to_dict() if self.datasheet is not None else None,
+                "ceilings": self.ceilings.to_dict(), "ceilings_cached": self.ceilings_cached}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DeviceStage:
+        from gptperf.measure.ceilings import Ceilings
+
+        check_schema(d, cls.SCHEMA)
+        sheet = d["datasheet"]
+        return cls(dict(d["environment"]), Ceilings.from_dict(d["ceilings"]), d["ceilings_cached"],
+                   hardware_from_dict(sheet) if sheet is not None else None)
+
+
+# --- train --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainStage:
+    """The training run (its checkpoint path relative to the report), the step time measured to
+    fit it into its budget, and the budget."""
+
+    SCHEMA = "gptperf.report.train/1"
+
+    result: TrainResult
+    calibration_step_s: float
+    time_budget_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "result": self.result.to_dict(),
+                "calibration_step_s": self.calibration_step_s, "time_budget_s": self.time_budget_s}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainStage:
+        from gptperf.train import TrainResult
+
+        check_schema(d, cls.SCHEMA)
+        return cls(TrainResult.from_dict(d["result"]), d["calibration_step_s"], d["time_budget_s"])
+
+
+# --- samples ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """Text sampled from the trained model after `prompt` (tokens outside the byte range shown
+    as '?'), how it was drawn, and how long it took (a first run, not a benchmark)."""
+
+    prompt: str
+    text: str
+    tokens: int
+    temperature: float
+    top_k: int | None
+    seed: int
+    kv_cache: bool
+    tokens_outside_bytes: int
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Sample:
+        return cls(**d)
+
+
+@dataclass
+class SamplesStage:
+    """A sample and the lecture's sentences scored by the chain rule."""
+
+    SCHEMA = "gptperf.report.samples/1"
+
+    sample: Sample
+    score: ScoreResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "sample": self.sample.to_dict(), "score": self.score.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SamplesStage:
+        from gptperf.score import ScoreResult
+
+        check_schema(d, cls.SCHEMA)
+        return cls(Sample.from_dict(d["sample"]), ScoreResult.from_dict(d["score"]))
+
+
+# --- performance model --------------------------------------------------------------------------
+
+
+@dataclass
+class ModelStage:
+    """The performance model of each measured step, for the plan its benchmark runs under, on the
+    machine every prediction of the report uses."""
+
+    SCHEMA = "gptperf.report.model/1"
+
+    hardware: Hardware
+    predictions: dict[str, Prediction]  # workload kind -> prediction (decode_nocache included)
+    total_parameters: int
+    parameters_without_embeddings: int
+    matmul_parameters: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "hardware": self.hardware.to_dict(),
+                "hardware_label": self.hardware.label,
+                "parameters": {"total": self.total_parameters,
+                               "without_embeddings": self.parameters_without_embeddings,
+                               "matmul": self.matmul_parameters},
+                "predictions": {k: p.to_dict() for k, p in self.predictions.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelStage:
+        from gptperf.perfmodel.transformer import Prediction
+
+        check_schema(d, cls.SCHEMA)
+        p = d["parameters"]
+        return cls(hardware_from_dict(d["hardware"]),
+                   {k: Prediction.from_dict(v) for k, v in d["predictions"].items()},
+                   p["total"], p["without_embeddings"], p["matmul"])
+
+
+# --- bench, profile -----------------------------------------------------------------------------
+
+
+@dataclass
+class BenchStage:
+    """One benchmark per measured step (train, prefill, decode)."""
+
+    SCHEMA = "gptperf.report.bench/1"
+
+    results: dict[str, BenchResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA, "results": {k: r.to_dict() for k, r in self.results.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BenchStage:
+        from gptperf.measure.bench import BenchResult
+
+        check_schema(d, cls.SCHEMA)
+        return cls({k: BenchResult.from_dict(r) for k, r in d["results"].items()})
+
+
+@dataclass
+class ProfileStage:
+    """One profile per profiled step (train, decode); their paths relative to the report."""
+
+    SCHEMA = "gptperf.report.profile/1"
+
+    profiles: dict[str, ProfileResult]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA,
+                "profiles": {k: p.to_dict() for k, p in self.profiles.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProfileStage:
+        from gptperf.profiling.run import ProfileResult
+
+        check_schema(d, cls.SCHEMA)
+        return cls({k: ProfileResult.from_dict(p) for k, p in d["profiles"].items()})
+
+
+# --- roofline -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RooflineRow:
+    """A whole step on the roofline: the model's FLOPs and intensity, its predicted and (when it
+    was benchmarked) measured time; `batch` names a point of the decode batch sweep."""
+
+    kind: str
+    arithmetic_intensity: float
+    flops: float
+    predicted_s: float
+    measured_s: float | None = None
+    batch: int | None = None
+
+    @property
+    def predicted_flops_per_s(self) -> float:
+        return self.flops / self.predicted_s
+
+    @property
+    def measured_flops_per_s(self) -> float | None:
+        return self.flops / self.measured_s if self.measured_s else None
+
+    @property
+    def ratio(self) -> float | None:
+        """measured / predicted time."""
+        return self.measured_s / self.predicted_s if self.measured_s and self.predicted_s else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "predicted_flops_per_s": self.predicted_flops_per_s,
+                "measured_flops_per_s": self.measured_flops_per_s}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RooflineRow:
+        return cls(d["kind"], number(d["arithmetic_intensity"]), d["flops"], d["predicted_s"],
+                   d["measured_s"], d["batch"])
+
+
+@dataclass
+class RooflineStage:
+    """The ceilings drawn (label, FLOP/s or bytes/s) and every step's point."""
+
+    SCHEMA = "gptperf.report.roofline/1"
+
+    ceilings: list[tuple[str, float]]
+    bandwidths: list[tuple[str, float]]
+    rows: list[RooflineRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA,
+                "ceilings": [{"label": k, "flops_per_s": v} for k, v in self.ceilings],
+                "bandwidths": [{"label": k, "bytes_per_s": v} for k, v in self.bandwidths],
+                "points": [r.to_dict() for r in self.rows]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RooflineStage:
+        check_schema(d, cls.SCHEMA)
+        return cls([(c["label"], c["flops_per_s"]) for c in d["ceilings"]],
+                   [(b["label"], b["bytes_per_s"]) for b in d["bandwidths"]],
+                   [RooflineRow.from_dict(r) for r in d["points"]])
+
+
+# --- parallel scaling ---------------------------------------------------------------------------
+
+
+@dataclass
+class ScalingStage:
+    """Data-parallel scaling studies (torchrun + DDP) by mode ("strong", "weak"), the command that
+    reproduces each, why a mode was left out, and what happened on the way (a launch run again)."""
+
+    SCHEMA = "gptperf.report.scaling/1"
+
+    studies: dict[str, ScalingStudy]
+    commands: dict[str, str] = field(default_factory=dict)  # mode -> `gptperf scale ...`
+    skipped: dict[str, str] = field(default_factory=dict)  # mode -> why it did not run
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA,
+                "studies": {mode: s.to_dict() for mode, s in self.studies.items()},
+                "commands": dict(self.commands), "skipped": dict(self.skipped),
+                "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScalingStage:
+        from gptperf.scaling.study import ScalingStudy
+
+        check_schema(d, cls.SCHEMA)
+        return cls({mode: ScalingStudy.from_dict(s) for mode, s in d["studies"].items()},
+                   dict(d["commands"]), dict(d["skipped"]), list(d["notes"]))
+
+
+def result_types() -> dict[str, type]:
+    """The result type of each of the report's own stages, by stage name (ReportData's typed
+    fields). The inference stage's is the producer's own: the stage adds nothing to it."""
+    from gptperf.inference.sweep import InferenceResult
+
+    return {"device": DeviceStage, "train": TrainStage, "samples": SamplesStage,
+            "model": ModelStage, "bench": BenchStage, "profile": ProfileStage,
+            "inference": InferenceResult, "roofline": RooflineStage, "scaling": ScalingStage}

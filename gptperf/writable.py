@@ -1,0 +1,91 @@
+"""Output paths checked before any long work: a one-line UserError at once, not a traceback
+after minutes of training or profiling.
+
+A file (a picture) needs a known suffix and a folder to land in; a folder (checkpoints,
+pictures, a profile or a report) must be a folder if it exists. Either way the nearest existing
+folder on the way must be writable, since what is missing gets created there. Nothing is created
+by the check itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from gptperf.errors import UserError
+
+NAME_MAX = 255  # bytes in one path component on Linux, macOS and Windows filesystems
+
+
+def _as_path(path: str | os.PathLike[str], flag: str) -> Path:
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text.strip() or "\0" in text:
+        raise UserError(f"{flag} {text!r} is not a usable path; give a file or folder name")
+    p = Path(text).expanduser()
+    for part in p.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise UserError(f"{flag} {text[:60]!r}…: a name in it is longer than {NAME_MAX} bytes")
+    return p
+
+
+def _nearest_existing(p: Path, flag: str, shown: Path) -> Path:
+    """`p` or its closest ancestor that exists; a file on the way is an error."""
+    current = p
+    while True:
+        try:
+            exists = current.exists()
+        except OSError as err:  # e.g. a component is a file (ENOTDIR), or ELOOP
+            raise UserError(f"{flag} {str(shown)!r} cannot be reached: {err.strerror}") from None
+        if exists:
+            break
+        if current.parent == current:
+            break
+        current = current.parent
+    if not current.is_dir():
+        raise UserError(f"{flag} {str(shown)!r} cannot be created: {str(current)!r} is a file, "
+                        "not a folder")
+    return current
+
+
+def _writable(folder: Path, flag: str, shown: Path) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {str(shown)!r} cannot be written: folder {str(folder)!r} is not "
+                        "writable (read-only or not yours); pick another location")
+
+
+def check_output_file(path: str | os.PathLike[str], flag: str,
+                      formats: Sequence[str] | None = None) -> Path:
+    """`path` as a Path when a file can be written there (suffix among `formats`, e.g.
+    ("png", "svg")); else a one-line UserError naming `flag` and the value."""
+    p = _as_path(path, flag)
+    if formats is not None:
+        fmt = p.suffix.lstrip(".").lower()
+        if fmt not in formats:
+            raise UserError(f"{flag} {str(p)!r} must end in one of: "
+                            + ", ".join(f".{f}" for f in formats))
+    if p.is_dir():
+        raise UserError(f"{flag} {str(p)!r} is a folder; give a file name, e.g. "
+                        f"{str(p / ('picture.' + (formats[0] if formats else 'out')))!r}")
+    _writable(_nearest_existing(p.parent, flag, p), flag, p)
+    return p
+
+
+def check_output_dir(path: str | os.PathLike[str], flag: str, *, replaced_whole: bool = False) -> Path:
+    """`path` as a Path when a folder can be written (or created) there; else a one-line
+    UserError. `replaced_whole`: the folder is swapped in beside the old one
+    (gptperf.atomic.atomic_dir), so its parent must be writable too."""
+    p = _as_path(path, flag)
+    try:
+        exists = p.exists()
+    except OSError:
+        exists = False
+    if exists:
+        if not p.is_dir():
+            raise UserError(f"{flag} {str(p)!r} is a file; give a folder")
+        _writable(p, flag, p)
+        if replaced_whole:
+            _writable(p.resolve().parent, flag, p)
+        return p
+    _writable(_nearest_existing(p, flag, p), flag, p)
+    return p
