@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,13 @@ def _measure_overhead(runner: Any, device: Any, repeats: int) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _no_cycle_warning() -> Any:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle")
+        yield
+
+
 def _activities(device: Any) -> list[Any]:
     from torch.profiler import ProfilerActivity
 
@@ -270,7 +278,8 @@ def profile_workload(
         def on_ready(prof: Any) -> None:
             tb_handler(prof)
 
-        with kineto_lines_dropped(), profile(  # Kineto's USDT start/stop lines: noise
+        # One cycle (repeat=1): torch's warning that events are cleared between cycles is noise.
+        with _no_cycle_warning(), kineto_lines_dropped(), profile(
             activities=_activities(device),
             schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1),
             on_trace_ready=on_ready,
