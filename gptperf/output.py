@@ -32,6 +32,15 @@ def __getattr__(name: str) -> Any:
         return _console(name)
     raise AttributeError(name)
 
+def wide_console(min_width: int = 132) -> Any:
+    """The stdout console at least `min_width` columns wide: a table squeezed into an 80-column
+    terminal hides its numbers behind ellipses."""
+    from rich.console import Console
+
+    out = _console("console")
+    return Console(width=max(out.width, min_width), file=out.file)
+
+
 _PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
 

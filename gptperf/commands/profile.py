@@ -104,10 +104,9 @@ def print_result(result: Any, top: int = 25) -> None:
     """Tables (per component, per operation) and the figures that say how far to trust them
     (a gptperf.profiling.ProfileResult)."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
-    from gptperf.output import console, seconds, si
+    from gptperf.output import console, seconds, si, wide_console
 
     wl = result.workload
     console.print(
@@ -116,8 +115,7 @@ def print_result(result: Any, top: int = 25) -> None:
         f"{result.device}; predicted with {result.hardware}"
     )
     n_steps = len(result.step_wall_s)
-    # A squeezed table hides its numbers; let it be wider than an 80-column terminal.
-    wide = Console(width=max(console.width, 132), file=console.file)
+    wide = wide_console()
     for title, rows, limit in (("per component (summed over layers)", result.comparison.components, None),
                                ("per operation", result.comparison.ops, top)):
         t = Table(title=f"{title}; median of {n_steps} active steps", title_justify="left",

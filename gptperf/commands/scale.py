@@ -148,8 +148,9 @@ def print_study(study: Any, plots: list[str]) -> None:
     """The terminal report of a scaling study (a gptperf.scaling.study.ScalingStudy)."""
     from rich.table import Table
 
-    from gptperf.output import console, seconds, si
+    from gptperf.output import seconds, si, wide_console
 
+    console = wide_console()
     spec, c = study.spec, study.spec.config
     env = study.environment
     console.print(f"[bold]scale {spec.mode}[/bold] · {c.name} (L={c.n_layer} H={c.n_head} C={c.n_embd}) · "
