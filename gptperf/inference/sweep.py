@@ -39,6 +39,7 @@ from typing import Any
 from gptperf import names
 from gptperf.dtypes import check_dtype
 from gptperf.errors import UserError
+from gptperf.memguard import is_out_of_memory
 from gptperf.model.config import GPTConfig
 
 Progress = Callable[[str], None]
@@ -319,15 +320,6 @@ class InferenceResult:
 
 
 # --- measuring ---------------------------------------------------------------------------------
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    import torch
-
-    if isinstance(err, torch.OutOfMemoryError):
-        return True
-    text = str(err)
-    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def sweep_batches(

@@ -28,6 +28,7 @@ from gptperf import names
 from gptperf.atomic import atomic_dir, write_text
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
+from gptperf.perfmodel.devices import resolve_hardware
 from gptperf.profiling.compare import (
     Comparison,
     Predicted,
@@ -135,14 +136,6 @@ class ProfileResult:
 
 # ----------------------------------------------------------------------------------------------
 # Prediction
-
-
-def resolve_hardware(hardware: str | None, device_type: str, device_name: str | None):  # -> Hardware
-    """The one resolver (`perfmodel.resolve_hardware`): `hardware` if given; else the measured
-    ceilings of this device if cached, else its datasheet entry."""
-    from gptperf.perfmodel.devices import resolve_hardware as resolve
-
-    return resolve(hardware or None, device_name, device_type)
 
 
 def predict_ops(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hw: Any,
@@ -259,7 +252,7 @@ def profile_workload(
     check_step(config, workload, plan, device)
     compile = plan.compiled
     dev_name = torch_device_name(device)
-    hw = resolve_hardware(hardware, device.type, dev_name)
+    hw = resolve_hardware(hardware or None, dev_name, device.type)
 
     prov_ctx = inductor_provenance(config.n_layer) if compile else contextlib.nullcontext(None)
     with prov_ctx as prov:
@@ -331,7 +324,7 @@ def analyse_trace_file(
     props = doc.get("deviceProperties") or []
     if device_name is None and is_gpu and props and isinstance(props[0], dict):
         device_name = props[0].get("name")
-    hw = resolve_hardware(hardware, "cuda" if is_gpu else "cpu", device_name)
+    hw = resolve_hardware(hardware or None, device_name, "cuda" if is_gpu else "cpu")
     predicted, available = predict_ops(config, kind, batch, seq, dtype, hw)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
