@@ -28,10 +28,12 @@ COMMANDS: dict[str, str] = {
     "model": "model",
     "roofline": "roofline",
     "ceilings": "ceilings",
+    "calibrate": "calibrate",
     "bench": "bench",
     "profile": "profile",
     "inference": "inference",
     "scale": "scale",
+    "validate": "validate",
 }
 
 

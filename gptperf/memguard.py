@@ -39,6 +39,7 @@ class MemoryCheck:
     source: str
     processes: int = 1
     flag: str = "--batch"  # the flag that sets the batch, or words saying what the batch is
+    plan: Any = None  # the ExecutionPlan the step runs under (None: eager)
 
     @property
     def fits(self) -> bool:
@@ -46,7 +47,7 @@ class MemoryCheck:
 
     def largest_batch(self) -> int:
         """The largest batch whose predicted peak fits what is free (0: not even one)."""
-        return max_batch(self.config, self.workload, self.available_bytes / self.processes)
+        return max_batch(self.config, self.workload, self.available_bytes / self.processes, plan=self.plan)
 
     def advice(self) -> str:
         n = self.largest_batch()
@@ -99,16 +100,16 @@ def available_memory(device: Any) -> tuple[float, str] | None:
 
 
 def check_memory(config: GPTConfig, workload: Workload, device: Any, *, processes: int = 1,
-                 flag: str = "--batch") -> MemoryCheck | None:
+                 flag: str = "--batch", plan: Any = None) -> MemoryCheck | None:
     """Refuse (UserError) a workload whose predicted peak exceeds the free memory of `device`;
     return the check, or None when free memory cannot be told."""
     found = available_memory(device)
     if found is None:
         return None
     available, source = found
-    predicted = memory_breakdown(config, workload).total
+    predicted = memory_breakdown(config, workload, plan).total
     check = MemoryCheck(config, workload, str(device), float(predicted), available, source,
-                        max(1, int(processes)), flag)
+                        max(1, int(processes)), flag, plan)
     _last[:] = [check]
     if not check.fits:
         raise UserError(f"out of memory before starting: {check.describe()}; {check.advice()}")

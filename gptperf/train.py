@@ -375,14 +375,14 @@ def train(
     if ckpt_path is not None and dist_ctx.is_main:
         check_output_dir(ckpt_path.parent, "--out")
     sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
+    plan = ExecutionPlan.default("train", device.type, compile=cfg.compile,
+                                 attention=model_config.attention)
     check_memory(model_config, Workload("train", cfg.batch, cfg.seq, cfg.dtype), device,
-                 processes=sharing)
+                 processes=sharing, plan=plan)
 
     torch.manual_seed(cfg.seed)
     model = GPT(model_config).to(device=device, dtype=model_dtype(cfg.dtype))
     data_gen = torch.Generator().manual_seed(cfg.seed)
-    plan = ExecutionPlan.default("train", device.type, compile=cfg.compile,
-                                 attention=model_config.attention)
     # The one train step (gptperf.steps.train), as bench and profile time it, fed by the corpus.
     # Data parallel (DDP from outside the model) under torchrun: every rank draws the same
     # world × batch windows and trains on its rows.

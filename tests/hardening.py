@@ -22,8 +22,8 @@ BAD_INPUT = "Bad input, each class the hardening issue found (tests/test_hardeni
 GENERATED = "Generated arguments, hypothesis (tests/test_hardening_properties.py)"
 CRASH = "Killed writes, SIGKILL (tests/test_hardening_crash.py)"
 NETWORK = "Network (tests/test_hardening_network.py)"
-COMMAND_NAMES = ("report", "train", "generate", "score", "model", "roofline", "ceilings", "bench",
-                 "profile", "inference", "scale")
+COMMAND_NAMES = ("report", "train", "generate", "score", "model", "roofline", "ceilings", "calibrate",
+                 "bench", "profile", "inference", "scale", "validate")
 # Every class the hardening tests record, in the order the document lists them: class -> section.
 # A class that did not finish in a run (a -k selection, a failure) leaves the document as it was.
 CLASSES: dict[str, str] = {

@@ -51,7 +51,7 @@ def _argv(command: str, tmp_path: Path, checkpoint: Callable[[], Path]) -> list[
         "score": ["score", "ab", "--checkpoint", str(checkpoint()), "--device", "cpu"],
         "model": ["model", *TINY, "--batch", "1", "--seq", "8"],
         "roofline": ["roofline", "saxpy", "--n", "1000"],
-        "ceilings": ["ceilings", "--quick", "--device", "cpu"],
+        "ceilings": ["ceilings", "--quick", "--device", "cpu", "--no-calibrate"],
         "bench": ["bench", "forward", *TINY, "--batch", "1", "--seq", "8", "--warmup", "1",
                   "--repeats", "1", "--device", "cpu", "--hardware", "cpu"],
         "profile": ["profile", *TINY, "--workload", "forward", "--batch", "1", "--seq", "8",
@@ -71,7 +71,9 @@ EXPECTED = {
 
 
 # Commands whose --json schema another module checks, because one run costs much more there.
-CHECKED_ELSEWHERE = {"scale": ("test_scaling.py", "gptperf.scale/1")}  # a torchrun launch
+CHECKED_ELSEWHERE = {"scale": ("test_scaling.py", "gptperf.scale/1"),  # a torchrun launch
+                     "calibrate": ("test_calibrate.py", "gptperf.calibration/1"),
+                     "validate": ("test_validate.py", "gptperf.validate/1")}
 
 
 def test_every_command_is_covered() -> None:

@@ -64,7 +64,7 @@ def test_main_commands_open_no_connection(tmp_path: Path, capsys: Any, no_networ
         ["score", "ab", "ba", "--checkpoint", ckpt, "--device", "cpu"],
         ["model", *MODEL, "--batch", "1", "--seq", "8", "--dtype", "fp32", "--hardware", "cpu"],
         ["roofline", "matmul", "--m", "8", "--n", "8", "--k", "8"],
-        ["ceilings", "--device", "cpu"],
+        ["ceilings", "--device", "cpu", "--no-calibrate"],
         ["bench", "train", *MODEL, "--batch", "1", "--seq", "8", "--warmup", "1", "--repeats", "1",
          "--device", "cpu"],
         ["profile", *MODEL, "--workload", "forward", "--batch", "1", "--seq", "8", "--wait", "0",

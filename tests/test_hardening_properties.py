@@ -95,7 +95,10 @@ SPECS: dict[str, tuple[list[list[Any]], list[tuple[str, Any]]]] = {
                  [("--n", INT), ("--m", INT), ("--k", INT), ("--n-embd", INT), ("--dtype", DTYPE),
                   ("--hardware", HARDWARE), ("--peak-tflops", FLOAT), ("--bandwidth-gbs", FLOAT),
                   ("--accumulate", FLAG), ("--plot", PLOT)]),
-    "ceilings": ([[]], [("--quick", FLAG), ("--force", FLAG), ("--plot", PLOT)]),
+    "ceilings": ([[]], [("--quick", FLAG), ("--force", FLAG), ("--plot", PLOT), ("--no-calibrate", FLAG)]),
+    "calibrate": ([[]], [("--quick", FLAG), ("--force", FLAG)]),
+    "validate": ([[]], [("--quick", FLAG), ("--plot-dir", FOLDER),
+                        ("--out", pool(f"{TMP}/v.json", f"{TMP}/afile", f"{TMP}/x.txt", ""))]),
     "bench": ([["train"], ["forward"], ["prefill"], ["decode"], ["decode_nocache"], ["sleep"]],
               MODEL + [("--batch", INT), ("--seq", INT), ("--dtype", DTYPE), *COMPILE,
                        ("--fast", FLAG), ("--warmup", INT), ("--repeats", INT),
@@ -171,6 +174,7 @@ def validation_only(monkeypatch: pytest.MonkeyPatch, files: Path) -> None:
     reads as read-only even to root; no ceilings cache."""
     import gptperf.generate
     import gptperf.inference.sweep
+    import gptperf.measure.calibrate
     import gptperf.measure.ceilings
     import gptperf.memguard
     import gptperf.model.gpt
@@ -179,9 +183,11 @@ def validation_only(monkeypatch: pytest.MonkeyPatch, files: Path) -> None:
     import gptperf.scaling.launch
     import gptperf.score
     import gptperf.steps.build
+    import gptperf.validate.run
 
     for module, name in ((gptperf.steps.build, "build_step"), (gptperf.model.gpt, "GPT"),
                          (gptperf.measure.ceilings, "measure_ceilings"),
+                         (gptperf.measure.calibrate, "calibrate"), (gptperf.validate.run, "validate"),
                          (gptperf.inference.sweep, "_Bench"), (gptperf.scaling.launch, "launch"),
                          (gptperf.report, "build_report"), (gptperf.generate, "generate"),
                          (gptperf.generate, "generate_fast"), (gptperf.generate, "fast_decoder"),

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     seq = args.seq if args.seq is not None else default_seq(config)
     device = resolve_device(args.device)
     config.check_sequence(seq)
-    guard_memory(config, args.workload, args.batch, seq, args.dtype, device)
+    guard_memory(config, args.workload, args.batch, seq, args.dtype, device, compile=bool(args.compile))
     with rich_progress(enabled=not args.json, description=f"bench {args.workload}") as progress:
         result = run_bench(config, args.workload, args.batch, seq, args.dtype, device,
                            bool(args.compile), args.warmup, args.repeats, hardware=args.hardware,
@@ -77,6 +77,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _pct(x: float | None) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _prediction_kind(pr: dict[str, Any]) -> str:
+    """'roofline bound' or 'calibrated expected time' (documents written before the label: by
+    their source)."""
+    from gptperf.measure.bench import CALIBRATED, ROOFLINE
+
+    return pr.get("prediction") or (CALIBRATED if pr.get("source") == "calibrated" else ROOFLINE)
 
 
 def print_result(r: Any) -> None:
@@ -156,14 +164,22 @@ def print_result(r: Any) -> None:
 
     if r.predictions:
         pt = Table(title="Prediction vs measurement (time per step)")
-        for col in ("hardware", "predicted", "measured", "measured / predicted",
-                    "predicted tokens/s", "measured tokens/s"):
-            pt.add_column(col, justify="left" if col == "hardware" else "right")
+        for col in ("", "time per step", "tokens/s", "measured / predicted"):
+            pt.add_column(col, justify="right" if col else "left", no_wrap=True)
+        pt.add_row(f"measured (median of {t.repeats})", seconds(r.step_time_s),
+                   si(r.tokens_per_s, "/s"), "")
+        sources = []
         for pr in r.predictions:
-            pt.add_row(pr["hardware"], seconds(pr["step_time_s"]), seconds(r.step_time_s),
-                       f"{pr['measured_over_predicted']:.2f}×", si(pr["tokens_per_s"], "/s"),
-                       si(r.tokens_per_s, "/s"))
+            kind = _prediction_kind(pr)
+            label = kind if pr.get("source") == "calibrated" else f"{kind} ({pr.get('source')})"
+            pt.add_row(label, seconds(pr["step_time_s"]), si(pr["tokens_per_s"], "/s"),
+                       f"{pr['measured_over_predicted']:.2f}×")
+            sources.append(f"  {label}: {pr['hardware']}")
         console.print(pt)
+        console.print("\n".join(sources), highlight=False)
+        console.print("  [dim]roofline bound: what the hardware allows (min(π, β·AI) per "
+                      "operation); calibrated expected time: what this machine will take "
+                      "(measured kernel curves and host cost)[/dim]")
     s = r.stages_s
     console.print(f"Wall time: {seconds(r.wall_time_s)} (setup {seconds(s['setup_s'])}, build "
                   f"{seconds(s['build_s'])}, warm-up {seconds(s['warmup_s'])}, timed "

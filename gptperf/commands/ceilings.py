@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure again even when a cached measurement of this device exists")
     parser.add_argument("--plot", metavar="FILE",
                         help="draw measured beside datasheet ceilings (.png or .svg)")
+    parser.add_argument("--no-calibrate", action="store_true",
+                        help="skip the calibration (`gptperf calibrate`) that follows the ceilings")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,11 +52,19 @@ def run(args: argparse.Namespace) -> int:
                    datasheet=datasheet.to_dict() if datasheet is not None else None,
                    hardware=ceilings.to_hardware().to_dict())
         doc["environment"] = environment(device)
+        if not args.no_calibrate:
+            from gptperf.commands.calibrate import ceilings_end
+
+            doc["calibration"] = ceilings_end(device, quick=args.quick, force=args.force, as_json=True)
         emit_json(doc)
     else:
         print_ceilings(ceilings, cached, datasheet, path)
         if args.plot:
             console.print(f"[dim]plot written: {args.plot}[/dim]")
+        if not args.no_calibrate:
+            from gptperf.commands.calibrate import ceilings_end
+
+            ceilings_end(device, quick=args.quick, force=args.force, as_json=False)
     return 0
 
 

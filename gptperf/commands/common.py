@@ -89,10 +89,14 @@ def check_folder(path: str, flag: str, *, replaced_whole: bool = False) -> None:
 
 
 def guard_memory(config: Any, kind: str, batch: int, seq: int, dtype: str, device: Any, *,
-                 processes: int = 1, flag: str = "--batch") -> None:
+                 processes: int = 1, flag: str = "--batch", compile: bool = False) -> None:
     """Refuse (one-line UserError with the largest batch that fits) a step whose predicted peak
-    exceeds the device's free memory — before anything is allocated (gptperf.memguard)."""
+    exceeds the device's free memory — before anything is allocated (gptperf.memguard);
+    `compile`: predicted for the compiled plan the step will run under."""
     from gptperf.memguard import check_memory
     from gptperf.perfmodel.workload import Workload
+    from gptperf.plan import ExecutionPlan
 
-    check_memory(config, Workload(kind, batch, seq, dtype), device, processes=processes, flag=flag)
+    plan = ExecutionPlan.default(kind, device.type, compile=True, attention=config.attention) if compile else None
+    check_memory(config, Workload(kind, batch, seq, dtype), device, processes=processes, flag=flag,
+                 plan=plan)

@@ -86,51 +86,74 @@ def run(args: argparse.Namespace) -> int | None:
 
 def print_result(r: Any) -> None:
     """The terminal report of a gptperf.inference.InferenceResult: measured beside predicted,
-    every figure with its unit and source."""
+    every figure with its unit and source; with a calibration of the device, the calibrated
+    expected time as a third figure beside the roofline bound."""
     from rich.table import Table
 
     from gptperf.output import console, seconds, si
 
-    def pair(measured: float | None, predicted: float | None, fmt: Callable[[float | None], str]) -> str:
-        return f"{fmt(measured)} / {fmt(predicted)}"
+    with_exp = r.expected_label is not None
+
+    def cell(measured: float | None, predicted: float | None, expected: float | None,
+             fmt: Callable[[float | None], str]) -> str:
+        return f"{fmt(measured)} / {fmt(predicted)}" + (f" / {fmt(expected)}" if with_exp else "")
 
     def tps(x: float | None) -> str:
         return si(x, "")
 
-    def times(x: float) -> str:
-        return f"{x:.1f}×"
+    def times(x: float | None) -> str:
+        return "—" if x is None else f"{x:.1f}×"
+
+    def per_s(tokens: int, t: float | None) -> float | None:
+        return tokens / t if t else None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
 
     console.print(f"[bold]{r.config.name}[/bold], {r.dtype}: measured on {r.device_name} ({r.device}); "
-                  f"predicted with {r.hardware_label}. Cells: measured / predicted.")
+                  f"roofline bound on {r.hardware_label}"
+                  + (f"; expected time {r.expected_label}" if with_exp else "")
+                  + ". Cells: measured / roofline bound" + (" / calibrated expected." if with_exp else "."))
     t = Table(title="decode, batch 1: tokens/s with the KV cache vs recomputing the context")
     for col in ("context L", "KV cache tok/s", "recompute tok/s", "speedup"):
         t.add_column(col, justify="right")
     for c, n in zip(r.cache, r.recompute, strict=False):
-        speedup = n.time_s / c.time_s if c.time_s and n.time_s else None
-        t.add_row(str(c.seq), pair(c.tokens_per_s, c.predicted_tokens_per_s, tps),
-                  pair(n.tokens_per_s, n.predicted_tokens_per_s, tps),
-                  pair(speedup, n.predicted_s / c.predicted_s, lambda x: "—" if x is None else times(x)))
+        t.add_row(str(c.seq), cell(c.tokens_per_s, c.predicted_tokens_per_s, per_s(c.tokens, c.expected_s), tps),
+                  cell(n.tokens_per_s, n.predicted_tokens_per_s, per_s(n.tokens, n.expected_s), tps),
+                  cell(ratio(n.time_s, c.time_s), n.predicted_s / c.predicted_s,
+                       ratio(n.expected_s, c.expected_s), times))
     console.print(t)
 
     t = Table(title=f"one request: prefill P tokens, then decode {r.new_tokens} (each at ~context P)")
     for col in ("prompt P", "prefill", "decode", "prefill share"):
         t.add_column(col, justify="right")
+
+    def share(prefill: float | None, decode: float | None) -> float | None:
+        return prefill / (prefill + decode) if prefill and decode else None
+
+    def pct(x: float | None) -> str:
+        return "—" if x is None else f"{100 * x:.0f}%"
+
     for row in r.split():
-        share = (row["prefill_s"] / (row["prefill_s"] + row["decode_s"])
-                 if row["prefill_s"] and row["decode_s"] else None)
-        pshare = row["predicted_prefill_s"] / (row["predicted_prefill_s"] + row["predicted_decode_s"])
-        t.add_row(str(row["prompt"]), pair(row["prefill_s"], row["predicted_prefill_s"], seconds),
-                  pair(row["decode_s"], row["predicted_decode_s"], seconds),
-                  pair(share, pshare, lambda x: "—" if x is None else f"{100 * x:.0f}%"))
+        ep, ed = row.get("expected_prefill_s"), row.get("expected_decode_s")
+        t.add_row(str(row["prompt"]), cell(row["prefill_s"], row["predicted_prefill_s"], ep, seconds),
+                  cell(row["decode_s"], row["predicted_decode_s"], ed, seconds),
+                  cell(share(row["prefill_s"], row["decode_s"]),
+                       share(row["predicted_prefill_s"], row["predicted_decode_s"]), share(ep, ed), pct))
     console.print(t)
 
     path = "static cache, compiled, CUDA graph" if r.fast and r.device == "cuda" else (
         "static cache, compiled" if r.fast else "eager, KVCache")
     t = Table(title=f"decode step against batch at context {r.batch_context} ({path})")
-    for col in ("batch", "step", "meas/pred", "tok/s", "AI FLOP/B", "achieved B/s", "achieved FLOP/s"):
+    cols = ["batch", "step", "meas/pred"] + (["meas/exp"] if with_exp else []) + [
+        "tok/s", "AI FLOP/B", "achieved B/s", "achieved FLOP/s"]
+    for col in cols:
         t.add_column(col, justify="right")
     for p in r.batches:
-        t.add_row(str(p.batch), pair(p.time_s, p.predicted_s, seconds), f"{p.ratio:.2f}" if p.ratio else "—",
+        ratios = [f"{p.ratio:.2f}" if p.ratio else "—"]
+        if with_exp:
+            ratios.append(f"{p.expected_ratio:.2f}" if p.expected_ratio else "—")
+        t.add_row(str(p.batch), cell(p.time_s, p.predicted_s, p.expected_s, seconds), *ratios,
                   si(p.tokens_per_s, ""), f"{p.arithmetic_intensity:.3g}", si(p.achieved_bandwidth, "B/s"),
                   si(p.achieved_flops, "FLOP/s"))
     console.print(t)

@@ -10,6 +10,7 @@ from gptperf.commands.roofline import add_hardware_arguments, resolve_hardware
 
 HELP = "predict FLOPs, bytes, arithmetic intensity, time and memory of a GPT workload, per operation"
 VIEWS = ("all", "op", "component", "layer")
+DEFAULT_HARDWARE = "h100-sxm"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +24,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w.add_argument("--seq", type=int, default=None,
                    help="tokens per sequence; the context length L for decode* (default: block size)")
     w.add_argument("--dtype", default="bf16", help="fp64, fp32, tf32, bf16 or fp16 (default: bf16)")
+    from gptperf.plan import MODES
+
+    w.add_argument("--plan", default=None, choices=MODES,
+                   help="how the step runs (gptperf.plan.ExecutionPlan.default for the workload): "
+                        "eager, compiled (torch.compile) or cuda_graph (compiled and replayed as "
+                        "one CUDA graph: prefill and decode only) (default: eager)")
     h = parser.add_argument_group("machine")
-    add_hardware_arguments(h, "h100-sxm")
+    add_hardware_arguments(h, DEFAULT_HARDWARE)
+    parser.set_defaults(hardware=None)  # None: h100-sxm, or this device's with --calibrated
+    h.add_argument("--calibrated", action="store_true",
+                   help="also show the calibrated expected time (what this device will take, from "
+                        "`gptperf calibrate`'s measured curves) beside the roofline bound; the "
+                        "roofline is then on this device's measured ceilings or datasheet entry "
+                        "unless --hardware names another")
+    h.add_argument("--device", default="auto",
+                   help="the device whose calibration --calibrated uses: auto, cpu or cuda[:N] "
+                        "(default: auto)")
     o = parser.add_argument_group("output")
     o.add_argument("--view", default="all", choices=VIEWS,
                    help="op: every op; component: summed over layers; layer: per block; "
@@ -32,18 +48,97 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--plot", default=None, metavar="FILE", help="write the roofline picture (.png or .svg)")
 
 
+def _device_calibration(device_flag: str) -> tuple[Any, str, str]:
+    """(Calibration, device name, device type) of the device `--device` names; a one-line
+    UserError when it has none (or a stale, foreign one)."""
+    from gptperf.envinfo import device_name
+    from gptperf.errors import UserError
+    from gptperf.measure.bench import device_calibration
+    from gptperf.runtime import resolve_device
+
+    device = resolve_device(device_flag)
+    name = device_name(device)
+    calibration, why = device_calibration(device)
+    if calibration is None:
+        raise UserError(why or f"--calibrated: no calibration for {name!r}; run `gptperf "
+                                "calibrate` on this device first (or drop --calibrated)")
+    return calibration, name, device.type
+
+
+def _plan(mode: str | None, kind: str, device_type: str, attention: str) -> Any:
+    """The ExecutionPlan `--plan` names for `kind` on a `device_type` machine (None: none given);
+    a one-line UserError for a plan the step cannot run under."""
+    from gptperf.errors import UserError
+    from gptperf.plan import COMPILED, CUDA_GRAPH, TRAINING_KINDS, ExecutionPlan
+
+    if mode is None:
+        return None
+    if mode == CUDA_GRAPH:
+        if device_type == "cpu":
+            raise UserError("--plan cuda_graph: a CPU replays no CUDA graphs; use eager or compiled")
+        if kind in TRAINING_KINDS:
+            plan = ExecutionPlan(CUDA_GRAPH, attention)  # check() refuses it, saying why
+        else:
+            plan = ExecutionPlan.default(kind, device_type, fast=True, attention=attention)
+    else:
+        plan = ExecutionPlan.default(kind, device_type, compile=mode == COMPILED, fast=False,
+                                     attention=attention)
+    plan.check(kind)
+    return plan
+
+
+def _device_type_of(hw: Any) -> str:
+    """'cpu' for the datasheet CPU entry or a CPU's measured ceilings, else 'cuda' (which only
+    decides the fused AdamW of a train step's plan)."""
+    from gptperf.perfmodel.devices import CPU_ENTRY, datasheet_name_for
+
+    if hw.name == CPU_ENTRY or (hw.device_name and datasheet_name_for(hw.device_name) == CPU_ENTRY):
+        return "cpu"
+    return "cuda"
+
+
 def build_prediction(args: argparse.Namespace) -> Any:
+    """The roofline Prediction the arguments ask for."""
+    return build_predictions(args)[0]
+
+
+def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(roofline Prediction, calibrated Expected or None) of the workload the arguments name,
+    both for the same plan."""
     from gptperf.perfmodel import Workload, predict
+    from gptperf.perfmodel import resolve_hardware as resolve
 
     config = config_from_args(args)
     seq = config.block_size if args.seq is None else args.seq
-    return predict(config, Workload(args.workload, args.batch, seq, args.dtype), resolve_hardware(args))
+    workload = Workload(args.workload, args.batch, seq, args.dtype)
+    calibration = None
+    if args.calibrated:
+        calibration, name, device_type = _device_calibration(args.device)
+        adhoc = args.peak_tflops is not None or args.bandwidth_gbs is not None
+        hw = (resolve_hardware(args) if args.hardware is not None or adhoc
+              else resolve(None, name, device_type, dtype=args.dtype))
+    else:
+        if args.hardware is None:
+            args.hardware = DEFAULT_HARDWARE
+        hw = resolve_hardware(args)
+        device_type = _device_type_of(hw)
+    plan = _plan(args.plan, workload.kind, device_type, config.attention)
+    if plan is None and calibration is not None:  # the plan this device runs the step under
+        from gptperf.plan import ExecutionPlan
+
+        plan = ExecutionPlan.default(workload.kind, device_type, attention=config.attention)
+    pred = predict(config, workload, hw, plan)
+    if calibration is None:
+        return pred, None
+    from gptperf.perfmodel.expected import expected
+
+    return pred, expected(config, workload, pred.plan, calibration)
 
 
 def run(args: argparse.Namespace) -> int | None:
     if args.plot is not None:  # '' too: a picture was asked for
         check_plot_file(args.plot)
-    pred = build_prediction(args)
+    pred, exp = build_predictions(args)
     plot = None
     if args.plot:
         from gptperf.plotting.roofline import plot_prediction
@@ -53,11 +148,13 @@ def run(args: argparse.Namespace) -> int | None:
         from gptperf.output import emit_json
 
         doc = pred.to_dict()
+        if exp is not None:
+            doc["expected"] = exp.to_dict()
         if plot:
             doc["plot"] = plot
         emit_json(doc)
         return 0
-    _print(pred, args.view)
+    _print(pred, args.view, exp)
     if plot:
         from gptperf.output import console
 
@@ -77,7 +174,9 @@ def text_table(title: str, headers: list[str], rows: list[list[str]], right: set
     return "\n".join([title, line(headers), rule, *(line(r) for r in rows), ""])
 
 
-def _print(pred: Any, view: str) -> None:
+def _print(pred: Any, view: str, exp: Any = None) -> None:
+    """The tables; with `exp` (a calibrated Expected of the same step) an "expected" column of
+    each row's calibrated device time beside the roofline time, and its step totals."""
     import sys
 
     from gptperf.output import binary_bytes, seconds, si
@@ -89,36 +188,60 @@ def _print(pred: Any, view: str) -> None:
     out: list[str] = []
     headers = ["", "phase", "kernels", "FLOPs", "bytes", "AI (FLOP/B)", "bound", "time", "share"]
     right = {2, 3, 4, 5, 7, 8}
+    if exp is not None:
+        headers.append("expected")
+        right.add(9)
+    by_op = exp.by_key() if exp is not None else {}
+    by_comp = exp.by_component() if exp is not None else {}
+    by_layer: dict[int | None, float] = {}
+    for o in exp.ops if exp is not None else ():
+        by_layer[o.layer] = by_layer.get(o.layer, 0.0) + o.device_s
 
-    def cells(key: str, phase: str, g: Any) -> list[str]:
-        return [key, phase or "", str(g.count), si(g.flops, "FLOP"), si(g.bytes, "B"),
-                f"{g.arithmetic_intensity:.3g}", g.bound, seconds(g.time_s), f"{100 * g.time_s / total_t:.1f}%"]
+    def cells(key: str, phase: str, g: Any, expected_s: float | None = None) -> list[str]:
+        row = [key, phase or "", str(g.count), si(g.flops, "FLOP"), si(g.bytes, "B"),
+               f"{g.arithmetic_intensity:.3g}", g.bound, seconds(g.time_s), f"{100 * g.time_s / total_t:.1f}%"]
+        if exp is not None:
+            row.append("—" if expected_s is None else seconds(expected_s))
+        return row
+
+    def op_expected(name: str, phase: str) -> float | None:
+        o = by_op.get((name, phase))
+        return None if o is None else o.device_s
 
     def table(title: str, first: str, rows: list[list[str]]) -> None:
-        out.append(text_table(f"{title} — time: roofline prediction on {src}",
-                              [first, *headers[1:]], rows, right))
+        what = f"time: roofline bound on {src}"
+        if exp is not None:
+            what += "; expected: calibrated device time of its kernels"
+        out.append(text_table(f"{title} — {what}", [first, *headers[1:]], rows, right))
 
     out.append(f"{cfg.name} (L={cfg.n_layer}, H={cfg.n_head}, C={cfg.n_embd}, V={cfg.vocab_size}, "
-               f"attention={cfg.attention}) — {w.kind}, B={w.batch}, seq={w.seq}, {w.dtype} — "
-               f"predicted on {src}\n")
+               f"attention={cfg.attention}) — {w.kind}, B={w.batch}, seq={w.seq}, {w.dtype}, "
+               f"{pred.plan.label} — predicted on {src}"
+               + (f"; expected time {exp.label}" if exp is not None else "") + "\n")
     if view in ("all", "op"):
-        rows = [cells(o.name, o.phase, o) for o in pred.ops if view == "op" or o.layer in (None, 0)]
+        rows = [cells(o.name, o.phase, o, op_expected(o.name, o.phase))
+                for o in pred.ops if view == "op" or o.layer in (None, 0)]
         table("per operation" + (" (block 0 shown; every block is the same)" if view == "all" else ""), "op", rows)
     if view in ("all", "component"):
-        rows = [cells(comp, phase, g) for (comp, phase), g in pred.by_component().items()]
+        rows = [cells(comp, phase, g, by_comp.get((comp, phase)))
+                for (comp, phase), g in pred.by_component().items()]
         table(f"per component (summed over {cfg.n_layer} blocks)", "component", rows)
     if view in ("all", "layer"):
         groups = pred.by_layer()
         rows = []
         blocks = [k for k in groups if k is not None]
         if view == "all" and len(blocks) > 1:  # blocks are identical: one row says it
-            rows.append(cells(f"h.0 … h.{blocks[-1]} (each)", "", groups[blocks[0]]))
-            rows.append(["", "", "", "", "", "", "", seconds(groups[blocks[0]].time_s * len(blocks)),
-                         f"{100 * groups[blocks[0]].time_s * len(blocks) / total_t:.1f}%"])
+            rows.append(cells(f"h.0 … h.{blocks[-1]} (each)", "", groups[blocks[0]],
+                              by_layer.get(blocks[0])))
+            total = ["", "", "", "", "", "", "", seconds(groups[blocks[0]].time_s * len(blocks)),
+                     f"{100 * groups[blocks[0]].time_s * len(blocks) / total_t:.1f}%"]
+            if exp is not None:
+                total.append(seconds(sum(by_layer.get(k, 0.0) for k in blocks)))
+            rows.append(total)
         else:
-            rows += [cells(groups[k].key, "", groups[k]) for k in blocks]
+            rows += [cells(groups[k].key, "", groups[k], by_layer.get(k)) for k in blocks]
         if None in groups:
-            rows.append(cells("model-level", "", groups[None]))
+            rows.append(cells("model-level", "", groups[None], by_layer.get(None)))
         table("per block (all phases)", "block", rows)
 
     rows = [
@@ -131,13 +254,25 @@ def _print(pred: Any, view: str) -> None:
         rows.append([f"model FLOPs/token, {name}", si(pred.model_flops_per_token(name), "FLOP"),
                      f"MFU {100 * pred.mfu(name):.1f}%; {CONVENTIONS[name]}"])
     rows += [
-        ["predicted step time", seconds(total_t), f"roofline on {src}: ops in series + launch latency"],
+        ["predicted step time", seconds(total_t),
+         f"roofline bound on {src}: ops in series + launch latency"],
         ["tokens per step", f"{pred.tokens:,}", "B·T" if w.kind in ("train", "forward", "prefill") else "B (new tokens)"],
         ["tokens/s", si(pred.tokens_per_s, "tok/s"), f"predicted on {src}"],
         ["MFU of the prediction", f"{100 * pred.mfu():.1f}%",
          f"gptperf FLOPs/token × tokens/s ÷ {si(pred.peak_flops, 'FLOP/s')} ({w.dtype} peak, {src})"],
     ]
+    if exp is not None:
+        rows += [
+            ["expected step time", seconds(exp.step_time_s), f"{exp.label}; {exp.composition}"],
+            ["  device time of its kernels", seconds(exp.device_s), "calibrated kernel curves"],
+            ["  host time (Python, dispatch)", seconds(exp.host_s), "calibrated host cost"],
+            ["expected tokens/s", si(exp.tokens_per_s, "tok/s"), exp.label],
+            ["expected / roofline bound", f"{exp.step_time_s / total_t:.2f}×",
+             "how far from what the hardware allows this machine is expected to run"],
+        ]
     out.append(text_table("totals", ["quantity", "value", "source / convention"], rows, {1}))
+    for note in exp.notes if exp is not None else ():
+        out.append(f"note (calibrated): {note}")
 
     mem = pred.memory
     rows = [[part.replace("_", " "), binary_bytes(getattr(mem, part)), binary_bytes(mem.live.get(part, 0))]

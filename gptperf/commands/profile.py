@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int | None:
 
         device = resolve_device(args.device)
         config.check_sequence(seq)
-        guard_memory(config, args.workload, batch, seq, args.dtype, device)
+        guard_memory(config, args.workload, batch, seq, args.dtype, device, compile=bool(args.compile))
         result = profile_workload(
             config, args.workload, batch=batch, seq=seq, dtype=args.dtype,
             device=device, compile=bool(args.compile), hardware=args.hardware,
@@ -121,8 +121,9 @@ def print_result(result: Any, top: int = 25) -> None:
         t = Table(title=f"{title}; median of {n_steps} active steps", title_justify="left",
                   box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
         with_occ = any(r.occupancy_pct is not None for r in rows)
+        with_exp = any(not math.isnan(r.expected_s) for r in rows)
         cols = ["name", "ph", "time", "±", "calls", "share", "AI", "FLOP/s", "GB/s", "%roof",
-                "pred", "m/p"] + (["occ%"] if with_occ else [])
+                "pred", "m/p"] + (["exp", "m/e"] if with_exp else []) + (["occ%"] if with_occ else [])
         for col in cols:
             t.add_column(col, justify="left" if col in ("name", "ph") else "right",
                          no_wrap=True)
@@ -135,19 +136,35 @@ def print_result(result: Any, top: int = 25) -> None:
                 _f(r.achieved_bytes_per_s / 1e9, ".2g"), _f(r.pct_of_roofline, ".2g"),
                 seconds(r.predicted_s), _f(r.ratio, ".2g"),
             ]
+            if with_exp:
+                cells += [seconds(r.expected_s), _f(r.expected_ratio, ".2g")]
             if with_occ:
                 cells.append(_f(r.occupancy_pct, ".0f"))
             t.add_row(*cells)
         wide.print(t)
     console.print("columns: time = measured median per step, ± = half the min-max range, calls = "
                   f"{result.unit}s per step, AI = predicted FLOP/byte, FLOP/s and GB/s = predicted "
-                  "counts / measured time, %roof = roofline time / measured time, pred = predicted "
-                  "time, m/p = measured / predicted, occ% = achieved occupancy (GPU trace); "
-                  f"hardware for AI, %roof and pred: {result.hardware}")
+                  "counts / measured time, %roof = roofline time / measured time, pred = roofline "
+                  "bound (what the hardware allows), m/p = measured / pred, "
+                  + ("exp = calibrated expected device time of the op's kernels (what this "
+                     "machine will take), m/e = measured / exp, " if result.expected else "")
+                  + "occ% = achieved occupancy (GPU trace); "
+                  f"hardware for AI, %roof and pred: {result.hardware}"
+                  + (f"; exp: {result.expected['label']}" if result.expected else ""))
     if result.comparison.phases:
         console.print("per phase: " + ", ".join(
-            f"{r.phase} {seconds(r.measured_s)} (predicted {seconds(r.predicted_s)})"
+            f"{r.phase} {seconds(r.measured_s)} (roofline {seconds(r.predicted_s)}"
+            + (f", expected {seconds(r.expected_s)}" if not math.isnan(r.expected_s) else "") + ")"
             for r in result.comparison.phases))
+    e = result.expected
+    if e:
+        roofline = (f"roofline bound {seconds(e['roofline_step_time_s'])}, "
+                    if e.get("roofline_step_time_s") is not None else "")
+        console.print(
+            f"step: measured {seconds(e['measured_step_time_s'])} ({e['measured_step_source']}); "
+            f"{roofline}calibrated expected {seconds(e['step_time_s'])} (device "
+            f"{seconds(e['device_s'])}, host {seconds(e['host_s'])}; {e['composition']}); "
+            f"measured / expected {_f(e['measured_over_expected'], '.2f')} — {e['label']}")
     console.print(
         f"coverage: {100 * result.coverage:.1f}% of {result.unit} time attributed "
         f"(exact, without predicted-share splits: {100 * result.exact_coverage:.1f}%); "
@@ -161,7 +178,9 @@ def print_result(result: Any, top: int = 25) -> None:
         console.print("largest unattributed: " + ", ".join(
             f"{k} {seconds(v)}/step" for k, v in result.unattributed_top))
     console.print(f"median |measured/predicted - 1| over components >= 2% of the step: "
-                  f"{_f(result.median_abs_error, '.2f')}")
+                  f"{_f(result.median_abs_error, '.2f')} (roofline)"
+                  + (f", {_f(result.median_abs_error_expected, '.2f')} (calibrated expected)"
+                     if result.expected else ""))
     if result.overhead:
         o = result.overhead
         console.print(
@@ -174,6 +193,8 @@ def print_result(result: Any, top: int = 25) -> None:
     if result.provenance is not None:
         console.print(f"inductor provenance recorded {result.provenance['kernels']} generated "
                       f"kernels and {result.provenance['extern_calls']} extern calls")
+    for note in result.notes:
+        console.print(f"[dim]note: {note}[/dim]")
     console.print(f"attribution: {result.method}")
     console.print("wrote: " + ", ".join(f"{k} {v}" for k, v in result.paths.items()))
 

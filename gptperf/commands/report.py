@@ -8,8 +8,8 @@ from typing import Any
 
 from gptperf.commands.common import add_device_argument, check_folder
 
-HELP = ("train, sample, score, model, measure, profile and scale a GPT here, and write one HTML "
-        "page")
+HELP = ("train, sample, score, model, measure, profile and scale a GPT here, score the "
+        "prediction, and write one HTML page")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: on a GPU only)")
     pair.add_argument("--no-compile", dest="compile", action="store_false",
                         help="run every step eagerly")
+    calibrate = parser.add_mutually_exclusive_group()
+    calibrate.add_argument("--calibrate", dest="calibrate", action="store_true", default=None,
+                           help="measure a quick calibration when this device has no usable one "
+                                "cached (default: on a CPU; on a GPU it takes about a minute, "
+                                "so a cached one from `gptperf calibrate` is used)")
+    calibrate.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                           help="never measure a calibration: use a cached one, or none")
     parser.add_argument("--quick", action="store_true",
-                        help="very small everything (a test of the whole pipeline in ~30 s)")
+                        help="very small everything (a test of the whole pipeline in about a "
+                             "minute on a 2-core CPU)")
     parser.add_argument("--keep-going", action="store_true",
                         help="after a failed stage run the others and write the page with that "
                              "section marked failed (default: keep the previous page)")
@@ -47,7 +55,7 @@ def run(args: argparse.Namespace) -> int | None:
     options = ReportOptions(
         out=args.out, preset=args.preset, device=args.device, dtype=args.dtype,
         train_seconds=args.train_seconds, compile=args.compile, quick=args.quick,
-        keep_going=args.keep_going,
+        keep_going=args.keep_going, calibrate=args.calibrate,
     )
     try:
         with ProgressDisplay(err_console) as display:

@@ -1,6 +1,8 @@
 """The inference study: KV cache against recompute over context, prefill against prompt length, and
 the decode step against batch size up to where it turns compute-bound — measured on the device in
-hand, each point beside the performance model's prediction.
+hand, each point beside the performance model's two predictions: the roofline bound
+(`predicted_s`, what the hardware allows) and, when `gptperf calibrate` left a usable calibration
+of the device, the calibrated expected time (`expected_s`, what this machine will take).
 
     from gptperf.inference import run_inference_study
     r = run_inference_study(preset("gpt2"), torch.device("cuda"), "bf16")
@@ -172,6 +174,8 @@ class Point:
     path: str = "eager"  # eager | fast (static cache, compiled, CUDA graph)
     timing: dict[str, Any] | None = None
     plan: Any = None  # the ExecutionPlan it ran under and was predicted for
+    expected_s: float | None = None  # calibrated expected time, None without a calibration
+    expected_source: str | None = None  # the calibration's label (device, date, age, torch)
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -198,6 +202,11 @@ class Point:
         """measured / predicted time."""
         return self.time_s / self.predicted_s if self.time_s else None
 
+    @property
+    def expected_ratio(self) -> float | None:
+        """measured / calibrated expected time."""
+        return self.time_s / self.expected_s if self.time_s and self.expected_s else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "batch": self.batch, "seq": self.seq, "path": self.path,
@@ -206,6 +215,8 @@ class Point:
             "flops": self.flops, "bytes": self.bytes, "arithmetic_intensity": self.arithmetic_intensity,
             "achieved_bandwidth": self.achieved_bandwidth, "achieved_flops_per_s": self.achieved_flops,
             "plan": self.plan.to_dict() if self.plan is not None else None,
+            "expected_s": self.expected_s, "expected_source": self.expected_source,
+            "ratio_measured_to_expected": self.expected_ratio,
             "timing": self.timing,
         }
 
@@ -217,7 +228,8 @@ class Point:
         kind, batch, seq = d["kind"], d["batch"], d["seq"]
         return cls(kind, batch, seq, d["time_s"], d["predicted_s"], d["flops"], d["bytes"],
                    batch if kind.startswith("decode") else batch * seq, d["path"], d["timing"],
-                   ExecutionPlan.from_dict(d["plan"]) if d["plan"] is not None else None)
+                   ExecutionPlan.from_dict(d["plan"]) if d["plan"] is not None else None,
+                   d.get("expected_s"), d.get("expected_source"))
 
 
 @dataclass
@@ -243,6 +255,7 @@ class InferenceResult:
     notes: list[str] = field(default_factory=list)
     plots: dict[str, str] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    expected_label: str | None = None  # the calibration of the expected times; None: none used
 
     def split(self) -> list[dict[str, Any]]:
         """Prefill/decode time of one request per prompt length P: prefill P tokens, then decode
@@ -257,6 +270,8 @@ class InferenceResult:
                 "prompt": p.seq, "new_tokens": self.new_tokens,
                 "prefill_s": p.time_s, "decode_s": d.time_s * self.new_tokens if d.time_s else None,
                 "predicted_prefill_s": p.predicted_s, "predicted_decode_s": d.predicted_s * self.new_tokens,
+                "expected_prefill_s": p.expected_s,
+                "expected_decode_s": d.expected_s * self.new_tokens if d.expected_s else None,
             })
         return rows
 
@@ -269,13 +284,15 @@ class InferenceResult:
             "fast_decode": self.fast,
             "hardware": self.hardware,
             "hardware_label": self.hardware_label,
+            "expected_label": self.expected_label,
             "ridge_intensity": self.ridge_intensity,
             "cache_vs_recompute": {
                 "cache": [p.to_dict() for p in self.cache],
                 "recompute": [p.to_dict() for p in self.recompute],
                 "speedup": [
                     {"context": c.seq, "measured": (r.time_s / c.time_s) if (c.time_s and r.time_s) else None,
-                     "predicted": r.predicted_s / c.predicted_s}
+                     "predicted": r.predicted_s / c.predicted_s,
+                     "expected": (r.expected_s / c.expected_s) if (c.expected_s and r.expected_s) else None}
                     for c, r in zip(self.cache, self.recompute, strict=False)
                 ],
             },
@@ -316,6 +333,7 @@ class InferenceResult:
             ridge_intensity=number(d["ridge_intensity"]),
             new_tokens=split[0]["new_tokens"] if split else 0, notes=list(d["notes"]),
             plots=dict(d["plots"]), environment=dict(d["environment"]),
+            expected_label=d.get("expected_label"),
         )
 
 
@@ -352,12 +370,14 @@ class _Bench:
     """Builds the model once and times its inference steps (`gptperf.steps.build_step`, each
     under its own plan) on one device; each point is predicted for the plan it ran under."""
 
-    def __init__(self, config: GPTConfig, device: Any, dtype: str, fast: bool, hardware: Any) -> None:
+    def __init__(self, config: GPTConfig, device: Any, dtype: str, fast: bool, hardware: Any,
+                 calibration: Any = None) -> None:
         from gptperf.plan import ExecutionPlan
         from gptperf.runtime import set_matmul_precision, torch_dtype
         from gptperf.steps.fast_decode import build_model
 
         self.config, self.device, self.dtype, self.hw = config, device, dtype, hardware
+        self.calibration = calibration  # for the calibrated expected time of each point
         set_matmul_precision(dtype)
         self.model = build_model(config, device, torch_dtype(dtype))
         self.eager = ExecutionPlan.eager(config.attention)
@@ -381,8 +401,25 @@ class _Bench:
                          device=self.device, compiled=step.plan.compiled)
         pred = predict_inference(self.config, kind, batch, seq, self.dtype, self.hw, plan=step.plan)
         tokens = batch if kind.startswith("decode") else batch * seq
+        e = self._expected(kind, batch, seq, step.plan)
         return Point(kind, batch, seq, timing.median, pred.time_s, pred.flops, pred.bytes, tokens,
-                     "fast" if step.plan.fast else "eager", timing.to_dict(), step.plan)
+                     "fast" if step.plan.fast else "eager", timing.to_dict(), step.plan,
+                     e.step_time_s if e is not None else None, e.label if e is not None else None)
+
+    def _expected(self, kind: str, batch: int, seq: int, plan: Any) -> Any:
+        """The calibrated Expected of the step that ran (None without a calibration, or where
+        it cannot cost the step: noted once per reason)."""
+        if self.calibration is None:
+            return None
+        from gptperf.measure.bench import calibrated_expected
+        from gptperf.perfmodel import Workload
+
+        e, why = calibrated_expected(self.config, Workload(kind, batch, seq, self.dtype), plan,
+                                     self.calibration)
+        note = f"no calibrated expected time for {kind}: {why}"
+        if why and note not in self.notes:
+            self.notes.append(note)
+        return e
 
     def decode(self, batch: int, context: int) -> Point:
         """One decode step at context L (the fast plan, or the model's own KVCache)."""
@@ -455,8 +492,15 @@ def run_inference_study(
         hardware=hw.to_dict(), hardware_label=hw.label, batch_context=batch_context,
         ridge_intensity=hw.ridge_intensity(dtype), new_tokens=new_tokens,
     )
+    from gptperf.measure.bench import device_calibration
+
+    calibration, why = device_calibration(device)
+    if why:
+        result.notes.append(f"no calibrated expected time: {why}")
     say(f"building {config.name} ({dtype}) on {dev_name}")
-    _measure_all(_Bench(config, device, dtype, fast, hw), result, contexts, batches, say)
+    _measure_all(_Bench(config, device, dtype, fast, hw, calibration), result, contexts, batches, say)
+    points = result.cache + result.recompute + result.prefill + result.batches
+    result.expected_label = next((p.expected_source for p in points if p.expected_source), None)
     _free_memory()  # the model and its caches are gone with the bench
     result.fast = any(p.path == "fast" for p in result.cache + result.batches)
     done = [p.batch for p in result.batches]
@@ -474,7 +518,9 @@ def run_inference_study(
             f"the measured step time never grew with slope >= {KNEE_SLOPE} up to batch "
             f"{done[-1] if done else '—'}: no knee within the sweep"
         )
-    result.notes.append(f"predictions: {hw.label}; measured on {dev_name} ({device.type})")
+    result.notes.append(f"predictions: {hw.label} (roofline bound)"
+                        + (f", {result.expected_label} (expected time)" if result.expected_label else "")
+                        + f"; measured on {dev_name} ({device.type})")
     if device.type == "cpu":
         result.notes.append(
             "on CPU a small model's step is dominated by per-operator overhead, which the roofline "

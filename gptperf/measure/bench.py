@@ -3,7 +3,10 @@
 Wall time, time per batch (forward / backward / optimizer apart for training), throughput,
 achieved FLOP/s and MFU (against the measured ceiling and the datasheet peak, each named), peak
 memory beside the performance model's breakdown, utilization sampled during the timed steps,
-and the predicted step time and tokens/s beside the measured ones.
+and two predictions of the step time and tokens/s beside the measured ones, each labelled: the
+roofline bound ("what the hardware allows", `perfmodel.predict`, one entry per machine) and,
+when `gptperf calibrate` left a usable calibration of this device, the calibrated expected time
+("what this machine will take", `perfmodel.expected`).
 
 FLOPs come from the performance model for the same workload: "model FLOPs" are its exact count
 of forward + backward work (causal attention at the causal count, softmax, norms and elementwise
@@ -26,6 +29,8 @@ DECODE_WARMUP = 5  # decode steps are short: more of them give a steadier median
 DECODE_REPEATS = 50
 MFU_CONVENTION = "gptperf"
 SCHEMA = "gptperf.bench/1"
+ROOFLINE = "roofline bound"  # what the hardware allows: min(π, β·AI) per operation
+CALIBRATED = "calibrated expected time"  # what this machine will take: measured kernel curves
 TINY_SEQ = 64  # the CPU anchor's shape (nanoGPT, 4 layers, C=128, T=64, B=12)
 
 
@@ -168,6 +173,31 @@ def _hardware_label(hw: Any, dtype: str) -> str:
         return (f"measured {dtype} matmul ({peak}, measured {hw.device_name or hw.name} "
                 f"on {_measured_date(hw)}{quick})")
     return f"{hw.source} {hw.name} {dtype} dense {peak}"
+
+
+def device_calibration(device: Any) -> tuple[Any, str | None]:
+    """The calibration of `device` for the calibrated expected time: (Calibration, None) when a
+    usable one is cached, (None, None) when there is none, and (None, the one-line reason) when
+    the cached one is stale, of another device or of another torch — a measurement goes on
+    without it."""
+    from gptperf.measure.calibrate import calibration_for
+
+    try:
+        return calibration_for(device), None
+    except UserError as err:
+        return None, str(err)
+
+
+def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any) -> tuple[Any, str | None]:
+    """(`perfmodel.expected.Expected`, None) for the step of `workload` under `plan` on the
+    calibrated device, or (None, the one-line reason) when the calibration cannot cost it (a
+    dtype or kernel it did not measure)."""
+    from gptperf.perfmodel.expected import expected
+
+    try:
+        return expected(config, workload, plan, calibration), None
+    except UserError as err:
+        return None, str(err)
 
 
 def check_bench_args(kind: str, config: Any, batch: int, seq: int, dtype: str, device: Any,
@@ -338,7 +368,7 @@ def run_bench(
             }
             first = False
         result.predictions.append({
-            "hardware": hw.label, "source": hw.source,
+            "prediction": ROOFLINE, "hardware": hw.label, "source": hw.source,
             "step_time_s": p.time_s, "tokens_per_s": p.tokens_per_s,
             "measured_step_time_s": result.step_time_s,
             "measured_over_predicted": result.step_time_s / p.time_s,
@@ -346,6 +376,7 @@ def run_bench(
         })
     if result.flops_per_step is None:
         notes.append("no FLOP count: the performance model could not predict this workload")
+    _add_calibrated(result, config, workload, plan, dev)
 
     for against, hw in (("measured", measured), ("datasheet", datasheet if datasheet is not None
                                                  else chosen)):
@@ -372,3 +403,26 @@ def run_bench(
     result.environment = environment(dev)
     result.environment["dtype"] = dtype
     return result
+
+
+def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, dev: Any) -> None:
+    """Append the calibrated expected time of the step that ran (under `plan`) to
+    `result.predictions`, or a note saying why there is none."""
+    calibration, why = device_calibration(dev)
+    if calibration is None:
+        result.notes.append(f"no calibrated expected time: {why}" if why else
+                            f"no calibration for {result.device_name}: run `gptperf calibrate` "
+                            "for the calibrated expected time beside the roofline bound")
+        return
+    e, why = calibrated_expected(config, workload, plan, calibration)
+    if e is None:
+        result.notes.append(f"no calibrated expected time: {why}")
+        return
+    result.notes.extend(f"calibrated: {n}" for n in e.notes)
+    result.predictions.append({
+        "prediction": CALIBRATED, "hardware": e.label, "source": e.source,
+        "step_time_s": e.step_time_s, "tokens_per_s": e.tokens_per_s,
+        "measured_step_time_s": result.step_time_s,
+        "measured_over_predicted": result.step_time_s / e.step_time_s,
+        "device_s": e.device_s, "host_s": e.host_s, "composition": e.composition,
+    })

@@ -4,7 +4,9 @@ activations kept for backward, KV cache and logits — and the largest batch tha
 The model follows what eager PyTorch allocates with gptperf's runtime: fp32 master weights under
 bf16/fp16 autocast (whose per-step cache keeps one low-precision copy of each matmul weight),
 AdamW's m and v, gradients set to None between steps (`zero_grad(set_to_none=True)`), the logits
-held by the caller through backward. Every term is in docs/perfmodel.md.
+held by the caller through backward. Under a compiled plan (torch.compile, inductor) a train step
+keeps what AOTAutograd's min-cut partitioner saves for backward and a forward step keeps only
+transient buffers (`saved_for_backward_compiled`). Every term is in docs/perfmodel.md.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.workload import Workload, count_parameters, matmul_parameters, shape
+from gptperf.plan import ExecutionPlan
 
 
 def _autocast_parameters(config: GPTConfig) -> int:
@@ -44,6 +47,12 @@ class MemoryBreakdown:
     phases: dict[str, float]
     config: GPTConfig = field(repr=False, compare=False)
     workload: Workload = field(repr=False, compare=False)
+    plan: ExecutionPlan | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the prediction is of a compiled train or forward step (else: eager)."""
+        return _compiled(self.workload, self.plan)
 
     def fits(self, hardware: Any) -> bool:
         """Whether the peak fits the hardware's memory."""
@@ -51,7 +60,7 @@ class MemoryBreakdown:
 
     def max_batch(self, hardware: Any, limit: int = 1 << 24) -> int:
         """The largest batch whose predicted peak fits `hardware` (0 if none does)."""
-        return max_batch(self.config, self.workload, hardware.memory_bytes, limit=limit)
+        return max_batch(self.config, self.workload, hardware.memory_bytes, limit=limit, plan=self.plan)
 
     def to_dict(self, hardware: Any = None) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -66,6 +75,7 @@ class MemoryBreakdown:
             "peak_at": self.peak_at,
             "live_at_peak": dict(self.live),
             "phases": dict(self.phases),
+            "execution": "compiled" if self.compiled else "eager",
         }
         if hardware is not None:
             d["capacity"] = hardware.memory_bytes
@@ -99,7 +109,103 @@ def saved_activations_per_layer(config: GPTConfig, workload: Workload) -> int:
     return saved
 
 
-def _parts(config: GPTConfig, workload: Workload) -> MemoryBreakdown:
+def saved_for_backward_compiled(config: GPTConfig, workload: Workload) -> tuple[int, int]:
+    """(bytes per block, bytes of the embeddings, ln_f and the loss) that a compiled train step's
+    forward graph saves for backward beyond the weights, inputs, logits and autocast weight
+    copies — what AOTAutograd's min-cut partitioner (as inductor runs it) keeps. It recomputes a
+    LayerNorm's output from the normalised input x̂ it saves, but saves a tensor a backward
+    matmul reads (LayerNorm output in the matmul dtype, q/k/v, attention output, GELU input and
+    output, the weights' low-precision copies); it saves reductions (LayerNorm rstd, the loss's
+    row max and log-sum-exp) and recomputes the log-softmax from the logits."""
+    s = shape(config, workload)
+    N, C, a, w = s.N, s.C, s.a, s.w
+    mixed = workload.mixed_precision
+    per_layer = (
+        2 * (N * C * w + N * w)  # ln_1, ln_2: x̂ (residual dtype) and rstd
+        + 2 * N * C * a  # their outputs as qkv and mlp.fc read them
+        + 3 * N * C * a  # q, k, v (views of the qkv output; copies under math attention)
+        + N * C * a  # attention output = attn.proj's input
+        + 4 * N * C * a  # mlp.fc output (GELU's input)
+        + 4 * N * C * a  # GELU output (mlp.proj's input)
+    )
+    if config.attention == "sdpa":
+        per_layer += s.B * s.H * s.T * 4  # fp32 logsumexp
+    elif mixed:  # CUDA autocast's fp32 softmax: its low-precision copy for the context matmul,
+        # and the scores, row max and sum it is recomputed from
+        per_layer += 2 * s.scores_full * a + 2 * s.B * s.H * s.T * w
+    else:
+        per_layer += s.scores_full * w  # softmax output
+    # the first ln_1's input is recomputed from the two embedding lookups it keeps (wte[idx] in
+    # place of x̂, wpe[pos]) and its mean; at batch <= 2 the partitioner may keep x̂ instead
+    # (T·C·w + N·w less): docs/perfmodel.md
+    rest = s.T * C * w + N * w
+    rest += N * C * w + N * w + N * C * a  # ln_f x̂, rstd, output as the head reads it
+    rest += 2 * N * w  # the log-softmax's row max and log-sum-exp
+    return per_layer, rest
+
+
+def _compiled(workload: Workload, plan: ExecutionPlan | None) -> bool:
+    return plan is not None and plan.compiled and workload.kind in ("train", "forward")
+
+
+def _compiled_parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan) -> MemoryBreakdown:
+    """A compiled train or forward step (see docs/perfmodel.md, Memory)."""
+    s = shape(config, workload)
+    N, C, V, a, w = s.N, s.C, s.V, s.a, s.w
+    mixed = workload.mixed_precision
+    P = count_parameters(config)
+    weights = P * w + config.n_layer * config.block_size ** 2
+    ids = (2 * N + s.T) * 8
+    phases: dict[str, float] = {}
+    if workload.has_backward:
+        per_layer, rest = saved_for_backward_compiled(config, workload)
+        acts = config.n_layer * per_layer + rest
+        copies = _autocast_parameters(config) * a if mixed else 0  # saved for the backward matmuls
+        grads = P * w
+        opt = 2 * P * w
+        static = weights + opt + ids
+        # the logits (a graph output the partitioner also saves); in backward, the zero gradient
+        # autograd materialises for the logits output the loss does not use, and the logits'
+        # gradient, all three alive in the kernel that makes the last one
+        phases["forward"] = static + copies + acts + N * V * a
+        phases["loss backward"] = static + copies + acts + 3 * N * V * a
+        phases["optimizer step"] = static + grads + N * V * a  # as eager: the caller's logits
+        peak_at = max(phases, key=phases.__getitem__)
+        live: dict[str, float] = {"weights": weights, "optimizer_state": opt, "inputs": ids}
+        if peak_at == "optimizer step":
+            logits = N * V * a
+            live.update(gradients=grads, logits=logits)
+        else:
+            logits = N * V * a * (3 if peak_at == "loss backward" else 1)
+            live.update(weight_copies=copies, activations=acts, logits=logits)
+        return MemoryBreakdown(weights, copies, grads, opt, acts, 0, logits, phases[peak_at],
+                               peak_at, live, phases, config, workload, plan)
+
+    # forward without grad: inductor frees a buffer after its last use, computes GELU in place,
+    # casts weights in the graph (transient) and reads the logits in fused loss reductions
+    mlp_cast = 4 * C * C * a if mixed else 0
+    block = N * C * (w + 6 * a) + mlp_cast  # residual stream, fc/GELU output, LN and proj outputs
+    if config.attention == "math":  # q, k, v copies; scores, the fp32 softmax and its cast
+        scores = s.scores_full * (2 * a + w if mixed else w)
+        block = max(block, N * C * (w + 3 * a) + scores)
+    head_copy = V * C * a if mixed else 0  # the head weight's low-precision cast
+    head = N * C * a + head_copy + N * V * a  # ln_f output, head weight cast, logits
+    static = weights + ids
+    phases["block"] = static + block
+    phases["head"] = static + head
+    peak_at = max(phases, key=phases.__getitem__)
+    acts = block if peak_at == "block" else N * C * a
+    copies = head_copy if peak_at == "head" else 0
+    logits = N * V * a if peak_at == "head" else 0
+    live = {"weights": weights, "inputs": ids, "weight_copies": copies, "activations": acts,
+            "logits": logits}
+    return MemoryBreakdown(weights, copies, 0, 0, acts, 0, logits, phases[peak_at], peak_at,
+                           live, phases, config, workload, plan)
+
+
+def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = None) -> MemoryBreakdown:
+    if plan is not None and _compiled(workload, plan):  # (`is not None`: for the type checker)
+        return _compiled_parts(config, workload, plan)
     s = shape(config, workload)
     N, C, V, a, w = s.N, s.C, s.V, s.a, s.w
     mixed = workload.mixed_precision
@@ -138,7 +244,7 @@ def _parts(config: GPTConfig, workload: Workload) -> MemoryBreakdown:
         else:
             live.update(weight_copies=copies, activations=acts, logits=logits)
         return MemoryBreakdown(weights, copies, grads, opt, acts, kv_cache, logits, phases[peak_at],
-                               peak_at, live, phases, config, workload)
+                               peak_at, live, phases, config, workload, plan)
 
     # inference (no grad): activations are transient; the peak is in a block or at the head
     block = N * C * w + N * C * a + 8 * N * C * a  # residual stream, ln_2 output copy, fc and GELU outputs
@@ -155,21 +261,34 @@ def _parts(config: GPTConfig, workload: Workload) -> MemoryBreakdown:
     live = {"weights": weights, "weight_copies": copies, "kv_cache": kv_cache, "inputs": ids,
             "activations": acts, "logits": logits}
     return MemoryBreakdown(weights, copies, 0, 0, acts, kv_cache, logits, phases[peak_at], peak_at,
-                           live, phases, config, workload)
+                           live, phases, config, workload, plan)
 
 
-def memory_breakdown(config: GPTConfig, workload: Workload) -> MemoryBreakdown:
-    """The predicted peak memory of one step of `workload` and what it is made of."""
-    return _parts(config, workload)
+def _check_plan(plan: Any) -> None:
+    if plan is not None and not isinstance(plan, ExecutionPlan):
+        raise UserError(f"plan must be an ExecutionPlan or None (eager), got {type(plan).__name__}")
 
 
-def max_batch(config: GPTConfig, workload: Workload, capacity: float, limit: int = 1 << 24) -> int:
-    """The largest batch (<= limit) whose predicted peak is at most `capacity` bytes; 0 if none."""
+def memory_breakdown(config: GPTConfig, workload: Workload,
+                     plan: ExecutionPlan | None = None) -> MemoryBreakdown:
+    """The predicted peak memory of one step of `workload` under `plan` (None: eager) and what
+    it is made of. A compiled plan changes train and forward steps; inference steps are
+    predicted as eager."""
+    _check_plan(plan)
+    return _parts(config, workload, plan)
+
+
+def max_batch(config: GPTConfig, workload: Workload, capacity: float, limit: int = 1 << 24,
+              plan: ExecutionPlan | None = None) -> int:
+    """The largest batch (<= limit) whose predicted peak under `plan` (None: eager) is at most
+    `capacity` bytes; 0 if none."""
     if not (isinstance(capacity, (int, float)) and capacity > 0):
         raise UserError(f"memory capacity must be a positive number of bytes, got {capacity!r}")
+    _check_plan(plan)
 
     def fits(b: int) -> bool:
-        return _parts(config, Workload(workload.kind, b, workload.seq, workload.dtype)).total <= capacity
+        w = Workload(workload.kind, b, workload.seq, workload.dtype)
+        return _parts(config, w, plan).total <= capacity
 
     if not fits(1):
         return 0

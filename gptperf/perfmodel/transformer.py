@@ -257,7 +257,7 @@ class Prediction:
     @property
     def memory(self) -> Any:
         if self._memory is None:
-            self._memory = memory_breakdown(self.config, self.workload)
+            self._memory = memory_breakdown(self.config, self.workload, self.plan)
         return self._memory
 
     def op(self, name: str, phase: str = names.FORWARD) -> OpCost:

@@ -4,6 +4,10 @@ Measured time is the median over the active profiler steps (with min and max); a
 and bytes/s divide the performance model's counts by it; "% of roofline" is the roofline time
 of those counts (max(FLOPs / peak, bytes / bandwidth), no launch latency) over the measured time,
 i.e. achieved rate / attainable rate at the operation's arithmetic intensity.
+
+Beside the roofline time ("what the hardware allows") a row carries, when a calibration of the
+device exists, the calibrated expected device time of its kernels (`perfmodel.expected`, "what
+this machine will take") and measured / expected.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class Row:
     bound: str = ""
     occupancy_pct: float | None = None
     blocks_per_sm: float | None = None
+    expected_s: float = math.nan  # calibrated expected device time per step (NaN: none)
 
     @property
     def arithmetic_intensity(self) -> float:
@@ -93,11 +98,19 @@ class Row:
             return self.measured_s / self.predicted_s
         return math.nan
 
+    @property
+    def expected_ratio(self) -> float:
+        """Measured / calibrated expected."""
+        if self.expected_s > 0 and not math.isnan(self.measured_s):
+            return self.measured_s / self.expected_s
+        return math.nan
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(arithmetic_intensity=self.arithmetic_intensity, achieved_flops=self.achieved_flops,
                  achieved_bytes_per_s=self.achieved_bytes_per_s,
-                 pct_of_roofline=self.pct_of_roofline, measured_over_predicted=self.ratio)
+                 pct_of_roofline=self.pct_of_roofline, measured_over_predicted=self.ratio,
+                 measured_over_expected=self.expected_ratio)
         return d
 
     @classmethod
@@ -106,7 +119,9 @@ class Row:
         from gptperf.schema import number
 
         optional = ("occupancy_pct", "blocks_per_sm")
+        later = ("expected_s",)  # absent from documents written before the calibrated prediction
         return cls(**{f.name: (d.get(f.name) if f.name in optional
+                               else number(d.get(f.name)) if f.name in later
                                else number(d[f.name]) if f.type == "float" else d[f.name])
                       for f in fields(cls)})
 
@@ -114,7 +129,7 @@ class Row:
 CSV_FIELDS = ("name", "phase", "measured_s", "measured_min_s", "measured_max_s", "calls", "share",
               "flops", "bytes", "arithmetic_intensity", "achieved_flops", "achieved_bytes_per_s",
               "roofline_s", "pct_of_roofline", "predicted_s", "measured_over_predicted", "bound",
-              "occupancy_pct", "blocks_per_sm")
+              "occupancy_pct", "blocks_per_sm", "expected_s", "measured_over_expected")
 
 
 @dataclass
@@ -135,7 +150,8 @@ class Comparison:
 
 
 def _row(name: str, phase: str, series: list[float], calls: int, step_total: float,
-         pred: Predicted | None, occ: tuple[float | None, float | None] = (None, None)) -> Row:
+         pred: Predicted | None, occ: tuple[float | None, float | None] = (None, None),
+         expected_s: float | None = None) -> Row:
     med = statistics.median(series) if series else math.nan
     r = Row(name, phase, med, min(series, default=math.nan), max(series, default=math.nan), calls,
             med / step_total if step_total > 0 else math.nan,
@@ -143,6 +159,8 @@ def _row(name: str, phase: str, series: list[float], calls: int, step_total: flo
     if pred is not None:
         r.flops, r.bytes, r.predicted_s = pred.flops, pred.bytes, pred.time_s
         r.roofline_s, r.bound = pred.roofline_s, pred.bound
+    if expected_s is not None:
+        r.expected_s = expected_s
     return r
 
 
@@ -154,33 +172,39 @@ def _group(key: Key, how: str) -> tuple[str, str]:
     return (f"h.{layer}" if layer is not None else "model"), phase
 
 
-def compare(attribution: Attribution, predicted: Mapping[Key, Predicted]) -> Comparison:
+def compare(attribution: Attribution, predicted: Mapping[Key, Predicted],
+            expected: Mapping[Key, float] | None = None) -> Comparison:
     """Join measured (attributed) and predicted time on (name, phase); aggregate by component
-    (over layers), by layer and by phase."""
+    (over layers), by layer and by phase. `expected`: the calibrated expected device seconds
+    per (name, phase), when a calibration exists."""
+    expected = expected or {}
     per_step = attribution.per_step()
     calls = attribution.calls()
     occ = attribution.occupancy()
     n = len(attribution.steps)
     step_total = statistics.median(
         [sum(v[k] for v in per_step.values()) for k in range(n)]) if per_step else 0.0
-    keys = set(per_step) | set(predicted)
+    keys = set(per_step) | set(predicted) | set(expected)
 
     def zeros() -> list[float]:
         return [0.0] * n
 
     ops = [_row(k[0], k[1], per_step.get(k, zeros()), calls.get(k, 0), step_total,
-                predicted.get(k), occ.get(k, (None, None))) for k in keys]
+                predicted.get(k), occ.get(k, (None, None)), expected.get(k)) for k in keys]
 
     def aggregate(how: str) -> list[Row]:
         series: dict[tuple[str, str], list[float]] = defaultdict(zeros)
         ncalls: dict[tuple[str, str], int] = defaultdict(int)
         preds: dict[tuple[str, str], Predicted] = {}
+        exps: dict[tuple[str, str], float] = {}
         for k in keys:
             g = _group(k, how) if how != "phase" else ("all", k[1])
             s = series[g]
             for i, v in enumerate(per_step.get(k, zeros())):
                 s[i] += v
             ncalls[g] += calls.get(k, 0)
+            if k in expected:
+                exps[g] = exps.get(g, 0.0) + expected[k]
             if k in predicted:
                 p, q = preds.setdefault(g, Predicted()), predicted[k]
                 p.flops += q.flops
@@ -189,7 +213,8 @@ def compare(attribution: Attribution, predicted: Mapping[Key, Predicted]) -> Com
                 p.roofline_s += q.roofline_s
                 p.count += q.count
                 p.bound = q.bound if not p.bound or p.bound == q.bound else "mixed"
-        return [_row(g[0], g[1], s, ncalls[g], step_total, preds.get(g)) for g, s in series.items()]
+        return [_row(g[0], g[1], s, ncalls[g], step_total, preds.get(g), expected_s=exps.get(g))
+                for g, s in series.items()]
 
     def order(rows: list[Row]) -> list[Row]:
         return sorted(rows, key=lambda r: (-(r.measured_s if not math.isnan(r.measured_s) else 0.0),
@@ -199,10 +224,11 @@ def compare(attribution: Attribution, predicted: Mapping[Key, Predicted]) -> Com
                       order(aggregate("phase")))
 
 
-def median_abs_error(rows: Iterable[Row], min_share: float = 0.02) -> float:
-    """Median |measured / predicted - 1| over rows that take at least `min_share` of the step."""
-    errs = [abs(r.ratio - 1) for r in rows
-            if r.share >= min_share and not math.isnan(r.ratio)]
+def median_abs_error(rows: Iterable[Row], min_share: float = 0.02, *, expected: bool = False) -> float:
+    """Median |measured / predicted - 1| (with `expected`: / calibrated expected) over rows that
+    take at least `min_share` of the step."""
+    ratios = [(r, r.expected_ratio if expected else r.ratio) for r in rows]
+    errs = [abs(x - 1) for r, x in ratios if r.share >= min_share and not math.isnan(x)]
     return statistics.median(errs) if errs else math.nan
 
 

@@ -8,7 +8,8 @@ call it); `analyse_trace_file(...)` re-analyses a trace recorded before. Both re
     trace.gptperf.json    the same, with gptperf.op / phase / predicted FLOPs, bytes, time in
                           each attributed kernel's args
     tensorboard/          TensorBoard trace directory (tensorboard_trace_handler)
-    ops.csv components.csv layers.csv   the comparison tables
+    ops.csv components.csv layers.csv   the comparison tables (with the calibrated expected
+                          time beside the roofline one when this device has a calibration)
     profile.json          everything above as one document, with the environment
     roofline.png          predicted and measured point of each component on the roofline
 """
@@ -86,11 +87,20 @@ class ProfileResult:
     environment: dict[str, Any] = field(default_factory=dict)
     prediction_available: bool = True
     provenance: dict[str, int] | None = None  # compiled kernels / extern calls recorded (--compile)
+    # the calibrated expected time of the step (label, composition, step/device/host seconds,
+    # the measured step beside it); None without a usable calibration of the device
+    expected: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def median_abs_error(self) -> float:
         """Median |measured / predicted - 1| over components taking >= 2% of the step."""
         return median_abs_error(self.comparison.components)
+
+    @property
+    def median_abs_error_expected(self) -> float:
+        """Median |measured / calibrated expected - 1| over components taking >= 2% of the step."""
+        return median_abs_error(self.comparison.components, expected=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +117,9 @@ class ProfileResult:
             "unattributed_top": [{"kernel": k, "seconds_per_step": s} for k, s in self.unattributed_top],
             "step_wall_s": self.step_wall_s,
             "median_abs_error_components": self.median_abs_error,
+            "median_abs_error_components_expected": self.median_abs_error_expected,
+            "expected": self.expected,
+            "notes": list(self.notes),
             "overhead": self.overhead,
             "paths": self.paths,
             "attribution_method": self.method,
@@ -130,7 +143,8 @@ class ProfileResult:
             step_wall_s=list(d["step_wall_s"]), comparison=Comparison.from_dict(d),
             overhead=d["overhead"], paths=dict(d["paths"]), method=d["attribution_method"],
             environment=dict(d["environment"]), prediction_available=d["prediction_available"],
-            provenance=d["provenance_recorded"],
+            provenance=d["provenance_recorded"], expected=d.get("expected"),
+            notes=list(d.get("notes", [])),
         )
 
 
@@ -148,6 +162,41 @@ def predict_ops(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, 
         return {}, False
     prediction = predict(config, Workload(kind, batch, seq, dtype), hw, plan)
     return predicted_by_key(prediction.ops), True
+
+
+def expected_ops(config: GPTConfig, workload: Any, plan: Any, device: Any
+                 ) -> tuple[dict[tuple[str, str], float], dict[str, Any] | None, list[str]]:
+    """The calibrated expected device seconds per (name, phase) of the step run under `plan` on
+    `device`, a summary of the step (`expected` of the profile document), and notes; ({}, None,
+    notes) without a usable calibration of the device."""
+    from gptperf.measure.bench import calibrated_expected, device_calibration
+
+    calibration, why = device_calibration(device)
+    if calibration is None:
+        return {}, None, [f"no calibrated expected time: {why}"] if why else []
+    e, why = calibrated_expected(config, workload, plan, calibration)
+    if e is None:
+        return {}, None, [f"no calibrated expected time: {why}"]
+    by_key: dict[tuple[str, str], float] = {}
+    for o in e.ops:
+        by_key[(o.name, o.phase)] = by_key.get((o.name, o.phase), 0.0) + o.device_s
+    summary = {"source": e.source, "prediction": "calibrated expected time", "label": e.label,
+               "composition": e.composition, "plan": e.plan.to_dict(),
+               "step_time_s": e.step_time_s, "device_s": e.device_s, "host_s": e.host_s,
+               "notes": list(e.notes)}
+    return by_key, summary, []
+
+
+def _measured_step(overhead: dict[str, Any] | None, step_wall_s: list[float]) -> tuple[float, str]:
+    """The measured step time the expected one is set against: the step timed without the
+    profiler when it was, else the median profiled step."""
+    import statistics
+
+    if overhead and overhead.get("step_s_without"):
+        return float(overhead["step_s_without"]), "timed without the profiler (median)"
+    if step_wall_s:
+        return statistics.median(step_wall_s), "profiled steps (median; profiler clock)"
+    return math.nan, "not measured"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,6 +311,7 @@ def profile_workload(
             runner.step()
         synchronize(device)
     predicted, available = predict_ops(config, kind, batch, seq, dtype, hw, runner.plan)
+    expected, expected_step, expected_notes = expected_ops(config, workload, runner.plan, device)
     over = _measure_overhead(runner, device, overhead_repeats) if overhead else None
 
     with atomic_dir(out) as tmp:
@@ -294,8 +344,18 @@ def profile_workload(
             workload={**_workload(config, kind, batch, seq, dtype, compile),
                       "plan": runner.plan.to_dict()},
             device_label=f"{device.type}: {dev_name}", overhead=over, plot=plot,
-            environment=environment(device),
+            environment=environment(device), expected=expected,
         )
+        result.notes.extend(expected_notes)
+        if expected_step is not None:
+            measured, how = _measured_step(over, result.step_wall_s)
+            roofline = sum(p.time_s for p in predicted.values())
+            result.expected = {
+                **expected_step, "measured_step_time_s": measured, "measured_step_source": how,
+                "measured_over_expected": (measured / expected_step["step_time_s"]
+                                           if expected_step["step_time_s"] > 0 else math.nan),
+                "roofline_step_time_s": roofline if available else None,
+            }
         result.paths["tensorboard"] = str(out / "tensorboard")
         if prov is not None:
             result.provenance = {"kernels": sum(len(v) for v in prov.kernels.values()),
@@ -356,7 +416,7 @@ def _analyse(
     doc: dict[str, Any], trace_path: str, tmp: Path, *, final: Path,
     predicted: dict[tuple[str, str], Predicted], available: bool, provenance: Provenance | None,
     hw: Any, workload: dict[str, Any], device_label: str, overhead: dict[str, Any] | None,
-    plot: bool, environment: dict[str, Any],
+    plot: bool, environment: dict[str, Any], expected: dict[tuple[str, str], float] | None = None,
 ) -> ProfileResult:
     from gptperf.profiling.compare import rows_csv
 
@@ -366,7 +426,7 @@ def _analyse(
     bad = sorted({n for w in attribution.work for n, _, _ in w.parts if not names.is_operation_name(n)})
     if bad:  # the contract is the one join key; a foreign name would silently drop out
         raise RuntimeError(f"attribution produced names outside the contract: {bad}")
-    comparison = compare(attribution, predicted)
+    comparison = compare(attribution, predicted, expected)
     paths: dict[str, str] = {"trace": trace_path}
     for what, rows in (("ops", comparison.ops), ("components", comparison.components),
                        ("layers", comparison.layers)):

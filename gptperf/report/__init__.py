@@ -11,6 +11,7 @@ with the producers' own inside: BenchResult, ProfileResult, InferenceResult, Sca
     from gptperf.report import ReportData
     report = ReportData.from_dict(json.load(open("gptperf-report/report.json")))
     report.bench.results["train"].step_time_s, report.scaling.studies["strong"].points[-1].speedup
+    report.calibration.info.label, report.validation.result.stats.median  # how good the prediction is
 """
 
 from __future__ import annotations

@@ -48,11 +48,14 @@ class ReportOptions:
     compile: bool | None = None
     quick: bool = False
     keep_going: bool = False
+    calibrate: bool | None = None  # measure a calibration when none is cached (default: CPU only)
 
 
 def resolve_settings(options: ReportOptions) -> Settings:
     """Defaults for the device: tiny / fp32 / math attention / eager on CPU; gpt2 / bf16 /
-    sdpa / compiled on a GPU. Bad values are one-line UserErrors."""
+    sdpa / compiled on a GPU; a calibration measured when none is cached on a CPU only (on a GPU
+    a quick one takes about a minute, beyond the report's budget). Bad values are one-line
+    UserErrors."""
     from gptperf.envinfo import device_name
     from gptperf.model.config import PRESETS, preset
     from gptperf.runtime import resolve_device
@@ -102,6 +105,7 @@ def resolve_settings(options: ReportOptions) -> Settings:
         preset=name, config=config, model_overrides=overrides, dtype=dtype,
         compile=gpu if options.compile is None else bool(options.compile),
         quick=options.quick, train_seconds=train_seconds, workloads=workloads,
+        calibrate=not gpu if options.calibrate is None else bool(options.calibrate),
     )
 
 
@@ -228,7 +232,7 @@ def build_report(
         with atomic_dir(out) as tmp:
             report = ReportData(settings, records={r.name: r for r in records},
                                 machine_load={"start": machine_load()})
-            ctx = Context(settings, Path(tmp), out, report)
+            ctx = Context(settings, Path(tmp), out, report, started=t0)
             for index, (stage, rec) in enumerate(zip(stages, records, strict=True), 1):
                 current = stage.name
                 update = progress.stage_started(index, len(stages), rec) if progress else _no_update

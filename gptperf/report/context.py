@@ -6,6 +6,7 @@ the stages and the page."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from gptperf.errors import UserError
 from gptperf.report.results import (
     BenchStage,
+    CalibrationStage,
     DeviceStage,
     ModelStage,
     ProfileStage,
@@ -21,6 +23,7 @@ from gptperf.report.results import (
     SamplesStage,
     ScalingStage,
     TrainStage,
+    ValidationStage,
     result_types,
 )
 
@@ -62,6 +65,9 @@ class Settings:
     quick: bool
     train_seconds: float
     workloads: dict[str, Workload]
+    # measure a quick calibration when this device has no usable one cached (default: on a CPU;
+    # on a GPU it would not fit the report's budget, and a cached one is used)
+    calibrate: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +77,7 @@ class Settings:
             "dtype": self.dtype, "compile": self.compile, "quick": self.quick,
             "train_seconds": self.train_seconds,
             "workloads": {k: w.to_dict() for k, w in self.workloads.items()},
+            "calibrate": self.calibrate,
         }
 
     @classmethod
@@ -83,6 +90,7 @@ class Settings:
             model_overrides=dict(d["model_overrides"]), dtype=d["dtype"], compile=d["compile"],
             quick=d["quick"], train_seconds=d["train_seconds"],
             workloads={k: Workload.from_dict(w) for k, w in d["workloads"].items()},
+            calibrate=d.get("calibrate", True),  # absent before the calibrated prediction
         )
 
 
@@ -194,6 +202,7 @@ class ReportData:
     settings: Settings
     records: dict[str, StageRecord] = field(default_factory=dict)
     device: DeviceStage | None = None
+    calibration: CalibrationStage | None = None
     train: TrainStage | None = None
     samples: SamplesStage | None = None
     model: ModelStage | None = None
@@ -202,6 +211,7 @@ class ReportData:
     inference: InferenceResult | None = None
     roofline: RooflineStage | None = None
     scaling: ScalingStage | None = None
+    validation: ValidationStage | None = None
     other: dict[str, Any] = field(default_factory=dict)
     pictures: dict[str, str] = field(default_factory=dict)  # name -> path relative to the report
     traces: dict[str, str] = field(default_factory=dict)  # what -> path relative to the report
@@ -290,6 +300,11 @@ class Context:
     dir: Path  # the temporary folder that becomes the report
     out: Path  # where it will be (for commands shown on the page)
     report: ReportData
+    started: float = field(default_factory=time.perf_counter)  # the report's start (perf_counter)
+
+    def elapsed(self) -> float:
+        """Seconds since the report started: what a stage that fits a time budget has left."""
+        return time.perf_counter() - self.started
 
     @property
     def records(self) -> dict[str, StageRecord]:

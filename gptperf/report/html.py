@@ -91,7 +91,8 @@ def source_chip(source: str | None, short: bool = False) -> Html:
         return Html("")
     kind = source.split(" ")[0].lower()
     klass = {"measured": "measured", "datasheet": "datasheet", "model": "model",
-             "predicted": "model"}.get(kind, "other")
+             "predicted": "model", "roofline": "model",
+             "calibrated": "calibrated"}.get(kind, "other")
     return tag("span", source.split(" ")[0] if short else source, class_=f"src src-{klass}",
                title=source)
 

@@ -32,13 +32,14 @@ if TYPE_CHECKING:
     from gptperf.perfmodel.hardware import Hardware
     from gptperf.profiling.compare import Row
     from gptperf.report.context import ReportData
-    from gptperf.report.results import DeviceStage
+    from gptperf.report.results import CalibrationStage, DeviceStage, ValidationStage
     from gptperf.scaling.study import ScalingStudy
 
 # (section id, navigation label): the page's order. Tests and the browser check rely on the ids.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("device", "Device & ceilings"),
     ("model", "Model"),
+    ("prediction", "Prediction error"),
     ("roofline", "Roofline"),
     ("operations", "Operations"),
     ("metrics", "Metrics"),
@@ -51,6 +52,28 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 )
 
 
+# The two predictions, each always labelled (issue 12): what the hardware allows, and what this
+# machine will take. A source starting "roofline" or "calibrated" gets that chip (html.source_chip).
+ROOFLINE = "roofline bound"
+CALIBRATED = "calibrated"
+ROOFLINE_SOURCE = "roofline bound: what the hardware allows (performance model)"
+CALIBRATED_SOURCE = "calibrated expected time: what this machine will take"
+LEGEND = ("Two predictions, each labelled: the roofline bound is what the hardware allows "
+          "(min(π, β·AI) per operation on the ceilings, no overheads); the calibrated time is "
+          "what this machine will take (kernel time curves, host costs and compiled kernels "
+          "measured on it by gptperf calibrate).")
+
+
+def roofline_entry(predictions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first roofline entry of a bench's predictions ({} when none)."""
+    return next((p for p in predictions if p.get("source") != "calibrated"), {})
+
+
+def calibrated_entry(predictions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The calibrated entry of a bench's predictions ({} when the device had no calibration)."""
+    return next((p for p in predictions if p.get("source") == "calibrated"), {})
+
+
 class Doc:
     """The typed results of a report (`ReportData`) with helpers: a stage's failure, a picture,
     where numbers were measured."""
@@ -61,6 +84,9 @@ class Doc:
         self.settings = report.settings
         self.env = report.environment
         self.measured = f"measured on {self.settings.device_name}"
+        cal = report.calibration
+        label = cal.info.label if cal is not None and cal.info is not None else None
+        self.calibrated = f"{CALIBRATED_SOURCE}, {label}" if label else CALIBRATED_SOURCE
 
     def failure(self, *names: str) -> str | None:
         """One line for the first of `names` that did not give its numbers, else None."""
@@ -213,20 +239,152 @@ def model_section(d: Doc) -> Html:
     pred_rows = []
     for kind, p in m.predictions.items():
         w = p.workload
+        e = m.expected.get(kind)
         pred_rows.append([tag("code", kind), _shape(kind, w.batch, w.seq),
                           cell(p.flops, "FLOP"), cell(p.bytes, "B"),
                           cell(p.arithmetic_intensity, "FLOP/B"), cell(p.time_s, "s"),
+                          cell(e.step_time_s if e is not None else None, "s"),
                           cell(p.tokens_per_s, "tokens/s"), cell(p.memory.total, "B")])
     body += [tag("h3", "Predicted cost of each measured step"),
-             table(["workload", "shape", "FLOPs", "bytes moved", "intensity", "time",
-                    "throughput", "peak memory"], pred_rows, sortable=True, id_="predictions",
-                   numeric=[False, False, True, True, True, True, True, True],
+             table(["workload", "shape", "FLOPs", "bytes moved", "intensity",
+                    th(f"time: {ROOFLINE}", ROOFLINE_SOURCE), th(f"time: {CALIBRATED}", d.calibrated),
+                    th("throughput", ROOFLINE_SOURCE), "peak memory"], pred_rows, sortable=True,
+                   id_="predictions", numeric=[False, False, True, True, True, True, True, True, True],
                    caption=Html(f"Performance model on {esc(m.hardware.label)} ")
                    + source_chip("model (predicted)"))]
+    body += [note(n, "info") for n in m.expected_notes]
     return section("model", "Model summary", body,
                    lead="The shape of the GPT, its parameters and FLOPs per token in each "
                         "convention, and the predicted cost of the steps measured below (exact "
                         "arithmetic over the config, placed on this machine's roofline).")
+
+
+def _pct(x: Any) -> Any:
+    """A fraction as a percentage (None and NaN stay "—")."""
+    return 100 * x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _calibration_facts(cal: CalibrationStage) -> list[Any]:
+    """What the calibration is: device, date, age, torch, how it got here, what it holds."""
+    info = cal.info
+    assert info is not None
+    how = ("reused from the cache" if cal.cached
+           else f"measured by this report in {fmt(cal.measured_s, 's')}")
+    rows: list[tuple[Any, Any]] = [
+        ("calibration", tag("b", info.label)),
+        ("device", info.device_name),
+        ("made", f"{info.created_at} ({info.age_days:.1f} days old when this report ran)"),
+        ("torch", info.torch_version),
+        ("how", f"{how}; {'quick' if cal.quick else 'full'} calibration"),
+        ("kernel time curves", f"{cal.curves} (largest leave-one-out residual "
+                               f"{fmt(_pct(cal.worst_residual), '%')})"),
+        ("host costs · compiled recordings", f"{cal.host_costs} · {cal.compiled}"),
+    ]
+    if cal.path:
+        rows.append(("cached at", tag("code", cal.path)))
+    out: list[Any] = [kv_table(rows)]
+    out += [note(n, "info") for n in cal.notes]
+    if cal.calibration_notes:
+        out.append(tag("details", tag("summary", f"the calibration's notes "
+                                                 f"({len(cal.calibration_notes)})"),
+                       tag("ul", [tag("li", n) for n in cal.calibration_notes])))
+    return out
+
+
+def _verdict(word: str) -> Html:
+    klass = {"PASS": "verdict-pass", "MISS": "verdict-miss"}.get(word, "verdict-none")
+    return tag("span", word, class_=klass)
+
+
+def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
+    """Targets, statistics, the picture and every case of validate's quick sweep."""
+    r = stage.result
+    assert r is not None
+    src = d.measured
+    n, total = len(r.points), stage.sweep_cases
+    over = f"{n} of the quick sweep's {total} cases" if total and total != n else f"{n} cases"
+    device = "GPU" if r.device_type == "cuda" else "CPU"
+    verdict_rows = [[v.label, cell(_pct(v.value), "%"), f"≤ {fmt(100 * v.target, '%')}",
+                     _verdict(v.word)] for v in r.verdicts()]
+    st, rs = r.stats, r.roofline_stats
+    stat_rows = [[f"{CALIBRATED}: what this machine will take", cell(st.n),
+                  cell(_pct(st.median), "%"), cell(_pct(st.p90), "%"), cell(_pct(st.max), "%")],
+                 [f"{ROOFLINE}: what the hardware allows", cell(rs.n), cell(_pct(rs.median), "%"),
+                  cell(_pct(rs.p90), "%"), cell(_pct(rs.max), "%")]]
+    case_rows = []
+    for p in r.points:
+        roof = p.measured_s / p.roofline_s if p.roofline_s else None
+        case_rows.append([tag("code", p.case), p.plan_label, cell(p.measured_s, "s"),
+                          cell(p.expected_s, "s"), cell(p.ratio, "x"), cell(p.roofline_s, "s"),
+                          cell(roof, "x")])
+    body: list[Any] = [
+        tag("h3", f"Against the targets of issue 12 ({device}), over {over}"),
+        tag("div",
+            table(["what", "reached", "target", "verdict"], verdict_rows,
+                  numeric=[False, True, True, False], id_="prediction-targets",
+                  caption="|measured / calibrated − 1|; p90 by nearest rank; per-operation "
+                          "error = Σ|m − p| / Σm over the profiled operations ≥ 20 µs."),
+            table(["prediction", "cases", "median |m/p − 1|", "p90", "max"], stat_rows,
+                  numeric=[False, True, True, True, True], id_="prediction-stats",
+                  caption="The same cases against each prediction: the calibration's gain over "
+                          "the roofline bound."),
+            class_="grid2"),
+        d.picture("validation", "predicted against measured step time",
+                  "Measured against calibrated step time per case (log-log; the line is "
+                  "measured = predicted, bands ±3 % and ±8 %); faint markers: the roofline "
+                  "bound of the same case."),
+        table(["case", "plan", th("measured", src), th(f"{CALIBRATED} expected", d.calibrated),
+               "measured / calibrated", th(ROOFLINE, ROOFLINE_SOURCE), f"measured / {ROOFLINE}"],
+              case_rows, sortable=True, id_="prediction-cases",
+              numeric=[False, False, True, True, True, True, True],
+              caption="Each case of the sweep: median of its timed steps (the step `gptperf "
+                      "bench` times), its calibrated expected time and its roofline bound, for "
+                      "the plan it ran under; none of its shapes is one the calibration measured."),
+    ]
+    if r.per_op:
+        op_rows = []
+        for e in r.per_op:
+            worst = e.worst(1)
+            miss = (f"{worst[0].name} {worst[0].phase}: {fmt(worst[0].measured_s, 's')} measured, "
+                    f"{fmt(worst[0].expected_s, 's')} calibrated") if worst else "—"
+            op_rows.append([tag("code", e.case), cell(len(e.ops)), cell(e.measured_s, "s"),
+                            cell(_pct(e.error), "%"), miss])
+        body += [tag("h3", "Per operation (profiled cases)"),
+                 table(["case", "operations ≥ 20 µs", th("device time per step", src),
+                        "time-weighted error", "largest miss"], op_rows,
+                       numeric=[False, True, True, True, False], id_="prediction-ops",
+                       caption=f"Over all {r.per_op_count} operations: "
+                               f"{fmt(_pct(r.per_op_error), '%')} (Σ|m − p| / Σm).")]
+    for sk in r.skipped:
+        body.append(note(f"skipped {sk.case}: {sk.reason}", "warn"))
+    body += [note(n, "warn") for n in stage.notes]
+    body += [note(n, "info") for n in r.notes]
+    body.append(tag("p", f"The sweep took {fmt(r.wall_time_s, 's')} of the "
+                         f"{fmt(stage.budget_s, 's')} the report's time budget left it; "
+                         "`gptperf validate` runs the full sweep (see Reproduce).", class_="lead"))
+    return body
+
+
+def prediction_section(d: Doc) -> Html:
+    title = "How good is the prediction"
+    cal, val = d.report.calibration, d.report.validation
+    body: list[Any] = [note(LEGEND, "info")]
+    if cal is None:
+        body.append(note(d.failure("calibration") or "no calibration stage", "error"))
+    elif cal.info is None:
+        body += [note(n, "warn") for n in cal.notes] or [note("no calibration", "warn")]
+    else:
+        body += [tag("h3", "The calibration"), *_calibration_facts(cal)]
+    if val is None:
+        body.append(note(d.failure("validation") or "no validation stage", "error"))
+    elif val.result is None:
+        body += [note(n, "warn") for n in val.notes] or [note("no validation", "warn")]
+    else:
+        body += _validation_body(d, val)
+    return section("prediction", title, body,
+                   lead="gptperf validate's quick sweep on this device: configurations whose "
+                        "shapes the calibration never measured, each measured and predicted, "
+                        "scored against the targets of issue 12.")
 
 
 def training_section(d: Doc) -> Html:
@@ -346,7 +504,7 @@ def metrics_section(d: Doc) -> Html:
     rows = []
     for kind, r in results.items():
         t = r.timing.total
-        pred = r.predictions[0] if r.predictions else {}
+        roof, cal = roofline_entry(r.predictions), calibrated_entry(r.predictions)
         peak, _ = _peak_memory(r)
         util = r.utilization.mean_percent if r.utilization is not None else None
         rows.append([
@@ -357,18 +515,20 @@ def metrics_section(d: Doc) -> Html:
             cell(r.achieved_flops_per_s, "FLOP/s"),
             cell(_mfu(r, "measured"), "%"), cell(_mfu(r, "datasheet"), "%"),
             cell(util, "%"), cell(peak, "B"),
-            cell(pred.get("step_time_s"), "s"), cell(pred.get("measured_over_predicted"), "x"),
+            cell(roof.get("step_time_s"), "s"), cell(roof.get("measured_over_predicted"), "x"),
+            cell(cal.get("step_time_s"), "s"), cell(cal.get("measured_over_predicted"), "x"),
         ])
     body: list[Any] = [
         table([th("step"), th("shape"), th("time per batch", src), th("min – max (repeats)"),
                th("throughput", src), th("achieved FLOP/s", src), th("MFU vs measured peak"),
                th("MFU vs datasheet"), th("utilization", src), th("peak memory", src),
-               th("predicted time", "model"), th("measured / predicted")],
+               th(ROOFLINE, ROOFLINE_SOURCE), th(f"measured / {ROOFLINE}"),
+               th(CALIBRATED, d.calibrated), th(f"measured / {CALIBRATED}")],
               rows, sortable=True, id_="metrics-table",
-              numeric=[False, False, True, False, True, True, True, True, True, True, True, True],
+              numeric=[False, False, True, False] + [True] * 10,
               caption="Median of the timed steps after warm-up (synchronised). Achieved FLOP/s = "
                       "the performance model's model FLOPs of the step / measured time; MFU in "
-                      "gptperf's convention."),
+                      "gptperf's convention. " + LEGEND),
     ]
     train = results.get("train")
     if train is not None:
@@ -414,7 +574,8 @@ def metrics_section(d: Doc) -> Html:
             body.append(note(f"{kind}: {n}" if "spread" in n else n, "info"))
     return section("metrics", "Time, throughput, FLOP/s, MFU, memory", body,
                    lead="The lecture's metrics for each step this report measured: time per batch, "
-                        "throughput, FLOP/s, MFU, utilization and peak memory, beside the prediction.")
+                        "throughput, FLOP/s, MFU, utilization and peak memory, beside the two "
+                        "predictions (roofline bound and calibrated).")
 
 
 def _bar(fraction: float) -> Html:
@@ -434,7 +595,8 @@ def roofline_section(d: Doc) -> Html:
         label = p.kind + (f" B={p.batch}" if p.batch else "")
         rows.append([label, cell(p.arithmetic_intensity, "FLOP/B"),
                      cell(p.predicted_flops_per_s, "FLOP/s"),
-                     cell(p.measured_flops_per_s, "FLOP/s"), cell(p.ratio, "x")])
+                     cell(p.measured_flops_per_s, "FLOP/s"), cell(p.ratio, "x"),
+                     cell(p.expected_s, "s"), cell(p.expected_ratio, "x")])
     ceil = [f"{label}: {fmt(v, 'FLOP/s')}" for label, v in stage.ceilings]
     bw = [f"{label}: {fmt(v, 'B/s')}" for label, v in stage.bandwidths]
     body = [
@@ -443,9 +605,11 @@ def roofline_section(d: Doc) -> Html:
                   "are predicted, triangles measured (same FLOPs / measured time); red compute-, "
                   "blue memory-bound."),
         tag("p", "Ceilings: " + "; ".join(ceil + bw) + ".", class_="lead"),
-        table(["step", th("arithmetic intensity", "model"), th("predicted FLOP/s", "model"),
-               th("achieved FLOP/s", src), "measured / predicted time"], rows, sortable=True,
-              id_="roofline-table", numeric=[False, True, True, True, True]),
+        table(["step", th("arithmetic intensity", "model"),
+               th(f"FLOP/s at the {ROOFLINE}", ROOFLINE_SOURCE), th("achieved FLOP/s", src),
+               f"measured time / {ROOFLINE}", th(f"time: {CALIBRATED}", d.calibrated),
+               f"measured / {CALIBRATED}"], rows, sortable=True,
+              id_="roofline-table", numeric=[False, True, True, True, True, True, True]),
     ]
     return section("roofline", "Roofline: predicted and measured", body,
                    lead="Each step at its arithmetic intensity (FLOPs / bytes moved, from the "
@@ -454,23 +618,24 @@ def roofline_section(d: Doc) -> Html:
 
 
 _OP_HEADER = ("operation", "phase", "measured time", "share", "calls", "FLOPs", "bytes",
-              "intensity", "achieved FLOP/s", "predicted time", "measured / predicted",
-              "% of roofline", "bound")
-_OP_NUMERIC = [False, False, True, True, True, True, True, True, True, True, True, True, False]
+              "intensity", "achieved FLOP/s", ROOFLINE, f"measured / {ROOFLINE}", CALIBRATED,
+              f"measured / {CALIBRATED}", "% of roofline", "bound")
+_OP_NUMERIC = [False, False] + [True] * 12 + [False]
 
 
 def _op_rows(rows: list[Row]) -> list[list[Any]]:
     return [[tag("code", r.name), r.phase, cell(r.measured_s, "s"), cell(100 * r.share, "%"),
              cell(r.calls), cell(r.flops, "FLOP"), cell(r.bytes, "B"),
              cell(r.arithmetic_intensity, "FLOP/B"), cell(r.achieved_flops, "FLOP/s"),
-             cell(r.predicted_s, "s"), cell(r.ratio, "x"), cell(r.pct_of_roofline, "%"),
-             r.bound or ""]
+             cell(r.predicted_s, "s"), cell(r.ratio, "x"),
+             cell(r.expected_s, "s"), cell(r.expected_ratio, "x"),
+             cell(r.pct_of_roofline, "%"), r.bound or ""]
             for r in rows]
 
 
-def _op_headers(src: str) -> list[Html]:
-    sources = {"measured time": src, "FLOPs": "model", "bytes": "model", "predicted time": "model",
-               "achieved FLOP/s": src}
+def _op_headers(src: str, calibrated: str) -> list[Html]:
+    sources = {"measured time": src, "FLOPs": "model", "bytes": "model",
+               ROOFLINE: ROOFLINE_SOURCE, CALIBRATED: calibrated, "achieved FLOP/s": src}
     return [th(h, sources.get(h)) for h in _OP_HEADER]
 
 
@@ -493,9 +658,13 @@ def operations_section(d: Doc) -> Html:
             ("attributed exactly", value(100 * p.exact_coverage, "%", src)),
             ("profiler overhead on the step", value(100 * over["overhead"], "%", src)
              if over.get("overhead") is not None else "not measured"),
-            ("median |measured/predicted − 1| (components ≥ 2 % of the step)",
+            (f"median |measured / {ROOFLINE} − 1| (components ≥ 2 % of the step)",
              value(100 * p.median_abs_error, "%")),
-            ("predictions on", p.hardware),
+            (f"median |measured / {CALIBRATED} − 1| (components ≥ 2 % of the step)",
+             value(100 * p.median_abs_error_expected, "%")
+             if p.expected is not None else "no calibration"),
+            (f"whole step: {CALIBRATED}", _expected_step(p.expected, d.calibrated)),
+            (f"{ROOFLINE} on", p.hardware),
         ]
         ops, components = p.comparison.ops, p.comparison.components
         title = {"train": "Train step", "decode": "Decode step (KV cache)"}.get(kind, kind)
@@ -504,17 +673,29 @@ def operations_section(d: Doc) -> Html:
                  d.picture(f"profile_{kind}", f"{kind} components on the roofline",
                            "Each component at its predicted intensity: predicted (o) and "
                            "measured (^) FLOP/s."),
-                 table(_op_headers(src), _op_rows(components), sortable=True,
+                 table(_op_headers(src, d.calibrated), _op_rows(components), sortable=True,
                        id_=f"components-{kind}", numeric=_OP_NUMERIC,
                        caption="Per component, summed over layers (click a header to sort)."),
                  tag("details", tag("summary", f"every operation of the {kind} step "
                                                 f"({len(ops)} rows)"),
-                     table(_op_headers(src), _op_rows(ops), sortable=True,
+                     table(_op_headers(src, d.calibrated), _op_rows(ops), sortable=True,
                            id_=f"ops-{kind}", numeric=_OP_NUMERIC))]
+        body += [note(n, "info") for n in p.notes]
     return section("operations", "Per-operation: predicted vs measured", body,
                    lead="torch.profiler traces with every kernel (operator on CPU) attributed to an "
                         "operation name, joined with the performance model's FLOPs, bytes and time. "
                         "The traces open in Perfetto and TensorBoard (see Reproduce).")
+
+
+def _expected_step(e: dict[str, Any] | None, source: str) -> Any:
+    """A profile's calibrated whole step beside its measured one (or why there is none)."""
+    if not e:
+        return "no calibration of this device"
+    return Html(value(e.get("step_time_s"), "s", source)
+                + esc(f" ({e.get('composition', '')}); measured "
+                      f"{fmt(e.get('measured_step_time_s'), 's')} "
+                      f"({e.get('measured_step_source', '')}), measured / {CALIBRATED} ")
+                + value(e.get("measured_over_expected"), "x"))
 
 
 def inference_section(d: Doc) -> Html:
@@ -532,11 +713,13 @@ def inference_section(d: Doc) -> Html:
         rows.append([cell(c.seq), cell(c.time_s, "s"), cell(rc.time_s, "s"),
                      cell(measured, "x"), cell(c.predicted_s, "s"),
                      cell(rc.predicted_s, "s"), cell(rc.predicted_s / c.predicted_s, "x"),
+                     cell(c.expected_s, "s"), cell(rc.expected_s, "s"),
                      cell(c.tokens_per_s, "tokens/s")])
     brows = [[cell(p.batch), cell(p.time_s, "s"), cell(p.tokens_per_s, "tokens/s"),
               cell(p.arithmetic_intensity, "FLOP/B"), cell(p.achieved_bandwidth, "B/s"),
               cell(p.achieved_flops, "FLOP/s"), cell(p.predicted_s, "s"),
-              cell(p.ratio, "x")] for p in r.batches]
+              cell(p.ratio, "x"), cell(p.expected_s, "s"), cell(p.expected_ratio, "x")]
+             for p in r.batches]
     pics = [d.picture(name, name.replace("_", " "))
             for name in d.report.pictures if name.startswith("inference_")]
     facts = [
@@ -547,20 +730,25 @@ def inference_section(d: Doc) -> Html:
         ("ridge batch (predicted)", value(r.ridge_batch_predicted, "", "model")),
         ("knee batch (predicted)", value(r.knee_batch_predicted, "", "model")),
         ("knee batch (measured)", value(r.knee_batch_measured, "", src)),
-        ("predictions on", r.hardware_label),
+        (f"{ROOFLINE} on", r.hardware_label),
+        (f"{CALIBRATED} expected time", r.expected_label or "no calibration of this device"),
     ]
     body: list[Any] = [
         tag("h3", "One new token: KV cache against recomputing the context (batch 1)"),
         table(["context L", th("with cache", src), th("recompute", src), th("speedup", src),
-               th("with cache", "model"), th("recompute", "model"), th("speedup", "model"),
+               th(f"with cache: {ROOFLINE}", ROOFLINE_SOURCE),
+               th(f"recompute: {ROOFLINE}", ROOFLINE_SOURCE), th("speedup", ROOFLINE_SOURCE),
+               th(f"with cache: {CALIBRATED}", d.calibrated),
+               th(f"recompute: {CALIBRATED}", d.calibrated),
                th("tokens/s with cache", src)], rows, sortable=True, id_="kv-table",
-              numeric=[True] * 8),
+              numeric=[True] * 10),
         tag("h3", "Decode step against batch size"),
         tag("div", kv_table(facts), tag("div", pics[1] if len(pics) > 1 else ""), class_="grid2"),
         table(["batch", th("time per step", src), th("tokens/s", src),
                th("intensity", "model"), th("achieved bandwidth", src),
-               th("achieved FLOP/s", src), th("predicted time", "model"), "measured / predicted"],
-              brows, sortable=True, id_="batch-table", numeric=[True] * 8),
+               th("achieved FLOP/s", src), th(ROOFLINE, ROOFLINE_SOURCE),
+               f"measured / {ROOFLINE}", th(CALIBRATED, d.calibrated), f"measured / {CALIBRATED}"],
+              brows, sortable=True, id_="batch-table", numeric=[True] * 10),
         tag("div", [p for i, p in enumerate(pics) if i != 1], class_="grid2"),
     ]
     for n in r.notes:
@@ -708,6 +896,8 @@ def _report_command(d: Doc) -> str:
              f"--train-seconds {s.train_seconds:g}"]
     if s.quick:
         parts.append("--quick")
+    if s.calibrate != (s.device_type != "cuda"):  # not the device's default
+        parts.append("--calibrate" if s.calibrate else "--no-calibrate")
     return " ".join(parts)
 
 
@@ -756,6 +946,12 @@ def headline(d: Doc) -> list[Html]:
     train = bench.get("train")
     if train is not None:
         cards.append(kpi("time per batch", train.step_time_s, "s", f"train step, {src}"))
+        cards.append(kpi(ROOFLINE, roofline_entry(train.predictions).get("step_time_s"), "s",
+                         "train step: what the hardware allows"))
+        cal = calibrated_entry(train.predictions)
+        cards.append(kpi(f"{CALIBRATED} time", cal.get("step_time_s"), "s",
+                         "train step: what this machine will take" if cal
+                         else "no calibration of this device"))
         cards.append(kpi("throughput", train.tokens_per_s, "tokens/s", f"training, {src}"))
         cards.append(kpi("achieved", train.achieved_flops_per_s, "FLOP/s",
                          f"model FLOPs / time, {src}"))
@@ -766,6 +962,11 @@ def headline(d: Doc) -> list[Html]:
     decode = bench.get("decode")
     if decode is not None:
         cards.append(kpi("decode", decode.tokens_per_s, "tokens/s", f"batch 1, KV cache, {src}"))
+    val = d.report.validation
+    if val is not None and val.result is not None and val.result.points:
+        st = val.result.stats
+        cards.append(kpi("prediction error", _pct(st.median), "%",
+                         f"median |measured / calibrated − 1|, {st.n} cases"))
     trained = d.report.train
     if trained is not None:
         t = trained.result
@@ -778,9 +979,9 @@ def render_page(report: ReportData, folder: str | Path) -> str:
     """The whole page for the typed results of a report; pictures are read from `folder` (the
     report's) and embedded."""
     d = Doc(report, Path(folder))
-    renderers = (device_section, model_section, roofline_section, operations_section,
-                 metrics_section, inference_section, scaling_section, training_section,
-                 samples_section, reproduce_section, stages_section)
+    renderers = (device_section, model_section, prediction_section, roofline_section,
+                 operations_section, metrics_section, inference_section, scaling_section,
+                 training_section, samples_section, reproduce_section, stages_section)
     sections = []
     for (sid, label), render in zip(SECTIONS, renderers, strict=True):
         try:
@@ -794,7 +995,8 @@ def render_page(report: ReportData, folder: str | Path) -> str:
     footer = Html(
         tag("span", "gptperf ", report.gptperf, " · ")
         + tag("span", "sources: ") + source_chip("measured on this device") + " "
-        + source_chip("datasheet") + " " + source_chip("model (predicted)")
+        + source_chip("datasheet") + " " + source_chip("model (predicted)") + " "
+        + source_chip(ROOFLINE_SOURCE) + " " + source_chip(CALIBRATED_SOURCE)
     )
     title = f"gptperf report · {s.config.name} on {s.device_name}"
     return page(title, header(d), SECTIONS, sections, footer)

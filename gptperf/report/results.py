@@ -1,5 +1,6 @@
 """What each of the report's stages found, as typed results around the producers' own (BenchResult,
-ProfileResult, InferenceResult, TrainResult, Ceilings, ScoreResult, ScalingStudy, Prediction):
+ProfileResult, InferenceResult, TrainResult, Ceilings, ScoreResult, ScalingStudy, Prediction,
+ValidationResult):
 `to_dict()` is the stage's part of report.json and `from_dict()` its inverse, refusing another
 schema in one line. Live objects a later stage needs (the trained model) ride along unwritten.
 """
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from gptperf.scaling.study import ScalingStudy
     from gptperf.score import ScoreResult
     from gptperf.train import TrainResult
+    from gptperf.validate.results import CalibrationInfo, ValidationResult
 
 
 def hardware_from_dict(d: dict[str, Any]) -> Hardware:
@@ -64,6 +66,93 @@ class DeviceStage:
         sheet = d["datasheet"]
         return cls(dict(d["environment"]), Ceilings.from_dict(d["ceilings"]), d["ceilings_cached"],
                    hardware_from_dict(sheet) if sheet is not None else None)
+
+
+# --- calibration --------------------------------------------------------------------------------
+
+
+@dataclass
+class CalibrationStage:
+    """This device's calibration, which gives every later stage's measurement its calibrated
+    expected time: reused from the cache or measured here (quick), or why there is none.
+    `calibration` (the live `perfmodel.calibration.Calibration`) rides along unwritten; the
+    page shows what is written: its device, date, age and torch (`info`), and a summary."""
+
+    SCHEMA = "gptperf.report.calibration/1"
+
+    info: CalibrationInfo | None  # None: no usable calibration (`notes` say why)
+    cached: bool = False  # reused from the cache, not measured by this report
+    quick: bool = False  # a quick calibration (fewer points)
+    measured_s: float = 0.0  # seconds this report spent measuring it (0 when reused)
+    path: str | None = None  # where it is cached
+    curves: int = 0  # kernel time curves (matmul, attention, vector, optimizer, gemv)
+    worst_residual: float | None = None  # largest leave-one-out residual of a curve
+    host_costs: int = 0
+    compiled: int = 0  # compiled recordings
+    notes: list[str] = field(default_factory=list)  # the report's: reused, measured, missing
+    calibration_notes: list[str] = field(default_factory=list)  # the calibration's own
+    calibration: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def usable(self) -> bool:
+        return self.info is not None
+
+    @classmethod
+    def of(cls, calibration: Any, *, cached: bool, path: Any, measured_s: float = 0.0,
+           notes: list[str] | None = None) -> CalibrationStage:
+        """The stage's result for a `Calibration` (its summary, and itself to ride along)."""
+        from gptperf.measure.calibrate import is_quick
+        from gptperf.validate.results import CalibrationInfo
+
+        residuals = [r for r in calibration.residuals().values() if r is not None]
+        return cls(CalibrationInfo.of(calibration), cached, is_quick(calibration), measured_s,
+                   None if path is None else str(path), len(calibration.residuals()),
+                   max(residuals) if residuals else None, len(calibration.host),
+                   len(calibration.compiled), list(notes or []), list(calibration.notes),
+                   calibration)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA,
+                "calibration": self.info.to_dict() if self.info is not None else None,
+                "cached": self.cached, "quick": self.quick, "measured_s": self.measured_s,
+                "path": self.path, "curves": self.curves, "worst_residual": self.worst_residual,
+                "host_costs": self.host_costs, "compiled": self.compiled,
+                "notes": list(self.notes), "calibration_notes": list(self.calibration_notes)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CalibrationStage:
+        from gptperf.validate.results import CalibrationInfo
+
+        check_schema(d, cls.SCHEMA)
+        info = d["calibration"]
+        return cls(CalibrationInfo.from_dict(info) if info is not None else None, d["cached"],
+                   d["quick"], d["measured_s"], d["path"], d["curves"], d["worst_residual"],
+                   d["host_costs"], d["compiled"], list(d["notes"]), list(d["calibration_notes"]))
+
+
+@dataclass(frozen=True)
+class ExpectedStep:
+    """The calibrated expected time of one step ("what this machine will take"), in short: the
+    step's seconds, its device and host parts, how they were composed, and the calibration's
+    label (`perfmodel.expected.Expected` without its operations)."""
+
+    step_time_s: float
+    device_s: float
+    host_s: float
+    composition: str
+    label: str
+
+    @classmethod
+    def of(cls, e: Any) -> ExpectedStep:
+        return cls(float(e.step_time_s), float(e.device_s), float(e.host_s), e.composition, e.label)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExpectedStep:
+        return cls(float(d["step_time_s"]), float(d["device_s"]), float(d["host_s"]),
+                   d["composition"], d["label"])
 
 
 # --- train --------------------------------------------------------------------------------------
@@ -153,6 +242,10 @@ class ModelStage:
     total_parameters: int
     parameters_without_embeddings: int
     matmul_parameters: int
+    # the calibrated expected time of each step (same kinds and plans), where a calibration is
+    # usable and costs it; `expected_notes` say why one is missing
+    expected: dict[str, ExpectedStep] = field(default_factory=dict)
+    expected_notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": self.SCHEMA, "hardware": self.hardware.to_dict(),
@@ -160,7 +253,9 @@ class ModelStage:
                 "parameters": {"total": self.total_parameters,
                                "without_embeddings": self.parameters_without_embeddings,
                                "matmul": self.matmul_parameters},
-                "predictions": {k: p.to_dict() for k, p in self.predictions.items()}}
+                "predictions": {k: p.to_dict() for k, p in self.predictions.items()},
+                "expected": {k: e.to_dict() for k, e in self.expected.items()},
+                "expected_notes": list(self.expected_notes)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelStage:
@@ -170,7 +265,10 @@ class ModelStage:
         p = d["parameters"]
         return cls(hardware_from_dict(d["hardware"]),
                    {k: Prediction.from_dict(v) for k, v in d["predictions"].items()},
-                   p["total"], p["without_embeddings"], p["matmul"])
+                   p["total"], p["without_embeddings"], p["matmul"],
+                   # absent from reports written before the calibrated prediction
+                   {k: ExpectedStep.from_dict(e) for k, e in d.get("expected", {}).items()},
+                   list(d.get("expected_notes", [])))
 
 
 # --- bench, profile -----------------------------------------------------------------------------
@@ -229,6 +327,7 @@ class RooflineRow:
     predicted_s: float
     measured_s: float | None = None
     batch: int | None = None
+    expected_s: float | None = None  # calibrated expected time (None: no calibration)
 
     @property
     def predicted_flops_per_s(self) -> float:
@@ -243,6 +342,11 @@ class RooflineRow:
         """measured / predicted time."""
         return self.measured_s / self.predicted_s if self.measured_s and self.predicted_s else None
 
+    @property
+    def expected_ratio(self) -> float | None:
+        """measured / calibrated expected time."""
+        return self.measured_s / self.expected_s if self.measured_s and self.expected_s else None
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "predicted_flops_per_s": self.predicted_flops_per_s,
                 "measured_flops_per_s": self.measured_flops_per_s}
@@ -250,7 +354,7 @@ class RooflineRow:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RooflineRow:
         return cls(d["kind"], number(d["arithmetic_intensity"]), d["flops"], d["predicted_s"],
-                   d["measured_s"], d["batch"])
+                   d["measured_s"], d["batch"], d.get("expected_s"))
 
 
 @dataclass
@@ -307,11 +411,48 @@ class ScalingStage:
                    dict(d["commands"]), dict(d["skipped"]), list(d["notes"]))
 
 
+# --- how good is the prediction -----------------------------------------------------------------
+
+
+@dataclass
+class ValidationStage:
+    """`gptperf validate`'s quick sweep as far as the report's time budget allows: the result
+    (None without a usable calibration), the cases left out and the per-operation profiles
+    skipped to stay within `budget_s`, and notes."""
+
+    SCHEMA = "gptperf.report.validation/1"
+
+    result: ValidationResult | None
+    budget_s: float = 0.0
+    sweep_cases: int = 0  # cases in validate's quick sweep for this device
+    left_out: list[str] = field(default_factory=list)  # cases not measured (budget)
+    profiles_skipped: list[str] = field(default_factory=list)  # measured, not profiled (budget)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.SCHEMA,
+                "result": self.result.to_dict() if self.result is not None else None,
+                "budget_s": self.budget_s, "sweep_cases": self.sweep_cases,
+                "left_out": list(self.left_out), "profiles_skipped": list(self.profiles_skipped),
+                "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ValidationStage:
+        from gptperf.validate.results import ValidationResult
+
+        check_schema(d, cls.SCHEMA)
+        result = d["result"]
+        return cls(ValidationResult.from_dict(result) if result is not None else None,
+                   d["budget_s"], d["sweep_cases"], list(d["left_out"]),
+                   list(d["profiles_skipped"]), list(d["notes"]))
+
+
 def result_types() -> dict[str, type]:
     """The result type of each of the report's own stages, by stage name (ReportData's typed
     fields). The inference stage's is the producer's own: the stage adds nothing to it."""
     from gptperf.inference.sweep import InferenceResult
 
-    return {"device": DeviceStage, "train": TrainStage, "samples": SamplesStage,
-            "model": ModelStage, "bench": BenchStage, "profile": ProfileStage,
-            "inference": InferenceResult, "roofline": RooflineStage, "scaling": ScalingStage}
+    return {"device": DeviceStage, "calibration": CalibrationStage, "train": TrainStage,
+            "samples": SamplesStage, "model": ModelStage, "bench": BenchStage,
+            "profile": ProfileStage, "inference": InferenceResult, "roofline": RooflineStage,
+            "scaling": ScalingStage, "validation": ValidationStage}

@@ -18,7 +18,9 @@ from gptperf.errors import UserError
 from gptperf.report.context import Context, ReportData, Settings, Stage, StageProgress
 from gptperf.report.results import (
     BenchStage,
+    CalibrationStage,
     DeviceStage,
+    ExpectedStep,
     ModelStage,
     ProfileStage,
     RooflineRow,
@@ -27,6 +29,7 @@ from gptperf.report.results import (
     SamplesStage,
     ScalingStage,
     TrainStage,
+    ValidationStage,
 )
 
 # The lecture's example of the chain rule, and two corruptions of it that a model should find
@@ -93,6 +96,75 @@ def stage_device(ctx: Context, progress: StageProgress) -> DeviceStage:
     ctx.command("ceilings (measured, cached per device)",
                 f"gptperf ceilings {_device_flags(s)}{flags}  # --force measures again")
     return DeviceStage(env, measured, cached, hw)
+
+
+# --- stage: calibration -----------------------------------------------------------------------
+
+
+def profiler_hooks() -> Any:  # -> gptperf.measure.calibrate.ProfilerHooks
+    """gptperf.profiling's provenance and attribution, for a calibration's compiled recordings
+    (what `gptperf calibrate` hands in; measure may not import profiling itself)."""
+    from gptperf.measure.calibrate import ProfilerHooks
+    from gptperf.profiling.provenance import inductor_provenance
+    from gptperf.profiling.trace import attribute, load_trace
+
+    return ProfilerHooks(inductor_provenance, attribute, load_trace)
+
+
+def stage_calibration(ctx: Context, progress: StageProgress) -> CalibrationStage:
+    """This device's calibration, before anything is measured, so that every later measurement
+    carries its calibrated expected time beside the roofline bound: a usable cached one is
+    reused; else a quick one is measured and cached (`ensure_calibration`) when the settings
+    allow (on a CPU by default). Without one the stage says why, and the report goes on."""
+    from gptperf.measure import calibrate as cal
+    from gptperf.perfmodel.calibration import calibration_path
+
+    s = ctx.settings
+    ctx.command("calibration (measured, cached per device)",
+                f"gptperf calibrate --quick {_device_flags(s)}  # --force measures again")
+    why = None
+    try:
+        cached = cal.calibration_for(s.device)  # checked: this device, this torch, not stale
+    except UserError as err:  # stale, foreign or broken: measured again (or named)
+        cached, why = None, str(err)
+    if cached is not None:
+        notes = []
+        age = cached.age_days()
+        if age >= cal.REUSE_DAYS:
+            notes.append(f"the cached calibration is {age:.1f} days old; `gptperf calibrate "
+                         "--force` measures it again")
+        return CalibrationStage.of(cached, cached=True, path=calibration_path(cached.device_name),
+                                   notes=notes)
+    missing = why or f"no calibration of {s.device_name} is cached"
+    if not s.calibrate:
+        return CalibrationStage(None, notes=[
+            f"{missing}, and this report measures none (--no-calibrate, the default on a GPU, "
+            "where a quick calibration takes about a minute: beyond the report's time budget): "
+            "run `gptperf calibrate` (or `gptperf ceilings`) and make the report again, or pass "
+            "--calibrate, for the calibrated expected time and the prediction's validation"])
+    progress("measuring a quick calibration (kernel curves, host costs)")
+    t0 = time.perf_counter()
+    try:
+        hooks = profiler_hooks() if s.device_type == "cuda" else None
+        calibration, was_cached, path = cal.ensure_calibration(s.device, quick=True,
+                                                               progress=progress, hooks=hooks)
+    except Exception as err:  # noqa: BLE001 - the report stands without it, and says why
+        from gptperf.report.context import one_line
+
+        return CalibrationStage(None, notes=[
+            f"{missing}, and measuring one failed ({one_line(err)}): no calibrated expected "
+            "time in this report; `gptperf calibrate` shows the whole error"])
+    measured_s = 0.0 if was_cached else time.perf_counter() - t0
+    note = (f"{missing}: a quick calibration was measured by this report in {measured_s:.0f} s "
+            "and cached for later runs" if not was_cached else "reused from the cache")
+    return CalibrationStage.of(calibration, cached=was_cached, path=path, measured_s=measured_s,
+                               notes=[note])
+
+
+def live_calibration(report: ReportData) -> Any:
+    """The calibration the calibration stage found (None: it found none, or did not run)."""
+    stage = report.calibration
+    return stage.calibration if stage is not None else None
 
 
 # --- stage: train -----------------------------------------------------------------------------
@@ -299,9 +371,27 @@ def stage_model(ctx: Context, progress: StageProgress) -> ModelStage:
                     f"gptperf model {model_flags(s)} --workload {kind} --batch {w.batch} "
                     f"--seq {w.seq} --dtype {s.dtype} --hardware "
                     f"{'measured' if hardware.source == 'measured' else hardware.name}")
-    return ModelStage(hardware, predictions, count_parameters(s.config),
-                      count_parameters(s.config, include_embeddings=False),
-                      matmul_parameters(s.config))
+    stage = ModelStage(hardware, predictions, count_parameters(s.config),
+                       count_parameters(s.config, include_embeddings=False),
+                       matmul_parameters(s.config))
+    _add_expected(stage, live_calibration(ctx.report), s)
+    return stage
+
+
+def _add_expected(stage: ModelStage, calibration: Any, s: Settings) -> None:
+    """The calibrated expected time of each predicted step (for the same plan), beside its
+    roofline bound; a note for each step the calibration cannot cost."""
+    if calibration is None:
+        stage.expected_notes.append("no calibration of this device: the roofline bound only")
+        return
+    from gptperf.measure.bench import calibrated_expected
+
+    for kind, pred in stage.predictions.items():
+        e, why = calibrated_expected(s.config, pred.workload, step_plan(s, kind), calibration)
+        if e is None:
+            stage.expected_notes.append(f"no calibrated expected time for {kind}: {why}")
+        else:
+            stage.expected[kind] = ExpectedStep.of(e)
 
 
 # --- stage: bench ----------------------------------------------------------------------------
@@ -486,9 +576,13 @@ def stage_roofline(ctx: Context, progress: StageProgress) -> RooflineStage:
         ai = pred.arithmetic_intensity
         points.append(RooflinePoint(label, ai, pred.flops / pred.time_s, kind="predicted"))
         row = RooflineRow(kind, ai, pred.flops, pred.time_s)
+        expected = report.model.expected.get(kind)
+        row.expected_s = expected.step_time_s if expected is not None else None
         bench = benches.get(kind)
         if bench is not None:
             row.measured_s = bench.step_time_s
+            # the calibrated time of the step that ran (its plan), where the bench has it
+            row.expected_s = calibrated_entry(bench.predictions, "step_time_s") or row.expected_s
             points.append(RooflinePoint(label, ai, row.measured_flops_per_s, kind="measured"))
         rows.append(row)
     if report.inference is not None:
@@ -497,7 +591,7 @@ def stage_roofline(ctx: Context, progress: StageProgress) -> RooflineStage:
                 points.append(RooflinePoint(f"decode B={p.batch}", p.arithmetic_intensity,
                                             p.flops / p.time_s, kind="measured"))
                 rows.append(RooflineRow("decode (batch sweep)", p.arithmetic_intensity, p.flops,
-                                        p.predicted_s, p.time_s, p.batch))
+                                        p.predicted_s, p.time_s, p.batch, p.expected_s))
     path = plot_roofline(
         ctx.path("pictures", "roofline.png"), ceilings, bandwidths, points,
         title=f"{s.config.name} {dtype} on {s.device_name}: whole steps, predicted (o) and "
@@ -505,6 +599,14 @@ def stage_roofline(ctx: Context, progress: StageProgress) -> RooflineStage:
     )
     ctx.add_picture("roofline", path)
     return RooflineStage(ceilings, bandwidths, rows)
+
+
+def calibrated_entry(predictions: list[dict[str, Any]], key: str) -> Any:
+    """`key` of the calibrated entry of a bench's predictions (None: it has none)."""
+    for p in predictions:
+        if p.get("source") == "calibrated":
+            return p.get(key)
+    return None
 
 
 # --- stage: parallel scaling -----------------------------------------------------------------
@@ -599,11 +701,42 @@ def stage_scaling(ctx: Context, progress: StageProgress) -> ScalingStage:
     return stage
 
 
+# --- stage: how good is the prediction ---------------------------------------------------------
+
+
+def stage_validation(ctx: Context, progress: StageProgress) -> ValidationStage:
+    """`gptperf validate`'s quick sweep against this device's calibration, within what is left of
+    the report's time budget (the last measuring stage, so it knows), with its picture."""
+    from gptperf.report.validation import run_validation, validation_budget
+
+    s = ctx.settings
+    calibration = live_calibration(ctx.report)
+    if calibration is None:
+        found = ctx.report.calibration
+        why = "; ".join(found.notes) if found is not None and found.notes else (
+            "the calibration stage did not run or failed")
+        return ValidationStage(None, notes=[f"no validation: it needs a calibration ({why})"])
+    budget = validation_budget(s.device_type, s.quick, ctx.elapsed())
+    stage = run_validation(s.device, calibration, budget, progress)
+    ctx.command("how good is the prediction (validate's quick sweep)",
+                f"gptperf validate --quick {_device_flags(s)} --plot-dir validation")
+    if stage.result is not None and stage.result.points:
+        from gptperf.plotting.validation import plot_validation
+
+        ctx.add_picture("validation", plot_validation(stage.result,
+                                                      ctx.path("pictures", "validation.png")))
+    _free_memory(s)
+    return stage
+
+
 # --- the stage list ---------------------------------------------------------------------------
 
 
+# The calibration comes before anything is measured (bench, profile, inference each add its
+# calibrated expected time from it); the validation last, to take what is left of the budget.
 STAGES: list[Stage] = [
     Stage("device", "Device and ceilings", stage_device, 15.0),
+    Stage("calibration", "Calibration", stage_calibration, 25.0),
     Stage("train", "Training run", stage_train, 60.0),
     Stage("samples", "Samples and scores", stage_samples, 5.0),
     Stage("model", "Performance model", stage_model, 2.0),
@@ -612,6 +745,7 @@ STAGES: list[Stage] = [
     Stage("inference", "KV cache and batch sweep", stage_inference, 15.0),
     Stage("roofline", "Roofline", stage_roofline, 5.0),
     Stage("scaling", "Parallel scaling", stage_scaling, 30.0),
+    Stage("validation", "How good is the prediction", stage_validation, 40.0),
 ]
 
 

@@ -1,0 +1,112 @@
+"""The calibrated prediction on a GPU: calibrate, validate, and bench configurations outside the sweep.
+
+    python benchmarks/gpu_validate.py [--quick] [--skip-calibrate] [--no-validate]
+
+1. `gptperf calibrate --force` from the cache in $GPTPERF_CACHE_DIR (default ./.gpucache), its wall
+   time against the 120 s budget; the calibration document is copied to $OUT/calibration.json.
+2. `gptperf validate` (the full sweep, or the quick one) -> $OUT/validate.json and its picture.
+3. `gptperf bench --json` of configurations the sweep does not contain (the issue's independent
+   check: the model must be general, not tuned to the sweep), each measured/calibrated.
+Prints one table last. Everything runs as a user would, through `python -m gptperf`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CALIBRATE_BUDGET_S = 120.0
+# (label, bench argv): shapes and plans outside the validation sweep
+BENCH_CHECKS: tuple[tuple[str, list[str]], ...] = (
+    ("train gpt2 bf16 B=12 T=1024 compiled",
+     ["train", "--preset", "gpt2", "--batch", "12", "--seq", "1024", "--dtype", "bf16", "--compile"]),
+    ("train gpt2-medium bf16 B=4 T=1024 eager",
+     ["train", "--preset", "gpt2-medium", "--batch", "4", "--seq", "1024", "--dtype", "bf16"]),
+    ("forward gpt2-xl bf16 B=4 T=1024 eager",
+     ["forward", "--preset", "gpt2-xl", "--batch", "4", "--seq", "1024", "--dtype", "bf16"]),
+    ("decode gpt2 bf16 B=1 L=1024 fast",
+     ["decode", "--preset", "gpt2", "--batch", "1", "--seq", "1024", "--dtype", "bf16", "--fast"]),
+    ("decode gpt2-xl bf16 B=16 L=512 fast",
+     ["decode", "--preset", "gpt2-xl", "--batch", "16", "--seq", "512", "--dtype", "bf16", "--fast"]),
+    ("prefill gpt2-medium bf16 B=2 T=1024 eager",
+     ["prefill", "--preset", "gpt2-medium", "--batch", "2", "--seq", "1024", "--dtype", "bf16"]),
+)
+
+
+def gptperf(*argv: str, log: Path | None = None, timeout: float = 560) -> tuple[int, str, float]:
+    """Run `python -m gptperf argv`; (exit status, stdout, wall seconds); stderr to `log`."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "gptperf", *argv], capture_output=True, text=True,
+                          timeout=timeout)
+    if log is not None:
+        with log.open("a") as f:
+            f.write(f"$ gptperf {' '.join(argv)}  (exit {proc.returncode})\n{proc.stderr[-4000:]}\n")
+    return proc.returncode, proc.stdout, time.perf_counter() - t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the quick sweeps")
+    parser.add_argument("--skip-calibrate", action="store_true", help="use the cached calibration")
+    parser.add_argument("--no-validate", action="store_true")
+    parser.add_argument("--no-bench", action="store_true")
+    args = parser.parse_args()
+    out = Path(os.environ.get("OUT", "gpu-validate-out"))
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("GPTPERF_CACHE_DIR", str(Path(".gpucache").resolve()))
+    log = out / "stderr.log"
+    rows: list[tuple[str, str]] = []
+
+    if not args.skip_calibrate:
+        argv = ["calibrate", "--device", "cuda", "--force"] + (["--quick"] if args.quick else [])
+        code, text, wall = gptperf(*argv, log=log)
+        print(text)
+        rows.append(("calibrate wall time", f"{wall:.0f} s (budget {CALIBRATE_BUDGET_S:.0f} s) "
+                     f"{'PASS' if code == 0 and wall <= CALIBRATE_BUDGET_S else 'MISS'} exit {code}"))
+    cal = next(Path(os.environ["GPTPERF_CACHE_DIR"], "calibration").glob("*.json"), None)
+    if cal is not None:
+        shutil.copyfile(cal, out / "calibration.json")
+
+    if not args.no_validate:
+        argv = ["validate", "--device", "cuda", "--out", str(out / "validate.json"),
+                "--plot-dir", str(out)] + (["--quick"] if args.quick else [])
+        code, text, wall = gptperf(*argv, log=log)
+        print(text)
+        rows.append(("validate wall time", f"{wall:.0f} s, exit {code}"))
+        if code == 0:
+            doc = json.loads((out / "validate.json").read_text())
+            stats = doc.get("stats", {})
+            rows.append(("validate end to end", json.dumps(stats)[:200]))
+
+    if not args.no_bench:
+        results = {}
+        for label, argv in BENCH_CHECKS:
+            code, text, wall = gptperf("bench", *argv, "--json", log=log)
+            if code != 0:
+                rows.append((label, f"exit {code} ({wall:.0f} s)"))
+                continue
+            doc = json.loads(text)
+            results[label] = doc
+            cal_entry = next((p for p in doc["predictions"] if p.get("source") == "calibrated"), None)
+            roof = doc["predictions"][0] if doc["predictions"] else None
+            measured = doc["step_time_s"]
+            rows.append((label, f"measured {measured * 1e3:.3f} ms; calibrated m/p "
+                         f"{cal_entry['measured_over_predicted'] if cal_entry else float('nan'):.3f}; "
+                         f"roofline m/p {roof['measured_over_predicted'] if roof else float('nan'):.2f}"))
+        (out / "bench_checks.json").write_text(json.dumps(results, indent=1))
+
+    print("\n== gpu_validate summary ==")
+    width = max(len(k) for k, _ in rows) if rows else 0
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

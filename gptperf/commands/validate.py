@@ -1,0 +1,131 @@
+"""`gptperf validate`: how good is the calibrated prediction — a sweep of configurations off the
+calibration's shapes, measured, predicted and scored against issue 12's targets."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+HELP = ("score the calibrated prediction: a sweep of configurations measured and predicted, "
+        "median/p90/max error and per-operation error against their targets")
+PLOT_NAME = "validation"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="the report's short sweep (about 8 cases; GPU ~90 s, CPU ~1 min)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    parser.add_argument("--plot-dir", metavar="DIR",
+                        help="write validation.png and validation.svg (predicted vs measured) there")
+    parser.add_argument("--out", metavar="FILE",
+                        help="also write the JSON document to FILE (atomically)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gptperf.commands.common import check_folder
+    from gptperf.output import emit_json, err_console, rich_progress, to_json
+    from gptperf.validate.results import CalibrationInfo
+    from gptperf.validate.run import load_calibration, validate
+    from gptperf.writable import check_output_file
+
+    if args.plot_dir is not None:
+        check_folder(args.plot_dir, "--plot-dir")
+    if args.out is not None:
+        check_output_file(args.out, "--out", ("json",))
+    from gptperf.runtime import resolve_device
+
+    device = resolve_device(args.device)
+    calibration = load_calibration(device)  # before any work: a missing one is a one-line error
+    if not args.json:
+        err_console.print(f"[bold]{CalibrationInfo.of(calibration).label}[/bold]")
+    with rich_progress(enabled=not args.json, description="validate") as progress:
+        result = validate(device, args.quick, progress=progress, calibration=calibration)
+    doc = result.to_dict()
+    if args.plot_dir:
+        from pathlib import Path
+
+        from gptperf.plotting.validation import plot_validation
+
+        folder = Path(args.plot_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        doc["plots"] = [str(plot_validation(result, folder / f"{PLOT_NAME}.{fmt}"))
+                        for fmt in ("png", "svg")]
+    if args.out:
+        from gptperf.atomic import write_text
+
+        write_text(args.out, to_json(doc) + "\n")
+    if args.json:
+        emit_json(doc)
+    else:
+        print_result(result, doc.get("plots", []), args.out)
+    return 0  # a missed target is a measurement, not a failure
+
+
+def _ratio(x: float | None) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:.3f}×"
+
+
+def _pct(x: float) -> str:
+    return "—" if not math.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def print_result(r: Any, plots: list[str], out: str | None) -> None:
+    """The terminal report of a `gptperf.validate.ValidationResult`."""
+    from rich.table import Table
+
+    from gptperf.output import seconds, wide_console
+
+    console = wide_console()
+    c = r.calibration
+    console.print(f"[bold]Calibration[/bold]: {c.device_name}, made {c.created_at} "
+                  f"({c.age_days:.1f} days old, torch {c.torch_version})")
+    console.print(f"[bold]validate[/bold] on {r.device_type} ({r.device_name}) · "
+                  f"{'quick' if r.quick else 'full'} sweep · {len(r.points)} cases measured"
+                  + (f", {len(r.skipped)} skipped" if r.skipped else ""))
+
+    table = Table(title="Step time per case: measured (median of the timed steps) against the "
+                        "calibrated prediction and the roofline bound")
+    for col in ("case", "plan", "measured", "calibrated", "m/p", "roofline bound", "m/roofline"):
+        table.add_column(col, justify="left" if col in ("case", "plan") else "right")
+    for p in r.points:
+        flag = "" if p.error <= 0.08 else " [yellow]![/yellow]"
+        roof = p.measured_s / p.roofline_s if p.roofline_s else None
+        table.add_row(p.case, p.plan_label, seconds(p.measured_s), seconds(p.expected_s),
+                      _ratio(p.ratio) + flag, seconds(p.roofline_s), _ratio(roof))
+    console.print(table)
+    for s in r.skipped:
+        console.print(f"[yellow]skipped[/yellow] {s.case}: {s.reason}")
+
+    st, rs = r.stats, r.roofline_stats
+    console.print(f"End to end over {st.n} cases, |measured/predicted − 1| (calibrated): "
+                  f"median {_pct(st.median)}, p90 {_pct(st.p90)} (nearest rank), max {_pct(st.max)}"
+                  f"  ·  roofline bound instead: median {_pct(rs.median)}, max {_pct(rs.max)}")
+    if r.per_op:
+        ops = Table(title="Per operation (profiled cases; operations ≥ 20 µs; device time per step)")
+        for col in ("case", "operations", "measured", "time-weighted error", "largest miss"):
+            ops.add_column(col, justify="left" if col in ("case", "largest miss") else "right")
+        for e in r.per_op:
+            worst = e.worst(1)
+            miss = (f"{worst[0].name} {worst[0].phase}: {seconds(worst[0].measured_s)} measured, "
+                    f"{seconds(worst[0].expected_s)} predicted") if worst else "—"
+            ops.add_row(e.case, str(len(e.ops)), seconds(e.measured_s), _pct(e.error), miss)
+        console.print(ops)
+        console.print(f"Per-operation error over all {r.per_op_count} operations: "
+                      f"{_pct(r.per_op_error)} (Σ|m − p| / Σm)")
+
+    verdicts = Table(title=f"Targets ({'GPU' if r.device_type == 'cuda' else 'CPU'}, issue 12)")
+    for col in ("what", "reached", "target", "verdict"):
+        verdicts.add_column(col, justify="left" if col == "what" else "right")
+    for v in r.verdicts():
+        color = {"PASS": "green", "MISS": "red"}.get(v.word, "yellow")
+        verdicts.add_row(v.label, _pct(v.value), f"≤ {_pct(v.target)}",
+                         f"[{color}]{v.word}[/{color}]")
+    console.print(verdicts)
+    console.print(f"Wall time: {seconds(r.wall_time_s)}")
+    for path in plots:
+        console.print(f"[dim]picture written: {path}[/dim]")
+    if out:
+        console.print(f"[dim]JSON written: {out}[/dim]")
+    for note in r.notes:
+        console.print(f"[dim]note: {note}[/dim]")

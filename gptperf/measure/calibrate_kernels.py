@@ -1,0 +1,915 @@
+"""The calibration's kernel micro-benchmarks: seconds per call of the matmuls, attention, vector
+ops, AdamW and the batch-1 gemv a GPT step runs, over the sizes the calibration's design lists,
+returned as `perfmodel.calibration` Grids and Curves for `gptperf.measure.calibrate` to keep.
+
+Every time is the device time of one call among back-to-back calls:
+
+* CUDA: R calls captured in one CUDA graph (R chosen from a first timed call so one replay
+  takes about `TARGET_REPLAY_S`), replayed once to warm up, then the median of 3 replays / R.
+  The first calls run on a side stream before capture (lazy initialisation, cuBLAS workspaces,
+  autograd's and the optimizer's state), as torch's CUDA-graph notes ask.
+* CPU: the median of a short timed loop (`gptperf.measure.timer.time_fn`), calls batched so one
+  sample lasts at least `CPU_SAMPLE_S`.
+
+Inputs a step reads from memory rather than from the cache — a layer's weights (matmul, gemv)
+and its KV cache (one-query attention) — are cycled over distinct copies filling `POOL_BYTES`,
+more than the last-level cache holds; activations (vector ops, causal attention) are the same
+buffers every call, as a step's freshly written activations are.
+
+What is measured is planned without torch (`planned_shapes`): the points of each family are
+pruned by a roofline estimate (`PEAK_FLOPS`, `BANDWIDTH`) so no call takes more than
+`MAX_CALL_S`; a Grid cell left out is extrapolated from the largest measured cell below it by the
+Grid's growth exponents (where the kernels are saturated), and is not listed as measured.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from itertools import product
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gptperf.dtypes import check_dtype
+from gptperf.errors import UserError
+from gptperf.measure.timer import Progress, time_fn
+from gptperf.perfmodel.calibration import Curve, Grid
+from gptperf.runtime import TORCH_DTYPES, resolve_device, set_matmul_precision
+
+KIB, MIB, GIB = 2**10, 2**20, 2**30
+
+# --- the points (calib_spec.md) ------------------------------------------------------------------
+
+DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {"cuda": ("bf16", "fp32"), "cpu": ("fp32",)}
+
+MATMUL_M = {"cuda": (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536),
+            "cpu": (1, 4, 16, 64, 256, 1024, 4096)}
+MATMUL_N = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536),
+            "cpu": (128, 256, 512, 1024, 2048, 4096)}
+MATMUL_K = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384),
+            "cpu": (128, 256, 512, 1024, 2048, 4096)}
+MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not measured
+
+ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query")
+ATTENTION_BH = {"cuda": (8, 32, 128, 512), "cpu": (4, 16)}
+ATTENTION_T = {"cuda": (128, 256, 512, 1024, 2048, 8192), "cpu": (32, 128, 512)}
+ATTENTION_D = {"cuda": (64, 128), "cpu": (32, 64)}
+ONE_QUERY_BH = {"cuda": (8, 32, 128, 512, 2048), "cpu": (4, 16, 64)}
+ONE_QUERY_L = {"cuda": (128, 512, 2048, 8192), "cpu": (64, 256, 1024)}
+ONE_QUERY_D = {"cuda": (64, 128), "cpu": (32, 64)}
+ATTENTION_GROWTH = {"causal_fwd": (1.0, 2.0, 1.0), "causal_fwd_bwd": (1.0, 2.0, 1.0),
+                    "one_query": (1.0, 1.0, 1.0)}
+
+# Vector-op sizes: the bytes each op moves (x, as VECTOR_X defines it), x4 steps from 4 KiB.
+VECTOR_SIZES = {"cuda": tuple(4 * KIB * 4**i for i in range(10)),  # 4 KiB .. 1 GiB
+                "cpu": tuple(4 * KIB * 4**i for i in range(8))}  # 4 KiB .. 64 MiB
+VECTOR_OPS = ("add", "copy", "cast_to_fp32", "cast_to_bf16", "layernorm_fwd", "layernorm_bwd",
+              "gelu_fwd", "gelu_bwd", "softmax_fwd", "softmax_bwd", "cross_entropy_fwd",
+              "cross_entropy_bwd", "embedding_fwd", "embedding_bwd", "sum_rows")
+VECTOR_MIN_STEP = 1.5  # a point whose x is within this factor of the last one adds nothing
+ROW = 1024  # width of the layernorm, softmax and sum_rows rows
+VOCAB, EMBED = 50304, 768  # cross entropy's and the embedding's table
+EMBED_BWD_VOCAB = 1024  # the embedding backward's table: its zero fill is negligible
+COPY_HEADS, COPY_HEAD_DIM = 16, 64  # copy: (B, 16, T, 64).transpose(1, 2).contiguous()
+VECTOR_X = {
+    "add": "3·n·e (a + b)", "copy": "2·n·e ((B,16,T,64).transpose(1,2).contiguous())",
+    "cast_to_fp32": "n·(e_in + e_out)", "cast_to_bf16": "n·(e_in + e_out)",
+    "layernorm_fwd": "2·n·e (rows of 1024, weight and bias)",
+    "layernorm_bwd": "3·n·e (native_layer_norm_backward, all three grads)",
+    "gelu_fwd": "2·n·e (tanh)", "gelu_bwd": "3·n·e (gelu_backward, tanh)",
+    "softmax_fwd": "2·n·e (rows of 1024)", "softmax_bwd": "3·n·e (_softmax_backward_data)",
+    "cross_entropy_fwd": "n_logits·e (rows of 50304)",
+    "cross_entropy_bwd": "2·n_logits·e (nll_loss_backward + _log_softmax_backward_data)",
+    "embedding_fwd": "2·rows·768·e (table 50304×768)",
+    "embedding_bwd": "rows·768·e (embedding_dense_backward into a 1024-row table)",
+    "sum_rows": "n·e (y.sum(0) over rows of 1024)",
+}
+
+# AdamW over GPT-block-shaped fp32 parameters: (width C, blocks), 12C² + 13C parameters a block.
+OPTIMIZER_BLOCKS = {
+    "cuda": ((128, 1), (256, 1), (512, 1), (512, 4), (1024, 4), (1024, 16), (2048, 16), (2048, 40)),
+    # C below 128 only to reach the small end on a CPU; 7e6 at most: a 3e7 step takes ~1 s on 2
+    # cores (bandwidth-bound long before: the curve grows linearly beyond its last point)
+    "cpu": ((32, 1), (64, 1), (128, 1), (256, 1), (512, 1), (768, 1)),
+}
+OPTIMIZER_BYTES_PER_PARAM = 24  # param, grad, m, v and the foreach temporaries (fp32)
+
+GEMV_SIZES = tuple(256 * KIB * 4**i for i in range(7))  # weight bytes 256 KiB .. 1 GiB
+
+# --- the cost model that prunes the points (a roofline; no torch) --------------------------------
+
+PEAK_FLOPS = {"cuda": {"bf16": 700e12, "fp16": 700e12, "tf32": 350e12, "fp32": 50e12, "fp64": 50e12},
+              "cpu": {"bf16": 100e9, "fp16": 100e9, "tf32": 100e9, "fp32": 100e9, "fp64": 50e9}}
+BANDWIDTH = {"cuda": 4e12, "cpu": 10e9}
+CALL_FLOOR_S = {"cuda": 3e-6, "cpu": 5e-6}
+# the longest call measured (longer ones are extrapolated); CPU: the 35 s budget of a 2-core CPU
+MAX_CALL_S = {"cuda": 0.03, "cpu": 0.012}
+
+# --- timing --------------------------------------------------------------------------------------
+
+TARGET_REPLAY_S = 2e-3  # one CUDA-graph replay of R calls
+MAX_CALLS_PER_GRAPH = 1000
+MAX_COPIES = 256  # distinct input sets cycled through (Python views: each costs host time)
+REPLAYS = 3
+CPU_SAMPLE_S = 2e-4  # calls per CPU sample so one sample lasts at least this
+CPU_POINT_S = {False: 0.02, True: 0.008}  # timed seconds per CPU point (quick: True)
+CPU_MIN_REPEATS, CPU_MAX_REPEATS = 3, 15
+POOL_BYTES = {"cuda": 256 * MIB, "cpu": 64 * MIB}  # cycled inputs: several last-level caches
+ALIGN = 128  # elements between cycled copies (cuBLAS wants 16-byte aligned operands)
+
+Call = Callable[[int], Any]  # call(i): the i-th of back-to-back calls
+
+
+# ==================================================================================================
+# The plan (pure Python)
+
+
+def _default_dtypes(device_type: str) -> tuple[str, ...]:
+    return DEFAULT_DTYPES["cuda" if device_type == "cuda" else "cpu"]
+
+
+def _kind(device_type: str) -> str:
+    if device_type not in ("cpu", "cuda"):
+        raise UserError(f"unknown device type {device_type!r}; valid: cpu, cuda")
+    return device_type
+
+
+def _thin(points: Sequence[Any], quick: bool, from_top: bool = False) -> tuple[Any, ...]:
+    """Quick mode: every other point, the largest always kept (and the smallest, unless
+    `from_top`: counted down from the largest, for curves whose large points cost the most)."""
+    if not quick:
+        return tuple(points)
+    if from_top:
+        return tuple(points[::-2][::-1])
+    kept = list(points[::2])
+    if kept[-1] != points[-1]:
+        kept.append(points[-1])
+    return tuple(kept)
+
+
+def _estimate_s(device_type: str, dtype: str, flops: float, nbytes: float) -> float:
+    """A roofline guess of one call (an optimistic one: it only prunes)."""
+    return (CALL_FLOOR_S[device_type] + max(flops / PEAK_FLOPS[device_type][dtype],
+                                            nbytes / BANDWIDTH[device_type]))
+
+
+def _matmul_cost(device_type: str, dtype: str, m: int, n: int, k: int) -> tuple[float, int]:
+    """(estimated seconds, bytes of x, W and y) of y = x·Wᵀ."""
+    nbytes = (m * k + n * k + m * n) * TORCH_DTYPES[dtype].itemsize
+    return _estimate_s(device_type, dtype, 2 * m * n * k, nbytes), nbytes
+
+
+def _attention_cost(device_type: str, dtype: str, pass_: str, bh: int, t: int, d: int) -> tuple[float, int]:
+    """(estimated seconds, bytes held) of one attention call of `pass_`."""
+    e = TORCH_DTYPES[dtype].itemsize
+    if pass_ == "one_query":
+        nbytes = (2 * bh * t * d + 2 * bh * d) * e
+        return _estimate_s(device_type, dtype, 4 * bh * t * d, nbytes), nbytes
+    flops = 2 * bh * t * t * d  # QKᵀ and PV, 2·T²·D each, half of them under the causal mask
+    tensors = 4 if pass_ == "causal_fwd" else 8  # q, k, v, out (+ their grads)
+    if pass_ == "causal_fwd_bwd":
+        flops *= 3.5  # the backward recomputes the scores: 5 matmuls to the forward's 2
+    nbytes = tensors * bh * t * d * e  # flash and memory-efficient kernels keep no T×T scores
+    return _estimate_s(device_type, dtype, flops, nbytes), nbytes
+
+
+def _fits(nbytes: int, memory_bytes: int | None) -> bool:
+    return memory_bytes is None or nbytes <= memory_bytes // 4
+
+
+def _matmul_axes(device_type: str, quick: bool) -> tuple[tuple[int, ...], ...]:
+    return (_thin(MATMUL_M[device_type], quick), _thin(MATMUL_N[device_type], quick),
+            _thin(MATMUL_K[device_type], quick))
+
+
+def _matmul_cells(device_type: str, dtype: str, quick: bool,
+                  memory_bytes: int | None) -> list[tuple[int, int, int]]:
+    """The (M, N, K) measured, in grid order: estimated under MAX_CALL_S, M·N·K at most
+    MATMUL_MAX_MNK, fitting in memory; the smallest cell always."""
+    axes = _matmul_axes(device_type, quick)
+    cells = []
+    for m, n, k in product(*axes):
+        seconds, nbytes = _matmul_cost(device_type, dtype, m, n, k)
+        smallest = (m, n, k) == tuple(a[0] for a in axes)
+        if smallest or (seconds <= MAX_CALL_S[device_type] and m * n * k <= MATMUL_MAX_MNK
+                        and _fits(nbytes, memory_bytes)):
+            cells.append((m, n, k))
+    return cells
+
+
+def _attention_axes(device_type: str, pass_: str, quick: bool) -> tuple[tuple[int, ...], ...]:
+    if pass_ == "one_query":
+        return (_thin(ONE_QUERY_BH[device_type], quick), _thin(ONE_QUERY_L[device_type], quick),
+                _thin(ONE_QUERY_D[device_type], quick))
+    return (_thin(ATTENTION_BH[device_type], quick), _thin(ATTENTION_T[device_type], quick),
+            _thin(ATTENTION_D[device_type], quick))
+
+
+def _attention_cells(device_type: str, dtype: str, pass_: str, quick: bool,
+                     memory_bytes: int | None) -> list[tuple[int, int, int]]:
+    axes = _attention_axes(device_type, pass_, quick)
+    cells = []
+    for bh, t, d in product(*axes):
+        seconds, nbytes = _attention_cost(device_type, dtype, pass_, bh, t, d)
+        smallest = (bh, t, d) == tuple(a[0] for a in axes)
+        if smallest or (seconds <= MAX_CALL_S[device_type] and _fits(nbytes, memory_bytes)):
+            cells.append((bh, t, d))
+    return cells
+
+
+def _vector_ops(dtype: str) -> list[str]:
+    """The ops measured in `dtype` (a cast to the dtype itself is no kernel)."""
+    return [op for op in VECTOR_OPS
+            if not (op == "cast_to_fp32" and dtype in ("fp32", "tf32"))
+            and not (op == "cast_to_bf16" and dtype == "bf16")]
+
+
+def _vector_shape(op: str, dtype: str, target: int) -> tuple[dict[str, int], int]:
+    """(shape, x): the shape of `op` moving about `target` bytes, and the bytes x it moves by
+    VECTOR_X. Sizes round down to whole rows (at least one, or two for copy's transpose)."""
+    e = TORCH_DTYPES[dtype].itemsize
+    if op == "add":
+        n = max(1, target // (3 * e))
+        return {"n": n}, 3 * n * e
+    if op == "copy":
+        t = max(2, target // (2 * e * COPY_HEADS * COPY_HEAD_DIM))  # T = 1 would be no copy at all
+        return {"b": 1, "t": t}, 2 * COPY_HEADS * t * COPY_HEAD_DIM * e
+    if op in ("cast_to_fp32", "cast_to_bf16"):
+        e_out = 4 if op == "cast_to_fp32" else 2
+        n = max(1, target // (e + e_out))
+        return {"n": n}, n * (e + e_out)
+    if op in ("layernorm_fwd", "softmax_fwd", "layernorm_bwd", "softmax_bwd", "sum_rows"):
+        factor = 3 if op.endswith("_bwd") else 1 if op == "sum_rows" else 2
+        rows = max(1, target // (factor * ROW * e))
+        return {"rows": rows}, factor * rows * ROW * e
+    if op in ("gelu_fwd", "gelu_bwd"):
+        factor = 3 if op == "gelu_bwd" else 2
+        n = max(1, target // (factor * e))
+        return {"n": n}, factor * n * e
+    if op in ("cross_entropy_fwd", "cross_entropy_bwd"):
+        factor = 2 if op == "cross_entropy_bwd" else 1
+        rows = max(1, target // (factor * VOCAB * e))
+        return {"rows": rows}, factor * rows * VOCAB * e
+    if op in ("embedding_fwd", "embedding_bwd"):
+        factor = 2 if op == "embedding_fwd" else 1
+        rows = max(1, target // (factor * EMBED * e))
+        x = factor * rows * EMBED * e
+        return {"rows": rows}, x
+    raise UserError(f"unknown vector op {op!r}; valid: {', '.join(VECTOR_OPS)}")
+
+
+def _vector_points(device_type: str, dtype: str, op: str, quick: bool) -> list[tuple[dict[str, int], int]]:
+    """[(shape, x)] of `op`, x growing by VECTOR_MIN_STEP at least from point to point (sizes
+    that round to the same shape are one point), the largest size always kept."""
+    points: list[tuple[dict[str, int], int]] = []
+    for target in _thin(VECTOR_SIZES[device_type], quick, from_top=True):
+        point = _vector_shape(op, dtype, target)
+        if not points or point[1] >= VECTOR_MIN_STEP * points[-1][1]:
+            points.append(point)
+        elif target == VECTOR_SIZES[device_type][-1] and point[1] > points[-1][1]:
+            points[-1 if len(points) > 1 else len(points):] = [point]
+    return points
+
+
+def _optimizer_blocks(device_type: str, quick: bool) -> tuple[tuple[int, int], ...]:
+    return _thin(OPTIMIZER_BLOCKS[device_type], quick, from_top=True)
+
+
+def block_shapes(width: int) -> list[tuple[int, ...]]:
+    """The 12 parameter tensors of one GPT block of width C (ln_1, attn.qkv, attn.proj, ln_2,
+    mlp.fc, mlp.proj: weights and biases)."""
+    c = width
+    return [(c,), (c,), (3 * c, c), (3 * c,), (c, c), (c,), (c,), (c,), (4 * c, c), (4 * c,),
+            (c, 4 * c), (c,)]
+
+
+def optimizer_params(width: int, blocks: int) -> int:
+    """Parameters of `blocks` GPT blocks of width C: 12C² + 13C each."""
+    return blocks * sum(math.prod(s) for s in block_shapes(width))
+
+
+def _gemv_shape(weight_bytes: int, esize: int) -> tuple[int, int]:
+    """(N, K) of a square-ish weight of about `weight_bytes`, both multiples of 64."""
+    k = max(64, round(math.sqrt(weight_bytes / esize) / 64) * 64)
+    n = max(64, round(weight_bytes / esize / k / 64) * 64)
+    return n, k
+
+
+def _check_dtypes(dtypes: Iterable[str]) -> tuple[str, ...]:
+    out = tuple(check_dtype(d) for d in dtypes)
+    if not out:
+        raise UserError("no dtypes to calibrate; valid: fp32, bf16, fp16, tf32, fp64")
+    return out
+
+
+def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[str] | None = None,
+                   memory_bytes: int | None = None) -> dict[str, list]:
+    """The shapes the kernel sweep measures on `device_type` ("cpu" | "cuda"), in the format of
+    `Calibration.shapes`: "matmul": [[M, N, K], ...] (each once over the dtypes), "attention":
+    [["<dtype>:<pass>", BH, T or L, D], ...], "vector": [["<op>:<dtype>", x], ...]. `dtypes`
+    default: DEFAULT_DTYPES; `memory_bytes`: the device's memory (None: no shape is too big)."""
+    kind = _kind(device_type)
+    dtypes = _check_dtypes(dtypes if dtypes is not None else _default_dtypes(kind))
+    matmul: list[list[int]] = []
+    seen: set[tuple[int, int, int]] = set()
+    for dtype in dtypes:
+        for cell in _matmul_cells(kind, dtype, quick, memory_bytes):
+            if cell not in seen:
+                seen.add(cell)
+                matmul.append(list(cell))
+    attention = [[f"{dtype}:{pass_}", *cell] for dtype in dtypes for pass_ in ATTENTION_PASSES
+                 for cell in _attention_cells(kind, dtype, pass_, quick, memory_bytes)]
+    vector = [[f"{op}:{dtype}", x] for dtype in _vector_dtypes(dtypes) for op in _vector_ops(dtype)
+              for _, x in _vector_points(kind, dtype, op, quick)]
+    return {"matmul": matmul, "attention": attention, "vector": vector}
+
+
+def _vector_dtypes(dtypes: Sequence[str]) -> list[str]:
+    """tf32 is fp32 in memory: its vector ops are fp32's."""
+    return [d for d in dtypes if d != "tf32"]
+
+
+def estimated_seconds(device_type: str, quick: bool = False, *,
+                      dtypes: Sequence[str] | None = None) -> dict[str, float]:
+    """A guess of the sweep's wall time per family from the roofline cost model (the budget
+    check of the plan; the real figure depends on the machine)."""
+    kind = _kind(device_type)
+    dtypes = _check_dtypes(dtypes if dtypes is not None else _default_dtypes(kind))
+
+    def point(call_s: float) -> float:
+        if kind == "cuda":  # capture, then warm-up and timed replays of ~TARGET_REPLAY_S each
+            return 0.01 + 2 * call_s + (1 + REPLAYS) * max(TARGET_REPLAY_S, call_s)
+        return 0.002 + 2 * call_s + max(CPU_POINT_S[quick], CPU_MIN_REPEATS * call_s)
+
+    out = {"matmul": 0.0, "attention": 0.0, "vector": 0.0, "optimizer": 0.0, "gemv": 0.0}
+    for dtype in dtypes:
+        out["matmul"] += sum(point(_matmul_cost(kind, dtype, *c)[0])
+                             for c in _matmul_cells(kind, dtype, quick, None))
+        for pass_ in ATTENTION_PASSES:
+            out["attention"] += sum(point(_attention_cost(kind, dtype, pass_, *c)[0])
+                                    for c in _attention_cells(kind, dtype, pass_, quick, None))
+    for dtype in _vector_dtypes(dtypes):
+        for op in _vector_ops(dtype):
+            for _, x in _vector_points(kind, dtype, op, quick):
+                out["vector"] += point(_estimate_s(kind, dtype, 0, x))
+    variants = 2 if kind == "cuda" else 1
+    for width, blocks in _optimizer_blocks(kind, quick):
+        # AdamW reads param, grad, m, v and writes param, m, v; foreach passes over them ~4 times
+        step = _estimate_s(kind, "fp32", 0, 4 * 28 * optimizer_params(width, blocks))
+        out["optimizer"] += variants * (point(step) + step)  # + the step that makes the state
+    if kind == "cuda":
+        out["gemv"] = sum(point(_estimate_s(kind, "bf16", 0, s)) for s in _thin(GEMV_SIZES, quick))
+    return out
+
+
+# ==================================================================================================
+# Timing
+
+
+class _Timer:
+    """Per-call seconds of back-to-back calls on one device (see the module docstring); keeps a
+    note for each point that could not be graph-captured and was timed eagerly."""
+
+    def __init__(self, device: torch.device, quick: bool) -> None:
+        self.device = device
+        self.quick = quick
+        self.notes: list[str] = []
+
+    def __call__(self, call: Call, what: str = "") -> float:
+        if self.device.type == "cuda":
+            return self._graph(call, what)
+        return self._loop(call)
+
+    # -- CPU --------------------------------------------------------------------------------
+    def _loop(self, call: Call) -> float:
+        call(0)  # warm-up: allocation, first-touch page faults, lazy initialisation
+        t0 = time.perf_counter()
+        call(1)
+        estimate = max(time.perf_counter() - t0, 1e-7)
+        # a thread woken late can stretch one call by milliseconds: the estimate only sizes the
+        # samples, and the spending stops at the point's budget whatever the first calls took
+        inner = max(1, math.ceil(CPU_SAMPLE_S / estimate))
+        counter = iter(range(2, 1 << 62))
+
+        def sample() -> None:
+            for _ in range(inner):
+                call(next(counter))
+
+        samples = [estimate] if inner == 1 else []  # a slow call: the estimate is a sample too
+        budget = CPU_POINT_S[self.quick]
+        spent = estimate
+        while len(samples) < CPU_MAX_REPEATS and (len(samples) < CPU_MIN_REPEATS or spent < budget):
+            want = CPU_MIN_REPEATS - len(samples) if len(samples) < CPU_MIN_REPEATS else max(
+                1, min(CPU_MAX_REPEATS - len(samples),
+                       int((budget - spent) / (statistics.median(samples) * inner))))
+            timing = time_fn(sample, warmup=0, repeats=want, device=self.device)
+            samples += [s / inner for s in timing.samples]
+            spent += sum(timing.samples)
+        return statistics.median(samples)
+
+    # -- CUDA -------------------------------------------------------------------------------
+    def _graph(self, call: Call, what: str) -> float:
+        device = self.device
+        main = torch.cuda.current_stream(device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(main)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.cuda.stream(side):  # off the capture's stream, as torch's CUDA-graph notes ask
+            call(0)
+            start.record(side)
+            call(1)
+            end.record(side)
+        main.wait_stream(side)
+        end.synchronize()
+        # an upper bound: the host's launch latency is in it for short kernels
+        estimate = max(start.elapsed_time(end) / 1e3, 1e-7)
+        calls = self._calls(estimate)
+        try:
+            graph, replay_s = self._capture(call, calls)
+            # far too short a replay (the estimate had the host's launch gaps in it): again, longer
+            if replay_s < TARGET_REPLAY_S / 4 and calls < MAX_CALLS_PER_GRAPH:
+                calls2 = self._calls(replay_s / calls)
+                if calls2 > calls:
+                    del graph
+                    calls = calls2
+                    graph, replay_s = self._capture(call, calls)
+            times = []
+            for _ in range(REPLAYS):
+                start.record()
+                graph.replay()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            del graph
+            return statistics.median(times) / calls
+        except RuntimeError as err:  # not capturable here: eager calls between events instead
+            torch.cuda.synchronize(device)
+            line = (str(err).strip().splitlines() or [""])[0][:160]
+            self.notes.append(f"{what or 'a point'}: timed eagerly, not in a CUDA graph ({line})")
+            return self._eager(call, calls)
+
+    @staticmethod
+    def _calls(per_call_s: float) -> int:
+        return max(1, min(MAX_CALLS_PER_GRAPH, math.ceil(TARGET_REPLAY_S / max(per_call_s, 1e-8))))
+
+    def _capture(self, call: Call, calls: int) -> tuple[torch.cuda.CUDAGraph, float]:
+        """The graph of `calls` calls and the time of its first (warm-up) replay."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for i in range(calls):
+                call(i)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        return graph, max(start.elapsed_time(end) / 1e3, 1e-9)
+
+    def _eager(self, call: Call, calls: int) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(1 + REPLAYS):
+            start.record()
+            for i in range(calls):
+                call(i)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return statistics.median(times[1:]) / calls
+
+
+def _random(shape: Sequence[int], dtype: torch.dtype, device: torch.device,
+            requires_grad: bool = False) -> torch.Tensor:
+    """Random data (zeros draw less power and some kernels skip them)."""
+    t = torch.empty(tuple(shape), device=device, dtype=dtype).uniform_(-1, 1)
+    return t.requires_grad_(requires_grad)
+
+
+class _Pool:
+    """One random buffer of POOL_BYTES that distinct copies of a call's inputs are carved from."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.numel = POOL_BYTES[device.type] // dtype.itemsize
+        self._buffer: torch.Tensor | None = None
+
+    def copies(self, shapes: Sequence[Sequence[int]]) -> list[list[torch.Tensor]]:
+        """Distinct tensors of `shapes`, as many sets as fill the pool (MAX_COPIES at most); one
+        freshly made set when two would not fit (such inputs outgrow every cache anyway)."""
+        sizes = [math.ceil(math.prod(s) / ALIGN) * ALIGN for s in shapes]
+        count = min(MAX_COPIES, self.numel // sum(sizes))
+        if count < 2:
+            return [[_random(s, self.dtype, self.device) for s in shapes]]
+        if self._buffer is None:
+            self._buffer = _random((self.numel,), self.dtype, self.device)
+        out, offset = [], 0
+        for _ in range(count):
+            views = []
+            for shape, size in zip(shapes, sizes, strict=True):
+                views.append(self._buffer[offset:offset + math.prod(shape)].view(tuple(shape)))
+                offset += size
+            out.append(views)
+        return out
+
+
+class _Precision:
+    """set_matmul_precision(dtype) for the measurement, the previous flags back afterwards."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+
+    def __enter__(self) -> None:
+        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        set_matmul_precision(self.dtype)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+
+
+def _device(device: torch.device | str) -> torch.device:
+    return resolve_device(device) if isinstance(device, str) else torch.device(device)
+
+
+def _memory_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return None  # the CPU points are small beside any machine's memory
+
+
+def _fill(axes: Sequence[Sequence[int]], measured: dict[tuple[int, ...], float],
+          growth: Sequence[float]) -> list[float]:
+    """Grid times in row-major order: measured cells as measured, every other one from the
+    measured cell below it with the most work (Σ growth·log size), grown by `growth`."""
+    out = []
+    for cell in product(*axes):
+        if cell in measured:
+            out.append(measured[cell])
+            continue
+        below = [c for c in measured if all(a <= b for a, b in zip(c, cell, strict=True))] or list(measured)
+        src = max(below, key=lambda c: (sum(g * math.log(x) for g, x in zip(growth, c, strict=True)), c))
+        scale = math.prod((x / s) ** g for x, s, g in zip(cell, src, growth, strict=True))
+        out.append(measured[src] * scale)
+    return out
+
+
+def _grid_note(axes: Sequence[Sequence[int]], measured: int) -> str:
+    total = math.prod(len(a) for a in axes)
+    if measured == total:
+        return "all cells measured"
+    return (f"{measured} of {total} cells measured, the rest (estimated longer than a measured "
+            "call may take) extrapolated from the largest measured cell below by the growth exponents")
+
+
+def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:
+    if progress:
+        progress(stage, done, total)
+
+
+# ==================================================================================================
+# The families
+
+
+def measure_matmul(device: torch.device | str, dtype: str, quick: bool = False,
+                   progress: Progress | None = None) -> Grid:
+    """Grid over (M, N, K) of y = F.linear(x, W), x M×K, W N×K, no bias (seconds per call)."""
+    device = _device(device)
+    return _measure_matmul(device, check_dtype(dtype), quick, progress, _Timer(device, quick), None)
+
+
+def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
+                    timer: _Timer, record: list | None) -> Grid:
+    kind = device.type
+    tdtype = TORCH_DTYPES[dtype]
+    axes = _matmul_axes(kind, quick)
+    cells = _matmul_cells(kind, dtype, quick, _memory_bytes(device))
+    pool = _Pool(device, tdtype)
+    measured: dict[tuple[int, ...], float] = {}
+    with _Precision(dtype):
+        for i, (m, n, k) in enumerate(cells):
+            sets = pool.copies([(m, k), (n, k)])
+
+            def call(j: int, sets: list[list[torch.Tensor]] = sets) -> torch.Tensor:
+                x, w = sets[j % len(sets)]
+                return F.linear(x, w)
+
+            measured[(m, n, k)] = timer(call, f"matmul {dtype} {m}×{n}×{k}")
+            del sets
+            if record is not None:
+                record.append([m, n, k])
+            _report(progress, f"matmul {dtype}", i + 1, len(cells))
+    return Grid(("M", "N", "K"), axes, tuple(_fill(axes, measured, (1, 1, 1))), (1, 1, 1),
+                what=f"s per y = F.linear(x, W), x M×K, W N×K, {dtype}, no bias; distinct "
+                     f"operands cycled over {POOL_BYTES[kind] // MIB} MiB; "
+                     + _grid_note(axes, len(measured)))
+
+
+def measure_attention(device: torch.device | str, dtype: str, quick: bool = False,
+                      progress: Progress | None = None) -> dict[str, Grid]:
+    """Grids "<dtype>:causal_fwd", "<dtype>:causal_fwd_bwd" over (BH, T, D) and
+    "<dtype>:one_query" over (BH, L, D) of F.scaled_dot_product_attention (torch's default
+    backend) on (1, BH, ·, D) tensors (seconds per call)."""
+    device = _device(device)
+    return _measure_attention(device, check_dtype(dtype), quick, progress, _Timer(device, quick), None)
+
+
+def _attention_call(device: torch.device, tdtype: torch.dtype, pass_: str, bh: int, t: int, d: int,
+                    pool: _Pool) -> Call:
+    if pass_ == "one_query":
+        q = _random((1, bh, 1, d), tdtype, device)
+        sets = pool.copies([(1, bh, t, d), (1, bh, t, d)])  # a layer's own KV cache each call
+
+        def one_query(j: int) -> torch.Tensor:
+            k, v = sets[j % len(sets)]
+            return F.scaled_dot_product_attention(q, k, v)
+
+        return one_query
+    grad = pass_ == "causal_fwd_bwd"
+    q, k, v = (_random((1, bh, t, d), tdtype, device, requires_grad=grad) for _ in range(3))
+    if not grad:
+        return lambda j: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    dout = _random((1, bh, t, d), tdtype, device)
+
+    def fwd_bwd(j: int) -> tuple[torch.Tensor, ...]:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return torch.autograd.grad(out, (q, k, v), dout)
+
+    return fwd_bwd
+
+
+def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
+                       timer: _Timer, record: list | None) -> dict[str, Grid]:
+    kind = device.type
+    tdtype = TORCH_DTYPES[dtype]
+    memory = _memory_bytes(device)
+    pool = _Pool(device, tdtype)
+    plans = {p: (_attention_axes(kind, p, quick), _attention_cells(kind, dtype, p, quick, memory))
+             for p in ATTENTION_PASSES}
+    total, done = sum(len(cells) for _, cells in plans.values()), 0
+    out: dict[str, Grid] = {}
+    with _Precision(dtype):
+        for pass_, (axes, cells) in plans.items():
+            key = f"{dtype}:{pass_}"
+            measured: dict[tuple[int, ...], float] = {}
+            for bh, t, d in cells:
+                call = _attention_call(device, tdtype, pass_, bh, t, d, pool)
+                measured[(bh, t, d)] = timer(call, f"attention {key} {bh}×{t}×{d}")
+                del call
+                if record is not None:
+                    record.append([key, bh, t, d])
+                done += 1
+                _report(progress, f"attention {dtype}", done, total)
+            growth = ATTENTION_GROWTH[pass_]
+            axis_names = ("BH", "L", "D") if pass_ == "one_query" else ("BH", "T", "D")
+            what = ("s per F.scaled_dot_product_attention(q (1,BH,1,D), k, v (1,BH,L,D)), no mask, "
+                    f"distinct k, v cycled over {POOL_BYTES[kind] // MIB} MiB"
+                    if pass_ == "one_query" else
+                    "s per F.scaled_dot_product_attention(q, k, v (1,BH,T,D), is_causal=True)"
+                    + (" + torch.autograd.grad of q, k, v" if pass_ == "causal_fwd_bwd" else ""))
+            out[key] = Grid(axis_names, axes, tuple(_fill(axes, measured, growth)), growth,
+                            what=f"{what}, {dtype}, default backend; " + _grid_note(axes, len(measured)))
+    return out
+
+
+def _vector_call(op: str, dtype: str, shape: dict[str, int], device: torch.device,
+                 shared: dict[str, torch.Tensor] | None = None) -> Call:
+    """The call of `op` on inputs of `shape` (made here, the same every call); `shared` keeps
+    the embedding table from one size to the next (filling 39 M numbers takes a while on a CPU)."""
+    td = TORCH_DTYPES[dtype]
+    aten = torch.ops.aten
+    if op == "add":
+        a, b = _random((shape["n"],), td, device), _random((shape["n"],), td, device)
+        return lambda j: a + b
+    if op == "copy":
+        x = _random((shape["b"], COPY_HEADS, shape["t"], COPY_HEAD_DIM), td, device)
+        return lambda j: x.transpose(1, 2).contiguous()
+    if op in ("cast_to_fp32", "cast_to_bf16"):
+        x = _random((shape["n"],), td, device)
+        target = torch.float32 if op == "cast_to_fp32" else torch.bfloat16
+        return lambda j: x.to(target)
+    if op.startswith(("layernorm", "softmax")) or op == "sum_rows":
+        x = _random((shape["rows"], ROW), td, device)
+        if op == "sum_rows":
+            return lambda j: x.sum(0)
+        if op == "softmax_fwd":
+            return lambda j: F.softmax(x, dim=-1)
+        if op == "softmax_bwd":
+            y, g = F.softmax(x, dim=-1), _random(x.shape, td, device)
+            return lambda j: aten._softmax_backward_data(g, y, -1, td)
+        w, b = _random((ROW,), td, device), _random((ROW,), td, device)
+        if op == "layernorm_fwd":
+            return lambda j: F.layer_norm(x, (ROW,), w, b)
+        _, mean, rstd = aten.native_layer_norm(x, [ROW], w, b, 1e-5)
+        g = _random(x.shape, td, device)
+        return lambda j: aten.native_layer_norm_backward(g, x, [ROW], mean, rstd, w, b,
+                                                         [True, True, True])
+    if op in ("gelu_fwd", "gelu_bwd"):
+        x = _random((shape["n"],), td, device)
+        if op == "gelu_fwd":
+            return lambda j: F.gelu(x, approximate="tanh")
+        g = _random((shape["n"],), td, device)
+        return lambda j: aten.gelu_backward(g, x, approximate="tanh")
+    if op in ("cross_entropy_fwd", "cross_entropy_bwd"):
+        logits = _random((shape["rows"], VOCAB), td, device)
+        targets = torch.randint(0, VOCAB, (shape["rows"],), device=device)
+        if op == "cross_entropy_fwd":
+            return lambda j: F.cross_entropy(logits, targets)
+        lsm = torch.log_softmax(logits, 1)
+        _, total_weight = aten.nll_loss_forward(lsm, targets, None, 1, -100)
+        gout = torch.ones((), device=device, dtype=td)
+
+        def ce_bwd(j: int) -> torch.Tensor:
+            g = aten.nll_loss_backward(gout, lsm, targets, None, 1, -100, total_weight)
+            return aten._log_softmax_backward_data(g, lsm, 1, td)
+
+        return ce_bwd
+    if op in ("embedding_fwd", "embedding_bwd"):
+        idx = torch.randint(0, VOCAB, (shape["rows"],), device=device)
+        if op == "embedding_fwd":
+            shared = {} if shared is None else shared
+            key = f"table:{dtype}:{VOCAB}x{EMBED}"
+            if key not in shared:
+                shared[key] = _random((VOCAB, EMBED), td, device)
+            table = shared[key]
+            return lambda j: F.embedding(idx, table)
+        # a small table: the zeroed table gradient is charged apart (`perfmodel.expected`)
+        g = _random((shape["rows"], EMBED), td, device)
+        small = idx % EMBED_BWD_VOCAB
+        return lambda j: aten.embedding_dense_backward(g, small, EMBED_BWD_VOCAB, -1, False)
+    raise UserError(f"unknown vector op {op!r}; valid: {', '.join(VECTOR_OPS)}")
+
+
+def measure_vector(device: torch.device | str, dtype: str, quick: bool = False,
+                   progress: Progress | None = None) -> dict[str, Curve]:
+    """Curves "<op>:<dtype>" over x = the bytes each op moves (VECTOR_X), seconds per call."""
+    device = _device(device)
+    return _measure_vector(device, check_dtype(dtype), quick, progress, _Timer(device, quick), None)
+
+
+def _measure_vector(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
+                    timer: _Timer, record: list | None) -> dict[str, Curve]:
+    if dtype == "tf32":  # fp32 in memory: the fp32 curves serve
+        return {}
+    ops = {op: _vector_points(device.type, dtype, op, quick) for op in _vector_ops(dtype)}
+    total, done = sum(len(p) for p in ops.values()), 0
+    out: dict[str, Curve] = {}
+    shared: dict[str, torch.Tensor] = {}
+    for op, points in ops.items():
+        key = f"{op}:{dtype}"
+        xs, seconds = [], []
+        for shape, x in points:
+            call = _vector_call(op, dtype, shape, device, shared)
+            seconds.append(timer(call, f"vector {key} x={x}"))
+            xs.append(x)
+            del call
+            if record is not None:
+                record.append([key, x])
+            done += 1
+            _report(progress, f"vector {dtype}", done, total)
+        out[key] = Curve(tuple(xs), tuple(seconds), what=f"s per call over x = bytes {VECTOR_X[op]}, "
+                                                         f"{dtype}, the same inputs every call")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def measure_optimizer(device: torch.device | str, quick: bool = False,
+                      progress: Progress | None = None) -> dict[str, Curve]:
+    """Curves "adamw_fused" (CUDA) and "adamw_foreach" over x = parameter count: one AdamW step
+    (lr 3e-4, weight decay 0.1, built as gptperf's train step builds it) over fp32 GPT blocks."""
+    device = _device(device)
+    return _measure_optimizer(device, quick, progress, _Timer(device, quick))
+
+
+def _optimizer_step(device: torch.device, width: int, blocks: int, fused: bool) -> Call:
+    from gptperf.steps.train import TrainSettings, make_optimizer
+
+    params = torch.nn.ParameterList(
+        torch.nn.Parameter(_random(s, torch.float32, device)) for _ in range(blocks) for s in block_shapes(width))
+    for p in params:
+        p.grad = _random(p.shape, torch.float32, device)  # set once: the step never clears them
+    opt = make_optimizer(params, TrainSettings(lr=3e-4, weight_decay=0.1), fused=fused)
+    # A step with torch's default (non-capturable) settings is what a train step runs; its host
+    # scalars (the bias corrections) are fixed at capture, which changes no kernel's time.
+    for check in ("_accelerator_graph_capture_health_check", "_cuda_graph_capture_health_check"):
+        if hasattr(opt, check):
+            setattr(opt, check, lambda: None)
+    return lambda j: opt.step()
+
+
+def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | None,
+                       timer: _Timer) -> dict[str, Curve]:
+    kind = device.type
+    variants = {"adamw_fused": True, "adamw_foreach": False} if kind == "cuda" else {"adamw_foreach": False}
+    blocks = _optimizer_blocks(kind, quick)
+    if kind == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        blocks = tuple(b for b in blocks
+                       if OPTIMIZER_BYTES_PER_PARAM * optimizer_params(*b) < 0.8 * free) or blocks[:1]
+    total, done = len(variants) * len(blocks), 0
+    out: dict[str, Curve] = {}
+    for name, fused in variants.items():
+        xs, seconds = [], []
+        for width, n in blocks:
+            step = _optimizer_step(device, width, n, fused)
+            seconds.append(timer(step, f"optimizer {name} C={width}×{n}"))
+            xs.append(optimizer_params(width, n))
+            del step
+            if kind == "cuda":
+                torch.cuda.empty_cache()
+            done += 1
+            _report(progress, "optimizer", done, total)
+        default = "torch's default: a per-tensor loop on CPU" if kind == "cpu" else "foreach kernels"
+        out[name] = Curve(tuple(xs), tuple(seconds), what=(
+            "s per AdamW step over x = fp32 parameters in GPT blocks (12 tensors, 12C²+13C each), "
+            "lr 3e-4, weight decay 0.1 on 2-D tensors as gptperf's train step; "
+            + ("fused kernel" if fused else default)))
+    return out
+
+
+def measure_gemv(device: torch.device | str, dtype: str, quick: bool = False,
+                 progress: Progress | None = None) -> Curve | None:
+    """Curve over x = weight bytes N·K·e of gptperf's one-row Triton kernel (`steps.gemv`),
+    distinct weights cycled; None without CUDA and Triton."""
+    device = _device(device)
+    return _measure_gemv(device, check_dtype(dtype), quick, progress, _Timer(device, quick))
+
+
+def _measure_gemv(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
+                  timer: _Timer) -> Curve | None:
+    from gptperf.steps import gemv
+
+    if device.type != "cuda" or not gemv.available() or dtype in ("tf32", "fp64"):
+        return None
+    tdtype = TORCH_DTYPES[dtype]
+    pool = _Pool(device, tdtype)
+    sizes = _thin(GEMV_SIZES, quick)
+    xs, seconds = [], []
+    for i, size in enumerate(sizes):
+        n, k = _gemv_shape(size, tdtype.itemsize)
+        sets = pool.copies([(n, k)])
+        x = _random((k,), tdtype, device)
+        y = torch.empty(n, device=device, dtype=tdtype)
+
+        def call(j: int, sets: list[list[torch.Tensor]] = sets, x: torch.Tensor = x,
+                 y: torch.Tensor = y) -> None:
+            gemv.launch(x, sets[j % len(sets)][0], None, y)
+
+        if not xs or n * k * tdtype.itemsize > xs[-1]:
+            seconds.append(timer(call, f"gemv {dtype} {n}×{k}"))
+            xs.append(n * k * tdtype.itemsize)
+        del sets
+        _report(progress, f"gemv {dtype}", i + 1, len(sizes))
+    return Curve(tuple(xs), tuple(seconds), what=(
+        f"s per y = W·x of gptperf.steps.gemv (one row, W N×K {dtype}, N ≈ K) over x = N·K·e "
+        f"bytes; distinct weights cycled over {POOL_BYTES['cuda'] // MIB} MiB"))
+
+
+def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bool = False,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
+    "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
+    measured (as `planned_shapes`), "notes": [str], "seconds": wall time}."""
+    device = _device(device)
+    dtypes = _check_dtypes(dtypes)
+    start = time.perf_counter()
+    timer = _Timer(device, quick)
+    notes: list[str] = []
+    usable = []
+    for dtype in dtypes:
+        if device.type == "cuda" and dtype == "bf16" and not torch.cuda.is_bf16_supported():
+            notes.append("bf16 left out: this GPU has no bf16 support")
+            continue
+        usable.append(dtype)
+    shapes: dict[str, list] = {"matmul": [], "attention": [], "vector": []}
+    matmul_seen: list[list[int]] = []
+    result: dict[str, Any] = {"matmul": {}, "attention": {}, "vector": {}, "optimizer": {}, "gemv": {}}
+    for dtype in usable:
+        result["matmul"][dtype] = _measure_matmul(device, dtype, quick, progress, timer, matmul_seen)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    for dtype in usable:
+        result["attention"].update(_measure_attention(device, dtype, quick, progress, timer,
+                                                      shapes["attention"]))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    for dtype in _vector_dtypes(usable):
+        result["vector"].update(_measure_vector(device, dtype, quick, progress, timer, shapes["vector"]))
+    result["optimizer"] = _measure_optimizer(device, quick, progress, timer)
+    for dtype in usable:
+        curve = _measure_gemv(device, dtype, quick, progress, timer)
+        if curve is not None:
+            result["gemv"][dtype] = curve
+    if device.type == "cuda" and not result["gemv"]:
+        notes.append("gemv left out: gptperf's Triton kernel does not run here")
+    for cell in matmul_seen:
+        if cell not in shapes["matmul"]:
+            shapes["matmul"].append(cell)
+    result["shapes"] = shapes
+    result["notes"] = notes + timer.notes
+    result["seconds"] = time.perf_counter() - start
+    return result

@@ -1,0 +1,341 @@
+"""A device's calibration: measured time curves of the kernels a GPT step runs, with their fit
+residuals, the host cost of its Python, and the kernels inductor makes of it — what the
+calibrated prediction (`perfmodel.expected`) charges. Pure Python; `gptperf calibrate` measures
+it (`gptperf.measure.calibrate`) and this module keeps, checks and interpolates it.
+
+A `Curve` is time (s) against one size (bytes, parameters), a `Grid` time against several
+(M, N, K of a matmul; batch·heads, length, head size of attention). Both interpolate linearly in
+log-log space between measured points; below the smallest point the time is the smallest point's
+(fixed costs dominate there) and beyond the largest it grows as the work does (the kernel is
+saturated there). `residual` is each one's leave-one-out error: every inner point predicted from
+its neighbours alone, the median |predicted/measured − 1|.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+import math
+import statistics
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any
+
+from gptperf.errors import UserError
+
+SCHEMA = "gptperf.calibration/1"
+MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration is refused
+# The tiny GPT whose steps measure the host cost (Python, dispatch, launches): its kernels are
+# so small that the host is all there is to time; n_layer 1 and 4 give cost per block and fixed.
+HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "block_size": 64,
+                              "batch": 1, "seq": 8, "layers": (1, 4)}
+
+
+def _positive_floats(values: Any, what: str) -> tuple[float, ...]:
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise UserError(f"{what} must hold positive finite numbers, got {v!r}")
+        out.append(float(v))
+    return tuple(out)
+
+
+def _segment(xs: tuple[float, ...], x: float) -> tuple[int, float]:
+    """(i, f): x lies between xs[i] and xs[i+1] at log-fraction f (xs increasing, x inside)."""
+    if len(xs) == 1:
+        return 0, 0.0
+    i = min(max(bisect.bisect_right(xs, x) - 1, 0), len(xs) - 2)
+    lo, hi = math.log(xs[i]), math.log(xs[i + 1])
+    return i, (math.log(x) - lo) / (hi - lo)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Seconds per call against one size `x`; `what` says what x counts."""
+
+    x: tuple[float, ...]
+    seconds: tuple[float, ...]
+    what: str = ""
+
+    def __post_init__(self) -> None:
+        x = _positive_floats(self.x, "curve sizes")
+        s = _positive_floats(self.seconds, "curve times")
+        if not x or len(x) != len(s):
+            raise UserError(f"a curve needs as many times as sizes (at least one), got {len(x)} and {len(s)}")
+        if list(x) != sorted(set(x)):
+            raise UserError(f"curve sizes must increase, got {list(x)}")
+        object.__setattr__(self, "x", x)
+        object.__setattr__(self, "seconds", s)
+
+    def at(self, x: float) -> float:
+        """Seconds at size x (see the module docstring for outside the measured range)."""
+        if x <= self.x[0]:
+            return self.seconds[0]
+        if x >= self.x[-1]:
+            return self.seconds[-1] * x / self.x[-1]
+        i, f = _segment(self.x, x)
+        return math.exp((1 - f) * math.log(self.seconds[i]) + f * math.log(self.seconds[i + 1]))
+
+    @property
+    def residual(self) -> float | None:
+        """Median leave-one-out |predicted/measured − 1| over the inner points (None if < 3)."""
+        errs = []
+        for i in range(1, len(self.x) - 1):
+            pred = Curve(self.x[:i] + self.x[i + 1:], self.seconds[:i] + self.seconds[i + 1:]).at(self.x[i])
+            errs.append(abs(pred / self.seconds[i] - 1))
+        return statistics.median(errs) if errs else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"x": list(self.x), "seconds": list(self.seconds), "what": self.what,
+                "residual": self.residual}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Curve:
+        return cls(tuple(d["x"]), tuple(d["seconds"]), str(d.get("what", "")))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Seconds per call over a grid of sizes: `axes` names them, `points[i]` are the measured
+    values of axis i (increasing), `seconds` the times in row-major order (last axis fastest).
+    `growth[i]` is how time grows with axis i beyond its largest point (1: linearly)."""
+
+    axes: tuple[str, ...]
+    points: tuple[tuple[float, ...], ...]
+    seconds: tuple[float, ...]
+    growth: tuple[float, ...] = ()
+    what: str = ""
+
+    def __post_init__(self) -> None:
+        points = tuple(_positive_floats(p, f"grid axis {a!r}") for a, p in zip(self.axes, self.points, strict=False))
+        if len(points) != len(self.axes) or not points:
+            raise UserError(f"a grid needs one list of points per axis {list(self.axes)}")
+        for a, p in zip(self.axes, points, strict=True):
+            if not p or list(p) != sorted(set(p)):
+                raise UserError(f"grid axis {a!r} must increase, got {list(p)}")
+        seconds = _positive_floats(self.seconds, "grid times")
+        if len(seconds) != math.prod(len(p) for p in points):
+            raise UserError(f"grid of {[len(p) for p in points]} points needs "
+                            f"{math.prod(len(p) for p in points)} times, got {len(seconds)}")
+        growth = tuple(float(g) for g in self.growth) or (1.0,) * len(points)
+        if len(growth) != len(points):
+            raise UserError(f"grid growth needs one exponent per axis, got {list(growth)}")
+        object.__setattr__(self, "points", points)
+        object.__setattr__(self, "seconds", seconds)
+        object.__setattr__(self, "growth", growth)
+
+    def _value(self, index: tuple[int, ...]) -> float:
+        flat = 0
+        for i, p in zip(index, self.points, strict=True):
+            flat = flat * len(p) + i
+        return self.seconds[flat]
+
+    def at(self, *point: float) -> float:
+        """Seconds at `point` (one size per axis): multilinear in log space inside the grid,
+        the nearest edge below it, and grown by `growth` beyond it."""
+        if len(point) != len(self.axes):
+            raise UserError(f"grid over {list(self.axes)} needs {len(self.axes)} sizes, got {len(point)}")
+        scale, segments = 1.0, []
+        for x, p, g in zip(point, self.points, self.growth, strict=True):
+            if x > p[-1]:
+                scale *= (x / p[-1]) ** g
+            x = min(max(x, p[0]), p[-1])
+            segments.append(_segment(p, x))
+        log_t = 0.0
+        for corner in product((0, 1), repeat=len(segments)):
+            weight, index = 1.0, []
+            for (i, f), c, p in zip(segments, corner, self.points, strict=True):
+                if len(p) == 1:
+                    if c:
+                        weight = 0.0
+                    index.append(0)
+                    continue
+                weight *= f if c else 1 - f
+                index.append(i + c)
+            if weight:
+                log_t += weight * math.log(self._value(tuple(index)))
+        return scale * math.exp(log_t)
+
+    @property
+    def residual(self) -> float | None:
+        """Median leave-one-out error: each inner point along each axis predicted from its two
+        neighbours on that axis (log-linear), against what was measured (None if none)."""
+        errs = []
+        for index in product(*(range(len(p)) for p in self.points)):
+            for axis, p in enumerate(self.points):
+                i = index[axis]
+                if 0 < i < len(p) - 1:
+                    lo = index[:axis] + (i - 1,) + index[axis + 1:]
+                    hi = index[:axis] + (i + 1,) + index[axis + 1:]
+                    f = (math.log(p[i]) - math.log(p[i - 1])) / (math.log(p[i + 1]) - math.log(p[i - 1]))
+                    pred = math.exp((1 - f) * math.log(self._value(lo)) + f * math.log(self._value(hi)))
+                    errs.append(abs(pred / self._value(index) - 1))
+        return statistics.median(errs) if errs else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"axes": list(self.axes), "points": [list(p) for p in self.points],
+                "seconds": list(self.seconds), "growth": list(self.growth), "what": self.what,
+                "residual": self.residual}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Grid:
+        return cls(tuple(d["axes"]), tuple(tuple(p) for p in d["points"]), tuple(d["seconds"]),
+                   tuple(d.get("growth", ())), str(d.get("what", "")))
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Everything measured on one device for the calibrated prediction. Keys (see
+    docs/perfmodel.md, "Calibrated prediction"):
+
+    matmul: dtype -> Grid over (M, N, K) of y = x·Wᵀ (x: M×K, W: N×K).
+    attention: "<dtype>:<pass>" -> Grid; pass "causal_fwd" and "causal_fwd_bwd" over
+        (BH, T, D) (query = key length T, causal), "one_query" over (BH, L, D) (one query
+        against L keys).
+    vector: "<op>:<dtype>" -> Curve over the bytes the op reads and writes (docs list each op).
+    optimizer: "adamw_fused" | "adamw_foreach" -> Curve over the parameter count.
+    gemv: dtype -> Curve over the weight bytes of the one-row Triton kernel (CUDA only).
+    host: "<mode>:<part>:<dtype>" -> {"per_layer_s", "fixed_s"}: host seconds of the step's
+        Python and dispatch, per block and per step (mode eager | compiled).
+    compiled: "<kind>:<dtype>" -> a recorded compiled step: its config and workload, and per
+        "<component>:<phase>" the kernels inductor ran and their measured seconds by class.
+    shapes: every size the calibration measured, by family (for the disjointness test).
+    """
+
+    device_name: str
+    device_type: str
+    torch_version: str
+    created_at: str  # ISO 8601, UTC
+    seconds: float  # how long the calibration took
+    matmul: dict[str, Grid] = field(default_factory=dict)
+    attention: dict[str, Grid] = field(default_factory=dict)
+    vector: dict[str, Curve] = field(default_factory=dict)
+    optimizer: dict[str, Curve] = field(default_factory=dict)
+    gemv: dict[str, Curve] = field(default_factory=dict)
+    host: dict[str, dict[str, float]] = field(default_factory=dict)
+    compiled: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shapes: dict[str, list[Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def created(self) -> _dt.datetime:
+        try:
+            when = _dt.datetime.fromisoformat(self.created_at)
+        except ValueError as err:
+            raise UserError(f"calibration date {self.created_at!r} is not an ISO 8601 time") from err
+        return when if when.tzinfo else when.replace(tzinfo=_dt.timezone.utc)
+
+    def age_days(self, now: _dt.datetime | None = None) -> float:
+        return ((now or _now()) - self.created).total_seconds() / 86400
+
+    def check_usable(self, device_name: str, torch_version: str, *,
+                     now: _dt.datetime | None = None, max_age_days: float = MAX_AGE_DAYS) -> None:
+        """A one-line UserError when this calibration is of another device, another torch, or
+        older than `max_age_days`: its curves would not be this machine's."""
+        fix = "run `gptperf calibrate` on this device"
+        if device_name != self.device_name:
+            raise UserError(f"the calibration is of {self.device_name!r}, this device is "
+                            f"{device_name!r}; {fix}")
+        if torch_version != self.torch_version:
+            raise UserError(f"the calibration of {self.device_name!r} was made with torch "
+                            f"{self.torch_version}, this is torch {torch_version}; {fix}")
+        age = self.age_days(now)
+        if age > max_age_days or age < -1:
+            raise UserError(f"the calibration of {self.device_name!r} is {age:.0f} days old "
+                            f"(from {self.created_at}; at most {max_age_days:g} are used); {fix}")
+
+    def label(self, now: _dt.datetime | None = None) -> str:
+        """E.g. 'calibrated on NVIDIA H200, 2026-12-01 (0.2 days old, torch 2.11.0)'."""
+        return (f"calibrated on {self.device_name}, {self.created_at[:10]} "
+                f"({self.age_days(now):.1f} days old, torch {self.torch_version})")
+
+    def residuals(self) -> dict[str, float | None]:
+        """Every curve's and grid's leave-one-out residual, by "<family>:<key>"."""
+        out: dict[str, float | None] = {}
+        for family in ("matmul", "attention", "vector", "optimizer", "gemv"):
+            for key, curve in getattr(self, family).items():
+                out[f"{family}:{key}"] = curve.residual
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA, "device_name": self.device_name, "device_type": self.device_type,
+            "torch_version": self.torch_version, "created_at": self.created_at,
+            "seconds": self.seconds,
+            "matmul": {k: v.to_dict() for k, v in self.matmul.items()},
+            "attention": {k: v.to_dict() for k, v in self.attention.items()},
+            "vector": {k: v.to_dict() for k, v in self.vector.items()},
+            "optimizer": {k: v.to_dict() for k, v in self.optimizer.items()},
+            "gemv": {k: v.to_dict() for k, v in self.gemv.items()},
+            "host": {k: dict(v) for k, v in self.host.items()},
+            "compiled": self.compiled, "shapes": self.shapes, "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        """The inverse of `to_dict`; a one-line UserError for another schema or a broken table."""
+        from gptperf.schema import check_schema
+
+        check_schema(d, SCHEMA)
+        try:
+            return cls(
+                device_name=str(d["device_name"]), device_type=str(d["device_type"]),
+                torch_version=str(d["torch_version"]), created_at=str(d["created_at"]),
+                seconds=float(d["seconds"]),
+                matmul={k: Grid.from_dict(v) for k, v in d.get("matmul", {}).items()},
+                attention={k: Grid.from_dict(v) for k, v in d.get("attention", {}).items()},
+                vector={k: Curve.from_dict(v) for k, v in d.get("vector", {}).items()},
+                optimizer={k: Curve.from_dict(v) for k, v in d.get("optimizer", {}).items()},
+                gemv={k: Curve.from_dict(v) for k, v in d.get("gemv", {}).items()},
+                host={k: {kk: float(vv) for kk, vv in v.items()} for k, v in d.get("host", {}).items()},
+                compiled=dict(d.get("compiled", {})), shapes=dict(d.get("shapes", {})),
+                notes=list(d.get("notes", [])),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise UserError(f"the calibration document is broken ({type(err).__name__}: {err}); "
+                            "run `gptperf calibrate` again") from err
+
+
+def calibration_path(device_name: str) -> Any:
+    """Where `gptperf calibrate` keeps the calibration of `device_name` (beside the ceilings)."""
+    from gptperf.perfmodel.hardware import cache_dir, slug
+
+    return cache_dir() / "calibration" / f"{slug(device_name)}.json"
+
+
+def save_calibration(calibration: Calibration) -> Any:
+    """Write it atomically to `calibration_path`; returns the path."""
+    import json
+
+    from gptperf.atomic import write_text
+
+    path = calibration_path(calibration.device_name)
+    write_text(path, json.dumps(calibration.to_dict(), indent=1) + "\n")
+    return path
+
+
+def load_calibration(device_name: str, torch_version: str | None = None, *,
+                     now: _dt.datetime | None = None, required: bool = False) -> Calibration | None:
+    """The cached calibration of `device_name`, checked (`check_usable`) when `torch_version` is
+    given; None when there is none (a UserError instead with `required`). A file that does not
+    parse, or is stale or foreign, is a one-line UserError."""
+    import json
+
+    path = calibration_path(device_name)
+    if not path.is_file():
+        if required:
+            raise UserError(f"no calibration for {device_name!r} (looked for {path}); "
+                            "run `gptperf calibrate` on that device first")
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"calibration file {path} does not parse ({err}); run `gptperf calibrate` again") from err
+    cal = Calibration.from_dict(doc)
+    if torch_version is not None:
+        cal.check_usable(device_name, torch_version, now=now)
+    return cal

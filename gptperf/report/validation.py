@@ -1,0 +1,156 @@
+"""The report's run of `gptperf validate`'s quick sweep within a time budget: each case measured
+(and profiled per operation, where the time allows) by `validate` itself, one case a call, the
+cases that would overrun left out — judged by each case's own calibrated expected time, scaled
+by how far the cases run so far took longer than estimated.
+
+Measuring every case comes before profiling any: a profile is taken only when the cases still
+to measure fit in what would be left. The first case always runs, so the section has a number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gptperf.report.results import ValidationStage
+
+# The whole report's wall time (issue 12: under 3 minutes on the 2-core CPU, 6 on an H200) less
+# what writing the page and the stage bookkeeping after the validation take.
+REPORT_BUDGET_S: dict[str, float] = {"cpu": 180.0, "cuda": 360.0}
+PAGE_RESERVE_S: dict[str, float] = {"cpu": 10.0, "cuda": 15.0}
+QUICK_BUDGET_S = 5.0  # --quick tests the pipeline: a case or two
+# Guesses a case's cost is built from (seconds): building its model and step and freeing it,
+# torch.compile of a compiled case, the profiler's own setup and trace analysis; a step that
+# the calibration cannot cost; the profiler's slowdown of a profiled step.
+SETUP_S: dict[str, float] = {"cpu": 1.0, "cuda": 3.0}
+COMPILE_S: dict[str, float] = {"cpu": 40.0, "cuda": 30.0}
+PROFILE_SETUP_S: dict[str, float] = {"cpu": 2.0, "cuda": 4.0}
+DEFAULT_STEP_S: dict[str, float] = {"cpu": 0.3, "cuda": 0.02}
+PROFILER_SLOWDOWN = 2.0
+
+
+def _kind(device_type: str) -> str:
+    return "cuda" if device_type == "cuda" else "cpu"
+
+
+def validation_budget(device_type: str, quick: bool, elapsed_s: float) -> float:
+    """Seconds the validation may take when the report has run for `elapsed_s`: what is left
+    of the report's budget (never below zero; the first case runs anyway)."""
+    if quick:
+        return QUICK_BUDGET_S
+    kind = _kind(device_type)
+    return max(0.0, REPORT_BUDGET_S[kind] - PAGE_RESERVE_S[kind] - elapsed_s)
+
+
+@dataclass(frozen=True)
+class CaseCost:
+    """Estimated seconds of a case: measured (`measure_s`) and, on top, profiled (`profile_s`)."""
+
+    measure_s: float
+    profile_s: float
+
+
+def case_cost(case: Any, calibration: Any, device_type: str, scale: float = 1.0) -> CaseCost:
+    """What validating `case` should take: its warm-up and timed steps at the calibrated expected
+    step time (a default where the calibration cannot cost it), setup and compilation on top;
+    `scale` corrects the step time by what the cases so far took."""
+    from gptperf.validate.run import PROFILE_SCHEDULE, counts
+
+    kind = _kind(device_type)
+    step_s = DEFAULT_STEP_S[kind]
+    try:
+        from gptperf.perfmodel.expected import expected
+
+        step_s = float(expected(case.config, case.workload, case.plan, calibration).step_time_s)
+    except Exception:  # noqa: BLE001 - an estimate only: the case itself will say what fails
+        pass
+    if not (math.isfinite(step_s) and step_s > 0):
+        step_s = DEFAULT_STEP_S[kind]
+    warmup, timed = counts(case.workload.kind, device_type)
+    compile_s = COMPILE_S[kind] if case.plan.compiled else 0.0
+    measure = SETUP_S[kind] + compile_s + (warmup + timed) * step_s * scale
+    profiled_steps = sum(PROFILE_SCHEDULE.values())
+    profile = (PROFILE_SETUP_S[kind] + compile_s
+               + profiled_steps * step_s * scale * PROFILER_SLOWDOWN)
+    return CaseCost(measure, profile)
+
+
+def merge(results: Sequence[Any], wall_time_s: float) -> Any:
+    """One `ValidationResult` of the results of several `validate` calls (one case each)."""
+    from gptperf.validate.results import ValidationResult
+
+    first = results[0]
+    notes: list[str] = []
+    for r in results:
+        notes += [n for n in r.notes if n not in notes]
+    return ValidationResult(
+        first.device_type, first.device_name, first.quick, first.calibration,
+        points=[p for r in results for p in r.points],
+        per_op=[e for r in results for e in r.per_op],
+        skipped=[s for r in results for s in r.skipped],
+        wall_time_s=wall_time_s, notes=notes, environment=dict(first.environment))
+
+
+def run_validation(device: Any, calibration: Any, budget_s: float,
+                   progress: Callable[..., None] | None = None, *,
+                   sweep: Sequence[Any] | None = None,
+                   clock: Callable[[], float] = time.perf_counter) -> ValidationStage:
+    """Validate's quick sweep on `device` against `calibration` (a `Calibration`) in about
+    `budget_s` seconds; the stage's result says what was left out and why."""
+    from gptperf.validate import run as validate_run
+    from gptperf.validate.sweep import cases
+
+    device_type = getattr(device, "type", str(device).split(":")[0])
+    todo = list(sweep) if sweep is not None else cases(_kind(device_type), quick=True)
+    stage = ValidationStage(None, budget_s=budget_s, sweep_cases=len(todo))
+    start = clock()
+    results: list[Any] = []
+    ratios: list[float] = []  # took / estimated, of each case run
+
+    def cost(case: Any) -> CaseCost:
+        scale = statistics.median(ratios) if ratios else 1.0
+        return case_cost(case, calibration, device_type, scale)
+
+    for i, case in enumerate(todo):
+        remaining = budget_s - (clock() - start)
+        c = cost(case)
+        if results and c.measure_s > remaining:
+            stage.left_out.append(case.name)
+            continue
+        run = case
+        if case.profile:
+            later = sum(cost(x).measure_s for x in todo[i + 1:])
+            if c.measure_s + c.profile_s + later > remaining:
+                run = dataclasses.replace(case, profile=False)
+                stage.profiles_skipped.append(case.name)
+
+        def say(what: str = "", done: Any = None, total: Any = None, i: int = i,
+                name: str = case.name) -> None:
+            if progress is not None:
+                progress(i, len(todo), f"{what} {name}".strip())
+
+        t0 = clock()
+        results.append(validate_run.validate(device, quick=True, progress=say,
+                                             calibration=calibration, sweep=[run]))
+        took = clock() - t0
+        estimated = c.measure_s + (c.profile_s if run.profile else 0.0)
+        if estimated > 0 and took > 0:
+            ratios.append(took / estimated)
+    if results:
+        stage.result = merge(results, clock() - start)
+    if stage.left_out:
+        stage.notes.append(
+            f"{len(stage.left_out)} of the sweep's {len(todo)} cases left out to keep the report "
+            f"within its time budget ({budget_s:.0f} s for this section): "
+            f"{', '.join(stage.left_out)}; `gptperf validate --quick` measures them all")
+    if stage.profiles_skipped:
+        stage.notes.append(
+            f"per-operation profiles of {', '.join(stage.profiles_skipped)} skipped to keep the "
+            "report within its time budget (the end-to-end numbers are complete for the cases "
+            "measured); `gptperf validate --quick` profiles them")
+    return stage

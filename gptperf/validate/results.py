@@ -1,0 +1,261 @@
+"""What `gptperf validate` found, as typed results: each case's measured, calibrated and roofline
+step time, the error statistics beside the issue's targets, the per-operation error of the
+profiled cases, and the calibration it was scored against. `to_dict()` is the JSON document
+("gptperf.validate/1"); `from_dict` reads it back."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from gptperf.plan import ExecutionPlan
+from gptperf.validate.stats import ErrorStats, error_stats, time_weighted_error
+
+SCHEMA = "gptperf.validate/1"
+OP_FLOOR_S = 20e-6  # operations shorter than this (measured and predicted) are left out
+
+# The acceptance of issue 12, as fractions of |measured/predicted − 1|.
+TARGETS: dict[str, dict[str, float]] = {
+    "cuda": {"median": 0.03, "p90": 0.08, "max": 0.15, "per_op": 0.10},
+    "cpu": {"median": 0.10},
+}
+TARGET_LABELS = {"median": "median |m/p − 1|", "p90": "p90 |m/p − 1| (nearest rank)",
+                 "max": "max |m/p − 1|", "per_op": "per-operation error (time-weighted)"}
+
+
+@dataclass(frozen=True)
+class ValidationPoint:
+    """One case: its step measured (median of the timed steps), predicted from the calibration
+    (`expected_s`) and bounded by the roofline (`roofline_s`; None when no hardware resolved),
+    for the plan it ran under."""
+
+    case: str
+    kind: str
+    config: str  # the config's name, e.g. 'gpt2+n_layer=6'
+    batch: int
+    seq: int
+    dtype: str
+    plan: ExecutionPlan
+    measured_s: float
+    expected_s: float
+    roofline_s: float | None = None
+
+    @property
+    def plan_label(self) -> str:
+        return self.plan.label
+
+    @property
+    def ratio(self) -> float:
+        """measured / calibrated expected."""
+        return self.measured_s / self.expected_s
+
+    @property
+    def error(self) -> float:
+        return abs(self.ratio - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"case": self.case, "kind": self.kind, "config": self.config, "batch": self.batch,
+                "seq": self.seq, "dtype": self.dtype, "plan": self.plan.to_dict(),
+                "plan_label": self.plan_label, "measured_s": self.measured_s,
+                "expected_s": self.expected_s, "roofline_s": self.roofline_s,
+                "ratio": self.ratio}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ValidationPoint:
+        return cls(d["case"], d["kind"], d["config"], int(d["batch"]), int(d["seq"]), d["dtype"],
+                   ExecutionPlan.from_dict(d["plan"]), float(d["measured_s"]),
+                   float(d["expected_s"]),
+                   None if d.get("roofline_s") is None else float(d["roofline_s"]))
+
+
+@dataclass(frozen=True)
+class OpPair:
+    """One operation of a profiled step: (name, phase), measured device time per step (profiler
+    attribution) and the calibrated prediction's device time."""
+
+    name: str
+    phase: str
+    measured_s: float
+    expected_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "phase": self.phase, "measured_s": self.measured_s,
+                "expected_s": self.expected_s}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OpPair:
+        return cls(d["name"], d["phase"], float(d["measured_s"]), float(d["expected_s"]))
+
+
+@dataclass(frozen=True)
+class OpErrors:
+    """The per-operation comparison of one profiled case (operations of at least OP_FLOOR_S,
+    measured or predicted)."""
+
+    case: str
+    ops: tuple[OpPair, ...]
+
+    @property
+    def error(self) -> float:
+        """Σ|m − p| / Σm over the operations."""
+        return time_weighted_error((o.measured_s, o.expected_s) for o in self.ops)
+
+    @property
+    def measured_s(self) -> float:
+        return sum(o.measured_s for o in self.ops)
+
+    def worst(self, n: int = 3) -> list[OpPair]:
+        """The `n` operations with the largest |m − p|."""
+        return sorted(self.ops, key=lambda o: -abs(o.measured_s - o.expected_s))[:n]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"case": self.case, "error": self.error, "measured_s": self.measured_s,
+                "ops": [o.to_dict() for o in self.ops]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OpErrors:
+        return cls(d["case"], tuple(OpPair.from_dict(o) for o in d["ops"]))
+
+
+@dataclass(frozen=True)
+class CalibrationInfo:
+    """Which calibration the predictions came from: device, date, age, torch."""
+
+    device_name: str
+    created_at: str
+    age_days: float
+    torch_version: str
+    label: str  # e.g. 'calibrated on NVIDIA H200, 2026-12-01 (0.2 days old, torch 2.11.0)'
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device_name": self.device_name, "created_at": self.created_at,
+                "age_days": self.age_days, "torch_version": self.torch_version,
+                "label": self.label}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CalibrationInfo:
+        return cls(d["device_name"], d["created_at"], float(d["age_days"]), d["torch_version"],
+                   d["label"])
+
+    @classmethod
+    def of(cls, calibration: Any) -> CalibrationInfo:
+        """From a `gptperf.perfmodel.calibration.Calibration`."""
+        return cls(calibration.device_name, calibration.created_at, calibration.age_days(),
+                   calibration.torch_version, calibration.label())
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A case that did not give a point, and why (one line)."""
+
+    case: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"case": self.case, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Skipped:
+        return cls(d["case"], d["reason"])
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One target of the acceptance: the value reached, the target, PASS or MISS (None: no data)."""
+
+    name: str
+    label: str
+    value: float
+    target: float
+
+    @property
+    def passed(self) -> bool | None:
+        return None if math.isnan(self.value) else self.value <= self.target
+
+    @property
+    def word(self) -> str:
+        return {True: "PASS", False: "MISS", None: "NO DATA"}[self.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "label": self.label, "value": self.value,
+                "target": self.target, "passed": self.passed, "verdict": self.word}
+
+
+@dataclass
+class ValidationResult:
+    """Everything one validation sweep measured and predicted; `stats` and `per_op_error` are
+    computed from the points and the profiled operations, so they cannot disagree with them."""
+
+    device_type: str  # "cpu" | "cuda"
+    device_name: str
+    quick: bool
+    calibration: CalibrationInfo
+    points: list[ValidationPoint] = field(default_factory=list)
+    per_op: list[OpErrors] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stats(self) -> ErrorStats:
+        """End-to-end |measured/calibrated − 1| over the points."""
+        return error_stats(p.ratio for p in self.points)
+
+    @property
+    def roofline_stats(self) -> ErrorStats:
+        """The same statistics for the roofline bound (what the calibration improves on)."""
+        return error_stats(p.measured_s / p.roofline_s for p in self.points
+                           if p.roofline_s is not None and p.roofline_s > 0)
+
+    @property
+    def per_op_error(self) -> float:
+        """Σ|m − p| / Σm over the operations of every profiled case together (NaN: none)."""
+        return time_weighted_error((o.measured_s, o.expected_s) for e in self.per_op for o in e.ops)
+
+    @property
+    def per_op_count(self) -> int:
+        return sum(len(e.ops) for e in self.per_op)
+
+    def verdicts(self) -> list[Verdict]:
+        """Each target of this device type, with the value reached."""
+        values = {"median": self.stats.median, "p90": self.stats.p90, "max": self.stats.max,
+                  "per_op": self.per_op_error}
+        targets = TARGETS.get(self.device_type, {})
+        return [Verdict(k, TARGET_LABELS[k], values[k], t) for k, t in targets.items()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "device": {"type": self.device_type, "name": self.device_name},
+            "sweep": "quick" if self.quick else "full",
+            "calibration": self.calibration.to_dict(),
+            "points": [p.to_dict() for p in self.points],
+            "stats": self.stats.to_dict(),
+            "roofline_stats": self.roofline_stats.to_dict(),
+            "per_op": {"error": self.per_op_error, "operations": self.per_op_count,
+                       "floor_s": OP_FLOOR_S, "cases": [e.to_dict() for e in self.per_op]},
+            "targets": [v.to_dict() for v in self.verdicts()],
+            "skipped": [s.to_dict() for s in self.skipped],
+            "wall_time_s": self.wall_time_s,
+            "notes": list(self.notes),
+            "environment": dict(self.environment),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ValidationResult:
+        """The inverse of `to_dict` (a one-line UserError for another schema); the statistics
+        are computed again from the points."""
+        from gptperf.schema import check_schema
+
+        check_schema(d, SCHEMA)
+        return cls(
+            device_type=d["device"]["type"], device_name=d["device"]["name"],
+            quick=d["sweep"] == "quick", calibration=CalibrationInfo.from_dict(d["calibration"]),
+            points=[ValidationPoint.from_dict(p) for p in d["points"]],
+            per_op=[OpErrors.from_dict(e) for e in d["per_op"]["cases"]],
+            skipped=[Skipped.from_dict(s) for s in d["skipped"]],
+            wall_time_s=float(d["wall_time_s"]), notes=list(d["notes"]),
+            environment=dict(d["environment"]),
+        )

@@ -1,0 +1,235 @@
+"""`validate`: measure every case of a sweep with the project's own steps and timer, predict it from
+this device's calibration (and bound it by the roofline), and profile a few cases to score the
+prediction per operation — the numbers behind `gptperf validate`.
+
+A case that cannot run (out of memory, a plan this machine lacks, a prediction that fails) is
+recorded as skipped with its one-line reason; the sweep goes on. Memory is freed between cases
+(and torch.compile's caches reset after a compiled one, so no case inherits another's graphs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gptperf.errors import UserError
+from gptperf.measure.timer import Progress
+from gptperf.plan import ExecutionPlan
+from gptperf.validate.results import (
+    OP_FLOOR_S,
+    CalibrationInfo,
+    OpErrors,
+    OpPair,
+    Skipped,
+    ValidationPoint,
+    ValidationResult,
+)
+from gptperf.validate.sweep import ValidationCase, cases
+
+# (warm-up, timed) steps per case. GPU: bench's defaults (decode: more, shorter steps). CPU:
+# fewer, so the quick sweep stays within its minute on two cores.
+COUNTS: dict[str, dict[str, tuple[int, int]]] = {
+    "cuda": {"step": (3, 10), "decode": (5, 50)},
+    "cpu": {"step": (2, 5), "decode": (3, 20)},
+}
+PROFILE_SCHEDULE = {"wait": 1, "warmup": 1, "active": 3}
+
+
+def counts(kind: str, device_type: str) -> tuple[int, int]:
+    """(warm-up, timed) steps of a case of `kind` on `device_type`."""
+    table = COUNTS.get(device_type, COUNTS["cpu"])
+    return table["decode" if kind.startswith("decode") else "step"]
+
+
+def load_calibration(device: Any) -> Any:
+    """This device's calibration (checked: same device, same torch, not stale); a one-line
+    UserError when there is none."""
+    try:
+        from gptperf.measure.calibrate import calibration_for
+    except ImportError as err:  # a gptperf without the calibration
+        raise UserError("no calibration for this device: run `gptperf calibrate` first") from err
+    calibration = calibration_for(device, required=True)
+    if calibration is None:
+        raise UserError("no calibration for this device: run `gptperf calibrate` first")
+    return calibration
+
+
+# --- the four things done to a case (apart, so tests can stand in for each) -------------------
+
+
+def measure_case(case: ValidationCase, device: Any) -> tuple[float, ExecutionPlan]:
+    """Median step time (s) of the case, timed by `run_bench` (the step `bench` times), and the
+    plan that ran (the one-row kernel is dropped where Triton is missing)."""
+    from gptperf.measure.bench import run_bench
+
+    w = case.workload
+    warmup, repeats = counts(w.kind, device.type)
+    bench = run_bench(case.config, w.kind, w.batch, w.seq, w.dtype, device, plan=case.plan,
+                      warmup=warmup, repeats=repeats)
+    return bench.step_time_s, bench.plan
+
+
+def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Any) -> Any:
+    """The calibrated prediction (`perfmodel.expected.Expected`) of the case under `plan`."""
+    from gptperf.perfmodel.expected import expected
+
+    return expected(case.config, case.workload, plan, calibration)
+
+
+def roofline_case(case: ValidationCase, plan: ExecutionPlan, hardware: Any) -> float | None:
+    """The roofline bound (s) of the case on `hardware` (None: no hardware for this device)."""
+    if hardware is None:
+        return None
+    from gptperf.perfmodel import predict
+
+    return predict(case.config, case.workload, hardware, plan).time_s
+
+
+def profile_case(case: ValidationCase, plan: ExecutionPlan, device: Any,
+                 out_dir: Path) -> dict[tuple[str, str], float]:
+    """Measured device time per step of each (name, phase) of the case, from torch.profiler
+    attribution (`gptperf profile`'s), without pictures or overhead runs."""
+    from gptperf.profiling.run import profile_workload
+
+    w = case.workload
+    result = profile_workload(case.config, w.kind, w.batch, w.seq, w.dtype, device, plan=plan,
+                              out_dir=out_dir, plot=False, overhead=False, **PROFILE_SCHEDULE)
+    return {(r.name, r.phase): r.measured_s for r in result.comparison.ops
+            if math.isfinite(r.measured_s) and r.measured_s > 0}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def op_pairs(measured: Mapping[tuple[str, str], float], expected_ops: Mapping[tuple[str, str], Any],
+             floor_s: float = OP_FLOOR_S) -> tuple[OpPair, ...]:
+    """Measured beside predicted device time of every (name, phase) either side has, leaving out
+    operations under `floor_s` on both sides (a missing side counts as 0 s), longest first."""
+    pairs = []
+    for key in set(measured) | set(expected_ops):
+        m = float(measured.get(key, 0.0))
+        op = expected_ops.get(key)
+        p = float(op.device_s) if op is not None else 0.0
+        if max(m, p) >= floor_s:
+            pairs.append(OpPair(key[0], key[1], m, p))
+    return tuple(sorted(pairs, key=lambda o: (-o.measured_s, o.name, o.phase)))
+
+
+def _reason(err: BaseException) -> str:
+    """One line saying why a case gave no point."""
+    from gptperf.memguard import is_out_of_memory
+
+    text = " ".join(str(err).split()) or type(err).__name__
+    if is_out_of_memory(err):
+        return f"out of memory: {text}"[:240]
+    if isinstance(err, UserError):
+        return text[:240]
+    return f"{type(err).__name__}: {text}"[:240]
+
+
+def _free(device: Any, compiled: bool) -> None:
+    """Give the case's memory back before the next one (and compiled graphs, after a compile)."""
+    gc.collect()
+    if device.type == "cuda":
+        import torch
+
+        with contextlib.suppress(RuntimeError):
+            torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+    if compiled:
+        import torch
+
+        torch._dynamo.reset()
+
+
+def _hardware(device_name: str, device_type: str, dtype: str, cache: dict[str, Any],
+              notes: list[str]) -> Any:
+    """The roofline's machine for `dtype` (perfmodel's one default), None when there is none."""
+    if dtype not in cache:
+        from gptperf.perfmodel import resolve_hardware
+
+        try:
+            cache[dtype] = resolve_hardware(None, device_name, device_type, dtype=dtype)
+        except UserError as err:
+            cache[dtype] = None
+            notes.append(f"no roofline bound for {dtype}: {err}")
+    return cache[dtype]
+
+
+def validate(device: Any = "auto", quick: bool = False, progress: Progress | None = None,
+             calibration: Any = None, *, sweep: Sequence[ValidationCase] | None = None
+             ) -> ValidationResult:
+    """Measure, predict and score every case of the sweep on `device` ("auto", "cpu", "cuda[:N]"
+    or a torch.device).
+
+    `calibration` (a `perfmodel.calibration.Calibration`): None loads this device's, a one-line
+    UserError when there is none. `sweep`: the cases (default: `cases(device type, quick)`).
+    `progress(stage, done, total)` hears of each case measured and each profile taken.
+    """
+    started = time.perf_counter()
+    import torch
+
+    from gptperf.envinfo import device_name as name_of
+    from gptperf.envinfo import environment
+    from gptperf.runtime import resolve_device
+
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    dev_name = name_of(dev)
+    if calibration is None:
+        calibration = load_calibration(dev)
+    todo = cases(dev.type, quick) if sweep is None else list(sweep)
+    # eager cases first: torch.compile leaves worker processes and caches behind that can slow
+    # the host of the eager steps measured after it
+    todo.sort(key=lambda c: c.plan.compiled)
+    result = ValidationResult(dev.type, dev_name, quick, CalibrationInfo.of(calibration),
+                              environment=environment(dev))
+    hardware: dict[str, Any] = {}
+    to_profile: list[tuple[ValidationCase, ExecutionPlan, Any]] = []
+
+    for i, case in enumerate(todo):
+        if progress:
+            progress("measuring", i, len(todo))
+        try:
+            measured_s, plan = measure_case(case, dev)
+            if plan != case.plan:
+                result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
+                                    "predicted for what ran")
+            exp = expected_case(case, plan, calibration)
+            expected_s = float(exp.step_time_s)
+            if not (math.isfinite(expected_s) and expected_s > 0):
+                raise ValueError(f"calibrated prediction {expected_s!r} s is not a positive time")
+            hw = _hardware(dev_name, dev.type, case.workload.dtype, hardware, result.notes)
+            w = case.workload
+            result.points.append(ValidationPoint(
+                case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, measured_s,
+                expected_s, roofline_case(case, plan, hw)))
+            if case.profile and not plan.cuda_graph:
+                to_profile.append((case, plan, exp))
+        except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
+            result.skipped.append(Skipped(case.name, _reason(err)))
+        finally:
+            _free(dev, case.plan.compiled)
+    if progress:
+        progress("measuring", len(todo), len(todo))
+
+    with tempfile.TemporaryDirectory(prefix="gptperf-validate-") as tmp:
+        for j, (case, plan, exp) in enumerate(to_profile):
+            if progress:
+                progress("profiling", j, len(to_profile))
+            try:
+                measured_ops = profile_case(case, plan, dev, Path(tmp) / f"case-{j}")
+                result.per_op.append(OpErrors(case.name, op_pairs(measured_ops, exp.by_key())))
+            except Exception as err:  # noqa: BLE001
+                result.notes.append(f"no per-operation profile of {case.name}: {_reason(err)}")
+            finally:
+                _free(dev, plan.compiled)
+        if progress and to_profile:
+            progress("profiling", len(to_profile), len(to_profile))
+    result.wall_time_s = time.perf_counter() - started
+    return result

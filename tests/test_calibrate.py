@@ -1,0 +1,441 @@
+"""`gptperf calibrate` and `gptperf.measure.calibrate` on the CPU: the calibration round-trips (dict,
+JSON, cache file), a stale, foreign-device or other-torch one is refused in one line, host costs
+are measured and grow with the blocks, the command's table and JSON, `ceilings`' end. The kernel
+curves come from a fake `measure_kernels` (their own module is tested apart); one slow test runs
+the real quick calibration end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib
+import io
+import json
+import math
+import sys
+import types
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from gptperf import names
+from gptperf.cli import main
+from gptperf.envinfo import device_name
+from gptperf.errors import UserError
+from gptperf.measure import calibrate as cal_mod
+from gptperf.perfmodel.calibration import (
+    Calibration,
+    Curve,
+    Grid,
+    calibration_path,
+    load_calibration,
+    save_calibration,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CPU = torch.device("cpu")
+KERNELS_MODULE = "gptperf.measure.calibrate_kernels"
+
+
+def fake_kernels(device: Any, dtypes: Any = None, quick: bool = False, progress: Any = None) -> dict[str, Any]:
+    """What measure_kernels returns, tiny and made up (times grow with the work)."""
+    dtypes = tuple(dtypes or ("fp32",))
+    if progress:
+        progress("kernels", 1, 1)
+    ms, ns, ks = (1.0, 64.0), (128.0, 256.0, 512.0), (128.0, 256.0)
+    mm = tuple(1e-6 + m * n * k / 1e11 for m in ms for n in ns for k in ks)
+    bh, t, d = (4.0, 16.0), (32.0, 128.0, 512.0), (32.0,)
+    att = tuple(2e-6 + b * tt * tt * dd / 1e10 for b in bh for tt in t for dd in d)
+    return {
+        "matmul": {dt_: Grid(("M", "N", "K"), (ms, ns, ks), mm, (1, 1, 1), "y = x·Wᵀ") for dt_ in dtypes},
+        "attention": {f"{dt_}:causal_fwd": Grid(("BH", "T", "D"), (bh, t, d), att, (1, 2, 1))
+                      for dt_ in dtypes},
+        "vector": {f"add:{dt_}": Curve((4096.0, 65536.0, 2**20), (2e-6, 5e-6, 6e-5), "bytes")
+                   for dt_ in dtypes},
+        "optimizer": {"adamw_foreach": Curve((1e4, 1e5, 1e6), (1e-4, 4e-4, 3e-3), "parameters")},
+        "gemv": {},
+        "shapes": {"matmul": [[m, n, k] for m in ms for n in ns for k in ks],
+                   "attention": [["causal_fwd", b, tt, dd] for b in bh for tt in t for dd in d],
+                   "vector": [["add", x] for x in (4096, 65536, 2**20)]},
+        "seconds": 0.01,
+    }
+
+
+_REAL: dict[str, Any] = {}  # the real measure_kernels, once its module has been imported
+DEFAULT_THREADS = torch.get_num_threads()  # before the one_thread fixture changes it
+
+
+def _patch_kernels(mp: pytest.MonkeyPatch) -> None:
+    """measure_kernels -> fake_kernels, whether or not its module exists yet."""
+    try:
+        module = importlib.import_module(KERNELS_MODULE)
+        _REAL.setdefault("measure_kernels", module.measure_kernels)
+    except ImportError:
+        module = types.ModuleType(KERNELS_MODULE)
+        mp.setitem(sys.modules, KERNELS_MODULE, module)
+    mp.setattr(module, "measure_kernels", fake_kernels, raising=False)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private cache folder and the fake kernel curves, for the whole module."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPTPERF_CACHE_DIR", str(folder))
+        _patch_kernels(mp)
+        # one thread, as one_thread gives each test: module fixtures run before it, and two
+        # threads on a busy 2-core machine stall every tiny op on the other thread
+        torch.set_num_threads(1)
+        yield folder
+        torch.set_num_threads(DEFAULT_THREADS)
+
+
+@pytest.fixture(scope="module")
+def calibration(env: Path) -> Calibration:
+    """One quick CPU calibration (real host costs, fake kernel curves)."""
+    return cal_mod.calibrate(CPU, quick=True)
+
+
+@pytest.fixture
+def clean_cache(env: Path) -> Iterator[Path]:
+    """No calibration of this CPU cached before or after the test."""
+    path = Path(calibration_path(device_name(CPU)))
+    path.unlink(missing_ok=True)
+    yield path
+    path.unlink(missing_ok=True)
+
+
+# --- the calibration ------------------------------------------------------------------------
+
+
+def test_calibration_describes_this_device(calibration: Calibration) -> None:
+    assert calibration.device_name == device_name(CPU) and calibration.device_type == "cpu"
+    assert calibration.torch_version == torch.__version__
+    assert 0 <= calibration.age_days() < 0.01  # created now, in UTC
+    assert calibration.created.tzinfo is not None
+    assert calibration.seconds > 0
+    assert set(calibration.matmul) == {"fp32"} and "fp32:causal_fwd" in calibration.attention
+    assert calibration.shapes["matmul"] == fake_kernels(CPU)["shapes"]["matmul"]
+    configs = calibration.shapes["configs"]
+    assert configs == [cal_mod.host_config(1).name, cal_mod.host_config(4).name]
+    assert configs[0] != configs[1] and "n_embd=64" in configs[0]
+    assert calibration.compiled == {}  # CUDA only
+    assert cal_mod.is_quick(calibration)
+    assert any(n.startswith("time: kernels") for n in calibration.notes)
+
+
+def test_calibration_round_trips_through_dict_json_and_cache(calibration: Calibration,
+                                                             clean_cache: Path) -> None:
+    doc = calibration.to_dict()
+    assert doc["schema"] == "gptperf.calibration/1"
+    again = Calibration.from_dict(json.loads(json.dumps(doc)))
+    assert again == calibration
+    assert again.to_dict() == doc
+    path = Path(save_calibration(calibration))
+    assert path == clean_cache and path.is_file()
+    loaded = load_calibration(calibration.device_name, torch.__version__)
+    assert loaded == calibration
+    assert cal_mod.calibration_for(CPU) == calibration
+    assert cal_mod.calibration_for("cpu", required=True) == calibration
+
+
+def test_no_calibration_is_none_or_a_one_line_error(clean_cache: Path) -> None:
+    assert cal_mod.calibration_for(CPU) is None
+    with pytest.raises(UserError) as err:
+        cal_mod.calibration_for(CPU, required=True)
+    message = str(err.value)
+    assert "\n" not in message and "gptperf calibrate" in message and str(clean_cache) in message
+
+
+def _write_as_this_devices(cal: Calibration, path: Path) -> None:
+    """A calibration document in this device's cache file (copied from elsewhere, or old)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cal.to_dict()))
+
+
+@pytest.mark.parametrize("change, expected", [
+    ("stale", ["40 days old", "gptperf calibrate"]),
+    ("foreign", ["NVIDIA H200", "this device is"]),
+    ("torch", ["torch 1.0.0", f"this is torch {torch.__version__}"]),
+])
+def test_stale_foreign_or_other_torch_calibration_is_refused_in_one_line(
+        calibration: Calibration, clean_cache: Path, change: str, expected: list[str]) -> None:
+    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)).isoformat()
+    bad = {"stale": replace(calibration, created_at=old),
+           "foreign": replace(calibration, device_name="NVIDIA H200"),
+           "torch": replace(calibration, torch_version="1.0.0")}[change]
+    _write_as_this_devices(bad, clean_cache)
+    for load in (lambda: cal_mod.calibration_for(CPU),
+                 lambda: load_calibration(device_name(CPU), torch.__version__)):
+        with pytest.raises(UserError) as err:
+            load()
+        message = str(err.value)
+        assert "\n" not in message, message
+        for word in expected:
+            assert word in message, (word, message)
+    # the command measures a new one instead of failing (and says nothing of a cache)
+    out = _run_cli(["calibrate", "--device", "cpu", "--quick", "--json"])
+    assert out["cached"] is False and out["device_name"] == device_name(CPU)
+    assert cal_mod.calibration_for(CPU) is not None  # replaced by a usable one
+
+
+# --- host costs -----------------------------------------------------------------------------
+
+
+def test_fit_line_through_one_and_four_blocks() -> None:
+    assert cal_mod.fit_line(3e-6, 9e-6) == pytest.approx({"per_layer_s": 2e-6, "fixed_s": 1e-6})
+    # noise tilting the line below zero is clamped, never a negative cost
+    assert cal_mod.fit_line(5e-6, 4e-6) == {"per_layer_s": 0.0, "fixed_s": 5e-6}
+    assert cal_mod.fit_line(1e-6, 10e-6)["fixed_s"] == 0.0  # steeper than proportional
+
+
+def test_time_host_parts_interleaves_groups_and_takes_the_median() -> None:
+    calls: list[str] = []
+    now = [0.0]
+
+    def part(tag: str, cost: float) -> Any:
+        def run() -> None:
+            calls.append(tag)
+            now[0] += cost + (1.0 if len(calls) == 3 else 0.0)  # one outlier in the warm-up
+        return run
+
+    groups = {1: {"fwd": part("1f", 2e-3), "opt": part("1o", 5e-3)},
+              4: {"fwd": part("4f", 8e-3), "opt": part("4o", 11e-3)}}
+    times = cal_mod.time_host_parts(groups, ["fwd"], CPU, warmup=1, repeats=5,
+                                    clock=lambda: now[0])
+    assert calls[:4] == ["1f", "1o", "4f", "4o"] and len(calls) == 4 * 6
+    assert set(times[1]) == {"fwd"}  # opt ran (the step needs it) but was not asked for
+    assert times[1]["fwd"] == pytest.approx(2e-3) and times[4]["fwd"] == pytest.approx(8e-3)
+
+
+def test_time_host_parts_stops_early_on_a_busy_machine() -> None:
+    now = [0.0]
+    calls = []
+
+    def slow() -> None:
+        calls.append(now[0])
+        now[0] += 1.0
+
+    times = cal_mod.time_host_parts({1: {"fwd": slow}}, ["fwd"], CPU, warmup=1, repeats=10,
+                                    budget_s=2.5, min_repeats=3, clock=lambda: now[0])
+    assert len(calls) == 1 + 3 and times[1]["fwd"] == 1.0
+    cal_mod.time_host_parts({1: {"fwd": slow}}, ["fwd"], CPU, warmup=0, repeats=4, budget_s=0.5,
+                            min_repeats=4, clock=lambda: now[0])
+    assert len(calls) == 4 + 4  # never fewer than min_repeats
+
+
+def test_host_costs_are_measured_for_every_part(calibration: Calibration) -> None:
+    assert set(calibration.host) == {f"eager:{p}:fp32" for p in cal_mod.HOST_PARTS}
+    for key, fit in calibration.host.items():
+        assert set(fit) == {"per_layer_s", "fixed_s"}
+        one, four = fit["fixed_s"] + fit["per_layer_s"], fit["fixed_s"] + 4 * fit["per_layer_s"]
+        assert 1e-6 < one < 0.05, (key, fit)  # a tiny model: microseconds to milliseconds
+        # every block adds modules to run, gradients to compute, parameters to update: 4 blocks
+        # cost more than 1 (by at least a few dispatches: ~1 µs each even on a fast CPU)
+        assert fit["per_layer_s"] > 1e-6 and four > one, (key, fit)
+
+
+# --- compiled recordings (the summary of an attribution; the recording itself needs CUDA) -----
+
+
+@pytest.mark.parametrize("kernel, cls", [
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
+    ("nvjet_tst_128x256_64x4_2x1_v_bz_coopA_TNT", "matmul"),
+    ("cutlass3x_sm90_tensorop_gemm_bf16", "matmul"),
+    ("_gemv_kernel", "matmul"),
+    ("triton_tem_fused_addmm_0", "matmul"),
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>", "attention"),
+    ("fmha_cutlassB_bf16_aligned_64x64_k64_sm80", "attention"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop", "attention"),
+    ("triton_poi_fused__scaled_dot_product_flash_attention_transpose_0", "other"),
+    ("triton_red_fused_native_layer_norm_0", "other"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::GeluCUDAKernelImpl>", "other"),
+])
+def test_kernel_classes_by_name(kernel: str, cls: str) -> None:
+    assert cal_mod.kernel_class(kernel) == cls
+
+
+def test_summarize_attribution_per_layer_and_step() -> None:
+    def w(kernel: str, step: int, us: float, *parts: tuple[str, str, float]) -> Any:
+        return SimpleNamespace(kernel=kernel, step=step, dur_us=us, parts=list(parts))
+
+    work = []
+    for step in (0, 1):
+        for layer in (0, 1):
+            qkv = names.layer_name(layer, names.ATTN_QKV)
+            ln = names.layer_name(layer, names.LN_1)
+            work += [w("nvjet_gemm", step, 10.0, (qkv, "fwd", 1.0)),
+                     w("triton_per_fused_ln", step, 4.0, (ln, "fwd", 0.75), (qkv, "fwd", 0.25)),
+                     w("flash_fwd", step, 6.0, (names.layer_name(layer, names.ATTN_SDPA), "fwd", 1.0))]
+        work += [w("multi_tensor_apply_adam", step, 30.0, (names.OPTIMIZER, "opt", 1.0)),
+                 w("mystery", step, 2.0)]
+    attribution = SimpleNamespace(steps=["ProfilerStep#2", "ProfilerStep#3"], work=work,
+                                  step_wall_s=[1e-3, 3e-3], exact_coverage=0.9)
+    s = cal_mod.summarize_attribution(attribution, n_layer=2)
+    assert s["ops"]["attn.qkv:fwd"] == {"kernels": 1, "seconds": pytest.approx(
+        {"matmul": 10e-6, "attention": 0.0, "other": 1e-6})}
+    assert s["ops"]["ln_1:fwd"] == {"kernels": 1, "seconds": pytest.approx(
+        {"matmul": 0.0, "attention": 0.0, "other": 3e-6})}
+    assert s["ops"]["attn.sdpa:fwd"]["seconds"]["attention"] == pytest.approx(6e-6)
+    assert s["ops"]["optimizer:opt"] == {"kernels": 1, "seconds": pytest.approx(
+        {"matmul": 0.0, "attention": 0.0, "other": 30e-6})}  # per step: not divided by layers
+    assert s["kernels_per_step"] == 8 and s["steps"] == 2
+    assert s["kernel_seconds_per_step"] == pytest.approx((2 * 20 + 32) * 1e-6)
+    assert s["unattributed"] == {"kernels": 1, "seconds": pytest.approx(
+        {"matmul": 0.0, "attention": 0.0, "other": 2e-6})}
+    assert s["step_wall_s"] == pytest.approx(2e-3) and s["exact_coverage"] == 0.9
+    json.dumps(s)  # JSON-ready
+
+
+def test_without_profiler_hooks_recordings_are_left_out_with_a_note() -> None:
+    out, notes = cal_mod.record_compiled_steps(CPU, None)
+    assert out == {} and len(notes) == 1 and "profiler hooks" in notes[0]
+
+
+def test_bad_dtypes_are_one_line_errors(env: Path) -> None:
+    for dtypes, word in ((["fp8"], "fp8"), (["fp16"], "GPU"), ([], "at least one")):
+        with pytest.raises(UserError) as err:
+            cal_mod.calibrate(CPU, quick=True, dtypes=dtypes)
+        assert word in str(err.value) and "\n" not in str(err.value)
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def _run_cli(argv: list[str]) -> dict[str, Any]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    return json.loads(out.getvalue())
+
+
+def test_calibrate_json_then_cached_then_forced(env: Path, clean_cache: Path, calibration: Calibration,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    first = _run_cli(["calibrate", "--device", "cpu", "--quick", "--json"])
+    assert first["schema"] == "gptperf.calibration/1"
+    assert first["cached"] is False and first["path"] == str(clean_cache) and clean_cache.is_file()
+    families = ("matmul", "attention", "vector", "optimizer", "gemv")
+    assert Calibration.from_dict(first).residuals() == {
+        f"{f}:{k}": v["residual"] for f in families for k, v in first[f].items()}
+    assert first["environment"]["device_type"] == "cpu"
+    second = _run_cli(["calibrate", "--device", "cpu", "--quick", "--json"])
+    assert second["cached"] is True and second["created_at"] == first["created_at"]
+    # a quick calibration is not reused when a full one is asked for
+    with monkeypatch.context() as mp:
+        full = replace(calibration, notes=[])
+        mp.setattr(cal_mod, "calibrate", lambda *a, **k: full)
+        assert cal_mod.ensure_calibration(CPU, quick=False)[:2] == (full, False)
+        assert cal_mod.ensure_calibration(CPU, quick=True)[:2] == (full, True)  # full serves quick
+    forced = _run_cli(["calibrate", "--device", "cpu", "--quick", "--force", "--json"])
+    assert forced["cached"] is False and forced["seconds"] > 0
+
+
+def test_calibrate_reuses_only_a_calibration_younger_than_a_day(calibration: Calibration,
+                                                                clean_cache: Path) -> None:
+    hours_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=30)
+    save_calibration(replace(calibration, created_at=hours_ago.isoformat()))
+    assert cal_mod.calibration_for(CPU) is not None  # usable for predictions (< 30 days) ...
+    made, cached, _ = cal_mod.ensure_calibration(CPU, quick=True)
+    assert cached is False and made.age_days() < 0.01  # ... but measured again by calibrate
+
+
+def test_calibrate_table(env: Path, clean_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calibrate", "--device", "cpu", "--quick"]) == 0
+    out = capsys.readouterr().out
+    cal = cal_mod.calibration_for(CPU, required=True)
+    assert cal is not None
+    assert "Kernel time curves" in out and "Host cost" in out and str(clean_cache) in out
+    for key, residual in cal.residuals().items():
+        family, curve = key.split(":", 1)
+        assert curve in out
+        if residual is not None:
+            assert f"{100 * residual:.1f}%" in out
+    for key, fit in cal.host.items():
+        assert key in out and f"{fit['per_layer_s'] * 1e6:.1f}" in out
+    assert main(["calibrate", "--device", "cpu", "--quick"]) == 0
+    captured = capsys.readouterr()
+    assert "cached calibration" in captured.err and "--force" in captured.err
+
+
+def test_bad_device_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calibrate", "--device", "tpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "tpu" in err
+
+
+# --- ceilings ends with the calibration -----------------------------------------------------
+
+
+@pytest.fixture
+def seeded_ceilings(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ceilings measures nothing: a made-up measurement of this CPU."""
+    import gptperf.measure.ceilings as ceilings
+    from gptperf.measure.ceilings import SCHEMA, Ceilings
+
+    made = Ceilings.from_dict({
+        "schema": SCHEMA, "device": device_name(CPU), "device_type": "cpu",
+        "measured_at": "seeded by the test", "memory_bytes": 2**34, "launch_latency_s": 1e-6,
+        "matmul": {"fp32": {"points": [{"n": 64, "flops_per_s": 1e11}], "best_flops_per_s": 1e11,
+                            "best_shape": "64"}},
+        "bandwidth": {"copy": {"best_bytes_per_s": 1e10, "best_buffer_bytes": 2**20}}})
+    monkeypatch.setattr(ceilings, "measure_ceilings", lambda *a, **k: made)
+
+
+def test_ceilings_ends_with_the_calibration_unless_told_not_to(
+        seeded_ceilings: None, clean_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = _run_cli(["ceilings", "--quick", "--device", "cpu", "--force", "--no-calibrate", "--json"])
+    assert "calibration" not in doc and not clean_cache.exists()
+    doc = _run_cli(["ceilings", "--quick", "--device", "cpu", "--json"])
+    assert doc["schema"] == "gptperf.ceilings/1"
+    assert doc["calibration"]["path"] == str(clean_cache) and clean_cache.is_file()
+    assert doc["calibration"]["cached"] is False
+    assert set(doc["calibration"]["host"]) == {f"eager:{p}:fp32" for p in cal_mod.HOST_PARTS}
+    capsys.readouterr()
+    assert main(["ceilings", "--quick", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "Calibration" in out and "cached calibration" in out and str(clean_cache) in out
+
+
+# --- the real thing -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_quick_cpu_calibration_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = sys.modules.get(KERNELS_MODULE)
+    if module is not None and getattr(module, "__file__", None) is None:
+        pytest.skip(f"{KERNELS_MODULE} does not exist yet (a fake stands in for it)")
+    module = pytest.importorskip(KERNELS_MODULE)
+    monkeypatch.setattr(module, "measure_kernels", _REAL.get("measure_kernels", module.measure_kernels))
+    monkeypatch.setenv("GPTPERF_CACHE_DIR", str(tmp_path))
+    torch.set_num_threads(DEFAULT_THREADS)  # the machine as a user has it (one_thread restores)
+    doc = _run_cli(["calibrate", "--device", "cpu", "--quick", "--force", "--json"])
+    cal = Calibration.from_dict(doc)
+    assert cal.seconds < 60, cal.notes  # budget: 25 s on 2 idle cores; room for a busy machine
+    assert cal.matmul and cal.attention and cal.vector and cal.optimizer
+    assert all(r is None or (math.isfinite(r) and r >= 0) for r in cal.residuals().values())
+    assert cal.host["eager:fwd:fp32"]["per_layer_s"] > 0
+    assert cal_mod.calibration_for(CPU) == cal
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_train_recording_on_cuda() -> None:
+    from gptperf.commands.calibrate import profiler_hooks
+    from gptperf.perfmodel.workload import Workload
+
+    config = cal_mod.record_config()
+    rec = cal_mod.record_compiled(config, Workload("train", 2, 128, "bf16"), torch.device("cuda"),
+                                  profiler_hooks(), steps=2)
+    ops = rec["ops"]
+    assert rec["plan"]["mode"] == "compiled" and rec["config"]["n_layer"] == config.n_layer
+    assert ops["attn.qkv:fwd"]["seconds"]["matmul"] > 0 and ops["mlp.fc:bwd"]["seconds"]["matmul"] > 0
+    assert ops["attn.sdpa:fwd"]["seconds"]["attention"] > 0
+    assert ops["optimizer:opt"]["kernels"] >= 1
+    assert sum(o["kernels"] for o in ops.values()) <= rec["kernels_per_step"] + len(ops)
+    assert rec["exact_coverage"] is not None and rec["exact_coverage"] > 0.8

@@ -1,0 +1,326 @@
+"""The calibration's kernel micro-benchmarks (`gptperf.measure.calibrate_kernels`): the plan is what
+is measured, keys and x definitions as docs say, times grow where the work does, cells left out
+are extrapolated from measured ones. CPU runs use small monkeypatched point lists; GPU tests are
+marked."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from gptperf.errors import UserError
+from gptperf.measure import calibrate_kernels as ck
+from gptperf.perfmodel.calibration import Curve, Grid
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+KIB, MIB = 2**10, 2**20
+
+
+def _small(mp: pytest.MonkeyPatch) -> None:
+    """Small CPU point lists, tables and timed loops, so a whole sweep takes a second or two."""
+    mp.setitem(ck.MATMUL_M, "cpu", (1, 16, 256))
+    mp.setitem(ck.MATMUL_N, "cpu", (128, 512))
+    mp.setitem(ck.MATMUL_K, "cpu", (128, 256))
+    mp.setitem(ck.ATTENTION_BH, "cpu", (2, 4))
+    mp.setitem(ck.ATTENTION_T, "cpu", (16, 64))
+    mp.setitem(ck.ATTENTION_D, "cpu", (16,))
+    mp.setitem(ck.ONE_QUERY_BH, "cpu", (2,))
+    mp.setitem(ck.ONE_QUERY_L, "cpu", (32, 128))
+    mp.setitem(ck.ONE_QUERY_D, "cpu", (16,))
+    mp.setitem(ck.VECTOR_SIZES, "cpu", (4 * KIB, 64 * KIB, 1 * MIB))
+    mp.setattr(ck, "VOCAB", 1000)
+    mp.setattr(ck, "EMBED", 64)
+    mp.setitem(ck.OPTIMIZER_BLOCKS, "cpu", ((32, 1), (64, 1)))
+    mp.setitem(ck.POOL_BYTES, "cpu", 4 * MIB)
+    mp.setitem(ck.CPU_POINT_S, False, 0.002)
+    mp.setitem(ck.CPU_POINT_S, True, 0.002)
+    # small as the lists are, the largest matmul cells are left out: the fill is exercised too
+    mp.setitem(ck.MAX_CALL_S, "cpu", ck._matmul_cost("cpu", "fp32", 256, 512, 128)[0])
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> None:
+    _small(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def swept() -> Iterator[tuple[dict, list, dict, dict, dict]]:
+    """One whole CPU sweep on the small lists (full and quick), its progress calls and the plans."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    calls: list[tuple[str, int, int]] = []
+    try:
+        with pytest.MonkeyPatch.context() as mp:  # undone before the tests run
+            _small(mp)
+            result = ck.measure_kernels("cpu", ["fp32"], progress=lambda s, d, t: calls.append((s, d, t)))
+            quick = ck.measure_kernels("cpu", ["fp32"], quick=True)
+            plans = ck.planned_shapes("cpu"), ck.planned_shapes("cpu", quick=True)
+    finally:
+        torch.set_num_threads(threads)
+    yield result, calls, quick, *plans
+
+
+# --- the plan is what is measured ----------------------------------------------------------------
+
+
+def test_the_sweep_measures_exactly_the_planned_shapes(swept: tuple) -> None:
+    result, _, _, planned, _ = swept
+    assert result["shapes"] == planned
+    assert planned["matmul"] and planned["attention"] and planned["vector"]
+    # the largest cells were planned out by the cost model, and so not measured
+    assert [256, 512, 256] not in planned["matmul"] and [256, 512, 128] in planned["matmul"]
+
+
+def test_quick_mode_measures_the_thinned_plan(swept: tuple) -> None:
+    _, _, result, full, planned = swept
+    assert result["shapes"] == planned
+    # every other point, the largest kept: M (1, 16, 256) -> (1, 256)
+    assert result["matmul"]["fp32"].points[0] == (1.0, 256.0)
+    assert len(planned["vector"]) < len(full["vector"])
+
+
+def test_result_families_keys_and_progress(swept: tuple) -> None:
+    result, calls, *_ = swept
+    assert set(result) >= {"matmul", "attention", "vector", "optimizer", "gemv", "shapes", "seconds"}
+    assert result["seconds"] > 0 and result["gemv"] == {}  # no Triton kernel on a CPU
+    assert set(result["matmul"]) == {"fp32"} and isinstance(result["matmul"]["fp32"], Grid)
+    assert set(result["attention"]) == {"fp32:causal_fwd", "fp32:causal_fwd_bwd", "fp32:one_query"}
+    assert result["attention"]["fp32:one_query"].axes == ("BH", "L", "D")
+    assert result["attention"]["fp32:causal_fwd"].axes == ("BH", "T", "D")
+    assert result["attention"]["fp32:causal_fwd"].growth == (1.0, 2.0, 1.0)
+    assert result["matmul"]["fp32"].axes == ("M", "N", "K")
+    expected_ops = set(ck.VECTOR_OPS) - {"cast_to_fp32"}  # fp32 to fp32 is no kernel
+    assert set(result["vector"]) == {f"{op}:fp32" for op in expected_ops}
+    assert set(result["optimizer"]) == {"adamw_foreach"}  # fused: CUDA only
+    assert all(isinstance(c, Curve) for c in [*result["vector"].values(), *result["optimizer"].values()])
+    # the optimizer's x is the parameter count of the GPT blocks it steps
+    assert result["optimizer"]["adamw_foreach"].x == (ck.optimizer_params(32, 1), ck.optimizer_params(64, 1))
+    # progress: every stage counts up to its total
+    stages = {s for s, _, _ in calls}
+    assert {"matmul fp32", "attention fp32", "vector fp32", "optimizer"} <= stages
+    for stage in stages:
+        done = [(d, t) for s, d, t in calls if s == stage]
+        assert [d for d, _ in done] == list(range(1, len(done) + 1)) and done[-1][0] == done[-1][1]
+
+
+def test_grid_cells_left_out_are_extrapolated_from_measured_ones(swept: tuple) -> None:
+    grid = swept[0]["matmul"]["fp32"]
+    assert len(grid.seconds) == 3 * 2 * 2  # the whole grid, measured or not
+    measured = {tuple(c) for c in swept[0]["shapes"]["matmul"]}
+    assert (256, 512, 256) not in measured
+    # from the largest measured cell below it, linearly in work: (256, 512, 128) · 2
+    assert grid.at(256, 512, 256) == pytest.approx(2 * grid.at(256, 512, 128))
+    assert "measured" in grid.what
+
+
+def test_fill_by_growth_exponents_hand_computed() -> None:
+    axes = ((1, 2), (10, 20))
+    measured = {(1, 10): 1.0, (2, 10): 3.0, (1, 20): 5.0}
+    # (2, 20) from the measured cell below it with most work: (2, 10) when axis 1 counts
+    # double, (1, 20) weighs log 1 + 2·log 20 > log 2 + 2·log 10 -> from (1, 20), times 2^1
+    assert ck._fill(axes, measured, (1.0, 2.0)) == [1.0, 5.0, 3.0, 10.0]
+    assert ck._fill(axes, measured, (3.0, 1.0)) == [1.0, 5.0, 3.0, 6.0]  # from (2, 10), · 20/10
+
+
+# --- x definitions and points --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_vector_x_is_the_bytes_docs_define(dtype: str) -> None:
+    e = {"fp32": 4, "bf16": 2}[dtype]
+    target = 3 * MIB
+    for op in ck._vector_ops(dtype):
+        shape, x = ck._vector_shape(op, dtype, target)
+        rows = shape.get("rows", 0)
+        n = shape.get("n") or rows * 1024
+        want = {
+            "add": 3 * n * e, "copy": 2 * shape.get("b", 0) * 16 * shape.get("t", 0) * 64 * e,
+            "cast_to_fp32": n * (e + 4), "cast_to_bf16": n * (e + 2),
+            "layernorm_fwd": 2 * n * e, "layernorm_bwd": 3 * n * e, "gelu_fwd": 2 * n * e,
+            "gelu_bwd": 3 * n * e, "softmax_fwd": 2 * n * e, "softmax_bwd": 3 * n * e,
+            "cross_entropy_fwd": rows * 50304 * e, "cross_entropy_bwd": 2 * rows * 50304 * e,
+            "embedding_fwd": 2 * rows * 768 * e, "embedding_bwd": rows * 768 * e,
+            "sum_rows": n * e,
+        }[op]
+        assert x == want, op
+        if op not in ("cross_entropy_fwd", "cross_entropy_bwd"):
+            assert target / 2 < x <= target, op  # about the size asked for
+    assert "cast_to_bf16" not in ck._vector_ops("bf16") and "cast_to_fp32" in ck._vector_ops("bf16")
+
+
+def test_vector_points_strictly_increase_and_span_the_sizes() -> None:
+    for kind, top in (("cuda", 1 * 2**30), ("cpu", 64 * MIB)):
+        sizes = ck.VECTOR_SIZES[kind]
+        assert sizes[0] == 4 * KIB and sizes[-1] == top and len(sizes) >= 8
+        for op in ck.VECTOR_OPS:
+            xs = [x for _, x in ck._vector_points(kind, "bf16", op, False)]
+            assert xs == sorted(set(xs)), (kind, op)
+            assert len(xs) >= 5, (kind, op)
+            assert all(b >= ck.VECTOR_MIN_STEP * a for a, b in zip(xs[:-2], xs[1:-1], strict=True))
+
+
+def test_optimizer_blocks_span_the_parameter_counts() -> None:
+    assert ck.optimizer_params(128, 1) == 12 * 128**2 + 13 * 128  # by hand: 198 272
+    gpu = [ck.optimizer_params(c, n) for c, n in ck.OPTIMIZER_BLOCKS["cuda"]]
+    cpu = [ck.optimizer_params(c, n) for c, n in ck.OPTIMIZER_BLOCKS["cpu"]]
+    assert gpu == sorted(gpu) and gpu[0] < 3e5 and 1.5e9 < gpu[-1] <= 2.1e9
+    assert cpu == sorted(cpu) and cpu[0] < 2e4 and cpu[-1] > 5e6
+    assert all(128 <= c <= 2048 for c, _ in ck.OPTIMIZER_BLOCKS["cuda"])
+    assert len(ck.block_shapes(64)) == 12
+
+
+def test_gpu_plan_prunes_by_cost_and_keeps_the_spec_points() -> None:
+    plan = ck.planned_shapes("cuda")
+    cells = {tuple(c) for c in plan["matmul"]}
+    assert (1, 65536, 16384) in cells and (65536, 128, 128) in cells  # skinny and tall: measured
+    assert (65536, 65536, 16384) not in cells  # 2^48 multiply-adds: extrapolated
+    assert all(m * n * k <= ck.MATMUL_MAX_MNK for m, n, k in cells)
+    assert {m for m, _, _ in cells} == set(ck.MATMUL_M["cuda"])
+    keys = {a[0] for a in plan["attention"]}
+    assert keys == {f"{d}:{p}" for d in ("bf16", "fp32") for p in ck.ATTENTION_PASSES}
+    # every measured call is estimated under the cap at the roofline (per dtype)
+    for key, bh, t, d in plan["attention"]:
+        dtype, pass_ = key.split(":")
+        assert ck._attention_cost("cuda", dtype, pass_, bh, t, d)[0] <= ck.MAX_CALL_S["cuda"]
+    # fp32 runs at a fraction of bf16's rate: fewer of its cells fit under the cap
+    fp32 = ck._matmul_cells("cuda", "fp32", False, None)
+    assert len(fp32) < len(ck._matmul_cells("cuda", "bf16", False, None))
+    # a smaller GPU plans fewer big shapes
+    assert len(ck.planned_shapes("cuda", memory_bytes=2**30)["matmul"]) < len(plan["matmul"])
+
+
+def test_gpu_plan_fits_its_time_budget() -> None:
+    """The cost model's guess of the whole GPU sweep stays inside calib_spec's budget (matmul
+    40 s, attention 20, vector 20, optimizer 5, gemv 5; ~90 s together)."""
+    full = ck.estimated_seconds("cuda")
+    assert full["matmul"] <= 40 and full["attention"] <= 20 and full["vector"] <= 20
+    assert full["optimizer"] <= 5 and full["gemv"] <= 5 and sum(full.values()) <= 90
+    quick = ck.estimated_seconds("cuda", quick=True)
+    assert sum(quick.values()) < sum(full.values()) / 2
+    # the CPU's guess is a floor (a busy 2-core machine takes longer): well inside 35 s and 15 s
+    assert sum(ck.estimated_seconds("cpu").values()) <= 20
+    assert sum(ck.estimated_seconds("cpu", quick=True).values()) <= 8
+
+
+def test_bad_input_is_a_one_line_error() -> None:
+    with pytest.raises(UserError, match="device type 'tpu'"):
+        ck.planned_shapes("tpu")
+    with pytest.raises(UserError, match="unknown dtype 'fp8'"):
+        ck.planned_shapes("cpu", dtypes=["fp8"])
+    with pytest.raises(UserError, match="no dtypes"):
+        ck.measure_kernels("cpu", [])
+
+
+# --- physics -------------------------------------------------------------------------------------
+
+
+def test_matmul_time_grows_with_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ck.MATMUL_M, "cpu", (256, 1024))
+    monkeypatch.setitem(ck.MATMUL_N, "cpu", (512,))
+    monkeypatch.setitem(ck.MATMUL_K, "cpu", (512,))
+    monkeypatch.setitem(ck.POOL_BYTES, "cpu", 8 * MIB)
+    grid = ck.measure_matmul("cpu", "fp32")
+    small, large = grid.seconds  # 4x the FLOPs
+    assert large > small > 0
+
+
+def test_vector_and_optimizer_times_grow_with_size(small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ck.VECTOR_SIZES, "cpu", (64 * KIB, 16 * MIB))
+    curves = ck.measure_vector("cpu", "fp32")
+    for op in ("add", "gelu_fwd", "layernorm_fwd"):
+        first, last = curves[f"{op}:fp32"].seconds
+        assert last > first, op  # 256x the bytes
+    monkeypatch.setitem(ck.OPTIMIZER_BLOCKS, "cpu", ((32, 1), (256, 2)))
+    (first, last), = [c.seconds for c in ck.measure_optimizer("cpu").values()]
+    assert last > first  # 100x the parameters
+
+
+def test_attention_fwd_bwd_costs_more_than_fwd(small: None) -> None:
+    grids = ck.measure_attention("cpu", "fp32")
+    fwd, both = grids["fp32:causal_fwd"], grids["fp32:causal_fwd_bwd"]
+    assert both.at(4, 64, 16) > fwd.at(4, 64, 16)
+    assert ck.measure_gemv("cpu", "fp32") is None  # Triton's kernel needs CUDA
+
+
+def test_cpu_timer_measures_a_known_call() -> None:
+    import time
+
+    timer = ck._Timer(torch.device("cpu"), quick=True)
+    seconds = timer(lambda i: time.sleep(0.002))
+    assert 0.0019 < seconds < 0.02
+
+
+def test_matmul_precision_is_restored(small: None) -> None:
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        monkeypatched = ck.MATMUL_M["cpu"]
+        assert monkeypatched == (1, 16, 256)
+        ck.measure_matmul("cpu", "fp32", quick=True)
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+# --- GPU -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ck.MATMUL_M, "cuda", (1, 64, 4096))
+    monkeypatch.setitem(ck.MATMUL_N, "cuda", (256, 4096))
+    monkeypatch.setitem(ck.MATMUL_K, "cuda", (256, 4096))
+    monkeypatch.setitem(ck.ATTENTION_BH, "cuda", (8, 32))
+    monkeypatch.setitem(ck.ATTENTION_T, "cuda", (128, 1024))
+    monkeypatch.setitem(ck.ATTENTION_D, "cuda", (64,))
+    monkeypatch.setitem(ck.ONE_QUERY_BH, "cuda", (8, 64))
+    monkeypatch.setitem(ck.ONE_QUERY_L, "cuda", (128, 2048))
+    monkeypatch.setitem(ck.ONE_QUERY_D, "cuda", (64,))
+    monkeypatch.setitem(ck.VECTOR_SIZES, "cuda", (64 * KIB, 64 * MIB))
+    monkeypatch.setitem(ck.OPTIMIZER_BLOCKS, "cuda", ((128, 1), (1024, 4)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_sweep_measures_the_plan_in_cuda_graphs(small_gpu: None) -> None:
+    result = ck.measure_kernels("cuda", ["bf16", "fp32"])
+    assert result["shapes"] == ck.planned_shapes(
+        "cuda", dtypes=["bf16", "fp32"],
+        memory_bytes=torch.cuda.get_device_properties(0).total_memory)
+    assert not [n for n in result["notes"] if "timed eagerly" in n], result["notes"]
+    assert set(result["optimizer"]) == {"adamw_fused", "adamw_foreach"}
+    mm = result["matmul"]["bf16"]
+    assert mm.at(4096, 4096, 4096) > mm.at(64, 4096, 4096)  # 64x the FLOPs
+    # a streamed weight: a one-row matmul of 4096x4096 bf16 (32 MiB) reads it in well under a
+    # millisecond and takes longer than one of 256x256
+    assert 1e-6 < mm.at(1, 256, 256) < mm.at(1, 4096, 4096) < 1e-3
+    for key in ("bf16:causal_fwd", "bf16:causal_fwd_bwd"):
+        grid = result["attention"][key]
+        assert grid.at(32, 1024, 64) > grid.at(8, 128, 64)
+    assert result["attention"]["bf16:causal_fwd_bwd"].at(32, 1024, 64) > \
+        result["attention"]["bf16:causal_fwd"].at(32, 1024, 64)
+    for key, curve in result["vector"].items():
+        assert curve.seconds[-1] > curve.seconds[0], key  # 1024x the bytes
+    from gptperf.steps import gemv
+
+    if gemv.available():
+        assert result["gemv"]["bf16"].seconds[-1] > result["gemv"]["bf16"].seconds[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_graph_time_matches_eager_time_of_a_long_kernel() -> None:
+    """A kernel long enough that launch gaps do not matter takes the same time in a graph and
+    between events."""
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    timer = ck._Timer(torch.device("cuda"), quick=False)
+    graphed = timer(lambda i: a @ a)
+    eager = timer._eager(lambda i: a @ a, 20)
+    assert graphed == pytest.approx(eager, rel=0.1)
+    assert math.isfinite(graphed) and graphed > 0

@@ -1,0 +1,294 @@
+"""The two predictions, each labelled, in every command that measures or predicts: the roofline
+bound and the calibrated expected time (on a synthetic calibration; the loader
+`gptperf.measure.calibrate.calibration_for` is replaced, so no calibration is measured here)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from test_expected import flat_calibration
+
+from gptperf.cli import main
+from gptperf.errors import UserError
+from gptperf.model import preset
+from gptperf.perfmodel import Workload
+from gptperf.perfmodel.expected import expected
+from gptperf.plan import ExecutionPlan
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = ["--preset", "tiny", "--n-layer", "1", "--n-embd", "32", "--n-head", "2"]
+CFG = preset("tiny", n_layer=1, n_embd=32, n_head=2)
+STALE = "the calibration of 'Test GPU' is 40 days old (from 2026-10-01; at most 30 are used); " \
+        "run `gptperf calibrate` on this device"
+
+
+class Loader:
+    """What `calibration_for` answers: a Calibration, None (none cached) or a one-line UserError
+    (stale, foreign, other torch); the devices it was asked about."""
+
+    def __init__(self) -> None:
+        self.calibration = flat_calibration("cpu")
+        self.error: str | None = None
+        self.asked: list[object] = []
+
+    def __call__(self, device: object, required: bool = False) -> object:
+        self.asked.append(device)
+        if self.error:
+            raise UserError(self.error)
+        if self.calibration is None and required:
+            raise UserError("no calibration; run `gptperf calibrate`")
+        return self.calibration
+
+
+@pytest.fixture
+def loader(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Loader:
+    """The calibration loader replaced; a private cache, so no measured ceilings are found."""
+    import gptperf.measure.calibrate
+
+    monkeypatch.setenv("GPTPERF_CACHE_DIR", str(tmp_path / "cache"))
+    fake = Loader()
+    monkeypatch.setattr(gptperf.measure.calibrate, "calibration_for", fake)
+    return fake
+
+
+def _calibrated(doc: dict) -> list[dict]:
+    return [p for p in doc["predictions"] if p["source"] == "calibrated"]
+
+
+# --- bench ---------------------------------------------------------------------------------------
+
+
+BENCH = ["bench", "train", *SMALL, "--batch", "2", "--seq", "16", "--warmup", "1", "--repeats", "2",
+         "--device", "cpu"]
+
+
+def test_bench_json_has_one_calibrated_entry_beside_the_roofline(loader, cli_json) -> None:
+    doc = cli_json(*BENCH)
+    entries = _calibrated(doc)
+    assert len(entries) == 1
+    e = entries[0]
+    assert e["prediction"] == "calibrated expected time"
+    assert e["hardware"].startswith("calibrated on Test GPU")
+    # predicted for the plan the step ran under, on the calibration handed over
+    plan = ExecutionPlan.from_dict(doc["plan"])
+    want = expected(CFG, Workload("train", 2, 16, "fp32"), plan, loader.calibration)
+    assert e["step_time_s"] == pytest.approx(want.step_time_s)
+    assert e["tokens_per_s"] == pytest.approx(32 / want.step_time_s)
+    assert e["measured_step_time_s"] == doc["step_time_s"]
+    assert e["measured_over_predicted"] == pytest.approx(doc["step_time_s"] / want.step_time_s)
+    roofline = [p for p in doc["predictions"] if p is not e]
+    assert roofline and all(p["prediction"] == "roofline bound" for p in roofline)
+    assert doc["predictions"][0]["prediction"] == "roofline bound"  # the report reads [0]
+    assert [str(d) for d in loader.asked] == ["cpu"]
+
+
+def test_bench_with_a_stale_calibration_notes_why_and_still_measures(loader, cli_json) -> None:
+    loader.error = STALE
+    doc = cli_json(*BENCH)
+    assert _calibrated(doc) == [] and doc["predictions"]
+    assert any(STALE in n for n in doc["notes"])
+    assert doc["step_time_s"] > 0
+
+
+def test_bench_without_a_calibration_says_what_to_run(loader, cli_json) -> None:
+    loader.calibration = None
+    doc = cli_json(*BENCH)
+    assert _calibrated(doc) == []
+    assert any("gptperf calibrate" in n for n in doc["notes"])
+
+
+def test_bench_with_a_calibration_missing_a_curve_notes_it(loader, cli_json) -> None:
+    loader.calibration = flat_calibration("cpu", optimizer={})
+    doc = cli_json(*BENCH)
+    assert _calibrated(doc) == []
+    assert any("no calibrated expected time" in n and "optimizer" in n for n in doc["notes"])
+
+
+def test_bench_reads_the_calibration_calibrate_saved(monkeypatch, tmp_path, cli_json) -> None:
+    """No loader replaced: a calibration saved for this CPU and torch is found and used; one
+    40 days old is refused with a note."""
+    import datetime as dt
+
+    import torch
+
+    from gptperf.envinfo import device_name
+    from gptperf.perfmodel.calibration import save_calibration
+
+    monkeypatch.setenv("GPTPERF_CACHE_DIR", str(tmp_path / "cache"))
+    now = dt.datetime.now(dt.timezone.utc)
+    here = dict(device_name=device_name(torch.device("cpu")), torch_version=torch.__version__)
+    save_calibration(flat_calibration("cpu", created_at=now.isoformat(), **here))
+    entries = _calibrated(cli_json(*BENCH))
+    assert len(entries) == 1 and here["device_name"] in entries[0]["hardware"]
+    save_calibration(flat_calibration("cpu", created_at=(now - dt.timedelta(days=40)).isoformat(), **here))
+    doc = cli_json(*BENCH)
+    assert _calibrated(doc) == [] and any("40 days old" in n for n in doc["notes"])
+
+
+def test_bench_prints_both_predictions_labelled(loader, capsys) -> None:
+    assert main(BENCH) == 0
+    out = capsys.readouterr().out
+    assert "roofline bound" in out and "calibrated expected time" in out
+    assert "Test GPU" in out  # the calibration's label names its device
+
+
+# --- model ---------------------------------------------------------------------------------------
+
+
+MODEL = ["model", *SMALL, "--workload", "train", "--batch", "2", "--seq", "16", "--dtype", "fp32"]
+
+
+def test_model_calibrated_json_has_the_expected_time(loader, cli_json) -> None:
+    doc = cli_json(*MODEL, "--calibrated", "--device", "cpu")
+    e = doc["expected"]
+    plan = ExecutionPlan.from_dict(doc["plan"])
+    assert plan == ExecutionPlan.default("train", "cpu")  # this device's plan for the step
+    want = expected(CFG, Workload("train", 2, 16, "fp32"), plan, loader.calibration)
+    assert e["source"] == "calibrated" and e["step_time_s"] == pytest.approx(want.step_time_s)
+    assert len(e["ops"]) == len(want.ops)
+    # the roofline is on this device's hardware (the datasheet CPU: no ceilings cached)
+    assert doc["hardware_label"] == "datasheet: cpu"
+    plain = cli_json(*MODEL)
+    assert "expected" not in plain and plain["hardware_label"] == "datasheet: h100-sxm"
+
+
+def test_model_calibrated_tables_show_an_expected_column(loader, capsys) -> None:
+    assert main([*MODEL, "--calibrated", "--device", "cpu", "--view", "op"]) == 0
+    out = capsys.readouterr().out
+    want = expected(CFG, Workload("train", 2, 16, "fp32"), ExecutionPlan.default("train", "cpu"),
+                    loader.calibration)
+    from gptperf.output import seconds
+
+    assert "expected step time" in out and seconds(want.step_time_s) in out
+    assert "roofline bound" in out and "calibrated on Test GPU" in out
+    header = next(line for line in out.splitlines() if line.startswith("op "))
+    assert header.split()[-1] == "expected"
+
+
+@pytest.mark.parametrize("error", [None, STALE])
+def test_model_calibrated_without_a_usable_calibration_is_a_one_line_error(loader, capsys, error) -> None:
+    loader.calibration, loader.error = None, error
+    assert main([*MODEL, "--calibrated", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "gptperf calibrate" in err
+    if error:
+        assert "40 days old" in err
+
+
+def test_model_plan_is_the_plan_predicted_for(loader, cli_json, capsys) -> None:
+    doc = cli_json("model", *SMALL, "--workload", "decode", "--batch", "1", "--seq", "16",
+                   "--plan", "cuda_graph", "--hardware", "h100-sxm")
+    plan = ExecutionPlan.from_dict(doc["plan"])
+    assert plan == ExecutionPlan.default("decode", "cuda", fast=True)
+    compiled = cli_json("model", *SMALL, "--workload", "decode", "--batch", "1", "--seq", "16",
+                        "--plan", "compiled", "--hardware", "h100-sxm")
+    assert compiled["plan"]["mode"] == "compiled"
+    assert compiled["totals"] != doc["totals"]  # the plan changes the prediction
+    for argv in (["--workload", "train", "--plan", "cuda_graph"],
+                 ["--workload", "decode", "--plan", "cuda_graph", "--hardware", "cpu"]):
+        assert main(["model", *SMALL, *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "graph" in err.lower()
+
+
+# --- profile -------------------------------------------------------------------------------------
+
+
+def test_profile_carries_the_expected_time_per_operation_and_step(loader, tmp_path, capsys) -> None:
+    from gptperf.commands.profile import print_result
+    from gptperf.profiling.compare import Row
+    from gptperf.profiling.run import ProfileResult, profile_workload
+
+    cfg = preset("tiny", n_layer=1, n_head=2, n_embd=32, block_size=32)
+    r = profile_workload(cfg, "train", batch=2, seq=16, dtype="fp32", device="cpu",
+                         out_dir=tmp_path / "p", wait=0, warmup=1, active=1, overhead=False,
+                         plot=False, hardware="cpu")
+    plan = ExecutionPlan.from_dict(r.workload["plan"])
+    want = expected(cfg, Workload("train", 2, 16, "fp32"), plan, loader.calibration)
+    by_key = want.by_key()
+    rows = {(row.name, row.phase): row for row in r.comparison.ops}
+    assert set(by_key) <= set(rows)
+    for key, op in by_key.items():
+        assert rows[key].expected_s == pytest.approx(op.device_s)
+        if rows[key].measured_s > 0 and op.device_s > 0:
+            assert rows[key].expected_ratio == pytest.approx(rows[key].measured_s / op.device_s)
+    # components sum their layers' expected device time
+    comp = {(row.name, row.phase): row for row in r.comparison.components}
+    for (c, phase), seconds_ in want.by_component().items():
+        assert comp[(c, phase)].expected_s == pytest.approx(seconds_)
+    assert r.expected["step_time_s"] == pytest.approx(want.step_time_s)
+    assert r.expected["measured_over_expected"] == pytest.approx(
+        r.expected["measured_step_time_s"] / want.step_time_s)
+    assert r.expected["roofline_step_time_s"] == pytest.approx(
+        sum(row.predicted_s for row in r.comparison.phases))
+
+    doc = json.loads((tmp_path / "p" / "profile.json").read_text())
+    assert doc["expected"]["label"].startswith("calibrated on Test GPU")
+    assert all("measured_over_expected" in row and "measured_over_predicted" in row for row in doc["ops"])
+    again = ProfileResult.from_dict(doc)
+    assert again.expected == doc["expected"]
+    assert [x.expected_s for x in again.comparison.ops] == pytest.approx(
+        [x.expected_s for x in r.comparison.ops], nan_ok=True)
+    # a row written before the calibrated prediction still loads, without an expected time
+    old = {k: v for k, v in doc["ops"][0].items() if k not in ("expected_s", "measured_over_expected")}
+    assert math.isnan(Row.from_dict(old).expected_s)
+
+    print_result(r)
+    out = capsys.readouterr().out
+    assert " exp " in out and "m/e" in out and "calibrated expected" in out
+
+
+def test_profile_without_a_calibration_has_no_expected_columns(loader, tmp_path) -> None:
+    from gptperf.profiling.run import profile_workload
+
+    loader.error = STALE
+    cfg = preset("tiny", n_layer=1, n_head=2, n_embd=32, block_size=32)
+    r = profile_workload(cfg, "forward", batch=2, seq=16, dtype="fp32", device="cpu",
+                         out_dir=tmp_path / "p", wait=0, warmup=1, active=1, overhead=False,
+                         plot=False, hardware="cpu")
+    assert r.expected is None and any(STALE in n for n in r.notes)
+    assert all(math.isnan(row.expected_s) for row in r.comparison.ops)
+    assert all(not math.isnan(row.predicted_s) for row in r.comparison.ops)
+
+
+# --- inference -----------------------------------------------------------------------------------
+
+
+def test_inference_points_carry_the_expected_time_of_their_plan(loader, capsys) -> None:
+    from gptperf.commands.inference import print_result
+    from gptperf.inference.sweep import InferenceResult, run_inference_study
+    from gptperf.output import to_json
+
+    cfg = preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=32)
+    r = run_inference_study(cfg, "cpu", "fp32", contexts=[8], batches=[1, 2], hardware="cpu")
+    points = r.cache + r.recompute + r.prefill + r.batches
+    assert {p.kind for p in points} == {"decode", "decode_nocache", "prefill"}
+    for p in points:
+        want = expected(cfg, Workload(p.kind, p.batch, p.seq, "fp32"), p.plan, loader.calibration)
+        assert p.expected_s == pytest.approx(want.step_time_s)
+        assert p.expected_source == r.expected_label and p.expected_source.startswith("calibrated on")
+        assert p.expected_ratio == pytest.approx(p.time_s / want.step_time_s)
+    doc = json.loads(to_json(r.to_dict()))
+    point = doc["batch_sweep"]["points"][0]
+    assert point["expected_s"] == pytest.approx(r.batches[0].expected_s)
+    assert point["expected_source"] == r.expected_label and point["predicted_s"] > 0
+    again = InferenceResult.from_dict(doc)
+    assert [p.expected_s for p in again.batches] == [p.expected_s for p in r.batches]
+    assert again.expected_label == r.expected_label
+    print_result(r)
+    assert "calibrated expected" in capsys.readouterr().out
+
+
+def test_inference_without_a_calibration_leaves_expected_empty(loader) -> None:
+    from gptperf.inference.sweep import run_inference_study
+
+    loader.calibration = None
+    cfg = preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=32)
+    r = run_inference_study(cfg, "cpu", "fp32", contexts=[8], batches=[1], hardware="cpu")
+    assert r.expected_label is None
+    assert all(p.expected_s is None and p.expected_source is None
+               for p in r.cache + r.recompute + r.prefill + r.batches)
+    assert r.to_dict()["batch_sweep"]["points"][0]["expected_s"] is None

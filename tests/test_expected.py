@@ -1,0 +1,173 @@
+"""The calibrated prediction's rules on synthetic calibration data, each with a hand-computed answer:
+interpolation of the curves, the host/device queue, the kernel decomposition and the refusal of
+a stale or foreign calibration."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+
+from gptperf.errors import UserError
+from gptperf.model import preset
+from gptperf.perfmodel import Workload
+from gptperf.perfmodel.calibration import HOST_MODEL, Calibration, Curve, Grid
+from gptperf.perfmodel.expected import Expected, expected, kernel_calls, queue_time
+from gptperf.plan import ExecutionPlan
+
+NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.timezone.utc)
+T0 = 1e-6  # every kernel of the flat calibration
+HUGE = 1e15  # a single point this far out: every size is below it, so every time is T0
+VECTOR_OPS = ("add", "copy", "cast_to_fp32", "cast_to_bf16", "layernorm_fwd", "layernorm_bwd",
+              "gelu_fwd", "gelu_bwd", "softmax_fwd", "softmax_bwd", "cross_entropy_fwd",
+              "cross_entropy_bwd", "embedding_fwd", "embedding_bwd", "sum_rows")
+
+
+def flat_calibration(device_type: str = "cuda", fixed_s: float = 1e-4, per_layer_s: float = 1e-4,
+                     **changes) -> Calibration:
+    curve = Curve((HUGE,), (T0,))
+    grid = Grid(("a", "b", "c"), ((HUGE,), (HUGE,), (HUGE,)), (T0,))
+    dtypes = ("fp32", "bf16")
+    host = {f"{m}:{p}:{d}": {"fixed_s": fixed_s, "per_layer_s": per_layer_s}
+            for m in ("eager", "compiled") for p in ("fwd", "bwd", "opt", "infer", "decode") for d in dtypes}
+    fields = dict(
+        device_name="Test GPU", device_type=device_type, torch_version="9.9", created_at=NOW.isoformat(),
+        seconds=1.0, matmul={d: grid for d in dtypes},
+        attention={f"{d}:{p}": grid for d in dtypes for p in ("causal_fwd", "causal_fwd_bwd", "one_query")},
+        vector={f"{o}:{d}": curve for o in VECTOR_OPS for d in dtypes},
+        optimizer={"adamw_fused": curve, "adamw_foreach": curve}, gemv={"bf16": curve}, host=host)
+    fields.update(changes)
+    return Calibration(**fields)
+
+
+# -- curves ----------------------------------------------------------------------------------
+
+
+def test_curve_interpolates_in_log_log_and_extrapolates_by_the_work():
+    c = Curve((1e3, 1e5), (1e-6, 1e-4))
+    assert c.at(1e4) == pytest.approx(1e-5)  # halfway in log x -> halfway in log t
+    assert c.at(10) == pytest.approx(1e-6)  # below: the smallest point's time (fixed cost)
+    assert c.at(1e6) == pytest.approx(1e-3)  # above: grows as the size does
+    assert Curve((1, 2, 4), (1.0, 2.0, 4.0)).residual == pytest.approx(0.0)
+    # leave-one-out: the middle point of (1, 3, 4) predicted from its neighbours is 2 -> 1/3 off
+    assert Curve((1, 2, 4), (1.0, 3.0, 4.0)).residual == pytest.approx(1 / 3)
+
+
+def test_grid_is_multilinear_in_log_space_and_grows_beyond_its_edge():
+    g = Grid(("M", "N"), ((1, 100), (1, 100)), (1.0, 10.0, 10.0, 100.0), growth=(1, 2))
+    assert g.at(10, 10) == pytest.approx(10.0)  # log t = (0 + 1 + 1 + 2)/4 = 1
+    assert g.at(1, 10) == pytest.approx(math.sqrt(10))
+    assert g.at(100, 1000) == pytest.approx(100.0 * 10**2)  # N 10x beyond its edge, growth 2
+    with pytest.raises(UserError):
+        g.at(1.0)
+
+
+def test_calibration_round_trips_and_refuses_stale_foreign_or_other_torch():
+    cal = flat_calibration()
+    again = Calibration.from_dict(cal.to_dict())
+    assert again.to_dict() == cal.to_dict()
+    cal.check_usable("Test GPU", "9.9", now=NOW + dt.timedelta(days=1))
+    with pytest.raises(UserError, match="'Other GPU'"):
+        cal.check_usable("Other GPU", "9.9", now=NOW)
+    with pytest.raises(UserError, match="torch 9.9, this is torch 9.8"):
+        cal.check_usable("Test GPU", "9.8", now=NOW)
+    with pytest.raises(UserError, match="40 days old"):
+        cal.check_usable("Test GPU", "9.9", now=NOW + dt.timedelta(days=40))
+    with pytest.raises(UserError, match="gptperf.calibration"):
+        Calibration.from_dict({"schema": "gptperf.bench/1"})
+
+
+# -- composition -----------------------------------------------------------------------------
+
+
+def test_queue_waits_for_the_host_or_for_the_device():
+    # host-bound: issued at 1 and 2, each runs 0.5 -> ends at 2.5
+    assert queue_time([(1.0, 0.5), (1.0, 0.5)]) == pytest.approx(2.5)
+    # device-bound: issued at 0.1 and 0.2, each runs 1 back to back -> 2.1
+    assert queue_time([(0.1, 1.0), (0.1, 1.0)]) == pytest.approx(2.1)
+    # a long kernel in the middle hides the host of the next ones
+    assert queue_time([(1.0, 5.0), (1.0, 1.0), (1.0, 1.0)]) == pytest.approx(8.0)
+
+
+def test_eager_decode_kernels_counted_by_hand():
+    """fp32 eager decode with the model's KV cache, one block: embed 3 (two gathers, the add),
+    ln_1 1, qkv 3 (matmul, two cache writes), sdpa 1, proj 1 (sdpa writes its output with the
+    heads merged already), residual 2, ln_2 1, fc 1, gelu 1, mlp.proj 1, ln_f 1, lm_head 2
+    (last-row copy, matmul)."""
+    cfg = preset("gpt2", n_layer=1)
+    w = Workload("decode", 2, 64, "fp32")
+    assert sum(k.count for k in kernel_calls(cfg, w)) == 18
+    cal = flat_calibration(fixed_s=1e-4, per_layer_s=1e-4)
+    e = expected(cfg, w, None, cal)
+    assert sum(o.kernels for o in e.ops) == 18
+    assert e.device_s == pytest.approx(18 * T0)
+    # host-bound: 2e-4 s of host; the last op (lm_head, 2 kernels) runs after its host share
+    assert e.step_time_s == pytest.approx(2e-4 + 2 * T0)
+    assert e.composition.startswith("eager queue")
+
+
+def test_cuda_graph_is_device_time_back_to_back():
+    cfg = preset("gpt2", n_layer=2)
+    w = Workload("decode", 1, 64, "bf16")
+    plan = ExecutionPlan.default("decode", "cuda", fast=True)
+    e = expected(cfg, w, plan, flat_calibration())
+    n = sum(o.kernels for o in e.ops)
+    assert e.step_time_s == pytest.approx(n * T0)
+    assert e.host_s == 0
+    # the one-row kernel: every batch-1 matmul is a gemv call, none is a cuBLAS matmul
+    calls = kernel_calls(cfg, w, plan)
+    assert not [k for k in calls if k.family == "matmul"]
+    assert len([k for k in calls if k.family == "gemv"]) == 2 * 4 + 1
+
+
+def test_cpu_host_time_excludes_the_tiny_models_own_kernels():
+    """On a CPU the step is host + kernels; the host figure was measured on HOST_MODEL and its
+    kernel time (same decomposition, same curves) is taken out of it."""
+    cfg = preset("gpt2", n_layer=1)
+    w = Workload("prefill", 1, 32, "fp32")
+    cal = flat_calibration("cpu", fixed_s=1e-3, per_layer_s=0.0)
+    e = expected(cfg, w, None, cal)
+    tiny = preset("gpt2", n_layer=1, n_embd=HOST_MODEL["n_embd"], n_head=HOST_MODEL["n_head"])
+    tiny_kernels = sum(k.count for k in kernel_calls(tiny, Workload("prefill", 1, 8, "fp32")))
+    kernels = sum(o.kernels for o in e.ops)
+    assert e.step_time_s == pytest.approx(1e-3 - tiny_kernels * T0 + kernels * T0)
+
+
+def test_mixed_precision_adds_the_autocast_casts():
+    cfg = preset("gpt2", n_layer=1)
+    fp32 = kernel_calls(cfg, Workload("forward", 2, 64, "fp32"))
+    bf16 = kernel_calls(cfg, Workload("forward", 2, 64, "bf16"))
+    casts = [k for k in bf16 if k.key.startswith("cast_")]
+    # per block: ln_1 out + qkv weight, proj weight, ln_2 out + fc weight, mlp.proj weight, and
+    # the two mixed-dtype residual adds; head: ln_f out + the tied weight; the fp32 loss reads
+    # the bf16 logits itself
+    assert len(casts) == 6 + 2 + 2
+    assert not [k for k in fp32 if k.key.startswith("cast_")]
+
+
+def test_compiled_training_charges_the_recorded_fused_kernels_scaled_by_bytes():
+    cfg = preset("gpt2", n_layer=2)
+    w = Workload("train", 4, 128, "bf16")
+    plan = ExecutionPlan.default("train", "cuda", compile=True)
+    rec = {"config": cfg.to_dict(), "workload": w.to_dict(), "plan": plan.to_dict(),
+           "ops": {"mlp.act:fwd": {"kernels": 1, "seconds": {"matmul": 0, "attention": 0, "other": 5e-5}}}}
+    cal = flat_calibration(compiled={"train:bf16": rec})
+    same = expected(cfg, w, plan, cal)
+    act = same.by_key()[("h.0.mlp.act", "fwd")]
+    assert act.device_s == pytest.approx(5e-5)  # the recorded step itself: exactly its time
+    ln = same.by_key()[("h.0.ln_1", "fwd")]
+    assert ln.device_s == 0  # nothing recorded for it: fused into a neighbour
+    qkv = same.by_key()[("h.0.attn.qkv", "fwd")]
+    assert qkv.device_s == pytest.approx(T0)  # its matmul; its casts are fused away
+    big = expected(cfg, Workload("train", 8, 128, "bf16"), plan, cal)
+    # twice the tokens: the fixed part (one kernel at the smallest vector time T0) stays,
+    # the rest doubles
+    assert big.by_key()[("h.0.mlp.act", "fwd")].device_s == pytest.approx(T0 + (5e-5 - T0) * 2)
+    assert isinstance(Expected.from_dict(big.to_dict()), Expected)
+
+
+def test_missing_curve_is_a_one_line_error_naming_what_exists():
+    cal = flat_calibration(matmul={})
+    with pytest.raises(UserError, match="no matmul curve 'fp32'"):
+        expected(preset("gpt2", n_layer=1), Workload("forward", 1, 16, "fp32"), None, cal)

@@ -1,0 +1,401 @@
+"""`gptperf validate`: the statistics (hand-computed), the sweeps (valid, varied, within budget,
+disjoint from the calibration's shapes), the result's JSON round trip, and the command with the
+measurement and the prediction stood in for (plus one real, tiny measurement on the CPU)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from gptperf.errors import UserError
+from gptperf.perfmodel import count_parameters
+from gptperf.validate.disjoint import overlaps, planned_configs
+from gptperf.validate.results import (
+    SCHEMA,
+    CalibrationInfo,
+    OpErrors,
+    OpPair,
+    Skipped,
+    ValidationPoint,
+    ValidationResult,
+)
+from gptperf.validate.stats import error_stats, nearest_rank, time_weighted_error
+from gptperf.validate.sweep import ValidationCase, cases
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SWEEPS = [(d, q) for d in ("cpu", "cuda") for q in (False, True)]
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def test_error_stats_hand_computed() -> None:
+    # errors 0.01 0.02 0.05 0 0.10 0.20 0.02 0.03 0.03 0.10, sorted:
+    # 0 .01 .02 .02 .03 .03 .05 .10 .10 .20 -> median (.03+.03)/2, p90 = rank ceil(9) = 9th = .10
+    s = error_stats([1.01, 0.98, 1.05, 1.00, 0.90, 1.20, 1.02, 0.97, 1.03, 1.10])
+    assert s.n == 10
+    assert s.median == pytest.approx(0.03)
+    assert s.p90 == pytest.approx(0.10)
+    assert s.max == pytest.approx(0.20)
+    # odd n: errors 0.1, 0.5, 0 -> median 0.1; p90 rank ceil(2.7) = 3 -> 0.5
+    s = error_stats([1.1, 0.5, 1.0])
+    assert (s.median, s.p90, s.max) == pytest.approx((0.1, 0.5, 0.5))
+    one = error_stats([1.25])
+    assert (one.n, one.median, one.p90, one.max) == (1, 0.25, 0.25, 0.25)
+
+
+def test_p90_is_nearest_rank_not_interpolated() -> None:
+    values = [i / 100 for i in range(1, 21)]  # 0.01 .. 0.20
+    assert nearest_rank(values, 0.9) == 0.18  # rank 18; interpolation would give 0.181
+    assert nearest_rank(values, 1.0) == 0.20
+    assert nearest_rank([0.3], 0.9) == 0.3
+    assert math.isnan(nearest_rank([], 0.9))
+    with pytest.raises(ValueError):
+        nearest_rank(values, 0)
+
+
+def test_error_stats_refuses_broken_ratios_and_handles_none() -> None:
+    empty = error_stats([])
+    assert empty.n == 0 and math.isnan(empty.median) and math.isnan(empty.max)
+    for bad in (float("nan"), float("inf"), 0.0, -1.0):
+        with pytest.raises(ValueError):
+            error_stats([1.0, bad])
+
+
+def test_time_weighted_error_hand_computed() -> None:
+    # |10-9| + |1-2| + |0.5-0| = 2.5 over 11.5 measured
+    assert time_weighted_error([(10, 9), (1, 2), (0.5, 0)]) == pytest.approx(2.5 / 11.5)
+    assert time_weighted_error([(3, 3)]) == 0
+    # a long op's miss outweighs short ones' bigger relative misses
+    assert time_weighted_error([(100, 90), (1, 2), (1, 2)]) == pytest.approx(12 / 102)
+    assert math.isnan(time_weighted_error([]))
+    with pytest.raises(ValueError):
+        time_weighted_error([(1.0, float("nan"))])
+
+
+# --- the sweeps ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("device_type", "quick"), SWEEPS)
+def test_every_case_builds(device_type: str, quick: bool) -> None:
+    import torch
+
+    from gptperf.perfmodel import get_hardware, memory_breakdown, predict
+    from gptperf.steps.build import check_step
+
+    sweep = cases(device_type, quick)
+    assert len({c.name for c in sweep}) == len(sweep), "case names must be unique"
+    hw = get_hardware("h200" if device_type == "cuda" else "cpu")
+    for case in sweep:
+        assert isinstance(case, ValidationCase)
+        case.plan.check(case.workload.kind)
+        check_step(case.config, case.workload, case.plan, torch.device(device_type))
+        assert case.name.startswith(case.workload.kind + " ")
+        assert not (case.profile and case.plan.cuda_graph)
+        bound = predict(case.config, case.workload, hw, case.plan).time_s
+        assert bound < (0.1 if device_type == "cuda" else 0.2), (case.name, bound)
+        if device_type == "cuda":  # fits the H200 with room to spare
+            assert memory_breakdown(case.config, case.workload).total < 100e9, case.name
+
+
+def test_sweeps_cover_what_the_issue_asks() -> None:
+    full = cases("cuda", quick=False)
+    assert len(full) >= 20
+    assert {c.workload.kind for c in full} == {"train", "forward", "prefill", "decode",
+                                               "decode_nocache"}
+    assert {c.plan.mode for c in full} == {"eager", "compiled", "cuda_graph"}
+    assert {c.workload.dtype for c in full} == {"fp32", "bf16"}
+    assert any(c.config.name == "gpt2-xl" for c in full)
+    assert any(c.config.n_embd <= 384 for c in full)  # tiny-ish
+    seven_b = [c for c in full if (c.config.n_layer, c.config.n_head, c.config.n_embd,
+                                   c.config.vocab_size) == (32, 32, 4096, 32000)]
+    assert {c.workload.kind for c in seven_b} == {"decode"} and len(seven_b) >= 2
+    assert len({c.workload.batch for c in full}) >= 5 and len({c.workload.seq for c in full}) >= 5
+    # compiled training of a large model would eat the time budget in compilation
+    from gptperf.model import preset
+
+    gpt2_medium = count_parameters(preset("gpt2-medium"))
+    assert all(count_parameters(c.config) <= gpt2_medium for c in full if c.plan.compiled
+               and c.workload.kind == "train")
+    assert 2 <= sum(c.profile for c in full) <= 4
+
+    quick = cases("cuda", quick=True)
+    assert 6 <= len(quick) <= 10 and {c.name for c in quick} <= {c.name for c in full}
+    assert {c.plan.mode for c in quick} == {"eager", "compiled", "cuda_graph"}
+    assert sum(c.profile for c in quick) <= 2
+
+    for quick_cpu in (True, False):
+        cpu = cases("cpu", quick=quick_cpu)
+        assert {c.plan.mode for c in cpu} == {"eager"} and {c.workload.dtype for c in cpu} == {"fp32"}
+        assert {c.workload.kind for c in cpu} == {"train", "forward", "prefill", "decode",
+                                                  "decode_nocache"}
+    assert 6 <= len(cases("cpu", quick=True)) <= 10 <= len(cases("cpu")) <= 14
+    with pytest.raises(UserError, match="tpu"):
+        cases("tpu", quick=True)
+
+
+def test_validation_shapes_disjoint_from_calibration() -> None:
+    """No matmul, attention call or model of any case of any sweep is one the calibration (quick
+    or full) measures on that device type."""
+    try:
+        from gptperf.measure.calibrate import HOST_LAYERS, host_config, record_config
+        from gptperf.measure.calibrate_kernels import planned_shapes
+        from gptperf.perfmodel.expected import kernel_calls
+    except ImportError as err:
+        pytest.skip(f"the calibration's planned shapes or the expected model are not there yet: {err}")
+    # the models the calibration runs (host cost, compiled recording), as `shapes["configs"]` names them
+    models = {"configs": [host_config(n).name for n in HOST_LAYERS] + [record_config().name]}
+    for device_type in ("cpu", "cuda"):
+        plans = [{**planned_shapes(device_type, q), **models} for q in (False, True)]
+        every = {c.name: c for quick in (False, True) for c in cases(device_type, quick)}
+        assert set(every) == {c.name for c in cases(device_type, False)}  # quick ⊂ full
+        for case in every.values():
+            calls = kernel_calls(case.config, case.workload, case.plan)
+            assert {c.family for c in calls} >= {"attention", "vector"}, case.name
+            for planned in plans:
+                found = overlaps(calls, planned, case.config)
+                assert found == [], f"{device_type} case {case.name!r} measures what the calibration measures: {found}"
+    # the check can fail: an eager batch-1 decode of the 7B shape runs (1, 4096, 4096), a point
+    # of the calibration's grid (the sweep's batch-1 7B decode takes the one-row gemv instead)
+    from gptperf.perfmodel import Workload
+    from gptperf.plan import ExecutionPlan
+
+    seven_b = next(c.config for c in cases("cuda") if c.config.n_embd == 4096)
+    calls = kernel_calls(seven_b, Workload("decode", 1, 1000, "bf16"), ExecutionPlan())
+    assert "matmul bf16 (1, 4096, 4096)" in overlaps(calls, planned_shapes("cuda", False))
+
+
+def test_overlaps_finds_shared_shapes_in_every_form() -> None:
+    call = SimpleNamespace
+    calls = [call(family="matmul", key="bf16", point=(3840, 2304, 768)),
+             call(family="matmul", key="bf16", point=(64, 1024, 1024)),
+             call(family="attention", key="bf16:causal_fwd", point=(72, 640, 64)),
+             call(family="attention", key="bf16:one_query", point=(32, 512, 128)),
+             call(family="vector", key="add:bf16", point=(12288,)),
+             call(family="vector", key="gelu_fwd:bf16", point=(4096,))]
+    planned = {"matmul": [[64, 1024, 1024], [4096, 4096, 4096]],
+               "attention": [["causal_fwd_bwd", 32, 512, 128]],  # another pass, same shape
+               "vector": [["add:fp32", 4096], ["add", 12288]],  # gelu 4096 is not add 4096
+               "configs": ["tiny+n_layer=1,n_head=2,n_embd=64", {"n_layer": 2, "n_head": 8,
+                                                                  "n_embd": 512, "vocab_size": 8192}]}
+    found = overlaps(calls, planned, families=("matmul", "attention", "vector"))
+    assert found == ["matmul bf16 (64, 1024, 1024)", "attention bf16:one_query (32, 512, 128)",
+                     "vector add:bf16 (12288,)"]
+    assert overlaps(calls, planned) == found[:2]  # curves only when asked for
+    # the same shapes written as key -> points, and as KernelCall-like objects
+    by_key = {"matmul": {"bf16": [[64, 1024, 1024]]}, "attention": {"fp32:one_query": [[32, 512, 128]]}}
+    assert len(overlaps(calls, by_key)) == 2
+    as_calls = [call(family="matmul", key="fp32", point=(64, 1024, 1024))]
+    assert overlaps(calls, as_calls) == ["matmul bf16 (64, 1024, 1024)"]
+    assert overlaps(calls[:1], planned) == []
+
+    from gptperf.model import preset
+
+    host = preset("tiny", n_layer=1, n_head=2, n_embd=64)
+    recorded = preset("tiny", n_layer=2, n_head=8, n_embd=512, vocab_size=8192)
+    assert overlaps([], planned, host) == [f"model {host.name} (the calibration runs it)"]
+    assert overlaps([], planned, recorded) != []
+    assert overlaps([], planned, preset("tiny")) == []
+    assert planned_configs({"configs": ["not a gptperf name"]}) == ["not a gptperf name"]
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+def _calibration(device_name: str = "Test CPU") -> Any:
+    import torch
+
+    from gptperf.perfmodel.calibration import Calibration
+
+    created = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).isoformat()
+    return Calibration(device_name=device_name, device_type="cpu", torch_version=torch.__version__,
+                       created_at=created, seconds=12.0)
+
+
+def _result(device_type: str = "cuda") -> ValidationResult:
+    from gptperf.plan import ExecutionPlan
+
+    eager, graph = ExecutionPlan(), ExecutionPlan("cuda_graph", static_cache=True)
+    points = [ValidationPoint("train a", "train", "gpt2", 6, 640, "bf16", eager, 0.0105, 0.010, 0.007),
+              ValidationPoint("decode b", "decode", "gpt2", 8, 1000, "bf16", graph, 0.00049, 0.0005, None),
+              ValidationPoint("forward c", "forward", "gpt2", 8, 1000, "fp32", eager, 0.044, 0.040, 0.03)]
+    ops = (OpPair("h.0.mlp.fc", "fwd", 1e-3, 0.95e-3), OpPair("lm_head", "bwd", 2e-3, 2.1e-3))
+    return ValidationResult(device_type, "NVIDIA H200", True, CalibrationInfo.of(_calibration()),
+                            points=points, per_op=[OpErrors("train a", ops)],
+                            skipped=[Skipped("decode 7B", "out of memory: CUDA out of memory")],
+                            wall_time_s=81.5, notes=["a note"], environment={"torch": "x"})
+
+
+def test_result_round_trip_and_derived_numbers() -> None:
+    from gptperf.output import to_json
+
+    r = _result()
+    doc = json.loads(to_json(r.to_dict()))
+    assert doc["schema"] == "gptperf.validate/1" == SCHEMA
+    back = ValidationResult.from_dict(doc)
+    assert back.to_dict() == r.to_dict()
+    assert back.points == r.points and back.per_op == r.per_op and back.skipped == r.skipped
+    # errors 0.05, 0.02, 0.10 -> median 0.05, p90 rank 3 -> 0.10
+    assert (doc["stats"]["n"], doc["stats"]["median"], doc["stats"]["p90"], doc["stats"]["max"]) == \
+        pytest.approx((3, 0.05, 0.10, 0.10))
+    assert doc["per_op"]["error"] == pytest.approx((0.05e-3 + 0.1e-3) / 3e-3)
+    assert doc["points"][0]["ratio"] == pytest.approx(1.05)
+    assert doc["points"][1]["plan_label"].startswith("compiled + CUDA graph")
+    verdicts = {v["name"]: v for v in doc["targets"]}
+    assert set(verdicts) == {"median", "p90", "max", "per_op"}
+    assert verdicts["median"]["verdict"] == "MISS" and verdicts["max"]["verdict"] == "PASS"
+    assert verdicts["p90"]["verdict"] == "MISS" and verdicts["per_op"]["passed"] is True
+    assert verdicts["median"]["target"] == 0.03 and verdicts["per_op"]["target"] == 0.10
+    assert doc["calibration"]["age_days"] == pytest.approx(2, abs=0.01)
+    cpu = {v.name: v for v in _result("cpu").verdicts()}
+    assert set(cpu) == {"median"} and cpu["median"].passed is True  # 5% <= 10%
+    with pytest.raises(UserError, match="gptperf.validate/1"):
+        ValidationResult.from_dict({**doc, "schema": "gptperf.bench/1"})
+
+
+def test_op_pairs_joins_both_sides_above_the_floor() -> None:
+    from gptperf.validate.run import op_pairs
+
+    op = SimpleNamespace
+    measured = {("lm_head", "fwd"): 100e-6, ("ln_f", "fwd"): 5e-6, ("embed", "fwd"): 30e-6}
+    expected = {("lm_head", "fwd"): op(device_s=90e-6), ("ln_f", "fwd"): op(device_s=8e-6),
+                ("loss", "fwd"): op(device_s=40e-6)}
+    pairs = op_pairs(measured, expected)
+    assert [(p.name, p.measured_s, p.expected_s) for p in pairs] == [
+        ("lm_head", 100e-6, 90e-6), ("embed", 30e-6, 0.0), ("loss", 0.0, 40e-6)]
+
+
+# --- the command, measurement and prediction stood in for ---------------------------------------
+
+
+class _Expected:
+    def __init__(self, seconds: float) -> None:
+        self.step_time_s = seconds
+
+    def by_key(self) -> dict[tuple[str, str], Any]:
+        return {("lm_head", "fwd"): SimpleNamespace(device_s=0.8 * self.step_time_s),
+                ("h.0.mlp.fc", "fwd"): SimpleNamespace(device_s=0.1 * self.step_time_s)}
+
+
+@pytest.fixture
+def stood_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    """measure -> a time per case; predict -> 1 ms·(index + 1); profile -> a fixed table. Returns
+    the measured/predicted ratio of each case."""
+    import gptperf.validate.run as run
+
+    sweep = cases("cpu", quick=True)
+    ratios = {c.name: 1 + (i - 3) / 50 for i, c in enumerate(sweep)}  # -6% .. +8%
+    ratios[sweep[1].name] = None  # this one fails to run
+
+    def measure(case: ValidationCase, device: Any) -> tuple[float, Any]:
+        if ratios[case.name] is None:
+            raise RuntimeError("CPU out of memory (tried to allocate 1 TB)")
+        i = [c.name for c in sweep].index(case.name)
+        return 1e-3 * (i + 1) * ratios[case.name], case.plan
+
+    monkeypatch.setattr(run, "load_calibration", lambda device: _calibration())
+    monkeypatch.setattr(run, "measure_case", measure)
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal: _Expected(
+        1e-3 * ([c.name for c in sweep].index(case.name) + 1)))
+    monkeypatch.setattr(run, "profile_case", lambda case, plan, device, out: {
+        ("lm_head", "fwd"): 1e-3, ("h.0.mlp.fc", "fwd"): 1e-4})
+    return ratios
+
+
+def test_command_json_out_and_plot(stood_in: dict[str, float], cli_json: Any, tmp_path: Path) -> None:
+    out, plots = tmp_path / "sub" / "v.json", tmp_path / "plots"
+    doc = cli_json("validate", "--quick", "--device", "cpu", "--out", str(out),
+                   "--plot-dir", str(plots))
+    assert doc["schema"] == "gptperf.validate/1"
+    assert doc["device"]["type"] == "cpu" and doc["sweep"] == "quick"
+    assert len(doc["points"]) == len(cases("cpu", quick=True)) - 1
+    assert doc["skipped"][0]["reason"].startswith("out of memory")
+    measured_ratios = sorted(r for r in stood_in.values() if r is not None)
+    errors = sorted(abs(r - 1) for r in measured_ratios)
+    assert doc["stats"]["max"] == pytest.approx(errors[-1])
+    assert doc["stats"]["p90"] == pytest.approx(errors[math.ceil(0.9 * len(errors)) - 1])
+    assert [p["ratio"] for p in doc["points"]] == pytest.approx(
+        [r for r in stood_in.values() if r is not None])
+    assert doc["targets"] == [{"name": "median", "label": "median |m/p − 1|",
+                               "value": pytest.approx(doc["stats"]["median"]), "target": 0.10,
+                               "passed": True, "verdict": "PASS"}]
+    assert doc["per_op"]["cases"] and doc["per_op"]["operations"] == 2 * len(doc["per_op"]["cases"])
+    assert all(p["roofline_s"] > 0 for p in doc["points"])  # the 'cpu' datasheet entry
+    assert json.loads(out.read_text()) == doc
+    assert (plots / "validation.png").stat().st_size > 1000 and (plots / "validation.svg").exists()
+
+
+def test_command_table_says_units_targets_and_calibration(stood_in: dict[str, float],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from gptperf.cli import main
+
+    assert main(["validate", "--quick", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("Calibration: Test CPU") and "2.0 days old" in lines[0]
+    assert "Test CPU" in err  # printed before the sweep starts
+    assert "train tiny-c96 fp32 B=6 T=72 eager" in out and " ms" in out and "×" in out
+    assert "median |m/p − 1|" in out and "PASS" in out and "≤ 10.0%" in out
+    assert "skipped" in out and "out of memory" in out
+
+
+def test_missed_targets_still_exit_0(monkeypatch: pytest.MonkeyPatch, stood_in: dict[str, float],
+                                     cli_json: Any) -> None:
+    import gptperf.validate.run as run
+
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal: _Expected(1e-6))
+    doc = cli_json("validate", "--quick", "--device", "cpu")
+    assert doc["targets"][0]["verdict"] == "MISS"
+
+
+def test_without_calibration_one_line_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from gptperf.cli import main
+
+    monkeypatch.setenv("GPTPERF_CACHE_DIR", str(tmp_path / "empty-cache"))
+    assert main(["validate", "--quick", "--device", "cpu", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "gptperf calibrate" in err
+    assert json.loads(out)["schema"] == "gptperf.error/1"
+
+
+def test_bad_output_paths_fail_before_any_work(stood_in: dict[str, float], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from gptperf.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    assert main(["validate", "--device", "cpu", "--out", str(tmp_path / "v.txt")]) == 2
+    assert main(["validate", "--device", "cpu", "--plot-dir", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "--plot-dir" in err
+
+
+# --- one real measurement and profile ------------------------------------------------------------
+
+
+def test_real_tiny_case_is_measured_and_profiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_bench and the profiler really run (one small CPU case); only the prediction is stood in."""
+    import gptperf.validate.run as run
+    from gptperf.model import preset
+    from gptperf.perfmodel import Workload
+    from gptperf.plan import ExecutionPlan
+
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal: _Expected(1e-3))
+    config = preset("tiny", n_layer=1, n_head=2, n_embd=48, block_size=64)
+    case = ValidationCase("forward tiny-1L", config, Workload("forward", 2, 24), ExecutionPlan(),
+                          profile=True)
+    r = run.validate("cpu", quick=True, calibration=_calibration(), sweep=[case])
+    assert r.skipped == [] and len(r.points) == 1
+    p = r.points[0]
+    assert 0 < p.measured_s < 1 and p.expected_s == 1e-3 and p.roofline_s and p.roofline_s > 0
+    assert p.config == config.name and p.plan == ExecutionPlan()
+    (errors,) = r.per_op
+    names = {o.name for o in errors.ops}
+    assert "lm_head" in names and all(o.measured_s >= 0 for o in errors.ops)
+    assert r.calibration.device_name == "Test CPU" and r.wall_time_s > 0
