@@ -99,6 +99,7 @@ def main() -> int:
             rows.append((label, f"measured {measured * 1e3:.3f} ms; calibrated m/p "
                          f"{cal_entry['measured_over_predicted'] if cal_entry else float('nan'):.3f}; "
                          f"roofline m/p {roof['measured_over_predicted'] if roof else float('nan'):.2f}"))
+            print(*rows[-1], flush=True)
         (out / "bench_checks.json").write_text(json.dumps(results, indent=1))
 
     print("\n== gpu_validate summary ==")

@@ -97,7 +97,7 @@ SPECS: dict[str, tuple[list[list[Any]], list[tuple[str, Any]]]] = {
                   ("--accumulate", FLAG), ("--plot", PLOT)]),
     "ceilings": ([[]], [("--quick", FLAG), ("--force", FLAG), ("--plot", PLOT), ("--no-calibrate", FLAG)]),
     "calibrate": ([[]], [("--quick", FLAG), ("--force", FLAG)]),
-    "validate": ([[]], [("--quick", FLAG), ("--plot-dir", FOLDER),
+    "validate": ([[]], [("--quick", FLAG), ("--isolate", FLAG), ("--plot-dir", FOLDER),
                         ("--out", pool(f"{TMP}/v.json", f"{TMP}/afile", f"{TMP}/x.txt", ""))]),
     "bench": ([["train"], ["forward"], ["prefill"], ["decode"], ["decode_nocache"], ["sleep"]],
               MODEL + [("--batch", INT), ("--seq", INT), ("--dtype", DTYPE), *COMPILE,

@@ -399,3 +399,21 @@ def test_real_tiny_case_is_measured_and_profiled(monkeypatch: pytest.MonkeyPatch
     names = {o.name for o in errors.ops}
     assert "lm_head" in names and all(o.measured_s >= 0 for o in errors.ops)
     assert r.calibration.device_name == "Test CPU" and r.wall_time_s > 0
+
+
+def test_a_case_measured_in_a_fresh_process_reports_its_time_and_plan() -> None:
+    """On CUDA every case is measured in a fresh process (`gptperf.validate.child`): the step's
+    median time and the plan that ran come back, and a failure comes back as a one-line error."""
+    import dataclasses
+
+    import torch
+
+    from gptperf.validate.run import measure_case_isolated
+
+    case = min(cases("cpu", quick=True), key=lambda c: c.config.n_layer * c.workload.tokens)
+    case = dataclasses.replace(case, config=dataclasses.replace(case.config, n_layer=1))
+    step_s, plan = measure_case_isolated(case, torch.device("cpu"))
+    assert 0 < step_s < 5 and plan == case.plan
+    bad = dataclasses.replace(case, workload=dataclasses.replace(case.workload, dtype="fp16"))
+    with pytest.raises(RuntimeError, match="fp16"):
+        measure_case_isolated(bad, torch.device("cpu"))

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write validation.png and validation.svg (predicted vs measured) there")
     parser.add_argument("--out", metavar="FILE",
                         help="also write the JSON document to FILE (atomically)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="measure each case in a fresh process, as `gptperf bench` does "
+                             "(slower: a process start and, if compiled, a compilation per case)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         err_console.print(f"[bold]{CalibrationInfo.of(calibration).label}[/bold]")
     with rich_progress(enabled=not args.json, description="validate") as progress:
-        result = validate(device, args.quick, progress=progress, calibration=calibration)
+        result = validate(device, args.quick, progress=progress, calibration=calibration,
+                          isolate=args.isolate)
     doc = result.to_dict()
     if args.plot_dir:
         from pathlib import Path

@@ -69,8 +69,10 @@ COMPILED_DTYPE = "bf16"  # compiled host costs and recordings: the dtype compile
 
 # The compiled recording's model and steps: not a validation shape (see shapes["configs"]).
 RECORD_SHAPE: dict[str, int] = {"n_layer": 2, "n_embd": 512, "n_head": 8, "vocab_size": 8192,
-                                "block_size": 256}
-RECORD_BATCH, RECORD_SEQ = 4, 256
+                                "block_size": 512}
+# large enough that inductor's kernels stream memory (their fixed cost small beside it), so that
+# scaling them by bytes to other shapes holds
+RECORD_BATCH, RECORD_SEQ = 8, 512
 RECORD_STEPS = 3  # profiled (active) steps
 
 # Seconds allowed for the compiled sections on CUDA (the whole calibration: <= 120 s on an H200,

@@ -200,7 +200,9 @@ class Calibration:
     optimizer: "adamw_fused" | "adamw_foreach" -> Curve over the parameter count.
     gemv: dtype -> Curve over the weight bytes of the one-row Triton kernel (CUDA only).
     host: "<mode>:<part>:<dtype>" -> {"per_layer_s", "fixed_s"}: host seconds of the step's
-        Python and dispatch, per block and per step (mode eager | compiled).
+        Python and dispatch, per block and per step (mode eager | compiled; part fwd, bwd, opt of
+        a train step, nograd for a forward without grad, infer for decode_nocache/prefill,
+        decode for a KV-cache decode step).
     compiled: "<kind>:<dtype>" -> a recorded compiled step: its config and workload, and per
         "<component>:<phase>" the kernels inductor ran and their measured seconds by class.
     shapes: every size the calibration measured, by family (for the disjointness test).

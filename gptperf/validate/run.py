@@ -75,6 +75,28 @@ def measure_case(case: ValidationCase, device: Any) -> tuple[float, ExecutionPla
     return bench.step_time_s, bench.plan
 
 
+def measure_case_isolated(case: ValidationCase, device: Any) -> tuple[float, ExecutionPlan]:
+    """`measure_case` in a fresh Python process (`gptperf.validate.child`), as `gptperf bench`
+    runs: on the H200 machine a host-bound eager step measured in a process that had already
+    built and run other models took up to 1.5x longer than in a fresh one."""
+    import json
+    import subprocess
+    import sys
+
+    doc = {"name": case.name, "config": case.config.to_dict(), "workload": case.workload.to_dict(),
+           "plan": case.plan.to_dict(), "device": str(device)}
+    proc = subprocess.run([sys.executable, "-m", "gptperf.validate.child"], input=json.dumps(doc),
+                          capture_output=True, text=True, timeout=600)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the measuring process exited {proc.returncode}: {tail}")
+    out = json.loads(lines[-1])
+    if "error" in out:
+        raise RuntimeError(out["error"])
+    return float(out["step_time_s"]), ExecutionPlan.from_dict(out["plan"])
+
+
 def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Any) -> Any:
     """The calibrated prediction (`perfmodel.expected.Expected`) of the case under `plan`."""
     from gptperf.perfmodel.expected import expected
@@ -163,14 +185,16 @@ def _hardware(device_name: str, device_type: str, dtype: str, cache: dict[str, A
 
 
 def validate(device: Any = "auto", quick: bool = False, progress: Progress | None = None,
-             calibration: Any = None, *, sweep: Sequence[ValidationCase] | None = None
-             ) -> ValidationResult:
+             calibration: Any = None, *, sweep: Sequence[ValidationCase] | None = None,
+             isolate: bool = False) -> ValidationResult:
     """Measure, predict and score every case of the sweep on `device` ("auto", "cpu", "cuda[:N]"
     or a torch.device).
 
     `calibration` (a `perfmodel.calibration.Calibration`): None loads this device's, a one-line
     UserError when there is none. `sweep`: the cases (default: `cases(device type, quick)`).
     `progress(stage, done, total)` hears of each case measured and each profile taken.
+    `isolate`: measure each case in a fresh process (`measure_case_isolated`), as `gptperf bench`
+    would; it costs a process start and, for compiled cases, a compilation each.
     """
     started = time.perf_counter()
     import torch
@@ -196,7 +220,8 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
         if progress:
             progress("measuring", i, len(todo))
         try:
-            measured_s, plan = measure_case(case, dev)
+            measure = measure_case_isolated if isolate else measure_case
+            measured_s, plan = measure(case, dev)
             if plan != case.plan:
                 result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
                                     "predicted for what ran")

@@ -1,0 +1,32 @@
+"""One validation case measured in a fresh process: `python -m gptperf.validate.child` reads the
+case (config, workload, plan as JSON) on stdin and writes {"step_time_s", "plan"} on stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main() -> int:
+    import torch
+
+    from gptperf.model.config import GPTConfig
+    from gptperf.perfmodel.workload import Workload
+    from gptperf.plan import ExecutionPlan
+    from gptperf.validate.run import measure_case
+    from gptperf.validate.sweep import ValidationCase
+
+    doc = json.loads(sys.stdin.read())
+    case = ValidationCase(doc["name"], GPTConfig.from_dict(doc["config"]),
+                          Workload.from_dict(doc["workload"]), ExecutionPlan.from_dict(doc["plan"]))
+    try:
+        step_s, plan = measure_case(case, torch.device(doc["device"]))
+    except Exception as err:  # noqa: BLE001 - the parent records it as a skipped case
+        sys.stdout.write(json.dumps({"error": f"{type(err).__name__}: {' '.join(str(err).split())}"[:400]}) + "\n")
+        return 0
+    sys.stdout.write(json.dumps({"step_time_s": step_s, "plan": plan.to_dict()}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
