@@ -13,6 +13,7 @@ import torch
 
 from gptperf.errors import UserError
 from gptperf.measure import calibrate_kernels as ck
+from gptperf.measure import calibration_plan as cp
 from gptperf.perfmodel.calibration import Curve, Grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,24 +23,25 @@ KIB, MIB = 2**10, 2**20
 
 def _small(mp: pytest.MonkeyPatch) -> None:
     """Small CPU point lists, tables and timed loops, so a whole sweep takes a second or two."""
-    mp.setitem(ck.MATMUL_M, "cpu", (1, 16, 256))
-    mp.setitem(ck.MATMUL_N, "cpu", (128, 512))
-    mp.setitem(ck.MATMUL_K, "cpu", (128, 256))
-    mp.setitem(ck.ATTENTION_BH, "cpu", (2, 4))
-    mp.setitem(ck.ATTENTION_T, "cpu", (16, 64))
-    mp.setitem(ck.ATTENTION_D, "cpu", (16,))
-    mp.setitem(ck.ONE_QUERY_BH, "cpu", (2,))
-    mp.setitem(ck.ONE_QUERY_L, "cpu", (32, 128))
-    mp.setitem(ck.ONE_QUERY_D, "cpu", (16,))
-    mp.setitem(ck.VECTOR_SIZES, "cpu", (4 * KIB, 64 * KIB, 1 * MIB))
-    mp.setattr(ck, "VOCAB", 1000)
-    mp.setattr(ck, "EMBED", 64)
-    mp.setitem(ck.OPTIMIZER_BLOCKS, "cpu", ((32, 1), (64, 1)))
+    mp.setitem(cp.MATMUL_M, "cpu", (1, 16, 256))
+    mp.setitem(cp.MATMUL_N, "cpu", (128, 512))
+    mp.setitem(cp.MATMUL_K, "cpu", (128, 256))
+    mp.setitem(cp.ATTENTION_BH, "cpu", (2, 4))
+    mp.setitem(cp.ATTENTION_T, "cpu", (16, 64))
+    mp.setitem(cp.ATTENTION_D, "cpu", (16,))
+    mp.setitem(cp.ONE_QUERY_BH, "cpu", (2,))
+    mp.setitem(cp.ONE_QUERY_L, "cpu", (32, 128))
+    mp.setitem(cp.ONE_QUERY_D, "cpu", (16,))
+    mp.setitem(cp.VECTOR_SIZES, "cpu", (4 * KIB, 64 * KIB, 1 * MIB))
+    for module in (cp, ck):  # the plan's sizes and the measurement's tables agree
+        mp.setattr(module, "VOCAB", 1000)
+        mp.setattr(module, "EMBED", 64)
+    mp.setitem(cp.OPTIMIZER_BLOCKS, "cpu", ((32, 1), (64, 1)))
     mp.setitem(ck.POOL_BYTES, "cpu", 4 * MIB)
     mp.setitem(ck.CPU_POINT_S, False, 0.002)
     mp.setitem(ck.CPU_POINT_S, True, 0.002)
     # small as the lists are, the largest matmul cells are left out: the fill is exercised too
-    mp.setitem(ck.MAX_CALL_S, "cpu", ck._matmul_cost("cpu", "fp32", 256, 512, 128)[0])
+    mp.setitem(cp.MAX_CALL_S, "cpu", cp._matmul_cost("cpu", "fp32", 256, 512, 128)[0])
 
 
 @pytest.fixture
@@ -60,7 +62,7 @@ def swept() -> Iterator[tuple[dict, list, dict, dict, dict]]:
             _small(mp)
             result = ck.measure_kernels("cpu", ["fp32"], progress=lambda s, d, t: calls.append((s, d, t)))
             quick = ck.measure_kernels("cpu", ["fp32"], quick=True)
-            plans = ck.planned_shapes("cpu"), ck.planned_shapes("cpu", quick=True)
+            plans = cp.planned_shapes("cpu"), cp.planned_shapes("cpu", quick=True)
     finally:
         torch.set_num_threads(threads)
     yield result, calls, quick, *plans
@@ -136,7 +138,7 @@ def test_vector_x_is_the_bytes_docs_define(dtype: str) -> None:
     e = {"fp32": 4, "bf16": 2}[dtype]
     target = 3 * MIB
     for op in ck._vector_ops(dtype):
-        shape, x = ck._vector_shape(op, dtype, target)
+        shape, x = cp._vector_shape(op, dtype, target)
         rows = shape.get("rows", 0)
         n = shape.get("n") or rows * 1024
         want = {
@@ -156,63 +158,63 @@ def test_vector_x_is_the_bytes_docs_define(dtype: str) -> None:
 
 def test_vector_points_strictly_increase_and_span_the_sizes() -> None:
     for kind, top in (("cuda", 1 * 2**30), ("cpu", 64 * MIB)):
-        sizes = ck.VECTOR_SIZES[kind]
+        sizes = cp.VECTOR_SIZES[kind]
         assert sizes[0] == 4 * KIB and sizes[-1] == top and len(sizes) >= 8
         for op in ck.VECTOR_OPS:
             xs = [x for _, x in ck._vector_points(kind, "bf16", op, False)]
             assert xs == sorted(set(xs)), (kind, op)
             assert len(xs) >= 5, (kind, op)
-            assert all(b >= ck.VECTOR_MIN_STEP * a for a, b in zip(xs[:-2], xs[1:-1], strict=True))
+            assert all(b >= cp.VECTOR_MIN_STEP * a for a, b in zip(xs[:-2], xs[1:-1], strict=True))
 
 
 def test_optimizer_blocks_span_the_parameter_counts() -> None:
     assert ck.optimizer_params(128, 1) == 12 * 128**2 + 13 * 128  # by hand: 198 272
-    gpu = [ck.optimizer_params(c, n) for c, n in ck.OPTIMIZER_BLOCKS["cuda"]]
-    cpu = [ck.optimizer_params(c, n) for c, n in ck.OPTIMIZER_BLOCKS["cpu"]]
+    gpu = [ck.optimizer_params(c, n) for c, n in cp.OPTIMIZER_BLOCKS["cuda"]]
+    cpu = [ck.optimizer_params(c, n) for c, n in cp.OPTIMIZER_BLOCKS["cpu"]]
     assert gpu == sorted(gpu) and gpu[0] < 3e5 and 1.5e9 < gpu[-1] <= 2.1e9
     assert cpu == sorted(cpu) and cpu[0] < 2e4 and cpu[-1] > 5e6
-    assert all(128 <= c <= 2048 for c, _ in ck.OPTIMIZER_BLOCKS["cuda"])
+    assert all(128 <= c <= 2048 for c, _ in cp.OPTIMIZER_BLOCKS["cuda"])
     assert len(ck.block_shapes(64)) == 12
 
 
 def test_gpu_plan_prunes_by_cost_and_keeps_the_spec_points() -> None:
-    plan = ck.planned_shapes("cuda")
+    plan = cp.planned_shapes("cuda")
     cells = {tuple(c) for c in plan["matmul"]}
     assert (1, 65536, 16384) in cells and (65536, 128, 128) in cells  # skinny and tall: measured
     assert (65536, 65536, 16384) not in cells  # 2^48 multiply-adds: extrapolated
-    assert all(m * n * k <= ck.MATMUL_MAX_MNK for m, n, k in cells)
-    assert {m for m, _, _ in cells} == set(ck.MATMUL_M["cuda"])
+    assert all(m * n * k <= cp.MATMUL_MAX_MNK for m, n, k in cells)
+    assert {m for m, _, _ in cells} == set(cp.MATMUL_M["cuda"])
     keys = {a[0] for a in plan["attention"]}
     assert keys == {f"{d}:{p}" for d in ("bf16", "fp32") for p in ck.ATTENTION_PASSES}
     # every measured call is estimated under the cap at the roofline (per dtype)
     for key, bh, t, d in plan["attention"]:
         dtype, pass_ = key.split(":")
-        assert ck._attention_cost("cuda", dtype, pass_, bh, t, d)[0] <= ck.MAX_CALL_S["cuda"]
+        assert cp._attention_cost("cuda", dtype, pass_, bh, t, d)[0] <= cp.MAX_CALL_S["cuda"]
     # fp32 runs at a fraction of bf16's rate: fewer of its cells fit under the cap
     fp32 = ck._matmul_cells("cuda", "fp32", False, None)
     assert len(fp32) < len(ck._matmul_cells("cuda", "bf16", False, None))
     # a smaller GPU plans fewer big shapes
-    assert len(ck.planned_shapes("cuda", memory_bytes=2**30)["matmul"]) < len(plan["matmul"])
+    assert len(cp.planned_shapes("cuda", memory_bytes=2**30)["matmul"]) < len(plan["matmul"])
 
 
 def test_gpu_plan_fits_its_time_budget() -> None:
     """The cost model's guess of the whole GPU sweep stays inside calib_spec's budget (matmul
     40 s, attention 20, vector 20, optimizer 5, gemv 5; ~90 s together)."""
-    full = ck.estimated_seconds("cuda")
+    full = cp.estimated_seconds("cuda")
     assert full["matmul"] <= 40 and full["attention"] <= 20 and full["vector"] <= 20
     assert full["optimizer"] <= 5 and full["gemv"] <= 5 and sum(full.values()) <= 90
-    quick = ck.estimated_seconds("cuda", quick=True)
+    quick = cp.estimated_seconds("cuda", quick=True)
     assert sum(quick.values()) < sum(full.values()) / 2
     # the CPU's guess is a floor (a busy 2-core machine takes longer): well inside 35 s and 15 s
-    assert sum(ck.estimated_seconds("cpu").values()) <= 20
-    assert sum(ck.estimated_seconds("cpu", quick=True).values()) <= 8
+    assert sum(cp.estimated_seconds("cpu").values()) <= 20
+    assert sum(cp.estimated_seconds("cpu", quick=True).values()) <= 8
 
 
 def test_bad_input_is_a_one_line_error() -> None:
     with pytest.raises(UserError, match="device type 'tpu'"):
-        ck.planned_shapes("tpu")
+        cp.planned_shapes("tpu")
     with pytest.raises(UserError, match="unknown dtype 'fp8'"):
-        ck.planned_shapes("cpu", dtypes=["fp8"])
+        cp.planned_shapes("cpu", dtypes=["fp8"])
     with pytest.raises(UserError, match="no dtypes"):
         ck.measure_kernels("cpu", [])
 
@@ -221,9 +223,9 @@ def test_bad_input_is_a_one_line_error() -> None:
 
 
 def test_matmul_time_grows_with_work(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ck.MATMUL_M, "cpu", (256, 1024))
-    monkeypatch.setitem(ck.MATMUL_N, "cpu", (512,))
-    monkeypatch.setitem(ck.MATMUL_K, "cpu", (512,))
+    monkeypatch.setitem(cp.MATMUL_M, "cpu", (256, 1024))
+    monkeypatch.setitem(cp.MATMUL_N, "cpu", (512,))
+    monkeypatch.setitem(cp.MATMUL_K, "cpu", (512,))
     monkeypatch.setitem(ck.POOL_BYTES, "cpu", 8 * MIB)
     grid = ck.measure_matmul("cpu", "fp32")
     small, large = grid.seconds  # 4x the FLOPs
@@ -231,12 +233,12 @@ def test_matmul_time_grows_with_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_vector_and_optimizer_times_grow_with_size(small: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ck.VECTOR_SIZES, "cpu", (64 * KIB, 16 * MIB))
+    monkeypatch.setitem(cp.VECTOR_SIZES, "cpu", (64 * KIB, 16 * MIB))
     curves = ck.measure_vector("cpu", "fp32")
     for op in ("add", "gelu_fwd", "layernorm_fwd"):
         first, last = curves[f"{op}:fp32"].seconds
         assert last > first, op  # 256x the bytes
-    monkeypatch.setitem(ck.OPTIMIZER_BLOCKS, "cpu", ((32, 1), (256, 2)))
+    monkeypatch.setitem(cp.OPTIMIZER_BLOCKS, "cpu", ((32, 1), (256, 2)))
     (first, last), = [c.seconds for c in ck.measure_optimizer("cpu").values()]
     assert last > first  # 100x the parameters
 
@@ -260,7 +262,7 @@ def test_matmul_precision_is_restored(small: None) -> None:
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
-        monkeypatched = ck.MATMUL_M["cpu"]
+        monkeypatched = cp.MATMUL_M["cpu"]
         assert monkeypatched == (1, 16, 256)
         ck.measure_matmul("cpu", "fp32", quick=True)
         assert torch.backends.cuda.matmul.allow_tf32 is True
@@ -273,24 +275,24 @@ def test_matmul_precision_is_restored(small: None) -> None:
 
 @pytest.fixture
 def small_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ck.MATMUL_M, "cuda", (1, 64, 4096))
-    monkeypatch.setitem(ck.MATMUL_N, "cuda", (256, 4096))
-    monkeypatch.setitem(ck.MATMUL_K, "cuda", (256, 4096))
-    monkeypatch.setitem(ck.ATTENTION_BH, "cuda", (8, 32))
-    monkeypatch.setitem(ck.ATTENTION_T, "cuda", (128, 1024))
-    monkeypatch.setitem(ck.ATTENTION_D, "cuda", (64,))
-    monkeypatch.setitem(ck.ONE_QUERY_BH, "cuda", (8, 64))
-    monkeypatch.setitem(ck.ONE_QUERY_L, "cuda", (128, 2048))
-    monkeypatch.setitem(ck.ONE_QUERY_D, "cuda", (64,))
-    monkeypatch.setitem(ck.VECTOR_SIZES, "cuda", (64 * KIB, 64 * MIB))
-    monkeypatch.setitem(ck.OPTIMIZER_BLOCKS, "cuda", ((128, 1), (1024, 4)))
+    monkeypatch.setitem(cp.MATMUL_M, "cuda", (1, 64, 4096))
+    monkeypatch.setitem(cp.MATMUL_N, "cuda", (256, 4096))
+    monkeypatch.setitem(cp.MATMUL_K, "cuda", (256, 4096))
+    monkeypatch.setitem(cp.ATTENTION_BH, "cuda", (8, 32))
+    monkeypatch.setitem(cp.ATTENTION_T, "cuda", (128, 1024))
+    monkeypatch.setitem(cp.ATTENTION_D, "cuda", (64,))
+    monkeypatch.setitem(cp.ONE_QUERY_BH, "cuda", (8, 64))
+    monkeypatch.setitem(cp.ONE_QUERY_L, "cuda", (128, 2048))
+    monkeypatch.setitem(cp.ONE_QUERY_D, "cuda", (64,))
+    monkeypatch.setitem(cp.VECTOR_SIZES, "cuda", (64 * KIB, 64 * MIB))
+    monkeypatch.setitem(cp.OPTIMIZER_BLOCKS, "cuda", ((128, 1), (1024, 4)))
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_sweep_measures_the_plan_in_cuda_graphs(small_gpu: None) -> None:
     result = ck.measure_kernels("cuda", ["bf16", "fp32"])
-    assert result["shapes"] == ck.planned_shapes(
+    assert result["shapes"] == cp.planned_shapes(
         "cuda", dtypes=["bf16", "fp32"],
         memory_bytes=torch.cuda.get_device_properties(0).total_memory)
     assert not [n for n in result["notes"] if "timed eagerly" in n], result["notes"]

@@ -143,12 +143,10 @@ def test_sweeps_cover_what_the_issue_asks() -> None:
 def test_validation_shapes_disjoint_from_calibration() -> None:
     """No matmul, attention call or model of any case of any sweep is one the calibration (quick
     or full) measures on that device type."""
-    try:
-        from gptperf.measure.calibrate import HOST_LAYERS, host_config, record_config
-        from gptperf.measure.calibrate_kernels import planned_shapes
-        from gptperf.perfmodel.expected import kernel_calls
-    except ImportError as err:
-        pytest.skip(f"the calibration's planned shapes or the expected model are not there yet: {err}")
+    from gptperf.measure.calibrate import HOST_LAYERS, host_config, record_config
+    from gptperf.measure.calibration_plan import planned_shapes
+    from gptperf.perfmodel.expected import kernel_calls
+
     # the models the calibration runs (host cost, compiled recording), as `shapes["configs"]` names them
     models = {"configs": [host_config(n).name for n in HOST_LAYERS] + [record_config().name]}
     for device_type in ("cpu", "cuda"):

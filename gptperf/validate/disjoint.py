@@ -2,7 +2,7 @@
 the model if none of its matmuls, attention calls or models is one the calibration measured.
 
 `overlaps(case_calls, planned)` compares a case's kernel calls (`perfmodel.expected.kernel_calls`:
-family, key, point) with the calibration's shapes (`measure.calibrate_kernels.planned_shapes`, or
+family, key, point) with the calibration's shapes (`measure.calibration_plan.planned_shapes`, or
 a calibration's `shapes`). It reads the shapes in the forms they are written: per family a list
 of entries, each a list of names and sizes (e.g. ``[M, N, K]``, ``["causal_fwd", BH, T, D]``,
 ``["add:fp32", x]``), a table ``{"key"/"point"}`` or an object with ``key``/``point``; or per

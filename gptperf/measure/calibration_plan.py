@@ -1,0 +1,333 @@
+"""What the calibration measures, planned without torch: the points of each kernel family
+(matmul, attention, vector ops, AdamW, gemv), pruned by a roofline estimate so no call takes more
+than `MAX_CALL_S`, the bytes each vector op's x counts, and `planned_shapes` — the list a
+validation sweep must stay off (`gptperf.validate.disjoint`). `calibrate_kernels` measures them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from itertools import product
+from typing import Any
+
+from gptperf.dtypes import check_dtype, dtype_bytes
+from gptperf.errors import UserError
+
+KIB, MIB, GIB = 2**10, 2**20, 2**30
+
+# --- the points ----------------------------------------------------------------------------------
+
+DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {"cuda": ("bf16", "fp32"), "cpu": ("fp32",)}
+
+MATMUL_M = {"cuda": (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536),
+            "cpu": (1, 2, 4, 16, 64, 256, 1024, 4096)}
+MATMUL_N = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536),
+            "cpu": (128, 256, 512, 1024, 2048, 4096, 16384, 65536)}
+MATMUL_K = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384),
+            "cpu": (128, 256, 512, 1024, 2048, 4096)}
+MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not measured
+
+ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query")
+ATTENTION_BH = {"cuda": (8, 32, 128, 512), "cpu": (4, 16)}
+ATTENTION_T = {"cuda": (128, 256, 512, 1024, 2048, 8192), "cpu": (32, 128, 512)}
+ATTENTION_D = {"cuda": (64, 128), "cpu": (32, 64)}
+ONE_QUERY_BH = {"cuda": (8, 32, 128, 512, 2048), "cpu": (4, 16, 64)}
+ONE_QUERY_L = {"cuda": (128, 512, 2048, 8192), "cpu": (64, 256, 1024)}
+ONE_QUERY_D = {"cuda": (64, 128), "cpu": (32, 64)}
+ATTENTION_GROWTH = {"causal_fwd": (1.0, 2.0, 1.0), "causal_fwd_bwd": (1.0, 2.0, 1.0),
+                    "one_query": (1.0, 1.0, 1.0)}
+
+# Vector-op sizes: the bytes each op moves (x, as VECTOR_X defines it), x4 steps from 4 KiB.
+VECTOR_SIZES = {"cuda": tuple(4 * KIB * 4**i for i in range(10)),  # 4 KiB .. 1 GiB
+                "cpu": tuple(4 * KIB * 4**i for i in range(8))}  # 4 KiB .. 64 MiB
+VECTOR_OPS = ("add", "copy", "cast_to_fp32", "cast_to_bf16", "layernorm_fwd", "layernorm_bwd",
+              "gelu_fwd", "gelu_bwd", "softmax_fwd", "softmax_bwd", "cross_entropy_fwd",
+              "cross_entropy_bwd", "embedding_fwd", "embedding_bwd", "sum_rows")
+VECTOR_MIN_STEP = 1.5  # a point whose x is within this factor of the last one adds nothing
+ROW = 1024  # width of the layernorm, softmax and sum_rows rows
+VOCAB, EMBED = 50304, 768  # cross entropy's and the embedding's table
+EMBED_BWD_VOCAB = 1024  # the embedding backward's table: its zero fill is negligible
+COPY_HEADS, COPY_HEAD_DIM = 16, 64  # copy: (B, 16, T, 64).transpose(1, 2).contiguous()
+VECTOR_X = {
+    "add": "3·n·e (a + b)", "copy": "2·n·e ((B,16,T,64).transpose(1,2).contiguous())",
+    "cast_to_fp32": "n·(e_in + e_out)", "cast_to_bf16": "n·(e_in + e_out)",
+    "layernorm_fwd": "2·n·e (rows of 1024, weight and bias)",
+    "layernorm_bwd": "3·n·e (native_layer_norm_backward, all three grads)",
+    "gelu_fwd": "2·n·e (tanh)", "gelu_bwd": "3·n·e (gelu_backward, tanh)",
+    "softmax_fwd": "2·n·e (rows of 1024)", "softmax_bwd": "3·n·e (_softmax_backward_data)",
+    "cross_entropy_fwd": "n_logits·e (rows of 50304)",
+    "cross_entropy_bwd": "2·n_logits·e (nll_loss_backward + _log_softmax_backward_data)",
+    "embedding_fwd": "2·rows·768·e (table 50304×768)",
+    "embedding_bwd": "rows·768·e (embedding_dense_backward into a 1024-row table)",
+    "sum_rows": "n·e (y.sum(0) over rows of 1024)",
+}
+
+# AdamW over GPT-block-shaped fp32 parameters: (width C, blocks), 12C² + 13C parameters a block.
+OPTIMIZER_BLOCKS = {
+    "cuda": ((128, 1), (256, 1), (512, 1), (512, 4), (1024, 4), (1024, 16), (2048, 16), (2048, 40)),
+    # C below 128 only to reach the small end on a CPU; 7e6 at most: a 3e7 step takes ~1 s on 2
+    # cores (bandwidth-bound long before: the curve grows linearly beyond its last point)
+    "cpu": ((32, 1), (64, 1), (128, 1), (256, 1), (512, 1), (768, 1)),
+}
+OPTIMIZER_BYTES_PER_PARAM = 24  # param, grad, m, v and the foreach temporaries (fp32)
+
+GEMV_SIZES = tuple(256 * KIB * 4**i for i in range(7))  # weight bytes 256 KiB .. 1 GiB
+
+# --- timing figures the estimate uses (calibrate_kernels times with them) ------------------------
+
+TARGET_REPLAY_S = 2e-3  # one CUDA-graph replay of R calls
+REPLAYS = 3
+CPU_POINT_S = {False: 0.02, True: 0.008}  # timed seconds per CPU point (quick: True)
+CPU_MIN_REPEATS, CPU_MAX_REPEATS = 3, 15
+
+# --- the cost model that prunes the points (a roofline; no torch) --------------------------------
+
+PEAK_FLOPS = {"cuda": {"bf16": 700e12, "fp16": 700e12, "tf32": 350e12, "fp32": 50e12, "fp64": 50e12},
+              "cpu": {"bf16": 100e9, "fp16": 100e9, "tf32": 100e9, "fp32": 100e9, "fp64": 50e9}}
+BANDWIDTH = {"cuda": 4e12, "cpu": 10e9}
+CALL_FLOOR_S = {"cuda": 3e-6, "cpu": 5e-6}
+# the longest call measured (longer ones are extrapolated); CPU: the 35 s budget of a 2-core CPU
+MAX_CALL_S = {"cuda": 0.03, "cpu": 0.012}
+
+
+# ==================================================================================================
+# The plan (pure Python)
+
+
+def _default_dtypes(device_type: str) -> tuple[str, ...]:
+    return DEFAULT_DTYPES["cuda" if device_type == "cuda" else "cpu"]
+
+
+def _kind(device_type: str) -> str:
+    if device_type not in ("cpu", "cuda"):
+        raise UserError(f"unknown device type {device_type!r}; valid: cpu, cuda")
+    return device_type
+
+
+def _thin(points: Sequence[Any], quick: bool, from_top: bool = False) -> tuple[Any, ...]:
+    """Quick mode: every other point, the largest always kept (and the smallest, unless
+    `from_top`: counted down from the largest, for curves whose large points cost the most)."""
+    if not quick:
+        return tuple(points)
+    if from_top:
+        return tuple(points[::-2][::-1])
+    kept = list(points[::2])
+    if kept[-1] != points[-1]:
+        kept.append(points[-1])
+    return tuple(kept)
+
+
+def _estimate_s(device_type: str, dtype: str, flops: float, nbytes: float) -> float:
+    """A roofline guess of one call (an optimistic one: it only prunes)."""
+    return (CALL_FLOOR_S[device_type] + max(flops / PEAK_FLOPS[device_type][dtype],
+                                            nbytes / BANDWIDTH[device_type]))
+
+
+def _matmul_cost(device_type: str, dtype: str, m: int, n: int, k: int) -> tuple[float, int]:
+    """(estimated seconds, bytes of x, W and y) of y = x·Wᵀ."""
+    nbytes = (m * k + n * k + m * n) * dtype_bytes(dtype)
+    return _estimate_s(device_type, dtype, 2 * m * n * k, nbytes), nbytes
+
+
+def _attention_cost(device_type: str, dtype: str, pass_: str, bh: int, t: int, d: int) -> tuple[float, int]:
+    """(estimated seconds, bytes held) of one attention call of `pass_`."""
+    e = dtype_bytes(dtype)
+    if pass_ == "one_query":
+        nbytes = (2 * bh * t * d + 2 * bh * d) * e
+        return _estimate_s(device_type, dtype, 4 * bh * t * d, nbytes), nbytes
+    flops = 2 * bh * t * t * d  # QKᵀ and PV, 2·T²·D each, half of them under the causal mask
+    tensors = 4 if pass_ == "causal_fwd" else 8  # q, k, v, out (+ their grads)
+    if pass_ == "causal_fwd_bwd":
+        flops *= 3.5  # the backward recomputes the scores: 5 matmuls to the forward's 2
+    nbytes = tensors * bh * t * d * e  # flash and memory-efficient kernels keep no T×T scores
+    return _estimate_s(device_type, dtype, flops, nbytes), nbytes
+
+
+def _fits(nbytes: int, memory_bytes: int | None) -> bool:
+    return memory_bytes is None or nbytes <= memory_bytes // 4
+
+
+def _matmul_axes(device_type: str, quick: bool) -> tuple[tuple[int, ...], ...]:
+    return (_thin(MATMUL_M[device_type], quick), _thin(MATMUL_N[device_type], quick),
+            _thin(MATMUL_K[device_type], quick))
+
+
+def _matmul_cells(device_type: str, dtype: str, quick: bool,
+                  memory_bytes: int | None) -> list[tuple[int, int, int]]:
+    """The (M, N, K) measured, in grid order: estimated under MAX_CALL_S, M·N·K at most
+    MATMUL_MAX_MNK, fitting in memory; the smallest cell always."""
+    axes = _matmul_axes(device_type, quick)
+    cells = []
+    for m, n, k in product(*axes):
+        seconds, nbytes = _matmul_cost(device_type, dtype, m, n, k)
+        smallest = (m, n, k) == tuple(a[0] for a in axes)
+        if smallest or (seconds <= MAX_CALL_S[device_type] and m * n * k <= MATMUL_MAX_MNK
+                        and _fits(nbytes, memory_bytes)):
+            cells.append((m, n, k))
+    return cells
+
+
+def _attention_axes(device_type: str, pass_: str, quick: bool) -> tuple[tuple[int, ...], ...]:
+    if pass_ == "one_query":
+        return (_thin(ONE_QUERY_BH[device_type], quick), _thin(ONE_QUERY_L[device_type], quick),
+                _thin(ONE_QUERY_D[device_type], quick))
+    return (_thin(ATTENTION_BH[device_type], quick), _thin(ATTENTION_T[device_type], quick),
+            _thin(ATTENTION_D[device_type], quick))
+
+
+def _attention_cells(device_type: str, dtype: str, pass_: str, quick: bool,
+                     memory_bytes: int | None) -> list[tuple[int, int, int]]:
+    axes = _attention_axes(device_type, pass_, quick)
+    cells = []
+    for bh, t, d in product(*axes):
+        seconds, nbytes = _attention_cost(device_type, dtype, pass_, bh, t, d)
+        smallest = (bh, t, d) == tuple(a[0] for a in axes)
+        if smallest or (seconds <= MAX_CALL_S[device_type] and _fits(nbytes, memory_bytes)):
+            cells.append((bh, t, d))
+    return cells
+
+
+def _vector_ops(dtype: str) -> list[str]:
+    """The ops measured in `dtype` (a cast to the dtype itself is no kernel)."""
+    return [op for op in VECTOR_OPS
+            if not (op == "cast_to_fp32" and dtype in ("fp32", "tf32"))
+            and not (op == "cast_to_bf16" and dtype == "bf16")]
+
+
+def _vector_shape(op: str, dtype: str, target: int) -> tuple[dict[str, int], int]:
+    """(shape, x): the shape of `op` moving about `target` bytes, and the bytes x it moves by
+    VECTOR_X. Sizes round down to whole rows (at least one, or two for copy's transpose)."""
+    e = dtype_bytes(dtype)
+    if op == "add":
+        n = max(1, target // (3 * e))
+        return {"n": n}, 3 * n * e
+    if op == "copy":
+        t = max(2, target // (2 * e * COPY_HEADS * COPY_HEAD_DIM))  # T = 1 would be no copy at all
+        return {"b": 1, "t": t}, 2 * COPY_HEADS * t * COPY_HEAD_DIM * e
+    if op in ("cast_to_fp32", "cast_to_bf16"):
+        e_out = 4 if op == "cast_to_fp32" else 2
+        n = max(1, target // (e + e_out))
+        return {"n": n}, n * (e + e_out)
+    if op in ("layernorm_fwd", "softmax_fwd", "layernorm_bwd", "softmax_bwd", "sum_rows"):
+        factor = 3 if op.endswith("_bwd") else 1 if op == "sum_rows" else 2
+        rows = max(1, target // (factor * ROW * e))
+        return {"rows": rows}, factor * rows * ROW * e
+    if op in ("gelu_fwd", "gelu_bwd"):
+        factor = 3 if op == "gelu_bwd" else 2
+        n = max(1, target // (factor * e))
+        return {"n": n}, factor * n * e
+    if op in ("cross_entropy_fwd", "cross_entropy_bwd"):
+        factor = 2 if op == "cross_entropy_bwd" else 1
+        rows = max(1, target // (factor * VOCAB * e))
+        return {"rows": rows}, factor * rows * VOCAB * e
+    if op in ("embedding_fwd", "embedding_bwd"):
+        factor = 2 if op == "embedding_fwd" else 1
+        rows = max(1, target // (factor * EMBED * e))
+        x = factor * rows * EMBED * e
+        return {"rows": rows}, x
+    raise UserError(f"unknown vector op {op!r}; valid: {', '.join(VECTOR_OPS)}")
+
+
+def _vector_points(device_type: str, dtype: str, op: str, quick: bool) -> list[tuple[dict[str, int], int]]:
+    """[(shape, x)] of `op`, x growing by VECTOR_MIN_STEP at least from point to point (sizes
+    that round to the same shape are one point), the largest size always kept."""
+    points: list[tuple[dict[str, int], int]] = []
+    for target in _thin(VECTOR_SIZES[device_type], quick, from_top=True):
+        point = _vector_shape(op, dtype, target)
+        if not points or point[1] >= VECTOR_MIN_STEP * points[-1][1]:
+            points.append(point)
+        elif target == VECTOR_SIZES[device_type][-1] and point[1] > points[-1][1]:
+            points[-1 if len(points) > 1 else len(points):] = [point]
+    return points
+
+
+def _optimizer_blocks(device_type: str, quick: bool) -> tuple[tuple[int, int], ...]:
+    return _thin(OPTIMIZER_BLOCKS[device_type], quick, from_top=True)
+
+
+def block_shapes(width: int) -> list[tuple[int, ...]]:
+    """The 12 parameter tensors of one GPT block of width C (ln_1, attn.qkv, attn.proj, ln_2,
+    mlp.fc, mlp.proj: weights and biases)."""
+    c = width
+    return [(c,), (c,), (3 * c, c), (3 * c,), (c, c), (c,), (c,), (c,), (4 * c, c), (4 * c,),
+            (c, 4 * c), (c,)]
+
+
+def optimizer_params(width: int, blocks: int) -> int:
+    """Parameters of `blocks` GPT blocks of width C: 12C² + 13C each."""
+    return blocks * sum(math.prod(s) for s in block_shapes(width))
+
+
+def _gemv_shape(weight_bytes: int, esize: int) -> tuple[int, int]:
+    """(N, K) of a square-ish weight of about `weight_bytes`, both multiples of 64."""
+    k = max(64, round(math.sqrt(weight_bytes / esize) / 64) * 64)
+    n = max(64, round(weight_bytes / esize / k / 64) * 64)
+    return n, k
+
+
+def _check_dtypes(dtypes: Iterable[str]) -> tuple[str, ...]:
+    out = tuple(check_dtype(d) for d in dtypes)
+    if not out:
+        raise UserError("no dtypes to calibrate; valid: fp32, bf16, fp16, tf32, fp64")
+    return out
+
+
+def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[str] | None = None,
+                   memory_bytes: int | None = None) -> dict[str, list]:
+    """The shapes the kernel sweep measures on `device_type` ("cpu" | "cuda"), in the format of
+    `Calibration.shapes`: "matmul": [[M, N, K], ...] (each once over the dtypes), "attention":
+    [["<dtype>:<pass>", BH, T or L, D], ...], "vector": [["<op>:<dtype>", x], ...]. `dtypes`
+    default: DEFAULT_DTYPES; `memory_bytes`: the device's memory (None: no shape is too big)."""
+    kind = _kind(device_type)
+    dtypes = _check_dtypes(dtypes if dtypes is not None else _default_dtypes(kind))
+    matmul: list[list[int]] = []
+    seen: set[tuple[int, int, int]] = set()
+    for dtype in dtypes:
+        for cell in _matmul_cells(kind, dtype, quick, memory_bytes):
+            if cell not in seen:
+                seen.add(cell)
+                matmul.append(list(cell))
+    attention = [[f"{dtype}:{pass_}", *cell] for dtype in dtypes for pass_ in ATTENTION_PASSES
+                 for cell in _attention_cells(kind, dtype, pass_, quick, memory_bytes)]
+    vector = [[f"{op}:{dtype}", x] for dtype in _vector_dtypes(dtypes) for op in _vector_ops(dtype)
+              for _, x in _vector_points(kind, dtype, op, quick)]
+    return {"matmul": matmul, "attention": attention, "vector": vector}
+
+
+def _vector_dtypes(dtypes: Sequence[str]) -> list[str]:
+    """tf32 is fp32 in memory: its vector ops are fp32's."""
+    return [d for d in dtypes if d != "tf32"]
+
+
+def estimated_seconds(device_type: str, quick: bool = False, *,
+                      dtypes: Sequence[str] | None = None) -> dict[str, float]:
+    """A guess of the sweep's wall time per family from the roofline cost model (the budget
+    check of the plan; the real figure depends on the machine)."""
+    kind = _kind(device_type)
+    dtypes = _check_dtypes(dtypes if dtypes is not None else _default_dtypes(kind))
+
+    def point(call_s: float) -> float:
+        if kind == "cuda":  # capture, then warm-up and timed replays of ~TARGET_REPLAY_S each
+            return 0.01 + 2 * call_s + (1 + REPLAYS) * max(TARGET_REPLAY_S, call_s)
+        return 0.002 + 2 * call_s + max(CPU_POINT_S[quick], CPU_MIN_REPEATS * call_s)
+
+    out = {"matmul": 0.0, "attention": 0.0, "vector": 0.0, "optimizer": 0.0, "gemv": 0.0}
+    for dtype in dtypes:
+        out["matmul"] += sum(point(_matmul_cost(kind, dtype, *c)[0])
+                             for c in _matmul_cells(kind, dtype, quick, None))
+        for pass_ in ATTENTION_PASSES:
+            out["attention"] += sum(point(_attention_cost(kind, dtype, pass_, *c)[0])
+                                    for c in _attention_cells(kind, dtype, pass_, quick, None))
+    for dtype in _vector_dtypes(dtypes):
+        for op in _vector_ops(dtype):
+            for _, x in _vector_points(kind, dtype, op, quick):
+                out["vector"] += point(_estimate_s(kind, dtype, 0, x))
+    variants = 2 if kind == "cuda" else 1
+    for width, blocks in _optimizer_blocks(kind, quick):
+        # AdamW reads param, grad, m, v and writes param, m, v; foreach passes over them ~4 times
+        step = _estimate_s(kind, "fp32", 0, 4 * 28 * optimizer_params(width, blocks))
+        out["optimizer"] += variants * (point(step) + step)  # + the step that makes the state
+    if kind == "cuda":
+        out["gemv"] = sum(point(_estimate_s(kind, "bf16", 0, s)) for s in _thin(GEMV_SIZES, quick))
+    return out
