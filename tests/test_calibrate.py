@@ -417,8 +417,8 @@ def test_real_quick_cpu_calibration_end_to_end(tmp_path: Path, monkeypatch: pyte
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_compiled_train_recording_on_cuda() -> None:
-    from gptperf.commands.calibrate import profiler_hooks
     from gptperf.perfmodel.workload import Workload
+    from gptperf.profiling.hooks import profiler_hooks
 
     config = cal_mod.record_config()
     rec = cal_mod.record_compiled(config, Workload("train", 2, 128, "bf16"), torch.device("cuda"),

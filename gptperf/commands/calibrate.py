@@ -20,20 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "younger than a day")
 
 
-def profiler_hooks() -> Any:  # -> gptperf.measure.calibrate.ProfilerHooks
-    """gptperf.profiling's provenance and attribution, for the compiled recordings (measure may
-    not import profiling itself: see gptperf.measure.calibrate)."""
-    from gptperf.measure.calibrate import ProfilerHooks
-    from gptperf.profiling.provenance import inductor_provenance
-    from gptperf.profiling.trace import attribute, load_trace
-
-    return ProfilerHooks(inductor_provenance, attribute, load_trace)
-
-
 def run_calibration(device: Any, *, quick: bool, force: bool, show_progress: bool) -> tuple[Any, bool, Path]:
     """(calibration, cached, path) with progress bars on stderr (also `gptperf ceilings`' end)."""
     from gptperf.measure.calibrate import ensure_calibration
     from gptperf.output import rich_progress
+    from gptperf.profiling.hooks import profiler_hooks
 
     with rich_progress(enabled=show_progress, description="calibrate") as progress:
         return ensure_calibration(device, quick=quick, force=force, progress=progress,

@@ -15,7 +15,7 @@ one calibration config and attribute every kernel to (operation, phase) with gpt
 per "<component>:<phase>" they keep kernels and seconds by class (matmul, attention, other).
 profiling times its steps through this package, so it cannot be imported here (sub-packages
 never depend on each other both ways): the caller hands its functions in (`ProfilerHooks`,
-`gptperf.commands.calibrate.profiler_hooks()`); without them the recordings are left out, noted.
+`gptperf.profiling.hooks.profiler_hooks()`); without them the recordings are left out, noted.
 """
 
 from __future__ import annotations
@@ -379,7 +379,7 @@ def record_compiled_steps(device: torch.device, hooks: ProfilerHooks | None, *, 
     enough of `budget_s`."""
     if hooks is None:
         return {}, ["compiled recordings left out: calibrate() was given no profiler hooks "
-                    "(gptperf.commands.calibrate.profiler_hooks())"]
+                    "(gptperf.profiling.hooks.profiler_hooks())"]
     config = record_config()
     kinds = ["train"] if quick else ["train", "forward"]
     out: dict[str, dict[str, Any]] = {}

@@ -101,16 +101,6 @@ def stage_device(ctx: Context, progress: StageProgress) -> DeviceStage:
 # --- stage: calibration -----------------------------------------------------------------------
 
 
-def profiler_hooks() -> Any:  # -> gptperf.measure.calibrate.ProfilerHooks
-    """gptperf.profiling's provenance and attribution, for a calibration's compiled recordings
-    (what `gptperf calibrate` hands in; measure may not import profiling itself)."""
-    from gptperf.measure.calibrate import ProfilerHooks
-    from gptperf.profiling.provenance import inductor_provenance
-    from gptperf.profiling.trace import attribute, load_trace
-
-    return ProfilerHooks(inductor_provenance, attribute, load_trace)
-
-
 def stage_calibration(ctx: Context, progress: StageProgress) -> CalibrationStage:
     """This device's calibration, before anything is measured, so that every later measurement
     carries its calibrated expected time beside the roofline bound: a usable cached one is
@@ -145,6 +135,8 @@ def stage_calibration(ctx: Context, progress: StageProgress) -> CalibrationStage
     progress("measuring a quick calibration (kernel curves, host costs)")
     t0 = time.perf_counter()
     try:
+        from gptperf.profiling.hooks import profiler_hooks
+
         hooks = profiler_hooks() if s.device_type == "cuda" else None
         calibration, was_cached, path = cal.ensure_calibration(s.device, quick=True,
                                                                progress=progress, hooks=hooks)

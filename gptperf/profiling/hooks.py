@@ -1,0 +1,16 @@
+"""The profiler's provenance and attribution, handed to the calibration's compiled recordings:
+`gptperf.measure` may not import `gptperf.profiling` (which builds on it), so the commands that
+calibrate pass these in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def profiler_hooks() -> Any:  # -> gptperf.measure.calibrate.ProfilerHooks
+    """inductor provenance, trace attribution and trace loading for `measure.calibrate`."""
+    from gptperf.measure.calibrate import ProfilerHooks
+    from gptperf.profiling.provenance import inductor_provenance
+    from gptperf.profiling.trace import attribute, load_trace
+
+    return ProfilerHooks(inductor_provenance, attribute, load_trace)
