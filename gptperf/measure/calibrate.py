@@ -45,6 +45,7 @@ from gptperf.model.config import GPTConfig, preset
 from gptperf.perfmodel.calibration import (
     HOST_MODEL,
     Calibration,
+    host_model_config,
     load_calibration,
     save_calibration,
 )
@@ -57,7 +58,6 @@ from gptperf.runtime import resolve_device, synchronize
 DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {"cuda": ("bf16", "fp32"), "cpu": ("fp32",)}
 
 # The host-cost model: tiny enough that the device never holds the host up.
-HOST_SHAPE: dict[str, int] = {k: HOST_MODEL[k] for k in ("n_embd", "n_head", "vocab_size", "block_size")}
 HOST_LAYERS: tuple[int, int] = HOST_MODEL["layers"]
 HOST_BATCH, HOST_SEQ = HOST_MODEL["batch"], HOST_MODEL["seq"]
 HOST_PARTS: tuple[str, ...] = ("fwd", "bwd", "opt", "infer", "decode", "nograd")
@@ -123,8 +123,8 @@ class ProfilerHooks:
 
 
 def host_config(n_layer: int) -> GPTConfig:
-    """The tiny GPT whose steps' host cost is measured (`HOST_SHAPE`, `n_layer` blocks)."""
-    return preset("tiny", n_layer=n_layer, **HOST_SHAPE)
+    """The tiny GPT whose steps' host cost is measured (`HOST_MODEL`, `n_layer` blocks)."""
+    return host_model_config(n_layer)
 
 
 def fit_line(t1: float, t4: float, layers: tuple[int, int] = HOST_LAYERS) -> dict[str, float]:

@@ -183,6 +183,15 @@ class Grid:
                    tuple(d.get("growth", ())), str(d.get("what", "")))
 
 
+def host_model_config(n_layer: int, attention: str = "sdpa") -> Any:
+    """The GPTConfig of `HOST_MODEL` with `n_layer` blocks (measured by `gptperf calibrate`,
+    costed by `perfmodel.expected` to take its kernels out of its host time)."""
+    from gptperf.model.config import preset
+
+    sizes = {k: HOST_MODEL[k] for k in ("n_embd", "n_head", "vocab_size", "block_size")}
+    return preset("tiny", n_layer=n_layer, attention=attention, **sizes)
+
+
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 

@@ -28,20 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gptperf import names
+from gptperf.dtypes import dtype_bytes
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
-from gptperf.perfmodel.calibration import HOST_MODEL, Calibration
+from gptperf.perfmodel.calibration import HOST_MODEL, Calibration, host_model_config
+from gptperf.perfmodel.transformer import GREEDY_PICK_KERNELS, _split_k_reductions
 from gptperf.perfmodel.workload import DECODE, Shape, Workload, count_parameters, shape
 from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
 
 SCHEMA = "gptperf.expected/1"
 SOURCE = "calibrated"
-DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp64": 8}
-# A compiled inference step's kernels per op (inductor; profiled, see perfmodel.transformer):
-# the qkv matmul and the two cache writes, the attention and its mask, LN and GELU once each;
-# biases and residual adds fuse into their neighbours.
-GREEDY_PICK_KERNELS = 4  # argmax, token copy, token write, position advance (fast decode)
-SPLIT_K_MIN = 2048
 
 
 @dataclass(frozen=True)
@@ -144,7 +140,7 @@ def _vec(op: str, dtype: str, nbytes: float, count: int = 1) -> KernelCall:
 
 
 def _cast(n: float, src: str, dst: str) -> KernelCall:
-    return _vec(f"cast_to_{dst}", src, n * (DTYPE_BYTES[src] + DTYPE_BYTES[dst]))
+    return _vec(f"cast_to_{dst}", src, n * (dtype_bytes(src) + dtype_bytes(dst)))
 
 
 def _mm(dtype: str, m: int, n: int, k: int) -> KernelCall:
@@ -184,7 +180,7 @@ def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, bias: bool = True) ->
     """dX = dY·W (rows × k_in over n_out), dW = dYᵀ·X (n_out × k_in over rows), db = Σ dY; under
     autocast the weight's gradient is cast back to fp32."""
     calls = [_mm(c.mm, rows, k_in, n_out), _mm(c.mm, n_out, k_in, rows)]
-    a = DTYPE_BYTES[c.act]
+    a = dtype_bytes(c.act)
     if bias:
         calls.append(_vec("sum_rows", c.act, rows * n_out * a))
     if c.mixed:
@@ -193,12 +189,12 @@ def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, bias: bool = True) ->
 
 
 def _ln_fwd(c: _Ctx, rows: int) -> list[KernelCall]:
-    return [_vec("layernorm_fwd", c.store, 2 * rows * c.s.C * DTYPE_BYTES[c.store])]
+    return [_vec("layernorm_fwd", c.store, 2 * rows * c.s.C * dtype_bytes(c.store))]
 
 
 def _ln_bwd(c: _Ctx, rows: int) -> list[KernelCall]:
     calls = [_cast(rows * c.s.C, c.act, c.store)] if c.mixed else []
-    return calls + [_vec("layernorm_bwd", c.store, 3 * rows * c.s.C * DTYPE_BYTES[c.store])]
+    return calls + [_vec("layernorm_bwd", c.store, 3 * rows * c.s.C * dtype_bytes(c.store))]
 
 
 def _attention(c: _Ctx, backward: bool = False) -> KernelCall:
@@ -215,7 +211,7 @@ def _attention(c: _Ctx, backward: bool = False) -> KernelCall:
 def _layer_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     s, w = c.s, c.workload
     N, C = s.N, s.C
-    a, st = DTYPE_BYTES[c.act], DTYPE_BYTES[c.store]
+    a, st = dtype_bytes(c.act), dtype_bytes(c.store)
     qkv = _linear_fwd(c, N, C, 3 * C, input_cast=True)
     if w.uses_kv_cache:  # the new K and V written into the cache
         qkv += [_vec("copy", c.act, 2 * N * C * a, count=2)]
@@ -247,7 +243,7 @@ def _layer_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
 def _layer_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     s = c.s
     N, C = s.N, s.C
-    a, st = DTYPE_BYTES[c.act], DTYPE_BYTES[c.store]
+    a, st = dtype_bytes(c.act), dtype_bytes(c.store)
     # an add passes its gradient through; under autocast it is cast to the bf16 branch's dtype
     residual = [_cast(N * C, c.store, c.act), _cast(N * C, c.store, c.act)] if c.mixed else []
     ops: dict[str, list[KernelCall]] = {
@@ -277,7 +273,7 @@ def _layer_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
 def _model_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     s, w = c.s, c.workload
     N, C, V = s.N, s.C, s.V
-    st = DTYPE_BYTES[c.store]
+    st = dtype_bytes(c.store)
     rows = s.B if w.last_logits_only else N
     embed = [_vec("embedding_fwd", c.store, 2 * N * C * st), _vec("embedding_fwd", c.store, 2 * s.T * C * st),
              _vec("add", c.store, 3 * N * C * st)]
@@ -293,9 +289,9 @@ def _model_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
 def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     s = c.s
     N, C, V = s.N, s.C, s.V
-    st = DTYPE_BYTES[c.store]
+    st = dtype_bytes(c.store)
     # reads the fp32 log-probabilities, writes the gradient of the logits in their dtype
-    loss = [_vec("cross_entropy_bwd", c.store, N * V * (st + DTYPE_BYTES[c.act]))]
+    loss = [_vec("cross_entropy_bwd", c.store, N * V * (st + dtype_bytes(c.act)))]
     # each table's gradient is zeroed, then the rows' gradients are added in (a fill is charged
     # as an add of its bytes)
     block = c.workload.context
@@ -310,8 +306,8 @@ def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
     calls = [KernelCall("optimizer", "adamw_fused" if c.plan.fused_optimizer else "adamw_foreach",
                         (float(P),))]
     # gradient clipping: the norm reads every gradient, the rescale reads and writes them
-    calls += [_vec("sum_rows", c.store, P * DTYPE_BYTES[c.store]),
-              _vec("add", c.store, 2 * P * DTYPE_BYTES[c.store])]
+    calls += [_vec("sum_rows", c.store, P * dtype_bytes(c.store)),
+              _vec("add", c.store, 2 * P * dtype_bytes(c.store))]
     return calls
 
 
@@ -325,11 +321,11 @@ def _compiled_inference(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[Ker
         if call.family == "matmul":
             m, n, k = call.point
             if c.plan.one_row_kernel and m == 1:
-                out.append(KernelCall("gemv", c.mm, (n * k * DTYPE_BYTES[c.act],)))
+                out.append(KernelCall("gemv", c.mm, (n * k * dtype_bytes(c.act),)))
             else:
                 out.append(call)
-                if comp in (names.ATTN_PROJ, names.MLP_PROJ) and m > 1 and k >= max(s.C, SPLIT_K_MIN):
-                    out.append(_vec("add", c.act, 3 * m * n * DTYPE_BYTES[c.act]))  # split-K sum
+                if _split_k_reductions(comp, int(m), s):
+                    out.append(_vec("add", c.act, 3 * m * n * dtype_bytes(c.act)))  # split-K sum
         elif call.family == "attention":
             out.append(call)
             if c.plan.static_cache:  # the mask built from the device-side position
@@ -340,7 +336,7 @@ def _compiled_inference(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[Ker
         else:
             out.append(call)
     if comp == names.LM_HEAD and w.kind == DECODE and c.plan.static_cache:
-        out.append(_vec("add", c.act, 3 * s.B * s.V * DTYPE_BYTES[c.act]))  # argmax over logits
+        out.append(_vec("add", c.act, 3 * s.B * s.V * dtype_bytes(c.act)))  # argmax over logits
         out.append(_vec("add", "fp32", 4096, count=GREEDY_PICK_KERNELS - 1))
     return out
 
@@ -463,9 +459,7 @@ def _host_seconds(cal: Calibration, parts: list[str], dtype: str, n_layer: int) 
 def _host_model_device_s(cal: Calibration, workload: Workload, plan: ExecutionPlan,
                          phase: str, n_layer: int) -> float:
     """Kernel seconds of the tiny model the host cost was measured on (that time is in it)."""
-    tiny = GPTConfig(block_size=HOST_MODEL["block_size"], vocab_size=HOST_MODEL["vocab_size"],
-                     n_layer=n_layer, n_head=HOST_MODEL["n_head"], n_embd=HOST_MODEL["n_embd"],
-                     attention=plan.attention)
+    tiny = host_model_config(n_layer, plan.attention)
     seq = HOST_MODEL["seq"]
     w = Workload(workload.kind, HOST_MODEL["batch"], seq, workload.dtype)
     total = 0.0
