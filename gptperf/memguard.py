@@ -136,3 +136,21 @@ def out_of_memory_message(err: BaseException) -> str:
                 f"batch {check.workload.batch} was predicted to need {_gib(check.predicted_bytes)} "
                 f"of {_gib(check.available_bytes)} free; {check.advice()}")
     return f"out of {where} memory ({first}); use a smaller --batch, --seq or preset"
+
+
+def release_memory(device_type: str | None = None, *, compiled: bool = False) -> None:
+    """Give back what the last step held before the next is built: Python's garbage, CUDA's
+    cached blocks (on `device_type` "cuda"; None: whenever CUDA is there) and, after a compiled
+    step, torch.compile's graphs."""
+    import gc
+
+    gc.collect()
+    if device_type == "cuda" or device_type is None:
+        import torch
+
+        if device_type == "cuda" or torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    if compiled:
+        import torch
+
+        torch._dynamo.reset()

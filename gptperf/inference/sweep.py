@@ -32,7 +32,6 @@ Definitions (also in every JSON document under "definitions"):
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from typing import Any
 from gptperf import names
 from gptperf.dtypes import check_dtype
 from gptperf.errors import UserError
-from gptperf.memguard import is_out_of_memory
+from gptperf.memguard import is_out_of_memory, release_memory
 from gptperf.model.config import GPTConfig
 
 Progress = Callable[[str], None]
@@ -353,17 +352,9 @@ def sweep_batches(
         except Exception as err:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raised
             if not is_out_of_memory(err):
                 raise
-            _free_memory()
+            release_memory()
             return points, f"stopped at batch {b}: out of memory ({str(err).splitlines()[0][:160]})"
     return points, None
-
-
-def _free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 class _Bench:
@@ -432,7 +423,7 @@ class _Bench:
                 self.fast = None
                 self.notes.append(f"the fast decode path failed ({type(err).__name__}: "
                                   f"{str(err).splitlines()[0][:160]}); decode measured eagerly from here on")
-                _free_memory()
+                release_memory()
         return self._measure("decode", batch, context, self.eager)
 
     def recompute(self, batch: int, context: int) -> Point:
@@ -501,7 +492,7 @@ def run_inference_study(
     _measure_all(_Bench(config, device, dtype, fast, hw, calibration), result, contexts, batches, say)
     points = result.cache + result.recompute + result.prefill + result.batches
     result.expected_label = next((p.expected_source for p in points if p.expected_source), None)
-    _free_memory()  # the model and its caches are gone with the bench
+    release_memory()  # the model and its caches are gone with the bench
     result.fast = any(p.path == "fast" for p in result.cache + result.batches)
     done = [p.batch for p in result.batches]
     result.knee_batch_measured = knee_batch(done, [p.time_s for p in result.batches])

@@ -8,13 +8,13 @@ command that reproduces its numbers with `ctx.command`.
 
 from __future__ import annotations
 
-import gc
 import shlex
 import time
 from pathlib import Path
 from typing import Any
 
 from gptperf.errors import UserError
+from gptperf.memguard import release_memory
 from gptperf.report.context import Context, ReportData, Settings, Stage, StageProgress
 from gptperf.report.results import (
     BenchStage,
@@ -65,14 +65,6 @@ def model_flags(settings: Settings) -> str:
 
 def _device_flags(settings: Settings) -> str:
     return f"--device {shlex.quote(settings.device)}"
-
-
-def _free_memory(settings: Settings) -> None:
-    gc.collect()
-    if settings.device_type == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
 
 
 # --- stage: device ----------------------------------------------------------------------------
@@ -209,7 +201,7 @@ def _calibrate_step_time(s: Settings, cfg: Any) -> float:
         synchronize(device)
         times.append(time.perf_counter() - t0)
     del runner
-    _free_memory(s)
+    release_memory(s.device_type)
     return sorted(times)[1]
 
 
@@ -304,7 +296,7 @@ def stage_samples(ctx: Context, progress: StageProgress) -> SamplesStage:
     # GPU its memory is better given back.
     del model
     trained.result.model = None
-    _free_memory(s)
+    release_memory(s.device_type)
     ckpt = shlex.quote(str(ctx.out / "checkpoint"))
     ctx.command("sample", f"gptperf generate --checkpoint {ckpt} --tokens {n_tokens} "
                           f"--temperature {temperature} --seed {SEED} {_device_flags(s)}")
@@ -437,7 +429,7 @@ def stage_bench(ctx: Context, progress: StageProgress) -> BenchStage:
                     f"{' --fast' if plan.fast else ''}{counts} "
                     f"{_device_flags(s)}{_hardware_flag(ctx)}")
         del r
-        _free_memory(s)
+        release_memory(s.device_type)
     return BenchStage(results)
 
 
@@ -482,7 +474,7 @@ def stage_profile(ctx: Context, progress: StageProgress) -> ProfileStage:
                     f"--seq {w.seq} --dtype {s.dtype}{' --compile' if _compiled(s, kind) else ''} "
                     f"--active {active} --warmup 1 --wait 1 {_device_flags(s)}"
                     f"{f' --hardware {hardware}' if hardware else ''} --out profile-{kind}")
-        _free_memory(s)
+        release_memory(s.device_type)
     return ProfileStage(out)
 
 
@@ -531,7 +523,7 @@ def stage_inference(ctx: Context, progress: StageProgress) -> Any:  # -> Inferen
                 f"gptperf inference {model_flags(s)} --dtype {s.dtype} "
                 f"--contexts {','.join(map(str, contexts))} --batches {','.join(map(str, batches))} "
                 f"{'--fast' if fast else '--no-fast'} {_device_flags(s)}{flags}")
-    _free_memory(s)
+    release_memory(s.device_type)
     return r
 
 
@@ -717,7 +709,7 @@ def stage_validation(ctx: Context, progress: StageProgress) -> ValidationStage:
 
         ctx.add_picture("validation", plot_validation(stage.result,
                                                       ctx.path("pictures", "validation.png")))
-    _free_memory(s)
+    release_memory(s.device_type)
     return stage
 
 

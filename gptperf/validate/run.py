@@ -9,8 +9,6 @@ recorded as skipped with its one-line reason; the sweep goes on. Memory is freed
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
 import tempfile
 import time
@@ -20,6 +18,7 @@ from typing import Any
 
 from gptperf.errors import UserError
 from gptperf.measure.timer import Progress
+from gptperf.memguard import release_memory
 from gptperf.plan import ExecutionPlan
 from gptperf.validate.results import (
     OP_FLOOR_S,
@@ -155,21 +154,6 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"[:240]
 
 
-def _free(device: Any, compiled: bool) -> None:
-    """Give the case's memory back before the next one (and compiled graphs, after a compile)."""
-    gc.collect()
-    if device.type == "cuda":
-        import torch
-
-        with contextlib.suppress(RuntimeError):
-            torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-    if compiled:
-        import torch
-
-        torch._dynamo.reset()
-
-
 def _hardware(device_name: str, device_type: str, dtype: str, cache: dict[str, Any],
               notes: list[str]) -> Any:
     """The roofline's machine for `dtype` (perfmodel's one default), None when there is none."""
@@ -239,7 +223,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
         finally:
-            _free(dev, case.plan.compiled)
+            release_memory(dev.type, compiled=case.plan.compiled)
     if progress:
         progress("measuring", len(todo), len(todo))
 
@@ -253,7 +237,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             except Exception as err:  # noqa: BLE001
                 result.notes.append(f"no per-operation profile of {case.name}: {_reason(err)}")
             finally:
-                _free(dev, plan.compiled)
+                release_memory(dev.type, compiled=plan.compiled)
         if progress and to_profile:
             progress("profiling", len(to_profile), len(to_profile))
     result.wall_time_s = time.perf_counter() - started
