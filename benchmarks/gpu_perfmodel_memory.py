@@ -101,6 +101,16 @@ EAGER_CASES = (("sdpa", "bf16", 4), ("sdpa", "bf16", 8), ("sdpa", "bf16", 12), (
 QUICK = "--quick" in sys.argv  # the acceptance cases only: gpt2 B=12 bf16 sdpa, eager and compiled
 
 
+def print_rows(rows: list[dict]) -> None:
+    """Predicted against measured peak, one row per case."""
+    print(f"{'attn':5} {'dtype':5} {'B':>3} {'predicted GiB':>14} {'measured GiB':>13} {'error':>8} "
+          f"{'static pred/meas GiB':>21}  peak at")
+    for r in rows:
+        print(f"{r['attention']:5} {r['dtype']:5} {r['batch']:>3} {r['predicted_peak'] / GIB:>14.3f} "
+              f"{r['measured_peak'] / GIB:>13.3f} {r['error_pct']:>7.1f}% "
+              f"{r['predicted_static'] / GIB:>9.3f}/{r['measured_static'] / GIB:<9.3f}  {r['peak_at']}")
+
+
 def cuda_compiled() -> list[dict]:
     name = torch.cuda.get_device_name()
     rows = []
@@ -122,12 +132,7 @@ def cuda_compiled() -> list[dict]:
         })
     print(f"\npredicted (gptperf perfmodel, compiled plan) vs measured (torch.cuda.max_memory_allocated "
           f"on {name}), gpt2 TrainStep, T=1024, torch.compile, fused AdamW")
-    print(f"{'attn':5} {'dtype':5} {'B':>3} {'predicted GiB':>14} {'measured GiB':>13} {'error':>8} "
-          f"{'static pred/meas GiB':>21}  peak at")
-    for r in rows:
-        print(f"{r['attention']:5} {r['dtype']:5} {r['batch']:>3} {r['predicted_peak'] / GIB:>14.3f} "
-              f"{r['measured_peak'] / GIB:>13.3f} {r['error_pct']:>7.1f}% "
-              f"{r['predicted_static'] / GIB:>9.3f}/{r['measured_static'] / GIB:<9.3f}  {r['peak_at']}")
+    print_rows(rows)
     acc = rows[0]
     live = ", ".join(f"{k} {v / GIB:.3f}" for k, v in acc["breakdown"]["live_at_peak"].items())
     print(f"  predicted live at the peak (GiB): {live}")
@@ -162,12 +167,7 @@ def cuda_main() -> list[dict]:
         })
     print(f"\npredicted (gptperf perfmodel) vs measured (torch.cuda.max_memory_allocated on {name}), "
           "gpt2 train step, T=1024, eager, fused AdamW")
-    print(f"{'attn':5} {'dtype':5} {'B':>3} {'predicted GiB':>14} {'measured GiB':>13} {'error':>8} "
-          f"{'static pred/meas GiB':>21}  peak at")
-    for r in rows:
-        print(f"{r['attention']:5} {r['dtype']:5} {r['batch']:>3} {r['predicted_peak'] / GIB:>14.3f} "
-              f"{r['measured_peak'] / GIB:>13.3f} {r['error_pct']:>7.1f}% "
-              f"{r['predicted_static'] / GIB:>9.3f}/{r['measured_static'] / GIB:<9.3f}  {r['peak_at']}")
+    print_rows(rows)
     acc = next(r for r in rows if (r["attention"], r["dtype"], r["batch"]) == ("sdpa", "bf16", 12 if QUICK else 8))
     verdict = "PASS" if abs(acc["error_pct"]) <= 15 else "FAIL"
     print(f"\nacceptance (gpt2, B={acc['batch']}, T=1024, bf16, sdpa): predicted {acc['predicted_peak'] / GIB:.3f} GiB, "

@@ -49,14 +49,9 @@ def counts(kind: str, device_type: str) -> tuple[int, int]:
 def load_calibration(device: Any) -> Any:
     """This device's calibration (checked: same device, same torch, not stale); a one-line
     UserError when there is none."""
-    try:
-        from gptperf.measure.calibrate import calibration_for
-    except ImportError as err:  # a gptperf without the calibration
-        raise UserError("no calibration for this device: run `gptperf calibrate` first") from err
-    calibration = calibration_for(device, required=True)
-    if calibration is None:
-        raise UserError("no calibration for this device: run `gptperf calibrate` first")
-    return calibration
+    from gptperf.measure.calibrate import calibration_for
+
+    return calibration_for(device, required=True)
 
 
 # --- the four things done to a case (apart, so tests can stand in for each) -------------------
