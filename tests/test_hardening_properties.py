@@ -72,7 +72,7 @@ COMPILE = [("--compile", FLAG), ("--no-compile", FLAG)]
 SPECS: dict[str, tuple[list[list[Any]], list[tuple[str, Any]]]] = {
     "report": ([[]], [("--preset", PRESET), ("--out", FOLDER), ("--dtype", DTYPE),
                       ("--train-seconds", FLOAT), *COMPILE, ("--quick", FLAG),
-                      ("--keep-going", FLAG)]),
+                      ("--keep-going", FLAG), ("--calibrate", FLAG), ("--no-calibrate", FLAG)]),
     "train": ([[]], [m for m in MODEL if m[0] != "--vocab-size"] + [
         ("--data", DATA), ("--vocab-size", INT), ("--batch", SMALL), ("--seq", INT),
         ("--max-iters", INT), ("--lr", FLOAT), ("--min-lr", FLOAT), ("--warmup-iters", INT),
@@ -89,7 +89,9 @@ SPECS: dict[str, tuple[list[list[Any]], list[tuple[str, Any]]]] = {
         ("--workload", pool("train", "forward", "prefill", "decode", "decode_nocache", "finetune")),
         ("--batch", INT), ("--seq", INT), ("--dtype", DTYPE), ("--hardware", HARDWARE),
         ("--peak-tflops", FLOAT), ("--bandwidth-gbs", FLOAT),
-        ("--view", pool("all", "op", "component", "layer", "table")), ("--plot", PLOT)]),
+        ("--view", pool("all", "op", "component", "layer", "table")), ("--plot", PLOT),
+        ("--plan", pool("eager", "compiled", "cuda_graph", "graph", "")), ("--calibrated", FLAG),
+        ("--device", DEVICE)]),
     "roofline": ([["saxpy", "--n", INT], ["matmul", "--m", INT, "--n", INT, "--k", INT],
                   ["kv", "--n-embd", INT], ["saxpy"], ["gemm"], []],
                  [("--n", INT), ("--m", INT), ("--k", INT), ("--n-embd", INT), ("--dtype", DTYPE),

@@ -16,7 +16,7 @@ Three steps (docs/perfmodel.md, "Calibrated prediction"):
      a kernel starts when it is issued and the one before it has finished; the step ends when
      the last kernel does (`queue_time`). Short kernels leave the device waiting on the host.
    * CUDA graph: no host in the loop; the device time of the kernels back to back (the curves
-     are measured back to back, inside graphs, so their gaps are in them) plus one replay.
+     are measured back to back, inside graphs, so their gaps are in them).
    * on a CPU host and device are one: the host time plus the kernels' time; the host time is
      measured on a tiny model whose own kernel time is taken out of it (`_host_only`).
 """
@@ -457,15 +457,14 @@ def _host_seconds(cal: Calibration, parts: list[str], dtype: str, n_layer: int) 
 
 
 def _host_model_device_s(cal: Calibration, workload: Workload, plan: ExecutionPlan,
-                         phase: str, n_layer: int) -> float:
-    """Kernel seconds of the tiny model the host cost was measured on (that time is in it)."""
+                         n_layer: int) -> dict[str, float]:
+    """Kernel seconds per phase of the tiny model the host cost was measured on (that time is
+    in its measured host time)."""
     tiny = host_model_config(n_layer, plan.attention)
-    seq = HOST_MODEL["seq"]
-    w = Workload(workload.kind, HOST_MODEL["batch"], seq, workload.dtype)
-    total = 0.0
-    for _, ph, _, calls in _ops(tiny, w, plan):
-        if ph == phase:
-            total += sum(call_time(k, cal) for k in calls)
+    w = Workload(workload.kind, HOST_MODEL["batch"], HOST_MODEL["seq"], workload.dtype)
+    total: dict[str, float] = {}
+    for _, phase, _, calls in _ops(tiny, w, plan):
+        total[phase] = total.get(phase, 0.0) + sum(call_time(k, cal) for k in calls)
     return total
 
 
@@ -544,18 +543,16 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     host = [0.0] * len(seq)
     if plan.cuda_graph:
         composition = "CUDA graph: kernels back to back"
-        replay = cal.host.get("graph:replay", {}).get("fixed_s", 0.0)
-        if seq:
-            host[0] = replay
-        step = sum(device) + replay
+        step = sum(device)
     else:
         phases = dict.fromkeys(ph for _, ph, _, _ in seq)
+        in_host = _host_model_device_s(cal, workload, plan, config.n_layer) if cpu else {}
         for phase in phases:
             idx = [i for i, (_, ph, _, _) in enumerate(seq) if ph == phase]
             parts = _host_parts(workload.kind, phase, plan.compiled)
             h = _host_seconds(cal, parts, workload.dtype, config.n_layer)
             if cpu:  # the tiny model's own kernel time is inside its measured host time
-                h = max(h - _host_model_device_s(cal, workload, plan, phase, config.n_layer), 0.0)
+                h = max(h - in_host.get(phase, 0.0), 0.0)
             n = sum(kernels[i] for i in idx) or 1
             for i in idx:
                 host[i] = h * kernels[i] / n
