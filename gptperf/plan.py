@@ -14,6 +14,8 @@ Defaults (`ExecutionPlan.default`), per workload kind and device:
   `inference`): on CUDA the step is compiled and replayed as one CUDA graph, with a static KV
   cache (prefill, decode) and the one-row Triton gemv for batch-1 matmuls (decode, as
   `FastDecoder` chooses by default); on a CPU compiled with a static cache (no graphs there).
+  A batch-1 decode step on CUDA runs gptperf's fused decode kernels instead of the compiled
+  model (`fused_decode`: five kernels a layer), captured as the same CUDA graph.
   Without `fast`: eager, or compiled with `--compile`, with the model's own growing KV cache.
 """
 
@@ -41,6 +43,9 @@ class ExecutionPlan:
     static_cache: a preallocated KV cache of fixed shape with the position on the device
     (prefill, decode; needed for a CUDA graph). one_row_kernel: one-row matmuls (batch-1 decode)
     run gptperf's Triton gemv in a compiled step. fused_optimizer: AdamW's fused kernel (train).
+    fused_decode: a batch-1 decode step runs `gptperf.steps.decode_kernels` (LayerNorm inside the
+    gemv, one attention kernel that also writes the cache, the residual add inside the gemv, the
+    argmax inside the LM head) instead of the compiled model; it needs the static cache.
     """
 
     mode: str = EAGER
@@ -48,13 +53,14 @@ class ExecutionPlan:
     static_cache: bool = False
     one_row_kernel: bool = False
     fused_optimizer: bool = False
+    fused_decode: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UserError(f"unknown execution mode {self.mode!r}; valid: {', '.join(MODES)}")
         if self.attention not in ATTENTIONS:
             raise UserError(f"unknown attention {self.attention!r}; valid: {', '.join(ATTENTIONS)}")
-        for key in ("static_cache", "one_row_kernel", "fused_optimizer"):
+        for key in ("static_cache", "one_row_kernel", "fused_optimizer", "fused_decode"):
             if not isinstance(getattr(self, key), bool):
                 raise UserError(f"plan {key} must be true or false, got {getattr(self, key)!r}")
         if self.one_row_kernel and self.mode == EAGER:
@@ -78,6 +84,9 @@ class ExecutionPlan:
     @property
     def label(self) -> str:
         """e.g. 'compiled + CUDA graph, sdpa, static KV cache, one-row gemv'."""
+        if self.fused_decode:  # nothing is compiled and attention is gptperf's own kernel
+            graph = ", CUDA graph" if self.cuda_graph else ""
+            return f"fused decode kernels{graph}, static KV cache"
         parts = [_MODE_LABEL[self.mode], self.attention]
         if self.static_cache:
             parts.append("static KV cache")
@@ -96,9 +105,9 @@ class ExecutionPlan:
             if self.cuda_graph:
                 raise UserError(f"a {kind} step runs eager or compiled, not as a CUDA graph; "
                                 "use mode 'eager' or 'compiled'")
-            if self.static_cache or self.one_row_kernel:
+            if self.static_cache or self.one_row_kernel or self.fused_decode:
                 raise UserError(f"a {kind} step has no KV cache and no one-row matmuls; "
-                                "static_cache and one_row_kernel are for prefill and decode")
+                                "static_cache, one_row_kernel and fused_decode are for inference")
         elif kind in INFERENCE_KINDS:
             if kind == "decode_nocache" and self.static_cache:
                 raise UserError("decode_nocache recomputes the context and keeps no KV cache; "
@@ -109,6 +118,9 @@ class ExecutionPlan:
         else:
             raise UserError(f"unknown workload {kind!r}; valid: "
                             f"{', '.join(TRAINING_KINDS + INFERENCE_KINDS)}")
+        if self.fused_decode and (kind != "decode" or not self.static_cache):
+            raise UserError(f"fused_decode runs a decode step with the static KV cache, not a {kind} "
+                            f"step with static_cache={self.static_cache}; or use fused_decode=false")
         if self.fused_optimizer and kind != "train":
             raise UserError(f"fused_optimizer is for train steps; a {kind} step has no optimizer")
 
@@ -148,4 +160,4 @@ class ExecutionPlan:
             return cls(COMPILED if compile else EAGER, attention)
         return cls(CUDA_GRAPH if cuda else COMPILED, attention,
                    static_cache=kind != "decode_nocache",
-                   one_row_kernel=cuda and kind == "decode")
+                   one_row_kernel=cuda and kind == "decode", fused_decode=cuda and kind == "decode")

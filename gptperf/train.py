@@ -67,7 +67,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0: off
     grad_accum: int = 1
     dtype: str = "fp32"
-    compile: bool = False
+    compile: bool | None = None  # None: compiled on a GPU (the fast step), eager on a CPU
     device: str = "auto"
     eval_interval: int = 200  # 0: only at the end
     eval_iters: int = 20
@@ -375,7 +375,8 @@ def train(
     if ckpt_path is not None and dist_ctx.is_main:
         check_output_dir(ckpt_path.parent, "--out")
     sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
-    plan = ExecutionPlan.default("train", device.type, compile=cfg.compile,
+    compile = device.type == "cuda" if cfg.compile is None else cfg.compile
+    plan = ExecutionPlan.default("train", device.type, compile=compile,
                                  attention=model_config.attention)
     check_memory(model_config, Workload("train", cfg.batch, cfg.seq, cfg.dtype), device,
                  processes=sharing, plan=plan)

@@ -9,14 +9,15 @@ from gptperf.errors import UserError
 from gptperf.perfmodel import Hardware, adhoc_hardware, resolve_hardware, save_measured_hardware
 from gptperf.plan import ExecutionPlan
 
-FAST_GPU = ExecutionPlan("cuda_graph", "sdpa", static_cache=True, one_row_kernel=True)
+FAST_GPU = ExecutionPlan("cuda_graph", "sdpa", static_cache=True, one_row_kernel=True, fused_decode=True)
 
 
 def test_round_trip_and_label() -> None:
     for plan in (ExecutionPlan(), FAST_GPU, ExecutionPlan("compiled", "math", fused_optimizer=True)):
         d = plan.to_dict()
         assert ExecutionPlan.from_dict(d) == plan and d["label"] == plan.label
-    assert FAST_GPU.label == "compiled + CUDA graph, sdpa, static KV cache, one-row gemv"
+    assert FAST_GPU.label == "fused decode kernels, CUDA graph, static KV cache"
+    assert FAST_GPU.replace(fused_decode=False).label == "compiled + CUDA graph, sdpa, static KV cache, one-row gemv"
     assert ExecutionPlan("compiled", "math", fused_optimizer=True).label == "compiled, math, fused AdamW"
     assert ExecutionPlan.eager("math").label == "eager, math"
     assert FAST_GPU.compiled and FAST_GPU.cuda_graph and FAST_GPU.fast
@@ -42,6 +43,9 @@ def test_bad_plans_are_one_line_user_errors(data: dict, needle: str) -> None:
     (ExecutionPlan("cuda_graph"), "decode", "static"),
     (ExecutionPlan(static_cache=True), "decode_nocache", "no KV cache"),
     (ExecutionPlan(fused_optimizer=True), "decode", "optimizer"),
+    (ExecutionPlan(fused_decode=True), "train", "fused_decode"),
+    (ExecutionPlan("compiled", fused_decode=True), "decode", "static_cache=False"),
+    (ExecutionPlan("cuda_graph", static_cache=True, fused_decode=True), "prefill", "not a prefill"),
     (ExecutionPlan(), "sample", "unknown workload"),
 ])
 def test_plans_a_step_cannot_run(plan: ExecutionPlan, kind: str, needle: str) -> None:

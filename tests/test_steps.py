@@ -105,6 +105,72 @@ def test_phases_are_the_training_step() -> None:
     assert all(torch.equal(state_a[k]["exp_avg"], state_b[k]["exp_avg"]) for k in state_a)
 
 
+FUSED = EAGER.replace(fused_optimizer=True)
+
+
+def _clipped_reference_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x, y, clip: float) -> float:
+    """The textbook step: backward, clip_grad_norm_, AdamW, with a host check of the loss."""
+    _, loss = model(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+@pytest.mark.parametrize("clip", [0.05, 0.0])
+def test_in_kernel_clipping_is_clip_grad_norm(clip: float) -> None:
+    """The fused kernel's grad_scale clips exactly as clip_grad_norm_ (a small clip, so every
+    step is clipped; 0: off), without waiting for the device in the step."""
+    settings = TrainSettings(grad_clip=clip)
+    fast = build_step(CFG, Workload("train", 2, 8), FUSED, "cpu", seed=5, train_settings=settings)
+    assert fast.train.in_kernel_update
+    ref = build_step(CFG, Workload("train", 2, 8), FUSED, "cpu", seed=5, train_settings=settings)
+    ref_opt = ref.train.optimizer
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        tokens = torch.randint(0, CFG.vocab_size, (2, 9), generator=gen)
+        x, y = tokens[:, :-1], tokens[:, 1:]
+        fast.train.next_batch = lambda x=x, y=y: (x, y)
+        loss = fast.train.run()
+        if clip:
+            ref_loss = _clipped_reference_step(ref.model, ref_opt, x, y, clip)
+        else:
+            _, out = ref.model(x, y)
+            out.backward()
+            ref_opt.step()
+            ref_opt.zero_grad(set_to_none=True)
+            ref_loss = out.item()
+        assert loss == pytest.approx(ref_loss, rel=1e-6)
+    for (name, pa), pb in zip(fast.model.named_parameters(), ref.model.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
+    assert fast.train.optimizer.grad_scale is None and fast.train.optimizer.found_inf is None
+
+
+def test_in_kernel_update_skips_a_non_finite_step() -> None:
+    step = build_step(CFG, Workload("train", 2, 8), FUSED, "cpu", seed=2)
+    step.train.run()
+    with torch.no_grad():
+        step.model.transformer.wpe.weight[0, 0] = float("inf")  # every loss from here is NaN
+    before = {n: p.detach().clone() for n, p in step.model.named_parameters()}
+    state = {k: {s: t.clone() for s, t in v.items()} for k, v in step.train.optimizer.state.items()}
+    loss = step.train.run()
+    assert loss != loss  # NaN comes back for the loop to stop on
+    for n, p in step.model.named_parameters():
+        assert torch.equal(p, before[n]) or torch.equal(p.isnan(), before[n].isnan()), n
+        assert torch.equal(p.nan_to_num(), before[n].nan_to_num()), n
+    for k, v in step.train.optimizer.state.items():
+        for s, t in v.items():
+            assert torch.equal(t.nan_to_num(), state[k][s].nan_to_num()), s
+    assert int(next(iter(step.train.optimizer.state.values()))["step"]) == 1
+
+
+def test_compiled_training_graph_returns_the_loss_alone(compile_calls) -> None:
+    step = build_step(CFG, Workload("train", 2, 8), ExecutionPlan("compiled", CFG.attention), "cpu")
+    logits, loss = compile_calls[0](*step.train.next_batch())
+    assert logits is None and loss.dim() == 0 and loss.requires_grad
+
+
 def test_bench_train_profile_train_and_train_run_the_same_step(monkeypatch, tmp_path, cli_json) -> None:
     calls: Counter[str] = Counter()
     for method in ("forward", "backward", "optimizer_step"):

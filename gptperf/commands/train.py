@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="clip the gradient norm to this, 0 = off (default: 1.0)")
     t.add_argument("--dtype", choices=("fp32", "tf32", "bf16", "fp16"),
                    help="fp32, tf32 matmuls, or bf16/fp16 autocast (default: fp32)")
-    add_flag_pair(t, "compile", "torch.compile the model", "run eagerly (the default)")
+    add_flag_pair(t, "compile", "torch.compile the model (the default on a GPU)",
+                  "run eagerly (the default on a CPU)")
     add_device_argument(t, default=None)
     t.add_argument("--seed", type=int, metavar="N", help="random seed (default: 1337)")
 

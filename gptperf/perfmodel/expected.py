@@ -305,9 +305,11 @@ def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
     P = count_parameters(config)
     calls = [KernelCall("optimizer", "adamw_fused" if c.plan.fused_optimizer else "adamw_foreach",
                         (float(P),))]
-    # gradient clipping: the norm reads every gradient, the rescale reads and writes them
-    calls += [_vec("sum_rows", c.store, P * dtype_bytes(c.store)),
-              _vec("add", c.store, 2 * P * dtype_bytes(c.store))]
+    # gradient clipping: the norm reads every gradient; the rescale reads and writes them, unless
+    # the fused kernel rescales as it reads (gptperf.steps.train: no GradScaler, fused AdamW)
+    calls.append(_vec("sum_rows", c.store, P * dtype_bytes(c.store)))
+    if not (c.plan.fused_optimizer and c.workload.dtype != "fp16"):
+        calls.append(_vec("add", c.store, 2 * P * dtype_bytes(c.store)))
     return calls
 
 
@@ -341,6 +343,23 @@ def _compiled_inference(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[Ker
     return out
 
 
+def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCall]:
+    """The fused decode step's kernels for one op (gptperf.steps.decode_kernels): each weight
+    matmul one gemv-shaped weight stream (LayerNorm, bias, GELU, residual and, for the LM head,
+    the argmax and the token bookkeeping inside it), the attention one kernel that also writes the
+    cache, the embedding one gather-add; nothing else runs."""
+    out: list[KernelCall] = []
+    for call in calls:
+        if call.family == "matmul":
+            _, n, k = call.point
+            out.append(KernelCall("gemv", c.mm, (n * k * dtype_bytes(c.act),)))
+        elif call.family == "attention":
+            out.append(call)
+    if comp == names.EMBED:
+        out.append(_vec("add", c.act, 3 * c.s.C * dtype_bytes(c.act)))
+    return out
+
+
 def _ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan) -> list[tuple[str, str, int | None, list[KernelCall]]]:
     """(component, phase, layer, calls) in execution order."""
     s = shape(config, workload)
@@ -350,11 +369,14 @@ def _ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan) -> list[tup
     store = "fp32" if mixed else act
     c = _Ctx(s, workload, plan, workload.dtype, act, store)
     compiled_inf = plan.compiled and inference
+    fused = plan.fused_decode and workload.kind == DECODE and s.B == 1
 
     def emit(ops: dict[str, list[KernelCall]], phase: str, layer: int | None) -> list:
         out = []
         for comp, calls in ops.items():
-            if compiled_inf:
+            if fused:
+                calls = _fused_decode(c, comp, calls)
+            elif compiled_inf:
                 calls = _compiled_inference(c, comp, calls)
             out.append((comp, phase, layer, calls))
         return out

@@ -47,6 +47,13 @@ COMPILED_KERNELS: dict[str, int] = {
     names.MLP_FC: 1, names.MLP_ACT: 1, names.MLP_PROJ: 1, names.RESIDUAL: 0, names.LN_F: 1,
     names.LM_HEAD: 1,
 }
+# Kernels per op of the fused batch-1 decode step (gptperf.steps.decode_kernels): LayerNorm,
+# bias, GELU and residual inside the gemvs, the cache write inside the attention kernel, the argmax
+# and the token bookkeeping inside the LM head's.
+FUSED_DECODE_KERNELS: dict[str, int] = {
+    **dict.fromkeys(COMPILED_KERNELS, 0), names.EMBED: 1, names.ATTN_QKV: 1, names.ATTN_SDPA: 1,
+    names.ATTN_PROJ: 1, names.MLP_FC: 1, names.MLP_PROJ: 1, names.LM_HEAD: 1,
+}
 # cuBLAS splits the reduction of a many-row matmul with long rows and few outputs (K >= N and
 # K >= 2048: the output projections from C = 4096 up, mlp.proj from C = 512) and adds a kernel
 # that sums the parts. One-row matmuls run gptperf.steps.gemv's kernel, which does not split.
@@ -385,6 +392,7 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
     notes: list[str] = []
     compiled = plan.compiled and workload.kind in INFERENCE_KINDS
     in_graph = compiled and plan.cuda_graph
+    fused = compiled and plan.fused_decode and workload.kind == DECODE and workload.batch == 1
     if plan.compiled and not compiled:
         notes.append(f"compiled {workload.kind} step: predicted op by op as eager kernels; "
                      "inductor's fusion of training kernels is not modelled yet")
@@ -409,21 +417,23 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
                 op_bw = km.streaming_bandwidth(rows)
             elif km is not None and decode_attn and km.attention_beta is not None:
                 op_bw = km.attention_beta
-            if compiled:
+            if fused:
+                count = FUSED_DECODE_KERNELS[comp]
+            elif compiled:
                 count = COMPILED_KERNELS[comp] + _split_k_reductions(comp, rows, s)
                 if comp == names.LM_HEAD and workload.kind == DECODE and plan.static_cache:
                     count += GREEDY_PICK_KERNELS  # the fast decode step picks the next token
                     read += rows * V * a  # it reads the logits back
-                if km is not None and in_graph:
-                    ew = km.elementwise_alpha_s
-                    if weight_mm:
-                        overhead = km.matmul_alpha_s(rows) + (count - 1) * ew
-                    elif comp in NORMS and km.norm_alpha_s is not None:
-                        overhead = count * km.norm_alpha_s
-                    elif decode_attn and km.attention_alpha_s is not None:
-                        overhead = km.attention_alpha_s + (count - 1) * ew
-                    else:
-                        overhead = count * ew
+            if compiled and km is not None and in_graph:
+                ew = km.elementwise_alpha_s
+                if weight_mm:
+                    overhead = km.matmul_alpha_s(rows) + (count - 1) * ew
+                elif comp in NORMS and km.norm_alpha_s is not None:
+                    overhead = count * km.norm_alpha_s
+                elif decode_attn and km.attention_alpha_s is not None:
+                    overhead = km.attention_alpha_s + (count - 1) * ew
+                else:
+                    overhead = count * ew
             out.append(OpCost(name, comp, layer, phase, count, float(flops), float(mm), float(full),
                               float(read), float(written), dtypes[kind], peaks[kind], op_bw, lat,
                               overhead))

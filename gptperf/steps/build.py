@@ -20,7 +20,7 @@ from gptperf.model import GPTConfig
 from gptperf.perfmodel import Workload
 from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
 from gptperf.runtime import autocast, model_dtype, set_matmul_precision, torch_dtype
-from gptperf.steps import gemv
+from gptperf.steps import decode_kernels, gemv
 from gptperf.steps.fast_decode import build_model
 from gptperf.steps.inference import inference_step
 from gptperf.steps.train import TrainSettings, TrainStep
@@ -112,6 +112,10 @@ def build_step(
     if plan.one_row_kernel and not (device.type == "cuda" and gemv.available()):
         plan = plan.replace(one_row_kernel=False)
         notes.append("the one-row gemv kernel needs CUDA and Triton: the step runs without it")
+    if plan.fused_decode and not (device.type == "cuda" and decode_kernels.available() and batch == 1):
+        plan = plan.replace(fused_decode=False)
+        notes.append("the fused decode kernels run batch 1 on CUDA with Triton: this step runs "
+                     "the compiled model")
     set_matmul_precision(dtype)
     inference = kind in INFERENCE_KINDS
     weights_dtype = torch_dtype(dtype) if inference else model_dtype(dtype)

@@ -199,8 +199,11 @@ class FastDecoder:
     """Generates with a static KV cache; on CUDA the decode step is compiled and replayed as a
     CUDA graph. `generate` synchronises once, at the end.
 
-    `compile` and `cuda_graph` default to on for CUDA, off elsewhere. The model is used as it is
-    (its dtype is the cache's; no autocast): give it weights in the precision to decode in.
+    `compile` and `cuda_graph` default to on for CUDA, off elsewhere. `fused` (default: on for a
+    compiled batch-1 decoder on CUDA with Triton) runs gptperf's fused decode kernels
+    (`gptperf.steps.fused_decode`) instead of the compiled model: nothing is compiled. The model
+    is used as it is (its dtype is the cache's; no autocast): give it weights in the precision
+    to decode in.
     """
 
     def __init__(
@@ -214,13 +217,20 @@ class FastDecoder:
         compile: bool | None = None,
         cuda_graph: bool | None = None,
         one_row_kernel: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
+        from gptperf.steps import decode_kernels
+
         param = next(model.parameters())
         self.device = param.device
         on_cuda = self.device.type == "cuda"
         self.compile = on_cuda if compile is None else compile
         self.cuda_graph = on_cuda if cuda_graph is None else cuda_graph
         self.one_row_kernel = (self.compile and gemv.available()) if one_row_kernel is None else one_row_kernel
+        self.fused = (self.compile and on_cuda and batch == 1 and decode_kernels.available()
+                      if fused is None else fused)
+        if self.fused and batch != 1:
+            raise UserError(f"the fused decode kernels run batch 1, not {batch}; use fused=False")
         if self.cuda_graph and not on_cuda:
             raise UserError("CUDA graphs need a CUDA device; use cuda_graph=False on CPU")
         if not temperature >= 0:
@@ -245,7 +255,13 @@ class FastDecoder:
             return logits[:, -1, :].argmax(dim=-1) if temperature == 0 else logits[:, -1, :]
 
         self._forward: Callable[[torch.Tensor, StaticKVCache], torch.Tensor] = forward
-        if self.compile:
+        self._fused: Callable[[], None] | None = None
+        if self.fused:
+            from gptperf.steps.fused_decode import fused_decode_step
+
+            sample = None if temperature == 0 else (lambda logits: sample_on_device(logits, temperature, top_k))
+            self._fused = fused_decode_step(model, self.cache, self.token, self.tokens, sample)
+        elif self.compile:
             if on_cuda:
                 split_linear_bias(model, self.one_row_kernel)
             # Graphs are captured here, not by inductor. Without the one-row kernel, gpt-fast's
@@ -262,10 +278,14 @@ class FastDecoder:
         predicted as the eager step it replays)."""
         mode = (CUDA_GRAPH if self.cuda_graph else COMPILED) if self.compile else EAGER
         one_row = self.one_row_kernel and self.compile and self.device.type == "cuda"
-        return ExecutionPlan(mode, self.config.attention, static_cache=True, one_row_kernel=one_row)
+        return ExecutionPlan(mode, self.config.attention, static_cache=True, one_row_kernel=one_row,
+                             fused_decode=self.fused)
 
     # -- the step --------------------------------------------------------------------------
     def _step(self) -> None:
+        if self._fused is not None:
+            self._fused()
+            return
         out = self._forward(self.token, self.cache)  # tokens when greedy, else logits
         nxt = (out if self.temperature == 0 else sample_on_device(out, self.temperature, self.top_k))[:, None]
         self.token.copy_(nxt)
@@ -288,8 +308,8 @@ class FastDecoder:
                 with torch.cuda.graph(graph):
                     self._step()
                 self._graph = graph
-            elif not self.cuda_graph:
-                for _ in range(min(steps, 2) if self.compile else 0):
+            elif not self.cuda_graph:  # compiles (torch.compile, or the fused kernels' Triton JIT)
+                for _ in range(min(steps, 2) if self.compile or self.fused else 0):
                     self._step()
             self.cache.reset()
 
@@ -332,7 +352,7 @@ class FastDecoder:
                 f"prompt ({P}) + new tokens ({max_new_tokens}) - 1 exceed the cache's "
                 f"{self.max_len} positions; use at most {self.max_len - P + 1} new tokens"
             )
-        if self.compile or self.cuda_graph:
+        if self.compile or self.cuda_graph or self.fused:
             self.warmup()
         self.prefill(prompt)
         for _ in range(max_new_tokens - 1):

@@ -35,7 +35,7 @@ def inference_step(model: GPT, kind: str, batch: int, seq: int, plan: ExecutionP
     if kind == "decode" and plan.static_cache:
         # FastDecoder's own step: forward, greedy pick and token bookkeeping, as `generate` runs it.
         dec = FastDecoder(model, batch, seq, compile=plan.compiled, cuda_graph=plan.cuda_graph,
-                          one_row_kernel=plan.one_row_kernel)
+                          one_row_kernel=plan.one_row_kernel, fused=plan.fused_decode)
         dec.token.copy_(x[:, seq - 1 : seq])
         dec.warmup()
 

@@ -5,6 +5,11 @@ accumulation, clipping, torch.compile and the fused AdamW kernel as the Executio
 `TrainStep.run()` is one optimizer step for a training loop (it returns the loss); `phases` are
 the same work apart — forward and backward once per micro-batch, then the optimizer — for a
 timer that puts events between them (`gptperf.measure.timer.time_phases` sums a repeated phase).
+
+With the fused AdamW kernel and no GradScaler (bf16, fp32) the step never waits for the device:
+clipping and the skip of a non-finite step are folded into the kernel's `grad_scale` and
+`found_inf` inputs (the protocol GradScaler itself uses), so the host queues the next step while
+the device still runs this one; `run()` reads the loss once, after the update is queued.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.profiler import record_function
 
 from gptperf import names
@@ -55,6 +61,18 @@ def make_optimizer(model: torch.nn.Module, settings: TrainSettings, fused: bool 
     return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, **extra)
 
 
+class _LossOnly(torch.nn.Module):
+    """The model's loss alone. A compiled graph that also returned the logits would be handed a
+    dense zero gradient for them in backward (gpt2, B=12, T=1024: 1.2 GB filled, then added)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, self.model(x, y)[1]
+
+
 class TrainStep:
     """One optimizer step of `model` on the batches `next_batch()` returns (one per micro-batch).
 
@@ -73,9 +91,13 @@ class TrainStep:
         self.dtype = dtype
         self.next_batch = next_batch
         self.settings = settings or TrainSettings()
-        self.run_model: torch.nn.Module = torch.compile(model) if plan.compiled else model
+        self.run_model: torch.nn.Module = model
+        if plan.compiled:  # DDP is compiled as it is: dynamo splits its graph at the buckets
+            self.run_model = torch.compile(model if isinstance(model, DDP) else _LossOnly(model))
         self.optimizer = make_optimizer(model, self.settings, fused=plan.fused_optimizer)
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")
+        # No host synchronisation in the step: the fused kernel clips and skips (module docstring).
+        self.in_kernel_update = plan.fused_optimizer and not self.scaler.is_enabled()
         self._loss: torch.Tensor | None = None
         self._total = torch.zeros((), device=device)
 
@@ -101,11 +123,32 @@ class TrainStep:
             self._update()
 
     def _update(self) -> None:
+        if self.in_kernel_update:
+            self._update_in_kernel()
+            return
         if self.settings.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._total.zero_()
+
+    def _update_in_kernel(self) -> None:
+        """Clip and step on the device alone: AdamW's fused kernel divides the gradients by
+        `grad_scale` = max(‖g‖ / clip, 1) (clip_grad_norm_'s factor, inverted) and leaves weights,
+        moments and step count as they were where `found_inf` is 1 (a non-finite loss or norm)."""
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        bad = ~torch.isfinite(self._total)
+        if self.settings.grad_clip > 0:
+            norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+            bad |= ~torch.isfinite(norm)
+            self.optimizer.grad_scale = torch.clamp(norm / self.settings.grad_clip, min=1.0)
+        self.optimizer.found_inf = bad.float()
+        try:
+            self.optimizer.step()
+        finally:
+            self.optimizer.grad_scale = self.optimizer.found_inf = None
         self.optimizer.zero_grad(set_to_none=True)
         self._total.zero_()
 
@@ -122,12 +165,17 @@ class TrainStep:
 
     def run(self) -> float:
         """One optimizer step: every micro-batch forward and backward, then the update; returns
-        the mean loss over the micro-batches (a host synchronisation). A non-finite loss skips
-        the update (weights and optimizer state stay as they were) and is returned for the
-        caller to stop on."""
+        the mean loss over the micro-batches (a host synchronisation; after the update is queued
+        when the fused kernel clips). A non-finite loss skips the update (weights and optimizer
+        state stay as they were) and is returned for the caller to stop on; under the fused
+        kernel a non-finite gradient norm skips it too."""
         for _ in range(self.settings.grad_accum):
             self.forward()
             self.backward()
+        if self.in_kernel_update:  # queue the update first, then wait for the loss
+            total = self._total.clone()
+            self.optimizer_step()
+            return total.item() / self.settings.grad_accum
         loss = self._total.item() / self.settings.grad_accum
         if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)

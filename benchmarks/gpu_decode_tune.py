@@ -1,0 +1,150 @@
+"""Tiles and chunks of the fused decode kernels, measured on one CUDA card (gptperf.steps.decode_kernels).
+
+    python benchmarks/gpu_decode_tune.py
+
+1. Each weight shape of gpt2 and of the 7B shape as a plain gemv (x already normalised), over
+   candidate tiles (rows per program, columns per step, warps): time per call inside a CUDA graph
+   of 20 calls cycling through weight copies worth >= 512 MiB (HBM, not L2), median of 10 replays;
+   also the same shape normalising on the fly (`ln_gemv` with its LayerNorm) at the chosen tile.
+2. decode_attention at gpt2 (12 heads, D 64) context 1024 and the 7B shape (32 heads, D 128)
+   contexts 128 and 1024, over chunk sizes.
+3. The whole fused step (FastDecoder, batch 1) with programmatic dependent launch on and off.
+Prints tables; writes $OUT/decode_tune.json when OUT is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from typing import Any
+
+import torch
+
+from gptperf.model import GPTConfig, preset
+from gptperf.steps import decode_kernels as dk
+from gptperf.steps.fast_decode import FastDecoder, build_model
+from gptperf.steps.gemv import gemv_config
+
+DEV = torch.device("cuda")
+CFG_7B = GPTConfig(n_layer=32, n_head=32, n_embd=4096, vocab_size=50304, block_size=2048, name="7B-shaped")
+TILES = [(1, 1024, 4), (2, 1024, 4), (4, 512, 4), (4, 1024, 8), (8, 256, 4), (8, 512, 8),
+         (2, 2048, 8), (16, 256, 8)]
+
+
+def graph_time(calls: list[Any], replays: int = 10) -> float:
+    """Seconds per call of `calls` captured as one CUDA graph, median over replays."""
+    for c in calls[:3]:
+        c()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for c in calls:
+            c()
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) / 1e3 / len(calls))
+    return statistics.median(times)
+
+
+def gemv_sweep(n: int, k: int) -> dict[str, Any]:
+    copies = max(1, min(64, (512 * 2**20) // (2 * n * k)))
+    ws = [torch.randn(n, k, device=DEV, dtype=torch.bfloat16) for _ in range(copies)]
+    b = torch.randn(n, device=DEV, dtype=torch.bfloat16)
+    x = torch.randn(1, 1, k, device=DEV, dtype=torch.bfloat16)
+    g, beta = torch.randn(k, device=DEV, dtype=torch.bfloat16), torch.randn(k, device=DEV, dtype=torch.bfloat16)
+    rows = []
+    for tile in TILES:
+        calls = [lambda w=ws[i % copies], t=tile: dk.ln_gemv(x, None, None, 0.0, w, b, config=t) for i in range(20)]
+        try:
+            t = graph_time(calls)
+        except Exception as err:  # noqa: BLE001 - a tile that cannot compile is skipped
+            rows.append({"tile": tile, "error": repr(err)[:200]})
+            continue
+        rows.append({"tile": tile, "s": t, "TBps": 2 * n * k / t / 1e12})
+    ok = [r for r in rows if "s" in r]
+    best = min(ok, key=lambda r: r["s"])
+    chosen = gemv_config(n, k)
+    ln_calls = [lambda w=ws[i % copies]: dk.ln_gemv(x, g, beta, 1e-5, w, b, config=best["tile"]) for i in range(20)]
+    ln_t = graph_time(ln_calls)
+    now = next((r for r in ok if tuple(r["tile"]) == chosen), None)
+    del ws
+    torch.cuda.empty_cache()
+    return {"n": n, "k": k, "rows": rows, "best": best, "current": now, "ln_on_the_fly_s": ln_t}
+
+
+def attention_sweep(n_head: int, d: int, context: int) -> list[dict[str, Any]]:
+    L = max(context, 128)
+    k = torch.randn(1, n_head, L, d, device=DEV, dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    qkv = torch.randn(1, 1, 3 * n_head * d, device=DEV, dtype=torch.bfloat16)
+    pos = torch.tensor(context - 1, device=DEV)
+    scratch = dk.DecodeScratch.new(n_head, DEV)
+    out = []
+    for chunk in (16, 32, 64, 128, 256):
+        if chunk > L:
+            continue
+        calls = [lambda c=chunk: dk.decode_attention(qkv, k, v, pos, n_head, chunk=c, scratch=scratch)] * 20
+        out.append({"chunk": chunk, "s": graph_time(calls)})
+    return out
+
+
+def step_time(cfg: GPTConfig, context: int, pdl: bool) -> float:
+    dk.use_pdl = pdl
+    model = build_model(cfg, DEV, torch.bfloat16)
+    dec = FastDecoder(model, 1, context)
+    dec.warmup()
+    for _ in range(10):
+        dec.set_length(context - 1)
+        dec.step()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(100):
+        dec.set_length(context - 1)
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        dec.step()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    dk.use_pdl = True
+    return statistics.median(times)
+
+
+def main() -> None:
+    res: dict[str, Any] = {"device": torch.cuda.get_device_name()}
+    res["steps"] = {}
+    for name, cfg, ctx in (("gpt2", preset("gpt2"), 1024), ("7b", CFG_7B, 128)):
+        for pdl in (True, False):
+            res["steps"][f"{name} pdl={pdl}"] = step_time(cfg, ctx, pdl)
+            print(f"step {name} L={ctx} pdl={pdl}: {res['steps'][f'{name} pdl={pdl}'] * 1e6:.1f} us", flush=True)
+    res["attention"] = {}
+    for name, h, d, ctx in (("gpt2 L=1024", 12, 64, 1024), ("7b L=128", 32, 128, 128), ("7b L=1024", 32, 128, 1024)):
+        res["attention"][name] = attention_sweep(h, d, ctx)
+        print("attention", name, " ".join(f"c{r['chunk']}={r['s'] * 1e6:.2f}us" for r in res["attention"][name]), flush=True)
+    shapes = [(2304, 768), (768, 768), (3072, 768), (768, 3072), (50304, 768),
+              (12288, 4096), (4096, 4096), (16384, 4096), (4096, 16384), (50304, 4096)]
+    res["gemv"] = []
+    for n, k in shapes:
+        r = gemv_sweep(n, k)
+        res["gemv"].append(r)
+        cur = r["current"]
+        print(f"gemv {n}x{k}: best {tuple(r['best']['tile'])} {r['best']['s'] * 1e6:.2f} us "
+              f"{r['best']['TBps']:.2f} TB/s; current {gemv_config(n, k)} "
+              f"{cur['s'] * 1e6 if cur else float('nan'):.2f} us; LN on the fly {r['ln_on_the_fly_s'] * 1e6:.2f} us",
+              flush=True)
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, "decode_tune.json"), "w") as f:
+            json.dump(res, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""gptperf's own speed on one CUDA card, each figure beside its anchor measured in the same call.
+
+    python benchmarks/prepare_anchors.py     # here, once: nanoGPT and gpt-fast into anchors/
+    python benchmarks/gpu_speed.py           # on the card, with `carry: ["anchors"]`
+    python benchmarks/gpu_speed.py --no-anchors --only train,decode-gpt2
+
+1. copy: 2 GiB device-to-device copy, read + written bytes counted, median of 20.
+2. train: the step `gptperf train` runs on a GPU by default (gpt2, B=12, T=1024, bf16 autocast,
+   compiled, fused AdamW, clipping at 1.0), built by `gptperf.steps.build_step`: the training
+   loop's `run()` (forward, backward, update, the loss read back) timed by CUDA events, median of
+   30 after 8 warm-up steps. Anchor: nanoGPT's bench.py (B=12, T=1024, its own timing).
+3. decode-gpt2: `FastDecoder` (the default plan of `gptperf generate` on a GPU), batch 1, greedy,
+   one decode step at context 1024 (the step written at position 1023), median of 200 graph
+   replays. Anchor: gpt-fast's stories110M (12 layers, C = 768).
+4. decode-7b: the 7B shape (32 layers, C = 4096, 32 heads, vocab 50304) at batch 1, context 128:
+   step time, and the bytes a decode step must read (every weight once, the tied embedding as the
+   LM head, one position embedding row, K and V of the context; `gptperf.perfmodel`'s count) over
+   it, against the copy bandwidth. Anchor: gpt-fast's 7B (its own "bandwidth achieved").
+
+Writes $OUT/gpu_speed.json when OUT is set; prints a table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gptperf.envinfo import device_name
+from gptperf.model import GPTConfig, preset
+from gptperf.perfmodel import Workload
+from gptperf.plan import ExecutionPlan
+from gptperf.steps import build_step
+from gptperf.steps.fast_decode import FastDecoder, build_model
+
+DEV = torch.device("cuda")
+CFG_7B = GPTConfig(n_layer=32, n_head=32, n_embd=4096, vocab_size=50304, block_size=2048, name="7B-shaped")
+
+
+def median_events(fn: Any, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return statistics.median(times)
+
+
+def copy_bandwidth() -> float:
+    n = 2**30
+    src = torch.randn(n // 4, device=DEV)  # 1 GiB read, 1 GiB written
+    dst = torch.empty_like(src)
+    t = median_events(lambda: dst.copy_(src), 3, 20)
+    return 2 * src.numel() * 4 / t
+
+
+def train_step() -> dict[str, Any]:
+    plan = ExecutionPlan.default("train", "cuda", compile=True)
+    t0 = time.time()
+    step = build_step(preset("gpt2"), Workload("train", 12, 1024, "bf16"), plan, DEV)
+    step.train.compile_now(12, 1024)
+    setup = time.time() - t0
+    t = median_events(step.train.run, 8, 30)
+    out = {"step_s": t, "plan": plan.label, "setup_s": setup,
+           "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    del step
+    torch.cuda.empty_cache()
+    return out
+
+
+def decode_step(config: GPTConfig, context: int) -> dict[str, Any]:
+    from gptperf.perfmodel import get_hardware, predict
+
+    model = build_model(config, DEV, torch.bfloat16)
+    t0 = time.time()
+    dec = FastDecoder(model, 1, context)
+    dec.warmup()
+    setup = time.time() - t0
+
+    def one() -> None:
+        dec.set_length(context - 1)
+        dec.step()
+
+    t = median_events(one, 20, 200)
+    decode = Workload("decode", 1, context, "bf16")
+    nbytes = predict(config, decode, get_hardware("h200"), plan=dec.plan).bytes
+    return {"step_s": t, "plan": dec.plan.label, "setup_s": setup, "bytes": nbytes}
+
+
+def load_anchors() -> Any:
+    path = Path(__file__).with_name("anchors.py")
+    spec = importlib.util.spec_from_file_location("gptperf_anchors", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default="train,decode-gpt2,decode-7b")
+    p.add_argument("--no-anchors", action="store_true")
+    args = p.parse_args()
+    parts = set(args.only.split(","))
+    res: dict[str, Any] = {"device": device_name(DEV), "torch": torch.__version__,
+                           "date": time.strftime("%Y-%m-%d")}
+    res["copy_Bps"] = copy_bandwidth()
+    print(f"copy {res['copy_Bps'] / 1e12:.3f} TB/s", flush=True)
+    anchors = None if args.no_anchors else load_anchors()
+
+    def attempt(key: str, fn: Any) -> None:
+        try:
+            res[key] = fn()
+            print(f"{key}: {res[key]}", flush=True)
+        except Exception as err:  # noqa: BLE001 - one part failing must not hide the others
+            res[key] = {"error": f"{type(err).__name__}: {str(err)[:400]}"}
+            print(f"{key}: FAILED {res[key]['error']}", flush=True)
+
+    if "train" in parts:
+        attempt("train", train_step)
+        if anchors:
+            attempt("nanogpt", lambda: anchors.nanogpt_train_ms(12, 1024, True).to_dict())
+    if "decode-gpt2" in parts:
+        attempt("decode_gpt2", lambda: decode_step(preset("gpt2"), 1024))
+        torch.cuda.empty_cache()
+        if anchors:
+            attempt("gpt_fast_110m", lambda: anchors.gpt_fast_decode("stories110M").to_dict())
+    if "decode-7b" in parts:
+        attempt("decode_7b", lambda: decode_step(CFG_7B, 128))
+        if anchors:
+            attempt("gpt_fast_7b", lambda: anchors.gpt_fast_decode("7B").to_dict())
+
+    out = os.environ.get("OUT")
+    if out:
+        Path(out, "gpu_speed.json").write_text(json.dumps(res, indent=1, default=str))
+    copy = res["copy_Bps"]
+    print(f"\n{res['device']}, torch {res['torch']}, {res['date']}; copy {copy / 1e12:.2f} TB/s (measured)")
+    print(f"{'figure':34s} {'gptperf':>14s} {'anchor':>26s}  goal")
+
+    def ok(key: str) -> bool:
+        return key in res and "error" not in res[key]
+
+    if ok("train"):
+        anchor = f"{res['nanogpt']['ms_per_iter']:.1f} ms nanoGPT" if ok("nanogpt") else "-"
+        print(f"{'gpt2 train step B=12 T=1024 bf16':34s} {res['train']['step_s'] * 1e3:11.2f} ms "
+              f"{anchor:>26s}  <= 22 ms")
+    if ok("decode_gpt2"):
+        anchor = (f"{1e6 / res['gpt_fast_110m']['tokens_per_s']:.0f} us/token 110M" if ok("gpt_fast_110m") else "-")
+        print(f"{'gpt2 decode B=1 L=1024':34s} {res['decode_gpt2']['step_s'] * 1e6:8.1f} us/tok "
+              f"{anchor:>26s}  <= 200 us")
+    if ok("decode_7b"):
+        d = res["decode_7b"]
+        share = d["bytes"] / d["step_s"] / copy
+        anchor = "-"
+        if ok("gpt_fast_7b"):
+            anchor = f"{res['gpt_fast_7b']['bandwidth_tbs'] * 1e12 / copy:.1%} of copy gpt-fast"
+        print(f"{'7B decode B=1 L=128 (share of copy)':34s} {share:13.1%} {anchor:>26s}  >= 90%")
+        print(f"{'':34s} {1 / d['step_s']:8.1f} tok/s, {d['bytes'] / d['step_s'] / 1e12:.2f} TB/s")
+
+
+if __name__ == "__main__":
+    main()

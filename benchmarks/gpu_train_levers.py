@@ -1,0 +1,155 @@
+"""Which levers speed up the gpt2 train step (B=12, T=1024, bf16, compiled) on one CUDA card.
+
+    python benchmarks/gpu_train_levers.py                 # every lever, one after the other
+    python benchmarks/gpu_train_levers.py base cudnn      # some of them
+
+Each lever builds the step `gptperf train` runs (`gptperf.steps.build_step`), changed in one way,
+compiles it afresh and times 20 steps (CUDA events, median, after 5 warm-up steps). `base` is
+also profiled once: kernel time by class and the top kernels, and the share of the step the GPU
+is busy, which says whether the host or the kernels set the pace. Writes $OUT/train_levers.json
+when OUT is set; prints a table last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from gptperf.model import preset
+from gptperf.perfmodel import Workload
+from gptperf.plan import ExecutionPlan
+from gptperf.steps import build_step
+from gptperf.steps.train import TrainSettings
+
+BATCH, SEQ = 12, 1024
+
+
+def kernel_class(name: str) -> str:
+    n = name.lower()
+    if any(k in n for k in ("gemm", "nvjet", "sm90_xmma", "cutlass", "cublas")):
+        return "matmul"
+    if any(k in n for k in ("flash", "fmha", "cudnn", "attention")):
+        return "attention"
+    if "adam" in n or "multi_tensor" in n:
+        return "optimizer"
+    if "triton" in n:
+        return "inductor triton"
+    return "other"
+
+
+def profile_step(step: Any) -> dict[str, Any]:
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            step.step()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    start = min(e.time_range.start for e in kernels)
+    end = max(e.time_range.end for e in kernels)
+    busy = sum(e.time_range.elapsed_us() for e in kernels)
+    by_class: dict[str, float] = {}
+    by_name: dict[str, list[float]] = {}
+    for e in kernels:
+        by_class[kernel_class(e.name)] = by_class.get(kernel_class(e.name), 0.0) + e.time_range.elapsed_us() / 3
+        by_name.setdefault(e.name, []).append(e.time_range.elapsed_us())
+    top = sorted(((sum(v) / 3, len(v) // 3, k) for k, v in by_name.items()), reverse=True)[:25]
+    return {"kernels_per_step": len(kernels) / 3, "busy_us_per_step": busy / 3,
+            "span_us_per_step": (end - start) / 3, "by_class_us": by_class,
+            "top": [{"us": t, "count": c, "name": k[:140]} for t, c, k in top]}
+
+
+@contextlib.contextmanager
+def lever(name: str) -> Iterator[dict[str, Any]]:
+    """Settings of lever `name` applied around building, compiling and timing its step."""
+    import torch._inductor.config as inductor
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    extra: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        if name == "cudnn":
+            stack.enter_context(sdpa_kernel([SDPBackend.CUDNN_ATTENTION]))
+        if name == "flash":
+            stack.enter_context(sdpa_kernel([SDPBackend.FLASH_ATTENTION]))
+        if name == "coordinate":
+            stack.enter_context(inductor.patch(coordinate_descent_tuning=True))
+        if name == "noclip":
+            extra["settings"] = TrainSettings(grad_clip=0.0)
+        yield extra
+
+
+def run_lever(name: str) -> dict[str, Any]:
+    torch._dynamo.reset()
+    torch.cuda.empty_cache()
+    t0 = time.time()
+    with lever(name) as extra:
+        step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"),
+                          ExecutionPlan.default("train", "cuda", compile=True), "cuda",
+                          train_settings=extra.get("settings"))
+        if name == "graphs":  # cudagraph trees around the compiled forward and backward
+            step.train.run_model = torch.compile(step.model, mode="reduce-overhead")
+        step.train.compile_now(BATCH, SEQ)
+        for _ in range(5):
+            step.step()
+        torch.cuda.synchronize()
+        setup = time.time() - t0
+        times = []
+        for _ in range(20):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            step.train.run()  # the loop's own step: forward, backward, .item(), clip, AdamW
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b))
+        out: dict[str, Any] = {"lever": name, "median_ms": statistics.median(times),
+                               "min_ms": min(times), "setup_s": setup,
+                               "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+        if name == "base":
+            out["profile"] = profile_step(step)
+    print(f"{name}: {out['median_ms']:.2f} ms (min {out['min_ms']:.2f}), setup {setup:.0f} s", flush=True)
+    del step
+    return out
+
+
+def main() -> None:
+    levers = sys.argv[1:] or ["base", "noclip", "cudnn", "flash", "coordinate", "graphs"]
+    results = []
+    for name in levers:
+        try:
+            results.append(run_lever(name))
+        except Exception as err:  # noqa: BLE001 - one lever failing must not hide the others
+            print(f"{name}: FAILED {type(err).__name__}: {str(err)[:300]}", flush=True)
+            results.append({"lever": name, "error": repr(err)[:500]})
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, "train_levers.json"), "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                       "results": results}, f, indent=1)
+    for r in results:
+        if "profile" in r:
+            p = r["profile"]
+            print(f"\nbase profile: {p['kernels_per_step']:.0f} kernels/step, busy {p['busy_us_per_step'] / 1e3:.2f} ms "
+                  f"of a {p['span_us_per_step'] / 1e3:.2f} ms span")
+            for k, v in sorted(p["by_class_us"].items(), key=lambda kv: -kv[1]):
+                print(f"  {k:16s} {v / 1e3:7.2f} ms")
+            for t in p["top"][:15]:
+                print(f"  {t['us'] / 1e3:7.3f} ms x{t['count']:<3d} {t['name'][:100]}")
+    print("\nlever        median ms   min ms   peak GiB")
+    for r in results:
+        if "error" in r:
+            print(f"{r['lever']:12s} failed")
+        else:
+            print(f"{r['lever']:12s} {r['median_ms']:9.2f} {r['min_ms']:8.2f} {r['peak_gib']:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,651 @@
+"""Fused Triton kernels for a batch-1 decode step: five kernels per layer instead of about eleven.
+
+At batch 1 a decode step is launch-bound as much as bandwidth-bound: every kernel costs a few µs
+of launch and ramp even inside a CUDA graph. These kernels fold the small operations into the
+weight-streaming ones; `gptperf.steps.fused_decode` composes a step of them:
+
+    x, xn = embed(token, pos, wte, wpe, ln=ln_1[0])              # wte[token] + wpe[pos], its LN
+    per layer:
+        qkv   = ln_gemv(xn, None, None, 0, attn.c_attn.weight, attn.c_attn.bias)
+        y     = decode_attention(qkv, k_cache[l], v_cache[l], pos, n_head, scratch=scratch)
+        x, xn = gemv_residual(y, attn.c_proj.weight, attn.c_proj.bias, x, ln=ln_2)
+        h     = ln_gemv(xn, None, None, 0, mlp.c_fc.weight, mlp.c_fc.bias, gelu=True)
+        x, xn = gemv_residual(h, mlp.c_proj.weight, mlp.c_proj.bias, x, ln=ln_1[l+1] or ln_f)
+    token = ln_gemv_argmax(xn, None, None, 0, lm_head.weight, scratch=scratch,
+                           finish=(pos, token_buf, tokens_buf))  # greedy token, written, pos += 1
+
+Each LayerNorm is written by the last program of the kernel that makes its input (an atomic
+count), so the matrix-vector kernels stream their weights with nothing to recompute; `ln_gemv`
+can also normalise on the fly (every program recomputing the statistics), which costs a 7B step
+a third more time on an H200 (BENCHMARKS.md). On Hopper every kernel is launched with
+programmatic dependent launch: it waits for the previous kernel's results itself, so its launch
+overlaps that kernel's tail.
+
+Every launch reads the position from the device tensor `pos` (no host synchronisation), so the
+whole step can be captured as one CUDA graph. Each public function runs its Triton kernel on CUDA
+tensors (or on any tensor when TRITON_INTERPRET=1, Triton's CPU interpreter) and otherwise, or
+with `reference=True`, the `*_reference` function: the same math in plain torch (fp32, rounded
+to the input dtype at the end). The kernels accumulate in fp32 and round only their outputs, so
+they skip the intermediate roundings (matmul output before the bias, GELU, residual) of the
+unfused bf16 model.
+
+Self-resetting counters: `decode_attention`, `gemv_residual` with a LayerNorm and
+`ln_gemv_argmax` let the last of their programs finish the work (combine the attention splits;
+normalise; decode the argmax) and that program puts its counter back (`DecodeScratch`), so one
+scratch serves every replay of a graph with no reset kernel. Kernels sharing a scratch must run
+in stream order, so make one per decoder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gptperf.steps.gemv import gemv_config
+
+try:  # Triton comes with CUDA builds of torch; CPU builds have none
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised on CPU-only installs
+    triton = None
+try:  # programmatic dependent launch (Hopper): a kernel starts while the one before drains
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - older Triton, or none
+    gdc_launch_dependents = gdc_wait = None
+
+INT64_MIN = -(2**63)  # the argmax key before any program has reported
+_LOW32 = 0xFFFFFFFF
+DEFAULT_CHUNK = 128  # positions per attention program (tune on the GPU)
+_LOG2E = 1.4426950408889634
+
+
+def available() -> bool:
+    """True when the Triton kernels can run on a GPU (a CUDA device and Triton)."""
+    return triton is not None and torch.cuda.is_available()
+
+
+# Launch with programmatic dependent launch where it exists (Hopper and later, Triton with GDC):
+# each kernel waits for the previous one's results itself, so its launch hides under that tail.
+use_pdl = True
+
+
+def _pdl(t: torch.Tensor) -> bool:
+    return (use_pdl and gdc_wait is not None and t.is_cuda
+            and torch.cuda.get_device_capability(t.device)[0] >= 9)
+
+
+def _launch(t: torch.Tensor) -> dict[str, bool]:
+    """The PDL constexpr and launch option for kernels on `t`'s device."""
+    on = _pdl(t)
+    return {"PDL": on, "launch_pdl": True} if on else {"PDL": False}
+
+
+def _use_triton(t: torch.Tensor) -> bool:
+    """Launch the kernel for `t`: a CUDA tensor with Triton, or any tensor under the interpreter."""
+    if triton is None:
+        return False
+    return t.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@dataclass
+class DecodeScratch:
+    """Device counters the fused kernels leave as they found them (see the module docstring)."""
+
+    attention_done: torch.Tensor  # (n_head,) int32, 0: splits of each head done in this layer
+    argmax_key: torch.Tensor  # (1,) int64, INT64_MIN: the best packed (logit, index) so far
+    argmax_done: torch.Tensor  # (1,) int32, 0: LM-head programs done
+    residual_done: torch.Tensor  # (1,) int32, 0: gemv_residual programs done (its LayerNorm tail)
+
+    @classmethod
+    def new(cls, n_head: int, device: torch.device | str) -> DecodeScratch:
+        return cls(torch.zeros(n_head, dtype=torch.int32, device=device),
+                   torch.full((1,), INT64_MIN, dtype=torch.long, device=device),
+                   torch.zeros(1, dtype=torch.int32, device=device),
+                   torch.zeros(1, dtype=torch.int32, device=device))
+
+
+# -- plain-torch references (the CPU path, and what the tests hold the kernels to) -------------
+
+
+def embed_reference(token: torch.Tensor, pos: torch.Tensor, wte: torch.Tensor,
+                    wpe: torch.Tensor) -> torch.Tensor:
+    x = wte.index_select(0, token.reshape(1)).float() + wpe.index_select(0, pos.reshape(1)).float()
+    return x.to(wte.dtype).view(1, 1, -1)
+
+
+def layer_norm_reference(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor,
+                         eps: float) -> torch.Tensor:
+    """nn.LayerNorm of a (1, 1, C) vector in fp32, rounded to its dtype (the model's LN output)."""
+    return _layer_norm32(x, ln_weight, ln_bias, eps).to(x.dtype).view(1, 1, -1)
+
+
+def _layer_norm32(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor,
+                  eps: float) -> torch.Tensor:
+    k = x.size(-1)
+    return F.layer_norm(x.reshape(k).float(), (k,), ln_weight.float(), ln_bias.float(), eps)
+
+
+def ln_gemv_reference(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor, eps: float,
+                      weight: torch.Tensor, bias: torch.Tensor | None = None,
+                      gelu: bool = False) -> torch.Tensor:
+    y = F.linear(_layer_norm32(x, ln_weight, ln_bias, eps), weight.float(),
+                 None if bias is None else bias.float())
+    if gelu:
+        y = F.gelu(y, approximate="tanh")
+    return y.to(x.dtype).view(1, 1, -1)
+
+
+def gemv_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                   gelu: bool = False) -> torch.Tensor:
+    """weight · x + bias [then GELU] for an x that is already normalised."""
+    y = F.linear(x.reshape(-1).float(), weight.float(), None if bias is None else bias.float())
+    if gelu:
+        y = F.gelu(y, approximate="tanh")
+    return y.to(x.dtype).view(1, 1, -1)
+
+
+def gemv_residual_reference(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                            residual: torch.Tensor) -> torch.Tensor:
+    out = residual.reshape(-1).float() + F.linear(y.reshape(-1).float(), weight.float(),
+                                                  None if bias is None else bias.float())
+    return out.to(residual.dtype).view(1, 1, -1)
+
+
+def decode_attention_reference(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                               pos: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Writes k, v at `pos`, then attends over 0..pos (reads `pos` on the host: a sync)."""
+    C = qkv.size(-1) // 3
+    D = C // n_head
+    q, k, v = qkv.reshape(3, n_head, 1, D)
+    at = pos.reshape(1)
+    k_cache[0, :, at] = k.to(k_cache.dtype)
+    v_cache[0, :, at] = v.to(v_cache.dtype)
+    n = int(pos) + 1
+    scores = (k_cache[0, :, :n].float() @ q.float().transpose(1, 2)).squeeze(-1) / math.sqrt(D)
+    y = torch.softmax(scores, dim=-1)[:, None, :] @ v_cache[0, :, :n].float()  # (H, 1, D)
+    return y.reshape(1, 1, C).to(qkv.dtype)
+
+
+def argmax_key(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The int64 key the argmax kernel maximises: an order-preserving int32 image of the fp32
+    value in the high half, 0xFFFFFFFF - index in the low half, so that the largest key is the
+    largest value and, among equal values, the smallest index (torch.argmax's first maximum).
+    -0.0 counts as +0.0; every NaN ranks above +inf (torch.argmax returns the first NaN)."""
+    v = values.float()
+    v = torch.where(v == 0, torch.zeros_like(v), v)
+    bits = v.view(torch.int32).long()
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    ordered = torch.where(torch.isnan(v), torch.full_like(ordered, 0x7FFFFFFF), ordered)
+    return (ordered << 32) | (_LOW32 - index.long())
+
+
+def argmax_index(key: torch.Tensor) -> torch.Tensor:
+    """The index packed into an `argmax_key`."""
+    return _LOW32 - (key & _LOW32)
+
+
+def ln_gemv_argmax_reference(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor,
+                             eps: float, weight: torch.Tensor) -> torch.Tensor:
+    """argmax of the logits rounded to x's dtype (as the model's logits are), via the packed key
+    (`ln_weight` None: x is already normalised)."""
+    logits = (ln_gemv_reference(x, ln_weight, ln_bias, eps, weight) if ln_weight is not None
+              else gemv_reference(x, weight)).reshape(-1)
+    index = torch.arange(logits.numel(), device=logits.device)
+    return argmax_index(argmax_key(logits, index).max()).reshape(1)
+
+
+def finish_reference(token: torch.Tensor, pos: torch.Tensor, token_buf: torch.Tensor,
+                     tokens_buf: torch.Tensor) -> None:
+    token_buf.view(-1)[:1].copy_(token.reshape(1))
+    tokens_buf.index_copy_(1, (pos + 1).reshape(1), token.reshape(1, 1).to(tokens_buf.dtype))
+    pos.add_(1)
+
+
+# -- kernels ---------------------------------------------------------------------------------
+
+if triton is not None:
+
+    @triton.jit
+    def _after_previous(PDL: tl.constexpr):
+        # Under PDL this kernel was launched while the previous one drained: wait for its results
+        # (every kernel here reads what the one before wrote), then let the next one launch.
+        if PDL:
+            gdc_wait()
+            gdc_launch_dependents()
+
+    @triton.jit
+    def _ln_vector(x, ok, n, lnw_ptr, lnb_ptr, cols, eps):
+        # nn.LayerNorm of one vector held in registers (fp32, centred variance).
+        mean = tl.sum(x, axis=0) / n
+        d = tl.where(ok, x - mean, 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / n + eps)
+        g = tl.load(lnw_ptr + cols, mask=ok, other=0.0).to(tl.float32)
+        b = tl.load(lnb_ptr + cols, mask=ok, other=0.0).to(tl.float32)
+        return d * rstd * g + b
+
+    @triton.jit
+    def _embed_kernel(token_ptr, pos_ptr, wte_ptr, wpe_ptr, x_ptr, lnw_ptr, lnb_ptr, xn_ptr, C, eps,
+                      BLOCK: tl.constexpr, LN: tl.constexpr, PDL: tl.constexpr):
+        # Vector blocks over C: one row gather from each table, added in fp32. With LN one
+        # program holds all of x and also writes the first block's LayerNorm of it.
+        _after_previous(PDL)
+        cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        ok = cols < C
+        tok = tl.load(token_ptr).to(tl.int64)
+        pos = tl.load(pos_ptr).to(tl.int64)
+        x = (tl.load(wte_ptr + tok * C + cols, mask=ok, other=0.0).to(tl.float32)
+             + tl.load(wpe_ptr + pos * C + cols, mask=ok, other=0.0).to(tl.float32))
+        x = x.to(x_ptr.dtype.element_ty)
+        tl.store(x_ptr + cols, x, mask=ok)
+        if LN:  # of x as stored, as the model's LayerNorm sees it
+            xn = _ln_vector(x.to(tl.float32), ok, C, lnw_ptr, lnb_ptr, cols, eps)
+            tl.store(xn_ptr + cols, xn.to(xn_ptr.dtype.element_ty), mask=ok)
+
+    @triton.jit
+    def _ln_stats(x_ptr, K, eps, XBLOCK: tl.constexpr):
+        # Two passes over x (a few KB, L1/L2-resident; one block for K <= XBLOCK), so the
+        # variance is centred like nn.LayerNorm's rather than E[x²] - mean².
+        total = tl.zeros([XBLOCK], dtype=tl.float32)
+        for k0 in range(0, K, XBLOCK):
+            cols = k0 + tl.arange(0, XBLOCK)
+            total += tl.load(x_ptr + cols, mask=cols < K, other=0.0).to(tl.float32)
+        mean = tl.sum(total, axis=0) / K
+        sq = tl.zeros([XBLOCK], dtype=tl.float32)
+        for k0 in range(0, K, XBLOCK):
+            cols = k0 + tl.arange(0, XBLOCK)
+            ok = cols < K
+            d = tl.where(ok, tl.load(x_ptr + cols, mask=ok, other=0.0).to(tl.float32) - mean, 0.0)
+            sq += d * d
+        return mean, 1.0 / tl.sqrt(tl.sum(sq, axis=0) / K + eps)
+
+    @triton.jit
+    def _rows_dot(x_ptr, lnw_ptr, lnb_ptr, w_ptr, N, K, eps, NORM: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, XBLOCK: tl.constexpr):
+        # gemv.py's streaming loop (BLOCK_N rows, BLOCK_K columns a step, fp32 partial sums kept
+        # 2-D until the end); with NORM, x is LayerNorm-ed on the fly as each chunk is loaded.
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_ok = rows < N
+        row_off = rows.to(tl.int64) * K
+        if NORM:
+            mean, rstd = _ln_stats(x_ptr, K, eps, XBLOCK)
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            cols = k0 + tl.arange(0, BLOCK_K)
+            col_ok = cols < K
+            w = tl.load(w_ptr + row_off[:, None] + cols[None, :], mask=row_ok[:, None] & col_ok[None, :],
+                        other=0.0, eviction_policy="evict_first")  # each weight is read once: keep L2 for x
+            x = tl.load(x_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+            if NORM:
+                g = tl.load(lnw_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+                b = tl.load(lnb_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+                x = (x - mean) * rstd * g + b  # 0 in the tail: g and b load as 0 there
+            acc += w.to(tl.float32) * x[None, :]
+        return rows, row_ok, tl.sum(acc, axis=1)
+
+    @triton.jit
+    def _ln_gemv_kernel(x_ptr, lnw_ptr, lnb_ptr, w_ptr, b_ptr, y_ptr, N, K, eps,
+                        HAS_BIAS: tl.constexpr, GELU: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_K: tl.constexpr, XBLOCK: tl.constexpr, NORM: tl.constexpr,
+                        PDL: tl.constexpr):
+        # With NORM every program recomputes the LayerNorm statistics of x; without, x comes
+        # normalised (a gemv_residual's tail wrote it) and this is a plain gemv.
+        _after_previous(PDL)
+        rows, row_ok, y = _rows_dot(x_ptr, lnw_ptr, lnb_ptr, w_ptr, N, K, eps, NORM,
+                                    BLOCK_N, BLOCK_K, XBLOCK)
+        if HAS_BIAS:
+            y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+        if GELU:  # tanh approximation: 0.5·y·(1 + tanh(u)) = y·sigmoid(2u), stable for any |u|
+            u = 0.7978845608028654 * (y + 0.044715 * y * y * y)
+            y = y / (1.0 + tl.exp(-2.0 * u))
+        tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=row_ok)
+
+    @triton.jit
+    def _gemv_residual_kernel(x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, lnw_ptr, lnb_ptr, xn_ptr, count_ptr,
+                              N, K, eps, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
+                              BLOCK_K: tl.constexpr, LN: tl.constexpr, NBLOCK: tl.constexpr,
+                              PDL: tl.constexpr):
+        # The residual add rides in the epilogue of the weight stream, one rounding at the end.
+        # With LN the last program to finish (an atomic count, reset by it) reads the whole new
+        # residual from L2 and writes the next LayerNorm of it: the next gemv streams plainly.
+        _after_previous(PDL)
+        rows, row_ok, y = _rows_dot(x_ptr, x_ptr, x_ptr, w_ptr, N, K, 0.0, False,
+                                    BLOCK_N, BLOCK_K, 1)
+        y += tl.load(r_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+        tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=row_ok)
+        if LN:
+            tl.debug_barrier()  # every thread's rows are stored before the count
+            done = tl.atomic_add(count_ptr, 1, sem="acq_rel", scope="gpu")
+            if done == tl.num_programs(0) - 1:
+                cols = tl.arange(0, NBLOCK)
+                ok = cols < N
+                x = tl.load(y_ptr + cols, mask=ok, other=0.0, cache_modifier=".cg").to(tl.float32)
+                xn = _ln_vector(x, ok, N, lnw_ptr, lnb_ptr, cols, eps)
+                tl.store(xn_ptr + cols, xn.to(xn_ptr.dtype.element_ty), mask=ok)
+                tl.store(count_ptr, 0)
+
+    @triton.jit
+    def _argmax_key(y, rows):
+        # Same packing as `argmax_key`: ordered fp32 bits high, 0xFFFFFFFF - row low.
+        y = tl.where(y == 0.0, 0.0, y)
+        bits = y.to(tl.int32, bitcast=True)
+        ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+        ordered = tl.where(y != y, 0x7FFFFFFF, ordered)
+        low = tl.full((), 0xFFFFFFFF, tl.int64) - rows.to(tl.int64)
+        return (ordered.to(tl.int64) << 32) | low
+
+    @triton.jit
+    def _ln_gemv_argmax_kernel(x_ptr, lnw_ptr, lnb_ptr, w_ptr, key_ptr, done_ptr, out_ptr,
+                               pos_ptr, token_ptr, tokens_ptr, tokens_stride, N, K, eps,
+                               FINISH: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                               XBLOCK: tl.constexpr, NORM: tl.constexpr, PDL: tl.constexpr):
+        # Each program reduces its rows to one packed key and does one atomic max; the last
+        # program to finish (counted by an atomic) decodes the winner and resets key and count,
+        # so the logits never leave registers and no other kernel has to reset anything.
+        _after_previous(PDL)
+        rows, row_ok, y = _rows_dot(x_ptr, lnw_ptr, lnb_ptr, w_ptr, N, K, eps, NORM,
+                                    BLOCK_N, BLOCK_K, XBLOCK)
+        y = y.to(x_ptr.dtype.element_ty).to(tl.float32)  # the logits the model would argmax
+        lowest = tl.full((), 1, tl.int64) << 63  # INT64_MIN
+        key = tl.where(row_ok, _argmax_key(y, rows), lowest)
+        tl.atomic_max(key_ptr, tl.max(key, axis=0), sem="acq_rel", scope="gpu")
+        tl.debug_barrier()  # the max is issued before the count that says this program is done
+        done = tl.atomic_add(done_ptr, 1, sem="acq_rel", scope="gpu")
+        if done == tl.num_programs(0) - 1:
+            best = tl.atomic_xchg(key_ptr, lowest, sem="acq_rel", scope="gpu")  # read and reset
+            token = tl.full((), 0xFFFFFFFF, tl.int64) - (best & tl.full((), 0xFFFFFFFF, tl.int64))
+            tl.store(out_ptr, token)
+            tl.store(done_ptr, 0)
+            if FINISH:
+                pos = tl.load(pos_ptr)
+                tl.store(token_ptr, token)
+                tl.store(tokens_ptr + (pos + 1) * tokens_stride, token)
+                tl.store(pos_ptr, pos + 1)
+
+    @triton.jit
+    def _finish_kernel(out_ptr, pos_ptr, token_ptr, tokens_ptr, tokens_stride, PDL: tl.constexpr):
+        # One program, a handful of scalars: the step's bookkeeping with no host round trip.
+        _after_previous(PDL)
+        token = tl.load(out_ptr)
+        pos = tl.load(pos_ptr)
+        tl.store(token_ptr, token)
+        tl.store(tokens_ptr + (pos + 1) * tokens_stride, token)
+        tl.store(pos_ptr, pos + 1)
+
+    @triton.jit
+    def _combine(acc_ptr, ml_ptr, h, S, n_split, D_P2: tl.constexpr, SPLIT_BLOCK: tl.constexpr):
+        # Online-softmax merge of the splits' (max, sum, unnormalised output), SPLIT_BLOCK at a
+        # time; .cg loads read L2, where the other programs' partials are, not a stale L1.
+        d = tl.arange(0, D_P2)
+        m = tl.full((), float("-inf"), tl.float32)
+        denom = tl.zeros((), dtype=tl.float32)
+        acc = tl.zeros([D_P2], dtype=tl.float32)
+        for s0 in range(0, n_split, SPLIT_BLOCK):
+            s = s0 + tl.arange(0, SPLIT_BLOCK)
+            ok = s < n_split
+            at = h * S + s
+            ms = tl.load(ml_ptr + at * 2, mask=ok, other=float("-inf"), cache_modifier=".cg")
+            ls = tl.load(ml_ptr + at * 2 + 1, mask=ok, other=0.0, cache_modifier=".cg")
+            accs = tl.load(acc_ptr + at[:, None] * D_P2 + d[None, :], mask=ok[:, None], other=0.0,
+                           cache_modifier=".cg")
+            m_new = tl.maximum(m, tl.max(ms, axis=0))
+            alpha = tl.exp2(m - m_new)
+            w = tl.exp2(ms - m_new)
+            denom = denom * alpha + tl.sum(ls * w, axis=0)
+            acc = acc * alpha + tl.sum(accs * w[:, None], axis=0)
+            m = m_new
+        return acc / denom
+
+    @triton.jit
+    def _store_partial(acc_ptr, ml_ptr, h, s, S, m, denom, acc, D_P2: tl.constexpr):
+        # fp32, one row per (head, split): what `_combine` merges.
+        at = h * S + s
+        tl.store(acc_ptr + at * D_P2 + tl.arange(0, D_P2), acc)
+        tl.store(ml_ptr + at * 2, m)
+        tl.store(ml_ptr + at * 2 + 1, denom)
+
+    @triton.jit
+    def _attention_kernel(qkv_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr, done_ptr, y_ptr,
+                          C, S, k_sh, k_sl, v_sh, v_sl, qk_scale,
+                          D: tl.constexpr, D_P2: tl.constexpr, CHUNK: tl.constexpr,
+                          BLOCK_L: tl.constexpr, SPLIT_BLOCK: tl.constexpr, FUSED: tl.constexpr,
+                          PDL: tl.constexpr):
+        # Grid (head, split): split s attends over positions [s·CHUNK, (s+1)·CHUNK) ∩ [0, pos], so
+        # a long context spreads over many SMs; splits past pos exit at once. The split holding
+        # pos takes the new k, v from registers (and writes them to the cache), so no program
+        # reads what another writes. With FUSED the last split of a head to finish (an atomic
+        # count) merges the partials; a lone split writes y directly, with no atomic at all.
+        _after_previous(PDL)
+        h = tl.program_id(0)
+        s = tl.program_id(1)
+        pos = tl.load(pos_ptr).to(tl.int32)
+        start = s * CHUNK
+        if start <= pos:
+            d = tl.arange(0, D_P2)
+            d_ok = d < D
+            head = qkv_ptr + h * D + d
+            q = tl.load(head, mask=d_ok, other=0.0).to(tl.float32)
+            k_new = tl.load(head + C, mask=d_ok, other=0.0)
+            v_new = tl.load(head + 2 * C, mask=d_ok, other=0.0)
+            n_split = pos // CHUNK + 1
+            own = s == n_split - 1
+            tl.store(k_ptr + h * k_sh + pos * k_sl + d, k_new.to(k_ptr.dtype.element_ty), mask=d_ok & own)
+            tl.store(v_ptr + h * v_sh + pos * v_sl + d, v_new.to(v_ptr.dtype.element_ty), mask=d_ok & own)
+            # scores are kept in log2 units (qk_scale = log2(e)/sqrt(D)) so exp2 does the softmax
+            m = tl.where(own, tl.sum(q * k_new.to(tl.float32), axis=0) * qk_scale, float("-inf"))
+            denom = tl.where(own, 1.0, 0.0)
+            acc = tl.where(own, v_new.to(tl.float32), 0.0)
+            end = tl.minimum(start + CHUNK, pos)  # cached positions only; pos itself is done
+            for j0 in range(start, end, BLOCK_L):
+                j = j0 + tl.arange(0, BLOCK_L)
+                j_ok = j < end
+                tile_ok = j_ok[:, None] & d_ok[None, :]
+                kt = tl.load(k_ptr + h * k_sh + j[:, None] * k_sl + d[None, :], mask=tile_ok, other=0.0)
+                sc = tl.where(j_ok, tl.sum(kt.to(tl.float32) * q[None, :], axis=1) * qk_scale,
+                              float("-inf"))
+                m_new = tl.maximum(m, tl.max(sc, axis=0))
+                alpha = tl.exp2(m - m_new)
+                p = tl.exp2(sc - m_new)
+                vt = tl.load(v_ptr + h * v_sh + j[:, None] * v_sl + d[None, :], mask=tile_ok, other=0.0)
+                denom = denom * alpha + tl.sum(p, axis=0)
+                acc = acc * alpha + tl.sum(p[:, None] * vt.to(tl.float32), axis=0)
+                m = m_new
+            if FUSED:
+                if n_split == 1:
+                    tl.store(y_ptr + h * D + d, (acc / denom).to(y_ptr.dtype.element_ty), mask=d_ok)
+                else:
+                    _store_partial(acc_ptr, ml_ptr, h, s, S, m, denom, acc, D_P2)
+                    tl.debug_barrier()  # every thread's partial is stored before the count
+                    done = tl.atomic_add(done_ptr + h, 1, sem="acq_rel", scope="gpu")
+                    if done == n_split - 1:
+                        y = _combine(acc_ptr, ml_ptr, h, S, n_split, D_P2, SPLIT_BLOCK)
+                        tl.store(y_ptr + h * D + d, y.to(y_ptr.dtype.element_ty), mask=d_ok)
+                        tl.store(done_ptr + h, 0)
+            else:
+                _store_partial(acc_ptr, ml_ptr, h, s, S, m, denom, acc, D_P2)
+
+    @triton.jit
+    def _attention_combine_kernel(acc_ptr, ml_ptr, pos_ptr, y_ptr, S, D: tl.constexpr,
+                                  D_P2: tl.constexpr, CHUNK: tl.constexpr,
+                                  SPLIT_BLOCK: tl.constexpr, PDL: tl.constexpr):
+        # One program per head: the unfused second pass (fused_combine=False).
+        _after_previous(PDL)
+        h = tl.program_id(0)
+        n_split = tl.load(pos_ptr).to(tl.int32) // CHUNK + 1
+        y = _combine(acc_ptr, ml_ptr, h, S, n_split, D_P2, SPLIT_BLOCK)
+        d = tl.arange(0, D_P2)
+        tl.store(y_ptr + h * D + d, y.to(y_ptr.dtype.element_ty), mask=d < D)
+
+
+# -- the public functions --------------------------------------------------------------------
+
+
+def _tile(n: int, k: int, config: tuple[int, int, int] | None) -> tuple[int, int, int]:
+    return config or gemv_config(n, k)
+
+
+def _stats_block(k: int) -> int:
+    return min(triton.next_power_of_2(k), 4096)
+
+
+def _out(out: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.empty((1, 1, n), device=like.device, dtype=like.dtype) if out is None else out
+
+
+def embed(token: torch.Tensor, pos: torch.Tensor, wte: torch.Tensor, wpe: torch.Tensor, *,
+          ln: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+          out: torch.Tensor | None = None, reference: bool = False) -> Any:
+    """wte[token] + wpe[pos] -> x (1, 1, C) in wte's dtype; token (1, 1) and pos () on the device.
+    With `ln` = (weight, bias, eps): (x, LayerNorm(x)), both from one single-program kernel."""
+    if reference or not _use_triton(wte):
+        x = embed_reference(token, pos, wte, wpe)
+        x = x if out is None else out.copy_(x)
+        return x if ln is None else (x, layer_norm_reference(x, *ln))
+    C = wte.size(1)
+    out = _out(out, C, wte)
+    xn = _out(None, C, wte) if ln is not None else out
+    lnw, lnb, eps = ln if ln is not None else (wte, wte, 0.0)
+    block = triton.next_power_of_2(C) if ln is not None else min(triton.next_power_of_2(C), 1024)
+    _embed_kernel[(triton.cdiv(C, block),)](token, pos, wte, wpe, out, lnw, lnb, xn, C, float(eps),
+                                            BLOCK=block, LN=ln is not None, **_launch(wte))
+    return out if ln is None else (out, xn)
+
+
+def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor, eps: float,
+            weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: bool = False, *,
+            out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
+            reference: bool = False) -> torch.Tensor:
+    """weight · LayerNorm(x) + bias [then GELU, tanh approximation]: x (1, 1, K) -> (1, 1, N).
+
+    `config` overrides gemv_config's (rows per program, columns per step, warps). `out` must
+    not be `x` (every program reads all of x).
+    """
+    norm = ln_weight is not None
+    if reference or not _use_triton(x):
+        y = (ln_gemv_reference(x, ln_weight, ln_bias, eps, weight, bias, gelu) if norm
+             else gemv_reference(x, weight, bias, gelu))
+        return y if out is None else out.copy_(y)
+    n, k = weight.shape
+    out = _out(out, n, x)
+    block_n, block_k, warps = _tile(n, k, config)
+    _ln_gemv_kernel[(triton.cdiv(n, block_n),)](
+        x, ln_weight if norm else x, ln_bias if norm else x, weight,
+        bias if bias is not None else weight, out, n, k, float(eps),
+        HAS_BIAS=bias is not None, GELU=gelu, BLOCK_N=block_n, BLOCK_K=block_k,
+        XBLOCK=_stats_block(k), NORM=norm, num_warps=warps, **_launch(x))
+    return out
+
+
+def gemv_residual(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  residual: torch.Tensor, *, ln: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+                  scratch: DecodeScratch | None = None, out: torch.Tensor | None = None,
+                  config: tuple[int, int, int] | None = None, reference: bool = False) -> Any:
+    """residual + weight · y + bias: y (1, 1, K) -> a new (1, 1, N) tensor, or `out`, which may
+    be `residual` itself (each program reads only the residual rows it writes). With `ln` =
+    (weight, bias, eps): (that, LayerNorm of it), the LayerNorm written by the kernel's last
+    program (`scratch` holds its counter; without one a fresh one is allocated)."""
+    if reference or not _use_triton(y):
+        r = gemv_residual_reference(y, weight, bias, residual)
+        r = r if out is None else out.copy_(r)
+        return r if ln is None else (r, layer_norm_reference(r, *ln))
+    n, k = weight.shape
+    out = _out(out, n, residual)
+    xn = _out(None, n, residual) if ln is not None else out
+    lnw, lnb, eps = ln if ln is not None else (weight, weight, 0.0)
+    count = (scratch or DecodeScratch.new(1, y.device)).residual_done
+    block_n, block_k, warps = _tile(n, k, config)
+    _gemv_residual_kernel[(triton.cdiv(n, block_n),)](
+        y, weight, bias if bias is not None else weight, residual, out, lnw, lnb, xn, count,
+        n, k, float(eps), HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k,
+        LN=ln is not None, NBLOCK=triton.next_power_of_2(n), num_warps=warps, **_launch(y))
+    return out if ln is None else (out, xn)
+
+
+def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                     pos: torch.Tensor, n_head: int, *, chunk: int = DEFAULT_CHUNK,
+                     block: int | None = None, split_block: int | None = None, num_warps: int = 4,
+                     fused_combine: bool = True,
+                     scratch: DecodeScratch | None = None, out: torch.Tensor | None = None,
+                     reference: bool = False) -> torch.Tensor:
+    """One new token's attention: writes its k, v at `pos` of the (1, H, Lmax, D) caches (in
+    place), returns softmax(q·K[0..pos]ᵀ/sqrt(D))·V[0..pos] per head as (1, 1, C).
+
+    `qkv` (1, 1, 3C) is c_attn's output (q | k | v, head h in columns h·D..(h+1)·D of each).
+    Only positions <= pos are read; pos must be < Lmax (not checked: that would synchronise).
+    `chunk` positions per program, `block` positions per loop step and `split_block` splits per
+    merge step (powers of two); the grid is (H, ceil(Lmax / chunk)). `fused_combine=False`
+    merges the splits in a second kernel instead of in the last program of each head. Without
+    `scratch` a fresh one is allocated (a fill).
+    """
+    if reference or not _use_triton(qkv):
+        y = decode_attention_reference(qkv, k_cache, v_cache, pos, n_head)
+        return y if out is None else out.copy_(y)
+    C = qkv.size(-1) // 3
+    D = C // n_head
+    if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        raise ValueError("decode_attention needs caches with contiguous head dimensions")
+    d_p2 = triton.next_power_of_2(D)
+    block = block or min(triton.next_power_of_2(chunk), max(16, 4096 // d_p2))
+    splits = triton.cdiv(k_cache.size(2), chunk)
+    split_block = split_block or min(max(2, triton.next_power_of_2(splits)), max(2, 4096 // d_p2))
+    scratch = scratch or DecodeScratch.new(n_head, qkv.device)
+    out = _out(out, C, qkv)
+    acc = torch.empty((n_head, splits, d_p2), device=qkv.device, dtype=torch.float32)
+    ml = torch.empty((n_head, splits, 2), device=qkv.device, dtype=torch.float32)
+    _attention_kernel[(n_head, splits)](
+        qkv, k_cache, v_cache, pos, acc, ml, scratch.attention_done, out, C, splits,
+        k_cache.stride(1), k_cache.stride(2), v_cache.stride(1), v_cache.stride(2),
+        _LOG2E / math.sqrt(D), D=D, D_P2=d_p2, CHUNK=chunk, BLOCK_L=block,
+        SPLIT_BLOCK=split_block, FUSED=fused_combine, num_warps=num_warps, **_launch(qkv))
+    if not fused_combine:
+        _attention_combine_kernel[(n_head,)](acc, ml, pos, out, splits, D=D, D_P2=d_p2,
+                                             CHUNK=chunk, SPLIT_BLOCK=split_block,
+                                             num_warps=num_warps, **_launch(qkv))
+    return out
+
+
+def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor, eps: float,
+                   weight: torch.Tensor, *, scratch: DecodeScratch | None = None,
+                   finish: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                   out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
+                   reference: bool = False) -> torch.Tensor:
+    """Greedy next token (1,) long: argmax over rows of weight · LayerNorm(x), logits never stored.
+
+    Ties go to the smallest index and a NaN logit wins (the first NaN), as in torch.argmax; the
+    logits are rounded to x's dtype before the comparison, as the model's are. With
+    `finish=(pos, token_buf, tokens_buf)` the kernel also does `finish` (one kernel fewer).
+    Without `scratch` a fresh one is allocated (two fills).
+    """
+    norm = ln_weight is not None
+    if reference or not _use_triton(x):
+        token = ln_gemv_argmax_reference(x, ln_weight, ln_bias, eps, weight)
+        token = token if out is None else out.copy_(token)
+        if finish is not None:
+            finish_reference(token, *finish)
+        return token
+    n, k = weight.shape
+    scratch = scratch or DecodeScratch.new(1, x.device)
+    out = torch.empty(1, device=x.device, dtype=torch.long) if out is None else out
+    pos, token_buf, tokens_buf = finish if finish is not None else (out, out, out)
+    block_n, block_k, warps = _tile(n, k, config)
+    _ln_gemv_argmax_kernel[(triton.cdiv(n, block_n),)](
+        x, ln_weight if norm else x, ln_bias if norm else x, weight, scratch.argmax_key,
+        scratch.argmax_done, out, pos, token_buf, tokens_buf, tokens_buf.stride(-1), n, k,
+        float(eps), FINISH=finish is not None, BLOCK_N=block_n, BLOCK_K=block_k,
+        XBLOCK=_stats_block(k), NORM=norm, num_warps=warps, **_launch(x))
+    return out
+
+
+def finish(token: torch.Tensor, pos: torch.Tensor, token_buf: torch.Tensor,
+           tokens_buf: torch.Tensor, *, reference: bool = False) -> None:
+    """token_buf[0, 0] = token; tokens_buf[0, pos + 1] = token; pos += 1 (all on the device)."""
+    if reference or not _use_triton(token):
+        finish_reference(token, pos, token_buf, tokens_buf)
+        return
+    _finish_kernel[(1,)](token, pos, token_buf, tokens_buf, tokens_buf.stride(-1), **_launch(token))

@@ -1,0 +1,48 @@
+"""The batch-1 decode step as gptperf's fused kernels (`gptperf.steps.decode_kernels`): the
+embedding, five kernels a layer, and the LM head that also picks, writes and advances — 62 kernels
+for gpt2 where the compiled step runs about 140. `FastDecoder` captures it as its CUDA graph when
+the plan says `fused_decode`; on a CPU the same calls run the kernels' plain-torch references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from gptperf.model import GPT
+from gptperf.steps import decode_kernels as K
+
+
+def fused_decode_step(model: GPT, cache: object, token: torch.Tensor, tokens: torch.Tensor,
+                      sample: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Callable[[], None]:
+    """One decode step of `model` (batch 1) on a StaticKVCache `cache`: reads the last token from
+    `token` (1, 1) and the position from `cache.pos`, writes K and V there, puts the next token in
+    `token` and in `tokens[0, pos + 1]`, and advances `cache.pos`. Greedy unless `sample` (logits
+    (1, vocab) -> tokens (1,)) is given; no host synchronisation either way."""
+    cfg = model.config
+    eps = cfg.layer_norm_epsilon
+    tr = model.transformer
+    blocks = list(tr.h)
+    head = model.lm_head.weight
+    scratch = K.DecodeScratch.new(cfg.n_head, token.device)  # counters the kernels reset themselves
+
+    @torch.no_grad()
+    def step() -> None:
+        ln = [(b.ln_1.weight, b.ln_1.bias, eps) for b in blocks] + [(tr.ln_f.weight, tr.ln_f.bias, eps)]
+        x, xn = K.embed(token, cache.pos, tr.wte.weight, tr.wpe.weight, ln=ln[0])
+        for i, b in enumerate(blocks):
+            qkv = K.ln_gemv(xn, None, None, eps, b.attn.c_attn.weight, b.attn.c_attn.bias)
+            y = K.decode_attention(qkv, cache.k[i], cache.v[i], cache.pos, cfg.n_head, scratch=scratch)
+            x, xn = K.gemv_residual(y, b.attn.c_proj.weight, b.attn.c_proj.bias, x,
+                                    ln=(b.ln_2.weight, b.ln_2.bias, eps), scratch=scratch)
+            h = K.ln_gemv(xn, None, None, eps, b.mlp.c_fc.weight, b.mlp.c_fc.bias, gelu=True)
+            x, xn = K.gemv_residual(h, b.mlp.c_proj.weight, b.mlp.c_proj.bias, x, ln=ln[i + 1],
+                                    scratch=scratch)
+        if sample is None:
+            K.ln_gemv_argmax(xn, None, None, eps, head, scratch=scratch, finish=(cache.pos, token, tokens))
+            return
+        logits = K.ln_gemv(xn, None, None, eps, head).view(1, -1)
+        K.finish(sample(logits), cache.pos, token, tokens)
+
+    return step
