@@ -122,6 +122,8 @@ def main() -> None:
     print(f"copy {res['copy_Bps'] / 1e12:.3f} TB/s", flush=True)
     anchors = None if args.no_anchors else load_anchors()
 
+    out = os.environ.get("OUT")
+
     def attempt(key: str, fn: Any) -> None:
         try:
             res[key] = fn()
@@ -129,6 +131,8 @@ def main() -> None:
         except Exception as err:  # noqa: BLE001 - one part failing must not hide the others
             res[key] = {"error": f"{type(err).__name__}: {str(err)[:400]}"}
             print(f"{key}: FAILED {res[key]['error']}", flush=True)
+        if out:  # after every part: a run cut short keeps what it measured
+            Path(out, "gpu_speed.json").write_text(json.dumps(res, indent=1, default=str))
 
     if "train" in parts:
         attempt("train", train_step)
@@ -144,9 +148,6 @@ def main() -> None:
         if anchors:
             attempt("gpt_fast_7b", lambda: anchors.gpt_fast_decode("7B").to_dict())
 
-    out = os.environ.get("OUT")
-    if out:
-        Path(out, "gpu_speed.json").write_text(json.dumps(res, indent=1, default=str))
     copy = res["copy_Bps"]
     print(f"\n{res['device']}, torch {res['torch']}, {res['date']}; copy {copy / 1e12:.2f} TB/s (measured)")
     print(f"{'figure':34s} {'gptperf':>14s} {'anchor':>26s}  goal")

@@ -208,27 +208,22 @@ def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _composed_step(model: GPT, cache: StaticKVCache, token_buf: torch.Tensor, tokens_buf: torch.Tensor,
                    scratch: dk.DecodeScratch, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The decode step from the public functions, with the logits computed beside the argmax.
-    The first layer normalises on the fly (`ln_gemv` with its LayerNorm), the others read the
-    LayerNorm the previous kernel's tail wrote: both ways must give the model's numbers."""
+    """The decode step from the public functions, with the logits computed beside the argmax
+    (the LayerNorm constants computed by the call in the first layer, given in the others)."""
     t, eps = model.transformer, model.config.layer_norm_epsilon
-    ln = [(b.ln_1.weight, b.ln_1.bias, eps) for b in t.h] + [(t.ln_f.weight, t.ln_f.bias, eps)]
     x = dk.embed(token_buf, cache.pos, t.wte.weight, t.wpe.weight)
-    xn = None
     for layer, block in enumerate(t.h):
-        if xn is None:
-            qkv = dk.ln_gemv(x, *ln[0], block.attn.c_attn.weight, block.attn.c_attn.bias)
-        else:
-            qkv = dk.ln_gemv(xn, None, None, eps, block.attn.c_attn.weight, block.attn.c_attn.bias)
+        w_attn, b_attn = block.attn.c_attn.weight, block.attn.c_attn.bias
+        folded = None if layer == 0 else dk.fold_layer_norm(w_attn, b_attn, block.ln_1.weight, block.ln_1.bias)
+        qkv = dk.ln_gemv(x, block.ln_1.weight, block.ln_1.bias, eps, w_attn, b_attn, folded=folded)
         y = dk.decode_attention(qkv, cache.k[layer], cache.v[layer], cache.pos, model.config.n_head,
                                 chunk=chunk, scratch=scratch)
-        x, xn = dk.gemv_residual(y, block.attn.c_proj.weight, block.attn.c_proj.bias, x,
-                                 ln=(block.ln_2.weight, block.ln_2.bias, eps), scratch=scratch)
-        h = dk.ln_gemv(xn, None, None, eps, block.mlp.c_fc.weight, block.mlp.c_fc.bias, gelu=True)
-        x, xn = dk.gemv_residual(h, block.mlp.c_proj.weight, block.mlp.c_proj.bias, x,
-                                 ln=ln[layer + 1], scratch=scratch)
-    logits = dk.ln_gemv(xn, None, None, eps, model.lm_head.weight)
-    token = dk.ln_gemv_argmax(xn, None, None, eps, model.lm_head.weight, scratch=scratch)
+        x = dk.gemv_residual(y, block.attn.c_proj.weight, block.attn.c_proj.bias, x)
+        h = dk.ln_gemv(x, block.ln_2.weight, block.ln_2.bias, eps, block.mlp.c_fc.weight, block.mlp.c_fc.bias,
+                       gelu=True)
+        x = dk.gemv_residual(h, block.mlp.c_proj.weight, block.mlp.c_proj.bias, x)
+    logits = dk.ln_gemv(x, t.ln_f.weight, t.ln_f.bias, eps, model.lm_head.weight)
+    token = dk.ln_gemv_argmax(x, t.ln_f.weight, t.ln_f.bias, eps, model.lm_head.weight, scratch=scratch)
     dk.finish(token, cache.pos, token_buf, tokens_buf)
     return logits, token
 
@@ -253,7 +248,6 @@ def test_composed_step_matches_gpt_forward_with_kv_cache(small_tiles: None) -> N
         assert torch.allclose(cache.k[layer][:, :, :steps], kv.k[layer, :, :, :steps], atol=1e-6)
         assert torch.allclose(cache.v[layer][:, :, :steps], kv.v[layer, :, :, :steps], atol=1e-6)
     assert not scratch.attention_done.any() and scratch.argmax_key.item() == dk.INT64_MIN
-    assert scratch.residual_done.item() == 0
 
 
 @torch.no_grad()
@@ -476,3 +470,23 @@ def test_captured_greedy_step_on_cuda() -> None:
     for _ in range(20):
         reference()
     assert torch.equal(ref_tokens[0, 1:21], tokens_buf[0, 1:21].cpu())
+
+
+@pytest.mark.parametrize("shift", [0.0, 3.0])
+@pytest.mark.parametrize("gelu", [False, True])
+def test_single_pass_layer_norm_algebra_is_layer_norm_then_linear(shift: float, gelu: bool) -> None:
+    """What `_dot` computes with LN — r·(W·(x·γ) − μ·c1) + c2 with μ, r from Σx and Σx², and
+    `fold_layer_norm`'s c1, c2 — is nn.LayerNorm then F.linear (fp32; an input mean far from 0
+    included: the one-pass variance stays within fp32 noise)."""
+    torch.manual_seed(3)
+    n, k = 37, 100
+    x = _rand(k, shift=shift)
+    g, beta = _ln_params(k, torch.float32)
+    w, b = _rand(n, k, scale=0.1), _rand(n)
+    c1, c2 = dk.fold_layer_norm(w, b, g, beta, rows=16)  # rows: the chunked loop is exercised
+    mean = x.sum() / k
+    rstd = torch.rsqrt((x * x).sum() / k - mean * mean + EPS)
+    y = rstd * (w @ (x * g) - mean * c1) + c2
+    if gelu:
+        y = F.gelu(y, approximate="tanh")
+    assert _rel(y, _ln_linear64(x, g, beta, w, b, gelu)) < 1e-5

@@ -4,36 +4,36 @@ At batch 1 a decode step is launch-bound as much as bandwidth-bound: every kerne
 of launch and ramp even inside a CUDA graph. These kernels fold the small operations into the
 weight-streaming ones; `gptperf.steps.fused_decode` composes a step of them:
 
-    x, xn = embed(token, pos, wte, wpe, ln=ln_1[0])              # wte[token] + wpe[pos], its LN
+    x = embed(token, pos, wte, wpe)                                  # wte[token] + wpe[pos]
     per layer:
-        qkv   = ln_gemv(xn, None, None, 0, attn.c_attn.weight, attn.c_attn.bias)
-        y     = decode_attention(qkv, k_cache[l], v_cache[l], pos, n_head, scratch=scratch)
-        x, xn = gemv_residual(y, attn.c_proj.weight, attn.c_proj.bias, x, ln=ln_2)
-        h     = ln_gemv(xn, None, None, 0, mlp.c_fc.weight, mlp.c_fc.bias, gelu=True)
-        x, xn = gemv_residual(h, mlp.c_proj.weight, mlp.c_proj.bias, x, ln=ln_1[l+1] or ln_f)
-    token = ln_gemv_argmax(xn, None, None, 0, lm_head.weight, scratch=scratch,
-                           finish=(pos, token_buf, tokens_buf))  # greedy token, written, pos += 1
+        qkv = ln_gemv(x, ln_1.weight, ln_1.bias, eps, c_attn.weight, folded=...)  # LayerNorm inside
+        y   = decode_attention(qkv, k_cache[l], v_cache[l], pos, n_head, scratch=scratch)
+        x   = gemv_residual(y, attn.c_proj.weight, attn.c_proj.bias, x)           # x + W y + b
+        h   = ln_gemv(x, ln_2.weight, ln_2.bias, eps, c_fc.weight, gelu=True, folded=...)
+        x   = gemv_residual(h, mlp.c_proj.weight, mlp.c_proj.bias, x)
+    token = ln_gemv_argmax(x, ln_f.weight, ln_f.bias, eps, lm_head.weight, folded=...,
+                           scratch=scratch, finish=(pos, token_buf, tokens_buf))  # pos += 1
 
-Each LayerNorm is written by the last program of the kernel that makes its input (an atomic
-count), so the matrix-vector kernels stream their weights with nothing to recompute; `ln_gemv`
-can also normalise on the fly (every program recomputing the statistics), which costs a 7B step
-a third more time on an H200 (BENCHMARKS.md). On Hopper every kernel is launched with
-programmatic dependent launch: it waits for the previous kernel's results itself, so its launch
-overlaps that kernel's tail.
+A LayerNorm costs its gemv no extra pass: W·LayerNorm(x) + b = r·(W·(x·γ) − μ·W·γ) + (W·β + b),
+where each program sums x and x² from the chunks of x it loads anyway and W·γ, W·β + b are
+computed once per weight (`fold_layer_norm`). On an H200 this beat normalising on the fly
+(statistics recomputed by every program first), a LayerNorm written by the previous kernel's last
+program, and statistics gathered by atomics (BENCHMARKS.md). On Hopper every kernel is launched
+with programmatic dependent launch: it waits for the previous kernel's results itself, so its
+launch overlaps that kernel's tail.
 
 Every launch reads the position from the device tensor `pos` (no host synchronisation), so the
 whole step can be captured as one CUDA graph. Each public function runs its Triton kernel on CUDA
 tensors (or on any tensor when TRITON_INTERPRET=1, Triton's CPU interpreter) and otherwise, or
 with `reference=True`, the `*_reference` function: the same math in plain torch (fp32, rounded
 to the input dtype at the end). The kernels accumulate in fp32 and round only their outputs, so
-they skip the intermediate roundings (matmul output before the bias, GELU, residual) of the
+they skip the intermediate roundings (LayerNorm and matmul outputs, GELU, residual) of the
 unfused bf16 model.
 
-Self-resetting counters: `decode_attention`, `gemv_residual` with a LayerNorm and
-`ln_gemv_argmax` let the last of their programs finish the work (combine the attention splits;
-normalise; decode the argmax) and that program puts its counter back (`DecodeScratch`), so one
-scratch serves every replay of a graph with no reset kernel. Kernels sharing a scratch must run
-in stream order, so make one per decoder.
+Self-resetting counters: `decode_attention` and `ln_gemv_argmax` let the last of their programs
+finish the work (combine the attention splits; decode the argmax) and that program puts its
+counters back (`DecodeScratch`), so one scratch serves every replay of a graph with no reset
+kernel. Kernels sharing a scratch must run in stream order, so make one per decoder.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +59,14 @@ except ImportError:  # pragma: no cover - older Triton, or none
 
 INT64_MIN = -(2**63)  # the argmax key before any program has reported
 _LOW32 = 0xFFFFFFFF
-DEFAULT_CHUNK = 128  # positions per attention program (tune on the GPU)
+DEFAULT_CHUNK = 64  # positions per attention program when none is given
+
+
+def default_chunk(max_len: int) -> int:
+    """Positions per attention program for a cache of `max_len`: enough splits to fill the card
+    at long contexts, few to merge at short ones (benchmarks/gpu_decode_tune.py, H200: 32 at a
+    7B shape's 128 positions, 64 at 1024 for gpt2 and 7B)."""
+    return 32 if max_len <= 256 else DEFAULT_CHUNK
 _LOG2E = 1.4426950408889634
 
 
@@ -99,14 +105,29 @@ class DecodeScratch:
     attention_done: torch.Tensor  # (n_head,) int32, 0: splits of each head done in this layer
     argmax_key: torch.Tensor  # (1,) int64, INT64_MIN: the best packed (logit, index) so far
     argmax_done: torch.Tensor  # (1,) int32, 0: LM-head programs done
-    residual_done: torch.Tensor  # (1,) int32, 0: gemv_residual programs done (its LayerNorm tail)
 
     @classmethod
     def new(cls, n_head: int, device: torch.device | str) -> DecodeScratch:
         return cls(torch.zeros(n_head, dtype=torch.int32, device=device),
                    torch.full((1,), INT64_MIN, dtype=torch.long, device=device),
-                   torch.zeros(1, dtype=torch.int32, device=device),
                    torch.zeros(1, dtype=torch.int32, device=device))
+
+
+def fold_layer_norm(weight: torch.Tensor, bias: torch.Tensor | None, ln_weight: torch.Tensor,
+                    ln_bias: torch.Tensor, rows: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W·γ, W·β + b) in fp32 for a gemv that follows LayerNorm(γ, β): the constants of
+    `ln_gemv(..., folded=...)`. Computed once per weight, `rows` rows of W at a time (a 7B LM
+    head in fp32 at once would be 0.8 GB)."""
+    g, beta = ln_weight.float(), ln_bias.float()
+    c1 = torch.empty(weight.size(0), dtype=torch.float32, device=weight.device)
+    c2 = torch.empty_like(c1)
+    for i in range(0, weight.size(0), rows):
+        w = weight[i:i + rows].float()
+        c1[i:i + rows] = w @ g
+        c2[i:i + rows] = w @ beta
+    if bias is not None:
+        c2 += bias.float()
+    return c1, c2
 
 
 # -- plain-torch references (the CPU path, and what the tests hold the kernels to) -------------
@@ -116,12 +137,6 @@ def embed_reference(token: torch.Tensor, pos: torch.Tensor, wte: torch.Tensor,
                     wpe: torch.Tensor) -> torch.Tensor:
     x = wte.index_select(0, token.reshape(1)).float() + wpe.index_select(0, pos.reshape(1)).float()
     return x.to(wte.dtype).view(1, 1, -1)
-
-
-def layer_norm_reference(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor,
-                         eps: float) -> torch.Tensor:
-    """nn.LayerNorm of a (1, 1, C) vector in fp32, rounded to its dtype (the model's LN output)."""
-    return _layer_norm32(x, ln_weight, ln_bias, eps).to(x.dtype).view(1, 1, -1)
 
 
 def _layer_norm32(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor,
@@ -192,7 +207,7 @@ def argmax_index(key: torch.Tensor) -> torch.Tensor:
 def ln_gemv_argmax_reference(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor,
                              eps: float, weight: torch.Tensor) -> torch.Tensor:
     """argmax of the logits rounded to x's dtype (as the model's logits are), via the packed key
-    (`ln_weight` None: x is already normalised)."""
+    (`ln_weight` None: of weight · x)."""
     logits = (ln_gemv_reference(x, ln_weight, ln_bias, eps, weight) if ln_weight is not None
               else gemv_reference(x, weight)).reshape(-1)
     index = torch.arange(logits.numel(), device=logits.device)
@@ -219,20 +234,9 @@ if triton is not None:
             gdc_launch_dependents()
 
     @triton.jit
-    def _ln_vector(x, ok, n, lnw_ptr, lnb_ptr, cols, eps):
-        # nn.LayerNorm of one vector held in registers (fp32, centred variance).
-        mean = tl.sum(x, axis=0) / n
-        d = tl.where(ok, x - mean, 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / n + eps)
-        g = tl.load(lnw_ptr + cols, mask=ok, other=0.0).to(tl.float32)
-        b = tl.load(lnb_ptr + cols, mask=ok, other=0.0).to(tl.float32)
-        return d * rstd * g + b
-
-    @triton.jit
-    def _embed_kernel(token_ptr, pos_ptr, wte_ptr, wpe_ptr, x_ptr, lnw_ptr, lnb_ptr, xn_ptr, C, eps,
-                      BLOCK: tl.constexpr, LN: tl.constexpr, PDL: tl.constexpr):
-        # Vector blocks over C: one row gather from each table, added in fp32. With LN one
-        # program holds all of x and also writes the first block's LayerNorm of it.
+    def _embed_kernel(token_ptr, pos_ptr, wte_ptr, wpe_ptr, x_ptr, C, BLOCK: tl.constexpr,
+                      PDL: tl.constexpr):
+        # Vector blocks over C: one row gather from each table, added in fp32.
         _after_previous(PDL)
         cols = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         ok = cols < C
@@ -240,63 +244,50 @@ if triton is not None:
         pos = tl.load(pos_ptr).to(tl.int64)
         x = (tl.load(wte_ptr + tok * C + cols, mask=ok, other=0.0).to(tl.float32)
              + tl.load(wpe_ptr + pos * C + cols, mask=ok, other=0.0).to(tl.float32))
-        x = x.to(x_ptr.dtype.element_ty)
-        tl.store(x_ptr + cols, x, mask=ok)
-        if LN:  # of x as stored, as the model's LayerNorm sees it
-            xn = _ln_vector(x.to(tl.float32), ok, C, lnw_ptr, lnb_ptr, cols, eps)
-            tl.store(xn_ptr + cols, xn.to(xn_ptr.dtype.element_ty), mask=ok)
+        tl.store(x_ptr + cols, x.to(x_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
-    def _ln_stats(x_ptr, K, eps, XBLOCK: tl.constexpr):
-        # Two passes over x (a few KB, L1/L2-resident; one block for K <= XBLOCK), so the
-        # variance is centred like nn.LayerNorm's rather than E[x²] - mean².
-        total = tl.zeros([XBLOCK], dtype=tl.float32)
-        for k0 in range(0, K, XBLOCK):
-            cols = k0 + tl.arange(0, XBLOCK)
-            total += tl.load(x_ptr + cols, mask=cols < K, other=0.0).to(tl.float32)
-        mean = tl.sum(total, axis=0) / K
-        sq = tl.zeros([XBLOCK], dtype=tl.float32)
-        for k0 in range(0, K, XBLOCK):
-            cols = k0 + tl.arange(0, XBLOCK)
-            ok = cols < K
-            d = tl.where(ok, tl.load(x_ptr + cols, mask=ok, other=0.0).to(tl.float32) - mean, 0.0)
-            sq += d * d
-        return mean, 1.0 / tl.sqrt(tl.sum(sq, axis=0) / K + eps)
-
-    @triton.jit
-    def _rows_dot(x_ptr, lnw_ptr, lnb_ptr, w_ptr, N, K, eps, NORM: tl.constexpr,
-                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, XBLOCK: tl.constexpr):
+    def _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, LN: tl.constexpr, PDL: tl.constexpr,
+             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         # gemv.py's streaming loop (BLOCK_N rows, BLOCK_K columns a step, fp32 partial sums kept
-        # 2-D until the end); with NORM, x is LayerNorm-ed on the fly as each chunk is loaded.
+        # 2-D until the end). LN: W·LayerNorm(x) + b = r·(W·(x·γ) − μ·W·γ) + (W·β + b) in the
+        # same single pass: the program sums x and x² from the chunks it loads anyway, and W·γ
+        # (c1), W·β + b (c2) were computed once per weight (`fold_layer_norm`). (Loading the
+        # first weight tile before the PDL wait made a 7B step 3% slower on an H200.)
+        _after_previous(PDL)
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = rows < N
-        row_off = rows.to(tl.int64) * K
-        if NORM:
-            mean, rstd = _ln_stats(x_ptr, K, eps, XBLOCK)
+        w_rows = w_ptr + rows.to(tl.int64)[:, None] * K
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        sx = tl.zeros([BLOCK_K], dtype=tl.float32)
+        sxx = tl.zeros([BLOCK_K], dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
             col_ok = cols < K
-            w = tl.load(w_ptr + row_off[:, None] + cols[None, :], mask=row_ok[:, None] & col_ok[None, :],
-                        other=0.0, eviction_policy="evict_first")  # each weight is read once: keep L2 for x
+            w = tl.load(w_rows + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0,
+                        eviction_policy="evict_first")  # each weight is read once: keep L2 for x
             x = tl.load(x_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-            if NORM:
-                g = tl.load(lnw_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-                b = tl.load(lnb_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-                x = (x - mean) * rstd * g + b  # 0 in the tail: g and b load as 0 there
+            if LN:
+                sx += x
+                sxx += x * x
+                x = x * tl.load(g_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
             acc += w.to(tl.float32) * x[None, :]
-        return rows, row_ok, tl.sum(acc, axis=1)
+        y = tl.sum(acc, axis=1)
+        if LN:
+            mean = tl.sum(sx, axis=0) / K
+            rstd = 1.0 / tl.sqrt(tl.maximum(tl.sum(sxx, axis=0) / K - mean * mean, 0.0) + eps)
+            c1 = tl.load(c1_ptr + rows, mask=row_ok, other=0.0)
+            c2 = tl.load(c2_ptr + rows, mask=row_ok, other=0.0)
+            y = rstd * (y - mean * c1) + c2
+        return rows, row_ok, y
 
     @triton.jit
-    def _ln_gemv_kernel(x_ptr, lnw_ptr, lnb_ptr, w_ptr, b_ptr, y_ptr, N, K, eps,
-                        HAS_BIAS: tl.constexpr, GELU: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_K: tl.constexpr, XBLOCK: tl.constexpr, NORM: tl.constexpr,
-                        PDL: tl.constexpr):
-        # With NORM every program recomputes the LayerNorm statistics of x; without, x comes
-        # normalised (a gemv_residual's tail wrote it) and this is a plain gemv.
-        _after_previous(PDL)
-        rows, row_ok, y = _rows_dot(x_ptr, lnw_ptr, lnb_ptr, w_ptr, N, K, eps, NORM,
-                                    BLOCK_N, BLOCK_K, XBLOCK)
+    def _ln_gemv_kernel(x_ptr, g_ptr, w_ptr, b_ptr, c1_ptr, c2_ptr, y_ptr, N, K, eps,
+                        LN: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+        # LayerNorm (LN; the bias is in c2 then), the weight stream, bias and GELU: one kernel.
+        rows, row_ok, y = _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, LN, PDL,
+                               BLOCK_N, BLOCK_K)
         if HAS_BIAS:
             y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
         if GELU:  # tanh approximation: 0.5·y·(1 + tanh(u)) = y·sigmoid(2u), stable for any |u|
@@ -305,30 +296,15 @@ if triton is not None:
         tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=row_ok)
 
     @triton.jit
-    def _gemv_residual_kernel(x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, lnw_ptr, lnb_ptr, xn_ptr, count_ptr,
-                              N, K, eps, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
-                              BLOCK_K: tl.constexpr, LN: tl.constexpr, NBLOCK: tl.constexpr,
-                              PDL: tl.constexpr):
+    def _gemv_residual_kernel(x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, N, K, HAS_BIAS: tl.constexpr,
+                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
         # The residual add rides in the epilogue of the weight stream, one rounding at the end.
-        # With LN the last program to finish (an atomic count, reset by it) reads the whole new
-        # residual from L2 and writes the next LayerNorm of it: the next gemv streams plainly.
-        _after_previous(PDL)
-        rows, row_ok, y = _rows_dot(x_ptr, x_ptr, x_ptr, w_ptr, N, K, 0.0, False,
-                                    BLOCK_N, BLOCK_K, 1)
+        rows, row_ok, y = _dot(x_ptr, x_ptr, w_ptr, x_ptr, x_ptr, N, K, 0.0, False, PDL,
+                               BLOCK_N, BLOCK_K)
         y += tl.load(r_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
         if HAS_BIAS:
             y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
         tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=row_ok)
-        if LN:
-            tl.debug_barrier()  # every thread's rows are stored before the count
-            done = tl.atomic_add(count_ptr, 1, sem="acq_rel", scope="gpu")
-            if done == tl.num_programs(0) - 1:
-                cols = tl.arange(0, NBLOCK)
-                ok = cols < N
-                x = tl.load(y_ptr + cols, mask=ok, other=0.0, cache_modifier=".cg").to(tl.float32)
-                xn = _ln_vector(x, ok, N, lnw_ptr, lnb_ptr, cols, eps)
-                tl.store(xn_ptr + cols, xn.to(xn_ptr.dtype.element_ty), mask=ok)
-                tl.store(count_ptr, 0)
 
     @triton.jit
     def _argmax_key(y, rows):
@@ -341,16 +317,15 @@ if triton is not None:
         return (ordered.to(tl.int64) << 32) | low
 
     @triton.jit
-    def _ln_gemv_argmax_kernel(x_ptr, lnw_ptr, lnb_ptr, w_ptr, key_ptr, done_ptr, out_ptr,
+    def _ln_gemv_argmax_kernel(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, key_ptr, done_ptr, out_ptr,
                                pos_ptr, token_ptr, tokens_ptr, tokens_stride, N, K, eps,
-                               FINISH: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                               XBLOCK: tl.constexpr, NORM: tl.constexpr, PDL: tl.constexpr):
+                               LN: tl.constexpr, FINISH: tl.constexpr, BLOCK_N: tl.constexpr,
+                               BLOCK_K: tl.constexpr, PDL: tl.constexpr):
         # Each program reduces its rows to one packed key and does one atomic max; the last
         # program to finish (counted by an atomic) decodes the winner and resets key and count,
         # so the logits never leave registers and no other kernel has to reset anything.
-        _after_previous(PDL)
-        rows, row_ok, y = _rows_dot(x_ptr, lnw_ptr, lnb_ptr, w_ptr, N, K, eps, NORM,
-                                    BLOCK_N, BLOCK_K, XBLOCK)
+        rows, row_ok, y = _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, LN, PDL,
+                               BLOCK_N, BLOCK_K)
         y = y.to(x_ptr.dtype.element_ty).to(tl.float32)  # the logits the model would argmax
         lowest = tl.full((), 1, tl.int64) << 63  # INT64_MIN
         key = tl.where(row_ok, _argmax_key(y, rows), lowest)
@@ -490,85 +465,77 @@ def _tile(n: int, k: int, config: tuple[int, int, int] | None) -> tuple[int, int
     return config or gemv_config(n, k)
 
 
-def _stats_block(k: int) -> int:
-    return min(triton.next_power_of_2(k), 4096)
-
-
 def _out(out: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor:
     return torch.empty((1, 1, n), device=like.device, dtype=like.dtype) if out is None else out
 
 
 def embed(token: torch.Tensor, pos: torch.Tensor, wte: torch.Tensor, wpe: torch.Tensor, *,
-          ln: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-          out: torch.Tensor | None = None, reference: bool = False) -> Any:
-    """wte[token] + wpe[pos] -> x (1, 1, C) in wte's dtype; token (1, 1) and pos () on the device.
-    With `ln` = (weight, bias, eps): (x, LayerNorm(x)), both from one single-program kernel."""
+          out: torch.Tensor | None = None, reference: bool = False) -> torch.Tensor:
+    """wte[token] + wpe[pos] -> (1, 1, C) in wte's dtype; token (1, 1) and pos () on the device."""
     if reference or not _use_triton(wte):
         x = embed_reference(token, pos, wte, wpe)
-        x = x if out is None else out.copy_(x)
-        return x if ln is None else (x, layer_norm_reference(x, *ln))
+        return x if out is None else out.copy_(x)
     C = wte.size(1)
     out = _out(out, C, wte)
-    xn = _out(None, C, wte) if ln is not None else out
-    lnw, lnb, eps = ln if ln is not None else (wte, wte, 0.0)
-    block = triton.next_power_of_2(C) if ln is not None else min(triton.next_power_of_2(C), 1024)
-    _embed_kernel[(triton.cdiv(C, block),)](token, pos, wte, wpe, out, lnw, lnb, xn, C, float(eps),
-                                            BLOCK=block, LN=ln is not None, **_launch(wte))
-    return out if ln is None else (out, xn)
+    block = min(triton.next_power_of_2(C), 1024)
+    _embed_kernel[(triton.cdiv(C, block),)](token, pos, wte, wpe, out, C, BLOCK=block, **_launch(wte))
+    return out
 
 
-def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor, eps: float,
-            weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: bool = False, *,
+def _folded(folded: tuple[torch.Tensor, torch.Tensor] | None, weight: torch.Tensor,
+            bias: torch.Tensor | None, ln_weight: torch.Tensor, ln_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return folded if folded is not None else fold_layer_norm(weight, bias, ln_weight, ln_bias)
+
+
+def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None,
+            eps: float, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: bool = False, *,
+            folded: tuple[torch.Tensor, torch.Tensor] | None = None,
             out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
             reference: bool = False) -> torch.Tensor:
-    """weight · LayerNorm(x) + bias [then GELU, tanh approximation]: x (1, 1, K) -> (1, 1, N).
+    """weight · LayerNorm(x) + bias [then GELU, tanh approximation]: x (1, 1, K) -> (1, 1, N);
+    with `ln_weight` None, weight · x + bias.
 
-    `config` overrides gemv_config's (rows per program, columns per step, warps). `out` must
-    not be `x` (every program reads all of x).
+    The LayerNorm is computed inside the single pass over the weight (`_dot`) from `folded` =
+    `fold_layer_norm(weight, bias, ln_weight, ln_bias)`, computed here when not given (give it:
+    it reads the whole weight). `config` overrides gemv_config's (rows per program, columns per
+    step, warps). `out` must not be `x` (every program reads all of x).
     """
-    norm = ln_weight is not None
+    ln = ln_weight is not None
     if reference or not _use_triton(x):
-        y = (ln_gemv_reference(x, ln_weight, ln_bias, eps, weight, bias, gelu) if norm
+        y = (ln_gemv_reference(x, ln_weight, ln_bias, eps, weight, bias, gelu) if ln
              else gemv_reference(x, weight, bias, gelu))
         return y if out is None else out.copy_(y)
     n, k = weight.shape
     out = _out(out, n, x)
+    c1, c2 = _folded(folded, weight, bias, ln_weight, ln_bias) if ln else (x, x)
     block_n, block_k, warps = _tile(n, k, config)
     _ln_gemv_kernel[(triton.cdiv(n, block_n),)](
-        x, ln_weight if norm else x, ln_bias if norm else x, weight,
-        bias if bias is not None else weight, out, n, k, float(eps),
-        HAS_BIAS=bias is not None, GELU=gelu, BLOCK_N=block_n, BLOCK_K=block_k,
-        XBLOCK=_stats_block(k), NORM=norm, num_warps=warps, **_launch(x))
+        x, ln_weight if ln else x, weight, bias if bias is not None else weight, c1, c2, out, n, k,
+        float(eps), LN=ln, HAS_BIAS=bias is not None and not ln, GELU=gelu, BLOCK_N=block_n,
+        BLOCK_K=block_k, num_warps=warps, **_launch(x))
     return out
 
 
 def gemv_residual(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                  residual: torch.Tensor, *, ln: tuple[torch.Tensor, torch.Tensor, float] | None = None,
-                  scratch: DecodeScratch | None = None, out: torch.Tensor | None = None,
-                  config: tuple[int, int, int] | None = None, reference: bool = False) -> Any:
+                  residual: torch.Tensor, *, out: torch.Tensor | None = None,
+                  config: tuple[int, int, int] | None = None,
+                  reference: bool = False) -> torch.Tensor:
     """residual + weight · y + bias: y (1, 1, K) -> a new (1, 1, N) tensor, or `out`, which may
-    be `residual` itself (each program reads only the residual rows it writes). With `ln` =
-    (weight, bias, eps): (that, LayerNorm of it), the LayerNorm written by the kernel's last
-    program (`scratch` holds its counter; without one a fresh one is allocated)."""
+    be `residual` itself (each program reads only the residual rows it writes)."""
     if reference or not _use_triton(y):
         r = gemv_residual_reference(y, weight, bias, residual)
-        r = r if out is None else out.copy_(r)
-        return r if ln is None else (r, layer_norm_reference(r, *ln))
+        return r if out is None else out.copy_(r)
     n, k = weight.shape
     out = _out(out, n, residual)
-    xn = _out(None, n, residual) if ln is not None else out
-    lnw, lnb, eps = ln if ln is not None else (weight, weight, 0.0)
-    count = (scratch or DecodeScratch.new(1, y.device)).residual_done
     block_n, block_k, warps = _tile(n, k, config)
     _gemv_residual_kernel[(triton.cdiv(n, block_n),)](
-        y, weight, bias if bias is not None else weight, residual, out, lnw, lnb, xn, count,
-        n, k, float(eps), HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k,
-        LN=ln is not None, NBLOCK=triton.next_power_of_2(n), num_warps=warps, **_launch(y))
-    return out if ln is None else (out, xn)
+        y, weight, bias if bias is not None else weight, residual, out, n, k,
+        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, **_launch(y))
+    return out
 
 
 def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                     pos: torch.Tensor, n_head: int, *, chunk: int = DEFAULT_CHUNK,
+                     pos: torch.Tensor, n_head: int, *, chunk: int | None = None,
                      block: int | None = None, split_block: int | None = None, num_warps: int = 4,
                      fused_combine: bool = True,
                      scratch: DecodeScratch | None = None, out: torch.Tensor | None = None,
@@ -578,7 +545,8 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
 
     `qkv` (1, 1, 3C) is c_attn's output (q | k | v, head h in columns h·D..(h+1)·D of each).
     Only positions <= pos are read; pos must be < Lmax (not checked: that would synchronise).
-    `chunk` positions per program, `block` positions per loop step and `split_block` splits per
+    `chunk` positions per program (default: `default_chunk(Lmax)`), `block` positions per loop
+    step and `split_block` splits per
     merge step (powers of two); the grid is (H, ceil(Lmax / chunk)). `fused_combine=False`
     merges the splits in a second kernel instead of in the last program of each head. Without
     `scratch` a fresh one is allocated (a fill).
@@ -591,6 +559,7 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
     if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         raise ValueError("decode_attention needs caches with contiguous head dimensions")
     d_p2 = triton.next_power_of_2(D)
+    chunk = chunk or default_chunk(k_cache.size(2))
     block = block or min(triton.next_power_of_2(chunk), max(16, 4096 // d_p2))
     splits = triton.cdiv(k_cache.size(2), chunk)
     split_block = split_block or min(max(2, triton.next_power_of_2(splits)), max(2, 4096 // d_p2))
@@ -610,19 +579,22 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
     return out
 
 
-def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor, eps: float,
-                   weight: torch.Tensor, *, scratch: DecodeScratch | None = None,
+def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None,
+                   eps: float, weight: torch.Tensor, *,
+                   folded: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   scratch: DecodeScratch | None = None,
                    finish: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                    out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
                    reference: bool = False) -> torch.Tensor:
-    """Greedy next token (1,) long: argmax over rows of weight · LayerNorm(x), logits never stored.
+    """Greedy next token (1,) long: argmax over rows of weight · LayerNorm(x), logits never stored
+    (LayerNorm and `folded` as in `ln_gemv`; `ln_weight` None: of weight · x).
 
     Ties go to the smallest index and a NaN logit wins (the first NaN), as in torch.argmax; the
     logits are rounded to x's dtype before the comparison, as the model's are. With
     `finish=(pos, token_buf, tokens_buf)` the kernel also does `finish` (one kernel fewer).
     Without `scratch` a fresh one is allocated (two fills).
     """
-    norm = ln_weight is not None
+    ln = ln_weight is not None
     if reference or not _use_triton(x):
         token = ln_gemv_argmax_reference(x, ln_weight, ln_bias, eps, weight)
         token = token if out is None else out.copy_(token)
@@ -633,12 +605,13 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tens
     scratch = scratch or DecodeScratch.new(1, x.device)
     out = torch.empty(1, device=x.device, dtype=torch.long) if out is None else out
     pos, token_buf, tokens_buf = finish if finish is not None else (out, out, out)
+    c1, c2 = _folded(folded, weight, None, ln_weight, ln_bias) if ln else (x, x)
     block_n, block_k, warps = _tile(n, k, config)
     _ln_gemv_argmax_kernel[(triton.cdiv(n, block_n),)](
-        x, ln_weight if norm else x, ln_bias if norm else x, weight, scratch.argmax_key,
-        scratch.argmax_done, out, pos, token_buf, tokens_buf, tokens_buf.stride(-1), n, k,
-        float(eps), FINISH=finish is not None, BLOCK_N=block_n, BLOCK_K=block_k,
-        XBLOCK=_stats_block(k), NORM=norm, num_warps=warps, **_launch(x))
+        x, ln_weight if ln else x, weight, c1, c2, scratch.argmax_key, scratch.argmax_done, out,
+        pos, token_buf, tokens_buf, tokens_buf.stride(-1), n, k, float(eps), LN=ln,
+        FINISH=finish is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps,
+        **_launch(x))
     return out
 
 

@@ -19,30 +19,38 @@ def fused_decode_step(model: GPT, cache: object, token: torch.Tensor, tokens: to
     """One decode step of `model` (batch 1) on a StaticKVCache `cache`: reads the last token from
     `token` (1, 1) and the position from `cache.pos`, writes K and V there, puts the next token in
     `token` and in `tokens[0, pos + 1]`, and advances `cache.pos`. Greedy unless `sample` (logits
-    (1, vocab) -> tokens (1,)) is given; no host synchronisation either way."""
+    (1, vocab) -> tokens (1,)) is given; no host synchronisation either way.
+
+    Each LayerNorm runs inside the gemv after it, from constants (`decode_kernels.fold_layer_norm`)
+    computed here from the weights as they are now: build a new step after changing the model's
+    weights."""
     cfg = model.config
     eps = cfg.layer_norm_epsilon
     tr = model.transformer
     blocks = list(tr.h)
     head = model.lm_head.weight
     scratch = K.DecodeScratch.new(cfg.n_head, token.device)  # counters the kernels reset themselves
+    with torch.no_grad():  # each LayerNorm's constants for the gemv after it
+        attn_c = [K.fold_layer_norm(b.attn.c_attn.weight, b.attn.c_attn.bias, b.ln_1.weight, b.ln_1.bias)
+                  for b in blocks]
+        fc_c = [K.fold_layer_norm(b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.ln_2.weight, b.ln_2.bias)
+                for b in blocks]
+        head_c = K.fold_layer_norm(head, None, tr.ln_f.weight, tr.ln_f.bias)
 
     @torch.no_grad()
     def step() -> None:
-        ln = [(b.ln_1.weight, b.ln_1.bias, eps) for b in blocks] + [(tr.ln_f.weight, tr.ln_f.bias, eps)]
-        x, xn = K.embed(token, cache.pos, tr.wte.weight, tr.wpe.weight, ln=ln[0])
+        x = K.embed(token, cache.pos, tr.wte.weight, tr.wpe.weight)
         for i, b in enumerate(blocks):
-            qkv = K.ln_gemv(xn, None, None, eps, b.attn.c_attn.weight, b.attn.c_attn.bias)
+            qkv = K.ln_gemv(x, b.ln_1.weight, b.ln_1.bias, eps, b.attn.c_attn.weight, folded=attn_c[i])
             y = K.decode_attention(qkv, cache.k[i], cache.v[i], cache.pos, cfg.n_head, scratch=scratch)
-            x, xn = K.gemv_residual(y, b.attn.c_proj.weight, b.attn.c_proj.bias, x,
-                                    ln=(b.ln_2.weight, b.ln_2.bias, eps), scratch=scratch)
-            h = K.ln_gemv(xn, None, None, eps, b.mlp.c_fc.weight, b.mlp.c_fc.bias, gelu=True)
-            x, xn = K.gemv_residual(h, b.mlp.c_proj.weight, b.mlp.c_proj.bias, x, ln=ln[i + 1],
-                                    scratch=scratch)
+            x = K.gemv_residual(y, b.attn.c_proj.weight, b.attn.c_proj.bias, x)
+            h = K.ln_gemv(x, b.ln_2.weight, b.ln_2.bias, eps, b.mlp.c_fc.weight, gelu=True, folded=fc_c[i])
+            x = K.gemv_residual(h, b.mlp.c_proj.weight, b.mlp.c_proj.bias, x)
         if sample is None:
-            K.ln_gemv_argmax(xn, None, None, eps, head, scratch=scratch, finish=(cache.pos, token, tokens))
+            K.ln_gemv_argmax(x, tr.ln_f.weight, tr.ln_f.bias, eps, head, folded=head_c, scratch=scratch,
+                             finish=(cache.pos, token, tokens))
             return
-        logits = K.ln_gemv(xn, None, None, eps, head).view(1, -1)
+        logits = K.ln_gemv(x, tr.ln_f.weight, tr.ln_f.bias, eps, head, folded=head_c).view(1, -1)
         K.finish(sample(logits), cache.pos, token, tokens)
 
     return step
