@@ -5,7 +5,8 @@ over the whole preallocated buffer, with a boolean mask from the position) and k
 position itself on the device, so one decode step — forward, sampling, writing the token — has
 no shape that changes and no host synchronisation: it can be compiled once and captured as a
 CUDA graph that is replayed for every token. Tokens pile up in a device buffer; the host reads
-them once, at the end.
+them once, at the end. At batch 1 on a GPU the step is gptperf's own fused kernels
+(`gptperf.steps.fused_decode`) captured the same way, with nothing to compile.
 
 On CPU (or with compile and graphs off) the same step runs eagerly, which is how the tests check
 that it gives the same logits and the same greedy tokens as the ordinary cache and as recompute.
@@ -22,7 +23,8 @@ from torch import nn
 from gptperf.errors import UserError
 from gptperf.model import GPT, GPTConfig
 from gptperf.plan import COMPILED, CUDA_GRAPH, EAGER, ExecutionPlan
-from gptperf.steps import gemv
+from gptperf.steps import decode_kernels, gemv
+from gptperf.steps.fused_decode import fused_decode_step
 
 
 class StaticKVCache:
@@ -219,8 +221,6 @@ class FastDecoder:
         one_row_kernel: bool | None = None,
         fused: bool | None = None,
     ) -> None:
-        from gptperf.steps import decode_kernels
-
         param = next(model.parameters())
         self.device = param.device
         on_cuda = self.device.type == "cuda"
@@ -257,8 +257,6 @@ class FastDecoder:
         self._forward: Callable[[torch.Tensor, StaticKVCache], torch.Tensor] = forward
         self._fused: Callable[[], None] | None = None
         if self.fused:
-            from gptperf.steps.fused_decode import fused_decode_step
-
             sample = None if temperature == 0 else (lambda logits: sample_on_device(logits, temperature, top_k))
             self._fused = fused_decode_step(model, self.cache, self.token, self.tokens, sample)
         elif self.compile:
