@@ -60,6 +60,7 @@ except ImportError:  # pragma: no cover - older Triton, or none
 INT64_MIN = -(2**63)  # the argmax key before any program has reported
 _LOW32 = 0xFFFFFFFF
 DEFAULT_CHUNK = 64  # positions per attention program when none is given
+_LOG2E = 1.4426950408889634
 
 
 def default_chunk(max_len: int) -> int:
@@ -67,7 +68,6 @@ def default_chunk(max_len: int) -> int:
     at long contexts, few to merge at short ones (benchmarks/gpu_decode_tune.py, H200: 32 at a
     7B shape's 128 positions, 64 at 1024 for gpt2 and 7B)."""
     return 32 if max_len <= 256 else DEFAULT_CHUNK
-_LOG2E = 1.4426950408889634
 
 
 def available() -> bool:
@@ -77,6 +77,7 @@ def available() -> bool:
 
 # Launch with programmatic dependent launch where it exists (Hopper and later, Triton with GDC):
 # each kernel waits for the previous one's results itself, so its launch hides under that tail.
+# (benchmarks/gpu_decode_tune.py turns it off to measure what it gives.)
 use_pdl = True
 
 
