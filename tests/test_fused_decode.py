@@ -85,3 +85,22 @@ def test_calibrated_decomposition_of_the_fused_step() -> None:
     assert len(gemv) == 4 * 12 + 1 and sum(c.family == "attention" for c in calls) == 12
     C, V = gpt2.n_embd, gpt2.vocab_size
     assert sorted({c.point[0] for c in gemv}) == [2 * C * C, 2 * 3 * C * C, 2 * 4 * C * C, 2 * C * V]
+
+
+def test_fused_step_runs_under_the_operations_profiler_ranges() -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    from gptperf import names
+    from gptperf.steps.fast_decode import StaticKVCache
+    from gptperf.steps.fused_decode import fused_decode_step
+
+    model = _model()
+    cache = StaticKVCache(CFG, 1, 16)
+    step = fused_decode_step(model, cache, torch.tensor([[5]]), torch.zeros(1, 17, dtype=torch.long))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    ranges = {e.name for e in prof.events()}
+    per_layer = (names.ATTN_QKV, names.ATTN_SDPA, names.ATTN_PROJ, names.MLP_FC, names.MLP_PROJ)
+    expected = {names.EMBED, names.LM_HEAD} | {names.layer_name(i, c) for i in range(CFG.n_layer) for c in per_layer}
+    assert expected <= ranges
+    assert names.layer_name(0, names.LN_1) not in ranges  # inside the qkv kernel, not an op of its own

@@ -10,7 +10,9 @@ from collections.abc import Callable
 
 import torch
 
+from gptperf import names
 from gptperf.model import GPT
+from gptperf.model.labels import record_function
 from gptperf.steps import decode_kernels as K
 
 
@@ -37,20 +39,33 @@ def fused_decode_step(model: GPT, cache: object, token: torch.Tensor, tokens: to
                 for b in blocks]
         head_c = K.fold_layer_norm(head, None, tr.ln_f.weight, tr.ln_f.bias)
 
+    # each kernel under its operation's profiler range (names.py), so `profile` attributes an
+    # uncaptured fused step's kernels; the LayerNorms, GELU and residual adds ride inside them
+    label = [{c: names.layer_name(i, c) for c in (names.ATTN_QKV, names.ATTN_SDPA, names.ATTN_PROJ,
+                                                  names.MLP_FC, names.MLP_PROJ)} for i in range(len(blocks))]
+
     @torch.no_grad()
     def step() -> None:
-        x = K.embed(token, cache.pos, tr.wte.weight, tr.wpe.weight)
+        with record_function(names.EMBED):
+            x = K.embed(token, cache.pos, tr.wte.weight, tr.wpe.weight)
         for i, b in enumerate(blocks):
-            qkv = K.ln_gemv(x, b.ln_1.weight, b.ln_1.bias, eps, b.attn.c_attn.weight, folded=attn_c[i])
-            y = K.decode_attention(qkv, cache.k[i], cache.v[i], cache.pos, cfg.n_head, scratch=scratch)
-            x = K.gemv_residual(y, b.attn.c_proj.weight, b.attn.c_proj.bias, x)
-            h = K.ln_gemv(x, b.ln_2.weight, b.ln_2.bias, eps, b.mlp.c_fc.weight, gelu=True, folded=fc_c[i])
-            x = K.gemv_residual(h, b.mlp.c_proj.weight, b.mlp.c_proj.bias, x)
-        if sample is None:
-            K.ln_gemv_argmax(x, tr.ln_f.weight, tr.ln_f.bias, eps, head, folded=head_c, scratch=scratch,
-                             finish=(cache.pos, token, tokens))
-            return
-        logits = K.ln_gemv(x, tr.ln_f.weight, tr.ln_f.bias, eps, head, folded=head_c).view(1, -1)
+            at = label[i]
+            with record_function(at[names.ATTN_QKV]):
+                qkv = K.ln_gemv(x, b.ln_1.weight, b.ln_1.bias, eps, b.attn.c_attn.weight, folded=attn_c[i])
+            with record_function(at[names.ATTN_SDPA]):
+                y = K.decode_attention(qkv, cache.k[i], cache.v[i], cache.pos, cfg.n_head, scratch=scratch)
+            with record_function(at[names.ATTN_PROJ]):
+                x = K.gemv_residual(y, b.attn.c_proj.weight, b.attn.c_proj.bias, x)
+            with record_function(at[names.MLP_FC]):
+                h = K.ln_gemv(x, b.ln_2.weight, b.ln_2.bias, eps, b.mlp.c_fc.weight, gelu=True, folded=fc_c[i])
+            with record_function(at[names.MLP_PROJ]):
+                x = K.gemv_residual(h, b.mlp.c_proj.weight, b.mlp.c_proj.bias, x)
+        with record_function(names.LM_HEAD):
+            if sample is None:
+                K.ln_gemv_argmax(x, tr.ln_f.weight, tr.ln_f.bias, eps, head, folded=head_c, scratch=scratch,
+                                 finish=(cache.pos, token, tokens))
+                return
+            logits = K.ln_gemv(x, tr.ln_f.weight, tr.ln_f.bias, eps, head, folded=head_c).view(1, -1)
         K.finish(sample(logits), cache.pos, token, tokens)
 
     return step
