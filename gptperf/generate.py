@@ -171,7 +171,7 @@ def fast_decoder(model: GPT, *, temperature: float = 1.0, top_k: int | None = No
     (not inside the first token's time). `plan` (default: the fast decode plan for the model's
     device) must have the static cache; its one-row and fused kernels are dropped where Triton
     cannot run."""
-    from gptperf.steps import decode_kernels, gemv
+    from gptperf.steps.build import runnable_plan
     from gptperf.steps.fast_decode import FastDecoder
 
     check_sampling(1, temperature, top_k)
@@ -181,11 +181,10 @@ def fast_decoder(model: GPT, *, temperature: float = 1.0, top_k: int | None = No
     plan.check("decode")
     if not plan.static_cache:
         raise UserError(f"the fast decoder runs with the static KV cache; plan {plan.label!r} has none")
-    on_gpu = device.type == "cuda"
+    plan, _ = runnable_plan(plan, device, 1)
     dec = FastDecoder(model, 1, model.config.block_size, temperature=temperature, top_k=top_k,
                       compile=plan.compiled, cuda_graph=plan.cuda_graph,
-                      one_row_kernel=plan.one_row_kernel and on_gpu and gemv.available(),
-                      fused=plan.fused_decode and on_gpu and decode_kernels.available())
+                      one_row_kernel=plan.one_row_kernel, fused=plan.fused_decode)
     if plan.compiled or dec.fused:
         dec.warmup()
     return dec

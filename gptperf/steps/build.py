@@ -87,6 +87,20 @@ def check_step(config: GPTConfig, workload: Workload, plan: ExecutionPlan, devic
         raise UserError("dtype 'fp16' autocast needs a GPU; on CPU use bf16 or fp32")
 
 
+def runnable_plan(plan: ExecutionPlan, device: torch.device, batch: int) -> tuple[ExecutionPlan, list[str]]:
+    """`plan` without the kernels this device cannot run (the one-row gemv and the fused decode
+    kernels need CUDA and Triton; the fused ones batch 1), and a note for each one dropped."""
+    notes: list[str] = []
+    if plan.one_row_kernel and not (device.type == "cuda" and gemv.available()):
+        plan = plan.replace(one_row_kernel=False)
+        notes.append("the one-row gemv kernel needs CUDA and Triton: the step runs without it")
+    if plan.fused_decode and not (device.type == "cuda" and decode_kernels.available() and batch == 1):
+        plan = plan.replace(fused_decode=False)
+        notes.append("the fused decode kernels run batch 1 on CUDA with Triton: this step runs "
+                     "the compiled model")
+    return plan, notes
+
+
 def build_step(
     config: GPTConfig,
     workload: Workload,
@@ -102,20 +116,13 @@ def build_step(
 
     Training and its forward keep fp32 master weights under autocast; inference keeps the
     weights themselves in the dtype, so a decode step reads 2 bytes per bf16 parameter. A train
-    step is `TrainStep` — the step `gptperf train` runs — fed one fixed random batch. A plan's
-    one-row kernel needs CUDA and Triton: without them the step runs without it, `plan` says so.
+    step is `TrainStep` — the step `gptperf train` runs — fed one fixed random batch. Kernels the
+    device cannot run are dropped from the plan (`runnable_plan`); `notes` say so.
     """
     device = torch.device(device)
     check_step(config, workload, plan, device)
     kind, batch, seq, dtype = workload.kind, workload.batch, workload.seq, workload.dtype
-    notes: list[str] = []
-    if plan.one_row_kernel and not (device.type == "cuda" and gemv.available()):
-        plan = plan.replace(one_row_kernel=False)
-        notes.append("the one-row gemv kernel needs CUDA and Triton: the step runs without it")
-    if plan.fused_decode and not (device.type == "cuda" and decode_kernels.available() and batch == 1):
-        plan = plan.replace(fused_decode=False)
-        notes.append("the fused decode kernels run batch 1 on CUDA with Triton: this step runs "
-                     "the compiled model")
+    plan, notes = runnable_plan(plan, device, batch)
     set_matmul_precision(dtype)
     inference = kind in INFERENCE_KINDS
     weights_dtype = torch_dtype(dtype) if inference else model_dtype(dtype)

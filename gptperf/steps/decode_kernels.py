@@ -38,6 +38,7 @@ kernel. Kernels sharing a scratch must run in stream order, so make one per deco
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -81,9 +82,13 @@ def available() -> bool:
 use_pdl = True
 
 
+@functools.cache
+def _hopper_or_later(device: torch.device) -> bool:
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
 def _pdl(t: torch.Tensor) -> bool:
-    return (use_pdl and gdc_wait is not None and t.is_cuda
-            and torch.cuda.get_device_capability(t.device)[0] >= 9)
+    return use_pdl and gdc_wait is not None and t.is_cuda and _hopper_or_later(t.device)
 
 
 def _launch(t: torch.Tensor) -> dict[str, bool]:
