@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from gptperf.measure.timer import time_fn
 from gptperf.model import GPTConfig, preset
 from gptperf.steps import decode_kernels as dk
 from gptperf.steps.fast_decode import FastDecoder, build_model
@@ -43,17 +44,7 @@ def graph_time(calls: list[Any], replays: int = 10) -> float:
     with torch.cuda.graph(g):
         for c in calls:
             c()
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(replays):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / 1e3 / len(calls))
-    return statistics.median(times)
+    return time_fn(g.replay, warmup=1, repeats=replays, device=DEV).median / len(calls)
 
 
 def gemv_sweep(n: int, k: int) -> dict[str, Any]:

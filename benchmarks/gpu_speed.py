@@ -26,7 +26,6 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import torch
 
 from gptperf.envinfo import device_name
+from gptperf.measure.timer import time_fn
 from gptperf.model import GPTConfig, preset
 from gptperf.perfmodel import Workload
 from gptperf.plan import ExecutionPlan
@@ -45,26 +45,11 @@ DEV = torch.device("cuda")
 CFG_7B = GPTConfig(n_layer=32, n_head=32, n_embd=4096, vocab_size=50304, block_size=2048, name="7B-shaped")
 
 
-def median_events(fn: Any, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
-    return statistics.median(times)
-
-
 def copy_bandwidth() -> float:
     n = 2**30
     src = torch.randn(n // 4, device=DEV)  # 1 GiB read, 1 GiB written
     dst = torch.empty_like(src)
-    t = median_events(lambda: dst.copy_(src), 3, 20)
+    t = time_fn(lambda: dst.copy_(src), warmup=3, repeats=20, device=DEV).median
     return 2 * src.numel() * 4 / t
 
 
@@ -74,7 +59,7 @@ def train_step() -> dict[str, Any]:
     step = build_step(preset("gpt2"), Workload("train", 12, 1024, "bf16"), plan, DEV)
     step.train.compile_now(12, 1024)
     setup = time.time() - t0
-    t = median_events(step.train.run, 8, 30)
+    t = time_fn(step.train.run, warmup=8, repeats=30, device=DEV).median
     out = {"step_s": t, "plan": plan.label, "setup_s": setup,
            "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
     del step
@@ -95,7 +80,7 @@ def decode_step(config: GPTConfig, context: int) -> dict[str, Any]:
         dec.set_length(context - 1)
         dec.step()
 
-    t = median_events(one, 20, 200)
+    t = time_fn(one, warmup=20, repeats=200, device=DEV).median
     decode = Workload("decode", 1, context, "bf16")
     nbytes = predict(config, decode, get_hardware("h200"), plan=dec.plan).bytes
     return {"step_s": t, "plan": dec.plan.label, "setup_s": setup, "bytes": nbytes}

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from gptperf.measure.timer import time_fn
 from gptperf.model import preset
 from gptperf.perfmodel import Workload
 from gptperf.plan import ExecutionPlan
@@ -98,18 +99,12 @@ def run_lever(name: str) -> dict[str, Any]:
         if name == "graphs":  # cudagraph trees around the compiled forward and backward
             step.train.run_model = torch.compile(step.model, mode="reduce-overhead")
         step.train.compile_now(BATCH, SEQ)
-        for _ in range(5):
-            step.step()
+        step.step()  # the first call of each compiled graph, outside the setup's timing
         torch.cuda.synchronize()
         setup = time.time() - t0
-        times = []
-        for _ in range(20):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            step.train.run()  # the loop's own step: forward, backward, .item(), clip, AdamW
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b))
+        # the loop's own step: forward, backward, clip, AdamW, the loss read back
+        timing = time_fn(step.train.run, warmup=4, repeats=20, device=torch.device("cuda"))
+        times = [t * 1e3 for t in timing.samples]
         out: dict[str, Any] = {"lever": name, "median_ms": statistics.median(times),
                                "min_ms": min(times), "setup_s": setup,
                                "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
