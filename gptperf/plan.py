@@ -81,6 +81,12 @@ class ExecutionPlan:
         """The fast inference path: a static KV cache or a CUDA graph."""
         return self.static_cache or self.cuda_graph
 
+    def update_in_kernel(self, dtype: str) -> bool:
+        """True when a train step in `dtype` clips and skips non-finite steps inside the fused
+        AdamW kernel (no GradScaler: every dtype but fp16), so no host synchronisation and no
+        separate gradient rescale (gptperf.steps.train)."""
+        return self.fused_optimizer and dtype != "fp16"
+
     @property
     def label(self) -> str:
         """e.g. 'compiled + CUDA graph, sdpa, static KV cache, one-row gemv'."""

@@ -114,3 +114,10 @@ def test_resolver_default_on_cpu_and_unknown_gpu(cache) -> None:
             resolve_hardware(None, name, "cuda")
         assert "gptperf ceilings" in str(err.value) and "--hardware" in str(err.value)
         assert "\n" not in str(err.value)
+
+
+def test_update_in_kernel_needs_the_fused_optimizer_and_no_grad_scaler() -> None:
+    fused = ExecutionPlan(fused_optimizer=True)
+    assert fused.update_in_kernel("bf16") and fused.update_in_kernel("fp32")
+    assert not fused.update_in_kernel("fp16")  # GradScaler unscales and skips itself
+    assert not ExecutionPlan().update_in_kernel("bf16")

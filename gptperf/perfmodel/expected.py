@@ -308,7 +308,7 @@ def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
     # gradient clipping: the norm reads every gradient; the rescale reads and writes them, unless
     # the fused kernel rescales as it reads (gptperf.steps.train: no GradScaler, fused AdamW)
     calls.append(_vec("sum_rows", c.store, P * dtype_bytes(c.store)))
-    if not (c.plan.fused_optimizer and c.workload.dtype != "fp16"):
+    if not c.plan.update_in_kernel(c.workload.dtype):
         calls.append(_vec("add", c.store, 2 * P * dtype_bytes(c.store)))
     return calls
 

@@ -97,7 +97,7 @@ class TrainStep:
         self.optimizer = make_optimizer(model, self.settings, fused=plan.fused_optimizer)
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")
         # No host synchronisation in the step: the fused kernel clips and skips (module docstring).
-        self.in_kernel_update = plan.fused_optimizer and not self.scaler.is_enabled()
+        self.in_kernel_update = plan.update_in_kernel(dtype)
         self._loss: torch.Tensor | None = None
         self._total = torch.zeros((), device=device)
 
