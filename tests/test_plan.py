@@ -28,6 +28,7 @@ def test_round_trip_and_label() -> None:
     ({"mode": "jit"}, "'jit'"),
     ({"attention": "flash"}, "'flash'"),
     ({"static_cache": "yes"}, "static_cache"),
+    ({"fused_decode": "yes"}, "fused_decode"),
     ({"mode": "eager", "one_row_kernel": True}, "compiled"),
     ({"mode": "eager", "turbo": True}, "turbo"),
 ])
