@@ -171,3 +171,21 @@ def test_missing_curve_is_a_one_line_error_naming_what_exists():
     cal = flat_calibration(matmul={})
     with pytest.raises(UserError, match="no matmul curve 'fp32'"):
         expected(preset("gpt2", n_layer=1), Workload("forward", 1, 16, "fp32"), None, cal)
+
+
+def test_fused_decode_gemvs_use_the_chained_curve_or_else_the_plain_one():
+    """The fused decode step's weight streams are looked up on the chained curve (each kernel
+    waits for the one before); a calibration from before that curve existed uses the plain gemv."""
+    fused = ExecutionPlan("cuda_graph", static_cache=True, one_row_kernel=True, fused_decode=True)
+    config, decode = preset("tiny"), Workload("decode", 1, 32, "bf16")
+    gemvs = sum(k.count for k in kernel_calls(config, decode, fused) if k.family == "gemv")
+    others = sum(k.count for k in kernel_calls(config, decode, fused) if k.family != "gemv")
+    assert gemvs == 4 * config.n_layer + 1 and all(
+        k.key == "chain:bf16" for k in kernel_calls(config, decode, fused) if k.family == "gemv")
+    chain_t = 5e-6
+    chained = flat_calibration(gemv={"bf16": Curve((HUGE,), (T0,)), "chain:bf16": Curve((HUGE,), (chain_t,))})
+    plain = flat_calibration()
+    with_chain = expected(config, decode, fused, chained).step_time_s  # a CUDA graph: device time
+    without = expected(config, decode, fused, plain).step_time_s
+    assert with_chain == pytest.approx(gemvs * chain_t + others * T0)
+    assert without == pytest.approx((gemvs + others) * T0)

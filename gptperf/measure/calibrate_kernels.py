@@ -72,7 +72,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     optimizer_params,
 )
 from gptperf.measure.timer import Progress, time_fn
-from gptperf.perfmodel.calibration import Curve, Grid
+from gptperf.perfmodel.calibration import GEMV_CHAIN, Curve, Grid
 from gptperf.runtime import TORCH_DTYPES, resolve_device, set_matmul_precision
 
 # --- timing --------------------------------------------------------------------------------------
@@ -589,6 +589,44 @@ def _measure_gemv(device: torch.device, dtype: str, quick: bool, progress: Progr
         f"bytes; distinct weights cycled over {POOL_BYTES['cuda'] // MIB} MiB"))
 
 
+def _measure_gemv_chain(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
+                        timer: _Timer) -> Curve | None:
+    """Curve over weight bytes of the fused decode step's LayerNorm + gemv kernel
+    (`steps.decode_kernels.ln_gemv`) in a chain: each call reads the vector the one before wrote,
+    as every kernel of that step does (with programmatic dependent launch where the step has it),
+    so the time a kernel spends waiting for its input and ramping up is in each point."""
+    from gptperf.steps import decode_kernels
+
+    if device.type != "cuda" or not decode_kernels.available() or dtype in ("tf32", "fp64"):
+        return None
+    tdtype = TORCH_DTYPES[dtype]
+    pool = _Pool(device, tdtype)
+    xs, seconds = [], []
+    sizes = _thin(GEMV_SIZES, quick)
+    for i, size in enumerate(sizes):
+        k = max(64, round(math.sqrt(size / tdtype.itemsize) / 64) * 64)  # square: y feeds the next call
+        sets = pool.copies([(k, k)])
+        vectors = [_random((1, 1, k), tdtype, device) for _ in range(2)]
+        ln_w, ln_b = _random((k,), tdtype, device), _random((k,), tdtype, device)
+        folded = decode_kernels.fold_layer_norm(sets[0][0], None, ln_w, ln_b)  # timing only: one for all
+
+        def call(j: int, sets: list[list[torch.Tensor]] = sets, v: list[torch.Tensor] = vectors,
+                 ln: tuple[torch.Tensor, torch.Tensor] = (ln_w, ln_b),
+                 folded: tuple[torch.Tensor, torch.Tensor] = folded) -> None:
+            decode_kernels.ln_gemv(v[j % 2], *ln, 1e-5, sets[j % len(sets)][0], folded=folded,
+                                   out=v[(j + 1) % 2])
+
+        if not xs or k * k * tdtype.itemsize > xs[-1]:
+            seconds.append(timer(call, f"gemv chain {dtype} {k}×{k}"))
+            xs.append(k * k * tdtype.itemsize)
+        del sets
+        _report(progress, f"gemv chain {dtype}", i + 1, len(sizes))
+    return Curve(tuple(xs), tuple(seconds), what=(
+        f"s per LayerNorm + y = W·x of gptperf.steps.decode_kernels.ln_gemv (W K×K {dtype}), each "
+        f"call reading the previous call's output, over x = K·K·e bytes; distinct weights cycled "
+        f"over {POOL_BYTES['cuda'] // MIB} MiB"))
+
+
 def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bool = False,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
@@ -624,6 +662,9 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
         curve = _measure_gemv(device, dtype, quick, progress, timer)
         if curve is not None:
             result["gemv"][dtype] = curve
+        chain = _measure_gemv_chain(device, dtype, quick, progress, timer)
+        if chain is not None:
+            result["gemv"][f"{GEMV_CHAIN}{dtype}"] = chain
     if device.type == "cuda" and not result["gemv"]:
         notes.append("gemv left out: gptperf's Triton kernel does not run here")
     for cell in matmul_seen:

@@ -329,5 +329,6 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
         step = _estimate_s(kind, "fp32", 0, 4 * 28 * optimizer_params(width, blocks))
         out["optimizer"] += variants * (point(step) + step)  # + the step that makes the state
     if kind == "cuda":
-        out["gemv"] = sum(point(_estimate_s(kind, "bf16", 0, s)) for s in _thin(GEMV_SIZES, quick))
+        # the one-row gemv and the fused decode kernel in a chain, over the same sizes
+        out["gemv"] = 2 * sum(point(_estimate_s(kind, "bf16", 0, s)) for s in _thin(GEMV_SIZES, quick))
     return out

@@ -30,6 +30,9 @@ MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration 
 HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "block_size": 64,
                               "batch": 1, "seq": 8, "layers": (1, 4)}
 
+# Key prefix of the gemv curves measured as a dependent chain of the fused decode kernel.
+GEMV_CHAIN = "chain:"
+
 
 def _positive_floats(values: Any, what: str) -> tuple[float, ...]:
     out = []
@@ -208,6 +211,8 @@ class Calibration:
     vector: "<op>:<dtype>" -> Curve over the bytes the op reads and writes (docs list each op).
     optimizer: "adamw_fused" | "adamw_foreach" -> Curve over the parameter count.
     gemv: dtype -> Curve over the weight bytes of the one-row Triton kernel (CUDA only).
+        "chain:<dtype>": the fused decode step's LayerNorm + gemv kernel, each call waiting for
+        the one before (`GEMV_CHAIN`).
     host: "<mode>:<part>:<dtype>" -> {"per_layer_s", "fixed_s"}: host seconds of the step's
         Python and dispatch, per block and per step (mode eager | compiled; part fwd, bwd, opt of
         a train step, nograd for a forward without grad, infer for decode_nocache/prefill,

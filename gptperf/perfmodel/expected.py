@@ -31,7 +31,7 @@ from gptperf import names
 from gptperf.dtypes import dtype_bytes
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
-from gptperf.perfmodel.calibration import HOST_MODEL, Calibration, host_model_config
+from gptperf.perfmodel.calibration import GEMV_CHAIN, HOST_MODEL, Calibration, host_model_config
 from gptperf.perfmodel.transformer import GREEDY_PICK_KERNELS, _split_k_reductions
 from gptperf.perfmodel.workload import DECODE, Shape, Workload, count_parameters, shape
 from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
@@ -352,7 +352,8 @@ def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCal
     for call in calls:
         if call.family == "matmul":
             _, n, k = call.point
-            out.append(KernelCall("gemv", c.mm, (n * k * dtype_bytes(c.act),)))
+            # each kernel waits for the one before: the chained curve (`GEMV_CHAIN`)
+            out.append(KernelCall("gemv", GEMV_CHAIN + c.mm, (n * k * dtype_bytes(c.act),)))
         elif call.family == "attention":
             out.append(call)
     if comp == names.EMBED:
@@ -412,10 +413,13 @@ def kernel_calls(config: GPTConfig, workload: Workload, plan: ExecutionPlan | No
 
 
 def _fallback(key: str) -> list[str]:
-    """Curves to try for `key`: itself, then fp16 as bf16 and tf32 vectors as fp32."""
+    """Curves to try for `key`: itself, then fp16 as bf16 and tf32 vectors as fp32; a chained
+    gemv as the plain one (a calibration from before the chain was measured)."""
     keys = [key]
     if key.endswith(":fp16"):
         keys.append(key[: -len("fp16")] + "bf16")
+    if key.startswith(GEMV_CHAIN):
+        keys += _fallback(key[len(GEMV_CHAIN):])
     return keys
 
 
