@@ -83,6 +83,8 @@ def lever(name: str) -> Iterator[dict[str, Any]]:
             stack.enter_context(sdpa_kernel([SDPBackend.FLASH_ATTENTION]))
         if name == "coordinate":
             stack.enter_context(inductor.patch(coordinate_descent_tuning=True))
+        if name == "autotune":  # matmuls autotuned over cuBLAS and Triton templates (epilogues fused)
+            stack.enter_context(inductor.patch(max_autotune_gemm=True))
         if name == "noclip":
             extra["settings"] = TrainSettings(grad_clip=0.0)
         yield extra
@@ -116,7 +118,7 @@ def run_lever(name: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    levers = sys.argv[1:] or ["base", "noclip", "cudnn", "flash", "coordinate", "graphs"]
+    levers = sys.argv[1:] or ["base", "noclip", "cudnn", "flash", "coordinate", "graphs", "autotune"]
     results = []
     for name in levers:
         try:
