@@ -559,31 +559,44 @@ def measure_gemv(device: torch.device | str, dtype: str, quick: bool = False,
     return _measure_gemv(device, check_dtype(dtype), quick, progress, _Timer(device, quick))
 
 
+# A weight-streaming kernel to time: (weight (N, K), the other inputs it needs) -> call(j).
+StreamCall = Callable[[list[list[torch.Tensor]], torch.dtype, torch.device, int, int], Call]
+
+
+def _weight_stream_curve(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
+                         timer: _Timer, label: str, square: bool, make_call: StreamCall) -> tuple[list, list]:
+    """(bytes, seconds) of a one-row kernel over GEMV_SIZES of weight, distinct weights cycled
+    from the pool; `square` weights (K×K) when the kernel's output feeds its next call."""
+    tdtype = TORCH_DTYPES[dtype]
+    pool = _Pool(device, tdtype)
+    sizes = _thin(GEMV_SIZES, quick)
+    xs: list[float] = []
+    seconds: list[float] = []
+    for i, size in enumerate(sizes):
+        n, k = _gemv_shape(size, tdtype.itemsize)
+        n = k if square else n
+        sets = pool.copies([(n, k)])
+        if not xs or n * k * tdtype.itemsize > xs[-1]:
+            seconds.append(timer(make_call(sets, tdtype, device, n, k), f"{label} {dtype} {n}×{k}"))
+            xs.append(n * k * tdtype.itemsize)
+        del sets
+        _report(progress, f"{label} {dtype}", i + 1, len(sizes))
+    return xs, seconds
+
+
 def _measure_gemv(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
                   timer: _Timer) -> Curve | None:
     from gptperf.steps import gemv
 
     if device.type != "cuda" or not gemv.available() or dtype in ("tf32", "fp64"):
         return None
-    tdtype = TORCH_DTYPES[dtype]
-    pool = _Pool(device, tdtype)
-    sizes = _thin(GEMV_SIZES, quick)
-    xs, seconds = [], []
-    for i, size in enumerate(sizes):
-        n, k = _gemv_shape(size, tdtype.itemsize)
-        sets = pool.copies([(n, k)])
-        x = _random((k,), tdtype, device)
-        y = torch.empty(n, device=device, dtype=tdtype)
 
-        def call(j: int, sets: list[list[torch.Tensor]] = sets, x: torch.Tensor = x,
-                 y: torch.Tensor = y) -> None:
-            gemv.launch(x, sets[j % len(sets)][0], None, y)
+    def make_call(sets: list[list[torch.Tensor]], tdtype: torch.dtype, device: torch.device,
+                  n: int, k: int) -> Call:
+        x, y = _random((k,), tdtype, device), torch.empty(n, device=device, dtype=tdtype)
+        return lambda j: gemv.launch(x, sets[j % len(sets)][0], None, y)
 
-        if not xs or n * k * tdtype.itemsize > xs[-1]:
-            seconds.append(timer(call, f"gemv {dtype} {n}×{k}"))
-            xs.append(n * k * tdtype.itemsize)
-        del sets
-        _report(progress, f"gemv {dtype}", i + 1, len(sizes))
+    xs, seconds = _weight_stream_curve(device, dtype, quick, progress, timer, "gemv", False, make_call)
     return Curve(tuple(xs), tuple(seconds), what=(
         f"s per y = W·x of gptperf.steps.gemv (one row, W N×K {dtype}, N ≈ K) over x = N·K·e "
         f"bytes; distinct weights cycled over {POOL_BYTES['cuda'] // MIB} MiB"))
@@ -599,28 +612,17 @@ def _measure_gemv_chain(device: torch.device, dtype: str, quick: bool, progress:
 
     if device.type != "cuda" or not decode_kernels.available() or dtype in ("tf32", "fp64"):
         return None
-    tdtype = TORCH_DTYPES[dtype]
-    pool = _Pool(device, tdtype)
-    xs, seconds = [], []
-    sizes = _thin(GEMV_SIZES, quick)
-    for i, size in enumerate(sizes):
-        k = max(64, round(math.sqrt(size / tdtype.itemsize) / 64) * 64)  # square: y feeds the next call
-        sets = pool.copies([(k, k)])
-        vectors = [_random((1, 1, k), tdtype, device) for _ in range(2)]
-        ln_w, ln_b = _random((k,), tdtype, device), _random((k,), tdtype, device)
-        folded = decode_kernels.fold_layer_norm(sets[0][0], None, ln_w, ln_b)  # timing only: one for all
 
-        def call(j: int, sets: list[list[torch.Tensor]] = sets, v: list[torch.Tensor] = vectors,
-                 ln: tuple[torch.Tensor, torch.Tensor] = (ln_w, ln_b),
-                 folded: tuple[torch.Tensor, torch.Tensor] = folded) -> None:
-            decode_kernels.ln_gemv(v[j % 2], *ln, 1e-5, sets[j % len(sets)][0], folded=folded,
-                                   out=v[(j + 1) % 2])
+    def make_call(sets: list[list[torch.Tensor]], tdtype: torch.dtype, device: torch.device,
+                  n: int, k: int) -> Call:
+        v = [_random((1, 1, k), tdtype, device) for _ in range(2)]
+        g, b = _random((k,), tdtype, device), _random((k,), tdtype, device)
+        folded = decode_kernels.fold_layer_norm(sets[0][0], None, g, b)  # timing only: one for all
+        return lambda j: decode_kernels.ln_gemv(v[j % 2], g, b, 1e-5, sets[j % len(sets)][0],
+                                                folded=folded, out=v[(j + 1) % 2])
 
-        if not xs or k * k * tdtype.itemsize > xs[-1]:
-            seconds.append(timer(call, f"gemv chain {dtype} {k}×{k}"))
-            xs.append(k * k * tdtype.itemsize)
-        del sets
-        _report(progress, f"gemv chain {dtype}", i + 1, len(sizes))
+    xs, seconds = _weight_stream_curve(device, dtype, quick, progress, timer, "gemv chain", True,
+                                       make_call)
     return Curve(tuple(xs), tuple(seconds), what=(
         f"s per LayerNorm + y = W·x of gptperf.steps.decode_kernels.ln_gemv (W K×K {dtype}), each "
         f"call reading the previous call's output, over x = K·K·e bytes; distinct weights cycled "
