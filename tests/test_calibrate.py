@@ -122,6 +122,21 @@ def test_calibration_describes_this_device(calibration: Calibration) -> None:
     assert calibration.compiled == {}  # CUDA only
     assert cal_mod.is_quick(calibration)
     assert any(n.startswith("time: kernels") for n in calibration.notes)
+    from gptperf.measure.probe import SpeedProbe
+
+    start, end = (SpeedProbe.from_dict(calibration.probes[k]) for k in ("start", "end"))
+    assert 0 < start.host_s < 1e-3 and 0 < end.matmul_s < 1  # seconds per op, per matmul
+
+
+def test_a_machine_that_changed_speed_during_calibration_is_noted(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gptperf.measure.probe import SpeedProbe
+
+    probes = iter([SpeedProbe(1e-6, 1e-3, 1e-3), SpeedProbe(2.5e-6, 1e-3, 1e-3)])  # start, end
+    monkeypatch.setattr(cal_mod, "take_probe", lambda device: next(probes))
+    monkeypatch.setattr(cal_mod, "measure_host", lambda *a, **k: ({}, []))
+    cal = cal_mod.calibrate(CPU, quick=True)
+    assert cal.probes["end"]["host_s"] == 2.5e-6
+    assert any("host ops 2.50× slower than at the calibration's start" in n for n in cal.notes)
 
 
 def test_calibration_round_trips_through_dict_json_and_cache(calibration: Calibration,

@@ -127,6 +127,11 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
                          f"[{color}]{v.word}[/{color}]")
     console.print(verdicts)
     console.print(f"Wall time: {seconds(r.wall_time_s)}")
+    if r.speed_vs_calibration:  # now / at calibration, both probes measured on this device
+        from gptperf.measure.probe import PARTS
+
+        parts = ", ".join(f"{PARTS[k]} ×{v:.2f}" for k, v in r.speed_vs_calibration.items() if k in PARTS)
+        console.print(f"Speed probe, time now over time at calibration (this device): {parts}")
     for path in plots:
         console.print(f"[dim]picture written: {path}[/dim]")
     if out:

@@ -40,6 +40,7 @@ from gptperf import names
 from gptperf.dtypes import check_dtype
 from gptperf.envinfo import device_name
 from gptperf.errors import UserError
+from gptperf.measure.probe import drift_note, take_probe
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig, preset
 from gptperf.perfmodel.calibration import (
@@ -461,6 +462,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     if busy:
         notes.append(busy)
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    first = take_probe(device)
     try:
         kernels = calibrate_kernels.measure_kernels(device, dtypes=dtypes, quick=quick,
                                                     progress=progress)
@@ -476,8 +478,12 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
             host_notes += rec_notes
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    last = take_probe(device)
     seconds = time.perf_counter() - start
     notes += host_notes
+    drift = drift_note(first, last, "the calibration's start")
+    if drift:  # the curves measured early and late disagree as much: this calibration is unsure
+        notes.append(drift)
     notes.append(f"time: kernels {kernels_s:.1f} s, host {host_s:.1f} s, compiled "
                  f"{seconds - kernels_s - host_s:.1f} s")
     configs = [host_config(n).name for n in HOST_LAYERS]
@@ -490,7 +496,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         matmul=dict(kernels.get("matmul", {})), attention=dict(kernels.get("attention", {})),
         vector=dict(kernels.get("vector", {})), optimizer=dict(kernels.get("optimizer", {})),
         gemv=dict(kernels.get("gemv", {})), host=host, compiled=compiled, shapes=shapes,
-        notes=notes,
+        notes=notes, probes={"start": first.to_dict(), "end": last.to_dict()},
     )
 
 

@@ -220,6 +220,8 @@ class Calibration:
     compiled: "<kind>:<dtype>" -> a recorded compiled step: its config and workload, and per
         "<component>:<phase>" the kernels inductor ran and their measured seconds by class.
     shapes: every size the calibration measured, by family (for the disjointness test).
+    probes: "start" | "end" -> a speed probe taken as the calibration began and ended
+        (`gptperf.measure.probe.SpeedProbe.to_dict`): what `validate` compares the machine with.
     """
 
     device_name: str
@@ -236,6 +238,7 @@ class Calibration:
     compiled: dict[str, dict[str, Any]] = field(default_factory=dict)
     shapes: dict[str, list[Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    probes: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def created(self) -> _dt.datetime:
@@ -289,6 +292,7 @@ class Calibration:
             "gemv": {k: v.to_dict() for k, v in self.gemv.items()},
             "host": {k: dict(v) for k, v in self.host.items()},
             "compiled": self.compiled, "shapes": self.shapes, "notes": list(self.notes),
+            "probes": {k: dict(v) for k, v in self.probes.items()},
         }
 
     @classmethod
@@ -310,6 +314,7 @@ class Calibration:
                 host={k: {kk: float(vv) for kk, vv in v.items()} for k, v in d.get("host", {}).items()},
                 compiled=dict(d.get("compiled", {})), shapes=dict(d.get("shapes", {})),
                 notes=list(d.get("notes", [])),
+                probes={k: {kk: float(vv) for kk, vv in v.items()} for k, v in d.get("probes", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise UserError(f"the calibration document is broken ({type(err).__name__}: {err}); "

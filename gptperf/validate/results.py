@@ -197,6 +197,9 @@ class ValidationResult:
     wall_time_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
+    # the machine's speed probe as validation began over the calibration's (`measure.probe`):
+    # part -> now / then, 2.0 = twice as slow as when calibrated; empty if the calibration has none
+    speed_vs_calibration: dict[str, float] = field(default_factory=dict)
 
     @property
     def stats(self) -> ErrorStats:
@@ -241,6 +244,7 @@ class ValidationResult:
             "wall_time_s": self.wall_time_s,
             "notes": list(self.notes),
             "environment": dict(self.environment),
+            "speed_vs_calibration": dict(self.speed_vs_calibration),
         }
 
     @classmethod
@@ -258,4 +262,5 @@ class ValidationResult:
             skipped=[Skipped.from_dict(s) for s in d["skipped"]],
             wall_time_s=float(d["wall_time_s"]), notes=list(d["notes"]),
             environment=dict(d["environment"]),
+            speed_vs_calibration={k: float(v) for k, v in d.get("speed_vs_calibration", {}).items()},
         )

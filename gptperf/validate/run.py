@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gptperf.errors import UserError
+from gptperf.measure.probe import SpeedProbe, drift_note, take_probe
 from gptperf.measure.timer import Progress
 from gptperf.memguard import release_memory
 from gptperf.plan import ExecutionPlan
@@ -192,6 +193,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     todo.sort(key=lambda c: c.plan.compiled)
     result = ValidationResult(dev.type, dev_name, quick, CalibrationInfo.of(calibration),
                               environment=environment(dev))
+    first = compare_speed(calibration, dev, result)
     hardware: dict[str, Any] = {}
     to_profile: list[tuple[ValidationCase, ExecutionPlan, Any]] = []
 
@@ -235,5 +237,22 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
                 release_memory(dev.type, compiled=plan.compiled)
         if progress and to_profile:
             progress("profiling", len(to_profile), len(to_profile))
+    drift = drift_note(first, take_probe(dev), "validation's start")
+    if drift:
+        result.notes.append(drift)
     result.wall_time_s = time.perf_counter() - started
     return result
+
+
+def compare_speed(calibration: Any, device: Any, result: ValidationResult) -> SpeedProbe:
+    """Probe the machine now; record how it compares with the calibration's last probe in
+    `result` (and a note when a part moved beyond the tolerance). Returns the probe."""
+    now = take_probe(device)
+    saved = calibration.probes.get("end") or calibration.probes.get("start")
+    if saved:
+        then = SpeedProbe.from_dict(saved)
+        result.speed_vs_calibration = now.slowdown(then)
+        drift = drift_note(then, now, "calibration")
+        if drift:
+            result.notes.append(drift)
+    return now

@@ -1,0 +1,99 @@
+"""How fast this machine runs right now, in a fraction of a second: the host's rate of issuing
+small torch ops, and the device's rate on one fixed matmul and one fixed copy.
+
+`gptperf calibrate` takes a probe as it begins and as it ends, `gptperf validate` as it begins;
+the same probe compared across them (each part repeated for a tenth of a second) says when the machine itself changed speed (another tenant,
+a throttled clock, a virtual machine's burst credits spent) — a miss the calibrated model cannot
+be blamed for. A probe measures; it never rescales a prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gptperf.errors import UserError
+from gptperf.measure.timer import time_fn
+
+# Relative change of any part beyond which the machine is said to have changed speed (a probe
+# repeated back to back on the 2-core development VM varied by up to 20%).
+DRIFT_TOLERANCE = 0.25
+HOST_OPS = 200  # small adds per host sample
+PART_S = 0.1  # seconds each part of a probe takes
+MIN_REPEATS, MAX_REPEATS = 5, 2000
+# (matmul side, copy bytes) per device type: a few milliseconds at most each
+SIZES = {"cpu": (256, 8 * 2**20), "cuda": (4096, 256 * 2**20)}
+PARTS = {"host_s": "host ops", "matmul_s": "the matmul", "copy_s": "the copy"}
+
+
+@dataclass(frozen=True)
+class SpeedProbe:
+    """Seconds per small host op, per fixed matmul and per fixed copy (medians of repeats)."""
+
+    host_s: float
+    matmul_s: float
+    copy_s: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"host_s": self.host_s, "matmul_s": self.matmul_s, "copy_s": self.copy_s}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SpeedProbe:
+        try:
+            values = {k: float(d[k]) for k in PARTS}
+        except (KeyError, TypeError, ValueError) as err:
+            raise UserError(f"a speed probe needs {', '.join(PARTS)} in seconds, got {d!r}") from err
+        if not all(v > 0 for v in values.values()):
+            raise UserError(f"a speed probe's times must be positive, got {values}")
+        return cls(**values)
+
+    def slowdown(self, then: SpeedProbe) -> dict[str, float]:
+        """now / then per part: 2.0 means this probe took twice as long as `then`."""
+        return {k: getattr(self, k) / getattr(then, k) for k in PARTS}
+
+
+def _median_over(run: Callable[[], object], device: Any, budget_s: float) -> float:
+    """Median seconds of `run`, repeated for about `budget_s` (a short probe is as noisy as the
+    machine is from one millisecond to the next)."""
+    estimate = time_fn(run, warmup=1, repeats=1, device=device).median
+    repeats = max(MIN_REPEATS, min(MAX_REPEATS, int(budget_s / max(estimate, 1e-9))))
+    return time_fn(run, warmup=1, repeats=repeats, device=device).median
+
+
+def take_probe(device: Any, budget_s: float = PART_S) -> SpeedProbe:
+    """Measure a SpeedProbe on `device` (a torch.device): each part about `budget_s`."""
+    import torch
+
+    side, copy_bytes = SIZES["cuda" if device.type == "cuda" else "cpu"]
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(side, side, device=device, dtype=dtype)
+    b = torch.randn(side, side, device=device, dtype=dtype)
+    src = torch.empty(copy_bytes // 4, device=device)
+    dst = torch.empty_like(src)
+    small = [torch.ones(64, device=device) for _ in range(3)]
+
+    def host_ops() -> None:  # on a GPU: timed on the host, the time to issue them
+        for _ in range(HOST_OPS):
+            torch.add(small[0], small[1], out=small[2])
+
+    host_s = _median_over(host_ops, torch.device("cpu"), budget_s) / HOST_OPS
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    matmul_s = _median_over(lambda: a @ b, device, budget_s)
+    copy_s = _median_over(lambda: dst.copy_(src), device, budget_s)
+    return SpeedProbe(host_s, matmul_s, copy_s)
+
+
+def drift_note(then: SpeedProbe, now: SpeedProbe, since: str,
+               tolerance: float = DRIFT_TOLERANCE) -> str | None:
+    """A one-line note when a part of `now` is off `then` by more than `tolerance` (relative),
+    e.g. 'this machine ran host ops 1.80× slower than at the calibration's start; ...'; None when
+    every part is within it."""
+    changed = [(k, r) for k, r in now.slowdown(then).items() if abs(r - 1) > tolerance]
+    if not changed:
+        return None
+    parts = ", ".join(f"{PARTS[k]} {r:.2f}× slower" if r > 1 else f"{PARTS[k]} {1 / r:.2f}× faster"
+                      for k, r in changed)
+    return (f"this machine ran {parts} than at {since} (speed probe): its times moved for "
+            "reasons of the machine, not of the model; measure again on an idle machine")

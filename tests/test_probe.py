@@ -1,0 +1,74 @@
+"""The speed probe (gptperf.measure.probe): what it measures, when it says the machine moved,
+and where calibrate and validate use it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import torch
+
+from gptperf.errors import UserError
+from gptperf.measure import probe as pr
+from gptperf.measure.probe import SpeedProbe, drift_note, take_probe
+from gptperf.perfmodel.calibration import Calibration
+from gptperf.validate.results import CalibrationInfo, ValidationResult
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+THEN = SpeedProbe(host_s=1e-6, matmul_s=1e-3, copy_s=2e-3)
+
+
+def test_probe_measures_positive_times_and_a_bigger_matmul_takes_longer(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    small = take_probe(cpu, budget_s=0.02)
+    assert all(0 < v < 0.5 for v in small.to_dict().values())
+    monkeypatch.setitem(pr.SIZES, "cpu", (512, 8 * 2**20))  # 8x the matmul's work
+    assert take_probe(cpu, budget_s=0.02).matmul_s > small.matmul_s
+    assert SpeedProbe.from_dict(small.to_dict()) == small
+
+
+def test_probe_documents_are_checked() -> None:
+    with pytest.raises(UserError, match="host_s, matmul_s, copy_s"):
+        SpeedProbe.from_dict({"host_s": 1e-6, "matmul_s": 1e-3})
+    with pytest.raises(UserError, match="positive"):
+        SpeedProbe.from_dict({"host_s": 1e-6, "matmul_s": 0.0, "copy_s": 1e-3})
+
+
+def test_drift_note_names_each_part_beyond_the_tolerance() -> None:
+    now = SpeedProbe(host_s=1.8e-6, matmul_s=1.1e-3, copy_s=1e-3)
+    assert now.slowdown(THEN) == pytest.approx({"host_s": 1.8, "matmul_s": 1.1, "copy_s": 0.5})
+    note = drift_note(THEN, now, "calibration")
+    assert note is not None and "host ops 1.80× slower" in note and "the copy 2.00× faster" in note
+    assert "the matmul" not in note and "than at calibration" in note
+    assert drift_note(THEN, SpeedProbe(1.14e-6, 0.87e-3, 2.2e-3), "calibration") is None  # all within 25%
+
+
+def _calibration(probes: dict) -> Calibration:
+    created = dt.datetime.now(dt.timezone.utc).isoformat()
+    return Calibration(device_name="Test CPU", device_type="cpu", torch_version=torch.__version__,
+                       created_at=created, seconds=1.0, probes=probes)
+
+
+def test_calibration_keeps_its_probes_and_reads_documents_without_them() -> None:
+    cal = _calibration({"start": THEN.to_dict(), "end": THEN.to_dict()})
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    old = cal.to_dict()
+    del old["probes"]
+    assert Calibration.from_dict(old).probes == {}
+
+
+def test_validation_compares_the_machine_with_its_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gptperf.validate import run
+
+    cal = _calibration({"start": THEN.to_dict(), "end": THEN.to_dict()})
+    monkeypatch.setattr(run, "take_probe", lambda device: SpeedProbe(3e-6, 1e-3, 2e-3))
+    result = ValidationResult("cpu", "Test CPU", True, CalibrationInfo.of(cal))
+    now = run.compare_speed(cal, torch.device("cpu"), result)
+    assert now.host_s == 3e-6
+    assert result.speed_vs_calibration == pytest.approx({"host_s": 3.0, "matmul_s": 1.0, "copy_s": 1.0})
+    assert len(result.notes) == 1 and "host ops 3.00× slower than at calibration" in result.notes[0]
+    back = ValidationResult.from_dict(result.to_dict())
+    assert back.speed_vs_calibration == result.speed_vs_calibration
+    bare = ValidationResult("cpu", "Test CPU", True, CalibrationInfo.of(cal))
+    run.compare_speed(_calibration({}), torch.device("cpu"), bare)  # an older calibration: nothing to say
+    assert bare.speed_vs_calibration == {} and bare.notes == []
