@@ -73,13 +73,13 @@ def take_probe(device: Any, budget_s: float = PART_S) -> SpeedProbe:
     dst = torch.empty_like(src)
     small = [torch.ones(64, device=device) for _ in range(3)]
 
-    def host_ops() -> None:  # on a GPU: timed on the host, the time to issue them
+    def host_ops() -> None:  # on a GPU: issued and waited for, so the launch queue never fills
         for _ in range(HOST_OPS):
             torch.add(small[0], small[1], out=small[2])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     host_s = _median_over(host_ops, torch.device("cpu"), budget_s) / HOST_OPS
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
     matmul_s = _median_over(lambda: a @ b, device, budget_s)
     copy_s = _median_over(lambda: dst.copy_(src), device, budget_s)
     return SpeedProbe(host_s, matmul_s, copy_s)
