@@ -1,10 +1,11 @@
 """How fast this machine runs right now, in a fraction of a second: the host's rate of issuing
-small torch ops, and the device's rate on one fixed matmul and one fixed copy.
+small torch ops, and the device's rate on one fixed matmul and one fixed copy, each repeated for
+about a tenth of a second.
 
-`gptperf calibrate` takes a probe as it begins and as it ends, `gptperf validate` as it begins;
-the same probe compared across them (each part repeated for a tenth of a second) says when the machine itself changed speed (another tenant,
-a throttled clock, a virtual machine's burst credits spent) — a miss the calibrated model cannot
-be blamed for. A probe measures; it never rescales a prediction.
+`gptperf calibrate` takes a probe as it begins and as it ends, `gptperf validate` as it begins
+and as it ends; the same probe compared across them says when the machine itself changed speed
+(another tenant, a throttled clock, a virtual machine's burst credits spent) — a miss the
+calibrated model cannot be blamed for. A probe measures; it never rescales a prediction.
 """
 
 from __future__ import annotations
