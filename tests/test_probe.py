@@ -55,6 +55,10 @@ def test_calibration_keeps_its_probes_and_reads_documents_without_them() -> None
     old = cal.to_dict()
     del old["probes"]
     assert Calibration.from_dict(old).probes == {}
+    broken = cal.to_dict()
+    broken["probes"] = {"end": {"host_s": "fast"}}
+    with pytest.raises(UserError, match="calibration document is broken"):
+        Calibration.from_dict(broken)
 
 
 def test_validation_compares_the_machine_with_its_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
