@@ -37,6 +37,7 @@ def _small(mp: pytest.MonkeyPatch) -> None:
         mp.setattr(module, "VOCAB", 1000)
         mp.setattr(module, "EMBED", 64)
     mp.setitem(cp.OPTIMIZER_BLOCKS, "cpu", ((32, 1), (64, 1)))
+    mp.setitem(cp.OPTIMIZER_TENSORS, "cpu", (12, 48))
     mp.setitem(ck.POOL_BYTES, "cpu", 4 * MIB)
     mp.setitem(ck.CPU_POINT_S, False, 0.002)
     mp.setitem(ck.CPU_POINT_S, True, 0.002)
@@ -100,9 +101,11 @@ def test_result_families_keys_and_progress(swept: tuple) -> None:
     expected_ops = set(ck.VECTOR_OPS) - {"cast_to_fp32"}  # fp32 to fp32 is no kernel
     assert set(result["vector"]) == {f"{op}:fp32" for op in expected_ops}
     assert set(result["optimizer"]) == {"adamw_foreach"}  # fused: CUDA only
-    assert all(isinstance(c, Curve) for c in [*result["vector"].values(), *result["optimizer"].values()])
-    # the optimizer's x is the parameter count of the GPT blocks it steps
-    assert result["optimizer"]["adamw_foreach"].x == (ck.optimizer_params(32, 1), ck.optimizer_params(64, 1))
+    assert all(isinstance(c, Curve) for c in result["vector"].values())
+    # the optimizer's grid: tensors, and the parameter counts of the GPT blocks of the plan
+    grid = result["optimizer"]["adamw_foreach"]
+    assert isinstance(grid, Grid) and grid.axes == ("tensors", "parameters")
+    assert grid.points == ((12.0, 48.0), (ck.optimizer_params(32, 1), ck.optimizer_params(64, 1)))
     # progress: every stage counts up to its total
     stages = {s for s, _, _ in calls}
     assert {"matmul fp32", "attention fp32", "vector fp32", "optimizer"} <= stages
@@ -239,8 +242,11 @@ def test_vector_and_optimizer_times_grow_with_size(small: None, monkeypatch: pyt
         first, last = curves[f"{op}:fp32"].seconds
         assert last > first, op  # 256x the bytes
     monkeypatch.setitem(cp.OPTIMIZER_BLOCKS, "cpu", ((32, 1), (256, 2)))
-    (first, last), = [c.seconds for c in ck.measure_optimizer("cpu").values()]
-    assert last > first  # 100x the parameters
+    monkeypatch.setitem(cp.OPTIMIZER_TENSORS, "cpu", (12, 192))
+    (grid,) = ck.measure_optimizer("cpu").values()
+    few, many = ck.optimizer_params(32, 1), ck.optimizer_params(256, 2)
+    assert grid.at(12, many) > grid.at(12, few)  # 100x the parameters
+    assert grid.at(192, few) > grid.at(12, few)  # 16x the tensors, the same parameters
 
 
 def test_attention_fwd_bwd_costs_more_than_fwd(small: None) -> None:
@@ -286,6 +292,7 @@ def small_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(cp.ONE_QUERY_D, "cuda", (64,))
     monkeypatch.setitem(cp.VECTOR_SIZES, "cuda", (64 * KIB, 64 * MIB))
     monkeypatch.setitem(cp.OPTIMIZER_BLOCKS, "cuda", ((128, 1), (1024, 4)))
+    monkeypatch.setitem(cp.OPTIMIZER_TENSORS, "cuda", (12, 96))
 
 
 @pytest.mark.gpu

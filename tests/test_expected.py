@@ -189,3 +189,30 @@ def test_fused_decode_gemvs_use_the_chained_curve_or_else_the_plain_one():
     without = expected(config, decode, fused, plain).step_time_s
     assert with_chain == pytest.approx(gemvs * chain_t + others * T0)
     assert without == pytest.approx((gemvs + others) * T0)
+
+
+def test_optimizer_time_follows_the_tensor_count_on_its_grid():
+    """The optimizer is looked up at (the model's parameter tensors, its parameters): on a grid
+    whose time is 1 µs per tensor whatever the parameters, a step costs 1 µs × (12 layers + 4)."""
+    from gptperf import names
+    from gptperf.perfmodel.workload import count_parameter_tensors
+
+    grid = Grid(("tensors", "parameters"), ((12, 192), (1e3, 1e12)), (12e-6, 12e-6, 192e-6, 192e-6))
+    cal = flat_calibration(optimizer={"adamw_fused": grid, "adamw_foreach": grid})
+    cfg = preset("gpt2", n_layer=5)
+    e = expected(cfg, Workload("train", 2, 64, "bf16"), ExecutionPlan.default("train", "cuda"), cal)
+    (op,) = [o for o in e.ops if o.component == names.OPTIMIZER]
+    assert count_parameter_tensors(cfg) == 12 * 5 + 4
+    assert op.device_s == pytest.approx(64e-6 + (op.kernels - 1) * T0)  # the clip's kernels: T0 each
+    old = flat_calibration()  # an optimizer Curve over parameters alone (an older calibration)
+    (op_old,) = [o for o in expected(cfg, Workload("train", 2, 64, "bf16"), ExecutionPlan.default("train", "cuda"),
+                                     old).ops if o.component == names.OPTIMIZER]
+    assert op_old.device_s == pytest.approx(op_old.kernels * T0)
+
+
+def test_parameter_tensors_are_those_the_model_has():
+    from gptperf.model import GPT
+    from gptperf.perfmodel.workload import count_parameter_tensors
+
+    for cfg in (preset("tiny"), preset("tiny", n_layer=3, n_embd=48, n_head=2)):
+        assert count_parameter_tensors(cfg) == len(list(GPT(cfg).parameters()))

@@ -63,12 +63,12 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     _gemv_shape,
     _matmul_axes,
     _matmul_cells,
-    _optimizer_blocks,
     _thin,
     _vector_dtypes,
     _vector_ops,
     _vector_points,
     block_shapes,
+    optimizer_axes,
     optimizer_params,
 )
 from gptperf.measure.timer import Progress, time_fn
@@ -498,21 +498,23 @@ def _measure_vector(device: torch.device, dtype: str, quick: bool, progress: Pro
 
 
 def measure_optimizer(device: torch.device | str, quick: bool = False,
-                      progress: Progress | None = None) -> dict[str, Curve]:
-    """Curves "adamw_fused" (CUDA) and "adamw_foreach" over x = parameter count: one AdamW step
-    (lr 3e-4, weight decay 0.1, built as gptperf's train step builds it) over fp32 GPT blocks."""
+                      progress: Progress | None = None) -> dict[str, Grid]:
+    """Grids "adamw_fused" (CUDA) and "adamw_foreach" over (parameter tensors, parameters): one
+    AdamW step (lr 3e-4, weight decay 0.1, built as gptperf's train step builds it) over fp32
+    tensors of equal size, a third of them 2-D (decayed), as a GPT block's 4 weights of 12."""
     device = _device(device)
     return _measure_optimizer(device, quick, progress, _Timer(device, quick))
 
 
-def _optimizer_step(device: torch.device, width: int, blocks: int, fused: bool) -> Call:
+def _optimizer_step(device: torch.device, tensors: int, params: int, fused: bool) -> Call:
     from gptperf.steps.train import TrainSettings, make_optimizer
 
-    params = torch.nn.ParameterList(
-        torch.nn.Parameter(_random(s, torch.float32, device)) for _ in range(blocks) for s in block_shapes(width))
-    for p in params:
+    size = max(1, params // tensors)
+    shapes = [(1, size) if i % 3 == 0 else (size,) for i in range(tensors)]
+    weights = torch.nn.ParameterList(torch.nn.Parameter(_random(s, torch.float32, device)) for s in shapes)
+    for p in weights:
         p.grad = _random(p.shape, torch.float32, device)  # set once: the step never clears them
-    opt = make_optimizer(params, TrainSettings(lr=3e-4, weight_decay=0.1), fused=fused)
+    opt = make_optimizer(weights, TrainSettings(lr=3e-4, weight_decay=0.1), fused=fused)
     # A step with torch's default (non-capturable) settings is what a train step runs; its host
     # scalars (the bias corrections) are fixed at capture, which changes no kernel's time.
     for check in ("_accelerator_graph_capture_health_check", "_cuda_graph_capture_health_check"):
@@ -522,31 +524,30 @@ def _optimizer_step(device: torch.device, width: int, blocks: int, fused: bool) 
 
 
 def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | None,
-                       timer: _Timer) -> dict[str, Curve]:
+                       timer: _Timer) -> dict[str, Grid]:
     kind = device.type
     variants = {"adamw_fused": True, "adamw_foreach": False} if kind == "cuda" else {"adamw_foreach": False}
-    blocks = _optimizer_blocks(kind, quick)
+    tensors, params = optimizer_axes(kind, quick)
     if kind == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        blocks = tuple(b for b in blocks
-                       if OPTIMIZER_BYTES_PER_PARAM * optimizer_params(*b) < 0.8 * free) or blocks[:1]
-    total, done = len(variants) * len(blocks), 0
-    out: dict[str, Curve] = {}
+        params = tuple(p for p in params if OPTIMIZER_BYTES_PER_PARAM * p < 0.8 * free) or params[:1]
+    total, done = len(variants) * len(tensors) * len(params), 0
+    out: dict[str, Grid] = {}
     for name, fused in variants.items():
-        xs, seconds = [], []
-        for width, n in blocks:
-            step = _optimizer_step(device, width, n, fused)
-            seconds.append(timer(step, f"optimizer {name} C={width}×{n}"))
-            xs.append(optimizer_params(width, n))
-            del step
-            if kind == "cuda":
-                torch.cuda.empty_cache()
-            done += 1
-            _report(progress, "optimizer", done, total)
+        seconds = []
+        for t in tensors:
+            for p in params:
+                step = _optimizer_step(device, t, p, fused)
+                seconds.append(timer(step, f"optimizer {name} {t} tensors {p} parameters"))
+                del step
+                if kind == "cuda":
+                    torch.cuda.empty_cache()
+                done += 1
+                _report(progress, "optimizer", done, total)
         default = "torch's default: a per-tensor loop on CPU" if kind == "cpu" else "foreach kernels"
-        out[name] = Curve(tuple(xs), tuple(seconds), what=(
-            "s per AdamW step over x = fp32 parameters in GPT blocks (12 tensors, 12C²+13C each), "
-            "lr 3e-4, weight decay 0.1 on 2-D tensors as gptperf's train step; "
+        out[name] = Grid(("tensors", "parameters"), (tensors, params), tuple(seconds), (1.0, 1.0), what=(
+            "s per AdamW step over (parameter tensors, fp32 parameters), tensors of equal size, a "
+            "third 2-D; lr 3e-4, weight decay 0.1 on 2-D tensors as gptperf's train step; "
             + ("fused kernel" if fused else default)))
     return out
 

@@ -74,6 +74,10 @@ OPTIMIZER_BLOCKS = {
     "cpu": ((32, 1), (64, 1), (128, 1), (256, 1), (512, 1), (768, 1)),
 }
 OPTIMIZER_BYTES_PER_PARAM = 24  # param, grad, m, v and the foreach temporaries (fp32)
+# Parameter tensors an AdamW step is measured over, at each of those parameter counts: a step's
+# cost per tensor (a loop over tensors on a CPU, ~50 µs each on 2 cores; the fused kernel's
+# chunking on a GPU) is as real as its cost per byte (a 12-layer GPT has 148 tensors).
+OPTIMIZER_TENSORS = {"cuda": (12, 96, 480), "cpu": (12, 48, 192)}
 
 GEMV_SIZES = tuple(256 * KIB * 4**i for i in range(7))  # weight bytes 256 KiB .. 1 GiB
 
@@ -249,6 +253,13 @@ def _optimizer_blocks(device_type: str, quick: bool) -> tuple[tuple[int, int], .
     return _thin(OPTIMIZER_BLOCKS[device_type], quick, from_top=True)
 
 
+def optimizer_axes(device_type: str, quick: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(tensor counts, parameter counts) of the optimizer grid: the parameters of the GPT blocks
+    in OPTIMIZER_BLOCKS, each spread over every count of OPTIMIZER_TENSORS."""
+    params = tuple(optimizer_params(w, n) for w, n in _optimizer_blocks(device_type, quick))
+    return _thin(OPTIMIZER_TENSORS[device_type], quick), params
+
+
 def block_shapes(width: int) -> list[tuple[int, ...]]:
     """The 12 parameter tensors of one GPT block of width C (ln_1, attn.qkv, attn.proj, ln_2,
     mlp.fc, mlp.proj: weights and biases)."""
@@ -327,10 +338,11 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
             for _, x in _vector_points(kind, dtype, op, quick):
                 out["vector"] += point(_estimate_s(kind, dtype, 0, x))
     variants = 2 if kind == "cuda" else 1
-    for width, blocks in _optimizer_blocks(kind, quick):
+    tensors, params = optimizer_axes(kind, quick)
+    for p in params:
         # AdamW reads param, grad, m, v and writes param, m, v; foreach passes over them ~4 times
-        step = _estimate_s(kind, "fp32", 0, 4 * 28 * optimizer_params(width, blocks))
-        out["optimizer"] += variants * (point(step) + step)  # + the step that makes the state
+        step = _estimate_s(kind, "fp32", 0, 4 * 28 * p)
+        out["optimizer"] += variants * len(tensors) * (point(step) + step)  # + the step making the state
     if kind == "cuda":
         # the one-row gemv and the fused decode kernel in a chain, over the same sizes
         out["gemv"] = 2 * sum(point(_estimate_s(kind, "bf16", 0, s)) for s in _thin(GEMV_SIZES, quick))

@@ -209,7 +209,8 @@ class Calibration:
         (BH, T, D) (query = key length T, causal), "one_query" over (BH, L, D) (one query
         against L keys).
     vector: "<op>:<dtype>" -> Curve over the bytes the op reads and writes (docs list each op).
-    optimizer: "adamw_fused" | "adamw_foreach" -> Curve over the parameter count.
+    optimizer: "adamw_fused" | "adamw_foreach" -> Grid over (parameter tensors, parameters)
+        (a calibration from before the tensor count was measured: a Curve over parameters).
     gemv: dtype -> Curve over the weight bytes of the one-row Triton kernel (CUDA only).
         "chain:<dtype>": the fused decode step's LayerNorm + gemv kernel, each call waiting for
         the one before (`GEMV_CHAIN`).
@@ -232,7 +233,7 @@ class Calibration:
     matmul: dict[str, Grid] = field(default_factory=dict)
     attention: dict[str, Grid] = field(default_factory=dict)
     vector: dict[str, Curve] = field(default_factory=dict)
-    optimizer: dict[str, Curve] = field(default_factory=dict)
+    optimizer: dict[str, Grid | Curve] = field(default_factory=dict)
     gemv: dict[str, Curve] = field(default_factory=dict)
     host: dict[str, dict[str, float]] = field(default_factory=dict)
     compiled: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -309,7 +310,8 @@ class Calibration:
                 matmul={k: Grid.from_dict(v) for k, v in d.get("matmul", {}).items()},
                 attention={k: Grid.from_dict(v) for k, v in d.get("attention", {}).items()},
                 vector={k: Curve.from_dict(v) for k, v in d.get("vector", {}).items()},
-                optimizer={k: Curve.from_dict(v) for k, v in d.get("optimizer", {}).items()},
+                optimizer={k: Grid.from_dict(v) if "axes" in v else Curve.from_dict(v)
+                           for k, v in d.get("optimizer", {}).items()},
                 gemv={k: Curve.from_dict(v) for k, v in d.get("gemv", {}).items()},
                 host={k: {kk: float(vv) for kk, vv in v.items()} for k, v in d.get("host", {}).items()},
                 compiled=dict(d.get("compiled", {})), shapes=dict(d.get("shapes", {})),

@@ -6,7 +6,8 @@ Three steps (docs/perfmodel.md, "Calibrated prediction"):
 1. Decompose: every operation of the step (the names of `gptperf.names`) becomes the kernels
    its plan runs — each a `KernelCall`: a matmul (M, N, K), an attention (batch·heads, length,
    head size), a vector kernel of so many bytes (LayerNorm, GELU, add, cast, copy, softmax,
-   cross-entropy, embedding, a bias gradient), the optimizer over P parameters, a one-row gemv.
+   cross-entropy, embedding, a bias gradient), the optimizer over its T tensors and P parameters,
+   a one-row gemv.
    A compiled training step's non-matmul kernels are those inductor made of a recorded
    calibration step (`Calibration.compiled`), scaled by the bytes the operation moves.
 2. Look up: each call's time on the measured curve of its kind (`Curve.at`, `Grid.at`).
@@ -31,9 +32,22 @@ from gptperf import names
 from gptperf.dtypes import dtype_bytes
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
-from gptperf.perfmodel.calibration import GEMV_CHAIN, HOST_MODEL, Calibration, host_model_config
+from gptperf.perfmodel.calibration import (
+    GEMV_CHAIN,
+    HOST_MODEL,
+    Calibration,
+    Curve,
+    host_model_config,
+)
 from gptperf.perfmodel.transformer import GREEDY_PICK_KERNELS, _split_k_reductions
-from gptperf.perfmodel.workload import DECODE, Shape, Workload, count_parameters, shape
+from gptperf.perfmodel.workload import (
+    DECODE,
+    Shape,
+    Workload,
+    count_parameter_tensors,
+    count_parameters,
+    shape,
+)
 from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
 
 SCHEMA = "gptperf.expected/1"
@@ -304,7 +318,7 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
 def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
     P = count_parameters(config)
     calls = [KernelCall("optimizer", "adamw_fused" if c.plan.fused_optimizer else "adamw_foreach",
-                        (float(P),))]
+                        (float(count_parameter_tensors(config)), float(P)))]
     # gradient clipping: the norm reads every gradient; the rescale reads and writes them, unless
     # the fused kernel rescales as it reads (gptperf.steps.train: no GradScaler, fused AdamW)
     calls.append(_vec("sum_rows", c.store, P * dtype_bytes(c.store)))
@@ -437,7 +451,10 @@ def call_time(call: KernelCall, cal: Calibration) -> float:
         raise UserError(f"unknown kernel family {call.family!r}")
     for key in _fallback(call.key):
         if key in table:
-            return call.count * table[key].at(*call.point)
+            curve = table[key]
+            # an optimizer Curve (an older calibration) is over parameters alone: the last size
+            point = call.point[-1:] if isinstance(curve, Curve) and call.family == "optimizer" else call.point
+            return call.count * curve.at(*point)
     known = ", ".join(sorted(table)) or "none"
     raise UserError(f"the calibration of {cal.device_name!r} has no {call.family} curve "
                     f"{call.key!r} (it has: {known}); run `gptperf calibrate` for this dtype")

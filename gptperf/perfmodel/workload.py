@@ -104,6 +104,12 @@ def count_parameters(config: GPTConfig, include_embeddings: bool = True) -> int:
     return n
 
 
+def count_parameter_tensors(config: GPTConfig) -> int:
+    """Parameter tensors an optimizer steps (GPT.parameters(), the tied head once): 12 a block
+    (ln_1, c_attn, c_proj, ln_2, c_fc, mlp c_proj: weight and bias each), wte, wpe, ln_f's two."""
+    return 12 * config.n_layer + 4
+
+
 def matmul_parameters(config: GPTConfig) -> int:
     """Weights that multiply activations: the four Linear weights per layer and the tied head."""
     C = config.n_embd
