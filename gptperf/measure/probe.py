@@ -96,5 +96,6 @@ def drift_note(then: SpeedProbe, now: SpeedProbe, since: str,
         return None
     parts = ", ".join(f"{PARTS[k]} {r:.2f}× slower" if r > 1 else f"{PARTS[k]} {1 / r:.2f}× faster"
                       for k, r in changed)
-    return (f"this machine ran {parts} than at {since} (speed probe): misses this large are the "
-            "machine's, not the model's (a shared, throttled or virtual machine changes speed)")
+    return (f"this machine ran {parts} than at {since} (speed probe): predictions miss by as much "
+            "for reasons of the machine, not of the model (shared, throttled or virtual machines "
+            "change speed)")
