@@ -216,3 +216,12 @@ def test_parameter_tensors_are_those_the_model_has():
 
     for cfg in (preset("tiny"), preset("tiny", n_layer=3, n_embd=48, n_head=2)):
         assert count_parameter_tensors(cfg) == len(list(GPT(cfg).parameters()))
+
+
+def test_an_older_optimizer_curve_is_read_as_a_grid_with_the_same_times():
+    curve = Curve((1e3, 1e6), (1e-6, 1e-3))
+    (grid,) = flat_calibration(optimizer={"adamw_foreach": curve}).optimizer.values()
+    assert grid.axes == ("tensors", "parameters")
+    for tensors in (4, 12, 580):  # the tensor count changes nothing
+        for params in (10.0, 10**4.5, 1e7):  # below, inside and beyond the measured points
+            assert grid.at(tensors, params) == pytest.approx(curve.at(params))

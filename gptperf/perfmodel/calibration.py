@@ -199,6 +199,15 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
+def _optimizer_grid(table: Grid | Curve) -> Grid:
+    """An optimizer table as a grid over (parameter tensors, parameters): a Curve over parameters
+    alone becomes one tensor count whose time does not grow with the tensors (growth 0)."""
+    if isinstance(table, Grid):
+        return table
+    return Grid(("tensors", "parameters"), ((12.0,), table.x), table.seconds, (0.0, 1.0),
+                what=f"{table.what} (over parameters alone: an older calibration)")
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Everything measured on one device for the calibrated prediction. Keys (see
@@ -209,8 +218,9 @@ class Calibration:
         (BH, T, D) (query = key length T, causal), "one_query" over (BH, L, D) (one query
         against L keys).
     vector: "<op>:<dtype>" -> Curve over the bytes the op reads and writes (docs list each op).
-    optimizer: "adamw_fused" | "adamw_foreach" -> Grid over (parameter tensors, parameters)
-        (a calibration from before the tensor count was measured: a Curve over parameters).
+    optimizer: "adamw_fused" | "adamw_foreach" -> Grid over (parameter tensors, parameters); a
+        Curve over parameters (a calibration from before the tensor count was measured) is read
+        as a grid with one tensor count that does not change the time.
     gemv: dtype -> Curve over the weight bytes of the one-row Triton kernel (CUDA only).
         "chain:<dtype>": the fused decode step's LayerNorm + gemv kernel, each call waiting for
         the one before (`GEMV_CHAIN`).
@@ -233,13 +243,17 @@ class Calibration:
     matmul: dict[str, Grid] = field(default_factory=dict)
     attention: dict[str, Grid] = field(default_factory=dict)
     vector: dict[str, Curve] = field(default_factory=dict)
-    optimizer: dict[str, Grid | Curve] = field(default_factory=dict)
+    optimizer: dict[str, Grid] = field(default_factory=dict)
     gemv: dict[str, Curve] = field(default_factory=dict)
     host: dict[str, dict[str, float]] = field(default_factory=dict)
     compiled: dict[str, dict[str, Any]] = field(default_factory=dict)
     shapes: dict[str, list[Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     probes: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        grids = {k: _optimizer_grid(v) for k, v in self.optimizer.items()}
+        object.__setattr__(self, "optimizer", grids)
 
     @property
     def created(self) -> _dt.datetime:

@@ -36,7 +36,6 @@ from gptperf.perfmodel.calibration import (
     GEMV_CHAIN,
     HOST_MODEL,
     Calibration,
-    Curve,
     host_model_config,
 )
 from gptperf.perfmodel.transformer import GREEDY_PICK_KERNELS, _split_k_reductions
@@ -451,10 +450,7 @@ def call_time(call: KernelCall, cal: Calibration) -> float:
         raise UserError(f"unknown kernel family {call.family!r}")
     for key in _fallback(call.key):
         if key in table:
-            curve = table[key]
-            # an optimizer Curve (an older calibration) is over parameters alone: the last size
-            point = call.point[-1:] if isinstance(curve, Curve) and call.family == "optimizer" else call.point
-            return call.count * curve.at(*point)
+            return call.count * table[key].at(*call.point)
     known = ", ".join(sorted(table)) or "none"
     raise UserError(f"the calibration of {cal.device_name!r} has no {call.family} curve "
                     f"{call.key!r} (it has: {known}); run `gptperf calibrate` for this dtype")
