@@ -22,7 +22,8 @@ DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {"cuda": ("bf16", "fp32"), "cpu": (
 
 # Every row count below 4 on a CPU: the library streams the weight once per row there and
 # switches to a blocked matmul from 4 rows on (2 cores, 50304×384 fp32: 1, 2, 3, 4 rows took
-# 12, 27, 45, 23 ms), a step that interpolating between 2 and 4 rows cannot see.
+# 12, 27, 45, 23 ms: benchmarks/cpu_calibration_gaps.py), a step that interpolating between
+# 2 and 4 rows cannot see.
 MATMUL_M = {"cuda": (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536),
             "cpu": (1, 2, 3, 4, 16, 64, 256, 1024, 4096)}
 MATMUL_N = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536),
@@ -75,8 +76,9 @@ OPTIMIZER_BLOCKS = {
 }
 OPTIMIZER_BYTES_PER_PARAM = 24  # param, grad, m, v and the foreach temporaries (fp32)
 # Parameter tensors an AdamW step is measured over, at each of those parameter counts: a step's
-# cost per tensor (a loop over tensors on a CPU, ~50 µs each on 2 cores; the fused kernel's
-# chunking on a GPU) is as real as its cost per byte (a 12-layer GPT has 148 tensors).
+# cost per tensor (a loop over tensors on a CPU, ~50 µs each on 2 cores, measured by
+# benchmarks/cpu_calibration_gaps.py; the fused kernel's chunking on a GPU) is as real as its cost
+# per byte (a 12-layer GPT has 148 tensors).
 OPTIMIZER_TENSORS = {"cuda": (12, 96, 480), "cpu": (12, 48, 192)}
 
 GEMV_SIZES = tuple(256 * KIB * 4**i for i in range(7))  # weight bytes 256 KiB .. 1 GiB
