@@ -1,12 +1,18 @@
 """Host cost of eager steps against model width and activation size (a check of the calibration's
 host model, which is measured on a tiny GPT and charged per block).
 
-    python benchmarks/gpu_host_cost.py
+    python benchmarks/gpu_host_cost.py [--queue]
 
 For a few configurations and sizes: the host seconds of one step (the call, timed without
 synchronising after it, the GPU idle before it) and the wall seconds (synchronised), median of
 repeats. If the host seconds per block grow with width or tokens, the calibration's host model
 (per block, width-free) misses them. Prints one table.
+
+--queue: for eager decode steps (the calibration's tiny GPT and host-bound real ones), the host
+seconds of a call three ways: with the GPU idle before it (as the calibration times it), behind a
+long sleep kernel (the queue busy, as inside a run of steps), and per step of a run of steps
+queued back to back (wall over steps: what validate measures). If the host issues faster behind
+a busy queue, a host cost measured on an idle GPU over-predicts host-bound steps.
 """
 
 from __future__ import annotations
@@ -34,11 +40,67 @@ CASES = (  # (label, config, kind, batch, seq, dtype)
 )
 
 
+QUEUE_CASES = (  # (label, config, kind, batch, seq, dtype)
+    ("host model 1L fp32", preset("tiny", n_layer=1, n_embd=64, n_head=2, vocab_size=256,
+                                  block_size=64), "decode", 1, 8, "fp32"),
+    ("host model 4L fp32", preset("tiny", n_layer=4, n_embd=64, n_head=2, vocab_size=256,
+                                  block_size=64), "decode", 1, 8, "fp32"),
+    ("host model 1L bf16", preset("tiny", n_layer=1, n_embd=64, n_head=2, vocab_size=256,
+                                  block_size=64), "decode", 1, 8, "bf16"),
+    ("host model 4L bf16", preset("tiny", n_layer=4, n_embd=64, n_head=2, vocab_size=256,
+                                  block_size=64), "decode", 1, 8, "bf16"),
+    ("gpt2 decode fp32 B=12 L=640", preset("gpt2"), "decode", 12, 640, "fp32"),
+    ("gpt2 decode bf16 B=1 L=1024", preset("gpt2"), "decode", 1, 1024, "bf16"),
+    ("gpt2 nocache fp32 B=4 L=640", preset("gpt2"), "decode_nocache", 4, 640, "fp32"),
+    ("gpt2-xl decode bf16 B=1 L=256", preset("gpt2-xl"), "decode", 1, 256, "bf16"),
+)
+SLEEP_CYCLES = 50_000_000  # ~25 ms of a ~2 GHz GPU: longer than any step issued behind it
+QUEUE_REPEATS, QUEUE_RUN = 15, 30
+
+
+def queue_table(dev: torch.device) -> None:
+    rows = []
+    for label, config, kind, batch, seq, dtype in QUEUE_CASES:
+        step = build_step(config, Workload(kind, batch, seq, dtype), ExecutionPlan.eager(), dev)
+        run = step.phases[0][1]
+        for _ in range(3):
+            run()
+        idle, busy, steady = [], [], []
+        for _ in range(QUEUE_REPEATS):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            run()
+            idle.append(time.perf_counter() - t0)
+            torch.cuda.synchronize()
+            torch.cuda._sleep(SLEEP_CYCLES)
+            t0 = time.perf_counter()
+            run()
+            busy.append(time.perf_counter() - t0)
+            torch.cuda.synchronize()
+        for _ in range(5):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(QUEUE_RUN):
+                run()
+            torch.cuda.synchronize()
+            steady.append((time.perf_counter() - t0) / QUEUE_RUN)
+        n = config.n_layer
+        rows.append((label, *(statistics.median(v) / n for v in (idle, busy, steady))))
+        del step, run
+        torch.cuda.empty_cache()
+    print(f"{'eager case':<30} {'idle us/blk':>12} {'busy us/blk':>12} {'run us/blk':>11}")
+    for label, i, b, r in rows:
+        print(f"{label:<30} {i * 1e6:12.1f} {b * 1e6:12.1f} {r * 1e6:11.1f}")
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("needs CUDA")
         return 0
     dev = torch.device("cuda")
+    if "--queue" in sys.argv[1:]:
+        queue_table(dev)
+        return 0
     rows = []
     for label, config, kind, batch, seq, dtype in CASES:
         step = build_step(config, Workload(kind, batch, seq, dtype), ExecutionPlan.eager(), dev)

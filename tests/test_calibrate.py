@@ -131,11 +131,18 @@ def test_calibration_describes_this_device(calibration: Calibration) -> None:
 def test_a_machine_that_changed_speed_during_calibration_is_noted(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gptperf.measure.probe import SpeedProbe
 
-    probes = iter([SpeedProbe(1e-6, 1e-3, 1e-3), SpeedProbe(2.5e-6, 1e-3, 1e-3)])  # start, end
+    # start, before the host costs, after them, end
+    probes = iter([SpeedProbe(1e-6, 1e-3, 1e-3), SpeedProbe(1.5e-6, 1e-3, 1e-3),
+                   SpeedProbe(2.5e-6, 1e-3, 3e-3), SpeedProbe(2.5e-6, 1e-3, 1e-3)])
     monkeypatch.setattr(cal_mod, "take_probe", lambda device: next(probes))
+    steps = iter([3e-4, 5e-4])  # the host model's step before and after the host costs
+    monkeypatch.setattr(cal_mod, "host_step_s", lambda device: next(steps))
     monkeypatch.setattr(cal_mod, "measure_host", lambda *a, **k: ({}, []))
     cal = cal_mod.calibrate(CPU, quick=True)
     assert cal.probes["end"]["host_s"] == 2.5e-6
+    # the host costs' unit: the mean of the probes either side of them
+    assert cal.probes["host"] == pytest.approx(
+        {"host_s": 2e-6, "matmul_s": 1e-3, "copy_s": 2e-3, "step_s": 4e-4})
     assert any("host ops 2.50× slower than at the calibration's start" in n for n in cal.notes)
 
 
@@ -221,6 +228,16 @@ def test_time_host_parts_interleaves_groups_and_takes_the_median() -> None:
     assert calls[:4] == ["1f", "1o", "4f", "4o"] and len(calls) == 4 * 6
     assert set(times[1]) == {"fwd"}  # opt ran (the step needs it) but was not asked for
     assert times[1]["fwd"] == pytest.approx(2e-3) and times[4]["fwd"] == pytest.approx(8e-3)
+
+
+def test_time_host_parts_runs_the_rounds_back_to_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device is synchronised after the warm-up and at the end, never between calls: a step
+    called after a synchronisation measured up to 2× the host time of one in a run of steps."""
+    events: list[str] = []
+    monkeypatch.setattr(cal_mod, "synchronize", lambda device: events.append("sync"))
+    groups = {1: {"fwd": lambda: events.append("1f")}, 4: {"fwd": lambda: events.append("4f")}}
+    cal_mod.time_host_parts(groups, ["fwd"], CPU, warmup=1, repeats=3)
+    assert events == ["1f", "4f", "sync"] + ["1f", "4f"] * 3 + ["sync"]
 
 
 def test_time_host_parts_stops_early_on_a_busy_machine() -> None:

@@ -107,6 +107,23 @@ def test_eager_decode_kernels_counted_by_hand():
     assert e.composition.startswith("eager queue")
 
 
+def test_host_costs_are_charged_at_the_hosts_speed_now():
+    """The host-bound decode above with the host probed 1.5× slower than at calibration: its
+    2e-4 s of host become 3e-4 s; a CUDA-graph step has no host to scale."""
+    cfg = preset("gpt2", n_layer=1)
+    w = Workload("decode", 2, 64, "fp32")
+    cal = flat_calibration(fixed_s=1e-4, per_layer_s=1e-4)
+    e = expected(cfg, w, None, cal, host_speed=1.5)
+    assert e.host_s == pytest.approx(3e-4)
+    assert e.step_time_s == pytest.approx(3e-4 + 2 * T0)
+    assert any("host costs ×1.50" in n for n in e.notes)
+    graph = ExecutionPlan.default("decode", "cuda", fast=True)
+    g = expected(cfg, Workload("decode", 1, 64, "bf16"), graph, cal, host_speed=1.5)
+    assert g.host_s == 0 and not g.notes
+    with pytest.raises(UserError, match="host_speed"):
+        expected(cfg, w, None, cal, host_speed=0.0)
+
+
 def test_cuda_graph_is_device_time_back_to_back():
     cfg = preset("gpt2", n_layer=2)
     w = Workload("decode", 1, 64, "bf16")
@@ -225,3 +242,38 @@ def test_an_older_optimizer_curve_is_read_as_a_grid_with_the_same_times():
     for tensors in (4, 12, 580):  # the tensor count changes nothing
         for params in (10.0, 10**4.5, 1e7):  # below, inside and beyond the measured points
             assert grid.at(tensors, params) == pytest.approx(curve.at(params))
+
+
+# -- the launch gap of kernels launched from a stream -----------------------------------------
+
+GAP = 2e-6
+
+
+def test_every_kernel_of_an_eager_gpu_step_pays_the_gap() -> None:
+    """The hand-counted eager decode of tests/test_expected.py: 18 kernels, device-bound now
+    (host 1e-7 s a phase), each T0 + GAP."""
+    cfg = preset("gpt2", n_layer=1)
+    w = Workload("decode", 2, 64, "fp32")
+    e = expected(cfg, w, None, flat_calibration(fixed_s=1e-7, per_layer_s=0.0, launch_gap_s=GAP))
+    assert sum(o.kernels for o in e.ops) == 18
+    assert e.device_s == pytest.approx(18 * (T0 + GAP))
+    assert e.step_time_s == pytest.approx(18 * (T0 + GAP), rel=0.01)
+
+
+def test_cuda_graphs_and_cpus_pay_no_gap() -> None:
+    cfg = preset("gpt2", n_layer=2)
+    graph = ExecutionPlan.default("decode", "cuda", fast=True)
+    w = Workload("decode", 1, 64, "bf16")
+    with_gap = expected(cfg, w, graph, flat_calibration(launch_gap_s=GAP))
+    assert with_gap.device_s == pytest.approx(expected(cfg, w, graph, flat_calibration()).device_s)
+    cpu = Workload("prefill", 1, 32, "fp32")
+    assert expected(cfg, cpu, None, flat_calibration("cpu", launch_gap_s=GAP)).device_s == \
+        pytest.approx(expected(cfg, cpu, None, flat_calibration("cpu")).device_s)
+
+
+def test_the_gap_round_trips_and_older_calibrations_have_none() -> None:
+    cal = flat_calibration(launch_gap_s=GAP)
+    assert Calibration.from_dict(cal.to_dict()).launch_gap_s == GAP
+    old = cal.to_dict()
+    del old["launch_gap_s"]
+    assert Calibration.from_dict(old).launch_gap_s == 0.0

@@ -76,3 +76,31 @@ def test_validation_compares_the_machine_with_its_calibration(monkeypatch: pytes
     bare = ValidationResult("cpu", "Test CPU", True, CalibrationInfo.of(cal))
     run.compare_speed(_calibration({}), torch.device("cpu"), bare)  # an older calibration: nothing to say
     assert bare.speed_vs_calibration == {} and bare.notes == []
+
+
+def test_host_speed_is_the_host_models_step_now_over_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    cal = _calibration({"host": {**SpeedProbe(2e-6, 1e-3, 2e-3).to_dict(), "step_s": 4e-4}})
+    monkeypatch.setattr(pr, "host_step_s", lambda device, budget_s=pr.PART_S: 6e-4)
+    assert pr.host_speed(cal, torch.device("cpu")) == pytest.approx(1.5)
+    # a calibration from before the step probe: its host costs are used as they are
+    assert pr.host_speed(_calibration({"host": THEN.to_dict()}), torch.device("cpu")) is None
+    assert pr.host_speed(_calibration({}), torch.device("cpu")) is None
+
+
+def test_host_step_is_timed_in_runs_of_steps_and_keeps_the_matmul_precision() -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1e-3  # every reading 1 ms after the one before: each sample of 10 steps
+        return now[0]
+
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    assert pr.host_step_s("cpu", budget_s=0.0, clock=clock) == pytest.approx(1e-3 / pr.STEP_RUN)
+    assert torch.backends.cuda.matmul.allow_tf32 == tf32
+    real = pr.host_step_s("cpu", budget_s=0.02)
+    assert 1e-6 < real < 0.05  # a one-block GPT's decode step: microseconds to milliseconds
+
+
+def test_probes_average_part_by_part() -> None:
+    assert pr.host_op_s("cpu", budget_s=0.02) > 0
+    assert pr.mean_probe(THEN, SpeedProbe(3e-6, 3e-3, 2e-3)) == SpeedProbe(2e-6, 2e-3, 2e-3)

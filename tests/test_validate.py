@@ -222,7 +222,8 @@ def _result(device_type: str = "cuda") -> ValidationResult:
     eager, graph = ExecutionPlan(), ExecutionPlan("cuda_graph", static_cache=True)
     points = [ValidationPoint("train a", "train", "gpt2", 6, 640, "bf16", eager, 0.0105, 0.010, 0.007),
               ValidationPoint("decode b", "decode", "gpt2", 8, 1000, "bf16", graph, 0.00049, 0.0005, None),
-              ValidationPoint("forward c", "forward", "gpt2", 8, 1000, "fp32", eager, 0.044, 0.040, 0.03)]
+              ValidationPoint("forward c", "forward", "gpt2", 8, 1000, "fp32", eager, 0.044, 0.040, 0.03,
+                              1.25)]
     ops = (OpPair("h.0.mlp.fc", "fwd", 1e-3, 0.95e-3), OpPair("lm_head", "bwd", 2e-3, 2.1e-3))
     return ValidationResult(device_type, "NVIDIA H200", True, CalibrationInfo.of(_calibration()),
                             points=points, per_op=[OpErrors("train a", ops)],
@@ -299,13 +300,31 @@ def stood_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
 
     monkeypatch.setattr(run, "load_calibration", lambda device: _calibration())
     monkeypatch.setattr(run, "measure_case", measure)
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal: _Expected(
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None: _Expected(
         1e-3 * ([c.name for c in sweep].index(case.name) + 1)))
     monkeypatch.setattr(run, "profile_case", lambda case, plan, device, out: {
         ("lm_head", "fwd"): 1e-3, ("h.0.mlp.fc", "fwd"): 1e-4})
     # nothing stood-in allocates; a full collection per case costs seconds late in a long session
     monkeypatch.setattr(run, "release_memory", lambda *a, **k: None)
     return ratios
+
+
+def test_each_case_is_predicted_at_the_hosts_speed_as_it_ran(stood_in: dict[str, float],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import gptperf.validate.run as run
+
+    speeds = iter([1.25, 0.8, None] + [1.0] * 50)
+    seen: list[Any] = []
+    monkeypatch.setattr(run, "host_speed", lambda cal, device: next(speeds))
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None: (
+        seen.append(speed), _Expected(1e-3))[1])
+    monkeypatch.setattr(run, "take_probe", lambda device: None)
+    monkeypatch.setattr(run, "compare_speed", lambda *a: None)
+    monkeypatch.setattr(run, "drift_note", lambda *a: None)
+    sweep = [c for c in cases("cpu", quick=True) if stood_in[c.name] is not None][:3]
+    result = run.validate("cpu", quick=True, sweep=sweep)
+    assert seen == [1.25, 0.8, None]
+    assert [p.host_speed for p in result.points] == [1.25, 0.8, None]
 
 
 def test_command_json_out_and_plot(stood_in: dict[str, float], cli_json: Any, tmp_path: Path) -> None:
@@ -349,7 +368,7 @@ def test_missed_targets_still_exit_0(monkeypatch: pytest.MonkeyPatch, stood_in: 
                                      cli_json: Any) -> None:
     import gptperf.validate.run as run
 
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal: _Expected(1e-6))
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None: _Expected(1e-6))
     doc = cli_json("validate", "--quick", "--device", "cpu")
     assert doc["targets"][0]["verdict"] == "MISS"
 
@@ -386,7 +405,7 @@ def test_real_tiny_case_is_measured_and_profiled(monkeypatch: pytest.MonkeyPatch
     from gptperf.perfmodel import Workload
     from gptperf.plan import ExecutionPlan
 
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal: _Expected(1e-3))
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None: _Expected(1e-3))
     config = preset("tiny", n_layer=1, n_head=2, n_embd=48, block_size=64)
     case = ValidationCase("forward tiny-1L", config, Workload("forward", 2, 24), ExecutionPlan(),
                           profile=True)

@@ -406,7 +406,7 @@ class _Bench:
         from gptperf.perfmodel import Workload
 
         e, why = calibrated_expected(self.config, Workload(kind, batch, seq, self.dtype), plan,
-                                     self.calibration)
+                                     self.calibration, self.device)
         note = f"no calibrated expected time for {kind}: {why}"
         if why and note not in self.notes:
             self.notes.append(note)

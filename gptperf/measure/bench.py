@@ -188,14 +188,18 @@ def device_calibration(device: Any) -> tuple[Any, str | None]:
         return None, str(err)
 
 
-def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any) -> tuple[Any, str | None]:
+def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any,
+                        device: Any = None) -> tuple[Any, str | None]:
     """(`perfmodel.expected.Expected`, None) for the step of `workload` under `plan` on the
     calibrated device, or (None, the one-line reason) when the calibration cannot cost it (a
-    dtype or kernel it did not measure)."""
+    dtype or kernel it did not measure). With `device` (a torch.device: the step was measured
+    there just now) the host is probed and the host costs charged at its speed now."""
+    from gptperf.measure.probe import host_speed
     from gptperf.perfmodel.expected import expected
 
     try:
-        return expected(config, workload, plan, calibration), None
+        speed = host_speed(calibration, device) if device is not None else None
+        return expected(config, workload, plan, calibration, host_speed=speed), None
     except UserError as err:
         return None, str(err)
 
@@ -414,7 +418,7 @@ def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, 
                             f"no calibration for {result.device_name}: run `gptperf calibrate` "
                             "for the calibrated expected time beside the roofline bound")
         return
-    e, why = calibrated_expected(config, workload, plan, calibration)
+    e, why = calibrated_expected(config, workload, plan, calibration, dev)
     if e is None:
         result.notes.append(f"no calibrated expected time: {why}")
         return

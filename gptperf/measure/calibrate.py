@@ -7,8 +7,10 @@ heads, vocab 256, B 1, T 8: device time is negligible) with 1 and 4 blocks, thro
 project's own steps: the parts of `steps.train.TrainStep` (fwd, bwd, opt), the decode_nocache
 step of `steps.inference` (infer: no grad, no KV cache) and its eager decode step with the
 model's KV cache (decode). A straight line through the two block counts gives `per_layer_s` and
-`fixed_s`. On CUDA a part's host time is the CPU time of the call with the GPU idle before it
-and no synchronisation after (the GPU keeps up at these sizes); on a CPU it is the whole call.
+`fixed_s`. On CUDA a part's host time is the CPU time of the call among calls run back to back, no
+synchronisation between them (the GPU keeps up at these sizes); on a CPU it is the whole call.
+The host model's own step is timed before and after (`probes["host"]["step_s"]`, the costs'
+unit: `gptperf.measure.probe.host_step_s`).
 
 Compiled recordings (`Calibration.compiled["<kind>:<dtype>"]`, CUDA) profile a compiled step of
 one calibration config and attribute every kernel to (operation, phase) with gptperf.profiling;
@@ -40,7 +42,8 @@ from gptperf import names
 from gptperf.dtypes import check_dtype
 from gptperf.envinfo import device_name
 from gptperf.errors import UserError
-from gptperf.measure.probe import drift_note, take_probe
+from gptperf.measure.launch_gap import measure_launch_gap
+from gptperf.measure.probe import drift_note, host_step_s, mean_probe, take_probe
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig, preset
 from gptperf.perfmodel.calibration import (
@@ -168,20 +171,25 @@ def time_host_parts(groups: dict[int, Parts], timed: Sequence[str], device: torc
     """Median host seconds of each part in `timed`, per block count: every part of every group
     runs in order once a round, the groups interleaved (slow drift of the machine hits each alike),
     `warmup` rounds untimed, then `repeats` timed ones — fewer (at least `min_repeats`) once the
-    timed rounds have taken `budget_s` (a busy machine). The device is synchronised before each
-    call, never inside it."""
+    timed rounds have taken `budget_s` (a busy machine).
+
+    The rounds run back to back, the device synchronised only after the warm-up and at the end,
+    as `bench` runs a step: on the H200 machine a tiny decode step took 722 µs of host time when
+    called with the GPU idle after a synchronisation, 454 µs behind a busy queue and 367 µs a
+    step in a run of steps (`benchmarks/gpu_host_cost.py --queue`). The host model's kernels are
+    too small to hold the host up."""
     samples: dict[int, dict[str, list[float]]] = {
         n: {p: [] for p in parts if p in timed} for n, parts in groups.items()}
     timed_from = None
     for i in range(warmup + repeats):
         if i == warmup:
+            synchronize(device)
             timed_from = clock()
         elif (timed_from is not None and budget_s is not None and i - warmup >= min_repeats
               and clock() - timed_from > budget_s):
             break
         for n, parts in groups.items():
             for part, run in parts.items():
-                synchronize(device)
                 t0 = clock()
                 run()
                 t1 = clock()
@@ -467,8 +475,20 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         kernels = calibrate_kernels.measure_kernels(device, dtypes=dtypes, quick=quick,
                                                     progress=progress)
         notes += list(kernels.get("notes", []))
+        launch: dict[str, Any] = {"gap_s": 0.0}
+        if device.type == "cuda":
+            launch, gap_notes = _guarded("the launch gap", lambda: (measure_launch_gap(device), []),
+                                         launch)
+            notes += gap_notes + list(launch.get("notes", []))
+            if "kernels" in launch:
+                notes.append("launch gap: " + ", ".join(
+                    f"{k} {v['stream_s'] * 1e6:.2f} µs from a stream, {v['graph_s'] * 1e6:.2f} in a graph"
+                    for k, v in launch["kernels"].items()))
         kernels_s = time.perf_counter() - start
+        before_host, step_before = take_probe(device), host_step_s(device)
         host, host_notes = measure_host(device, dtypes, quick=quick, progress=progress)
+        host_probe = {**mean_probe(before_host, take_probe(device)).to_dict(),
+                      "step_s": (step_before + host_step_s(device)) / 2}
         host_s = time.perf_counter() - start - kernels_s
         compiled: dict[str, dict[str, Any]] = {}
         if device.type == "cuda":
@@ -496,7 +516,8 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         matmul=dict(kernels.get("matmul", {})), attention=dict(kernels.get("attention", {})),
         vector=dict(kernels.get("vector", {})), optimizer=dict(kernels.get("optimizer", {})),
         gemv=dict(kernels.get("gemv", {})), host=host, compiled=compiled, shapes=shapes,
-        notes=notes, probes={"start": first.to_dict(), "end": last.to_dict()},
+        notes=notes, probes={"start": first.to_dict(), "host": host_probe, "end": last.to_dict()},
+        launch_gap_s=float(launch["gap_s"]),
     )
 
 

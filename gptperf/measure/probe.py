@@ -4,12 +4,21 @@ about a tenth of a second.
 
 `gptperf calibrate` takes a probe as it begins and as it ends, `gptperf validate` as it begins
 and as it ends; the same probe compared across them says when the machine itself changed speed
-(another tenant, a throttled clock, a virtual machine's burst credits spent) — a miss the
-calibrated model cannot be blamed for. A probe measures; it never rescales a prediction.
+(another tenant, a throttled clock, a virtual machine's burst credits spent).
+
+The host costs' unit is another probe, `host_step_s`: the time of one eager decode step of the
+calibration's own host model (one block), in a run of such steps — the very work the host costs
+are measured on. `calibrate` takes it around its host-cost section (`probes["host"]["step_s"]`),
+and a command that measures a step takes it again (`host_speed`), so the calibrated host cost
+is charged at the host's speed now. On the lent H200 machine the host's speed moved 2.2× within
+one calibration while the device's did not. (The small-op part of the probe is too narrow for
+that unit: on the 2-core VM it read 1.9× faster while steps ran no faster.)
 """
 
 from __future__ import annotations
 
+import functools
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +71,75 @@ def _median_over(run: Callable[[], object], device: Any, budget_s: float) -> flo
     return time_fn(run, warmup=1, repeats=repeats, device=device).median
 
 
+def host_op_s(device: Any, budget_s: float = PART_S) -> float:
+    """Seconds the host takes to issue one small torch op on `device` (median over about
+    `budget_s`)."""
+    import torch
+
+    from gptperf.runtime import resolve_device
+
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    small = [torch.ones(64, device=device) for _ in range(3)]
+
+    def host_ops() -> None:  # on a GPU: issued and waited for, so the launch queue never fills
+        for _ in range(HOST_OPS):
+            torch.add(small[0], small[1], out=small[2])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return _median_over(host_ops, torch.device("cpu"), budget_s) / HOST_OPS
+
+
+STEP_RUN = 10  # host-model steps per sample of `host_step_s`
+
+
+@functools.lru_cache(maxsize=4)
+def _host_model_step(device: str) -> Callable[[], None]:
+    """The eager fp32 decode step of the calibration's host model, one block, built once."""
+    import torch
+
+    from gptperf.perfmodel import Workload
+    from gptperf.perfmodel.calibration import HOST_MODEL, host_model_config
+    from gptperf.plan import ExecutionPlan
+    from gptperf.steps.build import build_step
+
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:  # building a step sets the matmul precision of its dtype: the caller's is kept
+        step = build_step(host_model_config(1), Workload("decode", HOST_MODEL["batch"],
+                          HOST_MODEL["seq"], "fp32"), ExecutionPlan.eager(), device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+    return step.phases[0][1]
+
+
+def host_step_s(device: Any, budget_s: float = PART_S, clock: Callable[[], float] | None = None
+                ) -> float:
+    """Host seconds of one eager decode step of the calibration's host model (one block, fp32)
+    among steps run back to back (median of samples of STEP_RUN steps over about `budget_s`):
+    the unit of the calibration's host costs."""
+    import time
+
+    import torch
+
+    from gptperf.runtime import resolve_device, synchronize
+
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    clock = clock or time.perf_counter
+    run = _host_model_step(str(device))
+    run()  # warm-up
+    synchronize(device)
+    samples: list[float] = []
+    spent = 0.0
+    while len(samples) < MIN_REPEATS or (spent < budget_s and len(samples) < MAX_REPEATS):
+        t0 = clock()
+        for _ in range(STEP_RUN):
+            run()
+        samples.append((clock() - t0) / STEP_RUN)
+        spent += samples[-1] * STEP_RUN
+    synchronize(device)
+    return statistics.median(samples)
+
+
 def take_probe(device: Any, budget_s: float = PART_S) -> SpeedProbe:
     """Measure a SpeedProbe on `device` (a torch.device): each part about `budget_s`."""
     import torch
@@ -72,18 +150,25 @@ def take_probe(device: Any, budget_s: float = PART_S) -> SpeedProbe:
     b = torch.randn(side, side, device=device, dtype=dtype)
     src = torch.empty(copy_bytes // 4, device=device)
     dst = torch.empty_like(src)
-    small = [torch.ones(64, device=device) for _ in range(3)]
-
-    def host_ops() -> None:  # on a GPU: issued and waited for, so the launch queue never fills
-        for _ in range(HOST_OPS):
-            torch.add(small[0], small[1], out=small[2])
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    host_s = _median_over(host_ops, torch.device("cpu"), budget_s) / HOST_OPS
+    host_s = host_op_s(device, budget_s)
     matmul_s = _median_over(lambda: a @ b, device, budget_s)
     copy_s = _median_over(lambda: dst.copy_(src), device, budget_s)
     return SpeedProbe(host_s, matmul_s, copy_s)
+
+
+def mean_probe(a: SpeedProbe, b: SpeedProbe) -> SpeedProbe:
+    """The part-by-part mean of two probes (one before and one after a section of work)."""
+    return SpeedProbe(*((getattr(a, k) + getattr(b, k)) / 2 for k in PARTS))
+
+
+def host_speed(calibration: Any, device: Any, budget_s: float = PART_S) -> float | None:
+    """The host model's step time now over its time when `calibration`'s host costs were
+    measured (2.0: the host is twice as slow now), probed on `device`; None for a calibration
+    without that probe (one from before it was taken): its host costs are used as they are."""
+    saved = getattr(calibration, "probes", {}).get("host", {}).get("step_s")
+    if not saved:
+        return None
+    return host_step_s(device, budget_s) / float(saved)
 
 
 def drift_note(then: SpeedProbe, now: SpeedProbe, since: str,

@@ -232,7 +232,13 @@ class Calibration:
         "<component>:<phase>" the kernels inductor ran and their measured seconds by class.
     shapes: every size the calibration measured, by family (for the disjointness test).
     probes: "start" | "end" -> a speed probe taken as the calibration began and ended
-        (`gptperf.measure.probe.SpeedProbe.to_dict`): what `validate` compares the machine with.
+        (`gptperf.measure.probe.SpeedProbe.to_dict`): what `validate` compares the machine with;
+        "host" -> the mean of the probes before and after the host costs were measured, with
+        "step_s", the host model's step time then (`gptperf.measure.probe.host_step_s`): the
+        host costs' unit, against which a command that measures a step scales them.
+    launch_gap_s: seconds a GPU kernel launched from a stream takes beyond the same kernel in a
+        CUDA graph (`gptperf.measure.launch_gap`); charged per kernel of steps that are not
+        graphs. 0 on a CPU and in calibrations from before it was measured.
     """
 
     device_name: str
@@ -250,6 +256,7 @@ class Calibration:
     shapes: dict[str, list[Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     probes: dict[str, dict[str, float]] = field(default_factory=dict)
+    launch_gap_s: float = 0.0
 
     def __post_init__(self) -> None:
         grids = {k: _optimizer_grid(v) for k, v in self.optimizer.items()}
@@ -308,6 +315,7 @@ class Calibration:
             "host": {k: dict(v) for k, v in self.host.items()},
             "compiled": self.compiled, "shapes": self.shapes, "notes": list(self.notes),
             "probes": {k: dict(v) for k, v in self.probes.items()},
+            "launch_gap_s": self.launch_gap_s,
         }
 
     @classmethod
@@ -331,6 +339,7 @@ class Calibration:
                 compiled=dict(d.get("compiled", {})), shapes=dict(d.get("shapes", {})),
                 notes=list(d.get("notes", [])),
                 probes={k: {kk: float(vv) for kk, vv in v.items()} for k, v in d.get("probes", {}).items()},
+                launch_gap_s=float(d.get("launch_gap_s", 0.0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise UserError(f"the calibration document is broken ({type(err).__name__}: {err}); "

@@ -18,12 +18,19 @@ Three steps (docs/perfmodel.md, "Calibrated prediction"):
      the last kernel does (`queue_time`). Short kernels leave the device waiting on the host.
    * CUDA graph: no host in the loop; the device time of the kernels back to back (the curves
      are measured back to back, inside graphs, so their gaps are in them).
+   * a kernel launched from a stream (every GPU step that is not a graph) costs the device
+     `Calibration.launch_gap_s` more than in a graph: added to each such kernel.
    * on a CPU host and device are one: the host time plus the kernels' time; the host time is
      measured on a tiny model whose own kernel time is taken out of it (`_host_only`).
+
+   The host costs are charged at the host's speed: `host_speed` (the host's time per op now over
+   its time when the costs were measured, `gptperf.measure.probe.host_speed`) multiplies them
+   when a command that measures the step has probed the host.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -511,7 +518,8 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
                     seq: list) -> tuple[dict[int, float], list[str]]:
     """A compiled training step: each op's non-matmul, non-attention kernels replaced by what
     inductor ran for it in the recorded calibration step, scaled by the bytes the op's vector
-    work moves here over there. Returns {index in seq: seconds of the fused kernels} and notes."""
+    work moves here over there. Returns {index in seq: (seconds, count) of the fused kernels}
+    and notes."""
     key = f"{workload.kind}:{workload.dtype}"
     rec = cal.compiled.get(key) or cal.compiled.get(f"train:{workload.dtype}") or next(
         iter(cal.compiled.values()), None)
@@ -532,28 +540,32 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
         if layer in (None, 0):
             ref[(comp, phase)] = vector_bytes(calls)
     floor = min((c.at(c.x[0]) for c in cal.vector.values()), default=0.0)
-    fused: dict[int, float] = {}
+    fused: dict[int, tuple[float, int]] = {}
     for i, (comp, phase, _, calls) in enumerate(seq):
         if phase == names.OPTIMIZER_PHASE:
             continue  # the optimizer runs eagerly beside the compiled model
         entry = rec["ops"].get(f"{comp}:{phase}")
         if entry is None:
-            fused[i] = 0.0  # inductor ran nothing of its own for it (fused into a neighbour)
+            fused[i] = (0.0, 0)  # inductor ran nothing of its own for it (fused into a neighbour)
             continue
         other, kernels = float(entry["seconds"].get("other", 0.0)), float(entry["kernels"])
         base = ref.get((comp, phase), 0.0)
         scale = vector_bytes(calls) / base if base else 1.0
         fixed = min(other, kernels * floor)
-        fused[i] = fixed + (other - fixed) * scale
+        # the recording counts every kernel of the op; its matmuls and attention are charged apart
+        kept = sum(k.count for k in calls if k.family != "vector")
+        fused[i] = (fixed + (other - fixed) * scale, max(round(kernels) - kept, 0))
     return fused, notes
 
 
 def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
-             calibration: Calibration) -> Expected:
+             calibration: Calibration, host_speed: float | None = None) -> Expected:
     """The calibrated expected time of one step of `workload` on `config` under `plan` on the
-    calibrated device (see the module docstring)."""
+    calibrated device (see the module docstring); `host_speed` scales the host costs."""
     if not isinstance(calibration, Calibration):
         raise UserError(f"calibration must be a Calibration, got {type(calibration).__name__}")
+    if host_speed is not None and not (math.isfinite(host_speed) and host_speed > 0):
+        raise UserError(f"host_speed must be a positive finite ratio, got {host_speed!r}")
     plan = ExecutionPlan.eager(config.attention) if plan is None else plan
     if plan.attention != config.attention:
         raise UserError(f"plan attention {plan.attention!r} differs from the model's {config.attention!r}")
@@ -563,20 +575,23 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     seq = _ops(config, workload, plan)
     notes: list[str] = []
     compiled_train = plan.compiled and workload.kind not in INFERENCE_KINDS
-    fused: dict[int, float] = {}
+    fused: dict[int, tuple[float, int]] = {}
     if compiled_train:
         fused, notes = _recorded_fused(cal, config, workload, plan, seq)
+    # every kernel of a step that is not a CUDA graph is launched from a stream
+    gap = 0.0 if plan.cuda_graph or cpu else cal.launch_gap_s
 
     device: list[float] = []
     kernels: list[int] = []
     for i, (_, _, _, calls) in enumerate(seq):
         if i in fused:
             kept = [k for k in calls if k.family != "vector"]
-            device.append(sum(call_time(k, cal) for k in kept) + fused[i])
-            kernels.append(sum(k.count for k in kept) + 1)
+            seconds, count = fused[i]
+            kernels.append(sum(k.count for k in kept) + count)
+            device.append(sum(call_time(k, cal) for k in kept) + seconds + gap * kernels[-1])
         else:
-            device.append(sum(call_time(k, cal) for k in calls))
             kernels.append(sum(k.count for k in calls))
+            device.append(sum(call_time(k, cal) for k in calls) + gap * kernels[-1])
 
     # host time per phase, spread over the phase's kernels in proportion to their count
     host = [0.0] * len(seq)
@@ -592,6 +607,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
             h = _host_seconds(cal, parts, workload.dtype, config.n_layer)
             if cpu:  # the tiny model's own kernel time is inside its measured host time
                 h = max(h - in_host.get(phase, 0.0), 0.0)
+            h *= host_speed or 1.0
             n = sum(kernels[i] for i in idx) or 1
             for i in idx:
                 host[i] = h * kernels[i] / n
@@ -602,6 +618,9 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
             composition = "eager queue: host issues, device runs" if not plan.compiled else \
                 "compiled queue: host issues, device runs"
             step = queue_time(zip(host, device, strict=True))
+        if host_speed is not None:
+            notes.append(f"host costs ×{host_speed:.2f}: the host takes {host_speed:.2f}× its time "
+                         "per op at calibration (speed probe)")
 
     ops = []
     for i, (comp, phase, layer, _) in enumerate(seq):

@@ -174,7 +174,7 @@ def expected_ops(config: GPTConfig, workload: Any, plan: Any, device: Any
     calibration, why = device_calibration(device)
     if calibration is None:
         return {}, None, [f"no calibrated expected time: {why}"] if why else []
-    e, why = calibrated_expected(config, workload, plan, calibration)
+    e, why = calibrated_expected(config, workload, plan, calibration, device)
     if e is None:
         return {}, None, [f"no calibrated expected time: {why}"]
     by_key: dict[tuple[str, str], float] = {}

@@ -28,7 +28,9 @@ TARGET_LABELS = {"median": "median |m/p − 1|", "p90": "p90 |m/p − 1| (neares
 class ValidationPoint:
     """One case: its step measured (median of the timed steps), predicted from the calibration
     (`expected_s`) and bounded by the roofline (`roofline_s`; None when no hardware resolved),
-    for the plan it ran under."""
+    for the plan it ran under; `host_speed`: the host's time per op as it ran over its time when
+    the host costs were calibrated (None: not probed), by which the prediction's host costs were
+    scaled."""
 
     case: str
     kind: str
@@ -40,6 +42,7 @@ class ValidationPoint:
     measured_s: float
     expected_s: float
     roofline_s: float | None = None
+    host_speed: float | None = None
 
     @property
     def plan_label(self) -> str:
@@ -59,14 +62,15 @@ class ValidationPoint:
                 "seq": self.seq, "dtype": self.dtype, "plan": self.plan.to_dict(),
                 "plan_label": self.plan_label, "measured_s": self.measured_s,
                 "expected_s": self.expected_s, "roofline_s": self.roofline_s,
-                "ratio": self.ratio}
+                "host_speed": self.host_speed, "ratio": self.ratio}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationPoint:
         return cls(d["case"], d["kind"], d["config"], int(d["batch"]), int(d["seq"]), d["dtype"],
                    ExecutionPlan.from_dict(d["plan"]), float(d["measured_s"]),
                    float(d["expected_s"]),
-                   None if d.get("roofline_s") is None else float(d["roofline_s"]))
+                   None if d.get("roofline_s") is None else float(d["roofline_s"]),
+                   None if d.get("host_speed") is None else float(d["host_speed"]))
 
 
 @dataclass(frozen=True)

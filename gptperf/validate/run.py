@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gptperf.errors import UserError
-from gptperf.measure.probe import SpeedProbe, drift_note, take_probe
+from gptperf.measure.probe import SpeedProbe, drift_note, host_speed, take_probe
 from gptperf.measure.timer import Progress
 from gptperf.memguard import release_memory
 from gptperf.plan import ExecutionPlan
@@ -92,11 +92,13 @@ def measure_case_isolated(case: ValidationCase, device: Any) -> tuple[float, Exe
     return float(out["step_time_s"]), ExecutionPlan.from_dict(out["plan"])
 
 
-def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Any) -> Any:
-    """The calibrated prediction (`perfmodel.expected.Expected`) of the case under `plan`."""
+def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Any,
+                  host_speed: float | None = None) -> Any:
+    """The calibrated prediction (`perfmodel.expected.Expected`) of the case under `plan`, its
+    host costs scaled by `host_speed` (`measure.probe.host_speed`)."""
     from gptperf.perfmodel.expected import expected
 
-    return expected(case.config, case.workload, plan, calibration)
+    return expected(case.config, case.workload, plan, calibration, host_speed=host_speed)
 
 
 def roofline_case(case: ValidationCase, plan: ExecutionPlan, hardware: Any) -> float | None:
@@ -203,10 +205,11 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
         try:
             measure = measure_case_isolated if isolate else measure_case
             measured_s, plan = measure(case, dev)
+            speed = host_speed(calibration, dev)  # the host's speed as the case ran
             if plan != case.plan:
                 result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
                                     "predicted for what ran")
-            exp = expected_case(case, plan, calibration)
+            exp = expected_case(case, plan, calibration, speed)
             expected_s = float(exp.step_time_s)
             if not (math.isfinite(expected_s) and expected_s > 0):
                 raise ValueError(f"calibrated prediction {expected_s!r} s is not a positive time")
@@ -214,7 +217,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             w = case.workload
             result.points.append(ValidationPoint(
                 case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, measured_s,
-                expected_s, roofline_case(case, plan, hw)))
+                expected_s, roofline_case(case, plan, hw), speed))
             if case.profile and not plan.cuda_graph:
                 to_profile.append((case, plan, exp))
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
