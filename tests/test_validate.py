@@ -362,6 +362,19 @@ def test_command_table_says_units_targets_and_calibration(stood_in: dict[str, fl
     assert "train tiny-c96 fp32 B=6 T=72 eager" in out and " ms" in out and "×" in out
     assert "median |m/p − 1|" in out and "PASS" in out and "≤ 10.0%" in out
     assert "skipped" in out and "out of memory" in out
+    assert "host now/then" in out and "charged at that speed" not in out  # no host probe here
+
+
+def test_the_table_shows_each_cases_host_speed(stood_in: dict[str, float], monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import gptperf.validate.run as run
+    from gptperf.cli import main
+
+    monkeypatch.setattr(run, "host_speed", lambda cal, device: 1.375)
+    assert main(["validate", "--quick", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("1.375×") == len(cases("cpu", quick=True)) - 1  # one case failed to run
+    assert "charged at that speed" in out
 
 
 def test_missed_targets_still_exit_0(monkeypatch: pytest.MonkeyPatch, stood_in: dict[str, float],

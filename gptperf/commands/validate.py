@@ -90,14 +90,20 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
 
     table = Table(title="Step time per case: measured (median of the timed steps) against the "
                         "calibrated prediction and the roofline bound")
-    for col in ("case", "plan", "measured", "calibrated", "m/p", "roofline bound", "m/roofline"):
+    for col in ("case", "plan", "measured", "calibrated", "m/p", "host now/then",
+                "roofline bound", "m/roofline"):
         table.add_column(col, justify="left" if col in ("case", "plan") else "right")
     for p in r.points:
         flag = "" if p.error <= 0.08 else " [yellow]![/yellow]"
         roof = p.measured_s / p.roofline_s if p.roofline_s else None
+        # the host model's step time as the case ran over at calibration: its host costs' scale
+        host = _ratio(p.host_speed) if p.host_speed is not None and not p.plan.cuda_graph else "—"
         table.add_row(p.case, p.plan_label, seconds(p.measured_s), seconds(p.expected_s),
-                      _ratio(p.ratio) + flag, seconds(p.roofline_s), _ratio(roof))
+                      _ratio(p.ratio) + flag, host, seconds(p.roofline_s), _ratio(roof))
     console.print(table)
+    if any(p.host_speed is not None for p in r.points):
+        console.print("host now/then: the calibration's host-model step timed after each case over "
+                      "its time at calibration; the case's host costs are charged at that speed")
     for s in r.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.case}: {s.reason}")
 
