@@ -79,7 +79,7 @@ def test_validation_compares_the_machine_with_its_calibration(monkeypatch: pytes
 
 
 def test_host_speed_is_the_host_models_step_now_over_then(monkeypatch: pytest.MonkeyPatch) -> None:
-    cal = _calibration({"host": {**SpeedProbe(2e-6, 1e-3, 2e-3).to_dict(), "step_s": 4e-4}})
+    cal = _calibration({"host": {"step_s": 4e-4}})
     monkeypatch.setattr(pr, "host_step_s", lambda device, budget_s=pr.PART_S: 6e-4)
     assert pr.host_speed(cal, torch.device("cpu")) == pytest.approx(1.5)
     # a calibration from before the step probe: its host costs are used as they are
@@ -101,6 +101,5 @@ def test_host_step_is_timed_in_runs_of_steps_and_keeps_the_matmul_precision() ->
     assert 1e-6 < real < 0.05  # a one-block GPT's decode step: microseconds to milliseconds
 
 
-def test_probes_average_part_by_part() -> None:
-    assert pr.host_op_s("cpu", budget_s=0.02) > 0
-    assert pr.mean_probe(THEN, SpeedProbe(3e-6, 3e-3, 2e-3)) == SpeedProbe(2e-6, 2e-3, 2e-3)
+def test_host_op_time_is_measured_on_the_device_asked_for() -> None:
+    assert 0 < pr.host_op_s("cpu", budget_s=0.02) < 1e-3  # seconds per small op

@@ -43,7 +43,7 @@ from gptperf.dtypes import check_dtype
 from gptperf.envinfo import device_name
 from gptperf.errors import UserError
 from gptperf.measure.launch_gap import measure_launch_gap
-from gptperf.measure.probe import drift_note, host_step_s, mean_probe, take_probe
+from gptperf.measure.probe import drift_note, host_step_s, take_probe
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig, preset
 from gptperf.perfmodel.calibration import (
@@ -485,10 +485,9 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
                     f"{k} {v['stream_s'] * 1e6:.2f} µs from a stream, {v['graph_s'] * 1e6:.2f} in a graph"
                     for k, v in launch["kernels"].items()))
         kernels_s = time.perf_counter() - start
-        before_host, step_before = take_probe(device), host_step_s(device)
+        step_before = host_step_s(device)
         host, host_notes = measure_host(device, dtypes, quick=quick, progress=progress)
-        host_probe = {**mean_probe(before_host, take_probe(device)).to_dict(),
-                      "step_s": (step_before + host_step_s(device)) / 2}
+        host_probe = {"step_s": (step_before + host_step_s(device)) / 2}
         host_s = time.perf_counter() - start - kernels_s
         compiled: dict[str, dict[str, Any]] = {}
         if device.type == "cuda":

@@ -156,11 +156,6 @@ def take_probe(device: Any, budget_s: float = PART_S) -> SpeedProbe:
     return SpeedProbe(host_s, matmul_s, copy_s)
 
 
-def mean_probe(a: SpeedProbe, b: SpeedProbe) -> SpeedProbe:
-    """The part-by-part mean of two probes (one before and one after a section of work)."""
-    return SpeedProbe(*((getattr(a, k) + getattr(b, k)) / 2 for k in PARTS))
-
-
 def host_speed(calibration: Any, device: Any, budget_s: float = PART_S) -> float | None:
     """The host model's step time now over its time when `calibration`'s host costs were
     measured (2.0: the host is twice as slow now), probed on `device`; None for a calibration
