@@ -277,23 +277,3 @@ def test_the_gap_round_trips_and_older_calibrations_have_none() -> None:
     old = cal.to_dict()
     del old["launch_gap_s"]
     assert Calibration.from_dict(old).launch_gap_s == 0.0
-
-
-def test_linear_layers_run_at_their_layouts_ratio_to_the_grid():
-    """One block, eager fp32 training: 4 forward Linears with a bias, the head without; dX and
-    dW of all 5 in backward. Ratios 1.5, 2, 3 on a flat grid: the matmuls cost
-    T0·(1 + 4·1.5 + 5·2 + 5·3) = 32·T0 instead of 15·T0; compiled, the forward's bias is inductor's."""
-    cfg = preset("gpt2", n_layer=1)
-    w = Workload("train", 2, 64, "fp32")
-    ratio = {lay: Grid(("M", "N", "K"), ((HUGE,), (HUGE,), (HUGE,)), (r,), (0, 0, 0))
-             for lay, r in (("bias", 1.5), ("dX", 2.0), ("dW", 3.0))}
-    cal = flat_calibration(fixed_s=1e-9, per_layer_s=0.0,
-                           matmul_layouts={f"fp32:{lay}": g for lay, g in ratio.items()})
-    calls = kernel_calls(cfg, w)
-    keys = [k.key for k in calls if k.family == "matmul"]
-    assert (keys.count("fp32"), keys.count("fp32:bias"), keys.count("fp32:dX"),
-            keys.count("fp32:dW")) == (1, 4, 5, 5)
-    flat = expected(cfg, w, None, flat_calibration()).device_s
-    assert expected(cfg, w, None, cal).device_s - flat == pytest.approx(17 * T0)
-    compiled = ExecutionPlan.default("train", "cuda", compile=True)
-    assert "fp32:bias" not in [k.key for k in kernel_calls(cfg, w, compiled)]

@@ -49,7 +49,6 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     GEMV_SIZES,
     GIB,
     KIB,
-    MATMUL_LAYOUTS,
     MIB,
     OPTIMIZER_BYTES_PER_PARAM,
     REPLAYS,
@@ -62,8 +61,6 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     _attention_cells,
     _check_dtypes,
     _gemv_shape,
-    _layout_axes,
-    _layout_cells,
     _matmul_axes,
     _matmul_cells,
     _thin,
@@ -329,39 +326,6 @@ def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Pro
                 what=f"s per y = F.linear(x, W), x M×K, W N×K, {dtype}, no bias; distinct "
                      f"operands cycled over {POOL_BYTES[kind] // MIB} MiB; "
                      + _grid_note(axes, len(measured)))
-
-
-def _measure_matmul_layouts(device: torch.device, dtype: str, quick: bool,
-                            progress: Progress | None, timer: _Timer, plain: Grid) -> dict[str, Grid]:
-    """Grids "<dtype>:<layout>" over the layout axes of each MATMUL_LAYOUTS' time over the plain
-    grid's at the same (M, N, K): the output M×N over K as a Linear layer runs it — forward with
-    a bias, dX = dY·W, dW = dYᵀ·X (ratios: constant beyond the axes' ends)."""
-    kind = device.type
-    axes = _layout_axes(kind, quick)
-    cells = _layout_cells(kind, dtype, quick, _memory_bytes(device))
-    if not cells:  # a plan whose grid misses the layout axes: ratio 1 everywhere
-        return {}
-    pool = _Pool(device, TORCH_DTYPES[dtype])
-    ratios: dict[str, dict[tuple[int, ...], float]] = {layout: {} for layout in MATMUL_LAYOUTS}
-    with _Precision(dtype):
-        for i, (m, n, k) in enumerate(cells):
-            base = plain.at(m, n, k)  # a measured cell of the grid
-            sets = pool.copies([(m, k), (n, k), (n,)])
-            ratios["bias"][(m, n, k)] = timer(
-                lambda j, s=sets: F.linear(*s[j % len(s)]), f"matmul {dtype} {m}×{n}×{k} + bias") / base
-            nn = pool.copies([(m, k), (k, n)])  # dY (M×K) · W (K×N), neither transposed
-            ratios["dX"][(m, n, k)] = timer(
-                lambda j, s=nn: torch.mm(*s[j % len(s)]), f"matmul {dtype} {m}×{n}×{k} dX") / base
-            tn = pool.copies([(k, m), (k, n)])  # dYᵀ · X: both stored K rows long
-            ratios["dW"][(m, n, k)] = timer(
-                lambda j, s=tn: torch.mm(s[j % len(s)][0].t(), s[j % len(s)][1]),
-                f"matmul {dtype} {m}×{n}×{k} dW") / base
-            del sets, nn, tn
-            _report(progress, f"matmul layouts {dtype}", i + 1, len(cells))
-    return {f"{dtype}:{layout}": Grid(
-        ("M", "N", "K"), axes, tuple(_fill(axes, measured, (0, 0, 0))), (0, 0, 0),
-        what=f"time of the {layout} layout over y = x·Wᵀ's, {dtype}; " + _grid_note(axes, len(measured)))
-        for layout, measured in ratios.items()}
 
 
 def measure_attention(device: torch.device | str, dtype: str, quick: bool = False,
@@ -668,8 +632,7 @@ def _measure_gemv_chain(device: torch.device, dtype: str, quick: bool, progress:
 
 def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bool = False,
                     progress: Progress | None = None) -> dict[str, Any]:
-    """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "matmul_layouts":
-    {"<dtype>:<layout>": Grid of ratios}, "attention": {key: Grid},
+    """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
     "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
     measured (as `planned_shapes`), "notes": [str], "seconds": wall time}."""
     device = _device(device)
@@ -686,11 +649,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     shapes: dict[str, list] = {"matmul": [], "attention": [], "vector": []}
     matmul_seen: list[list[int]] = []
     result: dict[str, Any] = {"matmul": {}, "attention": {}, "vector": {}, "optimizer": {}, "gemv": {}}
-    result["matmul_layouts"] = {}
     for dtype in usable:
         result["matmul"][dtype] = _measure_matmul(device, dtype, quick, progress, timer, matmul_seen)
-        result["matmul_layouts"].update(_measure_matmul_layouts(
-            device, dtype, quick, progress, timer, result["matmul"][dtype]))
         if device.type == "cuda":
             torch.cuda.empty_cache()
     for dtype in usable:

@@ -31,14 +31,6 @@ MATMUL_N = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536),
 MATMUL_K = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384),
             "cpu": (128, 256, 512, 1024, 2048, 4096)}
 MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not measured
-# The layouts a Linear layer runs besides the grid's y = x·Wᵀ: the forward with its bias
-# (one kernel, the bias in the epilogue), the backward's dX = dY·W and dW = dYᵀ·X. Each is kept
-# as its time over the plain one's at cells of these axes (a subset of the grid's: the
-# layer-shaped middle, where cuBLAS picks other kernels for them: up to 1.2× in bf16 and 1.36×
-# in TF32 on the H200, `benchmarks/gpu_matmul_gaps.py`).
-MATMUL_LAYOUTS = ("bias", "dX", "dW")
-LAYOUT_M = {"cuda": (256, 1024, 4096, 16384), "cpu": (16, 256, 4096)}
-LAYOUT_NK = {"cuda": (512, 2048, 8192), "cpu": (512, 2048)}
 
 ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query")
 ATTENTION_BH = {"cuda": (8, 32, 128, 512), "cpu": (4, 16)}
@@ -183,22 +175,6 @@ def _matmul_cells(device_type: str, dtype: str, quick: bool,
                         and _fits(nbytes, memory_bytes)):
             cells.append((m, n, k))
     return cells
-
-
-def _layout_axes(device_type: str, quick: bool) -> tuple[tuple[int, ...], ...]:
-    """The layout ratios' axes: LAYOUT_M and LAYOUT_NK where the (thinned) grid has them."""
-    grid = _matmul_axes(device_type, quick)
-    wanted = (LAYOUT_M[device_type], LAYOUT_NK[device_type], LAYOUT_NK[device_type])
-    return tuple(tuple(x for x in axis if x in want) for axis, want in zip(grid, wanted, strict=True))
-
-
-def _layout_cells(device_type: str, dtype: str, quick: bool,
-                  memory_bytes: int | None) -> list[tuple[int, int, int]]:
-    """The grid's cells on the layout axes (so every shape timed for a layout ratio is a
-    calibration shape already)."""
-    axes = _layout_axes(device_type, quick)
-    on_axes = set(product(*axes))
-    return [c for c in _matmul_cells(device_type, dtype, quick, memory_bytes) if c in on_axes]
 
 
 def _attention_axes(device_type: str, pass_: str, quick: bool) -> tuple[tuple[int, ...], ...]:

@@ -217,9 +217,6 @@ class Calibration:
     attention: "<dtype>:<pass>" -> Grid; pass "causal_fwd" and "causal_fwd_bwd" over
         (BH, T, D) (query = key length T, causal), "one_query" over (BH, L, D) (one query
         against L keys).
-    matmul_layouts: "<dtype>:<layout>" -> Grid over (M, N, K) of a Linear layer's other layouts'
-        time over the matmul grid's (layout bias: y = x·Wᵀ + b in one kernel; dX: dY·W; dW:
-        dYᵀ·X); empty in calibrations from before they were measured (ratio 1).
     vector: "<op>:<dtype>" -> Curve over the bytes the op reads and writes (docs list each op).
     optimizer: "adamw_fused" | "adamw_foreach" -> Grid over (parameter tensors, parameters); a
         Curve over parameters (a calibration from before the tensor count was measured) is read
@@ -250,7 +247,6 @@ class Calibration:
     created_at: str  # ISO 8601, UTC
     seconds: float  # how long the calibration took
     matmul: dict[str, Grid] = field(default_factory=dict)
-    matmul_layouts: dict[str, Grid] = field(default_factory=dict)
     attention: dict[str, Grid] = field(default_factory=dict)
     vector: dict[str, Curve] = field(default_factory=dict)
     optimizer: dict[str, Grid] = field(default_factory=dict)
@@ -301,7 +297,7 @@ class Calibration:
     def residuals(self) -> dict[str, float | None]:
         """Every curve's and grid's leave-one-out residual, by "<family>:<key>"."""
         out: dict[str, float | None] = {}
-        for family in ("matmul", "matmul_layouts", "attention", "vector", "optimizer", "gemv"):
+        for family in ("matmul", "attention", "vector", "optimizer", "gemv"):
             for key, curve in getattr(self, family).items():
                 out[f"{family}:{key}"] = curve.residual
         return out
@@ -312,7 +308,6 @@ class Calibration:
             "torch_version": self.torch_version, "created_at": self.created_at,
             "seconds": self.seconds,
             "matmul": {k: v.to_dict() for k, v in self.matmul.items()},
-            "matmul_layouts": {k: v.to_dict() for k, v in self.matmul_layouts.items()},
             "attention": {k: v.to_dict() for k, v in self.attention.items()},
             "vector": {k: v.to_dict() for k, v in self.vector.items()},
             "optimizer": {k: v.to_dict() for k, v in self.optimizer.items()},
@@ -335,7 +330,6 @@ class Calibration:
                 torch_version=str(d["torch_version"]), created_at=str(d["created_at"]),
                 seconds=float(d["seconds"]),
                 matmul={k: Grid.from_dict(v) for k, v in d.get("matmul", {}).items()},
-                matmul_layouts={k: Grid.from_dict(v) for k, v in d.get("matmul_layouts", {}).items()},
                 attention={k: Grid.from_dict(v) for k, v in d.get("attention", {}).items()},
                 vector={k: Curve.from_dict(v) for k, v in d.get("vector", {}).items()},
                 optimizer={k: Grid.from_dict(v) if "axes" in v else Curve.from_dict(v)

@@ -163,10 +163,8 @@ def _cast(n: float, src: str, dst: str) -> KernelCall:
     return _vec(f"cast_to_{dst}", src, n * (dtype_bytes(src) + dtype_bytes(dst)))
 
 
-def _mm(dtype: str, m: int, n: int, k: int, layout: str = "") -> KernelCall:
-    """An M×N output over K: y = x·Wᵀ, or a Linear layer's `layout` ("bias", "dX", "dW"; key
-    "<dtype>:<layout>"), charged at the grid's time by the calibration's layout ratio."""
-    return KernelCall("matmul", f"{dtype}:{layout}" if layout else dtype, (float(m), float(n), float(k)))
+def _mm(dtype: str, m: int, n: int, k: int) -> KernelCall:
+    return KernelCall("matmul", dtype, (float(m), float(n), float(k)))
 
 
 @dataclass(frozen=True)
@@ -187,23 +185,21 @@ class _Ctx:
         return self.workload.has_backward
 
 
-def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool,
-                bias: bool = True) -> list[KernelCall]:
-    """y = x·Wᵀ + b: under autocast the input (when it arrives in fp32) and the weight are cast.
-    Eager runs the bias in the matmul's epilogue (compiled code places it itself)."""
+def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool) -> list[KernelCall]:
+    """y = x·Wᵀ + b: under autocast the input (when it arrives in fp32) and the weight are cast."""
     calls = []
     if c.mixed:
         if input_cast:
             calls.append(_cast(rows * k_in, c.store, c.act))
         calls.append(_cast(k_in * n_out, c.store, c.act))
-    calls.append(_mm(c.mm, rows, n_out, k_in, "bias" if bias and not c.plan.compiled else ""))
+    calls.append(_mm(c.mm, rows, n_out, k_in))
     return calls
 
 
 def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, bias: bool = True) -> list[KernelCall]:
     """dX = dY·W (rows × k_in over n_out), dW = dYᵀ·X (n_out × k_in over rows), db = Σ dY; under
     autocast the weight's gradient is cast back to fp32."""
-    calls = [_mm(c.mm, rows, k_in, n_out, "dX"), _mm(c.mm, n_out, k_in, rows, "dW")]
+    calls = [_mm(c.mm, rows, k_in, n_out), _mm(c.mm, n_out, k_in, rows)]
     a = dtype_bytes(c.act)
     if bias:
         calls.append(_vec("sum_rows", c.act, rows * n_out * a))
@@ -301,7 +297,7 @@ def _model_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     rows = s.B if w.last_logits_only else N
     embed = [_vec("embedding_fwd", c.store, 2 * N * C * st), _vec("embedding_fwd", c.store, 2 * s.T * C * st),
              _vec("add", c.store, 3 * N * C * st)]
-    head = _linear_fwd(c, rows, C, V, input_cast=True, bias=False)
+    head = _linear_fwd(c, rows, C, V, input_cast=True)
     if w.last_logits_only:
         head = [_vec("copy", c.store, 2 * rows * C * st)] + head
     ops = {names.EMBED: embed, names.LN_F: _ln_fwd(c, N), names.LM_HEAD: head}
@@ -349,7 +345,7 @@ def _compiled_inference(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[Ker
             if c.plan.one_row_kernel and m == 1:
                 out.append(KernelCall("gemv", c.mm, (n * k * dtype_bytes(c.act),)))
             else:
-                out.append(call)  # a compiled forward's Linear is the plain layout (no eager bias)
+                out.append(call)
                 if _split_k_reductions(comp, int(m), s):
                     out.append(_vec("add", c.act, 3 * m * n * dtype_bytes(c.act)))  # split-K sum
         elif call.family == "attention":
@@ -455,12 +451,6 @@ def call_time(call: KernelCall, cal: Calibration) -> float:
         both = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd_bwd"), call.point)
         f, fb = call_time(fwd, cal), call_time(both, cal)
         return call.count * max(fb - f, 0.5 * f)
-    if call.family == "matmul" and ":" in call.key:  # a Linear layer's other layout
-        dtype = call.key.split(":")[0]
-        plain = call_time(KernelCall("matmul", dtype, call.point, call.count), cal)
-        ratio = next((cal.matmul_layouts[k] for k in _fallback(call.key) if k in cal.matmul_layouts),
-                     None)
-        return plain * (ratio.at(*call.point) if ratio is not None else 1.0)
     table = {"matmul": cal.matmul, "attention": cal.attention, "vector": cal.vector,
              "optimizer": cal.optimizer, "gemv": cal.gemv}.get(call.family)
     if table is None:
