@@ -369,6 +369,7 @@ class _Bench:
 
         self.config, self.device, self.dtype, self.hw = config, device, dtype, hardware
         self.calibration = calibration  # for the calibrated expected time of each point
+        self.host_speed: float | None = None  # probed once, at the first point predicted
         set_matmul_precision(dtype)
         self.model = build_model(config, device, torch_dtype(dtype))
         self.eager = ExecutionPlan.eager(config.attention)
@@ -405,8 +406,12 @@ class _Bench:
         from gptperf.measure.bench import calibrated_expected
         from gptperf.perfmodel import Workload
 
+        if self.host_speed is None:  # one probe a sweep: its points take milliseconds each
+            from gptperf.measure.probe import host_speed
+
+            self.host_speed = host_speed(self.calibration, self.device)
         e, why = calibrated_expected(self.config, Workload(kind, batch, seq, self.dtype), plan,
-                                     self.calibration, self.device)
+                                     self.calibration, speed=self.host_speed)
         note = f"no calibrated expected time for {kind}: {why}"
         if why and note not in self.notes:
             self.notes.append(note)

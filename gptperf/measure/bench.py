@@ -189,16 +189,18 @@ def device_calibration(device: Any) -> tuple[Any, str | None]:
 
 
 def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any,
-                        device: Any = None) -> tuple[Any, str | None]:
+                        device: Any = None, *, speed: float | None = None) -> tuple[Any, str | None]:
     """(`perfmodel.expected.Expected`, None) for the step of `workload` under `plan` on the
     calibrated device, or (None, the one-line reason) when the calibration cannot cost it (a
-    dtype or kernel it did not measure). With `device` (a torch.device: the step was measured
-    there just now) the host is probed and the host costs charged at its speed now."""
+    dtype or kernel it did not measure). The host costs are charged at the host's `speed`
+    (`measure.probe.host_speed`), probed now on `device` when only that is given (the step was
+    measured there just now), as calibrated when neither is."""
     from gptperf.measure.probe import host_speed
     from gptperf.perfmodel.expected import expected
 
     try:
-        speed = host_speed(calibration, device) if device is not None else None
+        if speed is None and device is not None:
+            speed = host_speed(calibration, device)
         return expected(config, workload, plan, calibration, host_speed=speed), None
     except UserError as err:
         return None, str(err)
