@@ -292,3 +292,45 @@ def test_inference_without_a_calibration_leaves_expected_empty(loader) -> None:
     assert all(p.expected_s is None and p.expected_source is None
                for p in r.cache + r.recompute + r.prefill + r.batches)
     assert r.to_dict()["batch_sweep"]["points"][0]["expected_s"] is None
+
+
+# --- the host's speed ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def host_twice_as_slow(loader, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """A calibration whose host model stepped in 1 ms; probed now, it steps in 2 ms. Returns
+    the devices probed."""
+    import dataclasses
+
+    import gptperf.measure.probe as probe
+
+    loader.calibration = dataclasses.replace(loader.calibration, probes={"host": {"step_s": 1e-3}})
+    probed: list[object] = []
+    monkeypatch.setattr(probe, "host_step_s", lambda device, budget_s=0.1: probed.append(device) or 2e-3)
+    return probed
+
+
+def test_bench_charges_the_host_at_its_speed_after_the_step(loader, host_twice_as_slow, cli_json) -> None:
+    doc = cli_json(*BENCH)
+    (e,) = _calibrated(doc)
+    plan = ExecutionPlan.from_dict(doc["plan"])
+    want = expected(CFG, Workload("train", 2, 16, "fp32"), plan, loader.calibration, host_speed=2.0)
+    assert e["step_time_s"] == pytest.approx(want.step_time_s)
+    assert e["host_s"] == pytest.approx(2 * expected(CFG, Workload("train", 2, 16, "fp32"), plan,
+                                                     loader.calibration).host_s)
+    assert any("host costs ×2.00" in n for n in doc["notes"])
+    assert len(host_twice_as_slow) == 1
+
+
+def test_an_inference_sweep_probes_the_host_once(loader, host_twice_as_slow) -> None:
+    from gptperf.inference.sweep import run_inference_study
+
+    cfg = preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=32)
+    r = run_inference_study(cfg, "cpu", "fp32", contexts=[8], batches=[1, 2], hardware="cpu")
+    points = r.cache + r.recompute + r.prefill + r.batches
+    assert len(points) > 3 and len(host_twice_as_slow) == 1
+    for p in points:
+        want = expected(cfg, Workload(p.kind, p.batch, p.seq, "fp32"), p.plan, loader.calibration,
+                        host_speed=2.0)
+        assert p.expected_s == pytest.approx(want.step_time_s)
