@@ -95,11 +95,28 @@ def test_host_step_is_timed_in_runs_of_steps_and_keeps_the_matmul_precision() ->
         return now[0]
 
     tf32 = torch.backends.cuda.matmul.allow_tf32
-    assert pr.host_step_s("cpu", budget_s=0.0, clock=clock) == pytest.approx(1e-3 / pr.STEP_RUN)
+    assert pr.host_step_s("cpu", budget_s=0.0, clock=clock, warmup_s=0.0) == pytest.approx(
+        1e-3 / pr.STEP_RUN)
     assert torch.backends.cuda.matmul.allow_tf32 == tf32
-    real = pr.host_step_s("cpu", budget_s=0.02)
+    real = pr.host_step_s("cpu", budget_s=0.02, warmup_s=0.01)
     assert 1e-6 < real < 0.05  # a one-block GPT's decode step: microseconds to milliseconds
 
 
 def test_host_op_time_is_measured_on_the_device_asked_for() -> None:
     assert 0 < pr.host_op_s("cpu", budget_s=0.02) < 1e-3  # seconds per small op
+
+
+def test_host_step_warms_the_host_up_before_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    calls: list[int] = []
+    monkeypatch.setattr(pr, "_host_model_step", lambda device: lambda: (calls.append(1), time.sleep(1e-3)))
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1e-3
+        return now[0]
+
+    pr.host_step_s("cpu", budget_s=0.0, clock=clock, warmup_s=0.02)
+    timed = pr.MIN_REPEATS * pr.STEP_RUN
+    assert len(calls) - timed >= 10  # 20 ms of 1 ms steps ran untimed first

@@ -91,6 +91,10 @@ def host_op_s(device: Any, budget_s: float = PART_S) -> float:
 
 
 STEP_RUN = 10  # host-model steps per sample of `host_step_s`
+# Steps run untimed first: after a device-bound case the host had idled in synchronisation, and
+# on the H200 machine the probe right after read 1.3-1.9x the calibration's host time (0.84-0.90
+# after host-bound cases, run G): a cold host, not the one that ran the case's steps.
+STEP_WARMUP_S = 0.1
 
 
 @functools.lru_cache(maxsize=4)
@@ -112,11 +116,11 @@ def _host_model_step(device: str) -> Callable[[], None]:
     return step.phases[0][1]
 
 
-def host_step_s(device: Any, budget_s: float = PART_S, clock: Callable[[], float] | None = None
-                ) -> float:
+def host_step_s(device: Any, budget_s: float = PART_S, clock: Callable[[], float] | None = None,
+                warmup_s: float = STEP_WARMUP_S) -> float:
     """Host seconds of one eager decode step of the calibration's host model (one block, fp32)
-    among steps run back to back (median of samples of STEP_RUN steps over about `budget_s`):
-    the unit of the calibration's host costs."""
+    among steps run back to back (median of samples of STEP_RUN steps over about `budget_s`,
+    after `warmup_s` of untimed steps): the unit of the calibration's host costs."""
     import time
 
     import torch
@@ -126,7 +130,10 @@ def host_step_s(device: Any, budget_s: float = PART_S, clock: Callable[[], float
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     clock = clock or time.perf_counter
     run = _host_model_step(str(device))
-    run()  # warm-up
+    warm_until = time.perf_counter() + warmup_s
+    run()
+    while time.perf_counter() < warm_until:  # the host busy, as in a run of steps
+        run()
     synchronize(device)
     samples: list[float] = []
     spent = 0.0
