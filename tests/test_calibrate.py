@@ -381,6 +381,11 @@ def test_calibrate_table(env: Path, clean_cache: Path, capsys: pytest.CaptureFix
             assert f"{100 * residual:.1f}%" in out
     for key, fit in cal.host.items():
         assert key in out and f"{fit['per_layer_s'] * 1e6:.1f}" in out
+    from gptperf.output import seconds
+
+    assert f"host costs' unit: the 1-block host model's eager decode step, " \
+        f"{seconds(cal.probes['host']['step_s'])}" in out
+    assert "launch gap" not in out  # a CPU has none
     assert main(["calibrate", "--device", "cpu", "--quick"]) == 0
     captured = capsys.readouterr()
     assert "cached calibration" in captured.err and "--force" in captured.err

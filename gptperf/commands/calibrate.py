@@ -92,6 +92,14 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
     for key, fit in calibration.host.items():
         host.add_row(key, f"{fit['per_layer_s'] * 1e6:.1f}", f"{fit['fixed_s'] * 1e6:.1f}")
     wide.print(host)
+    unit = calibration.probes.get("host", {}).get("step_s")
+    if unit:
+        console.print(f"host costs' unit: the 1-block host model's eager decode step, "
+                      f"{seconds(unit)} (measured here; a command that measures a step charges "
+                      "the host costs at its time then over this)")
+    if calibration.device_type == "cuda":
+        console.print(f"launch gap: {seconds(calibration.launch_gap_s)} a kernel launched from a "
+                      "stream beyond one in a CUDA graph (measured here)")
 
     for key, rec in calibration.compiled.items():
         console.print(f"compiled {key}: {rec.get('kernels_per_step', 0):.0f} kernels per step, "
