@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -120,9 +121,8 @@ def host_step_s(device: Any, budget_s: float = PART_S, clock: Callable[[], float
                 warmup_s: float = STEP_WARMUP_S) -> float:
     """Host seconds of one eager decode step of the calibration's host model (one block, fp32)
     among steps run back to back (median of samples of STEP_RUN steps over about `budget_s`,
-    after `warmup_s` of untimed steps): the unit of the calibration's host costs."""
-    import time
-
+    after `warmup_s` of untimed steps, in real time; `clock` times the samples): the unit of
+    the calibration's host costs."""
     import torch
 
     from gptperf.runtime import resolve_device, synchronize
