@@ -23,9 +23,9 @@ Three steps (docs/perfmodel.md, "Calibrated prediction"):
    * on a CPU host and device are one: the host time plus the kernels' time; the host time is
      measured on a tiny model whose own kernel time is taken out of it (`_host_only`).
 
-   The host costs are charged at the host's speed: `host_speed` (the host's time per op now over
-   its time when the costs were measured, `gptperf.measure.probe.host_speed`) multiplies them
-   when a command that measures the step has probed the host.
+   The host costs are charged at the host's speed: `host_speed` (the host model's step time now
+   over its time when the costs were measured, `gptperf.measure.probe.host_speed`) multiplies
+   them when a command that measures the step has probed the host.
 """
 
 from __future__ import annotations
@@ -619,8 +619,8 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
                 "compiled queue: host issues, device runs"
             step = queue_time(zip(host, device, strict=True))
         if host_speed is not None:
-            notes.append(f"host costs ×{host_speed:.2f}: the host takes {host_speed:.2f}× its time "
-                         "per op at calibration (speed probe)")
+            notes.append(f"host costs ×{host_speed:.2f}: the calibration's host-model step took "
+                         f"{host_speed:.2f}× its time at calibration when probed after this step")
 
     ops = []
     for i, (comp, phase, layer, _) in enumerate(seq):

@@ -28,9 +28,9 @@ TARGET_LABELS = {"median": "median |m/p − 1|", "p90": "p90 |m/p − 1| (neares
 class ValidationPoint:
     """One case: its step measured (median of the timed steps), predicted from the calibration
     (`expected_s`) and bounded by the roofline (`roofline_s`; None when no hardware resolved),
-    for the plan it ran under; `host_speed`: the host's time per op as it ran over its time when
-    the host costs were calibrated (None: not probed), by which the prediction's host costs were
-    scaled."""
+    for the plan it ran under; `host_speed`: the host model's step time as the case ran over its
+    time when the host costs were calibrated (None: not probed), by which the prediction's host
+    costs were scaled."""
 
     case: str
     kind: str
