@@ -518,8 +518,8 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
                     seq: list) -> tuple[dict[int, float], list[str]]:
     """A compiled training step: each op's non-matmul, non-attention kernels replaced by what
     inductor ran for it in the recorded calibration step, scaled by the bytes the op's vector
-    work moves here over there. Returns {index in seq: (seconds, count) of the fused kernels}
-    and notes."""
+    work moves here over there. Returns {index in seq: (seconds of the fused kernels, kernels
+    the recording ran for the op, its matmuls and attention included)} and notes."""
     key = f"{workload.kind}:{workload.dtype}"
     rec = cal.compiled.get(key) or cal.compiled.get(f"train:{workload.dtype}") or next(
         iter(cal.compiled.values()), None)
@@ -552,9 +552,7 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
         base = ref.get((comp, phase), 0.0)
         scale = vector_bytes(calls) / base if base else 1.0
         fixed = min(other, kernels * floor)
-        # the recording counts every kernel of the op; its matmuls and attention are charged apart
-        kept = sum(k.count for k in calls if k.family != "vector")
-        fused[i] = (fixed + (other - fixed) * scale, max(round(kernels) - kept, 0))
+        fused[i] = (fixed + (other - fixed) * scale, round(kernels))
     return fused, notes
 
 
@@ -586,8 +584,9 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     for i, (_, _, _, calls) in enumerate(seq):
         if i in fused:
             kept = [k for k in calls if k.family != "vector"]
-            seconds, count = fused[i]
-            kernels.append(sum(k.count for k in kept) + count)
+            seconds, recorded = fused[i]
+            # the recording's count includes the op's matmuls and attention (none if it ran none)
+            kernels.append(max(recorded, sum(k.count for k in kept)))
             device.append(sum(call_time(k, cal) for k in kept) + seconds + gap * kernels[-1])
         else:
             kernels.append(sum(k.count for k in calls))
