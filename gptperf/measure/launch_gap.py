@@ -34,10 +34,13 @@ def _kinds(device: torch.device) -> dict[str, Callable[[], Any]]:
             "matmul 1024×768×768 bf16": lambda: torch.nn.functional.linear(a, w)}
 
 
-def _per_kernel(run: Callable[[], None], device: torch.device) -> float:
+def _per_kernel(run: Callable[[], None], before: Callable[[], None] = lambda: None) -> float:
+    """Median over REPEATS of the device seconds per kernel of `run` (KERNELS_PER_RUN kernels),
+    timed by events around it; `before` is queued ahead of the start event each time."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
     for _ in range(REPEATS):
+        before()
         start.record()
         run()
         end.record()
@@ -57,13 +60,17 @@ def _graph_s(call: Callable[[], Any], device: torch.device) -> float:
         for _ in range(KERNELS_PER_RUN):
             call()
     graph.replay()  # warm-up replay
-    return _per_kernel(graph.replay, device)
+    return _per_kernel(graph.replay)
 
 
-def _stream_s(call: Callable[[], Any], device: torch.device) -> tuple[float, bool]:
+def _stream_s(call: Callable[[], Any]) -> tuple[float, bool]:
     """(seconds per kernel launched from the stream, whether the host stayed ahead each time)."""
     ahead = True
     slept = torch.cuda.Event()
+
+    def sleep() -> None:
+        torch.cuda._sleep(SLEEP_CYCLES)
+        slept.record()
 
     def run() -> None:
         nonlocal ahead
@@ -71,17 +78,7 @@ def _stream_s(call: Callable[[], Any], device: torch.device) -> tuple[float, boo
             call()
         ahead = ahead and not slept.query()  # the sleep still running: every launch was queued
 
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(REPEATS):
-        torch.cuda._sleep(SLEEP_CYCLES)
-        slept.record()
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3 / KERNELS_PER_RUN)
-    return statistics.median(times), ahead
+    return _per_kernel(run, before=sleep), ahead
 
 
 def measure_launch_gap(device: torch.device) -> dict[str, Any]:
@@ -92,7 +89,7 @@ def measure_launch_gap(device: torch.device) -> dict[str, Any]:
     for kind, call in _kinds(device).items():
         call()
         graph_s = _graph_s(call, device)
-        stream_s, ahead = _stream_s(call, device)
+        stream_s, ahead = _stream_s(call)
         if not ahead:
             notes.append(f"launch gap: the host fell behind the device for {kind}; left out")
             continue
