@@ -20,6 +20,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -58,13 +59,19 @@ SLEEP_CYCLES = 50_000_000  # ~25 ms of a ~2 GHz GPU: longer than any step issued
 QUEUE_REPEATS, QUEUE_RUN = 15, 30
 
 
+def warmed_eager_step(config, kind: str, batch: int, seq: int, dtype: str,
+                      dev: torch.device) -> Callable[[], None]:
+    """The eager step's one phase, built and called three times."""
+    run = build_step(config, Workload(kind, batch, seq, dtype), ExecutionPlan.eager(), dev).phases[0][1]
+    for _ in range(3):
+        run()
+    return run
+
+
 def queue_table(dev: torch.device) -> None:
     rows = []
     for label, config, kind, batch, seq, dtype in QUEUE_CASES:
-        step = build_step(config, Workload(kind, batch, seq, dtype), ExecutionPlan.eager(), dev)
-        run = step.phases[0][1]
-        for _ in range(3):
-            run()
+        run = warmed_eager_step(config, kind, batch, seq, dtype, dev)
         idle, busy, steady = [], [], []
         for _ in range(QUEUE_REPEATS):
             torch.cuda.synchronize()
@@ -86,7 +93,7 @@ def queue_table(dev: torch.device) -> None:
             steady.append((time.perf_counter() - t0) / QUEUE_RUN)
         n = config.n_layer
         rows.append((label, *(statistics.median(v) / n for v in (idle, busy, steady))))
-        del step, run
+        del run
         torch.cuda.empty_cache()
     print(f"{'eager case':<30} {'idle us/blk':>12} {'busy us/blk':>12} {'run us/blk':>11}")
     for label, i, b, r in rows:
@@ -103,10 +110,7 @@ def main() -> int:
         return 0
     rows = []
     for label, config, kind, batch, seq, dtype in CASES:
-        step = build_step(config, Workload(kind, batch, seq, dtype), ExecutionPlan.eager(), dev)
-        run = step.phases[0][1]
-        for _ in range(3):
-            run()
+        run = warmed_eager_step(config, kind, batch, seq, dtype, dev)
         host, wall = [], []
         for _ in range(15):
             torch.cuda.synchronize()
@@ -118,7 +122,7 @@ def main() -> int:
             wall.append(time.perf_counter() - t0)
         h, w = statistics.median(host), statistics.median(wall)
         rows.append((label, h, w, h / config.n_layer))
-        del step
+        del run
         torch.cuda.empty_cache()
     print(f"{'case':<26} {'host ms':>9} {'wall ms':>9} {'host/block us':>14}")
     for label, h, w, per in rows:
