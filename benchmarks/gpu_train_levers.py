@@ -13,6 +13,7 @@ when OUT is set; prints a table last.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import statistics
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 
+from gptperf import names
 from gptperf.measure.timer import time_fn
 from gptperf.model import preset
 from gptperf.perfmodel import Workload
@@ -54,7 +56,11 @@ def profile_step(step: Any) -> dict[str, Any]:
         for _ in range(3):
             step.step()
         torch.cuda.synchronize()
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    # device events, not the record_function ranges mirrored onto the GPU timeline
+    ranges = {e.name for e in prof.events() if getattr(e, "is_user_annotation", False)}
+    ranges |= {names.OPTIMIZER, "Optimizer.step#AdamW.step"}
+    kernels = [e for e in prof.events()
+               if e.device_type == torch.autograd.DeviceType.CUDA and e.name not in ranges]
     start = min(e.time_range.start for e in kernels)
     end = max(e.time_range.end for e in kernels)
     busy = sum(e.time_range.elapsed_us() for e in kernels)
@@ -64,9 +70,25 @@ def profile_step(step: Any) -> dict[str, Any]:
         by_class[kernel_class(e.name)] = by_class.get(kernel_class(e.name), 0.0) + e.time_range.elapsed_us() / 3
         by_name.setdefault(e.name, []).append(e.time_range.elapsed_us())
     top = sorted(((sum(v) / 3, len(v) // 3, k) for k, v in by_name.items()), reverse=True)[:25]
+    launchers: dict[str, set[str]] = {}  # kernel name -> the host ops that launched it
+    for e in prof.events():
+        for k in getattr(e, "kernels", []) or []:
+            launchers.setdefault(k.name, set()).add(e.name)
+    # where the device idles between kernels: the gaps of the last two steps (the first enters the profiler)
+    ordered = sorted(kernels, key=lambda e: e.time_range.start)[len(kernels) // 3:]
+    gaps, reach = [], ordered[0].time_range.end
+    for a, b in itertools.pairwise(ordered):
+        gaps.append((b.time_range.start - reach, a.name[:60], b.name[:60]))
+        reach = max(reach, b.time_range.end)
+    idle = sum(g for g, _, _ in gaps if g > 0)
     return {"kernels_per_step": len(kernels) / 3, "busy_us_per_step": busy / 3,
             "span_us_per_step": (end - start) / 3, "by_class_us": by_class,
-            "top": [{"us": t, "count": c, "name": k[:140]} for t, c, k in top]}
+            "top": [{"us": t, "count": c, "name": k[:140], "launched_by": sorted(launchers.get(k, ()))[:6]}
+                    for t, c, k in top],
+            "idle_us_per_step": idle / 2, "gaps_over_10us": sum(1 for g, _, _ in gaps if g > 10) / 2,
+            "top_gaps": [{"us": g, "after": a, "before": b} for g, a, b in sorted(gaps, reverse=True)[:12]],
+            "alloc_retries": torch.cuda.memory_stats().get("num_alloc_retries", 0),
+            "device_allocs": torch.cuda.memory_stats().get("num_device_alloc", 0)}
 
 
 @contextlib.contextmanager
@@ -139,7 +161,11 @@ def main() -> None:
             for k, v in sorted(p["by_class_us"].items(), key=lambda kv: -kv[1]):
                 print(f"  {k:16s} {v / 1e3:7.2f} ms")
             for t in p["top"][:15]:
-                print(f"  {t['us'] / 1e3:7.3f} ms x{t['count']:<3d} {t['name'][:100]}")
+                print(f"  {t['us'] / 1e3:7.3f} ms x{t['count']:<3d} {t['name'][:100]}  <- {', '.join(t['launched_by'])[:120]}")
+            print(f"  idle between kernels {p['idle_us_per_step'] / 1e3:.2f} ms a step, {p['gaps_over_10us']:.0f} gaps > 10 µs; "
+                  f"allocator retries {p['alloc_retries']}, device allocations {p['device_allocs']}")
+            for g in p["top_gaps"]:
+                print(f"  gap {g['us']:8.1f} µs after {g['after']} before {g['before']}")
     print("\nlever        median ms   min ms   peak GiB")
     for r in results:
         if "error" in r:

@@ -110,7 +110,7 @@ def test_host_step_warms_the_host_up_before_timing(monkeypatch: pytest.MonkeyPat
     import time
 
     calls: list[int] = []
-    monkeypatch.setattr(pr, "_host_model_step", lambda device: lambda: (calls.append(1), time.sleep(1e-3)))
+    monkeypatch.setattr(pr, "host_model_step", lambda device: lambda: (calls.append(1), time.sleep(1e-3)))
     now = [0.0]
 
     def clock() -> float:

@@ -10,7 +10,8 @@ model's KV cache (decode). A straight line through the two block counts gives `p
 `fixed_s`. On CUDA a part's host time is the CPU time of the call among calls run back to back, no
 synchronisation between them (the GPU keeps up at these sizes); on a CPU it is the whole call.
 The host model's own step is timed before and after (`probes["host"]["step_s"]`, the costs'
-unit: `gptperf.measure.probe.host_step_s`).
+unit: `gptperf.measure.probe.host_step_s`), and inside every job's rounds, so that a host whose
+speed drifts during the section leaves the parts consistent (`fit_host_jobs`).
 
 Compiled recordings (`Calibration.compiled["<kind>:<dtype>"]`, CUDA) profile a compiled step of
 one calibration config and attribute every kernel to (operation, phase) with gptperf.profiling;
@@ -43,7 +44,7 @@ from gptperf.dtypes import check_dtype
 from gptperf.envinfo import device_name
 from gptperf.errors import UserError
 from gptperf.measure.launch_gap import measure_launch_gap
-from gptperf.measure.probe import drift_note, host_step_s, take_probe
+from gptperf.measure.probe import drift_note, host_model_step, host_step_s, take_probe
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig, preset
 from gptperf.perfmodel.calibration import (
@@ -66,6 +67,7 @@ HOST_LAYERS: tuple[int, int] = HOST_MODEL["layers"]
 HOST_BATCH, HOST_SEQ = HOST_MODEL["batch"], HOST_MODEL["seq"]
 HOST_PARTS: tuple[str, ...] = ("fwd", "bwd", "opt", "infer", "decode", "nograd")
 COMPILED_PARTS: tuple[str, ...] = ("fwd", "bwd", "nograd")
+UNIT_PART = "unit"  # the host model's own step, timed in every host job's rounds (fit_host_jobs)
 HOST_REPEATS, HOST_QUICK_REPEATS, HOST_WARMUP, HOST_MIN_REPEATS = 20, 12, 2, 5
 COMPILED_WARMUP = 3  # the first call compiles the forward, the first backward its graph
 HOST_JOB_BUDGET_S = {False: 2.0, True: 1.0}  # timed seconds per group of steps (quick: True)
@@ -124,6 +126,33 @@ class ProfilerHooks:
 
 # ----------------------------------------------------------------------------------------------
 # Host costs
+
+
+def fit_host_jobs(measured: Sequence[tuple[str, str, dict[int, dict[str, float]], float]],
+                  ) -> tuple[dict[str, dict[str, float]], str | None]:
+    """(host, note): `host["<mode>:<part>:<dtype>"]` fitted from each job's times per block count,
+    every job first rescaled to the jobs' mean host speed. A job is (mode, dtype, times, unit):
+    `unit` is the host model's step (`probe.host_model_step`) timed in the job's own rounds, so a
+    host that drifts during the section (2.2× within one calibration on the lent H200 machine)
+    leaves the parts' costs consistent with each other. The note says how far the unit moved
+    (None within 5%)."""
+    units = [unit for *_, unit in measured]
+    if not units:
+        return {}, None
+    mean_unit = statistics.fmean(units)
+    lo, hi = HOST_LAYERS
+    host: dict[str, dict[str, float]] = {}
+    for mode, dtype, times, unit in measured:
+        scale = mean_unit / unit
+        for part in times.get(lo, {}):
+            host[f"{mode}:{part}:{dtype}"] = fit_line(times[lo][part] * scale, times[hi][part] * scale)
+    spread = max(units) / min(units)
+    note = None
+    if spread > 1.05:
+        note = (f"host costs: the host model's step took {min(units) * 1e6:.0f}–{max(units) * 1e6:.0f} µs "
+                f"across the {len(units)} host jobs (×{spread:.2f}); each job's costs were rescaled "
+                f"to their mean, {mean_unit * 1e6:.0f} µs")
+    return host, note
 
 
 def host_config(n_layer: int) -> GPTConfig:
@@ -228,7 +257,7 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
     jobs = [(EAGER, dt, what) for dt in dtypes for what in ("train", "inference")]
     if compiled and COMPILED_DTYPE in dtypes:
         jobs += [(COMPILED, COMPILED_DTYPE, what) for what in ("train", "inference")]
-    host: dict[str, dict[str, float]] = {}
+    measured: list[tuple[str, str, dict[int, dict[str, float]], float]] = []
     notes: list[str] = []
     compiling_s = 0.0
     last_compile_s = 0.0
@@ -240,12 +269,14 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
                          f"{compiling_s:.0f} s of the {budget_s:.0f} s allowed")
             continue
         start = time.perf_counter()
-        timed = [p for p in HOST_PARTS if mode == EAGER or p in COMPILED_PARTS]
+        timed = [p for p in HOST_PARTS if mode == EAGER or p in COMPILED_PARTS] + [UNIT_PART]
 
         def measure(dtype: str = dtype, mode: str = mode, what: str = what,
                     timed: list[str] = timed) -> tuple[dict[int, dict[str, float]], list[str]]:
+            groups = _host_groups(dtype, mode, device, what)
+            groups[HOST_LAYERS[0]][UNIT_PART] = host_model_step(str(device))
             # a compiled part compiles in its first call, inside the warm-up
-            return time_host_parts(_host_groups(dtype, mode, device, what), timed, device,
+            return time_host_parts(groups, timed, device,
                                    warmup=COMPILED_WARMUP if mode == COMPILED else HOST_WARMUP,
                                    repeats=repeats, budget_s=HOST_JOB_BUDGET_S[quick]), []
 
@@ -256,11 +287,13 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
             compiling_s += last_compile_s
         else:
             times, _ = measure()
-        lo, hi = HOST_LAYERS
-        for part in times.get(lo, {}):
-            host[f"{mode}:{part}:{dtype}"] = fit_line(times[lo][part], times[hi][part])
+        if times:
+            measured.append((mode, dtype, times, times[HOST_LAYERS[0]].pop(UNIT_PART)))
     if progress:
         progress("host", len(jobs), len(jobs))
+    host, drift = fit_host_jobs(measured)
+    if drift:
+        notes.append(drift)
     if compiled and COMPILED_DTYPE not in dtypes:
         notes.append(f"compiled host costs are measured in {COMPILED_DTYPE}, not among the dtypes "
                      f"{dtypes}: left out")

@@ -99,7 +99,7 @@ STEP_WARMUP_S = 0.1
 
 
 @functools.lru_cache(maxsize=4)
-def _host_model_step(device: str) -> Callable[[], None]:
+def host_model_step(device: str) -> Callable[[], None]:
     """The eager fp32 decode step of the calibration's host model, one block, built once."""
     import torch
 
@@ -129,7 +129,7 @@ def host_step_s(device: Any, budget_s: float = PART_S, clock: Callable[[], float
 
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     clock = clock or time.perf_counter
-    run = _host_model_step(str(device))
+    run = host_model_step(str(device))
     warm_until = time.perf_counter() + warmup_s
     run()
     while time.perf_counter() < warm_until:  # the host busy, as in a run of steps
