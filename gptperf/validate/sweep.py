@@ -83,12 +83,12 @@ _GPU_FULL: tuple[tuple[str, str, int, int, str, str, bool], ...] = (
     ("train", "gpt2-xl", 2, 384, "bf16", "eager", False),  # ~40 ms
     ("train", "gpt2-6L", 10, 768, "bf16", "compiled", False),  # ~10 ms
     ("train", "c640-4L", 8, 480, "fp32", "compiled", False),  # ~25 ms
-    ("forward", "gpt2", 8, 1000, "fp32", "eager", False),  # ~40 ms
+    ("forward", "gpt2", 8, 1000, "fp32", "eager", True),  # ~40 ms (device-bound, TF32)
     ("forward", "gpt2-large", 4, 768, "bf16", "eager", True),  # ~10 ms
     ("forward", "gpt2-xl", 2, 640, "bf16", "eager", False),  # ~10 ms
     ("forward", "gpt2", 12, 896, "bf16", "compiled", False),  # ~6 ms
     ("prefill", "char-6L", 8, 448, "fp32", "eager", False),  # ~2 ms
-    ("prefill", "gpt2-xl", 1, 1000, "bf16", "eager", True),  # ~8 ms
+    ("prefill", "gpt2-xl", 1, 1000, "bf16", "eager", False),  # ~8 ms
     ("prefill", "gpt2", 4, 768, "bf16", "fast", False),  # ~2 ms
     ("decode", "gpt2", 12, 640, "fp32", "eager", True),  # ~2 ms (host)
     ("decode", "gpt2-large", 24, 768, "bf16", "eager", False),  # ~4 ms (host)
