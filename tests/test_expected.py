@@ -124,6 +124,20 @@ def test_host_costs_are_charged_at_the_hosts_speed_now():
         expected(cfg, w, None, cal, host_speed=0.0)
 
 
+def test_eager_prefill_is_charged_its_own_host_part_or_infer_without_one():
+    """gpt2 with 2 blocks: prefill's own line (5e-4 + 2·1e-4) where the calibration has it; a
+    calibration from before it was measured charges decode_nocache's (infer: 1e-4 + 2·1e-4)."""
+    cfg = preset("gpt2", n_layer=2)
+    w = Workload("prefill", 1, 64, "fp32")
+    old = flat_calibration(fixed_s=1e-4, per_layer_s=1e-4)
+    assert expected(cfg, w, None, old).host_s == pytest.approx(3e-4)
+    host = dict(old.host, **{"eager:prefill:fp32": {"fixed_s": 5e-4, "per_layer_s": 1e-4}})
+    assert expected(cfg, w, None, flat_calibration(host=host)).host_s == pytest.approx(7e-4)
+    # decode_nocache keeps infer's line
+    nocache = Workload("decode_nocache", 1, 64, "fp32")
+    assert expected(cfg, nocache, None, flat_calibration(host=host)).host_s == pytest.approx(3e-4)
+
+
 def test_cuda_graph_is_device_time_back_to_back():
     cfg = preset("gpt2", n_layer=2)
     w = Workload("decode", 1, 64, "bf16")

@@ -5,8 +5,8 @@ host cost of a step's Python and dispatch, and (CUDA) the kernels a compiled ste
 Host costs (`Calibration.host["<mode>:<part>:<dtype>"]`) are measured on a tiny GPT (C 64, 2
 heads, vocab 256, B 1, T 8: device time is negligible) with 1 and 4 blocks, through the
 project's own steps: the parts of `steps.train.TrainStep` (fwd, bwd, opt), the decode_nocache
-step of `steps.inference` (infer: no grad, no KV cache) and its eager decode step with the
-model's KV cache (decode). A straight line through the two block counts gives `per_layer_s` and
+step of `steps.inference` (infer: no grad, no KV cache), its eager prefill into the model's KV
+cache (prefill) and its eager decode step with that cache (decode). A straight line through the two block counts gives `per_layer_s` and
 `fixed_s`. On CUDA a part's host time is the CPU time of the call among calls run back to back, no
 synchronisation between them (the GPU keeps up at these sizes); on a CPU it is the whole call.
 The host model's own step is timed before and after (`probes["host"]["step_s"]`, the costs'
@@ -65,7 +65,7 @@ DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {"cuda": ("bf16", "fp32"), "cpu": (
 # The host-cost model: tiny enough that the device never holds the host up.
 HOST_LAYERS: tuple[int, int] = HOST_MODEL["layers"]
 HOST_BATCH, HOST_SEQ = HOST_MODEL["batch"], HOST_MODEL["seq"]
-HOST_PARTS: tuple[str, ...] = ("fwd", "bwd", "opt", "infer", "decode", "nograd")
+HOST_PARTS: tuple[str, ...] = ("fwd", "bwd", "opt", "infer", "prefill", "decode", "nograd")
 COMPILED_PARTS: tuple[str, ...] = ("fwd", "bwd", "nograd")
 UNIT_PART = "unit"  # the host model's own step, timed in every host job's rounds (fit_host_jobs)
 HOST_REPEATS, HOST_QUICK_REPEATS, HOST_WARMUP, HOST_MIN_REPEATS = 20, 12, 2, 5
@@ -185,7 +185,8 @@ def _train_parts(config: GPTConfig, dtype: str, mode: str, device: torch.device)
 
 def _inference_part(config: GPTConfig, kind: str, dtype: str, mode: str,
                     device: torch.device) -> Callable[[], None]:
-    """The one-phase inference step of `kind` (decode_nocache: infer; decode: KV-cache decode)."""
+    """The one-phase inference step of `kind` (decode_nocache: infer; prefill; decode: KV-cache
+    decode)."""
     from gptperf.steps.build import build_step
 
     plan = ExecutionPlan(mode, config.attention)
@@ -240,6 +241,9 @@ def _host_groups(dtype: str, mode: str, device: torch.device, what: str) -> dict
             groups[n] = {"nograd": _inference_part(config, "forward", dtype, mode, device)}
             if mode == EAGER:
                 groups[n]["infer"] = _inference_part(config, "decode_nocache", dtype, mode, device)
+                # its KV-cache writes are ~10% more ops a layer than decode_nocache's recompute:
+                # charged as infer, prefill measured 1.21-1.27x its host cost on the H200
+                groups[n]["prefill"] = _inference_part(config, "prefill", dtype, mode, device)
                 groups[n]["decode"] = _inference_part(config, "decode", dtype, mode, device)
     return groups
 

@@ -226,8 +226,9 @@ class Calibration:
         the one before (`GEMV_CHAIN`).
     host: "<mode>:<part>:<dtype>" -> {"per_layer_s", "fixed_s"}: host seconds of the step's
         Python and dispatch, per block and per step (mode eager | compiled; part fwd, bwd, opt of
-        a train step, nograd for a forward without grad, infer for decode_nocache/prefill,
-        decode for a KV-cache decode step).
+        a train step, nograd for a forward without grad, infer for decode_nocache (and a
+        compiled prefill), prefill for an eager prefill into the KV cache (infer where a
+        calibration has none), decode for a KV-cache decode step).
     compiled: "<kind>:<dtype>" -> a recorded compiled step: its config and workload, and per
         "<component>:<phase>" the kernels inductor ran and their measured seconds by class.
     shapes: every size the calibration measured, by family (for the disjointness test).

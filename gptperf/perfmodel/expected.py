@@ -485,10 +485,13 @@ def _host_parts(kind: str, phase: str, compiled: bool) -> list[str]:
     elif kind == "forward":
         part = "nograd"
     else:
-        part = "decode" if kind == DECODE else "infer"
-    eager = [f"eager:{part}"] + (["eager:fwd"] if part == "nograd" else [])
+        part = {DECODE: "decode", "prefill": "prefill"}.get(kind, "infer")
+    # fallbacks for calibrations without the part: a forward's nearest, prefill's decode_nocache
+    eager = [f"eager:{part}"] + {"nograd": ["eager:fwd"], "prefill": ["eager:infer"]}.get(part, [])
     if not compiled or part == "opt":  # the optimizer runs eagerly beside a compiled model
         return eager
+    if part == "prefill":  # a compiled prefill is costed as the compiled recompute step
+        return ["compiled:infer", "compiled:nograd"] + eager
     return [f"compiled:{part}"] + (["compiled:nograd"] if part == "infer" else []) + eager
 
 
