@@ -6,9 +6,10 @@ Host costs (`Calibration.host["<mode>:<part>:<dtype>"]`) are measured on a tiny 
 heads, vocab 256, B 1, T 8: device time is negligible) with 1 and 4 blocks, through the
 project's own steps: the parts of `steps.train.TrainStep` (fwd, bwd, opt), the decode_nocache
 step of `steps.inference` (infer: no grad, no KV cache), its eager prefill into the model's KV
-cache (prefill) and its eager decode step with that cache (decode). A straight line through the two block counts gives `per_layer_s` and
-`fixed_s`. On CUDA a part's host time is the CPU time of the call among calls run back to back, no
-synchronisation between them (the GPU keeps up at these sizes); on a CPU it is the whole call.
+cache (prefill) and its eager decode step with that cache (decode). A straight line through the
+two block counts gives `per_layer_s` and `fixed_s`. On CUDA a part's host time is the CPU time
+of the call among calls run back to back, no synchronisation between them (the GPU keeps up at
+these sizes); on a CPU it is the whole call.
 The host model's own step is timed before and after (`probes["host"]["step_s"]`, the costs'
 unit: `gptperf.measure.probe.host_step_s`), and inside every job's rounds, where its spread says
 how much the host's speed moved during the section (`fit_host_jobs`).
@@ -134,7 +135,7 @@ def fit_host_jobs(measured: Sequence[tuple[str, str, dict[int, dict[str, float]]
     A job is (mode, dtype, times, unit): `unit` is the host model's step (`probe.host_model_step`)
     timed in the job's own rounds. The note says how far it moved between jobs (None within 5%):
     the costs are as unsure as that. They are not rescaled by it: on the H200 machine the unit in
-    the rounds read 0.75x and 1.8x the standalone probe that `host_speed` compares with (runs I
+    the rounds read 0.75x and 1.79x the standalone probe that `host_speed` compares with (runs I
     and J, BENCHMARKS.md), and rescaled costs doubled validate's median error."""
     units = [unit for *_, unit in measured]
     lo, hi = HOST_LAYERS
