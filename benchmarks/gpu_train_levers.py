@@ -5,9 +5,10 @@
 
 Each lever builds the step `gptperf train` runs (`gptperf.steps.build_step`), changed in one way,
 compiles it afresh and times 20 steps (CUDA events, median, after 5 warm-up steps). `base` is
-also profiled once: kernel time by class and the top kernels, and the share of the step the GPU
-is busy, which says whether the host or the kernels set the pace. Writes $OUT/train_levers.json
-when OUT is set; prints a table last.
+also profiled once: kernel time by class, the top kernels with the host ops that launched them,
+and the device's idle time between kernels with its largest gaps (under the profiler the host is
+slower, so gaps there are an upper bound), which say whether the host or the kernels set the
+pace. Writes $OUT/train_levers.json when OUT is set; prints a table last.
 """
 
 from __future__ import annotations
