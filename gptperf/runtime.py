@@ -36,6 +36,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def as_device(device: torch.device | str) -> torch.device:
+    """A torch.device from a name (`resolve_device`, checked) or from a torch.device as it is."""
+    return resolve_device(device) if isinstance(device, str) else torch.device(device)
+
+
 def torch_dtype(name: str) -> torch.dtype:
     return TORCH_DTYPES[check_dtype(name)]
 

@@ -267,10 +267,10 @@ def run_bench(
         resolve_hardware,
     )
     from gptperf.plan import ExecutionPlan
-    from gptperf.runtime import resolve_device
+    from gptperf.runtime import as_device
     from gptperf.steps.build import build_step, check_step
 
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    dev = as_device(device)
     if plan is None:
         plan = ExecutionPlan.default(kind, dev.type, compile=compile, fast=fast,
                                      attention=config.attention)

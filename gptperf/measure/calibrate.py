@@ -57,7 +57,7 @@ from gptperf.perfmodel.calibration import (
 )
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import COMPILED, EAGER, ExecutionPlan
-from gptperf.runtime import resolve_device, synchronize
+from gptperf.runtime import as_device, synchronize
 
 # dtypes calibrated when none are asked for (the GPU's training and inference formats; fp32 only
 # on a CPU, where bf16 matmuls are emulated and nobody trains in them)
@@ -492,7 +492,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     compiled recordings; see the module docstring. `dtypes` default: `DEFAULT_DTYPES`."""
     from gptperf.measure import calibrate_kernels
 
-    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    device = as_device(device)
     dtypes = _check_dtypes(dtypes if dtypes is not None else default_dtypes(device), device)
     start = time.perf_counter()
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -561,7 +561,7 @@ def is_quick(calibration: Calibration) -> bool:
 def calibration_for(device: torch.device | str = "auto", *, required: bool = False) -> Calibration | None:
     """The cached calibration of this device, checked against this device and torch (a stale,
     foreign or broken one is a one-line UserError); None when there is none, unless `required`."""
-    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    device = as_device(device)
     return load_calibration(device_name(device), torch.__version__, required=required)
 
 
@@ -570,7 +570,7 @@ def ensure_calibration(device: torch.device | str = "auto", *, quick: bool = Fal
                        hooks: ProfilerHooks | None = None) -> tuple[Calibration, bool, Path]:
     """(calibration, cached, path): the cached one when usable and younger than REUSE_DAYS (and
     not a quick one when a full one is asked for), unless `force`; else a new one, saved."""
-    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    device = as_device(device)
     if not force:
         with contextlib.suppress(UserError):  # stale, foreign or broken: measured again
             cached = calibration_for(device)

@@ -73,7 +73,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
 )
 from gptperf.measure.timer import Progress, time_fn
 from gptperf.perfmodel.calibration import GEMV_CHAIN, Curve, Grid
-from gptperf.runtime import TORCH_DTYPES, resolve_device, set_matmul_precision
+from gptperf.runtime import TORCH_DTYPES, as_device, set_matmul_precision
 
 # --- timing --------------------------------------------------------------------------------------
 
@@ -251,10 +251,6 @@ class _Precision:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
 
 
-def _device(device: torch.device | str) -> torch.device:
-    return resolve_device(device) if isinstance(device, str) else torch.device(device)
-
-
 def _memory_bytes(device: torch.device) -> int | None:
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory)
@@ -297,7 +293,7 @@ def _report(progress: Progress | None, stage: str, done: int, total: int) -> Non
 def measure_matmul(device: torch.device | str, dtype: str, quick: bool = False,
                    progress: Progress | None = None) -> Grid:
     """Grid over (M, N, K) of y = F.linear(x, W), x M×K, W N×K, no bias (seconds per call)."""
-    device = _device(device)
+    device = as_device(device)
     return _measure_matmul(device, check_dtype(dtype), quick, progress, _Timer(device, quick), None)
 
 
@@ -333,7 +329,7 @@ def measure_attention(device: torch.device | str, dtype: str, quick: bool = Fals
     """Grids "<dtype>:causal_fwd", "<dtype>:causal_fwd_bwd" over (BH, T, D) and
     "<dtype>:one_query" over (BH, L, D) of F.scaled_dot_product_attention (torch's default
     backend) on (1, BH, ·, D) tensors (seconds per call)."""
-    device = _device(device)
+    device = as_device(device)
     return _measure_attention(device, check_dtype(dtype), quick, progress, _Timer(device, quick), None)
 
 
@@ -466,7 +462,7 @@ def _vector_call(op: str, dtype: str, shape: dict[str, int], device: torch.devic
 def measure_vector(device: torch.device | str, dtype: str, quick: bool = False,
                    progress: Progress | None = None) -> dict[str, Curve]:
     """Curves "<op>:<dtype>" over x = the bytes each op moves (VECTOR_X), seconds per call."""
-    device = _device(device)
+    device = as_device(device)
     return _measure_vector(device, check_dtype(dtype), quick, progress, _Timer(device, quick), None)
 
 
@@ -502,7 +498,7 @@ def measure_optimizer(device: torch.device | str, quick: bool = False,
     """Grids "adamw_fused" (CUDA) and "adamw_foreach" over (parameter tensors, parameters): one
     AdamW step (lr 3e-4, weight decay 0.1, built as gptperf's train step builds it) over fp32
     tensors of equal size, a third of them 2-D (decayed), as a GPT block's 4 weights of 12."""
-    device = _device(device)
+    device = as_device(device)
     return _measure_optimizer(device, quick, progress, _Timer(device, quick))
 
 
@@ -556,7 +552,7 @@ def measure_gemv(device: torch.device | str, dtype: str, quick: bool = False,
                  progress: Progress | None = None) -> Curve | None:
     """Curve over x = weight bytes N·K·e of gptperf's one-row Triton kernel (`steps.gemv`),
     distinct weights cycled; None without CUDA and Triton."""
-    device = _device(device)
+    device = as_device(device)
     return _measure_gemv(device, check_dtype(dtype), quick, progress, _Timer(device, quick))
 
 
@@ -635,7 +631,7 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
     "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
     measured (as `planned_shapes`), "notes": [str], "seconds": wall time}."""
-    device = _device(device)
+    device = as_device(device)
     dtypes = _check_dtypes(dtypes)
     start = time.perf_counter()
     timer = _Timer(device, quick)

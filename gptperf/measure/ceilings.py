@@ -37,7 +37,7 @@ import torch
 from gptperf.atomic import write_text
 from gptperf.envinfo import device_name
 from gptperf.measure.timer import Progress, Timing, time_fn
-from gptperf.runtime import TORCH_DTYPES, resolve_device, synchronize
+from gptperf.runtime import TORCH_DTYPES, as_device, synchronize
 
 SCHEMA = "gptperf.ceilings/1"
 MIB = 2**20
@@ -649,7 +649,7 @@ def measure_ceilings(
     device: torch.device | str = "auto", *, quick: bool = False, progress: Progress | None = None
 ) -> Ceilings:
     """Measure bandwidth, matmul rates per dtype and the launch floor on `device`."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = as_device(device)
     plan = Plan.for_device(device, quick)
     torch.manual_seed(0)
     result = Ceilings(
@@ -718,7 +718,7 @@ def ceilings_for(
 ) -> tuple[Ceilings, bool]:
     """(ceilings, cached): the cached measurement of this device unless `force` (or the cached
     one is a quick sweep and a full one is asked for), else a fresh one, saved."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = as_device(device)
     if not force:
         cached = load_cached_ceilings(device_name(device))
         if cached is not None and (quick or not cached.quick):

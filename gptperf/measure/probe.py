@@ -77,9 +77,9 @@ def host_op_s(device: Any, budget_s: float = PART_S) -> float:
     `budget_s`)."""
     import torch
 
-    from gptperf.runtime import resolve_device
+    from gptperf.runtime import as_device
 
-    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    device = as_device(device)
     small = [torch.ones(64, device=device) for _ in range(3)]
 
     def host_ops() -> None:  # on a GPU: issued and waited for, so the launch queue never fills
@@ -123,11 +123,9 @@ def host_step_s(device: Any, budget_s: float = PART_S, clock: Callable[[], float
     among steps run back to back (median of samples of STEP_RUN steps over about `budget_s`,
     after `warmup_s` of untimed steps, in real time; `clock` times the samples): the unit of
     the calibration's host costs."""
-    import torch
+    from gptperf.runtime import as_device, synchronize
 
-    from gptperf.runtime import resolve_device, synchronize
-
-    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    device = as_device(device)
     clock = clock or time.perf_counter
     run = host_model_step(str(device))
     warm_until = time.perf_counter() + warmup_s

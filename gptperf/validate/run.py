@@ -179,13 +179,12 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     would; it costs a process start and, for compiled cases, a compilation each.
     """
     started = time.perf_counter()
-    import torch
 
     from gptperf.envinfo import device_name as name_of
     from gptperf.envinfo import environment
-    from gptperf.runtime import resolve_device
+    from gptperf.runtime import as_device
 
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    dev = as_device(device)
     dev_name = name_of(dev)
     if calibration is None:
         calibration = load_calibration(dev)
