@@ -18,13 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from gptperf.measure.calibrate import (
-    HOST_LAYERS,
-    _inference_part,
-    fit_line,
-    host_config,
-    time_host_parts,
-)
+from gptperf.measure.calibrate import HOST_LAYERS, _host_groups, fit_line, time_host_parts
 from gptperf.model import preset
 from gptperf.perfmodel import Workload
 from gptperf.plan import EAGER, ExecutionPlan
@@ -40,7 +34,6 @@ CASES = (  # (kind, model, batch, seq, dtype): validate's host-bound eager cases
     ("decode", "gpt2-large", 24, 768, "bf16"),
 )
 PART = {"forward": "nograd", "prefill": "infer", "decode_nocache": "infer", "decode": "decode"}
-KIND_OF = {"nograd": "forward", "infer": "decode_nocache", "decode": "decode"}  # as calibrate builds them
 
 
 def main() -> int:
@@ -50,19 +43,21 @@ def main() -> int:
         config = preset(model)
         step = build_step(config, Workload(kind, batch, seq, dtype), ExecutionPlan.eager(), dev)
         parts = [PART[kind]] + (["prefill"] if kind == "prefill" else [])
+        host_parts = _host_groups(dtype, EAGER, dev, "inference")  # the calibration's own parts
         groups: dict[int, dict[str, Callable[[], None]]] = {
-            n: {p: _inference_part(host_config(n), p if p == "prefill" else KIND_OF[p], dtype, EAGER, dev)
-                for p in parts} for n in HOST_LAYERS}
+            n: {p: host_parts[n][p] for p in parts} for n in HOST_LAYERS}
         groups[0] = {"case": step.step}  # the case's own step in the same rounds: same host speed
         times = time_host_parts(groups, [*parts, "case"], dev, warmup=3, repeats=15)
         measured = times[0]["case"]
-        predicted = {p: (lambda f: f["fixed_s"] + f["per_layer_s"] * config.n_layer)(
-            fit_line(times[HOST_LAYERS[0]][p], times[HOST_LAYERS[1]][p])) for p in parts}
+        predicted = {}
+        for p in parts:
+            fit = fit_line(times[HOST_LAYERS[0]][p], times[HOST_LAYERS[1]][p])
+            predicted[p] = fit["fixed_s"] + fit["per_layer_s"] * config.n_layer
         label = f"{kind} {model} {dtype} B={batch} {'L' if kind.startswith('decode') else 'T'}={seq}"
         rows.append((label, config.n_layer, measured, predicted,
                      {p: (times[HOST_LAYERS[0]][p], times[HOST_LAYERS[1]][p]) for p in parts}))
         print(label, f"{measured * 1e3:.2f} ms", {p: f"{v * 1e3:.2f}" for p, v in predicted.items()}, flush=True)
-        del step, groups
+        del step, groups, host_parts
         torch.cuda.empty_cache()
     print(f"\n{'eager step (H200), host-bound':42} {'layers':>6} {'call ms':>8} {'part':>8} "
           f"{'pred ms':>8} {'call/pred':>9} {'1 block µs':>10} {'4 blocks µs':>11}")
