@@ -133,13 +133,10 @@ def test_a_machine_that_changed_speed_during_calibration_is_noted(env: Path, mon
 
     probes = iter([SpeedProbe(1e-6, 1e-3, 1e-3), SpeedProbe(2.5e-6, 1e-3, 1e-3)])  # start, end
     monkeypatch.setattr(cal_mod, "take_probe", lambda device: next(probes))
-    steps = iter([3e-4, 5e-4])  # the host model's step before and after the host costs
-    monkeypatch.setattr(cal_mod, "host_step_s", lambda device: next(steps))
-    monkeypatch.setattr(cal_mod, "measure_host", lambda *a, **k: ({}, []))
+    monkeypatch.setattr(cal_mod, "measure_host", lambda *a, **k: cal_mod.HostCosts({}, 4e-4, []))
     cal = cal_mod.calibrate(CPU, quick=True)
     assert cal.probes["end"]["host_s"] == 2.5e-6
-    # the host costs' unit: the host model's step either side of them, averaged
-    assert cal.probes["host"] == pytest.approx({"step_s": 4e-4})
+    assert cal.probes["host"] == pytest.approx({"step_s": 4e-4})  # the host costs' unit
     assert any("host ops 2.50× slower than at the calibration's start" in n for n in cal.notes)
 
 
@@ -253,40 +250,50 @@ def test_time_host_parts_stops_early_on_a_busy_machine() -> None:
     assert len(calls) == 4 + 4  # never fewer than min_repeats
 
 
-def test_fit_host_jobs_fits_each_job_and_says_how_far_the_host_moved() -> None:
-    """The host ran the second job's unit step twice as slowly: the note says so (×2.00); the
-    costs stay as measured (rescaling them disagreed with the standalone probe on the H200)."""
+def test_fit_host_jobs_brings_every_job_to_one_host_speed_and_says_how_far_it_moved() -> None:
+    """The second job ran on a host twice as slow (its unit 2 ms against 1 ms): its costs are
+    halved against the first's, and all are stated at the units' geometric mean, √2 ms."""
     lo, hi = cal_mod.HOST_LAYERS
     fast = {lo: {"fwd": 3e-6, "bwd": 5e-6}, hi: {"fwd": 9e-6, "bwd": 11e-6}}
     slow = {lo: {"infer": 4e-6}, hi: {"infer": 10e-6}}
-    host, note = cal_mod.fit_host_jobs([("eager", "fp32", fast, 1e-3), ("eager", "bf16", slow, 2e-3)])
-    assert host["eager:fwd:fp32"] == cal_mod.fit_line(3e-6, 9e-6)
-    assert host["eager:infer:bf16"] == cal_mod.fit_line(4e-6, 10e-6)
+    host, unit, note = cal_mod.fit_host_jobs([("eager", "fp32", fast, 1e-3), ("eager", "bf16", slow, 2e-3)])
+    assert unit == pytest.approx(2 ** 0.5 * 1e-3)
+    # fwd: 2 µs a layer, 1 µs fixed at 1 ms -> ×√2; infer: 2 µs a layer, 2 µs fixed at 2 ms -> ×1/√2
+    assert host["eager:fwd:fp32"] == pytest.approx({"per_layer_s": 2e-6 * 2 ** 0.5, "fixed_s": 1e-6 * 2 ** 0.5})
+    assert host["eager:infer:bf16"] == pytest.approx({"per_layer_s": 2e-6 / 2 ** 0.5, "fixed_s": 2e-6 / 2 ** 0.5})
     assert set(host) == {"eager:fwd:fp32", "eager:bwd:fp32", "eager:infer:bf16"}
-    assert note is not None and "×2.00" in note and "1000–2000 µs" in note
-    _, note = cal_mod.fit_host_jobs([("eager", "fp32", fast, 1e-3), ("eager", "bf16", slow, 1.02e-3)])
-    assert note is None  # a steady host says nothing
-    assert cal_mod.fit_host_jobs([]) == ({}, None)
+    assert note is not None and "×2.00" in note and "1000–2000 µs" in note and "1414 µs" in note
+    host, unit, note = cal_mod.fit_host_jobs([("eager", "fp32", fast, 1e-3), ("eager", "bf16", slow, 1.02e-3)])
+    assert note is None and unit == pytest.approx((1.02e-6) ** 0.5)  # a steady host says nothing
+    assert cal_mod.fit_host_jobs([]) == ({}, None, None)
 
 
-def test_measure_host_times_the_unit_step_in_every_job(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_measure_host_probes_the_unit_around_every_job_after_its_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
     lo, hi = cal_mod.HOST_LAYERS
-    seen: list[list[str]] = []
+    events: list[str] = []
+    jobs = [0]
 
     def fake_time(groups: Any, timed: list[str], device: Any, **kw: Any) -> Any:
-        seen.append(sorted(groups[lo]))
-        assert cal_mod.UNIT_PART in timed and groups[lo][cal_mod.UNIT_PART] is not None
-        unit = 1e-3 * len(seen)  # each job on a slower host than the one before
-        return {lo: {p: 1e-6 * len(seen) for p in groups[lo] if p != cal_mod.UNIT_PART} | {cal_mod.UNIT_PART: unit},
-                hi: {p: 4e-6 * len(seen) for p in groups[hi]}}
+        if not timed:  # the warm-up call
+            events.append("warm")
+            return {n: {} for n in groups}
+        jobs[0] += 1
+        events.append("timed")
+        k = jobs[0]  # job k measured 1 and 4 blocks at k and 4k µs: k µs a layer
+        return {lo: {p: 1e-6 * k for p in groups[lo]}, hi: {p: 4e-6 * k for p in groups[hi]}}
+
+    def fake_unit(device: Any) -> float:
+        events.append("unit")
+        return 1e-3 * (jobs[0] + 1 if events[-2] == "warm" else jobs[0])  # the host slows with each job
 
     monkeypatch.setattr(cal_mod, "time_host_parts", fake_time)
-    host, notes = cal_mod.measure_host(CPU, ["fp32"], quick=True)
-    assert len(seen) == 2 and all(cal_mod.UNIT_PART in parts for parts in seen)
-    # job k measured 1 and 4 blocks at k and 4k µs: 1 µs a layer, 2 µs; the unit moved ×2
-    per_layer = sorted({round(fit["per_layer_s"] * 1e9, 3) for fit in host.values()})
-    assert per_layer == [1000.0, 2000.0]
-    assert any("×2.00" in n for n in notes)
+    monkeypatch.setattr(cal_mod, "host_step_s", fake_unit)
+    result = cal_mod.measure_host(CPU, ["fp32"], quick=True)
+    assert events == ["warm", "unit", "timed", "unit"] * 2
+    # job k's unit is k ms, so its k µs a layer is 1 µs a layer at 1 ms: both jobs agree at √2 ms
+    assert result.unit_s == pytest.approx(2 ** 0.5 * 1e-3)
+    assert {round(fit["per_layer_s"] * 1e9, 3) for fit in result.costs.values()} == {round(2 ** 0.5 * 1e3, 3)}
+    assert any("×2.00" in n for n in result.notes)
 
 
 def test_host_costs_are_measured_for_every_part(calibration: Calibration) -> None:

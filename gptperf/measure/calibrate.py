@@ -10,9 +10,11 @@ cache (prefill) and its eager decode step with that cache (decode). A straight l
 two block counts gives `per_layer_s` and `fixed_s`. On CUDA a part's host time is the CPU time
 of the call among calls run back to back, no synchronisation between them (the GPU keeps up at
 these sizes); on a CPU it is the whole call.
-The host model's own step is timed before and after (`probes["host"]["step_s"]`, the costs'
-unit: `gptperf.measure.probe.host_step_s`), and inside every job's rounds, where its spread says
-how much the host's speed moved during the section (`fit_host_jobs`).
+The host's speed moves while they are measured (2× within one calibration on the lent H200
+machine), so each job's costs are brought to one speed: the host model's own step
+(`gptperf.measure.probe.host_step_s`, the probe `host_speed` takes later) is timed just before and
+just after each job's timed rounds, and the job's costs are scaled to the geometric mean of those
+units over all jobs, kept as `probes["host"]["step_s"]` (`fit_host_jobs`).
 
 Compiled recordings (`Calibration.compiled["<kind>:<dtype>"]`, CUDA) profile a compiled step of
 one calibration config and attribute every kernel to (operation, phase) with gptperf.profiling;
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import math
 import os
 import re
 import statistics
@@ -45,7 +48,7 @@ from gptperf.dtypes import check_dtype
 from gptperf.envinfo import device_name
 from gptperf.errors import UserError
 from gptperf.measure.launch_gap import measure_launch_gap
-from gptperf.measure.probe import drift_note, host_model_step, host_step_s, take_probe
+from gptperf.measure.probe import drift_note, host_step_s, take_probe
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig, preset
 from gptperf.perfmodel.calibration import (
@@ -68,7 +71,6 @@ HOST_LAYERS: tuple[int, int] = HOST_MODEL["layers"]
 HOST_BATCH, HOST_SEQ = HOST_MODEL["batch"], HOST_MODEL["seq"]
 HOST_PARTS: tuple[str, ...] = ("fwd", "bwd", "opt", "infer", "prefill", "decode", "nograd")
 COMPILED_PARTS: tuple[str, ...] = ("fwd", "bwd", "nograd")
-UNIT_PART = "unit"  # the host model's own step, timed in every host job's rounds (fit_host_jobs)
 HOST_REPEATS, HOST_QUICK_REPEATS, HOST_WARMUP, HOST_MIN_REPEATS = 20, 12, 2, 5
 COMPILED_WARMUP = 3  # the first call compiles the forward, the first backward its graph
 HOST_JOB_BUDGET_S = {False: 2.0, True: 1.0}  # timed seconds per group of steps (quick: True)
@@ -129,26 +131,47 @@ class ProfilerHooks:
 # Host costs
 
 
+@dataclass(frozen=True)
+class HostCosts:
+    """What `measure_host` measured: `costs["<mode>:<part>:<dtype>"]` = {"per_layer_s",
+    "fixed_s"} at the host speed where the host model's step takes `unit_s` (None: no job ran),
+    and notes."""
+
+    costs: dict[str, dict[str, float]]
+    unit_s: float | None
+    notes: list[str]
+
+
 def fit_host_jobs(measured: Sequence[tuple[str, str, dict[int, dict[str, float]], float]],
-                  ) -> tuple[dict[str, dict[str, float]], str | None]:
-    """(host, note): `host["<mode>:<part>:<dtype>"]` fitted from each job's times per block count.
-    A job is (mode, dtype, times, unit): `unit` is the host model's step (`probe.host_model_step`)
-    timed in the job's own rounds. The note says how far it moved between jobs (None within 5%):
-    the costs are as unsure as that. They are not rescaled by it: on the H200 machine the unit in
-    the rounds read 0.75x and 1.79x the standalone probe that `host_speed` compares with (runs I
-    and J, BENCHMARKS.md), and rescaled costs doubled validate's median error."""
+                  ) -> tuple[dict[str, dict[str, float]], float | None, str | None]:
+    """(host, unit_s, note): `host["<mode>:<part>:<dtype>"]` fitted from each job's times per
+    block count and scaled to one host speed. A job is (mode, dtype, times, unit): `unit` is the
+    host model's step (`probe.host_step_s`) timed around the job's rounds, so a job measured on a
+    host 1.3× slower has its costs divided by 1.3 against the others. `unit_s`, the geometric mean
+    of the units, is the speed all costs are at; `host_speed` later compares the same probe with
+    it. The note says how far the host moved between jobs (None within 5%).
+
+    (On the H200 machine an eager fp32 decode's host cost came out 1.33× the bf16 one, the same
+    ops, because the host slowed between their jobs: validate missed that case by 32%. A unit timed
+    inside the rounds instead read 0.75× and 1.79× this probe: its conditions differ from
+    `host_speed`'s, and costs scaled by it doubled validate's median error, runs I and J.)"""
+    if not measured:
+        return {}, None, None
     units = [unit for *_, unit in measured]
+    unit_s = math.exp(statistics.fmean(math.log(u) for u in units))
     lo, hi = HOST_LAYERS
     host: dict[str, dict[str, float]] = {}
-    for mode, dtype, times, _ in measured:
+    for mode, dtype, times, unit in measured:
+        scale = unit_s / unit
         for part in times.get(lo, {}):
-            host[f"{mode}:{part}:{dtype}"] = fit_line(times[lo][part], times[hi][part])
-    if not units or max(units) / min(units) <= 1.05:
-        return host, None
-    return host, (f"host costs: the host model's step took {min(units) * 1e6:.0f}–"
-                  f"{max(units) * 1e6:.0f} µs across the {len(units)} host jobs "
-                  f"(×{max(units) / min(units):.2f}): the host's speed moved while they were "
-                  "measured, and they are as unsure")
+            fit = fit_line(times[lo][part], times[hi][part])
+            host[f"{mode}:{part}:{dtype}"] = {k: v * scale for k, v in fit.items()}
+    if max(units) / min(units) <= 1.05:
+        return host, unit_s, None
+    return host, unit_s, (f"host costs: the host model's step took {min(units) * 1e6:.0f}–"
+                          f"{max(units) * 1e6:.0f} µs around the {len(units)} host jobs "
+                          f"(×{max(units) / min(units):.2f}); each job's costs are scaled to "
+                          f"{unit_s * 1e6:.0f} µs")
 
 
 def host_config(n_layer: int) -> GPTConfig:
@@ -246,11 +269,11 @@ def _host_groups(dtype: str, mode: str, device: torch.device, what: str) -> dict
 
 def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = False,
                  compiled: bool | None = None, progress: Progress | None = None,
-                 budget_s: float = COMPILED_HOST_BUDGET_S,
-                 ) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """(host, notes): `host["<mode>:<part>:<dtype>"] = {"per_layer_s", "fixed_s"}` for every dtype
+                 budget_s: float = COMPILED_HOST_BUDGET_S) -> HostCosts:
+    """`HostCosts`: `costs["<mode>:<part>:<dtype>"] = {"per_layer_s", "fixed_s"}` for every dtype
     in eager mode, and compiled (`compiled`, default: on CUDA) for fwd, bwd and infer in
-    COMPILED_DTYPE when it is among `dtypes` — as far as `budget_s` of compiling allows."""
+    COMPILED_DTYPE when it is among `dtypes` — as far as `budget_s` of compiling allows; every
+    job's costs brought to one host speed (`fit_host_jobs`)."""
     dtypes = list(dtypes)
     compiled = device.type == "cuda" if compiled is None else compiled
     repeats = HOST_QUICK_REPEATS if quick else HOST_REPEATS
@@ -269,35 +292,38 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
                          f"{compiling_s:.0f} s of the {budget_s:.0f} s allowed")
             continue
         start = time.perf_counter()
-        timed = [p for p in HOST_PARTS if mode == EAGER or p in COMPILED_PARTS] + [UNIT_PART]
+        timed = [p for p in HOST_PARTS if mode == EAGER or p in COMPILED_PARTS]
+        warmup = COMPILED_WARMUP if mode == COMPILED else HOST_WARMUP
 
-        def measure(dtype: str = dtype, mode: str = mode, what: str = what,
-                    timed: list[str] = timed) -> tuple[dict[int, dict[str, float]], list[str]]:
+        def measure(dtype: str = dtype, mode: str = mode, what: str = what, timed: list[str] = timed,
+                    warmup: int = warmup) -> tuple[tuple[dict[int, dict[str, float]], float], list[str]]:
             groups = _host_groups(dtype, mode, device, what)
-            groups[HOST_LAYERS[0]][UNIT_PART] = host_model_step(str(device))
-            # a compiled part compiles in its first call, inside the warm-up
-            return time_host_parts(groups, timed, device,
-                                   warmup=COMPILED_WARMUP if mode == COMPILED else HOST_WARMUP,
-                                   repeats=repeats, budget_s=HOST_JOB_BUDGET_S[quick]), []
+            # warmed up (a compiled part compiles in its first call) before the unit is probed
+            time_host_parts(groups, [], device, warmup=warmup, repeats=0)
+            before = host_step_s(device)
+            times = time_host_parts(groups, timed, device, warmup=0, repeats=repeats,
+                                    budget_s=HOST_JOB_BUDGET_S[quick])
+            return (times, math.sqrt(before * host_step_s(device))), []
 
         if mode == COMPILED:
-            times, failed = _guarded(f"compiled host cost of the {what} step", measure, {})
+            (times, unit), failed = _guarded(f"compiled host cost of the {what} step", measure,
+                                             ({}, 0.0))
             notes += failed
             last_compile_s = time.perf_counter() - start
             compiling_s += last_compile_s
         else:
-            times, _ = measure()
+            (times, unit), _ = measure()
         if times:
-            measured.append((mode, dtype, times, times[HOST_LAYERS[0]].pop(UNIT_PART)))
+            measured.append((mode, dtype, times, unit))
     if progress:
         progress("host", len(jobs), len(jobs))
-    host, drift = fit_host_jobs(measured)
+    host, unit_s, drift = fit_host_jobs(measured)
     if drift:
         notes.append(drift)
     if compiled and COMPILED_DTYPE not in dtypes:
         notes.append(f"compiled host costs are measured in {COMPILED_DTYPE}, not among the dtypes "
                      f"{dtypes}: left out")
-    return host, notes
+    return HostCosts(host, unit_s, notes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -518,9 +544,9 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
                     f"{k} {v['stream_s'] * 1e6:.2f} µs from a stream, {v['graph_s'] * 1e6:.2f} in a graph"
                     for k, v in launch["kernels"].items()))
         kernels_s = time.perf_counter() - start
-        step_before = host_step_s(device)
-        host, host_notes = measure_host(device, dtypes, quick=quick, progress=progress)
-        host_probe = {"step_s": (step_before + host_step_s(device)) / 2}
+        measured_host = measure_host(device, dtypes, quick=quick, progress=progress)
+        host, host_notes = measured_host.costs, measured_host.notes
+        host_probe = {"step_s": measured_host.unit_s} if measured_host.unit_s else {}
         host_s = time.perf_counter() - start - kernels_s
         compiled: dict[str, dict[str, Any]] = {}
         if device.type == "cuda":

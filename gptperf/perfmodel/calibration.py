@@ -234,9 +234,9 @@ class Calibration:
     shapes: every size the calibration measured, by family (for the disjointness test).
     probes: "start" | "end" -> a speed probe taken as the calibration began and ended
         (`gptperf.measure.probe.SpeedProbe.to_dict`): what `validate` compares the machine with;
-        "host" -> {"step_s": the host model's step time before and after the host costs were
-        measured, averaged (`gptperf.measure.probe.host_step_s`)}: the host costs' unit, against
-        which a command that measures a step scales them.
+        "host" -> {"step_s": the host model's step time (`gptperf.measure.probe.host_step_s`)
+        at the host speed all host costs are scaled to (each job's measured around it)}: the
+        host costs' unit, against which a command that measures a step scales them.
     launch_gap_s: seconds a GPU kernel launched from a stream takes beyond the same kernel in a
         CUDA graph (`gptperf.measure.launch_gap`); charged per kernel of steps that are not
         graphs. 0 on a CPU and in calibrations from before it was measured.
