@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_train_levers.py                 # every lever, one after the other
     python benchmarks/gpu_train_levers.py base cudnn      # some of them
+    python benchmarks/gpu_train_levers.py --alternate base fusedce   # side by side, alternating
 
 Each lever builds the step `gptperf train` runs (`gptperf.steps.build_step`), changed in one way,
 compiles it afresh and times 20 steps (CUDA events, median, after 5 warm-up steps). `base` is
@@ -75,6 +76,15 @@ def profile_step(step: Any) -> dict[str, Any]:
     for e in prof.events():
         for k in getattr(e, "kernels", []) or []:
             launchers.setdefault(k.name, set()).add(e.name)
+    # what calls the reductions launched by aten::sum outside inductor's kernels: their callers
+    sum_callers: dict[str, int] = {}
+    for e in prof.events():
+        if e.name == "aten::sum" and getattr(e, "kernels", None):
+            chain, parent = [], e.cpu_parent
+            while parent is not None and len(chain) < 5:
+                chain.append(parent.name[:50])
+                parent = parent.cpu_parent
+            sum_callers[" < ".join(chain)] = sum_callers.get(" < ".join(chain), 0) + 1
     # where the device idles between kernels: the gaps of the last two steps (the first enters the profiler)
     ordered = sorted(kernels, key=lambda e: e.time_range.start)[len(kernels) // 3:]
     gaps, reach = [], ordered[0].time_range.end
@@ -88,6 +98,7 @@ def profile_step(step: Any) -> dict[str, Any]:
                     for t, c, k in top],
             "idle_us_per_step": idle / 2, "gaps_over_10us": sum(1 for g, _, _ in gaps if g > 10) / 2,
             "top_gaps": [{"us": g, "after": a, "before": b} for g, a, b in sorted(gaps, reverse=True)[:12]],
+            "sum_callers": sum_callers,
             "alloc_retries": torch.cuda.memory_stats().get("num_alloc_retries", 0),
             "device_allocs": torch.cuda.memory_stats().get("num_device_alloc", 0)}
 
@@ -123,6 +134,11 @@ def run_lever(name: str) -> dict[str, Any]:
                           train_settings=extra.get("settings"))
         if name == "graphs":  # cudagraph trees around the compiled forward and backward
             step.train.run_model = torch.compile(step.model, mode="reduce-overhead")
+        if name in ("fusedce", "fusedce_profile"):  # the one-pass Triton loss inside the compiled graph
+            from gptperf.steps.cross_entropy import fused_cross_entropy
+            from gptperf.steps.train import _LossOnly
+
+            step.train.run_model = torch.compile(_LossOnly(step.model, fused_cross_entropy))
         step.train.compile_now(BATCH, SEQ)
         step.step()  # the first call of each compiled graph, outside the setup's timing
         torch.cuda.synchronize()
@@ -133,14 +149,47 @@ def run_lever(name: str) -> dict[str, Any]:
         out: dict[str, Any] = {"lever": name, "median_ms": statistics.median(times),
                                "min_ms": min(times), "setup_s": setup,
                                "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-        if name == "base":
+        if name in ("base", "fusedce_profile"):
             out["profile"] = profile_step(step)
     print(f"{name}: {out['median_ms']:.2f} ms (min {out['min_ms']:.2f}), setup {setup:.0f} s", flush=True)
     del step
     return out
 
 
+def alternate(names_: list[str], rounds: int = 8, steps: int = 10) -> dict[str, Any]:
+    """Levers built side by side and timed in alternating blocks of `steps` steps, `rounds` times:
+    a host whose speed drifts over seconds hits each alike (medians of the block medians)."""
+    built = {}
+    for name in names_:
+        with lever(name) as extra:
+            step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"),
+                              ExecutionPlan.default("train", "cuda", compile=True), "cuda",
+                              train_settings=extra.get("settings"))
+            if name == "fusedce":
+                from gptperf.steps.cross_entropy import fused_cross_entropy
+                from gptperf.steps.train import _LossOnly
+
+                step.train.run_model = torch.compile(_LossOnly(step.model, fused_cross_entropy))
+            step.train.compile_now(BATCH, SEQ)
+            step.step()
+        built[name] = step
+    blocks: dict[str, list[float]] = {n: [] for n in names_}
+    for _ in range(rounds):
+        for name, step in built.items():
+            timing = time_fn(step.train.run, warmup=2, repeats=steps, device=torch.device("cuda"))
+            blocks[name].append(timing.median * 1e3)
+    out = {n: {"median_ms": statistics.median(b), "min_block_ms": min(b), "blocks_ms": b}
+           for n, b in blocks.items()}
+    for n, r in out.items():
+        print(f"alternating {n}: {r['median_ms']:.2f} ms (block medians {', '.join(f'{b:.2f}' for b in r['blocks_ms'])})",
+              flush=True)
+    return out
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--alternate"]:
+        alternate(sys.argv[2:])
+        return
     levers = sys.argv[1:] or ["base", "noclip", "cudnn", "flash", "coordinate", "graphs", "autotune"]
     results = []
     for name in levers:
@@ -165,6 +214,8 @@ def main() -> None:
                 print(f"  {t['us'] / 1e3:7.3f} ms x{t['count']:<3d} {t['name'][:100]}  <- {', '.join(t['launched_by'])[:120]}")
             print(f"  idle between kernels {p['idle_us_per_step'] / 1e3:.2f} ms a step, {p['gaps_over_10us']:.0f} gaps > 10 µs; "
                   f"allocator retries {p['alloc_retries']}, device allocations {p['device_allocs']}")
+            for chain, n in p.get("sum_callers", {}).items():
+                print(f"  aten::sum x{n} (3 steps) called from {chain}")
             for g in p["top_gaps"]:
                 print(f"  gap {g['us']:8.1f} µs after {g['after']} before {g['before']}")
     print("\nlever        median ms   min ms   peak GiB")

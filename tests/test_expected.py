@@ -291,3 +291,29 @@ def test_the_gap_round_trips_and_older_calibrations_have_none() -> None:
     old = cal.to_dict()
     del old["launch_gap_s"]
     assert Calibration.from_dict(old).launch_gap_s == 0.0
+
+
+def test_the_fused_loss_is_charged_on_its_curves_and_the_recorded_loss_otherwise() -> None:
+    """fused_loss: the forward reads the bf16 logits once (sum_rows at N·V·2 bytes), the backward
+    reads and writes them (gelu_fwd at 2·N·V·2), whatever the recording ran for the loss; without
+    it the recorded inductor kernels are charged."""
+    cfg = preset("gpt2", n_layer=2)
+    w = Workload("train", 4, 128, "bf16")
+    linear = Curve((1.0, 1e12), (1e-12, 1.0))  # one picosecond a byte
+    fused = ExecutionPlan.default("train", "cuda", compile=True)
+    plain = fused.replace(fused_loss=False)
+    ops = {"loss:fwd": {"kernels": 2, "seconds": {"matmul": 0, "attention": 0, "other": 7e-5}},
+           "loss:bwd": {"kernels": 1, "seconds": {"matmul": 0, "attention": 0, "other": 9e-5}}}
+    logits = 4 * 128 * cfg.vocab_size * 2  # bytes of the bf16 logits
+    for recorded_plan in (fused, plain):
+        rec = {"config": cfg.to_dict(), "workload": w.to_dict(), "plan": recorded_plan.to_dict(), "ops": ops}
+        cal = flat_calibration(compiled={"train:bf16": rec})
+        cal.vector["sum_rows:bf16"] = cal.vector["gelu_fwd:bf16"] = linear
+        got = expected(cfg, w, fused, cal).by_key()
+        assert got[("loss", "fwd")].device_s == pytest.approx(logits * 1e-12 + cal.launch_gap_s)
+        assert got[("loss", "bwd")].device_s == pytest.approx(2 * logits * 1e-12 + cal.launch_gap_s)
+        assert got[("loss", "fwd")].kernels == 1
+    rec = {"config": cfg.to_dict(), "workload": w.to_dict(), "plan": plain.to_dict(), "ops": ops}
+    got = expected(cfg, w, plain, flat_calibration(compiled={"train:bf16": rec})).by_key()
+    assert got[("loss", "fwd")].device_s == pytest.approx(7e-5)  # the recording, same size: as is
+    assert got[("loss", "bwd")].device_s == pytest.approx(9e-5)

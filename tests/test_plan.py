@@ -48,6 +48,8 @@ def test_bad_plans_are_one_line_user_errors(data: dict, needle: str) -> None:
     (ExecutionPlan("compiled", fused_decode=True), "decode", "static_cache=False"),
     (ExecutionPlan("cuda_graph", static_cache=True, fused_decode=True), "prefill", "not a prefill"),
     (ExecutionPlan(), "sample", "unknown workload"),
+    (ExecutionPlan(fused_loss=True), "train", "compiled train steps"),
+    (ExecutionPlan("compiled", fused_loss=True), "forward", "not a compiled forward"),
 ])
 def test_plans_a_step_cannot_run(plan: ExecutionPlan, kind: str, needle: str) -> None:
     with pytest.raises(UserError, match=needle):
@@ -58,7 +60,8 @@ def test_defaults() -> None:
     d = ExecutionPlan.default
     assert d("train", "cuda") == ExecutionPlan(fused_optimizer=True)
     assert d("train", "cuda", compile=True, attention="math") == ExecutionPlan(
-        "compiled", "math", fused_optimizer=True)
+        "compiled", "math", fused_optimizer=True, fused_loss=True)
+    assert d("train", "cpu", compile=True) == ExecutionPlan("compiled")  # Triton's loss: CUDA only
     assert d("train", "cpu") == ExecutionPlan() and d("forward", "cpu", compile=True).mode == "compiled"
     # inference: fast on CUDA is the CUDA graph with the static cache (and gemv for decode)
     assert d("decode", "cuda", fast=True) == FAST_GPU and d("decode", "cuda", fast=None) == FAST_GPU
@@ -71,6 +74,7 @@ def test_defaults() -> None:
         for device in ("cpu", "cuda"):
             for fast in (False, True):
                 d(kind, device, fast=fast).check(kind)  # every default can run its kind
+                d(kind, device, fast=fast, compile=True).check(kind)
 
 
 # --- the one hardware resolver -------------------------------------------------------------------

@@ -445,15 +445,20 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
     for i in range(s.n_layer):
         emit(layer_fwd, fwd, i)
     head = [_layernorm(names.LN_F, N, s), _linear(names.LM_HEAD, M, C, V, w, s, bias=False)]
+    # the fused loss (plan.fused_loss) reads the logits once and keeps 8 bytes a row (loss, lse);
+    # its backward reads them again and writes their gradient, one kernel each way
+    fused_loss = plan.fused_loss and workload.has_backward
     if workload.has_loss:
         f = K.CROSS_ENTROPY_FWD * N * V + K.CROSS_ENTROPY_ROW * N
-        head.append((names.LOSS, 2, f, 0, f, N * V * a + N * K.INDEX_BYTES, N * V * w, "vector"))
+        head.append((names.LOSS, 1, f, 0, f, N * V * a + N * K.INDEX_BYTES, 8 * N, "vector") if fused_loss
+                    else (names.LOSS, 2, f, 0, f, N * V * a + N * K.INDEX_BYTES, N * V * w, "vector"))
     emit(head, fwd)
 
     if workload.has_backward:
         bwd = names.BACKWARD
         f = K.CROSS_ENTROPY_BWD * N * V
-        emit([(names.LOSS, 2, f, 0, f, N * V * w + N * K.INDEX_BYTES, N * V * a, "vector"),
+        loss_read = (N * V * a + 8 * N) if fused_loss else N * V * w
+        emit([(names.LOSS, 1 if fused_loss else 2, f, 0, f, loss_read + N * K.INDEX_BYTES, N * V * a, "vector"),
               _linear(names.LM_HEAD, M, C, V, w, s, bias=False, backward=True),
               _layernorm(names.LN_F, N, s, backward=True)], bwd)
         layer_bwd = _layer_backward(s, attention)

@@ -24,10 +24,13 @@ from torch.profiler import record_function
 
 from gptperf import names
 from gptperf.errors import UserError
+from gptperf.model.labels import record_function as record_label
 from gptperf.plan import ExecutionPlan
 from gptperf.runtime import autocast
+from gptperf.steps import cross_entropy
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -63,14 +66,21 @@ def make_optimizer(model: torch.nn.Module, settings: TrainSettings, fused: bool 
 
 class _LossOnly(torch.nn.Module):
     """The model's loss alone. A compiled graph that also returned the logits would be handed a
-    dense zero gradient for them in backward (gpt2, B=12, T=1024: 1.2 GB filled, then added)."""
+    dense zero gradient for them in backward (gpt2, B=12, T=1024: 1.2 GB filled, then added).
+    `loss_fn(logits (N, V), targets (N,))`: a loss kernel of the plan's in place of the model's
+    own cross-entropy."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn | None = None) -> None:
         super().__init__()
         self.model = model
+        self.loss_fn = loss_fn
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[None, torch.Tensor]:
-        return None, self.model(x, y)[1]
+        if self.loss_fn is None:
+            return None, self.model(x, y)[1]
+        logits = self.model(x)[0]
+        with record_label(names.LOSS):
+            return None, self.loss_fn(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
 
 
 class TrainStep:
@@ -92,8 +102,12 @@ class TrainStep:
         self.next_batch = next_batch
         self.settings = settings or TrainSettings()
         self.run_model: torch.nn.Module = model
+        if plan.fused_loss and (isinstance(model, DDP) or not cross_entropy.available(device)):
+            raise UserError("fused_loss runs a single-process compiled step on a CUDA GPU with "
+                            "Triton; use fused_loss=false here")
         if plan.compiled:  # DDP is compiled as it is: dynamo splits its graph at the buckets
-            self.run_model = torch.compile(model if isinstance(model, DDP) else _LossOnly(model))
+            loss_fn = cross_entropy.fused_cross_entropy if plan.fused_loss else None
+            self.run_model = torch.compile(model if isinstance(model, DDP) else _LossOnly(model, loss_fn))
         self.optimizer = make_optimizer(model, self.settings, fused=plan.fused_optimizer)
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")
         # No host synchronisation in the step: the fused kernel clips and skips (module docstring).
