@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_train_levers.py                 # every lever, one after the other
     python benchmarks/gpu_train_levers.py base cudnn      # some of them
-    python benchmarks/gpu_train_levers.py --alternate base fusedce   # side by side, alternating
+    python benchmarks/gpu_train_levers.py --alternate base split64   # side by side, alternating
 
 Each lever builds the step `gptperf train` runs (`gptperf.steps.build_step`), changed in one way,
 compiles it afresh and times 20 steps (CUDA events, median, after 5 warm-up steps). `base` is
@@ -119,6 +119,10 @@ def lever(name: str) -> Iterator[dict[str, Any]]:
             stack.enter_context(inductor.patch(coordinate_descent_tuning=True))
         if name == "autotune":  # matmuls autotuned over cuBLAS and Triton templates (epilogues fused)
             stack.enter_context(inductor.patch(max_autotune_gemm=True))
+        if name == "split64":  # LayerNorm backward's mix-order reduction: 64 rows a partial sum, not 16
+            stack.enter_context(inductor.patch({"triton.mix_order_reduction_split_size": 64}))
+        if name == "nomix":  # no mix-order reductions: LayerNorm's weight and bias sums apart
+            stack.enter_context(inductor.patch({"triton.mix_order_reduction": False}))
         if name == "noclip":
             extra["settings"] = TrainSettings(grad_clip=0.0)
         yield extra
@@ -134,11 +138,10 @@ def run_lever(name: str) -> dict[str, Any]:
                           train_settings=extra.get("settings"))
         if name == "graphs":  # cudagraph trees around the compiled forward and backward
             step.train.run_model = torch.compile(step.model, mode="reduce-overhead")
-        if name in ("fusedce", "fusedce_profile"):  # the one-pass Triton loss inside the compiled graph
-            from gptperf.steps.cross_entropy import fused_cross_entropy
-            from gptperf.steps.train import _LossOnly
-
-            step.train.run_model = torch.compile(_LossOnly(step.model, fused_cross_entropy))
+        if name == "inductorce":  # the loss as inductor compiles the model's own F.cross_entropy
+            step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"),
+                              ExecutionPlan.default("train", "cuda", compile=True).replace(fused_loss=False),
+                              "cuda")
         step.train.compile_now(BATCH, SEQ)
         step.step()  # the first call of each compiled graph, outside the setup's timing
         torch.cuda.synchronize()
@@ -149,7 +152,7 @@ def run_lever(name: str) -> dict[str, Any]:
         out: dict[str, Any] = {"lever": name, "median_ms": statistics.median(times),
                                "min_ms": min(times), "setup_s": setup,
                                "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-        if name in ("base", "fusedce_profile"):
+        if name == "base":
             out["profile"] = profile_step(step)
     print(f"{name}: {out['median_ms']:.2f} ms (min {out['min_ms']:.2f}), setup {setup:.0f} s", flush=True)
     del step
@@ -165,11 +168,10 @@ def alternate(names_: list[str], rounds: int = 8, steps: int = 10) -> dict[str, 
             step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"),
                               ExecutionPlan.default("train", "cuda", compile=True), "cuda",
                               train_settings=extra.get("settings"))
-            if name == "fusedce":
-                from gptperf.steps.cross_entropy import fused_cross_entropy
-                from gptperf.steps.train import _LossOnly
-
-                step.train.run_model = torch.compile(_LossOnly(step.model, fused_cross_entropy))
+            if name == "inductorce":  # the loss as inductor compiles the model's own F.cross_entropy
+                step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"),
+                                  ExecutionPlan.default("train", "cuda", compile=True).replace(fused_loss=False),
+                                  "cuda")
             step.train.compile_now(BATCH, SEQ)
             step.step()
         built[name] = step
@@ -190,7 +192,8 @@ def main() -> None:
     if sys.argv[1:2] == ["--alternate"]:
         alternate(sys.argv[2:])
         return
-    levers = sys.argv[1:] or ["base", "noclip", "cudnn", "flash", "coordinate", "graphs", "autotune"]
+    levers = sys.argv[1:] or ["base", "inductorce", "noclip", "cudnn", "flash", "coordinate", "graphs",
+                              "autotune", "split64", "nomix"]
     results = []
     for name in levers:
         try:
