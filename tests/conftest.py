@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +37,27 @@ def cli_json(capsys: pytest.CaptureFixture[str]) -> Callable[..., dict[str, Any]
         return json.loads(out)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def quick_cpu_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One `gptperf ceilings --quick --device cpu --force --json` in a private cache folder: this
+    CPU's quick ceilings and the quick calibration that ceilings ends with (about 13 s on 2 cores),
+    measured once for the session. (folder, the JSON it printed): test_ceilings reads both; the
+    quick report starts from a copy of the folder instead of measuring the same again."""
+    import contextlib
+    import io
+    import json
+
+    from gptperf.cli import main
+
+    folder = tmp_path_factory.mktemp("quick-cpu-cache")
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setenv("GPTPERF_CACHE_DIR", str(folder))
+        code = main(["ceilings", "--quick", "--device", "cpu", "--force", "--json"])
+    assert code == 0
+    return folder, json.loads(out.getvalue())
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

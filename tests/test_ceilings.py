@@ -12,24 +12,19 @@ from gptperf.perfmodel.devices import datasheet_hardware_for, datasheet_name_for
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory):
-    """A private cache folder, and one quick measurement in it (JSON, as the CLI prints it)."""
-    folder = tmp_path_factory.mktemp("cache")
+def cache(quick_cpu_cache):
+    """A private cache folder, and one quick measurement in it: `gptperf ceilings --quick --device
+    cpu --force --json`, run once for the session by tests/conftest.py (the report reuses it)."""
+    folder, _ = quick_cpu_cache
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GPTPERF_CACHE_DIR", str(folder))
         yield folder
 
 
 @pytest.fixture(scope="module")
-def measured(cache, capsys_module=None):
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["ceilings", "--quick", "--device", "cpu", "--force", "--json"])
-    assert code == 0
-    return json.loads(out.getvalue())
+def measured(cache, quick_cpu_cache):
+    """The JSON that measurement printed."""
+    return quick_cpu_cache[1]
 
 
 def test_quick_ceilings_are_positive_and_complete(measured: dict) -> None:

@@ -31,9 +31,15 @@ def _quiet() -> Console:
 
 
 @pytest.fixture(scope="module")
-def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    """One real `--quick` report on this CPU, shared by the tests that read it."""
+def quick_report(tmp_path_factory: pytest.TempPathFactory,
+                 quick_cpu_cache: tuple[Path, dict]) -> tuple[Path, object]:
+    """One real `--quick` report on this CPU, shared by the tests that read it. Its cache starts
+    as a copy of the session's quick ceilings and calibration (tests/conftest.py), which
+    test_ceilings measures: the device and calibration stages find them cached rather than
+    measure the same again (their measuring paths: test_ceilings, test_calibrate and
+    test_report_prediction)."""
     base = tmp_path_factory.mktemp("report")
+    shutil.copytree(quick_cpu_cache[0], base / "cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("GPTPERF_CACHE_DIR", str(base / "cache"))  # ceilings are cached here, not in ~
     try:

@@ -2,7 +2,7 @@
 process on the same global batch, `gptperf scale --json` carries every number, a failing or killed
 rank ends the run with one line and no hang, and two torchrun launches meet as two "nodes"
 through torchrun's c10d rendezvous. torchrun starts slowly (~4 s per launch on 2 cores), so the
-`scale` run is shared by the tests that read it."""
+`scale` run is shared by the tests that read it, and the fault tests' launches run at once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import contextlib
 import io
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,26 +115,71 @@ def test_ddp_trains_like_one_process_on_the_global_batch(strong: dict[str, Any])
     assert ddp_losses[-1] < ddp_losses[0] - 0.01  # it trained (the same batch every step)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("procs, fault, expected", [
+FAILING = [
     (2, "kill:1:1", "rank 1 was killed by SIGKILL"),  # torchrun must stop rank 0, which waits on it
     (1, "raise:0:1", "rank 0 failed: RuntimeError: injected failure on rank 0 at step 1"),
-])
-def test_failing_rank_ends_the_run_with_one_line(tmp_path: Path, procs: int, fault: str, expected: str) -> None:
+]
+# procs, fault, time limit (s): long enough for torchrun and the rank to start (~7 s alone on 2
+# cores, more beside the other launches) and reach the hang, so the limit stops a hung rank
+HUNG = (1, "hang:0:0", 15.0)
+
+
+@dataclass
+class Launched:
+    """How one launch of the fault tests ended: `result()` returns or raises as `launch` did;
+    `seconds` from its start to its end."""
+
+    outcome: Any  # launch's result, or the LaunchError it raised
+    seconds: float
+
+    def result(self) -> Any:
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+def _timed_launch(out: Path, procs: int, fault: str, timeout_s: float) -> Launched:
     t0 = time.perf_counter()
-    with pytest.raises(LaunchError) as err:
-        launch(Launch(procs, small(tmp_path, fault), tmp_path, timeout_s=60))
-    message = str(err.value)
-    assert expected in message and "\n" not in message and "torchrun.log" in message
-    assert time.perf_counter() - t0 < 50  # torchrun stopped the other rank: no wait for the timeout
+    try:
+        outcome = launch(Launch(procs, small(out, fault), out, timeout_s=timeout_s))
+    except LaunchError as err:
+        outcome = err
+    return Launched(outcome, time.perf_counter() - t0)
+
+
+@pytest.fixture(scope="module")
+def faulty_launches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Launched]:
+    """The fault tests' launches (FAILING with a 60 s time limit, and HUNG), by fault, run at the
+    same time: each is mostly torchrun, then its ranks, starting Python and torch on one core,
+    so on 2 cores the three together take about as long as the longest alone (~10 s, not ~25 s
+    one after another). Each has its own folder, time limit and clock."""
+    runs = {fault: (procs, 60.0) for procs, fault, _ in FAILING}
+    runs[HUNG[1]] = (HUNG[0], HUNG[2])
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = {fault: pool.submit(_timed_launch, tmp_path_factory.mktemp("fault"), procs,
+                                      fault, limit)
+                   for fault, (procs, limit) in runs.items()}
+    return {fault: future.result() for fault, future in futures.items()}
 
 
 @pytest.mark.slow
-def test_hung_rank_is_stopped_at_the_time_limit(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
-    with pytest.raises(LaunchError, match="did not finish within 6 s"):
-        launch(Launch(1, small(tmp_path, "hang:0:0"), tmp_path, timeout_s=6))
-    assert time.perf_counter() - t0 < 20
+@pytest.mark.parametrize("procs, fault, expected", FAILING)
+def test_failing_rank_ends_the_run_with_one_line(faulty_launches: dict[str, Launched], procs: int,
+                                                 fault: str, expected: str) -> None:
+    run = faulty_launches[fault]  # launched on `procs` processes
+    with pytest.raises(LaunchError) as err:
+        run.result()
+    message = str(err.value)
+    assert expected in message and "\n" not in message and "torchrun.log" in message
+    assert run.seconds < 50  # torchrun stopped the other rank: no wait for the timeout
+
+
+@pytest.mark.slow
+def test_hung_rank_is_stopped_at_the_time_limit(faulty_launches: dict[str, Launched]) -> None:
+    run = faulty_launches[HUNG[1]]  # launched with a 15 s time limit
+    with pytest.raises(LaunchError, match="did not finish within 15 s"):
+        run.result()
+    assert run.seconds < 30
 
 
 def test_spec_and_flags_reject_bad_input() -> None:
