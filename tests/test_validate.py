@@ -309,11 +309,11 @@ def stood_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
     return ratios
 
 
-def test_each_case_is_predicted_at_the_hosts_speed_as_it_ran(stood_in: dict[str, float],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_case_is_predicted_at_the_median_of_the_probes_taken_as_they_ran(
+        stood_in: dict[str, float], monkeypatch: pytest.MonkeyPatch) -> None:
     import gptperf.validate.run as run
 
-    speeds = iter([1.25, 0.8, None] + [1.0] * 50)
+    speeds = iter([1.25, 0.8, None, 2.0] + [1.0] * 50)
     seen: list[Any] = []
     monkeypatch.setattr(run, "host_speed", lambda cal, device: next(speeds))
     monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None: (
@@ -321,10 +321,14 @@ def test_each_case_is_predicted_at_the_hosts_speed_as_it_ran(stood_in: dict[str,
     monkeypatch.setattr(run, "take_probe", lambda device: None)
     monkeypatch.setattr(run, "compare_speed", lambda *a: None)
     monkeypatch.setattr(run, "drift_note", lambda *a: None)
-    sweep = [c for c in cases("cpu", quick=True) if stood_in[c.name] is not None][:3]
+    sweep = [c for c in cases("cpu", quick=True) if stood_in[c.name] is not None][:4]
     result = run.validate("cpu", quick=True, sweep=sweep)
-    assert seen == [1.25, 0.8, None]
-    assert [p.host_speed for p in result.points] == [1.25, 0.8, None]
+    assert seen == [1.25] * 4  # the median of 1.25, 0.8 and 2.0 (a case without a probe left out)
+    assert [p.host_probe for p in result.points] == [1.25, 0.8, None, 2.0]
+    assert [p.host_speed for p in result.points] == [1.25] * 4
+    assert run.sweep_host_speed([None, None]) is None and run.sweep_host_speed([]) is None
+    again = ValidationPoint.from_dict(json.loads(json.dumps(result.points[1].to_dict())))
+    assert (again.host_probe, again.host_speed) == (0.8, 1.25)
 
 
 def test_command_json_out_and_plot(stood_in: dict[str, float], cli_json: Any, tmp_path: Path) -> None:
@@ -362,7 +366,7 @@ def test_command_table_says_units_targets_and_calibration(stood_in: dict[str, fl
     assert "train tiny-c96 fp32 B=6 T=72 eager" in out and " ms" in out and "×" in out
     assert "median |m/p − 1|" in out and "PASS" in out and "≤ 10.0%" in out
     assert "skipped" in out and "out of memory" in out
-    assert "host now/then" in out and "charged at that speed" not in out  # no host probe here
+    assert "host now/then" in out and "sweep's median" not in out  # no host probe here
 
 
 def test_the_table_shows_each_cases_host_speed(stood_in: dict[str, float], monkeypatch: pytest.MonkeyPatch,
@@ -373,8 +377,9 @@ def test_the_table_shows_each_cases_host_speed(stood_in: dict[str, float], monke
     monkeypatch.setattr(run, "host_speed", lambda cal, device: 1.375)
     assert main(["validate", "--quick", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert out.count("1.375×") == len(cases("cpu", quick=True)) - 1  # one case failed to run
-    assert "charged at that speed" in out
+    # one per case that ran (one failed to run), and once as the sweep's median
+    assert out.count("1.375×") == len(cases("cpu", quick=True)) - 1 + 1
+    assert "charged at the sweep's median of these, 1.375×" in out
 
 
 def test_missed_targets_still_exit_0(monkeypatch: pytest.MonkeyPatch, stood_in: dict[str, float],

@@ -96,14 +96,16 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     for p in r.points:
         flag = "" if p.error <= 0.08 else " [yellow]![/yellow]"
         roof = p.measured_s / p.roofline_s if p.roofline_s else None
-        # the host model's step time as the case ran over at calibration: its host costs' scale
-        host = _ratio(p.host_speed) if p.host_speed is not None and not p.plan.cuda_graph else "—"
+        # the host model's step time probed after the case over its time at calibration
+        host = _ratio(p.host_probe) if p.host_probe is not None and not p.plan.cuda_graph else "—"
         table.add_row(p.case, p.plan_label, seconds(p.measured_s), seconds(p.expected_s),
                       _ratio(p.ratio) + flag, host, seconds(p.roofline_s), _ratio(roof))
     console.print(table)
-    if any(p.host_speed is not None for p in r.points):
+    speeds = {p.host_speed for p in r.points if p.host_speed is not None}
+    if speeds:
         console.print("host now/then: the calibration's host-model step timed after each case over "
-                      "its time at calibration; the case's host costs are charged at that speed")
+                      "its time at calibration; every case's host costs are charged at the "
+                      f"sweep's median of these, {', '.join(_ratio(v) for v in sorted(speeds))}")
     for s in r.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.case}: {s.reason}")
 

@@ -28,9 +28,10 @@ TARGET_LABELS = {"median": "median |m/p − 1|", "p90": "p90 |m/p − 1| (neares
 class ValidationPoint:
     """One case: its step measured (median of the timed steps), predicted from the calibration
     (`expected_s`) and bounded by the roofline (`roofline_s`; None when no hardware resolved),
-    for the plan it ran under; `host_speed`: the host model's step time as the case ran over its
-    time when the host costs were calibrated (None: not probed), by which the prediction's host
-    costs were scaled."""
+    for the plan it ran under. `host_probe`: the host model's step time probed right after the
+    case over its time when the host costs were calibrated (None: not probed); `host_speed`: the
+    speed the prediction's host costs were charged at, the sweep's median of those probes
+    (`validate.run.sweep_host_speed`)."""
 
     case: str
     kind: str
@@ -43,6 +44,7 @@ class ValidationPoint:
     expected_s: float
     roofline_s: float | None = None
     host_speed: float | None = None
+    host_probe: float | None = None
 
     @property
     def plan_label(self) -> str:
@@ -62,7 +64,7 @@ class ValidationPoint:
                 "seq": self.seq, "dtype": self.dtype, "plan": self.plan.to_dict(),
                 "plan_label": self.plan_label, "measured_s": self.measured_s,
                 "expected_s": self.expected_s, "roofline_s": self.roofline_s,
-                "host_speed": self.host_speed, "ratio": self.ratio}
+                "host_speed": self.host_speed, "host_probe": self.host_probe, "ratio": self.ratio}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationPoint:
@@ -70,7 +72,8 @@ class ValidationPoint:
                    ExecutionPlan.from_dict(d["plan"]), float(d["measured_s"]),
                    float(d["expected_s"]),
                    None if d.get("roofline_s") is None else float(d["roofline_s"]),
-                   None if d.get("host_speed") is None else float(d["host_speed"]))
+                   None if d.get("host_speed") is None else float(d["host_speed"]),
+                   None if d.get("host_probe") is None else float(d["host_probe"]))
 
 
 @dataclass(frozen=True)
