@@ -628,7 +628,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
             step = queue_time(zip(host, device, strict=True))
         if host_speed is not None:
             notes.append(f"host costs ×{host_speed:.2f}: the calibration's host-model step took "
-                         f"{host_speed:.2f}× its time at calibration when probed after this step")
+                         f"{host_speed:.2f}× its time at calibration when probed as this step ran")
 
     ops = []
     for i, (comp, phase, layer, _) in enumerate(seq):

@@ -168,8 +168,9 @@ def _compiled_parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan) 
         # (steps.train._LossOnly): inductor writes the logits' gradient over them; the fused
         # loss's Triton kernel (plan.fused_loss) writes it beside them. gpt2 B=12 T=1024 bf16 on
         # the H200: 6.79 GiB measured, 6.64 predicted; fused loss 7.87, 7.79.
+        loss_logits = (2 if plan.fused_loss else 1) * N * V * a
         phases["forward"] = static + copies + acts + N * V * a
-        phases["loss backward"] = static + copies + acts + (2 if plan.fused_loss else 1) * N * V * a
+        phases["loss backward"] = static + copies + acts + loss_logits
         phases["optimizer step"] = static + grads + N * V * a  # as eager: the caller's logits
         peak_at = max(phases, key=phases.__getitem__)
         live: dict[str, float] = {"weights": weights, "optimizer_state": opt, "inputs": ids}
@@ -177,7 +178,7 @@ def _compiled_parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan) 
             logits = N * V * a
             live.update(gradients=grads, logits=logits)
         else:
-            logits = N * V * a * (2 if peak_at == "loss backward" and plan.fused_loss else 1)
+            logits = loss_logits if peak_at == "loss backward" else N * V * a
             live.update(weight_copies=copies, activations=acts, logits=logits)
         return MemoryBreakdown(weights, copies, grads, opt, acts, 0, logits, phases[peak_at],
                                peak_at, live, phases, config, workload, plan)

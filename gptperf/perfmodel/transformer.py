@@ -447,7 +447,7 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
     head = [_layernorm(names.LN_F, N, s), _linear(names.LM_HEAD, M, C, V, w, s, bias=False)]
     # the fused loss (plan.fused_loss) reads the logits once and keeps 8 bytes a row (loss, lse);
     # its backward reads them again and writes their gradient, one kernel each way
-    fused_loss = plan.fused_loss and workload.has_backward
+    fused_loss = plan.fused_loss  # a train step's alone (plan.check)
     if workload.has_loss:
         f = K.CROSS_ENTROPY_FWD * N * V + K.CROSS_ENTROPY_ROW * N
         head.append((names.LOSS, 1, f, 0, f, N * V * a + N * K.INDEX_BYTES, 8 * N, "vector") if fused_loss

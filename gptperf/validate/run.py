@@ -231,7 +231,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
                 expected_s, roofline_case(case, plan, hw), speed, probe))
             if case.profile and not plan.cuda_graph:
                 to_profile.append((case, plan, exp))
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - a prediction that fails is recorded, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
 
     with tempfile.TemporaryDirectory(prefix="gptperf-validate-") as tmp:
