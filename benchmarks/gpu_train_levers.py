@@ -128,23 +128,28 @@ def lever(name: str) -> Iterator[dict[str, Any]]:
         yield extra
 
 
+def lever_step(name: str, extra: dict[str, Any]) -> Any:
+    """The step `gptperf train` runs, changed as lever `name` says (inside its `lever` context),
+    compiled, and stepped once: each compiled graph's first call is behind it."""
+    plan = ExecutionPlan.default("train", "cuda", compile=True)
+    if name == "inductorce":  # the loss as inductor compiles the model's own F.cross_entropy
+        plan = plan.replace(fused_loss=False)
+    step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"), plan, "cuda",
+                      train_settings=extra.get("settings"))
+    if name == "graphs":  # cudagraph trees around the compiled forward and backward
+        step.train.run_model = torch.compile(step.model, mode="reduce-overhead")
+    step.train.compile_now(BATCH, SEQ)
+    step.step()
+    torch.cuda.synchronize()
+    return step
+
+
 def run_lever(name: str) -> dict[str, Any]:
     torch._dynamo.reset()
     torch.cuda.empty_cache()
     t0 = time.time()
     with lever(name) as extra:
-        step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"),
-                          ExecutionPlan.default("train", "cuda", compile=True), "cuda",
-                          train_settings=extra.get("settings"))
-        if name == "graphs":  # cudagraph trees around the compiled forward and backward
-            step.train.run_model = torch.compile(step.model, mode="reduce-overhead")
-        if name == "inductorce":  # the loss as inductor compiles the model's own F.cross_entropy
-            step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"),
-                              ExecutionPlan.default("train", "cuda", compile=True).replace(fused_loss=False),
-                              "cuda")
-        step.train.compile_now(BATCH, SEQ)
-        step.step()  # the first call of each compiled graph, outside the setup's timing
-        torch.cuda.synchronize()
+        step = lever_step(name, extra)
         setup = time.time() - t0
         # the loop's own step: forward, backward, clip, AdamW, the loss read back
         timing = time_fn(step.train.run, warmup=4, repeats=20, device=torch.device("cuda"))
@@ -165,16 +170,7 @@ def alternate(names_: list[str], rounds: int = 8, steps: int = 10) -> dict[str, 
     built = {}
     for name in names_:
         with lever(name) as extra:
-            step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"),
-                              ExecutionPlan.default("train", "cuda", compile=True), "cuda",
-                              train_settings=extra.get("settings"))
-            if name == "inductorce":  # the loss as inductor compiles the model's own F.cross_entropy
-                step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"),
-                                  ExecutionPlan.default("train", "cuda", compile=True).replace(fused_loss=False),
-                                  "cuda")
-            step.train.compile_now(BATCH, SEQ)
-            step.step()
-        built[name] = step
+            built[name] = lever_step(name, extra)
     blocks: dict[str, list[float]] = {n: [] for n in names_}
     for _ in range(rounds):
         for name, step in built.items():
