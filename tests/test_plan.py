@@ -29,6 +29,7 @@ def test_round_trip_and_label() -> None:
     ({"attention": "flash"}, "'flash'"),
     ({"static_cache": "yes"}, "static_cache"),
     ({"fused_decode": "yes"}, "fused_decode"),
+    ({"fused_loss": "yes"}, "'yes'"),
     ({"mode": "eager", "one_row_kernel": True}, "compiled"),
     ({"mode": "eager", "turbo": True}, "turbo"),
 ])

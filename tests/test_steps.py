@@ -64,6 +64,7 @@ def test_fast_plans_on_cpu(compile_calls) -> None:
     (ExecutionPlan("cuda_graph", CFG.attention, static_cache=True), "CUDA"),
     (ExecutionPlan("eager", "math"), "attention"),
     (ExecutionPlan("eager", CFG.attention, static_cache=True), "static_cache"),
+    (ExecutionPlan("compiled", CFG.attention, fused_loss=True), "fused_loss=false"),  # no Triton on a CPU
 ])
 def test_steps_that_cannot_run_are_one_line_errors(plan: ExecutionPlan, needle: str) -> None:
     kind = "decode" if plan.cuda_graph else "train"
