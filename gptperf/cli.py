@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from gptperf import __version__
 from gptperf.errors import UserError
+from gptperf.hostmem import keep_freed_memory
 
 DESCRIPTION = (
     "gptperf: train, sample and score a GPT; model its cost exactly (FLOPs, bytes, roofline); "
@@ -83,6 +84,7 @@ def _fail(command: str | None, message: str, as_json: bool, status: int = 2,
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in argv
+    keep_freed_memory()  # before any tensor: a CPU step re-faulted its freed gradients each step
     guard = sys.modules.get("gptperf.memguard")
     if guard is not None:  # an earlier command in this process (tests, notebooks)
         guard.forget()

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from gptperf import __version__
+from gptperf import __version__, hostmem
 
 
 @lru_cache(maxsize=1)
@@ -63,6 +63,7 @@ def environment(device: Any = None) -> dict[str, Any]:
         "hostname": platform.node(),
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "pid_cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "host_memory": hostmem.policy(),
     }
     if device is not None:
         env["device_type"] = torch.device(device).type

@@ -459,3 +459,23 @@ def test_a_case_measured_in_a_fresh_process_reports_its_time_and_plan() -> None:
         assert 0 < step_s < 5 and plan == case.plan
         with pytest.raises(RuntimeError, match="fp16"):
             bad_run.result()
+
+
+def test_a_case_is_the_median_of_its_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from gptperf.measure import bench
+    from gptperf.validate import run
+
+    times = iter([0.3, 0.1, 0.2])
+    calls: list[dict[str, Any]] = []
+
+    def fake_run_bench(*args: Any, **kwargs: Any) -> SimpleNamespace:
+        calls.append(kwargs)
+        return SimpleNamespace(step_time_s=next(times), plan=kwargs["plan"])
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    case = cases("cpu", True)[0]
+    step_s, plan = run.measure_case(case, torch.device("cpu"))
+    assert run.builds("cpu") == len(calls) == 3 and run.builds("cuda") == 1
+    assert step_s == 0.2 and plan == case.plan

@@ -59,7 +59,7 @@ def case_cost(case: Any, calibration: Any, device_type: str, scale: float = 1.0)
     """What validating `case` should take: its warm-up and timed steps at the calibrated expected
     step time (a default where the calibration cannot cost it), setup and compilation on top;
     `scale` corrects the step time by what the cases so far took."""
-    from gptperf.validate.run import PROFILE_SCHEDULE, counts
+    from gptperf.validate.run import PROFILE_SCHEDULE, builds, counts
 
     kind = _kind(device_type)
     step_s = DEFAULT_STEP_S[kind]
@@ -73,7 +73,7 @@ def case_cost(case: Any, calibration: Any, device_type: str, scale: float = 1.0)
         step_s = DEFAULT_STEP_S[kind]
     warmup, timed = counts(case.workload.kind, device_type)
     compile_s = COMPILE_S[kind] if case.plan.compiled else 0.0
-    measure = SETUP_S[kind] + compile_s + (warmup + timed) * step_s * scale
+    measure = builds(device_type) * (SETUP_S[kind] + compile_s + (warmup + timed) * step_s * scale)
     profiled_steps = sum(PROFILE_SCHEDULE.values())
     profile = (PROFILE_SETUP_S[kind] + compile_s
                + profiled_steps * step_s * scale * PROFILER_SLOWDOWN)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gptperf.hostmem import keep_freed_memory
+
 RESULT = "result.json"
 SPEC = "spec.json"
 SCHEMA = "gptperf.scale.ranks/1"
@@ -194,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(argv) != 1:
         sys.stderr.write("usage: python -m gptperf.scaling.worker SPEC.json  (a WorkerSpec)\n")
         return 2
+    keep_freed_memory()  # as the `gptperf` command does
     spec = WorkerSpec.read(argv[0])
     rank = int(os.environ.get("RANK", "0"))
     try:
