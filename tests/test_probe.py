@@ -80,7 +80,7 @@ def test_validation_compares_the_machine_with_its_calibration(monkeypatch: pytes
 
 def test_host_speed_is_the_host_models_step_now_over_then(monkeypatch: pytest.MonkeyPatch) -> None:
     cal = _calibration({"host": {"step_s": 4e-4}})
-    monkeypatch.setattr(pr, "host_step_s", lambda device, budget_s=pr.PART_S: 6e-4)
+    monkeypatch.setattr(pr, "host_step_s", lambda device, budget_s=pr.HOST_WINDOW_S: 6e-4)
     assert pr.host_speed(cal, torch.device("cpu")) == pytest.approx(1.5)
     # a calibration from before the step probe: its host costs are used as they are
     assert pr.host_speed(_calibration({"host": THEN.to_dict()}), torch.device("cpu")) is None

@@ -292,7 +292,7 @@ def stood_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
     ratios = {c.name: 1 + (i - 3) / 50 for i, c in enumerate(sweep)}  # -6% .. +8%
     ratios[sweep[1].name] = None  # this one fails to run
 
-    def measure(case: ValidationCase, device: Any) -> tuple[float, Any]:
+    def measure(case: ValidationCase, device: Any, repeats: int | None = None) -> tuple[float, Any]:
         if ratios[case.name] is None:
             raise RuntimeError("CPU out of memory (tried to allocate 1 TB)")
         i = [c.name for c in sweep].index(case.name)
@@ -479,3 +479,29 @@ def test_a_case_is_the_median_of_its_builds(monkeypatch: pytest.MonkeyPatch) -> 
     step_s, plan = run.measure_case(case, torch.device("cpu"))
     assert run.builds("cpu") == len(calls) == 3 and run.builds("cuda") == 1
     assert step_s == 0.2 and plan == case.plan
+    assert all(kw["calibrated"] is False for kw in calls)  # validate makes its own prediction
+
+
+def test_timed_steps_span_the_devices_window_at_the_expected_step_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gptperf.validate import run
+
+    case = next(c for c in cases("cuda") if c.workload.kind == "train")
+    _, default = run.counts("train", "cuda")
+    step = {"s": 0.01}
+
+    def fake_expected(case: Any, plan: Any, cal: Any, speed: Any = None) -> Any:
+        if step["s"] is None:
+            raise UserError("no curve for this shape")
+        return _Expected(step["s"])
+
+    monkeypatch.setattr(run, "expected_case", fake_expected)
+    assert run.MIN_WINDOW_S["cuda"] == 1.0
+    assert run.timed_steps(case, None, "cuda") == 100  # 1 s of 10 ms steps
+    step["s"] = 1e-5
+    assert run.timed_steps(case, None, "cuda") == run.MAX_TIMED
+    step["s"] = 0.5
+    assert run.timed_steps(case, None, "cuda") == default  # never fewer than the default
+    step["s"] = None
+    assert run.timed_steps(case, None, "cuda") == default  # no estimate: the default
+    assert run.timed_steps(case, None, "cpu") == run.counts("train", "cpu")[1]  # no window on a CPU

@@ -240,6 +240,7 @@ def run_bench(
     started_at: float | None = None,
     plan: Any = None,
     fast: bool = False,
+    calibrated: bool = True,
 ) -> BenchResult:
     """Build `kind` on `config` under `plan`, warm it up, time `repeats` steps, and collect
     every metric.
@@ -251,7 +252,8 @@ def run_bench(
     measured ceilings if cached, else its datasheet entry). The datasheet entry gives the
     datasheet MFU, the measured ceilings (if `gptperf ceilings` cached them) the measured MFU,
     each with a prediction of its own. `started_at` (a perf_counter reading) makes the wall time
-    cover work done before the call (e.g. the command's imports).
+    cover work done before the call (e.g. the command's imports). `calibrated=False` leaves out
+    the calibrated expected time (and the second-long host-speed probe it takes).
     """
     t_start = time.perf_counter() if started_at is None else started_at
     import torch
@@ -382,7 +384,8 @@ def run_bench(
         })
     if result.flops_per_step is None:
         notes.append("no FLOP count: the performance model could not predict this workload")
-    _add_calibrated(result, config, workload, plan, dev)
+    if calibrated:
+        _add_calibrated(result, config, workload, plan, dev)
 
     for against, hw in (("measured", measured), ("datasheet", datasheet if datasheet is not None
                                                  else chosen)):

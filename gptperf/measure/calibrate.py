@@ -12,8 +12,8 @@ of the call among calls run back to back, no synchronisation between them (the G
 these sizes); on a CPU it is the whole call.
 The host's speed moves while they are measured (2× within one calibration on the lent H200
 machine), so each job's costs are brought to one speed: the host model's own step
-(`gptperf.measure.probe.host_step_s`, the probe `host_speed` takes later) is timed just before and
-just after each job's timed rounds, and the job's costs are scaled to the geometric mean of those
+(`gptperf.measure.probe.host_step_s`, the probe `host_speed` takes later) is timed for a second
+right after each job's timed rounds, and the job's costs are scaled to the geometric mean of those
 units over all jobs, kept as `probes["host"]["step_s"]` (`fit_host_jobs`).
 
 Compiled recordings (`Calibration.compiled["<kind>:<dtype>"]`, CUDA) profile a compiled step of
@@ -146,7 +146,7 @@ def fit_host_jobs(measured: Sequence[tuple[str, str, dict[int, dict[str, float]]
                   ) -> tuple[dict[str, dict[str, float]], float | None, str | None]:
     """(host, unit_s, note): `host["<mode>:<part>:<dtype>"]` fitted from each job's times per
     block count and scaled to one host speed. A job is (mode, dtype, times, unit): `unit` is the
-    host model's step (`probe.host_step_s`) timed around the job's rounds, so a job measured on a
+    host model's step (`probe.host_step_s`) timed right after the job's rounds, so a job measured on a
     host 1.3× slower has its costs divided by 1.3 against the others. `unit_s`, the geometric mean
     of the units, is the speed all costs are at; `host_speed` later compares the same probe with
     it. The note says how far the host moved between jobs (None within 5%).
@@ -169,7 +169,7 @@ def fit_host_jobs(measured: Sequence[tuple[str, str, dict[int, dict[str, float]]
     if max(units) / min(units) <= 1.05:
         return host, unit_s, None
     return host, unit_s, (f"host costs: the host model's step took {min(units) * 1e6:.0f}–"
-                          f"{max(units) * 1e6:.0f} µs around the {len(units)} host jobs "
+                          f"{max(units) * 1e6:.0f} µs after the {len(units)} host jobs "
                           f"(×{max(units) / min(units):.2f}); each job's costs are scaled to "
                           f"{unit_s * 1e6:.0f} µs")
 
@@ -298,12 +298,13 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
         def measure(dtype: str = dtype, mode: str = mode, what: str = what, timed: list[str] = timed,
                     warmup: int = warmup) -> tuple[tuple[dict[int, dict[str, float]], float], list[str]]:
             groups = _host_groups(dtype, mode, device, what)
-            # warmed up (a compiled part compiles in its first call) before the unit is probed
+            # warmed up first (a compiled part compiles in its first call)
             time_host_parts(groups, [], device, warmup=warmup, repeats=0)
-            before = host_step_s(device)
             times = time_host_parts(groups, timed, device, warmup=0, repeats=repeats,
                                     budget_s=HOST_JOB_BUDGET_S[quick])
-            return (times, math.sqrt(before * host_step_s(device))), []
+            # one probe over a second: two of 0.1 s around the rounds each caught the host in or
+            # out of a slow spell (probe.HOST_WINDOW_S)
+            return (times, host_step_s(device)), []
 
         if mode == COMPILED:
             (times, unit), failed = _guarded(f"compiled host cost of the {what} step", measure,

@@ -92,6 +92,10 @@ def host_op_s(device: Any, budget_s: float = PART_S) -> float:
 
 
 STEP_RUN = 10  # host-model steps per sample of `host_step_s`
+# Seconds of host-model steps a host-speed probe spans. The H200 machine's vCPUs ran the step in
+# 310-340 µs with slow spells of 450-930 µs lasting 30-540 ms, a quarter of the time (pinned to
+# one vCPU or not): eight medians over 0.1 s read 314-611 µs, over 1 s 312-323 µs.
+HOST_WINDOW_S = 1.0
 # Steps run untimed first: after a device-bound case the host had idled in synchronisation, and
 # on the H200 machine the probe right after read 1.3-1.9x the calibration's host time (0.84-0.90
 # after host-bound cases, run G): a cold host, not the one that ran the case's steps.
@@ -117,7 +121,7 @@ def host_model_step(device: str) -> Callable[[], None]:
     return step.phases[0][1]
 
 
-def host_step_s(device: Any, budget_s: float = PART_S, clock: Callable[[], float] | None = None,
+def host_step_s(device: Any, budget_s: float = HOST_WINDOW_S, clock: Callable[[], float] | None = None,
                 warmup_s: float = STEP_WARMUP_S) -> float:
     """Host seconds of one eager decode step of the calibration's host model (one block, fp32)
     among steps run back to back (median of samples of STEP_RUN steps over about `budget_s`,
@@ -161,7 +165,7 @@ def take_probe(device: Any, budget_s: float = PART_S) -> SpeedProbe:
     return SpeedProbe(host_s, matmul_s, copy_s)
 
 
-def host_speed(calibration: Any, device: Any, budget_s: float = PART_S) -> float | None:
+def host_speed(calibration: Any, device: Any, budget_s: float = HOST_WINDOW_S) -> float | None:
     """The host model's step time now over its time when `calibration`'s host costs were
     measured (2.0: the host is twice as slow now), probed on `device`; None for a calibration
     without that probe (one from before it was taken): its host costs are used as they are."""

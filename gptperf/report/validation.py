@@ -59,7 +59,7 @@ def case_cost(case: Any, calibration: Any, device_type: str, scale: float = 1.0)
     """What validating `case` should take: its warm-up and timed steps at the calibrated expected
     step time (a default where the calibration cannot cost it), setup and compilation on top;
     `scale` corrects the step time by what the cases so far took."""
-    from gptperf.validate.run import PROFILE_SCHEDULE, builds, counts
+    from gptperf.validate.run import PROFILE_SCHEDULE, builds, counts, timed_steps
 
     kind = _kind(device_type)
     step_s = DEFAULT_STEP_S[kind]
@@ -71,7 +71,8 @@ def case_cost(case: Any, calibration: Any, device_type: str, scale: float = 1.0)
         pass
     if not (math.isfinite(step_s) and step_s > 0):
         step_s = DEFAULT_STEP_S[kind]
-    warmup, timed = counts(case.workload.kind, device_type)
+    warmup, _ = counts(case.workload.kind, device_type)
+    timed = timed_steps(case, calibration, device_type)
     compile_s = COMPILE_S[kind] if case.plan.compiled else 0.0
     measure = builds(device_type) * (SETUP_S[kind] + compile_s + (warmup + timed) * step_s * scale)
     profiled_steps = sum(PROFILE_SCHEDULE.values())

@@ -1,5 +1,6 @@
 """One validation case measured in a fresh process: `python -m gptperf.validate.child` reads the
-case (config, workload, plan as JSON) on stdin and writes {"step_time_s", "plan"} on stdout."""
+case (config, workload, plan as JSON; the timed steps, optional) on stdin and writes
+{"step_time_s", "plan"} on stdout."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def main() -> int:
     case = ValidationCase(doc["name"], GPTConfig.from_dict(doc["config"]),
                           Workload.from_dict(doc["workload"]), ExecutionPlan.from_dict(doc["plan"]))
     try:
-        step_s, plan = measure_case(case, torch.device(doc["device"]))
+        step_s, plan = measure_case(case, torch.device(doc["device"]), doc.get("repeats"))
     except Exception as err:  # noqa: BLE001 - the parent records it as a skipped case
         sys.stdout.write(json.dumps({"error": f"{type(err).__name__}: {' '.join(str(err).split())}"[:400]}) + "\n")
         return 0

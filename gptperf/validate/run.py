@@ -44,6 +44,11 @@ PROFILE_SCHEDULE = {"wait": 1, "warmup": 1, "active": 3}
 # when its model is built (where its tensors land): prefill mini-gpt2 ran 42, 39 and 56 ms in
 # three builds, each within 10% over six runs of five steps.
 BUILDS: dict[str, int] = {"cuda": 1, "cpu": 3}
+# Seconds a case's timed steps span at least: on the H200 machine the host ran in slow spells of
+# 30-540 ms a quarter of the time (`measure.probe.HOST_WINDOW_S`), and the median of ten 10 ms
+# steps read either state. The count comes from the case's calibrated expected time.
+MIN_WINDOW_S: dict[str, float] = {"cuda": 1.0, "cpu": 0.0}
+MAX_TIMED = 500
 
 
 def counts(kind: str, device_type: str) -> tuple[int, int]:
@@ -57,6 +62,22 @@ def builds(device_type: str) -> int:
     return BUILDS.get(device_type, BUILDS["cpu"])
 
 
+def timed_steps(case: ValidationCase, calibration: Any, device_type: str) -> int:
+    """Timed steps of `case`: `counts`', or enough to span MIN_WINDOW_S at the calibrated expected
+    step time (at most MAX_TIMED)."""
+    _, timed = counts(case.workload.kind, device_type)
+    window = MIN_WINDOW_S.get(device_type, 0.0)
+    if window <= 0:
+        return timed
+    try:
+        step_s = float(expected_case(case, case.plan, calibration).step_time_s)
+    except Exception:  # noqa: BLE001 - only the count: measuring the case says what fails
+        return timed
+    if not (math.isfinite(step_s) and step_s > 0):
+        return timed
+    return max(timed, min(MAX_TIMED, math.ceil(window / step_s)))
+
+
 def load_calibration(device: Any) -> Any:
     """This device's calibration (checked: same device, same torch, not stale); a one-line
     UserError when there is none."""
@@ -68,23 +89,26 @@ def load_calibration(device: Any) -> Any:
 # --- the four things done to a case (apart, so tests can stand in for each) -------------------
 
 
-def measure_case(case: ValidationCase, device: Any) -> tuple[float, ExecutionPlan]:
-    """Median step time (s) of the case, timed by `run_bench` (the step `bench` times) in each of
-    `builds(device type)` builds, the median of those; and the plan that ran (the one-row kernel
-    is dropped where Triton is missing)."""
+def measure_case(case: ValidationCase, device: Any,
+                 repeats: int | None = None) -> tuple[float, ExecutionPlan]:
+    """Median step time (s) of the case over `repeats` timed steps (default: `counts`'), timed by
+    `run_bench` (the step `bench` times) in each of `builds(device type)` builds, the median of
+    those; and the plan that ran (the one-row kernel is dropped where Triton is missing)."""
     from gptperf.measure.bench import run_bench
 
     w = case.workload
-    warmup, repeats = counts(w.kind, device.type)
+    warmup, default = counts(w.kind, device.type)
+    repeats = repeats or default
     times = []
     for _ in range(builds(device.type)):
         bench = run_bench(case.config, w.kind, w.batch, w.seq, w.dtype, device, plan=case.plan,
-                          warmup=warmup, repeats=repeats)
+                          warmup=warmup, repeats=repeats, calibrated=False)  # predicted here
         times.append(bench.step_time_s)
     return statistics.median(times), bench.plan
 
 
-def measure_case_isolated(case: ValidationCase, device: Any) -> tuple[float, ExecutionPlan]:
+def measure_case_isolated(case: ValidationCase, device: Any,
+                          repeats: int | None = None) -> tuple[float, ExecutionPlan]:
     """`measure_case` in a fresh Python process (`gptperf.validate.child`), as `gptperf bench`
     runs: on the H200 machine a host-bound eager step measured in a process that had already
     built and run other models took up to 1.5x longer than in a fresh one."""
@@ -93,7 +117,7 @@ def measure_case_isolated(case: ValidationCase, device: Any) -> tuple[float, Exe
     import sys
 
     doc = {"name": case.name, "config": case.config.to_dict(), "workload": case.workload.to_dict(),
-           "plan": case.plan.to_dict(), "device": str(device)}
+           "plan": case.plan.to_dict(), "device": str(device), "repeats": repeats}
     proc = subprocess.run([sys.executable, "-m", "gptperf.validate.child"], input=json.dumps(doc),
                           capture_output=True, text=True, timeout=600)
     lines = proc.stdout.strip().splitlines()
@@ -218,7 +242,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             progress("measuring", i, len(todo))
         try:
             measure = measure_case_isolated if isolate else measure_case
-            measured_s, plan = measure(case, dev)
+            measured_s, plan = measure(case, dev, timed_steps(case, calibration, dev.type))
             ran.append((case, plan, measured_s, host_speed(calibration, dev)))  # probed as it ran
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
