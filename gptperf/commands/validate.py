@@ -101,11 +101,10 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
         table.add_row(p.case, p.plan_label, seconds(p.measured_s), seconds(p.expected_s),
                       _ratio(p.ratio) + flag, host, seconds(p.roofline_s), _ratio(roof))
     console.print(table)
-    speeds = {p.host_speed for p in r.points if p.host_speed is not None}
-    if speeds:
-        console.print("host now/then: the calibration's host-model step timed after each case over "
-                      "its time at calibration; every case's host costs are charged at the "
-                      f"sweep's median of these, {', '.join(_ratio(v) for v in sorted(speeds))}")
+    if any(p.host_probe is not None for p in r.points):
+        console.print("host now/then: the calibration's host-model step timed for a second right "
+                      "after each case over its time at calibration; each case's host costs are "
+                      "charged at it (a case without one: at the median of the others)")
     for s in r.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.case}: {s.reason}")
 

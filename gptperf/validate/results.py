@@ -30,8 +30,8 @@ class ValidationPoint:
     (`expected_s`) and bounded by the roofline (`roofline_s`; None when no hardware resolved),
     for the plan it ran under. `host_probe`: the host model's step time probed right after the
     case over its time when the host costs were calibrated (None: not probed); `host_speed`: the
-    speed the prediction's host costs were charged at, the sweep's median of those probes
-    (`validate.run.sweep_host_speed`)."""
+    speed the prediction's host costs were charged at, the case's own probe or, without one, the
+    median of the others (`validate.run.sweep_host_speed`)."""
 
     case: str
     kind: str

@@ -251,8 +251,9 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     if progress:
         progress("measuring", len(todo), len(todo))
 
-    speed = sweep_host_speed([probe for *_, probe in ran])
+    fallback = sweep_host_speed([probe for *_, probe in ran])
     for case, plan, measured_s, probe in ran:
+        speed = probe if probe is not None else fallback
         try:
             if plan != case.plan:
                 result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
@@ -292,11 +293,14 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
 
 
 def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
-    """The host's speed every case's host costs are charged at: the median of the probes taken
-    after each case (None without any). One probe a case read 0.86-2.02x on one H200 machine
-    with no relation to what the cases needed; the sweep's median missed less in four of five
-    sweeps (median error 11.8 -> 8.4% there; 7.2 -> 7.4% on a steady host; 7.1 -> 7.0, 15.8 ->
-    15.1, 9.6 -> 8.9% on the 2-core VM), as the inference sweep probes once for all its points."""
+    """The host's speed a case without a probe of its own is charged at: the median of the
+    probes taken after the others (None without any).
+
+    Each case is charged at its own probe, taken over a second right after it. Probes over 0.1 s
+    read the host in or out of a slow spell at random, and the sweep's median of them missed
+    less in four of five sweeps (BENCHMARKS.md, run K); over a second, an H200 machine's
+    host-bound prefill step kept within 4% of 38.8 probe units while the probe moved 1.9x, and
+    run L's own probes gave a median error of 8.7% where the sweep's median gave 16.7%."""
     taken = [p for p in probes if p is not None]
     return statistics.median(taken) if taken else None
 
