@@ -121,14 +121,15 @@ def host_model_step(device: str) -> Callable[[], None]:
     return step.phases[0][1]
 
 
-def host_step_s(device: Any, budget_s: float = HOST_WINDOW_S, clock: Callable[[], float] | None = None,
+def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], float] | None = None,
                 warmup_s: float = STEP_WARMUP_S) -> float:
     """Host seconds of one eager decode step of the calibration's host model (one block, fp32)
     among steps run back to back (median of samples of STEP_RUN steps over about `budget_s`,
-    after `warmup_s` of untimed steps, in real time; `clock` times the samples): the unit of
-    the calibration's host costs."""
+    default HOST_WINDOW_S, after `warmup_s` of untimed steps, in real time; `clock` times the
+    samples): the unit of the calibration's host costs."""
     from gptperf.runtime import as_device, synchronize
 
+    budget_s = HOST_WINDOW_S if budget_s is None else budget_s
     device = as_device(device)
     clock = clock or time.perf_counter
     run = host_model_step(str(device))
@@ -165,7 +166,7 @@ def take_probe(device: Any, budget_s: float = PART_S) -> SpeedProbe:
     return SpeedProbe(host_s, matmul_s, copy_s)
 
 
-def host_speed(calibration: Any, device: Any, budget_s: float = HOST_WINDOW_S) -> float | None:
+def host_speed(calibration: Any, device: Any, budget_s: float | None = None) -> float | None:
     """The host model's step time now over its time when `calibration`'s host costs were
     measured (2.0: the host is twice as slow now), probed on `device`; None for a calibration
     without that probe (one from before it was taken): its host costs are used as they are."""
