@@ -3,10 +3,10 @@
 By default glibc gives every freed block of 128 KiB or more straight back to the kernel (an
 unmapped chunk, or a trimmed heap top), and the next allocation of that size page-faults it in
 again, page by page. A CPU train step frees and reallocates its gradients every step: on the
-2-core development VM a 6.7M-parameter step (validate's `train mini-v8k`) took 108 ms, 38 of
-them in first touches of fresh memory inside `fill_` and `add`, and 70 ms with freed blocks
-kept. Blocks up to 32 MiB (glibc's ceiling for the threshold) are then served from the heap,
-and the heap is not trimmed below 1 GiB of free space.
+2-core development VM a 6.7M-parameter step (validate's `train mini-v8k`) took 106-113 ms, 26
+of them in `fill_` and `add` writing freshly mapped pages, and 67-76 ms with freed blocks kept
+(those two ops 3 ms). Blocks up to 32 MiB (glibc's ceiling for the threshold) are then served
+from the heap, and the heap is not trimmed below 1 GiB of free space.
 """
 
 from __future__ import annotations
