@@ -85,6 +85,16 @@ def test_bench_json_has_one_calibrated_entry_beside_the_roofline(loader, cli_jso
     assert [str(d) for d in loader.asked] == ["cpu"]
 
 
+def test_bench_for_validate_leaves_the_calibrated_entry_to_it(loader) -> None:
+    from gptperf.measure.bench import run_bench
+
+    kept = run_bench(CFG, "train", 2, 16, "fp32", "cpu", warmup=1, repeats=2)
+    left = run_bench(CFG, "train", 2, 16, "fp32", "cpu", warmup=1, repeats=2, calibrated=False)
+    assert [p["source"] for p in kept.predictions].count("calibrated") == 1
+    assert all(p["source"] != "calibrated" for p in left.predictions) and left.predictions
+    assert [str(d) for d in loader.asked] == ["cpu"]  # the calibration was not even looked up
+
+
 def test_bench_with_a_stale_calibration_notes_why_and_still_measures(loader, cli_json) -> None:
     loader.error = STALE
     doc = cli_json(*BENCH)
