@@ -290,6 +290,7 @@ def test_measure_host_probes_the_unit_right_after_every_jobs_rounds(monkeypatch:
     monkeypatch.setattr(cal_mod, "host_step_s", fake_unit)
     result = cal_mod.measure_host(CPU, ["fp32"], quick=True)
     assert events == ["warm", "timed", "unit"] * 2  # the unit probed right after the rounds
+    assert result.job_units == {"eager:train:fp32": 1e-3, "eager:inference:fp32": 2e-3}
     # job k's unit is k ms, so its k µs a layer is 1 µs a layer at 1 ms: both jobs agree at √2 ms
     assert result.unit_s == pytest.approx(2 ** 0.5 * 1e-3)
     assert {round(fit["per_layer_s"] * 1e9, 3) for fit in result.costs.values()} == {round(2 ** 0.5 * 1e3, 3)}
@@ -488,6 +489,9 @@ def test_real_quick_cpu_calibration_end_to_end(tmp_path: Path, monkeypatch: pyte
     assert cal.matmul and cal.attention and cal.vector and cal.optimizer
     assert all(r is None or (math.isfinite(r) and r >= 0) for r in cal.residuals().values())
     assert cal.host["eager:fwd:fp32"]["per_layer_s"] > 0
+    units = cal.probes["host_jobs"]  # each job's own unit, kept beside the one they are scaled to
+    assert set(units) == {"eager:train:fp32", "eager:inference:fp32"} and all(u > 0 for u in units.values())
+    assert min(units.values()) <= cal.probes["host"]["step_s"] <= max(units.values())
     assert cal_mod.calibration_for(CPU) == cal
 
 

@@ -37,7 +37,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,11 +135,12 @@ class ProfilerHooks:
 class HostCosts:
     """What `measure_host` measured: `costs["<mode>:<part>:<dtype>"]` = {"per_layer_s",
     "fixed_s"} at the host speed where the host model's step takes `unit_s` (None: no job ran),
-    and notes."""
+    notes, and each job's own unit by "<mode>:<train|inference>:<dtype>" (`job_units`)."""
 
     costs: dict[str, dict[str, float]]
     unit_s: float | None
     notes: list[str]
+    job_units: dict[str, float] = field(default_factory=dict)
 
 
 def fit_host_jobs(measured: Sequence[tuple[str, str, dict[int, dict[str, float]], float]],
@@ -281,6 +282,7 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
     if compiled and COMPILED_DTYPE in dtypes:
         jobs += [(COMPILED, COMPILED_DTYPE, what) for what in ("train", "inference")]
     measured: list[tuple[str, str, dict[int, dict[str, float]], float]] = []
+    job_units: dict[str, float] = {}
     notes: list[str] = []
     compiling_s = 0.0
     last_compile_s = 0.0
@@ -316,6 +318,7 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
             (times, unit), _ = measure()
         if times:
             measured.append((mode, dtype, times, unit))
+            job_units[f"{mode}:{what}:{dtype}"] = unit
     if progress:
         progress("host", len(jobs), len(jobs))
     host, unit_s, drift = fit_host_jobs(measured)
@@ -324,7 +327,7 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
     if compiled and COMPILED_DTYPE not in dtypes:
         notes.append(f"compiled host costs are measured in {COMPILED_DTYPE}, not among the dtypes "
                      f"{dtypes}: left out")
-    return HostCosts(host, unit_s, notes)
+    return HostCosts(host, unit_s, notes, job_units)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -575,7 +578,8 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         matmul=dict(kernels.get("matmul", {})), attention=dict(kernels.get("attention", {})),
         vector=dict(kernels.get("vector", {})), optimizer=dict(kernels.get("optimizer", {})),
         gemv=dict(kernels.get("gemv", {})), host=host, compiled=compiled, shapes=shapes,
-        notes=notes, probes={"start": first.to_dict(), "host": host_probe, "end": last.to_dict()},
+        notes=notes, probes={"start": first.to_dict(), "host": host_probe,
+                             "host_jobs": measured_host.job_units, "end": last.to_dict()},
         launch_gap_s=float(launch["gap_s"]),
     )
 

@@ -235,8 +235,9 @@ class Calibration:
     probes: "start" | "end" -> a speed probe taken as the calibration began and ended
         (`gptperf.measure.probe.SpeedProbe.to_dict`): what `validate` compares the machine with;
         "host" -> {"step_s": the host model's step time (`gptperf.measure.probe.host_step_s`)
-        at the host speed all host costs are scaled to (each job's measured around it)}: the
-        host costs' unit, against which a command that measures a step scales them.
+        at the host speed all host costs are scaled to (each job's measured right after it)}:
+        the host costs' unit, against which a command that measures a step scales them;
+        "host_jobs" -> {"<mode>:<train|inference>:<dtype>": that job's own unit} (diagnostic).
     launch_gap_s: seconds a GPU kernel launched from a stream takes beyond the same kernel in a
         CUDA graph (`gptperf.measure.launch_gap`); charged per kernel of steps that are not
         graphs. 0 on a CPU and in calibrations from before it was measured.
