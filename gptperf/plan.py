@@ -9,7 +9,8 @@ Defaults (`ExecutionPlan.default`), per workload kind and device:
 
 * train: eager, or compiled with `--compile`; the fused AdamW kernel on CUDA (it exists for
   CUDA tensors only, as `gptperf train` has always used it there); compiled on CUDA, the
-  one-pass Triton cross-entropy (`fused_loss`: 0.45 ms less a gpt2 step on the H200).
+  one-pass Triton cross-entropy (`fused_loss`: 0.45 ms less a gpt2 step on the H200), except
+  in the scaling study's DDP step (`ddp=True`), which keeps the model's own loss.
 * forward: eager, or compiled with `--compile`.
 * prefill, decode, decode_nocache with `fast` (the default on CUDA for `generate` and
   `inference`): on CUDA the step is compiled and replayed as one CUDA graph, with a static KV
@@ -159,14 +160,15 @@ class ExecutionPlan:
 
     @classmethod
     def default(cls, kind: str, device_type: str, *, compile: bool = False,
-                fast: bool | None = False, attention: str = "sdpa") -> ExecutionPlan:
+                fast: bool | None = False, attention: str = "sdpa", ddp: bool = False) -> ExecutionPlan:
         """The plan a command runs `kind` under on `device_type` ("cpu" or "cuda") when the user
         names none (see the module docstring). `fast=None` means on for CUDA, off elsewhere;
-        it applies to prefill, decode and decode_nocache only."""
+        it applies to prefill, decode and decode_nocache only. `ddp`: the train step of the
+        scaling study (DDP wraps the whole model, its own loss included: no fused loss)."""
         cuda = device_type == "cuda"
         if kind == "train":
             return cls(COMPILED if compile else EAGER, attention, fused_optimizer=cuda,
-                       fused_loss=cuda and compile)
+                       fused_loss=cuda and compile and not ddp)
         if kind == "forward":
             return cls(COMPILED if compile else EAGER, attention)
         if kind not in INFERENCE_KINDS:

@@ -63,6 +63,8 @@ def test_defaults() -> None:
     assert d("train", "cuda", compile=True, attention="math") == ExecutionPlan(
         "compiled", "math", fused_optimizer=True, fused_loss=True)
     assert d("train", "cpu", compile=True) == ExecutionPlan("compiled")  # Triton's loss: CUDA only
+    assert d("train", "cuda", compile=True, ddp=True) == ExecutionPlan(  # DDP keeps the model's loss
+        "compiled", fused_optimizer=True)
     assert d("train", "cpu") == ExecutionPlan() and d("forward", "cpu", compile=True).mode == "compiled"
     # inference: fast on CUDA is the CUDA graph with the static cache (and gemv for decode)
     assert d("decode", "cuda", fast=True) == FAST_GPU and d("decode", "cuda", fast=None) == FAST_GPU

@@ -579,9 +579,8 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if dev_type == "cpu" and max(spec.procs) > cores:
         notes.append(f"{max(spec.procs)} processes on {cores} CPU cores: oversubscribed")
-    # DDP wraps the whole model, its own loss included: no fused loss (as the workers run)
     plan = ExecutionPlan.default("train", dev_type, compile=spec.compile,
-                                 attention=spec.config.attention).replace(fused_loss=False)
+                                 attention=spec.config.attention, ddp=True)  # as the workers run
 
     tmp = None
     work = Path(spec.work_dir) if spec.work_dir else Path(tmp := tempfile.mkdtemp(prefix="gptperf-scale-"))

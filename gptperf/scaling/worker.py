@@ -127,9 +127,8 @@ class _Trainer:
         module = parallelize(model, ctx) if ddp else model
         self.ddp = module is not model
         self.clock = AllReduceTimer(module, dev) if self.ddp else StepClock(dev)
-        # the model's own loss: DDP wraps the whole model, loss included (the study predicts the same)
         self.plan = ExecutionPlan.default("train", dev.type, compile=args.compile,
-                                          attention=config.attention).replace(fused_loss=False)
+                                          attention=config.attention, ddp=True)
         self.device = dev
         # One global batch, drawn alike on every rank; this rank takes its rows, so p processes
         # together train on exactly what one process of batch p·b does. The same batch every
