@@ -315,6 +315,7 @@ def test_every_case_is_predicted_at_its_own_probe_and_one_without_at_the_others_
 
     speeds = iter([1.25, 0.8, None, 2.0] + [1.0] * 50)
     seen: list[Any] = []
+    monkeypatch.setattr(run, "expected_step_s", lambda case, cal: None)  # the timed-step estimate
     monkeypatch.setattr(run, "host_speed", lambda cal, device: next(speeds))
     monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None: (
         seen.append(speed), _Expected(1e-3))[1])
@@ -496,12 +497,19 @@ def test_timed_steps_span_the_devices_window_at_the_expected_step_time(
         return _Expected(step["s"])
 
     monkeypatch.setattr(run, "expected_case", fake_expected)
+
+    def timed(device_type: str = "cuda") -> int:
+        return run.timed_steps("train", device_type, run.expected_step_s(case, None))
+
     assert run.MIN_WINDOW_S["cuda"] == 1.0
-    assert run.timed_steps(case, None, "cuda") == 100  # 1 s of 10 ms steps
+    assert timed() == 100  # 1 s of 10 ms steps
     step["s"] = 1e-5
-    assert run.timed_steps(case, None, "cuda") == run.MAX_TIMED
+    assert timed() == run.MAX_TIMED
     step["s"] = 0.5
-    assert run.timed_steps(case, None, "cuda") == default  # never fewer than the default
+    assert timed() == default  # never fewer than the default
+    step["s"] = float("nan")
+    assert run.expected_step_s(case, None) is None and timed() == default  # not a time: unknown
     step["s"] = None
-    assert run.timed_steps(case, None, "cuda") == default  # no estimate: the default
-    assert run.timed_steps(case, None, "cpu") == run.counts("train", "cpu")[1]  # no window on a CPU
+    assert run.expected_step_s(case, None) is None and timed() == default  # no estimate: the default
+    step["s"] = 0.01
+    assert timed("cpu") == run.counts("train", "cpu")[1]  # no window on a CPU

@@ -10,7 +10,6 @@ to measure fit in what would be left. The first case always runs, so the section
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -59,20 +58,13 @@ def case_cost(case: Any, calibration: Any, device_type: str, scale: float = 1.0)
     """What validating `case` should take: its warm-up and timed steps at the calibrated expected
     step time (a default where the calibration cannot cost it), setup and compilation on top;
     `scale` corrects the step time by what the cases so far took."""
-    from gptperf.validate.run import PROFILE_SCHEDULE, builds, counts, timed_steps
+    from gptperf.validate.run import PROFILE_SCHEDULE, builds, counts, expected_step_s, timed_steps
 
     kind = _kind(device_type)
-    step_s = DEFAULT_STEP_S[kind]
-    try:
-        from gptperf.perfmodel.expected import expected
-
-        step_s = float(expected(case.config, case.workload, case.plan, calibration).step_time_s)
-    except Exception:  # noqa: BLE001 - an estimate only: the case itself will say what fails
-        pass
-    if not (math.isfinite(step_s) and step_s > 0):
-        step_s = DEFAULT_STEP_S[kind]
+    estimate = expected_step_s(case, calibration)
+    step_s = DEFAULT_STEP_S[kind] if estimate is None else estimate
     warmup, _ = counts(case.workload.kind, device_type)
-    timed = timed_steps(case, calibration, device_type)
+    timed = timed_steps(case.workload.kind, device_type, estimate)
     compile_s = COMPILE_S[kind] if case.plan.compiled else 0.0
     measure = builds(device_type) * (SETUP_S[kind] + compile_s + (warmup + timed) * step_s * scale)
     profiled_steps = sum(PROFILE_SCHEDULE.values())

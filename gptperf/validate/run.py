@@ -62,18 +62,22 @@ def builds(device_type: str) -> int:
     return BUILDS.get(device_type, BUILDS["cpu"])
 
 
-def timed_steps(case: ValidationCase, calibration: Any, device_type: str) -> int:
-    """Timed steps of `case`: `counts`', or enough to span MIN_WINDOW_S at the calibrated expected
-    step time (at most MAX_TIMED)."""
-    _, timed = counts(case.workload.kind, device_type)
-    window = MIN_WINDOW_S.get(device_type, 0.0)
-    if window <= 0:
-        return timed
+def expected_step_s(case: ValidationCase, calibration: Any) -> float | None:
+    """The case's calibrated expected step time under the plan it asks for (host costs as
+    calibrated): an estimate, None where the calibration cannot cost it."""
     try:
         step_s = float(expected_case(case, case.plan, calibration).step_time_s)
-    except Exception:  # noqa: BLE001 - only the count: measuring the case says what fails
-        return timed
-    if not (math.isfinite(step_s) and step_s > 0):
+    except Exception:  # noqa: BLE001 - an estimate only: measuring the case says what fails
+        return None
+    return step_s if math.isfinite(step_s) and step_s > 0 else None
+
+
+def timed_steps(kind: str, device_type: str, step_s: float | None) -> int:
+    """Timed steps of a case of `kind`: `counts`', or enough to span MIN_WINDOW_S at the expected
+    step time `step_s` (`expected_step_s`; None: unknown), at most MAX_TIMED."""
+    _, timed = counts(kind, device_type)
+    window = MIN_WINDOW_S.get(device_type, 0.0)
+    if window <= 0 or step_s is None:
         return timed
     return max(timed, min(MAX_TIMED, math.ceil(window / step_s)))
 
@@ -242,7 +246,8 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             progress("measuring", i, len(todo))
         try:
             measure = measure_case_isolated if isolate else measure_case
-            measured_s, plan = measure(case, dev, timed_steps(case, calibration, dev.type))
+            timed = timed_steps(case.workload.kind, dev.type, expected_step_s(case, calibration))
+            measured_s, plan = measure(case, dev, timed)
             ran.append((case, plan, measured_s, host_speed(calibration, dev)))  # probed as it ran
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
