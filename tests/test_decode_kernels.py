@@ -456,7 +456,7 @@ def test_captured_greedy_step_on_cuda() -> None:
     token_buf.fill_(50)
     steps = 300  # past the first attention splits
     for _ in range(steps):
-        graph.replay()
+        graph()
     eager_cache, (eager_token, eager_tokens) = caches[1], bufs[1]
     eager = fused_decode_step(model, eager_cache, eager_token, eager_tokens)
     for _ in range(steps):

@@ -278,6 +278,27 @@ def test_cuda_graph_steps_run_and_record_their_plan(kind: str) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", ["prefill", "decode_nocache"])
+def test_a_cuda_graph_step_keeps_the_buffers_it_was_captured_on(kind: str) -> None:
+    """The graph replays on the addresses of its tokens and cache: after the memory the allocator
+    holds free is handed out and filled with out-of-vocabulary ids, the step still reads its own
+    tokens (a freed token buffer made the embedding's bounds check fire)."""
+    import gc
+
+    cfg = preset("gpt2", n_layer=2, block_size=128)
+    plan = ExecutionPlan("cuda_graph", cfg.attention, static_cache=kind == "prefill")
+    step = build_step(cfg, Workload(kind, 2, 64, "bf16"), plan, "cuda")
+    gc.collect()
+    filler = [torch.full((n,), 2**40, dtype=torch.long, device="cuda")
+              for n in (64, 128, 256, 512, 1024, 4096) for _ in range(200)]
+    for _ in range(3):
+        step.step()
+    torch.cuda.synchronize()  # a device-side assert would surface here
+    assert int(filler[0][0]) == 2**40  # the filler was not written by the step either
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_inference_study_measures_decode_on_the_fast_path() -> None:
     from gptperf.inference.sweep import run_inference_study
 

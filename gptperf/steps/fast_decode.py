@@ -158,9 +158,23 @@ def plain_linear(model: nn.Module) -> nn.Module:
     return model
 
 
-def capture_graph(run: Callable[[], object], device: torch.device, warmup: int = 3) -> torch.cuda.CUDAGraph:
+class GraphStep:
+    """A captured CUDA graph, called to replay it, holding the step it was captured from: a graph
+    keeps the addresses of the buffers its kernels read and write, not the tensors, and once the
+    step's closure (its tokens, its cache) is freed the allocator hands that memory to the next
+    tensor asked for — a prefill graph then read another tensor's bytes as its tokens."""
+
+    def __init__(self, graph: torch.cuda.CUDAGraph, captured: Callable[[], object]) -> None:
+        self.graph = graph
+        self.captured = captured
+
+    def __call__(self) -> None:
+        self.graph.replay()
+
+
+def capture_graph(run: Callable[[], object], device: torch.device, warmup: int = 3) -> GraphStep:
     """Call `run` `warmup` times on a side stream (where a compiled `run` compiles), then capture
-    one call as a CUDA graph: `graph.replay()` runs the same kernels on the same buffers."""
+    one call as a CUDA graph: calling the result replays the same kernels on the same buffers."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):  # warm-up off the default stream, as capture wants
@@ -170,7 +184,7 @@ def capture_graph(run: Callable[[], object], device: torch.device, warmup: int =
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         run()
-    return graph
+    return GraphStep(graph, run)
 
 
 @contextlib.contextmanager
