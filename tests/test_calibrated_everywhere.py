@@ -333,6 +333,22 @@ def test_bench_charges_the_host_at_its_speed_after_the_step(loader, host_twice_a
     assert len(host_twice_as_slow) == 1
 
 
+def test_bench_charges_the_host_at_its_speed_sampled_between_its_steps(
+        loader, host_twice_as_slow, cli_json, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gptperf.measure.probe as probe
+
+    monkeypatch.setattr(probe, "INTERLEAVE_S", 0.0)  # a sample after every timed step
+    # the samples read the host three times as slow as at calibration (the probe after: twice)
+    monkeypatch.setattr(probe.HostSampler, "step_s", lambda self: 3e-3 if self.samples else None)
+    doc = cli_json(*BENCH)
+    (e,) = _calibrated(doc)
+    plan = ExecutionPlan.from_dict(doc["plan"])
+    work = Workload("train", 2, 16, "fp32")
+    assert e["host_s"] == pytest.approx(3 * expected(CFG, work, plan, loader.calibration).host_s)
+    assert any("host costs ×3.00" in n for n in doc["notes"])
+    assert host_twice_as_slow == []  # sampled: no probe after the steps
+
+
 def test_an_inference_sweep_probes_the_host_once(loader, host_twice_as_slow) -> None:
     from gptperf.inference.sweep import run_inference_study
 

@@ -120,3 +120,51 @@ def test_host_step_warms_the_host_up_before_timing(monkeypatch: pytest.MonkeyPat
     pr.host_step_s("cpu", budget_s=0.0, clock=clock, warmup_s=0.02)
     timed = pr.MIN_REPEATS * pr.STEP_RUN
     assert len(calls) - timed >= 10  # 20 ms of 1 ms steps ran untimed first
+
+
+def test_host_sampler_samples_between_steps_once_its_interval_has_passed() -> None:
+    now = [0.0]
+    readings: list[float] = []
+
+    def clock() -> float:
+        readings.append(now[0])
+        return now[0]
+
+    sampler = pr.HostSampler("cpu", every_s=0.05, clock=clock)
+    assert sampler.step_s() is None and sampler.speed(_calibration({"host": {"step_s": 1e-3}})) is None
+    for t in (0.0, 0.02, 0.049):  # the interval starts at the first call and has not passed yet
+        now[0] = t
+        sampler()
+    assert sampler.samples == []
+    now[0] = 0.06
+    sampler()  # one sample: the clock stands still, so STEP_RUN steps took 0 s
+    assert sampler.samples == [0.0]
+    now[0] = 0.08
+    sampler()  # 0.02 s after the sample: not yet
+    assert len(sampler.samples) == 1
+    real = pr.HostSampler("cpu", every_s=0.0)
+    for _ in range(3):
+        real()
+    assert len(real.samples) == 3 and all(1e-6 < s < 0.05 for s in real.samples)
+    cal = _calibration({"host": {"step_s": real.step_s() / 2}})
+    assert real.speed(cal) == pytest.approx(2.0)
+    assert real.speed(_calibration({})) is None  # no unit to compare with
+
+
+def test_time_phases_runs_the_hook_after_each_timed_step_outside_its_time() -> None:
+    from gptperf.measure.timer import time_phases
+
+    now = [0.0]
+    hooked: list[int] = []
+
+    def step() -> None:
+        now[0] += 1.0
+
+    def hook() -> None:  # 5 s of sampling after each step, never in a step's time
+        hooked.append(1)
+        now[0] += 5.0
+
+    timing = time_phases([("fwd", step)], warmup=2, repeats=3, clock=lambda: now[0],
+                         between_steps=hook)
+    assert len(hooked) == 3  # the timed steps only, not the warm-up
+    assert timing.total.median == pytest.approx(1.0)

@@ -292,11 +292,12 @@ def stood_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
     ratios = {c.name: 1 + (i - 3) / 50 for i, c in enumerate(sweep)}  # -6% .. +8%
     ratios[sweep[1].name] = None  # this one fails to run
 
-    def measure(case: ValidationCase, device: Any, repeats: int | None = None) -> tuple[float, Any]:
+    def measure(case: ValidationCase, device: Any, repeats: int | None = None,
+                sample_host: bool = False) -> Any:
         if ratios[case.name] is None:
             raise RuntimeError("CPU out of memory (tried to allocate 1 TB)")
         i = [c.name for c in sweep].index(case.name)
-        return 1e-3 * (i + 1) * ratios[case.name], case.plan
+        return run.CaseTiming(1e-3 * (i + 1) * ratios[case.name], case.plan)
 
     monkeypatch.setattr(run, "load_calibration", lambda device: _calibration())
     monkeypatch.setattr(run, "measure_case", measure)
@@ -309,27 +310,43 @@ def stood_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
     return ratios
 
 
-def test_every_case_is_predicted_at_its_own_probe_and_one_without_at_the_others_median(
+def test_a_case_is_charged_at_the_host_sampled_among_its_steps_else_probed_after_else_the_median(
         stood_in: dict[str, float], monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
     import gptperf.validate.run as run
 
-    speeds = iter([1.25, 0.8, None, 2.0] + [1.0] * 50)
+    unit = 4e-4  # the calibration's host-model step
+    sampled = iter([1.25 * unit, None, None, 2.0 * unit])  # among each case's steps
+    after = iter([3.0, 0.8, None, 0.5])  # probed for a second after each case
+    asked: list[bool] = []
     seen: list[Any] = []
+
+    def measure(case: ValidationCase, device: Any, repeats: int | None = None,
+                sample_host: bool = False) -> Any:
+        asked.append(sample_host)
+        return run.CaseTiming(1e-3, case.plan, next(sampled))
+
+    cal = dataclasses.replace(_calibration(), probes={"host": {"step_s": unit}})
+    monkeypatch.setattr(run, "measure_case", measure)
     monkeypatch.setattr(run, "expected_step_s", lambda case, cal: None)  # the timed-step estimate
-    monkeypatch.setattr(run, "host_speed", lambda cal, device: next(speeds))
+    monkeypatch.setattr(run, "host_speed", lambda cal, device: next(after))
     monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None: (
         seen.append(speed), _Expected(1e-3))[1])
     monkeypatch.setattr(run, "take_probe", lambda device: None)
     monkeypatch.setattr(run, "compare_speed", lambda *a: None)
     monkeypatch.setattr(run, "drift_note", lambda *a: None)
     sweep = [c for c in cases("cpu", quick=True) if stood_in[c.name] is not None][:4]
-    result = run.validate("cpu", quick=True, sweep=sweep)
-    assert seen == [1.25, 0.8, 1.25, 2.0]  # the third: the median of 1.25, 0.8 and 2.0
-    assert [p.host_probe for p in result.points] == [1.25, 0.8, None, 2.0]
-    assert [p.host_speed for p in result.points] == [1.25, 0.8, 1.25, 2.0]
+    result = run.validate("cpu", quick=True, sweep=sweep, calibration=cal)
+    assert asked == [True] * 4  # the calibration has a host unit to compare samples with
+    # the third has neither: the median of what the others were charged at (1.25, 0.8, 2.0)
+    assert seen == pytest.approx([1.25, 0.8, 1.25, 2.0])
+    assert [p.host_probe for p in result.points] == pytest.approx([1.25, None, None, 2.0])
+    assert [p.host_probe_after for p in result.points] == [3.0, 0.8, None, 0.5]
+    assert [p.host_speed for p in result.points] == pytest.approx([1.25, 0.8, 1.25, 2.0])
     assert run.sweep_host_speed([None, None]) is None and run.sweep_host_speed([]) is None
     again = ValidationPoint.from_dict(json.loads(json.dumps(result.points[1].to_dict())))
-    assert (again.host_probe, again.host_speed) == (0.8, 0.8)
+    assert (again.host_probe, again.host_probe_after, again.host_speed) == (None, 0.8, 0.8)
     assert run.sweep_host_speed([1.25, None, 0.8, 2.0]) == 1.25
 
 
@@ -456,8 +473,8 @@ def test_a_case_measured_in_a_fresh_process_reports_its_time_and_plan() -> None:
     with ThreadPoolExecutor(2) as pool:
         good_run = pool.submit(measure_case_isolated, case, torch.device("cpu"))
         bad_run = pool.submit(measure_case_isolated, bad, torch.device("cpu"))
-        step_s, plan = good_run.result()
-        assert 0 < step_s < 5 and plan == case.plan
+        timing = good_run.result()
+        assert 0 < timing.step_s < 5 and timing.plan == case.plan and timing.host_step_s is None
         with pytest.raises(RuntimeError, match="fp16"):
             bad_run.result()
 
@@ -477,9 +494,9 @@ def test_a_case_is_the_median_of_its_builds(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(bench, "run_bench", fake_run_bench)
     case = cases("cpu", True)[0]
-    step_s, plan = run.measure_case(case, torch.device("cpu"))
+    timing = run.measure_case(case, torch.device("cpu"))
     assert run.builds("cpu") == len(calls) == 3 and run.builds("cuda") == 1
-    assert step_s == 0.2 and plan == case.plan
+    assert timing == run.CaseTiming(0.2, case.plan, None)
     assert all(kw["calibrated"] is False for kw in calls)  # validate makes its own prediction
 
 

@@ -96,15 +96,16 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     for p in r.points:
         flag = "" if p.error <= 0.08 else " [yellow]![/yellow]"
         roof = p.measured_s / p.roofline_s if p.roofline_s else None
-        # the host model's step time probed after the case over its time at calibration
-        host = _ratio(p.host_probe) if p.host_probe is not None and not p.plan.cuda_graph else "—"
+        # the host's speed the case's host costs were charged at (none in a CUDA graph)
+        host = _ratio(p.host_speed) if p.host_speed is not None and not p.plan.cuda_graph else "—"
         table.add_row(p.case, p.plan_label, seconds(p.measured_s), seconds(p.expected_s),
                       _ratio(p.ratio) + flag, host, seconds(p.roofline_s), _ratio(roof))
     console.print(table)
-    if any(p.host_probe is not None for p in r.points):
-        console.print("host now/then: the calibration's host-model step timed for a second right "
-                      "after each case over its time at calibration; each case's host costs are "
-                      "charged at it (a case without one: at the median of the others)")
+    if any(p.host_speed is not None for p in r.points):
+        console.print("host now/then: the calibration's host-model step sampled between each case's "
+                      "steps over its time at calibration (where no sample was taken: probed for a "
+                      "second after the case, else the median of the others); each case's host "
+                      "costs are charged at it")
     for s in r.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.case}: {s.reason}")
 

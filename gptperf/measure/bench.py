@@ -16,11 +16,13 @@ included, no optimizer), the numerator of MFU; "all FLOPs" add the AdamW step.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gptperf.errors import UserError
 from gptperf.measure.metrics import MemoryPeak, PeakMemoryMeter, Utilization, UtilizationSampler
+from gptperf.measure.probe import HostSampler, host_unit
 from gptperf.measure.timer import PhaseTiming, Progress, time_phases
 
 DEFAULT_WARMUP = 3
@@ -241,6 +243,7 @@ def run_bench(
     plan: Any = None,
     fast: bool = False,
     calibrated: bool = True,
+    between_steps: Callable[[], None] | None = None,
 ) -> BenchResult:
     """Build `kind` on `config` under `plan`, warm it up, time `repeats` steps, and collect
     every metric.
@@ -253,7 +256,9 @@ def run_bench(
     datasheet MFU, the measured ceilings (if `gptperf ceilings` cached them) the measured MFU,
     each with a prediction of its own. `started_at` (a perf_counter reading) makes the wall time
     cover work done before the call (e.g. the command's imports). `calibrated=False` leaves out
-    the calibrated expected time (and the second-long host-speed probe it takes).
+    the calibrated expected time; with it, the host model's step is sampled between the timed
+    steps (`probe.HostSampler`) to charge the host costs at the host's speed while they ran.
+    `between_steps` runs after each timed step (`timer.time_phases`), beside that sampler.
     """
     t_start = time.perf_counter() if started_at is None else started_at
     import torch
@@ -310,6 +315,9 @@ def run_bench(
     step = build_step(config, workload, plan, dev, seed=seed)
     plan = step.plan  # the plan that runs (the one-row kernel needs CUDA and Triton)
     notes.extend(step.notes)
+    calibration, no_calibration = device_calibration(dev) if calibrated else (None, None)
+    host_sampler = HostSampler(dev) if host_unit(calibration) else None
+    hooks = [h for h in (host_sampler, between_steps) if h is not None]
     meter = PeakMemoryMeter(dev)
     sampler = UtilizationSampler(dev)
     marks: dict[str, float] = {"built": time.perf_counter()}
@@ -329,6 +337,7 @@ def run_bench(
     try:
         timing = time_phases(step.phases, warmup=warmup, repeats=repeats, device=dev,
                              compiled=compile, before_timed=before_timed,
+                             between_steps=(lambda: [h() for h in hooks]) if hooks else None,
                              progress=stage_progress)
     finally:
         utilization = sampler.stop() if "warm" in marks else None
@@ -385,7 +394,8 @@ def run_bench(
     if result.flops_per_step is None:
         notes.append("no FLOP count: the performance model could not predict this workload")
     if calibrated:
-        _add_calibrated(result, config, workload, plan, dev)
+        speed = host_sampler.speed(calibration) if host_sampler else None
+        _add_calibrated(result, config, workload, plan, dev, calibration, no_calibration, speed)
 
     for against, hw in (("measured", measured), ("datasheet", datasheet if datasheet is not None
                                                  else chosen)):
@@ -414,16 +424,17 @@ def run_bench(
     return result
 
 
-def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, dev: Any) -> None:
+def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, dev: Any,
+                    calibration: Any, why: str | None, speed: float | None) -> None:
     """Append the calibrated expected time of the step that ran (under `plan`) to
-    `result.predictions`, or a note saying why there is none."""
-    calibration, why = device_calibration(dev)
+    `result.predictions`, its host costs charged at `speed` (sampled while it ran; None: probed
+    now), or a note saying why there is none (`why`: `device_calibration`'s)."""
     if calibration is None:
         result.notes.append(f"no calibrated expected time: {why}" if why else
                             f"no calibration for {result.device_name}: run `gptperf calibrate` "
                             "for the calibrated expected time beside the roofline bound")
         return
-    e, why = calibrated_expected(config, workload, plan, calibration, dev)
+    e, why = calibrated_expected(config, workload, plan, calibration, dev, speed=speed)
     if e is None:
         result.notes.append(f"no calibrated expected time: {why}")
         return

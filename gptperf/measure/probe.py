@@ -8,9 +8,10 @@ and as it ends; the same probe compared across them says when the machine itself
 
 The host costs' unit is another probe, `host_step_s`: the time of one eager decode step of the
 calibration's own host model (one block), in a run of such steps — the very work the host costs
-are measured on. `calibrate` takes it around its host-cost section (`probes["host"]["step_s"]`),
-and a command that measures a step takes it again (`host_speed`), so the calibrated host cost
-is charged at the host's speed now. On the lent H200 machine the host's speed moved 2.2× within
+are measured on. `calibrate` takes it after each host job (`probes["host"]["step_s"]`), and a
+command that measures a step samples it between the step's own runs (`HostSampler`; probed after
+them, `host_speed`, where no sample was taken), so the calibrated host cost is charged at the
+host's speed while the step ran. On the lent H200 machine the host's speed moved 2.2× within
 one calibration while the device's did not. (The small-op part of the probe is too narrow for
 that unit: on the 2-core VM it read 1.9× faster while steps ran no faster.)
 """
@@ -150,6 +151,71 @@ def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], 
     return statistics.median(samples)
 
 
+# Seconds of a measurement's own steps between two samples of `HostSampler` (a sample is
+# STEP_RUN host-model steps, 3-9 ms on the H200 machine: about a tenth of the time is sampling).
+INTERLEAVE_S = 0.05
+
+
+class HostSampler:
+    """The host model's step (`host_model_step`), timed between the steps of another measurement
+    so that both run on the same host: called after each of the measurement's steps
+    (`timer.time_phases(between_steps=...)`), it takes a sample of STEP_RUN steps after one
+    untimed once `every_s` of the measurement's own time has passed since the last. On the H200
+    machine one eager decode step took 30.0 ms and then 14.7 ms in the same process a few seconds
+    apart, and a probe taken for a second after each read 900 and 584 µs: the host moves within
+    seconds, so a probe taken after a case sees another host than the case's steps ran on."""
+
+    def __init__(self, device: Any, every_s: float | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        from gptperf.runtime import as_device
+
+        self.device = as_device(device)
+        self.every_s = INTERLEAVE_S if every_s is None else every_s
+        self.clock = clock or time.perf_counter
+        self.samples: list[float] = []
+        self._run = host_model_step(str(self.device))  # built now, not inside the measurement
+        self._since: float | None = None
+
+    def __call__(self) -> None:
+        from gptperf.runtime import synchronize
+
+        now = self.clock()
+        if self._since is None:
+            self._since = now
+        if now - self._since < self.every_s:
+            return
+        self._run()  # untimed: the first step after the measurement's own
+        t0 = self.clock()
+        for _ in range(STEP_RUN):
+            self._run()
+        self.samples.append((self.clock() - t0) / STEP_RUN)
+        synchronize(self.device)
+        self._since = self.clock()
+
+    def step_s(self) -> float | None:
+        """Median seconds of the host model's step over the samples; None without one."""
+        return statistics.median(self.samples) if self.samples else None
+
+    def speed(self, calibration: Any) -> float | None:
+        """`step_s` over the calibration's host unit (as `host_speed`); None without samples or
+        without that unit."""
+        return speed_over(calibration, self.step_s())
+
+
+def host_unit(calibration: Any) -> float | None:
+    """Seconds of the host model's step when `calibration`'s host costs were measured (their unit);
+    None for a calibration from before that probe was taken."""
+    saved = getattr(calibration, "probes", {}).get("host", {}).get("step_s")
+    return float(saved) if saved else None
+
+
+def speed_over(calibration: Any, step_s: float | None) -> float | None:
+    """The host model's step `step_s` over the calibration's `host_unit`; None when either is
+    missing."""
+    unit = host_unit(calibration)
+    return step_s / unit if unit and step_s else None
+
+
 def take_probe(device: Any, budget_s: float = PART_S) -> SpeedProbe:
     """Measure a SpeedProbe on `device` (a torch.device): each part about `budget_s`."""
     import torch
@@ -170,10 +236,8 @@ def host_speed(calibration: Any, device: Any, budget_s: float | None = None) -> 
     """The host model's step time now over its time when `calibration`'s host costs were
     measured (2.0: the host is twice as slow now), probed on `device`; None for a calibration
     without that probe (one from before it was taken): its host costs are used as they are."""
-    saved = getattr(calibration, "probes", {}).get("host", {}).get("step_s")
-    if not saved:
-        return None
-    return host_step_s(device, budget_s) / float(saved)
+    unit = host_unit(calibration)
+    return None if unit is None else host_step_s(device, budget_s) / unit
 
 
 def drift_note(then: SpeedProbe, now: SpeedProbe, since: str,

@@ -228,6 +228,7 @@ def time_phases(
     sync: Callable[[], None] | None = None,
     compiled: bool = False,
     before_timed: Callable[[], None] | None = None,
+    between_steps: Callable[[], None] | None = None,
     progress: Progress | None = None,
 ) -> PhaseTiming:
     """Time a step made of phases: each phase apart and the whole step, `repeats` times.
@@ -235,7 +236,8 @@ def time_phases(
     On CUDA, events are recorded between phases inside one step and the host synchronises once
     per step, so the phases run back to back as in training. On CPU (or with a `clock`)
     `sync` runs after each phase before the clock is read. `before_timed` runs once after
-    the warm-up and before the first timed step (e.g. to reset peak-memory counters).
+    the warm-up and before the first timed step (e.g. to reset peak-memory counters);
+    `between_steps` after each timed step, outside its timing (e.g. `probe.HostSampler`).
     A name may come back (forward and backward once per micro-batch under gradient
     accumulation): its time per step is the sum of its runs, and the phases still tile the step.
     """
@@ -277,6 +279,8 @@ def time_phases(
             add((name, start.elapsed_time(end) / 1e3)
                 for name, start, end in zip(names, events, events[1:], strict=False))
             totals.append(events[0].elapsed_time(events[-1]) / 1e3)
+            if between_steps:
+                between_steps()
             if progress:
                 progress("timed", i + 1, repeats)
         kind = "cuda_event"
@@ -290,6 +294,8 @@ def time_phases(
                 marks.append(read())
             add((name, end - start) for name, start, end in zip(names, marks, marks[1:], strict=False))
             totals.append(marks[-1] - marks[0])
+            if between_steps:
+                between_steps()
             if progress:
                 progress("timed", i + 1, repeats)
         kind = "custom" if clock else "perf_counter"

@@ -1,6 +1,6 @@
 """One validation case measured in a fresh process: `python -m gptperf.validate.child` reads the
 case (config, workload, plan as JSON; the timed steps, optional) on stdin and writes
-{"step_time_s", "plan"} on stdout."""
+{"step_time_s", "plan", "host_step_s"} on stdout."""
 
 from __future__ import annotations
 
@@ -24,11 +24,13 @@ def main() -> int:
     case = ValidationCase(doc["name"], GPTConfig.from_dict(doc["config"]),
                           Workload.from_dict(doc["workload"]), ExecutionPlan.from_dict(doc["plan"]))
     try:
-        step_s, plan = measure_case(case, torch.device(doc["device"]), doc.get("repeats"))
+        timing = measure_case(case, torch.device(doc["device"]), doc.get("repeats"),
+                              sample_host=bool(doc.get("sample_host")))
     except Exception as err:  # noqa: BLE001 - the parent records it as a skipped case
         sys.stdout.write(json.dumps({"error": f"{type(err).__name__}: {' '.join(str(err).split())}"[:400]}) + "\n")
         return 0
-    sys.stdout.write(json.dumps({"step_time_s": step_s, "plan": plan.to_dict()}) + "\n")
+    sys.stdout.write(json.dumps({"step_time_s": timing.step_s, "plan": timing.plan.to_dict(),
+                                 "host_step_s": timing.host_step_s}) + "\n")
     return 0
 
 

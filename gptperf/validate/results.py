@@ -28,10 +28,11 @@ TARGET_LABELS = {"median": "median |m/p − 1|", "p90": "p90 |m/p − 1| (neares
 class ValidationPoint:
     """One case: its step measured (median of the timed steps), predicted from the calibration
     (`expected_s`) and bounded by the roofline (`roofline_s`; None when no hardware resolved),
-    for the plan it ran under. `host_probe`: the host model's step time probed right after the
-    case over its time when the host costs were calibrated (None: not probed); `host_speed`: the
-    speed the prediction's host costs were charged at, the case's own probe or, without one, the
-    median of the others (`validate.run.sweep_host_speed`)."""
+    for the plan it ran under. `host_probe`: the host model's step time sampled between the case's
+    steps (`measure.probe.HostSampler`) over its time when the host costs were calibrated (None:
+    no sample); `host_probe_after`: the same, probed for a second right after the case;
+    `host_speed`: the speed the prediction's host costs were charged at — the sample, else the
+    probe after, else the median of the others' (`validate.run.sweep_host_speed`)."""
 
     case: str
     kind: str
@@ -45,6 +46,7 @@ class ValidationPoint:
     roofline_s: float | None = None
     host_speed: float | None = None
     host_probe: float | None = None
+    host_probe_after: float | None = None
 
     @property
     def plan_label(self) -> str:
@@ -64,7 +66,8 @@ class ValidationPoint:
                 "seq": self.seq, "dtype": self.dtype, "plan": self.plan.to_dict(),
                 "plan_label": self.plan_label, "measured_s": self.measured_s,
                 "expected_s": self.expected_s, "roofline_s": self.roofline_s,
-                "host_speed": self.host_speed, "host_probe": self.host_probe, "ratio": self.ratio}
+                "host_speed": self.host_speed, "host_probe": self.host_probe,
+                "host_probe_after": self.host_probe_after, "ratio": self.ratio}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationPoint:
@@ -73,7 +76,8 @@ class ValidationPoint:
                    float(d["expected_s"]),
                    None if d.get("roofline_s") is None else float(d["roofline_s"]),
                    None if d.get("host_speed") is None else float(d["host_speed"]),
-                   None if d.get("host_probe") is None else float(d["host_probe"]))
+                   *(None if d.get(k) is None else float(d[k])
+                     for k in ("host_probe", "host_probe_after")))
 
 
 @dataclass(frozen=True)

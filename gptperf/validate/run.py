@@ -14,11 +14,20 @@ import statistics
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gptperf.errors import UserError
-from gptperf.measure.probe import SpeedProbe, drift_note, host_speed, take_probe
+from gptperf.measure.probe import (
+    HostSampler,
+    SpeedProbe,
+    drift_note,
+    host_speed,
+    host_unit,
+    speed_over,
+    take_probe,
+)
 from gptperf.measure.timer import Progress
 from gptperf.memguard import release_memory
 from gptperf.plan import ExecutionPlan
@@ -93,26 +102,39 @@ def load_calibration(device: Any) -> Any:
 # --- the four things done to a case (apart, so tests can stand in for each) -------------------
 
 
-def measure_case(case: ValidationCase, device: Any,
-                 repeats: int | None = None) -> tuple[float, ExecutionPlan]:
+@dataclass(frozen=True)
+class CaseTiming:
+    """A case measured: its median step (s), the plan that ran, and the host model's step (s)
+    sampled between its steps (`probe.HostSampler`; None: not sampled)."""
+
+    step_s: float
+    plan: ExecutionPlan
+    host_step_s: float | None = None
+
+
+def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
+                 sample_host: bool = False) -> CaseTiming:
     """Median step time (s) of the case over `repeats` timed steps (default: `counts`'), timed by
     `run_bench` (the step `bench` times) in each of `builds(device type)` builds, the median of
-    those; and the plan that ran (the one-row kernel is dropped where Triton is missing)."""
+    those; the plan that ran (the one-row kernel is dropped where Triton is missing); and, with
+    `sample_host`, the host model's step sampled between the timed steps."""
     from gptperf.measure.bench import run_bench
 
     w = case.workload
     warmup, default = counts(w.kind, device.type)
     repeats = repeats or default
+    sampler = HostSampler(device) if sample_host else None
     times = []
     for _ in range(builds(device.type)):
         bench = run_bench(case.config, w.kind, w.batch, w.seq, w.dtype, device, plan=case.plan,
-                          warmup=warmup, repeats=repeats, calibrated=False)  # predicted here
+                          warmup=warmup, repeats=repeats, calibrated=False,  # predicted here
+                          between_steps=sampler)
         times.append(bench.step_time_s)
-    return statistics.median(times), bench.plan
+    return CaseTiming(statistics.median(times), bench.plan, sampler.step_s() if sampler else None)
 
 
-def measure_case_isolated(case: ValidationCase, device: Any,
-                          repeats: int | None = None) -> tuple[float, ExecutionPlan]:
+def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None = None,
+                          sample_host: bool = False) -> CaseTiming:
     """`measure_case` in a fresh Python process (`gptperf.validate.child`), as `gptperf bench`
     runs: on the H200 machine a host-bound eager step measured in a process that had already
     built and run other models took up to 1.5x longer than in a fresh one."""
@@ -121,7 +143,8 @@ def measure_case_isolated(case: ValidationCase, device: Any,
     import sys
 
     doc = {"name": case.name, "config": case.config.to_dict(), "workload": case.workload.to_dict(),
-           "plan": case.plan.to_dict(), "device": str(device), "repeats": repeats}
+           "plan": case.plan.to_dict(), "device": str(device), "repeats": repeats,
+           "sample_host": sample_host}
     proc = subprocess.run([sys.executable, "-m", "gptperf.validate.child"], input=json.dumps(doc),
                           capture_output=True, text=True, timeout=600)
     lines = proc.stdout.strip().splitlines()
@@ -131,7 +154,9 @@ def measure_case_isolated(case: ValidationCase, device: Any,
     out = json.loads(lines[-1])
     if "error" in out:
         raise RuntimeError(out["error"])
-    return float(out["step_time_s"]), ExecutionPlan.from_dict(out["plan"])
+    host = out.get("host_step_s")
+    return CaseTiming(float(out["step_time_s"]), ExecutionPlan.from_dict(out["plan"]),
+                      None if host is None else float(host))
 
 
 def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Any,
@@ -240,15 +265,18 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     hardware: dict[str, Any] = {}
     to_profile: list[tuple[ValidationCase, ExecutionPlan, Any]] = []
 
-    ran: list[tuple[ValidationCase, ExecutionPlan, float, float | None]] = []
+    sample = host_unit(calibration) is not None
+    ran: list[tuple[ValidationCase, ExecutionPlan, float, float | None, float | None]] = []
     for i, case in enumerate(todo):
         if progress:
             progress("measuring", i, len(todo))
         try:
             measure = measure_case_isolated if isolate else measure_case
             timed = timed_steps(case.workload.kind, dev.type, expected_step_s(case, calibration))
-            measured_s, plan = measure(case, dev, timed)
-            ran.append((case, plan, measured_s, host_speed(calibration, dev)))  # probed as it ran
+            m = measure(case, dev, timed, sample_host=sample)
+            # the host's speed sampled among the case's steps, and probed for a second after them
+            ran.append((case, m.plan, m.step_s, speed_over(calibration, m.host_step_s),
+                        host_speed(calibration, dev)))
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
         finally:
@@ -256,9 +284,10 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     if progress:
         progress("measuring", len(todo), len(todo))
 
-    fallback = sweep_host_speed([probe for *_, probe in ran])
-    for case, plan, measured_s, probe in ran:
-        speed = probe if probe is not None else fallback
+    fallback = sweep_host_speed([probe if probe is not None else after
+                                 for *_, probe, after in ran])
+    for case, plan, measured_s, probe, after in ran:
+        speed = next((s for s in (probe, after, fallback) if s is not None), None)
         try:
             if plan != case.plan:
                 result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
@@ -271,7 +300,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             w = case.workload
             result.points.append(ValidationPoint(
                 case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, measured_s,
-                expected_s, roofline_case(case, plan, hw), speed, probe))
+                expected_s, roofline_case(case, plan, hw), speed, probe, after))
             if case.profile and not plan.cuda_graph:
                 to_profile.append((case, plan, exp))
         except Exception as err:  # noqa: BLE001 - a prediction that fails is recorded, not a crash
