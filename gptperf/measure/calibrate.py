@@ -12,9 +12,10 @@ of the call among calls run back to back, no synchronisation between them (the G
 these sizes); on a CPU it is the whole call.
 The host's speed moves while they are measured (2× within one calibration on the lent H200
 machine), so each job's costs are brought to one speed: the host model's own step
-(`gptperf.measure.probe.host_step_s`, the probe `host_speed` takes later) is timed for a second
-right after each job's timed rounds, and the job's costs are scaled to the geometric mean of those
-units over all jobs, kept as `probes["host"]["step_s"]` (`fit_host_jobs`).
+(`gptperf.measure.probe.host_step_s`) is timed for a second right after each job's timed rounds,
+and the job's costs are scaled to the geometric mean of those units over all jobs, kept as
+`probes["host"]["step_s"]` (`fit_host_jobs`): a command that measures a step samples the same
+step among its own runs (`probe.HostSampler`) and charges the host costs at that over this.
 
 Compiled recordings (`Calibration.compiled["<kind>:<dtype>"]`, CUDA) profile a compiled step of
 one calibration config and attribute every kernel to (operation, phase) with gptperf.profiling;
@@ -149,8 +150,8 @@ def fit_host_jobs(measured: Sequence[tuple[str, str, dict[int, dict[str, float]]
     block count and scaled to one host speed. A job is (mode, dtype, times, unit): `unit` is the
     host model's step (`probe.host_step_s`) timed right after the job's rounds, so a job measured on a
     host 1.3× slower has its costs divided by 1.3 against the others. `unit_s`, the geometric mean
-    of the units, is the speed all costs are at; `host_speed` later compares the same probe with
-    it. The note says how far the host moved between jobs (None within 5%).
+    of the units, is the speed all costs are at; a measured step's samples of the host model's
+    step are later compared with it (`probe.HostSampler`). The note says how far the host moved between jobs (None within 5%).
 
     (On the H200 machine an eager fp32 decode's host cost came out 1.33× the bf16 one, the same
     ops, because the host slowed between their jobs: validate missed that case by 32%. A unit timed
