@@ -318,7 +318,7 @@ def test_a_case_is_charged_at_the_host_sampled_among_its_steps_else_probed_after
 
     unit = 4e-4  # the calibration's host-model step
     sampled = iter([1.25 * unit, None, None, 2.0 * unit])  # among each case's steps
-    after = iter([3.0, 0.8, None, 0.5])  # probed for a second after each case
+    after = iter([0.8, None])  # probed for a second after each case without a sample
     asked: list[bool] = []
     seen: list[Any] = []
 
@@ -342,7 +342,7 @@ def test_a_case_is_charged_at_the_host_sampled_among_its_steps_else_probed_after
     # the third has neither: the median of what the others were charged at (1.25, 0.8, 2.0)
     assert seen == pytest.approx([1.25, 0.8, 1.25, 2.0])
     assert [p.host_probe for p in result.points] == pytest.approx([1.25, None, None, 2.0])
-    assert [p.host_probe_after for p in result.points] == [3.0, 0.8, None, 0.5]
+    assert [p.host_probe_after for p in result.points] == [None, 0.8, None, None]
     assert [p.host_speed for p in result.points] == pytest.approx([1.25, 0.8, 1.25, 2.0])
     assert run.sweep_host_speed([None, None]) is None and run.sweep_host_speed([]) is None
     again = ValidationPoint.from_dict(json.loads(json.dumps(result.points[1].to_dict())))

@@ -318,6 +318,11 @@ def run_bench(
     calibration, no_calibration = device_calibration(dev) if calibrated else (None, None)
     host_sampler = HostSampler(dev) if host_unit(calibration) else None
     hooks = [h for h in (host_sampler, between_steps) if h is not None]
+
+    def between() -> None:
+        for hook in hooks:
+            hook()
+
     meter = PeakMemoryMeter(dev)
     sampler = UtilizationSampler(dev)
     marks: dict[str, float] = {"built": time.perf_counter()}
@@ -337,7 +342,7 @@ def run_bench(
     try:
         timing = time_phases(step.phases, warmup=warmup, repeats=repeats, device=dev,
                              compiled=compile, before_timed=before_timed,
-                             between_steps=(lambda: [h() for h in hooks]) if hooks else None,
+                             between_steps=between if hooks else None,
                              progress=stage_progress)
     finally:
         utilization = sampler.stop() if "warm" in marks else None

@@ -30,7 +30,8 @@ class ValidationPoint:
     (`expected_s`) and bounded by the roofline (`roofline_s`; None when no hardware resolved),
     for the plan it ran under. `host_probe`: the host model's step time sampled between the case's
     steps (`measure.probe.HostSampler`) over its time when the host costs were calibrated (None:
-    no sample); `host_probe_after`: the same, probed for a second right after the case;
+    no sample); `host_probe_after`: the same, probed for a second right after a case without a
+    sample (None for one with);
     `host_speed`: the speed the prediction's host costs were charged at — the sample, else the
     probe after, else the median of the others' (`validate.run.sweep_host_speed`)."""
 

@@ -274,9 +274,11 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             measure = measure_case_isolated if isolate else measure_case
             timed = timed_steps(case.workload.kind, dev.type, expected_step_s(case, calibration))
             m = measure(case, dev, timed, sample_host=sample)
-            # the host's speed sampled among the case's steps, and probed for a second after them
-            ran.append((case, m.plan, m.step_s, speed_over(calibration, m.host_step_s),
-                        host_speed(calibration, dev)))
+            # the host's speed sampled among the case's steps; without a sample (too few or too
+            # short steps), probed for a second after them
+            sampled = speed_over(calibration, m.host_step_s)
+            after = host_speed(calibration, dev) if sampled is None else None
+            ran.append((case, m.plan, m.step_s, sampled, after))
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
         finally:
