@@ -338,3 +338,24 @@ def test_gpu_graph_time_matches_eager_time_of_a_long_kernel() -> None:
     eager = timer._eager(lambda i: a @ a, 20)
     assert graphed == pytest.approx(eager, rel=0.1)
     assert math.isfinite(graphed) and graphed > 0
+
+
+def test_two_passes_are_averaged_unless_one_was_held_up() -> None:
+    assert ck.merge_times(1e-3, 1.21e-3) == pytest.approx(1.1e-3)  # geometric mean
+    assert ck.merge_times(8e-3, 1e-5) == 1e-5  # a stall in the first pass: the smaller kept
+    curve = Curve((1.0, 2.0, 4.0), (1e-5, 8e-3, 4e-5), what="a stalled middle point")
+    again = Curve((1.0, 2.0, 4.0), (1e-5, 2e-5, 9e-5))
+    grid = Grid(("M", "N"), ((1.0, 2.0), (3.0,)), (2e-6, 4e-6))
+    other_plan = Grid(("M", "N"), ((1.0, 4.0), (3.0,)), (1.0, 1.0))
+    merged, disagreed = ck.merge_passes(
+        {"vector": {"add": curve}, "matmul": {"fp32": grid}, "gemv": {}},
+        {"vector": {"add": again}, "matmul": {"fp32": other_plan}})
+    assert merged["vector"]["add"].seconds == pytest.approx((1e-5, 2e-5, 4e-5))
+    assert merged["vector"]["add"].what == "a stalled middle point"
+    assert merged["matmul"]["fp32"] == grid  # measured at other sizes: the first pass's kept
+    assert disagreed == 2  # the stalled point and 4e-5 against 9e-5
+
+
+def test_a_cpu_sweep_says_it_measured_every_point_twice(swept: tuple) -> None:
+    result = swept[0]
+    assert any(n.startswith(f"CPU: every point measured in {ck.CPU_PASSES} passes") for n in result["notes"])
