@@ -329,14 +329,14 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
 
 
 def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
-    """The host's speed a case without a probe of its own is charged at: the median of the
-    probes taken after the others (None without any).
+    """The host's speed a case with neither a sample nor a probe of its own is charged at: the
+    median of the others' (None without any).
 
-    Each case is charged at its own probe, taken over a second right after it. Probes over 0.1 s
-    read the host in or out of a slow spell at random, and the sweep's median of them missed
-    less in four of five sweeps (BENCHMARKS.md, run K); over a second, an H200 machine's
-    host-bound prefill step kept within 4% of 38.8 probe units while the probe moved 1.9x, and
-    run L's own probes gave a median error of 8.7% where the sweep's median gave 16.7%."""
+    A case is charged at the host sampled among its own steps (`probe.HostSampler`), else at a
+    probe for a second right after it: on the H200 machine the samples gave a median error of
+    4.5% where the same run's probes after each case gave 5.9% and the calibration's speed 6.6%
+    (BENCHMARKS.md, run N); before the samples, run L's own probes gave 8.7% where the sweep's
+    median gave 16.7%."""
     taken = [p for p in probes if p is not None]
     return statistics.median(taken) if taken else None
 
