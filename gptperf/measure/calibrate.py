@@ -148,10 +148,11 @@ def fit_host_jobs(measured: Sequence[tuple[str, str, dict[int, dict[str, float]]
                   ) -> tuple[dict[str, dict[str, float]], float | None, str | None]:
     """(host, unit_s, note): `host["<mode>:<part>:<dtype>"]` fitted from each job's times per
     block count and scaled to one host speed. A job is (mode, dtype, times, unit): `unit` is the
-    host model's step (`probe.host_step_s`) timed right after the job's rounds, so a job measured on a
-    host 1.3× slower has its costs divided by 1.3 against the others. `unit_s`, the geometric mean
-    of the units, is the speed all costs are at; a measured step's samples of the host model's
-    step are later compared with it (`probe.HostSampler`). The note says how far the host moved between jobs (None within 5%).
+    host model's step (`probe.host_step_s`) timed right after the job's rounds, so a job measured
+    on a host 1.3× slower has its costs divided by 1.3 against the others. `unit_s`, the geometric
+    mean of the units, is the speed all costs are at; a measured step's samples of the host
+    model's step are later compared with it (`probe.HostSampler`). The note says how far the host
+    moved between jobs (None within 5%).
 
     (On the H200 machine an eager fp32 decode's host cost came out 1.33× the bf16 one, the same
     ops, because the host slowed between their jobs: validate missed that case by 32%. A unit timed

@@ -286,10 +286,10 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     if progress:
         progress("measuring", len(todo), len(todo))
 
-    fallback = sweep_host_speed([probe if probe is not None else after
-                                 for *_, probe, after in ran])
-    for case, plan, measured_s, probe, after in ran:
-        speed = next((s for s in (probe, after, fallback) if s is not None), None)
+    own = [probe if probe is not None else after for *_, probe, after in ran]
+    fallback = sweep_host_speed(own)
+    for (case, plan, measured_s, probe, after), speed in zip(ran, own, strict=True):
+        speed = speed if speed is not None else fallback
         try:
             if plan != case.plan:
                 result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
