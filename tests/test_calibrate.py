@@ -12,6 +12,7 @@ import importlib
 import io
 import json
 import math
+import statistics
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -230,8 +231,10 @@ def test_time_host_parts_runs_the_rounds_back_to_back(monkeypatch: pytest.Monkey
     events: list[str] = []
     monkeypatch.setattr(cal_mod, "synchronize", lambda device: events.append("sync"))
     groups = {1: {"fwd": lambda: events.append("1f")}, 4: {"fwd": lambda: events.append("4f")}}
-    cal_mod.time_host_parts(groups, ["fwd"], CPU, warmup=1, repeats=3)
-    assert events == ["1f", "4f", "sync"] + ["1f", "4f"] * 3 + ["sync"]
+    cal_mod.time_host_parts(groups, ["fwd"], CPU, warmup=1, repeats=3,
+                            between_rounds=lambda: events.append("between"))
+    # the host sampled after each timed round, not after the warm-up
+    assert events == ["1f", "4f", "sync"] + ["1f", "4f", "between"] * 3 + ["sync"]
 
 
 def test_time_host_parts_stops_early_on_a_busy_machine() -> None:
@@ -268,28 +271,46 @@ def test_fit_host_jobs_brings_every_job_to_one_host_speed_and_says_how_far_it_mo
     assert cal_mod.fit_host_jobs([]) == ({}, None, None)
 
 
-def test_measure_host_probes_the_unit_right_after_every_jobs_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each job's unit is the host model's step sampled among its own rounds; a job that took no
+    sample falls back to a probe after its rounds."""
     lo, hi = cal_mod.HOST_LAYERS
     events: list[str] = []
     jobs = [0]
 
-    def fake_time(groups: Any, timed: list[str], device: Any, **kw: Any) -> Any:
+    class FakeSampler:
+        def __init__(self, device: Any, every_s: float | None = None) -> None:
+            assert every_s == 0.0  # a sample after every round
+            self.samples: list[float] = []
+
+        def __call__(self) -> None:
+            events.append("sample")
+            self.samples.append(1e-3 * jobs[0])  # the host slows with each job
+
+        def step_s(self) -> float | None:
+            return statistics.median(self.samples) if self.samples else None
+
+    def fake_time(groups: Any, timed: list[str], device: Any, between_rounds: Any = None,
+                  **kw: Any) -> Any:
         if not timed:  # the warm-up call
             events.append("warm")
             return {n: {} for n in groups}
         jobs[0] += 1
         events.append("timed")
+        for _ in range(3 if jobs[0] == 1 else 0):  # the second job: no round sampled
+            between_rounds()
         k = jobs[0]  # job k measured 1 and 4 blocks at k and 4k µs: k µs a layer
         return {lo: {p: 1e-6 * k for p in groups[lo]}, hi: {p: 4e-6 * k for p in groups[hi]}}
 
-    def fake_unit(device: Any) -> float:
-        events.append("unit")
-        return 1e-3 * jobs[0]  # the host slows with each job
+    def fake_probe(device: Any) -> float:
+        events.append("probe after")
+        return 1e-3 * jobs[0]
 
     monkeypatch.setattr(cal_mod, "time_host_parts", fake_time)
-    monkeypatch.setattr(cal_mod, "host_step_s", fake_unit)
+    monkeypatch.setattr(cal_mod, "HostSampler", FakeSampler)
+    monkeypatch.setattr(cal_mod, "host_step_s", fake_probe)
     result = cal_mod.measure_host(CPU, ["fp32"], quick=True)
-    assert events == ["warm", "timed", "unit"] * 2  # the unit probed right after the rounds
+    assert events == ["warm", "timed", "sample", "sample", "sample", "warm", "timed", "probe after"]
     assert result.job_units == {"eager:train:fp32": 1e-3, "eager:inference:fp32": 2e-3}
     # job k's unit is k ms, so its k µs a layer is 1 µs a layer at 1 ms: both jobs agree at √2 ms
     assert result.unit_s == pytest.approx(2 ** 0.5 * 1e-3)

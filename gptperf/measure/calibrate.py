@@ -11,11 +11,10 @@ two block counts gives `per_layer_s` and `fixed_s`. On CUDA a part's host time i
 of the call among calls run back to back, no synchronisation between them (the GPU keeps up at
 these sizes); on a CPU it is the whole call.
 The host's speed moves while they are measured (2× within one calibration on the lent H200
-machine), so each job's costs are brought to one speed: the host model's own step
-(`gptperf.measure.probe.host_step_s`) is timed for a second right after each job's timed rounds,
-and the job's costs are scaled to the geometric mean of those units over all jobs, kept as
-`probes["host"]["step_s"]` (`fit_host_jobs`): a command that measures a step samples the same
-step among its own runs (`probe.HostSampler`) and charges the host costs at that over this.
+machine), so each job's costs are brought to one speed: the host model's own step is sampled
+after each of the job's timed rounds (`gptperf.measure.probe.HostSampler`, as a command that
+measures a step samples it between the step's runs), and the job's costs are scaled to the
+geometric mean of those units over all jobs, kept as `probes["host"]["step_s"]` (`fit_host_jobs`).
 
 Compiled recordings (`Calibration.compiled["<kind>:<dtype>"]`, CUDA) profile a compiled step of
 one calibration config and attribute every kernel to (operation, phase) with gptperf.profiling;
@@ -49,7 +48,7 @@ from gptperf.dtypes import check_dtype
 from gptperf.envinfo import device_name
 from gptperf.errors import UserError
 from gptperf.measure.launch_gap import measure_launch_gap
-from gptperf.measure.probe import drift_note, host_step_s, take_probe
+from gptperf.measure.probe import HostSampler, drift_note, host_step_s, take_probe
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig, preset
 from gptperf.perfmodel.calibration import (
@@ -148,16 +147,16 @@ def fit_host_jobs(measured: Sequence[tuple[str, str, dict[int, dict[str, float]]
                   ) -> tuple[dict[str, dict[str, float]], float | None, str | None]:
     """(host, unit_s, note): `host["<mode>:<part>:<dtype>"]` fitted from each job's times per
     block count and scaled to one host speed. A job is (mode, dtype, times, unit): `unit` is the
-    host model's step (`probe.host_step_s`) timed right after the job's rounds, so a job measured
-    on a host 1.3× slower has its costs divided by 1.3 against the others. `unit_s`, the geometric
-    mean of the units, is the speed all costs are at; a measured step's samples of the host
-    model's step are later compared with it (`probe.HostSampler`). The note says how far the host
-    moved between jobs (None within 5%).
+    host model's step sampled among the job's rounds (`probe.HostSampler`), so a job measured on a
+    host 1.3× slower has its costs divided by 1.3 against the others. `unit_s`, the geometric mean
+    of the units, is the speed all costs are at; a command that measures a step later samples the
+    same step among its own and compares. The note says how far the host moved between jobs (None
+    within 5%).
 
     (On the H200 machine an eager fp32 decode's host cost came out 1.33× the bf16 one, the same
-    ops, because the host slowed between their jobs: validate missed that case by 32%. A unit timed
-    inside the rounds instead read 0.75× and 1.79× this probe: its conditions differ from
-    `host_speed`'s, and costs scaled by it doubled validate's median error, runs I and J.)"""
+    ops, because the host slowed between their jobs: validate missed that case by 32%. In runs I
+    and J a unit timed inside the rounds doubled validate's median error — validate then probed
+    the host after each case, not among its steps.)"""
     if not measured:
         return {}, None, None
     units = [unit for *_, unit in measured]
@@ -172,7 +171,7 @@ def fit_host_jobs(measured: Sequence[tuple[str, str, dict[int, dict[str, float]]
     if max(units) / min(units) <= 1.05:
         return host, unit_s, None
     return host, unit_s, (f"host costs: the host model's step took {min(units) * 1e6:.0f}–"
-                          f"{max(units) * 1e6:.0f} µs after the {len(units)} host jobs "
+                          f"{max(units) * 1e6:.0f} µs among the {len(units)} host jobs' rounds "
                           f"(×{max(units) / min(units):.2f}); each job's costs are scaled to "
                           f"{unit_s * 1e6:.0f} µs")
 
@@ -219,11 +218,13 @@ def _inference_part(config: GPTConfig, kind: str, dtype: str, mode: str,
 def time_host_parts(groups: dict[int, Parts], timed: Sequence[str], device: torch.device, *,
                     warmup: int = HOST_WARMUP, repeats: int = HOST_REPEATS,
                     budget_s: float | None = None, min_repeats: int = HOST_MIN_REPEATS,
-                    clock: Callable[[], float] = time.perf_counter) -> dict[int, dict[str, float]]:
+                    clock: Callable[[], float] = time.perf_counter,
+                    between_rounds: Callable[[], None] | None = None) -> dict[int, dict[str, float]]:
     """Median host seconds of each part in `timed`, per block count: every part of every group
     runs in order once a round, the groups interleaved (slow drift of the machine hits each alike),
     `warmup` rounds untimed, then `repeats` timed ones — fewer (at least `min_repeats`) once the
-    timed rounds have taken `budget_s` (a busy machine).
+    timed rounds have taken `budget_s` (a busy machine). `between_rounds` runs after each timed
+    round, outside the parts' times (e.g. a `probe.HostSampler`).
 
     The rounds run back to back, the device synchronised only after the warm-up and at the end,
     as `bench` runs a step: on the H200 machine a tiny decode step took 722 µs of host time when
@@ -247,6 +248,8 @@ def time_host_parts(groups: dict[int, Parts], timed: Sequence[str], device: torc
                 t1 = clock()
                 if i >= warmup and part in samples[n]:
                     samples[n][part].append(t1 - t0)
+        if i >= warmup and between_rounds is not None:
+            between_rounds()
     synchronize(device)
     return {n: {p: statistics.median(s) for p, s in by_part.items()} for n, by_part in samples.items()}
 
@@ -304,11 +307,13 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
             groups = _host_groups(dtype, mode, device, what)
             # warmed up first (a compiled part compiles in its first call)
             time_host_parts(groups, [], device, warmup=warmup, repeats=0)
+            # the unit sampled among the rounds, as validate samples the host among a case's
+            # steps: on the H200 machine a probe for a second after a case read 0.54-1.25 of the
+            # calibration's unit where samples among its steps read 0.56-1.30, case by case apart
+            sampler = HostSampler(device, every_s=0.0)
             times = time_host_parts(groups, timed, device, warmup=0, repeats=repeats,
-                                    budget_s=HOST_JOB_BUDGET_S[quick])
-            # one probe over a second: two of 0.1 s around the rounds each caught the host in or
-            # out of a slow spell (probe.HOST_WINDOW_S)
-            return (times, host_step_s(device)), []
+                                    budget_s=HOST_JOB_BUDGET_S[quick], between_rounds=sampler)
+            return (times, sampler.step_s() or host_step_s(device)), []
 
         if mode == COMPILED:
             (times, unit), failed = _guarded(f"compiled host cost of the {what} step", measure,
