@@ -573,8 +573,9 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     drift = drift_note(first, last, "the calibration's start")
     if drift:  # the curves measured early and late disagree as much: this calibration is unsure
         notes.append(drift)
-    notes.append(f"time: kernels {kernels_s:.1f} s, host {host_s:.1f} s, compiled "
-                 f"{seconds - kernels_s - host_s:.1f} s")
+    families = ", ".join(f"{k} {v:.1f}" for k, v in kernels.get("family_seconds", {}).items())
+    notes.append(f"time: kernels {kernels_s:.1f} s" + (f" ({families})" if families else "")
+                 + f", host {host_s:.1f} s, compiled {seconds - kernels_s - host_s:.1f} s")
     configs = [host_config(n).name for n in HOST_LAYERS]
     if compiled:
         configs.append(record_config().name)

@@ -664,23 +664,37 @@ def merge_passes(first: dict[str, Any], second: dict[str, Any]) -> tuple[dict[st
 
 
 def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
-                  progress: Progress | None, timer: _Timer) -> tuple[dict[str, Any], dict[str, list]]:
-    """Every family once: ({"matmul", "attention", "vector", "optimizer", "gemv"}, shapes)."""
+                  progress: Progress | None, timer: _Timer,
+                  spent: dict[str, float]) -> tuple[dict[str, Any], dict[str, list]]:
+    """Every family once: ({"matmul", "attention", "vector", "optimizer", "gemv"}, shapes); each
+    family's wall seconds are added to `spent`."""
     shapes: dict[str, list] = {"matmul": [], "attention": [], "vector": []}
     matmul_seen: list[list[int]] = []
     result: dict[str, Any] = {"matmul": {}, "attention": {}, "vector": {}, "optimizer": {}, "gemv": {}}
+    clock = time.perf_counter()
+
+    def family_done(family: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        spent[family] = spent.get(family, 0.0) + now - clock
+        clock = now
+
     for dtype in dtypes:
         result["matmul"][dtype] = _measure_matmul(device, dtype, quick, progress, timer, matmul_seen)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    family_done("matmul")
     for dtype in dtypes:
         result["attention"].update(_measure_attention(device, dtype, quick, progress, timer,
                                                       shapes["attention"]))
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    family_done("attention")
     for dtype in _vector_dtypes(dtypes):
         result["vector"].update(_measure_vector(device, dtype, quick, progress, timer, shapes["vector"]))
+    family_done("vector")
     result["optimizer"] = _measure_optimizer(device, quick, progress, timer)
+    family_done("optimizer")
     for dtype in dtypes:
         curve = _measure_gemv(device, dtype, quick, progress, timer)
         if curve is not None:
@@ -688,6 +702,7 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
         chain = _measure_gemv_chain(device, dtype, quick, progress, timer)
         if chain is not None:
             result["gemv"][f"{GEMV_CHAIN}{dtype}"] = chain
+    family_done("gemv")
     for cell in matmul_seen:
         if cell not in shapes["matmul"]:
             shapes["matmul"].append(cell)
@@ -698,7 +713,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
                     progress: Progress | None = None) -> dict[str, Any]:
     """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
     "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
-    measured (as `planned_shapes`), "notes": [str], "seconds": wall time}. On a CPU every point
+    measured (as `planned_shapes`), "notes": [str], "seconds": wall time, "family_seconds": wall
+    time per family}. On a CPU every point
     is measured in CPU_PASSES passes, merged (`merge_passes`)."""
     device = as_device(device)
     dtypes = _check_dtypes(dtypes)
@@ -711,13 +727,14 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
             notes.append("bf16 left out: this GPU has no bf16 support")
             continue
         usable.append(dtype)
-    result, shapes = _measure_pass(device, usable, quick, progress, timer)
+    spent: dict[str, float] = {}
+    result, shapes = _measure_pass(device, usable, quick, progress, timer, spent)
     if device.type == "cpu" and CPU_PASSES > 1:
         disagreed = 0
         for k in range(2, CPU_PASSES + 1):
             told = None if progress is None else (
                 lambda stage, done, total, k=k: progress(f"{stage}, pass {k}", done, total))
-            again, _ = _measure_pass(device, usable, quick, told, timer)
+            again, _ = _measure_pass(device, usable, quick, told, timer, spent)
             result, moved = merge_passes(result, again)
             disagreed += moved
         notes.append(f"CPU: every point measured in {CPU_PASSES} passes; {disagreed} disagreed by "
@@ -727,4 +744,5 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     result["shapes"] = shapes
     result["notes"] = notes + timer.notes
     result["seconds"] = time.perf_counter() - start
+    result["family_seconds"] = spent
     return result
