@@ -5,9 +5,10 @@ returned as `perfmodel.calibration` Grids and Curves for `gptperf.measure.calibr
 Every time is the device time of one call among back-to-back calls:
 
 * CUDA: R calls captured in one CUDA graph (R chosen from a first timed call so one replay
-  takes about `TARGET_REPLAY_S`), replayed once to warm up, then the median of 3 replays / R.
-  The first calls run on a side stream before capture (lazy initialisation, cuBLAS workspaces,
-  autograd's and the optimizer's state), as torch's CUDA-graph notes ask.
+  takes about `TARGET_REPLAY_S`, at most `MAX_CALLS_PER_GRAPH`), replayed once to warm up,
+  then the median of 3 replays / R. The first calls run on a side stream before capture (lazy
+  initialisation, cuBLAS workspaces, autograd's and the optimizer's state), as torch's CUDA-graph
+  notes ask.
 * CPU: the median of a short timed loop (`gptperf.measure.timer.time_fn`), calls batched so one
   sample lasts at least `CPU_SAMPLE_S`; every point in two passes over the whole plan, merged
   (`merge_passes`), since a stall of seconds can hold up every call of the points it spans.
@@ -79,7 +80,10 @@ from gptperf.runtime import TORCH_DTYPES, as_device, set_matmul_precision
 
 # --- timing --------------------------------------------------------------------------------------
 
-MAX_CALLS_PER_GRAPH = 1000
+# Capturing a call costs the host ~20 µs (250 for attention's forward + backward) and instantiating
+# the graph grows faster than the calls (1000 one-query attention calls: 68 ms, 200: 4 ms; H200,
+# 2026-12-02); 250 calls of the shortest kernel (~1.2 µs) still amortise the replay's launch to ~1%.
+MAX_CALLS_PER_GRAPH = 250
 MAX_COPIES = 256  # distinct input sets cycled through (Python views: each costs host time)
 CPU_SAMPLE_S = 2e-4  # calls per CPU sample so one sample lasts at least this
 POOL_BYTES = {"cuda": 256 * MIB, "cpu": 64 * MIB}  # cycled inputs: several last-level caches
