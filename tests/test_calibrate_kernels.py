@@ -186,7 +186,10 @@ def test_gpu_plan_prunes_by_cost_and_keeps_the_spec_points() -> None:
     assert (1, 65536, 16384) in cells and (65536, 128, 128) in cells  # skinny and tall: measured
     assert (65536, 65536, 16384) not in cells  # 2^48 multiply-adds: extrapolated
     assert all(m * n * k <= cp.MATMUL_MAX_MNK for m, n, k in cells)
-    assert {m for m, _, _ in cells} == set(cp.MATMUL_M["cuda"])
+    probes = set(cp.MATMUL_PROBES["cuda"])
+    assert probes <= cells  # the off-grid probes are measured shapes too (disjointness)
+    assert {m for m, _, _ in cells - probes} == set(cp.MATMUL_M["cuda"])
+    assert not {m for m, _, _ in probes} & set(cp.MATMUL_M["cuda"])  # off the grid's M axis
     keys = {a[0] for a in plan["attention"]}
     assert keys == {f"{d}:{p}" for d in ("bf16", "fp32") for p in ck.ATTENTION_PASSES}
     # every measured call is estimated under the cap at the roofline (per dtype)

@@ -66,6 +66,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     _gemv_shape,
     _matmul_axes,
     _matmul_cells,
+    _matmul_probes,
     _thin,
     _vector_dtypes,
     _vector_ops,
@@ -75,7 +76,8 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     optimizer_params,
 )
 from gptperf.measure.timer import Progress, time_fn
-from gptperf.perfmodel.calibration import GEMV_CHAIN, Curve, Grid
+from gptperf.perfmodel.calibration import GEMV_CHAIN, Curve, Grid, quantized
+from gptperf.perfmodel.waves import Shape, choose_tile
 from gptperf.runtime import TORCH_DTYPES, as_device, set_matmul_precision
 
 # --- timing --------------------------------------------------------------------------------------
@@ -304,30 +306,54 @@ def measure_matmul(device: torch.device | str, dtype: str, quick: bool = False,
 
 
 def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                    timer: _Timer, record: list | None) -> Grid:
+                    timer: _Timer, record: list | None,
+                    probes: dict[str, list[tuple[Shape, float]]] | None = None) -> Grid:
+    """The grid; with `probes`, the off-grid `MATMUL_PROBES` too, as probes[dtype]."""
     kind = device.type
     tdtype = TORCH_DTYPES[dtype]
     axes = _matmul_axes(kind, quick)
     cells = _matmul_cells(kind, dtype, quick, _memory_bytes(device))
+    off_grid = _matmul_probes(kind) if probes is not None else []
     pool = _Pool(device, tdtype)
     measured: dict[tuple[int, ...], float] = {}
     with _Precision(dtype):
-        for i, (m, n, k) in enumerate(cells):
+        for i, (m, n, k) in enumerate(cells + off_grid):
             sets = pool.copies([(m, k), (n, k)])
 
             def call(j: int, sets: list[list[torch.Tensor]] = sets) -> torch.Tensor:
                 x, w = sets[j % len(sets)]
                 return F.linear(x, w)
 
-            measured[(m, n, k)] = timer(call, f"matmul {dtype} {m}×{n}×{k}")
+            seconds = timer(call, f"matmul {dtype} {m}×{n}×{k}")
             del sets
+            if i < len(cells):
+                measured[(m, n, k)] = seconds
+            else:
+                assert probes is not None  # off_grid is empty without it
+                probes.setdefault(dtype, []).append(((m, n, k), seconds))
             if record is not None:
                 record.append([m, n, k])
-            _report(progress, f"matmul {dtype}", i + 1, len(cells))
+            _report(progress, f"matmul {dtype}", i + 1, len(cells) + len(off_grid))
     return Grid(("M", "N", "K"), axes, tuple(_fill(axes, measured, (1, 1, 1))), (1, 1, 1),
                 what=f"s per y = F.linear(x, W), x M×K, W N×K, {dtype}, no bias; distinct "
                      f"operands cycled over {POOL_BYTES[kind] // MIB} MiB; "
                      + _grid_note(axes, len(measured)))
+
+
+def matmul_waves(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, float]]],
+                 units: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Per dtype the wave quantization its probes keep (`perfmodel.waves.choose_tile`), and a
+    note each."""
+    waves: dict[str, dict[str, Any]] = {}
+    notes = []
+    for dtype, measured in probes.items():
+        grid = grids[dtype]
+        chosen, note = choose_tile(measured, grid.at,
+                                   lambda tile, grid=grid: quantized(grid, tile, units), units)
+        notes.append(f"matmul {dtype}: {note}")
+        if chosen is not None:
+            waves[dtype] = chosen
+    return waves, notes
 
 
 def measure_attention(device: torch.device | str, dtype: str, quick: bool = False,
@@ -668,10 +694,11 @@ def merge_passes(first: dict[str, Any], second: dict[str, Any]) -> tuple[dict[st
 
 
 def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
-                  progress: Progress | None, timer: _Timer,
-                  spent: dict[str, float]) -> tuple[dict[str, Any], dict[str, list]]:
+                  progress: Progress | None, timer: _Timer, spent: dict[str, float],
+                  probes: dict[str, list[tuple[Shape, float]]] | None = None,
+                  ) -> tuple[dict[str, Any], dict[str, list]]:
     """Every family once: ({"matmul", "attention", "vector", "optimizer", "gemv"}, shapes); each
-    family's wall seconds are added to `spent`."""
+    family's wall seconds are added to `spent`; with `probes`, the matmul probes go there."""
     shapes: dict[str, list] = {"matmul": [], "attention": [], "vector": []}
     matmul_seen: list[list[int]] = []
     result: dict[str, Any] = {"matmul": {}, "attention": {}, "vector": {}, "optimizer": {}, "gemv": {}}
@@ -684,7 +711,8 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
         clock = now
 
     for dtype in dtypes:
-        result["matmul"][dtype] = _measure_matmul(device, dtype, quick, progress, timer, matmul_seen)
+        result["matmul"][dtype] = _measure_matmul(device, dtype, quick, progress, timer, matmul_seen,
+                                                  probes)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     family_done("matmul")
@@ -718,7 +746,7 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
     "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
     measured (as `planned_shapes`), "notes": [str], "seconds": wall time, "family_seconds": wall
-    time per family}. On a CPU every point
+    time per family, and on CUDA "matmul_waves": {dtype: waves kept by the off-grid probes}}. On a CPU every point
     is measured in CPU_PASSES passes, merged (`merge_passes`)."""
     device = as_device(device)
     dtypes = _check_dtypes(dtypes)
@@ -732,7 +760,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
             continue
         usable.append(dtype)
     spent: dict[str, float] = {}
-    result, shapes = _measure_pass(device, usable, quick, progress, timer, spent)
+    probes: dict[str, list[tuple[Shape, float]]] = {}
+    result, shapes = _measure_pass(device, usable, quick, progress, timer, spent, probes)
     if device.type == "cpu" and CPU_PASSES > 1:
         disagreed = 0
         for k in range(2, CPU_PASSES + 1):
@@ -745,6 +774,10 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
                      f"more than {PASS_DISAGREE}× (the smaller kept), the rest averaged")
     if device.type == "cuda" and not result["gemv"]:
         notes.append("gemv left out: gptperf's Triton kernel does not run here")
+    if probes:
+        units = torch.cuda.get_device_properties(device).multi_processor_count
+        result["matmul_waves"], wave_notes = matmul_waves(result["matmul"], probes, units)
+        notes += wave_notes
     result["shapes"] = shapes
     result["notes"] = notes + timer.notes
     result["seconds"] = time.perf_counter() - start

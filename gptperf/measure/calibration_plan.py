@@ -31,6 +31,12 @@ MATMUL_N = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536),
 MATMUL_K = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384),
             "cpu": (128, 256, 512, 1024, 2048, 4096)}
 MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not measured
+# (M, N, K) off the grid's powers of two, at GPT-like widths (3·2^k): what picks each dtype's wave
+# quantization (`gptperf.perfmodel.waves`). None on a CPU, which runs no waves.
+MATMUL_PROBES: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "cuda": tuple((m, n, k) for m in (1536, 6144, 24576)
+                  for n, k in ((1152, 384), (2304, 768), (768, 3072), (4608, 1536))),
+    "cpu": ()}
 
 ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query")
 ATTENTION_BH = {"cuda": (8, 32, 128, 512), "cpu": (4, 16)}
@@ -177,6 +183,11 @@ def _matmul_cells(device_type: str, dtype: str, quick: bool,
     return cells
 
 
+def _matmul_probes(device_type: str) -> list[tuple[int, int, int]]:
+    """The off-grid probes every dtype measures (`MATMUL_PROBES`)."""
+    return list(MATMUL_PROBES[device_type])
+
+
 def _attention_axes(device_type: str, pass_: str, quick: bool) -> tuple[tuple[int, ...], ...]:
     if pass_ == "one_query":
         return (_thin(ONE_QUERY_BH[device_type], quick), _thin(ONE_QUERY_L[device_type], quick),
@@ -300,7 +311,7 @@ def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[st
     matmul: list[list[int]] = []
     seen: set[tuple[int, int, int]] = set()
     for dtype in dtypes:
-        for cell in _matmul_cells(kind, dtype, quick, memory_bytes):
+        for cell in _matmul_cells(kind, dtype, quick, memory_bytes) + _matmul_probes(kind):
             if cell not in seen:
                 seen.add(cell)
                 matmul.append(list(cell))
@@ -331,7 +342,7 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
     out = {"matmul": 0.0, "attention": 0.0, "vector": 0.0, "optimizer": 0.0, "gemv": 0.0}
     for dtype in dtypes:
         out["matmul"] += sum(point(_matmul_cost(kind, dtype, *c)[0])
-                             for c in _matmul_cells(kind, dtype, quick, None))
+                             for c in _matmul_cells(kind, dtype, quick, None) + _matmul_probes(kind))
         for pass_ in ATTENTION_PASSES:
             out["attention"] += sum(point(_attention_cost(kind, dtype, pass_, *c)[0])
                                     for c in _attention_cells(kind, dtype, pass_, quick, None))

@@ -17,11 +17,13 @@ import bisect
 import datetime as _dt
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
 
 from gptperf.errors import UserError
+from gptperf.perfmodel.waves import check_waves, divided_seconds, wave_factor
 
 SCHEMA = "gptperf.calibration/1"
 MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration is refused
@@ -186,6 +188,26 @@ class Grid:
                    tuple(d.get("growth", ())), str(d.get("what", "")))
 
 
+@dataclass(frozen=True)
+class QuantizedGrid:
+    """A matmul grid read with wave quantization (`gptperf.perfmodel.waves`): `divided` holds
+    each time over its shape's wave factor; a call multiplies the factor of its own shape back."""
+
+    divided: Grid
+    tile: tuple[int, int]
+    units: int
+
+    def __call__(self, m: float, n: float, k: float) -> float:
+        return self.divided.at(m, n, k) * wave_factor(m, n, self.tile, self.units)
+
+
+def quantized(grid: Grid, tile: Sequence[int], units: int) -> QuantizedGrid:
+    """`grid` (over M, N, K) read with waves of `units` output tiles of `tile`."""
+    divided = divided_seconds(list(product(*grid.points)), grid.seconds, tile, units)
+    return QuantizedGrid(Grid(grid.axes, grid.points, divided, grid.growth, grid.what),
+                         (int(tile[0]), int(tile[1])), units)
+
+
 def host_model_config(n_layer: int, attention: str = "sdpa") -> Any:
     """The GPTConfig of `HOST_MODEL` with `n_layer` blocks (measured by `gptperf calibrate`,
     costed by `perfmodel.expected` to take its kernels out of its host time)."""
@@ -241,6 +263,9 @@ class Calibration:
     launch_gap_s: seconds a GPU kernel launched from a stream takes beyond the same kernel in a
         CUDA graph (`gptperf.measure.launch_gap`); charged per kernel of steps that are not
         graphs. 0 on a CPU and in calibrations from before it was measured.
+    matmul_waves: dtype -> the wave quantization its matmul grid is read with
+        (`gptperf.perfmodel.waves`: {"tile", "units", "error", "plain_error"}); a dtype without
+        one is read plainly (`matmul_seconds`).
     """
 
     device_name: str
@@ -259,10 +284,26 @@ class Calibration:
     notes: list[str] = field(default_factory=list)
     probes: dict[str, dict[str, float]] = field(default_factory=dict)
     launch_gap_s: float = 0.0
+    matmul_waves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _quantized: dict[str, QuantizedGrid] = field(init=False, repr=False, compare=False,
+                                                 default_factory=dict)
 
     def __post_init__(self) -> None:
         grids = {k: _optimizer_grid(v) for k, v in self.optimizer.items()}
         object.__setattr__(self, "optimizer", grids)
+        waves = {k: check_waves(v) for k, v in self.matmul_waves.items() if k in self.matmul}
+        object.__setattr__(self, "matmul_waves", waves)
+        # the grids divided by their wave factors, built once (interpolated on every matmul)
+        object.__setattr__(self, "_quantized", {
+            k: quantized(g, waves[k]["tile"], waves[k]["units"])
+            for k, g in self.matmul.items() if k in waves})
+
+    def matmul_seconds(self, key: str, m: float, n: float, k: float) -> float:
+        """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, read with its wave quantization
+        where the calibration kept one."""
+        if key in self._quantized:
+            return self._quantized[key](m, n, k)
+        return self.matmul[key].at(m, n, k)
 
     @property
     def created(self) -> _dt.datetime:
@@ -318,6 +359,7 @@ class Calibration:
             "compiled": self.compiled, "shapes": self.shapes, "notes": list(self.notes),
             "probes": {k: dict(v) for k, v in self.probes.items()},
             "launch_gap_s": self.launch_gap_s,
+            "matmul_waves": {k: dict(v) for k, v in self.matmul_waves.items()},
         }
 
     @classmethod
@@ -342,6 +384,7 @@ class Calibration:
                 notes=list(d.get("notes", [])),
                 probes={k: {kk: float(vv) for kk, vv in v.items()} for k, v in d.get("probes", {}).items()},
                 launch_gap_s=float(d.get("launch_gap_s", 0.0)),
+                matmul_waves={k: dict(v) for k, v in d.get("matmul_waves", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise UserError(f"the calibration document is broken ({type(err).__name__}: {err}); "

@@ -461,6 +461,8 @@ def call_time(call: KernelCall, cal: Calibration) -> float:
         raise UserError(f"unknown kernel family {call.family!r}")
     for key in _fallback(call.key):
         if key in table:
+            if call.family == "matmul":
+                return call.count * cal.matmul_seconds(key, *call.point)
             return call.count * table[key].at(*call.point)
     known = ", ".join(sorted(table)) or "none"
     raise UserError(f"the calibration of {cal.device_name!r} has no {call.family} curve "
