@@ -138,6 +138,21 @@ def test_eager_prefill_is_charged_its_own_host_part_or_infer_without_one():
     assert expected(cfg, nocache, None, flat_calibration(host=host)).host_s == pytest.approx(3e-4)
 
 
+def test_a_compiled_forward_without_its_own_host_cost_takes_the_compiled_train_forwards():
+    """A compiled forward (no grad) where the calibration has no compiled:nograd line: charged the
+    compiled train forward's line (2e-4 + 2·1e-4), not the eager forward's (9e-4 + 2·1e-4)."""
+    cfg = preset("gpt2", n_layer=2)
+    w = Workload("forward", 1, 64, "bf16")
+    host = {k: v for k, v in flat_calibration().host.items() if not k.startswith("compiled:")}
+    host.update({"compiled:fwd:bf16": {"fixed_s": 2e-4, "per_layer_s": 1e-4},
+                 "eager:nograd:bf16": {"fixed_s": 9e-4, "per_layer_s": 1e-4}})
+    plan = ExecutionPlan.default("forward", "cuda", compile=True)
+    assert expected(cfg, w, plan, flat_calibration(host=host)).host_s == pytest.approx(4e-4)
+    # with a compiled forward of its own, that line
+    host["compiled:nograd:bf16"] = {"fixed_s": 1e-4, "per_layer_s": 0.5e-4}
+    assert expected(cfg, w, plan, flat_calibration(host=host)).host_s == pytest.approx(2e-4)
+
+
 def test_cuda_graph_is_device_time_back_to_back():
     cfg = preset("gpt2", n_layer=2)
     w = Workload("decode", 1, 64, "bf16")
