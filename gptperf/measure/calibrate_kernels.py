@@ -314,26 +314,29 @@ def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Pro
     axes = _matmul_axes(kind, quick)
     cells = _matmul_cells(kind, dtype, quick, _memory_bytes(device))
     off_grid = _matmul_probes(kind) if probes is not None else []
+    total = len(cells) + len(off_grid)
     pool = _Pool(device, tdtype)
+
+    def seconds(m: int, n: int, k: int) -> float:
+        sets = pool.copies([(m, k), (n, k)])
+
+        def call(j: int) -> torch.Tensor:
+            x, w = sets[j % len(sets)]
+            return F.linear(x, w)
+
+        if record is not None:
+            record.append([m, n, k])
+        return timer(call, f"matmul {dtype} {m}×{n}×{k}")
+
     measured: dict[tuple[int, ...], float] = {}
     with _Precision(dtype):
-        for i, (m, n, k) in enumerate(cells + off_grid):
-            sets = pool.copies([(m, k), (n, k)])
-
-            def call(j: int, sets: list[list[torch.Tensor]] = sets) -> torch.Tensor:
-                x, w = sets[j % len(sets)]
-                return F.linear(x, w)
-
-            seconds = timer(call, f"matmul {dtype} {m}×{n}×{k}")
-            del sets
-            if i < len(cells):
-                measured[(m, n, k)] = seconds
-            else:
-                assert probes is not None  # off_grid is empty without it
-                probes.setdefault(dtype, []).append(((m, n, k), seconds))
-            if record is not None:
-                record.append([m, n, k])
-            _report(progress, f"matmul {dtype}", i + 1, len(cells) + len(off_grid))
+        for i, cell in enumerate(cells):
+            measured[cell] = seconds(*cell)
+            _report(progress, f"matmul {dtype}", i + 1, total)
+        for i, cell in enumerate(off_grid):
+            assert probes is not None  # off_grid is empty without it
+            probes.setdefault(dtype, []).append((cell, seconds(*cell)))
+            _report(progress, f"matmul {dtype}", len(cells) + i + 1, total)
     return Grid(("M", "N", "K"), axes, tuple(_fill(axes, measured, (1, 1, 1))), (1, 1, 1),
                 what=f"s per y = F.linear(x, W), x M×K, W N×K, {dtype}, no bias; distinct "
                      f"operands cycled over {POOL_BYTES[kind] // MIB} MiB; "
