@@ -1,8 +1,9 @@
 """Wave quantization of a GPU matmul: a kernel that gives each streaming multiprocessor one output
 tile at a time runs ceil(tiles / SMs) waves whatever part of the last one is filled, so its time
 jumps where the power-of-two grid of the calibration is smooth. On the H200 fp32 matmuls of GPT
-widths (768, 2304, 3072: 3·2^k) took 9-36% longer than the grid interpolated between powers of
-two (52 shapes, 2026-12-02); the bf16 kernels, which split work more finely, showed no such jump.
+widths (768, 2304, 3072, ...) took up to 36% longer than the grid interpolated between powers of
+two (median 5% over 52 shapes, 2026-12-02; `benchmarks/gpu_matmul_offgrid.py`); the bf16
+kernels, which split work more finely, showed no such jump.
 
 The calibration measures a few such shapes (`calibration_plan.MATMUL_PROBES`) and keeps, per
 dtype, the output tile that explains them best — or none where no tile helps — as
