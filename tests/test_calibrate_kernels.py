@@ -98,7 +98,7 @@ def test_result_families_keys_and_progress(swept: tuple) -> None:
     assert result["attention"]["fp32:causal_fwd"].axes == ("BH", "T", "D")
     assert result["attention"]["fp32:causal_fwd"].growth == (1.0, 2.0, 1.0)
     assert result["matmul"]["fp32"].axes == ("M", "N", "K")
-    expected_ops = set(ck.VECTOR_OPS) - {"cast_to_fp32"}  # fp32 to fp32 is no kernel
+    expected_ops = set(ck.VECTOR_OPS) - {"cast_to_fp32", "add_mixed"}  # no kernel of their own in fp32
     assert set(result["vector"]) == {f"{op}:fp32" for op in expected_ops}
     assert set(result["optimizer"]) == {"adamw_foreach"}  # fused: CUDA only
     assert all(isinstance(c, Curve) for c in result["vector"].values())
@@ -145,7 +145,7 @@ def test_vector_x_is_the_bytes_docs_define(dtype: str) -> None:
         rows = shape.get("rows", 0)
         n = shape.get("n") or rows * 1024
         want = {
-            "add": 3 * n * e, "copy": 2 * shape.get("b", 0) * 16 * shape.get("t", 0) * 64 * e,
+            "add": 3 * n * e, "add_mixed": n * (4 + e + 4), "copy": 2 * shape.get("b", 0) * 16 * shape.get("t", 0) * 64 * e,
             "cast_to_fp32": n * (e + 4), "cast_to_bf16": n * (e + 2),
             "layernorm_fwd": 2 * n * e, "layernorm_bwd": 3 * n * e, "gelu_fwd": 2 * n * e,
             "gelu_bwd": 3 * n * e, "softmax_fwd": 2 * n * e, "softmax_bwd": 3 * n * e,
@@ -157,6 +157,7 @@ def test_vector_x_is_the_bytes_docs_define(dtype: str) -> None:
         if op not in ("cross_entropy_fwd", "cross_entropy_bwd"):
             assert target / 2 < x <= target, op  # about the size asked for
     assert "cast_to_bf16" not in ck._vector_ops("bf16") and "cast_to_fp32" in ck._vector_ops("bf16")
+    assert "add_mixed" in ck._vector_ops("bf16") and "add_mixed" not in ck._vector_ops("fp32")
 
 
 def test_vector_points_strictly_increase_and_span_the_sizes() -> None:

@@ -185,11 +185,29 @@ def test_mixed_precision_adds_the_autocast_casts():
     fp32 = kernel_calls(cfg, Workload("forward", 2, 64, "fp32"))
     bf16 = kernel_calls(cfg, Workload("forward", 2, 64, "bf16"))
     casts = [k for k in bf16 if k.key.startswith("cast_")]
-    # per block: ln_1 out + qkv weight, proj weight, ln_2 out + fc weight, mlp.proj weight, and
-    # the two mixed-dtype residual adds; head: ln_f out + the tied weight; the fp32 loss reads
-    # the bf16 logits itself
-    assert len(casts) == 6 + 2 + 2
+    # per block: ln_1 out + qkv weight, proj weight, ln_2 out + fc weight, mlp.proj weight;
+    # head: ln_f out + the tied weight; the fp32 loss reads the bf16 logits itself
+    assert len(casts) == 6 + 2
     assert not [k for k in fp32 if k.key.startswith("cast_")]
+    # the residual adds read the bf16 branch as they go: one mixed add each, no cast
+    mixed = [k for k in bf16 if k.key == "add_mixed:bf16"]
+    assert [k.count for k in mixed] == [2] and mixed[0].point == (2 * 64 * 768 * (4 + 2 + 4),)
+    assert not [k for k in fp32 if k.key.startswith("add_mixed")]
+
+
+def test_a_mixed_add_is_its_own_curve_or_else_a_cast_and_an_add():
+    """The residual add under autocast: on the add_mixed curve where the calibration has one;
+    from an older calibration, one cast and one fp32 add a kernel (flat: T0 each)."""
+    cfg = preset("gpt2", n_layer=1)
+    w = Workload("forward", 2, 64, "bf16")
+    old = flat_calibration()
+    residual = [o for o in expected(cfg, w, None, old).ops if o.component == "residual"]
+    assert [o.kernels for o in residual] == [2] and residual[0].device_s == pytest.approx(
+        2 * 2 * T0 + 2 * old.launch_gap_s)
+    mixed = Curve((HUGE,), (3 * T0,))
+    new = flat_calibration(vector={**old.vector, "add_mixed:bf16": mixed})
+    residual = [o for o in expected(cfg, w, None, new).ops if o.component == "residual"]
+    assert residual[0].device_s == pytest.approx(2 * 3 * T0 + 2 * new.launch_gap_s)
 
 
 def test_compiled_training_charges_the_recorded_fused_kernels_scaled_by_bytes():

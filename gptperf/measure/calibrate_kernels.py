@@ -435,6 +435,9 @@ def _vector_call(op: str, dtype: str, shape: dict[str, int], device: torch.devic
     if op == "add":
         a, b = _random((shape["n"],), td, device), _random((shape["n"],), td, device)
         return lambda j: a + b
+    if op == "add_mixed":  # one kernel: the bf16 operand is cast as it is read
+        a, b = _random((shape["n"],), torch.float32, device), _random((shape["n"],), td, device)
+        return lambda j: a + b
     if op == "copy":
         x = _random((shape["b"], COPY_HEADS, shape["t"], COPY_HEAD_DIM), td, device)
         return lambda j: x.transpose(1, 2).contiguous()

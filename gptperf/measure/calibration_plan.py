@@ -55,16 +55,18 @@ ATTENTION_GROWTH = {"causal_fwd": (1.0, 2.0, 1.0), "causal_fwd_bwd": (1.0, 2.0, 
 # Vector-op sizes: the bytes each op moves (x, as VECTOR_X defines it), x4 steps from 4 KiB.
 VECTOR_SIZES = {"cuda": tuple(4 * KIB * 4**i for i in range(10)),  # 4 KiB .. 1 GiB
                 "cpu": tuple(4 * KIB * 4**i for i in range(8))}  # 4 KiB .. 64 MiB
-VECTOR_OPS = ("add", "copy", "cast_to_fp32", "cast_to_bf16", "layernorm_fwd", "layernorm_bwd",
-              "gelu_fwd", "gelu_bwd", "softmax_fwd", "softmax_bwd", "cross_entropy_fwd",
-              "cross_entropy_bwd", "embedding_fwd", "embedding_bwd", "sum_rows")
+VECTOR_OPS = ("add", "add_mixed", "copy", "cast_to_fp32", "cast_to_bf16", "layernorm_fwd",
+              "layernorm_bwd", "gelu_fwd", "gelu_bwd", "softmax_fwd", "softmax_bwd",
+              "cross_entropy_fwd", "cross_entropy_bwd", "embedding_fwd", "embedding_bwd", "sum_rows")
 VECTOR_MIN_STEP = 1.5  # a point whose x is within this factor of the last one adds nothing
 ROW = 1024  # width of the layernorm, softmax and sum_rows rows
 VOCAB, EMBED = 50304, 768  # cross entropy's and the embedding's table
 EMBED_BWD_VOCAB = 1024  # the embedding backward's table: its zero fill is negligible
 COPY_HEADS, COPY_HEAD_DIM = 16, 64  # copy: (B, 16, T, 64).transpose(1, 2).contiguous()
 VECTOR_X = {
-    "add": "3·n·e (a + b)", "copy": "2·n·e ((B,16,T,64).transpose(1,2).contiguous())",
+    "add": "3·n·e (a + b)",
+    "add_mixed": "n·(4 + e + 4) (fp32 a + b of the dtype into fp32: autocast's residual add)",
+    "copy": "2·n·e ((B,16,T,64).transpose(1,2).contiguous())",
     "cast_to_fp32": "n·(e_in + e_out)", "cast_to_bf16": "n·(e_in + e_out)",
     "layernorm_fwd": "2·n·e (rows of 1024, weight and bias)",
     "layernorm_bwd": "3·n·e (native_layer_norm_backward, all three grads)",
@@ -215,7 +217,7 @@ def _attention_cells(device_type: str, dtype: str, pass_: str, quick: bool,
 def _vector_ops(dtype: str) -> list[str]:
     """The ops measured in `dtype` (a cast to the dtype itself is no kernel)."""
     return [op for op in VECTOR_OPS
-            if not (op == "cast_to_fp32" and dtype in ("fp32", "tf32"))
+            if not (op in ("cast_to_fp32", "add_mixed") and dtype in ("fp32", "tf32"))
             and not (op == "cast_to_bf16" and dtype == "bf16")]
 
 
@@ -226,6 +228,9 @@ def _vector_shape(op: str, dtype: str, target: int) -> tuple[dict[str, int], int
     if op == "add":
         n = max(1, target // (3 * e))
         return {"n": n}, 3 * n * e
+    if op == "add_mixed":
+        n = max(1, target // (8 + e))
+        return {"n": n}, n * (8 + e)
     if op == "copy":
         t = max(2, target // (2 * e * COPY_HEADS * COPY_HEAD_DIM))  # T = 1 would be no copy at all
         return {"b": 1, "t": t}, 2 * COPY_HEADS * t * COPY_HEAD_DIM * e
