@@ -315,7 +315,7 @@ def run_bench(
     step = build_step(config, workload, plan, dev, seed=seed)
     plan = step.plan  # the plan that runs (the one-row kernel needs CUDA and Triton)
     notes.extend(step.notes)
-    calibration, no_calibration = device_calibration(dev) if calibrated else (None, None)
+    calibration, why_none = device_calibration(dev) if calibrated else (None, None)
     host_sampler = HostSampler(dev) if host_unit(calibration) else None
     hooks = [h for h in (host_sampler, between_steps) if h is not None]
 
@@ -400,7 +400,7 @@ def run_bench(
         notes.append("no FLOP count: the performance model could not predict this workload")
     if calibrated:
         speed = host_sampler.speed(calibration) if host_sampler else None
-        _add_calibrated(result, config, workload, plan, dev, calibration, no_calibration, speed)
+        _add_calibrated(result, config, workload, plan, dev, calibration, why_none, speed)
 
     for against, hw in (("measured", measured), ("datasheet", datasheet if datasheet is not None
                                                  else chosen)):

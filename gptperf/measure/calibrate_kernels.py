@@ -752,8 +752,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
     "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
     measured (as `planned_shapes`), "notes": [str], "seconds": wall time, "family_seconds": wall
-    time per family, and on CUDA "matmul_waves": {dtype: waves kept by the off-grid probes}}. On a CPU every point
-    is measured in CPU_PASSES passes, merged (`merge_passes`)."""
+    time per family, and on CUDA "matmul_waves": {dtype: waves kept by the off-grid probes}}. On a
+    CPU every point is measured in CPU_PASSES passes, merged (`merge_passes`)."""
     device = as_device(device)
     dtypes = _check_dtypes(dtypes)
     start = time.perf_counter()

@@ -8,10 +8,10 @@ and as it ends; the same probe compared across them says when the machine itself
 
 The host costs' unit is another probe, `host_step_s`: the time of one eager decode step of the
 calibration's own host model (one block), in a run of such steps — the very work the host costs
-are measured on. `calibrate` takes it after each host job (`probes["host"]["step_s"]`), and a
-command that measures a step samples it between the step's own runs (`HostSampler`; probed after
-them, `host_speed`, where no sample was taken), so the calibrated host cost is charged at the
-host's speed while the step ran. On the lent H200 machine the host's speed moved 2.2× within
+are measured on. `calibrate` samples it among each host job's rounds (`probes["host"]["step_s"]`),
+and a command that measures a step samples it between the step's own runs (`HostSampler`; probed
+after them, `host_speed`, where no sample was taken), so the calibrated host cost is charged at
+the host's speed while the step ran. On the lent H200 machine the host's speed moved 2.2× within
 one calibration while the device's did not. (The small-op part of the probe is too narrow for
 that unit: on the 2-core VM it read 1.9× faster while steps ran no faster.)
 """

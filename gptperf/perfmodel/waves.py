@@ -43,7 +43,8 @@ def divided_seconds(shapes: Sequence[Shape], seconds: Sequence[float], tile: Seq
     return tuple(t / wave_factor(m, n, tile, units) for (m, n, _), t in zip(shapes, seconds, strict=True))
 
 
-def probe_error(probes: Sequence[tuple[Shape, float]], predict: Callable[[float, float, float], float]) -> float:
+def probe_error(probes: Sequence[tuple[Shape, float]],
+                predict: Callable[[float, float, float], float]) -> float:
     """Median |measured / predicted − 1| over (shape, measured seconds) probes."""
     return statistics.median(abs(t / predict(*shape) - 1) for shape, t in probes)
 
