@@ -134,10 +134,12 @@ def test_a_machine_that_changed_speed_during_calibration_is_noted(env: Path, mon
 
     probes = iter([SpeedProbe(1e-6, 1e-3, 1e-3), SpeedProbe(2.5e-6, 1e-3, 1e-3)])  # start, end
     monkeypatch.setattr(cal_mod, "take_probe", lambda device: next(probes))
-    monkeypatch.setattr(cal_mod, "measure_host", lambda *a, **k: cal_mod.HostCosts({}, 4e-4, []))
+    monkeypatch.setattr(cal_mod, "measure_host", lambda *a, **k: cal_mod.HostCosts(
+        {}, {"decode": 4e-4, "train": 3e-3}, []))
     cal = cal_mod.calibrate(CPU, quick=True)
     assert cal.probes["end"]["host_s"] == 2.5e-6
-    assert cal.probes["host"] == pytest.approx({"step_s": 4e-4})  # the host costs' unit
+    # the host costs' units, one a probe
+    assert cal.probes["host"] == pytest.approx({"step_s": 4e-4, "train_step_s": 3e-3})
     assert any("host ops 2.50× slower than at the calibration's start" in n for n in cal.notes)
 
 
@@ -259,28 +261,50 @@ def test_fit_host_jobs_brings_every_job_to_one_host_speed_and_says_how_far_it_mo
     lo, hi = cal_mod.HOST_LAYERS
     fast = {lo: {"fwd": 3e-6, "bwd": 5e-6}, hi: {"fwd": 9e-6, "bwd": 11e-6}}
     slow = {lo: {"infer": 4e-6}, hi: {"infer": 10e-6}}
-    host, unit, note = cal_mod.fit_host_jobs([("eager", "fp32", fast, 1e-3), ("eager", "bf16", slow, 2e-3)])
-    assert unit == pytest.approx(2 ** 0.5 * 1e-3)
+    host, units, notes = cal_mod.fit_host_jobs([("decode", "eager", "fp32", fast, 1e-3),
+                                                ("decode", "eager", "bf16", slow, 2e-3)])
+    assert units == pytest.approx({"decode": 2 ** 0.5 * 1e-3})
     # fwd: 2 µs a layer, 1 µs fixed at 1 ms -> ×√2; infer: 2 µs a layer, 2 µs fixed at 2 ms -> ×1/√2
     assert host["eager:fwd:fp32"] == pytest.approx({"per_layer_s": 2e-6 * 2 ** 0.5, "fixed_s": 1e-6 * 2 ** 0.5})
     assert host["eager:infer:bf16"] == pytest.approx({"per_layer_s": 2e-6 / 2 ** 0.5, "fixed_s": 2e-6 / 2 ** 0.5})
     assert set(host) == {"eager:fwd:fp32", "eager:bwd:fp32", "eager:infer:bf16"}
-    assert note is not None and "×2.00" in note and "1000–2000 µs" in note and "1414 µs" in note
-    host, unit, note = cal_mod.fit_host_jobs([("eager", "fp32", fast, 1e-3), ("eager", "bf16", slow, 1.02e-3)])
-    assert note is None and unit == pytest.approx((1.02e-6) ** 0.5)  # a steady host says nothing
-    assert cal_mod.fit_host_jobs([]) == ({}, None, None)
+    (note,) = notes
+    assert "decode step" in note and "×2.00" in note and "1000–2000 µs" in note and "1414 µs" in note
+    host, units, notes = cal_mod.fit_host_jobs([("decode", "eager", "fp32", fast, 1e-3),
+                                                ("decode", "eager", "bf16", slow, 1.02e-3)])
+    assert notes == [] and units["decode"] == pytest.approx((1.02e-6) ** 0.5)  # a steady host says nothing
+    assert cal_mod.fit_host_jobs([]) == ({}, {}, [])
+
+
+def test_fit_host_jobs_scales_each_job_to_its_own_probes_unit() -> None:
+    """A train job is in the train probe's unit, an inference job in the decode probe's: neither
+    unit moves the other's costs, however far apart the two probes' step times are."""
+    lo, hi = cal_mod.HOST_LAYERS
+    train = {lo: {"fwd": 3e-6}, hi: {"fwd": 9e-6}}  # 2 µs a layer, 1 fixed
+    infer = {lo: {"infer": 4e-6}, hi: {"infer": 10e-6}}  # 2 µs a layer, 2 fixed
+    host, units, notes = cal_mod.fit_host_jobs([
+        ("train", "eager", "fp32", train, 8e-3), ("train", "eager", "bf16", train, 2e-3),
+        ("decode", "eager", "fp32", infer, 5e-4)])
+    assert units == pytest.approx({"train": 4e-3, "decode": 5e-4})
+    # the train jobs at 8 and 2 ms are brought to 4 ms (×1/2 and ×2); the inference job is alone
+    assert host["eager:fwd:fp32"] == pytest.approx({"per_layer_s": 1e-6, "fixed_s": 0.5e-6})
+    assert host["eager:fwd:bf16"] == pytest.approx({"per_layer_s": 4e-6, "fixed_s": 2e-6})
+    assert host["eager:infer:fp32"] == pytest.approx({"per_layer_s": 2e-6, "fixed_s": 2e-6})
+    (note,) = notes  # the train probe moved ×4 between its jobs; the decode probe had one job
+    assert "train step" in note and "×4.00" in note
 
 
 def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each job's unit is the host model's step sampled among its own rounds; a job that took no
-    sample falls back to a probe after its rounds."""
+    """Each job's unit is the host model's step of its kind (train, decode) sampled among its own
+    rounds; a job that took no sample falls back to a probe of that kind after its rounds."""
     lo, hi = cal_mod.HOST_LAYERS
     events: list[str] = []
     jobs = [0]
 
     class FakeSampler:
-        def __init__(self, device: Any, every_s: float | None = None) -> None:
+        def __init__(self, device: Any, every_s: float | None = None, probe: str = "decode") -> None:
             assert every_s == 0.0  # a sample after every round
+            events.append(f"{probe} sampler")
             self.samples: list[float] = []
 
         def __call__(self) -> None:
@@ -302,20 +326,22 @@ def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pyte
         k = jobs[0]  # job k measured 1 and 4 blocks at k and 4k µs: k µs a layer
         return {lo: {p: 1e-6 * k for p in groups[lo]}, hi: {p: 4e-6 * k for p in groups[hi]}}
 
-    def fake_probe(device: Any) -> float:
-        events.append("probe after")
+    def fake_probe(device: Any, probe: str = "decode") -> float:
+        events.append(f"{probe} probe after")
         return 1e-3 * jobs[0]
 
     monkeypatch.setattr(cal_mod, "time_host_parts", fake_time)
     monkeypatch.setattr(cal_mod, "HostSampler", FakeSampler)
     monkeypatch.setattr(cal_mod, "host_step_s", fake_probe)
     result = cal_mod.measure_host(CPU, ["fp32"], quick=True)
-    assert events == ["warm", "timed", "sample", "sample", "sample", "warm", "timed", "probe after"]
+    assert events == ["warm", "train sampler", "timed", "sample", "sample", "sample",
+                      "warm", "decode sampler", "timed", "decode probe after"]
     assert result.job_units == {"eager:train:fp32": 1e-3, "eager:inference:fp32": 2e-3}
-    # job k's unit is k ms, so its k µs a layer is 1 µs a layer at 1 ms: both jobs agree at √2 ms
-    assert result.unit_s == pytest.approx(2 ** 0.5 * 1e-3)
-    assert {round(fit["per_layer_s"] * 1e9, 3) for fit in result.costs.values()} == {round(2 ** 0.5 * 1e3, 3)}
-    assert any("×2.00" in n for n in result.notes)
+    # each probe's unit is its one job's; job k measured k µs a layer at its own k ms
+    assert result.units == pytest.approx({"train": 1e-3, "decode": 2e-3})
+    assert result.costs["eager:fwd:fp32"]["per_layer_s"] == pytest.approx(1e-6)
+    assert result.costs["eager:infer:fp32"]["per_layer_s"] == pytest.approx(2e-6)
+    assert not any("×" in n for n in result.notes)  # one job a probe: nothing moved between jobs
 
 
 def test_host_costs_are_measured_for_every_part(calibration: Calibration) -> None:
@@ -512,7 +538,10 @@ def test_real_quick_cpu_calibration_end_to_end(tmp_path: Path, monkeypatch: pyte
     assert cal.host["eager:fwd:fp32"]["per_layer_s"] > 0
     units = cal.probes["host_jobs"]  # each job's own unit, kept beside the one they are scaled to
     assert set(units) == {"eager:train:fp32", "eager:inference:fp32"} and all(u > 0 for u in units.values())
-    assert min(units.values()) <= cal.probes["host"]["step_s"] <= max(units.values())
+    # one job a probe here: each probe's unit is its job's own (the train step ~10x the decode's)
+    assert cal.probes["host"] == pytest.approx({"step_s": units["eager:inference:fp32"],
+                                                "train_step_s": units["eager:train:fp32"]})
+    assert units["eager:train:fp32"] > 2 * units["eager:inference:fp32"]
     assert cal_mod.calibration_for(CPU) == cal
 
 

@@ -309,15 +309,18 @@ def test_inference_without_a_calibration_leaves_expected_empty(loader) -> None:
 
 @pytest.fixture
 def host_twice_as_slow(loader, monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """A calibration whose host model stepped in 1 ms; probed now, it steps in 2 ms. Returns
-    the devices probed."""
+    """A calibration whose host model stepped in 1 ms (decode) and 4 ms (train); probed now, they
+    step in 2 and 8 ms. Returns the (device, probe) of each probe taken."""
     import dataclasses
 
     import gptperf.measure.probe as probe
 
-    loader.calibration = dataclasses.replace(loader.calibration, probes={"host": {"step_s": 1e-3}})
+    loader.calibration = dataclasses.replace(
+        loader.calibration, probes={"host": {"step_s": 1e-3, "train_step_s": 4e-3}})
     probed: list[object] = []
-    monkeypatch.setattr(probe, "host_step_s", lambda device, budget_s=0.1: probed.append(device) or 2e-3)
+    now = {"decode": 2e-3, "train": 8e-3}
+    monkeypatch.setattr(probe, "host_step_s", lambda device, budget_s=0.1, probe="decode": (
+        probed.append((device, probe)), now[probe])[1])
     return probed
 
 
@@ -330,7 +333,7 @@ def test_bench_charges_the_host_at_its_speed_after_the_step(loader, host_twice_a
     assert e["host_s"] == pytest.approx(2 * expected(CFG, Workload("train", 2, 16, "fp32"), plan,
                                                      loader.calibration).host_s)
     assert any("host costs ×2.00" in n for n in doc["notes"])
-    assert len(host_twice_as_slow) == 1
+    assert [probe for _, probe in host_twice_as_slow] == ["train"]  # a train step: the train probe
 
 
 def test_bench_charges_the_host_at_its_speed_sampled_between_its_steps(
@@ -338,8 +341,9 @@ def test_bench_charges_the_host_at_its_speed_sampled_between_its_steps(
     import gptperf.measure.probe as probe
 
     monkeypatch.setattr(probe, "INTERLEAVE_S", 0.0)  # a sample after every timed step
-    # the samples read the host three times as slow as at calibration (the probe after: twice)
-    monkeypatch.setattr(probe.HostSampler, "step_s", lambda self: 3e-3 if self.samples else None)
+    # the samples read 12 ms: the train probe's unit is 4 ms, so the host three times as slow as
+    # at calibration (the decode probe's would say 12×; the probe after: twice)
+    monkeypatch.setattr(probe.HostSampler, "step_s", lambda self: 12e-3 if self.samples else None)
     doc = cli_json(*BENCH)
     (e,) = _calibrated(doc)
     plan = ExecutionPlan.from_dict(doc["plan"])
@@ -355,7 +359,7 @@ def test_an_inference_sweep_probes_the_host_once(loader, host_twice_as_slow) -> 
     cfg = preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=32)
     r = run_inference_study(cfg, "cpu", "fp32", contexts=[8], batches=[1, 2], hardware="cpu")
     points = r.cache + r.recompute + r.prefill + r.batches
-    assert len(points) > 3 and len(host_twice_as_slow) == 1
+    assert len(points) > 3 and [probe for _, probe in host_twice_as_slow] == ["decode"]
     for p in points:
         want = expected(cfg, Workload(p.kind, p.batch, p.seq, "fp32"), p.plan, loader.calibration,
                         host_speed=2.0)

@@ -79,12 +79,21 @@ def test_validation_compares_the_machine_with_its_calibration(monkeypatch: pytes
 
 
 def test_host_speed_is_the_host_models_step_now_over_then(monkeypatch: pytest.MonkeyPatch) -> None:
-    cal = _calibration({"host": {"step_s": 4e-4}})
-    monkeypatch.setattr(pr, "host_step_s", lambda device, budget_s=pr.HOST_WINDOW_S: 6e-4)
+    cal = _calibration({"host": {"step_s": 4e-4, "train_step_s": 4e-3}})
+    now = {"decode": 6e-4, "train": 2e-3}
+    monkeypatch.setattr(pr, "host_step_s", lambda device, budget_s=pr.HOST_WINDOW_S, probe="decode": now[probe])
     assert pr.host_speed(cal, torch.device("cpu")) == pytest.approx(1.5)
+    assert pr.host_speed(cal, torch.device("cpu"), probe="train") == pytest.approx(0.5)
     # a calibration from before the step probe: its host costs are used as they are
     assert pr.host_speed(_calibration({"host": THEN.to_dict()}), torch.device("cpu")) is None
     assert pr.host_speed(_calibration({}), torch.device("cpu")) is None
+    # ... and one from before the train probe has its train costs in the decode step's unit
+    old = _calibration({"host": {"step_s": 4e-4}})
+    assert pr.host_speed(old, torch.device("cpu"), probe="train") is None
+    assert [pr.probe_for(c, k) for c in (cal, old) for k in ("train", "decode_nocache")] == [
+        "train", "decode", "decode", "decode"]
+    with pytest.raises(UserError, match="unknown host probe 'prefill'; valid: decode, train"):
+        pr.host_unit(cal, "prefill")
 
 
 def test_host_step_is_timed_in_runs_of_steps_and_keeps_the_matmul_precision() -> None:
@@ -96,10 +105,14 @@ def test_host_step_is_timed_in_runs_of_steps_and_keeps_the_matmul_precision() ->
 
     tf32 = torch.backends.cuda.matmul.allow_tf32
     assert pr.host_step_s("cpu", budget_s=0.0, clock=clock, warmup_s=0.0) == pytest.approx(
-        1e-3 / pr.STEP_RUN)
+        1e-3 / pr.STEP_RUN["decode"])
+    assert pr.host_step_s("cpu", budget_s=0.0, clock=clock, warmup_s=0.0, probe="train") == pytest.approx(
+        1e-3 / pr.STEP_RUN["train"])
     assert torch.backends.cuda.matmul.allow_tf32 == tf32
     real = pr.host_step_s("cpu", budget_s=0.02, warmup_s=0.01)
     assert 1e-6 < real < 0.05  # a one-block GPT's decode step: microseconds to milliseconds
+    # its train step (forward, backward, AdamW) is many more ops than one decode step
+    assert pr.host_step_s("cpu", budget_s=0.02, warmup_s=0.01, probe="train") > 2 * real
 
 
 def test_host_op_time_is_measured_on_the_device_asked_for() -> None:
@@ -110,7 +123,7 @@ def test_host_step_warms_the_host_up_before_timing(monkeypatch: pytest.MonkeyPat
     import time
 
     calls: list[int] = []
-    monkeypatch.setattr(pr, "host_model_step", lambda device: lambda: (calls.append(1), time.sleep(1e-3)))
+    monkeypatch.setattr(pr, "host_model_step", lambda device, probe: lambda: (calls.append(1), time.sleep(1e-3)))
     now = [0.0]
 
     def clock() -> float:
@@ -118,7 +131,7 @@ def test_host_step_warms_the_host_up_before_timing(monkeypatch: pytest.MonkeyPat
         return now[0]
 
     pr.host_step_s("cpu", budget_s=0.0, clock=clock, warmup_s=0.02)
-    timed = pr.MIN_REPEATS * pr.STEP_RUN
+    timed = pr.MIN_REPEATS * pr.STEP_RUN["decode"]
     assert len(calls) - timed >= 10  # 20 ms of 1 ms steps ran untimed first
 
 
@@ -149,6 +162,11 @@ def test_host_sampler_samples_between_steps_once_its_interval_has_passed() -> No
     cal = _calibration({"host": {"step_s": real.step_s() / 2}})
     assert real.speed(cal) == pytest.approx(2.0)
     assert real.speed(_calibration({})) is None  # no unit to compare with
+    train = pr.HostSampler("cpu", every_s=0.0, probe="train")  # the train step's phases, timed
+    train()
+    assert len(train.samples) == 1 and train.samples[0] > real.step_s()
+    cal = _calibration({"host": {"step_s": 1.0, "train_step_s": train.step_s() * 4}})
+    assert train.speed(cal) == pytest.approx(0.25)  # against the train probe's unit, not decode's
 
 
 def test_time_phases_runs_the_hook_after_each_timed_step_outside_its_time() -> None:

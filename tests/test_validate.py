@@ -293,7 +293,7 @@ def stood_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
     ratios[sweep[1].name] = None  # this one fails to run
 
     def measure(case: ValidationCase, device: Any, repeats: int | None = None,
-                sample_host: bool = False) -> Any:
+                sample_host: str | None = None) -> Any:
         if ratios[case.name] is None:
             raise RuntimeError("CPU out of memory (tried to allocate 1 TB)")
         i = [c.name for c in sweep].index(case.name)
@@ -316,34 +316,45 @@ def test_a_case_is_charged_at_the_host_sampled_among_its_steps_else_probed_after
 
     import gptperf.validate.run as run
 
-    unit = 4e-4  # the calibration's host-model step
-    sampled = iter([1.25 * unit, None, None, 2.0 * unit])  # among each case's steps
+    unit = 4e-4  # the calibration's host-model step (decode; train 4x as long)
+    units = {"decode": unit, "train": 4 * unit}
+    speeds = iter([1.25, None, None, 2.0])  # sampled among each case's steps
     after = iter([0.8, None])  # probed for a second after each case without a sample
-    asked: list[bool] = []
+    asked: list[Any] = []
     seen: list[Any] = []
 
     def measure(case: ValidationCase, device: Any, repeats: int | None = None,
-                sample_host: bool = False) -> Any:
-        asked.append(sample_host)
-        return run.CaseTiming(1e-3, case.plan, next(sampled))
+                sample_host: str | None = None) -> Any:
+        asked.append((case.workload.kind, sample_host))
+        speed = next(speeds)
+        return run.CaseTiming(1e-3, case.plan, None if speed is None else speed * units[sample_host])
 
-    cal = dataclasses.replace(_calibration(), probes={"host": {"step_s": unit}})
+    def probe_after(cal: Any, device: Any, probe: str = "decode") -> Any:
+        asked.append(("after", probe))
+        return next(after)
+
+    cal = dataclasses.replace(_calibration(), probes={"host": {"step_s": unit, "train_step_s": 4 * unit}})
     monkeypatch.setattr(run, "measure_case", measure)
     monkeypatch.setattr(run, "expected_step_s", lambda case, cal: None)  # the timed-step estimate
-    monkeypatch.setattr(run, "host_speed", lambda cal, device: next(after))
+    monkeypatch.setattr(run, "host_speed", probe_after)
     monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None: (
         seen.append(speed), _Expected(1e-3))[1])
     monkeypatch.setattr(run, "take_probe", lambda device: None)
     monkeypatch.setattr(run, "compare_speed", lambda *a: None)
     monkeypatch.setattr(run, "drift_note", lambda *a: None)
     sweep = [c for c in cases("cpu", quick=True) if stood_in[c.name] is not None][:4]
+    kinds = [c.workload.kind for c in sweep]
+    assert kinds[0] == "train" and "train" not in kinds[1:]
     result = run.validate("cpu", quick=True, sweep=sweep, calibration=cal)
-    assert asked == [True] * 4  # the calibration has a host unit to compare samples with
-    # the third has neither: the median of what the others were charged at (1.25, 0.8, 2.0)
-    assert seen == pytest.approx([1.25, 0.8, 1.25, 2.0])
+    # each case samples its own kind's probe (a train step the train probe), probed after likewise
+    assert asked == [("train", "train"), (kinds[1], "decode"), ("after", "decode"),
+                     (kinds[2], "decode"), ("after", "decode"), (kinds[3], "decode")]
+    # the third has neither: the median of what the others of its probe were charged at (0.8 and
+    # 2.0; the train case's 1.25 is in another unit)
+    assert seen == pytest.approx([1.25, 0.8, 1.4, 2.0])
     assert [p.host_probe for p in result.points] == pytest.approx([1.25, None, None, 2.0])
     assert [p.host_probe_after for p in result.points] == [None, 0.8, None, None]
-    assert [p.host_speed for p in result.points] == pytest.approx([1.25, 0.8, 1.25, 2.0])
+    assert [p.host_speed for p in result.points] == pytest.approx([1.25, 0.8, 1.4, 2.0])
     assert run.sweep_host_speed([None, None]) is None and run.sweep_host_speed([]) is None
     again = ValidationPoint.from_dict(json.loads(json.dumps(result.points[1].to_dict())))
     assert (again.host_probe, again.host_probe_after, again.host_speed) == (None, 0.8, 0.8)
@@ -393,7 +404,7 @@ def test_the_table_shows_each_cases_host_speed(stood_in: dict[str, float], monke
     import gptperf.validate.run as run
     from gptperf.cli import main
 
-    monkeypatch.setattr(run, "host_speed", lambda cal, device: 1.375)
+    monkeypatch.setattr(run, "host_speed", lambda cal, device, probe="decode": 1.375)
     assert main(["validate", "--quick", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert out.count("1.375×") == len(cases("cpu", quick=True)) - 1  # each case that ran (one failed)

@@ -22,7 +22,7 @@ from typing import Any
 
 from gptperf.errors import UserError
 from gptperf.measure.metrics import MemoryPeak, PeakMemoryMeter, Utilization, UtilizationSampler
-from gptperf.measure.probe import HostSampler, host_unit
+from gptperf.measure.probe import HostSampler, host_unit, probe_for
 from gptperf.measure.timer import PhaseTiming, Progress, time_phases
 
 DEFAULT_WARMUP = 3
@@ -197,12 +197,12 @@ def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any,
     dtype or kernel it did not measure). The host costs are charged at the host's `speed`
     (`measure.probe.host_speed`), probed now on `device` when only that is given (the step was
     measured there just now), as calibrated when neither is."""
-    from gptperf.measure.probe import host_speed
+    from gptperf.measure.probe import host_speed, probe_for
     from gptperf.perfmodel.expected import expected
 
     try:
         if speed is None and device is not None:
-            speed = host_speed(calibration, device)
+            speed = host_speed(calibration, device, probe=probe_for(calibration, workload.kind))
         return expected(config, workload, plan, calibration, host_speed=speed), None
     except UserError as err:
         return None, str(err)
@@ -316,7 +316,8 @@ def run_bench(
     plan = step.plan  # the plan that runs (the one-row kernel needs CUDA and Triton)
     notes.extend(step.notes)
     calibration, why_none = device_calibration(dev) if calibrated else (None, None)
-    host_sampler = HostSampler(dev) if host_unit(calibration) else None
+    host_sampler = (HostSampler(dev, probe=probe_for(calibration, kind)) if host_unit(calibration)
+                    else None)
     hooks = [h for h in (host_sampler, between_steps) if h is not None]
 
     def between() -> None:

@@ -11,10 +11,11 @@ two block counts gives `per_layer_s` and `fixed_s`. On CUDA a part's host time i
 of the call among calls run back to back, no synchronisation between them (the GPU keeps up at
 these sizes); on a CPU it is the whole call.
 The host's speed moves while they are measured (2× within one calibration on the lent H200
-machine), so each job's costs are brought to one speed: the host model's own step is sampled
-after each of the job's timed rounds (`gptperf.measure.probe.HostSampler`, as a command that
-measures a step samples it between the step's runs), and the job's costs are scaled to the
-geometric mean of those units over all jobs, kept as `probes["host"]["step_s"]` (`fit_host_jobs`).
+machine), so each job's costs are brought to one speed: the host model's own step of the job's
+kind (train, or decode for the inference jobs) is sampled after each of the job's timed rounds
+(`gptperf.measure.probe.HostSampler`, as a command that measures a step samples it between the
+step's runs), and the job's costs are scaled to the geometric mean of those units over the jobs
+of its kind, kept as `probes["host"]["train_step_s"]` and `["step_s"]` (`fit_host_jobs`).
 
 Compiled recordings (`Calibration.compiled["<kind>:<dtype>"]`, CUDA) profile a compiled step of
 one calibration config and attribute every kernel to (operation, phase) with gptperf.profiling;
@@ -48,7 +49,14 @@ from gptperf.dtypes import check_dtype
 from gptperf.envinfo import device_name
 from gptperf.errors import UserError
 from gptperf.measure.launch_gap import measure_launch_gap
-from gptperf.measure.probe import HostSampler, drift_note, host_step_s, take_probe
+from gptperf.measure.probe import (
+    UNIT_KEYS,
+    HostSampler,
+    drift_note,
+    host_step_s,
+    probe_of,
+    take_probe,
+)
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig, preset
 from gptperf.perfmodel.calibration import (
@@ -134,46 +142,50 @@ class ProfilerHooks:
 @dataclass(frozen=True)
 class HostCosts:
     """What `measure_host` measured: `costs["<mode>:<part>:<dtype>"]` = {"per_layer_s",
-    "fixed_s"} at the host speed where the host model's step takes `unit_s` (None: no job ran),
-    notes, and each job's own unit by "<mode>:<train|inference>:<dtype>" (`job_units`)."""
+    "fixed_s"} at the host speed where the host model's step of each probe takes `units[probe]`
+    (a probe absent: no job of its kind ran), notes, and each job's own unit by
+    "<mode>:<train|inference>:<dtype>" (`job_units`)."""
 
     costs: dict[str, dict[str, float]]
-    unit_s: float | None
+    units: dict[str, float]
     notes: list[str]
     job_units: dict[str, float] = field(default_factory=dict)
 
 
-def fit_host_jobs(measured: Sequence[tuple[str, str, dict[int, dict[str, float]], float]],
-                  ) -> tuple[dict[str, dict[str, float]], float | None, str | None]:
-    """(host, unit_s, note): `host["<mode>:<part>:<dtype>"]` fitted from each job's times per
-    block count and scaled to one host speed. A job is (mode, dtype, times, unit): `unit` is the
-    host model's step sampled among the job's rounds (`probe.HostSampler`), so a job measured on a
-    host 1.3× slower has its costs divided by 1.3 against the others. `unit_s`, the geometric mean
-    of the units, is the speed all costs are at; a command that measures a step later samples the
-    same step among its own and compares. The note says how far the host moved between jobs (None
-    within 5%).
+HostJob = tuple[str, str, str, dict[int, dict[str, float]], float]  # probe, mode, dtype, times, unit
+
+
+def fit_host_jobs(measured: Sequence[HostJob]) -> tuple[dict[str, dict[str, float]], dict[str, float],
+                                                         list[str]]:
+    """(host, units, notes): `host["<mode>:<part>:<dtype>"]` fitted from each job's times per
+    block count and scaled to one host speed per probe. A job is (probe, mode, dtype, times,
+    unit): `unit` is the host model's `probe` step sampled among the job's rounds
+    (`probe.HostSampler`), so a job measured on a host 1.3× slower has its costs divided by 1.3
+    against the others of its probe. `units[probe]`, the geometric mean of that probe's units, is
+    the speed its jobs' costs are at; a command that measures a step later samples the same step
+    among its own and compares. A note per probe says how far the host moved between its jobs
+    (none within 5%).
 
     (On the H200 machine an eager fp32 decode's host cost came out 1.33× the bf16 one, the same
     ops, because the host slowed between their jobs: validate missed that case by 32%. In runs I
     and J a unit timed inside the rounds doubled validate's median error — validate then probed
     the host after each case, not among its steps.)"""
-    if not measured:
-        return {}, None, None
-    units = [unit for *_, unit in measured]
-    unit_s = math.exp(statistics.fmean(math.log(u) for u in units))
+    by_probe: dict[str, list[float]] = defaultdict(list)
+    for probe, *_, unit in measured:
+        by_probe[probe].append(unit)
+    units = {p: math.exp(statistics.fmean(math.log(u) for u in us)) for p, us in by_probe.items()}
     lo, hi = HOST_LAYERS
     host: dict[str, dict[str, float]] = {}
-    for mode, dtype, times, unit in measured:
-        scale = unit_s / unit
+    for probe, mode, dtype, times, unit in measured:
+        scale = units[probe] / unit
         for part in times.get(lo, {}):
             fit = fit_line(times[lo][part], times[hi][part])
             host[f"{mode}:{part}:{dtype}"] = {k: v * scale for k, v in fit.items()}
-    if max(units) / min(units) <= 1.05:
-        return host, unit_s, None
-    return host, unit_s, (f"host costs: the host model's step took {min(units) * 1e6:.0f}–"
-                          f"{max(units) * 1e6:.0f} µs among the {len(units)} host jobs' rounds "
-                          f"(×{max(units) / min(units):.2f}); each job's costs are scaled to "
-                          f"{unit_s * 1e6:.0f} µs")
+    notes = [f"host costs: the host model's {p} step took {min(us) * 1e6:.0f}–{max(us) * 1e6:.0f} µs "
+             f"among the {len(us)} {p} probe's host jobs' rounds (×{max(us) / min(us):.2f}); each "
+             f"job's costs are scaled to {units[p] * 1e6:.0f} µs"
+             for p, us in by_probe.items() if max(us) / min(us) > 1.05]
+    return host, units, notes
 
 
 def host_config(n_layer: int) -> GPTConfig:
@@ -286,7 +298,7 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
     jobs = [(EAGER, dt, what) for dt in dtypes for what in ("train", "inference")]
     if compiled and COMPILED_DTYPE in dtypes:
         jobs += [(COMPILED, COMPILED_DTYPE, what) for what in ("train", "inference")]
-    measured: list[tuple[str, str, dict[int, dict[str, float]], float]] = []
+    measured: list[HostJob] = []
     job_units: dict[str, float] = {}
     notes: list[str] = []
     compiling_s = 0.0
@@ -310,10 +322,10 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
             # the unit sampled among the rounds, as validate samples the host among a case's
             # steps: on the H200 machine a probe for a second after a case read 0.54-1.25 of the
             # calibration's unit where samples among its steps read 0.56-1.30, case by case apart
-            sampler = HostSampler(device, every_s=0.0)
+            sampler = HostSampler(device, every_s=0.0, probe=probe_of(what))
             times = time_host_parts(groups, timed, device, warmup=0, repeats=repeats,
                                     budget_s=HOST_JOB_BUDGET_S[quick], between_rounds=sampler)
-            return (times, sampler.step_s() or host_step_s(device)), []
+            return (times, sampler.step_s() or host_step_s(device, probe=probe_of(what))), []
 
         if mode == COMPILED:
             (times, unit), failed = _guarded(f"compiled host cost of the {what} step", measure,
@@ -324,17 +336,16 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
         else:
             (times, unit), _ = measure()
         if times:
-            measured.append((mode, dtype, times, unit))
+            measured.append((probe_of(what), mode, dtype, times, unit))
             job_units[f"{mode}:{what}:{dtype}"] = unit
     if progress:
         progress("host", len(jobs), len(jobs))
-    host, unit_s, drift = fit_host_jobs(measured)
-    if drift:
-        notes.append(drift)
+    host, units, drift = fit_host_jobs(measured)
+    notes += drift
     if compiled and COMPILED_DTYPE not in dtypes:
         notes.append(f"compiled host costs are measured in {COMPILED_DTYPE}, not among the dtypes "
                      f"{dtypes}: left out")
-    return HostCosts(host, unit_s, notes, job_units)
+    return HostCosts(host, units, notes, job_units)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -557,7 +568,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         kernels_s = time.perf_counter() - start
         measured_host = measure_host(device, dtypes, quick=quick, progress=progress)
         host, host_notes = measured_host.costs, measured_host.notes
-        host_probe = {"step_s": measured_host.unit_s} if measured_host.unit_s else {}
+        host_probe = {UNIT_KEYS[p]: unit for p, unit in measured_host.units.items()}
         host_s = time.perf_counter() - start - kernels_s
         compiled: dict[str, dict[str, Any]] = {}
         if device.type == "cuda":

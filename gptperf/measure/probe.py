@@ -6,14 +6,19 @@ about a tenth of a second.
 and as it ends; the same probe compared across them says when the machine itself changed speed
 (another tenant, a throttled clock, a virtual machine's burst credits spent).
 
-The host costs' unit is another probe, `host_step_s`: the time of one eager decode step of the
+The host costs' unit is another probe, `host_step_s`: the time of one eager step of the
 calibration's own host model (one block), in a run of such steps — the very work the host costs
-are measured on. `calibrate` samples it among each host job's rounds (`probes["host"]["step_s"]`),
-and a command that measures a step samples it between the step's own runs (`HostSampler`; probed
-after them, `host_speed`, where no sample was taken), so the calibrated host cost is charged at
-the host's speed while the step ran. On the lent H200 machine the host's speed moved 2.2× within
-one calibration while the device's did not. (The small-op part of the probe is too narrow for
-that unit: on the 2-core VM it read 1.9× faster while steps ran no faster.)
+are measured on. There are two such probes (`HOST_PROBES`): the decode step, the unit of the
+inference steps' host costs, and the train step (forward, backward, AdamW), the unit of the train
+steps'. `calibrate` samples each among the rounds of the host jobs it is the unit of
+(`probes["host"]`: "step_s" and "train_step_s"), and a command that measures a step samples the
+probe of its kind between the step's own runs (`HostSampler`; probed after them, `host_speed`,
+where no sample was taken), so the calibrated host cost is charged at the host's speed while the
+step ran. On the lent H200 machine the host's speed moved 2.2× within one calibration while the
+device's did not; and charged by the decode probe, eager train steps came out at 0.72–1.41 of
+their prediction, by the train probe at 0.89–1.12 (the same steps, three rounds, BENCHMARKS.md).
+(The small-op part of the probe is too narrow for that unit: on the 2-core VM it read 1.9× faster
+while steps ran no faster.)
 """
 
 from __future__ import annotations
@@ -92,7 +97,10 @@ def host_op_s(device: Any, budget_s: float = PART_S) -> float:
     return _median_over(host_ops, torch.device("cpu"), budget_s) / HOST_OPS
 
 
-STEP_RUN = 10  # host-model steps per sample of `host_step_s`
+HOST_PROBES = ("decode", "train")
+# host-model steps per sample of `host_step_s`, by probe (a train step is ~8x a decode step's
+# host work: 3 of them take about as long as 10 decode steps)
+STEP_RUN = {"decode": 10, "train": 3}
 # Seconds of host-model steps a host-speed probe spans. The H200 machine's vCPUs ran the step in
 # 310-340 µs with slow spells of 450-930 µs lasting 30-540 ms, a quarter of the time (pinned to
 # one vCPU or not): eight medians over 0.1 s read 314-611 µs, over 1 s 312-323 µs.
@@ -103,9 +111,21 @@ HOST_WINDOW_S = 1.0
 STEP_WARMUP_S = 0.1
 
 
-@functools.lru_cache(maxsize=4)
-def host_model_step(device: str) -> Callable[[], None]:
-    """The eager fp32 decode step of the calibration's host model, one block, built once."""
+def probe_of(kind: str) -> str:
+    """The host probe whose unit a step of workload `kind` is charged in: train for train, decode
+    for every inference step."""
+    return "train" if kind == "train" else "decode"
+
+
+def _check_probe(probe: str) -> None:
+    if probe not in HOST_PROBES:
+        raise UserError(f"unknown host probe {probe!r}; valid: {', '.join(HOST_PROBES)}")
+
+
+@functools.lru_cache(maxsize=8)
+def host_model_step(device: str, probe: str = "decode") -> Callable[[], None]:
+    """The eager fp32 `probe` step (decode, or train: every phase of the step `gptperf train`
+    runs) of the calibration's host model, one block, built once."""
     import torch
 
     from gptperf.perfmodel import Workload
@@ -113,27 +133,39 @@ def host_model_step(device: str) -> Callable[[], None]:
     from gptperf.plan import ExecutionPlan
     from gptperf.steps.build import build_step
 
+    _check_probe(probe)
+    plan = (ExecutionPlan.default("train", torch.device(device).type, compile=False)
+            if probe == "train" else ExecutionPlan.eager())
     flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:  # building a step sets the matmul precision of its dtype: the caller's is kept
-        step = build_step(host_model_config(1), Workload("decode", HOST_MODEL["batch"],
-                          HOST_MODEL["seq"], "fp32"), ExecutionPlan.eager(), device)
+        step = build_step(host_model_config(1), Workload(probe, HOST_MODEL["batch"], HOST_MODEL["seq"],
+                          "fp32"), plan, device)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
-    return step.phases[0][1]
+    phases = [run for _, run in step.phases]
+    if len(phases) == 1:
+        return phases[0]
+
+    def every_phase() -> None:
+        for run in phases:
+            run()
+
+    return every_phase
 
 
 def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], float] | None = None,
-                warmup_s: float = STEP_WARMUP_S) -> float:
-    """Host seconds of one eager decode step of the calibration's host model (one block, fp32)
-    among steps run back to back (median of samples of STEP_RUN steps over about `budget_s`,
-    default HOST_WINDOW_S, after `warmup_s` of untimed steps, in real time; `clock` times the
-    samples): the unit of the calibration's host costs."""
+                warmup_s: float = STEP_WARMUP_S, probe: str = "decode") -> float:
+    """Host seconds of one eager `probe` step of the calibration's host model (one block, fp32)
+    among steps run back to back (median of samples of STEP_RUN[probe] steps over about
+    `budget_s`, default HOST_WINDOW_S, after `warmup_s` of untimed steps, in real time; `clock`
+    times the samples): the unit of the calibration's host costs of that kind of step."""
     from gptperf.runtime import as_device, synchronize
 
     budget_s = HOST_WINDOW_S if budget_s is None else budget_s
     device = as_device(device)
     clock = clock or time.perf_counter
-    run = host_model_step(str(device))
+    run = host_model_step(str(device), probe)
+    steps = STEP_RUN[probe]
     warm_until = time.perf_counter() + warmup_s
     run()
     while time.perf_counter() < warm_until:  # the host busy, as in a run of steps
@@ -143,37 +175,38 @@ def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], 
     spent = 0.0
     while len(samples) < MIN_REPEATS or (spent < budget_s and len(samples) < MAX_REPEATS):
         t0 = clock()
-        for _ in range(STEP_RUN):
+        for _ in range(steps):
             run()
-        samples.append((clock() - t0) / STEP_RUN)
-        spent += samples[-1] * STEP_RUN
+        samples.append((clock() - t0) / steps)
+        spent += samples[-1] * steps
     synchronize(device)
     return statistics.median(samples)
 
 
 # Seconds of a measurement's own steps between two samples of `HostSampler` (a sample is
-# 1 + STEP_RUN host-model steps, 3-10 ms on the H200 machine: 6-17% more time measuring).
+# 1 + STEP_RUN decode steps, 3-10 ms on the H200 machine: 6-17% more time measuring).
 INTERLEAVE_S = 0.05
 
 
 class HostSampler:
-    """The host model's step (`host_model_step`), timed between the steps of another measurement
-    so that both run on the same host: called after each of the measurement's steps
-    (`timer.time_phases(between_steps=...)`), it takes a sample of STEP_RUN steps after one
+    """The host model's `probe` step (`host_model_step`), timed between the steps of another
+    measurement so that both run on the same host: called after each of the measurement's steps
+    (`timer.time_phases(between_steps=...)`), it takes a sample of STEP_RUN[probe] steps after one
     untimed once `every_s` of the measurement's own time has passed since the last. On the H200
     machine one eager decode step took 30.0 ms and then 14.7 ms in the same process a few seconds
     apart, and a probe taken for a second after each read 900 and 584 µs: the host moves within
     seconds, so a probe taken after a case sees another host than the case's steps ran on."""
 
     def __init__(self, device: Any, every_s: float | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, probe: str = "decode") -> None:
         from gptperf.runtime import as_device
 
         self.device = as_device(device)
+        self.probe = probe
         self.every_s = INTERLEAVE_S if every_s is None else every_s
         self.clock = clock or time.perf_counter
         self.samples: list[float] = []
-        self._run = host_model_step(str(self.device))  # built now, not inside the measurement
+        self._run = host_model_step(str(self.device), probe)  # built now, not while measuring
         self._since: float | None = None
 
     def __call__(self) -> None:
@@ -185,10 +218,11 @@ class HostSampler:
         if now - self._since < self.every_s:
             return
         self._run()  # untimed: the first step after the measurement's own
+        steps = STEP_RUN[self.probe]
         t0 = self.clock()
-        for _ in range(STEP_RUN):
+        for _ in range(steps):
             self._run()
-        self.samples.append((self.clock() - t0) / STEP_RUN)
+        self.samples.append((self.clock() - t0) / steps)
         synchronize(self.device)
         self._since = self.clock()
 
@@ -197,22 +231,35 @@ class HostSampler:
         return statistics.median(self.samples) if self.samples else None
 
     def speed(self, calibration: Any) -> float | None:
-        """`step_s` over the calibration's host unit (as `host_speed`); None without samples or
-        without that unit."""
-        return speed_over(calibration, self.step_s())
+        """`step_s` over the calibration's unit of this probe (as `host_speed`); None without
+        samples or without that unit."""
+        return speed_over(calibration, self.step_s(), self.probe)
 
 
-def host_unit(calibration: Any) -> float | None:
-    """Seconds of the host model's step when `calibration`'s host costs were measured (their unit);
-    None for a calibration from before that probe was taken."""
-    saved = getattr(calibration, "probes", {}).get("host", {}).get("step_s")
+# where a calibration keeps each probe's unit, in probes["host"]
+UNIT_KEYS = {"decode": "step_s", "train": "train_step_s"}
+
+
+def host_unit(calibration: Any, probe: str = "decode") -> float | None:
+    """Seconds of the host model's `probe` step when `calibration`'s host costs of that kind of
+    step were measured (their unit); None for a calibration from before that probe was taken."""
+    _check_probe(probe)
+    saved = getattr(calibration, "probes", {}).get("host", {}).get(UNIT_KEYS[probe])
     return float(saved) if saved else None
 
 
-def speed_over(calibration: Any, step_s: float | None) -> float | None:
-    """The host model's step `step_s` over the calibration's `host_unit`; None when either is
-    missing."""
-    unit = host_unit(calibration)
+def probe_for(calibration: Any, kind: str) -> str:
+    """The probe a step of workload `kind` samples against `calibration`: its own (`probe_of`)
+    where the calibration has that unit, else decode (a calibration from before the train probe,
+    whose train costs are in the decode step's unit)."""
+    probe = probe_of(kind)
+    return probe if host_unit(calibration, probe) is not None else "decode"
+
+
+def speed_over(calibration: Any, step_s: float | None, probe: str = "decode") -> float | None:
+    """The host model's `probe` step `step_s` over the calibration's unit of it; None when either
+    is missing."""
+    unit = host_unit(calibration, probe)
     return step_s / unit if unit and step_s else None
 
 
@@ -232,12 +279,13 @@ def take_probe(device: Any, budget_s: float = PART_S) -> SpeedProbe:
     return SpeedProbe(host_s, matmul_s, copy_s)
 
 
-def host_speed(calibration: Any, device: Any, budget_s: float | None = None) -> float | None:
-    """The host model's step time now over its time when `calibration`'s host costs were
+def host_speed(calibration: Any, device: Any, budget_s: float | None = None,
+               probe: str = "decode") -> float | None:
+    """The host model's `probe` step time now over its time when `calibration`'s host costs were
     measured (2.0: the host is twice as slow now), probed on `device`; None for a calibration
     without that probe (one from before it was taken): its host costs are used as they are."""
-    unit = host_unit(calibration)
-    return None if unit is None else host_step_s(device, budget_s) / unit
+    unit = host_unit(calibration, probe)
+    return None if unit is None else host_step_s(device, budget_s, probe=probe) / unit
 
 
 def drift_note(then: SpeedProbe, now: SpeedProbe, since: str,

@@ -256,9 +256,11 @@ class Calibration:
     shapes: every size the calibration measured, by family (for the disjointness test).
     probes: "start" | "end" -> a speed probe taken as the calibration began and ended
         (`gptperf.measure.probe.SpeedProbe.to_dict`): what `validate` compares the machine with;
-        "host" -> {"step_s": the host model's step time (`gptperf.measure.probe.host_step_s`)
-        at the host speed all host costs are scaled to (each job's measured right after it)}:
-        the host costs' unit, against which a command that measures a step scales them;
+        "host" -> {"step_s": the host model's decode step time, "train_step_s": its train
+        step time (`gptperf.measure.probe.host_step_s`), each at the host speed the host costs
+        of its kind of step (inference, train) are scaled to (each job's sampled among its
+        rounds)}: the host costs' units, against which a command that measures a step scales
+        them (a calibration without "train_step_s" has its train costs in the decode unit);
         "host_jobs" -> {"<mode>:<train|inference>:<dtype>": that job's own unit} (diagnostic).
     launch_gap_s: seconds a GPU kernel launched from a stream takes beyond the same kernel in a
         CUDA graph (`gptperf.measure.launch_gap`); charged per kernel of steps that are not

@@ -25,7 +25,7 @@ def main() -> int:
                           Workload.from_dict(doc["workload"]), ExecutionPlan.from_dict(doc["plan"]))
     try:
         timing = measure_case(case, torch.device(doc["device"]), doc.get("repeats"),
-                              sample_host=bool(doc.get("sample_host")))
+                              sample_host=doc.get("sample_host"))
     except Exception as err:  # noqa: BLE001 - the parent records it as a skipped case
         sys.stdout.write(json.dumps({"error": f"{type(err).__name__}: {' '.join(str(err).split())}"[:400]}) + "\n")
         return 0

@@ -25,6 +25,7 @@ from gptperf.measure.probe import (
     drift_note,
     host_speed,
     host_unit,
+    probe_for,
     speed_over,
     take_probe,
 )
@@ -105,7 +106,7 @@ def load_calibration(device: Any) -> Any:
 @dataclass(frozen=True)
 class CaseTiming:
     """A case measured: its median step (s), the plan that ran, and the host model's step (s)
-    sampled between its steps (`probe.HostSampler`; None: not sampled)."""
+    of the probe asked for, sampled between its steps (`probe.HostSampler`; None: not sampled)."""
 
     step_s: float
     plan: ExecutionPlan
@@ -113,17 +114,18 @@ class CaseTiming:
 
 
 def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
-                 sample_host: bool = False) -> CaseTiming:
+                 sample_host: str | None = None) -> CaseTiming:
     """Median step time (s) of the case over `repeats` timed steps (default: `counts`'), timed by
     `run_bench` (the step `bench` times) in each of `builds(device type)` builds, the median of
     those; the plan that ran (the one-row kernel is dropped where Triton is missing); and, with
-    `sample_host`, the host model's step sampled between the timed steps."""
+    `sample_host` (a probe of `probe.HOST_PROBES`), the host model's step of that probe sampled
+    between the timed steps."""
     from gptperf.measure.bench import run_bench
 
     w = case.workload
     warmup, default = counts(w.kind, device.type)
     repeats = repeats or default
-    sampler = HostSampler(device) if sample_host else None
+    sampler = HostSampler(device, probe=sample_host) if sample_host else None
     times = []
     for _ in range(builds(device.type)):
         bench = run_bench(case.config, w.kind, w.batch, w.seq, w.dtype, device, plan=case.plan,
@@ -134,7 +136,7 @@ def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
 
 
 def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None = None,
-                          sample_host: bool = False) -> CaseTiming:
+                          sample_host: str | None = None) -> CaseTiming:
     """`measure_case` in a fresh Python process (`gptperf.validate.child`), as `gptperf bench`
     runs: on the H200 machine a host-bound eager step measured in a process that had already
     built and run other models took up to 1.5x longer than in a fresh one."""
@@ -267,18 +269,21 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
 
     sample = host_unit(calibration) is not None
     ran: list[tuple[ValidationCase, ExecutionPlan, float, float | None, float | None]] = []
+    probes: list[str] = []
     for i, case in enumerate(todo):
         if progress:
             progress("measuring", i, len(todo))
         try:
             measure = measure_case_isolated if isolate else measure_case
             timed = timed_steps(case.workload.kind, dev.type, expected_step_s(case, calibration))
-            m = measure(case, dev, timed, sample_host=sample)
+            probe = probe_for(calibration, case.workload.kind)
+            m = measure(case, dev, timed, sample_host=probe if sample else None)
             # the host's speed sampled among the case's steps; without a sample (too few or too
             # short steps), probed for a second after them
-            sampled = speed_over(calibration, m.host_step_s)
-            after = host_speed(calibration, dev) if sampled is None else None
+            sampled = speed_over(calibration, m.host_step_s, probe)
+            after = host_speed(calibration, dev, probe=probe) if sampled is None else None
             ran.append((case, m.plan, m.step_s, sampled, after))
+            probes.append(probe)
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
         finally:
@@ -287,9 +292,10 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
         progress("measuring", len(todo), len(todo))
 
     own = [probe if probe is not None else after for *_, probe, after in ran]
-    fallback = sweep_host_speed(own)
-    for (case, plan, measured_s, probe, after), speed in zip(ran, own, strict=True):
-        speed = speed if speed is not None else fallback
+    fallback = {p: sweep_host_speed([s for s, q in zip(own, probes, strict=True) if q == p])
+                for p in set(probes)}
+    for (case, plan, measured_s, probe, after), speed, kind in zip(ran, own, probes, strict=True):
+        speed = speed if speed is not None else fallback[kind]
         try:
             if plan != case.plan:
                 result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
@@ -330,7 +336,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
 
 def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
     """The host's speed a case with neither a sample nor a probe of its own is charged at: the
-    median of the others' (None without any).
+    median of the others' of the same host probe (None without any).
 
     A case is charged at the host sampled among its own steps (`probe.HostSampler`), else at a
     probe for a second right after it: on the H200 machine the samples gave a median error of
