@@ -11,7 +11,7 @@ import pytest
 from gptperf.errors import UserError
 from gptperf.perfmodel.calibration import Calibration, Grid, quantized
 from gptperf.perfmodel.expected import KernelCall, call_time
-from gptperf.perfmodel.waves import choose_tile, wave_factor
+from gptperf.perfmodel.waves import MAX_K, choose_tile, wave_factor
 
 AXES = ((256.0, 1024.0, 4096.0, 16384.0), (256.0, 1024.0, 4096.0), (256.0, 1024.0, 4096.0))
 UNITS = 132
@@ -87,6 +87,16 @@ def test_the_calibration_reads_a_dtype_with_its_waves_and_keeps_them() -> None:
     assert again.matmul_waves == cal.matmul_waves
     assert again.matmul_seconds("fp32", m, n, k) == pytest.approx(fp32 / 2)
     assert math.isclose(calibration({}).matmul_seconds("fp32", m, n, k), cal.matmul["fp32"].at(m, n, k))
+
+
+def test_a_matmul_deeper_than_max_k_is_read_from_the_plain_grid() -> None:
+    """A long K is split over the SMs: the waves apply up to MAX_K and not beyond."""
+    cal = calibration({"fp32": {"tile": [128, 256], "units": UNITS, "error": 0.0, "plain_error": 0.1}})
+    m, n = 3000, 2304
+    assert cal.matmul_seconds("fp32", m, n, MAX_K) == pytest.approx(law((128, 256))(m, n, MAX_K))
+    deep = 2 * MAX_K
+    assert cal.matmul_seconds("fp32", m, n, deep) == pytest.approx(cal.matmul["fp32"].at(m, n, deep))
+    assert abs(cal.matmul["fp32"].at(m, n, deep) / law((128, 256))(m, n, deep) - 1) > 0.05
 
 
 def test_a_broken_waves_entry_is_refused_in_one_line() -> None:

@@ -23,7 +23,7 @@ from itertools import product
 from typing import Any
 
 from gptperf.errors import UserError
-from gptperf.perfmodel.waves import check_waves, divided_seconds, wave_factor
+from gptperf.perfmodel.waves import MAX_K, check_waves, divided_seconds, wave_factor
 
 SCHEMA = "gptperf.calibration/1"
 MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration is refused
@@ -302,8 +302,8 @@ class Calibration:
 
     def matmul_seconds(self, key: str, m: float, n: float, k: float) -> float:
         """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, read with its wave quantization
-        where the calibration kept one."""
-        if key in self._quantized:
+        where the calibration kept one and K is at most `waves.MAX_K`."""
+        if key in self._quantized and k <= MAX_K:
             return self._quantized[key](m, n, k)
         return self.matmul[key].at(m, n, k)
 

@@ -5,6 +5,7 @@ widths (768, 2304, 3072, ...) took up to 36% longer than the grid interpolated b
 two (median 5% over 52 shapes, 2026-12-02; `benchmarks/gpu_matmul_offgrid.py`); the bf16
 kernels, which split work more finely, showed no such jump.
 
+Only matmuls no deeper than `MAX_K` are read with waves (a long K is split over the SMs).
 The calibration measures a few such shapes (`calibration_plan.MATMUL_PROBES`) and keeps, per
 dtype, the output tile that explains them best — or none where no tile helps — as
 {"tile": [rows, cols], "units": SMs, "error": ..., "plain_error": ...}. With a tile, the grid
@@ -25,6 +26,12 @@ TILES: tuple[tuple[int, int], ...] = ((64, 128), (128, 64), (128, 128), (128, 25
 # grid's, and the plain grid misses them by more than MIN_PLAIN_ERROR: noise does not pick a tile.
 KEEP_SHARE = 0.75
 MIN_PLAIN_ERROR = 0.03
+# Deeper than this a matmul is read from the plain grid: with few output tiles and a long K,
+# cuBLAS splits K over the SMs, so no wave is left part-empty. The probes reach K 6400; on the
+# H200 a compiled train step whose lm-head input gradient (3840×640 outputs, K 50304) is a third
+# of its matmul time measured 0.88–0.89 of its prediction with waves on that matmul and
+# 0.97–0.98 without (two calibrations, 2026-12-02).
+MAX_K = 8192
 
 Shape = tuple[float, float, float]  # M, N, K
 
