@@ -474,8 +474,9 @@ def test_calibrate_table(env: Path, clean_cache: Path, capsys: pytest.CaptureFix
         assert key in out and f"{fit['per_layer_s'] * 1e6:.1f}" in out
     from gptperf.output import seconds
 
-    assert f"host costs' unit: the 1-block host model's eager decode step, " \
-        f"{seconds(cal.probes['host']['step_s'])}" in out
+    assert (f"host costs' units: the 1-block host model's eager train step "
+            f"{seconds(cal.probes['host']['train_step_s'])} and decode step "
+            f"{seconds(cal.probes['host']['step_s'])}") in " ".join(out.split())
     assert "launch gap" not in out  # a CPU has none
     assert main(["calibrate", "--device", "cpu", "--quick"]) == 0
     captured = capsys.readouterr()

@@ -97,11 +97,13 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
     for key, fit in calibration.host.items():
         host.add_row(key, f"{fit['per_layer_s'] * 1e6:.1f}", f"{fit['fixed_s'] * 1e6:.1f}")
     wide.print(host)
-    unit = calibration.probes.get("host", {}).get("step_s")
-    if unit:
-        console.print(f"host costs' unit: the 1-block host model's eager decode step, "
-                      f"{seconds(unit)} (measured here; a command that measures a step charges "
-                      "the host costs at its time then over this)")
+    units = calibration.probes.get("host", {})
+    steps = [f"{what} step {seconds(units[key])}" for what, key in (
+        ("train", "train_step_s"), ("decode", "step_s")) if units.get(key)]
+    if steps:
+        console.print(f"host costs' units: the 1-block host model's eager {' and '.join(steps)} "
+                      "(measured here; a command that measures a step charges its host costs at "
+                      "the step of its kind, train or inference, timed then over this)")
     if calibration.device_type == "cuda":
         console.print(f"launch gap: {seconds(calibration.launch_gap_s)} a kernel launched from a "
                       "stream beyond one in a CUDA graph (measured here)")

@@ -15,7 +15,7 @@ steps'. `calibrate` samples each among the rounds of the host jobs it is the uni
 probe of its kind between the step's own runs (`HostSampler`; probed after them, `host_speed`,
 where no sample was taken), so the calibrated host cost is charged at the host's speed while the
 step ran. On the lent H200 machine the host's speed moved 2.2× within one calibration while the
-device's did not; and charged by the decode probe, eager train steps came out at 0.72–1.41 of
+device's did not; and charged by the decode probe, eager train steps came out at 0.83–1.41 of
 their prediction, by the train probe at 0.89–1.12 (the same steps, three rounds, BENCHMARKS.md).
 (The small-op part of the probe is too narrow for that unit: on the 2-core VM it read 1.9× faster
 while steps ran no faster.)
