@@ -184,7 +184,8 @@ def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], 
 
 
 # Seconds of a measurement's own steps between two samples of `HostSampler` (a sample is
-# 1 + STEP_RUN decode steps, 3-10 ms on the H200 machine: 6-17% more time measuring).
+# 1 + STEP_RUN[probe] steps: 3-10 ms of decode steps or ~12 ms of train steps on the H200
+# machine, 6-23% more time measuring).
 INTERLEAVE_S = 0.05
 
 
