@@ -102,10 +102,11 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
                       _ratio(p.ratio) + flag, host, seconds(p.roofline_s), _ratio(roof))
     console.print(table)
     if any(p.host_speed is not None for p in r.points):
-        console.print("host now/then: the calibration's host-model step sampled between each case's "
-                      "steps over its time at calibration (where no sample was taken: probed for a "
-                      "second after the case, else the median of the others); each case's host "
-                      "costs are charged at it")
+        console.print("host now/then: the calibration's host-model step of the case's kind (its "
+                      "train step for a train case, its decode step otherwise) sampled between the "
+                      "case's steps over its time at calibration (where no sample was taken: probed "
+                      "for a second after the case, else the median of the others of that kind); "
+                      "each case's host costs are charged at it")
     for s in r.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.case}: {s.reason}")
 
