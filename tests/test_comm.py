@@ -61,6 +61,33 @@ def test_fit_recovers_alpha_beta_and_reports_residual() -> None:
         fit_alpha_beta([1e6, 2e6], [1e-3, 1e-3], 1)
 
 
+def test_a_sweep_that_gives_no_bandwidth_is_measured_again() -> None:
+    """A noisy sweep (times falling with size) is measured again; the first that fits is kept
+    with a note of each one dropped; after the last attempt, the fit's one-line error."""
+    from gptperf.measure.collectives import CollectivePoint, fitted_sweep
+
+    sizes = [4096 * 4**k for k in range(4)]
+    good = [ring_allreduce_time(n, 2, 50e-6, 2e9) for n in sizes]
+    noisy = list(reversed(good))  # the small messages stalled: no growth with size
+    sweeps = iter([noisy, noisy, good])
+    ran: list[int] = []
+
+    def sweep() -> list[CollectivePoint]:
+        ran.append(1)
+        return [CollectivePoint(n, t, n / t, n / t) for n, t in zip(sizes, next(sweeps), strict=True)]
+
+    points, fit, notes = fitted_sweep(sweep, 2, "test")
+    assert len(ran) == 3 and [pt.time_s for pt in points] == good
+    assert fit.beta == pytest.approx(2e9) and fit.alpha_s == pytest.approx(50e-6)
+    assert len(notes) == 2 and all(n.endswith("cannot give a bandwidth; measured again") for n in notes)
+    sweeps, ran[:] = iter([noisy] * 3), []
+    with pytest.raises(UserError, match=r"do not grow .* \(in 3 sweeps: a busy or noisy machine\)"):
+        fitted_sweep(sweep, 2, "test")
+    assert len(ran) == 3  # no more than SWEEP_ATTEMPTS sweeps
+    sweeps, ran[:] = iter([good]), []
+    assert fitted_sweep(sweep, 2, "test")[2] == [] and len(ran) == 1  # a clean sweep: once
+
+
 def test_buckets_follow_backward_order_and_caps() -> None:
     t = [GradTensor("a", 300_000, "embed"), GradTensor("b", 200_000, "h.0.mlp.fc"),
          GradTensor("c", 100_000, "h.0.mlp.proj"), GradTensor("d", 50_000, "ln_f")]
