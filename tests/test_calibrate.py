@@ -542,7 +542,7 @@ def test_real_quick_cpu_calibration_end_to_end(tmp_path: Path, monkeypatch: pyte
     # one job a probe here: each probe's unit is its job's own (the train step ~10x the decode's)
     assert cal.probes["host"] == pytest.approx({"step_s": units["eager:inference:fp32"],
                                                 "train_step_s": units["eager:train:fp32"]})
-    assert units["eager:train:fp32"] > 2 * units["eager:inference:fp32"]
+    assert units["eager:train:fp32"] > 1.5 * units["eager:inference:fp32"]
     assert cal_mod.calibration_for(CPU) == cal
 
 

@@ -112,7 +112,7 @@ def test_host_step_is_timed_in_runs_of_steps_and_keeps_the_matmul_precision() ->
     real = pr.host_step_s("cpu", budget_s=0.02, warmup_s=0.01)
     assert 1e-6 < real < 0.05  # a one-block GPT's decode step: microseconds to milliseconds
     # its train step (forward, backward, AdamW) is many more ops than one decode step
-    assert pr.host_step_s("cpu", budget_s=0.02, warmup_s=0.01, probe="train") > 2 * real
+    assert pr.host_step_s("cpu", budget_s=0.02, warmup_s=0.01, probe="train") > 1.5 * real
 
 
 def test_host_op_time_is_measured_on_the_device_asked_for() -> None:
