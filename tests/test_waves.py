@@ -97,6 +97,9 @@ def test_a_matmul_deeper_than_max_k_is_read_from_the_plain_grid() -> None:
     deep = 2 * MAX_K
     assert cal.matmul_seconds("fp32", m, n, deep) == pytest.approx(cal.matmul["fp32"].at(m, n, deep))
     assert abs(cal.matmul["fp32"].at(m, n, deep) / law((128, 256))(m, n, deep) - 1) > 0.05
+    # the rule is the quantized read's own, whoever reads it (the calibration's tile choice too)
+    read = quantized(cal.matmul["fp32"], (128, 256), UNITS)
+    assert read(m, n, deep) == cal.matmul["fp32"].at(m, n, deep)
 
 
 def test_a_broken_waves_entry_is_refused_in_one_line() -> None:

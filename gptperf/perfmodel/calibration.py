@@ -191,20 +191,24 @@ class Grid:
 @dataclass(frozen=True)
 class QuantizedGrid:
     """A matmul grid read with wave quantization (`gptperf.perfmodel.waves`): `divided` holds
-    each time over its shape's wave factor; a call multiplies the factor of its own shape back."""
+    each time over its shape's wave factor; a call multiplies the factor of its own shape back,
+    for K up to `waves.MAX_K` — a deeper matmul is read from the `plain` grid."""
 
+    plain: Grid
     divided: Grid
     tile: tuple[int, int]
     units: int
 
     def __call__(self, m: float, n: float, k: float) -> float:
+        if k > MAX_K:
+            return self.plain.at(m, n, k)
         return self.divided.at(m, n, k) * wave_factor(m, n, self.tile, self.units)
 
 
 def quantized(grid: Grid, tile: Sequence[int], units: int) -> QuantizedGrid:
     """`grid` (over M, N, K) read with waves of `units` output tiles of `tile`."""
     divided = divided_seconds(list(product(*grid.points)), grid.seconds, tile, units)
-    return QuantizedGrid(Grid(grid.axes, grid.points, divided, grid.growth, grid.what),
+    return QuantizedGrid(grid, Grid(grid.axes, grid.points, divided, grid.growth, grid.what),
                          (int(tile[0]), int(tile[1])), units)
 
 
@@ -302,8 +306,8 @@ class Calibration:
 
     def matmul_seconds(self, key: str, m: float, n: float, k: float) -> float:
         """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, read with its wave quantization
-        where the calibration kept one and K is at most `waves.MAX_K`."""
-        if key in self._quantized and k <= MAX_K:
+        where the calibration kept one (`QuantizedGrid`)."""
+        if key in self._quantized:
             return self._quantized[key](m, n, k)
         return self.matmul[key].at(m, n, k)
 
