@@ -314,18 +314,21 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
         timed = [p for p in HOST_PARTS if mode == EAGER or p in COMPILED_PARTS]
         warmup = COMPILED_WARMUP if mode == COMPILED else HOST_WARMUP
 
+        probe = probe_of(what)  # the host model's step the job's costs are in units of
+
         def measure(dtype: str = dtype, mode: str = mode, what: str = what, timed: list[str] = timed,
-                    warmup: int = warmup) -> tuple[tuple[dict[int, dict[str, float]], float], list[str]]:
+                    warmup: int = warmup, probe: str = probe,
+                    ) -> tuple[tuple[dict[int, dict[str, float]], float], list[str]]:
             groups = _host_groups(dtype, mode, device, what)
             # warmed up first (a compiled part compiles in its first call)
             time_host_parts(groups, [], device, warmup=warmup, repeats=0)
             # the unit sampled among the rounds, as validate samples the host among a case's
             # steps: on the H200 machine a probe for a second after a case read 0.54-1.25 of the
             # calibration's unit where samples among its steps read 0.56-1.30, case by case apart
-            sampler = HostSampler(device, every_s=0.0, probe=probe_of(what))
+            sampler = HostSampler(device, every_s=0.0, probe=probe)
             times = time_host_parts(groups, timed, device, warmup=0, repeats=repeats,
                                     budget_s=HOST_JOB_BUDGET_S[quick], between_rounds=sampler)
-            return (times, sampler.step_s() or host_step_s(device, probe=probe_of(what))), []
+            return (times, sampler.step_s() or host_step_s(device, probe=probe)), []
 
         if mode == COMPILED:
             (times, unit), failed = _guarded(f"compiled host cost of the {what} step", measure,
@@ -336,7 +339,7 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
         else:
             (times, unit), _ = measure()
         if times:
-            measured.append((probe_of(what), mode, dtype, times, unit))
+            measured.append((probe, mode, dtype, times, unit))
             job_units[f"{mode}:{what}:{dtype}"] = unit
     if progress:
         progress("host", len(jobs), len(jobs))

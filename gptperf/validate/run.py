@@ -269,21 +269,19 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
 
     sample = host_unit(calibration) is not None
     ran: list[tuple[ValidationCase, ExecutionPlan, float, float | None, float | None]] = []
-    probes: list[str] = []
     for i, case in enumerate(todo):
         if progress:
             progress("measuring", i, len(todo))
         try:
             measure = measure_case_isolated if isolate else measure_case
             timed = timed_steps(case.workload.kind, dev.type, expected_step_s(case, calibration))
-            probe = probe_for(calibration, case.workload.kind)
-            m = measure(case, dev, timed, sample_host=probe if sample else None)
+            unit_probe = probe_for(calibration, case.workload.kind)
+            m = measure(case, dev, timed, sample_host=unit_probe if sample else None)
             # the host's speed sampled among the case's steps; without a sample (too few or too
             # short steps), probed for a second after them
-            sampled = speed_over(calibration, m.host_step_s, probe)
-            after = host_speed(calibration, dev, probe=probe) if sampled is None else None
+            sampled = speed_over(calibration, m.host_step_s, unit_probe)
+            after = host_speed(calibration, dev, probe=unit_probe) if sampled is None else None
             ran.append((case, m.plan, m.step_s, sampled, after))
-            probes.append(probe)
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
         finally:
@@ -292,10 +290,12 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
         progress("measuring", len(todo), len(todo))
 
     own = [probe if probe is not None else after for *_, probe, after in ran]
-    fallback = {p: sweep_host_speed([s for s, q in zip(own, probes, strict=True) if q == p])
-                for p in set(probes)}
-    for (case, plan, measured_s, probe, after), speed, kind in zip(ran, own, probes, strict=True):
-        speed = speed if speed is not None else fallback[kind]
+    unit_probes = [probe_for(calibration, case.workload.kind) for case, *_ in ran]
+    fallback = {p: sweep_host_speed([s for s, q in zip(own, unit_probes, strict=True) if q == p])
+                for p in set(unit_probes)}
+    for (case, plan, measured_s, probe, after), speed, unit_probe in zip(ran, own, unit_probes,
+                                                                         strict=True):
+        speed = speed if speed is not None else fallback[unit_probe]
         try:
             if plan != case.plan:
                 result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
