@@ -294,6 +294,45 @@ def test_fit_host_jobs_scales_each_job_to_its_own_probes_unit() -> None:
     assert "train step" in note and "×4.00" in note
 
 
+
+@pytest.mark.parametrize(("first_s", "ran"), [(25.0, ["train", "inference"]), (31.0, ["train"])])
+def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
+        monkeypatch: pytest.MonkeyPatch, first_s: float, ran: list[str]) -> None:
+    """The compiled train job always runs; the forward-only job after it runs while compiling so
+    far is under the budget (30 s), not judged by the train job's own time (25 s + 25 s > 30)."""
+    lo, hi = cal_mod.HOST_LAYERS
+    now = [0.0]
+    compiled_jobs: list[str] = []
+
+    def fake_groups(dtype: str, mode: str, device: Any, what: str) -> Any:
+        if mode == cal_mod.COMPILED:
+            compiled_jobs.append(what)
+            now[0] += first_s if what == "train" else 7.0  # the job's compile and rounds
+        parts = ("fwd", "bwd", "opt") if what == "train" else ("nograd", "infer")
+        return {n: dict.fromkeys(parts, lambda: None) for n in (lo, hi)}
+
+    def fake_time(groups: Any, timed: list[str], device: Any, **kw: Any) -> Any:
+        return {n: {p: 1e-6 * n for p in parts if p in timed} for n, parts in groups.items()}
+
+    class FakeSampler:
+        def __init__(self, *a: Any, **k: Any) -> None:
+            pass
+
+        def step_s(self) -> float:
+            return 1e-3
+
+    monkeypatch.setattr(cal_mod, "_host_groups", fake_groups)
+    monkeypatch.setattr(cal_mod, "time_host_parts", fake_time)
+    monkeypatch.setattr(cal_mod, "HostSampler", FakeSampler)
+    monkeypatch.setattr(cal_mod, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    result = cal_mod.measure_host(CPU, ["bf16"], compiled=True)
+    assert compiled_jobs == ran
+    assert ("compiled:nograd:bf16" in result.costs) == ("inference" in ran)
+    assert "compiled:fwd:bf16" in result.costs
+    left_out = [n for n in result.notes if "left out" in n]
+    assert len(left_out) == (2 - len(ran))
+    assert f"compiled host cost of the train step: {first_s:.0f} s" in " ".join(result.notes)
+
 def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each job's unit is the host model's step of its kind (train, decode) sampled among its own
     rounds; a job that took no sample falls back to a probe of that kind after its rounds."""
