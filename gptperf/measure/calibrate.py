@@ -95,7 +95,7 @@ RECORD_STEPS = 3  # profiled (active) steps
 # Seconds allowed for the compiled sections on CUDA (the whole calibration: <= 120 s on an H200).
 # Host jobs: the first always runs, a later one only while compiling so far is under the budget.
 # The first compile of a process pays inductor's start (~10 s): on the H200 the train job took
-# 16-27 s first and the forward-only one 7 s after it (16 s first), so a later job is not judged
+# 16-27 s first and the forward-only one 4-7 s after it (16 s first), so a later job is not judged
 # by the one before. Recordings: a later one is left out if it would run past its budget, judged
 # by the one before. The notes say what was left out.
 COMPILED_HOST_BUDGET_S = 30.0
