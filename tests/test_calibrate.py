@@ -294,7 +294,6 @@ def test_fit_host_jobs_scales_each_job_to_its_own_probes_unit() -> None:
     assert "train step" in note and "×4.00" in note
 
 
-
 @pytest.mark.parametrize(("first_s", "ran"), [(25.0, ["train", "inference"]), (31.0, ["train"])])
 def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
         monkeypatch: pytest.MonkeyPatch, first_s: float, ran: list[str]) -> None:
@@ -325,13 +324,14 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
     monkeypatch.setattr(cal_mod, "time_host_parts", fake_time)
     monkeypatch.setattr(cal_mod, "HostSampler", FakeSampler)
     monkeypatch.setattr(cal_mod, "time", SimpleNamespace(perf_counter=lambda: now[0]))
-    result = cal_mod.measure_host(CPU, ["bf16"], compiled=True)
+    result = cal_mod.measure_host(CPU, ["bf16"], compiled=True, budget_s=30.0)
     assert compiled_jobs == ran
     assert ("compiled:nograd:bf16" in result.costs) == ("inference" in ran)
     assert "compiled:fwd:bf16" in result.costs
     left_out = [n for n in result.notes if "left out" in n]
     assert len(left_out) == (2 - len(ran))
     assert f"compiled host cost of the train step: {first_s:.0f} s" in " ".join(result.notes)
+
 
 def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each job's unit is the host model's step of its kind (train, decode) sampled among its own
