@@ -62,6 +62,7 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
     """Each curve with its points and leave-one-out residual, the host costs, the recordings."""
     from rich.table import Table
 
+    from gptperf.measure.probe import UNIT_KEYS
     from gptperf.output import console, seconds, wide_console
 
     wide = wide_console()  # curve keys and host keys are long: never cut them
@@ -98,8 +99,8 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
         host.add_row(key, f"{fit['per_layer_s'] * 1e6:.1f}", f"{fit['fixed_s'] * 1e6:.1f}")
     wide.print(host)
     units = calibration.probes.get("host", {})
-    steps = [f"{what} step {seconds(units[key])}" for what, key in (
-        ("train", "train_step_s"), ("decode", "step_s")) if units.get(key)]
+    steps = [f"{what} step {seconds(units[UNIT_KEYS[what]])}" for what in ("train", "decode")
+             if units.get(UNIT_KEYS[what])]
     if steps:
         console.print(f"host costs' units: the 1-block host model's eager {' and '.join(steps)} "
                       "(measured here; a command that measures a step charges its host costs at "

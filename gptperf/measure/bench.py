@@ -22,7 +22,7 @@ from typing import Any
 
 from gptperf.errors import UserError
 from gptperf.measure.metrics import MemoryPeak, PeakMemoryMeter, Utilization, UtilizationSampler
-from gptperf.measure.probe import HostSampler, host_unit, probe_for
+from gptperf.measure.probe import HostSampler, host_speed, host_unit, probe_for
 from gptperf.measure.timer import PhaseTiming, Progress, time_phases
 
 DEFAULT_WARMUP = 3
@@ -197,7 +197,6 @@ def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any,
     dtype or kernel it did not measure). The host costs are charged at the host's `speed`
     (`measure.probe.host_speed`), probed now on `device` when only that is given (the step was
     measured there just now), as calibrated when neither is."""
-    from gptperf.measure.probe import host_speed, probe_for
     from gptperf.perfmodel.expected import expected
 
     try:

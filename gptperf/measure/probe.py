@@ -153,6 +153,14 @@ def host_model_step(device: str, probe: str = "decode") -> Callable[[], None]:
     return every_phase
 
 
+def _sample(run: Callable[[], None], steps: int, clock: Callable[[], float]) -> float:
+    """Seconds a step of `steps` runs of `run` back to back, timed by `clock`."""
+    t0 = clock()
+    for _ in range(steps):
+        run()
+    return (clock() - t0) / steps
+
+
 def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], float] | None = None,
                 warmup_s: float = STEP_WARMUP_S, probe: str = "decode") -> float:
     """Host seconds of one eager `probe` step of the calibration's host model (one block, fp32)
@@ -174,10 +182,7 @@ def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], 
     samples: list[float] = []
     spent = 0.0
     while len(samples) < MIN_REPEATS or (spent < budget_s and len(samples) < MAX_REPEATS):
-        t0 = clock()
-        for _ in range(steps):
-            run()
-        samples.append((clock() - t0) / steps)
+        samples.append(_sample(run, steps, clock))
         spent += samples[-1] * steps
     synchronize(device)
     return statistics.median(samples)
@@ -219,11 +224,7 @@ class HostSampler:
         if now - self._since < self.every_s:
             return
         self._run()  # untimed: the first step after the measurement's own
-        steps = STEP_RUN[self.probe]
-        t0 = self.clock()
-        for _ in range(steps):
-            self._run()
-        self.samples.append((self.clock() - t0) / steps)
+        self.samples.append(_sample(self._run, STEP_RUN[self.probe], self.clock))
         synchronize(self.device)
         self._since = self.clock()
 
