@@ -268,7 +268,8 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     to_profile: list[tuple[ValidationCase, ExecutionPlan, Any]] = []
 
     sample = host_unit(calibration) is not None
-    ran: list[tuple[ValidationCase, ExecutionPlan, float, float | None, float | None]] = []
+    # (case, plan that ran, step s, speed sampled, speed probed after, the probe of both)
+    ran: list[tuple[ValidationCase, ExecutionPlan, float, float | None, float | None, str]] = []
     for i, case in enumerate(todo):
         if progress:
             progress("measuring", i, len(todo))
@@ -281,7 +282,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             # short steps), probed for a second after them
             sampled = speed_over(calibration, m.host_step_s, unit_probe)
             after = host_speed(calibration, dev, probe=unit_probe) if sampled is None else None
-            ran.append((case, m.plan, m.step_s, sampled, after))
+            ran.append((case, m.plan, m.step_s, sampled, after, unit_probe))
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
         finally:
@@ -289,12 +290,10 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     if progress:
         progress("measuring", len(todo), len(todo))
 
-    own = [probe if probe is not None else after for *_, probe, after in ran]
-    unit_probes = [probe_for(calibration, case.workload.kind) for case, *_ in ran]
-    fallback = {p: sweep_host_speed([s for s, q in zip(own, unit_probes, strict=True) if q == p])
-                for p in set(unit_probes)}
-    for (case, plan, measured_s, probe, after), speed, unit_probe in zip(ran, own, unit_probes,
-                                                                         strict=True):
+    own = [probe if probe is not None else after for *_, probe, after, _ in ran]
+    fallback = {p: sweep_host_speed([s for s, r in zip(own, ran, strict=True) if r[-1] == p])
+                for p in {r[-1] for r in ran}}
+    for (case, plan, measured_s, probe, after, unit_probe), speed in zip(ran, own, strict=True):
         speed = speed if speed is not None else fallback[unit_probe]
         try:
             if plan != case.plan:
