@@ -363,3 +363,25 @@ def test_two_passes_are_averaged_unless_one_was_held_up() -> None:
 def test_a_cpu_sweep_says_it_measured_every_point_twice(swept: tuple) -> None:
     result = swept[0]
     assert any(n.startswith(f"CPU: every point measured in {ck.CPU_PASSES} passes") for n in result["notes"])
+
+
+def test_the_bias_ratio_is_the_median_of_the_probes_with_its_range() -> None:
+    out, notes = ck.matmul_bias({"bf16": [1.0, 1.1, 1.02, 0.98, 1.3], "fp32": []})
+    assert out == {"bf16": {"ratio": 1.02, "low": 0.98, "high": 1.3, "probes": 5.0}}
+    assert len(notes) == 1 and "×1.020" in notes[0] and "5 probes" in notes[0]
+
+
+def test_the_probes_are_timed_with_and_without_a_bias(small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU stand-in for the GPU's off-grid probes: each probe timed plain (a probe) and again
+    with a bias (a ratio); the recorded shapes list each probe once."""
+    import torch
+
+    monkeypatch.setitem(cp.MATMUL_PROBES, "cpu", ((24, 192, 160), (40, 320, 96)))
+    device = torch.device("cpu")
+    probes: dict = {}
+    biased: dict = {}
+    record: list = []
+    ck._measure_matmul(device, "fp32", False, None, ck._Timer(device, False), record, probes, biased)
+    assert [shape for shape, _ in probes["fp32"]] == [(24, 192, 160), (40, 320, 96)]
+    assert len(biased["fp32"]) == 2 and all(0 < r < 100 for r in biased["fp32"])
+    assert record.count([24, 192, 160]) == 1 and record.count([40, 320, 96]) == 1

@@ -350,3 +350,55 @@ def test_the_fused_loss_is_charged_on_its_curves_and_the_recorded_loss_otherwise
     got = expected(cfg, w, plain, flat_calibration(compiled={"train:bf16": rec})).by_key()
     assert got[("loss", "fwd")].device_s == pytest.approx(7e-5)  # the recording, same size: as is
     assert got[("loss", "bwd")].device_s == pytest.approx(9e-5)
+
+
+# -- a linear layer's bias -------------------------------------------------------------------
+
+BIAS = {"fp32": {"ratio": 1.5, "low": 1.2, "high": 1.9, "probes": 26.0}}
+
+
+def _op_device_s(e: Expected, component: str) -> float:
+    return sum(o.device_s for o in e.ops if o.component == component)
+
+
+def test_an_eager_linear_with_a_bias_pays_the_measured_bias_ratio() -> None:
+    """fp32 eager forward, one block: qkv, proj, fc and mlp.proj carry a bias (each matmul
+    T0 × 1.5); the tied LM head has none; nothing else changes."""
+    from gptperf import names
+
+    cfg = preset("gpt2", n_layer=1)
+    w = Workload("forward", 2, 64, "fp32")
+    plain = expected(cfg, w, None, flat_calibration())
+    biased = expected(cfg, w, None, flat_calibration(matmul_bias=BIAS))
+    for comp in (names.ATTN_QKV, names.ATTN_PROJ, names.MLP_FC, names.MLP_PROJ):
+        assert _op_device_s(biased, comp) - _op_device_s(plain, comp) == pytest.approx(0.5 * T0)
+    assert _op_device_s(biased, names.LM_HEAD) == pytest.approx(_op_device_s(plain, names.LM_HEAD))
+    assert biased.device_s - plain.device_s == pytest.approx(4 * 0.5 * T0)
+
+
+def test_one_row_compiled_steps_and_backward_matmuls_pay_no_bias_ratio() -> None:
+    cfg = preset("gpt2", n_layer=1)
+    cal, with_bias = flat_calibration(), flat_calibration(matmul_bias=BIAS)
+    one_row = Workload("decode", 1, 64, "fp32")  # torch adds a one-row layer's bias another way
+    assert expected(cfg, one_row, None, with_bias).device_s == pytest.approx(
+        expected(cfg, one_row, None, cal).device_s)
+    compiled = ExecutionPlan.default("forward", "cuda", compile=True)
+    w = Workload("forward", 2, 64, "fp32")
+    assert expected(cfg, w, compiled, with_bias).device_s == pytest.approx(
+        expected(cfg, w, compiled, cal).device_s)
+    # a train step: the forward's four biased matmuls only, not the backward's eight
+    train = Workload("train", 2, 64, "fp32")
+    assert expected(cfg, train, None, with_bias).device_s - expected(cfg, train, None, cal).device_s \
+        == pytest.approx(4 * 0.5 * T0)
+
+
+def test_the_bias_ratio_round_trips_older_calibrations_have_none_and_a_bad_one_is_refused() -> None:
+    cal = flat_calibration(matmul_bias=BIAS)
+    again = Calibration.from_dict(cal.to_dict())
+    assert again.matmul_bias == BIAS and again.bias_ratio("fp32") == 1.5
+    assert again.bias_ratio("bf16") == 1.0
+    old = cal.to_dict()
+    del old["matmul_bias"]
+    assert Calibration.from_dict(old).bias_ratio("fp32") == 1.0
+    with pytest.raises(UserError, match="matmul_bias"):
+        flat_calibration(matmul_bias={"fp32": {"ratio": -1.0}})

@@ -307,8 +307,10 @@ def measure_matmul(device: torch.device | str, dtype: str, quick: bool = False,
 
 def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
                     timer: _Timer, record: list | None,
-                    probes: dict[str, list[tuple[Shape, float]]] | None = None) -> Grid:
-    """The grid; with `probes`, the off-grid `MATMUL_PROBES` too, as probes[dtype]."""
+                    probes: dict[str, list[tuple[Shape, float]]] | None = None,
+                    biased: dict[str, list[float]] | None = None) -> Grid:
+    """The grid; with `probes`, the off-grid `MATMUL_PROBES` too, as probes[dtype]; with `biased`
+    as well, each probe again with a bias, its time over the plain one in biased[dtype]."""
     kind = device.type
     tdtype = TORCH_DTYPES[dtype]
     axes = _matmul_axes(kind, quick)
@@ -317,16 +319,16 @@ def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Pro
     total = len(cells) + len(off_grid)
     pool = _Pool(device, tdtype)
 
-    def seconds(m: int, n: int, k: int) -> float:
-        sets = pool.copies([(m, k), (n, k)])
+    def seconds(m: int, n: int, k: int, bias: bool = False) -> float:
+        sets = pool.copies([(m, k), (n, k), (n,)])
 
         def call(j: int) -> torch.Tensor:
-            x, w = sets[j % len(sets)]
-            return F.linear(x, w)
+            x, w, b = sets[j % len(sets)]
+            return F.linear(x, w, b if bias else None)
 
-        if record is not None:
+        if record is not None and not bias:
             record.append([m, n, k])
-        return timer(call, f"matmul {dtype} {m}×{n}×{k}")
+        return timer(call, f"matmul {dtype} {m}×{n}×{k}{' with bias' if bias else ''}")
 
     measured: dict[tuple[int, ...], float] = {}
     with _Precision(dtype):
@@ -335,12 +337,31 @@ def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Pro
             _report(progress, f"matmul {dtype}", i + 1, total)
         for i, cell in enumerate(off_grid):
             assert probes is not None  # off_grid is empty without it
-            probes.setdefault(dtype, []).append((cell, seconds(*cell)))
+            plain = seconds(*cell)
+            probes.setdefault(dtype, []).append((cell, plain))
+            if biased is not None:
+                biased.setdefault(dtype, []).append(seconds(*cell, bias=True) / plain)
             _report(progress, f"matmul {dtype}", len(cells) + i + 1, total)
     return Grid(("M", "N", "K"), axes, tuple(_fill(axes, measured, (1, 1, 1))), (1, 1, 1),
                 what=f"s per y = F.linear(x, W), x M×K, W N×K, {dtype}, no bias; distinct "
                      f"operands cycled over {POOL_BYTES[kind] // MIB} MiB; "
                      + _grid_note(axes, len(measured)))
+
+
+def matmul_bias(ratios: dict[str, list[float]]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Per dtype what a bias costs a linear layer, from the probes timed with and without one
+    (`F.linear` with a bias runs cuBLASLt's bias epilogue, whose kernel choice differs): the
+    median ratio, its range and the probe count; and a note each."""
+    out: dict[str, dict[str, float]] = {}
+    notes = []
+    for dtype, rs in ratios.items():
+        if not rs:
+            continue
+        out[dtype] = {"ratio": statistics.median(rs), "low": min(rs), "high": max(rs),
+                      "probes": float(len(rs))}
+        notes.append(f"matmul {dtype}: a bias takes ×{out[dtype]['ratio']:.3f} of the plain "
+                     f"matmul's time (median of {len(rs)} probes, {min(rs):.2f}–{max(rs):.2f})")
+    return out, notes
 
 
 def matmul_waves(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, float]]],
@@ -702,9 +723,11 @@ def merge_passes(first: dict[str, Any], second: dict[str, Any]) -> tuple[dict[st
 def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
                   progress: Progress | None, timer: _Timer, spent: dict[str, float],
                   probes: dict[str, list[tuple[Shape, float]]] | None = None,
+                  biased: dict[str, list[float]] | None = None,
                   ) -> tuple[dict[str, Any], dict[str, list]]:
     """Every family once: ({"matmul", "attention", "vector", "optimizer", "gemv"}, shapes); each
-    family's wall seconds are added to `spent`; with `probes`, the matmul probes go there."""
+    family's wall seconds are added to `spent`; with `probes` (and `biased`), the matmul probes
+    (and their bias ratios) go there."""
     shapes: dict[str, list] = {"matmul": [], "attention": [], "vector": []}
     matmul_seen: list[list[int]] = []
     result: dict[str, Any] = {"matmul": {}, "attention": {}, "vector": {}, "optimizer": {}, "gemv": {}}
@@ -718,7 +741,7 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
 
     for dtype in dtypes:
         result["matmul"][dtype] = _measure_matmul(device, dtype, quick, progress, timer, matmul_seen,
-                                                  probes)
+                                                  probes, biased)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     family_done("matmul")
@@ -752,7 +775,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
     "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
     measured (as `planned_shapes`), "notes": [str], "seconds": wall time, "family_seconds": wall
-    time per family, and on CUDA "matmul_waves": {dtype: waves kept by the off-grid probes}}. On a
+    time per family, and on CUDA "matmul_waves": {dtype: waves kept by the off-grid probes} and
+    "matmul_bias": {dtype: a bias's cost, `matmul_bias`}}. On a
     CPU every point is measured in CPU_PASSES passes, merged (`merge_passes`)."""
     device = as_device(device)
     dtypes = _check_dtypes(dtypes)
@@ -767,7 +791,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
         usable.append(dtype)
     spent: dict[str, float] = {}
     probes: dict[str, list[tuple[Shape, float]]] = {}
-    result, shapes = _measure_pass(device, usable, quick, progress, timer, spent, probes)
+    biased: dict[str, list[float]] = {}
+    result, shapes = _measure_pass(device, usable, quick, progress, timer, spent, probes, biased)
     if device.type == "cpu" and CPU_PASSES > 1:
         disagreed = 0
         for k in range(2, CPU_PASSES + 1):
@@ -783,7 +808,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     if probes:
         units = torch.cuda.get_device_properties(device).multi_processor_count
         result["matmul_waves"], wave_notes = matmul_waves(result["matmul"], probes, units)
-        notes += wave_notes
+        result["matmul_bias"], bias_notes = matmul_bias(biased)
+        notes += wave_notes + bias_notes
     result["shapes"] = shapes
     result["notes"] = notes + timer.notes
     result["seconds"] = time.perf_counter() - start

@@ -272,6 +272,9 @@ class Calibration:
     matmul_waves: dtype -> the wave quantization its matmul grid is read with
         (`gptperf.perfmodel.waves`: {"tile", "units", "error", "plain_error"}); a dtype without
         one is read plainly (`matmul_seconds`).
+    matmul_bias: dtype -> {"ratio", "low", "high", "probes"}: a linear layer's time with a bias
+        over its time without (the median over the off-grid probes, each timed both ways), what
+        an eager layer with a bias is charged beyond the grid (`bias_ratio`); 1 where absent.
     """
 
     device_name: str
@@ -291,12 +294,17 @@ class Calibration:
     probes: dict[str, dict[str, float]] = field(default_factory=dict)
     launch_gap_s: float = 0.0
     matmul_waves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    matmul_bias: dict[str, dict[str, float]] = field(default_factory=dict)
     _quantized: dict[str, QuantizedGrid] = field(init=False, repr=False, compare=False,
                                                  default_factory=dict)
 
     def __post_init__(self) -> None:
         grids = {k: _optimizer_grid(v) for k, v in self.optimizer.items()}
         object.__setattr__(self, "optimizer", grids)
+        for key, entry in self.matmul_bias.items():
+            ratio = entry.get("ratio") if isinstance(entry, dict) else None
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 10:
+                raise UserError(f"matmul_bias[{key!r}] needs a ratio between 0 and 10, got {entry!r}")
         waves = {k: check_waves(v) for k, v in self.matmul_waves.items() if k in self.matmul}
         object.__setattr__(self, "matmul_waves", waves)
         # the grids divided by their wave factors, built once (interpolated on every matmul)
@@ -310,6 +318,11 @@ class Calibration:
         if key in self._quantized:
             return self._quantized[key](m, n, k)
         return self.matmul[key].at(m, n, k)
+
+    def bias_ratio(self, key: str) -> float:
+        """A linear layer's time with a bias over the grid's time without one, on grid `key`."""
+        entry = self.matmul_bias.get(key)
+        return float(entry["ratio"]) if entry else 1.0
 
     @property
     def created(self) -> _dt.datetime:
@@ -366,6 +379,7 @@ class Calibration:
             "probes": {k: dict(v) for k, v in self.probes.items()},
             "launch_gap_s": self.launch_gap_s,
             "matmul_waves": {k: dict(v) for k, v in self.matmul_waves.items()},
+            "matmul_bias": {k: dict(v) for k, v in self.matmul_bias.items()},
         }
 
     @classmethod
@@ -391,6 +405,8 @@ class Calibration:
                 probes={k: {kk: float(vv) for kk, vv in v.items()} for k, v in d.get("probes", {}).items()},
                 launch_gap_s=float(d.get("launch_gap_s", 0.0)),
                 matmul_waves={k: dict(v) for k, v in d.get("matmul_waves", {}).items()},
+                matmul_bias={k: {kk: float(vv) for kk, vv in v.items()}
+                             for k, v in d.get("matmul_bias", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise UserError(f"the calibration document is broken ({type(err).__name__}: {err}); "

@@ -57,6 +57,9 @@ from gptperf.perfmodel.workload import (
 from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
 
 SCHEMA = "gptperf.expected/1"
+# A matmul key's suffix for a linear layer with its bias: an eager layer runs cuBLASLt's bias
+# epilogue, charged at the grid's time × the calibration's measured `bias_ratio`.
+BIASED = "+bias"
 SOURCE = "calibrated"
 
 
@@ -163,8 +166,8 @@ def _cast(n: float, src: str, dst: str) -> KernelCall:
     return _vec(f"cast_to_{dst}", src, n * (dtype_bytes(src) + dtype_bytes(dst)))
 
 
-def _mm(dtype: str, m: int, n: int, k: int) -> KernelCall:
-    return KernelCall("matmul", dtype, (float(m), float(n), float(k)))
+def _mm(dtype: str, m: int, n: int, k: int, bias: bool = False) -> KernelCall:
+    return KernelCall("matmul", dtype + (BIASED if bias else ""), (float(m), float(n), float(k)))
 
 
 @dataclass(frozen=True)
@@ -185,14 +188,17 @@ class _Ctx:
         return self.workload.has_backward
 
 
-def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool) -> list[KernelCall]:
-    """y = x·Wᵀ + b: under autocast the input (when it arrives in fp32) and the weight are cast."""
+def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool,
+                bias: bool = True) -> list[KernelCall]:
+    """y = x·Wᵀ + b: under autocast the input (when it arrives in fp32) and the weight are cast;
+    eager over more than one row, the bias rides in cuBLASLt's matmul epilogue (torch's addmm;
+    one row takes another path, and inductor places a compiled step's bias itself)."""
     calls = []
     if c.mixed:
         if input_cast:
             calls.append(_cast(rows * k_in, c.store, c.act))
         calls.append(_cast(k_in * n_out, c.store, c.act))
-    calls.append(_mm(c.mm, rows, n_out, k_in))
+    calls.append(_mm(c.mm, rows, n_out, k_in, bias=bias and rows > 1 and not c.plan.compiled))
     return calls
 
 
@@ -297,7 +303,7 @@ def _model_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     rows = s.B if w.last_logits_only else N
     embed = [_vec("embedding_fwd", c.store, 2 * N * C * st), _vec("embedding_fwd", c.store, 2 * s.T * C * st),
              _vec("add", c.store, 3 * N * C * st)]
-    head = _linear_fwd(c, rows, C, V, input_cast=True)
+    head = _linear_fwd(c, rows, C, V, input_cast=True, bias=False)
     if w.last_logits_only:
         head = [_vec("copy", c.store, 2 * rows * C * st)] + head
     ops = {names.EMBED: embed, names.LN_F: _ln_fwd(c, N), names.LM_HEAD: head}
@@ -455,6 +461,10 @@ def call_time(call: KernelCall, cal: Calibration) -> float:
         both = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd_bwd"), call.point)
         f, fb = call_time(fwd, cal), call_time(both, cal)
         return call.count * max(fb - f, 0.5 * f)
+    if call.family == "matmul" and call.key.endswith(BIASED):
+        plain = KernelCall("matmul", call.key[: -len(BIASED)], call.point, call.count)
+        grid = next((k for k in _fallback(plain.key) if k in cal.matmul), plain.key)
+        return call_time(plain, cal) * cal.bias_ratio(grid)
     if call.key.startswith("add_mixed:") and not any(k in cal.vector for k in _fallback(call.key)):
         # a calibration from before the mixed add was measured: charged as a cast, then an add
         act = call.key.split(":", 1)[1]
