@@ -402,3 +402,12 @@ def test_the_bias_ratio_round_trips_older_calibrations_have_none_and_a_bad_one_i
     assert Calibration.from_dict(old).bias_ratio("fp32") == 1.0
     with pytest.raises(UserError, match="matmul_bias"):
         flat_calibration(matmul_bias={"fp32": {"ratio": -1.0}})
+
+
+def test_gptperf_calibrate_shows_the_bias_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    from gptperf.commands.calibrate import print_calibration
+
+    print_calibration(flat_calibration(matmul_bias=BIAS), cached=False, path=None)
+    words = " ".join(w for w in capsys.readouterr().out.split() if w != "│")  # cells wrap
+    assert "with a bias ×1.500 (median of 26 probes, 1.20–1.90)" in words
+    assert words.count("with a bias") == 1  # bf16 has none

@@ -87,6 +87,10 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
                 what += (f"; read with waves of {waves['tile'][0]}×{waves['tile'][1]} tiles on "
                          f"{waves['units']} SMs (off-grid probes {_percent(waves['plain_error'])} → "
                          f"{_percent(waves['error'])})")
+            bias = calibration.matmul_bias.get(key) if family == "matmul" else None
+            if bias:
+                what += (f"; with a bias ×{bias['ratio']:.3f} (median of {bias['probes']:.0f} "
+                         f"probes, {bias['low']:.2f}–{bias['high']:.2f})")
             curves.add_row(family, key, str(_points(curve)), _percent(residuals[f"{family}:{key}"]),
                            f"{seconds(min(curve.seconds))} – {seconds(max(curve.seconds))}", what)
     wide.print(curves)
