@@ -5,7 +5,7 @@ its powers of two? On one CUDA card, at the linear layers of two validation case
 
 For each (M, N, K) and dtype: F.linear without a bias (what the calibration measures), with one
 (what the model runs), both timed as the calibration times (CUDA graphs of back-to-back calls on
-distinct operands, `calibrate_kernels._Timer`), and the calibration grid's value at that point.
+distinct operands, `kernel_timer.KernelTimer`), and the calibration grid's value at that point.
 In validate (H200, runs I and J) attn.qkv, attn.proj and mlp.proj of the fp32 forward of gpt2
 (M 8000) measured 1.10-1.16x calibrated and mlp.fc 1.00. Prints one table.
 """
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from gptperf.envinfo import device_name
-from gptperf.measure.calibrate_kernels import _Pool, _Precision, _Timer
+from gptperf.measure.kernel_timer import KernelTimer, MatmulPrecision, OperandPool
 from gptperf.perfmodel.calibration import Calibration, calibration_path
 from gptperf.runtime import TORCH_DTYPES
 
@@ -37,11 +37,11 @@ def calibration(device: torch.device) -> Calibration | None:
 def main(device_type: str = "cuda") -> None:
     device = torch.device(device_type)
     cal = calibration(device)
-    timer = _Timer(device, quick=False)
+    timer = KernelTimer(device, quick=False)
     rows = []
     for case, dtype, m, c in CASES:
-        pool = _Pool(device, TORCH_DTYPES[dtype])
-        with _Precision(dtype):
+        pool = OperandPool(device, TORCH_DTYPES[dtype])
+        with MatmulPrecision(dtype):
             for layer, n_mult, k_mult in LAYERS:
                 n, k = n_mult * c, k_mult * c
                 sets = pool.copies([(m, k), (n, k), (n,)])

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from gptperf.measure.calibrate import calibration_for
-from gptperf.measure.calibrate_kernels import _Pool, _Precision, _Timer
+from gptperf.measure.kernel_timer import KernelTimer, MatmulPrecision, OperandPool
 
 
 def linear_shapes(rows: int, c: int) -> list[tuple[str, int, int, int]]:
@@ -43,12 +43,12 @@ def main() -> int:
         return 0
     dev = torch.device("cuda")
     cal = calibration_for(dev, required=True)
-    timer = _Timer(dev, False)
+    timer = KernelTimer(dev, False)
     print(f"{'case':26} {'kind':4} {'M':>6} {'N':>6} {'K':>6} {'grid us':>8} {'linear':>8} "
           f"{'+bias':>8} {'layout':>8} {'layout/grid':>11}")
     for label, dtype, shapes in CASES:
-        pool = _Pool(dev, {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype])
-        with _Precision(dtype):
+        pool = OperandPool(dev, {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype])
+        with MatmulPrecision(dtype):
             for kind, m, n, k in shapes:
                 sets = pool.copies([(m, k), (n, k), (n,)])
                 plain = timer(lambda j, s=sets: F.linear(s[j % len(s)][0], s[j % len(s)][1]))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from gptperf.errors import UserError
 from gptperf.measure.calibrate import calibration_for
-from gptperf.measure.calibrate_kernels import _Pool, _Precision, _Timer
+from gptperf.measure.kernel_timer import KernelTimer, MatmulPrecision, OperandPool
 
 ROWS = (1000, 3000, 8000, 12288)
 LAYERS = ((768, 2304), (768, 3072), (3072, 768), (768, 768), (1024, 4096), (4096, 1024),
@@ -46,8 +46,8 @@ def main() -> int:
         if dtype not in cal.matmul:
             continue
         tdtype = torch.float32 if dtype == "fp32" else torch.bfloat16
-        timer, pool = _Timer(device, quick=False), _Pool(device, tdtype)
-        with _Precision(dtype):
+        timer, pool = KernelTimer(device, quick=False), OperandPool(device, tdtype)
+        with MatmulPrecision(dtype):
             for m, (k, n) in product(ROWS, LAYERS):
                 sets = pool.copies([(m, k), (n, k)])
                 seconds = timer(lambda j, sets=sets: F.linear(*sets[j % len(sets)]))

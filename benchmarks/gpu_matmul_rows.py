@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_matmul_rows.py [--out rows.json] [--from rows.json]
 
-On the GPU: y = F.linear(x, W[, b]) timed as the calibration times its grid (`_Timer`: back to
+On the GPU: y = F.linear(x, W[, b]) timed as the calibration times its grid (`KernelTimer`: back to
 back in a CUDA graph, operands cycled over 256 MiB) for M from 256 to 16384 in steps of 256 and at
 GPT token counts in between, at 12 fp32 and 6 bf16 (N, K) layer widths, with and without a bias.
 Then, for each row axis — the powers of four the calibration used (1024, 4096, 16384) and the
@@ -39,14 +39,14 @@ def measure() -> list[dict]:
     import torch
     import torch.nn.functional as F
 
-    from gptperf.measure.calibrate_kernels import _Pool, _Precision, _Timer
+    from gptperf.measure.kernel_timer import KernelTimer, MatmulPrecision, OperandPool
 
     device = torch.device("cuda")
-    timer = _Timer(device, False)
+    timer = KernelTimer(device, False)
     rows = []
     for dtype, widths in WIDTHS.items():
-        pool = _Pool(device, {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype])
-        with _Precision(dtype):
+        pool = OperandPool(device, {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype])
+        with MatmulPrecision(dtype):
             for n, k in widths:
                 for m in ROWS:
                     sets = pool.copies([(m, k), (n, k), (n,)])

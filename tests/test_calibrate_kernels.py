@@ -14,6 +14,7 @@ import torch
 from gptperf.errors import UserError
 from gptperf.measure import calibrate_kernels as ck
 from gptperf.measure import calibration_plan as cp
+from gptperf.measure import kernel_timer as kt
 from gptperf.perfmodel.calibration import Curve, Grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,7 +39,7 @@ def _small(mp: pytest.MonkeyPatch) -> None:
         mp.setattr(module, "EMBED", 64)
     mp.setitem(cp.OPTIMIZER_BLOCKS, "cpu", ((32, 1), (64, 1)))
     mp.setitem(cp.OPTIMIZER_TENSORS, "cpu", (12, 48))
-    mp.setitem(ck.POOL_BYTES, "cpu", 4 * MIB)
+    mp.setitem(kt.POOL_BYTES, "cpu", 4 * MIB)
     mp.setitem(ck.CPU_POINT_S, False, 0.002)
     mp.setitem(ck.CPU_POINT_S, True, 0.002)
     # small as the lists are, the largest matmul cells are left out: the fill is exercised too
@@ -233,7 +234,7 @@ def test_matmul_time_grows_with_work(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(cp.MATMUL_M, "cpu", (256, 1024))
     monkeypatch.setitem(cp.MATMUL_N, "cpu", (512,))
     monkeypatch.setitem(cp.MATMUL_K, "cpu", (512,))
-    monkeypatch.setitem(ck.POOL_BYTES, "cpu", 8 * MIB)
+    monkeypatch.setitem(kt.POOL_BYTES, "cpu", 8 * MIB)
     grid = ck.measure_matmul("cpu", "fp32")
     small, large = grid.seconds  # 4x the FLOPs
     assert large > small > 0
@@ -263,7 +264,7 @@ def test_attention_fwd_bwd_costs_more_than_fwd(small: None) -> None:
 def test_cpu_timer_measures_a_known_call() -> None:
     import time
 
-    timer = ck._Timer(torch.device("cpu"), quick=True)
+    timer = kt.KernelTimer(torch.device("cpu"), quick=True)
     seconds = timer(lambda i: time.sleep(0.002))
     assert 0.0019 < seconds < 0.02
 
@@ -337,7 +338,7 @@ def test_gpu_graph_time_matches_eager_time_of_a_long_kernel() -> None:
     """A kernel long enough that launch gaps do not matter takes the same time in a graph and
     between events."""
     a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
-    timer = ck._Timer(torch.device("cuda"), quick=False)
+    timer = kt.KernelTimer(torch.device("cuda"), quick=False)
     graphed = timer(lambda i: a @ a)
     eager = timer._eager(lambda i: a @ a, 20)
     assert graphed == pytest.approx(eager, rel=0.1)
@@ -381,7 +382,7 @@ def test_the_probes_are_timed_with_and_without_a_bias(small: None, monkeypatch: 
     probes: dict = {}
     biased: dict = {}
     record: list = []
-    ck._measure_matmul(device, "fp32", False, None, ck._Timer(device, False), record, probes, biased)
+    ck._measure_matmul(device, "fp32", False, None, kt.KernelTimer(device, False), record, probes, biased)
     assert [shape for shape, _ in probes["fp32"]] == [(24, 192, 160), (40, 320, 96)]
     assert len(biased["fp32"]) == 2 and all(0 < r < 100 for r in biased["fp32"])
     assert record.count([24, 192, 160]) == 1 and record.count([40, 320, 96]) == 1

@@ -2,21 +2,13 @@
 ops, AdamW and the batch-1 gemv a GPT step runs, over the sizes the calibration's design lists,
 returned as `perfmodel.calibration` Grids and Curves for `gptperf.measure.calibrate` to keep.
 
-Every time is the device time of one call among back-to-back calls:
-
-* CUDA: R calls captured in one CUDA graph (R chosen from a first timed call so one replay
-  takes about `TARGET_REPLAY_S`, at most `MAX_CALLS_PER_GRAPH`), replayed once to warm up,
-  then the median of 3 replays / R. The first calls run on a side stream before capture (lazy
-  initialisation, cuBLAS workspaces, autograd's and the optimizer's state), as torch's CUDA-graph
-  notes ask.
-* CPU: the median of a short timed loop (`gptperf.measure.timer.time_fn`), calls batched so one
-  sample lasts at least `CPU_SAMPLE_S`; every point in two passes over the whole plan, merged
-  (`merge_passes`), since a stall of seconds can hold up every call of the points it spans.
-
-Inputs a step reads from memory rather than from the cache — a layer's weights (matmul, gemv)
-and its KV cache (one-query attention) — are cycled over distinct copies filling `POOL_BYTES`,
-more than the last-level cache holds; activations (vector ops, causal attention) are the same
-buffers every call, as a step's freshly written activations are.
+Every time is the device time of one call among back-to-back calls, as
+`gptperf.measure.kernel_timer` times it (a CUDA graph on a GPU, a timed loop on a CPU); on a CPU
+every point is measured in two passes over the whole plan, merged (`merge_passes`), since a
+stall of seconds can hold up every call of the points it spans. Inputs a step reads from memory
+rather than from the cache — a layer's weights (matmul, gemv) and its KV cache (one-query
+attention) — are cycled over distinct copies (`OperandPool`); activations (vector ops, causal
+attention) are the same buffers every call, as a step's freshly written activations are.
 
 What is measured is planned without torch (`planned_shapes`): the points of each family are
 pruned by a roofline estimate (`PEAK_FLOPS`, `BANDWIDTH`) so no call takes more than
@@ -75,188 +67,18 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     optimizer_axes,
     optimizer_params,
 )
-from gptperf.measure.timer import Progress, time_fn
+from gptperf.measure.kernel_timer import (
+    POOL_BYTES,
+    Call,
+    KernelTimer,
+    MatmulPrecision,
+    OperandPool,
+    random_tensor,
+)
+from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import GEMV_CHAIN, Curve, Grid, quantized
 from gptperf.perfmodel.waves import Shape, choose_tile
-from gptperf.runtime import TORCH_DTYPES, as_device, set_matmul_precision
-
-# --- timing --------------------------------------------------------------------------------------
-
-# Capturing a call costs the host ~20 µs (250 for attention's forward + backward) and instantiating
-# the graph grows faster than the calls (1000 one-query attention calls: 68 ms, 200: 4 ms; H200,
-# 2026-12-02); 250 calls of the shortest kernel (~1.2 µs) still amortise the replay's launch to ~1%.
-MAX_CALLS_PER_GRAPH = 250
-MAX_COPIES = 256  # distinct input sets cycled through (Python views: each costs host time)
-CPU_SAMPLE_S = 2e-4  # calls per CPU sample so one sample lasts at least this
-POOL_BYTES = {"cuda": 256 * MIB, "cpu": 64 * MIB}  # cycled inputs: several last-level caches
-ALIGN = 128  # elements between cycled copies (cuBLAS wants 16-byte aligned operands)
-
-Call = Callable[[int], Any]  # call(i): the i-th of back-to-back calls
-
-
-# ==================================================================================================
-# Timing
-
-
-class _Timer:
-    """Per-call seconds of back-to-back calls on one device (see the module docstring); keeps a
-    note for each point that could not be graph-captured and was timed eagerly."""
-
-    def __init__(self, device: torch.device, quick: bool) -> None:
-        self.device = device
-        self.quick = quick
-        self.notes: list[str] = []
-
-    def __call__(self, call: Call, what: str = "") -> float:
-        if self.device.type == "cuda":
-            return self._graph(call, what)
-        return self._loop(call)
-
-    # -- CPU --------------------------------------------------------------------------------
-    def _loop(self, call: Call) -> float:
-        call(0)  # warm-up: allocation, first-touch page faults, lazy initialisation
-        t0 = time.perf_counter()
-        call(1)
-        estimate = max(time.perf_counter() - t0, 1e-7)
-        # a thread woken late can stretch one call by milliseconds: the estimate only sizes the
-        # samples, and the spending stops at the point's budget whatever the first calls took
-        inner = max(1, math.ceil(CPU_SAMPLE_S / estimate))
-        counter = iter(range(2, 1 << 62))
-
-        def sample() -> None:
-            for _ in range(inner):
-                call(next(counter))
-
-        samples = [estimate] if inner == 1 else []  # a slow call: the estimate is a sample too
-        budget = CPU_POINT_S[self.quick]
-        spent = estimate
-        while len(samples) < CPU_MAX_REPEATS and (len(samples) < CPU_MIN_REPEATS or spent < budget):
-            want = CPU_MIN_REPEATS - len(samples) if len(samples) < CPU_MIN_REPEATS else max(
-                1, min(CPU_MAX_REPEATS - len(samples),
-                       int((budget - spent) / (statistics.median(samples) * inner))))
-            timing = time_fn(sample, warmup=0, repeats=want, device=self.device)
-            samples += [s / inner for s in timing.samples]
-            spent += sum(timing.samples)
-        return statistics.median(samples)
-
-    # -- CUDA -------------------------------------------------------------------------------
-    def _graph(self, call: Call, what: str) -> float:
-        device = self.device
-        main = torch.cuda.current_stream(device)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(main)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        with torch.cuda.stream(side):  # off the capture's stream, as torch's CUDA-graph notes ask
-            call(0)
-            start.record(side)
-            call(1)
-            end.record(side)
-        main.wait_stream(side)
-        end.synchronize()
-        # an upper bound: the host's launch latency is in it for short kernels
-        estimate = max(start.elapsed_time(end) / 1e3, 1e-7)
-        calls = self._calls(estimate)
-        try:
-            graph, replay_s = self._capture(call, calls)
-            # far too short a replay (the estimate had the host's launch gaps in it): again, longer
-            if replay_s < TARGET_REPLAY_S / 4 and calls < MAX_CALLS_PER_GRAPH:
-                calls2 = self._calls(replay_s / calls)
-                if calls2 > calls:
-                    del graph
-                    calls = calls2
-                    graph, replay_s = self._capture(call, calls)
-            times = []
-            for _ in range(REPLAYS):
-                start.record()
-                graph.replay()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-            del graph
-            return statistics.median(times) / calls
-        except RuntimeError as err:  # not capturable here: eager calls between events instead
-            torch.cuda.synchronize(device)
-            line = (str(err).strip().splitlines() or [""])[0][:160]
-            self.notes.append(f"{what or 'a point'}: timed eagerly, not in a CUDA graph ({line})")
-            return self._eager(call, calls)
-
-    @staticmethod
-    def _calls(per_call_s: float) -> int:
-        return max(1, min(MAX_CALLS_PER_GRAPH, math.ceil(TARGET_REPLAY_S / max(per_call_s, 1e-8))))
-
-    def _capture(self, call: Call, calls: int) -> tuple[torch.cuda.CUDAGraph, float]:
-        """The graph of `calls` calls and the time of its first (warm-up) replay."""
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for i in range(calls):
-                call(i)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        return graph, max(start.elapsed_time(end) / 1e3, 1e-9)
-
-    def _eager(self, call: Call, calls: int) -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(1 + REPLAYS):
-            start.record()
-            for i in range(calls):
-                call(i)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        return statistics.median(times[1:]) / calls
-
-
-def _random(shape: Sequence[int], dtype: torch.dtype, device: torch.device,
-            requires_grad: bool = False) -> torch.Tensor:
-    """Random data (zeros draw less power and some kernels skip them)."""
-    t = torch.empty(tuple(shape), device=device, dtype=dtype).uniform_(-1, 1)
-    return t.requires_grad_(requires_grad)
-
-
-class _Pool:
-    """One random buffer of POOL_BYTES that distinct copies of a call's inputs are carved from."""
-
-    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
-        self.device = device
-        self.dtype = dtype
-        self.numel = POOL_BYTES[device.type] // dtype.itemsize
-        self._buffer: torch.Tensor | None = None
-
-    def copies(self, shapes: Sequence[Sequence[int]]) -> list[list[torch.Tensor]]:
-        """Distinct tensors of `shapes`, as many sets as fill the pool (MAX_COPIES at most); one
-        freshly made set when two would not fit (such inputs outgrow every cache anyway)."""
-        sizes = [math.ceil(math.prod(s) / ALIGN) * ALIGN for s in shapes]
-        count = min(MAX_COPIES, self.numel // sum(sizes))
-        if count < 2:
-            return [[_random(s, self.dtype, self.device) for s in shapes]]
-        if self._buffer is None:
-            self._buffer = _random((self.numel,), self.dtype, self.device)
-        out, offset = [], 0
-        for _ in range(count):
-            views = []
-            for shape, size in zip(shapes, sizes, strict=True):
-                views.append(self._buffer[offset:offset + math.prod(shape)].view(tuple(shape)))
-                offset += size
-            out.append(views)
-        return out
-
-
-class _Precision:
-    """set_matmul_precision(dtype) for the measurement, the previous flags back afterwards."""
-
-    def __init__(self, dtype: str) -> None:
-        self.dtype = dtype
-
-    def __enter__(self) -> None:
-        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        set_matmul_precision(self.dtype)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+from gptperf.runtime import TORCH_DTYPES, as_device
 
 
 def _memory_bytes(device: torch.device) -> int | None:
@@ -302,11 +124,11 @@ def measure_matmul(device: torch.device | str, dtype: str, quick: bool = False,
                    progress: Progress | None = None) -> Grid:
     """Grid over (M, N, K) of y = F.linear(x, W), x M×K, W N×K, no bias (seconds per call)."""
     device = as_device(device)
-    return _measure_matmul(device, check_dtype(dtype), quick, progress, _Timer(device, quick), None)
+    return _measure_matmul(device, check_dtype(dtype), quick, progress, KernelTimer(device, quick), None)
 
 
 def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                    timer: _Timer, record: list | None,
+                    timer: KernelTimer, record: list | None,
                     probes: dict[str, list[tuple[Shape, float]]] | None = None,
                     biased: dict[str, list[float]] | None = None) -> Grid:
     """The grid; with `probes`, the off-grid `MATMUL_PROBES` too, as probes[dtype]; with `biased`
@@ -317,7 +139,7 @@ def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Pro
     cells = _matmul_cells(kind, dtype, quick, _memory_bytes(device))
     off_grid = _matmul_probes(kind) if probes is not None else []
     total = len(cells) + len(off_grid)
-    pool = _Pool(device, tdtype)
+    pool = OperandPool(device, tdtype)
 
     def seconds(m: int, n: int, k: int, bias: bool = False) -> float:
         sets = pool.copies([(m, k), (n, k), (n,)])
@@ -331,7 +153,7 @@ def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Pro
         return timer(call, f"matmul {dtype} {m}×{n}×{k}{' with bias' if bias else ''}")
 
     measured: dict[tuple[int, ...], float] = {}
-    with _Precision(dtype):
+    with MatmulPrecision(dtype):
         for i, cell in enumerate(cells):
             measured[cell] = seconds(*cell)
             _report(progress, f"matmul {dtype}", i + 1, total)
@@ -386,13 +208,13 @@ def measure_attention(device: torch.device | str, dtype: str, quick: bool = Fals
     "<dtype>:one_query" over (BH, L, D) of F.scaled_dot_product_attention (torch's default
     backend) on (1, BH, ·, D) tensors (seconds per call)."""
     device = as_device(device)
-    return _measure_attention(device, check_dtype(dtype), quick, progress, _Timer(device, quick), None)
+    return _measure_attention(device, check_dtype(dtype), quick, progress, KernelTimer(device, quick), None)
 
 
 def _attention_call(device: torch.device, tdtype: torch.dtype, pass_: str, bh: int, t: int, d: int,
-                    pool: _Pool) -> Call:
+                    pool: OperandPool) -> Call:
     if pass_ == "one_query":
-        q = _random((1, bh, 1, d), tdtype, device)
+        q = random_tensor((1, bh, 1, d), tdtype, device)
         sets = pool.copies([(1, bh, t, d), (1, bh, t, d)])  # a layer's own KV cache each call
 
         def one_query(j: int) -> torch.Tensor:
@@ -401,10 +223,10 @@ def _attention_call(device: torch.device, tdtype: torch.dtype, pass_: str, bh: i
 
         return one_query
     grad = pass_ == "causal_fwd_bwd"
-    q, k, v = (_random((1, bh, t, d), tdtype, device, requires_grad=grad) for _ in range(3))
+    q, k, v = (random_tensor((1, bh, t, d), tdtype, device, requires_grad=grad) for _ in range(3))
     if not grad:
         return lambda j: F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    dout = _random((1, bh, t, d), tdtype, device)
+    dout = random_tensor((1, bh, t, d), tdtype, device)
 
     def fwd_bwd(j: int) -> tuple[torch.Tensor, ...]:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -414,16 +236,16 @@ def _attention_call(device: torch.device, tdtype: torch.dtype, pass_: str, bh: i
 
 
 def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                       timer: _Timer, record: list | None) -> dict[str, Grid]:
+                       timer: KernelTimer, record: list | None) -> dict[str, Grid]:
     kind = device.type
     tdtype = TORCH_DTYPES[dtype]
     memory = _memory_bytes(device)
-    pool = _Pool(device, tdtype)
+    pool = OperandPool(device, tdtype)
     plans = {p: (_attention_axes(kind, p, quick), _attention_cells(kind, dtype, p, quick, memory))
              for p in ATTENTION_PASSES}
     total, done = sum(len(cells) for _, cells in plans.values()), 0
     out: dict[str, Grid] = {}
-    with _Precision(dtype):
+    with MatmulPrecision(dtype):
         for pass_, (axes, cells) in plans.items():
             key = f"{dtype}:{pass_}"
             measured: dict[tuple[int, ...], float] = {}
@@ -454,42 +276,42 @@ def _vector_call(op: str, dtype: str, shape: dict[str, int], device: torch.devic
     td = TORCH_DTYPES[dtype]
     aten = torch.ops.aten
     if op == "add":
-        a, b = _random((shape["n"],), td, device), _random((shape["n"],), td, device)
+        a, b = random_tensor((shape["n"],), td, device), random_tensor((shape["n"],), td, device)
         return lambda j: a + b
     if op == "add_mixed":  # one kernel: the bf16 operand is cast as it is read
-        a, b = _random((shape["n"],), torch.float32, device), _random((shape["n"],), td, device)
+        a, b = random_tensor((shape["n"],), torch.float32, device), random_tensor((shape["n"],), td, device)
         return lambda j: a + b
     if op == "copy":
-        x = _random((shape["b"], COPY_HEADS, shape["t"], COPY_HEAD_DIM), td, device)
+        x = random_tensor((shape["b"], COPY_HEADS, shape["t"], COPY_HEAD_DIM), td, device)
         return lambda j: x.transpose(1, 2).contiguous()
     if op in ("cast_to_fp32", "cast_to_bf16"):
-        x = _random((shape["n"],), td, device)
+        x = random_tensor((shape["n"],), td, device)
         target = torch.float32 if op == "cast_to_fp32" else torch.bfloat16
         return lambda j: x.to(target)
     if op.startswith(("layernorm", "softmax")) or op == "sum_rows":
-        x = _random((shape["rows"], ROW), td, device)
+        x = random_tensor((shape["rows"], ROW), td, device)
         if op == "sum_rows":
             return lambda j: x.sum(0)
         if op == "softmax_fwd":
             return lambda j: F.softmax(x, dim=-1)
         if op == "softmax_bwd":
-            y, g = F.softmax(x, dim=-1), _random(x.shape, td, device)
+            y, g = F.softmax(x, dim=-1), random_tensor(x.shape, td, device)
             return lambda j: aten._softmax_backward_data(g, y, -1, td)
-        w, b = _random((ROW,), td, device), _random((ROW,), td, device)
+        w, b = random_tensor((ROW,), td, device), random_tensor((ROW,), td, device)
         if op == "layernorm_fwd":
             return lambda j: F.layer_norm(x, (ROW,), w, b)
         _, mean, rstd = aten.native_layer_norm(x, [ROW], w, b, 1e-5)
-        g = _random(x.shape, td, device)
+        g = random_tensor(x.shape, td, device)
         return lambda j: aten.native_layer_norm_backward(g, x, [ROW], mean, rstd, w, b,
                                                          [True, True, True])
     if op in ("gelu_fwd", "gelu_bwd"):
-        x = _random((shape["n"],), td, device)
+        x = random_tensor((shape["n"],), td, device)
         if op == "gelu_fwd":
             return lambda j: F.gelu(x, approximate="tanh")
-        g = _random((shape["n"],), td, device)
+        g = random_tensor((shape["n"],), td, device)
         return lambda j: aten.gelu_backward(g, x, approximate="tanh")
     if op in ("cross_entropy_fwd", "cross_entropy_bwd"):
-        logits = _random((shape["rows"], VOCAB), td, device)
+        logits = random_tensor((shape["rows"], VOCAB), td, device)
         targets = torch.randint(0, VOCAB, (shape["rows"],), device=device)
         if op == "cross_entropy_fwd":
             return lambda j: F.cross_entropy(logits, targets)
@@ -508,11 +330,11 @@ def _vector_call(op: str, dtype: str, shape: dict[str, int], device: torch.devic
             shared = {} if shared is None else shared
             key = f"table:{dtype}:{VOCAB}x{EMBED}"
             if key not in shared:
-                shared[key] = _random((VOCAB, EMBED), td, device)
+                shared[key] = random_tensor((VOCAB, EMBED), td, device)
             table = shared[key]
             return lambda j: F.embedding(idx, table)
         # a small table: the zeroed table gradient is charged apart (`perfmodel.expected`)
-        g = _random((shape["rows"], EMBED), td, device)
+        g = random_tensor((shape["rows"], EMBED), td, device)
         small = idx % EMBED_BWD_VOCAB
         return lambda j: aten.embedding_dense_backward(g, small, EMBED_BWD_VOCAB, -1, False)
     raise UserError(f"unknown vector op {op!r}; valid: {', '.join(VECTOR_OPS)}")
@@ -522,11 +344,11 @@ def measure_vector(device: torch.device | str, dtype: str, quick: bool = False,
                    progress: Progress | None = None) -> dict[str, Curve]:
     """Curves "<op>:<dtype>" over x = the bytes each op moves (VECTOR_X), seconds per call."""
     device = as_device(device)
-    return _measure_vector(device, check_dtype(dtype), quick, progress, _Timer(device, quick), None)
+    return _measure_vector(device, check_dtype(dtype), quick, progress, KernelTimer(device, quick), None)
 
 
 def _measure_vector(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                    timer: _Timer, record: list | None) -> dict[str, Curve]:
+                    timer: KernelTimer, record: list | None) -> dict[str, Curve]:
     if dtype == "tf32":  # fp32 in memory: the fp32 curves serve
         return {}
     ops = {op: _vector_points(device.type, dtype, op, quick) for op in _vector_ops(dtype)}
@@ -558,7 +380,7 @@ def measure_optimizer(device: torch.device | str, quick: bool = False,
     AdamW step (lr 3e-4, weight decay 0.1, built as gptperf's train step builds it) over fp32
     tensors of equal size, a third of them 2-D (decayed), as a GPT block's 4 weights of 12."""
     device = as_device(device)
-    return _measure_optimizer(device, quick, progress, _Timer(device, quick))
+    return _measure_optimizer(device, quick, progress, KernelTimer(device, quick))
 
 
 def _optimizer_step(device: torch.device, tensors: int, params: int, fused: bool) -> Call:
@@ -566,9 +388,9 @@ def _optimizer_step(device: torch.device, tensors: int, params: int, fused: bool
 
     size = max(1, params // tensors)
     shapes = [(1, size) if i % 3 == 0 else (size,) for i in range(tensors)]
-    weights = torch.nn.ParameterList(torch.nn.Parameter(_random(s, torch.float32, device)) for s in shapes)
+    weights = torch.nn.ParameterList(torch.nn.Parameter(random_tensor(s, torch.float32, device)) for s in shapes)
     for p in weights:
-        p.grad = _random(p.shape, torch.float32, device)  # set once: the step never clears them
+        p.grad = random_tensor(p.shape, torch.float32, device)  # set once: the step never clears them
     opt = make_optimizer(weights, TrainSettings(lr=3e-4, weight_decay=0.1), fused=fused)
     # A step with torch's default (non-capturable) settings is what a train step runs; its host
     # scalars (the bias corrections) are fixed at capture, which changes no kernel's time.
@@ -579,7 +401,7 @@ def _optimizer_step(device: torch.device, tensors: int, params: int, fused: bool
 
 
 def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | None,
-                       timer: _Timer) -> dict[str, Grid]:
+                       timer: KernelTimer) -> dict[str, Grid]:
     kind = device.type
     variants = {"adamw_fused": True, "adamw_foreach": False} if kind == "cuda" else {"adamw_foreach": False}
     tensors, params = optimizer_axes(kind, quick)
@@ -612,7 +434,7 @@ def measure_gemv(device: torch.device | str, dtype: str, quick: bool = False,
     """Curve over x = weight bytes N·K·e of gptperf's one-row Triton kernel (`steps.gemv`),
     distinct weights cycled; None without CUDA and Triton."""
     device = as_device(device)
-    return _measure_gemv(device, check_dtype(dtype), quick, progress, _Timer(device, quick))
+    return _measure_gemv(device, check_dtype(dtype), quick, progress, KernelTimer(device, quick))
 
 
 # A weight-streaming kernel to time: (weight (N, K), the other inputs it needs) -> call(j).
@@ -620,11 +442,11 @@ StreamCall = Callable[[list[list[torch.Tensor]], torch.dtype, torch.device, int,
 
 
 def _weight_stream_curve(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                         timer: _Timer, label: str, square: bool, make_call: StreamCall) -> tuple[list, list]:
+                         timer: KernelTimer, label: str, square: bool, make_call: StreamCall) -> tuple[list, list]:
     """(bytes, seconds) of a one-row kernel over GEMV_SIZES of weight, distinct weights cycled
     from the pool; `square` weights (K×K) when the kernel's output feeds its next call."""
     tdtype = TORCH_DTYPES[dtype]
-    pool = _Pool(device, tdtype)
+    pool = OperandPool(device, tdtype)
     sizes = _thin(GEMV_SIZES, quick)
     xs: list[float] = []
     seconds: list[float] = []
@@ -641,7 +463,7 @@ def _weight_stream_curve(device: torch.device, dtype: str, quick: bool, progress
 
 
 def _measure_gemv(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                  timer: _Timer) -> Curve | None:
+                  timer: KernelTimer) -> Curve | None:
     from gptperf.steps import gemv
 
     if device.type != "cuda" or not gemv.available() or dtype in ("tf32", "fp64"):
@@ -649,7 +471,7 @@ def _measure_gemv(device: torch.device, dtype: str, quick: bool, progress: Progr
 
     def make_call(sets: list[list[torch.Tensor]], tdtype: torch.dtype, device: torch.device,
                   n: int, k: int) -> Call:
-        x, y = _random((k,), tdtype, device), torch.empty(n, device=device, dtype=tdtype)
+        x, y = random_tensor((k,), tdtype, device), torch.empty(n, device=device, dtype=tdtype)
         return lambda j: gemv.launch(x, sets[j % len(sets)][0], None, y)
 
     xs, seconds = _weight_stream_curve(device, dtype, quick, progress, timer, "gemv", False, make_call)
@@ -659,7 +481,7 @@ def _measure_gemv(device: torch.device, dtype: str, quick: bool, progress: Progr
 
 
 def _measure_gemv_chain(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                        timer: _Timer) -> Curve | None:
+                        timer: KernelTimer) -> Curve | None:
     """Curve over weight bytes of the fused decode step's LayerNorm + gemv kernel
     (`steps.decode_kernels.ln_gemv`) in a chain: each call reads the vector the one before wrote,
     as every kernel of that step does (with programmatic dependent launch where the step has it),
@@ -671,8 +493,8 @@ def _measure_gemv_chain(device: torch.device, dtype: str, quick: bool, progress:
 
     def make_call(sets: list[list[torch.Tensor]], tdtype: torch.dtype, device: torch.device,
                   n: int, k: int) -> Call:
-        v = [_random((1, 1, k), tdtype, device) for _ in range(2)]
-        g, b = _random((k,), tdtype, device), _random((k,), tdtype, device)
+        v = [random_tensor((1, 1, k), tdtype, device) for _ in range(2)]
+        g, b = random_tensor((k,), tdtype, device), random_tensor((k,), tdtype, device)
         folded = decode_kernels.fold_layer_norm(sets[0][0], None, g, b)  # timing only: one for all
         return lambda j: decode_kernels.ln_gemv(v[j % 2], g, b, 1e-5, sets[j % len(sets)][0],
                                                 folded=folded, out=v[(j + 1) % 2])
@@ -721,7 +543,7 @@ def merge_passes(first: dict[str, Any], second: dict[str, Any]) -> tuple[dict[st
 
 
 def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
-                  progress: Progress | None, timer: _Timer, spent: dict[str, float],
+                  progress: Progress | None, timer: KernelTimer, spent: dict[str, float],
                   probes: dict[str, list[tuple[Shape, float]]] | None = None,
                   biased: dict[str, list[float]] | None = None,
                   ) -> tuple[dict[str, Any], dict[str, list]]:
@@ -781,7 +603,7 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     device = as_device(device)
     dtypes = _check_dtypes(dtypes)
     start = time.perf_counter()
-    timer = _Timer(device, quick)
+    timer = KernelTimer(device, quick)
     notes: list[str] = []
     usable = []
     for dtype in dtypes:

@@ -1,0 +1,207 @@
+"""How the calibration times one kernel call: per-call seconds of back-to-back calls, with the
+operands a step reads from memory cycled through a pool larger than the last-level cache.
+
+* CUDA (`KernelTimer`): R calls captured in one CUDA graph (R chosen from a first timed call so
+  one replay takes about `TARGET_REPLAY_S`, at most `MAX_CALLS_PER_GRAPH`), replayed once to
+  warm up, then the median of `REPLAYS` replays / R. The first calls run on a side stream before
+  capture (lazy initialisation, cuBLAS workspaces, autograd's and the optimizer's state), as
+  torch's CUDA-graph notes ask; a call that cannot be captured is timed eagerly, with a note.
+* CPU: the median of a short timed loop (`gptperf.measure.timer.time_fn`), calls batched so one
+  sample lasts at least `CPU_SAMPLE_S`.
+
+`OperandPool` carves distinct copies of a call's inputs from one random buffer of `POOL_BYTES`;
+`MatmulPrecision` sets the matmul precision of a dtype for a measurement and restores it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from gptperf.measure.calibration_plan import (
+    CPU_MAX_REPEATS,
+    CPU_MIN_REPEATS,
+    CPU_POINT_S,
+    MIB,
+    REPLAYS,
+    TARGET_REPLAY_S,
+)
+from gptperf.measure.timer import time_fn
+from gptperf.runtime import set_matmul_precision
+
+# Capturing a call costs the host ~20 µs (250 for attention's forward + backward) and instantiating
+# the graph grows faster than the calls (1000 one-query attention calls: 68 ms, 200: 4 ms; H200,
+# 2026-12-02); 250 calls of the shortest kernel (~1.2 µs) still amortise the replay's launch to ~1%.
+MAX_CALLS_PER_GRAPH = 250
+MAX_COPIES = 256  # distinct input sets cycled through (Python views: each costs host time)
+CPU_SAMPLE_S = 2e-4  # calls per CPU sample so one sample lasts at least this
+POOL_BYTES = {"cuda": 256 * MIB, "cpu": 64 * MIB}  # cycled inputs: several last-level caches
+ALIGN = 128  # elements between cycled copies (cuBLAS wants 16-byte aligned operands)
+
+Call = Callable[[int], Any]  # call(i): the i-th of back-to-back calls
+
+
+class KernelTimer:
+    """Per-call seconds of back-to-back calls on one device (the module docstring says how); keeps a
+    note for each point that could not be graph-captured and was timed eagerly."""
+
+    def __init__(self, device: torch.device, quick: bool) -> None:
+        self.device = device
+        self.quick = quick
+        self.notes: list[str] = []
+
+    def __call__(self, call: Call, what: str = "") -> float:
+        if self.device.type == "cuda":
+            return self._graph(call, what)
+        return self._loop(call)
+
+    # -- CPU --------------------------------------------------------------------------------
+    def _loop(self, call: Call) -> float:
+        call(0)  # warm-up: allocation, first-touch page faults, lazy initialisation
+        t0 = time.perf_counter()
+        call(1)
+        estimate = max(time.perf_counter() - t0, 1e-7)
+        # a thread woken late can stretch one call by milliseconds: the estimate only sizes the
+        # samples, and the spending stops at the point's budget whatever the first calls took
+        inner = max(1, math.ceil(CPU_SAMPLE_S / estimate))
+        counter = iter(range(2, 1 << 62))
+
+        def sample() -> None:
+            for _ in range(inner):
+                call(next(counter))
+
+        samples = [estimate] if inner == 1 else []  # a slow call: the estimate is a sample too
+        budget = CPU_POINT_S[self.quick]
+        spent = estimate
+        while len(samples) < CPU_MAX_REPEATS and (len(samples) < CPU_MIN_REPEATS or spent < budget):
+            want = CPU_MIN_REPEATS - len(samples) if len(samples) < CPU_MIN_REPEATS else max(
+                1, min(CPU_MAX_REPEATS - len(samples),
+                       int((budget - spent) / (statistics.median(samples) * inner))))
+            timing = time_fn(sample, warmup=0, repeats=want, device=self.device)
+            samples += [s / inner for s in timing.samples]
+            spent += sum(timing.samples)
+        return statistics.median(samples)
+
+    # -- CUDA -------------------------------------------------------------------------------
+    def _graph(self, call: Call, what: str) -> float:
+        device = self.device
+        main = torch.cuda.current_stream(device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(main)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.cuda.stream(side):  # off the capture's stream, as torch's CUDA-graph notes ask
+            call(0)
+            start.record(side)
+            call(1)
+            end.record(side)
+        main.wait_stream(side)
+        end.synchronize()
+        # an upper bound: the host's launch latency is in it for short kernels
+        estimate = max(start.elapsed_time(end) / 1e3, 1e-7)
+        calls = self._calls(estimate)
+        try:
+            graph, replay_s = self._capture(call, calls)
+            # far too short a replay (the estimate had the host's launch gaps in it): again, longer
+            if replay_s < TARGET_REPLAY_S / 4 and calls < MAX_CALLS_PER_GRAPH:
+                calls2 = self._calls(replay_s / calls)
+                if calls2 > calls:
+                    del graph
+                    calls = calls2
+                    graph, replay_s = self._capture(call, calls)
+            times = []
+            for _ in range(REPLAYS):
+                start.record()
+                graph.replay()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            del graph
+            return statistics.median(times) / calls
+        except RuntimeError as err:  # not capturable here: eager calls between events instead
+            torch.cuda.synchronize(device)
+            line = (str(err).strip().splitlines() or [""])[0][:160]
+            self.notes.append(f"{what or 'a point'}: timed eagerly, not in a CUDA graph ({line})")
+            return self._eager(call, calls)
+
+    @staticmethod
+    def _calls(per_call_s: float) -> int:
+        return max(1, min(MAX_CALLS_PER_GRAPH, math.ceil(TARGET_REPLAY_S / max(per_call_s, 1e-8))))
+
+    def _capture(self, call: Call, calls: int) -> tuple[torch.cuda.CUDAGraph, float]:
+        """The graph of `calls` calls and the time of its first (warm-up) replay."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for i in range(calls):
+                call(i)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        return graph, max(start.elapsed_time(end) / 1e3, 1e-9)
+
+    def _eager(self, call: Call, calls: int) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(1 + REPLAYS):
+            start.record()
+            for i in range(calls):
+                call(i)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return statistics.median(times[1:]) / calls
+
+
+def random_tensor(shape: Sequence[int], dtype: torch.dtype, device: torch.device,
+            requires_grad: bool = False) -> torch.Tensor:
+    """Random data (zeros draw less power and some kernels skip them)."""
+    t = torch.empty(tuple(shape), device=device, dtype=dtype).uniform_(-1, 1)
+    return t.requires_grad_(requires_grad)
+
+
+class OperandPool:
+    """One random buffer of POOL_BYTES that distinct copies of a call's inputs are carved from."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.numel = POOL_BYTES[device.type] // dtype.itemsize
+        self._buffer: torch.Tensor | None = None
+
+    def copies(self, shapes: Sequence[Sequence[int]]) -> list[list[torch.Tensor]]:
+        """Distinct tensors of `shapes`, as many sets as fill the pool (MAX_COPIES at most); one
+        freshly made set when two would not fit (such inputs outgrow every cache anyway)."""
+        sizes = [math.ceil(math.prod(s) / ALIGN) * ALIGN for s in shapes]
+        count = min(MAX_COPIES, self.numel // sum(sizes))
+        if count < 2:
+            return [[random_tensor(s, self.dtype, self.device) for s in shapes]]
+        if self._buffer is None:
+            self._buffer = random_tensor((self.numel,), self.dtype, self.device)
+        out, offset = [], 0
+        for _ in range(count):
+            views = []
+            for shape, size in zip(shapes, sizes, strict=True):
+                views.append(self._buffer[offset:offset + math.prod(shape)].view(tuple(shape)))
+                offset += size
+            out.append(views)
+        return out
+
+
+class MatmulPrecision:
+    """set_matmul_precision(dtype) for the measurement, the previous flags back afterwards."""
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+
+    def __enter__(self) -> None:
+        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        set_matmul_precision(self.dtype)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
