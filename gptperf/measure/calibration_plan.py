@@ -25,10 +25,10 @@ DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {"cuda": ("bf16", "fp32"), "cpu": (
 # 12, 27, 45, 23 ms: benchmarks/cpu_calibration_gaps.py), a step that interpolating between
 # 2 and 4 rows cannot see.
 # From 1024 to 16384 rows the GPU's M axis steps by 1.5 and 4/3: between powers of four, fp32
-# cuBLAS switches tile shapes (64×32 to 128×256) and split-K along M, so a layer's time read
-# between 1024, 4096 and 16384 rows missed 12 GPT widths by 6–8% (median, 1-D along M, with or
-# without bias), and by 3% with these points (H200, 2026-12-02; BENCHMARKS.md). Beyond 16384 rows
-# every GPT layer fills the card: time grows with M (the Grid's growth).
+# cuBLAS switches tile shapes (64×32 to 128×256), some split over K, as M grows, so a layer's time
+# read between 1024, 4096 and 16384 rows missed 12 GPT widths by 6–8% (median, 1-D along M, with
+# or without bias), and by 3% with these points (H200, 2026-12-02; BENCHMARKS.md). Beyond 16384
+# rows every GPT layer fills the card: time grows with M (the Grid's growth).
 MATMUL_M = {"cuda": (1, 4, 16, 64, 256, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384),
             "cpu": (1, 2, 3, 4, 16, 64, 256, 1024, 4096)}
 MATMUL_N = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536),
