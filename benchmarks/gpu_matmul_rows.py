@@ -88,6 +88,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the measured rows here (JSON)")
     ap.add_argument("--from", dest="source", type=Path, help="read rows saved by --out instead")
     args = ap.parse_args()
+    if args.source is not None and not args.source.is_file():
+        print(f"error: --from {args.source}: no such file (a JSON list written by --out)", file=sys.stderr)
+        sys.exit(2)
     rows = json.loads(args.source.read_text()) if args.source else measure()
     if args.out:
         tmp = args.out.with_suffix(".tmp")
