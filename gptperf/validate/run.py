@@ -235,6 +235,22 @@ def _hardware(device_name: str, device_type: str, dtype: str, cache: dict[str, A
     return cache[dtype]
 
 
+@dataclass(frozen=True)
+class _Ran:
+    """A case measured in the sweep, with the host's speed then (over the calibration's unit)."""
+
+    case: ValidationCase
+    plan: ExecutionPlan  # the plan that ran
+    step_s: float
+    sampled: float | None  # sampled among its steps
+    after: float | None  # without a sample: probed for a second after them
+    unit_probe: str  # the host model's step both are of
+
+    @property
+    def own_speed(self) -> float | None:
+        return self.sampled if self.sampled is not None else self.after
+
+
 def validate(device: Any = "auto", quick: bool = False, progress: Progress | None = None,
              calibration: Any = None, *, sweep: Sequence[ValidationCase] | None = None,
              isolate: bool = False) -> ValidationResult:
@@ -268,8 +284,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     to_profile: list[tuple[ValidationCase, ExecutionPlan, Any]] = []
 
     sample = host_unit(calibration) is not None
-    # (case, plan that ran, step s, speed sampled, speed probed after, the probe of both)
-    ran: list[tuple[ValidationCase, ExecutionPlan, float, float | None, float | None, str]] = []
+    ran: list[_Ran] = []
     for i, case in enumerate(todo):
         if progress:
             progress("measuring", i, len(todo))
@@ -282,7 +297,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             # short steps), probed for a second after them
             sampled = speed_over(calibration, m.host_step_s, unit_probe)
             after = host_speed(calibration, dev, probe=unit_probe) if sampled is None else None
-            ran.append((case, m.plan, m.step_s, sampled, after, unit_probe))
+            ran.append(_Ran(case, m.plan, m.step_s, sampled, after, unit_probe))
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
         finally:
@@ -290,11 +305,11 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     if progress:
         progress("measuring", len(todo), len(todo))
 
-    own = [probe if probe is not None else after for *_, probe, after, _ in ran]
-    fallback = {p: sweep_host_speed([s for s, r in zip(own, ran, strict=True) if r[-1] == p])
-                for p in {r[-1] for r in ran}}
-    for (case, plan, measured_s, probe, after, unit_probe), speed in zip(ran, own, strict=True):
-        speed = speed if speed is not None else fallback[unit_probe]
+    fallback = {p: sweep_host_speed([r.own_speed for r in ran if r.unit_probe == p])
+                for p in {r.unit_probe for r in ran}}
+    for r in ran:
+        case, plan = r.case, r.plan
+        speed = r.own_speed if r.own_speed is not None else fallback[r.unit_probe]
         try:
             if plan != case.plan:
                 result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
@@ -306,8 +321,8 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             hw = _hardware(dev_name, dev.type, case.workload.dtype, hardware, result.notes)
             w = case.workload
             result.points.append(ValidationPoint(
-                case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, measured_s,
-                expected_s, roofline_case(case, plan, hw), speed, probe, after))
+                case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, r.step_s,
+                expected_s, roofline_case(case, plan, hw), speed, r.sampled, r.after))
             if case.profile and not plan.cuda_graph:
                 to_profile.append((case, plan, exp))
         except Exception as err:  # noqa: BLE001 - a prediction that fails is recorded, not a crash
