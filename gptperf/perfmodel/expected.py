@@ -461,10 +461,6 @@ def call_time(call: KernelCall, cal: Calibration) -> float:
         both = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd_bwd"), call.point)
         f, fb = call_time(fwd, cal), call_time(both, cal)
         return call.count * max(fb - f, 0.5 * f)
-    if call.family == "matmul" and call.key.endswith(BIASED):
-        plain = KernelCall("matmul", call.key[: -len(BIASED)], call.point, call.count)
-        grid = next((k for k in _fallback(plain.key) if k in cal.matmul), plain.key)
-        return call_time(plain, cal) * cal.bias_ratio(grid)
     if call.key.startswith("add_mixed:") and not any(k in cal.vector for k in _fallback(call.key)):
         # a calibration from before the mixed add was measured: charged as a cast, then an add
         act = call.key.split(":", 1)[1]
@@ -475,14 +471,17 @@ def call_time(call: KernelCall, cal: Calibration) -> float:
              "optimizer": cal.optimizer, "gemv": cal.gemv}.get(call.family)
     if table is None:
         raise UserError(f"unknown kernel family {call.family!r}")
-    for key in _fallback(call.key):
+    biased = call.family == "matmul" and call.key.endswith(BIASED)
+    curve = call.key.removesuffix(BIASED) if biased else call.key
+    for key in _fallback(curve):
         if key in table:
             if call.family == "matmul":
-                return call.count * cal.matmul_seconds(key, *call.point)
+                ratio = cal.bias_ratio(key) if biased else 1.0
+                return call.count * cal.matmul_seconds(key, *call.point) * ratio
             return call.count * table[key].at(*call.point)
     known = ", ".join(sorted(table)) or "none"
     raise UserError(f"the calibration of {cal.device_name!r} has no {call.family} curve "
-                    f"{call.key!r} (it has: {known}); run `gptperf calibrate` for this dtype")
+                    f"{curve!r} (it has: {known}); run `gptperf calibrate` for this dtype")
 
 
 # ------------------------------------------------------------------------------------------------
