@@ -142,11 +142,10 @@ def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Pro
     pool = OperandPool(device, tdtype)
 
     def seconds(m: int, n: int, k: int, bias: bool = False) -> float:
-        sets = pool.copies([(m, k), (n, k), (n,)])
+        sets = pool.copies([(m, k), (n, k)] + ([(n,)] if bias else []))  # x, W (and b)
 
         def call(j: int) -> torch.Tensor:
-            x, w, b = sets[j % len(sets)]
-            return F.linear(x, w, b if bias else None)
+            return F.linear(*sets[j % len(sets)])
 
         if record is not None and not bias:
             record.append([m, n, k])
