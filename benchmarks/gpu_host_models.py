@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from gptperf.measure.calibrate import HOST_LAYERS, _host_groups, fit_line, time_host_parts
+from gptperf.measure.calibrate import HOST_LAYERS, host_groups, fit_line, time_host_parts
 from gptperf.model import preset
 from gptperf.perfmodel import Workload
 from gptperf.plan import EAGER, ExecutionPlan
@@ -43,7 +43,7 @@ def main() -> int:
         config = preset(model)
         step = build_step(config, Workload(kind, batch, seq, dtype), ExecutionPlan.eager(), dev)
         parts = [PART[kind]] + (["prefill"] if kind == "prefill" else [])
-        host_parts = _host_groups(dtype, EAGER, dev, "inference")  # the calibration's own parts
+        host_parts = host_groups(dtype, EAGER, dev, "inference")  # the calibration's own parts
         groups: dict[int, dict[str, Callable[[], None]]] = {
             n: {p: host_parts[n][p] for p in parts} for n in HOST_LAYERS}
         groups[0] = {"case": step.step}  # the case's own step in the same rounds: same host speed

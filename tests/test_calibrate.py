@@ -42,7 +42,8 @@ CPU = torch.device("cpu")
 KERNELS_MODULE = "gptperf.measure.calibrate_kernels"
 
 
-def fake_kernels(device: Any, dtypes: Any = None, quick: bool = False, progress: Any = None) -> dict[str, Any]:
+def fake_kernels(device: Any, dtypes: Any = None, quick: bool = False, progress: Any = None,
+                 lock: Any = None) -> dict[str, Any]:
     """What measure_kernels returns, tiny and made up (times grow with the work)."""
     dtypes = tuple(dtypes or ("fp32",))
     if progress:
@@ -320,7 +321,7 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
         def step_s(self) -> float:
             return 1e-3
 
-    monkeypatch.setattr(cal_mod, "_host_groups", fake_groups)
+    monkeypatch.setattr(cal_mod, "host_groups", fake_groups)
     monkeypatch.setattr(cal_mod, "time_host_parts", fake_time)
     monkeypatch.setattr(cal_mod, "HostSampler", FakeSampler)
     monkeypatch.setattr(cal_mod, "time", SimpleNamespace(perf_counter=lambda: now[0]))

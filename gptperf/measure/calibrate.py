@@ -23,6 +23,8 @@ per "<component>:<phase>" they keep kernels and seconds by class (matmul, attent
 profiling times its steps through this package, so it cannot be imported here (sub-packages
 never depend on each other both ways): the caller hands its functions in (`ProfilerHooks`,
 `gptperf.profiling.hooks.profiler_hooks()`); without them the recordings are left out, noted.
+On CUDA the compiled jobs' and recordings' steps are compiled ahead by a side process while the
+kernels are timed (`compile_warmup`), so their own compiles here find inductor's caches warm.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from gptperf import names
 from gptperf.dtypes import check_dtype
 from gptperf.envinfo import device_name
 from gptperf.errors import UserError
+from gptperf.measure.compile_warmup import CompileWarmup
+from gptperf.measure.gpu_lock import NO_LOCK
 from gptperf.measure.launch_gap import measure_launch_gap
 from gptperf.measure.probe import (
     UNIT_KEYS,
@@ -91,6 +95,12 @@ RECORD_SHAPE: dict[str, int] = {"n_layer": 2, "n_embd": 512, "n_head": 8, "vocab
 # scaling them by bytes to other shapes holds
 RECORD_BATCH, RECORD_SEQ = 8, 512
 RECORD_STEPS = 3  # profiled (active) steps
+HOST_JOBS: tuple[str, ...] = ("train", "inference")  # each mode's host jobs, in this order
+
+
+def record_kinds(quick: bool) -> tuple[str, ...]:
+    """The workloads the compiled recordings profile, in this order."""
+    return ("train",) if quick else ("train", "forward")
 
 # Seconds allowed for the compiled sections on CUDA (the whole calibration: <= 120 s on an H200).
 # Host jobs: the first always runs, a later one only while compiling so far is under the budget.
@@ -269,7 +279,7 @@ def time_host_parts(groups: dict[int, Parts], timed: Sequence[str], device: torc
     return {n: {p: statistics.median(s) for p, s in by_part.items()} for n, by_part in samples.items()}
 
 
-def _host_groups(dtype: str, mode: str, device: torch.device, what: str) -> dict[int, Parts]:
+def host_groups(dtype: str, mode: str, device: torch.device, what: str) -> dict[int, Parts]:
     """Per block count, the parts of the train steps (`what` "train") or the inference steps."""
     groups: dict[int, Parts] = {}
     for n in HOST_LAYERS:
@@ -298,9 +308,9 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
     dtypes = list(dtypes)
     compiled = device.type == "cuda" if compiled is None else compiled
     repeats = HOST_QUICK_REPEATS if quick else HOST_REPEATS
-    jobs = [(EAGER, dt, what) for dt in dtypes for what in ("train", "inference")]
+    jobs = [(EAGER, dt, what) for dt in dtypes for what in HOST_JOBS]
     if compiled and COMPILED_DTYPE in dtypes:
-        jobs += [(COMPILED, COMPILED_DTYPE, what) for what in ("train", "inference")]
+        jobs += [(COMPILED, COMPILED_DTYPE, what) for what in HOST_JOBS]
     measured: list[HostJob] = []
     job_units: dict[str, float] = {}
     notes: list[str] = []
@@ -321,7 +331,7 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
         def measure(dtype: str = dtype, mode: str = mode, what: str = what, timed: list[str] = timed,
                     warmup: int = warmup, probe: str = probe,
                     ) -> tuple[tuple[dict[int, dict[str, float]], float], list[str]]:
-            groups = _host_groups(dtype, mode, device, what)
+            groups = host_groups(dtype, mode, device, what)
             # warmed up first (a compiled part compiles in its first call)
             time_host_parts(groups, [], device, warmup=warmup, repeats=0)
             # the unit sampled among the rounds, as validate samples the host among a case's
@@ -477,7 +487,7 @@ def record_compiled_steps(device: torch.device, hooks: ProfilerHooks | None, *, 
         return {}, ["compiled recordings left out: calibrate() was given no profiler hooks "
                     "(gptperf.profiling.hooks.profiler_hooks())"]
     config = record_config()
-    kinds = ["train"] if quick else ["train", "forward"]
+    kinds = record_kinds(quick)
     out: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     spent = last = 0.0
@@ -541,9 +551,11 @@ def _guarded(what: str, run: Callable[[], tuple[Any, list[str]]], empty: Any) ->
 
 def calibrate(device: torch.device | str = "auto", quick: bool = False,
               progress: Progress | None = None, dtypes: Sequence[str] | None = None, *,
-              hooks: ProfilerHooks | None = None) -> Calibration:
+              hooks: ProfilerHooks | None = None, warm_compiles: bool = True) -> Calibration:
     """Measure this device's Calibration: kernel curves, host costs and (CUDA, with `hooks`)
-    compiled recordings; see the module docstring. `dtypes` default: `DEFAULT_DTYPES`."""
+    compiled recordings; see the module docstring. `dtypes` default: `DEFAULT_DTYPES`.
+    `warm_compiles` (CUDA): compile the compiled jobs' steps ahead in a side process while the
+    kernels are timed (`compile_warmup`)."""
     from gptperf.measure import calibrate_kernels
 
     device = as_device(device)
@@ -558,10 +570,17 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         notes.append(busy)
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     first = take_probe(device)
+    # the compiled jobs' compilation, in a side process while the kernels are timed
+    warmup = (CompileWarmup.start(device.index, quick)
+              if warm_compiles and device.type == "cuda" and COMPILED_DTYPE in dtypes else None)
     try:
-        kernels = calibrate_kernels.measure_kernels(device, dtypes=dtypes, quick=quick,
-                                                    progress=progress)
+        kernels = calibrate_kernels.measure_kernels(
+            device, dtypes=dtypes, quick=quick, progress=progress,
+            lock=warmup.lock if warmup is not None else NO_LOCK)
         notes += list(kernels.get("notes", []))
+        if warmup is not None:  # nothing else shares the GPU or the host from here on
+            notes.append(warmup.finish())
+            warmup = None
         launch: dict[str, Any] = {"gap_s": 0.0}
         if device.type == "cuda":
             launch, gap_notes = _guarded("the launch gap", lambda: (measure_launch_gap(device), []),
@@ -584,6 +603,8 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
             host_notes += rec_notes
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        if warmup is not None:  # the kernels failed: the side process is not waited for
+            warmup.finish(timeout_s=0.0)
     last = take_probe(device)
     seconds = time.perf_counter() - start
     notes += host_notes

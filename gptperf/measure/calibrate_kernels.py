@@ -67,6 +67,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     optimizer_axes,
     optimizer_params,
 )
+from gptperf.measure.gpu_lock import NO_LOCK, GpuLock
 from gptperf.measure.kernel_timer import (
     POOL_BYTES,
     Call,
@@ -592,17 +593,18 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
 
 
 def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bool = False,
-                    progress: Progress | None = None) -> dict[str, Any]:
+                    progress: Progress | None = None, lock: GpuLock = NO_LOCK) -> dict[str, Any]:
     """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
     "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
     measured (as `planned_shapes`), "notes": [str], "seconds": wall time, "family_seconds": wall
     time per family, and on CUDA "matmul_waves": {dtype: waves kept by the off-grid probes} and
     "matmul_bias": {dtype: a bias's cost, `matmul_bias`}}. On a
-    CPU every point is measured in CPU_PASSES passes, merged (`merge_passes`)."""
+    CPU every point is measured in CPU_PASSES passes, merged (`merge_passes`). `lock` is held while
+    each point is timed (`KernelTimer`)."""
     device = as_device(device)
     dtypes = _check_dtypes(dtypes)
     start = time.perf_counter()
-    timer = KernelTimer(device, quick)
+    timer = KernelTimer(device, quick, lock)
     notes: list[str] = []
     usable = []
     for dtype in dtypes:

@@ -31,6 +31,7 @@ from gptperf.measure.calibration_plan import (
     REPLAYS,
     TARGET_REPLAY_S,
 )
+from gptperf.measure.gpu_lock import NO_LOCK, GpuLock
 from gptperf.measure.timer import time_fn
 from gptperf.runtime import set_matmul_precision
 
@@ -48,17 +49,20 @@ Call = Callable[[int], Any]  # call(i): the i-th of back-to-back calls
 
 class KernelTimer:
     """Per-call seconds of back-to-back calls on one device (the module docstring says how); keeps a
-    note for each point that could not be graph-captured and was timed eagerly."""
+    note for each point that could not be graph-captured and was timed eagerly. `lock`: held
+    while a point is timed (`gpu_lock`: another process shares the GPU)."""
 
-    def __init__(self, device: torch.device, quick: bool) -> None:
+    def __init__(self, device: torch.device, quick: bool, lock: GpuLock = NO_LOCK) -> None:
         self.device = device
         self.quick = quick
+        self.lock = lock
         self.notes: list[str] = []
 
     def __call__(self, call: Call, what: str = "") -> float:
-        if self.device.type == "cuda":
-            return self._graph(call, what)
-        return self._loop(call)
+        with self.lock:
+            if self.device.type == "cuda":
+                return self._graph(call, what)
+            return self._loop(call)
 
     # -- CPU --------------------------------------------------------------------------------
     def _loop(self, call: Call) -> float:

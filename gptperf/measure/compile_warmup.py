@@ -1,0 +1,79 @@
+"""Compiling ahead, beside a GPU calibration: a side process (`compile_warmup_child`) compiles the
+steps whose compiled host cost and kernels the calibration measures last, while the calibration
+times its kernels, so that its own compiles find inductor's caches warm.
+
+On an H200 machine with a slow host the compiles were a third of a calibration (2026-12-02: the
+compiled train job 31 s with its compilation, the recordings 13 s, of 119 s; the compiled
+inference job left out for time). The side process's GPU work waits for the calibration's
+`GpuLock`, which the calibration holds while it times a kernel, and the calibration waits for the
+side process before it measures anything on the host (`finish`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gptperf.measure.gpu_lock import LOCK_ENV, GpuLock, available
+
+CHILD_MODULE = "gptperf.measure.compile_warmup_child"
+# inductor's compile workers in the side process: fewer than an H200 machine's 16 cores, so the
+# calibration's own host work (CUDA-graph capture, cuDNN's plans) keeps its cores
+COMPILE_THREADS = 4
+WAIT_S = 180.0  # the longest the calibration waits for it after timing its kernels
+
+
+class CompileWarmup:
+    """The side process, started by `start` with its lock; `finish` waits for it and says how it went."""
+
+    def __init__(self, argv: list[str], lock_dir: Path) -> None:
+        self._dir = lock_dir
+        self.lock = GpuLock(lock_dir / "gpu.lock")
+        self._log = (lock_dir / "warmup.log").open("w+b")
+        env = dict(os.environ, **{LOCK_ENV: str(self.lock.path)})
+        env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(COMPILE_THREADS))
+        self.started = time.perf_counter()
+        self._proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=self._log)
+
+    @classmethod
+    def start(cls, device_index: int | None, quick: bool,
+              argv: list[str] | None = None) -> CompileWarmup | None:
+        """The side process for CUDA device `device_index`, or None where this platform has no
+        lock to share the GPU by. `argv`: another command (tests)."""
+        if not available():
+            return None
+        if argv is None:
+            argv = [sys.executable, "-m", CHILD_MODULE,
+                    "cuda" if device_index is None else f"cuda:{device_index}"]
+            argv += ["quick"] if quick else []
+        return cls(argv, Path(tempfile.mkdtemp(prefix="gptperf-warmup-")))
+
+    def finish(self, timeout_s: float = WAIT_S) -> str:
+        """Wait for the side process (killed after `timeout_s`); a note saying how it went."""
+        waited = time.perf_counter()
+        try:
+            code = self._proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+            code = None
+        took = time.perf_counter() - self.started
+        waited = time.perf_counter() - waited
+        self._log.seek(0)
+        tail = self._log.read().decode(errors="replace").strip().splitlines()
+        self._log.close()
+        for path in self._dir.iterdir():
+            path.unlink(missing_ok=True)
+        self._dir.rmdir()
+        head = f"compile caches warmed in a side process: {took:.0f} s, {waited:.0f} s of it waited for"
+        if code is None:
+            return f"{head}; stopped after {timeout_s:.0f} s (the calibration compiles cold)"
+        if code != 0:
+            last = tail[-1][:200] if tail else "no output"
+            return f"{head}; it failed, exit {code}: {last} (the calibration compiles cold)"
+        return head

@@ -1,0 +1,68 @@
+"""One GPU shared by two processes of a calibration, in turns: the calibration holds this lock while
+it times a kernel, and the side process that warms the compile caches (`compile_warmup`) holds it
+while it benchmarks on the GPU, so neither times the other's kernels (two processes' kernels on one
+GPU are time-sliced: each slows the other's)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, and no side process is started (`available`)
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_ENV = "GPTPERF_GPU_LOCK"  # the lock file's path, handed to the side process
+
+
+def available() -> bool:
+    """Whether this platform has the lock (POSIX `flock`)."""
+    return fcntl is not None
+
+
+class GpuLock:
+    """An exclusive `flock` on `path`, re-entrant within one holder; `None`: a lock that never
+    waits (nothing shares the GPU)."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = None if path is None or fcntl is None else Path(path)
+        self._fd: int | None = None
+        self._depth = 0
+
+    def __enter__(self) -> GpuLock:
+        if self.path is not None:
+            if self._depth == 0:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self._depth += 1
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.path is None or self._depth == 0:
+            return
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def held_elsewhere(self) -> bool:
+        """Whether another holder has the lock now (a try that gives it straight back)."""
+        if self.path is None or self._depth:
+            return False
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
+
+NO_LOCK = GpuLock(None)

@@ -1,0 +1,151 @@
+"""The GPU lock two processes of a calibration share, the side process that compiles ahead, and the
+calibration's kernel timer holding the lock (CPU stand-ins: the GPU run is in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from gptperf.measure import compile_warmup_child as child
+from gptperf.measure.calibrate import (
+    COMPILED_DTYPE,
+    HOST_JOBS,
+    RECORD_BATCH,
+    RECORD_SEQ,
+    record_config,
+    record_kinds,
+)
+from gptperf.measure.compile_warmup import CompileWarmup
+from gptperf.measure.gpu_lock import LOCK_ENV, NO_LOCK, GpuLock, available
+from gptperf.measure.kernel_timer import KernelTimer
+from gptperf.plan import COMPILED
+
+pytestmark = pytest.mark.skipif(not available(), reason="no flock on this platform")
+
+
+def test_lock_excludes_another_holder_and_is_reentrant(tmp_path):
+    path = tmp_path / "gpu.lock"
+    mine, other = GpuLock(path), GpuLock(path)
+    assert not other.held_elsewhere()
+    with mine:
+        assert other.held_elsewhere()
+        with mine:  # re-entrant: the inner exit keeps it held
+            pass
+        assert other.held_elsewhere()
+    assert not other.held_elsewhere()
+    with NO_LOCK, NO_LOCK:  # never waits, never held
+        assert not NO_LOCK.held_elsewhere()
+
+
+def test_lock_waits_for_another_process(tmp_path):
+    path = tmp_path / "gpu.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from gptperf.measure.gpu_lock import GpuLock\n"
+         f"with GpuLock({str(path)!r}):\n    print('held', flush=True); time.sleep(0.6)"],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    t0 = time.perf_counter()
+    with GpuLock(path):
+        waited = time.perf_counter() - t0
+    holder.wait(timeout=10)
+    assert waited > 0.3
+
+
+def test_side_process_gets_the_lock_path_and_its_failure_is_a_note():
+    script = f"import os, sys; sys.stderr.write('lock at ' + os.environ[{LOCK_ENV!r}]); sys.exit(5)"
+    warmup = CompileWarmup.start(0, False, argv=[sys.executable, "-c", script])
+    lock_path = warmup.lock.path
+    note = warmup.finish()
+    assert f"failed, exit 5: lock at {lock_path}" in note
+    assert not lock_path.parent.exists()  # its folder is removed
+
+
+def test_side_process_finished_or_stopped():
+    ok = CompileWarmup.start(None, True, argv=[sys.executable, "-c", "pass"]).finish()
+    assert ok.startswith("compile caches warmed in a side process") and "failed" not in ok
+    slow = CompileWarmup.start(None, True, argv=[sys.executable, "-c", "import time; time.sleep(30)"])
+    t0 = time.perf_counter()
+    note = slow.finish(timeout_s=0.2)
+    assert "stopped after 0 s" in note and time.perf_counter() - t0 < 10
+
+
+def test_the_child_command_names_the_device_and_quick():
+    seen = {}
+
+    class Recorder(CompileWarmup):
+        def __init__(self, argv, lock_dir):
+            seen["argv"] = argv
+            lock_dir.rmdir()
+
+    Recorder.start(1, True)
+    assert seen["argv"][1:] == ["-m", "gptperf.measure.compile_warmup_child", "cuda:1", "quick"]
+
+
+def test_kernel_timer_holds_the_lock_while_it_times(tmp_path):
+    path = tmp_path / "gpu.lock"
+    other = GpuLock(path)
+    held = []
+    timer = KernelTimer(torch.device("cpu"), quick=True, lock=GpuLock(path))
+
+    def call(j):
+        held.append(other.held_elsewhere())
+
+    timer(call)
+    assert held and all(held)
+    assert not other.held_elsewhere()
+
+
+def test_autotuning_in_the_child_holds_the_lock(tmp_path, monkeypatch):
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+
+    monkeypatch.setattr(CachingAutotuner, "benchmark_all_configs",
+                        lambda self, *a, **k: other.held_elsewhere())
+    path = tmp_path / "gpu.lock"
+    other = GpuLock(path)
+    assert child.autotune_inside(GpuLock(path))
+    assert CachingAutotuner.benchmark_all_configs(object()) is True  # held while it benchmarks
+    assert not other.held_elsewhere()
+
+
+def test_the_child_refuses_a_torch_without_the_autotuner_method(monkeypatch):
+    monkeypatch.setattr(child, "autotune_inside", lambda lock: False)
+    assert child.main(["cpu"]) == child.NO_AUTOTUNER
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_child_compiles_what_the_calibration_compiles(monkeypatch, quick):
+    """Same builders, same shapes: the host jobs' groups in compiled mode and the recordings' steps."""
+    groups, built, order = [], [], []
+
+    def fake_groups(dtype, mode, device, what):
+        groups.append((dtype, mode, what))
+        return {1: {"fwd": lambda: order.append(("host", what))}}
+
+    class FakeStep:
+        def __init__(self, kind):
+            self.kind = kind
+
+        def step(self):
+            order.append(("record", self.kind))
+
+    def fake_build(config, workload, plan, device):
+        built.append((config.name, workload.kind, workload.batch, workload.seq, workload.dtype,
+                      plan.compiled))
+        return FakeStep(workload.kind)
+
+    monkeypatch.setattr(child, "host_groups", fake_groups)
+    monkeypatch.setattr("gptperf.steps.build.build_step", fake_build)
+    monkeypatch.setattr(torch.compiler, "reset", lambda: order.append(("reset",)))
+    child.warm(torch.device("cpu"), quick, NO_LOCK)
+    assert groups == [(COMPILED_DTYPE, COMPILED, what) for what in HOST_JOBS]
+    assert built == [(record_config().name, kind, RECORD_BATCH, RECORD_SEQ, COMPILED_DTYPE, True)
+                     for kind in record_kinds(quick)]
+    assert [o for o in order if o[0] == "record"] == [("record", k) for k in record_kinds(quick)
+                                                      for _ in range(2)]
+    # dynamo is reset before each recording, as the recording's provenance does
+    assert [order[i + 1] for i, o in enumerate(order) if o == ("reset",)] == [
+        ("record", k) for k in record_kinds(quick)]
