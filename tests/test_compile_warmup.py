@@ -19,7 +19,7 @@ from gptperf.measure.calibrate import (
     record_config,
     record_kinds,
 )
-from gptperf.measure.compile_warmup import CompileWarmup
+from gptperf.measure.compile_warmup import DONE, CompileWarmup
 from gptperf.measure.gpu_lock import LOCK_ENV, NO_LOCK, GpuLock, available
 from gptperf.measure.kernel_timer import KernelTimer
 from gptperf.plan import COMPILED
@@ -65,8 +65,9 @@ def test_side_process_gets_the_lock_path_and_its_failure_is_a_note():
 
 
 def test_side_process_finished_or_stopped():
-    ok = CompileWarmup.start(None, True, argv=[sys.executable, "-c", "pass"]).finish()
-    assert ok.startswith("compile caches warmed in a side process") and "failed" not in ok
+    script = f"import sys; sys.stderr.write('compiling\\n{DONE} 12.5 s\\n')"
+    ok = CompileWarmup.start(None, True, argv=[sys.executable, "-c", script]).finish()
+    assert ok.startswith("compiled jobs compiled ahead in a side process: 12.5 s, beside")
     slow = CompileWarmup.start(None, True, argv=[sys.executable, "-c", "import time; time.sleep(30)"])
     t0 = time.perf_counter()
     note = slow.finish(timeout_s=0.2)

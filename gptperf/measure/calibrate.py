@@ -571,7 +571,8 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     first = take_probe(device)
     # the compiled jobs' compilation, in a side process while the kernels are timed
-    warmup = (CompileWarmup.start(device.index, quick)
+    warmup = (CompileWarmup.start(torch.cuda.current_device() if device.index is None else device.index,
+                                  quick)
               if warm_compiles and device.type == "cuda" and COMPILED_DTYPE in dtypes else None)
     try:
         kernels = calibrate_kernels.measure_kernels(

@@ -21,6 +21,7 @@ from pathlib import Path
 from gptperf.measure.gpu_lock import LOCK_ENV, GpuLock, available
 
 CHILD_MODULE = "gptperf.measure.compile_warmup_child"
+DONE = "compiled ahead in"  # the side process's last line on stderr, with the seconds it took
 # inductor's compile workers in the side process: fewer than an H200 machine's 16 cores, so the
 # calibration's own host work (CUDA-graph capture, cuDNN's plans) keeps its cores
 COMPILE_THREADS = 4
@@ -62,7 +63,6 @@ class CompileWarmup:
             self._proc.kill()
             self._proc.wait()
             code = None
-        took = time.perf_counter() - self.started
         waited = time.perf_counter() - waited
         self._log.seek(0)
         tail = self._log.read().decode(errors="replace").strip().splitlines()
@@ -70,10 +70,12 @@ class CompileWarmup:
         for path in self._dir.iterdir():
             path.unlink(missing_ok=True)
         self._dir.rmdir()
-        head = f"compile caches warmed in a side process: {took:.0f} s, {waited:.0f} s of it waited for"
+        head = "compiled jobs compiled ahead in a side process"
         if code is None:
-            return f"{head}; stopped after {timeout_s:.0f} s (the calibration compiles cold)"
+            return (f"{head}: stopped after {timeout_s:.0f} s of waiting (the calibration "
+                    "compiles what it did not)")
         if code != 0:
             last = tail[-1][:200] if tail else "no output"
-            return f"{head}; it failed, exit {code}: {last} (the calibration compiles cold)"
-        return head
+            return f"{head}: it failed, exit {code}: {last} (the calibration compiles cold)"
+        took = tail[-1].removeprefix(DONE).strip() if tail and tail[-1].startswith(DONE) else "?"
+        return f"{head}: {took}, beside the kernels' timing; {waited:.0f} s waited for at their end"

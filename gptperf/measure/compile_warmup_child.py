@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from gptperf.measure.calibrate import (
     record_kinds,
     time_host_parts,
 )
+from gptperf.measure.compile_warmup import DONE
 from gptperf.measure.gpu_lock import LOCK_ENV, GpuLock
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import COMPILED, ExecutionPlan
@@ -88,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("this torch has no CachingAutotuner.benchmark_all_configs to hold the GPU "
                          "lock in\n")
         return NO_AUTOTUNER
+    start = time.perf_counter()
     device = torch.device(args[0] if args else "cuda")
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     warm(device, "quick" in args[1:], lock)
+    sys.stderr.write(f"{DONE} {time.perf_counter() - start:.1f} s\n")  # the parent's note reads it
     return 0
 
 
