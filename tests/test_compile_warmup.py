@@ -100,6 +100,20 @@ def test_kernel_timer_holds_the_lock_while_it_times(tmp_path):
     assert not other.held_elsewhere()
 
 
+def test_suspend_gives_the_lock_up_and_resume_takes_it_back_at_its_depth(tmp_path):
+    path = tmp_path / "gpu.lock"
+    mine, other = GpuLock(path), GpuLock(path)
+    assert mine.suspend() == 0  # not held: nothing to give up
+    mine.resume(0)
+    assert not other.held_elsewhere()
+    with mine, mine:
+        depth = mine.suspend()
+        assert depth == 2 and not other.held_elsewhere()
+        mine.resume(depth)
+        assert other.held_elsewhere()
+    assert not other.held_elsewhere()  # both exits matched the depth resumed
+
+
 def test_autotuning_in_the_child_holds_the_lock(tmp_path, monkeypatch):
     from torch._inductor.runtime.triton_heuristics import CachingAutotuner
 
@@ -107,24 +121,51 @@ def test_autotuning_in_the_child_holds_the_lock(tmp_path, monkeypatch):
                         lambda self, *a, **k: other.held_elsewhere())
     path = tmp_path / "gpu.lock"
     other = GpuLock(path)
-    assert child.autotune_inside(GpuLock(path))
+    child.autotune_inside(GpuLock(path))
     assert CachingAutotuner.benchmark_all_configs(object()) is True  # held while it benchmarks
     assert not other.held_elsewhere()
 
 
-def test_the_child_refuses_a_torch_without_the_autotuner_method(monkeypatch):
-    monkeypatch.setattr(child, "autotune_inside", lambda lock: False)
-    assert child.main(["cpu"]) == child.NO_AUTOTUNER
+def test_a_real_compile_gives_the_lock_up_and_the_compiled_run_holds_it(tmp_path):
+    """torch's own compile callbacks, around a real dynamo compile (the eager backend: no C++)."""
+    assert child.can_share()
+    path = tmp_path / "gpu.lock"
+    mine, other = GpuLock(path), GpuLock(path)
+    seen = {}
+
+    def backend(gm, inputs):
+        seen["compiling"] = other.held_elsewhere()
+        return gm.forward
+
+    def f(x):
+        return torch.sin(x) + 1
+
+    torch.compiler.reset()
+    compiled = torch.compile(f, backend=backend)
+    with mine, child.released_while_compiling(mine):
+        compiled(torch.randn(4))
+        assert other.held_elsewhere()  # taken back at the compile's end, before the run
+    torch.compiler.reset()
+    assert seen["compiling"] is False
+    assert not other.held_elsewhere()
+
+
+def test_the_child_refuses_a_torch_without_the_hooks(monkeypatch):
+    monkeypatch.setattr(child, "can_share", lambda: False)
+    assert child.main(["cpu"]) == child.NO_HOOKS
 
 
 @pytest.mark.parametrize("quick", [False, True])
-def test_the_child_compiles_what_the_calibration_compiles(monkeypatch, quick):
-    """Same builders, same shapes: the host jobs' groups in compiled mode and the recordings' steps."""
-    groups, built, order = [], [], []
+def test_the_child_compiles_what_the_calibration_compiles(monkeypatch, tmp_path, quick):
+    """Same builders, same shapes: the host jobs' groups in compiled mode and the recordings' steps,
+    each run holding the lock."""
+    groups, built, order, held = [], [], [], []
+    path = tmp_path / "gpu.lock"
+    other = GpuLock(path)
 
     def fake_groups(dtype, mode, device, what):
         groups.append((dtype, mode, what))
-        return {1: {"fwd": lambda: order.append(("host", what))}}
+        return {1: {"fwd": lambda: (order.append(("host", what)), held.append(other.held_elsewhere()))}}
 
     class FakeStep:
         def __init__(self, kind):
@@ -132,6 +173,7 @@ def test_the_child_compiles_what_the_calibration_compiles(monkeypatch, quick):
 
         def step(self):
             order.append(("record", self.kind))
+            held.append(other.held_elsewhere())
 
     def fake_build(config, workload, plan, device):
         built.append((config.name, workload.kind, workload.batch, workload.seq, workload.dtype,
@@ -141,7 +183,8 @@ def test_the_child_compiles_what_the_calibration_compiles(monkeypatch, quick):
     monkeypatch.setattr(child, "host_groups", fake_groups)
     monkeypatch.setattr("gptperf.steps.build.build_step", fake_build)
     monkeypatch.setattr(torch.compiler, "reset", lambda: order.append(("reset",)))
-    child.warm(torch.device("cpu"), quick, NO_LOCK)
+    child.warm(torch.device("cpu"), quick, GpuLock(path))
+    assert held and all(held) and not other.held_elsewhere()
     assert groups == [(COMPILED_DTYPE, COMPILED, what) for what in HOST_JOBS]
     assert built == [(record_config().name, kind, RECORD_BATCH, RECORD_SEQ, COMPILED_DTYPE, True)
                      for kind in record_kinds(quick)]

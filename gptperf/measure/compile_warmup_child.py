@@ -2,20 +2,26 @@
 recordings' steps of `calibrate` exactly as the calibration will (same builders, same shapes,
 same inductor settings), so that inductor's on-disk caches hold them when it does.
 
-Its GPU work is a few steps of each and inductor's autotuning of the kernels it generated (tens of
-milliseconds a kernel); the autotuning waits for the calibration's `GpuLock` (from
-$GPTPERF_GPU_LOCK), so no kernel of the calibration is timed beside it. That takes one patch, made
-in this process only: inductor's `CachingAutotuner.benchmark_all_configs` runs inside the lock.
-Where this torch lacks that method the process compiles nothing and exits 3.
+It holds the calibration's `GpuLock` (from $GPTPERF_GPU_LOCK) for all its work but the compiling:
+a compile (dynamo's trace, AOT autograd, inductor, a backward compiled lazily) gives the lock up
+from its start to its end, through torch's compile callbacks (`torch._dynamo.callback_handler`),
+so the calibration times kernels while this process compiles and never while it runs kernels of
+its own (two processes' kernels on one GPU are time-sliced). Inductor's autotuning of a generated
+kernel runs at the kernel's first call, so under the lock; should a compile autotune, the
+autotuner holds the lock too — one patch, made in this process only:
+`CachingAutotuner.benchmark_all_configs` runs inside the lock. Where this torch lacks the
+callbacks or that method, the process compiles nothing and exits 3.
 
     python -m gptperf.measure.compile_warmup_child cuda:0 [quick]
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -37,59 +43,101 @@ from gptperf.perfmodel.workload import Workload
 from gptperf.plan import COMPILED, ExecutionPlan
 from gptperf.runtime import synchronize
 
-NO_AUTOTUNER = 3  # exit status: this torch has no autotuner method to hold the lock in
+NO_HOOKS = 3  # exit status: this torch lacks the compile callbacks or the autotuner method
 
 
-def autotune_inside(lock: GpuLock) -> bool:
-    """Make inductor's autotuning of a generated kernel hold `lock`; False where it cannot."""
+def _callback_handler() -> Any:
+    handler = getattr(getattr(torch, "_dynamo", None), "callback_handler", None)
+    needed = ("register_start_callback", "register_end_callback", "remove_start_callback",
+              "remove_end_callback")
+    return handler if handler is not None and all(hasattr(handler, n) for n in needed) else None
+
+
+def can_share() -> bool:
+    """Whether this torch has what the process needs to share the GPU: compile callbacks and the
+    autotuner method."""
     try:
         from torch._inductor.runtime.triton_heuristics import CachingAutotuner
     except ImportError:
         return False
-    original = getattr(CachingAutotuner, "benchmark_all_configs", None)
-    if original is None:
-        return False
+    return _callback_handler() is not None and hasattr(CachingAutotuner, "benchmark_all_configs")
+
+
+def autotune_inside(lock: GpuLock) -> None:
+    """Make inductor's autotuning of a generated kernel hold `lock` (`can_share` first)."""
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+
+    original = CachingAutotuner.benchmark_all_configs
 
     def benchmark_all_configs(self: Any, *args: Any, **kwargs: Any) -> Any:
         with lock:
             return original(self, *args, **kwargs)
 
     CachingAutotuner.benchmark_all_configs = benchmark_all_configs
-    return True
+
+
+@contextlib.contextmanager
+def released_while_compiling(lock: GpuLock) -> Iterator[None]:
+    """Inside: `lock` is given up from each compile's start to its end (`can_share` first). Torch
+    clears its callbacks when dynamo is reset, so a block must not span a `torch.compiler.reset`."""
+    handler = _callback_handler()
+    depths: list[int] = []
+
+    def started(*_: Any) -> None:
+        depths.append(lock.suspend())
+
+    def ended(*_: Any) -> None:
+        if depths:
+            lock.resume(depths.pop())
+
+    handler.register_start_callback(started)
+    handler.register_end_callback(ended)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # gone if torch cleared them
+            handler.remove_start_callback(started)
+        with contextlib.suppress(ValueError):
+            handler.remove_end_callback(ended)
 
 
 def warm(device: torch.device, quick: bool, lock: GpuLock) -> None:
     """Compile what `calibrate.measure_host` compiles (its compiled jobs, warmed up as it warms
-    them) and what `calibrate.record_compiled_steps` compiles (two steps of each recording)."""
-    for what in HOST_JOBS:
-        groups = host_groups(COMPILED_DTYPE, COMPILED, device, what)
-        time_host_parts(groups, [], device, warmup=COMPILED_WARMUP, repeats=0)
-        del groups
+    them) and what `calibrate.record_compiled_steps` compiles (two steps of each recording),
+    holding `lock` but while compiling."""
     from gptperf.steps.build import build_step
 
-    config = record_config()
-    for kind in record_kinds(quick):
-        # each recording starts from a reset dynamo (`profiling.provenance`): without it the
-        # frames compiled above for the host model would recompile here with dynamic sizes
-        torch.compiler.reset()
-        plan = ExecutionPlan.default(kind, device.type, compile=True, attention=config.attention)
-        step = build_step(config, Workload(kind, RECORD_BATCH, RECORD_SEQ, COMPILED_DTYPE), plan,
-                          device)
-        step.step()  # compiles; its one run of the step is a few milliseconds
-        with lock:  # a second step runs what the first compiled lazily (the recording runs two)
-            step.step()
-            synchronize(device)
-        del step
+    with lock:
+        with released_while_compiling(lock):
+            for what in HOST_JOBS:
+                groups = host_groups(COMPILED_DTYPE, COMPILED, device, what)
+                time_host_parts(groups, [], device, warmup=COMPILED_WARMUP, repeats=0)
+                del groups
+        config = record_config()
+        for kind in record_kinds(quick):
+            # each recording starts from a reset dynamo (`profiling.provenance`): without it the
+            # frames compiled above for the host model would recompile here with dynamic sizes
+            torch.compiler.reset()
+            with released_while_compiling(lock):
+                plan = ExecutionPlan.default(kind, device.type, compile=True,
+                                             attention=config.attention)
+                workload = Workload(kind, RECORD_BATCH, RECORD_SEQ, COMPILED_DTYPE)
+                step = build_step(config, workload, plan, device)
+                for _ in range(2):  # the recording's warm-up: compiles, then runs compiled
+                    step.step()
+                synchronize(device)
+                del step
 
 
 def main(argv: list[str] | None = None) -> int:
     """argv: the device, then "quick" for a quick calibration's recordings."""
     args = sys.argv[1:] if argv is None else argv
+    if not can_share():
+        sys.stderr.write("this torch lacks the compile callbacks or the autotuner method that "
+                         "sharing the GPU needs\n")
+        return NO_HOOKS
     lock = GpuLock(os.environ.get(LOCK_ENV))
-    if not autotune_inside(lock):
-        sys.stderr.write("this torch has no CachingAutotuner.benchmark_all_configs to hold the GPU "
-                         "lock in\n")
-        return NO_AUTOTUNER
+    autotune_inside(lock)
     start = time.perf_counter()
     device = torch.device(args[0] if args else "cuda")
     if device.type == "cuda" and device.index is not None:

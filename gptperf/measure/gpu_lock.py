@@ -49,6 +49,20 @@ class GpuLock:
             os.close(self._fd)
             self._fd = None
 
+    def suspend(self) -> int:
+        """Give the lock up for a while, however deeply held; the depth to `resume` at."""
+        depth = self._depth
+        if depth and self._fd is not None:
+            self._depth = 1
+            self.__exit__(None, None, None)
+        return depth
+
+    def resume(self, depth: int) -> None:
+        """Take the lock back at the depth `suspend` returned (0: it was not held)."""
+        if depth:
+            self.__enter__()
+            self._depth = depth
+
     def held_elsewhere(self) -> bool:
         """Whether another holder has the lock now (a try that gives it straight back)."""
         if self.path is None or self._depth:
