@@ -4,9 +4,10 @@ times its kernels, so that its own compiles find inductor's caches warm.
 
 On an H200 machine with a slow host the compiles were a third of a calibration (2026-12-02: the
 compiled train job 31 s with its compilation, the recordings 13 s, of 119 s; the compiled
-inference job left out for time). The side process's GPU work waits for the calibration's
-`GpuLock`, which the calibration holds while it times a kernel, and the calibration waits for the
-side process before it measures anything on the host (`finish`).
+inference job left out for time). The two share the GPU in turns through a `GpuLock`: the
+calibration holds it while it times a kernel, the side process for all its work but its compiles;
+and the calibration waits for the side process before it measures anything on the host
+(`finish`).
 """
 
 from __future__ import annotations
