@@ -15,9 +15,9 @@ from gptperf.measure.calibrate import (
     COMPILED_DTYPE,
     HOST_JOBS,
     RECORD_BATCH,
+    RECORD_KINDS,
     RECORD_SEQ,
     record_config,
-    record_kinds,
 )
 from gptperf.measure.compile_warmup import DONE, CompileWarmup
 from gptperf.measure.gpu_lock import LOCK_ENV, NO_LOCK, GpuLock, available
@@ -66,19 +66,50 @@ def test_side_process_gets_the_lock_path_and_its_failure_is_a_note():
 
 def test_side_process_finished_or_stopped():
     script = f"import sys; sys.stderr.write('compiling\\n{DONE} 12.5 s\\n')"
-    ok = CompileWarmup.start(None, True, argv=[sys.executable, "-c", script]).finish()
+    ok = CompileWarmup.start(0, True, argv=[sys.executable, "-c", script]).finish()
     assert ok.startswith("compiled jobs compiled ahead in a side process: 12.5 s, beside")
-    slow = CompileWarmup.start(None, True, argv=[sys.executable, "-c", "import time; time.sleep(30)"])
+    slow = CompileWarmup.start(0, True, argv=[sys.executable, "-c", "import time; time.sleep(30)"])
     t0 = time.perf_counter()
     note = slow.finish(timeout_s=0.2)
     assert "stopped after 0 s" in note and time.perf_counter() - t0 < 10
+
+
+def test_a_side_process_that_keeps_the_gpu_is_stopped_after_the_patience():
+    script = ("import os, time; from gptperf.measure.gpu_lock import GpuLock\n"
+              f"with GpuLock(os.environ[{LOCK_ENV!r}]):\n"
+              "    open(os.environ[" + repr(LOCK_ENV) + "] + '.held', 'w').close(); time.sleep(60)")
+    warmup = CompileWarmup.start(0, False, argv=[sys.executable, "-c", script], patience_s=0.3)
+    held = warmup.lock.path.with_name(warmup.lock.path.name + ".held")
+    deadline = time.monotonic() + 30
+    while not held.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.perf_counter()
+    with warmup.lock:  # waits 0.3 s, stops the side process, then has the GPU
+        waited = time.perf_counter() - t0
+    assert 0.25 < waited < 20
+    assert warmup.finish().endswith("stopped, it held the GPU for more than 0 s (the calibration "
+                                    "compiles what it did not)")
+
+
+def test_patience_calls_its_timeout_once_and_waits_on(tmp_path):
+    path = tmp_path / "gpu.lock"
+    holder = GpuLock(path)
+    calls = []
+
+    def give_up():
+        calls.append(1)
+        holder.__exit__(None, None, None)  # as the other process's end would
+
+    holder.__enter__()
+    with GpuLock(path, patience_s=0.05, on_timeout=give_up):
+        assert calls == [1]
 
 
 def test_the_child_command_names_the_device_and_quick():
     seen = {}
 
     class Recorder(CompileWarmup):
-        def __init__(self, argv, lock_dir):
+        def __init__(self, argv, lock_dir, patience_s):
             seen["argv"] = argv
             lock_dir.rmdir()
 
@@ -187,9 +218,9 @@ def test_the_child_compiles_what_the_calibration_compiles(monkeypatch, tmp_path,
     assert held and all(held) and not other.held_elsewhere()
     assert groups == [(COMPILED_DTYPE, COMPILED, what) for what in HOST_JOBS]
     assert built == [(record_config().name, kind, RECORD_BATCH, RECORD_SEQ, COMPILED_DTYPE, True)
-                     for kind in record_kinds(quick)]
-    assert [o for o in order if o[0] == "record"] == [("record", k) for k in record_kinds(quick)
+                     for kind in RECORD_KINDS[quick]]
+    assert [o for o in order if o[0] == "record"] == [("record", k) for k in RECORD_KINDS[quick]
                                                       for _ in range(2)]
     # dynamo is reset before each recording, as the recording's provenance does
     assert [order[i + 1] for i, o in enumerate(order) if o == ("reset",)] == [
-        ("record", k) for k in record_kinds(quick)]
+        ("record", k) for k in RECORD_KINDS[quick]]

@@ -96,11 +96,8 @@ RECORD_SHAPE: dict[str, int] = {"n_layer": 2, "n_embd": 512, "n_head": 8, "vocab
 RECORD_BATCH, RECORD_SEQ = 8, 512
 RECORD_STEPS = 3  # profiled (active) steps
 HOST_JOBS: tuple[str, ...] = ("train", "inference")  # each mode's host jobs, in this order
-
-
-def record_kinds(quick: bool) -> tuple[str, ...]:
-    """The workloads the compiled recordings profile, in this order."""
-    return ("train",) if quick else ("train", "forward")
+# the workloads the compiled recordings profile, in this order, by quick
+RECORD_KINDS: dict[bool, tuple[str, ...]] = {False: ("train", "forward"), True: ("train",)}
 
 # Seconds allowed for the compiled sections on CUDA (the whole calibration: <= 120 s on an H200).
 # Host jobs: the first always runs, a later one only while compiling so far is under the budget.
@@ -487,7 +484,7 @@ def record_compiled_steps(device: torch.device, hooks: ProfilerHooks | None, *, 
         return {}, ["compiled recordings left out: calibrate() was given no profiler hooks "
                     "(gptperf.profiling.hooks.profiler_hooks())"]
     config = record_config()
-    kinds = record_kinds(quick)
+    kinds = RECORD_KINDS[quick]
     out: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     spent = last = 0.0
@@ -570,10 +567,10 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         notes.append(busy)
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     first = take_probe(device)
-    # the compiled jobs' compilation, in a side process while the kernels are timed
-    warmup = (CompileWarmup.start(torch.cuda.current_device() if device.index is None else device.index,
-                                  quick)
-              if warm_compiles and device.type == "cuda" and COMPILED_DTYPE in dtypes else None)
+    warmup = None  # the compiled jobs' compilation, in a side process while the kernels are timed
+    if warm_compiles and device.type == "cuda" and COMPILED_DTYPE in dtypes:
+        index = torch.cuda.current_device() if device.index is None else device.index
+        warmup = CompileWarmup.start(index, quick)
     try:
         kernels = calibrate_kernels.measure_kernels(
             device, dtypes=dtypes, quick=quick, progress=progress,

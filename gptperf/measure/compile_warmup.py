@@ -27,33 +27,41 @@ DONE = "compiled ahead in"  # the side process's last line on stderr, with the s
 # calibration's own host work (CUDA-graph capture, cuDNN's plans) keeps its cores
 COMPILE_THREADS = 4
 WAIT_S = 180.0  # the longest the calibration waits for it after timing its kernels
+# the longest the calibration waits for the GPU while the side process holds it (a model's first
+# steps and inductor's autotuning of their kernels: seconds) before it stops the side process
+PATIENCE_S = 60.0
 
 
 class CompileWarmup:
     """The side process, started by `start` with its lock; `finish` waits for it and says how it went."""
 
-    def __init__(self, argv: list[str], lock_dir: Path) -> None:
+    def __init__(self, argv: list[str], lock_dir: Path, patience_s: float = PATIENCE_S) -> None:
         self._dir = lock_dir
-        self.lock = GpuLock(lock_dir / "gpu.lock")
+        self._stopped = False
+        self.lock = GpuLock(lock_dir / "gpu.lock", patience_s=patience_s, on_timeout=self._stop)
         self._log = (lock_dir / "warmup.log").open("w+b")
         env = dict(os.environ, **{LOCK_ENV: str(self.lock.path)})
         env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(COMPILE_THREADS))
-        self.started = time.perf_counter()
         self._proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL, stderr=self._log)
 
     @classmethod
-    def start(cls, device_index: int | None, quick: bool,
-              argv: list[str] | None = None) -> CompileWarmup | None:
+    def start(cls, device_index: int, quick: bool, argv: list[str] | None = None,
+              patience_s: float = PATIENCE_S) -> CompileWarmup | None:
         """The side process for CUDA device `device_index`, or None where this platform has no
         lock to share the GPU by. `argv`: another command (tests)."""
         if not available():
             return None
         if argv is None:
-            argv = [sys.executable, "-m", CHILD_MODULE,
-                    "cuda" if device_index is None else f"cuda:{device_index}"]
+            argv = [sys.executable, "-m", CHILD_MODULE, f"cuda:{device_index}"]
             argv += ["quick"] if quick else []
-        return cls(argv, Path(tempfile.mkdtemp(prefix="gptperf-warmup-")))
+        return cls(argv, Path(tempfile.mkdtemp(prefix="gptperf-warmup-")), patience_s)
+
+    def _stop(self) -> None:
+        """The side process held the GPU past the calibration's patience: it ends (freeing the lock)."""
+        self._stopped = True
+        self._proc.kill()
+        self._proc.wait()
 
     def finish(self, timeout_s: float = WAIT_S) -> str:
         """Wait for the side process (killed after `timeout_s`); a note saying how it went."""
@@ -72,6 +80,9 @@ class CompileWarmup:
             path.unlink(missing_ok=True)
         self._dir.rmdir()
         head = "compiled jobs compiled ahead in a side process"
+        if self._stopped:
+            return (f"{head}: stopped, it held the GPU for more than "
+                    f"{self.lock.patience_s:.0f} s (the calibration compiles what it did not)")
         if code is None:
             return (f"{head}: stopped after {timeout_s:.0f} s of waiting (the calibration "
                     "compiles what it did not)")

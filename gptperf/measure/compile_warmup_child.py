@@ -31,10 +31,10 @@ from gptperf.measure.calibrate import (
     COMPILED_WARMUP,
     HOST_JOBS,
     RECORD_BATCH,
+    RECORD_KINDS,
     RECORD_SEQ,
     host_groups,
     record_config,
-    record_kinds,
     time_host_parts,
 )
 from gptperf.measure.compile_warmup import DONE
@@ -114,7 +114,7 @@ def warm(device: torch.device, quick: bool, lock: GpuLock) -> None:
                 time_host_parts(groups, [], device, warmup=COMPILED_WARMUP, repeats=0)
                 del groups
         config = record_config()
-        for kind in record_kinds(quick):
+        for kind in RECORD_KINDS[quick]:
             # each recording starts from a reset dynamo (`profiling.provenance`): without it the
             # frames compiled above for the host model would recompile here with dynamic sizes
             torch.compiler.reset()

@@ -6,6 +6,8 @@ GPU are time-sliced: each slows the other's)."""
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -22,12 +24,20 @@ def available() -> bool:
     return fcntl is not None
 
 
+POLL_S = 5e-4  # how often a lock with patience tries again
+
+
 class GpuLock:
     """An exclusive `flock` on `path`, re-entrant within one holder; `None`: a lock that never
-    waits (nothing shares the GPU)."""
+    waits (nothing shares the GPU). With `patience_s`, a wait longer than that calls
+    `on_timeout()` once (which should end the other holder: its process's end frees the lock)
+    and then waits on."""
 
-    def __init__(self, path: str | Path | None) -> None:
+    def __init__(self, path: str | Path | None, *, patience_s: float | None = None,
+                 on_timeout: Callable[[], None] | None = None) -> None:
         self.path = None if path is None or fcntl is None else Path(path)
+        self.patience_s = patience_s
+        self.on_timeout = on_timeout
         self._fd: int | None = None
         self._depth = 0
 
@@ -35,9 +45,25 @@ class GpuLock:
         if self.path is not None:
             if self._depth == 0:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
+                self._take(self._fd)
             self._depth += 1
         return self
+
+    def _take(self, fd: int) -> None:
+        if self.patience_s is None or self.on_timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        deadline = time.monotonic() + self.patience_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(POLL_S)
+        self.on_timeout()
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
                  tb: TracebackType | None) -> None:
