@@ -115,6 +115,13 @@ BANDWIDTH = {"cuda": 4e12, "cpu": 10e9}
 CALL_FLOOR_S = {"cuda": 3e-6, "cpu": 5e-6}
 # the longest call measured (longer ones are extrapolated); CPU: the 35 s budget of a 2-core CPU
 MAX_CALL_S = {"cuda": 0.03, "cpu": 0.012}
+# What a point pays before its calls (H200, 2026-12-02, BENCHMARKS.md): torch's default attention
+# in bf16/fp16 is cuDNN's, which builds a plan for every new shape (a bf16 point took 110 ms causal
+# forward, 299 forward + backward and 246 one-query on a slow host, the family 25-28 s on three
+# others, where the calls take microseconds; an fp32 point 12-34 ms), and each of the gemv
+# family's two Triton kernels compiles once per dtype (the family: 3.1-4.0 s for 28 points).
+FIRST_CALL_S = {"attention": {"causal_fwd": 0.07, "causal_fwd_bwd": 0.22, "one_query": 0.18},
+                "attention_fp32": 0.01, "gemv_compile": 0.7}
 
 
 # ==================================================================================================
@@ -358,7 +365,11 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
         out["matmul"] += sum(point(_matmul_cost(kind, dtype, *c)[0])
                              for c in _matmul_cells(kind, dtype, quick, None) + _matmul_probes(kind))
         for pass_ in ATTENTION_PASSES:
-            out["attention"] += sum(point(_attention_cost(kind, dtype, pass_, *c)[0])
+            first = 0.0
+            if kind == "cuda":
+                first = FIRST_CALL_S["attention"][pass_] if dtype in ("bf16", "fp16") else \
+                    FIRST_CALL_S["attention_fp32"]
+            out["attention"] += sum(first + point(_attention_cost(kind, dtype, pass_, *c)[0])
                                     for c in _attention_cells(kind, dtype, pass_, quick, None))
     for dtype in _vector_dtypes(dtypes):
         for op in _vector_ops(dtype):
@@ -371,6 +382,9 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
         step = _estimate_s(kind, "fp32", 0, 4 * 28 * p)
         out["optimizer"] += variants * len(tensors) * (point(step) + step)  # + the step making the state
     if kind == "cuda":
-        # the one-row gemv and the fused decode kernel in a chain, over the same sizes
-        out["gemv"] = 2 * sum(point(_estimate_s(kind, "bf16", 0, s)) for s in _thin(GEMV_SIZES, quick))
+        # the one-row gemv and the fused decode kernel in a chain, over the same sizes, each
+        # compiled once per dtype
+        kernels = 2 * len([d for d in dtypes if d in ("bf16", "fp16", "fp32")])
+        out["gemv"] = kernels * (FIRST_CALL_S["gemv_compile"] + sum(
+            point(_estimate_s(kind, "bf16", 0, s)) for s in _thin(GEMV_SIZES, quick)))
     return out
