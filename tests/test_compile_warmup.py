@@ -224,3 +224,18 @@ def test_the_child_compiles_what_the_calibration_compiles(monkeypatch, tmp_path,
     # dynamo is reset before each recording, as the recording's provenance does
     assert [order[i + 1] for i, o in enumerate(order) if o == ("reset",)] == [
         ("record", k) for k in RECORD_KINDS[quick]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_side_process_compiles_on_a_gpu_and_leaves_the_gpu_to_the_timer():
+    """The real side process (quick: the train recording only): it finishes, and while it works
+    the lock is free for stretches (its compiles) that the calibration's timer gets."""
+    warmup = CompileWarmup.start(torch.cuda.current_device(), True)
+    got, deadline = 0, time.monotonic() + 120
+    while warmup._proc.poll() is None and time.monotonic() < deadline:
+        with warmup.lock:  # as KernelTimer takes it for a point
+            got += 1
+        time.sleep(0.01)
+    note = warmup.finish()
+    assert note.startswith("compiled jobs compiled ahead in a side process: ") and "s, beside" in note, note
+    assert got > 10
