@@ -232,7 +232,7 @@ def test_the_side_process_compiles_on_a_gpu_and_leaves_the_gpu_to_the_timer():
     the lock is free for stretches (its compiles) that the calibration's timer gets."""
     warmup = CompileWarmup.start(torch.cuda.current_device(), True)
     got, deadline = 0, time.monotonic() + 120
-    while warmup._proc.poll() is None and time.monotonic() < deadline:
+    while warmup.running() and time.monotonic() < deadline:
         with warmup.lock:  # as KernelTimer takes it for a point
             got += 1
         time.sleep(0.01)

@@ -57,6 +57,9 @@ class CompileWarmup:
             argv += ["quick"] if quick else []
         return cls(argv, Path(tempfile.mkdtemp(prefix="gptperf-warmup-")), patience_s)
 
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
     def _stop(self) -> None:
         """The side process held the GPU past the calibration's patience: it ends (freeing the lock)."""
         self._stopped = True
