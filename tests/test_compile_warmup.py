@@ -60,6 +60,7 @@ def test_side_process_gets_the_lock_path_and_its_failure_is_a_note():
     warmup = CompileWarmup.start(0, False, argv=[sys.executable, "-c", script])
     lock_path = warmup.lock.path
     note = warmup.finish()
+    assert not warmup.running()
     assert f"failed, exit 5: lock at {lock_path}" in note
     assert not lock_path.parent.exists()  # its folder is removed
 
