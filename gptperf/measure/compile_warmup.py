@@ -58,6 +58,7 @@ class CompileWarmup:
         return cls(argv, Path(tempfile.mkdtemp(prefix="gptperf-warmup-")), patience_s)
 
     def running(self) -> bool:
+        """Whether the side process is still at work."""
         return self._proc.poll() is None
 
     def _stop(self) -> None:
