@@ -350,8 +350,9 @@ def _vector_dtypes(dtypes: Sequence[str]) -> list[str]:
 
 def estimated_seconds(device_type: str, quick: bool = False, *,
                       dtypes: Sequence[str] | None = None) -> dict[str, float]:
-    """A guess of the sweep's wall time per family from the roofline cost model (the budget
-    check of the plan; the real figure depends on the machine)."""
+    """A guess of the sweep's wall time per family from the roofline cost model and what a point
+    pays before its calls (`FIRST_CALL_S`): the budget check of the plan; the real figure depends
+    on the machine."""
     kind = _kind(device_type)
     dtypes = _check_dtypes(dtypes if dtypes is not None else _default_dtypes(kind))
 
