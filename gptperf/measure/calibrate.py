@@ -433,6 +433,24 @@ def _shares(config: GPTConfig, workload: Workload, plan: ExecutionPlan,
     return dict(shares)
 
 
+def record_workload(kind: str) -> Workload:
+    """The workload of the compiled recording of `kind` (one of `RECORD_KINDS`)."""
+    return Workload(kind, RECORD_BATCH, RECORD_SEQ, COMPILED_DTYPE)
+
+
+def warmed_compiled_step(config: GPTConfig, workload: Workload, device: torch.device) -> Any:
+    """The compiled step of `workload` on `config`, run twice: it compiles (forward and backward)
+    and autotunes (as a recording runs it, and as the side process compiles it ahead)."""
+    from gptperf.steps.build import build_step
+
+    plan = ExecutionPlan.default(workload.kind, device.type, compile=True, attention=config.attention)
+    step = build_step(config, workload, plan, device)
+    for _ in range(2):
+        step.step()
+    synchronize(device)
+    return step
+
+
 def record_compiled(config: GPTConfig, workload: Workload, device: torch.device,
                     hooks: ProfilerHooks, *, steps: int = RECORD_STEPS) -> dict[str, Any]:
     """A compiled step of `workload` on `config` profiled for `steps` steps and attributed:
@@ -441,14 +459,9 @@ def record_compiled(config: GPTConfig, workload: Workload, device: torch.device,
     from torch.profiler import ProfilerActivity, profile, schedule
 
     from gptperf.quiet import kineto_lines_dropped
-    from gptperf.steps.build import build_step
 
-    plan = ExecutionPlan.default(workload.kind, device.type, compile=True, attention=config.attention)
     with hooks.provenance(config.n_layer) as prov:
-        step = build_step(config, workload, plan, device)
-        for _ in range(2):  # compiles (forward and backward) and autotunes
-            step.step()
-        synchronize(device)
+        step = warmed_compiled_step(config, workload, device)
     shares = _shares(config, workload, step.plan, device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     wait, warm = 1, 1
@@ -496,8 +509,8 @@ def record_compiled_steps(device: torch.device, hooks: ProfilerHooks | None, *, 
                          f"of the {budget_s:.0f} s allowed")
             continue
         start = time.perf_counter()
-        workload = Workload(kind, RECORD_BATCH, RECORD_SEQ, COMPILED_DTYPE)
-        out[f"{kind}:{COMPILED_DTYPE}"] = record_compiled(config, workload, device, hooks)
+        out[f"{kind}:{COMPILED_DTYPE}"] = record_compiled(config, record_workload(kind), device,
+                                                          hooks)
         last = time.perf_counter() - start
         spent += last
     if progress:

@@ -30,18 +30,16 @@ from gptperf.measure.calibrate import (
     COMPILED_DTYPE,
     COMPILED_WARMUP,
     HOST_JOBS,
-    RECORD_BATCH,
     RECORD_KINDS,
-    RECORD_SEQ,
     host_groups,
     record_config,
+    record_workload,
     time_host_parts,
+    warmed_compiled_step,
 )
 from gptperf.measure.compile_warmup import DONE
 from gptperf.measure.gpu_lock import LOCK_ENV, GpuLock
-from gptperf.perfmodel.workload import Workload
-from gptperf.plan import COMPILED, ExecutionPlan
-from gptperf.runtime import synchronize
+from gptperf.plan import COMPILED
 
 NO_HOOKS = 3  # exit status: this torch lacks the compile callbacks or the autotuner method
 
@@ -105,8 +103,6 @@ def warm(device: torch.device, quick: bool, lock: GpuLock) -> None:
     """Compile what `calibrate.measure_host` compiles (its compiled jobs, warmed up as it warms
     them) and what `calibrate.record_compiled_steps` compiles (two steps of each recording),
     holding `lock` but while compiling."""
-    from gptperf.steps.build import build_step
-
     with lock:
         with released_while_compiling(lock):
             for what in HOST_JOBS:
@@ -119,14 +115,7 @@ def warm(device: torch.device, quick: bool, lock: GpuLock) -> None:
             # frames compiled above for the host model would recompile here with dynamic sizes
             torch.compiler.reset()
             with released_while_compiling(lock):
-                plan = ExecutionPlan.default(kind, device.type, compile=True,
-                                             attention=config.attention)
-                workload = Workload(kind, RECORD_BATCH, RECORD_SEQ, COMPILED_DTYPE)
-                step = build_step(config, workload, plan, device)
-                for _ in range(2):  # the recording's warm-up: compiles, then runs compiled
-                    step.step()
-                synchronize(device)
-                del step
+                warmed_compiled_step(config, record_workload(kind), device)
 
 
 def main(argv: list[str] | None = None) -> int:
