@@ -13,6 +13,7 @@ and the calibration waits for the side process before it measures anything on th
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,11 +62,14 @@ class CompileWarmup:
         """Whether the side process is still at work."""
         return self._proc.poll() is None
 
+    def _kill(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
+
     def _stop(self) -> None:
         """The side process held the GPU past the calibration's patience: it ends (freeing the lock)."""
         self._stopped = True
-        self._proc.kill()
-        self._proc.wait()
+        self._kill()
 
     def finish(self, timeout_s: float = WAIT_S) -> str:
         """Wait for the side process (killed after `timeout_s`); a note saying how it went."""
@@ -73,16 +77,13 @@ class CompileWarmup:
         try:
             code = self._proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+            self._kill()
             code = None
         waited = time.perf_counter() - waited
         self._log.seek(0)
         tail = self._log.read().decode(errors="replace").strip().splitlines()
         self._log.close()
-        for path in self._dir.iterdir():
-            path.unlink(missing_ok=True)
-        self._dir.rmdir()
+        shutil.rmtree(self._dir, ignore_errors=True)
         head = "compiled jobs compiled ahead in a side process"
         if self._stopped:
             return (f"{head}: stopped, it held the GPU for more than "

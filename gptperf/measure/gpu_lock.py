@@ -1,7 +1,7 @@
 """One GPU shared by two processes of a calibration, in turns: the calibration holds this lock while
 it times a kernel, and the side process that warms the compile caches (`compile_warmup`) holds it
-while it benchmarks on the GPU, so neither times the other's kernels (two processes' kernels on one
-GPU are time-sliced: each slows the other's)."""
+while it runs anything on the GPU, so neither times the other's kernels (two processes' kernels on
+one GPU are time-sliced: each slows the other's)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,12 @@ except ImportError:  # not POSIX: no lock, and no side process is started (`avai
     fcntl = None  # type: ignore[assignment]
 
 LOCK_ENV = "GPTPERF_GPU_LOCK"  # the lock file's path, handed to the side process
+POLL_S = 5e-4  # how often a lock with patience tries again
 
 
 def available() -> bool:
     """Whether this platform has the lock (POSIX `flock`)."""
     return fcntl is not None
-
-
-POLL_S = 5e-4  # how often a lock with patience tries again
 
 
 class GpuLock:
@@ -44,10 +42,13 @@ class GpuLock:
     def __enter__(self) -> GpuLock:
         if self.path is not None:
             if self._depth == 0:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                self._fd = self._open()
                 self._take(self._fd)
             self._depth += 1
         return self
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def _take(self, fd: int) -> None:
         if self.patience_s is None or self.on_timeout is None:
@@ -93,7 +94,7 @@ class GpuLock:
         """Whether another holder has the lock now (a try that gives it straight back)."""
         if self.path is None or self._depth:
             return False
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
