@@ -452,6 +452,28 @@ def test_without_profiler_hooks_recordings_are_left_out_with_a_note() -> None:
     assert out == {} and len(notes) == 1 and "profiler hooks" in notes[0]
 
 
+@pytest.mark.parametrize(("train_s", "recorded"), [(15.0, ["train:bf16", "forward:bf16"]),
+                                                   (21.0, ["train:bf16"])])
+def test_the_forward_recording_runs_while_the_recordings_are_within_budget(
+        monkeypatch: pytest.MonkeyPatch, train_s: float, recorded: list[str]) -> None:
+    # a train recording of 15 s leaves the forward one in (the budget is not spent, even though
+    # twice 15 s would pass it); one of 21 s has spent the budget: the forward is left out
+    clock = {"now": 0.0}
+    cost = {"train": train_s, "forward": 4.0}
+
+    def fake_record(config: Any, workload: Any, device: Any, hooks: Any) -> dict[str, Any]:
+        clock["now"] += cost[workload.kind]
+        return {"kind": workload.kind}
+
+    monkeypatch.setattr(cal_mod, "record_compiled", fake_record)
+    monkeypatch.setattr(cal_mod.time, "perf_counter", lambda: clock["now"])
+    out, notes = cal_mod.record_compiled_steps(CPU, object(), budget_s=20.0)
+    assert list(out) == recorded
+    assert len(notes) == 2 - len(recorded)
+    if notes:
+        assert "forward left out" in notes[0] and "21 s of the 20 s" in notes[0]
+
+
 def test_bad_dtypes_are_one_line_errors(env: Path) -> None:
     for dtypes, word in ((["fp8"], "fp8"), (["fp16"], "GPU"), ([], "at least one")):
         with pytest.raises(UserError) as err:

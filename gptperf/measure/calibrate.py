@@ -103,8 +103,10 @@ RECORD_KINDS: dict[bool, tuple[str, ...]] = {False: ("train", "forward"), True: 
 # Host jobs: the first always runs, a later one only while compiling so far is under the budget.
 # The first compile of a process pays inductor's start (~10 s): on the H200 the train job took
 # 16-27 s first and the forward-only one 4-7 s after it (16 s first), so a later job is not judged
-# by the one before. Recordings: a later one is left out if it would run past its budget, judged
-# by the one before. The notes say what was left out.
+# by the one before. Recordings: a later one runs while those before it are within their budget,
+# not judged by the one before: the forward recording compiles one graph and no backward (on
+# the H200 the train recording took 9-12 s, both 11-13 s) and a compiled forward predicted
+# without it measured 0.57-0.87 of its prediction. The notes say what was left out.
 COMPILED_HOST_BUDGET_S = 30.0
 RECORD_BUDGET_S = 20.0
 QUICK_NOTE = "quick calibration: fewer sizes and repeats"
@@ -491,8 +493,8 @@ def record_compiled(config: GPTConfig, workload: Workload, device: torch.device,
 def record_compiled_steps(device: torch.device, hooks: ProfilerHooks | None, *, quick: bool = False,
                           progress: Progress | None = None, budget_s: float = RECORD_BUDGET_S,
                           ) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """(compiled, notes): "train:bf16", then "forward:bf16" when not `quick` and the first left
-    enough of `budget_s`."""
+    """(compiled, notes): "train:bf16", then "forward:bf16" when not `quick` and the first took
+    less than `budget_s`."""
     if hooks is None:
         return {}, ["compiled recordings left out: calibrate() was given no profiler hooks "
                     "(gptperf.profiling.hooks.profiler_hooks())"]
@@ -500,19 +502,18 @@ def record_compiled_steps(device: torch.device, hooks: ProfilerHooks | None, *, 
     kinds = RECORD_KINDS[quick]
     out: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
-    spent = last = 0.0
+    spent = 0.0
     for done, kind in enumerate(kinds):
         if progress:
             progress("compiled", done, len(kinds))
-        if spent + last > budget_s:
+        if spent > budget_s:
             notes.append(f"compiled recording of {kind} left out: the recordings took {spent:.0f} s "
                          f"of the {budget_s:.0f} s allowed")
             continue
         start = time.perf_counter()
         out[f"{kind}:{COMPILED_DTYPE}"] = record_compiled(config, record_workload(kind), device,
                                                           hooks)
-        last = time.perf_counter() - start
-        spent += last
+        spent += time.perf_counter() - start
     if progress:
         progress("compiled", len(kinds), len(kinds))
     return out, notes
