@@ -86,6 +86,9 @@ def test_a_sweep_that_gives_no_bandwidth_is_measured_again() -> None:
     assert len(ran) == 3  # no more than SWEEP_ATTEMPTS sweeps
     sweeps, ran[:] = iter([good]), []
     assert fitted_sweep(sweep, 2, "test")[2] == [] and len(ran) == 1  # a clean sweep: once
+    with pytest.raises(UserError, match="attempts must be at least 1, got 0"):
+        fitted_sweep(sweep, 2, "test", attempts=0)
+    assert len(ran) == 1  # refused before any sweep
 
 
 def test_buckets_follow_backward_order_and_caps() -> None:

@@ -118,18 +118,18 @@ def fitted_sweep(sweep: Callable[[], list[CollectivePoint]], p: int, source: str
     """(points, α–β fit, notes) of the first of up to `attempts` sweeps whose times fit a
     bandwidth; the last one's UserError when none does. Every rank sees the same times (the
     slowest rank's), so every rank measures again or stops alike."""
+    if attempts < 1:
+        raise UserError(f"attempts must be at least 1, got {attempts}")
     notes: list[str] = []
-    for attempt in range(1, attempts):
+    for attempt in range(1, attempts + 1):
         points = sweep()
         try:
             return points, _fit(points, p, source), notes
         except UserError as err:
+            if attempt == attempts:
+                raise UserError(f"{err} (in {attempts} sweeps: a busy or noisy machine)") from err
             notes.append(f"all-reduce sweep {attempt}: {err}; measured again")
-    points = sweep()
-    try:
-        return points, _fit(points, p, source), notes
-    except UserError as err:
-        raise UserError(f"{err} (in {attempts} sweeps: a busy or noisy machine)") from err
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _fit(points: list[CollectivePoint], p: int, source: str) -> AlphaBeta:
