@@ -90,6 +90,32 @@ def test_queue_waits_for_the_host_or_for_the_device():
     assert queue_time([(1.0, 5.0), (1.0, 1.0), (1.0, 1.0)]) == pytest.approx(8.0)
 
 
+def test_the_fused_optimizers_kernels_start_before_the_rest_of_its_host_time():
+    """One block of gpt2, eager fp32 train: 2e-4 s of host a phase, every kernel T0 but AdamW's
+    1e-3 s. Without a measured overlap the optimizer's kernels (AdamW, the norm's sum) run after
+    all of its host: 4e-4 + 2e-4 + 1e-3 + T0. With a quarter of its host after they start, they
+    begin at 4e-4 + 0.75·2e-4. The foreach optimizer (not measured) keeps the first rule, with
+    its rescale's add on top."""
+    cfg = preset("gpt2", n_layer=1)
+    w = Workload("train", 2, 64, "fp32")
+    slow = Curve((HUGE,), (1e-3,))
+    fused = ExecutionPlan.default("train", "cuda")
+    assert fused.fused_optimizer
+    plain = flat_calibration(optimizer={"adamw_fused": slow, "adamw_foreach": slow})
+    overlapped = flat_calibration(optimizer={"adamw_fused": slow, "adamw_foreach": slow},
+                                  optimizer_overlap={"share": 0.25})
+    assert expected(cfg, w, fused, plain).step_time_s == pytest.approx(4e-4 + 2e-4 + 1e-3 + T0)
+    assert expected(cfg, w, fused, overlapped).step_time_s == pytest.approx(
+        4e-4 + 0.75 * 2e-4 + 1e-3 + T0)
+    foreach = ExecutionPlan.from_dict({**fused.to_dict(), "fused_optimizer": False})
+    assert expected(cfg, w, foreach, overlapped).step_time_s == pytest.approx(
+        4e-4 + 2e-4 + 1e-3 + 2 * T0)
+    with pytest.raises(UserError, match="share between 0 and 1"):
+        flat_calibration(optimizer_overlap={"share": 1.5})
+    again = Calibration.from_dict(overlapped.to_dict())
+    assert again.optimizer_overlap == {"share": 0.25}
+
+
 def test_eager_decode_kernels_counted_by_hand():
     """fp32 eager decode with the model's KV cache, one block: embed 3 (two gathers, the add),
     ln_1 1, qkv 3 (matmul, two cache writes), sdpa 1, proj 1 (sdpa writes its output with the

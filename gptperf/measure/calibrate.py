@@ -53,6 +53,7 @@ from gptperf.errors import UserError
 from gptperf.measure.compile_warmup import CompileWarmup
 from gptperf.measure.gpu_lock import NO_LOCK
 from gptperf.measure.launch_gap import measure_launch_gap
+from gptperf.measure.optimizer_overlap import measure_optimizer_overlap
 from gptperf.measure.probe import (
     UNIT_KEYS,
     HostSampler,
@@ -606,6 +607,11 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         measured_host = measure_host(device, dtypes, quick=quick, progress=progress)
         host, host_notes = measured_host.costs, measured_host.notes
         host_probe = {UNIT_KEYS[p]: unit for p, unit in measured_host.units.items()}
+        overlap: dict[str, Any] = {}
+        if device.type == "cuda":
+            overlap, overlap_notes = _guarded(
+                "the optimizer's overlap", lambda: _optimizer_overlap(device), {})
+            host_notes += overlap_notes
         host_s = time.perf_counter() - start - kernels_s
         compiled: dict[str, dict[str, Any]] = {}
         if device.type == "cuda":
@@ -629,6 +635,8 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     configs = [host_config(n).name for n in HOST_LAYERS]
     if compiled:
         configs.append(record_config().name)
+    if overlap:
+        configs.append(overlap["config"])
     shapes = {**dict(kernels.get("shapes", {})), "configs": configs}
     return Calibration(
         device_name=device_name(device), device_type=device.type, torch_version=torch.__version__,
@@ -639,8 +647,17 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         notes=notes, probes={"start": first.to_dict(), "host": host_probe,
                              "host_jobs": measured_host.job_units, "end": last.to_dict()},
         launch_gap_s=float(launch["gap_s"]), matmul_waves=dict(kernels.get("matmul_waves", {})),
-        matmul_bias=dict(kernels.get("matmul_bias", {})),
+        matmul_bias=dict(kernels.get("matmul_bias", {})), optimizer_overlap=overlap,
     )
+
+
+def _optimizer_overlap(device: torch.device) -> tuple[dict[str, Any], list[str]]:
+    overlap = measure_optimizer_overlap(device)
+    return overlap, [
+        f"optimizer: {overlap['share']:.0%} of the fused AdamW phase's host time runs after its "
+        f"kernels start (host {overlap['host_s'] * 1e3:.2f} ms, done {overlap['end_s'] * 1e3:.2f} ms "
+        f"after it began, kernels {overlap['device_s'] * 1e3:.2f} ms; {overlap['tensors']} tensors, "
+        f"{overlap['parameters'] / 1e6:.0f}M parameters)"]
 
 
 def is_quick(calibration: Calibration) -> bool:

@@ -275,6 +275,10 @@ class Calibration:
     matmul_bias: dtype -> {"ratio", "low", "high", "probes"}: a linear layer's time with a bias
         over its time without (the median over the off-grid probes, each timed both ways), what
         an eager layer with a bias is charged beyond the grid (`bias_ratio`); 1 where absent.
+    optimizer_overlap: {"share", "host_s", "end_s", "device_s", ...}: the share of the fused
+        AdamW phase's host time that runs after its kernels have started
+        (`gptperf.measure.optimizer_overlap`); empty on a CPU and in calibrations from before it
+        was measured (the kernels are then charged after all of the phase's host time).
     """
 
     device_name: str
@@ -295,6 +299,7 @@ class Calibration:
     launch_gap_s: float = 0.0
     matmul_waves: dict[str, dict[str, Any]] = field(default_factory=dict)
     matmul_bias: dict[str, dict[str, float]] = field(default_factory=dict)
+    optimizer_overlap: dict[str, Any] = field(default_factory=dict)
     _quantized: dict[str, QuantizedGrid] = field(init=False, repr=False, compare=False,
                                                  default_factory=dict)
 
@@ -305,6 +310,9 @@ class Calibration:
             ratio = entry.get("ratio") if isinstance(entry, dict) else None
             if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 10:
                 raise UserError(f"matmul_bias[{key!r}] needs a ratio between 0 and 10, got {entry!r}")
+        share = self.optimizer_overlap.get("share", 0.0)
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise UserError(f"optimizer_overlap needs a share between 0 and 1, got {share!r}")
         waves = {k: check_waves(v) for k, v in self.matmul_waves.items() if k in self.matmul}
         object.__setattr__(self, "matmul_waves", waves)
         # the grids divided by their wave factors, built once (interpolated on every matmul)
@@ -380,6 +388,7 @@ class Calibration:
             "launch_gap_s": self.launch_gap_s,
             "matmul_waves": {k: dict(v) for k, v in self.matmul_waves.items()},
             "matmul_bias": {k: dict(v) for k, v in self.matmul_bias.items()},
+            "optimizer_overlap": dict(self.optimizer_overlap),
         }
 
     @classmethod
@@ -407,6 +416,7 @@ class Calibration:
                 matmul_waves={k: dict(v) for k, v in d.get("matmul_waves", {}).items()},
                 matmul_bias={k: {kk: float(vv) for kk, vv in v.items()}
                              for k, v in d.get("matmul_bias", {}).items()},
+                optimizer_overlap=dict(d.get("optimizer_overlap", {})),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise UserError(f"the calibration document is broken ({type(err).__name__}: {err}); "

@@ -16,6 +16,8 @@ Three steps (docs/perfmodel.md, "Calibrated prediction"):
      phase (Python, dispatch, launches: `Calibration.host`) is spread over the phase's kernels;
      a kernel starts when it is issued and the one before it has finished; the step ends when
      the last kernel does (`queue_time`). Short kernels leave the device waiting on the host.
+     The fused AdamW phase issues its kernels before the measured share of its host time that
+     runs beside them (`Calibration.optimizer_overlap`).
    * CUDA graph: no host in the loop; the device time of the kernels back to back (the curves
      are measured back to back, inside graphs, so their gaps are in them).
    * a kernel launched from a stream (every GPU step that is not a graph) costs the device
@@ -498,6 +500,21 @@ def queue_time(kernels: Iterable[tuple[float, float]]) -> float:
     return max(end, issued)
 
 
+def _issue_order(seq: list, host: list[float], device: list[float], cal: Calibration,
+                 plan: ExecutionPlan) -> list[tuple[float, float]]:
+    """(host, device) per op as `queue_time` takes them: an op's host time before its kernels,
+    except the fused AdamW phase's, whose calibrated share (`Calibration.optimizer_overlap`) is
+    issued after its kernels have started."""
+    share = float(cal.optimizer_overlap.get("share", 0.0)) if plan.fused_optimizer else 0.0
+    order: list[tuple[float, float]] = []
+    for (_, phase, _, _), h, d in zip(seq, host, device, strict=True):
+        if phase == names.OPTIMIZER_PHASE and share > 0:
+            order += [(h * (1 - share), d), (h * share, 0.0)]
+        else:
+            order.append((h, d))
+    return order
+
+
 def _host_parts(kind: str, phase: str, compiled: bool) -> list[str]:
     """The calibration's host parts for this phase, best first: a compiled step's own, then the
     nearest one measured (a compiled forward without grad, the compiled train forward, then the
@@ -647,7 +664,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
         else:
             composition = "eager queue: host issues, device runs" if not plan.compiled else \
                 "compiled queue: host issues, device runs"
-            step = queue_time(zip(host, device, strict=True))
+            step = queue_time(_issue_order(seq, host, device, cal, plan))
         if host_speed is not None:
             notes.append(f"host costs ×{host_speed:.2f}: the calibration's host-model step took "
                          f"{host_speed:.2f}× its time at calibration when probed as this step ran")
