@@ -399,3 +399,16 @@ def test_the_probes_are_timed_with_and_without_a_bias(small: None, monkeypatch: 
     assert [shape for shape, _ in probes["fp32"]] == [(24, 192, 160), (40, 320, 96)]
     assert len(biased["fp32"]) == 2 and all(0 < r < 100 for r in biased["fp32"])
     assert record.count([24, 192, 160]) == 1 and record.count([40, 320, 96]) == 1
+
+
+def test_the_masked_pass_is_the_static_caches_prefill_and_gpu_only() -> None:
+    # its call: sdpa under the (T, T) mask a static KV cache builds, the causal kernel's result
+    pool = kt.OperandPool(torch.device("cpu"), torch.float32)
+    torch.manual_seed(0)
+    masked = ck._attention_call(torch.device("cpu"), torch.float32, "masked_fwd", 3, 16, 8, pool)(0)
+    torch.manual_seed(0)
+    causal = ck._attention_call(torch.device("cpu"), torch.float32, "causal_fwd", 3, 16, 8, pool)(0)
+    torch.testing.assert_close(masked, causal)
+    assert "masked_fwd" in cp.attention_passes("cuda") and "masked_fwd" not in cp.attention_passes("cpu")
+    assert {a[0].split(":")[1] for a in cp.planned_shapes("cpu")["attention"]} == {
+        "causal_fwd", "causal_fwd_bwd", "one_query"}

@@ -116,6 +116,28 @@ def test_the_fused_optimizers_kernels_start_before_the_rest_of_its_host_time():
     assert again.optimizer_overlap == {"share": 0.25}
 
 
+def test_a_static_cache_prefill_is_charged_the_masked_kernel():
+    """The static KV cache's prefill runs sdpa with an explicit mask: one call a layer on the
+    calibration's masked grid where it has one (5 µs here), else twice the causal kernel's time
+    (every score is computed: 2·T0)."""
+    from gptperf.perfmodel.expected import call_time
+
+    cfg = preset("gpt2", n_layer=1)
+    w = Workload("prefill", 2, 64, "bf16")
+    plan = ExecutionPlan.default("prefill", "cuda", fast=True)
+    assert plan.static_cache
+    (att,) = [k for k in kernel_calls(cfg, w, plan) if k.family == "attention"]
+    assert (att.key, att.point, att.count) == ("bf16:masked_fwd", (2.0 * 12, 64.0, 64.0), 1)
+    without = flat_calibration()
+    assert call_time(att, without) == pytest.approx(2 * T0)
+    masked = Grid(("a", "b", "c"), ((HUGE,), (HUGE,), (HUGE,)), (5e-6,))
+    with_it = flat_calibration(attention={**without.attention, "bf16:masked_fwd": masked})
+    assert call_time(att, with_it) == pytest.approx(5e-6)
+    # a plain prefill into the growing cache stays on the causal grid
+    (plain,) = [k for k in kernel_calls(cfg, w, ExecutionPlan.eager("sdpa")) if k.family == "attention"]
+    assert plain.key == "bf16:causal_fwd" and call_time(plain, with_it) == pytest.approx(T0)
+
+
 def test_eager_decode_kernels_counted_by_hand():
     """fp32 eager decode with the model's KV cache, one block: embed 3 (two gathers, the add),
     ln_1 1, qkv 3 (matmul, two cache writes), sdpa 1, proj 1 (sdpa writes its output with the

@@ -63,6 +63,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     _vector_dtypes,
     _vector_ops,
     _vector_points,
+    attention_passes,
     block_shapes,
     optimizer_axes,
     optimizer_params,
@@ -204,9 +205,9 @@ def matmul_waves(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, flo
 
 def measure_attention(device: torch.device | str, dtype: str, quick: bool = False,
                       progress: Progress | None = None) -> dict[str, Grid]:
-    """Grids "<dtype>:causal_fwd", "<dtype>:causal_fwd_bwd" over (BH, T, D) and
-    "<dtype>:one_query" over (BH, L, D) of F.scaled_dot_product_attention (torch's default
-    backend) on (1, BH, ·, D) tensors (seconds per call)."""
+    """Grids "<dtype>:causal_fwd", "<dtype>:causal_fwd_bwd" (and on CUDA "<dtype>:masked_fwd")
+    over (BH, T, D) and "<dtype>:one_query" over (BH, L, D) of F.scaled_dot_product_attention
+    (torch's default backend) on (1, BH, ·, D) tensors (seconds per call)."""
     device = as_device(device)
     return _measure_attention(device, check_dtype(dtype), quick, progress, KernelTimer(device, quick), None)
 
@@ -224,6 +225,10 @@ def _attention_call(device: torch.device, tdtype: torch.dtype, pass_: str, bh: i
         return one_query
     grad = pass_ == "causal_fwd_bwd"
     q, k, v = (random_tensor((1, bh, t, d), tdtype, device, requires_grad=grad) for _ in range(3))
+    if pass_ == "masked_fwd":  # the mask a static KV cache's prefill builds (steps.fast_decode)
+        slots = torch.arange(t, device=device)
+        mask = slots[None, :] <= slots[:, None]
+        return lambda j: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if not grad:
         return lambda j: F.scaled_dot_product_attention(q, k, v, is_causal=True)
     dout = random_tensor((1, bh, t, d), tdtype, device)
@@ -242,7 +247,7 @@ def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: 
     memory = _memory_bytes(device)
     pool = OperandPool(device, tdtype)
     plans = {p: (_attention_axes(kind, p, quick), _attention_cells(kind, dtype, p, quick, memory))
-             for p in ATTENTION_PASSES}
+             for p in attention_passes(kind)}
     total, done = sum(len(cells) for _, cells in plans.values()), 0
     out: dict[str, Grid] = {}
     with MatmulPrecision(dtype):
@@ -262,6 +267,8 @@ def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: 
             what = ("s per F.scaled_dot_product_attention(q (1,BH,1,D), k, v (1,BH,L,D)), no mask, "
                     f"distinct k, v cycled over {POOL_BYTES[kind] // MIB} MiB"
                     if pass_ == "one_query" else
+                    "s per F.scaled_dot_product_attention(q, k, v (1,BH,T,D), attn_mask=(T,T) "
+                    "bool lower triangle)" if pass_ == "masked_fwd" else
                     "s per F.scaled_dot_product_attention(q, k, v (1,BH,T,D), is_causal=True)"
                     + (" + torch.autograd.grad of q, k, v" if pass_ == "causal_fwd_bwd" else ""))
             out[key] = Grid(axis_names, axes, tuple(_fill(axes, measured, growth)), growth,

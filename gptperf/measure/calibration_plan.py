@@ -47,7 +47,12 @@ MATMUL_PROBES: dict[str, tuple[tuple[int, int, int], ...]] = {
         (1280, 3840), (1280, 5120), (1600, 4800), (6400, 1600), (4096, 12288), (768, 50304))),
     "cpu": ()}
 
-ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query")
+ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query", "masked_fwd")
+# The static KV cache's prefill (CUDA plans only): sdpa with the cache's (T, T) boolean mask,
+# which runs another kernel than is_causal. On the H200 (2026-12-02) it took 1.0x twice the
+# causal kernel's time at BH·T up to 16k, and 1.27-1.35x at BH·T of 37k-131k (bf16), where
+# fp32's masked kernel took 0.62-0.98x.
+MASKED_BH, MASKED_T = (8, 128, 512), (128, 512, 2048)
 ATTENTION_BH = {"cuda": (8, 32, 128, 512), "cpu": (4, 16)}
 ATTENTION_T = {"cuda": (128, 256, 512, 1024, 2048, 8192), "cpu": (32, 128, 512)}
 ATTENTION_D = {"cuda": (64, 128), "cpu": (32, 64)}
@@ -55,7 +60,7 @@ ONE_QUERY_BH = {"cuda": (8, 32, 128, 512, 2048), "cpu": (4, 16, 64)}
 ONE_QUERY_L = {"cuda": (128, 512, 2048, 8192), "cpu": (64, 256, 1024)}
 ONE_QUERY_D = {"cuda": (64, 128), "cpu": (32, 64)}
 ATTENTION_GROWTH = {"causal_fwd": (1.0, 2.0, 1.0), "causal_fwd_bwd": (1.0, 2.0, 1.0),
-                    "one_query": (1.0, 1.0, 1.0)}
+                    "one_query": (1.0, 1.0, 1.0), "masked_fwd": (1.0, 2.0, 1.0)}
 
 # Vector-op sizes: the bytes each op moves (x, as VECTOR_X defines it), x4 steps from 4 KiB.
 VECTOR_SIZES = {"cuda": tuple(4 * KIB * 4**i for i in range(10)),  # 4 KiB .. 1 GiB
@@ -121,7 +126,8 @@ MAX_CALL_S = {"cuda": 0.03, "cpu": 0.012}
 # forward, 299 forward + backward and 246 one-query on a slow host, the family 25-28 s on three
 # others, where the calls take microseconds; an fp32 point 12-34 ms), and each of the gemv
 # family's two Triton kernels compiles once per dtype (the family: 3.1-4.0 s for 28 points).
-FIRST_CALL_S = {"attention": {"causal_fwd": 0.07, "causal_fwd_bwd": 0.22, "one_query": 0.18},
+FIRST_CALL_S = {"attention": {"causal_fwd": 0.07, "causal_fwd_bwd": 0.22, "one_query": 0.18,
+                              "masked_fwd": 0.07},  # taken as causal_fwd's: not yet measured
                 "attention_fp32": 0.01, "gemv_compile": 0.7}
 
 
@@ -171,6 +177,8 @@ def _attention_cost(device_type: str, dtype: str, pass_: str, bh: int, t: int, d
         nbytes = (2 * bh * t * d + 2 * bh * d) * e
         return _estimate_s(device_type, dtype, 4 * bh * t * d, nbytes), nbytes
     flops = 2 * bh * t * t * d  # QKᵀ and PV, 2·T²·D each, half of them under the causal mask
+    if pass_ == "masked_fwd":  # every score computed, then masked
+        return _estimate_s(device_type, dtype, 2 * flops, 4 * bh * t * d * e + t * t), 4 * bh * t * d * e + t * t
     tensors = 4 if pass_ == "causal_fwd" else 8  # q, k, v, out (+ their grads)
     if pass_ == "causal_fwd_bwd":
         flops *= 3.5  # the backward recomputes the scores: 5 matmuls to the forward's 2
@@ -207,7 +215,15 @@ def _matmul_probes(device_type: str) -> list[tuple[int, int, int]]:
     return list(MATMUL_PROBES[device_type])
 
 
+def attention_passes(device_type: str) -> tuple[str, ...]:
+    """The attention passes measured on `device_type`: the masked one only where the static KV
+    cache runs (a GPU)."""
+    return tuple(p for p in ATTENTION_PASSES if p != "masked_fwd" or _kind(device_type) == "cuda")
+
+
 def _attention_axes(device_type: str, pass_: str, quick: bool) -> tuple[tuple[int, ...], ...]:
+    if pass_ == "masked_fwd":
+        return _thin(MASKED_BH, quick), _thin(MASKED_T, quick), _thin(ATTENTION_D[device_type], quick)
     if pass_ == "one_query":
         return (_thin(ONE_QUERY_BH[device_type], quick), _thin(ONE_QUERY_L[device_type], quick),
                 _thin(ONE_QUERY_D[device_type], quick))
@@ -337,7 +353,7 @@ def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[st
             if cell not in seen:
                 seen.add(cell)
                 matmul.append(list(cell))
-    attention = [[f"{dtype}:{pass_}", *cell] for dtype in dtypes for pass_ in ATTENTION_PASSES
+    attention = [[f"{dtype}:{pass_}", *cell] for dtype in dtypes for pass_ in attention_passes(kind)
                  for cell in _attention_cells(kind, dtype, pass_, quick, memory_bytes)]
     vector = [[f"{op}:{dtype}", x] for dtype in _vector_dtypes(dtypes) for op in _vector_ops(dtype)
               for _, x in _vector_points(kind, dtype, op, quick)]
@@ -366,7 +382,7 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
     for dtype in dtypes:
         out["matmul"] += sum(point(_matmul_cost(kind, dtype, *c)[0])
                              for c in _matmul_cells(kind, dtype, quick, None) + _matmul_probes(kind))
-        for pass_ in ATTENTION_PASSES:
+        for pass_ in attention_passes(kind):
             first = 0.0
             if kind == "cuda":
                 first = FIRST_CALL_S["attention"][pass_] if dtype in ("bf16", "fp16") else \

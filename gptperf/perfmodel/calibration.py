@@ -241,7 +241,8 @@ class Calibration:
 
     matmul: dtype -> Grid over (M, N, K) of y = x·Wᵀ (x: M×K, W: N×K).
     attention: "<dtype>:<pass>" -> Grid; pass "causal_fwd" and "causal_fwd_bwd" over
-        (BH, T, D) (query = key length T, causal), "one_query" over (BH, L, D) (one query
+        (BH, T, D) (query = key length T, causal), "masked_fwd" over (BH, T, D) (the same with
+        the static KV cache's explicit mask; CUDA only), "one_query" over (BH, L, D) (one query
         against L keys).
     vector: "<op>:<dtype>" -> Curve over the bytes the op reads and writes (docs list each op).
     optimizer: "adamw_fused" | "adamw_foreach" -> Grid over (parameter tensors, parameters); a

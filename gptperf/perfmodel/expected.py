@@ -230,10 +230,10 @@ def _attention(c: _Ctx, backward: bool = False) -> KernelCall:
     bh = float(s.B * s.H)
     if s.T == 1:
         return KernelCall("attention", f"{c.act}:one_query", (bh, float(s.L), float(s.D)))
-    # the static cache's explicit mask makes the kernel compute every score: twice the causal work
-    count = 2 if c.plan.static_cache else 1
+    if c.plan.static_cache and not backward:  # sdpa with the cache's explicit (T, T) mask
+        return KernelCall("attention", f"{c.act}:masked_fwd", (bh, float(s.T), float(s.D)))
     return KernelCall("attention", f"{c.act}:causal_{'bwd' if backward else 'fwd'}",
-                      (bh, float(s.T), float(s.D)), count)
+                      (bh, float(s.T), float(s.D)))
 
 
 def _layer_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
@@ -463,6 +463,11 @@ def call_time(call: KernelCall, cal: Calibration) -> float:
         both = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd_bwd"), call.point)
         f, fb = call_time(fwd, cal), call_time(both, cal)
         return call.count * max(fb - f, 0.5 * f)
+    if call.key.endswith(":masked_fwd") and call.key not in cal.attention:
+        # a calibration without the masked kernel (a CPU's, or from before it was measured): the
+        # mask makes the causal kernel compute every score, twice its causal work
+        causal = KernelCall("attention", call.key.replace("masked_fwd", "causal_fwd"), call.point)
+        return call.count * 2 * call_time(causal, cal)
     if call.key.startswith("add_mixed:") and not any(k in cal.vector for k in _fallback(call.key)):
         # a calibration from before the mixed add was measured: charged as a cast, then an add
         act = call.key.split(":", 1)[1]
