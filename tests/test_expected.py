@@ -133,6 +133,17 @@ def test_a_static_cache_prefill_is_charged_the_masked_kernel():
     masked = Grid(("a", "b", "c"), ((HUGE,), (HUGE,), (HUGE,)), (5e-6,))
     with_it = flat_calibration(attention={**without.attention, "bf16:masked_fwd": masked})
     assert call_time(att, with_it) == pytest.approx(5e-6)
+    # off the masked grid's points it is the causal time there × the ratio read between them: a
+    # causal grid with a point at T = 64 (2e-5, off its line), masked ratios 3 at T = 16 and 1.5
+    # at 256 -> √(3·1.5) at 64, × 2e-5 (the masked grid alone would say √(3e-6·1.5e-4))
+    axes = ("BH", "T", "D")
+    causal = Grid(axes, ((1,), (16, 64, 256), (64,)), (1e-6, 2e-5, 1e-4))
+    masked = Grid(axes, ((1,), (16, 256), (64,)), (3e-6, 1.5e-4))
+    cal = flat_calibration(attention={"bf16:causal_fwd": causal, "bf16:masked_fwd": masked})
+    call = att.__class__("attention", "bf16:masked_fwd", (1.0, 64.0, 64.0))
+    assert call_time(call, cal) == pytest.approx(math.sqrt(3 * 1.5) * 2e-5)
+    assert cal.masked_ratio("bf16", 1, 16, 64) == pytest.approx(3.0)
+    assert cal.masked_ratio("bf16", 1, 4096, 64) == pytest.approx(1.5)  # held beyond the edge
     # a plain prefill into the growing cache stays on the causal grid
     (plain,) = [k for k in kernel_calls(cfg, w, ExecutionPlan.eager("sdpa")) if k.family == "attention"]
     assert plain.key == "bf16:causal_fwd" and call_time(plain, with_it) == pytest.approx(T0)

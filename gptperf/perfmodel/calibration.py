@@ -212,6 +212,12 @@ def quantized(grid: Grid, tile: Sequence[int], units: int) -> QuantizedGrid:
                          (int(tile[0]), int(tile[1])), units)
 
 
+def _over(grid: Grid, base: Grid) -> Grid:
+    """`grid`'s times over `base`'s at `grid`'s points, held constant beyond its edges."""
+    ratios = tuple(t / base.at(*p) for p, t in zip(product(*grid.points), grid.seconds, strict=True))
+    return Grid(grid.axes, grid.points, ratios, (0.0,) * len(grid.points), what=f"{grid.what} / causal")
+
+
 def host_model_config(n_layer: int, attention: str = "sdpa") -> Any:
     """The GPTConfig of `HOST_MODEL` with `n_layer` blocks (measured by `gptperf calibrate`,
     costed by `perfmodel.expected` to take its kernels out of its host time)."""
@@ -303,6 +309,8 @@ class Calibration:
     optimizer_overlap: dict[str, Any] = field(default_factory=dict)
     _quantized: dict[str, QuantizedGrid] = field(init=False, repr=False, compare=False,
                                                  default_factory=dict)
+    _masked_ratio: dict[str, Grid] = field(init=False, repr=False, compare=False,
+                                           default_factory=dict)
 
     def __post_init__(self) -> None:
         grids = {k: _optimizer_grid(v) for k, v in self.optimizer.items()}
@@ -320,6 +328,18 @@ class Calibration:
         object.__setattr__(self, "_quantized", {
             k: quantized(g, waves[k]["tile"], waves[k]["units"])
             for k, g in self.matmul.items() if k in waves})
+        object.__setattr__(self, "_masked_ratio", {
+            k.removesuffix(":masked_fwd"): _over(g, self.attention[k.replace("masked_fwd", "causal_fwd")])
+            for k, g in self.attention.items()
+            if k.endswith(":masked_fwd") and k.replace("masked_fwd", "causal_fwd") in self.attention})
+
+    def masked_ratio(self, dtype: str, bh: float, t: float, d: float) -> float:
+        """The static-cache prefill's masked attention over the causal kernel at (BH, T, D): read
+        on the grid of their ratios at the masked grid's points (a smooth function where each
+        time is steep: on the H200 the masked grid itself, read off its points, missed shapes
+        by up to 54%, the ratio by up to 26%); 2 (every score computed) without a masked grid."""
+        grid = self._masked_ratio.get(dtype)
+        return 2.0 if grid is None else grid.at(bh, t, d)
 
     def matmul_seconds(self, key: str, m: float, n: float, k: float) -> float:
         """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, read with its wave quantization

@@ -463,11 +463,10 @@ def call_time(call: KernelCall, cal: Calibration) -> float:
         both = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd_bwd"), call.point)
         f, fb = call_time(fwd, cal), call_time(both, cal)
         return call.count * max(fb - f, 0.5 * f)
-    if call.key.endswith(":masked_fwd") and call.key not in cal.attention:
-        # a calibration without the masked kernel (a CPU's, or from before it was measured): the
-        # mask makes the causal kernel compute every score, twice its causal work
+    if call.key.endswith(":masked_fwd"):  # the causal kernel's time × the measured ratio
         causal = KernelCall("attention", call.key.replace("masked_fwd", "causal_fwd"), call.point)
-        return call.count * 2 * call_time(causal, cal)
+        ratio = cal.masked_ratio(call.key.removesuffix(":masked_fwd"), *call.point)
+        return call.count * ratio * call_time(causal, cal)
     if call.key.startswith("add_mixed:") and not any(k in cal.vector for k in _fallback(call.key)):
         # a calibration from before the mixed add was measured: charged as a cast, then an add
         act = call.key.split(":", 1)[1]
