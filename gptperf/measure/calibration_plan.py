@@ -50,8 +50,8 @@ MATMUL_PROBES: dict[str, tuple[tuple[int, int, int], ...]] = {
 ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query", "masked_fwd")
 # The static KV cache's prefill (CUDA plans only): sdpa with the cache's (T, T) boolean mask,
 # which runs another kernel than is_causal. On the H200 (2026-12-02) it took 1.0x twice the
-# causal kernel's time at BH·T up to 16k, and 1.27-1.35x at BH·T of 37k-131k (bf16), where
-# fp32's masked kernel took 0.62-0.98x.
+# causal kernel's time at T <= 512 or BH = 16, and 1.27-1.35x at T 768-1024 with BH 48-128
+# (bf16), where fp32's masked kernel took 0.62-0.98x.
 MASKED_BH, MASKED_T = (8, 128, 512), (128, 512, 2048)
 ATTENTION_BH = {"cuda": (8, 32, 128, 512), "cpu": (4, 16)}
 ATTENTION_T = {"cuda": (128, 256, 512, 1024, 2048, 8192), "cpu": (32, 128, 512)}
