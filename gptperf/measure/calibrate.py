@@ -494,8 +494,8 @@ def record_compiled(config: GPTConfig, workload: Workload, device: torch.device,
 def record_compiled_steps(device: torch.device, hooks: ProfilerHooks | None, *, quick: bool = False,
                           progress: Progress | None = None, budget_s: float = RECORD_BUDGET_S,
                           ) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """(compiled, notes): "train:bf16", then "forward:bf16" when not `quick` and the first took
-    less than `budget_s`."""
+    """(compiled, notes): "train:bf16", then "forward:bf16" when not `quick` and the train
+    recording took no more than `budget_s`."""
     if hooks is None:
         return {}, ["compiled recordings left out: calibrate() was given no profiler hooks "
                     "(gptperf.profiling.hooks.profiler_hooks())"]

@@ -328,10 +328,11 @@ class Calibration:
         object.__setattr__(self, "_quantized", {
             k: quantized(g, waves[k]["tile"], waves[k]["units"])
             for k, g in self.matmul.items() if k in waves})
+        masked = {k.removesuffix(":masked_fwd"): g for k, g in self.attention.items()
+                  if k.endswith(":masked_fwd")}
         object.__setattr__(self, "_masked_ratio", {
-            k.removesuffix(":masked_fwd"): _over(g, self.attention[k.replace("masked_fwd", "causal_fwd")])
-            for k, g in self.attention.items()
-            if k.endswith(":masked_fwd") and k.replace("masked_fwd", "causal_fwd") in self.attention})
+            dtype: _over(g, self.attention[f"{dtype}:causal_fwd"]) for dtype, g in masked.items()
+            if f"{dtype}:causal_fwd" in self.attention})
 
     def masked_ratio(self, dtype: str, bh: float, t: float, d: float) -> float:
         """The static-cache prefill's masked attention over the causal kernel at (BH, T, D): read
