@@ -42,6 +42,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     EMBED,
     EMBED_BWD_VOCAB,
     GEMV_SIZES,
+    GEMV_SKIPPED_DTYPES,
     GIB,
     KIB,
     MIB,
@@ -473,7 +474,7 @@ def _measure_gemv(device: torch.device, dtype: str, quick: bool, progress: Progr
                   timer: KernelTimer) -> Curve | None:
     from gptperf.steps import gemv
 
-    if device.type != "cuda" or not gemv.available() or dtype in ("tf32", "fp64"):
+    if device.type != "cuda" or not gemv.available() or dtype in GEMV_SKIPPED_DTYPES:
         return None
 
     def make_call(sets: list[list[torch.Tensor]], tdtype: torch.dtype, device: torch.device,
@@ -495,7 +496,7 @@ def _measure_gemv_chain(device: torch.device, dtype: str, quick: bool, progress:
     so the time a kernel spends waiting for its input and ramping up is in each point."""
     from gptperf.steps import decode_kernels
 
-    if device.type != "cuda" or not decode_kernels.available() or dtype in ("tf32", "fp64"):
+    if device.type != "cuda" or not decode_kernels.available() or dtype in GEMV_SKIPPED_DTYPES:
         return None
 
     def make_call(sets: list[list[torch.Tensor]], tdtype: torch.dtype, device: torch.device,

@@ -105,6 +105,8 @@ OPTIMIZER_BYTES_PER_PARAM = 24  # param, grad, m, v and the foreach temporaries 
 OPTIMIZER_TENSORS = {"cuda": (12, 96, 960), "cpu": (12, 48, 192)}
 
 GEMV_SIZES = tuple(256 * KIB * 4**i for i in range(7))  # weight bytes 256 KiB .. 1 GiB
+# dtypes the one-row kernels are not measured in (tf32 is fp32 in memory; fp64 has no kernel)
+GEMV_SKIPPED_DTYPES = ("tf32", "fp64")
 
 # --- timing figures the estimate uses (calibrate_kernels times with them) ------------------------
 
@@ -177,8 +179,9 @@ def _attention_cost(device_type: str, dtype: str, pass_: str, bh: int, t: int, d
         nbytes = (2 * bh * t * d + 2 * bh * d) * e
         return _estimate_s(device_type, dtype, 4 * bh * t * d, nbytes), nbytes
     flops = 2 * bh * t * t * d  # QKᵀ and PV, 2·T²·D each, half of them under the causal mask
-    if pass_ == "masked_fwd":  # every score computed, then masked
-        return _estimate_s(device_type, dtype, 2 * flops, 4 * bh * t * d * e + t * t), 4 * bh * t * d * e + t * t
+    if pass_ == "masked_fwd":  # every score computed, then masked; q, k, v, out and the mask
+        nbytes = 4 * bh * t * d * e + t * t
+        return _estimate_s(device_type, dtype, 2 * flops, nbytes), nbytes
     tensors = 4 if pass_ == "causal_fwd" else 8  # q, k, v, out (+ their grads)
     if pass_ == "causal_fwd_bwd":
         flops *= 3.5  # the backward recomputes the scores: 5 matmuls to the forward's 2
@@ -402,7 +405,7 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
     if kind == "cuda":
         # the one-row gemv and the fused decode kernel in a chain, over the same sizes, each
         # compiled once per dtype
-        kernels = 2 * len([d for d in dtypes if d in ("bf16", "fp16", "fp32")])
+        kernels = 2 * len([d for d in dtypes if d not in GEMV_SKIPPED_DTYPES])
         out["gemv"] = kernels * (FIRST_CALL_S["gemv_compile"] + sum(
             point(_estimate_s(kind, "bf16", 0, s)) for s in _thin(GEMV_SIZES, quick)))
     return out

@@ -57,14 +57,14 @@ def measure_optimizer_overlap(device: torch.device, rounds: int = ROUNDS) -> dic
     """{"share", "host_s", "end_s", "device_s", "config", "tensors", "parameters"} of the fused
     AdamW phase of `gptperf train`'s step on `OVERLAP_MODEL`, medians over `rounds` (CUDA only;
     a one-line UserError on a CPU or where the model does not fit)."""
-    from gptperf.perfmodel.workload import Workload
+    from gptperf.perfmodel.workload import Workload, count_parameters
     from gptperf.plan import ExecutionPlan
     from gptperf.steps.build import build_step
 
     if device.type != "cuda":
         raise UserError(f"the optimizer's overlap is measured on a CUDA GPU, not {device.type!r}")
     config = overlap_config()
-    params = config.n_layer * (12 * config.n_embd**2) + config.vocab_size * config.n_embd
+    params = count_parameters(config)
     free, _ = torch.cuda.mem_get_info(device)
     if BYTES_PER_PARAMETER * params > 0.8 * free:
         raise UserError(f"the overlap model needs {BYTES_PER_PARAMETER * params / 1e9:.1f} GB of GPU "
@@ -76,9 +76,7 @@ def measure_optimizer_overlap(device: torch.device, rounds: int = ROUNDS) -> dic
         step.run()
     hosts, ends, devices = [], [], []
     for _ in range(rounds):
-        step.forward()
-        step.backward()
-        torch.cuda.synchronize(device)
+        _gradients(step, device)
         start = time.perf_counter()
         step.optimizer_step()
         hosts.append(time.perf_counter() - start)
@@ -95,13 +93,18 @@ def measure_optimizer_overlap(device: torch.device, rounds: int = ROUNDS) -> dic
     return out
 
 
+def _gradients(step: Any, device: torch.device) -> None:
+    """A forward and backward for the optimizer to step on, finished: the device idle after."""
+    step.forward()
+    step.backward()
+    torch.cuda.synchronize(device)
+
+
 def _kernels_alone(step: Any, device: torch.device) -> float:
     """Seconds of the optimizer phase's kernels back to back: queued behind a sleeping kernel, so
     the host has issued them all before the first runs (checked: a sleep too short is a
     RuntimeError rather than a wrong time)."""
-    step.forward()
-    step.backward()
-    torch.cuda.synchronize(device)
+    _gradients(step, device)
     asleep, first, last = (torch.cuda.Event(enable_timing=True) for _ in range(3))
     asleep.record()
     torch.cuda._sleep(SLEEP_CYCLES)
