@@ -463,6 +463,53 @@ def test_the_bias_ratio_round_trips_older_calibrations_have_none_and_a_bad_one_i
         flat_calibration(matmul_bias={"fp32": {"ratio": -1.0}})
 
 
+# -- a matmul off the grid's points ----------------------------------------------------------
+
+OFFGRID = {"fp32": {"ratio": 1.25, "median": 1.1, "low": 0.9, "high": 1.6, "probes": 26.0}}
+
+
+def test_a_matmul_off_the_grids_points_pays_the_probes_mean_ratio() -> None:
+    """A grid over M, N, K at 1 and 1024 (t = M·N·K ns): a call on its points reads the grid; a
+    call off them in any axis reads the grid × 1.25; bf16, without probes, reads the grid."""
+    points = ((1.0, 1024.0),) * 3
+    grid = Grid(("M", "N", "K"), points,
+                tuple(m * n * k * 1e-9 for m in points[0] for n in points[1] for k in points[2]))
+    cal = flat_calibration(matmul={"fp32": grid, "bf16": grid}, matmul_offgrid=OFFGRID)
+    assert cal.matmul_seconds("fp32", 1024, 1024, 1) == pytest.approx(1024 * 1024 * 1e-9)
+    assert cal.matmul_seconds("fp32", 1024, 32, 1024) == pytest.approx(1024 * 32 * 1024 * 1e-9 * 1.25)
+    assert cal.matmul_seconds("fp32", 1000, 1024, 1024) == pytest.approx(1000 * 1024 * 1024 * 1e-9 * 1.25)
+    assert cal.matmul_seconds("bf16", 1024, 32, 1024) == pytest.approx(1024 * 32 * 1024 * 1e-9)
+    # through a layer: gpt2's 768-wide matmuls are off this grid, so every one pays it
+    cfg, w = preset("gpt2", n_layer=1), Workload("forward", 2, 64, "fp32")
+    plain = expected(cfg, w, None, flat_calibration(matmul={"fp32": grid}))
+    off = expected(cfg, w, None, cal)
+    from gptperf import names
+
+    for comp in (names.ATTN_QKV, names.MLP_FC, names.LM_HEAD):
+        assert _op_device_s(off, comp) == pytest.approx(1.25 * _op_device_s(plain, comp))
+    assert _op_device_s(off, names.LN_1) == pytest.approx(_op_device_s(plain, names.LN_1))
+
+
+def test_the_offgrid_ratio_round_trips_older_calibrations_have_none_and_a_bad_one_is_refused() -> None:
+    cal = flat_calibration(matmul_offgrid=OFFGRID)
+    again = Calibration.from_dict(cal.to_dict())
+    assert again.matmul_offgrid == OFFGRID and again.offgrid_ratio("fp32", 3, 5, 7) == 1.25
+    assert again.offgrid_ratio("bf16", 3, 5, 7) == 1.0
+    old = cal.to_dict()
+    del old["matmul_offgrid"]
+    assert Calibration.from_dict(old).offgrid_ratio("fp32", 3, 5, 7) == 1.0
+    with pytest.raises(UserError, match="matmul_offgrid"):
+        flat_calibration(matmul_offgrid={"fp32": {"ratio": 0.0}})
+
+
+def test_gptperf_calibrate_shows_the_offgrid_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    from gptperf.commands.calibrate import print_calibration
+
+    print_calibration(flat_calibration(matmul_offgrid=OFFGRID), cached=False, path=None)
+    words = " ".join(w for w in capsys.readouterr().out.split() if w != "│")  # cells wrap
+    assert "off its points ×1.250 (mean of 26 probes, 0.90–1.60)" in words
+
+
 def test_gptperf_calibrate_shows_the_bias_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     from gptperf.commands.calibrate import print_calibration
 

@@ -91,6 +91,10 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
             if bias:
                 what += (f"; with a bias ×{bias['ratio']:.3f} (median of {bias['probes']:.0f} "
                          f"probes, {bias['low']:.2f}–{bias['high']:.2f})")
+            offgrid = calibration.matmul_offgrid.get(key) if family == "matmul" else None
+            if offgrid:
+                what += (f"; off its points ×{offgrid['ratio']:.3f} (mean of "
+                         f"{offgrid['probes']:.0f} probes, {offgrid['low']:.2f}–{offgrid['high']:.2f})")
             curves.add_row(family, key, str(_points(curve)), _percent(residuals[f"{family}:{key}"]),
                            f"{seconds(min(curve.seconds))} – {seconds(max(curve.seconds))}", what)
     wide.print(curves)

@@ -204,6 +204,29 @@ def matmul_waves(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, flo
     return waves, notes
 
 
+def matmul_offgrid(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, float]]],
+                   waves: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Per dtype the off-grid probes' measured times over the grid's reading of them (with the
+    waves kept, as `Calibration.matmul_seconds` reads it): their mean is what a matmul off the
+    grid's points is charged beyond the grid — the mean, since a step's time is a sum over its
+    shapes — with the median, range and count; and a note each."""
+    out: dict[str, dict[str, float]] = {}
+    notes = []
+    for dtype, measured in probes.items():
+        grid = grids[dtype]
+        read = (quantized(grid, waves[dtype]["tile"], waves[dtype]["units"]) if dtype in waves
+                else grid.at)
+        rs = [t / read(*shape) for shape, t in measured]
+        if not rs:
+            continue
+        out[dtype] = {"ratio": statistics.fmean(rs), "median": statistics.median(rs),
+                      "low": min(rs), "high": max(rs), "probes": float(len(rs))}
+        notes.append(f"matmul {dtype}: shapes off the grid take ×{out[dtype]['ratio']:.3f} of its "
+                     f"reading (mean of {len(rs)} probes, median {out[dtype]['median']:.3f}, "
+                     f"{min(rs):.2f}–{max(rs):.2f})")
+    return out, notes
+
+
 def measure_attention(device: torch.device | str, dtype: str, quick: bool = False,
                       progress: Progress | None = None) -> dict[str, Grid]:
     """Grids "<dtype>:causal_fwd", "<dtype>:causal_fwd_bwd" (and on CUDA "<dtype>:masked_fwd")
@@ -606,7 +629,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
     measured (as `planned_shapes`), "notes": [str], "seconds": wall time, "family_seconds": wall
     time per family, and on CUDA "matmul_waves": {dtype: waves kept by the off-grid probes} and
-    "matmul_bias": {dtype: a bias's cost, `matmul_bias`}}. On a
+    "matmul_bias": {dtype: a bias's cost, `matmul_bias`}, "matmul_offgrid": {dtype: an off-grid
+    shape's cost, `matmul_offgrid`}}. On a
     CPU every point is measured in CPU_PASSES passes, merged (`merge_passes`). `lock` is held while
     each point is timed (`KernelTimer`)."""
     device = as_device(device)
@@ -640,7 +664,9 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
         units = torch.cuda.get_device_properties(device).multi_processor_count
         result["matmul_waves"], wave_notes = matmul_waves(result["matmul"], probes, units)
         result["matmul_bias"], bias_notes = matmul_bias(biased)
-        notes += wave_notes + bias_notes
+        result["matmul_offgrid"], offgrid_notes = matmul_offgrid(result["matmul"], probes,
+                                                                 result["matmul_waves"])
+        notes += wave_notes + bias_notes + offgrid_notes
     result["shapes"] = shapes
     result["notes"] = notes + timer.notes
     result["seconds"] = time.perf_counter() - start

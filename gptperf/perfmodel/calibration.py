@@ -282,6 +282,11 @@ class Calibration:
     matmul_bias: dtype -> {"ratio", "low", "high", "probes"}: a linear layer's time with a bias
         over its time without (the median over the off-grid probes, each timed both ways), what
         an eager layer with a bias is charged beyond the grid (`bias_ratio`); 1 where absent.
+    matmul_offgrid: dtype -> {"ratio", "median", "low", "high", "probes"}: the off-grid probes'
+        measured times over the grid's reading of them (ratio: their mean), what a matmul off the
+        grid's points is charged beyond the grid (`offgrid_ratio`); 1 where absent. cuBLAS picks
+        a kernel per shape, and at the GPT widths between the grid's powers of two its fp32 picks
+        run slower than the grid's (H200: 0.93–1.37× at 114 GPT shapes, mean 1.054; bf16's 0.91–1.10, mean 1.004).
     optimizer_overlap: {"share", "host_s", "end_s", "device_s", ...}: the share of the fused
         AdamW phase's host time that runs after its kernels have started
         (`gptperf.measure.optimizer_overlap`); empty on a CPU and in calibrations from before it
@@ -306,6 +311,7 @@ class Calibration:
     launch_gap_s: float = 0.0
     matmul_waves: dict[str, dict[str, Any]] = field(default_factory=dict)
     matmul_bias: dict[str, dict[str, float]] = field(default_factory=dict)
+    matmul_offgrid: dict[str, dict[str, float]] = field(default_factory=dict)
     optimizer_overlap: dict[str, Any] = field(default_factory=dict)
     _quantized: dict[str, QuantizedGrid] = field(init=False, repr=False, compare=False,
                                                  default_factory=dict)
@@ -315,10 +321,11 @@ class Calibration:
     def __post_init__(self) -> None:
         grids = {k: _optimizer_grid(v) for k, v in self.optimizer.items()}
         object.__setattr__(self, "optimizer", grids)
-        for key, entry in self.matmul_bias.items():
-            ratio = entry.get("ratio") if isinstance(entry, dict) else None
-            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 10:
-                raise UserError(f"matmul_bias[{key!r}] needs a ratio between 0 and 10, got {entry!r}")
+        for table in ("matmul_bias", "matmul_offgrid"):
+            for key, entry in getattr(self, table).items():
+                ratio = entry.get("ratio") if isinstance(entry, dict) else None
+                if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 10:
+                    raise UserError(f"{table}[{key!r}] needs a ratio between 0 and 10, got {entry!r}")
         share = self.optimizer_overlap.get("share", 0.0)
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
             raise UserError(f"optimizer_overlap needs a share between 0 and 1, got {share!r}")
@@ -344,10 +351,18 @@ class Calibration:
 
     def matmul_seconds(self, key: str, m: float, n: float, k: float) -> float:
         """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, read with its wave quantization
-        where the calibration kept one (`QuantizedGrid`)."""
-        if key in self._quantized:
-            return self._quantized[key](m, n, k)
-        return self.matmul[key].at(m, n, k)
+        where the calibration kept one (`QuantizedGrid`), × `offgrid_ratio` off its points."""
+        read = self._quantized[key](m, n, k) if key in self._quantized else self.matmul[key].at(m, n, k)
+        return read * self.offgrid_ratio(key, m, n, k)
+
+    def offgrid_ratio(self, key: str, m: float, n: float, k: float) -> float:
+        """What a matmul off grid `key`'s points takes over the grid's reading of it: the off-grid
+        probes' mean ratio (`matmul_offgrid`); 1 on the grid's points or without probes."""
+        entry = self.matmul_offgrid.get(key)
+        grid = self.matmul.get(key)
+        if not entry or grid is None or all(x in p for x, p in zip((m, n, k), grid.points, strict=True)):
+            return 1.0
+        return float(entry["ratio"])
 
     def bias_ratio(self, key: str) -> float:
         """A linear layer's time with a bias over the grid's time without one, on grid `key`."""
@@ -410,6 +425,7 @@ class Calibration:
             "launch_gap_s": self.launch_gap_s,
             "matmul_waves": {k: dict(v) for k, v in self.matmul_waves.items()},
             "matmul_bias": {k: dict(v) for k, v in self.matmul_bias.items()},
+            "matmul_offgrid": {k: dict(v) for k, v in self.matmul_offgrid.items()},
             "optimizer_overlap": dict(self.optimizer_overlap),
         }
 
@@ -438,6 +454,8 @@ class Calibration:
                 matmul_waves={k: dict(v) for k, v in d.get("matmul_waves", {}).items()},
                 matmul_bias={k: {kk: float(vv) for kk, vv in v.items()}
                              for k, v in d.get("matmul_bias", {}).items()},
+                matmul_offgrid={k: {kk: float(vv) for kk, vv in v.items()}
+                                for k, v in d.get("matmul_offgrid", {}).items()},
                 optimizer_overlap=dict(d.get("optimizer_overlap", {})),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
