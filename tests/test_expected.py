@@ -498,6 +498,10 @@ def test_the_offgrid_ratio_round_trips_older_calibrations_have_none_and_a_bad_on
     old = cal.to_dict()
     del old["matmul_offgrid"]
     assert Calibration.from_dict(old).offgrid_ratio("fp32", 3, 5, 7) == 1.0
+    # a calibration that read its grid with waves: read plainly now, the waves ignored
+    old["matmul_waves"] = {"fp32": {"tile": [128, 256], "units": 132}}
+    older = Calibration.from_dict(old)
+    assert older.matmul_seconds("fp32", 3, 5, 7) == older.matmul["fp32"].at(3, 5, 7)
     with pytest.raises(UserError, match="matmul_offgrid"):
         flat_calibration(matmul_offgrid={"fp32": {"ratio": 0.0}})
 

@@ -82,11 +82,6 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
     for family in ("matmul", "attention", "vector", "optimizer", "gemv"):
         for key, curve in getattr(calibration, family).items():
             what = " × ".join(curve.axes) if hasattr(curve, "axes") else curve.what
-            waves = calibration.matmul_waves.get(key) if family == "matmul" else None
-            if waves:
-                what += (f"; read with waves of {waves['tile'][0]}×{waves['tile'][1]} tiles on "
-                         f"{waves['units']} SMs (off-grid probes {_percent(waves['plain_error'])} → "
-                         f"{_percent(waves['error'])})")
             bias = calibration.matmul_bias.get(key) if family == "matmul" else None
             if bias:
                 what += (f"; with a bias ×{bias['ratio']:.3f} (median of {bias['probes']:.0f} "

@@ -646,8 +646,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         gemv=dict(kernels.get("gemv", {})), host=host, compiled=compiled, shapes=shapes,
         notes=notes, probes={"start": first.to_dict(), "host": host_probe,
                              "host_jobs": measured_host.job_units, "end": last.to_dict()},
-        launch_gap_s=float(launch["gap_s"]), matmul_waves=dict(kernels.get("matmul_waves", {})),
-        matmul_bias=dict(kernels.get("matmul_bias", {})),
+        launch_gap_s=float(launch["gap_s"]), matmul_bias=dict(kernels.get("matmul_bias", {})),
         matmul_offgrid=dict(kernels.get("matmul_offgrid", {})), optimizer_overlap=overlap,
     )
 

@@ -79,9 +79,10 @@ from gptperf.measure.kernel_timer import (
     random_tensor,
 )
 from gptperf.measure.timer import Progress
-from gptperf.perfmodel.calibration import GEMV_CHAIN, Curve, Grid, quantized
-from gptperf.perfmodel.waves import Shape, choose_tile
+from gptperf.perfmodel.calibration import GEMV_CHAIN, Curve, Grid
 from gptperf.runtime import TORCH_DTYPES, as_device
+
+Shape = tuple[float, float, float]  # a matmul probe's M, N, K
 
 
 def _memory_bytes(device: torch.device) -> int | None:
@@ -188,34 +189,15 @@ def matmul_bias(ratios: dict[str, list[float]]) -> tuple[dict[str, dict[str, flo
     return out, notes
 
 
-def matmul_waves(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, float]]],
-                 units: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Per dtype the wave quantization its probes keep (`perfmodel.waves.choose_tile`), and a
-    note each."""
-    waves: dict[str, dict[str, Any]] = {}
-    notes = []
-    for dtype, measured in probes.items():
-        grid = grids[dtype]
-        chosen, note = choose_tile(measured, grid.at,
-                                   lambda tile, grid=grid: quantized(grid, tile, units), units)
-        notes.append(f"matmul {dtype}: {note}")
-        if chosen is not None:
-            waves[dtype] = chosen
-    return waves, notes
-
-
 def matmul_offgrid(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, float]]],
-                   waves: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """Per dtype the off-grid probes' measured times over the grid's reading of them (with the
-    waves kept, as `Calibration.matmul_seconds` reads it): their mean is what a matmul off the
-    grid's points is charged beyond the grid — the mean, since a step's time is a sum over its
-    shapes — with the median, range and count; and a note each."""
+                   ) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Per dtype the off-grid probes' measured times over the grid's reading of them: their mean
+    is what a matmul off the grid's points is charged beyond the grid — the mean, since a step's
+    time is a sum over its shapes — with the median, range and count; and a note each."""
     out: dict[str, dict[str, float]] = {}
     notes = []
     for dtype, measured in probes.items():
-        grid = grids[dtype]
-        read = (quantized(grid, waves[dtype]["tile"], waves[dtype]["units"]) if dtype in waves
-                else grid.at)
+        read = grids[dtype].at
         rs = [t / read(*shape) for shape, t in measured]
         if not rs:
             continue
@@ -628,8 +610,7 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
     "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
     measured (as `planned_shapes`), "notes": [str], "seconds": wall time, "family_seconds": wall
-    time per family, and on CUDA "matmul_waves": {dtype: waves kept by the off-grid probes} and
-    "matmul_bias": {dtype: a bias's cost, `matmul_bias`}, "matmul_offgrid": {dtype: an off-grid
+    time per family, and on CUDA "matmul_bias": {dtype: a bias's cost, `matmul_bias`}, "matmul_offgrid": {dtype: an off-grid
     shape's cost, `matmul_offgrid`}}. On a
     CPU every point is measured in CPU_PASSES passes, merged (`merge_passes`). `lock` is held while
     each point is timed (`KernelTimer`)."""
@@ -661,12 +642,9 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     if device.type == "cuda" and not result["gemv"]:
         notes.append("gemv left out: gptperf's Triton kernel does not run here")
     if probes:
-        units = torch.cuda.get_device_properties(device).multi_processor_count
-        result["matmul_waves"], wave_notes = matmul_waves(result["matmul"], probes, units)
         result["matmul_bias"], bias_notes = matmul_bias(biased)
-        result["matmul_offgrid"], offgrid_notes = matmul_offgrid(result["matmul"], probes,
-                                                                 result["matmul_waves"])
-        notes += wave_notes + bias_notes + offgrid_notes
+        result["matmul_offgrid"], offgrid_notes = matmul_offgrid(result["matmul"], probes)
+        notes += bias_notes + offgrid_notes
     result["shapes"] = shapes
     result["notes"] = notes + timer.notes
     result["seconds"] = time.perf_counter() - start

@@ -36,11 +36,10 @@ MATMUL_N = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536),
 MATMUL_K = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384),
             "cpu": (128, 256, 512, 1024, 2048, 4096)}
 MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not measured
-# (M, N, K) off the grid's powers of two, the layers of GPT widths (384 to 4096, the vocabulary):
-# what picks each dtype's wave quantization (`gptperf.perfmodel.waves`). None on a CPU, which runs
-# no waves. (12 probes at M = 1536, 6144, 24576 and 3·2^k widths missed the plain grid by 2.9%
-# and kept no tile on an H200 where 52 GPT shapes at other M missed it by 5.4%, mean 9.0%: the
-# tile shows over many row and column counts, not a few.)
+# (M, N, K) off the grid's powers of two, the layers of GPT widths (384 to 4096, the vocabulary),
+# timed plain and with a bias: their mean time over the grid's reading is what a matmul off the
+# grid's points is charged (`matmul_offgrid`), their median bias ratio what a layer's bias costs
+# (`matmul_bias`). None on a CPU.
 MATMUL_PROBES: dict[str, tuple[tuple[int, int, int], ...]] = {
     "cuda": tuple((m, n, k) for m in (1200, 10000) for k, n in (
         (384, 1152), (768, 768), (768, 2304), (768, 3072), (3072, 768), (1024, 4096), (4096, 1024),

@@ -17,13 +17,11 @@ import bisect
 import datetime as _dt
 import math
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
 
 from gptperf.errors import UserError
-from gptperf.perfmodel.waves import MAX_K, check_waves, divided_seconds, wave_factor
 
 SCHEMA = "gptperf.calibration/1"
 MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration is refused
@@ -188,30 +186,6 @@ class Grid:
                    tuple(d.get("growth", ())), str(d.get("what", "")))
 
 
-@dataclass(frozen=True)
-class QuantizedGrid:
-    """A matmul grid read with wave quantization (`gptperf.perfmodel.waves`): `divided` holds
-    each time over its shape's wave factor; a call multiplies the factor of its own shape back,
-    for K up to `waves.MAX_K` — a deeper matmul is read from the `plain` grid."""
-
-    plain: Grid
-    divided: Grid
-    tile: tuple[int, int]
-    units: int
-
-    def __call__(self, m: float, n: float, k: float) -> float:
-        if k > MAX_K:
-            return self.plain.at(m, n, k)
-        return self.divided.at(m, n, k) * wave_factor(m, n, self.tile, self.units)
-
-
-def quantized(grid: Grid, tile: Sequence[int], units: int) -> QuantizedGrid:
-    """`grid` (over M, N, K) read with waves of `units` output tiles of `tile`."""
-    divided = divided_seconds(list(product(*grid.points)), grid.seconds, tile, units)
-    return QuantizedGrid(grid, Grid(grid.axes, grid.points, divided, grid.growth, grid.what),
-                         (int(tile[0]), int(tile[1])), units)
-
-
 def _over(grid: Grid, base: Grid) -> Grid:
     """`grid`'s times over `base`'s at `grid`'s points, held constant beyond its edges."""
     ratios = tuple(t / base.at(*p) for p, t in zip(product(*grid.points), grid.seconds, strict=True))
@@ -276,9 +250,6 @@ class Calibration:
     launch_gap_s: seconds a GPU kernel launched from a stream takes beyond the same kernel in a
         CUDA graph (`gptperf.measure.launch_gap`); charged per kernel of steps that are not
         graphs. 0 on a CPU and in calibrations from before it was measured.
-    matmul_waves: dtype -> the wave quantization its matmul grid is read with
-        (`gptperf.perfmodel.waves`: {"tile", "units", "error", "plain_error"}); a dtype without
-        one is read plainly (`matmul_seconds`).
     matmul_bias: dtype -> {"ratio", "low", "high", "probes"}: a linear layer's time with a bias
         over its time without (the median over the off-grid probes, each timed both ways), what
         an eager layer with a bias is charged beyond the grid (`bias_ratio`); 1 where absent.
@@ -286,7 +257,9 @@ class Calibration:
         measured times over the grid's reading of them (ratio: their mean), what a matmul off the
         grid's points is charged beyond the grid (`offgrid_ratio`); 1 where absent. cuBLAS picks
         a kernel per shape, and at the GPT widths between the grid's powers of two its fp32 picks
-        run slower than the grid's (H200: 0.93–1.37× at 114 GPT shapes, mean 1.054; bf16's 0.91–1.10, mean 1.004).
+        run slower than the grid's (H200: 0.93–1.37× at 114 GPT shapes, mean 1.054; bf16's
+        0.91–1.10, mean 1.004). An older calibration's "matmul_waves" (a wave quantization the
+        grid was read with) is no longer read: docs/perfmodel.md says why.
     optimizer_overlap: {"share", "host_s", "end_s", "device_s", ...}: the share of the fused
         AdamW phase's host time that runs after its kernels have started
         (`gptperf.measure.optimizer_overlap`); empty on a CPU and in calibrations from before it
@@ -309,12 +282,9 @@ class Calibration:
     notes: list[str] = field(default_factory=list)
     probes: dict[str, dict[str, float]] = field(default_factory=dict)
     launch_gap_s: float = 0.0
-    matmul_waves: dict[str, dict[str, Any]] = field(default_factory=dict)
     matmul_bias: dict[str, dict[str, float]] = field(default_factory=dict)
     matmul_offgrid: dict[str, dict[str, float]] = field(default_factory=dict)
     optimizer_overlap: dict[str, Any] = field(default_factory=dict)
-    _quantized: dict[str, QuantizedGrid] = field(init=False, repr=False, compare=False,
-                                                 default_factory=dict)
     _masked_ratio: dict[str, Grid] = field(init=False, repr=False, compare=False,
                                            default_factory=dict)
 
@@ -329,12 +299,6 @@ class Calibration:
         share = self.optimizer_overlap.get("share", 0.0)
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
             raise UserError(f"optimizer_overlap needs a share between 0 and 1, got {share!r}")
-        waves = {k: check_waves(v) for k, v in self.matmul_waves.items() if k in self.matmul}
-        object.__setattr__(self, "matmul_waves", waves)
-        # the grids divided by their wave factors, built once (interpolated on every matmul)
-        object.__setattr__(self, "_quantized", {
-            k: quantized(g, waves[k]["tile"], waves[k]["units"])
-            for k, g in self.matmul.items() if k in waves})
         masked = {k.removesuffix(":masked_fwd"): g for k, g in self.attention.items()
                   if k.endswith(":masked_fwd")}
         object.__setattr__(self, "_masked_ratio", {
@@ -350,10 +314,8 @@ class Calibration:
         return 2.0 if grid is None else grid.at(bh, t, d)
 
     def matmul_seconds(self, key: str, m: float, n: float, k: float) -> float:
-        """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, read with its wave quantization
-        where the calibration kept one (`QuantizedGrid`), × `offgrid_ratio` off its points."""
-        read = self._quantized[key](m, n, k) if key in self._quantized else self.matmul[key].at(m, n, k)
-        return read * self.offgrid_ratio(key, m, n, k)
+        """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, × `offgrid_ratio` off its points."""
+        return self.matmul[key].at(m, n, k) * self.offgrid_ratio(key, m, n, k)
 
     def offgrid_ratio(self, key: str, m: float, n: float, k: float) -> float:
         """What a matmul off grid `key`'s points takes over the grid's reading of it: the off-grid
@@ -423,7 +385,6 @@ class Calibration:
             "compiled": self.compiled, "shapes": self.shapes, "notes": list(self.notes),
             "probes": {k: dict(v) for k, v in self.probes.items()},
             "launch_gap_s": self.launch_gap_s,
-            "matmul_waves": {k: dict(v) for k, v in self.matmul_waves.items()},
             "matmul_bias": {k: dict(v) for k, v in self.matmul_bias.items()},
             "matmul_offgrid": {k: dict(v) for k, v in self.matmul_offgrid.items()},
             "optimizer_overlap": dict(self.optimizer_overlap),
@@ -451,7 +412,6 @@ class Calibration:
                 notes=list(d.get("notes", [])),
                 probes={k: {kk: float(vv) for kk, vv in v.items()} for k, v in d.get("probes", {}).items()},
                 launch_gap_s=float(d.get("launch_gap_s", 0.0)),
-                matmul_waves={k: dict(v) for k, v in d.get("matmul_waves", {}).items()},
                 matmul_bias={k: {kk: float(vv) for kk, vv in v.items()}
                              for k, v in d.get("matmul_bias", {}).items()},
                 matmul_offgrid={k: {kk: float(vv) for kk, vv in v.items()}
