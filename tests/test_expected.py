@@ -13,7 +13,7 @@ from gptperf.errors import UserError
 from gptperf.model import preset
 from gptperf.perfmodel import Workload
 from gptperf.perfmodel.calibration import HOST_MODEL, Calibration, Curve, Grid
-from gptperf.perfmodel.expected import Expected, expected, kernel_calls, queue_time
+from gptperf.perfmodel.expected import Expected, _ops, expected, kernel_calls, queue_time
 from gptperf.plan import ExecutionPlan
 
 NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.timezone.utc)
@@ -296,22 +296,33 @@ def test_missing_curve_is_a_one_line_error_naming_what_exists():
         expected(preset("gpt2", n_layer=1), Workload("forward", 1, 16, "fp32"), None, cal)
 
 
-def test_fused_decode_gemvs_use_the_chained_curve_or_else_the_plain_one():
-    """The fused decode step's weight streams are looked up on the chained curve (each kernel
-    waits for the one before); a calibration from before that curve existed uses the plain gemv."""
+def test_fused_decode_gemvs_use_the_chained_curves_or_else_the_plain_one():
+    """The fused decode step's weight streams are looked up on the chained curves (each kernel
+    waits for the one before): qkv, fc and the LM head on the LayerNorm chain, the projections on
+    the residual chain; a calibration without the residual chain charges them on the LayerNorm
+    chain, one without either on the plain gemv."""
+    from gptperf import names
+
     fused = ExecutionPlan("cuda_graph", static_cache=True, one_row_kernel=True, fused_decode=True)
     config, decode = preset("tiny"), Workload("decode", 1, 32, "bf16")
-    gemvs = sum(k.count for k in kernel_calls(config, decode, fused) if k.family == "gemv")
-    others = sum(k.count for k in kernel_calls(config, decode, fused) if k.family != "gemv")
-    assert gemvs == 4 * config.n_layer + 1 and all(
-        k.key == "chain:bf16" for k in kernel_calls(config, decode, fused) if k.family == "gemv")
-    chain_t = 5e-6
-    chained = flat_calibration(gemv={"bf16": Curve((HUGE,), (T0,)), "chain:bf16": Curve((HUGE,), (chain_t,))})
+    calls = kernel_calls(config, decode, fused)
+    gemvs = sum(k.count for k in calls if k.family == "gemv")
+    others = sum(k.count for k in calls if k.family != "gemv")
+    residual = sum(k.count for k in calls if k.key == "chain_residual:bf16")
+    assert gemvs == 4 * config.n_layer + 1 and residual == 2 * config.n_layer
+    assert sum(k.count for k in calls if k.key == "chain:bf16") == 2 * config.n_layer + 1
+    ops = {(comp, k.key) for comp, _, _, ks in _ops(config, decode, fused) for k in ks if k.family == "gemv"}
+    assert {comp for comp, key in ops if key == "chain_residual:bf16"} == {names.ATTN_PROJ, names.MLP_PROJ}
+    chain_t, residual_t = 5e-6, 3e-6
+    both = flat_calibration(gemv={"bf16": Curve((HUGE,), (T0,)), "chain:bf16": Curve((HUGE,), (chain_t,)),
+                                  "chain_residual:bf16": Curve((HUGE,), (residual_t,))})
+    older = flat_calibration(gemv={"bf16": Curve((HUGE,), (T0,)), "chain:bf16": Curve((HUGE,), (chain_t,))})
     plain = flat_calibration()
-    with_chain = expected(config, decode, fused, chained).step_time_s  # a CUDA graph: device time
-    without = expected(config, decode, fused, plain).step_time_s
-    assert with_chain == pytest.approx(gemvs * chain_t + others * T0)
-    assert without == pytest.approx((gemvs + others) * T0)
+    # a CUDA graph: the step is its device time
+    assert expected(config, decode, fused, both).step_time_s == pytest.approx(
+        (gemvs - residual) * chain_t + residual * residual_t + others * T0)
+    assert expected(config, decode, fused, older).step_time_s == pytest.approx(gemvs * chain_t + others * T0)
+    assert expected(config, decode, fused, plain).step_time_s == pytest.approx((gemvs + others) * T0)
 
 
 def test_optimizer_time_follows_the_tensor_count_on_its_grid():

@@ -79,7 +79,7 @@ from gptperf.measure.kernel_timer import (
     random_tensor,
 )
 from gptperf.measure.timer import Progress
-from gptperf.perfmodel.calibration import GEMV_CHAIN, Curve, Grid
+from gptperf.perfmodel.calibration import GEMV_CHAIN, GEMV_RESIDUAL_CHAIN, Curve, Grid
 from gptperf.runtime import TORCH_DTYPES, as_device
 
 Shape = tuple[float, float, float]  # a matmul probe's M, N, K
@@ -494,11 +494,12 @@ def _measure_gemv(device: torch.device, dtype: str, quick: bool, progress: Progr
 
 
 def _measure_gemv_chain(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                        timer: KernelTimer) -> Curve | None:
+                        timer: KernelTimer, residual: bool = False) -> Curve | None:
     """Curve over weight bytes of the fused decode step's LayerNorm + gemv kernel
-    (`steps.decode_kernels.ln_gemv`) in a chain: each call reads the vector the one before wrote,
-    as every kernel of that step does (with programmatic dependent launch where the step has it),
-    so the time a kernel spends waiting for its input and ramping up is in each point."""
+    (`steps.decode_kernels.ln_gemv`), or with `residual` its gemv + bias + residual kernel
+    (`gemv_residual`), in a chain: each call reads the vector the one before wrote, as every
+    kernel of that step does (with programmatic dependent launch where the step has it), so the
+    time a kernel spends waiting for its input and ramping up is in each point."""
     from gptperf.steps import decode_kernels
 
     if device.type != "cuda" or not decode_kernels.available() or dtype in GEMV_SKIPPED_DTYPES:
@@ -508,16 +509,21 @@ def _measure_gemv_chain(device: torch.device, dtype: str, quick: bool, progress:
                   n: int, k: int) -> Call:
         v = [random_tensor((1, 1, k), tdtype, device) for _ in range(2)]
         g, b = random_tensor((k,), tdtype, device), random_tensor((k,), tdtype, device)
+        if residual:
+            r = random_tensor((1, 1, k), tdtype, device)
+            return lambda j: decode_kernels.gemv_residual(v[j % 2], sets[j % len(sets)][0], b, r,
+                                                          out=v[(j + 1) % 2])
         folded = decode_kernels.fold_layer_norm(sets[0][0], None, g, b)  # timing only: one for all
         return lambda j: decode_kernels.ln_gemv(v[j % 2], g, b, 1e-5, sets[j % len(sets)][0],
                                                 folded=folded, out=v[(j + 1) % 2])
 
-    xs, seconds = _weight_stream_curve(device, dtype, quick, progress, timer, "gemv chain", True,
-                                       make_call)
+    label = "gemv residual chain" if residual else "gemv chain"
+    xs, seconds = _weight_stream_curve(device, dtype, quick, progress, timer, label, True, make_call)
+    what = ("r + W·x + b of gptperf.steps.decode_kernels.gemv_residual" if residual
+            else "LayerNorm + y = W·x of gptperf.steps.decode_kernels.ln_gemv")
     return Curve(tuple(xs), tuple(seconds), what=(
-        f"s per LayerNorm + y = W·x of gptperf.steps.decode_kernels.ln_gemv (W K×K {dtype}), each "
-        f"call reading the previous call's output, over x = K·K·e bytes; distinct weights cycled "
-        f"over {POOL_BYTES['cuda'] // MIB} MiB"))
+        f"s per {what} (W K×K {dtype}), each call reading the previous call's output, over "
+        f"x = K·K·e bytes; distinct weights cycled over {POOL_BYTES['cuda'] // MIB} MiB"))
 
 
 # Passes over a CPU's points, merged point by point (`merge_passes`): on the 2-core VM a stall of
@@ -595,9 +601,10 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
         curve = _measure_gemv(device, dtype, quick, progress, timer)
         if curve is not None:
             result["gemv"][dtype] = curve
-        chain = _measure_gemv_chain(device, dtype, quick, progress, timer)
-        if chain is not None:
-            result["gemv"][f"{GEMV_CHAIN}{dtype}"] = chain
+        for prefix, residual in ((GEMV_CHAIN, False), (GEMV_RESIDUAL_CHAIN, True)):
+            chain = _measure_gemv_chain(device, dtype, quick, progress, timer, residual)
+            if chain is not None:
+                result["gemv"][f"{prefix}{dtype}"] = chain
     family_done("gemv")
     for cell in matmul_seen:
         if cell not in shapes["matmul"]:

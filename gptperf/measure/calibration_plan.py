@@ -402,9 +402,9 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
         step = _estimate_s(kind, "fp32", 0, 4 * 28 * p)
         out["optimizer"] += variants * len(tensors) * (point(step) + step)  # + the step making the state
     if kind == "cuda":
-        # the one-row gemv and the fused decode kernel in a chain, over the same sizes, each
-        # compiled once per dtype
-        kernels = 2 * len([d for d in dtypes if d not in GEMV_SKIPPED_DTYPES])
+        # the one-row gemv and the fused decode step's two weight kernels in a chain, over the
+        # same sizes, each compiled once per dtype
+        kernels = 3 * len([d for d in dtypes if d not in GEMV_SKIPPED_DTYPES])
         out["gemv"] = kernels * (FIRST_CALL_S["gemv_compile"] + sum(
             point(_estimate_s(kind, "bf16", 0, s)) for s in _thin(GEMV_SIZES, quick)))
     return out

@@ -30,8 +30,11 @@ MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration 
 HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "block_size": 64,
                               "batch": 1, "seq": 8, "layers": (1, 4)}
 
-# Key prefix of the gemv curves measured as a dependent chain of the fused decode kernel.
+# Key prefixes of the gemv curves measured as a dependent chain of the fused decode step's
+# kernels: its LayerNorm + gemv (qkv, fc, the LM head) and its gemv + bias + residual (the two
+# projections, which stream their weights without a LayerNorm's statistics).
 GEMV_CHAIN = "chain:"
+GEMV_RESIDUAL_CHAIN = "chain_residual:"
 
 
 def _positive_floats(values: Any, what: str) -> tuple[float, ...]:
@@ -230,7 +233,8 @@ class Calibration:
         as a grid with one tensor count that does not change the time.
     gemv: dtype -> Curve over the weight bytes of the one-row Triton kernel (CUDA only).
         "chain:<dtype>": the fused decode step's LayerNorm + gemv kernel, each call waiting for
-        the one before (`GEMV_CHAIN`).
+        the one before (`GEMV_CHAIN`); "chain_residual:<dtype>": its gemv + bias + residual
+        kernel, chained the same way (`GEMV_RESIDUAL_CHAIN`).
     host: "<mode>:<part>:<dtype>" -> {"per_layer_s", "fixed_s"}: host seconds of the step's
         Python and dispatch, per block and per step (mode eager | compiled; part fwd, bwd, opt of
         a train step, nograd for a forward without grad, infer for decode_nocache (and a

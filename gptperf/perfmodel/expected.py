@@ -43,6 +43,7 @@ from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.calibration import (
     GEMV_CHAIN,
+    GEMV_RESIDUAL_CHAIN,
     HOST_MODEL,
     Calibration,
     host_model_config,
@@ -381,11 +382,13 @@ def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCal
     the argmax and the token bookkeeping inside it), the attention one kernel that also writes the
     cache, the embedding one gather-add; nothing else runs."""
     out: list[KernelCall] = []
+    # each kernel waits for the one before: the chained curves; the projections add the residual
+    # where the others fold a LayerNorm in
+    chain = GEMV_RESIDUAL_CHAIN if comp in (names.ATTN_PROJ, names.MLP_PROJ) else GEMV_CHAIN
     for call in calls:
         if call.family == "matmul":
             _, n, k = call.point
-            # each kernel waits for the one before: the chained curve (`GEMV_CHAIN`)
-            out.append(KernelCall("gemv", GEMV_CHAIN + c.mm, (n * k * dtype_bytes(c.act),)))
+            out.append(KernelCall("gemv", chain + c.mm, (n * k * dtype_bytes(c.act),)))
         elif call.family == "attention":
             out.append(call)
     if comp == names.EMBED:
@@ -445,12 +448,14 @@ def kernel_calls(config: GPTConfig, workload: Workload, plan: ExecutionPlan | No
 
 
 def _fallback(key: str) -> list[str]:
-    """Curves to try for `key`: itself, then fp16 as bf16 and tf32 vectors as fp32; a chained
-    gemv as the plain one (a calibration from before the chain was measured)."""
+    """Curves to try for `key`: itself, then fp16 as bf16; a chained gemv as the plain one and
+    the residual chain as the LayerNorm chain (calibrations from before each was measured)."""
     keys = [key]
     if key.endswith(":fp16"):
         keys.append(key[: -len("fp16")] + "bf16")
-    if key.startswith(GEMV_CHAIN):
+    if key.startswith(GEMV_RESIDUAL_CHAIN):  # a calibration from before it: the LayerNorm chain
+        keys += _fallback(GEMV_CHAIN + key[len(GEMV_RESIDUAL_CHAIN):])
+    elif key.startswith(GEMV_CHAIN):
         keys += _fallback(key[len(GEMV_CHAIN):])
     return keys
 
