@@ -338,13 +338,15 @@ def test_gpu_sweep_measures_the_plan_in_cuda_graphs(small_gpu: None) -> None:
 
     if gemv.available():
         assert result["gemv"]["bf16"].seconds[-1] > result["gemv"]["bf16"].seconds[0]
-        plain = result["gemv"]["bf16"]
-        for key in ("chain:bf16", "chain_residual:bf16"):
-            chain = result["gemv"][key]
-            assert chain.seconds[-1] > chain.seconds[0]
-            # a kernel that waits for its input is not faster than a plain gemv streaming the
-            # same weight back to back (10% for noise)
-            assert all(chain.at(x) > 0.9 * plain.at(x) for x in chain.x), key
+        chain, plain = result["gemv"]["chain:bf16"], result["gemv"]["bf16"]
+        residual = result["gemv"]["chain_residual:bf16"]
+        assert chain.seconds[-1] > chain.seconds[0] and residual.seconds[-1] > residual.seconds[0]
+        # a kernel that waits for its input, with a LayerNorm inside, is not faster than a plain
+        # gemv streaming the same weight back to back (10% for noise)
+        assert all(chain.at(x) > 0.9 * plain.at(x) for x in chain.x)
+        # the residual kernel has no LayerNorm statistics to gather: not slower than that chain
+        # (it can beat the plain gemv, another kernel: 1.58 against 1.87 µs at 256 KiB, H200)
+        assert all(residual.at(x) < 1.1 * chain.at(x) for x in residual.x)
 
 
 @pytest.mark.gpu
