@@ -1,7 +1,0 @@
-set -u
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 GPTPERF_CACHE_DIR=$PWD/.gpucache
-FINAL=$OUT; export OUT=$FINAL/d; mkdir -p $OUT
-timeout 500 python benchmarks/gpu_validate.py 2>&1 | tail -45 > $OUT/summary.txt
-tar czf $FINAL/all.tgz -C $FINAL d
-tail -22 $OUT/summary.txt
-python -c "import json;c=json.load(open('$OUT/calibration.json'));print(c['seconds']);[print(n[:230]) for n in c['notes'] if 'off the grid' in n or 'optimizer' in n or 'time:' in n]"
