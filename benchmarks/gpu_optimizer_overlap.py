@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
 import torch
 
-from gptperf.measure.optimizer_overlap import overlap_config
+from gptperf.measure.optimizer_overlap import overlap_config, time_optimizer_phase
 from gptperf.model.config import preset
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import ExecutionPlan
@@ -38,16 +37,10 @@ def main() -> int:
         assert step is not None
         hosts, ends = [], []
         for i in range(ROUNDS):
-            step.forward()
-            step.backward()
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            step.optimizer_step()
-            host = time.perf_counter() - start
-            torch.cuda.synchronize()
+            host_s, end_s = time_optimizer_phase(step, dev)
             if i >= WARMUP:
-                hosts.append(host)
-                ends.append(time.perf_counter() - start)
+                hosts.append(host_s)
+                ends.append(end_s)
         tensors = sum(1 for _ in step.model.parameters())
         print(f"{name:17} {tensors:4} tensors: host {statistics.median(hosts) * 1e3:7.3f} ms, "
               f"done {statistics.median(ends) * 1e3:7.3f} ms after it began", flush=True)

@@ -126,7 +126,8 @@ MAX_CALL_S = {"cuda": 0.03, "cpu": 0.012}
 # in bf16/fp16 is cuDNN's, which builds a plan for every new shape (a bf16 point took 110 ms causal
 # forward, 299 forward + backward and 246 one-query on a slow host, the family 25-28 s on three
 # others, where the calls take microseconds; an fp32 point 12-34 ms), and each of the gemv
-# family's two Triton kernels compiles once per dtype (the family: 3.1-4.0 s for 28 points).
+# family's Triton kernels compiles once per dtype (the family with two of them: 3.1-4.0 s for
+# 28 points).
 FIRST_CALL_S = {"attention": {"causal_fwd": 0.07, "causal_fwd_bwd": 0.22, "one_query": 0.18,
                               "masked_fwd": 0.07},  # causal_fwd's; H200: its 36 cells 1.6 s
                 "attention_fp32": 0.01, "gemv_compile": 0.7}

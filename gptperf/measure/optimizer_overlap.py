@@ -76,12 +76,9 @@ def measure_optimizer_overlap(device: torch.device, rounds: int = ROUNDS) -> dic
         step.run()
     hosts, ends, devices = [], [], []
     for _ in range(rounds):
-        _gradients(step, device)
-        start = time.perf_counter()
-        step.optimizer_step()
-        hosts.append(time.perf_counter() - start)
-        torch.cuda.synchronize(device)
-        ends.append(time.perf_counter() - start)
+        host_s, end_s = time_optimizer_phase(step, device)
+        hosts.append(host_s)
+        ends.append(end_s)
         devices.append(_kernels_alone(step, device))
     host_s, end_s, device_s = (statistics.median(v) for v in (hosts, ends, devices))
     out = {"share": overlap_share(host_s, end_s, device_s), "host_s": host_s, "end_s": end_s,
@@ -91,6 +88,17 @@ def measure_optimizer_overlap(device: torch.device, rounds: int = ROUNDS) -> dic
     del step
     torch.cuda.empty_cache()
     return out
+
+
+def time_optimizer_phase(step: Any, device: torch.device) -> tuple[float, float]:
+    """(host seconds, seconds to its end) of one optimizer phase of a train step (`TrainStep`),
+    started from an idle device after a fresh forward and backward."""
+    _gradients(step, device)
+    start = time.perf_counter()
+    step.optimizer_step()
+    host_s = time.perf_counter() - start
+    torch.cuda.synchronize(device)
+    return host_s, time.perf_counter() - start
 
 
 def _gradients(step: Any, device: torch.device) -> None:
