@@ -1,7 +1,9 @@
 """Tiles and chunks of the fused decode kernels, measured on one CUDA card (gptperf.steps.decode_kernels).
 
-    python benchmarks/gpu_decode_tune.py                  # all three parts
-    python benchmarks/gpu_decode_tune.py steps            # some: steps, attention, gemv
+    python benchmarks/gpu_decode_tune.py                  # parts 1-4
+    python benchmarks/gpu_decode_tune.py steps argmax     # some: steps, attention, gemv, argmax;
+    # steps_pdl: the steps with PDL on only; steps_argmax: the steps with the argmax kernel at
+    # one program a row block and at ARGMAX_PROGRAMS programs
 
 1. The weight shapes of gpt2 and of the 7B shape that follow a LayerNorm, as a plain gemv and
    with the LayerNorm inside, over candidate tiles (rows per program, columns per step, warps):
@@ -10,6 +12,8 @@
 2. decode_attention at gpt2 (12 heads, D 64) context 1024 and the 7B shape (32 heads, D 128)
    contexts 128 and 1024, over chunk sizes.
 3. The whole fused step (FastDecoder, batch 1) with programmatic dependent launch on and off.
+4. The LM head's argmax kernel (gpt2's and the 7B shape's vocabulary-wide weights) over row
+   blocks a program, beside ln_gemv writing the same logits.
 Prints tables; writes $OUT/decode_tune.json when OUT is set.
 """
 
@@ -91,6 +95,36 @@ def attention_sweep(n_head: int, d: int, context: int) -> list[dict[str, Any]]:
     return out
 
 
+def argmax_sweep(n: int, k: int, dtype: torch.dtype) -> list[dict[str, Any]]:
+    """The LM head's argmax kernel over row blocks a program (fewer programs, fewer same-address
+    atomics), beside ln_gemv writing the same logits; chains of 20 calls over weight copies."""
+    esize = torch.finfo(dtype).bits // 8
+    copies = max(1, min(64, (512 * 2**20) // (esize * n * k)))
+    ws = [torch.randn(n, k, device=DEV, dtype=dtype) for _ in range(copies)]
+    x = torch.randn(1, 1, k, device=DEV, dtype=dtype)
+    g, beta = torch.randn(k, device=DEV, dtype=dtype), torch.randn(k, device=DEV, dtype=dtype)
+    folded = dk.fold_layer_norm(ws[0], None, g, beta)
+    scratch = dk.DecodeScratch.new(1, DEV)
+    logits = torch.empty(1, 1, n, device=DEV, dtype=dtype)
+    rows = []
+    for tile in sorted({dk.ARGMAX_TILE, (2, 1024, 4), (4, 256, 4), (8, 256, 4), (8, 256, 8),
+                        (16, 256, 8), (16, 128, 4), (8, 512, 8)}):
+        gemv_calls = [lambda w=ws[i % copies], t=tile: dk.ln_gemv(x, g, beta, 1e-5, w, folded=folded, out=logits, config=t)
+                      for i in range(20)]
+        ln_s = graph_time(gemv_calls)
+        for blocks in (1, 2, 3, 4, 8):
+            calls = [lambda w=ws[i % copies], t=tile, b=blocks: dk.ln_gemv_argmax(
+                x, g, beta, 1e-5, w, folded=folded, scratch=scratch, config=t, blocks=b) for i in range(20)]
+            t_s = graph_time(calls)
+            rows.append({"tile": tile, "blocks": blocks, "programs": -(-n // (tile[0] * blocks)), "s": t_s,
+                         "ln_gemv_s": ln_s, "TBps": esize * n * k / t_s / 1e12})
+            print(f"argmax {n}x{k} {dtype} tile {tile} blocks {blocks} ({rows[-1]['programs']} programs): "
+                  f"{t_s * 1e6:.2f} us ({rows[-1]['TBps']:.2f} TB/s); ln_gemv {ln_s * 1e6:.2f} us", flush=True)
+    del ws
+    torch.cuda.empty_cache()
+    return rows
+
+
 def step_time(cfg: GPTConfig, context: int, pdl: bool) -> float:
     dk.use_pdl = pdl
     model = build_model(cfg, DEV, torch.bfloat16)
@@ -114,11 +148,21 @@ def step_time(cfg: GPTConfig, context: int, pdl: bool) -> float:
 
 
 def main() -> None:
-    parts = set(sys.argv[1:]) or {"steps", "attention", "gemv"}
+    parts = set(sys.argv[1:]) or {"steps", "attention", "gemv", "argmax"}
     res: dict[str, Any] = {"device": torch.cuda.get_device_name()}
+    res["argmax"] = {}
+    for n, k, dtype in ((50304, 768, torch.bfloat16), (50304, 4096, torch.bfloat16),
+                        (50304, 768, torch.float32)) if "argmax" in parts else ():
+        res["argmax"][f"{n}x{k} {dtype}"] = argmax_sweep(n, k, dtype)
     res["steps"] = {}
     for name, cfg, ctx in (("gpt2", preset("gpt2"), 1024), ("7b", CFG_7B, 128)):
-        for pdl in (True, False) if "steps" in parts else ():
+        for programs in (10**9, dk.ARGMAX_PROGRAMS) if "steps_argmax" in parts else ():
+            default, dk.ARGMAX_PROGRAMS = dk.ARGMAX_PROGRAMS, programs
+            key = f"{name} argmax programs={programs}"
+            res["steps"][key] = step_time(cfg, ctx, True)
+            dk.ARGMAX_PROGRAMS = default
+            print(f"step {name} L={ctx} argmax programs <= {programs}: {res['steps'][key] * 1e6:.1f} us", flush=True)
+        for pdl in ((True,) if "steps_pdl" in parts else (True, False)) if parts & {"steps", "steps_pdl"} else ():
             key = f"{name} pdl={pdl}"
             res["steps"][key] = step_time(cfg, ctx, pdl)
             print(f"step {name} L={ctx} pdl={pdl}: {res['steps'][key] * 1e6:.1f} us", flush=True)

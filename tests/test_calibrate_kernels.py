@@ -208,10 +208,10 @@ def test_gpu_plan_prunes_by_cost_and_keeps_the_spec_points() -> None:
 def test_gpu_plan_fits_its_time_budget() -> None:
     """The cost model's guess of the whole GPU sweep stays inside its budget (matmul 40 s,
     attention 30 — cuDNN's plan for each bf16 shape is most of it —, vector 20, optimizer 5,
-    gemv 5; 90 s together, of the calibration's 120)."""
+    gemv 7 — four Triton kernels compiled per dtype —; 90 s together, of the calibration's 120)."""
     full = cp.estimated_seconds("cuda")
     assert full["matmul"] <= 40 and full["attention"] <= 30 and full["vector"] <= 20
-    assert full["optimizer"] <= 5 and full["gemv"] <= 5 and sum(full.values()) <= 90
+    assert full["optimizer"] <= 5 and full["gemv"] <= 7 and sum(full.values()) <= 90
     quick = cp.estimated_seconds("cuda", quick=True)
     assert sum(quick.values()) < sum(full.values()) / 2
     # the CPU's guess is a floor (a busy 2-core machine takes longer): well inside 35 s and 15 s
@@ -227,8 +227,29 @@ def test_the_estimate_charges_each_bf16_attention_shape_its_plan() -> None:
     bf16 = cp.estimated_seconds("cuda", dtypes=["bf16"])["attention"]
     fp32 = cp.estimated_seconds("cuda", dtypes=["fp32"])["attention"]
     assert plans >= 15 and bf16 >= plans and bf16 > 3 * fp32
-    # the gemv family pays a compile per kernel and dtype
-    assert cp.estimated_seconds("cuda", dtypes=["bf16"])["gemv"] >= 2 * cp.FIRST_CALL_S["gemv_compile"]
+    # the gemv family pays a compile per kernel and dtype: the gemv, two chains, the LM head
+    assert cp.estimated_seconds("cuda", dtypes=["bf16"])["gemv"] >= 4 * cp.FIRST_CALL_S["gemv_compile"]
+
+
+def test_the_lm_head_points_keep_the_vocabulary_wide_shape_under_the_byte_cap() -> None:
+    """The argmax kernel's points: GPT-2's padded vocabulary by widths 64..7168 after two small
+    heads, none a width the validation's or the presets' models have; fp32 drops the widths past
+    1 GiB (extrapolated), quick mode every other point with the largest kept; sizes strictly
+    increase (one curve over bytes)."""
+    from gptperf.model.config import PRESETS
+    from gptperf.validate.sweep import cases
+
+    bf16, fp32 = cp.argmax_shapes("bf16", False), cp.argmax_shapes("fp32", False)
+    assert bf16[-1] == (50304, 7168) and fp32[-1] == (50304, 3584) and len(fp32) == len(bf16) - 1
+    assert all(n * k * 4 <= 2**30 for n, k in fp32)
+    configs = [*PRESETS.values(), *(c.config for d in ("cuda", "cpu") for c in cases(d))]
+    heads = {(c.vocab_size, c.n_embd) for c in configs}
+    assert heads and not heads & set(bf16)
+    for shapes, e in ((bf16, 2), (fp32, 4)):
+        sizes = [n * k * e for n, k in shapes]
+        assert sizes == sorted(set(sizes))
+    quick = cp.argmax_shapes("bf16", True)
+    assert quick[-1] == bf16[-1] and len(quick) < len(bf16) and set(quick) <= set(bf16)
 
 
 def test_bad_input_is_a_one_line_error() -> None:
@@ -347,6 +368,12 @@ def test_gpu_sweep_measures_the_plan_in_cuda_graphs(small_gpu: None) -> None:
         # the residual kernel has no LayerNorm statistics to gather: not slower than that chain
         # (it can beat the plain gemv, another kernel: 1.58 against 1.87 µs at 256 KiB, H200)
         assert all(residual.at(x) < 1.1 * chain.at(x) for x in residual.x)
+        # the LM head's kernel: its points are the planned vocabulary-wide shapes, its time grows
+        # with them, and it is not faster than the LayerNorm chain streaming the same bytes
+        head = result["gemv"]["chain_argmax:bf16"]
+        assert head.x == tuple(float(n * k * 2) for n, k in cp.argmax_shapes("bf16", False))
+        assert head.seconds[-1] > 10 * head.seconds[0]
+        assert all(head.at(x) > 0.9 * chain.at(x) for x in head.x)
 
 
 @pytest.mark.gpu

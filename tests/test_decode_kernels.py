@@ -331,27 +331,29 @@ def test_interpreted_decode_attention(dtype: torch.dtype, fused: bool) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_interpreted_ln_gemv_argmax(dtype: torch.dtype) -> None:
     torch.manual_seed(9)
-    k, n, tile = 100, 37, (8, 32, 4)  # five programs, the last one ragged
+    k, n, tile = 100, 37, (8, 32, 4)  # five row blocks, the last one ragged
     x = _rand(1, 1, k, dtype=dtype, shift=1.0)
     g, b = _ln_params(k, dtype)
     w = _rand(n, k, dtype=dtype)
     scratch = dk.DecodeScratch.new(1, "cpu")
 
-    def pick(weight: torch.Tensor) -> int:
-        token = dk.ln_gemv_argmax(x, g, b, EPS, weight, scratch=scratch, config=tile)
+    def pick(weight: torch.Tensor, blocks: int | None) -> int:
+        token = dk.ln_gemv_argmax(x, g, b, EPS, weight, scratch=scratch, config=tile, blocks=blocks)
         assert scratch.argmax_key.item() == dk.INT64_MIN and scratch.argmax_done.item() == 0
         return token.item()
 
-    best = pick(w)
-    assert best == dk.ln_gemv_argmax(x, g, b, EPS, w, reference=True).item()
-    tied = w.clone()
-    tied[36] = tied[best]  # a tie in the last program loses; one in the first wins
-    assert pick(tied) == best
-    tied[2] = tied[best]
-    assert pick(tied) == min(2, best)
-    tied[20] = float("nan")  # a NaN logit wins, as in torch.argmax
-    tied[33] = float("nan")
-    assert pick(tied) == 20
+    # one block a program, two (the last program's second block past the rows), all five in one
+    for blocks in (1, 2, 5):
+        best = pick(w, blocks)
+        assert best == dk.ln_gemv_argmax(x, g, b, EPS, w, reference=True).item()
+        tied = w.clone()
+        tied[36] = tied[best]  # a tie in the last block loses; one in the first wins
+        assert pick(tied, blocks) == best
+        tied[2] = tied[best]
+        assert pick(tied, blocks) == min(2, best)
+        tied[20] = float("nan")  # a NaN logit wins, as in torch.argmax
+        tied[33] = float("nan")
+        assert pick(tied, blocks) == 20
     pos, token_buf, tokens_buf = torch.tensor(3), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 9, dtype=torch.long)
     token = dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, config=tile, finish=(pos, token_buf, tokens_buf))
     assert token.item() == best == token_buf.item() == tokens_buf[0, 4].item() and pos.item() == 4
@@ -429,8 +431,10 @@ def test_ln_gemv_argmax_on_cuda(shape: str, dtype: torch.dtype) -> None:
     logits = _ln_linear64(x, g, b, w, None, False)
     token = dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, out=torch.full((1,), -1, device="cuda"))
     assert logits[token.item()] >= logits.max() - GPU_TOL[dtype] * logits.abs().max()
+    assert dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, blocks=1).item() == token.item()
     w[V - 1] = 4 * w[token.item()]  # a clear winner in the last program, then a tie before it
-    assert dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch).item() == V - 1
+    for blocks in (None, 1, 3):
+        assert dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, blocks=blocks).item() == V - 1
     w[5] = w[V - 1]
     pos, token_buf, tokens_buf = torch.tensor(9, device="cuda"), torch.zeros(1, 1, dtype=torch.long, device="cuda"), torch.zeros(1, 20, dtype=torch.long, device="cuda")
     token = dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, finish=(pos, token_buf, tokens_buf))

@@ -298,9 +298,9 @@ def test_missing_curve_is_a_one_line_error_naming_what_exists():
 
 def test_fused_decode_gemvs_use_the_chained_curves_or_else_the_plain_one():
     """The fused decode step's weight streams are looked up on the chained curves (each kernel
-    waits for the one before): qkv, fc and the LM head on the LayerNorm chain, the projections on
-    the residual chain; a calibration without the residual chain charges them on the LayerNorm
-    chain, one without either on the plain gemv."""
+    waits for the one before): qkv and fc on the LayerNorm chain, the projections on the residual
+    chain, the LM head on the argmax chain; a calibration without the residual or argmax chain
+    charges those on the LayerNorm chain, one without any chain on the plain gemv."""
     from gptperf import names
 
     fused = ExecutionPlan("cuda_graph", static_cache=True, one_row_kernel=True, fused_decode=True)
@@ -310,17 +310,23 @@ def test_fused_decode_gemvs_use_the_chained_curves_or_else_the_plain_one():
     others = sum(k.count for k in calls if k.family != "gemv")
     residual = sum(k.count for k in calls if k.key == "chain_residual:bf16")
     assert gemvs == 4 * config.n_layer + 1 and residual == 2 * config.n_layer
-    assert sum(k.count for k in calls if k.key == "chain:bf16") == 2 * config.n_layer + 1
+    assert sum(k.count for k in calls if k.key == "chain:bf16") == 2 * config.n_layer
     ops = {(comp, k.key) for comp, _, _, ks in _ops(config, decode, fused) for k in ks if k.family == "gemv"}
     assert {comp for comp, key in ops if key == "chain_residual:bf16"} == {names.ATTN_PROJ, names.MLP_PROJ}
-    chain_t, residual_t = 5e-6, 3e-6
-    both = flat_calibration(gemv={"bf16": Curve((HUGE,), (T0,)), "chain:bf16": Curve((HUGE,), (chain_t,)),
-                                  "chain_residual:bf16": Curve((HUGE,), (residual_t,))})
-    older = flat_calibration(gemv={"bf16": Curve((HUGE,), (T0,)), "chain:bf16": Curve((HUGE,), (chain_t,))})
+    assert {comp for comp, key in ops if key == "chain_argmax:bf16"} == {names.LM_HEAD}
+    chain_t, residual_t, head_t = 5e-6, 3e-6, 7e-6
+    chains = {"bf16": Curve((HUGE,), (T0,)), "chain:bf16": Curve((HUGE,), (chain_t,))}
+    every = flat_calibration(gemv={**chains, "chain_residual:bf16": Curve((HUGE,), (residual_t,)),
+                                   "chain_argmax:bf16": Curve((HUGE,), (head_t,))})
+    no_head = flat_calibration(gemv={**chains, "chain_residual:bf16": Curve((HUGE,), (residual_t,))})
+    older = flat_calibration(gemv=chains)
     plain = flat_calibration()
+    layer_norm = gemvs - residual - 1  # qkv and fc
     # a CUDA graph: the step is its device time
-    assert expected(config, decode, fused, both).step_time_s == pytest.approx(
-        (gemvs - residual) * chain_t + residual * residual_t + others * T0)
+    assert expected(config, decode, fused, every).step_time_s == pytest.approx(
+        layer_norm * chain_t + residual * residual_t + head_t + others * T0)
+    assert expected(config, decode, fused, no_head).step_time_s == pytest.approx(
+        (layer_norm + 1) * chain_t + residual * residual_t + others * T0)
     assert expected(config, decode, fused, older).step_time_s == pytest.approx(gemvs * chain_t + others * T0)
     assert expected(config, decode, fused, plain).step_time_s == pytest.approx((gemvs + others) * T0)
 

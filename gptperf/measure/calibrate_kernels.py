@@ -64,6 +64,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     _vector_dtypes,
     _vector_ops,
     _vector_points,
+    argmax_shapes,
     attention_passes,
     block_shapes,
     optimizer_axes,
@@ -79,7 +80,13 @@ from gptperf.measure.kernel_timer import (
     random_tensor,
 )
 from gptperf.measure.timer import Progress
-from gptperf.perfmodel.calibration import GEMV_CHAIN, GEMV_RESIDUAL_CHAIN, Curve, Grid
+from gptperf.perfmodel.calibration import (
+    GEMV_ARGMAX_CHAIN,
+    GEMV_CHAIN,
+    GEMV_RESIDUAL_CHAIN,
+    Curve,
+    Grid,
+)
 from gptperf.runtime import TORCH_DTYPES, as_device
 
 Shape = tuple[float, float, float]  # a matmul probe's M, N, K
@@ -455,23 +462,25 @@ StreamCall = Callable[[list[list[torch.Tensor]], torch.dtype, torch.device, int,
 
 
 def _weight_stream_curve(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                         timer: KernelTimer, label: str, square: bool, make_call: StreamCall) -> tuple[list, list]:
-    """(bytes, seconds) of a one-row kernel over GEMV_SIZES of weight, distinct weights cycled
-    from the pool; `square` weights (K×K) when the kernel's output feeds its next call."""
+                         timer: KernelTimer, label: str, square: bool, make_call: StreamCall,
+                         shapes: Sequence[tuple[int, int]] | None = None) -> tuple[list, list]:
+    """(bytes, seconds) of a one-row kernel over GEMV_SIZES of weight (or the (N, K) `shapes`),
+    distinct weights cycled from the pool; `square` weights (K×K) when the kernel's output feeds
+    its next call."""
     tdtype = TORCH_DTYPES[dtype]
     pool = OperandPool(device, tdtype)
-    sizes = _thin(GEMV_SIZES, quick)
+    if shapes is None:
+        shapes = [_gemv_shape(size, tdtype.itemsize) for size in _thin(GEMV_SIZES, quick)]
+        shapes = [(k, k) if square else (n, k) for n, k in shapes]
     xs: list[float] = []
     seconds: list[float] = []
-    for i, size in enumerate(sizes):
-        n, k = _gemv_shape(size, tdtype.itemsize)
-        n = k if square else n
+    for i, (n, k) in enumerate(shapes):
         sets = pool.copies([(n, k)])
         if not xs or n * k * tdtype.itemsize > xs[-1]:
             seconds.append(timer(make_call(sets, tdtype, device, n, k), f"{label} {dtype} {n}×{k}"))
             xs.append(n * k * tdtype.itemsize)
         del sets
-        _report(progress, f"{label} {dtype}", i + 1, len(sizes))
+        _report(progress, f"{label} {dtype}", i + 1, len(shapes))
     return xs, seconds
 
 
@@ -524,6 +533,36 @@ def _measure_gemv_chain(device: torch.device, dtype: str, quick: bool, progress:
     return Curve(tuple(xs), tuple(seconds), what=(
         f"s per {what} (W K×K {dtype}), each call reading the previous call's output, over "
         f"x = K·K·e bytes; distinct weights cycled over {POOL_BYTES['cuda'] // MIB} MiB"))
+
+
+def _measure_argmax_chain(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
+                          timer: KernelTimer) -> Curve | None:
+    """Curve over weight bytes of the fused decode step's LM head kernel
+    (`steps.decode_kernels.ln_gemv_argmax`: LayerNorm, a vocabulary-wide gemv, the argmax) at
+    `argmax_shapes`, each call waiting for the one before (one scratch, stream order), as the
+    step's waits for its last projection."""
+    from gptperf.steps import decode_kernels
+
+    if device.type != "cuda" or not decode_kernels.available() or dtype in GEMV_SKIPPED_DTYPES:
+        return None
+
+    def make_call(sets: list[list[torch.Tensor]], tdtype: torch.dtype, device: torch.device,
+                  n: int, k: int) -> Call:
+        x = random_tensor((1, 1, k), tdtype, device)
+        g, b = random_tensor((k,), tdtype, device), random_tensor((k,), tdtype, device)
+        folded = decode_kernels.fold_layer_norm(sets[0][0], None, g, b)  # timing only: one for all
+        scratch = decode_kernels.DecodeScratch.new(1, device)
+        token = torch.empty(1, device=device, dtype=torch.long)
+        return lambda j: decode_kernels.ln_gemv_argmax(x, g, b, 1e-5, sets[j % len(sets)][0],
+                                                       folded=folded, scratch=scratch, out=token)
+
+    xs, seconds = _weight_stream_curve(device, dtype, quick, progress, timer, "LM head argmax chain",
+                                       False, make_call, argmax_shapes(dtype, quick))
+    return Curve(tuple(xs), tuple(seconds), what=(
+        f"s per LayerNorm + W·x + argmax of gptperf.steps.decode_kernels.ln_gemv_argmax (W N×K "
+        f"{dtype}: N×K = {', '.join(f'{n}×{k}' for n, k in argmax_shapes(dtype, quick))}), each "
+        f"call after the previous one, over x = N·K·e bytes; distinct weights cycled over "
+        f"{POOL_BYTES['cuda'] // MIB} MiB"))
 
 
 # Passes over a CPU's points, merged point by point (`merge_passes`): on the 2-core VM a stall of
@@ -605,6 +644,9 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
             chain = _measure_gemv_chain(device, dtype, quick, progress, timer, residual)
             if chain is not None:
                 result["gemv"][f"{prefix}{dtype}"] = chain
+        head = _measure_argmax_chain(device, dtype, quick, progress, timer)
+        if head is not None:
+            result["gemv"][f"{GEMV_ARGMAX_CHAIN}{dtype}"] = head
     family_done("gemv")
     for cell in matmul_seen:
         if cell not in shapes["matmul"]:

@@ -104,6 +104,13 @@ OPTIMIZER_BYTES_PER_PARAM = 24  # param, grad, m, v and the foreach temporaries 
 OPTIMIZER_TENSORS = {"cuda": (12, 96, 960), "cpu": (12, 48, 192)}
 
 GEMV_SIZES = tuple(256 * KIB * 4**i for i in range(7))  # weight bytes 256 KiB .. 1 GiB
+# The LM head's argmax kernel, (N, K) of its weight: two small heads, then GPT-2's padded
+# vocabulary at widths 64 .. 7168 (the kernel's time follows its programs, N rows in tiles, not
+# only its bytes, so the points keep the vocabulary-wide shape the step has; no width is a
+# preset's or the validation's, so no LM head there is a point measured here)
+ARGMAX_SHAPES = ((2048, 128), (8192, 128)) + tuple(
+    (50304, k) for k in (64, 128, 256, 512, 896, 1792, 3584, 7168))
+ARGMAX_MAX_BYTES = GIB  # a larger fp32 head is extrapolated
 # dtypes the one-row kernels are not measured in (tf32 is fp32 in memory; fp64 has no kernel)
 GEMV_SKIPPED_DTYPES = ("tf32", "fp64")
 
@@ -327,6 +334,13 @@ def optimizer_params(width: int, blocks: int) -> int:
     return blocks * sum(math.prod(s) for s in block_shapes(width))
 
 
+def argmax_shapes(dtype: str, quick: bool) -> tuple[tuple[int, int], ...]:
+    """(N, K) of the LM head argmax kernel's points in `dtype` (ARGMAX_SHAPES up to
+    ARGMAX_MAX_BYTES; quick: every other one, the last kept)."""
+    fit = tuple(s for s in ARGMAX_SHAPES if s[0] * s[1] * dtype_bytes(dtype) <= ARGMAX_MAX_BYTES)
+    return _thin(fit, quick)
+
+
 def _gemv_shape(weight_bytes: int, esize: int) -> tuple[int, int]:
     """(N, K) of a square-ish weight of about `weight_bytes`, both multiples of 64."""
     k = max(64, round(math.sqrt(weight_bytes / esize) / 64) * 64)
@@ -404,8 +418,12 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
         out["optimizer"] += variants * len(tensors) * (point(step) + step)  # + the step making the state
     if kind == "cuda":
         # the one-row gemv and the fused decode step's two weight kernels in a chain, over the
-        # same sizes, each compiled once per dtype
-        kernels = 3 * len([d for d in dtypes if d not in GEMV_SKIPPED_DTYPES])
-        out["gemv"] = kernels * (FIRST_CALL_S["gemv_compile"] + sum(
+        # same sizes, and its LM head kernel, each compiled once per dtype
+        gemv_dtypes = [d for d in dtypes if d not in GEMV_SKIPPED_DTYPES]
+        out["gemv"] = 3 * len(gemv_dtypes) * (FIRST_CALL_S["gemv_compile"] + sum(
             point(_estimate_s(kind, "bf16", 0, s)) for s in _thin(GEMV_SIZES, quick)))
+        for dtype in gemv_dtypes:
+            out["gemv"] += FIRST_CALL_S["gemv_compile"] + sum(
+                point(_estimate_s(kind, dtype, 0, n * k * dtype_bytes(dtype)))
+                for n, k in argmax_shapes(dtype, quick))
     return out

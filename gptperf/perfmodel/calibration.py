@@ -31,10 +31,12 @@ HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "blo
                               "batch": 1, "seq": 8, "layers": (1, 4)}
 
 # Key prefixes of the gemv curves measured as a dependent chain of the fused decode step's
-# kernels: its LayerNorm + gemv (qkv, fc, the LM head) and its gemv + bias + residual (the two
-# projections, which stream their weights without a LayerNorm's statistics).
+# kernels: its LayerNorm + gemv (qkv, fc), its gemv + bias + residual (the two projections, which
+# stream their weights without a LayerNorm's statistics) and its LM head (LayerNorm, gemv and
+# argmax over a vocabulary-wide weight, whose programs each end in a reduction and atomics).
 GEMV_CHAIN = "chain:"
 GEMV_RESIDUAL_CHAIN = "chain_residual:"
+GEMV_ARGMAX_CHAIN = "chain_argmax:"
 
 
 def _positive_floats(values: Any, what: str) -> tuple[float, ...]:

@@ -42,6 +42,7 @@ from gptperf.dtypes import dtype_bytes
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.calibration import (
+    GEMV_ARGMAX_CHAIN,
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
     HOST_MODEL,
@@ -383,8 +384,9 @@ def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCal
     cache, the embedding one gather-add; nothing else runs."""
     out: list[KernelCall] = []
     # each kernel waits for the one before: the chained curves; the projections add the residual
-    # where the others fold a LayerNorm in
-    chain = GEMV_RESIDUAL_CHAIN if comp in (names.ATTN_PROJ, names.MLP_PROJ) else GEMV_CHAIN
+    # where qkv and fc fold a LayerNorm in, and the LM head's kernel ends in the argmax
+    chain = (GEMV_RESIDUAL_CHAIN if comp in (names.ATTN_PROJ, names.MLP_PROJ)
+             else GEMV_ARGMAX_CHAIN if comp == names.LM_HEAD else GEMV_CHAIN)
     for call in calls:
         if call.family == "matmul":
             _, n, k = call.point
@@ -448,13 +450,15 @@ def kernel_calls(config: GPTConfig, workload: Workload, plan: ExecutionPlan | No
 
 
 def _fallback(key: str) -> list[str]:
-    """Curves to try for `key`: itself, then fp16 as bf16; a chained gemv as the plain one and
-    the residual chain as the LayerNorm chain (calibrations from before each was measured)."""
+    """Curves to try for `key`: itself, then fp16 as bf16; a chained gemv as the plain one, and
+    the residual and argmax chains as the LayerNorm chain (calibrations from before each was
+    measured)."""
     keys = [key]
     if key.endswith(":fp16"):
         keys.append(key[: -len("fp16")] + "bf16")
-    if key.startswith(GEMV_RESIDUAL_CHAIN):  # a calibration from before it: the LayerNorm chain
-        keys += _fallback(GEMV_CHAIN + key[len(GEMV_RESIDUAL_CHAIN):])
+    newer = next((p for p in (GEMV_RESIDUAL_CHAIN, GEMV_ARGMAX_CHAIN) if key.startswith(p)), None)
+    if newer is not None:
+        keys += _fallback(GEMV_CHAIN + key[len(newer):])
     elif key.startswith(GEMV_CHAIN):
         keys += _fallback(key[len(GEMV_CHAIN):])
     return keys

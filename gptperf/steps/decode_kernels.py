@@ -71,6 +71,23 @@ def default_chunk(max_len: int) -> int:
     return 32 if max_len <= 256 else DEFAULT_CHUNK
 
 
+# The LM head's argmax kernel: its tile, whatever the width, and the programs it aims for (about
+# 8 an SM of an H200's 132). Each program ends in a reduction and two atomics, so fewer, longer
+# programs than one a row block, but enough to stream the weight. H200 (benchmarks/gpu_decode_tune.py
+# `argmax`, 2026-12-02): 16×128 in 3-block programs 23.4 µs for gpt2's head in bf16 (the gemv
+# rule's 8×256 a block: 29.0; ln_gemv writing the logits 21.7), 38.8 in fp32 (42.4), 101.4 for the
+# 7B shape's (the rule's 2×1024: 119.4-129.7).
+ARGMAX_TILE = (16, 128, 4)
+ARGMAX_PROGRAMS = 1056
+
+
+def argmax_blocks(n: int, block_n: int, programs: int | None = None) -> int:
+    """Row blocks per program of the argmax kernel for `n` rows in blocks of `block_n`, to make
+    about `programs` (default ARGMAX_PROGRAMS) programs."""
+    n_blocks = -(-n // block_n)
+    return max(1, -(-n_blocks // (programs or ARGMAX_PROGRAMS)))
+
+
 def available() -> bool:
     """True when the Triton kernels can run on a GPU (a CUDA device and Triton)."""
     return triton is not None and torch.cuda.is_available()
@@ -253,15 +270,15 @@ if triton is not None:
         tl.store(x_ptr + cols, x.to(x_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
-    def _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, LN: tl.constexpr, PDL: tl.constexpr,
+    def _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, block, LN: tl.constexpr,
              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        # gemv.py's streaming loop (BLOCK_N rows, BLOCK_K columns a step, fp32 partial sums kept
-        # 2-D until the end). LN: W·LayerNorm(x) + b = r·(W·(x·γ) − μ·W·γ) + (W·β + b) in the
-        # same single pass: the program sums x and x² from the chunks it loads anyway, and W·γ
-        # (c1), W·β + b (c2) were computed once per weight (`fold_layer_norm`). (Loading the
-        # first weight tile before the PDL wait made a 7B step 3% slower on an H200.)
-        _after_previous(PDL)
-        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        # gemv.py's streaming loop over row block `block` (BLOCK_N rows, BLOCK_K columns a step,
+        # fp32 partial sums kept 2-D until the end). LN: W·LayerNorm(x) + b =
+        # r·(W·(x·γ) − μ·W·γ) + (W·β + b) in the same single pass: the program sums x and x² from
+        # the chunks it loads anyway, and W·γ (c1), W·β + b (c2) were computed once per weight
+        # (`fold_layer_norm`). (Loading the first weight tile before the PDL wait made a 7B step
+        # 3% slower on an H200.)
+        rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = rows < N
         w_rows = w_ptr + rows.to(tl.int64)[:, None] * K
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
@@ -292,8 +309,9 @@ if triton is not None:
                         LN: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
         # LayerNorm (LN; the bias is in c2 then), the weight stream, bias and GELU: one kernel.
-        rows, row_ok, y = _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, LN, PDL,
-                               BLOCK_N, BLOCK_K)
+        _after_previous(PDL)
+        rows, row_ok, y = _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, tl.program_id(0),
+                               LN, BLOCK_N, BLOCK_K)
         if HAS_BIAS:
             y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
         if GELU:  # tanh approximation: 0.5·y·(1 + tanh(u)) = y·sigmoid(2u), stable for any |u|
@@ -305,8 +323,9 @@ if triton is not None:
     def _gemv_residual_kernel(x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, N, K, HAS_BIAS: tl.constexpr,
                               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
         # The residual add rides in the epilogue of the weight stream, one rounding at the end.
-        rows, row_ok, y = _dot(x_ptr, x_ptr, w_ptr, x_ptr, x_ptr, N, K, 0.0, False, PDL,
-                               BLOCK_N, BLOCK_K)
+        _after_previous(PDL)
+        rows, row_ok, y = _dot(x_ptr, x_ptr, w_ptr, x_ptr, x_ptr, N, K, 0.0, tl.program_id(0),
+                               False, BLOCK_N, BLOCK_K)
         y += tl.load(r_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
         if HAS_BIAS:
             y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
@@ -326,16 +345,23 @@ if triton is not None:
     def _ln_gemv_argmax_kernel(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, key_ptr, done_ptr, out_ptr,
                                pos_ptr, token_ptr, tokens_ptr, tokens_stride, N, K, eps,
                                LN: tl.constexpr, FINISH: tl.constexpr, BLOCK_N: tl.constexpr,
-                               BLOCK_K: tl.constexpr, PDL: tl.constexpr):
-        # Each program reduces its rows to one packed key and does one atomic max; the last
-        # program to finish (counted by an atomic) decodes the winner and resets key and count,
-        # so the logits never leave registers and no other kernel has to reset anything.
-        rows, row_ok, y = _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, LN, PDL,
-                               BLOCK_N, BLOCK_K)
-        y = y.to(x_ptr.dtype.element_ty).to(tl.float32)  # the logits the model would argmax
+                               BLOCK_K: tl.constexpr, BLOCKS: tl.constexpr, PDL: tl.constexpr):
+        # Each program reduces BLOCKS consecutive row blocks to one packed key and does one
+        # atomic max; the last program to finish (counted by an atomic) decodes the winner and
+        # resets key and count, so the logits never leave registers and no other kernel has to
+        # reset anything. BLOCKS > 1 keeps the same-address atomics few (a vocabulary-wide weight
+        # has up to 25k row blocks).
+        _after_previous(PDL)
         lowest = tl.full((), 1, tl.int64) << 63  # INT64_MIN
-        key = tl.where(row_ok, _argmax_key(y, rows), lowest)
-        tl.atomic_max(key_ptr, tl.max(key, axis=0), sem="acq_rel", scope="gpu")
+        best = lowest
+        for i in range(BLOCKS):
+            rows, row_ok, y = _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps,
+                                   tl.program_id(0) * BLOCKS + i, LN, BLOCK_N, BLOCK_K)
+            y = y.to(x_ptr.dtype.element_ty).to(tl.float32)  # the logits the model would argmax
+            key = tl.where(row_ok, _argmax_key(y, rows), lowest)
+            best = tl.maximum(best, tl.max(key, axis=0))
+        # relaxed: the count's release below orders it, and a program's tail is on the step's path
+        tl.atomic_max(key_ptr, best, sem="relaxed", scope="gpu")
         tl.debug_barrier()  # the max is issued before the count that says this program is done
         done = tl.atomic_add(done_ptr, 1, sem="acq_rel", scope="gpu")
         if done == tl.num_programs(0) - 1:
@@ -591,9 +617,10 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: tor
                    scratch: DecodeScratch | None = None,
                    finish: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                    out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
-                   reference: bool = False) -> torch.Tensor:
+                   blocks: int | None = None, reference: bool = False) -> torch.Tensor:
     """Greedy next token (1,) long: argmax over rows of weight · LayerNorm(x), logits never stored
-    (LayerNorm and `folded` as in `ln_gemv`; `ln_weight` None: of weight · x).
+    (LayerNorm and `folded` as in `ln_gemv`; `ln_weight` None: of weight · x). `config` overrides
+    ARGMAX_TILE; `blocks` row blocks a program (default `argmax_blocks`).
 
     Ties go to the smallest index and a NaN logit wins (the first NaN), as in torch.argmax; the
     logits are rounded to x's dtype before the comparison, as the model's are. With
@@ -612,12 +639,13 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: tor
     out = torch.empty(1, device=x.device, dtype=torch.long) if out is None else out
     pos, token_buf, tokens_buf = finish if finish is not None else (out, out, out)
     c1, c2 = _folded(folded, weight, None, ln_weight, ln_bias) if ln else (x, x)
-    block_n, block_k, warps = _tile(n, k, config)
-    _ln_gemv_argmax_kernel[(triton.cdiv(n, block_n),)](
+    block_n, block_k, warps = config or ARGMAX_TILE
+    blocks = blocks or argmax_blocks(n, block_n)
+    _ln_gemv_argmax_kernel[(triton.cdiv(triton.cdiv(n, block_n), blocks),)](
         x, ln_weight if ln else x, weight, c1, c2, scratch.argmax_key, scratch.argmax_done, out,
         pos, token_buf, tokens_buf, tokens_buf.stride(-1), n, k, float(eps), LN=ln,
-        FINISH=finish is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps,
-        **_launch(x))
+        FINISH=finish is not None, BLOCK_N=block_n, BLOCK_K=block_k, BLOCKS=blocks,
+        num_warps=warps, **_launch(x))
     return out
 
 
