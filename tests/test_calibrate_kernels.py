@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from itertools import product
 
 import pytest
 import torch
@@ -208,10 +209,11 @@ def test_gpu_plan_prunes_by_cost_and_keeps_the_spec_points() -> None:
 def test_gpu_plan_fits_its_time_budget() -> None:
     """The cost model's guess of the whole GPU sweep stays inside its budget (matmul 40 s,
     attention 30 — cuDNN's plan for each bf16 shape is most of it —, vector 20, optimizer 5,
-    gemv 7 — four Triton kernels compiled per dtype —; 90 s together, of the calibration's 120)."""
+    gemv 13 — four Triton kernels compiled per dtype and the fused attention per (L, D) —; 90 s
+    together, of the calibration's 120)."""
     full = cp.estimated_seconds("cuda")
     assert full["matmul"] <= 40 and full["attention"] <= 30 and full["vector"] <= 20
-    assert full["optimizer"] <= 5 and full["gemv"] <= 7 and sum(full.values()) <= 90
+    assert full["optimizer"] <= 5 and full["gemv"] <= 13 and sum(full.values()) <= 90
     quick = cp.estimated_seconds("cuda", quick=True)
     assert sum(quick.values()) < sum(full.values()) / 2
     # the CPU's guess is a floor (a busy 2-core machine takes longer): well inside 35 s and 15 s
@@ -229,6 +231,15 @@ def test_the_estimate_charges_each_bf16_attention_shape_its_plan() -> None:
     assert plans >= 15 and bf16 >= plans and bf16 > 3 * fp32
     # the gemv family pays a compile per kernel and dtype: the gemv, two chains, the LM head
     assert cp.estimated_seconds("cuda", dtypes=["bf16"])["gemv"] >= 4 * cp.FIRST_CALL_S["gemv_compile"]
+
+
+def test_the_fused_attention_cells_are_one_query_cells() -> None:
+    """The fused decode attention is measured on cells of sdpa's one-query grid (batch 1: BH =
+    heads), full and quick, so it adds no shape the validation's disjointness check must know."""
+    for quick in (False, True):
+        one_query = set(product(*cp._attention_axes("cuda", "one_query", quick)))
+        fused = set(product(*cp.fused_attention_axes(quick)))
+        assert fused and fused <= one_query
 
 
 def test_the_lm_head_points_keep_the_vocabulary_wide_shape_under_the_byte_cap() -> None:
@@ -374,6 +385,10 @@ def test_gpu_sweep_measures_the_plan_in_cuda_graphs(small_gpu: None) -> None:
         assert head.x == tuple(float(n * k * 2) for n, k in cp.argmax_shapes("bf16", False))
         assert head.seconds[-1] > 10 * head.seconds[0]
         assert all(head.at(x) > 0.9 * chain.at(x) for x in head.x)
+        # the fused decode attention: bf16 only (fp32 reads sdpa's grid), longer with the cache
+        fused = result["attention"]["bf16:fused_decode"]
+        assert "fp32:fused_decode" not in result["attention"]
+        assert fused.at(32, 8192, 128) > 4 * fused.at(32, 128, 128)
 
 
 @pytest.mark.gpu

@@ -331,6 +331,24 @@ def test_fused_decode_gemvs_use_the_chained_curves_or_else_the_plain_one():
     assert expected(config, decode, fused, plain).step_time_s == pytest.approx((gemvs + others) * T0)
 
 
+def test_fused_decode_attention_uses_its_own_grid_or_else_sdpas_one_query():
+    """The fused step's attention kernel is looked up on the calibration's "<dtype>:fused_decode"
+    grid at (heads, L, D); a calibration without it charges sdpa's one-query grid, as before."""
+    fused = ExecutionPlan("cuda_graph", static_cache=True, one_row_kernel=True, fused_decode=True)
+    config, decode = preset("tiny"), Workload("decode", 1, 32, "bf16")
+    attention = [k for k in kernel_calls(config, decode, fused) if k.family == "attention"]
+    assert {k.key for k in attention} == {"bf16:fused_decode"}
+    assert {k.point for k in attention} == {(config.n_head, 32.0, config.n_embd / config.n_head)}
+    n_attention = sum(k.count for k in attention)
+    assert n_attention == config.n_layer
+    base = flat_calibration()
+    own_t = 9e-6
+    own = flat_calibration(attention={**base.attention, "bf16:fused_decode": Grid(
+        ("H", "L", "D"), ((HUGE,), (HUGE,), (HUGE,)), (own_t,))})
+    assert expected(config, decode, fused, own).step_time_s == pytest.approx(
+        expected(config, decode, fused, base).step_time_s + n_attention * (own_t - T0))
+
+
 def test_optimizer_time_follows_the_tensor_count_on_its_grid():
     """The optimizer is looked up at (the model's parameter tensors, its parameters): on a grid
     whose time is 1 µs per tensor whatever the parameters, a step costs 1 µs × (12 layers + 4)."""

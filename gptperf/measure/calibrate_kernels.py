@@ -41,6 +41,8 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     CPU_POINT_S,
     EMBED,
     EMBED_BWD_VOCAB,
+    FUSED_ATTENTION_DTYPES,
+    FUSED_ATTENTION_PASS,
     GEMV_SIZES,
     GEMV_SKIPPED_DTYPES,
     GIB,
@@ -67,6 +69,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     argmax_shapes,
     attention_passes,
     block_shapes,
+    fused_attention_axes,
     optimizer_axes,
     optimizer_params,
 )
@@ -565,6 +568,44 @@ def _measure_argmax_chain(device: torch.device, dtype: str, quick: bool, progres
         f"{POOL_BYTES['cuda'] // MIB} MiB"))
 
 
+def _measure_fused_attention(device: torch.device, dtype: str, quick: bool,
+                             progress: Progress | None, timer: KernelTimer) -> Grid | None:
+    """Grid over (heads, cache length L, D) of the fused decode step's attention kernel
+    (`steps.decode_kernels.decode_attention`, batch 1) at the cache's last position, as a decode
+    step of context L runs it: each call after the one before, distinct caches cycled."""
+    from gptperf.steps import decode_kernels
+
+    if device.type != "cuda" or not decode_kernels.available() or dtype not in FUSED_ATTENTION_DTYPES:
+        return None
+    tdtype = TORCH_DTYPES[dtype]
+    pool = OperandPool(device, tdtype)
+    axes = fused_attention_axes(quick)
+    cells = list(product(*axes))
+    measured: dict[tuple[int, ...], float] = {}
+    for i, (h, n, d) in enumerate(cells):
+        sets = pool.copies([(1, h, n, d), (1, h, n, d)])
+        qkv = random_tensor((1, 1, 3 * h * d), tdtype, device)
+        pos = torch.tensor(n - 1, device=device)
+        scratch = decode_kernels.DecodeScratch.new(h, device)
+        out = torch.empty((1, 1, h * d), device=device, dtype=tdtype)
+
+        def call(j: int, sets: list = sets, qkv: torch.Tensor = qkv, pos: torch.Tensor = pos,
+                 scratch: decode_kernels.DecodeScratch = scratch, out: torch.Tensor = out,
+                 h: int = h) -> torch.Tensor:
+            k, v = sets[j % len(sets)]
+            return decode_kernels.decode_attention(qkv, k, v, pos, h, scratch=scratch, out=out)
+
+        measured[(h, n, d)] = timer(call, f"fused decode attention {dtype} {h}×{n}×{d}")
+        del sets
+        _report(progress, f"fused decode attention {dtype}", i + 1, len(cells))
+    growth = ATTENTION_GROWTH["one_query"]
+    return Grid(("H", "L", "D"), axes, tuple(_fill(axes, measured, growth)), growth, what=(
+        f"s per gptperf.steps.decode_kernels.decode_attention (batch 1: H heads, a cache of L "
+        f"positions, the new token's the last; it writes k, v there), {dtype}, each call after "
+        f"the previous one, distinct caches cycled over {POOL_BYTES['cuda'] // MIB} MiB; "
+        + _grid_note(axes, len(measured))))
+
+
 # Passes over a CPU's points, merged point by point (`merge_passes`): on the 2-core VM a stall of
 # some seconds held parallel ops at ~8 ms a call (LayerNorm 8.0 ms from 16 KiB to 4 MiB, 9-170 µs
 # measured again), and validate's quick sweep missed by a median 84% on that calibration.
@@ -647,6 +688,9 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
         head = _measure_argmax_chain(device, dtype, quick, progress, timer)
         if head is not None:
             result["gemv"][f"{GEMV_ARGMAX_CHAIN}{dtype}"] = head
+        fused = _measure_fused_attention(device, dtype, quick, progress, timer)
+        if fused is not None:  # an attention grid, measured with the other Triton kernels
+            result["attention"][f"{dtype}:{FUSED_ATTENTION_PASS}"] = fused
     family_done("gemv")
     for cell in matmul_seen:
         if cell not in shapes["matmul"]:

@@ -225,6 +225,21 @@ def _matmul_probes(device_type: str) -> list[tuple[int, int, int]]:
     return list(MATMUL_PROBES[device_type])
 
 
+# The fused decode step's attention kernel (`steps.decode_kernels.decode_attention`, batch 1: BH
+# is the heads), on a GPU with Triton, over a subset of the one-query grid's cells (so it adds no
+# shape a validation must avoid): heads × cache length (its last position the new token's) × D.
+FUSED_ATTENTION_PASS = "fused_decode"
+FUSED_ATTENTION_AXES = ((8, 32, 128), (128, 512, 2048, 8192), (64, 128))
+# Each (L, D) compiles its own kernel (chunk and merge width follow L): measured where the fused
+# step runs in practice; fp32 falls back to sdpa's one-query grid.
+FUSED_ATTENTION_DTYPES = ("bf16", "fp16")
+
+
+def fused_attention_axes(quick: bool) -> tuple[tuple[int, ...], ...]:
+    """The fused decode attention grid's axes (quick: thinned as the others)."""
+    return tuple(_thin(a, quick) for a in FUSED_ATTENTION_AXES)
+
+
 def attention_passes(device_type: str) -> tuple[str, ...]:
     """The attention passes measured on `device_type`: the masked one only where the static KV
     cache runs (a GPU)."""
@@ -426,4 +441,11 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
             out["gemv"] += FIRST_CALL_S["gemv_compile"] + sum(
                 point(_estimate_s(kind, dtype, 0, n * k * dtype_bytes(dtype)))
                 for n, k in argmax_shapes(dtype, quick))
+            if dtype not in FUSED_ATTENTION_DTYPES:
+                continue
+            # the fused attention: a compile per (L, D), the K and V bytes a call
+            heads, lengths, dims = fused_attention_axes(quick)
+            out["gemv"] += len(lengths) * len(dims) * FIRST_CALL_S["gemv_compile"] + sum(
+                point(_estimate_s(kind, dtype, 0, 2 * h * n * d * dtype_bytes(dtype)))
+                for h in heads for n in lengths for d in dims)
     return out

@@ -362,8 +362,9 @@ def _compiled_inference(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[Ker
                 out.append(call)
                 if _split_k_reductions(comp, int(m), s):
                     out.append(_vec("add", c.act, 3 * m * n * dtype_bytes(c.act)))  # split-K sum
-        elif call.family == "attention":
-            out.append(call)
+        elif call.family == "attention":  # the kernel's own grid (`_fallback`: sdpa's)
+            out.append(KernelCall("attention", call.key.replace(":one_query", ":fused_decode"),
+                                  call.point))
             if c.plan.static_cache:  # the mask built from the device-side position
                 out.append(_vec("add", "fp32", 3 * s.T * s.L))
         elif comp == names.RESIDUAL or call.key.startswith(("copy:", "cast_")):
@@ -391,8 +392,9 @@ def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCal
         if call.family == "matmul":
             _, n, k = call.point
             out.append(KernelCall("gemv", chain + c.mm, (n * k * dtype_bytes(c.act),)))
-        elif call.family == "attention":
-            out.append(call)
+        elif call.family == "attention":  # the kernel's own grid (`_fallback`: sdpa's)
+            out.append(KernelCall("attention", call.key.replace(":one_query", ":fused_decode"),
+                                  call.point))
     if comp == names.EMBED:
         out.append(_vec("add", c.act, 3 * c.s.C * dtype_bytes(c.act)))
     return out
@@ -450,12 +452,14 @@ def kernel_calls(config: GPTConfig, workload: Workload, plan: ExecutionPlan | No
 
 
 def _fallback(key: str) -> list[str]:
-    """Curves to try for `key`: itself, then fp16 as bf16; a chained gemv as the plain one, and
-    the residual and argmax chains as the LayerNorm chain (calibrations from before each was
-    measured)."""
+    """Curves to try for `key`: itself, then fp16 as bf16; a chained gemv as the plain one, the
+    residual and argmax chains as the LayerNorm chain and the fused decode attention as sdpa's
+    one-query kernel (calibrations from before each was measured)."""
     keys = [key]
     if key.endswith(":fp16"):
         keys.append(key[: -len("fp16")] + "bf16")
+    if key.endswith(":fused_decode"):
+        return keys + _fallback(key.removesuffix(":fused_decode") + ":one_query")
     newer = next((p for p in (GEMV_RESIDUAL_CHAIN, GEMV_ARGMAX_CHAIN) if key.startswith(p)), None)
     if newer is not None:
         keys += _fallback(GEMV_CHAIN + key[len(newer):])
