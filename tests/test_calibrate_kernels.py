@@ -380,11 +380,13 @@ def test_gpu_sweep_measures_the_plan_in_cuda_graphs(small_gpu: None) -> None:
         # (it can beat the plain gemv, another kernel: 1.58 against 1.87 µs at 256 KiB, H200)
         assert all(residual.at(x) < 1.1 * chain.at(x) for x in residual.x)
         # the LM head's kernel: its points are the planned vocabulary-wide shapes, its time grows
-        # with them, and it is not faster than the LayerNorm chain streaming the same bytes
+        # with them, and no point streams its weight faster than HBM can (5 TB/s; the H200's is
+        # 4.8): distinct weights, not L2 hits (its tile can beat the LayerNorm chain's: 100.5
+        # against 111 µs at 412 MB, H200)
         head = result["gemv"]["chain_argmax:bf16"]
         assert head.x == tuple(float(n * k * 2) for n, k in cp.argmax_shapes("bf16", False))
         assert head.seconds[-1] > 10 * head.seconds[0]
-        assert all(head.at(x) > 0.9 * chain.at(x) for x in head.x)
+        assert all(t > x / 5e12 for x, t in zip(head.x, head.seconds, strict=True))
         # the fused decode attention: bf16 only (fp32 reads sdpa's grid), longer with the cache
         fused = result["attention"]["bf16:fused_decode"]
         assert "fp32:fused_decode" not in result["attention"]
