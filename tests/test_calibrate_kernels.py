@@ -194,9 +194,9 @@ def test_gpu_plan_prunes_by_cost_and_keeps_the_spec_points() -> None:
     assert {m for m, _, _ in cells - probes} == set(cp.MATMUL_M["cuda"])
     assert not {m for m, _, _ in probes} & set(cp.MATMUL_M["cuda"])  # off the grid's M axis
     keys = {a[0] for a in plan["attention"]}
-    assert keys == {f"{d}:{p}" for d in ("bf16", "fp32") for p in ck.ATTENTION_PASSES}
-    # every measured call is estimated under the cap at the roofline (per dtype)
-    for key, bh, t, d in plan["attention"]:
+    assert keys == {f"{d}:{p}" for d in ("bf16", "fp32") for p in ck.ATTENTION_PASSES} | {"bf16:fused_decode"}
+    # every measured sdpa call is estimated under the cap at the roofline (per dtype)
+    for key, bh, t, d in (a for a in plan["attention"] if not a[0].endswith(":fused_decode")):
         dtype, pass_ = key.split(":")
         assert cp._attention_cost("cuda", dtype, pass_, bh, t, d)[0] <= cp.MAX_CALL_S["cuda"]
     # fp32 runs at a fraction of bf16's rate: fewer of its cells fit under the cap
@@ -233,13 +233,16 @@ def test_the_estimate_charges_each_bf16_attention_shape_its_plan() -> None:
     assert cp.estimated_seconds("cuda", dtypes=["bf16"])["gemv"] >= 4 * cp.FIRST_CALL_S["gemv_compile"]
 
 
-def test_the_fused_attention_cells_are_one_query_cells() -> None:
-    """The fused decode attention is measured on cells of sdpa's one-query grid (batch 1: BH =
-    heads), full and quick, so it adds no shape the validation's disjointness check must know."""
+def test_the_fused_attention_cells_are_planned_on_a_gpu_in_bf16_and_fp16() -> None:
+    """The fused decode attention's cells are in the GPU plan (so the validation's disjointness
+    check sees them) for bf16 and fp16, full and quick; not for fp32, nor on a CPU."""
     for quick in (False, True):
-        one_query = set(product(*cp._attention_axes("cuda", "one_query", quick)))
-        fused = set(product(*cp.fused_attention_axes(quick)))
-        assert fused and fused <= one_query
+        cells = set(product(*cp.fused_attention_axes(quick)))
+        planned = cp.planned_shapes("cuda", quick, dtypes=["bf16", "fp16", "fp32"])["attention"]
+        fused = [a for a in planned if a[0].endswith(":fused_decode")]
+        assert {a[0] for a in fused} == {"bf16:fused_decode", "fp16:fused_decode"}
+        assert {tuple(a[1:]) for a in fused} == cells and len(fused) == 2 * len(cells)
+    assert not [a for a in cp.planned_shapes("cpu")["attention"] if a[0].endswith(":fused_decode")]
 
 
 def test_the_lm_head_points_keep_the_vocabulary_wide_shape_under_the_byte_cap() -> None:

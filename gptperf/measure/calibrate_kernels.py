@@ -569,7 +569,8 @@ def _measure_argmax_chain(device: torch.device, dtype: str, quick: bool, progres
 
 
 def _measure_fused_attention(device: torch.device, dtype: str, quick: bool,
-                             progress: Progress | None, timer: KernelTimer) -> Grid | None:
+                             progress: Progress | None, timer: KernelTimer,
+                             record: list | None = None) -> Grid | None:
     """Grid over (heads, cache length L, D) of the fused decode step's attention kernel
     (`steps.decode_kernels.decode_attention`, batch 1) at the cache's last position, as a decode
     step of context L runs it: each call after the one before, distinct caches cycled."""
@@ -596,6 +597,8 @@ def _measure_fused_attention(device: torch.device, dtype: str, quick: bool,
             return decode_kernels.decode_attention(qkv, k, v, pos, h, scratch=scratch, out=out)
 
         measured[(h, n, d)] = timer(call, f"fused decode attention {dtype} {h}×{n}×{d}")
+        if record is not None:
+            record.append([f"{dtype}:{FUSED_ATTENTION_PASS}", h, n, d])
         del sets
         _report(progress, f"fused decode attention {dtype}", i + 1, len(cells))
     growth = ATTENTION_GROWTH["one_query"]
@@ -688,7 +691,7 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
         head = _measure_argmax_chain(device, dtype, quick, progress, timer)
         if head is not None:
             result["gemv"][f"{GEMV_ARGMAX_CHAIN}{dtype}"] = head
-        fused = _measure_fused_attention(device, dtype, quick, progress, timer)
+        fused = _measure_fused_attention(device, dtype, quick, progress, timer, shapes["attention"])
         if fused is not None:  # an attention grid, measured with the other Triton kernels
             result["attention"][f"{dtype}:{FUSED_ATTENTION_PASS}"] = fused
     family_done("gemv")

@@ -226,8 +226,7 @@ def _matmul_probes(device_type: str) -> list[tuple[int, int, int]]:
 
 
 # The fused decode step's attention kernel (`steps.decode_kernels.decode_attention`, batch 1: BH
-# is the heads), on a GPU with Triton, over a subset of the one-query grid's cells (so it adds no
-# shape a validation must avoid): heads × cache length (its last position the new token's) × D.
+# is the heads), on a GPU with Triton: heads × cache length (its last position the new token's) × D.
 FUSED_ATTENTION_PASS = "fused_decode"
 FUSED_ATTENTION_AXES = ((8, 32, 128), (128, 512, 2048, 8192), (64, 128))
 # Each (L, D) compiles its own kernel (chunk and merge width follow L): measured where the fused
@@ -387,6 +386,9 @@ def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[st
                 matmul.append(list(cell))
     attention = [[f"{dtype}:{pass_}", *cell] for dtype in dtypes for pass_ in attention_passes(kind)
                  for cell in _attention_cells(kind, dtype, pass_, quick, memory_bytes)]
+    if kind == "cuda":  # measured where Triton is; planned (and kept off by a validation) always
+        attention += [[f"{dtype}:{FUSED_ATTENTION_PASS}", *cell] for dtype in dtypes
+                      if dtype in FUSED_ATTENTION_DTYPES for cell in product(*fused_attention_axes(quick))]
     vector = [[f"{op}:{dtype}", x] for dtype in _vector_dtypes(dtypes) for op in _vector_ops(dtype)
               for _, x in _vector_points(kind, dtype, op, quick)]
     return {"matmul": matmul, "attention": attention, "vector": vector}
