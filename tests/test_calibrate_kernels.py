@@ -209,11 +209,11 @@ def test_gpu_plan_prunes_by_cost_and_keeps_the_spec_points() -> None:
 def test_gpu_plan_fits_its_time_budget() -> None:
     """The cost model's guess of the whole GPU sweep stays inside its budget (matmul 40 s,
     attention 30 — cuDNN's plan for each bf16 shape is most of it —, vector 20, optimizer 5,
-    gemv 13 — four Triton kernels compiled per dtype and the fused attention per (L, D) —; 90 s
+    gemv 15 — four Triton kernels compiled per dtype and the fused attention per (L, D) —; 90 s
     together, of the calibration's 120)."""
     full = cp.estimated_seconds("cuda")
     assert full["matmul"] <= 40 and full["attention"] <= 30 and full["vector"] <= 20
-    assert full["optimizer"] <= 5 and full["gemv"] <= 13 and sum(full.values()) <= 90
+    assert full["optimizer"] <= 5 and full["gemv"] <= 15 and sum(full.values()) <= 90
     quick = cp.estimated_seconds("cuda", quick=True)
     assert sum(quick.values()) < sum(full.values()) / 2
     # the CPU's guess is a floor (a busy 2-core machine takes longer): well inside 35 s and 15 s
