@@ -347,6 +347,12 @@ def test_fused_decode_attention_uses_its_own_grid_or_else_sdpas_one_query():
         ("H", "L", "D"), ((HUGE,), (HUGE,), (HUGE,)), (own_t,))})
     assert expected(config, decode, fused, own).step_time_s == pytest.approx(
         expected(config, decode, fused, base).step_time_s + n_attention * (own_t - T0))
+    # a compiled CUDA-graph decode (batch 8: no fused kernels) runs sdpa: its grid, not this one
+    graphed = ExecutionPlan("cuda_graph", static_cache=True)
+    batched = Workload("decode", 8, 32, "bf16")
+    assert {k.key for k in kernel_calls(config, batched, graphed) if k.family == "attention"} == {"bf16:one_query"}
+    assert expected(config, batched, graphed, own).step_time_s == pytest.approx(
+        expected(config, batched, graphed, base).step_time_s)
 
 
 def test_optimizer_time_follows_the_tensor_count_on_its_grid():

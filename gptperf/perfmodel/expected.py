@@ -362,9 +362,8 @@ def _compiled_inference(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[Ker
                 out.append(call)
                 if _split_k_reductions(comp, int(m), s):
                     out.append(_vec("add", c.act, 3 * m * n * dtype_bytes(c.act)))  # split-K sum
-        elif call.family == "attention":  # the kernel's own grid (`_fallback`: sdpa's)
-            out.append(KernelCall("attention", call.key.replace(":one_query", ":fused_decode"),
-                                  call.point))
+        elif call.family == "attention":
+            out.append(call)
             if c.plan.static_cache:  # the mask built from the device-side position
                 out.append(_vec("add", "fp32", 3 * s.T * s.L))
         elif comp == names.RESIDUAL or call.key.startswith(("copy:", "cast_")):
