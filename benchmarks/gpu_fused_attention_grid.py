@@ -63,10 +63,8 @@ def after_qkv(h: int, n: int, d: int, timer: KernelTimer) -> tuple[float, float,
 
 def main() -> None:
     device = torch.device("cuda")
-    cp_axes = cp.FUSED_ATTENTION_AXES
-    ck.fused_attention_axes = lambda quick: FINE  # the calibration's measurement, on the fine grid
-    grid = ck._measure_fused_attention(device, "bf16", False, None, KernelTimer(device, False))
-    ck.fused_attention_axes = cp.fused_attention_axes
+    # the calibration's own measurement, on the fine grid
+    grid = ck._measure_fused_attention(device, "bf16", False, None, KernelTimer(device, False), axes=FINE)
     measured = dict(zip(product(*FINE), grid.seconds, strict=True))
     rows = []
     for name, axes in CANDIDATES.items():
@@ -78,7 +76,7 @@ def main() -> None:
     out = os.environ.get("OUT")
     if out:
         with open(os.path.join(out, "fused_attention_grid.json"), "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "axes_now": cp_axes, "fine": FINE,
+            json.dump({"device": torch.cuda.get_device_name(), "axes_now": cp.FUSED_ATTENTION_AXES, "fine": FINE,
                        "seconds": {str(k): v for k, v in measured.items()}, "rows": rows,
                        "after_qkv": {str(k): v for k, v in context.items()}}, f, indent=1)
     print(f"{'axes':40s} {'H×L×D':>14s} {'grid µs':>9s} {'direct µs':>10s} {'grid/direct':>11s}")

@@ -158,6 +158,21 @@ def test_argmax_key_orders_values_then_smallest_index() -> None:
     assert (dk.argmax_key(special, torch.arange(len(special))) > dk.INT64_MIN).all()
 
 
+@pytest.mark.parametrize("blocks", [0, -2, 1.5])
+def test_ln_gemv_argmax_refuses_a_bad_block_count(blocks: object) -> None:
+    x, w = torch.randn(1, 1, 8), torch.randn(5, 8)
+    with pytest.raises(ValueError, match=f"blocks must be a positive number .*got {blocks!r}"):
+        dk.ln_gemv_argmax(x, None, None, EPS, w, blocks=blocks)
+
+
+def test_argmax_blocks_aims_at_the_program_count() -> None:
+    """Row blocks a program: the fewest that keep the programs at or under the target, never 0."""
+    assert dk.argmax_blocks(50304, 16, 1056) == 3  # 3144 blocks -> 1048 programs
+    assert dk.argmax_blocks(32000, 16, 1056) == 2  # 2000 blocks -> 1000 programs
+    assert dk.argmax_blocks(256, 16, 1056) == 1
+    assert dk.argmax_blocks(50304, 16) == dk.argmax_blocks(50304, 16, dk.ARGMAX_PROGRAMS)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_ln_gemv_argmax_reference_picks_the_first_maximum(dtype: torch.dtype) -> None:
     torch.manual_seed(5)

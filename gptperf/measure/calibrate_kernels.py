@@ -42,7 +42,6 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     EMBED,
     EMBED_BWD_VOCAB,
     FUSED_ATTENTION_DTYPES,
-    FUSED_ATTENTION_PASS,
     GEMV_SIZES,
     GEMV_SKIPPED_DTYPES,
     GIB,
@@ -84,6 +83,7 @@ from gptperf.measure.kernel_timer import (
 )
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import (
+    FUSED_ATTENTION_PASS,
     GEMV_ARGMAX_CHAIN,
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
@@ -568,38 +568,47 @@ def _measure_argmax_chain(device: torch.device, dtype: str, quick: bool, progres
         f"{POOL_BYTES['cuda'] // MIB} MiB"))
 
 
+def _fused_attention_call(device: torch.device, tdtype: torch.dtype, h: int, n: int, d: int,
+                          pool: OperandPool) -> Call:
+    """The fused decode step's attention (`steps.decode_kernels.decode_attention`, batch 1) of
+    the new token at the last of n positions, each call on the next of the pool's caches."""
+    from gptperf.steps import decode_kernels
+
+    sets = pool.copies([(1, h, n, d), (1, h, n, d)])
+    qkv = random_tensor((1, 1, 3 * h * d), tdtype, device)
+    pos = torch.tensor(n - 1, device=device)
+    scratch = decode_kernels.DecodeScratch.new(h, device)
+    out = torch.empty((1, 1, h * d), device=device, dtype=tdtype)
+
+    def call(j: int) -> torch.Tensor:
+        k, v = sets[j % len(sets)]
+        return decode_kernels.decode_attention(qkv, k, v, pos, h, scratch=scratch, out=out)
+
+    return call
+
+
 def _measure_fused_attention(device: torch.device, dtype: str, quick: bool,
                              progress: Progress | None, timer: KernelTimer,
-                             record: list | None = None) -> Grid | None:
-    """Grid over (heads, cache length L, D) of the fused decode step's attention kernel
-    (`steps.decode_kernels.decode_attention`, batch 1) at the cache's last position, as a decode
-    step of context L runs it: each call after the one before, distinct caches cycled."""
+                             record: list | None = None,
+                             axes: Sequence[Sequence[int]] | None = None) -> Grid | None:
+    """Grid over (heads, cache length L, D) — `axes`, default `fused_attention_axes` — of the
+    fused decode step's attention kernel at the cache's last position, as a decode step of
+    context L runs it: each call after the one before, distinct caches cycled."""
     from gptperf.steps import decode_kernels
 
     if device.type != "cuda" or not decode_kernels.available() or dtype not in FUSED_ATTENTION_DTYPES:
         return None
     tdtype = TORCH_DTYPES[dtype]
     pool = OperandPool(device, tdtype)
-    axes = fused_attention_axes(quick)
+    axes = tuple(tuple(a) for a in axes) if axes is not None else fused_attention_axes(quick)
     cells = list(product(*axes))
     measured: dict[tuple[int, ...], float] = {}
     for i, (h, n, d) in enumerate(cells):
-        sets = pool.copies([(1, h, n, d), (1, h, n, d)])
-        qkv = random_tensor((1, 1, 3 * h * d), tdtype, device)
-        pos = torch.tensor(n - 1, device=device)
-        scratch = decode_kernels.DecodeScratch.new(h, device)
-        out = torch.empty((1, 1, h * d), device=device, dtype=tdtype)
-
-        def call(j: int, sets: list = sets, qkv: torch.Tensor = qkv, pos: torch.Tensor = pos,
-                 scratch: decode_kernels.DecodeScratch = scratch, out: torch.Tensor = out,
-                 h: int = h) -> torch.Tensor:
-            k, v = sets[j % len(sets)]
-            return decode_kernels.decode_attention(qkv, k, v, pos, h, scratch=scratch, out=out)
-
+        call = _fused_attention_call(device, tdtype, h, n, d, pool)
         measured[(h, n, d)] = timer(call, f"fused decode attention {dtype} {h}×{n}×{d}")
         if record is not None:
             record.append([f"{dtype}:{FUSED_ATTENTION_PASS}", h, n, d])
-        del sets
+        del call
         _report(progress, f"fused decode attention {dtype}", i + 1, len(cells))
     growth = ATTENTION_GROWTH["one_query"]
     return Grid(("H", "L", "D"), axes, tuple(_fill(axes, measured, growth)), growth, what=(

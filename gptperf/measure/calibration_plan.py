@@ -13,6 +13,7 @@ from typing import Any
 
 from gptperf.dtypes import check_dtype, dtype_bytes
 from gptperf.errors import UserError
+from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS
 
 KIB, MIB, GIB = 2**10, 2**20, 2**30
 
@@ -226,8 +227,8 @@ def _matmul_probes(device_type: str) -> list[tuple[int, int, int]]:
 
 
 # The fused decode step's attention kernel (`steps.decode_kernels.decode_attention`, batch 1: BH
-# is the heads), on a GPU with Triton: heads × cache length (its last position the new token's) × D.
-FUSED_ATTENTION_PASS = "fused_decode"
+# is the heads), on a GPU with Triton: heads × cache length (its last position the new token's) × D,
+# its key "<dtype>:" + FUSED_ATTENTION_PASS.
 # (benchmarks/gpu_fused_attention_grid.py, H200: with 16 heads and L = 1024 on the axes this grid
 # reads gpt2's, gpt2-large's and the 7B shape's cells within 2.6% of their direct time; without,
 # 6-12% over)

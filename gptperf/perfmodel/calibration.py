@@ -37,6 +37,8 @@ HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "blo
 GEMV_CHAIN = "chain:"
 GEMV_RESIDUAL_CHAIN = "chain_residual:"
 GEMV_ARGMAX_CHAIN = "chain_argmax:"
+# The attention pass of the fused decode step's own kernel ("<dtype>:fused_decode").
+FUSED_ATTENTION_PASS = "fused_decode"
 
 
 def _positive_floats(values: Any, what: str) -> tuple[float, ...]:
@@ -228,7 +230,8 @@ class Calibration:
     attention: "<dtype>:<pass>" -> Grid; pass "causal_fwd" and "causal_fwd_bwd" over
         (BH, T, D) (query = key length T, causal), "masked_fwd" over (BH, T, D) (the same with
         the static KV cache's explicit mask; CUDA only), "one_query" over (BH, L, D) (one query
-        against L keys).
+        against L keys), "fused_decode" over (H, L, D) (the fused batch-1 decode step's own
+        attention kernel, chained; CUDA with Triton, bf16 and fp16).
     vector: "<op>:<dtype>" -> Curve over the bytes the op reads and writes (docs list each op).
     optimizer: "adamw_fused" | "adamw_foreach" -> Grid over (parameter tensors, parameters); a
         Curve over parameters (a calibration from before the tensor count was measured) is read
@@ -236,7 +239,8 @@ class Calibration:
     gemv: dtype -> Curve over the weight bytes of the one-row Triton kernel (CUDA only).
         "chain:<dtype>": the fused decode step's LayerNorm + gemv kernel, each call waiting for
         the one before (`GEMV_CHAIN`); "chain_residual:<dtype>": its gemv + bias + residual
-        kernel, chained the same way (`GEMV_RESIDUAL_CHAIN`).
+        kernel, chained the same way (`GEMV_RESIDUAL_CHAIN`); "chain_argmax:<dtype>": its LM
+        head kernel (LayerNorm, gemv, argmax) over vocabulary-wide weights (`GEMV_ARGMAX_CHAIN`).
     host: "<mode>:<part>:<dtype>" -> {"per_layer_s", "fixed_s"}: host seconds of the step's
         Python and dispatch, per block and per step (mode eager | compiled; part fwd, bwd, opt of
         a train step, nograd for a forward without grad, infer for decode_nocache (and a

@@ -42,6 +42,7 @@ from gptperf.dtypes import dtype_bytes
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.calibration import (
+    FUSED_ATTENTION_PASS,
     GEMV_ARGMAX_CHAIN,
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
@@ -392,7 +393,7 @@ def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCal
             _, n, k = call.point
             out.append(KernelCall("gemv", chain + c.mm, (n * k * dtype_bytes(c.act),)))
         elif call.family == "attention":  # the kernel's own grid (`_fallback`: sdpa's)
-            out.append(KernelCall("attention", call.key.replace(":one_query", ":fused_decode"),
+            out.append(KernelCall("attention", call.key.replace(":one_query", f":{FUSED_ATTENTION_PASS}"),
                                   call.point))
     if comp == names.EMBED:
         out.append(_vec("add", c.act, 3 * c.s.C * dtype_bytes(c.act)))
@@ -457,8 +458,8 @@ def _fallback(key: str) -> list[str]:
     keys = [key]
     if key.endswith(":fp16"):
         keys.append(key[: -len("fp16")] + "bf16")
-    if key.endswith(":fused_decode"):
-        return keys + _fallback(key.removesuffix(":fused_decode") + ":one_query")
+    if key.endswith(f":{FUSED_ATTENTION_PASS}"):
+        return keys + _fallback(key.removesuffix(FUSED_ATTENTION_PASS) + "one_query")
     newer = next((p for p in (GEMV_RESIDUAL_CHAIN, GEMV_ARGMAX_CHAIN) if key.startswith(p)), None)
     if newer is not None:
         keys += _fallback(GEMV_CHAIN + key[len(newer):])

@@ -627,6 +627,8 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: tor
     `finish=(pos, token_buf, tokens_buf)` the kernel also does `finish` (one kernel fewer).
     Without `scratch` a fresh one is allocated (two fills).
     """
+    if blocks is not None and (not isinstance(blocks, int) or blocks < 1):
+        raise ValueError(f"blocks must be a positive number of row blocks a program, got {blocks!r}")
     ln = ln_weight is not None
     if reference or not _use_triton(x):
         token = ln_gemv_argmax_reference(x, ln_weight, ln_bias, eps, weight)
@@ -640,7 +642,7 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: tor
     pos, token_buf, tokens_buf = finish if finish is not None else (out, out, out)
     c1, c2 = _folded(folded, weight, None, ln_weight, ln_bias) if ln else (x, x)
     block_n, block_k, warps = config or ARGMAX_TILE
-    blocks = blocks or argmax_blocks(n, block_n)
+    blocks = blocks if blocks is not None else argmax_blocks(n, block_n)
     _ln_gemv_argmax_kernel[(triton.cdiv(triton.cdiv(n, block_n), blocks),)](
         x, ln_weight if ln else x, weight, c1, c2, scratch.argmax_key, scratch.argmax_done, out,
         pos, token_buf, tokens_buf, tokens_buf.stride(-1), n, k, float(eps), LN=ln,
