@@ -3,14 +3,17 @@
     python benchmarks/gpu_decode_tune.py                  # parts 1-4
     python benchmarks/gpu_decode_tune.py steps argmax     # some: steps, attention, gemv, argmax;
     # steps_pdl: the steps with PDL on only; steps_argmax: the steps with the argmax kernel at
-    # one program a row block and at ARGMAX_PROGRAMS programs
+    # one program a row block and at ARGMAX_PROGRAMS programs; early: the steps with each
+    # kernel's early loads (before its PDL wait) on and off; in_step: gpt2's step with each
+    # gemv's tile and the attention's chunk and warps varied one kernel at a time
 
 1. The weight shapes of gpt2 and of the 7B shape that follow a LayerNorm, as a plain gemv and
    with the LayerNorm inside, over candidate tiles (rows per program, columns per step, warps):
    time per call inside a CUDA graph of 20 calls cycling through weight copies worth >= 512 MiB
    (HBM, not L2), median of 10 replays.
 2. decode_attention at gpt2 (12 heads, D 64) context 1024 and the 7B shape (32 heads, D 128)
-   contexts 128 and 1024, over chunk sizes.
+   contexts 128 and 1024, over chunk sizes, its first cache tile loaded before and after the PDL
+   wait.
 3. The whole fused step (FastDecoder, batch 1) with programmatic dependent launch on and off.
 4. The LM head's argmax kernel (gpt2's and the 7B shape's vocabulary-wide weights) over row
    blocks a program, beside ln_gemv writing the same logits.
@@ -19,6 +22,7 @@ Prints tables; writes $OUT/decode_tune.json when OUT is set.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -90,8 +94,11 @@ def attention_sweep(n_head: int, d: int, context: int) -> list[dict[str, Any]]:
     for chunk in (16, 32, 64, 128, 256):
         if chunk > L:
             continue
-        calls = [lambda c=chunk: dk.decode_attention(qkv, k, v, pos, n_head, chunk=c, scratch=scratch)] * 20
-        out.append({"chunk": chunk, "s": graph_time(calls)})
+        for prefetch in (True, False):
+            dk.attention_prefetch = prefetch
+            calls = [lambda c=chunk: dk.decode_attention(qkv, k, v, pos, n_head, chunk=c, scratch=scratch)] * 20
+            out.append({"chunk": chunk, "prefetch": prefetch, "s": graph_time(calls)})
+    dk.attention_prefetch = True
     return out
 
 
@@ -130,12 +137,83 @@ def step_time(cfg: GPTConfig, context: int, pdl: bool) -> float:
     model = build_model(cfg, DEV, torch.bfloat16)
     dec = FastDecoder(model, 1, context)
     dec.warmup()
+    t = decoder_step_time(dec, context)
+    dk.use_pdl = True
+    return t
+
+
+# (attention_prefetch, early_weight_bytes): what each kernel loads before its PDL wait
+EARLY_VARIANTS = {"none": (False, 0), "attention": (True, 0),
+                  "attention + gemv <= 16 MiB": (True, 16 * 2**20), "attention + every gemv": (True, 2**62)}
+
+
+def early_load_steps(cfg: GPTConfig, context: int, rounds: int = 4) -> dict[str, float]:
+    """The fused step (batch 1, bf16) under each of EARLY_VARIANTS, one graph each captured from
+    one model, timed in alternating rounds; median step per variant."""
+    model = build_model(cfg, DEV, torch.bfloat16)
+    default = dk.attention_prefetch, dk.early_weight_bytes
+    decoders = {}
+    for name, (prefetch, early) in EARLY_VARIANTS.items():
+        dk.attention_prefetch, dk.early_weight_bytes = prefetch, early
+        decoders[name] = FastDecoder(model, 1, context)
+        decoders[name].warmup()
+    dk.attention_prefetch, dk.early_weight_bytes = default
+    times: dict[str, list[float]] = {name: [] for name in decoders}
+    for _ in range(rounds):
+        for name, dec in decoders.items():
+            times[name].append(decoder_step_time(dec, context, steps=40))
+    del decoders, model
+    torch.cuda.empty_cache()
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+STEP_TILES = [(1, 1024, 4), (2, 1024, 4), (4, 1024, 4), (4, 1024, 8), (8, 1024, 8), (2, 512, 4),
+              (4, 512, 4), (4, 256, 4), (8, 256, 4), (16, 256, 8), (8, 512, 8), (1, 512, 2), (2, 256, 2)]
+ATTENTION_VARIANTS = [(c, w) for c in (32, 64, 128) for w in (2, 4, 8)]  # (chunk, warps)
+
+
+def in_step_sweep(cfg: GPTConfig, context: int, tiles: bool = True, rounds: int = 3) -> dict[str, Any]:
+    """The fused step (batch 1, bf16) with one kernel's setting changed at a time: each gemv shape
+    over STEP_TILES (`gemv_config` patched for that shape alone) and the attention over
+    ATTENTION_VARIANTS; all graphs captured from one model, timed in alternating rounds. A kernel
+    runs n_layer times a step, so a change of 0.1 µs in it moves the step by n_layer × 0.1 µs."""
+    model = build_model(cfg, DEV, torch.bfloat16)
+    C = cfg.n_embd
+    rule, attention = dk.gemv_config, dk.decode_attention
+    decoders: dict[str, FastDecoder] = {"default": FastDecoder(model, 1, context)}
+    decoders["default"].warmup()
+    try:
+        for n, k in ((3 * C, C), (C, C), (4 * C, C), (C, 4 * C)) if tiles else ():
+            for tile in STEP_TILES:
+                dk.gemv_config = lambda n_, k_, t=tile, s=(n, k): t if (n_, k_) == s else rule(n_, k_)
+                dec = FastDecoder(model, 1, context)
+                dec.warmup()
+                decoders[f"{n}x{k} {tile}"] = dec
+            dk.gemv_config = rule
+        for chunk, warps in ATTENTION_VARIANTS:
+            dk.decode_attention = functools.partial(attention, chunk=chunk, num_warps=warps)
+            dec = FastDecoder(model, 1, context)
+            dec.warmup()
+            decoders[f"attention chunk {chunk} warps {warps}"] = dec
+    finally:
+        dk.gemv_config, dk.decode_attention = rule, attention
+    times: dict[str, list[float]] = {name: [] for name in decoders}
+    for _ in range(rounds):
+        for name, dec in decoders.items():
+            times[name].append(decoder_step_time(dec, context, steps=30))
+    del decoders, model
+    torch.cuda.empty_cache()
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def decoder_step_time(dec: FastDecoder, context: int, steps: int = 100) -> float:
+    """Median seconds of one replayed step writing position context - 1."""
     for _ in range(10):
         dec.set_length(context - 1)
         dec.step()
     torch.cuda.synchronize()
     times = []
-    for _ in range(100):
+    for _ in range(steps):
         dec.set_length(context - 1)
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
@@ -143,7 +221,6 @@ def step_time(cfg: GPTConfig, context: int, pdl: bool) -> float:
         b.record()
         torch.cuda.synchronize()
         times.append(a.elapsed_time(b) / 1e3)
-    dk.use_pdl = True
     return statistics.median(times)
 
 
@@ -166,10 +243,24 @@ def main() -> None:
             key = f"{name} pdl={pdl}"
             res["steps"][key] = step_time(cfg, ctx, pdl)
             print(f"step {name} L={ctx} pdl={pdl}: {res['steps'][key] * 1e6:.1f} us", flush=True)
+    res["early"] = {}
+    for name, cfg, ctx in (("gpt2", preset("gpt2"), 1024), ("gpt2-xl", preset("gpt2-xl"), 1024),
+                           ("7b", CFG_7B, 1000), ("7b", CFG_7B, 128)) if "early" in parts else ():
+        r = res["early"][f"{name} L={ctx}"] = early_load_steps(cfg, ctx)
+        print(f"step {name} L={ctx}: " + "; ".join(f"{k} {v * 1e6:.1f} us" for k, v in r.items()), flush=True)
+    res["in_step"] = {}
+    for name, cfg, ctx, tiles in (("gpt2", preset("gpt2"), 1024, True), ("7b", CFG_7B, 1000, False)) if "in_step" in parts else ():
+        r = res["in_step"][f"{name} L={ctx}"] = in_step_sweep(cfg, ctx, tiles)
+        base = r["default"]
+        print(f"in-step sweep {name} L={ctx}: default {base * 1e6:.1f} us; the best of each kernel:", flush=True)
+        for kernel in sorted({k.rsplit(" (", 1)[0] if "(" in k else "attention" for k in r if k != "default"}):
+            best = min((k for k in r if k.startswith(kernel)), key=r.get)
+            print(f"    {best:45s} {r[best] * 1e6:7.1f} us ({(r[best] - base) * 1e6:+.1f})", flush=True)
     res["attention"] = {}
     for name, h, d, ctx in () if "attention" not in parts else (("gpt2 L=1024", 12, 64, 1024), ("7b L=128", 32, 128, 128), ("7b L=1024", 32, 128, 1024)):
         res["attention"][name] = attention_sweep(h, d, ctx)
-        print("attention", name, " ".join(f"c{r['chunk']}={r['s'] * 1e6:.2f}us" for r in res["attention"][name]), flush=True)
+        print("attention", name, " ".join(f"c{r['chunk']}{'p' if r['prefetch'] else ''}={r['s'] * 1e6:.2f}us"
+                                          for r in res["attention"][name]), flush=True)
     shapes = [(2304, 768), (3072, 768), (50304, 768), (12288, 4096), (16384, 4096), (50304, 4096)]
     res["gemv"] = []
     for n, k in shapes if "gemv" in parts else ():

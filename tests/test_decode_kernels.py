@@ -388,8 +388,11 @@ def _nan(*shape: int, dtype: torch.dtype) -> torch.Tensor:
 @cuda
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-def test_gemv_kernels_on_cuda(shape: str, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("early_bytes", [0, 2**62])  # the first weight tile after / before the wait
+def test_gemv_kernels_on_cuda(shape: str, dtype: torch.dtype, early_bytes: int,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(10)
+    monkeypatch.setattr(dk, "early_weight_bytes", early_bytes)
     C = SHAPES[shape]["C"]
     x, r = _rand(1, 1, C, dtype=dtype, device="cuda", shift=1.0), _rand(1, 1, C, dtype=dtype, device="cuda")
     g, b = _ln_params(C, dtype, "cuda")
@@ -412,8 +415,11 @@ def test_gemv_kernels_on_cuda(shape: str, dtype: torch.dtype) -> None:
 @cuda
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-def test_decode_attention_on_cuda(shape: str, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_decode_attention_on_cuda(shape: str, dtype: torch.dtype, prefetch: bool,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(11)
+    monkeypatch.setattr(dk, "attention_prefetch", prefetch)
     C, H, L = SHAPES[shape]["C"], SHAPES[shape]["H"], SHAPES[shape]["L"]
     D, chunk = C // H, dk.DEFAULT_CHUNK
     scratch = dk.DecodeScratch.new(H, "cuda")
@@ -421,11 +427,12 @@ def test_decode_attention_on_cuda(shape: str, dtype: torch.dtype) -> None:
         qkv = _rand(1, 1, 3 * C, dtype=dtype, device="cuda")
         k_cache, v_cache = _caches(H, L, D, p, dtype, "cuda")
         ref = _attention64(qkv, k_cache, v_cache, p, H)
-        for fused in (True, False):
+        # default tiles, then a chunk of several tiles (the loop after the prefetched one)
+        for fused, tiles in ((True, {}), (False, {}), (True, {"chunk": 64, "block": 16})):
             kc, vc = k_cache.clone(), v_cache.clone()
             out = dk.decode_attention(qkv, kc, vc, torch.tensor(p, device="cuda"), H, fused_combine=fused,
-                                      scratch=scratch, out=_nan(1, 1, C, dtype=dtype))
-            assert _rel(out, ref) < GPU_TOL[dtype], (p, fused)
+                                      scratch=scratch, out=_nan(1, 1, C, dtype=dtype), **tiles)
+            assert _rel(out, ref) < GPU_TOL[dtype], (p, fused, tiles)
             _, k_new, v_new = qkv.reshape(3, H, D)
             assert torch.equal(kc[0, :, p], k_new) and torch.equal(vc[0, :, p], v_new)
             assert _same(kc[:, :, :p], k_cache[:, :, :p])

@@ -97,6 +97,12 @@ def available() -> bool:
 # each kernel waits for the previous one's results itself, so its launch hides under that tail.
 # (benchmarks/gpu_decode_tune.py turns it off to measure what it gives.)
 use_pdl = True
+# The attention kernel loads its first tile of the cache before that wait (the cache and pos were
+# written by earlier steps); off, it waits first, as the other kernels do (for A/B timing).
+attention_prefetch = True
+# The gemv kernels load their first weight tile before the wait when the weight is at most this
+# large (tuned per step size: benchmarks/gpu_decode_tune.py `early`).
+early_weight_bytes = 16 * 2**20
 
 
 @functools.cache
@@ -270,31 +276,46 @@ if triton is not None:
         tl.store(x_ptr + cols, x.to(x_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
+    def _accumulate(acc, sx, sxx, w, x_ptr, g_ptr, cols, col_ok, LN: tl.constexpr):
+        x = tl.load(x_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        if LN:
+            sx += x
+            sxx += x * x
+            x = x * tl.load(g_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        acc += w.to(tl.float32) * x[None, :]
+        return acc, sx, sxx
+
+    @triton.jit
     def _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, block, LN: tl.constexpr,
-             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EARLY: tl.constexpr, PDL: tl.constexpr):
         # gemv.py's streaming loop over row block `block` (BLOCK_N rows, BLOCK_K columns a step,
         # fp32 partial sums kept 2-D until the end). LN: W·LayerNorm(x) + b =
         # r·(W·(x·γ) − μ·W·γ) + (W·β + b) in the same single pass: the program sums x and x² from
         # the chunks it loads anyway, and W·γ (c1), W·β + b (c2) were computed once per weight
-        # (`fold_layer_norm`). (Loading the first weight tile before the PDL wait made a 7B step
-        # 3% slower on an H200.)
+        # (`fold_layer_norm`). EARLY: the first weight tile is loaded before this function does
+        # the PDL wait (the weights are no kernel's output), under the previous kernel's tail;
+        # otherwise the caller has waited.
         rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = rows < N
         w_rows = w_ptr + rows.to(tl.int64)[:, None] * K
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         sx = tl.zeros([BLOCK_K], dtype=tl.float32)
         sxx = tl.zeros([BLOCK_K], dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        first = 0
+        if EARLY:
+            cols = tl.arange(0, BLOCK_K)
+            col_ok = cols < K
+            w = tl.load(w_rows + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0,
+                        eviction_policy="evict_first")
+            _after_previous(PDL)
+            acc, sx, sxx = _accumulate(acc, sx, sxx, w, x_ptr, g_ptr, cols, col_ok, LN)
+            first = BLOCK_K
+        for k0 in range(first, K, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
             col_ok = cols < K
             w = tl.load(w_rows + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0,
                         eviction_policy="evict_first")  # each weight is read once: keep L2 for x
-            x = tl.load(x_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-            if LN:
-                sx += x
-                sxx += x * x
-                x = x * tl.load(g_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-            acc += w.to(tl.float32) * x[None, :]
+            acc, sx, sxx = _accumulate(acc, sx, sxx, w, x_ptr, g_ptr, cols, col_ok, LN)
         y = tl.sum(acc, axis=1)
         if LN:
             mean = tl.sum(sx, axis=0) / K
@@ -307,11 +328,13 @@ if triton is not None:
     @triton.jit
     def _ln_gemv_kernel(x_ptr, g_ptr, w_ptr, b_ptr, c1_ptr, c2_ptr, y_ptr, N, K, eps,
                         LN: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
-                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EARLY: tl.constexpr,
+                        PDL: tl.constexpr):
         # LayerNorm (LN; the bias is in c2 then), the weight stream, bias and GELU: one kernel.
-        _after_previous(PDL)
+        if not EARLY:
+            _after_previous(PDL)
         rows, row_ok, y = _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, tl.program_id(0),
-                               LN, BLOCK_N, BLOCK_K)
+                               LN, BLOCK_N, BLOCK_K, EARLY, PDL)
         if HAS_BIAS:
             y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
         if GELU:  # tanh approximation: 0.5·y·(1 + tanh(u)) = y·sigmoid(2u), stable for any |u|
@@ -321,11 +344,13 @@ if triton is not None:
 
     @triton.jit
     def _gemv_residual_kernel(x_ptr, w_ptr, b_ptr, r_ptr, y_ptr, N, K, HAS_BIAS: tl.constexpr,
-                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EARLY: tl.constexpr,
+                              PDL: tl.constexpr):
         # The residual add rides in the epilogue of the weight stream, one rounding at the end.
-        _after_previous(PDL)
+        if not EARLY:
+            _after_previous(PDL)
         rows, row_ok, y = _dot(x_ptr, x_ptr, w_ptr, x_ptr, x_ptr, N, K, 0.0, tl.program_id(0),
-                               False, BLOCK_N, BLOCK_K)
+                               False, BLOCK_N, BLOCK_K, EARLY, PDL)
         y += tl.load(r_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
         if HAS_BIAS:
             y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
@@ -356,7 +381,7 @@ if triton is not None:
         best = lowest
         for i in range(BLOCKS):
             rows, row_ok, y = _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps,
-                                   tl.program_id(0) * BLOCKS + i, LN, BLOCK_N, BLOCK_K)
+                                   tl.program_id(0) * BLOCKS + i, LN, BLOCK_N, BLOCK_K, False, PDL)
             y = y.to(x_ptr.dtype.element_ty).to(tl.float32)  # the logits the model would argmax
             key = tl.where(row_ok, _argmax_key(y, rows), lowest)
             best = tl.maximum(best, tl.max(key, axis=0))
@@ -418,17 +443,33 @@ if triton is not None:
         tl.store(ml_ptr + at * 2 + 1, denom)
 
     @triton.jit
+    def _attend(m, denom, acc, q, kt, vt, j_ok, qk_scale):
+        # One tile of cached positions folded into the running (max, sum, output): online softmax
+        # in log2 units (qk_scale = log2(e)/sqrt(D)) so exp2 does it.
+        sc = tl.where(j_ok, tl.sum(kt.to(tl.float32) * q[None, :], axis=1) * qk_scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(sc, axis=0))
+        alpha = tl.exp2(m - m_new)
+        p = tl.exp2(sc - m_new)
+        denom = denom * alpha + tl.sum(p, axis=0)
+        acc = acc * alpha + tl.sum(p[:, None] * vt.to(tl.float32), axis=0)
+        return m_new, denom, acc
+
+    @triton.jit
     def _attention_kernel(qkv_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr, done_ptr, y_ptr,
                           C, S, k_sh, k_sl, v_sh, v_sl, qk_scale,
                           D: tl.constexpr, D_P2: tl.constexpr, CHUNK: tl.constexpr,
                           BLOCK_L: tl.constexpr, SPLIT_BLOCK: tl.constexpr, FUSED: tl.constexpr,
-                          PDL: tl.constexpr):
+                          PREFETCH: tl.constexpr, PDL: tl.constexpr):
         # Grid (head, split): split s attends over positions [s·CHUNK, (s+1)·CHUNK) ∩ [0, pos], so
         # a long context spreads over many SMs; splits past pos exit at once. The split holding
         # pos takes the new k, v from registers (and writes them to the cache), so no program
         # reads what another writes. With FUSED the last split of a head to finish (an atomic
         # count) merges the partials; a lone split writes y directly, with no atomic at all.
-        _after_previous(PDL)
+        # PREFETCH: pos and the cached positions (< pos) were written by earlier steps, so the
+        # split's first tile is loaded before the PDL wait, under the qkv kernel's tail; only q
+        # and the new k, v wait for it.
+        if not PREFETCH:
+            _after_previous(PDL)
         h = tl.program_id(0)
         s = tl.program_id(1)
         pos = tl.load(pos_ptr).to(tl.int32)
@@ -436,6 +477,15 @@ if triton is not None:
         if start <= pos:
             d = tl.arange(0, D_P2)
             d_ok = d < D
+            end = tl.minimum(start + CHUNK, pos)  # cached positions only; pos itself is done
+            k_head = k_ptr + h * k_sh + d[None, :]
+            v_head = v_ptr + h * v_sh + d[None, :]
+            j = start + tl.arange(0, BLOCK_L)
+            j_ok = j < end
+            kt = tl.load(k_head + j[:, None] * k_sl, mask=j_ok[:, None] & d_ok[None, :], other=0.0)
+            vt = tl.load(v_head + j[:, None] * v_sl, mask=j_ok[:, None] & d_ok[None, :], other=0.0)
+            if PREFETCH:
+                _after_previous(PDL)
             head = qkv_ptr + h * D + d
             q = tl.load(head, mask=d_ok, other=0.0).to(tl.float32)
             k_new = tl.load(head + C, mask=d_ok, other=0.0)
@@ -444,25 +494,18 @@ if triton is not None:
             own = s == n_split - 1
             tl.store(k_ptr + h * k_sh + pos * k_sl + d, k_new.to(k_ptr.dtype.element_ty), mask=d_ok & own)
             tl.store(v_ptr + h * v_sh + pos * v_sl + d, v_new.to(v_ptr.dtype.element_ty), mask=d_ok & own)
-            # scores are kept in log2 units (qk_scale = log2(e)/sqrt(D)) so exp2 does the softmax
+            # the own split starts from the new position (its score may then face a tile of none)
             m = tl.where(own, tl.sum(q * k_new.to(tl.float32), axis=0) * qk_scale, float("-inf"))
             denom = tl.where(own, 1.0, 0.0)
             acc = tl.where(own, v_new.to(tl.float32), 0.0)
-            end = tl.minimum(start + CHUNK, pos)  # cached positions only; pos itself is done
-            for j0 in range(start, end, BLOCK_L):
+            m, denom, acc = _attend(m, denom, acc, q, kt, vt, j_ok, qk_scale)
+            for j0 in range(start + BLOCK_L, end, BLOCK_L):
                 j = j0 + tl.arange(0, BLOCK_L)
                 j_ok = j < end
                 tile_ok = j_ok[:, None] & d_ok[None, :]
-                kt = tl.load(k_ptr + h * k_sh + j[:, None] * k_sl + d[None, :], mask=tile_ok, other=0.0)
-                sc = tl.where(j_ok, tl.sum(kt.to(tl.float32) * q[None, :], axis=1) * qk_scale,
-                              float("-inf"))
-                m_new = tl.maximum(m, tl.max(sc, axis=0))
-                alpha = tl.exp2(m - m_new)
-                p = tl.exp2(sc - m_new)
-                vt = tl.load(v_ptr + h * v_sh + j[:, None] * v_sl + d[None, :], mask=tile_ok, other=0.0)
-                denom = denom * alpha + tl.sum(p, axis=0)
-                acc = acc * alpha + tl.sum(p[:, None] * vt.to(tl.float32), axis=0)
-                m = m_new
+                kt = tl.load(k_head + j[:, None] * k_sl, mask=tile_ok, other=0.0)
+                vt = tl.load(v_head + j[:, None] * v_sl, mask=tile_ok, other=0.0)
+                m, denom, acc = _attend(m, denom, acc, q, kt, vt, j_ok, qk_scale)
             if FUSED:
                 if n_split == 1:
                     tl.store(y_ptr + h * D + d, (acc / denom).to(y_ptr.dtype.element_ty), mask=d_ok)
@@ -495,6 +538,10 @@ if triton is not None:
 
 def _tile(n: int, k: int, config: tuple[int, int, int] | None) -> tuple[int, int, int]:
     return config or gemv_config(n, k)
+
+
+def _early(weight: torch.Tensor) -> bool:
+    return weight.numel() * weight.element_size() <= early_weight_bytes
 
 
 def _out(out: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor:
@@ -544,7 +591,7 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
     _ln_gemv_kernel[(triton.cdiv(n, block_n),)](
         x, ln_weight if ln else x, weight, bias if bias is not None else weight, c1, c2, out, n, k,
         float(eps), LN=ln, HAS_BIAS=bias is not None and not ln, GELU=gelu, BLOCK_N=block_n,
-        BLOCK_K=block_k, num_warps=warps, **_launch(x))
+        BLOCK_K=block_k, EARLY=_early(weight), num_warps=warps, **_launch(x))
     return out
 
 
@@ -562,7 +609,8 @@ def gemv_residual(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     block_n, block_k, warps = _tile(n, k, config)
     _gemv_residual_kernel[(triton.cdiv(n, block_n),)](
         y, weight, bias if bias is not None else weight, residual, out, n, k,
-        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, **_launch(y))
+        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, EARLY=_early(weight),
+        num_warps=warps, **_launch(y))
     return out
 
 
@@ -603,7 +651,8 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
         qkv, k_cache, v_cache, pos, acc, ml, scratch.attention_done, out, C, splits,
         k_cache.stride(1), k_cache.stride(2), v_cache.stride(1), v_cache.stride(2),
         _LOG2E / math.sqrt(D), D=D, D_P2=d_p2, CHUNK=chunk, BLOCK_L=block,
-        SPLIT_BLOCK=split_block, FUSED=fused_combine, num_warps=num_warps, **_launch(qkv))
+        SPLIT_BLOCK=split_block, FUSED=fused_combine, PREFETCH=attention_prefetch,
+        num_warps=num_warps, **_launch(qkv))
     if not fused_combine:
         _attention_combine_kernel[(n_head,)](acc, ml, pos, out, splits, D=D, D_P2=d_p2,
                                              CHUNK=chunk, SPLIT_BLOCK=split_block,
