@@ -5,7 +5,9 @@
     # steps_pdl: the steps with PDL on only; steps_argmax: the steps with the argmax kernel at
     # one program a row block and at ARGMAX_PROGRAMS programs; early: the steps with each
     # kernel's early loads (before its PDL wait) on and off; in_step: gpt2's step with each
-    # gemv's tile and the attention's chunk and warps varied one kernel at a time
+    # gemv's tile and the attention's chunk and warps varied one kernel at a time; in_step_wide:
+    # the same over shortlists at gpt2-medium, gpt2-xl and the 7B shape at context 1000; rule:
+    # the steps under the isolated sweeps' tiles and under fused_tile
 
 1. The weight shapes of gpt2 and of the 7B shape that follow a LayerNorm, as a plain gemv and
    with the LayerNorm inside, over candidate tiles (rows per program, columns per step, warps):
@@ -168,39 +170,74 @@ def early_load_steps(cfg: GPTConfig, context: int, rounds: int = 4) -> dict[str,
 
 
 STEP_TILES = [(1, 1024, 4), (2, 1024, 4), (4, 1024, 4), (4, 1024, 8), (8, 1024, 8), (2, 512, 4),
-              (4, 512, 4), (4, 256, 4), (8, 256, 4), (16, 256, 8), (8, 512, 8), (1, 512, 2), (2, 256, 2)]
+              (4, 512, 4), (4, 256, 4), (8, 256, 4), (16, 256, 8), (8, 512, 8), (1, 512, 2), (2, 256, 2),
+              (1, 2048, 4), (2, 2048, 8), (4, 2048, 8)]
 ATTENTION_VARIANTS = [(c, w) for c in (32, 64, 128) for w in (2, 4, 8)]  # (chunk, warps)
 
 
-def in_step_sweep(cfg: GPTConfig, context: int, tiles: bool = True, rounds: int = 3) -> dict[str, Any]:
+LN_SHORTLIST = [(2, 1024, 4), (4, 512, 4), (4, 256, 4), (8, 256, 4), (8, 512, 8), (16, 256, 8)]
+RESIDUAL_SHORTLIST = [(2, 1024, 4), (4, 512, 4), (2, 512, 4), (2, 2048, 8), (1, 1024, 4)]
+
+
+def in_step_sweep(cfg: GPTConfig, context: int, tiles: dict[tuple[int, int], list] | None = None,
+                  attention_variants: list[tuple[int, int]] = ATTENTION_VARIANTS,
+                  rounds: int = 3) -> dict[str, Any]:
     """The fused step (batch 1, bf16) with one kernel's setting changed at a time: each gemv shape
-    over STEP_TILES (`gemv_config` patched for that shape alone) and the attention over
-    ATTENTION_VARIANTS; all graphs captured from one model, timed in alternating rounds. A kernel
-    runs n_layer times a step, so a change of 0.1 µs in it moves the step by n_layer × 0.1 µs."""
+    (n, k) over its `tiles` (default: the layer's four shapes over STEP_TILES; `fused_tile`
+    patched for that shape alone) and the attention over `attention_variants` (chunk, warps); all
+    graphs captured from one model, timed in alternating rounds between two default steps (the
+    first and the last captured). A kernel runs n_layer times a step, so a change of 0.1 µs in it
+    moves the step by n_layer × 0.1 µs."""
     model = build_model(cfg, DEV, torch.bfloat16)
     C = cfg.n_embd
-    rule, attention = dk.gemv_config, dk.decode_attention
+    if tiles is None:
+        tiles = {shape: STEP_TILES for shape in ((3 * C, C), (C, C), (4 * C, C), (C, 4 * C))}
+    rule, attention = dk.fused_tile, dk.decode_attention
     decoders: dict[str, FastDecoder] = {"default": FastDecoder(model, 1, context)}
-    decoders["default"].warmup()
     try:
-        for n, k in ((3 * C, C), (C, C), (4 * C, C), (C, 4 * C)) if tiles else ():
-            for tile in STEP_TILES:
-                dk.gemv_config = lambda n_, k_, t=tile, s=(n, k): t if (n_, k_) == s else rule(n_, k_)
-                dec = FastDecoder(model, 1, context)
-                dec.warmup()
-                decoders[f"{n}x{k} {tile}"] = dec
-            dk.gemv_config = rule
-        for chunk, warps in ATTENTION_VARIANTS:
+        for (n, k), candidates in tiles.items():
+            for tile in candidates:
+                dk.fused_tile = lambda n_, k_, ln, t=tile, s=(n, k): t if (n_, k_) == s else rule(n_, k_, ln)
+                decoders[f"{n}x{k} {tile}"] = FastDecoder(model, 1, context)
+                decoders[f"{n}x{k} {tile}"].warmup()
+            dk.fused_tile = rule
+        for chunk, warps in attention_variants:
             dk.decode_attention = functools.partial(attention, chunk=chunk, num_warps=warps)
-            dec = FastDecoder(model, 1, context)
-            dec.warmup()
-            decoders[f"attention chunk {chunk} warps {warps}"] = dec
+            decoders[f"attention chunk {chunk} warps {warps}"] = FastDecoder(model, 1, context)
+            decoders[f"attention chunk {chunk} warps {warps}"].warmup()
     finally:
-        dk.gemv_config, dk.decode_attention = rule, attention
+        dk.fused_tile, dk.decode_attention = rule, attention
+    decoders["default again"] = FastDecoder(model, 1, context)
+    for dec in (decoders["default"], decoders["default again"]):
+        dec.warmup()
     times: dict[str, list[float]] = {name: [] for name in decoders}
     for _ in range(rounds):
         for name, dec in decoders.items():
             times[name].append(decoder_step_time(dec, context, steps=30))
+    del decoders, model
+    torch.cuda.empty_cache()
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def rule_steps(cfg: GPTConfig, context: int, rounds: int = 5) -> dict[str, float]:
+    """The fused step under the isolated sweeps' tiles (`gemv_config`), 4 attention warps and
+    chunks of 64 (32 up to 256 positions), and under `fused_tile`, ATTENTION_WARPS and
+    `default_chunk`: one graph each from one model, alternating rounds."""
+    model = build_model(cfg, DEV, torch.bfloat16)
+    rule, warps, chunk = dk.fused_tile, dk.ATTENTION_WARPS, dk.default_chunk
+    try:
+        dk.fused_tile, dk.ATTENTION_WARPS = (lambda n, k, ln: gemv_config(n, k)), 4
+        dk.default_chunk = lambda max_len, *_: 32 if max_len <= 256 else 64
+        decoders = {"gemv_config, 4 warps": FastDecoder(model, 1, context)}
+        decoders["gemv_config, 4 warps"].warmup()
+    finally:
+        dk.fused_tile, dk.ATTENTION_WARPS, dk.default_chunk = rule, warps, chunk
+    decoders["fused_tile"] = FastDecoder(model, 1, context)
+    decoders["fused_tile"].warmup()
+    times: dict[str, list[float]] = {name: [] for name in decoders}
+    for _ in range(rounds):
+        for name, dec in decoders.items():
+            times[name].append(decoder_step_time(dec, context, steps=40))
     del decoders, model
     torch.cuda.empty_cache()
     return {name: statistics.median(t) for name, t in times.items()}
@@ -248,14 +285,33 @@ def main() -> None:
                            ("7b", CFG_7B, 1000), ("7b", CFG_7B, 128)) if "early" in parts else ():
         r = res["early"][f"{name} L={ctx}"] = early_load_steps(cfg, ctx)
         print(f"step {name} L={ctx}: " + "; ".join(f"{k} {v * 1e6:.1f} us" for k, v in r.items()), flush=True)
+    res["rule"] = {}
+    for name, cfg, ctx in (("gpt2", preset("gpt2"), 1024), ("gpt2-medium", preset("gpt2-medium"), 1024),
+                           ("gpt2-large", preset("gpt2-large"), 1024), ("gpt2-xl", preset("gpt2-xl"), 1024),
+                           ("7b", CFG_7B, 128),
+                           ("7b", CFG_7B, 1000)) if "rule" in parts else ():
+        r = res["rule"][f"{name} L={ctx}"] = rule_steps(cfg, ctx)
+        print(f"step {name} L={ctx}: " + "; ".join(f"{k} {v * 1e6:.1f} us" for k, v in r.items()), flush=True)
     res["in_step"] = {}
-    for name, cfg, ctx, tiles in (("gpt2", preset("gpt2"), 1024, True), ("7b", CFG_7B, 1000, False)) if "in_step" in parts else ():
-        r = res["in_step"][f"{name} L={ctx}"] = in_step_sweep(cfg, ctx, tiles)
+    sweeps = []
+    if "in_step" in parts:
+        sweeps += [("gpt2", preset("gpt2"), 1024, None), ("7b", CFG_7B, 128, None)]
+    if "in_step_wide" in parts:
+        for name, cfg, ctx in (("gpt2-medium", preset("gpt2-medium"), 1024),
+                               ("gpt2-xl", preset("gpt2-xl"), 1024), ("7b", CFG_7B, 1000)):
+            C = cfg.n_embd
+            sweeps.append((name, cfg, ctx, {(3 * C, C): LN_SHORTLIST, (4 * C, C): LN_SHORTLIST,
+                                            (C, C): RESIDUAL_SHORTLIST, (C, 4 * C): RESIDUAL_SHORTLIST}))
+    for name, cfg, ctx, tiles in sweeps:
+        variants = ATTENTION_VARIANTS if tiles is None else [(c, w) for c in (32, 64) for w in (2, 4)]
+        r = res["in_step"][f"{name} L={ctx}"] = in_step_sweep(cfg, ctx, tiles, variants)
         base = r["default"]
-        print(f"in-step sweep {name} L={ctx}: default {base * 1e6:.1f} us; the best of each kernel:", flush=True)
-        for kernel in sorted({k.rsplit(" (", 1)[0] if "(" in k else "attention" for k in r if k != "default"}):
-            best = min((k for k in r if k.startswith(kernel)), key=r.get)
-            print(f"    {best:45s} {r[best] * 1e6:7.1f} us ({(r[best] - base) * 1e6:+.1f})", flush=True)
+        print(f"in-step sweep {name} L={ctx}: default {base * 1e6:.1f} us, again {r['default again'] * 1e6:.1f} us;"
+              " each kernel's settings, fastest first:", flush=True)
+        for kernel in sorted({k.rsplit(" (", 1)[0] if "(" in k else "attention" for k in r if "default" not in k}):
+            ranked = sorted((k for k in r if k.startswith(kernel)), key=r.get)
+            print(f"    {kernel}: " + ", ".join(f"{k[len(kernel):].strip()} {(r[k] - base) * 1e6:+.1f}"
+                                             for k in ranked), flush=True)
     res["attention"] = {}
     for name, h, d, ctx in () if "attention" not in parts else (("gpt2 L=1024", 12, 64, 1024), ("7b L=128", 32, 128, 128), ("7b L=1024", 32, 128, 1024)):
         res["attention"][name] = attention_sweep(h, d, ctx)

@@ -218,7 +218,7 @@ def _model() -> GPT:
 def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     """Interpreted kernels cost per program: give the tiny model's weights a few big tiles."""
     if INTERPRET:
-        monkeypatch.setattr(dk, "gemv_config", lambda n, k: (64, 64, 4))
+        monkeypatch.setattr(dk, "fused_tile", lambda n, k, ln: (64, 64, 4))
 
 
 def _composed_step(model: GPT, cache: StaticKVCache, token_buf: torch.Tensor, tokens_buf: torch.Tensor,
@@ -289,7 +289,7 @@ def test_greedy_step_generates_what_the_model_generates(small_tiles: None) -> No
 def test_interpreted_ln_gemv_and_gemv_residual(dtype: torch.dtype) -> None:
     torch.manual_seed(7)
     tiles = [(37, 100, (8, 32, 4)), (64, 200, (4, 64, 4))]
-    for n, k, tile in tiles + ([(37, 100, None)] if dtype == torch.float32 else []):  # None: gemv_config's
+    for n, k, tile in tiles + ([(37, 100, None)] if dtype == torch.float32 else []):  # None: fused_tile's
         x = _rand(1, 1, k, dtype=dtype, shift=2.0)
         g, b = _ln_params(k, dtype)
         w, bias, r = _rand(n, k, dtype=dtype, scale=0.2), _rand(n, dtype=dtype), _rand(1, 1, n, dtype=dtype)

@@ -46,8 +46,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gptperf.steps.gemv import gemv_config
-
 try:  # Triton comes with CUDA builds of torch; CPU builds have none
     import triton
     import triton.language as tl
@@ -61,14 +59,20 @@ except ImportError:  # pragma: no cover - older Triton, or none
 INT64_MIN = -(2**63)  # the argmax key before any program has reported
 _LOW32 = 0xFFFFFFFF
 DEFAULT_CHUNK = 64  # positions per attention program when none is given
+# warps of an attention program: 2 beat 4 in the step at gpt2 (context 1024) and the 7B shape
+# (128) on an H200 (benchmarks/gpu_decode_tune.py `in_step`)
+ATTENTION_WARPS = 2
 _LOG2E = 1.4426950408889634
 
 
-def default_chunk(max_len: int) -> int:
-    """Positions per attention program for a cache of `max_len`: enough splits to fill the card
-    at long contexts, few to merge at short ones (benchmarks/gpu_decode_tune.py, H200: 32 at a
-    7B shape's 128 positions, 64 at 1024 for gpt2 and 7B)."""
-    return 32 if max_len <= 256 else DEFAULT_CHUNK
+def default_chunk(max_len: int, head_dim: int = 64, element_size: int = 2) -> int:
+    """Positions per attention program for a cache of `max_len`: about 16 KiB of K and V a
+    program (64 positions of a 64-wide bf16 head, 32 of a 128-wide one), and at most 32 at short
+    contexts, where few splits merge fastest. H200, in the captured step
+    (benchmarks/gpu_decode_tune.py `in_step`): 64 best for gpt2, gpt2-medium and gpt2-xl at
+    context 1024; 32 for the 7B shape (D 128) at 128 and at 1000."""
+    chunk = min(DEFAULT_CHUNK, max(16, 8192 // (head_dim * element_size)))
+    return min(chunk, 32) if max_len <= 256 else chunk
 
 
 # The LM head's argmax kernel: its tile, whatever the width, and the programs it aims for (about
@@ -536,8 +540,28 @@ if triton is not None:
 # -- the public functions --------------------------------------------------------------------
 
 
-def _tile(n: int, k: int, config: tuple[int, int, int] | None) -> tuple[int, int, int]:
-    return config or gemv_config(n, k)
+def fused_tile(n: int, k: int, ln: bool) -> tuple[int, int, int]:
+    """(rows per program, columns per step, warps) of `ln_gemv` (`ln`: with its LayerNorm) and
+    `gemv_residual` for a weight of n×k, measured inside the captured step (PDL, each kernel after
+    the one it reads from), where the isolated sweeps' tiles (`gemv_config`) lost up to 18% of a
+    step: benchmarks/gpu_decode_tune.py `in_step` and `in_step_wide` at gpt2, gpt2-medium,
+    gpt2-xl and the 7B shape, H200, 2026-12-02 (BENCHMARKS.md)."""
+    if n >= 32768 and k <= 1024:  # a vocabulary-wide weight of short rows (an LM head)
+        return ARGMAX_TILE
+    if ln:
+        if n >= 4 * k and k >= 1536:  # the MLP's up projection from gpt2-xl's width on
+            return 16, 256, 8
+        # 512 columns a step unless that pads a row by more than 10% (768, 1280, 1600 wide)
+        return (4, 512, 4) if -(-k // 512) * 512 <= 1.1 * k else (4, 256, 4)
+    if k >= 6144:  # long rows: the MLP's down projection from gpt2-xl's width on
+        return 1, 1024, 4
+    if k >= 2 * n:
+        return 2, 2048, 8
+    return (4, 512, 4) if k >= 2048 else (2, 1024, 4)
+
+
+def _tile(n: int, k: int, ln: bool, config: tuple[int, int, int] | None) -> tuple[int, int, int]:
+    return config or fused_tile(n, k, ln)
 
 
 def _early(weight: torch.Tensor) -> bool:
@@ -576,7 +600,7 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
 
     The LayerNorm is computed inside the single pass over the weight (`_dot`) from `folded` =
     `fold_layer_norm(weight, bias, ln_weight, ln_bias)`, computed here when not given (give it:
-    it reads the whole weight). `config` overrides gemv_config's (rows per program, columns per
+    it reads the whole weight). `config` overrides `fused_tile`'s (rows per program, columns per
     step, warps). `out` must not be `x` (every program reads all of x).
     """
     ln = ln_weight is not None
@@ -587,7 +611,7 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
     n, k = weight.shape
     out = _out(out, n, x)
     c1, c2 = _folded(folded, weight, bias, ln_weight, ln_bias) if ln else (x, x)
-    block_n, block_k, warps = _tile(n, k, config)
+    block_n, block_k, warps = _tile(n, k, ln, config)
     _ln_gemv_kernel[(triton.cdiv(n, block_n),)](
         x, ln_weight if ln else x, weight, bias if bias is not None else weight, c1, c2, out, n, k,
         float(eps), LN=ln, HAS_BIAS=bias is not None and not ln, GELU=gelu, BLOCK_N=block_n,
@@ -606,7 +630,7 @@ def gemv_residual(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         return r if out is None else out.copy_(r)
     n, k = weight.shape
     out = _out(out, n, residual)
-    block_n, block_k, warps = _tile(n, k, config)
+    block_n, block_k, warps = _tile(n, k, False, config)
     _gemv_residual_kernel[(triton.cdiv(n, block_n),)](
         y, weight, bias if bias is not None else weight, residual, out, n, k,
         HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, EARLY=_early(weight),
@@ -616,7 +640,8 @@ def gemv_residual(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                      pos: torch.Tensor, n_head: int, *, chunk: int | None = None,
-                     block: int | None = None, split_block: int | None = None, num_warps: int = 4,
+                     block: int | None = None, split_block: int | None = None,
+                     num_warps: int | None = None,
                      fused_combine: bool = True,
                      scratch: DecodeScratch | None = None, out: torch.Tensor | None = None,
                      reference: bool = False) -> torch.Tensor:
@@ -625,7 +650,7 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
 
     `qkv` (1, 1, 3C) is c_attn's output (q | k | v, head h in columns h·D..(h+1)·D of each).
     Only positions <= pos are read; pos must be < Lmax (not checked: that would synchronise).
-    `chunk` positions per program (default: `default_chunk(Lmax)`), `block` positions per loop
+    `chunk` positions per program (default: `default_chunk(Lmax, D, its element size)`), `block` positions per loop
     step and `split_block` splits per
     merge step (powers of two); the grid is (H, ceil(Lmax / chunk)). `fused_combine=False`
     merges the splits in a second kernel instead of in the last program of each head. Without
@@ -639,7 +664,7 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
     if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         raise ValueError("decode_attention needs caches with contiguous head dimensions")
     d_p2 = triton.next_power_of_2(D)
-    chunk = chunk or default_chunk(k_cache.size(2))
+    chunk = chunk or default_chunk(k_cache.size(2), D, k_cache.element_size())
     block = block or min(triton.next_power_of_2(chunk), max(16, 4096 // d_p2))
     splits = triton.cdiv(k_cache.size(2), chunk)
     split_block = split_block or min(max(2, triton.next_power_of_2(splits)), max(2, 4096 // d_p2))
@@ -652,11 +677,11 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
         k_cache.stride(1), k_cache.stride(2), v_cache.stride(1), v_cache.stride(2),
         _LOG2E / math.sqrt(D), D=D, D_P2=d_p2, CHUNK=chunk, BLOCK_L=block,
         SPLIT_BLOCK=split_block, FUSED=fused_combine, PREFETCH=attention_prefetch,
-        num_warps=num_warps, **_launch(qkv))
+        num_warps=num_warps or ATTENTION_WARPS, **_launch(qkv))
     if not fused_combine:
         _attention_combine_kernel[(n_head,)](acc, ml, pos, out, splits, D=D, D_P2=d_p2,
                                              CHUNK=chunk, SPLIT_BLOCK=split_block,
-                                             num_warps=num_warps, **_launch(qkv))
+                                             num_warps=num_warps or ATTENTION_WARPS, **_launch(qkv))
     return out
 
 
