@@ -296,11 +296,12 @@ def test_missing_curve_is_a_one_line_error_naming_what_exists():
         expected(preset("gpt2", n_layer=1), Workload("forward", 1, 16, "fp32"), None, cal)
 
 
-def test_fused_decode_gemvs_use_the_chained_curves_or_else_the_plain_one():
-    """The fused decode step's weight streams are looked up on the chained curves (each kernel
-    waits for the one before): qkv and fc on the LayerNorm chain, the projections on the residual
-    chain, the LM head on the argmax chain; a calibration without the residual or argmax chain
-    charges those on the LayerNorm chain, one without any chain on the plain gemv."""
+def test_fused_decode_gemvs_use_the_in_step_curves_then_the_chains_then_the_plain_one():
+    """The fused decode step's weight streams are looked up on the curves of each layer kernel
+    timed inside a captured step ("in_step:<component>:<dtype>"), the LM head on the argmax chain.
+    A calibration without an in-step curve charges that kernel on its chain (qkv and fc on the
+    LayerNorm chain, the projections on the residual chain); without the residual or argmax chain
+    those on the LayerNorm chain; without any chain on the plain gemv."""
     from gptperf import names
 
     fused = ExecutionPlan("cuda_graph", static_cache=True, one_row_kernel=True, fused_decode=True)
@@ -308,27 +309,28 @@ def test_fused_decode_gemvs_use_the_chained_curves_or_else_the_plain_one():
     calls = kernel_calls(config, decode, fused)
     gemvs = sum(k.count for k in calls if k.family == "gemv")
     others = sum(k.count for k in calls if k.family != "gemv")
-    residual = sum(k.count for k in calls if k.key == "chain_residual:bf16")
-    assert gemvs == 4 * config.n_layer + 1 and residual == 2 * config.n_layer
-    assert sum(k.count for k in calls if k.key == "chain:bf16") == 2 * config.n_layer
+    layer = (names.ATTN_QKV, names.ATTN_PROJ, names.MLP_FC, names.MLP_PROJ)
+    assert gemvs == 4 * config.n_layer + 1
     ops = {(comp, k.key) for comp, _, _, ks in _ops(config, decode, fused) for k in ks if k.family == "gemv"}
-    assert {comp for comp, key in ops if key == "chain_residual:bf16"} == {names.ATTN_PROJ, names.MLP_PROJ}
-    assert {comp for comp, key in ops if key == "chain_argmax:bf16"} == {names.LM_HEAD}
+    assert ops == {(c, f"in_step:{c}:bf16") for c in layer} | {(names.LM_HEAD, "chain_argmax:bf16")}
+    n = config.n_layer
     chain_t, residual_t, head_t = 5e-6, 3e-6, 7e-6
+    step_t = {names.ATTN_QKV: 2e-6, names.ATTN_PROJ: 1e-6, names.MLP_FC: 4e-6, names.MLP_PROJ: 6e-6}
     chains = {"bf16": Curve((HUGE,), (T0,)), "chain:bf16": Curve((HUGE,), (chain_t,))}
-    every = flat_calibration(gemv={**chains, "chain_residual:bf16": Curve((HUGE,), (residual_t,)),
-                                   "chain_argmax:bf16": Curve((HUGE,), (head_t,))})
-    no_head = flat_calibration(gemv={**chains, "chain_residual:bf16": Curve((HUGE,), (residual_t,))})
-    older = flat_calibration(gemv=chains)
-    plain = flat_calibration()
-    layer_norm = gemvs - residual - 1  # qkv and fc
+    every = {**chains, "chain_residual:bf16": Curve((HUGE,), (residual_t,)),
+             "chain_argmax:bf16": Curve((HUGE,), (head_t,))}
+    in_step = {f"in_step:{c}:bf16": Curve((HUGE,), (t,)) for c, t in step_t.items()}
+    qkv_only = {"in_step:attn.qkv:bf16": in_step["in_step:attn.qkv:bf16"]}
+    no_head = {**chains, "chain_residual:bf16": Curve((HUGE,), (residual_t,))}
     # a CUDA graph: the step is its device time
-    assert expected(config, decode, fused, every).step_time_s == pytest.approx(
-        layer_norm * chain_t + residual * residual_t + head_t + others * T0)
-    assert expected(config, decode, fused, no_head).step_time_s == pytest.approx(
-        (layer_norm + 1) * chain_t + residual * residual_t + others * T0)
-    assert expected(config, decode, fused, older).step_time_s == pytest.approx(gemvs * chain_t + others * T0)
-    assert expected(config, decode, fused, plain).step_time_s == pytest.approx((gemvs + others) * T0)
+    step = lambda gemv: expected(config, decode, fused, flat_calibration(gemv=gemv)).step_time_s  # noqa: E731
+    assert step({**every, **in_step}) == pytest.approx(n * sum(step_t.values()) + head_t + others * T0)
+    assert step({**every, **qkv_only}) == pytest.approx(
+        n * (step_t[names.ATTN_QKV] + chain_t + 2 * residual_t) + head_t + others * T0)
+    assert step(every) == pytest.approx(n * (2 * chain_t + 2 * residual_t) + head_t + others * T0)
+    assert step(no_head) == pytest.approx(n * (2 * chain_t + 2 * residual_t) + chain_t + others * T0)
+    assert step(chains) == pytest.approx(gemvs * chain_t + others * T0)
+    assert step({"bf16": Curve((HUGE,), (T0,))}) == pytest.approx((gemvs + others) * T0)
 
 
 def test_fused_decode_attention_uses_its_own_grid_or_else_sdpas_one_query():

@@ -18,6 +18,7 @@ Grid's growth exponents (where the kernels are saturated), and is not listed as 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -29,7 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gptperf.dtypes import check_dtype
+from gptperf import names
+from gptperf.dtypes import check_dtype, dtype_bytes
 from gptperf.errors import UserError
 from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-exported beside its measurement
     ATTENTION_GROWTH,
@@ -42,6 +44,8 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     EMBED,
     EMBED_BWD_VOCAB,
     FUSED_ATTENTION_DTYPES,
+    FUSED_STEP_CONTEXT,
+    FUSED_STEP_VOCAB,
     GEMV_SIZES,
     GEMV_SKIPPED_DTYPES,
     GIB,
@@ -69,6 +73,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     attention_passes,
     block_shapes,
     fused_attention_axes,
+    fused_step_models,
     optimizer_axes,
     optimizer_params,
 )
@@ -84,6 +89,7 @@ from gptperf.measure.kernel_timer import (
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import (
     FUSED_ATTENTION_PASS,
+    FUSED_STEP,
     GEMV_ARGMAX_CHAIN,
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
@@ -618,6 +624,64 @@ def _measure_fused_attention(device: torch.device, dtype: str, quick: bool,
         + _grid_note(axes, len(measured))))
 
 
+# The fused step's layer kernels in launch order, with the weight of each (in C² elements).
+_STEP_LAYER = ((names.ATTN_QKV, 3), (names.ATTN_SDPA, 0), (names.ATTN_PROJ, 1), (names.MLP_FC, 4),
+               (names.MLP_PROJ, 4))
+
+
+def _measure_fused_step(device: torch.device, dtype: str, quick: bool,
+                        progress: Progress | None) -> dict[str, Curve] | None:
+    """Curves over weight bytes of the fused decode step's four weight kernels (qkv and mlp.fc
+    with their LayerNorm, the projections with the residual), keyed "in_step:<component>:<dtype>":
+    each kernel's time inside a captured step of synthetic models (`fused_step_models`), its end
+    minus the previous kernel's end in one profiled replay (under programmatic dependent launch a
+    kernel starts before the one it waits for ends), the median over the layers after the first."""
+    from gptperf.steps import decode_kernels
+
+    if device.type != "cuda" or not decode_kernels.available() or dtype not in FUSED_ATTENTION_DTYPES:
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    from gptperf.model import GPTConfig
+    from gptperf.steps.fast_decode import FastDecoder, build_model
+
+    points: dict[str, list[tuple[float, float]]] = {c: [] for c, w in _STEP_LAYER if w}
+    models = fused_step_models(dtype, quick)
+    for i, (width, heads, layers) in enumerate(models):
+        config = GPTConfig(n_layer=layers, n_head=heads, n_embd=width, vocab_size=FUSED_STEP_VOCAB,
+                           block_size=FUSED_STEP_CONTEXT, name=f"fused-step-{width}")
+        decoder = FastDecoder(build_model(config, device, TORCH_DTYPES[dtype]), 1, fused=True)
+        decoder.warmup()
+        for profiled in (False, True):  # a replay to warm, then the one profiled
+            decoder.set_length(FUSED_STEP_CONTEXT - 1)
+            torch.cuda.synchronize(device)
+            with profile(activities=[ProfilerActivity.CUDA]) if profiled else contextlib.nullcontext() as prof:
+                decoder.step()
+                torch.cuda.synchronize(device)
+        kernels = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                         if e.device_type == torch.autograd.DeviceType.CUDA)
+        per_layer = len(_STEP_LAYER)
+        if len(kernels) != 2 + per_layer * layers:
+            raise RuntimeError(f"the fused step of width {width} ran {len(kernels)} kernels, "
+                               f"not the {2 + per_layer * layers} of embed, {per_layer} a layer and the head")
+        ends = [end for _, end in kernels]
+        for j, (component, weight) in enumerate(_STEP_LAYER):
+            if weight:
+                took = [ends[1 + per_layer * layer + j] - ends[per_layer * layer + j] for layer in range(1, layers)]
+                points[component].append((weight * width * width * dtype_bytes(dtype),
+                                           statistics.median(took) * 1e-6))
+        del decoder
+        torch.cuda.empty_cache()
+        _report(progress, f"fused decode step {dtype}", i + 1, len(models))
+    return {f"{FUSED_STEP}{component}:{dtype}": Curve(
+        tuple(x for x, _ in sorted(pts)), tuple(t for _, t in sorted(pts)), what=(
+            f"s of the fused decode step's {component} kernel (steps.decode_kernels, {dtype}) inside "
+            f"a captured batch-1 step of synthetic models (widths {', '.join(str(m[0]) for m in models)}, "
+            f"cache {FUSED_STEP_CONTEXT}), over its weight bytes: its end minus the previous kernel's "
+            f"end in a profiled replay, the median over the layers after the first"))
+        for component, pts in points.items()}
+
+
 # Passes over a CPU's points, merged point by point (`merge_passes`): on the 2-core VM a stall of
 # some seconds held parallel ops at ~8 ms a call (LayerNorm 8.0 ms from 16 KiB to 4 MiB, 9-170 µs
 # measured again), and validate's quick sweep missed by a median 84% on that calibration.
@@ -693,7 +757,10 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
         curve = _measure_gemv(device, dtype, quick, progress, timer)
         if curve is not None:
             result["gemv"][dtype] = curve
-        for prefix, residual in ((GEMV_CHAIN, False), (GEMV_RESIDUAL_CHAIN, True)):
+        in_step = _measure_fused_step(device, dtype, quick, progress)
+        if in_step is not None:  # the chains are what the model reads for the step's kernels otherwise
+            result["gemv"].update(in_step)
+        for prefix, residual in () if in_step else ((GEMV_CHAIN, False), (GEMV_RESIDUAL_CHAIN, True)):
             chain = _measure_gemv_chain(device, dtype, quick, progress, timer, residual)
             if chain is not None:
                 result["gemv"][f"{prefix}{dtype}"] = chain

@@ -138,7 +138,29 @@ MAX_CALL_S = {"cuda": 0.03, "cpu": 0.012}
 # 28 points).
 FIRST_CALL_S = {"attention": {"causal_fwd": 0.07, "causal_fwd_bwd": 0.22, "one_query": 0.18,
                               "masked_fwd": 0.07},  # causal_fwd's; H200: its 36 cells 1.6 s
-                "attention_fp32": 0.01, "gemv_compile": 0.7}
+                "attention_fp32": 0.01, "gemv_compile": 0.7, "fused_step": 1.5}
+
+# The fused decode step measured whole: synthetic models of these widths (batch 1, a cache of
+# FUSED_STEP_CONTEXT positions), each layer kernel's time inside the captured step read by the
+# profiler. Chained after itself a kernel runs up to 25% off its time among the step's other
+# kernels (H200, 2026-12-02: the 7B shape's attn.proj 13.3 µs chained, 10.6 in its step). No
+# width is a preset's or a validation config's (a test checks it); heads of 64 below 2048, 128
+# from there; enough layers that a step streams FUSED_STEP_BYTES of weights (HBM, not L2).
+FUSED_STEP_WIDTHS = (512, 1152, 1920, 2816, 5120, 8192)
+FUSED_STEP_CONTEXT = 256
+FUSED_STEP_VOCAB = 512
+FUSED_STEP_BYTES = 256 * 2**20
+
+
+def fused_step_models(dtype: str, quick: bool) -> list[tuple[int, int, int]]:
+    """(n_embd, n_head, n_layer) of the synthetic fused decode steps the calibration profiles."""
+    e = dtype_bytes(dtype)
+    out = []
+    for c in _thin(FUSED_STEP_WIDTHS, quick):
+        head_dim = 64 if c < 2048 else 128
+        layers = min(48, max(3, math.ceil(FUSED_STEP_BYTES / (12 * c * c * e))))
+        out.append((c, c // head_dim, layers))
+    return out
 
 
 # ==================================================================================================
@@ -441,7 +463,9 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
         # the one-row gemv and the fused decode step's two weight kernels in a chain, over the
         # same sizes, and its LM head kernel, each compiled once per dtype
         gemv_dtypes = [d for d in dtypes if d not in GEMV_SKIPPED_DTYPES]
-        out["gemv"] = 3 * len(gemv_dtypes) * (FIRST_CALL_S["gemv_compile"] + sum(
+        # the plain gemv, and the two chains where the fused step is not profiled whole
+        kernels = sum(1 if d in FUSED_ATTENTION_DTYPES else 3 for d in gemv_dtypes)
+        out["gemv"] = kernels * (FIRST_CALL_S["gemv_compile"] + sum(
             point(_estimate_s(kind, "bf16", 0, s)) for s in _thin(GEMV_SIZES, quick)))
         for dtype in gemv_dtypes:
             out["gemv"] += FIRST_CALL_S["gemv_compile"] + sum(
@@ -449,6 +473,8 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
                 for n, k in argmax_shapes(dtype, quick))
             if dtype not in FUSED_ATTENTION_DTYPES:
                 continue
+            # the fused step profiled whole: a model built and captured, one replay, per width
+            out["gemv"] += len(fused_step_models(dtype, quick)) * FIRST_CALL_S["fused_step"]
             # the fused attention: a compile per (L, D), the K and V bytes a call
             heads, lengths, dims = fused_attention_axes(quick)
             out["gemv"] += len(lengths) * len(dims) * FIRST_CALL_S["gemv_compile"] + sum(

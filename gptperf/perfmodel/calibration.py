@@ -37,6 +37,9 @@ HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "blo
 GEMV_CHAIN = "chain:"
 GEMV_RESIDUAL_CHAIN = "chain_residual:"
 GEMV_ARGMAX_CHAIN = "chain_argmax:"
+# The fused decode step's layer kernels timed inside a captured step ("in_step:<component>:<dtype>",
+# a Curve over the component's weight bytes): what each takes after the step's kernel before it.
+FUSED_STEP = "in_step:"
 # The attention pass of the fused decode step's own kernel ("<dtype>:fused_decode").
 FUSED_ATTENTION_PASS = "fused_decode"
 
@@ -241,6 +244,8 @@ class Calibration:
         the one before (`GEMV_CHAIN`); "chain_residual:<dtype>": its gemv + bias + residual
         kernel, chained the same way (`GEMV_RESIDUAL_CHAIN`); "chain_argmax:<dtype>": its LM
         head kernel (LayerNorm, gemv, argmax) over vocabulary-wide weights (`GEMV_ARGMAX_CHAIN`).
+        "in_step:<component>:<dtype>": the fused step's qkv, attn.proj, mlp.fc and mlp.proj
+        kernels, each timed inside a captured step of synthetic models (`FUSED_STEP`).
     host: "<mode>:<part>:<dtype>" -> {"per_layer_s", "fixed_s"}: host seconds of the step's
         Python and dispatch, per block and per step (mode eager | compiled; part fwd, bwd, opt of
         a train step, nograd for a forward without grad, infer for decode_nocache (and a

@@ -43,6 +43,7 @@ from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.calibration import (
     FUSED_ATTENTION_PASS,
+    FUSED_STEP,
     GEMV_ARGMAX_CHAIN,
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
@@ -384,14 +385,14 @@ def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCal
     the argmax and the token bookkeeping inside it), the attention one kernel that also writes the
     cache, the embedding one gather-add; nothing else runs."""
     out: list[KernelCall] = []
-    # each kernel waits for the one before: the chained curves; the projections add the residual
-    # where qkv and fc fold a LayerNorm in, and the LM head's kernel ends in the argmax
-    chain = (GEMV_RESIDUAL_CHAIN if comp in (names.ATTN_PROJ, names.MLP_PROJ)
-             else GEMV_ARGMAX_CHAIN if comp == names.LM_HEAD else GEMV_CHAIN)
+    # the layer's weight kernels as timed inside a captured step (`_fallback`: their chained
+    # curves, where each kernel waits for the one before: the projections add the residual where
+    # qkv and fc fold a LayerNorm in); the LM head's kernel ends in the argmax
+    key = (GEMV_ARGMAX_CHAIN + c.mm if comp == names.LM_HEAD else f"{FUSED_STEP}{comp}:{c.mm}")
     for call in calls:
         if call.family == "matmul":
             _, n, k = call.point
-            out.append(KernelCall("gemv", chain + c.mm, (n * k * dtype_bytes(c.act),)))
+            out.append(KernelCall("gemv", key, (n * k * dtype_bytes(c.act),)))
         elif call.family == "attention":  # the kernel's own grid (`_fallback`: sdpa's)
             out.append(KernelCall("attention", call.key.replace(":one_query", f":{FUSED_ATTENTION_PASS}"),
                                   call.point))
@@ -452,14 +453,19 @@ def kernel_calls(config: GPTConfig, workload: Workload, plan: ExecutionPlan | No
 
 
 def _fallback(key: str) -> list[str]:
-    """Curves to try for `key`: itself, then fp16 as bf16; a chained gemv as the plain one, the
-    residual and argmax chains as the LayerNorm chain and the fused decode attention as sdpa's
-    one-query kernel (calibrations from before each was measured)."""
+    """Curves to try for `key`: itself, then fp16 as bf16; a fused step kernel as its chain, a
+    chained gemv as the plain one, the residual and argmax chains as the LayerNorm chain and the
+    fused decode attention as sdpa's one-query kernel (calibrations from before each was
+    measured)."""
     keys = [key]
     if key.endswith(":fp16"):
         keys.append(key[: -len("fp16")] + "bf16")
     if key.endswith(f":{FUSED_ATTENTION_PASS}"):
         return keys + _fallback(key.removesuffix(FUSED_ATTENTION_PASS) + "one_query")
+    if key.startswith(FUSED_STEP):
+        component, dtype = key[len(FUSED_STEP):].rsplit(":", 1)
+        residual = component in (names.ATTN_PROJ, names.MLP_PROJ)
+        return keys + _fallback((GEMV_RESIDUAL_CHAIN if residual else GEMV_CHAIN) + dtype)
     newer = next((p for p in (GEMV_RESIDUAL_CHAIN, GEMV_ARGMAX_CHAIN) if key.startswith(p)), None)
     if newer is not None:
         keys += _fallback(GEMV_CHAIN + key[len(newer):])
