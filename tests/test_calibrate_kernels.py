@@ -392,16 +392,15 @@ def test_gpu_sweep_measures_the_plan_in_cuda_graphs(small_gpu: None) -> None:
 
     if gemv.available():
         assert result["gemv"]["bf16"].seconds[-1] > result["gemv"]["bf16"].seconds[0]
-        # fp32 (not profiled whole): the chains
-        chain, plain = result["gemv"]["chain:fp32"], result["gemv"]["fp32"]
-        residual = result["gemv"]["chain_residual:fp32"]
-        assert chain.seconds[-1] > chain.seconds[0] and residual.seconds[-1] > residual.seconds[0]
-        # a kernel that waits for its input, with a LayerNorm inside, is not faster than a plain
-        # gemv streaming the same weight back to back (10% for noise)
-        assert all(chain.at(x) > 0.9 * plain.at(x) for x in chain.x)
-        # the residual kernel has no LayerNorm statistics to gather: not slower than that chain
-        # (it can beat the plain gemv, another kernel: 1.58 against 1.87 µs at 256 KiB, H200)
-        assert all(residual.at(x) < 1.1 * chain.at(x) for x in residual.x)
+        # fp32 (not profiled whole): the chains, longer with the weight and streaming it no
+        # faster than HBM can (5 TB/s). (Each kernel has its own tile now, `fused_tile`, and
+        # loads its first weight tile before waiting for its input: the chains can beat the
+        # plain gemv, and either chain the other — H200, fp32: LayerNorm 1.81 against the plain
+        # 2.14 µs at 256 KiB; residual 23.4 against LayerNorm 19.1 µs at 64 MiB.)
+        for key in ("chain:fp32", "chain_residual:fp32"):
+            curve = result["gemv"][key]
+            assert curve.seconds[-1] > 10 * curve.seconds[0], key
+            assert all(t > x / 5e12 for x, t in zip(curve.x, curve.seconds, strict=True)), key
         # bf16: the four layer kernels timed inside synthetic steps, one point a width, longer
         # with the weight and never faster than HBM streams it (5 TB/s); no chain measured
         assert "chain:bf16" not in result["gemv"] and "chain_residual:bf16" not in result["gemv"]
