@@ -22,7 +22,6 @@ import contextlib
 import math
 import statistics
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from itertools import product
@@ -659,10 +658,7 @@ def _measure_fused_step(device: torch.device, dtype: str, quick: bool,
             with profile(activities=[ProfilerActivity.CUDA]) if profiled else contextlib.nullcontext() as prof:
                 decoder.step()
                 torch.cuda.synchronize(device)
-        with warnings.catch_warnings():  # the profiler's note on cycles is not the user's business
-            warnings.simplefilter("ignore")
-            events = prof.events()
-        kernels = sorted((e.time_range.start, e.time_range.end) for e in events
+        kernels = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
                          if e.device_type == torch.autograd.DeviceType.CUDA)
         per_layer = len(_STEP_LAYER)
         if len(kernels) != 2 + per_layer * layers:
