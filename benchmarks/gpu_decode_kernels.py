@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from gptperf.measure.calibrate_kernels import replay_kernels
 from gptperf.measure.timer import time_fn
 from gptperf.model import GPTConfig, preset
 from gptperf.steps.fast_decode import FastDecoder, build_model
@@ -38,22 +39,6 @@ def clocks() -> str:
              "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
     except Exception as err:  # noqa: BLE001 - a diagnostic only
         return repr(err)
-
-
-def replay_kernels(dec: FastDecoder, context: int) -> list[tuple[str, float, float]]:
-    """(name, start µs, duration µs) of every kernel of one decode step at `context`, in order."""
-    from torch.profiler import ProfilerActivity, profile
-
-    dec.set_length(context - 1)
-    dec.step()
-    torch.cuda.synchronize()
-    dec.set_length(context - 1)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        dec.step()
-        torch.cuda.synchronize()
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    kernels.sort(key=lambda e: e.time_range.start)
-    return [(e.name, e.time_range.start, e.time_range.elapsed_us()) for e in kernels]
 
 
 def best_configs() -> dict[str, Any]:
@@ -101,7 +86,7 @@ def main() -> None:
             dec.step()
 
         t = time_fn(step, warmup=5, repeats=50, device=torch.device("cuda")).median
-        kernels = replay_kernels(dec, args.context)
+        kernels = replay_kernels(dec, args.context - 1)
         busy = sum(d for _, _, d in kernels)
         result["batches"].append({"batch": b, "step_s": t, "setup_s": setup, "kernels": kernels,
                                   "clocks": clocks()})

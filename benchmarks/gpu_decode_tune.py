@@ -157,16 +157,9 @@ def early_load_steps(cfg: GPTConfig, context: int, rounds: int = 4) -> dict[str,
     decoders = {}
     for name, (prefetch, early) in EARLY_VARIANTS.items():
         dk.attention_prefetch, dk.early_weight_bytes = prefetch, early
-        decoders[name] = FastDecoder(model, 1, context)
-        decoders[name].warmup()
+        decoders[name] = captured(model, context)
     dk.attention_prefetch, dk.early_weight_bytes = default
-    times: dict[str, list[float]] = {name: [] for name in decoders}
-    for _ in range(rounds):
-        for name, dec in decoders.items():
-            times[name].append(decoder_step_time(dec, context, steps=40))
-    del decoders, model
-    torch.cuda.empty_cache()
-    return {name: statistics.median(t) for name, t in times.items()}
+    return alternating_medians(decoders, context, rounds, steps=40)
 
 
 STEP_TILES = [(1, 1024, 4), (2, 1024, 4), (4, 1024, 4), (4, 1024, 8), (8, 1024, 8), (2, 512, 4),
@@ -193,30 +186,20 @@ def in_step_sweep(cfg: GPTConfig, context: int, tiles: dict[tuple[int, int], lis
     if tiles is None:
         tiles = {shape: STEP_TILES for shape in ((3 * C, C), (C, C), (4 * C, C), (C, 4 * C))}
     rule, attention = dk.fused_tile, dk.decode_attention
-    decoders: dict[str, FastDecoder] = {"default": FastDecoder(model, 1, context)}
+    decoders: dict[str, FastDecoder] = {"default": captured(model, context)}
     try:
         for (n, k), candidates in tiles.items():
             for tile in candidates:
                 dk.fused_tile = lambda n_, k_, ln, t=tile, s=(n, k): t if (n_, k_) == s else rule(n_, k_, ln)
-                decoders[f"{n}x{k} {tile}"] = FastDecoder(model, 1, context)
-                decoders[f"{n}x{k} {tile}"].warmup()
+                decoders[f"{n}x{k} {tile}"] = captured(model, context)
             dk.fused_tile = rule
         for chunk, warps in attention_variants:
             dk.decode_attention = functools.partial(attention, chunk=chunk, num_warps=warps)
-            decoders[f"attention chunk {chunk} warps {warps}"] = FastDecoder(model, 1, context)
-            decoders[f"attention chunk {chunk} warps {warps}"].warmup()
+            decoders[f"attention chunk {chunk} warps {warps}"] = captured(model, context)
     finally:
         dk.fused_tile, dk.decode_attention = rule, attention
-    decoders["default again"] = FastDecoder(model, 1, context)
-    for dec in (decoders["default"], decoders["default again"]):
-        dec.warmup()
-    times: dict[str, list[float]] = {name: [] for name in decoders}
-    for _ in range(rounds):
-        for name, dec in decoders.items():
-            times[name].append(decoder_step_time(dec, context, steps=30))
-    del decoders, model
-    torch.cuda.empty_cache()
-    return {name: statistics.median(t) for name, t in times.items()}
+    decoders["default again"] = captured(model, context)
+    return alternating_medians(decoders, context, rounds, steps=30)
 
 
 def rule_steps(cfg: GPTConfig, context: int, rounds: int = 5) -> dict[str, float]:
@@ -228,17 +211,29 @@ def rule_steps(cfg: GPTConfig, context: int, rounds: int = 5) -> dict[str, float
     try:
         dk.fused_tile, dk.ATTENTION_WARPS = (lambda n, k, ln: gemv_config(n, k)), 4
         dk.default_chunk = lambda max_len, *_: 32 if max_len <= 256 else 64
-        decoders = {"gemv_config, 4 warps": FastDecoder(model, 1, context)}
-        decoders["gemv_config, 4 warps"].warmup()
+        decoders = {"gemv_config, 4 warps": captured(model, context)}
     finally:
         dk.fused_tile, dk.ATTENTION_WARPS, dk.default_chunk = rule, warps, chunk
-    decoders["fused_tile"] = FastDecoder(model, 1, context)
-    decoders["fused_tile"].warmup()
+    decoders["fused_tile"] = captured(model, context)
+    return alternating_medians(decoders, context, rounds, steps=40)
+
+
+def captured(model: Any, context: int) -> FastDecoder:
+    """A batch-1 decoder of `model` with its step captured under the module's settings now."""
+    dec = FastDecoder(model, 1, context)
+    dec.warmup()
+    return dec
+
+
+def alternating_medians(decoders: dict[str, FastDecoder], context: int, rounds: int,
+                        steps: int) -> dict[str, float]:
+    """Median step seconds of each decoder, timed `steps` steps at a time in `rounds` rounds that
+    take the decoders in turn (a drifting card moves them alike); frees their graphs after."""
     times: dict[str, list[float]] = {name: [] for name in decoders}
     for _ in range(rounds):
         for name, dec in decoders.items():
-            times[name].append(decoder_step_time(dec, context, steps=40))
-    del decoders, model
+            times[name].append(decoder_step_time(dec, context, steps=steps))
+    decoders.clear()
     torch.cuda.empty_cache()
     return {name: statistics.median(t) for name, t in times.items()}
 

@@ -316,9 +316,9 @@ def profile_step(dec: FastDecoder, context: int) -> dict[str, Any] | None:
     duration, the span from the first start to the last end, and the busiest kernel names."""
     if DRY:
         return None
-    from gpu_decode_kernels import replay_kernels
+    from gptperf.measure.calibrate_kernels import replay_kernels
 
-    kernels = replay_kernels(dec, context)
+    kernels = replay_kernels(dec, context - 1)
     if not kernels:
         return {"kernels": 0}
     busy = sum(d for _, _, d in kernels) * 1e-6

@@ -18,7 +18,6 @@ Grid's growth exponents (where the kernels are saturated), and is not listed as 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 import time
@@ -629,6 +628,23 @@ _STEP_LAYER = ((names.ATTN_QKV, 3), (names.ATTN_SDPA, 0), (names.ATTN_PROJ, 1), 
                (names.MLP_PROJ, 4))
 
 
+def replay_kernels(decoder: Any, length: int) -> list[tuple[str, float, float]]:
+    """(name, start µs, duration µs) of every kernel of one step of a `FastDecoder` writing
+    position `length`, in launch order, from one profiled replay after a warm one."""
+    from torch.profiler import ProfilerActivity, profile
+
+    decoder.set_length(length)
+    decoder.step()
+    decoder.set_length(length)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        decoder.step()
+        torch.cuda.synchronize()
+    kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
+                     key=lambda e: e.time_range.start)
+    return [(e.name, e.time_range.start, e.time_range.elapsed_us()) for e in kernels]
+
+
 def _measure_fused_step(device: torch.device, dtype: str, quick: bool,
                         progress: Progress | None) -> dict[str, Curve] | None:
     """Curves over weight bytes of the fused decode step's four weight kernels (qkv and mlp.fc
@@ -640,8 +656,6 @@ def _measure_fused_step(device: torch.device, dtype: str, quick: bool,
 
     if device.type != "cuda" or not decode_kernels.available() or dtype not in FUSED_ATTENTION_DTYPES:
         return None
-    from torch.profiler import ProfilerActivity, profile
-
     from gptperf.model import GPTConfig
     from gptperf.steps.fast_decode import FastDecoder, build_model
 
@@ -652,19 +666,12 @@ def _measure_fused_step(device: torch.device, dtype: str, quick: bool,
                            block_size=FUSED_STEP_CONTEXT, name=f"fused-step-{width}")
         decoder = FastDecoder(build_model(config, device, TORCH_DTYPES[dtype]), 1, fused=True)
         decoder.warmup()
-        for profiled in (False, True):  # a replay to warm, then the one profiled
-            decoder.set_length(FUSED_STEP_CONTEXT - 1)
-            torch.cuda.synchronize(device)
-            with profile(activities=[ProfilerActivity.CUDA]) if profiled else contextlib.nullcontext() as prof:
-                decoder.step()
-                torch.cuda.synchronize(device)
-        kernels = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
-                         if e.device_type == torch.autograd.DeviceType.CUDA)
+        kernels = replay_kernels(decoder, FUSED_STEP_CONTEXT - 1)
         per_layer = len(_STEP_LAYER)
         if len(kernels) != 2 + per_layer * layers:
             raise RuntimeError(f"the fused step of width {width} ran {len(kernels)} kernels, "
                                f"not the {2 + per_layer * layers} of embed, {per_layer} a layer and the head")
-        ends = [end for _, end in kernels]
+        ends = [start + took for _, start, took in kernels]
         for j, (component, weight) in enumerate(_STEP_LAYER):
             if weight:
                 took = [ends[1 + per_layer * layer + j] - ends[per_layer * layer + j] for layer in range(1, layers)]

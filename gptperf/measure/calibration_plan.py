@@ -460,8 +460,9 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
         step = _estimate_s(kind, "fp32", 0, 4 * 28 * p)
         out["optimizer"] += variants * len(tensors) * (point(step) + step)  # + the step making the state
     if kind == "cuda":
-        # the one-row gemv and the fused decode step's two weight kernels in a chain, over the
-        # same sizes, and its LM head kernel, each compiled once per dtype
+        # the one-row gemv over GEMV_SIZES, the fused decode step's LM head kernel, and per
+        # dtype either the whole step profiled or its two weight kernels as chains; each kernel
+        # compiled once per dtype
         gemv_dtypes = [d for d in dtypes if d not in GEMV_SKIPPED_DTYPES]
         # the plain gemv, and the two chains where the fused step is not profiled whole
         kernels = sum(1 if d in FUSED_ATTENTION_DTYPES else 3 for d in gemv_dtypes)

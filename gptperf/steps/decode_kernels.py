@@ -650,9 +650,9 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
 
     `qkv` (1, 1, 3C) is c_attn's output (q | k | v, head h in columns h·D..(h+1)·D of each).
     Only positions <= pos are read; pos must be < Lmax (not checked: that would synchronise).
-    `chunk` positions per program (default: `default_chunk(Lmax, D, its element size)`), `block` positions per loop
-    step and `split_block` splits per
-    merge step (powers of two); the grid is (H, ceil(Lmax / chunk)). `fused_combine=False`
+    `chunk` positions per program (default: `default_chunk(Lmax, D, its element size)`), `block`
+    positions per loop step and `split_block` splits per merge step (powers of two), `num_warps`
+    (default ATTENTION_WARPS); the grid is (H, ceil(Lmax / chunk)). `fused_combine=False`
     merges the splits in a second kernel instead of in the last program of each head. Without
     `scratch` a fresh one is allocated (a fill).
     """
@@ -668,6 +668,7 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
     block = block or min(triton.next_power_of_2(chunk), max(16, 4096 // d_p2))
     splits = triton.cdiv(k_cache.size(2), chunk)
     split_block = split_block or min(max(2, triton.next_power_of_2(splits)), max(2, 4096 // d_p2))
+    num_warps = num_warps or ATTENTION_WARPS
     scratch = scratch or DecodeScratch.new(n_head, qkv.device)
     out = _out(out, C, qkv)
     acc = torch.empty((n_head, splits, d_p2), device=qkv.device, dtype=torch.float32)
@@ -677,11 +678,11 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
         k_cache.stride(1), k_cache.stride(2), v_cache.stride(1), v_cache.stride(2),
         _LOG2E / math.sqrt(D), D=D, D_P2=d_p2, CHUNK=chunk, BLOCK_L=block,
         SPLIT_BLOCK=split_block, FUSED=fused_combine, PREFETCH=attention_prefetch,
-        num_warps=num_warps or ATTENTION_WARPS, **_launch(qkv))
+        num_warps=num_warps, **_launch(qkv))
     if not fused_combine:
         _attention_combine_kernel[(n_head,)](acc, ml, pos, out, splits, D=D, D_P2=d_p2,
                                              CHUNK=chunk, SPLIT_BLOCK=split_block,
-                                             num_warps=num_warps or ATTENTION_WARPS, **_launch(qkv))
+                                             num_warps=num_warps, **_launch(qkv))
     return out
 
 
