@@ -7,7 +7,8 @@
     # kernel's early loads (before its PDL wait) on and off; in_step: gpt2's step with each
     # gemv's tile and the attention's chunk and warps varied one kernel at a time; in_step_wide:
     # the same over shortlists at gpt2-medium, gpt2-xl and the 7B shape at context 1000; rule:
-    # the steps under the isolated sweeps' tiles and under fused_tile
+    # the steps under the isolated sweeps' tiles and under fused_tile; graph_steps: a token of
+    # generation (`FastDecoder.run`, 64 steps) with 1, 4, 16 and 64 steps a CUDA graph
 
 1. The weight shapes of gpt2 and of the 7B shape that follow a LayerNorm, as a plain gemv and
    with the LayerNorm inside, over candidate tiles (rows per program, columns per step, warps):
@@ -218,6 +219,29 @@ def rule_steps(cfg: GPTConfig, context: int, rounds: int = 5) -> dict[str, float
     return alternating_medians(decoders, context, rounds, steps=40)
 
 
+def graph_steps_tokens(cfg: GPTConfig, context: int, rounds: int = 5,
+                       choices: tuple[int, ...] = (1, 4, 16, 64)) -> dict[str, float]:
+    """Seconds a token of `FastDecoder.run(64)` (the 64 steps up to `context`) with each number of
+    steps a graph, one decoder each from one model, timed in alternating rounds; the median."""
+    model = build_model(cfg, DEV, torch.bfloat16)
+    decoders = {}
+    for k in choices:
+        dec = decoders[k] = FastDecoder(model, 1, context, graph_steps=k)
+        dec.warmup()
+        dec.set_length(context - 64)
+        dec.run(64)  # captures the graph of k steps
+    times: dict[int, list[float]] = {k: [] for k in choices}
+    for _ in range(rounds):
+        for k, dec in decoders.items():
+            def run(dec: FastDecoder = dec) -> None:
+                dec.set_length(context - 64)
+                dec.run(64)
+            times[k].append(time_fn(run, warmup=2, repeats=10, device=DEV).median / 64)
+    decoders.clear()
+    torch.cuda.empty_cache()
+    return {f"{k} steps a graph": statistics.median(t) for k, t in times.items()}
+
+
 def captured(model: Any, context: int) -> FastDecoder:
     """A batch-1 decoder of `model` with its step captured under the module's settings now."""
     dec = FastDecoder(model, 1, context)
@@ -280,6 +304,12 @@ def main() -> None:
                            ("7b", CFG_7B, 1000), ("7b", CFG_7B, 128)) if "early" in parts else ():
         r = res["early"][f"{name} L={ctx}"] = early_load_steps(cfg, ctx)
         print(f"step {name} L={ctx}: " + "; ".join(f"{k} {v * 1e6:.1f} us" for k, v in r.items()), flush=True)
+    res["graph_steps"] = {}
+    for name, cfg, ctx in (("gpt2", preset("gpt2"), 1024), ("gpt2-medium", preset("gpt2-medium"), 1024),
+                           ("7b", CFG_7B, 128)) if "graph_steps" in parts else ():
+        r = res["graph_steps"][f"{name} L={ctx}"] = graph_steps_tokens(cfg, ctx)
+        print(f"a token of generation {name} L={ctx}: " + "; ".join(f"{k} {v * 1e6:.1f} us" for k, v in r.items()),
+              flush=True)
     res["rule"] = {}
     for name, cfg, ctx in (("gpt2", preset("gpt2"), 1024), ("gpt2-medium", preset("gpt2-medium"), 1024),
                            ("gpt2-large", preset("gpt2-large"), 1024), ("gpt2-xl", preset("gpt2-xl"), 1024),

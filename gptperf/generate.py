@@ -192,29 +192,36 @@ def fast_decoder(model: GPT, *, temperature: float = 1.0, top_k: int | None = No
 
 @torch.no_grad()
 def generate_fast(dec: FastDecoder, prompt_tokens: Sequence[int], max_new_tokens: int) -> Iterator[int]:
-    """Stream new token ids as `generate` does, each decode step a FastDecoder step (a CUDA-graph
-    replay on a GPU). Past block_size the cache is rebuilt from the last block_size // 2 tokens,
-    as `generate`'s cache is, so greedy decoding gives `generate`'s tokens. Sampling draws on the
-    device from torch's global generator (seed it with torch.manual_seed). Reading each token is
-    a host synchronisation; the step itself has none."""
+    """Stream new token ids as `generate` does, the decode steps FastDecoder's (`run`: CUDA-graph
+    replays of `dec.graph_steps` steps on a GPU). Past block_size the cache is rebuilt from the
+    last block_size // 2 tokens, as `generate`'s cache is, so greedy decoding gives `generate`'s
+    tokens. Sampling draws on the device from torch's global generator (seed it with
+    torch.manual_seed). The host reads the tokens once a run of steps, `graph_steps` at most;
+    the steps themselves have no synchronisation."""
     check_sampling(max_new_tokens, dec.temperature, dec.top_k)
     idx = _as_batch(dec.model, list(prompt_tokens))
     block = dec.max_len
     history = idx[0].tolist()
     dec.prefill(idx)  # samples the first new token
     pos = idx.size(1)  # positions filled, kept on the host: reading the device's would sync
-    for step in range(max_new_tokens):
-        if step > 0:
-            if pos == block:  # full: rebuild from the last half, as `generate` does
-                keep = max(1, block // 2)
-                dec.prefill(torch.tensor([history[-keep:]], device=idx.device))
-                pos = keep
-            else:
-                dec.step()
-                pos += 1
-        token = int(dec.token[0, 0])
-        history.append(token)
-        yield token
+    new = [int(dec.token[0, 0])]
+    while True:
+        for token in new:
+            history.append(token)
+            yield token
+        left = max_new_tokens - (len(history) - idx.size(1))
+        if left <= 0:
+            return
+        if pos == block:  # full: rebuild from the last half, as `generate` does
+            keep = max(1, block // 2)
+            dec.prefill(torch.tensor([history[-keep:]], device=idx.device))
+            pos = keep
+            new = [int(dec.token[0, 0])]
+            continue
+        steps = min(left, dec.graph_steps, block - pos)
+        dec.run(steps)  # each step writes position p and puts its token at tokens[0, p + 1]
+        new = dec.tokens[0, pos + 1 : pos + 1 + steps].tolist()
+        pos += steps
 
 
 class TextStream:

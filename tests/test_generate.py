@@ -215,6 +215,24 @@ def test_fast_generation_gives_the_cached_tokens_past_block_size(attention: str)
         fast_decoder(model, plan=ExecutionPlan.eager(attention))
 
 
+@pytest.mark.parametrize("graph_steps", [3, 8])
+def test_fast_generation_in_runs_of_steps_gives_the_same_tokens(graph_steps: int) -> None:
+    """Read back a run of steps at a time (as graphs of `graph_steps` steps are on a GPU), the
+    streamed tokens are the one-at-a-time ones, through cache rebuilds at runs cut short by the
+    cache's end and by the token count."""
+    from gptperf.generate import fast_decoder, generate_fast
+    from gptperf.plan import ExecutionPlan
+
+    model = peaked_model("sdpa")
+    dec = fast_decoder(model, temperature=0, plan=ExecutionPlan("eager", "sdpa", static_cache=True))
+    assert dec.graph_steps == 1  # no graph on a CPU: one step a run
+    prompt, n = prompt_of(5), 2 * BLOCK + 7
+    one_at_a_time = list(generate_fast(dec, prompt, n))
+    dec.graph_steps = graph_steps
+    assert list(generate_fast(dec, prompt, n)) == one_at_a_time
+    assert list(generate_fast(dec, prompt, 1)) == one_at_a_time[:1]
+
+
 def test_cli_fast_records_its_plan_and_gives_the_eager_tokens(checkpoint: Path, capsys, monkeypatch) -> None:
     """--fast on a CPU compiles the static-cache step (compiling is swapped for the step itself
     here, to stay fast): the JSON records the plan that ran, and greedy tokens are the eager ones."""

@@ -197,6 +197,9 @@ def test_fast_decoder_bad_arguments() -> None:
         dec.generate(torch.zeros(1, 4, dtype=torch.long), 14)
     with pytest.raises(UserError, match="prompt must be"):
         dec.generate(torch.zeros(2, 4, dtype=torch.long), 2)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(UserError, match="steps a CUDA graph replays"):
+            FastDecoder(model, 1, 16, graph_steps=bad)
 
 
 def test_build_model_in_place_dtype() -> None:
@@ -299,3 +302,29 @@ def test_compiled_graph_decoder_matches_eager_on_gpu() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("batch", [1, 2])  # the fused kernels, the compiled model
+def test_graphs_of_several_steps_give_the_single_steps_tokens(batch: int) -> None:
+    """`run` replays graphs of `graph_steps` steps, then single steps: the greedy tokens of one
+    graph a step, with no host synchronisation in the run."""
+    cfg = preset("gpt2", n_layer=2, block_size=128)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = build_model(cfg, "cuda", torch.float32)
+    prompt = torch.randint(0, cfg.vocab_size, (batch, 8), device="cuda")
+    single = FastDecoder(model, batch, 64, graph_steps=1)
+    assert single.fused == (batch == 1)
+    want = single.generate(prompt, 24)
+    del single
+    dec = FastDecoder(model, batch, 64, graph_steps=5)
+    assert torch.equal(dec.generate(prompt, 24), want)  # four graphs of 5, then 3 steps
+    dec.prefill(prompt)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        dec.run(12)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(dec.tokens[:, 8:21].cpu(), want[:, :13])

@@ -26,6 +26,10 @@ from gptperf.plan import COMPILED, CUDA_GRAPH, EAGER, ExecutionPlan
 from gptperf.steps import decode_kernels, gemv
 from gptperf.steps.fused_decode import fused_decode_step
 
+# Decode steps one CUDA graph replays in `FastDecoder.run`: one launch for 16 tokens, and inside
+# the graph each step's first kernel starts under the last one's tail (PDL) instead of after a
+# graph boundary (gpt2 batch 1 on the H200: 210 -> 199 µs a token; BENCHMARKS.md).
+GRAPH_STEPS = 16
 
 class StaticKVCache:
     """Keys and values for `max_len` positions with the write position kept as a device tensor.
@@ -215,7 +219,8 @@ class FastDecoder:
     """Generates with a static KV cache; on CUDA the decode step is compiled and replayed as a
     CUDA graph. `generate` synchronises once, at the end.
 
-    `compile` and `cuda_graph` default to on for CUDA, off elsewhere. `fused` (default: on for a
+    `compile` and `cuda_graph` default to on for CUDA, off elsewhere; with a graph, `run` and
+    `generate` replay `graph_steps` steps a launch (default GRAPH_STEPS). `fused` (default: on for a
     compiled batch-1 decoder on CUDA with Triton) runs gptperf's fused decode kernels
     (`gptperf.steps.fused_decode`) instead of the compiled model: nothing is compiled. The model
     is used as it is (its dtype is the cache's; no autocast): give it weights in the precision
@@ -234,6 +239,7 @@ class FastDecoder:
         cuda_graph: bool | None = None,
         one_row_kernel: bool | None = None,
         fused: bool | None = None,
+        graph_steps: int | None = None,
     ) -> None:
         param = next(model.parameters())
         self.device = param.device
@@ -251,6 +257,10 @@ class FastDecoder:
             raise UserError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
         if top_k is not None and top_k <= 0:
             raise UserError(f"top-k must be a positive integer (or unset), got {top_k}")
+        graph_steps = (GRAPH_STEPS if self.cuda_graph else 1) if graph_steps is None else graph_steps
+        if isinstance(graph_steps, bool) or not isinstance(graph_steps, int) or graph_steps < 1:
+            raise UserError(f"steps a CUDA graph replays must be a positive integer, got {graph_steps!r}")
+        self.graph_steps = graph_steps
         self.model = model
         self.config = model.config
         self.temperature = temperature
@@ -283,6 +293,7 @@ class FastDecoder:
                        if on_cuda else {})
             self._forward = torch.compile(forward, fullgraph=True, options=options)
         self._graph: torch.cuda.CUDAGraph | None = None
+        self._multi_graph: torch.cuda.CUDAGraph | None = None  # graph_steps steps, captured by `run`
 
     @property
     def plan(self) -> ExecutionPlan:
@@ -333,6 +344,28 @@ class FastDecoder:
             with torch.no_grad():
                 self._step()
 
+    def run(self, steps: int) -> None:
+        """`steps` decode steps from the current position (no synchronisation): with a CUDA graph,
+        as many replays of a graph of `graph_steps` steps as fit, then single steps. The caller
+        keeps the positions inside the cache, as for `step`."""
+        full, rest = divmod(steps, self.graph_steps) if self._graph is not None else (0, steps)
+        if full and self._multi_graph is None:
+            self._multi_graph = self._capture_steps(self.graph_steps)
+        for _ in range(full):
+            self._multi_graph.replay()
+        for _ in range(rest):
+            self.step()
+
+    @torch.no_grad()
+    def _capture_steps(self, steps: int) -> torch.cuda.CUDAGraph:
+        # `warmup` has run (and compiled) the step, so capture alone: nothing executes, the
+        # cache and its position are untouched
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(steps):
+                self._step()
+        return graph
+
     def set_length(self, length: int) -> None:
         """Let the next step write position `length` (for timing one step at a fixed context)."""
         self.cache.set_length(length)
@@ -367,8 +400,7 @@ class FastDecoder:
         if self.compile or self.cuda_graph or self.fused:
             self.warmup()
         self.prefill(prompt)
-        for _ in range(max_new_tokens - 1):
-            self.step()
+        self.run(max_new_tokens - 1)
         return self.tokens[:, P : P + max_new_tokens].cpu()
 
     def _check_prompt(self, prompt: torch.Tensor) -> torch.Tensor:
