@@ -248,6 +248,7 @@ def test_cli_fast_records_its_plan_and_gives_the_eager_tokens(checkpoint: Path, 
     assert fast["plan"]["mode"] == "compiled" and fast["plan"]["static_cache"] is True
     assert eager["plan"]["mode"] == "eager" and eager["plan"]["static_cache"] is False
     assert fast["token_ids"] == eager["token_ids"] and fast["compile_s"] >= 0
+    assert fast["graph_steps"] is None and eager["graph_steps"] is None  # no CUDA graph on a CPU
     assert cli(["generate", "--checkpoint", str(checkpoint), "--device", "cpu", "--fast",
                 "--no-kv-cache"]) == 2
     assert "--no-kv-cache" in capsys.readouterr().err

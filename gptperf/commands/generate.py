@@ -72,12 +72,14 @@ def run(args: argparse.Namespace) -> int | None:
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     compile_s = None
+    graph_steps = None  # decode steps a CUDA graph replays (the fast path on a GPU)
     if fast:
         t0 = time.perf_counter()
         dec = fast_decoder(model, temperature=args.temperature, top_k=args.top_k, plan=plan)
         synchronize(device)
         compile_s = time.perf_counter() - t0
         plan = dec.plan  # the plan that runs (the one-row kernel needs Triton)
+        graph_steps = dec.graph_steps if dec.cuda_graph else None
         torch.manual_seed(args.seed)  # the warm-up's draws do not move the seed's stream
         tokens_out = generate_fast(dec, prompt, args.tokens)
     else:
@@ -132,6 +134,7 @@ def run(args: argparse.Namespace) -> int | None:
                 "decode_tokens_per_s": decode_per_s,
                 "kv_cache": not args.no_kv_cache,
                 "plan": plan.to_dict(),
+                "graph_steps": graph_steps,
                 "compile_s": compile_s,
                 "temperature": args.temperature,
                 "top_k": args.top_k,
@@ -147,7 +150,8 @@ def run(args: argparse.Namespace) -> int | None:
     err_console.print(
         f"{len(tokens)} tokens in {elapsed:.3f} s = {si(tokens_per_s, 'tokens/s')} "
         f"(first token {first * 1e3:.1f} ms incl. prompt of {len(prompt)}; "
-        f"then {si(decode_per_s, 'tokens/s')}), KV cache {kv}, {plan.label}, batch 1, "
+        f"then {si(decode_per_s, 'tokens/s')}), KV cache {kv}, {plan.label}"
+        f"{f' ({graph_steps} steps a graph)' if graph_steps else ''}, batch 1, "
         f"measured on {where}",
         highlight=False,
     )
