@@ -8,7 +8,8 @@
     # gemv's tile and the attention's chunk and warps varied one kernel at a time; in_step_wide:
     # the same over shortlists at gpt2-medium, gpt2-xl and the 7B shape at context 1000; rule:
     # the steps under the isolated sweeps' tiles and under fused_tile; graph_steps: a token of
-    # generation (`FastDecoder.run`, 64 steps) with 1, 4, 16 and 64 steps a CUDA graph
+    # generation (`FastDecoder.run`, 64 steps) with 1, 4, 16 and 64 steps a CUDA graph; scaled:
+    # the steps with γ loaded in the LayerNorm gemvs and with their weights' copies W∘γ streamed
 
 1. The weight shapes of gpt2 and of the 7B shape that follow a LayerNorm, as a plain gemv and
    with the LayerNorm inside, over candidate tiles (rows per program, columns per step, warps):
@@ -64,11 +65,11 @@ def gemv_sweep(n: int, k: int) -> dict[str, Any]:
     b = torch.randn(n, device=DEV, dtype=torch.bfloat16)
     x = torch.randn(1, 1, k, device=DEV, dtype=torch.bfloat16)
     g, beta = torch.randn(k, device=DEV, dtype=torch.bfloat16), torch.randn(k, device=DEV, dtype=torch.bfloat16)
-    folded = dk.fold_layer_norm(ws[0], b, g, beta)  # constants of one copy serve all (timing only)
+    folded = dk.fold_for_copies(ws, g, beta, b)  # constants of one copy serve all (timing only)
     rows = []
     for tile in TILES:
         calls = [lambda w=ws[i % copies], t=tile: dk.ln_gemv(x, None, None, 0.0, w, b, config=t) for i in range(20)]
-        ln_calls = [lambda w=ws[i % copies], t=tile: dk.ln_gemv(x, g, beta, 1e-5, w, b, config=t, folded=folded)
+        ln_calls = [lambda w=ws[i % copies], f=folded[i % copies], t=tile: dk.ln_gemv(x, g, beta, 1e-5, w, b, config=t, folded=f)
                     for i in range(20)]
         try:
             t, t_ln = graph_time(calls), graph_time(ln_calls)
@@ -113,18 +114,18 @@ def argmax_sweep(n: int, k: int, dtype: torch.dtype) -> list[dict[str, Any]]:
     ws = [torch.randn(n, k, device=DEV, dtype=dtype) for _ in range(copies)]
     x = torch.randn(1, 1, k, device=DEV, dtype=dtype)
     g, beta = torch.randn(k, device=DEV, dtype=dtype), torch.randn(k, device=DEV, dtype=dtype)
-    folded = dk.fold_layer_norm(ws[0], None, g, beta)
+    folded = dk.fold_for_copies(ws, g, beta)
     scratch = dk.DecodeScratch.new(1, DEV)
     logits = torch.empty(1, 1, n, device=DEV, dtype=dtype)
     rows = []
     for tile in sorted({dk.ARGMAX_TILE, (2, 1024, 4), (4, 256, 4), (8, 256, 4), (8, 256, 8),
                         (16, 256, 8), (16, 128, 4), (8, 512, 8)}):
-        gemv_calls = [lambda w=ws[i % copies], t=tile: dk.ln_gemv(x, g, beta, 1e-5, w, folded=folded, out=logits, config=t)
+        gemv_calls = [lambda w=ws[i % copies], f=folded[i % copies], t=tile: dk.ln_gemv(x, g, beta, 1e-5, w, folded=f, out=logits, config=t)
                       for i in range(20)]
         ln_s = graph_time(gemv_calls)
         for blocks in (1, 2, 3, 4, 8):
-            calls = [lambda w=ws[i % copies], t=tile, b=blocks: dk.ln_gemv_argmax(
-                x, g, beta, 1e-5, w, folded=folded, scratch=scratch, config=t, blocks=b) for i in range(20)]
+            calls = [lambda w=ws[i % copies], f=folded[i % copies], t=tile, b=blocks: dk.ln_gemv_argmax(
+                x, g, beta, 1e-5, w, folded=f, scratch=scratch, config=t, blocks=b) for i in range(20)]
             t_s = graph_time(calls)
             rows.append({"tile": tile, "blocks": blocks, "programs": -(-n // (tile[0] * blocks)), "s": t_s,
                          "ln_gemv_s": ln_s, "TBps": esize * n * k / t_s / 1e12})
@@ -219,6 +220,22 @@ def rule_steps(cfg: GPTConfig, context: int, rounds: int = 5) -> dict[str, float
     return alternating_medians(decoders, context, rounds, steps=40)
 
 
+def scaled_steps(cfg: GPTConfig, context: int, rounds: int = 7) -> dict[str, float]:
+    """The fused step with γ loaded beside x in every LayerNorm gemv, and with each qkv and
+    mlp.fc weight streamed as its own copy W∘γ (`scale_weight_bytes` 0 and 64 MiB: every such
+    weight up to gpt2-xl's, no LM head): one graph each from one model, alternating rounds."""
+    model = build_model(cfg, DEV, torch.bfloat16)
+    rule = dk.scale_weight_bytes
+    decoders = {}
+    try:
+        for name, limit in (("gamma loaded", 0), ("W*gamma streamed", 64 * 2**20)):
+            dk.scale_weight_bytes = limit  # read when the step folds its LayerNorms
+            decoders[name] = captured(model, context)
+    finally:
+        dk.scale_weight_bytes = rule
+    return alternating_medians(decoders, context, rounds, steps=40)
+
+
 def graph_steps_tokens(cfg: GPTConfig, context: int, rounds: int = 5,
                        choices: tuple[int, ...] = (1, 4, 16, 64)) -> dict[str, float]:
     """Seconds a token of `FastDecoder.run(64)` (the 64 steps up to `context`) with each number of
@@ -310,6 +327,12 @@ def main() -> None:
         r = res["graph_steps"][f"{name} L={ctx}"] = graph_steps_tokens(cfg, ctx)
         print(f"a token of generation {name} L={ctx}: " + "; ".join(f"{k} {v * 1e6:.1f} us" for k, v in r.items()),
               flush=True)
+    res["scaled"] = {}
+    for name, cfg, ctx in (("gpt2", preset("gpt2"), 1024), ("gpt2-medium", preset("gpt2-medium"), 1024),
+                           ("gpt2-large", preset("gpt2-large"), 1024), ("gpt2-xl", preset("gpt2-xl"), 1024),
+                           ("7b", CFG_7B, 128)) if "scaled" in parts else ():
+        r = res["scaled"][f"{name} L={ctx}"] = scaled_steps(cfg, ctx)
+        print(f"step {name} L={ctx}: " + "; ".join(f"{k} {v * 1e6:.1f} us" for k, v in r.items()), flush=True)
     res["rule"] = {}
     for name, cfg, ctx in (("gpt2", preset("gpt2"), 1024), ("gpt2-medium", preset("gpt2-medium"), 1024),
                            ("gpt2-large", preset("gpt2-large"), 1024), ("gpt2-xl", preset("gpt2-xl"), 1024),

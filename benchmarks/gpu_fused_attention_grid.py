@@ -43,7 +43,7 @@ def after_qkv(h: int, n: int, d: int, timer: KernelTimer) -> tuple[float, float,
     pool = OperandPool(device, td)
     caches, weights = pool.copies([(1, h, n, d), (1, h, n, d)]), pool.copies([(3 * c, c)])
     x, g, b = (random_tensor(s, td, device) for s in ((1, 1, c), (c,), (c,)))
-    folded = dk.fold_layer_norm(weights[0][0], None, g, b)
+    folded = dk.fold_for_copies([w[0] for w in weights], g, b)
     qkv, y = torch.empty((1, 1, 3 * c), device=device, dtype=td), torch.empty((1, 1, c), device=device, dtype=td)
     pos, scratch = torch.tensor(n - 1, device=device), dk.DecodeScratch.new(h, device)
 
@@ -52,7 +52,7 @@ def after_qkv(h: int, n: int, d: int, timer: KernelTimer) -> tuple[float, float,
         return dk.decode_attention(qkv, k, v, pos, h, scratch=scratch, out=y)
 
     def gemv(j: int) -> torch.Tensor:
-        return dk.ln_gemv(x, g, b, 1e-5, weights[j % len(weights)][0], folded=folded, out=qkv)
+        return dk.ln_gemv(x, g, b, 1e-5, weights[j % len(weights)][0], folded=folded[j % len(weights)], out=qkv)
 
     def pair(j: int) -> torch.Tensor:
         gemv(j)

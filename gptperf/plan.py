@@ -34,6 +34,9 @@ ATTENTIONS: tuple[str, ...] = ("math", "sdpa")
 INFERENCE_KINDS: tuple[str, ...] = ("prefill", "decode", "decode_nocache")
 TRAINING_KINDS: tuple[str, ...] = ("train", "forward")
 _MODE_LABEL = {EAGER: "eager", COMPILED: "compiled", CUDA_GRAPH: "compiled + CUDA graph"}
+# The fused decode step streams its own copy W∘γ of a weight that follows a LayerNorm when the
+# weight is at most this large (the kernel then loads no γ beside x): memory the plan adds.
+NORM_SCALED_WEIGHT_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)

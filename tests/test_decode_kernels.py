@@ -389,10 +389,12 @@ def _nan(*shape: int, dtype: torch.dtype) -> torch.Tensor:
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("early_bytes", [0, 2**62])  # the first weight tile after / before the wait
-def test_gemv_kernels_on_cuda(shape: str, dtype: torch.dtype, early_bytes: int,
+@pytest.mark.parametrize("scale_bytes", [0, 2**62])  # γ loaded beside x / in a scaled copy of W
+def test_gemv_kernels_on_cuda(shape: str, dtype: torch.dtype, early_bytes: int, scale_bytes: int,
                               monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(10)
     monkeypatch.setattr(dk, "early_weight_bytes", early_bytes)
+    monkeypatch.setattr(dk, "scale_weight_bytes", scale_bytes)
     C = SHAPES[shape]["C"]
     x, r = _rand(1, 1, C, dtype=dtype, device="cuda", shift=1.0), _rand(1, 1, C, dtype=dtype, device="cuda")
     g, b = _ln_params(C, dtype, "cuda")
@@ -443,8 +445,11 @@ def test_decode_attention_on_cuda(shape: str, dtype: torch.dtype, prefetch: bool
 @cuda
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_ln_gemv_argmax_on_cuda(shape: str, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("scale_bytes", [0, 2**62])
+def test_ln_gemv_argmax_on_cuda(shape: str, dtype: torch.dtype, scale_bytes: int,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(12)
+    monkeypatch.setattr(dk, "scale_weight_bytes", scale_bytes)
     C, V = SHAPES[shape]["C"], SHAPES[shape]["V"]
     x = _rand(1, 1, C, dtype=dtype, device="cuda", shift=1.0)
     g, b = _ln_params(C, dtype, "cuda")
@@ -498,21 +503,56 @@ def test_captured_greedy_step_on_cuda() -> None:
     assert torch.equal(ref_tokens[0, 1:21], tokens_buf[0, 1:21].cpu())
 
 
+@pytest.mark.parametrize("scale", [False, True])
 @pytest.mark.parametrize("shift", [0.0, 3.0])
 @pytest.mark.parametrize("gelu", [False, True])
-def test_single_pass_layer_norm_algebra_is_layer_norm_then_linear(shift: float, gelu: bool) -> None:
+def test_single_pass_layer_norm_algebra_is_layer_norm_then_linear(shift: float, gelu: bool,
+                                                                  scale: bool) -> None:
     """What `_dot` computes with LN — r·(W·(x·γ) − μ·c1) + c2 with μ, r from Σx and Σx², and
-    `fold_layer_norm`'s c1, c2 — is nn.LayerNorm then F.linear (fp32; an input mean far from 0
-    included: the one-pass variance stays within fp32 noise)."""
+    `fold_layer_norm`'s c1, c2; with `scale`, r·(W'·x − μ·c1) + c2 streaming its copy W' = W∘γ —
+    is nn.LayerNorm then F.linear (fp32; an input mean far from 0 included: the one-pass variance
+    stays within fp32 noise)."""
     torch.manual_seed(3)
     n, k = 37, 100
     x = _rand(k, shift=shift)
     g, beta = _ln_params(k, torch.float32)
     w, b = _rand(n, k, scale=0.1), _rand(n)
-    c1, c2 = dk.fold_layer_norm(w, b, g, beta, rows=16)  # rows: the chunked loop is exercised
+    f = dk.fold_layer_norm(w, b, g, beta, rows=16, scale=scale)  # rows: the chunked loop is exercised
+    assert (f.weight is not None) == scale
     mean = x.sum() / k
     rstd = torch.rsqrt((x * x).sum() / k - mean * mean + EPS)
-    y = rstd * (w @ (x * g) - mean * c1) + c2
+    streamed = w @ (x * g) if f.weight is None else f.weight @ x
+    y = rstd * (streamed - mean * f.c1) + f.c2
     if gelu:
         y = F.gelu(y, approximate="tanh")
     assert _rel(y, _ln_linear64(x, g, beta, w, b, gelu)) < 1e-5
+
+
+def test_scaled_bf16_weight_cancels_the_mean_against_the_weights_streamed() -> None:
+    """In bf16 the copy W∘γ is rounded; c1 is its own row sums, so the mean's term cancels
+    exactly against what is streamed (a mean of 30 beside a spread of 1: the exact W·γ would
+    leave μ·(rounding) behind, ~100× the error)."""
+    torch.manual_seed(4)
+    n, k = 64, 768
+    x = _rand(k, shift=30.0)
+    g, beta = _ln_params(k, torch.float32)
+    w = _rand(n, k, scale=0.05).to(torch.bfloat16)
+    f = dk.fold_layer_norm(w, None, g.to(torch.bfloat16), beta.to(torch.bfloat16), scale=True)
+    assert f.weight is not None and f.weight.dtype == torch.bfloat16
+    assert torch.equal(f.c1, f.weight.float().sum(1))
+    mean = x.sum() / k
+    rstd = torch.rsqrt((x * x).sum() / k - mean * mean + EPS)
+    y = rstd * (f.weight.float() @ x - mean * f.c1) + f.c2
+    ref = _ln_linear64(x, g.to(torch.bfloat16).float(), beta.to(torch.bfloat16).float(), w.float(), None, False)
+    assert _rel(y, ref) < 1e-2  # bf16 rounding of W∘γ, one 2^-9 per element
+    exact_c1 = w.float() @ g.to(torch.bfloat16).float()
+    y_exact_c1 = rstd * (f.weight.float() @ x - mean * exact_c1) + f.c2
+    assert _rel(y_exact_c1, ref) > 3 * _rel(y, ref)
+
+
+def test_fold_for_copies_streams_each_copy_where_a_copy_is_streamed() -> None:
+    ws = [torch.randn(8, 16) for _ in range(3)]
+    g, beta = torch.randn(16), torch.randn(16)
+    plain = dk.fold_for_copies(ws, g, beta)  # CPU: no kernel streams it, no scaled copy
+    assert all(f.weight is None for f in plain)
+    assert torch.equal(plain[0].c1, ws[0] @ g)

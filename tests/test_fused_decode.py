@@ -104,3 +104,23 @@ def test_fused_step_runs_under_the_operations_profiler_ranges() -> None:
     expected = {names.EMBED, names.LM_HEAD} | {names.layer_name(i, c) for i in range(CFG.n_layer) for c in per_layer}
     assert expected <= ranges
     assert names.layer_name(0, names.LN_1) not in ranges  # inside the qkv kernel, not an op of its own
+
+
+def test_memory_counts_the_fused_steps_scaled_weight_copies() -> None:
+    """The fused step streams its own copy W∘γ of qkv and mlp.fc (and the LM head) where the
+    weight is at most NORM_SCALED_WEIGHT_BYTES: gpt2's 3.5 and 4.7 MB weights, not its 77 MB
+    head; none of the 7B shape's."""
+    from gptperf.perfmodel import memory_breakdown
+    from gptperf.plan import NORM_SCALED_WEIGHT_BYTES
+
+    gpt2, C = preset("gpt2"), 768
+    decode = Workload("decode", 1, 1024, "bf16")
+    fused, unfused = memory_breakdown(gpt2, decode, FUSED), memory_breakdown(gpt2, decode, FUSED.replace(fused_decode=False))
+    assert 4 * C * C * 2 <= NORM_SCALED_WEIGHT_BYTES < gpt2.vocab_size * C * 2
+    assert fused.weight_copies - unfused.weight_copies == 12 * (3 + 4) * C * C * 2
+    assert fused.total - unfused.total == 12 * 7 * C * C * 2
+    batch2 = Workload("decode", 2, 1024, "bf16")  # runs the compiled model: no copies
+    assert memory_breakdown(gpt2, batch2, FUSED).weight_copies == memory_breakdown(gpt2, batch2).weight_copies
+    seven_b = GPTConfig(n_layer=32, n_head=32, n_embd=4096, vocab_size=50304, block_size=2048)
+    assert (memory_breakdown(seven_b, decode, FUSED).weight_copies
+            == memory_breakdown(seven_b, decode, FUSED.replace(fused_decode=False)).weight_copies)

@@ -530,9 +530,9 @@ def _measure_gemv_chain(device: torch.device, dtype: str, quick: bool, progress:
             r = random_tensor((1, 1, k), tdtype, device)
             return lambda j: decode_kernels.gemv_residual(v[j % 2], sets[j % len(sets)][0], b, r,
                                                           out=v[(j + 1) % 2])
-        folded = decode_kernels.fold_layer_norm(sets[0][0], None, g, b)  # timing only: one for all
+        folded = decode_kernels.fold_for_copies([s[0] for s in sets], g, b)
         return lambda j: decode_kernels.ln_gemv(v[j % 2], g, b, 1e-5, sets[j % len(sets)][0],
-                                                folded=folded, out=v[(j + 1) % 2])
+                                                folded=folded[j % len(sets)], out=v[(j + 1) % 2])
 
     label = "gemv residual chain" if residual else "gemv chain"
     xs, seconds = _weight_stream_curve(device, dtype, quick, progress, timer, label, True, make_call)
@@ -558,11 +558,12 @@ def _measure_argmax_chain(device: torch.device, dtype: str, quick: bool, progres
                   n: int, k: int) -> Call:
         x = random_tensor((1, 1, k), tdtype, device)
         g, b = random_tensor((k,), tdtype, device), random_tensor((k,), tdtype, device)
-        folded = decode_kernels.fold_layer_norm(sets[0][0], None, g, b)  # timing only: one for all
+        folded = decode_kernels.fold_for_copies([s[0] for s in sets], g, b)
         scratch = decode_kernels.DecodeScratch.new(1, device)
         token = torch.empty(1, device=device, dtype=torch.long)
         return lambda j: decode_kernels.ln_gemv_argmax(x, g, b, 1e-5, sets[j % len(sets)][0],
-                                                       folded=folded, scratch=scratch, out=token)
+                                                       folded=folded[j % len(sets)], scratch=scratch,
+                                                       out=token)
 
     xs, seconds = _weight_stream_curve(device, dtype, quick, progress, timer, "LM head argmax chain",
                                        False, make_call, argmax_shapes(dtype, quick))

@@ -18,7 +18,7 @@ from typing import Any
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.workload import Workload, count_parameters, matmul_parameters, shape
-from gptperf.plan import ExecutionPlan
+from gptperf.plan import NORM_SCALED_WEIGHT_BYTES, ExecutionPlan
 
 
 def _autocast_parameters(config: GPTConfig) -> int:
@@ -144,6 +144,15 @@ def saved_for_backward_compiled(config: GPTConfig, workload: Workload) -> tuple[
     return per_layer, rest
 
 
+def _scaled_norm_copies(config: GPTConfig, w: int) -> int:
+    """Bytes of the fused decode step's own copies W∘γ of the weights after a LayerNorm (qkv,
+    mlp.fc, the LM head), each kept when at most NORM_SCALED_WEIGHT_BYTES."""
+    C = config.n_embd
+    sizes = [3 * C * C * w] * config.n_layer + [4 * C * C * w] * config.n_layer
+    sizes.append(config.vocab_size * C * w)
+    return sum(b for b in sizes if b <= NORM_SCALED_WEIGHT_BYTES)
+
+
 def _compiled(workload: Workload, plan: ExecutionPlan | None) -> bool:
     return plan is not None and plan.compiled and workload.kind in ("train", "forward")
 
@@ -215,6 +224,8 @@ def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = N
     buffers = config.n_layer * config.block_size ** 2  # the bool causal mask of each attention module
     weights = P * w + buffers
     copies = _autocast_parameters(config) * a if mixed else 0
+    if plan is not None and plan.fused_decode and workload.kind == "decode" and s.B == 1:
+        copies += _scaled_norm_copies(config, w)
     # autocast runs (log_)softmax with dtype=float32: a bf16 input is first copied to fp32,
     # an fp16 input on CUDA is read directly (half-to-float kernel)
     upcast = w if workload.dtype == "bf16" else 0

@@ -16,7 +16,8 @@ weight-streaming ones; `gptperf.steps.fused_decode` composes a step of them:
 
 A LayerNorm costs its gemv no extra pass: W·LayerNorm(x) + b = r·(W·(x·γ) − μ·W·γ) + (W·β + b),
 where each program sums x and x² from the chunks of x it loads anyway and W·γ, W·β + b are
-computed once per weight (`fold_layer_norm`). On an H200 this beat normalising on the fly
+computed once per weight (`fold_layer_norm`); a weight of at most `scale_weight_bytes` is
+streamed as its own copy W∘γ (columns scaled by γ), so the programs load x alone. On an H200 this beat normalising on the fly
 (statistics recomputed by every program first), a LayerNorm written by the previous kernel's last
 program, and statistics gathered by atomics (BENCHMARKS.md). On Hopper every kernel is launched
 with programmatic dependent launch: it waits for the previous kernel's results itself, so its
@@ -45,6 +46,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from gptperf.plan import NORM_SCALED_WEIGHT_BYTES
 
 try:  # Triton comes with CUDA builds of torch; CPU builds have none
     import triton
@@ -107,6 +110,10 @@ attention_prefetch = True
 # The gemv kernels load their first weight tile before the wait when the weight is at most this
 # large (tuned per step size: benchmarks/gpu_decode_tune.py `early`).
 early_weight_bytes = 16 * 2**20
+# A LayerNorm's gemv streams a copy of its weight with γ multiplied in (no γ load beside each x
+# chunk) when the weight is at most this large: gpt2 203.1 -> 198.3 µs a token; the 7B shape's
+# 100-134 MB weights ran 0.5% slower so (benchmarks/gpu_decode_tune.py `scaled`, BENCHMARKS.md).
+scale_weight_bytes = NORM_SCALED_WEIGHT_BYTES
 
 
 @functools.cache
@@ -146,21 +153,55 @@ class DecodeScratch:
                    torch.zeros(1, dtype=torch.int32, device=device))
 
 
+@dataclass(frozen=True)
+class FoldedNorm:
+    """What a gemv after LayerNorm(γ, β) needs besides x: c1 = W·γ and c2 = W·β + b (fp32), and
+    `weight`, W∘γ in W's dtype, streamed instead of W (then c1 is its row sums, so that the mean's
+    term cancels against the very weights streamed), or None: W is streamed and γ loaded."""
+
+    c1: torch.Tensor
+    c2: torch.Tensor
+    weight: torch.Tensor | None = None
+
+
+def scales_weight(weight: torch.Tensor) -> bool:
+    """Whether `fold_layer_norm` gives `weight` a γ-scaled copy by default: a kernel will stream
+    it (`_use_triton`) and it is at most `scale_weight_bytes`."""
+    return _use_triton(weight) and weight.numel() * weight.element_size() <= scale_weight_bytes
+
+
 def fold_layer_norm(weight: torch.Tensor, bias: torch.Tensor | None, ln_weight: torch.Tensor,
-                    ln_bias: torch.Tensor, rows: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W·γ, W·β + b) in fp32 for a gemv that follows LayerNorm(γ, β): the constants of
-    `ln_gemv(..., folded=...)`. Computed once per weight, `rows` rows of W at a time (a 7B LM
-    head in fp32 at once would be 0.8 GB)."""
+                    ln_bias: torch.Tensor, rows: int = 8192, scale: bool | None = None) -> FoldedNorm:
+    """The `FoldedNorm` of `weight` after LayerNorm(γ, β), for `ln_gemv(..., folded=...)`, with
+    the γ-scaled copy when `scale` (default: `scales_weight`). Computed once per weight, `rows`
+    rows of W at a time (a 7B LM head in fp32 at once would be 0.8 GB)."""
+    scale = scales_weight(weight) if scale is None else scale
     g, beta = ln_weight.float(), ln_bias.float()
     c1 = torch.empty(weight.size(0), dtype=torch.float32, device=weight.device)
     c2 = torch.empty_like(c1)
+    scaled = torch.empty_like(weight) if scale else None
     for i in range(0, weight.size(0), rows):
         w = weight[i:i + rows].float()
-        c1[i:i + rows] = w @ g
+        if scaled is not None:
+            scaled[i:i + rows] = w * g
+            c1[i:i + rows] = scaled[i:i + rows].float().sum(1)
+        else:
+            c1[i:i + rows] = w @ g
         c2[i:i + rows] = w @ beta
     if bias is not None:
         c2 += bias.float()
-    return c1, c2
+    return FoldedNorm(c1, c2, scaled)
+
+
+def fold_for_copies(weights: list[torch.Tensor], ln_weight: torch.Tensor, ln_bias: torch.Tensor,
+                    bias: torch.Tensor | None = None) -> list[FoldedNorm]:
+    """A `FoldedNorm` per copy of one weight, for timing the kernel over distinct copies (weights
+    out of cache): the first copy's constants, each copy streamed as itself where the step would
+    stream a γ-scaled weight (the same kernel; its values do not change the time)."""
+    folded = fold_layer_norm(weights[0], bias, ln_weight, ln_bias)
+    if folded.weight is None:
+        return [folded] * len(weights)
+    return [FoldedNorm(folded.c1, folded.c2, w) for w in weights]
 
 
 # -- plain-torch references (the CPU path, and what the tests hold the kernels to) -------------
@@ -280,23 +321,26 @@ if triton is not None:
         tl.store(x_ptr + cols, x.to(x_ptr.dtype.element_ty), mask=ok)
 
     @triton.jit
-    def _accumulate(acc, sx, sxx, w, x_ptr, g_ptr, cols, col_ok, LN: tl.constexpr):
+    def _accumulate(acc, sx, sxx, w, x_ptr, g_ptr, cols, col_ok, LN: tl.constexpr,
+                    GAMMA: tl.constexpr):
         x = tl.load(x_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
         if LN:
             sx += x
             sxx += x * x
-            x = x * tl.load(g_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+            if GAMMA:  # else γ is in the weight streamed (FoldedNorm.weight)
+                x = x * tl.load(g_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
         acc += w.to(tl.float32) * x[None, :]
         return acc, sx, sxx
 
     @triton.jit
     def _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, block, LN: tl.constexpr,
-             BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EARLY: tl.constexpr, PDL: tl.constexpr):
+             GAMMA: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+             EARLY: tl.constexpr, PDL: tl.constexpr):
         # gemv.py's streaming loop over row block `block` (BLOCK_N rows, BLOCK_K columns a step,
         # fp32 partial sums kept 2-D until the end). LN: W·LayerNorm(x) + b =
         # r·(W·(x·γ) − μ·W·γ) + (W·β + b) in the same single pass: the program sums x and x² from
         # the chunks it loads anyway, and W·γ (c1), W·β + b (c2) were computed once per weight
-        # (`fold_layer_norm`). EARLY: the first weight tile is loaded before this function does
+        # (`fold_layer_norm`); GAMMA: γ is loaded beside x, else it is in W. EARLY: the first weight tile is loaded before this function does
         # the PDL wait (the weights are no kernel's output), under the previous kernel's tail;
         # otherwise the caller has waited.
         rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -312,14 +356,14 @@ if triton is not None:
             w = tl.load(w_rows + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0,
                         eviction_policy="evict_first")
             _after_previous(PDL)
-            acc, sx, sxx = _accumulate(acc, sx, sxx, w, x_ptr, g_ptr, cols, col_ok, LN)
+            acc, sx, sxx = _accumulate(acc, sx, sxx, w, x_ptr, g_ptr, cols, col_ok, LN, GAMMA)
             first = BLOCK_K
         for k0 in range(first, K, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
             col_ok = cols < K
             w = tl.load(w_rows + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0,
                         eviction_policy="evict_first")  # each weight is read once: keep L2 for x
-            acc, sx, sxx = _accumulate(acc, sx, sxx, w, x_ptr, g_ptr, cols, col_ok, LN)
+            acc, sx, sxx = _accumulate(acc, sx, sxx, w, x_ptr, g_ptr, cols, col_ok, LN, GAMMA)
         y = tl.sum(acc, axis=1)
         if LN:
             mean = tl.sum(sx, axis=0) / K
@@ -331,14 +375,14 @@ if triton is not None:
 
     @triton.jit
     def _ln_gemv_kernel(x_ptr, g_ptr, w_ptr, b_ptr, c1_ptr, c2_ptr, y_ptr, N, K, eps,
-                        LN: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
+                        LN: tl.constexpr, GAMMA: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EARLY: tl.constexpr,
                         PDL: tl.constexpr):
         # LayerNorm (LN; the bias is in c2 then), the weight stream, bias and GELU: one kernel.
         if not EARLY:
             _after_previous(PDL)
         rows, row_ok, y = _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, tl.program_id(0),
-                               LN, BLOCK_N, BLOCK_K, EARLY, PDL)
+                               LN, GAMMA, BLOCK_N, BLOCK_K, EARLY, PDL)
         if HAS_BIAS:
             y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
         if GELU:  # tanh approximation: 0.5·y·(1 + tanh(u)) = y·sigmoid(2u), stable for any |u|
@@ -354,7 +398,7 @@ if triton is not None:
         if not EARLY:
             _after_previous(PDL)
         rows, row_ok, y = _dot(x_ptr, x_ptr, w_ptr, x_ptr, x_ptr, N, K, 0.0, tl.program_id(0),
-                               False, BLOCK_N, BLOCK_K, EARLY, PDL)
+                               False, False, BLOCK_N, BLOCK_K, EARLY, PDL)
         y += tl.load(r_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
         if HAS_BIAS:
             y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
@@ -373,7 +417,8 @@ if triton is not None:
     @triton.jit
     def _ln_gemv_argmax_kernel(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, key_ptr, done_ptr, out_ptr,
                                pos_ptr, token_ptr, tokens_ptr, tokens_stride, N, K, eps,
-                               LN: tl.constexpr, FINISH: tl.constexpr, BLOCK_N: tl.constexpr,
+                               LN: tl.constexpr, GAMMA: tl.constexpr, FINISH: tl.constexpr,
+                               BLOCK_N: tl.constexpr,
                                BLOCK_K: tl.constexpr, BLOCKS: tl.constexpr, PDL: tl.constexpr):
         # Each program reduces BLOCKS consecutive row blocks to one packed key and does one
         # atomic max; the last program to finish (counted by an atomic) decodes the winner and
@@ -385,7 +430,8 @@ if triton is not None:
         best = lowest
         for i in range(BLOCKS):
             rows, row_ok, y = _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps,
-                                   tl.program_id(0) * BLOCKS + i, LN, BLOCK_N, BLOCK_K, False, PDL)
+                                   tl.program_id(0) * BLOCKS + i, LN, GAMMA, BLOCK_N, BLOCK_K,
+                                   False, PDL)
             y = y.to(x_ptr.dtype.element_ty).to(tl.float32)  # the logits the model would argmax
             key = tl.where(row_ok, _argmax_key(y, rows), lowest)
             best = tl.maximum(best, tl.max(key, axis=0))
@@ -585,14 +631,14 @@ def embed(token: torch.Tensor, pos: torch.Tensor, wte: torch.Tensor, wpe: torch.
     return out
 
 
-def _folded(folded: tuple[torch.Tensor, torch.Tensor] | None, weight: torch.Tensor,
-            bias: torch.Tensor | None, ln_weight: torch.Tensor, ln_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _folded(folded: FoldedNorm | None, weight: torch.Tensor, bias: torch.Tensor | None,
+            ln_weight: torch.Tensor, ln_bias: torch.Tensor) -> FoldedNorm:
     return folded if folded is not None else fold_layer_norm(weight, bias, ln_weight, ln_bias)
 
 
 def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None,
             eps: float, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: bool = False, *,
-            folded: tuple[torch.Tensor, torch.Tensor] | None = None,
+            folded: FoldedNorm | None = None,
             out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
             reference: bool = False) -> torch.Tensor:
     """weight · LayerNorm(x) + bias [then GELU, tanh approximation]: x (1, 1, K) -> (1, 1, N);
@@ -600,7 +646,7 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
 
     The LayerNorm is computed inside the single pass over the weight (`_dot`) from `folded` =
     `fold_layer_norm(weight, bias, ln_weight, ln_bias)`, computed here when not given (give it:
-    it reads the whole weight). `config` overrides `fused_tile`'s (rows per program, columns per
+    it reads the whole weight); where it holds a γ-scaled copy, that copy is streamed. `config` overrides `fused_tile`'s (rows per program, columns per
     step, warps). `out` must not be `x` (every program reads all of x).
     """
     ln = ln_weight is not None
@@ -610,11 +656,12 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
         return y if out is None else out.copy_(y)
     n, k = weight.shape
     out = _out(out, n, x)
-    c1, c2 = _folded(folded, weight, bias, ln_weight, ln_bias) if ln else (x, x)
+    f = _folded(folded, weight, bias, ln_weight, ln_bias) if ln else FoldedNorm(x, x)
+    streamed = weight if f.weight is None else f.weight
     block_n, block_k, warps = _tile(n, k, ln, config)
     _ln_gemv_kernel[(triton.cdiv(n, block_n),)](
-        x, ln_weight if ln else x, weight, bias if bias is not None else weight, c1, c2, out, n, k,
-        float(eps), LN=ln, HAS_BIAS=bias is not None and not ln, GELU=gelu, BLOCK_N=block_n,
+        x, ln_weight if ln else x, streamed, bias if bias is not None else weight, f.c1, f.c2, out,
+        n, k, float(eps), LN=ln, GAMMA=ln and f.weight is None, HAS_BIAS=bias is not None and not ln, GELU=gelu, BLOCK_N=block_n,
         BLOCK_K=block_k, EARLY=_early(weight), num_warps=warps, **_launch(x))
     return out
 
@@ -688,7 +735,7 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
 
 def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None,
                    eps: float, weight: torch.Tensor, *,
-                   folded: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   folded: FoldedNorm | None = None,
                    scratch: DecodeScratch | None = None,
                    finish: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                    out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
@@ -715,12 +762,13 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: tor
     scratch = scratch or DecodeScratch.new(1, x.device)
     out = torch.empty(1, device=x.device, dtype=torch.long) if out is None else out
     pos, token_buf, tokens_buf = finish if finish is not None else (out, out, out)
-    c1, c2 = _folded(folded, weight, None, ln_weight, ln_bias) if ln else (x, x)
+    f = _folded(folded, weight, None, ln_weight, ln_bias) if ln else FoldedNorm(x, x)
     block_n, block_k, warps = config or ARGMAX_TILE
     blocks = blocks if blocks is not None else argmax_blocks(n, block_n)
     _ln_gemv_argmax_kernel[(triton.cdiv(triton.cdiv(n, block_n), blocks),)](
-        x, ln_weight if ln else x, weight, c1, c2, scratch.argmax_key, scratch.argmax_done, out,
-        pos, token_buf, tokens_buf, tokens_buf.stride(-1), n, k, float(eps), LN=ln,
+        x, ln_weight if ln else x, weight if f.weight is None else f.weight, f.c1, f.c2,
+        scratch.argmax_key, scratch.argmax_done, out, pos, token_buf, tokens_buf,
+        tokens_buf.stride(-1), n, k, float(eps), LN=ln, GAMMA=ln and f.weight is None,
         FINISH=finish is not None, BLOCK_N=block_n, BLOCK_K=block_k, BLOCKS=blocks,
         num_warps=warps, **_launch(x))
     return out
