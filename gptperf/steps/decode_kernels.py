@@ -111,8 +111,8 @@ attention_prefetch = True
 # large (tuned per step size: benchmarks/gpu_decode_tune.py `early`).
 early_weight_bytes = 16 * 2**20
 # A LayerNorm's gemv streams a copy of its weight with γ multiplied in (no γ load beside each x
-# chunk) when the weight is at most this large: gpt2 203.1 -> 198.3 µs a token; the 7B shape's
-# 100-134 MB weights ran 0.5% slower so (benchmarks/gpu_decode_tune.py `scaled`, BENCHMARKS.md).
+# chunk) when the weight is at most this large (plan.NORM_SCALED_WEIGHT_BYTES: gpt2's step 213.1
+# -> 208.2 µs; benchmarks/gpu_decode_tune.py `scaled`, BENCHMARKS.md).
 scale_weight_bytes = NORM_SCALED_WEIGHT_BYTES
 
 
