@@ -17,9 +17,10 @@ weight-streaming ones; `gptperf.steps.fused_decode` composes a step of them:
 A LayerNorm costs its gemv no extra pass: W·LayerNorm(x) + b = r·(W·(x·γ) − μ·W·γ) + (W·β + b),
 where each program sums x and x² from the chunks of x it loads anyway and W·γ, W·β + b are
 computed once per weight (`fold_layer_norm`); a weight of at most `scale_weight_bytes` is
-streamed as its own copy W∘γ (columns scaled by γ), so the programs load x alone. On an H200 this beat normalising on the fly
-(statistics recomputed by every program first), a LayerNorm written by the previous kernel's last
-program, and statistics gathered by atomics (BENCHMARKS.md). On Hopper every kernel is launched
+streamed as its own copy W∘γ (columns scaled by γ), so the programs load x alone. On an H200
+this beat normalising on the fly (statistics recomputed by every program first), a LayerNorm
+written by the previous kernel's last program, and statistics gathered by atomics
+(BENCHMARKS.md). On Hopper every kernel is launched
 with programmatic dependent launch: it waits for the previous kernel's results itself, so its
 launch overlaps that kernel's tail.
 
@@ -340,9 +341,9 @@ if triton is not None:
         # fp32 partial sums kept 2-D until the end). LN: W·LayerNorm(x) + b =
         # r·(W·(x·γ) − μ·W·γ) + (W·β + b) in the same single pass: the program sums x and x² from
         # the chunks it loads anyway, and W·γ (c1), W·β + b (c2) were computed once per weight
-        # (`fold_layer_norm`); GAMMA: γ is loaded beside x, else it is in W. EARLY: the first weight tile is loaded before this function does
-        # the PDL wait (the weights are no kernel's output), under the previous kernel's tail;
-        # otherwise the caller has waited.
+        # (`fold_layer_norm`); GAMMA: γ is loaded beside x, else it is in W. EARLY: the first
+        # weight tile is loaded before this function does the PDL wait (the weights are no
+        # kernel's output), under the previous kernel's tail; otherwise the caller has waited.
         rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = rows < N
         w_rows = w_ptr + rows.to(tl.int64)[:, None] * K
@@ -375,9 +376,9 @@ if triton is not None:
 
     @triton.jit
     def _ln_gemv_kernel(x_ptr, g_ptr, w_ptr, b_ptr, c1_ptr, c2_ptr, y_ptr, N, K, eps,
-                        LN: tl.constexpr, GAMMA: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
-                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EARLY: tl.constexpr,
-                        PDL: tl.constexpr):
+                        LN: tl.constexpr, GAMMA: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        GELU: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                        EARLY: tl.constexpr, PDL: tl.constexpr):
         # LayerNorm (LN; the bias is in c2 then), the weight stream, bias and GELU: one kernel.
         if not EARLY:
             _after_previous(PDL)
@@ -418,8 +419,8 @@ if triton is not None:
     def _ln_gemv_argmax_kernel(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, key_ptr, done_ptr, out_ptr,
                                pos_ptr, token_ptr, tokens_ptr, tokens_stride, N, K, eps,
                                LN: tl.constexpr, GAMMA: tl.constexpr, FINISH: tl.constexpr,
-                               BLOCK_N: tl.constexpr,
-                               BLOCK_K: tl.constexpr, BLOCKS: tl.constexpr, PDL: tl.constexpr):
+                               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCKS: tl.constexpr,
+                               PDL: tl.constexpr):
         # Each program reduces BLOCKS consecutive row blocks to one packed key and does one
         # atomic max; the last program to finish (counted by an atomic) decodes the winner and
         # resets key and count, so the logits never leave registers and no other kernel has to
@@ -646,8 +647,9 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
 
     The LayerNorm is computed inside the single pass over the weight (`_dot`) from `folded` =
     `fold_layer_norm(weight, bias, ln_weight, ln_bias)`, computed here when not given (give it:
-    it reads the whole weight); where it holds a γ-scaled copy, that copy is streamed. `config` overrides `fused_tile`'s (rows per program, columns per
-    step, warps). `out` must not be `x` (every program reads all of x).
+    it reads the whole weight); where it holds a γ-scaled copy, that copy is streamed. `config`
+    overrides `fused_tile`'s (rows per program, columns per step, warps). `out` must not be `x`
+    (every program reads all of x).
     """
     ln = ln_weight is not None
     if reference or not _use_triton(x):
@@ -661,8 +663,9 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
     block_n, block_k, warps = _tile(n, k, ln, config)
     _ln_gemv_kernel[(triton.cdiv(n, block_n),)](
         x, ln_weight if ln else x, streamed, bias if bias is not None else weight, f.c1, f.c2, out,
-        n, k, float(eps), LN=ln, GAMMA=ln and f.weight is None, HAS_BIAS=bias is not None and not ln, GELU=gelu, BLOCK_N=block_n,
-        BLOCK_K=block_k, EARLY=_early(weight), num_warps=warps, **_launch(x))
+        n, k, float(eps), LN=ln, GAMMA=ln and f.weight is None, HAS_BIAS=bias is not None and not ln,
+        GELU=gelu, BLOCK_N=block_n, BLOCK_K=block_k, EARLY=_early(weight), num_warps=warps,
+        **_launch(x))
     return out
 
 
