@@ -151,10 +151,10 @@ def test_host_sampler_samples_between_steps_once_its_interval_has_passed() -> No
     assert sampler.samples == []
     now[0] = 0.06
     sampler()  # one sample: the clock stands still, so STEP_RUN steps took 0 s
-    assert sampler.samples == [0.0]
+    assert sampler.samples == [0.0] and sampler.after_step == [4]  # after the 4th step
     now[0] = 0.08
     sampler()  # 0.02 s after the sample: not yet
-    assert len(sampler.samples) == 1
+    assert len(sampler.samples) == 1 and sampler.steps == 5
     real = pr.HostSampler("cpu", every_s=0.0)
     for _ in range(3):
         real()

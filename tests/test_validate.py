@@ -19,6 +19,7 @@ from gptperf.validate.disjoint import overlaps, planned_configs
 from gptperf.validate.results import (
     SCHEMA,
     CalibrationInfo,
+    HostTrace,
     OpErrors,
     OpPair,
     Skipped,
@@ -223,7 +224,7 @@ def _result(device_type: str = "cuda") -> ValidationResult:
     points = [ValidationPoint("train a", "train", "gpt2", 6, 640, "bf16", eager, 0.0105, 0.010, 0.007),
               ValidationPoint("decode b", "decode", "gpt2", 8, 1000, "bf16", graph, 0.00049, 0.0005, None),
               ValidationPoint("forward c", "forward", "gpt2", 8, 1000, "fp32", eager, 0.044, 0.040, 0.03,
-                              1.25)]
+                              1.25, 1.25, None, HostTrace((0.045, 0.044, 0.043), (0.002,), (2,)))]
     ops = (OpPair("h.0.mlp.fc", "fwd", 1e-3, 0.95e-3), OpPair("lm_head", "bwd", 2e-3, 2.1e-3))
     return ValidationResult(device_type, "NVIDIA H200", True, CalibrationInfo.of(_calibration()),
                             points=points, per_op=[OpErrors("train a", ops)],
@@ -240,6 +241,9 @@ def test_result_round_trip_and_derived_numbers() -> None:
     back = ValidationResult.from_dict(doc)
     assert back.to_dict() == r.to_dict()
     assert back.points == r.points and back.per_op == r.per_op and back.skipped == r.skipped
+    assert doc["points"][2]["trace"] == {"steps_s": [0.045, 0.044, 0.043], "samples_s": [0.002],
+                                         "after_step": [2]}
+    assert doc["points"][0]["trace"] is None and back.points[2].trace.after_step == (2,)
     # errors 0.05, 0.02, 0.10 -> median 0.05, p90 rank 3 -> 0.10
     assert (doc["stats"]["n"], doc["stats"]["median"], doc["stats"]["p90"], doc["stats"]["max"]) == \
         pytest.approx((3, 0.05, 0.10, 0.10))
@@ -256,6 +260,13 @@ def test_result_round_trip_and_derived_numbers() -> None:
     assert set(cpu) == {"median"} and cpu["median"].passed is True  # 5% <= 10%
     with pytest.raises(UserError, match="gptperf.validate/1"):
         ValidationResult.from_dict({**doc, "schema": "gptperf.bench/1"})
+
+
+@pytest.mark.parametrize("samples, after", [((0.1,), ()), ((0.1,), (0,)), ((0.1,), (4,))])
+def test_host_trace_refuses_samples_that_follow_no_step(samples: tuple[float, ...],
+                                                        after: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="host sample"):
+        HostTrace((0.01, 0.02, 0.03), samples, after)
 
 
 def test_op_pairs_joins_both_sides_above_the_floor() -> None:
@@ -501,13 +512,15 @@ def test_a_case_is_the_median_of_its_builds(monkeypatch: pytest.MonkeyPatch) -> 
 
     def fake_run_bench(*args: Any, **kwargs: Any) -> SimpleNamespace:
         calls.append(kwargs)
-        return SimpleNamespace(step_time_s=next(times), plan=kwargs["plan"])
+        t = next(times)
+        return SimpleNamespace(step_time_s=t, plan=kwargs["plan"],
+                               timing=SimpleNamespace(total=SimpleNamespace(samples=[t, 2 * t])))
 
     monkeypatch.setattr(bench, "run_bench", fake_run_bench)
     case = cases("cpu", True)[0]
     timing = run.measure_case(case, torch.device("cpu"))
     assert run.builds("cpu") == len(calls) == 3 and run.builds("cuda") == 1
-    assert timing == run.CaseTiming(0.2, case.plan, None)
+    assert timing == run.CaseTiming(0.2, case.plan, None, HostTrace((0.3, 0.6, 0.1, 0.2, 0.2, 0.4)))
     assert all(kw["calibrated"] is False for kw in calls)  # validate makes its own prediction
 
 

@@ -212,12 +212,15 @@ class HostSampler:
         self.every_s = INTERLEAVE_S if every_s is None else every_s
         self.clock = clock or time.perf_counter
         self.samples: list[float] = []
+        self.steps = 0  # the measurement's steps seen so far
+        self.after_step: list[int] = []  # sample i was taken after step after_step[i] (1-based)
         self._run = host_model_step(str(self.device), probe)  # built now, not while measuring
         self._since: float | None = None
 
     def __call__(self) -> None:
         from gptperf.runtime import synchronize
 
+        self.steps += 1
         now = self.clock()
         if self._since is None:
             self._since = now
@@ -225,6 +228,7 @@ class HostSampler:
             return
         self._run()  # untimed: the first step after the measurement's own
         self.samples.append(_sample(self._run, STEP_RUN[self.probe], self.clock))
+        self.after_step.append(self.steps)
         synchronize(self.device)
         self._since = self.clock()
 

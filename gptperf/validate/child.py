@@ -1,6 +1,6 @@
 """One validation case measured in a fresh process: `python -m gptperf.validate.child` reads the
 case (config, workload, plan as JSON; the timed steps, optional) on stdin and writes
-{"step_time_s", "plan", "host_step_s"} on stdout."""
+{"step_time_s", "plan", "host_step_s", "trace"} on stdout."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ def main() -> int:
     except Exception as err:  # noqa: BLE001 - the parent records it as a skipped case
         sys.stdout.write(json.dumps({"error": f"{type(err).__name__}: {' '.join(str(err).split())}"[:400]}) + "\n")
         return 0
+    trace = None if timing.trace is None else timing.trace.to_dict()
     sys.stdout.write(json.dumps({"step_time_s": timing.step_s, "plan": timing.plan.to_dict(),
-                                 "host_step_s": timing.host_step_s}) + "\n")
+                                 "host_step_s": timing.host_step_s, "trace": trace}) + "\n")
     return 0
 
 

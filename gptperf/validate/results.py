@@ -25,6 +25,36 @@ TARGET_LABELS = {"median": "median |m/p − 1|", "p90": "p90 |m/p − 1| (neares
 
 
 @dataclass(frozen=True)
+class HostTrace:
+    """What a case's median step and its host sample were taken from: every timed step (s, in
+    order), every sample of the host model's step (s) and the step each followed (1-based), so
+    that how the host's speed is read from the samples can be judged against the steps afterwards
+    (on the H200 machine the host runs in two speeds ~1.6× apart and a case's samples may catch
+    the other one)."""
+
+    steps_s: tuple[float, ...]
+    samples_s: tuple[float, ...] = ()
+    after_step: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.samples_s) != len(self.after_step):
+            raise ValueError(f"{len(self.samples_s)} host samples but {len(self.after_step)} "
+                             "steps they followed")
+        if any(not 1 <= i <= len(self.steps_s) for i in self.after_step):
+            raise ValueError(f"a host sample follows a step outside 1..{len(self.steps_s)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps_s": list(self.steps_s), "samples_s": list(self.samples_s),
+                "after_step": list(self.after_step)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HostTrace:
+        return cls(tuple(float(t) for t in d["steps_s"]),
+                   tuple(float(t) for t in d.get("samples_s", ())),
+                   tuple(int(i) for i in d.get("after_step", ())))
+
+
+@dataclass(frozen=True)
 class ValidationPoint:
     """One case: its step measured (median of the timed steps), predicted from the calibration
     (`expected_s`) and bounded by the roofline (`roofline_s`; None when no hardware resolved),
@@ -33,7 +63,8 @@ class ValidationPoint:
     no sample); `host_probe_after`: the same, probed for a second right after a case without a
     sample (None for one with);
     `host_speed`: the speed the prediction's host costs were charged at — the sample, else the
-    probe after, else the median of the others' (`validate.run.sweep_host_speed`)."""
+    probe after, else the median of the others' (`validate.run.sweep_host_speed`). `trace`: the
+    timed steps and host samples behind `measured_s` and `host_probe` (None: not recorded)."""
 
     case: str
     kind: str
@@ -48,6 +79,7 @@ class ValidationPoint:
     host_speed: float | None = None
     host_probe: float | None = None
     host_probe_after: float | None = None
+    trace: HostTrace | None = None
 
     @property
     def plan_label(self) -> str:
@@ -68,7 +100,8 @@ class ValidationPoint:
                 "plan_label": self.plan_label, "measured_s": self.measured_s,
                 "expected_s": self.expected_s, "roofline_s": self.roofline_s,
                 "host_speed": self.host_speed, "host_probe": self.host_probe,
-                "host_probe_after": self.host_probe_after, "ratio": self.ratio}
+                "host_probe_after": self.host_probe_after, "ratio": self.ratio,
+                "trace": None if self.trace is None else self.trace.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationPoint:
@@ -78,7 +111,8 @@ class ValidationPoint:
                    None if d.get("roofline_s") is None else float(d["roofline_s"]),
                    None if d.get("host_speed") is None else float(d["host_speed"]),
                    *(None if d.get(k) is None else float(d[k])
-                     for k in ("host_probe", "host_probe_after")))
+                     for k in ("host_probe", "host_probe_after")),
+                   HostTrace.from_dict(d["trace"]) if d.get("trace") else None)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from gptperf.plan import ExecutionPlan
 from gptperf.validate.results import (
     OP_FLOOR_S,
     CalibrationInfo,
+    HostTrace,
     OpErrors,
     OpPair,
     Skipped,
@@ -106,11 +107,14 @@ def load_calibration(device: Any) -> Any:
 @dataclass(frozen=True)
 class CaseTiming:
     """A case measured: its median step (s), the plan that ran, and the host model's step (s)
-    of the probe asked for, sampled between its steps (`probe.HostSampler`; None: not sampled)."""
+    of the probe asked for, sampled between its steps (`probe.HostSampler`; None: not sampled);
+    and the record behind them: every timed step (s, in order, the builds one after another) and
+    every host sample (s) with the step it followed (`HostTrace`)."""
 
     step_s: float
     plan: ExecutionPlan
     host_step_s: float | None = None
+    trace: HostTrace | None = None
 
 
 def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
@@ -126,13 +130,17 @@ def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
     warmup, default = counts(w.kind, device.type)
     repeats = repeats or default
     sampler = HostSampler(device, probe=sample_host) if sample_host else None
-    times = []
+    times, steps = [], []
     for _ in range(builds(device.type)):
         bench = run_bench(case.config, w.kind, w.batch, w.seq, w.dtype, device, plan=case.plan,
                           warmup=warmup, repeats=repeats, calibrated=False,  # predicted here
                           between_steps=sampler)
         times.append(bench.step_time_s)
-    return CaseTiming(statistics.median(times), bench.plan, sampler.step_s() if sampler else None)
+        steps += bench.timing.total.samples
+    trace = HostTrace(tuple(steps), tuple(sampler.samples) if sampler else (),
+                      tuple(sampler.after_step) if sampler else ())
+    return CaseTiming(statistics.median(times), bench.plan, sampler.step_s() if sampler else None,
+                      trace)
 
 
 def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None = None,
@@ -157,8 +165,9 @@ def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None
     if "error" in out:
         raise RuntimeError(out["error"])
     host = out.get("host_step_s")
+    trace = HostTrace.from_dict(out["trace"]) if out.get("trace") else None
     return CaseTiming(float(out["step_time_s"]), ExecutionPlan.from_dict(out["plan"]),
-                      None if host is None else float(host))
+                      None if host is None else float(host), trace)
 
 
 def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Any,
@@ -245,6 +254,7 @@ class _Ran:
     sampled: float | None  # sampled among its steps
     after: float | None  # without a sample: probed for a second after them
     unit_probe: str  # the host model's step both are of
+    trace: HostTrace | None = None
 
     @property
     def own_speed(self) -> float | None:
@@ -297,7 +307,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             # short steps), probed for a second after them
             sampled = speed_over(calibration, m.host_step_s, unit_probe)
             after = host_speed(calibration, dev, probe=unit_probe) if sampled is None else None
-            ran.append(_Ran(case, m.plan, m.step_s, sampled, after, unit_probe))
+            ran.append(_Ran(case, m.plan, m.step_s, sampled, after, unit_probe, m.trace))
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
         finally:
@@ -322,7 +332,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             w = case.workload
             result.points.append(ValidationPoint(
                 case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, r.step_s,
-                expected_s, roofline_case(case, plan, hw), speed, r.sampled, r.after))
+                expected_s, roofline_case(case, plan, hw), speed, r.sampled, r.after, r.trace))
             if case.profile and not plan.cuda_graph:
                 to_profile.append((case, plan, exp))
         except Exception as err:  # noqa: BLE001 - a prediction that fails is recorded, not a crash
