@@ -486,7 +486,10 @@ def test_a_case_measured_in_a_fresh_process_reports_its_time_and_plan() -> None:
 
     import torch
 
-    from gptperf.validate.run import measure_case_isolated
+    from gptperf.validate.run import counts, measure_case_isolated
+
+    def run_counts(c: ValidationCase) -> int:
+        return counts(c.workload.kind, "cpu")[1]
 
     case = min(cases("cpu", quick=True), key=lambda c: c.config.n_layer * c.workload.tokens)
     case = dataclasses.replace(case, config=dataclasses.replace(case.config, n_layer=1))
@@ -497,6 +500,8 @@ def test_a_case_measured_in_a_fresh_process_reports_its_time_and_plan() -> None:
         bad_run = pool.submit(measure_case_isolated, bad, torch.device("cpu"))
         timing = good_run.result()
         assert 0 < timing.step_s < 5 and timing.plan == case.plan and timing.host_step_s is None
+        steps = timing.trace.steps_s  # its timed steps come back too, three builds' on a CPU
+        assert len(steps) == 3 * run_counts(case) and not timing.trace.samples_s
         with pytest.raises(RuntimeError, match="fp16"):
             bad_run.result()
 
