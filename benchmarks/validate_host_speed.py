@@ -1,0 +1,111 @@
+"""How a validate run's host speed was read, and what each case's steps needed: re-predicts every
+case of a stored run (its validate.json with the cases' traces, and the calibration.json it was
+scored against) under several readings of the host's speed. Runs anywhere (no device needed).
+
+    python benchmarks/validate_host_speed.py RUN_DIR [RUN_DIR ...]
+
+Readings of a case's host speed (the host model's step over the calibration's unit):
+  sampled   the median of the samples taken among the case's steps (what validate charges)
+  near      the median of the samples whose neighbouring steps (the one before and the one after)
+            are both within 10% of the case's median step: the host as it ran the steps the
+            median is made of (falls back to `sampled` when no sample qualifies)
+  sweep     the median over the run's cases of the same probe (one speed for the whole sweep)
+  none      the calibration's own speed (1.0)
+and `needed`, the speed at which the prediction equals the measurement (bisection; '-' when no
+speed in 0.05-5 does: the case's host costs do not set its time). Prints each case's readings and
+ratios, then the median, p90 and max |measured/predicted - 1| under each reading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from gptperf.measure.probe import probe_for, speed_over
+from gptperf.perfmodel.calibration import Calibration
+from gptperf.perfmodel.expected import expected
+from gptperf.validate.results import HostTrace
+from gptperf.validate.stats import nearest_rank
+from gptperf.validate.sweep import cases
+
+NEAR = 0.10  # neighbouring steps within this of the median step
+READINGS = ("sampled", "near", "sweep", "none")
+
+
+def near_median(trace: HostTrace) -> list[float]:
+    """The samples whose neighbouring steps both lie within NEAR of the median step."""
+    steps = trace.steps_s
+    median = statistics.median(steps)
+    kept = []
+    for sample, after in zip(trace.samples_s, trace.after_step, strict=True):
+        around = steps[after - 1:after + 1]  # the step before the sample, and the one after it
+        if all(abs(t / median - 1) <= NEAR for t in around):
+            kept.append(sample)
+    return kept
+
+
+def needed_speed(case: Any, cal: Calibration, measured_s: float) -> float | None:
+    def step(speed: float) -> float:
+        return expected(case.config, case.workload, case.plan, cal, host_speed=speed).step_time_s
+
+    lo, hi = 0.05, 5.0
+    if not step(lo) <= measured_s <= step(hi):
+        return None
+    for _ in range(50):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if step(mid) < measured_s else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
+def readings(point: dict[str, Any], cal: Calibration, sweep: dict[str, float]) -> dict[str, float | None]:
+    probe = probe_for(cal, point["kind"])
+    trace = HostTrace.from_dict(point["trace"]) if point.get("trace") else None
+    sampled = point.get("host_speed")
+    near = sampled
+    if trace is not None and trace.samples_s:
+        kept = near_median(trace)
+        if kept:
+            near = speed_over(cal, statistics.median(kept), probe)
+    return {"sampled": sampled, "near": near, "sweep": sweep.get(probe) if sampled else None, "none": None}
+
+
+def report(run: Path) -> None:
+    doc = json.loads((run / "validate.json").read_text())
+    cal = Calibration.from_dict(json.loads((run / "calibration.json").read_text()))
+    device_type = doc["device"]["type"]
+    by_name = {c.name: c for c in cases(device_type, quick=doc["sweep"] == "quick")}
+    points = [p for p in doc["points"] if p["case"] in by_name]
+    speeds: dict[str, list[float]] = {}
+    for p in points:
+        if p.get("host_speed") is not None:
+            speeds.setdefault(probe_for(cal, p["kind"]), []).append(p["host_speed"])
+    sweep = {k: statistics.median(v) for k, v in speeds.items()}
+    errors: dict[str, list[float]] = {r: [] for r in READINGS}
+    print(f"{run}: {len(points)} cases")
+    print(f"{'case':46s} {'needed':>6s}  " + "  ".join(f"{r:>14s}" for r in READINGS))
+    for p in points:
+        case, measured = by_name[p["case"]], p["measured_s"]
+        row = []
+        for name, speed in readings(p, cal, sweep).items():
+            ratio = measured / expected(case.config, case.workload, case.plan, cal, host_speed=speed).step_time_s
+            errors[name].append(abs(ratio - 1))
+            row.append(f"{'-' if speed is None else f'{speed:.2f}':>5s} {ratio:6.3f}x")
+        need = needed_speed(case, cal, measured)
+        print(f"{p['case'][:46]:46s} {'-' if need is None else f'{need:.2f}':>6s}  " + "  ".join(f"{c:>14s}" for c in row))
+    for name, errs in errors.items():
+        print(f"  {name:8s} median {statistics.median(errs):6.1%}  p90 {nearest_rank(errs, 0.9):6.1%}  max {max(errs):6.1%}")
+
+
+def main() -> None:
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    for run in sys.argv[1:]:
+        report(Path(run))
+
+
+if __name__ == "__main__":
+    main()
