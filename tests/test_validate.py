@@ -529,6 +529,28 @@ def test_a_case_is_the_median_of_its_builds(monkeypatch: pytest.MonkeyPatch) -> 
     assert all(kw["calibrated"] is False for kw in calls)  # validate makes its own prediction
 
 
+def test_a_trace_that_does_not_fit_its_steps_is_dropped_not_the_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from gptperf.measure import bench
+    from gptperf.validate import run
+
+    class OffSampler:  # a sample said to follow a step the bench never timed
+        samples, after_step = [1e-3], [5]
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def step_s(self) -> float:
+            return 1e-3
+
+    monkeypatch.setattr(run, "HostSampler", OffSampler)
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **kw: SimpleNamespace(
+        step_time_s=0.1, plan=kw["plan"], timing=SimpleNamespace(total=SimpleNamespace(samples=[0.1]))))
+    timing = run.measure_case(cases("cpu", True)[0], torch.device("cpu"), sample_host="decode")
+    assert timing.step_s == 0.1 and timing.host_step_s == 1e-3 and timing.trace is None
+
+
 def test_timed_steps_span_the_devices_window_at_the_expected_step_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from gptperf.validate import run
