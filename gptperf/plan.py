@@ -97,6 +97,11 @@ class ExecutionPlan:
         separate gradient rescale (gptperf.steps.train)."""
         return self.fused_optimizer and dtype != "fp16"
 
+    def fuses_decode(self, kind: str, batch: int) -> bool:
+        """True when a step of workload `kind` at `batch` runs the fused decode kernels: a
+        batch-1 decode under `fused_decode` (another batch runs the compiled model)."""
+        return self.fused_decode and kind == "decode" and batch == 1
+
     @property
     def label(self) -> str:
         """e.g. 'compiled + CUDA graph, sdpa, static KV cache, one-row gemv'."""

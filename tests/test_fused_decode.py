@@ -119,6 +119,7 @@ def test_memory_counts_the_fused_steps_scaled_weight_copies() -> None:
     assert 4 * C * C * 2 <= NORM_SCALED_WEIGHT_BYTES < gpt2.vocab_size * C * 2
     assert fused.weight_copies - unfused.weight_copies == 12 * (3 + 4) * C * C * 2
     assert fused.total - unfused.total == 12 * 7 * C * C * 2
+    assert FUSED.fuses_decode("decode", 1) and not FUSED.fuses_decode("decode", 2)
     batch2 = Workload("decode", 2, 1024, "bf16")  # runs the compiled model: no copies
     assert memory_breakdown(gpt2, batch2, FUSED).weight_copies == memory_breakdown(gpt2, batch2).weight_copies
     seven_b = GPTConfig(n_layer=32, n_head=32, n_embd=4096, vocab_size=50304, block_size=2048)

@@ -410,7 +410,7 @@ def _ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan) -> list[tup
     store = "fp32" if mixed else act
     c = _Ctx(s, workload, plan, workload.dtype, act, store)
     compiled_inf = plan.compiled and inference
-    fused = plan.fused_decode and workload.kind == DECODE and s.B == 1
+    fused = plan.fuses_decode(workload.kind, s.B)
 
     def emit(ops: dict[str, list[KernelCall]], phase: str, layer: int | None) -> list:
         out = []

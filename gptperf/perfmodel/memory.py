@@ -224,7 +224,7 @@ def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = N
     buffers = config.n_layer * config.block_size ** 2  # the bool causal mask of each attention module
     weights = P * w + buffers
     copies = _autocast_parameters(config) * a if mixed else 0
-    if plan is not None and plan.fused_decode and workload.kind == "decode" and s.B == 1:
+    if plan is not None and plan.fuses_decode(workload.kind, s.B):
         copies += _scaled_norm_copies(config, w)
     # autocast runs (log_)softmax with dtype=float32: a bf16 input is first copied to fp32,
     # an fp16 input on CUDA is read directly (half-to-float kernel)

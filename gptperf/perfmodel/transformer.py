@@ -392,7 +392,7 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
     notes: list[str] = []
     compiled = plan.compiled and workload.kind in INFERENCE_KINDS
     in_graph = compiled and plan.cuda_graph
-    fused = compiled and plan.fused_decode and workload.kind == DECODE and workload.batch == 1
+    fused = compiled and plan.fuses_decode(workload.kind, workload.batch)
     if plan.compiled and not compiled:
         notes.append(f"compiled {workload.kind} step: predicted op by op as eager kernels; "
                      "inductor's fusion of training kernels is not modelled yet")

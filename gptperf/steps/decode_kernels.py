@@ -199,8 +199,8 @@ def fold_for_copies(weights: list[torch.Tensor], ln_weight: torch.Tensor, ln_bia
     """A `FoldedNorm` per copy of one weight, for timing the kernel over distinct copies (weights
     out of cache): the first copy's constants, each copy streamed as itself where the step would
     stream a γ-scaled weight (the same kernel; its values do not change the time)."""
-    folded = fold_layer_norm(weights[0], bias, ln_weight, ln_bias)
-    if folded.weight is None:
+    folded = fold_layer_norm(weights[0], bias, ln_weight, ln_bias, scale=False)
+    if not scales_weight(weights[0]):
         return [folded] * len(weights)
     return [FoldedNorm(folded.c1, folded.c2, w) for w in weights]
 
