@@ -11,6 +11,8 @@ Readings of a case's host speed (the host model's step over the calibration's un
             median is made of (falls back to `sampled` when no sample qualifies)
   sweep     the median over the run's cases of the same probe (one speed for the whole sweep)
   none      the calibration's own speed (1.0)
+  per-step  each timed step predicted at the speed of the sample nearest it, the case's ratio the
+            median of the steps' measured/predicted (a case without samples: as sampled)
 and `needed`, the speed at which the prediction equals the measurement (bisection; '-' when no
 speed in 0.05-5 does: the case's host costs do not set its time). Prints each case's readings and
 ratios, then the median, p90 and max |measured/predicted - 1| under each reading.
@@ -33,7 +35,7 @@ from gptperf.validate.stats import nearest_rank
 from gptperf.validate.sweep import cases
 
 NEAR = 0.10  # neighbouring steps within this of the median step
-READINGS = ("sampled", "near", "sweep", "none")
+READINGS = ("sampled", "near", "sweep", "none", "per-step")
 
 
 def near_median(trace: HostTrace) -> list[float]:
@@ -46,6 +48,20 @@ def near_median(trace: HostTrace) -> list[float]:
         if all(abs(t / median - 1) <= NEAR for t in around):
             kept.append(sample)
     return kept
+
+
+def per_step_ratio(trace: HostTrace, probe: str, cal: Calibration, predict: Any) -> float:
+    """The median over the timed steps of measured / predicted, each step predicted at the speed
+    of the sample taken nearest it (a sample after step a lies between steps a and a + 1)."""
+    at = [a - 0.5 for a in trace.after_step]  # 0-based step positions
+    predicted: dict[int, float] = {}
+    ratios = []
+    for i, seconds in enumerate(trace.steps_s):
+        j = min(range(len(at)), key=lambda s: abs(at[s] - i))
+        if j not in predicted:
+            predicted[j] = predict(speed_over(cal, trace.samples_s[j], probe))
+        ratios.append(seconds / predicted[j])
+    return statistics.median(ratios)
 
 
 def needed_speed(case: Any, cal: Calibration, measured_s: float) -> float | None:
@@ -90,10 +106,21 @@ def report(run: Path) -> None:
     for p in points:
         case, measured = by_name[p["case"]], p["measured_s"]
         row = []
+
+        def predict(speed: float | None, case: Any = case) -> float:
+            return expected(case.config, case.workload, case.plan, cal, host_speed=speed).step_time_s
+
         for name, speed in readings(p, cal, sweep).items():
-            ratio = measured / expected(case.config, case.workload, case.plan, cal, host_speed=speed).step_time_s
+            ratio = measured / predict(speed)
             errors[name].append(abs(ratio - 1))
             row.append(f"{'-' if speed is None else f'{speed:.2f}':>5s} {ratio:6.3f}x")
+        trace = HostTrace.from_dict(p["trace"]) if p.get("trace") else None
+        if trace is not None and trace.samples_s and p.get("host_speed") is not None:
+            ratio = per_step_ratio(trace, probe_for(cal, p["kind"]), cal, predict)
+        else:
+            ratio = measured / predict(p.get("host_speed"))
+        errors["per-step"].append(abs(ratio - 1))
+        row.append(f"{'':>5s} {ratio:6.3f}x")
         need = needed_speed(case, cal, measured)
         print(f"{p['case'][:46]:46s} {'-' if need is None else f'{need:.2f}':>6s}  " + "  ".join(f"{c:>14s}" for c in row))
     for name, errs in errors.items():

@@ -452,6 +452,21 @@ def test_two_passes_are_averaged_unless_one_was_held_up() -> None:
     assert disagreed == 2  # the stalled point and 4e-5 against 9e-5
 
 
+def test_step_layer_times_are_each_kernels_end_after_the_previous_end() -> None:
+    # embed, three layers of five kernels, the head: (name, start µs, duration µs). Kernel i of
+    # layer l starts at 100·l + 10·i + 1 and lasts i + 2 + l µs, so it ends at 100·l + 11·i + 3 + l:
+    # 11 µs after the kernel before it, and a qkv (i = 0) 57 µs after the previous layer's mlp.proj
+    kernels = [("embed", 0.0, 2.0)]
+    for layer in range(3):
+        kernels += [(c, 100.0 * layer + 10.0 * i + 1, i + 2.0 + layer) for i, c in enumerate(ck.STEP_LAYER)]
+    kernels.append(("head", 400.0, 5.0))
+    times = ck.step_layer_times(kernels, 3)
+    assert times[ck.STEP_LAYER[0]] == pytest.approx(57e-6)
+    assert all(times[c] == pytest.approx(11e-6) for c in ck.STEP_LAYER[1:])
+    with pytest.raises(RuntimeError, match="ran 16 kernels, not the 17"):
+        ck.step_layer_times(kernels[:-1], 3)
+
+
 def test_a_cpu_sweep_says_it_measured_every_point_twice(swept: tuple) -> None:
     result = swept[0]
     assert any(n.startswith(f"CPU: every point measured in {ck.CPU_PASSES} passes") for n in result["notes"])

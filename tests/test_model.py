@@ -171,6 +171,17 @@ def test_parameter_count_with_tying() -> None:
     assert gpt2.num_parameters(include_embeddings=False) == 124_439_808 - 50257 * 768 - 1024 * 768
 
 
+def test_weight_shape_is_the_shape_of_the_weight_the_model_builds() -> None:
+    model = small_model()
+    block, c = model.transformer.h[0], model.config
+    built = {names.ATTN_QKV: block.attn.c_attn, names.ATTN_PROJ: block.attn.c_proj,
+             names.MLP_FC: block.mlp.c_fc, names.MLP_PROJ: block.mlp.c_proj, names.LM_HEAD: model.lm_head}
+    for component, linear in built.items():
+        assert c.weight_shape(component) == tuple(linear.weight.shape), component
+    with pytest.raises(ValueError, match="attn.sdpa.*valid: attn.qkv"):
+        c.weight_shape(names.ATTN_SDPA)
+
+
 def test_weight_tying_holds_through_training() -> None:
     model = small_model().train()
     assert model.lm_head.weight is model.transformer.wte.weight

@@ -244,6 +244,9 @@ def test_result_round_trip_and_derived_numbers() -> None:
     assert doc["points"][2]["trace"] == {"steps_s": [0.045, 0.044, 0.043], "samples_s": [0.002],
                                          "after_step": [2]}
     assert doc["points"][0]["trace"] is None and back.points[2].trace.after_step == (2,)
+    # the steps' p10 and p90 over their median 0.044, written beside the trace
+    assert doc["points"][2]["step_spread"] == pytest.approx([0.043 / 0.044, 0.045 / 0.044])
+    assert doc["points"][0]["step_spread"] is None
     # errors 0.05, 0.02, 0.10 -> median 0.05, p90 rank 3 -> 0.10
     assert (doc["stats"]["n"], doc["stats"]["median"], doc["stats"]["p90"], doc["stats"]["max"]) == \
         pytest.approx((3, 0.05, 0.10, 0.10))
@@ -267,6 +270,14 @@ def test_host_trace_refuses_samples_that_follow_no_step(samples: tuple[float, ..
                                                         after: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="host sample"):
         HostTrace((0.01, 0.02, 0.03), samples, after)
+
+
+def test_host_trace_spread_is_the_steps_p10_and_p90_over_their_median() -> None:
+    # sorted: 0.9, 1.0 ×7, 1.1, 2.0; median 1.0; ranks ⌈0.1·10⌉ = 1 and ⌈0.9·10⌉ = 9
+    trace = HostTrace((1.0, 1.1, 0.9, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0))
+    assert trace.spread() == pytest.approx((0.9, 1.1))
+    assert HostTrace((0.02, 0.04)).spread() == pytest.approx((2 / 3, 4 / 3))  # median 0.03
+    assert HostTrace(()).spread() is None
 
 
 def test_op_pairs_joins_both_sides_above_the_floor() -> None:

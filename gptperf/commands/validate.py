@@ -90,7 +90,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
 
     table = Table(title="Step time per case: measured (median of the timed steps) against the "
                         "calibrated prediction and the roofline bound")
-    for col in ("case", "plan", "measured", "calibrated", "m/p", "host now/then",
+    for col in ("case", "plan", "measured", "steps p10–p90", "calibrated", "m/p", "host now/then",
                 "roofline bound", "m/roofline"):
         table.add_column(col, justify="left" if col in ("case", "plan") else "right")
     for p in r.points:
@@ -98,9 +98,14 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
         roof = p.measured_s / p.roofline_s if p.roofline_s else None
         # the host's speed the case's host costs were charged at (none in a CUDA graph)
         host = _ratio(p.host_speed) if p.host_speed is not None and not p.plan.cuda_graph else "—"
-        table.add_row(p.case, p.plan_label, seconds(p.measured_s), seconds(p.expected_s),
+        spread = p.trace.spread() if p.trace is not None else None
+        steps = "—" if spread is None else f"{spread[0]:.2f}–{spread[1]:.2f}×"
+        table.add_row(p.case, p.plan_label, seconds(p.measured_s), steps, seconds(p.expected_s),
                       _ratio(p.ratio) + flag, host, seconds(p.roofline_s), _ratio(roof))
     console.print(table)
+    if any(p.trace is not None for p in r.points):
+        console.print("steps p10–p90: the case's own timed steps at their 10th and 90th percentile "
+                      "over their median (how far the measurement moved while it ran)")
     if any(p.host_speed is not None for p in r.points):
         console.print("host now/then: the calibration's host-model step of the case's kind (its "
                       "train step for a train case, its decode step otherwise) sampled between the "

@@ -624,9 +624,8 @@ def _measure_fused_attention(device: torch.device, dtype: str, quick: bool,
         + _grid_note(axes, len(measured))))
 
 
-# The fused step's layer kernels in launch order, with the weight of each (in C² elements).
-_STEP_LAYER = ((names.ATTN_QKV, 3), (names.ATTN_SDPA, 0), (names.ATTN_PROJ, 1), (names.MLP_FC, 4),
-               (names.MLP_PROJ, 4))
+# The fused step's layer kernels in launch order; all but the attention stream a weight.
+STEP_LAYER = (names.ATTN_QKV, names.ATTN_SDPA, names.ATTN_PROJ, names.MLP_FC, names.MLP_PROJ)
 
 
 def replay_kernels(decoder: Any, length: int) -> list[tuple[str, float, float]]:
@@ -646,13 +645,27 @@ def replay_kernels(decoder: Any, length: int) -> list[tuple[str, float, float]]:
     return [(e.name, e.time_range.start, e.time_range.elapsed_us()) for e in kernels]
 
 
+def step_layer_times(kernels: list[tuple[str, float, float]], layers: int) -> dict[str, float]:
+    """Seconds of each of the fused step's layer kernels (`STEP_LAYER`) from one replay's kernels
+    (`replay_kernels`): its end minus the previous kernel's end (under programmatic dependent
+    launch a kernel starts before the one it waits for ends), the median over the layers after
+    the first."""
+    per_layer = len(STEP_LAYER)
+    if len(kernels) != 2 + per_layer * layers:
+        raise RuntimeError(f"the fused step ran {len(kernels)} kernels, not the {2 + per_layer * layers} "
+                           f"of embed, {per_layer} a layer for {layers} layers and the head")
+    ends = [start + took for _, start, took in kernels]
+    return {component: statistics.median(ends[1 + per_layer * layer + j] - ends[per_layer * layer + j]
+                                         for layer in range(1, layers)) * 1e-6
+            for j, component in enumerate(STEP_LAYER)}
+
+
 def _measure_fused_step(device: torch.device, dtype: str, quick: bool,
                         progress: Progress | None) -> dict[str, Curve] | None:
     """Curves over weight bytes of the fused decode step's four weight kernels (qkv and mlp.fc
     with their LayerNorm, the projections with the residual), keyed "in_step:<component>:<dtype>":
-    each kernel's time inside a captured step of synthetic models (`fused_step_models`), its end
-    minus the previous kernel's end in one profiled replay (under programmatic dependent launch a
-    kernel starts before the one it waits for ends), the median over the layers after the first."""
+    each kernel's time inside a captured step of synthetic models (`fused_step_models`), as
+    `step_layer_times` reads it from one profiled replay."""
     from gptperf.steps import decode_kernels
 
     if device.type != "cuda" or not decode_kernels.available() or dtype not in FUSED_ATTENTION_DTYPES:
@@ -660,24 +673,16 @@ def _measure_fused_step(device: torch.device, dtype: str, quick: bool,
     from gptperf.model import GPTConfig
     from gptperf.steps.fast_decode import FastDecoder, build_model
 
-    points: dict[str, list[tuple[float, float]]] = {c: [] for c, w in _STEP_LAYER if w}
+    points: dict[str, list[tuple[float, float]]] = {c: [] for c in STEP_LAYER if c != names.ATTN_SDPA}
     models = fused_step_models(dtype, quick)
     for i, (width, heads, layers) in enumerate(models):
         config = GPTConfig(n_layer=layers, n_head=heads, n_embd=width, vocab_size=FUSED_STEP_VOCAB,
                            block_size=FUSED_STEP_CONTEXT, name=f"fused-step-{width}")
         decoder = FastDecoder(build_model(config, device, TORCH_DTYPES[dtype]), 1, fused=True)
         decoder.warmup()
-        kernels = replay_kernels(decoder, FUSED_STEP_CONTEXT - 1)
-        per_layer = len(_STEP_LAYER)
-        if len(kernels) != 2 + per_layer * layers:
-            raise RuntimeError(f"the fused step of width {width} ran {len(kernels)} kernels, "
-                               f"not the {2 + per_layer * layers} of embed, {per_layer} a layer and the head")
-        ends = [start + took for _, start, took in kernels]
-        for j, (component, weight) in enumerate(_STEP_LAYER):
-            if weight:
-                took = [ends[1 + per_layer * layer + j] - ends[per_layer * layer + j] for layer in range(1, layers)]
-                points[component].append((weight * width * width * dtype_bytes(dtype),
-                                           statistics.median(took) * 1e-6))
+        times = step_layer_times(replay_kernels(decoder, FUSED_STEP_CONTEXT - 1), layers)
+        for component, pts in points.items():
+            pts.append((math.prod(config.weight_shape(component)) * dtype_bytes(dtype), times[component]))
         del decoder
         torch.cuda.empty_cache()
         _report(progress, f"fused decode step {dtype}", i + 1, len(models))

@@ -6,9 +6,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from gptperf import names
 from gptperf.errors import UserError
 
 ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = ("math", "sdpa")
+# (out, in) of each weight matrix in units of the width C, as nn.Linear stores it
+_WEIGHTS_IN_C = {names.ATTN_QKV: (3, 1), names.ATTN_PROJ: (1, 1), names.MLP_FC: (4, 1),
+                 names.MLP_PROJ: (1, 4)}
+# the weights a LayerNorm feeds: ln_1 the qkv, ln_2 the MLP's up projection, ln_f the LM head
+NORM_FED_WEIGHTS: tuple[str, ...] = (names.ATTN_QKV, names.MLP_FC, names.LM_HEAD)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,17 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    def weight_shape(self, component: str) -> tuple[int, int]:
+        """(out, in) of the weight matrix `component` multiplies by, as nn.Linear stores it: a
+        block's attn.qkv, attn.proj, mlp.fc or mlp.proj, or the LM head (the tied embedding)."""
+        if component == names.LM_HEAD:
+            return self.vocab_size, self.n_embd
+        if component not in _WEIGHTS_IN_C:
+            raise ValueError(f"{component!r} multiplies by no weight matrix; valid: "
+                             f"{', '.join([*_WEIGHTS_IN_C, names.LM_HEAD])}")
+        rows, cols = _WEIGHTS_IN_C[component]
+        return rows * self.n_embd, cols * self.n_embd
 
     def check_sequence(self, length: int) -> None:
         """Raise a UserError if a sequence of `length` tokens does not fit the position embedding."""

@@ -15,8 +15,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gptperf import names
 from gptperf.errors import UserError
-from gptperf.model.config import GPTConfig
+from gptperf.model.config import NORM_FED_WEIGHTS, GPTConfig
 from gptperf.perfmodel.workload import Workload, count_parameters, matmul_parameters, shape
 from gptperf.plan import NORM_SCALED_WEIGHT_BYTES, ExecutionPlan
 
@@ -147,10 +148,12 @@ def saved_for_backward_compiled(config: GPTConfig, workload: Workload) -> tuple[
 def _scaled_norm_copies(config: GPTConfig, w: int) -> int:
     """Bytes of the fused decode step's own copies W∘γ of the weights after a LayerNorm (qkv,
     mlp.fc, the LM head), each kept when at most NORM_SCALED_WEIGHT_BYTES."""
-    C = config.n_embd
-    sizes = [3 * C * C * w] * config.n_layer + [4 * C * C * w] * config.n_layer
-    sizes.append(config.vocab_size * C * w)
-    return sum(b for b in sizes if b <= NORM_SCALED_WEIGHT_BYTES)
+    total = 0
+    for component in NORM_FED_WEIGHTS:
+        rows, cols = config.weight_shape(component)
+        nbytes, count = rows * cols * w, 1 if component == names.LM_HEAD else config.n_layer
+        total += count * nbytes if nbytes <= NORM_SCALED_WEIGHT_BYTES else 0
+    return total
 
 
 def _compiled(workload: Workload, plan: ExecutionPlan | None) -> bool:

@@ -6,11 +6,12 @@ profiled cases, and the calibration it was scored against. `to_dict()` is the JS
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from gptperf.plan import ExecutionPlan
-from gptperf.validate.stats import ErrorStats, error_stats, time_weighted_error
+from gptperf.validate.stats import ErrorStats, error_stats, nearest_rank, time_weighted_error
 
 SCHEMA = "gptperf.validate/1"
 OP_FLOOR_S = 20e-6  # operations shorter than this (measured and predicted) are left out
@@ -42,6 +43,14 @@ class HostTrace:
                              "steps they followed")
         if any(not 1 <= i <= len(self.steps_s) for i in self.after_step):
             raise ValueError(f"a host sample follows a step outside 1..{len(self.steps_s)}")
+
+    def spread(self) -> tuple[float, float] | None:
+        """The timed steps' 10th and 90th percentiles (nearest rank) over their median: how far
+        the measurement itself moved while it ran (None without steps)."""
+        if not self.steps_s:
+            return None
+        mid = statistics.median(self.steps_s)
+        return nearest_rank(self.steps_s, 0.1) / mid, nearest_rank(self.steps_s, 0.9) / mid
 
     def to_dict(self) -> dict[str, Any]:
         return {"steps_s": list(self.steps_s), "samples_s": list(self.samples_s),
@@ -101,6 +110,7 @@ class ValidationPoint:
                 "expected_s": self.expected_s, "roofline_s": self.roofline_s,
                 "host_speed": self.host_speed, "host_probe": self.host_probe,
                 "host_probe_after": self.host_probe_after, "ratio": self.ratio,
+                "step_spread": None if self.trace is None else self.trace.spread(),
                 "trace": None if self.trace is None else self.trace.to_dict()}
 
     @classmethod
