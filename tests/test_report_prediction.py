@@ -25,6 +25,7 @@ from gptperf.report.results import CalibrationStage, ValidationStage
 from gptperf.report.validation import case_cost, run_validation, validation_budget
 from gptperf.validate.results import (
     CalibrationInfo,
+    HostTrace,
     OpErrors,
     OpPair,
     Skipped,
@@ -70,9 +71,11 @@ class FakeValidate:
             result.skipped.append(Skipped(case.name, f"out of memory: {EVIL}"))
             return result
         expected_s = 0.01 * (i + 1)
+        m = expected_s * self.RATIOS[i]
+        trace = HostTrace((0.9 * m, m, m, 1.2 * m)) if i % 2 == 0 else None  # p10 0.9, p90 1.2
         result.points.append(ValidationPoint(case.name, w.kind, case.config.name, w.batch, w.seq,
-                                             w.dtype, case.plan, expected_s * self.RATIOS[i],
-                                             expected_s, expected_s / 3))
+                                             w.dtype, case.plan, m, expected_s, expected_s / 3,
+                                             trace=trace))
         if case.profile:
             result.per_op.append(OpErrors(case.name, (
                 OpPair("h.0.mlp.fc", "fwd", 2e-3, 1.8e-3), OpPair("lm_head", "fwd", 1e-3, 1.1e-3))))
@@ -193,6 +196,8 @@ def test_prediction_section_renders_from_typed_data_and_round_trips(
     for p in r.points:
         assert p.case in table and f'data-v="{float(p.ratio)!r}"' in table
         assert f'data-v="{float(p.roofline_s)!r}"' in table
+    # each traced case's own steps at p10 and p90 over their median
+    assert table.count("0.90–1.20×") == sum(p.trace is not None for p in r.points) > 0
     for words in ("roofline bound", "calibrated expected", "measured / calibrated",
                   "what the hardware allows", "what this machine will take", "days old"):
         assert words in sec, words

@@ -314,7 +314,9 @@ def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
     case_rows = []
     for p in r.points:
         roof = p.measured_s / p.roofline_s if p.roofline_s else None
-        case_rows.append([tag("code", p.case), p.plan_label, cell(p.measured_s, "s"),
+        spread = p.trace.spread() if p.trace is not None else None
+        steps = "—" if spread is None else f"{spread[0]:.2f}–{spread[1]:.2f}×"
+        case_rows.append([tag("code", p.case), p.plan_label, cell(p.measured_s, "s"), steps,
                           cell(p.expected_s, "s"), cell(p.ratio, "x"), cell(p.roofline_s, "s"),
                           cell(roof, "x")])
     body: list[Any] = [
@@ -333,13 +335,16 @@ def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
                   "Measured against calibrated step time per case (log-log; the line is "
                   "measured = predicted, bands ±3 % and ±8 %); faint markers: the roofline "
                   "bound of the same case."),
-        table(["case", "plan", th("measured", src), th(f"{CALIBRATED} expected", d.calibrated),
-               "measured / calibrated", th(ROOFLINE, ROOFLINE_SOURCE), f"measured / {ROOFLINE}"],
+        table(["case", "plan", th("measured", src), "steps p10–p90",
+               th(f"{CALIBRATED} expected", d.calibrated), "measured / calibrated",
+               th(ROOFLINE, ROOFLINE_SOURCE), f"measured / {ROOFLINE}"],
               case_rows, sortable=True, id_="prediction-cases",
-              numeric=[False, False, True, True, True, True, True],
+              numeric=[False, False, True, True, True, True, True, True],
               caption="Each case of the sweep: median of its timed steps (the step `gptperf "
-                      "bench` times), its calibrated expected time and its roofline bound, for "
-                      "the plan it ran under; none of its shapes is one the calibration measured."),
+                      "bench` times) and their 10th and 90th percentiles over it (how far the "
+                      "measurement moved while it ran), its calibrated expected time and its "
+                      "roofline bound, for the plan it ran under; none of its shapes is one the "
+                      "calibration measured."),
     ]
     if r.per_op:
         op_rows = []
