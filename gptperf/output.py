@@ -76,6 +76,11 @@ def seconds(t: float | None) -> str:
     return f"{t / 1e-9:.3g} ns"
 
 
+def ratio_range(span: tuple[float, float] | None) -> str:
+    """A range of ratios, e.g. a case's steps at p10 and p90 over their median: '0.88–1.38×'."""
+    return "—" if span is None else f"{span[0]:.2f}–{span[1]:.2f}×"
+
+
 def _plain(x: Any) -> Any:
     """`x` as JSON-ready values: objects with to_dict() expanded, NaN and inf as None."""
     if isinstance(x, float):

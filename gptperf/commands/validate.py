@@ -78,7 +78,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     """The terminal report of a `gptperf.validate.ValidationResult`."""
     from rich.table import Table
 
-    from gptperf.output import seconds, wide_console
+    from gptperf.output import ratio_range, seconds, wide_console
 
     console = wide_console()
     c = r.calibration
@@ -98,9 +98,8 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
         roof = p.measured_s / p.roofline_s if p.roofline_s else None
         # the host's speed the case's host costs were charged at (none in a CUDA graph)
         host = _ratio(p.host_speed) if p.host_speed is not None and not p.plan.cuda_graph else "—"
-        spread = p.trace.spread() if p.trace is not None else None
-        steps = "—" if spread is None else f"{spread[0]:.2f}–{spread[1]:.2f}×"
-        table.add_row(p.case, p.plan_label, seconds(p.measured_s), steps, seconds(p.expected_s),
+        table.add_row(p.case, p.plan_label, seconds(p.measured_s), ratio_range(p.step_spread),
+                      seconds(p.expected_s),
                       _ratio(p.ratio) + flag, host, seconds(p.roofline_s), _ratio(roof))
     console.print(table)
     if any(p.trace is not None for p in r.points):

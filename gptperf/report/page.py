@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gptperf.output import ratio_range
 from gptperf.perfmodel.conventions import CONVENTIONS
 from gptperf.report.html import (
     Html,
@@ -314,9 +315,8 @@ def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
     case_rows = []
     for p in r.points:
         roof = p.measured_s / p.roofline_s if p.roofline_s else None
-        spread = p.trace.spread() if p.trace is not None else None
-        steps = "—" if spread is None else f"{spread[0]:.2f}–{spread[1]:.2f}×"
-        case_rows.append([tag("code", p.case), p.plan_label, cell(p.measured_s, "s"), steps,
+        case_rows.append([tag("code", p.case), p.plan_label, cell(p.measured_s, "s"),
+                          ratio_range(p.step_spread),
                           cell(p.expected_s, "s"), cell(p.ratio, "x"), cell(p.roofline_s, "s"),
                           cell(roof, "x")])
     body: list[Any] = [

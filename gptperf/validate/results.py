@@ -103,6 +103,12 @@ class ValidationPoint:
     def error(self) -> float:
         return abs(self.ratio - 1)
 
+    @property
+    def step_spread(self) -> tuple[float, float] | None:
+        """The case's own timed steps at p10 and p90 over their median (`HostTrace.spread`);
+        None without a trace."""
+        return None if self.trace is None else self.trace.spread()
+
     def to_dict(self) -> dict[str, Any]:
         return {"case": self.case, "kind": self.kind, "config": self.config, "batch": self.batch,
                 "seq": self.seq, "dtype": self.dtype, "plan": self.plan.to_dict(),
@@ -110,7 +116,7 @@ class ValidationPoint:
                 "expected_s": self.expected_s, "roofline_s": self.roofline_s,
                 "host_speed": self.host_speed, "host_probe": self.host_probe,
                 "host_probe_after": self.host_probe_after, "ratio": self.ratio,
-                "step_spread": None if self.trace is None else self.trace.spread(),
+                "step_spread": self.step_spread,
                 "trace": None if self.trace is None else self.trace.to_dict()}
 
     @classmethod
