@@ -421,6 +421,27 @@ def test_command_table_says_units_targets_and_calibration(stood_in: dict[str, fl
     assert "host now/then" in out and "charged at it" not in " ".join(out.split())  # no probe here
 
 
+def test_the_table_shows_each_cases_own_step_spread(stood_in: dict[str, float], monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    import gptperf.validate.run as run
+    from gptperf.cli import main
+
+    measure = run.measure_case
+
+    def traced(case: ValidationCase, *args: Any, **kwargs: Any) -> Any:
+        timing = measure(case, *args, **kwargs)
+        m = timing.step_s  # sorted 0.9m, m, m, 1.25m: p10 at rank 1, p90 at rank 4
+        return dataclasses.replace(timing, trace=HostTrace((m, 0.9 * m, 1.25 * m, m)))
+
+    monkeypatch.setattr(run, "measure_case", traced)
+    assert main(["validate", "--quick", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("0.90–1.25×") == len(cases("cpu", quick=True)) - 1  # each case that ran
+    assert "10th and 90th percentile over their median" in " ".join(out.split())
+
+
 def test_the_table_shows_each_cases_host_speed(stood_in: dict[str, float], monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     import gptperf.validate.run as run
