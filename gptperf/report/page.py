@@ -7,8 +7,19 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gptperf.output import ratio_range
 from gptperf.perfmodel.conventions import CONVENTIONS
+from gptperf.report.doc import (
+    CALIBRATED,
+    CALIBRATED_SOURCE,
+    LEGEND,
+    ROOFLINE,
+    ROOFLINE_SOURCE,
+    Doc,
+    calibrated_entry,
+    pct,
+    roofline_entry,
+    th,
+)
 from gptperf.report.html import (
     Html,
     cell,
@@ -18,7 +29,6 @@ from gptperf.report.html import (
     kv_table,
     note,
     page,
-    picture,
     pre,
     section,
     source_chip,
@@ -26,6 +36,8 @@ from gptperf.report.html import (
     tag,
     value,
 )
+from gptperf.report.page_prediction import prediction_section
+from gptperf.report.page_scaling import scaling_section
 
 if TYPE_CHECKING:
     from gptperf.measure.bench import BenchResult
@@ -33,8 +45,7 @@ if TYPE_CHECKING:
     from gptperf.perfmodel.hardware import Hardware
     from gptperf.profiling.compare import Row
     from gptperf.report.context import ReportData
-    from gptperf.report.results import CalibrationStage, DeviceStage, ValidationStage
-    from gptperf.scaling.study import ScalingStudy
+    from gptperf.report.results import DeviceStage
 
 # (section id, navigation label): the page's order. Tests and the browser check rely on the ids.
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -53,62 +64,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 )
 
 
-# The two predictions, each always labelled (issue 12): what the hardware allows, and what this
-# machine will take. A source starting "roofline" or "calibrated" gets that chip (html.source_chip).
-ROOFLINE = "roofline bound"
-CALIBRATED = "calibrated"
-ROOFLINE_SOURCE = "roofline bound: what the hardware allows (performance model)"
-CALIBRATED_SOURCE = "calibrated expected time: what this machine will take"
-LEGEND = ("Two predictions, each labelled: the roofline bound is what the hardware allows "
-          "(min(π, β·AI) per operation on the ceilings, no overheads); the calibrated time is "
-          "what this machine will take (kernel time curves, host costs and compiled kernels "
-          "measured on it by gptperf calibrate).")
-
-
-def roofline_entry(predictions: list[dict[str, Any]]) -> dict[str, Any]:
-    """The first roofline entry of a bench's predictions ({} when none)."""
-    return next((p for p in predictions if p.get("source") != "calibrated"), {})
-
-
-def calibrated_entry(predictions: list[dict[str, Any]]) -> dict[str, Any]:
-    """The calibrated entry of a bench's predictions ({} when the device had no calibration)."""
-    return next((p for p in predictions if p.get("source") == "calibrated"), {})
-
-
-class Doc:
-    """The typed results of a report (`ReportData`) with helpers: a stage's failure, a picture,
-    where numbers were measured."""
-
-    def __init__(self, report: ReportData, folder: Path) -> None:
-        self.report = report
-        self.folder = folder
-        self.settings = report.settings
-        self.env = report.environment
-        self.measured = f"measured on {self.settings.device_name}"
-        cal = report.calibration
-        label = cal.info.label if cal is not None and cal.info is not None else None
-        self.calibrated = f"{CALIBRATED_SOURCE}, {label}" if label else CALIBRATED_SOURCE
-
-    def failure(self, *names: str) -> str | None:
-        """One line for the first of `names` that did not give its numbers, else None."""
-        for name in names:
-            rec = self.report.records.get(name)
-            if rec is None:
-                return f"stage '{name}' did not run in this report"
-            if rec.status == "failed":
-                return f"stage '{name}' failed: {rec.error}"
-            if rec.status != "ok":
-                return f"stage '{name}' did not finish ({rec.status})"
-        return None
-
-    def picture(self, name: str, alt: str, caption: Any = None) -> Html:
-        rel = self.report.pictures.get(name)
-        if not rel or not (self.folder / rel).is_file():
-            return Html("")
-        return picture(self.folder / rel, alt, caption=caption, id_=f"pic-{name}")
-
-
-# --- sections -------------------------------------------------------------------------------
+# --- sections (the prediction and scaling sections have modules of their own) -----------------
 
 
 def device_section(d: Doc) -> Html:
@@ -260,138 +216,6 @@ def model_section(d: Doc) -> Html:
                         "arithmetic over the config, placed on this machine's roofline).")
 
 
-def _pct(x: Any) -> Any:
-    """A fraction as a percentage (None and NaN stay "—")."""
-    return 100 * x if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
-def _calibration_facts(cal: CalibrationStage) -> list[Any]:
-    """What the calibration is: device, date, age, torch, how it got here, what it holds."""
-    info = cal.info
-    assert info is not None
-    how = ("reused from the cache" if cal.cached
-           else f"measured by this report in {fmt(cal.measured_s, 's')}")
-    rows: list[tuple[Any, Any]] = [
-        ("calibration", tag("b", info.label)),
-        ("device", info.device_name),
-        ("made", f"{info.created_at} ({info.age_days:.1f} days old when this report ran)"),
-        ("torch", info.torch_version),
-        ("how", f"{how}; {'quick' if cal.quick else 'full'} calibration"),
-        ("kernel time curves", f"{cal.curves} (largest leave-one-out residual "
-                               f"{fmt(_pct(cal.worst_residual), '%')})"),
-        ("host costs · compiled recordings", f"{cal.host_costs} · {cal.compiled}"),
-    ]
-    if cal.path:
-        rows.append(("cached at", tag("code", cal.path)))
-    out: list[Any] = [kv_table(rows)]
-    out += [note(n, "info") for n in cal.notes]
-    if cal.calibration_notes:
-        out.append(tag("details", tag("summary", f"the calibration's notes "
-                                                 f"({len(cal.calibration_notes)})"),
-                       tag("ul", [tag("li", n) for n in cal.calibration_notes])))
-    return out
-
-
-def _verdict(word: str) -> Html:
-    klass = {"PASS": "verdict-pass", "MISS": "verdict-miss"}.get(word, "verdict-none")
-    return tag("span", word, class_=klass)
-
-
-def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
-    """Targets, statistics, the picture and every case of validate's quick sweep."""
-    r = stage.result
-    assert r is not None
-    src = d.measured
-    n, total = len(r.points), stage.sweep_cases
-    over = f"{n} of the quick sweep's {total} cases" if total and total != n else f"{n} cases"
-    device = "GPU" if r.device_type == "cuda" else "CPU"
-    verdict_rows = [[v.label, cell(_pct(v.value), "%"), f"≤ {fmt(100 * v.target, '%')}",
-                     _verdict(v.word)] for v in r.verdicts()]
-    st, rs = r.stats, r.roofline_stats
-    stat_rows = [[f"{CALIBRATED}: what this machine will take", cell(st.n),
-                  cell(_pct(st.median), "%"), cell(_pct(st.p90), "%"), cell(_pct(st.max), "%")],
-                 [f"{ROOFLINE}: what the hardware allows", cell(rs.n), cell(_pct(rs.median), "%"),
-                  cell(_pct(rs.p90), "%"), cell(_pct(rs.max), "%")]]
-    case_rows = []
-    for p in r.points:
-        roof = p.measured_s / p.roofline_s if p.roofline_s else None
-        case_rows.append([tag("code", p.case), p.plan_label, cell(p.measured_s, "s"),
-                          ratio_range(p.step_spread),
-                          cell(p.expected_s, "s"), cell(p.ratio, "x"), cell(p.roofline_s, "s"),
-                          cell(roof, "x")])
-    body: list[Any] = [
-        tag("h3", f"Against the targets of issue 12 ({device}), over {over}"),
-        tag("div",
-            table(["what", "reached", "target", "verdict"], verdict_rows,
-                  numeric=[False, True, True, False], id_="prediction-targets",
-                  caption="|measured / calibrated − 1|; p90 by nearest rank; per-operation "
-                          "error = Σ|m − p| / Σm over the profiled operations ≥ 20 µs."),
-            table(["prediction", "cases", "median |m/p − 1|", "p90", "max"], stat_rows,
-                  numeric=[False, True, True, True, True], id_="prediction-stats",
-                  caption="The same cases against each prediction: the calibration's gain over "
-                          "the roofline bound."),
-            class_="grid2"),
-        d.picture("validation", "predicted against measured step time",
-                  "Measured against calibrated step time per case (log-log; the line is "
-                  "measured = predicted, bands ±3 % and ±8 %); faint markers: the roofline "
-                  "bound of the same case."),
-        table(["case", "plan", th("measured", src), "steps p10–p90",
-               th(f"{CALIBRATED} expected", d.calibrated), "measured / calibrated",
-               th(ROOFLINE, ROOFLINE_SOURCE), f"measured / {ROOFLINE}"],
-              case_rows, sortable=True, id_="prediction-cases",
-              numeric=[False, False, True, True, True, True, True, True],
-              caption="Each case of the sweep: median of its timed steps (the step `gptperf "
-                      "bench` times) and their 10th and 90th percentiles over it (how far the "
-                      "measurement moved while it ran), its calibrated expected time and its "
-                      "roofline bound, for the plan it ran under; none of its shapes is one the "
-                      "calibration measured."),
-    ]
-    if r.per_op:
-        op_rows = []
-        for e in r.per_op:
-            worst = e.worst(1)
-            miss = (f"{worst[0].name} {worst[0].phase}: {fmt(worst[0].measured_s, 's')} measured, "
-                    f"{fmt(worst[0].expected_s, 's')} calibrated") if worst else "—"
-            op_rows.append([tag("code", e.case), cell(len(e.ops)), cell(e.measured_s, "s"),
-                            cell(_pct(e.error), "%"), miss])
-        body += [tag("h3", "Per operation (profiled cases)"),
-                 table(["case", "operations ≥ 20 µs", th("device time per step", src),
-                        "time-weighted error", "largest miss"], op_rows,
-                       numeric=[False, True, True, True, False], id_="prediction-ops",
-                       caption=f"Over all {r.per_op_count} operations: "
-                               f"{fmt(_pct(r.per_op_error), '%')} (Σ|m − p| / Σm).")]
-    for sk in r.skipped:
-        body.append(note(f"skipped {sk.case}: {sk.reason}", "warn"))
-    body += [note(n, "warn") for n in stage.notes]
-    body += [note(n, "info") for n in r.notes]
-    body.append(tag("p", f"The sweep took {fmt(r.wall_time_s, 's')} of the "
-                         f"{fmt(stage.budget_s, 's')} the report's time budget left it; "
-                         "`gptperf validate` runs the full sweep (see Reproduce).", class_="lead"))
-    return body
-
-
-def prediction_section(d: Doc) -> Html:
-    title = "How good is the prediction"
-    cal, val = d.report.calibration, d.report.validation
-    body: list[Any] = [note(LEGEND, "info")]
-    if cal is None:
-        body.append(note(d.failure("calibration") or "no calibration stage", "error"))
-    elif cal.info is None:
-        body += [note(n, "warn") for n in cal.notes] or [note("no calibration", "warn")]
-    else:
-        body += [tag("h3", "The calibration"), *_calibration_facts(cal)]
-    if val is None:
-        body.append(note(d.failure("validation") or "no validation stage", "error"))
-    elif val.result is None:
-        body += [note(n, "warn") for n in val.notes] or [note("no validation", "warn")]
-    else:
-        body += _validation_body(d, val)
-    return section("prediction", title, body,
-                   lead="gptperf validate's quick sweep on this device: configurations whose "
-                        "shapes the calibration never measured, each measured and predicted, "
-                        "scored against the targets of issue 12.")
-
-
 def training_section(d: Doc) -> Html:
     failed = d.failure("train")
     stage = d.report.train
@@ -466,11 +290,6 @@ def samples_section(d: Doc) -> Html:
               sortable=True, id_="scores", numeric=[True, False, True, True, True, True]),
     ]
     return section("samples", "Samples and scores", body)
-
-
-def th(label: str, source: str | None = None) -> Html:
-    """A column header with the source of its numbers under it."""
-    return Html(esc(label) + (tag("br") + source_chip(source, short=True) if source else ""))
 
 
 _WORKLOAD_TEXT = {
@@ -764,118 +583,6 @@ def inference_section(d: Doc) -> Html:
                         "weight once per step, so it stays memory-bound until the batch is large.")
 
 
-def _pair(measured: Any, predicted: Any, unit: str) -> list[Html]:
-    return [cell(measured, unit), cell(predicted, unit)]
-
-
-def _scaling_study(d: Doc, mode: str, study: ScalingStudy, command: str | None) -> list[Any]:
-    """One study: the per-process-count table, the all-reduce table, the α–β fits, the pictures."""
-    spec = study.spec
-    strong = mode == "strong"
-    src = f"{d.measured} (torchrun, {study.backend or 'one process'})"
-    model = "model (calibrated prediction)"
-    eff = "efficiency S(p)/p" if strong else "weak efficiency T(1)/T(p)"
-    rows = []
-    for p in study.points:
-        pr = p.predicted
-        rows.append([cell(p.procs), cell(p.per_process_batch), cell(p.global_batch),
-                     *_pair(p.step_s, pr.step_s, "s"), cell(p.step_s / pr.step_s, "x"),
-                     *_pair(p.tokens_per_s, p.tokens_per_step / pr.step_s, "tokens/s"),
-                     *_pair(p.tokens_per_s_per_process, p.tokens_per_step / pr.step_s / p.procs,
-                            "tokens/s"),
-                     *_pair(p.speedup, p.predicted_speedup, "x"),
-                     *_pair(100 * p.efficiency, 100 * p.predicted_efficiency, "%")])
-    header = ["processes p", "batch per process", "global batch", th("time per step", src),
-              th("time per step", model), "measured / predicted", th("tokens/s", src),
-              th("tokens/s", model), th("tokens/s per process", src),
-              th("tokens/s per process", model),
-              th("speedup" + (" T(1)/T(p)" if strong else " p·T(1)/T(p)"), src),
-              th("speedup", model), th(eff, src), th(eff, model)]
-    what = ("global batch fixed, split over the processes" if strong
-            else "batch per process fixed: p processes do p times the work")
-    body: list[Any] = [
-        tag("h3", f"{mode.capitalize()} scaling — {what}"),
-        table(header, rows, sortable=True, id_=f"scaling-{mode}", numeric=[True] * len(header),
-              caption=f"{spec.config.name}, T = {spec.seq}, {spec.dtype}; time per step = the "
-                      f"slowest rank's, median of {spec.steps} steps after {spec.warmup} "
-                      "warm-up; T(1) measured on one process."),
-    ]
-    comm_rows = []
-    for p in study.points[1:]:
-        m, pr = p.measured, p.predicted
-        comm_rows.append([cell(p.procs), cell(pr.gradient_bytes, "B"), cell(len(m.bucket_bytes)),
-                          *_pair(m.comm_total_s, pr.comm_total_s, "s"),
-                          *_pair(m.comm_exposed_s, pr.comm_exposed_s, "s"),
-                          *_pair(p.busbw, pr.busbw, "B/s"), *_pair(m.skew_s, 0.0, "s")])
-    if comm_rows:
-        header = ["processes p", th("gradient bytes", "model"), th("DDP buckets", src),
-                  th("all-reduce in flight", src), th("all-reduce in flight", model),
-                  th("exposed (not hidden by backward)", src),
-                  th("exposed (not hidden by backward)", model), th("bus bandwidth", src),
-                  th("bus bandwidth", model), th("skew between ranks", src),
-                  th("skew", "model: ranks step together")]
-        body += [tag("h3", f"Gradient all-reduce per step ({mode})"),
-                 table(header, comm_rows, sortable=True, id_=f"scaling-comm-{mode}",
-                       numeric=[True] * len(header),
-                       caption="busbw = gradient bytes / time in flight · 2(p−1)/p (nccl-tests); "
-                               "exposed = all-reduce time after the last gradient was ready.")]
-    facts: list[tuple[Any, Any]] = []
-    for procs, sweep in sorted(study.collectives.items()):
-        if sweep.fit is not None and sweep.points:
-            f, big = sweep.fit, sweep.points[-1]
-            facts.append((f"all-reduce α–β fit, {sweep.backend}, {procs} ranks",
-                          Html(f"α = {esc(fmt(f.alpha_s, 's'))}, β = {esc(fmt(f.beta, 'B/s'))} "
-                               f"(RMS residual {esc(fmt(100 * (f.residual or 0), '%'))}, "
-                               f"{f.points} sizes {esc(fmt(sweep.points[0].bytes, 'B'))}–"
-                               f"{esc(fmt(big.bytes, 'B'))}); busbw at {esc(fmt(big.bytes, 'B'))}: ")
-                          + value(big.busbw, "B/s", src)))
-    for p in study.points[1:]:
-        if p.predicted_from_one is not None:
-            facts.append((f"sharing the machine, p = {p.procs}",
-                          f"each process computes {p.sharing:.2f}× as long as one alone "
-                          f"({fmt(p.predicted.compute_s, 's')} against "
-                          f"{fmt(p.predicted_from_one.compute_s, 's')}, measured without DDP)"))
-    if study.points and study.points[0].roofline_s is not None:
-        first = study.points[0]
-        facts.append(("roofline bound of one process's step",
-                      Html(value(first.roofline_s, "s", "model") + esc(
-                           f" at batch {first.per_process_batch} ({study.hardware})"))))
-    if study.max_abs_error is not None:
-        facts.append(("largest |measured/predicted − 1| (p > 1)",
-                      value(100 * study.max_abs_error, "%")))
-    if study.points:
-        facts.append(("prediction", study.points[-1].predicted.label))
-    body.append(kv_table(facts))
-    body.append(tag("div", [d.picture(f"scaling_{mode}_{name}", f"{mode} scaling {name}")
-                            for name in ("speedup", "efficiency", "space")], class_="grid2"))
-    if command:
-        body.append(tag("pre", command, class_="cmd"))
-    for n in study.notes:
-        body.append(note(n, "info"))
-    return body
-
-
-def scaling_section(d: Doc) -> Html:
-    failed = d.failure("scaling")
-    stage = d.report.scaling
-    if stage is None:
-        return section("scaling", "Parallel scaling: data-parallel training",
-                       failed=failed or "no data")
-    body: list[Any] = []
-    for mode, study in stage.studies.items():
-        body += _scaling_study(d, mode, study, stage.commands.get(mode))
-    for mode, why in stage.skipped.items():
-        body.append(note(f"{mode} scaling: {why}", "info"))
-    for text in stage.notes:
-        body.append(note(text, "warn"))
-    return section("scaling", "Parallel scaling: data-parallel training", body,
-                   lead="The train step under DistributedDataParallel, one torchrun launch per "
-                        "process count (gloo on a CPU, NCCL with one process per GPU): time per "
-                        "step, throughput, speedup and efficiency, and the gradients' all-reduce, "
-                        "each beside its prediction (compute measured in the same launch without "
-                        "DDP, all-reduce from DDP's buckets on the α–β fit of that launch's sweep).")
-
-
 def reproduce_section(d: Doc) -> Html:
     rows = [[c.what, tag("pre", c.command, class_="cmd")] for c in d.report.commands]
     body: list[Any] = [
@@ -970,7 +677,7 @@ def headline(d: Doc) -> list[Html]:
     val = d.report.validation
     if val is not None and val.result is not None and val.result.points:
         st = val.result.stats
-        cards.append(kpi("prediction error", _pct(st.median), "%",
+        cards.append(kpi("prediction error", pct(st.median), "%",
                          f"median |measured / calibrated − 1|, {st.n} cases"))
     trained = d.report.train
     if trained is not None:
