@@ -19,8 +19,9 @@ from gptperf.output import to_json
 from gptperf.report import ReportOptions, Stage, build_report
 from gptperf.report import stages as report_stages
 from gptperf.report.context import ReportData, StageRecord
+from gptperf.report.doc import calibrated_entry, roofline_entry
 from gptperf.report.html import esc
-from gptperf.report.page import calibrated_entry, render_page, roofline_entry
+from gptperf.report.page import render_page
 from gptperf.report.results import CalibrationStage, ValidationStage
 from gptperf.report.validation import case_cost, run_validation, validation_budget
 from gptperf.validate.results import (
@@ -395,8 +396,6 @@ def test_bench_entries_are_told_apart_by_their_source() -> None:
     assert roofline_entry(preds)["step_time_s"] == 1.0
     assert calibrated_entry(preds)["step_time_s"] == 3.0
     assert calibrated_entry(preds[:2]) == {} and roofline_entry(preds[2:]) == {}
-    assert report_stages.calibrated_entry(preds, "step_time_s") == 3.0
-    assert report_stages.calibrated_entry(preds[:2], "step_time_s") is None
 
 
 def test_new_stage_results_refuse_another_schema_in_one_line() -> None:

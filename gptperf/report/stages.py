@@ -16,6 +16,7 @@ from typing import Any
 from gptperf.errors import UserError
 from gptperf.memguard import release_memory
 from gptperf.report.context import Context, ReportData, Settings, Stage, StageProgress
+from gptperf.report.doc import calibrated_entry
 from gptperf.report.results import (
     BenchStage,
     CalibrationStage,
@@ -566,7 +567,7 @@ def stage_roofline(ctx: Context, progress: StageProgress) -> RooflineStage:
         if bench is not None:
             row.measured_s = bench.step_time_s
             # the calibrated time of the step that ran (its plan), where the bench has it
-            row.expected_s = calibrated_entry(bench.predictions, "step_time_s") or row.expected_s
+            row.expected_s = calibrated_entry(bench.predictions).get("step_time_s") or row.expected_s
             points.append(RooflinePoint(label, ai, row.measured_flops_per_s, kind="measured"))
         rows.append(row)
     if report.inference is not None:
@@ -583,14 +584,6 @@ def stage_roofline(ctx: Context, progress: StageProgress) -> RooflineStage:
     )
     ctx.add_picture("roofline", path)
     return RooflineStage(ceilings, bandwidths, rows)
-
-
-def calibrated_entry(predictions: list[dict[str, Any]], key: str) -> Any:
-    """`key` of the calibrated entry of a bench's predictions (None: it has none)."""
-    for p in predictions:
-        if p.get("source") == "calibrated":
-            return p.get(key)
-    return None
 
 
 # --- stage: parallel scaling -----------------------------------------------------------------
