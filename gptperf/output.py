@@ -76,6 +76,13 @@ def seconds(t: float | None) -> str:
     return f"{t / 1e-9:.3g} ns"
 
 
+def percent(fraction: float | None) -> str:
+    """A fraction as a percentage with one decimal, e.g. 0.049 -> '4.9%' ('—' for none or NaN)."""
+    if fraction is None or not math.isfinite(fraction):
+        return "—"
+    return f"{100 * fraction:.1f}%"
+
+
 def ratio_range(span: tuple[float, float] | None) -> str:
     """A range of ratios, e.g. a case's steps at p10 and p90 over their median: '0.88–1.38×'."""
     return "—" if span is None else f"{span[0]:.2f}–{span[1]:.2f}×"

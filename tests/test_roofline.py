@@ -211,6 +211,16 @@ def test_argparse_errors_exit_2(capsys) -> None:
 # --- pictures ----------------------------------------------------------------------------------
 
 
+def test_a_plot_path_must_end_in_a_format_matplotlib_writes(tmp_path) -> None:
+    from gptperf.plotting import check_plot_path
+
+    for name in ("a.png", "b.SVG", "c.pdf"):
+        assert check_plot_path(tmp_path / name) == tmp_path / name
+    for name in ("d.gif", "e"):
+        with pytest.raises(UserError, match=r"plot file '.*' must end in one of: \.png, \.svg, \.pdf$"):
+            check_plot_path(tmp_path / name)
+
+
 def test_plots(tmp_path, capsys) -> None:
     pytest.importorskip("matplotlib")
     from gptperf.plotting.roofline import RooflinePoint, plot_roofline

@@ -280,6 +280,14 @@ def test_host_trace_spread_is_the_steps_p10_and_p90_over_their_median() -> None:
     assert HostTrace(()).spread() is None
 
 
+def test_percent_and_ratio_range_as_the_tables_print_them() -> None:
+    from gptperf.output import percent, ratio_range
+
+    assert percent(0.049) == "4.9%" and percent(0.0) == "0.0%" and percent(1.5) == "150.0%"
+    assert percent(None) == percent(float("nan")) == percent(float("inf")) == "—"
+    assert ratio_range((0.881, 1.384)) == "0.88–1.38×" and ratio_range(None) == "—"
+
+
 def test_op_pairs_joins_both_sides_above_the_floor() -> None:
     from gptperf.validate.run import op_pairs
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 from gptperf.commands.common import (
@@ -75,10 +74,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pct(x: float | None) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
-
-
 def _prediction_kind(pr: dict[str, Any]) -> str:
     """'roofline bound' or 'calibrated expected time' (documents written before the label: by
     their source)."""
@@ -92,7 +87,7 @@ def print_result(r: Any) -> None:
     from rich.table import Table
 
     from gptperf import names
-    from gptperf.output import binary_bytes, console, seconds, si
+    from gptperf.output import binary_bytes, console, percent, seconds, si
 
     c = r.config
     mode = r.plan.label if r.plan is not None else ("compiled" if r.compile else "eager")
@@ -130,7 +125,7 @@ def print_result(r: Any) -> None:
             console.print(f"  under nanoGPT's 6N + 12·L·H·Q·T convention: "
                           f"{si(nano['achieved_flops_per_s'], 'FLOP/s')}")
     for m in r.mfu:
-        console.print(f"{m['label']}: [bold]{_pct(m['mfu'])}[/bold]")
+        console.print(f"{m['label']}: [bold]{percent(m['mfu'])}[/bold]")
 
     mem = Table(title="Peak memory: measured vs predicted (perfmodel)")
     mem.add_column("what")

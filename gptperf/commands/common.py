@@ -70,12 +70,10 @@ def add_flag_pair(parser: argparse._ActionsContainer, name: str, on_help: str, o
     pair.add_argument(f"--no-{name}", dest=dest, action="store_false", help=off_help)
 
 
-PLOT_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
-
-
 def check_plot_file(path: str, flag: str = "--plot") -> None:
     """A picture path that can be written (known suffix, a folder to land in), checked before any
     work; else a one-line UserError."""
+    from gptperf.plotting import PLOT_FORMATS
     from gptperf.writable import check_output_file
 
     check_output_file(path, flag, PLOT_FORMATS)

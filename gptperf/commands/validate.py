@@ -70,15 +70,11 @@ def _ratio(x: float | None) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:.3f}×"
 
 
-def _pct(x: float) -> str:
-    return "—" if not math.isfinite(x) else f"{100 * x:.1f}%"
-
-
 def print_result(r: Any, plots: list[str], out: str | None) -> None:
     """The terminal report of a `gptperf.validate.ValidationResult`."""
     from rich.table import Table
 
-    from gptperf.output import ratio_range, seconds, wide_console
+    from gptperf.output import percent, ratio_range, seconds, wide_console
 
     console = wide_console()
     c = r.calibration
@@ -116,8 +112,8 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
 
     st, rs = r.stats, r.roofline_stats
     console.print(f"End to end over {st.n} cases, |measured/predicted − 1| (calibrated): "
-                  f"median {_pct(st.median)}, p90 {_pct(st.p90)} (nearest rank), max {_pct(st.max)}"
-                  f"  ·  roofline bound instead: median {_pct(rs.median)}, max {_pct(rs.max)}")
+                  f"median {percent(st.median)}, p90 {percent(st.p90)} (nearest rank), max {percent(st.max)}"
+                  f"  ·  roofline bound instead: median {percent(rs.median)}, max {percent(rs.max)}")
     if r.per_op:
         ops = Table(title="Per operation (profiled cases; operations ≥ 20 µs; device time per step)")
         for col in ("case", "operations", "measured", "time-weighted error", "largest miss"):
@@ -126,17 +122,17 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
             worst = e.worst(1)
             miss = (f"{worst[0].name} {worst[0].phase}: {seconds(worst[0].measured_s)} measured, "
                     f"{seconds(worst[0].expected_s)} predicted") if worst else "—"
-            ops.add_row(e.case, str(len(e.ops)), seconds(e.measured_s), _pct(e.error), miss)
+            ops.add_row(e.case, str(len(e.ops)), seconds(e.measured_s), percent(e.error), miss)
         console.print(ops)
         console.print(f"Per-operation error over all {r.per_op_count} operations: "
-                      f"{_pct(r.per_op_error)} (Σ|m − p| / Σm)")
+                      f"{percent(r.per_op_error)} (Σ|m − p| / Σm)")
 
     verdicts = Table(title=f"Targets ({'GPU' if r.device_type == 'cuda' else 'CPU'}, issue 12)")
     for col in ("what", "reached", "target", "verdict"):
         verdicts.add_column(col, justify="left" if col == "what" else "right")
     for v in r.verdicts():
         color = {"PASS": "green", "MISS": "red"}.get(v.word, "yellow")
-        verdicts.add_row(v.label, _pct(v.value), f"≤ {_pct(v.target)}",
+        verdicts.add_row(v.label, percent(v.value), f"≤ {percent(v.target)}",
                          f"[{color}]{v.word}[/{color}]")
     console.print(verdicts)
     console.print(f"Wall time: {seconds(r.wall_time_s)}")

@@ -7,21 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from gptperf.atomic import atomic_path
-from gptperf.errors import UserError
+from gptperf.plotting import check_plot_path
 
-PLOT_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
 _COLORS = {"fp64": "#6b4c9a", "fp32": "#2f6fdb", "tf32": "#12a0a0", "bf16": "#d9480f",
            "fp16": "#e8a33d"}
-
-
-def check_plot_path(path: str | os.PathLike[str]) -> Path:
-    """The path if its suffix is a format we can write, else a one-line UserError."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower()
-    if fmt not in PLOT_FORMATS:
-        raise UserError(f"plot file {str(path)!r} must end in one of: "
-                        + ", ".join(f".{f}" for f in PLOT_FORMATS))
-    return path
 
 
 def _peak(datasheet: Any, dtype: str) -> float | None:

@@ -22,8 +22,8 @@ from typing import Any
 
 from gptperf.atomic import atomic_path
 from gptperf.errors import UserError
+from gptperf.plotting import check_plot_path
 
-FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
 BOUND_COLORS = {"compute": "#c92a2a", "memory": "#1c7ed6", None: "#495057"}
 KIND_MARKERS = {"predicted": "o", "measured": "^"}
 _OFFSETS = ((4, 3), (4, -9), (-9, 4), (4, 11), (-9, -9))
@@ -40,14 +40,6 @@ class RooflinePoint:
     flops_per_s: float
     kind: str = "predicted"
     bound: str | None = None
-
-
-def check_plot_path(path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower()
-    if fmt not in FORMATS:
-        raise UserError(f"plot file {str(path)!r} must end in one of: {', '.join('.' + f for f in FORMATS)}")
-    return path
 
 
 def _pairs(items: Mapping[str, float] | Iterable[tuple[str, float]], what: str) -> list[tuple[str, float]]:

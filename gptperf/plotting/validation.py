@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from gptperf.atomic import atomic_path
+from gptperf.output import percent
 
-FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
 KIND_COLORS = {"train": "#d9480f", "forward": "#2f6fdb", "prefill": "#12a0a0",
                "decode": "#6b4c9a", "decode_nocache": "#e8a33d"}
 MODE_MARKERS = {"eager": "o", "compiled": "s", "cuda_graph": "^"}
@@ -25,10 +25,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _pct(x: float) -> str:
-    return "—" if x != x else f"{100 * x:.1f}%"
 
 
 def plot_validation(result: Any, path: str | os.PathLike[str]) -> Path:
@@ -71,8 +67,8 @@ def plot_validation(result: Any, path: str | os.PathLike[str]) -> Path:
     ax.set_ylabel("measured step time (ms, median)")
     st = result.stats
     ax.set_title(f"gptperf validate on {result.device_name} ({'quick' if result.quick else 'full'} "
-                 f"sweep, {st.n} cases): |measured/predicted − 1| median {_pct(st.median)}, "
-                 f"p90 {_pct(st.p90)}, max {_pct(st.max)}\n{result.calibration.label}",
+                 f"sweep, {st.n} cases): |measured/predicted − 1| median {percent(st.median)}, "
+                 f"p90 {percent(st.p90)}, max {percent(st.max)}\n{result.calibration.label}",
                  fontsize=8)
     ax.grid(True, which="both", alpha=0.25)
 
