@@ -543,8 +543,11 @@ if triton is not None:
             v_new = tl.load(head + 2 * C, mask=d_ok, other=0.0)
             n_split = pos // CHUNK + 1
             own = s == n_split - 1
-            tl.store(k_ptr + h * k_sh + pos * k_sl + d, k_new.to(k_ptr.dtype.element_ty), mask=d_ok & own)
-            tl.store(v_ptr + h * v_sh + pos * v_sl + d, v_new.to(v_ptr.dtype.element_ty), mask=d_ok & own)
+            # d_ok where this split owns pos (a select, not `d_ok & own`: Triton's interpreter
+            # refuses a mask made of a block and a scalar)
+            own_d = tl.where(own, d_ok, False)
+            tl.store(k_ptr + h * k_sh + pos * k_sl + d, k_new.to(k_ptr.dtype.element_ty), mask=own_d)
+            tl.store(v_ptr + h * v_sh + pos * v_sl + d, v_new.to(v_ptr.dtype.element_ty), mask=own_d)
             # the own split starts from the new position (its score may then face a tile of none)
             m = tl.where(own, tl.sum(q * k_new.to(tl.float32), axis=0) * qk_scale, float("-inf"))
             denom = tl.where(own, 1.0, 0.0)
