@@ -285,8 +285,12 @@ def test_greedy_step_generates_what_the_model_generates(small_tiles: None) -> No
 
 
 @interpreter
+@pytest.mark.parametrize("scaled", [True, False], ids=["w-scaled", "gamma-loaded"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_interpreted_ln_gemv_and_gemv_residual(dtype: torch.dtype) -> None:
+def test_interpreted_ln_gemv_and_gemv_residual(dtype: torch.dtype, scaled: bool,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    if not scaled:  # no γ-scaled copies: the kernels load γ beside x
+        monkeypatch.setattr(dk, "scale_weight_bytes", 0)
     torch.manual_seed(7)
     tiles = [(37, 100, (8, 32, 4)), (64, 200, (4, 64, 4))]
     for n, k, tile in tiles + ([(37, 100, None)] if dtype == torch.float32 else []):  # None: fused_tile's
@@ -343,8 +347,11 @@ def test_interpreted_decode_attention(dtype: torch.dtype, fused: bool) -> None:
 
 
 @interpreter
+@pytest.mark.parametrize("scaled", [True, False], ids=["w-scaled", "gamma-loaded"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_interpreted_ln_gemv_argmax(dtype: torch.dtype) -> None:
+def test_interpreted_ln_gemv_argmax(dtype: torch.dtype, scaled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not scaled:
+        monkeypatch.setattr(dk, "scale_weight_bytes", 0)
     torch.manual_seed(9)
     k, n, tile = 100, 37, (8, 32, 4)  # five row blocks, the last one ragged
     x = _rand(1, 1, k, dtype=dtype, shift=1.0)
@@ -550,11 +557,22 @@ def test_scaled_bf16_weight_cancels_the_mean_against_the_weights_streamed() -> N
     assert _rel(y_exact_c1, ref) > 3 * _rel(y, ref)
 
 
+@pytest.mark.parametrize("scale", [False, True])
+def test_equal_rows_fold_to_equal_constants_wherever_they_sit(scale: bool) -> None:
+    # the argmax's ties need equal logits from equal rows: W @ γ on this CPU rounded row 36, a
+    # copy of row 29, an ulp apart (seed 9, 37×100), and the interpreted argmax then picked 36
+    torch.manual_seed(9)
+    w = torch.randn(37, 100)
+    w[36] = w[29]
+    f = dk.fold_layer_norm(w, None, torch.randn(100) + 1, torch.randn(100), scale=scale)
+    assert f.c1[36] == f.c1[29] and f.c2[36] == f.c2[29]
+
+
 def test_fold_for_copies_streams_each_copy_where_a_copy_is_streamed() -> None:
     ws = [torch.randn(8, 16) for _ in range(3)]
     g, beta = torch.randn(16), torch.randn(16)
     folded = dk.fold_for_copies(ws, g, beta)
-    assert torch.equal(folded[0].c1, ws[0] @ g)  # the first copy's constants, γ unscaled
+    assert torch.equal(folded[0].c1, (ws[0] * g).sum(1))  # the first copy's constants, γ unscaled
     if dk.scales_weight(ws[0]):  # a kernel streams it (on a CPU: Triton's interpreter)
         assert all(f.weight is w and f.c1 is folded[0].c1 for f, w in zip(folded, ws, strict=True))
     else:  # nothing streams it: no copy at all

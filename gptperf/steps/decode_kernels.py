@@ -164,6 +164,11 @@ class FoldedNorm:
     c2: torch.Tensor
     weight: torch.Tensor | None = None
 
+    def streamed(self, weight: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """(the weight the kernel streams, whether it loads γ beside x): the γ-scaled copy where
+        there is one, else `weight` itself with γ loaded."""
+        return (weight, True) if self.weight is None else (self.weight, False)
+
 
 def scales_weight(weight: torch.Tensor) -> bool:
     """Whether `fold_layer_norm` gives `weight` a γ-scaled copy by default: a kernel will stream
@@ -181,14 +186,17 @@ def fold_layer_norm(weight: torch.Tensor, bias: torch.Tensor | None, ln_weight: 
     c1 = torch.empty(weight.size(0), dtype=torch.float32, device=weight.device)
     c2 = torch.empty_like(c1)
     scaled = torch.empty_like(weight) if scale else None
+    # Row by row (products, then each row's sum), not W @ γ: a matrix-vector product may round a
+    # row differently by where it sits (the CPU's did, by an ulp), and equal rows must give equal
+    # logits for the argmax's ties.
     for i in range(0, weight.size(0), rows):
         w = weight[i:i + rows].float()
         if scaled is not None:
             scaled[i:i + rows] = w * g
             c1[i:i + rows] = scaled[i:i + rows].float().sum(1)
         else:
-            c1[i:i + rows] = w @ g
-        c2[i:i + rows] = w @ beta
+            c1[i:i + rows] = (w * g).sum(1)
+        c2[i:i + rows] = (w * beta).sum(1)
     if bias is not None:
         c2 += bias.float()
     return FoldedNorm(c1, c2, scaled)
@@ -662,11 +670,11 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
     n, k = weight.shape
     out = _out(out, n, x)
     f = _folded(folded, weight, bias, ln_weight, ln_bias) if ln else FoldedNorm(x, x)
-    streamed = weight if f.weight is None else f.weight
+    streamed, gamma = f.streamed(weight)
     block_n, block_k, warps = _tile(n, k, ln, config)
     _ln_gemv_kernel[(triton.cdiv(n, block_n),)](
         x, ln_weight if ln else x, streamed, bias if bias is not None else weight, f.c1, f.c2, out,
-        n, k, float(eps), LN=ln, GAMMA=ln and f.weight is None, HAS_BIAS=bias is not None and not ln,
+        n, k, float(eps), LN=ln, GAMMA=ln and gamma, HAS_BIAS=bias is not None and not ln,
         GELU=gelu, BLOCK_N=block_n, BLOCK_K=block_k, EARLY=_early(weight), num_warps=warps,
         **_launch(x))
     return out
@@ -769,12 +777,13 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: tor
     out = torch.empty(1, device=x.device, dtype=torch.long) if out is None else out
     pos, token_buf, tokens_buf = finish if finish is not None else (out, out, out)
     f = _folded(folded, weight, None, ln_weight, ln_bias) if ln else FoldedNorm(x, x)
+    streamed, gamma = f.streamed(weight)
     block_n, block_k, warps = config or ARGMAX_TILE
     blocks = blocks if blocks is not None else argmax_blocks(n, block_n)
     _ln_gemv_argmax_kernel[(triton.cdiv(triton.cdiv(n, block_n), blocks),)](
-        x, ln_weight if ln else x, weight if f.weight is None else f.weight, f.c1, f.c2,
+        x, ln_weight if ln else x, streamed, f.c1, f.c2,
         scratch.argmax_key, scratch.argmax_done, out, pos, token_buf, tokens_buf,
-        tokens_buf.stride(-1), n, k, float(eps), LN=ln, GAMMA=ln and f.weight is None,
+        tokens_buf.stride(-1), n, k, float(eps), LN=ln, GAMMA=ln and gamma,
         FINISH=finish is not None, BLOCK_N=block_n, BLOCK_K=block_k, BLOCKS=blocks,
         num_warps=warps, **_launch(x))
     return out
