@@ -77,9 +77,9 @@ def needed_speed(case: Any, cal: Calibration, measured_s: float) -> float | None
     return math.sqrt(lo * hi)
 
 
-def readings(point: dict[str, Any], cal: Calibration, sweep: dict[str, float]) -> dict[str, float | None]:
+def readings(point: dict[str, Any], trace: HostTrace | None, cal: Calibration,
+             sweep: dict[str, float]) -> dict[str, float | None]:
     probe = probe_for(cal, point["kind"])
-    trace = HostTrace.from_dict(point["trace"]) if point.get("trace") else None
     sampled = point.get("host_speed")
     near = sampled
     if trace is not None and trace.samples_s:
@@ -110,11 +110,11 @@ def report(run: Path) -> None:
         def predict(speed: float | None, case: Any = case) -> float:
             return expected(case.config, case.workload, case.plan, cal, host_speed=speed).step_time_s
 
-        for name, speed in readings(p, cal, sweep).items():
+        trace = HostTrace.from_dict(p["trace"]) if p.get("trace") else None
+        for name, speed in readings(p, trace, cal, sweep).items():
             ratio = measured / predict(speed)
             errors[name].append(abs(ratio - 1))
             row.append(f"{'-' if speed is None else f'{speed:.2f}':>5s} {ratio:6.3f}x")
-        trace = HostTrace.from_dict(p["trace"]) if p.get("trace") else None
         if trace is not None and trace.samples_s and p.get("host_speed") is not None:
             ratio = per_step_ratio(trace, probe_for(cal, p["kind"]), cal, predict)
         else:

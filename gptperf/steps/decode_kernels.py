@@ -191,11 +191,11 @@ def fold_layer_norm(weight: torch.Tensor, bias: torch.Tensor | None, ln_weight: 
     # logits for the argmax's ties.
     for i in range(0, weight.size(0), rows):
         w = weight[i:i + rows].float()
-        if scaled is not None:
-            scaled[i:i + rows] = w * g
-            c1[i:i + rows] = scaled[i:i + rows].float().sum(1)
-        else:
-            c1[i:i + rows] = (w * g).sum(1)
+        wg = w * g
+        if scaled is not None:  # c1 from the copy as streamed, rounded to W's dtype
+            scaled[i:i + rows] = wg
+            wg = scaled[i:i + rows].float()
+        c1[i:i + rows] = wg.sum(1)
         c2[i:i + rows] = (w * beta).sum(1)
     if bias is not None:
         c2 += bias.float()
