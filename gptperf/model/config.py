@@ -13,6 +13,7 @@ ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = ("math", "sdpa")
 # (out, in) of each weight matrix in units of the width C, as nn.Linear stores it
 _WEIGHTS_IN_C = {names.ATTN_QKV: (3, 1), names.ATTN_PROJ: (1, 1), names.MLP_FC: (4, 1),
                  names.MLP_PROJ: (1, 4)}
+LAYER_WEIGHTS: tuple[str, ...] = tuple(_WEIGHTS_IN_C)  # a block's weight matrices, in forward order
 # the weights a LayerNorm feeds: ln_1 the qkv, ln_2 the MLP's up projection, ln_f the LM head
 NORM_FED_WEIGHTS: tuple[str, ...] = (names.ATTN_QKV, names.MLP_FC, names.LM_HEAD)
 

@@ -133,13 +133,16 @@ def gradient_tensors(config: GPTConfig) -> list[GradTensor]:
     C, V = config.n_embd, config.vocab_size
     out = [GradTensor("transformer.wte.weight", V * C, names.EMBED),
            GradTensor("transformer.wpe.weight", config.block_size * C, names.EMBED)]
+
+    def linear(module: str, op: str) -> tuple[tuple[str, int, str], ...]:  # nn.Linear: weight, then bias
+        rows, cols = config.weight_shape(op)
+        return (f"{module}.weight", rows * cols, op), (f"{module}.bias", rows, op)
+
+    layer = (("ln_1.weight", C, names.LN_1), ("ln_1.bias", C, names.LN_1),
+             *linear("attn.c_attn", names.ATTN_QKV), *linear("attn.c_proj", names.ATTN_PROJ),
+             ("ln_2.weight", C, names.LN_2), ("ln_2.bias", C, names.LN_2),
+             *linear("mlp.c_fc", names.MLP_FC), *linear("mlp.c_proj", names.MLP_PROJ))
     for i in range(config.n_layer):
-        layer = (("ln_1.weight", C, names.LN_1), ("ln_1.bias", C, names.LN_1),
-                 ("attn.c_attn.weight", 3 * C * C, names.ATTN_QKV), ("attn.c_attn.bias", 3 * C, names.ATTN_QKV),
-                 ("attn.c_proj.weight", C * C, names.ATTN_PROJ), ("attn.c_proj.bias", C, names.ATTN_PROJ),
-                 ("ln_2.weight", C, names.LN_2), ("ln_2.bias", C, names.LN_2),
-                 ("mlp.c_fc.weight", 4 * C * C, names.MLP_FC), ("mlp.c_fc.bias", 4 * C, names.MLP_FC),
-                 ("mlp.c_proj.weight", 4 * C * C, names.MLP_PROJ), ("mlp.c_proj.bias", C, names.MLP_PROJ))
         out += [GradTensor(f"transformer.h.{i}.{n}", k, names.layer_name(i, op)) for n, k, op in layer]
     out += [GradTensor("transformer.ln_f.weight", C, names.LN_F), GradTensor("transformer.ln_f.bias", C, names.LN_F)]
     return out

@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from gptperf import names
 from gptperf.dtypes import MIXED_PRECISION, check_dtype, dtype_bytes
 from gptperf.errors import UserError
-from gptperf.model.config import GPTConfig
+from gptperf.model.config import LAYER_WEIGHTS, GPTConfig
 
 TRAIN, FORWARD, PREFILL, DECODE, DECODE_NOCACHE = "train", "forward", "prefill", "decode", "decode_nocache"
 WORKLOADS: tuple[str, ...] = (TRAIN, FORWARD, PREFILL, DECODE, DECODE_NOCACHE)
@@ -112,8 +114,8 @@ def count_parameter_tensors(config: GPTConfig) -> int:
 
 def matmul_parameters(config: GPTConfig) -> int:
     """Weights that multiply activations: the four Linear weights per layer and the tied head."""
-    C = config.n_embd
-    return config.n_layer * 12 * C * C + config.vocab_size * C
+    per_layer = sum(math.prod(config.weight_shape(op)) for op in LAYER_WEIGHTS)
+    return config.n_layer * per_layer + math.prod(config.weight_shape(names.LM_HEAD))
 
 
 @dataclass(frozen=True)
