@@ -395,12 +395,12 @@ def _nan(*shape: int, dtype: torch.dtype) -> torch.Tensor:
 @cuda
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-@pytest.mark.parametrize("early_bytes", [0, 2**62])  # the first weight tile after / before the wait
+@pytest.mark.parametrize("early", [False, True])  # the first weight tile after / before the wait
 @pytest.mark.parametrize("scale_bytes", [0, 2**62])  # γ loaded beside x / in a scaled copy of W
-def test_gemv_kernels_on_cuda(shape: str, dtype: torch.dtype, early_bytes: int, scale_bytes: int,
+def test_gemv_kernels_on_cuda(shape: str, dtype: torch.dtype, early: bool, scale_bytes: int,
                               monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(10)
-    monkeypatch.setattr(dk, "early_weight_bytes", early_bytes)
+    monkeypatch.setattr(dk, "early_weight_loads", early)
     monkeypatch.setattr(dk, "scale_weight_bytes", scale_bytes)
     C = SHAPES[shape]["C"]
     x, r = _rand(1, 1, C, dtype=dtype, device="cuda", shift=1.0), _rand(1, 1, C, dtype=dtype, device="cuda")

@@ -108,9 +108,11 @@ use_pdl = True
 # The attention kernel loads its first tile of the cache before that wait (the cache and pos were
 # written by earlier steps); off, it waits first, as the other kernels do (for A/B timing).
 attention_prefetch = True
-# The gemv kernels load their first weight tile before the wait when the weight is at most this
-# large (tuned per step size: benchmarks/gpu_decode_tune.py `early`).
-early_weight_bytes = 16 * 2**20
+# The layers' gemv kernels load their first weight tile before that wait (the weights are no
+# kernel's output); off, they wait first (for A/B timing). On an H200 this gained 2-11% a step
+# (the 7B shape 2%, gpt2 7%, gpt2-medium 11%), where the LM head's argmax kernel loading early as
+# well lost 1-6% (benchmarks/gpu_decode_tune.py `early`, BENCHMARKS.md).
+early_weight_loads = True
 # A LayerNorm's gemv streams a copy of its weight with γ multiplied in (no γ load beside each x
 # chunk) when the weight is at most this large (plan.NORM_SCALED_WEIGHT_BYTES: gpt2's step 213.1
 # -> 208.2 µs; benchmarks/gpu_decode_tune.py `scaled`, BENCHMARKS.md).
@@ -622,10 +624,6 @@ def _tile(n: int, k: int, ln: bool, config: tuple[int, int, int] | None) -> tupl
     return config or fused_tile(n, k, ln)
 
 
-def _early(weight: torch.Tensor) -> bool:
-    return weight.numel() * weight.element_size() <= early_weight_bytes
-
-
 def _out(out: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor:
     return torch.empty((1, 1, n), device=like.device, dtype=like.dtype) if out is None else out
 
@@ -675,7 +673,7 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
     _ln_gemv_kernel[(triton.cdiv(n, block_n),)](
         x, ln_weight if ln else x, streamed, bias if bias is not None else weight, f.c1, f.c2, out,
         n, k, float(eps), LN=ln, GAMMA=ln and gamma, HAS_BIAS=bias is not None and not ln,
-        GELU=gelu, BLOCK_N=block_n, BLOCK_K=block_k, EARLY=_early(weight), num_warps=warps,
+        GELU=gelu, BLOCK_N=block_n, BLOCK_K=block_k, EARLY=early_weight_loads, num_warps=warps,
         **_launch(x))
     return out
 
@@ -694,7 +692,7 @@ def gemv_residual(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     block_n, block_k, warps = _tile(n, k, False, config)
     _gemv_residual_kernel[(triton.cdiv(n, block_n),)](
         y, weight, bias if bias is not None else weight, residual, out, n, k,
-        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, EARLY=_early(weight),
+        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, EARLY=early_weight_loads,
         num_warps=warps, **_launch(y))
     return out
 
