@@ -336,6 +336,43 @@ def test_cpu_timer_measures_a_known_call() -> None:
     assert 0.0019 < seconds < 0.02
 
 
+def test_cpu_timer_evicts_the_caches_before_each_long_call_and_not_in_its_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    log: list[str] = []
+
+    def evict(self: kt.KernelTimer) -> None:
+        log.append("evict")
+        time.sleep(0.004)
+
+    monkeypatch.setattr(kt.KernelTimer, "_evict", evict)
+    timer = kt.KernelTimer(torch.device("cpu"), quick=True)
+
+    def long_call(i: int) -> None:
+        log.append("call")
+        time.sleep(0.001)
+
+    seconds = timer(long_call)
+    assert 0.0009 < seconds < 0.003  # the 4 ms evictions are not timed
+    timed = log[2:]  # after the warm-up call and the one that sizes the samples
+    assert log[:2] == ["call", "call"] and len(timed) >= 2 * cp.CPU_MIN_REPEATS
+    assert timed == ["evict", "call"] * (len(timed) // 2)
+    log.clear()
+    timer(lambda i: log.append("call"))  # far shorter than CPU_EVICT_CALL_S: batched, no eviction
+    assert "evict" not in log and len(log) > 2
+
+
+def test_the_cpu_eviction_writes_its_buffer() -> None:
+    timer = kt.KernelTimer(torch.device("cpu"), quick=True)
+    timer._evict()
+    buffer = timer._evict_buffer
+    assert buffer is not None and buffer.numel() * buffer.element_size() == kt.CPU_EVICT_BYTES
+    buffer.zero_()
+    timer._evict()
+    assert bool((buffer == 1).all())
+
+
 def test_matmul_precision_is_restored(small: None) -> None:
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = True

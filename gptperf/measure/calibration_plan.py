@@ -40,12 +40,15 @@ MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not mea
 # (M, N, K) off the grid's powers of two, the layers of GPT widths (384 to 4096, the vocabulary),
 # timed plain and with a bias: their mean time over the grid's reading is what a matmul off the
 # grid's points is charged (`matmul_offgrid`), their median bias ratio what a layer's bias costs
-# (`matmul_bias`). None on a CPU.
+# (`matmul_bias`). On a CPU the layers of the small widths it trains (128 to 1536): there a bias is
+# a pass over the output before the matmul accumulates into it (MKL's addmm), +15% for a
+# 2048×128 -> 384 layer on the 2-core VM (2026-12-03).
 MATMUL_PROBES: dict[str, tuple[tuple[int, int, int], ...]] = {
     "cuda": tuple((m, n, k) for m in (1200, 10000) for k, n in (
         (384, 1152), (768, 768), (768, 2304), (768, 3072), (3072, 768), (1024, 4096), (4096, 1024),
         (1280, 3840), (1280, 5120), (1600, 4800), (6400, 1600), (4096, 12288), (768, 50304))),
-    "cpu": ()}
+    "cpu": tuple((1200, n, k) for k, n in (
+        (128, 384), (192, 576), (384, 1152), (512, 128), (640, 160), (1536, 384)))}
 
 ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query", "masked_fwd")
 # The static KV cache's prefill (CUDA plans only): sdpa with the cache's (T, T) boolean mask,

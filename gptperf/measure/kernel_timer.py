@@ -6,8 +6,11 @@ operands a step reads from memory cycled through a pool larger than the last-lev
   warm up, then the median of `REPLAYS` replays / R. The first calls run on a side stream before
   capture (lazy initialisation, cuBLAS workspaces, autograd's and the optimizer's state), as
   torch's CUDA-graph notes ask; a call that cannot be captured is timed eagerly, with a note.
-* CPU: the median of a short timed loop (`gptperf.measure.timer.time_fn`), calls batched so one
-  sample lasts at least `CPU_SAMPLE_S`.
+* CPU: the median of a short timed loop, calls batched so one sample lasts at least
+  `CPU_SAMPLE_S`. A call of `CPU_EVICT_CALL_S` or more is timed alone, after `CPU_EVICT_BYTES`
+  are written: in a step every kernel follows others that moved megabytes, so its operands are
+  not in the cores' caches and the lines those kernels dirtied are still being written back,
+  where a call repeated back to back finds everything it touched in cache.
 
 `OperandPool` carves distinct copies of a call's inputs from one random buffer of `POOL_BYTES`;
 `MatmulPrecision` sets the matmul precision of a dtype for a measurement and restores it.
@@ -32,7 +35,6 @@ from gptperf.measure.calibration_plan import (
     TARGET_REPLAY_S,
 )
 from gptperf.measure.gpu_lock import NO_LOCK, GpuLock
-from gptperf.measure.timer import time_fn
 from gptperf.runtime import set_matmul_precision
 
 # Capturing a call costs the host ~20 µs (250 for attention's forward + backward) and instantiating
@@ -41,6 +43,16 @@ from gptperf.runtime import set_matmul_precision
 MAX_CALLS_PER_GRAPH = 250
 MAX_COPIES = 256  # distinct input sets cycled through (Python views: each costs host time)
 CPU_SAMPLE_S = 2e-4  # calls per CPU sample so one sample lasts at least this
+# Written before each CPU sample (the module docstring says why). On the 2-core development VM
+# (Intel Xeon, 4 MiB of L2, 2026-12-03), 16 MiB made the tiny model's qkv matmul and LayerNorm
+# time as they run inside its forward (1.35 and 0.24 ms; in the forward, the matmul with its bias,
+# 1.52 and 0.26; back to back 1.13 and 0.17), while GELU and sdpa, which stream, did not move;
+# 4 MiB changed nothing, 64 MiB overshot (1.81 and 0.35).
+CPU_EVICT_BYTES = 16 * MIB
+# Shorter calls are batched with no eviction: they touch little (this VM's LayerNorm over 1 MiB
+# takes 0.17 ms), so a step leaves their operands in cache too, and an eviction (2.7 ms for
+# 16 MiB there) before each would double the calibration's time.
+CPU_EVICT_CALL_S = 5e-5
 POOL_BYTES = {"cuda": 256 * MIB, "cpu": 64 * MIB}  # cycled inputs: several last-level caches
 ALIGN = 128  # elements between cycled copies (cuBLAS wants 16-byte aligned operands)
 
@@ -57,6 +69,7 @@ class KernelTimer:
         self.quick = quick
         self.lock = lock
         self.notes: list[str] = []
+        self._evict_buffer: torch.Tensor | None = None
 
     def __call__(self, call: Call, what: str = "") -> float:
         with self.lock:
@@ -72,24 +85,28 @@ class KernelTimer:
         estimate = max(time.perf_counter() - t0, 1e-7)
         # a thread woken late can stretch one call by milliseconds: the estimate only sizes the
         # samples, and the spending stops at the point's budget whatever the first calls took
-        inner = max(1, math.ceil(CPU_SAMPLE_S / estimate))
+        evict = estimate >= CPU_EVICT_CALL_S
+        inner = 1 if evict else max(1, math.ceil(CPU_SAMPLE_S / estimate))
         counter = iter(range(2, 1 << 62))
-
-        def sample() -> None:
-            for _ in range(inner):
-                call(next(counter))
-
-        samples = [estimate] if inner == 1 else []  # a slow call: the estimate is a sample too
+        samples: list[float] = []
         budget = CPU_POINT_S[self.quick]
         spent = estimate
         while len(samples) < CPU_MAX_REPEATS and (len(samples) < CPU_MIN_REPEATS or spent < budget):
-            want = CPU_MIN_REPEATS - len(samples) if len(samples) < CPU_MIN_REPEATS else max(
-                1, min(CPU_MAX_REPEATS - len(samples),
-                       int((budget - spent) / (statistics.median(samples) * inner))))
-            timing = time_fn(sample, warmup=0, repeats=want, device=self.device)
-            samples += [s / inner for s in timing.samples]
-            spent += sum(timing.samples)
+            t_evict = time.perf_counter()
+            if evict:
+                self._evict()
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                call(next(counter))
+            t1 = time.perf_counter()
+            samples.append((t1 - t0) / inner)
+            spent += t1 - t_evict  # the eviction counts against the point's budget
         return statistics.median(samples)
+
+    def _evict(self) -> None:
+        if self._evict_buffer is None:
+            self._evict_buffer = torch.empty(CPU_EVICT_BYTES // 4, dtype=torch.float32)
+        self._evict_buffer.fill_(1.0)
 
     # -- CUDA -------------------------------------------------------------------------------
     def _graph(self, call: Call, what: str) -> float:
