@@ -280,8 +280,11 @@ def _attention_axes(device_type: str, pass_: str, quick: bool) -> tuple[tuple[in
     if pass_ == "one_query":
         return (_thin(ONE_QUERY_BH[device_type], quick), _thin(ONE_QUERY_L[device_type], quick),
                 _thin(ONE_QUERY_D[device_type], quick))
-    return (_thin(ATTENTION_BH[device_type], quick), _thin(ATTENTION_T[device_type], quick),
-            _thin(ATTENTION_D[device_type], quick))
+    # a CPU's quick sweep keeps every length: its causal pass bends between 32 and 512 (the short
+    # calls carry their cold operands), so 32 and 512 alone read gpt-tiny's 128 at 2x the forward's
+    # sdpa (2026-12-03); the cells cost little there
+    lengths = _thin(ATTENTION_T[device_type], quick and device_type == "cuda")
+    return _thin(ATTENTION_BH[device_type], quick), lengths, _thin(ATTENTION_D[device_type], quick)
 
 
 def _attention_cells(device_type: str, dtype: str, pass_: str, quick: bool,
