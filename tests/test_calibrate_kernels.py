@@ -336,7 +336,7 @@ def test_cpu_timer_measures_a_known_call() -> None:
     assert 0.0019 < seconds < 0.02
 
 
-def test_cpu_timer_evicts_the_caches_before_each_long_call_and_not_in_its_time(
+def test_cpu_timer_evicts_the_caches_before_each_call_on_large_operands_and_not_in_its_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
@@ -353,14 +353,16 @@ def test_cpu_timer_evicts_the_caches_before_each_long_call_and_not_in_its_time(
         log.append("call")
         time.sleep(0.001)
 
-    seconds = timer(long_call)
+    seconds = timer(long_call, nbytes=kt.CPU_EVICT_MIN_BYTES)
     assert 0.0009 < seconds < 0.003  # the 4 ms evictions are not timed
     timed = log[2:]  # after the warm-up call and the one that sizes the samples
     assert log[:2] == ["call", "call"] and len(timed) >= 2 * cp.CPU_MIN_REPEATS
     assert timed == ["evict", "call"] * (len(timed) // 2)
     log.clear()
-    timer(lambda i: log.append("call"))  # far shorter than CPU_EVICT_CALL_S: batched, no eviction
-    assert "evict" not in log and len(log) > 2
+    timer(long_call, nbytes=kt.CPU_EVICT_MIN_BYTES - 1)  # operands a core's L2 holds: no eviction
+    assert "evict" not in log
+    timer(lambda i: log.append("short"))  # short calls are batched, several a sample
+    assert log.count("short") > 2 * cp.CPU_MIN_REPEATS
 
 
 def test_the_cpu_eviction_writes_its_buffer() -> None:

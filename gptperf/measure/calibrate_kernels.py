@@ -168,7 +168,8 @@ def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Pro
 
         if record is not None and not bias:
             record.append([m, n, k])
-        return timer(call, f"matmul {dtype} {m}×{n}×{k}{' with bias' if bias else ''}")
+        return timer(call, f"matmul {dtype} {m}×{n}×{k}{' with bias' if bias else ''}",
+                     nbytes=(m * k + n * k + m * n) * tdtype.itemsize)
 
     measured: dict[tuple[int, ...], float] = {}
     with MatmulPrecision(dtype):
@@ -277,7 +278,9 @@ def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: 
             measured: dict[tuple[int, ...], float] = {}
             for bh, t, d in cells:
                 call = _attention_call(device, tdtype, pass_, bh, t, d, pool)
-                measured[(bh, t, d)] = timer(call, f"attention {key} {bh}×{t}×{d}")
+                # q, k, v and the output (and as many gradients with the backward)
+                nbytes = 4 * bh * t * d * tdtype.itemsize * (2 if pass_ == "causal_fwd_bwd" else 1)
+                measured[(bh, t, d)] = timer(call, f"attention {key} {bh}×{t}×{d}", nbytes=nbytes)
                 del call
                 if record is not None:
                     record.append([key, bh, t, d])
@@ -388,7 +391,7 @@ def _measure_vector(device: torch.device, dtype: str, quick: bool, progress: Pro
         xs, seconds = [], []
         for shape, x in points:
             call = _vector_call(op, dtype, shape, device, shared)
-            seconds.append(timer(call, f"vector {key} x={x}"))
+            seconds.append(timer(call, f"vector {key} x={x}", nbytes=x))
             xs.append(x)
             del call
             if record is not None:
@@ -443,7 +446,8 @@ def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | N
         for t in tensors:
             for p in params:
                 step = _optimizer_step(device, t, p, fused)
-                seconds.append(timer(step, f"optimizer {name} {t} tensors {p} parameters"))
+                seconds.append(timer(step, f"optimizer {name} {t} tensors {p} parameters",
+                                     nbytes=OPTIMIZER_BYTES_PER_PARAM * p))
                 del step
                 if kind == "cuda":
                     torch.cuda.empty_cache()

@@ -7,10 +7,11 @@ operands a step reads from memory cycled through a pool larger than the last-lev
   capture (lazy initialisation, cuBLAS workspaces, autograd's and the optimizer's state), as
   torch's CUDA-graph notes ask; a call that cannot be captured is timed eagerly, with a note.
 * CPU: the median of a short timed loop, calls batched so one sample lasts at least
-  `CPU_SAMPLE_S`. A call of `CPU_EVICT_CALL_S` or more is timed alone, after `CPU_EVICT_BYTES`
-  are written: in a step every kernel follows others that moved megabytes, so its operands are
-  not in the cores' caches and the lines those kernels dirtied are still being written back,
-  where a call repeated back to back finds everything it touched in cache.
+  `CPU_SAMPLE_S`. A call whose operands (`nbytes`, read and written) outgrow a core's L2
+  (`CPU_EVICT_MIN_BYTES`) is timed alone, after `CPU_EVICT_BYTES` are written: in a step such a
+  kernel follows others that moved as much, so its operands are not in the cores' caches and
+  the lines those kernels dirtied are still being written back, where a call repeated back to
+  back finds everything it touched in cache.
 
 `OperandPool` carves distinct copies of a call's inputs from one random buffer of `POOL_BYTES`;
 `MatmulPrecision` sets the matmul precision of a dtype for a measurement and restores it.
@@ -49,10 +50,10 @@ CPU_SAMPLE_S = 2e-4  # calls per CPU sample so one sample lasts at least this
 # 1.52 and 0.26; back to back 1.13 and 0.17), while GELU and sdpa, which stream, did not move;
 # 4 MiB changed nothing, 64 MiB overshot (1.81 and 0.35).
 CPU_EVICT_BYTES = 16 * MIB
-# Shorter calls are batched with no eviction: they touch little (this VM's LayerNorm over 1 MiB
-# takes 0.17 ms), so a step leaves their operands in cache too, and an eviction (2.7 ms for
-# 16 MiB there) before each would double the calibration's time.
-CPU_EVICT_CALL_S = 5e-5
+# Calls over less are batched with no eviction: a step of such kernels keeps them in cache (16 MiB
+# written before a 256×128 -> 512 layer, 0.9 MB of operands, made it 1.3-2.4× slower than inside
+# a 256-token prefill; BENCHMARKS.md), and an eviction costs 2.7 ms there.
+CPU_EVICT_MIN_BYTES = 2 * MIB
 POOL_BYTES = {"cuda": 256 * MIB, "cpu": 64 * MIB}  # cycled inputs: several last-level caches
 ALIGN = 128  # elements between cycled copies (cuBLAS wants 16-byte aligned operands)
 
@@ -71,21 +72,22 @@ class KernelTimer:
         self.notes: list[str] = []
         self._evict_buffer: torch.Tensor | None = None
 
-    def __call__(self, call: Call, what: str = "") -> float:
+    def __call__(self, call: Call, what: str = "", nbytes: float = 0.0) -> float:
+        """Seconds per call of `call`; `nbytes`: what one call reads and writes (the CPU's
+        eviction, module docstring)."""
         with self.lock:
             if self.device.type == "cuda":
                 return self._graph(call, what)
-            return self._loop(call)
+            return self._loop(call, evict=nbytes >= CPU_EVICT_MIN_BYTES)
 
     # -- CPU --------------------------------------------------------------------------------
-    def _loop(self, call: Call) -> float:
+    def _loop(self, call: Call, evict: bool) -> float:
         call(0)  # warm-up: allocation, first-touch page faults, lazy initialisation
         t0 = time.perf_counter()
         call(1)
         estimate = max(time.perf_counter() - t0, 1e-7)
         # a thread woken late can stretch one call by milliseconds: the estimate only sizes the
         # samples, and the spending stops at the point's budget whatever the first calls took
-        evict = estimate >= CPU_EVICT_CALL_S
         inner = 1 if evict else max(1, math.ceil(CPU_SAMPLE_S / estimate))
         counter = iter(range(2, 1 << 62))
         samples: list[float] = []
