@@ -7,11 +7,11 @@ operands a step reads from memory cycled through a pool larger than the last-lev
   capture (lazy initialisation, cuBLAS workspaces, autograd's and the optimizer's state), as
   torch's CUDA-graph notes ask; a call that cannot be captured is timed eagerly, with a note.
 * CPU: the median of a short timed loop, calls batched so one sample lasts at least
-  `CPU_SAMPLE_S`. A call whose operands (`nbytes`, read and written) outgrow a core's L2
-  (`CPU_EVICT_MIN_BYTES`) is timed alone, after `CPU_EVICT_BYTES` are written: in a step such a
-  kernel follows others that moved as much, so its operands are not in the cores' caches and
-  the lines those kernels dirtied are still being written back, where a call repeated back to
-  back finds everything it touched in cache.
+  `CPU_SAMPLE_S`. A call whose operands (`nbytes`, read and written) reach `CPU_EVICT_MIN_BYTES`
+  is timed alone, after `CPU_EVICT_BYTES` are written: in a step such a kernel follows others
+  that moved as much, so its operands are not in the cores' caches and the lines those kernels
+  dirtied are still being written back, where a call repeated back to back finds everything it
+  touched in cache.
 
 `OperandPool` carves distinct copies of a call's inputs from one random buffer of `POOL_BYTES`;
 `MatmulPrecision` sets the matmul precision of a dtype for a measurement and restores it.
@@ -52,8 +52,9 @@ CPU_SAMPLE_S = 2e-4  # calls per CPU sample so one sample lasts at least this
 CPU_EVICT_BYTES = 16 * MIB
 # Calls over less are batched with no eviction: a step of such kernels keeps them in cache (16 MiB
 # written before a 256×128 -> 512 layer, 0.9 MB of operands, made it 1.3-2.4× slower than inside
-# a 256-token prefill; BENCHMARKS.md), and an eviction costs 2.7 ms there.
-CPU_EVICT_MIN_BYTES = 2 * MIB
+# a 256-token prefill, where a 2 MB LayerNorm needed it; 2 MiB left the 1.2 MB layers of 512-token
+# steps under-predicted by 10-20%: BENCHMARKS.md), and an eviction costs 2.7 ms there.
+CPU_EVICT_MIN_BYTES = 1 * MIB
 POOL_BYTES = {"cuda": 256 * MIB, "cpu": 64 * MIB}  # cycled inputs: several last-level caches
 ALIGN = 128  # elements between cycled copies (cuBLAS wants 16-byte aligned operands)
 
