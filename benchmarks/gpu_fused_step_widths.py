@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from gptperf.measure.calibrate import calibration_for
-from gptperf.measure.calibrate_kernels import STEP_WEIGHTS, replay_kernels, step_layer_times
+from gptperf.measure.calibrate_kernels import replay_kernels, step_layer_times
 from gptperf.model import GPTConfig
-from gptperf.model.config import NORM_FED_WEIGHTS
+from gptperf.model.config import LAYER_WEIGHTS, NORM_FED_WEIGHTS
 from gptperf.perfmodel.calibration import FUSED_STEP
 from gptperf.steps import decode_kernels
 from gptperf.steps.fast_decode import FastDecoder, build_model
@@ -57,7 +57,7 @@ def main() -> int:
         config = GPTConfig(n_layer=layers, n_head=width // 128, n_embd=width, vocab_size=512,
                            block_size=context, name=f"width-{width}")
         times = measure(config, context)
-        for component in STEP_WEIGHTS:
+        for component in LAYER_WEIGHTS:
             seconds, (n, k) = times[component], config.weight_shape(component)
             nbytes = n * k * 2  # bf16
             curve = cal.gemv[f"{FUSED_STEP}{component}:bf16"].at(nbytes)

@@ -86,6 +86,7 @@ from gptperf.measure.kernel_timer import (
     random_tensor,
 )
 from gptperf.measure.timer import Progress
+from gptperf.model.config import LAYER_WEIGHTS
 from gptperf.perfmodel.calibration import (
     FUSED_ATTENTION_PASS,
     FUSED_STEP,
@@ -628,9 +629,9 @@ def _measure_fused_attention(device: torch.device, dtype: str, quick: bool,
         + _grid_note(axes, len(measured))))
 
 
-# The fused step's layer kernels in launch order, and those of them that stream a weight.
+# The fused step's layer kernels in launch order: the block's weights (LAYER_WEIGHTS), the
+# attention after the first.
 STEP_LAYER = (names.ATTN_QKV, names.ATTN_SDPA, names.ATTN_PROJ, names.MLP_FC, names.MLP_PROJ)
-STEP_WEIGHTS = tuple(c for c in STEP_LAYER if c != names.ATTN_SDPA)
 
 
 def replay_kernels(decoder: Any, length: int) -> list[tuple[str, float, float]]:
@@ -678,7 +679,7 @@ def _measure_fused_step(device: torch.device, dtype: str, quick: bool,
     from gptperf.model import GPTConfig
     from gptperf.steps.fast_decode import FastDecoder, build_model
 
-    points: dict[str, list[tuple[float, float]]] = {c: [] for c in STEP_WEIGHTS}
+    points: dict[str, list[tuple[float, float]]] = {c: [] for c in LAYER_WEIGHTS}
     models = fused_step_models(dtype, quick)
     for i, (width, heads, layers) in enumerate(models):
         config = GPTConfig(n_layer=layers, n_head=heads, n_embd=width, vocab_size=FUSED_STEP_VOCAB,

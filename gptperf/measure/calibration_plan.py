@@ -280,9 +280,9 @@ def _attention_axes(device_type: str, pass_: str, quick: bool) -> tuple[tuple[in
     if pass_ == "one_query":
         return (_thin(ONE_QUERY_BH[device_type], quick), _thin(ONE_QUERY_L[device_type], quick),
                 _thin(ONE_QUERY_D[device_type], quick))
-    # a CPU's quick sweep keeps every length: its causal pass bends between 32 and 512 (the short
-    # calls carry their cold operands), so 32 and 512 alone read gpt-tiny's 128 at 2x the forward's
-    # sdpa (2026-12-03); the cells cost little there
+    # a CPU's quick sweep keeps every length: its causal pass bends between 32 and 512, so 32 and
+    # 512 alone over-read 128 (2x the tiny forward's sdpa while short calls were evicted too,
+    # 2026-12-03); the cells cost little there
     lengths = _thin(ATTENTION_T[device_type], quick and device_type == "cuda")
     return _thin(ATTENTION_BH[device_type], quick), lengths, _thin(ATTENTION_D[device_type], quick)
 

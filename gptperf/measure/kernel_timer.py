@@ -44,11 +44,11 @@ from gptperf.runtime import set_matmul_precision
 MAX_CALLS_PER_GRAPH = 250
 MAX_COPIES = 256  # distinct input sets cycled through (Python views: each costs host time)
 CPU_SAMPLE_S = 2e-4  # calls per CPU sample so one sample lasts at least this
-# Written before each CPU sample (the module docstring says why). On the 2-core development VM
-# (Intel Xeon, 4 MiB of L2, 2026-12-03), 16 MiB made the tiny model's qkv matmul and LayerNorm
-# time as they run inside its forward (1.35 and 0.24 ms; in the forward, the matmul with its bias,
-# 1.52 and 0.26; back to back 1.13 and 0.17), while GELU and sdpa, which stream, did not move;
-# 4 MiB changed nothing, 64 MiB overshot (1.81 and 0.35).
+# Written before each CPU call on large operands (the module docstring says why). On the 2-core
+# development VM (Intel Xeon, 4 MiB of L2, 2026-12-03), 16 MiB made the tiny model's qkv matmul
+# and LayerNorm time as they run inside its forward (1.35 and 0.24 ms; in the forward, the matmul
+# with its bias, 1.52 and 0.26; back to back 1.13 and 0.17), while GELU and sdpa, which stream,
+# did not move; 4 MiB changed nothing, 64 MiB overshot (1.81 and 0.35).
 CPU_EVICT_BYTES = 16 * MIB
 # Calls over less are batched with no eviction: a step of such kernels keeps them in cache (16 MiB
 # written before a 256×128 -> 512 layer, 0.9 MB of operands, made it 1.3-2.4× slower than inside
