@@ -263,6 +263,18 @@ def _attention_call(device: torch.device, tdtype: torch.dtype, pass_: str, bh: i
     return fwd_bwd
 
 
+def attention_bytes(pass_: str, bh: int, t: int, d: int, itemsize: int) -> int:
+    """Bytes one attention call of `pass_` reads and writes (the CPU timer's eviction rule): q, k,
+    v and the output of `t` positions, as many gradients with the backward; a one-query call's k
+    and v span the `t` cached positions, its q and output one; the masked pass reads its t×t mask."""
+    if pass_ == "one_query":
+        return (2 * t + 2) * bh * d * itemsize
+    qkvo = 4 * bh * t * d * itemsize
+    if pass_ == "causal_fwd_bwd":
+        return 2 * qkvo
+    return qkvo + (t * t if pass_ == "masked_fwd" else 0)
+
+
 def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
                        timer: KernelTimer, record: list | None) -> dict[str, Grid]:
     kind = device.type
@@ -279,8 +291,7 @@ def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: 
             measured: dict[tuple[int, ...], float] = {}
             for bh, t, d in cells:
                 call = _attention_call(device, tdtype, pass_, bh, t, d, pool)
-                # q, k, v and the output (and as many gradients with the backward)
-                nbytes = 4 * bh * t * d * tdtype.itemsize * (2 if pass_ == "causal_fwd_bwd" else 1)
+                nbytes = attention_bytes(pass_, bh, t, d, tdtype.itemsize)
                 measured[(bh, t, d)] = timer(call, f"attention {key} {bh}×{t}×{d}", nbytes=nbytes)
                 del call
                 if record is not None:
