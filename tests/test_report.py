@@ -313,6 +313,20 @@ def test_report_stage_of_the_wrong_type_fails_naming_it(tmp_path: Path) -> None:
     assert result.error == "TypeError: stage 'bench' returned a dict, not a BenchStage"
 
 
+def test_a_section_without_its_stage_says_why(tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    build_report(_opts(out, keep_going=True), [Stage("train", "Train", _failing_stage, 1.0),
+                                              Stage("a", "A", _ok_stage, 1.0)])
+    page = (out / "index.html").read_text()
+
+    def body(section_id: str) -> str:
+        return page.split(f'id="{section_id}"', 1)[1].split("</section>", 1)[0]
+
+    assert "stage &#x27;train&#x27; failed: RuntimeError: the disk is on fire" in body("training")
+    assert "stage &#x27;samples&#x27; did not run in this report" in body("samples")
+    assert "stage &#x27;scaling&#x27; did not run in this report" in body("scaling")
+
+
 def test_failed_stage_without_previous_report_leaves_none(tmp_path: Path) -> None:
     result = build_report(_opts(tmp_path / "rep"), [Stage("boom", "B", _failing_stage, 1.0)])
     assert not result.ok and result.failed == ["boom"]

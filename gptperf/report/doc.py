@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gptperf.report.html import Html, esc, picture, source_chip, tag
+from gptperf.report.html import Html, esc, picture, section, source_chip, tag
 
 if TYPE_CHECKING:
     from gptperf.report.context import ReportData
@@ -37,8 +37,8 @@ def calibrated_entry(predictions: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class Doc:
-    """The typed results of a report (`ReportData`) with helpers: a stage's failure, a picture,
-    where numbers were measured."""
+    """The typed results of a report (`ReportData`) with helpers: a stage's failure (and the
+    section that says it), a picture, where numbers were measured."""
 
     def __init__(self, report: ReportData, folder: Path) -> None:
         self.report = report
@@ -61,6 +61,10 @@ class Doc:
             if rec.status != "ok":
                 return f"stage '{name}' did not finish ({rec.status})"
         return None
+
+    def missing(self, stage: str, id_: str, title: str, empty: str = "no data") -> Html:
+        """Section `id_` for a stage that gave nothing: why (`failure`), else `empty`."""
+        return section(id_, title, failed=self.failure(stage) or empty)
 
     def picture(self, name: str, alt: str, caption: Any = None) -> Html:
         rel = self.report.pictures.get(name)

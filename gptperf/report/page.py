@@ -217,10 +217,9 @@ def model_section(d: Doc) -> Html:
 
 
 def training_section(d: Doc) -> Html:
-    failed = d.failure("train")
     stage = d.report.train
     if stage is None:
-        return section("training", "Training run", failed=failed or "no training data")
+        return d.missing("train", "training", "Training run", "no training data")
     t = stage.result
     final_val = t.val_losses[-1][1] if t.val_losses else None
     rows = [
@@ -259,10 +258,9 @@ def _last(xs: list[float]) -> float:
 
 
 def samples_section(d: Doc) -> Html:
-    failed = d.failure("samples")
     stage = d.report.samples
     if stage is None:
-        return section("samples", "Samples and scores", failed=failed or "no samples")
+        return d.missing("samples", "samples", "Samples and scores", "no samples")
     sample, score = stage.sample, stage.score
     body: list[Any] = [
         tag("h3", "A sample"),
@@ -319,10 +317,9 @@ def _peak_memory(result: BenchResult) -> tuple[float | None, str]:
 
 
 def metrics_section(d: Doc) -> Html:
-    failed = d.failure("bench")
     stage = d.report.bench
     if stage is None:
-        return section("metrics", "Time, throughput, FLOP/s, MFU, memory", failed=failed or "no data")
+        return d.missing("bench", "metrics", "Time, throughput, FLOP/s, MFU, memory")
     results = stage.results
     src = d.measured
     rows = []
@@ -409,10 +406,9 @@ def _bar(fraction: float) -> Html:
 
 
 def roofline_section(d: Doc) -> Html:
-    failed = d.failure("roofline")
     stage = d.report.roofline
     if stage is None:
-        return section("roofline", "Roofline: predicted and measured", failed=failed or "no data")
+        return d.missing("roofline", "roofline", "Roofline: predicted and measured")
     src = d.measured
     rows = []
     for p in stage.rows:
@@ -464,11 +460,9 @@ def _op_headers(src: str, calibrated: str) -> list[Html]:
 
 
 def operations_section(d: Doc) -> Html:
-    failed = d.failure("profile")
     stage = d.report.profile
     if stage is None:
-        return section("operations", "Per-operation: predicted vs measured",
-                       failed=failed or "no data")
+        return d.missing("profile", "operations", "Per-operation: predicted vs measured")
     src = d.measured
     body: list[Any] = []
     for kind, p in stage.profiles.items():
@@ -525,11 +519,9 @@ def _expected_step(e: dict[str, Any] | None, source: str) -> Any:
 def inference_section(d: Doc) -> Html:
     from gptperf.inference.sweep import DEFINITIONS
 
-    failed = d.failure("inference")
     r = d.report.inference
     if r is None:
-        return section("inference", "KV cache vs recompute, and batch size",
-                       failed=failed or "no data")
+        return d.missing("inference", "inference", "KV cache vs recompute, and batch size")
     src = d.measured
     rows = []
     for c, rc in zip(r.cache, r.recompute, strict=False):

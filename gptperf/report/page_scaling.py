@@ -115,11 +115,9 @@ def _scaling_study(d: Doc, mode: str, study: ScalingStudy, command: str | None) 
 
 
 def scaling_section(d: Doc) -> Html:
-    failed = d.failure("scaling")
     stage = d.report.scaling
     if stage is None:
-        return section("scaling", "Parallel scaling: data-parallel training",
-                       failed=failed or "no data")
+        return d.missing("scaling", "scaling", "Parallel scaling: data-parallel training")
     body: list[Any] = []
     for mode, study in stage.studies.items():
         body += _scaling_study(d, mode, study, stage.commands.get(mode))
