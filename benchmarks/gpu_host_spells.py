@@ -8,7 +8,8 @@ several lengths, pinned to each CPU, and beside eager validation cases.
    steps for 6 s; the share of slow samples (over 1.35x the median) and how long slow and fast
    spells last.
 2. windows: `host_step_s` eight times back to back over 0.1, 0.5, 1 and 2 s; each spread.
-3. pinning: `host_step_s` over 50 ms pinned to each CPU in turn, three rounds.
+3. pinning: `host_step_s` over 50 ms pinned to each CPU in turn, three rounds; printed beside the
+   cgroup's CPU quota and throttling counters (a quota would slow every core alike).
 4. --cases (GPU): three host-bound eager cases of the GPU sweep measured three times each with ten timed
    steps and with at least a second of steps, each followed by the one-second probe.
 Works on a CPU too (--device cpu). Writes $OUT/host_spells.json when OUT is set.
@@ -22,6 +23,7 @@ import math
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -85,6 +87,16 @@ def pinning(device: torch.device) -> list[dict[int, float]]:
     return rounds
 
 
+def cgroup_cpu() -> str:
+    """The cgroup's CPU quota and throttling counters, where the files exist."""
+    parts = []
+    for name in ("cpu.max", "cpu.stat"):
+        path = Path("/sys/fs/cgroup") / name
+        if path.is_file():
+            parts.append(f"{name}: " + " ".join(path.read_text().split()))
+    return "; ".join(parts) or "no cgroup v2 CPU files"
+
+
 def cases(device: torch.device) -> dict[str, dict[str, list[float]]]:
     from gptperf.validate.run import measure_case
     from gptperf.validate.sweep import cases as sweep
@@ -123,6 +135,8 @@ def main() -> None:
     res["pinning"] = p = pinning(device)
     for i, row in enumerate(p):
         print(f"pinned round {i}: " + " ".join(f"{c}:{x * 1e6:.0f}" for c, x in row.items()) + " µs", flush=True)
+    res["cgroup"] = cgroup = cgroup_cpu()
+    print(f"cgroup: {cgroup}", flush=True)
     if args.cases:
         res["cases"] = cs = cases(device)
         for name, r in cs.items():
