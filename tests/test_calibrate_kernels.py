@@ -550,17 +550,19 @@ def test_the_probes_are_timed_with_and_without_a_bias(small: None, monkeypatch: 
     assert record.count([24, 192, 160]) == 1 and record.count([40, 320, 96]) == 1
 
 
-def test_attention_bytes_count_what_each_pass_reads_and_writes() -> None:
+def test_a_calls_bytes_count_what_it_reads_and_writes() -> None:
     bh, t, d = 4, 256, 64
     full = torch.empty(1, bh, t, d).nbytes  # q, k, v or the output over t positions, fp32
     one = torch.empty(1, bh, 1, d).nbytes  # one query, or its output
-    assert ck.attention_bytes("one_query", bh, t, d, 4) == 2 * full + 2 * one
-    assert ck.attention_bytes("causal_fwd", bh, t, d, 4) == 4 * full
-    assert ck.attention_bytes("causal_fwd_bwd", bh, t, d, 4) == 8 * full
-    assert ck.attention_bytes("masked_fwd", bh, t, d, 4) == 4 * full + t * t
+    assert cp.attention_bytes("fp32", "one_query", bh, t, d) == 2 * full + 2 * one
+    assert cp.attention_bytes("fp32", "causal_fwd", bh, t, d) == 4 * full
+    assert cp.attention_bytes("fp32", "causal_fwd_bwd", bh, t, d) == 8 * full
+    assert cp.attention_bytes("fp32", "masked_fwd", bh, t, d) == 4 * full + t * t
+    assert cp.attention_bytes("bf16", "causal_fwd", bh, t, d) == 2 * full
+    assert cp.matmul_bytes("fp32", 3, 5, 7) == (3 * 7 + 5 * 7 + 3 * 5) * 4
     # half a MiB of cache read by one query stays in cache under the timer's rule; counted as four
     # tensors of t positions it would have been evicted
-    assert ck.attention_bytes("one_query", bh, t, d, 4) < kt.CPU_EVICT_MIN_BYTES <= 4 * full
+    assert cp.attention_bytes("fp32", "one_query", bh, t, d) < kt.CPU_EVICT_MIN_BYTES <= 4 * full
 
 
 def test_the_masked_pass_is_the_static_caches_prefill_and_gpu_only() -> None:

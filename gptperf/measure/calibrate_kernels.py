@@ -69,10 +69,12 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     _vector_ops,
     _vector_points,
     argmax_shapes,
+    attention_bytes,
     attention_passes,
     block_shapes,
     fused_attention_axes,
     fused_step_models,
+    matmul_bytes,
     optimizer_axes,
     optimizer_params,
 )
@@ -170,7 +172,7 @@ def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Pro
         if record is not None and not bias:
             record.append([m, n, k])
         return timer(call, f"matmul {dtype} {m}×{n}×{k}{' with bias' if bias else ''}",
-                     nbytes=(m * k + n * k + m * n) * tdtype.itemsize)
+                     nbytes=matmul_bytes(dtype, m, n, k))
 
     measured: dict[tuple[int, ...], float] = {}
     with MatmulPrecision(dtype):
@@ -263,18 +265,6 @@ def _attention_call(device: torch.device, tdtype: torch.dtype, pass_: str, bh: i
     return fwd_bwd
 
 
-def attention_bytes(pass_: str, bh: int, t: int, d: int, itemsize: int) -> int:
-    """Bytes one attention call of `pass_` reads and writes (the CPU timer's eviction rule): q, k,
-    v and the output of `t` positions, as many gradients with the backward; a one-query call's k
-    and v span the `t` cached positions, its q and output one; the masked pass reads its t×t mask."""
-    if pass_ == "one_query":
-        return (2 * t + 2) * bh * d * itemsize
-    qkvo = 4 * bh * t * d * itemsize
-    if pass_ == "causal_fwd_bwd":
-        return 2 * qkvo
-    return qkvo + (t * t if pass_ == "masked_fwd" else 0)
-
-
 def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
                        timer: KernelTimer, record: list | None) -> dict[str, Grid]:
     kind = device.type
@@ -291,8 +281,8 @@ def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: 
             measured: dict[tuple[int, ...], float] = {}
             for bh, t, d in cells:
                 call = _attention_call(device, tdtype, pass_, bh, t, d, pool)
-                nbytes = attention_bytes(pass_, bh, t, d, tdtype.itemsize)
-                measured[(bh, t, d)] = timer(call, f"attention {key} {bh}×{t}×{d}", nbytes=nbytes)
+                measured[(bh, t, d)] = timer(call, f"attention {key} {bh}×{t}×{d}",
+                                             nbytes=attention_bytes(dtype, pass_, bh, t, d))
                 del call
                 if record is not None:
                     record.append([key, bh, t, d])

@@ -199,26 +199,40 @@ def _estimate_s(device_type: str, dtype: str, flops: float, nbytes: float) -> fl
                                             nbytes / BANDWIDTH[device_type]))
 
 
+def matmul_bytes(dtype: str, m: int, n: int, k: int) -> int:
+    """Bytes of x, W and y of y = x·Wᵀ (what the call reads and writes)."""
+    return (m * k + n * k + m * n) * dtype_bytes(dtype)
+
+
+def attention_bytes(dtype: str, pass_: str, bh: int, t: int, d: int) -> int:
+    """Bytes one attention call of `pass_` holds, reads and writes: q, k, v and the output of `t`
+    positions (and their gradients with the backward; flash and memory-efficient kernels keep no
+    T×T scores); a one-query call's k and v span the `t` cached positions, its q and output one;
+    the masked pass reads its T×T mask too."""
+    e = dtype_bytes(dtype)
+    if pass_ == "one_query":
+        return (2 * bh * t * d + 2 * bh * d) * e
+    if pass_ == "masked_fwd":
+        return 4 * bh * t * d * e + t * t
+    return (4 if pass_ == "causal_fwd" else 8) * bh * t * d * e
+
+
 def _matmul_cost(device_type: str, dtype: str, m: int, n: int, k: int) -> tuple[float, int]:
     """(estimated seconds, bytes of x, W and y) of y = x·Wᵀ."""
-    nbytes = (m * k + n * k + m * n) * dtype_bytes(dtype)
+    nbytes = matmul_bytes(dtype, m, n, k)
     return _estimate_s(device_type, dtype, 2 * m * n * k, nbytes), nbytes
 
 
 def _attention_cost(device_type: str, dtype: str, pass_: str, bh: int, t: int, d: int) -> tuple[float, int]:
-    """(estimated seconds, bytes held) of one attention call of `pass_`."""
-    e = dtype_bytes(dtype)
+    """(estimated seconds, bytes held: `attention_bytes`) of one attention call of `pass_`."""
+    nbytes = attention_bytes(dtype, pass_, bh, t, d)
     if pass_ == "one_query":
-        nbytes = (2 * bh * t * d + 2 * bh * d) * e
         return _estimate_s(device_type, dtype, 4 * bh * t * d, nbytes), nbytes
     flops = 2 * bh * t * t * d  # QKᵀ and PV, 2·T²·D each, half of them under the causal mask
-    if pass_ == "masked_fwd":  # every score computed, then masked; q, k, v, out and the mask
-        nbytes = 4 * bh * t * d * e + t * t
+    if pass_ == "masked_fwd":  # every score computed, then masked
         return _estimate_s(device_type, dtype, 2 * flops, nbytes), nbytes
-    tensors = 4 if pass_ == "causal_fwd" else 8  # q, k, v, out (+ their grads)
     if pass_ == "causal_fwd_bwd":
         flops *= 3.5  # the backward recomputes the scores: 5 matmuls to the forward's 2
-    nbytes = tensors * bh * t * d * e  # flash and memory-efficient kernels keep no T×T scores
     return _estimate_s(device_type, dtype, flops, nbytes), nbytes
 
 
