@@ -7,6 +7,12 @@
 * dynamo logs "Profiler record function ... will be ignored" (and "Profiler function ... will
   be ignored") when it compiles through a profiler range, which it drops as intended:
   `drop_dynamo_profiler_warnings()` filters those two records and no others.
+* torch.profiler warns once a process that "Profiler clears events at the end of each cycle" when
+  a profiler is prepared (gptperf records one cycle at a time): `profiler_quiet()` drops that
+  warning and Kineto's lines around a profiler's whole life.
+* inductor advises "setting torch.set_float32_matmul_precision('high')" when it compiles with
+  TF32 off, which gptperf does on purpose for every dtype but tf32 (`runtime.set_matmul_precision`;
+  `--dtype tf32` is the user's way to it): `drop_tf32_advice()` filters that warning alone.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 
 _DYNAMO_LOGGERS = ("torch._dynamo.variables.ctx_manager", "torch._dynamo.variables.torch")
@@ -28,6 +35,8 @@ class _ProfilerIgnored(logging.Filter):
 
 
 _FILTER = _ProfilerIgnored()
+_CYCLE_WARNING = r".*Profiler clears events at the end of each cycle"
+_TF32_ADVICE = "TensorFloat32 tensor cores for float32 matrix multiplication available but not enabled"
 
 
 def drop_dynamo_profiler_warnings() -> None:
@@ -67,3 +76,19 @@ def kineto_lines_dropped() -> Iterator[None]:
             rest = _kept(buf.read())
             if rest:
                 os.write(2, rest)
+
+
+@contextlib.contextmanager
+def profiler_quiet() -> Iterator[None]:
+    """Around a torch profiler's whole life (enter, steps, exit): its cycle warning dropped and
+    Kineto's `USDT:` lines too (`kineto_lines_dropped`: other stderr output is delayed to the
+    block's end)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_CYCLE_WARNING)
+        with kineto_lines_dropped():
+            yield
+
+
+def drop_tf32_advice() -> None:
+    """Filter inductor's advice to turn TF32 on (the module docstring says why), once."""
+    warnings.filterwarnings("ignore", message=_TF32_ADVICE, category=UserWarning)

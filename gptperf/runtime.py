@@ -9,6 +9,7 @@ import torch
 
 from gptperf.dtypes import check_dtype
 from gptperf.errors import UserError
+from gptperf.quiet import drop_tf32_advice
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
@@ -46,9 +47,12 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def set_matmul_precision(dtype: str) -> None:
-    """tf32 lets fp32 matmuls use the tensor cores; every other name asks for full fp32."""
+    """tf32 lets fp32 matmuls use the tensor cores; every other name asks for full fp32 (and
+    inductor's advice against that choice is filtered: `quiet.drop_tf32_advice`)."""
     torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
     torch.backends.cudnn.allow_tf32 = dtype == "tf32"
+    if dtype != "tf32":
+        drop_tf32_advice()
 
 
 @contextlib.contextmanager

@@ -441,6 +441,35 @@ def test_kineto_and_dynamo_noise_is_dropped_and_nothing_else(tmp_path: Path, cap
     hardening.finish(NOISE)
 
 
+def test_profiler_cycle_warning_and_tf32_advice_are_dropped_and_nothing_else(capfd: Any) -> None:
+    import warnings
+
+    from gptperf.quiet import profiler_quiet
+    from gptperf.runtime import set_matmul_precision
+
+    cycle = ("Warning: Profiler clears events at the end of each cycle.Only events from the current "
+             "cycle will be reported.To keep events across cycles, set acc_events=True.")  # torch's text
+    advice = ("TensorFloat32 tensor cores for float32 matrix multiplication available but not enabled. "
+              "Consider setting `torch.set_float32_matmul_precision('high')` for better performance.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with profiler_quiet():
+            warnings.warn(cycle, UserWarning, stacklevel=1)
+            warnings.warn("a profiler warning that must still show", UserWarning, stacklevel=1)
+            os.write(2, b"USDT:2026-12-03 16:00:00 1:1 ActivityProfiler.cpp:1] profiler_stop\n")
+        warnings.warn(cycle, UserWarning, stacklevel=1)  # outside the block it shows again
+        set_matmul_precision("fp32")
+        warnings.warn(advice, UserWarning, stacklevel=1)
+        warnings.warn("a compile warning that must still show", UserWarning, stacklevel=1)
+    shown_ = [str(w.message) for w in caught]
+    assert shown_ == ["a profiler warning that must still show", cycle,
+                      "a compile warning that must still show"], shown_
+    assert "profiler_stop" not in capfd.readouterr().err
+    set_matmul_precision("tf32")  # asked for: no advice to filter, the filter stays harmless
+    assert torch.backends.cuda.matmul.allow_tf32
+    set_matmul_precision("fp32")
+
+
 # --- 9. --json errors ---------------------------------------------------------------------------
 
 

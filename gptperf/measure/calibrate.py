@@ -37,7 +37,6 @@ import re
 import statistics
 import tempfile
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -461,7 +460,7 @@ def record_compiled(config: GPTConfig, workload: Workload, device: torch.device,
     `summarize_attribution`)."""
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    from gptperf.quiet import kineto_lines_dropped
+    from gptperf.quiet import profiler_quiet
 
     with hooks.provenance(config.n_layer) as prov:
         step = warmed_compiled_step(config, workload, device)
@@ -470,16 +469,13 @@ def record_compiled(config: GPTConfig, workload: Workload, device: torch.device,
     wait, warm = 1, 1
     with tempfile.TemporaryDirectory(prefix="gptperf-calibrate-") as tmp:
         path = Path(tmp) / "trace.json"
-        with warnings.catch_warnings():
-            # one cycle (repeat=1): torch's warning that a cycle clears its events is noise
-            warnings.filterwarnings("ignore", message=".*Profiler clears events")
-            with kineto_lines_dropped(), profile(
-                    activities=activities, record_shapes=True,  # shapes match extern calls
-                    schedule=schedule(wait=wait, warmup=warm, active=steps, repeat=1),
-                    on_trace_ready=lambda p: p.export_chrome_trace(str(path))) as prof:
-                for _ in range(wait + warm + steps):
-                    step.step()
-                    prof.step()
+        with profiler_quiet(), profile(
+                activities=activities, record_shapes=True,  # shapes match extern calls
+                schedule=schedule(wait=wait, warmup=warm, active=steps, repeat=1),
+                on_trace_ready=lambda p: p.export_chrome_trace(str(path))) as prof:
+            for _ in range(wait + warm + steps):
+                step.step()
+                prof.step()
         synchronize(device)
         doc = hooks.load_trace(path)
     attribution = hooks.attribute(doc, path=f"calibration {workload.kind}", shares=shares,

@@ -640,11 +640,13 @@ def replay_kernels(decoder: Any, length: int) -> list[tuple[str, float, float]]:
     position `length`, in launch order, from one profiled replay after a warm one."""
     from torch.profiler import ProfilerActivity, profile
 
+    from gptperf.quiet import profiler_quiet
+
     decoder.set_length(length)
     decoder.step()
     decoder.set_length(length)
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profiler_quiet(), profile(activities=[ProfilerActivity.CUDA]) as prof:
         decoder.step()
         torch.cuda.synchronize()
     kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),

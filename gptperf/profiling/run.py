@@ -20,7 +20,6 @@ import contextlib
 import json
 import math
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from gptperf.profiling.trace import (
     load_trace,
 )
 from gptperf.profiling.trace import attribute as attribute_trace
-from gptperf.quiet import kineto_lines_dropped
+from gptperf.quiet import profiler_quiet
 
 SCHEMA = "gptperf.profile/1"
 PROFILE_KINDS: tuple[str, ...] = ("train", "forward", "prefill", "decode")
@@ -219,8 +218,8 @@ def _measure_overhead(runner: Any, device: Any, repeats: int) -> dict[str, Any]:
     from gptperf.measure.timer import time_fn
 
     plain = time_fn(runner.step, warmup=1, repeats=repeats, device=device)
-    with kineto_lines_dropped(), profile(activities=_activities(device), record_shapes=True,
-                                         profile_memory=True):
+    with profiler_quiet(), profile(activities=_activities(device), record_shapes=True,
+                                   profile_memory=True):
         profiled = time_fn(runner.step, warmup=1, repeats=repeats, device=device)
     return {
         "step_s_without": plain.median,
@@ -231,13 +230,6 @@ def _measure_overhead(runner: Any, device: Any, repeats: int) -> dict[str, Any]:
         "without": plain.to_dict(),
         "with": profiled.to_dict(),
     }
-
-
-@contextlib.contextmanager
-def _no_cycle_warning() -> Any:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle")
-        yield
 
 
 def _activities(device: Any) -> list[Any]:
@@ -321,8 +313,7 @@ def profile_workload(
         def on_ready(prof: Any) -> None:
             tb_handler(prof)
 
-        # One cycle (repeat=1): torch's warning that events are cleared between cycles is noise.
-        with _no_cycle_warning(), kineto_lines_dropped(), profile(
+        with profiler_quiet(), profile(
             activities=_activities(device),
             schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1),
             on_trace_ready=on_ready,
