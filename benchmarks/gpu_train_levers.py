@@ -123,6 +123,12 @@ def lever(name: str) -> Iterator[dict[str, Any]]:
             stack.enter_context(inductor.patch({"triton.mix_order_reduction_split_size": 64}))
         if name == "nomix":  # no mix-order reductions: LayerNorm's weight and bias sums apart
             stack.enter_context(inductor.patch({"triton.mix_order_reduction": False}))
+        if name == "combo":  # independent kernels (the bias gradients' sums among them) launched as one
+            stack.enter_context(inductor.patch(combo_kernels=True))
+        if name == "benchfusion":  # each candidate fusion benchmarked before it is made
+            stack.enter_context(inductor.patch(benchmark_fusion=True))
+        if name == "aggressive":  # fuse nodes that share no memory access too
+            stack.enter_context(inductor.patch(aggressive_fusion=True))
         if name == "noclip":
             extra["settings"] = TrainSettings(grad_clip=0.0)
         yield extra
@@ -189,7 +195,7 @@ def main() -> None:
         alternate(sys.argv[2:])
         return
     levers = sys.argv[1:] or ["base", "inductorce", "noclip", "cudnn", "flash", "coordinate", "graphs",
-                              "autotune", "split64", "nomix"]
+                              "autotune", "split64", "nomix", "combo", "benchfusion", "aggressive"]
     results = []
     for name in levers:
         try:
