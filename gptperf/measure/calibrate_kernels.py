@@ -450,9 +450,7 @@ def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | N
                 step = _optimizer_step(device, t, p, fused)
                 seconds.append(timer(step, f"optimizer {name} {t} tensors {p} parameters",
                                      nbytes=OPTIMIZER_BYTES_PER_PARAM * p))
-                del step
-                if kind == "cuda":
-                    torch.cuda.empty_cache()
+                del step  # its memory stays cached for the next point (see below)
                 done += 1
                 _report(progress, "optimizer", done, total)
         default = "torch's default: a per-tensor loop on CPU" if kind == "cpu" else "foreach kernels"
@@ -460,6 +458,8 @@ def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | N
             "s per AdamW step over (parameter tensors, fp32 parameters), tensors of equal size, a "
             "third 2-D; lr 3e-4, weight decay 0.1 on 2-D tensors as gptperf's train step; "
             + ("fused kernel" if fused else default)))
+    if kind == "cuda":  # once, not after each point: the largest points hold tens of GB, and
+        torch.cuda.empty_cache()  # handing them back to the driver and taking them again cost seconds
     return out
 
 
