@@ -157,6 +157,19 @@ def test_kv_cache_full_is_a_user_error() -> None:
         KVCache(model.config, batch=1, max_len=33)
 
 
+@pytest.mark.parametrize("batch", [0, -1, True, 2.5, "2"])
+def test_both_kv_caches_refuse_a_batch_that_is_not_a_positive_integer(batch: object) -> None:
+    from gptperf.steps.fast_decode import StaticKVCache
+
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=64)
+    for cache in (KVCache, StaticKVCache):
+        with pytest.raises(UserError, match=f"batch must be a positive integer, got {batch!r}"):
+            cache(config, batch)  # type: ignore[arg-type]
+        with pytest.raises(UserError, match="33"):
+            cache(config, 2, max_len=33)
+        assert cache(config, 2, max_len=8).max_len == 8 and cache(config, 3).max_len == 32
+
+
 def test_parameter_count_with_tying() -> None:
     model = small_model()
     c = model.config

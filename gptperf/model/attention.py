@@ -14,6 +14,16 @@ from gptperf.model.config import GPTConfig
 from gptperf.model.labels import record_function
 
 
+def cache_length(config: GPTConfig, batch: int, max_len: int | None) -> int:
+    """The positions a KV cache of `batch` sequences holds (`max_len`, default the block size),
+    after checking both: a one-line UserError naming the bad value."""
+    max_len = config.block_size if max_len is None else max_len
+    config.check_sequence(max_len)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
+        raise UserError(f"batch must be a positive integer, got {batch!r}")
+    return max_len
+
+
 class KVCache:
     """Keys and values of past tokens for every layer, preallocated for `max_len` positions.
 
@@ -30,10 +40,7 @@ class KVCache:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        max_len = config.block_size if max_len is None else max_len
-        config.check_sequence(max_len)
-        if batch <= 0:
-            raise UserError(f"batch must be positive, got {batch}")
+        max_len = cache_length(config, batch, max_len)
         shape = (config.n_layer, batch, config.n_head, max_len, config.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)

@@ -22,6 +22,7 @@ from torch import nn
 
 from gptperf.errors import UserError
 from gptperf.model import GPT, GPTConfig
+from gptperf.model.attention import cache_length
 from gptperf.plan import COMPILED, CUDA_GRAPH, EAGER, ExecutionPlan
 from gptperf.steps import decode_kernels, gemv
 from gptperf.steps.fused_decode import fused_decode_step
@@ -49,10 +50,7 @@ class StaticKVCache:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        max_len = config.block_size if max_len is None else max_len
-        config.check_sequence(max_len)
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
-            raise UserError(f"batch must be a positive integer, got {batch!r}")
+        max_len = cache_length(config, batch, max_len)
         shape = (batch, config.n_head, max_len, config.head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
