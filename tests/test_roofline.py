@@ -221,6 +221,21 @@ def test_a_plot_path_must_end_in_a_format_matplotlib_writes(tmp_path) -> None:
             check_plot_path(tmp_path / name)
 
 
+def test_save_figure_writes_the_suffix_format_with_its_note_and_no_leftovers(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from gptperf.plotting import pyplot, save_figure
+
+    plt = pyplot()
+    for name, magic in (("f.svg", b"<?xml"), ("f.png", b"\x89PNG"), ("f", b"\x89PNG")):
+        fig, ax = plt.subplots()
+        ax.plot([1, 2], [3, 4])
+        path = save_figure(fig, tmp_path / name, note="measured on <a test>")
+        assert path.read_bytes().startswith(magic) and not plt.get_fignums()  # closed
+        if name.endswith(".svg"):
+            assert "measured on &lt;a test&gt;" in path.read_text()  # the note, escaped by matplotlib
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "f.png", "f.svg"]  # no temporaries
+
+
 def test_plots(tmp_path, capsys) -> None:
     pytest.importorskip("matplotlib")
     from gptperf.plotting.roofline import RooflinePoint, plot_roofline

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gptperf.atomic import atomic_path
-from gptperf.plotting import check_plot_path
+from gptperf.plotting import check_plot_path, pyplot, save_figure
 
 _COLORS = {"fp64": "#6b4c9a", "fp32": "#2f6fdb", "tf32": "#12a0a0", "bf16": "#d9480f",
            "fp16": "#e8a33d"}
@@ -28,11 +27,7 @@ def plot_ceilings(ceilings: dict[str, Any], datasheet: Any, path: str | os.PathL
     Written atomically; the format follows the suffix (.png, .svg or .pdf).
     """
     path = check_plot_path(path)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110,
                                  gridspec_kw={"width_ratios": [2.2, 1]})
     ds_name = getattr(datasheet, "name", None)
@@ -82,9 +77,4 @@ def plot_ceilings(ceilings: dict[str, Any], datasheet: Any, path: str | os.PathL
         note += f", {ceilings.get('threads')} threads"
     if ceilings.get("quick"):
         note += ", quick sweep"
-    fig.text(0.99, 0.01, note, ha="right", va="bottom", fontsize=7.5, color="#667085")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".").lower())
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, note=note)

@@ -11,18 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from gptperf.atomic import atomic_path
+from gptperf.plotting import pyplot
 from gptperf.plotting.roofline import RooflinePoint, plot_roofline
 
 FORMATS: tuple[str, ...] = ("png", "svg")
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _save(fig: Any, stem: Path) -> list[str]:
@@ -32,7 +24,7 @@ def _save(fig: Any, stem: Path) -> list[str]:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt)
         paths.append(str(path))
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return paths
 
 
@@ -43,7 +35,7 @@ def _subtitle(r: Any) -> str:
 def plot_context(r: Any, stem: Path) -> list[str]:
     """Tokens/s against context length, batch 1: with the KV cache and recomputing, measured and
     predicted."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for points, label, color in ((r.cache, "KV cache", "#1c7ed6"), (r.recompute, "recompute", "#c92a2a")):
         xs = [p.seq for p in points]
@@ -88,7 +80,7 @@ def plot_batch_roofline(r: Any, stem: Path) -> list[str]:
 
 def plot_split(r: Any, stem: Path) -> list[str]:
     """Time of one request per prompt length: prefill, then decoding `new_tokens` tokens."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = r.split()
     fig, ax = plt.subplots(figsize=(8, 0.6 * max(2, 2 * len(rows)) + 1.5), dpi=120)
     labels, y = [], 0

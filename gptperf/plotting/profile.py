@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gptperf.plotting import pyplot, save_figure
+
 
 def component_points(rows: Iterable[Any]) -> list[dict[str, Any]]:
     """Predicted and measured (AI, FLOP/s) of each comparison row with FLOPs and bytes.
@@ -49,13 +51,7 @@ def plot_profile_roofline(path: str | os.PathLike[str], rows: Iterable[Any], har
 
 def _plot(path: Path, points: list[dict[str, Any]], peak: float, bandwidth: float, dtype: str,
           title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gptperf.atomic import atomic_path
-
+    plt = pyplot()
     ais = [p["ai"] for p in points] or [1.0]
     lo, hi = min(ais + [peak / bandwidth]) / 4, max(ais + [peak / bandwidth]) * 4
     xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
@@ -81,8 +77,4 @@ def _plot(path: Path, points: list[dict[str, Any]], peak: float, bandwidth: floa
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=2, loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, fmt="png", dpi=120)

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gptperf.atomic import atomic_path
 from gptperf.errors import UserError
-from gptperf.plotting import check_plot_path
+from gptperf.plotting import check_plot_path, pyplot, save_figure
 
 BOUND_COLORS = {"compute": "#c92a2a", "memory": "#1c7ed6", None: "#495057"}
 KIND_MARKERS = {"predicted": "o", "measured": "^"}
@@ -74,10 +73,7 @@ def plot_roofline(
     path = check_plot_path(path)
     ceilings = _pairs(ceilings, "compute ceiling")
     bandwidths = _pairs(bandwidths, "bandwidth")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pts = [p for p in points if p.arithmetic_intensity > 0 and p.flops_per_s > 0
            and math.isfinite(p.arithmetic_intensity) and math.isfinite(p.flops_per_s)]
@@ -155,11 +151,7 @@ def plot_roofline(
     ax.legend(fontsize=7, loc="lower right")
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 9 / (9 + 3.2 * key_cols), 1))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".").lower())
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, layout={"rect": (0, 0, 9 / (9 + 3.2 * key_cols), 1)})
 
 
 def plot_prediction(path: str | os.PathLike[str], prediction: Any, *, view: str = "op",

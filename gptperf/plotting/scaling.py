@@ -7,30 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gptperf.atomic import atomic_path
+from gptperf.plotting import pyplot, save_figure
 
 MEASURED_COLOR = "#2f6fdb"
 PREDICTED_COLOR = "#d9480f"
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path, note: str | None) -> Path:
-    plt = _pyplot()
-    if note:
-        fig.text(0.99, 0.01, note, ha="right", va="bottom", fontsize=7, color="#667085")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png")
-    plt.close(fig)
-    return path
 
 
 def _style(ax: Any) -> None:
@@ -41,7 +21,7 @@ def _style(ax: Any) -> None:
 def plot_speedup(study: Any, path: str | os.PathLike[str]) -> Path:
     """Speedup S(p) (strong: T(1)/T(p); weak: p·T(1)/T(p)) measured and predicted, with the
     ideal S = p."""
-    plt = _pyplot()
+    plt = pyplot()
     pts = study.points
     procs = [p.procs for p in pts]
     fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=110)
@@ -56,12 +36,12 @@ def plot_speedup(study: Any, path: str | os.PathLike[str]) -> Path:
     ax.set_title(f"{study.spec.mode.capitalize()} scaling — {study.spec.config.name}", fontsize=11, loc="left")
     _style(ax)
     ax.legend(frameon=False, fontsize=8)
-    return _save(fig, Path(path), f"{study.device}, {study.backend or 'one process'}")
+    return save_figure(fig, Path(path), note=f"{study.device}, {study.backend or 'one process'}")
 
 
 def plot_efficiency(study: Any, path: str | os.PathLike[str]) -> Path:
     """Parallel efficiency S(p)/p (weak: T(1)/T(p)), measured and predicted, ideal 1."""
-    plt = _pyplot()
+    plt = pyplot()
     pts = study.points
     procs = [p.procs for p in pts]
     fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=110)
@@ -76,12 +56,12 @@ def plot_efficiency(study: Any, path: str | os.PathLike[str]) -> Path:
     ax.set_title(f"{study.spec.mode.capitalize()}-scaling efficiency", fontsize=11, loc="left")
     _style(ax)
     ax.legend(frameon=False, fontsize=8)
-    return _save(fig, Path(path), f"{study.device}, {study.backend or 'one process'}")
+    return save_figure(fig, Path(path), note=f"{study.device}, {study.backend or 'one process'}")
 
 
 def plot_space(study: Any, path: str | os.PathLike[str]) -> Path:
     """The performance space: measured throughput (tokens/s) over processes × per-process batch."""
-    plt = _pyplot()
+    plt = pyplot()
     procs = sorted({c.procs for c in study.space})
     batches = sorted({c.per_process_batch for c in study.space})
     value = {(c.procs, c.per_process_batch): c.tokens_per_s for c in study.space}
@@ -102,7 +82,7 @@ def plot_space(study: Any, path: str | os.PathLike[str]) -> Path:
     ax.set_ylabel("per-process batch")
     ax.set_title("Performance space: tokens/s (measured)", fontsize=10, loc="left")
     fig.colorbar(im, ax=ax, label="tokens/s")
-    return _save(fig, Path(path), None)
+    return save_figure(fig, Path(path))
 
 
 def plot_scaling(study: Any, out_dir: str | os.PathLike[str]) -> list[Path]:

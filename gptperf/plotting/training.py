@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from gptperf.atomic import atomic_path
+from gptperf.plotting import pyplot, save_figure
 
 
 def smooth(values: Sequence[float], window: int) -> list[float]:
@@ -35,11 +35,7 @@ def plot_loss_curve(
 
     `losses[i]` is the training loss of step i + 1; `val_losses` are (step, loss) pairs.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     path = Path(path)
     fig, ax = plt.subplots(figsize=(7.2, 3.6), dpi=110)
     steps = list(range(1, len(losses) + 1))
@@ -64,10 +60,4 @@ def plot_loss_curve(
     ax.spines[["top", "right"]].set_visible(False)
     if losses or val_losses:
         ax.legend(frameon=False, fontsize=9)
-    if note:
-        fig.text(0.99, 0.01, note, ha="right", va="bottom", fontsize=7.5, color="#667085")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, note=note)

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gptperf.atomic import atomic_path
 from gptperf.output import percent
+from gptperf.plotting import pyplot, save_figure
 
 KIND_COLORS = {"train": "#d9480f", "forward": "#2f6fdb", "prefill": "#12a0a0",
                "decode": "#6b4c9a", "decode_nocache": "#e8a33d"}
@@ -18,22 +18,13 @@ BANDS = ((0.08, "#ced4da", "±8%"), (0.03, "#868e96", "±3%"))
 LABEL_ABOVE = 0.08  # cases further off than this carry their name
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_validation(result: Any, path: str | os.PathLike[str]) -> Path:
     """Draw `result` (a `gptperf.validate.ValidationResult`) to `path`, atomically; the format
     follows the suffix (.png, .svg or .pdf). Returns the path."""
     from matplotlib.lines import Line2D
 
     path = Path(path)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 6.5), dpi=120)
     points = list(result.points)
     # the calibrated points set the view; a roofline bound far off it is left out of it
@@ -82,9 +73,4 @@ def plot_validation(result: Any, path: str | os.PathLike[str]) -> Path:
         handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none",
                               color="#495057", alpha=0.5, label="roofline bound (x) instead, where in view"))
     ax.legend(handles=handles, fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
