@@ -90,5 +90,6 @@ def profiler_quiet() -> Iterator[None]:
 
 
 def drop_tf32_advice() -> None:
-    """Filter inductor's advice to turn TF32 on (the module docstring says why), once."""
+    """Filter inductor's advice to turn TF32 on (the module docstring says why); installing the
+    filter again replaces it, so calling this often adds nothing."""
     warnings.filterwarnings("ignore", message=_TF32_ADVICE, category=UserWarning)
