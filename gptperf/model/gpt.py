@@ -113,12 +113,12 @@ class GPT(nn.Module):
         """Logits (B, T, vocab) — or (B, 1, vocab) with `last_logits_only` — and the mean
         cross-entropy against `targets` (positions with target -1 are ignored)."""
         B, T = idx.shape
-        if kv_cache is None:
-            self.config.check_sequence(T)
-            pos = torch.arange(T, device=idx.device)
-        else:
-            pos = kv_cache.positions(T, idx.device)
-        with record_function(names.EMBED):
+        with record_function(names.EMBED):  # the positions' arange too: it is the embedding's work
+            if kv_cache is None:
+                self.config.check_sequence(T)
+                pos = torch.arange(T, device=idx.device)
+            else:
+                pos = kv_cache.positions(T, idx.device)
             x = self.transformer.wte(idx) + self.transformer.wpe(pos)
         for block in self.transformer.h:
             x = block(x, kv_cache)
