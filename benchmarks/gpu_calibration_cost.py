@@ -1,0 +1,238 @@
+"""Where a GPU calibration point's wall time goes, and what other ways of timing it would change.
+
+    python benchmarks/gpu_calibration_cost.py [--rounds 2] [--families matmul:bf16 optimizer:fp32]
+        [--timers torch shared fresh replays2 half] [--save cells.json]
+
+On the GPU, each family (the calibration's own `_measure_*` over its own cells) is measured in
+alternating rounds by each of `--timers`:
+  torch    — `KernelTimer` as it is: each point's graph captured as `torch.cuda.graph` does it,
+             the device synchronised and the caching allocator (and the pinned host cache)
+             emptied before every capture, every graph in a memory pool of its own;
+  shared   — no synchronising or emptying, every graph captured into one pool, reused;
+  fresh    — shared, with the pool handed back before every capture (fresh memory each time);
+  replays2 — torch with two timed replays instead of three;
+  half     — torch with replays of 0.5 ms instead of 1.
+Per point the host seconds are split: the first call (lazy set-up: cuDNN builds a plan for every
+new attention shape), synchronise + empty the caches, capture and first replay, and the rest (the
+estimate's second call, the timed replays, freeing the graph). Per family, each round's per-cell
+times over the first `torch` round's (median ratio, median and p90 of |ratio - 1|; the second
+`torch` round is the noise), then a table of wall seconds and the split; `--save` keeps every
+run's per-cell times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from itertools import product
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+STAGES = ("first call", "sync+empty", "capture+replay", "rest")
+
+
+def timers():
+    import torch
+
+    from gptperf.measure.kernel_timer import KernelTimer
+
+    class Staged(KernelTimer):
+        """KernelTimer as it is (each capture in `torch.cuda.graph`: the device synchronised and
+        the allocator's caches emptied first, a private memory pool per graph), with each point's
+        host seconds split into STAGES (`self.stages`)."""
+
+        def __init__(self, *a, **k) -> None:
+            super().__init__(*a, **k)
+            self.stages: dict[str, float] = defaultdict(float)
+            self.points = 0
+
+        def __call__(self, call, what="", nbytes=0.0):
+            first = [True]
+
+            def timed(j: int):
+                if not first[0]:
+                    return call(j)
+                first[0] = False
+                t0 = time.perf_counter()
+                out = call(j)
+                self.stages["first call"] += time.perf_counter() - t0
+                return out
+
+            t0 = time.perf_counter()
+            before = sum(self.stages.values())
+            out = super().__call__(timed, what, nbytes)
+            self.stages["rest"] += time.perf_counter() - t0 - (sum(self.stages.values()) - before)
+            self.points += 1
+            return out
+
+        def _capture(self, call, calls):
+            t0 = time.perf_counter()
+            self._before_capture()
+            t1 = time.perf_counter()
+            out = self._capture_only(call, calls)
+            self.stages["sync+empty"] += t1 - t0
+            self.stages["capture+replay"] += time.perf_counter() - t1
+            return out
+
+        def _before_capture(self) -> None:  # what torch.cuda.graph does before it captures
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch._C._host_emptyCache()
+
+        def _capture_only(self, call, calls):
+            graph = torch.cuda.CUDAGraph()
+            stream = self._stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                graph.capture_begin(**self._pool())
+                try:
+                    for i in range(calls):
+                        call(i)
+                finally:
+                    graph.capture_end()
+            torch.cuda.current_stream().wait_stream(stream)
+            self._keep(graph)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            return graph, max(start.elapsed_time(end) / 1e3, 1e-9)
+
+        def _stream(self):
+            if not hasattr(self, "_capture_stream"):
+                self._capture_stream = torch.cuda.Stream()
+            return self._capture_stream
+
+        def _pool(self) -> dict:
+            return {}
+
+        def _keep(self, graph) -> None:
+            pass
+
+    class Shared(Staged):
+        """No synchronise or emptying; every graph captured into one pool, the last graph kept
+        alive until the next is captured (a pool whose graphs are all freed cannot be captured
+        into again, torch 2.11)."""
+
+        def _before_capture(self) -> None:
+            pass
+
+        def _pool(self) -> dict:
+            if getattr(self, "_handle", None) is None:
+                self._handle = torch.cuda.graph_pool_handle()
+            return {"pool": self._handle}
+
+        def _keep(self, graph) -> None:
+            self._last = graph  # the previous graph's memory goes back to the pool
+
+    class Fresh(Shared):
+        """Shared with the pool handed back before every capture: fresh memory each time."""
+
+        def _before_capture(self) -> None:
+            self._handle = self._last = None
+            torch.cuda.empty_cache()
+
+    return {"torch": Staged, "shared": Shared, "fresh": Fresh, "replays2": Staged, "half": Staged}
+
+
+# what a timer changes in the calibration plan's constants while it runs (module kernel_timer)
+SETTINGS = {"replays2": {"REPLAYS": 2}, "half": {"TARGET_REPLAY_S": 0.5e-3}}
+
+
+def run_family(family: str, dtype: str, timer) -> list[tuple[str, float]]:
+    import torch
+
+    from gptperf.measure import calibrate_kernels as ck
+
+    device = torch.device("cuda")
+    if family == "matmul":
+        grids = {"": ck._measure_matmul(device, dtype, False, None, timer, None)}
+    elif family == "attention":
+        grids = ck._measure_attention(device, dtype, False, None, timer, None)
+    elif family == "vector":
+        grids = ck._measure_vector(device, dtype, False, None, timer, None)
+    elif family == "optimizer":
+        grids = ck._measure_optimizer(device, False, None, timer)
+    else:
+        raise SystemExit(f"unknown family {family!r}; valid: matmul, attention, vector, optimizer")
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    out = []
+    for key in sorted(grids):
+        table = grids[key]
+        cells = product(*table.points) if hasattr(table, "points") else table.x
+        out += [(f"{key} {cell}", s) for cell, s in zip(cells, table.seconds, strict=True)]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--families", nargs="+", default=["matmul:bf16", "matmul:fp32",
+                                                          "attention:fp32", "vector:bf16"],
+                        help="family:dtype (optimizer: any dtype, its tensors are fp32)")
+    parser.add_argument("--save", help="write every run's per-cell seconds to this JSON file")
+    parser.add_argument("--timers", nargs="+", default=["torch", "shared"],
+                        help="torch, shared, fresh, replays2, half (the module docstring); "
+                             "torch first: the others are read against its first round")
+    args = parser.parse_args()
+    import torch
+
+    from gptperf.measure import kernel_timer
+
+    kinds = timers()
+    rows = []
+    saved_runs: dict[str, dict] = {}
+    for spec in args.families:
+        family, dtype = spec.split(":")
+        seconds: dict[str, list[list[float]]] = defaultdict(list)
+        cells: list[str] = []
+        for r in range(args.rounds):
+            for name in (args.timers if r % 2 == 0 else args.timers[::-1]):
+                timer = kinds[name](torch.device("cuda"), False)
+                saved = {k: getattr(kernel_timer, k) for k in SETTINGS.get(name, {})}
+                for k, v in SETTINGS.get(name, {}).items():
+                    setattr(kernel_timer, k, v)
+                t0 = time.perf_counter()
+                try:
+                    measured = run_family(family, dtype, timer)
+                    cells = [c for c, _ in measured]
+                    seconds[name].append([t for _, t in measured])
+                finally:
+                    wall = time.perf_counter() - t0
+                    for k, v in saved.items():
+                        setattr(kernel_timer, k, v)
+                rows.append((spec, name, r, wall, timer.points, dict(timer.stages)))
+                print(f"{spec} {name} round {r}: {wall:.2f} s, {timer.points} points, "
+                      + ", ".join(f"{k} {timer.stages[k]:.2f} s" for k in STAGES)
+                      + f"; {len(timer.notes)} timed eagerly {timer.notes[:2]}", flush=True)
+        if args.save:
+            saved_runs[spec] = {"cells": cells, "seconds": dict(seconds)}
+        base = seconds["torch"][0]
+        for name, runs in seconds.items():
+            for r, values in enumerate(runs):
+                if name == "torch" and r == 0:
+                    continue
+                dev = sorted(abs(v / b - 1) for v, b in zip(values, base, strict=True))
+                ratio = statistics.median(v / b for v, b in zip(values, base, strict=True))
+                print(f"  {spec} {name} round {r} over torch round 0: median ratio {ratio:.4f}, "
+                      f"median |r-1| {100 * statistics.median(dev):.2f}%, "
+                      f"p90 {100 * dev[int(0.9 * (len(dev) - 1))]:.2f}%", flush=True)
+    if args.save:
+        Path(args.save).write_text(json.dumps(saved_runs))
+    print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}")
+    print("| family | timer | round | wall s | points | ms/point | " + " | ".join(STAGES) + " |")
+    print("| --- " * (6 + len(STAGES)) + "|")
+    for spec, name, r, wall, points, stages in rows:
+        print(f"| {spec} | {name} | {r} | {wall:.2f} | {points} | {1e3 * wall / max(points, 1):.1f} | "
+              + " | ".join(f"{stages.get(k, 0.0):.2f}" for k in STAGES) + " |")
+
+
+if __name__ == "__main__":
+    main()
