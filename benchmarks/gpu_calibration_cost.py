@@ -1,7 +1,7 @@
 """Where a GPU calibration point's wall time goes, and what other ways of timing it would change.
 
     python benchmarks/gpu_calibration_cost.py [--rounds 2] [--families matmul:bf16 optimizer:fp32]
-        [--timers torch shared fresh replays2 half] [--save cells.json]
+        [--timers torch shared fresh replays3 half] [--save cells.json]
 
 On the GPU, each family (the calibration's own `_measure_*` over its own cells) is measured in
 alternating rounds by each of `--timers`:
@@ -10,7 +10,7 @@ alternating rounds by each of `--timers`:
              emptied before every capture, every graph in a memory pool of its own;
   shared   — no synchronising or emptying, every graph captured into one pool, reused;
   fresh    — shared, with the pool handed back before every capture (fresh memory each time);
-  replays2 — torch with two timed replays instead of three;
+  replays3 — torch with three timed replays instead of two (the calibration's before 2026-12-03);
   half     — torch with replays of 0.5 ms instead of 1.
 Per point the host seconds are split: the first call (lazy set-up: cuDNN builds a plan for every
 new attention shape), synchronise + empty the caches, capture and first replay, and the rest (the
@@ -138,11 +138,11 @@ def timers():
             self._handle = self._last = None
             torch.cuda.empty_cache()
 
-    return {"torch": Staged, "shared": Shared, "fresh": Fresh, "replays2": Staged, "half": Staged}
+    return {"torch": Staged, "shared": Shared, "fresh": Fresh, "replays3": Staged, "half": Staged}
 
 
 # what a timer changes in the calibration plan's constants while it runs (module kernel_timer)
-SETTINGS = {"replays2": {"REPLAYS": 2}, "half": {"TARGET_REPLAY_S": 0.5e-3}}
+SETTINGS = {"replays3": {"REPLAYS": 3}, "half": {"TARGET_REPLAY_S": 0.5e-3}}
 
 
 def run_family(family: str, dtype: str, timer) -> list[tuple[str, float]]:
@@ -179,7 +179,7 @@ def main() -> None:
                         help="family:dtype (optimizer: any dtype, its tensors are fp32)")
     parser.add_argument("--save", help="write every run's per-cell seconds to this JSON file")
     parser.add_argument("--timers", nargs="+", default=["torch", "shared"],
-                        help="torch, shared, fresh, replays2, half (the module docstring); "
+                        help="torch, shared, fresh, replays3, half (the module docstring); "
                              "torch first: the others are read against its first round")
     args = parser.parse_args()
     import torch

@@ -124,7 +124,7 @@ TARGET_REPLAY_S = 1e-3  # one CUDA-graph replay of R calls (1 ms: launch costs u
 # Two timed replays, not three: every bf16 matmul cell read the same (median ratio 1.0005 and 0.9998
 # in two rounds, no drift from 1 µs to 3 ms calls; the cells' spread 3.8-4.3% at p90, where three
 # replays read again spread 4.8%) and the family took 6.0 s, not 7.1 (H200, 2026-12-03,
-# benchmarks/gpu_calibration_cost.py --timers torch replays2)
+# benchmarks/gpu_calibration_cost.py, then --timers torch replays2; now torch replays3)
 REPLAYS = 2
 CPU_POINT_S = {False: 0.02, True: 0.008}  # timed seconds per CPU point (quick: True)
 CPU_MIN_REPEATS, CPU_MAX_REPEATS = 3, 15
