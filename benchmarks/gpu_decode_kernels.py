@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from gptperf.measure.calibrate_kernels import replay_kernels
+from gptperf.measure.calibrate_decode import replay_kernels
 from gptperf.measure.timer import time_fn
 from gptperf.model import GPTConfig, preset
 from gptperf.steps.fast_decode import FastDecoder, build_model

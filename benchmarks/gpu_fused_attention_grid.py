@@ -2,8 +2,8 @@
 
     python benchmarks/gpu_fused_attention_grid.py
 
-Times `steps.decode_kernels.decode_attention` as the calibration does (`calibrate_kernels.
-_measure_fused_attention`: batch 1, the cache's last position, each call after the one before,
+Times `steps.decode_kernels.decode_attention` as the calibration does (`calibrate_decode.
+measure_fused_attention`: batch 1, the cache's last position, each call after the one before,
 distinct caches cycled) over heads 8..128, cache lengths 128..8192 and D 64, 128 in bf16, then
 reads the shapes of gpt2's and the 7B shape's decode steps (12 heads at 1024, 32 at 1000) from
 sub-grids of it — the candidate axes — against their direct measurement. Then, at those shapes,
@@ -20,7 +20,7 @@ from itertools import product
 
 import torch
 
-from gptperf.measure import calibrate_kernels as ck
+from gptperf.measure import calibrate_decode as cd
 from gptperf.measure import calibration_plan as cp
 from gptperf.measure.kernel_timer import KernelTimer, OperandPool, random_tensor
 from gptperf.perfmodel.calibration import Grid
@@ -64,7 +64,7 @@ def after_qkv(h: int, n: int, d: int, timer: KernelTimer) -> tuple[float, float,
 def main() -> None:
     device = torch.device("cuda")
     # the calibration's own measurement, on the fine grid
-    grid = ck._measure_fused_attention(device, "bf16", False, None, KernelTimer(device, False), axes=FINE)
+    grid = cd.measure_fused_attention(device, "bf16", False, None, KernelTimer(device, False), axes=FINE)
     measured = dict(zip(product(*FINE), grid.seconds, strict=True))
     rows = []
     for name, axes in CANDIDATES.items():

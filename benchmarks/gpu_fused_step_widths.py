@@ -6,7 +6,7 @@ calibration draws through its own synthetic widths (`calibration_plan.FUSED_STEP
 
 Each width is a synthetic bf16 model of head size 128 and vocabulary 512, built and captured by
 `FastDecoder` as the calibration builds its own, its kernels timed as the calibration times them
-(`calibrate_kernels.replay_kernels`: a kernel's end minus the previous kernel's end in one profiled
+(`calibrate_decode.replay_kernels`: a kernel's end minus the previous kernel's end in one profiled
 replay, the median over the layers after the first); the last row is the 7B shape at context 1024.
 Prints per width and kernel the time measured, the curve's reading, their ratio, the bandwidth and
 the kernel's tile (`decode_kernels.fused_tile`); with $OUT, the rows to $OUT/fused_step_widths.json.
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from gptperf.measure.calibrate import calibration_for
-from gptperf.measure.calibrate_kernels import replay_kernels, step_layer_times
+from gptperf.measure.calibrate_decode import replay_kernels, step_layer_times
 from gptperf.model import GPTConfig
 from gptperf.model.config import LAYER_WEIGHTS, NORM_FED_WEIGHTS
 from gptperf.perfmodel.calibration import FUSED_STEP
@@ -36,7 +36,7 @@ WIDTHS = ((2304, 12, 256), (3072, 12, 256), (3584, 10, 256), (4096, 8, 256), (46
 
 
 def measure(config: GPTConfig, context: int) -> dict[str, float]:
-    """Seconds of each of the step's layer kernels (`calibrate_kernels.step_layer_times`)."""
+    """Seconds of each of the step's layer kernels (`calibrate_decode.step_layer_times`)."""
     decoder = FastDecoder(build_model(config, torch.device("cuda"), torch.bfloat16), 1, fused=True)
     decoder.warmup()
     times = step_layer_times(replay_kernels(decoder, context - 1), config.n_layer)

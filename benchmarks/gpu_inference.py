@@ -316,7 +316,7 @@ def profile_step(dec: FastDecoder, context: int) -> dict[str, Any] | None:
     duration, the span from the first start to the last end, and the busiest kernel names."""
     if DRY:
         return None
-    from gptperf.measure.calibrate_kernels import replay_kernels
+    from gptperf.measure.calibrate_decode import replay_kernels
 
     kernels = replay_kernels(dec, context - 1)
     if not kernels:

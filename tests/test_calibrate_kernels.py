@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from gptperf.errors import UserError
+from gptperf.measure import calibrate_decode as cd
 from gptperf.measure import calibrate_kernels as ck
 from gptperf.measure import calibration_plan as cp
 from gptperf.measure import kernel_timer as kt
+from gptperf.measure.calibration_tables import fill_grid
 from gptperf.perfmodel.calibration import Curve, Grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -131,8 +133,8 @@ def test_fill_by_growth_exponents_hand_computed() -> None:
     measured = {(1, 10): 1.0, (2, 10): 3.0, (1, 20): 5.0}
     # (2, 20) from the measured cell below it with most work: (2, 10) when axis 1 counts
     # double, (1, 20) weighs log 1 + 2·log 20 > log 2 + 2·log 10 -> from (1, 20), times 2^1
-    assert ck._fill(axes, measured, (1.0, 2.0)) == [1.0, 5.0, 3.0, 10.0]
-    assert ck._fill(axes, measured, (3.0, 1.0)) == [1.0, 5.0, 3.0, 6.0]  # from (2, 10), · 20/10
+    assert fill_grid(axes, measured, (1.0, 2.0)) == [1.0, 5.0, 3.0, 10.0]
+    assert fill_grid(axes, measured, (3.0, 1.0)) == [1.0, 5.0, 3.0, 6.0]  # from (2, 10), · 20/10
 
 
 # --- x definitions and points --------------------------------------------------------------------
@@ -325,7 +327,7 @@ def test_attention_fwd_bwd_costs_more_than_fwd(small: None) -> None:
     grids = ck.measure_attention("cpu", "fp32")
     fwd, both = grids["fp32:causal_fwd"], grids["fp32:causal_fwd_bwd"]
     assert both.at(4, 64, 16) > fwd.at(4, 64, 16)
-    assert ck.measure_gemv("cpu", "fp32") is None  # Triton's kernel needs CUDA
+    assert cd.measure_gemv("cpu", "fp32") is None  # Triton's kernel needs CUDA
 
 
 def test_cpu_timer_measures_a_known_call() -> None:
@@ -497,13 +499,13 @@ def test_step_layer_times_are_each_kernels_end_after_the_previous_end() -> None:
     # 11 µs after the kernel before it, and a qkv (i = 0) 57 µs after the previous layer's mlp.proj
     kernels = [("embed", 0.0, 2.0)]
     for layer in range(3):
-        kernels += [(c, 100.0 * layer + 10.0 * i + 1, i + 2.0 + layer) for i, c in enumerate(ck.STEP_LAYER)]
+        kernels += [(c, 100.0 * layer + 10.0 * i + 1, i + 2.0 + layer) for i, c in enumerate(cd.STEP_LAYER)]
     kernels.append(("head", 400.0, 5.0))
-    times = ck.step_layer_times(kernels, 3)
-    assert times[ck.STEP_LAYER[0]] == pytest.approx(57e-6)
-    assert all(times[c] == pytest.approx(11e-6) for c in ck.STEP_LAYER[1:])
+    times = cd.step_layer_times(kernels, 3)
+    assert times[cd.STEP_LAYER[0]] == pytest.approx(57e-6)
+    assert all(times[c] == pytest.approx(11e-6) for c in cd.STEP_LAYER[1:])
     with pytest.raises(RuntimeError, match="ran 16 kernels, not the 17"):
-        ck.step_layer_times(kernels[:-1], 3)
+        cd.step_layer_times(kernels[:-1], 3)
 
 
 def test_a_cpu_sweep_says_it_measured_every_point_twice(swept: tuple) -> None:

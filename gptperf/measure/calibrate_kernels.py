@@ -1,6 +1,7 @@
 """The calibration's kernel micro-benchmarks: seconds per call of the matmuls, attention, vector
 ops, AdamW and the batch-1 gemv a GPT step runs, over the sizes the calibration's design lists,
-returned as `perfmodel.calibration` Grids and Curves for `gptperf.measure.calibrate` to keep.
+returned as `perfmodel.calibration` Grids and Curves for `gptperf.measure.calibrate` to keep
+(gptperf's own decode kernels are measured in `calibrate_decode`, and kept here with the rest).
 
 Every time is the device time of one call among back-to-back calls, as
 `gptperf.measure.kernel_timer` times it (a CUDA graph on a GPU, a timed loop on a CPU); on a CPU
@@ -21,17 +22,22 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from itertools import product
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from gptperf import names
-from gptperf.dtypes import check_dtype, dtype_bytes
+from gptperf.dtypes import check_dtype
 from gptperf.errors import UserError
+from gptperf.measure.calibrate_decode import (
+    measure_argmax_chain,
+    measure_fused_attention,
+    measure_fused_step,
+    measure_gemv_chain,
+    measure_gemv_curve,
+)
 from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-exported beside its measurement
     ATTENTION_GROWTH,
     ATTENTION_PASSES,
@@ -42,11 +48,6 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     CPU_POINT_S,
     EMBED,
     EMBED_BWD_VOCAB,
-    FUSED_ATTENTION_DTYPES,
-    FUSED_STEP_CONTEXT,
-    FUSED_STEP_VOCAB,
-    GEMV_SIZES,
-    GEMV_SKIPPED_DTYPES,
     GIB,
     KIB,
     MIB,
@@ -60,7 +61,6 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     _attention_axes,
     _attention_cells,
     _check_dtypes,
-    _gemv_shape,
     _matmul_axes,
     _matmul_cells,
     _matmul_probes,
@@ -68,16 +68,14 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     _vector_dtypes,
     _vector_ops,
     _vector_points,
-    argmax_shapes,
     attention_bytes,
     attention_passes,
     block_shapes,
-    fused_attention_axes,
-    fused_step_models,
     matmul_bytes,
     optimizer_axes,
     optimizer_params,
 )
+from gptperf.measure.calibration_tables import fill_grid, grid_note, report
 from gptperf.measure.gpu_lock import NO_LOCK, GpuLock
 from gptperf.measure.kernel_timer import (
     POOL_BYTES,
@@ -88,10 +86,8 @@ from gptperf.measure.kernel_timer import (
     random_tensor,
 )
 from gptperf.measure.timer import Progress
-from gptperf.model.config import LAYER_WEIGHTS
 from gptperf.perfmodel.calibration import (
     FUSED_ATTENTION_PASS,
-    FUSED_STEP,
     GEMV_ARGMAX_CHAIN,
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
@@ -107,35 +103,6 @@ def _memory_bytes(device: torch.device) -> int | None:
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory)
     return None  # the CPU points are small beside any machine's memory
-
-
-def _fill(axes: Sequence[Sequence[int]], measured: dict[tuple[int, ...], float],
-          growth: Sequence[float]) -> list[float]:
-    """Grid times in row-major order: measured cells as measured, every other one from the
-    measured cell below it with the most work (Σ growth·log size), grown by `growth`."""
-    out = []
-    for cell in product(*axes):
-        if cell in measured:
-            out.append(measured[cell])
-            continue
-        below = [c for c in measured if all(a <= b for a, b in zip(c, cell, strict=True))] or list(measured)
-        src = max(below, key=lambda c: (sum(g * math.log(x) for g, x in zip(growth, c, strict=True)), c))
-        scale = math.prod((x / s) ** g for x, s, g in zip(cell, src, growth, strict=True))
-        out.append(measured[src] * scale)
-    return out
-
-
-def _grid_note(axes: Sequence[Sequence[int]], measured: int) -> str:
-    total = math.prod(len(a) for a in axes)
-    if measured == total:
-        return "all cells measured"
-    return (f"{measured} of {total} cells measured, the rest (estimated longer than a measured "
-            "call may take) extrapolated from the largest measured cell below by the growth exponents")
-
-
-def _report(progress: Progress | None, stage: str, done: int, total: int) -> None:
-    if progress:
-        progress(stage, done, total)
 
 
 # ==================================================================================================
@@ -178,18 +145,18 @@ def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Pro
     with MatmulPrecision(dtype):
         for i, cell in enumerate(cells):
             measured[cell] = seconds(*cell)
-            _report(progress, f"matmul {dtype}", i + 1, total)
+            report(progress, f"matmul {dtype}", i + 1, total)
         for i, cell in enumerate(off_grid):
             assert probes is not None  # off_grid is empty without it
             plain = seconds(*cell)
             probes.setdefault(dtype, []).append((cell, plain))
             if biased is not None:
                 biased.setdefault(dtype, []).append(seconds(*cell, bias=True) / plain)
-            _report(progress, f"matmul {dtype}", len(cells) + i + 1, total)
-    return Grid(("M", "N", "K"), axes, tuple(_fill(axes, measured, (1, 1, 1))), (1, 1, 1),
+            report(progress, f"matmul {dtype}", len(cells) + i + 1, total)
+    return Grid(("M", "N", "K"), axes, tuple(fill_grid(axes, measured, (1, 1, 1))), (1, 1, 1),
                 what=f"s per y = F.linear(x, W), x M×K, W N×K, {dtype}, no bias; distinct "
                      f"operands cycled over {POOL_BYTES[kind] // MIB} MiB; "
-                     + _grid_note(axes, len(measured)))
+                     + grid_note(axes, len(measured)))
 
 
 def matmul_bias(ratios: dict[str, list[float]]) -> tuple[dict[str, dict[str, float]], list[str]]:
@@ -287,7 +254,7 @@ def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: 
                 if record is not None:
                     record.append([key, bh, t, d])
                 done += 1
-                _report(progress, f"attention {dtype}", done, total)
+                report(progress, f"attention {dtype}", done, total)
             growth = ATTENTION_GROWTH[pass_]
             axis_names = ("BH", "L", "D") if pass_ == "one_query" else ("BH", "T", "D")
             what = ("s per F.scaled_dot_product_attention(q (1,BH,1,D), k, v (1,BH,L,D)), no mask, "
@@ -297,8 +264,8 @@ def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: 
                     "bool lower triangle)" if pass_ == "masked_fwd" else
                     "s per F.scaled_dot_product_attention(q, k, v (1,BH,T,D), is_causal=True)"
                     + (" + torch.autograd.grad of q, k, v" if pass_ == "causal_fwd_bwd" else ""))
-            out[key] = Grid(axis_names, axes, tuple(_fill(axes, measured, growth)), growth,
-                            what=f"{what}, {dtype}, default backend; " + _grid_note(axes, len(measured)))
+            out[key] = Grid(axis_names, axes, tuple(fill_grid(axes, measured, growth)), growth,
+                            what=f"{what}, {dtype}, default backend; " + grid_note(axes, len(measured)))
     return out
 
 
@@ -399,7 +366,7 @@ def _measure_vector(device: torch.device, dtype: str, quick: bool, progress: Pro
             if record is not None:
                 record.append([key, x])
             done += 1
-            _report(progress, f"vector {dtype}", done, total)
+            report(progress, f"vector {dtype}", done, total)
         out[key] = Curve(tuple(xs), tuple(seconds), what=f"s per call over x = bytes {VECTOR_X[op]}, "
                                                          f"{dtype}, the same inputs every call")
     if device.type == "cuda":
@@ -452,7 +419,7 @@ def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | N
                                      nbytes=OPTIMIZER_BYTES_PER_PARAM * p))
                 del step  # its memory stays cached for the next point (see below)
                 done += 1
-                _report(progress, "optimizer", done, total)
+                report(progress, "optimizer", done, total)
         default = "torch's default: a per-tensor loop on CPU" if kind == "cpu" else "foreach kernels"
         out[name] = Grid(("tensors", "parameters"), (tensors, params), tuple(seconds), (1.0, 1.0), what=(
             "s per AdamW step over (parameter tensors, fp32 parameters), tensors of equal size, a "
@@ -461,247 +428,6 @@ def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | N
     if kind == "cuda":  # once, not after each point: the largest points hold tens of GB, and
         torch.cuda.empty_cache()  # handing them back to the driver and taking them again cost seconds
     return out
-
-
-def measure_gemv(device: torch.device | str, dtype: str, quick: bool = False,
-                 progress: Progress | None = None) -> Curve | None:
-    """Curve over x = weight bytes N·K·e of gptperf's one-row Triton kernel (`steps.gemv`),
-    distinct weights cycled; None without CUDA and Triton."""
-    device = as_device(device)
-    return _measure_gemv(device, check_dtype(dtype), quick, progress, KernelTimer(device, quick))
-
-
-# A weight-streaming kernel to time: (weight (N, K), the other inputs it needs) -> call(j).
-StreamCall = Callable[[list[list[torch.Tensor]], torch.dtype, torch.device, int, int], Call]
-
-
-def _weight_stream_curve(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                         timer: KernelTimer, label: str, square: bool, make_call: StreamCall,
-                         shapes: Sequence[tuple[int, int]] | None = None) -> tuple[list, list]:
-    """(bytes, seconds) of a one-row kernel over GEMV_SIZES of weight (or the (N, K) `shapes`),
-    distinct weights cycled from the pool; `square` weights (K×K) when the kernel's output feeds
-    its next call."""
-    tdtype = TORCH_DTYPES[dtype]
-    pool = OperandPool(device, tdtype)
-    if shapes is None:
-        shapes = [_gemv_shape(size, tdtype.itemsize) for size in _thin(GEMV_SIZES, quick)]
-        shapes = [(k, k) if square else (n, k) for n, k in shapes]
-    xs: list[float] = []
-    seconds: list[float] = []
-    for i, (n, k) in enumerate(shapes):
-        sets = pool.copies([(n, k)])
-        if not xs or n * k * tdtype.itemsize > xs[-1]:
-            seconds.append(timer(make_call(sets, tdtype, device, n, k), f"{label} {dtype} {n}×{k}"))
-            xs.append(n * k * tdtype.itemsize)
-        del sets
-        _report(progress, f"{label} {dtype}", i + 1, len(shapes))
-    return xs, seconds
-
-
-def _measure_gemv(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                  timer: KernelTimer) -> Curve | None:
-    from gptperf.steps import gemv
-
-    if device.type != "cuda" or not gemv.available() or dtype in GEMV_SKIPPED_DTYPES:
-        return None
-
-    def make_call(sets: list[list[torch.Tensor]], tdtype: torch.dtype, device: torch.device,
-                  n: int, k: int) -> Call:
-        x, y = random_tensor((k,), tdtype, device), torch.empty(n, device=device, dtype=tdtype)
-        return lambda j: gemv.launch(x, sets[j % len(sets)][0], None, y)
-
-    xs, seconds = _weight_stream_curve(device, dtype, quick, progress, timer, "gemv", False, make_call)
-    return Curve(tuple(xs), tuple(seconds), what=(
-        f"s per y = W·x of gptperf.steps.gemv (one row, W N×K {dtype}, N ≈ K) over x = N·K·e "
-        f"bytes; distinct weights cycled over {POOL_BYTES['cuda'] // MIB} MiB"))
-
-
-def _measure_gemv_chain(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                        timer: KernelTimer, residual: bool = False) -> Curve | None:
-    """Curve over weight bytes of the fused decode step's LayerNorm + gemv kernel
-    (`steps.decode_kernels.ln_gemv`), or with `residual` its gemv + bias + residual kernel
-    (`gemv_residual`), in a chain: each call reads the vector the one before wrote, as every
-    kernel of that step does (with programmatic dependent launch where the step has it), so the
-    time a kernel spends waiting for its input and ramping up is in each point."""
-    from gptperf.steps import decode_kernels
-
-    if device.type != "cuda" or not decode_kernels.available() or dtype in GEMV_SKIPPED_DTYPES:
-        return None
-
-    def make_call(sets: list[list[torch.Tensor]], tdtype: torch.dtype, device: torch.device,
-                  n: int, k: int) -> Call:
-        v = [random_tensor((1, 1, k), tdtype, device) for _ in range(2)]
-        g, b = random_tensor((k,), tdtype, device), random_tensor((k,), tdtype, device)
-        if residual:
-            r = random_tensor((1, 1, k), tdtype, device)
-            return lambda j: decode_kernels.gemv_residual(v[j % 2], sets[j % len(sets)][0], b, r,
-                                                          out=v[(j + 1) % 2])
-        folded = decode_kernels.fold_for_copies([s[0] for s in sets], g, b)
-        return lambda j: decode_kernels.ln_gemv(v[j % 2], g, b, 1e-5, sets[j % len(sets)][0],
-                                                folded=folded[j % len(sets)], out=v[(j + 1) % 2])
-
-    label = "gemv residual chain" if residual else "gemv chain"
-    xs, seconds = _weight_stream_curve(device, dtype, quick, progress, timer, label, True, make_call)
-    what = ("r + W·x + b of gptperf.steps.decode_kernels.gemv_residual" if residual
-            else "LayerNorm + y = W·x of gptperf.steps.decode_kernels.ln_gemv")
-    return Curve(tuple(xs), tuple(seconds), what=(
-        f"s per {what} (W K×K {dtype}), each call reading the previous call's output, over "
-        f"x = K·K·e bytes; distinct weights cycled over {POOL_BYTES['cuda'] // MIB} MiB"))
-
-
-def _measure_argmax_chain(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                          timer: KernelTimer) -> Curve | None:
-    """Curve over weight bytes of the fused decode step's LM head kernel
-    (`steps.decode_kernels.ln_gemv_argmax`: LayerNorm, a vocabulary-wide gemv, the argmax) at
-    `argmax_shapes`, each call waiting for the one before (one scratch, stream order), as the
-    step's waits for its last projection."""
-    from gptperf.steps import decode_kernels
-
-    if device.type != "cuda" or not decode_kernels.available() or dtype in GEMV_SKIPPED_DTYPES:
-        return None
-
-    def make_call(sets: list[list[torch.Tensor]], tdtype: torch.dtype, device: torch.device,
-                  n: int, k: int) -> Call:
-        x = random_tensor((1, 1, k), tdtype, device)
-        g, b = random_tensor((k,), tdtype, device), random_tensor((k,), tdtype, device)
-        folded = decode_kernels.fold_for_copies([s[0] for s in sets], g, b)
-        scratch = decode_kernels.DecodeScratch.new(1, device)
-        token = torch.empty(1, device=device, dtype=torch.long)
-        return lambda j: decode_kernels.ln_gemv_argmax(x, g, b, 1e-5, sets[j % len(sets)][0],
-                                                       folded=folded[j % len(sets)], scratch=scratch,
-                                                       out=token)
-
-    xs, seconds = _weight_stream_curve(device, dtype, quick, progress, timer, "LM head argmax chain",
-                                       False, make_call, argmax_shapes(dtype, quick))
-    return Curve(tuple(xs), tuple(seconds), what=(
-        f"s per LayerNorm + W·x + argmax of gptperf.steps.decode_kernels.ln_gemv_argmax (W N×K "
-        f"{dtype}: N×K = {', '.join(f'{n}×{k}' for n, k in argmax_shapes(dtype, quick))}), each "
-        f"call after the previous one, over x = N·K·e bytes; distinct weights cycled over "
-        f"{POOL_BYTES['cuda'] // MIB} MiB"))
-
-
-def _fused_attention_call(device: torch.device, tdtype: torch.dtype, h: int, n: int, d: int,
-                          pool: OperandPool) -> Call:
-    """The fused decode step's attention (`steps.decode_kernels.decode_attention`, batch 1) of
-    the new token at the last of n positions, each call on the next of the pool's caches."""
-    from gptperf.steps import decode_kernels
-
-    sets = pool.copies([(1, h, n, d), (1, h, n, d)])
-    qkv = random_tensor((1, 1, 3 * h * d), tdtype, device)
-    pos = torch.tensor(n - 1, device=device)
-    scratch = decode_kernels.DecodeScratch.new(h, device)
-    out = torch.empty((1, 1, h * d), device=device, dtype=tdtype)
-
-    def call(j: int) -> torch.Tensor:
-        k, v = sets[j % len(sets)]
-        return decode_kernels.decode_attention(qkv, k, v, pos, h, scratch=scratch, out=out)
-
-    return call
-
-
-def _measure_fused_attention(device: torch.device, dtype: str, quick: bool,
-                             progress: Progress | None, timer: KernelTimer,
-                             record: list | None = None,
-                             axes: Sequence[Sequence[int]] | None = None) -> Grid | None:
-    """Grid over (heads, cache length L, D) — `axes`, default `fused_attention_axes` — of the
-    fused decode step's attention kernel at the cache's last position, as a decode step of
-    context L runs it: each call after the one before, distinct caches cycled."""
-    from gptperf.steps import decode_kernels
-
-    if device.type != "cuda" or not decode_kernels.available() or dtype not in FUSED_ATTENTION_DTYPES:
-        return None
-    tdtype = TORCH_DTYPES[dtype]
-    pool = OperandPool(device, tdtype)
-    axes = tuple(tuple(a) for a in axes) if axes is not None else fused_attention_axes(quick)
-    cells = list(product(*axes))
-    measured: dict[tuple[int, ...], float] = {}
-    for i, (h, n, d) in enumerate(cells):
-        call = _fused_attention_call(device, tdtype, h, n, d, pool)
-        measured[(h, n, d)] = timer(call, f"fused decode attention {dtype} {h}×{n}×{d}")
-        if record is not None:
-            record.append([f"{dtype}:{FUSED_ATTENTION_PASS}", h, n, d])
-        del call
-        _report(progress, f"fused decode attention {dtype}", i + 1, len(cells))
-    growth = ATTENTION_GROWTH["one_query"]
-    return Grid(("H", "L", "D"), axes, tuple(_fill(axes, measured, growth)), growth, what=(
-        f"s per gptperf.steps.decode_kernels.decode_attention (batch 1: H heads, a cache of L "
-        f"positions, the new token's the last; it writes k, v there), {dtype}, each call after "
-        f"the previous one, distinct caches cycled over {POOL_BYTES['cuda'] // MIB} MiB; "
-        + _grid_note(axes, len(measured))))
-
-
-# The fused step's layer kernels in launch order: the block's weights (LAYER_WEIGHTS), the
-# attention after the first.
-STEP_LAYER = (names.ATTN_QKV, names.ATTN_SDPA, names.ATTN_PROJ, names.MLP_FC, names.MLP_PROJ)
-
-
-def replay_kernels(decoder: Any, length: int) -> list[tuple[str, float, float]]:
-    """(name, start µs, duration µs) of every kernel of one step of a `FastDecoder` writing
-    position `length`, in launch order, from one profiled replay after a warm one."""
-    from torch.profiler import ProfilerActivity, profile
-
-    from gptperf.quiet import profiler_quiet
-
-    decoder.set_length(length)
-    decoder.step()
-    decoder.set_length(length)
-    torch.cuda.synchronize()
-    with profiler_quiet(), profile(activities=[ProfilerActivity.CUDA]) as prof:
-        decoder.step()
-        torch.cuda.synchronize()
-    kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
-                     key=lambda e: e.time_range.start)
-    return [(e.name, e.time_range.start, e.time_range.elapsed_us()) for e in kernels]
-
-
-def step_layer_times(kernels: list[tuple[str, float, float]], layers: int) -> dict[str, float]:
-    """Seconds of each of the fused step's layer kernels (`STEP_LAYER`) from one replay's kernels
-    (`replay_kernels`): its end minus the previous kernel's end (under programmatic dependent
-    launch a kernel starts before the one it waits for ends), the median over the layers after
-    the first."""
-    per_layer = len(STEP_LAYER)
-    if len(kernels) != 2 + per_layer * layers:
-        raise RuntimeError(f"the fused step ran {len(kernels)} kernels, not the {2 + per_layer * layers} "
-                           f"of embed, {per_layer} a layer for {layers} layers and the head")
-    ends = [start + took for _, start, took in kernels]
-    return {component: statistics.median(ends[1 + per_layer * layer + j] - ends[per_layer * layer + j]
-                                         for layer in range(1, layers)) * 1e-6
-            for j, component in enumerate(STEP_LAYER)}
-
-
-def _measure_fused_step(device: torch.device, dtype: str, quick: bool,
-                        progress: Progress | None) -> dict[str, Curve] | None:
-    """Curves over weight bytes of the fused decode step's four weight kernels (qkv and mlp.fc
-    with their LayerNorm, the projections with the residual), keyed "in_step:<component>:<dtype>":
-    each kernel's time inside a captured step of synthetic models (`fused_step_models`), as
-    `step_layer_times` reads it from one profiled replay."""
-    from gptperf.steps import decode_kernels
-
-    if device.type != "cuda" or not decode_kernels.available() or dtype not in FUSED_ATTENTION_DTYPES:
-        return None
-    from gptperf.model import GPTConfig
-    from gptperf.steps.fast_decode import FastDecoder, build_model
-
-    points: dict[str, list[tuple[float, float]]] = {c: [] for c in LAYER_WEIGHTS}
-    models = fused_step_models(dtype, quick)
-    for i, (width, heads, layers) in enumerate(models):
-        config = GPTConfig(n_layer=layers, n_head=heads, n_embd=width, vocab_size=FUSED_STEP_VOCAB,
-                           block_size=FUSED_STEP_CONTEXT, name=f"fused-step-{width}")
-        decoder = FastDecoder(build_model(config, device, TORCH_DTYPES[dtype]), 1, fused=True)
-        decoder.warmup()
-        times = step_layer_times(replay_kernels(decoder, FUSED_STEP_CONTEXT - 1), layers)
-        for component, pts in points.items():
-            pts.append((math.prod(config.weight_shape(component)) * dtype_bytes(dtype), times[component]))
-        del decoder
-        torch.cuda.empty_cache()
-        _report(progress, f"fused decode step {dtype}", i + 1, len(models))
-    return {f"{FUSED_STEP}{component}:{dtype}": Curve(
-        tuple(x for x, _ in sorted(pts)), tuple(t for _, t in sorted(pts)), what=(
-            f"s of the fused decode step's {component} kernel (steps.decode_kernels, {dtype}) inside "
-            f"a captured batch-1 step of synthetic models (widths {', '.join(str(m[0]) for m in models)}, "
-            f"cache {FUSED_STEP_CONTEXT}), over its weight bytes: its end minus the previous kernel's "
-            f"end in a profiled replay, the median over the layers after the first"))
-        for component, pts in points.items()}
 
 
 # Passes over a CPU's points, merged point by point (`merge_passes`): on the 2-core VM a stall of
@@ -776,20 +502,20 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
     result["optimizer"] = _measure_optimizer(device, quick, progress, timer)
     family_done("optimizer")
     for dtype in dtypes:
-        curve = _measure_gemv(device, dtype, quick, progress, timer)
+        curve = measure_gemv_curve(device, dtype, quick, progress, timer)
         if curve is not None:
             result["gemv"][dtype] = curve
-        in_step = _measure_fused_step(device, dtype, quick, progress)
+        in_step = measure_fused_step(device, dtype, quick, progress)
         if in_step is not None:  # the chains are what the model reads for the step's kernels otherwise
             result["gemv"].update(in_step)
         for prefix, residual in () if in_step else ((GEMV_CHAIN, False), (GEMV_RESIDUAL_CHAIN, True)):
-            chain = _measure_gemv_chain(device, dtype, quick, progress, timer, residual)
+            chain = measure_gemv_chain(device, dtype, quick, progress, timer, residual)
             if chain is not None:
                 result["gemv"][f"{prefix}{dtype}"] = chain
-        head = _measure_argmax_chain(device, dtype, quick, progress, timer)
+        head = measure_argmax_chain(device, dtype, quick, progress, timer)
         if head is not None:
             result["gemv"][f"{GEMV_ARGMAX_CHAIN}{dtype}"] = head
-        fused = _measure_fused_attention(device, dtype, quick, progress, timer, shapes["attention"])
+        fused = measure_fused_attention(device, dtype, quick, progress, timer, shapes["attention"])
         if fused is not None:  # an attention grid, measured with the other Triton kernels
             result["attention"][f"{dtype}:{FUSED_ATTENTION_PASS}"] = fused
     family_done("gemv")
