@@ -5,9 +5,9 @@
 
 On the GPU, each family (the calibration's own `_measure_*` over its own cells) is measured in
 alternating rounds by each of `--timers`:
-  torch    — `KernelTimer` as it is: each point's graph captured as `torch.cuda.graph` does it,
-             the device synchronised and the caching allocator (and the pinned host cache)
-             emptied before every capture, every graph in a memory pool of its own;
+  torch    — `KernelTimer` as it is: each point's graph captured in `torch.cuda.graph`, which
+             synchronises the device and empties the caching allocator (and the pinned host
+             cache) before every capture and gives every graph a memory pool of its own;
   shared   — no synchronising or emptying, every graph captured into one pool, reused;
   fresh    — shared, with the pool handed back before every capture (fresh memory each time);
   replays3 — torch with three timed replays instead of two (the calibration's before 2026-12-03);
@@ -72,48 +72,24 @@ def timers():
 
         def _capture(self, call, calls):
             t0 = time.perf_counter()
-            self._before_capture()
-            t1 = time.perf_counter()
-            out = self._capture_only(call, calls)
-            self.stages["sync+empty"] += t1 - t0
-            self.stages["capture+replay"] += time.perf_counter() - t1
+            out = super()._capture(call, calls)
+            self.stages["capture+replay"] += time.perf_counter() - t0 - self._sync_s
             return out
 
-        def _before_capture(self) -> None:  # what torch.cuda.graph does before it captures
+        def _record(self, call, calls):
+            t0 = time.perf_counter()
+            self._before_capture()
+            self._sync_s = time.perf_counter() - t0
+            self.stages["sync+empty"] += self._sync_s
+            return self._record_only(call, calls)
+
+        def _before_capture(self) -> None:  # what torch.cuda.graph does first (again, at no cost)
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
             torch._C._host_emptyCache()
 
-        def _capture_only(self, call, calls):
-            graph = torch.cuda.CUDAGraph()
-            stream = self._stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                graph.capture_begin(**self._pool())
-                try:
-                    for i in range(calls):
-                        call(i)
-                finally:
-                    graph.capture_end()
-            torch.cuda.current_stream().wait_stream(stream)
-            self._keep(graph)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            graph.replay()
-            end.record()
-            end.synchronize()
-            return graph, max(start.elapsed_time(end) / 1e3, 1e-9)
-
-        def _stream(self):
-            if not hasattr(self, "_capture_stream"):
-                self._capture_stream = torch.cuda.Stream()
-            return self._capture_stream
-
-        def _pool(self) -> dict:
-            return {}
-
-        def _keep(self, graph) -> None:
-            pass
+        def _record_only(self, call, calls):
+            return KernelTimer._record(self, call, calls)
 
     class Shared(Staged):
         """No synchronise or emptying; every graph captured into one pool, the last graph kept
@@ -123,13 +99,20 @@ def timers():
         def _before_capture(self) -> None:
             pass
 
-        def _pool(self) -> dict:
+        def _record_only(self, call, calls):
             if getattr(self, "_handle", None) is None:
                 self._handle = torch.cuda.graph_pool_handle()
-            return {"pool": self._handle}
-
-        def _keep(self, graph) -> None:
+                self._stream = torch.cuda.Stream()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.stream(self._stream):
+                graph.capture_begin(pool=self._handle)
+                try:
+                    for i in range(calls):
+                        call(i)
+                finally:
+                    graph.capture_end()
             self._last = graph  # the previous graph's memory goes back to the pool
+            return graph
 
     class Fresh(Shared):
         """Shared with the pool handed back before every capture: fresh memory each time."""

@@ -137,13 +137,7 @@ class KernelTimer:
                     del graph
                     calls = calls2
                     graph, replay_s = self._capture(call, calls)
-            times = []
-            for _ in range(REPLAYS):
-                start.record()
-                graph.replay()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
+            times = [self._replay_s(graph) for _ in range(REPLAYS)]
             del graph
             return statistics.median(times) / calls
         except RuntimeError as err:  # not capturable here: eager calls between events instead
@@ -158,16 +152,24 @@ class KernelTimer:
 
     def _capture(self, call: Call, calls: int) -> tuple[torch.cuda.CUDAGraph, float]:
         """The graph of `calls` calls and the time of its first (warm-up) replay."""
+        graph = self._record(call, calls)
+        return graph, max(self._replay_s(graph), 1e-9)
+
+    def _record(self, call: Call, calls: int) -> torch.cuda.CUDAGraph:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             for i in range(calls):
                 call(i)
+        return graph
+
+    @staticmethod
+    def _replay_s(graph: torch.cuda.CUDAGraph) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         graph.replay()
         end.record()
         end.synchronize()
-        return graph, max(start.elapsed_time(end) / 1e3, 1e-9)
+        return start.elapsed_time(end) / 1e3
 
     def _eager(self, call: Call, calls: int) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
