@@ -121,8 +121,11 @@ def timers():
             self._handle = self._last = None
             torch.cuda.empty_cache()
 
-    return {"torch": Staged, "shared": Shared, "fresh": Fresh, "replays3": Staged, "half": Staged}
+    return dict(zip(TIMERS, (Staged, Shared, Fresh, Staged, Staged), strict=True))
 
+
+TIMERS = ("torch", "shared", "fresh", "replays3", "half")  # `timers()`'s keys
+FAMILIES = ("matmul", "attention", "vector", "optimizer")  # what `run_family` runs
 
 # what a timer changes in the calibration plan's constants while it runs (module kernel_timer)
 SETTINGS = {"replays3": {"REPLAYS": 3}, "half": {"TARGET_REPLAY_S": 0.5e-3}}
@@ -140,10 +143,8 @@ def run_family(family: str, dtype: str, timer) -> list[tuple[str, float]]:
         grids = ck._measure_attention(device, dtype, False, None, timer, None)
     elif family == "vector":
         grids = ck._measure_vector(device, dtype, False, None, timer, None)
-    elif family == "optimizer":
+    else:  # optimizer (main checks the name against FAMILIES)
         grids = ck._measure_optimizer(device, False, None, timer)
-    else:
-        raise SystemExit(f"unknown family {family!r}; valid: matmul, attention, vector, optimizer")
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     out = []
@@ -165,6 +166,13 @@ def main() -> None:
                         help="torch, shared, fresh, replays3, half (the module docstring); "
                              "torch first: the others are read against its first round")
     args = parser.parse_args()
+    bad = [t for t in args.timers if t not in TIMERS]
+    if bad or "torch" not in args.timers:
+        parser.error(f"--timers {' '.join(args.timers)}: each one of {', '.join(TIMERS)}, with torch "
+                     "among them (the others are read against it)")
+    for spec in args.families:
+        if spec.count(":") != 1 or spec.split(":")[0] not in FAMILIES:
+            parser.error(f"--families {spec!r}: family:dtype, the family one of {', '.join(FAMILIES)}")
     import torch
 
     from gptperf.measure import kernel_timer
