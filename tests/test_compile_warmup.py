@@ -3,6 +3,8 @@ calibration's kernel timer holding the lock (CPU stand-ins: the GPU run is in BE
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -116,6 +118,52 @@ def test_the_child_command_names_the_device_and_quick():
 
     Recorder.start(1, True)
     assert seen["argv"][1:] == ["-m", "gptperf.measure.compile_warmup_child", "cuda:1", "quick"]
+    Recorder.start(0, False, dtypes=("bf16", "fp32"))
+    assert seen["argv"][3:] == ["cuda:0", "dtypes=bf16,fp32"]
+
+
+def test_the_child_compiles_the_decode_kernels_first_in_the_calibrations_dtypes(monkeypatch):
+    order = []
+    monkeypatch.setattr(child, "can_share", lambda: True)
+    monkeypatch.setattr(child, "autotune_inside", lambda lock: None)
+    monkeypatch.setattr(child, "warm_triton", lambda device, quick, dtypes, lock:
+                        order.append(("triton", device.type, quick, dtypes)))
+    monkeypatch.setattr(child, "warm", lambda device, quick, lock: order.append(("compiled", quick)))
+    assert child.main(["cpu", "quick", "dtypes=bf16,fp16"]) == 0
+    assert order == [("triton", "cpu", True, ["bf16", "fp16"]), ("compiled", True)]
+    order.clear()
+    assert child.main(["cpu"]) == 0
+    assert order == [("triton", "cpu", False, []), ("compiled", False)]
+
+
+def test_warm_triton_makes_each_families_calls_once_holding_the_lock(monkeypatch, tmp_path):
+    """The calibration's own decode families, each point's call made once (inside compile_only,
+    stood in for here: this CPU has no Triton), the lock held for what is not compiling."""
+    from gptperf.measure import calibrate_decode
+    from gptperf.steps import gemv
+
+    path = tmp_path / "gpu.lock"
+    other = GpuLock(path)
+    seen = []
+
+    def families(device, dtype, quick, progress, timer, record=None, layer_times=None):
+        made = []
+        assert timer(lambda j: made.append(j), "a point") > 0 and made == [0]
+        times = layer_times(object(), 12)
+        assert set(times) == set(calibrate_decode.STEP_LAYER)
+        seen.append((dtype, quick, other.held_elsewhere()))
+        return {}, {}
+
+    monkeypatch.setattr(gemv, "available", lambda: True)
+    monkeypatch.setattr(child, "_jit_function", lambda: object)
+    monkeypatch.setattr(child, "measure_decode_families", families)
+    monkeypatch.setattr(child, "compile_only", lambda lock: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    child.warm_triton(torch.device("cuda"), True, ["bf16", "fp32"], GpuLock(path))
+    assert seen == [("bf16", True, True), ("fp32", True, True)]
+    assert not other.held_elsewhere()
+    child.warm_triton(torch.device("cpu"), True, ["bf16"], GpuLock(path))  # nothing on a CPU
+    assert len(seen) == 2
 
 
 def test_kernel_timer_holds_the_lock_while_it_times(tmp_path):
@@ -238,5 +286,33 @@ def test_the_side_process_compiles_on_a_gpu_and_leaves_the_gpu_to_the_timer():
             got += 1
         time.sleep(0.01)
     note = warmup.finish()
-    assert note.startswith("compiled jobs compiled ahead in a side process: ") and "s, beside" in note, note
+    assert note.startswith("compiled jobs compiled ahead in a side process: ") and "beside" in note, note
     assert got > 10
+
+
+_FAMILIES = """
+import sys, torch
+from gptperf.measure.calibrate_decode import measure_decode_families
+from gptperf.measure.gpu_lock import GpuLock
+from gptperf.measure.kernel_timer import KernelTimer
+from gptperf.measure import compile_warmup_child as child
+device = torch.device("cuda")
+if sys.argv[1] == "warm":
+    child.warm_triton(device, True, ["bf16"], GpuLock(None))
+else:
+    gemv, attention = measure_decode_families(device, "bf16", True, None, KernelTimer(device, True))
+    assert gemv and attention
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_warm_triton_compiles_every_kernel_the_calibration_then_launches(tmp_path):
+    """In a fresh Triton cache, the side process's compile-only pass leaves nothing for the
+    calibration's decode families (quick, bf16) to compile: the cache gains no kernel after it."""
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path / "triton"))
+    subprocess.run([sys.executable, "-c", _FAMILIES, "warm"], env=env, check=True, timeout=600)
+    compiled = set(os.listdir(tmp_path / "triton"))
+    assert len(compiled) >= 5  # gemv, the two chains or the step's kernels, the head, attention
+    subprocess.run([sys.executable, "-c", _FAMILIES, "time"], env=env, check=True, timeout=600)
+    assert set(os.listdir(tmp_path / "triton")) == compiled

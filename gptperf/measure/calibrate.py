@@ -581,7 +581,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     warmup = None  # the compiled jobs' compilation, in a side process while the kernels are timed
     if warm_compiles and device.type == "cuda" and COMPILED_DTYPE in dtypes:
         index = torch.cuda.current_device() if device.index is None else device.index
-        warmup = CompileWarmup.start(index, quick)
+        warmup = CompileWarmup.start(index, quick, dtypes=dtypes)
     try:
         kernels = calibrate_kernels.measure_kernels(
             device, dtypes=dtypes, quick=quick, progress=progress,

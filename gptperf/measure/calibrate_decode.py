@@ -37,7 +37,15 @@ from gptperf.measure.calibration_tables import fill_grid, grid_note, report
 from gptperf.measure.kernel_timer import POOL_BYTES, Call, KernelTimer, OperandPool, random_tensor
 from gptperf.measure.timer import Progress
 from gptperf.model.config import LAYER_WEIGHTS
-from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS, FUSED_STEP, Curve, Grid
+from gptperf.perfmodel.calibration import (
+    FUSED_ATTENTION_PASS,
+    FUSED_STEP,
+    GEMV_ARGMAX_CHAIN,
+    GEMV_CHAIN,
+    GEMV_RESIDUAL_CHAIN,
+    Curve,
+    Grid,
+)
 from gptperf.runtime import TORCH_DTYPES, as_device
 
 
@@ -248,12 +256,22 @@ def step_layer_times(kernels: list[tuple[str, float, float]], layers: int) -> di
             for j, component in enumerate(STEP_LAYER)}
 
 
+# The seconds of each of a warmed FastDecoder's layer kernels (`STEP_LAYER`), given its layers.
+LayerTimes = Callable[[Any, int], dict[str, float]]
+
+
+def profiled_layer_times(decoder: Any, layers: int) -> dict[str, float]:
+    """`step_layer_times` of one profiled replay of `decoder`'s step at the calibration's context."""
+    return step_layer_times(replay_kernels(decoder, FUSED_STEP_CONTEXT - 1), layers)
+
+
 def measure_fused_step(device: torch.device, dtype: str, quick: bool,
-                       progress: Progress | None) -> dict[str, Curve] | None:
+                       progress: Progress | None,
+                       layer_times: LayerTimes = profiled_layer_times) -> dict[str, Curve] | None:
     """Curves over weight bytes of the fused decode step's four weight kernels (qkv and mlp.fc
     with their LayerNorm, the projections with the residual), keyed "in_step:<component>:<dtype>":
     each kernel's time inside a captured step of synthetic models (`fused_step_models`), as
-    `step_layer_times` reads it from one profiled replay."""
+    `layer_times` reads it (default: from one profiled replay)."""
     from gptperf.steps import decode_kernels
 
     if device.type != "cuda" or not decode_kernels.available() or dtype not in FUSED_ATTENTION_DTYPES:
@@ -268,7 +286,7 @@ def measure_fused_step(device: torch.device, dtype: str, quick: bool,
                            block_size=FUSED_STEP_CONTEXT, name=f"fused-step-{width}")
         decoder = FastDecoder(build_model(config, device, TORCH_DTYPES[dtype]), 1, fused=True)
         decoder.warmup()
-        times = step_layer_times(replay_kernels(decoder, FUSED_STEP_CONTEXT - 1), layers)
+        times = layer_times(decoder, layers)
         for component, pts in points.items():
             pts.append((math.prod(config.weight_shape(component)) * dtype_bytes(dtype), times[component]))
         del decoder
@@ -281,3 +299,30 @@ def measure_fused_step(device: torch.device, dtype: str, quick: bool,
             f"cache {FUSED_STEP_CONTEXT}), over its weight bytes: its end minus the previous kernel's "
             f"end in a profiled replay, the median over the layers after the first"))
         for component, pts in points.items()}
+
+
+def measure_decode_families(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
+                            timer: KernelTimer, record: list | None = None,
+                            layer_times: LayerTimes = profiled_layer_times
+                            ) -> tuple[dict[str, Curve], dict[str, Grid]]:
+    """Every family of this module in `dtype`, in the calibration's order: ({gemv key: Curve},
+    {attention key: Grid}), empty where the kernels do not run. The fused step's in-step curves
+    stand for the chains where they were measured (the chains are what the model reads for the
+    step's kernels otherwise). `record` collects the fused attention's cells."""
+    gemv: dict[str, Curve] = {}
+    curve = measure_gemv_curve(device, dtype, quick, progress, timer)
+    if curve is not None:
+        gemv[dtype] = curve
+    in_step = measure_fused_step(device, dtype, quick, progress, layer_times)
+    if in_step is not None:
+        gemv.update(in_step)
+    for prefix, residual in () if in_step else ((GEMV_CHAIN, False), (GEMV_RESIDUAL_CHAIN, True)):
+        chain = measure_gemv_chain(device, dtype, quick, progress, timer, residual)
+        if chain is not None:
+            gemv[f"{prefix}{dtype}"] = chain
+    head = measure_argmax_chain(device, dtype, quick, progress, timer)
+    if head is not None:
+        gemv[f"{GEMV_ARGMAX_CHAIN}{dtype}"] = head
+    fused = measure_fused_attention(device, dtype, quick, progress, timer, record)
+    attention = {f"{dtype}:{FUSED_ATTENTION_PASS}": fused} if fused is not None else {}
+    return gemv, attention

@@ -31,13 +31,7 @@ import torch.nn.functional as F
 
 from gptperf.dtypes import check_dtype
 from gptperf.errors import UserError
-from gptperf.measure.calibrate_decode import (
-    measure_argmax_chain,
-    measure_fused_attention,
-    measure_fused_step,
-    measure_gemv_chain,
-    measure_gemv_curve,
-)
+from gptperf.measure.calibrate_decode import measure_decode_families
 from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-exported beside its measurement
     ATTENTION_GROWTH,
     ATTENTION_PASSES,
@@ -87,10 +81,6 @@ from gptperf.measure.kernel_timer import (
 )
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import (
-    FUSED_ATTENTION_PASS,
-    GEMV_ARGMAX_CHAIN,
-    GEMV_CHAIN,
-    GEMV_RESIDUAL_CHAIN,
     Curve,
     Grid,
 )
@@ -502,22 +492,10 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
     result["optimizer"] = _measure_optimizer(device, quick, progress, timer)
     family_done("optimizer")
     for dtype in dtypes:
-        curve = measure_gemv_curve(device, dtype, quick, progress, timer)
-        if curve is not None:
-            result["gemv"][dtype] = curve
-        in_step = measure_fused_step(device, dtype, quick, progress)
-        if in_step is not None:  # the chains are what the model reads for the step's kernels otherwise
-            result["gemv"].update(in_step)
-        for prefix, residual in () if in_step else ((GEMV_CHAIN, False), (GEMV_RESIDUAL_CHAIN, True)):
-            chain = measure_gemv_chain(device, dtype, quick, progress, timer, residual)
-            if chain is not None:
-                result["gemv"][f"{prefix}{dtype}"] = chain
-        head = measure_argmax_chain(device, dtype, quick, progress, timer)
-        if head is not None:
-            result["gemv"][f"{GEMV_ARGMAX_CHAIN}{dtype}"] = head
-        fused = measure_fused_attention(device, dtype, quick, progress, timer, shapes["attention"])
-        if fused is not None:  # an attention grid, measured with the other Triton kernels
-            result["attention"][f"{dtype}:{FUSED_ATTENTION_PASS}"] = fused
+        gemv, fused_attention = measure_decode_families(device, dtype, quick, progress, timer,
+                                                        shapes["attention"])
+        result["gemv"].update(gemv)
+        result["attention"].update(fused_attention)  # an attention grid, timed with the Triton kernels
     family_done("gemv")
     for cell in matmul_seen:
         if cell not in shapes["matmul"]:

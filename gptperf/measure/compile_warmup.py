@@ -1,6 +1,7 @@
 """Compiling ahead, beside a GPU calibration: a side process (`compile_warmup_child`) compiles the
-steps whose compiled host cost and kernels the calibration measures last, while the calibration
-times its kernels, so that its own compiles find inductor's caches warm.
+Triton kernels of gptperf's decode families and the steps whose compiled host cost and kernels the
+calibration measures last, while the calibration times its kernels, so that its own compiles find
+Triton's and inductor's caches warm.
 
 On an H200 machine with a slow host the compiles were a third of a calibration (2026-12-02: the
 compiled train job 31 s with its compilation, the recordings 13 s, of 119 s; the compiled
@@ -18,11 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from gptperf.measure.gpu_lock import LOCK_ENV, GpuLock, available
 
 CHILD_MODULE = "gptperf.measure.compile_warmup_child"
+DTYPES_ARG = "dtypes="  # the side process's argument naming the calibration's dtypes
 DONE = "compiled ahead in"  # the side process's last line on stderr, with the seconds it took
 # inductor's compile workers in the side process: fewer than an H200 machine's 16 cores, so the
 # calibration's own host work (CUDA-graph capture, cuDNN's plans) keeps its cores
@@ -48,14 +51,16 @@ class CompileWarmup:
 
     @classmethod
     def start(cls, device_index: int, quick: bool, argv: list[str] | None = None,
-              patience_s: float = PATIENCE_S) -> CompileWarmup | None:
+              patience_s: float = PATIENCE_S, dtypes: Sequence[str] = ()) -> CompileWarmup | None:
         """The side process for CUDA device `device_index`, or None where this platform has no
-        lock to share the GPU by. `argv`: another command (tests)."""
+        lock to share the GPU by; `dtypes`: the calibration's (its decode kernels are compiled in
+        these). `argv`: another command (tests)."""
         if not available():
             return None
         if argv is None:
             argv = [sys.executable, "-m", CHILD_MODULE, f"cuda:{device_index}"]
             argv += ["quick"] if quick else []
+            argv += [DTYPES_ARG + ",".join(dtypes)] if dtypes else []
         return cls(argv, Path(tempfile.mkdtemp(prefix="gptperf-warmup-")), patience_s)
 
     def running(self) -> bool:

@@ -1,0 +1,81 @@
+"""What compiling the decode families' Triton kernels ahead saves a GPU calibration from cold caches.
+
+    python benchmarks/gpu_calibration_triton_warm.py [--rounds 1]
+
+Each round runs `gptperf calibrate --force --json` twice, each time with empty Triton, inductor
+and gptperf caches (fresh temporary folders): once as it ships (the side process
+compiles the decode kernels without running them before inductor's steps) and once with the side
+process given no dtypes (it compiles inductor's steps alone, as before). Prints per run: wall
+seconds, the calibration's own seconds, the gemv family's seconds (the decode families), and the
+side process's note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# the parent's side process started without the calibration's dtypes: no Triton kernel compiled ahead
+_WITHOUT = """
+import sys
+from gptperf.measure import compile_warmup
+start = compile_warmup.CompileWarmup.start.__func__
+compile_warmup.CompileWarmup.start = classmethod(
+    lambda cls, index, quick, argv=None, patience_s=compile_warmup.PATIENCE_S, dtypes=():
+    start(cls, index, quick, argv, patience_s))
+from gptperf.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+VARIANTS = {"ahead": [sys.executable, "-m", "gptperf"], "not ahead": [sys.executable, "-c", _WITHOUT]}
+
+
+def calibrate_cold(variant: str) -> dict[str, object]:
+    """One `gptperf calibrate --force --json` from empty caches; its figures."""
+    caches = Path(tempfile.mkdtemp(prefix="gptperf-cold-"))
+    env = dict(os.environ, TRITON_CACHE_DIR=str(caches / "triton"),
+               TORCHINDUCTOR_CACHE_DIR=str(caches / "inductor"), GPTPERF_CACHE_DIR=str(caches / "gptperf"))
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([*VARIANTS[variant], "calibrate", "--force", "--json"], env=env,
+                              capture_output=True, text=True, timeout=400)
+    finally:
+        shutil.rmtree(caches, ignore_errors=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"variant": variant, "wall_s": wall, "error": proc.stderr.strip().splitlines()[-1:]}
+    doc = json.loads(proc.stdout)
+    notes = doc.get("notes", [])
+    timing = next((n for n in notes if n.startswith("time: kernels")), "")
+    gemv = re.search(r"gemv ([0-9.]+)", timing)
+    side = next((n for n in notes if n.startswith("compiled jobs compiled ahead")), "")
+    return {"variant": variant, "wall_s": wall, "calibration_s": doc.get("seconds"),
+            "gemv_family_s": float(gemv.group(1)) if gemv else None, "timing": timing, "side": side}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    root = Path(os.environ.get("OUT", "."))
+    root.mkdir(parents=True, exist_ok=True)
+    runs = [calibrate_cold(variant) for _ in range(args.rounds) for variant in VARIANTS]
+    (root / "triton_warm.json").write_text(json.dumps(runs, indent=1))
+    for run in runs:
+        print(f"{run['variant']:>10}: {run.get('timing') or run.get('error')}; {run.get('side', '')}")
+    print(f"{'variant':>10} {'wall s':>8} {'calibration s':>14} {'gemv family s':>14}")
+    for run in runs:
+        print(f"{run['variant']:>10} {run['wall_s']:8.1f} {run.get('calibration_s') or float('nan'):14.1f} "
+              f"{run.get('gemv_family_s') or float('nan'):14.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
