@@ -117,8 +117,8 @@ def compile_only(lock: GpuLock) -> Iterator[None]:
     """Inside: a Triton kernel launched is compiled (into Triton's on-disk cache, where the
     calibration's own launch finds it) and not run, with `lock` given up while it compiles
     (`_jit_function` first). Only a kernel missing from Triton's in-process cache gives the lock
-    up: handing it over at every launch made both processes wait (H200, 2026-12-03: the decode
-    families' calls ahead took 31 s instead of 15, and the calibration 18 s longer)."""
+    up: handing it over at every launch made both processes wait (H200, 2026-12-03: the side
+    process took 75.4 s instead of 44.0, and the calibration 114.5 s instead of 96.8)."""
     jit = _jit_function()
     run, do_compile = jit.run, jit._do_compile
 
