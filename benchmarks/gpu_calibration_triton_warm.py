@@ -64,6 +64,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be a positive integer, got {args.rounds}")
     root = Path(os.environ.get("OUT", "."))
     root.mkdir(parents=True, exist_ok=True)
     runs = [calibrate_cold(variant) for _ in range(args.rounds) for variant in VARIANTS]

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -318,3 +319,11 @@ def test_warm_triton_compiles_every_kernel_the_calibration_then_launches(tmp_pat
     assert len(compiled) >= 5  # gemv, the two chains or the step's kernels, the head, attention
     subprocess.run([sys.executable, "-c", _FAMILIES, "time"], env=env, check=True, timeout=600)
     assert set(os.listdir(tmp_path / "triton")) == compiled
+
+
+def test_the_triton_warm_benchmark_refuses_a_round_count_below_one():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_calibration_triton_warm.py"
+    proc = subprocess.run([sys.executable, str(script), "--rounds", "0"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith("--rounds must be a positive integer, got 0")
