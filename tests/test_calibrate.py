@@ -624,3 +624,14 @@ def test_compiled_train_recording_on_cuda() -> None:
     assert ops["optimizer:opt"]["kernels"] >= 1
     assert sum(o["kernels"] for o in ops.values()) <= rec["kernels_per_step"] + len(ops)
     assert rec["exact_coverage"] is not None and rec["exact_coverage"] > 0.8
+
+
+def test_time_note_says_what_each_family_waited_for_the_side_process() -> None:
+    kernels = {"family_seconds": {"matmul": 23.34, "attention": 38.1},
+               "family_lock_wait_seconds": {"matmul": 0.01, "attention": 11.26}}
+    assert cal_mod.time_note(kernels, 82.4, 12.6, 12.8) == (
+        "time: kernels 82.4 s (matmul 23.3, attention 38.1; waiting for the side process's GPU "
+        "work: attention 11.3), host 12.6 s, compiled 12.8 s")
+    kernels["family_lock_wait_seconds"] = {}  # no side process: nothing waited for
+    assert cal_mod.time_note(kernels, 82.4, 12.6, 12.8) == (
+        "time: kernels 82.4 s (matmul 23.3, attention 38.1), host 12.6 s, compiled 12.8 s")

@@ -52,11 +52,16 @@ def test_lock_waits_for_another_process(tmp_path):
          f"with GpuLock({str(path)!r}):\n    print('held', flush=True); time.sleep(0.6)"],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
+    lock = GpuLock(path)
     t0 = time.perf_counter()
-    with GpuLock(path):
+    with lock:
         waited = time.perf_counter() - t0
     holder.wait(timeout=10)
     assert waited > 0.3
+    assert 0.3 < lock.waited_s <= waited + 0.01  # the wait is counted
+    with lock:  # free now: the count hardly moves
+        pass
+    assert lock.waited_s < waited + 0.05
 
 
 def test_side_process_gets_the_lock_path_and_its_failure_is_a_note():
@@ -321,9 +326,13 @@ def test_warm_triton_compiles_every_kernel_the_calibration_then_launches(tmp_pat
     assert set(os.listdir(tmp_path / "triton")) == compiled
 
 
-def test_the_triton_warm_benchmark_refuses_a_round_count_below_one():
+@pytest.mark.parametrize("args, says", [
+    (["--rounds", "0"], "--rounds must be a positive integer, got 0"),
+    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, not ahead, ahead niced"),
+])
+def test_the_triton_warm_benchmark_refuses_bad_arguments_in_one_line(args, says):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_calibration_triton_warm.py"
-    proc = subprocess.run([sys.executable, str(script), "--rounds", "0"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].endswith("--rounds must be a positive integer, got 0")
+    assert proc.stderr.strip().splitlines()[-1].endswith(says)

@@ -625,9 +625,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     drift = drift_note(first, last, "the calibration's start")
     if drift:  # the curves measured early and late disagree as much: this calibration is unsure
         notes.append(drift)
-    families = ", ".join(f"{k} {v:.1f}" for k, v in kernels.get("family_seconds", {}).items())
-    notes.append(f"time: kernels {kernels_s:.1f} s" + (f" ({families})" if families else "")
-                 + f", host {host_s:.1f} s, compiled {seconds - kernels_s - host_s:.1f} s")
+    notes.append(time_note(kernels, kernels_s, host_s, seconds - kernels_s - host_s))
     configs = [host_config(n).name for n in HOST_LAYERS]
     if compiled:
         configs.append(record_config().name)
@@ -645,6 +643,18 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         launch_gap_s=float(launch["gap_s"]), matmul_bias=dict(kernels.get("matmul_bias", {})),
         matmul_offgrid=dict(kernels.get("matmul_offgrid", {})), optimizer_overlap=overlap,
     )
+
+
+def time_note(kernels: dict[str, Any], kernels_s: float, host_s: float, compiled_s: float) -> str:
+    """Where a calibration's time went: the kernels (each family's, and what the families waited
+    for the side process's GPU work), the host costs, the compiled steps."""
+    families = ", ".join(f"{k} {v:.1f}" for k, v in kernels.get("family_seconds", {}).items())
+    waits = {k: v for k, v in kernels.get("family_lock_wait_seconds", {}).items() if v >= 0.05}
+    waited = "; waiting for the side process's GPU work: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in waits.items()) if waits else ""
+    inner = families + waited
+    return (f"time: kernels {kernels_s:.1f} s" + (f" ({inner})" if inner else "")
+            + f", host {host_s:.1f} s, compiled {compiled_s:.1f} s")
 
 
 def _optimizer_overlap(device: torch.device) -> tuple[dict[str, Any], list[str]]:

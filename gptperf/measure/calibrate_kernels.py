@@ -459,20 +459,24 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
                   progress: Progress | None, timer: KernelTimer, spent: dict[str, float],
                   probes: dict[str, list[tuple[Shape, float]]] | None = None,
                   biased: dict[str, list[float]] | None = None,
+                  waited: dict[str, float] | None = None,
                   ) -> tuple[dict[str, Any], dict[str, list]]:
     """Every family once: ({"matmul", "attention", "vector", "optimizer", "gemv"}, shapes); each
-    family's wall seconds are added to `spent`; with `probes` (and `biased`), the matmul probes
+    family's wall seconds are added to `spent`, and to `waited` those spent waiting for the
+    timer's lock (the side process's GPU work); with `probes` (and `biased`), the matmul probes
     (and their bias ratios) go there."""
     shapes: dict[str, list] = {"matmul": [], "attention": [], "vector": []}
     matmul_seen: list[list[int]] = []
     result: dict[str, Any] = {"matmul": {}, "attention": {}, "vector": {}, "optimizer": {}, "gemv": {}}
-    clock = time.perf_counter()
+    clock, lock_clock = time.perf_counter(), timer.lock.waited_s
 
     def family_done(family: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
+        nonlocal clock, lock_clock
+        now, lock_now = time.perf_counter(), timer.lock.waited_s
         spent[family] = spent.get(family, 0.0) + now - clock
-        clock = now
+        if waited is not None:
+            waited[family] = waited.get(family, 0.0) + lock_now - lock_clock
+        clock, lock_clock = now, lock_now
 
     for dtype in dtypes:
         result["matmul"][dtype] = _measure_matmul(device, dtype, quick, progress, timer, matmul_seen,
@@ -508,7 +512,7 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
     "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
     measured (as `planned_shapes`), "notes": [str], "seconds": wall time, "family_seconds": wall
-    time per family, and on CUDA "matmul_bias": {dtype: a bias's cost, `matmul_bias`} and
+    time per family, "family_lock_wait_seconds": the part of it spent waiting for `lock`, and on CUDA "matmul_bias": {dtype: a bias's cost, `matmul_bias`} and
     "matmul_offgrid": {dtype: an off-grid shape's cost, `matmul_offgrid`}}. On a CPU every point
     is measured in CPU_PASSES passes, merged (`merge_passes`). `lock` is held while each point is
     timed (`KernelTimer`)."""
@@ -524,15 +528,17 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
             continue
         usable.append(dtype)
     spent: dict[str, float] = {}
+    waited: dict[str, float] = {}
     probes: dict[str, list[tuple[Shape, float]]] = {}
     biased: dict[str, list[float]] = {}
-    result, shapes = _measure_pass(device, usable, quick, progress, timer, spent, probes, biased)
+    result, shapes = _measure_pass(device, usable, quick, progress, timer, spent, probes, biased,
+                                   waited)
     if device.type == "cpu" and CPU_PASSES > 1:
         disagreed = 0
         for k in range(2, CPU_PASSES + 1):
             told = None if progress is None else (
                 lambda stage, done, total, k=k: progress(f"{stage}, pass {k}", done, total))
-            again, _ = _measure_pass(device, usable, quick, told, timer, spent)
+            again, _ = _measure_pass(device, usable, quick, told, timer, spent, waited=waited)
             result, moved = merge_passes(result, again)
             disagreed += moved
         notes.append(f"CPU: every point measured in {CPU_PASSES} passes; {disagreed} disagreed by "
@@ -547,4 +553,5 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     result["notes"] = notes + timer.notes
     result["seconds"] = time.perf_counter() - start
     result["family_seconds"] = spent
+    result["family_lock_wait_seconds"] = waited
     return result

@@ -29,7 +29,7 @@ class GpuLock:
     """An exclusive `flock` on `path`, re-entrant within one holder; `None`: a lock that never
     waits (nothing shares the GPU). With `patience_s`, a wait longer than that calls
     `on_timeout()` once (which should end the other holder: its process's end frees the lock)
-    and then waits on."""
+    and then waits on. `waited_s`: the seconds this holder has spent waiting for it."""
 
     def __init__(self, path: str | Path | None, *, patience_s: float | None = None,
                  on_timeout: Callable[[], None] | None = None) -> None:
@@ -38,6 +38,7 @@ class GpuLock:
         self.on_timeout = on_timeout
         self._fd: int | None = None
         self._depth = 0
+        self.waited_s = 0.0
 
     def __enter__(self) -> GpuLock:
         if self.path is not None:
@@ -51,6 +52,13 @@ class GpuLock:
         return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def _take(self, fd: int) -> None:
+        start = time.monotonic()
+        try:
+            self._wait_for(fd)
+        finally:
+            self.waited_s += time.monotonic() - start
+
+    def _wait_for(self, fd: int) -> None:
         if self.patience_s is None or self.on_timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)
             return
