@@ -7,6 +7,7 @@ Each module in `gptperf.commands` defines `HELP` (one line), `add_arguments(pars
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,10 @@ DESCRIPTION = (
 )
 
 # Sub-command name -> module in gptperf.commands, in the order `--help` lists them.
+# what the system says when it refuses a file for reasons outside gptperf (a one-line error)
+OS_REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
+               errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EIO}
+
 COMMANDS: dict[str, str] = {
     "report": "report",
     "train": "train",
@@ -108,6 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args.command, " ".join(str(err).split()), as_json)
     except KeyboardInterrupt:
         return _fail(args.command, "interrupted", as_json, 130, kind="")
+    except OSError as err:
+        # the system refused a file (a full disk, a folder gone or made read-only mid-run): one
+        # line naming it, not a traceback; what was being written was left as before (atomic.py)
+        if err.errno not in OS_REFUSALS:
+            raise
+        where = f": {err.filename!r}" if err.filename else ""
+        return _fail(args.command, f"{err.strerror or err}{where}", as_json)
     except (RuntimeError, MemoryError) as err:
         # torch.OutOfMemoryError, the CPU allocator's failure, MemoryError: the memory guard's
         # advice (the largest batch that fits), without importing torch here

@@ -3,13 +3,15 @@ after minutes of training or profiling.
 
 A file (a picture) needs a known suffix and a folder to land in; a folder (checkpoints,
 pictures, a profile or a report) must be a folder if it exists. Either way the nearest existing
-folder on the way must be writable, since what is missing gets created there. Nothing is created
-by the check itself.
+folder on the way must be writable, since what is missing gets created there: the check creates
+and removes an empty file there (permission bits do not say it for root, nor for a filesystem
+such as /proc that takes no files). Nothing else is created by the check.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +54,13 @@ def _writable(folder: Path, flag: str, shown: Path) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {str(shown)!r} cannot be written: folder {str(folder)!r} is not "
                         "writable (read-only or not yours); pick another location")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".gptperf-probe-", suffix=".tmp", dir=folder)
+    except OSError as err:
+        raise UserError(f"{flag} {str(shown)!r} cannot be written: no file can be created in "
+                        f"folder {str(folder)!r} ({err.strerror}); pick another location") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_output_file(path: str | os.PathLike[str], flag: str,

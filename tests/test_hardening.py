@@ -5,11 +5,13 @@ the input is fine, that nothing unwanted happens. Every case is recorded for doc
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,17 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path, capsys: Any, n
     # Read-only without chmod (root may write anywhere): the folder says it is not writable.
     monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if (
         Path(p) == ro and mode & os.W_OK) else real_access(p, mode, *a, **k))
+    # A folder whose bits say writable that takes no file (root on /proc, a full disk)
+    nofiles = tmp_path / "nofiles"
+    nofiles.mkdir()
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*a: Any, dir: Any = None, **k: Any) -> Any:
+        if dir is not None and Path(dir) == nofiles:
+            raise FileNotFoundError(2, "No such file or directory")
+        return real_mkstemp(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     monkeypatch.setenv("GPTPERF_CACHE_DIR", str(tmp_path / "cache"))
     under = f"{afile}/x"
     cases = [
@@ -114,12 +127,35 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path, capsys: Any, n
         (["report", "--device", "cpu", "--out", under], "is a file"),
         (["train", *TRAIN, "--out", under], "is a file"),
         (["train", *TRAIN, "--out", f"{ro}/out"], "not writable"),
+        (["report", "--device", "cpu", "--out", f"{nofiles}/r"], "no file can be created"),
+        (["model", "--plot", f"{nofiles}/x.png"], "no file can be created"),
         (["scale", *MODEL, "--device", "cpu", "--plot-dir", str(afile)], "is a file"),
     ]
     for argv, why in cases:
         flag_value = argv[-2] if argv[-1] == "--json" else argv[-1]
         _refused(capsys, argv, tmp_path, PATHS, repr(flag_value).strip("'"), why)
     assert afile.read_text() == "a file, not a folder" and not any(ro.iterdir())
+    assert not any(nofiles.iterdir()) and not list(tmp_path.glob("**/.gptperf-probe-*"))
+    hardening.finish(PATHS)
+
+
+def test_a_file_the_system_refuses_mid_run_is_one_line(tmp_path: Path, capsys: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import gptperf.commands.roofline
+
+    def full_disk(args: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "roofline.png"))
+
+    monkeypatch.setattr(gptperf.commands.roofline, "run", full_disk)
+    _refused(capsys, ["roofline", "saxpy", "--n", "10"], tmp_path, PATHS, "No space left on device",
+             "roofline.png")
+
+    def refused_connection(args: Any) -> None:  # not a file the system refused: a bug, shown whole
+        raise OSError(errno.ECONNREFUSED, "Connection refused")
+
+    monkeypatch.setattr(gptperf.commands.roofline, "run", refused_connection)
+    with pytest.raises(OSError, match="Connection refused"):
+        run_cli(capsys, ["roofline", "saxpy", "--n", "10"])
     hardening.finish(PATHS)
 
 
@@ -319,6 +355,7 @@ def test_contradictory_flags_are_refused(tmp_path: Path, capsys: Any, no_work: N
         (["train", *TRAIN, "--no-checkpoint", "--out", "elsewhere"], ["'elsewhere'", "--no-checkpoint"]),
         (["train", *TRAIN, "--no-checkpoint", "--resume"], ["--resume"]),
         (["profile", *MODEL, "--trace", str(trace), "--compile"], ["--trace", "--compile"]),
+        (["model", *MODEL, "--device", "h900"], ["--device 'h900'", "--calibrated", "--hardware"]),
     ]
     for command, head in (("train", TRAIN), ("bench", ["train", *MODEL]), ("profile", MODEL),
                           ("scale", MODEL), ("report", []), ("inference", MODEL),

@@ -7,6 +7,7 @@ from typing import Any
 
 from gptperf.commands.common import add_model_arguments, check_plot_file, config_from_args
 from gptperf.commands.roofline import add_hardware_arguments, resolve_hardware
+from gptperf.errors import UserError
 
 HELP = "predict FLOPs, bytes, arithmetic intensity, time and memory of a GPT workload, per operation"
 VIEWS = ("all", "op", "component", "layer")
@@ -52,7 +53,6 @@ def _device_calibration(device_flag: str) -> tuple[Any, str, str]:
     """(Calibration, device name, device type) of the device `--device` names; a one-line
     UserError when it has none (or a stale, foreign one)."""
     from gptperf.envinfo import device_name
-    from gptperf.errors import UserError
     from gptperf.measure.bench import device_calibration
     from gptperf.runtime import resolve_device
 
@@ -68,7 +68,6 @@ def _device_calibration(device_flag: str) -> tuple[Any, str, str]:
 def _plan(mode: str | None, kind: str, device_type: str, attention: str) -> Any:
     """The ExecutionPlan `--plan` names for `kind` on a `device_type` machine (None: none given);
     a one-line UserError for a plan the step cannot run under."""
-    from gptperf.errors import UserError
     from gptperf.plan import COMPILED, CUDA_GRAPH, TRAINING_KINDS, ExecutionPlan
 
     if mode is None:
@@ -136,6 +135,9 @@ def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int | None:
+    if args.device != "auto" and not args.calibrated:  # it would be ignored: say so
+        raise UserError(f"--device {args.device!r} only picks the calibration --calibrated reads; "
+                        "add --calibrated, or name a datasheet or measured roofline with --hardware")
     if args.plot is not None:  # '' too: a picture was asked for
         check_plot_file(args.plot)
     pred, exp = build_predictions(args)
