@@ -9,6 +9,11 @@ side process given no dtypes (it compiles inductor's steps alone, as before), an
 niced" with the side process at CPU priority 10. Prints per run: wall seconds, the calibration's
 own seconds, the gemv family's seconds (the decode families), its time note (each family's
 seconds and what it waited for the side process's GPU work) and the side process's note.
+
+Rounds alternate the order (ABBA). The first calibration on a fresh machine is slower whatever its
+variant: cuDNN's first use, kept across processes, cost its attention family about 12 s on an
+H200 (BENCHMARKS.md, "The first calibration on a machine"). Compare runs after the first, or
+rounds in both orders.
 """
 
 from __future__ import annotations
@@ -77,6 +82,12 @@ def calibrate_cold(variant: str) -> dict[str, object]:
             "gemv_family_s": float(gemv.group(1)) if gemv else None, "timing": timing, "side": side}
 
 
+def run_order(variants: list[str], rounds: int) -> list[str]:
+    """The variants of each round, every other round reversed (ABBA): the machine's first
+    calibration also pays cuDNN's first use, so no variant may always go first."""
+    return [v for i in range(rounds) for v in (variants if i % 2 == 0 else variants[::-1])]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1)
@@ -92,7 +103,7 @@ def main() -> int:
     if unknown or not variants:
         parser.error(f"--variants: unknown {', '.join(unknown) or '(none given)'}; "
                      f"choose from {', '.join(VARIANTS)}")
-    runs = [calibrate_cold(variant) for _ in range(args.rounds) for variant in variants]
+    runs = [calibrate_cold(variant) for variant in run_order(variants, args.rounds)]
     (root / "triton_warm.json").write_text(json.dumps(runs, indent=1))
     for run in runs:
         print(f"{run['variant']:>10}: {run.get('timing') or run.get('error')}; {run.get('side', '')}")

@@ -336,3 +336,15 @@ def test_the_triton_warm_benchmark_refuses_bad_arguments_in_one_line(args, says)
                           timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].endswith(says)
+
+
+def test_the_triton_warm_benchmark_alternates_the_order_of_its_variants():
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_calibration_triton_warm.py"
+    spec = importlib.util.spec_from_file_location("triton_warm_bench", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.run_order(["ahead", "not ahead"], 3) == [
+        "ahead", "not ahead", "not ahead", "ahead", "ahead", "not ahead"]
+    assert bench.run_order(["ahead"], 2) == ["ahead", "ahead"]
