@@ -147,8 +147,10 @@ def test_a_file_the_system_refuses_mid_run_is_one_line(tmp_path: Path, capsys: A
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "roofline.png"))
 
     monkeypatch.setattr(gptperf.commands.roofline, "run", full_disk)
-    _refused(capsys, ["roofline", "saxpy", "--n", "10"], tmp_path, PATHS, "No space left on device",
-             "roofline.png")
+    o = run_cli(capsys, ["roofline", "saxpy", "--n", "10"])
+    hardening.record(PATHS, "gptperf roofline saxpy --n 10, the disk full as it writes", o.kind)
+    assert o.code == 2 and o.one_line_error, o
+    assert "No space left on device" in o.err and "roofline.png" in o.err
 
     def refused_connection(args: Any) -> None:  # not a file the system refused: a bug, shown whole
         raise OSError(errno.ECONNREFUSED, "Connection refused")
