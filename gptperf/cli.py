@@ -21,11 +21,11 @@ DESCRIPTION = (
     "measure, profile and compare prediction with measurement."
 )
 
-# Sub-command name -> module in gptperf.commands, in the order `--help` lists them.
-# what the system says when it refuses a file for reasons outside gptperf (a one-line error)
+# What the system says when it refuses a file for reasons outside gptperf (a one-line error).
 OS_REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
                errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EIO}
 
+# Sub-command name -> module in gptperf.commands, in the order `--help` lists them.
 COMMANDS: dict[str, str] = {
     "report": "report",
     "train": "train",

@@ -512,8 +512,9 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
     "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
     measured (as `planned_shapes`), "notes": [str], "seconds": wall time, "family_seconds": wall
-    time per family, "family_lock_wait_seconds": the part of it spent waiting for `lock`, and on CUDA "matmul_bias": {dtype: a bias's cost, `matmul_bias`} and
-    "matmul_offgrid": {dtype: an off-grid shape's cost, `matmul_offgrid`}}. On a CPU every point
+    time per family, "family_lock_wait_seconds": the part of it spent waiting for `lock`, and on
+    CUDA "matmul_bias": {dtype: a bias's cost, `matmul_bias`} and "matmul_offgrid": {dtype: an
+    off-grid shape's cost, `matmul_offgrid`}}. On a CPU every point
     is measured in CPU_PASSES passes, merged (`merge_passes`). `lock` is held while each point is
     timed (`KernelTimer`)."""
     device = as_device(device)
