@@ -29,34 +29,26 @@ import tempfile
 import time
 from pathlib import Path
 
-# the parent's side process started without the calibration's dtypes: no Triton kernel compiled ahead
-_WITHOUT = """
-import sys
+# gptperf with the side process's command edited before it starts (`CompileWarmup` takes it
+# whole): `{edit}` maps that command, `argv`, to the one run
+_EDIT = """
 from gptperf.measure import compile_warmup
-start = compile_warmup.CompileWarmup.start.__func__
-compile_warmup.CompileWarmup.start = classmethod(
-    lambda cls, index, quick, argv=None, patience_s=compile_warmup.PATIENCE_S, dtypes=():
-    start(cls, index, quick, argv, patience_s))
+init = compile_warmup.CompileWarmup.__init__
+compile_warmup.CompileWarmup.__init__ = lambda self, argv, *a, **k: init(self, {edit}, *a, **k)
+"""
+_RUN = """
+import sys
 from gptperf.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-# the side process run at a lower CPU priority (nice 10): the calibration's own host work first
-_NICE = """
-import sys
-from gptperf.measure import compile_warmup
-start = compile_warmup.CompileWarmup.start.__func__
-
-def niced(cls, index, quick, argv=None, patience_s=compile_warmup.PATIENCE_S, dtypes=()):
-    argv = ["nice", "-n", "10", sys.executable, "-m", compile_warmup.CHILD_MODULE, f"cuda:{index}"]
-    argv += (["quick"] if quick else []) + [compile_warmup.DTYPES_ARG + ",".join(dtypes)]
-    return start(cls, index, quick, argv, patience_s, dtypes)
-
-compile_warmup.CompileWarmup.start = classmethod(niced)
-from gptperf.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-VARIANTS = {"ahead": [sys.executable, "-m", "gptperf"], "not ahead": [sys.executable, "-c", _WITHOUT],
-            "ahead niced": [sys.executable, "-c", _NICE]}
+EDITS = {
+    # the side process given no dtypes: no Triton kernel compiled ahead
+    "not ahead": "[a for a in argv if not a.startswith(compile_warmup.DTYPES_ARG)]",
+    # the side process at a lower CPU priority (nice 10): the calibration's own host work first
+    "ahead niced": '["nice", "-n", "10", *argv]',
+}
+VARIANTS = {"ahead": [sys.executable, "-m", "gptperf"],
+            **{name: [sys.executable, "-c", _EDIT.format(edit=edit) + _RUN] for name, edit in EDITS.items()}}
 
 
 def calibrate_cold(variant: str) -> dict[str, object]:

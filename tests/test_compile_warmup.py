@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -338,13 +339,44 @@ def test_the_triton_warm_benchmark_refuses_bad_arguments_in_one_line(args, says)
     assert proc.stderr.strip().splitlines()[-1].endswith(says)
 
 
-def test_the_triton_warm_benchmark_alternates_the_order_of_its_variants():
+def _triton_warm_bench():
     import importlib.util
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_calibration_triton_warm.py"
     spec = importlib.util.spec_from_file_location("triton_warm_bench", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.parametrize("variant, expected", [
+    ("not ahead", [sys.executable, "-m", "gptperf.measure.compile_warmup_child", "cuda:0", "quick"]),
+    ("ahead niced", ["nice", "-n", "10", sys.executable, "-m", "gptperf.measure.compile_warmup_child",
+                     "cuda:0", "quick", "dtypes=bf16,fp32"]),
+])
+def test_the_triton_warm_benchmarks_variants_edit_the_side_process_command(variant, expected,
+                                                                           monkeypatch):
+    from gptperf.measure import compile_warmup
+
+    bench = _triton_warm_bench()
+    started: list[list[str]] = []
+
+    class Popen:
+        def __init__(self, argv, **kwargs):
+            started.append(argv)
+
+    monkeypatch.setattr(compile_warmup.CompileWarmup, "__init__", compile_warmup.CompileWarmup.__init__)
+    monkeypatch.setattr(compile_warmup, "available", lambda: True)
+    monkeypatch.setattr(compile_warmup.subprocess, "Popen", Popen)
+    exec(bench._EDIT.format(edit=bench.EDITS[variant]), {})  # the variant's patch, in this process
+    side = compile_warmup.CompileWarmup.start(0, True, dtypes=("bf16", "fp32"))
+    assert started == [expected]
+    side._log.close()
+    shutil.rmtree(side._dir)
+
+
+def test_the_triton_warm_benchmark_alternates_the_order_of_its_variants():
+    bench = _triton_warm_bench()
     assert bench.run_order(["ahead", "not ahead"], 3) == [
         "ahead", "not ahead", "not ahead", "ahead", "ahead", "not ahead"]
     assert bench.run_order(["ahead"], 2) == ["ahead", "ahead"]
