@@ -1,19 +1,22 @@
-"""What compiling the decode families' Triton kernels ahead saves a GPU calibration from cold caches.
+"""What a GPU calibration from cold caches pays, with and without the work done ahead of it.
 
     python benchmarks/gpu_calibration_triton_warm.py [--rounds 1] [--variants ahead,"not ahead"]
+        [--warm-jit]
 
 Each round runs `gptperf calibrate --force --json` once a variant, each time with empty Triton,
-inductor and gptperf caches (fresh temporary folders): "ahead" as it ships (the side process
-compiles the decode kernels without running them before inductor's steps), "not ahead" with the
-side process given no dtypes (it compiles inductor's steps alone, as before), and "ahead
-niced" with the side process at CPU priority 10. Prints per run: wall seconds, the calibration's
-own seconds, the gemv family's seconds (the decode families), its time note (each family's
-seconds and what it waited for the side process's GPU work) and the side process's note.
+inductor and gptperf caches and an empty CUDA driver JIT cache (fresh temporary folders; with
+`--warm-jit` the machine's JIT cache is kept): "ahead" as it ships (the side process compiles the
+decode kernels without running them before inductor's steps), "not ahead" with the side process
+given no dtypes (it compiles inductor's steps alone), and "ahead niced" with the side process at
+CPU priority 10. Prints per run: wall seconds, the calibration's own seconds, the attention and
+gemv families' seconds, its time note (each family's seconds and what it waited for the side
+process's GPU work) and the side process's note; then how far each later run's matmul and
+attention grids lie from the first run's (a variant should change the time, not the figures).
 
-Rounds alternate the order (ABBA). The first calibration on a fresh machine is slower whatever its
-variant: cuDNN's first use, kept across processes, cost its attention family about 12 s on an
-H200 (BENCHMARKS.md, "The first calibration on a machine"). Compare runs after the first, or
-rounds in both orders.
+An empty JIT cache makes every run pay what the first calibration on a fresh machine pays: cuDNN's
+run-time compiled attention kernels, kept across processes in that cache, cost the attention family
+about 11 s on an H200 (BENCHMARKS.md, "The first calibration on a machine"). With `--warm-jit` the
+first run pays it alone; rounds alternate their order (ABBA) either way.
 """
 
 from __future__ import annotations
@@ -51,11 +54,14 @@ VARIANTS = {"ahead": [sys.executable, "-m", "gptperf"],
             **{name: [sys.executable, "-c", _EDIT.format(edit=edit) + _RUN] for name, edit in EDITS.items()}}
 
 
-def calibrate_cold(variant: str) -> dict[str, object]:
-    """One `gptperf calibrate --force --json` from empty caches; its figures."""
+def calibrate_cold(variant: str, warm_jit: bool = False) -> dict[str, object]:
+    """One `gptperf calibrate --force --json` from empty caches (the driver's JIT cache too,
+    unless `warm_jit`); its figures."""
     caches = Path(tempfile.mkdtemp(prefix="gptperf-cold-"))
     env = dict(os.environ, TRITON_CACHE_DIR=str(caches / "triton"),
                TORCHINDUCTOR_CACHE_DIR=str(caches / "inductor"), GPTPERF_CACHE_DIR=str(caches / "gptperf"))
+    if not warm_jit:
+        env["CUDA_CACHE_PATH"] = str(caches / "nv")
     t0 = time.perf_counter()
     try:
         proc = subprocess.run([*VARIANTS[variant], "calibrate", "--force", "--json"], env=env,
@@ -68,10 +74,27 @@ def calibrate_cold(variant: str) -> dict[str, object]:
     doc = json.loads(proc.stdout)
     notes = doc.get("notes", [])
     timing = next((n for n in notes if n.startswith("time: kernels")), "")
-    gemv = re.search(r"gemv ([0-9.]+)", timing)
+    family = {name: re.search(rf"{name} ([0-9.]+)", timing) for name in ("attention", "gemv")}
     side = next((n for n in notes if n.startswith("compiled jobs compiled ahead")), "")
     return {"variant": variant, "wall_s": wall, "calibration_s": doc.get("seconds"),
-            "gemv_family_s": float(gemv.group(1)) if gemv else None, "timing": timing, "side": side}
+            **{f"{name}_family_s": float(m.group(1)) if m else None for name, m in family.items()},
+            "timing": timing, "side": side, "eager": [n for n in notes if "timed eagerly" in n],
+            "grids": {f"{family} {key}": grid["seconds"] for family in ("matmul", "attention")
+                      for key, grid in doc.get(family, {}).items()}}
+
+
+def grid_agreement(first: dict[str, list[float]], other: dict[str, list[float]]) -> dict[str, tuple]:
+    """Per grid both runs measured: (median of other/first over its cells, the largest |ratio - 1|,
+    cells)."""
+    out = {}
+    for key, seconds in first.items():
+        again = other.get(key)
+        if again is None or len(again) != len(seconds):
+            continue
+        ratios = sorted(b / a for a, b in zip(seconds, again, strict=True) if a > 0 and b > 0)
+        if ratios:
+            out[key] = (ratios[len(ratios) // 2], max(abs(r - 1) for r in ratios), len(ratios))
+    return out
 
 
 def run_order(variants: list[str], rounds: int) -> list[str]:
@@ -85,6 +108,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"which, comma-separated, in order (of {', '.join(VARIANTS)})")
+    parser.add_argument("--warm-jit", action="store_true",
+                        help="keep the machine's CUDA JIT cache (default: an empty one each run)")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds must be a positive integer, got {args.rounds}")
@@ -95,14 +120,21 @@ def main() -> int:
     if unknown or not variants:
         parser.error(f"--variants: unknown {', '.join(unknown) or '(none given)'}; "
                      f"choose from {', '.join(VARIANTS)}")
-    runs = [calibrate_cold(variant) for variant in run_order(variants, args.rounds)]
+    runs = [calibrate_cold(variant, args.warm_jit) for variant in run_order(variants, args.rounds)]
     (root / "triton_warm.json").write_text(json.dumps(runs, indent=1))
     for run in runs:
-        print(f"{run['variant']:>10}: {run.get('timing') or run.get('error')}; {run.get('side', '')}")
-    print(f"{'variant':>10} {'wall s':>8} {'calibration s':>14} {'gemv family s':>14}")
+        print(f"{run['variant']:>15}: {run.get('timing') or run.get('error')}; {run.get('side', '')}; "
+              f"timed eagerly: {len(run.get('eager', []))}")
+    print(f"{'variant':>15} {'wall s':>8} {'calibration s':>14} {'attention s':>12} {'gemv s':>8}")
+    nan = float("nan")
     for run in runs:
-        print(f"{run['variant']:>10} {run['wall_s']:8.1f} {run.get('calibration_s') or float('nan'):14.1f} "
-              f"{run.get('gemv_family_s') or float('nan'):14.1f}")
+        print(f"{run['variant']:>15} {run['wall_s']:8.1f} {run.get('calibration_s') or nan:14.1f} "
+              f"{run.get('attention_family_s') or nan:12.1f} {run.get('gemv_family_s') or nan:8.1f}")
+    for run in runs[1:]:
+        for key, (median, worst, cells) in grid_agreement(runs[0].get("grids", {}),
+                                                          run.get("grids", {})).items():
+            print(f"{run['variant']} / {runs[0]['variant']}, {key}: median {median:.3f}, "
+                  f"largest |ratio - 1| {worst:.3f} over {cells} cells")
     return 0
 
 

@@ -380,3 +380,13 @@ def test_the_triton_warm_benchmark_alternates_the_order_of_its_variants():
     assert bench.run_order(["ahead", "not ahead"], 3) == [
         "ahead", "not ahead", "not ahead", "ahead", "ahead", "not ahead"]
     assert bench.run_order(["ahead"], 2) == ["ahead", "ahead"]
+
+
+def test_the_triton_warm_benchmark_compares_each_runs_grids_with_the_first():
+    bench = _triton_warm_bench()
+    first = {"matmul bf16": [1.0, 2.0, 4.0], "attention bf16:one_query": [1.0], "gone": [1.0]}
+    other = {"matmul bf16": [1.1, 2.0, 3.0], "attention bf16:one_query": [1.0, 2.0]}
+    agree = bench.grid_agreement(first, other)
+    assert agree.keys() == {"matmul bf16"}  # the others are not comparable cell by cell
+    median, worst, cells = agree["matmul bf16"]
+    assert (median, cells) == (1.0, 3) and worst == pytest.approx(0.25)
