@@ -9,10 +9,11 @@ inductor and gptperf caches and an empty CUDA driver JIT cache (fresh temporary 
 decode kernels without running them before inductor's steps), "not ahead" with the side process
 given no dtypes (it compiles inductor's steps alone), "ahead niced" with the side process at
 CPU priority 10, and "first calls unlocked" with the calibration's timer holding the GPU lock only
-for each point's capture and replays (`kernel_timer.lock_first_calls` off). Prints per run: wall seconds, the calibration's own seconds, the attention and
-gemv families' seconds, its time note (each family's seconds and what it waited for the side
-process's GPU work) and the side process's note; then how far each later run's matmul and
-attention grids lie from the first run's (a variant should change the time, not the figures).
+for each point's capture and replays (`kernel_timer.lock_first_calls` off). Prints per run: wall
+seconds, the calibration's own seconds, the attention and gemv families' seconds, its time note
+(each family's seconds and what it waited for the side process's GPU work) and the side
+process's note; then how far each later run's matmul and attention grids lie from the first
+run's (a variant should change the time, not the figures).
 
 An empty JIT cache makes every run pay what the first calibration on a fresh machine pays: cuDNN's
 run-time compiled attention kernels, kept across processes in that cache, cost the attention family
@@ -81,10 +82,10 @@ def calibrate_cold(variant: str, warm_jit: bool = False) -> dict[str, object]:
     doc = json.loads(proc.stdout)
     notes = doc.get("notes", [])
     timing = next((n for n in notes if n.startswith("time: kernels")), "")
-    family = {name: re.search(rf"{name} ([0-9.]+)", timing) for name in ("attention", "gemv")}
+    spent = {name: re.search(rf"{name} ([0-9.]+)", timing) for name in ("attention", "gemv")}
     side = next((n for n in notes if n.startswith("compiled jobs compiled ahead")), "")
     return {"variant": variant, "wall_s": wall, "calibration_s": doc.get("seconds"),
-            **{f"{name}_family_s": float(m.group(1)) if m else None for name, m in family.items()},
+            **{f"{name}_family_s": float(m.group(1)) if m else None for name, m in spent.items()},
             "timing": timing, "side": side, "eager": [n for n in notes if "timed eagerly" in n],
             "grids": {f"{family} {key}": grid["seconds"] for family in ("matmul", "attention")
                       for key, grid in doc.get(family, {}).items()}}

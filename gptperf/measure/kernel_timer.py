@@ -59,10 +59,10 @@ POOL_BYTES = {"cuda": 256 * MIB, "cpu": 64 * MIB}  # cycled inputs: several last
 ALIGN = 128  # elements between cycled copies (cuBLAS wants 16-byte aligned operands)
 
 Call = Callable[[int], Any]  # call(i): the i-th of back-to-back calls
-# CUDA: the lock (the side process's GPU work waits) is held through a point's first calls, as
-# well as its capture and replays. Off, the first calls (cuDNN's plan builds: ~18 s of the
-# attention family on an H200) leave the GPU to the side process, and only an estimate that
-# sizes the graph can see its work. A switch for A/B timing
+# CUDA: the lock (the side process's GPU work waits for it) is held through a point's first calls
+# as well as its capture and replays. Off, the first calls (cuDNN's plan builds: ~18 s of the
+# attention family on an H200) leave the GPU to the side process, whose work can then slow only
+# the estimate that sizes the graph. A switch for A/B timing
 # (benchmarks/gpu_calibration_triton_warm.py "first calls unlocked"); not yet measured.
 lock_first_calls = True
 
