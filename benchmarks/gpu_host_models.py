@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from gptperf.measure.calibrate import HOST_LAYERS, fit_line, host_groups, time_host_parts
+from gptperf.measure.calibrate_host import HOST_LAYERS, fit_line, host_groups, time_host_parts
 from gptperf.model import preset
 from gptperf.perfmodel import Workload
 from gptperf.plan import EAGER, ExecutionPlan

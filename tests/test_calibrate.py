@@ -27,6 +27,8 @@ from gptperf.cli import main
 from gptperf.envinfo import device_name
 from gptperf.errors import UserError
 from gptperf.measure import calibrate as cal_mod
+from gptperf.measure import calibrate_compiled as rec_mod
+from gptperf.measure import calibrate_host as host_mod
 from gptperf.perfmodel.calibration import (
     Calibration,
     Curve,
@@ -119,7 +121,7 @@ def test_calibration_describes_this_device(calibration: Calibration) -> None:
     assert set(calibration.matmul) == {"fp32"} and "fp32:causal_fwd" in calibration.attention
     assert calibration.shapes["matmul"] == fake_kernels(CPU)["shapes"]["matmul"]
     configs = calibration.shapes["configs"]
-    assert configs == [cal_mod.host_config(1).name, cal_mod.host_config(4).name]
+    assert configs == [host_mod.host_config(1).name, host_mod.host_config(4).name]
     assert configs[0] != configs[1] and "n_embd=64" in configs[0]
     assert calibration.compiled == {} and calibration.optimizer_overlap == {}  # CUDA only
     assert cal_mod.is_quick(calibration)
@@ -135,7 +137,7 @@ def test_a_machine_that_changed_speed_during_calibration_is_noted(env: Path, mon
 
     probes = iter([SpeedProbe(1e-6, 1e-3, 1e-3), SpeedProbe(2.5e-6, 1e-3, 1e-3)])  # start, end
     monkeypatch.setattr(cal_mod, "take_probe", lambda device: next(probes))
-    monkeypatch.setattr(cal_mod, "measure_host", lambda *a, **k: cal_mod.HostCosts(
+    monkeypatch.setattr(cal_mod, "measure_host", lambda *a, **k: host_mod.HostCosts(
         {}, {"decode": 4e-4, "train": 3e-3}, []))
     cal = cal_mod.calibrate(CPU, quick=True)
     assert cal.probes["end"]["host_s"] == 2.5e-6
@@ -203,10 +205,10 @@ def test_stale_foreign_or_other_torch_calibration_is_refused_in_one_line(
 
 
 def test_fit_line_through_one_and_four_blocks() -> None:
-    assert cal_mod.fit_line(3e-6, 9e-6) == pytest.approx({"per_layer_s": 2e-6, "fixed_s": 1e-6})
+    assert host_mod.fit_line(3e-6, 9e-6) == pytest.approx({"per_layer_s": 2e-6, "fixed_s": 1e-6})
     # noise tilting the line below zero is clamped, never a negative cost
-    assert cal_mod.fit_line(5e-6, 4e-6) == {"per_layer_s": 0.0, "fixed_s": 5e-6}
-    assert cal_mod.fit_line(1e-6, 10e-6)["fixed_s"] == 0.0  # steeper than proportional
+    assert host_mod.fit_line(5e-6, 4e-6) == {"per_layer_s": 0.0, "fixed_s": 5e-6}
+    assert host_mod.fit_line(1e-6, 10e-6)["fixed_s"] == 0.0  # steeper than proportional
 
 
 def test_time_host_parts_interleaves_groups_and_takes_the_median() -> None:
@@ -221,7 +223,7 @@ def test_time_host_parts_interleaves_groups_and_takes_the_median() -> None:
 
     groups = {1: {"fwd": part("1f", 2e-3), "opt": part("1o", 5e-3)},
               4: {"fwd": part("4f", 8e-3), "opt": part("4o", 11e-3)}}
-    times = cal_mod.time_host_parts(groups, ["fwd"], CPU, warmup=1, repeats=5,
+    times = host_mod.time_host_parts(groups, ["fwd"], CPU, warmup=1, repeats=5,
                                     clock=lambda: now[0])
     assert calls[:4] == ["1f", "1o", "4f", "4o"] and len(calls) == 4 * 6
     assert set(times[1]) == {"fwd"}  # opt ran (the step needs it) but was not asked for
@@ -232,9 +234,9 @@ def test_time_host_parts_runs_the_rounds_back_to_back(monkeypatch: pytest.Monkey
     """The device is synchronised after the warm-up and at the end, never between calls: a step
     called after a synchronisation measured up to 2× the host time of one in a run of steps."""
     events: list[str] = []
-    monkeypatch.setattr(cal_mod, "synchronize", lambda device: events.append("sync"))
+    monkeypatch.setattr(host_mod, "synchronize", lambda device: events.append("sync"))
     groups = {1: {"fwd": lambda: events.append("1f")}, 4: {"fwd": lambda: events.append("4f")}}
-    cal_mod.time_host_parts(groups, ["fwd"], CPU, warmup=1, repeats=3,
+    host_mod.time_host_parts(groups, ["fwd"], CPU, warmup=1, repeats=3,
                             between_rounds=lambda: events.append("between"))
     # the host sampled after each timed round, not after the warm-up
     assert events == ["1f", "4f", "sync"] + ["1f", "4f", "between"] * 3 + ["sync"]
@@ -248,10 +250,10 @@ def test_time_host_parts_stops_early_on_a_busy_machine() -> None:
         calls.append(now[0])
         now[0] += 1.0
 
-    times = cal_mod.time_host_parts({1: {"fwd": slow}}, ["fwd"], CPU, warmup=1, repeats=10,
+    times = host_mod.time_host_parts({1: {"fwd": slow}}, ["fwd"], CPU, warmup=1, repeats=10,
                                     budget_s=2.5, min_repeats=3, clock=lambda: now[0])
     assert len(calls) == 1 + 3 and times[1]["fwd"] == 1.0
-    cal_mod.time_host_parts({1: {"fwd": slow}}, ["fwd"], CPU, warmup=0, repeats=4, budget_s=0.5,
+    host_mod.time_host_parts({1: {"fwd": slow}}, ["fwd"], CPU, warmup=0, repeats=4, budget_s=0.5,
                             min_repeats=4, clock=lambda: now[0])
     assert len(calls) == 4 + 4  # never fewer than min_repeats
 
@@ -259,10 +261,10 @@ def test_time_host_parts_stops_early_on_a_busy_machine() -> None:
 def test_fit_host_jobs_brings_every_job_to_one_host_speed_and_says_how_far_it_moved() -> None:
     """The second job ran on a host twice as slow (its unit 2 ms against 1 ms): its costs are
     halved against the first's, and all are stated at the units' geometric mean, √2 ms."""
-    lo, hi = cal_mod.HOST_LAYERS
+    lo, hi = host_mod.HOST_LAYERS
     fast = {lo: {"fwd": 3e-6, "bwd": 5e-6}, hi: {"fwd": 9e-6, "bwd": 11e-6}}
     slow = {lo: {"infer": 4e-6}, hi: {"infer": 10e-6}}
-    host, units, notes = cal_mod.fit_host_jobs([("decode", "eager", "fp32", fast, 1e-3),
+    host, units, notes = host_mod.fit_host_jobs([("decode", "eager", "fp32", fast, 1e-3),
                                                 ("decode", "eager", "bf16", slow, 2e-3)])
     assert units == pytest.approx({"decode": 2 ** 0.5 * 1e-3})
     # fwd: 2 µs a layer, 1 µs fixed at 1 ms -> ×√2; infer: 2 µs a layer, 2 µs fixed at 2 ms -> ×1/√2
@@ -271,19 +273,19 @@ def test_fit_host_jobs_brings_every_job_to_one_host_speed_and_says_how_far_it_mo
     assert set(host) == {"eager:fwd:fp32", "eager:bwd:fp32", "eager:infer:bf16"}
     (note,) = notes
     assert "decode step" in note and "×2.00" in note and "1000–2000 µs" in note and "1414 µs" in note
-    host, units, notes = cal_mod.fit_host_jobs([("decode", "eager", "fp32", fast, 1e-3),
+    host, units, notes = host_mod.fit_host_jobs([("decode", "eager", "fp32", fast, 1e-3),
                                                 ("decode", "eager", "bf16", slow, 1.02e-3)])
     assert notes == [] and units["decode"] == pytest.approx((1.02e-6) ** 0.5)  # a steady host says nothing
-    assert cal_mod.fit_host_jobs([]) == ({}, {}, [])
+    assert host_mod.fit_host_jobs([]) == ({}, {}, [])
 
 
 def test_fit_host_jobs_scales_each_job_to_its_own_probes_unit() -> None:
     """A train job is in the train probe's unit, an inference job in the decode probe's: neither
     unit moves the other's costs, however far apart the two probes' step times are."""
-    lo, hi = cal_mod.HOST_LAYERS
+    lo, hi = host_mod.HOST_LAYERS
     train = {lo: {"fwd": 3e-6}, hi: {"fwd": 9e-6}}  # 2 µs a layer, 1 fixed
     infer = {lo: {"infer": 4e-6}, hi: {"infer": 10e-6}}  # 2 µs a layer, 2 fixed
-    host, units, notes = cal_mod.fit_host_jobs([
+    host, units, notes = host_mod.fit_host_jobs([
         ("train", "eager", "fp32", train, 8e-3), ("train", "eager", "bf16", train, 2e-3),
         ("decode", "eager", "fp32", infer, 5e-4)])
     assert units == pytest.approx({"train": 4e-3, "decode": 5e-4})
@@ -300,12 +302,12 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
         monkeypatch: pytest.MonkeyPatch, first_s: float, ran: list[str]) -> None:
     """The compiled train job always runs; the forward-only job after it runs while compiling so
     far is under the budget (30 s), not judged by the train job's own time (25 s + 25 s > 30)."""
-    lo, hi = cal_mod.HOST_LAYERS
+    lo, hi = host_mod.HOST_LAYERS
     now = [0.0]
     compiled_jobs: list[str] = []
 
     def fake_groups(dtype: str, mode: str, device: Any, what: str) -> Any:
-        if mode == cal_mod.COMPILED:
+        if mode == host_mod.COMPILED:
             compiled_jobs.append(what)
             now[0] += first_s if what == "train" else 7.0  # the job's compile and rounds
         parts = ("fwd", "bwd", "opt") if what == "train" else ("nograd", "infer")
@@ -321,11 +323,11 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
         def step_s(self) -> float:
             return 1e-3
 
-    monkeypatch.setattr(cal_mod, "host_groups", fake_groups)
-    monkeypatch.setattr(cal_mod, "time_host_parts", fake_time)
-    monkeypatch.setattr(cal_mod, "HostSampler", FakeSampler)
-    monkeypatch.setattr(cal_mod, "time", SimpleNamespace(perf_counter=lambda: now[0]))
-    result = cal_mod.measure_host(CPU, ["bf16"], compiled=True, budget_s=30.0)
+    monkeypatch.setattr(host_mod, "host_groups", fake_groups)
+    monkeypatch.setattr(host_mod, "time_host_parts", fake_time)
+    monkeypatch.setattr(host_mod, "HostSampler", FakeSampler)
+    monkeypatch.setattr(host_mod, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    result = host_mod.measure_host(CPU, ["bf16"], compiled=True, budget_s=30.0)
     assert compiled_jobs == ran
     assert ("compiled:nograd:bf16" in result.costs) == ("inference" in ran)
     assert "compiled:fwd:bf16" in result.costs
@@ -337,7 +339,7 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
 def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each job's unit is the host model's step of its kind (train, decode) sampled among its own
     rounds; a job that took no sample falls back to a probe of that kind after its rounds."""
-    lo, hi = cal_mod.HOST_LAYERS
+    lo, hi = host_mod.HOST_LAYERS
     events: list[str] = []
     jobs = [0]
 
@@ -370,10 +372,10 @@ def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pyte
         events.append(f"{probe} probe after")
         return 1e-3 * jobs[0]
 
-    monkeypatch.setattr(cal_mod, "time_host_parts", fake_time)
-    monkeypatch.setattr(cal_mod, "HostSampler", FakeSampler)
-    monkeypatch.setattr(cal_mod, "host_step_s", fake_probe)
-    result = cal_mod.measure_host(CPU, ["fp32"], quick=True)
+    monkeypatch.setattr(host_mod, "time_host_parts", fake_time)
+    monkeypatch.setattr(host_mod, "HostSampler", FakeSampler)
+    monkeypatch.setattr(host_mod, "host_step_s", fake_probe)
+    result = host_mod.measure_host(CPU, ["fp32"], quick=True)
     assert events == ["warm", "train sampler", "timed", "sample", "sample", "sample",
                       "warm", "decode sampler", "timed", "decode probe after"]
     assert result.job_units == {"eager:train:fp32": 1e-3, "eager:inference:fp32": 2e-3}
@@ -385,7 +387,7 @@ def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pyte
 
 
 def test_host_costs_are_measured_for_every_part(calibration: Calibration) -> None:
-    assert set(calibration.host) == {f"eager:{p}:fp32" for p in cal_mod.HOST_PARTS}
+    assert set(calibration.host) == {f"eager:{p}:fp32" for p in host_mod.HOST_PARTS}
     for key, fit in calibration.host.items():
         assert set(fit) == {"per_layer_s", "fixed_s"}
         one, four = fit["fixed_s"] + fit["per_layer_s"], fit["fixed_s"] + 4 * fit["per_layer_s"]
@@ -412,7 +414,7 @@ def test_host_costs_are_measured_for_every_part(calibration: Calibration) -> Non
     ("void at::native::vectorized_elementwise_kernel<4, at::native::GeluCUDAKernelImpl>", "other"),
 ])
 def test_kernel_classes_by_name(kernel: str, cls: str) -> None:
-    assert cal_mod.kernel_class(kernel) == cls
+    assert rec_mod.kernel_class(kernel) == cls
 
 
 def test_summarize_attribution_per_layer_and_step() -> None:
@@ -431,7 +433,7 @@ def test_summarize_attribution_per_layer_and_step() -> None:
                  w("mystery", step, 2.0)]
     attribution = SimpleNamespace(steps=["ProfilerStep#2", "ProfilerStep#3"], work=work,
                                   step_wall_s=[1e-3, 3e-3], exact_coverage=0.9)
-    s = cal_mod.summarize_attribution(attribution, n_layer=2)
+    s = rec_mod.summarize_attribution(attribution, n_layer=2)
     assert s["ops"]["attn.qkv:fwd"] == {"kernels": 1, "seconds": pytest.approx(
         {"matmul": 10e-6, "attention": 0.0, "other": 1e-6})}
     assert s["ops"]["ln_1:fwd"] == {"kernels": 1, "seconds": pytest.approx(
@@ -448,7 +450,7 @@ def test_summarize_attribution_per_layer_and_step() -> None:
 
 
 def test_without_profiler_hooks_recordings_are_left_out_with_a_note() -> None:
-    out, notes = cal_mod.record_compiled_steps(CPU, None)
+    out, notes = rec_mod.record_compiled_steps(CPU, None)
     assert out == {} and len(notes) == 1 and "profiler hooks" in notes[0]
 
 
@@ -465,9 +467,9 @@ def test_the_forward_recording_runs_while_the_recordings_are_within_budget(
         clock["now"] += cost[workload.kind]
         return {"kind": workload.kind}
 
-    monkeypatch.setattr(cal_mod, "record_compiled", fake_record)
-    monkeypatch.setattr(cal_mod.time, "perf_counter", lambda: clock["now"])
-    out, notes = cal_mod.record_compiled_steps(CPU, object(), budget_s=20.0)
+    monkeypatch.setattr(rec_mod, "record_compiled", fake_record)
+    monkeypatch.setattr(rec_mod.time, "perf_counter", lambda: clock["now"])
+    out, notes = rec_mod.record_compiled_steps(CPU, object(), budget_s=20.0)
     assert list(out) == recorded
     assert len(notes) == 2 - len(recorded)
     if notes:
@@ -577,7 +579,7 @@ def test_ceilings_ends_with_the_calibration_unless_told_not_to(
     assert doc["schema"] == "gptperf.ceilings/1"
     assert doc["calibration"]["path"] == str(clean_cache) and clean_cache.is_file()
     assert doc["calibration"]["cached"] is False
-    assert set(doc["calibration"]["host"]) == {f"eager:{p}:fp32" for p in cal_mod.HOST_PARTS}
+    assert set(doc["calibration"]["host"]) == {f"eager:{p}:fp32" for p in host_mod.HOST_PARTS}
     capsys.readouterr()
     assert main(["ceilings", "--quick", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
@@ -614,8 +616,8 @@ def test_compiled_train_recording_on_cuda() -> None:
     from gptperf.perfmodel.workload import Workload
     from gptperf.profiling.hooks import profiler_hooks
 
-    config = cal_mod.record_config()
-    rec = cal_mod.record_compiled(config, Workload("train", 2, 128, "bf16"), torch.device("cuda"),
+    config = rec_mod.record_config()
+    rec = rec_mod.record_compiled(config, Workload("train", 2, 128, "bf16"), torch.device("cuda"),
                                   profiler_hooks(), steps=2)
     ops = rec["ops"]
     assert rec["plan"]["mode"] == "compiled" and rec["config"]["n_layer"] == config.n_layer

@@ -144,7 +144,8 @@ def test_sweeps_cover_what_the_issue_asks() -> None:
 def test_validation_shapes_disjoint_from_calibration() -> None:
     """No matmul, attention call or model of any case of any sweep is one the calibration (quick
     or full) measures on that device type."""
-    from gptperf.measure.calibrate import HOST_LAYERS, host_config, record_config
+    from gptperf.measure.calibrate_compiled import record_config
+    from gptperf.measure.calibrate_host import HOST_LAYERS, host_config
     from gptperf.measure.calibration_plan import planned_shapes
     from gptperf.perfmodel.expected import kernel_calls
 

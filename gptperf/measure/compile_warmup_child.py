@@ -29,18 +29,20 @@ from typing import Any
 
 import torch
 
-from gptperf.measure.calibrate import (
-    COMPILED_DTYPE,
-    COMPILED_WARMUP,
-    HOST_JOBS,
+from gptperf.measure.calibrate_compiled import (
     RECORD_KINDS,
-    host_groups,
     record_config,
     record_workload,
-    time_host_parts,
     warmed_compiled_step,
 )
 from gptperf.measure.calibrate_decode import STEP_LAYER, measure_decode_families
+from gptperf.measure.calibrate_host import (
+    COMPILED_DTYPE,
+    COMPILED_WARMUP,
+    HOST_JOBS,
+    host_groups,
+    time_host_parts,
+)
 from gptperf.measure.compile_warmup import DONE, DTYPES_ARG
 from gptperf.measure.gpu_lock import LOCK_ENV, GpuLock
 from gptperf.plan import COMPILED
@@ -169,8 +171,8 @@ def warm_triton(device: torch.device, quick: bool, dtypes: Sequence[str], lock: 
 
 
 def warm(device: torch.device, quick: bool, lock: GpuLock) -> None:
-    """Compile what `calibrate.measure_host` compiles (its compiled jobs, warmed up as it warms
-    them) and what `calibrate.record_compiled_steps` compiles (two steps of each recording),
+    """Compile what `calibrate_host.measure_host` compiles (its compiled jobs, warmed up as it warms
+    them) and what `calibrate_compiled.record_compiled_steps` compiles (two steps of each recording),
     holding `lock` but while compiling."""
     with lock:
         with released_while_compiling(lock):

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def profiler_hooks() -> Any:  # -> gptperf.measure.calibrate.ProfilerHooks
-    """inductor provenance, trace attribution and trace loading for `measure.calibrate`."""
-    from gptperf.measure.calibrate import ProfilerHooks
+def profiler_hooks() -> Any:  # -> gptperf.measure.calibrate_compiled.ProfilerHooks
+    """inductor provenance, trace attribution and trace loading for the compiled recordings."""
+    from gptperf.measure.calibrate_compiled import ProfilerHooks
     from gptperf.profiling.provenance import inductor_provenance
     from gptperf.profiling.trace import attribute, load_trace
 

@@ -1,0 +1,278 @@
+"""The calibration's host costs: what a step's Python and dispatch cost per block and per step,
+measured on the host model (`measure_host`), for `gptperf.measure.calibrate` to keep.
+
+Host costs (`Calibration.host["<mode>:<part>:<dtype>"]`) are measured on a tiny GPT (C 64, 2
+heads, vocab 256, B 1, T 8: device time is negligible) with 1 and 4 blocks, through the
+project's own steps: the parts of `steps.train.TrainStep` (fwd, bwd, opt), the decode_nocache
+step of `steps.inference` (infer: no grad, no KV cache), its eager prefill into the model's KV
+cache (prefill) and its eager decode step with that cache (decode). A straight line through the
+two block counts gives `per_layer_s` and `fixed_s`. On CUDA a part's host time is the CPU time
+of the call among calls run back to back, no synchronisation between them (the GPU keeps up at
+these sizes); on a CPU it is the whole call.
+The host's speed moves while they are measured (2× within one calibration on the lent H200
+machine), so each job's costs are brought to one speed: the host model's own step of the job's
+kind (train, or decode for the inference jobs) is sampled after each of the job's timed rounds
+(`gptperf.measure.probe.HostSampler`, as a command that measures a step samples it between the
+step's runs), and the job's costs are scaled to the geometric mean of those units over the jobs
+of its kind, kept as `probes["host"]["train_step_s"]` and `["step_s"]` (`fit_host_jobs`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gptperf.measure.probe import HostSampler, host_step_s, probe_of
+from gptperf.measure.timer import Progress
+from gptperf.model.config import GPTConfig
+from gptperf.perfmodel.calibration import HOST_MODEL, host_model_config
+from gptperf.perfmodel.workload import Workload
+from gptperf.plan import COMPILED, EAGER, ExecutionPlan
+from gptperf.runtime import synchronize
+
+# The host-cost model: tiny enough that the device never holds the host up.
+HOST_LAYERS: tuple[int, int] = HOST_MODEL["layers"]
+HOST_BATCH, HOST_SEQ = HOST_MODEL["batch"], HOST_MODEL["seq"]
+HOST_PARTS: tuple[str, ...] = ("fwd", "bwd", "opt", "infer", "prefill", "decode", "nograd")
+COMPILED_PARTS: tuple[str, ...] = ("fwd", "bwd", "nograd")
+HOST_REPEATS, HOST_QUICK_REPEATS, HOST_WARMUP, HOST_MIN_REPEATS = 20, 12, 2, 5
+COMPILED_WARMUP = 3  # the first call compiles the forward, the first backward its graph
+HOST_JOB_BUDGET_S = {False: 2.0, True: 1.0}  # timed seconds per group of steps (quick: True)
+COMPILED_DTYPE = "bf16"  # compiled host costs and recordings: the dtype compiled steps train in
+HOST_JOBS: tuple[str, ...] = ("train", "inference")  # each mode's host jobs, in this order
+
+# Seconds allowed for the compiled host jobs on CUDA (the whole calibration: <= 120 s on an H200).
+# The first always runs, a later one only while compiling so far is under the budget. The first
+# compile of a process pays inductor's start (~10 s): on the H200 the train job took 16-27 s
+# first and the forward-only one 4-7 s after it (16 s first), so a later job is not judged by the
+# one before. The notes say what was left out.
+COMPILED_HOST_BUDGET_S = 30.0
+
+
+def guarded(what: str, run: Callable[[], tuple[Any, list[str]]], empty: Any) -> tuple[Any, list[str]]:
+    """A compiled section that fails (no Triton, no compiler) leaves the rest of the calibration
+    standing; the note says why it is missing."""
+    try:
+        return run()
+    except Exception as err:  # noqa: BLE001 — reported in the calibration's notes
+        line = (str(err).strip().splitlines() or [""])[0][:200]
+        return empty, [f"{what} failed and is left out ({type(err).__name__}: {line})"]
+
+
+@dataclass(frozen=True)
+class HostCosts:
+    """What `measure_host` measured: `costs["<mode>:<part>:<dtype>"]` = {"per_layer_s",
+    "fixed_s"} at the host speed where the host model's step of each probe takes `units[probe]`
+    (a probe absent: no job of its kind ran), notes, and each job's own unit by
+    "<mode>:<train|inference>:<dtype>" (`job_units`)."""
+
+    costs: dict[str, dict[str, float]]
+    units: dict[str, float]
+    notes: list[str]
+    job_units: dict[str, float] = field(default_factory=dict)
+
+
+HostJob = tuple[str, str, str, dict[int, dict[str, float]], float]  # probe, mode, dtype, times, unit
+
+
+def fit_host_jobs(measured: Sequence[HostJob]) -> tuple[dict[str, dict[str, float]], dict[str, float],
+                                                         list[str]]:
+    """(host, units, notes): `host["<mode>:<part>:<dtype>"]` fitted from each job's times per
+    block count and scaled to one host speed per probe. A job is (probe, mode, dtype, times,
+    unit): `unit` is the host model's `probe` step sampled among the job's rounds
+    (`probe.HostSampler`), so a job measured on a host 1.3× slower has its costs divided by 1.3
+    against the others of its probe. `units[probe]`, the geometric mean of that probe's units, is
+    the speed its jobs' costs are at; a command that measures a step later samples the same step
+    among its own and compares. A note per probe says how far the host moved between its jobs
+    (none within 5%).
+
+    (On the H200 machine an eager fp32 decode's host cost came out 1.33× the bf16 one, the same
+    ops, because the host slowed between their jobs: validate missed that case by 32%. In runs I
+    and J a unit timed inside the rounds doubled validate's median error — validate then probed
+    the host after each case, not among its steps.)"""
+    by_probe: dict[str, list[float]] = defaultdict(list)
+    for probe, *_, unit in measured:
+        by_probe[probe].append(unit)
+    units = {p: math.exp(statistics.fmean(math.log(u) for u in us)) for p, us in by_probe.items()}
+    lo, hi = HOST_LAYERS
+    host: dict[str, dict[str, float]] = {}
+    for probe, mode, dtype, times, unit in measured:
+        scale = units[probe] / unit
+        for part in times.get(lo, {}):
+            fit = fit_line(times[lo][part], times[hi][part])
+            host[f"{mode}:{part}:{dtype}"] = {k: v * scale for k, v in fit.items()}
+    notes = [f"host costs: the host model's {p} step took {min(us) * 1e6:.0f}–{max(us) * 1e6:.0f} µs "
+             f"among the {len(us)} {p} probe's host jobs' rounds (×{max(us) / min(us):.2f}); each "
+             f"job's costs are scaled to {units[p] * 1e6:.0f} µs"
+             for p, us in by_probe.items() if max(us) / min(us) > 1.05]
+    return host, units, notes
+
+
+def host_config(n_layer: int) -> GPTConfig:
+    """The tiny GPT whose steps' host cost is measured (`HOST_MODEL`, `n_layer` blocks)."""
+    return host_model_config(n_layer)
+
+
+def fit_line(t1: float, t4: float, layers: tuple[int, int] = HOST_LAYERS) -> dict[str, float]:
+    """{"per_layer_s", "fixed_s"}: the straight line through (layers[0], t1) and (layers[1], t4),
+    neither below zero (noise can tilt a line through two points)."""
+    lo, hi = layers
+    per_layer = max((t4 - t1) / (hi - lo), 0.0)
+    return {"per_layer_s": per_layer, "fixed_s": max(t1 - lo * per_layer, 0.0)}
+
+
+Parts = dict[str, Callable[[], None]]
+
+
+def _train_parts(config: GPTConfig, dtype: str, mode: str, device: torch.device) -> Parts:
+    """fwd, bwd, opt of the train step `gptperf train` runs (fused AdamW on CUDA, as its plan)."""
+    from gptperf.steps.build import build_step
+
+    plan = ExecutionPlan.default("train", device.type, compile=mode == COMPILED,
+                                 attention=config.attention)
+    step = build_step(config, Workload("train", HOST_BATCH, HOST_SEQ, dtype), plan, device)
+    train = step.train
+    assert train is not None  # a train step always has one
+    return {"fwd": train.forward, "bwd": train.backward, "opt": train.optimizer_step}
+
+
+def _inference_part(config: GPTConfig, kind: str, dtype: str, mode: str,
+                    device: torch.device) -> Callable[[], None]:
+    """The one-phase inference step of `kind` (decode_nocache: infer; prefill; decode: KV-cache
+    decode)."""
+    from gptperf.steps.build import build_step
+
+    plan = ExecutionPlan(mode, config.attention)
+    step = build_step(config, Workload(kind, HOST_BATCH, HOST_SEQ, dtype), plan, device)
+    return step.phases[0][1]
+
+
+def time_host_parts(groups: dict[int, Parts], timed: Sequence[str], device: torch.device, *,
+                    warmup: int = HOST_WARMUP, repeats: int = HOST_REPEATS,
+                    budget_s: float | None = None, min_repeats: int = HOST_MIN_REPEATS,
+                    clock: Callable[[], float] = time.perf_counter,
+                    between_rounds: Callable[[], None] | None = None) -> dict[int, dict[str, float]]:
+    """Median host seconds of each part in `timed`, per block count: every part of every group
+    runs in order once a round, the groups interleaved (slow drift of the machine hits each alike),
+    `warmup` rounds untimed, then `repeats` timed ones — fewer (at least `min_repeats`) once the
+    timed rounds have taken `budget_s` (a busy machine). `between_rounds` runs after each timed
+    round, outside the parts' times (e.g. a `probe.HostSampler`).
+
+    The rounds run back to back, the device synchronised only after the warm-up and at the end,
+    as `bench` runs a step: on the H200 machine a tiny decode step took 722 µs of host time when
+    called with the GPU idle after a synchronisation, 454 µs behind a busy queue and 367 µs a
+    step in a run of steps (`benchmarks/gpu_host_cost.py --queue`). The host model's kernels are
+    too small to hold the host up."""
+    samples: dict[int, dict[str, list[float]]] = {
+        n: {p: [] for p in parts if p in timed} for n, parts in groups.items()}
+    timed_from = None
+    for i in range(warmup + repeats):
+        if i == warmup:
+            synchronize(device)
+            timed_from = clock()
+        elif (timed_from is not None and budget_s is not None and i - warmup >= min_repeats
+              and clock() - timed_from > budget_s):
+            break
+        for n, parts in groups.items():
+            for part, run in parts.items():
+                t0 = clock()
+                run()
+                t1 = clock()
+                if i >= warmup and part in samples[n]:
+                    samples[n][part].append(t1 - t0)
+        if i >= warmup and between_rounds is not None:
+            between_rounds()
+    synchronize(device)
+    return {n: {p: statistics.median(s) for p, s in by_part.items()} for n, by_part in samples.items()}
+
+
+def host_groups(dtype: str, mode: str, device: torch.device, what: str) -> dict[int, Parts]:
+    """Per block count, the parts of the train steps (`what` "train") or the inference steps."""
+    groups: dict[int, Parts] = {}
+    for n in HOST_LAYERS:
+        config = host_config(n)
+        if what == "train":
+            groups[n] = _train_parts(config, dtype, mode, device)
+        else:
+            # the forward workload: no grad, autocast (cheaper than a train step's forward)
+            groups[n] = {"nograd": _inference_part(config, "forward", dtype, mode, device)}
+            if mode == EAGER:
+                groups[n]["infer"] = _inference_part(config, "decode_nocache", dtype, mode, device)
+                # its KV-cache writes are ~10% more ops a layer than decode_nocache's recompute:
+                # charged as infer, prefill measured 1.21-1.27x its host cost on the H200
+                groups[n]["prefill"] = _inference_part(config, "prefill", dtype, mode, device)
+                groups[n]["decode"] = _inference_part(config, "decode", dtype, mode, device)
+    return groups
+
+
+def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = False,
+                 compiled: bool | None = None, progress: Progress | None = None,
+                 budget_s: float = COMPILED_HOST_BUDGET_S) -> HostCosts:
+    """`HostCosts`: `costs["<mode>:<part>:<dtype>"] = {"per_layer_s", "fixed_s"}` for every dtype
+    in eager mode, and compiled (`compiled`, default: on CUDA) for fwd, bwd and nograd in
+    COMPILED_DTYPE when it is among `dtypes` — a later compiled job only while compiling so far
+    is under `budget_s`; every job's costs brought to one host speed (`fit_host_jobs`)."""
+    dtypes = list(dtypes)
+    compiled = device.type == "cuda" if compiled is None else compiled
+    repeats = HOST_QUICK_REPEATS if quick else HOST_REPEATS
+    jobs = [(EAGER, dt, what) for dt in dtypes for what in HOST_JOBS]
+    if compiled and COMPILED_DTYPE in dtypes:
+        jobs += [(COMPILED, COMPILED_DTYPE, what) for what in HOST_JOBS]
+    measured: list[HostJob] = []
+    job_units: dict[str, float] = {}
+    notes: list[str] = []
+    compiling_s = 0.0
+    for done, (mode, dtype, what) in enumerate(jobs):
+        if progress:
+            progress("host", done, len(jobs))
+        if mode == COMPILED and compiling_s > budget_s:
+            notes.append(f"compiled host cost of the {what} step left out: compiling took "
+                         f"{compiling_s:.0f} s of the {budget_s:.0f} s allowed")
+            continue
+        start = time.perf_counter()
+        timed = [p for p in HOST_PARTS if mode == EAGER or p in COMPILED_PARTS]
+        warmup = COMPILED_WARMUP if mode == COMPILED else HOST_WARMUP
+
+        probe = probe_of(what)  # the host model's step the job's costs are in units of
+
+        def measure(dtype: str = dtype, mode: str = mode, what: str = what, timed: list[str] = timed,
+                    warmup: int = warmup, probe: str = probe,
+                    ) -> tuple[tuple[dict[int, dict[str, float]], float], list[str]]:
+            groups = host_groups(dtype, mode, device, what)
+            # warmed up first (a compiled part compiles in its first call)
+            time_host_parts(groups, [], device, warmup=warmup, repeats=0)
+            # the unit sampled among the rounds, as validate samples the host among a case's
+            # steps: on the H200 machine a probe for a second after a case read 0.54-1.25 of the
+            # calibration's unit where samples among its steps read 0.56-1.30, case by case apart
+            sampler = HostSampler(device, every_s=0.0, probe=probe)
+            times = time_host_parts(groups, timed, device, warmup=0, repeats=repeats,
+                                    budget_s=HOST_JOB_BUDGET_S[quick], between_rounds=sampler)
+            return (times, sampler.step_s() or host_step_s(device, probe=probe)), []
+
+        if mode == COMPILED:
+            (times, unit), failed = guarded(f"compiled host cost of the {what} step", measure,
+                                             ({}, 0.0))
+            notes += failed
+            took = time.perf_counter() - start
+            compiling_s += took
+            notes.append(f"compiled host cost of the {what} step: {took:.0f} s with its compilation")
+        else:
+            (times, unit), _ = measure()
+        if times:
+            measured.append((probe, mode, dtype, times, unit))
+            job_units[f"{mode}:{what}:{dtype}"] = unit
+    if progress:
+        progress("host", len(jobs), len(jobs))
+    host, units, drift = fit_host_jobs(measured)
+    notes += drift
+    if compiled and COMPILED_DTYPE not in dtypes:
+        notes.append(f"compiled host costs are measured in {COMPILED_DTYPE}, not among the dtypes "
+                     f"{dtypes}: left out")
+    return HostCosts(host, units, notes, job_units)
