@@ -19,6 +19,7 @@ operands a step reads from memory cycled through a pool larger than the last-lev
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -82,11 +83,11 @@ class KernelTimer:
     def __call__(self, call: Call, what: str = "", nbytes: float = 0.0) -> float:
         """Seconds per call of `call`; `nbytes`: what one call reads and writes (the CPU's
         eviction, module docstring)."""
-        if self.device.type == "cuda" and not lock_first_calls:  # `_graph` takes it for the timing
-            return self._graph(call, what)
-        with self.lock:
-            if self.device.type == "cuda":
+        if self.device.type == "cuda":
+            # off, `_graph` takes the lock for the capture and replays alone
+            with self.lock if lock_first_calls else contextlib.nullcontext():
                 return self._graph(call, what)
+        with self.lock:
             return self._loop(call, evict=nbytes >= CPU_EVICT_MIN_BYTES)
 
     # -- CPU --------------------------------------------------------------------------------
