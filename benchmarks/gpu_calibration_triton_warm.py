@@ -7,12 +7,11 @@ Each round runs `gptperf calibrate --force --json` once a variant, each time wit
 inductor and gptperf caches and an empty CUDA driver JIT cache (fresh temporary folders; with
 `--warm-jit` the machine's JIT cache is kept): "ahead" as it ships (the side process compiles the
 decode kernels without running them before inductor's steps), "not ahead" with the side process
-given no dtypes (it compiles inductor's steps alone), "ahead niced" with the side process at
-CPU priority 10, and "first calls unlocked" with the calibration's timer holding the GPU lock only
-for each point's capture and replays (`kernel_timer.lock_first_calls` off). Prints per run: wall
-seconds, the calibration's own seconds, the attention and gemv families' seconds, its time note
-(each family's seconds and what it waited for the side process's GPU work) and the side
-process's note; then how far each later run's matmul and attention grids lie from the first
+given no dtypes (it compiles inductor's steps alone), and "ahead niced" with the side process at
+CPU priority 10; a variant may be named twice (`--variants "ahead,ahead niced,ahead"`). Prints
+per run: wall seconds, the calibration's own seconds, the attention and gemv families' seconds,
+its time note (each family's seconds and what it waited for the side process's GPU work) and the
+side process's note; then how far each later run's matmul and attention grids lie from the first
 run's (a variant should change the time, not the figures).
 
 An empty JIT cache makes every run pay what the first calibration on a fresh machine pays: cuDNN's
@@ -52,14 +51,8 @@ EDITS = {
     # the side process at a lower CPU priority (nice 10): the calibration's own host work first
     "ahead niced": '["nice", "-n", "10", *argv]',
 }
-# gptperf with one of the calibration's own switches turned
-SWITCHES = {
-    # the timer leaves the GPU to the side process during a point's first calls (plan builds)
-    "first calls unlocked": "from gptperf.measure import kernel_timer\nkernel_timer.lock_first_calls = False\n",
-}
 VARIANTS = {"ahead": [sys.executable, "-m", "gptperf"],
-            **{name: [sys.executable, "-c", _EDIT.format(edit=edit) + _RUN] for name, edit in EDITS.items()},
-            **{name: [sys.executable, "-c", switch + _RUN] for name, switch in SWITCHES.items()}}
+            **{name: [sys.executable, "-c", _EDIT.format(edit=edit) + _RUN] for name, edit in EDITS.items()}}
 
 
 def calibrate_cold(variant: str, warm_jit: bool = False) -> dict[str, object]:

@@ -19,7 +19,6 @@ operands a step reads from memory cycled through a pool larger than the last-lev
 
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 import time
@@ -60,12 +59,6 @@ POOL_BYTES = {"cuda": 256 * MIB, "cpu": 64 * MIB}  # cycled inputs: several last
 ALIGN = 128  # elements between cycled copies (cuBLAS wants 16-byte aligned operands)
 
 Call = Callable[[int], Any]  # call(i): the i-th of back-to-back calls
-# CUDA: the lock (the side process's GPU work waits for it) is held through a point's first calls
-# as well as its capture and replays. Off, the first calls (cuDNN's plan builds: ~18 s of the
-# attention family on an H200) leave the GPU to the side process, whose work can then slow only
-# the estimate that sizes the graph. A switch for A/B timing
-# (benchmarks/gpu_calibration_triton_warm.py "first calls unlocked"); not yet measured.
-lock_first_calls = True
 
 
 class KernelTimer:
@@ -83,11 +76,9 @@ class KernelTimer:
     def __call__(self, call: Call, what: str = "", nbytes: float = 0.0) -> float:
         """Seconds per call of `call`; `nbytes`: what one call reads and writes (the CPU's
         eviction, module docstring)."""
-        if self.device.type == "cuda":
-            # off, `_graph` takes the lock for the capture and replays alone
-            with self.lock if lock_first_calls else contextlib.nullcontext():
-                return self._graph(call, what)
         with self.lock:
+            if self.device.type == "cuda":
+                return self._graph(call, what)
             return self._loop(call, evict=nbytes >= CPU_EVICT_MIN_BYTES)
 
     # -- CPU --------------------------------------------------------------------------------
@@ -136,11 +127,7 @@ class KernelTimer:
         end.synchronize()
         # an upper bound: the host's launch latency is in it for short kernels
         estimate = max(start.elapsed_time(end) / 1e3, 1e-7)
-        with self.lock:  # held already unless `lock_first_calls` is off (the lock is re-entrant)
-            return self._timed(call, what, self._calls(estimate))
-
-    def _timed(self, call: Call, what: str, calls: int) -> float:
-        """Seconds per call from captures of `calls` calls (`_graph`), or eager calls."""
+        calls = self._calls(estimate)
         try:
             graph, replay_s = self._capture(call, calls)
             # far too short a replay (the estimate had the host's launch gaps in it): again, longer
@@ -154,7 +141,7 @@ class KernelTimer:
             del graph
             return statistics.median(times) / calls
         except RuntimeError as err:  # not capturable here: eager calls between events instead
-            torch.cuda.synchronize(self.device)
+            torch.cuda.synchronize(device)
             line = (str(err).strip().splitlines() or [""])[0][:160]
             self.notes.append(f"{what or 'a point'}: timed eagerly, not in a CUDA graph ({line})")
             return self._eager(call, calls)
