@@ -17,7 +17,7 @@ from gptperf.measure import calibrate_decode as cd
 from gptperf.measure import calibrate_kernels as ck
 from gptperf.measure import calibration_plan as cp
 from gptperf.measure import kernel_timer as kt
-from gptperf.measure.calibration_tables import fill_grid
+from gptperf.measure.calibration_tables import fill_grid, guarded
 from gptperf.perfmodel.calibration import Curve, Grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,6 +136,16 @@ def test_fill_by_growth_exponents_hand_computed() -> None:
     assert fill_grid(axes, measured, (1.0, 2.0)) == [1.0, 5.0, 3.0, 10.0]
     assert fill_grid(axes, measured, (3.0, 1.0)) == [1.0, 5.0, 3.0, 6.0]  # from (2, 10), · 20/10
 
+
+
+def test_a_failed_section_is_left_out_with_a_one_line_note_and_a_working_one_passes_through() -> None:
+    assert guarded("the launch gap", lambda: (3.0, ["kept"]), None) == (3.0, ["kept"])
+
+    def fails() -> tuple[float, list[str]]:
+        raise RuntimeError("no compiler found\nsecond line of the traceback")
+
+    assert guarded("the launch gap", fails, {}) == (
+        {}, ["the launch gap failed and is left out (RuntimeError: no compiler found)"])
 
 # --- x definitions and points --------------------------------------------------------------------
 

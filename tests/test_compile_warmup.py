@@ -17,7 +17,8 @@ import torch
 
 from gptperf.measure import compile_warmup_child as child
 from gptperf.measure.calibrate_compiled import RECORD_BATCH, RECORD_KINDS, RECORD_SEQ, record_config
-from gptperf.measure.calibrate_host import COMPILED_DTYPE, HOST_JOBS
+from gptperf.measure.calibrate_host import HOST_JOBS
+from gptperf.measure.calibration_plan import COMPILED_DTYPE
 from gptperf.measure.compile_warmup import DONE, CompileWarmup
 from gptperf.measure.gpu_lock import LOCK_ENV, NO_LOCK, GpuLock, available
 from gptperf.measure.kernel_timer import KernelTimer

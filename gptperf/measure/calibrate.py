@@ -22,13 +22,9 @@ from gptperf.dtypes import check_dtype
 from gptperf.envinfo import device_name
 from gptperf.errors import UserError
 from gptperf.measure.calibrate_compiled import ProfilerHooks, record_compiled_steps, record_config
-from gptperf.measure.calibrate_host import (
-    COMPILED_DTYPE,
-    HOST_LAYERS,
-    guarded,
-    host_config,
-    measure_host,
-)
+from gptperf.measure.calibrate_host import HOST_LAYERS, host_config, measure_host
+from gptperf.measure.calibration_plan import COMPILED_DTYPE
+from gptperf.measure.calibration_tables import guarded
 from gptperf.measure.compile_warmup import CompileWarmup
 from gptperf.measure.gpu_lock import NO_LOCK
 from gptperf.measure.launch_gap import measure_launch_gap

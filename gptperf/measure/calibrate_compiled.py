@@ -26,7 +26,7 @@ import torch
 from gptperf import names
 from gptperf.envinfo import device_name
 from gptperf.errors import UserError
-from gptperf.measure.calibrate_host import COMPILED_DTYPE
+from gptperf.measure.calibration_plan import COMPILED_DTYPE
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig, preset
 from gptperf.perfmodel.workload import Workload

@@ -25,10 +25,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
+from gptperf.measure.calibration_plan import COMPILED_DTYPE
+from gptperf.measure.calibration_tables import guarded
 from gptperf.measure.probe import HostSampler, host_step_s, probe_of
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig
@@ -45,7 +46,6 @@ COMPILED_PARTS: tuple[str, ...] = ("fwd", "bwd", "nograd")
 HOST_REPEATS, HOST_QUICK_REPEATS, HOST_WARMUP, HOST_MIN_REPEATS = 20, 12, 2, 5
 COMPILED_WARMUP = 3  # the first call compiles the forward, the first backward its graph
 HOST_JOB_BUDGET_S = {False: 2.0, True: 1.0}  # timed seconds per group of steps (quick: True)
-COMPILED_DTYPE = "bf16"  # compiled host costs and recordings: the dtype compiled steps train in
 HOST_JOBS: tuple[str, ...] = ("train", "inference")  # each mode's host jobs, in this order
 
 # Seconds allowed for the compiled host jobs on CUDA (the whole calibration: <= 120 s on an H200).
@@ -54,16 +54,6 @@ HOST_JOBS: tuple[str, ...] = ("train", "inference")  # each mode's host jobs, in
 # first and the forward-only one 4-7 s after it (16 s first), so a later job is not judged by the
 # one before. The notes say what was left out.
 COMPILED_HOST_BUDGET_S = 30.0
-
-
-def guarded(what: str, run: Callable[[], tuple[Any, list[str]]], empty: Any) -> tuple[Any, list[str]]:
-    """A compiled section that fails (no Triton, no compiler) leaves the rest of the calibration
-    standing; the note says why it is missing."""
-    try:
-        return run()
-    except Exception as err:  # noqa: BLE001 — reported in the calibration's notes
-        line = (str(err).strip().splitlines() or [""])[0][:200]
-        return empty, [f"{what} failed and is left out ({type(err).__name__}: {line})"]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ KIB, MIB, GIB = 2**10, 2**20, 2**30
 # --- the points ----------------------------------------------------------------------------------
 
 DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {"cuda": ("bf16", "fp32"), "cpu": ("fp32",)}
+COMPILED_DTYPE = "bf16"  # compiled host costs and recordings: the dtype compiled steps train in
 
 # Every row count below 4 on a CPU: the library streams the weight once per row there and
 # switches to a blocked matmul from 4 rows on (2 cores, 50304×384 fp32: 1, 2, 3, 4 rows took

@@ -1,11 +1,13 @@
 """How the calibration's families turn measured points into tables: a Grid's unmeasured cells
-extrapolated from the measured ones, the note that says so, and progress reports."""
+extrapolated from the measured ones, the note that says so, a failed section left out with a note,
+and progress reports."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import product
+from typing import Any
 
 from gptperf.measure.timer import Progress
 
@@ -33,6 +35,17 @@ def grid_note(axes: Sequence[Sequence[int]], measured: int) -> str:
         return "all cells measured"
     return (f"{measured} of {total} cells measured, the rest (estimated longer than a measured "
             "call may take) extrapolated from the largest measured cell below by the growth exponents")
+
+
+def guarded(what: str, run: Callable[[], tuple[Any, list[str]]], empty: Any) -> tuple[Any, list[str]]:
+    """`run()`, whose (result, notes) it returns; a section of the calibration that fails (no
+    Triton or compiler for a compiled step, a launch gap that cannot be captured) gives `empty`
+    instead and a note that says why it is missing, and leaves the rest standing."""
+    try:
+        return run()
+    except Exception as err:  # noqa: BLE001 — reported in the calibration's notes
+        line = (str(err).strip().splitlines() or [""])[0][:200]
+        return empty, [f"{what} failed and is left out ({type(err).__name__}: {line})"]
 
 
 def report(progress: Progress | None, stage: str, done: int, total: int) -> None:

@@ -37,12 +37,12 @@ from gptperf.measure.calibrate_compiled import (
 )
 from gptperf.measure.calibrate_decode import STEP_LAYER, measure_decode_families
 from gptperf.measure.calibrate_host import (
-    COMPILED_DTYPE,
     COMPILED_WARMUP,
     HOST_JOBS,
     host_groups,
     time_host_parts,
 )
+from gptperf.measure.calibration_plan import COMPILED_DTYPE
 from gptperf.measure.compile_warmup import DONE, DTYPES_ARG
 from gptperf.measure.gpu_lock import LOCK_ENV, GpuLock
 from gptperf.plan import COMPILED
