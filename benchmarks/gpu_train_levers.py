@@ -123,6 +123,8 @@ def lever(name: str) -> Iterator[dict[str, Any]]:
             stack.enter_context(inductor.patch({"triton.mix_order_reduction_split_size": 64}))
         if name == "nomix":  # no mix-order reductions: LayerNorm's weight and bias sums apart
             stack.enter_context(inductor.patch({"triton.mix_order_reduction": False}))
+        if name == "pdl":  # inductor's Triton kernels launched early, each waiting (gdc_wait) for the one before
+            stack.enter_context(inductor.patch({"triton.enable_pdl": True}))
         if name == "combo":  # independent kernels (the bias gradients' sums among them) launched as one
             stack.enter_context(inductor.patch(combo_kernels=True))
         if name == "benchfusion":  # each candidate fusion benchmarked before it is made
@@ -195,7 +197,7 @@ def main() -> None:
         alternate(sys.argv[2:])
         return
     levers = sys.argv[1:] or ["base", "inductorce", "noclip", "cudnn", "flash", "coordinate", "graphs",
-                              "autotune", "split64", "nomix", "combo", "benchfusion", "aggressive"]
+                              "autotune", "split64", "nomix", "pdl", "combo", "benchfusion", "aggressive"]
     results = []
     for name in levers:
         try:
