@@ -105,6 +105,19 @@ def test_every_case_builds(device_type: str, quick: bool) -> None:
             assert memory_breakdown(case.config, case.workload).total < 100e9, case.name
 
 
+def test_every_gpu_case_asks_for_the_plan_that_runs_it() -> None:
+    # the fused decode kernels run batch 1 only: a fast decode at another batch runs the compiled
+    # model, and the case says so rather than being told afterwards
+    full = cases("cuda")
+    fused = [c for c in full if c.plan.fused_decode]
+    assert fused and all(c.workload.kind == "decode" and c.workload.batch == 1 for c in fused)
+    wider = [c for c in full if c.workload.kind == "decode" and c.plan.cuda_graph
+             and c.workload.batch > 1]
+    assert wider and all(c.plan.static_cache and c.plan.one_row_kernel for c in wider)
+    assert all(c.plan.label == "compiled + CUDA graph, sdpa, static KV cache, one-row gemv"
+               for c in wider)
+
+
 def test_sweeps_cover_what_the_issue_asks() -> None:
     full = cases("cuda", quick=False)
     assert len(full) >= 20
