@@ -1,4 +1,5 @@
-"""The fused batch-1 decode kernels (gptperf.steps.decode_kernels).
+"""The fused batch-1 decode kernels (gptperf.steps.decode_kernels) and their plain-torch references
+(gptperf.steps.decode_reference).
 
 Everywhere: each plain-torch reference against a float64 composition of the model's own ops
 (nn.LayerNorm, F.linear, F.gelu, F.scaled_dot_product_attention), the argmax key's ordering, and
@@ -20,6 +21,7 @@ from torch import nn
 
 from gptperf.model import GPT, KVCache, preset
 from gptperf.steps import decode_kernels as dk
+from gptperf.steps import decode_reference as ref
 from gptperf.steps.fast_decode import StaticKVCache, build_model
 from gptperf.steps.fused_decode import fused_decode_step
 
@@ -145,17 +147,17 @@ def test_argmax_key_orders_values_then_smallest_index() -> None:
                             float("inf"), float("nan"), -float("nan")])
     assert special[-1].view(torch.int32) < 0  # a NaN with its sign bit set ranks as high as any
     finite = torch.tensor([-3.5, -1.0, -1e-40, 0.0, 1e-40, 1e-30, 2.0, 3e38])
-    keys = dk.argmax_key(finite, torch.zeros(8, dtype=torch.long))
+    keys = ref.argmax_key(finite, torch.zeros(8, dtype=torch.long))
     assert (keys[1:] > keys[:-1]).all()  # order preserving, negatives and subnormals included
     gen = torch.Generator().manual_seed(4)
     for _ in range(300):
         v = special[torch.randint(0, len(special), (int(torch.randint(1, 9, (1,), generator=gen)),), generator=gen)]
-        key = dk.argmax_key(v, torch.arange(len(v))).max()
-        assert dk.argmax_index(key).item() == torch.argmax(v).item(), v  # first max, first NaN
-    assert dk.argmax_index(dk.argmax_key(torch.tensor([-0.0, 0.0]), torch.arange(2)).max()) == 0
+        key = ref.argmax_key(v, torch.arange(len(v))).max()
+        assert ref.argmax_index(key).item() == torch.argmax(v).item(), v  # first max, first NaN
+    assert ref.argmax_index(ref.argmax_key(torch.tensor([-0.0, 0.0]), torch.arange(2)).max()) == 0
     index = torch.tensor([0, 7, 2**31, 2**32 - 1])
-    assert torch.equal(dk.argmax_index(dk.argmax_key(torch.tensor([-1.0, 0.0, 5.0, float("nan")]), index)), index)
-    assert (dk.argmax_key(special, torch.arange(len(special))) > dk.INT64_MIN).all()
+    assert torch.equal(ref.argmax_index(ref.argmax_key(torch.tensor([-1.0, 0.0, 5.0, float("nan")]), index)), index)
+    assert (ref.argmax_key(special, torch.arange(len(special))) > dk.INT64_MIN).all()
 
 
 @pytest.mark.parametrize("blocks", [0, -2, 1.5])

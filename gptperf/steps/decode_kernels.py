@@ -27,8 +27,8 @@ launch overlaps that kernel's tail.
 Every launch reads the position from the device tensor `pos` (no host synchronisation), so the
 whole step can be captured as one CUDA graph. Each public function runs its Triton kernel on CUDA
 tensors (or on any tensor when TRITON_INTERPRET=1, Triton's CPU interpreter) and otherwise, or
-with `reference=True`, the `*_reference` function: the same math in plain torch (fp32, rounded
-to the input dtype at the end). The kernels accumulate in fp32 and round only their outputs, so
+with `reference=True`, its `*_reference` function (`gptperf.steps.decode_reference`): the same
+math in plain torch (fp32, rounded to the input dtype at the end). The kernels accumulate in fp32 and round only their outputs, so
 they skip the intermediate roundings (LayerNorm and matmul outputs, GELU, residual) of the
 unfused bf16 model.
 
@@ -46,9 +46,17 @@ import os
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from gptperf.plan import NORM_SCALED_WEIGHT_BYTES
+from gptperf.steps.decode_reference import (
+    decode_attention_reference,
+    embed_reference,
+    finish_reference,
+    gemv_reference,
+    gemv_residual_reference,
+    ln_gemv_argmax_reference,
+    ln_gemv_reference,
+)
 
 try:  # Triton comes with CUDA builds of torch; CPU builds have none
     import triton
@@ -61,7 +69,6 @@ except ImportError:  # pragma: no cover - older Triton, or none
     gdc_launch_dependents = gdc_wait = None
 
 INT64_MIN = -(2**63)  # the argmax key before any program has reported
-_LOW32 = 0xFFFFFFFF
 DEFAULT_CHUNK = 64  # positions per attention program when none is given
 # warps of an attention program: 2 beat 4 in the step at gpt2 (context 1024) and the 7B shape
 # (128) on an H200 (benchmarks/gpu_decode_tune.py `in_step`)
@@ -215,97 +222,6 @@ def fold_for_copies(weights: list[torch.Tensor], ln_weight: torch.Tensor, ln_bia
     return [FoldedNorm(folded.c1, folded.c2, w) for w in weights]
 
 
-# -- plain-torch references (the CPU path, and what the tests hold the kernels to) -------------
-
-
-def embed_reference(token: torch.Tensor, pos: torch.Tensor, wte: torch.Tensor,
-                    wpe: torch.Tensor) -> torch.Tensor:
-    x = wte.index_select(0, token.reshape(1)).float() + wpe.index_select(0, pos.reshape(1)).float()
-    return x.to(wte.dtype).view(1, 1, -1)
-
-
-def _layer_norm32(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor,
-                  eps: float) -> torch.Tensor:
-    k = x.size(-1)
-    return F.layer_norm(x.reshape(k).float(), (k,), ln_weight.float(), ln_bias.float(), eps)
-
-
-def ln_gemv_reference(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor, eps: float,
-                      weight: torch.Tensor, bias: torch.Tensor | None = None,
-                      gelu: bool = False) -> torch.Tensor:
-    y = F.linear(_layer_norm32(x, ln_weight, ln_bias, eps), weight.float(),
-                 None if bias is None else bias.float())
-    if gelu:
-        y = F.gelu(y, approximate="tanh")
-    return y.to(x.dtype).view(1, 1, -1)
-
-
-def gemv_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                   gelu: bool = False) -> torch.Tensor:
-    """weight · x + bias [then GELU] for an x that is already normalised."""
-    y = F.linear(x.reshape(-1).float(), weight.float(), None if bias is None else bias.float())
-    if gelu:
-        y = F.gelu(y, approximate="tanh")
-    return y.to(x.dtype).view(1, 1, -1)
-
-
-def gemv_residual_reference(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                            residual: torch.Tensor) -> torch.Tensor:
-    out = residual.reshape(-1).float() + F.linear(y.reshape(-1).float(), weight.float(),
-                                                  None if bias is None else bias.float())
-    return out.to(residual.dtype).view(1, 1, -1)
-
-
-def decode_attention_reference(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                               pos: torch.Tensor, n_head: int) -> torch.Tensor:
-    """Writes k, v at `pos`, then attends over 0..pos (reads `pos` on the host: a sync)."""
-    C = qkv.size(-1) // 3
-    D = C // n_head
-    q, k, v = qkv.reshape(3, n_head, 1, D)
-    at = pos.reshape(1)
-    k_cache[0, :, at] = k.to(k_cache.dtype)
-    v_cache[0, :, at] = v.to(v_cache.dtype)
-    n = int(pos) + 1
-    scores = (k_cache[0, :, :n].float() @ q.float().transpose(1, 2)).squeeze(-1) / math.sqrt(D)
-    y = torch.softmax(scores, dim=-1)[:, None, :] @ v_cache[0, :, :n].float()  # (H, 1, D)
-    return y.reshape(1, 1, C).to(qkv.dtype)
-
-
-def argmax_key(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """The int64 key the argmax kernel maximises: an order-preserving int32 image of the fp32
-    value in the high half, 0xFFFFFFFF - index in the low half, so that the largest key is the
-    largest value and, among equal values, the smallest index (torch.argmax's first maximum).
-    -0.0 counts as +0.0; every NaN ranks above +inf (torch.argmax returns the first NaN)."""
-    v = values.float()
-    v = torch.where(v == 0, torch.zeros_like(v), v)
-    bits = v.view(torch.int32).long()
-    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    ordered = torch.where(torch.isnan(v), torch.full_like(ordered, 0x7FFFFFFF), ordered)
-    return (ordered << 32) | (_LOW32 - index.long())
-
-
-def argmax_index(key: torch.Tensor) -> torch.Tensor:
-    """The index packed into an `argmax_key`."""
-    return _LOW32 - (key & _LOW32)
-
-
-def ln_gemv_argmax_reference(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor,
-                             eps: float, weight: torch.Tensor) -> torch.Tensor:
-    """argmax of the logits rounded to x's dtype (as the model's logits are), via the packed key
-    (`ln_weight` None: of weight · x)."""
-    logits = (ln_gemv_reference(x, ln_weight, ln_bias, eps, weight) if ln_weight is not None
-              else gemv_reference(x, weight)).reshape(-1)
-    index = torch.arange(logits.numel(), device=logits.device)
-    return argmax_index(argmax_key(logits, index).max()).reshape(1)
-
-
-def finish_reference(token: torch.Tensor, pos: torch.Tensor, token_buf: torch.Tensor,
-                     tokens_buf: torch.Tensor) -> None:
-    token_buf.view(-1)[:1].copy_(token.reshape(1))
-    tokens_buf.index_copy_(1, (pos + 1).reshape(1), token.reshape(1, 1).to(tokens_buf.dtype))
-    pos.add_(1)
-
-
 # -- kernels ---------------------------------------------------------------------------------
 
 if triton is not None:
@@ -417,7 +333,7 @@ if triton is not None:
 
     @triton.jit
     def _argmax_key(y, rows):
-        # Same packing as `argmax_key`: ordered fp32 bits high, 0xFFFFFFFF - row low.
+        # Same packing as decode_reference.argmax_key: ordered fp32 bits high, 0xFFFFFFFF - row low.
         y = tl.where(y == 0.0, 0.0, y)
         bits = y.to(tl.int32, bitcast=True)
         ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
