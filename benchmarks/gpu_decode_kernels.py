@@ -103,7 +103,7 @@ def main() -> None:
         torch.cuda.empty_cache()
     result["best_configs"] = best_configs()
     if args.attention_grid:
-        from gptperf.measure import ceilings as c
+        from gptperf.measure import kernel_model as c
 
         c.KM_ATTENTION_BATCHES = (1, 2, 4, 8, 16, 32, 64)
         c.KM_ATTENTION_CONTEXTS = (128, 256, 512, 1024)

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from gptperf.measure.ceilings import _per_kernel_time
+from gptperf.measure.kernel_model import per_kernel_time
 from gptperf.steps import gemv as G
 
 SHAPES = {  # (n, k) of y = W·x
@@ -35,7 +35,7 @@ DEV = torch.device("cuda")
 
 
 def graph_time(fn, calls: int) -> float:
-    return _per_kernel_time(fn, calls, DEV, repeats=15)
+    return per_kernel_time(fn, calls, DEV, repeats=15)
 
 
 def bench_shape(label: str, n: int, k: int) -> dict:

@@ -6,7 +6,7 @@ GPTPERF_BENCH_BUDGET_S, default 420 s; the whole run stays under 10 minutes).
 
 1. Ceilings measured in this run: 2 GiB device-to-device copy (read + write counted), bf16
    8192³ and fp32 4096³ matmuls, kernel launch latency inside a CUDA graph and eager, and the
-   kernel model of `gptperf.measure.ceilings.measure_kernel_model`: per-kernel time in a CUDA
+   kernel model of `gptperf.measure.kernel_model.measure_kernel_model`: per-kernel time in a CUDA
    graph of weight-streaming bf16 matmuls (rows M = 1, 4, 16, 64; weights 0.5 MiB .. 512 MiB)
    and of a small elementwise kernel, fitted as t = α + bytes/β.
 2. 7B-shaped GPT (n_layer 32, n_head 32, n_embd 4096, vocab 50304, bf16, random weights),
@@ -39,7 +39,7 @@ import torch
 from gptperf.envinfo import environment
 from gptperf.generate import stream_logits
 from gptperf.inference.sweep import knee_batch, predict_inference
-from gptperf.measure.ceilings import measure_kernel_model
+from gptperf.measure.kernel_model import measure_kernel_model
 from gptperf.measure.timer import time_fn
 from gptperf.model import GPTConfig, preset
 from gptperf.perfmodel import Hardware, Workload, count_parameters
@@ -121,7 +121,7 @@ def ceilings() -> Hardware:
         peak_flops={"bf16": bf16, "fp16": bf16, "fp32": fp32, "tf32": fp32},
         bandwidth=copy_bw, memory_bytes=total, launch_latency_s=lat_graph, source="measured",
         notes="2 GiB copy (read+write), bf16 8192³ / fp32 4096³ matmul, per-kernel time in a CUDA "
-              "graph; kernel model: gptperf.measure.ceilings.measure_kernel_model",
+              "graph; kernel model: gptperf.measure.kernel_model.measure_kernel_model",
         extra={"kernel_model": km} if km else {},
     )
     RESULT["sections"]["ceilings"] = {

@@ -10,7 +10,7 @@ import pytest
 
 from gptperf import names
 from gptperf.errors import UserError
-from gptperf.measure.ceilings import fit_kernel_line
+from gptperf.measure.kernel_model import fit_kernel_line
 from gptperf.model import GPTConfig
 from gptperf.perfmodel import (
     Hardware,
@@ -223,7 +223,7 @@ def test_compiled_kernel_counts_are_for_inference_workloads_only() -> None:
 def test_measured_kernel_model_on_cpu_is_usable(tmp_path) -> None:
     import torch
 
-    from gptperf.measure.ceilings import measure_kernel_model
+    from gptperf.measure.kernel_model import measure_kernel_model
 
     table = measure_kernel_model(torch.device("cpu"), quick=True)
     assert table["rows"] == sorted(table["rows"]) and len(table["alpha_s"]) == len(table["rows"])
