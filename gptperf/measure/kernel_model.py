@@ -20,7 +20,7 @@ import torch
 from gptperf.measure.timer import Progress, time_fn
 
 MIB = 2**20
-# Kernel model: matmul row classes, weight sizes (bytes of W), shapes N/K (attn.proj, attn.qkv,
+# Matmul row classes, weight sizes (bytes of W), shapes N/K (attn.proj, attn.qkv,
 # mlp.fc, mlp.proj), elementwise sizes (bytes of the input), and the weights cycled through in one
 # timed call: 256 MiB, 5x the H100's 50 MiB L2, so small weights are not served from cache.
 KM_ROWS = (1, 4, 16, 64)
