@@ -13,7 +13,8 @@ from gptperf.errors import UserError
 from gptperf.model import preset
 from gptperf.perfmodel import Workload
 from gptperf.perfmodel.calibration import HOST_MODEL, Calibration, Curve, Grid
-from gptperf.perfmodel.expected import Expected, _ops, expected, kernel_calls, queue_time
+from gptperf.perfmodel.expected import Expected, expected, queue_time
+from gptperf.perfmodel.kernel_calls import kernel_calls, step_ops
 from gptperf.plan import ExecutionPlan
 
 NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.timezone.utc)
@@ -311,7 +312,7 @@ def test_fused_decode_gemvs_use_the_in_step_curves_then_the_chains_then_the_plai
     others = sum(k.count for k in calls if k.family != "gemv")
     layer = (names.ATTN_QKV, names.ATTN_PROJ, names.MLP_FC, names.MLP_PROJ)
     assert gemvs == 4 * config.n_layer + 1
-    ops = {(comp, k.key) for comp, _, _, ks in _ops(config, decode, fused) for k in ks if k.family == "gemv"}
+    ops = {(comp, k.key) for comp, _, _, ks in step_ops(config, decode, fused) for k in ks if k.family == "gemv"}
     assert ops == {(c, f"in_step:{c}:bf16") for c in layer} | {(names.LM_HEAD, "chain_argmax:bf16")}
     n = config.n_layer
     chain_t, residual_t, head_t = 5e-6, 3e-6, 7e-6

@@ -8,7 +8,7 @@ import torch
 
 from gptperf.model import GPTConfig, preset
 from gptperf.perfmodel import Workload, get_hardware, predict
-from gptperf.perfmodel.expected import kernel_calls
+from gptperf.perfmodel.kernel_calls import kernel_calls
 from gptperf.plan import ExecutionPlan
 from gptperf.steps.fast_decode import FastDecoder, build_model
 

@@ -160,7 +160,7 @@ def test_validation_shapes_disjoint_from_calibration() -> None:
     from gptperf.measure.calibrate_compiled import record_config
     from gptperf.measure.calibrate_host import HOST_LAYERS, host_config
     from gptperf.measure.calibration_plan import planned_shapes
-    from gptperf.perfmodel.expected import kernel_calls
+    from gptperf.perfmodel.kernel_calls import kernel_calls
 
     # the models the calibration runs (host cost, compiled recording), as `shapes["configs"]` names them
     models = {"configs": [host_config(n).name for n in HOST_LAYERS] + [record_config().name]}

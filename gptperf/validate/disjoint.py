@@ -1,7 +1,7 @@
 """Whether a validation case shares a shape with the calibration: a validation is only a test of
 the model if none of its matmuls, attention calls or models is one the calibration measured.
 
-`overlaps(case_calls, planned)` compares a case's kernel calls (`perfmodel.expected.kernel_calls`:
+`overlaps(case_calls, planned)` compares a case's kernel calls (`perfmodel.kernel_calls.kernel_calls`:
 family, key, point) with the calibration's shapes (`measure.calibration_plan.planned_shapes`, or
 a calibration's `shapes`). It reads the shapes in the forms they are written: per family a list
 of entries, each a list of names and sizes (e.g. ``[M, N, K]``, ``["causal_fwd", BH, T, D]``,
@@ -174,6 +174,6 @@ def overlaps(case_calls: Iterable[Any], planned: Any, config: GPTConfig | None =
 
 def case_overlaps(case: Any, planned: Any) -> list[str]:
     """`overlaps` of a ValidationCase: its kernel calls as the calibrated prediction counts them."""
-    from gptperf.perfmodel.expected import kernel_calls
+    from gptperf.perfmodel.kernel_calls import kernel_calls
 
     return overlaps(kernel_calls(case.config, case.workload, case.plan), planned, case.config)

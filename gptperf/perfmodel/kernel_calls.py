@@ -1,0 +1,330 @@
+"""What kernels a step runs, as the calibrated model charges them: every operation of the step
+(the names of `gptperf.names`) decomposed into the kernels its plan runs — each a `KernelCall`: a
+matmul (M, N, K), an attention (batch·heads, length, head size), a vector kernel of so many bytes
+(LayerNorm, GELU, add, cast, copy, softmax, cross-entropy, embedding, a bias gradient), the
+optimizer over its T tensors and P parameters, a one-row gemv, a fused decode kernel.
+
+The first of `gptperf.perfmodel.expected`'s three steps (decompose, look up, compose); pure Python.
+A compiled training step's non-matmul kernels are not listed here: `expected` takes them from
+the calibration's recording of a compiled step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gptperf import names
+from gptperf.dtypes import dtype_bytes
+from gptperf.model.config import GPTConfig
+from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS, FUSED_STEP, GEMV_ARGMAX_CHAIN
+from gptperf.perfmodel.transformer import GREEDY_PICK_KERNELS, _split_k_reductions
+from gptperf.perfmodel.workload import (
+    DECODE,
+    Shape,
+    Workload,
+    count_parameter_tensors,
+    count_parameters,
+    shape,
+)
+from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
+
+# A matmul key's suffix for a linear layer with its bias: an eager layer runs cuBLASLt's bias
+# epilogue, charged at the grid's time × the calibration's measured `bias_ratio`.
+BIASED = "+bias"
+
+
+@dataclass(frozen=True)
+class KernelCall:
+    """`count` identical kernels of one kind: family matmul | attention | vector | optimizer |
+    gemv | fused; `key` names the curve ("bf16", "bf16:causal_fwd", "add:fp32", ...);
+    `point` the sizes it is looked up at ((M, N, K), (BH, T, D), (bytes,), (parameters,))."""
+
+    family: str
+    key: str
+    point: tuple[float, ...]
+    count: int = 1
+
+
+
+def _vec(op: str, dtype: str, nbytes: float, count: int = 1) -> KernelCall:
+    return KernelCall("vector", f"{op}:{dtype}", (float(nbytes),), count)
+
+
+def _cast(n: float, src: str, dst: str) -> KernelCall:
+    return _vec(f"cast_to_{dst}", src, n * (dtype_bytes(src) + dtype_bytes(dst)))
+
+
+def _mm(dtype: str, m: int, n: int, k: int, bias: bool = False) -> KernelCall:
+    return KernelCall("matmul", dtype + (BIASED if bias else ""), (float(m), float(n), float(k)))
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    s: Shape
+    workload: Workload
+    plan: ExecutionPlan
+    mm: str  # matmul dtype key
+    act: str  # activation dtype name (bf16 under autocast)
+    store: str  # residual stream / LayerNorm / parameter dtype name (fp32 under autocast)
+
+    @property
+    def mixed(self) -> bool:
+        return self.workload.mixed_precision
+
+    @property
+    def train(self) -> bool:
+        return self.workload.has_backward
+
+
+def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool,
+                bias: bool = True) -> list[KernelCall]:
+    """y = x·Wᵀ + b: under autocast the input (when it arrives in fp32) and the weight are cast;
+    eager over more than one row, the bias rides in cuBLASLt's matmul epilogue (torch's addmm;
+    one row takes another path, and inductor places a compiled step's bias itself)."""
+    calls = []
+    if c.mixed:
+        if input_cast:
+            calls.append(_cast(rows * k_in, c.store, c.act))
+        calls.append(_cast(k_in * n_out, c.store, c.act))
+    calls.append(_mm(c.mm, rows, n_out, k_in, bias=bias and rows > 1 and not c.plan.compiled))
+    return calls
+
+
+def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, bias: bool = True) -> list[KernelCall]:
+    """dX = dY·W (rows × k_in over n_out), dW = dYᵀ·X (n_out × k_in over rows), db = Σ dY; under
+    autocast the weight's gradient is cast back to fp32."""
+    calls = [_mm(c.mm, rows, k_in, n_out), _mm(c.mm, n_out, k_in, rows)]
+    a = dtype_bytes(c.act)
+    if bias:
+        calls.append(_vec("sum_rows", c.act, rows * n_out * a))
+    if c.mixed:
+        calls.append(_cast(k_in * n_out, c.act, c.store))
+    return calls
+
+
+def _ln_fwd(c: _Ctx, rows: int) -> list[KernelCall]:
+    return [_vec("layernorm_fwd", c.store, 2 * rows * c.s.C * dtype_bytes(c.store))]
+
+
+def _ln_bwd(c: _Ctx, rows: int) -> list[KernelCall]:
+    calls = [_cast(rows * c.s.C, c.act, c.store)] if c.mixed else []
+    return calls + [_vec("layernorm_bwd", c.store, 3 * rows * c.s.C * dtype_bytes(c.store))]
+
+
+def _attention(c: _Ctx, backward: bool = False) -> KernelCall:
+    s = c.s
+    bh = float(s.B * s.H)
+    if s.T == 1:
+        return KernelCall("attention", f"{c.act}:one_query", (bh, float(s.L), float(s.D)))
+    if c.plan.static_cache and not backward:  # sdpa with the cache's explicit (T, T) mask
+        return KernelCall("attention", f"{c.act}:masked_fwd", (bh, float(s.T), float(s.D)))
+    return KernelCall("attention", f"{c.act}:causal_{'bwd' if backward else 'fwd'}",
+                      (bh, float(s.T), float(s.D)))
+
+
+def _layer_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
+    s, w = c.s, c.workload
+    N, C = s.N, s.C
+    a, st = dtype_bytes(c.act), dtype_bytes(c.store)
+    qkv = _linear_fwd(c, N, C, 3 * C, input_cast=True)
+    if w.uses_kv_cache:  # the new K and V written into the cache
+        qkv += [_vec("copy", c.act, 2 * N * C * a, count=2)]
+    ops: dict[str, list[KernelCall]] = {names.LN_1: _ln_fwd(c, N), names.ATTN_QKV: qkv}
+    if c.plan.attention == "sdpa":
+        ops[names.ATTN_SDPA] = [_attention(c)]
+    else:
+        sf = s.scores_full
+        ops[names.ATTN_SCORES] = [_mm(c.mm, s.B * s.H * s.T, s.L, s.D), _vec("add", c.act, 2 * sf * a)]
+        if s.causal:
+            ops[names.ATTN_SCORES].append(_vec("add", c.act, 2 * sf * a))  # masked_fill
+        soft = [_cast(sf, c.act, c.store)] if c.mixed else []
+        ops[names.ATTN_SOFTMAX] = soft + [_vec("softmax_fwd", c.store, 2 * sf * st)]
+        ctx = [_cast(sf, c.store, c.act)] if c.mixed else []
+        ops[names.ATTN_CONTEXT] = ctx + [_mm(c.mm, s.B * s.H * s.T, s.D, s.L)]
+    # sdpa's kernels write their output as (B, T, H, D): merging the heads is a view; math's is a copy
+    merge = [_vec("copy", c.act, 2 * N * C * a)] if c.plan.attention == "math" else []
+    ops[names.ATTN_PROJ] = merge + _linear_fwd(c, N, C, C, False)
+    # x (fp32) + h (bf16) under autocast: one kernel that casts h as it reads it (`add_mixed`)
+    ops[names.RESIDUAL] = ([_vec("add_mixed", c.act, N * C * (2 * st + a), count=2)] if c.mixed
+                           else [_vec("add", c.store, 3 * N * C * st, count=2)])
+    ops[names.LN_2] = _ln_fwd(c, N)
+    ops[names.MLP_FC] = _linear_fwd(c, N, C, 4 * C, input_cast=True)
+    ops[names.MLP_ACT] = [_vec("gelu_fwd", c.act, 2 * 4 * N * C * a)]
+    ops[names.MLP_PROJ] = _linear_fwd(c, N, 4 * C, C, input_cast=False)
+    return ops
+
+
+def _layer_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
+    s = c.s
+    N, C = s.N, s.C
+    a, st = dtype_bytes(c.act), dtype_bytes(c.store)
+    # an add passes its gradient through; under autocast it is cast to the bf16 branch's dtype
+    residual = [_cast(N * C, c.store, c.act), _cast(N * C, c.store, c.act)] if c.mixed else []
+    ops: dict[str, list[KernelCall]] = {
+        names.RESIDUAL: residual,
+        names.MLP_PROJ: _linear_bwd(c, N, 4 * C, C),
+        names.MLP_ACT: [_vec("gelu_bwd", c.act, 3 * 4 * N * C * a)],
+        names.MLP_FC: _linear_bwd(c, N, C, 4 * C),
+        names.LN_2: _ln_bwd(c, N),
+        names.ATTN_PROJ: _linear_bwd(c, N, C, C),
+    }
+    if c.plan.attention == "math":  # the head-merge copy's gradient
+        ops[names.ATTN_PROJ].append(_vec("copy", c.act, 2 * N * C * a))
+    if c.plan.attention == "sdpa":
+        ops[names.ATTN_SDPA] = [_attention(c, backward=True)]
+    else:
+        sf = s.scores_full
+        bht = s.B * s.H * s.T
+        ops[names.ATTN_CONTEXT] = [_mm(c.mm, bht, s.L, s.D), _mm(c.mm, s.B * s.H * s.L, s.D, s.T)]
+        ops[names.ATTN_SOFTMAX] = [_vec("softmax_bwd", c.store, 3 * sf * st)]
+        ops[names.ATTN_SCORES] = [_vec("add", c.act, 3 * sf * a), _mm(c.mm, bht, s.D, s.L),
+                                  _mm(c.mm, s.B * s.H * s.L, s.D, s.T)]
+    ops[names.ATTN_QKV] = [_vec("copy", c.act, 2 * 3 * N * C * a)] + _linear_bwd(c, N, C, 3 * C)
+    ops[names.LN_1] = _ln_bwd(c, N)
+    return ops
+
+
+def _model_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
+    s, w = c.s, c.workload
+    N, C, V = s.N, s.C, s.V
+    st = dtype_bytes(c.store)
+    rows = s.B if w.last_logits_only else N
+    embed = [_vec("embedding_fwd", c.store, 2 * N * C * st), _vec("embedding_fwd", c.store, 2 * s.T * C * st),
+             _vec("add", c.store, 3 * N * C * st)]
+    head = _linear_fwd(c, rows, C, V, input_cast=True, bias=False)
+    if w.last_logits_only:
+        head = [_vec("copy", c.store, 2 * rows * C * st)] + head
+    ops = {names.EMBED: embed, names.LN_F: _ln_fwd(c, N), names.LM_HEAD: head}
+    if w.has_loss and c.plan.fused_loss:  # one read of the logits, a reduction per row
+        ops[names.LOSS] = [_vec("sum_rows", c.act, N * V * dtype_bytes(c.act))]
+    elif w.has_loss:  # autocast runs the loss in fp32 (its log-softmax writes fp32 log-probabilities)
+        ops[names.LOSS] = [_vec("cross_entropy_fwd", c.store, N * V * st)]
+    return ops
+
+
+def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
+    s = c.s
+    N, C, V = s.N, s.C, s.V
+    st = dtype_bytes(c.store)
+    if c.plan.fused_loss:  # reads the logits, writes their gradient: a one-pass map with an exp
+        loss = [_vec("gelu_fwd", c.act, 2 * N * V * dtype_bytes(c.act))]
+    else:  # reads the fp32 log-probabilities, writes the gradient of the logits in their dtype
+        loss = [_vec("cross_entropy_bwd", c.store, N * V * (st + dtype_bytes(c.act)))]
+    # each table's gradient is zeroed, then the rows' gradients are added in (a fill is charged
+    # as an add of its bytes)
+    block = c.workload.context
+    embed = [_vec("add", c.store, V * C * st), _vec("embedding_bwd", c.store, N * C * st),
+             _vec("add", c.store, block * C * st), _vec("embedding_bwd", c.store, s.T * C * st)]
+    return {names.LOSS: loss, names.LM_HEAD: _linear_bwd(c, N, C, V, bias=False),
+            names.LN_F: _ln_bwd(c, N), names.EMBED: embed}
+
+
+def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
+    P = count_parameters(config)
+    calls = [KernelCall("optimizer", "adamw_fused" if c.plan.fused_optimizer else "adamw_foreach",
+                        (float(count_parameter_tensors(config)), float(P)))]
+    # gradient clipping: the norm reads every gradient; the rescale reads and writes them, unless
+    # the fused kernel rescales as it reads (gptperf.steps.train: no GradScaler, fused AdamW)
+    calls.append(_vec("sum_rows", c.store, P * dtype_bytes(c.store)))
+    if not c.plan.update_in_kernel(c.workload.dtype):
+        calls.append(_vec("add", c.store, 2 * P * dtype_bytes(c.store)))
+    return calls
+
+
+def _compiled_inference(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCall]:
+    """A compiled inference step's kernels for one op: the matmuls (a one-row gemv under the
+    plan's one-row kernel), the attention, and one kernel per fused group (residual adds and
+    biases fuse into their neighbours; the cast-free step has no casts)."""
+    s, w = c.s, c.workload
+    out: list[KernelCall] = []
+    for call in calls:
+        if call.family == "matmul":
+            m, n, k = call.point
+            if c.plan.one_row_kernel and m == 1:
+                out.append(KernelCall("gemv", c.mm, (n * k * dtype_bytes(c.act),)))
+            else:
+                out.append(call)
+                if _split_k_reductions(comp, int(m), s):
+                    out.append(_vec("add", c.act, 3 * m * n * dtype_bytes(c.act)))  # split-K sum
+        elif call.family == "attention":
+            out.append(call)
+            if c.plan.static_cache:  # the mask built from the device-side position
+                out.append(_vec("add", "fp32", 3 * s.T * s.L))
+        elif comp == names.RESIDUAL or call.key.startswith(("copy:", "cast_")):
+            if call.key.startswith("copy:") and comp == names.ATTN_QKV:
+                out.append(call)  # the cache writes stay kernels of their own
+        else:
+            out.append(call)
+    if comp == names.LM_HEAD and w.kind == DECODE and c.plan.static_cache:
+        out.append(_vec("add", c.act, 3 * s.B * s.V * dtype_bytes(c.act)))  # argmax over logits
+        out.append(_vec("add", "fp32", 4096, count=GREEDY_PICK_KERNELS - 1))
+    return out
+
+
+def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCall]:
+    """The fused decode step's kernels for one op (gptperf.steps.decode_kernels): each weight
+    matmul one gemv-shaped weight stream (LayerNorm, bias, GELU, residual and, for the LM head,
+    the argmax and the token bookkeeping inside it), the attention one kernel that also writes the
+    cache, the embedding one gather-add; nothing else runs."""
+    out: list[KernelCall] = []
+    # the layer's weight kernels as timed inside a captured step (`_fallback`: their chained
+    # curves, where each kernel waits for the one before: the projections add the residual where
+    # qkv and fc fold a LayerNorm in); the LM head's kernel ends in the argmax
+    key = (GEMV_ARGMAX_CHAIN + c.mm if comp == names.LM_HEAD else f"{FUSED_STEP}{comp}:{c.mm}")
+    for call in calls:
+        if call.family == "matmul":
+            _, n, k = call.point
+            out.append(KernelCall("gemv", key, (n * k * dtype_bytes(c.act),)))
+        elif call.family == "attention":  # the kernel's own grid (`_fallback`: sdpa's)
+            out.append(KernelCall("attention", call.key.replace(":one_query", f":{FUSED_ATTENTION_PASS}"),
+                                  call.point))
+    if comp == names.EMBED:
+        out.append(_vec("add", c.act, 3 * c.s.C * dtype_bytes(c.act)))
+    return out
+
+
+def step_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan) -> list[tuple[str, str, int | None, list[KernelCall]]]:
+    """(component, phase, layer, calls) in execution order."""
+    s = shape(config, workload)
+    inference = workload.kind in INFERENCE_KINDS
+    mixed = workload.mixed_precision
+    act = {"tf32": "fp32"}.get(workload.dtype, workload.dtype)
+    store = "fp32" if mixed else act
+    c = _Ctx(s, workload, plan, workload.dtype, act, store)
+    compiled_inf = plan.compiled and inference
+    fused = plan.fuses_decode(workload.kind, s.B)
+
+    def emit(ops: dict[str, list[KernelCall]], phase: str, layer: int | None) -> list:
+        out = []
+        for comp, calls in ops.items():
+            if fused:
+                calls = _fused_decode(c, comp, calls)
+            elif compiled_inf:
+                calls = _compiled_inference(c, comp, calls)
+            out.append((comp, phase, layer, calls))
+        return out
+
+    fwd, bwd = names.FORWARD, names.BACKWARD
+    model_f = _model_fwd(c)
+    seq = emit({names.EMBED: model_f.pop(names.EMBED)}, fwd, None)
+    layer_f = _layer_fwd(c)
+    for i in range(s.n_layer):
+        seq += emit(layer_f, fwd, i)
+    seq += emit(model_f, fwd, None)
+    if workload.has_backward:
+        model_b = _model_bwd(c)
+        embed_b = model_b.pop(names.EMBED)
+        seq += emit(model_b, bwd, None)
+        layer_b = _layer_bwd(c)
+        for i in reversed(range(s.n_layer)):
+            seq += emit(layer_b, bwd, i)
+        seq += emit({names.EMBED: embed_b}, bwd, None)
+        seq += emit({names.OPTIMIZER: _optimizer(c, config)}, names.OPTIMIZER_PHASE, None)
+    return seq
+
+
+def kernel_calls(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = None) -> list[KernelCall]:
+    """Every kernel the step runs as the calibrated model sees it (one entry per distinct call;
+    a compiled training step's fused kernels are not listed: they come from the recording)."""
+    plan = ExecutionPlan.eager(config.attention) if plan is None else plan
+    return [call for *_, calls in step_ops(config, workload, plan) for call in calls]
