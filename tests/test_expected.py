@@ -117,6 +117,24 @@ def test_the_fused_optimizers_kernels_start_before_the_rest_of_its_host_time():
     assert again.optimizer_overlap == {"share": 0.25}
 
 
+def test_a_mixed_add_without_its_curve_is_charged_as_a_cast_then_an_add():
+    """A calibration from before autocast's residual add was measured charges n elements of it
+    (n·(4 + 2 + 4) bytes in bf16) as a cast of n bf16 elements to fp32 plus an fp32 add."""
+    from gptperf.perfmodel.expected import call_time
+    from gptperf.perfmodel.kernel_calls import KernelCall
+
+    n = 1000.0
+    cast_s, add_s = 3e-6, 5e-6
+    vector = {k: v for k, v in flat_calibration().vector.items() if not k.startswith("add_mixed")}
+    vector["cast_to_fp32:bf16"] = Curve((n * 6,), (cast_s,))  # n·(2 + 4) bytes
+    vector["add:fp32"] = Curve((3 * n * 4,), (add_s,))
+    cal = flat_calibration(vector=vector)
+    call = KernelCall("vector", "add_mixed:bf16", (n * (4 + 2 + 4),), count=2)
+    assert call_time(call, cal) == pytest.approx(2 * (cast_s + add_s))
+    with_it = flat_calibration(vector={**vector, "add_mixed:bf16": Curve((n * 10,), (4e-6,))})
+    assert call_time(call, with_it) == pytest.approx(2 * 4e-6)  # its own curve where there is one
+
+
 def test_a_static_cache_prefill_is_charged_the_masked_kernel():
     """The static KV cache's prefill runs sdpa with an explicit mask: one call a layer on the
     calibration's masked grid where it has one (5 µs here), else twice the causal kernel's time
