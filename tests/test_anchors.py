@@ -1,5 +1,6 @@
 """The anchors' drivers (benchmarks/prepare_anchors.py, benchmarks/anchors.py) on the CPU: export,
-refusal, nanoGPT's output parser and subprocess plumbing, and gpt-fast's decode on a tiny shape."""
+refusal, nanoGPT's output parser and subprocess plumbing, and gpt-fast's decode on a tiny shape;
+and how benchmarks/gpu_speed.py makes one figure of several processes."""
 
 from __future__ import annotations
 
@@ -151,3 +152,42 @@ def test_gpt_fast_compiled_decode_on_cuda() -> None:
     eager = anchors.gpt_fast_decode("stories15M", compile=False, **kw)
     assert fast.device == eager.device != "cpu"
     assert fast.decode_ms_per_token < eager.decode_ms_per_token
+
+
+# --- benchmarks/gpu_speed.py: a figure measured in several processes -----------------------------
+
+
+def test_the_speed_figure_of_several_processes_is_the_median_process_with_every_time_beside_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    speed = _load("gpu_speed")
+    runs = [{"token_s": 2.03e-4, "step_s": 2.1e-4}, {"token_s": 1.97e-4, "step_s": 2.0e-4},
+            {"token_s": 2.00e-4, "step_s": 2.2e-4}]
+    out = speed.median_run(runs)
+    assert (out["token_s"], out["step_s"]) == (2.00e-4, 2.2e-4)  # the middle run's own figures
+    assert out["token_s_runs"] == [2.03e-4, 1.97e-4, 2.00e-4]
+    assert speed.median_run(runs[:2])["token_s"] == 1.97e-4  # even: the lower middle
+    with pytest.raises(ValueError):
+        speed.median_run([])
+
+    calls = []
+
+    class Done:
+        returncode, stderr = 0, ""
+
+        def __init__(self, token_s: float) -> None:
+            self.stdout = "a warning line\n" + json.dumps({"token_s": token_s, "step_s": 1.0})
+
+    times = iter([3.0, 1.0, 2.0])
+    monkeypatch.setattr(speed.subprocess, "run",
+                        lambda argv, **k: calls.append(argv) or Done(next(times)))
+    assert speed.decode_in_processes("decode-gpt2", 3)["token_s_runs"] == [3.0, 1.0, 2.0]
+    assert len(calls) == 3 and all(a[-2:] == ["--one", "decode-gpt2"] for a in calls)
+
+
+def test_the_speed_benchmark_refuses_no_processes_in_one_line() -> None:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_speed.py"), "--processes", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith("--processes must be a positive integer, got 0")
