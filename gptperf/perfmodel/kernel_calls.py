@@ -45,7 +45,6 @@ class KernelCall:
     count: int = 1
 
 
-
 def _vec(op: str, dtype: str, nbytes: float, count: int = 1) -> KernelCall:
     return KernelCall("vector", f"{op}:{dtype}", (float(nbytes),), count)
 
