@@ -49,7 +49,7 @@ from gptperf.perfmodel.calibration import (
     Calibration,
     host_model_config,
 )
-from gptperf.perfmodel.kernel_calls import BIASED, KernelCall, step_ops
+from gptperf.perfmodel.kernel_calls import BIASED, KernelCall, cast_call, step_ops, vector_call
 from gptperf.perfmodel.workload import DECODE, Workload
 from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
 
@@ -178,8 +178,8 @@ def call_time(call: KernelCall, cal: Calibration) -> float:
         # a calibration from before the mixed add was measured: charged as a cast, then an add
         act = call.key.split(":", 1)[1]
         n = call.point[0] / (8 + dtype_bytes(act))
-        cast = KernelCall("vector", f"cast_to_fp32:{act}", (n * (dtype_bytes(act) + 4),))
-        return call.count * (call_time(cast, cal) + call_time(KernelCall("vector", "add:fp32", (3 * n * 4,)), cal))
+        return call.count * (call_time(cast_call(n, act, "fp32"), cal)
+                             + call_time(vector_call("add", "fp32", 3 * n * 4), cal))
     table = {"matmul": cal.matmul, "attention": cal.attention, "vector": cal.vector,
              "optimizer": cal.optimizer, "gemv": cal.gemv}.get(call.family)
     if table is None:

@@ -45,12 +45,14 @@ class KernelCall:
     count: int = 1
 
 
-def _vec(op: str, dtype: str, nbytes: float, count: int = 1) -> KernelCall:
+def vector_call(op: str, dtype: str, nbytes: float, count: int = 1) -> KernelCall:
+    """`count` vector kernels `op` in `dtype` moving `nbytes` each (the vector curves' x)."""
     return KernelCall("vector", f"{op}:{dtype}", (float(nbytes),), count)
 
 
-def _cast(n: float, src: str, dst: str) -> KernelCall:
-    return _vec(f"cast_to_{dst}", src, n * (dtype_bytes(src) + dtype_bytes(dst)))
+def cast_call(n: float, src: str, dst: str) -> KernelCall:
+    """A cast of `n` elements from `src` to `dst`: both sides' bytes."""
+    return vector_call(f"cast_to_{dst}", src, n * (dtype_bytes(src) + dtype_bytes(dst)))
 
 
 def _mm(dtype: str, m: int, n: int, k: int, bias: bool = False) -> KernelCall:
@@ -83,8 +85,8 @@ def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool,
     calls = []
     if c.mixed:
         if input_cast:
-            calls.append(_cast(rows * k_in, c.store, c.act))
-        calls.append(_cast(k_in * n_out, c.store, c.act))
+            calls.append(cast_call(rows * k_in, c.store, c.act))
+        calls.append(cast_call(k_in * n_out, c.store, c.act))
     calls.append(_mm(c.mm, rows, n_out, k_in, bias=bias and rows > 1 and not c.plan.compiled))
     return calls
 
@@ -95,19 +97,19 @@ def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, bias: bool = True) ->
     calls = [_mm(c.mm, rows, k_in, n_out), _mm(c.mm, n_out, k_in, rows)]
     a = dtype_bytes(c.act)
     if bias:
-        calls.append(_vec("sum_rows", c.act, rows * n_out * a))
+        calls.append(vector_call("sum_rows", c.act, rows * n_out * a))
     if c.mixed:
-        calls.append(_cast(k_in * n_out, c.act, c.store))
+        calls.append(cast_call(k_in * n_out, c.act, c.store))
     return calls
 
 
 def _ln_fwd(c: _Ctx, rows: int) -> list[KernelCall]:
-    return [_vec("layernorm_fwd", c.store, 2 * rows * c.s.C * dtype_bytes(c.store))]
+    return [vector_call("layernorm_fwd", c.store, 2 * rows * c.s.C * dtype_bytes(c.store))]
 
 
 def _ln_bwd(c: _Ctx, rows: int) -> list[KernelCall]:
-    calls = [_cast(rows * c.s.C, c.act, c.store)] if c.mixed else []
-    return calls + [_vec("layernorm_bwd", c.store, 3 * rows * c.s.C * dtype_bytes(c.store))]
+    calls = [cast_call(rows * c.s.C, c.act, c.store)] if c.mixed else []
+    return calls + [vector_call("layernorm_bwd", c.store, 3 * rows * c.s.C * dtype_bytes(c.store))]
 
 
 def _attention(c: _Ctx, backward: bool = False) -> KernelCall:
@@ -127,28 +129,28 @@ def _layer_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     a, st = dtype_bytes(c.act), dtype_bytes(c.store)
     qkv = _linear_fwd(c, N, C, 3 * C, input_cast=True)
     if w.uses_kv_cache:  # the new K and V written into the cache
-        qkv += [_vec("copy", c.act, 2 * N * C * a, count=2)]
+        qkv += [vector_call("copy", c.act, 2 * N * C * a, count=2)]
     ops: dict[str, list[KernelCall]] = {names.LN_1: _ln_fwd(c, N), names.ATTN_QKV: qkv}
     if c.plan.attention == "sdpa":
         ops[names.ATTN_SDPA] = [_attention(c)]
     else:
         sf = s.scores_full
-        ops[names.ATTN_SCORES] = [_mm(c.mm, s.B * s.H * s.T, s.L, s.D), _vec("add", c.act, 2 * sf * a)]
+        ops[names.ATTN_SCORES] = [_mm(c.mm, s.B * s.H * s.T, s.L, s.D), vector_call("add", c.act, 2 * sf * a)]
         if s.causal:
-            ops[names.ATTN_SCORES].append(_vec("add", c.act, 2 * sf * a))  # masked_fill
-        soft = [_cast(sf, c.act, c.store)] if c.mixed else []
-        ops[names.ATTN_SOFTMAX] = soft + [_vec("softmax_fwd", c.store, 2 * sf * st)]
-        ctx = [_cast(sf, c.store, c.act)] if c.mixed else []
+            ops[names.ATTN_SCORES].append(vector_call("add", c.act, 2 * sf * a))  # masked_fill
+        soft = [cast_call(sf, c.act, c.store)] if c.mixed else []
+        ops[names.ATTN_SOFTMAX] = soft + [vector_call("softmax_fwd", c.store, 2 * sf * st)]
+        ctx = [cast_call(sf, c.store, c.act)] if c.mixed else []
         ops[names.ATTN_CONTEXT] = ctx + [_mm(c.mm, s.B * s.H * s.T, s.D, s.L)]
     # sdpa's kernels write their output as (B, T, H, D): merging the heads is a view; math's is a copy
-    merge = [_vec("copy", c.act, 2 * N * C * a)] if c.plan.attention == "math" else []
+    merge = [vector_call("copy", c.act, 2 * N * C * a)] if c.plan.attention == "math" else []
     ops[names.ATTN_PROJ] = merge + _linear_fwd(c, N, C, C, False)
     # x (fp32) + h (bf16) under autocast: one kernel that casts h as it reads it (`add_mixed`)
-    ops[names.RESIDUAL] = ([_vec("add_mixed", c.act, N * C * (2 * st + a), count=2)] if c.mixed
-                           else [_vec("add", c.store, 3 * N * C * st, count=2)])
+    ops[names.RESIDUAL] = ([vector_call("add_mixed", c.act, N * C * (2 * st + a), count=2)] if c.mixed
+                           else [vector_call("add", c.store, 3 * N * C * st, count=2)])
     ops[names.LN_2] = _ln_fwd(c, N)
     ops[names.MLP_FC] = _linear_fwd(c, N, C, 4 * C, input_cast=True)
-    ops[names.MLP_ACT] = [_vec("gelu_fwd", c.act, 2 * 4 * N * C * a)]
+    ops[names.MLP_ACT] = [vector_call("gelu_fwd", c.act, 2 * 4 * N * C * a)]
     ops[names.MLP_PROJ] = _linear_fwd(c, N, 4 * C, C, input_cast=False)
     return ops
 
@@ -158,27 +160,27 @@ def _layer_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     N, C = s.N, s.C
     a, st = dtype_bytes(c.act), dtype_bytes(c.store)
     # an add passes its gradient through; under autocast it is cast to the bf16 branch's dtype
-    residual = [_cast(N * C, c.store, c.act), _cast(N * C, c.store, c.act)] if c.mixed else []
+    residual = [cast_call(N * C, c.store, c.act), cast_call(N * C, c.store, c.act)] if c.mixed else []
     ops: dict[str, list[KernelCall]] = {
         names.RESIDUAL: residual,
         names.MLP_PROJ: _linear_bwd(c, N, 4 * C, C),
-        names.MLP_ACT: [_vec("gelu_bwd", c.act, 3 * 4 * N * C * a)],
+        names.MLP_ACT: [vector_call("gelu_bwd", c.act, 3 * 4 * N * C * a)],
         names.MLP_FC: _linear_bwd(c, N, C, 4 * C),
         names.LN_2: _ln_bwd(c, N),
         names.ATTN_PROJ: _linear_bwd(c, N, C, C),
     }
     if c.plan.attention == "math":  # the head-merge copy's gradient
-        ops[names.ATTN_PROJ].append(_vec("copy", c.act, 2 * N * C * a))
+        ops[names.ATTN_PROJ].append(vector_call("copy", c.act, 2 * N * C * a))
     if c.plan.attention == "sdpa":
         ops[names.ATTN_SDPA] = [_attention(c, backward=True)]
     else:
         sf = s.scores_full
         bht = s.B * s.H * s.T
         ops[names.ATTN_CONTEXT] = [_mm(c.mm, bht, s.L, s.D), _mm(c.mm, s.B * s.H * s.L, s.D, s.T)]
-        ops[names.ATTN_SOFTMAX] = [_vec("softmax_bwd", c.store, 3 * sf * st)]
-        ops[names.ATTN_SCORES] = [_vec("add", c.act, 3 * sf * a), _mm(c.mm, bht, s.D, s.L),
+        ops[names.ATTN_SOFTMAX] = [vector_call("softmax_bwd", c.store, 3 * sf * st)]
+        ops[names.ATTN_SCORES] = [vector_call("add", c.act, 3 * sf * a), _mm(c.mm, bht, s.D, s.L),
                                   _mm(c.mm, s.B * s.H * s.L, s.D, s.T)]
-    ops[names.ATTN_QKV] = [_vec("copy", c.act, 2 * 3 * N * C * a)] + _linear_bwd(c, N, C, 3 * C)
+    ops[names.ATTN_QKV] = [vector_call("copy", c.act, 2 * 3 * N * C * a)] + _linear_bwd(c, N, C, 3 * C)
     ops[names.LN_1] = _ln_bwd(c, N)
     return ops
 
@@ -188,16 +190,16 @@ def _model_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     N, C, V = s.N, s.C, s.V
     st = dtype_bytes(c.store)
     rows = s.B if w.last_logits_only else N
-    embed = [_vec("embedding_fwd", c.store, 2 * N * C * st), _vec("embedding_fwd", c.store, 2 * s.T * C * st),
-             _vec("add", c.store, 3 * N * C * st)]
+    embed = [vector_call("embedding_fwd", c.store, 2 * N * C * st), vector_call("embedding_fwd", c.store, 2 * s.T * C * st),
+             vector_call("add", c.store, 3 * N * C * st)]
     head = _linear_fwd(c, rows, C, V, input_cast=True, bias=False)
     if w.last_logits_only:
-        head = [_vec("copy", c.store, 2 * rows * C * st)] + head
+        head = [vector_call("copy", c.store, 2 * rows * C * st)] + head
     ops = {names.EMBED: embed, names.LN_F: _ln_fwd(c, N), names.LM_HEAD: head}
     if w.has_loss and c.plan.fused_loss:  # one read of the logits, a reduction per row
-        ops[names.LOSS] = [_vec("sum_rows", c.act, N * V * dtype_bytes(c.act))]
+        ops[names.LOSS] = [vector_call("sum_rows", c.act, N * V * dtype_bytes(c.act))]
     elif w.has_loss:  # autocast runs the loss in fp32 (its log-softmax writes fp32 log-probabilities)
-        ops[names.LOSS] = [_vec("cross_entropy_fwd", c.store, N * V * st)]
+        ops[names.LOSS] = [vector_call("cross_entropy_fwd", c.store, N * V * st)]
     return ops
 
 
@@ -206,14 +208,14 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     N, C, V = s.N, s.C, s.V
     st = dtype_bytes(c.store)
     if c.plan.fused_loss:  # reads the logits, writes their gradient: a one-pass map with an exp
-        loss = [_vec("gelu_fwd", c.act, 2 * N * V * dtype_bytes(c.act))]
+        loss = [vector_call("gelu_fwd", c.act, 2 * N * V * dtype_bytes(c.act))]
     else:  # reads the fp32 log-probabilities, writes the gradient of the logits in their dtype
-        loss = [_vec("cross_entropy_bwd", c.store, N * V * (st + dtype_bytes(c.act)))]
+        loss = [vector_call("cross_entropy_bwd", c.store, N * V * (st + dtype_bytes(c.act)))]
     # each table's gradient is zeroed, then the rows' gradients are added in (a fill is charged
     # as an add of its bytes)
     block = c.workload.context
-    embed = [_vec("add", c.store, V * C * st), _vec("embedding_bwd", c.store, N * C * st),
-             _vec("add", c.store, block * C * st), _vec("embedding_bwd", c.store, s.T * C * st)]
+    embed = [vector_call("add", c.store, V * C * st), vector_call("embedding_bwd", c.store, N * C * st),
+             vector_call("add", c.store, block * C * st), vector_call("embedding_bwd", c.store, s.T * C * st)]
     return {names.LOSS: loss, names.LM_HEAD: _linear_bwd(c, N, C, V, bias=False),
             names.LN_F: _ln_bwd(c, N), names.EMBED: embed}
 
@@ -224,9 +226,9 @@ def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
                         (float(count_parameter_tensors(config)), float(P)))]
     # gradient clipping: the norm reads every gradient; the rescale reads and writes them, unless
     # the fused kernel rescales as it reads (gptperf.steps.train: no GradScaler, fused AdamW)
-    calls.append(_vec("sum_rows", c.store, P * dtype_bytes(c.store)))
+    calls.append(vector_call("sum_rows", c.store, P * dtype_bytes(c.store)))
     if not c.plan.update_in_kernel(c.workload.dtype):
-        calls.append(_vec("add", c.store, 2 * P * dtype_bytes(c.store)))
+        calls.append(vector_call("add", c.store, 2 * P * dtype_bytes(c.store)))
     return calls
 
 
@@ -244,19 +246,19 @@ def _compiled_inference(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[Ker
             else:
                 out.append(call)
                 if _split_k_reductions(comp, int(m), s):
-                    out.append(_vec("add", c.act, 3 * m * n * dtype_bytes(c.act)))  # split-K sum
+                    out.append(vector_call("add", c.act, 3 * m * n * dtype_bytes(c.act)))  # split-K sum
         elif call.family == "attention":
             out.append(call)
             if c.plan.static_cache:  # the mask built from the device-side position
-                out.append(_vec("add", "fp32", 3 * s.T * s.L))
+                out.append(vector_call("add", "fp32", 3 * s.T * s.L))
         elif comp == names.RESIDUAL or call.key.startswith(("copy:", "cast_")):
             if call.key.startswith("copy:") and comp == names.ATTN_QKV:
                 out.append(call)  # the cache writes stay kernels of their own
         else:
             out.append(call)
     if comp == names.LM_HEAD and w.kind == DECODE and c.plan.static_cache:
-        out.append(_vec("add", c.act, 3 * s.B * s.V * dtype_bytes(c.act)))  # argmax over logits
-        out.append(_vec("add", "fp32", 4096, count=GREEDY_PICK_KERNELS - 1))
+        out.append(vector_call("add", c.act, 3 * s.B * s.V * dtype_bytes(c.act)))  # argmax over logits
+        out.append(vector_call("add", "fp32", 4096, count=GREEDY_PICK_KERNELS - 1))
     return out
 
 
@@ -278,7 +280,7 @@ def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCal
             out.append(KernelCall("attention", call.key.replace(":one_query", f":{FUSED_ATTENTION_PASS}"),
                                   call.point))
     if comp == names.EMBED:
-        out.append(_vec("add", c.act, 3 * c.s.C * dtype_bytes(c.act)))
+        out.append(vector_call("add", c.act, 3 * c.s.C * dtype_bytes(c.act)))
     return out
 
 
