@@ -85,6 +85,32 @@ def test_bench_json_has_one_calibrated_entry_beside_the_roofline(loader, cli_jso
     assert [str(d) for d in loader.asked] == ["cpu"]
 
 
+def test_bench_times_the_devices_window_at_the_calibrated_step_time(
+        loader, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gptperf.measure import bench
+
+    plan = ExecutionPlan.default("train", "cpu")
+    step_s = expected(CFG, Workload("train", 2, 16, "fp32"), plan, loader.calibration).step_time_s
+    monkeypatch.setitem(bench.MIN_WINDOW_S, "cpu", 30 * step_s)  # a window of 30 expected steps
+    assert bench.run_bench(CFG, "train", 2, 16, "fp32", "cpu", warmup=1).timing.total.repeats == 30
+    # a count the user names is kept, and so is the default where no calibration says the time
+    assert bench.run_bench(CFG, "train", 2, 16, "fp32", "cpu", warmup=1,
+                           repeats=2).timing.total.repeats == 2
+    loader.calibration = None
+    assert bench.run_bench(CFG, "train", 2, 16, "fp32", "cpu",
+                           warmup=1).timing.total.repeats == bench.DEFAULT_REPEATS
+
+
+def test_window_repeats_spans_the_window_between_the_default_and_the_cap() -> None:
+    from gptperf.measure.bench import MAX_TIMED, window_repeats
+
+    assert window_repeats(10, "cuda", 0.01) == 100  # 1 s of 10 ms steps
+    assert window_repeats(10, "cuda", 0.25) == 10  # never fewer than asked
+    assert window_repeats(10, "cuda", 1e-6) == MAX_TIMED
+    assert window_repeats(10, "cuda", None) == 10 and window_repeats(10, "cuda", float("nan")) == 10
+    assert window_repeats(10, "cpu", 0.001) == 10  # no window on a CPU
+
+
 def test_bench_for_validate_leaves_the_calibrated_entry_to_it(loader) -> None:
     from gptperf.measure.bench import run_bench
 

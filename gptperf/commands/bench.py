@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--warmup", type=int,
                    help="untimed steps first (default: 3; 5 for decode); >= 1 with --compile")
     t.add_argument("--repeats", type=int,
-                   help="timed steps; the median is reported (default: 10; 50 for decode)")
+                   help="timed steps; the median is reported (default: 10, 50 for decode; on a "
+                        "calibrated GPU enough to span 1 s, at most 500)")
     t.add_argument("--hardware", default=None,
                    help="hardware for the prediction and datasheet MFU: a registry name, "
                         "'measured', or a TOML file (default: this device's measured ceilings "

@@ -15,6 +15,7 @@ included, no optimizer), the numerator of MFU; "all FLOPs" add the AdamW step.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,12 @@ DEFAULT_WARMUP = 3
 DEFAULT_REPEATS = 10
 DECODE_WARMUP = 5  # decode steps are short: more of them give a steadier median
 DECODE_REPEATS = 50
+# Seconds the timed steps span at least, per device type, when the user names no --repeats (and
+# `validate`'s cases): on the H200 machine the host ran in slow spells of 30-540 ms a quarter of
+# the time (`measure.probe.HOST_WINDOW_S`), so the median of ten 10 ms steps read either state,
+# and an eager bench of 10 steps (0.6 s) read the host 1.6x faster than its samples said.
+MIN_WINDOW_S: dict[str, float] = {"cuda": 1.0, "cpu": 0.0}
+MAX_TIMED = 500  # the most timed steps a window asks for
 MFU_CONVENTION = "gptperf"
 SCHEMA = "gptperf.bench/1"
 ROOFLINE = "roofline bound"  # what the hardware allows: min(π, β·AI) per operation
@@ -48,6 +55,15 @@ def default_counts(kind: str) -> tuple[int, int]:
     if kind.startswith("decode"):
         return DECODE_WARMUP, DECODE_REPEATS
     return DEFAULT_WARMUP, DEFAULT_REPEATS
+
+
+def window_repeats(repeats: int, device_type: str, step_s: float | None) -> int:
+    """`repeats` timed steps, or enough to span MIN_WINDOW_S of `device_type` at the estimated
+    step time `step_s` (None or not a positive time: unknown), at most MAX_TIMED."""
+    window = MIN_WINDOW_S.get(device_type, 0.0)
+    if window <= 0 or step_s is None or not (step_s > 0 and step_s != float("inf")):
+        return repeats
+    return max(repeats, min(MAX_TIMED, math.ceil(window / step_s)))
 
 
 @dataclass
@@ -283,6 +299,7 @@ def run_bench(
     compile = plan.compiled
     d_warmup, d_repeats = default_counts(kind)
     warmup = d_warmup if warmup is None else warmup
+    windowed = repeats is None  # the user named no count: span the device's window
     repeats = d_repeats if repeats is None else repeats
     check_bench_args(kind, config, batch, seq, dtype, dev, compile, warmup, repeats)
     workload = Workload(kind, batch, seq, dtype)
@@ -317,6 +334,9 @@ def run_bench(
     calibration, why_none = device_calibration(dev) if calibrated else (None, None)
     host_sampler = (HostSampler(dev, probe=probe_for(calibration, kind)) if host_unit(calibration)
                     else None)
+    if windowed and calibration is not None:
+        estimate, _ = calibrated_expected(config, workload, plan, calibration)  # host as calibrated
+        repeats = window_repeats(repeats, dev.type, estimate.step_time_s if estimate else None)
     hooks = [h for h in (host_sampler, between_steps) if h is not None]
 
     def between() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gptperf.errors import UserError
+from gptperf.measure.bench import window_repeats
 from gptperf.measure.probe import (
     HostSampler,
     SpeedProbe,
@@ -55,11 +56,7 @@ PROFILE_SCHEDULE = {"wait": 1, "warmup": 1, "active": 3}
 # when its model is built (where its tensors land): prefill mini-gpt2 ran 42, 39 and 56 ms in
 # three builds, each within 10% over six runs of five steps.
 BUILDS: dict[str, int] = {"cuda": 1, "cpu": 3}
-# Seconds a case's timed steps span at least: on the H200 machine the host ran in slow spells of
-# 30-540 ms a quarter of the time (`measure.probe.HOST_WINDOW_S`), and the median of ten 10 ms
-# steps read either state. The count comes from the case's calibrated expected time.
-MIN_WINDOW_S: dict[str, float] = {"cuda": 1.0, "cpu": 0.0}
-MAX_TIMED = 500
+
 
 
 def counts(kind: str, device_type: str) -> tuple[int, int]:
@@ -84,13 +81,9 @@ def expected_step_s(case: ValidationCase, calibration: Any) -> float | None:
 
 
 def timed_steps(kind: str, device_type: str, step_s: float | None) -> int:
-    """Timed steps of a case of `kind`: `counts`', or enough to span MIN_WINDOW_S at the expected
-    step time `step_s` (`expected_step_s`; None: unknown), at most MAX_TIMED."""
-    _, timed = counts(kind, device_type)
-    window = MIN_WINDOW_S.get(device_type, 0.0)
-    if window <= 0 or step_s is None:
-        return timed
-    return max(timed, min(MAX_TIMED, math.ceil(window / step_s)))
+    """Timed steps of a case of `kind`: `counts`', or enough to span the device's window at the
+    expected step time `step_s` (`expected_step_s`; None: unknown; `measure.bench.window_repeats`)."""
+    return window_repeats(counts(kind, device_type)[1], device_type, step_s)
 
 
 def load_calibration(device: Any) -> Any:
