@@ -5,7 +5,9 @@ scored against) under several readings of the host's speed. Runs anywhere (no de
     python benchmarks/validate_host_speed.py RUN_DIR [RUN_DIR ...]
 
 Readings of a case's host speed (the host model's step over the calibration's unit):
-  sampled   the median of the samples taken among the case's steps (what validate charges)
+  sampled   the median of the samples taken among the case's steps (whole steps only)
+  phases    sampled, each phase of a train case at its own phase's samples (what validate
+            charges since the train probe's phases are kept; as sampled for a run before that)
   near      the median of the samples whose neighbouring steps (the one before and the one after)
             are both within 10% of the case's median step: the host as it ran the steps the
             median is made of (falls back to `sampled` when no sample qualifies)
@@ -35,7 +37,7 @@ from gptperf.validate.stats import nearest_rank
 from gptperf.validate.sweep import cases
 
 NEAR = 0.10  # neighbouring steps within this of the median step
-READINGS = ("sampled", "near", "sweep", "none", "per-step")
+READINGS = ("sampled", "phases", "near", "sweep", "none", "per-step")
 
 
 def near_median(trace: HostTrace) -> list[float]:
@@ -86,7 +88,8 @@ def readings(point: dict[str, Any], trace: HostTrace | None, cal: Calibration,
         kept = near_median(trace)
         if kept:
             near = speed_over(cal, statistics.median(kept), probe)
-    return {"sampled": sampled, "near": near, "sweep": sweep.get(probe) if sampled else None, "none": None}
+    return {"sampled": sampled, "phases": sampled, "near": near,
+            "sweep": sweep.get(probe) if sampled else None, "none": None}
 
 
 def report(run: Path) -> None:
@@ -107,12 +110,14 @@ def report(run: Path) -> None:
         case, measured = by_name[p["case"]], p["measured_s"]
         row = []
 
-        def predict(speed: float | None, case: Any = case) -> float:
-            return expected(case.config, case.workload, case.plan, cal, host_speed=speed).step_time_s
+        def predict(speed: float | None, case: Any = case, phases: Any = None) -> float:
+            return expected(case.config, case.workload, case.plan, cal, host_speed=speed,
+                            phase_speeds=phases).step_time_s
 
         trace = HostTrace.from_dict(p["trace"]) if p.get("trace") else None
         for name, speed in readings(p, trace, cal, sweep).items():
-            ratio = measured / predict(speed)
+            ratio = measured / predict(speed, phases=p.get("host_phase_speeds")
+                                       if name == "phases" else None)
             errors[name].append(abs(ratio - 1))
             row.append(f"{'-' if speed is None else f'{speed:.2f}':>5s} {ratio:6.3f}x")
         if trace is not None and trace.samples_s and p.get("host_speed") is not None:

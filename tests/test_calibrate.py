@@ -264,19 +264,19 @@ def test_fit_host_jobs_brings_every_job_to_one_host_speed_and_says_how_far_it_mo
     lo, hi = host_mod.HOST_LAYERS
     fast = {lo: {"fwd": 3e-6, "bwd": 5e-6}, hi: {"fwd": 9e-6, "bwd": 11e-6}}
     slow = {lo: {"infer": 4e-6}, hi: {"infer": 10e-6}}
-    host, units, notes = host_mod.fit_host_jobs([("decode", "eager", "fp32", fast, 1e-3),
-                                                ("decode", "eager", "bf16", slow, 2e-3)])
-    assert units == pytest.approx({"decode": 2 ** 0.5 * 1e-3})
+    host, units, notes, phases = host_mod.fit_host_jobs([("decode", "eager", "fp32", fast, 1e-3, {}),
+                                                        ("decode", "eager", "bf16", slow, 2e-3, {})])
+    assert units == pytest.approx({"decode": 2 ** 0.5 * 1e-3}) and phases == {}
     # fwd: 2 µs a layer, 1 µs fixed at 1 ms -> ×√2; infer: 2 µs a layer, 2 µs fixed at 2 ms -> ×1/√2
     assert host["eager:fwd:fp32"] == pytest.approx({"per_layer_s": 2e-6 * 2 ** 0.5, "fixed_s": 1e-6 * 2 ** 0.5})
     assert host["eager:infer:bf16"] == pytest.approx({"per_layer_s": 2e-6 / 2 ** 0.5, "fixed_s": 2e-6 / 2 ** 0.5})
     assert set(host) == {"eager:fwd:fp32", "eager:bwd:fp32", "eager:infer:bf16"}
     (note,) = notes
     assert "decode step" in note and "×2.00" in note and "1000–2000 µs" in note and "1414 µs" in note
-    host, units, notes = host_mod.fit_host_jobs([("decode", "eager", "fp32", fast, 1e-3),
-                                                ("decode", "eager", "bf16", slow, 1.02e-3)])
+    host, units, notes, _ = host_mod.fit_host_jobs([("decode", "eager", "fp32", fast, 1e-3, {}),
+                                                   ("decode", "eager", "bf16", slow, 1.02e-3, {})])
     assert notes == [] and units["decode"] == pytest.approx((1.02e-6) ** 0.5)  # a steady host says nothing
-    assert host_mod.fit_host_jobs([]) == ({}, {}, [])
+    assert host_mod.fit_host_jobs([]) == ({}, {}, [], {})
 
 
 def test_fit_host_jobs_scales_each_job_to_its_own_probes_unit() -> None:
@@ -285,9 +285,9 @@ def test_fit_host_jobs_scales_each_job_to_its_own_probes_unit() -> None:
     lo, hi = host_mod.HOST_LAYERS
     train = {lo: {"fwd": 3e-6}, hi: {"fwd": 9e-6}}  # 2 µs a layer, 1 fixed
     infer = {lo: {"infer": 4e-6}, hi: {"infer": 10e-6}}  # 2 µs a layer, 2 fixed
-    host, units, notes = host_mod.fit_host_jobs([
-        ("train", "eager", "fp32", train, 8e-3), ("train", "eager", "bf16", train, 2e-3),
-        ("decode", "eager", "fp32", infer, 5e-4)])
+    host, units, notes, _ = host_mod.fit_host_jobs([
+        ("train", "eager", "fp32", train, 8e-3, {}), ("train", "eager", "bf16", train, 2e-3, {}),
+        ("decode", "eager", "fp32", infer, 5e-4, {})])
     assert units == pytest.approx({"train": 4e-3, "decode": 5e-4})
     # the train jobs at 8 and 2 ms are brought to 4 ms (×1/2 and ×2); the inference job is alone
     assert host["eager:fwd:fp32"] == pytest.approx({"per_layer_s": 1e-6, "fixed_s": 0.5e-6})
@@ -295,6 +295,25 @@ def test_fit_host_jobs_scales_each_job_to_its_own_probes_unit() -> None:
     assert host["eager:infer:fp32"] == pytest.approx({"per_layer_s": 2e-6, "fixed_s": 2e-6})
     (note,) = notes  # the train probe moved ×4 between its jobs; the decode probe had one job
     assert "train step" in note and "×4.00" in note
+
+
+def test_fit_host_jobs_scales_each_part_by_its_own_phase_of_the_probe() -> None:
+    """Between two train jobs the probe's forward took 4x as long and its backward the same, its
+    whole step 2x: each job's fwd is brought to the fwd phases' geometric mean, its bwd to the bwd
+    phases', and a part the probe has no phase of (a compiled nograd, say) by the whole step."""
+    lo, hi = host_mod.HOST_LAYERS
+    times = {lo: {"fwd": 3e-6, "bwd": 3e-6, "nograd": 3e-6}, hi: {"fwd": 9e-6, "bwd": 9e-6,
+                                                                   "nograd": 9e-6}}
+    host, units, _, phases = host_mod.fit_host_jobs([
+        ("train", "eager", "fp32", times, 1e-3, {"fwd": 2e-4, "bwd": 5e-4}),
+        ("train", "eager", "bf16", times, 2e-3, {"fwd": 8e-4, "bwd": 5e-4})])
+    assert units == pytest.approx({"train": 2 ** 0.5 * 1e-3})
+    assert phases == {"train": pytest.approx({"fwd": 4e-4, "bwd": 5e-4})}
+    line = {"per_layer_s": 2e-6, "fixed_s": 1e-6}  # through (1, 3 µs) and (4, 9 µs)
+    assert host["eager:fwd:fp32"] == pytest.approx({k: v * 2 for k, v in line.items()})  # 2e-4 -> 4e-4
+    assert host["eager:fwd:bf16"] == pytest.approx({k: v / 2 for k, v in line.items()})  # 8e-4 -> 4e-4
+    assert host["eager:bwd:fp32"] == pytest.approx(line)  # the backward did not move
+    assert host["eager:nograd:bf16"] == pytest.approx({k: v / 2 ** 0.5 for k, v in line.items()})
 
 
 @pytest.mark.parametrize(("first_s", "ran"), [(25.0, ["train", "inference"]), (31.0, ["train"])])
@@ -322,6 +341,9 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
 
         def step_s(self) -> float:
             return 1e-3
+
+        def phase_s(self) -> dict[str, float]:
+            return {}
 
     monkeypatch.setattr(host_mod, "host_groups", fake_groups)
     monkeypatch.setattr(host_mod, "time_host_parts", fake_time)
@@ -356,6 +378,9 @@ def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pyte
         def step_s(self) -> float | None:
             return statistics.median(self.samples) if self.samples else None
 
+        def phase_s(self) -> dict[str, float]:  # the forward a fifth of the step sampled
+            return {"fwd": self.step_s() / 5} if self.samples else {}
+
     def fake_time(groups: Any, timed: list[str], device: Any, between_rounds: Any = None,
                   **kw: Any) -> Any:
         if not timed:  # the warm-up call
@@ -381,6 +406,7 @@ def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pyte
     assert result.job_units == {"eager:train:fp32": 1e-3, "eager:inference:fp32": 2e-3}
     # each probe's unit is its one job's; job k measured k µs a layer at its own k ms
     assert result.units == pytest.approx({"train": 1e-3, "decode": 2e-3})
+    assert result.phase_units == {"train": pytest.approx({"fwd": 2e-4})}  # the samples' phases kept
     assert result.costs["eager:fwd:fp32"]["per_layer_s"] == pytest.approx(1e-6)
     assert result.costs["eager:infer:fp32"]["per_layer_s"] == pytest.approx(2e-6)
     assert not any("×" in n for n in result.notes)  # one job a probe: nothing moved between jobs
@@ -604,8 +630,12 @@ def test_real_quick_cpu_calibration_end_to_end(tmp_path: Path, monkeypatch: pyte
     units = cal.probes["host_jobs"]  # each job's own unit, kept beside the one they are scaled to
     assert set(units) == {"eager:train:fp32", "eager:inference:fp32"} and all(u > 0 for u in units.values())
     # one job a probe here: each probe's unit is its job's own (the train step ~10x the decode's)
-    assert cal.probes["host"] == pytest.approx({"step_s": units["eager:inference:fp32"],
+    host = dict(cal.probes["host"])
+    phases = {k: host.pop(k) for k in ("train_fwd_s", "train_bwd_s", "train_opt_s")}
+    assert host == pytest.approx({"step_s": units["eager:inference:fp32"],
                                                 "train_step_s": units["eager:train:fp32"]})
+    # the train probe's phases, each timed apart: together about its whole step
+    assert sum(phases.values()) == pytest.approx(units["eager:train:fp32"], rel=0.3)
     assert units["eager:train:fp32"] > 1.5 * units["eager:inference:fp32"]
     assert cal_mod.calibration_for(CPU) == cal
 

@@ -202,6 +202,23 @@ def test_host_costs_are_charged_at_the_hosts_speed_now():
         expected(cfg, w, None, cal, host_speed=0.0)
 
 
+def test_a_train_steps_phases_are_charged_each_at_its_own_speed():
+    """Every host part 2e-4 s at one block: a train step's fwd, bwd and opt host costs (6e-4 s)
+    with the forward's speed 3.0, the backward's 0.5 and the optimizer left to the step's 2.0."""
+    cfg = preset("gpt2", n_layer=1)
+    w = Workload("train", 2, 64, "fp32")
+    cal = flat_calibration(fixed_s=1e-4, per_layer_s=1e-4)
+    host = {o.phase: 0.0 for o in expected(cfg, w, None, cal).ops}
+    e = expected(cfg, w, None, cal, host_speed=2.0, phase_speeds={"fwd": 3.0, "bwd": 0.5,
+                                                                    "decode": 9.0})
+    for o in e.ops:
+        host[o.phase] += o.host_s
+    assert host == pytest.approx({"fwd": 6e-4, "bwd": 1e-4, "opt": 4e-4})
+    assert any("fwd ×3.00, bwd ×0.50" in n and "decode" not in n for n in e.notes)
+    with pytest.raises(UserError, match="phase_speeds"):
+        expected(cfg, w, None, cal, phase_speeds={"fwd": float("nan")})
+
+
 def test_eager_prefill_is_charged_its_own_host_part_or_infer_without_one():
     """gpt2 with 2 blocks: prefill's own line (5e-4 + 2·1e-4) where the calibration has it; a
     calibration from before it was measured charges decode_nocache's (infer: 1e-4 + 2·1e-4)."""

@@ -167,6 +167,22 @@ def test_host_sampler_samples_between_steps_once_its_interval_has_passed() -> No
     assert len(train.samples) == 1 and train.samples[0] > real.step_s()
     cal = _calibration({"host": {"step_s": 1.0, "train_step_s": train.step_s() * 4}})
     assert train.speed(cal) == pytest.approx(0.25)  # against the train probe's unit, not decode's
+    phases = train.phase_s()  # each phase of the train step timed apart, within the whole
+    assert set(phases) == {"fwd", "bwd", "opt"} and all(v > 0 for v in phases.values())
+    assert sum(phases.values()) <= train.step_s() and real.phase_s() == {}  # decode: one phase
+
+
+def test_phase_speeds_are_each_phase_over_its_own_unit() -> None:
+    cal = _calibration({"host": {"step_s": 1e-3, "train_step_s": 4e-3, "train_fwd_s": 1e-3,
+                                 "train_bwd_s": 2e-3, "train_opt_s": 1e-3}})
+    assert pr.phase_units(cal, "train") == {"fwd": 1e-3, "bwd": 2e-3, "opt": 1e-3}
+    assert pr.phase_units(cal, "decode") == {}
+    assert pr.phase_speeds_over(cal, {"fwd": 3e-3, "bwd": 2e-3}, "train") == pytest.approx(
+        {"fwd": 3.0, "bwd": 1.0})  # a phase without a sample is left to the whole step's speed
+    assert pr.phase_speeds_over(cal, {}, "train") is None
+    old = _calibration({"host": {"step_s": 1e-3, "train_step_s": 4e-3}})  # before phases were kept
+    assert pr.phase_speeds_over(old, {"fwd": 3e-3}, "train") is None
+    assert pr.phase_unit_key("train", "fwd") == "train_fwd_s"
 
 
 def test_time_phases_runs_the_hook_after_each_timed_step_outside_its_time() -> None:

@@ -345,7 +345,7 @@ def stood_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
 
     monkeypatch.setattr(run, "load_calibration", lambda device: _calibration())
     monkeypatch.setattr(run, "measure_case", measure)
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None: _Expected(
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None: _Expected(
         1e-3 * ([c.name for c in sweep].index(case.name) + 1)))
     monkeypatch.setattr(run, "profile_case", lambda case, plan, device, out: {
         ("lm_head", "fwd"): 1e-3, ("h.0.mlp.fc", "fwd"): 1e-4})
@@ -371,18 +371,22 @@ def test_a_case_is_charged_at_the_host_sampled_among_its_steps_else_probed_after
                 sample_host: str | None = None) -> Any:
         asked.append((case.workload.kind, sample_host))
         speed = next(speeds)
-        return run.CaseTiming(1e-3, case.plan, None if speed is None else speed * units[sample_host])
+        phases = {"fwd": 3e-4, "bwd": 2e-4} if sample_host == "train" else {}  # the train probe's
+        return run.CaseTiming(1e-3, case.plan, None if speed is None else speed * units[sample_host],
+                              host_phase_s=phases)
 
     def probe_after(cal: Any, device: Any, probe: str = "decode") -> Any:
         asked.append(("after", probe))
         return next(after)
 
-    cal = dataclasses.replace(_calibration(), probes={"host": {"step_s": unit, "train_step_s": 4 * unit}})
+    cal = dataclasses.replace(_calibration(), probes={"host": {
+        "step_s": unit, "train_step_s": 4 * unit, "train_fwd_s": 1e-4, "train_bwd_s": 4e-4}})
     monkeypatch.setattr(run, "measure_case", measure)
     monkeypatch.setattr(run, "expected_step_s", lambda case, cal: None)  # the timed-step estimate
     monkeypatch.setattr(run, "host_speed", probe_after)
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None: (
-        seen.append(speed), _Expected(1e-3))[1])
+    seen_phases: list[Any] = []
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None: (
+        seen.append(speed), seen_phases.append(phases), _Expected(1e-3))[2])
     monkeypatch.setattr(run, "take_probe", lambda device: None)
     monkeypatch.setattr(run, "compare_speed", lambda *a: None)
     monkeypatch.setattr(run, "drift_note", lambda *a: None)
@@ -396,6 +400,11 @@ def test_a_case_is_charged_at_the_host_sampled_among_its_steps_else_probed_after
     # the third has neither: the median of what the others of its probe were charged at (0.8 and
     # 2.0; the train case's 1.25 is in another unit)
     assert seen == pytest.approx([1.25, 0.8, 1.4, 2.0])
+    # the train case's phases each over its own unit; the decode probe has one phase
+    assert seen_phases == [pytest.approx({"fwd": 3.0, "bwd": 0.5}), None, None, None]
+    assert result.points[0].host_phase_speeds == pytest.approx({"fwd": 3.0, "bwd": 0.5})
+    first = ValidationPoint.from_dict(json.loads(json.dumps(result.points[0].to_dict())))
+    assert first.host_phase_speeds == pytest.approx({"fwd": 3.0, "bwd": 0.5})
     assert [p.host_probe for p in result.points] == pytest.approx([1.25, None, None, 2.0])
     assert [p.host_probe_after for p in result.points] == [None, 0.8, None, None]
     assert [p.host_speed for p in result.points] == pytest.approx([1.25, 0.8, 1.4, 2.0])
@@ -480,7 +489,7 @@ def test_missed_targets_still_exit_0(monkeypatch: pytest.MonkeyPatch, stood_in: 
                                      cli_json: Any) -> None:
     import gptperf.validate.run as run
 
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None: _Expected(1e-6))
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None: _Expected(1e-6))
     doc = cli_json("validate", "--quick", "--device", "cpu")
     assert doc["targets"][0]["verdict"] == "MISS"
 
@@ -517,7 +526,7 @@ def test_real_tiny_case_is_measured_and_profiled(monkeypatch: pytest.MonkeyPatch
     from gptperf.perfmodel import Workload
     from gptperf.plan import ExecutionPlan
 
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None: _Expected(1e-3))
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None: _Expected(1e-3))
     config = preset("tiny", n_layer=1, n_head=2, n_embd=48, block_size=64)
     case = ValidationCase("forward tiny-1L", config, Workload("forward", 2, 24), ExecutionPlan(),
                           profile=True)
@@ -597,6 +606,9 @@ def test_a_trace_that_does_not_fit_its_steps_is_dropped_not_the_case(monkeypatch
 
         def step_s(self) -> float:
             return 1e-3
+
+        def phase_s(self) -> dict[str, float]:
+            return {}
 
     monkeypatch.setattr(run, "HostSampler", OffSampler)
     monkeypatch.setattr(bench, "run_bench", lambda *a, **kw: SimpleNamespace(

@@ -207,18 +207,21 @@ def device_calibration(device: Any) -> tuple[Any, str | None]:
 
 
 def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any,
-                        device: Any = None, *, speed: float | None = None) -> tuple[Any, str | None]:
+                        device: Any = None, *, speed: float | None = None,
+                        phase_speeds: dict[str, float] | None = None) -> tuple[Any, str | None]:
     """(`perfmodel.expected.Expected`, None) for the step of `workload` under `plan` on the
     calibrated device, or (None, the one-line reason) when the calibration cannot cost it (a
     dtype or kernel it did not measure). The host costs are charged at the host's `speed`
     (`measure.probe.host_speed`), probed now on `device` when only that is given (the step was
-    measured there just now), as calibrated when neither is."""
+    measured there just now), as calibrated when neither is; those of a phase in `phase_speeds`
+    at its own (`probe.HostSampler.phase_speeds`)."""
     from gptperf.perfmodel.expected import expected
 
     try:
         if speed is None and device is not None:
             speed = host_speed(calibration, device, probe=probe_for(calibration, workload.kind))
-        return expected(config, workload, plan, calibration, host_speed=speed), None
+        return expected(config, workload, plan, calibration, host_speed=speed,
+                        phase_speeds=phase_speeds), None
     except UserError as err:
         return None, str(err)
 
@@ -420,7 +423,8 @@ def run_bench(
         notes.append("no FLOP count: the performance model could not predict this workload")
     if calibrated:
         speed = host_sampler.speed(calibration) if host_sampler else None
-        _add_calibrated(result, config, workload, plan, dev, calibration, why_none, speed)
+        phases = host_sampler.phase_speeds(calibration) if host_sampler else None
+        _add_calibrated(result, config, workload, plan, dev, calibration, why_none, speed, phases)
 
     for against, hw in (("measured", measured), ("datasheet", datasheet if datasheet is not None
                                                  else chosen)):
@@ -450,16 +454,19 @@ def run_bench(
 
 
 def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, dev: Any,
-                    calibration: Any, why: str | None, speed: float | None) -> None:
+                    calibration: Any, why: str | None, speed: float | None,
+                    phase_speeds: dict[str, float] | None = None) -> None:
     """Append the calibrated expected time of the step that ran (under `plan`) to
     `result.predictions`, its host costs charged at `speed` (sampled while it ran; None: probed
-    now), or a note saying why there is none (`why`: `device_calibration`'s)."""
+    now) and a phase's at its own in `phase_speeds`, or a note saying why there is none (`why`:
+    `device_calibration`'s)."""
     if calibration is None:
         result.notes.append(f"no calibrated expected time: {why}" if why else
                             f"no calibration for {result.device_name}: run `gptperf calibrate` "
                             "for the calibrated expected time beside the roofline bound")
         return
-    e, why = calibrated_expected(config, workload, plan, calibration, dev, speed=speed)
+    e, why = calibrated_expected(config, workload, plan, calibration, dev, speed=speed,
+                                 phase_speeds=phase_speeds)
     if e is None:
         result.notes.append(f"no calibrated expected time: {why}")
         return

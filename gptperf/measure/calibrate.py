@@ -29,7 +29,7 @@ from gptperf.measure.compile_warmup import CompileWarmup
 from gptperf.measure.gpu_lock import NO_LOCK
 from gptperf.measure.launch_gap import measure_launch_gap
 from gptperf.measure.optimizer_overlap import measure_optimizer_overlap
-from gptperf.measure.probe import UNIT_KEYS, drift_note, take_probe
+from gptperf.measure.probe import UNIT_KEYS, drift_note, phase_unit_key, take_probe
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import Calibration, load_calibration, save_calibration
 from gptperf.runtime import as_device
@@ -115,6 +115,8 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         measured_host = measure_host(device, dtypes, quick=quick, progress=progress)
         host, host_notes = measured_host.costs, measured_host.notes
         host_probe = {UNIT_KEYS[p]: unit for p, unit in measured_host.units.items()}
+        host_probe |= {phase_unit_key(p, phase): unit
+                       for p, by in measured_host.phase_units.items() for phase, unit in by.items()}
         overlap: dict[str, Any] = {}
         if device.type == "cuda":
             overlap, overlap_notes = guarded(

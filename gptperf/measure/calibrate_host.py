@@ -14,7 +14,10 @@ machine), so each job's costs are brought to one speed: the host model's own ste
 kind (train, or decode for the inference jobs) is sampled after each of the job's timed rounds
 (`gptperf.measure.probe.HostSampler`, as a command that measures a step samples it between the
 step's runs), and the job's costs are scaled to the geometric mean of those units over the jobs
-of its kind, kept as `probes["host"]["train_step_s"]` and `["step_s"]` (`fit_host_jobs`).
+of its kind, kept as `probes["host"]["train_step_s"]` and `["step_s"]` (`fit_host_jobs`). The
+train probe's phases are timed apart as well, and each part of a train job is brought to its own
+phase's speed (fwd by the probe's fwd, ...), kept as `["train_fwd_s"]`, `["train_bwd_s"]` and
+`["train_opt_s"]`: the phases of a step do not move together.
 """
 
 from __future__ import annotations
@@ -60,27 +63,36 @@ COMPILED_HOST_BUDGET_S = 30.0
 class HostCosts:
     """What `measure_host` measured: `costs["<mode>:<part>:<dtype>"]` = {"per_layer_s",
     "fixed_s"} at the host speed where the host model's step of each probe takes `units[probe]`
-    (a probe absent: no job of its kind ran), notes, and each job's own unit by
+    (a probe absent: no job of its kind ran) and each phase of it `phase_units[probe][phase]`
+    (a probe of several phases), notes, and each job's own unit by
     "<mode>:<train|inference>:<dtype>" (`job_units`)."""
 
     costs: dict[str, dict[str, float]]
     units: dict[str, float]
     notes: list[str]
     job_units: dict[str, float] = field(default_factory=dict)
+    phase_units: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-HostJob = tuple[str, str, str, dict[int, dict[str, float]], float]  # probe, mode, dtype, times, unit
+# probe, mode, dtype, times, unit, and the unit of each phase of the probe's step ({}: one phase)
+HostJob = tuple[str, str, str, dict[int, dict[str, float]], float, dict[str, float]]
+
+
+def _geomean(values: Sequence[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
 
 
 def fit_host_jobs(measured: Sequence[HostJob]) -> tuple[dict[str, dict[str, float]], dict[str, float],
-                                                         list[str]]:
-    """(host, units, notes): `host["<mode>:<part>:<dtype>"]` fitted from each job's times per
-    block count and scaled to one host speed per probe. A job is (probe, mode, dtype, times,
-    unit): `unit` is the host model's `probe` step sampled among the job's rounds
+                                                         list[str], dict[str, dict[str, float]]]:
+    """(host, units, notes, phase_units): `host["<mode>:<part>:<dtype>"]` fitted from each job's
+    times per block count and scaled to one host speed per probe. A job is (probe, mode, dtype,
+    times, unit, phases): `unit` is the host model's `probe` step sampled among the job's rounds
     (`probe.HostSampler`), so a job measured on a host 1.3× slower has its costs divided by 1.3
     against the others of its probe. `units[probe]`, the geometric mean of that probe's units, is
     the speed its jobs' costs are at; a command that measures a step later samples the same step
-    among its own and compares. A note per probe says how far the host moved between its jobs
+    among its own and compares. `phases` holds the probe step's phases sampled the same way: a
+    part named as one of them is scaled by that phase alone, to `phase_units[probe][phase]`
+    (their geometric mean). A note per probe says how far the host moved between its jobs
     (none within 5%).
 
     (On the H200 machine an eager fp32 decode's host cost came out 1.33× the bf16 one, the same
@@ -88,21 +100,26 @@ def fit_host_jobs(measured: Sequence[HostJob]) -> tuple[dict[str, dict[str, floa
     and J a unit timed inside the rounds doubled validate's median error — validate then probed
     the host after each case, not among its steps.)"""
     by_probe: dict[str, list[float]] = defaultdict(list)
-    for probe, *_, unit in measured:
+    by_phase: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for probe, *_, unit, phases in measured:
         by_probe[probe].append(unit)
-    units = {p: math.exp(statistics.fmean(math.log(u) for u in us)) for p, us in by_probe.items()}
+        for phase, seconds in phases.items():
+            by_phase[probe][phase].append(seconds)
+    units = {p: _geomean(us) for p, us in by_probe.items()}
+    phase_units = {p: {ph: _geomean(us) for ph, us in by.items()} for p, by in by_phase.items()}
     lo, hi = HOST_LAYERS
     host: dict[str, dict[str, float]] = {}
-    for probe, mode, dtype, times, unit in measured:
-        scale = units[probe] / unit
+    for probe, mode, dtype, times, unit, phases in measured:
         for part in times.get(lo, {}):
+            scale = (phase_units[probe][part] / phases[part] if part in phases
+                     else units[probe] / unit)
             fit = fit_line(times[lo][part], times[hi][part])
             host[f"{mode}:{part}:{dtype}"] = {k: v * scale for k, v in fit.items()}
     notes = [f"host costs: the host model's {p} step took {min(us) * 1e6:.0f}–{max(us) * 1e6:.0f} µs "
              f"among the {len(us)} {p} probe's host jobs' rounds (×{max(us) / min(us):.2f}); each "
              f"job's costs are scaled to {units[p] * 1e6:.0f} µs"
              for p, us in by_probe.items() if max(us) / min(us) > 1.05]
-    return host, units, notes
+    return host, units, notes, phase_units
 
 
 def host_config(n_layer: int) -> GPTConfig:
@@ -234,7 +251,7 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
 
         def measure(dtype: str = dtype, mode: str = mode, what: str = what, timed: list[str] = timed,
                     warmup: int = warmup, probe: str = probe,
-                    ) -> tuple[tuple[dict[int, dict[str, float]], float], list[str]]:
+                    ) -> tuple[tuple[dict[int, dict[str, float]], float, dict[str, float]], list[str]]:
             groups = host_groups(dtype, mode, device, what)
             # warmed up first (a compiled part compiles in its first call)
             time_host_parts(groups, [], device, warmup=warmup, repeats=0)
@@ -244,25 +261,26 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
             sampler = HostSampler(device, every_s=0.0, probe=probe)
             times = time_host_parts(groups, timed, device, warmup=0, repeats=repeats,
                                     budget_s=HOST_JOB_BUDGET_S[quick], between_rounds=sampler)
-            return (times, sampler.step_s() or host_step_s(device, probe=probe)), []
+            return (times, sampler.step_s() or host_step_s(device, probe=probe),
+                    sampler.phase_s()), []
 
         if mode == COMPILED:
-            (times, unit), failed = guarded(f"compiled host cost of the {what} step", measure,
-                                             ({}, 0.0))
+            (times, unit, phases), failed = guarded(f"compiled host cost of the {what} step",
+                                                    measure, ({}, 0.0, {}))
             notes += failed
             took = time.perf_counter() - start
             compiling_s += took
             notes.append(f"compiled host cost of the {what} step: {took:.0f} s with its compilation")
         else:
-            (times, unit), _ = measure()
+            (times, unit, phases), _ = measure()
         if times:
-            measured.append((probe, mode, dtype, times, unit))
+            measured.append((probe, mode, dtype, times, unit, phases))
             job_units[f"{mode}:{what}:{dtype}"] = unit
     if progress:
         progress("host", len(jobs), len(jobs))
-    host, units, drift = fit_host_jobs(measured)
+    host, units, drift, phase_units = fit_host_jobs(measured)
     notes += drift
     if compiled and COMPILED_DTYPE not in dtypes:
         notes.append(f"compiled host costs are measured in {COMPILED_DTYPE}, not among the dtypes "
                      f"{dtypes}: left out")
-    return HostCosts(host, units, notes, job_units)
+    return HostCosts(host, units, notes, job_units, phase_units)

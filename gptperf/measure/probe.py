@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,9 +123,10 @@ def _check_probe(probe: str) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def host_model_step(device: str, probe: str = "decode") -> Callable[[], None]:
-    """The eager fp32 `probe` step (decode, or train: every phase of the step `gptperf train`
-    runs) of the calibration's host model, one block, built once."""
+def host_model_phases(device: str, probe: str = "decode") -> tuple[tuple[str, Callable[[], None]], ...]:
+    """The phases, (name, run) in order, of the eager fp32 `probe` step (decode: one; train: fwd,
+    bwd and opt of the step `gptperf train` runs) of the calibration's host model, one block,
+    built once."""
     import torch
 
     from gptperf.perfmodel import Workload
@@ -142,12 +143,17 @@ def host_model_step(device: str, probe: str = "decode") -> Callable[[], None]:
                           "fp32"), plan, device)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
-    phases = [run for _, run in step.phases]
+    return tuple(step.phases)
+
+
+def host_model_step(device: str, probe: str = "decode") -> Callable[[], None]:
+    """The host model's `probe` step (`host_model_phases`): every phase in order."""
+    phases = host_model_phases(device, probe)
     if len(phases) == 1:
-        return phases[0]
+        return phases[0][1]
 
     def every_phase() -> None:
-        for run in phases:
+        for _, run in phases:
             run()
 
     return every_phase
@@ -159,6 +165,19 @@ def _sample(run: Callable[[], None], steps: int, clock: Callable[[], float]) -> 
     for _ in range(steps):
         run()
     return (clock() - t0) / steps
+
+
+def _sample_phases(phases: Sequence[tuple[str, Callable[[], None]]], steps: int,
+                   clock: Callable[[], float]) -> tuple[float, dict[str, float]]:
+    """(seconds a step, {phase: its seconds a step}) of `steps` runs of `phases` back to back."""
+    spent = dict.fromkeys((name for name, _ in phases), 0.0)
+    t0 = clock()
+    for _ in range(steps):
+        for name, run in phases:
+            started = clock()
+            run()
+            spent[name] += clock() - started
+    return (clock() - t0) / steps, {name: s / steps for name, s in spent.items()}
 
 
 def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], float] | None = None,
@@ -201,7 +220,13 @@ class HostSampler:
     untimed once `every_s` of the measurement's own time has passed since the last. On the H200
     machine one eager decode step took 30.0 ms and then 14.7 ms in the same process a few seconds
     apart, and a probe taken for a second after each read 900 and 584 µs: the host moves within
-    seconds, so a probe taken after a case sees another host than the case's steps ran on."""
+    seconds, so a probe taken after a case sees another host than the case's steps ran on.
+
+    A step of several phases (the train probe) is timed phase by phase as well (`phase_samples`):
+    its phases do not move together. Between two calibrations on the lent H200 machine the
+    host-model train step took 1.42x as long, and the host costs measured in its unit moved 2.3x
+    for the forward (Python, module calls), 1.25x for the backward (autograd's engine) and 1.74x
+    for AdamW."""
 
     def __init__(self, device: Any, every_s: float | None = None,
                  clock: Callable[[], float] | None = None, probe: str = "decode") -> None:
@@ -214,7 +239,10 @@ class HostSampler:
         self.samples: list[float] = []
         self.steps = 0  # the measurement's steps seen so far
         self.after_step: list[int] = []  # sample i was taken after step after_step[i] (1-based)
-        self._run = host_model_step(str(self.device), probe)  # built now, not while measuring
+        self._phases = host_model_phases(str(self.device), probe)  # built now, not while measuring
+        # each phase's seconds a step, sample by sample (a step of one phase: none)
+        self.phase_samples: dict[str, list[float]] = (
+            {name: [] for name, _ in self._phases} if len(self._phases) > 1 else {})
         self._since: float | None = None
 
     def __call__(self) -> None:
@@ -226,8 +254,13 @@ class HostSampler:
             self._since = now
         if now - self._since < self.every_s:
             return
-        self._run()  # untimed: the first step after the measurement's own
-        self.samples.append(_sample(self._run, STEP_RUN[self.probe], self.clock))
+        for _, run in self._phases:  # untimed: the first step after the measurement's own
+            run()
+        step, phases = _sample_phases(self._phases, STEP_RUN[self.probe], self.clock)
+        self.samples.append(step)
+        for name, seconds in phases.items():
+            if name in self.phase_samples:
+                self.phase_samples[name].append(seconds)
         self.after_step.append(self.steps)
         synchronize(self.device)
         self._since = self.clock()
@@ -241,6 +274,15 @@ class HostSampler:
         samples or without that unit."""
         return speed_over(calibration, self.step_s(), self.probe)
 
+    def phase_s(self) -> dict[str, float]:
+        """Median seconds of each phase of the host model's step over the samples ({} for a step
+        of one phase, or before the first sample)."""
+        return {name: statistics.median(s) for name, s in self.phase_samples.items() if s}
+
+    def phase_speeds(self, calibration: Any) -> dict[str, float] | None:
+        """Each phase's `phase_s` over the calibration's unit of that phase (`phase_speeds_over`)."""
+        return phase_speeds_over(calibration, self.phase_s(), self.probe)
+
 
 # where a calibration keeps each probe's unit, in probes["host"]
 UNIT_KEYS = {"decode": "step_s", "train": "train_step_s"}
@@ -252,6 +294,31 @@ def host_unit(calibration: Any, probe: str = "decode") -> float | None:
     _check_probe(probe)
     saved = getattr(calibration, "probes", {}).get("host", {}).get(UNIT_KEYS[probe])
     return float(saved) if saved else None
+
+
+def phase_unit_key(probe: str, phase: str) -> str:
+    """Where a calibration keeps the unit of one phase of a probe's step, in probes["host"]."""
+    return f"{probe}_{phase}_s"
+
+
+def phase_units(calibration: Any, probe: str) -> dict[str, float]:
+    """Seconds of each phase of the host model's `probe` step when the host costs were measured
+    ({} for a probe of one phase, or a calibration from before phases were timed)."""
+    _check_probe(probe)
+    saved = getattr(calibration, "probes", {}).get("host", {})
+    prefix = f"{probe}_"
+    return {k[len(prefix):-2]: float(v) for k, v in saved.items()
+            if k.startswith(prefix) and k.endswith("_s") and k != UNIT_KEYS[probe] and v}
+
+
+def phase_speeds_over(calibration: Any, phase_s: dict[str, float], probe: str
+                      ) -> dict[str, float] | None:
+    """Each phase's seconds `phase_s` over the calibration's unit of it: the speed that phase's
+    host costs are charged at (`perfmodel.expected`'s `phase_speeds`); None when no phase has
+    both."""
+    units = phase_units(calibration, probe)
+    speeds = {p: phase_s[p] / units[p] for p in units if phase_s.get(p, 0) > 0}
+    return speeds or None
 
 
 def probe_for(calibration: Any, kind: str) -> str:

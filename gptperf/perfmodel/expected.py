@@ -25,13 +25,15 @@ Three steps (docs/perfmodel.md, "Calibrated prediction"):
 
    The host costs are charged at the host's speed: `host_speed` (the host model's step time now
    over its time when the costs were measured, `gptperf.measure.probe.host_speed`) multiplies
-   them when a command that measures the step has probed the host.
+   them when a command that measures the step has probed the host; `phase_speeds` does so phase
+   by phase where the probe's step has phases (the train step's fwd, bwd and opt, each over its
+   own time at calibration: they do not move together).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -316,13 +318,17 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
 
 
 def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
-             calibration: Calibration, host_speed: float | None = None) -> Expected:
+             calibration: Calibration, host_speed: float | None = None,
+             phase_speeds: Mapping[str, float] | None = None) -> Expected:
     """The calibrated expected time of one step of `workload` on `config` under `plan` on the
-    calibrated device (see the module docstring); `host_speed` scales the host costs."""
+    calibrated device (see the module docstring); `host_speed` scales the host costs, and
+    `phase_speeds` (phase -> ratio) those of the phases it names instead."""
     if not isinstance(calibration, Calibration):
         raise UserError(f"calibration must be a Calibration, got {type(calibration).__name__}")
-    if host_speed is not None and not (math.isfinite(host_speed) and host_speed > 0):
-        raise UserError(f"host_speed must be a positive finite ratio, got {host_speed!r}")
+    for what, speed in [("host_speed", host_speed), *((f"phase_speeds[{p!r}]", v)
+                                                       for p, v in (phase_speeds or {}).items())]:
+        if speed is not None and not (math.isfinite(speed) and speed > 0):
+            raise UserError(f"{what} must be a positive finite ratio, got {speed!r}")
     plan = ExecutionPlan.eager(config.attention) if plan is None else plan
     if plan.attention != config.attention:
         raise UserError(f"plan attention {plan.attention!r} differs from the model's {config.attention!r}")
@@ -365,7 +371,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
             h = _host_seconds(cal, parts, workload.dtype, config.n_layer)
             if cpu:  # the tiny model's own kernel time is inside its measured host time
                 h = max(h - in_host.get(phase, 0.0), 0.0)
-            h *= host_speed or 1.0
+            h *= (phase_speeds or {}).get(phase, host_speed or 1.0)
             n = sum(kernels[i] for i in idx) or 1
             for i in idx:
                 host[i] = h * kernels[i] / n
@@ -379,6 +385,10 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
         if host_speed is not None:
             notes.append(f"host costs ×{host_speed:.2f}: the calibration's host-model step took "
                          f"{host_speed:.2f}× its time at calibration when probed as this step ran")
+        charged = {p: v for p, v in (phase_speeds or {}).items() if p in phases}
+        if charged:
+            notes.append("host costs by phase, each at its own phase of the host-model step: "
+                         + ", ".join(f"{p} ×{v:.2f}" for p, v in charged.items()))
 
     ops = []
     for i, (comp, phase, layer, _) in enumerate(seq):

@@ -1,6 +1,6 @@
 """One validation case measured in a fresh process: `python -m gptperf.validate.child` reads the
 case (config, workload, plan as JSON; the timed steps, optional) on stdin and writes
-{"step_time_s", "plan", "host_step_s", "trace"} on stdout."""
+{"step_time_s", "plan", "host_step_s", "host_phase_s", "trace"} on stdout."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def main() -> int:
         return 0
     trace = None if timing.trace is None else timing.trace.to_dict()
     sys.stdout.write(json.dumps({"step_time_s": timing.step_s, "plan": timing.plan.to_dict(),
-                                 "host_step_s": timing.host_step_s, "trace": trace}) + "\n")
+                                 "host_step_s": timing.host_step_s,
+                                 "host_phase_s": timing.host_phase_s, "trace": trace}) + "\n")
     return 0
 
 

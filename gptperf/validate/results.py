@@ -73,7 +73,10 @@ class ValidationPoint:
     sample (None for one with);
     `host_speed`: the speed the prediction's host costs were charged at — the sample, else the
     probe after, else the median of the others' (`validate.run.sweep_host_speed`). `trace`: the
-    timed steps and host samples behind `measured_s` and `host_probe` (None: not recorded)."""
+    timed steps and host samples behind `measured_s` and `host_probe` (None: not recorded).
+    `host_phase_speeds`: each phase of the host model's step sampled over its own time at
+    calibration, the speed that phase's host costs were charged at instead (None: the step has one
+    phase, or no sample)."""
 
     case: str
     kind: str
@@ -89,6 +92,7 @@ class ValidationPoint:
     host_probe: float | None = None
     host_probe_after: float | None = None
     trace: HostTrace | None = None
+    host_phase_speeds: dict[str, float] | None = None
 
     @property
     def plan_label(self) -> str:
@@ -116,7 +120,7 @@ class ValidationPoint:
                 "expected_s": self.expected_s, "roofline_s": self.roofline_s,
                 "host_speed": self.host_speed, "host_probe": self.host_probe,
                 "host_probe_after": self.host_probe_after, "ratio": self.ratio,
-                "step_spread": self.step_spread,
+                "step_spread": self.step_spread, "host_phase_speeds": self.host_phase_speeds,
                 "trace": None if self.trace is None else self.trace.to_dict()}
 
     @classmethod
@@ -128,7 +132,9 @@ class ValidationPoint:
                    None if d.get("host_speed") is None else float(d["host_speed"]),
                    *(None if d.get(k) is None else float(d[k])
                      for k in ("host_probe", "host_probe_after")),
-                   HostTrace.from_dict(d["trace"]) if d.get("trace") else None)
+                   HostTrace.from_dict(d["trace"]) if d.get("trace") else None,
+                   {k: float(v) for k, v in d["host_phase_speeds"].items()}
+                   if d.get("host_phase_speeds") else None)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from gptperf.measure.probe import (
     drift_note,
     host_speed,
     host_unit,
+    phase_speeds_over,
     probe_for,
     speed_over,
     take_probe,
@@ -102,12 +103,14 @@ class CaseTiming:
     """A case measured: its median step (s), the plan that ran, and the host model's step (s)
     of the probe asked for, sampled between its steps (`probe.HostSampler`; None: not sampled);
     and the record behind them: every timed step (s, in order, the builds one after another) and
-    every host sample (s) with the step it followed (`HostTrace`)."""
+    every host sample (s) with the step it followed (`HostTrace`); `host_phase_s`: the median
+    seconds of each phase of that step where it has several (the train probe's; {}: none)."""
 
     step_s: float
     plan: ExecutionPlan
     host_step_s: float | None = None
     trace: HostTrace | None = None
+    host_phase_s: dict[str, float] = field(default_factory=dict)
 
 
 def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
@@ -136,7 +139,7 @@ def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
     except ValueError:
         trace = None
     return CaseTiming(statistics.median(times), bench.plan, sampler.step_s() if sampler else None,
-                      trace)
+                      trace, sampler.phase_s() if sampler else {})
 
 
 def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None = None,
@@ -163,16 +166,19 @@ def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None
     host = out.get("host_step_s")
     trace = HostTrace.from_dict(out["trace"]) if out.get("trace") else None
     return CaseTiming(float(out["step_time_s"]), ExecutionPlan.from_dict(out["plan"]),
-                      None if host is None else float(host), trace)
+                      None if host is None else float(host), trace,
+                      {k: float(v) for k, v in out.get("host_phase_s", {}).items()})
 
 
 def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Any,
-                  host_speed: float | None = None) -> Any:
+                  host_speed: float | None = None,
+                  phase_speeds: dict[str, float] | None = None) -> Any:
     """The calibrated prediction (`perfmodel.expected.Expected`) of the case under `plan`, its
     host costs scaled by `host_speed` (`measure.probe.host_speed`)."""
     from gptperf.perfmodel.expected import expected
 
-    return expected(case.config, case.workload, plan, calibration, host_speed=host_speed)
+    return expected(case.config, case.workload, plan, calibration, host_speed=host_speed,
+                    phase_speeds=phase_speeds)
 
 
 def roofline_case(case: ValidationCase, plan: ExecutionPlan, hardware: Any) -> float | None:
@@ -251,6 +257,7 @@ class _Ran:
     after: float | None  # without a sample: probed for a second after them
     unit_probe: str  # the host model's step both are of
     trace: HostTrace | None = None
+    phase_speeds: dict[str, float] | None = None  # each phase of that step sampled, if several
 
     @property
     def own_speed(self) -> float | None:
@@ -303,7 +310,8 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             # short steps), probed for a second after them
             sampled = speed_over(calibration, m.host_step_s, unit_probe)
             after = host_speed(calibration, dev, probe=unit_probe) if sampled is None else None
-            ran.append(_Ran(case, m.plan, m.step_s, sampled, after, unit_probe, m.trace))
+            phases = phase_speeds_over(calibration, m.host_phase_s, unit_probe)
+            ran.append(_Ran(case, m.plan, m.step_s, sampled, after, unit_probe, m.trace, phases))
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
         finally:
@@ -320,7 +328,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             if plan != case.plan:
                 result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
                                     "predicted for what ran")
-            exp = expected_case(case, plan, calibration, speed)
+            exp = expected_case(case, plan, calibration, speed, r.phase_speeds)
             expected_s = float(exp.step_time_s)
             if not (math.isfinite(expected_s) and expected_s > 0):
                 raise ValueError(f"calibrated prediction {expected_s!r} s is not a positive time")
@@ -328,7 +336,8 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             w = case.workload
             result.points.append(ValidationPoint(
                 case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, r.step_s,
-                expected_s, roofline_case(case, plan, hw), speed, r.sampled, r.after, r.trace))
+                expected_s, roofline_case(case, plan, hw), speed, r.sampled, r.after, r.trace,
+                r.phase_speeds))
             if case.profile and not plan.cuda_graph:
                 to_profile.append((case, plan, exp))
         except Exception as err:  # noqa: BLE001 - a prediction that fails is recorded, not a crash
