@@ -39,6 +39,9 @@ _MODE_LABEL = {EAGER: "eager", COMPILED: "compiled", CUDA_GRAPH: "compiled + CUD
 # the H200 up to gpt2-large's 13.1 MB mlp.fc (its step 872.7 -> 856.3 µs); gpt2-xl with its 15.4
 # and 20.5 MB weights so ran 0.4% slower, the 7B shape's 100-134 MB ones 0.5%.
 NORM_SCALED_WEIGHT_BYTES = 14 * 2**20
+# The batch the fused decode kernels run (one token's matrix-vector products); any other batch
+# of a fused_decode plan runs the compiled model.
+FUSED_DECODE_BATCH = 1
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class ExecutionPlan:
     def fuses_decode(self, kind: str, batch: int) -> bool:
         """True when a step of workload `kind` at `batch` runs the fused decode kernels: a
         batch-1 decode under `fused_decode` (another batch runs the compiled model)."""
-        return self.fused_decode and kind == "decode" and batch == 1
+        return self.fused_decode and kind == "decode" and batch == FUSED_DECODE_BATCH
 
     @property
     def label(self) -> str:

@@ -18,7 +18,7 @@ from gptperf.dtypes import check_dtype
 from gptperf.errors import UserError
 from gptperf.model import GPTConfig
 from gptperf.perfmodel import Workload
-from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
+from gptperf.plan import FUSED_DECODE_BATCH, INFERENCE_KINDS, ExecutionPlan
 from gptperf.runtime import autocast, model_dtype, set_matmul_precision, torch_dtype
 from gptperf.steps import decode_kernels, gemv
 from gptperf.steps.fast_decode import build_model
@@ -94,7 +94,8 @@ def runnable_plan(plan: ExecutionPlan, device: torch.device, batch: int) -> tupl
     if plan.one_row_kernel and not (device.type == "cuda" and gemv.available()):
         plan = plan.replace(one_row_kernel=False)
         notes.append("the one-row gemv kernel needs CUDA and Triton: the step runs without it")
-    if plan.fused_decode and not (device.type == "cuda" and decode_kernels.available() and batch == 1):
+    if plan.fused_decode and not (device.type == "cuda" and decode_kernels.available()
+                                  and batch == FUSED_DECODE_BATCH):
         plan = plan.replace(fused_decode=False)
         notes.append("the fused decode kernels run batch 1 on CUDA with Triton: this step runs "
                      "the compiled model")

@@ -23,7 +23,7 @@ from torch import nn
 from gptperf.errors import UserError
 from gptperf.model import GPT, GPTConfig
 from gptperf.model.attention import cache_length
-from gptperf.plan import COMPILED, CUDA_GRAPH, EAGER, ExecutionPlan
+from gptperf.plan import COMPILED, CUDA_GRAPH, EAGER, FUSED_DECODE_BATCH, ExecutionPlan
 from gptperf.steps import decode_kernels, gemv
 from gptperf.steps.fused_decode import fused_decode_step
 
@@ -245,10 +245,11 @@ class FastDecoder:
         self.compile = on_cuda if compile is None else compile
         self.cuda_graph = on_cuda if cuda_graph is None else cuda_graph
         self.one_row_kernel = (self.compile and gemv.available()) if one_row_kernel is None else one_row_kernel
-        self.fused = (self.compile and on_cuda and batch == 1 and decode_kernels.available()
-                      if fused is None else fused)
-        if self.fused and batch != 1:
-            raise UserError(f"the fused decode kernels run batch 1, not {batch}; use fused=False")
+        self.fused = (self.compile and on_cuda and batch == FUSED_DECODE_BATCH
+                      and decode_kernels.available() if fused is None else fused)
+        if self.fused and batch != FUSED_DECODE_BATCH:
+            raise UserError(f"the fused decode kernels run batch {FUSED_DECODE_BATCH}, not {batch}; "
+                            "use fused=False")
         if self.cuda_graph and not on_cuda:
             raise UserError("CUDA graphs need a CUDA device; use cuda_graph=False on CPU")
         if not temperature >= 0:
