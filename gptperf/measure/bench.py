@@ -61,7 +61,7 @@ def window_repeats(repeats: int, device_type: str, step_s: float | None) -> int:
     """`repeats` timed steps, or enough to span MIN_WINDOW_S of `device_type` at the estimated
     step time `step_s` (None or not a positive time: unknown), at most MAX_TIMED."""
     window = MIN_WINDOW_S.get(device_type, 0.0)
-    if window <= 0 or step_s is None or not (step_s > 0 and step_s != float("inf")):
+    if window <= 0 or step_s is None or not (math.isfinite(step_s) and step_s > 0):
         return repeats
     return max(repeats, min(MAX_TIMED, math.ceil(window / step_s)))
 
