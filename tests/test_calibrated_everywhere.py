@@ -345,8 +345,8 @@ def host_twice_as_slow(loader, monkeypatch: pytest.MonkeyPatch) -> list[object]:
         loader.calibration, probes={"host": {"step_s": 1e-3, "train_step_s": 4e-3}})
     probed: list[object] = []
     now = {"decode": 2e-3, "train": 8e-3}
-    monkeypatch.setattr(probe, "host_step_s", lambda device, budget_s=0.1, probe="decode": (
-        probed.append((device, probe)), now[probe])[1])
+    monkeypatch.setattr(probe, "host_phase_step_s", lambda device, budget_s=0.1, probe="decode": (
+        probed.append((device, probe)), (now[probe], {}))[1])
     return probed
 
 

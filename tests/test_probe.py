@@ -79,11 +79,15 @@ def test_validation_compares_the_machine_with_its_calibration(monkeypatch: pytes
 
 
 def test_host_speed_is_the_host_models_step_now_over_then(monkeypatch: pytest.MonkeyPatch) -> None:
-    cal = _calibration({"host": {"step_s": 4e-4, "train_step_s": 4e-3}})
-    now = {"decode": 6e-4, "train": 2e-3}
-    monkeypatch.setattr(pr, "host_step_s", lambda device, budget_s=pr.HOST_WINDOW_S, probe="decode": now[probe])
+    cal = _calibration({"host": {"step_s": 4e-4, "train_step_s": 4e-3, "train_fwd_s": 1e-3}})
+    now = {"decode": (6e-4, {}), "train": (2e-3, {"fwd": 3e-3, "bwd": 1e-3})}
+    monkeypatch.setattr(pr, "host_phase_step_s", lambda device, budget_s=pr.HOST_WINDOW_S, probe="decode": now[probe])
     assert pr.host_speed(cal, torch.device("cpu")) == pytest.approx(1.5)
     assert pr.host_speed(cal, torch.device("cpu"), probe="train") == pytest.approx(0.5)
+    # one probe gives the phases as well: each over its own unit (bwd has none: the step's)
+    assert pr.host_speeds(cal, torch.device("cpu"), probe="train") == (pytest.approx(0.5),
+                                                                      pytest.approx({"fwd": 3.0}))
+    assert pr.host_speeds(cal, torch.device("cpu")) == (pytest.approx(1.5), None)
     # a calibration from before the step probe: its host costs are used as they are
     assert pr.host_speed(_calibration({"host": THEN.to_dict()}), torch.device("cpu")) is None
     assert pr.host_speed(_calibration({}), torch.device("cpu")) is None
@@ -100,14 +104,13 @@ def test_host_step_is_timed_in_runs_of_steps_and_keeps_the_matmul_precision() ->
     now = [0.0]
 
     def clock() -> float:
-        now[0] += 1e-3  # every reading 1 ms after the one before: each sample of 10 steps
+        now[0] += 1e-3  # every reading 1 ms after the one before: the clock is read after each phase
         return now[0]
 
     tf32 = torch.backends.cuda.matmul.allow_tf32
-    assert pr.host_step_s("cpu", budget_s=0.0, clock=clock, warmup_s=0.0) == pytest.approx(
-        1e-3 / pr.STEP_RUN["decode"])
-    assert pr.host_step_s("cpu", budget_s=0.0, clock=clock, warmup_s=0.0, probe="train") == pytest.approx(
-        1e-3 / pr.STEP_RUN["train"])
+    assert pr.host_step_s("cpu", budget_s=0.0, clock=clock, warmup_s=0.0) == pytest.approx(1e-3)
+    step, phases = pr.host_phase_step_s("cpu", budget_s=0.0, clock=clock, warmup_s=0.0, probe="train")
+    assert step == pytest.approx(3e-3) and phases == pytest.approx({"fwd": 1e-3, "bwd": 1e-3, "opt": 1e-3})
     assert torch.backends.cuda.matmul.allow_tf32 == tf32
     real = pr.host_step_s("cpu", budget_s=0.02, warmup_s=0.01)
     assert 1e-6 < real < 0.05  # a one-block GPT's decode step: microseconds to milliseconds
@@ -123,7 +126,8 @@ def test_host_step_warms_the_host_up_before_timing(monkeypatch: pytest.MonkeyPat
     import time
 
     calls: list[int] = []
-    monkeypatch.setattr(pr, "host_model_step", lambda device, probe: lambda: (calls.append(1), time.sleep(1e-3)))
+    monkeypatch.setattr(pr, "host_model_phases", lambda device, probe: (
+        ("decode", lambda: (calls.append(1), time.sleep(1e-3))),))
     now = [0.0]
 
     def clock() -> float:

@@ -383,7 +383,7 @@ def test_a_case_is_charged_at_the_host_sampled_among_its_steps_else_probed_after
         "step_s": unit, "train_step_s": 4 * unit, "train_fwd_s": 1e-4, "train_bwd_s": 4e-4}})
     monkeypatch.setattr(run, "measure_case", measure)
     monkeypatch.setattr(run, "expected_step_s", lambda case, cal: None)  # the timed-step estimate
-    monkeypatch.setattr(run, "host_speed", probe_after)
+    monkeypatch.setattr(run, "host_speeds", lambda *a, **k: (probe_after(*a, **k), None))
     seen_phases: list[Any] = []
     monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None: (
         seen.append(speed), seen_phases.append(phases), _Expected(1e-3))[2])
@@ -478,7 +478,7 @@ def test_the_table_shows_each_cases_host_speed(stood_in: dict[str, float], monke
     import gptperf.validate.run as run
     from gptperf.cli import main
 
-    monkeypatch.setattr(run, "host_speed", lambda cal, device, probe="decode": 1.375)
+    monkeypatch.setattr(run, "host_speeds", lambda cal, device, probe="decode": (1.375, None))
     assert main(["validate", "--quick", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert out.count("1.375×") == len(cases("cpu", quick=True)) - 1  # each case that ran (one failed)

@@ -23,7 +23,7 @@ from typing import Any
 
 from gptperf.errors import UserError
 from gptperf.measure.metrics import MemoryPeak, PeakMemoryMeter, Utilization, UtilizationSampler
-from gptperf.measure.probe import HostSampler, host_speed, host_unit, probe_for
+from gptperf.measure.probe import HostSampler, host_speeds, host_unit, probe_for
 from gptperf.measure.timer import PhaseTiming, Progress, time_phases
 
 DEFAULT_WARMUP = 3
@@ -213,13 +213,14 @@ def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any,
     calibrated device, or (None, the one-line reason) when the calibration cannot cost it (a
     dtype or kernel it did not measure). The host costs are charged at the host's `speed`
     (`measure.probe.host_speed`), probed now on `device` when only that is given (the step was
-    measured there just now), as calibrated when neither is; those of a phase in `phase_speeds`
-    at its own (`probe.HostSampler.phase_speeds`)."""
+    measured there just now, each phase at its own as well), as calibrated when neither is; those
+    of a phase in `phase_speeds` at its own (`probe.HostSampler.phase_speeds`)."""
     from gptperf.perfmodel.expected import expected
 
     try:
         if speed is None and device is not None:
-            speed = host_speed(calibration, device, probe=probe_for(calibration, workload.kind))
+            speed, phase_speeds = host_speeds(calibration, device,
+                                              probe=probe_for(calibration, workload.kind))
         return expected(config, workload, plan, calibration, host_speed=speed,
                         phase_speeds=phase_speeds), None
     except UserError as err:

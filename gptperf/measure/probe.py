@@ -159,25 +159,19 @@ def host_model_step(device: str, probe: str = "decode") -> Callable[[], None]:
     return every_phase
 
 
-def _sample(run: Callable[[], None], steps: int, clock: Callable[[], float]) -> float:
-    """Seconds a step of `steps` runs of `run` back to back, timed by `clock`."""
-    t0 = clock()
-    for _ in range(steps):
-        run()
-    return (clock() - t0) / steps
-
-
 def _sample_phases(phases: Sequence[tuple[str, Callable[[], None]]], steps: int,
                    clock: Callable[[], float]) -> tuple[float, dict[str, float]]:
-    """(seconds a step, {phase: its seconds a step}) of `steps` runs of `phases` back to back."""
+    """(seconds a step, {phase: its seconds a step}) of `steps` runs of `phases` back to back, the
+    clock read once after each phase (the phases tile the step)."""
     spent = dict.fromkeys((name for name, _ in phases), 0.0)
-    t0 = clock()
+    t0 = last = clock()
     for _ in range(steps):
         for name, run in phases:
-            started = clock()
             run()
-            spent[name] += clock() - started
-    return (clock() - t0) / steps, {name: s / steps for name, s in spent.items()}
+            now = clock()
+            spent[name] += now - last
+            last = now
+    return (last - t0) / steps, {name: s / steps for name, s in spent.items()}
 
 
 def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], float] | None = None,
@@ -186,25 +180,40 @@ def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], 
     among steps run back to back (median of samples of STEP_RUN[probe] steps over about
     `budget_s`, default HOST_WINDOW_S, after `warmup_s` of untimed steps, in real time; `clock`
     times the samples): the unit of the calibration's host costs of that kind of step."""
+    return host_phase_step_s(device, budget_s, clock, warmup_s, probe)[0]
+
+
+def host_phase_step_s(device: Any, budget_s: float | None = None,
+                      clock: Callable[[], float] | None = None, warmup_s: float = STEP_WARMUP_S,
+                      probe: str = "decode") -> tuple[float, dict[str, float]]:
+    """`host_step_s`, and the median seconds of each phase of the step from the same samples ({}
+    for a step of one phase)."""
     from gptperf.runtime import as_device, synchronize
 
     budget_s = HOST_WINDOW_S if budget_s is None else budget_s
     device = as_device(device)
     clock = clock or time.perf_counter
-    run = host_model_step(str(device), probe)
+    phases = host_model_phases(str(device), probe)
     steps = STEP_RUN[probe]
     warm_until = time.perf_counter() + warmup_s
-    run()
-    while time.perf_counter() < warm_until:  # the host busy, as in a run of steps
-        run()
+    while True:  # once at least, then until warm_until: the host busy, as in a run of steps
+        for _, run in phases:
+            run()
+        if time.perf_counter() >= warm_until:
+            break
     synchronize(device)
     samples: list[float] = []
+    by_phase: dict[str, list[float]] = {name: [] for name, _ in phases}
     spent = 0.0
     while len(samples) < MIN_REPEATS or (spent < budget_s and len(samples) < MAX_REPEATS):
-        samples.append(_sample(run, steps, clock))
-        spent += samples[-1] * steps
+        step, parts = _sample_phases(phases, steps, clock)
+        samples.append(step)
+        for name, seconds in parts.items():
+            by_phase[name].append(seconds)
+        spent += step * steps
     synchronize(device)
-    return statistics.median(samples)
+    medians = {name: statistics.median(s) for name, s in by_phase.items()} if len(phases) > 1 else {}
+    return statistics.median(samples), medians
 
 
 # Seconds of a measurement's own steps between two samples of `HostSampler` (a sample is
@@ -357,8 +366,17 @@ def host_speed(calibration: Any, device: Any, budget_s: float | None = None,
     """The host model's `probe` step time now over its time when `calibration`'s host costs were
     measured (2.0: the host is twice as slow now), probed on `device`; None for a calibration
     without that probe (one from before it was taken): its host costs are used as they are."""
-    unit = host_unit(calibration, probe)
-    return None if unit is None else host_step_s(device, budget_s, probe=probe) / unit
+    return host_speeds(calibration, device, budget_s, probe)[0]
+
+
+def host_speeds(calibration: Any, device: Any, budget_s: float | None = None,
+                probe: str = "decode") -> tuple[float | None, dict[str, float] | None]:
+    """(`host_speed`, each phase's speed (`phase_speeds_over`; None for a step of one phase or a
+    calibration without phase units)), from one probe."""
+    if host_unit(calibration, probe) is None:
+        return None, None
+    step, phases = host_phase_step_s(device, budget_s, probe=probe)
+    return speed_over(calibration, step, probe), phase_speeds_over(calibration, phases, probe)
 
 
 def drift_note(then: SpeedProbe, now: SpeedProbe, since: str,

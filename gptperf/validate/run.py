@@ -24,7 +24,7 @@ from gptperf.measure.probe import (
     HostSampler,
     SpeedProbe,
     drift_note,
-    host_speed,
+    host_speeds,
     host_unit,
     phase_speeds_over,
     probe_for,
@@ -309,8 +309,10 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             # the host's speed sampled among the case's steps; without a sample (too few or too
             # short steps), probed for a second after them
             sampled = speed_over(calibration, m.host_step_s, unit_probe)
-            after = host_speed(calibration, dev, probe=unit_probe) if sampled is None else None
             phases = phase_speeds_over(calibration, m.host_phase_s, unit_probe)
+            after = None
+            if sampled is None:
+                after, phases = host_speeds(calibration, dev, probe=unit_probe)
             ran.append(_Ran(case, m.plan, m.step_s, sampled, after, unit_probe, m.trace, phases))
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
