@@ -71,6 +71,7 @@ def test_validation_compares_the_machine_with_its_calibration(monkeypatch: pytes
     assert now.host_s == 3e-6
     assert result.speed_vs_calibration == pytest.approx({"host_s": 3.0, "matmul_s": 1.0, "copy_s": 1.0})
     assert len(result.notes) == 1 and "host ops 3.00× slower than at calibration" in result.notes[0]
+    assert result.notes[0].endswith("`gptperf calibrate --force` measures it again")
     back = ValidationResult.from_dict(result.to_dict())
     assert back.speed_vs_calibration == result.speed_vs_calibration
     bare = ValidationResult("cpu", "Test CPU", True, CalibrationInfo.of(cal))
