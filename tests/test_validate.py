@@ -475,13 +475,25 @@ def test_the_table_shows_each_cases_own_step_spread(stood_in: dict[str, float], 
 
 def test_the_table_shows_each_cases_host_speed(stood_in: dict[str, float], monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
     import gptperf.validate.run as run
     from gptperf.cli import main
 
-    monkeypatch.setattr(run, "host_speeds", lambda cal, device, probe="decode": (1.375, None))
+    units = {"step_s": 1e-3, "train_step_s": 4e-3, "train_fwd_s": 1e-3}  # the train probe's phases
+    monkeypatch.setattr(run, "load_calibration", lambda device: dataclasses.replace(
+        _calibration(), probes={"host": units}))
+    monkeypatch.setattr(run, "host_speeds", lambda cal, device, probe="decode": (
+        1.375, {"fwd": 1.25} if probe == "train" else None))
+    assert main(["validate", "--quick", "--device", "cpu", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    trains = sum(p["kind"] == "train" for p in doc["points"])
+    assert trains and [p["host_phase_speeds"] for p in doc["points"] if p["kind"] == "train"] == [
+        {"fwd": 1.25}] * trains
     assert main(["validate", "--quick", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert out.count("1.375×") == len(cases("cpu", quick=True)) - 1  # each case that ran (one failed)
+    assert out.count("fwd 1.250×") == trains  # a train case's phases, under its step's speed
     assert "each case's host costs are charged at it" in " ".join(out.split())
 
 

@@ -94,6 +94,8 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
         roof = p.measured_s / p.roofline_s if p.roofline_s else None
         # the host's speed the case's host costs were charged at (none in a CUDA graph)
         host = _ratio(p.host_speed) if p.host_speed is not None and not p.plan.cuda_graph else "—"
+        if p.host_phase_speeds and host != "—":  # what each phase was charged at instead
+            host += "\n" + " ".join(f"{k} {_ratio(v)}" for k, v in p.host_phase_speeds.items())
         table.add_row(p.case, p.plan_label, seconds(p.measured_s), ratio_range(p.step_spread),
                       seconds(p.expected_s),
                       _ratio(p.ratio) + flag, host, seconds(p.roofline_s), _ratio(roof))
@@ -106,7 +108,8 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
                       "train step for a train case, its decode step otherwise) sampled between the "
                       "case's steps over its time at calibration (where no sample was taken: probed "
                       "for a second after the case, else the median of the others of that kind); "
-                      "each case's host costs are charged at it")
+                      "each case's host costs are charged at it, a train step's phase by phase at "
+                      "its own phase of the train step where listed below it")
     for s in r.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.case}: {s.reason}")
 
