@@ -34,7 +34,6 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 import torch
 
 from gptperf.envinfo import device_name
+from gptperf.measure.fresh_process import run_json_child
 from gptperf.measure.timer import time_fn
 from gptperf.model import GPTConfig, preset
 from gptperf.perfmodel import Workload
@@ -123,15 +123,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def decode_in_processes(part: str, processes: int) -> dict[str, Any]:
     """`part`'s decode figures measured in `processes` fresh Python processes, one after the
     other (each builds its own model): `median_run` of them."""
-    runs = []
-    for _ in range(processes):
-        proc = subprocess.run([sys.executable, __file__, "--one", part], capture_output=True,
-                              text=True, timeout=600)
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"the measuring process exited {proc.returncode}: {tail}")
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return median_run(runs)
+    return median_run([run_json_child([__file__, "--one", part]) for _ in range(processes)])
 
 
 def load_anchors() -> Any:

@@ -170,16 +170,9 @@ def test_the_speed_figure_of_several_processes_is_the_median_process_with_every_
         speed.median_run([])
 
     calls = []
-
-    class Done:
-        returncode, stderr = 0, ""
-
-        def __init__(self, token_s: float) -> None:
-            self.stdout = "a warning line\n" + json.dumps({"token_s": token_s, "step_s": 1.0})
-
     times = iter([3.0, 1.0, 2.0])
-    monkeypatch.setattr(speed.subprocess, "run",
-                        lambda argv, **k: calls.append(argv) or Done(next(times)))
+    monkeypatch.setattr(speed, "run_json_child",  # each process's figures, as its last JSON line
+                        lambda args: calls.append(args) or {"token_s": next(times), "step_s": 1.0})
     assert speed.decode_in_processes("decode-gpt2", 3)["token_s_runs"] == [3.0, 1.0, 2.0]
     assert len(calls) == 3 and all(a[-2:] == ["--one", "decode-gpt2"] for a in calls)
 

@@ -148,19 +148,13 @@ def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None
     runs: on the H200 machine a host-bound eager step measured in a process that had already
     built and run other models took up to 1.5x longer than in a fresh one."""
     import json
-    import subprocess
-    import sys
+
+    from gptperf.measure.fresh_process import run_json_child
 
     doc = {"name": case.name, "config": case.config.to_dict(), "workload": case.workload.to_dict(),
            "plan": case.plan.to_dict(), "device": str(device), "repeats": repeats,
            "sample_host": sample_host}
-    proc = subprocess.run([sys.executable, "-m", "gptperf.validate.child"], input=json.dumps(doc),
-                          capture_output=True, text=True, timeout=600)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"the measuring process exited {proc.returncode}: {tail}")
-    out = json.loads(lines[-1])
+    out = run_json_child(["-m", "gptperf.validate.child"], json.dumps(doc))
     if "error" in out:
         raise RuntimeError(out["error"])
     host = out.get("host_step_s")
