@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -162,7 +163,8 @@ def host_model_step(device: str, probe: str = "decode") -> Callable[[], None]:
 def _sample_phases(phases: Sequence[tuple[str, Callable[[], None]]], steps: int,
                    clock: Callable[[], float]) -> tuple[float, dict[str, float]]:
     """(seconds a step, {phase: its seconds a step}) of `steps` runs of `phases` back to back, the
-    clock read once after each phase (the phases tile the step)."""
+    clock read once after each phase (the phases tile the step); a step of one phase has none but
+    itself: {}."""
     spent = dict.fromkeys((name for name, _ in phases), 0.0)
     t0 = last = clock()
     for _ in range(steps):
@@ -171,7 +173,8 @@ def _sample_phases(phases: Sequence[tuple[str, Callable[[], None]]], steps: int,
             now = clock()
             spent[name] += now - last
             last = now
-    return (last - t0) / steps, {name: s / steps for name, s in spent.items()}
+    by_phase = {name: s / steps for name, s in spent.items()} if len(phases) > 1 else {}
+    return (last - t0) / steps, by_phase
 
 
 def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], float] | None = None,
@@ -203,7 +206,7 @@ def host_phase_step_s(device: Any, budget_s: float | None = None,
             break
     synchronize(device)
     samples: list[float] = []
-    by_phase: dict[str, list[float]] = {name: [] for name, _ in phases}
+    by_phase: dict[str, list[float]] = defaultdict(list)
     spent = 0.0
     while len(samples) < MIN_REPEATS or (spent < budget_s and len(samples) < MAX_REPEATS):
         step, parts = _sample_phases(phases, steps, clock)
@@ -212,8 +215,7 @@ def host_phase_step_s(device: Any, budget_s: float | None = None,
             by_phase[name].append(seconds)
         spent += step * steps
     synchronize(device)
-    medians = {name: statistics.median(s) for name, s in by_phase.items()} if len(phases) > 1 else {}
-    return statistics.median(samples), medians
+    return statistics.median(samples), {name: statistics.median(s) for name, s in by_phase.items()}
 
 
 # Seconds of a measurement's own steps between two samples of `HostSampler` (a sample is
@@ -250,8 +252,7 @@ class HostSampler:
         self.after_step: list[int] = []  # sample i was taken after step after_step[i] (1-based)
         self._phases = host_model_phases(str(self.device), probe)  # built now, not while measuring
         # each phase's seconds a step, sample by sample (a step of one phase: none)
-        self.phase_samples: dict[str, list[float]] = (
-            {name: [] for name, _ in self._phases} if len(self._phases) > 1 else {})
+        self.phase_samples: dict[str, list[float]] = defaultdict(list)
         self._since: float | None = None
 
     def __call__(self) -> None:
@@ -268,8 +269,7 @@ class HostSampler:
         step, phases = _sample_phases(self._phases, STEP_RUN[self.probe], self.clock)
         self.samples.append(step)
         for name, seconds in phases.items():
-            if name in self.phase_samples:
-                self.phase_samples[name].append(seconds)
+            self.phase_samples[name].append(seconds)
         self.after_step.append(self.steps)
         synchronize(self.device)
         self._since = self.clock()
@@ -286,7 +286,7 @@ class HostSampler:
     def phase_s(self) -> dict[str, float]:
         """Median seconds of each phase of the host model's step over the samples ({} for a step
         of one phase, or before the first sample)."""
-        return {name: statistics.median(s) for name, s in self.phase_samples.items() if s}
+        return {name: statistics.median(s) for name, s in self.phase_samples.items()}
 
     def phase_speeds(self, calibration: Any) -> dict[str, float] | None:
         """Each phase's `phase_s` over the calibration's unit of that phase (`phase_speeds_over`)."""

@@ -59,7 +59,6 @@ PROFILE_SCHEDULE = {"wait": 1, "warmup": 1, "active": 3}
 BUILDS: dict[str, int] = {"cuda": 1, "cpu": 3}
 
 
-
 def counts(kind: str, device_type: str) -> tuple[int, int]:
     """(warm-up, timed) steps of a case of `kind` on `device_type`."""
     table = COUNTS.get(device_type, COUNTS["cpu"])
@@ -303,10 +302,10 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             # the host's speed sampled among the case's steps; without a sample (too few or too
             # short steps), probed for a second after them
             sampled = speed_over(calibration, m.host_step_s, unit_probe)
-            phases = phase_speeds_over(calibration, m.host_phase_s, unit_probe)
-            after = None
             if sampled is None:
                 after, phases = host_speeds(calibration, dev, probe=unit_probe)
+            else:
+                after, phases = None, phase_speeds_over(calibration, m.host_phase_s, unit_probe)
             ran.append(_Ran(case, m.plan, m.step_s, sampled, after, unit_probe, m.trace, phases))
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
