@@ -9,7 +9,7 @@ compiles it afresh and times 20 steps (CUDA events, median, after 5 warm-up step
 also profiled once: kernel time by class, the top kernels with the host ops that launched them,
 and the device's idle time between kernels with its largest gaps (under the profiler the host is
 slower, so gaps there are an upper bound), which say whether the host or the kernels set the
-pace. Writes $OUT/train_levers.json when OUT is set; prints a table last.
+pace (`bf16params` too). Writes $OUT/train_levers.json when OUT is set; prints a table last.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from gptperf.steps import build_step
 from gptperf.steps.train import TrainSettings
 
 BATCH, SEQ = 12, 1024
+PROFILED = ("base", "bf16params")  # levers profiled once after their timing
 
 
 def kernel_class(name: str) -> str:
@@ -144,6 +145,8 @@ def lever_step(name: str, extra: dict[str, Any]) -> Any:
         plan = plan.replace(fused_loss=False)
     step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"), plan, "cuda",
                       train_settings=extra.get("settings"))
+    if name == "bf16params":  # parameters, gradients and AdamW's state in bf16: no weight casts, a bf16 residual stream
+        step.model.to(torch.bfloat16)
     if name == "graphs":  # cudagraph trees around the compiled forward and backward
         step.train.run_model = torch.compile(step.model, mode="reduce-overhead")
     step.train.compile_now(BATCH, SEQ)
@@ -165,7 +168,7 @@ def run_lever(name: str) -> dict[str, Any]:
         out: dict[str, Any] = {"lever": name, "median_ms": statistics.median(times),
                                "min_ms": min(times), "setup_s": setup,
                                "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-        if name == "base":
+        if name in PROFILED:
             out["profile"] = profile_step(step)
     print(f"{name}: {out['median_ms']:.2f} ms (min {out['min_ms']:.2f}), setup {setup:.0f} s", flush=True)
     del step
@@ -213,7 +216,7 @@ def main() -> None:
     for r in results:
         if "profile" in r:
             p = r["profile"]
-            print(f"\nbase profile: {p['kernels_per_step']:.0f} kernels/step, busy {p['busy_us_per_step'] / 1e3:.2f} ms "
+            print(f"\n{r['lever']} profile: {p['kernels_per_step']:.0f} kernels/step, busy {p['busy_us_per_step'] / 1e3:.2f} ms "
                   f"of a {p['span_us_per_step'] / 1e3:.2f} ms span")
             for k, v in sorted(p["by_class_us"].items(), key=lambda kv: -kv[1]):
                 print(f"  {k:16s} {v / 1e3:7.2f} ms")

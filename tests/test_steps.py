@@ -148,6 +148,22 @@ def test_in_kernel_clipping_is_clip_grad_norm(clip: float) -> None:
     assert fast.train.optimizer.grad_scale is None and fast.train.optimizer.found_inf is None
 
 
+def test_in_kernel_clipping_of_bf16_weights() -> None:
+    """Weights in bf16 (gpu_train_levers' `bf16params`): the norm comes out in bf16, and the fused
+    kernel takes its scale in fp32 only; the step still clips as clip_grad_norm_ does."""
+    settings = TrainSettings(grad_clip=0.05)
+    fast, ref = (build_step(CFG, Workload("train", 2, 8), FUSED, "cpu", seed=5, train_settings=settings)
+                 for _ in range(2))
+    fast.model.to(torch.bfloat16)
+    ref.model.to(torch.bfloat16)
+    x, y = fast.train.next_batch()
+    loss = fast.train.run()
+    assert loss == pytest.approx(_clipped_reference_step(ref.model, ref.train.optimizer, x, y, 0.05), rel=1e-2)
+    for (name, pa), pb in zip(fast.model.named_parameters(), ref.model.parameters(), strict=True):
+        assert pa.dtype == torch.bfloat16, name
+        torch.testing.assert_close(pa, pb, rtol=1.6e-2, atol=1e-3, msg=name)
+
+
 def test_in_kernel_update_skips_a_non_finite_step() -> None:
     step = build_step(CFG, Workload("train", 2, 8), FUSED, "cpu", seed=2)
     step.train.run()

@@ -157,7 +157,8 @@ class TrainStep:
         if self.settings.grad_clip > 0:
             norm = torch.nn.utils.get_total_norm(grads, foreach=True)
             bad |= ~torch.isfinite(norm)
-            self.optimizer.grad_scale = torch.clamp(norm / self.settings.grad_clip, min=1.0)
+            # fp32 whatever the gradients' dtype: the fused kernel takes its scale in fp32
+            self.optimizer.grad_scale = torch.clamp(norm.float() / self.settings.grad_clip, min=1.0)
         self.optimizer.found_inf = bad.float()
         try:
             self.optimizer.step()
