@@ -15,9 +15,11 @@ import ctypes
 import os
 import sys
 
+from gptperf.units import MIB
+
 M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
-HEAP_BLOCK_LIMIT = 32 * 2**20  # the largest M_MMAP_THRESHOLD glibc accepts on 64-bit
+HEAP_BLOCK_LIMIT = 32 * MIB  # the largest M_MMAP_THRESHOLD glibc accepts on 64-bit
 TRIM_THRESHOLD = 2**30
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 _done: str | None = None  # what keep_freed_memory did in this process
@@ -50,4 +52,4 @@ def _apply() -> str:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     if mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_LIMIT) != 1 or mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
         return "the C library's default (mallopt refused)"
-    return f"freed blocks kept (glibc: heap up to {HEAP_BLOCK_LIMIT // 2**20} MiB a block, no trim)"
+    return f"freed blocks kept (glibc: heap up to {HEAP_BLOCK_LIMIT // MIB} MiB a block, no trim)"

@@ -17,13 +17,14 @@ from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.memory import max_batch, memory_breakdown
 from gptperf.perfmodel.workload import Workload
+from gptperf.units import MIB
 
 
 def _gib(n: float) -> str:
     for scale, unit in ((2**40, "TiB"), (2**30, "GiB")):
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
-    return f"{n / 2**20:.1f} MiB"
+    return f"{n / MIB:.1f} MiB"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from gptperf.errors import UserError
+from gptperf.units import MIB
 
 EAGER, COMPILED, CUDA_GRAPH = "eager", "compiled", "cuda_graph"
 MODES: tuple[str, ...] = (EAGER, COMPILED, CUDA_GRAPH)
@@ -38,7 +39,7 @@ _MODE_LABEL = {EAGER: "eager", COMPILED: "compiled", CUDA_GRAPH: "compiled + CUD
 # weight is at most this large (the kernel then loads no γ beside x): memory the plan adds. On
 # the H200 up to gpt2-large's 13.1 MB mlp.fc (its step 872.7 -> 856.3 µs); gpt2-xl with its 15.4
 # and 20.5 MB weights so ran 0.4% slower, the 7B shape's 100-134 MB ones 0.5%.
-NORM_SCALED_WEIGHT_BYTES = 14 * 2**20
+NORM_SCALED_WEIGHT_BYTES = 14 * MIB
 # The batch the fused decode kernels run (one token's matrix-vector products); any other batch
 # of a fused_decode plan runs the compiled model.
 FUSED_DECODE_BATCH = 1

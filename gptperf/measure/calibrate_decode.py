@@ -26,7 +26,6 @@ from gptperf.measure.calibration_plan import (
     FUSED_STEP_VOCAB,
     GEMV_SIZES,
     GEMV_SKIPPED_DTYPES,
-    MIB,
     _gemv_shape,
     _thin,
     argmax_shapes,
@@ -47,6 +46,7 @@ from gptperf.perfmodel.calibration import (
     Grid,
 )
 from gptperf.runtime import TORCH_DTYPES, as_device
+from gptperf.units import MIB
 
 
 def measure_gemv(device: torch.device | str, dtype: str, quick: bool = False,

@@ -14,8 +14,7 @@ from typing import Any
 from gptperf.dtypes import check_dtype, dtype_bytes
 from gptperf.errors import UserError
 from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS
-
-KIB, MIB, GIB = 2**10, 2**20, 2**30
+from gptperf.units import GIB, KIB, MIB
 
 # --- the points ----------------------------------------------------------------------------------
 
@@ -157,7 +156,7 @@ FIRST_CALL_S = {"attention": {"causal_fwd": 0.07, "causal_fwd_bwd": 0.22, "one_q
 FUSED_STEP_WIDTHS = (512, 1152, 1920, 2816, 5120, 8192)
 FUSED_STEP_CONTEXT = 256
 FUSED_STEP_VOCAB = 512
-FUSED_STEP_BYTES = 256 * 2**20
+FUSED_STEP_BYTES = 256 * MIB
 
 
 def fused_step_models(dtype: str, quick: bool) -> list[tuple[int, int, int]]:

@@ -38,10 +38,9 @@ from gptperf.envinfo import device_name
 from gptperf.measure.kernel_model import measure_kernel_model
 from gptperf.measure.timer import Progress, Timing, time_fn
 from gptperf.runtime import TORCH_DTYPES, as_device, synchronize
+from gptperf.units import GIB, MIB
 
 SCHEMA = "gptperf.ceilings/1"
-MIB = 2**20
-GIB = 2**30
 # Square matmul sizes swept per dtype; a size is skipped once one call would take too long.
 CUDA_SIZES = (128, 256, 512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384)
 CUDA_QUICK_SIZES = (256, 1024, 4096)

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from gptperf.measure.timer import Progress, time_fn
+from gptperf.units import MIB
 
-MIB = 2**20
 # Matmul row classes, weight sizes (bytes of W), shapes N/K (attn.proj, attn.qkv,
 # mlp.fc, mlp.proj), elementwise sizes (bytes of the input), and the weights cycled through in one
 # timed call: 256 MiB, 5x the H100's 50 MiB L2, so small weights are not served from cache.

@@ -31,12 +31,12 @@ from gptperf.measure.calibration_plan import (
     CPU_MAX_REPEATS,
     CPU_MIN_REPEATS,
     CPU_POINT_S,
-    MIB,
     REPLAYS,
     TARGET_REPLAY_S,
 )
 from gptperf.measure.gpu_lock import NO_LOCK, GpuLock
 from gptperf.runtime import set_matmul_precision
+from gptperf.units import MIB
 
 # Capturing a call costs the host ~20 µs (250 for attention's forward + backward) and instantiating
 # the graph grows faster than the calls (1000 one-query attention calls: 68 ms, 200: 4 ms; H200,

@@ -31,8 +31,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gptperf import names
 from gptperf.errors import UserError
 from gptperf.measure.timer import time_fn
+from gptperf.units import MIB
 
 # Relative change of any part beyond which the machine is said to have changed speed (a probe
 # repeated back to back on the 2-core development VM varied by up to 20%).
@@ -41,7 +43,7 @@ HOST_OPS = 200  # small adds per host sample
 PART_S = 0.1  # seconds each part of a probe takes
 MIN_REPEATS, MAX_REPEATS = 5, 2000
 # (matmul side, copy bytes) per device type: a few milliseconds at most each
-SIZES = {"cpu": (256, 8 * 2**20), "cuda": (4096, 256 * 2**20)}
+SIZES = {"cpu": (256, 8 * MIB), "cuda": (4096, 256 * MIB)}
 PARTS = {"host_s": "host ops", "matmul_s": "the matmul", "copy_s": "the copy"}
 
 
@@ -295,6 +297,8 @@ class HostSampler:
 
 # where a calibration keeps each probe's unit, in probes["host"]
 UNIT_KEYS = {"decode": "step_s", "train": "train_step_s"}
+# the phases of each probe's step timed apart, each with its own unit (a decode step is one phase)
+PROBE_PHASES: dict[str, tuple[str, ...]] = {"decode": (), "train": names.PHASES}
 
 
 def host_unit(calibration: Any, probe: str = "decode") -> float | None:
@@ -315,9 +319,8 @@ def phase_units(calibration: Any, probe: str) -> dict[str, float]:
     ({} for a probe of one phase, or a calibration from before phases were timed)."""
     _check_probe(probe)
     saved = getattr(calibration, "probes", {}).get("host", {})
-    prefix = f"{probe}_"
-    return {k[len(prefix):-2]: float(v) for k, v in saved.items()
-            if k.startswith(prefix) and k.endswith("_s") and k != UNIT_KEYS[probe] and v}
+    keys = {phase: phase_unit_key(probe, phase) for phase in PROBE_PHASES[probe]}
+    return {phase: float(saved[key]) for phase, key in keys.items() if saved.get(key)}
 
 
 def phase_speeds_over(calibration: Any, phase_s: dict[str, float], probe: str

@@ -22,8 +22,8 @@ from typing import Any
 from gptperf import names
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
+from gptperf.units import MIB
 
-MIB = 1024 * 1024
 DDP_BUCKET_BYTES = 25 * MIB  # DistributedDataParallel's bucket_cap_mb=25 (MiB)
 DDP_FIRST_BUCKET_BYTES = 1 * MIB  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES
 
