@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     e = parser.add_argument_group("evaluation and checkpoints")
     e.add_argument("--eval-interval", type=int, metavar="N",
-                   help=f"steps between validation losses ({_per_preset('eval_interval')})")
+                   help=f"steps between validation losses, 0: only after the last step ({_per_preset('eval_interval')})")
     e.add_argument("--eval-iters", type=int, metavar="N",
                    help="batches per validation loss (default: 20)")
     e.add_argument("--log-interval", type=int, metavar="N",
