@@ -9,7 +9,7 @@ compiles it afresh and times 20 steps (CUDA events, median, after 5 warm-up step
 also profiled once: kernel time by class, the top kernels with the host ops that launched them,
 and the device's idle time between kernels with its largest gaps (under the profiler the host is
 slower, so gaps there are an upper bound), which say whether the host or the kernels set the
-pace (`bf16params` too). Writes $OUT/train_levers.json when OUT is set; prints a table last.
+pace (`bf16params` and `master` too). Writes $OUT/train_levers.json when OUT is set; prints a table last.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from gptperf.steps import build_step
 from gptperf.steps.train import TrainSettings
 
 BATCH, SEQ = 12, 1024
-PROFILED = ("base", "bf16params")  # levers profiled once after their timing
+PROFILED = ("base", "bf16params", "master")  # levers profiled once after their timing
 
 
 def kernel_class(name: str) -> str:
@@ -137,6 +137,39 @@ def lever(name: str) -> Iterator[dict[str, Any]]:
         yield extra
 
 
+def with_master_weights(train: Any) -> None:
+    """Mixed precision as llm.c does it, on the step `gptperf train` runs: the model's weights and
+    gradients in bf16, AdamW (fused, the clip and skip in its kernel as the step does) on fp32
+    copies. Each update copies the bf16 gradients into the copies' fp32 ones and the updated
+    copies back into the model: two multi-tensor casts a step beside AdamW's kernel."""
+    params = [p for p in train.model.parameters() if p.requires_grad]
+    master = [p.detach().clone() for p in params]  # fp32, before the model is cast
+    for m in master:
+        m.grad = torch.zeros_like(m)
+    train.model.to(torch.bfloat16)
+    groups = [{"params": [m for m in master if m.dim() >= 2], "weight_decay": train.settings.weight_decay},
+              {"params": [m for m in master if m.dim() < 2], "weight_decay": 0.0}]
+    train.optimizer = torch.optim.AdamW(groups, lr=train.settings.lr, betas=train.settings.betas, fused=True)
+    opt, clip = train.optimizer, train.settings.grad_clip
+
+    def update() -> None:
+        torch._foreach_copy_([m.grad for m in master], [p.grad for p in params])
+        bad = ~torch.isfinite(train._total)
+        if clip > 0:
+            norm = torch.nn.utils.get_total_norm([m.grad for m in master], foreach=True)
+            bad |= ~torch.isfinite(norm)
+            opt.grad_scale = torch.clamp(norm / clip, min=1.0)
+        opt.found_inf = bad.float()
+        opt.step()
+        opt.grad_scale = opt.found_inf = None
+        with torch.no_grad():
+            torch._foreach_copy_(params, master)
+        train.model.zero_grad(set_to_none=True)
+        train._total.zero_()
+
+    train._update_in_kernel = update
+
+
 def lever_step(name: str, extra: dict[str, Any]) -> Any:
     """The step `gptperf train` runs, changed as lever `name` says (inside its `lever` context),
     compiled, and stepped once: each compiled graph's first call is behind it."""
@@ -147,6 +180,8 @@ def lever_step(name: str, extra: dict[str, Any]) -> Any:
                       train_settings=extra.get("settings"))
     if name == "bf16params":  # parameters, gradients and AdamW's state in bf16: no weight casts, a bf16 residual stream
         step.model.to(torch.bfloat16)
+    if name == "master":  # bf16 weights in the model, fp32 master weights and moments in AdamW
+        with_master_weights(step.train)
     if name == "graphs":  # cudagraph trees around the compiled forward and backward
         step.train.run_model = torch.compile(step.model, mode="reduce-overhead")
     step.train.compile_now(BATCH, SEQ)
