@@ -15,12 +15,12 @@ import ctypes
 import os
 import sys
 
-from gptperf.units import MIB
+from gptperf.units import GIB, MIB
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 HEAP_BLOCK_LIMIT = 32 * MIB  # the largest M_MMAP_THRESHOLD glibc accepts on 64-bit
-TRIM_THRESHOLD = 2**30
+TRIM_THRESHOLD = GIB
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 _done: str | None = None  # what keep_freed_memory did in this process
 
