@@ -22,7 +22,6 @@ phase's speed (fwd by the probe's fwd, ...), kept as `["train_fwd_s"]`, `["train
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections import defaultdict
@@ -78,10 +77,6 @@ class HostCosts:
 HostJob = tuple[str, str, str, dict[int, dict[str, float]], float, dict[str, float]]
 
 
-def _geomean(values: Sequence[float]) -> float:
-    return math.exp(statistics.fmean(math.log(v) for v in values))
-
-
 def fit_host_jobs(measured: Sequence[HostJob]) -> tuple[dict[str, dict[str, float]], dict[str, float],
                                                          list[str], dict[str, dict[str, float]]]:
     """(host, units, notes, phase_units): `host["<mode>:<part>:<dtype>"]` fitted from each job's
@@ -105,8 +100,8 @@ def fit_host_jobs(measured: Sequence[HostJob]) -> tuple[dict[str, dict[str, floa
         by_probe[probe].append(unit)
         for phase, seconds in phases.items():
             by_phase[probe][phase].append(seconds)
-    units = {p: _geomean(us) for p, us in by_probe.items()}
-    phase_units = {p: {ph: _geomean(us) for ph, us in by.items()} for p, by in by_phase.items()}
+    units = {p: statistics.geometric_mean(us) for p, us in by_probe.items()}
+    phase_units = {p: {ph: statistics.geometric_mean(us) for ph, us in by.items()} for p, by in by_phase.items()}
     lo, hi = HOST_LAYERS
     host: dict[str, dict[str, float]] = {}
     for probe, mode, dtype, times, unit, phases in measured:
