@@ -150,18 +150,11 @@ def with_master_weights(train: Any) -> None:
     groups = [{"params": [m for m in master if m.dim() >= 2], "weight_decay": train.settings.weight_decay},
               {"params": [m for m in master if m.dim() < 2], "weight_decay": 0.0}]
     train.optimizer = torch.optim.AdamW(groups, lr=train.settings.lr, betas=train.settings.betas, fused=True)
-    opt, clip = train.optimizer, train.settings.grad_clip
+    master_grads = [m.grad for m in master]
 
     def update() -> None:
-        torch._foreach_copy_([m.grad for m in master], [p.grad for p in params])
-        bad = ~torch.isfinite(train._total)
-        if clip > 0:
-            norm = torch.nn.utils.get_total_norm([m.grad for m in master], foreach=True)
-            bad |= ~torch.isfinite(norm)
-            opt.grad_scale = torch.clamp(norm / clip, min=1.0)
-        opt.found_inf = bad.float()
-        opt.step()
-        opt.grad_scale = opt.found_inf = None
+        torch._foreach_copy_(master_grads, [p.grad for p in params])
+        train.fused_step(master_grads)  # the step's own clip and skip, on the fp32 copies
         with torch.no_grad():
             torch._foreach_copy_(params, master)
         train.model.zero_grad(set_to_none=True)

@@ -149,10 +149,17 @@ class TrainStep:
         self._total.zero_()
 
     def _update_in_kernel(self) -> None:
-        """Clip and step on the device alone: AdamW's fused kernel divides the gradients by
-        `grad_scale` = max(‖g‖ / clip, 1) (clip_grad_norm_'s factor, inverted) and leaves weights,
-        moments and step count as they were where `found_inf` is 1 (a non-finite loss or norm)."""
+        """`fused_step` on the optimizer's gradients, then the gradients and the loss cleared."""
         grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        self.fused_step(grads)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._total.zero_()
+
+    def fused_step(self, grads: list[torch.Tensor]) -> None:
+        """Clip and step on the device alone: AdamW's fused kernel divides `grads` (its own
+        parameters' gradients) by `grad_scale` = max(‖g‖ / clip, 1) (clip_grad_norm_'s factor,
+        inverted) and leaves weights, moments and step count as they were where `found_inf` is 1
+        (a non-finite loss or norm). Clears neither the gradients nor the loss."""
         bad = ~torch.isfinite(self._total)
         if self.settings.grad_clip > 0:
             norm = torch.nn.utils.get_total_norm(grads, foreach=True)
@@ -164,8 +171,6 @@ class TrainStep:
             self.optimizer.step()
         finally:
             self.optimizer.grad_scale = self.optimizer.found_inf = None
-        self.optimizer.zero_grad(set_to_none=True)
-        self._total.zero_()
 
     @property
     def phases(self) -> list[tuple[str, Callable[[], None]]]:
