@@ -199,13 +199,12 @@ def host_phase_step_s(device: Any, budget_s: float | None = None,
     device = as_device(device)
     clock = clock or time.perf_counter
     phases = host_model_phases(str(device), probe)
+    run_step = host_model_step(str(device), probe)
     steps = STEP_RUN[probe]
     warm_until = time.perf_counter() + warmup_s
-    while True:  # once at least, then until warm_until: the host busy, as in a run of steps
-        for _, run in phases:
-            run()
-        if time.perf_counter() >= warm_until:
-            break
+    run_step()
+    while time.perf_counter() < warm_until:  # the host busy, as in a run of steps
+        run_step()
     synchronize(device)
     samples: list[float] = []
     by_phase: dict[str, list[float]] = defaultdict(list)
@@ -253,6 +252,7 @@ class HostSampler:
         self.steps = 0  # the measurement's steps seen so far
         self.after_step: list[int] = []  # sample i was taken after step after_step[i] (1-based)
         self._phases = host_model_phases(str(self.device), probe)  # built now, not while measuring
+        self._step = host_model_step(str(self.device), probe)
         # each phase's seconds a step, sample by sample (a step of one phase: none)
         self.phase_samples: dict[str, list[float]] = defaultdict(list)
         self._since: float | None = None
@@ -266,8 +266,7 @@ class HostSampler:
             self._since = now
         if now - self._since < self.every_s:
             return
-        for _, run in self._phases:  # untimed: the first step after the measurement's own
-            run()
+        self._step()  # untimed: the first step after the measurement's own
         step, phases = _sample_phases(self._phases, STEP_RUN[self.probe], self.clock)
         self.samples.append(step)
         for name, seconds in phases.items():
