@@ -116,7 +116,7 @@ def cuda_compiled() -> list[dict]:
     rows = []
     for attention, dtype, batch in COMPILED_CASES[:1] if QUICK else COMPILED_CASES:
         config = preset("gpt2", attention=attention)
-        plan = ExecutionPlan.default("train", "cuda", compile=True, attention=attention)
+        plan = ExecutionPlan.default("train", "cuda", compile=True, attention=attention, dtype=dtype)
         mem = memory_breakdown(config, Workload("train", batch, 1024, dtype), plan)
         try:
             m = measure_compiled_cuda(config, batch, 1024, dtype, plan)
@@ -228,7 +228,7 @@ def cpu_compiled() -> list[dict]:
     for dtype in ("bf16", "fp32"):
         config = GPTConfig(block_size=64, vocab_size=2048, n_layer=2, n_head=4, n_embd=128)
         B, T = 4, 64
-        plan = ExecutionPlan.default("train", "cpu", compile=True)
+        plan = ExecutionPlan.default("train", "cpu", compile=True, dtype=dtype)
         torch._dynamo.reset()
         step = build_step(config, Workload("train", B, T, dtype), plan, "cpu")
         for _ in range(2):

@@ -51,7 +51,8 @@ def main() -> None:
         for compile_ in (False, True):
             cfg = preset("gpt2", attention=attention)
             t0 = time.perf_counter()
-            plan = ExecutionPlan.default("train", "cuda", compile=compile_, attention=attention)
+            plan = ExecutionPlan.default("train", "cuda", compile=compile_, attention=attention,
+                                         dtype="bf16")
             r = build_step(cfg, Workload("train", 12, 1024, "bf16"), plan, "cuda")
             ms = median_step_ms(r)
             rows.append((attention, compile_, ms, 12 * 1024 / ms * 1e3, time.perf_counter() - t0))

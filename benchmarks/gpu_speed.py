@@ -63,7 +63,7 @@ def copy_bandwidth() -> float:
 
 
 def train_step() -> dict[str, Any]:
-    plan = ExecutionPlan.default("train", "cuda", compile=True)
+    plan = ExecutionPlan.default("train", "cuda", compile=True, dtype="bf16")
     t0 = time.time()
     step = build_step(preset("gpt2"), Workload("train", 12, 1024, "bf16"), plan, DEV)
     step.train.compile_now(12, 1024)

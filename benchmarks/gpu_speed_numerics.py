@@ -50,7 +50,7 @@ def train_curve(fast: bool) -> list[float]:
     model = GPT(cfg).to(DEV)
     dtype = "bf16" if fast else "fp32"
     set_matmul_precision(dtype)  # fp32: TF32 off
-    plan = (ExecutionPlan.default("train", DEV.type, compile=not DRY, attention="sdpa") if fast
+    plan = (ExecutionPlan.default("train", DEV.type, compile=not DRY, attention="sdpa", dtype=dtype) if fast
             else ExecutionPlan.eager("math"))
     gen = torch.Generator().manual_seed(1)
     step = TrainStep(model, plan, DEV, dtype, lambda: corpus.get_batch("train", B, T, gen, DEV),

@@ -9,7 +9,9 @@ compiles it afresh and times 20 steps (CUDA events, median, after 5 warm-up step
 also profiled once: kernel time by class, the top kernels with the host ops that launched them,
 and the device's idle time between kernels with its largest gaps (under the profiler the host is
 slower, so gaps there are an upper bound), which say whether the host or the kernels set the
-pace (`bf16params` and `master` too). Writes $OUT/train_levers.json when OUT is set; prints a table last.
+pace (`autocast` and `bf16params` too). `base` is the default plan, bf16 weights with fp32
+master weights; `autocast` the step before them (fp32 weights cast under autocast). Writes
+$OUT/train_levers.json when OUT is set; prints a table last.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from gptperf.steps import build_step
 from gptperf.steps.train import TrainSettings
 
 BATCH, SEQ = 12, 1024
-PROFILED = ("base", "bf16params", "master")  # levers profiled once after their timing
+PROFILED = ("base", "autocast", "bf16params")  # levers profiled once after their timing
 
 
 def kernel_class(name: str) -> str:
@@ -137,44 +139,18 @@ def lever(name: str) -> Iterator[dict[str, Any]]:
         yield extra
 
 
-def with_master_weights(train: Any) -> None:
-    """Mixed precision as llm.c does it, on the step `gptperf train` runs: the model's weights and
-    gradients in bf16, AdamW (fused, the clip and skip in its kernel as the step does) on fp32
-    copies. Each update copies the bf16 gradients into the copies' fp32 ones and the updated
-    copies back into the model: two multi-tensor casts a step beside AdamW's kernel."""
-    params = [p for p in train.model.parameters() if p.requires_grad]
-    master = [p.detach().clone() for p in params]  # fp32, before the model is cast
-    for m in master:
-        m.grad = torch.zeros_like(m)
-    train.model.to(torch.bfloat16)
-    groups = [{"params": [m for m in master if m.dim() >= 2], "weight_decay": train.settings.weight_decay},
-              {"params": [m for m in master if m.dim() < 2], "weight_decay": 0.0}]
-    train.optimizer = torch.optim.AdamW(groups, lr=train.settings.lr, betas=train.settings.betas, fused=True)
-    master_grads = [m.grad for m in master]
-
-    def update() -> None:
-        torch._foreach_copy_(master_grads, [p.grad for p in params])
-        train.fused_step(master_grads)  # the step's own clip and skip, on the fp32 copies
-        with torch.no_grad():
-            torch._foreach_copy_(params, master)
-        train.model.zero_grad(set_to_none=True)
-        train._total.zero_()
-
-    train._update_in_kernel = update
-
-
 def lever_step(name: str, extra: dict[str, Any]) -> Any:
     """The step `gptperf train` runs, changed as lever `name` says (inside its `lever` context),
     compiled, and stepped once: each compiled graph's first call is behind it."""
-    plan = ExecutionPlan.default("train", "cuda", compile=True)
+    plan = ExecutionPlan.default("train", "cuda", compile=True, dtype="bf16")
+    if name in ("autocast", "bf16params"):  # fp32 weights under autocast; or bf16 everywhere
+        plan = plan.replace(master_weights=False)
     if name == "inductorce":  # the loss as inductor compiles the model's own F.cross_entropy
         plan = plan.replace(fused_loss=False)
     step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"), plan, "cuda",
                       train_settings=extra.get("settings"))
     if name == "bf16params":  # parameters, gradients and AdamW's state in bf16: no weight casts, a bf16 residual stream
         step.model.to(torch.bfloat16)
-    if name == "master":  # bf16 weights in the model, fp32 master weights and moments in AdamW
-        with_master_weights(step.train)
     if name == "graphs":  # cudagraph trees around the compiled forward and backward
         step.train.run_model = torch.compile(step.model, mode="reduce-overhead")
     step.train.compile_now(BATCH, SEQ)
@@ -227,7 +203,7 @@ def main() -> None:
     if sys.argv[1:2] == ["--alternate"]:
         alternate(sys.argv[2:])
         return
-    levers = sys.argv[1:] or ["base", "inductorce", "noclip", "cudnn", "flash", "coordinate", "graphs",
+    levers = sys.argv[1:] or ["base", "autocast", "inductorce", "noclip", "cudnn", "flash", "coordinate", "graphs",
                               "autotune", "split64", "nomix", "pdl", "combo", "benchfusion", "aggressive"]
     results = []
     for name in levers:

@@ -1,5 +1,5 @@
 """How a step runs (`ExecutionPlan`): eager, compiled or CUDA graph; attention; static KV cache;
-one-row kernel; fused optimizer; fused loss — the shared vocabulary of the steps that run and the predictions
+one-row kernel; fused optimizer; fused loss; master weights — the shared vocabulary of the steps that run and the predictions
 made for them. Pure Python, like `gptperf.names`.
 
 Every measurement records the plan it ran under (`plan.to_dict()` in its JSON) and its
@@ -10,7 +10,9 @@ Defaults (`ExecutionPlan.default`), per workload kind and device:
 * train: eager, or compiled with `--compile`; the fused AdamW kernel on CUDA (it exists for
   CUDA tensors only, as `gptperf train` has always used it there); compiled on CUDA, the
   one-pass Triton cross-entropy (`fused_loss`: 0.45 ms less a gpt2 step on the H200), except
-  in the scaling study's DDP step (`ddp=True`), which keeps the model's own loss.
+  in the scaling study's DDP step (`ddp=True`), which keeps the model's own loss; compiled on
+  CUDA in bf16 (`dtype="bf16"`), bf16 weights with fp32 master copies (`master_weights`: 0.94 ms
+  less a gpt2 step on the H200), again except under DDP.
 * forward: eager, or compiled with `--compile`.
 * prefill, decode, decode_nocache with `fast` (the default on CUDA for `generate` and
   `inference`): on CUDA the step is compiled and replayed as one CUDA graph, with a static KV
@@ -58,7 +60,9 @@ class ExecutionPlan:
     gemv, one attention kernel that also writes the cache, the residual add inside the gemv, the
     argmax inside the LM head) instead of the compiled model; it needs the static cache.
     fused_loss: a compiled train step computes its cross-entropy in `gptperf.steps.cross_entropy`'s
-    two one-pass Triton kernels instead of the model's F.cross_entropy (CUDA).
+    two one-pass Triton kernels instead of the model's F.cross_entropy (CUDA). master_weights: a
+    bf16 train step keeps the model's weights and gradients in bf16 and AdamW's weights and moments
+    in fp32 (`gptperf.steps.master_weights`), instead of fp32 weights cast under autocast.
     """
 
     mode: str = EAGER
@@ -68,13 +72,15 @@ class ExecutionPlan:
     fused_optimizer: bool = False
     fused_decode: bool = False
     fused_loss: bool = False
+    master_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UserError(f"unknown execution mode {self.mode!r}; valid: {', '.join(MODES)}")
         if self.attention not in ATTENTIONS:
             raise UserError(f"unknown attention {self.attention!r}; valid: {', '.join(ATTENTIONS)}")
-        for key in ("static_cache", "one_row_kernel", "fused_optimizer", "fused_decode", "fused_loss"):
+        for key in ("static_cache", "one_row_kernel", "fused_optimizer", "fused_decode", "fused_loss",
+                    "master_weights"):
             if not isinstance(getattr(self, key), bool):
                 raise UserError(f"plan {key} must be true or false, got {getattr(self, key)!r}")
         if self.one_row_kernel and self.mode == EAGER:
@@ -121,13 +127,16 @@ class ExecutionPlan:
             parts.append("fused AdamW")
         if self.fused_loss:
             parts.append("fused loss")
+        if self.master_weights:
+            parts.append("bf16 weights, fp32 master")
         return ", ".join(parts)
 
     def replace(self, **changes: Any) -> ExecutionPlan:
         return ExecutionPlan(**{**asdict(self), **changes})
 
-    def check(self, kind: str) -> None:
-        """A one-line UserError when a step of workload `kind` cannot run under this plan."""
+    def check(self, kind: str, dtype: str | None = None) -> None:
+        """A one-line UserError when a step of workload `kind` (in `dtype`, where given) cannot run
+        under this plan."""
         if kind in TRAINING_KINDS:
             if self.cuda_graph:
                 raise UserError(f"a {kind} step runs eager or compiled, not as a CUDA graph; "
@@ -153,6 +162,10 @@ class ExecutionPlan:
         if self.fused_loss and (kind != "train" or self.mode != COMPILED):
             raise UserError(f"fused_loss is for compiled train steps, not a {self.mode} {kind} step; "
                             "use fused_loss=false")
+        if self.master_weights and (kind != "train" or dtype not in (None, "bf16")):
+            what = f"a {kind} step" + (f" in {dtype}" if dtype else "")
+            raise UserError(f"master_weights is for bf16 train steps, not {what}; "
+                            "use master_weights=false")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "label": self.label}
@@ -174,15 +187,18 @@ class ExecutionPlan:
 
     @classmethod
     def default(cls, kind: str, device_type: str, *, compile: bool = False,
-                fast: bool | None = False, attention: str = "sdpa", ddp: bool = False) -> ExecutionPlan:
+                fast: bool | None = False, attention: str = "sdpa", ddp: bool = False,
+                dtype: str | None = None) -> ExecutionPlan:
         """The plan a command runs `kind` under on `device_type` ("cpu" or "cuda") when the user
         names none (see the module docstring). `fast=None` means on for CUDA, off elsewhere;
         it applies to prefill, decode and decode_nocache only. `ddp`: the train step of the
-        scaling study (DDP wraps the whole model, its own loss included: no fused loss)."""
+        scaling study (DDP wraps the whole model, its own loss included: no fused loss, no master
+        weights). `dtype`: the train step's ("bf16" turns master weights on where they apply)."""
         cuda = device_type == "cuda"
         if kind == "train":
+            fast_train = cuda and compile and not ddp
             return cls(COMPILED if compile else EAGER, attention, fused_optimizer=cuda,
-                       fused_loss=cuda and compile and not ddp)
+                       fused_loss=fast_train, master_weights=fast_train and dtype == "bf16")
         if kind == "forward":
             return cls(COMPILED if compile else EAGER, attention)
         if kind not in INFERENCE_KINDS:

@@ -377,7 +377,7 @@ def train(
     sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
     compile = device.type == "cuda" if cfg.compile is None else cfg.compile
     plan = ExecutionPlan.default("train", device.type, compile=compile,
-                                 attention=model_config.attention)
+                                 attention=model_config.attention, dtype=cfg.dtype)
     check_memory(model_config, Workload("train", cfg.batch, cfg.seq, cfg.dtype), device,
                  processes=sharing, plan=plan)
 
@@ -392,11 +392,13 @@ def train(
                                "train", cfg.batch * dist_ctx.world_size, cfg.seq, data_gen, device)),
                            cfg.step_settings())
     optimizer, scaler = train_step.optimizer, train_step.scaler
+    # what a checkpoint saves and resumes: fp32 weights (the master copies, where the plan keeps them)
+    weights: Any = train_step.master if train_step.master is not None else model
     losses: list[float] = []
     val_losses: list[tuple[int, float]] = []
     start_step = 0
     if state is not None:
-        model.load_state_dict(state["model"])
+        weights.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -425,7 +427,7 @@ def train(
         save_checkpoint(
             ckpt_path,
             model_config=model_config.to_dict(),
-            model=model.state_dict(),
+            model=weights.state_dict(),
             optimizer=optimizer.state_dict(),
             scaler=scaler.state_dict(),
             step=step,
@@ -475,6 +477,8 @@ def train(
                               time.perf_counter() - t_begin, val_loss=val,
                               checkpoint=checkpoint if val is not None else None))
     wall = time.perf_counter() - t_begin
+    if train_step.master is not None:  # the caller's model in fp32 again, with the trained weights
+        train_step.master.restore()
 
     # The first steps include allocator and kernel warm-up; the median ignores them.
     timed = step_times[min(3, len(step_times) // 2):] or step_times

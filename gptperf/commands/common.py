@@ -95,6 +95,7 @@ def guard_memory(config: Any, kind: str, batch: int, seq: int, dtype: str, devic
     from gptperf.perfmodel.workload import Workload
     from gptperf.plan import ExecutionPlan
 
-    plan = ExecutionPlan.default(kind, device.type, compile=True, attention=config.attention) if compile else None
+    plan = (ExecutionPlan.default(kind, device.type, compile=True, attention=config.attention, dtype=dtype)
+            if compile else None)
     check_memory(config, Workload(kind, batch, seq, dtype), device, processes=processes, flag=flag,
                  plan=plan)

@@ -65,7 +65,7 @@ def _device_calibration(device_flag: str) -> tuple[Any, str, str]:
     return calibration, name, device.type
 
 
-def _plan(mode: str | None, kind: str, device_type: str, attention: str) -> Any:
+def _plan(mode: str | None, kind: str, device_type: str, attention: str, dtype: str) -> Any:
     """The ExecutionPlan `--plan` names for `kind` on a `device_type` machine (None: none given);
     a one-line UserError for a plan the step cannot run under."""
     from gptperf.plan import COMPILED, CUDA_GRAPH, TRAINING_KINDS, ExecutionPlan
@@ -81,8 +81,8 @@ def _plan(mode: str | None, kind: str, device_type: str, attention: str) -> Any:
             plan = ExecutionPlan.default(kind, device_type, fast=True, attention=attention)
     else:
         plan = ExecutionPlan.default(kind, device_type, compile=mode == COMPILED, fast=False,
-                                     attention=attention)
-    plan.check(kind)
+                                     attention=attention, dtype=dtype)
+    plan.check(kind, dtype)
     return plan
 
 
@@ -121,7 +121,7 @@ def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
             args.hardware = DEFAULT_HARDWARE
         hw = resolve_hardware(args)
         device_type = _device_type_of(hw)
-    plan = _plan(args.plan, workload.kind, device_type, config.attention)
+    plan = _plan(args.plan, workload.kind, device_type, config.attention, args.dtype)
     if plan is None and calibration is not None:  # the plan this device runs the step under
         from gptperf.plan import ExecutionPlan
 

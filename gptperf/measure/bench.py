@@ -299,7 +299,7 @@ def run_bench(
     dev = as_device(device)
     if plan is None:
         plan = ExecutionPlan.default(kind, dev.type, compile=compile, fast=fast,
-                                     attention=config.attention)
+                                     attention=config.attention, dtype=dtype)
     compile = plan.compiled
     d_warmup, d_repeats = default_counts(kind)
     warmup = d_warmup if warmup is None else warmup

@@ -163,7 +163,8 @@ def warmed_compiled_step(config: GPTConfig, workload: Workload, device: torch.de
     and autotunes (as a recording runs it, and as the side process compiles it ahead)."""
     from gptperf.steps.build import build_step
 
-    plan = ExecutionPlan.default(workload.kind, device.type, compile=True, attention=config.attention)
+    plan = ExecutionPlan.default(workload.kind, device.type, compile=True, attention=config.attention,
+                                 dtype=workload.dtype)
     step = build_step(config, workload, plan, device)
     for _ in range(2):
         step.step()

@@ -138,7 +138,7 @@ def _train_parts(config: GPTConfig, dtype: str, mode: str, device: torch.device)
     from gptperf.steps.build import build_step
 
     plan = ExecutionPlan.default("train", device.type, compile=mode == COMPILED,
-                                 attention=config.attention)
+                                 attention=config.attention, dtype=dtype)
     step = build_step(config, Workload("train", HOST_BATCH, HOST_SEQ, dtype), plan, device)
     train = step.train
     assert train is not None  # a train step always has one

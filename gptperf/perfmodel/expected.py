@@ -290,6 +290,10 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
         f"{rec['workload']['kind']}:{rec['workload']['dtype']} step"]
     rconfig, rwork = GPTConfig.from_dict(rec["config"]), Workload.from_dict(rec["workload"])
     rplan = ExecutionPlan.from_dict(rec["plan"])
+    if rplan.master_weights != plan.master_weights:
+        notes.append(f"compiled step: fused kernels scaled from a recording "
+                     f"{'with' if rplan.master_weights else 'without'} master weights; "
+                     "`gptperf calibrate` records the plan of today's step")
 
     def vector_bytes(calls: list[KernelCall]) -> float:
         return sum(k.point[0] * k.count for k in calls if k.family == "vector")
@@ -332,7 +336,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     plan = ExecutionPlan.eager(config.attention) if plan is None else plan
     if plan.attention != config.attention:
         raise UserError(f"plan attention {plan.attention!r} differs from the model's {config.attention!r}")
-    plan.check(workload.kind)
+    plan.check(workload.kind, workload.dtype)
     cal = calibration
     cpu = cal.device_type == "cpu"
     seq = step_ops(config, workload, plan)

@@ -67,10 +67,7 @@ class _Ctx:
     mm: str  # matmul dtype key
     act: str  # activation dtype name (bf16 under autocast)
     store: str  # residual stream / LayerNorm / parameter dtype name (fp32 under autocast)
-
-    @property
-    def mixed(self) -> bool:
-        return self.workload.mixed_precision
+    mixed: bool  # autocast casts fp32 weights and activations to `act` (not under master weights)
 
     @property
     def train(self) -> bool:
@@ -222,13 +219,19 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
 
 def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
     P = count_parameters(config)
-    calls = [KernelCall("optimizer", "adamw_fused" if c.plan.fused_optimizer else "adamw_foreach",
-                        (float(count_parameter_tensors(config)), float(P)))]
+    master = c.plan.master_weights  # AdamW steps fp32 copies of the bf16 weights
+    stepped = "fp32" if master else c.store
+    # master weights: the bf16 gradients cast into the copies' fp32 gradients first
+    calls = [cast_call(P, c.act, "fp32")] if master else []
+    calls.append(KernelCall("optimizer", "adamw_fused" if c.plan.fused_optimizer else "adamw_foreach",
+                            (float(count_parameter_tensors(config)), float(P))))
     # gradient clipping: the norm reads every gradient; the rescale reads and writes them, unless
     # the fused kernel rescales as it reads (gptperf.steps.train: no GradScaler, fused AdamW)
-    calls.append(vector_call("sum_rows", c.store, P * dtype_bytes(c.store)))
+    calls.append(vector_call("sum_rows", stepped, P * dtype_bytes(stepped)))
     if not c.plan.update_in_kernel(c.workload.dtype):
-        calls.append(vector_call("add", c.store, 2 * P * dtype_bytes(c.store)))
+        calls.append(vector_call("add", stepped, 2 * P * dtype_bytes(stepped)))
+    if master:  # the stepped copies cast back into the model's weights
+        calls.append(cast_call(P, "fp32", c.act))
     return calls
 
 
@@ -286,12 +289,12 @@ def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCal
 
 def step_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan) -> list[tuple[str, str, int | None, list[KernelCall]]]:
     """(component, phase, layer, calls) in execution order."""
-    s = shape(config, workload)
+    s = shape(config, workload, plan.master_weights)
     inference = workload.kind in INFERENCE_KINDS
-    mixed = workload.mixed_precision
+    mixed = workload.mixed_precision and not plan.master_weights
     act = {"tf32": "fp32"}.get(workload.dtype, workload.dtype)
     store = "fp32" if mixed else act
-    c = _Ctx(s, workload, plan, workload.dtype, act, store)
+    c = _Ctx(s, workload, plan, workload.dtype, act, store, mixed)
     compiled_inf = plan.compiled and inference
     fused = plan.fuses_decode(workload.kind, s.B)
 

@@ -6,7 +6,8 @@ B batch, T tokens processed per sequence this step, L positions attended (contex
 H heads, D = C/H, V vocab, N = B·T rows. Byte sizes: `a` for the compute dtype, `w` for what the
 parameters, the residual stream, LayerNorm and softmax outputs and log-probabilities are stored
 in (fp32 under bf16/fp16 autocast, i.e. train and forward; the dtype itself otherwise, inference
-included). docs/perfmodel.md has every formula.
+included, and a train step under the plan's master weights, whose fp32 copies only the optimizer
+reads and writes). docs/perfmodel.md has every formula.
 """
 
 from __future__ import annotations
@@ -388,7 +389,7 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
     if plan.attention != config.attention:
         raise UserError(f"plan attention {plan.attention!r} differs from the model's "
                         f"{config.attention!r}; use one attention for both")
-    plan.check(workload.kind)
+    plan.check(workload.kind, workload.dtype)
     notes: list[str] = []
     compiled = plan.compiled and workload.kind in INFERENCE_KINDS
     in_graph = compiled and plan.cuda_graph
@@ -396,7 +397,7 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
     if plan.compiled and not compiled:
         notes.append(f"compiled {workload.kind} step: predicted op by op as eager kernels; "
                      "inductor's fusion of training kernels is not modelled yet")
-    s = shape(config, workload)
+    s = shape(config, workload, plan.master_weights)
     attention = config.attention
     dtypes = {"matmul": workload.dtype, "vector": _vector_dtype(workload.dtype)}
     peaks = {k: hardware.peak(d) for k, d in dtypes.items()}
@@ -469,5 +470,8 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
                "vector")], bwd)
         P = count_parameters(config)
         f = K.ADAMW * P
-        emit([(names.OPTIMIZER, 1, f, 0, f, 4 * P * w, 3 * P * w, "vector")], names.OPTIMIZER_PHASE)
+        read, written = 4 * P * w, 3 * P * w  # weights, gradients, m, v in; weights, m, v out
+        if plan.master_weights:  # on the fp32 copies, the bf16 gradients cast in, the weights out
+            read, written = 4 * P * 4 + P * (a + 4), 3 * P * 4 + P * (4 + a)
+        emit([(names.OPTIMIZER, 1, f, 0, f, read, written, "vector")], names.OPTIMIZER_PHASE)
     return Prediction(config, workload, hardware, out, plan, notes)

@@ -151,10 +151,12 @@ class Shape:
         return self.B * self.H * self.T * (self.T + 1) // 2 if self.causal else self.scores_full
 
 
-def shape(config: GPTConfig, workload: Workload) -> Shape:
+def shape(config: GPTConfig, workload: Workload, master_weights: bool = False) -> Shape:
+    """The sizes of `workload` on `config`; `master_weights`: the plan keeps the model's weights
+    (and so its residual stream) in the compute dtype, fp32 copies beside them (w = a)."""
     config.check_sequence(workload.seq)
     a = dtype_bytes(workload.dtype)
-    w = 4 if workload.mixed_precision else a
+    w = 4 if workload.mixed_precision and not master_weights else a
     T = workload.new_tokens
     return Shape(B=workload.batch, T=T, L=workload.context, C=config.n_embd, H=config.n_head,
                  D=config.head_dim, V=config.vocab_size, n_layer=config.n_layer, a=a, w=w, causal=T > 1)

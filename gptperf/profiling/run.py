@@ -285,7 +285,8 @@ def profile_workload(
     _check_out_dir(out)
     device = torch.device(device)
     if plan is None:
-        plan = ExecutionPlan.default(kind, device.type, compile=compile, attention=config.attention)
+        plan = ExecutionPlan.default(kind, device.type, compile=compile, attention=config.attention,
+                                     dtype=dtype)
     if plan.cuda_graph:
         raise UserError("profile runs eager or compiled steps: a CUDA graph replays its kernels "
                         "without the operators that launched them; use mode 'compiled'")

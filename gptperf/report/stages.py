@@ -189,7 +189,7 @@ def _calibrate_step_time(s: Settings, cfg: Any) -> float:
     from gptperf.runtime import synchronize
     from gptperf.steps.build import build_step
 
-    plan = ExecutionPlan.default("train", s.device_type, attention=s.config.attention)
+    plan = ExecutionPlan.default("train", s.device_type, attention=s.config.attention, dtype=s.dtype)
     runner = build_step(s.config, Workload("train", cfg.batch, cfg.seq, s.dtype), plan, s.device,
                         seed=SEED, train_settings=cfg.step_settings())
     device = torch.device(s.device)
@@ -328,7 +328,7 @@ def step_plan(s: Settings, kind: str) -> Any:
 
     return ExecutionPlan.default(kind, s.device_type, compile=_compiled(s, kind),
                                  fast=kind == "decode" and s.device_type == "cuda",
-                                 attention=s.config.attention)
+                                 attention=s.config.attention, dtype=s.dtype)
 
 
 def stage_model(ctx: Context, progress: StageProgress) -> ModelStage:

@@ -77,7 +77,7 @@ def check_step(config: GPTConfig, workload: Workload, plan: ExecutionPlan, devic
         raise UserError(f"plan must be an ExecutionPlan, got {type(plan).__name__}")
     check_dtype(workload.dtype)
     config.check_sequence(workload.seq)
-    plan.check(workload.kind)
+    plan.check(workload.kind, workload.dtype)
     if plan.attention != config.attention:
         raise UserError(f"plan attention {plan.attention!r} differs from the model's "
                         f"{config.attention!r}; use one attention for both")

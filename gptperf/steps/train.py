@@ -1,6 +1,7 @@
 """The one training step: what `gptperf train` runs, and what `bench train` and `profile --workload
 train` time and trace — AdamW with weight-decay groups, GradScaler for fp16, autocast, gradient
-accumulation, clipping, torch.compile and the fused AdamW kernel as the ExecutionPlan says.
+accumulation, clipping, torch.compile, the fused AdamW kernel and bf16 weights with fp32 master
+copies (`gptperf.steps.master_weights`) as the ExecutionPlan says.
 
 `TrainStep.run()` is one optimizer step for a training loop (it returns the loss); `phases` are
 the same work apart — forward and backward once per micro-batch, then the optimizer — for a
@@ -15,7 +16,7 @@ the device still runs this one; `run()` reads the loss once, after the update is
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ from gptperf.model.labels import record_function as record_label
 from gptperf.plan import ExecutionPlan
 from gptperf.runtime import autocast
 from gptperf.steps import cross_entropy
+from gptperf.steps.master_weights import MasterWeights
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,10 +54,12 @@ class TrainSettings:
             raise UserError(f"grad_clip must be a finite number >= 0, got {self.grad_clip!r}")
 
 
-def make_optimizer(model: torch.nn.Module, settings: TrainSettings, fused: bool = False) -> torch.optim.AdamW:
-    """AdamW with weight decay on 2-D weights (matmuls, embeddings) only, as nanoGPT;
-    `fused`: the fused kernel (the plan's `fused_optimizer`)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(weights: Iterable[torch.Tensor], settings: TrainSettings,
+                   fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over `weights` (a model's parameters, or their master copies) with weight decay on
+    2-D weights (matmuls, embeddings) only, as nanoGPT; `fused`: the fused kernel (the plan's
+    `fused_optimizer`)."""
+    params = [p for p in weights if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": settings.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
@@ -87,12 +91,14 @@ class TrainStep:
     """One optimizer step of `model` on the batches `next_batch()` returns (one per micro-batch).
 
     `model` is the GPT itself (its weights are checkpointed, clipped and evaluated); the plan may
-    run it compiled (`run_model`). Keeps the optimizer and the fp16 GradScaler.
+    run it compiled (`run_model`). Keeps the optimizer and the fp16 GradScaler, and under the
+    plan's `master_weights` the fp32 copies the optimizer steps (`master`; the model is cast to
+    bf16 here).
     """
 
     def __init__(self, model: torch.nn.Module, plan: ExecutionPlan, device: torch.device, dtype: str,
                  next_batch: Callable[[], Batch], settings: TrainSettings | None = None) -> None:
-        plan.check("train")
+        plan.check("train", dtype)
         if dtype == "fp16" and device.type != "cuda":
             raise UserError("dtype 'fp16' needs a CUDA GPU (GradScaler autocast); on CPU use bf16 or fp32")
         self.model = model
@@ -102,13 +108,18 @@ class TrainStep:
         self.next_batch = next_batch
         self.settings = settings or TrainSettings()
         self.run_model: torch.nn.Module = model
+        if plan.master_weights and isinstance(model, DDP):
+            raise UserError("master_weights trains a single-process step; under DDP use "
+                            "master_weights=false")
+        self.master = MasterWeights(model) if plan.master_weights else None
         if plan.fused_loss and (isinstance(model, DDP) or not cross_entropy.available(device)):
             raise UserError("fused_loss runs a single-process compiled step on a CUDA GPU with "
                             "Triton; use fused_loss=false here")
         if plan.compiled:  # DDP is compiled as it is: dynamo splits its graph at the buckets
             loss_fn = cross_entropy.fused_cross_entropy if plan.fused_loss else None
             self.run_model = torch.compile(model if isinstance(model, DDP) else _LossOnly(model, loss_fn))
-        self.optimizer = make_optimizer(model, self.settings, fused=plan.fused_optimizer)
+        weights = self.master.master if self.master is not None else model.parameters()
+        self.optimizer = make_optimizer(weights, self.settings, fused=plan.fused_optimizer)
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")
         # No host synchronisation in the step: the fused kernel clips and skips (module docstring).
         self.in_kernel_update = plan.update_in_kernel(dtype)
@@ -140,19 +151,34 @@ class TrainStep:
         if self.in_kernel_update:
             self._update_in_kernel()
             return
+        if self.master is not None:
+            self.master.gradients_in()
         if self.settings.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self._stepped(), self.settings.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self._total.zero_()
+        self._finish_update()
 
     def _update_in_kernel(self) -> None:
         """`fused_step` on the optimizer's gradients, then the gradients and the loss cleared."""
-        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if self.master is not None:
+            grads = self.master.gradients_in()
+        else:
+            grads = [p.grad for p in self._stepped() if p.grad is not None]
         self.fused_step(grads)
-        self.optimizer.zero_grad(set_to_none=True)
+        self._finish_update()
+
+    def _stepped(self) -> list[torch.Tensor]:
+        """The tensors the optimizer steps (the model's parameters or their master copies)."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def _finish_update(self) -> None:
+        """The master copies cast back into the model; the model's gradients and the loss cleared
+        (the master copies' gradients stay: the next update overwrites them)."""
+        if self.master is not None:
+            self.master.weights_out()
+        self.model.zero_grad(set_to_none=True)
         self._total.zero_()
 
     def fused_step(self, grads: list[torch.Tensor]) -> None:
@@ -198,7 +224,7 @@ class TrainStep:
             return total.item() / self.settings.grad_accum
         loss = self._total.item() / self.settings.grad_accum
         if not math.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
+            self.model.zero_grad(set_to_none=True)
             self._total.zero_()
             return loss
         self.optimizer_step()

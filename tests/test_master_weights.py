@@ -1,0 +1,205 @@
+"""The plan's master weights (`gptperf.steps.master_weights`): a bf16 model stepped through fp32
+copies, against AdamW run by hand on fp32 copies of the same bf16 gradients; its checkpoints, its
+plan rules, and what the performance model charges for it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gptperf import names
+from gptperf.checkpoint import load_checkpoint
+from gptperf.errors import UserError
+from gptperf.model import preset
+from gptperf.perfmodel import Workload, adhoc_hardware, count_parameters, predict
+from gptperf.perfmodel.kernel_calls import step_ops
+from gptperf.perfmodel.memory import memory_breakdown
+from gptperf.plan import ExecutionPlan
+from gptperf.runtime import autocast
+from gptperf.steps.build import build_step
+from gptperf.steps.master_weights import MasterWeights
+from gptperf.steps.train import TrainSettings
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+CFG = preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=32)
+EAGER = ExecutionPlan.eager(CFG.attention)
+BF16 = Workload("train", 2, 8, "bf16")
+
+
+def _step(plan: ExecutionPlan, clip: float = 0.05):
+    return build_step(CFG, BF16, plan, "cpu", seed=5, train_settings=TrainSettings(grad_clip=clip))
+
+
+def test_copies_are_the_fp32_weights_from_before_the_cast() -> None:
+    ref = _step(EAGER)
+    step = _step(EAGER.replace(master_weights=True))
+    assert step.train.master is not None
+    for (name, p), q, m in zip(step.model.named_parameters(), ref.model.parameters(),
+                               step.train.master.master, strict=True):
+        assert p.dtype == torch.bfloat16 and m.dtype == torch.float32, name
+        assert torch.equal(m, q) and torch.equal(p, q.to(torch.bfloat16)), name
+    stepped = [p for g in step.train.optimizer.param_groups for p in g["params"]]
+    assert sorted(id(p) for p in stepped) == sorted(id(m) for m in step.train.master.master)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["in-kernel", "clip_grad_norm_"])
+def test_a_step_is_adamw_on_fp32_copies_of_the_bf16_gradients(fused: bool) -> None:
+    """Both update paths (the fused kernel's in-kernel clip, and clip_grad_norm_ then AdamW)
+    against the textbook step on fp32 copies; a clip small enough that every step is clipped."""
+    step = _step(EAGER.replace(fused_optimizer=fused, master_weights=True))
+    ref = _step(EAGER)
+    copies = [q.detach().clone().requires_grad_(True) for q in ref.model.parameters()]  # fp32
+    model = ref.model.to(torch.bfloat16)  # the same bf16 weights, stepped by hand
+    params = list(model.parameters())
+    decay = [c for c in copies if c.dim() >= 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": [c for c in copies if c.dim() < 2], "weight_decay": 0.0}],
+                            lr=2e-3, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        tokens = torch.randint(0, CFG.vocab_size, (2, 9), generator=gen)
+        x, y = tokens[:, :-1], tokens[:, 1:]
+        step.train.next_batch = lambda x=x, y=y: (x, y)
+        loss = step.train.run()
+        with autocast(torch.device("cpu"), "bf16"):
+            _, ref_loss = model(x, y)
+        ref_loss.backward()
+        for c, p in zip(copies, params, strict=True):
+            c.grad = p.grad.float()
+        torch.nn.utils.clip_grad_norm_(copies, 0.05)
+        opt.step()
+        with torch.no_grad():
+            for c, p in zip(copies, params, strict=True):
+                p.copy_(c)
+                p.grad = None
+        assert loss == pytest.approx(ref_loss.item(), rel=1e-6)
+    for m, c in zip(step.train.master.master, copies, strict=True):
+        torch.testing.assert_close(m, c, rtol=1e-5, atol=1e-6)
+    for (name, p), m in zip(step.model.named_parameters(), step.train.master.master, strict=True):
+        assert torch.equal(p, m.to(torch.bfloat16)), name  # the model holds the copies, rounded
+
+
+def test_state_dict_holds_the_copies_and_loads_them_exactly() -> None:
+    step = _step(EAGER.replace(master_weights=True))
+    step.train.run()
+    master = step.train.master
+    state = master.state_dict()
+    tied = state["lm_head.weight"], state["transformer.wte.weight"]
+    assert tied[0].data_ptr() == tied[1].data_ptr()  # tied: one tensor under two names
+    assert all(v.dtype == torch.float32 for v in state.values())
+    fresh = _step(EAGER.replace(master_weights=True))
+    fresh.train.master.load_state_dict(state)
+    for a, b in zip(fresh.train.master.master, master.master, strict=True):
+        assert torch.equal(a, b)
+    for (name, p), q in zip(fresh.model.named_parameters(), step.model.parameters(), strict=True):
+        assert p.dtype == torch.bfloat16 and torch.equal(p, q), name
+    master.restore()
+    for p, m in zip(step.model.parameters(), master.master, strict=True):
+        assert p.dtype == torch.float32 and torch.equal(p, m)
+
+
+def test_a_parameter_without_gradient_is_an_error() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    master = MasterWeights(model)
+    model[0](torch.ones(1, 2, dtype=torch.bfloat16)).sum().backward()
+    with pytest.raises(RuntimeError, match="2 parameter"):
+        master.gradients_in()
+
+
+@pytest.mark.parametrize(("kind", "dtype", "needle"), [
+    ("train", "fp32", "not a train step in fp32"),
+    ("train", "fp16", "in fp16"),
+    ("forward", "bf16", "not a forward step"),
+])
+def test_master_weights_are_for_bf16_train_steps(kind: str, dtype: str, needle: str) -> None:
+    plan = ExecutionPlan("compiled", master_weights=True)
+    with pytest.raises(UserError, match=needle) as err:
+        plan.check(kind, dtype)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match=needle):
+        build_step(CFG, Workload(kind, 2, 8, dtype), plan, "cpu")
+    with pytest.raises(UserError, match=needle):
+        predict(CFG, Workload(kind, 2, 8, dtype), adhoc_hardware(100, 1000), plan)
+
+
+def test_defaults_keep_master_weights_for_the_compiled_bf16_cuda_step() -> None:
+    d = ExecutionPlan.default
+    assert d("train", "cuda", compile=True, dtype="bf16").master_weights
+    assert d("train", "cuda", compile=True, dtype="bf16").label.endswith("bf16 weights, fp32 master")
+    for off in (d("train", "cuda", compile=True, dtype="fp32"), d("train", "cuda", compile=True),
+                d("train", "cuda", dtype="bf16"), d("train", "cpu", compile=True, dtype="bf16"),
+                d("train", "cuda", compile=True, dtype="bf16", ddp=True)):
+        assert not off.master_weights, off
+    plan = d("train", "cuda", compile=True, dtype="bf16")
+    assert ExecutionPlan.from_dict(plan.to_dict()) == plan
+
+
+def test_resume_with_master_weights_reproduces_the_run_and_saves_fp32(tmp_path, monkeypatch) -> None:
+    """`gptperf train` under master weights (forced on the CPU): the checkpoint holds the fp32
+    copies, a resumed run repeats the uninterrupted one bitwise, the result's model is fp32."""
+    from gptperf.train import TrainConfig, train
+
+    plan = ExecutionPlan("eager", CFG.attention, fused_optimizer=True, master_weights=True)
+    monkeypatch.setattr(ExecutionPlan, "default", classmethod(lambda cls, *a, **k: plan))
+
+    def cfg(out, **over):
+        values = dict(model=dict(n_layer=1, n_head=2, n_embd=32, block_size=32), batch=4, seq=32,
+                      lr=3e-3, warmup_iters=2, eval_interval=3, eval_iters=1, device="cpu",
+                      dtype="bf16", out_dir=str(out))
+        return TrainConfig.for_preset("tiny", **{**values, **over})
+
+    straight = train(cfg(tmp_path / "a", max_iters=6))
+    assert straight.plan.master_weights
+    assert all(p.dtype == torch.float32 for p in straight.model.parameters())
+    half = train(cfg(tmp_path / "b", max_iters=3))
+    saved = load_checkpoint(half.checkpoint)["model"]
+    assert all(v.dtype == torch.float32 for v in saved.values())
+    for name, p in half.model.named_parameters():  # the result's model: the copies themselves
+        assert torch.equal(p, saved[name]), name
+    resumed = train(cfg(tmp_path / "b", max_iters=6, resume=True))
+    assert resumed.losses == straight.losses
+    a, b = (load_checkpoint(r.checkpoint)["model"] for r in (straight, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- what the performance model charges --------------------------------------------------------
+
+
+def test_kernel_calls_drop_the_weight_casts_and_add_two_to_the_optimizer() -> None:
+    config, w = preset("gpt2"), Workload("train", 12, 1024, "bf16")
+    plan = ExecutionPlan("compiled", fused_optimizer=True, fused_loss=True)
+    P = count_parameters(config)
+
+    def calls(p: ExecutionPlan, comp: str, phase: str) -> list:
+        return [c for name, ph, layer, cs in step_ops(config, w, p) if name == comp and ph == phase
+                and layer in (0, None) for c in cs]
+
+    autocast_fc = calls(plan, names.MLP_FC, names.FORWARD)
+    master_fc = calls(plan.replace(master_weights=True), names.MLP_FC, names.FORWARD)
+    assert [c.key for c in autocast_fc] == ["cast_to_bf16:fp32", "cast_to_bf16:fp32", "bf16"]
+    assert [c.key for c in master_fc] == ["bf16"]
+    opt = calls(plan.replace(master_weights=True), names.OPTIMIZER, names.OPTIMIZER_PHASE)
+    assert [(c.key, c.point) for c in opt] == [
+        ("cast_to_fp32:bf16", (6.0 * P,)), ("adamw_fused", (148.0, float(P))),
+        ("sum_rows:fp32", (4.0 * P,)), ("cast_to_bf16:fp32", (6.0 * P,))]
+
+
+def test_roofline_and_memory_follow_the_bf16_weights_and_fp32_copies() -> None:
+    config, w = preset("gpt2"), Workload("train", 12, 1024, "bf16")
+    plan = ExecutionPlan("compiled", fused_optimizer=True, fused_loss=True)
+    master = plan.replace(master_weights=True)
+    P, buffers = count_parameters(config), config.n_layer * config.block_size ** 2
+    hw = adhoc_hardware(100, 1000)
+    opt = predict(config, w, hw, master).op(names.OPTIMIZER, names.OPTIMIZER_PHASE)
+    assert (opt.bytes_read, opt.bytes_written) == (16 * P + 6 * P, 12 * P + 6 * P)
+    qkv = predict(config, w, hw, master).op(names.layer_name(0, names.ATTN_QKV))
+    qkv_autocast = predict(config, w, hw, plan).op(names.layer_name(0, names.ATTN_QKV))
+    C, N = config.n_embd, 12 * 1024
+    # the LayerNorm output it reads, its weight and bias: 4 bytes an element under autocast, 2 here
+    assert qkv_autocast.bytes_read - qkv.bytes_read == 2 * (N * C + 3 * C * C + 3 * C)
+    m, a = memory_breakdown(config, w, master), memory_breakdown(config, w, plan)
+    assert (m.weights, m.optimizer_state, m.gradients, m.weight_copies) == (
+        6 * P + buffers, 12 * P, 2 * P, 0)
+    assert (a.weights, a.optimizer_state, a.gradients) == (4 * P + buffers, 8 * P, 4 * P)
+    assert m.activations < a.activations  # a bf16 residual stream
