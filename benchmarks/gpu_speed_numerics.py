@@ -4,8 +4,8 @@
 
 1. Training: the same gpt2-shaped model (12 layers, C = 768; byte vocabulary, seed 0) trained
    200 steps on the same batches of the embedded corpus (B = 8, T = 256, lr 6e-4, clip 1.0) by
-   the fast step `gptperf train` runs on a GPU (bf16 autocast, sdpa, compiled, fused AdamW with
-   the in-kernel clip) and by the reference step (fp32, `math` attention, eager, for-each AdamW,
+   the fast step `gptperf train` runs on a GPU (bf16 weights with fp32 master copies under bf16
+   autocast, sdpa, compiled, fused AdamW with the in-kernel clip) and by the reference step (fp32, `math` attention, eager, for-each AdamW,
    clip_grad_norm_, TF32 off). Tolerance, bf16 noise: the mean loss over the last 20 steps
    agrees within 2% and no step of the last 100 differs by more than 0.15 nats.
 2. Decoding: gpt2's shape with random weights (2-D weights ×4 so the greedy continuation
