@@ -11,8 +11,8 @@ Defaults (`ExecutionPlan.default`), per workload kind and device:
   CUDA tensors only, as `gptperf train` has always used it there); compiled on CUDA, the
   one-pass Triton cross-entropy (`fused_loss`: 0.45 ms less a gpt2 step on the H200), except
   in the scaling study's DDP step (`ddp=True`), which keeps the model's own loss; compiled on
-  CUDA in bf16 (`dtype="bf16"`), bf16 weights with fp32 master copies (`master_weights`: 0.94 ms
-  less a gpt2 step on the H200), again except under DDP.
+  CUDA in bf16 (`dtype="bf16"`), the blocks' Linear weights in bf16 with fp32 master copies
+  (`master_weights`: 0.40 ms less a gpt2 step on the H200), again except under DDP.
 * forward: eager, or compiled with `--compile`.
 * prefill, decode, decode_nocache with `fast` (the default on CUDA for `generate` and
   `inference`): on CUDA the step is compiled and replayed as one CUDA graph, with a static KV
@@ -61,8 +61,8 @@ class ExecutionPlan:
     argmax inside the LM head) instead of the compiled model; it needs the static cache.
     fused_loss: a compiled train step computes its cross-entropy in `gptperf.steps.cross_entropy`'s
     two one-pass Triton kernels instead of the model's F.cross_entropy (CUDA). master_weights: a
-    bf16 train step keeps the model's weights and gradients in bf16 and AdamW's weights and moments
-    in fp32 (`gptperf.steps.master_weights`), instead of fp32 weights cast under autocast.
+    bf16 train step keeps the blocks' Linear weights and their gradients in bf16, and AdamW steps
+    fp32 copies of them (`gptperf.steps.master_weights`), instead of autocast casting fp32 weights.
     """
 
     mode: str = EAGER
@@ -128,7 +128,7 @@ class ExecutionPlan:
         if self.fused_loss:
             parts.append("fused loss")
         if self.master_weights:
-            parts.append("bf16 weights, fp32 master")
+            parts.append("bf16 matmul weights, fp32 master")
         return ", ".join(parts)
 
     def replace(self, **changes: Any) -> ExecutionPlan:

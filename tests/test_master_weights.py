@@ -1,6 +1,6 @@
-"""The plan's master weights (`gptperf.steps.master_weights`): a bf16 model stepped through fp32
-copies, against AdamW run by hand on fp32 copies of the same bf16 gradients; its checkpoints, its
-plan rules, and what the performance model charges for it."""
+"""The plan's master weights (`gptperf.steps.master_weights`): a model whose blocks' Linear weights
+are bf16, stepped through fp32 copies, against AdamW run by hand on fp32 copies of the same
+gradients; its checkpoints, its plan rules, and what the performance model charges for it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from gptperf.model import preset
 from gptperf.perfmodel import Workload, adhoc_hardware, count_parameters, predict
 from gptperf.perfmodel.kernel_calls import step_ops
 from gptperf.perfmodel.memory import memory_breakdown
+from gptperf.perfmodel.workload import master_copied_parameters
 from gptperf.plan import ExecutionPlan
 from gptperf.runtime import autocast
 from gptperf.steps.build import build_step
@@ -25,6 +26,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 CFG = preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=32)
 EAGER = ExecutionPlan.eager(CFG.attention)
 BF16 = Workload("train", 2, 8, "bf16")
+LINEARS = ("c_attn", "c_proj", "c_fc")  # the blocks' Linear layers, by name (the head is the embedding)
+
+
+def _copied(name: str) -> bool:
+    return any(f".{layer}." in name for layer in LINEARS)
 
 
 def _step(plan: ExecutionPlan, clip: float = 0.05):
@@ -35,12 +41,18 @@ def test_copies_are_the_fp32_weights_from_before_the_cast() -> None:
     ref = _step(EAGER)
     step = _step(EAGER.replace(master_weights=True))
     assert step.train.master is not None
-    for (name, p), q, m in zip(step.model.named_parameters(), ref.model.parameters(),
-                               step.train.master.master, strict=True):
-        assert p.dtype == torch.bfloat16 and m.dtype == torch.float32, name
-        assert torch.equal(m, q) and torch.equal(p, q.to(torch.bfloat16)), name
+    master = step.train.master
+    copy_of = {id(p): m for p, m in zip(master.params, master.master, strict=True)}
+    for (name, p), q in zip(step.model.named_parameters(), ref.model.parameters(), strict=True):
+        if _copied(name):
+            m = copy_of[id(p)]
+            assert p.dtype == torch.bfloat16 and m.dtype == torch.float32, name
+            assert torch.equal(m, q) and torch.equal(p, q.to(torch.bfloat16)), name
+        else:  # embeddings (the tied head), LayerNorms: fp32, stepped as they are
+            assert id(p) not in copy_of and p.dtype == torch.float32 and torch.equal(p, q), name
+    assert len(master.params) == 4 * 2 * CFG.n_layer
     stepped = [p for g in step.train.optimizer.param_groups for p in g["params"]]
-    assert sorted(id(p) for p in stepped) == sorted(id(m) for m in step.train.master.master)
+    assert sorted(id(p) for p in stepped) == sorted(id(t) for t in master.master + master.kept)
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["in-kernel", "clip_grad_norm_"])
@@ -49,8 +61,12 @@ def test_a_step_is_adamw_on_fp32_copies_of_the_bf16_gradients(fused: bool) -> No
     against the textbook step on fp32 copies; a clip small enough that every step is clipped."""
     step = _step(EAGER.replace(fused_optimizer=fused, master_weights=True))
     ref = _step(EAGER)
-    copies = [q.detach().clone().requires_grad_(True) for q in ref.model.parameters()]  # fp32
-    model = ref.model.to(torch.bfloat16)  # the same bf16 weights, stepped by hand
+    model = ref.model
+    copies = [q.detach().clone().requires_grad_(True) for q in model.parameters()]  # fp32
+    with torch.no_grad():  # the same bf16 Linear weights, stepped by hand
+        for name, p in model.named_parameters():
+            if _copied(name):
+                p.data = p.data.to(torch.bfloat16)
     params = list(model.parameters())
     decay = [c for c in copies if c.dim() >= 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
@@ -74,10 +90,12 @@ def test_a_step_is_adamw_on_fp32_copies_of_the_bf16_gradients(fused: bool) -> No
                 p.copy_(c)
                 p.grad = None
         assert loss == pytest.approx(ref_loss.item(), rel=1e-6)
-    for m, c in zip(step.train.master.master, copies, strict=True):
-        torch.testing.assert_close(m, c, rtol=1e-5, atol=1e-6)
-    for (name, p), m in zip(step.model.named_parameters(), step.train.master.master, strict=True):
-        assert torch.equal(p, m.to(torch.bfloat16)), name  # the model holds the copies, rounded
+    master = step.train.master
+    copy_of = {id(p): m for p, m in zip(master.params, master.master, strict=True)}
+    for (name, p), c in zip(step.model.named_parameters(), copies, strict=True):
+        torch.testing.assert_close(copy_of.get(id(p), p).float(), c, rtol=1e-5, atol=1e-6, msg=name)
+        if id(p) in copy_of:  # the model holds the copies, rounded
+            assert torch.equal(p, copy_of[id(p)].to(torch.bfloat16)), name
 
 
 def test_state_dict_holds_the_copies_and_loads_them_exactly() -> None:
@@ -93,10 +111,10 @@ def test_state_dict_holds_the_copies_and_loads_them_exactly() -> None:
     for a, b in zip(fresh.train.master.master, master.master, strict=True):
         assert torch.equal(a, b)
     for (name, p), q in zip(fresh.model.named_parameters(), step.model.parameters(), strict=True):
-        assert p.dtype == torch.bfloat16 and torch.equal(p, q), name
+        assert p.dtype == q.dtype and torch.equal(p, q), name
     master.restore()
-    for p, m in zip(step.model.parameters(), master.master, strict=True):
-        assert p.dtype == torch.float32 and torch.equal(p, m)
+    for name, p in step.model.named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p, state[name]), name
 
 
 def test_a_parameter_without_gradient_is_an_error() -> None:
@@ -126,7 +144,7 @@ def test_master_weights_are_for_bf16_train_steps(kind: str, dtype: str, needle: 
 def test_defaults_keep_master_weights_for_the_compiled_bf16_cuda_step() -> None:
     d = ExecutionPlan.default
     assert d("train", "cuda", compile=True, dtype="bf16").master_weights
-    assert d("train", "cuda", compile=True, dtype="bf16").label.endswith("bf16 weights, fp32 master")
+    assert d("train", "cuda", compile=True, dtype="bf16").label.endswith("bf16 matmul weights, fp32 master")
     for off in (d("train", "cuda", compile=True, dtype="fp32"), d("train", "cuda", compile=True),
                 d("train", "cuda", dtype="bf16"), d("train", "cpu", compile=True, dtype="bf16"),
                 d("train", "cuda", compile=True, dtype="bf16", ddp=True)):
@@ -175,14 +193,20 @@ def test_kernel_calls_drop_the_weight_casts_and_add_two_to_the_optimizer() -> No
         return [c for name, ph, layer, cs in step_ops(config, w, p) if name == comp and ph == phase
                 and layer in (0, None) for c in cs]
 
-    autocast_fc = calls(plan, names.MLP_FC, names.FORWARD)
-    master_fc = calls(plan.replace(master_weights=True), names.MLP_FC, names.FORWARD)
-    assert [c.key for c in autocast_fc] == ["cast_to_bf16:fp32", "cast_to_bf16:fp32", "bf16"]
-    assert [c.key for c in master_fc] == ["bf16"]
-    opt = calls(plan.replace(master_weights=True), names.OPTIMIZER, names.OPTIMIZER_PHASE)
+    Q = master_copied_parameters(config)
+    master = plan.replace(master_weights=True)
+    # mlp.fc: its input (the fp32 LayerNorm output) cast, then its weight, then the matmul
+    assert [c.key for c in calls(plan, names.MLP_FC, names.FORWARD)] == [
+        "cast_to_bf16:fp32", "cast_to_bf16:fp32", "bf16"]
+    assert [c.key for c in calls(master, names.MLP_FC, names.FORWARD)] == ["cast_to_bf16:fp32", "bf16"]
+    assert sum(c.key.startswith("cast_") for c in calls(master, names.MLP_FC, names.BACKWARD)) == 0
+    assert sum(c.key.startswith("cast_") for c in calls(plan, names.MLP_FC, names.BACKWARD)) == 1
+    for phase in (names.FORWARD, names.BACKWARD):  # the head is the fp32 embedding: cast as before
+        assert calls(master, names.LM_HEAD, phase) == calls(plan, names.LM_HEAD, phase)
+    opt = calls(master, names.OPTIMIZER, names.OPTIMIZER_PHASE)
     assert [(c.key, c.point) for c in opt] == [
-        ("cast_to_fp32:bf16", (6.0 * P,)), ("adamw_fused", (148.0, float(P))),
-        ("sum_rows:fp32", (4.0 * P,)), ("cast_to_bf16:fp32", (6.0 * P,))]
+        ("cast_to_fp32:bf16", (6.0 * Q,)), ("adamw_fused", (148.0, float(P))),
+        ("sum_rows:fp32", (4.0 * P,)), ("cast_to_bf16:fp32", (6.0 * Q,))]
 
 
 def test_roofline_and_memory_follow_the_bf16_weights_and_fp32_copies() -> None:
@@ -190,16 +214,17 @@ def test_roofline_and_memory_follow_the_bf16_weights_and_fp32_copies() -> None:
     plan = ExecutionPlan("compiled", fused_optimizer=True, fused_loss=True)
     master = plan.replace(master_weights=True)
     P, buffers = count_parameters(config), config.n_layer * config.block_size ** 2
+    Q = master_copied_parameters(config)
+    C, V = config.n_embd, config.vocab_size
+    assert Q == config.n_layer * (12 * C * C + 9 * C)
     hw = adhoc_hardware(100, 1000)
     opt = predict(config, w, hw, master).op(names.OPTIMIZER, names.OPTIMIZER_PHASE)
-    assert (opt.bytes_read, opt.bytes_written) == (16 * P + 6 * P, 12 * P + 6 * P)
+    assert (opt.bytes_read, opt.bytes_written) == (16 * P + 6 * Q, 12 * P + 6 * Q)
     qkv = predict(config, w, hw, master).op(names.layer_name(0, names.ATTN_QKV))
     qkv_autocast = predict(config, w, hw, plan).op(names.layer_name(0, names.ATTN_QKV))
-    C, N = config.n_embd, 12 * 1024
-    # the LayerNorm output it reads, its weight and bias: 4 bytes an element under autocast, 2 here
-    assert qkv_autocast.bytes_read - qkv.bytes_read == 2 * (N * C + 3 * C * C + 3 * C)
+    assert qkv_autocast.bytes_read - qkv.bytes_read == 2 * (3 * C * C + 3 * C)  # weight, bias: 4 -> 2 bytes
     m, a = memory_breakdown(config, w, master), memory_breakdown(config, w, plan)
-    assert (m.weights, m.optimizer_state, m.gradients, m.weight_copies) == (
-        6 * P + buffers, 12 * P, 2 * P, 0)
-    assert (a.weights, a.optimizer_state, a.gradients) == (4 * P + buffers, 8 * P, 4 * P)
-    assert m.activations < a.activations  # a bf16 residual stream
+    assert (m.weights, m.gradients, m.optimizer_state, m.weight_copies) == (
+        4 * P + 2 * Q + buffers, 4 * P - 2 * Q, 8 * P + 4 * Q, V * C * 2)
+    assert (a.weights, a.gradients, a.optimizer_state) == (4 * P + buffers, 4 * P, 8 * P)
+    assert m.activations == a.activations  # the residual stream stays fp32

@@ -24,6 +24,7 @@ from gptperf.perfmodel.workload import (
     Workload,
     count_parameter_tensors,
     count_parameters,
+    master_copied_parameters,
     shape,
 )
 from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
@@ -67,7 +68,15 @@ class _Ctx:
     mm: str  # matmul dtype key
     act: str  # activation dtype name (bf16 under autocast)
     store: str  # residual stream / LayerNorm / parameter dtype name (fp32 under autocast)
-    mixed: bool  # autocast casts fp32 weights and activations to `act` (not under master weights)
+
+    @property
+    def mixed(self) -> bool:
+        return self.workload.mixed_precision
+
+    def casts_weight(self, head: bool) -> bool:
+        """Whether autocast casts this matmul's weight each step (under master weights the blocks'
+        Linear weights are bf16 already; the head is the fp32 embedding)."""
+        return self.mixed and (head or not self.plan.master_weights)
 
     @property
     def train(self) -> bool:
@@ -75,7 +84,7 @@ class _Ctx:
 
 
 def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool,
-                bias: bool = True) -> list[KernelCall]:
+                bias: bool = True, head: bool = False) -> list[KernelCall]:
     """y = x·Wᵀ + b: under autocast the input (when it arrives in fp32) and the weight are cast;
     eager over more than one row, the bias rides in cuBLASLt's matmul epilogue (torch's addmm;
     one row takes another path, and inductor places a compiled step's bias itself)."""
@@ -83,19 +92,21 @@ def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool,
     if c.mixed:
         if input_cast:
             calls.append(cast_call(rows * k_in, c.store, c.act))
-        calls.append(cast_call(k_in * n_out, c.store, c.act))
+        if c.casts_weight(head):
+            calls.append(cast_call(k_in * n_out, c.store, c.act))
     calls.append(_mm(c.mm, rows, n_out, k_in, bias=bias and rows > 1 and not c.plan.compiled))
     return calls
 
 
-def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, bias: bool = True) -> list[KernelCall]:
+def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, bias: bool = True,
+                head: bool = False) -> list[KernelCall]:
     """dX = dY·W (rows × k_in over n_out), dW = dYᵀ·X (n_out × k_in over rows), db = Σ dY; under
     autocast the weight's gradient is cast back to fp32."""
     calls = [_mm(c.mm, rows, k_in, n_out), _mm(c.mm, n_out, k_in, rows)]
     a = dtype_bytes(c.act)
     if bias:
         calls.append(vector_call("sum_rows", c.act, rows * n_out * a))
-    if c.mixed:
+    if c.casts_weight(head):
         calls.append(cast_call(k_in * n_out, c.act, c.store))
     return calls
 
@@ -189,7 +200,7 @@ def _model_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     rows = s.B if w.last_logits_only else N
     embed = [vector_call("embedding_fwd", c.store, 2 * N * C * st), vector_call("embedding_fwd", c.store, 2 * s.T * C * st),
              vector_call("add", c.store, 3 * N * C * st)]
-    head = _linear_fwd(c, rows, C, V, input_cast=True, bias=False)
+    head = _linear_fwd(c, rows, C, V, input_cast=True, bias=False, head=True)
     if w.last_logits_only:
         head = [vector_call("copy", c.store, 2 * rows * C * st)] + head
     ops = {names.EMBED: embed, names.LN_F: _ln_fwd(c, N), names.LM_HEAD: head}
@@ -213,25 +224,25 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     block = c.workload.context
     embed = [vector_call("add", c.store, V * C * st), vector_call("embedding_bwd", c.store, N * C * st),
              vector_call("add", c.store, block * C * st), vector_call("embedding_bwd", c.store, s.T * C * st)]
-    return {names.LOSS: loss, names.LM_HEAD: _linear_bwd(c, N, C, V, bias=False),
+    return {names.LOSS: loss, names.LM_HEAD: _linear_bwd(c, N, C, V, bias=False, head=True),
             names.LN_F: _ln_bwd(c, N), names.EMBED: embed}
 
 
 def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
     P = count_parameters(config)
-    master = c.plan.master_weights  # AdamW steps fp32 copies of the bf16 weights
-    stepped = "fp32" if master else c.store
-    # master weights: the bf16 gradients cast into the copies' fp32 gradients first
-    calls = [cast_call(P, c.act, "fp32")] if master else []
+    # master weights: AdamW steps fp32 copies of the blocks' bf16 Linear weights, whose bf16
+    # gradients are cast into the copies' first and which are cast back after
+    copied = master_copied_parameters(config) if c.plan.master_weights else 0
+    calls = [cast_call(copied, c.act, c.store)] if copied else []
     calls.append(KernelCall("optimizer", "adamw_fused" if c.plan.fused_optimizer else "adamw_foreach",
                             (float(count_parameter_tensors(config)), float(P))))
     # gradient clipping: the norm reads every gradient; the rescale reads and writes them, unless
     # the fused kernel rescales as it reads (gptperf.steps.train: no GradScaler, fused AdamW)
-    calls.append(vector_call("sum_rows", stepped, P * dtype_bytes(stepped)))
+    calls.append(vector_call("sum_rows", c.store, P * dtype_bytes(c.store)))
     if not c.plan.update_in_kernel(c.workload.dtype):
-        calls.append(vector_call("add", stepped, 2 * P * dtype_bytes(stepped)))
-    if master:  # the stepped copies cast back into the model's weights
-        calls.append(cast_call(P, "fp32", c.act))
+        calls.append(vector_call("add", c.store, 2 * P * dtype_bytes(c.store)))
+    if copied:
+        calls.append(cast_call(copied, c.store, c.act))
     return calls
 
 
@@ -291,10 +302,10 @@ def step_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan) -> list
     """(component, phase, layer, calls) in execution order."""
     s = shape(config, workload, plan.master_weights)
     inference = workload.kind in INFERENCE_KINDS
-    mixed = workload.mixed_precision and not plan.master_weights
+    mixed = workload.mixed_precision
     act = {"tf32": "fp32"}.get(workload.dtype, workload.dtype)
     store = "fp32" if mixed else act
-    c = _Ctx(s, workload, plan, workload.dtype, act, store, mixed)
+    c = _Ctx(s, workload, plan, workload.dtype, act, store)
     compiled_inf = plan.compiled and inference
     fused = plan.fuses_decode(workload.kind, s.B)
 

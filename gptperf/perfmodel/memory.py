@@ -6,9 +6,9 @@ bf16/fp16 autocast (whose per-step cache keeps one low-precision copy of each ma
 AdamW's m and v, gradients set to None between steps (`zero_grad(set_to_none=True)`), the logits
 held by the caller through backward. Under a compiled plan (torch.compile, inductor) a train step
 keeps what AOTAutograd's min-cut partitioner saves for backward and a forward step keeps only
-transient buffers (`saved_for_backward_compiled`). Under the plan's master weights the model's
-weights, gradients and residual stream are bf16 (no autocast copies) and fp32 copies of the
-weights and their gradients stay beside AdamW's moments. Every term is in docs/perfmodel.md.
+transient buffers (`saved_for_backward_compiled`). Under the plan's master weights the blocks'
+Linear weights and their gradients are bf16 (autocast copies none of them) and fp32 copies of
+them and of their gradients stay beside AdamW's moments. Every term is in docs/perfmodel.md.
 """
 
 from __future__ import annotations
@@ -20,15 +20,35 @@ from typing import Any
 from gptperf import names
 from gptperf.errors import UserError
 from gptperf.model.config import NORM_FED_WEIGHTS, GPTConfig
-from gptperf.perfmodel.workload import Workload, count_parameters, matmul_parameters, shape
+from gptperf.perfmodel.workload import (
+    Workload,
+    count_parameters,
+    master_copied_parameters,
+    matmul_parameters,
+    shape,
+)
 from gptperf.plan import NORM_SCALED_WEIGHT_BYTES, ExecutionPlan
 
 
-def _autocast_parameters(config: GPTConfig) -> int:
+def _autocast_parameters(config: GPTConfig, master_weights: bool = False) -> int:
     """Weights whose low-precision copy autocast makes and the matmuls keep for backward: the four
-    Linear weights per block and the tied head. (Bias copies are not saved by the matmul and go
-    when the autocast region ends.)"""
+    Linear weights per block and the tied head (the head alone under master weights: the blocks'
+    are bf16 already). (Bias copies are not saved by the matmul and go when the autocast region
+    ends.)"""
+    if master_weights:
+        return math.prod(config.weight_shape(names.LM_HEAD))
     return matmul_parameters(config)
+
+
+def _train_state(config: GPTConfig, w: int, a: int, master_weights: bool) -> tuple[int, int, int]:
+    """(weights, gradients, optimizer state) bytes of a train step: P parameters in `w`, AdamW's
+    m and v. Under master weights the blocks' Linear weights and gradients are in `a`, and their
+    fp32 copies (counted as weights) and the copies' fp32 gradients, which every update
+    overwrites (counted as optimizer state), stay too."""
+    P = count_parameters(config)
+    copied = master_copied_parameters(config) if master_weights else 0
+    low = copied * (w - a)  # the copied weights' bytes not spent in `w`
+    return P * w - low + copied * 4, P * w - low, 2 * P * w + copied * 4
 
 
 @dataclass(frozen=True)
@@ -87,13 +107,11 @@ class MemoryBreakdown:
         return d
 
 
-def saved_activations_per_layer(config: GPTConfig, workload: Workload,
-                                master_weights: bool = False) -> int:
-    """Bytes one block keeps for backward (train); `master_weights`: a residual stream in the
-    compute dtype."""
-    s = shape(config, workload, master_weights)
+def saved_activations_per_layer(config: GPTConfig, workload: Workload) -> int:
+    """Bytes one block keeps for backward (train)."""
+    s = shape(config, workload)
     N, C, a, w = s.N, s.C, s.a, s.w
-    mixed = workload.mixed_precision and not master_weights
+    mixed = workload.mixed_precision
     saved = (
         N * C * w  # ln_1 input (the residual stream)
         + 2 * N * w  # ln_1 mean and rstd
@@ -114,36 +132,19 @@ def saved_activations_per_layer(config: GPTConfig, workload: Workload,
     return saved
 
 
-def _master(workload: Workload, plan: ExecutionPlan | None) -> bool:
-    return plan is not None and plan.master_weights and workload.has_backward
-
-
-def _static_train(P: int, w: int, master: bool) -> tuple[int, int]:
-    """(weights, optimizer state) bytes of a train step's P parameters kept between steps: the
-    weights (in `w`) and AdamW's fp32 m and v; under master weights also the fp32 copies (counted
-    as weights) and their fp32 gradients, which each update overwrites (counted as state)."""
-    if master:
-        return P * (w + 4), 3 * P * 4
-    return P * w, 2 * P * w
-
-
-def saved_for_backward_compiled(config: GPTConfig, workload: Workload,
-                                master_weights: bool = False) -> tuple[int, int]:
+def saved_for_backward_compiled(config: GPTConfig, workload: Workload) -> tuple[int, int]:
     """(bytes per block, bytes of the embeddings, ln_f and the loss) that a compiled train step's
     forward graph saves for backward beyond the weights, inputs, logits and autocast weight
     copies — what AOTAutograd's min-cut partitioner (as inductor runs it) keeps. It recomputes a
     LayerNorm's output from the normalised input x̂ it saves, but saves a tensor a backward
     matmul reads (LayerNorm output in the matmul dtype, q/k/v, attention output, GELU input and
     output, the weights' low-precision copies); it saves reductions (LayerNorm rstd, the loss's
-    row max and log-sum-exp) and recomputes the log-softmax from the logits. `master_weights`:
-    bf16 weights and residual stream under autocast, whose LayerNorm runs in fp32: it keeps the
-    bf16 input with its fp32 mean and rstd in place of x̂."""
-    s = shape(config, workload, master_weights)
+    row max and log-sum-exp) and recomputes the log-softmax from the logits."""
+    s = shape(config, workload)
     N, C, a, w = s.N, s.C, s.a, s.w
-    stat = 4 if workload.mixed_precision else w  # autocast's LayerNorm, softmax and loss: fp32
-    norm = N * C * w + N * stat + (N * stat if master_weights else 0)  # x̂ (or x), rstd (, mean)
+    mixed = workload.mixed_precision
     per_layer = (
-        2 * norm  # ln_1, ln_2
+        2 * (N * C * w + N * w)  # ln_1, ln_2: x̂ (residual dtype) and rstd
         + 2 * N * C * a  # their outputs as qkv and mlp.fc read them
         + 3 * N * C * a  # q, k, v (views of the qkv output; copies under math attention)
         + N * C * a  # attention output = attn.proj's input
@@ -152,17 +153,17 @@ def saved_for_backward_compiled(config: GPTConfig, workload: Workload,
     )
     if config.attention == "sdpa":
         per_layer += s.B * s.H * s.T * 4  # fp32 logsumexp
-    elif workload.mixed_precision:  # CUDA autocast's fp32 softmax: its low-precision copy for
-        # the context matmul, and the scores, row max and sum it is recomputed from
-        per_layer += 2 * s.scores_full * a + 2 * s.B * s.H * s.T * stat
+    elif mixed:  # CUDA autocast's fp32 softmax: its low-precision copy for the context matmul,
+        # and the scores, row max and sum it is recomputed from
+        per_layer += 2 * s.scores_full * a + 2 * s.B * s.H * s.T * w
     else:
         per_layer += s.scores_full * w  # softmax output
     # the first ln_1's input is recomputed from the two embedding lookups it keeps (wte[idx] in
     # place of x̂, wpe[pos]) and its mean; at batch <= 2 the partitioner may keep x̂ instead
     # (T·C·w + N·w less): docs/perfmodel.md
-    rest = s.T * C * w + N * stat
-    rest += N * C * w + N * stat + N * C * a  # ln_f x̂, rstd, output as the head reads it
-    rest += 2 * N * stat  # the log-softmax's row max and log-sum-exp
+    rest = s.T * C * w + N * w
+    rest += N * C * w + N * w + N * C * a  # ln_f x̂, rstd, output as the head reads it
+    rest += 2 * N * w  # the log-softmax's row max and log-sum-exp
     return per_layer, rest
 
 
@@ -183,21 +184,21 @@ def _compiled(workload: Workload, plan: ExecutionPlan | None) -> bool:
 
 def _compiled_parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan) -> MemoryBreakdown:
     """A compiled train or forward step (see docs/perfmodel.md, Memory)."""
-    master = _master(workload, plan)
-    s = shape(config, workload, master)
+    s = shape(config, workload)
     N, C, V, a, w = s.N, s.C, s.V, s.a, s.w
-    mixed = workload.mixed_precision and not master
+    mixed = workload.mixed_precision
     P = count_parameters(config)
-    weights = P * w + config.n_layer * config.block_size ** 2
+    buffers = config.n_layer * config.block_size ** 2
+    weights = P * w + buffers
     ids = (2 * N + s.T) * 8
     phases: dict[str, float] = {}
     if workload.has_backward:
-        per_layer, rest = saved_for_backward_compiled(config, workload, master)
+        master = plan.master_weights
+        per_layer, rest = saved_for_backward_compiled(config, workload)
         acts = config.n_layer * per_layer + rest
-        copies = _autocast_parameters(config) * a if mixed else 0  # saved for the backward matmuls
-        grads = P * w
-        weights, opt = _static_train(P, w, master)
-        weights += config.n_layer * config.block_size ** 2
+        copies = _autocast_parameters(config, master) * a if mixed else 0  # saved for backward
+        weights, grads, opt = _train_state(config, w, a, master)
+        weights += buffers
         static = weights + opt + ids
         # the logits, saved for the loss's backward. The compiled graph returns the loss alone
         # (steps.train._LossOnly): inductor writes the logits' gradient over them; the fused
@@ -243,14 +244,14 @@ def _compiled_parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan) 
 def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = None) -> MemoryBreakdown:
     if plan is not None and _compiled(workload, plan):  # (`is not None`: for the type checker)
         return _compiled_parts(config, workload, plan)
-    master = _master(workload, plan)
-    s = shape(config, workload, master)
+    s = shape(config, workload)
     N, C, V, a, w = s.N, s.C, s.V, s.a, s.w
-    mixed = workload.mixed_precision and not master
+    mixed = workload.mixed_precision
     P = count_parameters(config)
     buffers = config.n_layer * config.block_size ** 2  # the bool causal mask of each attention module
     weights = P * w + buffers
-    copies = _autocast_parameters(config) * a if mixed else 0
+    master = plan is not None and plan.master_weights and workload.has_backward
+    copies = _autocast_parameters(config, master) * a if mixed else 0
     if plan is not None and plan.fuses_decode(workload.kind, s.B):
         copies += _scaled_norm_copies(config, w)
     # autocast runs (log_)softmax with dtype=float32: a bf16 input is first copied to fp32,
@@ -263,10 +264,9 @@ def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = N
     live: dict[str, float]
 
     if workload.has_backward:
-        acts = config.n_layer * saved_activations_per_layer(config, workload, master)
+        acts = config.n_layer * saved_activations_per_layer(config, workload)
         acts += N * C * w + 2 * N * w + N * C * a  # ln_f input, stats, output as the head reads it
-        grads = P * w
-        weights, opt = _static_train(P, w, master)
+        weights, grads, opt = _train_state(config, w, a, master)
         weights += buffers
         # end of forward: logits, their fp32 copy for the loss (autocast), the saved log-probabilities
         fwd_logits = N * V * (a + upcast + w)

@@ -6,8 +6,9 @@ B batch, T tokens processed per sequence this step, L positions attended (contex
 H heads, D = C/H, V vocab, N = B·T rows. Byte sizes: `a` for the compute dtype, `w` for what the
 parameters, the residual stream, LayerNorm and softmax outputs and log-probabilities are stored
 in (fp32 under bf16/fp16 autocast, i.e. train and forward; the dtype itself otherwise, inference
-included, and a train step under the plan's master weights, whose fp32 copies only the optimizer
-reads and writes). docs/perfmodel.md has every formula.
+included), `wl` for the blocks' Linear weights (`w`, but `a` in a train step under the plan's
+master weights, whose fp32 copies only the optimizer reads and writes). docs/perfmodel.md has
+every formula.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from gptperf.perfmodel.workload import (
     Shape,
     Workload,
     count_parameters,
+    master_copied_parameters,
     matmul_parameters,
     shape,
 )
@@ -77,7 +79,8 @@ def _linear(comp: str, M: int, Kin: int, Nout: int, in_b: int, s: Shape, bias: b
             backward: bool = False) -> _Raw:
     """Y (M×Nout) = X (M×Kin) · W (Kin×Nout) [+ b]. Backward: dX and dW (2× the matmul), db."""
     mm = 2 * M * Kin * Nout
-    x, wgt, b, y = M * Kin * in_b, Kin * Nout * s.w, (Nout * s.w if bias else 0), M * Nout * s.a
+    wb = s.w if comp == names.LM_HEAD else s.wl  # the head is the (fp32 under autocast) embedding
+    x, wgt, b, y = M * Kin * in_b, Kin * Nout * wb, (Nout * wb if bias else 0), M * Nout * s.a
     extra = M * Nout * K.BIAS if bias else 0
     if not backward:
         return (comp, 1, mm + extra, mm, mm + extra, x + wgt + b, y, "matmul")
@@ -471,7 +474,8 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
         P = count_parameters(config)
         f = K.ADAMW * P
         read, written = 4 * P * w, 3 * P * w  # weights, gradients, m, v in; weights, m, v out
-        if plan.master_weights:  # on the fp32 copies, the bf16 gradients cast in, the weights out
-            read, written = 4 * P * 4 + P * (a + 4), 3 * P * 4 + P * (4 + a)
+        if plan.master_weights:  # and the copied weights' bf16 gradients cast in, weights cast out
+            copied = master_copied_parameters(config)
+            read, written = read + copied * (a + 4), written + copied * (4 + a)
         emit([(names.OPTIMIZER, 1, f, 0, f, read, written, "vector")], names.OPTIMIZER_PHASE)
     return Prediction(config, workload, hardware, out, plan, notes)

@@ -112,6 +112,13 @@ def count_parameter_tensors(config: GPTConfig) -> int:
     return 12 * config.n_layer + 4
 
 
+def master_copied_parameters(config: GPTConfig) -> int:
+    """Parameters the plan's master weights keep in bf16 beside fp32 copies: the blocks' Linear
+    weights and biases (not the LM head, which is the fp32 token embedding)."""
+    per_layer = sum(math.prod(config.weight_shape(op)) + config.weight_shape(op)[0] for op in LAYER_WEIGHTS)
+    return config.n_layer * per_layer
+
+
 def matmul_parameters(config: GPTConfig) -> int:
     """Weights that multiply activations: the four Linear weights per layer and the tied head."""
     per_layer = sum(math.prod(config.weight_shape(op)) for op in LAYER_WEIGHTS)
@@ -135,6 +142,7 @@ class Shape:
     a: int  # bytes per element of the compute dtype
     w: int  # bytes per element of parameters / residual stream / fp32-kept outputs
     causal: bool
+    wl: int  # bytes per element of the blocks' Linear weights: w, or a under master weights
 
     @property
     def N(self) -> int:
@@ -152,11 +160,12 @@ class Shape:
 
 
 def shape(config: GPTConfig, workload: Workload, master_weights: bool = False) -> Shape:
-    """The sizes of `workload` on `config`; `master_weights`: the plan keeps the model's weights
-    (and so its residual stream) in the compute dtype, fp32 copies beside them (w = a)."""
+    """The sizes of `workload` on `config`; `master_weights`: the plan keeps the blocks' Linear
+    weights in the compute dtype (fp32 copies beside them for the optimizer)."""
     config.check_sequence(workload.seq)
     a = dtype_bytes(workload.dtype)
-    w = 4 if workload.mixed_precision and not master_weights else a
+    w = 4 if workload.mixed_precision else a
     T = workload.new_tokens
     return Shape(B=workload.batch, T=T, L=workload.context, C=config.n_embd, H=config.n_head,
-                 D=config.head_dim, V=config.vocab_size, n_layer=config.n_layer, a=a, w=w, causal=T > 1)
+                 D=config.head_dim, V=config.vocab_size, n_layer=config.n_layer, a=a, w=w, causal=T > 1,
+                 wl=a if master_weights and workload.has_backward else w)

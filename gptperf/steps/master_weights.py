@@ -1,12 +1,17 @@
-"""fp32 master weights for a model trained in bf16 (the plan's `master_weights`, as llm.c trains):
-the model's weights and gradients are bf16, so a compiled step casts no weight and runs a bf16
-residual stream; AdamW steps fp32 copies of the weights, with fp32 moments.
+"""fp32 master weights for a model whose matmuls train in bf16 (the plan's `master_weights`): the
+blocks' Linear weights and gradients are bf16, so autocast casts none of them each step; AdamW
+steps fp32 copies of them, with fp32 moments. Embeddings (the tied LM head with them) and
+LayerNorms stay fp32, and so does the residual stream.
 
 Each update copies the bf16 gradients into the copies' fp32 gradients, steps the optimizer on the
-copies and copies them back into the model: two multi-tensor casts beside AdamW's kernel (on the
-H200 a gpt2 step, B=12, T=1024, took 25.46 ms against 26.40 under autocast with fp32 weights;
-BENCHMARKS.md). Micro-batches accumulate their gradients in bf16, as the model's own gradients.
-Checkpoints hold the fp32 copies (`state_dict`), so a checkpoint is the same with or without.
+copies and the fp32 parameters, and copies the copies back into the model: two multi-tensor
+casts beside AdamW's kernel. On the H200 a gpt2 step (B=12, T=1024) took 26.71 ms against 27.11
+with every weight fp32 under autocast (alternating, BENCHMARKS.md). With every weight bf16 (a bf16
+residual stream, as llm.c trains) it took 26.21 against 27.38, but its loss after 200 steps
+missed the fp32 reference's by 1.7% (0.16 nats at worst), past the tolerance the fast step is
+held to (benchmarks/gpu_speed_numerics.py); this one: 0.69%, 0.11 nats.
+Micro-batches accumulate the bf16 gradients in bf16. Checkpoints hold the fp32 copies
+(`state_dict`), so a checkpoint is the same with or without.
 """
 
 from __future__ import annotations
@@ -15,30 +20,52 @@ from typing import Any
 
 import torch
 
-WEIGHTS_DTYPE = torch.bfloat16
+WEIGHTS_DTYPE = torch.bfloat16  # of the matmul weights
+
+
+def matmul_weights(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The trainable weights and biases of `model`'s Linear layers but those tied to an embedding
+    (the LM head): what master weights keep in bf16."""
+    tied = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    seen: set[int] = set()
+    out = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            for p in m.parameters(recurse=False):
+                if p.requires_grad and id(p) not in tied and id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+    return out
 
 
 class MasterWeights:
-    """fp32 copies of `model`'s trainable parameters, made before `model` is cast to bf16 in
-    place. `master` are the tensors an optimizer steps (each with an fp32 `.grad`)."""
+    """fp32 copies of `model`'s matmul weights (`matmul_weights`), made before those are cast to
+    bf16 in place; the embeddings (the tied LM head with them) and LayerNorms stay fp32, so the
+    residual stream stays fp32. `stepped` are the tensors an optimizer steps: the copies (each
+    with an fp32 `.grad`) and the fp32 parameters themselves."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.params = matmul_weights(model)
         # before the cast; leaves that require grad, as the parameters an optimizer takes
         self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params]
         for m in self.master:
             m.grad = torch.zeros_like(m)  # kept between steps: each update overwrites it
-        model.to(WEIGHTS_DTYPE)
+        copied = {id(p) for p in self.params}
+        self.kept = [p for p in model.parameters() if p.requires_grad and id(p) not in copied]
+        self.stepped = self.master + self.kept
+        with torch.no_grad():
+            for p in self.params:
+                p.data = p.data.to(WEIGHTS_DTYPE)
 
     def gradients_in(self) -> list[torch.Tensor]:
-        """The model's bf16 gradients cast into the copies' fp32 gradients (returned)."""
-        grads = [m.grad for m in self.master]
+        """The model's bf16 gradients cast into the copies' fp32 gradients; returns the gradients
+        of every stepped tensor."""
         missing = [i for i, p in enumerate(self.params) if p.grad is None]
         if missing:  # every GPT weight takes part in the loss; a model that skips one is not ours
             raise RuntimeError(f"master weights: {len(missing)} parameter(s) got no gradient")
-        torch._foreach_copy_(grads, [p.grad for p in self.params])
-        return grads
+        torch._foreach_copy_([m.grad for m in self.master], [p.grad for p in self.params])
+        return [t.grad for t in self.stepped if t.grad is not None]
 
     @torch.no_grad()
     def weights_out(self) -> None:
@@ -67,6 +94,5 @@ class MasterWeights:
     def restore(self) -> None:
         """The model back in fp32 with the copies' weights (for evaluation or sampling after
         training); the step cannot run after this."""
-        self.model.float()
         for p, m in zip(self.params, self.master, strict=True):
-            p.copy_(m)
+            p.data = m.detach().clone()

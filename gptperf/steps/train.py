@@ -118,7 +118,7 @@ class TrainStep:
         if plan.compiled:  # DDP is compiled as it is: dynamo splits its graph at the buckets
             loss_fn = cross_entropy.fused_cross_entropy if plan.fused_loss else None
             self.run_model = torch.compile(model if isinstance(model, DDP) else _LossOnly(model, loss_fn))
-        weights = self.master.master if self.master is not None else model.parameters()
+        weights = self.master.stepped if self.master is not None else model.parameters()
         self.optimizer = make_optimizer(weights, self.settings, fused=plan.fused_optimizer)
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")
         # No host synchronisation in the step: the fused kernel clips and skips (module docstring).
