@@ -326,6 +326,29 @@ def test_compiled_training_charges_the_recorded_fused_kernels_scaled_by_bytes():
     assert isinstance(Expected.from_dict(big.to_dict()), Expected)
 
 
+def test_master_weights_are_charged_their_casts_and_a_recording_of_another_plan_is_noted():
+    """Master weights: the optimizer pays the two casts of the copied weights beside AdamW; fused
+    kernels scaled from a recording made without master weights say so in the notes."""
+    cfg = preset("gpt2", n_layer=2)
+    w = Workload("train", 4, 128, "bf16")
+    autocast_plan = ExecutionPlan("compiled", fused_optimizer=True, fused_loss=True)
+    master = autocast_plan.replace(master_weights=True)
+    assert ExecutionPlan.default("train", "cuda", compile=True, dtype="bf16") == master
+
+    def recorded(plan: ExecutionPlan) -> Calibration:
+        rec = {"config": cfg.to_dict(), "workload": w.to_dict(), "plan": plan.to_dict(),
+               "ops": {"mlp.act:fwd": {"kernels": 1, "seconds": {"other": 5e-5}}}}
+        return flat_calibration(compiled={"train:bf16": rec})
+
+    mine, other = expected(cfg, w, master, recorded(master)), expected(cfg, w, master, recorded(autocast_plan))
+    assert not any("master weights" in n for n in mine.notes)
+    assert any("recording without master weights" in n for n in other.notes)
+    opt = ("optimizer", "opt")
+    with_casts = mine.by_key()[opt]
+    without = expected(cfg, w, autocast_plan, recorded(autocast_plan)).by_key()[opt]
+    assert with_casts.kernels == without.kernels + 2 and with_casts.device_s > without.device_s
+
+
 def test_missing_curve_is_a_one_line_error_naming_what_exists():
     cal = flat_calibration(matmul={})
     with pytest.raises(UserError, match="no matmul curve 'fp32'"):
