@@ -33,6 +33,12 @@ def _copied(name: str) -> bool:
     return any(f".{layer}." in name for layer in LINEARS)
 
 
+def _batches(n: int):
+    """`n` random (inputs, targets) of 2 sequences of 8 tokens, the same every call."""
+    tokens = torch.randint(0, CFG.vocab_size, (n, 2, 9), generator=torch.Generator().manual_seed(1))
+    return [(t[:, :-1], t[:, 1:]) for t in tokens]
+
+
 def _step(plan: ExecutionPlan, clip: float = 0.05):
     return build_step(CFG, BF16, plan, "cpu", seed=5, train_settings=TrainSettings(grad_clip=clip))
 
@@ -72,10 +78,7 @@ def test_a_step_is_adamw_on_fp32_copies_of_the_bf16_gradients(fused: bool) -> No
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                              {"params": [c for c in copies if c.dim() < 2], "weight_decay": 0.0}],
                             lr=2e-3, betas=(0.9, 0.99))
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        tokens = torch.randint(0, CFG.vocab_size, (2, 9), generator=gen)
-        x, y = tokens[:, :-1], tokens[:, 1:]
+    for x, y in _batches(3):
         step.train.next_batch = lambda x=x, y=y: (x, y)
         loss = step.train.run()
         with autocast(torch.device("cpu"), "bf16"):
