@@ -17,11 +17,11 @@ from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.memory import max_batch, memory_breakdown
 from gptperf.perfmodel.workload import Workload
-from gptperf.units import MIB
+from gptperf.units import GIB, MIB, TIB
 
 
 def _gib(n: float) -> str:
-    for scale, unit in ((2**40, "TiB"), (2**30, "GiB")):
+    for scale, unit in ((TIB, "TiB"), (GIB, "GiB")):
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n / MIB:.1f} MiB"

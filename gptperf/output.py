@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from gptperf.units import GIB, KIB, MIB, TIB
+
 _consoles: dict[str, Any] = {}
 
 
@@ -60,7 +62,7 @@ def binary_bytes(n: float | None) -> str:
         return "—"
     if math.isinf(n):
         return "unbounded"
-    for scale, unit in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+    for scale, unit in ((TIB, "TiB"), (GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")):
         if abs(n) >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n:.0f} B"

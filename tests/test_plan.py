@@ -30,6 +30,7 @@ def test_round_trip_and_label() -> None:
     ({"static_cache": "yes"}, "static_cache"),
     ({"fused_decode": "yes"}, "fused_decode"),
     ({"fused_loss": "yes"}, "'yes'"),
+    ({"master_weights": 1}, "master_weights"),
     ({"mode": "eager", "one_row_kernel": True}, "compiled"),
     ({"mode": "eager", "turbo": True}, "turbo"),
 ])
