@@ -120,6 +120,24 @@ def test_state_dict_holds_the_copies_and_loads_them_exactly() -> None:
         assert p.dtype == torch.float32 and torch.equal(p, state[name]), name
 
 
+def test_optimizer_state_moves_between_plans_parameter_by_parameter() -> None:
+    """The optimizer steps the copies in their weights' places: AdamW's state saved without master
+    weights loads into a step with them (and back) onto the same parameters."""
+    plain, master = _step(EAGER.replace(fused_optimizer=True)), _step(EAGER.replace(fused_optimizer=True,
+                                                                                   master_weights=True))
+    plain.train.run()
+    saved = plain.train.optimizer.state_dict()
+    master.train.optimizer.load_state_dict(saved)
+    params = [p for g in plain.train.optimizer.param_groups for p in g["params"]]
+    stepped = [p for g in master.train.optimizer.param_groups for p in g["params"]]
+    for p, t in zip(params, stepped, strict=True):
+        state = master.train.optimizer.state[t]
+        assert state["exp_avg"].shape == t.shape == p.shape
+        assert torch.equal(state["exp_avg"], plain.train.optimizer.state[p]["exp_avg"])
+    master.train.run()  # and it steps from there
+    plain.train.optimizer.load_state_dict(master.train.optimizer.state_dict())
+
+
 def test_a_parameter_without_gradient_is_an_error() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     master = MasterWeights(model)

@@ -51,9 +51,11 @@ class MasterWeights:
         self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params]
         for m in self.master:
             m.grad = torch.zeros_like(m)  # kept between steps: each update overwrites it
-        copied = {id(p) for p in self.params}
-        self.kept = [p for p in model.parameters() if p.requires_grad and id(p) not in copied]
-        self.stepped = self.master + self.kept
+        copy_of = {id(p): m for p, m in zip(self.params, self.master, strict=True)}
+        # in the model's parameter order, each copy in its weight's place: an optimizer's state
+        # (by position) is the same with or without master weights, so checkpoints move between plans
+        self.stepped = [copy_of.get(id(p), p) for p in model.parameters() if p.requires_grad]
+        self.kept = [p for p in model.parameters() if p.requires_grad and id(p) not in copy_of]
         with torch.no_grad():
             for p in self.params:
                 p.data = p.data.to(WEIGHTS_DTYPE)
