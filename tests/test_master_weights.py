@@ -162,6 +162,24 @@ def test_master_weights_are_for_bf16_train_steps(kind: str, dtype: str, needle: 
         predict(CFG, Workload(kind, 2, 8, dtype), adhoc_hardware(100, 1000), plan)
 
 
+def test_master_weights_are_refused_under_ddp(tmp_path) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from gptperf.model import GPT
+    from gptperf.steps.train import TrainStep
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        model = DDP(GPT(CFG))
+        with pytest.raises(UserError, match="under DDP use master_weights=false"):
+            TrainStep(model, EAGER.replace(master_weights=True), torch.device("cpu"), "bf16",
+                      lambda: _batches(1)[0])
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # refused before any cast
+    finally:
+        dist.destroy_process_group()
+
+
 def test_defaults_keep_master_weights_for_the_compiled_bf16_cuda_step() -> None:
     d = ExecutionPlan.default
     assert d("train", "cuda", compile=True, dtype="bf16").master_weights
