@@ -51,7 +51,7 @@ class MasterWeights:
         self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params]
         for m in self.master:
             m.grad = torch.zeros_like(m)  # kept between steps: each update overwrites it
-        copy_of = {id(p): m for p, m in zip(self.params, self.master, strict=True)}
+        self._copy_of = copy_of = {id(p): m for p, m in zip(self.params, self.master, strict=True)}
         # in the model's parameter order, each copy in its weight's place: an optimizer's state
         # (by position) is the same with or without master weights, so checkpoints move between plans
         self.stepped = [copy_of.get(id(p), p) for p in model.parameters() if p.requires_grad]
@@ -75,10 +75,9 @@ class MasterWeights:
         torch._foreach_copy_(self.params, self.master)
 
     def state_dict(self) -> dict[str, Any]:
-        """The model's state dict with the fp32 copies in place of its bf16 weights (a tied weight
-        under each of its names)."""
-        copy_of = {id(p): m for p, m in zip(self.params, self.master, strict=True)}
-        return {k: copy_of.get(id(v), v).detach()
+        """The model's state dict with the fp32 copies in place of its bf16 weights: every tensor
+        fp32, as the model's own state dict without master weights."""
+        return {k: self._copy_of.get(id(v), v).detach()
                 for k, v in self.model.state_dict(keep_vars=True).items()}
 
     @torch.no_grad()
@@ -86,11 +85,9 @@ class MasterWeights:
         """Weights from `state` (fp32, as `state_dict` writes them) into the copies exactly and
         into the model rounded to bf16."""
         self.model.load_state_dict(state)
-        named = dict(self.model.named_parameters())
-        index = {id(p): i for i, p in enumerate(self.params)}
-        for name, p in named.items():
-            if id(p) in index:
-                self.master[index[id(p)]].copy_(state[name])
+        for name, p in self.model.named_parameters():
+            if id(p) in self._copy_of:
+                self._copy_of[id(p)].copy_(state[name])
 
     @torch.no_grad()
     def restore(self) -> None:
