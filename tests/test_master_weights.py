@@ -58,7 +58,9 @@ def test_copies_are_the_fp32_weights_from_before_the_cast() -> None:
             assert id(p) not in copy_of and p.dtype == torch.float32 and torch.equal(p, q), name
     assert len(master.params) == 4 * 2 * CFG.n_layer
     stepped = [p for g in step.train.optimizer.param_groups for p in g["params"]]
-    assert sorted(id(p) for p in stepped) == sorted(id(t) for t in master.master + master.kept)
+    fp32_params = [p for p in step.model.parameters() if id(p) not in copy_of]
+    assert sorted(id(p) for p in stepped) == sorted(id(t) for t in master.master + fp32_params)
+    assert [id(t) for t in master.stepped] == [id(copy_of.get(id(p), p)) for p in step.model.parameters()]
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["in-kernel", "clip_grad_norm_"])

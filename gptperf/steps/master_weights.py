@@ -56,19 +56,16 @@ class MasterWeights:
         # in the model's parameter order, each copy in its weight's place: an optimizer's state
         # (by position) is the same with or without master weights, so checkpoints move between plans
         self.stepped = [copy_of.get(id(p), p) for p in model.parameters() if p.requires_grad]
-        self.kept = [p for p in model.parameters() if p.requires_grad and id(p) not in copy_of]
         with torch.no_grad():
             for p in self.params:
                 p.data = p.data.to(WEIGHTS_DTYPE)
 
-    def gradients_in(self) -> list[torch.Tensor]:
-        """The model's bf16 gradients cast into the copies' fp32 gradients; returns the gradients
-        of every stepped tensor."""
+    def gradients_in(self) -> None:
+        """The model's bf16 gradients cast into the copies' fp32 gradients."""
         missing = [i for i, p in enumerate(self.params) if p.grad is None]
         if missing:  # every GPT weight takes part in the loss; a model that skips one is not ours
             raise RuntimeError(f"master weights: {len(missing)} parameter(s) got no gradient")
         torch._foreach_copy_([m.grad for m in self.master], [p.grad for p in self.params])
-        return [t.grad for t in self.stepped if t.grad is not None]
 
     @torch.no_grad()
     def weights_out(self) -> None:

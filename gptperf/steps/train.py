@@ -163,10 +163,8 @@ class TrainStep:
     def _update_in_kernel(self) -> None:
         """`fused_step` on the optimizer's gradients, then the gradients and the loss cleared."""
         if self.master is not None:
-            grads = self.master.gradients_in()
-        else:
-            grads = [p.grad for p in self._stepped() if p.grad is not None]
-        self.fused_step(grads)
+            self.master.gradients_in()
+        self.fused_step([p.grad for p in self._stepped() if p.grad is not None])
         self._finish_update()
 
     def _stepped(self) -> list[torch.Tensor]:
