@@ -10,7 +10,8 @@ also profiled once: kernel time by class, the top kernels with the host ops that
 and the device's idle time between kernels with its largest gaps (under the profiler the host is
 slower, so gaps there are an upper bound), which say whether the host or the kernels set the
 pace (`autocast` and `bf16params` too). `base` is the default plan, bf16 weights with fp32
-master weights; `autocast` the step before them (fp32 weights cast under autocast). Writes
+master weights stepped in one pass; `mastercasts` the master update before that (casts around
+AdamW's kernel); `autocast` the step before master weights (fp32 weights cast under autocast). Writes
 $OUT/train_levers.json when OUT is set; prints a table last.
 """
 
@@ -144,7 +145,9 @@ def lever_step(name: str, extra: dict[str, Any]) -> Any:
     compiled, and stepped once: each compiled graph's first call is behind it."""
     plan = ExecutionPlan.default("train", "cuda", compile=True, dtype="bf16")
     if name in ("autocast", "bf16params"):  # fp32 weights under autocast; or bf16 everywhere
-        plan = plan.replace(master_weights=False)
+        plan = plan.replace(master_weights=False, fused_master_update=False)
+    if name == "mastercasts":  # master weights updated by casts around AdamW's kernel, not in one pass
+        plan = plan.replace(fused_master_update=False)
     if name == "inductorce":  # the loss as inductor compiles the model's own F.cross_entropy
         plan = plan.replace(fused_loss=False)
     step = build_step(preset("gpt2"), Workload("train", BATCH, SEQ, "bf16"), plan, "cuda",
@@ -203,7 +206,7 @@ def main() -> None:
     if sys.argv[1:2] == ["--alternate"]:
         alternate(sys.argv[2:])
         return
-    levers = sys.argv[1:] or ["base", "autocast", "inductorce", "noclip", "cudnn", "flash", "coordinate", "graphs",
+    levers = sys.argv[1:] or ["base", "autocast", "mastercasts", "inductorce", "noclip", "cudnn", "flash", "coordinate", "graphs",
                               "autotune", "split64", "nomix", "pdl", "combo", "benchfusion", "aggressive"]
     results = []
     for name in levers:

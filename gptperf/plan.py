@@ -12,7 +12,8 @@ Defaults (`ExecutionPlan.default`), per workload kind and device:
   one-pass Triton cross-entropy (`fused_loss`: 0.45 ms less a gpt2 step on the H200), except
   in the scaling study's DDP step (`ddp=True`), which keeps the model's own loss; compiled on
   CUDA in bf16 (`dtype="bf16"`), the blocks' Linear weights in bf16 with fp32 master copies
-  (`master_weights`: 0.24–0.40 ms less a gpt2 step on the H200), again except under DDP.
+  (`master_weights`: 0.24–0.40 ms less a gpt2 step on the H200), again except under DDP, and
+  with them AdamW on the copies in one Triton kernel (`fused_master_update`).
 * forward: eager, or compiled with `--compile`.
 * prefill, decode, decode_nocache with `fast` (the default on CUDA for `generate` and
   `inference`): on CUDA the step is compiled and replayed as one CUDA graph, with a static KV
@@ -63,6 +64,9 @@ class ExecutionPlan:
     two one-pass Triton kernels instead of the model's F.cross_entropy (CUDA). master_weights: a
     bf16 train step keeps the blocks' Linear weights and their gradients in bf16, and AdamW steps
     fp32 copies of them (`gptperf.steps.master_weights`), instead of autocast casting fp32 weights.
+    fused_master_update: under master weights and the fused optimizer, one Triton kernel steps the
+    copies from the bf16 gradients and writes the bf16 weights (`gptperf.steps.master_adamw`, CUDA)
+    instead of casting the gradients in and the copies out around AdamW's kernel.
     """
 
     mode: str = EAGER
@@ -73,6 +77,7 @@ class ExecutionPlan:
     fused_decode: bool = False
     fused_loss: bool = False
     master_weights: bool = False
+    fused_master_update: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -80,7 +85,7 @@ class ExecutionPlan:
         if self.attention not in ATTENTIONS:
             raise UserError(f"unknown attention {self.attention!r}; valid: {', '.join(ATTENTIONS)}")
         for key in ("static_cache", "one_row_kernel", "fused_optimizer", "fused_decode", "fused_loss",
-                    "master_weights"):
+                    "master_weights", "fused_master_update"):
             if not isinstance(getattr(self, key), bool):
                 raise UserError(f"plan {key} must be true or false, got {getattr(self, key)!r}")
         if self.one_row_kernel and self.mode == EAGER:
@@ -129,6 +134,8 @@ class ExecutionPlan:
             parts.append("fused loss")
         if self.master_weights:
             parts.append("bf16 matmul weights, fp32 master")
+        if self.fused_master_update:
+            parts.append("one-pass master AdamW")
         return ", ".join(parts)
 
     def replace(self, **changes: Any) -> ExecutionPlan:
@@ -166,6 +173,9 @@ class ExecutionPlan:
             what = f"a {kind} step" + (f" in {dtype}" if dtype else "")
             raise UserError(f"master_weights is for bf16 train steps, not {what}; "
                             "use master_weights=false")
+        if self.fused_master_update and not (self.master_weights and self.fused_optimizer):
+            raise UserError("fused_master_update steps master weights in the fused optimizer's place; "
+                            "use it with master_weights=true and fused_optimizer=true, or set it false")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "label": self.label}
@@ -197,8 +207,9 @@ class ExecutionPlan:
         cuda = device_type == "cuda"
         if kind == "train":
             fast_train = cuda and compile and not ddp
+            master = fast_train and dtype == "bf16"
             return cls(COMPILED if compile else EAGER, attention, fused_optimizer=cuda,
-                       fused_loss=fast_train, master_weights=fast_train and dtype == "bf16")
+                       fused_loss=fast_train, master_weights=master, fused_master_update=master)
         if kind == "forward":
             return cls(COMPILED if compile else EAGER, attention)
         if kind not in INFERENCE_KINDS:

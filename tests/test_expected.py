@@ -9,12 +9,14 @@ import math
 
 import pytest
 
+from gptperf import names
 from gptperf.errors import UserError
 from gptperf.model import preset
-from gptperf.perfmodel import Workload
+from gptperf.perfmodel import Workload, count_parameters
 from gptperf.perfmodel.calibration import HOST_MODEL, Calibration, Curve, Grid
 from gptperf.perfmodel.expected import Expected, expected, queue_time
 from gptperf.perfmodel.kernel_calls import kernel_calls, step_ops
+from gptperf.perfmodel.workload import master_copied_parameters
 from gptperf.plan import ExecutionPlan
 
 NOW = dt.datetime(2026, 12, 1, 12, tzinfo=dt.timezone.utc)
@@ -333,7 +335,8 @@ def test_master_weights_are_charged_their_casts_and_a_recording_of_another_plan_
     w = Workload("train", 4, 128, "bf16")
     autocast_plan = ExecutionPlan("compiled", fused_optimizer=True, fused_loss=True)
     master = autocast_plan.replace(master_weights=True)
-    assert ExecutionPlan.default("train", "cuda", compile=True, dtype="bf16") == master
+    assert ExecutionPlan.default("train", "cuda", compile=True, dtype="bf16") == master.replace(
+        fused_master_update=True)
 
     def recorded(plan: ExecutionPlan) -> Calibration:
         rec = {"config": cfg.to_dict(), "workload": w.to_dict(), "plan": plan.to_dict(),
@@ -347,6 +350,34 @@ def test_master_weights_are_charged_their_casts_and_a_recording_of_another_plan_
     with_casts = mine.by_key()[opt]
     without = expected(cfg, w, autocast_plan, recorded(autocast_plan)).by_key()[opt]
     assert with_casts.kernels == without.kernels + 2 and with_casts.device_s > without.device_s
+
+
+def test_one_pass_master_update_is_charged_on_its_own_grid_or_as_adamw():
+    """The one-pass update: AdamW's kernel over the fp32 parameters, gptperf's over the copies
+    (on the calibration's `adamw_master` grid, else AdamW's fused one: the same bytes a
+    parameter), and the norm over each gradient in its dtype; no casts."""
+    cfg = preset("gpt2", n_layer=2)
+    w = Workload("train", 4, 128, "bf16")
+    plan = ExecutionPlan("compiled", fused_optimizer=True, fused_loss=True, master_weights=True,
+                         fused_master_update=True)
+    calls = {c.key: c for c in
+             next(calls for comp, _, _, calls in step_ops(cfg, w, plan) if comp == names.OPTIMIZER)}
+    P, Q = count_parameters(cfg), master_copied_parameters(cfg)
+    assert calls["adamw_fused"].point == (12 * 2 + 4 - 8 * 2, P - Q)
+    assert calls["adamw_master"].point == (8 * 2, Q)
+    assert calls["sum_rows:fp32"].point == (4 * (P - Q) + 2 * Q,)
+    assert not any(k.startswith("cast") for k in calls)
+
+    def per_param(seconds: float) -> Grid:  # s per call over (tensors, parameters): linear in parameters
+        return Grid(("tensors", "parameters"), ((1.0, 1e4), (1.0, 1e10)), (seconds, seconds * 1e10) * 2)
+
+    opt = ("optimizer", "opt")
+    own = flat_calibration(optimizer={"adamw_fused": per_param(1e-12), "adamw_master": per_param(3e-12)})
+    fallback = flat_calibration(optimizer={"adamw_fused": per_param(1e-12)})
+    got_own = expected(cfg, w, plan, own).by_key()[opt].device_s
+    got_fallback = expected(cfg, w, plan, fallback).by_key()[opt].device_s
+    assert got_fallback == pytest.approx(1e-12 * P + T0, rel=1e-6)  # + the norm's flat curve
+    assert got_own - got_fallback == pytest.approx(2e-12 * Q, rel=1e-6)
 
 
 def test_missing_curve_is_a_one_line_error_naming_what_exists():

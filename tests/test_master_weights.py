@@ -184,12 +184,13 @@ def test_master_weights_are_refused_under_ddp(tmp_path) -> None:
 
 def test_defaults_keep_master_weights_for_the_compiled_bf16_cuda_step() -> None:
     d = ExecutionPlan.default
-    assert d("train", "cuda", compile=True, dtype="bf16").master_weights
-    assert d("train", "cuda", compile=True, dtype="bf16").label.endswith("bf16 matmul weights, fp32 master")
+    on = d("train", "cuda", compile=True, dtype="bf16")
+    assert on.master_weights and on.fused_master_update
+    assert on.label.endswith("bf16 matmul weights, fp32 master, one-pass master AdamW")
     for off in (d("train", "cuda", compile=True, dtype="fp32"), d("train", "cuda", compile=True),
                 d("train", "cuda", dtype="bf16"), d("train", "cpu", compile=True, dtype="bf16"),
                 d("train", "cuda", compile=True, dtype="bf16", ddp=True)):
-        assert not off.master_weights, off
+        assert not off.master_weights and not off.fused_master_update, off
     plan = d("train", "cuda", compile=True, dtype="bf16")
     assert ExecutionPlan.from_dict(plan.to_dict()) == plan
 
@@ -269,3 +270,13 @@ def test_roofline_and_memory_follow_the_bf16_weights_and_fp32_copies() -> None:
         4 * P + 2 * Q + buffers, 4 * P - 2 * Q, 8 * P + 4 * Q, V * C * 2)
     assert (a.weights, a.gradients, a.optimizer_state) == (4 * P + buffers, 4 * P, 8 * P)
     assert m.activations == a.activations  # the residual stream stays fp32
+    # the one-pass update: reads the bf16 gradients, writes the bf16 weights; no fp32 gradient copies
+    one = master.replace(fused_master_update=True)
+    opt = predict(config, w, hw, one).op(names.OPTIMIZER, names.OPTIMIZER_PHASE)
+    assert (opt.bytes_read, opt.bytes_written) == (16 * P - 2 * Q, 12 * P + 2 * Q)
+    o = memory_breakdown(config, w, one)
+    assert (o.weights, o.gradients, o.optimizer_state) == (m.weights, m.gradients, 8 * P)
+    assert o.total == m.total - 4 * Q  # the copies' gradients are alive all step
+    for eager in (master, one):  # the eager model keeps the same state
+        e = memory_breakdown(config, w, eager.replace(mode="eager", fused_loss=False))
+        assert e.optimizer_state == (8 * P if eager.fused_master_update else 8 * P + 4 * Q)

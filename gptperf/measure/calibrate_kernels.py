@@ -368,20 +368,30 @@ def measure_optimizer(device: torch.device | str, quick: bool = False,
                       progress: Progress | None = None) -> dict[str, Grid]:
     """Grids "adamw_fused" (CUDA) and "adamw_foreach" over (parameter tensors, parameters): one
     AdamW step (lr 3e-4, weight decay 0.1, built as gptperf's train step builds it) over fp32
-    tensors of equal size, a third of them 2-D (decayed), as a GPT block's 4 weights of 12."""
+    tensors of equal size, a third of them 2-D (decayed), as a GPT block's 4 weights of 12; and
+    "adamw_master" (CUDA with Triton): the one-pass master update over bf16 weights of those
+    sizes (`gptperf.steps.master_adamw`)."""
     device = as_device(device)
     return _measure_optimizer(device, quick, progress, KernelTimer(device, quick))
 
 
-def _optimizer_step(device: torch.device, tensors: int, params: int, fused: bool) -> Call:
+def _optimizer_step(device: torch.device, tensors: int, params: int, variant: str) -> Call:
+    from gptperf.steps.master_adamw import MasterAdamW
     from gptperf.steps.train import TrainSettings, make_optimizer
 
     size = max(1, params // tensors)
     shapes = [(1, size) if i % 3 == 0 else (size,) for i in range(tensors)]
-    weights = torch.nn.ParameterList(torch.nn.Parameter(random_tensor(s, torch.float32, device)) for s in shapes)
+    dtype = torch.bfloat16 if variant == "adamw_master" else torch.float32
+    weights = torch.nn.ParameterList(torch.nn.Parameter(random_tensor(s, dtype, device)) for s in shapes)
     for p in weights:
-        p.grad = random_tensor(p.shape, torch.float32, device)  # set once: the step never clears them
-    opt = make_optimizer(weights, TrainSettings(lr=3e-4, weight_decay=0.1), fused=fused)
+        p.grad = random_tensor(p.shape, dtype, device)  # set once: the step never clears them
+    settings = TrainSettings(lr=3e-4, weight_decay=0.1)
+    if variant == "adamw_master":  # with the clip's scale and the skip flag, as the train step
+        copies = [p.detach().float().requires_grad_(True) for p in weights]
+        master = MasterAdamW(list(weights), copies, make_optimizer(copies, settings, fused=True))
+        scale, found = torch.ones((), device=device), torch.zeros((), device=device)
+        return lambda j: master.step(scale, found)
+    opt = make_optimizer(weights, settings, fused=variant == "adamw_fused")
     # A step with torch's default (non-capturable) settings is what a train step runs; its host
     # scalars (the bias corrections) are fixed at capture, which changes no kernel's time.
     for check in ("_accelerator_graph_capture_health_check", "_cuda_graph_capture_health_check"):
@@ -392,29 +402,34 @@ def _optimizer_step(device: torch.device, tensors: int, params: int, fused: bool
 
 def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | None,
                        timer: KernelTimer) -> dict[str, Grid]:
+    from gptperf.steps import master_adamw
+
     kind = device.type
-    variants = {"adamw_fused": True, "adamw_foreach": False} if kind == "cuda" else {"adamw_foreach": False}
+    variants = ["adamw_fused", "adamw_foreach"] if kind == "cuda" else ["adamw_foreach"]
+    if master_adamw.available(device):
+        variants.append("adamw_master")
     tensors, params = optimizer_axes(kind, quick)
     if kind == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         params = tuple(p for p in params if OPTIMIZER_BYTES_PER_PARAM * p < 0.8 * free) or params[:1]
     total, done = len(variants) * len(tensors) * len(params), 0
     out: dict[str, Grid] = {}
-    for name, fused in variants.items():
+    for name in variants:
         seconds = []
         for t in tensors:
             for p in params:
-                step = _optimizer_step(device, t, p, fused)
+                step = _optimizer_step(device, t, p, name)
                 seconds.append(timer(step, f"optimizer {name} {t} tensors {p} parameters",
                                      nbytes=OPTIMIZER_BYTES_PER_PARAM * p))
                 del step  # its memory stays cached for the next point (see below)
                 done += 1
                 report(progress, "optimizer", done, total)
         default = "torch's default: a per-tensor loop on CPU" if kind == "cpu" else "foreach kernels"
+        how = {"adamw_fused": "fused kernel", "adamw_foreach": default,
+               "adamw_master": "the one-pass master update: bf16 weights and gradients, fp32 copies"}[name]
         out[name] = Grid(("tensors", "parameters"), (tensors, params), tuple(seconds), (1.0, 1.0), what=(
             "s per AdamW step over (parameter tensors, fp32 parameters), tensors of equal size, a "
-            "third 2-D; lr 3e-4, weight decay 0.1 on 2-D tensors as gptperf's train step; "
-            + ("fused kernel" if fused else default)))
+            "third 2-D; lr 3e-4, weight decay 0.1 on 2-D tensors as gptperf's train step; " + how))
     if kind == "cuda":  # once, not after each point: the largest points hold tens of GB, and
         torch.cuda.empty_cache()  # handing them back to the driver and taking them again cost seconds
     return out

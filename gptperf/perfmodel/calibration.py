@@ -236,9 +236,10 @@ class Calibration:
         against L keys), "fused_decode" over (H, L, D) (the fused batch-1 decode step's own
         attention kernel, chained; CUDA with Triton, bf16 and fp16).
     vector: "<op>:<dtype>" -> Curve over the bytes the op reads and writes (docs list each op).
-    optimizer: "adamw_fused" | "adamw_foreach" -> Grid over (parameter tensors, parameters); a
-        Curve over parameters (a calibration from before the tensor count was measured) is read
-        as a grid with one tensor count that does not change the time.
+    optimizer: "adamw_fused" | "adamw_foreach" | "adamw_master" (the one-pass master update) ->
+        Grid over (parameter tensors, parameters); a Curve over parameters (a calibration from
+        before the tensor count was measured) is read as a grid with one tensor count that does
+        not change the time.
     gemv: dtype -> Curve over the weight bytes of the one-row Triton kernel (CUDA only).
         "chain:<dtype>": the fused decode step's LayerNorm + gemv kernel, each call waiting for
         the one before (`GEMV_CHAIN`); "chain_residual:<dtype>": its gemv + bias + residual

@@ -146,8 +146,10 @@ def _fallback(key: str) -> list[str]:
     """Curves to try for `key`: itself, then fp16 as bf16; a fused step kernel as its chain, a
     chained gemv as the plain one, the residual and argmax chains as the LayerNorm chain and the
     fused decode attention as sdpa's one-query kernel (calibrations from before each was
-    measured)."""
+    measured), the one-pass master update as AdamW's fused kernel (both move 28 bytes a parameter)."""
     keys = [key]
+    if key == "adamw_master":
+        return keys + ["adamw_fused"]
     if key.endswith(":fp16"):
         keys.append(key[: -len("fp16")] + "bf16")
     if key.endswith(f":{FUSED_ATTENTION_PASS}"):

@@ -25,6 +25,7 @@ from gptperf.perfmodel.workload import (
     count_parameter_tensors,
     count_parameters,
     master_copied_parameters,
+    master_copied_tensors,
     shape,
 )
 from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
@@ -230,9 +231,17 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
 
 def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
     P = count_parameters(config)
+    copied = master_copied_parameters(config) if c.plan.master_weights else 0
+    if c.plan.fused_master_update:
+        # AdamW's kernel steps the fp32 parameters, gptperf's the copies from the bf16 gradients
+        # (writing the bf16 weights); the clip's norm reads every gradient in its dtype
+        tensors = master_copied_tensors(config)
+        return [KernelCall("optimizer", "adamw_fused", (float(count_parameter_tensors(config) - tensors),
+                                                        float(P - copied))),
+                KernelCall("optimizer", "adamw_master", (float(tensors), float(copied))),
+                vector_call("sum_rows", c.store, (P - copied) * dtype_bytes(c.store) + copied * dtype_bytes(c.act))]
     # master weights: AdamW steps fp32 copies of the blocks' bf16 Linear weights, whose bf16
     # gradients are cast into the copies' first and which are cast back after
-    copied = master_copied_parameters(config) if c.plan.master_weights else 0
     calls = [cast_call(copied, c.act, c.store)] if copied else []
     calls.append(KernelCall("optimizer", "adamw_fused" if c.plan.fused_optimizer else "adamw_foreach",
                             (float(count_parameter_tensors(config)), float(P))))

@@ -8,7 +8,8 @@ held by the caller through backward. Under a compiled plan (torch.compile, induc
 keeps what AOTAutograd's min-cut partitioner saves for backward and a forward step keeps only
 transient buffers (`saved_for_backward_compiled`). Under the plan's master weights the blocks'
 Linear weights and their gradients are bf16 (autocast copies none of them) and fp32 copies of
-them and of their gradients stay beside AdamW's moments. Every term is in docs/perfmodel.md.
+them (and of their gradients, but under the one-pass master update) stay beside AdamW's
+moments. Every term is in docs/perfmodel.md.
 """
 
 from __future__ import annotations
@@ -40,15 +41,17 @@ def _autocast_parameters(config: GPTConfig, master_weights: bool = False) -> int
     return matmul_parameters(config)
 
 
-def _train_state(config: GPTConfig, w: int, a: int, master_weights: bool) -> tuple[int, int, int]:
+def _train_state(config: GPTConfig, w: int, a: int, plan: ExecutionPlan | None) -> tuple[int, int, int]:
     """(weights, gradients, optimizer state) bytes of a train step: P parameters in `w`, AdamW's
     m and v. Under master weights the blocks' Linear weights and gradients are in `a`, and their
-    fp32 copies (counted as weights) and the copies' fp32 gradients, which every update
-    overwrites (counted as optimizer state), stay too."""
+    fp32 copies (counted as weights) stay too, and so do the copies' fp32 gradients, which every
+    update overwrites (counted as optimizer state), unless the one-pass update reads the bf16 ones."""
     P = count_parameters(config)
-    copied = master_copied_parameters(config) if master_weights else 0
+    master = plan is not None and plan.master_weights
+    copied = master_copied_parameters(config) if master else 0
     low = copied * (w - a)  # the copied weights' bytes not spent in `w`
-    return P * w - low + copied * 4, P * w - low, 2 * P * w + copied * 4
+    copy_grads = 0 if plan is None or plan.fused_master_update else copied * 4
+    return P * w - low + copied * 4, P * w - low, 2 * P * w + copy_grads
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ def _compiled_parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan) 
         per_layer, rest = saved_for_backward_compiled(config, workload)
         acts = config.n_layer * per_layer + rest
         copies = _autocast_parameters(config, master) * a if mixed else 0  # saved for backward
-        weights, grads, opt = _train_state(config, w, a, master)
+        weights, grads, opt = _train_state(config, w, a, plan)
         weights += buffers
         static = weights + opt + ids
         # the logits, saved for the loss's backward. The compiled graph returns the loss alone
@@ -266,7 +269,7 @@ def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = N
     if workload.has_backward:
         acts = config.n_layer * saved_activations_per_layer(config, workload)
         acts += N * C * w + 2 * N * w + N * C * a  # ln_f input, stats, output as the head reads it
-        weights, grads, opt = _train_state(config, w, a, master)
+        weights, grads, opt = _train_state(config, w, a, plan)
         weights += buffers
         # end of forward: logits, their fp32 copy for the loss (autocast), the saved log-probabilities
         fwd_logits = N * V * (a + upcast + w)

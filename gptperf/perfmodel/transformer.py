@@ -474,7 +474,10 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
         P = count_parameters(config)
         f = K.ADAMW * P
         read, written = 4 * P * w, 3 * P * w  # weights, gradients, m, v in; weights, m, v out
-        if plan.master_weights:  # and the copied weights' bf16 gradients cast in, weights cast out
+        if plan.fused_master_update:  # the copies stepped from bf16 gradients, bf16 weights written
+            copied = master_copied_parameters(config)
+            read, written = read - copied * (w - a), written + copied * a
+        elif plan.master_weights:  # and the copied weights' bf16 gradients cast in, weights cast out
             copied = master_copied_parameters(config)
             read, written = read + copied * (a + 4), written + copied * (4 + a)
         emit([(names.OPTIMIZER, 1, f, 0, f, read, written, "vector")], names.OPTIMIZER_PHASE)

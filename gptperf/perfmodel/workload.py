@@ -119,6 +119,11 @@ def master_copied_parameters(config: GPTConfig) -> int:
     return config.n_layer * per_layer
 
 
+def master_copied_tensors(config: GPTConfig) -> int:
+    """Parameter tensors of `master_copied_parameters`: each Linear layer's weight and bias."""
+    return 2 * len(LAYER_WEIGHTS) * config.n_layer
+
+
 def matmul_parameters(config: GPTConfig) -> int:
     """Weights that multiply activations: the four Linear weights per layer and the tied head."""
     per_layer = sum(math.prod(config.weight_shape(op)) for op in LAYER_WEIGHTS)

@@ -5,7 +5,9 @@ LayerNorms stay fp32, and so does the residual stream.
 
 Each update copies the bf16 gradients into the copies' fp32 gradients, steps the optimizer on the
 copies and the fp32 parameters, and copies the copies back into the model: two multi-tensor
-casts beside AdamW's kernel. On the H200 a gpt2 step (B=12, T=1024) took 26.71 ms against 27.11
+casts beside AdamW's kernel; under the plan's `fused_master_update` (the default with master
+weights) `gptperf.steps.master_adamw` does all three in one kernel and the copies keep no
+gradients (`copy_gradients=False`). On the H200 a gpt2 step (B=12, T=1024) took 26.71 ms against 27.11
 with every weight fp32 under autocast (alternating, BENCHMARKS.md; 26.35 against 26.59 on another
 card). With every weight bf16 (a bf16 residual stream, as llm.c trains) it took 26.21 against
 27.38, but its loss after 200 steps missed the fp32 reference's by 1.7% (0.16 nats at worst),
@@ -43,15 +45,16 @@ class MasterWeights:
     """fp32 copies of `model`'s matmul weights (`matmul_weights`), made before those are cast to
     bf16 in place; the embeddings (the tied LM head with them) and LayerNorms stay fp32, so the
     residual stream stays fp32. `stepped` are the tensors an optimizer steps: the copies (each
-    with an fp32 `.grad`) and the fp32 parameters themselves."""
+    with an fp32 `.grad` unless `copy_gradients` is false) and the fp32 parameters themselves."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, copy_gradients: bool = True) -> None:
         self.model = model
         self.params = matmul_weights(model)
         # before the cast; leaves that require grad, as the parameters an optimizer takes
         self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params]
-        for m in self.master:
-            m.grad = torch.zeros_like(m)  # kept between steps: each update overwrites it
+        if copy_gradients:  # for `gradients_in` (not for the one-pass update, which reads the bf16 ones)
+            for m in self.master:
+                m.grad = torch.zeros_like(m)  # kept between steps: each update overwrites it
         self._copy_of = copy_of = {id(p): m for p, m in zip(self.params, self.master, strict=True)}
         # in the model's parameter order, each copy in its weight's place: an optimizer's state
         # (by position) is the same with or without master weights, so checkpoints move between plans

@@ -1,7 +1,8 @@
 """The one training step: what `gptperf train` runs, and what `bench train` and `profile --workload
 train` time and trace — AdamW with weight-decay groups, GradScaler for fp16, autocast, gradient
 accumulation, clipping, torch.compile, the fused AdamW kernel and bf16 weights with fp32 master
-copies (`gptperf.steps.master_weights`) as the ExecutionPlan says.
+copies (`gptperf.steps.master_weights`), stepped in one kernel (`gptperf.steps.master_adamw`), as
+the ExecutionPlan says.
 
 `TrainStep.run()` is one optimizer step for a training loop (it returns the loss); `phases` are
 the same work apart — forward and backward once per micro-batch, then the optimizer — for a
@@ -28,7 +29,7 @@ from gptperf.errors import UserError
 from gptperf.model.labels import record_function as record_label
 from gptperf.plan import ExecutionPlan
 from gptperf.runtime import autocast
-from gptperf.steps import cross_entropy
+from gptperf.steps import cross_entropy, master_adamw
 from gptperf.steps.master_weights import MasterWeights
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -66,6 +67,17 @@ def make_optimizer(weights: Iterable[torch.Tensor], settings: TrainSettings,
     ]
     extra = {"fused": True} if fused else {}
     return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, **extra)
+
+
+def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all `grads` together, fp32 whatever their dtypes (bf16 gradients of master
+    weights beside fp32 ones): each tensor's norm accumulated in fp32 by one multi-tensor kernel
+    per dtype, as `torch.nn.utils.get_total_norm` (which would round bf16 tensors' norms to bf16)."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for g in grads:
+        by_dtype.setdefault(g.dtype, []).append(g)
+    norms = [n for group in by_dtype.values() for n in torch._foreach_norm(group, 2, dtype=torch.float32)]
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 class _LossOnly(torch.nn.Module):
@@ -111,7 +123,11 @@ class TrainStep:
         if plan.master_weights and isinstance(model, DDP):
             raise UserError("master_weights trains a single-process step; under DDP use "
                             "master_weights=false")
-        self.master = MasterWeights(model) if plan.master_weights else None
+        if plan.fused_master_update and not master_adamw.available(device):
+            raise UserError("fused_master_update runs a Triton kernel on a CUDA GPU; use "
+                            "fused_master_update=false here")
+        self.master = (MasterWeights(model, copy_gradients=not plan.fused_master_update)
+                       if plan.master_weights else None)
         if plan.fused_loss and (isinstance(model, DDP) or not cross_entropy.available(device)):
             raise UserError("fused_loss runs a single-process compiled step on a CUDA GPU with "
                             "Triton; use fused_loss=false here")
@@ -120,6 +136,9 @@ class TrainStep:
             self.run_model = torch.compile(model if isinstance(model, DDP) else _LossOnly(model, loss_fn))
         weights = self.master.stepped if self.master is not None else model.parameters()
         self.optimizer = make_optimizer(weights, self.settings, fused=plan.fused_optimizer)
+        # the copies keep no gradient then: AdamW's kernel steps the fp32 parameters, this the copies
+        self.master_update = (master_adamw.MasterAdamW(self.master.params, self.master.master, self.optimizer)
+                              if self.master is not None and plan.fused_master_update else None)
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")
         # No host synchronisation in the step: the fused kernel clips and skips (module docstring).
         self.in_kernel_update = plan.update_in_kernel(dtype)
@@ -161,10 +180,14 @@ class TrainStep:
         self._finish_update()
 
     def _update_in_kernel(self) -> None:
-        """`fused_step` on the optimizer's gradients, then the gradients and the loss cleared."""
-        if self.master is not None:
+        """`fused_step` on the optimizer's gradients (and the bf16 ones the one-pass master update
+        reads), then the gradients and the loss cleared."""
+        if self.master is not None and self.master_update is None:
             self.master.gradients_in()
-        self.fused_step([p.grad for p in self._stepped() if p.grad is not None])
+        grads = [p.grad for p in self._stepped() if p.grad is not None]
+        if self.master_update is not None:
+            grads += [w.grad for w in self.master_update.weights]
+        self.fused_step(grads)
         self._finish_update()
 
     def _stepped(self) -> list[torch.Tensor]:
@@ -174,8 +197,8 @@ class TrainStep:
     def _finish_update(self) -> None:
         """The master copies cast back into the model; the model's gradients and the loss cleared
         (the master copies' gradients stay: the next update overwrites them)."""
-        if self.master is not None:
-            self.master.weights_out()
+        if self.master is not None and self.master_update is None:
+            self.master.weights_out()  # (the one-pass update wrote them)
         self.model.zero_grad(set_to_none=True)
         self._total.zero_()
 
@@ -183,18 +206,22 @@ class TrainStep:
         """Clip and step on the device alone: AdamW's fused kernel divides `grads` (its own
         parameters' gradients) by `grad_scale` = max(‖g‖ / clip, 1) (clip_grad_norm_'s factor,
         inverted) and leaves weights, moments and step count as they were where `found_inf` is 1
-        (a non-finite loss or norm). Clears neither the gradients nor the loss."""
+        (a non-finite loss or norm); the one-pass master update takes the same two. Clears neither
+        the gradients nor the loss."""
         bad = ~torch.isfinite(self._total)
+        scale = None
         if self.settings.grad_clip > 0:
-            norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+            norm = total_norm(grads)
             bad |= ~torch.isfinite(norm)
-            # fp32 whatever the gradients' dtype: the fused kernel takes its scale in fp32
-            self.optimizer.grad_scale = torch.clamp(norm.float() / self.settings.grad_clip, min=1.0)
-        self.optimizer.found_inf = bad.float()
+            scale = torch.clamp(norm / self.settings.grad_clip, min=1.0)
+        found_inf = bad.float()
+        self.optimizer.grad_scale, self.optimizer.found_inf = scale, found_inf
         try:
             self.optimizer.step()
         finally:
             self.optimizer.grad_scale = self.optimizer.found_inf = None
+        if self.master_update is not None:
+            self.master_update.step(scale, found_inf)
 
     @property
     def phases(self) -> list[tuple[str, Callable[[], None]]]:
