@@ -376,10 +376,12 @@ def measure_optimizer(device: torch.device | str, quick: bool = False,
 
 
 def _optimizer_step(device: torch.device, tensors: int, params: int, variant: str) -> Call:
-    from gptperf.steps.master_adamw import MasterAdamW
+    from gptperf.steps.master_adamw import VECTOR, MasterAdamW
     from gptperf.steps.train import TrainSettings, make_optimizer
 
     size = max(1, params // tensors)
+    if variant == "adamw_master":  # whole 16-byte vectors, as every GPT tensor of a width that is
+        size = max(VECTOR, size // VECTOR * VECTOR)  # a multiple of 8 (its aligned kernel)
     shapes = [(1, size) if i % 3 == 0 else (size,) for i in range(tensors)]
     dtype = torch.bfloat16 if variant == "adamw_master" else torch.float32
     weights = torch.nn.ParameterList(torch.nn.Parameter(random_tensor(s, dtype, device)) for s in shapes)

@@ -4,6 +4,12 @@ bf16 into the model's weight. The plain master step (`MasterWeights.gradients_in
 kernel, `weights_out`) casts the gradients into fp32 copies first and the copies back after: 14
 bytes a copied parameter more, and 4 more kept (the copies' fp32 gradients).
 
+On the H200 it steps gpt2's 85M copies in 0.60 ms (3.95 TB/s) where the casts and AdamW's kernel
+take 1.19 ms, and the train step (B=12, T=1024) runs 26.21 ms against 26.65
+(`benchmarks/gpu_master_adamw.py`, `gpu_train_levers.py --alternate base mastercasts`). Tensors
+whose sizes are not all multiples of 8 (a width that is not) run a variant without vector loads:
+3.17 TB/s there.
+
 The arithmetic is torch's fused AdamW's (`torch._fused_adamw_`, fp32): decoupled weight decay,
 bias corrections from the step count, the gradient divided by `grad_scale`, nothing written where
 `found_inf` is nonzero. The moments and step counts live in the optimizer's own state under the
