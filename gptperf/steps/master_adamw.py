@@ -10,7 +10,8 @@ take 1.19 ms, and the train step (B=12, T=1024) runs 26.21 ms against 26.65
 whose sizes are not all multiples of 8 (a width that is not) run a variant without vector loads:
 3.17 TB/s there.
 
-The arithmetic is torch's fused AdamW's (`torch._fused_adamw_`, fp32): decoupled weight decay,
+The arithmetic is torch's fused AdamW's (`torch._fused_adamw_`, fp32; equal to fp32 rounding, the
+bias corrections taken as exp2 of a log2): decoupled weight decay,
 bias corrections from the step count, the gradient divided by `grad_scale`, nothing written where
 `found_inf` is nonzero. The moments and step counts live in the optimizer's own state under the
 copies, as AdamW keeps them, so checkpoints are the same with or without this kernel.
@@ -29,7 +30,7 @@ except ImportError:  # pragma: no cover - CPU builds: `available()` says no
     triton = None
 
 # parameters a program steps (8 a thread at 4 warps): on the H200 the best of 1024–16384 and 4–16
-# warps, 3.92 TB/s over gpt2's copies (2048: 3.78; benchmarks/gpu_master_adamw.py)
+# warps, 3.92 TB/s over gpt2's copies (2048: 3.78; BENCHMARKS.md, "The master update in one kernel")
 BLOCK = 1024
 NUM_WARPS = 4
 VECTOR = 8  # elements of one 16-byte bf16 load: every tensor's size a multiple, for vector loads
@@ -105,6 +106,7 @@ class MasterAdamW:
         self.weights, self.copies, self.optimizer, self._groups = weights, copies, optimizer, groups
         device = copies[0].device
         numels = [c.numel() for c in copies]
+        self._block = BLOCK
         blocks = [math.ceil(n / BLOCK) for n in numels]
         self._numels = torch.tensor(numels, dtype=torch.int64, device=device)
         self._block_tensor = torch.repeat_interleave(
@@ -162,14 +164,13 @@ class MasterAdamW:
         tables = self._address_tables(grads, states)
         torch._foreach_add_(steps, 1)  # as torch's fused AdamW: count, step, then uncount a skip
         beta1, beta2 = self._groups[0]["betas"]
-        dummy = steps[0]
+        dummy = steps[0]  # any fp32 scalar where a flag is off: the kernel does not read it
         _master_adamw_kernel[(self._block_tensor.numel(),)](
             self._block_tensor, self._block_start, self._numels, tables[0], tables[1], tables[2],
             tables[3], tables[4], self._decays, steps[0],
             grad_scale if grad_scale is not None else dummy, found_inf if found_inf is not None else dummy,
             float(lrs.pop()), float(beta1), float(beta2), float(self._groups[0]["eps"]),
-            HAS_SCALE=grad_scale is not None, HAS_FOUND=found_inf is not None, ALIGNED=self._aligned, VECTOR=VECTOR,
-            BLOCK=BLOCK,
-            num_warps=NUM_WARPS)
+            HAS_SCALE=grad_scale is not None, HAS_FOUND=found_inf is not None, ALIGNED=self._aligned,
+            VECTOR=VECTOR, BLOCK=self._block, num_warps=NUM_WARPS)
         if found_inf is not None:
             torch._foreach_sub_(steps, [found_inf] * len(steps))
