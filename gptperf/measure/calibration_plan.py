@@ -152,8 +152,11 @@ FIRST_CALL_S = {"attention": {"causal_fwd": 0.07, "causal_fwd_bwd": 0.22, "one_q
 # profiler. Chained after itself a kernel runs up to 25% off its time among the step's other
 # kernels (H200, 2026-12-02: the 7B shape's attn.proj 13.3 µs chained, 10.6 in its step). No
 # width is a preset's or a validation config's (a test checks it); heads of 64 below 2048, 128
-# from there; enough layers that a step streams FUSED_STEP_BYTES of weights (HBM, not L2).
-FUSED_STEP_WIDTHS = (512, 1152, 1920, 2816, 5120, 8192)
+# from there; enough layers that a step streams FUSED_STEP_BYTES of weights (HBM, not L2). 3584:
+# a kernel's speed follows its grid's fill of the card, not its bytes alone, and the kernels at
+# 2816 fill a wave far less than those at 3584-4096; with 3584 the 7B shape's step read 0.995 and
+# 1.016 of measured where it read 0.961 and 0.979 without (H200; BENCHMARKS.md, runs 20-21).
+FUSED_STEP_WIDTHS = (512, 1152, 1920, 2816, 3584, 5120, 8192)
 FUSED_STEP_CONTEXT = 256
 FUSED_STEP_VOCAB = 512
 FUSED_STEP_BYTES = 256 * MIB
