@@ -233,13 +233,14 @@ def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
     P = count_parameters(config)
     copied = master_copied_parameters(config) if c.plan.master_weights else 0
     if c.plan.fused_master_update:
-        # AdamW's kernel steps the fp32 parameters, gptperf's the copies from the bf16 gradients
-        # (writing the bf16 weights); the clip's norm reads every gradient in its dtype
-        tensors = master_copied_tensors(config)
-        return [KernelCall("optimizer", "adamw_fused", (float(count_parameter_tensors(config) - tensors),
-                                                        float(P - copied))),
-                KernelCall("optimizer", "adamw_master", (float(tensors), float(copied))),
-                vector_call("sum_rows", c.store, (P - copied) * dtype_bytes(c.store) + copied * dtype_bytes(c.act))]
+        # AdamW's kernel steps the fp32 parameters, gptperf's the copies from their bf16 gradients
+        # (writing the bf16 weights); the clip's norm reads each gradient in its dtype
+        copied_tensors = master_copied_tensors(config)
+        fp32_tensors = count_parameter_tensors(config) - copied_tensors
+        norm_bytes = (P - copied) * dtype_bytes(c.store) + copied * dtype_bytes(c.act)
+        return [KernelCall("optimizer", "adamw_fused", (float(fp32_tensors), float(P - copied))),
+                KernelCall("optimizer", "adamw_master", (float(copied_tensors), float(copied))),
+                vector_call("sum_rows", c.store, norm_bytes)]
     # master weights: AdamW steps fp32 copies of the blocks' bf16 Linear weights, whose bf16
     # gradients are cast into the copies' first and which are cast back after
     calls = [cast_call(copied, c.act, c.store)] if copied else []
