@@ -154,8 +154,9 @@ FIRST_CALL_S = {"attention": {"causal_fwd": 0.07, "causal_fwd_bwd": 0.22, "one_q
 # width is a preset's or a validation config's (a test checks it); heads of 64 below 2048, 128
 # from there; enough layers that a step streams FUSED_STEP_BYTES of weights (HBM, not L2). 3584:
 # a kernel's speed follows its grid's fill of the card, not its bytes alone, and the kernels at
-# 2816 fill a wave far less than those at 3584-4096; with 3584 the 7B shape's step read 0.995 and
-# 1.016 of measured where it read 0.961 and 0.979 without (H200; BENCHMARKS.md, "The master update in one kernel").
+# 2816 fill a wave far less than those at 3584-4096: the 7B shape's step, measured over predicted,
+# was 0.995 and 1.016 with 3584, 0.961 and 0.979 without (H200; BENCHMARKS.md, "The master update
+# in one kernel").
 FUSED_STEP_WIDTHS = (512, 1152, 1920, 2816, 3584, 5120, 8192)
 FUSED_STEP_CONTEXT = 256
 FUSED_STEP_VOCAB = 512
