@@ -375,14 +375,23 @@ def measure_optimizer(device: torch.device | str, quick: bool = False,
     return _measure_optimizer(device, quick, progress, KernelTimer(device, quick))
 
 
-def _optimizer_step(device: torch.device, tensors: int, params: int, variant: str) -> Call:
-    from gptperf.steps.master_adamw import VECTOR, MasterAdamW
-    from gptperf.steps.train import TrainSettings, make_optimizer
+def optimizer_point_shapes(tensors: int, params: int, variant: str) -> list[tuple[int, ...]]:
+    """The parameter shapes an optimizer grid point steps: `tensors` of equal size, every third
+    2-D; for "adamw_master" sizes in whole 16-byte vectors, as every GPT tensor of a width that is
+    a multiple of 8 (the one-pass kernel's aligned variant: the one those tensors run)."""
+    from gptperf.steps.master_adamw import VECTOR
 
     size = max(1, params // tensors)
-    if variant == "adamw_master":  # whole 16-byte vectors, as every GPT tensor of a width that is
-        size = max(VECTOR, size // VECTOR * VECTOR)  # a multiple of 8 (its aligned kernel)
-    shapes = [(1, size) if i % 3 == 0 else (size,) for i in range(tensors)]
+    if variant == "adamw_master":
+        size = max(VECTOR, size // VECTOR * VECTOR)
+    return [(1, size) if i % 3 == 0 else (size,) for i in range(tensors)]
+
+
+def _optimizer_step(device: torch.device, tensors: int, params: int, variant: str) -> Call:
+    from gptperf.steps.master_adamw import MasterAdamW
+    from gptperf.steps.train import TrainSettings, make_optimizer
+
+    shapes = optimizer_point_shapes(tensors, params, variant)
     dtype = torch.bfloat16 if variant == "adamw_master" else torch.float32
     weights = torch.nn.ParameterList(torch.nn.Parameter(random_tensor(s, dtype, device)) for s in shapes)
     for p in weights:
