@@ -9,6 +9,7 @@ the plan's rules, the refusal without CUDA, and the fp32 norm of mixed-dtype gra
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -104,8 +105,9 @@ def test_its_state_is_adamws() -> None:
     ours.step()
     other = [c.detach().clone().requires_grad_(True) for c in copies]
     other_opt = _adamw(other)
-    other_opt.load_state_dict(ours.optimizer.state_dict())
-    for w, o in zip(weights, other, strict=True):
+    other_opt.load_state_dict(copy.deepcopy(ours.optimizer.state_dict()))  # as a checkpoint holds it
+    for w, o in zip(weights, other, strict=True):  # another gradient: with the same one a fresh
+        w.grad = torch.randn(w.shape).to(torch.bfloat16)  # AdamW's step would be the same
         o.grad = w.grad.float()
     ours.step()
     other_opt.step()
@@ -168,3 +170,37 @@ def test_train_step_matches_the_plain_master_update_on_cuda(clip: float) -> None
     for _ in range(7):
         losses = [s.train.run() for s in steps]
         assert losses[1] == pytest.approx(losses[0], rel=5e-3)
+
+
+@interpreter
+def test_resume_under_the_one_pass_update_continues_the_run(tmp_path, monkeypatch) -> None:
+    """`gptperf train` with the one-pass update (forced on the CPU, the kernel interpreted): a run
+    stopped at step 3 and resumed continues the uninterrupted one, its copies, moments and step
+    counts coming back from the checkpoint. (Not bitwise here: the interpreter rounds the copies
+    to bf16 by truncation and the resume rounds them to nearest; the CUDA kernel rounds to
+    nearest too.)"""
+    from gptperf.checkpoint import load_checkpoint
+    from gptperf.train import TrainConfig, train
+
+    plan = ExecutionPlan("eager", "sdpa", fused_optimizer=True, master_weights=True, fused_master_update=True)
+    monkeypatch.setattr(ExecutionPlan, "default", classmethod(lambda cls, *a, **k: plan))
+    monkeypatch.setattr(master_adamw, "available", lambda device: True)
+
+    def cfg(out, **over):
+        values = dict(model=dict(n_layer=1, n_head=2, n_embd=32, block_size=32, attention="sdpa"), batch=4,
+                      seq=32, lr=3e-3, warmup_iters=2, eval_interval=3, eval_iters=1, device="cpu",
+                      dtype="bf16", out_dir=str(out))
+        return TrainConfig.for_preset("tiny", **{**values, **over})
+
+    straight = train(cfg(tmp_path / "a", max_iters=6))
+    assert straight.plan.fused_master_update
+    train(cfg(tmp_path / "b", max_iters=3))
+    resumed = train(cfg(tmp_path / "b", max_iters=6, resume=True))
+    assert resumed.losses[:3] == straight.losses[:3]
+    assert resumed.losses[3:] == pytest.approx(straight.losses[3:], rel=2e-3)
+    a, b = (load_checkpoint(r.checkpoint)["optimizer"]["state"] for r in (straight, resumed))
+    assert len(a) == len(b) == len(list(straight.model.parameters()))  # the copies' state is there
+    for i, s in a.items():  # moments carried over, not begun again at the resume (a quarter off, then)
+        assert s["step"].item() == b[i]["step"].item() == 6
+        scale = s["exp_avg"].abs().max()
+        assert ((s["exp_avg"] - b[i]["exp_avg"]).abs() <= 0.25 * scale).all()
