@@ -7,9 +7,9 @@ AdamW's m and v, gradients set to None between steps (`zero_grad(set_to_none=Tru
 held by the caller through backward. Under a compiled plan (torch.compile, inductor) a train step
 keeps what AOTAutograd's min-cut partitioner saves for backward and a forward step keeps only
 transient buffers (`saved_for_backward_compiled`). Under the plan's master weights the blocks'
-Linear weights and their gradients are bf16 (autocast copies none of them) and fp32 copies of
-them (and of their gradients, but under the one-pass master update) stay beside AdamW's
-moments. Every term is in docs/perfmodel.md.
+Linear weights and their gradients are bf16 (autocast copies none of them), fp32 copies of them
+stay beside AdamW's moments, and so do fp32 copies of their gradients except under the one-pass
+master update. Every term is in docs/perfmodel.md.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _train_state(config: GPTConfig, w: int, a: int, plan: ExecutionPlan | None) 
     master = plan is not None and plan.master_weights
     copied = master_copied_parameters(config) if master else 0
     low = copied * (w - a)  # the copied weights' bytes not spent in `w`
-    copy_grads = 0 if plan is None or plan.fused_master_update else copied * 4
+    copy_grads = 0 if plan is not None and plan.fused_master_update else copied * 4
     return P * w - low + copied * 4, P * w - low, 2 * P * w + copy_grads
 
 
