@@ -151,7 +151,11 @@ def host_model_phases(device: str, probe: str = "decode") -> tuple[tuple[str, Ca
 
 def host_model_step(device: str, probe: str = "decode") -> Callable[[], None]:
     """The host model's `probe` step (`host_model_phases`): every phase in order."""
-    phases = host_model_phases(device, probe)
+    return whole_step(host_model_phases(device, probe))
+
+
+def whole_step(phases: Sequence[tuple[str, Callable[[], None]]]) -> Callable[[], None]:
+    """One call that runs every one of `phases` in order (the step they tile)."""
     if len(phases) == 1:
         return phases[0][1]
 
@@ -199,7 +203,7 @@ def host_phase_step_s(device: Any, budget_s: float | None = None,
     device = as_device(device)
     clock = clock or time.perf_counter
     phases = host_model_phases(str(device), probe)
-    run_step = host_model_step(str(device), probe)
+    run_step = whole_step(phases)
     steps = STEP_RUN[probe]
     warm_until = time.perf_counter() + warmup_s
     run_step()
@@ -252,7 +256,7 @@ class HostSampler:
         self.steps = 0  # the measurement's steps seen so far
         self.after_step: list[int] = []  # sample i was taken after step after_step[i] (1-based)
         self._phases = host_model_phases(str(self.device), probe)  # built now, not while measuring
-        self._step = host_model_step(str(self.device), probe)
+        self._step = whole_step(self._phases)
         # each phase's seconds a step, sample by sample (a step of one phase: none)
         self.phase_samples: dict[str, list[float]] = defaultdict(list)
         self._since: float | None = None
