@@ -21,7 +21,7 @@ from gptperf.perfmodel import Workload
 from gptperf.plan import ExecutionPlan
 from gptperf.steps import master_adamw
 from gptperf.steps.build import build_step
-from gptperf.steps.train import TrainSettings, total_norm
+from gptperf.steps.train import TrainSettings, make_optimizer, total_norm
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -33,14 +33,12 @@ cuda = pytest.mark.skipif(not (torch.cuda.is_available() and master_adamw.triton
 # then sizes of whole 16-byte vectors (the kernel's aligned variant)
 SHAPES = [(7, 300), (300,), (64, 64), (5000,), (3, 2048)]
 ALIGNED_SHAPES = [(96, 32), (96,), (32, 128), (32,)]
-LR, BETAS, WD = 1e-2, (0.9, 0.99), 0.1
+SETTINGS = TrainSettings(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
 
 
-def _adamw(tensors: list[torch.Tensor], fused: bool = False) -> torch.optim.AdamW:
-    """As `make_optimizer` groups them: decay on 2-D tensors only."""
-    groups = [{"params": [t for t in tensors if t.dim() >= 2], "weight_decay": WD},
-              {"params": [t for t in tensors if t.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=LR, betas=BETAS, **({"fused": True} if fused else {}))
+def _adamw(tensors: list[torch.Tensor]) -> torch.optim.AdamW:
+    """torch's AdamW as the train step builds it (`make_optimizer`: decay on 2-D tensors only)."""
+    return make_optimizer(tensors, SETTINGS)
 
 
 def _bf16_step(w: torch.Tensor) -> torch.Tensor:
