@@ -481,7 +481,7 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
         for op in _vector_ops(dtype):
             for _, x in _vector_points(kind, dtype, op, quick):
                 out["vector"] += point(_estimate_s(kind, dtype, 0, x))
-    variants = 3 if kind == "cuda" else 1  # fused, foreach, the one-pass master update; foreach
+    variants = 3 if kind == "cuda" else 1  # CUDA: fused, foreach, the one-pass master update; a CPU: foreach
     tensors, params = optimizer_axes(kind, quick)
     for p in params:
         # AdamW reads param, grad, m, v and writes param, m, v; foreach passes over them ~4 times
