@@ -4,11 +4,11 @@ ratio, `Calibration.matmul_offgrid`): the independent check of that ratio.
 
     python benchmarks/gpu_matmul_offgrid.py      (after `gptperf calibrate` on this GPU)
 
-Three sets of shapes a dtype, M in 1000, 3000, 8000, 12288 each (none of them a calibration probe):
-"probed layers", the (K, N) of the calibration's probes (52); "other layers", layers of widths
-the probes do not have (384's MLP, 640, 1024's qkv, 2048, 4096's square and MLP, the vocabulary at
-other widths; 84); and "probes", the calibration's probes themselves timed again (26), so what a
-reading built from the probes would predict can be judged on the other two sets offline. Prints
+Three sets of shapes a dtype. Two at M 1000, 3000, 8000 and 12288, none of them a calibration
+probe: "probed layers", the (K, N) of the calibration's probes (52), and "other layers", layers of
+widths the probes do not have (384's MLP, 640, 1024's qkv, 2048, 4096's square and MLP, the
+vocabulary at other widths; 84). The third, "probes", is the calibration's 26 probes timed again,
+so that a reading built from the probes can be judged on the other two sets offline. Prints
 per dtype and set the median, mean, p90 and largest |measured/predicted − 1| and the mean
 measured/predicted (the bias) both ways; with $OUT, every shape to $OUT/matmul_offgrid.json.
 """
