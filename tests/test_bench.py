@@ -169,3 +169,55 @@ def test_cpu_peak_rss_sees_an_allocation() -> None:
     peak = meter.read()
     del block
     assert peak.peak_rss_bytes >= 64 * 2**20 and peak.allocated_bytes is None
+
+
+def _fake_nvml_with_clocks(clocks: list[int], maximum: int) -> types.ModuleType:
+    fake = types.ModuleType("pynvml")
+    fake.NVMLError = type("NVMLError", (Exception,), {})
+    fake.NVML_CLOCK_SM = 1
+    fake.nvmlInit = lambda: None
+    fake.nvmlDeviceGetHandleByIndex = lambda i: ("gpu", i)
+    fake.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=95, memory=40)
+    fake.nvmlDeviceGetMaxClockInfo = lambda h, kind: maximum if kind == 1 else 0
+    readings = iter(clocks)
+    last = [clocks[0]]
+
+    def clock(h, kind):
+        assert kind == 1  # the SM clock, not the memory clock
+        last[0] = next(readings, last[0])
+        return last[0]
+
+    fake.nvmlDeviceGetClockInfo = clock
+    return fake
+
+
+def test_the_sm_clock_is_sampled_and_a_throttled_run_gets_a_note(monkeypatch) -> None:
+    # the first reading is gpu_clock_reader's check; the rest are samples, the last repeated
+    fake = _fake_nvml_with_clocks([1980, 1980, 1600, 1400, 1400], maximum=1980)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    sampler = UtilizationSampler("cuda", interval_s=0.005).start()
+    import time
+
+    time.sleep(0.2)
+    util = sampler.stop()
+    assert util.samples >= 4 and util.sm_clock_max_mhz == 1980 and util.sm_clock_min_mhz == 1400
+    assert 1400 <= util.sm_clock_mean_mhz < 1600  # mostly the last reading
+    assert util.clock_share < 0.95 and "held back" in util.note and "1980 MHz" in util.note
+    again = type(util).from_dict(util.to_dict())
+    assert again.sm_clock_mean_mhz == util.sm_clock_mean_mhz and again.clock_share == util.clock_share
+
+
+def test_a_run_at_the_boost_clock_gets_no_clock_note(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml_with_clocks([1980], maximum=1980))
+    util = UtilizationSampler("cuda", interval_s=0.005).start().stop()
+    assert util.sm_clock_mean_mhz == 1980 and util.clock_share == 1.0
+    assert util.note is None or "held back" not in util.note
+
+
+def test_without_clock_functions_nvml_still_gives_utilization(monkeypatch) -> None:
+    fake = _fake_nvml_with_clocks([1980], maximum=1980)
+    del fake.nvmlDeviceGetMaxClockInfo  # an old nvidia-ml-py
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    util = UtilizationSampler("cuda", interval_s=0.005).start().stop()
+    assert util.source == "nvml" and util.mean_percent == 95
+    assert util.sm_clock_mean_mhz is None and util.clock_share is None

@@ -235,7 +235,8 @@ def _result(device_type: str = "cuda") -> ValidationResult:
     from gptperf.plan import ExecutionPlan
 
     eager, graph = ExecutionPlan(), ExecutionPlan("cuda_graph", static_cache=True)
-    points = [ValidationPoint("train a", "train", "gpt2", 6, 640, "bf16", eager, 0.0105, 0.010, 0.007),
+    points = [ValidationPoint("train a", "train", "gpt2", 6, 640, "bf16", eager, 0.0105, 0.010, 0.007,
+                              clock_share=0.88),
               ValidationPoint("decode b", "decode", "gpt2", 8, 1000, "bf16", graph, 0.00049, 0.0005, None),
               ValidationPoint("forward c", "forward", "gpt2", 8, 1000, "fp32", eager, 0.044, 0.040, 0.03,
                               1.25, 1.25, None, HostTrace((0.045, 0.044, 0.043), (0.002,), (2,)))]
@@ -473,6 +474,31 @@ def test_the_table_shows_each_cases_own_step_spread(stood_in: dict[str, float], 
     assert "10th and 90th percentile over their median" in " ".join(out.split())
 
 
+def test_cases_run_below_the_boost_clock_are_named_in_a_note(stood_in: dict[str, float],
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    import gptperf.validate.run as run
+    from gptperf.cli import main
+
+    measure = run.measure_case
+    held = cases("cpu", quick=True)[2].name  # one case at 85% of the maximum clock, the rest 99%
+
+    def clocked(case: ValidationCase, *args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(measure(case, *args, **kwargs),
+                                   clock_share=0.85 if case.name == held else 0.99)
+
+    monkeypatch.setattr(run, "measure_case", clocked)
+    assert main(["validate", "--quick", "--device", "cpu", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {p["case"]: p["clock_share"] for p in doc["points"]}[held] == 0.85
+    notes = [n for n in doc["notes"] if "maximum SM clock" in n]
+    assert len(notes) == 1 and f"{held} (85.0%," in notes[0] and "in 1 case(s)" in notes[0]
+    assert run.throttled_note([ValidationPoint.from_dict(p) for p in doc["points"]
+                               if p["case"] != held]) is None
+
+
 def test_the_table_shows_each_cases_host_speed(stood_in: dict[str, float], monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     import dataclasses
@@ -588,19 +614,22 @@ def test_a_case_is_the_median_of_its_builds(monkeypatch: pytest.MonkeyPatch) -> 
     from gptperf.validate import run
 
     times = iter([0.3, 0.1, 0.2])
+    clocks = iter([0.9, None, 0.8])  # a build whose clock was not read counts in no mean
     calls: list[dict[str, Any]] = []
 
     def fake_run_bench(*args: Any, **kwargs: Any) -> SimpleNamespace:
         calls.append(kwargs)
         t = next(times)
         return SimpleNamespace(step_time_s=t, plan=kwargs["plan"],
-                               timing=SimpleNamespace(total=SimpleNamespace(samples=[t, 2 * t])))
+                               timing=SimpleNamespace(total=SimpleNamespace(samples=[t, 2 * t])),
+                               utilization=SimpleNamespace(clock_share=next(clocks)))
 
     monkeypatch.setattr(bench, "run_bench", fake_run_bench)
     case = cases("cpu", True)[0]
     timing = run.measure_case(case, torch.device("cpu"))
     assert run.builds("cpu") == len(calls) == 3 and run.builds("cuda") == 1
-    assert timing == run.CaseTiming(0.2, case.plan, None, HostTrace((0.3, 0.6, 0.1, 0.2, 0.2, 0.4)))
+    assert timing == run.CaseTiming(0.2, case.plan, None, HostTrace((0.3, 0.6, 0.1, 0.2, 0.2, 0.4)),
+                                    clock_share=pytest.approx(0.85))
     assert all(kw["calibrated"] is False for kw in calls)  # validate makes its own prediction
 
 
@@ -624,7 +653,8 @@ def test_a_trace_that_does_not_fit_its_steps_is_dropped_not_the_case(monkeypatch
 
     monkeypatch.setattr(run, "HostSampler", OffSampler)
     monkeypatch.setattr(bench, "run_bench", lambda *a, **kw: SimpleNamespace(
-        step_time_s=0.1, plan=kw["plan"], timing=SimpleNamespace(total=SimpleNamespace(samples=[0.1]))))
+        step_time_s=0.1, plan=kw["plan"], timing=SimpleNamespace(total=SimpleNamespace(samples=[0.1])),
+        utilization=None))
     timing = run.measure_case(cases("cpu", True)[0], torch.device("cpu"), sample_host="decode")
     assert timing.step_s == 0.1 and timing.host_step_s == 1e-3 and timing.trace is None
 

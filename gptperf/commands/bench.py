@@ -155,6 +155,9 @@ def print_result(r: Any) -> None:
                           f"{seconds(u.window_s)}): mean {u.mean_percent:.0f}%, "
                           f"max {u.max_percent:.0f}%")
         console.print(f"  [dim]{u.meaning}[/dim]")
+        if u.sm_clock_mean_mhz is not None:
+            console.print(f"SM clock (nvml, measured): mean {u.sm_clock_mean_mhz:.0f} MHz, lowest "
+                          f"{u.sm_clock_min_mhz:.0f} MHz, of the card's {u.sm_clock_max_mhz:.0f} MHz")
         if u.note:
             console.print(f"  [yellow]note: {u.note}[/yellow]")
 

@@ -1,8 +1,11 @@
-"""Run metrics beside the timer: utilization sampled in a background thread, and peak memory.
+"""Run metrics beside the timer: utilization (and a GPU's SM clock) sampled in a background
+thread, and peak memory.
 
 GPU utilization comes from NVML (nvidia-ml-py's `pynvml`), falling back to
 `torch.cuda.utilization()`; a missing library or driver becomes a note in the result, never a
-crash. CPU utilization comes from psutil. Peak memory is the caching allocator's high-water mark
+crash. The SM clock comes from NVML alone: a power-capped card lowers it under sustained load
+(an H200 went from 1980 to 1455 MHz in 2 s of back-to-back bf16 matmuls, BENCHMARKS.md), while
+the calibration times its kernels in bursts at the boost clock. CPU utilization comes from psutil. Peak memory is the caching allocator's high-water mark
 on GPU (`torch.cuda.max_memory_allocated` / `max_memory_reserved` after a reset) and the
 process's peak resident set on CPU.
 """
@@ -22,6 +25,8 @@ NVML_MEANING = (
     "NVML GPU utilization: share of each sample window (1/6 s to 1 s) in which at least one "
     "kernel was running; one busy kernel on a single SM reads ~100%, so it is not SM occupancy"
 )
+# mean clock below this share of the card's maximum: the run was throttled, and a note says so
+THROTTLED_SHARE = 0.95
 CPU_MEANING = (
     "process CPU time / wall time / cores available to it: 100% means every available core "
     "was busy running this process"
@@ -49,6 +54,17 @@ class Utilization:
     note: str | None = None
     per_core_percent: list[float] | None = None  # CPU: every core of the machine, all processes
     cores_available: int | None = None
+    # GPU with NVML: the SM clock over the window (MHz) and the card's maximum SM clock
+    sm_clock_mean_mhz: float | None = None
+    sm_clock_min_mhz: float | None = None
+    sm_clock_max_mhz: float | None = None
+
+    @property
+    def clock_share(self) -> float | None:
+        """The mean SM clock over the card's maximum (None without both)."""
+        if self.sm_clock_mean_mhz is None or not self.sm_clock_max_mhz:
+            return None
+        return self.sm_clock_mean_mhz / self.sm_clock_max_mhz
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +83,25 @@ def _nvml_index(index: int) -> int:
         return int(torch.cuda._get_nvml_device_index(index))
     except Exception:  # a private torch helper: fall back to the same index
         return index
+
+
+def gpu_clock_reader(index: int = 0) -> tuple[Callable[[], float] | None, float | None]:
+    """(read, maximum): a function returning the GPU's SM clock now (MHz) and the card's maximum
+    SM clock (MHz), from NVML; (None, None) where NVML cannot say."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(index))
+        maximum = float(pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM))
+        pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)  # fails here if refused
+    except Exception:  # noqa: BLE001 - no library, no driver, an old one: no clock, no crash
+        return None, None
+
+    def read() -> float:
+        return float(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM))
+
+    return read, maximum
 
 
 def gpu_utilization_reader(index: int = 0) -> tuple[Callable[[], float] | None, str, str | None]:
@@ -118,6 +153,9 @@ class UtilizationSampler:
         self.index = getattr(device, "index", None) or 0
         self.interval_s = interval_s
         self._samples: list[float] = []
+        self._clocks: list[float] = []
+        self._read_clock: Callable[[], float] | None = None
+        self._max_clock: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._note: str | None = None
@@ -131,6 +169,7 @@ class UtilizationSampler:
     def start(self) -> UtilizationSampler:
         if self.device_type == "cuda":
             self._read, self._source, self._note = gpu_utilization_reader(self.index)
+            self._read_clock, self._max_clock = gpu_clock_reader(self.index)
         else:
             try:
                 import psutil
@@ -157,6 +196,8 @@ class UtilizationSampler:
     def _sample(self) -> None:
         try:
             self._samples.append(self._read())  # type: ignore[misc]
+            if self._read_clock is not None:
+                self._clocks.append(self._read_clock())
         except Exception as err:  # the driver went away mid-run: keep what we have, say why
             self._note = f"utilization sampling stopped: {type(err).__name__}: {err}"
             self._stop.set()
@@ -186,11 +227,23 @@ class UtilizationSampler:
             extra = (f"the timed window ({window:.2f} s) is shorter than NVML's sample period, "
                      "so readings also cover the moments just before it")
             self._note = f"{self._note}; {extra}" if self._note else extra
-        return Utilization(
+        clocks = self._clocks
+        util = Utilization(
             device_type=self.device_type, source=self._source, mean_percent=mean,
             max_percent=peak, samples=len(samples), window_s=window, interval_s=self.interval_s,
             meaning=meaning, note=self._note, per_core_percent=per_core, cores_available=cores,
+            sm_clock_mean_mhz=statistics.fmean(clocks) if clocks else None,
+            sm_clock_min_mhz=min(clocks) if clocks else None,
+            sm_clock_max_mhz=self._max_clock if clocks else None,
         )
+        share = util.clock_share
+        if share is not None and share < THROTTLED_SHARE:
+            extra = (f"the SM clock averaged {util.sm_clock_mean_mhz:.0f} MHz, {share:.1%} of the "
+                     f"card's {util.sm_clock_max_mhz:.0f} MHz: the card held back under this load "
+                     "(a power or thermal cap), so compute-bound kernels ran slower than the "
+                     "calibration's bursts at the boost clock")
+            util.note = f"{util.note}; {extra}" if util.note else extra
+        return util
 
     def __enter__(self) -> UtilizationSampler:
         return self.start()

@@ -76,7 +76,8 @@ class ValidationPoint:
     timed steps and host samples behind `measured_s` and `host_probe` (None: not recorded).
     `host_phase_speeds`: each phase of the host model's step sampled over its own time at
     calibration, the speed that phase's host costs were charged at instead (None: the step has one
-    phase, or no sample)."""
+    phase, or no sample). `clock_share`: the GPU's mean SM clock over its maximum while the case's
+    steps were timed (`measure.metrics.Utilization.clock_share`; None: not read)."""
 
     case: str
     kind: str
@@ -93,6 +94,7 @@ class ValidationPoint:
     host_probe_after: float | None = None
     trace: HostTrace | None = None
     host_phase_speeds: dict[str, float] | None = None
+    clock_share: float | None = None
 
     @property
     def plan_label(self) -> str:
@@ -121,7 +123,8 @@ class ValidationPoint:
                 "host_speed": self.host_speed, "host_probe": self.host_probe,
                 "host_probe_after": self.host_probe_after, "ratio": self.ratio,
                 "step_spread": self.step_spread, "host_phase_speeds": self.host_phase_speeds,
-                "trace": None if self.trace is None else self.trace.to_dict()}
+                "trace": None if self.trace is None else self.trace.to_dict(),
+                "clock_share": self.clock_share}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationPoint:
@@ -134,7 +137,8 @@ class ValidationPoint:
                      for k in ("host_probe", "host_probe_after")),
                    HostTrace.from_dict(d["trace"]) if d.get("trace") else None,
                    {k: float(v) for k, v in d["host_phase_speeds"].items()}
-                   if d.get("host_phase_speeds") else None)
+                   if d.get("host_phase_speeds") else None,
+                   None if d.get("clock_share") is None else float(d["clock_share"]))
 
 
 @dataclass(frozen=True)

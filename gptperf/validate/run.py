@@ -103,13 +103,16 @@ class CaseTiming:
     of the probe asked for, sampled between its steps (`probe.HostSampler`; None: not sampled);
     and the record behind them: every timed step (s, in order, the builds one after another) and
     every host sample (s) with the step it followed (`HostTrace`); `host_phase_s`: the median
-    seconds of each phase of that step where it has several (the train probe's; {}: none)."""
+    seconds of each phase of that step where it has several (the train probe's; {}: none);
+    `clock_share`: the GPU's mean SM clock over its maximum while the steps were timed, the mean
+    over the builds (None: not read)."""
 
     step_s: float
     plan: ExecutionPlan
     host_step_s: float | None = None
     trace: HostTrace | None = None
     host_phase_s: dict[str, float] = field(default_factory=dict)
+    clock_share: float | None = None
 
 
 def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
@@ -125,20 +128,23 @@ def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
     warmup, default = counts(w.kind, device.type)
     repeats = repeats or default
     sampler = HostSampler(device, probe=sample_host) if sample_host else None
-    times, steps = [], []
+    times, steps, clocks = [], [], []
     for _ in range(builds(device.type)):
         bench = run_bench(case.config, w.kind, w.batch, w.seq, w.dtype, device, plan=case.plan,
                           warmup=warmup, repeats=repeats, calibrated=False,  # predicted here
                           between_steps=sampler)
         times.append(bench.step_time_s)
         steps += bench.timing.total.samples
+        if bench.utilization is not None and bench.utilization.clock_share is not None:
+            clocks.append(bench.utilization.clock_share)
     try:  # a record for judging the host's reading afterwards: never the reason a case fails
         trace = HostTrace(tuple(steps), tuple(sampler.samples) if sampler else (),
                           tuple(sampler.after_step) if sampler else ())
     except ValueError:
         trace = None
     return CaseTiming(statistics.median(times), bench.plan, sampler.step_s() if sampler else None,
-                      trace, sampler.phase_s() if sampler else {})
+                      trace, sampler.phase_s() if sampler else {},
+                      statistics.fmean(clocks) if clocks else None)
 
 
 def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None = None,
@@ -158,9 +164,11 @@ def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None
         raise RuntimeError(out["error"])
     host = out.get("host_step_s")
     trace = HostTrace.from_dict(out["trace"]) if out.get("trace") else None
+    clock = out.get("clock_share")
     return CaseTiming(float(out["step_time_s"]), ExecutionPlan.from_dict(out["plan"]),
                       None if host is None else float(host), trace,
-                      {k: float(v) for k, v in out.get("host_phase_s", {}).items()})
+                      {k: float(v) for k, v in out.get("host_phase_s", {}).items()},
+                      None if clock is None else float(clock))
 
 
 def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Any,
@@ -251,6 +259,7 @@ class _Ran:
     unit_probe: str  # the host model's step both are of
     trace: HostTrace | None = None
     phase_speeds: dict[str, float] | None = None  # each phase of that step sampled, if several
+    clock_share: float | None = None  # the GPU's mean SM clock over its maximum as it ran
 
     @property
     def own_speed(self) -> float | None:
@@ -306,7 +315,8 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
                 after, phases = host_speeds(calibration, dev, probe=unit_probe)
             else:
                 after, phases = None, phase_speeds_over(calibration, m.host_phase_s, unit_probe)
-            ran.append(_Ran(case, m.plan, m.step_s, sampled, after, unit_probe, m.trace, phases))
+            ran.append(_Ran(case, m.plan, m.step_s, sampled, after, unit_probe, m.trace, phases,
+                            m.clock_share))
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
         finally:
@@ -332,7 +342,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             result.points.append(ValidationPoint(
                 case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, r.step_s,
                 expected_s, roofline_case(case, plan, hw), speed, r.sampled, r.after, r.trace,
-                r.phase_speeds))
+                r.phase_speeds, r.clock_share))
             if case.profile and not plan.cuda_graph:
                 to_profile.append((case, plan, exp))
         except Exception as err:  # noqa: BLE001 - a prediction that fails is recorded, not a crash
@@ -354,8 +364,25 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     drift = drift_note(first, take_probe(dev), "validation's start")
     if drift:
         result.notes.append(drift)
+    held = throttled_note(result.points)
+    if held:
+        result.notes.append(held)
     result.wall_time_s = time.perf_counter() - started
     return result
+
+
+def throttled_note(points: Sequence[ValidationPoint]) -> str | None:
+    """A note naming the cases whose GPU ran below its maximum SM clock on average
+    (`measure.metrics.THROTTLED_SHARE`) while their steps were timed, None when none did."""
+    from gptperf.measure.metrics import THROTTLED_SHARE
+
+    held = [p for p in points if p.clock_share is not None and p.clock_share < THROTTLED_SHARE]
+    if not held:
+        return None
+    cases = ", ".join(f"{p.case} ({p.clock_share:.1%}, m/p {p.ratio:.2f})" for p in held)
+    return (f"the card ran below its maximum SM clock (mean over maximum) in {len(held)} "
+            f"case(s): {cases}; a power or thermal cap lowers the clock under sustained load, "
+            "while the calibration times its kernels in short bursts at the boost clock")
 
 
 def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
