@@ -6,8 +6,9 @@ GPU utilization comes from NVML (nvidia-ml-py's `pynvml`), falling back to
 crash. The SM clock comes from NVML alone: a power-capped card lowers it under sustained load
 (an H200 went from 1980 to 1455 MHz in 2 s of back-to-back bf16 matmuls, BENCHMARKS.md), while
 the calibration times its kernels in bursts at the boost clock. CPU utilization comes from
-psutil. Peak memory is the caching allocator's high-water mark on GPU (`torch.cuda.max_memory_allocated` / `max_memory_reserved` after a reset) and the
-process's peak resident set on CPU.
+psutil. Peak memory is the caching allocator's high-water mark on GPU
+(`torch.cuda.max_memory_allocated` / `max_memory_reserved` after a reset) and the process's peak
+resident set on CPU.
 """
 
 from __future__ import annotations
