@@ -106,7 +106,6 @@ class MasterAdamW:
         self.weights, self.copies, self.optimizer, self._groups = weights, copies, optimizer, groups
         device = copies[0].device
         numels = [c.numel() for c in copies]
-        self._block = BLOCK
         blocks = [math.ceil(n / BLOCK) for n in numels]
         self._numels = torch.tensor(numels, dtype=torch.int64, device=device)
         self._block_tensor = torch.repeat_interleave(
@@ -171,6 +170,6 @@ class MasterAdamW:
             grad_scale if grad_scale is not None else dummy, found_inf if found_inf is not None else dummy,
             float(lrs.pop()), float(beta1), float(beta2), float(self._groups[0]["eps"]),
             HAS_SCALE=grad_scale is not None, HAS_FOUND=found_inf is not None, ALIGNED=self._aligned,
-            VECTOR=VECTOR, BLOCK=self._block, num_warps=NUM_WARPS)
+            VECTOR=VECTOR, BLOCK=BLOCK, num_warps=NUM_WARPS)
         if found_inf is not None:
             torch._foreach_sub_(steps, [found_inf] * len(steps))
