@@ -7,7 +7,7 @@ power, and a power-capped card lowers its clock.
 Per dtype (bf16, fp32), gpt2-xl's four layer shapes (M = 4096 tokens, with their bias):
 1. timed as the calibration times them (`KernelTimer`), the card idle before;
 2. mlp.proj's shape back to back for `--seconds` (a CUDA graph of 50 calls replayed): µs a call in
-   the first and last fifth of that time, and the SM clock (nvidia-smi) through it;
+   the first and last fifth of that time, and the SM clock (NVML) after every replay;
 3. the four shapes timed as in 1 right after, then after 3 s idle.
 Then the eager gpt2-xl forward (B=4, T=1024, bf16) under `run_bench` and the clock after it.
 Prints one line a measurement; with $OUT, every figure to $OUT/sustained_clock.json.
@@ -16,34 +16,36 @@ Prints one line a measurement; with $OUT, every figure to $OUT/sustained_clock.j
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from gptperf.measure.kernel_timer import KernelTimer, MatmulPrecision, OperandPool
+from gptperf.measure.kernel_timer import KernelTimer, MatmulPrecision, OperandPool, replay_seconds
+from gptperf.measure.metrics import gpu_clock_reader
 
 SHAPES = {"mlp.proj": (4096, 1600, 6400), "mlp.fc": (4096, 6400, 1600),
           "attn.proj": (4096, 1600, 1600), "attn.qkv": (4096, 4800, 1600)}  # (M, N, K)
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 GRAPH_CALLS = 50
-CLOCK_EVERY = 40  # replays between clock readings (nvidia-smi takes tens of ms)
 
 
-def sm_clock_mhz() -> int | None:
-    """The SM clock now, from nvidia-smi (None where it cannot be read)."""
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=clocks.sm", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10).stdout.split()
-        return int(out[0]) if out else None
-    except (OSError, ValueError, subprocess.TimeoutExpired):
-        return None
+@functools.cache
+def _clock_reader() -> Callable[[], float] | None:
+    return gpu_clock_reader()[0]
+
+
+def sm_clock_mhz() -> float | None:
+    """The SM clock now, from NVML (None where it cannot be read)."""
+    read = _clock_reader()
+    return read() if read is not None else None
 
 
 def operands(pool: OperandPool, m: int, n: int, k: int) -> list:
@@ -77,19 +79,13 @@ def sustained(device: torch.device, dtype: str, seconds: float) -> dict[str, flo
             for j in range(GRAPH_CALLS):
                 F.linear(*sets[j % len(sets)])
     times: list[float] = []
-    clocks: list[int] = []
+    clocks: list[float] = []
     end_at = time.perf_counter() + seconds
     while time.perf_counter() < end_at:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / GRAPH_CALLS)
-        if len(times) % CLOCK_EVERY == 1:
-            clock = sm_clock_mhz()
-            if clock is not None:
-                clocks.append(clock)
+        times.append(replay_seconds(graph) * 1e6 / GRAPH_CALLS)
+        clock = sm_clock_mhz()
+        if clock is not None:
+            clocks.append(clock)
     fifth = max(1, len(times) // 5)
     return {"replays": len(times), "first_fifth_us": statistics.median(times[:fifth]),
             "last_fifth_us": statistics.median(times[-fifth:]), "median_us": statistics.median(times),

@@ -164,12 +164,7 @@ class KernelTimer:
 
     @staticmethod
     def _replay_s(graph: torch.cuda.CUDAGraph) -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
+        return replay_seconds(graph)
 
     def _eager(self, call: Call, calls: int) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -182,6 +177,16 @@ class KernelTimer:
             end.synchronize()
             times.append(start.elapsed_time(end) / 1e3)
         return statistics.median(times[1:]) / calls
+
+
+def replay_seconds(graph: torch.cuda.CUDAGraph) -> float:
+    """Seconds of one replay of `graph` on the current stream, between CUDA events."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
 
 
 def random_tensor(shape: Sequence[int], dtype: torch.dtype, device: torch.device,
