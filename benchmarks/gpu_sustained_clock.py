@@ -108,6 +108,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="length of the sustained run")
     args = parser.parse_args()
+    if not args.seconds > 0:  # also refuses nan
+        parser.error(f"--seconds must be a positive number of seconds, got {args.seconds!r}")
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2
