@@ -2,6 +2,7 @@
 and bench configurations outside the sweep.
 
     python benchmarks/gpu_validate.py [--device cuda|cpu] [--quick] [--skip-calibrate] [--no-validate]
+                                      [--random N [--seed S]]
 
 1. `gptperf calibrate --force` from the cache in $GPTPERF_CACHE_DIR (default ./.gpucache), its wall
    time against the budget (120 s on a GPU, 60 s on a CPU); the calibration document is copied to
@@ -10,6 +11,8 @@ and bench configurations outside the sweep.
    issue asks) -> $OUT/validate.json and its picture.
 3. `gptperf bench --json` of configurations the sweep does not contain (the issue's independent
    check: the model must be general, not tuned to the sweep), each measured/calibrated.
+4. With --random N: `gptperf validate --random N` (configurations drawn off the sweep and the
+   calibration's shapes, from --seed or a new seed) -> $OUT/random.json.
 Prints one table last. Everything runs as a user would, through `python -m gptperf`.
 """
 
@@ -67,6 +70,8 @@ def main() -> int:
     parser.add_argument("--skip-calibrate", action="store_true", help="use the cached calibration")
     parser.add_argument("--no-validate", action="store_true")
     parser.add_argument("--no-bench", action="store_true")
+    parser.add_argument("--random", type=int, metavar="N", help="also N cases drawn at random")
+    parser.add_argument("--seed", type=int, metavar="S", help="the random cases' seed")
     args = parser.parse_args()
     dev = args.device
     out = Path(os.environ.get("OUT", f"{'gpu' if dev == 'cuda' else 'cpu'}-validate-out"))
@@ -114,6 +119,16 @@ def main() -> int:
                          f"roofline m/p {roof['measured_over_predicted'] if roof else float('nan'):.2f}"))
             print(*rows[-1], flush=True)
         (out / "bench_checks.json").write_text(json.dumps(results, indent=1))
+
+    if args.random:
+        argv = ["validate", "--device", dev, "--random", str(args.random), "--out", str(out / "random.json")]
+        argv += ["--seed", str(args.seed)] if args.seed is not None else []
+        code, text, wall = gptperf(*argv, log=log)
+        print(text)
+        rows.append(("random validate wall time", f"{wall:.0f} s, exit {code}"))
+        if code == 0:
+            doc = json.loads((out / "random.json").read_text())
+            rows.append((f"random end to end (seed {doc['seed']})", json.dumps(doc["stats"])[:200]))
 
     print(f"\n== gpu_validate summary ({dev}) ==")
     width = max(len(k) for k, _ in rows) if rows else 0

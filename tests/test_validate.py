@@ -691,3 +691,86 @@ def test_timed_steps_span_the_devices_window_at_the_expected_step_time(
     assert run.expected_step_s(case, None) is None and timed() == default  # no estimate: the default
     step["s"] = 0.01
     assert timed("cpu") == run.counts("train", "cpu")[1]  # no window on a CPU
+
+
+# --- configurations drawn at random (`validate --random N`) -------------------------------------
+
+
+@pytest.mark.parametrize("device_type", ["cpu", "cuda"])
+def test_random_cases_repeat_by_seed_and_lie_off_every_calibrated_shape(device_type: str) -> None:
+    """The same seed draws the same cases, another seed others; every case runs (it builds), is
+    affordable on the device type's datasheet entry, is none of the fixed sweep's and shares no
+    matmul, attention call or model with the full or the quick calibration."""
+    from gptperf.perfmodel import get_hardware, predict
+    from gptperf.perfmodel.kernel_calls import kernel_calls
+    from gptperf.validate.drawn import SPACES, _calibrated_shapes, draw_cases
+
+    drawn = draw_cases(device_type, 24, seed=5)
+    assert [c.name for c in drawn] == [c.name for c in draw_cases(device_type, 24, seed=5)]
+    assert [c.name for c in drawn] != [c.name for c in draw_cases(device_type, 24, seed=6)]
+    assert len({c.name for c in drawn}) == 24
+    fixed = {c.name for q in (False, True) for c in cases(device_type, q)}
+    space, planned = SPACES[device_type], _calibrated_shapes(device_type)
+    for case in drawn:
+        assert case.name not in fixed
+        p = predict(case.config, case.workload, get_hardware(space.datasheet), case.plan)
+        assert space.step_s[0] <= p.time_s <= space.step_s[1] and p.memory.total <= space.memory_bytes
+        calls = kernel_calls(case.config, case.workload, case.plan)
+        assert all(overlaps(calls, shapes, case.config) == [] for shapes in planned), case.name
+    assert {c.workload.kind for c in drawn} == {"train", "forward", "prefill", "decode", "decode_nocache"}
+    if device_type == "cuda":  # every plan and both dtypes turn up in 24 draws
+        assert {c.workload.dtype for c in drawn} == {"bf16", "fp32"}
+        assert any(c.plan.compiled and not c.plan.cuda_graph for c in drawn)
+        assert any(c.plan.cuda_graph for c in drawn) and any(not c.plan.compiled for c in drawn)
+        compiled = [c for c in drawn if c.plan.compiled and not c.plan.cuda_graph]
+        assert all(count_parameters(c.config) <= space.compiled_max_params for c in compiled)
+    else:  # the CPU's sweeps are eager fp32
+        assert all(c.workload.dtype == "fp32" and not c.plan.compiled for c in drawn)
+
+
+def test_random_draw_refuses_a_count_out_of_range() -> None:
+    from gptperf.validate.drawn import MAX_CASES, draw_cases
+
+    for n in (0, MAX_CASES + 1):
+        with pytest.raises(UserError, match=f"cannot draw {n} cases"):
+            draw_cases("cpu", n, seed=1)
+    with pytest.raises(UserError, match="unknown device type 'tpu'"):
+        draw_cases("tpu", 3, seed=1)
+
+
+def test_command_random_sweep_measures_the_drawn_cases_and_keeps_the_seed(
+        monkeypatch: pytest.MonkeyPatch, cli_json: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import gptperf.validate.run as run
+    from gptperf.cli import main
+    from gptperf.validate.drawn import draw_cases
+
+    monkeypatch.setattr(run, "load_calibration", lambda device: _calibration())
+    monkeypatch.setattr(run, "measure_case", lambda case, device, repeats=None, sample_host=None:
+                        run.CaseTiming(1.07e-3, case.plan))
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None:
+                        _Expected(1e-3))
+    monkeypatch.setattr(run, "release_memory", lambda *a, **k: None)
+    doc = cli_json("validate", "--random", "3", "--seed", "9", "--device", "cpu")
+    assert doc["sweep"] == "random" and doc["seed"] == 9
+    assert [p["case"] for p in doc["points"]] == [c.name for c in draw_cases("cpu", 3, seed=9)]
+    assert doc["stats"]["median"] == pytest.approx(0.07)
+    back = ValidationResult.from_dict(doc)
+    assert back.seed == 9 and back.sweep_label == "random (seed 9)" and not back.quick
+    # without --seed a new one is drawn and printed
+    assert main(["validate", "--random", "2", "--device", "cpu"]) == 0
+    assert "random (seed " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--random", "0"], "--random 0: draw 1 to 64 cases"),
+    (["--random", "65"], "--random 65: draw 1 to 64 cases"),
+    (["--random", "3", "--quick"], "leave out --quick"),
+    (["--seed", "3"], "--seed 3 seeds --random N"),
+])
+def test_command_random_flags_checked_before_any_work(argv: list[str], said: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from gptperf.cli import main
+
+    assert main(["validate", "--device", "cpu", *argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and said in err

@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write validation.png and validation.svg (predicted vs measured) there")
     parser.add_argument("--out", metavar="FILE",
                         help="also write the JSON document to FILE (atomically)")
+    parser.add_argument("--random", type=int, metavar="N",
+                        help="instead of the fixed sweep, N configurations drawn at random off it "
+                             "and off the calibration's shapes (1 to 64)")
+    parser.add_argument("--seed", type=int, metavar="S",
+                        help="the draw's seed for --random (default: a new one, printed)")
     parser.add_argument("--isolate", action="store_true",
                         help="measure each case in a fresh process, as `gptperf bench` does "
                              "(slower: a process start and, if compiled, a compilation per case)")
@@ -27,11 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gptperf.commands.common import check_folder
+    from gptperf.errors import UserError
     from gptperf.output import emit_json, err_console, rich_progress, to_json
+    from gptperf.validate.drawn import MAX_CASES, draw_cases
     from gptperf.validate.results import CalibrationInfo
     from gptperf.validate.run import load_calibration, validate
     from gptperf.writable import check_output_file
 
+    if args.random is not None and not 1 <= args.random <= MAX_CASES:
+        raise UserError(f"--random {args.random}: draw 1 to {MAX_CASES} cases")
+    if args.random is not None and args.quick:
+        raise UserError("--random draws its own cases; leave out --quick")
+    if args.seed is not None and args.random is None:
+        raise UserError(f"--seed {args.seed} seeds --random N; give --random too")
     if args.plot_dir is not None:
         check_folder(args.plot_dir, "--plot-dir")
     if args.out is not None:
@@ -40,11 +53,17 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     calibration = load_calibration(device)  # before any work: a missing one is a one-line error
+    sweep, seed = None, None
+    if args.random is not None:
+        import secrets
+
+        seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+        sweep = draw_cases(device.type, args.random, seed)
     if not args.json:
         err_console.print(f"[bold]{CalibrationInfo.of(calibration).label}[/bold]")
     with rich_progress(enabled=not args.json, description="validate") as progress:
         result = validate(device, args.quick, progress=progress, calibration=calibration,
-                          isolate=args.isolate)
+                          isolate=args.isolate, sweep=sweep, seed=seed)
     doc = result.to_dict()
     if args.plot_dir:
         from pathlib import Path
@@ -81,7 +100,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     console.print(f"[bold]Calibration[/bold]: {c.device_name}, made {c.created_at} "
                   f"({c.age_days:.1f} days old, torch {c.torch_version})")
     console.print(f"[bold]validate[/bold] on {r.device_type} ({r.device_name}) · "
-                  f"{'quick' if r.quick else 'full'} sweep · {len(r.points)} cases measured"
+                  f"{r.sweep_label} sweep · {len(r.points)} cases measured"
                   + (f", {len(r.skipped)} skipped" if r.skipped else ""))
 
     table = Table(title="Step time per case: measured (median of the timed steps) against the "

@@ -272,6 +272,14 @@ class ValidationResult:
     # the machine's speed probe as validation began over the calibration's (`measure.probe`):
     # part -> now / then, 2.0 = twice as slow as when calibrated; empty if the calibration has none
     speed_vs_calibration: dict[str, float] = field(default_factory=dict)
+    seed: int | None = None  # set when the cases were drawn at random (`validate.drawn`)
+
+    @property
+    def sweep_label(self) -> str:
+        """'quick', 'full', or 'random (seed S)'."""
+        if self.seed is not None:
+            return f"random (seed {self.seed})"
+        return "quick" if self.quick else "full"
 
     @property
     def stats(self) -> ErrorStats:
@@ -304,7 +312,8 @@ class ValidationResult:
         return {
             "schema": SCHEMA,
             "device": {"type": self.device_type, "name": self.device_name},
-            "sweep": "quick" if self.quick else "full",
+            "sweep": "random" if self.seed is not None else "quick" if self.quick else "full",
+            "seed": self.seed,
             "calibration": self.calibration.to_dict(),
             "points": [p.to_dict() for p in self.points],
             "stats": self.stats.to_dict(),
@@ -335,4 +344,5 @@ class ValidationResult:
             wall_time_s=float(d["wall_time_s"]), notes=list(d["notes"]),
             environment=dict(d["environment"]),
             speed_vs_calibration={k: float(v) for k, v in d.get("speed_vs_calibration", {}).items()},
+            seed=d.get("seed"),
         )

@@ -268,7 +268,7 @@ class _Ran:
 
 def validate(device: Any = "auto", quick: bool = False, progress: Progress | None = None,
              calibration: Any = None, *, sweep: Sequence[ValidationCase] | None = None,
-             isolate: bool = False) -> ValidationResult:
+             isolate: bool = False, seed: int | None = None) -> ValidationResult:
     """Measure, predict and score every case of the sweep on `device` ("auto", "cpu", "cuda[:N]"
     or a torch.device).
 
@@ -276,7 +276,8 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     UserError when there is none. `sweep`: the cases (default: `cases(device type, quick)`).
     `progress(stage, done, total)` hears of each case measured and each profile taken.
     `isolate`: measure each case in a fresh process (`measure_case_isolated`), as `gptperf bench`
-    would; it costs a process start and, for compiled cases, a compilation each.
+    would; it costs a process start and, for compiled cases, a compilation each. `seed`: the
+    seed `sweep` was drawn from (`drawn.draw_cases`), kept in the result.
     """
     started = time.perf_counter()
 
@@ -293,7 +294,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     # the host of the eager steps measured after it
     todo.sort(key=lambda c: c.plan.compiled)
     result = ValidationResult(dev.type, dev_name, quick, CalibrationInfo.of(calibration),
-                              environment=environment(dev))
+                              environment=environment(dev), seed=seed)
     first = compare_speed(calibration, dev, result)
     hardware: dict[str, Any] = {}
     to_profile: list[tuple[ValidationCase, ExecutionPlan, Any]] = []

@@ -144,7 +144,7 @@ def case_name(kind: str, model: str, batch: int, seq: int, dtype: str, mode: str
     return f"{kind} {model} {dtype} B={batch} {length}={seq} {mode}"
 
 
-def _plan(kind: str, batch: int, dtype: str, device_type: str, mode: str, attention: str) -> ExecutionPlan:
+def plan_for(kind: str, batch: int, dtype: str, device_type: str, mode: str, attention: str) -> ExecutionPlan:
     """The plan a case runs: the command's default for its mode, without the fused decode kernels
     where the batch leaves them out (they run batch 1 only: the case asks for what will run)."""
     if mode not in MODES:
@@ -169,7 +169,7 @@ def _build(rows: tuple[tuple[str, str, int, int, str, str, bool], ...], device_t
             profile = only[name]
         config = configs[model]
         out.append(ValidationCase(name, config, Workload(kind, batch, seq, dtype),
-                                  _plan(kind, batch, dtype, device_type, mode, config.attention), profile))
+                                  plan_for(kind, batch, dtype, device_type, mode, config.attention), profile))
     if only is not None and len(out) != len(only):  # a quick list naming no full case
         missing = sorted(set(only) - {c.name for c in out})
         raise AssertionError(f"quick sweep names cases the full sweep lacks: {missing}")
