@@ -328,6 +328,35 @@ def test_compiled_training_charges_the_recorded_fused_kernels_scaled_by_bytes():
     assert isinstance(Expected.from_dict(big.to_dict()), Expected)
 
 
+
+def test_a_compiled_step_takes_the_recording_of_its_own_kind_before_the_train_steps() -> None:
+    """A compiled fp32 forward is charged the recorded bf16 forward (whose loss inductor fuses),
+    not the bf16 train step (whose loss is gptperf's own kernels): the same kind before the same
+    dtype."""
+    from gptperf.perfmodel.expected import recorded_step
+
+    cfg = preset("gpt2", n_layer=2)
+    plan = ExecutionPlan.default("forward", "cuda", compile=True)
+    recs = {kind: {"config": cfg.to_dict(), "workload": Workload(kind, 4, 128, "bf16").to_dict(),
+                   "plan": ExecutionPlan.default(kind, "cuda", compile=True).to_dict(),
+                   "ops": {"loss:fwd": {"kernels": 2, "seconds": {"matmul": 0, "attention": 0,
+                                                                  "other": other}}}}
+            for kind, other in (("train", 3e-5), ("forward", 7e-5))}
+    cal = flat_calibration(compiled={"train:bf16": recs["train"], "forward:bf16": recs["forward"]})
+    assert recorded_step(cal, "forward", "fp32") is recs["forward"]
+    assert recorded_step(cal, "train", "fp32") is recs["train"]
+    assert recorded_step(cal, "forward", "bf16") is recs["forward"]
+    assert recorded_step(flat_calibration(compiled={"train:bf16": recs["train"]}), "forward", "fp32") \
+        is recs["train"]
+    assert recorded_step(flat_calibration(), "forward", "bf16") is None
+    # the fp32 forward's loss: the recorded forward's kernels (autocast's loss is fp32 too: the
+    # same bytes), not the eager cross-entropy curve the train recording's fused loss leads to
+    w = Workload("forward", 4, 128, "fp32")
+    loss = expected(cfg, w, plan, cal).by_key()[("loss", "fwd")]
+    assert loss.kernels == 2 and loss.device_s == pytest.approx(7e-5 + 2 * cal.launch_gap_s)
+    only_train = flat_calibration(compiled={"train:bf16": recs["train"]})
+    assert expected(cfg, w, plan, only_train).by_key()[("loss", "fwd")].kernels == 1
+
 def test_master_weights_are_charged_their_casts_and_a_recording_of_another_plan_is_noted():
     """Master weights: the optimizer pays the two casts of the copied weights beside AdamW; fused
     kernels scaled from a recording made without master weights say so in the notes."""

@@ -275,6 +275,17 @@ def _host_model_device_s(cal: Calibration, workload: Workload, plan: ExecutionPl
     return total
 
 
+def recorded_step(cal: Calibration, kind: str, dtype: str) -> dict[str, Any] | None:
+    """The calibration's recorded compiled step nearest to a compiled `kind` step in `dtype`: that
+    one, else the same kind in another dtype (what inductor fuses follows the step's graph: a
+    forward fuses its loss, a train step does not), else the train step in `dtype`, else any."""
+    same_kind = sorted(k for k in cal.compiled if k.split(":")[0] == kind)
+    for key in (f"{kind}:{dtype}", *same_kind, f"train:{dtype}", *cal.compiled):
+        if key in cal.compiled:
+            return cal.compiled[key]
+    return None
+
+
 def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, plan: ExecutionPlan,
                     seq: list) -> tuple[dict[int, float], list[str]]:
     """A compiled training step: each op's non-matmul, non-attention kernels replaced by what
@@ -282,8 +293,7 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
     work moves here over there. Returns {index in seq: (seconds of the fused kernels, kernels
     the recording ran for the op, its matmuls and attention included)} and notes."""
     key = f"{workload.kind}:{workload.dtype}"
-    rec = cal.compiled.get(key) or cal.compiled.get(f"train:{workload.dtype}") or next(
-        iter(cal.compiled.values()), None)
+    rec = recorded_step(cal, workload.kind, workload.dtype)
     if rec is None:
         return {}, ["compiled step: no recorded compiled step in the calibration; its vector "
                     "work is predicted as eager kernels"]
