@@ -1,6 +1,7 @@
 """`calibrate`: measure this device's `Calibration` — the kernel curves (`calibrate_kernels`), the
 host cost of a step's Python and dispatch (`calibrate_host`), and on CUDA the kernels a compiled
-step runs (`calibrate_compiled`) — and `calibration_for`, the cached one of this device, checked.
+step runs (`calibrate_compiled`) and the slowdown of a matmul kept up under the card's power cap
+(`sustained`) — and `calibration_for`, the cached one of this device, checked.
 
 On CUDA the compiled jobs' and recordings' steps are compiled ahead by a side process while the
 kernels are timed (`compile_warmup`), so their own compiles here find inductor's caches warm.
@@ -111,6 +112,10 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
                 notes.append("launch gap: " + ", ".join(
                     f"{k} {v['stream_s'] * 1e6:.2f} µs from a stream, {v['graph_s'] * 1e6:.2f} in a graph"
                     for k, v in launch["kernels"].items()))
+        sustained: dict[str, Any] = {}
+        if device.type == "cuda" and "bf16" in dtypes:
+            sustained, sustained_notes = guarded("the sustained load", lambda: _sustained(device), {})
+            notes += sustained_notes
         kernels_s = time.perf_counter() - start
         measured_host = measure_host(device, dtypes, quick=quick, progress=progress)
         host, host_notes = measured_host.costs, measured_host.notes
@@ -156,6 +161,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
                              "host_jobs": measured_host.job_units, "end": last.to_dict()},
         launch_gap_s=float(launch["gap_s"]), matmul_bias=dict(kernels.get("matmul_bias", {})),
         matmul_offgrid=dict(kernels.get("matmul_offgrid", {})), optimizer_overlap=overlap,
+        sustained=sustained,
     )
 
 
@@ -169,6 +175,15 @@ def time_note(kernels: dict[str, Any], kernels_s: float, host_s: float, compiled
     inner = families + waited
     return (f"time: kernels {kernels_s:.1f} s" + (f" ({inner})" if inner else "")
             + f", host {host_s:.1f} s, compiled {compiled_s:.1f} s")
+
+
+def _sustained(device: torch.device) -> tuple[dict[str, Any], list[str]]:
+    from gptperf.measure.metrics import gpu_clock_reader
+    from gptperf.measure.sustained import measure_sustained, sustained_note
+
+    index = torch.cuda.current_device() if device.index is None else device.index
+    measured = measure_sustained(device, clock=gpu_clock_reader(index)[0])
+    return measured, [sustained_note(measured)]
 
 
 def _optimizer_overlap(device: torch.device) -> tuple[dict[str, Any], list[str]]:

@@ -280,6 +280,10 @@ class Calibration:
         AdamW phase's host time that runs after its kernels have started
         (`gptperf.measure.optimizer_overlap`); empty on a CPU and in calibrations from before it
         was measured (the kernels are then charged after all of the phase's host time).
+    sustained: {"rates", "slowdowns", ...}: a bf16 matmul kept up for about a second at a few
+        duty cycles (`gptperf.measure.sustained`): the FLOP rate of each load in a burst and the
+        matmul's time held over its time in a burst, what a power or thermal cap costs compute
+        kernels kept busy (`sustained_slowdown`); empty on a CPU and in older calibrations.
     """
 
     device_name: str
@@ -301,6 +305,7 @@ class Calibration:
     matmul_bias: dict[str, dict[str, float]] = field(default_factory=dict)
     matmul_offgrid: dict[str, dict[str, float]] = field(default_factory=dict)
     optimizer_overlap: dict[str, Any] = field(default_factory=dict)
+    sustained: dict[str, Any] = field(default_factory=dict)
     _masked_ratio: dict[str, Grid] = field(init=False, repr=False, compare=False,
                                            default_factory=dict)
 
@@ -312,6 +317,13 @@ class Calibration:
                 ratio = entry.get("ratio") if isinstance(entry, dict) else None
                 if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 10:
                     raise UserError(f"{table}[{key!r}] needs a ratio between 0 and 10, got {entry!r}")
+        if self.sustained:
+            rates, slows = self.sustained.get("rates"), self.sustained.get("slowdowns")
+            if not (isinstance(rates, list) and isinstance(slows, list) and len(rates) == len(slows)
+                    and all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+                            for x in rates + slows)):
+                raise UserError("sustained needs as many positive rates as slowdowns, got "
+                                f"{self.sustained!r}")
         share = self.optimizer_overlap.get("share", 0.0)
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
             raise UserError(f"optimizer_overlap needs a share between 0 and 1, got {share!r}")
@@ -341,6 +353,21 @@ class Calibration:
         if not entry or grid is None or all(x in p for x, p in zip((m, n, k), grid.points, strict=True)):
             return 1.0
         return float(entry["ratio"])
+
+    def sustained_slowdown(self, flops_per_s: float) -> float:
+        """How much longer compute kernels take in a step that keeps the GPU at `flops_per_s`
+        (FLOP/s of its matmuls and attention over its time): the measured slowdowns read
+        linearly in the rate from 1 at rate 0, made non-decreasing, flat beyond the densest
+        load measured; 1 without a measurement."""
+        if not self.sustained or not flops_per_s > 0:
+            return 1.0
+        points = [(0.0, 1.0)]
+        for rate, slow in sorted(zip(self.sustained["rates"], self.sustained["slowdowns"], strict=True)):
+            points.append((float(rate), max(float(slow), points[-1][1])))
+        for (r0, s0), (r1, s1) in zip(points, points[1:], strict=False):
+            if flops_per_s <= r1:
+                return s0 + (s1 - s0) * (flops_per_s - r0) / (r1 - r0) if r1 > r0 else s1
+        return points[-1][1]
 
     def bias_ratio(self, key: str) -> float:
         """A linear layer's time with a bias over the grid's time without one, on grid `key`."""
@@ -404,6 +431,7 @@ class Calibration:
             "matmul_bias": {k: dict(v) for k, v in self.matmul_bias.items()},
             "matmul_offgrid": {k: dict(v) for k, v in self.matmul_offgrid.items()},
             "optimizer_overlap": dict(self.optimizer_overlap),
+            "sustained": dict(self.sustained),
         }
 
     @classmethod
@@ -433,6 +461,7 @@ class Calibration:
                 matmul_offgrid={k: {kk: float(vv) for kk, vv in v.items()}
                                 for k, v in d.get("matmul_offgrid", {}).items()},
                 optimizer_overlap=dict(d.get("optimizer_overlap", {})),
+                sustained=dict(d.get("sustained", {})),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise UserError(f"the calibration document is broken ({type(err).__name__}: {err}); "

@@ -22,6 +22,9 @@ Three steps (docs/perfmodel.md, "Calibrated prediction"):
      `Calibration.launch_gap_s` more than in a graph: added to each such kernel.
    * on a CPU host and device are one: the host time plus the kernels' time; the host time is
      measured on a tiny model whose own kernel time is taken out of it (`_host_only`).
+   * a GPU step that keeps its tensor cores busy runs under the card's power cap: its matmul and
+     attention kernels take `Calibration.sustained_slowdown` at the step's FLOP rate (FLOPs of
+     those kernels over the step's time as composed above) more, and the step is composed again.
 
    The host costs are charged at the host's speed: `host_speed` (the host model's step time now
    over its time when the costs were measured, `gptperf.measure.probe.host_speed`) multiplies
@@ -51,7 +54,14 @@ from gptperf.perfmodel.calibration import (
     Calibration,
     host_model_config,
 )
-from gptperf.perfmodel.kernel_calls import BIASED, KernelCall, cast_call, step_ops, vector_call
+from gptperf.perfmodel.kernel_calls import (
+    BIASED,
+    KernelCall,
+    cast_call,
+    compute_flops,
+    step_ops,
+    vector_call,
+)
 from gptperf.perfmodel.workload import DECODE, Workload
 from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
 
@@ -333,6 +343,16 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
     return fused, notes
 
 
+def _compose(seq: list, host: list[float], device: list[float], cal: Calibration,
+             plan: ExecutionPlan) -> float:
+    """The step's time from each op's host and device seconds (see the module docstring)."""
+    if plan.cuda_graph:
+        return sum(device)
+    if cal.device_type == "cpu":
+        return sum(host) + sum(device)
+    return queue_time(_issue_order(seq, host, device, cal, plan))
+
+
 def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
              calibration: Calibration, host_speed: float | None = None,
              phase_speeds: Mapping[str, float] | None = None) -> Expected:
@@ -362,7 +382,9 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
 
     device: list[float] = []
     kernels: list[int] = []
+    compute: list[float] = []  # seconds of each op's matmul and attention kernels
     for i, (_, _, _, calls) in enumerate(seq):
+        compute.append(sum(call_time(k, cal) for k in calls if compute_flops(k) > 0))
         if i in fused:
             kept = [k for k in calls if k.family != "vector"]
             seconds, recorded = fused[i]
@@ -377,7 +399,6 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     host = [0.0] * len(seq)
     if plan.cuda_graph:
         composition = "CUDA graph: kernels back to back"
-        step = sum(device)
     else:
         phases = dict.fromkeys(ph for _, ph, _, _ in seq)
         in_host = _host_model_device_s(cal, workload, plan, config.n_layer) if cpu else {}
@@ -393,11 +414,9 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
                 host[i] = h * kernels[i] / n
         if cpu:
             composition = "CPU: host time + kernel time"
-            step = sum(host) + sum(device)
         else:
             composition = "eager queue: host issues, device runs" if not plan.compiled else \
                 "compiled queue: host issues, device runs"
-            step = queue_time(_issue_order(seq, host, device, cal, plan))
         if host_speed is not None:
             notes.append(f"host costs ×{host_speed:.2f}: the calibration's host-model step took "
                          f"{host_speed:.2f}× its time at calibration when probed as this step ran")
@@ -405,6 +424,18 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
         if charged:
             notes.append("host costs by phase, each at its own phase of the host-model step: "
                          + ", ".join(f"{p} ×{v:.2f}" for p, v in charged.items()))
+
+    step = _compose(seq, host, device, cal, plan)
+    if not cpu and cal.sustained and step > 0:
+        # the step's matmuls and attention keep the GPU this busy: under its power cap their
+        # kernels run as much slower as the calibration's sustained matmul did at that rate
+        rate = sum(compute_flops(k) for _, _, _, calls in seq for k in calls) / step
+        slow = cal.sustained_slowdown(rate)
+        if slow > 1.0:
+            device = [d + (slow - 1.0) * c for d, c in zip(device, compute, strict=True)]
+            step = _compose(seq, host, device, cal, plan)
+            notes.append(f"sustained load: matmul and attention ×{slow:.3f} at the step's "
+                         f"{rate / 1e12:.0f} TFLOP/s (the calibration's matmul kept up)")
 
     ops = []
     for i, (comp, phase, layer, _) in enumerate(seq):

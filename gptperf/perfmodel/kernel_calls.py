@@ -47,6 +47,27 @@ class KernelCall:
     count: int = 1
 
 
+# FLOPs of one attention kernel per B·H·D at (T, L): causal halves the T·L scores and their
+# weighted sum (4·T·L·D in all), its backward about 2.5× its forward, the masked prefill computes
+# every score, one query attends L positions
+_ATTENTION_FLOPS = {"causal_fwd": lambda t: 2 * t * t, "causal_bwd": lambda t: 5 * t * t,
+                    "causal_fwd_bwd": lambda t: 7 * t * t, "masked_fwd": lambda t: 4 * t * t,
+                    "one_query": lambda t: 4 * t}
+
+
+def compute_flops(call: KernelCall) -> float:
+    """The FLOPs of `call.count` kernels of `call` that run on the tensor cores (matmuls and
+    attention); 0 for memory-bound kernels (vector, optimizer, the one-row gemv)."""
+    if call.family == "matmul":
+        m, n, k = call.point
+        return 2.0 * m * n * k * call.count
+    if call.family == "attention":
+        bh, t, d = call.point
+        per = _ATTENTION_FLOPS.get(call.key.rsplit(":", 1)[-1])
+        return float(per(t)) * bh * d * call.count if per else 0.0
+    return 0.0
+
+
 def vector_call(op: str, dtype: str, nbytes: float, count: int = 1) -> KernelCall:
     """`count` vector kernels `op` in `dtype` moving `nbytes` each (the vector curves' x)."""
     return KernelCall("vector", f"{op}:{dtype}", (float(nbytes),), count)
