@@ -149,6 +149,25 @@ def test_report_json_round_trips_through_the_typed_results(quick_report: tuple[P
     assert render_page(report, out) == page
 
 
+
+def test_the_metrics_table_shows_the_sm_clock_where_nvml_read_one(quick_report: tuple[Path, object]) -> None:
+    """A GPU bench's mean SM clock and its share of the card's maximum; '—' on this CPU."""
+    import dataclasses
+
+    out, _ = quick_report
+    _, report = _loaded(out)
+    page = render_page(report, out)
+    table = page[page.index('id="metrics-table"'):]
+    table = table[:table.index("</table>")]
+    assert "SM clock" in table and "MHz" not in table  # a CPU: no clock
+    train = report.bench.results["train"]
+    held = dataclasses.replace(train.utilization, sm_clock_mean_mhz=1874.0, sm_clock_min_mhz=1410.0,
+                               sm_clock_max_mhz=1980.0)
+    report.bench.results["train"] = dataclasses.replace(train, utilization=held)
+    page = render_page(report, out)
+    table = page[page.index('id="metrics-table"'):]
+    assert '<td data-v="1874.0" class="n">1874 MHz (95 %)</td>' in table[:table.index("</table>")]
+
 def test_report_json_of_another_schema_is_refused_in_one_line(
         quick_report: tuple[Path, object]) -> None:
     out, _ = quick_report

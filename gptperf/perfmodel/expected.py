@@ -343,6 +343,9 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
     return fused, notes
 
 
+NOTED_SLOWDOWN = 1.005  # a sustained-load slowdown from this on is named in the notes
+
+
 def _compose(seq: list, host: list[float], device: list[float], cal: Calibration,
              plan: ExecutionPlan) -> float:
     """The step's time from each op's host and device seconds (see the module docstring)."""
@@ -434,6 +437,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
         if slow > 1.0:
             device = [d + (slow - 1.0) * c for d, c in zip(device, compute, strict=True)]
             step = _compose(seq, host, device, cal, plan)
+        if slow >= NOTED_SLOWDOWN:
             notes.append(f"sustained load: matmul and attention ×{slow:.3f} at the step's "
                          f"{rate / 1e12:.0f} TFLOP/s (the calibration's matmul kept up)")
 

@@ -309,6 +309,17 @@ def _mfu(result: BenchResult, against: str) -> float | None:
     return None
 
 
+def _sm_clock(result: BenchResult) -> Html:
+    """The mean SM clock over the timed steps and its share of the card's maximum ('—' where
+    NVML gave none: a CPU, or no clock reading)."""
+    u = result.utilization
+    mean, share = (u.sm_clock_mean_mhz, u.clock_share) if u is not None else (None, None)
+    if mean is None:
+        return cell(None)
+    text = f"{mean:.0f} MHz" + (f" ({100 * share:.0f} %)" if share is not None else "")
+    return tag("td", text, data_v=repr(float(mean)), class_="n")
+
+
 def _peak_memory(result: BenchResult) -> tuple[float | None, str]:
     m = result.memory
     if m is not None and m.allocated_bytes is not None:
@@ -328,6 +339,7 @@ def metrics_section(d: Doc) -> Html:
         roof, cal = roofline_entry(r.predictions), calibrated_entry(r.predictions)
         peak, _ = _peak_memory(r)
         util = r.utilization.mean_percent if r.utilization is not None else None
+        clock = _sm_clock(r)
         rows.append([
             tag("code", kind), _shape(kind, r.batch, r.seq),
             cell(r.step_time_s, "s"),
@@ -335,21 +347,24 @@ def metrics_section(d: Doc) -> Html:
             cell(r.tokens_per_s, "tokens/s"),
             cell(r.achieved_flops_per_s, "FLOP/s"),
             cell(_mfu(r, "measured"), "%"), cell(_mfu(r, "datasheet"), "%"),
-            cell(util, "%"), cell(peak, "B"),
+            cell(util, "%"), clock, cell(peak, "B"),
             cell(roof.get("step_time_s"), "s"), cell(roof.get("measured_over_predicted"), "x"),
             cell(cal.get("step_time_s"), "s"), cell(cal.get("measured_over_predicted"), "x"),
         ])
     body: list[Any] = [
         table([th("step"), th("shape"), th("time per batch", src), th("min – max (repeats)"),
                th("throughput", src), th("achieved FLOP/s", src), th("MFU vs measured peak"),
-               th("MFU vs datasheet"), th("utilization", src), th("peak memory", src),
+               th("MFU vs datasheet"), th("utilization", src), th("SM clock", src),
+               th("peak memory", src),
                th(ROOFLINE, ROOFLINE_SOURCE), th(f"measured / {ROOFLINE}"),
                th(CALIBRATED, d.calibrated), th(f"measured / {CALIBRATED}")],
               rows, sortable=True, id_="metrics-table",
-              numeric=[False, False, True, False] + [True] * 10,
+              numeric=[False, False, True, False] + [True] * 11,
               caption="Median of the timed steps after warm-up (synchronised). Achieved FLOP/s = "
                       "the performance model's model FLOPs of the step / measured time; MFU in "
-                      "gptperf's convention. " + LEGEND),
+                      "gptperf's convention. SM clock: its mean over the timed steps (NVML) and "
+                      "its share of the card's maximum; below the maximum a power or thermal cap "
+                      "held the card back. " + LEGEND),
     ]
     train = results.get("train")
     if train is not None:
