@@ -142,6 +142,26 @@ def preset(name: str, **overrides: Any) -> GPTConfig:
     return config.replace(name=f"{name}+{','.join(differ)}") if differ else config
 
 
+def config_from_name(name: str) -> GPTConfig | None:
+    """The config a gptperf name spells ('tiny+n_layer=1,n_embd=64' or a preset, as `preset` names
+    them), else None."""
+    base, _, rest = name.partition("+")
+    overrides: dict[str, Any] = {}
+    for part in filter(None, rest.split(",")):
+        key, _, value = part.partition("=")
+        try:
+            overrides[key] = int(value)
+        except ValueError:
+            try:
+                overrides[key] = float(value)
+            except ValueError:
+                return None
+    try:
+        return preset(base, **overrides)
+    except (UserError, TypeError):
+        return None
+
+
 def preset_of(config: GPTConfig) -> str | None:
     """The preset `config` was made from (see `preset`), or None when it was not made from one."""
     base = config.name.split("+", 1)[0]

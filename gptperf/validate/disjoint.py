@@ -22,8 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gptperf.dtypes import DTYPES
-from gptperf.errors import UserError
-from gptperf.model.config import GPTConfig, preset
+from gptperf.model.config import GPTConfig, config_from_name
 
 GRID_FAMILIES: tuple[str, ...] = ("matmul", "attention")
 CONFIG_FAMILY = "configs"
@@ -97,25 +96,6 @@ def planned_entries(planned: Any) -> dict[str, list[Entry]]:
     return out
 
 
-def _config_from_name(name: str) -> GPTConfig | None:
-    """The config a gptperf name spells ('tiny+n_layer=1,n_embd=64' or a preset), else None."""
-    base, _, rest = name.partition("+")
-    overrides: dict[str, Any] = {}
-    for part in filter(None, rest.split(",")):
-        field, _, value = part.partition("=")
-        try:
-            overrides[field] = int(value)
-        except ValueError:
-            try:
-                overrides[field] = float(value)
-            except ValueError:
-                return None
-    try:
-        return preset(base, **overrides)
-    except (UserError, TypeError):
-        return None
-
-
 def planned_configs(planned: Any) -> list[Any]:
     """The models the calibration runs: GPTConfigs where their names or tables say enough,
     else the names themselves."""
@@ -126,7 +106,7 @@ def planned_configs(planned: Any) -> list[Any]:
         elif isinstance(item, Mapping):
             out.append(item)
         else:
-            out.append(_config_from_name(str(item)) or str(item))
+            out.append(config_from_name(str(item)) or str(item))
     return out
 
 
