@@ -4,6 +4,9 @@ scored against) under several readings of the host's speed. Runs anywhere (no de
 
     python benchmarks/validate_host_speed.py RUN_DIR [RUN_DIR ...]
 
+A RUN_DIR holds validate.json (the fixed sweep or `--random`: each case is rebuilt from its
+point) and calibration.json.
+
 Readings of a case's host speed (the host model's step over the calibration's unit):
   sampled   the median of the samples taken among the case's steps (whole steps only)
   phases    sampled, each phase of a train case at its own phase's samples (what validate
@@ -30,11 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from gptperf.measure.probe import probe_for, speed_over
+from gptperf.model.config import config_from_name
 from gptperf.perfmodel.calibration import Calibration
 from gptperf.perfmodel.expected import expected
+from gptperf.perfmodel.workload import Workload
+from gptperf.plan import ExecutionPlan
 from gptperf.validate.results import HostTrace
 from gptperf.validate.stats import nearest_rank
-from gptperf.validate.sweep import cases
+from gptperf.validate.sweep import ValidationCase
 
 NEAR = 0.10  # neighbouring steps within this of the median step
 READINGS = ("sampled", "phases", "near", "sweep", "none", "per-step")
@@ -66,6 +72,16 @@ def per_step_ratio(trace: HostTrace, probe: str, cal: Calibration, predict: Any)
     return statistics.median(ratios)
 
 
+def case_of(point: dict[str, Any]) -> ValidationCase | None:
+    """The case a stored point measured, rebuilt from its config name, workload and plan."""
+    config = config_from_name(point["config"])
+    if config is None:
+        return None
+    plan = ExecutionPlan.from_dict(point["plan"])
+    workload = Workload(point["kind"], point["batch"], point["seq"], point["dtype"])
+    return ValidationCase(point["case"], config, workload, plan)
+
+
 def needed_speed(case: Any, cal: Calibration, measured_s: float) -> float | None:
     def step(speed: float) -> float:
         return expected(case.config, case.workload, case.plan, cal, host_speed=speed).step_time_s
@@ -95,9 +111,8 @@ def readings(point: dict[str, Any], trace: HostTrace | None, cal: Calibration,
 def report(run: Path) -> None:
     doc = json.loads((run / "validate.json").read_text())
     cal = Calibration.from_dict(json.loads((run / "calibration.json").read_text()))
-    device_type = doc["device"]["type"]
-    by_name = {c.name: c for c in cases(device_type, quick=doc["sweep"] == "quick")}
-    points = [p for p in doc["points"] if p["case"] in by_name]
+    by_name = {p["case"]: case_of(p) for p in doc["points"]}
+    points = [p for p in doc["points"] if by_name[p["case"]] is not None]
     speeds: dict[str, list[float]] = {}
     for p in points:
         if p.get("host_speed") is not None:
