@@ -387,16 +387,17 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     kernels: list[int] = []
     compute: list[float] = []  # seconds of each op's matmul and attention kernels
     for i, (_, _, _, calls) in enumerate(seq):
-        compute.append(sum(call_time(k, cal) for k in calls if compute_flops(k) > 0))
+        times = [call_time(k, cal) for k in calls]
+        compute.append(sum(t for k, t in zip(calls, times, strict=True) if compute_flops(k) > 0))
         if i in fused:
-            kept = [k for k in calls if k.family != "vector"]
+            kept = [(k, t) for k, t in zip(calls, times, strict=True) if k.family != "vector"]
             seconds, recorded = fused[i]
             # the recording's count includes the op's matmuls and attention (none if it ran none)
-            kernels.append(max(recorded, sum(k.count for k in kept)))
-            device.append(sum(call_time(k, cal) for k in kept) + seconds + gap * kernels[-1])
+            kernels.append(max(recorded, sum(k.count for k, _ in kept)))
+            device.append(sum(t for _, t in kept) + seconds + gap * kernels[-1])
         else:
             kernels.append(sum(k.count for k in calls))
-            device.append(sum(call_time(k, cal) for k in calls) + gap * kernels[-1])
+            device.append(sum(times) + gap * kernels[-1])
 
     # host time per phase, spread over the phase's kernels in proportion to their count
     host = [0.0] * len(seq)

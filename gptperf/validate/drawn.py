@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 
 from gptperf.errors import UserError
-from gptperf.model.config import GPTConfig, preset
+from gptperf.model.config import PRESETS, GPTConfig, preset
 from gptperf.perfmodel.workload import Workload, count_parameters
 from gptperf.validate.sweep import DEVICE_TYPES, ValidationCase, case_name, plan_for
 
@@ -66,9 +66,10 @@ KINDS: tuple[str, ...] = ("train", "forward", "prefill", "decode", "decode_nocac
 
 
 def model_label(config: GPTConfig) -> str:
-    """A short name for a drawn model, e.g. 'c832h13-7L' or 'c512h8-3L-v65'."""
+    """A short name for a drawn model, e.g. 'c832h13-7L' (gpt2's padded vocabulary) or
+    'c512h8-3L-v65'."""
     label = f"c{config.n_embd}h{config.n_head}-{config.n_layer}L"
-    return label if config.vocab_size == 50257 else f"{label}-v{config.vocab_size}"
+    return label if config.vocab_size == PRESETS["gpt2"].vocab_size else f"{label}-v{config.vocab_size}"
 
 
 def _step(rng: random.Random, space: DrawSpace) -> tuple[str, str, str]:
