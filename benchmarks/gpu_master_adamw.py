@@ -23,7 +23,7 @@ import statistics
 
 import torch
 
-from gptperf.measure.calibrate_kernels import _optimizer_step
+from gptperf.measure.calibrate_kernels import optimizer_step
 from gptperf.model import preset
 from gptperf.perfmodel.workload import master_copied_parameters, master_copied_tensors
 from gptperf.steps.master_adamw import MasterAdamW
@@ -102,7 +102,7 @@ def measure(name: str, config) -> dict[str, float]:
     for w in weights:
         w.grad = torch.randn(w.shape, device=dev).to(torch.bfloat16) * 1e-3
     scale, found = torch.ones((), device=dev), torch.zeros((), device=dev)
-    grid_point = _optimizer_step(dev, len(sh), q, "adamw_fused")  # as `gptperf calibrate` times it
+    grid_point = optimizer_step(dev, len(sh), q, "adamw_fused")  # as `gptperf calibrate` times it
     out = {"params_m": q / 1e6,
            "casts_ms": timed(lambda: casts_update(weights, settings, scale, found)),
            "one_pass_ms": timed(lambda: one_pass_update(weights, settings, scale, found)),

@@ -387,7 +387,9 @@ def optimizer_point_shapes(tensors: int, params: int, variant: str) -> list[tupl
     return [(1, size) if i % 3 == 0 else (size,) for i in range(tensors)]
 
 
-def _optimizer_step(device: torch.device, tensors: int, params: int, variant: str) -> Call:
+def optimizer_step(device: torch.device, tensors: int, params: int, variant: str) -> Call:
+    """One optimizer step of `variant` (adamw_fused, adamw_foreach, adamw_master) over the grid
+    point's parameters (`optimizer_point_shapes`), as the calibration times it."""
     from gptperf.steps.master_adamw import MasterAdamW
     from gptperf.steps.train import TrainSettings, make_optimizer
 
@@ -429,7 +431,7 @@ def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | N
         seconds = []
         for t in tensors:
             for p in params:
-                step = _optimizer_step(device, t, p, name)
+                step = optimizer_step(device, t, p, name)
                 seconds.append(timer(step, f"optimizer {name} {t} tensors {p} parameters",
                                      nbytes=OPTIMIZER_BYTES_PER_PARAM * p))
                 del step  # its memory stays cached for the next point (see below)
@@ -439,8 +441,9 @@ def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | N
         how = {"adamw_fused": "fused kernel", "adamw_foreach": default,
                "adamw_master": "the one-pass master update: bf16 weights and gradients, fp32 copies"}[name]
         out[name] = Grid(("tensors", "parameters"), (tensors, params), tuple(seconds), (1.0, 1.0), what=(
-            "s per AdamW step over (parameter tensors, fp32 parameters), tensors of equal size, a "
-            "third 2-D; lr 3e-4, weight decay 0.1 on 2-D tensors as gptperf's train step; " + how))
+            f"s per AdamW step over (parameter tensors, {'bf16' if name == 'adamw_master' else 'fp32'} "
+            "parameters), tensors of equal size, a third 2-D; lr 3e-4, weight decay 0.1 on 2-D "
+            "tensors as gptperf's train step; " + how))
     if kind == "cuda":  # once, not after each point: the largest points hold tens of GB, and
         torch.cuda.empty_cache()  # handing them back to the driver and taking them again cost seconds
     return out
