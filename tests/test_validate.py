@@ -703,14 +703,14 @@ def test_random_cases_repeat_by_seed_and_lie_off_every_calibrated_shape(device_t
     matmul, attention call or model with the full or the quick calibration."""
     from gptperf.perfmodel import get_hardware, predict
     from gptperf.perfmodel.kernel_calls import kernel_calls
-    from gptperf.validate.drawn import SPACES, _calibrated_shapes, draw_cases
+    from gptperf.validate.drawn import SPACES, calibrated_shapes, draw_cases
 
     drawn = draw_cases(device_type, 24, seed=5)
     assert [c.name for c in drawn] == [c.name for c in draw_cases(device_type, 24, seed=5)]
     assert [c.name for c in drawn] != [c.name for c in draw_cases(device_type, 24, seed=6)]
     assert len({c.name for c in drawn}) == 24
     fixed = {c.name for q in (False, True) for c in cases(device_type, q)}
-    space, planned = SPACES[device_type], _calibrated_shapes(device_type)
+    space, planned = SPACES[device_type], calibrated_shapes(device_type)
     for case in drawn:
         assert case.name not in fixed
         p = predict(case.config, case.workload, get_hardware(space.datasheet), case.plan)

@@ -115,7 +115,7 @@ def _affordable(case: ValidationCase, space: DrawSpace) -> bool:
     return low <= p.time_s <= high and p.memory.total <= space.memory_bytes
 
 
-def _calibrated_shapes(device_type: str) -> list[dict]:
+def calibrated_shapes(device_type: str) -> list[dict]:
     """What the full and the quick calibration measure on `device_type`, models included."""
     from gptperf.measure.calibrate_compiled import record_config
     from gptperf.measure.calibrate_host import HOST_LAYERS, host_config
@@ -137,7 +137,7 @@ def draw_cases(device_type: str, n: int, seed: int) -> list[ValidationCase]:
     if not 1 <= n <= MAX_CASES:
         raise UserError(f"cannot draw {n} cases: draw 1 to {MAX_CASES}")
     space = SPACES[device_type]
-    planned = _calibrated_shapes(device_type)
+    planned = calibrated_shapes(device_type)
     taken = {c.name for quick in (False, True) for c in cases(device_type, quick)}
     rng = random.Random(seed)
     out: list[ValidationCase] = []
