@@ -758,7 +758,9 @@ def test_command_random_sweep_measures_the_drawn_cases_and_keeps_the_seed(
     assert back.seed == 9 and back.sweep_label == "random (seed 9)" and not back.quick
     # without --seed a new one is drawn and printed
     assert main(["validate", "--random", "2", "--device", "cpu"]) == 0
-    assert "random (seed " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    seed = int(out.split("random (seed ")[1].split(")")[0])
+    assert f"The same cases again: gptperf validate --random 2 --seed {seed}" in out
 
 
 @pytest.mark.parametrize("argv, said", [

@@ -158,6 +158,9 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
                          f"[{color}]{v.word}[/{color}]")
     console.print(verdicts)
     console.print(f"Wall time: {seconds(r.wall_time_s)}")
+    if r.seed is not None:
+        console.print(f"The same cases again: gptperf validate --random {len(r.points) + len(r.skipped)} "
+                      f"--seed {r.seed}")
     if r.speed_vs_calibration:  # now / at calibration, both probes measured on this device
         from gptperf.measure.probe import PARTS
 
