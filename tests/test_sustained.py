@@ -44,6 +44,14 @@ def test_the_slowdown_is_read_linearly_in_the_rate_from_one_at_rest() -> None:
     # a load measured faster held than in a burst is noise: no speed-up
     assert flat_calibration(sustained=sustained([300e12], [0.97])).sustained_slowdown(300e12) == 1.0
     assert flat_calibration().sustained_slowdown(600e12) == 1.0  # not measured
+    # a measurement where no duty gave a reading: kept, read as no slowdown, and said so
+    from gptperf.measure.sustained import sustained_note
+
+    empty = sustained([], [])
+    assert flat_calibration(sustained=empty).sustained_slowdown(600e12) == 1.0
+    assert "no duty gave a reading" in sustained_note(empty)
+    assert sustained_note(sustained([300e12], [1.05])).startswith(
+        "sustained load: a bf16 matmul kept up 1.2 s takes ×1.050 at 300 TFLOP/s (100% of the time)")
 
 
 def test_the_table_round_trips_and_a_broken_one_is_a_one_line_error() -> None:

@@ -13,6 +13,7 @@ mlp.proj took 125 µs in a burst and 140-143 µs kept up for 2 s, the clock down
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -97,17 +98,23 @@ def measure_sustained(device: torch.device, clock: Callable[[], float] | None = 
         graph = _graph(period * repeat, device)
         burst = _burst_s(graph) / repeat
         held = _held_s(graph, HOLD_S) / repeat
-        out["rates"].append(flops / burst)
-        out["slowdowns"].append(slowdown(burst, held, copies * cp_s))
-        out["duties"].append(mm_s / burst)
-        if clock is not None:
-            out["clock_mhz"].append(clock())
+        clock_mhz = clock() if clock is not None else None
         del graph
+        slow = slowdown(burst, held, copies * cp_s) if burst > copies * cp_s else math.nan
+        if not (math.isfinite(slow) and slow > 0):  # the copies outlasted the period: no reading
+            continue
+        out["rates"].append(flops / burst)
+        out["slowdowns"].append(slow)
+        out["duties"].append(mm_s / burst)
+        if clock_mhz is not None:
+            out["clock_mhz"].append(clock_mhz)
     return out
 
 
 def sustained_note(sustained: dict[str, Any]) -> str:
     """One line: the matmul's slowdown at each measured rate."""
+    if not sustained["rates"]:
+        return "sustained load: no duty gave a reading (the copies outlasted the periods)"
     parts = [f"×{s:.3f} at {r / 1e12:.0f} TFLOP/s ({d:.0%} of the time)"
              for r, s, d in zip(sustained["rates"], sustained["slowdowns"], sustained["duties"],
                                 strict=True)]
