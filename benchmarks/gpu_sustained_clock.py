@@ -28,7 +28,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gptperf.measure.kernel_timer import KernelTimer, MatmulPrecision, OperandPool, replay_seconds
+from gptperf.measure.kernel_timer import (
+    KernelTimer,
+    MatmulPrecision,
+    OperandPool,
+    capture_graph,
+    replay_seconds,
+)
 from gptperf.measure.metrics import gpu_clock_reader
 
 SHAPES = {"mlp.proj": (4096, 1600, 6400), "mlp.fc": (4096, 6400, 1600),
@@ -67,17 +73,13 @@ def sustained(device: torch.device, dtype: str, seconds: float) -> dict[str, flo
     """mlp.proj's shape back to back for `seconds`: µs a call early and late, clocks through it."""
     pool = OperandPool(device, TORCH_DTYPES[dtype])
     sets = operands(pool, *SHAPES["mlp.proj"])
-    graph = torch.cuda.CUDAGraph()
+
+    def calls(n: int) -> None:
+        for j in range(n):
+            F.linear(*sets[j % len(sets)])
+
     with MatmulPrecision(dtype):
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # first calls off the capture's stream
-            for j in range(3):
-                F.linear(*sets[j % len(sets)])
-        torch.cuda.current_stream(device).wait_stream(side)
-        with torch.cuda.graph(graph):
-            for j in range(GRAPH_CALLS):
-                F.linear(*sets[j % len(sets)])
+        graph = capture_graph(lambda: calls(GRAPH_CALLS), device, warmup=lambda: calls(3))
     times: list[float] = []
     clocks: list[float] = []
     end_at = time.perf_counter() + seconds

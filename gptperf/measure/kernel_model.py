@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from gptperf.measure.kernel_timer import capture_graph
 from gptperf.measure.timer import Progress, time_fn
 from gptperf.units import MIB
 
@@ -70,15 +71,7 @@ def _replayer(fn: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
     """`fn` captured as a CUDA graph (its replay), or `fn` itself on CPU."""
     if device.type != "cuda":
         return fn
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):  # warm-up off the default stream (cuBLAS handles, workspaces)
-        fn()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
+    return capture_graph(fn, device).replay
 
 
 def per_kernel_time(fn: Callable[[], Any], kernels: int, device: torch.device, repeats: int) -> float:

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from gptperf.measure.kernel_timer import capture_graph
+
 KERNELS_PER_RUN = 200
 REPEATS = 3
 SLEEP_CYCLES = 50_000_000  # ~25 ms at 2 GHz: far longer than the host takes to queue the run
@@ -50,15 +52,11 @@ def _per_kernel(run: Callable[[], None], before: Callable[[], None] = lambda: No
 
 
 def _graph_s(call: Callable[[], Any], device: torch.device) -> float:
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):  # warm-up off the capture's stream, as torch's notes ask
-        call()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    def run() -> None:
         for _ in range(KERNELS_PER_RUN):
             call()
+
+    graph = capture_graph(run, device, warmup=call)
     graph.replay()  # warm-up replay
     return _per_kernel(graph.replay)
 

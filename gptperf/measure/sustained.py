@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from gptperf.measure.kernel_timer import random_tensor, replay_seconds
+from gptperf.measure.kernel_timer import capture_graph, random_tensor, replay_seconds
 
 MATMUL = 4096  # M = N = K of the matmul: 137 GFLOP, about 0.2 ms in bf16 on an H200
 COPY_BYTES = 64 * 2**20  # one copy's source (and destination): beyond L2, from HBM
@@ -34,17 +34,11 @@ BURST_REPLAYS = 5
 
 
 def _graph(calls: list[Callable[[], Any]], device: torch.device) -> torch.cuda.CUDAGraph:
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):  # first calls off the capture's stream, as torch asks
+    def run() -> None:
         for call in calls:
             call()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
-    return graph
+
+    return capture_graph(run, device)
 
 
 def _burst_s(graph: torch.cuda.CUDAGraph) -> float:
