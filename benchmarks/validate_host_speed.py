@@ -33,14 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from gptperf.measure.probe import probe_for, speed_over
-from gptperf.model.config import config_from_name
 from gptperf.perfmodel.calibration import Calibration
 from gptperf.perfmodel.expected import expected
-from gptperf.perfmodel.workload import Workload
-from gptperf.plan import ExecutionPlan
-from gptperf.validate.results import HostTrace
+from gptperf.validate.results import HostTrace, ValidationPoint
 from gptperf.validate.stats import nearest_rank
-from gptperf.validate.sweep import ValidationCase
 
 NEAR = 0.10  # neighbouring steps within this of the median step
 READINGS = ("sampled", "phases", "near", "sweep", "none", "per-step")
@@ -72,16 +68,6 @@ def per_step_ratio(trace: HostTrace, probe: str, cal: Calibration, predict: Any)
     return statistics.median(ratios)
 
 
-def case_of(point: dict[str, Any]) -> ValidationCase | None:
-    """The case a stored point measured, rebuilt from its config name, workload and plan."""
-    config = config_from_name(point["config"])
-    if config is None:
-        return None
-    plan = ExecutionPlan.from_dict(point["plan"])
-    workload = Workload(point["kind"], point["batch"], point["seq"], point["dtype"])
-    return ValidationCase(point["case"], config, workload, plan)
-
-
 def needed_speed(case: Any, cal: Calibration, measured_s: float) -> float | None:
     def step(speed: float) -> float:
         return expected(case.config, case.workload, case.plan, cal, host_speed=speed).step_time_s
@@ -111,7 +97,7 @@ def readings(point: dict[str, Any], trace: HostTrace | None, cal: Calibration,
 def report(run: Path) -> None:
     doc = json.loads((run / "validate.json").read_text())
     cal = Calibration.from_dict(json.loads((run / "calibration.json").read_text()))
-    by_name = {p["case"]: case_of(p) for p in doc["points"]}
+    by_name = {p["case"]: ValidationPoint.from_dict(p).as_case() for p in doc["points"]}
     points = [p for p in doc["points"] if by_name[p["case"]] is not None]
     speeds: dict[str, list[float]] = {}
     for p in points:

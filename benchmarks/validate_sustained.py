@@ -19,11 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-from gptperf.model.config import config_from_name
 from gptperf.perfmodel.calibration import Calibration
 from gptperf.perfmodel.expected import expected
-from gptperf.perfmodel.workload import Workload
-from gptperf.plan import ExecutionPlan
+from gptperf.validate.results import ValidationPoint
 from gptperf.validate.stats import error_stats
 
 MOVED = 0.005
@@ -47,20 +45,18 @@ def main() -> int:
         doc = json.loads(run.read_text())
         off, on = [], []
         moved = []
-        for p in doc["points"]:
-            config = config_from_name(p["config"])
-            if config is None:
-                print(f"{run}: cannot rebuild {p['config']!r}; skipped", file=sys.stderr)
+        for p in map(ValidationPoint.from_dict, doc["points"]):
+            case = p.as_case()
+            if case is None:
+                print(f"{run}: cannot rebuild {p.config!r}; skipped", file=sys.stderr)
                 continue
-            workload = Workload(p["kind"], p["batch"], p["seq"], p["dtype"])
-            plan = ExecutionPlan.from_dict(p["plan"])
-            speeds = {"host_speed": p["host_speed"], "phase_speeds": p.get("host_phase_speeds")}
-            r_off = p["measured_s"] / expected(config, workload, plan, without, **speeds).step_time_s
-            r_on = p["measured_s"] / expected(config, workload, plan, cal, **speeds).step_time_s
+            speeds = {"host_speed": p.host_speed, "phase_speeds": p.host_phase_speeds}
+            r_off = p.measured_s / expected(case.config, case.workload, p.plan, without, **speeds).step_time_s
+            r_on = p.measured_s / expected(case.config, case.workload, p.plan, cal, **speeds).step_time_s
             off.append(r_off)
             on.append(r_on)
             if abs(r_on - r_off) >= MOVED:
-                moved.append(f"    {p['case']:<54} {r_off:.3f} -> {r_on:.3f}")
+                moved.append(f"    {p.case:<54} {r_off:.3f} -> {r_on:.3f}")
         a, b = error_stats(off), error_stats(on)
         print(f"{run} ({doc['sweep']}{', seed ' + str(doc['seed']) if doc.get('seed') is not None else ''}, "
               f"{a.n} cases): median {a.median:.1%} -> {b.median:.1%}, p90 {a.p90:.1%} -> {b.p90:.1%}, "

@@ -776,3 +776,20 @@ def test_command_random_flags_checked_before_any_work(argv: list[str], said: str
     assert main(["validate", "--device", "cpu", *argv]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and said in err
+
+
+def test_a_stored_point_rebuilds_the_case_it_measured() -> None:
+    """The fixed sweep's and drawn cases come back from a point's JSON alone (config name,
+    workload, plan), as the offline re-prediction scripts read them."""
+    from gptperf.validate.drawn import draw_cases
+
+    for case in cases("cuda")[:4] + draw_cases("cuda", 4, seed=3):
+        w = case.workload
+        point = ValidationPoint(case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype,
+                                case.plan, 0.011, 0.010, None)
+        back = ValidationPoint.from_dict(json.loads(json.dumps(point.to_dict()))).as_case()
+        assert (back.name, back.config, back.workload, back.plan) == (case.name, case.config, w, case.plan)
+        assert back.config.name == case.config.name
+    odd = ValidationPoint("x", "train", "nopreset+n_layer=2", 1, 64, "fp32", cases("cpu")[0].plan,
+                          0.01, 0.01, None)
+    assert odd.as_case() is None

@@ -100,6 +100,19 @@ class ValidationPoint:
     def plan_label(self) -> str:
         return self.plan.label
 
+    def as_case(self) -> Any:
+        """The `sweep.ValidationCase` this point measured, rebuilt from its config's name, its
+        workload and its plan (None: a config name `preset` does not spell)."""
+        from gptperf.model.config import config_from_name
+        from gptperf.perfmodel.workload import Workload
+        from gptperf.validate.sweep import ValidationCase
+
+        config = config_from_name(self.config)
+        if config is None:
+            return None
+        return ValidationCase(self.case, config, Workload(self.kind, self.batch, self.seq, self.dtype),
+                              self.plan)
+
     @property
     def ratio(self) -> float:
         """measured / calibrated expected."""
