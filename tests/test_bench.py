@@ -221,3 +221,29 @@ def test_without_clock_functions_nvml_still_gives_utilization(monkeypatch) -> No
     util = UtilizationSampler("cuda", interval_s=0.005).start().stop()
     assert util.source == "nvml" and util.mean_percent == 95
     assert util.sm_clock_mean_mhz is None and util.clock_share is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_graph_step_is_timed_in_a_run_on_gpu() -> None:
+    """bench times a CUDA-graph decode step queued behind the one before (as generation replays
+    it): faster than the same step timed one at a time, each after a synchronisation, where the
+    device waits for the host's launch."""
+    from gptperf.measure.bench import run_bench
+    from gptperf.measure.timer import time_phases
+    from gptperf.model.config import preset
+    from gptperf.perfmodel.workload import Workload
+    from gptperf.plan import ExecutionPlan
+    from gptperf.steps.build import build_step
+
+    cfg = preset("gpt2", n_layer=2, n_embd=192, n_head=3)
+    plan = ExecutionPlan.default("decode", "cuda", fast=True, dtype="bf16")
+    result = run_bench(cfg, "decode", 1, 512, "bf16", "cuda", plan=plan, repeats=200,
+                       calibrated=False)
+    assert result.plan.cuda_graph
+    assert any("timed in a run" in n for n in result.notes)
+    step = build_step(cfg, Workload("decode", 1, 512, "bf16"), plan, torch.device("cuda"))
+    one_at_a_time = time_phases(step.phases, warmup=5, repeats=200, device="cuda").total.median
+    in_a_run = time_phases(step.phases, warmup=5, repeats=200, device="cuda", in_a_run=True).total.median
+    assert in_a_run < one_at_a_time
+    assert result.step_time_s < one_at_a_time

@@ -97,6 +97,58 @@ def test_time_phases_on_cpu_with_perf_counter() -> None:
         assert result.total.samples[i] == pytest.approx(parts)
 
 
+class FakeGPU:
+    """A host and a device timeline (s): a launch costs the host `host_s`, and its kernel starts
+    once the device is free and the launch has reached it; an event is stamped the same way."""
+
+    def __init__(self, host_s: float, device_s: float) -> None:
+        self.host_s, self.device_s = host_s, device_s
+        self.host = self.device = 0.0
+        self.syncs = 0
+
+    def launch(self) -> None:
+        self.host += self.host_s
+        self.device = max(self.device, self.host) + self.device_s
+
+    def sync(self) -> None:
+        self.syncs += 1
+        self.host = max(self.host, self.device)
+
+    def event_class(self) -> type:
+        gpu = self
+
+        class Event:
+            def __init__(self, enable_timing: bool = False) -> None:
+                self.at = 0.0
+
+            def record(self) -> None:
+                gpu.device = self.at = max(gpu.device, gpu.host)
+
+            def elapsed_time(self, end: Event) -> float:  # milliseconds, as torch's
+                return (end.at - self.at) * 1e3
+
+        return Event
+
+
+@pytest.mark.parametrize("in_a_run", [False, True])
+def test_a_run_of_steps_leaves_the_hosts_lead_out(monkeypatch, in_a_run: bool) -> None:
+    # a step the host queues in 20 µs and the device runs in 100 µs: timed one at a time after a
+    # synchronisation each step waits for the host's launch (120 µs); in a run the launches queue
+    # behind the device and each step is its device time (100 µs), with one synchronisation
+    torch = pytest.importorskip("torch")
+    gpu = FakeGPU(host_s=20e-6, device_s=100e-6)
+    monkeypatch.setattr(torch.cuda, "Event", gpu.event_class())
+    monkeypatch.setattr("gptperf.measure.timer._is_cuda", lambda device: True)
+    result = time_phases([("decode", gpu.launch)], warmup=2, repeats=5, device="cuda",
+                         sync=gpu.sync, in_a_run=in_a_run)
+    # (the run's first step follows the warm-up's synchronisation, so it waits for the host too)
+    steps = [120e-6] + [100e-6] * 4 if in_a_run else [120e-6] * 5
+    assert result.total.samples == pytest.approx(steps)
+    assert result.phases["decode"].samples == pytest.approx(steps)
+    assert result.total.median == pytest.approx(100e-6 if in_a_run else 120e-6)
+    assert gpu.syncs == (2 if in_a_run else 6)  # after the warm-up, then each step or the last
+
+
 def test_progress_reports_warmup_and_timed_steps() -> None:
     seen: list[tuple[str, int, int]] = []
     time_fn(lambda: None, warmup=2, repeats=3, progress=lambda *a: seen.append(a))

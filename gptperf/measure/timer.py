@@ -6,8 +6,9 @@ through `time_fn` or `time_phases`, so every figure follows the same rules:
 * warm-up calls run first and are never timed (compilation, autotuning, allocator growth and
   first-touch page faults all happen there; a compiled callable needs `warmup >= 1`);
 * on CUDA each timed call sits between two CUDA events on the current stream and the host waits
-  once (per batch of repeats in `time_fn`, per step in `time_phases`), so the host never
-  stalls the GPU between phases; on CPU `time.perf_counter` brackets each call;
+  once (per batch of repeats in `time_fn`, per step in `time_phases` unless it times a run of
+  steps), so the host never stalls the GPU between phases; on CPU `time.perf_counter` brackets
+  each call;
 * the reported figure is the median of the repeats, with mean, std, min and max beside it and
   a `wide_spread` flag when the repeats disagree by more than `WIDE_SPREAD` (see `Timing`).
 
@@ -230,11 +231,14 @@ def time_phases(
     before_timed: Callable[[], None] | None = None,
     between_steps: Callable[[], None] | None = None,
     progress: Progress | None = None,
+    in_a_run: bool = False,
 ) -> PhaseTiming:
     """Time a step made of phases: each phase apart and the whole step, `repeats` times.
 
     On CUDA, events are recorded between phases inside one step and the host synchronises once
-    per step, so the phases run back to back as in training. On CPU (or with a `clock`)
+    per step, so the phases run back to back as in training; with `in_a_run`, once after the last
+    step, so each step is queued behind the one before as generation replays a CUDA-graph decode
+    step (the host's time to reach an idle device is then in no step). On CPU (or with a `clock`)
     `sync` runs after each phase before the clock is read. `before_timed` runs once after
     the warm-up and before the first timed step (e.g. to reset peak-memory counters);
     `between_steps` after each timed step, outside its timing (e.g. `probe.HostSampler`).
@@ -269,16 +273,21 @@ def time_phases(
     if use_events:
         import torch
 
+        queued = []
         for i in range(repeats):
             events = [torch.cuda.Event(enable_timing=True) for _ in range(len(phases) + 1)]
             events[0].record()
             for (_, run), event in zip(phases, events[1:], strict=True):
                 run()
                 event.record()
-            sync()
-            add((name, start.elapsed_time(end) / 1e3)
-                for name, start, end in zip(names, events, events[1:], strict=False))
-            totals.append(events[0].elapsed_time(events[-1]) / 1e3)
+            queued.append(events)
+            if not in_a_run or i == repeats - 1:
+                sync()
+                for done in queued:
+                    add((name, start.elapsed_time(end) / 1e3)
+                        for name, start, end in zip(names, done, done[1:], strict=False))
+                    totals.append(done[0].elapsed_time(done[-1]) / 1e3)
+                queued = []
             if between_steps:
                 between_steps()
             if progress:

@@ -308,11 +308,15 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             measure = measure_case_isolated if isolate else measure_case
             timed = timed_steps(case.workload.kind, dev.type, expected_step_s(case, calibration))
             unit_probe = probe_for(calibration, case.workload.kind)
-            m = measure(case, dev, timed, sample_host=unit_probe if sample else None)
+            # a CUDA-graph step is timed in a run and charged no host costs: no host probe
+            graphed = case.plan.cuda_graph
+            m = measure(case, dev, timed, sample_host=unit_probe if sample and not graphed else None)
             # the host's speed sampled among the case's steps; without a sample (too few or too
             # short steps), probed for a second after them
             sampled = speed_over(calibration, m.host_step_s, unit_probe)
-            if sampled is None:
+            if graphed:
+                after, phases = None, {}
+            elif sampled is None:
                 after, phases = host_speeds(calibration, dev, probe=unit_probe)
             else:
                 after, phases = None, phase_speeds_over(calibration, m.host_phase_s, unit_probe)
@@ -329,7 +333,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
                 for p in {r.unit_probe for r in ran}}
     for r in ran:
         case, plan = r.case, r.plan
-        speed = r.own_speed if r.own_speed is not None else fallback[r.unit_probe]
+        speed = r.own_speed if r.own_speed is not None or plan.cuda_graph else fallback[r.unit_probe]
         try:
             if plan != case.plan:
                 result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
