@@ -86,14 +86,20 @@ def _nvml_index(index: int) -> int:
         return index
 
 
+def _nvml_handle(index: int) -> tuple[Any, Any]:
+    """(the pynvml module, NVML's handle of torch's CUDA device `index`), NVML initialised; raises
+    ImportError without the library, its NVMLError where the driver refuses."""
+    import pynvml
+
+    pynvml.nvmlInit()
+    return pynvml, pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(index))
+
+
 def gpu_clock_reader(index: int = 0) -> tuple[Callable[[], float] | None, float | None]:
     """(read, maximum): a function returning the GPU's SM clock now (MHz) and the card's maximum
     SM clock (MHz), from NVML; (None, None) where NVML cannot say."""
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(index))
+        pynvml, handle = _nvml_handle(index)
         maximum = float(pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM))
         pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)  # fails here if refused
     except Exception:  # noqa: BLE001 - no library, no driver, an old one: no clock, no crash
@@ -112,21 +118,17 @@ def gpu_utilization_reader(index: int = 0) -> tuple[Callable[[], float] | None, 
     """
     problems: list[str] = []
     try:
-        import pynvml
+        pynvml, handle = _nvml_handle(index)
+        pynvml.nvmlDeviceGetUtilizationRates(handle)  # fails here if the driver refuses
+
+        def read_nvml() -> float:
+            return float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+
+        return read_nvml, "nvml", None
     except ImportError as err:
         problems.append(f"nvidia-ml-py (pynvml) cannot be imported ({err})")
-    else:
-        try:
-            pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(index))
-            pynvml.nvmlDeviceGetUtilizationRates(handle)  # fails here if the driver refuses
-
-            def read_nvml() -> float:
-                return float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-
-            return read_nvml, "nvml", None
-        except pynvml.NVMLError as err:
-            problems.append(f"NVML failed ({err})")
+    except Exception as err:  # noqa: BLE001 - pynvml.NVMLError, or whatever an old binding raises
+        problems.append(f"NVML failed ({err})")
     try:
         import torch
 
@@ -242,7 +244,8 @@ class UtilizationSampler:
             extra = (f"the SM clock averaged {util.sm_clock_mean_mhz:.0f} MHz, {share:.1%} of the "
                      f"card's {util.sm_clock_max_mhz:.0f} MHz: the card held back under this load "
                      "(a power or thermal cap), so compute-bound kernels ran slower than the "
-                     "calibration's bursts at the boost clock")
+                     "calibration's bursts at the boost clock (the calibrated prediction charges "
+                     "the slowdown its sustained matmul measured, where it has one)")
             util.note = f"{util.note}; {extra}" if util.note else extra
         return util
 

@@ -387,7 +387,8 @@ def throttled_note(points: Sequence[ValidationPoint]) -> str | None:
     cases = ", ".join(f"{p.case} ({p.clock_share:.1%}, m/p {p.ratio:.2f})" for p in held)
     return (f"the card ran below its maximum SM clock (mean over maximum) in {len(held)} "
             f"case(s): {cases}; a power or thermal cap lowers the clock under sustained load, "
-            "while the calibration times its kernels in short bursts at the boost clock")
+            "while the calibration times its kernels in short bursts at the boost clock (the "
+            "prediction charges the slowdown its sustained matmul measured, where it has one)")
 
 
 def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
