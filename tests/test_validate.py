@@ -415,6 +415,40 @@ def test_a_case_is_charged_at_the_host_sampled_among_its_steps_else_probed_after
     assert run.sweep_host_speed([1.25, None, 0.8, 2.0]) == 1.25
 
 
+def test_a_cuda_graph_case_takes_no_host_probe(stood_in: dict[str, float],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # a graph step is timed in a run and charged no host cost: neither sampled among its steps
+    # nor probed after them, and no speed is recorded for it; the eager case beside it still is
+    import dataclasses
+
+    import gptperf.validate.run as run
+
+    asked: list[Any] = []
+
+    def measure(case: ValidationCase, device: Any, repeats: int | None = None,
+                sample_host: str | None = None) -> Any:
+        asked.append((case.plan.mode, sample_host))
+        return run.CaseTiming(1e-3, case.plan, None if sample_host is None else 5e-4)
+
+    cal = dataclasses.replace(_calibration(), probes={"host": {"step_s": 4e-4, "train_step_s": 1.6e-3}})
+    monkeypatch.setattr(run, "measure_case", measure)
+    monkeypatch.setattr(run, "expected_step_s", lambda case, cal: None)
+    monkeypatch.setattr(run, "host_speeds", lambda *a, **k: asked.append("after") or (0.9, None))
+    monkeypatch.setattr(run, "expected_case", lambda *a, **k: _Expected(1e-3))
+    monkeypatch.setattr(run, "take_probe", lambda device: None)
+    monkeypatch.setattr(run, "compare_speed", lambda *a: None)
+    monkeypatch.setattr(run, "drift_note", lambda *a: None)
+    quick = cases("cuda", quick=True)
+    graph = next(c for c in quick if c.plan.cuda_graph and c.workload.kind == "decode")
+    eager = next(c for c in quick if c.plan.mode == "eager" and c.workload.kind == "decode")
+    result = run.validate("cpu", quick=True, sweep=[graph, eager], calibration=cal)
+    assert sorted(asked) == [("cuda_graph", None), ("eager", "decode")]  # and no probe after
+    assert not result.skipped, result.skipped
+    by_mode = {p.plan.mode: p for p in result.points}
+    assert by_mode["cuda_graph"].host_speed is None and by_mode["cuda_graph"].host_probe is None
+    assert by_mode["eager"].host_speed == pytest.approx(1.25)
+
+
 def test_command_json_out_and_plot(stood_in: dict[str, float], cli_json: Any, tmp_path: Path) -> None:
     out, plots = tmp_path / "sub" / "v.json", tmp_path / "plots"
     doc = cli_json("validate", "--quick", "--device", "cpu", "--out", str(out),
