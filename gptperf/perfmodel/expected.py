@@ -386,9 +386,12 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     device: list[float] = []
     kernels: list[int] = []
     compute: list[float] = []  # seconds of each op's matmul and attention kernels
+    step_flops = 0.0  # their FLOPs over the step
     for i, (_, _, _, calls) in enumerate(seq):
         times = [call_time(k, cal) for k in calls]
-        compute.append(sum(t for k, t in zip(calls, times, strict=True) if compute_flops(k) > 0))
+        flops = [compute_flops(k) for k in calls]
+        step_flops += sum(flops)
+        compute.append(sum(t for f, t in zip(flops, times, strict=True) if f > 0))
         if i in fused:
             kept = [(k, t) for k, t in zip(calls, times, strict=True) if k.family != "vector"]
             seconds, recorded = fused[i]
@@ -433,7 +436,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     if not cpu and cal.sustained and step > 0:
         # the step's matmuls and attention keep the GPU this busy: under its power cap their
         # kernels run as much slower as the calibration's sustained matmul did at that rate
-        rate = sum(compute_flops(k) for _, _, _, calls in seq for k in calls) / step
+        rate = step_flops / step
         slow = cal.sustained_slowdown(rate)
         if slow > 1.0:
             device = [d + (slow - 1.0) * c for d, c in zip(device, compute, strict=True)]
