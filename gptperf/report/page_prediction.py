@@ -123,7 +123,10 @@ def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
     body += [note(n, "info") for n in r.notes]
     body.append(tag("p", f"The sweep took {fmt(r.wall_time_s, 's')} of the "
                          f"{fmt(stage.budget_s, 's')} the report's time budget left it; "
-                         "`gptperf validate` runs the full sweep (see Reproduce).", class_="lead"))
+                         "`gptperf validate` runs the full sweep (see Reproduce), and `gptperf "
+                         "validate --random N` N configurations drawn off both sweeps and the "
+                         "calibration's shapes: the model's error where nobody has looked.",
+                    class_="lead"))
     return body
 
 
