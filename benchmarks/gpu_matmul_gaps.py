@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from gptperf.measure.calibrate import calibration_for
 from gptperf.measure.kernel_timer import KernelTimer, MatmulPrecision, OperandPool, replay_seconds
+from gptperf.runtime import cuda_graph
 
 
 def linear_shapes(rows: int, c: int) -> list[tuple[str, int, int, int]]:
@@ -65,15 +66,12 @@ def main() -> int:
                 print(f"{label:26} {kind:4} {m:6} {n:6} {k:6} {grid * 1e6:8.1f} {plain * 1e6:8.1f} "
                       f"{bias * 1e6:8.1f} {layout * 1e6:8.1f} {layout / grid:11.3f}", flush=True)
     x = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        x @ x
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+
+    def ten() -> None:
         for _ in range(10):
             x @ x
+
+    graph = cuda_graph(ten, dev, warmup=lambda: x @ x)
     torch.cuda.synchronize()
     time.sleep(2.0)
     per = []

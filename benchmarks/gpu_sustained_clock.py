@@ -32,10 +32,10 @@ from gptperf.measure.kernel_timer import (
     KernelTimer,
     MatmulPrecision,
     OperandPool,
-    capture_graph,
     replay_seconds,
 )
 from gptperf.measure.metrics import gpu_clock_reader
+from gptperf.runtime import cuda_graph
 
 SHAPES = {"mlp.proj": (4096, 1600, 6400), "mlp.fc": (4096, 6400, 1600),
           "attn.proj": (4096, 1600, 1600), "attn.qkv": (4096, 4800, 1600)}  # (M, N, K)
@@ -79,7 +79,7 @@ def sustained(device: torch.device, dtype: str, seconds: float) -> dict[str, flo
             F.linear(*sets[j % len(sets)])
 
     with MatmulPrecision(dtype):
-        graph = capture_graph(lambda: calls(GRAPH_CALLS), device, warmup=lambda: calls(3))
+        graph = cuda_graph(lambda: calls(GRAPH_CALLS), device, warmup=lambda: calls(3))
     times: list[float] = []
     clocks: list[float] = []
     end_at = time.perf_counter() + seconds

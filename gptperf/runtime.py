@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -75,4 +76,21 @@ def model_dtype(dtype: str) -> torch.dtype:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cuda_graph(fn: Callable[[], Any], device: torch.device, warmup: Callable[[], Any] | None = None,
+               warmups: int = 1) -> torch.cuda.CUDAGraph:
+    """`fn` captured as a CUDA graph, after `warmup` (default: `fn`) ran `warmups` times on a side
+    stream: off the capture's stream, as torch's CUDA-graph notes ask (cuBLAS handles, workspaces,
+    a compiled `fn`'s compilation)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmups):
+            (warmup or fn)()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from gptperf.measure.kernel_timer import capture_graph
 from gptperf.measure.timer import Progress, time_fn
+from gptperf.runtime import cuda_graph
 from gptperf.units import MIB
 
 # Matmul row classes, weight sizes (bytes of W), shapes N/K (attn.proj, attn.qkv,
@@ -71,7 +71,7 @@ def _replayer(fn: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
     """`fn` captured as a CUDA graph (its replay), or `fn` itself on CPU."""
     if device.type != "cuda":
         return fn
-    return capture_graph(fn, device).replay
+    return cuda_graph(fn, device).replay
 
 
 def per_kernel_time(fn: Callable[[], Any], kernels: int, device: torch.device, repeats: int) -> float:

@@ -179,21 +179,6 @@ class KernelTimer:
         return statistics.median(times[1:]) / calls
 
 
-def capture_graph(fn: Callable[[], Any], device: torch.device,
-                  warmup: Callable[[], Any] | None = None) -> torch.cuda.CUDAGraph:
-    """`fn` captured as a CUDA graph, after `warmup` (default: `fn`) ran once on a side stream:
-    off the capture's stream, as torch's CUDA-graph notes ask (cuBLAS handles, workspaces)."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        (warmup or fn)()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
-
-
 def replay_seconds(graph: torch.cuda.CUDAGraph) -> float:
     """Seconds of one replay of `graph` on the current stream, between CUDA events."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

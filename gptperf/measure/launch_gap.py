@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from gptperf.measure.kernel_timer import capture_graph
+from gptperf.runtime import cuda_graph
 
 KERNELS_PER_RUN = 200
 REPEATS = 3
@@ -56,7 +56,7 @@ def _graph_s(call: Callable[[], Any], device: torch.device) -> float:
         for _ in range(KERNELS_PER_RUN):
             call()
 
-    graph = capture_graph(run, device, warmup=call)
+    graph = cuda_graph(run, device, warmup=call)
     graph.replay()  # warm-up replay
     return _per_kernel(graph.replay)
 

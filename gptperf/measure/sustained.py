@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from gptperf.measure.kernel_timer import capture_graph, random_tensor, replay_seconds
+from gptperf.measure.kernel_timer import random_tensor, replay_seconds
+from gptperf.runtime import cuda_graph
 
 MATMUL = 4096  # M = N = K of the matmul: 137 GFLOP, about 0.2 ms in bf16 on an H200
 COPY_BYTES = 64 * 2**20  # one copy's source (and destination): beyond L2, from HBM
@@ -38,7 +39,7 @@ def _graph(calls: list[Callable[[], Any]], device: torch.device) -> torch.cuda.C
         for call in calls:
             call()
 
-    return capture_graph(run, device)
+    return cuda_graph(run, device)
 
 
 def _burst_s(graph: torch.cuda.CUDAGraph) -> float:

@@ -24,6 +24,7 @@ from gptperf.errors import UserError
 from gptperf.model import GPT, GPTConfig
 from gptperf.model.attention import cache_length
 from gptperf.plan import COMPILED, CUDA_GRAPH, EAGER, FUSED_DECODE_BATCH, ExecutionPlan
+from gptperf.runtime import cuda_graph
 from gptperf.steps import decode_kernels, gemv
 from gptperf.steps.fused_decode import fused_decode_step
 
@@ -177,16 +178,7 @@ class GraphStep:
 def capture_graph(run: Callable[[], object], device: torch.device, warmup: int = 3) -> GraphStep:
     """Call `run` `warmup` times on a side stream (where a compiled `run` compiles), then capture
     one call as a CUDA graph: calling the result replays the same kernels on the same buffers."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):  # warm-up off the default stream, as capture wants
-        for _ in range(warmup):
-            run()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        run()
-    return GraphStep(graph, run)
+    return GraphStep(cuda_graph(run, device, warmups=warmup), run)
 
 
 @contextlib.contextmanager
