@@ -346,7 +346,7 @@ def run_bench(
     if windowed and calibration is not None:
         estimate, _ = calibrated_expected(config, workload, plan, calibration)  # host as calibrated
         repeats = window_repeats(repeats, dev.type, estimate.step_time_s if estimate else None)
-    hooks = [h for h in (host_sampler, between_steps) if h is not None and not in_a_run]
+    hooks = [] if in_a_run else [h for h in (host_sampler, between_steps) if h is not None]
     if in_a_run:
         notes.append("a CUDA-graph step is timed in a run of steps, each queued behind the one "
                      "before, as generation replays it")

@@ -28,6 +28,11 @@ NVML_MEANING = (
 )
 # mean clock below this share of the card's maximum: the run was throttled, and a note says so
 THROTTLED_SHARE = 0.95
+# what such a note says it means (bench's and validate's notes)
+THROTTLED_WHY = ("a power or thermal cap lowers the SM clock under sustained load, so compute-bound "
+                 "kernels run slower than in the calibration's short bursts at the boost clock (the "
+                 "calibrated prediction charges the slowdown its sustained matmul measured, where "
+                 "it has one)")
 CPU_MEANING = (
     "process CPU time / wall time / cores available to it: 100% means every available core "
     "was busy running this process"
@@ -242,10 +247,8 @@ class UtilizationSampler:
         share = util.clock_share
         if share is not None and share < THROTTLED_SHARE:
             extra = (f"the SM clock averaged {util.sm_clock_mean_mhz:.0f} MHz, {share:.1%} of the "
-                     f"card's {util.sm_clock_max_mhz:.0f} MHz: the card held back under this load "
-                     "(a power or thermal cap), so compute-bound kernels ran slower than the "
-                     "calibration's bursts at the boost clock (the calibrated prediction charges "
-                     "the slowdown its sustained matmul measured, where it has one)")
+                     f"card's {util.sm_clock_max_mhz:.0f} MHz: the card held back under this "
+                     f"load; {THROTTLED_WHY}")
             util.note = f"{util.note}; {extra}" if util.note else extra
         return util
 

@@ -379,16 +379,14 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
 def throttled_note(points: Sequence[ValidationPoint]) -> str | None:
     """A note naming the cases whose GPU ran below its maximum SM clock on average
     (`measure.metrics.THROTTLED_SHARE`) while their steps were timed, None when none did."""
-    from gptperf.measure.metrics import THROTTLED_SHARE
+    from gptperf.measure.metrics import THROTTLED_SHARE, THROTTLED_WHY
 
     held = [p for p in points if p.clock_share is not None and p.clock_share < THROTTLED_SHARE]
     if not held:
         return None
     cases = ", ".join(f"{p.case} ({p.clock_share:.1%}, m/p {p.ratio:.2f})" for p in held)
     return (f"the card ran below its maximum SM clock (mean over maximum) in {len(held)} "
-            f"case(s): {cases}; a power or thermal cap lowers the clock under sustained load, "
-            "while the calibration times its kernels in short bursts at the boost clock (the "
-            "prediction charges the slowdown its sustained matmul measured, where it has one)")
+            f"case(s): {cases}; {THROTTLED_WHY}")
 
 
 def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
