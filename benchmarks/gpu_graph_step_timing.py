@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from gptperf.errors import UserError
 from gptperf.measure.bench import run_bench
 from gptperf.memguard import release_memory
 from gptperf.model.config import GPTConfig, preset
@@ -75,8 +76,19 @@ def events_s(fn: Callable[[], None], behind_sleep: bool) -> float:
     return statistics.median(s.elapsed_time(e) / 1e3 for s, e in pairs)
 
 
+def load(path: str) -> Calibration:
+    """The calibration document at `path`; a missing or broken one is a one-line exit (status 2)."""
+    try:
+        return Calibration.from_dict(json.loads(open(path).read()))
+    except (OSError, ValueError, UserError) as err:
+        print(f"gpu_graph_step_timing: cannot read the calibration {path!r} ({err}); give a "
+              "`gptperf calibrate` document, e.g. $GPTPERF_CACHE_DIR/calibration/<device>.json",
+              file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
-    cal = Calibration.from_dict(json.loads(open(sys.argv[1]).read())) if len(sys.argv) > 1 else None
+    cal = load(sys.argv[1]) if len(sys.argv) > 1 else None
     dev = torch.device("cuda")
     rows = []
     for kind, cfg, batch, seq in CASES:
