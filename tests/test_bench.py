@@ -228,7 +228,9 @@ def test_without_clock_functions_nvml_still_gives_utilization(monkeypatch) -> No
 def test_a_graph_step_is_timed_in_a_run_on_gpu() -> None:
     """bench times a CUDA-graph decode step queued behind the one before (as generation replays
     it): faster than the same step timed one at a time, each after a synchronisation, where the
-    device waits for the host's launch."""
+    device waits for the host's launch. The step is long enough (4 blocks of 768, context 1024:
+    about 100 µs on an H200) that the host's 10-20 µs a replay never sets the pace of the run:
+    at 2 blocks of 192 (35-45 µs) a slow host made bench's run as slow as one at a time."""
     from gptperf.measure.bench import run_bench
     from gptperf.measure.timer import time_phases
     from gptperf.model.config import preset
@@ -236,13 +238,13 @@ def test_a_graph_step_is_timed_in_a_run_on_gpu() -> None:
     from gptperf.plan import ExecutionPlan
     from gptperf.steps.build import build_step
 
-    cfg = preset("gpt2", n_layer=2, n_embd=192, n_head=3)
+    cfg = preset("gpt2", n_layer=4)
     plan = ExecutionPlan.default("decode", "cuda", fast=True, dtype="bf16")
-    result = run_bench(cfg, "decode", 1, 512, "bf16", "cuda", plan=plan, repeats=200,
+    result = run_bench(cfg, "decode", 1, 1024, "bf16", "cuda", plan=plan, repeats=200,
                        calibrated=False)
     assert result.plan.cuda_graph
     assert any("timed in a run" in n for n in result.notes)
-    step = build_step(cfg, Workload("decode", 1, 512, "bf16"), plan, torch.device("cuda"))
+    step = build_step(cfg, Workload("decode", 1, 1024, "bf16"), plan, torch.device("cuda"))
     one_at_a_time = time_phases(step.phases, warmup=5, repeats=200, device="cuda").total.median
     in_a_run = time_phases(step.phases, warmup=5, repeats=200, device="cuda", in_a_run=True).total.median
     assert in_a_run < one_at_a_time

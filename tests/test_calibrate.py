@@ -358,6 +358,32 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
     assert f"compiled host cost of the train step: {first_s:.0f} s" in " ".join(result.notes)
 
 
+def test_compiled_host_steps_run_the_compiled_recordings_token_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled host model runs as many tokens as the compiled recordings (where inductor
+    splits reductions over tokens into extra kernels, as in real training steps); the eager one
+    stays at B 1, T 8; every sequence fits the host model's block size."""
+    import gptperf.steps.build as build_mod
+    from gptperf.plan import COMPILED, EAGER
+
+    built: list[tuple[bool, str, int, int, int]] = []
+
+    def fake_build(config: Any, workload: Any, plan: Any, device: Any) -> Any:
+        built.append((plan.compiled, workload.kind, workload.batch, workload.seq, config.block_size))
+        train = SimpleNamespace(forward=lambda: None, backward=lambda: None, optimizer_step=lambda: None)
+        return SimpleNamespace(train=train, phases=[("step", lambda: None)])
+
+    monkeypatch.setattr(build_mod, "build_step", fake_build)
+    for mode in (COMPILED, EAGER):
+        for what in host_mod.HOST_JOBS:
+            host_mod.host_groups("fp32", mode, CPU, what)
+    compiled = {(b, t) for c, _, b, t, _ in built if c}
+    eager = {(b, t) for c, _, b, t, _ in built if not c}
+    assert compiled == {(rec_mod.RECORD_BATCH, rec_mod.RECORD_SEQ)}
+    assert eager == {(1, 8)}
+    assert {k for c, k, *_ in built if c} == {"train", "forward"}
+    assert all(t <= block for *_, t, block in built)
+
+
 def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each job's unit is the host model's step of its kind (train, decode) sampled among its own
     rounds; a job that took no sample falls back to a probe of that kind after its rounds."""

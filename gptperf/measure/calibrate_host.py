@@ -2,7 +2,8 @@
 measured on the host model (`measure_host`), for `gptperf.measure.calibrate` to keep.
 
 Host costs (`Calibration.host["<mode>:<part>:<dtype>"]`) are measured on a tiny GPT (C 64, 2
-heads, vocab 256, B 1, T 8: device time is negligible) with 1 and 4 blocks, through the
+heads, vocab 256, B 1, T 8: device time is negligible; compiled at B 8, T 512, where inductor
+launches the split reductions of real training steps, `HOST_MODEL`) with 1 and 4 blocks, through the
 project's own steps: the parts of `steps.train.TrainStep` (fwd, bwd, opt), the decode_nocache
 step of `steps.inference` (infer: no grad, no KV cache), its eager prefill into the model's KV
 cache (prefill) and its eager decode step with that cache (decode). A straight line through the
@@ -43,6 +44,7 @@ from gptperf.runtime import synchronize
 # The host-cost model: tiny enough that the device never holds the host up.
 HOST_LAYERS: tuple[int, int] = HOST_MODEL["layers"]
 HOST_BATCH, HOST_SEQ = HOST_MODEL["batch"], HOST_MODEL["seq"]
+COMPILED_BATCH, COMPILED_SEQ = HOST_MODEL["compiled_batch"], HOST_MODEL["compiled_seq"]
 HOST_PARTS: tuple[str, ...] = ("fwd", "bwd", "opt", "infer", "prefill", "decode", "nograd")
 COMPILED_PARTS: tuple[str, ...] = ("fwd", "bwd", "nograd")
 HOST_REPEATS, HOST_QUICK_REPEATS, HOST_WARMUP, HOST_MIN_REPEATS = 20, 12, 2, 5
@@ -133,13 +135,18 @@ def fit_line(t1: float, t4: float, layers: tuple[int, int] = HOST_LAYERS) -> dic
 Parts = dict[str, Callable[[], None]]
 
 
+def host_tokens(mode: str) -> tuple[int, int]:
+    """(batch, seq) of the host model's steps in `mode` (see `HOST_MODEL`)."""
+    return (COMPILED_BATCH, COMPILED_SEQ) if mode == COMPILED else (HOST_BATCH, HOST_SEQ)
+
+
 def _train_parts(config: GPTConfig, dtype: str, mode: str, device: torch.device) -> Parts:
     """fwd, bwd, opt of the train step `gptperf train` runs (fused AdamW on CUDA, as its plan)."""
     from gptperf.steps.build import build_step
 
     plan = ExecutionPlan.default("train", device.type, compile=mode == COMPILED,
                                  attention=config.attention, dtype=dtype)
-    step = build_step(config, Workload("train", HOST_BATCH, HOST_SEQ, dtype), plan, device)
+    step = build_step(config, Workload("train", *host_tokens(mode), dtype), plan, device)
     train = step.train
     assert train is not None  # a train step always has one
     return {"fwd": train.forward, "bwd": train.backward, "opt": train.optimizer_step}
@@ -152,7 +159,7 @@ def _inference_part(config: GPTConfig, kind: str, dtype: str, mode: str,
     from gptperf.steps.build import build_step
 
     plan = ExecutionPlan(mode, config.attention)
-    step = build_step(config, Workload(kind, HOST_BATCH, HOST_SEQ, dtype), plan, device)
+    step = build_step(config, Workload(kind, *host_tokens(mode), dtype), plan, device)
     return step.phases[0][1]
 
 
