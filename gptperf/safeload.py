@@ -27,7 +27,9 @@ def _reason(err: BaseException) -> str:
     first = (text.strip().splitlines() or [type(err).__name__])[0]
     if "weights_only" in first or "trust" in first:  # torch's advice to load unsafely: never shown
         return f"torch refused it ({type(err).__name__})"
-    return f"{type(err).__name__}: {first[:160]}"
+    # torch's legacy loader trips over other files anywhere (a text file: IndexError)
+    return (f"it is not a torch.save file of tensors and plain data "
+            f"({type(err).__name__}: {first[:120]})")
 
 
 def load_tensors(path: str | os.PathLike[str], what: str, map_location: Any = "cpu", *,

@@ -102,6 +102,10 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path) -> None:
     junk.write_bytes(os.urandom(1000))
     _error(junk, "junk.pt", "cannot be read")
 
+    text = tmp_path / "passwd"  # torch's legacy loader fails on it with a bare IndexError
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    _error(text, "passwd", "cannot be read", "not a torch.save file")
+
     other = tmp_path / "other.pt"
     torch.save({"state_dict": model.state_dict()}, other)
     _error(other, "other.pt", "not a gptperf checkpoint")
