@@ -288,11 +288,14 @@ class ValidationResult:
     seed: int | None = None  # set when the cases were drawn at random (`validate.drawn`)
 
     @property
+    def sweep(self) -> str:
+        """'random' (drawn cases), 'quick' or 'full' (the fixed sweeps)."""
+        return "random" if self.seed is not None else "quick" if self.quick else "full"
+
+    @property
     def sweep_label(self) -> str:
-        """'quick', 'full', or 'random (seed S)'."""
-        if self.seed is not None:
-            return f"random (seed {self.seed})"
-        return "quick" if self.quick else "full"
+        """The sweep for text: 'quick', 'full', or 'random (seed S)'."""
+        return f"random (seed {self.seed})" if self.seed is not None else self.sweep
 
     @property
     def stats(self) -> ErrorStats:
@@ -325,7 +328,7 @@ class ValidationResult:
         return {
             "schema": SCHEMA,
             "device": {"type": self.device_type, "name": self.device_name},
-            "sweep": "random" if self.seed is not None else "quick" if self.quick else "full",
+            "sweep": self.sweep,
             "seed": self.seed,
             "calibration": self.calibration.to_dict(),
             "points": [p.to_dict() for p in self.points],
