@@ -45,6 +45,7 @@ from gptperf.model import GPTConfig, preset
 from gptperf.perfmodel import Hardware, Workload, count_parameters
 from gptperf.perfmodel.transformer import WEIGHT_MATMULS
 from gptperf.plan import ExecutionPlan
+from gptperf.runtime import cuda_graph
 from gptperf.steps.build import build_step
 from gptperf.steps.fast_decode import FastDecoder, build_model
 
@@ -168,16 +169,11 @@ def device_name() -> str:
 
 def graph_latency(x: torch.Tensor, y: torch.Tensor, k: int) -> float:
     """Per-kernel time of k back-to-back 1-element adds replayed from one CUDA graph."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            x.add_(y)
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
+    def adds() -> None:
         for _ in range(k):
             x.add_(y)
+
+    g = cuda_graph(adds, DEV, warmup=lambda: x.add_(y), warmups=3)
     return time_fn(g.replay, warmup=3, repeats=10, device=DEV).median / k
 
 
