@@ -64,6 +64,7 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
 
     from gptperf.measure.probe import UNIT_KEYS
     from gptperf.output import console, seconds, wide_console
+    from gptperf.perfmodel.calibration import HOST_MODEL
 
     wide = wide_console()  # curve keys and host keys are long: never cut them
     state = "cached calibration" if cached else "calibrated"
@@ -94,7 +95,10 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
                            f"{seconds(min(curve.seconds))} – {seconds(max(curve.seconds))}", what)
     wide.print(curves)
 
-    host = Table(title="Host cost per step (Python, dispatch, launches; tiny GPT, 1 and 4 blocks)")
+    eager_tokens = HOST_MODEL["batch"] * HOST_MODEL["seq"]
+    compiled_tokens = HOST_MODEL["compiled_batch"] * HOST_MODEL["compiled_seq"]
+    host = Table(title=f"Host cost per step (Python, dispatch, launches; tiny GPT, 1 and 4 blocks; "
+                       f"eager at {eager_tokens} tokens, compiled at {compiled_tokens})")
     host.add_column("mode:part:dtype")
     host.add_column("per block (µs)", justify="right")
     host.add_column("fixed (µs)", justify="right")
