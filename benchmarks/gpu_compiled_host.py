@@ -6,7 +6,9 @@ models of the same block counts, compiled and eager, with the kernels of each fo
 
 The calibration measures the host cost of a compiled train step on its tiny host model at 1 and 4
 blocks and charges a line through them; this shows how far that line carries to more blocks and to
-steps whose inductor kernels differ (large token counts split reductions into more kernels). Host
+steps whose inductor kernels differ (large token counts split reductions into more kernels). The
+host model here runs 8 tokens, as the calibration's did until session 36; it now runs 4096
+(`benchmarks/gpu_compiled_host_tokens.py` compares the two, its block counts in shared rounds). Host
 seconds are `calibrate_host.time_host_parts`'s (rounds back to back, the device waited for once);
 the wall is a whole step with the device waited for. Prints one table.
 """
