@@ -34,6 +34,7 @@ from gptperf.perfmodel.calibration import (
     Curve,
     Grid,
     calibration_path,
+    host_model_config,
     load_calibration,
     save_calibration,
 )
@@ -144,6 +145,23 @@ def test_a_machine_that_changed_speed_during_calibration_is_noted(env: Path, mon
     # the host costs' units, one a probe
     assert cal.probes["host"] == pytest.approx({"step_s": 4e-4, "train_step_s": 3e-3})
     assert any("host ops 2.50× slower than at the calibration's start" in n for n in cal.notes)
+
+
+def test_the_compiled_host_models_are_among_the_calibrated_configs(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where compiled host costs were measured, their host models (a longer block) are named in
+    `shapes["configs"]` beside the eager ones, so that no validation case runs them."""
+    from gptperf.plan import COMPILED
+
+    line = {"per_layer_s": 1e-4, "fixed_s": 1e-4}
+    for host, compiled in (({"eager:fwd:fp32": line}, False),
+                           ({"eager:fwd:fp32": line, "compiled:fwd:bf16": line}, True)):
+        monkeypatch.setattr(cal_mod, "measure_host", lambda *a, h=host, **k: host_mod.HostCosts(
+            h, {"decode": 4e-4, "train": 3e-3}, []))
+        configs = cal_mod.calibrate(CPU, quick=True).shapes["configs"]
+        eager = [host_mod.host_config(n).name for n in host_mod.HOST_LAYERS]
+        extra = [host_mod.host_config(n, COMPILED).name for n in host_mod.HOST_LAYERS]
+        assert configs == eager + (extra if compiled else [])
+        assert not set(eager) & set(extra)
 
 
 def test_calibration_round_trips_through_dict_json_and_cache(calibration: Calibration,
@@ -360,15 +378,15 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
 
 def test_compiled_host_steps_run_the_compiled_recordings_token_count(monkeypatch: pytest.MonkeyPatch) -> None:
     """The compiled host model runs as many tokens as the compiled recordings (where inductor
-    splits reductions over tokens into extra kernels, as in real training steps); the eager one
-    stays at B 1, T 8; every sequence fits the host model's block size."""
+    splits reductions over tokens into extra kernels, as in real training steps), its block as
+    long as their sequence; the eager one stays at B 1, T 8 on the host probe's own model."""
     import gptperf.steps.build as build_mod
     from gptperf.plan import COMPILED, EAGER
 
     built: list[tuple[bool, str, int, int, int]] = []
 
     def fake_build(config: Any, workload: Any, plan: Any, device: Any) -> Any:
-        built.append((plan.compiled, workload.kind, workload.batch, workload.seq, config.block_size))
+        built.append((plan.compiled, workload.kind, workload.batch, workload.seq, config))
         train = SimpleNamespace(forward=lambda: None, backward=lambda: None, optimizer_step=lambda: None)
         return SimpleNamespace(train=train, phases=[("step", lambda: None)])
 
@@ -381,7 +399,10 @@ def test_compiled_host_steps_run_the_compiled_recordings_token_count(monkeypatch
     assert compiled == {(rec_mod.RECORD_BATCH, rec_mod.RECORD_SEQ)}
     assert eager == {(1, 8)}
     assert {k for c, k, *_ in built if c} == {"train", "forward"}
-    assert all(t <= block for *_, t, block in built)
+    probe_models = {host_model_config(n).name for n in host_mod.HOST_LAYERS}
+    assert {config.name for c, *_, config in built if not c} == probe_models
+    assert all(config.block_size == rec_mod.RECORD_SEQ for c, *_, config in built if c)
+    assert {config.n_layer for *_, config in built} == set(host_mod.HOST_LAYERS)
 
 
 def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pytest.MonkeyPatch) -> None:

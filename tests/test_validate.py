@@ -161,9 +161,11 @@ def test_validation_shapes_disjoint_from_calibration() -> None:
     from gptperf.measure.calibrate_host import HOST_LAYERS, host_config
     from gptperf.measure.calibration_plan import planned_shapes
     from gptperf.perfmodel.kernel_calls import kernel_calls
+    from gptperf.plan import COMPILED, EAGER
 
     # the models the calibration runs (host cost, compiled recording), as `shapes["configs"]` names them
-    models = {"configs": [host_config(n).name for n in HOST_LAYERS] + [record_config().name]}
+    models = {"configs": [host_config(n, mode).name for mode in (EAGER, COMPILED) for n in HOST_LAYERS]
+              + [record_config().name]}
     for device_type in ("cpu", "cuda"):
         plans = [{**planned_shapes(device_type, q), **models} for q in (False, True)]
         every = {c.name: c for quick in (False, True) for c in cases(device_type, quick)}

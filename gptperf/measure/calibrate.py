@@ -33,6 +33,7 @@ from gptperf.measure.optimizer_overlap import measure_optimizer_overlap
 from gptperf.measure.probe import UNIT_KEYS, drift_note, phase_unit_key, take_probe
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import Calibration, load_calibration, save_calibration
+from gptperf.plan import COMPILED
 from gptperf.runtime import as_device
 
 # dtypes calibrated when none are asked for (the GPU's training and inference formats; fp32 only
@@ -146,6 +147,8 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         notes.append(drift)
     notes.append(time_note(kernels, kernels_s, host_s, seconds - kernels_s - host_s))
     configs = [host_config(n).name for n in HOST_LAYERS]
+    if any(key.startswith(f"{COMPILED}:") for key in host):  # its own block length
+        configs += [host_config(n, COMPILED).name for n in HOST_LAYERS]
     if compiled:
         configs.append(record_config().name)
     if overlap:

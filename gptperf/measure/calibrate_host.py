@@ -119,9 +119,15 @@ def fit_host_jobs(measured: Sequence[HostJob]) -> tuple[dict[str, dict[str, floa
     return host, units, notes, phase_units
 
 
-def host_config(n_layer: int) -> GPTConfig:
-    """The tiny GPT whose steps' host cost is measured (`HOST_MODEL`, `n_layer` blocks)."""
-    return host_model_config(n_layer)
+def host_tokens(mode: str) -> tuple[int, int]:
+    """(batch, seq) of the host model's steps in `mode` (see `HOST_MODEL`)."""
+    return (COMPILED_BATCH, COMPILED_SEQ) if mode == COMPILED else (HOST_BATCH, HOST_SEQ)
+
+
+def host_config(n_layer: int, mode: str = EAGER) -> GPTConfig:
+    """The tiny GPT whose steps' host cost is measured in `mode` (`HOST_MODEL`, `n_layer`
+    blocks), its block as long as the mode's sequence: the eager one is the host probe's model."""
+    return host_model_config(n_layer, block_size=max(HOST_MODEL["block_size"], host_tokens(mode)[1]))
 
 
 def fit_line(t1: float, t4: float, layers: tuple[int, int] = HOST_LAYERS) -> dict[str, float]:
@@ -133,11 +139,6 @@ def fit_line(t1: float, t4: float, layers: tuple[int, int] = HOST_LAYERS) -> dic
 
 
 Parts = dict[str, Callable[[], None]]
-
-
-def host_tokens(mode: str) -> tuple[int, int]:
-    """(batch, seq) of the host model's steps in `mode` (see `HOST_MODEL`)."""
-    return (COMPILED_BATCH, COMPILED_SEQ) if mode == COMPILED else (HOST_BATCH, HOST_SEQ)
 
 
 def _train_parts(config: GPTConfig, dtype: str, mode: str, device: torch.device) -> Parts:
@@ -206,7 +207,7 @@ def host_groups(dtype: str, mode: str, device: torch.device, what: str) -> dict[
     """Per block count, the parts of the train steps (`what` "train") or the inference steps."""
     groups: dict[int, Parts] = {}
     for n in HOST_LAYERS:
-        config = host_config(n)
+        config = host_config(n, mode)
         if what == "train":
             groups[n] = _train_parts(config, dtype, mode, device)
         else:

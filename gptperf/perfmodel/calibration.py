@@ -27,12 +27,13 @@ SCHEMA = "gptperf.calibration/1"
 MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration is refused
 # The tiny GPT whose steps measure the host cost (Python, dispatch, launches): its kernels are
 # so small that the host is all there is to time; n_layer 1 and 4 give cost per block and fixed.
-# Its compiled steps run 4096 tokens (the compiled recordings' count), still host-bound: there
-# inductor splits each weight gradient's sum over tokens into more kernels, each a launch, as in
-# real training steps (H200: a compiled backward launched 34 kernels a block at 4096 tokens, 20 at
-# 8; the line measured at 8 tokens charged real steps' backward 0.68-0.85 of their host time, at
-# 4096 tokens 0.94-1.10; benchmarks/gpu_compiled_host_tokens.py).
-HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "block_size": 512,
+# Its compiled steps run 4096 tokens (the compiled recordings' count; its block as long as their
+# sequence), still host-bound: there inductor splits each weight gradient's sum over tokens into
+# more kernels, each a launch, as in real training steps (H200: a compiled backward launched 34
+# kernels a block at 4096 tokens, 20 at 8; the line measured at 8 tokens charged real steps'
+# backward 0.68-0.85 of their host time, at 4096 tokens 0.94-1.10;
+# benchmarks/gpu_compiled_host_tokens.py).
+HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "block_size": 64,
                               "batch": 1, "seq": 8, "compiled_batch": 8, "compiled_seq": 512,
                               "layers": (1, 4)}
 
@@ -208,12 +209,15 @@ def _over(grid: Grid, base: Grid) -> Grid:
     return Grid(grid.axes, grid.points, ratios, (0.0,) * len(grid.points), what=f"{grid.what} / causal")
 
 
-def host_model_config(n_layer: int, attention: str = "sdpa") -> Any:
+def host_model_config(n_layer: int, attention: str = "sdpa", block_size: int | None = None) -> Any:
     """The GPTConfig of `HOST_MODEL` with `n_layer` blocks (measured by `gptperf calibrate`,
-    costed by `perfmodel.expected` to take its kernels out of its host time)."""
+    costed by `perfmodel.expected` to take its kernels out of its host time), its block
+    `block_size` long where given (the compiled host model's)."""
     from gptperf.model.config import preset
 
     sizes = {k: HOST_MODEL[k] for k in ("n_embd", "n_head", "vocab_size", "block_size")}
+    if block_size is not None:
+        sizes["block_size"] = block_size
     return preset("tiny", n_layer=n_layer, attention=attention, **sizes)
 
 

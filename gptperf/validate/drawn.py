@@ -120,8 +120,10 @@ def calibrated_shapes(device_type: str) -> list[dict]:
     from gptperf.measure.calibrate_compiled import record_config
     from gptperf.measure.calibrate_host import HOST_LAYERS, host_config
     from gptperf.measure.calibration_plan import planned_shapes
+    from gptperf.plan import COMPILED, EAGER
 
-    models = {"configs": [host_config(n).name for n in HOST_LAYERS] + [record_config().name]}
+    models = {"configs": [host_config(n, mode).name for mode in (EAGER, COMPILED) for n in HOST_LAYERS]
+              + [record_config().name]}
     return [{**planned_shapes(device_type, quick), **models} for quick in (False, True)]
 
 
