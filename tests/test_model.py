@@ -147,6 +147,29 @@ def test_kv_cache_matches_recompute(attention: str) -> None:
     assert torch.allclose(last[:, 0], full[:, -1], atol=1e-5, rtol=0)
 
 
+def test_one_token_into_an_empty_kv_cache_is_the_first_position() -> None:
+    model = small_model()
+    idx = torch.randint(0, 256, (2, 5), generator=torch.Generator().manual_seed(4))
+    full, _ = model(idx)
+    first, _ = model(idx[:, :1], kv_cache=KVCache(model.config, batch=2))
+    assert torch.allclose(first, full[:, :1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("attention", ["math", "sdpa"])
+def test_a_compiled_model_traces_whole_under_dynamic_shapes(attention: str) -> None:
+    """torch.compile with dynamic sequence lengths (what a second length turns on) traces the
+    model in one graph, labels included: a causal flag computed from T was a SymBool there, which
+    sdpa refused, and the graph break that followed broke the labels' context managers."""
+    model = small_model(attention).eval()
+    compiled = torch.compile(model, backend="eager", dynamic=True, fullgraph=True)
+    for t in (8, 13):
+        idx = torch.randint(0, 256, (2, t), generator=torch.Generator().manual_seed(t))
+        got, got_loss = compiled(idx, idx.roll(-1, dims=1))
+        want, want_loss = model(idx, idx.roll(-1, dims=1))
+        assert torch.allclose(got, want, atol=1e-6, rtol=0)
+        assert torch.allclose(got_loss, want_loss, atol=1e-6, rtol=0)
+
+
 def test_kv_cache_full_is_a_user_error() -> None:
     model = small_model()
     cache = KVCache(model.config, batch=1, max_len=8)

@@ -105,7 +105,10 @@ class CausalSelfAttention(nn.Module):
             mask = None
             if kv_cache is not None:  # storing the new K and V is part of computing them
                 k, v, mask = kv_cache.update(self.layer, k, v)
-        causal = mask is None and T > 1
+        # causal without a mask, except one new token after a cache's past (it sees every key);
+        # decided from the cache's length, a plain int: a test on T would be a SymBool under
+        # torch.compile's dynamic shapes, which sdpa's is_causal refuses
+        causal = mask is None and (kv_cache is None or kv_cache.length == 0)
         if self.attention == "sdpa":
             with record_function(label[names.ATTN_SDPA]):
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
