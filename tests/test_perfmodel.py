@@ -44,6 +44,19 @@ def test_parameters_one_layer_by_hand() -> None:
     assert count_parameters(ONE, include_embeddings=False) == 888
 
 
+def test_attention_is_causal_exactly_where_the_model_masks_it() -> None:
+    """The shape's causal flag follows the model (`model.attention`): causal wherever the step
+    has no past (a one-token forward and a decode at context 1 too), not for a new token after
+    a cache's past."""
+    from gptperf.perfmodel.workload import shape
+
+    assert shape(ONE, Workload("forward", 2, 4, "fp32")).causal
+    assert shape(ONE, Workload("forward", 2, 1, "fp32")).causal
+    assert shape(ONE, Workload("decode", 2, 1, "fp32")).causal
+    assert not shape(ONE, Workload("decode", 2, 5, "fp32")).causal
+    assert shape(ONE, Workload("decode_nocache", 2, 5, "fp32")).causal
+
+
 def test_train_sdpa_fp32_every_op_by_hand() -> None:
     p = predict(ONE, Workload("train", 2, 4, "fp32"), HW)
     # forward: (kernels, FLOPs, bytes read, bytes written)

@@ -172,5 +172,6 @@ def shape(config: GPTConfig, workload: Workload, master_weights: bool = False) -
     w = 4 if workload.mixed_precision else a
     T = workload.new_tokens
     return Shape(B=workload.batch, T=T, L=workload.context, C=config.n_embd, H=config.n_head,
-                 D=config.head_dim, V=config.vocab_size, n_layer=config.n_layer, a=a, w=w, causal=T > 1,
+                 D=config.head_dim, V=config.vocab_size, n_layer=config.n_layer, a=a, w=w,
+                 causal=workload.context == T,  # no past: the model masks causally (1×1 too)
                  wl=a if master_weights and workload.has_backward else w)
