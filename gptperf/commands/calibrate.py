@@ -4,6 +4,7 @@ kernels) for the calibrated prediction, cache it, and show each curve's fit resi
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,10 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
     """Each curve with its points and leave-one-out residual, the host costs, the recordings."""
     from rich.table import Table
 
+    from gptperf.measure.calibrate_host import host_tokens
     from gptperf.measure.probe import UNIT_KEYS
     from gptperf.output import console, seconds, wide_console
-    from gptperf.perfmodel.calibration import HOST_MODEL
+    from gptperf.plan import COMPILED, EAGER
 
     wide = wide_console()  # curve keys and host keys are long: never cut them
     state = "cached calibration" if cached else "calibrated"
@@ -95,8 +97,7 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
                            f"{seconds(min(curve.seconds))} – {seconds(max(curve.seconds))}", what)
     wide.print(curves)
 
-    eager_tokens = HOST_MODEL["batch"] * HOST_MODEL["seq"]
-    compiled_tokens = HOST_MODEL["compiled_batch"] * HOST_MODEL["compiled_seq"]
+    eager_tokens, compiled_tokens = (math.prod(host_tokens(mode)) for mode in (EAGER, COMPILED))
     host = Table(title=f"Host cost per step (Python, dispatch, launches; tiny GPT, 1 and 4 blocks; "
                        f"eager at {eager_tokens} tokens, compiled at {compiled_tokens})")
     host.add_column("mode:part:dtype")

@@ -2,8 +2,8 @@
 measured on the host model (`measure_host`), for `gptperf.measure.calibrate` to keep.
 
 Host costs (`Calibration.host["<mode>:<part>:<dtype>"]`) are measured on a tiny GPT (C 64, 2
-heads, vocab 256, B 1, T 8: device time is negligible; compiled at B 8, T 512, where inductor
-launches the split reductions of real training steps, `HOST_MODEL`) with 1 and 4 blocks, through the
+heads, vocab 256, B 1, T 8: device time is negligible; compiled at the compiled recordings' B 8,
+T 512, where inductor launches the split reductions of real training steps) with 1 and 4 blocks, through the
 project's own steps: the parts of `steps.train.TrainStep` (fwd, bwd, opt), the decode_nocache
 step of `steps.inference` (infer: no grad, no KV cache), its eager prefill into the model's KV
 cache (prefill) and its eager decode step with that cache (decode). A straight line through the
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gptperf.measure.calibrate_compiled import RECORD_BATCH, RECORD_SEQ
 from gptperf.measure.calibration_plan import COMPILED_DTYPE
 from gptperf.measure.calibration_tables import guarded
 from gptperf.measure.probe import HostSampler, host_step_s, probe_of
@@ -44,7 +45,12 @@ from gptperf.runtime import synchronize
 # The host-cost model: tiny enough that the device never holds the host up.
 HOST_LAYERS: tuple[int, int] = HOST_MODEL["layers"]
 HOST_BATCH, HOST_SEQ = HOST_MODEL["batch"], HOST_MODEL["seq"]
-COMPILED_BATCH, COMPILED_SEQ = HOST_MODEL["compiled_batch"], HOST_MODEL["compiled_seq"]
+# Compiled, it runs the compiled recordings' 4096 tokens (its block as long as their sequence),
+# still host-bound: there inductor splits each weight gradient's sum over tokens into more
+# kernels, each a launch, as in real training steps (H200: a compiled backward launched 34 kernels
+# a block at 4096 tokens, 20 at 8; the line measured at 8 tokens charged real steps' backward
+# 0.68-0.85 of their host time, at 4096 tokens 0.94-1.10; benchmarks/gpu_compiled_host_tokens.py).
+COMPILED_BATCH, COMPILED_SEQ = RECORD_BATCH, RECORD_SEQ
 HOST_PARTS: tuple[str, ...] = ("fwd", "bwd", "opt", "infer", "prefill", "decode", "nograd")
 COMPILED_PARTS: tuple[str, ...] = ("fwd", "bwd", "nograd")
 HOST_REPEATS, HOST_QUICK_REPEATS, HOST_WARMUP, HOST_MIN_REPEATS = 20, 12, 2, 5

@@ -27,15 +27,9 @@ SCHEMA = "gptperf.calibration/1"
 MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration is refused
 # The tiny GPT whose steps measure the host cost (Python, dispatch, launches): its kernels are
 # so small that the host is all there is to time; n_layer 1 and 4 give cost per block and fixed.
-# Its compiled steps run 4096 tokens (the compiled recordings' count; its block as long as their
-# sequence), still host-bound: there inductor splits each weight gradient's sum over tokens into
-# more kernels, each a launch, as in real training steps (H200: a compiled backward launched 34
-# kernels a block at 4096 tokens, 20 at 8; the line measured at 8 tokens charged real steps'
-# backward 0.68-0.85 of their host time, at 4096 tokens 0.94-1.10;
-# benchmarks/gpu_compiled_host_tokens.py).
+# Its compiled steps run the compiled recordings' tokens instead (`calibrate_host.host_tokens`).
 HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "block_size": 64,
-                              "batch": 1, "seq": 8, "compiled_batch": 8, "compiled_seq": 512,
-                              "layers": (1, 4)}
+                              "batch": 1, "seq": 8, "layers": (1, 4)}
 
 # Key prefixes of the gemv curves measured as a dependent chain of the fused decode step's
 # kernels: its LayerNorm + gemv (qkv, fc), its gemv + bias + residual (the two projections, which
