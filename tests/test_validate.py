@@ -186,6 +186,21 @@ def test_validation_shapes_disjoint_from_calibration() -> None:
     assert "matmul bf16 (1, 4096, 4096)" in overlaps(calls, planned_shapes("cuda", False))
 
 
+def test_every_case_reads_the_matmul_grid_from_inside_not_below_its_first_point() -> None:
+    """A grid read below its first point takes that point's time (`Grid.at`): a CPU case of C 96
+    was charged 1.3-1.8x for its layers while the CPU axes began at 128."""
+    from gptperf.measure.calibration_plan import MATMUL_K, MATMUL_M, MATMUL_N
+    from gptperf.perfmodel.kernel_calls import kernel_calls
+
+    for device_type in ("cpu", "cuda"):
+        first = (MATMUL_M[device_type][0], MATMUL_N[device_type][0], MATMUL_K[device_type][0])
+        for case in cases(device_type):
+            for call in kernel_calls(case.config, case.workload, case.plan):
+                if call.family == "matmul":
+                    below = [a for a, x, lo in zip("MNK", call.point, first, strict=True) if x < lo]
+                    assert below == [], f"{device_type} {case.name}: {call.point} below {first}"
+
+
 def test_overlaps_finds_shared_shapes_in_every_form() -> None:
     call = SimpleNamespace
     calls = [call(family="matmul", key="bf16", point=(3840, 2304, 768)),

@@ -32,10 +32,13 @@ COMPILED_DTYPE = "bf16"  # compiled host costs and recordings: the dtype compile
 # rows every GPT layer fills the card: time grows with M (the Grid's growth).
 MATMUL_M = {"cuda": (1, 4, 16, 64, 256, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384),
             "cpu": (1, 2, 3, 4, 16, 64, 256, 1024, 4096)}
+# A CPU matmul's time is near proportional to N and K below 128 (2 cores, 800 rows: N 384, K 64,
+# 96, 128 took 214, 307, 459 µs), so the CPU axes start at 64: a grid read below its first point
+# takes that point's time, which charged a C 96 model's layers 1.3-1.8x what they took.
 MATMUL_N = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536),
-            "cpu": (128, 256, 512, 1024, 2048, 4096, 16384, 65536)}
+            "cpu": (64, 128, 256, 512, 1024, 2048, 4096, 16384, 65536)}
 MATMUL_K = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384),
-            "cpu": (128, 256, 512, 1024, 2048, 4096)}
+            "cpu": (64, 128, 256, 512, 1024, 2048, 4096)}
 MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not measured
 # (M, N, K) off the grid's powers of two, the layers of GPT widths (384 to 4096, the vocabulary),
 # timed plain and with a bias: their mean time over the grid's reading is what a matmul off the
