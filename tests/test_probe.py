@@ -27,11 +27,27 @@ def test_probe_measures_positive_times_and_a_bigger_matmul_takes_longer(monkeypa
     assert SpeedProbe.from_dict(small.to_dict()) == small
 
 
+def test_a_cpu_probe_times_a_parallel_op_and_older_probes_read_without_it() -> None:
+    probe = take_probe(torch.device("cpu"), budget_s=0.02)
+    assert probe.fork_s is not None and 0 < probe.fork_s < 0.01
+    assert SpeedProbe.from_dict(probe.to_dict()) == probe
+    old = SpeedProbe.from_dict(THEN.to_dict())  # a calibration's probe from before the part
+    assert old.fork_s is None and "fork_s" not in old.to_dict()
+    # only the parts both probes took are compared
+    assert probe.slowdown(old).keys() == {"host_s", "matmul_s", "copy_s"}
+    slow = SpeedProbe(1e-6, 1e-3, 2e-3, fork_s=6e-6)
+    assert slow.slowdown(SpeedProbe(1e-6, 1e-3, 2e-3, fork_s=4e-6))["fork_s"] == pytest.approx(1.5)
+    note = drift_note(SpeedProbe(1e-6, 1e-3, 2e-3, fork_s=4e-6), slow, "calibration")
+    assert note is not None and "parallel CPU ops 1.50× slower" in note and "host ops" not in note
+
+
 def test_probe_documents_are_checked() -> None:
     with pytest.raises(UserError, match="host_s, matmul_s, copy_s"):
         SpeedProbe.from_dict({"host_s": 1e-6, "matmul_s": 1e-3})
     with pytest.raises(UserError, match="positive"):
         SpeedProbe.from_dict({"host_s": 1e-6, "matmul_s": 0.0, "copy_s": 1e-3})
+    with pytest.raises(UserError, match="positive"):
+        SpeedProbe.from_dict({"host_s": 1e-6, "matmul_s": 1e-3, "copy_s": 1e-3, "fork_s": -1.0})
 
 
 def test_drift_note_names_each_part_beyond_the_tolerance() -> None:

@@ -1,6 +1,6 @@
 """How fast this machine runs right now, in a fraction of a second: the host's rate of issuing
 small torch ops, and the device's rate on one fixed matmul and one fixed copy, each repeated for
-about a tenth of a second.
+about a tenth of a second; on a CPU also its rate of small ops that torch splits over its threads.
 
 `gptperf calibrate` takes a probe as it begins and as it ends, `gptperf validate` as it begins
 and as it ends; the same probe compared across them says when the machine itself changed speed
@@ -44,33 +44,47 @@ PART_S = 0.1  # seconds each part of a probe takes
 MIN_REPEATS, MAX_REPEATS = 5, 2000
 # (matmul side, copy bytes) per device type: a few milliseconds at most each
 SIZES = {"cpu": (256, 8 * MIB), "cuda": (4096, 256 * MIB)}
-PARTS = {"host_s": "host ops", "matmul_s": "the matmul", "copy_s": "the copy"}
+PARTS = {"host_s": "host ops", "matmul_s": "the matmul", "copy_s": "the copy",
+         "fork_s": "parallel CPU ops"}
+REQUIRED_PARTS = ("host_s", "matmul_s", "copy_s")
+# A CPU op over more elements than torch's grain (at::internal::GRAIN_SIZE, 32768) runs as a
+# parallel region over its threads; one just above it is mostly the region's fork and join. On
+# the 2-core VM, in spells of 2-3 minutes, such adds took 1.4-1.6x their time while the serial
+# host ops, the matmul, the copy and a 1.2M-element gelu moved under 5%, and the validation's CPU
+# cases ran 1.1-1.45x slower (2026-12-04, BENCHMARKS.md): the part that names those spells.
+FORK_ELEMENTS = 40 * 1024
+FORK_OPS = 100  # parallel adds per sample
 
 
 @dataclass(frozen=True)
 class SpeedProbe:
-    """Seconds per small host op, per fixed matmul and per fixed copy (medians of repeats)."""
+    """Seconds per small host op, per fixed matmul and per fixed copy (medians of repeats), and
+    on a CPU per small parallel op (`FORK_ELEMENTS`; None: not probed, as on a GPU, or a probe
+    from before it was taken)."""
 
     host_s: float
     matmul_s: float
     copy_s: float
+    fork_s: float | None = None
 
     def to_dict(self) -> dict[str, float]:
-        return {"host_s": self.host_s, "matmul_s": self.matmul_s, "copy_s": self.copy_s}
+        return {k: getattr(self, k) for k in PARTS if getattr(self, k) is not None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SpeedProbe:
         try:
-            values = {k: float(d[k]) for k in PARTS}
+            values = {k: float(d[k]) for k in PARTS if k in REQUIRED_PARTS or k in d}
         except (KeyError, TypeError, ValueError) as err:
-            raise UserError(f"a speed probe needs {', '.join(PARTS)} in seconds, got {d!r}") from err
+            raise UserError(f"a speed probe needs {', '.join(REQUIRED_PARTS)} in seconds, "
+                            f"got {d!r}") from err
         if not all(v > 0 for v in values.values()):
             raise UserError(f"a speed probe's times must be positive, got {values}")
         return cls(**values)
 
     def slowdown(self, then: SpeedProbe) -> dict[str, float]:
-        """now / then per part: 2.0 means this probe took twice as long as `then`."""
-        return {k: getattr(self, k) / getattr(then, k) for k in PARTS}
+        """now / then per part both probes took: 2.0 means this one took twice as long."""
+        return {k: getattr(self, k) / getattr(then, k) for k in PARTS
+                if getattr(self, k) is not None and getattr(then, k) is not None}
 
 
 def _median_over(run: Callable[[], object], device: Any, budget_s: float) -> float:
@@ -98,6 +112,20 @@ def host_op_s(device: Any, budget_s: float = PART_S) -> float:
             torch.cuda.synchronize(device)
 
     return _median_over(host_ops, torch.device("cpu"), budget_s) / HOST_OPS
+
+
+def fork_op_s(budget_s: float = PART_S) -> float:
+    """Seconds of one CPU add just large enough to run as a parallel region over torch's threads
+    (`FORK_ELEMENTS`; median over about `budget_s`)."""
+    import torch
+
+    a, b, out = (torch.ones(FORK_ELEMENTS) for _ in range(3))
+
+    def adds() -> None:
+        for _ in range(FORK_OPS):
+            torch.add(a, b, out=out)
+
+    return _median_over(adds, torch.device("cpu"), budget_s) / FORK_OPS
 
 
 HOST_PROBES = ("decode", "train")
@@ -364,7 +392,8 @@ def take_probe(device: Any, budget_s: float = PART_S) -> SpeedProbe:
     host_s = host_op_s(device, budget_s)
     matmul_s = _median_over(lambda: a @ b, device, budget_s)
     copy_s = _median_over(lambda: dst.copy_(src), device, budget_s)
-    return SpeedProbe(host_s, matmul_s, copy_s)
+    fork_s = fork_op_s(budget_s) if device.type == "cpu" else None  # a GPU's kernels do not fork
+    return SpeedProbe(host_s, matmul_s, copy_s, fork_s)
 
 
 def host_speed(calibration: Any, device: Any, budget_s: float | None = None,
