@@ -194,6 +194,20 @@ def test_host_sampler_samples_between_steps_once_its_interval_has_passed() -> No
     assert sum(phases.values()) == pytest.approx(train.step_s()) and real.phase_s() == {}
 
 
+def test_a_cpu_sampler_times_parallel_adds_with_each_sample_against_the_calibrations_probe() -> None:
+    sampler = pr.HostSampler("cpu", every_s=0.0)
+    assert sampler.fork_s() is None
+    for _ in range(3):
+        sampler()
+    assert len(sampler.fork_samples) == 3 and all(0 < s < 0.01 for s in sampler.fork_samples)
+    fork = sampler.fork_s()
+    end = {**THEN.to_dict(), "fork_s": fork / 1.5}
+    assert pr.fork_speed(_calibration({"start": THEN.to_dict(), "end": end}), fork) == pytest.approx(1.5)
+    # no part to compare with (a calibration's probe from before it), or no sample
+    assert pr.fork_speed(_calibration({"end": THEN.to_dict()}), fork) is None
+    assert pr.fork_speed(_calibration({"end": end}), None) is None
+
+
 def test_phase_speeds_are_each_phase_over_its_own_unit() -> None:
     cal = _calibration({"host": {"step_s": 1e-3, "train_step_s": 4e-3, "train_fwd_s": 1e-3,
                                  "train_bwd_s": 2e-3, "train_opt_s": 1e-3}})

@@ -574,6 +574,42 @@ def test_the_table_shows_each_cases_host_speed(stood_in: dict[str, float], monke
     assert "each case's host costs are charged at it" in " ".join(out.split())
 
 
+def test_cases_run_in_a_spell_of_fork_and_join_are_named_and_counted_apart(
+        stood_in: dict[str, float], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    import gptperf.validate.run as run
+    from gptperf.cli import main
+
+    unit = 4e-6  # a parallel add in the calibration's last speed probe
+    monkeypatch.setattr(run, "load_calibration", lambda device: dataclasses.replace(
+        _calibration(), probes={"end": {"host_s": 1e-6, "matmul_s": 1e-3, "copy_s": 1e-3,
+                                        "fork_s": unit}}))
+    stood = run.measure_case
+    sweep = cases("cpu", quick=True)
+    spelled = sweep[0].name  # ratio 0.94; the others run out of spells
+    monkeypatch.setattr(run, "measure_case", lambda case, *a, **k: dataclasses.replace(
+        stood(case, *a, **k), fork_s=unit * (1.5 if case.name == spelled else 1.1)))
+    assert main(["validate", "--quick", "--device", "cpu", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    speeds = {p["case"]: p["fork_speed"] for p in doc["points"]}
+    assert speeds[spelled] == pytest.approx(1.5)
+    assert all(v == pytest.approx(1.1) for k, v in speeds.items() if k != spelled)
+    notes = [n for n in doc["notes"] if "spell" in n]
+    assert len(notes) == 1 and notes[0].startswith("1 case(s)") and f"{spelled} (×1.50, m/p 0.94)" in notes[0]
+    # the verdict stays on every case; the statistic without the spelled case beside it
+    ratios = [r for r in stood_in.values() if r is not None]
+    assert doc["stats"]["n"] == len(ratios) and doc["spells"]["cases"] == 1
+    assert doc["spells"]["stats_without"]["n"] == len(ratios) - 1
+    assert doc["spells"]["stats_without"]["max"] == pytest.approx(max(abs(r - 1) for r in ratios[1:]))
+    back = ValidationResult.from_dict(doc)
+    assert back.spell_count == 1 and [p.in_spell for p in back.points].count(True) == 1
+    assert main(["validate", "--quick", "--device", "cpu"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "fork 1.500×" in out and "Without the 1 case(s) run in a spell of the machine" in out
+
+
 def test_missed_targets_still_exit_0(monkeypatch: pytest.MonkeyPatch, stood_in: dict[str, float],
                                      cli_json: Any) -> None:
     import gptperf.validate.run as run
@@ -701,6 +737,9 @@ def test_a_trace_that_does_not_fit_its_steps_is_dropped_not_the_case(monkeypatch
 
         def phase_s(self) -> dict[str, float]:
             return {}
+
+        def fork_s(self) -> None:
+            return None
 
     monkeypatch.setattr(run, "HostSampler", OffSampler)
     monkeypatch.setattr(bench, "run_bench", lambda *a, **kw: SimpleNamespace(

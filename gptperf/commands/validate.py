@@ -93,6 +93,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     """The terminal report of a `gptperf.validate.ValidationResult`."""
     from rich.table import Table
 
+    from gptperf.measure.probe import FORK_SPELL
     from gptperf.output import percent, ratio_range, seconds, wide_console
 
     console = wide_console()
@@ -115,6 +116,8 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
         host = _ratio(p.host_speed) if p.host_speed is not None and not p.plan.cuda_graph else "—"
         if p.host_phase_speeds and host != "—":  # what each phase was charged at instead
             host += "\n" + " ".join(f"{k} {_ratio(v)}" for k, v in p.host_phase_speeds.items())
+        if p.fork_speed is not None:  # a CPU's parallel regions then, beside the host's speed
+            host += f"\nfork {_ratio(p.fork_speed)}"
         table.add_row(p.case, p.plan_label, seconds(p.measured_s), ratio_range(p.step_spread),
                       seconds(p.expected_s),
                       _ratio(p.ratio) + flag, host, seconds(p.roofline_s), _ratio(roof))
@@ -128,7 +131,11 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
                       "case's steps over its time at calibration (where no sample was taken: probed "
                       "for a second after the case, else the median of the others of that kind); "
                       "each case's host costs are charged at it, a train step's phase by phase at "
-                      "its own phase of the train step where listed below it")
+                      "its own phase of the train step where listed below it"
+                      + ("; fork: a parallel CPU add timed with each sample, over its time at "
+                         f"calibration (not charged; at ≥ ×{FORK_SPELL:.2f} or ≤ ×{1 / FORK_SPELL:.2f} "
+                         "the case ran in a spell of this machine's fork and join)"
+                         if any(p.fork_speed is not None for p in r.points) else ""))
     for s in r.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.case}: {s.reason}")
 
@@ -136,6 +143,11 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     console.print(f"End to end over {st.n} cases, |measured/predicted − 1| (calibrated): "
                   f"median {percent(st.median)}, p90 {percent(st.p90)} (nearest rank), max {percent(st.max)}"
                   f"  ·  roofline bound instead: median {percent(rs.median)}, max {percent(rs.max)}")
+    if r.spell_count:  # beside the verdict, which stays on every case
+        ss = r.steady_stats
+        console.print(f"Without the {r.spell_count} case(s) run in a spell of the machine (fork): "
+                      + (f"median {percent(ss.median)}, p90 {percent(ss.p90)}, max {percent(ss.max)} "
+                         f"over {ss.n} cases" if ss.n else "no case left"))
     if r.per_op:
         ops = Table(title="Per operation (profiled cases; operations ≥ 20 µs; device time per step)")
         for col in ("case", "operations", "measured", "time-weighted error", "largest miss"):

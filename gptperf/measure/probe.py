@@ -54,6 +54,9 @@ REQUIRED_PARTS = ("host_s", "matmul_s", "copy_s")
 # cases ran 1.1-1.45x slower (2026-12-04, BENCHMARKS.md): the part that names those spells.
 FORK_ELEMENTS = 40 * 1024
 FORK_OPS = 100  # parallel adds per sample
+# A case's parallel adds at this many times their calibration time (or its inverse) ran in a
+# spell: out of spells they read 0.98-1.02 on the VM, in them 1.38-1.58.
+FORK_SPELL = 1.2
 
 
 @dataclass(frozen=True)
@@ -114,9 +117,9 @@ def host_op_s(device: Any, budget_s: float = PART_S) -> float:
     return _median_over(host_ops, torch.device("cpu"), budget_s) / HOST_OPS
 
 
-def fork_op_s(budget_s: float = PART_S) -> float:
-    """Seconds of one CPU add just large enough to run as a parallel region over torch's threads
-    (`FORK_ELEMENTS`; median over about `budget_s`)."""
+def fork_adds() -> Callable[[], None]:
+    """FORK_OPS CPU adds, each just large enough to run as a parallel region over torch's threads
+    (`FORK_ELEMENTS`), on tensors made once."""
     import torch
 
     a, b, out = (torch.ones(FORK_ELEMENTS) for _ in range(3))
@@ -125,7 +128,23 @@ def fork_op_s(budget_s: float = PART_S) -> float:
         for _ in range(FORK_OPS):
             torch.add(a, b, out=out)
 
-    return _median_over(adds, torch.device("cpu"), budget_s) / FORK_OPS
+    return adds
+
+
+def fork_op_s(budget_s: float = PART_S) -> float:
+    """Seconds of one parallel CPU add (`fork_adds`; median over about `budget_s`)."""
+    import torch
+
+    return _median_over(fork_adds(), torch.device("cpu"), budget_s) / FORK_OPS
+
+
+def fork_speed(calibration: Any, fork_s: float | None) -> float | None:
+    """A parallel CPU add's seconds `fork_s` over its time in the calibration's last speed probe
+    (1.4: parallel regions run 1.4x slower than when the curves were measured); None when either
+    is missing."""
+    probes = getattr(calibration, "probes", {})
+    saved = (probes.get("end") or probes.get("start") or {}).get("fork_s")
+    return fork_s / float(saved) if fork_s and saved else None
 
 
 HOST_PROBES = ("decode", "train")
@@ -270,7 +289,11 @@ class HostSampler:
     its phases do not move together. Between two calibrations on the lent H200 machine the
     host-model train step took 1.42x as long, and the host costs measured in its unit moved 2.3x
     for the forward (Python, module calls), 1.25x for the backward (autograd's engine) and 1.74x
-    for AdamW."""
+    for AdamW.
+
+    On a CPU each sample also times FORK_OPS parallel adds (`fork_samples`, seconds per add): the
+    VM's spells of slow fork and join, which the host model's step does not show, in the case's
+    own time."""
 
     def __init__(self, device: Any, every_s: float | None = None,
                  clock: Callable[[], float] | None = None, probe: str = "decode") -> None:
@@ -288,6 +311,8 @@ class HostSampler:
         # each phase's seconds a step, sample by sample (a step of one phase: none)
         self.phase_samples: dict[str, list[float]] = defaultdict(list)
         self._since: float | None = None
+        self.fork_samples: list[float] = []
+        self._fork = fork_adds() if self.device.type == "cpu" else None
 
     def __call__(self) -> None:
         from gptperf.runtime import synchronize
@@ -305,11 +330,19 @@ class HostSampler:
             self.phase_samples[name].append(seconds)
         self.after_step.append(self.steps)
         synchronize(self.device)
+        if self._fork is not None:
+            start = self.clock()
+            self._fork()
+            self.fork_samples.append((self.clock() - start) / FORK_OPS)
         self._since = self.clock()
 
     def step_s(self) -> float | None:
         """Median seconds of the host model's step over the samples; None without one."""
         return statistics.median(self.samples) if self.samples else None
+
+    def fork_s(self) -> float | None:
+        """Median seconds of a parallel CPU add over the samples; None without one (or on a GPU)."""
+        return statistics.median(self.fork_samples) if self.fork_samples else None
 
     def speed(self, calibration: Any) -> float | None:
         """`step_s` over the calibration's unit of this probe (as `host_speed`); None without

@@ -1,6 +1,7 @@
 """One validation case measured in a fresh process: `python -m gptperf.validate.child` reads the
 case (config, workload, plan as JSON; the timed steps, optional) on stdin and writes
-{"step_time_s", "plan", "host_step_s", "host_phase_s", "trace", "clock_share"} on stdout."""
+{"step_time_s", "plan", "host_step_s", "host_phase_s", "trace", "clock_share", "fork_s"} on
+stdout."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def main() -> int:
     sys.stdout.write(json.dumps({"step_time_s": timing.step_s, "plan": timing.plan.to_dict(),
                                  "host_step_s": timing.host_step_s,
                                  "host_phase_s": timing.host_phase_s, "trace": trace,
-                                 "clock_share": timing.clock_share}) + "\n")
+                                 "clock_share": timing.clock_share,
+                                 "fork_s": timing.fork_s}) + "\n")
     return 0
 
 

@@ -77,7 +77,10 @@ class ValidationPoint:
     `host_phase_speeds`: each phase of the host model's step sampled over its own time at
     calibration, the speed that phase's host costs were charged at instead (None: the step has one
     phase, or no sample). `clock_share`: the GPU's mean SM clock over its maximum while the case's
-    steps were timed (`measure.metrics.Utilization.clock_share`; None: not read)."""
+    steps were timed (`measure.metrics.Utilization.clock_share`; None: not read). `fork_speed`: a
+    parallel CPU add sampled with the host over its time in the calibration's speed probe
+    (`measure.probe.fork_speed`; None: not sampled, or not a CPU): how far the case's steps ran in
+    a spell of slow (or fast) fork and join."""
 
     case: str
     kind: str
@@ -95,6 +98,7 @@ class ValidationPoint:
     trace: HostTrace | None = None
     host_phase_speeds: dict[str, float] | None = None
     clock_share: float | None = None
+    fork_speed: float | None = None
 
     @property
     def plan_label(self) -> str:
@@ -123,6 +127,14 @@ class ValidationPoint:
         return abs(self.ratio - 1)
 
     @property
+    def in_spell(self) -> bool:
+        """Its steps ran while a parallel CPU add took FORK_SPELL times (or 1/FORK_SPELL of) its
+        time at calibration: a spell of the machine that the curves do not follow."""
+        from gptperf.measure.probe import FORK_SPELL
+
+        return self.fork_speed is not None and not 1 / FORK_SPELL < self.fork_speed < FORK_SPELL
+
+    @property
     def step_spread(self) -> tuple[float, float] | None:
         """The case's own timed steps at p10 and p90 over their median (`HostTrace.spread`);
         None without a trace."""
@@ -137,7 +149,7 @@ class ValidationPoint:
                 "host_probe_after": self.host_probe_after, "ratio": self.ratio,
                 "step_spread": self.step_spread, "host_phase_speeds": self.host_phase_speeds,
                 "trace": None if self.trace is None else self.trace.to_dict(),
-                "clock_share": self.clock_share}
+                "clock_share": self.clock_share, "fork_speed": self.fork_speed}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationPoint:
@@ -151,7 +163,7 @@ class ValidationPoint:
                    HostTrace.from_dict(d["trace"]) if d.get("trace") else None,
                    {k: float(v) for k, v in d["host_phase_speeds"].items()}
                    if d.get("host_phase_speeds") else None,
-                   None if d.get("clock_share") is None else float(d["clock_share"]))
+                   *(None if d.get(k) is None else float(d[k]) for k in ("clock_share", "fork_speed")))
 
 
 @dataclass(frozen=True)
@@ -303,6 +315,16 @@ class ValidationResult:
         return error_stats(p.ratio for p in self.points)
 
     @property
+    def steady_stats(self) -> ErrorStats:
+        """The same over the points that did not run in a spell of the machine (`in_spell`)."""
+        return error_stats(p.ratio for p in self.points if not p.in_spell)
+
+    @property
+    def spell_count(self) -> int:
+        """Points that ran in a spell of the machine (`ValidationPoint.in_spell`)."""
+        return sum(p.in_spell for p in self.points)
+
+    @property
     def roofline_stats(self) -> ErrorStats:
         """The same statistics for the roofline bound (what the calibration improves on)."""
         return error_stats(p.measured_s / p.roofline_s for p in self.points
@@ -333,6 +355,7 @@ class ValidationResult:
             "calibration": self.calibration.to_dict(),
             "points": [p.to_dict() for p in self.points],
             "stats": self.stats.to_dict(),
+            "spells": {"cases": self.spell_count, "stats_without": self.steady_stats.to_dict()},
             "roofline_stats": self.roofline_stats.to_dict(),
             "per_op": {"error": self.per_op_error, "operations": self.per_op_count,
                        "floor_s": OP_FLOOR_S, "cases": [e.to_dict() for e in self.per_op]},

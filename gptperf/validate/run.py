@@ -24,6 +24,7 @@ from gptperf.measure.probe import (
     HostSampler,
     SpeedProbe,
     drift_note,
+    fork_speed,
     host_speeds,
     host_unit,
     phase_speeds_over,
@@ -105,7 +106,8 @@ class CaseTiming:
     every host sample (s) with the step it followed (`HostTrace`); `host_phase_s`: the median
     seconds of each phase of that step where it has several (the train probe's; {}: none);
     `clock_share`: the GPU's mean SM clock over its maximum while the steps were timed, the mean
-    over the builds (None: not read)."""
+    over the builds (None: not read); `fork_s`: a parallel CPU add's seconds sampled with the host
+    (`probe.HostSampler.fork_s`; None: not sampled, or not a CPU)."""
 
     step_s: float
     plan: ExecutionPlan
@@ -113,6 +115,7 @@ class CaseTiming:
     trace: HostTrace | None = None
     host_phase_s: dict[str, float] = field(default_factory=dict)
     clock_share: float | None = None
+    fork_s: float | None = None
 
 
 def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
@@ -144,7 +147,8 @@ def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
         trace = None
     return CaseTiming(statistics.median(times), bench.plan, sampler.step_s() if sampler else None,
                       trace, sampler.phase_s() if sampler else {},
-                      statistics.fmean(clocks) if clocks else None)
+                      statistics.fmean(clocks) if clocks else None,
+                      sampler.fork_s() if sampler else None)
 
 
 def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None = None,
@@ -164,11 +168,11 @@ def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None
         raise RuntimeError(out["error"])
     host = out.get("host_step_s")
     trace = HostTrace.from_dict(out["trace"]) if out.get("trace") else None
-    clock = out.get("clock_share")
+    clock, fork = out.get("clock_share"), out.get("fork_s")
     return CaseTiming(float(out["step_time_s"]), ExecutionPlan.from_dict(out["plan"]),
                       None if host is None else float(host), trace,
                       {k: float(v) for k, v in out.get("host_phase_s", {}).items()},
-                      None if clock is None else float(clock))
+                      None if clock is None else float(clock), None if fork is None else float(fork))
 
 
 def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Any,
@@ -260,6 +264,7 @@ class _Ran:
     trace: HostTrace | None = None
     phase_speeds: dict[str, float] | None = None  # each phase of that step sampled, if several
     clock_share: float | None = None  # the GPU's mean SM clock over its maximum as it ran
+    fork_speed: float | None = None  # a parallel CPU add sampled among its steps, over calibration's
 
     @property
     def own_speed(self) -> float | None:
@@ -321,7 +326,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             else:
                 after, phases = None, phase_speeds_over(calibration, m.host_phase_s, unit_probe)
             ran.append(_Ran(case, m.plan, m.step_s, sampled, after, unit_probe, m.trace, phases,
-                            m.clock_share))
+                            m.clock_share, fork_speed(calibration, m.fork_s)))
         except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
             result.skipped.append(Skipped(case.name, _reason(err)))
         finally:
@@ -347,7 +352,7 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             result.points.append(ValidationPoint(
                 case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, r.step_s,
                 expected_s, roofline_case(case, plan, hw), speed, r.sampled, r.after, r.trace,
-                r.phase_speeds, r.clock_share))
+                r.phase_speeds, r.clock_share, r.fork_speed))
             if case.profile and not plan.cuda_graph:
                 to_profile.append((case, plan, exp))
         except Exception as err:  # noqa: BLE001 - a prediction that fails is recorded, not a crash
@@ -369,9 +374,9 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     drift = drift_note(first, take_probe(dev), "validation's start")
     if drift:
         result.notes.append(drift)
-    held = throttled_note(result.points)
-    if held:
-        result.notes.append(held)
+    for note in (throttled_note(result.points), spells_note(result.points)):
+        if note:
+            result.notes.append(note)
     result.wall_time_s = time.perf_counter() - started
     return result
 
@@ -387,6 +392,18 @@ def throttled_note(points: Sequence[ValidationPoint]) -> str | None:
     cases = ", ".join(f"{p.case} ({p.clock_share:.1%}, m/p {p.ratio:.2f})" for p in held)
     return (f"the card ran below its maximum SM clock (mean over maximum) in {len(held)} "
             f"case(s): {cases}; {THROTTLED_WHY}")
+
+
+def spells_note(points: Sequence[ValidationPoint]) -> str | None:
+    """A note naming the cases whose steps ran in a spell of the machine's fork and join
+    (`ValidationPoint.in_spell`), None when none did."""
+    off = [p for p in points if p.in_spell]
+    if not off:
+        return None
+    cases = ", ".join(f"{p.case} (×{p.fork_speed:.2f}, m/p {p.ratio:.2f})" for p in off)
+    return (f"{len(off)} case(s) ran while parallel CPU ops took another time than at calibration "
+            f"(a slow or fast spell of this machine's fork and join, which the curves and host "
+            f"costs do not follow): {cases}")
 
 
 def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
