@@ -114,8 +114,9 @@ def main() -> int:
             cal_entry = next((p for p in doc["predictions"] if p.get("source") == "calibrated"), None)
             roof = doc["predictions"][0] if doc["predictions"] else None
             measured = doc["step_time_s"]
-            rows.append((label, f"measured {measured * 1e3:.3f} ms; calibrated m/p "
-                         f"{cal_entry['measured_over_predicted'] if cal_entry else float('nan'):.3f}; "
+            calibrated = (f"{cal_entry['measured_over_predicted']:.3f}" if cal_entry
+                          else f"— (no calibration in {os.environ['GPTPERF_CACHE_DIR']})")
+            rows.append((label, f"measured {measured * 1e3:.3f} ms; calibrated m/p {calibrated}; "
                          f"roofline m/p {roof['measured_over_predicted'] if roof else float('nan'):.2f}"))
             print(*rows[-1], flush=True)
         (out / "bench_checks.json").write_text(json.dumps(results, indent=1))
