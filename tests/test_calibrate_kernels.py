@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from itertools import product
+from typing import Any
 
 import pytest
 import torch
@@ -519,6 +520,40 @@ def test_two_passes_are_averaged_unless_one_was_held_up() -> None:
     assert merged["vector"]["add"].what == "a stalled middle point"
     assert merged["matmul"]["fp32"] == grid  # measured at other sizes: the first pass's kept
     assert disagreed == 2  # the stalled point and 4e-5 against 9e-5
+
+
+def test_a_pass_run_in_a_spell_of_fork_and_join_is_left_out_family_by_family() -> None:
+    # the vector family's first pass read its parallel add 1.5x the second's: a spell; the
+    # matmul's passes within FORK_SPELL of each other; the gemv read in one pass only
+    forks = [{"matmul": 4.0e-6, "vector": 6.0e-6, "gemv": 4e-6}, {"matmul": 4.4e-6, "vector": 4.0e-6}]
+    assert ck.passes_out_of_spells(forks) == {"matmul": [0, 1], "vector": [1], "gemv": [0, 1]}
+    assert ck.passes_out_of_spells([{"optimizer": 4e-6}, {"optimizer": 4.79e-6}]) == {"optimizer": [0, 1]}
+    assert ck.passes_out_of_spells([{"optimizer": 4e-6}, {"optimizer": 4.8e-6}]) == {"optimizer": [0]}
+
+
+def test_the_cpu_calibration_keeps_each_familys_passes_out_of_spells(monkeypatch: pytest.MonkeyPatch) -> None:
+    passes = iter([(1.5, {"matmul": 4e-6, "attention": 6e-6}), (1.0, {"matmul": 4.2e-6, "attention": 4e-6})])
+
+    def one_pass(device: Any, dtypes: Any, quick: bool, progress: Any, timer: Any, spent: Any,
+                 probes: Any = None, biased: Any = None, waited: Any = None, forks: Any = None) -> Any:
+        scale, read = next(passes)  # the first pass's times 1.5x: a spell
+        forks.update(read)
+        tables = {"matmul": {"fp32": Grid(("M",), ((1.0, 2.0),), (scale * 1e-5, scale * 2e-5))},
+                  "attention": {"fp32:causal_fwd": Curve((1.0, 2.0), (scale * 1e-4, scale * 4e-4))},
+                  "vector": {}, "optimizer": {}, "gemv": {}}
+        return tables, {"matmul": [], "attention": [], "vector": []}
+
+    monkeypatch.setattr(ck, "_measure_pass", one_pass)
+    result = ck.measure_kernels("cpu", ["fp32"])
+    # the attention read its add 1.5x in the first pass: the second pass's times alone; the
+    # matmul's readings agree: both passes averaged (geometric mean of 1.5x and 1x)
+    assert result["attention"]["fp32:causal_fwd"].seconds == pytest.approx((1e-4, 4e-4))
+    assert result["matmul"]["fp32"].seconds == pytest.approx((1.5 ** 0.5 * 1e-5, 1.5 ** 0.5 * 2e-5))
+    spelled = [n for n in result["notes"] if "spell" in n]
+    assert len(spelled) == 1 and spelled[0].startswith("CPU: the attention family's pass 1 ran in a spell")
+    assert "1.50× its time in the pass kept): pass 2 kept" in spelled[0]
+    # the add's time over the passes kept: matmul 4.0 and 4.2, attention 4.0 µs
+    assert result["fork_s"] == pytest.approx(4.0e-6)
 
 
 def test_step_layer_times_are_each_kernels_end_after_the_previous_end() -> None:

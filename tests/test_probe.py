@@ -206,6 +206,9 @@ def test_a_cpu_sampler_times_parallel_adds_with_each_sample_against_the_calibrat
     # no part to compare with (a calibration's probe from before it), or no sample
     assert pr.fork_speed(_calibration({"end": THEN.to_dict()}), fork) is None
     assert pr.fork_speed(_calibration({"end": end}), None) is None
+    # the add's time around the kernels kept (`calibrate_kernels`) before the last speed probe's
+    kept = _calibration({"end": end, "fork": {"unit_s": fork / 2}})
+    assert pr.fork_speed(kept, fork) == pytest.approx(2.0)
 
 
 def test_phase_speeds_are_each_phase_over_its_own_unit() -> None:

@@ -139,11 +139,13 @@ def fork_op_s(budget_s: float = PART_S) -> float:
 
 
 def fork_speed(calibration: Any, fork_s: float | None) -> float | None:
-    """A parallel CPU add's seconds `fork_s` over its time in the calibration's last speed probe
-    (1.4: parallel regions run 1.4x slower than when the curves were measured); None when either
-    is missing."""
+    """A parallel CPU add's seconds `fork_s` over its time when the calibration's curves were
+    measured (probes["fork"]["unit_s"], read around each family of the passes kept; a calibration
+    from before it: its last speed probe's part) — 1.4: parallel regions run 1.4x slower than
+    then; None when either is missing."""
     probes = getattr(calibration, "probes", {})
-    saved = (probes.get("end") or probes.get("start") or {}).get("fork_s")
+    saved = probes.get("fork", {}).get("unit_s") or (
+        probes.get("end") or probes.get("start") or {}).get("fork_s")
     return fork_s / float(saved) if fork_s and saved else None
 
 
