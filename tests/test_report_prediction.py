@@ -425,3 +425,34 @@ def test_calibrate_flag_and_its_device_default(capsys: pytest.CaptureFixture[str
     s = dataclasses.replace(resolve_settings(ReportOptions(device="cpu")), calibrate=False)
     assert ReportData.from_dict(json.loads(to_json(ReportData(s).to_dict()))).settings.calibrate \
         is False
+
+
+def test_cases_run_in_a_spell_are_named_once_over_the_report_and_counted_apart(
+        tmp_path: Path, fakes: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from gptperf.validate.run import spells_note
+
+    fake = fakes["validate"]
+    spelled = cases("cpu", quick=True)[5].name  # m/p 1.20
+
+    def in_spells(*args: Any, **kwargs: Any) -> ValidationResult:
+        result = FakeValidate.__call__(fake, *args, **kwargs)
+        result.points = [dataclasses.replace(p, fork_speed=1.5 if p.case == spelled else 1.05)
+                         for p in result.points]
+        note = spells_note(result.points)  # as validate adds it, one call a case
+        result.notes += [note] if note else []
+        return result
+
+    monkeypatch.setattr(fake, "__call__", in_spells)
+    import gptperf.validate.run as validate_run
+
+    monkeypatch.setattr(validate_run, "validate", in_spells)
+    out = tmp_path / "rep"
+    assert build_report(ReportOptions(out=out, device="cpu"), _stages(*STAGE_NAMES)).ok
+    r = _reloaded_page_is_identical(out).validation.result
+    assert r.spell_count == 1 and r.steady_stats.n == r.stats.n - 1
+    assert r.steady_stats.max < r.stats.max == pytest.approx(0.20)
+    notes = [n for n in r.notes if "spell" in n]
+    assert notes == [spells_note(r.points)] and f"{spelled} (×1.50, m/p 1.20)" in notes[0]
+    sec = _section((out / "index.html").read_text(encoding="utf-8"), "prediction")
+    assert "without the 1 case(s) run in a spell of the machine" in sec
+    assert f"{100 * r.steady_stats.max:.1f} %" in sec

@@ -69,6 +69,11 @@ def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
                   cell(pct(st.median), "%"), cell(pct(st.p90), "%"), cell(pct(st.max), "%")],
                  [f"{ROOFLINE}: what the hardware allows", cell(rs.n), cell(pct(rs.median), "%"),
                   cell(pct(rs.p90), "%"), cell(pct(rs.max), "%")]]
+    if r.spell_count:  # beside the verdict, which stays on every case
+        ss = r.steady_stats
+        stat_rows.insert(1, [f"{CALIBRATED}, without the {r.spell_count} case(s) run in a spell "
+                             "of the machine's fork and join", cell(ss.n), cell(pct(ss.median), "%"),
+                             cell(pct(ss.p90), "%"), cell(pct(ss.max), "%")])
     case_rows = []
     for p in r.points:
         roof = p.measured_s / p.roofline_s if p.roofline_s else None

@@ -74,17 +74,21 @@ def case_cost(case: Any, calibration: Any, device_type: str, scale: float = 1.0)
 
 
 def merge(results: Sequence[Any], wall_time_s: float) -> Any:
-    """One `ValidationResult` of the results of several `validate` calls (one case each)."""
+    """One `ValidationResult` of the results of several `validate` calls (one case each); the
+    notes that name cases (spells, clocks) are made again over every case."""
     from gptperf.validate.results import ValidationResult
+    from gptperf.validate.run import CASE_NOTES
 
     first = results[0]
+    points = [p for r in results for p in r.points]
     notes: list[str] = []
     for r in results:
-        notes += [n for n in r.notes if n not in notes]
+        own = {make(r.points) for make in CASE_NOTES}
+        notes += [n for n in r.notes if n not in notes and n not in own]
+    notes += [n for n in (make(points) for make in CASE_NOTES) if n]
     return ValidationResult(
         first.device_type, first.device_name, first.quick, first.calibration,
-        points=[p for r in results for p in r.points],
-        per_op=[e for r in results for e in r.per_op],
+        points=points, per_op=[e for r in results for e in r.per_op],
         skipped=[s for r in results for s in r.skipped],
         wall_time_s=wall_time_s, notes=notes, environment=dict(first.environment))
 

@@ -13,7 +13,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,7 +374,8 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     drift = drift_note(first, take_probe(dev), "validation's start")
     if drift:
         result.notes.append(drift)
-    for note in (throttled_note(result.points), spells_note(result.points)):
+    for make in CASE_NOTES:
+        note = make(result.points)
         if note:
             result.notes.append(note)
     result.wall_time_s = time.perf_counter() - started
@@ -404,6 +405,10 @@ def spells_note(points: Sequence[ValidationPoint]) -> str | None:
     return (f"{len(off)} case(s) ran while parallel CPU ops took another time than at calibration "
             f"(a slow or fast spell of this machine's fork and join, which the curves and host "
             f"costs do not follow): {cases}")
+
+
+# the notes made over a sweep's cases, each naming those it is about
+CASE_NOTES: tuple[Callable[[Sequence[ValidationPoint]], str | None], ...] = (throttled_note, spells_note)
 
 
 def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
