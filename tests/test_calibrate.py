@@ -260,6 +260,66 @@ def test_time_host_parts_runs_the_rounds_back_to_back(monkeypatch: pytest.Monkey
     assert events == ["1f", "4f", "sync"] + ["1f", "4f", "between"] * 3 + ["sync"]
 
 
+def test_time_host_parts_times_the_last_call_of_a_run_of_each_part_or_of_each_step() -> None:
+    events: list[str] = []
+    now = [0.0]
+
+    def part(tag: str) -> Any:
+        def run() -> None:
+            events.append(tag)
+            now[0] += 1e-3 if tag.endswith("b") else 1e-4
+        return run
+
+    groups = {1: {"a": part("1a"), "b": part("1b")}}
+    times = host_mod.time_host_parts(groups, ["a", "b"], CPU, warmup=0, repeats=2, run_of=3,
+                                    clock=lambda: now[0])
+    # apart: each part thrice in a row, the third timed
+    assert events == ["1a"] * 3 + ["1b"] * 3 + ["1a"] * 3 + ["1b"] * 3
+    assert times[1] == pytest.approx({"a": 1e-4, "b": 1e-3})
+    events.clear()
+    host_mod.time_host_parts(groups, ["a", "b"], CPU, warmup=0, repeats=1, run_of=3, chained=True)
+    assert events == ["1a", "1b"] * 3  # the phases of one step: the whole step thrice, in order
+    events.clear()
+    host_mod.time_host_parts(groups, ["a", "b"], CPU, warmup=0, repeats=1)
+    assert events == ["1a", "1b"]  # run_of 1: each call timed alone
+
+
+def test_a_cpu_calibration_times_host_steps_in_runs_and_a_gpus_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, int, bool]] = []
+
+    def fake_groups(dtype: str, mode: str, device: Any, what: str) -> Any:
+        parts = ("fwd", "bwd", "opt") if what == "train" else ("nograd", "decode")
+        return {n: dict.fromkeys(parts, lambda: None) for n in host_mod.HOST_LAYERS}
+
+    def fake_time(groups: Any, timed: list[str], device: Any, **kw: Any) -> Any:
+        if timed:
+            asked.append((next(iter(groups[1])), kw.get("run_of", 1), kw.get("chained", False)))
+        return {n: {p: 1e-6 * n for p in parts if p in timed} for n, parts in groups.items()}
+
+    class FakeSampler:
+        def __init__(self, *a: Any, **k: Any) -> None:
+            pass
+
+        def __call__(self) -> None:
+            pass
+
+        def step_s(self) -> float:
+            return 1e-3
+
+        def phase_s(self) -> dict[str, float]:
+            return {}
+
+    monkeypatch.setattr(host_mod, "host_groups", fake_groups)
+    monkeypatch.setattr(host_mod, "time_host_parts", fake_time)
+    monkeypatch.setattr(host_mod, "HostSampler", FakeSampler)
+    host_mod.measure_host(CPU, ["fp32"])
+    run = host_mod.CPU_HOST_RUN
+    assert run > 1 and asked == [("fwd", run, True), ("nograd", run, False)]
+    asked.clear()
+    host_mod.measure_host(torch.device("cuda"), ["fp32"], compiled=False)
+    assert asked == [("fwd", 1, True), ("nograd", 1, False)]
+
+
 def test_time_host_parts_stops_early_on_a_busy_machine() -> None:
     now = [0.0]
     calls = []

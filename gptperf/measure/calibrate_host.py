@@ -57,6 +57,12 @@ HOST_REPEATS, HOST_QUICK_REPEATS, HOST_WARMUP, HOST_MIN_REPEATS = 20, 12, 2, 5
 COMPILED_WARMUP = 3  # the first call compiles the forward, the first backward its graph
 HOST_JOB_BUDGET_S = {False: 2.0, True: 1.0}  # timed seconds per group of steps (quick: True)
 HOST_JOBS: tuple[str, ...] = ("train", "inference")  # each mode's host jobs, in this order
+# On a CPU a timed call is the last of a run of this many calls of its step, as `bench` runs a step
+# in a run of them. Timed once a round after the other parts and models, the 2-core VM's 1-block
+# decode took 242 µs where a run of it took 188 µs a call, and a call after one untimed call
+# 206 µs (the host model's and the parts' own caches); the calibration charged a C 160 decode
+# 1.2x its time. On CUDA the host issues and the device runs: a call stays timed alone.
+CPU_HOST_RUN = 3
 
 # Seconds allowed for the compiled host jobs on CUDA (the whole calibration: <= 120 s on an H200).
 # The first always runs, a later one only while compiling so far is under the budget. The first
@@ -174,12 +180,15 @@ def time_host_parts(groups: dict[int, Parts], timed: Sequence[str], device: torc
                     warmup: int = HOST_WARMUP, repeats: int = HOST_REPEATS,
                     budget_s: float | None = None, min_repeats: int = HOST_MIN_REPEATS,
                     clock: Callable[[], float] = time.perf_counter,
-                    between_rounds: Callable[[], None] | None = None) -> dict[int, dict[str, float]]:
+                    between_rounds: Callable[[], None] | None = None,
+                    run_of: int = 1, chained: bool = False) -> dict[int, dict[str, float]]:
     """Median host seconds of each part in `timed`, per block count: every part of every group
     runs in order once a round, the groups interleaved (slow drift of the machine hits each alike),
     `warmup` rounds untimed, then `repeats` timed ones — fewer (at least `min_repeats`) once the
     timed rounds have taken `budget_s` (a busy machine). `between_rounds` runs after each timed
-    round, outside the parts' times (e.g. a `probe.HostSampler`).
+    round, outside the parts' times (e.g. a `probe.HostSampler`). With `run_of` n, each timed call
+    is the last of n calls in a row of its part — of its group's parts in order where they are
+    `chained` (the phases of one step: a backward needs its forward).
 
     The rounds run back to back, the device synchronised only after the warm-up and at the end,
     as `bench` runs a step: on the H200 machine a tiny decode step took 722 µs of host time when
@@ -197,7 +206,12 @@ def time_host_parts(groups: dict[int, Parts], timed: Sequence[str], device: torc
               and clock() - timed_from > budget_s):
             break
         for n, parts in groups.items():
+            for _ in range(run_of - 1 if chained else 0):
+                for run in parts.values():
+                    run()
             for part, run in parts.items():
+                for _ in range(0 if chained else run_of - 1):
+                    run()
                 t0 = clock()
                 run()
                 t1 = clock()
@@ -269,7 +283,9 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
             # calibration's unit where samples among its steps read 0.56-1.30, case by case apart
             sampler = HostSampler(device, every_s=0.0, probe=probe)
             times = time_host_parts(groups, timed, device, warmup=0, repeats=repeats,
-                                    budget_s=HOST_JOB_BUDGET_S[quick], between_rounds=sampler)
+                                    budget_s=HOST_JOB_BUDGET_S[quick], between_rounds=sampler,
+                                    run_of=CPU_HOST_RUN if device.type == "cpu" else 1,
+                                    chained=what == "train")
             return (times, sampler.step_s() or host_step_s(device, probe=probe),
                     sampler.phase_s()), []
 
