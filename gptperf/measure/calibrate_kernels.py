@@ -489,6 +489,30 @@ def passes_out_of_spells(forks: Sequence[dict[str, float]]) -> dict[str, list[in
     return kept
 
 
+def combine_passes(passes: Sequence[dict[str, Any]], forks: Sequence[dict[str, float]],
+                   kept: dict[str, list[int]]) -> tuple[dict[str, Any], int, list[str]]:
+    """(families, points that disagreed, notes): each family's tables merged over the passes
+    `kept` names for it (`passes_out_of_spells`; all where it names none), with a note for each
+    family a pass of which was left out."""
+    result: dict[str, Any] = {}
+    disagreed, notes = 0, []
+    for family in passes[0]:
+        ks = kept.get(family, list(range(len(passes))))
+        merged = {family: passes[ks[0]][family]}
+        for k in ks[1:]:
+            merged, moved = merge_passes(merged, {family: passes[k][family]})
+            disagreed += moved
+        result[family] = merged[family]
+        slow = [k for k in range(len(passes)) if k not in ks]
+        if slow:
+            ratio = max(forks[k][family] for k in slow) / min(forks[k][family] for k in ks)
+            notes.append(f"CPU: the {family} family's pass {', '.join(str(k + 1) for k in slow)} "
+                         f"ran in a spell of the machine's fork and join (a parallel add "
+                         f"{ratio:.2f}× its time in the pass kept): pass "
+                         f"{', '.join(str(k + 1) for k in ks)} kept")
+    return result, disagreed, notes
+
+
 def merge_passes(first: dict[str, Any], second: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """`first`'s families with every Curve's and Grid's seconds merged with `second`'s point by
     point (`merge_times`; the same plan measures the same points), and how many points disagreed
@@ -573,8 +597,9 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     time per family, "family_lock_wait_seconds": the part of it spent waiting for `lock`, and on
     CUDA "matmul_bias": {dtype: a bias's cost, `matmul_bias`} and "matmul_offgrid": {dtype: an
     off-grid shape's cost, `matmul_offgrid`}}. On a CPU every point
-    is measured in CPU_PASSES passes, merged (`merge_passes`). `lock` is held while each point is
-    timed (`KernelTimer`)."""
+    is measured in CPU_PASSES passes, merged (`merge_passes`) over each family's passes run out of
+    a spell of the machine's fork and join (`passes_out_of_spells`), and "fork_s" is a parallel
+    add's time around those passes. `lock` is held while each point is timed (`KernelTimer`)."""
     device = as_device(device)
     dtypes = _check_dtypes(dtypes)
     start = time.perf_counter()
@@ -605,22 +630,10 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
                                      forks=forks[-1])
             passes.append(again)
         kept = passes_out_of_spells(forks)
-        result, disagreed = {}, 0
-        for family in passes[0]:
-            ks = kept.get(family, list(range(len(passes))))
-            merged = {family: passes[ks[0]][family]}
-            for k in ks[1:]:
-                merged, moved = merge_passes(merged, {family: passes[k][family]})
-                disagreed += moved
-            result[family] = merged[family]
-            if len(ks) < len(passes):
-                slow = [k for k in range(len(passes)) if k not in ks]
-                notes.append(f"CPU: the {family} family's pass {', '.join(str(k + 1) for k in slow)} "
-                             f"ran in a spell of the machine's fork and join (a parallel add "
-                             f"{max(forks[k][family] for k in slow) / min(forks[k][family] for k in ks):.2f}× "
-                             f"its time in the pass kept): pass {', '.join(str(k + 1) for k in ks)} kept")
+        result, disagreed, spell_notes = combine_passes(passes, forks, kept)
         if 0 in kept.get("matmul", [0]):
             grid_of_probes = result["matmul"]
+        notes += spell_notes
         notes.append(f"CPU: every point measured in {CPU_PASSES} passes; {disagreed} disagreed by "
                      f"more than {PASS_DISAGREE}× (the smaller kept), the rest averaged")
         # the parallel add's time when the kept passes ran: what `validate` compares a case with
