@@ -379,6 +379,27 @@ def test_bench_charges_the_host_at_its_speed_sampled_between_its_steps(
     assert host_twice_as_slow == []  # sampled: no probe after the steps
 
 
+@pytest.mark.parametrize("fork_speed, noted", [(1.5, True), (1.1, False), (0.75, True)])
+def test_bench_names_a_step_run_in_a_spell_of_fork_and_join(
+        loader, cli_json, monkeypatch: pytest.MonkeyPatch, fork_speed: float, noted: bool) -> None:
+    import dataclasses
+
+    import gptperf.measure.probe as probe
+
+    unit = 4e-6  # a parallel add when the calibration's curves were measured
+    loader.calibration = dataclasses.replace(loader.calibration, probes={
+        "host": {"step_s": 1e-3, "train_step_s": 4e-3}, "fork": {"unit_s": unit}})
+    monkeypatch.setattr(probe, "INTERLEAVE_S", 0.0)  # a sample after every timed step
+    monkeypatch.setattr(probe.HostSampler, "fork_s",
+                        lambda self: fork_speed * unit if self.fork_samples else None)
+    doc = cli_json(*BENCH)
+    spells = [n for n in doc["notes"] if "spell of the machine's fork and join" in n]
+    assert len(spells) == noted
+    if noted:
+        assert f"took {fork_speed:.2f}× its time at calibration" in spells[0]
+    assert len(_calibrated(doc)) == 1  # the prediction stays, named beside it
+
+
 def test_an_inference_sweep_probes_the_host_once(loader, host_twice_as_slow) -> None:
     from gptperf.inference.sweep import run_inference_study
 

@@ -23,7 +23,14 @@ from typing import Any
 
 from gptperf.errors import UserError
 from gptperf.measure.metrics import MemoryPeak, PeakMemoryMeter, Utilization, UtilizationSampler
-from gptperf.measure.probe import HostSampler, host_speeds, host_unit, probe_for
+from gptperf.measure.probe import (
+    FORK_SPELL,
+    HostSampler,
+    fork_speed,
+    host_speeds,
+    host_unit,
+    probe_for,
+)
 from gptperf.measure.timer import PhaseTiming, Progress, time_phases
 
 DEFAULT_WARMUP = 3
@@ -434,6 +441,9 @@ def run_bench(
         speed = host_sampler.speed(calibration) if host_sampler else None
         phases = host_sampler.phase_speeds(calibration) if host_sampler else None
         _add_calibrated(result, config, workload, plan, dev, calibration, why_none, speed, phases)
+        spell = spell_note(calibration, host_sampler.fork_s() if host_sampler else None)
+        if spell:
+            notes.append(spell)
 
     for against, hw in (("measured", measured), ("datasheet", datasheet if datasheet is not None
                                                  else chosen)):
@@ -460,6 +470,19 @@ def run_bench(
     result.environment = environment(dev)
     result.environment["dtype"] = dtype
     return result
+
+
+def spell_note(calibration: Any, fork_s: float | None) -> str | None:
+    """A note when the step's parallel CPU adds (`probe.HostSampler.fork_s`) took FORK_SPELL times
+    (or 1/FORK_SPELL of) their time at calibration: it ran in a spell of the machine's fork and
+    join, which the calibrated prediction does not follow; None otherwise."""
+    speed = fork_speed(calibration, fork_s)
+    if speed is None or 1 / FORK_SPELL < speed < FORK_SPELL:
+        return None
+    return (f"this step ran in a spell of the machine's fork and join: a parallel CPU add took "
+            f"{speed:.2f}× its time at calibration (speed probe, this device); the calibrated "
+            "prediction does not follow such spells, which moved the 2-core VM's steps 1.0–1.45× "
+            "(BENCHMARKS.md, session 37)")
 
 
 def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, dev: Any,
