@@ -49,9 +49,9 @@ PARTS = {"host_s": "host ops", "matmul_s": "the matmul", "copy_s": "the copy",
 REQUIRED_PARTS = ("host_s", "matmul_s", "copy_s")
 # A CPU op over more elements than torch's grain (at::internal::GRAIN_SIZE, 32768) runs as a
 # parallel region over its threads; one just above it is mostly the region's fork and join. On
-# the 2-core VM, in spells of 2-3 minutes, such adds took 1.4-1.6x their time while the serial
-# host ops, the matmul, the copy and a 1.2M-element gelu moved under 5%, and the validation's CPU
-# cases ran 1.1-1.45x slower (2026-12-04, BENCHMARKS.md): the part that names those spells.
+# the 2-core VM, in spells of 1-3 minutes, such adds took 1.4-1.6x their time while the serial
+# host ops, the matmul, the copy and a 1.2M-element gelu moved under 10%, and the validation's
+# CPU cases ran 1.0-1.45x slower (2026-12-04, BENCHMARKS.md): the part that names those spells.
 FORK_ELEMENTS = 40 * 1024
 FORK_OPS = 100  # parallel adds per sample
 # A case's parallel adds at this many times their calibration time (or its inverse) ran in a
