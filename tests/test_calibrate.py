@@ -229,6 +229,22 @@ def test_fit_line_through_one_and_four_blocks() -> None:
     assert host_mod.fit_line(1e-6, 10e-6)["fixed_s"] == 0.0  # steeper than proportional
 
 
+class SteadySampler:
+    """`probe.HostSampler` on a host whose model step always takes 1 ms (no phases)."""
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        pass
+
+    def __call__(self) -> None:
+        pass
+
+    def step_s(self) -> float:
+        return 1e-3
+
+    def phase_s(self) -> dict[str, float]:
+        return {}
+
+
 def test_time_host_parts_interleaves_groups_and_takes_the_median() -> None:
     calls: list[str] = []
     now = [0.0]
@@ -296,22 +312,9 @@ def test_a_cpu_calibration_times_host_steps_in_runs_and_a_gpus_alone(monkeypatch
             asked.append((next(iter(groups[1])), kw.get("run_of", 1), kw.get("chained", False)))
         return {n: {p: 1e-6 * n for p in parts if p in timed} for n, parts in groups.items()}
 
-    class FakeSampler:
-        def __init__(self, *a: Any, **k: Any) -> None:
-            pass
-
-        def __call__(self) -> None:
-            pass
-
-        def step_s(self) -> float:
-            return 1e-3
-
-        def phase_s(self) -> dict[str, float]:
-            return {}
-
     monkeypatch.setattr(host_mod, "host_groups", fake_groups)
     monkeypatch.setattr(host_mod, "time_host_parts", fake_time)
-    monkeypatch.setattr(host_mod, "HostSampler", FakeSampler)
+    monkeypatch.setattr(host_mod, "HostSampler", SteadySampler)
     host_mod.measure_host(CPU, ["fp32"])
     run = host_mod.CPU_HOST_RUN
     assert run > 1 and asked == [("fwd", run, True), ("nograd", run, False)]
@@ -413,19 +416,9 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
     def fake_time(groups: Any, timed: list[str], device: Any, **kw: Any) -> Any:
         return {n: {p: 1e-6 * n for p in parts if p in timed} for n, parts in groups.items()}
 
-    class FakeSampler:
-        def __init__(self, *a: Any, **k: Any) -> None:
-            pass
-
-        def step_s(self) -> float:
-            return 1e-3
-
-        def phase_s(self) -> dict[str, float]:
-            return {}
-
     monkeypatch.setattr(host_mod, "host_groups", fake_groups)
     monkeypatch.setattr(host_mod, "time_host_parts", fake_time)
-    monkeypatch.setattr(host_mod, "HostSampler", FakeSampler)
+    monkeypatch.setattr(host_mod, "HostSampler", SteadySampler)
     monkeypatch.setattr(host_mod, "time", SimpleNamespace(perf_counter=lambda: now[0]))
     result = host_mod.measure_host(CPU, ["bf16"], compiled=True, budget_s=30.0)
     assert compiled_jobs == ran
