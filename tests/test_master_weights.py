@@ -178,6 +178,10 @@ def test_master_weights_are_refused_under_ddp(tmp_path) -> None:
             TrainStep(model, EAGER.replace(master_weights=True), torch.device("cpu"), "bf16",
                       lambda: _batches(1)[0])
         assert all(p.dtype == torch.float32 for p in model.parameters())  # refused before any cast
+        # DDP's reducer gone while the group still lives: dropped last, at the function's end, it
+        # destroyed the group holding the GIL, and joined a gloo thread that waited for the GIL
+        # to free a broadcast's tensors (a hang seen once in CI)
+        del model
     finally:
         dist.destroy_process_group()
 
