@@ -9,7 +9,7 @@ step of `steps.inference` (infer: no grad, no KV cache), its eager prefill into 
 cache (prefill) and its eager decode step with that cache (decode). A straight line through the
 two block counts gives `per_layer_s` and `fixed_s`. On CUDA a part's host time is the CPU time
 of the call among calls run back to back, no synchronisation between them (the GPU keeps up at
-these sizes); on a CPU it is the whole call.
+these sizes); on a CPU it is the whole call, the last of a run of CPU_HOST_RUN calls of its step.
 The host's speed moves while they are measured (2× within one calibration on the lent H200
 machine), so each job's costs are brought to one speed: the host model's own step of the job's
 kind (train, or decode for the inference jobs) is sampled after each of the job's timed rounds
