@@ -24,11 +24,11 @@ from typing import Any
 from gptperf.errors import UserError
 from gptperf.measure.metrics import MemoryPeak, PeakMemoryMeter, Utilization, UtilizationSampler
 from gptperf.measure.probe import (
-    FORK_SPELL,
     HostSampler,
     fork_speed,
     host_speeds,
     host_unit,
+    in_spell,
     probe_for,
 )
 from gptperf.measure.timer import PhaseTiming, Progress, time_phases
@@ -477,7 +477,7 @@ def spell_note(calibration: Any, fork_s: float | None) -> str | None:
     (or 1/FORK_SPELL of) their time at calibration: it ran in a spell of the machine's fork and
     join, which the calibrated prediction does not follow; None otherwise."""
     speed = fork_speed(calibration, fork_s)
-    if speed is None or 1 / FORK_SPELL < speed < FORK_SPELL:
+    if not in_spell(speed):
         return None
     return (f"this step ran in a spell of the machine's fork and join: a parallel CPU add took "
             f"{speed:.2f}× its time at calibration (speed probe, this device); the calibrated "

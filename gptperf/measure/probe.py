@@ -138,15 +138,27 @@ def fork_op_s(budget_s: float = PART_S) -> float:
     return _median_over(fork_adds(), torch.device("cpu"), budget_s) / FORK_OPS
 
 
+def last_speed_probe(calibration: Any) -> dict[str, Any]:
+    """The calibration's last speed probe as saved (`SpeedProbe.to_dict`): the one at its end,
+    else at its start; {} for a calibration without one."""
+    probes = getattr(calibration, "probes", {})
+    return probes.get("end") or probes.get("start") or {}
+
+
 def fork_speed(calibration: Any, fork_s: float | None) -> float | None:
     """A parallel CPU add's seconds `fork_s` over its time when the calibration's curves were
     measured (probes["fork"]["unit_s"], read around each family of the passes kept; a calibration
     from before it: its last speed probe's part) — 1.4: parallel regions run 1.4x slower than
     then; None when either is missing."""
-    probes = getattr(calibration, "probes", {})
-    saved = probes.get("fork", {}).get("unit_s") or (
-        probes.get("end") or probes.get("start") or {}).get("fork_s")
+    saved = (getattr(calibration, "probes", {}).get("fork", {}).get("unit_s")
+             or last_speed_probe(calibration).get("fork_s"))
     return fork_s / float(saved) if fork_s and saved else None
+
+
+def in_spell(speed: float | None) -> bool:
+    """Whether a `fork_speed` says the step ran in a spell of the machine's fork and join: its
+    parallel adds at FORK_SPELL times (or 1/FORK_SPELL of) their time at calibration."""
+    return speed is not None and not 1 / FORK_SPELL < speed < FORK_SPELL
 
 
 HOST_PROBES = ("decode", "train")

@@ -130,9 +130,9 @@ class ValidationPoint:
     def in_spell(self) -> bool:
         """Its steps ran while a parallel CPU add took FORK_SPELL times (or 1/FORK_SPELL of) its
         time at calibration: a spell of the machine that the curves do not follow."""
-        from gptperf.measure.probe import FORK_SPELL
+        from gptperf.measure.probe import in_spell
 
-        return self.fork_speed is not None and not 1 / FORK_SPELL < self.fork_speed < FORK_SPELL
+        return in_spell(self.fork_speed)
 
     @property
     def step_spread(self) -> tuple[float, float] | None:

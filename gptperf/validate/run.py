@@ -27,6 +27,7 @@ from gptperf.measure.probe import (
     fork_speed,
     host_speeds,
     host_unit,
+    last_speed_probe,
     phase_speeds_over,
     probe_for,
     speed_over,
@@ -428,7 +429,7 @@ def compare_speed(calibration: Any, device: Any, result: ValidationResult) -> Sp
     """Probe the machine now; record how it compares with the calibration's last probe in
     `result` (and a note when a part moved beyond the tolerance). Returns the probe."""
     now = take_probe(device)
-    saved = calibration.probes.get("end") or calibration.probes.get("start")
+    saved = last_speed_probe(calibration)
     if saved:
         then = SpeedProbe.from_dict(saved)
         result.speed_vs_calibration = now.slowdown(then)
