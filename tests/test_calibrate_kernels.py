@@ -41,8 +41,7 @@ def _small(mp: pytest.MonkeyPatch) -> None:
     for module in (cp, ck):  # the plan's sizes and the measurement's tables agree
         mp.setattr(module, "VOCAB", 1000)
         mp.setattr(module, "EMBED", 64)
-    mp.setitem(cp.OPTIMIZER_BLOCKS, "cpu", ((32, 1), (64, 1)))
-    mp.setitem(cp.OPTIMIZER_TENSORS, "cpu", (12, 48))
+    mp.setattr(cp, "OPTIMIZER_LOOP_SIZES", (256, 4096))
     mp.setitem(kt.POOL_BYTES, "cpu", 4 * MIB)
     mp.setitem(ck.CPU_POINT_S, False, 0.002)
     mp.setitem(ck.CPU_POINT_S, True, 0.002)
@@ -105,12 +104,12 @@ def test_result_families_keys_and_progress(swept: tuple) -> None:
     assert result["matmul"]["fp32"].axes == ("M", "N", "K")
     expected_ops = set(ck.VECTOR_OPS) - {"cast_to_fp32", "add_mixed"}  # no kernel of their own in fp32
     assert set(result["vector"]) == {f"{op}:fp32" for op in expected_ops}
-    assert set(result["optimizer"]) == {"adamw_foreach"}  # fused: CUDA only
+    assert set(result["optimizer"]) == {"adamw_loop"}  # a CPU's per-tensor loop; the grids: CUDA
     assert all(isinstance(c, Curve) for c in result["vector"].values())
-    # the optimizer's grid: tensors, and the parameter counts of the GPT blocks of the plan
-    grid = result["optimizer"]["adamw_foreach"]
-    assert isinstance(grid, Grid) and grid.axes == ("tensors", "parameters")
-    assert grid.points == ((12.0, 48.0), (ck.optimizer_params(32, 1), ck.optimizer_params(64, 1)))
+    # the loop: a tensor's time at each planned size
+    loop = result["optimizer"]["adamw_loop"]
+    assert isinstance(loop, Grid) and loop.axes == ("parameters",)
+    assert loop.points == ((256.0, 4096.0),)
     # progress: every stage counts up to its total
     stages = {s for s, _, _ in calls}
     assert {"matmul fp32", "attention fp32", "vector fp32", "optimizer"} <= stages
@@ -189,11 +188,24 @@ def test_vector_points_strictly_increase_and_span_the_sizes() -> None:
 def test_optimizer_blocks_span_the_parameter_counts() -> None:
     assert ck.optimizer_params(128, 1) == 12 * 128**2 + 13 * 128  # by hand: 198 272
     gpu = [ck.optimizer_params(c, n) for c, n in cp.OPTIMIZER_BLOCKS["cuda"]]
-    cpu = [ck.optimizer_params(c, n) for c, n in cp.OPTIMIZER_BLOCKS["cpu"]]
     assert gpu == sorted(gpu) and gpu[0] < 3e5 and 1.5e9 < gpu[-1] <= 2.1e9
-    assert cpu == sorted(cpu) and cpu[0] < 2e4 and cpu[-1] > 5e6
     assert all(128 <= c <= 2048 for c, _ in cp.OPTIMIZER_BLOCKS["cuda"])
     assert len(ck.block_shapes(64)) == 12
+
+
+def test_cpu_optimizer_loop_sizes_straddle_the_heap_block_limit() -> None:
+    """The loop's sizes run from a LayerNorm's 256 parameters past a gpt2 block's largest, with a
+    point either side of the fp32 tensor whose temporaries the allocator maps fresh each step;
+    quick mode keeps both of those, and each point steps 2^20 parameters (1 to 64 tensors)."""
+    from gptperf.hostmem import HEAP_BLOCK_LIMIT
+
+    limit = HEAP_BLOCK_LIMIT // 4
+    for quick in (False, True):
+        sizes = cp.optimizer_loop_sizes(quick)
+        assert sizes == tuple(sorted(set(sizes))) and sizes[0] <= 4096 and sizes[-1] == 4096 * 4**6
+        assert sum(s < limit for s in sizes) >= 3 and {limit - 65536, limit + 65536} <= set(sizes)
+    assert len(cp.optimizer_loop_sizes(True)) < len(cp.optimizer_loop_sizes(False))
+    assert [cp.optimizer_loop_tensors(s) for s in (256, 16384, 65536, 2**20, 2**24)] == [64, 64, 16, 1, 1]
 
 
 def test_gpu_plan_prunes_by_cost_and_keeps_the_spec_points() -> None:
@@ -344,12 +356,10 @@ def test_vector_and_optimizer_times_grow_with_size(small: None, monkeypatch: pyt
     for op in ("add", "gelu_fwd", "layernorm_fwd"):
         first, last = curves[f"{op}:fp32"].seconds
         assert last > first, op  # 256x the bytes
-    monkeypatch.setitem(cp.OPTIMIZER_BLOCKS, "cpu", ((32, 1), (256, 2)))
-    monkeypatch.setitem(cp.OPTIMIZER_TENSORS, "cpu", (12, 192))
-    (grid,) = ck.measure_optimizer("cpu").values()
-    few, many = ck.optimizer_params(32, 1), ck.optimizer_params(256, 2)
-    assert grid.at(12, many) > grid.at(12, few)  # 100x the parameters
-    assert grid.at(192, few) > grid.at(12, few)  # 16x the tensors, the same parameters
+    monkeypatch.setattr(cp, "OPTIMIZER_LOOP_SIZES", (1024, 262144))
+    (loop,) = ck.measure_optimizer("cpu").values()
+    small, large = loop.seconds  # one tensor of 256x the parameters
+    assert large > small > 0
 
 
 def test_attention_fwd_bwd_costs_more_than_fwd(small: None) -> None:

@@ -495,6 +495,43 @@ def test_optimizer_time_follows_the_tensor_count_on_its_grid():
     assert op_old.device_s == pytest.approx(op_old.kernels * T0)
 
 
+def test_a_cpu_optimizer_step_charges_each_tensor_at_its_own_size_on_the_loop():
+    """With the CPU's per-tensor loop a step is its tensors' times summed, each at its own size: on
+    a loop of 1 ns a parameter it costs 1 ns × the model's parameters, on a flat 10 µs a tensor
+    10 µs × its tensors; the grid of equal tensors (1 s a step here) is read only by a
+    calibration without the loop."""
+    from gptperf import names
+    from gptperf.perfmodel.workload import count_parameter_tensors, count_parameters
+
+    grid = Grid(("tensors", "parameters"), ((12, 192), (1e3, 1e12)), (1.0,) * 4)
+    per_param = Grid(("parameters",), ((1e2, 1e9),), (1e-7, 1.0))
+    per_tensor = Grid(("parameters",), ((1e2, 1e9),), (1e-5, 1e-5))
+    cfg = preset("gpt2", n_layer=2)  # its smallest tensor (768) lies inside the loop's points
+    work, plan = Workload("train", 2, 64, "fp32"), ExecutionPlan.default("train", "cpu")
+
+    def optimizer_s(**optimizer: Grid) -> float:
+        cal = flat_calibration("cpu", optimizer=optimizer)
+        (op,) = [o for o in expected(cfg, work, plan, cal).ops if o.component == names.OPTIMIZER]
+        return op.device_s - (op.kernels - 1) * T0  # less the clip's kernels: T0 each
+
+    assert optimizer_s(adamw_foreach=grid, adamw_loop=per_param) == pytest.approx(
+        1e-9 * count_parameters(cfg))
+    assert optimizer_s(adamw_foreach=grid, adamw_loop=per_tensor) == pytest.approx(
+        1e-5 * count_parameter_tensors(cfg))
+    assert optimizer_s(adamw_foreach=grid) == pytest.approx(1.0)
+
+
+def test_parameter_sizes_are_those_of_the_model():
+    from collections import Counter
+
+    from gptperf.model import GPT
+    from gptperf.perfmodel.workload import parameter_sizes
+
+    for cfg in (preset("tiny"), preset("tiny", n_layer=3, n_embd=48, n_head=2, vocab_size=500)):
+        sizes = Counter(p.numel() for p in GPT(cfg).parameters())
+        assert parameter_sizes(cfg) == tuple(sorted(sizes.items(), reverse=True))
+
+
 def test_parameter_tensors_are_those_the_model_has():
     from gptperf.model import GPT
     from gptperf.perfmodel.workload import count_parameter_tensors

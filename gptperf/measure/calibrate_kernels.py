@@ -46,6 +46,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     KIB,
     MIB,
     OPTIMIZER_BYTES_PER_PARAM,
+    OPTIMIZER_LOOP_PARAMS,
     REPLAYS,
     ROW,
     TARGET_REPLAY_S,
@@ -67,6 +68,8 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     block_shapes,
     matmul_bytes,
     optimizer_axes,
+    optimizer_loop_sizes,
+    optimizer_loop_tensors,
     optimizer_params,
 )
 from gptperf.measure.calibration_tables import fill_grid, grid_note, report
@@ -82,6 +85,7 @@ from gptperf.measure.kernel_timer import (
 from gptperf.measure.probe import FORK_SPELL, fork_op_s
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import (
+    ADAMW_LOOP,
     Curve,
     Grid,
 )
@@ -367,11 +371,13 @@ def _measure_vector(device: torch.device, dtype: str, quick: bool, progress: Pro
 
 def measure_optimizer(device: torch.device | str, quick: bool = False,
                       progress: Progress | None = None) -> dict[str, Grid]:
-    """Grids "adamw_fused" (CUDA) and "adamw_foreach" over (parameter tensors, parameters): one
+    """Grids "adamw_fused" and "adamw_foreach" over (parameter tensors, parameters) on CUDA: one
     AdamW step (lr 3e-4, weight decay 0.1, built as gptperf's train step builds it) over fp32
     tensors of equal size, a third of them 2-D (decayed), as a GPT block's 4 weights of 12; and
     "adamw_master" (CUDA with Triton): the one-pass master update over bf16 weights of those
-    sizes (`gptperf.steps.master_adamw`)."""
+    sizes (`gptperf.steps.master_adamw`). On a CPU "adamw_loop" over (parameters,): the seconds
+    of one tensor in torch's per-tensor loop, a step over equal tensors (a third of them 2-D, the
+    only one 2-D) divided by their count."""
     device = as_device(device)
     return _measure_optimizer(device, quick, progress, KernelTimer(device, quick))
 
@@ -419,13 +425,14 @@ def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | N
     from gptperf.steps import master_adamw
 
     kind = device.type
-    variants = ["adamw_fused", "adamw_foreach"] if kind == "cuda" else ["adamw_foreach"]
+    if kind != "cuda":
+        return {ADAMW_LOOP: _measure_optimizer_loop(device, quick, progress, timer)}
+    variants = ["adamw_fused", "adamw_foreach"]
     if master_adamw.available(device):
         variants.append("adamw_master")
     tensors, params = optimizer_axes(kind, quick)
-    if kind == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        params = tuple(p for p in params if OPTIMIZER_BYTES_PER_PARAM * p < 0.8 * free) or params[:1]
+    free, _ = torch.cuda.mem_get_info(device)
+    params = tuple(p for p in params if OPTIMIZER_BYTES_PER_PARAM * p < 0.8 * free) or params[:1]
     total, done = len(variants) * len(tensors) * len(params), 0
     out: dict[str, Grid] = {}
     for name in variants:
@@ -438,16 +445,32 @@ def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | N
                 del step  # its memory stays cached for the next point (see below)
                 done += 1
                 report(progress, "optimizer", done, total)
-        default = "torch's default: a per-tensor loop on CPU" if kind == "cpu" else "foreach kernels"
-        how = {"adamw_fused": "fused kernel", "adamw_foreach": default,
+        how = {"adamw_fused": "fused kernel", "adamw_foreach": "foreach kernels",
                "adamw_master": "the one-pass master update: bf16 weights and gradients, fp32 copies"}[name]
         out[name] = Grid(("tensors", "parameters"), (tensors, params), tuple(seconds), (1.0, 1.0), what=(
             f"s per AdamW step over (parameter tensors, {'bf16' if name == 'adamw_master' else 'fp32'} "
             "parameters), tensors of equal size, a third 2-D; lr 3e-4, weight decay 0.1 on 2-D "
             "tensors as gptperf's train step; " + how))
-    if kind == "cuda":  # once, not after each point: the largest points hold tens of GB, and
-        torch.cuda.empty_cache()  # handing them back to the driver and taking them again cost seconds
+    # once, not after each point: the largest points hold tens of GB, and handing them back to
+    torch.cuda.empty_cache()  # the driver and taking them again cost seconds
     return out
+
+
+def _measure_optimizer_loop(device: torch.device, quick: bool, progress: Progress | None,
+                            timer: KernelTimer) -> Grid:
+    sizes = optimizer_loop_sizes(quick)
+    seconds = []
+    for i, size in enumerate(sizes):
+        tensors = optimizer_loop_tensors(size)
+        step = optimizer_step(device, tensors, tensors * size, "adamw_foreach")
+        seconds.append(timer(step, f"optimizer loop {tensors} tensors of {size} parameters",
+                             nbytes=OPTIMIZER_BYTES_PER_PARAM * tensors * size) / tensors)
+        del step
+        report(progress, "optimizer", i + 1, len(sizes))
+    return Grid(("parameters",), (tuple(float(s) for s in sizes),), tuple(seconds), (1.0,), what=(
+        "s per fp32 tensor of so many parameters in an AdamW step (torch's per-tensor loop on a "
+        "CPU; lr 3e-4, weight decay 0.1): a step over equal tensors, a third of them 2-D, "
+        f"{OPTIMIZER_LOOP_PARAMS} parameters in all (1 to 64 tensors), over their count"))
 
 
 # Passes over a CPU's points, merged point by point (`merge_passes`): on the 2-core VM a stall of

@@ -13,6 +13,7 @@ from typing import Any
 
 from gptperf.dtypes import check_dtype, dtype_bytes
 from gptperf.errors import UserError
+from gptperf.hostmem import HEAP_BLOCK_LIMIT
 from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS
 from gptperf.units import GIB, KIB, MIB
 
@@ -95,20 +96,29 @@ VECTOR_X = {
     "sum_rows": "n·e (y.sum(0) over rows of 1024)",
 }
 
-# AdamW over GPT-block-shaped fp32 parameters: (width C, blocks), 12C² + 13C parameters a block.
+# AdamW over GPT-block-shaped fp32 parameters on a GPU: (width C, blocks), 12C² + 13C parameters
+# a block, spread over each count of OPTIMIZER_TENSORS (its multi-tensor kernels).
 OPTIMIZER_BLOCKS = {
     "cuda": ((128, 1), (256, 1), (512, 1), (512, 4), (1024, 4), (1024, 16), (2048, 16), (2048, 40)),
-    # C below 128 only to reach the small end on a CPU; 7e6 at most: a 3e7 step takes ~1 s on 2
-    # cores (bandwidth-bound long before: the curve grows linearly beyond its last point)
-    "cpu": ((32, 1), (64, 1), (128, 1), (256, 1), (512, 1), (768, 1)),
 }
 OPTIMIZER_BYTES_PER_PARAM = 24  # param, grad, m, v and the foreach temporaries (fp32)
+# A CPU's AdamW is torch's per-tensor loop: a step costs the sum of its tensors' steps, and a
+# tensor's depends on its own size (ten passes over it: from the cache while it fits, from memory
+# beyond; temporaries above the allocator's heap-block limit are mapped fresh each step). The loop
+# is timed per tensor at these sizes (parameters), two of them either side of that limit in fp32.
+# On the 2-core VM a 3.07M-parameter tensor took 6.4 ms, 16 equal-sized ones of the same total
+# 1.4 ms (2026-12-05): the grid of equal tensors charged mini-v8k's step 0.85×, a gpt2-sized
+# embedding's 0.37×.
+_FP32_LIMIT = HEAP_BLOCK_LIMIT // 4  # parameters of an fp32 tensor at the limit
+OPTIMIZER_LOOP_SIZES = (tuple(256 * 4**i for i in range(8))  # 256 (a LayerNorm's) .. 4M
+                        + (_FP32_LIMIT - 65536, _FP32_LIMIT + 65536, 4096 * 4**6))
+OPTIMIZER_LOOP_PARAMS = 2**20  # a point steps this many parameters in all (1 to 64 tensors)
 # Parameter tensors an AdamW step is measured over, at each of those parameter counts: a step's
 # cost per tensor (a loop over tensors on a CPU, ~50 µs each on 2 cores, measured by
 # benchmarks/cpu_calibration_gaps.py; the fused kernel's chunking on a GPU) is as real as its cost
 # per byte (a 12-layer GPT has 148 tensors, gpt2-xl 580: the grid grows linearly beyond its last
 # count, which charged gpt2-xl's step 21% more than 480 tensors' where the time no longer grows).
-OPTIMIZER_TENSORS = {"cuda": (12, 96, 960), "cpu": (12, 48, 192)}
+OPTIMIZER_TENSORS = {"cuda": (12, 96, 960)}
 
 GEMV_SIZES = tuple(256 * KIB * 4**i for i in range(7))  # weight bytes 256 KiB .. 1 GiB
 # The LM head's argmax kernel, (N, K) of its weight: two small heads, then GPT-2's padded
@@ -392,6 +402,20 @@ def optimizer_axes(device_type: str, quick: bool) -> tuple[tuple[int, ...], tupl
     return _thin(OPTIMIZER_TENSORS[device_type], quick), params
 
 
+def optimizer_loop_sizes(quick: bool) -> tuple[int, ...]:
+    """Tensor sizes (parameters) of the CPU's per-tensor AdamW loop (quick: every other one
+    counted from the largest; the two either side of the heap-block limit both kept)."""
+    kept = set(_thin(OPTIMIZER_LOOP_SIZES, quick, from_top=True))
+    kept |= {s for s in OPTIMIZER_LOOP_SIZES if abs(s - _FP32_LIMIT) <= 65536}
+    return tuple(sorted(kept))
+
+
+def optimizer_loop_tensors(size: int) -> int:
+    """Equal tensors of `size` parameters a loop point steps: OPTIMIZER_LOOP_PARAMS in all, 1 to 64
+    (the step's own fixed cost shared by as many tensors as a small model has)."""
+    return max(1, min(64, OPTIMIZER_LOOP_PARAMS // size))
+
+
 def block_shapes(width: int) -> list[tuple[int, ...]]:
     """The 12 parameter tensors of one GPT block of width C (ln_1, attn.qkv, attn.proj, ln_2,
     mlp.fc, mlp.proj: weights and biases)."""
@@ -484,12 +508,16 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
         for op in _vector_ops(dtype):
             for _, x in _vector_points(kind, dtype, op, quick):
                 out["vector"] += point(_estimate_s(kind, dtype, 0, x))
-    variants = 3 if kind == "cuda" else 1  # CUDA: fused, foreach, the one-pass master update; a CPU: foreach
-    tensors, params = optimizer_axes(kind, quick)
-    for p in params:
-        # AdamW reads param, grad, m, v and writes param, m, v; foreach passes over them ~4 times
-        step = _estimate_s(kind, "fp32", 0, 4 * 28 * p)
-        out["optimizer"] += variants * len(tensors) * (point(step) + step)  # + the step making the state
+    # AdamW reads param, grad, m, v and writes param, m, v; foreach passes over them ~4 times
+    if kind == "cuda":  # fused, foreach, the one-pass master update
+        tensors, params = optimizer_axes(kind, quick)
+        for p in params:
+            step = _estimate_s(kind, "fp32", 0, 4 * 28 * p)
+            out["optimizer"] += 3 * len(tensors) * (point(step) + step)  # + the step making the state
+    else:  # the per-tensor loop
+        for size in optimizer_loop_sizes(quick):
+            step = _estimate_s(kind, "fp32", 0, 4 * 28 * size * optimizer_loop_tensors(size))
+            out["optimizer"] += point(step) + step
     if kind == "cuda":
         # the one-row gemv over GEMV_SIZES, the fused decode step's LM head kernel, and per
         # dtype either the whole step profiled or its two weight kernels as chains; each kernel

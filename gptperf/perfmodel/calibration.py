@@ -43,6 +43,9 @@ GEMV_ARGMAX_CHAIN = "chain_argmax:"
 FUSED_STEP = "in_step:"
 # The attention pass of the fused decode step's own kernel ("<dtype>:fused_decode").
 FUSED_ATTENTION_PASS = "fused_decode"
+# A CPU's AdamW (torch's per-tensor loop): seconds a tensor over its parameters, summed over the
+# step's tensors (`perfmodel.expected.call_time`)
+ADAMW_LOOP = "adamw_loop"
 
 
 def _positive_floats(values: Any, what: str) -> tuple[float, ...]:
@@ -243,7 +246,8 @@ class Calibration:
     optimizer: "adamw_fused" | "adamw_foreach" | "adamw_master" (the one-pass master update) ->
         Grid over (parameter tensors, parameters); a Curve over parameters (a calibration from
         before the tensor count was measured) is read as a grid with one tensor count that does
-        not change the time.
+        not change the time. "adamw_loop" (a CPU): Grid over (parameters,) of one tensor's
+        seconds in torch's per-tensor loop (`ADAMW_LOOP`), in place of the grid there.
     gemv: dtype -> Curve over the weight bytes of the one-row Triton kernel (CUDA only).
         "chain:<dtype>": the fused decode step's LayerNorm + gemv kernel, each call waiting for
         the one before (`GEMV_CHAIN`); "chain_residual:<dtype>": its gemv + bias + residual

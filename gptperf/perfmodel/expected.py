@@ -45,6 +45,7 @@ from gptperf.dtypes import dtype_bytes
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.calibration import (
+    ADAMW_LOOP,
     FUSED_ATTENTION_PASS,
     FUSED_STEP,
     GEMV_ARGMAX_CHAIN,
@@ -194,6 +195,11 @@ def call_time(call: KernelCall, cal: Calibration) -> float:
         n = call.point[0] / (8 + dtype_bytes(act))
         return call.count * (call_time(cast_call(n, act, "fp32"), cal)
                              + call_time(vector_call("add", "fp32", 3 * n * 4), cal))
+    if call.key == "adamw_foreach" and call.tensors and ADAMW_LOOP in cal.optimizer:
+        # torch's per-tensor loop (a CPU): each tensor at its own size (one large embedding
+        # runs from memory where as many parameters in small tensors stay in the cache)
+        loop = cal.optimizer[ADAMW_LOOP]
+        return call.count * sum(n * loop.at(size) for size, n in call.tensors)
     table = {"matmul": cal.matmul, "attention": cal.attention, "vector": cal.vector,
              "optimizer": cal.optimizer, "gemv": cal.gemv}.get(call.family)
     if table is None:

@@ -26,6 +26,7 @@ from gptperf.perfmodel.workload import (
     count_parameters,
     master_copied_parameters,
     master_copied_tensors,
+    parameter_sizes,
     shape,
 )
 from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
@@ -39,12 +40,15 @@ BIASED = "+bias"
 class KernelCall:
     """`count` identical kernels of one kind: family matmul | attention | vector | optimizer |
     gemv | fused; `key` names the curve ("bf16", "bf16:causal_fwd", "add:fp32", ...);
-    `point` the sizes it is looked up at ((M, N, K), (BH, T, D), (bytes,), (parameters,))."""
+    `point` the sizes it is looked up at ((M, N, K), (BH, T, D), (bytes,), (tensors, parameters));
+    `tensors`, of an optimizer step: its tensors as (parameters, how many), for a calibration
+    that times the step tensor by tensor (a CPU's loop)."""
 
     family: str
     key: str
     point: tuple[float, ...]
     count: int = 1
+    tensors: tuple[tuple[int, int], ...] = ()
 
 
 # FLOPs of one attention kernel per B·H·D at (T, L): causal halves the T·L scores and their
@@ -266,7 +270,8 @@ def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
     # gradients are cast into the copies' first and which are cast back after
     calls = [cast_call(copied, c.act, c.store)] if copied else []
     calls.append(KernelCall("optimizer", "adamw_fused" if c.plan.fused_optimizer else "adamw_foreach",
-                            (float(count_parameter_tensors(config)), float(P))))
+                            (float(count_parameter_tensors(config)), float(P)),
+                            tensors=parameter_sizes(config)))
     # gradient clipping: the norm reads every gradient; the rescale reads and writes them, unless
     # the fused kernel rescales as it reads (gptperf.steps.train: no GradScaler, fused AdamW)
     calls.append(vector_call("sum_rows", c.store, P * dtype_bytes(c.store)))

@@ -112,6 +112,17 @@ def count_parameter_tensors(config: GPTConfig) -> int:
     return 12 * config.n_layer + 4
 
 
+def parameter_sizes(config: GPTConfig) -> tuple[tuple[int, int], ...]:
+    """(parameters, tensors of that size) of the tensors an optimizer steps, largest first: the
+    tensors of `count_parameter_tensors`, whose sizes sum to `count_parameters`."""
+    C = config.n_embd
+    per_layer = [C, C, 3 * C * C, 3 * C, C * C, C, C, C, 4 * C * C, 4 * C, 4 * C * C, C]
+    sizes: dict[int, int] = {}
+    for n in [config.vocab_size * C, config.block_size * C, C, C] + per_layer * config.n_layer:
+        sizes[n] = sizes.get(n, 0) + 1
+    return tuple(sorted(sizes.items(), reverse=True))
+
+
 def master_copied_parameters(config: GPTConfig) -> int:
     """Parameters the plan's master weights keep in bf16 beside fp32 copies: the blocks' Linear
     weights and biases (not the LM head, which is the fp32 token embedding)."""
