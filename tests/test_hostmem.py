@@ -10,11 +10,12 @@ import pytest
 
 from gptperf import hostmem
 
-# A fresh process allocates and frees 4 MiB and reports how many bytes glibc had mapped
-# outside its heap while the block was alive (mallinfo2's hblkhd).
+# A fresh process allocates and frees a block (argv[2] bytes, 4 MiB by default) and reports
+# how many bytes glibc had mapped outside its heap while the block was alive (mallinfo2's hblkhd).
 _PROBE = """
 import ctypes, sys
 from gptperf import hostmem
+size = int(sys.argv[2]) if len(sys.argv) > 2 else 4 << 20
 if sys.argv[1] == "keep":
     print(hostmem.keep_freed_memory(), file=sys.stderr)
 class Info(ctypes.Structure):
@@ -26,7 +27,7 @@ libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 before = libc.mallinfo2().hblkhd
-block = libc.malloc(4 << 20)
+block = libc.malloc(size)
 print(libc.mallinfo2().hblkhd - before)
 libc.free(block)
 """
@@ -36,9 +37,9 @@ def _has_mallinfo2() -> bool:
     return sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "mallinfo2")
 
 
-def _mapped_while_alive(mode: str, env: dict[str, str] | None = None) -> int:
-    out = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True,
-                         check=True, env=env)
+def _mapped_while_alive(mode: str, env: dict[str, str] | None = None, size: int = 4 << 20) -> int:
+    out = subprocess.run([sys.executable, "-c", _PROBE, mode, str(size)], capture_output=True,
+                         text=True, check=True, env=env)
     return int(out.stdout.strip())
 
 
@@ -46,6 +47,9 @@ def _mapped_while_alive(mode: str, env: dict[str, str] | None = None) -> int:
 def test_a_large_block_comes_from_the_heap_once_kept() -> None:
     assert _mapped_while_alive("default") >= 4 << 20  # glibc's default: mapped apart, unmapped on free
     assert _mapped_while_alive("keep") == 0
+    # above the 32 MiB that glibc's mapping threshold can be raised to (a gpt2 embedding's
+    # gradient is 154 MB): from the heap too
+    assert _mapped_while_alive("keep", size=160 << 20) == 0
 
 
 @pytest.mark.skipif(not _has_mallinfo2(), reason="needs glibc >= 2.33 (mallinfo2)")
@@ -54,6 +58,8 @@ def test_the_users_own_glibc_settings_are_left_alone(monkeypatch: pytest.MonkeyP
 
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     assert _mapped_while_alive("keep", env) >= 4 << 20
+    env = dict(os.environ, MALLOC_MMAP_MAX_="65536")
+    assert _mapped_while_alive("keep", env, size=160 << 20) >= 160 << 20
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     assert hostmem._apply() == "as set by the environment (MALLOC_TRIM_THRESHOLD_)"
 

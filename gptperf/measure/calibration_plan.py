@@ -13,7 +13,6 @@ from typing import Any
 
 from gptperf.dtypes import check_dtype, dtype_bytes
 from gptperf.errors import UserError
-from gptperf.hostmem import HEAP_BLOCK_LIMIT
 from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS
 from gptperf.units import GIB, KIB, MIB
 
@@ -104,14 +103,10 @@ OPTIMIZER_BLOCKS = {
 OPTIMIZER_BYTES_PER_PARAM = 24  # param, grad, m, v and the foreach temporaries (fp32)
 # A CPU's AdamW is torch's per-tensor loop: a step costs the sum of its tensors' steps, and a
 # tensor's depends on its own size (ten passes over it: from the cache while it fits, from memory
-# beyond; temporaries above the allocator's heap-block limit are mapped fresh each step). The loop
-# is timed per tensor at these sizes (parameters), two of them either side of that limit in fp32.
-# On the 2-core VM a 3.07M-parameter tensor took 6.4 ms, 16 equal-sized ones of the same total
-# 1.4 ms (2026-12-05): the grid of equal tensors charged mini-v8k's step 0.85×, a gpt2-sized
-# embedding's 0.37×.
-_FP32_LIMIT = HEAP_BLOCK_LIMIT // 4  # parameters of an fp32 tensor at the limit
-OPTIMIZER_LOOP_SIZES = (tuple(256 * 4**i for i in range(8))  # 256 (a LayerNorm's) .. 4M
-                        + (_FP32_LIMIT - 65536, _FP32_LIMIT + 65536, 4096 * 4**6))
+# beyond). The loop is timed per tensor at these sizes (parameters). On the 2-core VM a grid of
+# equal tensors charged AdamW in mini-v8k's step (one 3.07M-parameter embedding) 0.83× its time,
+# in a step with a 8.2M-parameter embedding 0.73×; the loop 0.89× and 0.96× (2026-12-05).
+OPTIMIZER_LOOP_SIZES = tuple(256 * 4**i for i in range(9))  # 256 (a LayerNorm's) .. 16.8M
 OPTIMIZER_LOOP_PARAMS = 2**20  # a point steps this many parameters in all (1 to 64 tensors)
 # Parameter tensors an AdamW step is measured over, at each of those parameter counts: a step's
 # cost per tensor (a loop over tensors on a CPU, ~50 µs each on 2 cores, measured by
@@ -403,11 +398,9 @@ def optimizer_axes(device_type: str, quick: bool) -> tuple[tuple[int, ...], tupl
 
 
 def optimizer_loop_sizes(quick: bool) -> tuple[int, ...]:
-    """Tensor sizes (parameters) of the CPU's per-tensor AdamW loop (quick: every other one
-    counted from the largest; the two either side of the heap-block limit both kept)."""
-    kept = set(_thin(OPTIMIZER_LOOP_SIZES, quick, from_top=True))
-    kept |= {s for s in OPTIMIZER_LOOP_SIZES if abs(s - _FP32_LIMIT) <= 65536}
-    return tuple(sorted(kept))
+    """Tensor sizes (parameters) of the CPU's per-tensor AdamW loop (quick: every other one,
+    counted from the largest)."""
+    return _thin(OPTIMIZER_LOOP_SIZES, quick, from_top=True)
 
 
 def optimizer_loop_tensors(size: int) -> int:
