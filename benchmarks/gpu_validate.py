@@ -49,6 +49,8 @@ BENCH_CHECKS: dict[str, tuple[tuple[str, list[str]], ...]] = {"cuda": (
     ("decode tiny B=4 L=128", ["decode", "--batch", "4", "--seq", "128"]),
     ("prefill tiny B=2 T=200", ["prefill", "--batch", "2", "--seq", "200"]),
     ("decode_nocache tiny B=2 L=100", ["decode_nocache", "--batch", "2", "--seq", "100"]),
+    # gpt2's own embedding (38.6M parameters): AdamW's loop from memory, blocks above 32 MiB
+    ("train gpt2 B=1 T=64", ["train", "--preset", "gpt2", "--batch", "1", "--seq", "64"]),
 ))}
 
 

@@ -521,6 +521,28 @@ def test_a_cpu_optimizer_step_charges_each_tensor_at_its_own_size_on_the_loop():
     assert optimizer_s(adamw_foreach=grid) == pytest.approx(1.0)
 
 
+def test_the_tied_weights_two_gradients_are_summed_as_the_embeddings_backward_is_charged():
+    """Autograd adds the token table's gradient and the LM head's weight gradient, two V×C tensors,
+    out of place (a real backward, profiled): the embedding's backward is charged that add."""
+    import torch
+
+    from gptperf import names
+    from gptperf.model import GPT
+    from gptperf.perfmodel.kernel_calls import step_ops, vector_call
+
+    cfg = preset("tiny", n_layer=1, n_head=2, n_embd=32, vocab_size=300)
+    model = GPT(cfg)
+    x = torch.randint(0, 300, (2, 16))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        _, loss = model(x, x)
+        loss.backward()
+    tables = [e for e in prof.events() if e.name == "aten::add" and e.input_shapes[:2] == [[300, 32]] * 2]
+    assert len(tables) == 1
+    ops = {(comp, phase): calls for comp, phase, _, calls in
+           step_ops(cfg, Workload("train", 2, 16, "fp32"), ExecutionPlan.default("train", "cpu"))}
+    assert vector_call("add", "fp32", 3 * 300 * 32 * 4) in ops[(names.EMBED, names.BACKWARD)]
+
+
 def test_parameter_sizes_are_those_of_the_model():
     from collections import Counter
 

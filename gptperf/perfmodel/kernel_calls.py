@@ -246,9 +246,11 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     else:  # reads the fp32 log-probabilities, writes the gradient of the logits in their dtype
         loss = [vector_call("cross_entropy_bwd", c.store, N * V * (st + dtype_bytes(c.act)))]
     # each table's gradient is zeroed, then the rows' gradients are added in (a fill is charged
-    # as an add of its bytes)
+    # as an add of its bytes); the token table's is then summed with the LM head's weight
+    # gradient (the tied weight's two uses: autograd adds them out of place, V·C of each)
     block = c.workload.context
     embed = [vector_call("add", c.store, V * C * st), vector_call("embedding_bwd", c.store, N * C * st),
+             vector_call("add", c.store, 3 * V * C * st),
              vector_call("add", c.store, block * C * st), vector_call("embedding_bwd", c.store, s.T * C * st)]
     return {names.LOSS: loss, names.LM_HEAD: _linear_bwd(c, N, C, V, bias=False, head=True),
             names.LN_F: _ln_bwd(c, N), names.EMBED: embed}
