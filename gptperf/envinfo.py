@@ -24,6 +24,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def last_level_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
+    """Bytes of the CPU's last-level cache as Linux lists it for core 0 (its highest level's
+    data or unified cache); 0 where it is not listed."""
+    best = (0, 0)
+    for index in sorted(root.glob("index*")):
+        try:
+            level = int((index / "level").read_text())
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if kind == "Instruction" or not size:
+            continue
+        scale = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(size[-1].upper(), 1)
+        try:
+            nbytes = int(size.rstrip("KkMmGg")) * scale
+        except ValueError:
+            continue
+        best = max(best, (level, nbytes))
+    return best[1]
+
+
 def device_name(device: Any) -> str:
     """The card's name on CUDA (e.g. 'NVIDIA H100 80GB HBM3'), the CPU's model name on CPU."""
     import torch

@@ -96,7 +96,10 @@ def test_result_families_keys_and_progress(swept: tuple) -> None:
     result, calls, *_ = swept
     assert set(result) >= {"matmul", "attention", "vector", "optimizer", "gemv", "shapes", "seconds"}
     assert result["seconds"] > 0 and result["gemv"] == {}  # no Triton kernel on a CPU
-    assert set(result["matmul"]) == {"fp32"} and isinstance(result["matmul"]["fp32"], Grid)
+    assert set(result["matmul"]) == {"fp32", "fp32:warm"} and isinstance(result["matmul"]["fp32"], Grid)
+    # the grid's rows up to 16, timed from the cache: the small lists' M 1 and 16, all N and K
+    cold, warm = result["matmul"]["fp32"], result["matmul"]["fp32:warm"]
+    assert warm.points == ((1.0, 16.0), *cold.points[1:])
     assert set(result["attention"]) == {"fp32:causal_fwd", "fp32:causal_fwd_bwd", "fp32:one_query"}
     assert result["attention"]["fp32:one_query"].axes == ("BH", "L", "D")
     assert result["attention"]["fp32:causal_fwd"].axes == ("BH", "T", "D")
@@ -116,6 +119,16 @@ def test_result_families_keys_and_progress(swept: tuple) -> None:
     for stage in stages:
         done = [(d, t) for s, d, t in calls if s == stage]
         assert [d for d, _ in done] == list(range(1, len(done) + 1)) and done[-1][0] == done[-1][1]
+
+
+def test_warm_cells_are_the_few_row_cells_whose_operands_fit_the_pool() -> None:
+    """The cells timed from the cache: rows up to WARM_M, x, W and y twice within WARM_POOL_BYTES
+    (6×640×160 fp32: 0.44 MB in; 4096×65536 weights: out)."""
+    cells = cp.warm_matmul_cells("fp32", False)
+    assert cells and all(m <= cp.WARM_M for m, _, _ in cells)
+    assert all(8 * (m * k + n * k + m * n) <= cp.WARM_POOL_BYTES for m, n, k in cells)
+    assert (4, 512, 128) in cells and (16, 65536, 4096) not in cells
+    assert len(cp.warm_matmul_cells("fp32", True)) < len(cells)
 
 
 def test_grid_cells_left_out_are_extrapolated_from_measured_ones(swept: tuple) -> None:

@@ -543,6 +543,35 @@ def test_the_tied_weights_two_gradients_are_summed_as_the_embeddings_backward_is
     assert vector_call("add", "fp32", 3 * 300 * 32 * 4) in ops[(names.EMBED, names.BACKWARD)]
 
 
+def test_a_cpu_step_in_the_cache_reads_its_few_row_matmuls_on_the_warm_grid():
+    """A CPU step whose predicted peak memory fits in the calibrated last-level cache reads its
+    matmuls of at most the warm grid's rows there (here at half the grid's time); a step over the
+    cache, a step of more rows, or a GPU's reads the grid."""
+    from gptperf.perfmodel.kernel_calls import kernel_calls
+    from gptperf.perfmodel.memory import memory_breakdown
+
+    grid = Grid(("a", "b", "c"), ((HUGE,), (HUGE,), (HUGE,)), (T0,))
+    warm = Grid(("M", "N", "K"), ((1.0, 16.0), (HUGE,), (HUGE,)), (T0 / 2, T0 / 2))
+    cfg = preset("tiny")
+
+    def device_s(work: Workload, cache_bytes: float, device: str = "cpu") -> tuple[float, list[str]]:
+        cal = flat_calibration(device, matmul={"fp32": grid, "fp32:warm": warm}, cache_bytes=cache_bytes)
+        e = expected(cfg, work, ExecutionPlan.default(work.kind, device), cal)
+        return e.device_s, e.notes
+
+    decode = Workload("decode", 4, 64, "fp32")
+    peak = memory_breakdown(cfg, decode, ExecutionPlan.default("decode", "cpu")).total
+    matmuls = sum(k.count for k in kernel_calls(cfg, decode, ExecutionPlan.default("decode", "cpu"))
+                  if k.family == "matmul")
+    (fits, fit_notes), (over, over_notes) = device_s(decode, 2 * peak), device_s(decode, peak / 2)
+    assert matmuls > 0 and over - fits == pytest.approx(matmuls * T0 / 2)
+    assert any("last-level cache" in n for n in fit_notes)
+    assert not any("last-level cache" in n for n in over_notes)
+    forward = Workload("forward", 4, 64, "fp32")  # 256 rows a matmul
+    assert device_s(forward, 1e12)[0] == pytest.approx(device_s(forward, 0.0)[0])
+    assert device_s(decode, 1e12, "cuda")[0] == pytest.approx(device_s(decode, 0.0, "cuda")[0])
+
+
 def test_parameter_sizes_are_those_of_the_model():
     from collections import Counter
 

@@ -20,3 +20,19 @@ def test_an_unknown_device_name_is_a_one_line_error_naming_it(name: str) -> None
     with pytest.raises(UserError) as err:
         as_device(name)
     assert repr(name) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_last_level_cache_is_the_highest_data_level_linux_lists(tmp_path) -> None:
+    """/sys/devices/system/cpu/cpu0/cache/index*: the highest level that is not an instruction
+    cache, its size in K/M units; 0 where nothing is listed."""
+    from gptperf.envinfo import last_level_cache_bytes
+
+    for i, (level, kind, size) in enumerate([(1, "Data", "32K"), (1, "Instruction", "64M"),
+                                             (2, "Unified", "1024K"), (3, "Unified", "32768K")]):
+        index = tmp_path / f"index{i}"
+        index.mkdir()
+        (index / "level").write_text(f"{level}\n")
+        (index / "type").write_text(f"{kind}\n")
+        (index / "size").write_text(f"{size}\n")
+    assert last_level_cache_bytes(tmp_path) == 32 * 2**20
+    assert last_level_cache_bytes(tmp_path / "missing") == 0

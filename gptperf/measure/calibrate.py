@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from gptperf.dtypes import check_dtype
-from gptperf.envinfo import device_name
+from gptperf.envinfo import device_name, last_level_cache_bytes
 from gptperf.errors import UserError
 from gptperf.measure.calibrate_compiled import ProfilerHooks, record_compiled_steps, record_config
 from gptperf.measure.calibrate_host import HOST_LAYERS, host_config, measure_host
@@ -165,7 +165,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
                              **({"fork": {"unit_s": kernels["fork_s"]}} if "fork_s" in kernels else {})},
         launch_gap_s=float(launch["gap_s"]), matmul_bias=dict(kernels.get("matmul_bias", {})),
         matmul_offgrid=dict(kernels.get("matmul_offgrid", {})), optimizer_overlap=overlap,
-        sustained=sustained,
+        sustained=sustained, cache_bytes=float(last_level_cache_bytes()) if device.type == "cpu" else 0.0,
     )
 
 

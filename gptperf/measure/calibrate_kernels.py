@@ -24,6 +24,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from itertools import product
 from typing import Any
 
 import torch
@@ -53,6 +54,8 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     VECTOR_OPS,
     VECTOR_X,
     VOCAB,
+    WARM_M,
+    WARM_POOL_BYTES,
     _attention_axes,
     _attention_cells,
     _check_dtypes,
@@ -71,6 +74,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     optimizer_loop_sizes,
     optimizer_loop_tensors,
     optimizer_params,
+    warm_matmul_cells,
 )
 from gptperf.measure.calibration_tables import fill_grid, grid_note, report
 from gptperf.measure.gpu_lock import NO_LOCK, GpuLock
@@ -86,6 +90,7 @@ from gptperf.measure.probe import FORK_SPELL, fork_op_s
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import (
     ADAMW_LOOP,
+    WARM,
     Curve,
     Grid,
 )
@@ -152,6 +157,34 @@ def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Pro
                 what=f"s per y = F.linear(x, W), x M×K, W N×K, {dtype}, no bias; distinct "
                      f"operands cycled over {POOL_BYTES[kind] // MIB} MiB; "
                      + grid_note(axes, len(measured)))
+
+
+def _measure_matmul_warm(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
+                         timer: KernelTimer, grid: Grid) -> Grid:
+    """The CPU grid's rows up to WARM_M again, operands cycled through WARM_POOL_BYTES (in the
+    last-level cache) and no eviction: `grid`'s axes up to those rows, its time where the
+    operands do not fit (`warm_matmul_cells`)."""
+    tdtype = TORCH_DTYPES[dtype]
+    cells = warm_matmul_cells(dtype, quick)
+    pool = OperandPool(device, tdtype, WARM_POOL_BYTES)
+    measured: dict[tuple[int, ...], float] = {}
+    with MatmulPrecision(dtype):
+        for i, (m, n, k) in enumerate(cells):
+            sets = pool.copies([(m, k), (n, k)])
+
+            def call(j: int, sets: list = sets) -> torch.Tensor:
+                return F.linear(*sets[j % len(sets)])
+
+            measured[(m, n, k)] = timer(call, f"matmul {dtype} {m}×{n}×{k} from the cache")
+            report(progress, f"matmul {dtype} from the cache", i + 1, len(cells))
+    rows = tuple(m for m in grid.points[0] if m <= WARM_M)
+    axes = (rows, *grid.points[1:])
+    seconds = tuple(measured.get(cell, grid.at(*cell)) for cell in product(
+        *(tuple(int(x) for x in a) for a in axes)))
+    return Grid(("M", "N", "K"), axes, seconds, (1, 1, 1), what=(
+        f"s per y = F.linear(x, W), x M×K, W N×K, {dtype}, no bias; operands cycled through "
+        f"{WARM_POOL_BYTES // MIB} MiB (in the last-level cache); {len(measured)} cells measured, "
+        "the rest the grid's"))
 
 
 def matmul_bias(ratios: dict[str, list[float]]) -> tuple[dict[str, dict[str, float]], list[str]]:
@@ -588,6 +621,9 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
                                                   probes, biased)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        else:
+            result["matmul"][dtype + WARM] = _measure_matmul_warm(device, dtype, quick, progress,
+                                                                  timer, result["matmul"][dtype])
     family_done("matmul")
     for dtype in dtypes:
         result["attention"].update(_measure_attention(device, dtype, quick, progress, timer,

@@ -40,6 +40,14 @@ MATMUL_N = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536),
 MATMUL_K = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384),
             "cpu": (64, 128, 256, 512, 1024, 2048, 4096)}
 MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not measured
+# A CPU step whose tensors fit in the last-level cache finds a small matmul's weight there, where
+# the grid (operands cycled through 64 MiB) reads it from memory: on the 2-core VM (32 MiB of L3)
+# 6×640×160 took 83 µs cycled through 64 MiB, 35 µs through 8 MiB, 30 µs on one operand set,
+# and 33–41 µs inside the decode step of a 12 MB model (2026-12-05). The grid's rows up to
+# WARM_M are timed again with their operands cycled through WARM_POOL_BYTES, where their
+# operands (and two copies) fit: the "<dtype>:warm" grid (`perfmodel.calibration.WARM`).
+WARM_M = 16  # a decode step's rows (its batch)
+WARM_POOL_BYTES = 8 * MIB
 # (M, N, K) off the grid's powers of two, the layers of GPT widths (384 to 4096, the vocabulary),
 # timed plain and with a bias: their mean time over the grid's reading is what a matmul off the
 # grid's points is charged (`matmul_offgrid`), their median bias ratio what a layer's bias costs
@@ -136,6 +144,7 @@ TARGET_REPLAY_S = 1e-3  # one CUDA-graph replay of R calls (1 ms: launch costs u
 REPLAYS = 2
 CPU_POINT_S = {False: 0.02, True: 0.008}  # timed seconds per CPU point (quick: True)
 CPU_MIN_REPEATS, CPU_MAX_REPEATS = 3, 15
+CPU_SAMPLE_S = 2e-4  # calls per CPU sample so one sample lasts at least this
 
 # --- the cost model that prunes the points (a roofline; no torch) --------------------------------
 
@@ -274,6 +283,15 @@ def _matmul_cells(device_type: str, dtype: str, quick: bool,
                         and _fits(nbytes, memory_bytes)):
             cells.append((m, n, k))
     return cells
+
+
+def warm_matmul_cells(dtype: str, quick: bool) -> list[tuple[int, int, int]]:
+    """The CPU grid's cells of at most WARM_M rows whose operands (x, W, y) fit twice in
+    WARM_POOL_BYTES, in grid order: timed again from the cache."""
+    e = dtype_bytes(dtype)
+    M, N, K = _matmul_axes("cpu", quick)
+    return [(m, n, k) for m, n, k in product(M, N, K)
+            if m <= WARM_M and 2 * e * (m * k + n * k + m * n) <= WARM_POOL_BYTES]
 
 
 def _matmul_probes(device_type: str) -> list[tuple[int, int, int]]:
@@ -484,12 +502,16 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
     def point(call_s: float) -> float:
         if kind == "cuda":  # capture, then warm-up and timed replays of ~TARGET_REPLAY_S each
             return 0.01 + 2 * call_s + (1 + REPLAYS) * max(TARGET_REPLAY_S, call_s)
-        return 0.002 + 2 * call_s + max(CPU_POINT_S[quick], CPU_MIN_REPEATS * call_s)
+        # samples of at least CPU_SAMPLE_S, MIN to MAX of them, until the point's budget is spent
+        timed = min(CPU_POINT_S[quick], CPU_MAX_REPEATS * max(CPU_SAMPLE_S, call_s))
+        return 0.002 + 2 * call_s + max(timed, CPU_MIN_REPEATS * call_s)
 
     out = {"matmul": 0.0, "attention": 0.0, "vector": 0.0, "optimizer": 0.0, "gemv": 0.0}
     for dtype in dtypes:
         out["matmul"] += sum(point(_matmul_cost(kind, dtype, *c)[0])
                              for c in _matmul_cells(kind, dtype, quick, None) + _matmul_probes(kind))
+        if kind == "cpu":
+            out["matmul"] += sum(point(_matmul_cost(kind, dtype, *c)[0]) for c in warm_matmul_cells(dtype, quick))
         for pass_ in attention_passes(kind):
             first = 0.0
             if kind == "cuda":

@@ -31,6 +31,7 @@ from gptperf.measure.calibration_plan import (
     CPU_MAX_REPEATS,
     CPU_MIN_REPEATS,
     CPU_POINT_S,
+    CPU_SAMPLE_S,
     REPLAYS,
     TARGET_REPLAY_S,
 )
@@ -43,7 +44,6 @@ from gptperf.units import MIB
 # 2026-12-02); 250 calls of the shortest kernel (~1.2 µs) still amortise the replay's launch to ~1%.
 MAX_CALLS_PER_GRAPH = 250
 MAX_COPIES = 256  # distinct input sets cycled through (Python views: each costs host time)
-CPU_SAMPLE_S = 2e-4  # calls per CPU sample so one sample lasts at least this
 # Written before each CPU call on large operands (the module docstring says why). On the 2-core
 # development VM (Intel Xeon, 4 MiB of L2, 2026-12-03), 16 MiB made the tiny model's qkv matmul
 # and LayerNorm time as they run inside its forward (1.35 and 0.24 ms; in the forward, the matmul
@@ -197,12 +197,13 @@ def random_tensor(shape: Sequence[int], dtype: torch.dtype, device: torch.device
 
 
 class OperandPool:
-    """One random buffer of POOL_BYTES that distinct copies of a call's inputs are carved from."""
+    """One random buffer of POOL_BYTES (or `nbytes`) that distinct copies of a call's inputs are
+    carved from."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, device: torch.device, dtype: torch.dtype, nbytes: int | None = None) -> None:
         self.device = device
         self.dtype = dtype
-        self.numel = POOL_BYTES[device.type] // dtype.itemsize
+        self.numel = (POOL_BYTES[device.type] if nbytes is None else nbytes) // dtype.itemsize
         self._buffer: torch.Tensor | None = None
 
     def copies(self, shapes: Sequence[Sequence[int]]) -> list[list[torch.Tensor]]:

@@ -43,6 +43,9 @@ GEMV_ARGMAX_CHAIN = "chain_argmax:"
 FUSED_STEP = "in_step:"
 # The attention pass of the fused decode step's own kernel ("<dtype>:fused_decode").
 FUSED_ATTENTION_PASS = "fused_decode"
+# A CPU's matmul grid of few rows timed again from the cache: "<dtype>" + WARM in `matmul`, read
+# for a step whose tensors fit in `Calibration.cache_bytes` (`perfmodel.expected`)
+WARM = ":warm"
 # A CPU's AdamW (torch's per-tensor loop): seconds a tensor over its parameters, summed over the
 # step's tensors (`perfmodel.expected.call_time`)
 ADAMW_LOOP = "adamw_loop"
@@ -236,7 +239,11 @@ class Calibration:
     """Everything measured on one device for the calibrated prediction. Keys (see
     docs/perfmodel.md, "Calibrated prediction"):
 
-    matmul: dtype -> Grid over (M, N, K) of y = x·Wᵀ (x: M×K, W: N×K).
+    matmul: dtype -> Grid over (M, N, K) of y = x·Wᵀ (x: M×K, W: N×K). On a CPU also
+        "<dtype>:warm" (`WARM`): its rows up to 16 with the operands cycled through 8 MiB, where
+        they stay in the last-level cache (cells whose operands do not fit there: the grid's).
+    cache_bytes: the CPU's last-level cache (0: unknown, or a GPU): a step whose tensors fit in
+        it reads its matmuls of few rows on the warm grid.
     attention: "<dtype>:<pass>" -> Grid; pass "causal_fwd" and "causal_fwd_bwd" over
         (BH, T, D) (query = key length T, causal), "masked_fwd" over (BH, T, D) (the same with
         the static KV cache's explicit mask; CUDA only), "one_query" over (BH, L, D) (one query
@@ -314,6 +321,7 @@ class Calibration:
     matmul_offgrid: dict[str, dict[str, float]] = field(default_factory=dict)
     optimizer_overlap: dict[str, Any] = field(default_factory=dict)
     sustained: dict[str, Any] = field(default_factory=dict)
+    cache_bytes: float = 0.0
     _masked_ratio: dict[str, Grid] = field(init=False, repr=False, compare=False,
                                            default_factory=dict)
 
@@ -439,7 +447,7 @@ class Calibration:
             "matmul_bias": {k: dict(v) for k, v in self.matmul_bias.items()},
             "matmul_offgrid": {k: dict(v) for k, v in self.matmul_offgrid.items()},
             "optimizer_overlap": dict(self.optimizer_overlap),
-            "sustained": dict(self.sustained),
+            "sustained": dict(self.sustained), "cache_bytes": self.cache_bytes,
         }
 
     @classmethod
@@ -469,7 +477,7 @@ class Calibration:
                 matmul_offgrid={k: {kk: float(vv) for kk, vv in v.items()}
                                 for k, v in d.get("matmul_offgrid", {}).items()},
                 optimizer_overlap=dict(d.get("optimizer_overlap", {})),
-                sustained=dict(d.get("sustained", {})),
+                sustained=dict(d.get("sustained", {})), cache_bytes=float(d.get("cache_bytes", 0.0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise UserError(f"the calibration document is broken ({type(err).__name__}: {err}); "

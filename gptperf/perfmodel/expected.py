@@ -52,6 +52,7 @@ from gptperf.perfmodel.calibration import (
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
     HOST_MODEL,
+    WARM,
     Calibration,
     host_model_config,
 )
@@ -177,9 +178,10 @@ def _fallback(key: str) -> list[str]:
     return keys
 
 
-def call_time(call: KernelCall, cal: Calibration) -> float:
+def call_time(call: KernelCall, cal: Calibration, warm: bool = False) -> float:
     """Seconds of `call.count` kernels of `call` on the calibration's curves (UserError when the
-    calibration has no curve for it)."""
+    calibration has no curve for it); `warm`: the step's tensors stay in the CPU's last-level
+    cache, so a matmul of few rows is read on the grid timed from there (`WARM`) where there is one."""
     if call.family == "attention" and call.key.endswith(":causal_bwd"):
         fwd = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd"), call.point)
         both = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd_bwd"), call.point)
@@ -210,6 +212,9 @@ def call_time(call: KernelCall, cal: Calibration) -> float:
         if key in table:
             if call.family == "matmul":
                 ratio = cal.bias_ratio(key) if biased else 1.0
+                from_cache = cal.matmul.get(key + WARM) if warm else None
+                if from_cache is not None and call.point[0] <= from_cache.points[0][-1]:
+                    return call.count * from_cache.at(*call.point) * cal.offgrid_ratio(key, *call.point) * ratio
                 return call.count * cal.matmul_seconds(key, *call.point) * ratio
             return call.count * table[key].at(*call.point)
     known = ", ".join(sorted(table)) or "none"
@@ -282,12 +287,13 @@ def _host_seconds(cal: Calibration, parts: list[str], dtype: str, n_layer: int) 
 def _host_model_device_s(cal: Calibration, workload: Workload, plan: ExecutionPlan,
                          n_layer: int) -> dict[str, float]:
     """Kernel seconds per phase of the tiny model the host cost was measured on (that time is
-    in its measured host time)."""
+    in its measured host time), its tensors in the cache or not by the rule of the steps."""
     tiny = host_model_config(n_layer, plan.attention)
     w = Workload(workload.kind, HOST_MODEL["batch"], HOST_MODEL["seq"], workload.dtype)
+    warm = cal.device_type == "cpu" and in_cache(tiny, w, plan, cal)
     total: dict[str, float] = {}
     for _, phase, _, calls in step_ops(tiny, w, plan):
-        total[phase] = total.get(phase, 0.0) + sum(call_time(k, cal) for k in calls)
+        total[phase] = total.get(phase, 0.0) + sum(call_time(k, cal, warm) for k in calls)
     return total
 
 
@@ -349,6 +355,14 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
     return fused, notes
 
 
+def in_cache(config: GPTConfig, workload: Workload, plan: ExecutionPlan, cal: Calibration) -> bool:
+    """Whether the step's tensors (its predicted peak memory: weights, cache, activations) fit in
+    the calibrated CPU's last-level cache, where a step's next call finds its weights."""
+    from gptperf.perfmodel.memory import memory_breakdown
+
+    return cal.cache_bytes > 0 and memory_breakdown(config, workload, plan).total <= cal.cache_bytes
+
+
 NOTED_SLOWDOWN = 1.005  # a sustained-load slowdown from this on is named in the notes
 
 
@@ -388,13 +402,18 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
         fused, notes = _recorded_fused(cal, config, workload, plan, seq)
     # every kernel of a step that is not a CUDA graph is launched from a stream
     gap = 0.0 if plan.cuda_graph or cpu else cal.launch_gap_s
+    warm = cpu and in_cache(config, workload, plan, cal)
+    if warm:
+        notes.append(f"CPU: the step's tensors fit in the last-level cache "
+                     f"({cal.cache_bytes / 2**20:.0f} MiB): its matmuls of few rows are read on the "
+                     "grid timed from there")
 
     device: list[float] = []
     kernels: list[int] = []
     compute: list[float] = []  # seconds of each op's matmul and attention kernels
     step_flops = 0.0  # their FLOPs over the step
     for i, (_, _, _, calls) in enumerate(seq):
-        times = [call_time(k, cal) for k in calls]
+        times = [call_time(k, cal, warm) for k in calls]
         flops = [compute_flops(k) for k in calls]
         step_flops += sum(flops)
         compute.append(sum(t for f, t in zip(flops, times, strict=True) if f > 0))
