@@ -634,6 +634,26 @@ def test_a_family_measured_in_spells_in_every_pass_is_measured_again_out_of_them
     assert result["fork_s"] == pytest.approx(4.05e-6)  # matmul 4.0, 4.1 and the attention's third
 
 
+def test_off_grid_probes_are_read_against_their_own_passs_grid() -> None:
+    """Pass 1's grid ran in a spell (twice pass 2's times) and its probes did not: kept alone,
+    pass 2's probes read against the grid; kept both, each probe is carried from its pass's grid to
+    the merged one (1 s on a 4 s grid -> 0.7 s on a 2.8 s one), and the bias ratios pooled."""
+    def flat(seconds: float) -> Grid:
+        return Grid(("M", "N", "K"), ((1.0,), (1.0,), (1.0,)), (seconds,), (0.0, 0.0, 0.0))
+
+    passes = [{"matmul": {"fp32": flat(4.0)}}, {"matmul": {"fp32": flat(2.0)}}]
+    shape = (1200.0, 384.0, 128.0)
+    pass_probes = [({"fp32": [(shape, 1.0)]}, {"fp32": [1.1]}), ({"fp32": [(shape, 1.9)]}, {"fp32": [1.0]})]
+    probes, biased = ck.probes_of_passes(passes, pass_probes, [1], {"fp32": flat(2.0)})
+    assert probes == {"fp32": [(shape, 1.9)]} and biased == {"fp32": [1.0]}
+    probes, biased = ck.probes_of_passes(passes, pass_probes, [0, 1], {"fp32": flat(2.8)})
+    assert [t for _, t in probes["fp32"]] == pytest.approx([0.7, 1.9 * 1.4])
+    assert biased == {"fp32": [1.1, 1.0]}
+    offgrid, _ = ck.matmul_offgrid({"fp32": flat(2.0)}, ck.probes_of_passes(passes, pass_probes, [1],
+                                                                          {"fp32": flat(2.0)})[0])
+    assert offgrid["fp32"]["ratio"] == pytest.approx(0.95)
+
+
 def test_step_layer_times_are_each_kernels_end_after_the_previous_end() -> None:
     # embed, three layers of five kernels, the head: (name, start µs, duration µs). Kernel i of
     # layer l starts at 100·l + 10·i + 1 and lasts i + 2 + l µs, so it ends at 100·l + 11·i + 3 + l:

@@ -203,6 +203,26 @@ def matmul_bias(ratios: dict[str, list[float]]) -> tuple[dict[str, dict[str, flo
     return out, notes
 
 
+def probes_of_passes(passes: Sequence[dict[str, Any]],
+                     pass_probes: Sequence[tuple[dict[str, list[tuple[Shape, float]]], dict[str, list[float]]]],
+                     kept: Sequence[int], grids: dict[str, Grid],
+                     ) -> tuple[dict[str, list[tuple[Shape, float]]], dict[str, list[float]]]:
+    """The off-grid probes (and bias ratios) of the passes `kept`, each probe's time carried from
+    its own pass's grid to `grids` (time × the merged grid's reading over its pass grid's), so
+    `matmul_offgrid` reads every probe against the grid of the moment it ran in."""
+    probes: dict[str, list[tuple[Shape, float]]] = {}
+    biased: dict[str, list[float]] = {}
+    for k in kept:
+        measured, ratios = pass_probes[k]
+        for dtype, rows in measured.items():
+            own = passes[k]["matmul"][dtype]
+            probes.setdefault(dtype, []).extend(
+                (shape, t * grids[dtype].at(*shape) / own.at(*shape)) for shape, t in rows)
+        for dtype, rs in ratios.items():
+            biased.setdefault(dtype, []).extend(rs)
+    return probes, biased
+
+
 def matmul_offgrid(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, float]]],
                    ) -> tuple[dict[str, dict[str, float]], list[str]]:
     """Per dtype the off-grid probes' measured times over the grid's reading of them: their mean
@@ -688,28 +708,22 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
     return result, shapes
 
 
-def _retry_spells(device: torch.device, dtypes: Sequence[str], quick: bool, progress: Progress | None,
-                  timer: KernelTimer, spent: dict[str, float], waited: dict[str, float],
-                  passes: list[dict[str, Any]], forks: list[dict[str, float]], calm_s: float) -> list[str]:
-    """One more pass (appended to `passes` and `forks`) over the families every pass of which ran
-    in a spell (`families_in_spells`), once the machine reads out of it within CPU_RETRY_S, their
-    past passes' time included; a note either way."""
+def _retry_spells(run_pass: Callable[[Sequence[str]], None], spent: dict[str, float], passes: int,
+                  forks: list[dict[str, float]], calm_s: float) -> list[str]:
+    """One more pass (`run_pass(families)`) over the families every pass of which ran in a spell
+    (`families_in_spells`), once the machine reads out of it within CPU_RETRY_S, their `passes`
+    past passes' time (`spent`) included; a note either way."""
     spelled = families_in_spells(forks, calm_s)
     if not spelled:
         return []
-    cost = sum(spent.get(f, 0.0) for f in spelled) / len(passes)
+    cost = sum(spent.get(f, 0.0) for f in spelled) / passes
     fastest = min([calm_s, *(r for pass_ in forks for r in pass_.values())])
     what = f"the {', '.join(spelled)} famil{'y' if len(spelled) == 1 else 'ies'}"
     if cost >= CPU_RETRY_S or not wait_out_of_spell(fastest, CPU_RETRY_S - cost):
         return [f"CPU: every pass of {what} ran in a spell of the machine's fork and join, and the "
                 "machine stayed in it: kept as measured (predictions read against them run slower "
                 "than out of the spell)"]
-    told = None if progress is None else (
-        lambda stage, done, total: progress(f"{stage}, out of a spell", done, total))
-    forks.append({})
-    again, _ = _measure_pass(device, dtypes, quick, told, timer, spent, waited=waited, forks=forks[-1],
-                             only=spelled)
-    passes.append(again)
+    run_pass(spelled)
     return [f"CPU: every pass of {what} ran in a spell of the machine's fork and join: measured "
             "once more when it had passed"]
 
@@ -745,22 +759,27 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     forks: list[dict[str, float]] = [{}]
     result, shapes = _measure_pass(device, usable, quick, progress, timer, spent, probes, biased,
                                    waited, forks[0] if cpu else None)
-    grid_of_probes = result["matmul"]  # the off-grid probes' own pass
     if cpu and CPU_PASSES > 1:
-        passes = [result]
-        for k in range(2, CPU_PASSES + 1):
+        # every pass times the off-grid probes too, each read against its own pass's grid: a
+        # pass whose grid ran in a spell and whose probes did not read the probes 0.56x
+        passes, pass_probes = [result], [(probes, biased)]
+
+        def run_pass(only: Sequence[str] | None = None) -> None:
+            k = len(passes) + 1
             told = None if progress is None else (
-                lambda stage, done, total, k=k: progress(f"{stage}, pass {k}", done, total))
+                lambda stage, done, total: progress(f"{stage}, pass {k}", done, total))
             forks.append({})
-            again, _ = _measure_pass(device, usable, quick, told, timer, spent, waited=waited,
-                                     forks=forks[-1])
+            pass_probes.append(({}, {}))
+            again, _ = _measure_pass(device, usable, quick, told, timer, spent, *pass_probes[-1],
+                                     waited=waited, forks=forks[-1], only=only)
             passes.append(again)
-        notes += _retry_spells(device, usable, quick, progress, timer, spent, waited, passes, forks,
-                               calm_s)
+
+        for _ in range(2, CPU_PASSES + 1):
+            run_pass()
+        notes += _retry_spells(run_pass, spent, CPU_PASSES, forks, calm_s)
         kept = passes_out_of_spells(forks)
         result, disagreed, spell_notes = combine_passes(passes, forks, kept)
-        if 0 in kept.get("matmul", [0]):
-            grid_of_probes = result["matmul"]
+        probes, biased = probes_of_passes(passes, pass_probes, kept.get("matmul", [0]), result["matmul"])
         notes += spell_notes
         notes.append(f"CPU: every point measured in {CPU_PASSES} passes; {disagreed} disagreed by "
                      f"more than {PASS_DISAGREE}× (the smaller kept), the rest averaged")
@@ -770,7 +789,7 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
         notes.append("gemv left out: gptperf's Triton kernel does not run here")
     if probes:
         result["matmul_bias"], bias_notes = matmul_bias(biased)
-        result["matmul_offgrid"], offgrid_notes = matmul_offgrid(grid_of_probes, probes)
+        result["matmul_offgrid"], offgrid_notes = matmul_offgrid(result["matmul"], probes)
         notes += bias_notes + offgrid_notes
     result["shapes"] = shapes
     result["notes"] = notes + timer.notes
