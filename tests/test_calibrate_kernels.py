@@ -16,6 +16,7 @@ import torch
 from gptperf.errors import UserError
 from gptperf.measure import calibrate_decode as cd
 from gptperf.measure import calibrate_kernels as ck
+from gptperf.measure import calibration_passes as cps
 from gptperf.measure import calibration_plan as cp
 from gptperf.measure import kernel_timer as kt
 from gptperf.measure.calibration_tables import fill_grid, guarded
@@ -525,13 +526,13 @@ def test_gpu_graph_time_matches_eager_time_of_a_long_kernel() -> None:
 
 
 def test_two_passes_are_averaged_unless_one_was_held_up() -> None:
-    assert ck.merge_times(1e-3, 1.21e-3) == pytest.approx(1.1e-3)  # geometric mean
-    assert ck.merge_times(8e-3, 1e-5) == 1e-5  # a stall in the first pass: the smaller kept
+    assert cps.merge_times(1e-3, 1.21e-3) == pytest.approx(1.1e-3)  # geometric mean
+    assert cps.merge_times(8e-3, 1e-5) == 1e-5  # a stall in the first pass: the smaller kept
     curve = Curve((1.0, 2.0, 4.0), (1e-5, 8e-3, 4e-5), what="a stalled middle point")
     again = Curve((1.0, 2.0, 4.0), (1e-5, 2e-5, 9e-5))
     grid = Grid(("M", "N"), ((1.0, 2.0), (3.0,)), (2e-6, 4e-6))
     other_plan = Grid(("M", "N"), ((1.0, 4.0), (3.0,)), (1.0, 1.0))
-    merged, disagreed = ck.merge_passes(
+    merged, disagreed = cps.merge_passes(
         {"vector": {"add": curve}, "matmul": {"fp32": grid}, "gemv": {}},
         {"vector": {"add": again}, "matmul": {"fp32": other_plan}})
     assert merged["vector"]["add"].seconds == pytest.approx((1e-5, 2e-5, 4e-5))
@@ -544,9 +545,9 @@ def test_a_pass_run_in_a_spell_of_fork_and_join_is_left_out_family_by_family() -
     # the vector family's first pass read its parallel add 1.5x the second's: a spell; the
     # matmul's passes within FORK_SPELL of each other; the gemv measured in the first pass only
     forks = [{"matmul": 4.0e-6, "vector": 6.0e-6, "gemv": 4e-6}, {"matmul": 4.4e-6, "vector": 4.0e-6}]
-    assert ck.passes_out_of_spells(forks) == {"matmul": [0, 1], "vector": [1], "gemv": [0]}
-    assert ck.passes_out_of_spells([{"optimizer": 4e-6}, {"optimizer": 4.79e-6}]) == {"optimizer": [0, 1]}
-    assert ck.passes_out_of_spells([{"optimizer": 4e-6}, {"optimizer": 4.8e-6}]) == {"optimizer": [0]}
+    assert cps.passes_out_of_spells(forks) == {"matmul": [0, 1], "vector": [1], "gemv": [0]}
+    assert cps.passes_out_of_spells([{"optimizer": 4e-6}, {"optimizer": 4.79e-6}]) == {"optimizer": [0, 1]}
+    assert cps.passes_out_of_spells([{"optimizer": 4e-6}, {"optimizer": 4.8e-6}]) == {"optimizer": [0]}
 
 
 def test_the_cpu_calibration_keeps_each_familys_passes_out_of_spells(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -580,9 +581,9 @@ def test_families_whose_every_pass_ran_in_a_spell_are_those_over_the_calibration
     reading of the calibration, the one before its passes included."""
     forks = [{"matmul": 4.0e-6, "vector": 6.0e-6, "optimizer": 6.2e-6},
              {"matmul": 6.1e-6, "vector": 6.3e-6, "optimizer": 4.5e-6}]
-    assert ck.families_in_spells(forks, 4.2e-6) == ["vector"]
-    assert ck.families_in_spells(forks, 3.0e-6) == ["matmul", "vector", "optimizer"]
-    assert ck.families_in_spells([{"matmul": 4.0e-6}], 4.0e-6) == []
+    assert cps.families_in_spells(forks, 4.2e-6) == ["vector"]
+    assert cps.families_in_spells(forks, 3.0e-6) == ["matmul", "vector", "optimizer"]
+    assert cps.families_in_spells([{"matmul": 4.0e-6}], 4.0e-6) == []
 
 
 def test_waiting_out_a_spell_reads_the_add_until_it_is_fast_or_time_is_up() -> None:
@@ -592,10 +593,10 @@ def test_waiting_out_a_spell_reads_the_add_until_it_is_fast_or_time_is_up() -> N
     def sleep(s: float) -> None:
         now[0] += s
 
-    assert ck.wait_out_of_spell(4e-6, 5.0, clock=lambda: now[0], read=lambda: next(readings), sleep=sleep)
-    assert now[0] == pytest.approx(2 * ck.RETRY_POLL_S)  # two polls slept, the third read fast
+    assert cps.wait_out_of_spell(4e-6, 5.0, clock=lambda: now[0], read=lambda: next(readings), sleep=sleep)
+    assert now[0] == pytest.approx(2 * cps.RETRY_POLL_S)  # two polls slept, the third read fast
     now[0] = 0.0
-    assert not ck.wait_out_of_spell(4e-6, 1.2, clock=lambda: now[0], read=lambda: 6e-6, sleep=sleep)
+    assert not cps.wait_out_of_spell(4e-6, 1.2, clock=lambda: now[0], read=lambda: 6e-6, sleep=sleep)
     assert now[0] <= 1.2
 
 
@@ -624,7 +625,8 @@ def test_a_family_measured_in_spells_in_every_pass_is_measured_again_out_of_them
         return tables, {"matmul": [], "attention": [], "vector": []}
 
     monkeypatch.setattr(ck, "_measure_pass", one_pass)
-    monkeypatch.setattr(ck, "fork_op_s", lambda seconds=0.0: 4e-6)  # before the passes, and when waiting
+    for module in (ck, cps):  # the reading before the passes, and those while waiting
+        monkeypatch.setattr(module, "fork_op_s", lambda seconds=0.0: 4e-6)
     result = ck.measure_kernels("cpu", ["fp32"])
     assert seen == [None, None, ["attention"]]
     assert result["attention"]["fp32:causal_fwd"].seconds == pytest.approx((1e-4, 4e-4))
@@ -644,12 +646,12 @@ def test_off_grid_probes_are_read_against_their_own_passs_grid() -> None:
     passes = [{"matmul": {"fp32": flat(4.0)}}, {"matmul": {"fp32": flat(2.0)}}]
     shape = (1200.0, 384.0, 128.0)
     pass_probes = [({"fp32": [(shape, 1.0)]}, {"fp32": [1.1]}), ({"fp32": [(shape, 1.9)]}, {"fp32": [1.0]})]
-    probes, biased = ck.probes_of_passes(passes, pass_probes, [1], {"fp32": flat(2.0)})
+    probes, biased = cps.probes_of_passes(passes, pass_probes, [1], {"fp32": flat(2.0)})
     assert probes == {"fp32": [(shape, 1.9)]} and biased == {"fp32": [1.0]}
-    probes, biased = ck.probes_of_passes(passes, pass_probes, [0, 1], {"fp32": flat(2.8)})
+    probes, biased = cps.probes_of_passes(passes, pass_probes, [0, 1], {"fp32": flat(2.8)})
     assert [t for _, t in probes["fp32"]] == pytest.approx([0.7, 1.9 * 1.4])
     assert biased == {"fp32": [1.1, 1.0]}
-    offgrid, _ = ck.matmul_offgrid({"fp32": flat(2.0)}, ck.probes_of_passes(passes, pass_probes, [1],
+    offgrid, _ = ck.matmul_offgrid({"fp32": flat(2.0)}, cps.probes_of_passes(passes, pass_probes, [1],
                                                                           {"fp32": flat(2.0)})[0])
     assert offgrid["fp32"]["ratio"] == pytest.approx(0.95)
 
@@ -671,7 +673,7 @@ def test_step_layer_times_are_each_kernels_end_after_the_previous_end() -> None:
 
 def test_a_cpu_sweep_says_it_measured_every_point_twice(swept: tuple) -> None:
     result = swept[0]
-    assert any(n.startswith(f"CPU: every point measured in {ck.CPU_PASSES} passes") for n in result["notes"])
+    assert any(n.startswith(f"CPU: every point measured in {cps.CPU_PASSES} passes") for n in result["notes"])
 
 
 def test_the_bias_ratio_is_the_median_of_the_probes_with_its_range() -> None:
