@@ -14,6 +14,7 @@ from typing import Any
 from gptperf.dtypes import check_dtype, dtype_bytes
 from gptperf.errors import UserError
 from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS
+from gptperf.perfmodel.workload import block_shapes
 from gptperf.units import GIB, KIB, MIB
 
 # --- the points ----------------------------------------------------------------------------------
@@ -425,14 +426,6 @@ def optimizer_loop_tensors(size: int) -> int:
     """Equal tensors of `size` parameters a loop point steps: OPTIMIZER_LOOP_PARAMS in all, 1 to 64
     (the step's own fixed cost shared by as many tensors as a small model has)."""
     return max(1, min(64, OPTIMIZER_LOOP_PARAMS // size))
-
-
-def block_shapes(width: int) -> list[tuple[int, ...]]:
-    """The 12 parameter tensors of one GPT block of width C (ln_1, attn.qkv, attn.proj, ln_2,
-    mlp.fc, mlp.proj: weights and biases)."""
-    c = width
-    return [(c,), (c,), (3 * c, c), (3 * c,), (c, c), (c,), (c,), (c,), (4 * c, c), (4 * c,),
-            (c, 4 * c), (c,)]
 
 
 def optimizer_params(width: int, blocks: int) -> int:

@@ -112,11 +112,19 @@ def count_parameter_tensors(config: GPTConfig) -> int:
     return 12 * config.n_layer + 4
 
 
+def block_shapes(width: int) -> list[tuple[int, ...]]:
+    """The 12 parameter tensors of one GPT block of width C (ln_1, attn.qkv, attn.proj, ln_2,
+    mlp.fc, mlp.proj: weights and biases)."""
+    c = width
+    return [(c,), (c,), (3 * c, c), (3 * c,), (c, c), (c,), (c,), (c,), (4 * c, c), (4 * c,),
+            (c, 4 * c), (c,)]
+
+
 def parameter_sizes(config: GPTConfig) -> tuple[tuple[int, int], ...]:
     """(parameters, tensors of that size) of the tensors an optimizer steps, largest first: the
     tensors of `count_parameter_tensors`, whose sizes sum to `count_parameters`."""
     C = config.n_embd
-    per_layer = [C, C, 3 * C * C, 3 * C, C * C, C, C, C, 4 * C * C, 4 * C, 4 * C * C, C]
+    per_layer = [math.prod(s) for s in block_shapes(C)]
     sizes: dict[int, int] = {}
     for n in [config.vocab_size * C, config.block_size * C, C, C] + per_layer * config.n_layer:
         sizes[n] = sizes.get(n, 0) + 1
