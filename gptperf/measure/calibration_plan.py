@@ -113,8 +113,9 @@ OPTIMIZER_BYTES_PER_PARAM = 24  # param, grad, m, v and the foreach temporaries 
 # A CPU's AdamW is torch's per-tensor loop: a step costs the sum of its tensors' steps, and a
 # tensor's depends on its own size (ten passes over it: from the cache while it fits, from memory
 # beyond). The loop is timed per tensor at these sizes (parameters). On the 2-core VM a grid of
-# equal tensors charged AdamW in mini-v8k's step (one 3.07M-parameter embedding) 0.83× its time,
-# in a step with a 8.2M-parameter embedding 0.73×; the loop 0.89× and 0.96× (2026-12-05).
+# equal tensors charged AdamW in mini-v8k's step (one 3.07M-parameter embedding) 0.81× its time,
+# in a step with an 8.2M-parameter embedding 0.68×; the loop 1.01× and 0.93× (2026-12-05,
+# benchmarks/cpu_optimizer_loop.py).
 OPTIMIZER_LOOP_SIZES = tuple(256 * 4**i for i in range(9))  # 256 (a LayerNorm's) .. 16.8M
 OPTIMIZER_LOOP_PARAMS = 2**20  # a point steps this many parameters in all (1 to 64 tensors)
 # Parameter tensors an AdamW step is measured over, at each of those parameter counts: a step's
