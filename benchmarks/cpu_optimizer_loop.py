@@ -23,7 +23,7 @@ import torch
 
 from gptperf.hostmem import keep_freed_memory
 from gptperf.measure import calibrate_kernels as ck
-from gptperf.measure.calibration_plan import optimizer_params
+from gptperf.measure.calibration_plan import OPTIMIZER_BYTES_PER_PARAM, optimizer_params
 from gptperf.measure.kernel_timer import KernelTimer
 from gptperf.measure.probe import fork_op_s
 from gptperf.model.config import preset
@@ -35,7 +35,7 @@ from gptperf.perfmodel.workload import (
     parameter_sizes,
 )
 from gptperf.plan import ExecutionPlan
-from gptperf.steps.build import build_step
+from gptperf.steps.build import Step, build_step
 
 MODELS = {
     "tiny-c96": preset("tiny", n_head=3, n_embd=96),
@@ -50,18 +50,18 @@ OLD_GRID_WIDTHS = (32, 64, 128, 256, 512, 768)
 
 def old_grid(device: torch.device, timer: KernelTimer) -> Grid:
     params = tuple(optimizer_params(w, 1) for w in OLD_GRID_WIDTHS)
-    seconds = tuple(timer(ck.optimizer_step(device, t, p, "adamw_foreach"), nbytes=24 * p)
+    seconds = tuple(timer(ck.optimizer_step(device, t, p, "adamw_foreach"), nbytes=OPTIMIZER_BYTES_PER_PARAM * p)
                     for t in OLD_GRID_TENSORS for p in params)
     return Grid(("tensors", "parameters"), (OLD_GRID_TENSORS, params), seconds)
 
 
-def train_step(name: str):  # noqa: ANN201 - a gptperf Step
+def train_step(name: str) -> Step:
     cfg = MODELS[name]
     return build_step(cfg, Workload("train", 2, 40, "fp32"),
                       ExecutionPlan.default("train", "cpu", attention=cfg.attention, dtype="fp32"), "cpu")
 
 
-def adamw_in_step(step, steps: int) -> float:  # noqa: ANN001
+def adamw_in_step(step: Step, steps: int) -> float:
     """Median seconds of `optimizer.step()` between the step's own forward and backward."""
     train = step.train
     times = []

@@ -9,9 +9,10 @@ trimmed below 1 GiB of free space. On the 2-core development VM:
 
 * a 6.7M-parameter step (validate's `train mini-v8k`) took 106-113 ms with glibc's default, 26
   of them in `fill_` and `add` writing freshly mapped pages, 67-76 ms with freed blocks kept;
-* gpt2's train step (B=1, T=64) took 0.86-0.91 s with blocks up to 32 MiB kept (the mapping
-  threshold's ceiling), 310-460 MB a step mapped fresh in its backward and AdamW, and 0.56-0.61 s
-  with every block kept (none mapped; peak RSS 2.87-2.97 GB against 2.74-2.80; 2026-12-05).
+* gpt2's train step (B=1, T=64) took 0.83-0.91 s with blocks up to 32 MiB kept (the mapping
+  threshold's ceiling), 620-770 MB a step mapped fresh in its backward and AdamW, and 0.56-0.67 s
+  with every block kept (none mapped; peak RSS 2.87-3.07 GB against 2.74-2.86; 2026-12-05,
+  benchmarks/cpu_fresh_pages.py).
 """
 
 from __future__ import annotations

@@ -122,6 +122,16 @@ def measure_matmul(device: torch.device | str, dtype: str, quick: bool = False,
     return _measure_matmul(device, check_dtype(dtype), quick, progress, KernelTimer(device, quick), None)
 
 
+def linear_call(pool: OperandPool, m: int, n: int, k: int, bias: bool = False) -> Call:
+    """F.linear over distinct copies of x (M×K), W (N×K) (and b) from `pool`, a copy a call."""
+    sets = pool.copies([(m, k), (n, k)] + ([(n,)] if bias else []))
+
+    def call(j: int) -> torch.Tensor:
+        return F.linear(*sets[j % len(sets)])
+
+    return call
+
+
 def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
                     timer: KernelTimer, record: list | None,
                     probes: dict[str, list[tuple[Shape, float]]] | None = None,
@@ -137,14 +147,10 @@ def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Pro
     pool = OperandPool(device, tdtype)
 
     def seconds(m: int, n: int, k: int, bias: bool = False) -> float:
-        sets = pool.copies([(m, k), (n, k)] + ([(n,)] if bias else []))  # x, W (and b)
-
-        def call(j: int) -> torch.Tensor:
-            return F.linear(*sets[j % len(sets)])
-
         if record is not None and not bias:
             record.append([m, n, k])
-        return timer(call, f"matmul {dtype} {m}×{n}×{k}{' with bias' if bias else ''}",
+        return timer(linear_call(pool, m, n, k, bias),
+                     f"matmul {dtype} {m}×{n}×{k}{' with bias' if bias else ''}",
                      nbytes=matmul_bytes(dtype, m, n, k))
 
     measured: dict[tuple[int, ...], float] = {}
@@ -176,12 +182,7 @@ def _measure_matmul_warm(device: torch.device, dtype: str, quick: bool, progress
     measured: dict[tuple[int, ...], float] = {}
     with MatmulPrecision(dtype):
         for i, (m, n, k) in enumerate(cells):
-            sets = pool.copies([(m, k), (n, k)])
-
-            def call(j: int, sets: list = sets) -> torch.Tensor:
-                return F.linear(*sets[j % len(sets)])
-
-            measured[(m, n, k)] = timer(call, f"matmul {dtype} {m}×{n}×{k} from the cache")
+            measured[(m, n, k)] = timer(linear_call(pool, m, n, k), f"matmul {dtype} {m}×{n}×{k} from the cache")
             report(progress, f"matmul {dtype} from the cache", i + 1, len(cells))
     rows = tuple(m for m in grid.points[0] if m <= WARM_M)
     axes = (rows, *grid.points[1:])
@@ -415,8 +416,8 @@ def measure_optimizer(device: torch.device | str, quick: bool = False,
     tensors of equal size, a third of them 2-D (decayed), as a GPT block's 4 weights of 12; and
     "adamw_master" (CUDA with Triton): the one-pass master update over bf16 weights of those
     sizes (`gptperf.steps.master_adamw`). On a CPU "adamw_loop" over (parameters,): the seconds
-    of one tensor in torch's per-tensor loop, a step over equal tensors (a third of them 2-D, the
-    only one 2-D) divided by their count."""
+    of one tensor in torch's per-tensor loop: a step over equal tensors (a third of them 2-D; a
+    single one 2-D) divided by their count."""
     device = as_device(device)
     return _measure_optimizer(device, quick, progress, KernelTimer(device, quick))
 

@@ -64,10 +64,15 @@ CPU_RETRY_S = 20.0
 RETRY_POLL_S = 0.5
 
 
+def fastest_reading(forks: Sequence[dict[str, float]], calm_s: float) -> float:
+    """The calibration's fastest parallel-add reading: `calm_s` (before the passes) or a pass's."""
+    return min([calm_s, *(r for pass_ in forks for r in pass_.values())])
+
+
 def families_in_spells(forks: Sequence[dict[str, float]], calm_s: float) -> list[str]:
     """Families (in measuring order) whose every pass read its parallel add at ≥ FORK_SPELL ×
-    the fastest reading of the calibration (`calm_s`, a reading before the passes, included)."""
-    fastest = min([calm_s, *(r for pass_ in forks for r in pass_.values())])
+    the calibration's fastest reading (`fastest_reading`)."""
+    fastest = fastest_reading(forks, calm_s)
     order = list(dict.fromkeys(f for pass_ in forks for f in pass_))
     return [f for f in order if min(p[f] for p in forks if f in p) >= FORK_SPELL * fastest]
 
@@ -90,8 +95,7 @@ def combine_passes(passes: Sequence[dict[str, Any]], forks: Sequence[dict[str, f
                    kept: dict[str, list[int]]) -> tuple[dict[str, Any], int, list[str]]:
     """(families, points that disagreed, notes): each family's tables merged over the passes
     `kept` names for it (`passes_out_of_spells`; all that measured it where it names none), with a
-    note for each
-    family a pass of which was left out."""
+    note for each family a pass of which was left out."""
     result: dict[str, Any] = {}
     disagreed, notes = 0, []
     for family in passes[0]:
@@ -151,13 +155,13 @@ def probes_of_passes(passes: Sequence[dict[str, Any]],
 def retry_spells(run_pass: Callable[[Sequence[str]], None], spent: dict[str, float], passes: int,
                   forks: list[dict[str, float]], calm_s: float) -> list[str]:
     """One more pass (`run_pass(families)`) over the families every pass of which ran in a spell
-    (`families_in_spells`), once the machine reads out of it within CPU_RETRY_S, their `passes`
-    past passes' time (`spent`) included; a note either way."""
+    (`families_in_spells`), once the machine reads out of it: waiting and that pass (their time in
+    `spent` over its `passes` passes) within CPU_RETRY_S; a note either way."""
     spelled = families_in_spells(forks, calm_s)
     if not spelled:
         return []
-    cost = sum(spent.get(f, 0.0) for f in spelled) / passes
-    fastest = min([calm_s, *(r for pass_ in forks for r in pass_.values())])
+    cost = sum(spent.get(f, 0.0) for f in spelled) / passes  # a pass of those families
+    fastest = fastest_reading(forks, calm_s)
     what = f"the {', '.join(spelled)} famil{'y' if len(spelled) == 1 else 'ies'}"
     if cost >= CPU_RETRY_S or not wait_out_of_spell(fastest, CPU_RETRY_S - cost):
         return [f"CPU: every pass of {what} ran in a spell of the machine's fork and join, and the "

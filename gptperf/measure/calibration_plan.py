@@ -118,10 +118,8 @@ OPTIMIZER_BYTES_PER_PARAM = 24  # param, grad, m, v and the foreach temporaries 
 # benchmarks/cpu_optimizer_loop.py).
 OPTIMIZER_LOOP_SIZES = tuple(256 * 4**i for i in range(9))  # 256 (a LayerNorm's) .. 16.8M
 OPTIMIZER_LOOP_PARAMS = 2**20  # a point steps this many parameters in all (1 to 64 tensors)
-# Parameter tensors an AdamW step is measured over, at each of those parameter counts: a step's
-# cost per tensor (a loop over tensors on a CPU, ~50 µs each on 2 cores, measured by
-# benchmarks/cpu_calibration_gaps.py; the fused kernel's chunking on a GPU) is as real as its cost
-# per byte (a 12-layer GPT has 148 tensors, gpt2-xl 580: the grid grows linearly beyond its last
+# Parameter tensors an AdamW step is measured over on a GPU, at each of those parameter counts: a
+# step's cost per tensor (the fused kernel's chunking) is as real as its cost per byte (a 12-layer GPT has 148 tensors, gpt2-xl 580: the grid grows linearly beyond its last
 # count, which charged gpt2-xl's step 21% more than 480 tensors' where the time no longer grows).
 OPTIMIZER_TENSORS = {"cuda": (12, 96, 960)}
 

@@ -357,9 +357,15 @@ class Calibration:
         grid = self._masked_ratio.get(dtype)
         return 2.0 if grid is None else grid.at(bh, t, d)
 
-    def matmul_seconds(self, key: str, m: float, n: float, k: float) -> float:
-        """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, × `offgrid_ratio` off its points."""
-        return self.matmul[key].at(m, n, k) * self.offgrid_ratio(key, m, n, k)
+    def matmul_seconds(self, key: str, m: float, n: float, k: float, warm: bool = False) -> float:
+        """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, × `offgrid_ratio` off its points;
+        `warm` (the step's tensors stay in a CPU's last-level cache): on the grid timed from there
+        (`WARM`) where it has the rows."""
+        grid = self.matmul[key]
+        from_cache = self.matmul.get(key + WARM) if warm else None
+        if from_cache is not None and m <= from_cache.points[0][-1]:
+            grid = from_cache
+        return grid.at(m, n, k) * self.offgrid_ratio(key, m, n, k)
 
     def offgrid_ratio(self, key: str, m: float, n: float, k: float) -> float:
         """What a matmul off grid `key`'s points takes over the grid's reading of it: the off-grid

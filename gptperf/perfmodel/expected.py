@@ -52,7 +52,6 @@ from gptperf.perfmodel.calibration import (
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
     HOST_MODEL,
-    WARM,
     Calibration,
     host_model_config,
 )
@@ -181,7 +180,8 @@ def _fallback(key: str) -> list[str]:
 def call_time(call: KernelCall, cal: Calibration, warm: bool = False) -> float:
     """Seconds of `call.count` kernels of `call` on the calibration's curves (UserError when the
     calibration has no curve for it); `warm`: the step's tensors stay in the CPU's last-level
-    cache, so a matmul of few rows is read on the grid timed from there (`WARM`) where there is one."""
+    cache, so a matmul of few rows is read on the grid timed from there
+    (`Calibration.matmul_seconds`)."""
     if call.family == "attention" and call.key.endswith(":causal_bwd"):
         fwd = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd"), call.point)
         both = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd_bwd"), call.point)
@@ -212,10 +212,7 @@ def call_time(call: KernelCall, cal: Calibration, warm: bool = False) -> float:
         if key in table:
             if call.family == "matmul":
                 ratio = cal.bias_ratio(key) if biased else 1.0
-                from_cache = cal.matmul.get(key + WARM) if warm else None
-                if from_cache is not None and call.point[0] <= from_cache.points[0][-1]:
-                    return call.count * from_cache.at(*call.point) * cal.offgrid_ratio(key, *call.point) * ratio
-                return call.count * cal.matmul_seconds(key, *call.point) * ratio
+                return call.count * cal.matmul_seconds(key, *call.point, warm=warm) * ratio
             return call.count * table[key].at(*call.point)
     known = ", ".join(sorted(table)) or "none"
     raise UserError(f"the calibration of {cal.device_name!r} has no {call.family} curve "
