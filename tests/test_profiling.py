@@ -74,6 +74,39 @@ def test_backward_matmuls_attributed_to_their_forward_operation(profiled):
     assert checked.get(names.LM_HEAD, 0) >= 2 * len(att.steps)
 
 
+def test_both_embedding_tables_backward_is_attributed_in_every_step(profiled):
+    """The gradients' zero_ before a step carries the sequence number the token embedding's node
+    then takes: the backward must still find the embedding, in every step, not only the first."""
+    _, out, _ = profiled
+    _, att = attribute_file(out / "trace.json")
+    per_step = [sum(1 for w in att.work if w.step == k and w.kernel == "aten::embedding_dense_backward"
+                    and (names.EMBED, names.BACKWARD) in [p[:2] for p in w.parts])
+                for k in range(len(att.steps))]
+    assert len(per_step) == 2 and per_step == [2, 2]
+
+
+def test_the_last_operator_with_a_sequence_number_made_its_node():
+    def x(name, cat, ts, dur, tid=1, **args):
+        return {"ph": "X", "cat": cat, "name": name, "pid": 1, "tid": tid, "ts": ts, "dur": dur,
+                "args": args}
+
+    seq = {"Sequence number": 9, "Fwd thread id": 0}
+    doc = {"traceEvents": [
+        x("ProfilerStep#2", "user_annotation", 0, 1000),
+        x("aten::zero_", "cpu_op", 5, 3, **seq),  # makes no node: carries the next one's number
+        x(names.EMBED, "user_annotation", 10, 100),
+        x("aten::embedding", "cpu_op", 20, 50, **seq),
+        x("aten::index_select", "cpu_op", 25, 20, **seq),  # nested: the outer one stays
+        x("autograd::engine::evaluate_function: EmbeddingBackward0", "cpu_op", 300, 100,
+          **{"Sequence number": 9, "Fwd thread id": 1}),
+        x("aten::embedding_dense_backward", "cpu_op", 310, 40),
+    ]}
+    att = attribute(doc)
+    got = {w.kernel: (w.parts[0][:2] if w.parts else None) for w in att.work}
+    assert got["aten::embedding_dense_backward"] == (names.EMBED, names.BACKWARD)
+    assert got["aten::zero_"] is None
+
+
 def test_backward_layers_follow_reverse_order(profiled):
     """Independent of sequence numbers: within a step, layer 1's backward work all runs before
     layer 0's, so the layer each backward operator got must agree with its time."""

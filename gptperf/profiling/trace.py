@@ -7,8 +7,9 @@ The walk, for one piece of work in an active profiler step:
   On CPU the piece of work is the operator itself, timed by its self time.
 * From that CPU event walk outwards through the time-nested events of its thread:
   - an autograd node (`Sequence number` with a non-zero `Fwd thread id`) is backward work: the
-    forward operator with the same sequence number sits inside the forward `record_function`
-    range of the operation that created the node -> (that name, bwd);
+    forward operator with the same sequence number (the last outermost: one that makes no node
+    carries the next node's number) sits inside the forward `record_function` range of the
+    operation that created the node -> (that name, bwd);
   - a `record_function` range named from `gptperf.names` -> (name, fwd), or (optimizer, opt);
   - torch's own `Optimizer.step#...` / `Optimizer.zero_grad#...` ranges -> (optimizer, opt);
   - `AccumulateGrad` (no sequence number) -> the backward node that ran just before it on the
@@ -342,15 +343,19 @@ def attribute(
                 return k
         return None
 
-    # Forward operators by sequence number (the first, outermost one with that number).
+    # Forward operators by sequence number: the one that made the backward node of that number.
+    # An operator that makes no node (a gradient's zero_, an optimizer's op) carries the number
+    # the next node will take, so the maker is the last outermost operator with it.
     # Sequence numbers count per thread, so only operators outside the autograd engine qualify.
     fwd_by_seq: dict[int, int] = {}
     for i in forest.order:
         e = events[i]
         seq = _arg(e, "Sequence number")
         if (e.get("cat") == "cpu_op" and seq is not None and not _arg(e, "Fwd thread id")
-                and int(seq) not in fwd_by_seq and not _inside_engine(forest, events, i)):
-            fwd_by_seq[int(seq)] = i
+                and not _inside_engine(forest, events, i)):
+            before = fwd_by_seq.get(int(seq))
+            if before is None or before not in forest.ancestors(forest.parent.get(i)):
+                fwd_by_seq[int(seq)] = i
 
     cache: dict[int, tuple[str, str, str] | None] = {}
 
