@@ -2,14 +2,14 @@
 kernel the model charges there timed alone beside its charge.
 
     python benchmarks/gpu_embedding_backward.py [--device cuda|cpu] [--preset gpt2] [--batch 6]
-        [--seq 640] [--dtype bf16] [--calibration CAL.json]
+        [--seq 640] [--dtype bf16] [--step K] [--calibration CAL.json]
 
 The model charges the embedding's backward (`perfmodel.kernel_calls._model_bwd`) as the table
 gradient's zero fill (an add of V·C·e bytes), `embedding_dense_backward` on the `embedding_bwd`
 curve (which the calibration times into a 1024-row table), and the tied weight's two gradients
 summed by autograd (an add of 3·V·C·e bytes), then the same for the position table. Prints:
 0. what the profile attributes to `embed` bwd in each step, profiled as `gptperf validate` does;
-1. the kernels (on a CPU, the operators' self time) of its first step from the LM head's
+1. the kernels (on a CPU, the operators' self time) of its active step K (default 1) from the LM head's
    last backward kernel to the optimizer's first, each with the operation the profile gave it and
    the operator that launched it;
 2. each part timed alone, back to back (`KernelTimer`, as the calibration times), with the real
@@ -43,17 +43,20 @@ from gptperf.profiling.trace import attribute, load_trace
 from gptperf.validate.run import PROFILE_SCHEDULE
 
 
-def launcher(events: list[dict[str, Any]], kernel: dict[str, Any]) -> str:
-    """The innermost CPU operator around the launch of `kernel` (by correlation id)."""
-    corr = kernel.get("args", {}).get("correlation")
-    launch = next((e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver")
-                   and e.get("args", {}).get("correlation") == corr), None)
-    if launch is None:
-        return "?"
-    ts, tid = float(launch["ts"]), launch.get("tid")
-    around = [e for e in events if e.get("cat") == "cpu_op" and e.get("tid") == tid
-              and float(e["ts"]) <= ts <= float(e["ts"]) + float(e.get("dur", 0))]
-    return min(around, key=lambda e: float(e.get("dur", 0)))["name"] if around else "?"
+def launchers(events: list[dict[str, Any]]) -> dict[Any, str]:
+    """Correlation id -> the innermost CPU operator around the runtime call that launched it."""
+    ops: dict[Any, list[dict[str, Any]]] = {}
+    for e in events:
+        if e.get("cat") == "cpu_op":
+            ops.setdefault(e.get("tid"), []).append(e)
+    out = {}
+    for e in events:
+        if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {}):
+            ts = float(e["ts"])
+            around = [o for o in ops.get(e.get("tid"), [])
+                      if float(o["ts"]) <= ts <= float(o["ts"]) + float(o.get("dur", 0))]
+            out[e["args"]["correlation"]] = min(around, key=lambda o: float(o.get("dur", 0)))["name"] if around else "?"
+    return out
 
 
 def profiled_tail(config: Any, args: argparse.Namespace) -> None:
@@ -70,19 +73,20 @@ def profiled_tail(config: Any, args: argparse.Namespace) -> None:
               f"{sum(w.dur_us for w in embed if w.step == k):.1f} µs ({sum(w.step == k for w in embed)} kernels)"
               for k in range(len(attribution.steps))))
     work = [w for w in attribution.work if w.step == args.step]
+    launched_by = launchers(events)
     head = [i for i, w in enumerate(work) if (names.LM_HEAD, names.BACKWARD) in
             {(n, p) for n, p, _ in w.parts}]
     opt = [i for i, w in enumerate(work) if any(p == names.OPTIMIZER_PHASE for _, p, _ in w.parts)]
     start = head[-1] if head else 0
     end = next((i for i in opt if i > start), len(work))
-    print(f"\n1. one profiled step, from the LM head's last backward kernel to the optimizer "
+    print(f"\n1. active step {args.step}, from the LM head's last backward kernel to the optimizer "
           f"({'kernels' if torch.device(args.device).type == 'cuda' else 'operators, self time'})")
     print(f"{'µs':>8s}  {'attributed to':24s} {'launched by':34s} kernel")
     embed_us = 0.0
     for w in work[start:end + 1]:
         to = ", ".join(f"{n} {p}" for n, p, _ in w.parts) or "(none)"
-        by = launcher(events, events[w.index]) if w.kernel != events[w.index].get("name", "") or \
-            events[w.index].get("cat") != "cpu_op" else "-"
+        event = events[w.index]
+        by = "-" if event.get("cat") == "cpu_op" else launched_by.get(event.get("args", {}).get("correlation"), "?")
         print(f"{w.dur_us:8.1f}  {to[:24]:24s} {by[:34]:34s} {w.kernel[:70]}")
         if (names.EMBED, names.BACKWARD) in {(n, p) for n, p, _ in w.parts}:
             embed_us += w.dur_us
