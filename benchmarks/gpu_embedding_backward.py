@@ -1,8 +1,9 @@
 """The token table's backward: what a profiled train step attributes to `embed` bwd, and each
 kernel the model charges there timed alone beside its charge.
 
-    python benchmarks/gpu_embedding_backward.py [--device cuda|cpu] [--preset gpt2] [--batch 6]
-        [--seq 640] [--dtype bf16] [--step K] [--calibration CAL.json]
+    python benchmarks/gpu_embedding_backward.py [--device cuda|cpu] [--preset gpt2] [--n-layer N]
+        [--n-head N] [--n-embd N] [--vocab-size N] [--batch 6] [--seq 640] [--dtype bf16]
+        [--step K] [--calibration CAL.json]
 
 The model charges the embedding's backward (`perfmodel.kernel_calls._model_bwd`) as the table
 gradient's zero fill (an add of V·C·e bytes), `embedding_dense_backward` on the `embedding_bwd`
@@ -29,6 +30,7 @@ import torch
 from torch.ops import aten
 
 from gptperf import names
+from gptperf.hostmem import keep_freed_memory
 from gptperf.measure.calibrate import calibration_for
 from gptperf.measure.calibration_plan import EMBED_BWD_VOCAB
 from gptperf.measure.kernel_timer import KernelTimer, random_tensor
@@ -59,6 +61,11 @@ def launchers(events: list[dict[str, Any]]) -> dict[Any, str]:
     return out
 
 
+def goes_to(w: Any, name: str, phase: str) -> bool:
+    """Whether the attribution gave (a share of) work `w` to operation `name` in `phase`."""
+    return (name, phase) in {(n, p) for n, p, _ in w.parts}
+
+
 def profiled_tail(config: Any, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "profile"
@@ -67,15 +74,14 @@ def profiled_tail(config: Any, args: argparse.Namespace) -> None:
         doc = load_trace(out / "trace.json")
     events = doc["traceEvents"]
     attribution = attribute(doc)
-    embed = [w for w in attribution.work if (names.EMBED, names.BACKWARD) in {(n, p) for n, p, _ in w.parts}]
+    embed = [w for w in attribution.work if goes_to(w, names.EMBED, names.BACKWARD)]
     print(f"\n0. embed bwd in each of the {len(attribution.steps)} active steps of validate's schedule "
           f"{PROFILE_SCHEDULE}: " + ", ".join(
               f"{sum(w.dur_us for w in embed if w.step == k):.1f} µs ({sum(w.step == k for w in embed)} kernels)"
               for k in range(len(attribution.steps))))
     work = [w for w in attribution.work if w.step == args.step]
     launched_by = launchers(events)
-    head = [i for i, w in enumerate(work) if (names.LM_HEAD, names.BACKWARD) in
-            {(n, p) for n, p, _ in w.parts}]
+    head = [i for i, w in enumerate(work) if goes_to(w, names.LM_HEAD, names.BACKWARD)]
     opt = [i for i, w in enumerate(work) if any(p == names.OPTIMIZER_PHASE for _, p, _ in w.parts)]
     start = head[-1] if head else 0
     end = next((i for i in opt if i > start), len(work))
@@ -88,7 +94,7 @@ def profiled_tail(config: Any, args: argparse.Namespace) -> None:
         event = events[w.index]
         by = "-" if event.get("cat") == "cpu_op" else launched_by.get(event.get("args", {}).get("correlation"), "?")
         print(f"{w.dur_us:8.1f}  {to[:24]:24s} {by[:34]:34s} {w.kernel[:70]}")
-        if (names.EMBED, names.BACKWARD) in {(n, p) for n, p, _ in w.parts}:
+        if goes_to(w, names.EMBED, names.BACKWARD):
             embed_us += w.dur_us
     print(f"attributed to embed bwd in this window: {embed_us:.1f} µs")
 
@@ -127,16 +133,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--preset", default="gpt2")
+    for field in ("n_layer", "n_head", "n_embd", "vocab_size"):
+        parser.add_argument("--" + field.replace("_", "-"), type=int, dest=field, help="override the preset's")
     parser.add_argument("--batch", type=int, default=6)
     parser.add_argument("--seq", type=int, default=640)
     parser.add_argument("--dtype", default="bf16")
     parser.add_argument("--step", type=int, default=1, help="the active step listed in 1.")
     parser.add_argument("--calibration", type=Path, help="a calibration document (default: the cached one)")
     args = parser.parse_args()
-    config = preset(args.preset)
+    keep_freed_memory()  # as gptperf's commands do: a CPU's fills would page-fault otherwise
+    config = preset(args.preset, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
+                    vocab_size=args.vocab_size)
     cal = (Calibration.from_dict(json.loads(args.calibration.read_text())) if args.calibration
            else calibration_for(args.device))
-    print(f"{args.preset} train B={args.batch} T={args.seq} {args.dtype} on {args.device}; "
+    print(f"{config.name} train B={args.batch} T={args.seq} {args.dtype} on {args.device}; "
           f"calibration: {'none' if cal is None else cal.device_name}")
     profiled_tail(config, args)
     timed_parts(config, args, cal)
