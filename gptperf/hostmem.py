@@ -13,6 +13,11 @@ trimmed below 1 GiB of free space. On the 2-core development VM:
   threshold's ceiling), 620-770 MB a step mapped fresh in its backward and AdamW, and 0.56-0.67 s
   with every block kept (none mapped; peak RSS 2.87-3.07 GB against 2.74-2.86; 2026-12-05,
   benchmarks/cpu_fresh_pages.py).
+
+Under torch.profiler that no longer holds: the profiler's own small allocations, made between the
+step's, split the freed blocks, and the heap grows onto fresh pages every profiled step (a
+mini-v8k train step: 9000-15000 faults, 35-60 MB, a step; none unprofiled; 2026-12-05).
+`minor_faults` counts them, so a profile can say so.
 """
 
 from __future__ import annotations
@@ -38,6 +43,16 @@ def keep_freed_memory() -> str:
     if _done is None:
         _done = _apply()
     return _done
+
+
+def minor_faults() -> int | None:
+    """Page faults this process has taken that needed no disk read (first touches of fresh pages
+    among them) so far; None where the platform does not count them."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 def policy() -> str:

@@ -70,3 +70,19 @@ def test_the_policy_says_what_was_done(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hostmem, "_apply", lambda: "done here")
     assert hostmem.keep_freed_memory() == "done here"
     assert hostmem.policy() == "done here"
+
+
+def test_fresh_pages_are_counted_as_page_faults() -> None:
+    import mmap
+
+    if hostmem.minor_faults() is None:
+        pytest.skip("this platform does not count page faults")
+    pages = 512
+    with mmap.mmap(-1, pages * mmap.PAGESIZE) as fresh:
+        if hasattr(mmap, "MADV_NOHUGEPAGE"):
+            fresh.madvise(mmap.MADV_NOHUGEPAGE)  # one 2 MiB huge page would be one fault
+        before = hostmem.minor_faults()
+        for i in range(pages):
+            fresh[i * mmap.PAGESIZE] = 1  # the first touch of each page faults it in
+        after = hostmem.minor_faults()
+    assert after - before >= pages

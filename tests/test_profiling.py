@@ -160,6 +160,26 @@ def test_outputs_written(profiled):
     assert not list(out.parent.glob(".out.*"))  # the atomic temporary folder is gone
 
 
+def test_a_cpu_profile_counts_each_steps_page_faults(profiled):
+    from gptperf.hostmem import minor_faults
+    from gptperf.profiling.run import ProfileResult
+
+    _, out, result = profiled
+    if minor_faults() is None:
+        pytest.skip("this platform does not count page faults")
+    assert result.page_faults_per_step is not None and result.page_faults_per_step >= 0
+    again = ProfileResult.from_dict(json.loads((out / "profile.json").read_text()))
+    assert again.page_faults_per_step == result.page_faults_per_step
+
+
+def test_a_profile_says_when_its_steps_page_fault():
+    from gptperf.profiling.run import NOTED_FAULTS, fault_note
+
+    assert fault_note(NOTED_FAULTS) is None and fault_note(0) is None
+    note = fault_note(15000)
+    assert note is not None and "15000 page faults (59 MiB" in note
+
+
 def test_augmented_trace_splits_prediction_by_measured_share(profiled):
     _, out, result = profiled
     doc = json.loads((out / "trace.gptperf.json").read_text())

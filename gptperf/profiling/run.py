@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import shutil
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from gptperf import names
 from gptperf.atomic import atomic_dir, write_text
 from gptperf.errors import UserError
+from gptperf.hostmem import minor_faults
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.devices import resolve_hardware
 from gptperf.profiling.compare import (
@@ -65,6 +67,21 @@ _EAGER_NOTE = (
 )
 
 
+# A profiled CPU step that page-faults more than this (4 MiB of fresh pages) gets a note.
+NOTED_FAULTS = 1024
+PAGE_BYTES = 4096
+
+
+def fault_note(faults_per_step: float, threshold: float = NOTED_FAULTS) -> str | None:
+    """A note when the profiled CPU steps page-faulted more than `threshold` times each."""
+    if faults_per_step <= threshold:
+        return None
+    return (f"each profiled step took {faults_per_step:.0f} page faults ({faults_per_step * PAGE_BYTES / 2**20:.0f} "
+            "MiB of fresh pages): torch.profiler's own allocations split the step's freed blocks "
+            "and the heap grows, so operators that allocate large tensors (fills, adds) are timed "
+            "with first touches an unprofiled step does not pay (gptperf/hostmem.py)")
+
+
 @dataclass
 class ProfileResult:
     """What `gptperf profile` measured and predicted, and where it wrote it."""
@@ -90,6 +107,8 @@ class ProfileResult:
     # the measured step beside it); None without a usable calibration of the device
     expected: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    # CPU: the median active step's page faults (first touches of fresh pages among them)
+    page_faults_per_step: float | None = None
 
     @property
     def median_abs_error(self) -> float:
@@ -119,6 +138,7 @@ class ProfileResult:
             "median_abs_error_components_expected": self.median_abs_error_expected,
             "expected": self.expected,
             "notes": list(self.notes),
+            "page_faults_per_step": self.page_faults_per_step,
             "overhead": self.overhead,
             "paths": self.paths,
             "attribution_method": self.method,
@@ -143,7 +163,7 @@ class ProfileResult:
             overhead=d["overhead"], paths=dict(d["paths"]), method=d["attribution_method"],
             environment=dict(d["environment"]), prediction_available=d["prediction_available"],
             provenance=d["provenance_recorded"], expected=d.get("expected"),
-            notes=list(d.get("notes", [])),
+            notes=list(d.get("notes", [])), page_faults_per_step=d.get("page_faults_per_step"),
         )
 
 
@@ -189,8 +209,6 @@ def expected_ops(config: GPTConfig, workload: Any, plan: Any, device: Any
 def _measured_step(overhead: dict[str, Any] | None, step_wall_s: list[float]) -> tuple[float, str]:
     """The measured step time the expected one is set against: the step timed without the
     profiler when it was, else the median profiled step."""
-    import statistics
-
     if overhead and overhead.get("step_s_without"):
         return float(overhead["step_s_without"]), "timed without the profiler (median)"
     if step_wall_s:
@@ -321,8 +339,13 @@ def profile_workload(
             record_shapes=True,
             profile_memory=True,
         ) as prof:
-            for _ in range(wait + warmup + active):
+            faults = []  # each active step's page faults (its own, not the profiler's step)
+            for i in range(wait + warmup + active):
+                before = minor_faults()
                 runner.step()
+                after = minor_faults()
+                if i >= wait + warmup and before is not None and after is not None:
+                    faults.append(after - before)
                 prof.step()
         synchronize(device)
         written = sorted(tb_dir.glob("*.pt.trace.json*"))
@@ -339,6 +362,9 @@ def profile_workload(
             environment=environment(device), expected=expected,
         )
         result.notes.extend(expected_notes)
+        if device.type == "cpu" and faults:
+            result.page_faults_per_step = statistics.median(faults)
+            result.notes.extend(filter(None, [fault_note(result.page_faults_per_step)]))
         if expected_step is not None:
             measured, how = _measured_step(over, result.step_wall_s)
             roofline = sum(p.time_s for p in predicted.values())
