@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 CHILD = r"""
-import ctypes, json, resource, statistics, sys, time
+import ctypes, json, mmap, resource, statistics, sys, time
 libc = ctypes.CDLL(None)
 libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
 assert libc.mallopt(-3, 32 << 20) == 1 and libc.mallopt(-1, 1 << 30) == 1  # threshold, trim
@@ -24,6 +24,7 @@ if sys.argv[1] == "every":
     assert libc.mallopt(-4, 0) == 1  # M_MMAP_MAX
 import torch
 torch.set_num_threads(2)
+from gptperf.hostmem import minor_faults
 from gptperf.model.config import preset
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import ExecutionPlan
@@ -33,16 +34,16 @@ step = build_step(cfg, Workload("train", 1, 64, "fp32"), ExecutionPlan.default("
 times, faults = {}, {}
 for i in range(8):
     for phase, run in step.phases:
-        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        f0 = minor_faults()
         t0 = time.perf_counter()
         run()
         dt = time.perf_counter() - t0
-        f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        f1 = minor_faults()
         if i >= 2:
             times.setdefault(phase, []).append(dt)
             faults.setdefault(phase, []).append(f1 - f0)
 print(json.dumps({"s": {p: statistics.median(v) for p, v in times.items()},
-                  "fault_bytes": {p: 4096 * statistics.median(v) for p, v in faults.items()},
+                  "fault_bytes": {p: mmap.PAGESIZE * statistics.median(v) for p, v in faults.items()},
                   "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 VARIANTS = {"up to 32 MiB": "threshold", "every block": "every"}

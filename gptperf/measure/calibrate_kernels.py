@@ -492,7 +492,8 @@ def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | N
             "parameters), tensors of equal size, a third 2-D; lr 3e-4, weight decay 0.1 on 2-D "
             "tensors as gptperf's train step; " + how))
     # once, not after each point: the largest points hold tens of GB, and handing them back to
-    torch.cuda.empty_cache()  # the driver and taking them again cost seconds
+    # the driver and taking them again cost seconds
+    torch.cuda.empty_cache()
     return out
 
 

@@ -119,8 +119,9 @@ OPTIMIZER_BYTES_PER_PARAM = 24  # param, grad, m, v and the foreach temporaries 
 OPTIMIZER_LOOP_SIZES = tuple(256 * 4**i for i in range(9))  # 256 (a LayerNorm's) .. 16.8M
 OPTIMIZER_LOOP_PARAMS = 2**20  # a point steps this many parameters in all (1 to 64 tensors)
 # Parameter tensors an AdamW step is measured over on a GPU, at each of those parameter counts: a
-# step's cost per tensor (the fused kernel's chunking) is as real as its cost per byte (a 12-layer GPT has 148 tensors, gpt2-xl 580: the grid grows linearly beyond its last
-# count, which charged gpt2-xl's step 21% more than 480 tensors' where the time no longer grows).
+# step's cost per tensor (the fused kernel's chunking) is as real as its cost per byte (a 12-layer
+# GPT has 148 tensors, gpt2-xl 580: the grid grows linearly beyond its last count, which charged
+# gpt2-xl's step 21% more than 480 tensors' where the time no longer grows).
 OPTIMIZER_TENSORS = {"cuda": (12, 96, 960)}
 
 GEMV_SIZES = tuple(256 * KIB * 4**i for i in range(7))  # weight bytes 256 KiB .. 1 GiB

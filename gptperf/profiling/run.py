@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import mmap
 import shutil
 import statistics
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from gptperf.profiling.trace import (
 )
 from gptperf.profiling.trace import attribute as attribute_trace
 from gptperf.quiet import profiler_quiet
+from gptperf.units import MIB
 
 SCHEMA = "gptperf.profile/1"
 PROFILE_KINDS: tuple[str, ...] = ("train", "forward", "prefill", "decode")
@@ -67,17 +69,17 @@ _EAGER_NOTE = (
 )
 
 
-# A profiled CPU step that page-faults more than this (4 MiB of fresh pages) gets a note.
+# A profiled CPU step that page-faults more than this (4 MiB of fresh 4 KiB pages) gets a note.
 NOTED_FAULTS = 1024
-PAGE_BYTES = 4096
 
 
 def fault_note(faults_per_step: float, threshold: float = NOTED_FAULTS) -> str | None:
     """A note when the profiled CPU steps page-faulted more than `threshold` times each."""
     if faults_per_step <= threshold:
         return None
-    return (f"each profiled step took {faults_per_step:.0f} page faults ({faults_per_step * PAGE_BYTES / 2**20:.0f} "
-            "MiB of fresh pages): torch.profiler's own allocations split the step's freed blocks "
+    fresh_mib = faults_per_step * mmap.PAGESIZE / MIB
+    return (f"each profiled step took {faults_per_step:.0f} page faults ({fresh_mib:.0f} MiB of "
+            "fresh pages): torch.profiler's own allocations split the step's freed blocks "
             "and the heap grows, so operators that allocate large tensors (fills, adds) are timed "
             "with first touches an unprofiled step does not pay (gptperf/hostmem.py)")
 
