@@ -767,3 +767,79 @@ def test_time_note_says_what_each_family_waited_for_the_side_process() -> None:
     kernels["family_lock_wait_seconds"] = {}  # no side process: nothing waited for
     assert cal_mod.time_note(kernels, 82.4, 12.6, 12.8) == (
         "time: kernels 82.4 s (matmul 23.3, attention 38.1), host 12.6 s, compiled 12.8 s")
+
+
+class _Clock:
+    """A clock that each call to a fake measurement or probe moves on."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _costs(decode_s: float, tag: str) -> host_mod.HostCosts:
+    return host_mod.HostCosts({"eager:infer:fp32": {"per_layer_s": decode_s, "fixed_s": 0.0}},
+                              {"decode": decode_s, "train": 8 * decode_s}, [tag])
+
+
+def test_host_jobs_in_a_slow_spell_are_measured_again_once_the_host_settles() -> None:
+    clock = _Clock()
+    units = iter([1.0e-3, 0.4e-3])  # the first jobs' unit 2.5x the reference, then the host's own
+    probes = iter([0.9e-3, 0.6e-3, 0.42e-3])  # the host slow, slow, then within SETTLED
+
+    def measure() -> host_mod.HostCosts:
+        clock.t += 10.0
+        unit = next(units)
+        return _costs(unit, f"jobs at {unit}")
+
+    def probe() -> float:
+        clock.t += 0.3
+        return next(probes)
+
+    result = host_mod.measure_host_settled(measure, 0.4e-3, 60.0, probe, clock=clock)
+    assert result.units["decode"] == 0.4e-3 and result.notes[0] == "jobs at 0.0004"
+    assert "2.50× the 400 µs probed before them" in result.notes[-1]
+    assert "measured again after 1 s, when a probe read 420 µs: 400 µs; kept the second" in result.notes[-1]
+    assert next(probes, None) is None  # it waited for the probe to settle, no longer
+
+
+def test_host_jobs_are_kept_when_within_the_spell_limit_or_no_time_is_left() -> None:
+    calls = [0]
+
+    def measure(unit: float) -> Any:
+        def run() -> host_mod.HostCosts:
+            calls[0] += 1
+            return _costs(unit, "first")
+        return run
+
+    def no_probe() -> float:
+        raise AssertionError("no wait when nothing is measured again")
+
+    reference = 0.4e-3
+    steady = host_mod.measure_host_settled(measure(host_mod.HOST_SPELL * reference * 0.99), reference,
+                                           60.0, no_probe)
+    assert calls[0] == 1 and steady.notes == ["first"]
+    slow = host_mod.measure_host_settled(measure(3 * reference), reference, host_mod.SETTLE_WAIT_S / 2,
+                                         no_probe)
+    assert calls[0] == 2 and slow.units["decode"] == 3 * reference
+    assert "3.00× the 400 µs" in slow.notes[-1] and "not measured again: 5 s left" in slow.notes[-1]
+
+
+def test_a_second_measurement_slower_than_the_first_is_not_kept() -> None:
+    clock = _Clock()
+    units = iter([1.0e-3, 1.2e-3])
+
+    def measure() -> host_mod.HostCosts:
+        unit = next(units)
+        return _costs(unit, f"jobs at {unit}")
+
+    def probe() -> float:  # the spell lasts: it gives up waiting after SETTLE_WAIT_S
+        clock.t += 1.0
+        return 1e-3
+
+    result = host_mod.measure_host_settled(measure, 0.4e-3, 60.0, probe, clock=clock)
+    assert result.units["decode"] == 1.0e-3 and result.notes[0] == "jobs at 0.001"
+    assert f"measured again after {host_mod.SETTLE_WAIT_S:.0f} s" in result.notes[-1]
+    assert result.notes[-1].endswith("1200 µs; kept the first")

@@ -23,14 +23,20 @@ from gptperf.dtypes import check_dtype
 from gptperf.envinfo import device_name, last_level_cache_bytes
 from gptperf.errors import UserError
 from gptperf.measure.calibrate_compiled import ProfilerHooks, record_compiled_steps, record_config
-from gptperf.measure.calibrate_host import HOST_LAYERS, host_config, measure_host
+from gptperf.measure.calibrate_host import (
+    HOST_LAYERS,
+    REFERENCE_S,
+    host_config,
+    measure_host,
+    measure_host_settled,
+)
 from gptperf.measure.calibration_plan import COMPILED_DTYPE
 from gptperf.measure.calibration_tables import guarded
 from gptperf.measure.compile_warmup import CompileWarmup
 from gptperf.measure.gpu_lock import NO_LOCK
 from gptperf.measure.launch_gap import measure_launch_gap
 from gptperf.measure.optimizer_overlap import measure_optimizer_overlap
-from gptperf.measure.probe import UNIT_KEYS, drift_note, phase_unit_key, take_probe
+from gptperf.measure.probe import UNIT_KEYS, drift_note, host_step_s, phase_unit_key, take_probe
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import Calibration, load_calibration, save_calibration
 from gptperf.plan import COMPILED
@@ -42,6 +48,11 @@ DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {"cuda": ("bf16", "fp32"), "cpu": (
 
 QUICK_NOTE = "quick calibration: fewer sizes and repeats"
 REUSE_DAYS = 1.0  # `ensure_calibration` reuses a cached calibration younger than this
+# A calibration's time budget by device type (at most 2 minutes on a GPU, 60 s on a CPU), and the
+# part of it kept for what follows the host jobs (the compiled recording: 7-9 s on the H200):
+# host jobs measured in a slow spell are measured again only within the rest
+BUDGET_S = {"cuda": 120.0, "cpu": 60.0}
+AFTER_HOST_S = {"cuda": 15.0, "cpu": 0.0}
 
 
 def default_dtypes(device: torch.device) -> tuple[str, ...]:
@@ -92,6 +103,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         notes.append(busy)
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     first = take_probe(device)
+    reference_s = host_step_s(device, REFERENCE_S)  # the host model's decode step, host idle so far
     warmup = None  # the compiled jobs' compilation, in a side process while the kernels are timed
     if warm_compiles and device.type == "cuda" and COMPILED_DTYPE in dtypes:
         index = torch.cuda.current_device() if device.index is None else device.index
@@ -118,7 +130,12 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
             sustained, sustained_notes = guarded("the sustained load", lambda: _sustained(device), {})
             notes += sustained_notes
         kernels_s = time.perf_counter() - start
-        measured_host = measure_host(device, dtypes, quick=quick, progress=progress)
+        reference_s = min(reference_s, host_step_s(device, REFERENCE_S))
+        kind = "cuda" if device.type == "cuda" else "cpu"
+        measured_host = measure_host_settled(
+            lambda: measure_host(device, dtypes, quick=quick, progress=progress), reference_s,
+            BUDGET_S[kind] - AFTER_HOST_S[kind] - (time.perf_counter() - start),
+            lambda: host_step_s(device, REFERENCE_S))
         host, host_notes = measured_host.costs, measured_host.notes
         host_probe = {UNIT_KEYS[p]: unit for p, unit in measured_host.units.items()}
         host_probe |= {phase_unit_key(p, phase): unit
@@ -162,6 +179,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         gemv=dict(kernels.get("gemv", {})), host=host, compiled=compiled, shapes=shapes,
         notes=notes, probes={"start": first.to_dict(), "host": host_probe,
                              "host_jobs": measured_host.job_units, "end": last.to_dict(),
+                             "host_reference": {"step_s": reference_s},
                              **({"fork": {"unit_s": kernels["fork_s"]}} if "fork_s" in kernels else {})},
         launch_gap_s=float(launch["gap_s"]), matmul_bias=dict(kernels.get("matmul_bias", {})),
         matmul_offgrid=dict(kernels.get("matmul_offgrid", {})), optimizer_overlap=overlap,

@@ -277,7 +277,9 @@ class Calibration:
         of its kind of step (inference, train) are scaled to (each job's sampled among its
         rounds)}: the host costs' units, against which a command that measures a step scales
         them (a calibration without "train_step_s" has its train costs in the decode unit);
-        "host_jobs" -> {"<mode>:<train|inference>:<dtype>": that job's own unit} (diagnostic).
+        "host_jobs" -> {"<mode>:<train|inference>:<dtype>": that job's own unit} (diagnostic);
+        "host_reference" -> {"step_s": the decode step probed outside the host jobs, the faster
+        of two readings}: what their unit is checked against (`calibrate_host.measure_host_settled`).
     launch_gap_s: seconds a GPU kernel launched from a stream takes beyond the same kernel in a
         CUDA graph (`gptperf.measure.launch_gap`); charged per kernel of steps that are not
         graphs. 0 on a CPU and in calibrations from before it was measured.
