@@ -145,14 +145,20 @@ def last_speed_probe(calibration: Any) -> dict[str, Any]:
     return probes.get("end") or probes.get("start") or {}
 
 
-def fork_speed(calibration: Any, fork_s: float | None) -> float | None:
-    """A parallel CPU add's seconds `fork_s` over its time when the calibration's curves were
-    measured (probes["fork"]["unit_s"], read around each family of the passes kept; a calibration
-    from before it: its last speed probe's part) — 1.4: parallel regions run 1.4x slower than
-    then; None when either is missing."""
+def fork_unit(calibration: Any) -> float | None:
+    """A parallel CPU add's seconds when the calibration's curves were measured
+    (probes["fork"]["unit_s"], read around each family of the passes kept; a calibration from
+    before it: its last speed probe's part); None without either."""
     saved = (getattr(calibration, "probes", {}).get("fork", {}).get("unit_s")
              or last_speed_probe(calibration).get("fork_s"))
-    return fork_s / float(saved) if fork_s and saved else None
+    return float(saved) if saved else None
+
+
+def fork_speed(calibration: Any, fork_s: float | None) -> float | None:
+    """A parallel CPU add's seconds `fork_s` over `fork_unit` — 1.4: parallel regions run 1.4x
+    slower than then; None when either is missing."""
+    unit = fork_unit(calibration)
+    return fork_s / unit if fork_s and unit else None
 
 
 def in_spell(speed: float | None) -> bool:
