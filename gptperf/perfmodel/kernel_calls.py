@@ -271,9 +271,10 @@ def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
     # master weights: AdamW steps fp32 copies of the blocks' bf16 Linear weights, whose bf16
     # gradients are cast into the copies' first and which are cast back after
     calls = [cast_call(copied, c.act, c.store)] if copied else []
-    calls.append(KernelCall("optimizer", "adamw_fused" if c.plan.fused_optimizer else "adamw_foreach",
+    fused = c.plan.fused_optimizer  # the per-tensor loop (a CPU's foreach AdamW) alone reads sizes
+    calls.append(KernelCall("optimizer", "adamw_fused" if fused else "adamw_foreach",
                             (float(count_parameter_tensors(config)), float(P)),
-                            tensors=parameter_sizes(config)))
+                            tensors=() if fused else parameter_sizes(config)))
     # gradient clipping: the norm reads every gradient; the rescale reads and writes them, unless
     # the fused kernel rescales as it reads (gptperf.steps.train: no GradScaler, fused AdamW)
     calls.append(vector_call("sum_rows", c.store, P * dtype_bytes(c.store)))
