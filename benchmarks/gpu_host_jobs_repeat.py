@@ -1,0 +1,57 @@
+"""Are the calibration's host jobs repeatable? `calibrate_host.measure_host` run several times in
+one process, each job's costs (already scaled to its probe's unit) divided by that unit: the host
+costs a command charges, in units of the step it samples. A machine whose host moves the jobs and
+the unit alike gives the same numbers each time.
+
+    python benchmarks/gpu_host_jobs_repeat.py [--repeats 3] [--device cuda|cpu] [--compiled]
+
+Prints, per "<mode>:<part>:<dtype>" (eager only unless --compiled), the per-block and fixed cost
+over the unit in each repeat and their spread (max / min), and each repeat's units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from gptperf.measure.calibrate_host import measure_host
+from gptperf.measure.probe import host_step_s, probe_of
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--compiled", action="store_true", help="the compiled jobs as well")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    dtypes = ("bf16", "fp32") if device.type == "cuda" else ("fp32",)
+    runs = []
+    for i in range(args.repeats):
+        before = host_step_s(device, 0.2)
+        t0 = time.perf_counter()
+        costs = measure_host(device, dtypes, compiled=args.compiled)
+        took = time.perf_counter() - t0
+        runs.append(costs)
+        units = ", ".join(f"{p} {u * 1e6:.0f} µs" for p, u in costs.units.items())
+        jobs = ", ".join(f"{k} {u * 1e6:.0f}" for k, u in costs.job_units.items())
+        print(f"repeat {i}: {took:.1f} s; decode step probed before {before * 1e6:.0f} µs; "
+              f"units {units}; each job's unit (µs) {jobs}")
+    print(f"\n{'mode:part:dtype':24s} {'per block / unit, each repeat':>40s} {'spread':>7s}"
+          f"   {'fixed / unit, each repeat':>36s} {'spread':>7s}")
+    for key in runs[0].costs:
+        probe = probe_of("train" if key.split(":")[1] in ("fwd", "bwd", "opt") else "decode")
+        per = [r.costs[key]["per_layer_s"] / r.units[probe] for r in runs if key in r.costs]
+        fixed = [r.costs[key]["fixed_s"] / r.units[probe] for r in runs if key in r.costs]
+
+        def spread(xs: list[float]) -> str:
+            return f"{max(xs) / min(xs):.2f}" if min(xs) > 0 else "-"
+
+        print(f"{key:24s} {' '.join(f'{x:7.3f}' for x in per):>40s} {spread(per):>7s}"
+              f"   {' '.join(f'{x:7.3f}' for x in fixed):>36s} {spread(fixed):>7s}")
+
+
+if __name__ == "__main__":
+    main()
