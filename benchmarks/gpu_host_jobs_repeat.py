@@ -1,22 +1,27 @@
 """Are the calibration's host jobs repeatable? `calibrate_host.measure_host` run several times in
 one process, each job's costs (already scaled to its probe's unit) divided by that unit: the host
 costs a command charges, in units of the step it samples. A machine whose host moves the jobs and
-the unit alike gives the same numbers each time.
+the unit alike gives the same numbers each time. Each repeat measures twice, each part's seconds
+read as the median of its rounds (`PAIRED` off) and round by round against the sample after each
+(`calibrate_host.paired_medians`, on), the two alternating.
 
     python benchmarks/gpu_host_jobs_repeat.py [--repeats 3] [--device cuda|cpu] [--compiled]
 
-Prints, per "<mode>:<part>:<dtype>" (eager only unless --compiled), the per-block and fixed cost
-over the unit in each repeat and their spread (max / min), and each repeat's units.
+Prints, for each way and per "<mode>:<part>:<dtype>" (eager only unless --compiled), the per-block
+and fixed cost over the unit in each repeat and their spread (max / min), and each repeat's units;
+last, each way's median spread.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
 
-from gptperf.measure.calibrate_host import measure_host
+from gptperf.measure import calibrate_host
+from gptperf.measure.calibrate_host import HostCosts, measure_host
 from gptperf.measure.probe import host_step_s, probe_of
 
 
@@ -28,29 +33,45 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     dtypes = ("bf16", "fp32") if device.type == "cuda" else ("fp32",)
-    runs = []
+    runs: dict[bool, list[HostCosts]] = {False: [], True: []}
     for i in range(args.repeats):
-        before = host_step_s(device, 0.2)
-        t0 = time.perf_counter()
-        costs = measure_host(device, dtypes, compiled=args.compiled)
-        took = time.perf_counter() - t0
-        runs.append(costs)
-        units = ", ".join(f"{p} {u * 1e6:.0f} µs" for p, u in costs.units.items())
-        jobs = ", ".join(f"{k} {u * 1e6:.0f}" for k, u in costs.job_units.items())
-        print(f"repeat {i}: {took:.1f} s; decode step probed before {before * 1e6:.0f} µs; "
-              f"units {units}; each job's unit (µs) {jobs}")
-    print(f"\n{'mode:part:dtype':24s} {'per block / unit, each repeat':>40s} {'spread':>7s}"
+        for paired in (False, True):
+            calibrate_host.PAIRED = paired
+            before = host_step_s(device, 0.2)
+            t0 = time.perf_counter()
+            costs = measure_host(device, dtypes, compiled=args.compiled)
+            took = time.perf_counter() - t0
+            runs[paired].append(costs)
+            units = ", ".join(f"{p} {u * 1e6:.0f} µs" for p, u in costs.units.items())
+            jobs = ", ".join(f"{k} {u * 1e6:.0f}" for k, u in costs.job_units.items())
+            print(f"repeat {i} {'paired' if paired else 'medians'}: {took:.1f} s; decode step probed "
+                  f"before {before * 1e6:.0f} µs; units {units}; each job's unit (µs) {jobs}")
+    summary = {}
+    for paired, done in runs.items():
+        summary[paired] = table(done, "paired (part / the sample after it)" if paired
+                                else "medians (parts' median, samples' median)")
+    print("\nmedian spread (max / min over the repeats) of per block, fixed: " + "; ".join(
+        f"{'paired' if k else 'medians'} {v[0]:.3f}, {v[1]:.3f}" for k, v in summary.items()))
+
+
+def spread(xs: list[float]) -> float:
+    return max(xs) / min(xs) if min(xs) > 0 else float("nan")
+
+
+def table(runs: list[HostCosts], title: str) -> tuple[float, float]:
+    """Print each cost over its unit, repeat by repeat; (median spread per block, fixed)."""
+    print(f"\n{title}\n{'mode:part:dtype':24s} {'per block / unit, each repeat':>40s} {'spread':>7s}"
           f"   {'fixed / unit, each repeat':>36s} {'spread':>7s}")
+    spreads: tuple[list[float], list[float]] = ([], [])
     for key in runs[0].costs:
         probe = probe_of("train" if key.split(":")[1] in ("fwd", "bwd", "opt") else "decode")
         per = [r.costs[key]["per_layer_s"] / r.units[probe] for r in runs if key in r.costs]
         fixed = [r.costs[key]["fixed_s"] / r.units[probe] for r in runs if key in r.costs]
-
-        def spread(xs: list[float]) -> str:
-            return f"{max(xs) / min(xs):.2f}" if min(xs) > 0 else "-"
-
-        print(f"{key:24s} {' '.join(f'{x:7.3f}' for x in per):>40s} {spread(per):>7s}"
-              f"   {' '.join(f'{x:7.3f}' for x in fixed):>36s} {spread(fixed):>7s}")
+        spreads[0].append(spread(per))
+        spreads[1].append(spread(fixed))
+        print(f"{key:24s} {' '.join(f'{x:7.3f}' for x in per):>40s} {spread(per):7.2f}"
+              f"   {' '.join(f'{x:7.3f}' for x in fixed):>36s} {spread(fixed):7.2f}")
+    return statistics.median(spreads[0]), statistics.median(spreads[1])
 
 
 if __name__ == "__main__":

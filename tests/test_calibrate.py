@@ -233,7 +233,8 @@ class SteadySampler:
     """`probe.HostSampler` on a host whose model step always takes 1 ms (no phases)."""
 
     def __init__(self, *a: Any, **k: Any) -> None:
-        pass
+        self.samples: list[float] = []  # none kept: the parts are read by their rounds' medians
+        self.phase_samples: dict[str, list[float]] = {}
 
     def __call__(self) -> None:
         pass
@@ -470,6 +471,7 @@ def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pyte
             assert every_s == 0.0  # a sample after every round
             events.append(f"{probe} sampler")
             self.samples: list[float] = []
+            self.phase_samples: dict[str, list[float]] = {}
 
         def __call__(self) -> None:
             events.append("sample")
@@ -843,3 +845,72 @@ def test_a_second_measurement_slower_than_the_first_is_not_kept() -> None:
     assert result.units["decode"] == 1.0e-3 and result.notes[0] == "jobs at 0.001"
     assert f"measured again after {host_mod.SETTLE_WAIT_S:.0f} s" in result.notes[-1]
     assert result.notes[-1].endswith("1200 µs; kept the first")
+
+
+def test_paired_medians_read_each_round_against_the_sample_after_it() -> None:
+    # three rounds: the host slow (x2) in the second, parts and samples alike
+    rounds = {1: {"fwd": [1.0, 2.0, 1.2], "nograd": [3.0, 6.0, 3.0]},
+              4: {"fwd": [4.0, 8.0, 4.4], "nograd": [9.0, 18.0, 9.9]}}
+    samples = [10.0, 20.0, 10.0]
+    phases = {"fwd": [2.0, 4.0, 2.0]}
+    got = host_mod.paired_medians(rounds, samples, phases)
+    # fwd at 1 block: median(0.5, 0.5, 0.6) x median(2, 4, 2) = 1.0; nograd: 0.3 x 10 = 3.0
+    assert got == {1: pytest.approx({"fwd": 1.0, "nograd": 3.0}), 4: pytest.approx({"fwd": 4.0, "nograd": 9.0})}
+    # (read apart, fwd's rounds' median 1.2 takes the third round's noise)
+    assert host_mod.paired_medians({1: {"fwd": [1.0, 2.0]}}, samples, {}) is None  # 2 rounds, 3 samples
+    assert host_mod.paired_medians({1: {"fwd": [1.0]}}, [0.0], {}) is None
+
+
+def test_measure_host_reads_parts_against_their_rounds_samples_when_paired(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    lo, hi = host_mod.HOST_LAYERS
+    slow = [1.0, 3.0, 3.0, 1.0, 1.0]  # the host's speed round by round: 3x in two of five rounds
+
+    class FakeSampler:
+        def __init__(self, device: Any, every_s: float | None = None, probe: str = "decode") -> None:
+            self.samples: list[float] = []
+            self.phase_samples: dict[str, list[float]] = {}
+
+        def __call__(self) -> None:
+            # the sample after round i reads the host of round i; one in a slow round read fast
+            i = len(self.samples)
+            self.samples.append(1e-3 * (1.0 if i == 2 else slow[i]))
+
+        def step_s(self) -> float | None:
+            return statistics.median(self.samples)
+
+        def phase_s(self) -> dict[str, float]:
+            return {}
+
+    def fake_time(groups: Any, timed: list[str], device: Any, between_rounds: Any = None,
+                  rounds: Any = None, **kw: Any) -> Any:
+        if not timed:
+            return {n: {} for n in groups}
+        per = {lo: 1e-6, hi: 4e-6}  # seconds of a part at the unit's speed
+        for n in groups:
+            rounds[n] = {p: [] for p in groups[n] if p in timed}
+        for speed in slow:
+            for n in groups:
+                for p in rounds[n]:
+                    rounds[n][p].append(per[n] * speed)
+            between_rounds()
+        return {n: {p: statistics.median(ts) for p, ts in by.items()} for n, by in rounds.items()}
+
+    monkeypatch.setattr(host_mod, "time_host_parts", fake_time)
+    monkeypatch.setattr(host_mod, "HostSampler", FakeSampler)
+    for paired, per_layer in ((True, 1e-6), (False, 1e-6)):
+        monkeypatch.setattr(host_mod, "PAIRED", paired)
+        result = host_mod.measure_host(CPU, ["fp32"], quick=True)
+        assert result.units["decode"] == pytest.approx(1e-3)  # the samples' median
+        # paired: the rounds' parts over their samples 1, 1, 3, 1, 1 -> median 1 unit a layer;
+        # apart, the parts' median (1 unit) against the samples' (1 ms) happens to agree here
+        assert result.costs["eager:nograd:fp32"]["per_layer_s"] == pytest.approx(per_layer)
+    slow[:] = [3.0, 3.0, 3.0, 1.0, 1.0]  # three slow rounds of five, one sample read fast
+    monkeypatch.setattr(host_mod, "PAIRED", False)
+    apart = host_mod.measure_host(CPU, ["fp32"], quick=True).costs["eager:nograd:fp32"]["per_layer_s"]
+    monkeypatch.setattr(host_mod, "PAIRED", True)
+    paired = host_mod.measure_host(CPU, ["fp32"], quick=True).costs["eager:nograd:fp32"]["per_layer_s"]
+    # apart: the parts' median is the slow 3 units, the samples' the fast 1 ms: 3x over
+    assert apart == pytest.approx(3e-6)
+    # paired: rounds 3/3, 3/3, 3/1, 1/1, 1/1 -> median 1, at the samples' median 1 ms
+    assert paired == pytest.approx(1e-6)

@@ -81,6 +81,7 @@ HOST_SPELL = 1.4
 SETTLED = 1.15  # ... so they are measured again once a probe reads within this of the reference
 SETTLE_WAIT_S = 10.0  # at most this long waited for that
 REFERENCE_S = 0.2  # seconds of decode steps a reference probe samples
+PAIRED = True  # each part read against the sample after its round (`paired_medians`)
 
 
 @dataclass(frozen=True)
@@ -192,22 +193,25 @@ def time_host_parts(groups: dict[int, Parts], timed: Sequence[str], device: torc
                     budget_s: float | None = None, min_repeats: int = HOST_MIN_REPEATS,
                     clock: Callable[[], float] = time.perf_counter,
                     between_rounds: Callable[[], None] | None = None,
-                    run_of: int = 1, chained: bool = False) -> dict[int, dict[str, float]]:
+                    run_of: int = 1, chained: bool = False,
+                    rounds: dict[int, dict[str, list[float]]] | None = None,
+                    ) -> dict[int, dict[str, float]]:
     """Median host seconds of each part in `timed`, per block count: every part of every group
     runs in order once a round, the groups interleaved (slow drift of the machine hits each alike),
     `warmup` rounds untimed, then `repeats` timed ones — fewer (at least `min_repeats`) once the
     timed rounds have taken `budget_s` (a busy machine). `between_rounds` runs after each timed
     round, outside the parts' times (e.g. a `probe.HostSampler`). With `run_of` n, each timed call
     is the last of n calls in a row of its part — of its group's parts in order where they are
-    `chained` (the phases of one step: a backward needs its forward).
+    `chained` (the phases of one step: a backward needs its forward). `rounds`, when given, is
+    filled with every timed round's seconds, in order, by block count and part.
 
     The rounds run back to back, the device synchronised only after the warm-up and at the end,
     as `bench` runs a step: on the H200 machine a tiny decode step took 722 µs of host time when
     called with the GPU idle after a synchronisation, 454 µs behind a busy queue and 367 µs a
     step in a run of steps (`benchmarks/gpu_host_cost.py --queue`). The host model's kernels are
     too small to hold the host up."""
-    samples: dict[int, dict[str, list[float]]] = {
-        n: {p: [] for p in parts if p in timed} for n, parts in groups.items()}
+    samples = rounds if rounds is not None else {}
+    samples.update({n: {p: [] for p in parts if p in timed} for n, parts in groups.items()})
     timed_from = None
     for i in range(warmup + repeats):
         if i == warmup:
@@ -232,6 +236,29 @@ def time_host_parts(groups: dict[int, Parts], timed: Sequence[str], device: torc
             between_rounds()
     synchronize(device)
     return {n: {p: statistics.median(s) for p, s in by_part.items()} for n, by_part in samples.items()}
+
+
+def paired_medians(rounds: dict[int, dict[str, list[float]]], samples: Sequence[float],
+                   phase_samples: dict[str, list[float]]) -> dict[int, dict[str, float]] | None:
+    """Each part's seconds per block count, read round by round against the host-model sample
+    taken right after its round: median(part / sample) × median(sample), where a part named as
+    a phase of the probe's step is read against that phase's samples. None when a part's rounds
+    and its samples do not pair one to one.
+
+    The lent H200 machine's host runs in slow spells of 30-540 ms, a round with its sample 20-40
+    ms: a part and the sample after it mostly share the host's state, while the parts' median and
+    the samples' median each fall on either side of a spell as it happens. (`measure_host` keeps
+    the median of each on its own when PAIRED is off.)"""
+    out: dict[int, dict[str, float]] = {}
+    for n, by_part in rounds.items():
+        out[n] = {}
+        for part, times in by_part.items():
+            against = phase_samples.get(part) or samples
+            if not times or len(against) != len(times) or min(against) <= 0:
+                return None
+            over = statistics.median(t / s for t, s in zip(times, against, strict=True))
+            out[n][part] = over * statistics.median(against)
+    return out
 
 
 def host_groups(dtype: str, mode: str, device: torch.device, what: str) -> dict[int, Parts]:
@@ -293,10 +320,13 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
             # steps: on the H200 machine a probe for a second after a case read 0.54-1.25 of the
             # calibration's unit where samples among its steps read 0.56-1.30, case by case apart
             sampler = HostSampler(device, every_s=0.0, probe=probe)
+            rounds: dict[int, dict[str, list[float]]] = {}
             times = time_host_parts(groups, timed, device, warmup=0, repeats=repeats,
                                     budget_s=HOST_JOB_BUDGET_S[quick], between_rounds=sampler,
                                     run_of=CPU_HOST_RUN if device.type == "cpu" else 1,
-                                    chained=what == "train")
+                                    chained=what == "train", rounds=rounds)
+            if PAIRED:
+                times = paired_medians(rounds, sampler.samples, sampler.phase_samples) or times
             return (times, sampler.step_s() or host_step_s(device, probe=probe),
                     sampler.phase_s()), []
 
