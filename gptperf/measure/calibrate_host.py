@@ -14,7 +14,8 @@ The host's speed moves while they are measured (2× within one calibration on th
 machine), so each job's costs are brought to one speed: the host model's own step of the job's
 kind (train, or decode for the inference jobs) is sampled after each of the job's timed rounds
 (`gptperf.measure.probe.HostSampler`, as a command that measures a step samples it between the
-step's runs), and the job's costs are scaled to the geometric mean of those units over the jobs
+step's runs), each part's time is read round by round against the sample after its round
+(`paired_medians`), and the job's costs are scaled to the geometric mean of those units over the jobs
 of its kind, kept as `probes["host"]["train_step_s"]` and `["step_s"]` (`fit_host_jobs`). The
 train probe's phases are timed apart as well, and each part of a train job is brought to its own
 phase's speed (fwd by the probe's fwd, ...), kept as `["train_fwd_s"]`, `["train_bwd_s"]` and
