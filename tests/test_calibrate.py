@@ -147,6 +147,20 @@ def test_a_machine_that_changed_speed_during_calibration_is_noted(env: Path, mon
     assert any("host ops 2.50× slower than at the calibration's start" in n for n in cal.notes)
 
 
+def test_a_calibration_measures_host_jobs_in_a_slow_spell_again(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`calibrate` keeps the faster of two host-job measurements when the first read the decode
+    step far over the reference probed before the kernels and before the jobs (the faster)."""
+    references = iter([2e-4, 1e-4])  # before the kernels, before the jobs; then the wait's probes
+    monkeypatch.setattr(cal_mod, "host_step_s", lambda device, budget_s=None: next(references, 1.05e-4))
+    units = iter([5e-4, 1.1e-4])
+    monkeypatch.setattr(cal_mod, "measure_host", lambda *a, **k: host_mod.HostCosts(
+        {}, {"decode": next(units), "train": 3e-3}, []))
+    cal = cal_mod.calibrate(CPU, quick=True)
+    assert cal.probes["host_reference"] == {"step_s": 1e-4}
+    assert cal.probes["host"]["step_s"] == pytest.approx(1.1e-4)
+    assert any("5.00× the 100 µs probed before them" in n and "kept the second" in n for n in cal.notes)
+
+
 def test_the_compiled_host_models_are_among_the_calibrated_configs(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where compiled host costs were measured, their host models (a longer block) are named in
     `shapes["configs"]` beside the eager ones, so that no validation case runs them."""
