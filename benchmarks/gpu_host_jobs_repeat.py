@@ -9,7 +9,8 @@ read as the median of its rounds (`PAIRED` off) and round by round against the s
 
 Prints, for each way and per "<mode>:<part>:<dtype>" (eager only unless --compiled), the per-block
 and fixed cost over the unit in each repeat and their spread (max / min), and each repeat's units;
-last, each way's median spread.
+then, where both dtypes ran, each part's per-block cost in bf16 over fp32; last, each way's median
+spread.
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ def table(runs: list[HostCosts], title: str) -> tuple[float, float]:
         spreads[1].append(spread(fixed))
         print(f"{key:24s} {' '.join(f'{x:7.3f}' for x in per):>40s} {spread(per):7.2f}"
               f"   {' '.join(f'{x:7.3f}' for x in fixed):>36s} {spread(fixed):7.2f}")
+    # the same ops under autocast and not: one calibration on a slow H200 host read the bf16
+    # inference job's per-block costs 0.91-1.42x the fp32 job's where another read 1.10-1.76x
+    pairs = [k for k in runs[0].costs if k.endswith(":bf16") and k[:-4] + "fp32" in runs[0].costs]
+    for key in pairs:
+        ratios = [r.costs[key]["per_layer_s"] / r.costs[key[:-4] + "fp32"]["per_layer_s"]
+                  for r in runs if r.costs.get(key[:-4] + "fp32", {}).get("per_layer_s")]
+        if ratios:
+            print(f"{key[:-5] + ' bf16/fp32':24s} {' '.join(f'{x:7.3f}' for x in ratios):>40s} "
+                  f"{spread(ratios):7.2f}   (per block, bf16 over fp32)")
     return statistics.median(spreads[0]), statistics.median(spreads[1])
 
 
