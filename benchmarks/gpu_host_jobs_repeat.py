@@ -21,9 +21,10 @@ import time
 
 import torch
 
+from gptperf import names
 from gptperf.measure import calibrate_host
 from gptperf.measure.calibrate_host import HostCosts, measure_host
-from gptperf.measure.probe import host_step_s, probe_of
+from gptperf.measure.probe import host_step_s
 
 
 def main() -> None:
@@ -65,7 +66,7 @@ def table(runs: list[HostCosts], title: str) -> tuple[float, float]:
           f"   {'fixed / unit, each repeat':>36s} {'spread':>7s}")
     spreads: tuple[list[float], list[float]] = ([], [])
     for key in runs[0].costs:
-        probe = probe_of("train" if key.split(":")[1] in ("fwd", "bwd", "opt") else "decode")
+        probe = "train" if key.split(":")[1] in names.PHASES else "decode"  # a train job's parts
         per = [r.costs[key]["per_layer_s"] / r.units[probe] for r in runs if key in r.costs]
         fixed = [r.costs[key]["fixed_s"] / r.units[probe] for r in runs if key in r.costs]
         spreads[0].append(spread(per))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -103,7 +104,8 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         notes.append(busy)
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     first = take_probe(device)
-    reference_s = host_step_s(device, REFERENCE_S)  # the host model's decode step, host idle so far
+    host_reference = functools.partial(host_step_s, device, REFERENCE_S)  # the host model's decode step
+    reference_s = host_reference()  # host idle so far
     warmup = None  # the compiled jobs' compilation, in a side process while the kernels are timed
     if warm_compiles and device.type == "cuda" and COMPILED_DTYPE in dtypes:
         index = torch.cuda.current_device() if device.index is None else device.index
@@ -130,12 +132,11 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
             sustained, sustained_notes = guarded("the sustained load", lambda: _sustained(device), {})
             notes += sustained_notes
         kernels_s = time.perf_counter() - start
-        reference_s = min(reference_s, host_step_s(device, REFERENCE_S))
+        reference_s = min(reference_s, host_reference())
         kind = "cuda" if device.type == "cuda" else "cpu"
         measured_host = measure_host_settled(
             lambda: measure_host(device, dtypes, quick=quick, progress=progress), reference_s,
-            BUDGET_S[kind] - AFTER_HOST_S[kind] - (time.perf_counter() - start),
-            lambda: host_step_s(device, REFERENCE_S))
+            BUDGET_S[kind] - AFTER_HOST_S[kind] - (time.perf_counter() - start), host_reference)
         host, host_notes = measured_host.costs, measured_host.notes
         host_probe = {UNIT_KEYS[p]: unit for p, unit in measured_host.units.items()}
         host_probe |= {phase_unit_key(p, phase): unit
