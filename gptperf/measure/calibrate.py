@@ -106,6 +106,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     first = take_probe(device)
     host_reference = functools.partial(host_step_s, device, REFERENCE_S)  # the host model's decode step
     reference_s = host_reference()  # host idle so far
+    besides = {"probes": time.perf_counter() - start}  # the kernel stage's time outside its families
     warmup = None  # the compiled jobs' compilation, in a side process while the kernels are timed
     if warm_compiles and device.type == "cuda" and COMPILED_DTYPE in dtypes:
         index = torch.cuda.current_device() if device.index is None else device.index
@@ -116,10 +117,13 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
             lock=warmup.lock if warmup is not None else NO_LOCK)
         notes += list(kernels.get("notes", []))
         if warmup is not None:  # nothing else shares the GPU or the host from here on
+            besides["the side process's end"] = -time.perf_counter()
             notes.append(warmup.finish())
+            besides["the side process's end"] += time.perf_counter()
             warmup = None
         launch: dict[str, Any] = {"gap_s": 0.0}
         if device.type == "cuda":
+            besides["launch gap"] = -time.perf_counter()
             launch, gap_notes = guarded("the launch gap", lambda: (measure_launch_gap(device), []),
                                          launch)
             notes += gap_notes + list(launch.get("notes", []))
@@ -127,10 +131,13 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
                 notes.append("launch gap: " + ", ".join(
                     f"{k} {v['stream_s'] * 1e6:.2f} µs from a stream, {v['graph_s'] * 1e6:.2f} in a graph"
                     for k, v in launch["kernels"].items()))
+            besides["launch gap"] += time.perf_counter()
         sustained: dict[str, Any] = {}
         if device.type == "cuda" and "bf16" in dtypes:
+            besides["sustained load"] = -time.perf_counter()
             sustained, sustained_notes = guarded("the sustained load", lambda: _sustained(device), {})
             notes += sustained_notes
+            besides["sustained load"] += time.perf_counter()
         kernels_s = time.perf_counter() - start
         reference_s = min(reference_s, host_reference())
         kind = "cuda" if device.type == "cuda" else "cpu"
@@ -163,7 +170,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     drift = drift_note(first, last, "the calibration's start")
     if drift:  # the curves measured early and late disagree as much: this calibration is unsure
         notes.append(drift)
-    notes.append(time_note(kernels, kernels_s, host_s, seconds - kernels_s - host_s))
+    notes.append(time_note(kernels, kernels_s, host_s, seconds - kernels_s - host_s, besides))
     configs = [host_config(n).name for n in HOST_LAYERS]
     if any(key.startswith(f"{COMPILED}:") for key in host):  # its own block length
         configs += [host_config(n, COMPILED).name for n in HOST_LAYERS]
@@ -188,14 +195,19 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     )
 
 
-def time_note(kernels: dict[str, Any], kernels_s: float, host_s: float, compiled_s: float) -> str:
-    """Where a calibration's time went: the kernels (each family's, and what the families waited
-    for the side process's GPU work), the host costs, the compiled steps."""
+def time_note(kernels: dict[str, Any], kernels_s: float, host_s: float, compiled_s: float,
+              besides: dict[str, float] | None = None) -> str:
+    """Where a calibration's time went: the kernels (each family's, what the families waited for
+    the side process's GPU work, and the stage's time `besides` its families: the probes before
+    them, the wait for the side process's end, the launch gap, the sustained load), the host
+    costs, the compiled steps."""
     families = ", ".join(f"{k} {v:.1f}" for k, v in kernels.get("family_seconds", {}).items())
     waits = {k: v for k, v in kernels.get("family_lock_wait_seconds", {}).items() if v >= 0.05}
     waited = "; waiting for the side process's GPU work: " + ", ".join(
         f"{k} {v:.1f}" for k, v in waits.items()) if waits else ""
-    inner = families + waited
+    others = "; besides them: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in besides.items()) if besides else ""
+    inner = families + waited + others
     return (f"time: kernels {kernels_s:.1f} s" + (f" ({inner})" if inner else "")
             + f", host {host_s:.1f} s, compiled {compiled_s:.1f} s")
 
