@@ -789,6 +789,25 @@ def test_time_note_says_what_each_family_waited_for_the_side_process() -> None:
         "process's end 10.3, launch gap 0.6), host 12.6 s, compiled 12.8 s")
 
 
+def test_the_launch_gap_and_the_sustained_load_run_on_cuda_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+    gap = {"gap_s": 1.5e-6, "kernels": {"add 4 KiB": {"stream_s": 2e-6, "graph_s": 1e-6}}}
+    monkeypatch.setattr(cal_mod, "measure_launch_gap", lambda device: ran.append("gap") or gap)
+    monkeypatch.setattr(cal_mod, "_sustained",
+                        lambda device: (ran.append("sustained") or {"slowdown": 1.1}, ["held"]))
+    notes: list[str] = []
+    besides: dict[str, float] = {}
+    launch, sustained = cal_mod._launch_and_sustained(torch.device("cuda"), ["bf16"], notes, besides)
+    assert ran == ["gap", "sustained"] and launch is gap and sustained == {"slowdown": 1.1}
+    assert notes == ["launch gap: add 4 KiB 2.00 µs from a stream, 1.00 in a graph", "held"]
+    assert set(besides) == {"launch gap", "sustained load"}
+    ran.clear()
+    launch, sustained = cal_mod._launch_and_sustained(torch.device("cuda"), ["fp32"], [], {})
+    assert ran == ["gap"] and sustained == {}  # the sustained load is a bf16 matmul's
+    launch, sustained = cal_mod._launch_and_sustained(torch.device("cpu"), ["fp32"], notes, besides)
+    assert ran == ["gap"] and launch == {"gap_s": 0.0} and sustained == {}  # a CPU has neither
+
+
 class _Clock:
     """A clock that each call to a fake measurement or probe moves on."""
 

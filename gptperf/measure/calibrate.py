@@ -116,28 +116,14 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
             device, dtypes=dtypes, quick=quick, progress=progress,
             lock=warmup.lock if warmup is not None else NO_LOCK)
         notes += list(kernels.get("notes", []))
+        # GPU-only work, timed under the lock while the side process may still be compiling
+        with warmup.lock if warmup is not None else NO_LOCK:
+            launch, sustained = _launch_and_sustained(device, dtypes, notes, besides)
         if warmup is not None:  # nothing else shares the GPU or the host from here on
             besides["the side process's end"] = -time.perf_counter()
             notes.append(warmup.finish())
             besides["the side process's end"] += time.perf_counter()
             warmup = None
-        launch: dict[str, Any] = {"gap_s": 0.0}
-        if device.type == "cuda":
-            besides["launch gap"] = -time.perf_counter()
-            launch, gap_notes = guarded("the launch gap", lambda: (measure_launch_gap(device), []),
-                                         launch)
-            notes += gap_notes + list(launch.get("notes", []))
-            if "kernels" in launch:
-                notes.append("launch gap: " + ", ".join(
-                    f"{k} {v['stream_s'] * 1e6:.2f} µs from a stream, {v['graph_s'] * 1e6:.2f} in a graph"
-                    for k, v in launch["kernels"].items()))
-            besides["launch gap"] += time.perf_counter()
-        sustained: dict[str, Any] = {}
-        if device.type == "cuda" and "bf16" in dtypes:
-            besides["sustained load"] = -time.perf_counter()
-            sustained, sustained_notes = guarded("the sustained load", lambda: _sustained(device), {})
-            notes += sustained_notes
-            besides["sustained load"] += time.perf_counter()
         kernels_s = time.perf_counter() - start
         reference_s = min(reference_s, host_reference())
         kind = "cuda" if device.type == "cuda" else "cpu"
@@ -210,6 +196,31 @@ def time_note(kernels: dict[str, Any], kernels_s: float, host_s: float, compiled
     inner = families + waited + others
     return (f"time: kernels {kernels_s:.1f} s" + (f" ({inner})" if inner else "")
             + f", host {host_s:.1f} s, compiled {compiled_s:.1f} s")
+
+
+def _launch_and_sustained(device: torch.device, dtypes: list[str], notes: list[str],
+                          besides: dict[str, float]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The launch gap and the sustained load on CUDA (neither reads the host's speed: the gap's
+    kernels are queued behind a sleep, the sustained matmuls run long), their notes appended to
+    `notes` and their seconds to `besides`."""
+    launch: dict[str, Any] = {"gap_s": 0.0}
+    sustained: dict[str, Any] = {}
+    if device.type != "cuda":
+        return launch, sustained
+    started = time.perf_counter()
+    launch, gap_notes = guarded("the launch gap", lambda: (measure_launch_gap(device), []), launch)
+    notes += gap_notes + list(launch.get("notes", []))
+    if "kernels" in launch:
+        notes.append("launch gap: " + ", ".join(
+            f"{k} {v['stream_s'] * 1e6:.2f} µs from a stream, {v['graph_s'] * 1e6:.2f} in a graph"
+            for k, v in launch["kernels"].items()))
+    besides["launch gap"] = time.perf_counter() - started
+    if "bf16" in dtypes:
+        started = time.perf_counter()
+        sustained, sustained_notes = guarded("the sustained load", lambda: _sustained(device), {})
+        notes += sustained_notes
+        besides["sustained load"] = time.perf_counter() - started
+    return launch, sustained
 
 
 def _sustained(device: torch.device) -> tuple[dict[str, Any], list[str]]:
