@@ -45,22 +45,6 @@ from gptperf.profiling.trace import attribute, load_trace
 from gptperf.validate.run import PROFILE_SCHEDULE
 
 
-def launchers(events: list[dict[str, Any]]) -> dict[Any, str]:
-    """Correlation id -> the innermost CPU operator around the runtime call that launched it."""
-    ops: dict[Any, list[dict[str, Any]]] = {}
-    for e in events:
-        if e.get("cat") == "cpu_op":
-            ops.setdefault(e.get("tid"), []).append(e)
-    out = {}
-    for e in events:
-        if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {}):
-            ts = float(e["ts"])
-            around = [o for o in ops.get(e.get("tid"), [])
-                      if float(o["ts"]) <= ts <= float(o["ts"]) + float(o.get("dur", 0))]
-            out[e["args"]["correlation"]] = min(around, key=lambda o: float(o.get("dur", 0)))["name"] if around else "?"
-    return out
-
-
 def goes_to(w: Any, name: str, phase: str) -> bool:
     """Whether the attribution gave (a share of) work `w` to operation `name` in `phase`."""
     return (name, phase) in {(n, p) for n, p, _ in w.parts}
@@ -80,7 +64,6 @@ def profiled_tail(config: Any, args: argparse.Namespace) -> None:
               f"{sum(w.dur_us for w in embed if w.step == k):.1f} µs ({sum(w.step == k for w in embed)} kernels)"
               for k in range(len(attribution.steps))))
     work = [w for w in attribution.work if w.step == args.step]
-    launched_by = launchers(events)
     head = [i for i, w in enumerate(work) if goes_to(w, names.LM_HEAD, names.BACKWARD)]
     opt = [i for i, w in enumerate(work) if any(p == names.OPTIMIZER_PHASE for _, p, _ in w.parts)]
     start = head[-1] if head else 0
@@ -91,8 +74,8 @@ def profiled_tail(config: Any, args: argparse.Namespace) -> None:
     embed_us = 0.0
     for w in work[start:end + 1]:
         to = ", ".join(f"{n} {p}" for n, p, _ in w.parts) or "(none)"
-        event = events[w.index]
-        by = "-" if event.get("cat") == "cpu_op" else launched_by.get(event.get("args", {}).get("correlation"), "?")
+        by = ("-" if attribution.unit == "operator" else "?" if w.launcher is None
+              else str(events[w.launcher].get("name", "?")))
         print(f"{w.dur_us:8.1f}  {to[:24]:24s} {by[:34]:34s} {w.kernel[:70]}")
         if goes_to(w, names.EMBED, names.BACKWARD):
             embed_us += w.dur_us

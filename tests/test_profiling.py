@@ -255,6 +255,11 @@ def test_gpu_kernels_follow_correlation_sequence_and_optimizer():
     assert got["mystery"] == (None, None)
     assert att.coverage == pytest.approx(100 / 200)
     assert att.occupancy()[("h.0.mlp.fc", names.FORWARD)] == (50, 2.0)
+    ev = _gpu_trace()["traceEvents"]
+    launcher = {w.kernel: None if w.launcher is None else ev[w.launcher]["name"] for w in att.work}
+    assert launcher == {"sm90_gemm_fwd": "aten::addmm", "sm90_gemm_bwd": "aten::mm",
+                        "multi_tensor_apply": "Optimizer.step#AdamW.step",
+                        "mystery": None}  # launched outside every CPU event
 
 
 def _compiled_trace() -> dict:

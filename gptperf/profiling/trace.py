@@ -71,6 +71,7 @@ class Work:
     method: str | None = None
     occupancy: float | None = None  # `est. achieved occupancy %`
     blocks_per_sm: float | None = None
+    launcher: int | None = None  # a kernel's innermost CPU event around its launch (traceEvents index)
 
     @property
     def attributed(self) -> bool:
@@ -498,7 +499,7 @@ def attribute(
             cpu = forest.parent.get(launch)
             work.append(assign(Work(i, str(e.get("name", "")), step, float(e.get("dur", 0.0)),
                                      occupancy=_num(_arg(e, "est. achieved occupancy %")),
-                                     blocks_per_sm=_num(_arg(e, "blocks per SM"))), cpu))
+                                     blocks_per_sm=_num(_arg(e, "blocks per SM")), launcher=cpu), cpu))
         unit = "kernel"
     else:
         for i in forest.order:
