@@ -185,7 +185,7 @@ def time_note(kernels: dict[str, Any], kernels_s: float, host_s: float, compiled
               besides: dict[str, float] | None = None) -> str:
     """Where a calibration's time went: the kernels (each family's, what the families waited for
     the side process's GPU work, and the stage's time `besides` its families: the probes before
-    them, the wait for the side process's end, the launch gap, the sustained load), the host
+    them, the launch gap, the sustained load, the wait for the side process's end), the host
     costs, the compiled steps."""
     families = ", ".join(f"{k} {v:.1f}" for k, v in kernels.get("family_seconds", {}).items())
     waits = {k: v for k, v in kernels.get("family_lock_wait_seconds", {}).items() if v >= 0.05}
