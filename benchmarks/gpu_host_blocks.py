@@ -19,7 +19,7 @@ GPU's host jobs, each group's parts once a round after the other groups') and ca
 last of three in a row (as it times a CPU's): a call's cost on a cold cache falls mostly on the
 1-block point and flattens the line.
 
-Prints, per run length, part (<mode>:nograd, :fwd, :bwd) and block count: host ms a call, its
+Prints, per run length, part (<mode>:nograd, :fwd, :bwd, :opt) and block count: host ms a call, its
 ratio to the line's charge (median and range over the sets), the kernels a call; then per block
 count the collections (gen0/1/2) a round of every part triggers.
 """
@@ -34,19 +34,15 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from gptperf.measure.calibrate_host import (
-    CPU_HOST_RUN,
-    _inference_part,
-    _train_parts,
-    fit_line,
-    host_config,
-    time_host_parts,
-)
+from gptperf.measure.calibrate_host import CPU_HOST_RUN, fit_line, host_groups, time_host_parts
 from gptperf.measure.calibration_plan import COMPILED_DTYPE
 from gptperf.plan import COMPILED, EAGER
 
 torch._dynamo.config.cache_size_limit = 64  # one compiled graph per block count, none evicted
 torch._dynamo.config.automatic_dynamic_shapes = False
+# the optimizer runs each round, as in the calibration: it clears the gradients, which the next
+# backward would otherwise add to (it runs eagerly in both modes)
+TIMED = ("nograd", "fwd", "bwd", "opt")
 
 
 def kernels_a_call(fn, device: torch.device) -> int:
@@ -91,15 +87,12 @@ def main() -> None:
     blocks = [int(b) for b in args.blocks.split(",")]
     assert blocks[:2] == [1, 4], "the line runs through 1 and 4 blocks"
     modes = args.modes.split(",")
-    groups = {}
-    for n in blocks:
-        groups[n] = {}
-        for mode in modes:
-            config = host_config(n, mode)
-            groups[n][f"{mode}:nograd"] = _inference_part(config, "forward", args.dtype, mode, dev)
-            if not args.no_train:
-                train = _train_parts(config, args.dtype, mode, dev)
-                groups[n] |= {f"{mode}:fwd": train["fwd"], f"{mode}:bwd": train["bwd"]}
+    groups: dict[int, dict] = {n: {} for n in blocks}
+    for mode in modes:  # each block count's parts of every mode, run in the same rounds
+        whats = ("inference",) if args.no_train else ("inference", "train")
+        for what in whats:
+            for n, parts in host_groups(args.dtype, mode, dev, what, layers=blocks).items():
+                groups[n] |= {f"{mode}:{p}": fn for p, fn in parts.items() if p in TIMED}
     start = time.perf_counter()
     time_host_parts(groups, [], dev, warmup=3, repeats=0)  # compiles every step
     print(f"compiled and warmed up in {time.perf_counter() - start:.0f} s", flush=True)

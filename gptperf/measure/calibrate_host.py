@@ -262,10 +262,12 @@ def paired_medians(rounds: dict[int, dict[str, list[float]]], samples: Sequence[
     return out
 
 
-def host_groups(dtype: str, mode: str, device: torch.device, what: str) -> dict[int, Parts]:
-    """Per block count, the parts of the train steps (`what` "train") or the inference steps."""
+def host_groups(dtype: str, mode: str, device: torch.device, what: str,
+                layers: Iterable[int] = HOST_LAYERS) -> dict[int, Parts]:
+    """Per block count in `layers`, the parts of the train steps (`what` "train") or the
+    inference steps."""
     groups: dict[int, Parts] = {}
-    for n in HOST_LAYERS:
+    for n in layers:
         config = host_config(n, mode)
         if what == "train":
             groups[n] = _train_parts(config, dtype, mode, device)
