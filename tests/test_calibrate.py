@@ -439,6 +439,7 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
     assert compiled_jobs == ran
     assert ("compiled:nograd:bf16" in result.costs) == ("inference" in ran)
     assert "compiled:fwd:bf16" in result.costs
+    assert "compiled:opt:bf16" in result.costs  # the compiled plan's own optimizer, timed too
     left_out = [n for n in result.notes if "left out" in n]
     assert len(left_out) == (2 - len(ran))
     assert f"compiled host cost of the train step: {first_s:.0f} s" in " ".join(result.notes)

@@ -250,6 +250,27 @@ def test_a_compiled_forward_without_its_own_host_cost_takes_the_compiled_train_f
     assert expected(cfg, w, plan, flat_calibration(host=host)).host_s == pytest.approx(2e-4)
 
 
+def test_a_compiled_train_steps_optimizer_takes_the_compiled_jobs_line_where_its_plan_keeps_master_weights():
+    """The optimizer of a compiled bf16 step with master weights is charged the compiled job's own
+    optimizer line (3e-4 + 2·1e-4), which ran that plan; a calibration from before it was measured,
+    and a compiled fp32 step (torch's fused AdamW, the eager plan's), the eager line (1e-4 + 2·1e-4)."""
+    cfg = preset("gpt2", n_layer=2)
+
+    def opt_host(dtype: str, host: dict) -> float:
+        plan = ExecutionPlan.default("train", "cuda", compile=True, dtype=dtype)
+        e = expected(cfg, Workload("train", 2, 64, dtype), plan, flat_calibration(host=host))
+        return sum(o.host_s for o in e.ops if o.phase == names.OPTIMIZER_PHASE)
+
+    host = {k: v for k, v in flat_calibration().host.items() if not k.startswith("compiled:opt")}
+    assert ExecutionPlan.default("train", "cuda", compile=True, dtype="bf16").master_weights
+    assert opt_host("bf16", host) == pytest.approx(3e-4)
+    host["compiled:opt:bf16"] = {"fixed_s": 3e-4, "per_layer_s": 1e-4}
+    assert opt_host("bf16", host) == pytest.approx(5e-4)
+    assert not ExecutionPlan.default("train", "cuda", compile=True, dtype="fp32").master_weights
+    host["compiled:opt:fp32"] = {"fixed_s": 3e-4, "per_layer_s": 1e-4}  # no fp32 plan keeps masters
+    assert opt_host("fp32", host) == pytest.approx(3e-4)
+
+
 def test_cuda_graph_is_device_time_back_to_back():
     cfg = preset("gpt2", n_layer=2)
     w = Workload("decode", 1, 64, "bf16")

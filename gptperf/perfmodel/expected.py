@@ -248,10 +248,12 @@ def _issue_order(seq: list, host: list[float], device: list[float], cal: Calibra
     return order
 
 
-def _host_parts(kind: str, phase: str, compiled: bool) -> list[str]:
+def _host_parts(kind: str, phase: str, plan: ExecutionPlan) -> list[str]:
     """The calibration's host parts for this phase, best first: a compiled step's own, then the
     nearest one measured (a compiled forward without grad, the compiled train forward, then the
-    eager step's)."""
+    eager step's). A compiled train step's optimizer phase runs eagerly, the compiled job's line
+    (`compiled:opt`, the default compiled plan's master weights) where its plan keeps master
+    weights too, else the eager step's."""
     if kind == "train":
         part = {names.FORWARD: "fwd", names.BACKWARD: "bwd", names.OPTIMIZER_PHASE: "opt"}[phase]
     elif kind == "forward":
@@ -260,8 +262,10 @@ def _host_parts(kind: str, phase: str, compiled: bool) -> list[str]:
         part = {DECODE: "decode", "prefill": "prefill"}.get(kind, "infer")
     # fallbacks for calibrations without the part: a forward's nearest, prefill's decode_nocache
     eager = [f"eager:{part}"] + {"nograd": ["eager:fwd"], "prefill": ["eager:infer"]}.get(part, [])
-    if not compiled or part == "opt":  # the optimizer runs eagerly beside a compiled model
+    if not plan.compiled:
         return eager
+    if part == "opt":  # eager beside a compiled model; with master weights, not the eager plan's
+        return (["compiled:opt"] if plan.master_weights else []) + eager
     # a compiled inference step without its own measurement takes the compiled train forward's
     # (one compiled graph a step) before the eager step's (every op dispatched from Python: on the
     # H200 a compiled gpt2 forward charged at the eager cost was predicted 1.41× too long)
@@ -433,7 +437,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
         in_host = _host_model_device_s(cal, workload, plan, config.n_layer) if cpu else {}
         for phase in phases:
             idx = [i for i, (_, ph, _, _) in enumerate(seq) if ph == phase]
-            parts = _host_parts(workload.kind, phase, plan.compiled)
+            parts = _host_parts(workload.kind, phase, plan)
             h = _host_seconds(cal, parts, workload.dtype, config.n_layer)
             if cpu:  # the tiny model's own kernel time is inside its measured host time
                 h = max(h - in_host.get(phase, 0.0), 0.0)
