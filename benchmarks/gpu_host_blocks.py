@@ -32,7 +32,7 @@ import statistics
 import time
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from gpu_compiled_host_tokens import kernels  # this folder: the kernels of one call of each part
 
 from gptperf.measure.calibrate_host import CPU_HOST_RUN, fit_line, host_groups, time_host_parts
 from gptperf.measure.calibration_plan import COMPILED_DTYPE
@@ -43,16 +43,6 @@ torch._dynamo.config.automatic_dynamic_shapes = False
 # the optimizer runs each round, as in the calibration: it clears the gradients, which the next
 # backward would otherwise add to (it runs eagerly in both modes)
 TIMED = ("nograd", "fwd", "bwd", "opt")
-
-
-def kernels_a_call(fn, device: torch.device) -> int:
-    if device.type != "cuda":
-        return 0
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
 def collections_a_round(parts: dict, calls: int = 20) -> tuple[float, ...]:
@@ -96,7 +86,8 @@ def main() -> None:
     start = time.perf_counter()
     time_host_parts(groups, [], dev, warmup=3, repeats=0)  # compiles every step
     print(f"compiled and warmed up in {time.perf_counter() - start:.0f} s", flush=True)
-    kernels = {n: {p: kernels_a_call(fn, dev) for p, fn in parts.items()} for n, parts in groups.items()}
+    counts = {n: kernels(parts) if dev.type == "cuda" else dict.fromkeys(parts, 0)
+              for n, parts in groups.items()}
     colls = {n: collections_a_round(parts) for n, parts in groups.items()}
     timed = list(next(iter(groups.values())))
     host = {r: {n: {p: [] for p in timed} for n in blocks} for r in runs}
@@ -120,7 +111,7 @@ def main() -> None:
                 r = over[run_of][n][p]
                 print(f"{p:16s} {n:6d} {statistics.median(host[run_of][n][p]) * 1e3:9.3f} "
                       f"{statistics.median(r):6.3f} {f'({min(r):.3f}-{max(r):.3f})':>13s} "
-                      f"{kernels[n][p]:7d}")
+                      f"{counts[n][p]:7d}")
     print("\ngarbage collections a round of every part (gen0/1/2), by blocks: " + ", ".join(
         f"{n}: {g[0]:.2f}/{g[1]:.2f}/{g[2]:.2f}" for n, g in colls.items()))
 

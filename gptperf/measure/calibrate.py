@@ -120,9 +120,9 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         with warmup.lock if warmup is not None else NO_LOCK:
             launch, sustained = _launch_and_sustained(device, dtypes, notes, besides)
         if warmup is not None:  # nothing else shares the GPU or the host from here on
-            besides["the side process's end"] = -time.perf_counter()
+            waited_from = time.perf_counter()
             notes.append(warmup.finish())
-            besides["the side process's end"] += time.perf_counter()
+            besides["the side process's end"] = time.perf_counter() - waited_from
             warmup = None
         kernels_s = time.perf_counter() - start
         reference_s = min(reference_s, host_reference())
