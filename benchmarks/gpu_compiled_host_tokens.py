@@ -17,12 +17,12 @@ import statistics
 import time
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from gptperf.measure.calibrate_host import fit_line, time_host_parts
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import ExecutionPlan
+from gptperf.profiling.device_kernels import kernels_of
 from gptperf.steps.build import build_step
 
 DEV = torch.device("cuda")
@@ -56,14 +56,7 @@ REAL = [name for name in CASES if not name.startswith("host")]
 
 def kernels(parts: dict) -> dict[str, int]:
     """Device kernels of one call of each phase."""
-    out = {}
-    for name, fn in parts.items():
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fn()
-            torch.cuda.synchronize()
-        out[name] = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-    return out
+    return {name: len(kernels_of(fn)) for name, fn in parts.items()}
 
 
 def main() -> None:

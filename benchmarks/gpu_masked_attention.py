@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from gptperf.measure.kernel_timer import KernelTimer
+from gptperf.profiling.device_kernels import kernels_of
 
 SHAPES = ((48, 768, 64), (32, 512, 64), (128, 1024, 64), (8, 256, 64), (512, 128, 64),
           (16, 1000, 64), (100, 1000, 64), (24, 448, 64))  # (BH, T, D)
@@ -32,10 +33,8 @@ def main() -> int:
             mask = slots[None, :] <= slots[:, None]  # as StaticKVCache.update builds it
             causal = timer(lambda j, q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True))
             masked = timer(lambda j, q=q, k=k, v=v, m=mask: F.scaled_dot_product_attention(q, k, v, attn_mask=m))
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-                torch.cuda.synchronize()
-            kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            kernels = [kernel.name for kernel in kernels_of(
+                lambda q=q, k=k, v=v, m=mask: F.scaled_dot_product_attention(q, k, v, attn_mask=m))]
             print(f"{str(dt)[6:]:9} BH {bh:4} T {t:5} causal {causal * 1e6:8.1f} µs masked "
                   f"{masked * 1e6:8.1f} µs  masked/(2 causal) {masked / (2 * causal):.3f}  "
                   f"{kernels[-1][:60] if kernels else ''}", flush=True)

@@ -225,20 +225,12 @@ STEP_LAYER = (names.ATTN_QKV, names.ATTN_SDPA, names.ATTN_PROJ, names.MLP_FC, na
 def replay_kernels(decoder: Any, length: int) -> list[tuple[str, float, float]]:
     """(name, start µs, duration µs) of every kernel of one step of a `FastDecoder` writing
     position `length`, in launch order, from one profiled replay after a warm one."""
-    from torch.profiler import ProfilerActivity, profile
-
-    from gptperf.quiet import profiler_quiet
+    from gptperf.profiling.device_kernels import kernels_of
 
     decoder.set_length(length)
     decoder.step()
     decoder.set_length(length)
-    torch.cuda.synchronize()
-    with profiler_quiet(), profile(activities=[ProfilerActivity.CUDA]) as prof:
-        decoder.step()
-        torch.cuda.synchronize()
-    kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
-                     key=lambda e: e.time_range.start)
-    return [(e.name, e.time_range.start, e.time_range.elapsed_us()) for e in kernels]
+    return [(k.name, k.start_us, k.duration_us) for k in kernels_of(decoder.step)]
 
 
 def step_layer_times(kernels: list[tuple[str, float, float]], layers: int) -> dict[str, float]:
