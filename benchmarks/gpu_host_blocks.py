@@ -75,7 +75,9 @@ def main() -> None:
     runs = [int(r) for r in args.run_of.split(",")] if args.run_of else [
         CPU_HOST_RUN if dev.type == "cpu" else 1]
     blocks = [int(b) for b in args.blocks.split(",")]
-    assert blocks[:2] == [1, 4], "the line runs through 1 and 4 blocks"
+    if blocks[:2] != [1, 4]:
+        ap.error(f"--blocks {args.blocks}: must start 1,4 (the line each set is read against runs "
+                 "through 1 and 4 blocks), e.g. 1,4,8,16")
     modes = args.modes.split(",")
     groups: dict[int, dict] = {n: {} for n in blocks}
     for mode in modes:  # each block count's parts of every mode, run in the same rounds
