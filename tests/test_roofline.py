@@ -254,3 +254,13 @@ def test_plots(tmp_path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["plot"].endswith("m.png")
     assert main(["roofline", "kv", "--n-embd", "64", "--plot", str(tmp_path / "kv.svg")]) == 0
     assert (tmp_path / "kv.svg").exists() and (tmp_path / "m.png").exists()
+
+
+
+def test_roofline_exact_column_keeps_every_digit_of_a_count_past_float_precision():
+    from gptperf.commands.roofline import _exact
+
+    k = 99_999_999_999_999_999_999_999  # 2·4·4·k is far past 2**53: a float would round it
+    flops = matmul(4, 4, k, "fp32").flops
+    assert _exact(flops) == "3199999999999999999999968"
+    assert _exact(12.0) == "12"

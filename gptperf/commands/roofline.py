@@ -134,11 +134,11 @@ def _print(doc: dict[str, Any]) -> None:
                   title_justify="left")
     table.add_column("quantity")
     table.add_column("value", justify="right")
-    table.add_column("exact", justify="right")
+    table.add_column("exact", justify="right", overflow="fold")  # every digit, folded if long
     table.add_column("source")
     rows = [
-        ("FLOPs", si(doc["flops"], "FLOP"), f"{doc['flops']:.0f}", doc["formula"].split(";")[0]),
-        ("bytes moved", si(doc["bytes"], "B"), f"{doc['bytes']:.0f}", doc["formula"].split(";")[-1].strip()),
+        ("FLOPs", si(doc["flops"], "FLOP"), _exact(doc["flops"]), doc["formula"].split(";")[0]),
+        ("bytes moved", si(doc["bytes"], "B"), _exact(doc["bytes"]), doc["formula"].split(";")[-1].strip()),
         ("arithmetic intensity", f"{doc['arithmetic_intensity']:.4g} FLOP/B",
          _fraction(doc["arithmetic_intensity"]), "FLOPs / bytes"),
         ("peak", si(doc["peak_flops"], "FLOP/s"), "", src),
@@ -160,6 +160,11 @@ def _print(doc: dict[str, Any]) -> None:
 def shape_text(shape: dict[str, Any]) -> str:
     """{'m': 4, 'n': 4, 'k': 4, 'accumulate': True} -> 'm=4 n=4 k=4 accumulate'."""
     return " ".join(k if v is True else f"{k}={v}" for k, v in shape.items() if v is not False)
+
+
+def _exact(count: float) -> str:
+    """A count in full: an int's own digits (formatting it as a float would round past 2**53)."""
+    return str(count) if isinstance(count, int) else f"{count:.0f}"
 
 
 def _fraction(x: float) -> str:
