@@ -197,10 +197,34 @@ def test_spec_and_flags_reject_bad_input() -> None:
         ScaleSpec(config, batch=12, what_if=((2, 8),))
     assert ScaleSpec(config, procs=(1, 2, 4), batch=8).grid_batches == (2, 4, 8)
     assert ScaleSpec(config, mode="weak", procs=(1, 2), batch=8).grid_batches == (4, 8)
+    for timeout in (0, -1.0, float("nan")):
+        with pytest.raises(UserError, match="--timeout"):
+            ScaleSpec(config, timeout_s=timeout)
     for bad in (["--procs", "1,x"], ["--what-if", "2by8"]):
         with pytest.raises(SystemExit) as exit_:
             main(["scale", *bad])
         assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize("wrote_log", [False, True])
+def test_a_failed_launch_keeps_its_folder_only_for_a_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         wrote_log: bool) -> None:
+    import tempfile
+
+    import gptperf.scaling.launch as launch_module
+    from gptperf.scaling.study import run_scaling_study
+
+    def failing(spec: Launch) -> None:
+        if wrote_log:
+            (spec.out_dir / launch_module.LOG).write_text("rank 0 failed\n")
+        raise LaunchError("rank 0 failed")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(launch_module, "launch", failing)
+    with pytest.raises(LaunchError):
+        run_scaling_study(ScaleSpec(preset("tiny"), procs=(1,), batch=2, seq=8, device="cpu"))
+    left = list(tmp_path.glob("gptperf-scale-*"))
+    assert len(left) == (1 if wrote_log else 0)
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ cost each other (`sharing`).
 from __future__ import annotations
 
 import math
+import shutil
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
@@ -116,6 +117,10 @@ class ScaleSpec:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise UserError(f"{key} must be an integer >= {minimum}, got {v!r}")
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) \
+                or not math.isfinite(self.timeout_s) or self.timeout_s <= 0:
+            raise UserError(f"--timeout {self.timeout_s!r}: give the seconds one launch may take, a "
+                            "number > 0 (default 600)")
         if self.compile and self.warmup < 1:
             raise UserError("--compile needs --warmup >= 1: the first step compiles")
         if self.mode == "strong":
@@ -568,7 +573,7 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
     from gptperf.measure.collectives import CollectiveSweep
     from gptperf.perfmodel import Workload, get_hardware, predict, resolve_hardware
     from gptperf.plan import ExecutionPlan
-    from gptperf.scaling.launch import Launch, launch
+    from gptperf.scaling.launch import LOG, Launch, launch
     from gptperf.scaling.worker import SPEC
 
     say = progress or (lambda _msg: None)
@@ -592,28 +597,31 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
     backend = None
     runs = [(p, 1, spec.grid_batches) for p in spec.procs]
     runs += [(1, t, (spec.thread_batch(t),)) for t in (spec.threads or ()) if t != 1 or 1 not in spec.procs]
-    for p, t, batches in runs:
-        say(f"launching {p} process{'es' if p > 1 else ''} × {t} thread{'s' if t > 1 else ''}, "
-            f"per-process batch {', '.join(map(str, batches))}")
-        out = work / f"p{p}-t{t}"
-        solo = (spec.per_process_batch(p),) if p > 1 and t == 1 else ()
-        ws = _worker_spec(spec, batches, t, collectives=p > 1, out=out, solo=solo).write(out / SPEC)
-        res = launch(Launch(p, [str(ws)], out, threads=t, timeout_s=spec.timeout_s))
-        doc = res.result
-        backend = doc["backend"] or backend
-        environment = environment or doc["environment"]
-        launches.append({"procs": p, "threads": t, "batches": list(batches), **res.to_dict()})
-        for i, run in enumerate(doc["ranks"][0]["runs"]):
-            b = int(run["per_process_batch"])
-            measured[(p, t, b)] = measured_from_ranks(doc["ranks"], i)
-            if "solo_steps" in run:
-                solo_runs[(p, b)] = measured_from_ranks(doc["ranks"], i, "solo_steps")
-        if doc.get("collectives"):
-            collectives[p] = CollectiveSweep.from_dict(doc["collectives"])
+    try:
+        for p, t, batches in runs:
+            say(f"launching {p} process{'es' if p > 1 else ''} × {t} thread{'s' if t > 1 else ''}, "
+                f"per-process batch {', '.join(map(str, batches))}")
+            out = work / f"p{p}-t{t}"
+            solo = (spec.per_process_batch(p),) if p > 1 and t == 1 else ()
+            ws = _worker_spec(spec, batches, t, collectives=p > 1, out=out, solo=solo).write(out / SPEC)
+            res = launch(Launch(p, [str(ws)], out, threads=t, timeout_s=spec.timeout_s))
+            doc = res.result
+            backend = doc["backend"] or backend
+            environment = environment or doc["environment"]
+            launches.append({"procs": p, "threads": t, "batches": list(batches), **res.to_dict()})
+            for i, run in enumerate(doc["ranks"][0]["runs"]):
+                b = int(run["per_process_batch"])
+                measured[(p, t, b)] = measured_from_ranks(doc["ranks"], i)
+                if "solo_steps" in run:
+                    solo_runs[(p, b)] = measured_from_ranks(doc["ranks"], i, "solo_steps")
+            if doc.get("collectives"):
+                collectives[p] = CollectiveSweep.from_dict(doc["collectives"])
+    except BaseException:
+        if tmp is not None and not any(Path(tmp).rglob(LOG)):  # no log for the error to name
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
     if tmp is not None:  # kept when a launch fails: its error names the log there
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         for entry in launches:
             entry["log"] = None
