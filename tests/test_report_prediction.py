@@ -227,23 +227,33 @@ def test_gpu_targets_render_with_pass_and_miss() -> None:
                          per_op=[OpErrors("case 0", (OpPair("lm_head", "fwd", 1e-3, 0.95e-3),))])
     report = ReportData(resolve_settings(ReportOptions(device="cpu")))
     report.put("calibration", CalibrationStage.of(cal, cached=True, path=None))
-    report.put("validation", ValidationStage(r, budget_s=30.0, sweep_cases=8,
-                                             left_out=["a compiled case"]))
     report.records = {n: StageRecord(n, n, status="ok") for n in ("calibration", "validation")}
-    page = render_page(report, Path("."))
-    sec = _section(page, "prediction")
+
+    def rendered(stage: ValidationStage) -> tuple[str, str, list[tuple[str, str]]]:
+        report.put("validation", stage)
+        page = render_page(report, Path("."))
+        sec = _section(page, "prediction")
+        targets = sec[sec.index('id="prediction-targets"'):]
+        targets = targets[:targets.index("</table>")]
+        assert all(str(esc(v.label)) in targets for v in r.verdicts())
+        # the reloaded data draws the same page
+        doc = json.loads(to_json(report.to_dict()))
+        assert render_page(ReportData.from_dict(doc), Path(".")) == page
+        return page, sec, re.findall(r'<span class="verdict-(\w+)">(\w+)</span>', targets)
+
     words = {v.name: v.word for v in r.verdicts()}
     assert words == {"median": "PASS", "p90": "MISS", "max": "MISS", "per_op": "PASS"}
-    targets = sec[sec.index('id="prediction-targets"'):]
-    targets = targets[:targets.index("</table>")]
-    found = re.findall(r'<span class="verdict-(\w+)">(\w+)</span>', targets)
+    page, sec, found = rendered(ValidationStage(r, budget_s=30.0, sweep_cases=4))
     assert found == [(v.word.lower(), v.word) for v in r.verdicts()]
-    assert all(str(esc(v.label)) in targets for v in r.verdicts())
-    assert "(GPU), over 4 of the quick sweep&#x27;s 8 cases" in sec
+    assert "(GPU), over 4 cases" in sec and "PARTIAL" not in sec
+    assert "median |measured / calibrated − 1|, 4 cases</" in page
     assert "could not be drawn" not in page
-    # the reloaded data draws the same page
-    doc = json.loads(to_json(report.to_dict()))
-    assert render_page(ReportData.from_dict(doc), Path(".")) == page
+    # a sweep cut short for time: its figures, but no verdict on targets set for the whole sweep
+    page, sec, found = rendered(ValidationStage(r, budget_s=30.0, sweep_cases=8,
+                                                left_out=["a compiled case"]))
+    assert found == [("none", "PARTIAL")] * len(r.verdicts())
+    assert "(GPU), over 4 of the quick sweep&#x27;s 8 cases" in sec
+    assert "4 cases of the sweep&#x27;s 8 (the rest left out for time)" in page
 
 
 # --- no calibration: a clear note, not a crash ---------------------------------------------------

@@ -684,8 +684,11 @@ def headline(d: Doc) -> list[Html]:
     val = d.report.validation
     if val is not None and val.result is not None and val.result.points:
         st = val.result.stats
+        cases = f"{st.n} case{'s' if st.n != 1 else ''}"
+        if val.partial:
+            cases += f" of the sweep's {val.sweep_cases} (the rest left out for time)"
         cards.append(kpi("prediction error", pct(st.median), "%",
-                         f"median |measured / calibrated − 1|, {st.n} cases"))
+                         f"median |measured / calibrated − 1|, {cases}"))
     trained = d.report.train
     if trained is not None:
         t = trained.result

@@ -429,6 +429,11 @@ class ValidationStage:
     profiles_skipped: list[str] = field(default_factory=list)  # measured, not profiled (budget)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def partial(self) -> bool:
+        """Cases of the sweep were left out: its figures are a sample, not the targets' verdict."""
+        return bool(self.left_out)
+
     def to_dict(self) -> dict[str, Any]:
         return {"schema": self.SCHEMA,
                 "result": self.result.to_dict() if self.result is not None else None,
