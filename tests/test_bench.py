@@ -89,6 +89,8 @@ def test_measured_ceilings_give_a_second_mfu(capsys) -> None:
     (["bench", "train", "--dtype", "fp8"], "fp8"),
     (["bench", "train", "--compile", "--warmup", "0"], "warmup"),
     (["bench", "train", "--repeats", "0"], "repeats"),
+    (["bench", "decode", "--repeats", "100000000"], "from 1 to 100000, got 100000000"),
+    (["bench", "forward", "--warmup", "100000001"], "warmup"),
     (["bench", "train", "--hardware", "no-such-gpu"], "no-such-gpu"),
     (["bench", "train", "--device", "cpu", "--dtype", "fp16"], "fp16"),
     (["bench", "train", "--device", "tpu"], "tpu"),

@@ -358,6 +358,7 @@ def test_contradictory_flags_are_refused(tmp_path: Path, capsys: Any, no_work: N
         (["train", *TRAIN, "--no-checkpoint", "--resume"], ["--resume"]),
         (["profile", *MODEL, "--trace", str(trace), "--compile"], ["--trace", "--compile"]),
         (["model", *MODEL, "--device", "h900"], ["--device 'h900'", "--calibrated", "--hardware"]),
+        (["bench", "train", *MODEL, "--fast"], ["--fast", "train", "--compile"]),
     ]
     for command, head in (("train", TRAIN), ("bench", ["train", *MODEL]), ("profile", MODEL),
                           ("scale", MODEL), ("report", []), ("inference", MODEL),

@@ -12,6 +12,8 @@ from gptperf.commands.common import (
     config_from_args,
     guard_memory,
 )
+from gptperf.errors import UserError
+from gptperf.plan import INFERENCE_KINDS
 
 HELP = "benchmark a workload: time per batch, throughput, FLOP/s, MFU, peak memory, utilization"
 
@@ -58,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from gptperf.output import emit_json, rich_progress
     from gptperf.runtime import resolve_device
 
+    if args.fast and args.workload not in INFERENCE_KINDS:
+        raise UserError(f"--fast applies to {', '.join(INFERENCE_KINDS)}, not {args.workload}; "
+                        "a fast train or forward step is --compile (on a GPU with its fused kernels)")
     config = config_from_args(args)
     seq = args.seq if args.seq is not None else default_seq(config)
     device = resolve_device(args.device)

@@ -234,6 +234,11 @@ def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any,
         return None, str(err)
 
 
+# Steps a bench may warm up or time: far past any use (a median settles within hundreds), and
+# small enough that a typo's 10**8 is refused at once instead of running for days.
+MAX_STEPS = 100_000
+
+
 def check_bench_args(kind: str, config: Any, batch: int, seq: int, dtype: str, device: Any,
                      compile: bool, warmup: int, repeats: int) -> None:
     """One-line UserErrors for every bad argument, before anything heavy runs."""
@@ -244,8 +249,8 @@ def check_bench_args(kind: str, config: Any, batch: int, seq: int, dtype: str, d
     if getattr(device, "type", device) == "cpu" and dtype == "fp16":
         raise UserError("dtype 'fp16' autocast needs a GPU; on CPU use bf16 or fp32")
     for what, value, least in (("warmup", warmup, 0), ("repeats", repeats, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise UserError(f"{what} must be an integer >= {least}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_STEPS:
+            raise UserError(f"{what} must be an integer from {least} to {MAX_STEPS}, got {value!r}")
     if compile and warmup < 1:
         raise UserError(f"warmup={warmup} with --compile would time the compilation; "
                         "use --warmup 1 or more")
