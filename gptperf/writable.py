@@ -2,7 +2,8 @@
 after minutes of training or profiling.
 
 A file (a picture) needs a known suffix and a folder to land in; a folder (checkpoints,
-pictures, a profile or a report) must be a folder if it exists. Either way the nearest existing
+pictures, a profile or a report) must be a folder if it exists; one that gptperf replaces whole
+(a profile, a report) must be empty or recognisably one gptperf wrote. Either way the nearest existing
 folder on the way must be writable, since what is missing gets created there: the check creates
 and removes an empty file there (permission bits do not say it for root, nor for a filesystem
 such as /proc that takes no files). Nothing else is created by the check.
@@ -10,10 +11,12 @@ such as /proc that takes no files). Nothing else is created by the check.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from gptperf.errors import UserError
 
@@ -98,3 +101,35 @@ def check_output_dir(path: str | os.PathLike[str], flag: str, *, replaced_whole:
         return p
     _writable(_nearest_existing(p, flag, p), flag, p)
     return p
+
+
+def check_replaceable_dir(path: str | os.PathLike[str], flag: str, *, what: str, marker_file: str,
+                          is_ours: Callable[[Any], bool]) -> Path:
+    """`path` as a Path when gptperf may replace the folder there whole with its `what` (e.g.
+    "profile", "report"; gptperf.atomic.atomic_dir): it is absent, empty, or holds `marker_file`
+    (JSON) that `is_ours` recognises as one gptperf wrote; and it (or where it would be made) and
+    its parent are writable. Else a one-line UserError: `--out .` must not wipe a home folder."""
+    p = _as_path(path, flag)
+    try:
+        is_dir, exists = p.is_dir(), p.exists()
+    except OSError:  # unreachable: check_output_dir below names why
+        is_dir = exists = False
+    if exists and not is_dir:
+        raise UserError(f"{flag} {str(p)!r} is a file; give a folder for the {what}")
+    if is_dir:
+        try:
+            empty = not any(p.iterdir())
+        except OSError as err:
+            raise UserError(f"{flag} {str(p)!r} cannot be read ({err.strerror}); give a new or "
+                            "empty folder") from None
+        if not empty:
+            try:
+                ours = bool(is_ours(json.loads((p / marker_file).read_text(encoding="utf-8"))))
+            except (OSError, ValueError):  # missing, unreadable, not JSON (or not UTF-8)
+                ours = False
+            if not ours:
+                raise UserError(
+                    f"{flag} {str(p)!r} is not a gptperf {what} folder: it holds no gptperf "
+                    f"{what} ({marker_file} of one), and the {what} replaces its folder whole; "
+                    "give a new or empty folder")
+    return check_output_dir(p, flag, replaced_whole=True)

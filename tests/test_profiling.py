@@ -328,6 +328,12 @@ def test_gzip_trace_loads(tmp_path):
         load_trace(tmp_path / "missing.json")
 
 
+@pytest.mark.skipif(not Path("/proc/self/mem").is_file(), reason="needs Linux's /proc")
+def test_a_trace_the_system_will_not_read_is_one_line_naming_it():
+    with pytest.raises(UserError, match=r"trace file '/proc/self/mem' cannot be read \("):
+        load_trace("/proc/self/mem")  # a regular file whose read fails (EIO at offset 0)
+
+
 @pytest.mark.parametrize("argv", [
     ["--active", "0"],
     ["--workload", "bogus"],

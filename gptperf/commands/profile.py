@@ -10,24 +10,29 @@ from gptperf.commands.common import (
     add_device_argument,
     add_flag_pair,
     add_model_arguments,
-    check_folder,
     config_from_args,
     guard_memory,
+    model_overrides,
 )
 
 HELP = "profile a workload with torch.profiler; attribute every kernel to an operation; compare with the model"
+
+
+# Flags a recorded trace also says (--trace): None when not given, so that only flags the user
+# gave are checked against the record; a run fills in these defaults.
+DEFAULTS = {"preset": "tiny", "workload": "train", "dtype": "fp32"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser.add_argument_group("model"), "tiny")
 
     w = parser.add_argument_group("workload")
-    w.add_argument("--workload", default="train", choices=("train", "forward", "prefill", "decode"),
+    w.add_argument("--workload", choices=("train", "forward", "prefill", "decode"),
                    help="what one step does (default: train)")
     w.add_argument("--batch", type=int, default=None, help="sequences per step (default: 8)")
     w.add_argument("--seq", type=int, default=None,
                    help="tokens per sequence, or context length for decode (default: min(block, 256))")
-    w.add_argument("--dtype", default="fp32", choices=("fp32", "tf32", "bf16", "fp16"),
+    w.add_argument("--dtype", choices=("fp32", "tf32", "bf16", "fp16"),
                    help="compute precision (default: fp32)")
     add_flag_pair(w, "compile", "torch.compile the model", "run eagerly (the default)")
     add_device_argument(w)
@@ -44,10 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     o = parser.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", default="profile",
-                   help="folder for traces, tables and pictures (default: profile)")
+                   help="folder for traces, tables and pictures, replaced whole: a new or empty "
+                        "folder or an earlier profile (default: profile)")
     o.add_argument("--trace", metavar="FILE",
-                   help="re-analyse an existing Chrome/Kineto JSON trace instead of running")
+                   help="re-analyse an existing Chrome/Kineto JSON trace instead of running; the "
+                        "model and workload are the ones it was recorded with (flags that "
+                        "contradict them are refused)")
     o.add_argument("--top", type=int, default=25, help="rows of the per-operation table (default: 25)")
+    parser.set_defaults(**{k: None for k in DEFAULTS})
 
 
 def run(args: argparse.Namespace) -> int | None:
@@ -67,21 +76,28 @@ def run(args: argparse.Namespace) -> int | None:
     if args.trace and args.compile is not None:
         raise UserError(f"--trace {args.trace!r} re-analyses a recorded trace; "
                         f"--{'' if args.compile else 'no-'}compile would not apply: drop it")
-    # a profile folder is swapped in whole (atomically); a re-analysis writes file by file
-    check_folder(args.out, "--out", replaced_whole=not args.trace)
 
     from gptperf.output import emit_json
+    from gptperf.profiling.recorded import check_profile_dir
     from gptperf.profiling.run import analyse_trace_file, profile_workload
 
-    config = config_from_args(args)
-    batch = args.batch if args.batch is not None else 8
-    seq = args.seq if args.seq is not None else min(config.block_size, 256)
+    # the folder is replaced whole, by a run or a re-analysis: only a new, empty or earlier
+    # profile folder (a user's own files are never replaced nor written beside)
+    check_profile_dir(args.out, "--out")
     if args.trace:
+        # flags left out take the trace's record; given ones must match it
         result = analyse_trace_file(
-            args.trace, config, args.workload, batch=batch, seq=seq, dtype=args.dtype,
-            hardware=args.hardware, out_dir=args.out, device_name=None,
+            args.trace, None, args.workload, batch=args.batch, seq=args.seq, dtype=args.dtype,
+            device=args.device, model={"preset": args.preset, **model_overrides(args)},
+            hardware=args.hardware, out_dir=args.out,
         )
     else:
+        for k, v in DEFAULTS.items():
+            if getattr(args, k) is None:
+                setattr(args, k, v)
+        config = config_from_args(args)
+        batch = args.batch if args.batch is not None else 8
+        seq = args.seq if args.seq is not None else min(config.block_size, 256)
         from gptperf.runtime import resolve_device
 
         device = resolve_device(args.device)
@@ -114,6 +130,12 @@ def print_result(result: Any, top: int = 25) -> None:
         f"seq {wl['seq']} {wl['dtype']}{' compiled' if wl.get('compile') else ''} — measured on "
         f"{result.device}; predicted with {result.hardware}"
     )
+    if wl.get("source") == "flags":  # nothing checked these against what actually ran
+        console.print("[yellow]workload taken from the flags (--preset, model flags, --workload, "
+                      "--batch, --seq, --dtype, or their defaults): the trace does not record "
+                      "what was profiled[/yellow]")
+    elif wl.get("source") == "trace record":
+        console.print("workload as recorded with the trace")
     n_steps = len(result.step_wall_s)
     wide = wide_console()
     for title, rows, limit in (("per component (summed over layers)", result.comparison.components, None),

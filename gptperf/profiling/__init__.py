@@ -2,10 +2,13 @@
 and the performance model's prediction beside each measurement (docs/profiling.md).
 
     from gptperf.model import preset
-    from gptperf.profiling import profile_workload
+    from gptperf.profiling import analyse_trace_file, profile_workload
 
     r = profile_workload(preset("tiny"), "train", batch=8, seq=256, device="cpu", out_dir="prof")
     r.coverage, r.comparison.components[0], r.paths["roofline"]
+
+    # the trace records what ran: arguments left out take its values, contradicting ones fail
+    again = analyse_trace_file("prof/trace.json", out_dir="prof2")
 
 Importing this package does not import torch; `profile_workload` does.
 """
@@ -14,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ProfileResult", "profile_workload", "analyse_trace_file",
-           "attribute", "attribute_file", "load_trace", "compare"]
+__all__ = ["ProfileResult", "profile_workload", "analyse_trace_file", "check_profile_dir",
+           "recorded_workload", "attribute", "attribute_file", "load_trace", "compare"]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from gptperf.profiling import run
 
         return getattr(run, name)
+    if name in ("check_profile_dir", "recorded_workload"):
+        from gptperf.profiling import recorded
+
+        return getattr(recorded, name)
     if name in ("attribute", "attribute_file", "load_trace"):
         from gptperf.profiling import trace
 

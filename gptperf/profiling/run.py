@@ -2,9 +2,11 @@
 
 `profile_workload(...)` is the library entry point (the `gptperf profile` command and the report
 call it); `analyse_trace_file(...)` re-analyses a trace recorded before. Both return a
-`ProfileResult` and write into one output folder:
+`ProfileResult` and replace one output folder whole (gptperf.atomic.atomic_dir), which must be
+new, empty or an earlier profile (`check_profile_dir`):
 
-    trace.json            Chrome/Perfetto trace of the active steps (open in ui.perfetto.dev)
+    trace.json            Chrome/Perfetto trace of the active steps (open in ui.perfetto.dev), with
+                          what was profiled (workload, model, plan, device) under "gptperf"
     trace.gptperf.json    the same, with gptperf.op / phase / predicted FLOPs, bytes, time in
                           each attributed kernel's args
     tensorboard/          TensorBoard trace directory (tensorboard_trace_handler)
@@ -12,6 +14,10 @@ call it); `analyse_trace_file(...)` re-analyses a trace recorded before. Both re
                           time beside the roofline one when this device has a calibration)
     profile.json          everything above as one document, with the environment
     roofline.png          predicted and measured point of each component on the roofline
+
+A re-analysis takes the workload from the trace's record (or the profile.json beside it); flags
+that contradict it are refused. A trace without one (a foreign torch.profiler trace) is analysed
+as the flags say, and the result says so (workload "source": "flags").
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ import contextlib
 import json
 import math
 import mmap
+import os
 import shutil
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,20 +48,31 @@ from gptperf.profiling.compare import (
     predicted_by_key,
 )
 from gptperf.profiling.provenance import inductor_provenance
+from gptperf.profiling.recorded import (
+    PROFILE_KINDS,
+    SCHEMA,
+    SOURCE_RUN,
+    ProfiledWorkload,
+    check_profile_dir,
+    recorded_workload,
+    trace_workload,
+    workload_doc,
+)
 from gptperf.profiling.trace import (
     METHOD_PROVENANCE,
     METHOD_SHARE,
+    PROFILED_KEY,
+    RECORD_KEY,
     Attribution,
     Provenance,
     augment,
+    copy_with_record,
     load_trace,
 )
 from gptperf.profiling.trace import attribute as attribute_trace
 from gptperf.quiet import profiler_quiet
 from gptperf.units import MIB
 
-SCHEMA = "gptperf.profile/1"
-PROFILE_KINDS: tuple[str, ...] = ("train", "forward", "prefill", "decode")
 _COMPILE_NOTE = (
     "compiled kernels: inductor provenance (each generated kernel or extern call -> the post-grad "
     "FX nodes it computes -> the operation name the model's label annotated them with while "
@@ -222,15 +241,6 @@ def _measured_step(overhead: dict[str, Any] | None, step_wall_s: list[float]) ->
 # Profiling
 
 
-def _check_out_dir(out: Path) -> None:
-    """Refuse to replace a folder that is not an earlier `gptperf profile` output."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "profile.json").exists())):
-        raise UserError(
-            f"output folder {str(out)!r} exists and is not a gptperf profile folder "
-            "(no profile.json); pass a new or empty --out"
-        )
-
-
 def _measure_overhead(runner: Any, device: Any, repeats: int) -> dict[str, Any]:
     """Step time with and without the profiler recording (same activities and options)."""
     from torch.profiler import profile
@@ -301,8 +311,7 @@ def profile_workload(
     if wait < 0 or warmup < 0 or active < 1:
         raise UserError(f"profiler schedule needs wait >= 0, warmup >= 0, active >= 1; got "
                         f"{wait}, {warmup}, {active}")
-    out = Path(out_dir)
-    _check_out_dir(out)
+    out = check_profile_dir(out_dir)
     device = torch.device(device)
     if plan is None:
         plan = ExecutionPlan.default(kind, device.type, compile=compile, attention=config.attention,
@@ -326,6 +335,10 @@ def profile_workload(
     predicted, available = predict_ops(config, kind, batch, seq, dtype, hw, runner.plan)
     expected, expected_step, expected_notes = expected_ops(config, workload, runner.plan, device)
     over = _measure_overhead(runner, device, overhead_repeats) if overhead else None
+    profiled = {**workload_doc(config, kind, batch, seq, dtype, compile, SOURCE_RUN),
+                "plan": runner.plan.to_dict()}
+    device_label = f"{device.type}: {dev_name}"
+    record = ProfiledWorkload(profiled, device_label, "the trace").to_dict()
 
     with atomic_dir(out) as tmp:
         tb_dir = tmp / "tensorboard"
@@ -356,14 +369,14 @@ def profile_workload(
         written = sorted(tb_dir.glob("*.pt.trace.json*"))
         if not written:
             raise RuntimeError("torch.profiler wrote no trace")
-        shutil.copyfile(written[-1], tmp / "trace.json")
+        # the trace says what it was recorded with, so a re-analysis needs no flags (and refuses
+        # contradicting ones); the augmented trace keeps it (augment only adds to "gptperf")
+        copy_with_record(written[-1], tmp / "trace.json", record)
         doc = load_trace(tmp / "trace.json")
         result = _analyse(
             doc, str(out / "trace.json"), tmp, final=out, predicted=predicted, available=available,
-            provenance=prov, hw=hw,
-            workload={**_workload(config, kind, batch, seq, dtype, compile),
-                      "plan": runner.plan.to_dict()},
-            device_label=f"{device.type}: {dev_name}", overhead=over, plot=plot,
+            provenance=prov, hw=hw, workload=profiled,
+            device_label=device_label, overhead=over, plot=plot,
             environment=environment(device), expected=expected,
         )
         result.notes.extend(expected_notes)
@@ -387,46 +400,90 @@ def profile_workload(
     return result
 
 
+# What a re-analysis writes; the rest of a profile folder it re-analyses in place (the recorded
+# trace.json, tensorboard/) is kept.
+ANALYSIS_FILES = ("ops.csv", "components.csv", "layers.csv", "trace.gptperf.json", "roofline.png",
+                  "profile.json")
+
+
 def analyse_trace_file(
     trace: str | Path,
-    config: GPTConfig,
-    kind: str = "train",
+    config: GPTConfig | None = None,
+    kind: str | None = None,
     *,
-    batch: int = 8,
-    seq: int = 256,
-    dtype: str = "fp32",
+    batch: int | None = None,
+    seq: int | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    model: Mapping[str, Any] | None = None,
     hardware: str | None = None,
     out_dir: str | Path = "profile",
     device_name: str | None = None,
     plot: bool = True,
 ) -> ProfileResult:
-    """Attribute an existing torch.profiler JSON trace of this workload and compare it with the
-    prediction; tables, pictures and the augmented trace go to `out_dir` (file by file)."""
+    """Attribute an existing torch.profiler JSON trace and compare it with the prediction; the
+    tables, pictures, augmented trace and profile.json replace `out_dir` whole (as a profile
+    does: new, empty or an earlier profile folder). When the trace lies in `out_dir` (re-analysing
+    a profile in place) the folder's other files, the trace among them, are kept.
+
+    The workload is the trace's record (`recorded_workload`) where it has one: `config`, `kind`,
+    `batch`, `seq`, `dtype`, `device` (type) and `model` (model flags, see `trace_workload`) left
+    None take its values, and given ones must match it. Without a record they say what the trace
+    is (defaults: tiny, train, 8, min(block, 256), fp32) and the result's workload says
+    "source": "flags"."""
+    out = check_profile_dir(out_dir)
+    trace = Path(trace)
     doc = load_trace(trace)
-    is_gpu = any(isinstance(e, dict) and e.get("cat") == "kernel" for e in doc["traceEvents"])
-    props = doc.get("deviceProperties") or []
-    if device_name is None and is_gpu and props and isinstance(props[0], dict):
-        device_name = props[0].get("name")
-    hw = resolve_hardware(hardware or None, device_name, "cuda" if is_gpu else "cpu")
-    predicted, available = predict_ops(config, kind, batch, seq, dtype, hw)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {str(out)!r} is a file; pass a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    result = _analyse(
-        doc, str(trace), out, final=out, predicted=predicted, available=available, provenance=None,
-        hw=hw, workload=_workload(config, kind, batch, seq, dtype, None),
-        device_label=("cuda: " if is_gpu else "cpu: ") + (device_name or "device of the trace"),
-        overhead=None, plot=plot, environment={},
-    )
-    write_text(out / "profile.json", _json(result.to_dict()))
+    recorded = recorded_workload(doc, trace)
+    tw = trace_workload(trace, doc, recorded, model=model, config=config, kind=kind, batch=batch,
+                        seq=seq, dtype=dtype, device=device, device_name=device_name)
+    hw = resolve_hardware(hardware or None, tw.device_name, tw.device_type)
+    plan = None
+    if tw.plan is not None:
+        from gptperf.plan import ExecutionPlan
+
+        with contextlib.suppress(KeyError, TypeError, ValueError, UserError):
+            plan = ExecutionPlan.from_dict(tw.plan)  # an older plan: predicted as eager
+    predicted, available = predict_ops(tw.config, tw.kind, tw.batch, tw.seq, tw.dtype, hw, plan)
+    if recorded is not None:  # the augmented trace carries the record on, wherever it was read
+        ours = doc.get(RECORD_KEY)
+        doc[RECORD_KEY] = {**(ours if isinstance(ours, dict) else {}),
+                           PROFILED_KEY: ProfiledWorkload(tw.to_dict(), tw.device, "").to_dict()}
+    try:
+        in_place = out.exists() and trace.resolve().is_relative_to(out.resolve())
+    except OSError:
+        in_place = False
+    with atomic_dir(out) as tmp:
+        result = _analyse(
+            doc, str(trace), tmp, final=out, predicted=predicted, available=available,
+            provenance=None, hw=hw, workload=tw.to_dict(), device_label=tw.device, overhead=None,
+            plot=plot, environment={},
+        )
+        write_text(tmp / "profile.json", _json(result.to_dict()))
+        if in_place:
+            _keep_others(out, tmp)
     return result
 
 
-def _workload(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str,
-              compiled: bool | None) -> dict[str, Any]:
-    return {"kind": kind, "batch": batch, "seq": seq, "dtype": dtype, "compile": compiled,
-            "config": config.to_dict()}
+def _keep_others(old: Path, new: Path) -> None:
+    """Carry the files of profile folder `old` that a re-analysis does not rewrite into `new`:
+    hard links where the filesystem allows (a GPU trace is large), else copies."""
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    for entry in old.iterdir():
+        dst = new / entry.name
+        if entry.name in ANALYSIS_FILES or dst.exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, dst, symlinks=True, copy_function=link_or_copy)
+        elif entry.is_symlink():
+            os.symlink(os.readlink(entry), dst)
+        else:
+            link_or_copy(str(entry), str(dst))
 
 
 def _json(doc: Any) -> str:

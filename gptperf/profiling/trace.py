@@ -173,7 +173,10 @@ def load_trace(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"trace file {str(path)!r} does not exist (or is not a file)")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:  # unreadable: permissions, or a file the system will not read out
+        raise UserError(f"trace file {str(path)!r} cannot be read ({err.strerror or err})") from None
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
@@ -202,6 +205,55 @@ def load_trace(path: str | Path) -> dict[str, Any]:
             "torch.profiler schedule and prof.step() (as `gptperf profile` does)"
         )
     return doc
+
+
+# ----------------------------------------------------------------------------------------------
+# What was profiled, carried in the trace itself
+
+# Chrome's JSON trace format keeps top-level keys other than traceEvents as metadata (Perfetto and
+# TensorBoard ignore them), so a trace can say what it was recorded with wherever it is copied.
+RECORD_KEY = "gptperf"
+PROFILED_KEY = "profiled"
+_TAIL_BYTES = 4096  # Kineto ends its object with `"traceName": "..." }`: the brace is near the end
+
+
+def trace_record(doc: Mapping[str, Any]) -> Any:
+    """What `gptperf profile` recorded in a loaded trace (`{"gptperf": {"profiled": ...}}`), as
+    written (gptperf.profiling.run reads it); None in a trace without one."""
+    ours = doc.get(RECORD_KEY)
+    return ours.get(PROFILED_KEY) if isinstance(ours, dict) else None
+
+
+def copy_with_record(src: str | Path, dst: str | Path, record: Mapping[str, Any]) -> bool:
+    """Copy the JSON trace `src` to `dst` with `record` added under {"gptperf": {"profiled": ...}};
+    False (a plain copy) where that cannot be done without parsing it: a gzip file, or one whose
+    top-level object does not end the file. The trace is streamed, not parsed: a GPU trace can
+    be hundreds of MB."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    size = src.stat().st_size
+    with open(src, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+        start = max(0, size - _TAIL_BYTES)
+        f.seek(start)
+        tail = f.read().rstrip()
+    # a non-empty object: `load_trace` insists on its traceEvents, so `{}` never gets this far
+    if gzipped or not tail.endswith(b"}") or size < 3:
+        shutil.copyfile(src, dst)
+        return False
+    cut = start + len(tail) - 1  # the offset of the object's closing brace
+    extra = json.dumps({PROFILED_KEY: dict(record)}).encode()
+    with open(src, "rb") as f, open(dst, "wb") as g:
+        left = cut
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            g.write(chunk)
+            left -= len(chunk)
+        g.write(b',\n"' + RECORD_KEY.encode() + b'": ' + extra + b"}\n")
+    return True
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ section marked failed (and a banner naming it); the command still exits 2.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -109,22 +108,18 @@ def resolve_settings(options: ReportOptions) -> Settings:
     )
 
 
+def is_report_document(doc: Any) -> bool:
+    """Whether `doc` (report.json read back) is a report gptperf wrote: its "format" marker."""
+    return isinstance(doc, dict) and doc.get("format") == MARKER
+
+
 def check_output_dir(out: Path) -> None:
-    """Refuse to replace a folder that is not an earlier report: `--out .` must not wipe a home."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"--out {str(out)!r} is a file; give a folder for the report")
-    if not any(out.iterdir()):
-        return
-    try:
-        doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
-        ours = isinstance(doc, dict) and doc.get("format") == MARKER
-    except (OSError, ValueError):
-        ours = False
-    if not ours:
-        raise UserError(f"--out {str(out)!r} is a folder that holds no gptperf report; the "
-                        "report replaces its folder whole, so give a new or empty folder")
+    """Refuse to replace a folder that is not an earlier report: `--out .` must not wipe a home
+    (the rule `gptperf profile` applies too: gptperf.writable.check_replaceable_dir)."""
+    from gptperf.writable import check_replaceable_dir
+
+    check_replaceable_dir(out, "--out", what="report", marker_file="report.json",
+                          is_ours=is_report_document)
 
 
 class ReportProgress(Protocol):
