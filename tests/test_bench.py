@@ -46,7 +46,7 @@ def test_train_json_schema(capsys) -> None:
     assert doc["wall_time_s"] >= doc["stages_s"]["timed_s"] > 0
     # no measured ceilings in the private cache: datasheet MFU only, and a note saying what to run
     assert [m["against"] for m in doc["mfu"]] == ["datasheet"]
-    assert _positive(doc["mfu"][0]["mfu"]) and "datasheet cpu fp32" in doc["mfu"][0]["label"]
+    assert _positive(doc["mfu"][0]["mfu"]) and "nominal cpu fp32" in doc["mfu"][0]["label"]
     assert any("gptperf ceilings" in n for n in doc["notes"])
     assert _positive(doc["memory"]["measured"]["peak_rss_bytes"])
     predicted = doc["memory"]["predicted"]
@@ -55,7 +55,7 @@ def test_train_json_schema(capsys) -> None:
     util = doc["utilization"]
     assert util["source"] == "psutil" and util["mean_percent"] >= 0 and util["meaning"]
     pred = doc["predictions"][0]
-    assert pred["hardware"] == "datasheet: cpu" and _positive(pred["step_time_s"])
+    assert pred["hardware"] == "nominal: cpu" and _positive(pred["step_time_s"])
     assert pred["measured_over_predicted"] == pytest.approx(doc["step_time_s"] / pred["step_time_s"])
     env = doc["environment"]
     assert env["device_type"] == "cpu" and env["dtype"] == "fp32" and env["torch"]
@@ -78,7 +78,7 @@ def test_measured_ceilings_give_a_second_mfu(capsys) -> None:
     measured = doc["mfu"][0]
     assert measured["peak_flops_per_s"] == 1e11 and "measured fp32 matmul" in measured["label"]
     assert measured["mfu"] == pytest.approx(r.achieved_flops_per_s / 1e11)
-    assert {p["source"] for p in doc["predictions"]} == {"datasheet", "measured"}
+    assert {p["source"] for p in doc["predictions"]} == {"nominal", "measured"}
     assert r.tokens_per_step == 2  # decode: one new token per sequence
 
 

@@ -186,7 +186,7 @@ def test_model_calibrated_json_has_the_expected_time(loader, cli_json) -> None:
     assert e["source"] == "calibrated" and e["step_time_s"] == pytest.approx(want.step_time_s)
     assert len(e["ops"]) == len(want.ops)
     # the roofline is on this device's hardware (the datasheet CPU: no ceilings cached)
-    assert doc["hardware_label"] == "datasheet: cpu"
+    assert doc["hardware_label"] == "nominal: cpu"
     plain = cli_json(*MODEL)
     assert "expected" not in plain and plain["hardware_label"] == "datasheet: h100-sxm"
 

@@ -116,8 +116,8 @@ def test_resolver_default_measured_then_datasheet(cache) -> None:
 
 
 def test_resolver_default_on_cpu_and_unknown_gpu(cache) -> None:
-    assert resolve_hardware(None, "AMD EPYC 9654", "cpu").label == "datasheet: cpu"
-    assert resolve_hardware(None, None, "cpu").label == "datasheet: cpu"
+    assert resolve_hardware(None, "AMD EPYC 9654", "cpu").label == "nominal: cpu"
+    assert resolve_hardware(None, None, "cpu").label == "nominal: cpu"
     for name in ("Tesla T4", None):
         with pytest.raises(UserError) as err:
             resolve_hardware(None, name, "cuda")

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="measure again even when a cached measurement of this device exists")
     parser.add_argument("--plot", metavar="FILE",
-                        help="draw measured beside datasheet ceilings (.png or .svg)")
+                        help="draw measured beside datasheet (or, on a CPU, nominal) ceilings (.png or .svg)")
     parser.add_argument("--no-calibrate", action="store_true",
                         help="skip the calibration (`gptperf calibrate`) that follows the ceilings")
 
@@ -34,9 +34,18 @@ def run(args: argparse.Namespace) -> int:
 
         check_plot_file(args.plot)
     device = resolve_device(args.device)
+    replaced: list[str] = []  # why a corrupt cache was measured again (said, not kept quiet)
+
+    def notify(why: str) -> None:
+        replaced.append(why)
+        if not args.json:
+            from rich.markup import escape  # a TOML error may quote "[table]"
+
+            err_console.print(f"[yellow]{escape(why)}[/yellow]", highlight=False)
+
     with rich_progress(enabled=not args.json, description="ceilings") as progress:
         ceilings, cached = ceilings_for(device, quick=args.quick, force=args.force,
-                                        progress=progress)
+                                        progress=progress, notify=notify)
     path = Path(measured_hardware_path(ceilings.device))
     datasheet = datasheet_hardware_for(ceilings.device, device.type)
     if cached and not args.json:
@@ -49,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         doc = ceilings.to_dict()
         doc.update(cached=cached, hardware_file=str(path),
+                   replaced_corrupt_cache=replaced[0] if replaced else None,
                    datasheet=datasheet.to_dict() if datasheet is not None else None,
                    hardware=ceilings.to_hardware().to_dict())
         doc["environment"] = environment(device)
@@ -69,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_ceilings(ceilings: Any, cached: bool, datasheet: Any, path: Path | None) -> None:
-    """The measured ceilings beside the datasheet's, as tables."""
+    """The measured ceilings beside the shipped entry's (a vendor datasheet, or the nominal
+    'cpu' figures: its `source` names which in every header), as tables."""
     from rich.table import Table
 
     from gptperf.measure.ceilings import shape_label
@@ -81,13 +92,15 @@ def print_ceilings(ceilings: Any, cached: bool, datasheet: Any, path: Path | Non
     console.print(f"[bold]Ceilings[/bold] of {where}: {state} at {ceilings.measured_at}"
                   + (" (quick sweep)" if ceilings.quick else ""))
     ds_name = datasheet.name if datasheet is not None else None
+    # "datasheet" only where the figures are a vendor's; the generic CPU's are "nominal"
+    kind = datasheet.source if datasheet is not None else "datasheet"
 
     table = Table(title="Matmul (torch.mm, square n×n×n, FLOPs = 2n³, median of repeats)")
     table.add_column("dtype")
     table.add_column("best (measured)", justify="right")
     table.add_column("at m×n×k", justify="right")
-    table.add_column(f"datasheet {ds_name}" if ds_name else "datasheet", justify="right")
-    table.add_column("% of datasheet", justify="right")
+    table.add_column(f"{kind} {ds_name}" if ds_name else kind, justify="right")
+    table.add_column(f"% of {kind}", justify="right")
     best = max(ceilings.peak_flops.values(), default=1.0)
     scale, unit = next(((s, u) for s, u in ((1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1e6, "MFLOP/s"))
                         if best >= s), (1.0, "FLOP/s"))
@@ -111,8 +124,8 @@ def print_ceilings(ceilings: Any, cached: bool, datasheet: Any, path: Path | Non
     bw.add_column("kernel")
     bw.add_column("measured", justify="right")
     bw.add_column("buffer", justify="right")
-    bw.add_column(f"datasheet {ds_name}" if ds_name else "datasheet", justify="right")
-    bw.add_column("% of datasheet", justify="right")
+    bw.add_column(f"{kind} {ds_name}" if ds_name else kind, justify="right")
+    bw.add_column(f"% of {kind}", justify="right")
     ds_bw = getattr(datasheet, "bandwidth", None)
     for name, b in ceilings.bandwidth.items():
         bw.add_row(name, si(b["best_bytes_per_s"], "B/s"), binary_bytes(b["best_buffer_bytes"]),

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--calibrated", action="store_true",
                    help="also show the calibrated expected time (what this device will take, from "
                         "`gptperf calibrate`'s measured curves) beside the roofline bound; the "
-                        "roofline is then on this device's measured ceilings or datasheet entry "
+                        "roofline is then on this device's measured ceilings or its shipped entry "
+                        "(a datasheet; nominal figures on a CPU) "
                         "unless --hardware names another")
     h.add_argument("--device", default="auto",
                    help="the device whose calibration --calibrated uses: auto, cpu or cuda[:N] "
@@ -87,8 +88,8 @@ def _plan(mode: str | None, kind: str, device_type: str, attention: str, dtype: 
 
 
 def _device_type_of(hw: Any) -> str:
-    """'cpu' for the datasheet CPU entry or a CPU's measured ceilings, else 'cuda' (which only
-    decides the fused AdamW of a train step's plan)."""
+    """'cpu' for the shipped CPU entry (nominal figures) or a CPU's measured ceilings, else
+    'cuda' (which only decides the fused AdamW of a train step's plan)."""
     from gptperf.perfmodel.devices import CPU_ENTRY, datasheet_name_for
 
     if hw.name == CPU_ENTRY or (hw.device_name and datasheet_name_for(hw.device_name) == CPU_ENTRY):

@@ -301,10 +301,10 @@ def run_bench(
         Workload,
         count_parameters,
         datasheet_hardware_for,
-        get_hardware,
         predict,
         resolve_hardware,
     )
+    from gptperf.perfmodel.hardware import load_measured_hardware
     from gptperf.plan import ExecutionPlan
     from gptperf.runtime import as_device
     from gptperf.steps.build import build_step, check_step
@@ -335,10 +335,13 @@ def run_bench(
     if datasheet is None:
         notes.append(f"no datasheet entry for {dev_name!r}; pass --hardware to name one")
     try:
-        measured = get_hardware("measured", device_name=dev_name)
-    except UserError:
+        measured = load_measured_hardware(dev_name)
+    except UserError as err:  # a corrupt cache: go on without it, as with a broken calibration
         measured = None
-        notes.append(f"no measured ceilings for {dev_name}: run `gptperf ceilings` for measured MFU")
+        notes.append(f"measured ceilings not used: {err}")
+    else:
+        if measured is None:
+            notes.append(f"no measured ceilings for {dev_name}: run `gptperf ceilings` for measured MFU")
     if dev.type == "cpu" and dtype == "tf32":
         notes.append("tf32 is a CUDA mode: on CPU the fp32 matmuls run in full fp32")
 

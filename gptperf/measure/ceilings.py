@@ -179,7 +179,9 @@ class Ceilings:
             peak_flops=peaks,
             bandwidth=self.bandwidth_bytes_per_s,
             memory_bytes=self.memory_bytes,
-            launch_latency_s=self.launch_latency_s,
+            # NaN: no launch floor in this measurement (an old curves file); the hardware refuses
+            # a NaN, so say 0 here, where it is known to mean "not measured"
+            launch_latency_s=self.launch_latency_s if math.isfinite(self.launch_latency_s) else 0.0,
             source="measured",
             notes="; ".join(notes),
             device_name=self.device,
@@ -430,26 +432,47 @@ def save_ceilings(ceilings: Ceilings) -> Path:
 
 
 def load_cached_ceilings(name: str) -> Ceilings | None:
-    """The cached measurement of device `name`, or None if there is none (or it is unreadable)."""
-    from gptperf.perfmodel.hardware import measured_hardware_path
+    """The cached measurement of device `name`, None if there is none (no hardware TOML, or no
+    curves JSON beside it). A file of the two that cannot be read is a one-line
+    `UnusableCacheError` naming it and the fix; for the TOML it is the same error that
+    `--hardware measured` and `resolve_hardware`'s default give (all read it through
+    `perfmodel.hardware.load_measured_hardware`), so an intact JSON beside a corrupt TOML never
+    passes for a usable cache that every other command would refuse."""
+    from gptperf.errors import UserError
+    from gptperf.perfmodel.hardware import UnusableCacheError, load_measured_hardware
 
-    if not Path(measured_hardware_path(name)).exists():
+    if load_measured_hardware(name) is None:
+        return None
+    path = _curves_path(name)
+    if not path.is_file():
         return None
     try:
-        return Ceilings.from_dict(json.loads(_curves_path(name).read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return Ceilings.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as err:  # UserError too: a foreign schema
+        why = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+        raise UnusableCacheError(
+            f"cached ceilings curves {path}: unreadable ({(why.splitlines() or [''])[0]})",
+            f"run `gptperf ceilings --force` on {name!r} to measure them again") from None
 
 
 def ceilings_for(
     device: torch.device | str = "auto", *, quick: bool = False, force: bool = False,
-    progress: Progress | None = None,
+    progress: Progress | None = None, notify: Callable[[str], None] | None = None,
 ) -> tuple[Ceilings, bool]:
     """(ceilings, cached): the cached measurement of this device unless `force` (or the cached
-    one is a quick sweep and a full one is asked for), else a fresh one, saved."""
+    one is a quick sweep and a full one is asked for), else a fresh one, saved. A corrupt cache
+    is measured again, as `measure.calibrate.ensure_calibration` does a broken calibration;
+    `notify` (if given) is told why first: the file and what is wrong with it, one line."""
+    from gptperf.perfmodel.hardware import UnusableCacheError
+
     device = as_device(device)
     if not force:
-        cached = load_cached_ceilings(device_name(device))
+        try:
+            cached = load_cached_ceilings(device_name(device))
+        except UnusableCacheError as err:  # corrupt: this run replaces it
+            cached = None
+            if notify is not None:
+                notify(f"{err.problem}: measuring again")
         if cached is not None and (quick or not cached.quick):
             return cached, True
     ceilings = measure_ceilings(device, quick=quick, progress=progress)

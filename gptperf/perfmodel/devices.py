@@ -4,9 +4,12 @@ the datasheet entry that describes a device by its name.
 The one default (`spec=None`), for the device a measurement runs on:
 
 1. this device's ceilings measured by `gptperf ceilings` (cached per device name), when they
-   list a peak for the dtype asked about (and for the fp32 units that run its vector work);
+   list a peak for the dtype asked about (and for the fp32 units that run its vector work); a
+   cached file that cannot be read is a one-line UserError naming it and the fix
+   (`hardware.load_measured_hardware`), not a quiet fall-back to the datasheet;
 2. else the datasheet entry whose name pattern matches the device name (e.g. 'NVIDIA H100
-   80GB HBM3' -> h100-sxm), or the generic 'cpu' entry on a CPU;
+   80GB HBM3' -> h100-sxm), or the generic 'cpu' entry (nominal figures, source 'nominal') on a
+   CPU;
 3. else (a GPU gptperf has no datasheet for) a UserError naming the device and what to pass.
 
 Pure Python, like the rest of the performance model: a device is named by strings.
@@ -19,11 +22,10 @@ import re
 from gptperf.errors import UserError
 from gptperf.perfmodel.hardware import (
     HARDWARE,
-    MEASURED,
     Hardware,
     get_hardware,
     known_hardware,
-    measured_hardware_path,
+    load_measured_hardware,
 )
 
 # (pattern on the lower-cased torch device name, registry name), first match wins, so the more
@@ -49,7 +51,8 @@ def _is_gpu_name(name: str) -> bool:
 
 
 def datasheet_name_for(device_name: str, device_type: str | None = None) -> str | None:
-    """The registry name for a torch device name, e.g. 'NVIDIA H100 80GB HBM3' -> 'h100-sxm'.
+    """The registry name for a torch device name, e.g. 'NVIDIA H100 80GB HBM3' -> 'h100-sxm'
+    (the shipped entry for it: a datasheet, or the nominal 'cpu').
 
     `device_type` ('cpu' or 'cuda') decides CPU versus GPU; without it, a name that looks like a
     GPU is matched against the GPU table and anything else is the generic 'cpu' entry. An
@@ -65,7 +68,8 @@ def datasheet_name_for(device_name: str, device_type: str | None = None) -> str 
 
 
 def datasheet_hardware_for(device_name: str, device_type: str | None = None) -> Hardware | None:
-    """The datasheet `Hardware` entry for a torch device name, or None if unknown."""
+    """The shipped `Hardware` entry for a torch device name, or None if unknown: a vendor
+    datasheet, or on a CPU the nominal 'cpu' entry (its `source` says which)."""
     registry_name = datasheet_name_for(device_name, device_type)
     if registry_name is None:
         return None
@@ -91,10 +95,9 @@ def resolve_hardware(spec: str | Hardware | None = None, device_name: str | None
         return spec
     if spec is not None:
         return get_hardware(str(spec), device_name=device_name)
-    if device_name and measured_hardware_path(device_name).is_file():
-        measured = get_hardware(MEASURED, device_name=device_name)
-        if _covers(measured, dtype):
-            return measured
+    measured = load_measured_hardware(device_name) if device_name else None
+    if measured is not None and _covers(measured, dtype):
+        return measured
     if device_name:
         sheet = datasheet_hardware_for(device_name, device_type)
         if sheet is not None:

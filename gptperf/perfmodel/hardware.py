@@ -1,7 +1,8 @@
 """Machines for the roofline: peak FLOP/s per dtype (dense), memory bandwidth, memory size, launch latency.
 
-Four sources, one type: datasheet entries shipped with gptperf (``perfmodel/hardware/*.toml``),
-a TOML file the user wrote, ceilings measured by ``gptperf ceilings`` (saved per device under
+Four kinds of source, one type: entries shipped with gptperf (``perfmodel/hardware/*.toml``:
+vendor datasheets, and nominal figures where no datasheet applies, e.g. the generic CPU), a TOML
+file the user wrote, ceilings measured by ``gptperf ceilings`` (saved per device under
 ``$GPTPERF_CACHE_DIR`` or ``~/.cache/gptperf``), and ad-hoc figures from the command line.
 Peaks are dense tensor-core figures where a dtype uses them, never the 2:4-sparsity figure.
 """
@@ -13,6 +14,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,24 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-SOURCES: tuple[str, ...] = ("datasheet", "measured", "file", "ad-hoc")
+SOURCES: tuple[str, ...] = ("datasheet", "nominal", "measured", "file", "ad-hoc")
 MEASURED = "measured"
+# The sources of the entries shipped with gptperf: a vendor's datasheet, or nominal figures of a
+# made-up machine (the generic 'cpu'). Neither is measured; code that means "not measured" tests
+# `source != MEASURED` (or `in SHIPPED`), never `== "datasheet"`, so the nominal entry counts too.
+SHIPPED: tuple[str, ...] = ("datasheet", "nominal")
 _DATA_DIR = Path(__file__).with_name("hardware")
 KERNEL_MODEL = "kernel_model"  # the table of `Hardware.extra` that holds a measured KernelModel
+
+
+class UnusableCacheError(UserError):
+    """A cached measurement that cannot be read; the message is `problem` (the file and what is
+    wrong with it, one line) and then the fix. A command that measures again anyway (`gptperf
+    ceilings`) shows `problem` alone, not a fix telling the user to run it."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,10 @@ class KernelModel:
     norm_alpha_s: float | None = None
 
     def __post_init__(self) -> None:
+        # int() of a string or a table would be a ValueError/TypeError traceback, not a UserError
+        if not all(isinstance(r, int) and not isinstance(r, bool)
+                   or isinstance(r, float) and r.is_integer() for r in self.rows):
+            raise UserError(f"kernel model: rows must be increasing positive integers, got {list(self.rows)}")
         rows = tuple(int(r) for r in self.rows)
         if not rows or len(rows) != len(self.alpha_s) or len(rows) != len(self.beta):
             raise UserError(f"kernel model: rows, alpha_s and beta must be lists of one length, got "
@@ -144,14 +164,16 @@ class Hardware:
             peaks[dtype] = _positive(value, f"hardware {self.name!r}: peak_flops.{dtype}")
         self.peak_flops = peaks
         self.bandwidth = _positive(self.bandwidth, f"hardware {self.name!r}: bandwidth (bytes/s)")
-        # unknown capacity (None, NaN, 0: e.g. a CPU measurement) is unbounded: everything fits
-        if self.memory_bytes is None or (isinstance(self.memory_bytes, (int, float)) and (
-                self.memory_bytes == 0 or math.isnan(self.memory_bytes))):
+        # unknown capacity (None or 0: e.g. a CPU measurement) is unbounded: everything fits, and
+        # inf says so (what to_toml writes); NaN is refused like any other non-finite figure
+        if self.memory_bytes is None or (isinstance(self.memory_bytes, (int, float))
+                                         and not isinstance(self.memory_bytes, bool)
+                                         and self.memory_bytes == 0):
             self.memory_bytes = math.inf
         if self.memory_bytes != math.inf:
             self.memory_bytes = _positive(self.memory_bytes, f"hardware {self.name!r}: memory_bytes")
-        if isinstance(self.launch_latency_s, float) and math.isnan(self.launch_latency_s):
-            self.launch_latency_s = 0.0  # not measured
+        # NaN is refused like any other non-finite figure (a TOML's `nan` used to become 0 here
+        # silently); a measurement that has no launch floor says 0 itself (Ceilings.to_hardware)
         self.launch_latency_s = _positive(
             self.launch_latency_s, f"hardware {self.name!r}: launch_latency_s", allow_zero=True
         )
@@ -324,33 +346,66 @@ def dumps_toml(data: dict[str, Any], _prefix: str = "") -> str:
 
 def hardware_from_toml(source: str | os.PathLike[str], *, origin: str | None = None) -> Hardware:
     """A Hardware from a TOML file path or TOML text. A file's `source` key is kept when it says
-    'measured' or 'datasheet'; otherwise the machine is labelled 'file'."""
-    text: str
-    where: str
+    'measured', 'datasheet' or 'nominal'; otherwise the machine is labelled 'file'. A file that
+    is missing, unreadable, not UTF-8, not TOML, or holds a bad figure is a one-line UserError
+    naming the file (and the field)."""
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source and "=" not in source):
         path = Path(source)
         if not path.is_file():
             raise UserError(f"hardware file {str(path)!r} does not exist")
-        text, where = path.read_text(encoding="utf-8"), str(path)
-    else:
-        text, where = str(source), "<text>"
+        return _hardware_from_file(path, origin=origin)
+    return _hardware_from_text(str(source), origin=origin, fail=_failure("hardware file <text>"))
+
+
+def _failure(what: str) -> Callable[[str], UserError]:
+    """A maker of the one-line UserError for a bad hardware file, `what` naming the file."""
+
+    def fail(reason: str) -> UserError:
+        return UserError(f"{what}: {reason}")
+
+    return fail
+
+
+def _hardware_from_file(path: Path, *, origin: str | None, what: str | None = None) -> Hardware:
+    fail = _failure(what or f"hardware file {path}")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise fail(f"cannot be read ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        hint = " (it starts with a UTF-16 byte-order mark)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise fail(f"not UTF-8 TOML: byte {raw[err.start]:#04x} at offset {err.start}{hint}; "
+                   "TOML files must be UTF-8") from None
+    return _hardware_from_text(text, origin=origin, fail=fail)
+
+
+def _hardware_from_text(text: str, *, origin: str | None,
+                        fail: Callable[[str], UserError]) -> Hardware:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise UserError(f"hardware file {where}: not valid TOML ({err})") from None
+        raise fail(f"not valid TOML ({err})") from None
     src = data.get("source")
     if origin is None:
-        origin = src if src in ("measured", "datasheet") else "file"
-    return Hardware.from_dict(data, source=origin)
+        origin = src if src in (MEASURED, *SHIPPED) else "file"
+    try:
+        return Hardware.from_dict(data, source=origin)
+    except UserError as err:  # a bad figure: name the file it is in, not only the field
+        raise fail(str(err)) from None
 
 
-# --- The registry of datasheet entries ---------------------------------------------------------
+# --- The registry of shipped entries (datasheet and nominal) -----------------------------------
 
 
 def _load_registry() -> dict[str, Hardware]:
     registry = {}
     for path in sorted(_DATA_DIR.glob("*.toml")):
-        hw = hardware_from_toml(path, origin="datasheet")
+        hw = hardware_from_toml(path)
+        if hw.source not in SHIPPED:  # a shipped entry says which it is, never 'file' by default
+            raise UserError(f"hardware file {path}: source must be one of {', '.join(SHIPPED)}, "
+                            f"got {hw.source!r}")
         registry[hw.name] = hw
     return registry
 
@@ -400,6 +455,26 @@ def local_device_name() -> str:
     return cpu_model()
 
 
+def load_measured_hardware(device_name: str) -> Hardware | None:
+    """The ceilings `gptperf ceilings` cached for `device_name` (source 'measured'); None when
+    there are none.
+
+    The one reader of the cache: `get_hardware('measured')`, the default of `resolve_hardware`
+    and `gptperf ceilings` itself (`measure.ceilings.load_cached_ceilings`) all come here, so a
+    cached file that cannot be used (not UTF-8, not TOML, a bad figure) is the same one-line
+    UserError everywhere, naming the file and how to measure again — never "no measured
+    ceilings", which would send the user to `gptperf ceilings`, which would find the file."""
+    path = measured_hardware_path(device_name)
+    if not path.is_file():
+        return None
+    try:
+        return _hardware_from_file(path, origin=MEASURED, what=f"cached ceilings file {path}")
+    except UserError as err:
+        raise UnusableCacheError(
+            str(err), f"run `gptperf ceilings --force` on {device_name!r} to measure them again"
+        ) from None
+
+
 def save_measured_hardware(hw: Hardware, device_name: str, extra: dict[str, Any] | None = None) -> Path:
     """Write `hw` (source 'measured') for `device_name`, atomically; `extra` adds TOML tables
     (e.g. the sweeps behind the ceilings). Returns the path."""
@@ -422,14 +497,14 @@ def get_hardware(name: str, *, device_name: str | None = None) -> Hardware:
         return Hardware(**{**hw.__dict__, "peak_flops": dict(hw.peak_flops)})
     if key == MEASURED:
         device = device_name or local_device_name()
-        path = measured_hardware_path(device)
-        if not path.is_file():
+        measured = load_measured_hardware(device)
+        if measured is None:
             raise UserError(
-                f"no measured ceilings for {device!r} (looked for {path}); "
+                f"no measured ceilings for {device!r} (looked for {measured_hardware_path(device)}); "
                 "run `gptperf ceilings` on that device first, or pick --hardware from: "
                 + ", ".join(known_hardware())
             )
-        return hardware_from_toml(path, origin=MEASURED)
+        return measured
     if name.endswith(".toml") or os.sep in name or Path(name).is_file():
         return hardware_from_toml(Path(name))
     raise UserError(
