@@ -85,7 +85,7 @@ def main(out: Path) -> None:
     t0 = time.time()
     train = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={gpus}",
                             "-m", "gptperf", "train", "--preset", "tiny", "--max-iters", "30",
-                            "--eval-interval", "30", "--out", str(out / "ckpt"), "--json"],
+                            "--eval-interval", "30", "--out", str(out / "ckpt"), "--force", "--json"],
                            capture_output=True, text=True)
     report["train"] = {"rc": train.returncode, "wall_s": time.time() - t0, "stderr": train.stderr[-2000:],
                        "json_docs": sum(1 for line in train.stdout.splitlines() if line.startswith("{")),

@@ -78,14 +78,16 @@ class TrainConfig:
 
     @classmethod
     def for_preset(cls, name: str = "tiny", **overrides: Any) -> TrainConfig:
-        """The preset's defaults with `overrides` applied (None values are ignored)."""
+        """The preset's defaults with `overrides` applied. None values are ignored, except
+        `out_dir=None`: no checkpoint, as on the config itself (read as "not given" it meant
+        ./out, so a caller asking for no checkpoint wrote one into the current folder)."""
         if name not in PRESET_DEFAULTS:
             raise UserError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise UserError(f"unknown training option(s) {sorted(unknown)}")
         values = dict(PRESET_DEFAULTS[name], preset=name)
-        given = {k: v for k, v in overrides.items() if v is not None}
+        given = {k: v for k, v in overrides.items() if v is not None or k == "out_dir"}
         if "lr" in given and "min_lr" not in given:
             values.pop("min_lr", None)  # lr/10 of the lr asked for, not of the preset's
         values.update(given)
@@ -119,6 +121,10 @@ class TrainConfig:
             raise UserError(f"unknown attention {self.attention!r}; valid: math, sdpa")
         if self.resume and self.out_dir is None:
             raise UserError("resume needs out_dir (the folder holding ckpt.pt)")
+        if self.out_dir is not None:
+            from gptperf.writable import usable_path
+
+            usable_path(self.out_dir, "--out")  # '' is '.': it would write ./ckpt.pt where one stands
 
     @property
     def final_lr(self) -> float:
@@ -310,11 +316,37 @@ def _finite_parameters(model: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+def _check_out_dir(cfg: TrainConfig, force: bool) -> None:
+    """cfg.out_dir must be a folder that can be written; for a fresh run (not `resume`) a
+    checkpoint already there is an earlier run's, replaced only when `force` says so. Checked
+    before the model is built and any step runs."""
+    from gptperf.checkpoint import FILENAME
+    from gptperf.writable import check_output_dir
+
+    if cfg.out_dir is None:
+        return
+    out = check_output_dir(cfg.out_dir, "--out")
+    if cfg.resume:
+        return  # the checkpoint is read, then written again: that is what resume asks for
+    file = out / FILENAME
+    if file.is_dir():  # the atomic rename of the new checkpoint onto it would fail at the end
+        raise UserError(f"--out {str(cfg.out_dir)!r} holds a folder named {FILENAME}, where the "
+                        "checkpoint goes; move it away or give another --out")
+    if file.exists() and not force:
+        raise UserError(f"--out {str(cfg.out_dir)!r} already holds a checkpoint ({str(file)!r}); "
+                        "continue it with --resume, replace it with --force, or give another --out")
+
+
 def train(
     cfg: TrainConfig,
     on_step: Callable[[StepEvent], None] | None = None,
+    *,
+    force: bool = False,
 ) -> TrainResult:
-    """Train as `cfg` says; return losses, timings and the checkpoint path. Prints nothing."""
+    """Train as `cfg` says; return losses, timings and the checkpoint path. Prints nothing.
+
+    A fresh run refuses (UserError) an out_dir that already holds ckpt.pt unless `force`: the
+    earlier run's checkpoint is replaced only when asked (`gptperf train --force`)."""
     import torch
 
     from gptperf.checkpoint import FILENAME, load_checkpoint, save_checkpoint
@@ -327,8 +359,13 @@ def train(
     from gptperf.runtime import model_dtype, set_matmul_precision, synchronize
     from gptperf.scaling.ddp import init_distributed, parallelize, rank_rows
     from gptperf.steps.train import TrainStep
-    from gptperf.writable import check_output_dir
 
+    if force and cfg.resume:
+        raise UserError("--force replaces the checkpoint in --out, --resume continues it; drop "
+                        "one of them")
+    if force and cfg.out_dir is None:
+        raise UserError("--force with --no-checkpoint: no checkpoint is written, so there is "
+                        "nothing to replace; drop one of them")
     t_begin = time.perf_counter()
     notes: list[str] = []
 
@@ -370,10 +407,11 @@ def train(
         raise UserError(f"data {corpus.name!r} has vocabulary {corpus.vocab_size}, more than the "
                         f"model's vocab_size {model_config.vocab_size}")
     model_config.check_sequence(cfg.seq)
-    # Before anything is allocated or trained: a checkpoint folder that cannot be written, and a
+    # Before anything is allocated or trained: a checkpoint folder that cannot be written or
+    # holds an earlier run's checkpoint (rank 0 alone writes one, so it alone checks), and a
     # batch whose predicted peak will not fit in free memory (ranks on one CPU share its RAM).
-    if ckpt_path is not None and dist_ctx.is_main:
-        check_output_dir(ckpt_path.parent, "--out")
+    if dist_ctx.is_main:
+        _check_out_dir(cfg, force)
     sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
     compile = device.type == "cuda" if cfg.compile is None else cfg.compile
     plan = ExecutionPlan.default("train", device.type, compile=compile,

@@ -23,7 +23,9 @@ from gptperf.errors import UserError
 NAME_MAX = 255  # bytes in one path component on Linux, macOS and Windows filesystems
 
 
-def _as_path(path: str | os.PathLike[str], flag: str) -> Path:
+def usable_path(path: str | os.PathLike[str], flag: str) -> Path:
+    """`path` as a Path (~ expanded), or a one-line UserError naming `flag`: empty or blank (Path("")
+    is ".", the current folder), a NUL in it, or a name too long for any filesystem."""
     text = os.fspath(path)
     if not isinstance(text, str) or not text.strip() or "\0" in text:
         raise UserError(f"{flag} {text!r} is not a usable path; give a file or folder name")
@@ -70,7 +72,7 @@ def check_output_file(path: str | os.PathLike[str], flag: str,
                       formats: Sequence[str] | None = None) -> Path:
     """`path` as a Path when a file can be written there (suffix among `formats`, e.g.
     ("png", "svg")); else a one-line UserError naming `flag` and the value."""
-    p = _as_path(path, flag)
+    p = usable_path(path, flag)
     if formats is not None:
         fmt = p.suffix.lstrip(".").lower()
         if fmt not in formats:
@@ -87,7 +89,7 @@ def check_output_dir(path: str | os.PathLike[str], flag: str, *, replaced_whole:
     """`path` as a Path when a folder can be written (or created) there; else a one-line
     UserError. `replaced_whole`: the folder is swapped in beside the old one
     (gptperf.atomic.atomic_dir), so its parent must be writable too."""
-    p = _as_path(path, flag)
+    p = usable_path(path, flag)
     try:
         exists = p.exists()
     except OSError:
@@ -109,7 +111,7 @@ def check_replaceable_dir(path: str | os.PathLike[str], flag: str, *, what: str,
     "profile", "report"; gptperf.atomic.atomic_dir): it is absent, empty, or holds `marker_file`
     (JSON) that `is_ours` recognises as one gptperf wrote; and it (or where it would be made) and
     its parent are writable. Else a one-line UserError: `--out .` must not wipe a home folder."""
-    p = _as_path(path, flag)
+    p = usable_path(path, flag)
     try:
         is_dir, exists = p.is_dir(), p.exists()
     except OSError:  # unreachable: check_output_dir below names why

@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--no-checkpoint", action="store_true", help="write no checkpoint")
     e.add_argument("--resume", action="store_true",
                    help="continue from <out>/ckpt.pt with its optimizer state and data position")
+    e.add_argument("--force", action="store_true",
+                   help="start afresh even when <out>/ckpt.pt exists, replacing it (without "
+                        "--force or --resume an existing checkpoint is refused)")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -116,12 +119,12 @@ def run(args: argparse.Namespace) -> int | None:
 
     cfg = config_from_args(args)
     if args.json:
-        result = train(cfg)
+        result = train(cfg, force=args.force)
         if is_main_process():  # under torchrun, rank 0 alone reports
             emit_json(result.to_dict())
         return 0
     with ProgressBar(cfg, err_console) as bar:
-        result = train(cfg, on_step=bar.update)
+        result = train(cfg, on_step=bar.update, force=args.force)
     if not is_main_process():
         return 0
     env = result.environment

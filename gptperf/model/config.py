@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,10 +87,17 @@ class GPTConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> GPTConfig:
+        # A string is iterable too: without this, "hi" reads as the unknown fields 'h' and 'i'.
+        if not isinstance(data, Mapping):
+            shown = repr(data)
+            shown = shown if len(shown) <= 60 else shown[:59] + "…"
+            raise UserError(f"model_config must be a mapping of config fields "
+                            f"({', '.join(config_fields())}), got a {type(data).__name__}: {shown}")
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise UserError(f"unknown config field(s) {sorted(unknown)}; valid: {config_fields()}")
+        if unknown:  # key=repr: a file's keys need not all be strings, and mixed types don't sort
+            raise UserError(f"unknown config field(s) {sorted(unknown, key=repr)}; valid: "
+                            f"{config_fields()}")
         return cls(**data)
 
 

@@ -9,7 +9,9 @@ HF GPT-2 keeps its linear layers as `Conv1D`, whose weight is (in, out): the tra
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,39 +50,82 @@ def is_hf_gpt2_dir(path: str | os.PathLike[str]) -> bool:
     )
 
 
+def _shown(value: Any) -> str:
+    """`value` as a message shows it: its repr, cut short (a config field may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _invalid(key: str, value: Any, expected: str) -> UserError:
+    return UserError(f"config.json {key}={_shown(value)} is not valid; expected {expected}")
+
+
+def _int_field(hf: dict[str, Any], key: str) -> int:
+    value = hf[key]
+    # JSON true is a Python bool, an int subclass: not a size
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _invalid(key, value, "a positive integer")
+    return value
+
+
+def _bool_field(hf: dict[str, Any], key: str, default: bool) -> bool:
+    value = hf.get(key, default)
+    if not isinstance(value, bool):  # bool("false") is True: a string must not pass as a flag
+        raise _invalid(key, value, "true or false")
+    return value
+
+
+def _epsilon_field(hf: dict[str, Any], key: str, default: float) -> float:
+    value = hf.get(key, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value <= 0:
+        raise _invalid(key, value, "a positive number")
+    return float(value)
+
+
 def config_from_hf(hf: dict[str, Any], attention: str = "sdpa", name: str = "hf-gpt2") -> GPTConfig:
-    """GPTConfig from the fields of an HF GPT-2 config.json; UserError for what GPT can't represent."""
+    """GPTConfig from the fields of an HF GPT-2 config.json; a one-line UserError naming the field,
+    its value and what it should be for a value of the wrong type, or what GPT can't represent."""
     model_type = hf.get("model_type", "gpt2")
     if model_type != "gpt2":
-        raise UserError(f"config.json model_type={model_type!r} is not supported; valid: 'gpt2'")
+        raise UserError(f"config.json model_type={_shown(model_type)} is not supported; valid: 'gpt2'")
     activation = hf.get("activation_function", "gelu_new")
     if activation not in _ACTIVATIONS:
-        raise UserError(
-            f"config.json activation_function={activation!r} is not supported; valid: {', '.join(_ACTIVATIONS)}"
-        )
+        raise UserError(f"config.json activation_function={_shown(activation)} is not supported; "
+                        f"valid: {', '.join(_ACTIVATIONS)}")
     for key, wanted in _REQUIRED.items():
-        if key in hf and bool(hf[key]) != wanted:
+        if _bool_field(hf, key, wanted) != wanted:
             raise UserError(f"config.json {key}={hf[key]!r} is not supported; gptperf's GPT needs {wanted}")
-    if not hf.get("tie_word_embeddings", True):
+    if not _bool_field(hf, "tie_word_embeddings", True):
         raise UserError("config.json tie_word_embeddings=false is not supported; GPT ties lm_head to wte")
     missing = [k for k in ("n_positions", "n_embd", "n_layer", "n_head", "vocab_size") if k not in hf]
     if missing:
         raise UserError(f"config.json lacks {', '.join(missing)}; a GPT-2 config needs them")
+    sizes = {k: _int_field(hf, k) for k in ("n_positions", "n_embd", "n_layer", "n_head", "vocab_size")}
     n_inner = hf.get("n_inner")
-    if n_inner is not None and n_inner != 4 * hf["n_embd"]:
-        raise UserError(f"config.json n_inner={n_inner} is not supported; valid: null or 4*n_embd={4 * hf['n_embd']}")
+    if n_inner is not None:
+        if isinstance(n_inner, bool) or not isinstance(n_inner, int):
+            raise _invalid("n_inner", n_inner, "null or an integer")
+        if n_inner != 4 * sizes["n_embd"]:
+            raise UserError(f"config.json n_inner={n_inner} is not supported; valid: null or "
+                            f"4*n_embd={4 * sizes['n_embd']}")
     if attention not in ATTENTION_IMPLEMENTATIONS:
         raise UserError(f"unknown attention {attention!r}; valid: {', '.join(ATTENTION_IMPLEMENTATIONS)}")
     return GPTConfig(
-        block_size=hf["n_positions"],
-        vocab_size=hf["vocab_size"],
-        n_layer=hf["n_layer"],
-        n_head=hf["n_head"],
-        n_embd=hf["n_embd"],
+        block_size=sizes["n_positions"],
+        vocab_size=sizes["vocab_size"],
+        n_layer=sizes["n_layer"],
+        n_head=sizes["n_head"],
+        n_embd=sizes["n_embd"],
         attention=attention,
-        layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-5)),
+        layer_norm_epsilon=_epsilon_field(hf, "layer_norm_epsilon", 1e-5),
         name=name,
     )
+
+
+def _safetensors_error(file: Path, err: BaseException) -> UserError:
+    return UserError(f"cannot read {file}: {str(err).splitlines()[0]} (truncated or not a "
+                     "safetensors file?)")
 
 
 def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
@@ -90,45 +135,138 @@ def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError) as err:
-        raise UserError(f"cannot read {file}: {str(err).splitlines()[0]} (truncated or not a safetensors file?)") from None
+        raise _safetensors_error(file, err) from None
 
 
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+def _safetensors_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes from the file's header alone: no tensor is read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise _safetensors_error(file, err) from None
+
+
+def _shards(folder: Path) -> list[Path]:
+    """The shard files model.safetensors.index.json names, checked to be files of `folder`."""
+    index = folder / SAFETENSORS_INDEX
+    try:
+        doc = json.loads(index.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {index}: {err}") from None
+    mapping = "an object mapping tensor names to file names"
+    if not isinstance(doc, dict) or "weight_map" not in doc:
+        raise UserError(f"{index} has no weight_map; it must hold one, {mapping}")
+    weight_map = doc["weight_map"]
+    if not isinstance(weight_map, dict):
+        raise UserError(f"{index}: weight_map is a {type(weight_map).__name__}; it must be {mapping}")
+    for key, shard in weight_map.items():
+        # a plain name: a shard lies beside the index, not elsewhere on the disk
+        if not isinstance(shard, str) or not shard or Path(shard).name != shard or shard == "..":
+            raise UserError(f"{index}: weight_map[{_shown(key)}] is {_shown(shard)}; it must be "
+                            f"{mapping} in {folder}")
+    shards = [folder / shard for shard in sorted(set(weight_map.values()))]
+    for shard in shards:
+        if not shard.is_file():
+            raise UserError(f"shard {shard} named in {SAFETENSORS_INDEX} is missing")
+    return shards
+
+
+def _open_weights(folder: Path) -> tuple[dict[str, tuple[int, ...]], Callable[[], dict[str, torch.Tensor]]]:
+    """The weights' names and shapes, and a function that reads the tensors. Safetensors files
+    give their shapes from their headers, so a config can be checked against them before any
+    tensor is read or any model allocated; pytorch_model.bin is read whole (its own size)."""
     if (folder / SAFETENSORS_FILE).is_file():
-        return _read_safetensors(folder / SAFETENSORS_FILE)
-    if (folder / SAFETENSORS_INDEX).is_file():
-        try:
-            shards = sorted(set(json.loads((folder / SAFETENSORS_INDEX).read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError) as err:
-            raise UserError(f"cannot read {folder / SAFETENSORS_INDEX}: {err}") from None
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            if not (folder / shard).is_file():
-                raise UserError(f"shard {folder / shard} named in {SAFETENSORS_INDEX} is missing")
-            state.update(_read_safetensors(folder / shard))
-        return state
-    if (folder / TORCH_FILE).is_file():
+        files = [folder / SAFETENSORS_FILE]
+    elif (folder / SAFETENSORS_INDEX).is_file():
+        files = _shards(folder)
+    elif (folder / TORCH_FILE).is_file():
         from gptperf.safeload import load_tensors
 
         state = load_tensors(folder / TORCH_FILE, "weights file",  # tensors and plain data only
                              message="cannot read {path}: {reason}")
         if not isinstance(state, dict):
             raise UserError(f"{folder / TORCH_FILE} holds a {type(state).__name__}, not a state dict")
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                raise UserError(f"{folder / TORCH_FILE}: {_shown(key)} is a "
+                                f"{type(value).__name__}, not a tensor")
+        return {k: tuple(v.shape) for k, v in state.items()}, lambda: state
+    else:
+        raise UserError(
+            f"{folder} has no weights; expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX} or {TORCH_FILE}"
+        )
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        shapes.update(_safetensors_shapes(file))
+
+    def read() -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {}
+        for file in files:
+            state.update(_read_safetensors(file))
         return state
-    raise UserError(
-        f"{folder} has no weights; expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX} or {TORCH_FILE}"
-    )
+
+    return shapes, read
 
 
 def _strip(key: str) -> str:
     return key[len("transformer."):] if key.startswith("transformer.") else key
 
 
+def _file_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """Each parameter of a GPT of `config` (names without `transformer.`, in the model's order)
+    with the shape an HF file stores it in (Conv1D weights as (in, out)). Built on the meta
+    device, as gptperf.checkpoint checks its own files: no memory, no initialisation."""
+    with torch.device("meta"):
+        model = GPT(config)
+    return {_strip(name): tuple(p.shape)[::-1] if name.endswith(_CONV1D) else tuple(p.shape)
+            for name, p in model.named_parameters()}  # the tied lm_head appears once, as wte
+
+
+def _check_shapes(config: GPTConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The weights' names and shapes against those `config` implies; a one-line UserError for
+    the first tensor (in the model's order) whose shape differs, then unexpected or missing ones."""
+    expected = _file_shapes(config)
+    sizes = (f"config.json has n_layer={config.n_layer}, n_head={config.n_head}, "
+             f"n_embd={config.n_embd}, n_positions={config.block_size}, "
+             f"vocab_size={config.vocab_size}")
+    found: dict[str, str] = {}  # name in the model -> key in the file
+    unexpected: list[str] = []
+    for key in shapes:
+        name = _strip(key)
+        if name.endswith(_IGNORED):
+            continue
+        if name in expected or name == "lm_head.weight":  # the tied head, if the file holds it
+            found[name] = key
+        else:
+            unexpected.append(key)
+    # the LM head last, as in the model; it has the token embedding's shape
+    for name, shape in [*expected.items(), ("lm_head.weight", expected["wte.weight"])]:
+        key = found.get(name)
+        if key is not None and shapes[key] != shape:
+            raise UserError(f"{key} has shape {shapes[key]} but config.json implies {shape}; {sizes}")
+    if unexpected:
+        raise UserError(f"unexpected tensors in the checkpoint: {', '.join(sorted(unexpected)[:5])}; "
+                        f"{sizes}")
+    missing = [name for name in expected if name not in found]
+    if missing:
+        raise UserError(f"checkpoint lacks {len(missing)} tensor(s) that config.json implies, "
+                        f"e.g. {missing[0]}; {sizes}")
+
+
 def load_hf_gpt2(
     path: str | os.PathLike[str], device: str | torch.device = "cpu", attention: str = "sdpa"
 ) -> GPT:
-    """A GPT with the weights of the HF GPT-2 checkpoint folder `path` (fp32, on `device`, eval mode)."""
-    folder = Path(path)
+    """A GPT with the weights of the HF GPT-2 checkpoint folder `path` (fp32, on `device`, eval mode).
+
+    The weights' names and shapes are checked against config.json before the model is
+    allocated: a config claiming a far larger model than its weights is refused at once, not
+    after allocating that model."""
+    from gptperf.checkpoint import checkpoint_path
+
+    folder = checkpoint_path(path)  # '' is not '.'
     if not folder.is_dir():
         raise UserError(f"checkpoint folder {folder} does not exist; give a folder with {CONFIG_FILE} and weights")
     if not (folder / CONFIG_FILE).is_file():
@@ -140,12 +278,12 @@ def load_hf_gpt2(
     if not isinstance(hf, dict):
         raise UserError(f"{folder / CONFIG_FILE} is not a JSON object")
     config = config_from_hf(hf, attention=attention, name=folder.resolve().name)
-    state = _read_weights(folder)
+    shapes, read = _open_weights(folder)
+    _check_shapes(config, shapes)
+    state = read()
 
     model = GPT(config)
     params = {_strip(k): p for k, p in model.named_parameters()}  # the tied lm_head appears once, as wte
-    loaded: set[str] = set()
-    unexpected: list[str] = []
     with torch.no_grad():
         for key, tensor in state.items():
             name = _strip(key)
@@ -156,23 +294,9 @@ def load_hf_gpt2(
                 if wte is not None and not torch.equal(tensor, wte):
                     raise UserError(f"{key} differs from wte.weight; GPT ties the LM head to the token embedding")
                 continue
-            if name not in params:
-                unexpected.append(key)
-                continue
             if name.endswith(_CONV1D):
                 tensor = tensor.t()
-            target = params[name]
-            if tuple(tensor.shape) != tuple(target.shape):
-                raise UserError(
-                    f"{key} has shape {tuple(tensor.shape)} but config.json implies {tuple(target.shape)}"
-                )
-            target.copy_(tensor)
-            loaded.add(name)
-    if unexpected:
-        raise UserError(f"unexpected tensors in the checkpoint: {', '.join(sorted(unexpected)[:5])}")
-    missing = sorted(set(params) - loaded)
-    if missing:
-        raise UserError(f"checkpoint lacks {len(missing)} tensor(s), e.g. {missing[0]}")
+            params[name].copy_(tensor)  # names and shapes were checked above
     return model.to(device).eval()
 
 

@@ -245,7 +245,7 @@ def stage_train(ctx: Context, progress: StageProgress) -> TrainStage:
                    f"--eval-iters {cfg.eval_iters} --dtype {cfg.dtype} --seed {cfg.seed} "
                    f"{'--compile ' if cfg.compile else ''}{_device_flags(s)}")
     ctx.command("training run and loss curve",
-                f"gptperf train {train_flags} --out {shlex.quote(str(ctx.out / 'checkpoint'))}")
+                f"gptperf train {train_flags} --out {shlex.quote(str(ctx.out / 'checkpoint'))} --force")
     return TrainStage(result, step_s, s.train_seconds)
 
 
