@@ -28,7 +28,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     base, colon, index = name.partition(":")
-    if base not in ("cpu", "cuda") or (colon and not index.isdigit()):
+    # "cpu:3" names no fourth CPU (torch has one CPU device): refused, not quietly read as "cpu"
+    if base not in ("cpu", "cuda") or (colon and (base == "cpu" or not index.isdigit())):
         raise UserError(f"unknown device {name!r}; valid: {', '.join(DEVICES)} (or cuda:N)")
     if base == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for, but torch sees no CUDA GPU here; use --device cpu")

@@ -530,7 +530,7 @@ def test_json_errors_are_json_documents(tmp_path: Path, capsys: Any) -> None:
 
 
 def test_malformed_devices_are_one_line(tmp_path: Path, capsys: Any, no_work: None) -> None:
-    for device in ("cpu:x", "cpu:-1", "cuda:x", "", "tpu", "CPU"):
+    for device in ("cpu:x", "cpu:-1", "cpu:3", "cuda:x", "", "tpu", "CPU"):
         _refused(capsys, ["bench", "forward", *MODEL, "--device", device], tmp_path, DEVICE,
                  repr(device))
     hardening.finish(DEVICE)
