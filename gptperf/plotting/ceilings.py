@@ -31,6 +31,7 @@ def plot_ceilings(ceilings: dict[str, Any], datasheet: Any, path: str | os.PathL
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110,
                                  gridspec_kw={"width_ratios": [2.2, 1]})
     ds_name = getattr(datasheet, "name", None)
+    sheet = getattr(datasheet, "source", "datasheet")  # "nominal" for the generic CPU entry
     for dtype, m in ceilings.get("matmul", {}).items():
         points = m.get("points") or []
         if not points:
@@ -43,13 +44,13 @@ def plot_ceilings(ceilings: dict[str, Any], datasheet: Any, path: str | os.PathL
         ds = _peak(datasheet, dtype)
         if ds:
             ax.axhline(ds / 1e12, color=color, linestyle="--", linewidth=1.0, alpha=0.8,
-                       label=f"{dtype} datasheet {ds / 1e12:.3g}")
+                       label=f"{dtype} {sheet} {ds / 1e12:.3g}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("matrix size n (n×n×n, FLOPs = 2n³)")
     ax.set_ylabel("TFLOP/s")
     where = ceilings.get("device", "?")
-    ax.set_title(f"Matmul rate: measured on {where} vs datasheet {ds_name or '(none)'}",
+    ax.set_title(f"Matmul rate: measured on {where} vs {sheet} {ds_name or '(none)'}",
                  fontsize=10, loc="left")
     ax.grid(True, which="both", color="#e6e9ef", linewidth=0.8)
     ax.spines[["top", "right"]].set_visible(False)
@@ -62,7 +63,7 @@ def plot_ceilings(ceilings: dict[str, Any], datasheet: Any, path: str | os.PathL
         colors.append("#2f6fdb")
     ds_bw = getattr(datasheet, "bandwidth", None)
     if ds_bw:
-        labels.append(f"datasheet\n{ds_name}")
+        labels.append(f"{sheet}\n{ds_name}")
         values.append(ds_bw / 1e9)
         colors.append("#9aa4b2")
     bars = bx.bar(labels, values, color=colors)

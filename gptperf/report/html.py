@@ -90,7 +90,7 @@ def source_chip(source: str | None, short: bool = False) -> Html:
     if not source:
         return Html("")
     kind = source.split(" ")[0].lower()
-    klass = {"measured": "measured", "datasheet": "datasheet", "model": "model",
+    klass = {"measured": "measured", "datasheet": "datasheet", "nominal": "datasheet", "model": "model",
              "predicted": "model", "roofline": "model",
              "calibrated": "calibrated"}.get(kind, "other")
     return tag("span", source.split(" ")[0] if short else source, class_=f"src src-{klass}",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gptperf.perfmodel.conventions import CONVENTIONS
+from gptperf.perfmodel.hardware import SHIPPED
 from gptperf.report.doc import (
     CALIBRATED,
     CALIBRATED_SOURCE,
@@ -101,14 +102,15 @@ def device_section(d: Doc) -> Html:
                  + (", cached" if dev.ceilings_cached else "")
                  + (", quick sweep" if c.quick else "")))
     sheet = dev.datasheet
-    rows.append(("datasheet", f"{sheet.name}: {sheet.notes}" if sheet is not None
+    word = _sheet_word(sheet)
+    rows.append((word, f"{sheet.name}: {sheet.notes}" if sheet is not None
                  else "no datasheet entry for this device"))
     body: list[Any] = [
         busy,
         tag("div", kv_table(rows), ceilings_table(dev, d), class_="grid2"),
-        d.picture("ceilings", "measured ceilings beside the datasheet",
+        d.picture("ceilings", f"measured ceilings beside the {word} figures",
                   "Matmul rate against size per dtype, and bandwidth: measured (solid) beside "
-                  "the datasheet (dashed)."),
+                  f"the {word} figures (dashed)."),
     ]
     return section("device", "Device and ceilings", body,
                    lead="Where every number below was measured, and what this machine can do at "
@@ -128,9 +130,16 @@ def ceilings_table(dev: DeviceStage, d: Doc) -> Html:
     if not rows:
         return note("no ceilings to show", "warn")
     name = dev.datasheet.name if dev.datasheet is not None else ""
-    return table(["ceiling", th("measured", d.measured), th("datasheet", f"datasheet {name}"),
+    word = _sheet_word(dev.datasheet)
+    return table(["ceiling", th("measured", d.measured), th(word, f"{word} {name}"),
                   th("ratio")], rows, numeric=[False, True, True, True],
-                 caption="ratio = measured / datasheet")
+                 caption=f"ratio = measured / {word}")
+
+
+def _sheet_word(sheet: Hardware | None) -> str:
+    """What the shipped entry's figures are: a vendor's "datasheet", or "nominal" ones (the
+    generic CPU entry, a made-up machine)."""
+    return sheet.source if sheet is not None and sheet.source in SHIPPED else "datasheet"
 
 
 _CEILING_ROWS: tuple[tuple[str, str, str], ...] = (
@@ -333,6 +342,8 @@ def metrics_section(d: Doc) -> Html:
         return d.missing("bench", "metrics", "Time, throughput, FLOP/s, MFU, memory")
     results = stage.results
     src = d.measured
+    # the MFU "against" the shipped entry, named for what it is (nominal on the generic CPU)
+    sheet = _sheet_word(d.report.device.datasheet if d.report.device is not None else None)
     rows = []
     for kind, r in results.items():
         t = r.timing.total
@@ -354,7 +365,7 @@ def metrics_section(d: Doc) -> Html:
     body: list[Any] = [
         table([th("step"), th("shape"), th("time per batch", src), th("min – max (repeats)"),
                th("throughput", src), th("achieved FLOP/s", src), th("MFU vs measured peak"),
-               th("MFU vs datasheet"), th("utilization", src), th("SM clock", src),
+               th(f"MFU vs {sheet}"), th("utilization", src), th("SM clock", src),
                th("peak memory", src),
                th(ROOFLINE, ROOFLINE_SOURCE), th(f"measured / {ROOFLINE}"),
                th(CALIBRATED, d.calibrated), th(f"measured / {CALIBRATED}")],
@@ -397,7 +408,7 @@ def metrics_section(d: Doc) -> Html:
             class_="grid2"))
         body.append(tag("h3", "MFU under each FLOPs convention (train step)"))
         body.append(table(["convention", th("FLOPs / token", "model"), th("achieved FLOP/s", src),
-                           "MFU vs measured peak", "MFU vs datasheet"], conv_rows, sortable=True,
+                           "MFU vs measured peak", f"MFU vs {sheet}"], conv_rows, sortable=True,
                           numeric=[False, True, True, True, True]))
         if train.mfu:
             body.append(tag("ul", [tag("li", m["label"]) for m in train.mfu], class_="lead"))

@@ -545,7 +545,7 @@ def stage_roofline(ctx: Context, progress: StageProgress) -> RooflineStage:
     bandwidths: list[tuple[str, float]] = []
     measured = report.device.measured_hardware if report.device is not None else None
     sheet = report.device.datasheet if report.device is not None else None
-    for label, hw in (("measured", measured), ("datasheet", sheet)):
+    for label, hw in (("measured", measured), (sheet.source if sheet is not None else "", sheet)):
         if hw is None:
             continue
         if dtype in hw.peak_flops:
