@@ -11,6 +11,7 @@ from gptperf.commands.common import (
     add_model_arguments,
     config_from_args,
     guard_memory,
+    seed_number,
 )
 from gptperf.errors import UserError
 from gptperf.plan import INFERENCE_KINDS
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="hardware for the prediction and datasheet MFU: a registry name, "
                         "'measured', or a TOML file (default: this device's measured ceilings "
                         "if `gptperf ceilings` cached them, else its datasheet entry)")
-    t.add_argument("--seed", type=int, default=0, help="random seed for weights and tokens")
+    t.add_argument("--seed", type=seed_number, default=0, help="random seed for weights and tokens")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,6 +24,34 @@ def _layers(text: str) -> int:
     return n
 
 
+# torch.manual_seed takes any 64-bit pattern; gptperf's seeds are the unsigned ones, in every command
+SEED_MAX = 2**64 - 1
+
+
+def seed_number(text: str) -> int:
+    """--seed: an integer from 0 to SEED_MAX (argparse turns the error into one line, exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= n <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{n}: a seed is an integer from 0 to 2**64 - 1")
+    return n
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """A comma-separated list of integers ("16,64,256"); an empty item or list is an error, not
+    quietly dropped. Whether the values make sense is the command's to check."""
+    items = [item.strip() for item in text.split(",")]
+    try:
+        if not all(items):
+            raise ValueError
+        return tuple(int(item) for item in items)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, such as "
+                                         f"16,64,256; got {text!r}") from None
+
+
 def add_model_arguments(parser: argparse._ActionsContainer, default_preset: str, *, preset_help: str | None = None,
                         vocab_size: bool = True) -> None:
     """--preset and the flags that override its fields; `vocab_size=False` leaves --vocab-size to

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from gptperf.commands.common import add_device_argument, add_flag_pair
+from gptperf.commands.common import add_device_argument, add_flag_pair, seed_number
 from gptperf.errors import UserError
 
 HELP = "sample text from a checkpoint (streams tokens, reports tokens/s; KV cache on by default)"
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens", type=int, default=200, help="number of new tokens (default: 200)")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
-    parser.add_argument("--seed", type=int, default=1337, help="random seed (default: 1337)")
+    parser.add_argument("--seed", type=seed_number, default=1337, help="random seed (default: 1337)")
     parser.add_argument(
         "--no-kv-cache", action="store_true", help="recompute the whole context for every new token"
     )

@@ -14,25 +14,19 @@ from gptperf.commands.common import (
     check_folder,
     config_from_args,
     guard_memory,
+    int_list,
 )
 
 HELP = "decode with and without the KV cache, prefill vs decode, batch sweep to the compute-bound point"
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, "tiny")
     parser.add_argument("--dtype", default=None, help="fp32, tf32, bf16, fp16 (default: bf16 on GPU, fp32 on CPU)")
     add_device_argument(parser)
-    parser.add_argument("--contexts", type=_int_list, default=None,
+    parser.add_argument("--contexts", type=int_list, default=None,
                         help="context lengths for the cache/recompute sweep, e.g. 16,64,256 (default: powers of 2 up to block_size)")
-    parser.add_argument("--batches", type=_int_list, default=None,
+    parser.add_argument("--batches", type=int_list, default=None,
                         help="batch sizes for the decode sweep (default: 1,2,4,... up to 512 on GPU, 64 on CPU)")
     parser.add_argument("--batch-context", type=int, default=None,
                         help="context length of the batch sweep (default: min(128, block_size))")

@@ -13,20 +13,12 @@ from gptperf.commands.common import (
     check_folder,
     config_from_args,
     guard_memory,
+    int_list,
+    seed_number,
 )
 
 HELP = ("scaling of data-parallel training (torchrun + DDP): speedup, efficiency, throughput, "
         "communication, predicted beside measured")
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    return values
 
 
 def _what_if(text: str) -> tuple[tuple[int, int], ...]:
@@ -47,11 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--mode", choices=("strong", "weak"), default="strong",
                    help="strong: the global batch (--batch) is split over p processes; "
                         "weak: every process keeps --batch (default: strong)")
-    s.add_argument("--procs", type=_int_list, default=(1, 2), metavar="LIST",
+    s.add_argument("--procs", type=int_list, default=(1, 2), metavar="LIST",
                    help="process counts, e.g. 1,2,4,8 (one per GPU on a GPU; must include 1; default: 1,2)")
-    s.add_argument("--threads", type=_int_list, default=None, metavar="LIST",
+    s.add_argument("--threads", type=int_list, default=None, metavar="LIST",
                    help="also sweep intra-op threads of one process, e.g. 1,2 (CPU)")
-    s.add_argument("--space-batches", type=_int_list, default=None, metavar="LIST",
+    s.add_argument("--space-batches", type=int_list, default=None, metavar="LIST",
                    help="per-process batches of the performance-space heatmap (default: those the sweep runs)")
     s.add_argument("--warmup", type=int, default=3, help="untimed steps per point (default: 3)")
     s.add_argument("--steps", type=int, default=10, help="timed steps per point (default: 10)")
@@ -66,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag_pair(w, "compile", "torch.compile the model (DDP splits graphs at buckets)",
                   "run eagerly (the default)")
     add_device_argument(w)
-    w.add_argument("--seed", type=int, default=0, help="seed of the weights and the batches")
+    w.add_argument("--seed", type=seed_number, default=0, help="seed of the weights and the batches")
     p = parser.add_argument_group("prediction")
     p.add_argument("--hardware", default=None,
                    help="machine for the roofline bound and the order of backward: a registry name, "

@@ -11,6 +11,7 @@ from gptperf.commands.common import (
     add_flag_pair,
     add_model_arguments,
     model_overrides,
+    seed_number,
 )
 
 HELP = "train a GPT (AdamW, warm-up + cosine LR, autocast, compile, atomic checkpoints, --resume)"
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag_pair(t, "compile", "torch.compile the model (the default on a GPU)",
                   "run eagerly (the default on a CPU)")
     add_device_argument(t, default=None)
-    t.add_argument("--seed", type=int, metavar="N", help="random seed (default: 1337)")
+    t.add_argument("--seed", type=seed_number, metavar="N", help="random seed (default: 1337)")
 
     e = parser.add_argument_group("evaluation and checkpoints")
     e.add_argument("--eval-interval", type=int, metavar="N",

@@ -7,6 +7,8 @@ import argparse
 import math
 from typing import Any
 
+from gptperf.commands.common import seed_number
+
 HELP = ("score the calibrated prediction: a sweep of configurations measured and predicted, "
         "median/p90/max error and per-operation error against their targets")
 PLOT_NAME = "validation"
@@ -23,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random", type=int, metavar="N",
                         help="instead of the fixed sweep, N configurations drawn at random off it "
                              "and off the calibration's shapes (1 to 64)")
-    parser.add_argument("--seed", type=int, metavar="S",
+    parser.add_argument("--seed", type=seed_number, metavar="S",
                         help="the draw's seed for --random (default: a new one, printed)")
     parser.add_argument("--isolate", action="store_true",
                         help="measure each case in a fresh process, as `gptperf bench` does "

@@ -1,0 +1,45 @@
+"""Flags every command shares the same way: --seed's range and comma-separated integer lists,
+refused in one line (exit 2) before any work, never quietly trimmed."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from gptperf.cli import main
+from gptperf.commands.common import SEED_MAX, int_list, seed_number
+
+
+@pytest.mark.parametrize("command", [["train"], ["generate"], ["bench", "train"], ["scale"],
+                                     ["validate", "--random", "2"]])
+@pytest.mark.parametrize("value", ["-1", str(2**64), "1.5"])
+def test_every_seed_flag_refuses_what_is_not_an_unsigned_64_bit_integer(command, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--seed", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--seed" in err and value in err
+
+
+def test_seed_number_keeps_the_whole_range():
+    assert seed_number("0") == 0 and seed_number(str(SEED_MAX)) == SEED_MAX
+
+
+@pytest.mark.parametrize("text", ["4,,8", ",", "", "4,8,", "16 64", "x"])
+def test_int_list_refuses_empty_items_and_other_separators(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="separated by commas"):
+        int_list(text)
+
+
+def test_int_list_reads_spaces_around_commas():
+    assert int_list(" 16, 64 ,256") == (16, 64, 256)
+
+
+@pytest.mark.parametrize("argv", [["inference", "--contexts", "4,,8"], ["inference", "--batches", ","],
+                                  ["scale", "--procs", "1,,2"], ["scale", "--threads", "1,2,"]])
+def test_list_flags_refuse_an_empty_item(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert argv[-1] in capsys.readouterr().err
