@@ -144,9 +144,11 @@ def rich_progress(enabled: bool = True,
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
     from rich.progress import Progress as RichProgress
 
+    console = _console("err_console")
     bars = RichProgress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=_console("err_console"), transient=True,
+        TimeElapsedColumn(), console=console, transient=True,
+        disable=not console.is_terminal,  # bars are for a terminal: piped, they left a blank line
     )
     tasks: dict[str, Any] = {}
 

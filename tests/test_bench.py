@@ -99,8 +99,9 @@ def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys) -> None:
     with pytest.raises(SystemExit) as exc:  # argparse errors exit through SystemExit
         raise SystemExit(main(argv))
     assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and needle in err and "Traceback" not in err
+    err = capsys.readouterr().err
+    # exactly one line: no blank line left by a progress display that stopped on the error
+    assert err.count("\n") == 1 and err.endswith("\n") and needle in err and "Traceback" not in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
