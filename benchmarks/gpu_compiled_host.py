@@ -47,7 +47,7 @@ EAGER_TOO = {"host1", "host4", "host22", "c448-22 B15T806", "c640-4 B2T463"}
 
 def forward_kernels(parts: dict) -> int:
     """Kernels (and copies) the device ran for one forward, from the profiler's device events."""
-    from gptperf.profiling.device_kernels import kernels_of
+    from gptperf.measure.device_kernels import kernels_of
 
     count = len(kernels_of(parts["fwd"]))
     parts["bwd"]()

@@ -19,10 +19,10 @@ import time
 import torch
 
 from gptperf.measure.calibrate_host import fit_line, time_host_parts
+from gptperf.measure.device_kernels import kernels_of
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import ExecutionPlan
-from gptperf.profiling.device_kernels import kernels_of
 from gptperf.steps.build import build_step
 
 DEV = torch.device("cuda")

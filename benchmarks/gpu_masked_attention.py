@@ -13,8 +13,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from gptperf.measure.device_kernels import kernels_of
 from gptperf.measure.kernel_timer import KernelTimer
-from gptperf.profiling.device_kernels import kernels_of
 
 SHAPES = ((48, 768, 64), (32, 512, 64), (128, 1024, 64), (8, 256, 64), (512, 128, 64),
           (16, 1000, 64), (100, 1000, 64), (24, 448, 64))  # (BH, T, D)

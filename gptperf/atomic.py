@@ -46,7 +46,7 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", os.uname().nodename)[:40] or "host"
 
 
-def _prefix(target: Path) -> str:
+def temporary_prefix(target: Path) -> str:
     """The start of every temporary name of `target` written by this process."""
     return f".{target.name[:_NAME_CHARS]}.{_host()}.{os.getpid()}."
 
@@ -121,7 +121,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(target), suffix=".tmp", dir=target.parent)
     os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the file a normal mode
     os.close(fd)
     tmp = Path(tmp_name)
@@ -179,7 +179,7 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     if old.exists() and not target.exists():
         os.replace(old, target)  # a crash between the two renames below: the old copy is whole
     remove_stale_temporaries(target)
-    tmp = Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(target), suffix=".tmp", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700
     try:
         yield tmp

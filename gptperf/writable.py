@@ -18,9 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gptperf.atomic import remove_stale_temporaries, temporary_prefix
 from gptperf.errors import UserError
 
 NAME_MAX = 255  # bytes in one path component on Linux, macOS and Windows filesystems
+PROBE = "gptperf-probe"  # the name whose temporaries test a folder for writing
 
 
 def usable_path(path: str | os.PathLike[str], flag: str) -> Path:
@@ -59,8 +61,11 @@ def _writable(folder: Path, flag: str, shown: Path) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {str(shown)!r} cannot be written: folder {str(folder)!r} is not "
                         "writable (read-only or not yours); pick another location")
+    # named as atomic.py names a temporary, so that one a killed check left is removed by the next
+    probe_of = folder / PROBE
+    remove_stale_temporaries(probe_of)
     try:
-        fd, probe = tempfile.mkstemp(prefix=".gptperf-probe-", suffix=".tmp", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=temporary_prefix(probe_of), suffix=".tmp", dir=folder)
     except OSError as err:
         raise UserError(f"{flag} {str(shown)!r} cannot be written: no file can be created in "
                         f"folder {str(folder)!r} ({err.strerror}); pick another location") from None

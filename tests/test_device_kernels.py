@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from gptperf.profiling.device_kernels import Kernel, device_kernels, kernels_of
+from gptperf.measure.device_kernels import Kernel, device_kernels, kernels_of
 
 CUDA, CPU = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
 

@@ -135,7 +135,7 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path, capsys: Any, n
         flag_value = argv[-2] if argv[-1] == "--json" else argv[-1]
         _refused(capsys, argv, tmp_path, PATHS, repr(flag_value).strip("'"), why)
     assert afile.read_text() == "a file, not a folder" and not any(ro.iterdir())
-    assert not any(nofiles.iterdir()) and not list(tmp_path.glob("**/.gptperf-probe-*"))
+    assert not any(nofiles.iterdir()) and not list(tmp_path.glob("**/.gptperf-probe.*"))
     hardening.finish(PATHS)
 
 
@@ -388,6 +388,7 @@ def test_leftover_temporaries_are_removed_by_the_next_write(tmp_path: Path) -> N
     from gptperf.atomic import _host, atomic_dir, write_text
     from gptperf.checkpoint import save_checkpoint
     from gptperf.model import GPT, GPTConfig
+    from gptperf.writable import check_output_dir
 
     host, dead, live = _host(), _dead_pid(), os.getppid()
     hour_ago = time.time() - 2 * 3600
@@ -404,12 +405,14 @@ def test_leftover_temporaries_are_removed_by_the_next_write(tmp_path: Path) -> N
     stale = [temp(f".ckpt.pt.{host}.{dead}.a1b2c3d4.tmp"),  # its writer was killed
              temp(".ckpt.pt.k3j_4h5g.tmp", old=True),  # an unmarked one, long ago
              temp(f".ckpt.pt.otherhost.{live}.zz99yy88.tmp", old=True),  # another host, long ago
-             temp(f".report.{host}.{dead}.q1w2e3r4.tmp", folder=True)]
+             temp(f".report.{host}.{dead}.q1w2e3r4.tmp", folder=True),
+             temp(f".gptperf-probe.{host}.{dead}.t5y6u7i8.tmp")]  # a killed check's probe
     kept = [temp(f".ckpt.pt.{host}.{live}.e5f6g7h8.tmp"),  # a live writer's
             temp(".ckpt.pt.m1n2b3v4.tmp"),  # unmarked but fresh: maybe live
             temp(f".ckpt.pt.otherhost.{dead}.p0o9i8u7.tmp"),  # another host, fresh
             temp("notes.txt")]
     config = GPTConfig(block_size=16, vocab_size=256, n_layer=1, n_head=2, n_embd=16)
+    check_output_dir(out, "--out")  # tests the folder with a probe of its own, and cleans old ones
     save_checkpoint(out, model_config=config, model=GPT(config).state_dict())
     with atomic_dir(out / "report") as folder:
         write_text(folder / "index.html", "<p>new</p>")

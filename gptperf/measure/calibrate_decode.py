@@ -225,7 +225,7 @@ STEP_LAYER = (names.ATTN_QKV, names.ATTN_SDPA, names.ATTN_PROJ, names.MLP_FC, na
 def replay_kernels(decoder: Any, length: int) -> list[tuple[str, float, float]]:
     """(name, start µs, duration µs) of every kernel of one step of a `FastDecoder` writing
     position `length`, in launch order, from one profiled replay after a warm one."""
-    from gptperf.profiling.device_kernels import kernels_of
+    from gptperf.measure.device_kernels import kernels_of
 
     decoder.set_length(length)
     decoder.step()

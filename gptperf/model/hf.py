@@ -264,9 +264,9 @@ def load_hf_gpt2(
     The weights' names and shapes are checked against config.json before the model is
     allocated: a config claiming a far larger model than its weights is refused at once, not
     after allocating that model."""
-    from gptperf.checkpoint import checkpoint_path
+    from gptperf.writable import usable_path
 
-    folder = checkpoint_path(path)  # '' is not '.'
+    folder = usable_path(path, "checkpoint")  # '' is not '.'
     if not folder.is_dir():
         raise UserError(f"checkpoint folder {folder} does not exist; give a folder with {CONFIG_FILE} and weights")
     if not (folder / CONFIG_FILE).is_file():
