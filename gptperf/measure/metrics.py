@@ -148,11 +148,30 @@ def gpu_utilization_reader(index: int = 0) -> tuple[Callable[[], float] | None, 
     return None, "none", "GPU utilization not measured: " + "; ".join(problems)
 
 
+# A CPU window shorter than this has no utilization: threads' CPU time is accounted in jumps of a
+# scheduler tick (1-10 ms), which over a window of a few ms read as up to 190 % of two cores.
+MIN_CPU_WINDOW_S = 0.1
+
+
+def _process_busy_reader(cores: int) -> Callable[[], float]:
+    """A reader of this process's CPU use since its last reading, in % of `cores`, from the
+    process's CPU clock (`time.process_time`, all threads; psutil's tick counts step by 10 ms)."""
+    last = [time.process_time(), time.perf_counter()]
+
+    def read() -> float:
+        cpu, now = time.process_time(), time.perf_counter()
+        busy = 100.0 * (cpu - last[0]) / max(now - last[1], 1e-9) / cores
+        last[:] = [cpu, now]
+        return min(busy, 100.0)  # above 100 % is the tick accounting's jump, not more cores
+
+    return read
+
+
 class UtilizationSampler:
     """Samples utilization every `interval_s` in a daemon thread between `start()` and `stop()`.
 
     GPU: NVML's utilization rate per sample. CPU: the exact mean over the window from the
-    process's CPU time, plus psutil samples for the maximum and the per-core picture.
+    process's CPU clock, samples of the same clock for the maximum, and psutil's per-core picture.
     """
 
     def __init__(self, device: Any = "cpu", interval_s: float = 0.1) -> None:
@@ -171,7 +190,6 @@ class UtilizationSampler:
         self._source = "none"
         self._t0 = 0.0
         self._cpu0 = 0.0
-        self._process: Any = None
         self.result: Utilization | None = None  # set on leaving a `with` block
 
     def start(self) -> UtilizationSampler:
@@ -184,12 +202,9 @@ class UtilizationSampler:
             except ImportError as err:
                 self._note = f"CPU utilization not measured: psutil cannot be imported ({err})"
             else:
-                self._process = psutil.Process()
-                self._process.cpu_percent(None)  # the first call only sets the baseline
-                psutil.cpu_percent(None, percpu=True)
-                cores = _cores_available()
-                self._cpu0 = sum(self._process.cpu_times()[:2])
-                self._read = lambda: self._process.cpu_percent(None) / cores
+                psutil.cpu_percent(None, percpu=True)  # the first call only sets the baseline
+                self._cpu0 = time.process_time()
+                self._read = _process_busy_reader(_cores_available())
                 self._source = "psutil"
         self._t0 = time.perf_counter()
         if self._read is not None:
@@ -226,10 +241,19 @@ class UtilizationSampler:
             import psutil
 
             cores = _cores_available()
-            busy = sum(self._process.cpu_times()[:2]) - self._cpu0
-            mean = 100.0 * busy / window / cores if window > 0 else None
-            peak = max(peak or 0.0, mean or 0.0)
+            busy = time.process_time() - self._cpu0
             per_core = [float(x) for x in psutil.cpu_percent(None, percpu=True)]
+            if window < MIN_CPU_WINDOW_S:
+                mean = peak = None
+                extra = (f"CPU utilization not measured: the timed window ({window * 1e3:.1f} ms) is "
+                         f"shorter than {MIN_CPU_WINDOW_S * 1e3:.0f} ms, and the system accounts "
+                         "other threads' CPU time only at scheduler ticks (read over a few ms, "
+                         "their time reads as more than every core could give); time more steps "
+                         "(--repeats)")
+                self._note = f"{self._note}; {extra}" if self._note else extra
+            else:
+                mean = 100.0 * busy / window / cores
+                peak = max(peak or 0.0, mean)
         meaning = NVML_MEANING if self.device_type == "cuda" else CPU_MEANING
         if self.device_type == "cuda" and window < 1.0 and samples:
             extra = (f"the timed window ({window:.2f} s) is shorter than NVML's sample period, "
