@@ -67,6 +67,12 @@ BENCH = ["bench", "train", *SMALL, "--batch", "2", "--seq", "16", "--warmup", "1
 
 def test_bench_json_has_one_calibrated_entry_beside_the_roofline(loader, cli_json) -> None:
     doc = cli_json(*BENCH)
+    from gptperf.measure.bench import host_charge_note
+
+    # the flat calibration has no host probe: its costs are charged as calibrated, and said so
+    (entry,) = _calibrated(doc)
+    assert entry["host_speed"] is None and entry["step_time_s_as_calibrated"] == entry["step_time_s"]
+    assert host_charge_note(entry) is None
     entries = _calibrated(doc)
     assert len(entries) == 1
     e = entries[0]
@@ -360,6 +366,16 @@ def test_bench_charges_the_host_at_its_speed_after_the_step(loader, host_twice_a
                                                      loader.calibration).host_s)
     assert any("host costs ×2.00" in n for n in doc["notes"])
     assert [probe for _, probe in host_twice_as_slow] == ["train"]  # a train step: the train probe
+    # the entry says how far the host's speed moved it, and what `model --calibrated` gives
+    assert e["host_speed"] == pytest.approx(2.0)
+    as_calibrated = cli_json(*MODEL, "--calibrated", "--device", "cpu")["expected"]["step_time_s"]
+    assert e["step_time_s_as_calibrated"] == pytest.approx(as_calibrated)
+    assert e["step_time_s_as_calibrated"] < e["step_time_s"]
+    from gptperf.measure.bench import host_charge_note
+
+    assert host_charge_note(e) == ("host costs ×2.00: the host's speed probed as the step ran; "
+                                   f"with them as calibrated {as_calibrated * 1e3:.4g} ms "
+                                   "(`gptperf model --calibrated`)")
 
 
 def test_bench_charges_the_host_at_its_speed_sampled_between_its_steps(

@@ -94,6 +94,7 @@ def print_result(r: Any) -> None:
     from rich.table import Table
 
     from gptperf import names
+    from gptperf.measure.bench import host_charge_note
     from gptperf.output import binary_bytes, console, percent, seconds, si
 
     c = r.config
@@ -180,6 +181,9 @@ def print_result(r: Any) -> None:
             pt.add_row(label, seconds(pr["step_time_s"]), si(pr["tokens_per_s"], "/s"),
                        f"{pr['measured_over_predicted']:.2f}×")
             sources.append(f"  {label}: {pr['hardware']}")
+            charge = host_charge_note(pr)
+            if charge:
+                sources.append(f"    {charge}")
         console.print(pt)
         console.print("\n".join(sources), highlight=False)
         console.print("  [dim]roofline bound: what the hardware allows (min(π, β·AI) per "

@@ -180,6 +180,8 @@ def print_result(result: Any, top: int = 25) -> None:
             for r in result.comparison.phases))
     e = result.expected
     if e:
+        from gptperf.measure.bench import host_charge_note
+
         roofline = (f"roofline bound {seconds(e['roofline_step_time_s'])}, "
                     if e.get("roofline_step_time_s") is not None else "")
         console.print(
@@ -187,6 +189,9 @@ def print_result(result: Any, top: int = 25) -> None:
             f"{roofline}calibrated expected {seconds(e['step_time_s'])} (device "
             f"{seconds(e['device_s'])}, host {seconds(e['host_s'])}; {e['composition']}); "
             f"measured / expected {_f(e['measured_over_expected'], '.2f')} — {e['label']}")
+        charge = host_charge_note(e)
+        if charge:
+            console.print(f"  {charge}")
     console.print(
         f"coverage: {100 * result.coverage:.1f}% of {result.unit} time attributed "
         f"(exact, without predicted-share splits: {100 * result.exact_coverage:.1f}%); "

@@ -410,6 +410,11 @@ class _Bench:
             from gptperf.measure.probe import host_speed
 
             self.host_speed = host_speed(self.calibration, self.device)
+            if self.host_speed is not None:
+                self.notes.append(
+                    f"calibrated expected times charge host costs ×{self.host_speed:.2f}: the "
+                    "host's speed probed at the sweep's first point; with them as calibrated "
+                    "they are what `gptperf model --calibrated` gives")
         e, why = calibrated_expected(self.config, Workload(kind, batch, seq, self.dtype), plan,
                                      self.calibration, speed=self.host_speed)
         note = f"no calibrated expected time for {kind}: {why}"

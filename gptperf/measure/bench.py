@@ -234,6 +234,31 @@ def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any,
         return None, str(err)
 
 
+def host_charge(e: Any, calibration: Any) -> dict[str, Any]:
+    """How the calibrated expected time `e` charged the host: the host's speed probed as the step
+    ran (None: as calibrated) and per phase, and the step's time with the host costs as
+    calibrated, which is what `gptperf model --calibrated` gives for the same step (a prediction
+    beside a measurement is made for the host that ran it; this says how far that moved it)."""
+    from gptperf.perfmodel.expected import expected
+
+    plain = e if e.charged_as_calibrated else expected(e.config, e.workload, e.plan, calibration)
+    return {"host_speed": e.host_speed, "phase_speeds": dict(e.phase_speeds),
+            "step_time_s_as_calibrated": plain.step_time_s}
+
+
+def host_charge_note(entry: dict[str, Any]) -> str | None:
+    """A calibrated entry's host charge in words (`host_charge`'s fields), or None when its host
+    costs are the calibration's own."""
+    speed, phases = entry.get("host_speed"), entry.get("phase_speeds") or {}
+    plain = entry.get("step_time_s_as_calibrated")
+    if (speed is None and not phases) or plain is None:
+        return None
+    how = (", ".join(f"{p} ×{v:.2f}" for p, v in phases.items()) if phases
+           else f"×{speed:.2f}")
+    return (f"host costs {how}: the host's speed probed as the step ran; with them as "
+            f"calibrated {plain * 1e3:.4g} ms (`gptperf model --calibrated`)")
+
+
 # Steps a bench may warm up or time: far past any use (a median settles within hundreds), and
 # small enough that a typo's 10**8 is refused at once instead of running for days.
 MAX_STEPS = 100_000
@@ -517,4 +542,5 @@ def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, 
         "measured_step_time_s": result.step_time_s,
         "measured_over_predicted": result.step_time_s / e.step_time_s,
         "device_s": e.device_s, "host_s": e.host_s, "composition": e.composition,
+        **host_charge(e, calibration),
     })

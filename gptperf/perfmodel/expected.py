@@ -107,6 +107,14 @@ class Expected:
     composition: str
     notes: list[str] = field(default_factory=list)
     source: str = SOURCE
+    # the host's speed the host costs were charged at (None: as calibrated), and per phase
+    host_speed: float | None = None
+    phase_speeds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def charged_as_calibrated(self) -> bool:
+        """Whether the host costs are the calibration's own (no probe of the host's speed now)."""
+        return self.host_speed is None and not self.phase_speeds
 
     @property
     def device_s(self) -> float:
@@ -136,6 +144,7 @@ class Expected:
                 "plan": self.plan.to_dict(), "step_time_s": self.step_time_s,
                 "device_s": self.device_s, "host_s": self.host_s,
                 "tokens_per_s": self.tokens_per_s, "composition": self.composition,
+                "host_speed": self.host_speed, "phase_speeds": dict(self.phase_speeds),
                 "notes": list(self.notes), "ops": [o.to_dict() for o in self.ops]}
 
     @classmethod
@@ -430,6 +439,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
 
     # host time per phase, spread over the phase's kernels in proportion to their count
     host = [0.0] * len(seq)
+    charged: dict[str, float] = {}  # the phase speeds the host costs were charged at
     if plan.cuda_graph:
         composition = "CUDA graph: kernels back to back"
     else:
@@ -475,4 +485,5 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     for i, (comp, phase, layer, _) in enumerate(seq):
         name = comp if layer is None else names.layer_name(layer, comp)
         ops.append(ExpectedOp(name, comp, layer, phase, device[i], host[i], kernels[i]))
-    return Expected(config, workload, plan, step, ops, cal.label(), composition, notes)
+    return Expected(config, workload, plan, step, ops, cal.label(), composition, notes,
+                    host_speed=None if plan.cuda_graph else host_speed, phase_speeds=charged)

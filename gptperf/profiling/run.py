@@ -209,7 +209,7 @@ def expected_ops(config: GPTConfig, workload: Any, plan: Any, device: Any
     """The calibrated expected device seconds per (name, phase) of the step run under `plan` on
     `device`, a summary of the step (`expected` of the profile document), and notes; ({}, None,
     notes) without a usable calibration of the device."""
-    from gptperf.measure.bench import calibrated_expected, device_calibration
+    from gptperf.measure.bench import calibrated_expected, device_calibration, host_charge
 
     calibration, why = device_calibration(device)
     if calibration is None:
@@ -223,7 +223,7 @@ def expected_ops(config: GPTConfig, workload: Any, plan: Any, device: Any
     summary = {"source": e.source, "prediction": "calibrated expected time", "label": e.label,
                "composition": e.composition, "plan": e.plan.to_dict(),
                "step_time_s": e.step_time_s, "device_s": e.device_s, "host_s": e.host_s,
-               "notes": list(e.notes)}
+               **host_charge(e, calibration), "notes": list(e.notes)}
     return by_key, summary, []
 
 

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gptperf.measure.bench import host_charge_note
 from gptperf.perfmodel.conventions import CONVENTIONS
 from gptperf.perfmodel.hardware import SHIPPED
 from gptperf.report.doc import (
@@ -535,11 +536,13 @@ def _expected_step(e: dict[str, Any] | None, source: str) -> Any:
     """A profile's calibrated whole step beside its measured one (or why there is none)."""
     if not e:
         return "no calibration of this device"
+    charge = host_charge_note(e)
     return Html(value(e.get("step_time_s"), "s", source)
                 + esc(f" ({e.get('composition', '')}); measured "
                       f"{fmt(e.get('measured_step_time_s'), 's')} "
                       f"({e.get('measured_step_source', '')}), measured / {CALIBRATED} ")
-                + value(e.get("measured_over_expected"), "x"))
+                + value(e.get("measured_over_expected"), "x")
+                + (esc(f"; {charge}") if charge else ""))
 
 
 def inference_section(d: Doc) -> Html:
@@ -679,8 +682,10 @@ def headline(d: Doc) -> list[Html]:
         cards.append(kpi(ROOFLINE, roofline_entry(train.predictions).get("step_time_s"), "s",
                          "train step: what the hardware allows"))
         cal = calibrated_entry(train.predictions)
+        charge = host_charge_note(cal)
         cards.append(kpi(f"{CALIBRATED} time", cal.get("step_time_s"), "s",
-                         "train step: what this machine will take" if cal
+                         ("train step: what this machine will take"
+                          + (f" ({charge})" if charge else "")) if cal
                          else "no calibration of this device"))
         cards.append(kpi("throughput", train.tokens_per_s, "tokens/s", f"training, {src}"))
         cards.append(kpi("achieved", train.achieved_flops_per_s, "FLOP/s",
