@@ -85,6 +85,9 @@ def test_measured_ceilings_give_a_second_mfu(capsys) -> None:
     assert measured["mfu"] == pytest.approx(r.achieved_flops_per_s / 1e11)
     assert {p["source"] for p in doc["predictions"]} == {"nominal", "measured"}
     assert r.tokens_per_step == 2  # decode: one new token per sequence
+    # an inference step has no backward nor optimizer: its FLOPs are one count, and said so
+    assert doc["flops"]["per_step"] == doc["flops"]["model_per_step"]
+    assert "a forward step" in doc["flops"]["source"] and "optimizer" not in doc["flops"]["source"]
 
 
 def test_cpu_utilization_is_withheld_over_a_window_shorter_than_the_tick_accounting() -> None:

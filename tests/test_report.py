@@ -252,6 +252,26 @@ def test_reproduce_commands_parse(quick_report: tuple[Path, object]) -> None:
         parser.parse_args(argv[1:])  # argparse exits (SystemExit) on a bad flag
 
 
+def test_the_model_commands_reproduce_the_pages_predictions(
+        quick_report: tuple[Path, object], monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Pure Python, so run: each `gptperf model` command the page lists gives the roofline bound
+    and the calibrated time the page shows for that step."""
+    from gptperf.cli import main
+
+    out, _ = quick_report
+    doc = json.loads((out / "report.json").read_text())
+    model = doc["stages"]["model"]["data"]
+    monkeypatch.setenv("GPTPERF_CACHE_DIR", str(out.parent / "cache"))  # the report's calibration
+    commands = [c for c in doc["commands"] if c["what"].startswith("performance model: ")]
+    assert {c["what"].split(": ")[1] for c in commands} == set(model["expected"]) - {"decode_nocache"}
+    for c in commands:
+        kind = c["what"].split(": ")[1]
+        assert main(shlex.split(c["command"])[1:] + ["--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["totals"] == pytest.approx(model["predictions"][kind]["totals"]), kind
+        assert got["expected"]["step_time_s"] == pytest.approx(model["expected"][kind]["step_time_s"]), kind
+
+
 # --- fake stages: the framework without the cost ----------------------------------------------
 
 

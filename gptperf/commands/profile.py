@@ -166,8 +166,9 @@ def print_result(result: Any, top: int = 25) -> None:
         wide.print(t)
     console.print("columns: time = measured median per step, ± = half the min-max range, calls = "
                   f"{result.unit}s per step, AI = predicted FLOP/byte, FLOP/s and GB/s = predicted "
-                  "counts / measured time, %roof = roofline time / measured time, pred = roofline "
-                  "bound (what the hardware allows), m/p = measured / pred, "
+                  "counts / measured time, %roof = roofline time max(FLOPs/π, bytes/β), without launch "
+                  "latency, / measured time, pred = roofline bound (what the hardware allows: the "
+                  "roofline time plus each kernel's launch latency), m/p = measured / pred, "
                   + ("exp = calibrated expected device time of the op's kernels (what this "
                      "machine will take), m/e = measured / exp, " if result.expected else "")
                   + "occ% = achieved occupancy (GPU trace); "
@@ -175,7 +176,7 @@ def print_result(result: Any, top: int = 25) -> None:
                   + (f"; exp: {result.expected['label']}" if result.expected else ""))
     if result.comparison.phases:
         console.print("per phase: " + ", ".join(
-            f"{r.phase} {seconds(r.measured_s)} (roofline {seconds(r.predicted_s)}"
+            f"{r.phase} {seconds(r.measured_s)} (roofline bound {seconds(r.predicted_s)}"
             + (f", expected {seconds(r.expected_s)}" if not math.isnan(r.expected_s) else "") + ")"
             for r in result.comparison.phases))
     e = result.expected

@@ -451,8 +451,10 @@ def run_bench(
             result.model_flops_per_step = p.model_flops
             result.flops_source = ("gptperf perfmodel exact count for this workload "
                                    "(causal attention at the causal count; softmax, norms, "
-                                   "elementwise included); model FLOPs = forward + backward, "
-                                   "all FLOPs add the optimizer")
+                                   "elementwise included); "
+                                   + ("model FLOPs = forward + backward, all FLOPs add the "
+                                      "optimizer" if kind == "train" else
+                                      "a forward step: model FLOPs and all FLOPs are one count"))
             result.predicted_memory = p.memory.to_dict()
             result.mfu_conventions = {
                 name: {"flops_per_token": row["flops_per_token"],

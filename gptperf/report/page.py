@@ -365,7 +365,8 @@ def metrics_section(d: Doc) -> Html:
         ])
     body: list[Any] = [
         table([th("step"), th("shape"), th("time per batch", src), th("min – max (repeats)"),
-               th("throughput", src), th("achieved FLOP/s", src), th("MFU vs measured peak"),
+               th("throughput", src), th("achieved FLOP/s, model FLOPs", src),
+               th("MFU vs measured peak"),
                th(f"MFU vs {sheet}"), th("utilization", src), th("SM clock", src),
                th("peak memory", src),
                th(ROOFLINE, ROOFLINE_SOURCE), th(f"measured / {ROOFLINE}"),
@@ -453,7 +454,10 @@ def roofline_section(d: Doc) -> Html:
                   "blue memory-bound."),
         tag("p", "Ceilings: " + "; ".join(ceil + bw) + ".", class_="lead"),
         table(["step", th("arithmetic intensity", "model"),
-               th(f"FLOP/s at the {ROOFLINE}", ROOFLINE_SOURCE), th("achieved FLOP/s", src),
+               th(f"FLOP/s at the {ROOFLINE}", ROOFLINE_SOURCE),
+               # every FLOP of the step (a train step's optimizer too): the FLOPs its roofline
+               # point is placed by, where the metrics' achieved FLOP/s count the model's alone
+               th("achieved FLOP/s, all FLOPs", src),
                f"measured time / {ROOFLINE}", th(f"time: {CALIBRATED}", d.calibrated),
                f"measured / {CALIBRATED}"], rows, sortable=True,
               id_="roofline-table", numeric=[False, True, True, True, True, True, True]),
@@ -461,12 +465,14 @@ def roofline_section(d: Doc) -> Html:
     return section("roofline", "Roofline: predicted and measured", body,
                    lead="Each step at its arithmetic intensity (FLOPs / bytes moved, from the "
                         "performance model), at the FLOP/s the model predicts and the FLOP/s "
-                        "measured here.")
+                        "measured here. FLOPs here are all of a step's, the optimizer's "
+                        "included; the achieved FLOP/s and MFU above count the model's "
+                        "(forward and backward) alone.")
 
 
 _OP_HEADER = ("operation", "phase", "measured time", "share", "calls", "FLOPs", "bytes",
               "intensity", "achieved FLOP/s", ROOFLINE, f"measured / {ROOFLINE}", CALIBRATED,
-              f"measured / {CALIBRATED}", "% of roofline", "bound")
+              f"measured / {CALIBRATED}", "% of roofline (no launch latency)", "bound")
 _OP_NUMERIC = [False, False] + [True] * 12 + [False]
 
 

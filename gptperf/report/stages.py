@@ -351,15 +351,17 @@ def stage_model(ctx: Context, progress: StageProgress) -> ModelStage:
     predictions["decode_nocache"] = predict(
         s.config, Workload("decode_nocache", nocache.batch, nocache.seq, s.dtype), hardware,
         step_plan(s, "decode_nocache"))
-    for kind, w in s.workloads.items():
+    calibration = live_calibration(ctx.report)
+    for kind, w in s.workloads.items():  # the calibrated times too, where the page shows them
+        calibrated = f" --calibrated {_device_flags(s)}" if calibration is not None else ""
         ctx.command(f"performance model: {kind}",
                     f"gptperf model {model_flags(s)} --workload {kind} --batch {w.batch} "
-                    f"--seq {w.seq} --dtype {s.dtype} --hardware "
-                    f"{'measured' if hardware.source == 'measured' else hardware.name}")
+                    f"--seq {w.seq} --dtype {s.dtype} --plan {step_plan(s, kind).mode} --hardware "
+                    f"{'measured' if hardware.source == 'measured' else hardware.name}{calibrated}")
     stage = ModelStage(hardware, predictions, count_parameters(s.config),
                        count_parameters(s.config, include_embeddings=False),
                        matmul_parameters(s.config))
-    _add_expected(stage, live_calibration(ctx.report), s)
+    _add_expected(stage, calibration, s)
     return stage
 
 
