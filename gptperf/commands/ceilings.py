@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="measure again even when a cached measurement of this device exists")
     parser.add_argument("--plot", metavar="FILE",
-                        help="draw measured beside datasheet (or, on a CPU, nominal) ceilings (.png or .svg)")
+                        help="draw measured beside datasheet (or, on a CPU, nominal) ceilings (.png, .svg or .pdf)")
     parser.add_argument("--no-calibrate", action="store_true",
                         help="skip the calibration (`gptperf calibrate`) that follows the ceilings")
 

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--view", default="all", choices=VIEWS,
                    help="op: every op; component: summed over layers; layer: per block; "
                         "all (default): block 0's ops and the model-level ops, components, layers")
-    o.add_argument("--plot", default=None, metavar="FILE", help="write the roofline picture (.png or .svg)")
+    o.add_argument("--plot", default=None, metavar="FILE", help="write the roofline picture (.png, .svg or .pdf)")
 
 
 def _device_calibration(device_flag: str) -> tuple[Any, str, str]:
