@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 TRAIN_DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
 SCHEMA = "gptperf.train/1"
+SEED_MAX = 2**64 - 1  # torch's generators take 64 bits: every command's --seed is checked to it
 
 # Per-preset training defaults. `tiny` is nanoGPT's CPU character-level recipe; the GPT-2
 # sizes take GPT-3's learning rates for their widths and a batch that fits an 80 GB GPU.
@@ -100,6 +101,8 @@ class TrainConfig:
             _check_int(key, getattr(self, key), minimum=1)
         for key in ("warmup_iters", "eval_interval", "seed"):
             _check_int(key, getattr(self, key), minimum=0)
+        if self.seed > SEED_MAX:  # torch's generators take 64 bits
+            raise UserError(f"seed must be at most 2**64 - 1, got {self.seed}")
         if self.lr_decay_iters is not None:
             _check_int("lr_decay_iters", self.lr_decay_iters, minimum=1)
         _check_number("lr", self.lr, positive=True)
@@ -285,7 +288,7 @@ def estimate_loss(model: torch.nn.Module, corpus: Any, cfg: TrainConfig, device:
 
     from gptperf.runtime import autocast
 
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    gen = torch.Generator().manual_seed((cfg.seed + 1) % (SEED_MAX + 1))  # a seed of its own
     was_training = model.training
     model.eval()
     total = 0.0
@@ -314,6 +317,16 @@ def _finite_parameters(model: torch.nn.Module) -> bool:
     import torch
 
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _kept(ckpt_path: Path | None, ours: bool) -> str:
+    """What a run stopped on a non-finite loss leaves: this run's last checkpoint (`ours`: it
+    saved or resumed one), an earlier run's that --force would have replaced, or none."""
+    if ckpt_path is None or not ckpt_path.exists():
+        return "no checkpoint was written"
+    if ours:
+        return f"the last good checkpoint {str(ckpt_path)!r} is left as it was"
+    return f"the earlier run's checkpoint {str(ckpt_path)!r} is left as it was (this run saved none)"
 
 
 def _check_out_dir(cfg: TrainConfig, force: bool) -> None:
@@ -383,6 +396,10 @@ def train(
     if cfg.dtype == "fp16" and device.type != "cuda":
         raise UserError("dtype 'fp16' needs a CUDA GPU (GradScaler autocast); on CPU use bf16 or fp32")
     set_matmul_precision(cfg.dtype)
+    # Before the data is read (a large file takes a while): a checkpoint folder that cannot be
+    # written or holds an earlier run's checkpoint (rank 0 alone writes one, so it alone checks).
+    if dist_ctx.is_main:
+        _check_out_dir(cfg, force)
     corpus = load_corpus(cfg.data, cfg.val_fraction, cfg.vocab_size)
     for text in corpus.notes:
         note(text)
@@ -407,11 +424,8 @@ def train(
         raise UserError(f"data {corpus.name!r} has vocabulary {corpus.vocab_size}, more than the "
                         f"model's vocab_size {model_config.vocab_size}")
     model_config.check_sequence(cfg.seq)
-    # Before anything is allocated or trained: a checkpoint folder that cannot be written or
-    # holds an earlier run's checkpoint (rank 0 alone writes one, so it alone checks), and a
-    # batch whose predicted peak will not fit in free memory (ranks on one CPU share its RAM).
-    if dist_ctx.is_main:
-        _check_out_dir(cfg, force)
+    # Before anything is allocated or trained: a batch whose predicted peak will not fit in free
+    # memory (ranks on one CPU share its RAM).
     sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
     compile = device.type == "cuda" if cfg.compile is None else cfg.compile
     plan = ExecutionPlan.default("train", device.type, compile=compile,
@@ -460,8 +474,8 @@ def train(
         if ckpt_path is None or not dist_ctx.is_main:
             return None
         if not _finite_parameters(model):
-            raise UserError(f"parameters became NaN/inf after step {step}; the last good "
-                            f"checkpoint {str(ckpt_path)!r} is left as it was; try a lower --lr")
+            raise UserError(f"parameters became NaN/inf after step {step}; "
+                            f"{_kept(ckpt_path, checkpoint is not None)}; try a lower --lr")
         save_checkpoint(
             ckpt_path,
             model_config=model_config.to_dict(),
@@ -491,10 +505,9 @@ def train(
         t0 = time.perf_counter()
         step_loss = train_step.run()  # a non-finite loss leaves the weights as they were
         if not math.isfinite(step_loss):
-            kept = (f"the last good checkpoint {str(ckpt_path)!r} is left as it was"
-                    if ckpt_path is not None and ckpt_path.exists() else "no checkpoint was written")
             raise UserError(f"training loss is {step_loss} at step {step} (lr {lr:.3g}); "
-                            f"stopped, {kept}; try a lower --lr or --dtype fp32/bf16")
+                            f"stopped, {_kept(ckpt_path, checkpoint is not None)}; try a lower "
+                            "--lr or --dtype fp32/bf16")
         synchronize(device)
         dt = time.perf_counter() - t0
         step_times.append(dt)

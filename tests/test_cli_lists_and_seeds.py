@@ -8,7 +8,8 @@ import argparse
 import pytest
 
 from gptperf.cli import main
-from gptperf.commands.common import SEED_MAX, int_list, seed_number
+from gptperf.commands.common import int_list, seed_number
+from gptperf.train import SEED_MAX
 
 
 @pytest.mark.parametrize("command", [["train"], ["generate"], ["bench", "train"], ["scale"],
@@ -43,3 +44,12 @@ def test_list_flags_refuse_an_empty_item(argv, capsys):
         main(argv)
     assert exc.value.code == 2
     assert argv[-1] in capsys.readouterr().err
+
+
+def test_training_at_the_largest_seed_runs_its_evaluation(tmp_path, monkeypatch, capsys):
+    # the evaluation draws from a seed of its own, derived from --seed: it must stay in range
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--preset", "tiny", "--n-layer", "1", "--n-embd", "32", "--n-head", "2",
+                 "--batch", "2", "--seq", "16", "--max-iters", "1", "--eval-interval", "1",
+                 "--eval-iters", "1", "--seed", str(SEED_MAX), "--no-checkpoint", "--json"]) == 0
+    assert "val_losses" in capsys.readouterr().out

@@ -347,6 +347,12 @@ def test_compiled_training_charges_the_recorded_fused_kernels_scaled_by_bytes():
     # the rest doubles
     assert big.by_key()[("h.0.mlp.act", "fwd")].device_s == pytest.approx(T0 + (5e-5 - T0) * 2)
     assert isinstance(Expected.from_dict(big.to_dict()), Expected)
+    # the host's speed it was charged at survives the round trip: a probed prediction stays one
+    probed = expected(cfg, Workload("train", 8, 128, "bf16"), plan, cal, host_speed=1.5,
+                      phase_speeds={"bwd": 2.0})
+    back = Expected.from_dict(probed.to_dict())
+    assert (back.host_speed, back.phase_speeds) == (1.5, {"bwd": 2.0})
+    assert not back.charged_as_calibrated and Expected.from_dict(big.to_dict()).charged_as_calibrated
 
 
 

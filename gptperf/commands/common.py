@@ -9,6 +9,7 @@ from typing import Any
 # GPTConfig fields with a flag of the same name (--n-layer, ...) that overrides the preset's value
 MODEL_FIELDS: tuple[str, ...] = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "attention")
 
+
 # More blocks than any GPT has; the performance model's per-block tables would take minutes.
 MAX_LAYERS = 4096
 
@@ -24,18 +25,16 @@ def _layers(text: str) -> int:
     return n
 
 
-# torch.manual_seed takes any 64-bit pattern; gptperf's seeds are the unsigned ones, in every command
-SEED_MAX = 2**64 - 1
-
-
 def seed_number(text: str) -> int:
-    """--seed: an integer from 0 to SEED_MAX (argparse turns the error into one line, exit 2)."""
+    """--seed: an integer from 0 to `train.SEED_MAX` (argparse makes the error one line, exit 2)."""
+    from gptperf.train import SEED_MAX
+
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        n = -1
     if not 0 <= n <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"{n}: a seed is an integer from 0 to 2**64 - 1")
+        raise argparse.ArgumentTypeError(f"{text!r}: a seed is an integer from 0 to 2**64 - 1")
     return n
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
 from gptperf.commands.common import (
@@ -107,10 +106,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if args.out is not None:
             raise UserError(f"--out {args.out!r} with --no-checkpoint: nothing would be written "
                             "there; drop one of them")
-    cfg = TrainConfig.for_preset(args.preset, model=model, **overrides)
-    if args.no_checkpoint:  # None is "not given" to for_preset: set it on the config itself
-        cfg = dataclasses.replace(cfg, out_dir=None)
-    return cfg
+        overrides["out_dir"] = None  # for_preset reads out_dir=None as no checkpoint
+    return TrainConfig.for_preset(args.preset, model=model, **overrides)
 
 
 def run(args: argparse.Namespace) -> int | None:

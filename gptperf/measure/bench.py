@@ -236,25 +236,31 @@ def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any,
 
 def host_charge(e: Any, calibration: Any) -> dict[str, Any]:
     """How the calibrated expected time `e` charged the host: the host's speed probed as the step
-    ran (None: as calibrated) and per phase, and the step's time with the host costs as
+    ran (None: as calibrated), per phase where probed so, each phase's speed as charged
+    (`host_charged`, empty when as calibrated), and the step's time with the host costs as
     calibrated, which is what `gptperf model --calibrated` gives for the same step (a prediction
     beside a measurement is made for the host that ran it; this says how far that moved it)."""
     from gptperf.perfmodel.expected import expected
 
-    plain = e if e.charged_as_calibrated else expected(e.config, e.workload, e.plan, calibration)
+    if e.charged_as_calibrated or e.plan.cuda_graph:  # a graph replays with no host in the loop
+        charged: dict[str, float] = {}
+        plain = e.step_time_s
+    else:
+        charged = {o.phase: e.phase_speeds.get(o.phase, e.host_speed or 1.0) for o in e.ops}
+        plain = expected(e.config, e.workload, e.plan, calibration).step_time_s
     return {"host_speed": e.host_speed, "phase_speeds": dict(e.phase_speeds),
-            "step_time_s_as_calibrated": plain.step_time_s}
+            "host_charged": charged, "step_time_s_as_calibrated": plain}
 
 
 def host_charge_note(entry: dict[str, Any]) -> str | None:
     """A calibrated entry's host charge in words (`host_charge`'s fields), or None when its host
     costs are the calibration's own."""
-    speed, phases = entry.get("host_speed"), entry.get("phase_speeds") or {}
-    plain = entry.get("step_time_s_as_calibrated")
-    if (speed is None and not phases) or plain is None:
+    charged, plain = entry.get("host_charged") or {}, entry.get("step_time_s_as_calibrated")
+    if not charged or plain is None:
         return None
-    how = (", ".join(f"{p} ×{v:.2f}" for p, v in phases.items()) if phases
-           else f"×{speed:.2f}")
+    speeds = set(charged.values())
+    how = (f"×{speeds.pop():.2f}" if len(speeds) == 1
+           else ", ".join(f"{p} ×{v:.2f}" for p, v in charged.items()))
     return (f"host costs {how}: the host's speed probed as the step ran; with them as "
             f"calibrated {plain * 1e3:.4g} ms (`gptperf model --calibrated`)")
 

@@ -252,7 +252,7 @@ class UtilizationSampler:
                          "(--repeats)")
                 self._note = f"{self._note}; {extra}" if self._note else extra
             else:
-                mean = 100.0 * busy / window / cores
+                mean = min(100.0 * busy / window / cores, 100.0)  # above: a tick's jump
                 peak = max(peak or 0.0, mean)
         meaning = NVML_MEANING if self.device_type == "cuda" else CPU_MEANING
         if self.device_type == "cuda" and window < 1.0 and samples:

@@ -155,7 +155,8 @@ class Expected:
         return cls(GPTConfig.from_dict(d["config"]), Workload.from_dict(d["workload"]),
                    ExecutionPlan.from_dict(d["plan"]), float(d["step_time_s"]),
                    [ExpectedOp.from_dict(o) for o in d["ops"]], d["label"], d["composition"],
-                   list(d["notes"]), d.get("source", SOURCE))
+                   list(d["notes"]), d.get("source", SOURCE), host_speed=d.get("host_speed"),
+                   phase_speeds=dict(d.get("phase_speeds") or {}))
 
 
 # ------------------------------------------------------------------------------------------------

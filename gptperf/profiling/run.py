@@ -109,7 +109,7 @@ class ProfileResult:
 
     workload: dict[str, Any]
     device: str
-    hardware: str  # e.g. 'measured: nvidia-h100-80gb-hbm3' or 'datasheet: cpu'
+    hardware: str  # e.g. 'measured: nvidia-h100-80gb-hbm3' or 'nominal: cpu'
     unit: str  # 'kernel' or 'operator'
     coverage: float
     exact_coverage: float

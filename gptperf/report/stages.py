@@ -244,8 +244,9 @@ def stage_train(ctx: Context, progress: StageProgress) -> TrainStage:
                    f"--warmup-iters {cfg.warmup_iters} --eval-interval {cfg.eval_interval} "
                    f"--eval-iters {cfg.eval_iters} --dtype {cfg.dtype} --seed {cfg.seed} "
                    f"{'--compile ' if cfg.compile else ''}{_device_flags(s)}")
-    ctx.command("training run and loss curve",
-                f"gptperf train {train_flags} --out {shlex.quote(str(ctx.out / 'checkpoint'))} --force")
+    where = (f"--out {shlex.quote(str(ctx.out / 'checkpoint'))} --force" if out_dir is not None
+             else "--no-checkpoint")  # the report keeps a checkpoint of a small model only
+    ctx.command("training run and loss curve", f"gptperf train {train_flags} {where}")
     return TrainStage(result, step_s, s.train_seconds)
 
 
