@@ -573,7 +573,7 @@ def _study_by_hand(mode: str = "weak"):
     points = [ScalePoint(1, b(1), 32, measured(1, 0.01), predicted(1, "one"), 0.01, mode, 0.005),
               ScalePoint(2, b(2), 32, measured(2, 0.013), predicted(2, "two"), 0.01, mode, 0.005,
                          predicted(2, "from one"))]
-    threads = [ThreadPoint(1, 4, 32, 0.01, 0.01, mode), ThreadPoint(2, 8, 32, 0.013, 0.01, mode)]
+    threads = [ThreadPoint(1, 4, 32, 0.01, 0.01, mode, 2), ThreadPoint(2, 8, 32, 0.013, 0.01, mode, 2)]
     space = [SpaceCell(1, 4, 0.01, 12800.0), SpaceCell(2, 4, 0.013, 19692.3)]
     sweep = CollectiveSweep("gloo", 2, "cpu", "fp32", [CollectivePoint(4096, 1e-4, 4.1e7, 4.1e7)],
                             link, 10)

@@ -182,6 +182,56 @@ def test_hung_rank_is_stopped_at_the_time_limit(faulty_launches: dict[str, Launc
     assert run.seconds < 30
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the ranks left through Linux's /proc")
+def test_a_terminated_launch_takes_its_ranks_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+    import sys
+    import threading
+
+    marker = f"gptperf-test-rank-{os.getpid()}"  # in the command lines of the stand-in ranks
+    rank = f"import time; time.sleep(60)  # {marker}"
+    # torchrun's stand-in: a rank in a session of its own, as torchrun starts them, then a wait
+    runner = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {rank!r}], "
+              f"start_new_session=True); time.sleep(60)  # {marker}")
+    monkeypatch.setattr(Launch, "command", lambda self, port=None: [sys.executable, "-c", runner])
+
+    def alive() -> list[str]:
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if marker in cmdline.read_bytes().decode(errors="replace"):
+                    found.append(cmdline.parent.name)
+            except OSError:
+                continue
+        return found
+
+    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM)).start()  # a scheduler's kill
+    with pytest.raises(SystemExit) as exc:
+        launch(Launch(1, [], tmp_path, timeout_s=30))
+    assert exc.value.code == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alive() == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was put back
+
+
+@pytest.mark.parametrize("mode, ideal_s", [("strong", [0.1, 0.05, 0.05]), ("weak", [0.1, 0.1, 0.2])])
+def test_the_threads_ideal_counts_only_the_threads_that_can_run_at_once(mode: str,
+                                                                        ideal_s: list[float]) -> None:
+    from gptperf.scaling.study import ThreadPoint
+
+    # one thread takes 0.1 s; on 2 cores, 4 threads run 2 at a time
+    points = [ThreadPoint(t, 4, 32, 0.1, 0.1, mode, cores=2) for t in (1, 2, 4)]
+    assert [p.predicted_step_s for p in points] == pytest.approx(ideal_s)
+    assert [p.to_dict()["predicted"]["speedup"] for p in points] == [1.0, 2.0, 2.0]
+    assert points[2].to_dict()["predicted"]["efficiency"] == pytest.approx(0.5)
+    # read back from a document of before the cores were kept: as many cores as threads
+    old = {k: v for k, v in points[2].to_dict().items() if k != "cores"}
+    assert ThreadPoint.from_dict(old, 32, mode).parallel == 4
+
+
 def test_spec_and_flags_reject_bad_input() -> None:
     from gptperf.cli import main
 
@@ -197,6 +247,14 @@ def test_spec_and_flags_reject_bad_input() -> None:
         ScaleSpec(config, batch=12, what_if=((2, 8),))
     assert ScaleSpec(config, procs=(1, 2, 4), batch=8).grid_batches == (2, 4, 8)
     assert ScaleSpec(config, mode="weak", procs=(1, 2), batch=8).grid_batches == (4, 8)
+    with pytest.raises(UserError, match="--warmup 0: scaling needs at least 1 untimed step"):
+        ScaleSpec(config, warmup=0)
+    with pytest.raises(UserError, match="names a machine twice"):
+        ScaleSpec(config, batch=16, what_if=((1, 8), (1, 8)))
+    with pytest.raises(UserError, match="more than the 65536"):
+        ScaleSpec(config, mode="weak", what_if=((1_000_000, 8),))
+    with pytest.raises(UserError, match="name a GPU entry"):
+        ScaleSpec(config, batch=16, what_if=((1, 8),), what_if_hardware="cpu")
     for timeout in (0, -1.0, float("nan")):
         with pytest.raises(UserError, match="--timeout"):
             ScaleSpec(config, timeout_s=timeout)
@@ -204,6 +262,7 @@ def test_spec_and_flags_reject_bad_input() -> None:
         with pytest.raises(SystemExit) as exit_:
             main(["scale", *bad])
         assert exit_.value.code == 2
+    assert main(["scale", "--what-if-hardware", "h200"]) == 2  # no --what-if: nothing to predict
 
 
 @pytest.mark.parametrize("wrote_log", [False, True])

@@ -64,8 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="machine for the roofline bound and the order of backward: a registry name, "
                         "'measured' or a TOML file (default: measured ceilings if any, else the datasheet)")
     p.add_argument("--what-if", type=_what_if, default=(), metavar="NxG[,...]",
-                   help="also predict N nodes × G GPUs from datasheets, e.g. 1x8,2x8,4x8")
-    p.add_argument("--what-if-hardware", default="h100-sxm", help="GPU of the what-if (default: h100-sxm)")
+                   help="also predict N nodes × G GPUs from datasheets, e.g. 1x8,2x8,4x8 (strong "
+                        "scaling splits --batch over them: e.g. --batch 32)")
+    p.add_argument("--what-if-hardware", default=None, help="GPU of the what-if (default: h100-sxm)")
     p.add_argument("--intra", default="nvlink4", choices=list(INTERCONNECTS),
                    help="link inside a what-if node (default: nvlink4)")
     p.add_argument("--inter", default="ib-ndr", choices=list(INTERCONNECTS),
@@ -74,8 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
-    from gptperf.scaling.study import ScaleSpec
+    from gptperf.errors import UserError
+    from gptperf.scaling.study import WHAT_IF_HARDWARE, ScaleSpec
 
+    if args.what_if_hardware is not None and not args.what_if:
+        raise UserError(f"--what-if-hardware {args.what_if_hardware!r} without --what-if: nothing "
+                        "to predict on it; add --what-if NxG")
     config = config_from_args(args)
     seq = args.seq if args.seq is not None else (min(64, config.block_size) if args.preset == "tiny"
                                                   else config.block_size)
@@ -83,8 +88,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
                      seq=seq, dtype=args.dtype, compile=bool(args.compile), device=args.device,
                      warmup=args.warmup, steps=args.steps, seed=args.seed,
                      space_batches=args.space_batches, hardware=args.hardware, what_if=args.what_if,
-                     what_if_hardware=args.what_if_hardware, intra=args.intra, inter=args.inter,
-                     timeout_s=args.timeout)
+                     what_if_hardware=args.what_if_hardware or WHAT_IF_HARDWARE, intra=args.intra,
+                     inter=args.inter, timeout_s=args.timeout)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,6 +176,9 @@ def print_study(study: Any, plots: list[str]) -> None:
                   f"{si(p.busbw, 'B/s')} | {si(pr.busbw, 'B/s')}", seconds(m.skew_s))
     if len(study.points) > 1:
         console.print(t)
+        console.print("[dim]in flight: from a rank's bucket ready to reduced, waiting for the "
+                      "other ranks (skew) included; busbw over that time (the link's own: the "
+                      "all-reduce sweep below); predicted: the transfer alone[/dim]")
     for p, sweep in sorted(study.collectives.items()):
         if sweep.fit is not None:
             f = sweep.fit
@@ -197,6 +205,7 @@ def print_study(study: Any, plots: list[str]) -> None:
             t.add_row(str(tp.threads), str(tp.batch), seconds(tp.step_s), seconds(tp.predicted_step_s),
                       si(tp.tokens_per_s), f"{tp.speedup:.2f}", f"{tp.efficiency:.0%}")
         console.print(t)
+        console.print(f"[dim]{study.thread_points[0].to_dict()['predicted']['label']}[/dim]")
     if study.what_if:
         t = Table(title=f"What-if on {spec.what_if_hardware}: a PREDICTION from datasheets, not measured")
         for col in ("nodes×GPUs", "batch/GPU", "time/step", "compute", "all-reduce", "exposed",

@@ -19,8 +19,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,11 @@ def launch(spec: Launch) -> LaunchResult:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # its own group: a time-out stops every rank
         try:
-            code = proc.wait(timeout=spec.timeout_s)
+            with _signals_raise():
+                code = proc.wait(timeout=spec.timeout_s)
+        except _Signalled as sig:  # killed (a scheduler, `timeout`, `kill`): the ranks go too
+            _stop_group(proc)
+            raise SystemExit(128 + sig.signum) from None
         except subprocess.TimeoutExpired:
             _stop_group(proc)
             raise LaunchError(f"{spec.nproc}-process run did not finish within {spec.timeout_s:g} s; "
@@ -148,6 +153,34 @@ def launch(spec: Launch) -> LaunchResult:
     if not result_path.is_file():
         raise LaunchError(f"torchrun finished but wrote no {result_path.name} (log: {log})")
     return LaunchResult(json.loads(result_path.read_text()), wall, log, cmd)
+
+
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP arrived while a launch ran (see `_signals_raise`)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise `_Signalled` inside the block, so that the launch stops
+    torchrun's group: started in a session of its own, it would outlive a plain kill of this
+    process and its ranks would run on. Only the main thread can take signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _Signalled(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _descendants(pid: int) -> list[int]:

@@ -59,9 +59,16 @@ NO_OVERLAP = ("none of it hidden: gloo's all-reduce runs on the CPU, and every c
               "(processes × threads ≥ cores)")
 FROM_ONE = ("the same all-reduce on the compute of 1 process alone (this sweep's p = 1 run at the "
             "same per-process batch)")
-IDEAL_THREADS = "ideal: the 1-thread step divided by the threads (no model of intra-op overheads)"
+IDEAL_THREADS = {
+    "strong": "ideal: the 1-thread step divided by the threads that can run at once, "
+              "min(threads, cores) (no model of intra-op overheads)",
+    "weak": "ideal: the 1-thread step, each thread's share of the batch as large as the one "
+            "thread's (times threads / cores past the cores; no model of intra-op overheads)"}
 
 Progress = Callable[[str], None]
+WHAT_IF_HARDWARE = "h100-sxm"  # the GPU of a what-if unless named
+# Past this a what-if's one flat ring all-reduce says little (real clusters reduce hierarchically)
+MAX_WHAT_IF_GPUS = 65536
 
 
 def _positive_ints(values: Sequence[int], what: str) -> tuple[int, ...]:
@@ -95,7 +102,7 @@ class ScaleSpec:
     space_batches: tuple[int, ...] | None = None
     hardware: str | None = None
     what_if: tuple[tuple[int, int], ...] = ()
-    what_if_hardware: str = "h100-sxm"
+    what_if_hardware: str = WHAT_IF_HARDWARE
     intra: str = "nvlink4"
     inter: str = "ib-ndr"
     timeout_s: float = 600.0
@@ -121,8 +128,10 @@ class ScaleSpec:
                 or not math.isfinite(self.timeout_s) or self.timeout_s <= 0:
             raise UserError(f"--timeout {self.timeout_s!r}: give the seconds one launch may take, a "
                             "number > 0 (default 600)")
-        if self.compile and self.warmup < 1:
-            raise UserError("--compile needs --warmup >= 1: the first step compiles")
+        if self.warmup < 1:  # DDP's first step is its own: buckets in parameter order, rebuilt after
+            raise UserError(f"--warmup {self.warmup}: scaling needs at least 1 untimed step; DDP's "
+                            "first step reduces in buckets of its own, rebuilt after it"
+                            + (" (and --compile compiles in it)" if self.compile else ""))
         if self.mode == "strong":
             bad = [p for p in procs if self.batch % p]
             if bad:
@@ -130,10 +139,19 @@ class ScaleSpec:
                                 f"it does not divide by {', '.join(map(str, bad))}: pick a batch divisible "
                                 f"by every --procs value")
         self.config.check_sequence(self.seq)
+        if len(set(self.what_if)) != len(self.what_if):
+            raise UserError(f"--what-if names a machine twice: "
+                            f"{','.join(f'{n}x{g}' for n, g in self.what_if)}")
         for nodes, gpus in self.what_if:
+            if nodes * gpus > MAX_WHAT_IF_GPUS:
+                raise UserError(f"--what-if {nodes}x{gpus}: {nodes * gpus} GPUs, more than the "
+                                f"{MAX_WHAT_IF_GPUS} the α–β model of one flat all-reduce is meant for")
             if self.mode == "strong" and self.batch % (nodes * gpus):
                 raise UserError(f"--what-if {nodes}x{gpus}: the global batch {self.batch} does not divide "
                                 f"over {nodes * gpus} GPUs")
+        if self.what_if and self.what_if_hardware == "cpu":
+            raise UserError("--what-if-hardware 'cpu': the what-if predicts GPUs over NVLink and "
+                            "InfiniBand; name a GPU entry, e.g. h100-sxm")
 
     def per_process_batch(self, procs: int) -> int:
         return self.batch // procs if self.mode == "strong" else self.batch
@@ -328,8 +346,10 @@ class ScalePoint:
 
     @property
     def busbw(self) -> float:
-        """Achieved bus bandwidth of the gradients' all-reduces (bytes/s): gradient bytes over
-        the time an all-reduce was in flight, times 2(p−1)/p."""
+        """Effective bus bandwidth of the gradients' all-reduces (bytes/s): gradient bytes over
+        the time an all-reduce was in flight, times 2(p−1)/p. In flight runs from this rank's
+        bucket ready to reduced, so waiting for a later rank is in it: below the link's (the
+        all-reduce sweep's) when the ranks are skewed."""
         m = self.measured
         if self.procs == 1 or m.comm_total_s <= 0:
             return 0.0
@@ -388,7 +408,8 @@ class ScalePoint:
 
 @dataclass(frozen=True)
 class ThreadPoint:
-    """One process with `threads` intra-op threads; predicted: the ideal T(1 thread)/threads."""
+    """One process with `threads` intra-op threads on `cores` cores; predicted: the ideal, each
+    core that a thread can run on as fast as the one thread alone (`IDEAL_THREADS`)."""
 
     threads: int
     batch: int
@@ -396,6 +417,12 @@ class ThreadPoint:
     step_s: float
     baseline_step_s: float
     mode: str
+    cores: int
+
+    @property
+    def parallel(self) -> int:
+        """Threads that can run at once."""
+        return min(self.threads, self.cores)
 
     @property
     def tokens_per_s(self) -> float:
@@ -411,19 +438,28 @@ class ThreadPoint:
 
     @property
     def predicted_step_s(self) -> float:
-        return self.baseline_step_s / self.threads if self.mode == "strong" else self.baseline_step_s
+        work = 1 if self.mode == "strong" else self.threads  # weak: each thread brings its batch
+        return self.baseline_step_s * work / self.parallel
+
+    @property
+    def predicted_speedup(self) -> float:
+        return float(self.parallel)
 
     def to_dict(self) -> dict[str, Any]:
         return {"threads": self.threads, "batch": self.batch, "step_s": self.step_s,
                 "baseline_step_s": self.baseline_step_s,
                 "tokens_per_s": self.tokens_per_s, "tokens_per_s_per_thread": self.tokens_per_s / self.threads,
                 "speedup": self.speedup, "efficiency": self.efficiency,
-                "predicted": {"step_s": self.predicted_step_s, "speedup": float(self.threads),
-                              "efficiency": 1.0, "label": IDEAL_THREADS}}
+                "cores": self.cores,
+                "predicted": {"step_s": self.predicted_step_s, "speedup": self.predicted_speedup,
+                              "efficiency": self.predicted_speedup / self.threads,
+                              "label": IDEAL_THREADS[self.mode]}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], seq: int, mode: str) -> ThreadPoint:
-        return cls(d["threads"], d["batch"], seq, d["step_s"], d["baseline_step_s"], mode)
+        # documents from before the cores were kept: as many cores as threads, as they assumed
+        return cls(d["threads"], d["batch"], seq, d["step_s"], d["baseline_step_s"], mode,
+                   d.get("cores", d["threads"]))
 
 
 @dataclass(frozen=True)
@@ -501,7 +537,9 @@ class ScalingStudy:
                 "efficiency": "speedup/p; for weak scaling T(1)/T(p)",
                 "comm_total_s": "time with a gradient all-reduce in flight (bucket ready to reduced)",
                 "comm_exposed_s": "all-reduce time after the last gradient was ready (not hidden by backward)",
-                "busbw": "gradient bytes / comm_total_s · 2(p-1)/p (nccl-tests' bus bandwidth)",
+                "busbw": "gradient bytes / comm_total_s · 2(p-1)/p: nccl-tests' bus-bandwidth "
+                         "formula over the time in flight, which counts waiting for the other "
+                         "ranks' buckets (skew) too; the all-reduce sweep's busbw is the link's",
                 "skew_s": "spread over ranks of when their last gradient was ready",
                 "error": "measured / predicted − 1",
             },
@@ -584,6 +622,9 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if dev_type == "cpu" and max(spec.procs) > cores:
         notes.append(f"{max(spec.procs)} processes on {cores} CPU cores: oversubscribed")
+    if dev_type == "cpu" and spec.threads and max(spec.threads) > cores:
+        notes.append(f"{max(spec.threads)} threads in one process on {cores} CPU cores: "
+                     f"oversubscribed; the ideal counts {cores} at once")
     plan = ExecutionPlan.default("train", dev_type, compile=spec.compile,
                                  attention=spec.config.attention, ddp=True)  # as the workers run
 
@@ -616,8 +657,11 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
                     solo_runs[(p, b)] = measured_from_ranks(doc["ranks"], i, "solo_steps")
             if doc.get("collectives"):
                 collectives[p] = CollectiveSweep.from_dict(doc["collectives"])
-    except BaseException:
-        if tmp is not None and not any(Path(tmp).rglob(LOG)):  # no log for the error to name
+    except BaseException as err:
+        # kept only for a failed launch's error to name its log; nothing names it after an
+        # interrupt or a signal, so it goes then too
+        named = isinstance(err, Exception) and any(Path(tmp or ".").rglob(LOG))
+        if tmp is not None and not named:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
 
@@ -657,7 +701,8 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
         base_t = measured[(1, 1, spec.thread_batch(1))].step_s
         for t in spec.threads:
             mt = measured[(1, t, spec.thread_batch(t))]
-            thread_points.append(ThreadPoint(t, spec.thread_batch(t), spec.seq, mt.step_s, base_t, spec.mode))
+            thread_points.append(ThreadPoint(t, spec.thread_batch(t), spec.seq, mt.step_s, base_t,
+                                             spec.mode, cores))
 
     space = [SpaceCell(p, b, m.step_s, p * b * spec.seq / m.step_s)
              for (p, t, b), m in sorted(measured.items()) if t == 1]
