@@ -798,3 +798,19 @@ def test_gptperf_calibrate_shows_the_bias_ratio(capsys: pytest.CaptureFixture[st
     words = " ".join(w for w in capsys.readouterr().out.split() if w != "│")  # cells wrap
     assert "with a bias ×1.500 (median of 26 probes, 1.20–1.90)" in words
     assert words.count("with a bias") == 1  # bf16 has none
+
+
+@pytest.mark.parametrize("dtype, kernels", [("fp32", 2), ("bf16", 4)])
+def test_backward_adds_the_residual_streams_two_gradients(dtype: str, kernels: int) -> None:
+    """x feeds both the block and the skip: autograd adds the two gradients that reach it, twice a
+    layer (under autocast beside the two casts of the gradient into the branch)."""
+    cfg = preset("gpt2", n_layer=2)
+    calls = {(comp, phase, layer): c for comp, phase, layer, c in
+             step_ops(cfg, Workload("train", 2, 64, dtype), ExecutionPlan.eager("sdpa"))}
+    residual = calls[(names.RESIDUAL, names.BACKWARD, 0)]
+    assert sum(c.count for c in residual) == kernels
+    adds = [c for c in residual if c.key.startswith("add")]
+    assert [(a.key, a.count) for a in adds] == [("add:fp32", 2)]  # the stream's gradients: fp32
+    assert adds[0].point == (3 * 2 * 64 * cfg.n_embd * 4,)  # read two, write one
+    e = expected(cfg, Workload("train", 2, 64, dtype), ExecutionPlan.eager("sdpa"), flat_calibration())
+    assert e.by_key()[("h.0.residual", "bwd")].device_s > 0

@@ -193,8 +193,10 @@ def _layer_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     s = c.s
     N, C = s.N, s.C
     a, st = dtype_bytes(c.act), dtype_bytes(c.store)
-    # an add passes its gradient through; under autocast it is cast to the bf16 branch's dtype
+    # an add passes its gradient through; under autocast it is cast to the bf16 branch's dtype;
+    # the stream's gradient and the branch's meet at x (used twice): autograd adds them, twice a layer
     residual = [cast_call(N * C, c.store, c.act), cast_call(N * C, c.store, c.act)] if c.mixed else []
+    residual += [vector_call("add", c.store, 3 * N * C * st, count=2)]
     ops: dict[str, list[KernelCall]] = {
         names.RESIDUAL: residual,
         names.MLP_PROJ: _linear_bwd(c, N, 4 * C, C),
