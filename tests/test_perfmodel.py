@@ -222,6 +222,19 @@ def test_conventions_gpt2() -> None:
         p.model_flops_per_token("palm")
 
 
+def test_conventions_of_a_forward_step_count_and_say_k_2() -> None:
+    cfg = preset("gpt2")
+    p = predict(cfg, Workload("decode", 1, 1024, "bf16"), get_hardware("h100-sxm"))
+    L, H, Q, C, T = 12, 12, 64, 768, 1024
+    n = count_parameters(cfg) - 1024 * C
+    table = p.to_dict()["flops_per_token"]
+    assert table["nanogpt"]["flops_per_token"] == 2 * n + 4 * L * H * Q * T
+    assert table["nanogpt"]["formula"].startswith("2N + 4·L·H·Q·T")
+    assert all("forward only" in row["formula"] for k, row in table.items() if k != "gptperf-full")
+    train = predict(cfg, Workload("train", 1, 1024, "bf16"), get_hardware("h100-sxm"))
+    assert train.to_dict()["flops_per_token"]["nanogpt"]["formula"] == CONVENTIONS["nanogpt"]
+
+
 def test_to_dict_schema() -> None:
     d = predict(ONE, Workload("train", 2, 4, "bf16"), get_hardware("h100-sxm")).to_dict()
     assert {"schema", "config", "workload", "hardware", "parameters", "totals", "flops_per_token",

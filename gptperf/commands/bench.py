@@ -127,7 +127,8 @@ def print_result(r: Any) -> None:
         console.print(f"Achieved (measured time, perfmodel FLOPs): "
                       f"{si(r.achieved_flops_per_s, 'FLOP/s')} of model FLOPs "
                       f"({si(r.model_flops_per_step, 'FLOP')} per step, gptperf exact count, "
-                      f"fwd+bwd; {si(r.flops_per_step, 'FLOP')} with the optimizer)")
+                      + (f"fwd+bwd; {si(r.flops_per_step, 'FLOP')} with the optimizer)"
+                         if r.kind == "train" else "a forward step)"))
         nano = r.mfu_conventions.get("nanogpt")
         if nano:
             console.print(f"  under nanoGPT's 6N + 12·L·H·Q·T convention: "

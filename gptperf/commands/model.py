@@ -184,6 +184,7 @@ def _print(pred: Any, view: str, exp: Any = None) -> None:
 
     from gptperf.output import binary_bytes, seconds, si
     from gptperf.perfmodel import CONVENTIONS, count_parameters
+    from gptperf.perfmodel.conventions import convention_formula
 
     hw, w, cfg = pred.hardware, pred.workload, pred.config
     src = hw.label
@@ -255,7 +256,8 @@ def _print(pred: Any, view: str, exp: Any = None) -> None:
     ]
     for name in CONVENTIONS:
         rows.append([f"model FLOPs/token, {name}", si(pred.model_flops_per_token(name), "FLOP"),
-                     f"MFU {100 * pred.mfu(name):.1f}%; {CONVENTIONS[name]}"])
+                     f"MFU {100 * pred.mfu(name):.1f}%; "
+                     f"{convention_formula(name, pred.workload.has_backward)}"])
     rows += [
         ["predicted step time", seconds(total_t),
          f"roofline bound on {src}: ops in series + launch latency"],

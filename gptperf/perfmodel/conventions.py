@@ -29,6 +29,22 @@ CONVENTIONS: dict[str, str] = {
 }
 
 
+# The same conventions for a forward-only step (k = 2): what their formulas count there.
+FORWARD_CONVENTIONS: dict[str, str] = {
+    "gptperf": "sum of every op (forward only), causal attention at T(T+1)/2, per token",
+    "gptperf-full": CONVENTIONS["gptperf-full"],
+    "nanogpt": "2N + 4·L·H·Q·T (N without position embedding; forward only)",
+    "llm.c": "2N + 2·L·C·T (N all parameters; forward only)",
+    "torchtitan": "2N + 4·L·H·Q·T (N without embeddings; forward only)",
+    "megatron": "2·N_matmul + 2·L·C·T (N_matmul = 12·L·C² + V·C; causal attention halved; forward only)",
+}
+
+
+def convention_formula(convention: str, has_backward: bool = True) -> str:
+    """The formula of `convention` as it counts a step with a backward (k = 6) or without (k = 2)."""
+    return (CONVENTIONS if has_backward else FORWARD_CONVENTIONS)[convention]
+
+
 def _k(workload: Any) -> int:
     return 6 if workload.has_backward else 2
 
@@ -63,11 +79,11 @@ def flops_per_token(prediction: Any, convention: str = "gptperf") -> float:
 def conventions_table(prediction: Any) -> dict[str, dict[str, Any]]:
     """{convention: {flops_per_token, mfu, formula}} for every convention."""
     out = {}
-    for name, formula in CONVENTIONS.items():
+    for name in CONVENTIONS:
         fpt = flops_per_token(prediction, name)
         out[name] = {
             "flops_per_token": fpt,
             "mfu": fpt * prediction.tokens_per_s / prediction.peak_flops,
-            "formula": formula,
+            "formula": convention_formula(name, prediction.workload.has_backward),
         }
     return out
