@@ -76,28 +76,23 @@ def test_larger_config_than_weights_is_refused_before_allocating(folder: Path,
     assert no_allocation == []
 
 
-def test_conv1d_shapes_are_named_in_the_files_layout(folder: Path, no_allocation: list[str]) -> None:
-    # HF stores c_attn as (in, out) = (16, 48) for n_embd 16: both shapes in the message are
-    # in that layout, the file's as it is and the config's as the file should hold it
+# HF stores c_attn as (in, out) = (16, 48) for n_embd 16: both shapes in the message are in that
+# layout, the file's as it is and the config's as the file should hold it; a stored lm_head must
+# have the tied embedding's shape
+@pytest.mark.parametrize("name, stored, implied", [
+    ("transformer.h.0.attn.c_attn.weight", (16, 40), (16, 48)),
+    ("lm_head.weight", (64, 8), (64, 16)),
+])
+def test_a_tensor_of_another_shape_is_named_in_the_files_layout(
+        folder: Path, no_allocation: list[str], name: str, stored: tuple[int, int],
+        implied: tuple[int, int]) -> None:
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(str(folder / "model.safetensors"))
-    tensors["transformer.h.0.attn.c_attn.weight"] = torch.zeros(16, 40)
+    tensors[name] = torch.zeros(*stored)
     save_file(tensors, str(folder / "model.safetensors"))
     _one_line(lambda: load_hf_gpt2(folder),
-              "transformer.h.0.attn.c_attn.weight has shape (16, 40) but config.json implies (16, 48)")
-    assert no_allocation == []
-
-
-def test_a_stored_lm_head_must_have_the_embeddings_shape(folder: Path,
-                                                       no_allocation: list[str]) -> None:
-    from safetensors.torch import load_file, save_file
-
-    tensors = load_file(str(folder / "model.safetensors"))
-    tensors["lm_head.weight"] = torch.zeros(64, 8)
-    save_file(tensors, str(folder / "model.safetensors"))
-    _one_line(lambda: load_hf_gpt2(folder),
-              "lm_head.weight has shape (64, 8) but config.json implies (64, 16)")
+              f"{name} has shape {stored} but config.json implies {implied}")
     assert no_allocation == []
 
 
