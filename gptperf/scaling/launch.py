@@ -140,8 +140,11 @@ def launch(spec: Launch) -> LaunchResult:
             raise SystemExit(128 + sig.signum) from None
         except subprocess.TimeoutExpired:
             _stop_group(proc)
+            log_file.flush()
+            # an empty log is not worth keeping (run_scaling_study removes its folder): say so
+            where = f"log: {log}" if log.stat().st_size else "it wrote no output yet"
             raise LaunchError(f"{spec.nproc}-process run did not finish within {spec.timeout_s:g} s; "
-                              f"stopped it (log: {log})") from None
+                              f"stopped it ({where})") from None
         except BaseException:
             _stop_group(proc)
             raise

@@ -567,6 +567,13 @@ class ScalingStudy:
 
 # -- running it -----------------------------------------------------------------------------
 
+def _has_log(folder: Path) -> bool:
+    """Whether a launch under `folder` left a log with something in it for an error to name."""
+    from gptperf.scaling.launch import LOG
+
+    return any(log.stat().st_size > 0 for log in folder.rglob(LOG))
+
+
 def _worker_spec(spec: ScaleSpec, batches: Sequence[int], threads: int, collectives: bool,
                  out: Path, solo: Sequence[int] = ()) -> Any:
     from gptperf.scaling.worker import WorkerSpec
@@ -611,7 +618,7 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
     from gptperf.measure.collectives import CollectiveSweep
     from gptperf.perfmodel import Workload, get_hardware, predict, resolve_hardware
     from gptperf.plan import ExecutionPlan
-    from gptperf.scaling.launch import LOG, Launch, launch
+    from gptperf.scaling.launch import Launch, launch
     from gptperf.scaling.worker import SPEC
 
     say = progress or (lambda _msg: None)
@@ -660,8 +667,7 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
     except BaseException as err:
         # kept only for a failed launch's error to name its log; nothing names it after an
         # interrupt or a signal, so it goes then too
-        named = isinstance(err, Exception) and any(Path(tmp or ".").rglob(LOG))
-        if tmp is not None and not named:
+        if tmp is not None and not (isinstance(err, Exception) and _has_log(Path(tmp))):
             shutil.rmtree(tmp, ignore_errors=True)
         raise
 
