@@ -206,15 +206,25 @@ def test_a_terminated_launch_takes_its_ranks_with_it(tmp_path: Path, monkeypatch
                 continue
         return found
 
-    threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM)).start()  # a scheduler's kill
-    with pytest.raises(SystemExit) as exc:
-        launch(Launch(1, [], tmp_path, timeout_s=30))
-    assert exc.value.code == 128 + signal.SIGTERM
+    # outside the launch a SIGTERM must not end pytest: a handler of the test's own catches it
+    def outside(signum: int, frame: object) -> None:
+        raise AssertionError("SIGTERM arrived outside the launch")
+
+    previous = signal.signal(signal.SIGTERM, outside)
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))  # a scheduler's kill
+    try:
+        timer.start()
+        with pytest.raises(SystemExit) as exc:
+            launch(Launch(1, [], tmp_path, timeout_s=30))
+        assert exc.value.code == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is outside  # the launch put the handler back
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
     deadline = time.monotonic() + 10
     while alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert alive() == []
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was put back
 
 
 @pytest.mark.parametrize("mode, ideal_s", [("strong", [0.1, 0.05, 0.05]), ("weak", [0.1, 0.1, 0.2])])
