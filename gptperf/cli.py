@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from gptperf import __version__
-from gptperf.errors import UserError
+from gptperf.errors import Terminated, UserError
 from gptperf.hostmem import keep_freed_memory
 
 DESCRIPTION = (
@@ -111,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except UserError as err:
         return _fail(args.command, " ".join(str(err).split()), as_json)
+    except Terminated as err:  # before KeyboardInterrupt, whose kind it is
+        return _fail(args.command, f"stopped by signal {err.signum}", as_json, 128 + err.signum,
+                     kind="")
     except KeyboardInterrupt:
         return _fail(args.command, "interrupted", as_json, 130, kind="")
     except OSError as err:

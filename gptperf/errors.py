@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 
+class Terminated(KeyboardInterrupt):
+    """The process was told to stop (SIGTERM, SIGHUP) while it ran work it had to stop too (a
+    launch's ranks); the CLI exits 128 + `signum`, as the signal itself would have."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class UserError(ValueError):
     """Bad input from the user: a wrong config, a missing file, an unknown name, a NaN loss.
 

@@ -519,8 +519,8 @@ def train(
             # The eager model: a compiled one would compile again for no_grad and eval mode.
             val = estimate_loss(model, corpus, cfg, device)
             if not math.isfinite(val):
-                raise UserError(f"validation loss is {val} at step {step}; stopped, the last "
-                                "good checkpoint is left as it was; try a lower --lr")
+                raise UserError(f"validation loss is {val} at step {step}; stopped, "
+                                f"{_kept(ckpt_path, checkpoint is not None)}; try a lower --lr")
             val_losses.append((step, val))
             checkpoint = save(step) or checkpoint
         if on_step is not None and (step % cfg.log_interval == 0 or val is not None or last):

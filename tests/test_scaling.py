@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gptperf.errors import UserError
+from gptperf.errors import Terminated, UserError
 from gptperf.model import preset
 from gptperf.scaling.launch import Launch, LaunchError, free_port, launch
 from gptperf.scaling.study import ScaleSpec
@@ -182,6 +182,22 @@ def test_hung_rank_is_stopped_at_the_time_limit(faulty_launches: dict[str, Launc
     assert run.seconds < 30
 
 
+def test_the_cli_exits_as_the_signal_that_stopped_a_launch(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+
+    import gptperf.commands.scale as scale_command
+
+    def stopped(args: object) -> int:
+        raise Terminated(signal.SIGTERM)
+
+    monkeypatch.setattr(scale_command, "run", stopped)
+    from gptperf.cli import main
+
+    assert main(["scale"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip().endswith(f"stopped by signal {int(signal.SIGTERM)}")
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the ranks left through Linux's /proc")
 def test_a_terminated_launch_takes_its_ranks_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
@@ -214,12 +230,13 @@ def test_a_terminated_launch_takes_its_ranks_with_it(tmp_path: Path, monkeypatch
     timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))  # a scheduler's kill
     try:
         timer.start()
-        with pytest.raises(SystemExit) as exc:
+        with pytest.raises(Terminated) as exc:
             launch(Launch(1, [], tmp_path, timeout_s=30))
-        assert exc.value.code == 128 + signal.SIGTERM
+        assert exc.value.signum == signal.SIGTERM
         assert signal.getsignal(signal.SIGTERM) is outside  # the launch put the handler back
     finally:
         timer.cancel()
+        timer.join()
         signal.signal(signal.SIGTERM, previous)
     deadline = time.monotonic() + 10
     while alive() and time.monotonic() < deadline:
@@ -283,10 +300,12 @@ def test_a_failed_launch_keeps_its_folder_only_for_a_log(tmp_path: Path, monkeyp
     import gptperf.scaling.launch as launch_module
     from gptperf.scaling.study import run_scaling_study
 
-    def failing(spec: Launch) -> None:
+    def failing(spec: Launch) -> None:  # as launch ends: naming its log where it holds a line
+        path = Path(spec.out_dir) / launch_module.LOG
         if log is not None:  # an empty log: torchrun stopped before it wrote a line
-            (Path(spec.out_dir) / launch_module.LOG).write_text(log)
-        raise LaunchError("rank 0 failed")
+            path.write_text(log)
+        where, named = launch_module._log_named(path)
+        raise LaunchError(f"rank 0 failed ({where})", named)
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(launch_module, "launch", failing)

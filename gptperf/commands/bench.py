@@ -131,7 +131,7 @@ def print_result(r: Any) -> None:
                          if r.kind == "train" else "a forward step)"))
         nano = r.mfu_conventions.get("nanogpt")
         if nano:
-            console.print(f"  under nanoGPT's 6N + 12·L·H·Q·T convention: "
+            console.print(f"  under nanoGPT's {nano['formula'].split(' (')[0]} convention: "
                           f"{si(nano['achieved_flops_per_s'], 'FLOP/s')}")
     for m in r.mfu:
         console.print(f"{m['label']}: [bold]{percent(m['mfu'])}[/bold]")

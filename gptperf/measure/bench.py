@@ -255,7 +255,10 @@ def host_charge(e: Any, calibration: Any) -> dict[str, Any]:
 def host_charge_note(entry: dict[str, Any]) -> str | None:
     """A calibrated entry's host charge in words (`host_charge`'s fields), or None when its host
     costs are the calibration's own."""
-    charged, plain = entry.get("host_charged") or {}, entry.get("step_time_s_as_calibrated")
+    charged, plain = entry.get("host_charged"), entry.get("step_time_s_as_calibrated")
+    if charged is None:  # an entry written before the phases as charged were kept
+        speed = entry.get("host_speed")
+        charged = entry.get("phase_speeds") or ({"step": speed} if speed is not None else {})
     if not charged or plain is None:
         return None
     speeds = set(charged.values())

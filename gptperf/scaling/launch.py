@@ -26,13 +26,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gptperf.errors import Terminated
+
 WORKER = "gptperf.scaling.worker"
 LOG = "torchrun.log"
 
 
 class LaunchError(RuntimeError):
     """A launch that did not produce its result: a rank failed, was killed, or time ran out.
-    The message is one line; the full torchrun output is in the log it names."""
+    The message is one line; the full torchrun output is in the log it names (`log`; None when
+    torchrun wrote nothing there, and the message says so)."""
+
+    def __init__(self, message: str, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+def _log_named(log: Path) -> tuple[str, Path | None]:
+    """How an error points at a launch's log: its path, or that it holds nothing (an empty log
+    is not kept: run_scaling_study removes its folder)."""
+    try:
+        written = log.stat().st_size > 0
+    except OSError:
+        written = False
+    return (f"log: {log}", log) if written else ("torchrun wrote no output", None)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -136,25 +153,26 @@ def launch(spec: Launch) -> LaunchResult:
             with _signals_raise():
                 code = proc.wait(timeout=spec.timeout_s)
         except _Signalled as sig:  # killed (a scheduler, `timeout`, `kill`): the ranks go too
-            _stop_group(proc)
-            raise SystemExit(128 + sig.signum) from None
+            with _signals_ignored():  # a second signal must not cut the stopping short
+                _stop_group(proc)
+            raise Terminated(sig.signum) from None
         except subprocess.TimeoutExpired:
             _stop_group(proc)
             log_file.flush()
-            # an empty log is not worth keeping (run_scaling_study removes its folder): say so
-            where = f"log: {log}" if log.stat().st_size else "it wrote no output yet"
+            where, kept = _log_named(log)
             raise LaunchError(f"{spec.nproc}-process run did not finish within {spec.timeout_s:g} s; "
-                              f"stopped it ({where})") from None
+                              f"stopped it ({where})", kept) from None
         except BaseException:
             _stop_group(proc)
             raise
     wall = time.perf_counter() - t0
     text = log.read_text(errors="replace")
+    where, kept = _log_named(log)
     if code != 0:
-        raise LaunchError(f"{failure_line(out, code, text)} (log: {log})")
+        raise LaunchError(f"{failure_line(out, code, text)} ({where})", kept)
     result_path = out / "result.json"
     if not result_path.is_file():
-        raise LaunchError(f"torchrun finished but wrote no {result_path.name} (log: {log})")
+        raise LaunchError(f"torchrun finished but wrote no {result_path.name} ({where})", kept)
     return LaunchResult(json.loads(result_path.read_text()), wall, log, cmd)
 
 
@@ -171,14 +189,34 @@ def _signals_raise() -> Iterator[None]:
     """SIGTERM and SIGHUP raise `_Signalled` inside the block, so that the launch stops
     torchrun's group: started in a session of its own, it would outlive a plain kill of this
     process and its ranks would run on. Only the main thread can take signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
     def handler(signum: int, frame: Any) -> None:
         raise _Signalled(signum)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    with _handlers(handler):
+        yield
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """SIGTERM and SIGHUP ignored inside the block (while a launch's ranks are being stopped)."""
+    with _handlers(signal.SIG_IGN):
+        yield
+
+
+@contextlib.contextmanager
+def _handlers(handler: Any) -> Iterator[None]:
+    """`handler` for SIGTERM and SIGHUP inside the block, the previous ones after it. A signal
+    set to be ignored (SIGHUP under nohup) stays ignored, a handler installed outside Python
+    (signal.signal reports None) is left alone, and off the main thread nothing changes (only
+    it can take signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {}
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        current = signal.getsignal(s)
+        if current is not signal.SIG_IGN and current is not None:
+            old[s] = signal.signal(s, handler)
     try:
         yield
     finally:

@@ -149,7 +149,7 @@ class ScaleSpec:
             if self.mode == "strong" and self.batch % (nodes * gpus):
                 raise UserError(f"--what-if {nodes}x{gpus}: the global batch {self.batch} does not divide "
                                 f"over {nodes * gpus} GPUs")
-        if self.what_if and self.what_if_hardware == "cpu":
+        if self.what_if and self.what_if_hardware.strip().lower() == "cpu":
             raise UserError("--what-if-hardware 'cpu': the what-if predicts GPUs over NVLink and "
                             "InfiniBand; name a GPU entry, e.g. h100-sxm")
 
@@ -567,13 +567,6 @@ class ScalingStudy:
 
 # -- running it -----------------------------------------------------------------------------
 
-def _has_log(folder: Path) -> bool:
-    """Whether a launch under `folder` left a log with something in it for an error to name."""
-    from gptperf.scaling.launch import LOG
-
-    return any(log.stat().st_size > 0 for log in folder.rglob(LOG))
-
-
 def _worker_spec(spec: ScaleSpec, batches: Sequence[int], threads: int, collectives: bool,
                  out: Path, solo: Sequence[int] = ()) -> Any:
     from gptperf.scaling.worker import WorkerSpec
@@ -618,7 +611,7 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
     from gptperf.measure.collectives import CollectiveSweep
     from gptperf.perfmodel import Workload, get_hardware, predict, resolve_hardware
     from gptperf.plan import ExecutionPlan
-    from gptperf.scaling.launch import Launch, launch
+    from gptperf.scaling.launch import Launch, LaunchError, launch
     from gptperf.scaling.worker import SPEC
 
     say = progress or (lambda _msg: None)
@@ -665,9 +658,9 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
             if doc.get("collectives"):
                 collectives[p] = CollectiveSweep.from_dict(doc["collectives"])
     except BaseException as err:
-        # kept only for a failed launch's error to name its log; nothing names it after an
-        # interrupt or a signal, so it goes then too
-        if tmp is not None and not (isinstance(err, Exception) and _has_log(Path(tmp))):
+        # kept only where the error names its log; nothing names it after an interrupt or a
+        # signal, nor a log torchrun wrote nothing to
+        if tmp is not None and not (isinstance(err, LaunchError) and err.log is not None):
             shutil.rmtree(tmp, ignore_errors=True)
         raise
 
