@@ -814,3 +814,19 @@ def test_backward_adds_the_residual_streams_two_gradients(dtype: str, kernels: i
     assert adds[0].point == (3 * 2 * 64 * cfg.n_embd * 4,)  # read two, write one
     e = expected(cfg, Workload("train", 2, 64, dtype), ExecutionPlan.eager("sdpa"), flat_calibration())
     assert e.by_key()[("h.0.residual", "bwd")].device_s > 0
+
+
+def test_an_attention_below_its_grid_is_charged_the_edge_and_says_so() -> None:
+    import dataclasses
+
+    grid = Grid(("bh", "l", "d"), ((1.0, 64.0), (64.0, 1024.0), (64.0,)), (1e-6, 2e-6, 3e-6, 6e-6))
+    cal = dataclasses.replace(flat_calibration(), attention={"fp32:one_query": grid})
+    cfg = preset("gpt2", n_layer=1)
+    short = expected(cfg, Workload("decode", 1, 16, "fp32"), ExecutionPlan.eager("sdpa"), cal)
+    at_edge = expected(cfg, Workload("decode", 1, 64, "fp32"), ExecutionPlan.eager("sdpa"), cal)
+    sdpa = ("h.0.attn.sdpa", "fwd")
+    assert short.by_key()[sdpa].device_s == at_edge.by_key()[sdpa].device_s  # the edge's time
+    assert [n for n in short.notes if "below" in n] == [
+        "attention fp32:one_query at l 16, below the calibration's smallest (64): charged that "
+        "size's time (the grid's edge)"]
+    assert not any("below" in n for n in at_edge.notes)

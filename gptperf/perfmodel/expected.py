@@ -53,6 +53,7 @@ from gptperf.perfmodel.calibration import (
     GEMV_RESIDUAL_CHAIN,
     HOST_MODEL,
     Calibration,
+    Grid,
     host_model_config,
 )
 from gptperf.perfmodel.kernel_calls import (
@@ -227,6 +228,26 @@ def call_time(call: KernelCall, cal: Calibration, warm: bool = False) -> float:
     known = ", ".join(sorted(table)) or "none"
     raise UserError(f"the calibration of {cal.device_name!r} has no {call.family} curve "
                     f"{curve!r} (it has: {known}); run `gptperf calibrate` for this dtype")
+
+
+def below_grid_notes(calls: Iterable[KernelCall], cal: Calibration) -> list[str]:
+    """A note for each attention grid axis a call falls below: it is charged the grid's edge
+    there (`Grid.at`), the time of the shortest size measured, which a kernel this short is bound
+    by its launch and fixed costs to about equal; said, not hidden."""
+    notes: dict[tuple[str, str], str] = {}
+    for call in calls:
+        if call.family != "attention":
+            continue
+        grid = next((cal.attention[k] for k in _fallback(call.key) if k in cal.attention), None)
+        if not isinstance(grid, Grid):
+            continue
+        for axis, x, points in zip(grid.axes, call.point, grid.points, strict=False):
+            # an axis of one point is a constant, not a range measured from its smallest
+            if len(points) > 1 and x < points[0] and (call.key, axis) not in notes:
+                notes[(call.key, axis)] = (
+                    f"attention {call.key} at {axis} {x:g}, below the calibration's smallest "
+                    f"({points[0]:g}): charged that size's time (the grid's edge)")
+    return list(notes.values())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -419,6 +440,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
                      f"({cal.cache_bytes / 2**20:.0f} MiB): its matmuls of few rows are read on the "
                      "grid timed from there")
 
+    notes += below_grid_notes((k for _, _, _, calls in seq for k in calls), cal)
     device: list[float] = []
     kernels: list[int] = []
     compute: list[float] = []  # seconds of each op's matmul and attention kernels
