@@ -18,6 +18,7 @@ on CUDA.
 from __future__ import annotations
 
 import codecs
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,12 +36,20 @@ if TYPE_CHECKING:
     from gptperf.steps.fast_decode import FastDecoder
 
 
+# New tokens one call may ask for: far past any use (an hour of CPU decoding), and small enough
+# that a typo's 10**14 is refused at once instead of running until killed.
+MAX_NEW_TOKENS = 1_000_000
+
+
 def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None) -> None:
-    """UserError for a non-positive token count, a negative temperature or a non-positive top-k."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
-        raise UserError(f"number of new tokens must be a positive integer, got {max_new_tokens!r}")
-    if not temperature >= 0:  # also rejects NaN
-        raise UserError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    """UserError for a token count not in 1..MAX_NEW_TOKENS, a temperature that is negative or
+    not finite, or a non-positive top-k."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or not 0 < max_new_tokens <= MAX_NEW_TOKENS:
+        raise UserError(f"number of new tokens must be an integer from 1 to {MAX_NEW_TOKENS}, "
+                        f"got {max_new_tokens!r}")
+    if not 0 <= temperature < math.inf:  # also rejects NaN
+        raise UserError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if top_k is not None and top_k <= 0:
         raise UserError(f"top-k must be a positive integer (or unset), got {top_k}")
 

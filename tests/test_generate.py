@@ -103,9 +103,11 @@ def test_sampling_is_seeded_and_respects_top_k() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        (dict(max_new_tokens=0), "positive integer"),
-        (dict(temperature=-0.5), "temperature must be >= 0"),
+        (dict(max_new_tokens=0), "from 1 to 1000000"),
+        (dict(max_new_tokens=10**14), "from 1 to 1000000, got 100000000000000"),
+        (dict(temperature=-0.5), "temperature must be a finite number >= 0"),
         (dict(temperature=float("nan")), "temperature"),
+        (dict(temperature=float("inf")), "finite"),
         (dict(top_k=0), "top-k"),
         (dict(prompt_tokens=[]), "empty"),
         (dict(prompt_tokens=[1] * (BLOCK + 1)), "block_size is 32"),
@@ -257,7 +259,7 @@ def test_cli_fast_records_its_plan_and_gives_the_eager_tokens(checkpoint: Path, 
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--tokens", "0"], "positive integer"),
+        (["--tokens", "0"], "from 1 to 1000000"),
         (["--top-k", "0"], "top-k"),
         (["--temperature", "-1"], "temperature"),
         (["--prompt", "x" * (BLOCK + 1)], "block_size"),
@@ -310,3 +312,12 @@ def test_cli_uses_the_tokenizer_saved_with_an_hf_checkpoint(tmp_path: Path, caps
     doc = json.loads(capsys.readouterr().out)
     assert doc["start"]["tokens"] == [259]  # <|endoftext|>, not a newline
     assert [t["token"] for t in doc["sentences"][0]["tokens"]] == tokenizer.encode("the the")
+
+
+def test_text_that_is_not_utf8_is_one_line_naming_it() -> None:
+    from gptperf.data.tokenizer import ByteTokenizer
+
+    # what an argument of bytes that are not UTF-8 becomes in Python: surrogate escapes
+    text = b"ab\xff".decode("utf-8", "surrogateescape")
+    with pytest.raises(UserError, match=r"not UTF-8 \(b'\\xff' at character 2\)"):
+        ByteTokenizer().encode(text)

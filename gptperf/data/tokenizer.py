@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from gptperf.errors import UserError
+
 
 class ByteTokenizer:
     """Tokens are the bytes of the UTF-8 encoding; decoding replaces a split multi-byte character."""
@@ -12,7 +14,13 @@ class ByteTokenizer:
     name = "bytes"
 
     def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
+        try:
+            return list(text.encode("utf-8"))
+        except UnicodeEncodeError as err:  # bytes that were not UTF-8, smuggled in as surrogates
+            bad = text[err.start:err.end].encode("utf-8", "surrogateescape")
+            raise UserError(f"text {text[:40].encode('utf-8', 'surrogateescape')!r} holds bytes "
+                            f"that are not UTF-8 ({bad!r} at character {err.start}); give UTF-8 "
+                            "text") from None
 
     def decode(self, tokens: Iterable[int]) -> str:
         return bytes(tokens).decode("utf-8", errors="replace")
