@@ -226,6 +226,13 @@ def test_study_runs_and_draws(tmp_path) -> None:
     assert [p.batch for p in r.batches] == [1, 2, 4] and r.batch_stopped is None
     assert all(p.time_s and p.time_s > 0 for p in r.cache + r.recompute + r.prefill + r.batches)
     assert r.batch_context == 32 and messages
+    # on the nominal CPU this tiny step is launch-bound: where the bound has the cache lose, it
+    # says why, and only there
+    slower = [c.seq for c, q in zip(r.cache, r.recompute, strict=True) if c.predicted_s > q.predicted_s]
+    said = [n for n in r.notes if "KV-cache step slower than recomputing" in n]
+    assert len(said) == (1 if slower else 0)
+    if slower:
+        assert f"context {', '.join(map(str, slower))}:" in said[0] and "launch latency" in said[0]
     doc = json.loads(to_json(r.to_dict()))
     assert doc["environment"]["device_type"] == "cpu"
     assert doc["batch_sweep"]["ridge_batch_predicted"] == r.ridge_batch_predicted

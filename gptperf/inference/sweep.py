@@ -519,6 +519,14 @@ def run_inference_study(
             f"the measured step time never grew with slope >= {KNEE_SLOPE} up to batch "
             f"{done[-1] if done else '—'}: no knee within the sweep"
         )
+    slower = [c.seq for c, r in zip(result.cache, result.recompute, strict=False)
+              if c.predicted_s > r.predicted_s]
+    if slower:  # the bound's reason, where it says the cache loses
+        result.notes.append(
+            f"the roofline bound has the KV-cache step slower than recomputing at context "
+            f"{', '.join(map(str, slower))}: steps this small are bound by each kernel's launch "
+            f"latency ({hw.launch_latency_s * 1e6:.3g} µs on {hw.label}), and the cached step "
+            "launches more kernels (its cache writes)")
     result.notes.append(f"predictions: {hw.label} (roofline bound)"
                         + (f", {result.expected_label} (expected time)" if result.expected_label else "")
                         + f"; measured on {dev_name} ({device.type})")
