@@ -14,26 +14,35 @@ from gptperf.commands.common import (
     guard_memory,
     model_overrides,
 )
+from gptperf.profiling.recorded import (
+    DEFAULT_BATCH,
+    DEFAULT_DTYPE,
+    DEFAULT_KIND,
+    DEFAULT_PRESET,
+    DEFAULT_SEQ,
+    DTYPES,
+    PROFILE_KINDS,
+)
 
 HELP = "profile a workload with torch.profiler; attribute every kernel to an operation; compare with the model"
 
 
 # Flags a recorded trace also says (--trace): None when not given, so that only flags the user
-# gave are checked against the record; a run fills in these defaults.
-DEFAULTS = {"preset": "tiny", "workload": "train", "dtype": "fp32"}
+# gave are checked against the record; a run fills in the defaults (`profiling.recorded`'s).
+DEFAULTS = {"preset": DEFAULT_PRESET, "workload": DEFAULT_KIND, "dtype": DEFAULT_DTYPE}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser.add_argument_group("model"), "tiny")
+    add_model_arguments(parser.add_argument_group("model"), DEFAULT_PRESET)
 
     w = parser.add_argument_group("workload")
-    w.add_argument("--workload", choices=("train", "forward", "prefill", "decode"),
-                   help="what one step does (default: train)")
-    w.add_argument("--batch", type=int, default=None, help="sequences per step (default: 8)")
-    w.add_argument("--seq", type=int, default=None,
-                   help="tokens per sequence, or context length for decode (default: min(block, 256))")
-    w.add_argument("--dtype", choices=("fp32", "tf32", "bf16", "fp16"),
-                   help="compute precision (default: fp32)")
+    w.add_argument("--workload", choices=PROFILE_KINDS,
+                   help=f"what one step does (default: {DEFAULT_KIND})")
+    w.add_argument("--batch", type=int, default=None,
+                   help=f"sequences per step (default: {DEFAULT_BATCH})")
+    w.add_argument("--seq", type=int, default=None, help="tokens per sequence, or context length "
+                   f"for decode (default: min(block, {DEFAULT_SEQ}))")
+    w.add_argument("--dtype", choices=DTYPES, help=f"compute precision (default: {DEFAULT_DTYPE})")
     add_flag_pair(w, "compile", "torch.compile the model", "run eagerly (the default)")
     add_device_argument(w)
     w.add_argument("--hardware", default=None,
@@ -96,8 +105,8 @@ def run(args: argparse.Namespace) -> int | None:
             if getattr(args, k) is None:
                 setattr(args, k, v)
         config = config_from_args(args)
-        batch = args.batch if args.batch is not None else 8
-        seq = args.seq if args.seq is not None else min(config.block_size, 256)
+        batch = args.batch if args.batch is not None else DEFAULT_BATCH
+        seq = args.seq if args.seq is not None else min(config.block_size, DEFAULT_SEQ)
         from gptperf.runtime import resolve_device
 
         device = resolve_device(args.device)

@@ -12,7 +12,6 @@ from typing import Any
 
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
-from gptperf.profiling.trace import trace_record
 
 SCHEMA = "gptperf.profile/1"
 PROFILE_KINDS: tuple[str, ...] = ("train", "forward", "prefill", "decode")
@@ -53,7 +52,8 @@ def check_profile_dir(out: str | Path, flag: str = "--out") -> Path:
 # record of what ran; "flags" is a re-analysis that took the user's word for it.
 SOURCE_RUN, SOURCE_RECORD, SOURCE_FLAGS = "run", "trace record", "flags"
 RECORD_SCHEMA = "gptperf.profile.workload/1"
-DEFAULT_BATCH, DEFAULT_SEQ, DEFAULT_DTYPE, DEFAULT_KIND = 8, 256, "fp32", "train"
+# What `gptperf profile` runs when a flag is left out (and a trace without a record is read as)
+DEFAULT_PRESET, DEFAULT_KIND, DEFAULT_BATCH, DEFAULT_SEQ, DEFAULT_DTYPE = "tiny", "train", 8, 256, "fp32"
 DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
 
 
@@ -130,6 +130,8 @@ def _recorded_beside(trace: Path) -> ProfiledWorkload | None:
 def recorded_workload(doc: Mapping[str, Any], trace: str | Path) -> ProfiledWorkload | None:
     """What the loaded trace `doc` (of file `trace`) was recorded with: its own record, else the
     profile.json beside it; None for a trace without either (a foreign torch.profiler trace)."""
+    from gptperf.profiling.trace import trace_record
+
     record = trace_record(doc)
     if record is not None:
         where = f"the trace {str(trace)!r}"
@@ -194,7 +196,7 @@ def trace_workload(
         if device_name is None and is_gpu and props and isinstance(props[0], dict):
             device_name = props[0].get("name")
         if config is None:
-            config = preset(model.pop("preset", "tiny"), **model)
+            config = preset(model.pop("preset", DEFAULT_PRESET), **model)
         kind = kind if kind is not None else DEFAULT_KIND
         dtype = dtype if dtype is not None else DEFAULT_DTYPE
         if kind not in PROFILE_KINDS or dtype not in DTYPES:
