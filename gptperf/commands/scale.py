@@ -146,6 +146,7 @@ def print_study(study: Any, plots: list[str]) -> None:
     from rich.table import Table
 
     from gptperf.output import seconds, si, wide_console
+    from gptperf.scaling.study import IDEAL_THREADS
 
     console = wide_console()
     spec, c = study.spec, study.spec.config
@@ -205,7 +206,7 @@ def print_study(study: Any, plots: list[str]) -> None:
             t.add_row(str(tp.threads), str(tp.batch), seconds(tp.step_s), seconds(tp.predicted_step_s),
                       si(tp.tokens_per_s), f"{tp.speedup:.2f}", f"{tp.efficiency:.0%}")
         console.print(t)
-        console.print(f"[dim]{study.thread_points[0].to_dict()['predicted']['label']}[/dim]")
+        console.print(f"[dim]{IDEAL_THREADS[spec.mode]}[/dim]")
     if study.what_if:
         t = Table(title=f"What-if on {spec.what_if_hardware}: a PREDICTION from datasheets, not measured")
         for col in ("nodes×GPUs", "batch/GPU", "time/step", "compute", "all-reduce", "exposed",
