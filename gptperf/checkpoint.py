@@ -17,6 +17,7 @@ from gptperf.atomic import atomic_path
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.safeload import load_tensors
+from gptperf.writable import usable_path
 
 if TYPE_CHECKING:
     from gptperf.model.gpt import GPT
@@ -27,18 +28,9 @@ FILENAME = "ckpt.pt"
 REQUIRED = ("format", "version", "model_config", "model")
 
 
-def checkpoint_path(path: str | os.PathLike[str], flag: str = "checkpoint") -> Path:
-    """`path` as a Path, or a one-line UserError naming `flag` when it is empty, blank or holds
-    a NUL: Path("") is ".", so an empty --checkpoint or --out would quietly read or write
-    ./ckpt.pt in whatever folder the command ran from."""
-    from gptperf.writable import usable_path
-
-    return usable_path(path, flag)
-
-
 def checkpoint_file(path: str | os.PathLike[str]) -> Path:
     """`path` itself if it is a file, else `<path>/ckpt.pt`."""
-    path = checkpoint_path(path)
+    path = usable_path(path, "checkpoint")
     return path / FILENAME if path.is_dir() else path
 
 
@@ -46,7 +38,7 @@ def save_checkpoint(path: str | os.PathLike[str], **state: Any) -> Path:
     """Write `state` (plus the format tag and version) atomically to `path` (a file, or a
     folder that gets ckpt.pt). `model_config` may be a GPTConfig; everything else must be
     what `torch.load(weights_only=True)` accepts."""
-    target = checkpoint_path(path)
+    target = usable_path(path, "checkpoint")
     if target.is_dir() or (not target.suffix and not target.exists()):
         target = target / FILENAME
     if "model_config" in state and isinstance(state["model_config"], GPTConfig):
@@ -116,7 +108,7 @@ def load_model(path: str | os.PathLike[str], device: Any = "cpu") -> GPT:
     Hugging Face GPT-2 folder (config.json + weights)."""
     from gptperf.model.gpt import GPT
 
-    folder = checkpoint_path(path)
+    folder = usable_path(path, "checkpoint")
     if folder.is_dir() and not (folder / FILENAME).is_file() and (folder / "config.json").is_file():
         from gptperf.model.hf import load_hf_gpt2
 

@@ -35,10 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.checkpoint import checkpoint_path
     from gptperf.generate import check_sampling
+    from gptperf.writable import usable_path
 
-    checkpoint_path(args.checkpoint, "--checkpoint")  # '' is not '.': refused, not ./ckpt.pt read
+    usable_path(args.checkpoint, "--checkpoint")  # '' is not '.': refused, not ./ckpt.pt read
     check_sampling(args.tokens, args.temperature, args.top_k)  # before the (slow) model load
     if not args.prompt:
         raise UserError("--prompt is empty; give at least one character")

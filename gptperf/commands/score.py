@@ -22,12 +22,12 @@ def run(args: argparse.Namespace) -> int | None:
     from rich.table import Table
     from rich.text import Text
 
-    from gptperf.checkpoint import checkpoint_path
     from gptperf.generate import load_for_inference
     from gptperf.output import console, emit_json
     from gptperf.score import scientific, score
+    from gptperf.writable import usable_path
 
-    checkpoint_path(args.checkpoint, "--checkpoint")  # '' is not '.': refused, not ./ckpt.pt read
+    usable_path(args.checkpoint, "--checkpoint")  # '' is not '.': refused, not ./ckpt.pt read
     model, tokenizer = load_for_inference(args.checkpoint, args.device)
     result = score(model, tokenizer, args.sentences, checkpoint=str(args.checkpoint))
     if args.json:
