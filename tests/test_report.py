@@ -272,6 +272,25 @@ def test_the_model_commands_reproduce_the_pages_predictions(
         assert got["expected"]["step_time_s"] == pytest.approx(model["expected"][kind]["step_time_s"]), kind
 
 
+def test_the_page_prints_bytes_moved_as_the_terminal_does(quick_report: tuple[Path, object]) -> None:
+    """A step's traffic reads the same on the page as in `gptperf model` (decimal, like the
+    bandwidths it is divided by); memory stays in binary units on both."""
+    from gptperf.output import binary_bytes, si
+    from gptperf.report.html import TRAFFIC, fmt
+
+    assert fmt(1.24e9, TRAFFIC) == si(1.24e9, "B") == "1.24 GB"
+    assert fmt(2**30, "B") == binary_bytes(2**30) == "1.00 GiB"
+    out, _ = quick_report
+    page = (out / "index.html").read_text(encoding="utf-8")
+    model = json.loads((out / "report.json").read_text(encoding="utf-8"))["stages"]["model"]["data"]
+    table = page[page.index('id="predictions"'):]
+    table = table[:table.index("</table>")]
+    for kind, p in model["predictions"].items():
+        row = table[table.index(f"<code>{kind}</code>"):]
+        row = row[:row.index("</tr>")]
+        assert f">{si(p['totals']['bytes'], 'B')}<" in row, (kind, row)
+
+
 # --- fake stages: the framework without the cost ----------------------------------------------
 
 

@@ -17,6 +17,10 @@ from typing import Any
 
 from gptperf.output import binary_bytes, seconds, si
 
+# The unit of bytes moved or sent (a step's traffic, a gradient message): decimal, as bandwidths
+# in B/s are and as the terminal tables print them; "B" alone is memory, in binary units.
+TRAFFIC = "B moved"
+
 
 class Html(str):
     """A fragment of markup that is safe to put into the page as it is.
@@ -71,6 +75,8 @@ def fmt(value: Any, unit: str = "") -> str:
         return seconds(value)
     if unit == "B":
         return binary_bytes(value)
+    if unit == TRAFFIC:
+        return si(value, "B")
     if unit == "%":
         return f"{value:.1f} %"
     if unit == "x":

@@ -23,6 +23,7 @@ from gptperf.report.doc import (
     th,
 )
 from gptperf.report.html import (
+    TRAFFIC,
     Html,
     cell,
     esc,
@@ -208,7 +209,7 @@ def model_section(d: Doc) -> Html:
         w = p.workload
         e = m.expected.get(kind)
         pred_rows.append([tag("code", kind), _shape(kind, w.batch, w.seq),
-                          cell(p.flops, "FLOP"), cell(p.bytes, "B"),
+                          cell(p.flops, "FLOP"), cell(p.bytes, TRAFFIC),
                           cell(p.arithmetic_intensity, "FLOP/B"), cell(p.time_s, "s"),
                           cell(e.step_time_s if e is not None else None, "s"),
                           cell(p.tokens_per_s, "tokens/s"), cell(p.memory.total, "B")])
@@ -478,7 +479,7 @@ _OP_NUMERIC = [False, False] + [True] * 12 + [False]
 
 def _op_rows(rows: list[Row]) -> list[list[Any]]:
     return [[tag("code", r.name), r.phase, cell(r.measured_s, "s"), cell(100 * r.share, "%"),
-             cell(r.calls), cell(r.flops, "FLOP"), cell(r.bytes, "B"),
+             cell(r.calls), cell(r.flops, "FLOP"), cell(r.bytes, TRAFFIC),
              cell(r.arithmetic_intensity, "FLOP/B"), cell(r.achieved_flops, "FLOP/s"),
              cell(r.predicted_s, "s"), cell(r.ratio, "x"),
              cell(r.expected_s, "s"), cell(r.expected_ratio, "x"),

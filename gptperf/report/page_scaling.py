@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from gptperf.report.doc import Doc, th
 from gptperf.report.html import (
+    TRAFFIC,
     Html,
     cell,
     esc,
@@ -62,7 +63,7 @@ def _scaling_study(d: Doc, mode: str, study: ScalingStudy, command: str | None) 
     comm_rows = []
     for p in study.points[1:]:
         m, pr = p.measured, p.predicted
-        comm_rows.append([cell(p.procs), cell(pr.gradient_bytes, "B"), cell(len(m.bucket_bytes)),
+        comm_rows.append([cell(p.procs), cell(pr.gradient_bytes, TRAFFIC), cell(len(m.bucket_bytes)),
                           *_pair(m.comm_total_s, pr.comm_total_s, "s"),
                           *_pair(m.comm_exposed_s, pr.comm_exposed_s, "s"),
                           *_pair(p.busbw, pr.busbw, "B/s"), *_pair(m.skew_s, 0.0, "s")])
@@ -85,8 +86,8 @@ def _scaling_study(d: Doc, mode: str, study: ScalingStudy, command: str | None) 
             facts.append((f"all-reduce α–β fit, {sweep.backend}, {procs} ranks",
                           Html(f"α = {esc(fmt(f.alpha_s, 's'))}, β = {esc(fmt(f.beta, 'B/s'))} "
                                f"(RMS residual {esc(fmt(100 * (f.residual or 0), '%'))}, "
-                               f"{f.points} sizes {esc(fmt(sweep.points[0].bytes, 'B'))}–"
-                               f"{esc(fmt(big.bytes, 'B'))}); busbw at {esc(fmt(big.bytes, 'B'))}: ")
+                               f"{f.points} sizes {esc(fmt(sweep.points[0].bytes, TRAFFIC))}–"
+                               f"{esc(fmt(big.bytes, TRAFFIC))}); busbw at {esc(fmt(big.bytes, TRAFFIC))}: ")
                           + value(big.busbw, "B/s", src)))
     for p in study.points[1:]:
         if p.predicted_from_one is not None:
