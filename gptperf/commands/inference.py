@@ -34,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                   "(default: on for CUDA)", "decode eagerly with the model's own KV cache")
     parser.add_argument("--hardware", default=None,
                         help="ceilings for the prediction: a hardware name or 'measured' (default: measured if cached, else the datasheet of this device)")
-    parser.add_argument("--plot-dir", default=None, help="write the pictures (PNG and SVG) into this folder")
+    parser.add_argument("--plot-dir", default=None, metavar="DIR",
+                        help="write inference-<model>-context, -roofline and -split (.png and .svg) "
+                             "there, replacing files of those names")
 
 
 def run(args: argparse.Namespace) -> int | None:

@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="link inside a what-if node (default: nvlink4)")
     p.add_argument("--inter", default="ib-ndr", choices=list(INTERCONNECTS),
                    help="link between what-if nodes, one NIC per GPU (default: ib-ndr)")
-    parser.add_argument("--plot-dir", metavar="DIR", help="write speedup.png, efficiency.png, space.png there")
+    parser.add_argument("--plot-dir", metavar="DIR", help="write speedup.png, efficiency.png, space.png there, "
+                        "replacing files of those names")
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:

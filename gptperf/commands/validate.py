@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the report's short sweep (about 8 cases; GPU ~90 s, CPU ~1 min)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     parser.add_argument("--plot-dir", metavar="DIR",
-                        help="write validation.png and validation.svg (predicted vs measured) there")
+                        help="write validation.png and validation.svg (predicted vs measured) there, "
+                             "replacing files of those names")
     parser.add_argument("--out", metavar="FILE",
                         help="also write the JSON document to FILE (atomically)")
     parser.add_argument("--random", type=int, metavar="N",
