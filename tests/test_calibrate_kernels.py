@@ -697,6 +697,9 @@ def test_the_offgrid_ratio_is_the_probes_mean_over_the_grids_reading() -> None:
     assert out["fp32"] == pytest.approx({"ratio": 1.1, "median": 1.2, "low": 0.8, "high": 1.3,
                                          "probes": 3.0})
     assert "bf16" not in out and len(notes) == 1 and "×1.100" in notes[0] and "3 probes" in notes[0]
+    rows = ck.probe_ratios({"fp32": grid, "bf16": grid}, probes)
+    assert rows["bf16"] == [] and [r[:3] for r in rows["fp32"]] == [list(s) for s in shapes]
+    assert [r[3] for r in rows["fp32"]] == pytest.approx(factors)
 
 
 def test_the_probes_are_timed_with_and_without_a_bias(small: None, monkeypatch: pytest.MonkeyPatch) -> None:

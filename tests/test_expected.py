@@ -783,6 +783,21 @@ def test_the_offgrid_ratio_round_trips_older_calibrations_have_none_and_a_bad_on
         flat_calibration(matmul_offgrid={"fp32": {"ratio": 0.0}})
 
 
+def test_each_offgrid_probe_round_trips_and_is_not_read_by_the_prediction() -> None:
+    probes = {"fp32": [[1200.0, 3840.0, 1280.0, 1.31], [10000.0, 50304.0, 768.0, 0.99]]}
+    cal = flat_calibration(matmul_offgrid=OFFGRID, matmul_probes=probes)
+    again = Calibration.from_dict(cal.to_dict())
+    assert again.matmul_probes == probes
+    assert again.matmul_seconds("fp32", 3, 5, 7) == flat_calibration(matmul_offgrid=OFFGRID).matmul_seconds(
+        "fp32", 3, 5, 7)
+    old = cal.to_dict()
+    del old["matmul_probes"]
+    assert Calibration.from_dict(old).matmul_probes == {}
+    old["matmul_probes"] = {"fp32": 3}
+    with pytest.raises(UserError, match="broken"):
+        Calibration.from_dict(old)
+
+
 def test_gptperf_calibrate_shows_the_offgrid_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     from gptperf.commands.calibrate import print_calibration
 

@@ -176,7 +176,8 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
                              "host_reference": {"step_s": reference_s},
                              **({"fork": {"unit_s": kernels["fork_s"]}} if "fork_s" in kernels else {})},
         launch_gap_s=float(launch["gap_s"]), matmul_bias=dict(kernels.get("matmul_bias", {})),
-        matmul_offgrid=dict(kernels.get("matmul_offgrid", {})), optimizer_overlap=overlap,
+        matmul_offgrid=dict(kernels.get("matmul_offgrid", {})),
+        matmul_probes=dict(kernels.get("matmul_probes", {})), optimizer_overlap=overlap,
         sustained=sustained, cache_bytes=float(last_level_cache_bytes()) if device.type == "cpu" else 0.0,
     )
 

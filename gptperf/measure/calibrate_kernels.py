@@ -210,6 +210,13 @@ def matmul_bias(ratios: dict[str, list[float]]) -> tuple[dict[str, dict[str, flo
     return out, notes
 
 
+def probe_ratios(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, float]]],
+                 ) -> dict[str, list[list[float]]]:
+    """Per dtype each off-grid probe as [M, N, K, its measured time over the grid's reading]."""
+    return {dtype: [[*shape, t / grids[dtype].at(*shape)] for shape, t in measured]
+            for dtype, measured in probes.items()}
+
+
 def matmul_offgrid(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, float]]],
                    ) -> tuple[dict[str, dict[str, float]], list[str]]:
     """Per dtype the off-grid probes' measured times over the grid's reading of them: their mean
@@ -217,9 +224,8 @@ def matmul_offgrid(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, f
     time is a sum over its shapes — with the median, range and count; and a note each."""
     out: dict[str, dict[str, float]] = {}
     notes = []
-    for dtype, measured in probes.items():
-        read = grids[dtype].at
-        rs = [t / read(*shape) for shape, t in measured]
+    for dtype, rows in probe_ratios(grids, probes).items():
+        rs = [r for *_, r in rows]
         if not rs:
             continue
         out[dtype] = {"ratio": statistics.fmean(rs), "median": statistics.median(rs),
@@ -594,7 +600,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     measured (as `planned_shapes`), "notes": [str], "seconds": wall time, "family_seconds": wall
     time per family, "family_lock_wait_seconds": the part of it spent waiting for `lock`, and on
     CUDA "matmul_bias": {dtype: a bias's cost, `matmul_bias`} and "matmul_offgrid": {dtype: an
-    off-grid shape's cost, `matmul_offgrid`}}. On a CPU every point
+    off-grid shape's cost, `matmul_offgrid`} and "matmul_probes": {dtype: each probe's ratio,
+    `probe_ratios`}}. On a CPU every point
     is measured in CPU_PASSES passes, merged (`merge_passes`) over each family's passes run out of
     a spell of the machine's fork and join (`passes_out_of_spells`), and "fork_s" is a parallel
     add's time around those passes. `lock` is held while each point is timed (`KernelTimer`)."""
@@ -649,6 +656,7 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     if probes:
         result["matmul_bias"], bias_notes = matmul_bias(biased)
         result["matmul_offgrid"], offgrid_notes = matmul_offgrid(result["matmul"], probes)
+        result["matmul_probes"] = probe_ratios(result["matmul"], probes)
         notes += bias_notes + offgrid_notes
     result["shapes"] = shapes
     result["notes"] = notes + timer.notes

@@ -293,6 +293,10 @@ class Calibration:
         run slower than the grid's (H200: 0.93–1.37× at 114 GPT shapes, mean 1.054; bf16's
         0.91–1.10, mean 1.004). An older calibration's "matmul_waves" (a wave quantization the
         grid was read with) is no longer read: docs/perfmodel.md says why.
+    matmul_probes: dtype -> [[M, N, K, ratio], ...]: each off-grid probe's measured time over the
+        grid's reading of it, whose mean `matmul_offgrid` keeps: a reading of them by shape can be
+        judged offline on the calibrations that ran (not read by the prediction); empty in older
+        calibrations.
     optimizer_overlap: {"share", "host_s", "end_s", "device_s", ...}: the share of the fused
         AdamW phase's host time that runs after its kernels have started
         (`gptperf.measure.optimizer_overlap`); empty on a CPU and in calibrations from before it
@@ -321,6 +325,7 @@ class Calibration:
     launch_gap_s: float = 0.0
     matmul_bias: dict[str, dict[str, float]] = field(default_factory=dict)
     matmul_offgrid: dict[str, dict[str, float]] = field(default_factory=dict)
+    matmul_probes: dict[str, list[list[float]]] = field(default_factory=dict)
     optimizer_overlap: dict[str, Any] = field(default_factory=dict)
     sustained: dict[str, Any] = field(default_factory=dict)
     cache_bytes: float = 0.0
@@ -454,6 +459,7 @@ class Calibration:
             "launch_gap_s": self.launch_gap_s,
             "matmul_bias": {k: dict(v) for k, v in self.matmul_bias.items()},
             "matmul_offgrid": {k: dict(v) for k, v in self.matmul_offgrid.items()},
+            "matmul_probes": {k: [list(row) for row in v] for k, v in self.matmul_probes.items()},
             "optimizer_overlap": dict(self.optimizer_overlap),
             "sustained": dict(self.sustained), "cache_bytes": self.cache_bytes,
         }
@@ -484,6 +490,8 @@ class Calibration:
                              for k, v in d.get("matmul_bias", {}).items()},
                 matmul_offgrid={k: {kk: float(vv) for kk, vv in v.items()}
                                 for k, v in d.get("matmul_offgrid", {}).items()},
+                matmul_probes={k: [[float(x) for x in row] for row in v]
+                               for k, v in d.get("matmul_probes", {}).items()},
                 optimizer_overlap=dict(d.get("optimizer_overlap", {})),
                 sustained=dict(d.get("sustained", {})), cache_bytes=float(d.get("cache_bytes", 0.0)),
             )
