@@ -1,6 +1,7 @@
-"""Does the host probe follow a deep step's host time as the host's speed moves? A command charges
-a step's host costs at the host model's one-block step sampled as the step ran, over that step's
-time at calibration (`measure.probe.HostSampler`). Across stored H200 sweeps, the eager bf16
+"""Does the host probe follow a deep step's host time as the host's speed moves?
+
+A command charges a step's host costs at the host model's one-block step sampled as the step ran,
+over that step's time at calibration (`measure.probe.HostSampler`). Across stored H200 sweeps, the eager bf16
 train steps the host holds up (12-48 blocks) moved about 1.2x more than that probe said, both ways
 (BENCHMARKS.md, session 43). Such a step is mostly per-block host work, and the one-block probe
 mostly fixed work.
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from gptperf.model.config import preset
+from gptperf.model.config import GPTConfig, preset
 from gptperf.perfmodel.calibration import HOST_MODEL, host_model_config
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import ExecutionPlan
@@ -44,7 +45,8 @@ PROBE_STEPS = 3  # a probe sample: this many steps back to back, as `probe.STEP_
 PROBE_SAMPLES = 5  # samples a probe reading, its median
 
 
-def _train_step(config, batch: int, seq: int, dtype: str, device: torch.device) -> Callable[[], None]:
+def _train_step(config: GPTConfig, batch: int, seq: int, dtype: str, device: torch.device
+                ) -> Callable[[], None]:
     plan = ExecutionPlan.default("train", device.type, compile=False, attention=config.attention, dtype=dtype)
     step = build_step(config, Workload("train", batch, seq, dtype), plan, device)
 
@@ -81,20 +83,21 @@ def _probe_s(run: Callable[[], None], device: torch.device) -> float:
     return statistics.median(samples)
 
 
-def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """(slope, R²) of log(y) on log(x), each about its mean, over the pairs both positive (a
-    per-block difference can fall to zero in noise); (nan, nan) where x does not move."""
+def fit(xs: list[float], ys: list[float]) -> tuple[float, float, int]:
+    """(slope, R², pairs used) of log(y) on log(x), each about its mean, over the pairs both
+    positive (a per-block difference can fall to zero or below in noise); slope and R² nan with
+    fewer than 3 such pairs or where x does not move."""
     pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if x > 0 and y > 0]
     if len(pairs) < 3:
-        return math.nan, math.nan
+        return math.nan, math.nan, len(pairs)
     lx, ly = [math.log(x) for x, _ in pairs], [math.log(y) for _, y in pairs]
     mx, my = statistics.fmean(lx), statistics.fmean(ly)
     sxx = sum((a - mx) ** 2 for a in lx)
     syy = sum((b - my) ** 2 for b in ly)
     if sxx <= 0:
-        return math.nan, math.nan
+        return math.nan, math.nan, len(pairs)
     sxy = sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True))
-    return sxy / sxx, (sxy * sxy / (sxx * syy) if syy > 0 else math.nan)
+    return sxy / sxx, (sxy * sxy / (sxx * syy) if syy > 0 else math.nan), len(pairs)
 
 
 def main() -> None:
@@ -128,17 +131,19 @@ def main() -> None:
     print(f"{len(rounds)} rounds over {rounds[-1]['at_s']:.0f} s on {device} "
           f"({torch.cuda.get_device_name(device) if kind == 'cuda' else 'CPU'}); each series' max / min:")
     for key in readings + list(real):
-        xs = [row[key] for row in rounds]
-        print(f"  {key:40s} median {statistics.median(xs) * 1e3:8.3f} ms  max/min {max(xs) / min(xs):.3f}")
-    print("\nslope (R²) of log(real step) on log(probe), over the rounds:")
-    print(f"{'real step':40s} " + " ".join(f"{k:>16s}" for k in readings))
+        xs = [row[key] for row in rounds if row[key] > 0]  # a per-block difference can be <= 0
+        spread = f"{max(xs) / min(xs):.3f}" if xs else "n/a"
+        print(f"  {key:40s} median {statistics.median(xs) * 1e3 if xs else math.nan:8.3f} ms  "
+              f"max/min {spread}  ({len(xs)} of {len(rounds)} rounds above zero)")
+    print("\nslope (R², rounds used) of log(real step) on log(probe), over the rounds:")
+    print(f"{'real step':40s} " + " ".join(f"{k:>18s}" for k in readings))
     for r in real:
         ys = [row[r] for row in rounds]
         cells = []
         for k in readings:
-            slope, r2 = fit([row[k] for row in rounds], ys)
-            cells.append(f"{slope:7.2f} ({r2:.2f})")
-        print(f"{r:40s} " + " ".join(f"{c:>16s}" for c in cells))
+            slope, r2, used = fit([row[k] for row in rounds], ys)
+            cells.append(f"{slope:6.2f} ({r2:.2f}, {used})")
+        print(f"{r:40s} " + " ".join(f"{c:>18s}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -106,6 +106,10 @@ def test_result_families_keys_and_progress(swept: tuple) -> None:
     assert result["attention"]["fp32:causal_fwd"].axes == ("BH", "T", "D")
     assert result["attention"]["fp32:causal_fwd"].growth == (1.0, 2.0, 1.0)
     assert result["matmul"]["fp32"].axes == ("M", "N", "K")
+    # each off-grid probe kept with its own ratio (once per pass kept), their mean the ratio charged
+    rows, offgrid = result["matmul_probes"]["fp32"], result["matmul_offgrid"]["fp32"]
+    assert len(rows) == offgrid["probes"] > 0 and all(len(r) == 4 for r in rows)
+    assert sum(r[3] for r in rows) / len(rows) == pytest.approx(offgrid["ratio"])
     expected_ops = set(ck.VECTOR_OPS) - {"cast_to_fp32", "add_mixed"}  # no kernel of their own in fp32
     assert set(result["vector"]) == {f"{op}:fp32" for op in expected_ops}
     assert set(result["optimizer"]) == {"adamw_loop"}  # a CPU's per-tensor loop; the grids: CUDA
@@ -683,7 +687,7 @@ def test_the_bias_ratio_is_the_median_of_the_probes_with_its_range() -> None:
 
 
 def test_the_offgrid_ratio_is_the_probes_mean_over_the_grids_reading() -> None:
-    """Probes against a grid with t = M·N·K ns, at 1.1, 1.3 and 0.9 of its reading: the mean
+    """Probes against a grid with t = M·N·K ns, at 1.2, 1.3 and 0.8 of its reading: the mean
     (1.1) is the ratio, with the median, range and count; a dtype without probes gets none."""
     from gptperf.perfmodel.calibration import Grid
 

@@ -796,6 +796,10 @@ def test_each_offgrid_probe_round_trips_and_is_not_read_by_the_prediction() -> N
     old["matmul_probes"] = {"fp32": 3}
     with pytest.raises(UserError, match="broken"):
         Calibration.from_dict(old)
+    for bad in ([[1.0]], [[1.0, 2.0, 3.0, float("nan")]], [[1.0, 2.0, 3.0, -1.0]], ["1234"]):
+        old["matmul_probes"] = {"fp32": bad}
+        with pytest.raises(UserError, match="matmul_probes"):
+            Calibration.from_dict(old)
 
 
 def test_gptperf_calibrate_shows_the_offgrid_ratio(capsys: pytest.CaptureFixture[str]) -> None:

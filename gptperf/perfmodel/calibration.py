@@ -294,9 +294,9 @@ class Calibration:
         0.91–1.10, mean 1.004). An older calibration's "matmul_waves" (a wave quantization the
         grid was read with) is no longer read: docs/perfmodel.md says why.
     matmul_probes: dtype -> [[M, N, K, ratio], ...]: each off-grid probe's measured time over the
-        grid's reading of it, whose mean `matmul_offgrid` keeps: a reading of them by shape can be
-        judged offline on the calibrations that ran (not read by the prediction); empty in older
-        calibrations.
+        grid's reading of it (on a CPU once per pass kept), whose mean `matmul_offgrid` keeps: a
+        reading of them by shape can be judged offline on the calibrations that ran (not read by
+        the prediction); empty in older calibrations.
     optimizer_overlap: {"share", "host_s", "end_s", "device_s", ...}: the share of the fused
         AdamW phase's host time that runs after its kernels have started
         (`gptperf.measure.optimizer_overlap`); empty on a CPU and in calibrations from before it
@@ -340,6 +340,12 @@ class Calibration:
                 ratio = entry.get("ratio") if isinstance(entry, dict) else None
                 if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 10:
                     raise UserError(f"{table}[{key!r}] needs a ratio between 0 and 10, got {entry!r}")
+        for key, rows in self.matmul_probes.items():
+            if not all(isinstance(row, list) and len(row) == 4 and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+                    for x in row) for row in rows):
+                raise UserError(f"matmul_probes[{key!r}] needs rows of four positive numbers "
+                                f"(M, N, K, ratio), got {rows!r}")
         if self.sustained:
             rates, slows = self.sustained.get("rates"), self.sustained.get("slowdowns")
             if not (isinstance(rates, list) and isinstance(slows, list) and len(rates) == len(slows)
@@ -490,7 +496,7 @@ class Calibration:
                              for k, v in d.get("matmul_bias", {}).items()},
                 matmul_offgrid={k: {kk: float(vv) for kk, vv in v.items()}
                                 for k, v in d.get("matmul_offgrid", {}).items()},
-                matmul_probes={k: [[float(x) for x in row] for row in v]
+                matmul_probes={k: [[float(x) for x in row] if isinstance(row, list) else row for row in v]
                                for k, v in d.get("matmul_probes", {}).items()},
                 optimizer_overlap=dict(d.get("optimizer_overlap", {})),
                 sustained=dict(d.get("sustained", {})), cache_bytes=float(d.get("cache_bytes", 0.0)),
