@@ -170,6 +170,22 @@ class Outcome:
         return doc
 
 
+def one_line_user_error(call: Any, *needles: str) -> str:
+    """The message of the UserError `call()` raises, asserted to be one line holding every one of
+    `needles` (a library call refused in-process, as the CLI would print it)."""
+    import pytest
+
+    from gptperf.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        call()
+    message = str(err.value)
+    assert "\n" not in message, message
+    for needle in needles:
+        assert needle in message, (needle, message)
+    return message
+
+
 def run_cli(capsys: Any, argv: list[str]) -> Outcome:
     """`gptperf <argv>` in this process: its exit status (argparse's SystemExit included) and
     what it printed."""

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
-import pytest
 import torch
+from hardening import one_line_user_error
 
 from gptperf.data.corpus import EMBEDDED, embedded_text, load_corpus
 from gptperf.data.tokenizer import ByteTokenizer
-from gptperf.errors import UserError
 
 
 def test_byte_tokenizer_round_trip() -> None:
@@ -114,33 +113,23 @@ def test_generator_state_continues_the_same_stream() -> None:
     assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
 
 
-def _one_line_error(fn, *words: str) -> str:
-    with pytest.raises(UserError) as info:
-        fn()
-    message = str(info.value)
-    assert "\n" not in message
-    for word in words:
-        assert word in message, message
-    return message
-
-
 def test_bad_inputs_give_one_line_errors(tmp_path) -> None:
-    _one_line_error(lambda: load_corpus(str(tmp_path / "missing.txt")), "missing.txt", "not found")
+    one_line_user_error(lambda: load_corpus(str(tmp_path / "missing.txt")), "missing.txt", "not found")
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
-    _one_line_error(lambda: load_corpus(str(empty)), "empty")
+    one_line_user_error(lambda: load_corpus(str(empty)), "empty")
     binary = tmp_path / "blob.txt"
     binary.write_bytes(b"ok\xff\xfe\x00")
-    _one_line_error(lambda: load_corpus(str(binary)), "UTF-8")
+    one_line_user_error(lambda: load_corpus(str(binary)), "UTF-8")
     folder = tmp_path / "tokens"
     folder.mkdir()
-    _one_line_error(lambda: load_corpus(str(folder)), "train.bin")
+    one_line_user_error(lambda: load_corpus(str(folder)), "train.bin")
     (folder / "train.bin").write_bytes(b"\x01\x00\x02")
-    _one_line_error(lambda: load_corpus(str(folder)), "odd size")
-    _one_line_error(lambda: load_corpus(None, val_fraction=1.0), "val_fraction")
+    one_line_user_error(lambda: load_corpus(str(folder)), "odd size")
+    one_line_user_error(lambda: load_corpus(None, val_fraction=1.0), "val_fraction")
     short = tmp_path / "short.txt"
     short.write_text("x" * 100)
     corpus = load_corpus(str(short))
-    _one_line_error(lambda: corpus.get_batch("train", 2, 64), "fewer than one sequence", "64")
-    _one_line_error(lambda: corpus.check_sequence(64), "val")
-    _one_line_error(lambda: corpus.get_batch("test", 2, 4), "split")
+    one_line_user_error(lambda: corpus.get_batch("train", 2, 64), "fewer than one sequence", "64")
+    one_line_user_error(lambda: corpus.check_sequence(64), "val")
+    one_line_user_error(lambda: corpus.get_batch("test", 2, 4), "split")

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import torch
+from hardening import one_line_user_error
 
 from gptperf.checkpoint import load_checkpoint, load_model, save_checkpoint
-from gptperf.errors import UserError
 from gptperf.model import GPT, GPTConfig
 from gptperf.model import hf as hf_module
 from gptperf.model.hf import config_from_hf, load_hf_gpt2, save_hf_gpt2
@@ -20,16 +20,6 @@ from gptperf.model.hf import config_from_hf, load_hf_gpt2, save_hf_gpt2
 pytest.importorskip("safetensors")
 
 SMALL = GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=16)
-
-
-def _one_line(call: Any, *needles: str) -> str:
-    with pytest.raises(UserError) as err:
-        call()
-    message = str(err.value)
-    assert "\n" not in message, message
-    for needle in needles:
-        assert needle in message, (needle, message)
-    return message
 
 
 @pytest.fixture
@@ -71,7 +61,7 @@ def test_larger_config_than_weights_is_refused_before_allocating(folder: Path,
     # the audit's case: GPT-2-sized claims (here 64 layers of width 4096: 13 B parameters on
     # the meta device, nothing real) beside a tiny weights file
     _edit_config(folder, n_layer=64, n_embd=4096, n_head=32)
-    _one_line(lambda: load_hf_gpt2(folder), "transformer.wte.weight has shape (64, 16) but "
+    one_line_user_error(lambda: load_hf_gpt2(folder), "transformer.wte.weight has shape (64, 16) but "
               "config.json implies (64, 4096)", "n_layer=64", "n_embd=4096")
     assert no_allocation == []
 
@@ -91,7 +81,7 @@ def test_a_tensor_of_another_shape_is_named_in_the_files_layout(
     tensors = load_file(str(folder / "model.safetensors"))
     tensors[name] = torch.zeros(*stored)
     save_file(tensors, str(folder / "model.safetensors"))
-    _one_line(lambda: load_hf_gpt2(folder),
+    one_line_user_error(lambda: load_hf_gpt2(folder),
               f"{name} has shape {stored} but config.json implies {implied}")
     assert no_allocation == []
 
@@ -99,7 +89,7 @@ def test_a_tensor_of_another_shape_is_named_in_the_files_layout(
 def test_more_layers_than_the_file_names_a_missing_tensor(folder: Path,
                                                          no_allocation: list[str]) -> None:
     _edit_config(folder, n_layer=40)
-    _one_line(lambda: load_hf_gpt2(folder), "lacks", "h.2.", "n_layer=40")
+    one_line_user_error(lambda: load_hf_gpt2(folder), "lacks", "h.2.", "n_layer=40")
     assert no_allocation == []
 
 
@@ -128,17 +118,17 @@ def test_matching_folder_still_loads_bit_for_bit(folder: Path) -> None:
     ("scale_attn_weights", "no", "true or false"),
     ("tie_word_embeddings", "false", "true or false"),
 ])
-def test_config_field_of_the_wrong_type_is_one_line(field: str, value: Any, expected: str) -> None:
+def test_config_field_of_the_wrong_type_isone_line_user_error(field: str, value: Any, expected: str) -> None:
     from gptperf.model.hf import hf_config
 
     doc = hf_config(SMALL)
     doc[field] = value
-    _one_line(lambda: config_from_hf(doc), f"config.json {field}={value!r}", expected)
+    one_line_user_error(lambda: config_from_hf(doc), f"config.json {field}={value!r}", expected)
 
 
 def test_config_read_from_a_folder_names_the_field(folder: Path) -> None:
     _edit_config(folder, layer_norm_epsilon="abc")
-    _one_line(lambda: load_hf_gpt2(folder), "layer_norm_epsilon='abc'", "a positive number")
+    one_line_user_error(lambda: load_hf_gpt2(folder), "layer_norm_epsilon='abc'", "a positive number")
 
 
 # --- sharded index ----------------------------------------------------------------------------
@@ -171,13 +161,13 @@ def test_sharded_folder_loads(folder: Path) -> None:
     ({"wte.weight": "../hf/model-00001-of-00001.safetensors"}, ["weight_map['wte.weight']", "file names"]),
     (None, ["has no weight_map"]),
 ])
-def test_bad_index_is_one_line(folder: Path, weight_map: Any, needles: list[str]) -> None:
+def test_bad_index_isone_line_user_error(folder: Path, weight_map: Any, needles: list[str]) -> None:
     index = _shard(folder)
     index.write_text(json.dumps({} if weight_map is None else {"weight_map": weight_map}))
-    _one_line(lambda: load_hf_gpt2(folder), str(index), *needles)
+    one_line_user_error(lambda: load_hf_gpt2(folder), str(index), *needles)
 
 
-def test_pytorch_bin_with_a_non_tensor_is_one_line(tmp_path: Path) -> None:
+def test_pytorch_bin_with_a_non_tensor_isone_line_user_error(tmp_path: Path) -> None:
     from gptperf.model.hf import hf_config
 
     folder = tmp_path / "bin"
@@ -186,7 +176,7 @@ def test_pytorch_bin_with_a_non_tensor_is_one_line(tmp_path: Path) -> None:
     state: dict[str, Any] = {k: v for k, v in GPT(SMALL).state_dict().items()}
     state["transformer.wte.weight"] = 3
     torch.save(state, folder / "pytorch_model.bin")
-    _one_line(lambda: load_hf_gpt2(folder), "'transformer.wte.weight' is a int, not a tensor")
+    one_line_user_error(lambda: load_hf_gpt2(folder), "'transformer.wte.weight' is a int, not a tensor")
 
 
 # --- gptperf checkpoints: model_config, empty paths --------------------------------------------
@@ -195,14 +185,14 @@ def test_pytorch_bin_with_a_non_tensor_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("config", ["hi", ["block_size"], 3])
 def test_model_config_that_is_not_a_mapping(tmp_path: Path, config: Any) -> None:
     file = save_checkpoint(tmp_path / "run", model_config=config, model={})
-    message = _one_line(lambda: load_checkpoint(file), "model_config must be a mapping of config fields",
+    message = one_line_user_error(lambda: load_checkpoint(file), "model_config must be a mapping of config fields",
                         f"got a {type(config).__name__}")
     assert "'h'" not in message  # not the string's letters as unknown fields
-    _one_line(lambda: GPTConfig.from_dict(config), "model_config must be a mapping")
+    one_line_user_error(lambda: GPTConfig.from_dict(config), "model_config must be a mapping")
 
 
 def test_unknown_keys_of_mixed_types_are_listed() -> None:
-    _one_line(lambda: GPTConfig.from_dict({"n_layer": 1, 1: 2, "zz": 3}), "unknown config field(s)",
+    one_line_user_error(lambda: GPTConfig.from_dict({"n_layer": 1, 1: 2, "zz": 3}), "unknown config field(s)",
               "1", "'zz'")
 
 
@@ -214,4 +204,4 @@ def test_empty_checkpoint_paths_are_refused(tmp_path: Path, monkeypatch: pytest.
     for call in (lambda: load_checkpoint(path), lambda: load_model(path),
                  lambda: load_hf_gpt2(path),
                  lambda: save_checkpoint(path, model_config=SMALL, model={})):
-        _one_line(call, "is not a usable path")
+        one_line_user_error(call, "is not a usable path")
