@@ -14,7 +14,6 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -354,46 +353,38 @@ def hardware_from_toml(source: str | os.PathLike[str], *, origin: str | None = N
         if not path.is_file():
             raise UserError(f"hardware file {str(path)!r} does not exist")
         return _hardware_from_file(path, origin=origin)
-    return _hardware_from_text(str(source), origin=origin, fail=_failure("hardware file <text>"))
-
-
-def _failure(what: str) -> Callable[[str], UserError]:
-    """A maker of the one-line UserError for a bad hardware file, `what` naming the file."""
-
-    def fail(reason: str) -> UserError:
-        return UserError(f"{what}: {reason}")
-
-    return fail
+    return _hardware_from_text(str(source), origin=origin, what="hardware file <text>")
 
 
 def _hardware_from_file(path: Path, *, origin: str | None, what: str | None = None) -> Hardware:
-    fail = _failure(what or f"hardware file {path}")
+    """A Hardware from the file `path`; each failure a one-line UserError that `what` (default:
+    "hardware file <path>") begins."""
+    what = what or f"hardware file {path}"
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise fail(f"cannot be read ({err.strerror or err})") from None
+        raise UserError(f"{what}: cannot be read ({err.strerror or err})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         hint = " (it starts with a UTF-16 byte-order mark)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-        raise fail(f"not UTF-8 TOML: byte {raw[err.start]:#04x} at offset {err.start}{hint}; "
-                   "TOML files must be UTF-8") from None
-    return _hardware_from_text(text, origin=origin, fail=fail)
+        raise UserError(f"{what}: not UTF-8 TOML: byte {raw[err.start]:#04x} at offset "
+                        f"{err.start}{hint}; TOML files must be UTF-8") from None
+    return _hardware_from_text(text, origin=origin, what=what)
 
 
-def _hardware_from_text(text: str, *, origin: str | None,
-                        fail: Callable[[str], UserError]) -> Hardware:
+def _hardware_from_text(text: str, *, origin: str | None, what: str) -> Hardware:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise fail(f"not valid TOML ({err})") from None
+        raise UserError(f"{what}: not valid TOML ({err})") from None
     src = data.get("source")
     if origin is None:
         origin = src if src in (MEASURED, *SHIPPED) else "file"
     try:
         return Hardware.from_dict(data, source=origin)
     except UserError as err:  # a bad figure: name the file it is in, not only the field
-        raise fail(str(err)) from None
+        raise UserError(f"{what}: {err}") from None
 
 
 # --- The registry of shipped entries (datasheet and nominal) -----------------------------------
