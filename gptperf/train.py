@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gptperf.dtypes import STEP_DTYPES
 from gptperf.errors import UserError
 from gptperf.model.config import PRESETS, GPTConfig, preset
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from gptperf.plan import ExecutionPlan
     from gptperf.steps.train import TrainSettings
 
-TRAIN_DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
+TRAIN_DTYPES: tuple[str, ...] = STEP_DTYPES
 SCHEMA = "gptperf.train/1"
 SEED_MAX = 2**64 - 1  # torch's generators take 64 bits: every command's --seed is checked to it
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gptperf.dtypes import STEP_DTYPES
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 
@@ -54,7 +55,7 @@ SOURCE_RUN, SOURCE_RECORD, SOURCE_FLAGS = "run", "trace record", "flags"
 RECORD_SCHEMA = "gptperf.profile.workload/1"
 # What `gptperf profile` runs when a flag is left out (and a trace without a record is read as)
 DEFAULT_PRESET, DEFAULT_KIND, DEFAULT_BATCH, DEFAULT_SEQ, DEFAULT_DTYPE = "tiny", "train", 8, 256, "fp32"
-DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16")
+DTYPES: tuple[str, ...] = STEP_DTYPES
 
 
 @dataclass(frozen=True)
