@@ -31,6 +31,8 @@ TORCH_FILE = "pytorch_model.bin"
 _CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 # Non-persistent buffers older checkpoints saved: the causal mask and the masking constant.
 _IGNORED = (".attn.bias", ".attn.masked_bias")
+# The sizes every GPT-2 config.json gives, each a positive integer.
+_SIZES = ("n_positions", "n_embd", "n_layer", "n_head", "vocab_size")
 # GELU with the tanh approximation, under its two HF names.
 _ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
 # Config fields whose non-default value changes the computation in a way GPT does not.
@@ -98,10 +100,10 @@ def config_from_hf(hf: dict[str, Any], attention: str = "sdpa", name: str = "hf-
             raise UserError(f"config.json {key}={hf[key]!r} is not supported; gptperf's GPT needs {wanted}")
     if not _bool_field(hf, "tie_word_embeddings", True):
         raise UserError("config.json tie_word_embeddings=false is not supported; GPT ties lm_head to wte")
-    missing = [k for k in ("n_positions", "n_embd", "n_layer", "n_head", "vocab_size") if k not in hf]
+    missing = [k for k in _SIZES if k not in hf]
     if missing:
         raise UserError(f"config.json lacks {', '.join(missing)}; a GPT-2 config needs them")
-    sizes = {k: _int_field(hf, k) for k in ("n_positions", "n_embd", "n_layer", "n_head", "vocab_size")}
+    sizes = {k: _int_field(hf, k) for k in _SIZES}
     n_inner = hf.get("n_inner")
     if n_inner is not None:
         if isinstance(n_inner, bool) or not isinstance(n_inner, int):
