@@ -152,10 +152,10 @@ def launch(spec: Launch) -> LaunchResult:
         try:
             with _signals_raise():
                 code = proc.wait(timeout=spec.timeout_s)
-        except _Signalled as sig:  # killed (a scheduler, `timeout`, `kill`): the ranks go too
+        except Terminated:  # killed (a scheduler, `timeout`, `kill`): the ranks go too
             with _signals_ignored():  # a second signal must not cut the stopping short
                 _stop_group(proc)
-            raise Terminated(sig.signum) from None
+            raise
         except subprocess.TimeoutExpired:
             _stop_group(proc)
             log_file.flush()
@@ -176,21 +176,13 @@ def launch(spec: Launch) -> LaunchResult:
     return LaunchResult(json.loads(result_path.read_text()), wall, log, cmd)
 
 
-class _Signalled(BaseException):
-    """SIGTERM or SIGHUP arrived while a launch ran (see `_signals_raise`)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise `_Signalled` inside the block, so that the launch stops
+    """SIGTERM and SIGHUP raise `Terminated` inside the block, so that the launch stops
     torchrun's group: started in a session of its own, it would outlive a plain kill of this
     process and its ranks would run on. Only the main thread can take signals."""
     def handler(signum: int, frame: Any) -> None:
-        raise _Signalled(signum)
+        raise Terminated(signum)
 
     with _handlers(handler):
         yield
