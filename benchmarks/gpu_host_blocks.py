@@ -4,7 +4,8 @@ model's depth. Stored runs (sessions 34-41): compiled cases of 13-22 blocks boun
 came out 1.09-1.33x their prediction in 8 of 9, and session 36 read the compiled host model
 itself at 22 blocks 1.20-1.28x the line (forward), at 12 within 3%. Eager steps of 25-48 blocks
 bound by the host read a median 1.02 (29 inference cases); the one deep train case, gpt2-xl (48
-blocks), 0.85-0.92 in four runs of six.
+blocks), 0.85-0.92 in four runs of six; yet on an H100 (2026-12-05, 8 sets) the eager train
+parts at 48 blocks read fwd 0.92, bwd 1.03, opt 0.97 of the line, about 0.99 together.
 This times the host models (the calibration's own: `calibrate_host.host_config`, each mode's
 tokens, bf16), compiled and eager, at more block counts, all in the same rounds
 (`time_host_parts`: a spell of the host hits every count and mode alike), each set of rounds read
