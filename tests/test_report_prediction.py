@@ -74,9 +74,11 @@ class FakeValidate:
         expected_s = 0.01 * (i + 1)
         m = expected_s * self.RATIOS[i]
         trace = HostTrace((0.9 * m, m, m, 1.2 * m)) if i % 2 == 0 else None  # p10 0.9, p90 1.2
+        # the even cases' predicted host time is 0.9 of their device time: they wait on the host
         result.points.append(ValidationPoint(case.name, w.kind, case.config.name, w.batch, w.seq,
                                              w.dtype, case.plan, m, expected_s, expected_s / 3,
-                                             trace=trace))
+                                             trace=trace, expected_host_s=(0.9 if i % 2 == 0 else 0.2)
+                                             * expected_s, expected_device_s=expected_s))
         if case.profile:
             result.per_op.append(OpErrors(case.name, (
                 OpPair("h.0.mlp.fc", "fwd", 2e-3, 1.8e-3), OpPair("lm_head", "fwd", 1e-3, 1.1e-3))))
@@ -191,6 +193,14 @@ def test_prediction_section_renders_from_typed_data_and_round_trips(
     assert verdict.name == "median" and verdict.target == pytest.approx(0.10)
     assert re.search(rf'median \|m/p − 1\|.*?{verdict.word}</span>', sec, flags=re.S)
     assert f"{100 * r.stats.median:.1f} %" in sec
+    # the statistics apart by what holds the step up, each row's count and max from the points
+    split = r.bound_stats()
+    assert split["host"].n == sum(p.host_bound for p in r.points) > 0 and split["device"].n > 0
+    for words, s in (("steps the host holds up (predicted host time ≥ 0.8× device time)", split["host"]),
+                     ("steps the device holds up", split["device"])):
+        row = sec[sec.index(f"the {s.n} {words}"):]
+        row = row[:row.index("</tr>")]
+        assert f"{100 * s.max:.1f} %" in row
     # the case table: each measured case with its measured, calibrated, m/p and roofline bound
     table = sec[sec.index('id="prediction-cases"'):]
     table = table[:table.index("</table>")]

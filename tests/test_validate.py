@@ -252,9 +252,12 @@ def _result(device_type: str = "cuda") -> ValidationResult:
     from gptperf.plan import ExecutionPlan
 
     eager, graph = ExecutionPlan(), ExecutionPlan("cuda_graph", static_cache=True)
+    # the prediction's host and device seconds: train a waits on the host (9 ms ≥ 0.8 · 10 ms),
+    # the graph does not (no host), forward c predates them (neither)
     points = [ValidationPoint("train a", "train", "gpt2", 6, 640, "bf16", eager, 0.0105, 0.010, 0.007,
-                              clock_share=0.88),
-              ValidationPoint("decode b", "decode", "gpt2", 8, 1000, "bf16", graph, 0.00049, 0.0005, None),
+                              clock_share=0.88, expected_host_s=0.009, expected_device_s=0.010),
+              ValidationPoint("decode b", "decode", "gpt2", 8, 1000, "bf16", graph, 0.00049, 0.0005, None,
+                              expected_host_s=0.0, expected_device_s=0.0005),
               ValidationPoint("forward c", "forward", "gpt2", 8, 1000, "fp32", eager, 0.044, 0.040, 0.03,
                               1.25, 1.25, None, HostTrace((0.045, 0.044, 0.043), (0.002,), (2,)))]
     ops = (OpPair("h.0.mlp.fc", "fwd", 1e-3, 0.95e-3), OpPair("lm_head", "bwd", 2e-3, 2.1e-3))
@@ -283,6 +286,11 @@ def test_result_round_trip_and_derived_numbers() -> None:
     assert (doc["stats"]["n"], doc["stats"]["median"], doc["stats"]["p90"], doc["stats"]["max"]) == \
         pytest.approx((3, 0.05, 0.10, 0.10))
     assert doc["per_op"]["error"] == pytest.approx((0.05e-3 + 0.1e-3) / 3e-3)
+    # apart by what holds the step up: train a (error 0.05) the host, decode b (0.02) the device
+    assert [p.host_bound for p in back.points] == [True, False, None]
+    assert doc["by_bound"]["host_share"] == 0.8
+    assert (doc["by_bound"]["host"]["n"], doc["by_bound"]["host"]["max"]) == (1, pytest.approx(0.05))
+    assert (doc["by_bound"]["device"]["n"], doc["by_bound"]["device"]["max"]) == (1, pytest.approx(0.02))
     assert doc["points"][0]["ratio"] == pytest.approx(1.05)
     assert doc["points"][1]["plan_label"].startswith("compiled + CUDA graph")
     verdicts = {v["name"]: v for v in doc["targets"]}
@@ -336,8 +344,9 @@ def test_op_pairs_joins_both_sides_above_the_floor() -> None:
 
 
 class _Expected:
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, host_share: float = 0.2) -> None:
         self.step_time_s = seconds
+        self.host_s, self.device_s = host_share * seconds, seconds
 
     def by_key(self) -> dict[tuple[str, str], Any]:
         return {("lm_head", "fwd"): SimpleNamespace(device_s=0.8 * self.step_time_s),
@@ -363,8 +372,9 @@ def stood_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
 
     monkeypatch.setattr(run, "load_calibration", lambda device: _calibration())
     monkeypatch.setattr(run, "measure_case", measure)
+    index = {c.name: i for i, c in enumerate(sweep)}  # the even cases wait on the host
     monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None: _Expected(
-        1e-3 * ([c.name for c in sweep].index(case.name) + 1)))
+        1e-3 * (index[case.name] + 1), host_share=0.9 if index[case.name] % 2 == 0 else 0.2))
     monkeypatch.setattr(run, "profile_case", lambda case, plan, device, out: {
         ("lm_head", "fwd"): 1e-3, ("h.0.mlp.fc", "fwd"): 1e-4})
     # nothing stood-in allocates; a full collection per case costs seconds late in a long session
@@ -485,6 +495,13 @@ def test_command_json_out_and_plot(stood_in: dict[str, float], cli_json: Any, tm
                                "passed": True, "verdict": "PASS"}]
     assert doc["per_op"]["cases"] and doc["per_op"]["operations"] == 2 * len(doc["per_op"]["cases"])
     assert all(p["roofline_s"] > 0 for p in doc["points"])  # the 'cpu' datasheet entry
+    # the even cases' predicted host time is 0.9 of their device time: they wait on the host
+    sweep = [c.name for c in cases("cpu", quick=True)]
+    waits = {p["case"]: sweep.index(p["case"]) % 2 == 0 for p in doc["points"]}
+    for name, bound in (("host", True), ("device", False)):
+        errors = [abs(p["ratio"] - 1) for p in doc["points"] if waits[p["case"]] is bound]
+        assert doc["by_bound"][name]["n"] == len(errors) > 0
+        assert doc["by_bound"][name]["max"] == pytest.approx(max(errors))
     assert json.loads(out.read_text()) == doc
     assert (plots / "validation.png").stat().st_size > 1000 and (plots / "validation.svg").exists()
 
@@ -502,6 +519,9 @@ def test_command_table_says_units_targets_and_calibration(stood_in: dict[str, fl
     assert "median |m/p − 1|" in out and "PASS" in out and "≤ 10.0%" in out
     assert "skipped" in out and "out of memory" in out
     assert "host now/then" in out and "charged at it" not in " ".join(out.split())  # no probe here
+    one_line = " ".join(out.split())
+    assert "By what holds the step up (predicted host time ≥ 0.8× its device time: the host): the host, " in one_line
+    assert "; the device, " in one_line
 
 
 def test_the_table_shows_each_cases_own_step_spread(stood_in: dict[str, float], monkeypatch: pytest.MonkeyPatch,

@@ -98,6 +98,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
 
     from gptperf.measure.probe import FORK_SPELL
     from gptperf.output import percent, ratio_range, seconds, wide_console
+    from gptperf.validate.results import HOST_BOUND_SHARE
 
     console = wide_console()
     c = r.calibration
@@ -146,6 +147,12 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     console.print(f"End to end over {st.n} cases, |measured/predicted − 1| (calibrated): "
                   f"median {percent(st.median)}, p90 {percent(st.p90)} (nearest rank), max {percent(st.max)}"
                   f"  ·  roofline bound instead: median {percent(rs.median)}, max {percent(rs.max)}")
+    split = r.bound_stats()
+    if split["host"].n and split["device"].n:  # where the error comes from
+        console.print(f"By what holds the step up (predicted host time ≥ {HOST_BOUND_SHARE:g}× its "
+                      "device time: the host): " + "; ".join(
+                          f"the {name}, {s.n} cases: median {percent(s.median)}, max {percent(s.max)}"
+                          for name, s in split.items()))
     if r.spell_count:  # beside the verdict, which stays on every case
         ss = r.steady_stats
         console.print(f"Without the {r.spell_count} case(s) run in a spell of the machine (fork): "

@@ -17,6 +17,7 @@ from gptperf.report.html import (
     table,
     tag,
 )
+from gptperf.validate.results import HOST_BOUND_SHARE
 
 if TYPE_CHECKING:
     from gptperf.report.results import CalibrationStage, ValidationStage
@@ -70,6 +71,13 @@ def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
                   cell(pct(st.median), "%"), cell(pct(st.p90), "%"), cell(pct(st.max), "%")],
                  [f"{ROOFLINE}: what the hardware allows", cell(rs.n), cell(pct(rs.median), "%"),
                   cell(pct(rs.p90), "%"), cell(pct(rs.max), "%")]]
+    split = r.bound_stats()
+    if split["host"].n and split["device"].n:  # where the error comes from
+        stat_rows[1:1] = [[f"{CALIBRATED}, the {s.n} steps {what}", cell(s.n), cell(pct(s.median), "%"),
+                           cell(pct(s.p90), "%"), cell(pct(s.max), "%")]
+                          for s, what in ((split["host"], "the host holds up (predicted host time "
+                                           f"≥ {HOST_BOUND_SHARE:g}× device time)"),
+                                          (split["device"], "the device holds up"))]
     if r.spell_count:  # beside the verdict, which stays on every case
         ss = r.steady_stats
         stat_rows.insert(1, [f"{CALIBRATED}, without the {r.spell_count} case(s) run in a spell "

@@ -23,6 +23,11 @@ TARGETS: dict[str, dict[str, float]] = {
 }
 TARGET_LABELS = {"median": "median |m/p − 1|", "p90": "p90 |m/p − 1| (nearest rank)",
                  "max": "max |m/p − 1|", "per_op": "per-operation error (time-weighted)"}
+# A step whose predicted host time is at least this share of its device time waits on the host:
+# on a GPU the queue starves at moments before the host's total reaches the device's, and the step
+# moves with the host's speed (H200 and H100 fixed sweeps, sessions 34-44: such steps read medians
+# of 1.9-10.3%, the others 2.0-3.7%; BENCHMARKS.md, "Session 44").
+HOST_BOUND_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,10 @@ class ValidationPoint:
     steps were timed (`measure.metrics.Utilization.clock_share`; None: not read). `fork_speed`: a
     parallel CPU add sampled with the host over its time in the calibration's speed probe
     (`measure.probe.fork_speed`; None: not sampled, or not a CPU): how far the case's steps ran in
-    a spell of slow (or fast) fork and join."""
+    a spell of slow (or fast) fork and join. `expected_host_s`, `expected_device_s`: the
+    prediction's host and device seconds as charged (`Expected.host_s`, `.device_s`; None in a
+    document from before they were kept), which say whether the step waits on the host
+    (`host_bound`)."""
 
     case: str
     kind: str
@@ -99,6 +107,8 @@ class ValidationPoint:
     host_phase_speeds: dict[str, float] | None = None
     clock_share: float | None = None
     fork_speed: float | None = None
+    expected_host_s: float | None = None
+    expected_device_s: float | None = None
 
     @property
     def plan_label(self) -> str:
@@ -127,6 +137,14 @@ class ValidationPoint:
         return abs(self.ratio - 1)
 
     @property
+    def host_bound(self) -> bool | None:
+        """Whether the prediction's host time is at least HOST_BOUND_SHARE of its device time (the
+        step moves with the host's speed); None without them."""
+        if self.expected_host_s is None or self.expected_device_s is None:
+            return None
+        return self.expected_host_s >= HOST_BOUND_SHARE * self.expected_device_s
+
+    @property
     def in_spell(self) -> bool:
         """Its steps ran while a parallel CPU add took FORK_SPELL times (or 1/FORK_SPELL of) its
         time at calibration: a spell of the machine that the curves do not follow."""
@@ -149,7 +167,8 @@ class ValidationPoint:
                 "host_probe_after": self.host_probe_after, "ratio": self.ratio,
                 "step_spread": self.step_spread, "host_phase_speeds": self.host_phase_speeds,
                 "trace": None if self.trace is None else self.trace.to_dict(),
-                "clock_share": self.clock_share, "fork_speed": self.fork_speed}
+                "clock_share": self.clock_share, "fork_speed": self.fork_speed,
+                "expected_host_s": self.expected_host_s, "expected_device_s": self.expected_device_s}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationPoint:
@@ -163,7 +182,8 @@ class ValidationPoint:
                    HostTrace.from_dict(d["trace"]) if d.get("trace") else None,
                    {k: float(v) for k, v in d["host_phase_speeds"].items()}
                    if d.get("host_phase_speeds") else None,
-                   *(None if d.get(k) is None else float(d[k]) for k in ("clock_share", "fork_speed")))
+                   *(None if d.get(k) is None else float(d[k])
+                     for k in ("clock_share", "fork_speed", "expected_host_s", "expected_device_s")))
 
 
 @dataclass(frozen=True)
@@ -324,6 +344,12 @@ class ValidationResult:
         """Points that ran in a spell of the machine (`ValidationPoint.in_spell`)."""
         return sum(p.in_spell for p in self.points)
 
+    def bound_stats(self) -> dict[str, ErrorStats]:
+        """The statistics apart over the steps that wait on the host ("host": `host_bound`) and
+        the others ("device"); points without the prediction's split are in neither."""
+        return {name: error_stats(p.ratio for p in self.points if p.host_bound is bound)
+                for name, bound in (("host", True), ("device", False))}
+
     @property
     def roofline_stats(self) -> ErrorStats:
         """The same statistics for the roofline bound (what the calibration improves on)."""
@@ -356,6 +382,8 @@ class ValidationResult:
             "points": [p.to_dict() for p in self.points],
             "stats": self.stats.to_dict(),
             "spells": {"cases": self.spell_count, "stats_without": self.steady_stats.to_dict()},
+            "by_bound": {"host_share": HOST_BOUND_SHARE,
+                         **{k: v.to_dict() for k, v in self.bound_stats().items()}},
             "roofline_stats": self.roofline_stats.to_dict(),
             "per_op": {"error": self.per_op_error, "operations": self.per_op_count,
                        "floor_s": OP_FLOOR_S, "cases": [e.to_dict() for e in self.per_op]},
