@@ -16,7 +16,7 @@ With --out DIR (or $OUT), every round goes to host_probe_depth.json.
 
 On one H100's host (2026-12-05, 120 rounds of 1.2 s) none of the three probes followed: slopes
 0.29-0.65 (one block), 0.25-0.77 (four), 0.13-0.51 (per block), R² at most 0.57, falling with
-depth. The host's speed moved 1.6-1.8x, and a series kept little of it from one round to the next
+depth. The timed series moved 1.6-1.8x, and a series kept little of its speed from one round to the next
 (r 0.11-0.31 at lag 1; series timed next to each other in a round correlated best): the host
 changes speed within a second, and a probe follows a step only as far as it samples the same moments.
 

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 from gptperf.perfmodel.calibration import Calibration
-from gptperf.perfmodel.expected import expected
 from gptperf.validate.results import ValidationPoint
 from gptperf.validate.stats import error_stats
 
@@ -46,13 +45,11 @@ def main() -> int:
         off, on = [], []
         moved = []
         for p in map(ValidationPoint.from_dict, doc["points"]):
-            case = p.as_case()
-            if case is None:
+            e_off, e_on = p.expected_on(without), p.expected_on(cal)
+            if e_on is None:
                 print(f"{run}: cannot rebuild {p.config!r}; skipped", file=sys.stderr)
                 continue
-            speeds = {"host_speed": p.host_speed, "phase_speeds": p.host_phase_speeds}
-            r_off = p.measured_s / expected(case.config, case.workload, p.plan, without, **speeds).step_time_s
-            r_on = p.measured_s / expected(case.config, case.workload, p.plan, cal, **speeds).step_time_s
+            r_off, r_on = p.measured_s / e_off.step_time_s, p.measured_s / e_on.step_time_s
             off.append(r_off)
             on.append(r_on)
             if abs(r_on - r_off) >= MOVED:

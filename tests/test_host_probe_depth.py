@@ -36,6 +36,10 @@ def test_fit_drops_pairs_not_positive_and_needs_three():
 def test_correlation_of_log_times():
     assert depth.correlation(PROBE, [5.0 * x ** 2 for x in PROBE]) == pytest.approx(1.0)
     assert depth.correlation(PROBE, [1.0 / x for x in PROBE]) == pytest.approx(-1.0)
+    # a pair not above zero (a per-block difference in noise) is left out, not taken as a log
+    ys = [5.0 * x ** 2 for x in PROBE]
+    ys[2] = 0.0
+    assert depth.correlation(PROBE, ys) == pytest.approx(1.0)
     # a series that does not move, or too few pairs, says nothing
     assert math.isnan(depth.correlation(PROBE, [1.0] * len(PROBE)))
     assert math.isnan(depth.correlation([1.0, 2.0], [2.0, 1.0]))

@@ -291,6 +291,14 @@ def test_result_round_trip_and_derived_numbers() -> None:
     assert doc["by_bound"]["host_share"] == 0.8
     assert (doc["by_bound"]["host"]["n"], doc["by_bound"]["host"]["max"]) == (1, pytest.approx(0.05))
     assert (doc["by_bound"]["device"]["n"], doc["by_bound"]["device"]["max"]) == (1, pytest.approx(0.02))
+    # a document from before the split was kept: its points read None, and no split is made
+    old = {**doc, "points": [{k: v for k, v in p.items() if not k.startswith("expected_") or k == "expected_s"}
+                             for p in doc["points"]]}
+    older = ValidationResult.from_dict(old)
+    assert all(p.expected_host_s is None and p.host_bound is None for p in older.points)
+    assert older.bound_stats() is None and older.to_dict()["by_bound"] is None
+    # a CPU's host and kernels run in series: nothing waits on the host, no split
+    assert _result("cpu").bound_stats() is None and _result("cpu").to_dict()["by_bound"] is None
     assert doc["points"][0]["ratio"] == pytest.approx(1.05)
     assert doc["points"][1]["plan_label"].startswith("compiled + CUDA graph")
     verdicts = {v["name"]: v for v in doc["targets"]}
@@ -495,13 +503,13 @@ def test_command_json_out_and_plot(stood_in: dict[str, float], cli_json: Any, tm
                                "passed": True, "verdict": "PASS"}]
     assert doc["per_op"]["cases"] and doc["per_op"]["operations"] == 2 * len(doc["per_op"]["cases"])
     assert all(p["roofline_s"] > 0 for p in doc["points"])  # the 'cpu' datasheet entry
-    # the even cases' predicted host time is 0.9 of their device time: they wait on the host
+    # each point keeps the prediction's host and device seconds; a CPU's are not split
     sweep = [c.name for c in cases("cpu", quick=True)]
-    waits = {p["case"]: sweep.index(p["case"]) % 2 == 0 for p in doc["points"]}
-    for name, bound in (("host", True), ("device", False)):
-        errors = [abs(p["ratio"] - 1) for p in doc["points"] if waits[p["case"]] is bound]
-        assert doc["by_bound"][name]["n"] == len(errors) > 0
-        assert doc["by_bound"][name]["max"] == pytest.approx(max(errors))
+    for p in doc["points"]:
+        share = 0.9 if sweep.index(p["case"]) % 2 == 0 else 0.2
+        assert p["expected_host_s"] == pytest.approx(share * p["expected_s"])
+        assert p["expected_device_s"] == pytest.approx(p["expected_s"])
+    assert doc["by_bound"] is None
     assert json.loads(out.read_text()) == doc
     assert (plots / "validation.png").stat().st_size > 1000 and (plots / "validation.svg").exists()
 
@@ -519,9 +527,7 @@ def test_command_table_says_units_targets_and_calibration(stood_in: dict[str, fl
     assert "median |m/p − 1|" in out and "PASS" in out and "≤ 10.0%" in out
     assert "skipped" in out and "out of memory" in out
     assert "host now/then" in out and "charged at it" not in " ".join(out.split())  # no probe here
-    one_line = " ".join(out.split())
-    assert "By what holds the step up (predicted host time ≥ 0.8× its device time: the host): the host, " in one_line
-    assert "; the device, " in one_line
+    assert "Host-bound" not in out  # a CPU's steps are not split by what holds them up
 
 
 def test_the_table_shows_each_cases_own_step_spread(stood_in: dict[str, float], monkeypatch: pytest.MonkeyPatch,
@@ -988,3 +994,21 @@ def test_a_stored_point_rebuilds_the_case_it_measured() -> None:
     odd = ValidationPoint("x", "train", "nopreset+n_layer=2", 1, 64, "fp32", cases("cpu")[0].plan,
                           0.01, 0.01, None)
     assert odd.as_case() is None
+
+
+def test_the_terminal_splits_a_gpu_sweep_by_what_holds_each_step_up(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    from gptperf.commands.validate import print_result
+
+    r = _result("cuda")  # train a waits on the host (error 0.05), decode b does not (0.02)
+    print_result(r, [], None)
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("Host-bound steps (predicted host time ≥ 0.8× device time): 1 cases, median 5.0%, "
+            "p90 5.0%, max 5.0%; device-bound: 1 cases, median 2.0%, p90 2.0%, max 2.0%") in out
+    # no line when one side is empty: every step device-bound
+    r.points = [dataclasses.replace(p, expected_host_s=0.0) for p in r.points]
+    assert r.bound_stats()["host"].n == 0
+    print_result(r, [], None)
+    assert "Host-bound" not in capsys.readouterr().out

@@ -148,11 +148,11 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
                   f"median {percent(st.median)}, p90 {percent(st.p90)} (nearest rank), max {percent(st.max)}"
                   f"  ·  roofline bound instead: median {percent(rs.median)}, max {percent(rs.max)}")
     split = r.bound_stats()
-    if split["host"].n and split["device"].n:  # where the error comes from
-        console.print(f"By what holds the step up (predicted host time ≥ {HOST_BOUND_SHARE:g}× its "
-                      "device time: the host): " + "; ".join(
-                          f"the {name}, {s.n} cases: median {percent(s.median)}, max {percent(s.max)}"
-                          for name, s in split.items()))
+    if split and split["host"].n and split["device"].n:  # where the error comes from
+        console.print("; ".join(
+            f"{what}: {s.n} cases, median {percent(s.median)}, p90 {percent(s.p90)}, max {percent(s.max)}"
+            for what, s in ((f"Host-bound steps (predicted host time ≥ {HOST_BOUND_SHARE:g}× device "
+                             "time)", split["host"]), ("device-bound", split["device"]))))
     if r.spell_count:  # beside the verdict, which stays on every case
         ss = r.steady_stats
         console.print(f"Without the {r.spell_count} case(s) run in a spell of the machine (fork): "

@@ -17,7 +17,6 @@ from gptperf.report.html import (
     table,
     tag,
 )
-from gptperf.validate.results import HOST_BOUND_SHARE
 
 if TYPE_CHECKING:
     from gptperf.report.results import CalibrationStage, ValidationStage
@@ -71,8 +70,10 @@ def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
                   cell(pct(st.median), "%"), cell(pct(st.p90), "%"), cell(pct(st.max), "%")],
                  [f"{ROOFLINE}: what the hardware allows", cell(rs.n), cell(pct(rs.median), "%"),
                   cell(pct(rs.p90), "%"), cell(pct(rs.max), "%")]]
+    from gptperf.validate.results import HOST_BOUND_SHARE
+
     split = r.bound_stats()
-    if split["host"].n and split["device"].n:  # where the error comes from
+    if split and split["host"].n and split["device"].n:  # where the error comes from
         stat_rows[1:1] = [[f"{CALIBRATED}, the {s.n} steps {what}", cell(s.n), cell(pct(s.median), "%"),
                            cell(pct(s.p90), "%"), cell(pct(s.max), "%")]
                           for s, what in ((split["host"], "the host holds up (predicted host time "

@@ -23,10 +23,11 @@ TARGETS: dict[str, dict[str, float]] = {
 }
 TARGET_LABELS = {"median": "median |m/p − 1|", "p90": "p90 |m/p − 1| (nearest rank)",
                  "max": "max |m/p − 1|", "per_op": "per-operation error (time-weighted)"}
-# A step whose predicted host time is at least this share of its device time waits on the host:
-# on a GPU the queue starves at moments before the host's total reaches the device's, and the step
-# moves with the host's speed (H200 and H100 fixed sweeps, sessions 34-44: such steps read medians
-# of 1.9-10.3%, the others 2.0-3.7%; BENCHMARKS.md, "Session 44").
+# A GPU step whose predicted host time is at least this share of its device time waits on the
+# host: the queue starves at moments before the host's total reaches the device's, and the step
+# moves with the host's speed. Over the ten stored H200 and H100 fixed sweeps (sessions 34-44) such
+# steps read medians of 1.9-10.3%, the others 2.0-3.7%; any share from 0.5 to 1.2 splits them
+# alike (BENCHMARKS.md, "Session 44"). On a CPU host and kernels run in series: no split.
 HOST_BOUND_SHARE = 0.8
 
 
@@ -127,6 +128,18 @@ class ValidationPoint:
         return ValidationCase(self.case, config, Workload(self.kind, self.batch, self.seq, self.dtype),
                               self.plan)
 
+    def expected_on(self, calibration: Any) -> Any:
+        """The calibrated prediction (`perfmodel.expected.Expected`) of this point's case under
+        the plan it ran, on `calibration`, its host costs charged at the speeds this point's were:
+        a stored run predicted again (None: a config name `preset` does not spell)."""
+        from gptperf.perfmodel.expected import expected
+
+        case = self.as_case()
+        if case is None:
+            return None
+        return expected(case.config, case.workload, self.plan, calibration, host_speed=self.host_speed,
+                        phase_speeds=self.host_phase_speeds)
+
     @property
     def ratio(self) -> float:
         """measured / calibrated expected."""
@@ -138,11 +151,11 @@ class ValidationPoint:
 
     @property
     def host_bound(self) -> bool | None:
-        """Whether the prediction's host time is at least HOST_BOUND_SHARE of its device time (the
-        step moves with the host's speed); None without them."""
+        """Whether the prediction's host time is above zero and at least HOST_BOUND_SHARE of its
+        device time (on a GPU the step moves with the host's speed); None without them."""
         if self.expected_host_s is None or self.expected_device_s is None:
             return None
-        return self.expected_host_s >= HOST_BOUND_SHARE * self.expected_device_s
+        return self.expected_host_s > 0 and self.expected_host_s >= HOST_BOUND_SHARE * self.expected_device_s
 
     @property
     def in_spell(self) -> bool:
@@ -344,9 +357,13 @@ class ValidationResult:
         """Points that ran in a spell of the machine (`ValidationPoint.in_spell`)."""
         return sum(p.in_spell for p in self.points)
 
-    def bound_stats(self) -> dict[str, ErrorStats]:
-        """The statistics apart over the steps that wait on the host ("host": `host_bound`) and
-        the others ("device"); points without the prediction's split are in neither."""
+    def bound_stats(self) -> dict[str, ErrorStats] | None:
+        """On a GPU, the statistics apart over the steps that wait on the host ("host":
+        `host_bound`) and the others ("device"); points without the prediction's split are in
+        neither. None on a CPU (host and kernels in series: nothing waits) or when no point has
+        the split (a document from before it was kept)."""
+        if self.device_type != "cuda" or all(p.host_bound is None for p in self.points):
+            return None
         return {name: error_stats(p.ratio for p in self.points if p.host_bound is bound)
                 for name, bound in (("host", True), ("device", False))}
 
@@ -382,8 +399,8 @@ class ValidationResult:
             "points": [p.to_dict() for p in self.points],
             "stats": self.stats.to_dict(),
             "spells": {"cases": self.spell_count, "stats_without": self.steady_stats.to_dict()},
-            "by_bound": {"host_share": HOST_BOUND_SHARE,
-                         **{k: v.to_dict() for k, v in self.bound_stats().items()}},
+            "by_bound": None if (split := self.bound_stats()) is None else {
+                "host_share": HOST_BOUND_SHARE, **{k: v.to_dict() for k, v in split.items()}},
             "roofline_stats": self.roofline_stats.to_dict(),
             "per_op": {"error": self.per_op_error, "operations": self.per_op_count,
                        "floor_s": OP_FLOOR_S, "cases": [e.to_dict() for e in self.per_op]},

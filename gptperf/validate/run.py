@@ -360,7 +360,8 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
             result.points.append(ValidationPoint(
                 case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, r.step_s,
                 expected_s, roofline_case(case, plan, hw), speed, r.sampled, r.after, r.trace,
-                r.phase_speeds, r.clock_share, r.fork_speed, exp.host_s, exp.device_s))
+                r.phase_speeds, r.clock_share, r.fork_speed,
+                expected_host_s=exp.host_s, expected_device_s=exp.device_s))
             if case.profile and not plan.cuda_graph:
                 to_profile.append((case, plan, exp))
         except Exception as err:  # noqa: BLE001 - a prediction that fails is recorded, not a crash
