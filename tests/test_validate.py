@@ -1012,3 +1012,23 @@ def test_the_terminal_splits_a_gpu_sweep_by_what_holds_each_step_up(
     assert r.bound_stats()["host"].n == 0
     print_result(r, [], None)
     assert "Host-bound" not in capsys.readouterr().out
+
+
+def test_a_stored_point_is_predicted_again_at_the_speeds_it_was_charged() -> None:
+    from test_expected import flat_calibration
+
+    from gptperf.model.config import preset
+    from gptperf.perfmodel.expected import expected
+    from gptperf.perfmodel.workload import Workload
+    from gptperf.plan import ExecutionPlan
+
+    cal, plan = flat_calibration("cuda"), ExecutionPlan.eager("sdpa")
+    config, w = preset("tiny"), Workload("train", 4, 64, "fp32")
+    charged = expected(config, w, plan, cal, host_speed=2.0, phase_speeds={"bwd": 3.0})
+    point = ValidationPoint("train tiny", "train", config.name, 4, 64, "fp32", plan, 1e-3,
+                            charged.step_time_s, host_speed=2.0, host_phase_speeds={"bwd": 3.0})
+    again = point.expected_on(cal)
+    assert again.step_time_s == pytest.approx(charged.step_time_s)
+    assert again.host_s == pytest.approx(charged.host_s) != expected(config, w, plan, cal).host_s
+    # a config name `preset` does not spell cannot be rebuilt
+    assert ValidationPoint("x", "train", "not a name", 4, 64, "fp32", plan, 1e-3, 1e-3).expected_on(cal) is None
