@@ -1007,6 +1007,8 @@ def test_the_terminal_splits_a_gpu_sweep_by_what_holds_each_step_up(
     out = " ".join(capsys.readouterr().out.split())
     assert ("Host-bound steps (predicted host time ≥ 0.8× device time): 1 cases, median 5.0%, "
             "p90 5.0%, max 5.0%; device-bound: 1 cases, median 2.0%, p90 2.0%, max 2.0%") in out
+    # the host-bound case is marked in the table (once), and the mark explained below it
+    assert out.count("holds it up") == 2 and "holds it up: the case's predicted host time is ≥ 0.8×" in out
     # no line when one side is empty: every step device-bound
     r.points = [dataclasses.replace(p, expected_host_s=0.0) for p in r.points]
     assert r.bound_stats()["host"].n == 0

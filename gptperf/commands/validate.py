@@ -122,6 +122,8 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
             host += "\n" + " ".join(f"{k} {_ratio(v)}" for k, v in p.host_phase_speeds.items())
         if p.fork_speed is not None:  # a CPU's parallel regions then, beside the host's speed
             host += f"\nfork {_ratio(p.fork_speed)}"
+        if r.device_type == "cuda" and p.host_bound:  # its time moves with the host's speed
+            host += "\nholds it up"
         table.add_row(p.case, p.plan_label, seconds(p.measured_s), ratio_range(p.step_spread),
                       seconds(p.expected_s),
                       _ratio(p.ratio) + flag, host, seconds(p.roofline_s), _ratio(roof))
@@ -139,7 +141,10 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
                       + ("; fork: a parallel CPU add timed with each sample, over its time at "
                          f"calibration (not charged; at ≥ ×{FORK_SPELL:.2f} or ≤ ×{1 / FORK_SPELL:.2f} "
                          "the case ran in a spell of this machine's fork and join)"
-                         if any(p.fork_speed is not None for p in r.points) else ""))
+                         if any(p.fork_speed is not None for p in r.points) else "")
+                      + (f"; holds it up: the case's predicted host time is ≥ {HOST_BOUND_SHARE:g}× its "
+                         "device time" if r.device_type == "cuda" and any(p.host_bound for p in r.points)
+                         else ""))
     for s in r.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.case}: {s.reason}")
 
