@@ -1005,8 +1005,8 @@ def test_the_terminal_splits_a_gpu_sweep_by_what_holds_each_step_up(
     r = _result("cuda")  # train a waits on the host (error 0.05), decode b does not (0.02)
     print_result(r, [], None)
     out = " ".join(capsys.readouterr().out.split())
-    assert ("Host-bound steps (predicted host time ≥ 0.8× device time): 1 cases, median 5.0%, "
-            "p90 5.0%, max 5.0%; device-bound: 1 cases, median 2.0%, p90 2.0%, max 2.0%") in out
+    assert ("Host-bound steps (predicted host time ≥ 0.8× device time): 1 case, median 5.0%, "
+            "p90 5.0%, max 5.0%; device-bound: 1 case, median 2.0%, p90 2.0%, max 2.0%") in out
     # the host-bound case is marked in the table (once), and the mark explained below it
     assert out.count("holds it up") == 2 and "holds it up: the case's predicted host time is ≥ 0.8×" in out
     # no line when one side is empty: every step device-bound

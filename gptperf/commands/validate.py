@@ -155,7 +155,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     split = r.bound_stats()
     if split and split["host"].n and split["device"].n:  # where the error comes from
         console.print("; ".join(
-            f"{what}: {s.n} cases, median {percent(s.median)}, p90 {percent(s.p90)}, max {percent(s.max)}"
+            f"{what}: {s.n} case{'' if s.n == 1 else 's'}, median {percent(s.median)}, p90 {percent(s.p90)}, max {percent(s.max)}"
             for what, s in ((f"Host-bound steps (predicted host time ≥ {HOST_BOUND_SHARE:g}× device "
                              "time)", split["host"]), ("device-bound", split["device"]))))
     if r.spell_count:  # beside the verdict, which stays on every case
