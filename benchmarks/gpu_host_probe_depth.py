@@ -108,16 +108,10 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float, int]:
 
 
 def correlation(xs: list[float], ys: list[float]) -> float:
-    """Pearson's r of log(x) and log(y) over the pairs both positive; nan with fewer than 3 such
-    pairs or where either does not move."""
-    pairs = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True) if x > 0 and y > 0]
-    if len(pairs) < 3:
-        return math.nan
-    mx, my = statistics.fmean(a for a, _ in pairs), statistics.fmean(b for _, b in pairs)
-    sxx = sum((a - mx) ** 2 for a, _ in pairs)
-    syy = sum((b - my) ** 2 for _, b in pairs)
-    sxy = sum((a - mx) * (b - my) for a, b in pairs)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
+    """Pearson's r of log(x) and log(y) over the pairs both positive: ±√R² of `fit`, the sign
+    its slope's; nan with fewer than 3 such pairs or where either does not move."""
+    slope, r2, _ = fit(xs, ys)
+    return math.copysign(math.sqrt(r2), slope)
 
 
 def main() -> None:

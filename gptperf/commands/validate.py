@@ -101,6 +101,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     from gptperf.validate.results import HOST_BOUND_SHARE
 
     console = wide_console()
+    split = r.bound_stats()  # None where steps are not split by what holds them up (a CPU)
     c = r.calibration
     console.print(f"[bold]Calibration[/bold]: {c.device_name}, made {c.created_at} "
                   f"({c.age_days:.1f} days old, torch {c.torch_version})")
@@ -122,7 +123,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
             host += "\n" + " ".join(f"{k} {_ratio(v)}" for k, v in p.host_phase_speeds.items())
         if p.fork_speed is not None:  # a CPU's parallel regions then, beside the host's speed
             host += f"\nfork {_ratio(p.fork_speed)}"
-        if r.device_type == "cuda" and p.host_bound:  # its time moves with the host's speed
+        if split is not None and p.host_bound:  # its time moves with the host's speed
             host += "\nholds it up"
         table.add_row(p.case, p.plan_label, seconds(p.measured_s), ratio_range(p.step_spread),
                       seconds(p.expected_s),
@@ -143,7 +144,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
                          "the case ran in a spell of this machine's fork and join)"
                          if any(p.fork_speed is not None for p in r.points) else "")
                       + (f"; holds it up: the case's predicted host time is ≥ {HOST_BOUND_SHARE:g}× its "
-                         "device time" if r.device_type == "cuda" and any(p.host_bound for p in r.points)
+                         "device time" if split is not None and any(p.host_bound for p in r.points)
                          else ""))
     for s in r.skipped:
         console.print(f"[yellow]skipped[/yellow] {s.case}: {s.reason}")
@@ -152,7 +153,6 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     console.print(f"End to end over {st.n} cases, |measured/predicted − 1| (calibrated): "
                   f"median {percent(st.median)}, p90 {percent(st.p90)} (nearest rank), max {percent(st.max)}"
                   f"  ·  roofline bound instead: median {percent(rs.median)}, max {percent(rs.max)}")
-    split = r.bound_stats()
     if split and split["host"].n and split["device"].n:  # where the error comes from
         console.print("; ".join(
             f"{what}: {s.n} case{'' if s.n == 1 else 's'}, median {percent(s.median)}, p90 {percent(s.p90)}, max {percent(s.max)}"
