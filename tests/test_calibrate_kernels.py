@@ -655,8 +655,8 @@ def test_off_grid_probes_are_read_against_their_own_passs_grid() -> None:
     probes, biased = cps.probes_of_passes(passes, pass_probes, [0, 1], {"fp32": flat(2.8)})
     assert [t for _, t in probes["fp32"]] == pytest.approx([0.7, 1.9 * 1.4])
     assert biased == {"fp32": [1.1, 1.0]}
-    offgrid, _ = ck.matmul_offgrid({"fp32": flat(2.0)}, cps.probes_of_passes(passes, pass_probes, [1],
-                                                                          {"fp32": flat(2.0)})[0])
+    offgrid, _ = ck.matmul_offgrid(ck.probe_ratios({"fp32": flat(2.0)}, cps.probes_of_passes(
+        passes, pass_probes, [1], {"fp32": flat(2.0)})[0]))
     assert offgrid["fp32"]["ratio"] == pytest.approx(0.95)
 
 
@@ -697,11 +697,11 @@ def test_the_offgrid_ratio_is_the_probes_mean_over_the_grids_reading() -> None:
     shapes = [(128.0, 128.0, 128.0), (96.0, 200.0, 128.0), (256.0, 96.0, 64.0)]
     factors = [1.2, 1.3, 0.8]
     probes = {"fp32": [(s, f * grid.at(*s)) for s, f in zip(shapes, factors, strict=True)], "bf16": []}
-    out, notes = ck.matmul_offgrid({"fp32": grid, "bf16": grid}, probes)
+    rows = ck.probe_ratios({"fp32": grid, "bf16": grid}, probes)
+    out, notes = ck.matmul_offgrid(rows)
     assert out["fp32"] == pytest.approx({"ratio": 1.1, "median": 1.2, "low": 0.8, "high": 1.3,
                                          "probes": 3.0})
     assert "bf16" not in out and len(notes) == 1 and "×1.100" in notes[0] and "3 probes" in notes[0]
-    rows = ck.probe_ratios({"fp32": grid, "bf16": grid}, probes)
     assert rows["bf16"] == [] and [r[:3] for r in rows["fp32"]] == [list(s) for s in shapes]
     assert [r[3] for r in rows["fp32"]] == pytest.approx(factors)
 

@@ -217,14 +217,14 @@ def probe_ratios(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, flo
             for dtype, measured in probes.items()}
 
 
-def matmul_offgrid(grids: dict[str, Grid], probes: dict[str, list[tuple[Shape, float]]],
-                   ) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """Per dtype the off-grid probes' measured times over the grid's reading of them: their mean
-    is what a matmul off the grid's points is charged beyond the grid — the mean, since a step's
-    time is a sum over its shapes — with the median, range and count; and a note each."""
+def matmul_offgrid(ratios: dict[str, list[list[float]]]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Per dtype, from the off-grid probes' rows (`probe_ratios`: each probe's measured time over
+    the grid's reading of it), their mean: what a matmul off the grid's points is charged beyond
+    the grid — the mean, since a step's time is a sum over its shapes — with the median, range
+    and count; and a note each."""
     out: dict[str, dict[str, float]] = {}
     notes = []
-    for dtype, rows in probe_ratios(grids, probes).items():
+    for dtype, rows in ratios.items():
         rs = [r for *_, r in rows]
         if not rs:
             continue
@@ -655,8 +655,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
         notes.append("gemv left out: gptperf's Triton kernel does not run here")
     if probes:
         result["matmul_bias"], bias_notes = matmul_bias(biased)
-        result["matmul_offgrid"], offgrid_notes = matmul_offgrid(result["matmul"], probes)
         result["matmul_probes"] = probe_ratios(result["matmul"], probes)
+        result["matmul_offgrid"], offgrid_notes = matmul_offgrid(result["matmul_probes"])
         notes += bias_notes + offgrid_notes
     result["shapes"] = shapes
     result["notes"] = notes + timer.notes
