@@ -114,6 +114,15 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path, capsys: Any, n
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
     monkeypatch.setenv("GPTPERF_CACHE_DIR", str(tmp_path / "cache"))
     under = f"{afile}/x"
+    # folders where a command's pictures go: the pictures would fail only after the work
+    pictures = tmp_path / "pictures"
+    (pictures / "speedup.png").mkdir(parents=True)
+    from gptperf.cli import build_parser
+    from gptperf.commands.common import config_from_args
+    from gptperf.plotting.inference import picture_files
+
+    model_name = config_from_args(build_parser("inference").parse_args(["inference", *MODEL])).name
+    (pictures / picture_files(model_name)[-1]).mkdir()
     cases = [
         (["model", "--plot", f"{under}.png"], "is a file"),
         (["model", "--plot", str(adir)], "is a folder"),
@@ -130,6 +139,9 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path, capsys: Any, n
         (["report", "--device", "cpu", "--out", f"{nofiles}/r"], "no file can be created"),
         (["model", "--plot", f"{nofiles}/x.png"], "no file can be created"),
         (["scale", *MODEL, "--device", "cpu", "--plot-dir", str(afile)], "is a file"),
+        (["scale", *MODEL, "--device", "cpu", "--plot-dir", str(pictures)], "speedup.png' is a folder"),
+        (["inference", *MODEL, "--device", "cpu", "--plot-dir", str(pictures)],
+         f"inference-{model_name}-split.svg' is a folder"),
     ]
     for argv, why in cases:
         flag_value = argv[-2] if argv[-1] == "--json" else argv[-1]

@@ -710,6 +710,22 @@ def test_spell_retry_keeps_the_measurement_nearer_the_calibrations_adds(
         assert retry.budget_s == 53.0 and ran == (["second"] if waits else [])
 
 
+def test_a_failed_second_measurement_keeps_the_first_and_spends_its_time() -> None:
+    from gptperf.validate.spells import SpellRetry
+
+    clock = iter([0.0, 9.0])
+    retry = SpellRetry(SimpleNamespace(probes={"fork": {"unit_s": 1e-6}}), 60.0,
+                       wait=lambda limit_s: True, clock=lambda: next(clock))
+    timing = _Timing(3e-6, "first")
+
+    def fails() -> _Timing:
+        raise RuntimeError("CUDA out of memory")
+
+    assert retry.again("case a", timing, fails) is timing
+    assert retry.budget_s == 51.0
+    assert len(retry.notes) == 1 and "again failed (RuntimeError: CUDA out of memory)" in retry.notes[0]
+
+
 def test_spell_retry_spends_no_more_than_its_budget() -> None:
     from gptperf.validate.spells import SpellRetry
 
@@ -750,6 +766,13 @@ def test_bad_output_paths_fail_before_any_work(stood_in: dict[str, float], tmp_p
     assert main(["validate", "--device", "cpu", "--plot-dir", str(tmp_path / "afile")]) == 2
     err = capsys.readouterr().err
     assert "--out" in err and "--plot-dir" in err
+    # a folder where a picture goes would fail only after the sweep: refused before it
+    (tmp_path / "plots" / "validation.svg").mkdir(parents=True)
+    assert main(["validate", "--device", "cpu", "--plot-dir", str(tmp_path / "plots"),
+                 "--out", str(tmp_path / "v.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--plot-dir" in err[0] and "validation.svg" in err[0]
+    assert not (tmp_path / "v.json").exists()
 
 
 # --- one real measurement and profile ------------------------------------------------------------
@@ -961,7 +984,7 @@ def test_command_random_sweep_measures_the_drawn_cases_and_keeps_the_seed(
     assert main(["validate", "--random", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     seed = int(out.split("random (seed ")[1].split(")")[0])
-    assert f"The same cases again: gptperf validate --random 2 --seed {seed}" in out
+    assert f"The same cases again: gptperf validate --device cpu --random 2 --seed {seed}" in out
 
 
 @pytest.mark.parametrize("argv, said", [
@@ -1014,6 +1037,34 @@ def test_the_terminal_splits_a_gpu_sweep_by_what_holds_each_step_up(
     assert r.bound_stats()["host"].n == 0
     print_result(r, [], None)
     assert "Host-bound" not in capsys.readouterr().out
+
+
+def test_the_terminal_prints_outside_text_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    """Skip reasons and notes are exception text: brackets in them are not rich markup."""
+    from gptperf.commands.validate import print_result
+
+    r = _result("cpu")
+    r.skipped = [Skipped("decode 7B", "expected [batch, seq] input, got [/dev/shm] full")]
+    r.notes = ["a [bold]note[/bold] from [/tmp]"]
+    r.seed = 77
+    print_result(r, [], None)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "expected [batch, seq] input, got [/dev/shm] full" in out
+    assert "note: a [bold]note[/bold] from [/tmp]" in out
+    # the command that draws the same cases names the device: the draw depends on it
+    assert "gptperf validate --device cpu --random 4 --seed 77" in out
+
+
+def test_a_case_is_marked_beyond_its_devices_target(capsys: pytest.CaptureFixture[str]) -> None:
+    from gptperf.commands.validate import print_result
+
+    # errors 0.05, 0.02, 0.10: on a GPU the forward (beyond the p90 target 8%) alone is marked
+    print_result(_result("cuda"), [], None)
+    out = capsys.readouterr().out
+    assert out.count("!") == 2 and "!: |m/p − 1| above 8.0%" in " ".join(out.split())
+    # a CPU's only target is the median's 10%: nothing beyond it
+    print_result(_result("cpu"), [], None)
+    assert "!" not in capsys.readouterr().out
 
 
 def test_a_stored_point_is_predicted_again_at_the_speeds_it_was_charged() -> None:

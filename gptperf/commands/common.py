@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 # GPTConfig fields with a flag of the same name (--n-layer, ...) that overrides the preset's value
@@ -106,11 +106,18 @@ def check_plot_file(path: str, flag: str = "--plot") -> None:
     check_output_file(path, flag, PLOT_FORMATS)
 
 
-def check_folder(path: str, flag: str, *, replaced_whole: bool = False) -> None:
-    """An output folder that is (or can be made) a writable folder; else a one-line UserError."""
+def check_folder(path: str, flag: str, *, replaced_whole: bool = False,
+                 files: Iterable[str] = ()) -> None:
+    """An output folder that is (or can be made) a writable folder, where each of `files` (names
+    the command will write there) can be written too; else a one-line UserError."""
+    from gptperf.errors import UserError
     from gptperf.writable import check_output_dir
 
-    check_output_dir(path, flag, replaced_whole=replaced_whole)
+    folder = check_output_dir(path, flag, replaced_whole=replaced_whole)
+    for name in files:  # a folder in a picture's place would fail only after the work
+        if (folder / name).is_dir():
+            raise UserError(f"{flag} {path!r}: {str(folder / name)!r} is a folder where a file "
+                            f"{name!r} is written; move it or choose another folder")
 
 
 def guard_memory(config: Any, kind: str, batch: int, seq: int, dtype: str, device: Any, *,

@@ -101,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     from gptperf.scaling.study import run_scaling_study
 
     if args.plot_dir is not None:
-        check_folder(args.plot_dir, "--plot-dir")
+        from gptperf.plotting.scaling import PICTURES
+
+        check_folder(args.plot_dir, "--plot-dir", files=PICTURES)
     spec = spec_from_args(args)
     _guard(spec)
     progress = None if args.json else (lambda msg: output.err_console.print(f"[dim]{msg}[/dim]"))

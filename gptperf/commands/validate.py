@@ -12,6 +12,7 @@ from gptperf.commands.common import seed_number
 HELP = ("score the calibrated prediction: a sweep of configurations measured and predicted, "
         "median/p90/max error and per-operation error against their targets")
 PLOT_NAME = "validation"
+PLOT_FORMATS = ("png", "svg")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from gptperf.commands.common import check_folder
     from gptperf.errors import UserError
     from gptperf.output import emit_json, err_console, rich_progress, to_json
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None and args.random is None:
         raise UserError(f"--seed {args.seed} seeds --random N; give --random too")
     if args.plot_dir is not None:
-        check_folder(args.plot_dir, "--plot-dir")
+        check_folder(args.plot_dir, "--plot-dir", files=[f"{PLOT_NAME}.{fmt}" for fmt in PLOT_FORMATS])
     if args.out is not None:
         check_output_file(args.out, "--out", ("json",))
     from gptperf.runtime import resolve_device
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
         sweep = draw_cases(device.type, args.random, seed)
     if not args.json:
-        err_console.print(f"[bold]{CalibrationInfo.of(calibration).label}[/bold]")
+        err_console.print(f"[bold]{escape(CalibrationInfo.of(calibration).label)}[/bold]")
     with rich_progress(enabled=not args.json, description="validate") as progress:
         result = validate(device, args.quick, progress=progress, calibration=calibration,
                           isolate=args.isolate, sweep=sweep, seed=seed)
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         folder = Path(args.plot_dir)
         folder.mkdir(parents=True, exist_ok=True)
         doc["plots"] = [str(plot_validation(result, folder / f"{PLOT_NAME}.{fmt}"))
-                        for fmt in ("png", "svg")]
+                        for fmt in PLOT_FORMATS]
     if args.out:
         from gptperf.atomic import write_text
 
@@ -94,20 +97,24 @@ def _ratio(x: float | None) -> str:
 
 def print_result(r: Any, plots: list[str], out: str | None) -> None:
     """The terminal report of a `gptperf.validate.ValidationResult`."""
+    from rich.markup import escape
     from rich.table import Table
 
     from gptperf.measure.probe import FORK_SPELL
     from gptperf.output import percent, ratio_range, seconds, wide_console
-    from gptperf.validate.results import HOST_BOUND_SHARE
+    from gptperf.validate.results import HOST_BOUND_SHARE, OP_FLOOR_S, TARGETS
 
     console = wide_console()
     split = r.bound_stats()  # None where steps are not split by what holds them up (a CPU)
     c = r.calibration
-    console.print(f"[bold]Calibration[/bold]: {c.device_name}, made {c.created_at} "
-                  f"({c.age_days:.1f} days old, torch {c.torch_version})")
-    console.print(f"[bold]validate[/bold] on {r.device_type} ({r.device_name}) · "
-                  f"{r.sweep_label} sweep · {len(r.points)} cases measured"
-                  + (f", {len(r.skipped)} skipped" if r.skipped else ""))
+    console.print("[bold]Calibration[/bold]: " + escape(
+        f"{c.device_name}, made {c.created_at} ({c.age_days:.1f} days old, torch {c.torch_version})"))
+    console.print("[bold]validate[/bold] " + escape(
+        f"on {r.device_type} ({r.device_name}) · {r.sweep_label} sweep · {len(r.points)} cases measured")
+        + (f", {len(r.skipped)} skipped" if r.skipped else ""))
+    # a case is marked beyond the target its sweep's spread is held to (a CPU has a median's only)
+    targets = TARGETS.get(r.device_type, {})
+    mark_above = targets.get("p90", targets.get("median", math.inf))
 
     table = Table(title="Step time per case: measured (median of the timed steps) against the "
                         "calibrated prediction and the roofline bound")
@@ -115,7 +122,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
                 "roofline bound", "m/roofline"):
         table.add_column(col, justify="left" if col in ("case", "plan") else "right")
     for p in r.points:
-        flag = "" if p.error <= 0.08 else " [yellow]![/yellow]"
+        flag = "" if p.error <= mark_above else " [yellow]![/yellow]"
         roof = p.measured_s / p.roofline_s if p.roofline_s else None
         # the host's speed the case's host costs were charged at (none in a CUDA graph)
         host = _ratio(p.host_speed) if p.host_speed is not None and not p.plan.cuda_graph else "—"
@@ -125,10 +132,12 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
             host += f"\nfork {_ratio(p.fork_speed)}"
         if split is not None and p.host_bound:  # its time moves with the host's speed
             host += "\nholds it up"
-        table.add_row(p.case, p.plan_label, seconds(p.measured_s), ratio_range(p.step_spread),
+        table.add_row(escape(p.case), escape(p.plan_label), seconds(p.measured_s), ratio_range(p.step_spread),
                       seconds(p.expected_s),
                       _ratio(p.ratio) + flag, host, seconds(p.roofline_s), _ratio(roof))
     console.print(table)
+    if any(p.error > mark_above for p in r.points):
+        console.print(f"!: |m/p − 1| above {percent(mark_above)}")
     if any(p.trace is not None for p in r.points):
         console.print("steps p10–p90: the case's own timed steps at their 10th and 90th percentile "
                       "over their median (how far the measurement moved while it ran)")
@@ -147,7 +156,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
                          "device time" if split is not None and any(p.host_bound for p in r.points)
                          else ""))
     for s in r.skipped:
-        console.print(f"[yellow]skipped[/yellow] {s.case}: {s.reason}")
+        console.print(f"[yellow]skipped[/yellow] {escape(s.case)}: {escape(s.reason)}")
 
     st, rs = r.stats, r.roofline_stats
     console.print(f"End to end over {st.n} cases, |measured/predicted − 1| (calibrated): "
@@ -164,14 +173,16 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
                       + (f"median {percent(ss.median)}, p90 {percent(ss.p90)}, max {percent(ss.max)} "
                          f"over {ss.n} cases" if ss.n else "no case left"))
     if r.per_op:
-        ops = Table(title="Per operation (profiled cases; operations ≥ 20 µs; device time per step)")
+        ops = Table(title=f"Per operation (profiled cases; operations ≥ {seconds(OP_FLOOR_S)}; "
+                          "device time per step)")
         for col in ("case", "operations", "measured", "time-weighted error", "largest miss"):
             ops.add_column(col, justify="left" if col in ("case", "largest miss") else "right")
         for e in r.per_op:
             worst = e.worst(1)
             miss = (f"{worst[0].name} {worst[0].phase}: {seconds(worst[0].measured_s)} measured, "
                     f"{seconds(worst[0].expected_s)} predicted") if worst else "—"
-            ops.add_row(e.case, str(len(e.ops)), seconds(e.measured_s), percent(e.error), miss)
+            ops.add_row(escape(e.case), str(len(e.ops)), seconds(e.measured_s), percent(e.error),
+                        escape(miss))
         console.print(ops)
         console.print(f"Per-operation error over all {r.per_op_count} operations: "
                       f"{percent(r.per_op_error)} (Σ|m − p| / Σm)")
@@ -186,16 +197,16 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     console.print(verdicts)
     console.print(f"Wall time: {seconds(r.wall_time_s)}")
     if r.seed is not None:
-        console.print(f"The same cases again: gptperf validate --random {len(r.points) + len(r.skipped)} "
-                      f"--seed {r.seed}")
+        console.print(f"The same cases again: gptperf validate --device {r.device_type} "
+                      f"--random {len(r.points) + len(r.skipped)} --seed {r.seed}")
     if r.speed_vs_calibration:  # now / at calibration, both probes measured on this device
         from gptperf.measure.probe import PARTS
 
         parts = ", ".join(f"{PARTS[k]} ×{v:.2f}" for k, v in r.speed_vs_calibration.items() if k in PARTS)
         console.print(f"Speed probe, time now over time at calibration (this device): {parts}")
     for path in plots:
-        console.print(f"[dim]picture written: {path}[/dim]")
+        console.print(f"[dim]picture written: {escape(str(path))}[/dim]")
     if out:
-        console.print(f"[dim]JSON written: {out}[/dim]")
+        console.print(f"[dim]JSON written: {escape(out)}[/dim]")
     for note in r.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        console.print(f"[dim]note: {escape(note)}[/dim]")

@@ -15,6 +15,16 @@ from gptperf.plotting import pyplot
 from gptperf.plotting.roofline import RooflinePoint, plot_roofline
 
 FORMATS: tuple[str, ...] = ("png", "svg")
+PICTURES = ("context", "roofline", "split")  # each file named inference-<model>-<picture>.<format>
+
+
+def _stem(folder: Path, model: str, picture: str) -> Path:
+    return folder / f"inference-{model}-{picture}"
+
+
+def picture_files(model: str) -> list[str]:
+    """The names of the files `plot_all` may write for a model named `model`."""
+    return [_stem(Path(), model, p).with_suffix(f".{fmt}").name for p in PICTURES for fmt in FORMATS]
 
 
 def _save(fig: Any, stem: Path) -> list[str]:
@@ -115,9 +125,9 @@ def plot_all(result: Any, folder: str | os.PathLike[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     name = result.config.name
     if result.cache:
-        out["tokens_per_s_vs_context"] = plot_context(result, folder / f"inference-{name}-context")[0]
+        out["tokens_per_s_vs_context"] = plot_context(result, _stem(folder, name, "context"))[0]
     if result.batches:
-        out["decode_roofline_by_batch"] = plot_batch_roofline(result, folder / f"inference-{name}-roofline")[0]
+        out["decode_roofline_by_batch"] = plot_batch_roofline(result, _stem(folder, name, "roofline"))[0]
     if result.prefill:
-        out["prefill_decode_split"] = plot_split(result, folder / f"inference-{name}-split")[0]
+        out["prefill_decode_split"] = plot_split(result, _stem(folder, name, "split"))[0]
     return out

@@ -85,8 +85,11 @@ def plot_space(study: Any, path: str | os.PathLike[str]) -> Path:
     return save_figure(fig, Path(path))
 
 
+PICTURES = ("speedup.png", "efficiency.png", "space.png")  # plot_scaling's files, in its order
+
+
 def plot_scaling(study: Any, out_dir: str | os.PathLike[str]) -> list[Path]:
-    """All three pictures into `out_dir` (speedup.png, efficiency.png, space.png)."""
+    """All three pictures into `out_dir` (`PICTURES`)."""
     out = Path(out_dir)
-    return [plot_speedup(study, out / "speedup.png"), plot_efficiency(study, out / "efficiency.png"),
-            plot_space(study, out / "space.png")]
+    return [plot(study, out / name)
+            for plot, name in zip((plot_speedup, plot_efficiency, plot_space), PICTURES, strict=True)]

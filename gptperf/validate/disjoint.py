@@ -150,10 +150,3 @@ def overlaps(case_calls: Iterable[Any], planned: Any, config: GPTConfig | None =
                 found.append(f"model {config.name} (the calibration runs it)")
                 break
     return found
-
-
-def case_overlaps(case: Any, planned: Any) -> list[str]:
-    """`overlaps` of a ValidationCase: its kernel calls as the calibrated prediction counts them."""
-    from gptperf.perfmodel.kernel_calls import kernel_calls
-
-    return overlaps(kernel_calls(case.config, case.workload, case.plan), planned, case.config)

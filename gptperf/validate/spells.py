@@ -58,7 +58,13 @@ class SpellRetry:
             self.notes.append(f"{name}: ran in a spell (parallel adds ×{speed:.2f}) that outlasted "
                               "the sweep's time for waiting; kept as measured")
             return first
-        second = measure()
+        try:
+            second = measure()
+        except Exception as err:  # the first measurement stands: it was made, only in a spell
+            self.budget_s -= self.clock() - start
+            self.notes.append(f"{name}: ran in a spell (parallel adds ×{speed:.2f}); measuring it "
+                              f"again failed ({type(err).__name__}: {err}); kept as measured")
+            return first
         self.budget_s -= self.clock() - start
         later = self._speed(second)
         nearer = later is not None and abs(math.log(later)) < abs(math.log(speed))

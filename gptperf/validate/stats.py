@@ -28,12 +28,6 @@ class ErrorStats:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ErrorStats:
-        from gptperf.schema import number
-
-        return cls(int(d["n"]), number(d["median"]), number(d["p90"]), number(d["max"]))
-
 
 def nearest_rank(values: Iterable[float], q: float) -> float:
     """The q-quantile (0 < q <= 1) by the nearest-rank rule: the value at 1-based rank ⌈q·n⌉ of
