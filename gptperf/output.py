@@ -85,6 +85,14 @@ def percent(fraction: float | None) -> str:
     return f"{100 * fraction:.1f}%"
 
 
+def print_note(console: Any, note: str, style: str = "dim", indent: str = "") -> None:
+    """`note: <note>` on `console` in `style`; the note's own text is printed as written (it may
+    quote an error message, whose brackets rich would take for markup)."""
+    from rich.markup import escape
+
+    console.print(f"{indent}[{style}]note: {escape(note)}[/{style}]")
+
+
 def ratio_range(span: tuple[float, float] | None) -> str:
     """A range of ratios, e.g. a case's steps at p10 and p90 over their median: '0.88–1.38×'."""
     return "—" if span is None else f"{span[0]:.2f}–{span[1]:.2f}×"

@@ -15,7 +15,7 @@ from gptperf.model import preset
 from gptperf.perfmodel import Workload, count_parameters
 from gptperf.perfmodel.calibration import HOST_MODEL, Calibration, Curve, Grid
 from gptperf.perfmodel.expected import Expected, expected, queue_time
-from gptperf.perfmodel.kernel_calls import kernel_calls, step_ops
+from gptperf.perfmodel.kernel_calls import KernelCall, kernel_calls, step_ops
 from gptperf.perfmodel.workload import master_copied_parameters
 from gptperf.plan import ExecutionPlan
 
@@ -135,6 +135,39 @@ def test_a_mixed_add_without_its_curve_is_charged_as_a_cast_then_an_add():
     assert call_time(call, cal) == pytest.approx(2 * (cast_s + add_s))
     with_it = flat_calibration(vector={**vector, "add_mixed:bf16": Curve((n * 10,), (4e-6,))})
     assert call_time(call, with_it) == pytest.approx(2 * 4e-6)  # its own curve where there is one
+
+
+@pytest.mark.parametrize("kind,fast", [("train", False), ("forward", False), ("prefill", True),
+                                       ("decode", True), ("decode", False)])
+def test_fp16_steps_are_predicted_on_bf16s_curves(kind: str, fast: bool) -> None:
+    """A calibration of the default GPU dtypes (bf16, fp32) predicts fp16 steps on bf16's curves:
+    the same bytes, the same tensor-core rate. Each fp16 kernel is charged as its bf16 twin."""
+    import dataclasses
+
+    from gptperf.perfmodel.expected import call_time
+
+    cfg = preset("gpt2", n_layer=2)
+    plan = ExecutionPlan.default(kind, "cuda", compile=fast, dtype="fp16", fast=fast)
+    cal = flat_calibration("cuda")
+    assert not any("fp16" in k for k in (*cal.matmul, *cal.attention, *cal.vector, *cal.gemv))
+    w = Workload(kind, 1 if kind == "decode" else 2, 64, "fp16")
+    assert expected(cfg, w, plan, cal).step_time_s > 0
+    calls = [c for c in kernel_calls(cfg, w, plan) if "fp16" in c.key]
+    assert calls
+    for call in calls:
+        twin = dataclasses.replace(call, key=call.key.replace("fp16", "bf16"))
+        assert call_time(call, cal) == pytest.approx(call_time(twin, cal)), call
+
+
+def test_an_fp16_static_cache_prefill_reads_bf16s_masked_ratio() -> None:
+    from gptperf.perfmodel.expected import call_time
+
+    axes = ("BH", "T", "D")
+    causal = Grid(axes, ((1,), (16, 256), (64,)), (1e-6, 1e-4))
+    masked = Grid(axes, ((1,), (16, 256), (64,)), (3e-6, 3e-4))  # 3× the causal kernel
+    cal = flat_calibration(attention={"bf16:causal_fwd": causal, "bf16:masked_fwd": masked})
+    call = KernelCall("attention", "fp16:masked_fwd", (1.0, 64.0, 64.0))
+    assert call_time(call, cal) == pytest.approx(3 * causal.at(1.0, 64.0, 64.0))
 
 
 def test_a_static_cache_prefill_is_charged_the_masked_kernel():

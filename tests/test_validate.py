@@ -328,6 +328,22 @@ def test_host_trace_spread_is_the_steps_p10_and_p90_over_their_median() -> None:
     assert HostTrace(()).spread() is None
 
 
+def test_a_note_is_printed_as_written_in_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """Notes quote error messages: their brackets are text, not rich markup, in every command."""
+    import gptperf
+    from gptperf.output import console, print_note
+
+    note = "the launch gap failed: expected [batch, seq], got [/dev/shm]"
+    print_note(console, note)
+    print_note(console, note, "yellow", indent="  ")
+    assert capsys.readouterr().out.splitlines() == [f"note: {note}", f"  note: {note}"]
+    # no command prints a note of its own way
+    sources = list((Path(gptperf.__file__).parent / "commands").glob("*.py"))
+    assert len(sources) > 10
+    for path in sources:
+        assert "note: {" not in path.read_text(), path
+
+
 def test_percent_and_ratio_range_as_the_tables_print_them() -> None:
     from gptperf.output import percent, ratio_range
 

@@ -95,7 +95,7 @@ def print_result(r: Any) -> None:
 
     from gptperf import names
     from gptperf.measure.bench import host_charge_note
-    from gptperf.output import binary_bytes, console, percent, seconds, si
+    from gptperf.output import binary_bytes, console, percent, print_note, seconds, si
 
     c = r.config
     mode = r.plan.label if r.plan is not None else ("compiled" if r.compile else "eager")
@@ -167,7 +167,7 @@ def print_result(r: Any) -> None:
             console.print(f"SM clock (nvml, measured): mean {u.sm_clock_mean_mhz:.0f} MHz, lowest "
                           f"{u.sm_clock_min_mhz:.0f} MHz, of the card's {u.sm_clock_max_mhz:.0f} MHz")
         if u.note:
-            console.print(f"  [yellow]note: {u.note}[/yellow]")
+            print_note(console, u.note, "yellow", indent="  ")
 
     if r.predictions:
         pt = Table(title="Prediction vs measurement (time per step)")
@@ -195,4 +195,4 @@ def print_result(r: Any) -> None:
                   f"{seconds(s['build_s'])}, warm-up {seconds(s['warmup_s'])}, timed "
                   f"{seconds(s['timed_s'])})")
     for note in r.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        print_note(console, note)

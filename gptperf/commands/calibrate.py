@@ -65,7 +65,7 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
 
     from gptperf.measure.calibrate_host import host_tokens
     from gptperf.measure.probe import UNIT_KEYS
-    from gptperf.output import console, seconds, wide_console
+    from gptperf.output import console, print_note, seconds, wide_console
     from gptperf.plan import COMPILED, EAGER
 
     wide = wide_console()  # curve keys and host keys are long: never cut them
@@ -123,7 +123,7 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
                       f"{len(rec.get('ops', {}))} operation:phase rows "
                       f"(config {rec.get('config', {}).get('name', '?')})")
     for note in calibration.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        print_note(console, note)
     if path is not None:
         console.print(f"[dim]saved: {path}[/dim]")
 

@@ -84,7 +84,7 @@ def print_ceilings(ceilings: Any, cached: bool, datasheet: Any, path: Path | Non
     from rich.table import Table
 
     from gptperf.measure.ceilings import shape_label
-    from gptperf.output import binary_bytes, console, seconds, si
+    from gptperf.output import binary_bytes, console, print_note, seconds, si
 
     where = f"{ceilings.device} ({ceilings.device_type}"
     where += f", {ceilings.threads} threads)" if ceilings.device_type == "cpu" else ")"
@@ -147,7 +147,7 @@ def print_ceilings(ceilings: Any, cached: bool, datasheet: Any, path: Path | Non
         console.print(f"Kernel model (measured, per kernel {where}, t = α + bytes/β, {km['dtype']}): "
                       + "; ".join(parts))
     for note in ceilings.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        print_note(console, note)
     if path is not None:
         console.print(f"[dim]saved as hardware 'measured' for this device: {path}[/dim]")
 

@@ -88,7 +88,7 @@ def print_result(r: Any) -> None:
     expected time as a third figure beside the roofline bound."""
     from rich.table import Table
 
-    from gptperf.output import console, seconds, si
+    from gptperf.output import console, print_note, seconds, si
 
     with_exp = r.expected_label is not None
 
@@ -165,6 +165,6 @@ def print_result(r: Any) -> None:
         f"{fmt(r.knee_batch_measured)} measured, {fmt(r.knee_batch_predicted)} predicted."
     )
     for note in r.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        print_note(console, note)
     for what, path_ in r.plots.items():
         console.print(f"picture ({what}): {path_}")

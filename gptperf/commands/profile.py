@@ -131,7 +131,7 @@ def print_result(result: Any, top: int = 25) -> None:
     from rich import box
     from rich.table import Table
 
-    from gptperf.output import console, seconds, si, wide_console
+    from gptperf.output import console, print_note, seconds, si, wide_console
 
     wl = result.workload
     console.print(
@@ -231,7 +231,7 @@ def print_result(result: Any, top: int = 25) -> None:
         console.print(f"inductor provenance recorded {result.provenance['kernels']} generated "
                       f"kernels and {result.provenance['extern_calls']} extern calls")
     for note in result.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        print_note(console, note)
     console.print(f"attribution: {result.method}")
     console.print("wrote: " + ", ".join(f"{k} {v}" for k, v in result.paths.items()))
 

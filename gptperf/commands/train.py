@@ -175,10 +175,10 @@ class ProgressBar:
 
     def update(self, event: Any) -> None:
         """Called with each gptperf.train.StepEvent."""
-        from gptperf.output import seconds, si
+        from gptperf.output import print_note, seconds, si
 
         if event.note is not None:
-            self.progress.console.print(f"[dim]note: {event.note}[/dim]")
+            print_note(self.progress.console, event.note)
             return
         if not self.started:
             self.progress.start()

@@ -101,7 +101,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     from rich.table import Table
 
     from gptperf.measure.probe import FORK_SPELL
-    from gptperf.output import percent, ratio_range, seconds, wide_console
+    from gptperf.output import percent, print_note, ratio_range, seconds, wide_console
     from gptperf.validate.results import HOST_BOUND_SHARE, OP_FLOOR_S, TARGETS
 
     console = wide_console()
@@ -209,4 +209,4 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     if out:
         console.print(f"[dim]JSON written: {escape(out)}[/dim]")
     for note in r.notes:
-        console.print(f"[dim]note: {escape(note)}[/dim]")
+        print_note(console, note)

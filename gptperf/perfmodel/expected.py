@@ -165,26 +165,31 @@ class Expected:
 
 
 def _fallback(key: str) -> list[str]:
-    """Curves to try for `key`: itself, then fp16 as bf16; a fused step kernel as its chain, a
-    chained gemv as the plain one, the residual and argmax chains as the LayerNorm chain and the
-    fused decode attention as sdpa's one-query kernel (calibrations from before each was
-    measured), the one-pass master update as AdamW's fused kernel (both move 28 bytes a parameter)."""
+    """Curves to try for `key`: its own (`_stand_ins`), then, for an fp16 kernel, bf16's (the
+    same bytes, the same tensor-core rate: a calibration of the default dtypes predicts fp16)."""
+    keys = _stand_ins(key)
+    return keys + _stand_ins(key.replace("fp16", "bf16")) if "fp16" in key else keys
+
+
+def _stand_ins(key: str) -> list[str]:
+    """`key`, then a fused step kernel as its chain, a chained gemv as the plain one, the residual
+    and argmax chains as the LayerNorm chain and the fused decode attention as sdpa's one-query
+    kernel (calibrations from before each was measured), the one-pass master update as AdamW's
+    fused kernel (both move 28 bytes a parameter)."""
     keys = [key]
     if key == "adamw_master":
         return keys + ["adamw_fused"]
-    if key.endswith(":fp16"):
-        keys.append(key[: -len("fp16")] + "bf16")
     if key.endswith(f":{FUSED_ATTENTION_PASS}"):
-        return keys + _fallback(key.removesuffix(FUSED_ATTENTION_PASS) + "one_query")
+        return keys + _stand_ins(key.removesuffix(FUSED_ATTENTION_PASS) + "one_query")
     if key.startswith(FUSED_STEP):
         component, dtype = key[len(FUSED_STEP):].rsplit(":", 1)
         residual = component in (names.ATTN_PROJ, names.MLP_PROJ)
-        return keys + _fallback((GEMV_RESIDUAL_CHAIN if residual else GEMV_CHAIN) + dtype)
+        return keys + _stand_ins((GEMV_RESIDUAL_CHAIN if residual else GEMV_CHAIN) + dtype)
     newer = next((p for p in (GEMV_RESIDUAL_CHAIN, GEMV_ARGMAX_CHAIN) if key.startswith(p)), None)
     if newer is not None:
-        keys += _fallback(GEMV_CHAIN + key[len(newer):])
+        keys += _stand_ins(GEMV_CHAIN + key[len(newer):])
     elif key.startswith(GEMV_CHAIN):
-        keys += _fallback(key[len(GEMV_CHAIN):])
+        keys += _stand_ins(key[len(GEMV_CHAIN):])
     return keys
 
 
@@ -200,7 +205,9 @@ def call_time(call: KernelCall, cal: Calibration, warm: bool = False) -> float:
         return call.count * max(fb - f, 0.5 * f)
     if call.key.endswith(":masked_fwd"):  # the causal kernel's time × the measured ratio
         causal = KernelCall("attention", call.key.replace("masked_fwd", "causal_fwd"), call.point)
-        ratio = cal.masked_ratio(call.key.removesuffix(":masked_fwd"), *call.point)
+        dtypes = [k.removesuffix(":masked_fwd") for k in _fallback(call.key)]
+        ratio = cal.masked_ratio(next((d for d in dtypes if f"{d}:masked_fwd" in cal.attention), dtypes[0]),
+                                 *call.point)
         return call.count * ratio * call_time(causal, cal)
     if call.key.startswith("add_mixed:") and not any(k in cal.vector for k in _fallback(call.key)):
         # a calibration from before the mixed add was measured: charged as a cast, then an add
