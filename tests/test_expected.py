@@ -159,6 +159,35 @@ def test_fp16_steps_are_predicted_on_bf16s_curves(kind: str, fast: bool) -> None
         assert call_time(call, cal) == pytest.approx(call_time(twin, cal)), call
 
 
+def test_math_attentions_batched_matmuls_stream_every_heads_operands() -> None:
+    """Math attention's scores and context are B·H products in one kernel: the grid's (B·H·T, L, D)
+    matmul shares one L×D operand among them, so one query's step is charged at least the read of
+    every head's K (or V) and its outputs, on the sum_rows curve; a long sequence's stays the grid's."""
+    from gptperf.perfmodel.expected import call_time
+    from gptperf.perfmodel.kernel_calls import batched_mm
+
+    cfg = preset("gpt2", n_layer=1, attention="math")
+    plan = ExecutionPlan.eager("math")
+    bytes_per_us = 1e6  # sum_rows: 1 µs per MB read, from 1 kB
+    cal = flat_calibration(vector={**flat_calibration().vector,
+                                   "sum_rows:fp32": Curve((1e3, 1e9), (1e-9, 1e-3))})
+    ops = {(comp, phase): calls for comp, phase, _, calls in
+           step_ops(cfg, Workload("decode", 8, 1000, "fp32"), plan)}
+    (scores,) = [k for k in ops[(names.ATTN_SCORES, "fwd")] if k.family == "matmul"]
+    (context,) = [k for k in ops[(names.ATTN_CONTEXT, "fwd")] if k.family == "matmul"]
+    bh, L, D = 8 * 12, 1000, 64
+    assert scores == batched_mm("fp32", "fp32", bh, 1, L, D) and scores.point == (bh, L, D)
+    # q (1×D), K (D×L) and the scores (1×L) of every head; P (1×L), V (L×D) and the output (1×D)
+    for call in (scores, context):
+        nbytes = bh * (D + L * D + L) * 4
+        assert call.floor.point == (nbytes,)
+        assert call_time(call, cal) == pytest.approx(nbytes / bytes_per_us * 1e-6)
+    # a training step's (T = L = 1024) read is shorter than the grid's time: the grid's it is
+    train = batched_mm("fp32", "fp32", bh, 1024, 1024, D)
+    slow_grid = flat_calibration(vector=cal.vector, matmul={"fp32": Grid(("a", "b", "c"), ((HUGE,), (HUGE,), (HUGE,)), (1.0,))})
+    assert call_time(train, slow_grid) == pytest.approx(1.0)
+
+
 def test_an_fp16_static_cache_prefill_reads_bf16s_masked_ratio() -> None:
     from gptperf.perfmodel.expected import call_time
 

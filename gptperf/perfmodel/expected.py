@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gptperf import names
@@ -195,9 +195,12 @@ def _stand_ins(key: str) -> list[str]:
 
 def call_time(call: KernelCall, cal: Calibration, warm: bool = False) -> float:
     """Seconds of `call.count` kernels of `call` on the calibration's curves (UserError when the
-    calibration has no curve for it); `warm`: the step's tensors stay in the CPU's last-level
-    cache, so a matmul of few rows is read on the grid timed from there
-    (`Calibration.matmul_seconds`)."""
+    calibration has no curve for it), each at least its `floor` call's; `warm`: the step's tensors
+    stay in the CPU's last-level cache, so a matmul of few rows is read on the grid timed from
+    there (`Calibration.matmul_seconds`)."""
+    if call.floor is not None:
+        own = call_time(replace(call, floor=None), cal, warm)
+        return max(own, call.count * call_time(call.floor, cal, warm))
     if call.family == "attention" and call.key.endswith(":causal_bwd"):
         fwd = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd"), call.point)
         both = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd_bwd"), call.point)

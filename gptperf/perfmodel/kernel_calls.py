@@ -11,7 +11,7 @@ the calibration's recording of a compiled step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gptperf import names
 from gptperf.dtypes import dtype_bytes
@@ -42,13 +42,15 @@ class KernelCall:
     gemv | fused; `key` names the curve ("bf16", "bf16:causal_fwd", "add:fp32", ...);
     `point` the sizes it is looked up at ((M, N, K), (BH, T, D), (bytes,), (tensors, parameters));
     `tensors`, of an optimizer step: its tensors as (parameters, how many), for a calibration
-    that times the step tensor by tensor (a CPU's loop)."""
+    that times the step tensor by tensor (a CPU's loop). `floor`: a call each kernel takes at
+    least as long as (a batched matmul's operands streamed: `batched_mm`)."""
 
     family: str
     key: str
     point: tuple[float, ...]
     count: int = 1
     tensors: tuple[tuple[int, int], ...] = ()
+    floor: KernelCall | None = None
 
 
 # FLOPs of one attention kernel per B·H·D at (T, L): causal halves the T·L scores and their
@@ -84,6 +86,15 @@ def cast_call(n: float, src: str, dst: str) -> KernelCall:
 
 def _mm(dtype: str, m: int, n: int, k: int, bias: bool = False) -> KernelCall:
     return KernelCall("matmul", dtype + (BIASED if bias else ""), (float(m), float(n), float(k)))
+
+
+def batched_mm(mm: str, act: str, batch: int, m: int, n: int, k: int) -> KernelCall:
+    """`batch` independent products (m×k)·(k×n) in one kernel (math attention's per-head matmuls):
+    the grid's time of one (batch·m, n, k) matmul, whose k×n operand is shared, or, where longer,
+    the time of streaming every product's operands and outputs once (`sum_rows`: a read of that
+    many bytes), which sets it when m is small - one query's scores read each head's whole K."""
+    nbytes = batch * (m * k + k * n + m * n) * dtype_bytes(act)
+    return replace(_mm(mm, batch * m, n, k), floor=vector_call("sum_rows", act, nbytes))
 
 
 @dataclass(frozen=True)
@@ -169,13 +180,14 @@ def _layer_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
         ops[names.ATTN_SDPA] = [_attention(c)]
     else:
         sf = s.scores_full
-        ops[names.ATTN_SCORES] = [_mm(c.mm, s.B * s.H * s.T, s.L, s.D), vector_call("add", c.act, 2 * sf * a)]
+        bh = s.B * s.H
+        ops[names.ATTN_SCORES] = [batched_mm(c.mm, c.act, bh, s.T, s.L, s.D), vector_call("add", c.act, 2 * sf * a)]
         if s.causal:
             ops[names.ATTN_SCORES].append(vector_call("add", c.act, 2 * sf * a))  # masked_fill
         soft = [cast_call(sf, c.act, c.store)] if c.mixed else []
         ops[names.ATTN_SOFTMAX] = soft + [vector_call("softmax_fwd", c.store, 2 * sf * st)]
         ctx = [cast_call(sf, c.store, c.act)] if c.mixed else []
-        ops[names.ATTN_CONTEXT] = ctx + [_mm(c.mm, s.B * s.H * s.T, s.D, s.L)]
+        ops[names.ATTN_CONTEXT] = ctx + [batched_mm(c.mm, c.act, bh, s.T, s.D, s.L)]
     # sdpa's kernels write their output as (B, T, H, D): merging the heads is a view; math's is a copy
     merge = [vector_call("copy", c.act, 2 * N * C * a)] if c.plan.attention == "math" else []
     ops[names.ATTN_PROJ] = merge + _linear_fwd(c, N, C, C, False)
@@ -211,11 +223,12 @@ def _layer_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
         ops[names.ATTN_SDPA] = [_attention(c, backward=True)]
     else:
         sf = s.scores_full
-        bht = s.B * s.H * s.T
-        ops[names.ATTN_CONTEXT] = [_mm(c.mm, bht, s.L, s.D), _mm(c.mm, s.B * s.H * s.L, s.D, s.T)]
+        bh = s.B * s.H
+        ops[names.ATTN_CONTEXT] = [batched_mm(c.mm, c.act, bh, s.T, s.L, s.D),
+                                   batched_mm(c.mm, c.act, bh, s.L, s.D, s.T)]
         ops[names.ATTN_SOFTMAX] = [vector_call("softmax_bwd", c.store, 3 * sf * st)]
-        ops[names.ATTN_SCORES] = [vector_call("add", c.act, 3 * sf * a), _mm(c.mm, bht, s.D, s.L),
-                                  _mm(c.mm, s.B * s.H * s.L, s.D, s.T)]
+        ops[names.ATTN_SCORES] = [vector_call("add", c.act, 3 * sf * a), batched_mm(c.mm, c.act, bh, s.T, s.D, s.L),
+                                  batched_mm(c.mm, c.act, bh, s.L, s.D, s.T)]
     ops[names.ATTN_QKV] = [vector_call("copy", c.act, 2 * 3 * N * C * a)] + _linear_bwd(c, N, C, 3 * C)
     ops[names.LN_1] = _ln_bwd(c, N)
     return ops
