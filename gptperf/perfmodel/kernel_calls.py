@@ -105,6 +105,7 @@ class _Ctx:
     mm: str  # matmul dtype key
     act: str  # activation dtype name (bf16 under autocast)
     store: str  # residual stream / LayerNorm / parameter dtype name (fp32 under autocast)
+    block: int  # the position table's rows (the config's block size)
 
     @property
     def mixed(self) -> bool:
@@ -260,13 +261,15 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
         loss = [vector_call("gelu_fwd", c.act, 2 * N * V * dtype_bytes(c.act))]
     else:  # reads the fp32 log-probabilities, writes the gradient of the logits in their dtype
         loss = [vector_call("cross_entropy_bwd", c.store, N * V * (st + dtype_bytes(c.act)))]
-    # each table's gradient is zeroed, then the rows' gradients are added in (a fill is charged
-    # as an add of its bytes); the token table's is then summed with the LM head's weight
-    # gradient (the tied weight's two uses: autograd adds them out of place, V·C of each)
-    block = c.workload.context
+    # each table's gradient is zeroed whole, then the rows' gradients are added in (a fill is
+    # charged as an add of its bytes); the token table's is then summed with the LM head's weight
+    # gradient (the tied weight's two uses: autograd adds them out of place, V·C of each); the
+    # positions' (T, C) rows were broadcast over the batch, so their gradient is first summed over it
     embed = [vector_call("add", c.store, V * C * st), vector_call("embedding_bwd", c.store, N * C * st),
              vector_call("add", c.store, 3 * V * C * st),
-             vector_call("add", c.store, block * C * st), vector_call("embedding_bwd", c.store, s.T * C * st)]
+             vector_call("add", c.store, c.block * C * st), vector_call("embedding_bwd", c.store, s.T * C * st)]
+    if s.B > 1:
+        embed.append(vector_call("sum_rows", c.store, N * C * st))
     return {names.LOSS: loss, names.LM_HEAD: _linear_bwd(c, N, C, V, bias=False, head=True),
             names.LN_F: _ln_bwd(c, N), names.EMBED: embed}
 
@@ -359,7 +362,7 @@ def step_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan) -> list
     mixed = workload.mixed_precision
     act = {"tf32": "fp32"}.get(workload.dtype, workload.dtype)
     store = "fp32" if mixed else act
-    c = _Ctx(s, workload, plan, workload.dtype, act, store)
+    c = _Ctx(s, workload, plan, workload.dtype, act, store, config.block_size)
     compiled_inf = plan.compiled and inference
     fused = plan.fuses_decode(workload.kind, s.B)
 
