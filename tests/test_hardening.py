@@ -22,6 +22,12 @@ import pytest
 import torch
 from hardening import MODEL, TRAIN, Validated, run_cli, shown
 
+# picture_files' module is imported here, before a test stands in for plot_roofline, which it
+# binds at import
+from gptperf.cli import build_parser
+from gptperf.commands.common import config_from_args
+from gptperf.plotting.inference import picture_files
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PATHS = "output path that cannot be written"
@@ -117,10 +123,6 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path, capsys: Any, n
     # folders where a command's pictures go: the pictures would fail only after the work
     pictures = tmp_path / "pictures"
     (pictures / "speedup.png").mkdir(parents=True)
-    from gptperf.cli import build_parser
-    from gptperf.commands.common import config_from_args
-    from gptperf.plotting.inference import picture_files
-
     model_name = config_from_args(build_parser("inference").parse_args(["inference", *MODEL])).name
     (pictures / picture_files(model_name)[-1]).mkdir()
     cases = [
