@@ -78,11 +78,20 @@ def seconds(t: float | None) -> str:
     return f"{t / 1e-9:.3g} ns"
 
 
-def percent(fraction: float | None) -> str:
-    """A fraction as a percentage with one decimal, e.g. 0.049 -> '4.9%' ('—' for none or NaN)."""
+def percent(fraction: float | None, digits: int = 1) -> str:
+    """A fraction as a percentage with `digits` decimals, e.g. 0.049 -> '4.9%' ('—' for none or NaN)."""
     if fraction is None or not math.isfinite(fraction):
         return "—"
-    return f"{100 * fraction:.1f}%"
+    return f"{100 * fraction:.{digits}f}%"
+
+
+def apart_digits(value: float, target: float) -> int:
+    """The decimals (1 to 3) at which two fractions read apart as percentages, so that a value a
+    hair over its target never prints as the target itself (8.01% against 8%: '8.01%')."""
+    for digits in (1, 2):
+        if value == target or f"{100 * value:.{digits}f}" != f"{100 * target:.{digits}f}":
+            return digits
+    return 3
 
 
 def print_note(console: Any, note: str, style: str = "dim", indent: str = "") -> None:

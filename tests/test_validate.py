@@ -344,6 +344,14 @@ def test_a_note_is_printed_as_written_in_every_command(capsys: pytest.CaptureFix
         assert "note: {" not in path.read_text(), path
 
 
+def test_a_value_a_hair_over_its_target_never_prints_as_the_target() -> None:
+    from gptperf.output import apart_digits, percent
+
+    assert apart_digits(0.0801, 0.08) == 2 and percent(0.0801, 2) == "8.01%"
+    assert apart_digits(0.08001, 0.08) == 3 and apart_digits(0.065, 0.08) == 1
+    assert apart_digits(0.08, 0.08) == 1
+
+
 def test_percent_and_ratio_range_as_the_tables_print_them() -> None:
     from gptperf.output import percent, ratio_range
 

@@ -101,7 +101,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     from rich.table import Table
 
     from gptperf.measure.probe import FORK_SPELL
-    from gptperf.output import percent, print_note, ratio_range, seconds, wide_console
+    from gptperf.output import apart_digits, percent, print_note, ratio_range, seconds, wide_console
     from gptperf.validate.results import HOST_BOUND_SHARE, OP_FLOOR_S, TARGETS
 
     console = wide_console()
@@ -192,7 +192,8 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
         verdicts.add_column(col, justify="left" if col == "what" else "right")
     for v in r.verdicts():
         color = {"PASS": "green", "MISS": "red"}.get(v.word, "yellow")
-        verdicts.add_row(v.label, percent(v.value), f"≤ {percent(v.target)}",
+        digits = apart_digits(v.value, v.target)
+        verdicts.add_row(v.label, percent(v.value, digits), f"≤ {percent(v.target, digits)}",
                          f"[{color}]{v.word}[/{color}]")
     console.print(verdicts)
     console.print(f"Wall time: {seconds(r.wall_time_s)}")

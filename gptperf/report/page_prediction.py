@@ -3,9 +3,10 @@ the targets of issue 12, per case and per operation."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
-from gptperf.output import ratio_range
+from gptperf.output import apart_digits, ratio_range
 from gptperf.report.doc import CALIBRATED, LEGEND, ROOFLINE, ROOFLINE_SOURCE, Doc, pct, th
 from gptperf.report.html import (
     Html,
@@ -49,6 +50,15 @@ def _calibration_facts(cal: CalibrationStage) -> list[Any]:
     return out
 
 
+def _reached_and_target(value: float, target: float) -> tuple[Html, str]:
+    """A target's reached value (a sortable cell) and the target, both as percentages with the
+    decimals that keep them apart (`apart_digits`)."""
+    digits = apart_digits(value, target)
+    shown = tag("span", f"{100 * value:.{digits}f} %" if math.isfinite(value) else "—", class_="num")
+    return (tag("td", shown, data_v=repr(100 * value) if math.isfinite(value) else None, class_="n"),
+            f"≤ {100 * target:.{digits}f} %")
+
+
 def _verdict(word: str) -> Html:
     klass = {"PASS": "verdict-pass", "MISS": "verdict-miss"}.get(word, "verdict-none")
     return tag("span", word, class_=klass)
@@ -63,7 +73,7 @@ def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
     over = f"{n} of the quick sweep's {total} cases" if total and total != n else f"{n} cases"
     device = "GPU" if r.device_type == "cuda" else "CPU"
     # the targets hold over the whole sweep: a part of it gets its figures, not a verdict
-    verdict_rows = [[v.label, cell(pct(v.value), "%"), f"≤ {fmt(100 * v.target, '%')}",
+    verdict_rows = [[v.label, *_reached_and_target(v.value, v.target),
                      _verdict("PARTIAL" if stage.partial else v.word)] for v in r.verdicts()]
     st, rs = r.stats, r.roofline_stats
     stat_rows = [[f"{CALIBRATED}: what this machine will take", cell(st.n),
