@@ -1004,10 +1004,11 @@ def test_command_random_sweep_measures_the_drawn_cases_and_keeps_the_seed(
     assert doc["stats"]["median"] == pytest.approx(0.07)
     back = ValidationResult.from_dict(doc)
     assert back.seed == 9 and back.sweep_label == "random (seed 9)" and not back.quick
-    # without --seed a new one is drawn and printed
+    # without --seed a new one is drawn and printed, first on stderr (before any case runs)
     assert main(["validate", "--random", "2", "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     seed = int(out.split("random (seed ")[1].split(")")[0])
+    assert f"2 cases drawn with seed {seed} (--random 2 --seed {seed} draws them again)" in " ".join(err.split())
     assert f"The same cases again: gptperf validate --device cpu --random 2 --seed {seed}" in out
 
 
