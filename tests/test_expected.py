@@ -188,6 +188,24 @@ def test_math_attentions_batched_matmuls_stream_every_heads_operands() -> None:
     assert call_time(train, slow_grid) == pytest.approx(1.0)
 
 
+def test_math_attention_charges_a_masked_fill_wherever_the_model_masks() -> None:
+    """The model fills masked scores when it is causal or the static cache hands it its mask;
+    one new token after a growing cache's past sees every key, unmasked."""
+    cfg = preset("tiny", attention="math")
+
+    def vector_kernels(plan: ExecutionPlan, kind: str) -> int:
+        ops = {(comp, phase): calls for comp, phase, layer, calls in
+               step_ops(cfg, Workload(kind, 4, 64, "fp32"), plan) if layer == 0}
+        return sum(k.count for k in ops[(names.ATTN_SCORES, "fwd")] if k.family == "vector")
+
+    static = ExecutionPlan.default("decode", "cuda", compile=True, attention="math", fast=True)
+    assert static.static_cache
+    # the score scale, then the fill
+    assert vector_kernels(static, "decode") == 2
+    assert vector_kernels(ExecutionPlan.eager("math"), "decode") == 1
+    assert vector_kernels(ExecutionPlan.eager("math"), "forward") == 2
+
+
 def test_an_fp16_static_cache_prefill_reads_bf16s_masked_ratio() -> None:
     from gptperf.perfmodel.expected import call_time
 

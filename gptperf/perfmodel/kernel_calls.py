@@ -183,8 +183,8 @@ def _layer_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
         sf = s.scores_full
         bh = s.B * s.H
         ops[names.ATTN_SCORES] = [batched_mm(c.mm, c.act, bh, s.T, s.L, s.D), vector_call("add", c.act, 2 * sf * a)]
-        if s.causal:
-            ops[names.ATTN_SCORES].append(vector_call("add", c.act, 2 * sf * a))  # masked_fill
+        if s.causal or c.plan.static_cache:  # masked_fill: the causal mask's, or the cache's own
+            ops[names.ATTN_SCORES].append(vector_call("add", c.act, 2 * sf * a))
         soft = [cast_call(sf, c.act, c.store)] if c.mixed else []
         ops[names.ATTN_SOFTMAX] = soft + [vector_call("softmax_fwd", c.store, 2 * sf * st)]
         ctx = [cast_call(sf, c.store, c.act)] if c.mixed else []
