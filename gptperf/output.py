@@ -87,7 +87,8 @@ def percent(fraction: float | None, digits: int = 1) -> str:
 
 def apart_digits(value: float, target: float) -> int:
     """The decimals (1 to 3) at which two fractions read apart as percentages, so that a value a
-    hair over its target never prints as the target itself (8.01% against 8%: '8.01%')."""
+    hair over its target does not print as the target itself (8.01% against 8%: '8.01%'); closer
+    than 0.001 points they read alike at 3."""
     for digits in (1, 2):
         if value == target or f"{100 * value:.{digits}f}" != f"{100 * target:.{digits}f}":
             return digits

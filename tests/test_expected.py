@@ -148,7 +148,15 @@ def test_fp16_steps_are_predicted_on_bf16s_curves(kind: str, fast: bool) -> None
 
     cfg = preset("gpt2", n_layer=2)
     plan = ExecutionPlan.default(kind, "cuda", compile=fast, dtype="fp16", fast=fast)
-    cal = flat_calibration("cuda")
+    flat = flat_calibration("cuda")
+    # bf16's curves three times fp32's: a kernel that fell back to fp32 would read a third
+    slow = Curve((HUGE,), (3 * T0,))
+    slow_grid = Grid(("a", "b", "c"), ((HUGE,), (HUGE,), (HUGE,)), (3 * T0,))
+    cal = flat_calibration(
+        "cuda", matmul={**flat.matmul, "bf16": slow_grid},
+        attention={k: slow_grid if k.startswith("bf16") else g for k, g in flat.attention.items()},
+        vector={k: slow if k.endswith(":bf16") else c for k, c in flat.vector.items()},
+        gemv={"bf16": slow})
     assert not any("fp16" in k for k in (*cal.matmul, *cal.attention, *cal.vector, *cal.gemv))
     w = Workload(kind, 1 if kind == "decode" else 2, 64, "fp16")
     assert expected(cfg, w, plan, cal).step_time_s > 0
@@ -186,6 +194,23 @@ def test_math_attentions_batched_matmuls_stream_every_heads_operands() -> None:
     train = batched_mm("fp32", "fp32", bh, 1024, 1024, D)
     slow_grid = flat_calibration(vector=cal.vector, matmul={"fp32": Grid(("a", "b", "c"), ((HUGE,), (HUGE,), (HUGE,)), (1.0,))})
     assert call_time(train, slow_grid) == pytest.approx(1.0)
+
+
+def test_the_position_tables_gradient_is_zeroed_whole_and_summed_over_the_batch() -> None:
+    """wpe's gradient: its block_size rows zeroed, then the T rows added in; broadcast over the
+    batch in the forward, the rows' gradient is first summed over the B sequences (N·C read)."""
+    cfg = preset("tiny", block_size=512)  # not the vocabulary's 256: the token table's fill
+    C = cfg.n_embd
+
+    def embed_bwd(batch: int) -> list[KernelCall]:
+        ops = {(comp, phase): calls for comp, phase, _, calls in
+               step_ops(cfg, Workload("train", batch, 64, "fp32"), ExecutionPlan.eager(cfg.attention))}
+        return ops[(names.EMBED, "bwd")]
+
+    calls = embed_bwd(4)
+    assert KernelCall("vector", "add:fp32", (512.0 * C * 4,)) in calls  # the whole table, not 64 rows
+    assert KernelCall("vector", "sum_rows:fp32", (4 * 64.0 * C * 4,)) in calls
+    assert not any(k.key.startswith("sum_rows") for k in embed_bwd(1))  # nothing to sum
 
 
 def test_math_attention_charges_a_masked_fill_wherever_the_model_masks() -> None:

@@ -429,6 +429,18 @@ def test_cli_failed_stage_exits_2_naming_it(
     assert "Traceback" not in captured.err + captured.out
 
 
+def test_a_failed_stages_message_is_printed_as_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The reason is an error's text: brackets in it are not rich markup (a `[/…]` crashed it)."""
+    def failing(ctx, progress) -> dict:
+        raise RuntimeError("no space left on [/dev/shm] for [bold] tensors")
+
+    monkeypatch.setattr(report_stages, "STAGES", [Stage("profile", "P", failing, 1.0)])
+    assert main(["report", "--device", "cpu", "--out", str(tmp_path / "r")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "stage 'profile' failed: RuntimeError: no space left on [/dev/shm] for [bold] tensors" in err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--train-seconds", "0"], "--train-seconds must be a positive number"),
     (["--train-seconds", "nan"], "--train-seconds must be a positive number"),

@@ -743,11 +743,11 @@ def test_a_failed_second_measurement_keeps_the_first_and_spends_its_time() -> No
     timing = _Timing(3e-6, "first")
 
     def fails() -> _Timing:
-        raise RuntimeError("CUDA out of memory")
+        raise RuntimeError("CUDA out of memory\nTried to allocate 2 GiB")
 
     assert retry.again("case a", timing, fails) is timing
     assert retry.budget_s == 51.0
-    assert len(retry.notes) == 1 and "again failed (RuntimeError: CUDA out of memory)" in retry.notes[0]
+    assert len(retry.notes) == 1 and "again failed (RuntimeError: CUDA out of memory); kept" in retry.notes[0]
 
 
 def test_spell_retry_spends_no_more_than_its_budget() -> None:
@@ -1008,7 +1008,8 @@ def test_command_random_sweep_measures_the_drawn_cases_and_keeps_the_seed(
     assert main(["validate", "--random", "2", "--device", "cpu"]) == 0
     out, err = capsys.readouterr()
     seed = int(out.split("random (seed ")[1].split(")")[0])
-    assert f"2 cases drawn with seed {seed} (--random 2 --seed {seed} draws them again)" in " ".join(err.split())
+    assert (f"2 cases drawn with seed {seed} (gptperf validate --device cpu --random 2 --seed {seed} "
+            "draws them again)") in " ".join(err.split())
     assert f"The same cases again: gptperf validate --device cpu --random 2 --seed {seed}" in out
 
 

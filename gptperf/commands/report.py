@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from rich.markup import escape
+
 from gptperf.commands.common import add_device_argument, check_folder
 
 HELP = ("train, sample, score, model, measure, profile and scale a GPT here, score the "
@@ -81,10 +83,10 @@ def _kept(kept_previous: bool) -> str:
 
 def print_failure(result: Any, console: Any) -> None:
     """Why the report stopped (the stage and its one-line reason), what is on disk, the log."""
-    console.print(f"[red]gptperf report: stage '{result.failed[0]}' failed: {result.error}[/red]",
+    console.print(f"[red]{escape(f'gptperf report: stage {result.failed[0]!r} failed: {result.error}')}[/red]",
                   highlight=False)
-    console.print(f"{_kept(result.kept_previous)} ({result.out}); full traceback: {result.log}; "
-                  "--keep-going writes the page with that section marked failed", highlight=False)
+    console.print(escape(f"{_kept(result.kept_previous)} ({result.out}); full traceback: {result.log}; "
+                         "--keep-going writes the page with that section marked failed"), highlight=False)
 
 
 def print_summary(result: Any, console: Any = None) -> None:
@@ -104,13 +106,14 @@ def print_summary(result: Any, console: Any = None) -> None:
         style = {"ok": "green", "failed": "red"}.get(rec.status, "dim")
         over = rec.status == "ok" and rec.budget_s and rec.seconds > 1.5 * rec.budget_s
         note = rec.error or (f"over its budget of {seconds(rec.budget_s)}" if over else "")
-        table.add_row(rec.title, f"[{style}]{rec.status}[/{style}]", seconds(rec.seconds), note)
+        table.add_row(rec.title, f"[{style}]{rec.status}[/{style}]", seconds(rec.seconds), escape(note))
     table.caption = f"total {seconds(result.wall_s)}"
     console.print(table)
     if result.written:
         page = result.out / "index.html"
-        console.print(f"report: [bold]{page}[/bold] (numbers: {result.out / 'report.json'}); "
-                      f"open {page.resolve().as_uri()}", highlight=False, soft_wrap=True)
+        console.print(f"report: [bold]{escape(str(page))}[/bold] "
+                      + escape(f"(numbers: {result.out / 'report.json'}); open {page.resolve().as_uri()}"),
+                      highlight=False, soft_wrap=True)
     if result.failed:
         console.print(f"[red]failed stage(s): {', '.join(result.failed)}[/red]")
 
@@ -162,8 +165,8 @@ class ProgressDisplay:
             fields: dict[str, Any] = {}
             if done is not None and total:
                 fields["completed"] = min(99.0, 100.0 * done / total)
-            if note is not None:
-                fields["note"] = note[:70]
+            if note is not None:  # rendered as markup: a note's own brackets are text
+                fields["note"] = escape(note[:70])
             self.progress.update(task, **fields)
 
         return update
@@ -171,5 +174,5 @@ class ProgressDisplay:
     def stage_finished(self, record: Any) -> None:
         task = self.tasks[record.name]
         label = "[red]failed: [/red]" if record.status == "failed" else ""
-        self.progress.update(task, completed=100, note=f"{label}{record.error or ''}"[:90])
+        self.progress.update(task, completed=100, note=label + escape((record.error or "")[:80]))
         self.progress.stop_task(task)

@@ -148,7 +148,7 @@ def print_study(study: Any, plots: list[str]) -> None:
     """The terminal report of a scaling study (a gptperf.scaling.study.ScalingStudy)."""
     from rich.table import Table
 
-    from gptperf.output import seconds, si, wide_console
+    from gptperf.output import print_note, seconds, si, wide_console
     from gptperf.scaling.study import IDEAL_THREADS
 
     console = wide_console()
@@ -230,6 +230,6 @@ def print_study(study: Any, plots: list[str]) -> None:
     if study.max_abs_error is not None:
         console.print(f"largest |measured/predicted − 1| of a multi-process step: {study.max_abs_error:.1%}")
     for note in study.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        print_note(console, note, "yellow")
     for path in plots:
         console.print(f"picture: {path}")

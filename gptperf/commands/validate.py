@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         err_console.print(f"[bold]{escape(CalibrationInfo.of(calibration).label)}[/bold]")
         if seed is not None:  # said first: an interrupted sweep can be drawn again
-            err_console.print(f"{args.random} cases drawn with seed {seed} (--random {args.random} "
-                              f"--seed {seed} draws them again)")
+            err_console.print(f"{args.random} cases drawn with seed {seed} (gptperf validate --device "
+                              f"{device.type} --random {args.random} --seed {seed} draws them again)")
     with rich_progress(enabled=not args.json, description="validate") as progress:
         result = validate(device, args.quick, progress=progress, calibration=calibration,
                           isolate=args.isolate, sweep=sweep, seed=seed)

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gptperf.atomic import atomic_path
-from gptperf.plotting import pyplot
-from gptperf.plotting.roofline import RooflinePoint, plot_roofline
+from gptperf.plotting import pyplot, roofline  # roofline.f(...): looked up at each call
 
 FORMATS: tuple[str, ...] = ("png", "svg")
 PICTURES = ("context", "roofline", "split")  # each file named inference-<model>-<picture>.<format>
@@ -73,15 +72,15 @@ def plot_batch_roofline(r: Any, stem: Path) -> list[str]:
     points = []
     for p in r.batches:
         label = f"B={p.batch}"
-        points.append(RooflinePoint(label, p.arithmetic_intensity, p.flops / p.predicted_s, kind="predicted"))
+        points.append(roofline.RooflinePoint(label, p.arithmetic_intensity, p.flops / p.predicted_s, kind="predicted"))
         if p.achieved_flops:
-            points.append(RooflinePoint(label, p.arithmetic_intensity, p.achieved_flops, kind="measured"))
+            points.append(roofline.RooflinePoint(label, p.arithmetic_intensity, p.achieved_flops, kind="measured"))
     title = (f"{r.config.name} decode step at context {r.batch_context}, batch "
              f"{r.batches[0].batch if r.batches else '—'}…{r.batches[-1].batch if r.batches else '—'}\n"
              f"{_subtitle(r)}")
     paths = []
     for fmt in FORMATS:
-        paths.append(str(plot_roofline(
+        paths.append(str(roofline.plot_roofline(
             stem.with_suffix(f".{fmt}"), [(f"{r.dtype} ({hw['source']})", peak)],
             [(f"memory ({hw['source']})", hw["bandwidth"])], points, title,
         )))
