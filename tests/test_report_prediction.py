@@ -478,3 +478,12 @@ def test_cases_run_in_a_spell_are_named_once_over_the_report_and_counted_apart(
     sec = _section((out / "index.html").read_text(encoding="utf-8"), "prediction")
     assert "without the 1 case(s) run in a spell of the machine" in sec
     assert f"{100 * r.steady_stats.max:.1f} %" in sec
+
+
+def test_a_target_a_hair_below_its_value_reads_apart_on_the_page() -> None:
+    from gptperf.report.page_prediction import _reached_and_target
+
+    reached, target = _reached_and_target(0.0801, 0.08)
+    assert ">8.01 %<" in reached and target == "≤ 8.00 %"
+    reached, target = _reached_and_target(0.065, 0.08)
+    assert ">6.5 %<" in reached and target == "≤ 8.0 %"

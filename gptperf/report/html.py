@@ -67,8 +67,9 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def fmt(value: Any, unit: str = "") -> str:
-    """A number with its unit, in the same style as the terminal tables."""
+def fmt(value: Any, unit: str = "", *, digits: int = 1) -> str:
+    """A number with its unit, in the same style as the terminal tables; `digits`: a
+    percentage's decimals."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     if unit == "s":
@@ -78,7 +79,7 @@ def fmt(value: Any, unit: str = "") -> str:
     if unit == TRAFFIC:
         return si(value, "B")
     if unit == "%":
-        return f"{value:.1f} %"
+        return f"{value:.{digits}f} %"
     if unit == "x":
         return f"{value:.2f}×"
     if unit == "nats":
@@ -103,15 +104,17 @@ def source_chip(source: str | None, short: bool = False) -> Html:
                title=source)
 
 
-def value(v: Any, unit: str = "", source: str | None = None) -> Html:
+def value(v: Any, unit: str = "", source: str | None = None, *, digits: int = 1) -> Html:
     """A number with unit (and, when given, its source) as one inline fragment."""
-    return Html(tag("span", fmt(v, unit), class_="num") + (" " + source_chip(source) if source else ""))
+    return Html(tag("span", fmt(v, unit, digits=digits), class_="num")
+                + (" " + source_chip(source) if source else ""))
 
 
-def cell(v: Any, unit: str = "", source: str | None = None, klass: str | None = None) -> Html:
-    """A table cell whose sort key is the raw number."""
+def cell(v: Any, unit: str = "", source: str | None = None, klass: str | None = None, *,
+         digits: int = 1) -> Html:
+    """A table cell whose sort key is the raw number; `digits`: a percentage's decimals."""
     sort_key = repr(float(v)) if _finite(v) else None
-    return tag("td", value(v, unit, source), data_v=sort_key, class_=klass or "n")
+    return tag("td", value(v, unit, source, digits=digits), data_v=sort_key, class_=klass or "n")
 
 
 def table(

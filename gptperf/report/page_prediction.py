@@ -3,7 +3,6 @@ the targets of issue 12, per case and per operation."""
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from gptperf.output import apart_digits, ratio_range
@@ -54,9 +53,7 @@ def _reached_and_target(value: float, target: float) -> tuple[Html, str]:
     """A target's reached value (a sortable cell) and the target, both as percentages with the
     decimals that keep them apart (`apart_digits`)."""
     digits = apart_digits(value, target)
-    shown = tag("span", f"{100 * value:.{digits}f} %" if math.isfinite(value) else "—", class_="num")
-    return (tag("td", shown, data_v=repr(100 * value) if math.isfinite(value) else None, class_="n"),
-            f"≤ {100 * target:.{digits}f} %")
+    return cell(pct(value), "%", digits=digits), f"≤ {fmt(100 * target, '%', digits=digits)}"
 
 
 def _verdict(word: str) -> Html:
