@@ -208,9 +208,8 @@ def call_time(call: KernelCall, cal: Calibration, warm: bool = False) -> float:
         return call.count * max(fb - f, 0.5 * f)
     if call.key.endswith(":masked_fwd"):  # the causal kernel's time × the measured ratio
         causal = KernelCall("attention", call.key.replace("masked_fwd", "causal_fwd"), call.point)
-        dtypes = [k.removesuffix(":masked_fwd") for k in _fallback(call.key)]
-        ratio = cal.masked_ratio(next((d for d in dtypes if f"{d}:masked_fwd" in cal.attention), dtypes[0]),
-                                 *call.point)
+        masked = next((k for k in _fallback(call.key) if k in cal.attention), call.key)
+        ratio = cal.masked_ratio(masked.removesuffix(":masked_fwd"), *call.point)
         return call.count * ratio * call_time(causal, cal)
     if call.key.startswith("add_mixed:") and not any(k in cal.vector for k in _fallback(call.key)):
         # a calibration from before the mixed add was measured: charged as a cast, then an add

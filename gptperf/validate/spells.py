@@ -61,12 +61,12 @@ class SpellRetry:
         try:
             second = measure()
         except Exception as err:  # the first measurement stands: it was made, only in a spell
-            self.budget_s -= self.clock() - start
             first_line = (str(err).strip().splitlines() or [""])[0]  # an OOM's text runs on for lines
             self.notes.append(f"{name}: ran in a spell (parallel adds ×{speed:.2f}); measuring it "
                               f"again failed ({type(err).__name__}: {first_line}); kept as measured")
             return first
-        self.budget_s -= self.clock() - start
+        finally:
+            self.budget_s -= self.clock() - start
         later = self._speed(second)
         nearer = later is not None and abs(math.log(later)) < abs(math.log(speed))
         self.notes.append(
