@@ -704,6 +704,74 @@ def test_a_cpu_step_in_the_cache_reads_its_few_row_matmuls_on_the_warm_grid():
     assert device_s(decode, 1e12, "cuda")[0] == pytest.approx(device_s(decode, 0.0, "cuda")[0])
 
 
+MIB = 2**20
+
+
+def test_cache_shares_run_from_the_first_point_to_the_last_and_never_rise_with_the_bytes():
+    """(t_cold − t) / (t_cold − t_warm) at each point; a point read slower than a larger one takes
+    that one's share; no saving measured: no share anywhere."""
+    from gptperf.perfmodel.calibration import cache_shares
+
+    x = (1 * MIB, 2 * MIB, 4 * MIB, 8 * MIB)
+    assert cache_shares(Curve(x, (100e-6, 110e-6, 300e-6, 500e-6))) == pytest.approx((1.0, 0.975, 0.5, 0.0))
+    # 120 µs at 2 MiB is noise beside 110 µs at 4 MiB: 2 MiB finds at least what 4 MiB finds
+    assert cache_shares(Curve(x, (100e-6, 120e-6, 110e-6, 500e-6))) == pytest.approx((1.0, 0.975, 0.975, 0.0))
+    assert cache_shares(Curve(x, (100e-6, 90e-6, 95e-6, 500e-6)))[:2] == (1.0, 1.0)  # capped at the whole saving
+    assert cache_shares(Curve(x, (100e-6, 100e-6, 100e-6, 99e-6))) == (0.0,) * 4
+
+
+def test_warm_share_reads_the_cache_reach_in_log_bytes_and_falls_back_to_the_cache_size():
+    reach = Curve((1 * MIB, 2 * MIB, 4 * MIB, 8 * MIB), (100e-6, 110e-6, 300e-6, 500e-6))
+    cal = flat_calibration("cpu", cache_reach=reach, cache_bytes=32 * MIB)
+    assert cal.warm_share(0.5 * MIB) == 1.0
+    assert cal.warm_share(2 * math.sqrt(2) * MIB) == pytest.approx((0.975 + 0.5) / 2)
+    assert cal.warm_share(8 * MIB) == 0.0 and cal.warm_share(16 * MIB) == 0.0  # the cache size does not matter
+    older = flat_calibration("cpu", cache_bytes=32 * MIB)  # a calibration from before the reach was measured
+    assert (older.warm_share(16 * MIB), older.warm_share(33 * MIB)) == (1.0, 0.0)
+    again = Calibration.from_dict(cal.to_dict())
+    assert again.cache_reach == reach and again.warm_share(3 * MIB) == cal.warm_share(3 * MIB)
+    assert Calibration.from_dict(older.to_dict()).cache_reach is None
+
+
+def test_a_few_row_matmul_is_read_its_step_s_share_of_the_way_to_the_warm_grid():
+    grid = Grid(("a", "b", "c"), ((HUGE,), (HUGE,), (HUGE,)), (T0,))
+    warm = Grid(("M", "N", "K"), ((1.0, 16.0), (HUGE,), (HUGE,)), (T0 / 2, T0 / 2))
+    cal = flat_calibration("cpu", matmul={"fp32": grid, "fp32:warm": warm})
+    assert cal.matmul_seconds("fp32", 4, 64, 64, warm=0.25) == pytest.approx(T0 * (1 - 0.25 / 2))
+    assert cal.matmul_seconds("fp32", 4, 64, 64, warm=1.0) == pytest.approx(T0 / 2)
+    assert cal.matmul_seconds("fp32", 4, 64, 64) == pytest.approx(T0)
+    assert cal.matmul_seconds("fp32", 64, 64, 64, warm=1.0) == pytest.approx(T0)  # rows beyond the warm grid
+
+
+def test_a_cpu_decode_step_part_way_out_of_the_cache_pays_that_share_of_its_few_row_matmuls():
+    """With a measured reach, a step whose tensors lie where the reach reads half the saving has
+    its few-row matmuls charged halfway between the warm grid (T0/2) and the grid (T0), whatever
+    the last-level cache's size; the note says so."""
+    from gptperf.perfmodel.memory import memory_breakdown
+
+    grid = Grid(("a", "b", "c"), ((HUGE,), (HUGE,), (HUGE,)), (T0,))
+    warm = Grid(("M", "N", "K"), ((1.0, 16.0), (HUGE,), (HUGE,)), (T0 / 2, T0 / 2))
+    cfg, decode = preset("tiny"), Workload("decode", 4, 64, "fp32")
+    plan = ExecutionPlan.default("decode", "cpu")
+    peak = memory_breakdown(cfg, decode, plan).total
+    matmuls = sum(k.count for k in kernel_calls(cfg, decode, plan) if k.family == "matmul")
+    # the step's bytes halfway in log between two points whose shares are 1 and 0
+    reach = Curve((peak / 2, peak * 2), (100e-6, 300e-6))
+
+    def run(**changes) -> Expected:
+        cal = flat_calibration("cpu", matmul={"fp32": grid, "fp32:warm": warm}, **changes)
+        return expected(cfg, decode, plan, cal)
+
+    cold = run(cache_bytes=0.0)
+    half = run(cache_reach=reach, cache_bytes=1e12)
+    assert cold.device_s - half.device_s == pytest.approx(matmuls * T0 / 2 * 0.5)
+    assert any("only in part" in n and "50%" in n for n in half.notes)
+    whole = run(cache_reach=Curve((peak * 2, peak * 4), (100e-6, 300e-6)))
+    assert cold.device_s - whole.device_s == pytest.approx(matmuls * T0 / 2)
+    assert any("few enough to stay in the cache" in n for n in whole.notes)
+    assert not any("cache" in n for n in cold.notes)
+
+
 def test_parameter_sizes_are_those_of_the_model():
     from collections import Counter
 

@@ -179,6 +179,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         matmul_offgrid=dict(kernels.get("matmul_offgrid", {})),
         matmul_probes=dict(kernels.get("matmul_probes", {})), optimizer_overlap=overlap,
         sustained=sustained, cache_bytes=float(last_level_cache_bytes()) if device.type == "cpu" else 0.0,
+        cache_reach=kernels.get("cache_reach"),
     )
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from gptperf.dtypes import check_dtype
 from gptperf.errors import UserError
+from gptperf.measure.cache_reach import measure_cache_reach, reach_note
 from gptperf.measure.calibrate_decode import measure_decode_families
 from gptperf.measure.calibration_passes import (
     CPU_PASSES,
@@ -44,6 +45,7 @@ from gptperf.measure.calibration_passes import (
 from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-exported beside its measurement
     ATTENTION_GROWTH,
     ATTENTION_PASSES,
+    CACHE_REACH_LAYER,
     COPY_HEAD_DIM,
     COPY_HEADS,
     CPU_MAX_REPEATS,
@@ -651,6 +653,14 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
                      f"more than {PASS_DISAGREE}× (the smaller kept), the rest averaged")
         # the parallel add's time when the kept passes ran: what `validate` compares a case with
         result["fork_s"] = statistics.median(forks[k][f] for f, ks in kept.items() for k in ks)
+    if cpu:  # how far the cache reaches for a step, read against the warm and plain grids
+        t0 = time.perf_counter()
+        result["cache_reach"] = measure_cache_reach(timer)
+        spent["matmul"] = spent.get("matmul", 0.0) + time.perf_counter() - t0
+        notes.append(reach_note(result["cache_reach"]))
+        for cell in map(list, CACHE_REACH_LAYER):
+            if cell not in shapes["matmul"]:
+                shapes["matmul"].append(cell)
     if device.type == "cuda" and not result["gemv"]:
         notes.append("gemv left out: gptperf's Triton kernel does not run here")
     if probes:

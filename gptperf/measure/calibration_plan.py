@@ -49,6 +49,14 @@ MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not mea
 # operands (and two copies) fit: the "<dtype>:warm" grid (`perfmodel.calibration.WARM`).
 WARM_M = 16  # a decode step's rows (its batch)
 WARM_POOL_BYTES = 8 * MIB
+# How far the cache reaches for a step (`gptperf.measure.cache_reach`): one decode-like layer of
+# few-row matmuls (qkv-, proj-, fc- and fc2-shaped, at grid cells), its weights cycled through
+# 1 to 20 such layers (3.25 to 65 MiB). The VM's 32 MiB of L3 did not hold a 13 MiB decode step
+# (2026-12-05): the share a process gets is measured, not read from its size.
+CACHE_REACH_LAYER: tuple[tuple[int, int, int], ...] = ((2, 1024, 256), (2, 256, 256), (2, 1024, 256),
+                                                       (2, 256, 1024))
+CACHE_REACH_LAYERS = (1, 2, 3, 4, 5, 7, 10, 20)
+CACHE_REACH_ROUNDS = 3  # each count timed once a round; the median kept
 # (M, N, K) off the grid's powers of two, the layers of GPT widths (384 to 4096, the vocabulary),
 # timed plain and with a bias: their mean time over the grid's reading is what a matmul off the
 # grid's points is charged (`matmul_offgrid`), their median bias ratio what a layer's bias costs
@@ -465,7 +473,8 @@ def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[st
     matmul: list[list[int]] = []
     seen: set[tuple[int, int, int]] = set()
     for dtype in dtypes:
-        for cell in _matmul_cells(kind, dtype, quick, memory_bytes) + _matmul_probes(kind):
+        for cell in _matmul_cells(kind, dtype, quick, memory_bytes) + _matmul_probes(kind) + (
+                list(CACHE_REACH_LAYER) if kind == "cpu" else []):
             if cell not in seen:
                 seen.add(cell)
                 matmul.append(list(cell))

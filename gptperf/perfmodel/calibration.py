@@ -209,6 +209,22 @@ def _over(grid: Grid, base: Grid) -> Grid:
     return Grid(grid.axes, grid.points, ratios, (0.0,) * len(grid.points), what=f"{grid.what} / causal")
 
 
+def cache_shares(curve: Curve) -> tuple[float, ...]:
+    """The cache's saving at each point of a `cache_reach` curve, 0 to 1: (t_cold − t) /
+    (t_cold − t_warm), t_warm the first point's time, t_cold the last's, each at least any larger
+    point's (more bytes never find more in the cache, so a point read slower than a larger one
+    was noise); every share 0 where the last point is not slower than the first (the cache saved
+    nothing measurable)."""
+    warm, cold = curve.seconds[0], curve.seconds[-1]
+    if not cold > warm:
+        return (0.0,) * len(curve.x)
+    shares, highest = [], 0.0
+    for t in reversed(curve.seconds):
+        highest = max(highest, min(1.0, max(0.0, (cold - t) / (cold - warm))))
+        shares.append(highest)
+    return tuple(reversed(shares))
+
+
 def host_model_config(n_layer: int, attention: str = "sdpa", block_size: int | None = None) -> Any:
     """The GPTConfig of `HOST_MODEL` with `n_layer` blocks (measured by `gptperf calibrate`,
     costed by `perfmodel.expected` to take its kernels out of its host time), its block
@@ -242,8 +258,14 @@ class Calibration:
     matmul: dtype -> Grid over (M, N, K) of y = x·Wᵀ (x: M×K, W: N×K). On a CPU also
         "<dtype>:warm" (`WARM`): its rows up to 16 with the operands cycled through 8 MiB, where
         they stay in the last-level cache (cells whose operands do not fit there: the grid's).
-    cache_bytes: the CPU's last-level cache (0: unknown, or a GPU): a step whose tensors fit in
-        it reads its matmuls of few rows on the warm grid.
+    cache_bytes: the CPU's last-level cache (0: unknown, or a GPU): in a calibration without
+        `cache_reach`, a step whose tensors fit in it reads its matmuls of few rows on the warm grid.
+    cache_reach: (a CPU) Curve over bytes of weights: seconds of one decode-like layer of few-row
+        matmuls with that many bytes of layers' weights cycled through
+        (`gptperf.measure.cache_reach`): how much of a step's few-row matmul time the cache saves
+        at its size (`warm_share`). The share of a last-level cache a process gets can be far
+        below its size: on the 2-core VM (32 MiB of L3) decode steps of 13 MiB ran as if every
+        weight came from memory. None on a GPU and in older calibrations.
     attention: "<dtype>:<pass>" -> Grid; pass "causal_fwd" and "causal_fwd_bwd" over
         (BH, T, D) (query = key length T, causal), "masked_fwd" over (BH, T, D) (the same with
         the static KV cache's explicit mask; CUDA only), "one_query" over (BH, L, D) (one query
@@ -329,6 +351,7 @@ class Calibration:
     optimizer_overlap: dict[str, Any] = field(default_factory=dict)
     sustained: dict[str, Any] = field(default_factory=dict)
     cache_bytes: float = 0.0
+    cache_reach: Curve | None = None
     _masked_ratio: dict[str, Grid] = field(init=False, repr=False, compare=False,
                                            default_factory=dict)
 
@@ -370,15 +393,32 @@ class Calibration:
         grid = self._masked_ratio.get(dtype)
         return 2.0 if grid is None else grid.at(bh, t, d)
 
-    def matmul_seconds(self, key: str, m: float, n: float, k: float, warm: bool = False) -> float:
+    def matmul_seconds(self, key: str, m: float, n: float, k: float, warm: float = 0.0) -> float:
         """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, × `offgrid_ratio` off its points;
-        `warm` (the step's tensors stay in a CPU's last-level cache): on the grid timed from there
-        (`WARM`) where it has the rows."""
-        grid = self.matmul[key]
-        from_cache = self.matmul.get(key + WARM) if warm else None
+        `warm` (0 to 1: the share of the cache's saving a CPU step of its size gets,
+        `warm_share`): that share of the way from the grid to the grid timed from the cache
+        (`WARM`), where that one has the rows."""
+        seconds = self.matmul[key].at(m, n, k)
+        from_cache = self.matmul.get(key + WARM) if warm > 0 else None
         if from_cache is not None and m <= from_cache.points[0][-1]:
-            grid = from_cache
-        return grid.at(m, n, k) * self.offgrid_ratio(key, m, n, k)
+            seconds += warm * (from_cache.at(m, n, k) - seconds)
+        return seconds * self.offgrid_ratio(key, m, n, k)
+
+    def warm_share(self, step_bytes: float) -> float:
+        """How much of the cache's saving a CPU step whose tensors take `step_bytes` gets, 0 to 1:
+        `cache_reach`'s shares (`cache_shares`) read linearly in log bytes between its points,
+        the first point's up to it, 0 from the last. Without the curve: 1 if the tensors fit in
+        `cache_bytes`, else 0."""
+        curve = self.cache_reach
+        if curve is None:
+            return 1.0 if 0 < step_bytes <= self.cache_bytes else 0.0
+        shares = cache_shares(curve)
+        if step_bytes <= curve.x[0]:
+            return shares[0]
+        if step_bytes >= curve.x[-1]:
+            return 0.0
+        i, f = _segment(curve.x, step_bytes)
+        return shares[i] + f * (shares[i + 1] - shares[i])
 
     def offgrid_ratio(self, key: str, m: float, n: float, k: float) -> float:
         """What a matmul off grid `key`'s points takes over the grid's reading of it: the off-grid
@@ -468,6 +508,7 @@ class Calibration:
             "matmul_probes": {k: [list(row) for row in v] for k, v in self.matmul_probes.items()},
             "optimizer_overlap": dict(self.optimizer_overlap),
             "sustained": dict(self.sustained), "cache_bytes": self.cache_bytes,
+            "cache_reach": None if self.cache_reach is None else self.cache_reach.to_dict(),
         }
 
     @classmethod
@@ -500,6 +541,7 @@ class Calibration:
                                for k, v in d.get("matmul_probes", {}).items()},
                 optimizer_overlap=dict(d.get("optimizer_overlap", {})),
                 sustained=dict(d.get("sustained", {})), cache_bytes=float(d.get("cache_bytes", 0.0)),
+                cache_reach=Curve.from_dict(d["cache_reach"]) if d.get("cache_reach") else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise UserError(f"the calibration document is broken ({type(err).__name__}: {err}); "

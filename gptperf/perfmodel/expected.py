@@ -193,11 +193,11 @@ def _stand_ins(key: str) -> list[str]:
     return keys
 
 
-def call_time(call: KernelCall, cal: Calibration, warm: bool = False) -> float:
+def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
     """Seconds of `call.count` kernels of `call` on the calibration's curves (UserError when the
-    calibration has no curve for it), each at least its `floor` call's; `warm`: the step's tensors
-    stay in the CPU's last-level cache, so a matmul of few rows is read on the grid timed from
-    there (`Calibration.matmul_seconds`)."""
+    calibration has no curve for it), each at least its `floor` call's; `warm`: the share of the
+    CPU cache's saving the step gets (`cache_share`), with which a matmul of few rows is read
+    that far toward the grid timed from the cache (`Calibration.matmul_seconds`)."""
     if call.floor is not None:
         own = call_time(replace(call, floor=None), cal, warm)
         return max(own, call.count * call_time(call.floor, cal, warm))
@@ -331,7 +331,7 @@ def _host_model_device_s(cal: Calibration, workload: Workload, plan: ExecutionPl
     in its measured host time), its tensors in the cache or not by the rule of the steps."""
     tiny = host_model_config(n_layer, plan.attention)
     w = Workload(workload.kind, HOST_MODEL["batch"], HOST_MODEL["seq"], workload.dtype)
-    warm = cal.device_type == "cpu" and in_cache(tiny, w, plan, cal)
+    warm = cache_share(tiny, w, plan, cal)
     total: dict[str, float] = {}
     for _, phase, _, calls in step_ops(tiny, w, plan):
         total[phase] = total.get(phase, 0.0) + sum(call_time(k, cal, warm) for k in calls)
@@ -396,12 +396,29 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
     return fused, notes
 
 
-def in_cache(config: GPTConfig, workload: Workload, plan: ExecutionPlan, cal: Calibration) -> bool:
-    """Whether the step's tensors (its predicted peak memory: weights, cache, activations) fit in
-    the calibrated CPU's last-level cache, where a step's next call finds its weights."""
+def cache_share(config: GPTConfig, workload: Workload, plan: ExecutionPlan, cal: Calibration) -> float:
+    """How much of the cache's saving a CPU step gets, 0 to 1, by the size of its tensors (its
+    predicted peak memory: weights, cache, activations), which decides whether a step's next
+    call finds its weights in the last-level cache (`Calibration.warm_share`); 0 on a GPU."""
     from gptperf.perfmodel.memory import memory_breakdown
 
-    return cal.cache_bytes > 0 and memory_breakdown(config, workload, plan).total <= cal.cache_bytes
+    if cal.device_type != "cpu":
+        return 0.0
+    return cal.warm_share(memory_breakdown(config, workload, plan).total)
+
+
+def _cache_note(share: float, cal: Calibration) -> str | None:
+    """What the step's matmuls of few rows were read on, when the cache changed it."""
+    if share <= 0:
+        return None
+    if cal.cache_reach is None:
+        return (f"CPU: the step's tensors fit in the last-level cache ({cal.cache_bytes / 2**20:.0f} "
+                "MiB): its matmuls of few rows are read on the grid timed from there")
+    if share >= 1:
+        return ("CPU: the step's tensors are few enough to stay in the cache (as measured): its "
+                "matmuls of few rows are read on the grid timed from there")
+    return (f"CPU: the step's tensors stay in the cache only in part (as measured): its matmuls of "
+            f"few rows are read {share:.0%} of the way from the grid to the grid timed from there")
 
 
 NOTED_SLOWDOWN = 1.005  # a sustained-load slowdown from this on is named in the notes
@@ -443,11 +460,10 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
         fused, notes = _recorded_fused(cal, config, workload, plan, seq)
     # every kernel of a step that is not a CUDA graph is launched from a stream
     gap = 0.0 if plan.cuda_graph or cpu else cal.launch_gap_s
-    warm = cpu and in_cache(config, workload, plan, cal)
-    if warm:
-        notes.append(f"CPU: the step's tensors fit in the last-level cache "
-                     f"({cal.cache_bytes / 2**20:.0f} MiB): its matmuls of few rows are read on the "
-                     "grid timed from there")
+    warm = cache_share(config, workload, plan, cal)
+    cache_note = _cache_note(warm, cal)
+    if cache_note:
+        notes.append(cache_note)
 
     notes += below_grid_notes((k for _, _, _, calls in seq for k in calls), cal)
     device: list[float] = []

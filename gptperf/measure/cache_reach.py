@@ -1,0 +1,65 @@
+"""How far a CPU's cache reaches for a step: one decode-like layer of few-row matmuls timed with
+its weights cycled through more and more layers, so the prediction knows at which size a step's
+weights stop being found in the last-level cache (`Calibration.warm_share`).
+
+The share of a last-level cache a process gets depends on the machine (a VM's neighbours, how the
+cores share it), not only on the cache's size: measured, not read from sysfs.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from gptperf.measure.calibration_plan import (
+    CACHE_REACH_LAYER,
+    CACHE_REACH_LAYERS,
+    CACHE_REACH_ROUNDS,
+)
+from gptperf.measure.kernel_timer import KernelTimer
+from gptperf.perfmodel.calibration import Curve, cache_shares
+
+LAYER_BYTES = 4 * sum(n * k for _, n, k in CACHE_REACH_LAYER)  # fp32 weights of one layer
+
+
+def measure_cache_reach(timer: KernelTimer) -> Curve:
+    """Seconds per layer of CACHE_REACH_LAYER's fp32 matmuls, the weights of each count of layers
+    in CACHE_REACH_LAYERS cycled through (x: those weights' bytes); every count timed once a
+    round for CACHE_REACH_ROUNDS rounds, the median kept (a slow spell then moves every count)."""
+    device = timer.device
+    layers = [[torch.randn(n, k, device=device) for _, n, k in CACHE_REACH_LAYER]
+              for _ in range(max(CACHE_REACH_LAYERS))]
+    inputs = [torch.randn(m, k, device=device) for m, _, k in CACHE_REACH_LAYER]
+
+    def cycling(count: int) -> Callable[[int], None]:
+        def call(j: int) -> None:
+            for x, w in zip(inputs, layers[j % count], strict=True):
+                F.linear(x, w)
+        return call
+
+    times: dict[int, list[float]] = {count: [] for count in CACHE_REACH_LAYERS}
+    for _ in range(CACHE_REACH_ROUNDS):
+        for count in CACHE_REACH_LAYERS:
+            times[count].append(timer(cycling(count), f"cache reach: {count} layers"))
+    return Curve(tuple(float(count * LAYER_BYTES) for count in CACHE_REACH_LAYERS),
+                 tuple(statistics.median(times[count]) for count in CACHE_REACH_LAYERS),
+                 what=f"s per layer of few-row fp32 matmuls {list(CACHE_REACH_LAYER)} (M, N, K), "
+                      "over the bytes of the layers' weights cycled through")
+
+
+def reach_note(curve: Curve) -> str:
+    """One line: the layer's time at the curve's ends, and the sizes up to which a step reads its
+    few-row matmuls on the grid timed from the cache and from which on the plain grid."""
+    shares = cache_shares(curve)
+    full = max((x for x, s in zip(curve.x, shares, strict=True) if s >= 1), default=None)
+    none = min((x for x, s in zip(curve.x, shares, strict=True) if s <= 0), default=curve.x[-1])
+    mib = 2**20
+    start = (f"up to {full / mib:.1f} MiB of tensors on the grid timed from the cache, "
+             if full is not None else "")
+    return (f"CPU cache reach: a layer of few-row matmuls took {curve.seconds[0] * 1e6:.0f} µs "
+            f"with {curve.x[0] / mib:.2f} MiB of weights cycled, {curve.seconds[-1] * 1e6:.0f} µs "
+            f"with {curve.x[-1] / mib:.0f} MiB: a step reads its few-row matmuls {start}"
+            f"from {none / mib:.1f} MiB on the plain grid, in between part of the way")
