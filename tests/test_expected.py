@@ -770,6 +770,11 @@ def test_a_cpu_decode_step_part_way_out_of_the_cache_pays_that_share_of_its_few_
     assert cold.device_s - whole.device_s == pytest.approx(matmuls * T0 / 2)
     assert any("few enough to stay in the cache" in n for n in whole.notes)
     assert not any("cache" in n for n in cold.notes)
+    # a step of 256 rows a matmul has none the cache moves: same time, no note
+    forward = Workload("forward", 4, 64, "fp32")
+    cal = flat_calibration("cpu", matmul={"fp32": grid, "fp32:warm": warm}, cache_reach=Curve((1e12, 2e12), (1e-4, 3e-4)))
+    fwd = expected(cfg, forward, ExecutionPlan.default("forward", "cpu"), cal)
+    assert not any("cache" in n for n in fwd.notes)
 
 
 def test_parameter_sizes_are_those_of_the_model():

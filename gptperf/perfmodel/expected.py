@@ -52,6 +52,7 @@ from gptperf.perfmodel.calibration import (
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
     HOST_MODEL,
+    WARM,
     Calibration,
     Grid,
     host_model_config,
@@ -421,6 +422,12 @@ def _cache_note(share: float, cal: Calibration) -> str | None:
             f"few rows are read {share:.0%} of the way from the grid to the grid timed from there")
 
 
+def _few_row_matmuls(seq: list, cal: Calibration) -> bool:
+    """Whether the step has a matmul of no more rows than a warm grid has (what the cache moves)."""
+    rows = max((g.points[0][-1] for k, g in cal.matmul.items() if k.endswith(WARM)), default=0.0)
+    return any(k.family == "matmul" and k.point[0] <= rows for _, _, _, calls in seq for k in calls)
+
+
 NOTED_SLOWDOWN = 1.005  # a sustained-load slowdown from this on is named in the notes
 
 
@@ -462,7 +469,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     gap = 0.0 if plan.cuda_graph or cpu else cal.launch_gap_s
     warm = cache_share(config, workload, plan, cal)
     cache_note = _cache_note(warm, cal)
-    if cache_note:
+    if cache_note and _few_row_matmuls(seq, cal):
         notes.append(cache_note)
 
     notes += below_grid_notes((k for _, _, _, calls in seq for k in calls), cal)
