@@ -56,7 +56,7 @@ WARM_POOL_BYTES = 8 * MIB
 CACHE_REACH_LAYER: tuple[tuple[int, int, int], ...] = ((2, 1024, 256), (2, 256, 256), (2, 1024, 256),
                                                        (2, 256, 1024))
 CACHE_REACH_LAYERS = (1, 2, 3, 4, 5, 7, 10, 20)
-CACHE_REACH_ROUNDS = 5  # each count timed once a round; the median kept (a count read 0.06 once in 4 runs of 3)
+CACHE_REACH_ROUNDS = 5  # each count once a round, the median kept (with 3, one run of 4 read 23 MiB at 0.06, the others 0.47-0.58)
 # (M, N, K) off the grid's powers of two, the layers of GPT widths (384 to 4096, the vocabulary),
 # timed plain and with a bias: their mean time over the grid's reading is what a matmul off the
 # grid's points is charged (`matmul_offgrid`), their median bias ratio what a layer's bias costs
