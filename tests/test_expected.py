@@ -707,17 +707,21 @@ def test_a_cpu_step_in_the_cache_reads_its_few_row_matmuls_on_the_warm_grid():
 MIB = 2**20
 
 
-def test_cache_shares_run_from_the_first_point_to_the_last_and_never_rise_with_the_bytes():
-    """(t_cold − t) / (t_cold − t_warm) at each point; a point read slower than a larger one takes
-    that one's share; no saving measured: no share anywhere."""
-    from gptperf.perfmodel.calibration import cache_shares
+def test_cache_shares_run_from_the_fastest_point_to_the_last_and_never_rise_with_the_bytes():
+    """(t_cold − t) / (t_cold − t_warm) at each point, t_warm the fastest; a point read slower
+    than a larger one takes that one's share; a saving under CACHE_SAVING_MIN× is none."""
+    from gptperf.perfmodel.calibration import CACHE_SAVING_MIN, cache_shares
 
     x = (1 * MIB, 2 * MIB, 4 * MIB, 8 * MIB)
     assert cache_shares(Curve(x, (100e-6, 110e-6, 300e-6, 500e-6))) == pytest.approx((1.0, 0.975, 0.5, 0.0))
     # 120 µs at 2 MiB is noise beside 110 µs at 4 MiB: 2 MiB finds at least what 4 MiB finds
     assert cache_shares(Curve(x, (100e-6, 120e-6, 110e-6, 500e-6))) == pytest.approx((1.0, 0.975, 0.975, 0.0))
-    assert cache_shares(Curve(x, (100e-6, 90e-6, 95e-6, 500e-6)))[:2] == (1.0, 1.0)  # capped at the whole saving
-    assert cache_shares(Curve(x, (100e-6, 100e-6, 100e-6, 99e-6))) == (0.0,) * 4
+    # the fastest point is the warm time, and the first, slower, one still finds all of it
+    assert cache_shares(Curve(x, (100e-6, 90e-6, 300e-6, 500e-6))) == pytest.approx((1.0, 1.0, 200 / 410, 0.0))
+    barely = CACHE_SAVING_MIN * 0.99
+    assert cache_shares(Curve(x, (100e-6, 100e-6, 100e-6, barely * 100e-6))) is None
+    assert cache_shares(Curve(x, (100e-6, 100e-6, 100e-6, 99e-6))) is None
+    assert cache_shares(Curve((1 * MIB,), (100e-6,))) is None
 
 
 def test_warm_share_reads_the_cache_reach_in_log_bytes_and_falls_back_to_the_cache_size():
@@ -728,9 +732,12 @@ def test_warm_share_reads_the_cache_reach_in_log_bytes_and_falls_back_to_the_cac
     assert cal.warm_share(8 * MIB) == 0.0 and cal.warm_share(16 * MIB) == 0.0  # the cache size does not matter
     older = flat_calibration("cpu", cache_bytes=32 * MIB)  # a calibration from before the reach was measured
     assert (older.warm_share(16 * MIB), older.warm_share(33 * MIB)) == (1.0, 0.0)
-    again = Calibration.from_dict(cal.to_dict())
-    assert again.cache_reach == reach and again.warm_share(3 * MIB) == cal.warm_share(3 * MIB)
-    assert Calibration.from_dict(older.to_dict()).cache_reach is None
+    flat = flat_calibration("cpu", cache_bytes=32 * MIB, cache_reach=Curve(reach.x, (100e-6,) * 4))
+    assert (flat.warm_share(16 * MIB), flat.warm_share(33 * MIB)) == (1.0, 0.0)  # no saving measured: the size's rule
+    assert Calibration.from_dict(cal.to_dict()).cache_reach == reach
+    document = older.to_dict()
+    del document["cache_reach"]  # written before the reach was measured
+    assert Calibration.from_dict(document).cache_reach is None
 
 
 def test_a_few_row_matmul_is_read_its_step_s_share_of_the_way_to_the_warm_grid():
@@ -775,6 +782,29 @@ def test_a_cpu_decode_step_part_way_out_of_the_cache_pays_that_share_of_its_few_
     cal = flat_calibration("cpu", matmul={"fp32": grid, "fp32:warm": warm}, cache_reach=Curve((1e12, 2e12), (1e-4, 3e-4)))
     fwd = expected(cfg, forward, ExecutionPlan.default("forward", "cpu"), cal)
     assert not any("cache" in n for n in fwd.notes)
+
+
+def test_the_host_model_s_own_kernels_are_taken_out_at_its_own_cache_share():
+    """A CPU's host cost has the tiny host model's kernel time in it, which is taken out: where
+    the reach puts that model in the cache, its few-row matmuls count T0/2 each, not T0, so the
+    step's host time is larger by half a kernel for each of them."""
+    from gptperf.perfmodel.calibration import host_model_config
+
+    grid = Grid(("a", "b", "c"), ((HUGE,), (HUGE,), (HUGE,)), (T0,))
+    warm = Grid(("M", "N", "K"), ((1.0, 16.0), (HUGE,), (HUGE,)), (T0 / 2, T0 / 2))
+    cfg, decode = preset("tiny"), Workload("decode", 4, 64, "fp32")
+    plan = ExecutionPlan.default("decode", "cpu")
+    tiny = host_model_config(cfg.n_layer, plan.attention)
+    tiny_decode = Workload("decode", HOST_MODEL["batch"], HOST_MODEL["seq"], "fp32")
+    matmuls = sum(k.count for k in kernel_calls(tiny, tiny_decode, plan) if k.family == "matmul")
+
+    def host_s(**changes) -> float:
+        cal = flat_calibration("cpu", fixed_s=1e-2, matmul={"fp32": grid, "fp32:warm": warm}, **changes)
+        return expected(cfg, decode, plan, cal).host_s
+
+    everything = Curve((1e12, 2e12), (1e-4, 3e-4))  # every step's tensors in the cache
+    assert matmuls > 0
+    assert host_s(cache_reach=everything) - host_s() == pytest.approx(matmuls * T0 / 2)
 
 
 def test_parameter_sizes_are_those_of_the_model():

@@ -27,23 +27,27 @@ LAYER_BYTES = 4 * sum(n * k for _, n, k in CACHE_REACH_LAYER)  # fp32 weights of
 
 def measure_cache_reach(timer: KernelTimer) -> Curve:
     """Seconds per layer of CACHE_REACH_LAYER's fp32 matmuls, the weights of each count of layers
-    in CACHE_REACH_LAYERS cycled through (x: those weights' bytes); every count timed once a
-    round for CACHE_REACH_ROUNDS rounds, the median kept (a slow spell then moves every count)."""
+    in CACHE_REACH_LAYERS cycled through (x: those weights' bytes). One timed call runs every
+    layer of the count once, so each layer is used again after all the others, whatever few
+    calls the timer makes (its warm-up call loads the whole set first). Every count is timed
+    once a round for CACHE_REACH_ROUNDS rounds, the median kept (a slow spell then moves every
+    count); it runs after the CPU's passes, outside their spell checks."""
     device = timer.device
     layers = [[torch.randn(n, k, device=device) for _, n, k in CACHE_REACH_LAYER]
               for _ in range(max(CACHE_REACH_LAYERS))]
     inputs = [torch.randn(m, k, device=device) for m, _, k in CACHE_REACH_LAYER]
 
     def cycling(count: int) -> Callable[[int], None]:
-        def call(j: int) -> None:
-            for x, w in zip(inputs, layers[j % count], strict=True):
-                F.linear(x, w)
+        def call(_: int) -> None:
+            for layer in layers[:count]:
+                for x, w in zip(inputs, layer, strict=True):
+                    F.linear(x, w)
         return call
 
     times: dict[int, list[float]] = {count: [] for count in CACHE_REACH_LAYERS}
     for _ in range(CACHE_REACH_ROUNDS):
         for count in CACHE_REACH_LAYERS:
-            times[count].append(timer(cycling(count), f"cache reach: {count} layers"))
+            times[count].append(timer(cycling(count), f"cache reach: {count} layers") / count)
     return Curve(tuple(float(count * LAYER_BYTES) for count in CACHE_REACH_LAYERS),
                  tuple(statistics.median(times[count]) for count in CACHE_REACH_LAYERS),
                  what=f"s per layer of few-row fp32 matmuls {list(CACHE_REACH_LAYER)} (M, N, K), "
@@ -51,15 +55,18 @@ def measure_cache_reach(timer: KernelTimer) -> Curve:
 
 
 def reach_note(curve: Curve) -> str:
-    """One line: the layer's time at the curve's ends, and the sizes up to which a step reads its
+    """One line: the layer's time at the curve's ends, and up to which size a step reads its
     few-row matmuls on the grid timed from the cache and from which on the plain grid."""
-    shares = cache_shares(curve)
-    full = max((x for x, s in zip(curve.x, shares, strict=True) if s >= 1), default=None)
-    none = min((x for x, s in zip(curve.x, shares, strict=True) if s <= 0), default=curve.x[-1])
     mib = 2**20
-    start = (f"up to {full / mib:.1f} MiB of tensors on the grid timed from the cache, "
-             if full is not None else "")
-    return (f"CPU cache reach: a layer of few-row matmuls took {curve.seconds[0] * 1e6:.0f} µs "
-            f"with {curve.x[0] / mib:.2f} MiB of weights cycled, {curve.seconds[-1] * 1e6:.0f} µs "
-            f"with {curve.x[-1] / mib:.0f} MiB: a step reads its few-row matmuls {start}"
-            f"from {none / mib:.1f} MiB on the plain grid, in between part of the way")
+    head = (f"CPU cache reach: a layer of few-row matmuls took {curve.seconds[0] * 1e6:.0f} µs with "
+            f"{curve.x[0] / mib:.1f} MiB of weights cycled, {curve.seconds[-1] * 1e6:.0f} µs with "
+            f"{curve.x[-1] / mib:.1f} MiB")
+    shares = cache_shares(curve)
+    if shares is None:
+        return (f"{head}: no saving measured, so a step is read from the cache as far as its "
+                "tensors fit in the last-level cache's size")
+    full = max(x for x, s in zip(curve.x, shares, strict=True) if s >= 1)
+    none = min(x for x, s in zip(curve.x, shares, strict=True) if s <= 0)
+    between = ", in between part of the way" if any(0 < s < 1 for s in shares) else ""
+    return (f"{head}: a step's few-row matmuls are read on the grid timed from the cache up to "
+            f"{full / mib:.1f} MiB of tensors, on the plain grid from {none / mib:.1f} MiB{between}")

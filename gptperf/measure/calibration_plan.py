@@ -46,17 +46,19 @@ MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not mea
 # 6×640×160 took 83 µs cycled through 64 MiB, 35 µs through 8 MiB, 30 µs on one operand set,
 # and 33–41 µs inside the decode step of a 12 MB model (2026-12-05). The grid's rows up to
 # WARM_M are timed again with their operands cycled through WARM_POOL_BYTES, where their
-# operands (and two copies) fit: the "<dtype>:warm" grid (`perfmodel.calibration.WARM`).
+# operands (and two copies) fit: the "<dtype>:warm" grid (`perfmodel.calibration.WARM`), read as
+# far as the cache reach (below) says a step's tensors stay in the cache.
 WARM_M = 16  # a decode step's rows (its batch)
 WARM_POOL_BYTES = 8 * MIB
 # How far the cache reaches for a step (`gptperf.measure.cache_reach`): one decode-like layer of
-# few-row matmuls (qkv-, proj-, fc- and fc2-shaped, at grid cells), its weights cycled through
-# 1 to 20 such layers (3.25 to 65 MiB). The VM's 32 MiB of L3 did not hold a 13 MiB decode step
-# (2026-12-05): the share a process gets is measured, not read from its size.
+# few-row matmuls at C 256 (qkv-like with N rounded up to the fc's 1024, proj, fc, fc2; cells of
+# the full grid), its weights cycled through 1 to 20 such layers (3.25 to 65 MiB). The VM's
+# 32 MiB of L3 did not hold a 13 MiB decode step (2026-12-05): the share a process gets is
+# measured, not read from the cache's size.
 CACHE_REACH_LAYER: tuple[tuple[int, int, int], ...] = ((2, 1024, 256), (2, 256, 256), (2, 1024, 256),
                                                        (2, 256, 1024))
 CACHE_REACH_LAYERS = (1, 2, 3, 4, 5, 7, 10, 20)
-CACHE_REACH_ROUNDS = 5  # each count once a round, the median kept (with 3, one run of 4 read 23 MiB at 0.06, the others 0.47-0.58)
+CACHE_REACH_ROUNDS = 5  # each count once a round, the median kept (the VM's shares moved by 0.3-0.5 run to run)
 # (M, N, K) off the grid's powers of two, the layers of GPT widths (384 to 4096, the vocabulary),
 # timed plain and with a bias: their mean time over the grid's reading is what a matmul off the
 # grid's points is charged (`matmul_offgrid`), their median bias ratio what a layer's bias costs
@@ -521,6 +523,9 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
                     FIRST_CALL_S["attention_fp32"]
             out["attention"] += sum(first + point(_attention_cost(kind, dtype, pass_, *c)[0])
                                     for c in _attention_cells(kind, dtype, pass_, quick, None))
+    if kind == "cpu":  # the cache reach: every count of layers a round, each call all its layers
+        layer_s = sum(_matmul_cost(kind, "fp32", *c)[0] for c in CACHE_REACH_LAYER)
+        out["matmul"] += CACHE_REACH_ROUNDS * sum(point(n * layer_s) for n in CACHE_REACH_LAYERS)
     for dtype in _vector_dtypes(dtypes):
         for op in _vector_ops(dtype):
             for _, x in _vector_points(kind, dtype, op, quick):

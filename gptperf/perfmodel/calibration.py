@@ -44,8 +44,12 @@ FUSED_STEP = "in_step:"
 # The attention pass of the fused decode step's own kernel ("<dtype>:fused_decode").
 FUSED_ATTENTION_PASS = "fused_decode"
 # A CPU's matmul grid of few rows timed again from the cache: "<dtype>" + WARM in `matmul`, read
-# for a step whose tensors fit in `Calibration.cache_bytes` (`perfmodel.expected`)
+# for a step as far as `Calibration.warm_share` says its tensors stay in the cache
+# (`perfmodel.expected`)
 WARM = ":warm"
+# The cache reach's slowest (plain-grid) point over its fastest below which no saving is read
+# (its shares would be noise; the VM's read 2.8-3.8x)
+CACHE_SAVING_MIN = 1.25
 # A CPU's AdamW (torch's per-tensor loop): seconds a tensor over its parameters, summed over the
 # step's tensors (`perfmodel.expected.call_time`)
 ADAMW_LOOP = "adamw_loop"
@@ -209,15 +213,15 @@ def _over(grid: Grid, base: Grid) -> Grid:
     return Grid(grid.axes, grid.points, ratios, (0.0,) * len(grid.points), what=f"{grid.what} / causal")
 
 
-def cache_shares(curve: Curve) -> tuple[float, ...]:
+def cache_shares(curve: Curve) -> tuple[float, ...] | None:
     """The cache's saving at each point of a `cache_reach` curve, 0 to 1: (t_cold − t) /
-    (t_cold − t_warm), t_warm the first point's time, t_cold the last's, each at least any larger
-    point's (more bytes never find more in the cache, so a point read slower than a larger one
-    was noise); every share 0 where the last point is not slower than the first (the cache saved
-    nothing measurable)."""
-    warm, cold = curve.seconds[0], curve.seconds[-1]
-    if not cold > warm:
-        return (0.0,) * len(curve.x)
+    (t_cold − t_warm), with t_cold the last point's time (the plain grid's pool) and t_warm the
+    fastest point's; each point's share is at least any larger point's (more bytes never find
+    more in the cache, so a point read slower than a larger one was noise). None where the last
+    point is not CACHE_SAVING_MIN× the fastest: no saving measured, whose shares would be noise."""
+    warm, cold = min(curve.seconds), curve.seconds[-1]
+    if not cold >= CACHE_SAVING_MIN * warm:
+        return None
     shares, highest = [], 0.0
     for t in reversed(curve.seconds):
         highest = max(highest, min(1.0, max(0.0, (cold - t) / (cold - warm))))
@@ -263,9 +267,10 @@ class Calibration:
     cache_reach: (a CPU) Curve over bytes of weights: seconds of one decode-like layer of few-row
         matmuls with that many bytes of layers' weights cycled through
         (`gptperf.measure.cache_reach`): how much of a step's few-row matmul time the cache saves
-        at its size (`warm_share`). The share of a last-level cache a process gets can be far
-        below its size: on the 2-core VM (32 MiB of L3) decode steps of 13 MiB ran as if every
-        weight came from memory. None on a GPU and in older calibrations.
+        at its size (`warm_share`; where it measured no saving, the rule of `cache_bytes`). The
+        share of a last-level cache a process gets can be far below its size: on the 2-core VM
+        (32 MiB of L3) decode steps of 13 MiB ran as if every weight came from memory. None on a
+        GPU and in older calibrations.
     attention: "<dtype>:<pass>" -> Grid; pass "causal_fwd" and "causal_fwd_bwd" over
         (BH, T, D) (query = key length T, causal), "masked_fwd" over (BH, T, D) (the same with
         the static KV cache's explicit mask; CUDA only), "one_query" over (BH, L, D) (one query
@@ -407,12 +412,12 @@ class Calibration:
     def warm_share(self, step_bytes: float) -> float:
         """How much of the cache's saving a CPU step whose tensors take `step_bytes` gets, 0 to 1:
         `cache_reach`'s shares (`cache_shares`) read linearly in log bytes between its points,
-        the first point's up to it, 0 from the last. Without the curve: 1 if the tensors fit in
-        `cache_bytes`, else 0."""
+        the first point's up to it, 0 from the last. Without the curve, or where it measured no
+        saving: 1 if the tensors fit in `cache_bytes`, else 0."""
         curve = self.cache_reach
-        if curve is None:
+        shares = None if curve is None else cache_shares(curve)
+        if curve is None or shares is None:
             return 1.0 if 0 < step_bytes <= self.cache_bytes else 0.0
-        shares = cache_shares(curve)
         if step_bytes <= curve.x[0]:
             return shares[0]
         if step_bytes >= curve.x[-1]:

@@ -329,7 +329,7 @@ def _host_seconds(cal: Calibration, parts: list[str], dtype: str, n_layer: int) 
 def _host_model_device_s(cal: Calibration, workload: Workload, plan: ExecutionPlan,
                          n_layer: int) -> dict[str, float]:
     """Kernel seconds per phase of the tiny model the host cost was measured on (that time is
-    in its measured host time), its tensors in the cache or not by the rule of the steps."""
+    in its measured host time), at its own cache share as the steps are (`cache_share`)."""
     tiny = host_model_config(n_layer, plan.attention)
     w = Workload(workload.kind, HOST_MODEL["batch"], HOST_MODEL["seq"], workload.dtype)
     warm = cache_share(tiny, w, plan, cal)
@@ -419,13 +419,22 @@ def _cache_note(share: float, cal: Calibration) -> str | None:
         return ("CPU: the step's tensors are few enough to stay in the cache (as measured): its "
                 "matmuls of few rows are read on the grid timed from there")
     return (f"CPU: the step's tensors stay in the cache only in part (as measured): its matmuls of "
-            f"few rows are read {share:.0%} of the way from the grid to the grid timed from there")
+            f"few rows are read {min(max(share, 0.01), 0.99):.0%} of the way from the grid to the "
+            "grid timed from there")
 
 
 def _few_row_matmuls(seq: list, cal: Calibration) -> bool:
-    """Whether the step has a matmul of no more rows than a warm grid has (what the cache moves)."""
-    rows = max((g.points[0][-1] for k, g in cal.matmul.items() if k.endswith(WARM)), default=0.0)
-    return any(k.family == "matmul" and k.point[0] <= rows for _, _, _, calls in seq for k in calls)
+    """Whether the step has a matmul whose own grid has a warm twin with its rows (what the cache
+    moves, `Calibration.matmul_seconds`)."""
+    for _, _, _, calls in seq:
+        for call in calls:
+            if call.family != "matmul":
+                continue
+            key = next((k for k in _fallback(call.key.removesuffix(BIASED)) if k in cal.matmul), None)
+            warm = cal.matmul.get(key + WARM) if key is not None else None
+            if warm is not None and call.point[0] <= warm.points[0][-1]:
+                return True
+    return False
 
 
 NOTED_SLOWDOWN = 1.005  # a sustained-load slowdown from this on is named in the notes
