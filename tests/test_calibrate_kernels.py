@@ -794,3 +794,14 @@ def test_the_cpu_sweep_measures_the_cache_reach(swept: tuple) -> None:
     assert isinstance(curve, Curve) and len(curve.x) == len(cp.CACHE_REACH_LAYERS)
     assert any(n.startswith("CPU cache reach:") for n in result["notes"])
     assert all(list(cell) in result["shapes"]["matmul"] for cell in cp.CACHE_REACH_LAYER)
+
+
+def test_the_reach_note_names_where_the_steps_leave_the_cache() -> None:
+    from gptperf.measure.cache_reach import reach_note
+
+    mib = 2**20
+    note = reach_note(Curve((4 * mib, 8 * mib, 16 * mib, 64 * mib), (100e-6, 100e-6, 200e-6, 400e-6)))
+    assert "up to 8.00 MiB" in note and "from 64.00 MiB" in note and "in between" in note
+    steps = reach_note(Curve((4 * mib, 8 * mib, 16 * mib), (100e-6, 400e-6, 400e-6)))
+    assert "up to 4.00 MiB" in steps and "from 8.00 MiB" in steps and "in between" not in steps
+    assert "no saving measured" in reach_note(Curve((4 * mib, 64 * mib), (100e-6, 110e-6)))

@@ -777,6 +777,10 @@ def test_a_cpu_decode_step_part_way_out_of_the_cache_pays_that_share_of_its_few_
     assert cold.device_s - whole.device_s == pytest.approx(matmuls * T0 / 2)
     assert any("few enough to stay in the cache" in n for n in whole.notes)
     assert not any("cache" in n for n in cold.notes)
+    # a reach that measured no saving: the cache size's rule, and the note says so
+    flat = run(cache_reach=Curve((peak / 2, peak * 2), (100e-6, 100e-6)), cache_bytes=2 * peak)
+    assert any("fit in the last-level cache" in n for n in flat.notes)
+    assert cold.device_s - flat.device_s == pytest.approx(matmuls * T0 / 2)
     # a step of 256 rows a matmul has none the cache moves: same time, no note
     forward = Workload("forward", 4, 64, "fp32")
     cal = flat_calibration("cpu", matmul={"fp32": grid, "fp32:warm": warm}, cache_reach=Curve((1e12, 2e12), (1e-4, 3e-4)))

@@ -59,7 +59,7 @@ def reach_note(curve: Curve) -> str:
     few-row matmuls on the grid timed from the cache and from which on the plain grid."""
     mib = 2**20
     head = (f"CPU cache reach: a layer of few-row matmuls took {curve.seconds[0] * 1e6:.0f} µs with "
-            f"{curve.x[0] / mib:.1f} MiB of weights cycled, {curve.seconds[-1] * 1e6:.0f} µs with "
+            f"{curve.x[0] / mib:.2f} MiB of weights cycled, {curve.seconds[-1] * 1e6:.0f} µs with "
             f"{curve.x[-1] / mib:.1f} MiB")
     shares = cache_shares(curve)
     if shares is None:
@@ -69,4 +69,4 @@ def reach_note(curve: Curve) -> str:
     none = min(x for x, s in zip(curve.x, shares, strict=True) if s <= 0)
     between = ", in between part of the way" if any(0 < s < 1 for s in shares) else ""
     return (f"{head}: a step's few-row matmuls are read on the grid timed from the cache up to "
-            f"{full / mib:.1f} MiB of tensors, on the plain grid from {none / mib:.1f} MiB{between}")
+            f"{full / mib:.2f} MiB of tensors, on the plain grid from {none / mib:.2f} MiB{between}")

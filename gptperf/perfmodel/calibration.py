@@ -263,7 +263,8 @@ class Calibration:
         "<dtype>:warm" (`WARM`): its rows up to 16 with the operands cycled through 8 MiB, where
         they stay in the last-level cache (cells whose operands do not fit there: the grid's).
     cache_bytes: the CPU's last-level cache (0: unknown, or a GPU): in a calibration without
-        `cache_reach`, a step whose tensors fit in it reads its matmuls of few rows on the warm grid.
+        `cache_reach`, or where it measured no saving, a step whose tensors fit in it reads its
+        matmuls of few rows on the warm grid.
     cache_reach: (a CPU) Curve over bytes of weights: seconds of one decode-like layer of few-row
         matmuls with that many bytes of layers' weights cycled through
         (`gptperf.measure.cache_reach`): how much of a step's few-row matmul time the cache saves

@@ -55,6 +55,7 @@ from gptperf.perfmodel.calibration import (
     WARM,
     Calibration,
     Grid,
+    cache_shares,
     host_model_config,
 )
 from gptperf.perfmodel.kernel_calls import (
@@ -412,7 +413,7 @@ def _cache_note(share: float, cal: Calibration) -> str | None:
     """What the step's matmuls of few rows were read on, when the cache changed it."""
     if share <= 0:
         return None
-    if cal.cache_reach is None:
+    if cal.cache_reach is None or cache_shares(cal.cache_reach) is None:  # the size's rule
         return (f"CPU: the step's tensors fit in the last-level cache ({cal.cache_bytes / 2**20:.0f} "
                 "MiB): its matmuls of few rows are read on the grid timed from there")
     if share >= 1:
