@@ -589,10 +589,15 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
         family_done("gemv")
     if only is not None:
         result = {family: tables for family, tables in result.items() if family in only}
-    for cell in matmul_seen:
-        if cell not in shapes["matmul"]:
-            shapes["matmul"].append(cell)
+    _record(shapes["matmul"], matmul_seen)
     return result, shapes
+
+
+def _record(measured: list[list[int]], cells: Sequence[Sequence[int]]) -> None:
+    """Add `cells` to the shapes `measured`, each once, in order (what a validation stays off)."""
+    for cell in map(list, cells):
+        if cell not in measured:
+            measured.append(cell)
 
 
 def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bool = False,
@@ -659,9 +664,7 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
         result["cache_reach"] = measure_cache_reach(timer)
         spent["matmul"] = spent.get("matmul", 0.0) + time.perf_counter() - t0
         notes.append(reach_note(result["cache_reach"]))
-        for cell in map(list, CACHE_REACH_LAYER):
-            if cell not in shapes["matmul"]:
-                shapes["matmul"].append(cell)
+        _record(shapes["matmul"], CACHE_REACH_LAYER)
     if device.type == "cuda" and not result["gemv"]:
         notes.append("gemv left out: gptperf's Triton kernel does not run here")
     if probes:

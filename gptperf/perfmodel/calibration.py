@@ -360,6 +360,7 @@ class Calibration:
     cache_reach: Curve | None = None
     _masked_ratio: dict[str, Grid] = field(init=False, repr=False, compare=False,
                                            default_factory=dict)
+    _reach_shares: tuple[float, ...] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         grids = {k: _optimizer_grid(v) for k, v in self.optimizer.items()}
@@ -390,6 +391,8 @@ class Calibration:
         object.__setattr__(self, "_masked_ratio", {
             dtype: _over(g, self.attention[f"{dtype}:causal_fwd"]) for dtype, g in masked.items()
             if f"{dtype}:causal_fwd" in self.attention})
+        if self.cache_reach is not None:
+            object.__setattr__(self, "_reach_shares", cache_shares(self.cache_reach))
 
     def masked_ratio(self, dtype: str, bh: float, t: float, d: float) -> float:
         """The static-cache prefill's masked attention over the causal kernel at (BH, T, D): read
@@ -405,18 +408,28 @@ class Calibration:
         `warm_share`): that share of the way from the grid to the grid timed from the cache
         (`WARM`), where that one has the rows."""
         seconds = self.matmul[key].at(m, n, k)
-        from_cache = self.matmul.get(key + WARM) if warm > 0 else None
-        if from_cache is not None and m <= from_cache.points[0][-1]:
+        from_cache = self.warm_grid(key, m) if warm > 0 else None
+        if from_cache is not None:
             seconds += warm * (from_cache.at(m, n, k) - seconds)
         return seconds * self.offgrid_ratio(key, m, n, k)
+
+    def warm_grid(self, key: str, m: float) -> Grid | None:
+        """Grid `key`'s twin timed from the cache (`WARM`, a CPU's) where it has `m` rows, else None."""
+        grid = self.matmul.get(key + WARM)
+        return grid if grid is not None and m <= grid.points[0][-1] else None
+
+    @property
+    def reach_shares(self) -> tuple[float, ...] | None:
+        """`cache_shares` of `cache_reach`; None without it or where it measured no saving (the
+        rule of `cache_bytes` then)."""
+        return self._reach_shares
 
     def warm_share(self, step_bytes: float) -> float:
         """How much of the cache's saving a CPU step whose tensors take `step_bytes` gets, 0 to 1:
         `cache_reach`'s shares (`cache_shares`) read linearly in log bytes between its points,
         the first point's up to it, 0 from the last. Without the curve, or where it measured no
         saving: 1 if the tensors fit in `cache_bytes`, else 0."""
-        curve = self.cache_reach
-        shares = None if curve is None else cache_shares(curve)
+        curve, shares = self.cache_reach, self._reach_shares
         if curve is None or shares is None:
             return 1.0 if 0 < step_bytes <= self.cache_bytes else 0.0
         if step_bytes <= curve.x[0]:

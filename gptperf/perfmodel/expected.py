@@ -52,10 +52,8 @@ from gptperf.perfmodel.calibration import (
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
     HOST_MODEL,
-    WARM,
     Calibration,
     Grid,
-    cache_shares,
     host_model_config,
 )
 from gptperf.perfmodel.kernel_calls import (
@@ -173,6 +171,11 @@ def _fallback(key: str) -> list[str]:
     return keys + _stand_ins(key.replace("fp16", "bf16")) if "fp16" in key else keys
 
 
+def _found(key: str, table: Mapping[str, Any]) -> str | None:
+    """The first of `key`'s curves (`_fallback`) that the calibration's `table` has, else None."""
+    return next((k for k in _fallback(key) if k in table), None)
+
+
 def _stand_ins(key: str) -> list[str]:
     """`key`, then a fused step kernel as its chain, a chained gemv as the plain one, the residual
     and argmax chains as the LayerNorm chain and the fused decode attention as sdpa's one-query
@@ -210,10 +213,10 @@ def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
         return call.count * max(fb - f, 0.5 * f)
     if call.key.endswith(":masked_fwd"):  # the causal kernel's time × the measured ratio
         causal = KernelCall("attention", call.key.replace("masked_fwd", "causal_fwd"), call.point)
-        masked = next((k for k in _fallback(call.key) if k in cal.attention), call.key)
+        masked = _found(call.key, cal.attention) or call.key
         ratio = cal.masked_ratio(masked.removesuffix(":masked_fwd"), *call.point)
         return call.count * ratio * call_time(causal, cal)
-    if call.key.startswith("add_mixed:") and not any(k in cal.vector for k in _fallback(call.key)):
+    if call.key.startswith("add_mixed:") and _found(call.key, cal.vector) is None:
         # a calibration from before the mixed add was measured: charged as a cast, then an add
         act = call.key.split(":", 1)[1]
         n = call.point[0] / (8 + dtype_bytes(act))
@@ -230,12 +233,12 @@ def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
         raise UserError(f"unknown kernel family {call.family!r}")
     biased = call.family == "matmul" and call.key.endswith(BIASED)
     curve = call.key.removesuffix(BIASED) if biased else call.key
-    for key in _fallback(curve):
-        if key in table:
-            if call.family == "matmul":
-                ratio = cal.bias_ratio(key) if biased else 1.0
-                return call.count * cal.matmul_seconds(key, *call.point, warm=warm) * ratio
-            return call.count * table[key].at(*call.point)
+    key = _found(curve, table)
+    if key is not None:
+        if call.family == "matmul":
+            ratio = cal.bias_ratio(key) if biased else 1.0
+            return call.count * cal.matmul_seconds(key, *call.point, warm=warm) * ratio
+        return call.count * table[key].at(*call.point)
     known = ", ".join(sorted(table)) or "none"
     raise UserError(f"the calibration of {cal.device_name!r} has no {call.family} curve "
                     f"{curve!r} (it has: {known}); run `gptperf calibrate` for this dtype")
@@ -249,7 +252,8 @@ def below_grid_notes(calls: Iterable[KernelCall], cal: Calibration) -> list[str]
     for call in calls:
         if call.family != "attention":
             continue
-        grid = next((cal.attention[k] for k in _fallback(call.key) if k in cal.attention), None)
+        key = _found(call.key, cal.attention)
+        grid = cal.attention[key] if key is not None else None
         if not isinstance(grid, Grid):
             continue
         for axis, x, points in zip(grid.axes, call.point, grid.points, strict=False):
@@ -413,7 +417,7 @@ def _cache_note(share: float, cal: Calibration) -> str | None:
     """What the step's matmuls of few rows were read on, when the cache changed it."""
     if share <= 0:
         return None
-    if cal.cache_reach is None or cache_shares(cal.cache_reach) is None:  # the size's rule
+    if cal.reach_shares is None:  # the cache size's rule
         return (f"CPU: the step's tensors fit in the last-level cache ({cal.cache_bytes / 2**20:.0f} "
                 "MiB): its matmuls of few rows are read on the grid timed from there")
     if share >= 1:
@@ -429,11 +433,8 @@ def _few_row_matmuls(seq: list, cal: Calibration) -> bool:
     moves, `Calibration.matmul_seconds`)."""
     for _, _, _, calls in seq:
         for call in calls:
-            if call.family != "matmul":
-                continue
-            key = next((k for k in _fallback(call.key.removesuffix(BIASED)) if k in cal.matmul), None)
-            warm = cal.matmul.get(key + WARM) if key is not None else None
-            if warm is not None and call.point[0] <= warm.points[0][-1]:
+            key = _found(call.key.removesuffix(BIASED), cal.matmul) if call.family == "matmul" else None
+            if key is not None and cal.warm_grid(key, call.point[0]) is not None:
                 return True
     return False
 
