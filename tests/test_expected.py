@@ -738,6 +738,11 @@ def test_warm_share_reads_the_cache_reach_in_log_bytes_and_falls_back_to_the_cac
     document = older.to_dict()
     del document["cache_reach"]  # written before the reach was measured
     assert Calibration.from_dict(document).cache_reach is None
+    broken = {**cal.to_dict(), "cache_reach": {"x": [MIB, 2 * MIB], "seconds": [1e-4]}}
+    with pytest.raises(UserError, match="as many times as sizes.*got 2 and 1"):
+        Calibration.from_dict(broken)
+    with pytest.raises(UserError, match="calibration document is broken"):
+        Calibration.from_dict({**cal.to_dict(), "cache_reach": "3 MiB"})
 
 
 def test_a_few_row_matmul_is_read_its_step_s_share_of_the_way_to_the_warm_grid():
