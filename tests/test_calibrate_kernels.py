@@ -43,6 +43,7 @@ def _small(mp: pytest.MonkeyPatch) -> None:
         mp.setattr(module, "VOCAB", 1000)
         mp.setattr(module, "EMBED", 64)
     mp.setattr(cp, "OPTIMIZER_LOOP_SIZES", (256, 4096))
+    mp.setattr(ck, "OPTIMIZER_COLD_POOL_BYTES", 8 * MIB)
     mp.setitem(kt.POOL_BYTES, "cpu", 4 * MIB)
     mp.setitem(ck.CPU_POINT_S, False, 0.002)
     mp.setitem(ck.CPU_POINT_S, True, 0.002)
@@ -112,12 +113,13 @@ def test_result_families_keys_and_progress(swept: tuple) -> None:
     assert sum(r[3] for r in rows) / len(rows) == pytest.approx(offgrid["ratio"])
     expected_ops = set(ck.VECTOR_OPS) - {"cast_to_fp32", "add_mixed"}  # no kernel of their own in fp32
     assert set(result["vector"]) == {f"{op}:fp32" for op in expected_ops}
-    assert set(result["optimizer"]) == {"adamw_loop"}  # a CPU's per-tensor loop; the grids: CUDA
+    # a CPU's per-tensor loop, on one set of tensors and from memory; the grids: CUDA
+    assert set(result["optimizer"]) == {"adamw_loop", "adamw_loop_cold"}
     assert all(isinstance(c, Curve) for c in result["vector"].values())
     # the loop: a tensor's time at each planned size
-    loop = result["optimizer"]["adamw_loop"]
-    assert isinstance(loop, Grid) and loop.axes == ("parameters",)
-    assert loop.points == ((256.0, 4096.0),)
+    for loop in result["optimizer"].values():
+        assert isinstance(loop, Grid) and loop.axes == ("parameters",)
+        assert loop.points == ((256.0, 4096.0),)
     # progress: every stage counts up to its total
     stages = {s for s, _, _ in calls}
     assert {"matmul fp32", "attention fp32", "vector fp32", "optimizer"} <= stages
@@ -193,7 +195,8 @@ def test_vector_x_is_the_bytes_docs_define(dtype: str) -> None:
 
 
 def test_vector_points_strictly_increase_and_span_the_sizes() -> None:
-    for kind, top in (("cuda", 1 * 2**30), ("cpu", 64 * MIB)):
+    # past the last-level cache: the H200's 50 MiB of L2, the Intel VM's L3 (fast up to ~128 MiB)
+    for kind, top in (("cuda", 1 * 2**30), ("cpu", 256 * MIB)):
         sizes = cp.VECTOR_SIZES[kind]
         assert sizes[0] == 4 * KIB and sizes[-1] == top and len(sizes) >= 8
         for op in ck.VECTOR_OPS:
@@ -370,9 +373,9 @@ def test_vector_and_optimizer_times_grow_with_size(small: None, monkeypatch: pyt
         first, last = curves[f"{op}:fp32"].seconds
         assert last > first, op  # 256x the bytes
     monkeypatch.setattr(cp, "OPTIMIZER_LOOP_SIZES", (1024, 262144))
-    (loop,) = ck.measure_optimizer("cpu").values()
-    small, large = loop.seconds  # one tensor of 256x the parameters
-    assert large > small > 0
+    for loop in ck.measure_optimizer("cpu").values():  # on one set, and cycled
+        small, large = loop.seconds  # one tensor of 256x the parameters
+        assert large > small > 0
 
 
 def test_attention_fwd_bwd_costs_more_than_fwd(small: None) -> None:
@@ -805,3 +808,32 @@ def test_the_reach_note_names_where_the_steps_leave_the_cache() -> None:
     steps = reach_note(Curve((4 * mib, 8 * mib, 16 * mib), (100e-6, 400e-6, 400e-6)))
     assert "up to 4.00 MiB" in steps and "from 8.00 MiB" in steps and "in between" not in steps
     assert "no saving measured" in reach_note(Curve((4 * mib, 64 * mib), (100e-6, 110e-6)))
+
+
+def test_the_cold_loop_steps_another_copy_of_the_tensors_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`adamw_loop_cold` cycles its calls through copies of the point's tensors filling
+    OPTIMIZER_COLD_POOL_BYTES (each stepped once before, as AdamW makes its moments then), where
+    `adamw_loop` steps one set every call; both are a tensor's seconds (the call's over the
+    tensors). 64 tensors of 256 parameters take 24 B × 16384 = 384 KiB: two copies fill 768 KiB;
+    64 of 4096 (6 MiB) overfill it alone: one copy."""
+    made: list[list[int]] = []
+
+    def fake_step(device: object, tensors: int, params: int, variant: str):
+        made.append([])
+        calls = made[-1]
+        return lambda j: calls.append(j)
+
+    def fake_timer(call, what: str = "", nbytes: float = 0.0) -> float:
+        for j in range(6):
+            call(j)
+        return 64e-3  # 1 ms a tensor
+
+    monkeypatch.setattr(ck, "optimizer_step", fake_step)
+    monkeypatch.setattr(cp, "OPTIMIZER_LOOP_SIZES", (256, 4096))
+    monkeypatch.setattr(ck, "OPTIMIZER_COLD_POOL_BYTES", 768 * KIB)
+    grids = ck._measure_optimizer_loop(torch.device("cpu"), False, None, fake_timer)
+    assert grids["adamw_loop"].seconds == grids["adamw_loop_cold"].seconds == pytest.approx((1e-3, 1e-3))
+    warm_256, *cold_256, warm_4096, cold_4096 = made
+    assert warm_256 == warm_4096 == list(range(6))
+    assert cold_256 == [[0, 0, 2, 4], [0, 1, 3, 5]]  # its first step, then every other call
+    assert cold_4096 == [0, *range(6)]

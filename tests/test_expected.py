@@ -653,6 +653,39 @@ def test_a_cpu_optimizer_step_charges_each_tensor_at_its_own_size_on_the_loop():
     assert optimizer_s(adamw_foreach=grid) == pytest.approx(1.0)
 
 
+def test_a_cpu_optimizer_step_reads_the_loop_from_memory_as_far_as_its_tensors_leave_the_cache():
+    """With the loop timed both ways, a step is charged its share of the cache's saving
+    (`cache_share`): a train step whose tensors lie where the reach reads half the saving pays
+    halfway between the loop on one set (1 ns a parameter) and the loop from memory (3 ns); one
+    far past the reach pays the loop from memory, one well inside it the loop on one set; a
+    calibration without the cold loop reads the one it has."""
+    from gptperf import names
+    from gptperf.perfmodel.memory import memory_breakdown
+    from gptperf.perfmodel.workload import count_parameters
+
+    warm = Grid(("parameters",), ((1e2, 1e9),), (1e-7, 1.0))
+    cold = Grid(("parameters",), ((1e2, 1e9),), (3e-7, 3.0))
+    cfg, work = preset("tiny"), Workload("train", 2, 64, "fp32")
+    plan = ExecutionPlan.default("train", "cpu")
+    peak = memory_breakdown(cfg, work, plan).total
+    params = count_parameters(cfg)
+
+    def optimizer_s(reach: Curve, **loops: Grid) -> float:
+        cal = flat_calibration("cpu", optimizer={"adamw_foreach": Grid(
+            ("tensors", "parameters"), ((1, 2), (1e3, 1e12)), (1.0,) * 4), **loops}, cache_reach=reach)
+        (op,) = [o for o in expected(cfg, work, plan, cal).ops if o.component == names.OPTIMIZER]
+        return op.device_s - (op.kernels - 1) * T0  # less the clip's kernels: T0 each
+
+    half = Curve((peak / 2, peak * 2), (100e-6, 300e-6))  # the step halfway in log: share 0.5
+    inside = Curve((peak * 2, peak * 4), (100e-6, 300e-6))
+    outside = Curve((peak / 4, peak / 2), (100e-6, 300e-6))
+    both = {"adamw_loop": warm, "adamw_loop_cold": cold}
+    assert optimizer_s(half, **both) == pytest.approx(2e-9 * params)
+    assert optimizer_s(inside, **both) == pytest.approx(1e-9 * params)
+    assert optimizer_s(outside, **both) == pytest.approx(3e-9 * params)
+    assert optimizer_s(outside, adamw_loop=warm) == pytest.approx(1e-9 * params)
+
+
 def test_the_tied_weights_two_gradients_are_summed_as_the_embeddings_backward_is_charged():
     """Autograd adds the token table's gradient and the LM head's weight gradient, two V×C tensors,
     out of place (a real backward, profiled): the embedding's backward is charged that add."""

@@ -19,6 +19,7 @@ Grid's growth exponents (where the kernels are saturated), and is not listed as 
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -57,6 +58,8 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     KIB,
     MIB,
     OPTIMIZER_BYTES_PER_PARAM,
+    OPTIMIZER_COLD_COPIES,
+    OPTIMIZER_COLD_POOL_BYTES,
     OPTIMIZER_LOOP_PARAMS,
     REPLAYS,
     ROW,
@@ -100,6 +103,7 @@ from gptperf.measure.probe import fork_op_s
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import (
     ADAMW_LOOP,
+    ADAMW_LOOP_COLD,
     WARM,
     Curve,
     Grid,
@@ -474,7 +478,7 @@ def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | N
 
     kind = device.type
     if kind != "cuda":
-        return {ADAMW_LOOP: _measure_optimizer_loop(device, quick, progress, timer)}
+        return _measure_optimizer_loop(device, quick, progress, timer)
     variants = ["adamw_fused", "adamw_foreach"]
     if master_adamw.available(device):
         variants.append("adamw_master")
@@ -506,20 +510,41 @@ def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | N
 
 
 def _measure_optimizer_loop(device: torch.device, quick: bool, progress: Progress | None,
-                            timer: KernelTimer) -> Grid:
+                            timer: KernelTimer) -> dict[str, Grid]:
+    """"adamw_loop" and "adamw_loop_cold": the per-tensor loop's seconds a tensor, with one set
+    of tensors stepped every call (in the cache where they fit), and with each call stepping
+    another copy (OPTIMIZER_COLD_POOL_BYTES cycled through: from memory)."""
     sizes = optimizer_loop_sizes(quick)
-    seconds = []
+    warm, cold = [], []
     for i, size in enumerate(sizes):
         tensors = optimizer_loop_tensors(size)
+        nbytes = OPTIMIZER_BYTES_PER_PARAM * tensors * size
+        point = f"optimizer loop {tensors} tensors of {size} parameters"
         step = optimizer_step(device, tensors, tensors * size, "adamw_foreach")
-        seconds.append(timer(step, f"optimizer loop {tensors} tensors of {size} parameters",
-                             nbytes=OPTIMIZER_BYTES_PER_PARAM * tensors * size) / tensors)
+        warm.append(timer(step, point, nbytes=nbytes) / tensors)
         del step
+        copies = min(OPTIMIZER_COLD_COPIES, max(1, math.ceil(OPTIMIZER_COLD_POOL_BYTES / nbytes)))
+        cycled = _cycled([optimizer_step(device, tensors, tensors * size, "adamw_foreach")
+                          for _ in range(copies)])
+        cold.append(timer(cycled, f"{point}, {copies} copies cycled", nbytes=nbytes) / tensors)
+        del cycled
         report(progress, "optimizer", i + 1, len(sizes))
-    return Grid(("parameters",), (tuple(float(s) for s in sizes),), tuple(seconds), (1.0,), what=(
-        "s per fp32 tensor of so many parameters in an AdamW step (torch's per-tensor loop on a "
-        "CPU; lr 3e-4, weight decay 0.1): a step over equal tensors, a third of them 2-D, "
-        f"{OPTIMIZER_LOOP_PARAMS} parameters in all (1 to 64 tensors), over their count"))
+    what = ("s per fp32 tensor of so many parameters in an AdamW step (torch's per-tensor loop on a "
+            "CPU; lr 3e-4, weight decay 0.1): a step over equal tensors, a third of them 2-D, "
+            f"{OPTIMIZER_LOOP_PARAMS} parameters in all (1 to 64 tensors), over their count")
+    axes = (tuple(float(s) for s in sizes),)
+    return {ADAMW_LOOP: Grid(("parameters",), axes, tuple(warm), (1.0,), what=what + "; one set"),
+            ADAMW_LOOP_COLD: Grid(("parameters",), axes, tuple(cold), (1.0,), what=(
+                what + f"; each call another copy, {OPTIMIZER_COLD_POOL_BYTES // 2**20} MiB or "
+                f"{OPTIMIZER_COLD_COPIES} copies cycled"))}
+
+
+def _cycled(steps: list[Call]) -> Call:
+    """Call j steps copy j mod their count; each stepped once here (AdamW makes its moments on a
+    tensor's first step)."""
+    for step in steps:
+        step(0)
+    return lambda j: steps[j % len(steps)](j)
 
 
 def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,

@@ -53,6 +53,7 @@ CACHE_SAVING_MIN = 1.25
 # A CPU's AdamW (torch's per-tensor loop): seconds a tensor over its parameters, summed over the
 # step's tensors (`perfmodel.expected.call_time`)
 ADAMW_LOOP = "adamw_loop"
+ADAMW_LOOP_COLD = "adamw_loop_cold"  # the same with each call's tensors in memory
 
 
 def _positive_floats(values: Any, what: str) -> tuple[float, ...]:

@@ -46,6 +46,7 @@ from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.calibration import (
     ADAMW_LOOP,
+    ADAMW_LOOP_COLD,
     FUSED_ATTENTION_PASS,
     FUSED_STEP,
     GEMV_ARGMAX_CHAIN,
@@ -224,9 +225,16 @@ def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
                              + call_time(vector_call("add", "fp32", 3 * n * 4), cal))
     if call.key == "adamw_foreach" and call.tensors and ADAMW_LOOP in cal.optimizer:
         # torch's per-tensor loop (a CPU): each tensor at its own size (one large embedding
-        # runs from memory where as many parameters in small tensors stay in the cache)
-        loop = cal.optimizer[ADAMW_LOOP]
-        return call.count * sum(n * loop.at(size) for size, n in call.tensors)
+        # runs from memory where as many parameters in small tensors stay in the cache), read
+        # `warm` of the way from the loop with its tensors in memory to the loop on one set
+        loop, cold = cal.optimizer[ADAMW_LOOP], cal.optimizer.get(ADAMW_LOOP_COLD)
+
+        def tensor_s(size: float) -> float:
+            if cold is None:
+                return loop.at(size)
+            return warm * loop.at(size) + (1.0 - warm) * cold.at(size)
+
+        return call.count * sum(n * tensor_s(size) for size, n in call.tensors)
     table = {"matmul": cal.matmul, "attention": cal.attention, "vector": cal.vector,
              "optimizer": cal.optimizer, "gemv": cal.gemv}.get(call.family)
     if table is None:
