@@ -43,7 +43,7 @@ def _small(mp: pytest.MonkeyPatch) -> None:
         mp.setattr(module, "VOCAB", 1000)
         mp.setattr(module, "EMBED", 64)
     mp.setattr(cp, "OPTIMIZER_LOOP_SIZES", (256, 4096))
-    mp.setattr(ck, "OPTIMIZER_COLD_POOL_BYTES", 8 * MIB)
+    mp.setattr(cp, "OPTIMIZER_COLD_POOL_BYTES", 8 * MIB)
     mp.setitem(kt.POOL_BYTES, "cpu", 4 * MIB)
     mp.setitem(ck.CPU_POINT_S, False, 0.002)
     mp.setitem(ck.CPU_POINT_S, True, 0.002)
@@ -811,12 +811,14 @@ def test_the_reach_note_names_where_the_steps_leave_the_cache() -> None:
 
 
 def test_the_cold_loop_steps_another_copy_of_the_tensors_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`adamw_loop_cold` cycles its calls through copies of the point's tensors filling
-    OPTIMIZER_COLD_POOL_BYTES (each stepped once before, as AdamW makes its moments then), where
-    `adamw_loop` steps one set every call; both are a tensor's seconds (the call's over the
-    tensors). 64 tensors of 256 parameters take 24 B × 16384 = 384 KiB: two copies fill 768 KiB;
-    64 of 4096 (6 MiB) overfill it alone: one copy."""
+    """`adamw_loop_cold` cycles its calls through copies of the point's tensors whose state (16 B a
+    parameter) fills OPTIMIZER_COLD_POOL_BYTES, each stepped once before (AdamW makes its moments
+    then), where `adamw_loop` steps one set every call; both are a tensor's seconds (the call's
+    over the tensors), and both calls are timed alone past the eviction size (24 B a parameter
+    with foreach's temporaries). 64 tensors of 256 parameters keep 256 KiB: two copies fill
+    512 KiB; 64 of 4096 (4 MiB) overfill it alone, and their one-set time serves."""
     made: list[list[int]] = []
+    timed: list[tuple[str, float]] = []
 
     def fake_step(device: object, tensors: int, params: int, variant: str):
         made.append([])
@@ -824,16 +826,33 @@ def test_the_cold_loop_steps_another_copy_of_the_tensors_each_call(monkeypatch: 
         return lambda j: calls.append(j)
 
     def fake_timer(call, what: str = "", nbytes: float = 0.0) -> float:
+        timed.append((what, nbytes))
         for j in range(6):
             call(j)
-        return 64e-3  # 1 ms a tensor
+        return 64 * (3e-3 if "cycled" in what else 1e-3)  # 3 ms a tensor cycled, 1 ms on one set
 
     monkeypatch.setattr(ck, "optimizer_step", fake_step)
     monkeypatch.setattr(cp, "OPTIMIZER_LOOP_SIZES", (256, 4096))
-    monkeypatch.setattr(ck, "OPTIMIZER_COLD_POOL_BYTES", 768 * KIB)
+    monkeypatch.setattr(cp, "OPTIMIZER_COLD_POOL_BYTES", 512 * KIB)
     grids = ck._measure_optimizer_loop(torch.device("cpu"), False, None, fake_timer)
-    assert grids["adamw_loop"].seconds == grids["adamw_loop_cold"].seconds == pytest.approx((1e-3, 1e-3))
-    warm_256, *cold_256, warm_4096, cold_4096 = made
+    assert grids["adamw_loop"].seconds == pytest.approx((1e-3, 1e-3))
+    assert grids["adamw_loop_cold"].seconds == pytest.approx((3e-3, 1e-3))
+    warm_256, *cold_256, warm_4096 = made
     assert warm_256 == warm_4096 == list(range(6))
     assert cold_256 == [[0, 0, 2, 4], [0, 1, 3, 5]]  # its first step, then every other call
-    assert cold_4096 == [0, *range(6)]
+    assert [n for _, n in timed] == [24 * 64 * 256] * 2 + [24 * 64 * 4096]
+
+
+def test_a_large_cpu_random_tensor_repeats_its_first_block_of_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past 2 × RANDOM_BLOCK numbers a CPU tensor is its first RANDOM_BLOCK draws repeated (the
+    remainder too): uniform in (-1, 1), no zeros, shape, dtype and grad flag as asked; a smaller
+    one is drawn whole."""
+    monkeypatch.setattr(kt, "RANDOM_BLOCK", 1000)
+    t = kt.random_tensor((5, 1001), torch.float32, torch.device("cpu"), requires_grad=True)
+    assert t.shape == (5, 1001) and t.dtype == torch.float32 and t.requires_grad and t.is_leaf
+    flat = t.detach().view(-1)
+    assert flat.abs().max() <= 1 and bool((flat != 0).all())
+    assert torch.equal(flat[1000:5000].view(4, 1000), flat[:1000].expand(4, 1000))
+    assert torch.equal(flat[5000:], flat[:5])
+    small = kt.random_tensor((2000,), torch.bfloat16, torch.device("cpu")).float()
+    assert not torch.equal(small[1000:1500], small[:500]) and small.abs().max() <= 1

@@ -684,6 +684,9 @@ def test_a_cpu_optimizer_step_reads_the_loop_from_memory_as_far_as_its_tensors_l
     assert optimizer_s(inside, **both) == pytest.approx(1e-9 * params)
     assert optimizer_s(outside, **both) == pytest.approx(3e-9 * params)
     assert optimizer_s(outside, adamw_loop=warm) == pytest.approx(1e-9 * params)
+    # a cold reading under the warm one (the machine's noise) is read as the warm one
+    faster = Grid(("parameters",), ((1e2, 1e9),), (0.5e-7, 0.5))
+    assert optimizer_s(outside, adamw_loop=warm, adamw_loop_cold=faster) == pytest.approx(1e-9 * params)
 
 
 def test_the_tied_weights_two_gradients_are_summed_as_the_embeddings_backward_is_charged():

@@ -19,7 +19,6 @@ Grid's growth exponents (where the kernels are saturated), and is not listed as 
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -58,8 +57,6 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     KIB,
     MIB,
     OPTIMIZER_BYTES_PER_PARAM,
-    OPTIMIZER_COLD_COPIES,
-    OPTIMIZER_COLD_POOL_BYTES,
     OPTIMIZER_LOOP_PARAMS,
     REPLAYS,
     ROW,
@@ -84,6 +81,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     block_shapes,
     matmul_bytes,
     optimizer_axes,
+    optimizer_cold_copies,
     optimizer_loop_sizes,
     optimizer_loop_tensors,
     optimizer_params,
@@ -429,7 +427,8 @@ def measure_optimizer(device: torch.device | str, quick: bool = False,
     "adamw_master" (CUDA with Triton): the one-pass master update over bf16 weights of those
     sizes (`gptperf.steps.master_adamw`). On a CPU "adamw_loop" over (parameters,): the seconds
     of one tensor in torch's per-tensor loop: a step over equal tensors (a third of them 2-D; a
-    single one 2-D) divided by their count."""
+    single one 2-D) divided by their count; and "adamw_loop_cold", the same with each call
+    stepping another copy of them (`_measure_optimizer_loop`)."""
     device = as_device(device)
     return _measure_optimizer(device, quick, progress, KernelTimer(device, quick))
 
@@ -513,7 +512,8 @@ def _measure_optimizer_loop(device: torch.device, quick: bool, progress: Progres
                             timer: KernelTimer) -> dict[str, Grid]:
     """"adamw_loop" and "adamw_loop_cold": the per-tensor loop's seconds a tensor, with one set
     of tensors stepped every call (in the cache where they fit), and with each call stepping
-    another copy (OPTIMIZER_COLD_POOL_BYTES cycled through: from memory)."""
+    another copy (`optimizer_cold_copies`: from memory; at the largest point, which fills the pool
+    alone, the one-set time)."""
     sizes = optimizer_loop_sizes(quick)
     warm, cold = [], []
     for i, size in enumerate(sizes):
@@ -523,11 +523,14 @@ def _measure_optimizer_loop(device: torch.device, quick: bool, progress: Progres
         step = optimizer_step(device, tensors, tensors * size, "adamw_foreach")
         warm.append(timer(step, point, nbytes=nbytes) / tensors)
         del step
-        copies = min(OPTIMIZER_COLD_COPIES, max(1, math.ceil(OPTIMIZER_COLD_POOL_BYTES / nbytes)))
-        cycled = _cycled([optimizer_step(device, tensors, tensors * size, "adamw_foreach")
-                          for _ in range(copies)])
-        cold.append(timer(cycled, f"{point}, {copies} copies cycled", nbytes=nbytes) / tensors)
-        del cycled
+        copies = optimizer_cold_copies(size)
+        if copies == 1:  # the tensors alone fill the pool: they ran from memory already
+            cold.append(warm[-1])
+        else:
+            cycled = _cycled([optimizer_step(device, tensors, tensors * size, "adamw_foreach")
+                              for _ in range(copies)])
+            cold.append(timer(cycled, f"{point}, {copies} copies cycled", nbytes=nbytes) / tensors)
+            del cycled
         report(progress, "optimizer", i + 1, len(sizes))
     what = ("s per fp32 tensor of so many parameters in an AdamW step (torch's per-tensor loop on a "
             "CPU; lr 3e-4, weight decay 0.1): a step over equal tensors, a third of them 2-D, "
@@ -535,8 +538,7 @@ def _measure_optimizer_loop(device: torch.device, quick: bool, progress: Progres
     axes = (tuple(float(s) for s in sizes),)
     return {ADAMW_LOOP: Grid(("parameters",), axes, tuple(warm), (1.0,), what=what + "; one set"),
             ADAMW_LOOP_COLD: Grid(("parameters",), axes, tuple(cold), (1.0,), what=(
-                what + f"; each call another copy, {OPTIMIZER_COLD_POOL_BYTES // 2**20} MiB or "
-                f"{OPTIMIZER_COLD_COPIES} copies cycled"))}
+                what + "; each call another copy, their state cycled through a pool past the cache"))}
 
 
 def _cycled(steps: list[Call]) -> Call:

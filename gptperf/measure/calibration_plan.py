@@ -136,6 +136,7 @@ OPTIMIZER_LOOP_PARAMS = 2**20  # a point steps this many parameters in all (1 to
 # (2026-12-05).
 OPTIMIZER_COLD_POOL_BYTES = 256 * MIB
 OPTIMIZER_COLD_COPIES = 32
+OPTIMIZER_STATE_BYTES = 16  # a copy keeps param, grad, m and v (fp32)
 # Parameter tensors an AdamW step is measured over on a GPU, at each of those parameter counts: a
 # step's cost per tensor (the fused kernel's chunking) is as real as its cost per byte (a 12-layer
 # GPT has 148 tensors, gpt2-xl 580: the grid grows linearly beyond its last count, which charged
@@ -446,6 +447,14 @@ def optimizer_loop_tensors(size: int) -> int:
     return max(1, min(64, OPTIMIZER_LOOP_PARAMS // size))
 
 
+def optimizer_cold_copies(size: int) -> int:
+    """Copies of a loop point's tensors that its cold timing cycles through: OPTIMIZER_COLD_POOL_BYTES
+    of their state, at most OPTIMIZER_COLD_COPIES (the smallest points' pools stay smaller: there
+    a tensor's fixed costs outweigh its bytes)."""
+    state = OPTIMIZER_STATE_BYTES * size * optimizer_loop_tensors(size)
+    return min(OPTIMIZER_COLD_COPIES, max(1, math.ceil(OPTIMIZER_COLD_POOL_BYTES / state)))
+
+
 def optimizer_params(width: int, blocks: int) -> int:
     """Parameters of `blocks` GPT blocks of width C: 12C² + 13C each."""
     return blocks * sum(math.prod(s) for s in block_shapes(width))
@@ -546,11 +555,9 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
             out["optimizer"] += 3 * len(tensors) * (point(step) + step)  # + the step making the state
     else:  # the per-tensor loop on one set, then cycled through copies (each stepped first)
         for size in optimizer_loop_sizes(quick):
-            tensors = optimizer_loop_tensors(size)
-            step = _estimate_s(kind, "fp32", 0, 4 * 28 * size * tensors)
-            copies = min(OPTIMIZER_COLD_COPIES, max(1, math.ceil(
-                OPTIMIZER_COLD_POOL_BYTES / (OPTIMIZER_BYTES_PER_PARAM * size * tensors))))
-            out["optimizer"] += 2 * point(step) + (1 + copies) * step
+            step = _estimate_s(kind, "fp32", 0, 4 * 28 * size * optimizer_loop_tensors(size))
+            copies = optimizer_cold_copies(size)  # one copy: its time is the one set's
+            out["optimizer"] += point(step) + step + (point(step) + copies * step if copies > 1 else 0.0)
     if kind == "cuda":
         # the one-row gemv over GEMV_SIZES, the fused decode step's LM head kernel, and per
         # dtype either the whole step profiled or its two weight kernels as chains; each kernel

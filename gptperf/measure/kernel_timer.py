@@ -57,6 +57,7 @@ CPU_EVICT_BYTES = 16 * MIB
 CPU_EVICT_MIN_BYTES = 1 * MIB
 POOL_BYTES = {"cuda": 256 * MIB, "cpu": 64 * MIB}  # cycled inputs: several last-level caches
 ALIGN = 128  # elements between cycled copies (cuBLAS wants 16-byte aligned operands)
+RANDOM_BLOCK = 1 << 20  # numbers drawn for a CPU tensor; a larger one repeats them
 
 Call = Callable[[int], Any]  # call(i): the i-th of back-to-back calls
 
@@ -190,9 +191,19 @@ def replay_seconds(graph: torch.cuda.CUDAGraph) -> float:
 
 
 def random_tensor(shape: Sequence[int], dtype: torch.dtype, device: torch.device,
-            requires_grad: bool = False) -> torch.Tensor:
-    """Random data (zeros draw less power and some kernels skip them)."""
-    t = torch.empty(tuple(shape), device=device, dtype=dtype).uniform_(-1, 1)
+                  requires_grad: bool = False) -> torch.Tensor:
+    """Random data (zeros draw less power and some kernels skip them). On a CPU a tensor of more
+    than RANDOM_BLOCK numbers repeats its first RANDOM_BLOCK: drawing them runs at 0.7 GB/s on
+    the 2-core VM (0.36 s for 256 MiB), copying them at memory speed."""
+    t = torch.empty(tuple(shape), device=device, dtype=dtype)
+    flat = t.view(-1)
+    if t.device.type != "cpu" or flat.numel() <= 2 * RANDOM_BLOCK:
+        flat.uniform_(-1, 1)
+        return t.requires_grad_(requires_grad)
+    block = flat[:RANDOM_BLOCK].uniform_(-1, 1)
+    whole = flat.numel() // RANDOM_BLOCK * RANDOM_BLOCK
+    flat[RANDOM_BLOCK:whole].view(-1, RANDOM_BLOCK).copy_(block.expand(whole // RANDOM_BLOCK - 1, -1))
+    flat[whole:].copy_(block[:flat.numel() - whole])
     return t.requires_grad_(requires_grad)
 
 

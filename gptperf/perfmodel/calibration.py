@@ -283,7 +283,9 @@ class Calibration:
         Grid over (parameter tensors, parameters); a Curve over parameters (a calibration from
         before the tensor count was measured) is read as a grid with one tensor count that does
         not change the time. "adamw_loop" (a CPU): Grid over (parameters,) of one tensor's
-        seconds in torch's per-tensor loop (`ADAMW_LOOP`), in place of the grid there.
+        seconds in torch's per-tensor loop (`ADAMW_LOOP`), in place of the grid there, its
+        tensors stepped call after call; "adamw_loop_cold" (`ADAMW_LOOP_COLD`): the same with
+        each call stepping another copy (from memory), read by the step's cache share.
     gemv: dtype -> Curve over the weight bytes of the one-row Triton kernel (CUDA only).
         "chain:<dtype>": the fused decode step's LayerNorm + gemv kernel, each call waiting for
         the one before (`GEMV_CHAIN`); "chain_residual:<dtype>": its gemv + bias + residual
