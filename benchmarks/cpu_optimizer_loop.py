@@ -6,7 +6,9 @@ For each model, its train step (B=2, T=40, fp32, eager) runs forward and backwar
 `optimizer.step()` alone is timed (the clip and the cleared gradients stay outside it); the
 prediction is read two ways, both measured here, in this process:
 * the loop: torch's per-tensor AdamW timed tensor by tensor (`adamw_loop`, what a CPU calibration
-  measures), summed over the model's tensors at their own sizes;
+  measures), summed over the model's tensors at their own sizes; on one set of tensors stepped
+  call after call, and from memory, each call another copy (`adamw_loop_cold`): a step is
+  charged between the two by its cache share;
 * the grid of equal tensors a CPU calibration measured before (12-192 tensors, the parameters of
   one GPT block of width 32-768), read at the model's tensor and parameter counts.
 Each round measures both curves and then every model's AdamW (the VM's host speed drifts between
@@ -22,12 +24,12 @@ import time
 import torch
 
 from gptperf.hostmem import keep_freed_memory
-from gptperf.measure import calibrate_kernels as ck
+from gptperf.measure import calibrate_optimizer as co
 from gptperf.measure.calibration_plan import OPTIMIZER_BYTES_PER_PARAM, optimizer_params
 from gptperf.measure.kernel_timer import KernelTimer
 from gptperf.measure.probe import fork_op_s
 from gptperf.model.config import preset
-from gptperf.perfmodel.calibration import Grid
+from gptperf.perfmodel.calibration import ADAMW_LOOP, ADAMW_LOOP_COLD, Grid
 from gptperf.perfmodel.workload import (
     Workload,
     count_parameter_tensors,
@@ -50,7 +52,7 @@ OLD_GRID_WIDTHS = (32, 64, 128, 256, 512, 768)
 
 def old_grid(device: torch.device, timer: KernelTimer) -> Grid:
     params = tuple(optimizer_params(w, 1) for w in OLD_GRID_WIDTHS)
-    seconds = tuple(timer(ck.optimizer_step(device, t, p, "adamw_foreach"), nbytes=OPTIMIZER_BYTES_PER_PARAM * p)
+    seconds = tuple(timer(co.optimizer_step(device, t, p, "adamw_foreach"), nbytes=OPTIMIZER_BYTES_PER_PARAM * p)
                     for t in OLD_GRID_TENSORS for p in params)
     return Grid(("tensors", "parameters"), (OLD_GRID_TENSORS, params), seconds)
 
@@ -81,26 +83,29 @@ def main() -> None:
     device = torch.device("cpu")
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     steps = {name: train_step(name) for name in MODELS}
-    ratios: dict[str, dict[str, list[float]]] = {name: {"loop": [], "grid": []} for name in MODELS}
+    ratios: dict[str, dict[str, list[float]]] = {name: {"loop": [], "cold": [], "grid": []} for name in MODELS}
     measured: dict[str, list[float]] = {name: [] for name in MODELS}
     for r in range(rounds):
         # the curves and the steps measured together each round: the VM's host speed drifts
         # between rounds, and a small model's AdamW is mostly its per-tensor host cost
         print(f"round {r + 1}: parallel add {fork_op_s() * 1e6:.2f} µs "
               "(out of a spell on the 2-core VM: about 4.3)", flush=True)
-        loop = ck._measure_optimizer_loop(device, False, None, KernelTimer(device, False))
+        loops = co._measure_optimizer_loop(device, False, None, KernelTimer(device, False))
         grid = old_grid(device, KernelTimer(device, False))
         for name, cfg in MODELS.items():
             m = adamw_in_step(steps[name], 4 if name == "gpt2" else 8)
             measured[name].append(m)
-            ratios[name]["loop"].append(m / sum(n * loop.at(size) for size, n in parameter_sizes(cfg)))
+            for key, grid_key in (("loop", ADAMW_LOOP), ("cold", ADAMW_LOOP_COLD)):
+                charged = sum(n * loops[grid_key].at(size) for size, n in parameter_sizes(cfg))
+                ratios[name][key].append(m / charged)
             ratios[name]["grid"].append(m / grid.at(count_parameter_tensors(cfg), count_parameters(cfg)))
     print(f"medians over {rounds} rounds")
-    print(f"{'model':24s} {'params':>9s} {'largest':>9s} {'AdamW':>9s} {'m/p loop':>9s} {'m/p grid':>9s}")
+    print(f"{'model':24s} {'params':>9s} {'largest':>9s} {'AdamW':>9s} {'m/p loop':>9s} {'m/p cold':>9s} "
+          f"{'m/p grid':>9s}")
     for name, cfg in MODELS.items():
         print(f"{name:24s} {count_parameters(cfg) / 1e6:8.2f}M {parameter_sizes(cfg)[0][0] / 1e6:8.2f}M "
               f"{statistics.median(measured[name]) * 1e3:7.2f}ms {statistics.median(ratios[name]['loop']):9.2f} "
-              f"{statistics.median(ratios[name]['grid']):9.2f}")
+              f"{statistics.median(ratios[name]['cold']):9.2f} {statistics.median(ratios[name]['grid']):9.2f}")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,9 @@ def run_family(family: str, dtype: str, timer) -> list[tuple[str, float]]:
     elif family == "vector":
         grids = ck._measure_vector(device, dtype, False, None, timer, None)
     else:  # optimizer (main checks the name against FAMILIES)
-        grids = ck._measure_optimizer(device, False, None, timer)
+        from gptperf.measure.calibrate_optimizer import _measure_optimizer
+
+        grids = _measure_optimizer(device, False, None, timer)
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     out = []

@@ -23,7 +23,7 @@ import statistics
 
 import torch
 
-from gptperf.measure.calibrate_kernels import optimizer_step
+from gptperf.measure.calibrate_optimizer import optimizer_step
 from gptperf.model import preset
 from gptperf.perfmodel.workload import master_copied_parameters, master_copied_tensors
 from gptperf.steps.master_adamw import MasterAdamW

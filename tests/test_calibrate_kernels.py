@@ -16,6 +16,7 @@ import torch
 from gptperf.errors import UserError
 from gptperf.measure import calibrate_decode as cd
 from gptperf.measure import calibrate_kernels as ck
+from gptperf.measure import calibrate_optimizer as co
 from gptperf.measure import calibration_passes as cps
 from gptperf.measure import calibration_plan as cp
 from gptperf.measure import kernel_timer as kt
@@ -313,7 +314,7 @@ def test_optimizer_points_step_equal_tensors_and_the_master_grid_whole_vectors()
     """Each optimizer grid point's tensors share one size, a third of them 2-D; the one-pass
     master update's sizes are multiples of 8, so it is timed in the aligned variant GPT's
     tensors run (at 201M parameters on the H200 the other variant read 3.27 TB/s, this 4.07)."""
-    from gptperf.measure.calibrate_kernels import optimizer_point_shapes
+    from gptperf.measure.calibrate_optimizer import optimizer_point_shapes
     from gptperf.steps.master_adamw import VECTOR
 
     for tensors, params in [(12, 201539584), (96, 789760), (960, 198272), (7, 5)]:
@@ -373,7 +374,7 @@ def test_vector_and_optimizer_times_grow_with_size(small: None, monkeypatch: pyt
         first, last = curves[f"{op}:fp32"].seconds
         assert last > first, op  # 256x the bytes
     monkeypatch.setattr(cp, "OPTIMIZER_LOOP_SIZES", (1024, 262144))
-    for loop in ck.measure_optimizer("cpu").values():  # on one set, and cycled
+    for loop in co.measure_optimizer("cpu").values():  # on one set, and cycled
         small, large = loop.seconds  # one tensor of 256x the parameters
         assert large > small > 0
 
@@ -831,10 +832,10 @@ def test_the_cold_loop_steps_another_copy_of_the_tensors_each_call(monkeypatch: 
             call(j)
         return 64 * (3e-3 if "cycled" in what else 1e-3)  # 3 ms a tensor cycled, 1 ms on one set
 
-    monkeypatch.setattr(ck, "optimizer_step", fake_step)
+    monkeypatch.setattr(co, "optimizer_step", fake_step)
     monkeypatch.setattr(cp, "OPTIMIZER_LOOP_SIZES", (256, 4096))
     monkeypatch.setattr(cp, "OPTIMIZER_COLD_POOL_BYTES", 512 * KIB)
-    grids = ck._measure_optimizer_loop(torch.device("cpu"), False, None, fake_timer)
+    grids = co._measure_optimizer_loop(torch.device("cpu"), False, None, fake_timer)
     assert grids["adamw_loop"].seconds == pytest.approx((1e-3, 1e-3))
     assert grids["adamw_loop_cold"].seconds == pytest.approx((3e-3, 1e-3))
     warm_256, *cold_256, warm_4096 = made

@@ -1,7 +1,8 @@
 """The calibration's kernel micro-benchmarks: seconds per call of the matmuls, attention, vector
 ops, AdamW and the batch-1 gemv a GPT step runs, over the sizes the calibration's design lists,
 returned as `perfmodel.calibration` Grids and Curves for `gptperf.measure.calibrate` to keep
-(gptperf's own decode kernels are measured in `calibrate_decode`, and kept here with the rest).
+(gptperf's own decode kernels are measured in `calibrate_decode` and AdamW in
+`calibrate_optimizer`, and kept here with the rest).
 
 Every time is the device time of one call among back-to-back calls, as
 `gptperf.measure.kernel_timer` times it (a CUDA graph on a GPU, a timed loop on a CPU); on a CPU
@@ -32,6 +33,7 @@ from gptperf.dtypes import check_dtype
 from gptperf.errors import UserError
 from gptperf.measure.cache_reach import measure_cache_reach, reach_note
 from gptperf.measure.calibrate_decode import measure_decode_families
+from gptperf.measure.calibrate_optimizer import _measure_optimizer
 from gptperf.measure.calibration_passes import (
     CPU_PASSES,
     FORK_READ_S,
@@ -100,8 +102,6 @@ from gptperf.measure.kernel_timer import (
 from gptperf.measure.probe import fork_op_s
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import (
-    ADAMW_LOOP,
-    ADAMW_LOOP_COLD,
     WARM,
     Curve,
     Grid,
@@ -417,136 +417,6 @@ def _measure_vector(device: torch.device, dtype: str, quick: bool, progress: Pro
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out
-
-
-def measure_optimizer(device: torch.device | str, quick: bool = False,
-                      progress: Progress | None = None) -> dict[str, Grid]:
-    """Grids "adamw_fused" and "adamw_foreach" over (parameter tensors, parameters) on CUDA: one
-    AdamW step (lr 3e-4, weight decay 0.1, built as gptperf's train step builds it) over fp32
-    tensors of equal size, a third of them 2-D (decayed), as a GPT block's 4 weights of 12; and
-    "adamw_master" (CUDA with Triton): the one-pass master update over bf16 weights of those
-    sizes (`gptperf.steps.master_adamw`). On a CPU "adamw_loop" over (parameters,): the seconds
-    of one tensor in torch's per-tensor loop: a step over equal tensors (a third of them 2-D; a
-    single one 2-D) divided by their count; and "adamw_loop_cold", the same with each call
-    stepping another copy of them (`_measure_optimizer_loop`)."""
-    device = as_device(device)
-    return _measure_optimizer(device, quick, progress, KernelTimer(device, quick))
-
-
-def optimizer_point_shapes(tensors: int, params: int, variant: str) -> list[tuple[int, ...]]:
-    """The parameter shapes an optimizer grid point steps: `tensors` of equal size, every third
-    2-D; for "adamw_master" sizes in whole 16-byte vectors, as every GPT tensor of a width that is
-    a multiple of 8 (the one-pass kernel's aligned variant: the one those tensors run)."""
-    from gptperf.steps.master_adamw import VECTOR
-
-    size = max(1, params // tensors)
-    if variant == "adamw_master":
-        size = max(VECTOR, size // VECTOR * VECTOR)
-    return [(1, size) if i % 3 == 0 else (size,) for i in range(tensors)]
-
-
-def optimizer_step(device: torch.device, tensors: int, params: int, variant: str) -> Call:
-    """One optimizer step of `variant` (adamw_fused, adamw_foreach, adamw_master) over the grid
-    point's parameters (`optimizer_point_shapes`), as the calibration times it."""
-    from gptperf.steps.master_adamw import MasterAdamW
-    from gptperf.steps.train import TrainSettings, make_optimizer
-
-    shapes = optimizer_point_shapes(tensors, params, variant)
-    dtype = torch.bfloat16 if variant == "adamw_master" else torch.float32
-    weights = torch.nn.ParameterList(torch.nn.Parameter(random_tensor(s, dtype, device)) for s in shapes)
-    for p in weights:
-        p.grad = random_tensor(p.shape, dtype, device)  # set once: the step never clears them
-    settings = TrainSettings(lr=3e-4, weight_decay=0.1)
-    if variant == "adamw_master":  # with the clip's scale and the skip flag, as the train step
-        copies = [p.detach().float().requires_grad_(True) for p in weights]
-        master = MasterAdamW(list(weights), copies, make_optimizer(copies, settings, fused=True))
-        scale, found = torch.ones((), device=device), torch.zeros((), device=device)
-        return lambda j: master.step(scale, found)
-    opt = make_optimizer(weights, settings, fused=variant == "adamw_fused")
-    # A step with torch's default (non-capturable) settings is what a train step runs; its host
-    # scalars (the bias corrections) are fixed at capture, which changes no kernel's time.
-    for check in ("_accelerator_graph_capture_health_check", "_cuda_graph_capture_health_check"):
-        if hasattr(opt, check):
-            setattr(opt, check, lambda: None)
-    return lambda j: opt.step()
-
-
-def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | None,
-                       timer: KernelTimer) -> dict[str, Grid]:
-    from gptperf.steps import master_adamw
-
-    kind = device.type
-    if kind != "cuda":
-        return _measure_optimizer_loop(device, quick, progress, timer)
-    variants = ["adamw_fused", "adamw_foreach"]
-    if master_adamw.available(device):
-        variants.append("adamw_master")
-    tensors, params = optimizer_axes(kind, quick)
-    free, _ = torch.cuda.mem_get_info(device)
-    params = tuple(p for p in params if OPTIMIZER_BYTES_PER_PARAM * p < 0.8 * free) or params[:1]
-    total, done = len(variants) * len(tensors) * len(params), 0
-    out: dict[str, Grid] = {}
-    for name in variants:
-        seconds = []
-        for t in tensors:
-            for p in params:
-                step = optimizer_step(device, t, p, name)
-                seconds.append(timer(step, f"optimizer {name} {t} tensors {p} parameters",
-                                     nbytes=OPTIMIZER_BYTES_PER_PARAM * p))
-                del step  # its memory stays cached for the next point (see below)
-                done += 1
-                report(progress, "optimizer", done, total)
-        how = {"adamw_fused": "fused kernel", "adamw_foreach": "foreach kernels",
-               "adamw_master": "the one-pass master update: bf16 weights and gradients, fp32 copies"}[name]
-        out[name] = Grid(("tensors", "parameters"), (tensors, params), tuple(seconds), (1.0, 1.0), what=(
-            f"s per AdamW step over (parameter tensors, {'bf16' if name == 'adamw_master' else 'fp32'} "
-            "parameters), tensors of equal size, a third 2-D; lr 3e-4, weight decay 0.1 on 2-D "
-            "tensors as gptperf's train step; " + how))
-    # once, not after each point: the largest points hold tens of GB, and handing them back to
-    # the driver and taking them again cost seconds
-    torch.cuda.empty_cache()
-    return out
-
-
-def _measure_optimizer_loop(device: torch.device, quick: bool, progress: Progress | None,
-                            timer: KernelTimer) -> dict[str, Grid]:
-    """"adamw_loop" and "adamw_loop_cold": the per-tensor loop's seconds a tensor, with one set
-    of tensors stepped every call (in the cache where they fit), and with each call stepping
-    another copy (`optimizer_cold_copies`: from memory; at the largest point, which fills the pool
-    alone, the one-set time)."""
-    sizes = optimizer_loop_sizes(quick)
-    warm, cold = [], []
-    for i, size in enumerate(sizes):
-        tensors = optimizer_loop_tensors(size)
-        nbytes = OPTIMIZER_BYTES_PER_PARAM * tensors * size
-        point = f"optimizer loop {tensors} tensors of {size} parameters"
-        step = optimizer_step(device, tensors, tensors * size, "adamw_foreach")
-        warm.append(timer(step, point, nbytes=nbytes) / tensors)
-        del step
-        copies = optimizer_cold_copies(size)
-        if copies == 1:  # the tensors alone fill the pool: they ran from memory already
-            cold.append(warm[-1])
-        else:
-            cycled = _cycled([optimizer_step(device, tensors, tensors * size, "adamw_foreach")
-                              for _ in range(copies)])
-            cold.append(timer(cycled, f"{point}, {copies} copies cycled", nbytes=nbytes) / tensors)
-            del cycled
-        report(progress, "optimizer", i + 1, len(sizes))
-    what = ("s per fp32 tensor of so many parameters in an AdamW step (torch's per-tensor loop on a "
-            "CPU; lr 3e-4, weight decay 0.1): a step over equal tensors, a third of them 2-D, "
-            f"{OPTIMIZER_LOOP_PARAMS} parameters in all (1 to 64 tensors), over their count")
-    axes = (tuple(float(s) for s in sizes),)
-    return {ADAMW_LOOP: Grid(("parameters",), axes, tuple(warm), (1.0,), what=what + "; one set"),
-            ADAMW_LOOP_COLD: Grid(("parameters",), axes, tuple(cold), (1.0,), what=(
-                what + "; each call another copy, their state cycled through a pool past the cache"))}
-
-
-def _cycled(steps: list[Call]) -> Call:
-    """Call j steps copy j mod their count; each stepped once here (AdamW makes its moments on a
-    tensor's first step)."""
-    for step in steps:
-        step(0)
-    return lambda j: steps[j % len(steps)](j)
 
 
 def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
