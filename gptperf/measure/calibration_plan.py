@@ -42,7 +42,7 @@ MATMUL_K = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384),
             "cpu": (64, 128, 256, 512, 1024, 2048, 4096)}
 MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not measured
 # A CPU step whose tensors fit in the last-level cache finds a small matmul's weight there, where
-# the grid (operands cycled through 64 MiB) reads it from memory: on the 2-core VM (32 MiB of L3)
+# the grid (operands cycled through 256 MiB) reads it from memory: on the 2-core VM (32 MiB of L3)
 # 6×640×160 took 83 µs cycled through 64 MiB, 35 µs through 8 MiB, 30 µs on one operand set,
 # and 33–41 µs inside the decode step of a 12 MB model (2026-12-05). The grid's rows up to
 # WARM_M are timed again with their operands cycled through WARM_POOL_BYTES, where their
@@ -52,12 +52,13 @@ WARM_M = 16  # a decode step's rows (its batch)
 WARM_POOL_BYTES = 8 * MIB
 # How far the cache reaches for a step (`gptperf.measure.cache_reach`): one decode-like layer of
 # few-row matmuls at C 256 (qkv-like with N rounded up to the fc's 1024, proj, fc, fc2; cells of
-# the full grid), its weights cycled through 1 to 20 such layers (3.25 to 65 MiB). The VM's
-# 32 MiB of L3 did not hold a 13 MiB decode step (2026-12-05): the share a process gets is
-# measured, not read from the cache's size.
+# the full grid), its weights cycled through 1 to 80 such layers (3.25 to 260 MiB, the grid's
+# pool). The AMD VM's 32 MiB of L3 did not hold a 13 MiB decode step, and the Intel VM's 300 MiB
+# held 65 MiB of weights in part (2026-12-05): the share a process gets is measured, not read
+# from the cache's size.
 CACHE_REACH_LAYER: tuple[tuple[int, int, int], ...] = ((2, 1024, 256), (2, 256, 256), (2, 1024, 256),
                                                        (2, 256, 1024))
-CACHE_REACH_LAYERS = (1, 2, 3, 4, 5, 7, 10, 20)
+CACHE_REACH_LAYERS = (1, 2, 3, 4, 5, 7, 10, 20, 40, 80)
 CACHE_REACH_ROUNDS = 5  # each count once a round, the median kept (the VM's shares moved by 0.3-0.5 run to run)
 # (M, N, K) off the grid's powers of two, the layers of GPT widths (384 to 4096, the vocabulary),
 # timed plain and with a bias: their mean time over the grid's reading is what a matmul off the

@@ -55,7 +55,9 @@ CPU_EVICT_BYTES = 16 * MIB
 # a 256-token prefill, where a 2 MB LayerNorm needed it; 2 MiB left the 1.2 MB layers of 512-token
 # steps under-predicted by 10-20%: BENCHMARKS.md), and an eviction costs 2.7 ms there.
 CPU_EVICT_MIN_BYTES = 1 * MIB
-POOL_BYTES = {"cuda": 256 * MIB, "cpu": 64 * MIB}  # cycled inputs: several last-level caches
+# Cycled inputs: past the last-level cache. The Intel VM (300 MiB of L3, 2026-12-05) read gpt2's
+# one-row decode matmuls at 49-52 GB/s through 64 MiB, 27-29 GB/s through 256 MiB or 1 GiB.
+POOL_BYTES = {"cuda": 256 * MIB, "cpu": 256 * MIB}
 ALIGN = 128  # elements between cycled copies (cuBLAS wants 16-byte aligned operands)
 RANDOM_BLOCK = 1 << 20  # numbers drawn for a CPU tensor; a larger one repeats them
 
