@@ -41,6 +41,11 @@ MATMUL_N = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536),
 MATMUL_K = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384),
             "cpu": (64, 128, 256, 512, 1024, 2048, 4096)}
 MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not measured
+# What a CPU's operands are cycled through where a step reads them from memory (the matmul grid's
+# pool, AdamW's cold loop): past the last-level cache. The Intel VM (300 MiB of L3, 2026-12-05)
+# read gpt2's one-row decode matmuls at 49-52 GB/s through 64 MiB, 27-29 GB/s through 256 MiB
+# or 1 GiB.
+CPU_POOL_BYTES = 256 * MIB
 # A CPU step whose tensors fit in the last-level cache finds a small matmul's weight there, where
 # the grid (operands cycled through 256 MiB) reads it from memory: on the 2-core VM (32 MiB of L3)
 # 6×640×160 took 83 µs cycled through 64 MiB, 35 µs through 8 MiB, 30 µs on one operand set,
@@ -135,7 +140,7 @@ OPTIMIZER_LOOP_PARAMS = 2**20  # a point steps this many parameters in all (1 to
 # in the cache: on the 2-core Intel VM (300 MiB of L3) a 1M-parameter tensor took 1.27 ms on one
 # set, 1.97 ms cycled, and gpt2's AdamW inside its train step 225 ms against 167 on the warm loop
 # (2026-12-05).
-OPTIMIZER_COLD_POOL_BYTES = 256 * MIB
+OPTIMIZER_COLD_POOL_BYTES = CPU_POOL_BYTES
 OPTIMIZER_COLD_COPIES = 32
 OPTIMIZER_STATE_BYTES = 16  # a copy keeps param, grad, m and v (fp32)
 # Parameter tensors an AdamW step is measured over on a GPU, at each of those parameter counts: a

@@ -31,6 +31,7 @@ from gptperf.measure.calibration_plan import (
     CPU_MAX_REPEATS,
     CPU_MIN_REPEATS,
     CPU_POINT_S,
+    CPU_POOL_BYTES,
     CPU_SAMPLE_S,
     REPLAYS,
     TARGET_REPLAY_S,
@@ -55,9 +56,7 @@ CPU_EVICT_BYTES = 16 * MIB
 # a 256-token prefill, where a 2 MB LayerNorm needed it; 2 MiB left the 1.2 MB layers of 512-token
 # steps under-predicted by 10-20%: BENCHMARKS.md), and an eviction costs 2.7 ms there.
 CPU_EVICT_MIN_BYTES = 1 * MIB
-# Cycled inputs: past the last-level cache. The Intel VM (300 MiB of L3, 2026-12-05) read gpt2's
-# one-row decode matmuls at 49-52 GB/s through 64 MiB, 27-29 GB/s through 256 MiB or 1 GiB.
-POOL_BYTES = {"cuda": 256 * MIB, "cpu": 256 * MIB}
+POOL_BYTES = {"cuda": 256 * MIB, "cpu": CPU_POOL_BYTES}  # cycled inputs: past the last-level cache
 ALIGN = 128  # elements between cycled copies (cuBLAS wants 16-byte aligned operands)
 RANDOM_BLOCK = 1 << 20  # numbers drawn for a CPU tensor; a larger one repeats them
 

@@ -268,8 +268,9 @@ class Calibration:
         matmuls of few rows on the warm grid.
     cache_reach: (a CPU) Curve over bytes of weights: seconds of one decode-like layer of few-row
         matmuls with that many bytes of layers' weights cycled through
-        (`gptperf.measure.cache_reach`): how much of a step's few-row matmul time the cache saves
-        at its size (`warm_share`; where it measured no saving, the rule of `cache_bytes`). The
+        (`gptperf.measure.cache_reach`): how much of a step's few-row matmul time, and of its
+        AdamW loop's, the cache saves at its size (`warm_share`; where it measured no saving,
+        the rule of `cache_bytes`). The
         share of a last-level cache a process gets can be far below its size: on the 2-core VM
         (32 MiB of L3) decode steps of 13 MiB ran as if every weight came from memory. None on a
         GPU and in older calibrations.

@@ -415,7 +415,9 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
 def cache_share(config: GPTConfig, workload: Workload, plan: ExecutionPlan, cal: Calibration) -> float:
     """How much of the cache's saving a CPU step gets, 0 to 1, by the size of its tensors (its
     predicted peak memory: weights, cache, activations), which decides whether a step's next
-    call finds its weights in the last-level cache (`Calibration.warm_share`); 0 on a GPU."""
+    call finds its weights in the last-level cache (`Calibration.warm_share`): its few-row
+    matmuls and AdamW's per-tensor loop are read that far toward their timings from the cache
+    (`call_time`); 0 on a GPU."""
     from gptperf.perfmodel.memory import memory_breakdown
 
     if cal.device_type != "cpu":
