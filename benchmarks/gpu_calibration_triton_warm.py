@@ -5,12 +5,14 @@
 
 Each round runs `gptperf calibrate --force --json` once a variant, each time with empty Triton,
 inductor and gptperf caches and an empty CUDA driver JIT cache (fresh temporary folders; with
-`--warm-jit` the machine's JIT cache is kept): "ahead" as it ships (the side process compiles the
-decode kernels without running them before inductor's steps), "not ahead" with the side process
-given no dtypes (it compiles inductor's steps alone), and "ahead niced" with the side process at
-CPU priority 10; a variant may be named twice (`--variants "ahead,ahead niced,ahead"`). Prints
+`--warm-jit` the machine's JIT cache is kept): "ahead" as it ships (side processes compile the
+decode kernels without running them and inductor's steps, the parts split between them as
+`compile_warmup.SIDE_PROCESSES` says), "one process" with every part in one side process, "not
+ahead" with the side processes given no dtypes (they compile inductor's steps alone), and "ahead
+niced" with the side processes at CPU priority 10; a variant may be named twice (`--variants
+"ahead,one process,ahead"`). Prints
 per run: wall seconds, the calibration's own seconds, the attention and gemv families' seconds,
-its time note (each family's seconds and what it waited for the side process's GPU work) and the
+its time note (each family's seconds and what it waited for the side processes' GPU work) and the
 side process's note; then how far each later run's matmul and attention grids lie from the first
 run's (a variant should change the time, not the figures).
 
@@ -33,26 +35,29 @@ import tempfile
 import time
 from pathlib import Path
 
-# gptperf with the side process's command edited before it starts (`CompileWarmup` takes it
-# whole): `{edit}` maps that command, `argv`, to the one run
+# gptperf with `compile_warmup` patched before the calibration starts: _PATCH, then the variant's
+_PATCH = "from gptperf.measure import compile_warmup\n"
+# each side process's command edited before it starts (`CompileWarmup` takes them whole): `{edit}`
+# maps a command, `argv`, to the one run
 _EDIT = """
-from gptperf.measure import compile_warmup
 init = compile_warmup.CompileWarmup.__init__
-compile_warmup.CompileWarmup.__init__ = lambda self, argv, *a, **k: init(self, {edit}, *a, **k)
+compile_warmup.CompileWarmup.__init__ = lambda self, argvs, *a, **k: init(self, [{edit} for argv in argvs], *a, **k)
 """
 _RUN = """
 import sys
 from gptperf.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-EDITS = {
-    # the side process given no dtypes: no Triton kernel compiled ahead
-    "not ahead": "[a for a in argv if not a.startswith(compile_warmup.DTYPES_ARG)]",
-    # the side process at a lower CPU priority (nice 10): the calibration's own host work first
-    "ahead niced": '["nice", "-n", "10", *argv]',
+PATCHES = {
+    # every part in one side process, one after the other (as before 2026-12-05)
+    "one process": "compile_warmup.SIDE_PROCESSES = (compile_warmup.PARTS,)\n",
+    # the side processes given no dtypes: no Triton kernel compiled ahead
+    "not ahead": _EDIT.format(edit="[a for a in argv if not a.startswith(compile_warmup.DTYPES_ARG)]"),
+    # the side processes at a lower CPU priority (nice 10): the calibration's own host work first
+    "ahead niced": _EDIT.format(edit='["nice", "-n", "10", *argv]'),
 }
 VARIANTS = {"ahead": [sys.executable, "-m", "gptperf"],
-            **{name: [sys.executable, "-c", _EDIT.format(edit=edit) + _RUN] for name, edit in EDITS.items()}}
+            **{name: [sys.executable, "-c", _PATCH + patch + _RUN] for name, patch in PATCHES.items()}}
 
 
 def calibrate_cold(variant: str, warm_jit: bool = False) -> dict[str, object]:

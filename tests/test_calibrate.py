@@ -780,7 +780,7 @@ def test_time_note_says_what_each_family_waited_for_the_side_process() -> None:
     kernels["family_lock_wait_seconds"] = {}  # no side process: nothing waited for
     assert cal_mod.time_note(kernels, 82.4, 12.6, 12.8) == (
         "time: kernels 82.4 s (matmul 23.3, attention 38.1), host 12.6 s, compiled 12.8 s")
-    besides = {"probes": 1.04, "the side process's end": 10.27, "launch gap": 0.6}
+    besides = {"probes": 1.04, "the side processes' end": 10.27, "launch gap": 0.6}
     assert cal_mod.time_note(kernels, 82.4, 12.6, 12.8, besides) == (
         "time: kernels 82.4 s (matmul 23.3, attention 38.1; besides them: probes 1.0, the side "
         "process's end 10.3, launch gap 0.6), host 12.6 s, compiled 12.8 s")

@@ -19,7 +19,7 @@ from gptperf.measure import compile_warmup_child as child
 from gptperf.measure.calibrate_compiled import RECORD_BATCH, RECORD_KINDS, RECORD_SEQ, record_config
 from gptperf.measure.calibrate_host import HOST_JOBS
 from gptperf.measure.calibration_plan import COMPILED_DTYPE
-from gptperf.measure.compile_warmup import DONE, CompileWarmup
+from gptperf.measure.compile_warmup import DONE, PARTS, SIDE_PROCESSES, CompileWarmup
 from gptperf.measure.gpu_lock import LOCK_ENV, NO_LOCK, GpuLock, available
 from gptperf.measure.kernel_timer import KernelTimer
 from gptperf.plan import COMPILED
@@ -80,6 +80,27 @@ def test_side_process_finished_or_stopped():
     assert "stopped after 0 s" in note and time.perf_counter() - t0 < 10
 
 
+def test_two_side_processes_are_waited_for_together_and_told_apart(tmp_path):
+    def done(seconds, part):
+        return [sys.executable, "-c", f"import sys; sys.stderr.write('{DONE} {seconds} s ({part})')"]
+
+    (tmp_path / "ok").mkdir()
+    both = CompileWarmup([done(4.5, "the host jobs 4.5 s"), done(2.0, "the recordings 2.0 s")],
+                         tmp_path / "ok")
+    assert both.finish().startswith("compiled jobs compiled ahead in 2 side processes: 4.5 s (the "
+                                    "host jobs 4.5 s) and 2.0 s (the recordings 2.0 s), beside")
+    failing = [sys.executable, "-c", "import sys; sys.stderr.write('no GPU'); sys.exit(4)"]
+    (tmp_path / "bad").mkdir()
+    one_bad = CompileWarmup([done(1.0, "x"), failing], tmp_path / "bad")
+    assert "2 side processes: one failed, exit 4: no GPU (the calibration compiles cold)" in one_bad.finish()
+    slow = [sys.executable, "-c", "import time; time.sleep(30)"]
+    (tmp_path / "slow").mkdir()
+    stuck = CompileWarmup([done(1.0, "x"), slow], tmp_path / "slow")
+    t0 = time.perf_counter()
+    assert "stopped after 0 s of waiting (the calibration compiles what they did not)" in stuck.finish(0.3)
+    assert time.perf_counter() - t0 < 10 and not stuck.running()  # the slow one was killed
+
+
 def test_a_side_process_that_keeps_the_gpu_is_stopped_after_the_patience():
     script = ("import os, time; from gptperf.measure.gpu_lock import GpuLock\n"
               f"with GpuLock(os.environ[{LOCK_ENV!r}]):\n"
@@ -115,28 +136,43 @@ def test_the_child_command_names_the_device_and_quick():
     seen = {}
 
     class Recorder(CompileWarmup):
-        def __init__(self, argv, lock_dir, patience_s):
-            seen["argv"] = argv
+        def __init__(self, argvs, lock_dir, patience_s):
+            seen["argvs"] = argvs
             lock_dir.rmdir()
 
-    Recorder.start(1, True)
-    assert seen["argv"][1:] == ["-m", "gptperf.measure.compile_warmup_child", "cuda:1", "quick"]
-    Recorder.start(0, False, dtypes=("bf16", "fp32"))
-    assert seen["argv"][3:] == ["cuda:0", "dtypes=bf16,fp32"]
+    Recorder.start(1, True, processes=[["triton", "record"], ["host"]])
+    assert [argv[1:] for argv in seen["argvs"]] == [
+        ["-m", "gptperf.measure.compile_warmup_child", "cuda:1", "quick", "parts=triton,record"],
+        ["-m", "gptperf.measure.compile_warmup_child", "cuda:1", "quick", "parts=host"]]
+    Recorder.start(0, False, dtypes=("bf16", "fp32"), processes=[PARTS])
+    assert [argv[3:] for argv in seen["argvs"]] == [["cuda:0", "dtypes=bf16,fp32", "parts=triton,host,record"]]
+    Recorder.start(0, False)  # every part compiled, each once, by SIDE_PROCESSES
+    parts = [argv[-1].removeprefix("parts=").split(",") for argv in seen["argvs"]]
+    assert len(parts) == len(SIDE_PROCESSES) and sorted(p for ps in parts for p in ps) == sorted(PARTS)
 
 
-def test_the_child_compiles_the_decode_kernels_first_in_the_calibrations_dtypes(monkeypatch):
+def test_the_child_compiles_its_parts_in_order_the_decode_kernels_in_the_calibrations_dtypes(
+        monkeypatch, capsys):
     order = []
     monkeypatch.setattr(child, "can_share", lambda: True)
     monkeypatch.setattr(child, "autotune_inside", lambda lock: None)
     monkeypatch.setattr(child, "warm_triton", lambda device, quick, dtypes, lock:
                         order.append(("triton", device.type, quick, dtypes)))
-    monkeypatch.setattr(child, "warm", lambda device, quick, lock: order.append(("compiled", quick)))
+    monkeypatch.setattr(child, "warm_host", lambda device, lock: order.append(("host",)))
+    monkeypatch.setattr(child, "warm_record", lambda device, quick, lock: order.append(("record", quick)))
     assert child.main(["cpu", "quick", "dtypes=bf16,fp16"]) == 0
-    assert order == [("triton", "cpu", True, ["bf16", "fp16"]), ("compiled", True)]
+    assert order == [("triton", "cpu", True, ["bf16", "fp16"]), ("host",), ("record", True)]
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(rf"{DONE} [0-9.]+ s \(the decode kernels [0-9.]+ s, the host jobs [0-9.]+ s, "
+                        r"the recordings [0-9.]+ s\)", last), last
     order.clear()
-    assert child.main(["cpu"]) == 0
-    assert order == [("triton", "cpu", False, []), ("compiled", False)]
+    assert child.main(["cpu", "parts=record,host"]) == 0
+    assert order == [("record", False), ("host",)]
+    order.clear()
+    capsys.readouterr()
+    assert child.main(["cpu", "parts=triton,fast"]) == child.BAD_PART  # before any work
+    assert order == [] and capsys.readouterr().err.strip() == (
+        "unknown part 'fast'; valid: triton, host, record")
 
 
 def test_warm_triton_makes_each_families_calls_once_holding_the_lock(monkeypatch, tmp_path):
@@ -309,8 +345,9 @@ def test_the_side_process_compiles_on_a_gpu_and_leaves_the_gpu_to_the_timer():
             got += 1
         time.sleep(0.01)
     note = warmup.finish()
-    assert note.startswith("compiled jobs compiled ahead in a side process: ") and re.search(
-        r": [0-9.]+ s \(the decode kernels [0-9.]+ s\), beside", note), note
+    assert note.startswith(f"compiled jobs compiled ahead in {len(SIDE_PROCESSES)} side processes: ")
+    assert re.search(r": [0-9.]+ s \(the decode kernels [0-9.]+ s, the recordings [0-9.]+ s\) and "
+                     r"[0-9.]+ s \(the host jobs [0-9.]+ s\), beside", note), note
     assert got > 10
 
 
@@ -344,7 +381,7 @@ def test_warm_triton_compiles_every_kernel_the_calibration_then_launches(tmp_pat
 
 @pytest.mark.parametrize("args, says", [
     (["--rounds", "0"], "--rounds must be a positive integer, got 0"),
-    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, not ahead, ahead niced"),
+    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, one process, not ahead, ahead niced"),
 ])
 def test_the_triton_warm_benchmark_refuses_bad_arguments_in_one_line(args, says):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_calibration_triton_warm.py"
@@ -364,10 +401,14 @@ def _triton_warm_bench():
     return bench
 
 
+_CHILD = [sys.executable, "-m", "gptperf.measure.compile_warmup_child", "cuda:0", "quick"]
+
+
 @pytest.mark.parametrize("variant, expected", [
-    ("not ahead", [sys.executable, "-m", "gptperf.measure.compile_warmup_child", "cuda:0", "quick"]),
-    ("ahead niced", ["nice", "-n", "10", sys.executable, "-m", "gptperf.measure.compile_warmup_child",
-                     "cuda:0", "quick", "dtypes=bf16,fp32"]),
+    ("not ahead", [[*_CHILD, "parts=" + ",".join(parts)] for parts in SIDE_PROCESSES]),
+    ("ahead niced", [["nice", "-n", "10", *_CHILD, "dtypes=bf16,fp32", "parts=" + ",".join(parts)]
+                     for parts in SIDE_PROCESSES]),
+    ("one process", [[*_CHILD, "dtypes=bf16,fp32", "parts=triton,host,record"]]),
 ])
 def test_the_triton_warm_benchmarks_variants_edit_the_side_process_command(variant, expected,
                                                                            monkeypatch):
@@ -381,12 +422,14 @@ def test_the_triton_warm_benchmarks_variants_edit_the_side_process_command(varia
             started.append(argv)
 
     monkeypatch.setattr(compile_warmup.CompileWarmup, "__init__", compile_warmup.CompileWarmup.__init__)
+    monkeypatch.setattr(compile_warmup, "SIDE_PROCESSES", compile_warmup.SIDE_PROCESSES)
     monkeypatch.setattr(compile_warmup, "available", lambda: True)
     monkeypatch.setattr(compile_warmup.subprocess, "Popen", Popen)
-    exec(bench._EDIT.format(edit=bench.EDITS[variant]), {})  # the variant's patch, in this process
+    exec(bench._PATCH + bench.PATCHES[variant], {})  # the variant's patch, in this process
     side = compile_warmup.CompileWarmup.start(0, True, dtypes=("bf16", "fp32"))
-    assert started == [expected]
-    side._log.close()
+    assert started == expected
+    for log in side._logs:
+        log.close()
     shutil.rmtree(side._dir)
 
 

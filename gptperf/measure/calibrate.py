@@ -3,7 +3,7 @@ host cost of a step's Python and dispatch (`calibrate_host`), and on CUDA the ke
 step runs (`calibrate_compiled`) and the slowdown of a matmul kept up under the card's power cap
 (`sustained`) — and `calibration_for`, the cached one of this device, checked.
 
-On CUDA the compiled jobs' and recordings' steps are compiled ahead by a side process while the
+On CUDA the compiled jobs' and recordings' steps are compiled ahead by side processes while the
 kernels are timed (`compile_warmup`), so their own compiles here find inductor's caches warm.
 """
 
@@ -88,7 +88,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
               hooks: ProfilerHooks | None = None, warm_compiles: bool = True) -> Calibration:
     """Measure this device's Calibration: kernel curves, host costs and (CUDA, with `hooks`)
     compiled recordings; see the module docstring. `dtypes` default: `DEFAULT_DTYPES`.
-    `warm_compiles` (CUDA): compile the compiled jobs' steps ahead in a side process while the
+    `warm_compiles` (CUDA): compile the compiled jobs' steps ahead in side processes while the
     kernels are timed (`compile_warmup`)."""
     from gptperf.measure import calibrate_kernels
 
@@ -107,7 +107,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     host_reference = functools.partial(host_step_s, device, REFERENCE_S)  # the host model's decode step
     reference_s = host_reference()  # host idle so far
     besides = {"probes": time.perf_counter() - start}  # the kernel stage's time outside its families
-    warmup = None  # the compiled jobs' compilation, in a side process while the kernels are timed
+    warmup = None  # the compiled jobs' compilation, in side processes while the kernels are timed
     if warm_compiles and device.type == "cuda" and COMPILED_DTYPE in dtypes:
         index = torch.cuda.current_device() if device.index is None else device.index
         warmup = CompileWarmup.start(index, quick, dtypes=dtypes)
@@ -116,13 +116,13 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
             device, dtypes=dtypes, quick=quick, progress=progress,
             lock=warmup.lock if warmup is not None else NO_LOCK)
         notes += list(kernels.get("notes", []))
-        # GPU-only work, timed under the lock while the side process may still be compiling
+        # GPU-only work, timed under the lock while the side processes may still be compiling
         with warmup.lock if warmup is not None else NO_LOCK:
             launch, sustained = _launch_and_sustained(device, dtypes, notes, besides)
         if warmup is not None:  # nothing else shares the GPU or the host from here on
             waited_from = time.perf_counter()
             notes.append(warmup.finish())
-            besides["the side process's end"] = time.perf_counter() - waited_from
+            besides["the side processes' end"] = time.perf_counter() - waited_from
             warmup = None
         kernels_s = time.perf_counter() - start
         reference_s = min(reference_s, host_reference())
@@ -148,7 +148,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
             host_notes += rec_notes
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-        if warmup is not None:  # the kernels failed: the side process is not waited for
+        if warmup is not None:  # the kernels failed: the side processes are not waited for
             warmup.finish(timeout_s=0.0)
     last = take_probe(device)
     seconds = time.perf_counter() - start
@@ -186,12 +186,12 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
 def time_note(kernels: dict[str, Any], kernels_s: float, host_s: float, compiled_s: float,
               besides: dict[str, float] | None = None) -> str:
     """Where a calibration's time went: the kernels (each family's, what the families waited for
-    the side process's GPU work, and the stage's time `besides` its families: the probes before
-    them, the launch gap, the sustained load, the wait for the side process's end), the host
+    the side processes' GPU work, and the stage's time `besides` its families: the probes before
+    them, the launch gap, the sustained load, the wait for the side processes' end), the host
     costs, the compiled steps."""
     families = ", ".join(f"{k} {v:.1f}" for k, v in kernels.get("family_seconds", {}).items())
     waits = {k: v for k, v in kernels.get("family_lock_wait_seconds", {}).items() if v >= 0.05}
-    waited = "; waiting for the side process's GPU work: " + ", ".join(
+    waited = "; waiting for the side processes' GPU work: " + ", ".join(
         f"{k} {v:.1f}" for k, v in waits.items()) if waits else ""
     others = "; besides them: " + ", ".join(
         f"{k} {v:.1f}" for k, v in besides.items()) if besides else ""

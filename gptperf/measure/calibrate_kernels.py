@@ -422,7 +422,7 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
                   ) -> tuple[dict[str, Any], dict[str, list]]:
     """Every family once: ({"matmul", "attention", "vector", "optimizer", "gemv"}, shapes); each
     family's wall seconds are added to `spent`, and to `waited` those spent waiting for the
-    timer's lock (the side process's GPU work); with `probes` (and `biased`), the matmul probes
+    timer's lock (the side processes' GPU work); with `probes` (and `biased`), the matmul probes
     (and their bias ratios) go there; with `forks`, each family's slower reading of a parallel
     CPU add (`probe.fork_op_s`) before and after it; with `only`, those families alone (the
     others' tables left out)."""

@@ -1,6 +1,7 @@
-"""The side process of `compile_warmup`: compiles the compiled host jobs' steps and the compiled
+"""A side process of `compile_warmup`: compiles the compiled host jobs' steps and the compiled
 recordings' steps of `calibrate` exactly as the calibration will (same builders, same shapes,
-same inductor settings), so that inductor's on-disk caches hold them when it does.
+same inductor settings), so that inductor's on-disk caches hold them when it does; each process
+the parts (`compile_warmup.PARTS`) it is given.
 
 It holds the calibration's `GpuLock` (from $GPTPERF_GPU_LOCK) for all its work but the compiling:
 a compile (dynamo's trace, AOT autograd, inductor, a backward compiled lazily) gives the lock up
@@ -12,10 +13,11 @@ autotuner holds the lock too — one patch, made in this process only:
 `CachingAutotuner.benchmark_all_configs` runs inside the lock. Where this torch lacks the
 callbacks or that method, the process compiles nothing and exits 3.
 
-Before those, it compiles the Triton kernels the calibration's decode families launch, without
+The part "triton" compiles the Triton kernels the calibration's decode families launch, without
 running them (`warm_triton`), so that the calibration loads each from Triton's cache.
 
     python -m gptperf.measure.compile_warmup_child cuda:0 [quick] [dtypes=bf16,fp32]
+        [parts=triton,host,record]
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ from gptperf.measure.calibrate_host import (
     time_host_parts,
 )
 from gptperf.measure.calibration_plan import COMPILED_DTYPE
-from gptperf.measure.compile_warmup import DONE, DTYPES_ARG
+from gptperf.measure.compile_warmup import DONE, DTYPES_ARG, PARTS, PARTS_ARG
 from gptperf.measure.gpu_lock import LOCK_ENV, GpuLock
 from gptperf.plan import COMPILED
 
 NO_HOOKS = 3  # exit status: this torch lacks the compile callbacks or the autotuner method
+BAD_PART = 2  # exit status: a part that is not one of PARTS
+PART_NAMES = {"triton": "the decode kernels", "host": "the host jobs", "record": "the recordings"}
 
 
 def _callback_handler() -> Any:
@@ -171,28 +175,45 @@ def warm_triton(device: torch.device, quick: bool, dtypes: Sequence[str], lock: 
 
 
 def warm(device: torch.device, quick: bool, lock: GpuLock) -> None:
+    """Compile what `calibrate_host.measure_host` compiles and what
+    `calibrate_compiled.record_compiled_steps` compiles (`warm_host`, then `warm_record`)."""
+    warm_host(device, lock)
+    warm_record(device, quick, lock)
+
+
+def warm_host(device: torch.device, lock: GpuLock) -> None:
     """Compile what `calibrate_host.measure_host` compiles (its compiled jobs, warmed up as it warms
-    them) and what `calibrate_compiled.record_compiled_steps` compiles (two steps of each recording),
-    holding `lock` but while compiling."""
+    them), holding `lock` but while compiling."""
+    with lock, released_while_compiling(lock):
+        for what in HOST_JOBS:
+            groups = host_groups(COMPILED_DTYPE, COMPILED, device, what)
+            time_host_parts(groups, [], device, warmup=COMPILED_WARMUP, repeats=0)
+            del groups
+
+
+def warm_record(device: torch.device, quick: bool, lock: GpuLock) -> None:
+    """Compile what `calibrate_compiled.record_compiled_steps` compiles (two steps of each
+    recording), holding `lock` but while compiling."""
     with lock:
-        with released_while_compiling(lock):
-            for what in HOST_JOBS:
-                groups = host_groups(COMPILED_DTYPE, COMPILED, device, what)
-                time_host_parts(groups, [], device, warmup=COMPILED_WARMUP, repeats=0)
-                del groups
         config = record_config()
         for kind in RECORD_KINDS[quick]:
-            # each recording starts from a reset dynamo (`profiling.provenance`): without it the
-            # frames compiled above for the host model would recompile here with dynamic sizes
+            # each recording starts from a reset dynamo (`profiling.provenance`): without it frames
+            # this process compiled before (the host model's) would recompile with dynamic sizes
             torch.compiler.reset()
             with released_while_compiling(lock):
                 warmed_compiled_step(config, record_workload(kind), device)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """argv: the device, then "quick" for a quick calibration, and "dtypes=bf16,fp32" for the
-    calibration's dtypes (the decode families' Triton kernels are compiled in these)."""
+    """argv: the device, then "quick" for a quick calibration, "dtypes=bf16,fp32" for the
+    calibration's dtypes (the decode families' Triton kernels are compiled in these) and
+    "parts=triton,record" for the parts to compile, in that order (default: PARTS)."""
     args = sys.argv[1:] if argv is None else argv
+    parts = next((a[len(PARTS_ARG):].split(",") for a in args[1:] if a.startswith(PARTS_ARG)), PARTS)
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        sys.stderr.write(f"unknown part {unknown[0]!r}; valid: {', '.join(PARTS)}\n")
+        return BAD_PART
     if not can_share():
         sys.stderr.write("this torch lacks the compile callbacks or the autotuner method that "
                          "sharing the GPU needs\n")
@@ -205,11 +226,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(device)
     quick = "quick" in args[1:]
     dtypes = [d for a in args[1:] if a.startswith(DTYPES_ARG) for d in a[len(DTYPES_ARG):].split(",") if d]
-    warm_triton(device, quick, dtypes, lock)  # first: the calibration times these kernels before
-    triton_s = time.perf_counter() - start    # it measures the compiled jobs
-    warm(device, quick, lock)
+    work = {"triton": lambda: warm_triton(device, quick, dtypes, lock),
+            "host": lambda: warm_host(device, lock),
+            "record": lambda: warm_record(device, quick, lock)}
+    took = []
+    for part in parts:  # "triton" first where given: the calibration times those kernels first
+        began = time.perf_counter()
+        work[part]()
+        took.append(f"{PART_NAMES[part]} {time.perf_counter() - began:.1f} s")
     # the parent's note reads this line
-    sys.stderr.write(f"{DONE} {time.perf_counter() - start:.1f} s (the decode kernels {triton_s:.1f} s)\n")
+    sys.stderr.write(f"{DONE} {time.perf_counter() - start:.1f} s ({', '.join(took)})\n")
     return 0
 
 
