@@ -771,19 +771,19 @@ def test_compiled_train_recording_on_cuda() -> None:
     assert rec["exact_coverage"] is not None and rec["exact_coverage"] > 0.8
 
 
-def test_time_note_says_what_each_family_waited_for_the_side_process() -> None:
+def test_time_note_says_what_each_family_waited_for_the_side_processes() -> None:
     kernels = {"family_seconds": {"matmul": 23.34, "attention": 38.1},
                "family_lock_wait_seconds": {"matmul": 0.01, "attention": 11.26}}
     assert cal_mod.time_note(kernels, 82.4, 12.6, 12.8) == (
-        "time: kernels 82.4 s (matmul 23.3, attention 38.1; waiting for the side process's GPU "
-        "work: attention 11.3), host 12.6 s, compiled 12.8 s")
+        "time: kernels 82.4 s (matmul 23.3, attention 38.1; waiting for the side processes' "
+        "GPU work: attention 11.3), host 12.6 s, compiled 12.8 s")
     kernels["family_lock_wait_seconds"] = {}  # no side process: nothing waited for
     assert cal_mod.time_note(kernels, 82.4, 12.6, 12.8) == (
         "time: kernels 82.4 s (matmul 23.3, attention 38.1), host 12.6 s, compiled 12.8 s")
     besides = {"probes": 1.04, "the side processes' end": 10.27, "launch gap": 0.6}
     assert cal_mod.time_note(kernels, 82.4, 12.6, 12.8, besides) == (
         "time: kernels 82.4 s (matmul 23.3, attention 38.1; besides them: probes 1.0, the side "
-        "process's end 10.3, launch gap 0.6), host 12.6 s, compiled 12.8 s")
+        "processes' end 10.3, launch gap 0.6), host 12.6 s, compiled 12.8 s")
 
 
 def test_the_launch_gap_and_the_sustained_load_run_on_cuda_alone(monkeypatch: pytest.MonkeyPatch) -> None:

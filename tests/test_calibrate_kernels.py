@@ -792,6 +792,20 @@ def test_cache_reach_runs_every_layer_of_its_count_a_call_and_keeps_the_median_r
     assert set(per_call[1]) == {4} and set(per_call[3]) == {12}
 
 
+def test_the_cpus_curves_past_the_cache_end_at_its_pool() -> None:
+    """The CPU's pool past the cache (CPU_POOL_BYTES) is where the matmul grid cycles its operands,
+    AdamW's cold loop its copies, the vector curves end and the cache reach's coldest count
+    reads: its weights at least the pool, and its count before under it."""
+    from gptperf.measure.cache_reach import LAYER_BYTES
+    from gptperf.measure.kernel_timer import POOL_BYTES
+
+    pool = cp.CPU_POOL_BYTES
+    assert POOL_BYTES["cpu"] == cp.OPTIMIZER_COLD_POOL_BYTES == pool
+    assert cp.VECTOR_SIZES["cpu"][-1] == pool
+    *_, before, last = cp.CACHE_REACH_LAYERS
+    assert before * LAYER_BYTES < pool <= last * LAYER_BYTES
+
+
 def test_the_cpu_sweep_measures_the_cache_reach(swept: tuple) -> None:
     result, *_ = swept
     curve = result["cache_reach"]

@@ -670,10 +670,14 @@ def test_a_cpu_optimizer_step_reads_the_loop_from_memory_as_far_as_its_tensors_l
     peak = memory_breakdown(cfg, work, plan).total
     params = count_parameters(cfg)
 
+    notes: list[str] = []
+
     def optimizer_s(reach: Curve, **loops: Grid) -> float:
         cal = flat_calibration("cpu", optimizer={"adamw_foreach": Grid(
             ("tensors", "parameters"), ((1, 2), (1e3, 1e12)), (1.0,) * 4), **loops}, cache_reach=reach)
-        (op,) = [o for o in expected(cfg, work, plan, cal).ops if o.component == names.OPTIMIZER]
+        e = expected(cfg, work, plan, cal)
+        notes[:] = [n for n in e.notes if "cache" in n]
+        (op,) = [o for o in e.ops if o.component == names.OPTIMIZER]
         return op.device_s - (op.kernels - 1) * T0  # less the clip's kernels: T0 each
 
     half = Curve((peak / 2, peak * 2), (100e-6, 300e-6))  # the step halfway in log: share 0.5
@@ -681,8 +685,16 @@ def test_a_cpu_optimizer_step_reads_the_loop_from_memory_as_far_as_its_tensors_l
     outside = Curve((peak / 4, peak / 2), (100e-6, 300e-6))
     both = {"adamw_loop": warm, "adamw_loop_cold": cold}
     assert optimizer_s(half, **both) == pytest.approx(2e-9 * params)
+    assert notes == ["CPU: the step's tensors stay in the cache only in part (as measured): AdamW's "
+                     "per-tensor loop is read 50% of the way from its timing from memory to its "
+                     "timing from the cache"]
     assert optimizer_s(inside, **both) == pytest.approx(1e-9 * params)
+    assert notes == ["CPU: the step's tensors are few enough to stay in the cache (as measured): "
+                     "AdamW's per-tensor loop is read on its timing from the cache"]
     assert optimizer_s(outside, **both) == pytest.approx(3e-9 * params)
+    assert notes == []  # all from memory: nothing moved
+    assert optimizer_s(half, adamw_loop=warm) == pytest.approx(1e-9 * params)
+    assert notes == []  # one timing: the share moves nothing
     assert optimizer_s(outside, adamw_loop=warm) == pytest.approx(1e-9 * params)
     # a cold reading under the warm one (the machine's noise) is read as the warm one
     faster = Grid(("parameters",), ((1e2, 1e9),), (0.5e-7, 0.5))

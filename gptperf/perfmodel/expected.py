@@ -425,19 +425,23 @@ def cache_share(config: GPTConfig, workload: Workload, plan: ExecutionPlan, cal:
     return cal.warm_share(memory_breakdown(config, workload, plan).total)
 
 
-def _cache_note(share: float, cal: Calibration) -> str | None:
-    """What the step's matmuls of few rows were read on, when the cache changed it."""
-    if share <= 0:
+def _cache_note(share: float, cal: Calibration, matmuls: bool, adamw: bool) -> str | None:
+    """What the step's matmuls of few rows (`matmuls`) and AdamW's per-tensor loop (`adamw`) were
+    read on, when the cache changed it."""
+    if share <= 0 or not (matmuls or adamw):
         return None
+    read = " and ".join(what for what, has in (("its matmuls of few rows", matmuls),
+                                               ("AdamW's per-tensor loop", adamw)) if has)
+    read, their = (read + " are read", "their") if matmuls else (read + " is read", "its")
+    if share < 1 and cal.reach_shares is not None:
+        return (f"CPU: the step's tensors stay in the cache only in part (as measured): {read} "
+                f"{min(max(share, 0.01), 0.99):.0%} of the way from {their} timing from memory to "
+                f"{their} timing from the cache")
     if cal.reach_shares is None:  # the cache size's rule
-        return (f"CPU: the step's tensors fit in the last-level cache ({cal.cache_bytes / 2**20:.0f} "
-                "MiB): its matmuls of few rows are read on the grid timed from there")
-    if share >= 1:
-        return ("CPU: the step's tensors are few enough to stay in the cache (as measured): its "
-                "matmuls of few rows are read on the grid timed from there")
-    return (f"CPU: the step's tensors stay in the cache only in part (as measured): its matmuls of "
-            f"few rows are read {min(max(share, 0.01), 0.99):.0%} of the way from the grid to the "
-            "grid timed from there")
+        fits = f"fit in the last-level cache ({cal.cache_bytes / 2**20:.0f} MiB)"
+    else:
+        fits = "are few enough to stay in the cache (as measured)"
+    return f"CPU: the step's tensors {fits}: {read} on {their} timing from the cache"
 
 
 def _few_row_matmuls(seq: list, cal: Calibration) -> bool:
@@ -449,6 +453,14 @@ def _few_row_matmuls(seq: list, cal: Calibration) -> bool:
             if key is not None and cal.warm_grid(key, call.point[0]) is not None:
                 return True
     return False
+
+
+def _cold_adamw_loop(seq: list, cal: Calibration) -> bool:
+    """Whether the step has an AdamW step charged on the per-tensor loop timed both ways (from the
+    cache and from memory: what the cache moves, `call_time`)."""
+    if ADAMW_LOOP not in cal.optimizer or ADAMW_LOOP_COLD not in cal.optimizer:
+        return False
+    return any(call.key == "adamw_foreach" and call.tensors for _, _, _, calls in seq for call in calls)
 
 
 NOTED_SLOWDOWN = 1.005  # a sustained-load slowdown from this on is named in the notes
@@ -491,8 +503,8 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     # every kernel of a step that is not a CUDA graph is launched from a stream
     gap = 0.0 if plan.cuda_graph or cpu else cal.launch_gap_s
     warm = cache_share(config, workload, plan, cal)
-    cache_note = _cache_note(warm, cal)
-    if cache_note and _few_row_matmuls(seq, cal):
+    cache_note = _cache_note(warm, cal, _few_row_matmuls(seq, cal), _cold_adamw_loop(seq, cal))
+    if cache_note:
         notes.append(cache_note)
 
     notes += below_grid_notes((k for _, _, _, calls in seq for k in calls), cal)
