@@ -5,12 +5,13 @@
 
 Each round runs `gptperf calibrate --force --json` once a variant, each time with empty Triton,
 inductor and gptperf caches and an empty CUDA driver JIT cache (fresh temporary folders; with
-`--warm-jit` the machine's JIT cache is kept): "ahead" as it ships (side processes compile the
-decode kernels without running them and inductor's steps, the parts split between them as
-`compile_warmup.SIDE_PROCESSES` says), "one process" with every part in one side process, "not
-ahead" with the side processes given no dtypes (they compile inductor's steps alone), and "ahead
-niced" with the side processes at CPU priority 10; a variant may be named twice (`--variants
-"ahead,one process,ahead"`). Prints
+`--warm-jit` the machine's JIT cache is kept): "ahead" as it ships (the side process compiles the
+decode kernels without running them, then inductor's steps: `compile_warmup.SIDE_PROCESSES`), "two
+processes" with those parts split between two side processes (`TWO_PROCESSES`: the decode kernels
+and the recordings' steps in one, the host jobs' steps in the other), "not ahead" with the side
+processes given no dtypes (they compile inductor's steps alone), and "ahead niced" with the side
+processes at CPU priority 10; a variant may be named twice (`--variants "ahead,two processes,ahead"`).
+Prints
 per run: wall seconds, the calibration's own seconds, the attention and gemv families' seconds,
 its time note (each family's seconds and what it waited for the side processes' GPU work) and the
 side process's note; then how far each later run's matmul and attention grids lie from the first
@@ -48,9 +49,10 @@ import sys
 from gptperf.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+TWO_PROCESSES = (("triton", "record"), ("host",))
 PATCHES = {
-    # every part in one side process, one after the other (as before 2026-12-05)
-    "one process": "compile_warmup.SIDE_PROCESSES = (compile_warmup.PARTS,)\n",
+    # the parts side by side in two processes: the one process ended 11 s after the kernels' timing
+    "two processes": f"compile_warmup.SIDE_PROCESSES = {TWO_PROCESSES!r}\n",
     # the side processes given no dtypes: no Triton kernel compiled ahead
     "not ahead": _EDIT.format(edit="[a for a in argv if not a.startswith(compile_warmup.DTYPES_ARG)]"),
     # the side processes at a lower CPU priority (nice 10): the calibration's own host work first

@@ -30,12 +30,12 @@ DONE = "compiled ahead in"  # the side process's last line on stderr, with the s
 # What is compiled ahead, in parts: the decode families' Triton kernels, the compiled host jobs'
 # steps, the compiled recordings' steps (`compile_warmup_child`).
 PARTS = ("triton", "host", "record")
-# The parts each side process takes. One process took 75-76 s and ended 11 s after the kernels'
-# timing (H200 and H100, 2026-12-05); the parts run side by side in two.
-SIDE_PROCESSES: tuple[tuple[str, ...], ...] = (("triton", "record"), ("host",))
-# inductor's compile workers in each side process: with the side processes', fewer than an H200
-# machine's 16 cores, so the calibration's own host work (CUDA-graph capture, cuDNN's plans) keeps
-# its cores
+# The parts each side process takes, one process a group: one doing the three in turn took 75-76 s
+# and ended 11 s after the kernels' timing (H200 and H100, 2026-12-05);
+# benchmarks/gpu_calibration_triton_warm.py's "two processes" variant runs them in two
+SIDE_PROCESSES: tuple[tuple[str, ...], ...] = (PARTS,)
+# inductor's compile workers in each side process: fewer than an H200 machine's 16 cores, so the
+# calibration's own host work (CUDA-graph capture, cuDNN's plans) keeps its cores
 COMPILE_THREADS = 4
 WAIT_S = 180.0  # the longest the calibration waits for it after timing its kernels
 # the longest the calibration waits for the GPU while the side process holds it (a model's first
