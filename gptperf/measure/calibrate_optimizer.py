@@ -131,15 +131,15 @@ def _measure_optimizer_loop(device: torch.device, quick: bool, progress: Progres
         point = f"optimizer loop {tensors} tensors of {size} parameters"
         step = optimizer_step(device, tensors, tensors * size, "adamw_foreach")
         warm.append(timer(step, point, nbytes=nbytes) / tensors)
-        del step
         copies = optimizer_cold_copies(size)
         if copies == 1:  # the tensors alone fill the pool: they ran from memory already
             cold.append(warm[-1])
-        else:
-            cycled = _cycled([optimizer_step(device, tensors, tensors * size, "adamw_foreach")
-                              for _ in range(copies)])
+        else:  # the set just timed is the first copy
+            cycled = _cycled([step, *(optimizer_step(device, tensors, tensors * size, "adamw_foreach")
+                                      for _ in range(copies - 1))])
             cold.append(timer(cycled, f"{point}, {copies} copies cycled", nbytes=nbytes) / tensors)
             del cycled
+        del step
         report(progress, "optimizer", i + 1, len(sizes))
     what = ("s per fp32 tensor of so many parameters in an AdamW step (torch's per-tensor loop on a "
             "CPU; lr 3e-4, weight decay 0.1): a step over equal tensors, a third of them 2-D, "
