@@ -322,7 +322,8 @@ def test_the_child_compiles_what_the_calibration_compiles(monkeypatch, tmp_path,
     monkeypatch.setattr(child, "host_groups", fake_groups)
     monkeypatch.setattr("gptperf.steps.build.build_step", fake_build)
     monkeypatch.setattr(torch.compiler, "reset", lambda: order.append(("reset",)))
-    child.warm(torch.device("cpu"), quick, GpuLock(path))
+    child.warm_host(torch.device("cpu"), GpuLock(path))
+    child.warm_record(torch.device("cpu"), quick, GpuLock(path))
     assert held and all(held) and not other.held_elsewhere()
     assert groups == [(COMPILED_DTYPE, COMPILED, what) for what in HOST_JOBS]
     assert built == [(record_config().name, kind, RECORD_BATCH, RECORD_SEQ, COMPILED_DTYPE, True)

@@ -174,13 +174,6 @@ def warm_triton(device: torch.device, quick: bool, dtypes: Sequence[str], lock: 
             torch.cuda.empty_cache()
 
 
-def warm(device: torch.device, quick: bool, lock: GpuLock) -> None:
-    """Compile what `calibrate_host.measure_host` compiles and what
-    `calibrate_compiled.record_compiled_steps` compiles (`warm_host`, then `warm_record`)."""
-    warm_host(device, lock)
-    warm_record(device, quick, lock)
-
-
 def warm_host(device: torch.device, lock: GpuLock) -> None:
     """Compile what `calibrate_host.measure_host` compiles (its compiled jobs, warmed up as it warms
     them), holding `lock` but while compiling."""
