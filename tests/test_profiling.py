@@ -310,6 +310,13 @@ def test_compiled_kernels_by_provenance_and_share():
     (b'{"traceEvents": [{"ph": "X", "name": "aten::mm", "ts": 0, "dur": 1}]}', "ProfilerStep"),
     (b"\x1f\x8b\x08\x00garbage", "gzip"),
     (b"\xff\xfe not json at all", "not valid JSON"),
+    (b'{"traceEvents": [{"ph": "X", "name": "ProfilerStep#1", "ts": "abc", "dur": 5}]}',
+     "event 0 ('ProfilerStep#1') has ts 'abc' and dur 5"),
+    (b'{"traceEvents": [{"ph": "X", "name": "ProfilerStep#1", "ts": 0, "dur": -5}]}', "dur -5"),
+    (b'{"traceEvents": [{"ph": "X", "name": "ProfilerStep#1", "ts": 0}]}', "dur None"),
+    (b'{"traceEvents": [{"ph": "X", "name": "ProfilerStep#1", "ts": 0, "dur": true}]}', "dur True"),
+    (b'{"traceEvents": [{"ph": "X", "name": "ProfilerStep#1", "ts": 0, "dur": 5}, null]}',
+     "event 1 is NoneType, not an object"),
 ])
 def test_bad_trace_files_give_one_line_errors(tmp_path, content, words):
     path = tmp_path / "bad.json"
@@ -318,6 +325,13 @@ def test_bad_trace_files_give_one_line_errors(tmp_path, content, words):
         load_trace(path)
     msg = str(err.value)
     assert "bad.json" in msg and words in msg and "\n" not in msg
+
+
+def test_a_trace_with_nothing_inside_its_steps_is_refused():
+    doc = {"traceEvents": [{"ph": "X", "cat": "user_annotation", "name": "ProfilerStep#1", "ts": 0, "dur": 50},
+                           {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 100, "dur": 5}]}
+    with pytest.raises(UserError, match=r"has no operator inside its ProfilerStep#N ranges"):
+        attribute(doc, path="t.json")
 
 
 def test_gzip_trace_loads(tmp_path):

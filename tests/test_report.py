@@ -455,6 +455,37 @@ def test_cli_bad_values_are_one_line_errors(
     assert not (tmp_path / "r").exists()
 
 
+def test_a_report_that_would_not_fit_is_refused_before_any_stage(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU out of memory is killed without a word: the report checks its steps first, the
+    scaling study's two processes side by side included (gpt2's train step alone fits 3 GiB,
+    two of them do not)."""
+    import gptperf.memguard
+    from gptperf.perfmodel.memory import memory_breakdown
+    from gptperf.perfmodel.workload import Workload as Work
+    from gptperf.report import stages
+    from gptperf.report.build import check_memory_fits, resolve_settings
+
+    def free(gib: float) -> None:
+        monkeypatch.setattr(gptperf.memguard, "available_memory", lambda device: (gib * 2**30, "(test)"))
+
+    free(1.0)
+    assert main(["report", "--device", "cpu", "--preset", "gpt2", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("gptperf report: error: out of memory before starting: "
+                                              "train of gpt2 at batch 12")
+    assert not (tmp_path / "r").exists() and not list(tmp_path.iterdir())  # no staging folder left
+    # the scaling study: each process's train step fits, the two together do not
+    settings = resolve_settings(_opts(tmp_path / "r", preset="gpt2"))
+    spec = stages.scaling_specs(settings)["strong"]
+    one = memory_breakdown(settings.config, Work("train", spec.batch // 2, spec.seq, "fp32")).total
+    train = settings.workloads["train"]
+    assert memory_breakdown(settings.config, Work("train", train.batch, train.seq, "fp32")).total < 1.5 * one
+    free(1.5 * one / 2**30)
+    with pytest.raises(UserError, match=r"at batch 2, seq 32, fp32 needs about .* each × 2 processes"):
+        check_memory_fits(settings)
+
+
 @pytest.mark.parametrize("argv", [["--preset", "nope"], ["--dtype", "int8"], ["--bogus"],
                                   ["--train-seconds", "soon"]])
 def test_cli_bad_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

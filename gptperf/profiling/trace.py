@@ -198,13 +198,33 @@ def load_trace(path: str | Path) -> dict[str, Any]:
             f"trace file {str(path)!r} has no 'traceEvents' list; expected a torch.profiler JSON trace"
         )
     events = doc["traceEvents"]
-    if not any(isinstance(e, dict) and e.get("ph") == "X" and _STEP_RE.match(str(e.get("name", "")))
-               for e in events):
+    for n, e in enumerate(events):
+        _check_event(path, n, e)
+    if not any(e.get("ph") == "X" and _STEP_RE.match(str(e.get("name", ""))) for e in events):
         raise UserError(
             f"trace file {str(path)!r} has no ProfilerStep#N ranges; record it with a "
             "torch.profiler schedule and prof.step() (as `gptperf profile` does)"
         )
     return doc
+
+
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_event(path: Path, n: int, e: Any) -> None:
+    """A one-line UserError for event `n` where it is no object, or a complete ("X") event without
+    a finite start time and a duration of at least 0 µs (what attribution reads)."""
+    if not isinstance(e, dict):
+        raise UserError(f"trace file {str(path)!r}: event {n} is {type(e).__name__}, not an object; "
+                        "expected a torch.profiler JSON trace")
+    if e.get("ph") == "X":
+        ts, dur = e.get("ts"), e.get("dur")
+        if not (_finite_number(ts) and _finite_number(dur) and dur >= 0):
+            raise UserError(
+                f"trace file {str(path)!r}: event {n} ({str(e.get('name', ''))[:60]!r}) has ts "
+                f"{ts!r} and dur {dur!r}; a complete event needs a finite start time and a "
+                "duration of at least 0 µs")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -565,6 +585,9 @@ def attribute(
             work.append(assign(Work(i, str(e.get("name", "")), step, self_us), i))
         unit = "operator"
 
+    if not work:
+        raise UserError(f"trace {path!r} has no {unit} inside its ProfilerStep#N ranges: nothing "
+                        "to attribute; record the work inside the profiled steps")
     wall = [float(events[step_events[s]]["dur"]) * 1e-6 for s in steps]
     return Attribution(path, unit, steps, wall, work, compiled)
 

@@ -108,6 +108,36 @@ def resolve_settings(options: ReportOptions) -> Settings:
     )
 
 
+REPORT_BATCH = "the report's own; use a smaller --preset, or --quick"  # the memory advice's flag
+
+
+def check_memory_fits(settings: Settings) -> None:
+    """Refuse (one-line UserError) a report whose measured steps would not fit the device's free
+    memory, before any stage allocates (`gptperf.memguard`): a CPU process out of memory is ended
+    by the kernel without a word. Its train, prefill and decode steps (train under the compiled
+    plan where it compiles), and on a CPU the scaling study's processes side by side."""
+    import torch
+
+    from gptperf.memguard import check_memory
+    from gptperf.perfmodel.workload import Workload as Work
+    from gptperf.plan import ExecutionPlan
+    from gptperf.report.stages import scaling_specs
+
+    device = torch.device(settings.device)
+    for w in settings.workloads.values():
+        plan = (ExecutionPlan.default(w.kind, device.type, compile=True, dtype=settings.dtype,
+                                      attention=settings.config.attention)
+                if settings.compile and w.kind == "train" else None)
+        check_memory(settings.config, Work(w.kind, w.batch, w.seq, settings.dtype), device,
+                     flag=REPORT_BATCH, plan=plan)
+    if device.type == "cpu":  # one CPU's memory holds every process of a study
+        for spec in scaling_specs(settings).values():
+            procs = max(spec.procs)
+            batch = spec.batch if spec.mode == "weak" else max(1, spec.batch // procs)
+            check_memory(settings.config, Work("train", batch, spec.seq, spec.dtype), device,
+                         processes=procs, flag=REPORT_BATCH)
+
+
 def is_report_document(doc: Any) -> bool:
     """Whether `doc` (report.json read back) is a report gptperf wrote: its "format" marker."""
     return isinstance(doc, dict) and doc.get("format") == MARKER
@@ -219,6 +249,7 @@ def build_report(
     out = Path(options.out).expanduser()
     check_output_dir(out)
     settings = resolve_settings(options)
+    check_memory_fits(settings)
     stages = list(stages if stages is not None else stage_module.STAGES)
     records = [StageRecord(s.name, s.title, budget_s=s.budget_s) for s in stages]
     result = ReportResult(False, out, settings, records, 0.0)
