@@ -16,7 +16,7 @@ import torch
 from gptperf.atomic import atomic_path
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
-from gptperf.safeload import load_tensors
+from gptperf.safeload import check_finite, load_tensors
 from gptperf.writable import usable_path
 
 if TYPE_CHECKING:
@@ -114,6 +114,7 @@ def load_model(path: str | os.PathLike[str], device: Any = "cpu") -> GPT:
 
         return load_hf_gpt2(folder, device=device)
     doc = load_checkpoint(path)
+    check_finite(repr(str(checkpoint_file(path))), doc["model"])
     model = GPT(GPTConfig.from_dict(doc["model_config"]))
     model.load_state_dict(doc["model"])
     return model.to(device).eval()

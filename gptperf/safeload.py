@@ -44,3 +44,18 @@ def load_tensors(path: str | os.PathLike[str], what: str, map_location: Any = "c
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # zip, pickle and unpickler-policy errors all mean an unusable file
         raise UserError(message.format(what=what, path=str(path), reason=_reason(err))) from None
+
+
+def check_finite(where: str, tensors: Any) -> None:
+    """A one-line UserError naming the first floating-point tensor of `tensors` (name -> tensor)
+    holding a NaN or an infinity: weights no training step leaves (a NaN loss keeps the old
+    checkpoint), which would make every logit NaN."""
+    import torch
+
+    for key, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise UserError(f"checkpoint {where}: {key} holds {bad} NaN or infinite value(s) of "
+                                f"{value.numel()}; the weights are corrupt (a diverged run?): use "
+                                "another checkpoint")

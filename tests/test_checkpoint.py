@@ -128,6 +128,25 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path) -> None:
     _error(bad_config, "badcfg.pt", "invalid model config")
 
 
+def test_weights_with_a_nan_are_refused_as_a_model_is_loaded(tmp_path) -> None:
+    """generate and score load a model: a NaN in its weights would make every logit NaN (sampling
+    then fails deep in torch, and a score is NaN), so the load names the tensor instead."""
+    from gptperf.checkpoint import load_model
+
+    model, _ = _trained_state()
+    state = model.state_dict()
+    state["transformer.h.0.mlp.c_fc.weight"][3, 2] = float("inf")
+    path = save_checkpoint(tmp_path / "inf.pt", model_config=CONFIG, model=state)
+    with pytest.raises(UserError) as info:
+        load_model(path)
+    assert str(info.value) == (
+        f"checkpoint {str(path)!r}: transformer.h.0.mlp.c_fc.weight holds 1 NaN or infinite "
+        f"value(s) of {state['transformer.h.0.mlp.c_fc.weight'].numel()}; the weights are corrupt "
+        "(a diverged run?): use another checkpoint")
+    state["transformer.h.0.mlp.c_fc.weight"][3, 2] = 0.5
+    assert load_model(save_checkpoint(tmp_path / "ok.pt", model_config=CONFIG, model=state))
+
+
 def test_unsafe_pickles_are_refused(tmp_path) -> None:
     marker = tmp_path / "ran"
 

@@ -156,6 +156,14 @@ def test_missing_folder_config_or_weights(tmp_path: Path) -> None:
     one_line_error(tmp_path / "config_only", "has no weights")
 
 
+def test_nan_weights_are_refused(tmp_path: Path) -> None:
+    model = hf_model("small")
+    with torch.no_grad():
+        model.transformer.h[0].attn.c_attn.weight[0, 0] = float("nan")
+    model.save_pretrained(tmp_path / "ckpt")
+    one_line_error(tmp_path / "ckpt", r"h\.0\.attn\.c_attn\.weight holds 1 NaN or infinite value")
+
+
 def test_truncated_safetensors(tmp_path: Path) -> None:
     hf_model("small").save_pretrained(tmp_path / "ckpt")
     weights = tmp_path / "ckpt" / "model.safetensors"

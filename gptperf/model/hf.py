@@ -21,6 +21,7 @@ from gptperf.atomic import atomic_dir
 from gptperf.errors import UserError
 from gptperf.model.config import ATTENTION_IMPLEMENTATIONS, GPTConfig
 from gptperf.model.gpt import GPT
+from gptperf.safeload import check_finite
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -283,6 +284,7 @@ def load_hf_gpt2(
     shapes, read = _open_weights(folder)
     _check_shapes(config, shapes)
     state = read()
+    check_finite(repr(str(folder)), state)
 
     model = GPT(config)
     params = {_strip(k): p for k, p in model.named_parameters()}  # the tied lm_head appears once, as wte
