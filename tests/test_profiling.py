@@ -6,6 +6,7 @@ import csv
 import gzip
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -364,6 +365,26 @@ def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, argv):
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name, char", [('p"q', '"'), ("p\\q", "\\")])
+def test_a_folder_torch_would_write_into_its_trace_unescaped_is_refused_before_the_run(
+        tmp_path, monkeypatch, name, char):
+    """torch.profiler writes the trace's own path into it unescaped: a '"' or a '\\' would leave
+    the trace invalid JSON after the steps ran, so recording there is refused first (the library
+    call builds no step); a re-analysis writes its own JSON and may go there."""
+    import gptperf.steps.build
+    from gptperf.profiling import profile_workload
+    from gptperf.profiling.recorded import check_trace_folder
+
+    monkeypatch.setattr(gptperf.steps.build, "build_step", lambda *a, **k: pytest.fail("built a step"))
+    with pytest.raises(UserError, match=rf"--out .*: its path holds {re.escape(repr(char))}, which "
+                                        "torch.profiler writes into the trace unescaped"):
+        check_trace_folder(tmp_path / name, "--out")
+    with pytest.raises(UserError, match="torch.profiler writes into the trace unescaped"):
+        profile_workload(_config("sdpa"), "train", batch=B, seq=T, out_dir=tmp_path / name, overhead=False)
+    assert not (tmp_path / name).exists()
+    check_trace_folder(tmp_path / "p q'é")  # spaces, quotes and letters torch escapes well enough
 
 
 def test_refuses_to_replace_a_foreign_folder(tmp_path):

@@ -46,6 +46,22 @@ def check_profile_dir(out: str | Path, flag: str = "--out") -> Path:
                                  is_ours=is_profile_document)
 
 
+# torch.profiler writes the trace file's own path into the trace ("traceName") unescaped
+TRACE_UNSAFE_CHARS = ('"', "\\")
+
+
+def check_trace_folder(out: str | Path, flag: str = "--out") -> None:
+    """A one-line UserError for a folder torch.profiler cannot record a trace into: one whose path
+    holds a character it writes into the trace unescaped (TRACE_UNSAFE_CHARS), which would leave
+    the trace invalid JSON once the steps have run."""
+    path = str(Path(out).expanduser().absolute())
+    bad = next((c for c in TRACE_UNSAFE_CHARS if c in path), None)
+    if bad is not None:
+        raise UserError(f"{flag} {str(out)!r}: its path holds {bad!r}, which torch.profiler writes "
+                        "into the trace unescaped (the trace would not be valid JSON); choose a "
+                        "folder whose path has no double quote or backslash")
+
+
 # ----------------------------------------------------------------------------------------------
 # What a trace was recorded with
 

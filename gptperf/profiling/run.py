@@ -54,6 +54,7 @@ from gptperf.profiling.recorded import (
     SOURCE_RUN,
     ProfiledWorkload,
     check_profile_dir,
+    check_trace_folder,
     recorded_workload,
     trace_workload,
     workload_doc,
@@ -312,6 +313,7 @@ def profile_workload(
         raise UserError(f"profiler schedule needs wait >= 0, warmup >= 0, active >= 1; got "
                         f"{wait}, {warmup}, {active}")
     out = check_profile_dir(out_dir)
+    check_trace_folder(out_dir)
     device = torch.device(device)
     if plan is None:
         plan = ExecutionPlan.default(kind, device.type, compile=compile, attention=config.attention,
