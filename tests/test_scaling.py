@@ -292,6 +292,17 @@ def test_spec_and_flags_reject_bad_input() -> None:
     assert main(["scale", "--what-if-hardware", "h200"]) == 2  # no --what-if: nothing to predict
 
 
+def test_a_step_the_workers_cannot_run_is_refused_before_any_launch(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gptperf.cli import main
+    from gptperf.scaling import study
+
+    monkeypatch.setattr(study, "run_scaling_study", lambda *a, **k: pytest.fail("launched"))
+    assert main(["scale", "--device", "cpu", "--dtype", "fp16", "--batch", "4", "--seq", "16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "gptperf scale: error: dtype 'fp16' autocast needs a GPU; on CPU use bf16 or fp32"
+
+
 @pytest.mark.parametrize("log, kept", [(None, False), ("", False), ("rank 0 failed\n", True)])
 def test_a_failed_launch_keeps_its_folder_only_for_a_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          log: str | None, kept: bool) -> None:

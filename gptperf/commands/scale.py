@@ -128,13 +128,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _guard(spec: Any) -> None:
-    """Every launch steps each per-process batch of the grid: the largest must fit, on a CPU
-    once per process (they share its RAM), on GPUs once (one each); gptperf.memguard, before
-    any launch."""
+    """Before any launch: the step each process runs can run on this device
+    (`steps.build.check_step`: an fp16 step on a CPU would fail in every worker), and the largest
+    per-process batch of the grid fits, on a CPU once per process (they share its RAM), on GPUs
+    once (one each; gptperf.memguard)."""
+    from gptperf.perfmodel.workload import Workload
+    from gptperf.plan import ExecutionPlan
     from gptperf.runtime import resolve_device
+    from gptperf.steps.build import check_step
 
     device = resolve_device(spec.device)
     largest = max(spec.grid_batches)
+    plan = ExecutionPlan.default("train", device.type, compile=spec.compile,  # the workers' plan
+                                 attention=spec.config.attention, ddp=True)
+    check_step(spec.config, Workload("train", largest, spec.seq, spec.dtype), plan, device)
     for p in sorted(set(spec.procs)) if device.type == "cpu" else [1]:
         guard_memory(spec.config, "train", largest, spec.seq, spec.dtype, device,
                      processes=p, flag="per process; set by --batch, --mode, --space-batches")
