@@ -725,6 +725,28 @@ def test_ceilings_ends_with_the_calibration_unless_told_not_to(
     assert "Calibration" in out and "cached calibration" in out and str(clean_cache) in out
 
 
+@pytest.mark.parametrize("command", [["calibrate", "--quick"], ["ceilings", "--quick", "--no-calibrate"]])
+def test_a_cache_folder_that_cannot_be_written_is_refused_before_measuring(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        command: list[str]) -> None:
+    import gptperf.measure.ceilings as ceilings_module
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before checking where to save")
+
+    monkeypatch.setattr(cal_mod, "calibrate", measured)
+    monkeypatch.setattr(ceilings_module, "measure_ceilings", measured)
+    taken = tmp_path / "file"
+    taken.write_text("x")
+    monkeypatch.setenv("GPTPERF_CACHE_DIR", str(taken))
+    from gptperf.cli import main
+
+    assert main([*command, "--device", "cpu", "--force"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "the cache folder (GPTPERF_CACHE_DIR, else ~/.cache/gptperf)" in err
+    assert f"{str(taken)!r} is a file, not a folder" in err
+
+
 # --- the real thing -------------------------------------------------------------------------
 
 

@@ -269,5 +269,8 @@ def ensure_calibration(device: torch.device | str = "auto", *, quick: bool = Fal
                 from gptperf.perfmodel.calibration import calibration_path
 
                 return cached, True, Path(calibration_path(cached.device_name))
+    from gptperf.perfmodel.hardware import check_cache_dir
+
+    check_cache_dir("calibration")  # where it is saved: before the measurement
     calibration = calibrate(device, quick=quick, progress=progress, hooks=hooks)
     return calibration, False, Path(save_calibration(calibration))

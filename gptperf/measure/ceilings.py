@@ -463,7 +463,7 @@ def ceilings_for(
     one is a quick sweep and a full one is asked for), else a fresh one, saved. A corrupt cache
     is measured again, as `measure.calibrate.ensure_calibration` does a broken calibration;
     `notify` (if given) is told why first: the file and what is wrong with it, one line."""
-    from gptperf.perfmodel.hardware import UnusableCacheError
+    from gptperf.perfmodel.hardware import UnusableCacheError, check_cache_dir
 
     device = as_device(device)
     if not force:
@@ -475,6 +475,7 @@ def ceilings_for(
                 notify(f"{err.problem}: measuring again")
         if cached is not None and (quick or not cached.quick):
             return cached, True
+    check_cache_dir("ceilings")  # where they are saved: before the sweep
     ceilings = measure_ceilings(device, quick=quick, progress=progress)
     save_ceilings(ceilings)
     return ceilings, False

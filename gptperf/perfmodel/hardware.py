@@ -422,6 +422,17 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "gptperf"
 
 
+CACHE_FLAG = "the cache folder (GPTPERF_CACHE_DIR, else ~/.cache/gptperf)"
+
+
+def check_cache_dir(sub: str) -> Path:
+    """`cache_dir() / sub` when a measurement can be saved there (the folder is, or can be made,
+    writable); else a one-line UserError naming GPTPERF_CACHE_DIR, before the measurement."""
+    from gptperf.writable import check_output_dir
+
+    return check_output_dir(cache_dir() / sub, CACHE_FLAG)
+
+
 def measured_hardware_path(device_name: str) -> Path:
     """Where `gptperf ceilings` keeps the measured ceilings of `device_name`."""
     return cache_dir() / "ceilings" / f"{slug(device_name)}.toml"
