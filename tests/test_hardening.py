@@ -389,6 +389,20 @@ def test_contradictory_flags_are_refused(tmp_path: Path, capsys: Any, no_work: N
     hardening.finish(FLAGS)
 
 
+def test_a_folder_or_an_empty_name_where_a_file_is_read_is_named_as_such(
+        tmp_path: Path, capsys: Any, no_work: None) -> None:
+    cases = [
+        (["model", *MODEL, "--hardware", str(tmp_path)], f"hardware file {str(tmp_path)!r} is a folder"),
+        (["profile", "--trace", str(tmp_path), "--out", str(tmp_path / "p")],
+         f"trace file {str(tmp_path)!r} is a folder; give the trace.json in it"),
+        (["train", *TRAIN, "--data", "", "--no-checkpoint"], "data '' is empty"),
+    ]
+    for argv, words in cases:
+        outcome = run_cli(capsys, argv)
+        assert outcome.code == 2, (argv, outcome)
+        assert words in outcome.err and len(outcome.err.strip().splitlines()) == 1, (argv, outcome.err)
+
+
 # --- 7. temporary files -------------------------------------------------------------------------
 
 

@@ -104,6 +104,9 @@ def load_corpus(
                         f"{what} is read one byte per token (vocabulary 256): drop --vocab-size")
     if source is None:
         return _from_text(embedded_text().encode("utf-8"), EMBEDDED, val_fraction)
+    if not str(source).strip():  # Path("") is "." and would read the current folder
+        raise UserError(f"data {str(source)!r} is empty; give a UTF-8 text file or a folder with "
+                        "train.bin/val.bin (or no --data for the embedded corpus)")
     assert path is not None
     if not path.exists():
         raise UserError(f"data {str(source)!r} not found; give a UTF-8 text file or a folder "

@@ -350,6 +350,9 @@ def hardware_from_toml(source: str | os.PathLike[str], *, origin: str | None = N
     naming the file (and the field)."""
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source and "=" not in source):
         path = Path(source)
+        if path.is_dir():
+            raise UserError(f"hardware file {str(path)!r} is a folder; give a TOML file (as "
+                            "`gptperf ceilings` writes) or a registry name")
         if not path.is_file():
             raise UserError(f"hardware file {str(path)!r} does not exist")
         return _hardware_from_file(path, origin=origin)

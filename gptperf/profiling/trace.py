@@ -171,6 +171,9 @@ class Attribution:
 def load_trace(path: str | Path) -> dict[str, Any]:
     """A Chrome/Kineto JSON trace (plain or .gz) as a dict; a one-line UserError when it isn't one."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"trace file {str(path)!r} is a folder; give the trace.json in it (or a "
+                        "torch.profiler JSON trace)")
     if not path.is_file():
         raise UserError(f"trace file {str(path)!r} does not exist (or is not a file)")
     try:
