@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "RELIABILITY.md"
+WRONG_KIND = ("input of the wrong kind or place (a folder for a file, an empty name, a bad trace "
+              "event, a folder torch.profiler cannot name, an unwritable cache, a step the "
+              "workers cannot run)")
 
 BAD_INPUT = "Bad input, each class the hardening issue found (tests/test_hardening.py)"
 GENERATED = "Generated arguments, hypothesis (tests/test_hardening_properties.py)"
@@ -33,7 +36,7 @@ CLASSES: dict[str, str] = {
         "train --no-checkpoint beside an existing checkpoint", "malicious or garbage checkpoint",
         "contradictory flags", "temporary files left by killed writes",
         "stderr noise (Kineto USDT lines, dynamo profiler warning)", "errors under --json",
-        "malformed --device")},
+        "malformed --device", WRONG_KIND)},
     **{f"gptperf {c} …": GENERATED for c in COMMAND_NAMES},
     **{c: CRASH for c in ("checkpoint (gptperf.checkpoint.save_checkpoint)",
                           "report folder (gptperf report, atomic folder swap)",

@@ -41,8 +41,9 @@ TEMPS = "temporary files left by killed writes"
 NOISE = "stderr noise (Kineto USDT lines, dynamo profiler warning)"
 JSON = "errors under --json"
 DEVICE = "malformed --device"
+WRONG_KIND = hardening.WRONG_KIND
 assert all(hardening.CLASSES[c] == hardening.BAD_INPUT for c in (
-    PATHS, MEMORY, OOM, TOKENS, NO_CKPT, CKPT, FLAGS, TEMPS, NOISE, JSON, DEVICE))
+    PATHS, MEMORY, OOM, TOKENS, NO_CKPT, CKPT, FLAGS, TEMPS, NOISE, JSON, DEVICE, WRONG_KIND))
 
 GIB = 2**30
 
@@ -352,6 +353,12 @@ def test_bad_checkpoints_never_advise_unsafe_loading(tmp_path: Path, capsys: Any
                    "ckpt.pt", "a Python object (io.open)", "never unpickles")
     assert "weights_only" not in err
     assert not marker.exists()
+    state = GPT(config).state_dict()
+    state["transformer.wte.weight"][0, 0] = float("nan")  # a diverged run's weights
+    nan = save_checkpoint(tmp_path / "nan", model_config=config, model=state)
+    for argv in (["generate", "--checkpoint", str(nan), "--device", "cpu", "--tokens", "2"],
+                 ["score", "ab", "--checkpoint", str(nan), "--device", "cpu"]):
+        _refused(capsys, argv, tmp_path, CKPT, "transformer.wte.weight holds 1 NaN or infinite value")
     hardening.finish(CKPT)
 
 
@@ -389,18 +396,32 @@ def test_contradictory_flags_are_refused(tmp_path: Path, capsys: Any, no_work: N
     hardening.finish(FLAGS)
 
 
-def test_a_folder_or_an_empty_name_where_a_file_is_read_is_named_as_such(
-        tmp_path: Path, capsys: Any, no_work: None) -> None:
+def test_input_of_the_wrong_kind_or_place_is_named_as_such(
+        tmp_path: Path, capsys: Any, no_work: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gptperf.measure.calibrate
+
+    monkeypatch.setattr(gptperf.measure.calibrate, "calibrate", _fail)
+    trace = tmp_path / "trace.json"
+    trace.write_text('{"traceEvents": [{"ph": "X", "name": "ProfilerStep#1", "ts": "abc", "dur": 5}]}')
+    afile = tmp_path / "afile"
+    afile.write_text("a file, not a folder")
     cases = [
-        (["model", *MODEL, "--hardware", str(tmp_path)], f"hardware file {str(tmp_path)!r} is a folder"),
+        (["model", *MODEL, "--hardware", str(tmp_path)], [f"hardware file {str(tmp_path)!r} is a folder"]),
         (["profile", "--trace", str(tmp_path), "--out", str(tmp_path / "p")],
-         f"trace file {str(tmp_path)!r} is a folder; give the trace.json in it"),
-        (["train", *TRAIN, "--data", "", "--no-checkpoint"], "data '' is empty"),
+         [f"trace file {str(tmp_path)!r} is a folder; give the trace.json in it"]),
+        (["profile", "--trace", str(trace), "--out", str(tmp_path / "p")], ["has ts 'abc' and dur 5"]),
+        (["profile", *MODEL, "--device", "cpu", "--out", str(tmp_path / 'p"q')],
+         ["torch.profiler writes into the trace unescaped"]),
+        (["train", *TRAIN, "--data", "", "--no-checkpoint"], ["data '' is empty"]),
+        (["scale", *MODEL, "--device", "cpu", "--dtype", "fp16", "--batch", "4", "--seq", "16"],
+         ["dtype 'fp16' autocast needs a GPU"]),
     ]
     for argv, words in cases:
-        outcome = run_cli(capsys, argv)
-        assert outcome.code == 2, (argv, outcome)
-        assert words in outcome.err and len(outcome.err.strip().splitlines()) == 1, (argv, outcome.err)
+        _refused(capsys, argv, tmp_path, WRONG_KIND, *words)
+    monkeypatch.setenv("GPTPERF_CACHE_DIR", str(afile))
+    _refused(capsys, ["calibrate", "--device", "cpu", "--quick", "--force"], tmp_path, WRONG_KIND,
+             "the cache folder (GPTPERF_CACHE_DIR", "is a file, not a folder")
+    hardening.finish(WRONG_KIND)  # a report too large to fit: tests/test_report.py
 
 
 # --- 7. temporary files -------------------------------------------------------------------------
