@@ -90,6 +90,23 @@ def check_output_file(path: str | os.PathLike[str], flag: str,
     return p
 
 
+def check_replaceable_file(path: str | os.PathLike[str], flag: str, *, what: str,
+                           is_ours: Callable[[Any], bool]) -> Path:
+    """`path` as a Path when gptperf may write its `what` (JSON) there: a new file, or one holding
+    an earlier document `is_ours` recognises; else a one-line UserError (a user's own file is never
+    replaced). Checked as `check_output_file` too."""
+    p = check_output_file(path, flag, ("json",))
+    if p.exists():
+        try:
+            ours = bool(is_ours(json.loads(p.read_text(encoding="utf-8"))))
+        except (OSError, ValueError):  # unreadable, not JSON (or not UTF-8)
+            ours = False
+        if not ours:
+            raise UserError(f"{flag} {str(p)!r} exists and holds no gptperf {what}: it is not "
+                            "replaced; give a new file name, or remove it first")
+    return p
+
+
 def check_output_dir(path: str | os.PathLike[str], flag: str, *, replaced_whole: bool = False) -> Path:
     """`path` as a Path when a folder can be written (or created) there; else a one-line
     UserError. `replaced_whole`: the folder is swapped in beside the old one

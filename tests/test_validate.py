@@ -797,6 +797,21 @@ def test_bad_output_paths_fail_before_any_work(stood_in: dict[str, float], tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--plot-dir" in err[0] and "validation.svg" in err[0]
     assert not (tmp_path / "v.json").exists()
+    # a user's own file is not replaced; an earlier validate result is
+    mine = tmp_path / "mine.json"
+    for content in ('{"precious": true}', "not json", '{"schema": "gptperf.bench/1"}'):
+        mine.write_text(content)
+        assert main(["validate", "--device", "cpu", "--out", str(mine)]) == 2
+        assert mine.read_text() == content
+        assert capsys.readouterr().err.strip() == (
+            f"gptperf validate: error: --out {str(mine)!r} exists and holds no gptperf validate "
+            "result: it is not replaced; give a new file name, or remove it first")
+    from gptperf.validate.results import SCHEMA
+    from gptperf.writable import check_replaceable_file
+
+    mine.write_text(json.dumps({"schema": SCHEMA}))
+    assert check_replaceable_file(mine, "--out", what="validate result",
+                                  is_ours=lambda doc: doc.get("schema") == SCHEMA) == mine
 
 
 # --- one real measurement and profile ------------------------------------------------------------

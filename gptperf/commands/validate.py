@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write validation.png and validation.svg (predicted vs measured) there, "
                              "replacing files of those names")
     parser.add_argument("--out", metavar="FILE",
-                        help="also write the JSON document to FILE (atomically)")
+                        help="also write the JSON document to FILE (atomically; an existing FILE only if it holds an earlier validate result)")
     parser.add_argument("--random", type=int, metavar="N",
                         help="instead of the fixed sweep, N configurations drawn at random off it "
                              "and off the calibration's shapes (1 to 64)")
@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from gptperf.errors import UserError
     from gptperf.output import emit_json, err_console, rich_progress, to_json
     from gptperf.validate.drawn import MAX_CASES, draw_cases
-    from gptperf.validate.results import CalibrationInfo
+    from gptperf.validate.results import SCHEMA, CalibrationInfo
     from gptperf.validate.run import load_calibration, validate
-    from gptperf.writable import check_output_file
+    from gptperf.writable import check_replaceable_file
 
     if args.random is not None and not 1 <= args.random <= MAX_CASES:
         raise UserError(f"--random {args.random}: draw 1 to {MAX_CASES} cases")
@@ -53,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seed {args.seed} seeds --random N; give --random too")
     if args.plot_dir is not None:
         check_folder(args.plot_dir, "--plot-dir", files=[f"{PLOT_NAME}.{fmt}" for fmt in PLOT_FORMATS])
-    if args.out is not None:
-        check_output_file(args.out, "--out", ("json",))
+    if args.out is not None:  # a user's own file is never replaced
+        check_replaceable_file(args.out, "--out", what="validate result",
+                               is_ours=lambda doc: isinstance(doc, dict) and doc.get("schema") == SCHEMA)
     from gptperf.runtime import resolve_device
 
     device = resolve_device(args.device)
