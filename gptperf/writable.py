@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,11 +128,14 @@ def check_output_dir(path: str | os.PathLike[str], flag: str, *, replaced_whole:
 
 
 def check_replaceable_dir(path: str | os.PathLike[str], flag: str, *, what: str, marker_file: str,
-                          is_ours: Callable[[Any], bool]) -> Path:
+                          is_ours: Callable[[Any], bool],
+                          written: Callable[[Any], Iterable[str] | None] | None = None) -> Path:
     """`path` as a Path when gptperf may replace the folder there whole with its `what` (e.g.
     "profile", "report"; gptperf.atomic.atomic_dir): it is absent, empty, or holds `marker_file`
-    (JSON) that `is_ours` recognises as one gptperf wrote; and it (or where it would be made) and
-    its parent are writable. Else a one-line UserError: `--out .` must not wipe a home folder."""
+    (JSON) that `is_ours` recognises as one gptperf wrote, and nothing beside what that one wrote
+    (`written(document)`: the names it put in the folder; None where it cannot tell); and it (or
+    where it would be made) and its parent are writable. Else a one-line UserError: `--out .`
+    must not wipe a home folder, nor a replaced profile the notes a user put in it."""
     p = usable_path(path, flag)
     try:
         is_dir, exists = p.is_dir(), p.exists()
@@ -148,7 +151,8 @@ def check_replaceable_dir(path: str | os.PathLike[str], flag: str, *, what: str,
                             "empty folder") from None
         if not empty:
             try:
-                ours = bool(is_ours(json.loads((p / marker_file).read_text(encoding="utf-8"))))
+                doc = json.loads((p / marker_file).read_text(encoding="utf-8"))
+                ours = bool(is_ours(doc))
             except (OSError, ValueError):  # missing, unreadable, not JSON (or not UTF-8)
                 ours = False
             if not ours:
@@ -156,4 +160,12 @@ def check_replaceable_dir(path: str | os.PathLike[str], flag: str, *, what: str,
                     f"{flag} {str(p)!r} is not a gptperf {what} folder: it holds no gptperf "
                     f"{what} ({marker_file} of one), and the {what} replaces its folder whole; "
                     "give a new or empty folder")
+            names = written(doc) if written is not None else None
+            if names is not None:
+                foreign = sorted({e.name for e in p.iterdir()} - set(names) - {marker_file})
+                if foreign:
+                    raise UserError(
+                        f"{flag} {str(p)!r} holds {foreign[0]!r}, which no gptperf {what} wrote, "
+                        f"and the {what} replaces its folder whole; move it out, or give a new or "
+                        "empty folder")
     return check_output_dir(p, flag, replaced_whole=True)

@@ -387,6 +387,21 @@ def test_a_folder_torch_would_write_into_its_trace_unescaped_is_refused_before_t
     check_trace_folder(tmp_path / "p q'é")  # spaces, quotes and letters torch escapes well enough
 
 
+def test_an_earlier_profile_is_replaced_but_not_a_file_put_beside_it(tmp_path):
+    from gptperf.profiling.recorded import check_profile_dir
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    paths = {"trace": str(folder / "trace.json"), "tensorboard": str(folder / "tensorboard")}
+    (folder / "profile.json").write_text(json.dumps({"schema": "gptperf.profile/1", "paths": paths}))
+    (folder / "trace.json").write_text("{}")
+    (folder / "tensorboard").mkdir()
+    assert check_profile_dir(folder) == folder
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"holds 'notes.txt', which no gptperf profile wrote"):
+        check_profile_dir(folder)
+
+
 def test_refuses_to_replace_a_foreign_folder(tmp_path):
     from gptperf.profiling import profile_workload
 

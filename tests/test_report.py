@@ -168,6 +168,24 @@ def test_the_metrics_table_shows_the_sm_clock_where_nvml_read_one(quick_report: 
     table = page[page.index('id="metrics-table"'):]
     assert '<td data-v="1874.0" class="n">1874 MHz (95 %)</td>' in table[:table.index("</table>")]
 
+def test_a_report_names_every_entry_of_its_folder_and_a_foreign_one_stops_the_next(
+        quick_report: tuple[Path, object], tmp_path: Path) -> None:
+    """The next report replaces the folder whole: it may, as long as the folder holds only what
+    the earlier one wrote (its page, pictures, traces, checkpoint); a file a user put there
+    stops it."""
+    from gptperf.report.build import check_output_dir, report_files
+
+    out, _ = quick_report
+    doc = json.loads((out / "report.json").read_text())
+    assert {e.name for e in out.iterdir()} - {"report.json"} == report_files(doc)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    check_output_dir(copy)
+    (copy / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"holds 'notes.txt', which no gptperf report wrote"):
+        check_output_dir(copy)
+
+
 def test_report_json_of_another_schema_is_refused_in_one_line(
         quick_report: tuple[Path, object]) -> None:
     out, _ = quick_report

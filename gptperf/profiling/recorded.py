@@ -43,7 +43,16 @@ def check_profile_dir(out: str | Path, flag: str = "--out") -> Path:
     from gptperf.writable import check_replaceable_dir
 
     return check_replaceable_dir(out, flag, what="profile", marker_file="profile.json",
-                                 is_ours=is_profile_document)
+                                 is_ours=is_profile_document, written=profile_files)
+
+
+def profile_files(doc: Any) -> set[str] | None:
+    """The names an earlier profile wrote in its folder (its document's paths); None for a
+    document without them."""
+    paths = doc.get("paths") if isinstance(doc, dict) else None
+    if not isinstance(paths, dict):
+        return None
+    return {Path(str(v)).name for v in paths.values()}
 
 
 # torch.profiler writes the trace file's own path into the trace ("traceName") unescaped

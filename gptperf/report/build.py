@@ -149,7 +149,21 @@ def check_output_dir(out: Path) -> None:
     from gptperf.writable import check_replaceable_dir
 
     check_replaceable_dir(out, "--out", what="report", marker_file="report.json",
-                          is_ours=is_report_document)
+                          is_ours=is_report_document, written=report_files)
+
+
+def report_files(doc: Any) -> set[str] | None:
+    """The names an earlier report wrote in its folder: its page, its pictures' and traces'
+    folders or files, its checkpoint's folder; None for a document without them."""
+    pictures, traces = doc.get("pictures"), doc.get("traces")
+    if not (isinstance(pictures, dict) and isinstance(traces, dict)):
+        return None
+    paths = [*pictures.values(), *traces.values()]
+    train = (doc.get("stages", {}).get("train") or {}).get("data") or {}
+    checkpoint = (train.get("result") or {}).get("checkpoint") if isinstance(train, dict) else None
+    if checkpoint:
+        paths.append(checkpoint)
+    return {"index.html"} | {Path(str(path)).parts[0] for path in paths if str(path)}
 
 
 class ReportProgress(Protocol):
