@@ -7,6 +7,7 @@ import gzip
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -387,19 +388,26 @@ def test_a_folder_torch_would_write_into_its_trace_unescaped_is_refused_before_t
     check_trace_folder(tmp_path / "p q'é")  # spaces, quotes and letters torch escapes well enough
 
 
-def test_an_earlier_profile_is_replaced_but_not_a_file_put_beside_it(tmp_path):
-    from gptperf.profiling.recorded import check_profile_dir
+def test_an_earlier_profile_is_replaced_but_not_a_file_put_beside_it(profiled, tmp_path):
+    """A profile replaces an earlier one whole: its own files (every one a recording and its
+    analysis write) go, but a file a user put beside them stops it; a re-analysis in place
+    keeps the folder's other files, so it may go on."""
+    from gptperf.profiling import analyse_trace_file
+    from gptperf.profiling.recorded import PROFILE_FILES, check_profile_dir, trace_in_folder
+    from gptperf.profiling.run import ANALYSIS_FILES
 
+    _, out, _ = profiled
+    assert {e.name for e in out.iterdir()} == set(PROFILE_FILES) and set(ANALYSIS_FILES) <= set(PROFILE_FILES)
     folder = tmp_path / "p"
-    folder.mkdir()
-    paths = {"trace": str(folder / "trace.json"), "tensorboard": str(folder / "tensorboard")}
-    (folder / "profile.json").write_text(json.dumps({"schema": "gptperf.profile/1", "paths": paths}))
-    (folder / "trace.json").write_text("{}")
-    (folder / "tensorboard").mkdir()
+    shutil.copytree(out, folder)
     assert check_profile_dir(folder) == folder
     (folder / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match=r"holds 'notes.txt', which no gptperf profile wrote"):
         check_profile_dir(folder)
+    assert trace_in_folder(folder / "trace.json", folder) and not trace_in_folder(out / "trace.json", folder)
+    assert check_profile_dir(folder, keeps_others=True) == folder
+    analyse_trace_file(folder / "trace.json", out_dir=folder, plot=False)
+    assert (folder / "notes.txt").read_text() == "mine"
 
 
 def test_refuses_to_replace_a_foreign_folder(tmp_path):

@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o = parser.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", default="profile",
                    help="folder for traces, tables and pictures, replaced whole: a new or empty "
-                        "folder or an earlier profile (default: profile)")
+                        "folder or an earlier profile with nothing else in it (default: profile)")
     o.add_argument("--trace", metavar="FILE",
                    help="re-analyse an existing Chrome/Kineto JSON trace instead of running; the "
                         "model and workload are the ones it was recorded with (flags that "
@@ -87,12 +87,13 @@ def run(args: argparse.Namespace) -> int | None:
                         f"--{'' if args.compile else 'no-'}compile would not apply: drop it")
 
     from gptperf.output import emit_json
-    from gptperf.profiling.recorded import check_profile_dir, check_trace_folder
+    from gptperf.profiling.recorded import check_profile_dir, check_trace_folder, trace_in_folder
     from gptperf.profiling.run import analyse_trace_file, profile_workload
 
     # the folder is replaced whole, by a run or a re-analysis: only a new, empty or earlier
     # profile folder (a user's own files are never replaced nor written beside)
-    check_profile_dir(args.out, "--out")
+    check_profile_dir(args.out, "--out",
+                      keeps_others=bool(args.trace) and trace_in_folder(args.trace, args.out))
     if args.trace:
         # flags left out take the trace's record; given ones must match it
         result = analyse_trace_file(

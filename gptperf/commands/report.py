@@ -20,8 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=list(PRESETS), default=None,
                         help="model shape (default: tiny on CPU, gpt2 on a GPU)")
     parser.add_argument("--out", metavar="DIR", default="gptperf-report",
-                        help="folder for index.html, report.json, pictures and traces "
-                             "(default: gptperf-report)")
+                        help="folder for index.html, report.json, pictures and traces, replaced "
+                             "whole: a new or empty folder or an earlier report with nothing else "
+                             "in it (default: gptperf-report)")
     add_device_argument(parser)
     parser.add_argument("--dtype", choices=("fp32", "tf32", "bf16", "fp16"), default=None,
                         help="compute precision (default: fp32 on CPU, bf16 on a GPU)")

@@ -36,23 +36,31 @@ def is_profile_document(doc: Any) -> bool:
     return all(k in doc for k in _LEGACY_PROFILE_KEYS) and isinstance(doc["workload"], dict)
 
 
-def check_profile_dir(out: str | Path, flag: str = "--out") -> Path:
+# Every name a profile writes in its folder (`profiling.run`: the recording, then the analysis)
+PROFILE_FILES = ("trace.json", "tensorboard", "ops.csv", "components.csv", "layers.csv",
+                 "trace.gptperf.json", "roofline.png", "profile.json")
+
+
+def check_profile_dir(out: str | Path, flag: str = "--out", *, keeps_others: bool = False) -> Path:
     """`out` as a Path when a profile may replace it whole: absent, empty, or an earlier profile
-    (its profile.json); else a one-line UserError naming `flag` (a user's folder is never
-    replaced, nor written into)."""
+    (its profile.json) holding nothing but what a profile writes (PROFILE_FILES), unless
+    `keeps_others` (a re-analysis in place keeps the folder's other files); else a one-line
+    UserError naming `flag` (a user's folder is never replaced, nor written into, and a file a
+    user put beside a profile is not deleted with it)."""
     from gptperf.writable import check_replaceable_dir
 
     return check_replaceable_dir(out, flag, what="profile", marker_file="profile.json",
-                                 is_ours=is_profile_document, written=profile_files)
+                                 is_ours=is_profile_document,
+                                 written=None if keeps_others else lambda doc: PROFILE_FILES)
 
 
-def profile_files(doc: Any) -> set[str] | None:
-    """The names an earlier profile wrote in its folder (its document's paths); None for a
-    document without them."""
-    paths = doc.get("paths") if isinstance(doc, dict) else None
-    if not isinstance(paths, dict):
-        return None
-    return {Path(str(v)).name for v in paths.values()}
+def trace_in_folder(trace: str | Path, out: str | Path) -> bool:
+    """Whether `trace` lies in the folder `out` (a re-analysis in place)."""
+    try:
+        out = Path(out).expanduser()
+        return out.exists() and Path(trace).expanduser().resolve().is_relative_to(out.resolve())
+    except OSError:
+        return False
 
 
 # torch.profiler writes the trace file's own path into the trace ("traceName") unescaped

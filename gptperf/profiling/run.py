@@ -56,6 +56,7 @@ from gptperf.profiling.recorded import (
     check_profile_dir,
     check_trace_folder,
     recorded_workload,
+    trace_in_folder,
     trace_workload,
     workload_doc,
 )
@@ -433,7 +434,8 @@ def analyse_trace_file(
     None take its values, and given ones must match it. Without a record they say what the trace
     is (defaults: tiny, train, 8, min(block, 256), fp32) and the result's workload says
     "source": "flags"."""
-    out = check_profile_dir(out_dir)
+    in_place = trace_in_folder(trace, out_dir)
+    out = check_profile_dir(out_dir, keeps_others=in_place)
     trace = Path(trace)
     doc = load_trace(trace)
     recorded = recorded_workload(doc, trace)
@@ -451,10 +453,6 @@ def analyse_trace_file(
         ours = doc.get(RECORD_KEY)
         doc[RECORD_KEY] = {**(ours if isinstance(ours, dict) else {}),
                            PROFILED_KEY: ProfiledWorkload(tw.to_dict(), tw.device, "").to_dict()}
-    try:
-        in_place = out.exists() and trace.resolve().is_relative_to(out.resolve())
-    except OSError:
-        in_place = False
     with atomic_dir(out) as tmp:
         result = _analyse(
             doc, str(trace), tmp, final=out, predicted=predicted, available=available,
