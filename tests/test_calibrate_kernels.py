@@ -31,6 +31,7 @@ KIB, MIB = 2**10, 2**20
 def _small(mp: pytest.MonkeyPatch) -> None:
     """Small CPU point lists, tables and timed loops, so a whole sweep takes a second or two."""
     mp.setitem(cp.MATMUL_M, "cpu", (1, 16, 256))
+    mp.setitem(cp.MATMUL_M_KEPT, "cpu", ())
     mp.setitem(cp.MATMUL_N, "cpu", (128, 512))
     mp.setitem(cp.MATMUL_K, "cpu", (128, 256))
     mp.setitem(cp.ATTENTION_BH, "cpu", (2, 4))
@@ -359,6 +360,7 @@ def test_bad_input_is_a_one_line_error() -> None:
 
 def test_matmul_time_grows_with_work(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(cp.MATMUL_M, "cpu", (256, 1024))
+    monkeypatch.setitem(cp.MATMUL_M_KEPT, "cpu", ())
     monkeypatch.setitem(cp.MATMUL_N, "cpu", (512,))
     monkeypatch.setitem(cp.MATMUL_K, "cpu", (512,))
     monkeypatch.setitem(kt.POOL_BYTES, "cpu", 8 * MIB)
@@ -790,6 +792,15 @@ def test_cache_reach_runs_every_layer_of_its_count_a_call_and_keeps_the_median_r
     layer = 4 * sum(n * k for _, n, k in cp.CACHE_REACH_LAYER)
     assert curve.x == (layer, 3.0 * layer) and curve.seconds == (7.0, 9.0 / 3)
     assert set(per_call[1]) == {4} and set(per_call[3]) == {12}
+
+
+def test_a_cpu_grid_measures_eight_rows_quick_or_not() -> None:
+    """Eight rows (a batch-8 decode) run their own kernels on a CPU: measured in every grid,
+    where quick mode keeps every other row of MATMUL_M."""
+    for quick in (False, True):
+        rows = cp._matmul_axes("cpu", quick)[0]
+        assert 8 in rows and set(rows) == set(cp._thin(cp.MATMUL_M["cpu"], quick)) | {8}
+    assert cp._matmul_axes("cuda", True)[0] == cp._thin(cp.MATMUL_M["cuda"], True)
 
 
 def test_the_cpus_curves_past_the_cache_end_at_its_pool() -> None:

@@ -33,6 +33,11 @@ COMPILED_DTYPE = "bf16"  # compiled host costs and recordings: the dtype compile
 # rows every GPT layer fills the card: time grows with M (the Grid's growth).
 MATMUL_M = {"cuda": (1, 4, 16, 64, 256, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384),
             "cpu": (1, 2, 3, 4, 16, 64, 256, 1024, 4096)}
+# Rows measured in the quick grid too (`_thin` keeps every other point of MATMUL_M): a CPU's
+# library runs a batch-8 decode's few-row matmuls slower than both 4 and 16 rows (2 cores, Intel
+# VM, fp32, weights cycled through 512 MiB, 2026-12-05: 768×3072 took 0.79, 1.05, 0.86 ms at 4, 8,
+# 16 rows; 50304×768 11.0, 18.5, 14.4 ms), which reading between 4 and 16 rows cannot see.
+MATMUL_M_KEPT = {"cuda": (), "cpu": (8,)}
 # A CPU matmul's time is near proportional to N and K below 128 (2 cores, 800 rows: N 384, K 64,
 # 96, 128 took 214, 307, 459 µs), so the CPU axes start at 64: a grid read below its first point
 # takes that point's time, which charged a C 96 model's layers 1.3-1.8x what they took.
@@ -292,8 +297,8 @@ def _fits(nbytes: int, memory_bytes: int | None) -> bool:
 
 
 def _matmul_axes(device_type: str, quick: bool) -> tuple[tuple[int, ...], ...]:
-    return (_thin(MATMUL_M[device_type], quick), _thin(MATMUL_N[device_type], quick),
-            _thin(MATMUL_K[device_type], quick))
+    rows = tuple(sorted({*_thin(MATMUL_M[device_type], quick), *MATMUL_M_KEPT[device_type]}))
+    return rows, _thin(MATMUL_N[device_type], quick), _thin(MATMUL_K[device_type], quick)
 
 
 def _matmul_cells(device_type: str, dtype: str, quick: bool,
