@@ -152,18 +152,22 @@ def check_output_dir(out: Path) -> None:
                           is_ours=is_report_document, written=report_files)
 
 
+# What the report's stages write at the top of its folder (`report.stages`), whatever its
+# settings, beside a folder per profiled kind
+REPORT_FILES = ("index.html", "report.json", "pictures", "checkpoint")
+
+
 def report_files(doc: Any) -> set[str] | None:
-    """The names an earlier report wrote in its folder: its page, its pictures' and traces'
-    folders or files, its checkpoint's folder; None for a document without them."""
+    """The names an earlier report wrote in its folder: REPORT_FILES, its profiles' folders and
+    the first part of each of its pictures' and traces' paths; None for a document without them."""
+    from gptperf.report.stages import PROFILE_KINDS
+
     pictures, traces = doc.get("pictures"), doc.get("traces")
     if not (isinstance(pictures, dict) and isinstance(traces, dict)):
         return None
-    paths = [*pictures.values(), *traces.values()]
-    train = (doc.get("stages", {}).get("train") or {}).get("data") or {}
-    checkpoint = (train.get("result") or {}).get("checkpoint") if isinstance(train, dict) else None
-    if checkpoint:
-        paths.append(checkpoint)
-    return {"index.html"} | {Path(str(path)).parts[0] for path in paths if str(path)}
+    paths = [str(path) for path in (*pictures.values(), *traces.values()) if str(path)]
+    return ({*REPORT_FILES, *(f"profile-{kind}" for kind in PROFILE_KINDS)}
+            | {Path(path).parts[0] for path in paths})
 
 
 class ReportProgress(Protocol):
