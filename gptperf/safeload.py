@@ -1,5 +1,6 @@
 """torch.load of a file a user hands us: tensors and plain data only (`weights_only=True`), and
-our own one-line reason when it is refused — never torch's advice to load it unsafely instead."""
+our own one-line reason when it is refused — never torch's advice to load it unsafely instead;
+and weights read from such a file checked for NaN and infinity (`check_finite`)."""
 
 from __future__ import annotations
 

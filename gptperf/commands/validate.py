@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write validation.png and validation.svg (predicted vs measured) there, "
                              "replacing files of those names")
     parser.add_argument("--out", metavar="FILE",
-                        help="also write the JSON document to FILE (atomically; an existing FILE only if it holds an earlier validate result)")
+                        help="also write the JSON document to FILE (atomically; an existing FILE "
+                             "only if it holds an earlier validate result)")
     parser.add_argument("--random", type=int, metavar="N",
                         help="instead of the fixed sweep, N configurations drawn at random off it "
                              "and off the calibration's shapes (1 to 64)")
