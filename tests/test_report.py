@@ -487,6 +487,7 @@ def test_a_report_that_would_not_fit_is_refused_before_any_stage(
     def free(gib: float) -> None:
         monkeypatch.setattr(gptperf.memguard, "available_memory", lambda device: (gib * 2**30, "(test)"))
 
+    monkeypatch.setattr(stages, "STAGES", [Stage("device", "Device", lambda ctx, p: pytest.fail("a stage ran"), 1.0)])
     free(1.0)
     assert main(["report", "--device", "cpu", "--preset", "gpt2", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
