@@ -90,6 +90,16 @@ def check_output_file(path: str | os.PathLike[str], flag: str,
     return p
 
 
+def _our_document(path: Path, is_ours: Callable[[Any], bool]) -> Any:
+    """The JSON document at `path` when `is_ours` recognises it as one gptperf wrote; None when
+    it is not, or is missing, unreadable, not JSON (or not UTF-8)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if is_ours(doc) else None
+
+
 def check_replaceable_file(path: str | os.PathLike[str], flag: str, *, what: str,
                            is_ours: Callable[[Any], bool]) -> Path:
     """`path` as a Path when gptperf may write its `what` (JSON) there: a new file, or one holding
@@ -97,11 +107,7 @@ def check_replaceable_file(path: str | os.PathLike[str], flag: str, *, what: str
     replaced). Checked as `check_output_file` too."""
     p = check_output_file(path, flag, ("json",))
     if p.exists():
-        try:
-            ours = bool(is_ours(json.loads(p.read_text(encoding="utf-8"))))
-        except (OSError, ValueError):  # unreadable, not JSON (or not UTF-8)
-            ours = False
-        if not ours:
+        if _our_document(p, is_ours) is None:
             raise UserError(f"{flag} {str(p)!r} exists and holds no gptperf {what}: it is not "
                             "replaced; give a new file name, or remove it first")
     return p
@@ -150,12 +156,8 @@ def check_replaceable_dir(path: str | os.PathLike[str], flag: str, *, what: str,
             raise UserError(f"{flag} {str(p)!r} cannot be read ({err.strerror}); give a new or "
                             "empty folder") from None
         if not empty:
-            try:
-                doc = json.loads((p / marker_file).read_text(encoding="utf-8"))
-                ours = bool(is_ours(doc))
-            except (OSError, ValueError):  # missing, unreadable, not JSON (or not UTF-8)
-                ours = False
-            if not ours:
+            doc = _our_document(p / marker_file, is_ours)
+            if doc is None:
                 raise UserError(
                     f"{flag} {str(p)!r} is not a gptperf {what} folder: it holds no gptperf "
                     f"{what} ({marker_file} of one), and the {what} replaces its folder whole; "

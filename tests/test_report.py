@@ -527,6 +527,10 @@ def test_out_folder_that_is_not_a_report_is_refused(tmp_path: Path,
     file.write_text("x")
     with pytest.raises(UserError, match="is a file"):
         build_report(_opts(file), [])
+    # its profile stage records traces there: a path torch.profiler would write unescaped
+    with pytest.raises(UserError, match="torch.profiler writes into the trace unescaped"):
+        build_report(_opts(tmp_path / 'r"q'), [])
+    assert not (tmp_path / 'r"q').exists()
 
 
 def test_command_module_imports_no_torch() -> None:

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int | None:
                         f"--{'' if args.compile else 'no-'}compile would not apply: drop it")
 
     from gptperf.output import emit_json
-    from gptperf.profiling.recorded import check_profile_dir, check_trace_folder, trace_in_folder
+    from gptperf.profiling.recorded import check_profile_dir, trace_in_folder
     from gptperf.profiling.run import analyse_trace_file, profile_workload
 
     # the folder is replaced whole, by a run or a re-analysis: only a new, empty or earlier
@@ -112,7 +112,6 @@ def run(args: argparse.Namespace) -> int | None:
 
         device = resolve_device(args.device)
         config.check_sequence(seq)
-        check_trace_folder(args.out, "--out")
         guard_memory(config, args.workload, batch, seq, args.dtype, device, compile=bool(args.compile))
         result = profile_workload(
             config, args.workload, batch=batch, seq=seq, dtype=args.dtype,

@@ -52,11 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int | None:
     from gptperf.output import err_console
-    from gptperf.profiling.recorded import check_trace_folder
     from gptperf.report import ReportInterrupted, ReportOptions, build_report
 
     check_folder(args.out, "--out", replaced_whole=True)  # before minutes of stages
-    check_trace_folder(args.out, "--out")  # its profile stage records a trace there
     options = ReportOptions(
         out=args.out, preset=args.preset, device=args.device, dtype=args.dtype,
         train_seconds=args.train_seconds, compile=args.compile, quick=args.quick,

@@ -145,11 +145,14 @@ def is_report_document(doc: Any) -> bool:
 
 def check_output_dir(out: Path) -> None:
     """Refuse to replace a folder that is not an earlier report: `--out .` must not wipe a home
-    (the rule `gptperf profile` applies too: gptperf.writable.check_replaceable_dir)."""
+    (the rule `gptperf profile` applies too: gptperf.writable.check_replaceable_dir); and a
+    folder whose path torch.profiler would write into the profile stage's traces unescaped."""
+    from gptperf.profiling.recorded import check_trace_folder
     from gptperf.writable import check_replaceable_dir
 
     check_replaceable_dir(out, "--out", what="report", marker_file="report.json",
                           is_ours=is_report_document, written=report_files)
+    check_trace_folder(out, "--out")
 
 
 # What the report's stages write at the top of its folder (`report.stages`), whatever its
