@@ -126,6 +126,11 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path, capsys: Any, n
     (pictures / "speedup.png").mkdir(parents=True)
     model_name = config_from_args(build_parser("inference").parse_args(["inference", *MODEL])).name
     (pictures / picture_files(model_name)[-1]).mkdir()
+    # a user's own files where a picture would go: never replaced
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("chart.png", "chart.svg", "efficiency.png", "validation.svg"):
+        (mine / name).write_bytes(b"a user's picture")
     cases = [
         (["model", "--plot", f"{under}.png"], "is a file"),
         (["model", "--plot", str(adir)], "is a folder"),
@@ -145,11 +150,16 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path, capsys: Any, n
         (["scale", *MODEL, "--device", "cpu", "--plot-dir", str(pictures)], "speedup.png' is a folder"),
         (["inference", *MODEL, "--device", "cpu", "--plot-dir", str(pictures)],
          f"inference-{model_name}-split.svg' is a folder"),
+        (["model", "--plot", str(mine / "chart.png")], "is no picture gptperf wrote"),
+        (["roofline", "saxpy", "--n", "10", "--plot", str(mine / "chart.svg")], "not replaced"),
+        (["scale", *MODEL, "--device", "cpu", "--plot-dir", str(mine)], "efficiency.png' exists"),
+        (["validate", "--device", "cpu", "--plot-dir", str(mine)], "validation.svg' exists"),
     ]
     for argv, why in cases:
         flag_value = argv[-2] if argv[-1] == "--json" else argv[-1]
         _refused(capsys, argv, tmp_path, PATHS, repr(flag_value).strip("'"), why)
     assert afile.read_text() == "a file, not a folder" and not any(ro.iterdir())
+    assert all(f.read_bytes() == b"a user's picture" for f in mine.iterdir())
     assert not any(nofiles.iterdir()) and not list(tmp_path.glob("**/.gptperf-probe.*"))
     hardening.finish(PATHS)
 

@@ -255,6 +255,29 @@ def test_plots(tmp_path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["plot"].endswith("m.png")
     assert main(["roofline", "kv", "--n-embd", "64", "--plot", str(tmp_path / "kv.svg")]) == 0
     assert (tmp_path / "kv.svg").exists() and (tmp_path / "m.png").exists()
+    before = (tmp_path / "m.png").stat().st_mtime_ns
+    assert main(["model", "--preset", "tiny", "--hardware", "cpu", "--plot", str(tmp_path / "m.png")]) == 0
+    assert (tmp_path / "m.png").stat().st_mtime_ns != before  # its own picture is replaced
+
+
+def test_a_picture_names_gptperf_as_its_maker_in_each_format(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from gptperf.plotting import PLOT_FORMATS, is_gptperf_picture, pyplot, save_figure
+
+    plt = pyplot()
+    for fmt in PLOT_FORMATS:
+        fig, ax = plt.subplots()
+        ax.plot([1, 2], [3, 4])
+        ours = save_figure(fig, tmp_path / f"ours.{fmt}")
+        fig, ax = plt.subplots()
+        ax.plot([1, 2], [3, 4])
+        fig.savefig(tmp_path / f"theirs.{fmt}")  # matplotlib's own maker, not gptperf
+        plt.close(fig)
+        assert is_gptperf_picture(ours), fmt
+        assert not is_gptperf_picture(tmp_path / f"theirs.{fmt}"), fmt
+    (tmp_path / "ours.txt").write_bytes((tmp_path / "ours.png").read_bytes())  # not a picture's name
+    assert not is_gptperf_picture(tmp_path / "ours.txt")
+    assert not is_gptperf_picture(tmp_path / "missing.png")
 
 
 

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int | None:
     if args.plot_dir is not None:
         from gptperf.plotting.inference import picture_files
 
-        check_folder(args.plot_dir, "--plot-dir", files=picture_files(config.name))
+        check_folder(args.plot_dir, "--plot-dir", pictures=picture_files(config.name))
     device = resolve_device(args.device)
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     # The points every study runs must fit: batch 1 over the longest context, and the smallest

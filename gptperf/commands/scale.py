@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot_dir is not None:
         from gptperf.plotting.scaling import PICTURES
 
-        check_folder(args.plot_dir, "--plot-dir", files=PICTURES)
+        check_folder(args.plot_dir, "--plot-dir", pictures=PICTURES)
     spec = spec_from_args(args)
     _guard(spec)
     progress = None if args.json else (lambda msg: output.err_console.print(f"[dim]{msg}[/dim]"))

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None and args.random is None:
         raise UserError(f"--seed {args.seed} seeds --random N; give --random too")
     if args.plot_dir is not None:
-        check_folder(args.plot_dir, "--plot-dir", files=[f"{PLOT_NAME}.{fmt}" for fmt in PLOT_FORMATS])
+        check_folder(args.plot_dir, "--plot-dir", pictures=[f"{PLOT_NAME}.{fmt}" for fmt in PLOT_FORMATS])
     if args.out is not None:  # a user's own file is never replaced
         check_replaceable_file(args.out, "--out", what="validate result",
                                is_ours=lambda doc: isinstance(doc, dict) and doc.get("schema") == SCHEMA)

@@ -12,6 +12,15 @@ from gptperf.errors import UserError
 # the formats a picture's path may end in: matplotlib writes each by the suffix
 PLOT_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
 
+# Each picture names gptperf as its maker in its metadata, so that a later run replaces its own
+# pictures but never a user's file of the same name (`is_gptperf_picture`): the metadata key
+# matplotlib takes for each format, and the bytes that key's value becomes in the file
+CREATOR = "gptperf"
+_CREATOR_KEY = {"png": "Software", "svg": "Creator", "pdf": "Creator"}
+_CREATOR_BYTES = {"png": b"tEXtSoftware\x00gptperf", "svg": b"<dc:title>gptperf</dc:title>",
+                  "pdf": b"/Creator (gptperf)"}
+_LARGEST_PICTURE = 64 << 20  # bytes: a larger file is none of ours (ours are well under 1 MB)
+
 
 def check_plot_path(path: str | os.PathLike[str]) -> Path:
     """The path if its suffix is a format we can write, else a one-line UserError."""
@@ -43,7 +52,24 @@ def save_figure(fig: Any, path: Path, *, note: str | None = None, fmt: str | Non
     if note:
         fig.text(0.99, 0.01, note, **NOTE_STYLE)
     fig.tight_layout(**(layout or {}))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt or path.suffix.lstrip(".").lower() or "png", dpi=dpi)
+    write_figure(fig, path, fmt or path.suffix.lstrip(".").lower() or "png", dpi=dpi)
     pyplot().close(fig)
     return path
+
+
+def write_figure(fig: Any, path: Path, fmt: str, *, dpi: float | None = None) -> None:
+    """Write `fig` to `path` in `fmt` (one of PLOT_FORMATS) atomically, gptperf named its maker."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=dpi, metadata={_CREATOR_KEY[fmt]: CREATOR})
+
+
+def is_gptperf_picture(path: str | os.PathLike[str]) -> bool:
+    """Whether the file at `path` is a picture gptperf wrote (`write_figure`): its format's
+    metadata names gptperf. False for anything else, a missing or unreadable file included."""
+    mark = _CREATOR_BYTES.get(Path(path).suffix.lstrip(".").lower())
+    try:
+        if mark is None or os.path.getsize(path) > _LARGEST_PICTURE:
+            return False
+        return mark in Path(path).read_bytes()
+    except OSError:
+        return False

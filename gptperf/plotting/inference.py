@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gptperf.atomic import atomic_path
-from gptperf.plotting import pyplot, roofline  # roofline.f(...): looked up at each call
+# roofline.f(...): looked up at each call
+from gptperf.plotting import pyplot, roofline, write_figure
 
 FORMATS: tuple[str, ...] = ("png", "svg")
 PICTURES = ("context", "roofline", "split")  # each file named inference-<model>-<picture>.<format>
@@ -30,8 +30,7 @@ def _save(fig: Any, stem: Path) -> list[str]:
     paths = []
     for fmt in FORMATS:
         path = stem.with_suffix(f".{fmt}")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt)
+        write_figure(fig, path, fmt)
         paths.append(str(path))
     pyplot().close(fig)
     return paths
