@@ -8,7 +8,9 @@ inductor and gptperf caches and an empty CUDA driver JIT cache (fresh temporary 
 `--warm-jit` the machine's JIT cache is kept): "ahead" as it ships (the side process compiles the
 decode kernels without running them, then inductor's steps: `compile_warmup.SIDE_PROCESSES`), "two
 processes" with those parts split between two side processes (`TWO_PROCESSES`: the decode kernels
-and the recordings' steps in one, the host jobs' steps in the other), "not ahead" with the side
+and the recordings' steps in one, the host jobs' steps in the other), "side first" with the side
+processes started before the calibration's speed probes (`calibrate.SIDE_FIRST`), "two first" with
+both, "not ahead" with the side
 processes given no dtypes (they compile inductor's steps alone), and "ahead niced" with the side
 processes at CPU priority 10; a variant may be named twice (`--variants "ahead,two processes,ahead"`).
 Prints
@@ -53,6 +55,11 @@ TWO_PROCESSES = (("triton", "record"), ("host",))
 PATCHES = {
     # the parts side by side in two processes: the one process ended 11 s after the kernels' timing
     "two processes": f"compile_warmup.SIDE_PROCESSES = {TWO_PROCESSES!r}\n",
+    # the side processes started before the speed probes, the probes under the GPU lock
+    "side first": "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = True\n",
+    # both: two processes, started before the probes
+    "two first": (f"compile_warmup.SIDE_PROCESSES = {TWO_PROCESSES!r}\n"
+                  "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = True\n"),
     # the side processes given no dtypes: no Triton kernel compiled ahead
     "not ahead": _EDIT.format(edit="[a for a in argv if not a.startswith(compile_warmup.DTYPES_ARG)]"),
     # the side processes at a lower CPU priority (nice 10): the calibration's own host work first

@@ -54,7 +54,7 @@ class ArgumentError(SystemExit):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit 2, like every other bad input
         message = " ".join(message.split())
-        self._print_message(f"gptperf: error: {message}\n", sys.stderr)
+        self._print_message(f"{self.prog}: error: {message}\n", sys.stderr)  # "gptperf bench: …"
         raise ArgumentError(message)
 
 
@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Importing every command module costs ~60 ms; a known sub-command needs only its own.
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(only=command)
+    if command is not None:  # its own errors (unrecognized arguments) name the sub-command too
+        parser.prog = f"gptperf {command}"
     try:
         args = parser.parse_args(argv)
     except ArgumentError as err:

@@ -1,5 +1,6 @@
-"""Flags every command shares the same way: --seed's range and comma-separated integer lists,
-refused in one line (exit 2) before any work, never quietly trimmed."""
+"""Flags every command shares the same way: --seed's range, comma-separated integer lists and
+counts (--batch, --seq, --warmup …), refused in one line naming the flag (exit 2) before any work,
+never quietly trimmed."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import argparse
 
 import pytest
 
-from gptperf.cli import main
-from gptperf.commands.common import int_list, seed_number
+from gptperf.cli import COMMANDS, build_parser, main
+from gptperf.commands.common import int_list, non_negative_int, positive_int, seed_number
 from gptperf.train import SEED_MAX
 
 
@@ -53,3 +54,38 @@ def test_training_at_the_largest_seed_runs_its_evaluation(tmp_path, monkeypatch,
                  "--batch", "2", "--seq", "16", "--max-iters", "1", "--eval-interval", "1",
                  "--eval-iters", "1", "--seed", str(SEED_MAX), "--no-checkpoint", "--json"]) == 0
     assert "val_losses" in capsys.readouterr().out
+
+
+def _count_flags() -> list[tuple[list[str], str, int]]:
+    """(the sub-command's words, a flag, its least value) for every count flag of every command."""
+    found = []
+
+    def walk(parser: argparse.ArgumentParser, words: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*words, name])
+            elif action.type in (positive_int, non_negative_int):
+                found.append((words, action.option_strings[0], 1 if action.type is positive_int else 0))
+
+    walk(build_parser(), [])
+    return found
+
+
+def test_the_count_flags_are_typed_in_every_command():
+    flags = _count_flags()
+    commands = {words[0] for words, _, _ in flags}
+    assert {"bench", "train", "profile", "scale", "model", "generate", "inference", "roofline"} <= commands
+    assert set(commands) <= set(COMMANDS)
+    assert (["bench"], "--seq", 1) in flags and (["profile"], "--warmup", 0) in flags
+
+
+@pytest.mark.parametrize(("words", "flag", "least"), _count_flags())
+def test_a_count_below_its_least_is_refused_naming_the_flag(words, flag, least, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*words, flag, str(least - 1)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0] == (f"gptperf {' '.join(words)}: error: argument {flag}: must be an integer >= "
+                      f"{least}, got {least - 1}")

@@ -382,7 +382,7 @@ def test_warm_triton_compiles_every_kernel_the_calibration_then_launches(tmp_pat
 
 @pytest.mark.parametrize("args, says", [
     (["--rounds", "0"], "--rounds must be a positive integer, got 0"),
-    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, two processes, not ahead, ahead niced"),
+    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, two processes, side first, two first, not ahead, ahead niced"),
 ])
 def test_the_triton_warm_benchmark_refuses_bad_arguments_in_one_line(args, says):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_calibration_triton_warm.py"

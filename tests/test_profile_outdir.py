@@ -130,12 +130,12 @@ def test_profile_json_carries_its_schema(recorded: Path) -> None:
 def test_run_refuses_a_folder_with_a_foreign_profile_json(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         cache: None) -> None:
-    import gptperf.profiling.run
+    import gptperf.steps.build
 
     def never(*_a: object, **_k: object) -> None:
-        raise AssertionError("profiled before checking --out")
+        raise AssertionError("built the step before checking --out")
 
-    monkeypatch.setattr(gptperf.profiling.run, "profile_workload", never)
+    monkeypatch.setattr(gptperf.steps.build, "build_step", never)
     home = tmp_path / "myproj"
     home.mkdir()
     (home / "notes.txt").write_text("precious\n")

@@ -512,7 +512,7 @@ def test_cli_bad_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
         main(["report", *argv])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("gptperf: error:")
+    assert err[-1].startswith("gptperf report: error:")  # the sub-command named, as for a UserError
 
 
 def test_out_folder_that_is_not_a_report_is_refused(tmp_path: Path,

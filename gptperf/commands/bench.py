@@ -11,6 +11,8 @@ from gptperf.commands.common import (
     add_model_arguments,
     config_from_args,
     guard_memory,
+    non_negative_int,
+    positive_int,
     seed_number,
 )
 from gptperf.errors import UserError
@@ -29,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "decode (one token with the KV cache), decode_nocache (recompute)")
     add_model_arguments(parser.add_argument_group("model"), "tiny")
     w = parser.add_argument_group("workload")
-    w.add_argument("--batch", type=int, default=12, help="sequences per step (default: 12)")
-    w.add_argument("--seq", type=int,
+    w.add_argument("--batch", type=positive_int, default=12, help="sequences per step (default: 12)")
+    w.add_argument("--seq", type=positive_int,
                    help="tokens per sequence; context length for decode "
                         "(default: 64 for tiny, else the block size)")
     w.add_argument("--dtype", default="fp32", choices=DTYPES,
@@ -41,9 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "on a GPU (compiled on CPU); the plan is in the JSON")
     add_device_argument(w)
     t = parser.add_argument_group("timing")
-    t.add_argument("--warmup", type=int,
+    t.add_argument("--warmup", type=non_negative_int,
                    help="untimed steps first (default: 3; 5 for decode); >= 1 with --compile")
-    t.add_argument("--repeats", type=int,
+    t.add_argument("--repeats", type=positive_int,
                    help="timed steps; the median is reported (default: 10, 50 for decode; on a "
                         "calibrated GPU enough to span 1 s, at most 500)")
     t.add_argument("--hardware", default=None,

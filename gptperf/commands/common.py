@@ -15,11 +15,29 @@ MODEL_FIELDS: tuple[str, ...] = ("n_layer", "n_head", "n_embd", "block_size", "v
 MAX_LAYERS = 4096
 
 
-def _layers(text: str) -> int:
+def _at_least(low: int, text: str) -> int:
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if n < low:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {n}")
+    return n
+
+
+def positive_int(text: str) -> int:
+    """A count flag's value (--batch, --seq, --steps …): an integer ≥ 1; else argparse's one-line
+    error, which names the flag."""
+    return _at_least(1, text)
+
+
+def non_negative_int(text: str) -> int:
+    """A flag whose 0 means none (--warmup …): an integer ≥ 0, else argparse's one-line error."""
+    return _at_least(0, text)
+
+
+def _layers(text: str) -> int:
+    n = positive_int(text)
     if n > MAX_LAYERS:
         raise argparse.ArgumentTypeError(f"{n} blocks is more than gptperf models (at most "
                                          f"{MAX_LAYERS})")
@@ -62,11 +80,11 @@ def add_model_arguments(parser: argparse._ActionsContainer, default_preset: str,
                         help=preset_help or f"model shape (default: {default_preset})")
     parser.add_argument("--n-layer", type=_layers, metavar="N",
                         help=f"override the preset's number of blocks (at most {MAX_LAYERS})")
-    parser.add_argument("--n-head", type=int, metavar="N", help="override the preset's number of heads")
-    parser.add_argument("--n-embd", type=int, metavar="N", help="override the preset's width C")
-    parser.add_argument("--block-size", type=int, metavar="N", help="override the preset's longest sequence")
+    parser.add_argument("--n-head", type=positive_int, metavar="N", help="override the preset's number of heads")
+    parser.add_argument("--n-embd", type=positive_int, metavar="N", help="override the preset's width C")
+    parser.add_argument("--block-size", type=positive_int, metavar="N", help="override the preset's longest sequence")
     if vocab_size:
-        parser.add_argument("--vocab-size", type=int, metavar="N", help="override the preset's vocabulary size")
+        parser.add_argument("--vocab-size", type=positive_int, metavar="N", help="override the preset's vocabulary size")
     parser.add_argument("--attention", choices=ATTENTION_IMPLEMENTATIONS,
                         help="attention implementation (default: the preset's)")
 

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from gptperf.commands.common import add_device_argument, add_flag_pair, seed_number
+from gptperf.commands.common import add_device_argument, add_flag_pair, positive_int, seed_number
 from gptperf.errors import UserError
 
 HELP = "sample text from a checkpoint (streams tokens, reports tokens/s; KV cache on by default)"
@@ -18,9 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what `gptperf train` wrote (folder or ckpt.pt), or an HF GPT-2 folder (default: out)",
     )
     parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    parser.add_argument("--tokens", type=int, default=200, help="number of new tokens (default: 200)")
+    parser.add_argument("--tokens", type=positive_int, default=200, help="number of new tokens (default: 200)")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens")
+    parser.add_argument("--top-k", type=positive_int, default=None, help="sample among the k likeliest tokens")
     parser.add_argument("--seed", type=seed_number, default=1337, help="random seed (default: 1337)")
     parser.add_argument(
         "--no-kv-cache", action="store_true", help="recompute the whole context for every new token"

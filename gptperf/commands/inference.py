@@ -15,6 +15,7 @@ from gptperf.commands.common import (
     config_from_args,
     guard_memory,
     int_list,
+    positive_int,
 )
 
 HELP = "decode with and without the KV cache, prefill vs decode, batch sweep to the compute-bound point"
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="context lengths for the cache/recompute sweep, e.g. 16,64,256 (default: powers of 2 up to block_size)")
     parser.add_argument("--batches", type=int_list, default=None,
                         help="batch sizes for the decode sweep (default: 1,2,4,... up to 512 on GPU, 64 on CPU)")
-    parser.add_argument("--batch-context", type=int, default=None,
+    parser.add_argument("--batch-context", type=positive_int, default=None,
                         help="context length of the batch sweep (default: min(128, block_size))")
     add_flag_pair(parser, "fast", "static KV cache + compiled decode step with CUDA graphs "
                   "(default: on for CUDA)", "decode eagerly with the model's own KV cache")

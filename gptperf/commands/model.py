@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gptperf.commands.common import add_model_arguments, check_plot_file, config_from_args
+from gptperf.commands.common import (
+    add_model_arguments,
+    check_plot_file,
+    config_from_args,
+    positive_int,
+)
 from gptperf.commands.roofline import add_hardware_arguments, resolve_hardware
 from gptperf.errors import UserError
 
@@ -21,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w = parser.add_argument_group("workload")
     w.add_argument("--workload", default="train", choices=WORKLOADS,
                    help="; ".join(f"{k}: {v}" for k, v in WORKLOAD_HELP.items()))
-    w.add_argument("--batch", type=int, default=8, help="sequences per step (default: 8)")
-    w.add_argument("--seq", type=int, default=None,
+    w.add_argument("--batch", type=positive_int, default=8, help="sequences per step (default: 8)")
+    w.add_argument("--seq", type=positive_int, default=None,
                    help="tokens per sequence; the context length L for decode* (default: block size)")
     w.add_argument("--dtype", default="bf16", help="fp64, fp32, tf32, bf16 or fp16 (default: bf16)")
     from gptperf.plan import MODES

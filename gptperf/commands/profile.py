@@ -13,6 +13,8 @@ from gptperf.commands.common import (
     config_from_args,
     guard_memory,
     model_overrides,
+    non_negative_int,
+    positive_int,
 )
 from gptperf.profiling.recorded import (
     DEFAULT_BATCH,
@@ -38,9 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w = parser.add_argument_group("workload")
     w.add_argument("--workload", choices=PROFILE_KINDS,
                    help=f"what one step does (default: {DEFAULT_KIND})")
-    w.add_argument("--batch", type=int, default=None,
+    w.add_argument("--batch", type=positive_int, default=None,
                    help=f"sequences per step (default: {DEFAULT_BATCH})")
-    w.add_argument("--seq", type=int, default=None, help="tokens per sequence, or context length "
+    w.add_argument("--seq", type=positive_int, default=None, help="tokens per sequence, or context length "
                    f"for decode (default: min(block, {DEFAULT_SEQ}))")
     w.add_argument("--dtype", choices=DTYPES, help=f"compute precision (default: {DEFAULT_DTYPE})")
     add_flag_pair(w, "compile", "torch.compile the model", "run eagerly (the default)")
@@ -50,9 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: measured ceilings if cached, else the datasheet of this device)")
 
     s = parser.add_argument_group("profiler schedule")
-    s.add_argument("--wait", type=int, default=1, help="steps skipped before recording (default: 1)")
-    s.add_argument("--warmup", type=int, default=2, help="steps recorded and thrown away (default: 2)")
-    s.add_argument("--active", type=int, default=3, help="steps recorded and analysed (default: 3)")
+    s.add_argument("--wait", type=non_negative_int, default=1, help="steps skipped before recording (default: 1)")
+    s.add_argument("--warmup", type=non_negative_int, default=2, help="steps recorded and thrown away (default: 2)")
+    s.add_argument("--active", type=positive_int, default=3, help="steps recorded and analysed (default: 3)")
     s.add_argument("--no-overhead", action="store_true",
                    help="skip timing steps with and without the profiler")
 
@@ -64,36 +66,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="re-analyse an existing Chrome/Kineto JSON trace instead of running; the "
                         "model and workload are the ones it was recorded with (flags that "
                         "contradict them are refused)")
-    o.add_argument("--top", type=int, default=25, help="rows of the per-operation table (default: 25)")
+    o.add_argument("--top", type=positive_int, default=25, help="rows of the per-operation table (default: 25)")
     parser.set_defaults(**{k: None for k in DEFAULTS})
 
 
 def run(args: argparse.Namespace) -> int | None:
     from gptperf.errors import UserError
 
-    for flag in ("wait", "warmup"):
-        if getattr(args, flag) < 0:
-            raise UserError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
-    if args.active < 1:
-        raise UserError(f"--active must be >= 1, got {args.active}")
-    if args.top < 1:
-        raise UserError(f"--top must be >= 1, got {args.top}")
-    if args.batch is not None and args.batch < 1:
-        raise UserError(f"--batch must be positive, got {args.batch}")
-    if args.seq is not None and args.seq < 1:
-        raise UserError(f"--seq must be positive, got {args.seq}")
     if args.trace and args.compile is not None:
         raise UserError(f"--trace {args.trace!r} re-analyses a recorded trace; "
                         f"--{'' if args.compile else 'no-'}compile would not apply: drop it")
 
     from gptperf.output import emit_json
-    from gptperf.profiling.recorded import check_profile_dir, trace_in_folder
     from gptperf.profiling.run import analyse_trace_file, profile_workload
 
-    # the folder is replaced whole, by a run or a re-analysis: only a new, empty or earlier
-    # profile folder (a user's own files are never replaced nor written beside)
-    check_profile_dir(args.out, "--out",
-                      keeps_others=bool(args.trace) and trace_in_folder(args.trace, args.out))
+    # --out is checked by both, before any work: the folder is replaced whole, so only a new,
+    # empty or earlier profile folder (a user's own files are never replaced nor written beside)
     if args.trace:
         # flags left out take the trace's record; given ones must match it
         result = analyse_trace_file(

@@ -34,6 +34,8 @@ def resolve_hardware(args: argparse.Namespace) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gptperf.commands.common import positive_int
+
     sub = parser.add_subparsers(dest="example", metavar="EXAMPLE", required=True, parser_class=type(parser))
     specs = {
         "saxpy": ("y = a·x + y over N elements: 2N FLOPs, 3N elements moved", "fp64"),
@@ -43,14 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, (text, dtype) in specs.items():
         p = sub.add_parser(name, help=text, description=text)
         if name == "saxpy":
-            p.add_argument("--n", type=int, required=True, help="number of elements N")
+            p.add_argument("--n", type=positive_int, required=True, help="number of elements N")
         elif name == "matmul":
-            p.add_argument("--m", type=int, required=True, help="rows of A and C")
-            p.add_argument("--n", type=int, required=True, help="columns of B and C")
-            p.add_argument("--k", type=int, required=True, help="the shared dimension")
+            p.add_argument("--m", type=positive_int, required=True, help="rows of A and C")
+            p.add_argument("--n", type=positive_int, required=True, help="columns of B and C")
+            p.add_argument("--k", type=positive_int, required=True, help="the shared dimension")
             p.add_argument("--accumulate", action="store_true", help="C += A·B: C is read too (the lecture's 4·8·n²)")
         else:
-            p.add_argument("--n-embd", type=int, required=True, help="model width C")
+            p.add_argument("--n-embd", type=positive_int, required=True, help="model width C")
         p.add_argument("--dtype", default=dtype, help=f"fp64, fp32, tf32, bf16 or fp16 (default: {dtype})")
         add_hardware_arguments(p, "a100-40gb")
         p.add_argument("--plot", default=None, metavar="FILE", help="write the roofline picture (.png, .svg or .pdf)")

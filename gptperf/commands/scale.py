@@ -14,6 +14,8 @@ from gptperf.commands.common import (
     config_from_args,
     guard_memory,
     int_list,
+    non_negative_int,
+    positive_int,
     seed_number,
 )
 
@@ -45,15 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also sweep intra-op threads of one process, e.g. 1,2 (CPU)")
     s.add_argument("--space-batches", type=int_list, default=None, metavar="LIST",
                    help="per-process batches of the performance-space heatmap (default: those the sweep runs)")
-    s.add_argument("--warmup", type=int, default=3, help="untimed steps per point (default: 3)")
-    s.add_argument("--steps", type=int, default=10, help="timed steps per point (default: 10)")
+    s.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps per point (default: 3)")
+    s.add_argument("--steps", type=positive_int, default=10, help="timed steps per point (default: 10)")
     s.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="seconds one torchrun launch may take before it is stopped (default: 600)")
     add_model_arguments(parser.add_argument_group("model"), "tiny")
     w = parser.add_argument_group("workload")
-    w.add_argument("--batch", type=int, default=12,
+    w.add_argument("--batch", type=positive_int, default=12,
                    help="global batch (strong) or per-process batch (weak) in sequences (default: 12)")
-    w.add_argument("--seq", type=int, help="tokens per sequence (default: 64 for tiny, else the block size)")
+    w.add_argument("--seq", type=positive_int, help="tokens per sequence (default: 64 for tiny, else the block size)")
     w.add_argument("--dtype", default="fp32", choices=DTYPES, help="fp32/tf32/fp64, or bf16/fp16 autocast")
     add_flag_pair(w, "compile", "torch.compile the model (DDP splits graphs at buckets)",
                   "run eagerly (the default)")

@@ -10,6 +10,8 @@ from gptperf.commands.common import (
     add_flag_pair,
     add_model_arguments,
     model_overrides,
+    non_negative_int,
+    positive_int,
     seed_number,
 )
 
@@ -33,25 +35,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--data", metavar="FILE|DIR",
                    help="UTF-8 text file, or folder with nanoGPT train.bin/val.bin "
                         "(default: the embedded pydoc topics corpus)")
-    d.add_argument("--vocab-size", type=int, metavar="N",
+    d.add_argument("--vocab-size", type=positive_int, metavar="N",
                    help="vocabulary of a train.bin/val.bin folder (default: largest token + 1)")
 
     t = parser.add_argument_group("optimisation")
-    t.add_argument("--batch", type=int, metavar="N",
+    t.add_argument("--batch", type=positive_int, metavar="N",
                    help=f"sequences per micro-batch ({_per_preset('batch')})")
-    t.add_argument("--seq", type=int, metavar="N",
+    t.add_argument("--seq", type=positive_int, metavar="N",
                    help=f"tokens per sequence ({_per_preset('seq')})")
-    t.add_argument("--max-iters", type=int, metavar="N",
+    t.add_argument("--max-iters", type=positive_int, metavar="N",
                    help=f"optimizer steps in total ({_per_preset('max_iters')})")
     t.add_argument("--lr", type=float, metavar="X",
                    help=f"peak learning rate ({_per_preset('lr')})")
     t.add_argument("--min-lr", type=float, metavar="X",
                    help="learning rate at the end of the cosine decay (default: lr/10)")
-    t.add_argument("--warmup-iters", type=int, metavar="N",
+    t.add_argument("--warmup-iters", type=non_negative_int, metavar="N",
                    help=f"steps of linear warm-up ({_per_preset('warmup_iters')})")
     t.add_argument("--weight-decay", type=float, metavar="X",
                    help="AdamW weight decay on 2-D weights (default: 0.1)")
-    t.add_argument("--grad-accum", type=int, metavar="N",
+    t.add_argument("--grad-accum", type=positive_int, metavar="N",
                    help="micro-batches per optimizer step (default: 1)")
     t.add_argument("--grad-clip", type=float, metavar="X",
                    help="clip the gradient norm to this, 0 = off (default: 1.0)")
@@ -65,9 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e = parser.add_argument_group("evaluation and checkpoints")
     e.add_argument("--eval-interval", type=int, metavar="N",
                    help=f"steps between validation losses, 0: only after the last step ({_per_preset('eval_interval')})")
-    e.add_argument("--eval-iters", type=int, metavar="N",
+    e.add_argument("--eval-iters", type=positive_int, metavar="N",
                    help="batches per validation loss (default: 20)")
-    e.add_argument("--log-interval", type=int, metavar="N",
+    e.add_argument("--log-interval", type=positive_int, metavar="N",
                    help="steps between progress updates (default: 1)")
     e.add_argument("--out", metavar="DIR", default=None,
                    help="folder for ckpt.pt (default: out)")

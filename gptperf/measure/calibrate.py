@@ -54,6 +54,11 @@ REUSE_DAYS = 1.0  # `ensure_calibration` reuses a cached calibration younger tha
 # host jobs measured in a slow spell are measured again only within the rest
 BUDGET_S = {"cuda": 120.0, "cpu": 60.0}
 AFTER_HOST_S = {"cuda": 15.0, "cpu": 0.0}
+# Whether the side processes start before the speed probes (which then take the GPU lock like a
+# kernel) rather than after them: the probes' first CUDA work took 6-9 s on an H200 and the side
+# processes ended 7-11 s after the kernels (2026-12-05); benchmarks/gpu_calibration_triton_warm.py's
+# "side first" variant times it
+SIDE_FIRST = False
 
 
 def default_dtypes(device: torch.device) -> tuple[str, ...]:
@@ -103,14 +108,24 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     if busy:
         notes.append(busy)
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    first = take_probe(device)
-    host_reference = functools.partial(host_step_s, device, REFERENCE_S)  # the host model's decode step
-    reference_s = host_reference()  # host idle so far
-    besides = {"probes": time.perf_counter() - start}  # the kernel stage's time outside its families
     warmup = None  # the compiled jobs' compilation, in side processes while the kernels are timed
-    if warm_compiles and device.type == "cuda" and COMPILED_DTYPE in dtypes:
+    side = warm_compiles and device.type == "cuda" and COMPILED_DTYPE in dtypes
+
+    def start_side() -> CompileWarmup | None:
+        if not side:
+            return None
         index = torch.cuda.current_device() if device.index is None else device.index
-        warmup = CompileWarmup.start(index, quick, dtypes=dtypes)
+        return CompileWarmup.start(index, quick, dtypes=dtypes)
+
+    if SIDE_FIRST:
+        warmup = start_side()
+    host_reference = functools.partial(host_step_s, device, REFERENCE_S)  # the host model's decode step
+    with warmup.lock if warmup is not None else NO_LOCK:
+        first = take_probe(device)
+        reference_s = host_reference()  # host idle so far (but for the side processes' start)
+    besides = {"probes": time.perf_counter() - start}  # the kernel stage's time outside its families
+    if not SIDE_FIRST:
+        warmup = start_side()
     try:
         kernels = calibrate_kernels.measure_kernels(
             device, dtypes=dtypes, quick=quick, progress=progress,

@@ -65,6 +65,12 @@ def _positive_floats(values: Any, what: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+def toward_cache(from_memory: float, from_cache: float, warm: float) -> float:
+    """A CPU kernel's seconds `warm` (0 to 1, `Calibration.warm_share`) of the way from its timing
+    with its tensors in memory to its timing from the cache: the one rule of both CPU timings."""
+    return from_memory + warm * (from_cache - from_memory)
+
+
 def _segment(xs: tuple[float, ...], x: float) -> tuple[int, float]:
     """(i, f): x lies between xs[i] and xs[i+1] at log-fraction f (xs increasing, x inside)."""
     if len(xs) == 1:
@@ -414,8 +420,24 @@ class Calibration:
         seconds = self.matmul[key].at(m, n, k)
         from_cache = self.warm_grid(key, m) if warm > 0 else None
         if from_cache is not None:
-            seconds += warm * (from_cache.at(m, n, k) - seconds)
+            seconds = toward_cache(seconds, from_cache.at(m, n, k), warm)
         return seconds * self.offgrid_ratio(key, m, n, k)
+
+    @property
+    def adamw_loop_both_ways(self) -> bool:
+        """Whether torch's per-tensor AdamW loop (a CPU's) was timed from the cache and from memory."""
+        return ADAMW_LOOP in self.optimizer and ADAMW_LOOP_COLD in self.optimizer
+
+    def adamw_loop_seconds(self, size: float, warm: float = 0.0) -> float:
+        """Seconds of one tensor of `size` parameters in torch's per-tensor AdamW loop
+        (`ADAMW_LOOP`, which must be measured): `warm` of the way (`toward_cache`) from the loop
+        with its tensors in memory (`ADAMW_LOOP_COLD`, where measured) to the loop on one set."""
+        one_set = self.optimizer[ADAMW_LOOP].at(size)
+        cold = self.optimizer.get(ADAMW_LOOP_COLD)
+        if cold is None:
+            return one_set
+        # a cold reading under the warm one is the machine's noise: memory is never faster
+        return toward_cache(max(cold.at(size), one_set), one_set, warm)
 
     def warm_grid(self, key: str, m: float) -> Grid | None:
         """Grid `key`'s twin timed from the cache (`WARM`, a CPU's) where it has `m` rows, else None."""

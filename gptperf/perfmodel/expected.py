@@ -46,7 +46,6 @@ from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.calibration import (
     ADAMW_LOOP,
-    ADAMW_LOOP_COLD,
     FUSED_ATTENTION_PASS,
     FUSED_STEP,
     GEMV_ARGMAX_CHAIN,
@@ -225,18 +224,8 @@ def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
                              + call_time(vector_call("add", "fp32", 3 * n * 4), cal))
     if call.key == "adamw_foreach" and call.tensors and ADAMW_LOOP in cal.optimizer:
         # torch's per-tensor loop (a CPU): each tensor at its own size (one large embedding
-        # runs from memory where as many parameters in small tensors stay in the cache), read
-        # `warm` of the way from the loop with its tensors in memory to the loop on one set
-        loop, cold = cal.optimizer[ADAMW_LOOP], cal.optimizer.get(ADAMW_LOOP_COLD)
-
-        def tensor_s(size: float) -> float:
-            one_set = loop.at(size)
-            if cold is None:
-                return one_set
-            # a cold reading under the warm one is the machine's noise: memory is never faster
-            return warm * one_set + (1.0 - warm) * max(cold.at(size), one_set)
-
-        return call.count * sum(n * tensor_s(size) for size, n in call.tensors)
+        # runs from memory where as many parameters in small tensors stay in the cache)
+        return call.count * sum(n * cal.adamw_loop_seconds(size, warm) for size, n in call.tensors)
     table = {"matmul": cal.matmul, "attention": cal.attention, "vector": cal.vector,
              "optimizer": cal.optimizer, "gemv": cal.gemv}.get(call.family)
     if table is None:
@@ -458,7 +447,7 @@ def _few_row_matmuls(seq: list, cal: Calibration) -> bool:
 def _cold_adamw_loop(seq: list, cal: Calibration) -> bool:
     """Whether the step has an AdamW step charged on the per-tensor loop timed both ways (from the
     cache and from memory: what the cache moves, `call_time`)."""
-    if ADAMW_LOOP not in cal.optimizer or ADAMW_LOOP_COLD not in cal.optimizer:
+    if not cal.adamw_loop_both_ways:
         return False
     return any(call.key == "adamw_foreach" and call.tensors for _, _, _, calls in seq for call in calls)
 
