@@ -123,9 +123,23 @@ def test_save_replaces_whole_folder_and_failure_keeps_the_old_one(tmp_path: Path
     model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=1, n_head=2, n_embd=16))
     target = tmp_path / "ckpt"
     target.mkdir()
-    (target / "stale.txt").write_text("from an earlier run")
-    save_hf_gpt2(model, target)
-    assert not (target / "stale.txt").exists()
+    (target / "notes.txt").write_text("a user's own")
+    with pytest.raises(UserError, match="is not a gptperf HF GPT-2 folder"):
+        save_hf_gpt2(model, target)  # a folder of the user's is not replaced
+    (target / "notes.txt").unlink()
+    downloaded = tmp_path / "downloaded"  # an HF GPT-2 folder gptperf did not write
+    downloaded.mkdir()
+    (downloaded / "config.json").write_text('{"model_type": "gpt2"}')
+    (downloaded / "model.safetensors").write_bytes(b"the user's weights")
+    with pytest.raises(UserError, match="is not a gptperf HF GPT-2 folder"):
+        save_hf_gpt2(model, downloaded)
+    assert (downloaded / "model.safetensors").read_bytes() == b"the user's weights"
+    save_hf_gpt2(model, target)  # an empty one is
+    (target / "notes.txt").write_text("a user's own, beside an earlier save")
+    with pytest.raises(UserError, match="holds 'notes.txt'"):
+        save_hf_gpt2(model, target)
+    (target / "notes.txt").unlink()
+    save_hf_gpt2(model, target)  # an earlier save alone is replaced
     before = (target / "model.safetensors").read_bytes()
 
     import safetensors.torch
@@ -139,7 +153,7 @@ def test_save_replaces_whole_folder_and_failure_keeps_the_old_one(tmp_path: Path
     with pytest.raises(OSError, match="disk full"):
         save_hf_gpt2(model, target)
     assert (target / "model.safetensors").read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary folder left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "downloaded"]  # no temporary left
 
 
 def one_line_error(path: Path, needle: str) -> None:

@@ -25,6 +25,7 @@ from gptperf.safeload import check_finite
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
+SAVED_BY = "saved_by"  # config.json's key naming gptperf in a folder `save_hf_gpt2` wrote
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_FILE = "pytorch_model.bin"
 
@@ -338,12 +339,20 @@ def _fsync(file: Path) -> None:
 
 
 def save_hf_gpt2(model: GPT, path: str | os.PathLike[str]) -> Path:
-    """Write `model` as an HF GPT-2 folder (config.json + model.safetensors), swapped in whole.
+    """Write `model` as an HF GPT-2 folder (config.json + model.safetensors), swapped in whole:
+    `path` must be new, empty or an earlier such folder with nothing else in it (a UserError
+    otherwise, before anything is written: a folder of the user's is never replaced).
 
     `transformers.GPT2LMHeadModel.from_pretrained(path)` loads it; the tied LM head is not
     stored (HF ties it again on load). Weights are written in the model's dtype.
     """
     from safetensors.torch import save_file
+
+    from gptperf.writable import check_replaceable_dir
+
+    check_replaceable_dir(path, "path", what="HF GPT-2", marker_file=CONFIG_FILE,
+                          is_ours=lambda doc: isinstance(doc, dict) and doc.get(SAVED_BY) == "gptperf",
+                          written=lambda doc: [SAFETENSORS_FILE])
 
     tensors: dict[str, torch.Tensor] = {}
     for name, p in model.named_parameters():  # the tied lm_head.weight is skipped as a duplicate
@@ -353,6 +362,7 @@ def save_hf_gpt2(model: GPT, path: str | os.PathLike[str]) -> Path:
         tensors[name] = t.contiguous().cpu()
     doc = hf_config(model.config)
     doc["torch_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    doc[SAVED_BY] = "gptperf"  # a later save may replace this folder (HF keeps unknown keys as attributes)
     with atomic_dir(path) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(doc, indent=2) + "\n")
         save_file(tensors, str(tmp / SAFETENSORS_FILE), metadata={"format": "pt"})
