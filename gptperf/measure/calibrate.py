@@ -108,7 +108,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     if busy:
         notes.append(busy)
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    warmup = None  # the compiled jobs' compilation, in side processes while the kernels are timed
+    # the compiled jobs' compilation, in side processes while the kernels are timed
     side = warm_compiles and device.type == "cuda" and COMPILED_DTYPE in dtypes
 
     def start_side() -> CompileWarmup | None:
@@ -117,16 +117,15 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         index = torch.cuda.current_device() if device.index is None else device.index
         return CompileWarmup.start(index, quick, dtypes=dtypes)
 
-    if SIDE_FIRST:
-        warmup = start_side()
     host_reference = functools.partial(host_step_s, device, REFERENCE_S)  # the host model's decode step
-    with warmup.lock if warmup is not None else NO_LOCK:
-        first = take_probe(device)
-        reference_s = host_reference()  # host idle so far (but for the side processes' start)
-    besides = {"probes": time.perf_counter() - start}  # the kernel stage's time outside its families
-    if not SIDE_FIRST:
-        warmup = start_side()
+    warmup = start_side() if SIDE_FIRST else None
     try:
+        with warmup.lock if warmup is not None else NO_LOCK:
+            first = take_probe(device)
+            reference_s = host_reference()  # host idle so far (but for the side processes' start)
+        besides = {"probes": time.perf_counter() - start}  # the kernel stage's time outside its families
+        if not SIDE_FIRST:
+            warmup = start_side()
         kernels = calibrate_kernels.measure_kernels(
             device, dtypes=dtypes, quick=quick, progress=progress,
             lock=warmup.lock if warmup is not None else NO_LOCK)
@@ -163,7 +162,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
             host_notes += rec_notes
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-        if warmup is not None:  # the kernels failed: the side processes are not waited for
+        if warmup is not None:  # the probes or kernels failed: the side processes are not waited for
             warmup.finish(timeout_s=0.0)
     last = take_probe(device)
     seconds = time.perf_counter() - start
