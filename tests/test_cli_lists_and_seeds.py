@@ -9,7 +9,13 @@ import argparse
 import pytest
 
 from gptperf.cli import COMMANDS, build_parser, main
-from gptperf.commands.common import int_list, non_negative_int, positive_int, seed_number
+from gptperf.commands.common import (
+    int_list,
+    non_negative_int,
+    output_path,
+    positive_int,
+    seed_number,
+)
 from gptperf.train import SEED_MAX
 
 
@@ -89,3 +95,22 @@ def test_a_count_below_its_least_is_refused_naming_the_flag(words, flag, least, 
     assert len(err) == 1
     assert err[0] == (f"gptperf {' '.join(words)}: error: argument {flag}: must be an integer >= "
                       f"{least}, got {least - 1}")
+
+
+def test_every_output_flag_expands_a_quoted_tilde_as_its_checks_do():
+    """--out, --plot, --plot-dir: the checks before the work expand ~ (`writable.usable_path`),
+    so the value the writing gets must be expanded too, or a check would pass on one file and the
+    command write another."""
+    found = []
+
+    def walk(parser: argparse.ArgumentParser, words: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*words, name])
+            elif set(action.option_strings) & {"--out", "--plot", "--plot-dir"}:
+                found.append((tuple(words), action.option_strings[0], action.type))
+
+    walk(build_parser(), [])
+    assert len(found) >= 10
+    assert [f for f in found if f[2] is not output_path] == []

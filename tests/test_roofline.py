@@ -282,6 +282,25 @@ def test_a_picture_names_gptperf_as_its_maker_in_each_format(tmp_path) -> None:
     (tmp_path / "ours.txt").write_bytes((tmp_path / "ours.png").read_bytes())  # not a picture's name
     assert not is_gptperf_picture(tmp_path / "ours.txt")
     assert not is_gptperf_picture(tmp_path / "missing.png")
+    fig, ax = plt.subplots()
+    fig.savefig(tmp_path / "titled.svg", metadata={"Title": "gptperf"})  # a user's SVG so titled
+    plt.close(fig)
+    assert b"<dc:title>gptperf</dc:title>" in (tmp_path / "titled.svg").read_bytes()
+    assert not is_gptperf_picture(tmp_path / "titled.svg")
+
+
+def test_a_quoted_tilde_in_a_picture_path_is_the_home_folder_checked_and_written(
+        tmp_path, capsys, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    (home / "mine.png").write_bytes(b"a user's picture")
+    assert main(["roofline", "saxpy", "--n", "10", "--plot", "~/mine.png"]) == 2  # checked there
+    assert (home / "mine.png").read_bytes() == b"a user's picture"
+    assert main(["roofline", "saxpy", "--n", "10", "--plot", "~/new.png"]) == 0
+    assert (home / "new.png").exists() and not (tmp_path / "~").exists()  # and written there
 
 
 

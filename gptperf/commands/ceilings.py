@@ -10,12 +10,14 @@ HELP = "measure this machine's ceilings: memory bandwidth, matmul peak per dtype
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from gptperf.commands.common import output_path
+
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     parser.add_argument("--quick", action="store_true",
                         help="a small, fast sweep (seconds; buffers near cache size, fewer repeats)")
     parser.add_argument("--force", action="store_true",
                         help="measure again even when a cached measurement of this device exists")
-    parser.add_argument("--plot", metavar="FILE",
+    parser.add_argument("--plot", type=output_path, metavar="FILE",
                         help="draw measured beside datasheet (or, on a CPU, nominal) ceilings (.png, .svg or .pdf)")
     parser.add_argument("--no-calibrate", action="store_true",
                         help="skip the calibration (`gptperf calibrate`) that follows the ceilings")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,12 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """A flag whose 0 means none (--warmup …): an integer ≥ 0, else argparse's one-line error."""
     return _at_least(0, text)
+
+
+def output_path(text: str) -> str:
+    """An output flag's path with a leading ~ expanded (as quoted on a command line), so that the
+    checks before the work (`writable.usable_path` expands it) and the writing agree on the file."""
+    return os.path.expanduser(text)
 
 
 def _layers(text: str) -> int:

@@ -15,6 +15,7 @@ from gptperf.commands.common import (
     config_from_args,
     guard_memory,
     int_list,
+    output_path,
     positive_int,
 )
 
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                   "(default: on for CUDA)", "decode eagerly with the model's own KV cache")
     parser.add_argument("--hardware", default=None,
                         help="ceilings for the prediction: a hardware name or 'measured' (default: measured if cached, else the datasheet of this device)")
-    parser.add_argument("--plot-dir", default=None, metavar="DIR",
+    parser.add_argument("--plot-dir", type=output_path, default=None, metavar="DIR",
                         help="write inference-<model>-context, -roofline and -split (.png and .svg) "
                              "there, replacing files of those names")
 

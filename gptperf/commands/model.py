@@ -9,6 +9,7 @@ from gptperf.commands.common import (
     add_model_arguments,
     check_plot_file,
     config_from_args,
+    output_path,
     positive_int,
 )
 from gptperf.commands.roofline import add_hardware_arguments, resolve_hardware
@@ -52,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--view", default="all", choices=VIEWS,
                    help="op: every op; component: summed over layers; layer: per block; "
                         "all (default): block 0's ops and the model-level ops, components, layers")
-    o.add_argument("--plot", default=None, metavar="FILE", help="write the roofline picture (.png, .svg or .pdf)")
+    o.add_argument("--plot", type=output_path, default=None, metavar="FILE", help="write the roofline picture (.png, .svg or .pdf)")
 
 
 def _device_calibration(device_flag: str) -> tuple[Any, str, str]:

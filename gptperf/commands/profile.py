@@ -14,6 +14,7 @@ from gptperf.commands.common import (
     guard_memory,
     model_overrides,
     non_negative_int,
+    output_path,
     positive_int,
 )
 from gptperf.profiling.recorded import (
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="skip timing steps with and without the profiler")
 
     o = parser.add_argument_group("output")
-    o.add_argument("--out", metavar="DIR", default="profile",
+    o.add_argument("--out", type=output_path, metavar="DIR", default="profile",
                    help="folder for traces, tables and pictures, replaced whole: a new or empty "
                         "folder or an earlier profile with nothing else in it (default: profile)")
     o.add_argument("--trace", metavar="FILE",

@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from gptperf.commands.common import add_device_argument, check_folder
+from gptperf.commands.common import add_device_argument, check_folder, output_path
 
 HELP = ("train, sample, score, model, measure, profile and scale a GPT here, score the "
         "prediction, and write one HTML page")
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--preset", choices=list(PRESETS), default=None,
                         help="model shape (default: tiny on CPU, gpt2 on a GPU)")
-    parser.add_argument("--out", metavar="DIR", default="gptperf-report",
+    parser.add_argument("--out", type=output_path, metavar="DIR", default="gptperf-report",
                         help="folder for index.html, report.json, pictures and traces, replaced "
                              "whole: a new or empty folder or an earlier report with nothing else "
                              "in it (default: gptperf-report)")

@@ -34,7 +34,7 @@ def resolve_hardware(args: argparse.Namespace) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gptperf.commands.common import positive_int
+    from gptperf.commands.common import output_path, positive_int
 
     sub = parser.add_subparsers(dest="example", metavar="EXAMPLE", required=True, parser_class=type(parser))
     specs = {
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--n-embd", type=positive_int, required=True, help="model width C")
         p.add_argument("--dtype", default=dtype, help=f"fp64, fp32, tf32, bf16 or fp16 (default: {dtype})")
         add_hardware_arguments(p, "a100-40gb")
-        p.add_argument("--plot", default=None, metavar="FILE", help="write the roofline picture (.png, .svg or .pdf)")
+        p.add_argument("--plot", type=output_path, default=None, metavar="FILE", help="write the roofline picture (.png, .svg or .pdf)")
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                        help="print one JSON document instead of a table")
 

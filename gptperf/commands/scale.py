@@ -15,6 +15,7 @@ from gptperf.commands.common import (
     guard_memory,
     int_list,
     non_negative_int,
+    output_path,
     positive_int,
     seed_number,
 )
@@ -73,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="link inside a what-if node (default: nvlink4)")
     p.add_argument("--inter", default="ib-ndr", choices=list(INTERCONNECTS),
                    help="link between what-if nodes, one NIC per GPU (default: ib-ndr)")
-    parser.add_argument("--plot-dir", metavar="DIR", help="write speedup.png, efficiency.png, space.png there, "
+    parser.add_argument("--plot-dir", type=output_path, metavar="DIR", help="write speedup.png, efficiency.png, space.png there, "
                         "replacing files of those names")
 
 

@@ -11,6 +11,7 @@ from gptperf.commands.common import (
     add_model_arguments,
     model_overrides,
     non_negative_int,
+    output_path,
     positive_int,
     seed_number,
 )
@@ -71,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="batches per validation loss (default: 20)")
     e.add_argument("--log-interval", type=positive_int, metavar="N",
                    help="steps between progress updates (default: 1)")
-    e.add_argument("--out", metavar="DIR", default=None,
+    e.add_argument("--out", type=output_path, metavar="DIR", default=None,
                    help="folder for ckpt.pt (default: out)")
     e.add_argument("--no-checkpoint", action="store_true", help="write no checkpoint")
     e.add_argument("--resume", action="store_true",

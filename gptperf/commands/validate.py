@@ -7,7 +7,7 @@ import argparse
 import math
 from typing import Any
 
-from gptperf.commands.common import seed_number
+from gptperf.commands.common import output_path, seed_number
 
 HELP = ("score the calibrated prediction: a sweep of configurations measured and predicted, "
         "median/p90/max error and per-operation error against their targets")
@@ -19,10 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="the report's short sweep (about 8 cases; GPU ~90 s, CPU ~1 min)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
-    parser.add_argument("--plot-dir", metavar="DIR",
+    parser.add_argument("--plot-dir", type=output_path, metavar="DIR",
                         help="write validation.png and validation.svg (predicted vs measured) there, "
                              "replacing files of those names")
-    parser.add_argument("--out", metavar="FILE",
+    parser.add_argument("--out", type=output_path, metavar="FILE",
                         help="also write the JSON document to FILE (atomically; an existing FILE "
                              "only if it holds an earlier validate result)")
     parser.add_argument("--random", type=int, metavar="N",

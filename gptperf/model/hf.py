@@ -350,9 +350,9 @@ def save_hf_gpt2(model: GPT, path: str | os.PathLike[str]) -> Path:
 
     from gptperf.writable import check_replaceable_dir
 
-    check_replaceable_dir(path, "path", what="HF GPT-2", marker_file=CONFIG_FILE,
-                          is_ours=lambda doc: isinstance(doc, dict) and doc.get(SAVED_BY) == "gptperf",
-                          written=lambda doc: [SAFETENSORS_FILE])
+    path = check_replaceable_dir(path, "path", what="HF GPT-2", marker_file=CONFIG_FILE,
+                                 is_ours=lambda doc: isinstance(doc, dict) and doc.get(SAVED_BY) == "gptperf",
+                                 written=lambda doc: [SAFETENSORS_FILE])
 
     tensors: dict[str, torch.Tensor] = {}
     for name, p in model.named_parameters():  # the tied lm_head.weight is skipped as a duplicate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ PLOT_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
 
 # Each picture names gptperf as its maker in its metadata, so that a later run replaces its own
 # pictures but never a user's file of the same name (`is_gptperf_picture`): the metadata key
-# matplotlib takes for each format, and the bytes that key's value becomes in the file
+# matplotlib takes for each format, and what that key's value becomes in the file
 CREATOR = "gptperf"
 _CREATOR_KEY = {"png": "Software", "svg": "Creator", "pdf": "Creator"}
-_CREATOR_BYTES = {"png": b"tEXtSoftware\x00gptperf", "svg": b"<dc:title>gptperf</dc:title>",
-                  "pdf": b"/Creator (gptperf)"}
+_CREATOR_MARK = {"png": re.compile(rb"tEXtSoftware\x00gptperf"),
+                 "svg": re.compile(rb"<dc:creator>\s*<cc:Agent>\s*<dc:title>gptperf</dc:title>"),
+                 "pdf": re.compile(rb"/Creator \(gptperf\)")}
 _LARGEST_PICTURE = 64 << 20  # bytes: a larger file is none of ours (ours are well under 1 MB)
 
 
@@ -58,18 +60,20 @@ def save_figure(fig: Any, path: Path, *, note: str | None = None, fmt: str | Non
 
 
 def write_figure(fig: Any, path: Path, fmt: str, *, dpi: float | None = None) -> None:
-    """Write `fig` to `path` in `fmt` (one of PLOT_FORMATS) atomically, gptperf named its maker."""
+    """Write `fig` to `path` in `fmt` atomically, gptperf named its maker (in PLOT_FORMATS)."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi, metadata={_CREATOR_KEY[fmt]: CREATOR})
+        # another format matplotlib writes (a library caller's .jpg) goes without the mark
+        metadata = {_CREATOR_KEY[fmt]: CREATOR} if fmt in _CREATOR_KEY else None
+        fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
 
 
 def is_gptperf_picture(path: str | os.PathLike[str]) -> bool:
     """Whether the file at `path` is a picture gptperf wrote (`write_figure`): its format's
     metadata names gptperf. False for anything else, a missing or unreadable file included."""
-    mark = _CREATOR_BYTES.get(Path(path).suffix.lstrip(".").lower())
+    mark = _CREATOR_MARK.get(Path(path).suffix.lstrip(".").lower())
     try:
         if mark is None or os.path.getsize(path) > _LARGEST_PICTURE:
             return False
-        return mark in Path(path).read_bytes()
+        return mark.search(Path(path).read_bytes()) is not None
     except OSError:
         return False
