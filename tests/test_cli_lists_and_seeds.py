@@ -62,20 +62,23 @@ def test_training_at_the_largest_seed_runs_its_evaluation(tmp_path, monkeypatch,
     assert "val_losses" in capsys.readouterr().out
 
 
+def _options(parser: argparse.ArgumentParser | None = None,
+             words: tuple[str, ...] = ()) -> list[tuple[list[str], argparse.Action]]:
+    """(the sub-command's words, the option) for every option of every (sub-)command."""
+    found = []
+    for action in (parser or build_parser())._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _options(sub, (*words, name))
+        elif action.option_strings:
+            found.append((list(words), action))
+    return found
+
+
 def _count_flags() -> list[tuple[list[str], str, int]]:
     """(the sub-command's words, a flag, its least value) for every count flag of every command."""
-    found = []
-
-    def walk(parser: argparse.ArgumentParser, words: list[str]) -> None:
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    walk(sub, [*words, name])
-            elif action.type in (positive_int, non_negative_int):
-                found.append((words, action.option_strings[0], 1 if action.type is positive_int else 0))
-
-    walk(build_parser(), [])
-    return found
+    return [(words, a.option_strings[0], 1 if a.type is positive_int else 0)
+            for words, a in _options() if a.type in (positive_int, non_negative_int)]
 
 
 def test_the_count_flags_are_typed_in_every_command():
@@ -101,16 +104,7 @@ def test_every_output_flag_expands_a_quoted_tilde_as_its_checks_do():
     """--out, --plot, --plot-dir: the checks before the work expand ~ (`writable.usable_path`),
     so the value the writing gets must be expanded too, or a check would pass on one file and the
     command write another."""
-    found = []
-
-    def walk(parser: argparse.ArgumentParser, words: list[str]) -> None:
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    walk(sub, [*words, name])
-            elif set(action.option_strings) & {"--out", "--plot", "--plot-dir"}:
-                found.append((tuple(words), action.option_strings[0], action.type))
-
-    walk(build_parser(), [])
+    found = [(words, a.option_strings[0], a.type) for words, a in _options()
+             if set(a.option_strings) & {"--out", "--plot", "--plot-dir"}]
     assert len(found) >= 10
     assert [f for f in found if f[2] is not output_path] == []
