@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ceilings for the prediction: a hardware name or 'measured' (default: measured if cached, else the datasheet of this device)")
     parser.add_argument("--plot-dir", type=output_path, default=None, metavar="DIR",
                         help="write inference-<model>-context, -roofline and -split (.png and .svg) "
-                             "there, replacing files of those names")
+                             "there, replacing only pictures gptperf drew")
 
 
 def run(args: argparse.Namespace) -> int | None:

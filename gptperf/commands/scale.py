@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--inter", default="ib-ndr", choices=list(INTERCONNECTS),
                    help="link between what-if nodes, one NIC per GPU (default: ib-ndr)")
     parser.add_argument("--plot-dir", type=output_path, metavar="DIR", help="write speedup.png, efficiency.png, space.png there, "
-                        "replacing files of those names")
+                        "replacing only pictures gptperf drew")
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:

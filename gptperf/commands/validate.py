@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     parser.add_argument("--plot-dir", type=output_path, metavar="DIR",
                         help="write validation.png and validation.svg (predicted vs measured) there, "
-                             "replacing files of those names")
+                             "replacing only pictures gptperf drew")
     parser.add_argument("--out", type=output_path, metavar="FILE",
                         help="also write the JSON document to FILE (atomically; an existing FILE "
                              "only if it holds an earlier validate result)")
