@@ -148,6 +148,77 @@ def test_a_machine_that_changed_speed_during_calibration_is_noted(env: Path, mon
     assert any("host ops 2.50× slower than at the calibration's start" in n for n in cal.notes)
 
 
+class _SideProcesses:
+    """A stand-in for `CompileWarmup`: its lock says when it is held; `events` what happened."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.held = False
+        outer = self
+
+        class Lock:
+            def __enter__(self) -> None:
+                outer.held = True
+
+            def __exit__(self, *exc: object) -> None:
+                outer.held = False
+
+        self.lock = Lock()
+
+    def finish(self, timeout_s: float = 180.0) -> str:
+        self.events.append(f"side processes finished (timeout {timeout_s:.0f} s)")
+        return "compiled jobs compiled ahead in a side process: (stand-in)"
+
+
+@pytest.mark.parametrize("side_first", [False, True])
+def test_the_side_processes_start_before_or_after_the_speed_probes(
+        env: Path, monkeypatch: pytest.MonkeyPatch, side_first: bool) -> None:
+    """`SIDE_FIRST`: the compile side processes start before the first speed probe, which then
+    holds their GPU lock; else after it. Either way they are finished once, and if the probe
+    fails they are ended at once. The CUDA-only stages are stood in for (no GPU here)."""
+    from gptperf.measure.probe import SpeedProbe
+
+    events: list[str] = []
+    side: list[_SideProcesses] = []
+
+    def start(*args: object, **kwargs: object) -> _SideProcesses:
+        events.append("side processes started")
+        side.append(_SideProcesses(events))
+        return side[-1]
+
+    def probe(device: object) -> SpeedProbe:
+        events.append("probe" + (" under the lock" if side and side[-1].held else ""))
+        return SpeedProbe(1e-6, 1e-3, 1e-3)
+
+    monkeypatch.setattr(cal_mod, "SIDE_FIRST", side_first)
+    monkeypatch.setattr(cal_mod.CompileWarmup, "start", start)
+    monkeypatch.setattr(cal_mod, "take_probe", probe)
+    monkeypatch.setattr(cal_mod, "host_step_s", lambda device, budget_s=None: 1e-4)
+    monkeypatch.setattr(cal_mod, "_launch_and_sustained", lambda *a: ({"gap_s": 1e-6}, {}))
+    monkeypatch.setattr(cal_mod, "_optimizer_overlap", lambda device: ({}, []))
+    monkeypatch.setattr(cal_mod, "record_compiled_steps", lambda *a, **k: ({}, []))
+    monkeypatch.setattr(cal_mod, "device_name", lambda device: "Stand-in GPU")
+    monkeypatch.setattr(cal_mod, "measure_host", lambda *a, **k: host_mod.HostCosts(
+        {}, {"decode": 1e-4, "train": 1e-3}, []))
+    gpu = torch.device("cuda", 0)
+    cal = cal_mod.calibrate(gpu, quick=True, dtypes=("bf16", "fp32"))
+    first = ["side processes started", "probe under the lock"] if side_first else \
+        ["probe", "side processes started"]
+    assert events == [*first, "side processes finished (timeout 180 s)", "probe"]
+    assert "compiled jobs compiled ahead in a side process: (stand-in)" in cal.notes
+
+    def failing(device: object) -> SpeedProbe:
+        raise RuntimeError("the probe failed")
+
+    events.clear()
+    monkeypatch.setattr(cal_mod, "take_probe", failing)
+    with pytest.raises(RuntimeError, match="the probe failed"):
+        cal_mod.calibrate(gpu, quick=True, dtypes=("bf16", "fp32"))
+    # side processes started before the probe are ended at once; none start after a failed one
+    assert events == (["side processes started", "side processes finished (timeout 0 s)"]
+                      if side_first else [])
+
+
 def test_a_calibration_measures_host_jobs_in_a_slow_spell_again(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`calibrate` keeps the faster of two host-job measurements when the first read the decode
     step far over the reference probed before the kernels and before the jobs (the faster)."""
