@@ -406,7 +406,8 @@ def train(
         note(text)
     corpus.check_sequence(cfg.seq)
 
-    ckpt_path = Path(cfg.out_dir) / FILENAME if cfg.out_dir is not None else None
+    # ~ expanded, as the check of the folder expands it (`writable.usable_path`)
+    ckpt_path = Path(cfg.out_dir).expanduser() / FILENAME if cfg.out_dir is not None else None
     state: dict[str, Any] | None = None
     if cfg.resume:
         assert ckpt_path is not None

@@ -78,6 +78,20 @@ def test_force_replaces_and_resume_continues(earlier_run: Path) -> None:
     assert resumed.start_step == 3 and load_checkpoint(earlier_run / "ckpt.pt")["step"] == 4
 
 
+def test_a_tilde_out_dir_is_checked_and_written_in_the_home_folder(
+        earlier_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder's check expands ~ (`writable.usable_path`): so do the checkpoint's write and its
+    read on --resume."""
+    monkeypatch.setenv("HOME", str(earlier_run.parent))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="already holds a checkpoint"):
+        train(small(Path("~") / earlier_run.name))  # the earlier run's, found through ~
+    train(small(Path("~") / "fresh"))
+    assert (earlier_run.parent / "fresh" / "ckpt.pt").is_file() and not (tmp_path / "~").exists()
+    resumed = train(small(Path("~") / earlier_run.name, max_iters=3, resume=True))
+    assert resumed.start_step == 2 and load_checkpoint(earlier_run / "ckpt.pt")["step"] == 3
+
+
 def test_force_into_a_new_folder_and_no_checkpoint_without_force(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert train(small(tmp_path / "new"), force=True).checkpoint == str(tmp_path / "new" / "ckpt.pt")
