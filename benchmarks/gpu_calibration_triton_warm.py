@@ -5,15 +5,14 @@
 
 Each round runs `gptperf calibrate --force --json` once a variant, each time with empty Triton,
 inductor and gptperf caches and an empty CUDA driver JIT cache (fresh temporary folders; with
-`--warm-jit` the machine's JIT cache is kept): "ahead" as it ships (the side process compiles the
-decode kernels without running them, then inductor's steps: `compile_warmup.SIDE_PROCESSES`), "two
-processes" with those parts split between two side processes (`TWO_PROCESSES`: the decode kernels
-and the recordings' steps in one, the host jobs' steps in the other), "side first" with the side
-processes started before the calibration's speed probes (`calibrate.SIDE_FIRST`), "two first" with
-both, "not ahead" with the side
-processes given no dtypes (they compile inductor's steps alone), and "ahead niced" with the side
-processes at CPU priority 10; a variant may be named twice (`--variants "ahead,two processes,ahead"`).
-Prints
+`--warm-jit` the machine's JIT cache is kept): "ahead" as it ships (two side processes started
+before the calibration's speed probes, `compile_warmup.SIDE_PROCESSES` and `calibrate.SIDE_FIRST`:
+one compiles the decode kernels without running them, then the recordings' steps, the other the
+host jobs' steps), "one process" with the three parts in one side process, "after probes" with the
+side processes started after the speed probes, "one after" with both (as shipped until 2026-12-06),
+"not ahead" with the side processes given no dtypes (they compile inductor's steps alone), and
+"ahead niced" with the side processes at CPU priority 10; a variant may be named twice
+(`--variants "ahead,one after,ahead"`). Prints
 per run: wall seconds, the calibration's own seconds, the attention and gemv families' seconds,
 its time note (each family's seconds and what it waited for the side processes' GPU work) and the
 side process's note; then how far each later run's matmul and attention grids lie from the first
@@ -51,15 +50,14 @@ import sys
 from gptperf.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-TWO_PROCESSES = (("triton", "record"), ("host",))
+ONE_PROCESS = "compile_warmup.SIDE_PROCESSES = (compile_warmup.PARTS,)\n"
 PATCHES = {
-    # the parts side by side in two processes: the one process ended 11 s after the kernels' timing
-    "two processes": f"compile_warmup.SIDE_PROCESSES = {TWO_PROCESSES!r}\n",
-    # the side processes started before the speed probes, the probes under the GPU lock
-    "side first": "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = True\n",
-    # both: two processes, started before the probes
-    "two first": (f"compile_warmup.SIDE_PROCESSES = {TWO_PROCESSES!r}\n"
-                  "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = True\n"),
+    # the three parts in turn in one side process, which ended 11 s after the kernels' timing
+    "one process": ONE_PROCESS,
+    # the side processes started after the speed probes
+    "after probes": "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = False\n",
+    # both: one process, started after the probes
+    "one after": ONE_PROCESS + "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = False\n",
     # the side processes given no dtypes: no Triton kernel compiled ahead
     "not ahead": _EDIT.format(edit="[a for a in argv if not a.startswith(compile_warmup.DTYPES_ARG)]"),
     # the side processes at a lower CPU priority (nice 10): the calibration's own host work first

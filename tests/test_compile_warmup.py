@@ -382,7 +382,7 @@ def test_warm_triton_compiles_every_kernel_the_calibration_then_launches(tmp_pat
 
 @pytest.mark.parametrize("args, says", [
     (["--rounds", "0"], "--rounds must be a positive integer, got 0"),
-    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, two processes, side first, two first, not ahead, ahead niced"),
+    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, one process, after probes, one after, not ahead, ahead niced"),
 ])
 def test_the_triton_warm_benchmark_refuses_bad_arguments_in_one_line(args, says):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_calibration_triton_warm.py"
@@ -409,8 +409,7 @@ _CHILD = [sys.executable, "-m", "gptperf.measure.compile_warmup_child", "cuda:0"
     ("not ahead", [[*_CHILD, "parts=" + ",".join(parts)] for parts in SIDE_PROCESSES]),
     ("ahead niced", [["nice", "-n", "10", *_CHILD, "dtypes=bf16,fp32", "parts=" + ",".join(parts)]
                      for parts in SIDE_PROCESSES]),
-    ("two processes", [[*_CHILD, "dtypes=bf16,fp32", "parts=triton,record"],
-                       [*_CHILD, "dtypes=bf16,fp32", "parts=host"]]),
+    ("one process", [[*_CHILD, "dtypes=bf16,fp32", "parts=triton,host,record"]]),
 ])
 def test_the_triton_warm_benchmarks_variants_edit_the_side_process_command(variant, expected,
                                                                            monkeypatch):
@@ -435,8 +434,8 @@ def test_the_triton_warm_benchmarks_variants_edit_the_side_process_command(varia
     shutil.rmtree(side._dir)
 
 
-def test_the_triton_warm_benchmarks_two_processes_compile_every_part_once():
-    parts = [p for group in _triton_warm_bench().TWO_PROCESSES for p in group]
+def test_the_side_processes_compile_every_part_once_the_kernels_first():
+    parts = [p for group in SIDE_PROCESSES for p in group]
     assert sorted(parts) == sorted(PARTS) and parts.index("triton") == 0  # the kernels timed first
 
 

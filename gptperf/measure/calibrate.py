@@ -55,10 +55,9 @@ REUSE_DAYS = 1.0  # `ensure_calibration` reuses a cached calibration younger tha
 BUDGET_S = {"cuda": 120.0, "cpu": 60.0}
 AFTER_HOST_S = {"cuda": 15.0, "cpu": 0.0}
 # Whether the side processes start before the speed probes (which then take the GPU lock like a
-# kernel) rather than after them: the probes' first CUDA work took 6-9 s on an H200 and the side
-# processes ended 7-11 s after the kernels (2026-12-05); benchmarks/gpu_calibration_triton_warm.py's
-# "side first" variant times it
-SIDE_FIRST = False
+# kernel) rather than after them: the probes' first CUDA work took 6-9 s on an H200, time the side
+# processes compile in (benchmarks/gpu_calibration_triton_warm.py times it both ways)
+SIDE_FIRST = True
 
 
 def default_dtypes(device: torch.device) -> tuple[str, ...]:

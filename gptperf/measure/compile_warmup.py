@@ -31,9 +31,10 @@ DONE = "compiled ahead in"  # the side process's last line on stderr, with the s
 # steps, the compiled recordings' steps (`compile_warmup_child`).
 PARTS = ("triton", "host", "record")
 # The parts each side process takes, one process a group: one doing the three in turn took 75-76 s
-# and ended 11 s after the kernels' timing (H200 and H100, 2026-12-05);
-# benchmarks/gpu_calibration_triton_warm.py's "two processes" variant runs them in two
-SIDE_PROCESSES: tuple[tuple[str, ...], ...] = (PARTS,)
+# and ended 11 s after the kernels' timing (H200 and H100, 2026-12-05); two, started before the
+# speed probes, cut a calibration from cold caches 111 -> 99 s (H100, 2026-12-06;
+# benchmarks/gpu_calibration_triton_warm.py, BENCHMARKS.md)
+SIDE_PROCESSES: tuple[tuple[str, ...], ...] = (("triton", "record"), ("host",))
 # inductor's compile workers in each side process: fewer than an H200 machine's 16 cores, so the
 # calibration's own host work (CUDA-graph capture, cuDNN's plans) keeps its cores
 COMPILE_THREADS = 4
