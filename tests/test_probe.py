@@ -86,13 +86,28 @@ def test_validation_compares_the_machine_with_its_calibration(monkeypatch: pytes
     now = run.compare_speed(cal, torch.device("cpu"), result)
     assert now.host_s == 3e-6
     assert result.speed_vs_calibration == pytest.approx({"host_s": 3.0, "matmul_s": 1.0, "copy_s": 1.0})
-    assert len(result.notes) == 1 and "host ops 3.00× slower than at calibration" in result.notes[0]
-    assert result.notes[0].endswith("`gptperf calibrate --force` measures it again")
+    result.speed_drift = {"host_s": 1 / 1.5, "matmul_s": 1.1}  # at its end over its start
+    notes = run.speed_notes([result])
+    assert len(notes) == 2 and "host ops 3.00× slower than at calibration" in notes[0]
+    assert notes[0].endswith("`gptperf calibrate --force` measures it again")
+    assert "host ops 1.50× faster than at validation's start" in notes[1] and "matmul" not in notes[1]
     back = ValidationResult.from_dict(result.to_dict())
-    assert back.speed_vs_calibration == result.speed_vs_calibration
+    assert (back.speed_vs_calibration, back.speed_drift) == (result.speed_vs_calibration, result.speed_drift)
     bare = ValidationResult("cpu", "Test CPU", True, CalibrationInfo.of(cal))
     run.compare_speed(_calibration({}), torch.device("cpu"), bare)  # an older calibration: nothing to say
-    assert bare.speed_vs_calibration == {} and bare.notes == []
+    assert bare.speed_vs_calibration == {} and run.speed_notes([bare]) == []
+
+
+def test_speed_range_note_gives_each_parts_range_each_way_and_its_cases() -> None:
+    from gptperf.measure.probe import speed_range_note
+
+    slowdowns = [{"host_s": 1.8, "matmul_s": 1.0}, {"host_s": 1.72, "copy_s": 1.1},
+                 {"host_s": 0.5, "matmul_s": 0.7}, {}]
+    note = speed_range_note(slowdowns, "calibration")
+    assert note.startswith("this machine ran host ops 1.72–1.80× slower (2 of 4 cases), host ops "
+                           "2.00× faster (1 of 4 cases), the matmul 1.43× faster (1 of 4 cases) "
+                           "than at calibration (speed probe): predictions miss")
+    assert speed_range_note([{"host_s": 1.2}, {"copy_s": 0.9}, {}], "calibration") is None  # within 25%
 
 
 def test_host_speed_is_the_host_models_step_now_over_then(monkeypatch: pytest.MonkeyPatch) -> None:

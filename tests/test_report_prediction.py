@@ -480,6 +480,36 @@ def test_cases_run_in_a_spell_are_named_once_over_the_report_and_counted_apart(
     assert f"{100 * r.steady_stats.max:.1f} %" in sec
 
 
+def test_the_speed_probes_of_the_cases_are_one_note_of_each_kind_over_the_report(
+        tmp_path: Path, fakes: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each case's `validate` call probes the machine as it begins (against the calibration) and
+    at its end (against its start); the report says each kind once, as ranges over the cases, and
+    keeps the machine's speed at the last case's end over the first case's start."""
+    import gptperf.validate.run as validate_run
+
+    fake = fakes["validate"]
+    order = [c.name for c in cases("cpu", quick=True)]
+
+    def probed(*args: Any, **kwargs: Any) -> ValidationResult:
+        result = FakeValidate.__call__(fake, *args, **kwargs)
+        i = order.index(kwargs["sweep"][0].name)
+        result.speed_vs_calibration = {"host_s": 1.0 + 0.1 * i, "matmul_s": 1.0}  # slower and slower
+        result.speed_drift = {"host_s": 1.5 if i % 2 else 1.0, "matmul_s": 1.0}  # odd cases slowed
+        result.notes += validate_run.speed_notes([result])  # as validate adds them
+        return result
+
+    monkeypatch.setattr(validate_run, "validate", probed)
+    out = tmp_path / "rep"
+    assert build_report(ReportOptions(out=out, device="cpu"), _stages(*STAGE_NAMES)).ok
+    r = _reloaded_page_is_identical(out).validation.result
+    speed = [n for n in r.notes if "(speed probe)" in n]
+    assert len(speed) == 2 and not any("validation's start" in n for n in r.notes)
+    assert "host ops 1.30–1.70× slower (5 of 8 cases) than at calibration" in speed[0]
+    assert "host ops 1.50× slower (4 of 8 cases) than at its case's start" in speed[1]
+    assert r.speed_vs_calibration == pytest.approx({"host_s": 1.0, "matmul_s": 1.0})  # the first case's
+    assert r.speed_drift == pytest.approx({"host_s": 1.7 * 1.5, "matmul_s": 1.0})  # last end / first start
+
+
 def test_a_target_a_hair_below_its_value_reads_apart_on_the_page() -> None:
     from gptperf.report.page_prediction import _reached_and_target
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from gptperf.errors import UserError
+from gptperf.measure.probe import SpeedProbe
 from gptperf.perfmodel import count_parameters
 from gptperf.validate.disjoint import overlaps, planned_configs
 from gptperf.validate.results import (
@@ -447,9 +448,9 @@ def test_a_case_is_charged_at_the_host_sampled_among_its_steps_else_probed_after
     seen_phases: list[Any] = []
     monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None: (
         seen.append(speed), seen_phases.append(phases), _Expected(1e-3))[2])
-    monkeypatch.setattr(run, "take_probe", lambda device: None)
-    monkeypatch.setattr(run, "compare_speed", lambda *a: None)
-    monkeypatch.setattr(run, "drift_note", lambda *a: None)
+    steady = SpeedProbe(1e-6, 1e-3, 1e-3)  # the machine's speed probe, the same throughout
+    monkeypatch.setattr(run, "take_probe", lambda device: steady)
+    monkeypatch.setattr(run, "compare_speed", lambda *a: steady)
     sweep = [c for c in cases("cpu", quick=True) if stood_in[c.name] is not None][:4]
     kinds = [c.workload.kind for c in sweep]
     assert kinds[0] == "train" and "train" not in kinds[1:]
@@ -494,9 +495,9 @@ def test_a_cuda_graph_case_takes_no_host_probe(stood_in: dict[str, float],
     monkeypatch.setattr(run, "expected_step_s", lambda case, cal: None)
     monkeypatch.setattr(run, "host_speeds", lambda *a, **k: asked.append("after") or (0.9, None))
     monkeypatch.setattr(run, "expected_case", lambda *a, **k: _Expected(1e-3))
-    monkeypatch.setattr(run, "take_probe", lambda device: None)
-    monkeypatch.setattr(run, "compare_speed", lambda *a: None)
-    monkeypatch.setattr(run, "drift_note", lambda *a: None)
+    steady = SpeedProbe(1e-6, 1e-3, 1e-3)  # the machine's speed probe, the same throughout
+    monkeypatch.setattr(run, "take_probe", lambda device: steady)
+    monkeypatch.setattr(run, "compare_speed", lambda *a: steady)
     quick = cases("cuda", quick=True)
     graph = next(c for c in quick if c.plan.cuda_graph and c.workload.kind == "decode")
     eager = next(c for c in quick if c.plan.mode == "eager" and c.workload.kind == "decode")

@@ -27,7 +27,7 @@ import functools
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -467,16 +467,49 @@ def host_speeds(calibration: Any, device: Any, budget_s: float | None = None,
     return speed_over(calibration, step, probe), phase_speeds_over(calibration, phases, probe)
 
 
-def drift_note(then: SpeedProbe, now: SpeedProbe, since: str,
+MISS_WHY = ("predictions miss by as much for reasons of the machine, not of the model (shared, "
+            "throttled or virtual machines change speed)")
+
+
+def _change(part: str, ratios: Sequence[float], of: int | None = None) -> str:
+    """'host ops 1.80× slower', or over several readings of one way 'host ops 1.72–1.80× slower
+    (3 of 8 cases)'."""
+    factors = sorted(r if r > 1 else 1 / r for r in ratios)
+    way = "slower" if ratios[0] > 1 else "faster"
+    low, high = f"{factors[0]:.2f}", f"{factors[-1]:.2f}"
+    text = f"{PARTS[part]} {low if low == high else low + '–' + high}× {way}"
+    return text if of is None else f"{text} ({len(ratios)} of {of} cases)"
+
+
+def speed_note(slowdown: Mapping[str, float], since: str,
                tolerance: float = DRIFT_TOLERANCE) -> str | None:
-    """A one-line note when a part of `now` is off `then` by more than `tolerance` (relative),
-    e.g. 'this machine ran host ops 1.80× slower than at the calibration's start; ...'; None when
-    every part is within it."""
-    changed = [(k, r) for k, r in now.slowdown(then).items() if abs(r - 1) > tolerance]
+    """A one-line note when a part of `slowdown` (now / then, `SpeedProbe.slowdown`) is off 1 by
+    more than `tolerance` (relative), e.g. 'this machine ran host ops 1.80× slower than at the
+    calibration's start; ...'; None when every part is within it."""
+    changed = [_change(k, [r]) for k, r in slowdown.items() if k in PARTS and abs(r - 1) > tolerance]
     if not changed:
         return None
-    parts = ", ".join(f"{PARTS[k]} {r:.2f}× slower" if r > 1 else f"{PARTS[k]} {1 / r:.2f}× faster"
-                      for k, r in changed)
-    return (f"this machine ran {parts} than at {since} (speed probe): predictions miss by as much "
-            "for reasons of the machine, not of the model (shared, throttled or virtual machines "
-            "change speed)")
+    return f"this machine ran {', '.join(changed)} than at {since} (speed probe): {MISS_WHY}"
+
+
+def drift_note(then: SpeedProbe, now: SpeedProbe, since: str,
+               tolerance: float = DRIFT_TOLERANCE) -> str | None:
+    """`speed_note` of `now` over `then`."""
+    return speed_note(now.slowdown(then), since, tolerance)
+
+
+def speed_range_note(slowdowns: Sequence[Mapping[str, float]], since: str,
+                     tolerance: float = DRIFT_TOLERANCE) -> str | None:
+    """One note over the probes of several cases (one `slowdown` a case, as `speed_note` takes
+    it): each part beyond `tolerance`, slower and faster apart, as the range of its factors and
+    how many cases read it, e.g. 'this machine ran host ops 1.72–1.80× slower (3 of 8 cases), the
+    matmul 1.35× faster (1 of 8 cases) than at calibration; ...'; None when none is beyond it."""
+    changed = []
+    for part in PARTS:
+        ratios = [s[part] for s in slowdowns if part in s and abs(s[part] - 1) > tolerance]
+        for way in ([r for r in ratios if r > 1], [r for r in ratios if r < 1]):
+            if way:
+                changed.append(_change(part, way, of=len(slowdowns)))
+    if not changed:
+        return None
+    return f"this machine ran {', '.join(changed)} than at {since} (speed probe): {MISS_WHY}"

@@ -75,22 +75,33 @@ def case_cost(case: Any, calibration: Any, device_type: str, scale: float = 1.0)
 
 def merge(results: Sequence[Any], wall_time_s: float) -> Any:
     """One `ValidationResult` of the results of several `validate` calls (one case each); the
-    notes that name cases (spells, clocks) are made again over every case."""
+    notes that name cases (spells, clocks) and those of the speed probes are made again over
+    every case, one of each kind rather than one a case."""
     from gptperf.validate.results import ValidationResult
-    from gptperf.validate.run import CASE_NOTES
+    from gptperf.validate.run import CASE_NOTES, speed_notes
 
-    first = results[0]
+    first, last = results[0], results[-1]
     points = [p for r in results for p in r.points]
     notes: list[str] = []
     for r in results:
-        own = {make(r.points) for make in CASE_NOTES}
+        own = {make(r.points) for make in CASE_NOTES} | set(speed_notes([r]))
         notes += [n for n in r.notes if n not in notes and n not in own]
-    notes += [n for n in (make(points) for make in CASE_NOTES) if n]
+    notes += [n for n in (make(points) for make in CASE_NOTES) if n] + speed_notes(results)
     return ValidationResult(
         first.device_type, first.device_name, first.quick, first.calibration,
         points=points, per_op=[e for r in results for e in r.per_op],
         skipped=[s for r in results for s in r.skipped],
-        wall_time_s=wall_time_s, notes=notes, environment=dict(first.environment))
+        wall_time_s=wall_time_s, notes=notes, environment=dict(first.environment),
+        speed_vs_calibration=dict(first.speed_vs_calibration),
+        speed_drift=_end_over_start(first, last))
+
+
+def _end_over_start(first: Any, last: Any) -> dict[str, float]:
+    """Each probe part at `last`'s end over `first`'s start: both calls read the calibration's
+    probe, so (last's start / calibration) · (last's end / last's start) / (first's start /
+    calibration)."""
+    a, b = first.speed_vs_calibration, last.speed_vs_calibration
+    return {k: b[k] * v / a[k] for k, v in last.speed_drift.items() if k in a and k in b}
 
 
 def run_validation(device: Any, calibration: Any, budget_s: float,

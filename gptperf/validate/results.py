@@ -330,6 +330,9 @@ class ValidationResult:
     # the machine's speed probe as validation began over the calibration's (`measure.probe`):
     # part -> now / then, 2.0 = twice as slow as when calibrated; empty if the calibration has none
     speed_vs_calibration: dict[str, float] = field(default_factory=dict)
+    # the probe at validation's end over the one at its start: part -> end / start; over several
+    # validations that ran a case each (the report's), the last one's end over the first one's start
+    speed_drift: dict[str, float] = field(default_factory=dict)
     seed: int | None = None  # set when the cases were drawn at random (`validate.drawn`)
 
     @property
@@ -410,6 +413,7 @@ class ValidationResult:
             "notes": list(self.notes),
             "environment": dict(self.environment),
             "speed_vs_calibration": dict(self.speed_vs_calibration),
+            "speed_drift": dict(self.speed_drift),
         }
 
     @classmethod
@@ -428,5 +432,6 @@ class ValidationResult:
             wall_time_s=float(d["wall_time_s"]), notes=list(d["notes"]),
             environment=dict(d["environment"]),
             speed_vs_calibration={k: float(v) for k, v in d.get("speed_vs_calibration", {}).items()},
+            speed_drift={k: float(v) for k, v in d.get("speed_drift", {}).items()},
             seed=d.get("seed"),
         )

@@ -24,14 +24,15 @@ from gptperf.measure.bench import window_repeats
 from gptperf.measure.probe import (
     HostSampler,
     SpeedProbe,
-    drift_note,
     fork_speed,
     host_speeds,
     host_unit,
     last_speed_probe,
     phase_speeds_over,
     probe_for,
+    speed_note,
     speed_over,
+    speed_range_note,
     take_probe,
 )
 from gptperf.measure.timer import Progress
@@ -380,9 +381,8 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
                 release_memory(dev.type, compiled=plan.compiled)
         if progress and to_profile:
             progress("profiling", len(to_profile), len(to_profile))
-    drift = drift_note(first, take_probe(dev), "validation's start")
-    if drift:
-        result.notes.append(drift)
+    result.speed_drift = take_probe(dev).slowdown(first)
+    result.notes += speed_notes([result])
     if retry is not None:
         result.notes += retry.notes
     for make in CASE_NOTES:
@@ -437,14 +437,26 @@ def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
 
 def compare_speed(calibration: Any, device: Any, result: ValidationResult) -> SpeedProbe:
     """Probe the machine now; record how it compares with the calibration's last probe in
-    `result` (and a note when a part moved beyond the tolerance). Returns the probe."""
+    `result.speed_vs_calibration` (`speed_notes` says it). Returns the probe."""
     now = take_probe(device)
     saved = last_speed_probe(calibration)
     if saved:
-        then = SpeedProbe.from_dict(saved)
-        result.speed_vs_calibration = now.slowdown(then)
-        drift = drift_note(then, now, "calibration")
-        if drift:  # a calibration taken in a slow (or fast) spell misses every case alike
-            result.notes.append(f"{drift}; if the machine stays so, `gptperf calibrate --force` "
-                                "measures it again")
+        result.speed_vs_calibration = now.slowdown(SpeedProbe.from_dict(saved))
     return now
+
+
+def speed_notes(results: Sequence[ValidationResult]) -> list[str]:
+    """Notes on the speed probes of one validation, or of several that ran a case each (the
+    report's): the machine as each began against its calibration, and at each one's end against
+    its start, where a part moved beyond the tolerance; over several, each part's range of
+    factors and how many cases read it, in one note of each kind."""
+    if len(results) == 1:
+        r = results[0]
+        at_start = speed_note(r.speed_vs_calibration, "calibration")
+        during = speed_note(r.speed_drift, "validation's start")
+    else:
+        at_start = speed_range_note([r.speed_vs_calibration for r in results], "calibration")
+        during = speed_range_note([r.speed_drift for r in results], "its case's start")
+    # a calibration taken in a slow (or fast) spell misses every case alike
+    recalibrate = "; if the machine stays so, `gptperf calibrate --force` measures it again"
+    return [n for n in (at_start and at_start + recalibrate, during) if n]
