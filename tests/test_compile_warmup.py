@@ -163,8 +163,9 @@ def test_the_child_compiles_its_parts_in_order_the_decode_kernels_in_the_calibra
     assert child.main(["cpu", "quick", "dtypes=bf16,fp16"]) == 0
     assert order == [("triton", "cpu", True, ["bf16", "fp16"]), ("host",), ("record", True)]
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert re.fullmatch(rf"{DONE} [0-9.]+ s \(the decode kernels [0-9.]+ s, the host jobs [0-9.]+ s, "
-                        r"the recordings [0-9.]+ s\)", last), last
+    held = r"[0-9.]+ s, [0-9.]+ s of it holding the GPU"  # each part's time, and the lock's share
+    assert re.fullmatch(rf"{DONE} [0-9.]+ s \(the decode kernels {held}; the host jobs {held}; "
+                        rf"the recordings {held}\)", last), last
     order.clear()
     assert child.main(["cpu", "parts=record,host"]) == 0
     assert order == [("record", False), ("host",)]
@@ -251,6 +252,19 @@ def test_suspend_gives_the_lock_up_and_resume_takes_it_back_at_its_depth(tmp_pat
         mine.resume(depth)
         assert other.held_elsewhere()
     assert not other.held_elsewhere()  # both exits matched the depth resumed
+
+
+def test_held_s_counts_the_time_held_and_not_the_time_suspended(tmp_path):
+    lock = GpuLock(tmp_path / "gpu.lock")
+    with lock:
+        time.sleep(0.05)
+        depth = lock.suspend()
+        time.sleep(0.3)  # given up: not held
+        lock.resume(depth)
+        time.sleep(0.05)
+    time.sleep(0.1)  # released: not held
+    assert 0.1 <= lock.held_s < 0.3
+    assert GpuLock(None).held_s == 0.0  # a lock that never waits holds nothing
 
 
 def test_autotuning_in_the_child_holds_the_lock(tmp_path, monkeypatch):
@@ -346,9 +360,10 @@ def test_the_side_process_compiles_on_a_gpu_and_leaves_the_gpu_to_the_timer():
             got += 1
         time.sleep(0.01)
     note = warmup.finish()
-    assert note.startswith("compiled jobs compiled ahead in a side process: ")
-    assert re.search(r": [0-9.]+ s \(the decode kernels [0-9.]+ s, the host jobs [0-9.]+ s, the "
-                     r"recordings [0-9.]+ s\), beside", note), note
+    assert note.startswith(f"compiled jobs compiled ahead in {len(SIDE_PROCESSES)} side processes: "
+                           if len(SIDE_PROCESSES) > 1 else "compiled jobs compiled ahead in a side process: ")
+    for part in ("the decode kernels", "the host jobs", "the recordings"):  # each, with its GPU share
+        assert re.search(rf"{part} [0-9.]+ s, [0-9.]+ s of it holding the GPU[;)]", note), note
     assert got > 10
 
 

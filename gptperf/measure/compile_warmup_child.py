@@ -224,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
             "record": lambda: warm_record(device, quick, lock)}
     took = []
     for part in parts:  # "triton" first where given: the calibration times those kernels first
-        began = time.perf_counter()
+        began, held = time.perf_counter(), lock.held_s
         work[part]()
-        took.append(f"{PART_NAMES[part]} {time.perf_counter() - began:.1f} s")
+        took.append(f"{PART_NAMES[part]} {time.perf_counter() - began:.1f} s, "
+                    f"{lock.held_s - held:.1f} s of it holding the GPU")
     # the parent's note reads this line
-    sys.stderr.write(f"{DONE} {time.perf_counter() - start:.1f} s ({', '.join(took)})\n")
+    sys.stderr.write(f"{DONE} {time.perf_counter() - start:.1f} s ({'; '.join(took)})\n")
     return 0
 
 

@@ -29,7 +29,8 @@ class GpuLock:
     """An exclusive `flock` on `path`, re-entrant within one holder; `None`: a lock that never
     waits (nothing shares the GPU). With `patience_s`, a wait longer than that calls
     `on_timeout()` once (which should end the other holder: its process's end frees the lock)
-    and then waits on. `waited_s`: the seconds this holder has spent waiting for it."""
+    and then waits on. `waited_s`: the seconds this holder has spent waiting for it; `held_s`:
+    holding it (while suspended not counted)."""
 
     def __init__(self, path: str | Path | None, *, patience_s: float | None = None,
                  on_timeout: Callable[[], None] | None = None) -> None:
@@ -39,12 +40,15 @@ class GpuLock:
         self._fd: int | None = None
         self._depth = 0
         self.waited_s = 0.0
+        self.held_s = 0.0
+        self._taken_at = 0.0
 
     def __enter__(self) -> GpuLock:
         if self.path is not None:
             if self._depth == 0:
                 self._fd = self._open()
                 self._take(self._fd)
+                self._taken_at = time.monotonic()
             self._depth += 1
         return self
 
@@ -80,6 +84,7 @@ class GpuLock:
             return
         self._depth -= 1
         if self._depth == 0 and self._fd is not None:
+            self.held_s += time.monotonic() - self._taken_at
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
