@@ -92,11 +92,14 @@ def main() -> int:
     cal = next(Path(os.environ["GPTPERF_CACHE_DIR"], "calibration").glob("*.json"), None)
     if cal is not None:
         shutil.copyfile(cal, out / "calibration.json")
-        if not args.skip_calibrate:  # where its time went (`calibrate.time_note`)
-            split = next((n for n in json.loads(cal.read_text()).get("notes", [])
-                          if n.startswith("time: ")), None)
+        if not args.skip_calibrate:  # where its time went (`calibrate.time_note`), and the side
+            notes = json.loads(cal.read_text()).get("notes", [])  # processes' parts on the GPU
+            split = next((n for n in notes if n.startswith("time: ")), None)
             if split:
                 rows.append(("calibrate time", split.removeprefix("time: ")))
+            side = next((n for n in notes if n.startswith("compiled jobs compiled ahead")), None)
+            if side:
+                rows.append(("calibrate side processes", side.removeprefix("compiled jobs ")))
 
     if not args.no_validate:
         argv = ["validate", "--device", dev, "--out", str(out / "validate.json"),
