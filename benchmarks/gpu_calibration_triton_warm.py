@@ -15,7 +15,7 @@ side processes started after the speed probes, "one after" with both (as shipped
 (`--variants "ahead,one after,ahead"`). Prints
 per run: wall seconds, the calibration's own seconds, the attention and gemv families' seconds,
 its time note (each family's seconds and what it waited for the side processes' GPU work) and the
-side process's note; then how far each later run's matmul and attention grids lie from the first
+side processes' note; then how far each later run's matmul and attention grids lie from the first
 run's (a variant should change the time, not the figures).
 
 An empty JIT cache makes every run pay what the first calibration on a fresh machine pays: cuDNN's

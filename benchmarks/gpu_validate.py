@@ -92,8 +92,9 @@ def main() -> int:
     cal = next(Path(os.environ["GPTPERF_CACHE_DIR"], "calibration").glob("*.json"), None)
     if cal is not None:
         shutil.copyfile(cal, out / "calibration.json")
-        if not args.skip_calibrate:  # where its time went (`calibrate.time_note`), and the side
-            notes = json.loads(cal.read_text()).get("notes", [])  # processes' parts on the GPU
+        if not args.skip_calibrate:
+            # where its time went (`calibrate.time_note`), and the side processes' parts on the GPU
+            notes = json.loads(cal.read_text()).get("notes", [])
             split = next((n for n in notes if n.startswith("time: ")), None)
             if split:
                 rows.append(("calibrate time", split.removeprefix("time: ")))

@@ -1,5 +1,5 @@
-"""The GPU lock two processes of a calibration share, the side process that compiles ahead, and the
-calibration's kernel timer holding the lock (CPU stand-ins: the GPU run is in BENCHMARKS.md)."""
+"""The GPU lock a calibration and its side processes share, the side processes that compile ahead,
+and the calibration's kernel timer holding the lock (CPU stand-ins: the GPU run is in BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -85,10 +85,13 @@ def test_two_side_processes_are_waited_for_together_and_told_apart(tmp_path):
         return [sys.executable, "-c", f"import sys; sys.stderr.write('{DONE} {seconds} s ({part})')"]
 
     (tmp_path / "ok").mkdir()
-    both = CompileWarmup([done(4.5, "the host jobs 4.5 s"), done(2.0, "the recordings 2.0 s")],
-                         tmp_path / "ok")
-    assert both.finish().startswith("compiled jobs compiled ahead in 2 side processes: 4.5 s (the "
-                                    "host jobs 4.5 s) and 2.0 s (the recordings 2.0 s), beside")
+    both = CompileWarmup([done(4.5, "the decode kernels 1.0 s, 0.2 s of it holding the GPU; the "
+                                    "recordings 3.5 s, 1.5 s of it holding the GPU"),
+                          done(2.0, "the host jobs 2.0 s, 0.5 s of it holding the GPU")], tmp_path / "ok")
+    assert both.finish().startswith(  # each process's line as the child writes it (`child.main`)
+        "compiled jobs compiled ahead in 2 side processes: 4.5 s (the decode kernels 1.0 s, 0.2 s "
+        "of it holding the GPU; the recordings 3.5 s, 1.5 s of it holding the GPU) and 2.0 s (the "
+        "host jobs 2.0 s, 0.5 s of it holding the GPU), beside the kernels' timing")
     failing = [sys.executable, "-c", "import sys; sys.stderr.write('no GPU'); sys.exit(4)"]
     (tmp_path / "bad").mkdir()
     one_bad = CompileWarmup([done(1.0, "x"), failing], tmp_path / "bad")
@@ -351,8 +354,8 @@ def test_the_child_compiles_what_the_calibration_compiles(monkeypatch, tmp_path,
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_the_side_process_compiles_on_a_gpu_and_leaves_the_gpu_to_the_timer():
-    """The real side process (quick: the train recording only): it finishes, and while it works
-    the lock is free for stretches (its compiles) that the calibration's timer gets."""
+    """The real side processes as shipped (`SIDE_PROCESSES`, quick): they finish, and while they
+    work the lock is free for stretches (their compiles) that the calibration's timer gets."""
     warmup = CompileWarmup.start(torch.cuda.current_device(), True)
     got, deadline = 0, time.monotonic() + 120
     while warmup.running() and time.monotonic() < deadline:

@@ -38,9 +38,9 @@ SIDE_PROCESSES: tuple[tuple[str, ...], ...] = (("triton", "record"), ("host",))
 # inductor's compile workers in each side process: fewer than an H200 machine's 16 cores, so the
 # calibration's own host work (CUDA-graph capture, cuDNN's plans) keeps its cores
 COMPILE_THREADS = 4
-WAIT_S = 180.0  # the longest the calibration waits for it after timing its kernels
-# the longest the calibration waits for the GPU while the side process holds it (a model's first
-# steps and inductor's autotuning of their kernels: seconds) before it stops the side process
+WAIT_S = 180.0  # the longest the calibration waits for them after timing its kernels
+# the longest the calibration waits for the GPU while a side process holds it (a model's first
+# steps and inductor's autotuning of their kernels: seconds) before it stops the side processes
 PATIENCE_S = 60.0
 
 

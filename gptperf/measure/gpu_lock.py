@@ -1,7 +1,7 @@
-"""One GPU shared by two processes of a calibration, in turns: the calibration holds this lock while
-it times a kernel, and the side process that warms the compile caches (`compile_warmup`) holds it
-while it runs anything on the GPU, so neither times the other's kernels (two processes' kernels on
-one GPU are time-sliced: each slows the other's)."""
+"""One GPU shared by a calibration and its side processes, in turns: the calibration holds this lock
+while it times a kernel, and each side process that warms the compile caches (`compile_warmup`)
+holds it while it runs anything on the GPU, so no process times another's kernels (two processes'
+kernels on one GPU are time-sliced: each slows the other's)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class GpuLock:
     waits (nothing shares the GPU). With `patience_s`, a wait longer than that calls
     `on_timeout()` once (which should end the other holder: its process's end frees the lock)
     and then waits on. `waited_s`: the seconds this holder has spent waiting for it; `held_s`:
-    holding it (while suspended not counted)."""
+    holding it, counted at each release (a hold still open is not in it yet; while suspended is
+    not held)."""
 
     def __init__(self, path: str | Path | None, *, patience_s: float | None = None,
                  on_timeout: Callable[[], None] | None = None) -> None:

@@ -485,7 +485,7 @@ def speed_note(slowdown: Mapping[str, float], since: str,
                tolerance: float = DRIFT_TOLERANCE) -> str | None:
     """A one-line note when a part of `slowdown` (now / then, `SpeedProbe.slowdown`) is off 1 by
     more than `tolerance` (relative), e.g. 'this machine ran host ops 1.80× slower than at the
-    calibration's start; ...'; None when every part is within it."""
+    calibration's start (speed probe): predictions miss ...'; None when every part is within it."""
     changed = [_change(k, [r]) for k, r in slowdown.items() if k in PARTS and abs(r - 1) > tolerance]
     if not changed:
         return None
@@ -503,7 +503,8 @@ def speed_range_note(slowdowns: Sequence[Mapping[str, float]], since: str,
     """One note over the probes of several cases (one `slowdown` a case, as `speed_note` takes
     it): each part beyond `tolerance`, slower and faster apart, as the range of its factors and
     how many cases read it, e.g. 'this machine ran host ops 1.72–1.80× slower (3 of 8 cases), the
-    matmul 1.35× faster (1 of 8 cases) than at calibration; ...'; None when none is beyond it."""
+    matmul 1.35× faster (1 of 8 cases) than at calibration (speed probe): predictions miss ...';
+    None when none is beyond it."""
     changed = []
     for part in PARTS:
         ratios = [s[part] for s in slowdowns if part in s and abs(s[part] - 1) > tolerance]

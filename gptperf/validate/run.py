@@ -456,7 +456,7 @@ def speed_notes(results: Sequence[ValidationResult]) -> list[str]:
         during = speed_note(r.speed_drift, "validation's start")
     else:
         at_start = speed_range_note([r.speed_vs_calibration for r in results], "calibration")
-        during = speed_range_note([r.speed_drift for r in results], "its case's start")
+        during = speed_range_note([r.speed_drift for r in results], "each case's start")
     # a calibration taken in a slow (or fast) spell misses every case alike
     recalibrate = "; if the machine stays so, `gptperf calibrate --force` measures it again"
     return [n for n in (at_start and at_start + recalibrate, during) if n]
