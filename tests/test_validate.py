@@ -1097,6 +1097,23 @@ def test_the_terminal_prints_outside_text_as_written(capsys: pytest.CaptureFixtu
     assert "gptperf validate --device cpu --random 4 --seed 77" in out
 
 
+def test_the_terminal_prints_both_speed_probe_readings(capsys: pytest.CaptureFixture[str]) -> None:
+    from gptperf.commands.validate import print_result
+
+    r = _result("cpu")
+    r.speed_vs_calibration = {"host_s": 1.5, "matmul_s": 0.8}
+    r.speed_drift = {"host_s": 0.9, "fork_s": 1.25}
+    print_result(r, [], None)
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("Speed probe, time at validation's start over time at calibration (this device): "
+            "host ops ×1.50, the matmul ×0.80") in out
+    assert ("Speed probe, time at validation's end over time at its start (this device): host ops "
+            "×0.90, parallel CPU ops ×1.25") in out
+    r.speed_vs_calibration, r.speed_drift = {}, {}  # an older calibration, an older document
+    print_result(r, [], None)
+    assert "Speed probe" not in capsys.readouterr().out
+
+
 def test_a_case_is_marked_beyond_its_devices_target(capsys: pytest.CaptureFixture[str]) -> None:
     from gptperf.commands.validate import print_result
 

@@ -205,11 +205,13 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     if r.seed is not None:
         console.print(f"The same cases again: gptperf validate --device {r.device_type} "
                       f"--random {len(r.points) + len(r.skipped)} --seed {r.seed}")
-    if r.speed_vs_calibration:  # now / at calibration, both probes measured on this device
-        from gptperf.measure.probe import PARTS
+    from gptperf.measure.probe import PARTS
 
-        parts = ", ".join(f"{PARTS[k]} ×{v:.2f}" for k, v in r.speed_vs_calibration.items() if k in PARTS)
-        console.print(f"Speed probe, time now over time at calibration (this device): {parts}")
+    for what, ratios in (("at validation's start over time at calibration", r.speed_vs_calibration),
+                         ("at validation's end over time at its start", r.speed_drift)):
+        if ratios:  # both probes measured on this device
+            parts = ", ".join(f"{PARTS[k]} ×{v:.2f}" for k, v in ratios.items() if k in PARTS)
+            console.print(f"Speed probe, time {what} (this device): {parts}")
     for path in plots:
         console.print(f"[dim]picture written: {escape(str(path))}[/dim]")
     if out:
