@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 
 import pytest
+import torch
 
 from gptperf.cli import main
+from gptperf.measure.calibrate import calibration_for
+from gptperf.perfmodel.calibration import Calibration
 from gptperf.perfmodel.devices import datasheet_hardware_for, datasheet_name_for
 
 
@@ -109,3 +114,30 @@ def test_datasheet_for_device_names(name: str, entry: str) -> None:
 def test_unknown_gpu_has_no_datasheet() -> None:
     assert datasheet_name_for("NVIDIA GeForce GTX 1080") is None
     assert datasheet_hardware_for("Tesla T4", "cuda") is None
+
+
+@pytest.mark.slow
+def test_the_quick_calibration_ceilings_ends_with_is_real_and_complete(cache) -> None:
+    """The session's quick CPU calibration, measured for real at the end of `gptperf ceilings
+    --quick` with the machine's threads, as `gptperf calibrate --json` gives it back from the cache."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["calibrate", "--device", "cpu", "--quick", "--json"]) == 0
+    doc = json.loads(out.getvalue())
+    assert doc["cached"] and f"CPU threads: {torch.get_num_threads()}" in doc["notes"]
+    cal = Calibration.from_dict(doc)
+    assert cal.seconds < 60, cal.notes  # budget: 25 s on 2 idle cores; room for a busy machine
+    assert cal.matmul and cal.attention and cal.vector and cal.optimizer
+    assert all(r is None or (math.isfinite(r) and r >= 0) for r in cal.residuals().values())
+    assert cal.host["eager:fwd:fp32"]["per_layer_s"] > 0
+    units = cal.probes["host_jobs"]  # each job's own unit, kept beside the one they are scaled to
+    assert set(units) == {"eager:train:fp32", "eager:inference:fp32"} and all(u > 0 for u in units.values())
+    # one job a probe here: each probe's unit is its job's own (the train step ~10x the decode's)
+    host = dict(cal.probes["host"])
+    phases = {k: host.pop(k) for k in ("train_fwd_s", "train_bwd_s", "train_opt_s")}
+    assert host == pytest.approx({"step_s": units["eager:inference:fp32"],
+                                  "train_step_s": units["eager:train:fp32"]})
+    # the train probe's phases, each timed apart: together about its whole step
+    assert sum(phases.values()) == pytest.approx(units["eager:train:fp32"], rel=0.3)
+    assert units["eager:train:fp32"] > 1.5 * units["eager:inference:fp32"]
+    assert calibration_for(torch.device("cpu")) == cal
