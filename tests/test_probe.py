@@ -104,9 +104,9 @@ def test_speed_range_note_gives_each_parts_range_each_way_and_its_cases() -> Non
     slowdowns = [{"host_s": 1.8, "matmul_s": 1.0}, {"host_s": 1.72, "copy_s": 1.1},
                  {"host_s": 0.5, "matmul_s": 0.7}, {}]
     note = speed_range_note(slowdowns, "calibration")
-    assert note.startswith("this machine ran host ops 1.72–1.80× slower (2 of 4 cases), host ops "
-                           "2.00× faster (1 of 4 cases), the matmul 1.43× faster (1 of 4 cases) "
-                           "than at calibration (speed probe): predictions miss")
+    assert note.startswith("this machine ran host ops 1.72–1.80× slower in 2 and 2.00× faster in 1 "
+                           "of 4 cases, the matmul 1.43× faster in 1 of 4 cases than at calibration "
+                           "(speed probe): predictions miss")
     assert speed_range_note([{"host_s": 1.2}, {"copy_s": 0.9}, {}], "calibration") is None  # within 25%
 
 

@@ -504,8 +504,8 @@ def test_the_speed_probes_of_the_cases_are_one_note_of_each_kind_over_the_report
     r = _reloaded_page_is_identical(out).validation.result
     speed = [n for n in r.notes if "(speed probe)" in n]
     assert len(speed) == 2 and not any("validation's start" in n for n in r.notes)
-    assert "host ops 1.30–1.70× slower (5 of 8 cases) than at calibration" in speed[0]
-    assert "host ops 1.50× slower (4 of 8 cases) than at each case's start" in speed[1]
+    assert "host ops 1.30–1.70× slower in 5 of 8 cases than at calibration" in speed[0]
+    assert "host ops 1.50× slower in 4 of 8 cases than at each case's start" in speed[1]
     assert r.speed_vs_calibration == pytest.approx({"host_s": 1.0, "matmul_s": 1.0})  # the first case's
     assert r.speed_drift == pytest.approx({"host_s": 1.7 * 1.5, "matmul_s": 1.0})  # last end / first start
 

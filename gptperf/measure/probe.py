@@ -471,14 +471,11 @@ MISS_WHY = ("predictions miss by as much for reasons of the machine, not of the 
             "throttled or virtual machines change speed)")
 
 
-def _change(part: str, ratios: Sequence[float], of: int | None = None) -> str:
-    """'host ops 1.80× slower', or over several readings of one way 'host ops 1.72–1.80× slower
-    (3 of 8 cases)'."""
+def _factors(ratios: Sequence[float]) -> str:
+    """'1.80× slower', or over several readings of one way '1.72–1.80× slower'."""
     factors = sorted(r if r > 1 else 1 / r for r in ratios)
-    way = "slower" if ratios[0] > 1 else "faster"
     low, high = f"{factors[0]:.2f}", f"{factors[-1]:.2f}"
-    text = f"{PARTS[part]} {low if low == high else low + '–' + high}× {way}"
-    return text if of is None else f"{text} ({len(ratios)} of {of} cases)"
+    return f"{low if low == high else low + '–' + high}× {'slower' if ratios[0] > 1 else 'faster'}"
 
 
 def speed_note(slowdown: Mapping[str, float], since: str,
@@ -486,7 +483,8 @@ def speed_note(slowdown: Mapping[str, float], since: str,
     """A one-line note when a part of `slowdown` (now / then, `SpeedProbe.slowdown`) is off 1 by
     more than `tolerance` (relative), e.g. 'this machine ran host ops 1.80× slower than at the
     calibration's start (speed probe): predictions miss ...'; None when every part is within it."""
-    changed = [_change(k, [r]) for k, r in slowdown.items() if k in PARTS and abs(r - 1) > tolerance]
+    changed = [f"{PARTS[k]} {_factors([r])}" for k, r in slowdown.items()
+               if k in PARTS and abs(r - 1) > tolerance]
     if not changed:
         return None
     return f"this machine ran {', '.join(changed)} than at {since} (speed probe): {MISS_WHY}"
@@ -502,15 +500,16 @@ def speed_range_note(slowdowns: Sequence[Mapping[str, float]], since: str,
                      tolerance: float = DRIFT_TOLERANCE) -> str | None:
     """One note over the probes of several cases (one `slowdown` a case, as `speed_note` takes
     it): each part beyond `tolerance`, slower and faster apart, as the range of its factors and
-    how many cases read it, e.g. 'this machine ran host ops 1.72–1.80× slower (3 of 8 cases), the
-    matmul 1.35× faster (1 of 8 cases) than at calibration (speed probe): predictions miss ...';
-    None when none is beyond it."""
+    how many cases read it, e.g. 'this machine ran host ops 1.72–1.80× slower in 3 and 1.50×
+    faster in 1 of 8 cases, the matmul 1.35× faster in 1 of 8 cases than at calibration (speed
+    probe): predictions miss ...'; None when none is beyond it."""
     changed = []
     for part in PARTS:
         ratios = [s[part] for s in slowdowns if part in s and abs(s[part] - 1) > tolerance]
-        for way in ([r for r in ratios if r > 1], [r for r in ratios if r < 1]):
-            if way:
-                changed.append(_change(part, way, of=len(slowdowns)))
+        ways = [w for w in ([r for r in ratios if r > 1], [r for r in ratios if r < 1]) if w]
+        if ways:
+            read = " and ".join(f"{_factors(w)} in {len(w)}" for w in ways)
+            changed.append(f"{PARTS[part]} {read} of {len(slowdowns)} cases")
     if not changed:
         return None
     return f"this machine ran {', '.join(changed)} than at {since} (speed probe): {MISS_WHY}"
