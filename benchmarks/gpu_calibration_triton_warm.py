@@ -13,7 +13,9 @@ side processes started after the speed probes, "one after" with both (as shipped
 "not ahead" with the side processes given no dtypes (they compile inductor's steps alone), and
 "ahead niced" with the side processes at CPU priority 10; a variant may be named twice
 (`--variants "ahead,one after,ahead"`). Prints
-per run: wall seconds, the calibration's own seconds, the attention and gemv families' seconds,
+per run: wall seconds, the calibration's own seconds, the wall time outside them (before the
+calibration: Python's start and the imports; after it: the save; the interpreter's exit), the
+attention and gemv families' seconds,
 its time note (each family's seconds and what it waited for the side processes' GPU work) and the
 side processes' note; then how far each later run's matmul and attention grids lie from the first
 run's (a variant should change the time, not the figures).
@@ -50,6 +52,23 @@ import sys
 from gptperf.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+# Every run marks on stderr (epoch seconds) the calibration's start and end and the start of the
+# interpreter's exit, so its wall time outside the calibration's own clock splits into before it
+# (Python's start, the imports), after it (the save, the JSON) and the process's end
+CLOCK_MARK = "[clock]"
+_CLOCK = f"""
+import atexit, sys, time
+from gptperf.measure import calibrate as _cal
+_calibrate = _cal.calibrate
+def _timed(*a, **k):
+    sys.stderr.write(f"{CLOCK_MARK} start {{time.time()}}\\n")
+    try:
+        return _calibrate(*a, **k)
+    finally:
+        sys.stderr.write(f"{CLOCK_MARK} end {{time.time()}}\\n")
+_cal.calibrate = _timed
+atexit.register(lambda: sys.stderr.write(f"{CLOCK_MARK} exit {{time.time()}}\\n"))
+"""
 ONE_PROCESS = "compile_warmup.SIDE_PROCESSES = (compile_warmup.PARTS,)\n"
 PATCHES = {
     # the three parts in turn in one side process, which ended 11 s after the kernels' timing
@@ -63,8 +82,23 @@ PATCHES = {
     # the side processes at a lower CPU priority (nice 10): the calibration's own host work first
     "ahead niced": _EDIT.format(edit='["nice", "-n", "10", *argv]'),
 }
-VARIANTS = {"ahead": [sys.executable, "-m", "gptperf"],
-            **{name: [sys.executable, "-c", _PATCH + patch + _RUN] for name, patch in PATCHES.items()}}
+VARIANTS = {"ahead": [sys.executable, "-c", _CLOCK + _RUN],
+            **{name: [sys.executable, "-c", _CLOCK + _PATCH + patch + _RUN] for name, patch in PATCHES.items()}}
+
+
+def outside_clock(stderr: str, launched: float, ended: float) -> dict[str, float | None]:
+    """Seconds of a run's wall time (epoch `launched` to `ended`) outside the calibration's own
+    clock, from its marks (`_CLOCK`): before the calibration started, after it ended until the
+    interpreter's exit began, and that exit; None where a mark is missing."""
+    marks: dict[str, float] = {}
+    for line in stderr.splitlines():
+        if line.startswith(CLOCK_MARK):
+            _, what, stamp = line.split()
+            marks[what] = float(stamp)
+    start, end, exit_ = (marks.get(k) for k in ("start", "end", "exit"))
+    return {"before_s": None if start is None else start - launched,
+            "after_s": None if end is None or exit_ is None else exit_ - end,
+            "exit_s": None if exit_ is None else ended - exit_}
 
 
 def calibrate_cold(variant: str, warm_jit: bool = False) -> dict[str, object]:
@@ -75,11 +109,12 @@ def calibrate_cold(variant: str, warm_jit: bool = False) -> dict[str, object]:
                TORCHINDUCTOR_CACHE_DIR=str(caches / "inductor"), GPTPERF_CACHE_DIR=str(caches / "gptperf"))
     if not warm_jit:
         env["CUDA_CACHE_PATH"] = str(caches / "nv")
-    t0 = time.perf_counter()
+    t0, launched = time.perf_counter(), time.time()
     try:
         proc = subprocess.run([*VARIANTS[variant], "calibrate", "--force", "--json"], env=env,
                               capture_output=True, text=True, timeout=400)
     finally:
+        ended = time.time()
         shutil.rmtree(caches, ignore_errors=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -90,6 +125,7 @@ def calibrate_cold(variant: str, warm_jit: bool = False) -> dict[str, object]:
     spent = {name: re.search(rf"{name} ([0-9.]+)", timing) for name in ("attention", "gemv")}
     side = next((n for n in notes if n.startswith("compiled jobs compiled ahead")), "")
     return {"variant": variant, "wall_s": wall, "calibration_s": doc.get("seconds"),
+            **outside_clock(proc.stderr, launched, ended),
             **{f"{name}_family_s": float(m.group(1)) if m else None for name, m in spent.items()},
             "timing": timing, "side": side, "eager": [n for n in notes if "timed eagerly" in n],
             "grids": {f"{family} {key}": grid["seconds"] for family in ("matmul", "attention")
@@ -138,11 +174,14 @@ def main() -> int:
     for run in runs:
         print(f"{run['variant']:>15}: {run.get('timing') or run.get('error')}; {run.get('side', '')}; "
               f"timed eagerly: {len(run.get('eager', []))}")
-    print(f"{'variant':>15} {'wall s':>8} {'calibration s':>14} {'attention s':>12} {'gemv s':>8}")
+    print(f"{'variant':>15} {'wall s':>8} {'calibration s':>14} {'before s':>9} {'after s':>8} "
+          f"{'exit s':>7} {'attention s':>12} {'gemv s':>8}")
     nan = float("nan")
     for run in runs:
+        outside = " ".join(f"{run.get(k) if run.get(k) is not None else nan:{w}.1f}"
+                           for k, w in (("before_s", 9), ("after_s", 8), ("exit_s", 7)))
         print(f"{run['variant']:>15} {run['wall_s']:8.1f} {run.get('calibration_s') or nan:14.1f} "
-              f"{run.get('attention_family_s') or nan:12.1f} {run.get('gemv_family_s') or nan:8.1f}")
+              f"{outside} {run.get('attention_family_s') or nan:12.1f} {run.get('gemv_family_s') or nan:8.1f}")
     for run in runs[1:]:
         for key, (median, worst, cells) in grid_agreement(runs[0].get("grids", {}),
                                                           run.get("grids", {})).items():

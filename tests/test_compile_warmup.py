@@ -464,6 +464,29 @@ def test_the_triton_warm_benchmark_alternates_the_order_of_its_variants():
     assert bench.run_order(["ahead"], 2) == ["ahead", "ahead"]
 
 
+def test_the_triton_warm_benchmark_splits_the_wall_time_outside_the_calibrations_clock(
+        monkeypatch, capsys):
+    import atexit
+
+    from gptperf.measure import calibrate as cal_mod
+
+    bench = _triton_warm_bench()
+    # each run's marks, as its prelude writes them around the calibration and at its exit
+    monkeypatch.setattr(cal_mod, "calibrate", lambda *a, **k: "calibrated")
+    at_exit = []
+    monkeypatch.setattr(atexit, "register", at_exit.append)
+    exec(bench._CLOCK, {})
+    assert cal_mod.calibrate() == "calibrated" and len(at_exit) == 1
+    at_exit[0]()
+    marks = [line.split()[1] for line in capsys.readouterr().err.splitlines()]
+    assert marks == ["start", "end", "exit"]
+    # launched at 100 s, the calibration from 105.5 to 200, the exit from 201.5, ended at 204
+    stderr = "a warning\n[clock] start 105.5\n[clock] end 200.0\n[clock] exit 201.5\n"
+    assert bench.outside_clock(stderr, 100.0, 204.0) == {"before_s": 5.5, "after_s": 1.5, "exit_s": 2.5}
+    assert bench.outside_clock("[clock] start 105.5\n", 100.0, 204.0) == {
+        "before_s": 5.5, "after_s": None, "exit_s": None}  # a run that died in its calibration
+
+
 def test_the_triton_warm_benchmark_compares_each_runs_grids_with_the_first():
     bench = _triton_warm_bench()
     first = {"matmul bf16": [1.0, 2.0, 4.0], "attention bf16:one_query": [1.0], "gone": [1.0]}
