@@ -105,7 +105,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from gptperf.measure.probe import FORK_SPELL
+    from gptperf.measure.probe import FORK_SPELL, PARTS
     from gptperf.output import apart_digits, percent, print_note, ratio_range, seconds, wide_console
     from gptperf.validate.results import HOST_BOUND_SHARE, OP_FLOOR_S, TARGETS
 
@@ -205,8 +205,6 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
     if r.seed is not None:
         console.print(f"The same cases again: gptperf validate --device {r.device_type} "
                       f"--random {len(r.points) + len(r.skipped)} --seed {r.seed}")
-    from gptperf.measure.probe import PARTS
-
     for what, ratios in (("at validation's start over time at calibration", r.speed_vs_calibration),
                          ("at validation's end over time at its start", r.speed_drift)):
         if ratios:  # both probes measured on this device
