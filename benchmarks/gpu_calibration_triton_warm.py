@@ -70,13 +70,14 @@ _cal.calibrate = _timed
 atexit.register(lambda: sys.stderr.write(f"{CLOCK_MARK} exit {{time.time()}}\\n"))
 """
 ONE_PROCESS = "compile_warmup.SIDE_PROCESSES = (compile_warmup.PARTS,)\n"
+AFTER_PROBES = "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = False\n"
 PATCHES = {
     # the three parts in turn in one side process, which ended 11 s after the kernels' timing
     "one process": ONE_PROCESS,
     # the side processes started after the speed probes
-    "after probes": "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = False\n",
+    "after probes": AFTER_PROBES,
     # both: one process, started after the probes
-    "one after": ONE_PROCESS + "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = False\n",
+    "one after": ONE_PROCESS + AFTER_PROBES,
     # the side processes given no dtypes: no Triton kernel compiled ahead
     "not ahead": _EDIT.format(edit="[a for a in argv if not a.startswith(compile_warmup.DTYPES_ARG)]"),
     # the side processes at a lower CPU priority (nice 10): the calibration's own host work first
