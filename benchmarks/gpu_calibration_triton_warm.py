@@ -10,8 +10,10 @@ before the calibration's speed probes, `compile_warmup.SIDE_PROCESSES` and `cali
 one compiles the decode kernels without running them, then the recordings' steps, the other the
 host jobs' steps), "one process" with the three parts in one side process, "after probes" with the
 side processes started after the speed probes, "one after" with both (as shipped until 2026-12-06),
-"not ahead" with the side processes given no dtypes (they compile inductor's steps alone), and
-"ahead niced" with the side processes at CPU priority 10; a variant may be named twice
+"not ahead" with the side processes given no dtypes (they compile inductor's steps alone),
+"ahead niced" with the side processes at CPU priority 10, and "ahead profiled" as shipped with each
+side process sampled, every 20 ms it holds the GPU, for where it is (its seconds by place are
+printed: what the calibration waits for); a variant may be named twice
 (`--variants "ahead,one after,ahead"`). Prints
 per run: wall seconds, the calibration's own seconds, the wall time outside them (before the
 calibration: Python's start and the imports; after it: the save; the interpreter's exit), the
@@ -69,6 +71,48 @@ def _timed(*a, **k):
 _cal.calibrate = _timed
 atexit.register(lambda: sys.stderr.write(f"{CLOCK_MARK} exit {{time.time()}}\\n"))
 """
+# A side process run with a sampler: each 20 ms that it holds the GPU lock, where its main thread
+# is (the innermost frames and the deepest gptperf frame); at its exit the seconds per place go to
+# a file in $HOLD_PROFILE_DIR, which the benchmark prints ("ahead profiled")
+HOLD_PROFILE_ENV = "HOLD_PROFILE_DIR"
+_HOLD_PROFILE = f"""
+import atexit, collections, os, sys, threading, time
+from gptperf.measure import gpu_lock
+locks, seconds = [], collections.Counter()
+init = gpu_lock.GpuLock.__init__
+def _init(self, *a, **k):
+    init(self, *a, **k)
+    locks.append(self)
+gpu_lock.GpuLock.__init__ = _init
+def _where(frame):
+    inner, ours = [], None
+    while frame is not None:
+        code = frame.f_code
+        if len(inner) < 2:
+            inner.append(f"{{os.path.basename(code.co_filename)}}:{{code.co_name}}")
+        if ours is None and "gptperf" in code.co_filename:
+            ours = f"{{os.path.basename(code.co_filename)}}:{{code.co_name}}:{{frame.f_lineno}}"
+        frame = frame.f_back
+    return " < ".join(inner) + f" | {{ours}}"
+def _sample():
+    main, last = threading.main_thread().ident, time.monotonic()
+    while True:
+        time.sleep(0.02)
+        now = time.monotonic()
+        if any(lock._depth and lock._fd is not None for lock in locks):  # held, not waited for
+            seconds[_where(sys._current_frames().get(main))] += now - last
+        last = now
+threading.Thread(target=_sample, daemon=True).start()
+def _dump():
+    path = os.path.join(os.environ["{HOLD_PROFILE_ENV}"], f"holds-{{os.getpid()}}.txt")
+    with open(path, "w") as out:
+        out.write(f"{{' '.join(sys.argv[1:])}}: {{sum(seconds.values()):.1f}} s sampled holding the GPU\\n")
+        for where, s in seconds.most_common(30):
+            out.write(f"{{s:6.2f}} s  {{where}}\\n")
+atexit.register(_dump)
+from gptperf.measure.compile_warmup_child import main
+sys.exit(main())
+"""
 ONE_PROCESS = "compile_warmup.SIDE_PROCESSES = (compile_warmup.PARTS,)\n"
 AFTER_PROBES = "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = False\n"
 PATCHES = {
@@ -82,6 +126,8 @@ PATCHES = {
     "not ahead": _EDIT.format(edit="[a for a in argv if not a.startswith(compile_warmup.DTYPES_ARG)]"),
     # the side processes at a lower CPU priority (nice 10): the calibration's own host work first
     "ahead niced": _EDIT.format(edit='["nice", "-n", "10", *argv]'),
+    # as shipped, each side process sampled where it holds the GPU (_HOLD_PROFILE)
+    "ahead profiled": _EDIT.format(edit=f"[argv[0], '-c', {_HOLD_PROFILE!r}, *argv[3:]]"),
 }
 VARIANTS = {"ahead": [sys.executable, "-c", _CLOCK + _RUN],
             **{name: [sys.executable, "-c", _CLOCK + _PATCH + patch + _RUN] for name, patch in PATCHES.items()}}
@@ -110,16 +156,21 @@ def calibrate_cold(variant: str, warm_jit: bool = False) -> dict[str, object]:
                TORCHINDUCTOR_CACHE_DIR=str(caches / "inductor"), GPTPERF_CACHE_DIR=str(caches / "gptperf"))
     if not warm_jit:
         env["CUDA_CACHE_PATH"] = str(caches / "nv")
+    holds = caches / "holds"
+    holds.mkdir()
+    env[HOLD_PROFILE_ENV] = str(holds)
     t0, launched = time.perf_counter(), time.time()
     try:
         proc = subprocess.run([*VARIANTS[variant], "calibrate", "--force", "--json"], env=env,
                               capture_output=True, text=True, timeout=400)
     finally:
         ended = time.time()
+        profiles = [p.read_text() for p in sorted(holds.glob("holds-*.txt"))]
         shutil.rmtree(caches, ignore_errors=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        return {"variant": variant, "wall_s": wall, "error": proc.stderr.strip().splitlines()[-1:]}
+        return {"variant": variant, "wall_s": wall, "error": proc.stderr.strip().splitlines()[-1:],
+                "hold_profiles": profiles}
     doc = json.loads(proc.stdout)
     notes = doc.get("notes", [])
     timing = next((n for n in notes if n.startswith("time: kernels")), "")
@@ -128,7 +179,7 @@ def calibrate_cold(variant: str, warm_jit: bool = False) -> dict[str, object]:
     return {"variant": variant, "wall_s": wall, "calibration_s": doc.get("seconds"),
             **outside_clock(proc.stderr, launched, ended),
             **{f"{name}_family_s": float(m.group(1)) if m else None for name, m in spent.items()},
-            "timing": timing, "side": side, "eager": [n for n in notes if "timed eagerly" in n],
+            "timing": timing, "side": side, "hold_profiles": profiles, "eager": [n for n in notes if "timed eagerly" in n],
             "grids": {f"{family} {key}": grid["seconds"] for family in ("matmul", "attention")
                       for key, grid in doc.get(family, {}).items()}}
 
@@ -172,6 +223,9 @@ def main() -> int:
                      f"choose from {', '.join(VARIANTS)}")
     runs = [calibrate_cold(variant, args.warm_jit) for variant in run_order(variants, args.rounds)]
     (root / "triton_warm.json").write_text(json.dumps(runs, indent=1))
+    for run in runs:
+        for profile in run.get("hold_profiles", []):
+            print(f"{run['variant']}, a side process: {profile}")
     for run in runs:
         print(f"{run['variant']:>15}: {run.get('timing') or run.get('error')}; {run.get('side', '')}; "
               f"timed eagerly: {len(run.get('eager', []))}")

@@ -306,6 +306,44 @@ def test_a_real_compile_gives_the_lock_up_and_the_compiled_run_holds_it(tmp_path
     assert not other.held_elsewhere()
 
 
+class _FakeJit:
+    """Stands for Triton's JITFunction: `_do_compile` says whether another holder could take the
+    lock while it compiled; `run` compiles (a kernel missing from the in-process cache) and runs."""
+
+    def __init__(self, other: GpuLock) -> None:
+        self.other = other
+        self.ran: list[bool] = []
+
+    def _do_compile(self, *args, **kwargs):
+        return self.other.held_elsewhere()
+
+    def run(self, *args, warmup=False, **kwargs):
+        self.ran.append(warmup)
+        return type(self)._do_compile(self)
+
+
+def test_triton_compiles_give_the_lock_up_and_take_it_back(monkeypatch, tmp_path):
+    path = tmp_path / "gpu.lock"
+    mine, other = GpuLock(path), GpuLock(path)
+    jit = _FakeJit(other)
+    original = _FakeJit._do_compile, _FakeJit.run
+    monkeypatch.setattr(child, "_jit_function", lambda: _FakeJit)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)  # no CUDA to sync
+    with mine, child.released_triton_compiles(mine):
+        assert jit.run() is False  # not held by anyone while it compiled
+        assert other.held_elsewhere()  # taken back after
+    assert (_FakeJit._do_compile, _FakeJit.run) == original and not other.held_elsewhere()
+    with mine, child.compile_only(mine):
+        assert jit.run() is False and jit.ran[-1] is True  # compiled, not launched
+        assert other.held_elsewhere()
+    assert (_FakeJit._do_compile, _FakeJit.run) == original
+    with mine:
+        assert jit.run() is True and jit.ran[-1] is False  # unpatched: compiled holding the lock
+    monkeypatch.setattr(child, "_jit_function", lambda: None)  # no Triton: nothing to patch
+    with mine, child.released_triton_compiles(mine):
+        assert other.held_elsewhere()
+
+
 def test_the_child_refuses_a_torch_without_the_hooks(monkeypatch):
     monkeypatch.setattr(child, "can_share", lambda: False)
     assert child.main(["cpu"]) == child.NO_HOOKS
@@ -336,12 +374,15 @@ def test_the_child_compiles_what_the_calibration_compiles(monkeypatch, tmp_path,
                       plan.compiled))
         return FakeStep(workload.kind)
 
+    imported = []
     monkeypatch.setattr(child, "host_groups", fake_groups)
     monkeypatch.setattr("gptperf.steps.build.build_step", fake_build)
     monkeypatch.setattr(torch.compiler, "reset", lambda: order.append(("reset",)))
+    monkeypatch.setattr(child, "import_compile_stack", lambda: imported.append(other.held_elsewhere()))
     child.warm_host(torch.device("cpu"), GpuLock(path))
     child.warm_record(torch.device("cpu"), quick, GpuLock(path))
     assert held and all(held) and not other.held_elsewhere()
+    assert imported == [False, False]  # each part imports dynamo and inductor before the lock
     assert groups == [(COMPILED_DTYPE, COMPILED, what) for what in HOST_JOBS]
     assert built == [(record_config().name, kind, RECORD_BATCH, RECORD_SEQ, COMPILED_DTYPE, True)
                      for kind in RECORD_KINDS[quick]]
@@ -400,7 +441,7 @@ def test_warm_triton_compiles_every_kernel_the_calibration_then_launches(tmp_pat
 
 @pytest.mark.parametrize("args, says", [
     (["--rounds", "0"], "--rounds must be a positive integer, got 0"),
-    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, one process, after probes, one after, not ahead, ahead niced"),
+    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, one process, after probes, one after, not ahead, ahead niced, ahead profiled"),
 ])
 def test_the_triton_warm_benchmark_refuses_bad_arguments_in_one_line(args, says):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_calibration_triton_warm.py"
@@ -450,6 +491,36 @@ def test_the_triton_warm_benchmarks_variants_edit_the_side_process_command(varia
     for log in side._logs:
         log.close()
     shutil.rmtree(side._dir)
+
+
+def test_the_triton_warm_benchmarks_profiled_side_process_runs_the_child_and_writes_its_holds(
+        monkeypatch, tmp_path):
+    from gptperf.measure import compile_warmup
+
+    bench = _triton_warm_bench()
+    started: list[list[str]] = []
+
+    class Popen:
+        def __init__(self, argv, **kwargs):
+            started.append(argv)
+
+    monkeypatch.setattr(compile_warmup.CompileWarmup, "__init__", compile_warmup.CompileWarmup.__init__)
+    monkeypatch.setattr(compile_warmup, "available", lambda: True)
+    monkeypatch.setattr(compile_warmup.subprocess, "Popen", Popen)
+    exec(bench._PATCH + bench.PATCHES["ahead profiled"], {})
+    side = compile_warmup.CompileWarmup.start(0, True, dtypes=("bf16",))
+    for log in side._logs:
+        log.close()
+    shutil.rmtree(side._dir)
+    assert [argv[:3] for argv in started] == [[sys.executable, "-c", bench._HOLD_PROFILE]] * len(SIDE_PROCESSES)
+    assert started[0][3:] == ["cuda:0", "quick", "dtypes=bf16", "parts=" + ",".join(SIDE_PROCESSES[0])]
+    monkeypatch.undo()  # subprocess's own Popen again
+    # the child as the prelude runs it: a bad part refused, and its (empty) profile written at exit
+    done = subprocess.run([*started[0][:3], "cpu", "parts=fast"], capture_output=True, text=True,
+                          env=dict(os.environ, **{bench.HOLD_PROFILE_ENV: str(tmp_path)}), timeout=120)
+    assert done.returncode == child.BAD_PART and "unknown part 'fast'" in done.stderr
+    (written,) = tmp_path.glob("holds-*.txt")
+    assert written.read_text().startswith("cpu parts=fast: 0.0 s sampled holding the GPU")
 
 
 def test_the_side_processes_compile_every_part_once_the_kernels_first():

@@ -118,19 +118,27 @@ def _jit_function() -> Any:
     return JITFunction if all(hasattr(JITFunction, m) for m in ("run", "_do_compile")) else None
 
 
+def import_compile_stack() -> None:
+    """Import dynamo and inductor now, outside the lock: a process's first `torch.compile` or
+    `torch.compiler.reset` imports them (about 1,400 modules), and inside the lock the calibration
+    waited for it (H100, 2026-12-06: 4.9 s of the side processes' 13.5 s on the GPU, sampled by
+    benchmarks/gpu_calibration_triton_warm.py's "ahead profiled")."""
+    import torch._dynamo  # noqa: F401
+    import torch._inductor.compile_fx  # noqa: F401
+
+
 @contextlib.contextmanager
-def compile_only(lock: GpuLock) -> Iterator[None]:
-    """Inside: a Triton kernel launched is compiled (into Triton's on-disk cache, where the
-    calibration's own launch finds it) and not run, with `lock` given up while it compiles
-    (`_jit_function` first). Only a kernel missing from Triton's in-process cache gives the lock
-    up: handing it over at every launch made both processes wait (H200, 2026-12-03: the side
+def released_triton_compiles(lock: GpuLock) -> Iterator[None]:
+    """Inside: `lock` is given up while Triton's JIT compiles a kernel (gptperf's own, such as the
+    master weights' AdamW: inductor's compile inside `released_while_compiling`), where this Triton
+    has the method (`_jit_function`). Only a kernel missing from Triton's in-process cache gives the
+    lock up: handing it over at every launch made both processes wait (H200, 2026-12-03: the side
     process took 75.4 s instead of 44.0, and the calibration 114.5 s instead of 96.8)."""
     jit = _jit_function()
-    run, do_compile = jit.run, jit._do_compile
-
-    def compile_run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs["warmup"] = True  # Triton's own compile-without-launch
-        return run(self, *args, **kwargs)
+    if jit is None:
+        yield
+        return
+    do_compile = jit._do_compile
 
     def released_compile(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not torch.cuda.is_current_stream_capturing():
@@ -145,11 +153,31 @@ def compile_only(lock: GpuLock) -> Iterator[None]:
         finally:
             lock.resume(depth)
 
-    jit.run, jit._do_compile = compile_run, released_compile
+    jit._do_compile = released_compile
     try:
         yield
     finally:
-        jit.run, jit._do_compile = run, do_compile
+        jit._do_compile = do_compile
+
+
+@contextlib.contextmanager
+def compile_only(lock: GpuLock) -> Iterator[None]:
+    """Inside: a Triton kernel launched is compiled (into Triton's on-disk cache, where the
+    calibration's own launch finds it) and not run, with `lock` given up while it compiles
+    (`_jit_function` first)."""
+    jit = _jit_function()
+    run = jit.run
+
+    def compile_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["warmup"] = True  # Triton's own compile-without-launch
+        return run(self, *args, **kwargs)
+
+    jit.run = compile_run
+    try:
+        with released_triton_compiles(lock):
+            yield
+    finally:
+        jit.run = run
 
 
 def _called_once(call: Callable[[int], Any], what: str = "", nbytes: float = 0.0) -> float:
@@ -177,7 +205,8 @@ def warm_triton(device: torch.device, quick: bool, dtypes: Sequence[str], lock: 
 def warm_host(device: torch.device, lock: GpuLock) -> None:
     """Compile what `calibrate_host.measure_host` compiles (its compiled jobs, warmed up as it warms
     them), holding `lock` but while compiling."""
-    with lock, released_while_compiling(lock):
+    import_compile_stack()
+    with lock, released_while_compiling(lock), released_triton_compiles(lock):
         for what in HOST_JOBS:
             groups = host_groups(COMPILED_DTYPE, COMPILED, device, what)
             time_host_parts(groups, [], device, warmup=COMPILED_WARMUP, repeats=0)
@@ -187,7 +216,8 @@ def warm_host(device: torch.device, lock: GpuLock) -> None:
 def warm_record(device: torch.device, quick: bool, lock: GpuLock) -> None:
     """Compile what `calibrate_compiled.record_compiled_steps` compiles (two steps of each
     recording), holding `lock` but while compiling."""
-    with lock:
+    import_compile_stack()
+    with lock, released_triton_compiles(lock):
         config = record_config()
         for kind in RECORD_KINDS[quick]:
             # each recording starts from a reset dynamo (`profiling.provenance`): without it frames
