@@ -126,6 +126,9 @@ PATCHES = {
     "not ahead": _EDIT.format(edit="[a for a in argv if not a.startswith(compile_warmup.DTYPES_ARG)]"),
     # the side processes at a lower CPU priority (nice 10): the calibration's own host work first
     "ahead niced": _EDIT.format(edit='["nice", "-n", "10", *argv]'),
+    # the calibration's attention without cuDNN's backend (flash, memory-efficient or math, as
+    # sdpa picks): no plan built per shape
+    "no cudnn": "import torch\ntorch.backends.cuda.enable_cudnn_sdp(False)\n",
     # as shipped, each side process sampled where it holds the GPU (_HOLD_PROFILE)
     "ahead profiled": _EDIT.format(edit=f"[argv[0], '-c', {_HOLD_PROFILE!r}, *argv[3:]]"),
 }
