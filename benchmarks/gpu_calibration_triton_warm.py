@@ -13,7 +13,9 @@ side processes started after the speed probes, "one after" with both (as shipped
 "not ahead" with the side processes given no dtypes (they compile inductor's steps alone),
 "ahead niced" with the side processes at CPU priority 10, and "ahead profiled" as shipped with each
 side process sampled, every 20 ms it holds the GPU, for where it is (its seconds by place are
-printed: what the calibration waits for); a variant may be named twice
+printed: what the calibration waits for), "no cudnn" with the calibration's attention timed
+without cuDNN's backend, and "holds as before" with the side processes importing dynamo and
+compiling Triton's JIT kernels inside the GPU lock; a variant may be named twice
 (`--variants "ahead,one after,ahead"`). Prints
 per run: wall seconds, the calibration's own seconds, the wall time outside them (before the
 calibration: Python's start and the imports; after it: the save; the interpreter's exit), the
@@ -113,6 +115,23 @@ atexit.register(_dump)
 from gptperf.measure.compile_warmup_child import main
 sys.exit(main())
 """
+# A side process as it was before 2026-12-06: dynamo and inductor imported, and Triton's JIT
+# compiles run, inside the GPU lock ("holds as before")
+_OLD_HOLDS = """
+import contextlib, sys
+from gptperf.measure import compile_warmup_child as child
+released, only, held = child.released_triton_compiles, child.compile_only, lambda lock: contextlib.nullcontext()
+@contextlib.contextmanager
+def compile_only(lock):  # the decode kernels' compiles gave the lock up then too
+    child.released_triton_compiles = released
+    try:
+        with only(lock):
+            yield
+    finally:
+        child.released_triton_compiles = held
+child.import_compile_stack, child.released_triton_compiles, child.compile_only = lambda: None, held, compile_only
+sys.exit(child.main())
+"""
 ONE_PROCESS = "compile_warmup.SIDE_PROCESSES = (compile_warmup.PARTS,)\n"
 AFTER_PROBES = "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = False\n"
 PATCHES = {
@@ -129,6 +148,8 @@ PATCHES = {
     # the calibration's attention without cuDNN's backend (flash, memory-efficient or math, as
     # sdpa picks): no plan built per shape
     "no cudnn": "import torch\ntorch.backends.cuda.enable_cudnn_sdp(False)\n",
+    # the side processes holding the GPU as they did before 2026-12-06 (_OLD_HOLDS)
+    "holds as before": _EDIT.format(edit=f"[argv[0], '-c', {_OLD_HOLDS!r}, *argv[3:]]"),
     # as shipped, each side process sampled where it holds the GPU (_HOLD_PROFILE)
     "ahead profiled": _EDIT.format(edit=f"[argv[0], '-c', {_HOLD_PROFILE!r}, *argv[3:]]"),
 }
