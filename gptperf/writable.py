@@ -100,16 +100,27 @@ def _our_document(path: Path, is_ours: Callable[[Any], bool]) -> Any:
     return doc if is_ours(doc) else None
 
 
+def refuse_foreign_file(p: Path, flag: str, *, what: str, is_ours: Callable[[Path], bool],
+                        folder: str | None = None) -> None:
+    """A one-line UserError when a file is at `p` that `is_ours` does not recognise as a gptperf
+    `what` written before: a user's own file is never replaced. `folder`: the flag's value where
+    `p` is a file gptperf writes inside that folder."""
+    if not p.exists() or is_ours(p):
+        return
+    if folder is None:
+        raise UserError(f"{flag} {str(p)!r} exists and holds no gptperf {what}: it is not "
+                        "replaced; give a new file name, or remove it first")
+    raise UserError(f"{flag} {folder!r}: {str(p)!r} exists and holds no gptperf {what}: it is not "
+                    "replaced; give another folder, or remove it first")
+
+
 def check_replaceable_file(path: str | os.PathLike[str], flag: str, *, what: str,
                            is_ours: Callable[[Any], bool]) -> Path:
     """`path` as a Path when gptperf may write its `what` (JSON) there: a new file, or one holding
-    an earlier document `is_ours` recognises; else a one-line UserError (a user's own file is never
-    replaced). Checked as `check_output_file` too."""
+    an earlier document `is_ours` recognises; else a one-line UserError (`refuse_foreign_file`).
+    Checked as `check_output_file` too."""
     p = check_output_file(path, flag, ("json",))
-    if p.exists():
-        if _our_document(p, is_ours) is None:
-            raise UserError(f"{flag} {str(p)!r} exists and holds no gptperf {what}: it is not "
-                            "replaced; give a new file name, or remove it first")
+    refuse_foreign_file(p, flag, what=what, is_ours=lambda found: _our_document(found, is_ours) is not None)
     return p
 
 

@@ -150,7 +150,7 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path, capsys: Any, n
         (["scale", *MODEL, "--device", "cpu", "--plot-dir", str(pictures)], "speedup.png' is a folder"),
         (["inference", *MODEL, "--device", "cpu", "--plot-dir", str(pictures)],
          f"inference-{model_name}-split.svg' is a folder"),
-        (["model", "--plot", str(mine / "chart.png")], "is no picture gptperf wrote"),
+        (["model", "--plot", str(mine / "chart.png")], "holds no gptperf picture"),
         (["roofline", "saxpy", "--n", "10", "--plot", str(mine / "chart.svg")], "not replaced"),
         (["scale", *MODEL, "--device", "cpu", "--plot-dir", str(mine)], "efficiency.png' exists"),
         (["validate", "--device", "cpu", "--plot-dir", str(mine)], "validation.svg' exists"),
@@ -596,3 +596,22 @@ def test_malformed_devices_are_one_line(tmp_path: Path, capsys: Any, no_work: No
         _refused(capsys, ["bench", "forward", *MODEL, "--device", device], tmp_path, DEVICE,
                  repr(device))
     hardening.finish(DEVICE)
+
+
+def test_a_users_file_in_a_pictures_place_is_refused_in_one_line_naming_the_way_out(tmp_path):
+    from gptperf.commands.common import check_folder, check_plot_file
+    from gptperf.errors import UserError
+
+    mine = tmp_path / "chart.png"
+    mine.write_bytes(b"a user's picture")
+    with pytest.raises(UserError) as refused:
+        check_plot_file(str(mine))
+    assert str(refused.value) == (f"--plot {str(mine)!r} exists and holds no gptperf picture: it is "
+                                  "not replaced; give a new file name, or remove it first")
+    with pytest.raises(UserError) as refused:
+        check_folder(str(tmp_path), "--plot-dir", pictures=["chart.png"])
+    assert str(refused.value) == (f"--plot-dir {str(tmp_path)!r}: {str(mine)!r} exists and holds no "
+                                  "gptperf picture: it is not replaced; give another folder, or "
+                                  "remove it first")
+    assert mine.read_bytes() == b"a user's picture"
+    check_folder(str(tmp_path), "--plot-dir", pictures=["other.png"])  # a new name passes

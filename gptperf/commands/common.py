@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 # GPTConfig fields with a flag of the same name (--n-layer, ...) that overrides the preset's value
@@ -126,21 +125,11 @@ def add_flag_pair(parser: argparse._ActionsContainer, name: str, on_help: str, o
 def check_plot_file(path: str, flag: str = "--plot") -> None:
     """A picture path that can be written (known suffix, a folder to land in, no file there but
     an earlier gptperf picture), checked before any work; else a one-line UserError."""
-    from gptperf.plotting import PLOT_FORMATS
-    from gptperf.writable import check_output_file
+    from gptperf.plotting import PLOT_FORMATS, is_gptperf_picture
+    from gptperf.writable import check_output_file, refuse_foreign_file
 
-    _check_replaceable_picture(check_output_file(path, flag, PLOT_FORMATS), flag, path)
-
-
-def _check_replaceable_picture(picture: Path, flag: str, given: str) -> None:
-    """A one-line UserError when a file other than a picture gptperf wrote is at `picture`: a
-    user's own file is never replaced."""
-    from gptperf.errors import UserError
-    from gptperf.plotting import is_gptperf_picture
-
-    if picture.exists() and not is_gptperf_picture(picture):
-        raise UserError(f"{flag} {given!r}: {str(picture)!r} exists and is no picture gptperf wrote: "
-                        "it is not replaced; give a new name, or remove it first")
+    refuse_foreign_file(check_output_file(path, flag, PLOT_FORMATS), flag, what="picture",
+                        is_ours=is_gptperf_picture)
 
 
 def check_folder(path: str, flag: str, *, replaced_whole: bool = False,
@@ -149,14 +138,16 @@ def check_folder(path: str, flag: str, *, replaced_whole: bool = False,
     (names the command will write there) can be written too: absent, or an earlier gptperf
     picture; else a one-line UserError."""
     from gptperf.errors import UserError
-    from gptperf.writable import check_output_dir
+    from gptperf.plotting import is_gptperf_picture
+    from gptperf.writable import check_output_dir, refuse_foreign_file
 
     folder = check_output_dir(path, flag, replaced_whole=replaced_whole)
     for name in pictures:  # a folder in a picture's place would fail only after the work
         if (folder / name).is_dir():
             raise UserError(f"{flag} {path!r}: {str(folder / name)!r} is a folder where a file "
                             f"{name!r} is written; move it or choose another folder")
-        _check_replaceable_picture(folder / name, flag, path)
+        refuse_foreign_file(folder / name, flag, what="picture", is_ours=is_gptperf_picture,
+                            folder=path)
 
 
 def guard_memory(config: Any, kind: str, batch: int, seq: int, dtype: str, device: Any, *,
