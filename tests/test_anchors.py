@@ -4,28 +4,15 @@ and how benchmarks/gpu_speed.py makes one figure of several processes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 import sys
 import textwrap
-import types
 from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _load(name: str) -> types.ModuleType:
-    """A benchmarks/ script as a module, without putting benchmarks/ on sys.path."""
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
+from benchmark_scripts import BENCHMARKS
+from benchmark_scripts import load as _load
 
 anchors = _load("anchors")
 prepare_anchors = _load("prepare_anchors")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import load
 
 from gptperf.measure import compile_warmup_child as child
 from gptperf.measure.calibrate_compiled import RECORD_BATCH, RECORD_KINDS, RECORD_SEQ, record_config
@@ -452,13 +453,7 @@ def test_the_triton_warm_benchmark_refuses_bad_arguments_in_one_line(args, says)
 
 
 def _triton_warm_bench():
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_calibration_triton_warm.py"
-    spec = importlib.util.spec_from_file_location("triton_warm_bench", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load("gpu_calibration_triton_warm")
 
 
 _CHILD = [sys.executable, "-m", "gptperf.measure.compile_warmup_child", "cuda:0", "quick"]

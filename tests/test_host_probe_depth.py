@@ -3,19 +3,12 @@ correlation of two series' log times, on series with known answers."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import load
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_host_probe_depth.py"
-spec = importlib.util.spec_from_file_location("benchmarks_gpu_host_probe_depth", SCRIPT)
-assert spec is not None and spec.loader is not None
-depth = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = depth
-spec.loader.exec_module(depth)
+depth = load("gpu_host_probe_depth")
 
 PROBE = [1.0, 1.3, 0.8, 2.0, 1.1, 0.9]
 
