@@ -11,11 +11,12 @@ one compiles the decode kernels without running them, then the recordings' steps
 host jobs' steps), "one process" with the three parts in one side process, "after probes" with the
 side processes started after the speed probes, "one after" with both (as shipped until 2026-12-06),
 "not ahead" with the side processes given no dtypes (they compile inductor's steps alone),
-"ahead niced" with the side processes at CPU priority 10, and "ahead profiled" as shipped with each
+"ahead niced" with the side processes at CPU priority 10, "ahead profiled" as shipped with each
 side process sampled, every 20 ms it holds the GPU, for where it is (its seconds by place are
 printed: what the calibration waits for), "no cudnn" with the calibration's attention timed
-without cuDNN's backend, and "holds as before" with the side processes importing dynamo and
-compiling Triton's JIT kernels inside the GPU lock; a variant may be named twice
+without cuDNN's backend, and "holds as before" with the side processes importing inductor's
+compile stack, and their host jobs and recordings compiling Triton's JIT kernels, inside the GPU
+lock (as before 2026-12-06); a variant may be named twice
 (`--variants "ahead,one after,ahead"`). Prints
 per run: wall seconds, the calibration's own seconds, the wall time outside them (before the
 calibration: Python's start and the imports; after it: the save; the interpreter's exit), the
@@ -79,7 +80,9 @@ atexit.register(lambda: sys.stderr.write(f"{CLOCK_MARK} exit {{time.time()}}\\n"
 HOLD_PROFILE_ENV = "HOLD_PROFILE_DIR"
 _HOLD_PROFILE = f"""
 import atexit, collections, os, sys, threading, time
+import gptperf
 from gptperf.measure import gpu_lock
+OURS = os.path.dirname(gptperf.__file__)  # not inductor's generated code in a gptperf-named folder
 locks, seconds = [], collections.Counter()
 init = gpu_lock.GpuLock.__init__
 def _init(self, *a, **k):
@@ -92,7 +95,7 @@ def _where(frame):
         code = frame.f_code
         if len(inner) < 2:
             inner.append(f"{{os.path.basename(code.co_filename)}}:{{code.co_name}}")
-        if ours is None and "gptperf" in code.co_filename:
+        if ours is None and code.co_filename.startswith(OURS):
             ours = f"{{os.path.basename(code.co_filename)}}:{{code.co_name}}:{{frame.f_lineno}}"
         frame = frame.f_back
     return " < ".join(inner) + f" | {{ours}}"
@@ -115,8 +118,8 @@ atexit.register(_dump)
 from gptperf.measure.compile_warmup_child import main
 sys.exit(main())
 """
-# A side process as it was before 2026-12-06: dynamo and inductor imported, and Triton's JIT
-# compiles run, inside the GPU lock ("holds as before")
+# A side process as it was before 2026-12-06: inductor's compile stack imported, and the host jobs'
+# and recordings' Triton JIT compiles run, inside the GPU lock ("holds as before")
 _OLD_HOLDS = """
 import contextlib, sys
 from gptperf.measure import compile_warmup_child as child

@@ -328,11 +328,15 @@ def test_triton_compiles_give_the_lock_up_and_take_it_back(monkeypatch, tmp_path
     mine, other = GpuLock(path), GpuLock(path)
     jit = _FakeJit(other)
     original = _FakeJit._do_compile, _FakeJit.run
+    synced: list[bool] = []
     monkeypatch.setattr(child, "_jit_function", lambda: _FakeJit)
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)  # no CUDA to sync
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: synced.append(other.held_elsewhere()))
     with mine, child.released_triton_compiles(mine):
         assert jit.run() is False  # not held by anyone while it compiled
         assert other.held_elsewhere()  # taken back after
+    assert synced == [True]  # what this process queued ended before the GPU was handed over
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)  # nothing to sync
     assert (_FakeJit._do_compile, _FakeJit.run) == original and not other.held_elsewhere()
     with mine, child.compile_only(mine):
         assert jit.run() is False and jit.ran[-1] is True  # compiled, not launched
@@ -343,6 +347,27 @@ def test_triton_compiles_give_the_lock_up_and_take_it_back(monkeypatch, tmp_path
     monkeypatch.setattr(child, "_jit_function", lambda: None)  # no Triton: nothing to patch
     with mine, child.released_triton_compiles(mine):
         assert other.held_elsewhere()
+
+
+def test_the_triton_warm_benchmarks_holds_as_before_rebuild_the_old_side_process(monkeypatch, tmp_path):
+    """"holds as before": the import is skipped, the host jobs' and recordings' Triton compiles
+    hold the lock, and the decode kernels' compile-only pass still gives it up (as it did)."""
+    bench = _triton_warm_bench()
+    for name in ("import_compile_stack", "released_triton_compiles", "compile_only"):
+        monkeypatch.setattr(child, name, getattr(child, name))  # put back after the test
+    monkeypatch.setattr(child, "_jit_function", lambda: _FakeJit)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    exec(bench._OLD_HOLDS.replace("sys.exit(child.main())", ""), {})
+    path = tmp_path / "gpu.lock"
+    mine, other = GpuLock(path), GpuLock(path)
+    jit = _FakeJit(other)
+    assert child.import_compile_stack() is None and child.import_compile_stack.__module__ != child.__name__
+    with mine, child.released_triton_compiles(mine):
+        assert jit.run() is True  # compiled holding the lock
+    with mine, child.compile_only(mine):
+        assert jit.run() is False and jit.ran[-1] is True  # given up, compiled without a launch
+    with mine, child.released_triton_compiles(mine):
+        assert jit.run() is True  # held again after the decode kernels' pass
 
 
 def test_the_child_refuses_a_torch_without_the_hooks(monkeypatch):
@@ -375,7 +400,14 @@ def test_the_child_compiles_what_the_calibration_compiles(monkeypatch, tmp_path,
                       plan.compiled))
         return FakeStep(workload.kind)
 
-    imported = []
+    imported, released = [], []
+
+    @contextlib.contextmanager
+    def triton_compiles(lock):
+        released.append(other.held_elsewhere())
+        yield
+
+    monkeypatch.setattr(child, "released_triton_compiles", triton_compiles)
     monkeypatch.setattr(child, "host_groups", fake_groups)
     monkeypatch.setattr("gptperf.steps.build.build_step", fake_build)
     monkeypatch.setattr(torch.compiler, "reset", lambda: order.append(("reset",)))
@@ -383,7 +415,8 @@ def test_the_child_compiles_what_the_calibration_compiles(monkeypatch, tmp_path,
     child.warm_host(torch.device("cpu"), GpuLock(path))
     child.warm_record(torch.device("cpu"), quick, GpuLock(path))
     assert held and all(held) and not other.held_elsewhere()
-    assert imported == [False, False]  # each part imports dynamo and inductor before the lock
+    assert imported == [False, False]  # each part imports inductor's stack before the lock
+    assert released == [True, True]  # each part's Triton compiles give the lock up
     assert groups == [(COMPILED_DTYPE, COMPILED, what) for what in HOST_JOBS]
     assert built == [(record_config().name, kind, RECORD_BATCH, RECORD_SEQ, COMPILED_DTYPE, True)
                      for kind in RECORD_KINDS[quick]]

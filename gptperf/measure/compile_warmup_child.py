@@ -6,8 +6,10 @@ the parts (`compile_warmup.PARTS`) it is given.
 It holds the calibration's `GpuLock` (from $GPTPERF_GPU_LOCK) for all its work but the compiling:
 a compile (dynamo's trace, AOT autograd, inductor, a backward compiled lazily) gives the lock up
 from its start to its end, through torch's compile callbacks (`torch._dynamo.callback_handler`),
-so the calibration times kernels while this process compiles and never while it runs kernels of
-its own (two processes' kernels on one GPU are time-sliced). Inductor's autotuning of a generated
+and so does Triton's JIT compiling one of gptperf's own kernels (`released_triton_compiles`); so
+the calibration times kernels while this process compiles and never while it runs kernels of its
+own (two processes' kernels on one GPU are time-sliced). Inductor's compile stack is imported
+before the lock is first taken (`import_compile_stack`). Inductor's autotuning of a generated
 kernel runs at the kernel's first call, so under the lock; should a compile autotune, the
 autotuner holds the lock too — one patch, made in this process only:
 `CachingAutotuner.benchmark_all_configs` runs inside the lock. Where this torch lacks the
@@ -110,7 +112,8 @@ def released_while_compiling(lock: GpuLock) -> Iterator[None]:
 
 
 def _jit_function() -> Any:
-    """Triton's JITFunction where it has the two methods `compile_only` patches, else None."""
+    """Triton's JITFunction where it has the two methods `compile_only` and
+    `released_triton_compiles` patch, else None."""
     try:
         from triton.runtime.jit import JITFunction
     except ImportError:
@@ -119,19 +122,19 @@ def _jit_function() -> Any:
 
 
 def import_compile_stack() -> None:
-    """Import dynamo and inductor now, outside the lock: a process's first `torch.compile` or
-    `torch.compiler.reset` imports them (about 1,400 modules), and inside the lock the calibration
-    waited for it (H100, 2026-12-06: 4.9 s of the side processes' 13.5 s on the GPU, sampled by
-    benchmarks/gpu_calibration_triton_warm.py's "ahead profiled")."""
-    import torch._dynamo  # noqa: F401
+    """Import inductor's compile stack now, outside the lock: a process's first `torch.compile` or
+    `torch.compiler.reset` imports it (about 550 modules; dynamo itself is in from `can_share`),
+    and inside the lock the calibration waited for that (H100, 2026-12-06: about 4.9 s of the side
+    processes' 13.5 s on the GPU, sampled by benchmarks/gpu_calibration_triton_warm.py's "ahead
+    profiled")."""
     import torch._inductor.compile_fx  # noqa: F401
 
 
 @contextlib.contextmanager
 def released_triton_compiles(lock: GpuLock) -> Iterator[None]:
-    """Inside: `lock` is given up while Triton's JIT compiles a kernel (gptperf's own, such as the
-    master weights' AdamW: inductor's compile inside `released_while_compiling`), where this Triton
-    has the method (`_jit_function`). Only a kernel missing from Triton's in-process cache gives the
+    """Inside: `lock` is given up while Triton's JIT compiles one of gptperf's own `@triton.jit`
+    kernels, such as the master weights' AdamW (inductor's kernels compile inside
+    `released_while_compiling`), where this Triton has the method (`_jit_function`). Only a kernel missing from Triton's in-process cache gives the
     lock up: handing it over at every launch made both processes wait (H200, 2026-12-03: the side
     process took 75.4 s instead of 44.0, and the calibration 114.5 s instead of 96.8)."""
     jit = _jit_function()
