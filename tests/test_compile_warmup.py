@@ -202,12 +202,13 @@ def test_warm_triton_makes_each_families_calls_once_holding_the_lock(monkeypatch
     monkeypatch.setattr(child, "_jit_function", lambda: object)
     monkeypatch.setattr(child, "measure_decode_families", families)
     monkeypatch.setattr(child, "compile_only", lambda lock: contextlib.nullcontext())
+    monkeypatch.setattr(child, "start_triton_driver", lambda: seen.append(("driver", other.held_elsewhere())))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     child.warm_triton(torch.device("cuda"), True, ["bf16", "fp32"], GpuLock(path))
-    assert seen == [("bf16", True, True), ("fp32", True, True)]
+    assert seen == [("driver", False), ("bf16", True, True), ("fp32", True, True)]  # the driver first, unlocked
     assert not other.held_elsewhere()
     child.warm_triton(torch.device("cpu"), True, ["bf16"], GpuLock(path))  # nothing on a CPU
-    assert len(seen) == 2
+    assert len(seen) == 3
 
 
 def test_kernel_timer_holds_the_lock_while_it_times(tmp_path):

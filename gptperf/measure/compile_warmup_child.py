@@ -8,8 +8,8 @@ a compile (dynamo's trace, AOT autograd, inductor, a backward compiled lazily) g
 from its start to its end, through torch's compile callbacks (`torch._dynamo.callback_handler`),
 and so does Triton's JIT compiling one of gptperf's own kernels (`released_triton_compiles`); so
 the calibration times kernels while this process compiles and never while it runs kernels of its
-own (two processes' kernels on one GPU are time-sliced). Inductor's compile stack is imported
-before the lock is first taken (`import_compile_stack`). Inductor's autotuning of a generated
+own (two processes' kernels on one GPU are time-sliced). Inductor's compile stack and Triton's
+driver are made before the lock is first taken (`import_compile_stack`, `start_triton_driver`). Inductor's autotuning of a generated
 kernel runs at the kernel's first call, so under the lock; should a compile autotune, the
 autotuner holds the lock too — one patch, made in this process only:
 `CachingAutotuner.benchmark_all_configs` runs inside the lock. Where this torch lacks the
@@ -189,6 +189,15 @@ def _called_once(call: Callable[[int], Any], what: str = "", nbytes: float = 0.0
     return 1e-6
 
 
+def start_triton_driver() -> None:
+    """Make Triton's CUDA driver now, outside the lock: its first use, in a kernel's first launch,
+    builds a C helper module with the system's compiler, which held the lock about 0.5 s a
+    calibration from cold caches (H100, 2026-12-06, sampled by "ahead profiled")."""
+    from triton.runtime import driver
+
+    driver.active.get_current_device()
+
+
 def warm_triton(device: torch.device, quick: bool, dtypes: Sequence[str], lock: GpuLock) -> None:
     """Compile without running them, holding `lock` but while compiling, the Triton kernels of
     gptperf's decode families (`calibrate_decode.measure_decode_families`) in `dtypes`, through
@@ -198,6 +207,7 @@ def warm_triton(device: torch.device, quick: bool, dtypes: Sequence[str], lock: 
 
     if device.type != "cuda" or not (gemv.available() or decode_kernels.available()) or _jit_function() is None:
         return
+    start_triton_driver()
     with lock, compile_only(lock):
         for dtype in dtypes:
             measure_decode_families(device, dtype, quick, None, _called_once,
