@@ -16,7 +16,8 @@ side process sampled, every 20 ms it holds the GPU, for where it is (its seconds
 printed: what the calibration waits for), "no cudnn" with the calibration's attention timed
 without cuDNN's backend, and "holds as before" with the side processes importing inductor's
 compile stack, and their host jobs and recordings compiling Triton's JIT kernels, inside the GPU
-lock (as before 2026-12-06); a variant may be named twice
+lock (as before 2026-12-06), and "cuda first" with the calibration's CUDA context and cuBLAS made
+before the side processes start; a variant may be named twice
 (`--variants "ahead,one after,ahead"`). Prints
 per run: wall seconds, the calibration's own seconds, the wall time outside them (before the
 calibration: Python's start and the imports; after it: the save; the interpreter's exit), the
@@ -135,6 +136,18 @@ def compile_only(lock):  # the decode kernels' compiles gave the lock up then to
 child.import_compile_stack, child.released_triton_compiles, child.compile_only = lambda: None, held, compile_only
 sys.exit(child.main())
 """
+# The calibration's CUDA context and cuBLAS made before the side processes start ("cuda first"):
+# on a fresh machine the probes' first CUDA work took 5.7-9.5 s (H100, 2026-12-06) while the side
+# processes imported torch and made their own contexts beside it
+_CUDA_FIRST = """
+_start = compile_warmup.CompileWarmup.start.__func__
+def _cuda_first(cls, *a, **k):
+    import torch
+    x = torch.randn(256, 256, device="cuda")
+    (x @ x).sum().item()
+    return _start(cls, *a, **k)
+compile_warmup.CompileWarmup.start = classmethod(_cuda_first)
+"""
 ONE_PROCESS = "compile_warmup.SIDE_PROCESSES = (compile_warmup.PARTS,)\n"
 AFTER_PROBES = "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = False\n"
 PATCHES = {
@@ -153,6 +166,8 @@ PATCHES = {
     "no cudnn": "import torch\ntorch.backends.cuda.enable_cudnn_sdp(False)\n",
     # the side processes holding the GPU as they did before 2026-12-06 (_OLD_HOLDS)
     "holds as before": _EDIT.format(edit=f"[argv[0], '-c', {_OLD_HOLDS!r}, *argv[3:]]"),
+    # the calibration's CUDA context and cuBLAS made before the side processes start (_CUDA_FIRST)
+    "cuda first": _CUDA_FIRST,
     # as shipped, each side process sampled where it holds the GPU (_HOLD_PROFILE)
     "ahead profiled": _EDIT.format(edit=f"[argv[0], '-c', {_HOLD_PROFILE!r}, *argv[3:]]"),
 }

@@ -476,7 +476,7 @@ def test_warm_triton_compiles_every_kernel_the_calibration_then_launches(tmp_pat
 
 @pytest.mark.parametrize("args, says", [
     (["--rounds", "0"], "--rounds must be a positive integer, got 0"),
-    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, one process, after probes, one after, not ahead, ahead niced, no cudnn, holds as before, ahead profiled"),
+    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, one process, after probes, one after, not ahead, ahead niced, no cudnn, holds as before, cuda first, ahead profiled"),
 ])
 def test_the_triton_warm_benchmark_refuses_bad_arguments_in_one_line(args, says):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_calibration_triton_warm.py"
@@ -550,6 +550,32 @@ def test_the_triton_warm_benchmarks_profiled_side_process_runs_the_child_and_wri
     assert done.returncode == child.BAD_PART and "unknown part 'fast'" in done.stderr
     (written,) = tmp_path.glob("holds-*.txt")
     assert written.read_text().startswith("cpu parts=fast: 0.0 s sampled holding the GPU")
+
+
+def test_the_triton_warm_benchmarks_cuda_first_makes_the_context_before_the_side_processes(monkeypatch):
+    from gptperf.measure import compile_warmup
+
+    bench = _triton_warm_bench()
+    order: list[str] = []
+
+    class Popen:
+        def __init__(self, argv, **kwargs):
+            order.append("side process")
+
+    def randn(*shape, device=None, **kwargs):
+        order.append(f"randn on {device}")
+        return torch.ones(*shape)
+
+    monkeypatch.setattr(compile_warmup.CompileWarmup, "start", compile_warmup.CompileWarmup.start)
+    monkeypatch.setattr(compile_warmup, "available", lambda: True)
+    monkeypatch.setattr(compile_warmup.subprocess, "Popen", Popen)
+    monkeypatch.setattr(torch, "randn", randn)
+    exec(bench._PATCH + bench.PATCHES["cuda first"], {})
+    side = compile_warmup.CompileWarmup.start(0, True, dtypes=("bf16",))
+    for log in side._logs:
+        log.close()
+    shutil.rmtree(side._dir)
+    assert order == ["randn on cuda"] + ["side process"] * len(SIDE_PROCESSES)
 
 
 def test_the_side_processes_compile_every_part_once_the_kernels_first():
