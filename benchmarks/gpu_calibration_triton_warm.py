@@ -13,7 +13,8 @@ side processes started after the speed probes, "one after" with both (as shipped
 "not ahead" with the side processes given no dtypes (they compile inductor's steps alone),
 "ahead niced" with the side processes at CPU priority 10, "ahead profiled" as shipped with each
 side process sampled, every 20 ms it holds the GPU, for where it is (its seconds by place are
-printed: what the calibration waits for), "no cudnn" with the calibration's attention timed
+printed: what the calibration waits for; the calibration's own process is sampled all the time, by
+its gptperf frames), "no cudnn" with the calibration's attention timed
 without cuDNN's backend, and "holds as before" with the side processes importing inductor's
 compile stack, and their host jobs and recordings compiling Triton's JIT kernels, inside the GPU
 lock (as before 2026-12-06), and "cuda first" with the calibration's CUDA context and cuBLAS made
@@ -112,13 +113,54 @@ threading.Thread(target=_sample, daemon=True).start()
 def _dump():
     path = os.path.join(os.environ["{HOLD_PROFILE_ENV}"], f"holds-{{os.getpid()}}.txt")
     with open(path, "w") as out:
-        out.write(f"{{' '.join(sys.argv[1:])}}: {{sum(seconds.values()):.1f}} s sampled holding the GPU\\n")
+        out.write(f"a side process, {{' '.join(sys.argv[1:])}}: {{sum(seconds.values()):.1f}} s sampled holding the GPU\\n")
         for where, s in seconds.most_common(30):
             out.write(f"{{s:6.2f}} s  {{where}}\\n")
 atexit.register(_dump)
 from gptperf.measure.compile_warmup_child import main
 sys.exit(main())
 """
+# The calibration itself sampled the same way, all the time ("ahead profiled"): each 20 ms, its
+# main thread's gptperf frames (the three outermost below `calibrate`, the two innermost) and its
+# innermost frame; the seconds per place go to $HOLD_PROFILE_DIR/main-<pid>.txt at exit
+_MAIN_PROFILE = f"""
+import sys, time
+import atexit as _atexit, collections as _collections, os as _os, threading as _threading
+import gptperf as _gptperf
+_OURS, _spent = _os.path.dirname(_gptperf.__file__), _collections.Counter()
+def _chain(frame):
+    ours, inner = [], None
+    while frame is not None:
+        code = frame.f_code
+        if inner is None:
+            inner = f"{{_os.path.basename(code.co_filename)}}:{{code.co_name}}"
+        if code.co_filename.startswith(_OURS):
+            ours.append(code.co_name)
+        frame = frame.f_back
+    ours.reverse()
+    if "calibrate" in ours:
+        ours = ours[ours.index("calibrate") + 1:]
+    kept = ours if len(ours) <= 5 else ours[:3] + ["…"] + ours[-2:]
+    return " > ".join(kept) + f" | {{inner}}"
+def _sample_main():
+    main, last = _threading.main_thread().ident, time.monotonic()
+    while True:
+        time.sleep(0.02)
+        now = time.monotonic()
+        frame = sys._current_frames().get(main)
+        if frame is not None:
+            _spent[_chain(frame)] += now - last
+        last = now
+_threading.Thread(target=_sample_main, daemon=True).start()
+def _dump_main():
+    with open(_os.path.join(_os.environ["{HOLD_PROFILE_ENV}"], f"main-{{_os.getpid()}}.txt"), "w") as out:
+        out.write(f"the calibration's process: {{sum(_spent.values()):.1f}} s sampled\\n")
+        for where, s in _spent.most_common(40):
+            out.write(f"{{s:6.2f}} s  {{where}}\\n")
+_atexit.register(_dump_main)
+"""
+# each side process run under _HOLD_PROFILE
+_PROFILED_SIDE = _EDIT.format(edit=f"[argv[0], '-c', {_HOLD_PROFILE!r}, *argv[3:]]")
 # A side process as it was before 2026-12-06: inductor's compile stack imported, and the host jobs'
 # and recordings' Triton JIT compiles run, inside the GPU lock ("holds as before")
 _OLD_HOLDS = """
@@ -169,7 +211,7 @@ PATCHES = {
     # the calibration's CUDA context and cuBLAS made before the side processes start (_CUDA_FIRST)
     "cuda first": _CUDA_FIRST,
     # as shipped, each side process sampled where it holds the GPU (_HOLD_PROFILE)
-    "ahead profiled": _EDIT.format(edit=f"[argv[0], '-c', {_HOLD_PROFILE!r}, *argv[3:]]"),
+    "ahead profiled": _MAIN_PROFILE + _PROFILED_SIDE,
 }
 VARIANTS = {"ahead": [sys.executable, "-c", _CLOCK + _RUN],
             **{name: [sys.executable, "-c", _CLOCK + _PATCH + patch + _RUN] for name, patch in PATCHES.items()}}
@@ -207,7 +249,7 @@ def calibrate_cold(variant: str, warm_jit: bool = False) -> dict[str, object]:
                               capture_output=True, text=True, timeout=400)
     finally:
         ended = time.time()
-        profiles = [p.read_text() for p in sorted(holds.glob("holds-*.txt"))]
+        profiles = [p.read_text() for name in ("main-*.txt", "holds-*.txt") for p in sorted(holds.glob(name))]
         shutil.rmtree(caches, ignore_errors=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -267,7 +309,7 @@ def main() -> int:
     (root / "triton_warm.json").write_text(json.dumps(runs, indent=1))
     for run in runs:
         for profile in run.get("hold_profiles", []):
-            print(f"{run['variant']}, a side process: {profile}")
+            print(f"{run['variant']}, {profile}")
     for run in runs:
         print(f"{run['variant']:>15}: {run.get('timing') or run.get('error')}; {run.get('side', '')}; "
               f"timed eagerly: {len(run.get('eager', []))}")

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -536,7 +537,7 @@ def test_the_triton_warm_benchmarks_profiled_side_process_runs_the_child_and_wri
     monkeypatch.setattr(compile_warmup.CompileWarmup, "__init__", compile_warmup.CompileWarmup.__init__)
     monkeypatch.setattr(compile_warmup, "available", lambda: True)
     monkeypatch.setattr(compile_warmup.subprocess, "Popen", Popen)
-    exec(bench._PATCH + bench.PATCHES["ahead profiled"], {})
+    exec(bench._PATCH + bench._PROFILED_SIDE, {})  # its side processes' part (the rest samples this process)
     side = compile_warmup.CompileWarmup.start(0, True, dtypes=("bf16",))
     for log in side._logs:
         log.close()
@@ -549,7 +550,28 @@ def test_the_triton_warm_benchmarks_profiled_side_process_runs_the_child_and_wri
                           env=dict(os.environ, **{bench.HOLD_PROFILE_ENV: str(tmp_path)}), timeout=120)
     assert done.returncode == child.BAD_PART and "unknown part 'fast'" in done.stderr
     (written,) = tmp_path.glob("holds-*.txt")
-    assert written.read_text().startswith("cpu parts=fast: 0.0 s sampled holding the GPU")
+    assert written.read_text().startswith("a side process, cpu parts=fast: 0.0 s sampled holding the GPU")
+
+
+def test_the_triton_warm_benchmarks_profile_of_the_calibration_names_its_gptperf_frames(tmp_path):
+    """The calibration's own sampler, in a process whose main thread spends its time in a gptperf
+    function: its seconds land on that function's name, below the innermost frame."""
+    bench = _triton_warm_bench()
+    assert bench.PATCHES["ahead profiled"].startswith(bench._MAIN_PROFILE)
+    busy = bench._MAIN_PROFILE + textwrap.dedent("""
+        import os
+        source = "def spin():\\n    t = time.monotonic()\\n    while time.monotonic() - t < 0.6:\\n        pass\\n"
+        exec(compile(source, os.path.join(_OURS, "measure", "spin.py"), "exec"))  # a gptperf frame
+        spin()
+        """)
+    done = subprocess.run([sys.executable, "-c", busy], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, **{bench.HOLD_PROFILE_ENV: str(tmp_path)}))
+    assert done.returncode == 0, done.stderr
+    (written,) = tmp_path.glob("main-*.txt")
+    lines = written.read_text().splitlines()
+    assert lines[0].startswith("the calibration's process: ")
+    top = max(lines[1:], key=lambda line: float(line.split()[0]))
+    assert float(top.split()[0]) >= 0.3 and top.endswith(" spin | spin.py:spin"), lines
 
 
 def test_the_triton_warm_benchmarks_cuda_first_makes_the_context_before_the_side_processes(monkeypatch):
