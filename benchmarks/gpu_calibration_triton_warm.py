@@ -121,7 +121,7 @@ from gptperf.measure.compile_warmup_child import main
 sys.exit(main())
 """
 # The calibration itself sampled the same way, all the time ("ahead profiled"): each 20 ms, its
-# main thread's gptperf frames (the three outermost below `calibrate`, the two innermost) and its
+# main thread's gptperf frames (the four outermost below `calibrate`, the two innermost) and its
 # innermost frame; the seconds per place go to $HOLD_PROFILE_DIR/main-<pid>.txt at exit
 _MAIN_PROFILE = f"""
 import sys, time
@@ -140,7 +140,7 @@ def _chain(frame):
     ours.reverse()
     if "calibrate" in ours:
         ours = ours[ours.index("calibrate") + 1:]
-    kept = ours if len(ours) <= 5 else ours[:3] + ["…"] + ours[-2:]
+    kept = ours if len(ours) <= 6 else ours[:4] + ["…"] + ours[-2:]
     return " > ".join(kept) + f" | {{inner}}"
 def _sample_main():
     main, last = _threading.main_thread().ident, time.monotonic()
