@@ -76,16 +76,38 @@ def _timed(*a, **k):
 _cal.calibrate = _timed
 atexit.register(lambda: sys.stderr.write(f"{CLOCK_MARK} exit {{time.time()}}\\n"))
 """
-# A side process run with a sampler: each 20 ms that it holds the GPU lock, where its main thread
-# is (the innermost frames and the deepest gptperf frame); at its exit the seconds per place go to
-# a file in $HOLD_PROFILE_DIR, which the benchmark prints ("ahead profiled")
+# A sampler for a process of the run ("ahead profiled"): each 20 ms that `when()` holds, the seconds
+# since the last sample go to the main thread's place, `key(frame)`; at the process's exit the
+# places, most first, go to a file in $HOLD_PROFILE_DIR, which the benchmark prints
 HOLD_PROFILE_ENV = "HOLD_PROFILE_DIR"
-_HOLD_PROFILE = f"""
-import atexit, collections, os, sys, threading, time
-import gptperf
+_SAMPLER = """
+import atexit as _atexit, collections as _collections, os as _os, sys as _sys
+import threading as _threading, time as _time
+import gptperf as _gptperf
+_OURS = _os.path.dirname(_gptperf.__file__)  # not inductor's generated code in a gptperf-named folder
+def _sampled(key, when, name, title, top):
+    spent = _collections.Counter()
+    def sample():
+        main, last = _threading.main_thread().ident, _time.monotonic()
+        while True:
+            _time.sleep(0.02)
+            now = _time.monotonic()
+            if when():
+                spent[key(_sys._current_frames().get(main))] += now - last
+            last = now
+    def dump():
+        with open(_os.path.join(_os.environ["ENV"], name), "w") as out:
+            out.write(f"{title}: {sum(spent.values()):.1f} s sampled\\n")
+            for where, s in spent.most_common(top):
+                out.write(f"{s:6.2f} s  {where}\\n")
+    _threading.Thread(target=sample, daemon=True).start()
+    _atexit.register(dump)
+""".replace("ENV", HOLD_PROFILE_ENV)
+# A side process sampled while it holds the GPU lock, by where its main thread is (the innermost
+# frames and the deepest gptperf frame)
+_HOLD_PROFILE = _SAMPLER + """
 from gptperf.measure import gpu_lock
-OURS = os.path.dirname(gptperf.__file__)  # not inductor's generated code in a gptperf-named folder
-locks, seconds = [], collections.Counter()
+locks = []
 init = gpu_lock.GpuLock.__init__
 def _init(self, *a, **k):
     init(self, *a, **k)
@@ -96,44 +118,25 @@ def _where(frame):
     while frame is not None:
         code = frame.f_code
         if len(inner) < 2:
-            inner.append(f"{{os.path.basename(code.co_filename)}}:{{code.co_name}}")
-        if ours is None and code.co_filename.startswith(OURS):
-            ours = f"{{os.path.basename(code.co_filename)}}:{{code.co_name}}:{{frame.f_lineno}}"
+            inner.append(f"{_os.path.basename(code.co_filename)}:{code.co_name}")
+        if ours is None and code.co_filename.startswith(_OURS):
+            ours = f"{_os.path.basename(code.co_filename)}:{code.co_name}:{frame.f_lineno}"
         frame = frame.f_back
-    return " < ".join(inner) + f" | {{ours}}"
-def _sample():
-    main, last = threading.main_thread().ident, time.monotonic()
-    while True:
-        time.sleep(0.02)
-        now = time.monotonic()
-        if any(lock._depth and lock._fd is not None for lock in locks):  # held, not waited for
-            seconds[_where(sys._current_frames().get(main))] += now - last
-        last = now
-threading.Thread(target=_sample, daemon=True).start()
-def _dump():
-    path = os.path.join(os.environ["{HOLD_PROFILE_ENV}"], f"holds-{{os.getpid()}}.txt")
-    with open(path, "w") as out:
-        out.write(f"a side process, {{' '.join(sys.argv[1:])}}: {{sum(seconds.values()):.1f}} s sampled holding the GPU\\n")
-        for where, s in seconds.most_common(30):
-            out.write(f"{{s:6.2f}} s  {{where}}\\n")
-atexit.register(_dump)
+    return " < ".join(inner) + f" | {ours}"
+_sampled(_where, lambda: any(lock._depth and lock._fd is not None for lock in locks),  # held, not waited for
+         f"holds-{_os.getpid()}.txt", f"a side process, {' '.join(_sys.argv[1:])}, holding the GPU", 30)
 from gptperf.measure.compile_warmup_child import main
-sys.exit(main())
+_sys.exit(main())
 """
-# The calibration itself sampled the same way, all the time ("ahead profiled"): each 20 ms, its
-# main thread's gptperf frames (the four outermost below `calibrate`, the two innermost) and its
-# innermost frame; the seconds per place go to $HOLD_PROFILE_DIR/main-<pid>.txt at exit
-_MAIN_PROFILE = f"""
-import sys, time
-import atexit as _atexit, collections as _collections, os as _os, threading as _threading
-import gptperf as _gptperf
-_OURS, _spent = _os.path.dirname(_gptperf.__file__), _collections.Counter()
+# The calibration itself, all the time: its main thread's gptperf frames (the four outermost below
+# `calibrate`, the two innermost) and its innermost frame
+_MAIN_PROFILE = _SAMPLER + """
 def _chain(frame):
     ours, inner = [], None
     while frame is not None:
         code = frame.f_code
         if inner is None:
-            inner = f"{{_os.path.basename(code.co_filename)}}:{{code.co_name}}"
+            inner = f"{_os.path.basename(code.co_filename)}:{code.co_name}"
         if code.co_filename.startswith(_OURS):
             ours.append(code.co_name)
         frame = frame.f_back
@@ -141,23 +144,8 @@ def _chain(frame):
     if "calibrate" in ours:
         ours = ours[ours.index("calibrate") + 1:]
     kept = ours if len(ours) <= 6 else ours[:4] + ["…"] + ours[-2:]
-    return " > ".join(kept) + f" | {{inner}}"
-def _sample_main():
-    main, last = _threading.main_thread().ident, time.monotonic()
-    while True:
-        time.sleep(0.02)
-        now = time.monotonic()
-        frame = sys._current_frames().get(main)
-        if frame is not None:
-            _spent[_chain(frame)] += now - last
-        last = now
-_threading.Thread(target=_sample_main, daemon=True).start()
-def _dump_main():
-    with open(_os.path.join(_os.environ["{HOLD_PROFILE_ENV}"], f"main-{{_os.getpid()}}.txt"), "w") as out:
-        out.write(f"the calibration's process: {{sum(_spent.values()):.1f}} s sampled\\n")
-        for where, s in _spent.most_common(40):
-            out.write(f"{{s:6.2f}} s  {{where}}\\n")
-_atexit.register(_dump_main)
+    return " > ".join(kept) + f" | {inner}"
+_sampled(_chain, lambda: True, f"main-{_os.getpid()}.txt", "the calibration's process", 40)
 """
 # each side process run under _HOLD_PROFILE
 _PROFILED_SIDE = _EDIT.format(edit=f"[argv[0], '-c', {_HOLD_PROFILE!r}, *argv[3:]]")

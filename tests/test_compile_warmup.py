@@ -494,6 +494,27 @@ def _triton_warm_bench():
 _CHILD = [sys.executable, "-m", "gptperf.measure.compile_warmup_child", "cuda:0", "quick"]
 
 
+def _side_commands(monkeypatch, patch: str, dtypes: tuple[str, ...], started: list) -> None:
+    """`CompileWarmup.start` with the benchmark's `patch` made in this process (undone after the
+    test): each side process's command is appended to `started`, none is run."""
+    from gptperf.measure import compile_warmup
+
+    class Popen:
+        def __init__(self, argv, **kwargs):
+            started.append(argv)
+
+    for name in ("__init__", "start"):
+        monkeypatch.setattr(compile_warmup.CompileWarmup, name, getattr(compile_warmup.CompileWarmup, name))
+    monkeypatch.setattr(compile_warmup, "SIDE_PROCESSES", compile_warmup.SIDE_PROCESSES)
+    monkeypatch.setattr(compile_warmup, "available", lambda: True)
+    monkeypatch.setattr(compile_warmup.subprocess, "Popen", Popen)
+    exec(_triton_warm_bench()._PATCH + patch, {})
+    side = compile_warmup.CompileWarmup.start(0, True, dtypes=dtypes)
+    for log in side._logs:
+        log.close()
+    shutil.rmtree(side._dir)
+
+
 @pytest.mark.parametrize("variant, expected", [
     ("not ahead", [[*_CHILD, "parts=" + ",".join(parts)] for parts in SIDE_PROCESSES]),
     ("ahead niced", [["nice", "-n", "10", *_CHILD, "dtypes=bf16,fp32", "parts=" + ",".join(parts)]
@@ -502,46 +523,17 @@ _CHILD = [sys.executable, "-m", "gptperf.measure.compile_warmup_child", "cuda:0"
 ])
 def test_the_triton_warm_benchmarks_variants_edit_the_side_process_command(variant, expected,
                                                                            monkeypatch):
-    from gptperf.measure import compile_warmup
-
-    bench = _triton_warm_bench()
     started: list[list[str]] = []
-
-    class Popen:
-        def __init__(self, argv, **kwargs):
-            started.append(argv)
-
-    monkeypatch.setattr(compile_warmup.CompileWarmup, "__init__", compile_warmup.CompileWarmup.__init__)
-    monkeypatch.setattr(compile_warmup, "SIDE_PROCESSES", compile_warmup.SIDE_PROCESSES)
-    monkeypatch.setattr(compile_warmup, "available", lambda: True)
-    monkeypatch.setattr(compile_warmup.subprocess, "Popen", Popen)
-    exec(bench._PATCH + bench.PATCHES[variant], {})  # the variant's patch, in this process
-    side = compile_warmup.CompileWarmup.start(0, True, dtypes=("bf16", "fp32"))
+    _side_commands(monkeypatch, _triton_warm_bench().PATCHES[variant], ("bf16", "fp32"), started)
     assert started == expected
-    for log in side._logs:
-        log.close()
-    shutil.rmtree(side._dir)
 
 
 def test_the_triton_warm_benchmarks_profiled_side_process_runs_the_child_and_writes_its_holds(
         monkeypatch, tmp_path):
-    from gptperf.measure import compile_warmup
-
     bench = _triton_warm_bench()
     started: list[list[str]] = []
-
-    class Popen:
-        def __init__(self, argv, **kwargs):
-            started.append(argv)
-
-    monkeypatch.setattr(compile_warmup.CompileWarmup, "__init__", compile_warmup.CompileWarmup.__init__)
-    monkeypatch.setattr(compile_warmup, "available", lambda: True)
-    monkeypatch.setattr(compile_warmup.subprocess, "Popen", Popen)
-    exec(bench._PATCH + bench._PROFILED_SIDE, {})  # its side processes' part (the rest samples this process)
-    side = compile_warmup.CompileWarmup.start(0, True, dtypes=("bf16",))
-    for log in side._logs:
-        log.close()
-    shutil.rmtree(side._dir)
+    # its side processes' part (the rest would sample this process)
+    _side_commands(monkeypatch, bench._PROFILED_SIDE, ("bf16",), started)
     assert [argv[:3] for argv in started] == [[sys.executable, "-c", bench._HOLD_PROFILE]] * len(SIDE_PROCESSES)
     assert started[0][3:] == ["cuda:0", "quick", "dtypes=bf16", "parts=" + ",".join(SIDE_PROCESSES[0])]
     monkeypatch.undo()  # subprocess's own Popen again
@@ -550,7 +542,7 @@ def test_the_triton_warm_benchmarks_profiled_side_process_runs_the_child_and_wri
                           env=dict(os.environ, **{bench.HOLD_PROFILE_ENV: str(tmp_path)}), timeout=120)
     assert done.returncode == child.BAD_PART and "unknown part 'fast'" in done.stderr
     (written,) = tmp_path.glob("holds-*.txt")
-    assert written.read_text().startswith("a side process, cpu parts=fast: 0.0 s sampled holding the GPU")
+    assert written.read_text().startswith("a side process, cpu parts=fast, holding the GPU: 0.0 s sampled")
 
 
 def test_the_triton_warm_benchmarks_profile_of_the_calibration_names_its_gptperf_frames(tmp_path):
@@ -560,7 +552,7 @@ def test_the_triton_warm_benchmarks_profile_of_the_calibration_names_its_gptperf
     assert bench.PATCHES["ahead profiled"].startswith(bench._MAIN_PROFILE)
     busy = bench._MAIN_PROFILE + textwrap.dedent("""
         import os
-        source = "def spin():\\n    t = time.monotonic()\\n    while time.monotonic() - t < 0.6:\\n        pass\\n"
+        source = "def spin():\\n    t = _time.monotonic()\\n    while _time.monotonic() - t < 0.6:\\n        pass\\n"
         exec(compile(source, os.path.join(_OURS, "measure", "spin.py"), "exec"))  # a gptperf frame
         spin()
         """)
@@ -575,29 +567,16 @@ def test_the_triton_warm_benchmarks_profile_of_the_calibration_names_its_gptperf
 
 
 def test_the_triton_warm_benchmarks_cuda_first_makes_the_context_before_the_side_processes(monkeypatch):
-    from gptperf.measure import compile_warmup
-
-    bench = _triton_warm_bench()
-    order: list[str] = []
-
-    class Popen:
-        def __init__(self, argv, **kwargs):
-            order.append("side process")
+    order: list = []
 
     def randn(*shape, device=None, **kwargs):
         order.append(f"randn on {device}")
         return torch.ones(*shape)
 
-    monkeypatch.setattr(compile_warmup.CompileWarmup, "start", compile_warmup.CompileWarmup.start)
-    monkeypatch.setattr(compile_warmup, "available", lambda: True)
-    monkeypatch.setattr(compile_warmup.subprocess, "Popen", Popen)
     monkeypatch.setattr(torch, "randn", randn)
-    exec(bench._PATCH + bench.PATCHES["cuda first"], {})
-    side = compile_warmup.CompileWarmup.start(0, True, dtypes=("bf16",))
-    for log in side._logs:
-        log.close()
-    shutil.rmtree(side._dir)
-    assert order == ["randn on cuda"] + ["side process"] * len(SIDE_PROCESSES)
+    _side_commands(monkeypatch, _triton_warm_bench().PATCHES["cuda first"], ("bf16",), order)
+    assert order[0] == "randn on cuda" and len(order) == 1 + len(SIDE_PROCESSES)
+    assert all(isinstance(argv, list) for argv in order[1:])  # the side processes' commands, after
 
 
 def test_the_side_processes_compile_every_part_once_the_kernels_first():
