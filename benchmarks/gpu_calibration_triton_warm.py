@@ -5,27 +5,32 @@
 
 Each round runs `gptperf calibrate --force --json` once a variant, each time with empty Triton,
 inductor and gptperf caches and an empty CUDA driver JIT cache (fresh temporary folders; with
-`--warm-jit` the machine's JIT cache is kept): "ahead" as it ships (two side processes started
-before the calibration's speed probes, `compile_warmup.SIDE_PROCESSES` and `calibrate.SIDE_FIRST`:
-one compiles the decode kernels without running them, then the recordings' steps, the other the
-host jobs' steps), "one process" with the three parts in one side process, "after probes" with the
-side processes started after the speed probes, "one after" with both (as shipped until 2026-12-06),
-"not ahead" with the side processes given no dtypes (they compile inductor's steps alone),
-"ahead niced" with the side processes at CPU priority 10, "ahead profiled" as shipped with each
-side process sampled, every 20 ms it holds the GPU, for where it is (its seconds by place are
-printed: what the calibration waits for; the calibration's own process is sampled all the time, by
-its gptperf frames), "no cudnn" with the calibration's attention timed
-without cuDNN's backend, and "holds as before" with the side processes importing inductor's
-compile stack, and their host jobs and recordings compiling Triton's JIT kernels, inside the GPU
-lock (as before 2026-12-06), and "cuda first" with the calibration's CUDA context and cuBLAS made
-before the side processes start; a variant may be named twice
-(`--variants "ahead,one after,ahead"`). Prints
-per run: wall seconds, the calibration's own seconds, the wall time outside them (before the
-calibration: Python's start and the imports; after it: the save; the interpreter's exit), the
-attention and gemv families' seconds,
-its time note (each family's seconds and what it waited for the side processes' GPU work) and the
-side processes' note; then how far each later run's matmul and attention grids lie from the first
-run's (a variant should change the time, not the figures).
+`--warm-jit` the machine's JIT cache is kept). The variants (one may be named twice:
+`--variants "ahead,one after,ahead"`):
+
+  ahead            as it ships: two side processes started before the calibration's speed probes
+                   (`compile_warmup.SIDE_PROCESSES`, `calibrate.SIDE_FIRST`), one compiling the
+                   decode kernels without running them and then the recordings' steps, the other
+                   the host jobs' steps
+  one process      the three parts in one side process
+  after probes     the side processes started after the speed probes
+  one after        both (as shipped until 2026-12-06)
+  not ahead        the side processes given no dtypes (they compile inductor's steps alone)
+  ahead niced      the side processes at CPU priority 10
+  no cudnn         the calibration's attention timed without cuDNN's backend
+  holds as before  the side processes importing inductor's compile stack, making Triton's driver,
+                   and their host jobs and recordings compiling Triton's JIT kernels inside the GPU
+                   lock (as before 2026-12-06)
+  cuda first       the calibration's CUDA context and cuBLAS made before the side processes start
+  ahead profiled   as shipped, each side process sampled every 20 ms that it holds the GPU (what
+                   the calibration waits for), the calibration's own process all the time; the
+                   seconds by place are printed
+
+Prints per run: wall seconds, the calibration's own seconds, the wall time outside them (before
+the calibration: Python's start and the imports; after it: the save; the interpreter's exit), the
+attention and gemv families' seconds, its time note (each family's seconds and what it waited for
+the side processes' GPU work) and the side processes' note; then how far each later run's matmul
+and attention grids lie from the first run's (a variant should change the time, not the figures).
 
 An empty JIT cache makes every run pay what the first calibration on a fresh machine pays: cuDNN's
 run-time compiled attention kernels, kept across processes in that cache, cost the attention family
@@ -149,8 +154,9 @@ _sampled(_chain, lambda: True, f"main-{_os.getpid()}.txt", "the calibration's pr
 """
 # each side process run under _HOLD_PROFILE
 _PROFILED_SIDE = _EDIT.format(edit=f"[argv[0], '-c', {_HOLD_PROFILE!r}, *argv[3:]]")
-# A side process as it was before 2026-12-06: inductor's compile stack imported, and the host jobs'
-# and recordings' Triton JIT compiles run, inside the GPU lock ("holds as before")
+# A side process as it was before 2026-12-06: inductor's compile stack imported, Triton's driver
+# made, and the host jobs' and recordings' Triton JIT compiles run, inside the GPU lock ("holds as
+# before")
 _OLD_HOLDS = """
 import contextlib, sys
 from gptperf.measure import compile_warmup_child as child
@@ -163,7 +169,8 @@ def compile_only(lock):  # the decode kernels' compiles gave the lock up then to
             yield
     finally:
         child.released_triton_compiles = held
-child.import_compile_stack, child.released_triton_compiles, child.compile_only = lambda: None, held, compile_only
+child.import_compile_stack = child.start_triton_driver = lambda: None
+child.released_triton_compiles, child.compile_only = held, compile_only
 sys.exit(child.main())
 """
 # The calibration's CUDA context and cuBLAS made before the side processes start ("cuda first"):
@@ -198,7 +205,8 @@ PATCHES = {
     "holds as before": _EDIT.format(edit=f"[argv[0], '-c', {_OLD_HOLDS!r}, *argv[3:]]"),
     # the calibration's CUDA context and cuBLAS made before the side processes start (_CUDA_FIRST)
     "cuda first": _CUDA_FIRST,
-    # as shipped, each side process sampled where it holds the GPU (_HOLD_PROFILE)
+    # as shipped, each side process sampled where it holds the GPU (_HOLD_PROFILE), the calibration
+    # all the time (_MAIN_PROFILE)
     "ahead profiled": _MAIN_PROFILE + _PROFILED_SIDE,
 }
 VARIANTS = {"ahead": [sys.executable, "-c", _CLOCK + _RUN],

@@ -120,7 +120,8 @@ def check_replaceable_file(path: str | os.PathLike[str], flag: str, *, what: str
     an earlier document `is_ours` recognises; else a one-line UserError (`refuse_foreign_file`).
     Checked as `check_output_file` too."""
     p = check_output_file(path, flag, ("json",))
-    refuse_foreign_file(p, flag, what=what, is_ours=lambda found: _our_document(found, is_ours) is not None)
+    refuse_foreign_file(p, flag, what=what,
+                        is_ours=lambda found: _our_document(found, is_ours) is not None)
     return p
 
 

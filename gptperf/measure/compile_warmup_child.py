@@ -9,9 +9,9 @@ from its start to its end, through torch's compile callbacks (`torch._dynamo.cal
 and so does Triton's JIT compiling one of gptperf's own kernels (`released_triton_compiles`); so
 the calibration times kernels while this process compiles and never while it runs kernels of its
 own (two processes' kernels on one GPU are time-sliced). Inductor's compile stack and Triton's
-driver are made before the lock is first taken (`import_compile_stack`, `start_triton_driver`). Inductor's autotuning of a generated
-kernel runs at the kernel's first call, so under the lock; should a compile autotune, the
-autotuner holds the lock too — one patch, made in this process only:
+driver are made before the lock is first taken (`import_compile_stack`, `start_triton_driver`).
+Inductor's autotuning of a generated kernel runs at the kernel's first call, so under the lock;
+should a compile autotune, the autotuner holds the lock too — one patch, made in this process only:
 `CachingAutotuner.benchmark_all_configs` runs inside the lock. Where this torch lacks the
 callbacks or that method, the process compiles nothing and exits 3.
 
@@ -134,9 +134,10 @@ def import_compile_stack() -> None:
 def released_triton_compiles(lock: GpuLock) -> Iterator[None]:
     """Inside: `lock` is given up while Triton's JIT compiles one of gptperf's own `@triton.jit`
     kernels, such as the master weights' AdamW (inductor's kernels compile inside
-    `released_while_compiling`), where this Triton has the method (`_jit_function`). Only a kernel missing from Triton's in-process cache gives the
-    lock up: handing it over at every launch made both processes wait (H200, 2026-12-03: the side
-    process took 75.4 s instead of 44.0, and the calibration 114.5 s instead of 96.8)."""
+    `released_while_compiling`), where this Triton has the method (`_jit_function`). Only a kernel
+    missing from Triton's in-process cache gives the lock up: handing it over at every launch made
+    both processes wait (H200, 2026-12-03: the side process took 75.4 s instead of 44.0, and the
+    calibration 114.5 s instead of 96.8)."""
     jit = _jit_function()
     if jit is None:
         yield
