@@ -90,7 +90,7 @@ import atexit as _atexit, collections as _collections, os as _os, sys as _sys
 import threading as _threading, time as _time
 import gptperf as _gptperf
 _OURS = _os.path.dirname(_gptperf.__file__)  # not inductor's generated code in a gptperf-named folder
-def _sampled(key, when, name, title, top):
+def _sampled(key, when, name, title, top, group=None):
     spent = _collections.Counter()
     def sample():
         main, last = _threading.main_thread().ident, _time.monotonic()
@@ -103,6 +103,12 @@ def _sampled(key, when, name, title, top):
     def dump():
         with open(_os.path.join(_os.environ["ENV"], name), "w") as out:
             out.write(f"{title}: {sum(spent.values()):.1f} s sampled\\n")
+            groups = _collections.Counter()
+            for where, s in spent.items():
+                groups[group(where) if group else where] += s
+            if group:
+                for where, s in groups.most_common():
+                    out.write(f"{s:6.2f} s  in all: {where}\\n")
             for where, s in spent.most_common(top):
                 out.write(f"{s:6.2f} s  {where}\\n")
     _threading.Thread(target=sample, daemon=True).start()
@@ -134,7 +140,8 @@ from gptperf.measure.compile_warmup_child import main
 _sys.exit(main())
 """
 # The calibration itself, all the time: its main thread's gptperf frames (the four outermost below
-# `calibrate`, the two innermost) and its innermost frame
+# `calibrate`, the two innermost) and its innermost frame; totals first by stage and family (every
+# pass of a family together)
 _MAIN_PROFILE = _SAMPLER + """
 def _chain(frame):
     ours, inner = [], None
@@ -150,7 +157,14 @@ def _chain(frame):
         ours = ours[ours.index("calibrate") + 1:]
     kept = ours if len(ours) <= 6 else ours[:4] + ["…"] + ours[-2:]
     return " > ".join(kept) + f" | {inner}"
-_sampled(_chain, lambda: True, f"main-{_os.getpid()}.txt", "the calibration's process", 40)
+def _family(where):
+    chain = [name for name in where.split(" | ")[0].split(" > ") if name]
+    for name in chain[1:]:
+        if name.startswith(("measure_", "_measure_")) and name != "_measure_pass":
+            return f"{chain[0]} > {name}"  # a pass's family, whichever pass
+    return " > ".join(chain[:3]) or "(outside gptperf)"
+_sampled(_chain, lambda: True, f"main-{_os.getpid()}.txt", "the calibration's process", 40,
+         group=_family)
 """
 # each side process run under _HOLD_PROFILE
 _PROFILED_SIDE = _EDIT.format(edit=f"[argv[0], '-c', {_HOLD_PROFILE!r}, *argv[3:]]")
