@@ -51,6 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gptperf.measure.compile_warmup import NOTE_HEAD
+
 # gptperf with `compile_warmup` patched before the calibration starts: _PATCH, then the variant's
 _PATCH = "from gptperf.measure import compile_warmup\n"
 # each side process's command edited before it starts (`CompileWarmup` takes them whole): `{edit}`
@@ -269,7 +271,7 @@ def calibrate_cold(variant: str, warm_jit: bool = False) -> dict[str, object]:
     notes = doc.get("notes", [])
     timing = next((n for n in notes if n.startswith("time: kernels")), "")
     spent = {name: re.search(rf"{name} ([0-9.]+)", timing) for name in ("attention", "gemv")}
-    side = next((n for n in notes if n.startswith("compiled jobs compiled ahead")), "")
+    side = next((n for n in notes if n.startswith(NOTE_HEAD)), "")
     return {"variant": variant, "wall_s": wall, "calibration_s": doc.get("seconds"),
             **outside_clock(proc.stderr, launched, ended),
             **{f"{name}_family_s": float(m.group(1)) if m else None for name, m in spent.items()},

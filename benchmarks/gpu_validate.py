@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from gptperf.measure.compile_warmup import NOTE_HEAD
+
 CALIBRATE_BUDGET_S = {"cuda": 120.0, "cpu": 60.0}
 # (label, bench argv): shapes and plans outside the validation sweep
 BENCH_CHECKS: dict[str, tuple[tuple[str, list[str]], ...]] = {"cuda": (
@@ -98,7 +100,7 @@ def main() -> int:
             split = next((n for n in notes if n.startswith("time: ")), None)
             if split:
                 rows.append(("calibrate time", split.removeprefix("time: ")))
-            side = next((n for n in notes if n.startswith("compiled jobs compiled ahead")), None)
+            side = next((n for n in notes if n.startswith(NOTE_HEAD)), None)
             if side:
                 rows.append(("calibrate side processes", side.removeprefix("compiled jobs ")))
 

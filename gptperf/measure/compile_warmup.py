@@ -27,6 +27,7 @@ CHILD_MODULE = "gptperf.measure.compile_warmup_child"
 DTYPES_ARG = "dtypes="  # the side process's argument naming the calibration's dtypes
 PARTS_ARG = "parts="  # the side process's argument naming the parts it compiles, in order
 DONE = "compiled ahead in"  # the side process's last line on stderr, with the seconds it took
+NOTE_HEAD = "compiled jobs compiled ahead in"  # how `finish`'s note on the side processes begins
 # What is compiled ahead, in parts: the decode families' Triton kernels, the compiled host jobs'
 # steps, the compiled recordings' steps (`compile_warmup_child`).
 PARTS = ("triton", "host", "record")
@@ -113,8 +114,7 @@ class CompileWarmup:
             log.close()
         shutil.rmtree(self._dir, ignore_errors=True)
         count = len(self._procs)
-        head = ("compiled jobs compiled ahead in a side process" if count == 1 else
-                f"compiled jobs compiled ahead in {count} side processes")
+        head = f"{NOTE_HEAD} a side process" if count == 1 else f"{NOTE_HEAD} {count} side processes"
         one, they = ("it", "it") if count == 1 else ("one", "they")
         if self._stopped:
             return (f"{head}: stopped, {one} held the GPU for more than "
