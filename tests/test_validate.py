@@ -599,6 +599,10 @@ def test_cases_run_below_the_boost_clock_are_named_in_a_note(stood_in: dict[str,
     assert len(notes) == 1 and f"{held} (85.0%," in notes[0] and "in 1 case(s)" in notes[0]
     assert run.throttled_note([ValidationPoint.from_dict(p) for p in doc["points"]
                                if p["case"] != held]) is None
+    one = [c for c in cases("cpu", quick=True) if c.name == held]
+    for said in (True, False):  # the report asks for a case a call and says them over all once
+        r = run.validate("cpu", quick=True, sweep=one, sweep_notes=said)
+        assert any("maximum SM clock" in n for n in r.notes) is said
 
 
 def test_the_table_shows_each_cases_host_speed(stood_in: dict[str, float], monkeypatch: pytest.MonkeyPatch,

@@ -74,24 +74,21 @@ def case_cost(case: Any, calibration: Any, device_type: str, scale: float = 1.0)
 
 
 def merge(results: Sequence[Any], wall_time_s: float) -> Any:
-    """One `ValidationResult` of the results of several `validate` calls (one case each); the
-    notes that name cases (spells, clocks) and those of the speed probes are made again over
-    every case, one of each kind rather than one a case."""
+    """One `ValidationResult` of the results of several `validate` calls (one case each, made
+    without the notes said over a sweep): each call's own notes once, then those said over every
+    case (`notes_over`: the speed probes', the cases in spells or below their clock)."""
     from gptperf.validate.results import ValidationResult
-    from gptperf.validate.run import CASE_NOTES, speed_notes
+    from gptperf.validate.run import notes_over
 
     first, last = results[0], results[-1]
-    points = [p for r in results for p in r.points]
     notes: list[str] = []
     for r in results:
-        own = {make(r.points) for make in CASE_NOTES} | set(speed_notes([r]))
-        notes += [n for n in r.notes if n not in notes and n not in own]
-    notes += [n for n in (make(points) for make in CASE_NOTES) if n] + speed_notes(results)
+        notes += [n for n in r.notes if n not in notes]
     return ValidationResult(
         first.device_type, first.device_name, first.quick, first.calibration,
-        points=points, per_op=[e for r in results for e in r.per_op],
+        points=[p for r in results for p in r.points], per_op=[e for r in results for e in r.per_op],
         skipped=[s for r in results for s in r.skipped],
-        wall_time_s=wall_time_s, notes=notes, environment=dict(first.environment),
+        wall_time_s=wall_time_s, notes=notes + notes_over(results), environment=dict(first.environment),
         speed_vs_calibration=dict(first.speed_vs_calibration),
         speed_drift=_end_over_start(first, last))
 
@@ -144,7 +141,8 @@ def run_validation(device: Any, calibration: Any, budget_s: float,
 
         t0 = clock()
         results.append(validate_run.validate(device, quick=True, progress=say,
-                                             calibration=calibration, sweep=[run]))
+                                             calibration=calibration, sweep=[run],
+                                             sweep_notes=False))
         took = clock() - t0
         estimated = c.measure_s + (c.profile_s if run.profile else 0.0)
         if estimated > 0 and took > 0:

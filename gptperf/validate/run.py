@@ -277,7 +277,8 @@ class _Ran:
 
 def validate(device: Any = "auto", quick: bool = False, progress: Progress | None = None,
              calibration: Any = None, *, sweep: Sequence[ValidationCase] | None = None,
-             isolate: bool = False, seed: int | None = None) -> ValidationResult:
+             isolate: bool = False, seed: int | None = None,
+             sweep_notes: bool = True) -> ValidationResult:
     """Measure, predict and score every case of the sweep on `device` ("auto", "cpu", "cuda[:N]"
     or a torch.device).
 
@@ -286,7 +287,9 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     `progress(stage, done, total)` hears of each case measured and each profile taken.
     `isolate`: measure each case in a fresh process (`measure_case_isolated`), as `gptperf bench`
     would; it costs a process start and, for compiled cases, a compilation each. `seed`: the
-    seed `sweep` was drawn from (`drawn.draw_cases`), kept in the result.
+    seed `sweep` was drawn from (`drawn.draw_cases`), kept in the result. `sweep_notes`: end
+    the notes with those said over the sweep's cases (`notes_over`); a caller that runs one case
+    a call and merges the results (the report) says them once, over all of them.
     """
     started = time.perf_counter()
 
@@ -382,13 +385,10 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
         if progress and to_profile:
             progress("profiling", len(to_profile), len(to_profile))
     result.speed_drift = take_probe(dev).slowdown(first)
-    result.notes += speed_notes([result])
     if retry is not None:
         result.notes += retry.notes
-    for make in CASE_NOTES:
-        note = make(result.points)
-        if note:
-            result.notes.append(note)
+    if sweep_notes:
+        result.notes += notes_over([result])
     result.wall_time_s = time.perf_counter() - started
     return result
 
@@ -420,6 +420,13 @@ def spells_note(points: Sequence[ValidationPoint]) -> str | None:
 
 # the notes made over a sweep's cases, each naming those it is about
 CASE_NOTES: tuple[Callable[[Sequence[ValidationPoint]], str | None], ...] = (throttled_note, spells_note)
+
+
+def notes_over(results: Sequence[ValidationResult]) -> list[str]:
+    """The notes said over the cases of one validation, or of several that ran a case each: the
+    speed probes' (`speed_notes`), then those naming cases (`CASE_NOTES`) over all their points."""
+    points = [p for r in results for p in r.points]
+    return speed_notes(results) + [n for n in (make(points) for make in CASE_NOTES) if n]
 
 
 def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
