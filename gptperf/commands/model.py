@@ -103,11 +103,6 @@ def _device_type_of(hw: Any) -> str:
     return "cuda"
 
 
-def build_prediction(args: argparse.Namespace) -> Any:
-    """The roofline Prediction the arguments ask for."""
-    return build_predictions(args)[0]
-
-
 def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
     """(roofline Prediction, calibrated Expected or None) of the workload the arguments name,
     both for the same plan."""

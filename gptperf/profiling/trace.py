@@ -95,7 +95,7 @@ class Attribution:
 
     def attributed_s(self, methods: tuple[str, ...] | None = None) -> float:
         return sum(w.dur_us for w in self.work
-                   if w.parts and (methods is None or w.method in methods)) * 1e-6
+                   if w.attributed and (methods is None or w.method in methods)) * 1e-6
 
     @property
     def coverage(self) -> float:

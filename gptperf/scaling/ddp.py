@@ -95,14 +95,6 @@ def _destroy() -> None:
         dist.destroy_process_group()
 
 
-def shutdown(ctx: DistContext) -> None:
-    """Leave the process group (a no-op without one)."""
-    import torch.distributed as dist
-
-    if ctx.distributed and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def parallelize(model: torch.nn.Module, ctx: DistContext, *, bucket_cap_mb: float | None = None) -> torch.nn.Module:
     """The module to train: `model` itself on one process, else DistributedDataParallel around
     it (gradients averaged over ranks in buckets, overlapped with backward; `bucket_cap_mb`
@@ -124,13 +116,6 @@ def rank_rows(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
         return t
     b = t.shape[0] // ctx.world_size
     return t[ctx.rank * b:(ctx.rank + 1) * b]
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside DDP (and inside torch.compile), whose state_dict has no prefixes."""
-    inner = getattr(model, "_orig_mod", model)
-    inner = getattr(inner, "module", inner)
-    return getattr(inner, "_orig_mod", inner)
 
 
 class _Clock:
