@@ -314,6 +314,31 @@ def _check_resume(path: Path, state: dict[str, Any], cfg: TrainConfig, config: G
                             f"asks for {key}={value}; drop that override to resume, or train afresh")
 
 
+def _check_resumable(path: Path, state: dict[str, Any]) -> None:
+    """What a resumed run restores besides the weights' shapes (`load_checkpoint` checks those):
+    finite weights, a step count, an optimizer state, the two generators' states; a one-line
+    UserError before the run is built."""
+    import torch
+
+    from gptperf.safeload import check_finite
+
+    check_finite(repr(str(path)), state["model"])
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UserError(f"checkpoint {str(path)!r} has step {step!r}; a resumable checkpoint "
+                        "holds the count of steps trained, an integer ≥ 0")
+    optimizer = state.get("optimizer")
+    if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
+            and isinstance(optimizer.get("param_groups"), list)):
+        raise UserError(f"checkpoint {str(path)!r} has no optimizer state (a dict of 'state' and "
+                        f"'param_groups'), found {type(optimizer).__name__}; train afresh with --force")
+    for key in ("data_rng", "torch_rng"):
+        rng = state.get(key)
+        if not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8 and rng.dim() == 1):
+            raise UserError(f"checkpoint {str(path)!r} has no generator state {key!r} (a 1-D uint8 "
+                            f"tensor), found {type(rng).__name__}; train afresh with --force")
+
+
 def _finite_parameters(model: torch.nn.Module) -> bool:
     import torch
 
@@ -414,6 +439,7 @@ def train(
         state = load_checkpoint(ckpt_path)
         model_config = GPTConfig.from_dict(state["model_config"])
         _check_resume(ckpt_path, state, cfg, model_config)
+        _check_resumable(ckpt_path, state)
         if cfg.attention is not None and cfg.attention != model_config.attention:
             model_config = model_config.replace(attention=cfg.attention)
         if state.get("data") != corpus.name:
@@ -453,12 +479,17 @@ def train(
     start_step = 0
     if state is not None:
         weights.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        data_gen.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        start_step = int(state["step"])
+        try:  # a state of another optimizer's shape, or a generator's of another kind
+            optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            data_gen.set_state(state["data_rng"])
+            torch.set_rng_state(state["torch_rng"])
+        except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as err:
+            raise UserError(f"checkpoint {str(ckpt_path)!r} cannot be resumed: its optimizer or "
+                            f"generator state does not fit this run ({str(err).splitlines()[0]}); "
+                            "train afresh with --force") from None
+        start_step = state["step"]
         losses = [float(v) for v in state.get("losses", [])][:start_step]
         val_losses = [(int(s), float(v)) for s, v in state.get("val_losses", [])]
         del state

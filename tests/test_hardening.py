@@ -372,6 +372,45 @@ def test_bad_checkpoints_never_advise_unsafe_loading(tmp_path: Path, capsys: Any
     hardening.finish(CKPT)
 
 
+def test_a_checkpoint_that_cannot_be_resumed_is_refused_before_training(tmp_path: Path,
+                                                                        capsys: Any) -> None:
+    """Resuming restores more than the weights' shapes: NaN weights, a negative step, a missing
+    optimizer or generator state, or an optimizer state of another shape are each one line and
+    exit 2 before any step (no traceback, no 'try a lower --lr'), the checkpoint left as it was."""
+    run = tmp_path / "run"
+    assert run_cli(capsys, ["train", *TRAIN, "--out", str(run)]).code == 0
+    good = torch.load(run / "ckpt.pt", weights_only=True)
+
+    def broken(change: Any) -> dict[str, Any]:
+        doc = {k: (dict(v) if isinstance(v, dict) else v) for k, v in good.items()}
+        change(doc)
+        return doc
+
+    def nan(doc: dict[str, Any]) -> None:
+        doc["model"]["transformer.wte.weight"] = torch.full_like(good["model"]["transformer.wte.weight"],
+                                                                 float("nan"))
+
+    def other_shape(doc: dict[str, Any]) -> None:  # one parameter fewer in the first group
+        groups = [dict(g) for g in good["optimizer"]["param_groups"]]
+        groups[0]["params"] = groups[0]["params"][1:]
+        doc["optimizer"] = {**good["optimizer"], "param_groups": groups}
+
+    cases = [(nan, "transformer.wte.weight holds"),
+             (lambda d: d.update(step=-5), "has step -5"),
+             (lambda d: d.update(optimizer="garbage"), "has no optimizer state"),
+             (lambda d: d.update(torch_rng=[1, 2]), "has no generator state 'torch_rng'"),
+             (other_shape, "cannot be resumed: its optimizer or generator state does not fit")]
+    for i, (change, words) in enumerate(cases):
+        folder = tmp_path / f"case{i}"
+        folder.mkdir()
+        torch.save(broken(change), folder / "ckpt.pt")
+        before = (folder / "ckpt.pt").read_bytes()
+        _refused(capsys, ["train", *TRAIN, "--out", str(folder), "--resume"], tmp_path, CKPT,
+                 "ckpt.pt", words)
+        assert (folder / "ckpt.pt").read_bytes() == before and os.listdir(folder) == ["ckpt.pt"]
+    hardening.finish(CKPT)
+
+
 # --- 6. contradictory flags ---------------------------------------------------------------------
 
 
