@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from gptperf import __version__
 from gptperf.errors import Terminated, UserError
 from gptperf.hostmem import keep_freed_memory
+from gptperf.signals import signals_raise
 
 DESCRIPTION = (
     "gptperf: train, sample and score a GPT; model its cost exactly (FLOPs, bytes, roofline); "
@@ -110,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with signals_raise():  # a kill unwinds as Ctrl-C does: no half-written file left behind
+            return int(args._run(args) or 0)
     except UserError as err:
         return _fail(args.command, " ".join(str(err).split()), as_json)
     except Terminated as err:  # before KeyboardInterrupt, whose kind it is

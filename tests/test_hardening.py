@@ -395,13 +395,14 @@ def test_a_checkpoint_that_cannot_be_resumed_is_refused_before_training(tmp_path
         groups[0]["params"] = groups[0]["params"][1:]
         doc["optimizer"] = {**good["optimizer"], "param_groups": groups}
 
-    cases = [(nan, "transformer.wte.weight holds"),
-             (lambda d: d.update(step=-5), "has step -5"),
-             (lambda d: d.update(optimizer="garbage"), "has no optimizer state"),
-             (lambda d: d.update(torch_rng=[1, 2]), "has no generator state 'torch_rng'"),
-             (other_shape, "cannot be resumed: its optimizer or generator state does not fit")]
-    for i, (change, words) in enumerate(cases):
-        folder = tmp_path / f"case{i}"
+    cases = {"nan-weights": (nan, "transformer.wte.weight holds"),
+             "negative-step": (lambda d: d.update(step=-5), "has step -5"),
+             "no-optimizer": (lambda d: d.update(optimizer="garbage"), "has no optimizer state"),
+             "no-torch-rng": (lambda d: d.update(torch_rng=[1, 2]), "has no generator state 'torch_rng'"),
+             "optimizer-of-another-shape": (other_shape, "cannot be resumed: its optimizer or "
+                                                         "generator state does not fit")}
+    for name, (change, words) in cases.items():
+        folder = tmp_path / name
         folder.mkdir()
         torch.save(broken(change), folder / "ckpt.pt")
         before = (folder / "ckpt.pt").read_bytes()
@@ -529,6 +530,43 @@ def test_leftover_temporaries_are_removed_by_the_next_write(tmp_path: Path) -> N
 
     with atomic_path(out / "ckpt.pt") as tmp:
         assert tmp.name.startswith(f".ckpt.pt.{host}.{os.getpid()}.") and tmp.name.endswith(".tmp")
+    hardening.finish(TEMPS)
+
+
+def test_a_command_killed_while_it_writes_leaves_no_temporary_file(tmp_path: Path, capsys: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (a scheduler, `timeout`) unwinds a command as Ctrl-C does: the checkpoint being
+    written is removed, the one before it kept, the exit status 128 + 15 with one line."""
+    import signal
+
+    import gptperf.checkpoint
+
+    out = tmp_path / "run"
+    assert run_cli(capsys, ["train", *TRAIN, "--out", str(out)]).code == 0
+    before = (out / "ckpt.pt").read_bytes()
+    real_save = torch.save
+
+    def killed_midway(obj: Any, f: Any) -> None:
+        real_save({"half": torch.zeros(8)}, f)  # some bytes in the temporary file
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    class Outside(Exception):
+        pass
+
+    def outside(signum: int, frame: Any) -> None:  # the command did not take it: fail, not die
+        raise Outside(signum)
+
+    monkeypatch.setattr(gptperf.checkpoint.torch, "save", killed_midway)
+    previous = signal.signal(signal.SIGTERM, outside)
+    try:
+        o = run_cli(capsys, ["train", *TRAIN, "--out", str(out), "--force"])
+        assert signal.getsignal(signal.SIGTERM) is outside  # the command put the handler back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert o.code == 128 + signal.SIGTERM and o.err.strip().splitlines()[-1].endswith(
+        f"stopped by signal {int(signal.SIGTERM)}"), o
+    assert os.listdir(out) == ["ckpt.pt"] and (out / "ckpt.pt").read_bytes() == before
+    hardening.record(TEMPS, "train killed by SIGTERM while writing ckpt.pt", "removed")
     hardening.finish(TEMPS)
 
 

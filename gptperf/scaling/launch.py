@@ -19,14 +19,14 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gptperf.errors import Terminated
+from gptperf.signals import signals_ignored, signals_raise
 
 WORKER = "gptperf.scaling.worker"
 LOG = "torchrun.log"
@@ -150,10 +150,11 @@ def launch(spec: Launch) -> LaunchResult:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # its own group: a time-out stops every rank
         try:
-            with _signals_raise():
+            # torchrun's group, in a session of its own, would outlive a plain kill of this process
+            with signals_raise():
                 code = proc.wait(timeout=spec.timeout_s)
         except Terminated:  # killed (a scheduler, `timeout`, `kill`): the ranks go too
-            with _signals_ignored():  # a second signal must not cut the stopping short
+            with signals_ignored():  # a second signal must not cut the stopping short
                 _stop_group(proc)
             raise
         except subprocess.TimeoutExpired:
@@ -174,46 +175,6 @@ def launch(spec: Launch) -> LaunchResult:
     if not result_path.is_file():
         raise LaunchError(f"torchrun finished but wrote no {result_path.name} ({where})", kept)
     return LaunchResult(json.loads(result_path.read_text()), wall, log, cmd)
-
-
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise `Terminated` inside the block, so that the launch stops
-    torchrun's group: started in a session of its own, it would outlive a plain kill of this
-    process and its ranks would run on. Only the main thread can take signals."""
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated(signum)
-
-    with _handlers(handler):
-        yield
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """SIGTERM and SIGHUP ignored inside the block (while a launch's ranks are being stopped)."""
-    with _handlers(signal.SIG_IGN):
-        yield
-
-
-@contextlib.contextmanager
-def _handlers(handler: Any) -> Iterator[None]:
-    """`handler` for SIGTERM and SIGHUP inside the block, the previous ones after it. A signal
-    set to be ignored (SIGHUP under nohup) stays ignored, a handler installed outside Python
-    (signal.signal reports None) is left alone, and off the main thread nothing changes (only
-    it can take signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {}
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        current = signal.getsignal(s)
-        if current is not signal.SIG_IGN and current is not None:
-            old[s] = signal.signal(s, handler)
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def _descendants(pid: int) -> list[int]:
