@@ -175,6 +175,26 @@ def test_an_unreadable_curves_file_is_measured_again_too(monkeypatch) -> None:
     assert load_cached_ceilings(DEVICE).measured_at == "again"
 
 
+def test_a_cache_file_of_another_device_is_refused_and_measured_again(monkeypatch, capsys) -> None:
+    """Ceilings copied in from another machine (its device named inside) are not this device's:
+    every reader refuses them with one line naming both devices, and `gptperf ceilings` measures
+    this one instead of serving them."""
+    save_ceilings(_ceilings())
+    path = measured_hardware_path(DEVICE)
+    path.write_text(path.read_text().replace(f'device_name = "{DEVICE}"', 'device_name = "NVIDIA H100"'))
+    for read in (lambda: get_hardware("measured", device_name=DEVICE),
+                 lambda: resolve_hardware(None, DEVICE, "cpu", dtype="fp32"),
+                 lambda: load_cached_ceilings(DEVICE)):
+        with pytest.raises(UnusableCacheError) as info:
+            read()
+        assert "is of 'NVIDIA H100'" in str(info.value) and repr(DEVICE) in str(info.value)
+    assert _one_line_error(capsys, "model", "--hardware", "measured").endswith(str(info.value))
+    monkeypatch.setattr(ceilings_mod, "measure_ceilings", lambda d, **_: _ceilings("this one"))
+    monkeypatch.setattr(ceilings_mod, "device_name", lambda device: DEVICE)
+    assert ceilings_for("cpu")[1] is False
+    assert get_hardware("measured", device_name=DEVICE).device_name == DEVICE
+
+
 def test_a_missing_cache_is_still_no_measured_ceilings(capsys) -> None:
     assert load_measured_hardware(DEVICE) is None and load_cached_ceilings(DEVICE) is None
     assert resolve_hardware(None, DEVICE, "cpu").name == "cpu"  # the shipped entry

@@ -472,12 +472,15 @@ def load_measured_hardware(device_name: str) -> Hardware | None:
     path = measured_hardware_path(device_name)
     if not path.is_file():
         return None
+    again = f"run `gptperf ceilings --force` on {device_name!r} to measure them again"
     try:
-        return _hardware_from_file(path, origin=MEASURED, what=f"cached ceilings file {path}")
+        hw = _hardware_from_file(path, origin=MEASURED, what=f"cached ceilings file {path}")
     except UserError as err:
-        raise UnusableCacheError(
-            str(err), f"run `gptperf ceilings --force` on {device_name!r} to measure them again"
-        ) from None
+        raise UnusableCacheError(str(err), again) from None
+    if hw.device_name is not None and hw.device_name != device_name:  # copied from elsewhere
+        raise UnusableCacheError(f"cached ceilings file {path} is of {hw.device_name!r}, this "
+                                 f"device is {device_name!r}", again)
+    return hw
 
 
 def save_measured_hardware(hw: Hardware, device_name: str, extra: dict[str, Any] | None = None) -> Path:
