@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             emit_json(error_document(err.message, command, 2))
         raise
     if args.command is None:
-        parser.print_help()
+        print(f"gptperf: error: give a command, one of {', '.join(COMMANDS)}; `gptperf --help` says "
+              "what each does", file=sys.stderr)
         return 2
     try:
         with signals_raise():  # a kill unwinds as Ctrl-C does: no half-written file left behind

@@ -5,6 +5,7 @@ never quietly trimmed."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,9 @@ from gptperf.commands.common import (
     non_negative_int,
     output_path,
     positive_int,
+    positive_step_count,
     seed_number,
+    step_count,
 )
 from gptperf.train import SEED_MAX
 
@@ -75,10 +78,13 @@ def _options(parser: argparse.ArgumentParser | None = None,
     return found
 
 
-def _count_flags() -> list[tuple[list[str], str, int]]:
-    """(the sub-command's words, a flag, its least value) for every count flag of every command."""
-    return [(words, a.option_strings[0], 1 if a.type is positive_int else 0)
-            for words, a in _options() if a.type in (positive_int, non_negative_int)]
+LEAST = {positive_int: 1, non_negative_int: 0, positive_step_count: 1, step_count: 0}
+
+
+def _count_flags(types: tuple[Any, ...] = tuple(LEAST)) -> list[tuple[list[str], str, int]]:
+    """(the sub-command's words, a flag, its least value) for every count flag of every command
+    (of `types`)."""
+    return [(words, a.option_strings[0], LEAST[a.type]) for words, a in _options() if a.type in types]
 
 
 def test_the_count_flags_are_typed_in_every_command():
@@ -86,7 +92,24 @@ def test_the_count_flags_are_typed_in_every_command():
     commands = {words[0] for words, _, _ in flags}
     assert {"bench", "train", "profile", "scale", "model", "generate", "inference", "roofline"} <= commands
     assert set(commands) <= set(COMMANDS)
-    assert (["bench"], "--seq", 1) in flags and (["profile"], "--warmup", 0) in flags
+    assert (["bench"], "--seq", 1) in flags and (["profile"], "--warmup", 1) in flags
+    steps = {(words[0], flag) for words, flag, _ in _count_flags((positive_step_count, step_count))}
+    assert {("bench", "--repeats"), ("bench", "--warmup"), ("profile", "--wait"), ("profile", "--active"),
+            ("scale", "--steps"), ("scale", "--warmup"), ("train", "--eval-iters"),
+            ("train", "--grad-accum")} <= steps
+
+
+@pytest.mark.parametrize(("words", "flag", "least"), _count_flags((positive_step_count, step_count)))
+def test_a_count_of_steps_past_the_most_is_refused_naming_the_flag(words, flag, least, capsys):
+    """Days of work asked by a typo are refused before any of it starts."""
+    from gptperf.measure.timer import MAX_STEPS
+
+    with pytest.raises(SystemExit) as exc:
+        main([*words, flag, str(MAX_STEPS + 1)])
+    assert exc.value.code == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err == (f"gptperf {' '.join(words)}: error: argument {flag}: must be an integer from "
+                   f"{least} to {MAX_STEPS}, got {MAX_STEPS + 1}")
 
 
 @pytest.mark.parametrize(("words", "flag", "least"), _count_flags())
@@ -108,3 +131,10 @@ def test_every_output_flag_expands_a_quoted_tilde_as_its_checks_do():
              if set(a.option_strings) & {"--out", "--plot", "--plot-dir"}]
     assert len(found) >= 10
     assert [f for f in found if f[2] is not output_path] == []
+
+
+def test_no_command_is_one_line_naming_the_commands(capsys):
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    (line,) = err.strip().splitlines()
+    assert out == "" and line.startswith("gptperf: error: give a command") and all(c in line for c in COMMANDS)

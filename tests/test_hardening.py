@@ -428,6 +428,11 @@ def test_contradictory_flags_are_refused(tmp_path: Path, capsys: Any, no_work: N
         (["train", *TRAIN, "--no-checkpoint", "--out", "elsewhere"], ["'elsewhere'", "--no-checkpoint"]),
         (["train", *TRAIN, "--no-checkpoint", "--resume"], ["--resume"]),
         (["profile", *MODEL, "--trace", str(trace), "--compile"], ["--trace", "--compile"]),
+        (["profile", "--trace", str(trace), "--active", "7", "--no-overhead"],
+         ["--trace", "--active --no-overhead would not apply"]),
+        (["profile", "--trace", ""], ["--trace ''", "not a usable path"]),
+        (["scale", *MODEL, "--intra", "pcie4"], ["--intra 'pcie4' without --what-if"]),
+        (["scale", *MODEL, "--timeout", "1"], ["--timeout 1.0", ">= 10"]),
         (["model", *MODEL, "--device", "h900"], ["--device 'h900'", "--calibrated", "--hardware"]),
         (["bench", "train", *MODEL, "--fast"], ["--fast", "train", "--compile"]),
     ]

@@ -460,8 +460,9 @@ def test_a_failed_stages_message_is_printed_as_written(
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--train-seconds", "0"], "--train-seconds must be a positive number"),
-    (["--train-seconds", "nan"], "--train-seconds must be a positive number"),
+    (["--train-seconds", "0"], "--train-seconds must be a number of seconds from 0 to 86400"),
+    (["--train-seconds", "nan"], "--train-seconds must be a number of seconds from 0 to 86400"),
+    (["--train-seconds", "1e8"], "a day: the report's run is a demonstration"),
     (["--dtype", "fp16", "--device", "cpu"], "fp16' needs a CUDA GPU"),
     (["--device", "tpu"], "unknown device 'tpu'"),
 ])

@@ -282,7 +282,7 @@ def test_spec_and_flags_reject_bad_input() -> None:
         ScaleSpec(config, mode="weak", what_if=((1_000_000, 8),))
     with pytest.raises(UserError, match="name a GPU entry"):
         ScaleSpec(config, batch=16, what_if=((1, 8),), what_if_hardware="cpu")
-    for timeout in (0, -1.0, float("nan")):
+    for timeout in (0, -1.0, float("nan"), 9.0):
         with pytest.raises(UserError, match="--timeout"):
             ScaleSpec(config, timeout_s=timeout)
     for bad in (["--procs", "1,x"], ["--what-if", "2by8"]):

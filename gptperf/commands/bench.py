@@ -11,9 +11,10 @@ from gptperf.commands.common import (
     add_model_arguments,
     config_from_args,
     guard_memory,
-    non_negative_int,
     positive_int,
+    positive_step_count,
     seed_number,
+    step_count,
 )
 from gptperf.errors import UserError
 from gptperf.plan import INFERENCE_KINDS
@@ -43,9 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "on a GPU (compiled on CPU); the plan is in the JSON")
     add_device_argument(w)
     t = parser.add_argument_group("timing")
-    t.add_argument("--warmup", type=non_negative_int,
+    t.add_argument("--warmup", type=step_count,
                    help="untimed steps first (default: 3; 5 for decode); >= 1 with --compile")
-    t.add_argument("--repeats", type=positive_int,
+    t.add_argument("--repeats", type=positive_step_count,
                    help="timed steps; the median is reported (default: 10, 50 for decode; on a "
                         "calibrated GPU enough to span 1 s, at most 500)")
     t.add_argument("--hardware", default=None,

@@ -15,13 +15,15 @@ MODEL_FIELDS: tuple[str, ...] = ("n_layer", "n_head", "n_embd", "block_size", "v
 MAX_LAYERS = 4096
 
 
-def _at_least(low: int, text: str) -> int:
+def _at_least(low: int, text: str, most: int | None = None) -> int:
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
     if n < low:
         raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {n}")
+    if most is not None and n > most:
+        raise argparse.ArgumentTypeError(f"must be an integer from {low} to {most}, got {n}")
     return n
 
 
@@ -34,6 +36,20 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """A flag whose 0 means none (--warmup …): an integer ≥ 0, else argparse's one-line error."""
     return _at_least(0, text)
+
+
+def step_count(text: str) -> int:
+    """A count of steps whose 0 means none (--warmup, --wait …): 0 to `MAX_STEPS`."""
+    from gptperf.measure.timer import MAX_STEPS
+
+    return _at_least(0, text, MAX_STEPS)
+
+
+def positive_step_count(text: str) -> int:
+    """A count of steps to run (--active, --steps, --eval-iters …): 1 to `MAX_STEPS`."""
+    from gptperf.measure.timer import MAX_STEPS
+
+    return _at_least(1, text, MAX_STEPS)
 
 
 def output_path(text: str) -> str:

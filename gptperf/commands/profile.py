@@ -13,9 +13,10 @@ from gptperf.commands.common import (
     config_from_args,
     guard_memory,
     model_overrides,
-    non_negative_int,
     output_path,
     positive_int,
+    positive_step_count,
+    step_count,
 )
 from gptperf.profiling.recorded import (
     DEFAULT_BATCH,
@@ -33,6 +34,8 @@ HELP = "profile a workload with torch.profiler; attribute every kernel to an ope
 # Flags a recorded trace also says (--trace): None when not given, so that only flags the user
 # gave are checked against the record; a run fills in the defaults (`profiling.recorded`'s).
 DEFAULTS = {"preset": DEFAULT_PRESET, "workload": DEFAULT_KIND, "dtype": DEFAULT_DTYPE}
+# The profiler's schedule, for a run only: None when not given, so that a re-analysis refuses it.
+SCHEDULE = {"wait": 1, "warmup": 2, "active": 3}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,9 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: measured ceilings if cached, else the datasheet of this device)")
 
     s = parser.add_argument_group("profiler schedule")
-    s.add_argument("--wait", type=non_negative_int, default=1, help="steps skipped before recording (default: 1)")
-    s.add_argument("--warmup", type=non_negative_int, default=2, help="steps recorded and thrown away (default: 2)")
-    s.add_argument("--active", type=positive_int, default=3, help="steps recorded and analysed (default: 3)")
+    s.add_argument("--wait", type=step_count, help="steps skipped before recording (default: 1)")
+    s.add_argument("--warmup", type=positive_step_count, help="steps recorded and thrown away, at "
+                   "least 1: the profiler's first recorded step is skewed (default: 2)")
+    s.add_argument("--active", type=positive_step_count, help="steps recorded and analysed (default: 3)")
     s.add_argument("--no-overhead", action="store_true",
                    help="skip timing steps with and without the profiler")
 
@@ -68,22 +72,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "model and workload are the ones it was recorded with (flags that "
                         "contradict them are refused)")
     o.add_argument("--top", type=positive_int, default=25, help="rows of the per-operation table (default: 25)")
-    parser.set_defaults(**{k: None for k in DEFAULTS})
+    parser.set_defaults(**{k: None for k in (*DEFAULTS, *SCHEDULE)})
 
 
 def run(args: argparse.Namespace) -> int | None:
     from gptperf.errors import UserError
 
-    if args.trace and args.compile is not None:
-        raise UserError(f"--trace {args.trace!r} re-analyses a recorded trace; "
-                        f"--{'' if args.compile else 'no-'}compile would not apply: drop it")
+    if args.trace is not None:
+        from gptperf.writable import usable_path
+
+        usable_path(args.trace, "--trace")
+        given = [f"--{k}" for k in SCHEDULE if getattr(args, k) is not None]
+        given += ["--no-overhead"] * args.no_overhead
+        if args.compile is not None:
+            given.append(f"--{'' if args.compile else 'no-'}compile")
+        if given:
+            raise UserError(f"--trace {args.trace!r} re-analyses a recorded trace; "
+                            f"{' '.join(given)} would not apply: drop {'it' if len(given) == 1 else 'them'}")
 
     from gptperf.output import emit_json
     from gptperf.profiling.run import analyse_trace_file, profile_workload
 
     # --out is checked by both, before any work: the folder is replaced whole, so only a new,
     # empty or earlier profile folder (a user's own files are never replaced nor written beside)
-    if args.trace:
+    if args.trace is not None:
         # flags left out take the trace's record; given ones must match it
         result = analyse_trace_file(
             args.trace, None, args.workload, batch=args.batch, seq=args.seq, dtype=args.dtype,
@@ -91,7 +103,7 @@ def run(args: argparse.Namespace) -> int | None:
             hardware=args.hardware, out_dir=args.out,
         )
     else:
-        for k, v in DEFAULTS.items():
+        for k, v in {**DEFAULTS, **SCHEDULE}.items():
             if getattr(args, k) is None:
                 setattr(args, k, v)
         config = config_from_args(args)

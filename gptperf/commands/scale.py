@@ -14,10 +14,11 @@ from gptperf.commands.common import (
     config_from_args,
     guard_memory,
     int_list,
-    non_negative_int,
     output_path,
     positive_int,
+    positive_step_count,
     seed_number,
+    step_count,
 )
 
 HELP = ("scaling of data-parallel training (torchrun + DDP): speedup, efficiency, throughput, "
@@ -48,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also sweep intra-op threads of one process, e.g. 1,2 (CPU)")
     s.add_argument("--space-batches", type=int_list, default=None, metavar="LIST",
                    help="per-process batches of the performance-space heatmap (default: those the sweep runs)")
-    s.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps per point (default: 3)")
-    s.add_argument("--steps", type=positive_int, default=10, help="timed steps per point (default: 10)")
+    s.add_argument("--warmup", type=step_count, default=3, help="untimed steps per point (default: 3)")
+    s.add_argument("--steps", type=positive_step_count, default=10, help="timed steps per point (default: 10)")
     s.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="seconds one torchrun launch may take before it is stopped (default: 600)")
     add_model_arguments(parser.add_argument_group("model"), "tiny")
@@ -70,9 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also predict N nodes × G GPUs from datasheets, e.g. 1x8,2x8,4x8 (strong "
                         "scaling splits --batch over them: e.g. --batch 32)")
     p.add_argument("--what-if-hardware", default=None, help="GPU of the what-if (default: h100-sxm)")
-    p.add_argument("--intra", default="nvlink4", choices=list(INTERCONNECTS),
+    p.add_argument("--intra", default=None, choices=list(INTERCONNECTS),
                    help="link inside a what-if node (default: nvlink4)")
-    p.add_argument("--inter", default="ib-ndr", choices=list(INTERCONNECTS),
+    p.add_argument("--inter", default=None, choices=list(INTERCONNECTS),
                    help="link between what-if nodes, one NIC per GPU (default: ib-ndr)")
     parser.add_argument("--plot-dir", type=output_path, metavar="DIR", help="write speedup.png, efficiency.png, space.png there, "
                         "replacing only pictures gptperf drew")
@@ -82,18 +83,21 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     from gptperf.errors import UserError
     from gptperf.scaling.study import WHAT_IF_HARDWARE, ScaleSpec
 
-    if args.what_if_hardware is not None and not args.what_if:
-        raise UserError(f"--what-if-hardware {args.what_if_hardware!r} without --what-if: nothing "
-                        "to predict on it; add --what-if NxG")
+    for flag in ("what_if_hardware", "intra", "inter"):
+        if getattr(args, flag) is not None and not args.what_if:
+            name = "--" + flag.replace("_", "-")
+            raise UserError(f"{name} {getattr(args, flag)!r} without --what-if: nothing to predict "
+                            "on it; add --what-if NxG")
     config = config_from_args(args)
     seq = args.seq if args.seq is not None else (min(64, config.block_size) if args.preset == "tiny"
                                                   else config.block_size)
+    links = {k: getattr(args, k) for k in ("intra", "inter") if getattr(args, k) is not None}
     return ScaleSpec(config, mode=args.mode, procs=args.procs, threads=args.threads, batch=args.batch,
                      seq=seq, dtype=args.dtype, compile=bool(args.compile), device=args.device,
                      warmup=args.warmup, steps=args.steps, seed=args.seed,
                      space_batches=args.space_batches, hardware=args.hardware, what_if=args.what_if,
-                     what_if_hardware=args.what_if_hardware or WHAT_IF_HARDWARE, intra=args.intra,
-                     inter=args.inter, timeout_s=args.timeout)
+                     what_if_hardware=args.what_if_hardware or WHAT_IF_HARDWARE, timeout_s=args.timeout,
+                     **links)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from gptperf.commands.common import (
     non_negative_int,
     output_path,
     positive_int,
+    positive_step_count,
     seed_number,
 )
 
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"steps of linear warm-up ({_per_preset('warmup_iters')})")
     t.add_argument("--weight-decay", type=float, metavar="X",
                    help="AdamW weight decay on 2-D weights (default: 0.1)")
-    t.add_argument("--grad-accum", type=positive_int, metavar="N",
+    t.add_argument("--grad-accum", type=positive_step_count, metavar="N",
                    help="micro-batches per optimizer step (default: 1)")
     t.add_argument("--grad-clip", type=float, metavar="X",
                    help="clip the gradient norm to this, 0 = off (default: 1.0)")
@@ -68,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e = parser.add_argument_group("evaluation and checkpoints")
     e.add_argument("--eval-interval", type=int, metavar="N",
                    help=f"steps between validation losses, 0: only after the last step ({_per_preset('eval_interval')})")
-    e.add_argument("--eval-iters", type=positive_int, metavar="N",
+    e.add_argument("--eval-iters", type=positive_step_count, metavar="N",
                    help="batches per validation loss (default: 20)")
     e.add_argument("--log-interval", type=positive_int, metavar="N",
                    help="steps between progress updates (default: 1)")

@@ -31,7 +31,7 @@ from gptperf.measure.probe import (
     in_spell,
     probe_for,
 )
-from gptperf.measure.timer import PhaseTiming, Progress, time_phases
+from gptperf.measure.timer import MAX_STEPS, PhaseTiming, Progress, time_phases
 
 DEFAULT_WARMUP = 3
 DEFAULT_REPEATS = 10
@@ -270,7 +270,6 @@ def host_charge_note(entry: dict[str, Any]) -> str | None:
 
 # Steps a bench may warm up or time: far past any use (a median settles within hundreds), and
 # small enough that a typo's 10**8 is refused at once instead of running for days.
-MAX_STEPS = 100_000
 
 
 def check_bench_args(kind: str, config: Any, batch: int, seq: int, dtype: str, device: Any,

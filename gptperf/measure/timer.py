@@ -26,6 +26,10 @@ from typing import Any
 
 from gptperf.errors import UserError
 
+# The most steps one flag asks a command to run (bench's repeats, profile's schedule, scale's
+# steps, train's evaluation batches): past it a typo, not a measurement, and days of work.
+MAX_STEPS = 100_000
+
 # Relative spread std/median above which a timing is flagged as noisy (10%).
 WIDE_SPREAD = 0.10
 

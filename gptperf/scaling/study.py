@@ -34,6 +34,7 @@ from typing import Any
 
 from gptperf import names
 from gptperf.errors import UserError
+from gptperf.measure.timer import MAX_STEPS
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.comm import (
     AlphaBeta,
@@ -67,6 +68,8 @@ IDEAL_THREADS = {
 
 Progress = Callable[[str], None]
 WHAT_IF_HARDWARE = "h100-sxm"  # the GPU of a what-if unless named
+# A launch starts torchrun and a Python with torch in every rank before its first step
+MIN_TIMEOUT_S = 10.0
 # Past this a what-if's one flat ring all-reduce says little (real clusters reduce hierarchically)
 MAX_WHAT_IF_GPUS = 65536
 
@@ -124,10 +127,14 @@ class ScaleSpec:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise UserError(f"{key} must be an integer >= {minimum}, got {v!r}")
+        for key in ("warmup", "steps"):
+            if getattr(self, key) > MAX_STEPS:
+                raise UserError(f"--{key} {getattr(self, key)}: at most {MAX_STEPS} steps a point")
         if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) \
-                or not math.isfinite(self.timeout_s) or self.timeout_s <= 0:
+                or not math.isfinite(self.timeout_s) or self.timeout_s < MIN_TIMEOUT_S:
             raise UserError(f"--timeout {self.timeout_s!r}: give the seconds one launch may take, a "
-                            "number > 0 (default 600)")
+                            f"number >= {MIN_TIMEOUT_S:g} (a launch starts torchrun and Python "
+                            "first; default 600)")
         if self.warmup < 1:  # DDP's first step is its own: buckets in parameter order, rebuilt after
             raise UserError(f"--warmup {self.warmup}: scaling needs at least 1 untimed step; DDP's "
                             "first step reduces in buckets of its own, rebuilt after it"
