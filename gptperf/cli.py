@@ -7,8 +7,10 @@ Each module in `gptperf.commands` defines `HELP` (one line), `add_arguments(pars
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -112,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               "what each does", file=sys.stderr)
         return 2
     try:
-        with signals_raise():  # a kill unwinds as Ctrl-C does: no half-written file left behind
+        # a kill unwinds as Ctrl-C does: no half-written file left behind; not in a torchrun
+        # rank, which torchrun stops itself and which may be held in a collective, out of Python
+        with contextlib.nullcontext() if "TORCHELASTIC_RUN_ID" in os.environ else signals_raise():
             return int(args._run(args) or 0)
     except UserError as err:
         return _fail(args.command, " ".join(str(err).split()), as_json)

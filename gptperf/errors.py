@@ -4,8 +4,9 @@ from __future__ import annotations
 
 
 class Terminated(KeyboardInterrupt):
-    """The process was told to stop (SIGTERM, SIGHUP) while it ran work it had to stop too (a
-    launch's ranks); the CLI exits 128 + `signum`, as the signal itself would have."""
+    """The process was told to stop (SIGTERM, SIGHUP; `gptperf.signals`): the command unwinds as on
+    Ctrl-C, stopping what it started (a launch's ranks) and removing what it was writing, and the
+    CLI exits 128 + `signum`, as the signal itself would have."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)

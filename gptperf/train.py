@@ -326,7 +326,7 @@ def _check_resumable(path: Path, state: dict[str, Any]) -> None:
     step = state.get("step")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise UserError(f"checkpoint {str(path)!r} has step {step!r}; a resumable checkpoint "
-                        "holds the count of steps trained, an integer ≥ 0")
+                        "holds the count of steps trained, an integer >= 0")
     optimizer = state.get("optimizer")
     if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
             and isinstance(optimizer.get("param_groups"), list)):
@@ -337,6 +337,17 @@ def _check_resumable(path: Path, state: dict[str, Any]) -> None:
         if not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8 and rng.dim() == 1):
             raise UserError(f"checkpoint {str(path)!r} has no generator state {key!r} (a 1-D uint8 "
                             f"tensor), found {type(rng).__name__}; train afresh with --force")
+
+
+def _check_moments(optimizer: torch.optim.Optimizer) -> None:
+    """Each restored per-parameter tensor (AdamW's moments) has its parameter's shape:
+    `load_state_dict` checks only the count of parameters; a ValueError otherwise."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if getattr(value, "dim", lambda: 0)() and tuple(value.shape) != tuple(p.shape):
+                    raise ValueError(f"{key} of shape {tuple(value.shape)} for a parameter of "
+                                     f"shape {tuple(p.shape)}")
 
 
 def _finite_parameters(model: torch.nn.Module) -> bool:
@@ -485,10 +496,16 @@ def train(
                 scaler.load_state_dict(state["scaler"])
             data_gen.set_state(state["data_rng"])
             torch.set_rng_state(state["torch_rng"])
+            _check_moments(optimizer)
         except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as err:
+            from gptperf.memguard import is_out_of_memory
+
+            if is_out_of_memory(err):  # the memory guard's advice, not a fresh start
+                raise
+            why = (str(err).splitlines() or [type(err).__name__])[0]
             raise UserError(f"checkpoint {str(ckpt_path)!r} cannot be resumed: its optimizer or "
-                            f"generator state does not fit this run ({str(err).splitlines()[0]}); "
-                            "train afresh with --force") from None
+                            f"generator state does not fit this run ({why}); train afresh with "
+                            "--force") from None
         start_step = state["step"]
         losses = [float(v) for v in state.get("losses", [])][:start_step]
         val_losses = [(int(s), float(v)) for s, v in state.get("val_losses", [])]

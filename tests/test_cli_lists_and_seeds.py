@@ -138,3 +138,19 @@ def test_no_command_is_one_line_naming_the_commands(capsys):
     out, err = capsys.readouterr()
     (line,) = err.strip().splitlines()
     assert out == "" and line.startswith("gptperf: error: give a command") and all(c in line for c in COMMANDS)
+
+
+def test_a_command_takes_sigterm_except_in_a_torchrun_rank(monkeypatch):
+    """Every command turns SIGTERM into an unwinding (`gptperf.signals`); a torchrun rank keeps
+    the default, since torchrun stops its ranks itself and one may be held in a collective."""
+    import signal
+
+    import gptperf.commands.model
+
+    seen = []
+    monkeypatch.setattr(gptperf.commands.model, "run", lambda args: seen.append(signal.getsignal(signal.SIGTERM)))
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["model"]) == 0
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    assert main(["model"]) == 0
+    assert seen[0] is not before and seen[1] is before and signal.getsignal(signal.SIGTERM) is before

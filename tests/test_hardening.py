@@ -395,7 +395,13 @@ def test_a_checkpoint_that_cannot_be_resumed_is_refused_before_training(tmp_path
         groups[0]["params"] = groups[0]["params"][1:]
         doc["optimizer"] = {**good["optimizer"], "param_groups": groups}
 
+    def moments_of_another_shape(doc: dict[str, Any]) -> None:  # as many, but transposed
+        state = {k: {n: (v.t() if getattr(v, "dim", lambda: 0)() == 2 else v) for n, v in s.items()}
+                 for k, s in good["optimizer"]["state"].items()}
+        doc["optimizer"] = {**good["optimizer"], "state": state}
+
     cases = {"nan-weights": (nan, "transformer.wte.weight holds"),
+             "moments-of-another-shape": (moments_of_another_shape, "exp_avg of shape"),
              "negative-step": (lambda d: d.update(step=-5), "has step -5"),
              "no-optimizer": (lambda d: d.update(optimizer="garbage"), "has no optimizer state"),
              "no-torch-rng": (lambda d: d.update(torch_rng=[1, 2]), "has no generator state 'torch_rng'"),

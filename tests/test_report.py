@@ -447,6 +447,32 @@ def test_cli_failed_stage_exits_2_naming_it(
     assert "Traceback" not in captured.err + captured.out
 
 
+def test_a_report_told_to_stop_exits_as_the_signal_would(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGTERM during a stage: the stage and what was kept are named, nothing is written, and the
+    exit status is 128 + 15 (not Ctrl-C's 130)."""
+    import signal
+
+    def killed(ctx, progress) -> dict:
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the signal did not stop the stage")
+
+    def outside(signum: int, frame: object) -> None:  # the command did not take it: fail, not die
+        raise AssertionError("SIGTERM reached the test")
+
+    monkeypatch.setattr(report_stages, "STAGES", [Stage("profile", "P", killed, 1.0)])
+    previous = signal.signal(signal.SIGTERM, outside)
+    try:
+        code = main(["report", "--device", "cpu", "--out", str(tmp_path / "r")])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert code == 128 + signal.SIGTERM, err
+    assert "gptperf report: stopped by signal 15 during stage 'profile'" in " ".join(err.split())
+    assert err.strip().splitlines()[-1] == "gptperf report: stopped by signal 15"
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_failed_stages_message_is_printed_as_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The reason is an error's text: brackets in it are not rich markup (a `[/…]` crashed it)."""
@@ -460,8 +486,8 @@ def test_a_failed_stages_message_is_printed_as_written(
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--train-seconds", "0"], "--train-seconds must be a number of seconds from 0 to 86400"),
-    (["--train-seconds", "nan"], "--train-seconds must be a number of seconds from 0 to 86400"),
+    (["--train-seconds", "0"], "--train-seconds must be a number of seconds above 0 and at most 86400"),
+    (["--train-seconds", "nan"], "--train-seconds must be a number of seconds above 0 and at most 86400"),
     (["--train-seconds", "1e8"], "a day: the report's run is a demonstration"),
     (["--dtype", "fp16", "--device", "cpu"], "fp16' needs a CUDA GPU"),
     (["--device", "tpu"], "unknown device 'tpu'"),

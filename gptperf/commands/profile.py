@@ -70,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--trace", metavar="FILE",
                    help="re-analyse an existing Chrome/Kineto JSON trace instead of running; the "
                         "model and workload are the ones it was recorded with (flags that "
-                        "contradict them are refused)")
+                        "contradict them are refused, and so are the schedule's, --no-overhead "
+                        "and --compile, which apply to a run)")
     o.add_argument("--top", type=positive_int, default=25, help="rows of the per-operation table (default: 25)")
     parser.set_defaults(**{k: None for k in (*DEFAULTS, *SCHEDULE)})
 
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int | None:
     if args.trace is not None:
         from gptperf.writable import usable_path
 
-        usable_path(args.trace, "--trace")
+        args.trace = str(usable_path(args.trace, "--trace"))  # ~ expanded, as the check read it
         given = [f"--{k}" for k in SCHEDULE if getattr(args, k) is not None]
         given += ["--no-overhead"] * args.no_overhead
         if args.compile is not None:

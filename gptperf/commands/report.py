@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("fp32", "tf32", "bf16", "fp16"), default=None,
                         help="compute precision (default: fp32 on CPU, bf16 on a GPU)")
     parser.add_argument("--train-seconds", type=float, default=None, metavar="S",
-                        help="time budget of the training run in seconds (default: 50 on CPU, 45 plus "
-                             "compilation on a GPU)")
+                        help="time budget of the training run in seconds, at most a day (default: 50 "
+                             "on CPU, 45 plus compilation on a GPU)")
     pair = parser.add_mutually_exclusive_group()  # both at once: a one-line error
     pair.add_argument("--compile", dest="compile", action="store_true", default=None,
                         help="torch.compile the training step (training run, bench, profile; "
@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
+    from gptperf.errors import Terminated
     from gptperf.output import err_console
     from gptperf.report import ReportInterrupted, ReportOptions, build_report
 
@@ -64,8 +65,11 @@ def run(args: argparse.Namespace) -> int | None:
         with ProgressDisplay(err_console) as display:
             result = build_report(options, progress=display)
     except ReportInterrupted as stop:
-        err_console.print(f"gptperf report: interrupted during stage '{stop.stage}'; "
+        how = "interrupted" if stop.signum is None else f"stopped by signal {stop.signum}"
+        err_console.print(f"gptperf report: {how} during stage '{stop.stage}'; "
                           f"{_kept(stop.kept_previous)} ({stop.out})", highlight=False)
+        if stop.signum is not None:
+            raise Terminated(stop.signum) from None
         raise
     if result.error is not None:
         print_failure(result, err_console)

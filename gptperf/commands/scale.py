@@ -18,7 +18,6 @@ from gptperf.commands.common import (
     positive_int,
     positive_step_count,
     seed_number,
-    step_count,
 )
 
 HELP = ("scaling of data-parallel training (torchrun + DDP): speedup, efficiency, throughput, "
@@ -49,10 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also sweep intra-op threads of one process, e.g. 1,2 (CPU)")
     s.add_argument("--space-batches", type=int_list, default=None, metavar="LIST",
                    help="per-process batches of the performance-space heatmap (default: those the sweep runs)")
-    s.add_argument("--warmup", type=step_count, default=3, help="untimed steps per point (default: 3)")
+    s.add_argument("--warmup", type=positive_step_count, default=3,
+                   help="untimed steps per point, at least 1: DDP's first step is its own (default: 3)")
     s.add_argument("--steps", type=positive_step_count, default=10, help="timed steps per point (default: 10)")
     s.add_argument("--timeout", type=float, default=600.0, metavar="S",
-                   help="seconds one torchrun launch may take before it is stopped (default: 600)")
+                   help="seconds one torchrun launch may take before it is stopped, at least 10 "
+                        "(default: 600)")
     add_model_arguments(parser.add_argument_group("model"), "tiny")
     w = parser.add_argument_group("workload")
     w.add_argument("--batch", type=positive_int, default=12,

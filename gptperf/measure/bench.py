@@ -268,10 +268,6 @@ def host_charge_note(entry: dict[str, Any]) -> str | None:
             f"calibrated {plain * 1e3:.4g} ms (`gptperf model --calibrated`)")
 
 
-# Steps a bench may warm up or time: far past any use (a median settles within hundreds), and
-# small enough that a typo's 10**8 is refused at once instead of running for days.
-
-
 def check_bench_args(kind: str, config: Any, batch: int, seq: int, dtype: str, device: Any,
                      compile: bool, warmup: int, repeats: int) -> None:
     """One-line UserErrors for every bad argument, before anything heavy runs."""

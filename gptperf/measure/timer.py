@@ -27,7 +27,8 @@ from typing import Any
 from gptperf.errors import UserError
 
 # The most steps one flag asks a command to run (bench's repeats, profile's schedule, scale's
-# steps, train's evaluation batches): past it a typo, not a measurement, and days of work.
+# steps, train's evaluation batches): far past any use (a median settles within hundreds), and
+# small enough that a typo's 10**8 is refused at once instead of running for days.
 MAX_STEPS = 100_000
 
 # Relative spread std/median above which a timing is flagged as noisy (10%).

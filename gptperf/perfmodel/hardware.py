@@ -466,9 +466,9 @@ def load_measured_hardware(device_name: str) -> Hardware | None:
 
     The one reader of the cache: `get_hardware('measured')`, the default of `resolve_hardware`
     and `gptperf ceilings` itself (`measure.ceilings.load_cached_ceilings`) all come here, so a
-    cached file that cannot be used (not UTF-8, not TOML, a bad figure) is the same one-line
-    UserError everywhere, naming the file and how to measure again — never "no measured
-    ceilings", which would send the user to `gptperf ceilings`, which would find the file."""
+    cached file that cannot be used (not UTF-8, not TOML, a bad figure, another device's) is the
+    same one-line UserError everywhere, naming the file and how to measure again — never "no
+    measured ceilings", which would send the user to `gptperf ceilings`, which would find it."""
     path = measured_hardware_path(device_name)
     if not path.is_file():
         return None
@@ -477,7 +477,7 @@ def load_measured_hardware(device_name: str) -> Hardware | None:
         hw = _hardware_from_file(path, origin=MEASURED, what=f"cached ceilings file {path}")
     except UserError as err:
         raise UnusableCacheError(str(err), again) from None
-    if hw.device_name is not None and hw.device_name != device_name:  # copied from elsewhere
+    if hw.device_name is not None and slug(hw.device_name) != slug(device_name):  # copied in
         raise UnusableCacheError(f"cached ceilings file {path} is of {hw.device_name!r}, this "
                                  f"device is {device_name!r}", again)
     return hw

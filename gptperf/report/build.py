@@ -76,9 +76,9 @@ def resolve_settings(options: ReportOptions) -> Settings:
         isinstance(options.train_seconds, (int, float)) and math.isfinite(options.train_seconds)
         and 0 < options.train_seconds <= MAX_TRAIN_SECONDS
     ):
-        raise UserError(f"--train-seconds must be a number of seconds from 0 to {MAX_TRAIN_SECONDS:g} "
-                        f"(a day: the report's run is a demonstration, `gptperf train` a real run), "
-                        f"got {options.train_seconds!r}")
+        raise UserError(f"--train-seconds must be a number of seconds above 0 and at most "
+                        f"{MAX_TRAIN_SECONDS:g} (a day: the report's run is a demonstration, "
+                        f"`gptperf train` a real run), got {options.train_seconds!r}")
     # The explicit scores/softmax/context of math attention are the lecture's operations;
     # on a GPU the fused kernel (sdpa) is what anyone would run.
     overrides: dict[str, Any] = {"attention": "sdpa" if gpu else "math"}
@@ -200,14 +200,16 @@ class StageFailed(Exception):
 
 
 class ReportInterrupted(KeyboardInterrupt):
-    """Ctrl-C during `stage`: nothing of this run was written; `kept_previous` says whether `out`
-    still holds an earlier report. A KeyboardInterrupt, so it stops whatever called."""
+    """Ctrl-C (or, with `signum`, SIGTERM or SIGHUP: `errors.Terminated`) during `stage`: nothing
+    of this run was written; `kept_previous` says whether `out` still holds an earlier report. A
+    KeyboardInterrupt, so it stops whatever called."""
 
-    def __init__(self, stage: str, out: Path, kept_previous: bool) -> None:
+    def __init__(self, stage: str, out: Path, kept_previous: bool, signum: int | None = None) -> None:
         super().__init__(stage)
         self.stage = stage
         self.out = out
         self.kept_previous = kept_previous
+        self.signum = signum
 
 
 SUMMARY_SCHEMA = "gptperf.report.run/1"
@@ -316,7 +318,8 @@ def build_report(
         result.wall_s = time.perf_counter() - t0
         return result
     except KeyboardInterrupt as err:
-        raise ReportInterrupted(current, out, (out / "index.html").exists()) from err
+        raise ReportInterrupted(current, out, (out / "index.html").exists(),
+                                getattr(err, "signum", None)) from err
     result.written = True
     result.ok = not result.failed
     result.wall_s = time.perf_counter() - t0
