@@ -512,6 +512,9 @@ def train(
         del state
     model.train()
 
+    if cfg.warmup_iters >= cfg.max_iters:
+        note(f"warm-up of {cfg.warmup_iters} steps in a run of {cfg.max_iters}: the learning rate "
+             f"stops at {learning_rate(cfg.max_iters - 1, cfg):.3g}, short of its peak {cfg.lr:g}")
     compile_time = None
     if plan.compiled:
         note("compiling the model (torch.compile); the first step is not timed")

@@ -182,3 +182,16 @@ def test_cli_json_summary(capsys, tmp_path) -> None:
     assert doc["steps"] == 3 and len(doc["losses"]) == 3
     assert doc["model_config"]["n_layer"] == 1 and doc["checkpoint"].endswith("ckpt.pt")
     assert doc["environment"]["device_type"] == "cpu"
+
+
+def test_a_warm_up_longer_than_the_run_is_noted(capsys) -> None:
+    """The learning rate of a run shorter than its warm-up never reaches its peak: said once."""
+    run = ("--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--batch", "2", "--seq", "16",
+           "--max-iters", "3", "--eval-iters", "1", "--device", "cpu", "--no-checkpoint", "--lr", "0.002")
+    code, out, err = _cli(capsys, *run, "--warmup-iters", "10")
+    expected = 0.002 * 3 / 11  # the warm-up line at the last step (0-based 2): lr·(2 + 1)/(10 + 1)
+    assert code == 0 and f"warm-up of 10 steps in a run of 3: the learning rate stops at {expected:.3g}, " \
+        "short of its peak 0.002" in " ".join(err.split())
+    code, out, err = _cli(capsys, *run, "--warmup-iters", "2")
+    assert code == 0 and "warm-up of" not in err
+
