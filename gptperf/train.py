@@ -438,8 +438,7 @@ def train(
     if dist_ctx.is_main:
         _check_out_dir(cfg, force)
     corpus = load_corpus(cfg.data, cfg.val_fraction, cfg.vocab_size)
-    for text in corpus.notes:
-        note(text)
+    said = list(corpus.notes)  # said once every check below has passed: a refusal is one line
     corpus.check_sequence(cfg.seq)
 
     # ~ expanded, as the check of the folder expands it (`writable.usable_path`)
@@ -454,11 +453,11 @@ def train(
         if cfg.attention is not None and cfg.attention != model_config.attention:
             model_config = model_config.replace(attention=cfg.attention)
         if state.get("data") != corpus.name:
-            note(f"checkpoint was trained on {state.get('data')!r}; continuing on {corpus.name!r}")
+            said.append(f"checkpoint was trained on {state.get('data')!r}; continuing on {corpus.name!r}")
     else:
         model_config = cfg.model_config(corpus.vocab_size)
         if corpus.vocab_size > 256 and corpus.vocab_size > PRESETS[cfg.preset].vocab_size:
-            note(f"vocab_size set to {model_config.vocab_size} to cover the data")
+            said.append(f"vocab_size set to {model_config.vocab_size} to cover the data")
     if corpus.vocab_size > model_config.vocab_size:
         raise UserError(f"data {corpus.name!r} has vocabulary {corpus.vocab_size}, more than the "
                         f"model's vocab_size {model_config.vocab_size}")
@@ -471,6 +470,8 @@ def train(
                                  attention=model_config.attention, dtype=cfg.dtype)
     check_memory(model_config, Workload("train", cfg.batch, cfg.seq, cfg.dtype), device,
                  processes=sharing, plan=plan)
+    for text in said:
+        note(text)
 
     torch.manual_seed(cfg.seed)
     model = GPT(model_config).to(device=device, dtype=model_dtype(cfg.dtype))

@@ -544,6 +544,21 @@ def test_leftover_temporaries_are_removed_by_the_next_write(tmp_path: Path) -> N
     hardening.finish(TEMPS)
 
 
+def test_a_refusal_after_the_data_is_read_is_still_one_line(tmp_path: Path, capsys: Any) -> None:
+    """The data's notes (no val.bin, the vocabulary inferred) wait until every check has passed:
+    resuming a 256-token checkpoint on 1000-token data is the error line alone."""
+    import numpy as np
+
+    run = tmp_path / "run"
+    assert run_cli(capsys, ["train", *TRAIN, "--out", str(run)]).code == 0
+    data = tmp_path / "tokens"
+    data.mkdir()
+    np.arange(1000, dtype=np.uint16).tofile(data / "train.bin")
+    _refused(capsys, ["train", *TRAIN, "--out", str(run), "--resume", "--data", str(data)], tmp_path,
+             FLAGS, "vocabulary 1000", "vocab_size 256")
+    hardening.finish(FLAGS)
+
+
 def test_a_command_killed_while_it_writes_leaves_no_temporary_file(tmp_path: Path, capsys: Any,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGTERM (a scheduler, `timeout`) unwinds a command as Ctrl-C does: the checkpoint being
