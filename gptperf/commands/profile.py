@@ -34,8 +34,9 @@ HELP = "profile a workload with torch.profiler; attribute every kernel to an ope
 # Flags a recorded trace also says (--trace): None when not given, so that only flags the user
 # gave are checked against the record; a run fills in the defaults (`profiling.recorded`'s).
 DEFAULTS = {"preset": DEFAULT_PRESET, "workload": DEFAULT_KIND, "dtype": DEFAULT_DTYPE}
-# The profiler's schedule, for a run only: None when not given, so that a re-analysis refuses it.
-SCHEDULE = {"wait": 1, "warmup": 2, "active": 3}
+# The profiler's schedule, for a run only: None when not given, so that a re-analysis refuses it
+# and a run takes `profile_workload`'s defaults.
+SCHEDULE = ("wait", "warmup", "active")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int | None:
             hardware=args.hardware, out_dir=args.out,
         )
     else:
-        for k, v in {**DEFAULTS, **SCHEDULE}.items():
+        for k, v in DEFAULTS.items():
             if getattr(args, k) is None:
                 setattr(args, k, v)
         config = config_from_args(args)
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int | None:
         result = profile_workload(
             config, args.workload, batch=batch, seq=seq, dtype=args.dtype,
             device=device, compile=bool(args.compile), hardware=args.hardware,
-            out_dir=args.out, wait=args.wait, warmup=args.warmup, active=args.active,
+            out_dir=args.out, **{k: getattr(args, k) for k in SCHEDULE if getattr(args, k) is not None},
             overhead=not args.no_overhead,
         )
     if args.json:
