@@ -336,6 +336,31 @@ def test_inference_without_a_calibration_leaves_expected_empty(loader) -> None:
     assert r.to_dict()["batch_sweep"]["points"][0]["expected_s"] is None
 
 
+@pytest.mark.parametrize("command", ["profile", "inference"])
+def test_profile_and_inference_say_when_the_machine_runs_at_another_speed_than_at_calibration(
+        loader, monkeypatch: pytest.MonkeyPatch, tmp_path, command: str) -> None:
+    import dataclasses
+
+    import gptperf.measure.probe as probe
+    from gptperf.inference.sweep import run_inference_study
+    from gptperf.profiling.run import profile_workload
+
+    then = probe.SpeedProbe(1e-6, 1e-3, 2e-3)
+    loader.calibration = dataclasses.replace(loader.calibration, probes={"end": then.to_dict()})
+    monkeypatch.setattr(probe, "take_probe", lambda device, budget_s=probe.PART_S:
+                        probe.SpeedProbe(1e-6, 1e-3, 5e-3))
+    cfg = preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=32)
+    if command == "profile":
+        notes = profile_workload(cfg, "forward", batch=2, seq=16, dtype="fp32", device="cpu",
+                                 out_dir=tmp_path / "p", wait=0, warmup=1, active=1,
+                                 overhead=False, plot=False, hardware="cpu").notes
+    else:
+        notes = run_inference_study(cfg, "cpu", "fp32", contexts=[8], batches=[1],
+                                    hardware="cpu").notes
+    [drift] = [n for n in notes if "than at calibration (speed probe)" in n]
+    assert "the copy 2.50× slower" in drift and "the matmul" not in drift
+
+
 # --- the host's speed ----------------------------------------------------------------------------
 
 
@@ -417,6 +442,35 @@ def test_bench_names_a_step_run_in_a_spell_of_fork_and_join(
     if noted:
         assert f"took {fork_speed:.2f}× its time at calibration" in spells[0]
     assert len(_calibrated(doc)) == 1  # the prediction stays, named beside it
+
+
+@pytest.mark.parametrize("matmul_now, noted", [(1.6, True), (1.1, False), (0.5, True)])
+def test_bench_says_when_the_machine_runs_at_another_speed_than_at_calibration(
+        loader, cli_json, monkeypatch: pytest.MonkeyPatch, matmul_now: float, noted: bool) -> None:
+    import dataclasses
+
+    import gptperf.measure.probe as probe
+
+    then = probe.SpeedProbe(1e-6, 1e-3, 2e-3)
+    loader.calibration = dataclasses.replace(loader.calibration, probes={"end": then.to_dict()})
+    monkeypatch.setattr(probe, "take_probe", lambda device, budget_s=probe.PART_S:
+                        probe.SpeedProbe(1e-6, matmul_now * 1e-3, 2e-3))
+    doc = cli_json(*BENCH)
+    [entry] = _calibrated(doc)
+    assert entry["machine_vs_calibration"] == pytest.approx(
+        {"host_s": 1.0, "matmul_s": matmul_now, "copy_s": 1.0})
+    drift = [n for n in doc["notes"] if "than at calibration (speed probe)" in n]
+    assert len(drift) == noted
+    if noted:
+        way = "slower" if matmul_now > 1 else "faster"
+        factor = matmul_now if matmul_now > 1 else 1 / matmul_now
+        assert f"the matmul {factor:.2f}× {way}" in drift[0] and "host ops" not in drift[0]
+        assert drift[0].endswith("`gptperf calibrate --force` measures it again")
+
+
+def test_bench_has_nothing_to_compare_with_a_calibration_that_kept_no_probe(loader, cli_json) -> None:
+    [entry] = _calibrated(cli_json(*BENCH))
+    assert entry["machine_vs_calibration"] is None
 
 
 def test_an_inference_sweep_probes_the_host_once(loader, host_twice_as_slow) -> None:

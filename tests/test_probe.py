@@ -10,7 +10,7 @@ import torch
 
 from gptperf.errors import UserError
 from gptperf.measure import probe as pr
-from gptperf.measure.probe import SpeedProbe, drift_note, take_probe
+from gptperf.measure.probe import SpeedProbe, speed_note, take_probe
 from gptperf.perfmodel.calibration import Calibration
 from gptperf.validate.results import CalibrationInfo, ValidationResult
 
@@ -37,7 +37,7 @@ def test_a_cpu_probe_times_a_parallel_op_and_older_probes_read_without_it() -> N
     assert probe.slowdown(old).keys() == {"host_s", "matmul_s", "copy_s"}
     slow = SpeedProbe(1e-6, 1e-3, 2e-3, fork_s=6e-6)
     assert slow.slowdown(SpeedProbe(1e-6, 1e-3, 2e-3, fork_s=4e-6))["fork_s"] == pytest.approx(1.5)
-    note = drift_note(SpeedProbe(1e-6, 1e-3, 2e-3, fork_s=4e-6), slow, "calibration")
+    note = speed_note(slow.slowdown(SpeedProbe(1e-6, 1e-3, 2e-3, fork_s=4e-6)), "calibration")
     assert note is not None and "parallel CPU ops 1.50× slower" in note and "host ops" not in note
 
 
@@ -50,13 +50,13 @@ def test_probe_documents_are_checked() -> None:
         SpeedProbe.from_dict({"host_s": 1e-6, "matmul_s": 1e-3, "copy_s": 1e-3, "fork_s": -1.0})
 
 
-def test_drift_note_names_each_part_beyond_the_tolerance() -> None:
+def test_speed_note_names_each_part_beyond_the_tolerance() -> None:
     now = SpeedProbe(host_s=1.8e-6, matmul_s=1.1e-3, copy_s=1e-3)
     assert now.slowdown(THEN) == pytest.approx({"host_s": 1.8, "matmul_s": 1.1, "copy_s": 0.5})
-    note = drift_note(THEN, now, "calibration")
+    note = speed_note(now.slowdown(THEN), "calibration")
     assert note is not None and "host ops 1.80× slower" in note and "the copy 2.00× faster" in note
     assert "the matmul" not in note and "than at calibration" in note
-    assert drift_note(THEN, SpeedProbe(1.14e-6, 0.87e-3, 2.2e-3), "calibration") is None  # all within 25%
+    assert speed_note(SpeedProbe(1.14e-6, 0.87e-3, 2.2e-3).slowdown(THEN), "calibration") is None  # all within 25%
 
 
 def _calibration(probes: dict) -> Calibration:

@@ -37,7 +37,7 @@ from gptperf.measure.compile_warmup import CompileWarmup
 from gptperf.measure.gpu_lock import NO_LOCK
 from gptperf.measure.launch_gap import measure_launch_gap
 from gptperf.measure.optimizer_overlap import measure_optimizer_overlap
-from gptperf.measure.probe import UNIT_KEYS, drift_note, host_step_s, phase_unit_key, take_probe
+from gptperf.measure.probe import UNIT_KEYS, host_step_s, phase_unit_key, speed_note, take_probe
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import Calibration, load_calibration, save_calibration
 from gptperf.plan import COMPILED
@@ -166,7 +166,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     last = take_probe(device)
     seconds = time.perf_counter() - start
     notes += host_notes
-    drift = drift_note(first, last, "the calibration's start")
+    drift = speed_note(last.slowdown(first), "the calibration's start")
     if drift:  # the curves measured early and late disagree as much: this calibration is unsure
         notes.append(drift)
     notes.append(time_note(kernels, kernels_s, host_s, seconds - kernels_s - host_s, besides))

@@ -490,10 +490,25 @@ def speed_note(slowdown: Mapping[str, float], since: str,
     return f"this machine ran {', '.join(changed)} than at {since} (speed probe): {MISS_WHY}"
 
 
-def drift_note(then: SpeedProbe, now: SpeedProbe, since: str,
-               tolerance: float = DRIFT_TOLERANCE) -> str | None:
-    """`speed_note` of `now` over `then`."""
-    return speed_note(now.slowdown(then), since, tolerance)
+# a calibration taken in a slow (or fast) spell misses every step alike
+RECALIBRATE = "if the machine stays so, `gptperf calibrate --force` measures it again"
+
+
+def slowdown_since_calibration(calibration: Any, device: Any,
+                               budget_s: float = PART_S) -> dict[str, float] | None:
+    """The machine now over its last probe in `calibration` (`SpeedProbe.slowdown`: 2.0, twice as
+    slow now), probed on `device`; None for a calibration that kept no probe."""
+    saved = last_speed_probe(calibration)
+    if not saved:
+        return None
+    return take_probe(device, budget_s).slowdown(SpeedProbe.from_dict(saved))
+
+
+def calibration_speed_note(slowdown: Mapping[str, float] | None) -> str | None:
+    """`speed_note` of the machine against its calibration, with the advice to measure it again;
+    None when no part moved beyond the tolerance (or nothing was probed)."""
+    note = speed_note(slowdown or {}, "calibration")
+    return note and f"{note}; {RECALIBRATE}"
 
 
 def speed_range_note(slowdowns: Sequence[Mapping[str, float]], since: str,

@@ -212,6 +212,7 @@ def expected_ops(config: GPTConfig, workload: Any, plan: Any, device: Any
     `device`, a summary of the step (`expected` of the profile document), and notes; ({}, None,
     notes) without a usable calibration of the device."""
     from gptperf.measure.bench import calibrated_expected, device_calibration, host_charge
+    from gptperf.measure.probe import calibration_speed_note, slowdown_since_calibration
 
     calibration, why = device_calibration(device)
     if calibration is None:
@@ -226,7 +227,8 @@ def expected_ops(config: GPTConfig, workload: Any, plan: Any, device: Any
                "composition": e.composition, "plan": e.plan.to_dict(),
                "step_time_s": e.step_time_s, "device_s": e.device_s, "host_s": e.host_s,
                **host_charge(e, calibration), "notes": list(e.notes)}
-    return by_key, summary, []
+    drift = calibration_speed_note(slowdown_since_calibration(calibration, device))
+    return by_key, summary, [drift] if drift else []
 
 
 def _measured_step(overhead: dict[str, Any] | None, step_wall_s: list[float]) -> tuple[float, str]:

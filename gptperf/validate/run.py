@@ -22,6 +22,7 @@ from typing import Any
 from gptperf.errors import UserError
 from gptperf.measure.bench import window_repeats
 from gptperf.measure.probe import (
+    RECALIBRATE,
     HostSampler,
     SpeedProbe,
     fork_speed,
@@ -464,6 +465,4 @@ def speed_notes(results: Sequence[ValidationResult]) -> list[str]:
     else:
         at_start = speed_range_note([r.speed_vs_calibration for r in results], "calibration")
         during = speed_range_note([r.speed_drift for r in results], "each case's start")
-    # a calibration taken in a slow (or fast) spell misses every case alike
-    recalibrate = "; if the machine stays so, `gptperf calibrate --force` measures it again"
-    return [n for n in (at_start and at_start + recalibrate, during) if n]
+    return [n for n in (at_start and f"{at_start}; {RECALIBRATE}", during) if n]
