@@ -6,15 +6,13 @@
 Each round runs `gptperf calibrate --force --json` once a variant, each time with empty Triton,
 inductor and gptperf caches and an empty CUDA driver JIT cache (fresh temporary folders; with
 `--warm-jit` the machine's JIT cache is kept). The variants (one may be named twice:
-`--variants "ahead,one after,ahead"`):
+`--variants "ahead,one process,ahead"`):
 
   ahead            as it ships: two side processes started before the calibration's speed probes
-                   (`compile_warmup.SIDE_PROCESSES`, `calibrate.SIDE_FIRST`), one compiling the
+                   (`compile_warmup.SIDE_PROCESSES`), one compiling the
                    decode kernels without running them and then the recordings' steps, the other
                    the host jobs' steps
   one process      the three parts in one side process
-  after probes     the side processes started after the speed probes
-  one after        both (as shipped until 2026-12-06)
   not ahead        the side processes given no dtypes (they compile inductor's steps alone)
   ahead niced      the side processes at CPU priority 10
   no cudnn         the calibration's attention timed without cuDNN's backend
@@ -202,14 +200,9 @@ def _cuda_first(cls, *a, **k):
 compile_warmup.CompileWarmup.start = classmethod(_cuda_first)
 """
 ONE_PROCESS = "compile_warmup.SIDE_PROCESSES = (compile_warmup.PARTS,)\n"
-AFTER_PROBES = "from gptperf.measure import calibrate\ncalibrate.SIDE_FIRST = False\n"
 PATCHES = {
     # the three parts in turn in one side process, which ended 11 s after the kernels' timing
     "one process": ONE_PROCESS,
-    # the side processes started after the speed probes
-    "after probes": AFTER_PROBES,
-    # both: one process, started after the probes
-    "one after": ONE_PROCESS + AFTER_PROBES,
     # the side processes given no dtypes: no Triton kernel compiled ahead
     "not ahead": _EDIT.format(edit="[a for a in argv if not a.startswith(compile_warmup.DTYPES_ARG)]"),
     # the side processes at a lower CPU priority (nice 10): the calibration's own host work first

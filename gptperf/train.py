@@ -524,6 +524,9 @@ def train(
         synchronize(device)
         compile_time = time.perf_counter() - t0
 
+    # the last checkpoint written (a resumed run's own, until it writes one): save() names it
+    checkpoint = str(ckpt_path) if (cfg.resume and ckpt_path is not None) else None
+
     def save(step: int) -> str | None:
         if ckpt_path is None or not dist_ctx.is_main:
             return None
@@ -549,7 +552,6 @@ def train(
 
     tokens_per_step = cfg.batch * cfg.seq * cfg.grad_accum * dist_ctx.world_size
     step_times: list[float] = []
-    checkpoint = str(ckpt_path) if (cfg.resume and ckpt_path is not None) else None
     if start_step >= cfg.max_iters:
         note(f"checkpoint is at step {start_step}, max_iters is {cfg.max_iters}: nothing to do")
     for step in range(start_step + 1, cfg.max_iters + 1):

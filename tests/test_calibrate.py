@@ -167,12 +167,10 @@ class _SideProcesses:
         return "compiled jobs compiled ahead in a side process: (stand-in)"
 
 
-@pytest.mark.parametrize("side_first", [False, True])
-def test_the_side_processes_start_before_or_after_the_speed_probes(
-        env: Path, monkeypatch: pytest.MonkeyPatch, side_first: bool) -> None:
-    """`SIDE_FIRST`: the compile side processes start before the first speed probe, which then
-    holds their GPU lock; else after it. Either way they are finished once, and if the probe
-    fails they are ended at once. The CUDA-only stages are stood in for (no GPU here)."""
+def test_the_side_processes_start_before_the_speed_probes(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compile side processes start before the first speed probe, which then holds their GPU
+    lock; they are finished once, and if the probe fails they are ended at once. The CUDA-only
+    stages are stood in for (no GPU here)."""
     from gptperf.measure.probe import SpeedProbe
 
     events: list[str] = []
@@ -187,7 +185,6 @@ def test_the_side_processes_start_before_or_after_the_speed_probes(
         events.append("probe" + (" under the lock" if side and side[-1].held else ""))
         return SpeedProbe(1e-6, 1e-3, 1e-3)
 
-    monkeypatch.setattr(cal_mod, "SIDE_FIRST", side_first)
     monkeypatch.setattr(cal_mod.CompileWarmup, "start", start)
     monkeypatch.setattr(cal_mod, "take_probe", probe)
     monkeypatch.setattr(cal_mod, "host_step_s", lambda device, budget_s=None: 1e-4)
@@ -199,9 +196,8 @@ def test_the_side_processes_start_before_or_after_the_speed_probes(
         {}, {"decode": 1e-4, "train": 1e-3}, []))
     gpu = torch.device("cuda", 0)
     cal = cal_mod.calibrate(gpu, quick=True, dtypes=("bf16", "fp32"))
-    first = ["side processes started", "probe under the lock"] if side_first else \
-        ["probe", "side processes started"]
-    assert events == [*first, "side processes finished (timeout 180 s)", "probe"]
+    assert events == ["side processes started", "probe under the lock",
+                      "side processes finished (timeout 180 s)", "probe"]
     assert "compiled jobs compiled ahead in a side process: (stand-in)" in cal.notes
 
     def failing(device: object) -> SpeedProbe:
@@ -212,8 +208,7 @@ def test_the_side_processes_start_before_or_after_the_speed_probes(
     with pytest.raises(RuntimeError, match="the probe failed"):
         cal_mod.calibrate(gpu, quick=True, dtypes=("bf16", "fp32"))
     # side processes started before the probe are ended at once; none start after a failed one
-    assert events == (["side processes started", "side processes finished (timeout 0 s)"]
-                      if side_first else [])
+    assert events == ["side processes started", "side processes finished (timeout 0 s)"]
 
 
 def test_a_calibration_measures_host_jobs_in_a_slow_spell_again(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

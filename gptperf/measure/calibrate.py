@@ -54,10 +54,6 @@ REUSE_DAYS = 1.0  # `ensure_calibration` reuses a cached calibration younger tha
 # host jobs measured in a slow spell are measured again only within the rest
 BUDGET_S = {"cuda": 120.0, "cpu": 60.0}
 AFTER_HOST_S = {"cuda": 15.0, "cpu": 0.0}
-# Whether the side processes start before the speed probes (which then take the GPU lock like a
-# kernel) rather than after them: the probes' first CUDA work took 6-9 s on an H200, time the side
-# processes compile in (benchmarks/gpu_calibration_triton_warm.py times it both ways)
-SIDE_FIRST = True
 
 
 def default_dtypes(device: torch.device) -> tuple[str, ...]:
@@ -117,14 +113,14 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         return CompileWarmup.start(index, quick, dtypes=dtypes)
 
     host_reference = functools.partial(host_step_s, device, REFERENCE_S)  # the host model's decode step
-    warmup = start_side() if SIDE_FIRST else None
+    # the side processes start before the speed probes, which take the GPU lock like a kernel: the
+    # probes' first CUDA work took 6-9 s on an H200, time the side processes compile in
+    warmup = start_side()
     try:
         with warmup.lock if warmup is not None else NO_LOCK:
             first = take_probe(device)
             reference_s = host_reference()  # host idle so far (but for the side processes' start)
         besides = {"probes": time.perf_counter() - start}  # the kernel stage's time outside its families
-        if not SIDE_FIRST:
-            warmup = start_side()
         kernels = calibrate_kernels.measure_kernels(
             device, dtypes=dtypes, quick=quick, progress=progress,
             lock=warmup.lock if warmup is not None else NO_LOCK)
