@@ -121,8 +121,8 @@ def fit_host_jobs(measured: Sequence[HostJob]) -> tuple[dict[str, dict[str, floa
     (none within 5%).
 
     (On the H200 machine an eager fp32 decode's host cost came out 1.33× the bf16 one, the same
-    ops, because the host slowed between their jobs: validate missed that case by 32%. In runs I
-    and J a unit timed inside the rounds doubled validate's median error — validate then probed
+    ops, because the host slowed between their jobs: validate missed that case by 32%. In two
+    validation runs a unit timed inside the rounds doubled validate's median error — validate then probed
     the host after each case, not among its steps.)"""
     by_probe: dict[str, list[float]] = defaultdict(list)
     by_phase: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

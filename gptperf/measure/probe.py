@@ -177,7 +177,7 @@ STEP_RUN = {"decode": 10, "train": 3}
 HOST_WINDOW_S = 1.0
 # Steps run untimed first: after a device-bound case the host had idled in synchronisation, and
 # on the H200 machine the probe right after read 1.3-1.9x the calibration's host time (0.84-0.90
-# after host-bound cases, run G): a cold host, not the one that ran the case's steps.
+# after host-bound cases): a cold host, not the one that ran the case's steps.
 STEP_WARMUP_S = 0.1
 
 

@@ -1,5 +1,5 @@
 """The report's prediction section: the calibration it used and validate's quick sweep against
-the targets of issue 12, per case and per operation."""
+gptperf's accuracy targets, per case and per operation."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
                           cell(p.expected_s, "s"), cell(p.ratio, "x"), cell(p.roofline_s, "s"),
                           cell(roof, "x")])
     body: list[Any] = [
-        tag("h3", f"Against the targets of issue 12 ({device}), over {over}"),
+        tag("h3", f"Against gptperf's accuracy targets ({device}), over {over}"),
         tag("div",
             table(["what", "reached", "target", "verdict"], verdict_rows,
                   numeric=[False, True, True, False], id_="prediction-targets",
@@ -174,4 +174,4 @@ def prediction_section(d: Doc) -> Html:
     return section("prediction", title, body,
                    lead="gptperf validate's quick sweep on this device: configurations whose "
                         "shapes the calibration never measured, each measured and predicted, "
-                        "scored against the targets of issue 12.")
+                        "scored against gptperf's accuracy targets.")

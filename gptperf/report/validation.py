@@ -18,7 +18,7 @@ from typing import Any
 
 from gptperf.report.results import ValidationStage
 
-# The whole report's wall time (issue 12: under 3 minutes on the 2-core CPU, 6 on an H200) less
+# The whole report's wall time (the goal: under 3 minutes on a 2-core CPU, 6 on an H200) less
 # what writing the page and the stage bookkeeping after the validation take.
 REPORT_BUDGET_S: dict[str, float] = {"cpu": 180.0, "cuda": 360.0}
 PAGE_RESERVE_S: dict[str, float] = {"cpu": 10.0, "cuda": 15.0}

@@ -16,7 +16,8 @@ from gptperf.validate.stats import ErrorStats, error_stats, nearest_rank, time_w
 SCHEMA = "gptperf.validate/1"
 OP_FLOOR_S = 20e-6  # operations shorter than this (measured and predicted) are left out
 
-# The acceptance of issue 12, as fractions of |measured/predicted − 1|.
+# gptperf's accuracy targets, which `validate` scores a sweep against, as fractions of
+# |measured/predicted − 1|.
 TARGETS: dict[str, dict[str, float]] = {
     "cuda": {"median": 0.03, "p90": 0.08, "max": 0.15, "per_op": 0.10},
     "cpu": {"median": 0.10},
@@ -25,7 +26,7 @@ TARGET_LABELS = {"median": "median |m/p − 1|", "p90": "p90 |m/p − 1| (neares
                  "max": "max |m/p − 1|", "per_op": "per-operation error (time-weighted)"}
 # A GPU step whose predicted host time is at least this share of its device time waits on the
 # host: the queue starves at moments before the host's total reaches the device's, and the step
-# moves with the host's speed. Over the ten stored H200 and H100 fixed sweeps (sessions 34-44) such
+# moves with the host's speed. Over ten stored H200 and H100 fixed sweeps such
 # steps read medians of 1.9-10.3%, the others 2.0-3.7%; any share from 0.5 to 1.2 splits them
 # alike (BENCHMARKS.md, "Session 44"). On a CPU host and kernels run in series: no split.
 HOST_BOUND_SHARE = 0.8
