@@ -13,6 +13,9 @@ and the two may diverge.
 `fast_decoder` + `generate_fast` run the same cached decoding on the fast path (static KV cache,
 compiled step, CUDA graph on a GPU: `gptperf.steps.fast_decode`), `gptperf generate`'s default
 on CUDA.
+
+`run_generation` is `gptperf generate`'s work: it picks the path and plan, seeds, builds the
+decoder, streams the text as it is decoded and times it, returning a `GenerationResult`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from __future__ import annotations
 import codecs
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +37,7 @@ from gptperf.model.gpt import GPT
 from gptperf.plan import ExecutionPlan
 
 if TYPE_CHECKING:
+    from gptperf.model.config import GPTConfig
     from gptperf.steps.fast_decode import FastDecoder
 
 
@@ -308,3 +313,163 @@ def load_for_inference(checkpoint: str | os.PathLike[str], device: str = "auto")
             f"the tokenizer in {path} has {tokenizer.vocab_size} tokens but the model only {vocab}"
         )
     return model, tokenizer
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """One timed generation (`run_generation`); `to_dict()` is `gptperf generate --json`'s document."""
+
+    SCHEMA = "gptperf.generate/1"
+
+    checkpoint: str  # where the model came from, as the caller named it
+    prompt: str
+    text: str  # the continuation, without the prompt
+    token_ids: list[int]
+    prompt_tokens: int
+    elapsed_s: float  # the timed decode, prompt prefill included
+    time_to_first_token_s: float
+    kv_cache: bool
+    plan: ExecutionPlan  # the plan that ran
+    graph_steps: int | None  # decode steps a CUDA graph replays (the fast path on a GPU)
+    compile_s: float | None  # building the fast decoder (compile, graph capture); None off it
+    temperature: float
+    top_k: int | None
+    seed: int
+    device: str  # "cpu: <model name>", "cuda: <card>"
+    config: GPTConfig
+    environment: dict[str, Any]
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """New tokens / elapsed time: the first token's wait (the prefill) included."""
+        return self.tokens / self.elapsed_s
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        """The tokens after the first / the time after it: the decode rate alone (None with a
+        single token)."""
+        n, first, elapsed = self.tokens, self.time_to_first_token_s, self.elapsed_s
+        return (n - 1) / (elapsed - first) if n > 1 and elapsed > first else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.SCHEMA,
+            "checkpoint": self.checkpoint,
+            "prompt": self.prompt,
+            "text": self.text,
+            "tokens": self.tokens,
+            "token_ids": list(self.token_ids),
+            "prompt_tokens": self.prompt_tokens,
+            "elapsed_s": self.elapsed_s,
+            "time_to_first_token_s": self.time_to_first_token_s,
+            "tokens_per_s": self.tokens_per_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "kv_cache": self.kv_cache,
+            "plan": self.plan.to_dict(),
+            "graph_steps": self.graph_steps,
+            "compile_s": self.compile_s,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "seed": self.seed,
+            "device": self.device,
+            "config": self.config.to_dict(),
+            "environment": dict(self.environment),
+        }
+
+
+def run_generation(
+    model: GPT,
+    tokenizer: Any,
+    prompt: str,
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    seed: int = 1337,
+    use_kv_cache: bool = True,
+    fast: bool | None = None,
+    checkpoint: str = "",
+    on_start: Callable[[], object] | None = None,
+    on_text: Callable[[str], object] | None = None,
+) -> GenerationResult:
+    """Continue `prompt` by `max_new_tokens` tokens of batch-1 sampling and time it.
+
+    `fast` decodes on the fast path (`fast_decoder`; None: on CUDA only, and never without the
+    KV cache); its compilation and graph capture are timed apart (`compile_s`), not in the
+    decode. `on_start()` is called once everything is built, just before the timed decode (where
+    `gptperf generate` echoes the prompt); `on_text(piece)` with each non-empty piece of text
+    as its token arrives, inside the timed decode, then with what the stream still held back
+    (`TextStream.flush`), after it: the pieces add up to `result.text`. What either callback
+    raises ends the generation and passes through. `checkpoint` is only recorded.
+    """
+    import time
+
+    from gptperf.envinfo import device_name, environment
+    from gptperf.runtime import synchronize
+
+    check_sampling(max_new_tokens, temperature, top_k)
+    if fast and not use_kv_cache:
+        raise UserError("the fast path decodes with the static KV cache; pass use_kv_cache=True "
+                        "or fast=False")
+    device = next(model.parameters()).device
+    prompt_ids = tokenizer.encode(prompt)
+    if len(prompt_ids) > model.config.block_size:
+        raise UserError(
+            f"--prompt has {len(prompt_ids)} tokens but the model's block_size is "
+            f"{model.config.block_size}; shorten it to at most {model.config.block_size}"
+        )
+    fast = (device.type == "cuda" if fast is None else fast) and use_kv_cache
+    plan = ExecutionPlan.default("decode", device.type, fast=fast, attention=model.config.attention)
+    torch.manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    compile_s = None
+    graph_steps = None
+    if fast:
+        t0 = time.perf_counter()
+        dec = fast_decoder(model, temperature=temperature, top_k=top_k, plan=plan)
+        synchronize(device)
+        compile_s = time.perf_counter() - t0
+        plan = dec.plan  # the plan that runs (the one-row kernel needs Triton)
+        graph_steps = dec.graph_steps if dec.cuda_graph else None
+        torch.manual_seed(seed)  # the warm-up's draws do not move the seed's stream
+        tokens_out = generate_fast(dec, prompt_ids, max_new_tokens)
+    else:
+        tokens_out = generate(
+            model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
+            use_kv_cache=use_kv_cache, generator=generator,
+        )
+    stream = TextStream(tokenizer)
+    if on_start is not None:
+        on_start()
+
+    tokens: list[int] = []
+    pieces: list[str] = []
+    synchronize(device)
+    start = time.perf_counter()
+    first = None
+    for token in tokens_out:
+        if first is None:  # int(token) already waited for the device
+            first = time.perf_counter() - start
+        tokens.append(token)
+        piece = stream.push(token)
+        pieces.append(piece)
+        if piece and on_text is not None:
+            on_text(piece)  # inside the timed loop: streaming is part of what a reader waits for
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    pieces.append(stream.flush())
+    if pieces[-1] and on_text is not None:
+        on_text(pieces[-1])
+    assert first is not None  # check_sampling: at least one new token
+    return GenerationResult(
+        checkpoint=checkpoint, prompt=prompt, text="".join(pieces), token_ids=tokens,
+        prompt_tokens=len(prompt_ids), elapsed_s=elapsed, time_to_first_token_s=first,
+        kv_cache=use_kv_cache, plan=plan, graph_steps=graph_steps, compile_s=compile_s,
+        temperature=temperature, top_k=top_k, seed=seed,
+        device=f"{device.type}: {device_name(device)}", config=model.config,
+        environment=environment(device),
+    )

@@ -326,3 +326,84 @@ def test_text_that_is_not_utf8_is_one_line_naming_it() -> None:
     text = b"ab\xff".decode("utf-8", "surrogateescape")
     with pytest.raises(UserError, match=r"not UTF-8 \(b'\\xff' at character 2\)"):
         ByteTokenizer().encode(text)
+
+
+# --- the library's timed generation (what `gptperf generate` runs) ---------------------------
+
+
+def test_run_generation_result_is_consistent() -> None:
+    """run_generation on a CPU with a tiny model: the streamed pieces add up to the text, the text
+    is the tokens' decoding, the rates are positive and finite, and the document carries the
+    schema, every field `gptperf generate --json` writes, and survives JSON."""
+    import math
+
+    from gptperf.generate import GenerationResult, run_generation
+    from gptperf.model.config import preset
+
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", n_layer=1, n_embd=32, n_head=2)).eval()
+    events: list[str] = []
+    pieces: list[str] = []
+
+    def on_text(piece: str) -> None:
+        events.append("text")
+        pieces.append(piece)
+
+    r = run_generation(model, ByteTokenizer(), "héllo", 24, temperature=1.0, top_k=40, seed=7,
+                       fast=False, checkpoint="mem", on_start=lambda: events.append("start"),
+                       on_text=on_text)
+    assert isinstance(r, GenerationResult)
+    assert events[0] == "start" and events.count("start") == 1 and "text" in events
+    assert r.tokens == len(r.token_ids) == 24 and r.prompt_tokens == len("héllo".encode())
+    assert "".join(pieces) == r.text == ByteTokenizer().decode(r.token_ids)
+    assert all(0 <= t < 256 for t in r.token_ids)
+    assert 0 < r.time_to_first_token_s <= r.elapsed_s
+    for rate in (r.tokens_per_s, r.decode_tokens_per_s):
+        assert rate is not None and math.isfinite(rate) and rate > 0
+    assert r.kv_cache and r.compile_s is None and r.graph_steps is None and r.plan.label
+    assert r.device.startswith("cpu: ")
+
+    doc = json.loads(json.dumps(r.to_dict()))
+    assert doc["schema"] == GenerationResult.SCHEMA == "gptperf.generate/1"
+    assert list(doc) == ["schema", "checkpoint", "prompt", "text", "tokens", "token_ids",
+                         "prompt_tokens", "elapsed_s", "time_to_first_token_s", "tokens_per_s",
+                         "decode_tokens_per_s", "kv_cache", "plan", "graph_steps", "compile_s",
+                         "temperature", "top_k", "seed", "device", "config", "environment"]
+    assert doc["tokens"] == 24 and doc["tokens_per_s"] == r.tokens_per_s
+    assert doc["checkpoint"] == "mem" and doc["seed"] == 7 and doc["top_k"] == 40
+    assert doc["config"] == model.config.to_dict() and doc["plan"] == r.plan.to_dict()
+
+    # the seed alone decides the tokens, with or without the cache and with no callbacks
+    again = run_generation(model, ByteTokenizer(), "héllo", 24, temperature=1.0, top_k=40, seed=7,
+                           use_kv_cache=False)
+    assert again.token_ids == r.token_ids and not again.kv_cache
+    greedy = run_generation(model, ByteTokenizer(), "ab", 5, temperature=0)
+    assert greedy.token_ids == list(generate(model, [97, 98], 5, temperature=0))
+    assert greedy.decode_tokens_per_s is not None
+
+
+def test_run_generation_refusals_and_a_callback_that_stops_it() -> None:
+    from gptperf.generate import run_generation
+    from gptperf.model.config import preset
+
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=8)).eval()
+    with pytest.raises(UserError, match="block_size is 8"):
+        run_generation(model, ByteTokenizer(), "x" * 9, 2)
+    with pytest.raises(UserError, match="static KV cache"):
+        run_generation(model, ByteTokenizer(), "x", 2, fast=True, use_kv_cache=False)
+    with pytest.raises(UserError, match="from 1 to"):
+        run_generation(model, ByteTokenizer(), "x", 0)
+
+    class Enough(Exception):
+        pass
+
+    seen: list[str] = []
+
+    def stop(piece: str) -> None:
+        seen.append(piece)
+        raise Enough
+
+    with pytest.raises(Enough):  # what the callback raises ends the generation and passes through
+        run_generation(model, ByteTokenizer(), "x", 50, temperature=0, on_text=stop)
+    assert len(seen) == 1
