@@ -90,6 +90,49 @@ def test_measured_ceilings_give_a_second_mfu(capsys) -> None:
     assert "a forward step" in doc["flops"]["source"] and "optimizer" not in doc["flops"]["source"]
 
 
+ROOFLINE_KEYS = ["prediction", "hardware", "source", "step_time_s", "tokens_per_s",
+                 "measured_step_time_s", "measured_over_predicted"]
+
+
+def test_bench_document_round_trips_with_both_kinds_of_prediction(monkeypatch) -> None:
+    from test_expected import flat_calibration
+
+    import gptperf.measure.calibrate
+    from gptperf.measure.bench import CALIBRATED, ROOFLINE, BenchResult, MfuEntry, run_bench
+    from gptperf.model import preset
+
+    monkeypatch.setattr(gptperf.measure.calibrate, "calibration_for",
+                        lambda device, required=False: flat_calibration("cpu"))
+    r = run_bench(preset("tiny", n_layer=1, n_embd=32, n_head=2), "train", 2, 16, "fp32", "cpu",
+                  warmup=1, repeats=2)
+    doc = r.to_dict()
+    back = BenchResult.from_dict(json.loads(json.dumps(doc)))
+    assert json.dumps(back.to_dict()) == json.dumps(doc)
+    assert back.predictions == r.predictions and back.mfu == r.mfu
+    assert all(isinstance(m, MfuEntry) for m in back.mfu) and back.mfu[0].against == "datasheet"
+    # the entries' keys, in the order the document has always had them
+    [roof] = back.roofline  # the private cache has no measured ceilings: the datasheet's alone
+    assert roof.prediction == ROOFLINE and roof.source == "nominal" and _positive(roof.predicted_mfu)
+    assert list(doc["predictions"][0]) == [*ROOFLINE_KEYS, "predicted_mfu"]
+    cal = back.calibrated
+    assert cal is not None and cal.prediction == CALIBRATED and cal.source == "calibrated"
+    assert cal is back.predictions[-1] and _positive(cal.device_s)
+    assert list(doc["predictions"][-1]) == [
+        *ROOFLINE_KEYS, "device_s", "host_s", "composition", "host_speed", "phase_speeds",
+        "host_charged", "step_time_s_as_calibrated", "machine_vs_calibration"]
+    assert list(doc["mfu"][0]) == ["against", "hardware", "dtype", "peak_flops_per_s", "mfu",
+                                   "label", "convention"]
+    # a bench without a calibration has no calibrated entry
+    bare = BenchResult.from_dict({**doc, "predictions": doc["predictions"][:1]})
+    assert bare.calibrated is None and bare.roofline == [roof]
+    # an entry written before the labels and the host's charge were kept still reads
+    older = {k: v for k, v in doc["predictions"][-1].items()
+             if k not in ("prediction", "host_charged", "machine_vs_calibration")}
+    old = BenchResult.from_dict({**doc, "predictions": [doc["predictions"][0], older]})
+    assert old.calibrated is not None and old.calibrated.host_charged is None
+    assert old.calibrated.step_time_s == cal.step_time_s and old.roofline == [roof]
+
+
 def test_cpu_utilization_is_withheld_over_a_window_shorter_than_the_tick_accounting() -> None:
     import time
 

@@ -122,8 +122,9 @@ def test_bench_for_validate_leaves_the_calibrated_entry_to_it(loader) -> None:
 
     kept = run_bench(CFG, "train", 2, 16, "fp32", "cpu", warmup=1, repeats=2)
     left = run_bench(CFG, "train", 2, 16, "fp32", "cpu", warmup=1, repeats=2, calibrated=False)
-    assert [p["source"] for p in kept.predictions].count("calibrated") == 1
-    assert all(p["source"] != "calibrated" for p in left.predictions) and left.predictions
+    assert [p.source for p in kept.predictions].count("calibrated") == 1
+    assert kept.calibrated is not None and kept.calibrated.source == "calibrated"
+    assert left.calibrated is None and left.roofline == left.predictions and left.predictions
     assert [str(d) for d in loader.asked] == ["cpu"]  # the calibration was not even looked up
 
 

@@ -478,7 +478,7 @@ def test_warm_triton_compiles_every_kernel_the_calibration_then_launches(tmp_pat
 
 @pytest.mark.parametrize("args, says", [
     (["--rounds", "0"], "--rounds must be a positive integer, got 0"),
-    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, one process, after probes, one after, not ahead, ahead niced, no cudnn, holds as before, cuda first, ahead profiled"),
+    (["--variants", "ahead,fast"], "--variants: unknown fast; choose from ahead, one process, not ahead, ahead niced, no cudnn, holds as before, cuda first, ahead profiled"),
 ])
 def test_the_triton_warm_benchmark_refuses_bad_arguments_in_one_line(args, says):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_calibration_triton_warm.py"

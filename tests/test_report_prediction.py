@@ -19,7 +19,6 @@ from gptperf.output import to_json
 from gptperf.report import ReportOptions, Stage, build_report
 from gptperf.report import stages as report_stages
 from gptperf.report.context import ReportData, StageRecord
-from gptperf.report.doc import calibrated_entry, roofline_entry
 from gptperf.report.html import esc
 from gptperf.report.page import render_page
 from gptperf.report.results import CalibrationStage, ValidationStage
@@ -414,12 +413,17 @@ def test_validation_budget_is_what_the_report_has_left() -> None:
 # --- small pieces -----------------------------------------------------------------------------
 
 
-def test_bench_entries_are_told_apart_by_their_source() -> None:
-    preds = [{"source": "measured", "step_time_s": 1.0}, {"source": "datasheet", "step_time_s": 2.0},
-             {"source": "calibrated", "step_time_s": 3.0}]
-    assert roofline_entry(preds)["step_time_s"] == 1.0
-    assert calibrated_entry(preds)["step_time_s"] == 3.0
-    assert calibrated_entry(preds[:2]) == {} and roofline_entry(preds[2:]) == {}
+def test_bench_entries_written_before_their_label_are_told_apart_by_their_source() -> None:
+    from gptperf.measure.bench import CALIBRATED, ROOFLINE, StepPrediction
+
+    def entry(source: str, t: float) -> dict[str, Any]:
+        return {"hardware": source, "source": source, "step_time_s": t, "tokens_per_s": 1 / t,
+                "measured_step_time_s": 1.0, "measured_over_predicted": 1 / t}
+
+    preds = [StepPrediction.from_dict(entry(s, t))
+             for s, t in (("measured", 1.0), ("datasheet", 2.0), ("calibrated", 3.0))]
+    assert [p.prediction for p in preds] == [ROOFLINE, ROOFLINE, CALIBRATED]
+    assert [p.is_calibrated for p in preds] == [False, False, True]
 
 
 def test_new_stage_results_refuse_another_schema_in_one_line() -> None:

@@ -84,20 +84,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prediction_kind(pr: dict[str, Any]) -> str:
-    """'roofline bound' or 'calibrated expected time' (documents written before the label: by
-    their source)."""
-    from gptperf.measure.bench import CALIBRATED, ROOFLINE
-
-    return pr.get("prediction") or (CALIBRATED if pr.get("source") == "calibrated" else ROOFLINE)
-
-
 def print_result(r: Any) -> None:
     """The terminal report of one benchmark (a gptperf.measure.BenchResult)."""
     from rich.table import Table
 
     from gptperf import names
-    from gptperf.measure.bench import host_charge_note
+    from gptperf.measure.bench import CALIBRATED, ROOFLINE, host_charge_note
     from gptperf.output import binary_bytes, console, percent, print_note, seconds, si
 
     c = r.config
@@ -137,7 +129,7 @@ def print_result(r: Any) -> None:
             console.print(f"  under nanoGPT's {nano['formula'].split(' (')[0]} convention: "
                           f"{si(nano['achieved_flops_per_s'], 'FLOP/s')}")
     for m in r.mfu:
-        console.print(f"{m['label']}: [bold]{percent(m['mfu'])}[/bold]")
+        console.print(f"{m.label}: [bold]{percent(m.mfu)}[/bold]")
 
     mem = Table(title="Peak memory: measured vs predicted (perfmodel)")
     mem.add_column("what")
@@ -179,12 +171,13 @@ def print_result(r: Any) -> None:
         pt.add_row(f"measured (median of {t.repeats})", seconds(r.step_time_s),
                    si(r.tokens_per_s, "/s"), "")
         sources = []
-        for pr in r.predictions:
-            kind = _prediction_kind(pr)
-            label = kind if pr.get("source") == "calibrated" else f"{kind} ({pr.get('source')})"
-            pt.add_row(label, seconds(pr["step_time_s"]), si(pr["tokens_per_s"], "/s"),
-                       f"{pr['measured_over_predicted']:.2f}×")
-            sources.append(f"  {label}: {pr['hardware']}")
+        labelled = [(f"{ROOFLINE} ({pr.source})", pr) for pr in r.roofline]
+        if r.calibrated is not None:
+            labelled.append((CALIBRATED, r.calibrated))
+        for label, pr in labelled:
+            pt.add_row(label, seconds(pr.step_time_s), si(pr.tokens_per_s, "/s"),
+                       f"{pr.measured_over_predicted:.2f}×")
+            sources.append(f"  {label}: {pr.hardware}")
             charge = host_charge_note(pr)
             if charge:
                 sources.append(f"    {charge}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gptperf.errors import UserError
@@ -75,6 +75,98 @@ def window_repeats(repeats: int, device_type: str, step_s: float | None) -> int:
     return max(repeats, min(MAX_TIMED, math.ceil(window / step_s)))
 
 
+@dataclass(frozen=True)
+class StepPrediction:
+    """One prediction of the step beside its measurement, one of the two kinds (`prediction`):
+    the roofline bound on one machine (with its `predicted_mfu`), or the calibrated expected time
+    (with how it composed and how it charged the host, `host_charge`'s fields)."""
+
+    prediction: str  # ROOFLINE or CALIBRATED
+    hardware: str  # the machine's label, or the calibration's
+    source: str  # the machine's source (measured, datasheet, nominal, ...) or "calibrated"
+    step_time_s: float
+    tokens_per_s: float
+    measured_step_time_s: float
+    measured_over_predicted: float
+    predicted_mfu: float | None = None  # roofline bound only
+    device_s: float | None = None  # calibrated only, from here on
+    host_s: float | None = None
+    composition: str | None = None
+    host_speed: float | None = None
+    phase_speeds: dict[str, float] = field(default_factory=dict)
+    host_charged: dict[str, float] | None = None  # None: an entry written before it was kept
+    step_time_s_as_calibrated: float | None = None
+    machine_vs_calibration: dict[str, float] | None = None
+
+    @property
+    def is_calibrated(self) -> bool:
+        return self.prediction == CALIBRATED
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "prediction": self.prediction, "hardware": self.hardware, "source": self.source,
+            "step_time_s": self.step_time_s, "tokens_per_s": self.tokens_per_s,
+            "measured_step_time_s": self.measured_step_time_s,
+            "measured_over_predicted": self.measured_over_predicted,
+        }
+        if not self.is_calibrated:
+            d["predicted_mfu"] = self.predicted_mfu
+            return d
+        d.update({
+            "device_s": self.device_s, "host_s": self.host_s, "composition": self.composition,
+            "host_speed": self.host_speed, "phase_speeds": dict(self.phase_speeds),
+            "host_charged": None if self.host_charged is None else dict(self.host_charged),
+            "step_time_s_as_calibrated": self.step_time_s_as_calibrated,
+            "machine_vs_calibration": (None if self.machine_vs_calibration is None
+                                       else dict(self.machine_vs_calibration)),
+        })
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StepPrediction:
+        """The inverse of `to_dict`; an entry written before the kinds were labelled is told by
+        its source, and one written before a calibrated field was kept has it None."""
+        kind = d.get("prediction") or (CALIBRATED if d["source"] == "calibrated" else ROOFLINE)
+        charged = d.get("host_charged")
+        vs = d.get("machine_vs_calibration")
+        return cls(
+            prediction=kind, hardware=d["hardware"], source=d["source"],
+            step_time_s=d["step_time_s"], tokens_per_s=d["tokens_per_s"],
+            measured_step_time_s=d["measured_step_time_s"],
+            measured_over_predicted=d["measured_over_predicted"],
+            predicted_mfu=d.get("predicted_mfu"), device_s=d.get("device_s"),
+            host_s=d.get("host_s"), composition=d.get("composition"),
+            host_speed=d.get("host_speed"), phase_speeds=dict(d.get("phase_speeds") or {}),
+            host_charged=None if charged is None else dict(charged),
+            step_time_s_as_calibrated=d.get("step_time_s_as_calibrated"),
+            machine_vs_calibration=None if vs is None else dict(vs),
+        )
+
+
+@dataclass(frozen=True)
+class MfuEntry:
+    """The measured step's MFU against one machine's peak (`against`: "measured" ceilings or the
+    "datasheet" entry), in the MFU_CONVENTION's model FLOPs."""
+
+    against: str
+    hardware: str
+    dtype: str
+    peak_flops_per_s: float
+    mfu: float
+    label: str
+    convention: str = MFU_CONVENTION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"against": self.against, "hardware": self.hardware, "dtype": self.dtype,
+                "peak_flops_per_s": self.peak_flops_per_s, "mfu": self.mfu, "label": self.label,
+                "convention": self.convention}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MfuEntry:
+        return cls(d["against"], d["hardware"], d["dtype"], d["peak_flops_per_s"], d["mfu"],
+                   d["label"], d.get("convention", MFU_CONVENTION))
+
+
 @dataclass
 class BenchResult:
     """Everything one benchmark measured and predicted; `to_dict()` is the JSON document."""
@@ -96,12 +188,12 @@ class BenchResult:
     flops_per_step: float | None = None  # all predicted ops, optimizer included
     model_flops_per_step: float | None = None  # forward + backward (the MFU numerator)
     flops_source: str = ""
-    mfu: list[dict[str, Any]] = field(default_factory=list)
+    mfu: list[MfuEntry] = field(default_factory=list)
     mfu_conventions: dict[str, dict[str, Any]] = field(default_factory=dict)
     memory: MemoryPeak | None = None
     predicted_memory: dict[str, Any] | None = None
     utilization: Utilization | None = None
-    predictions: list[dict[str, Any]] = field(default_factory=list)
+    predictions: list[StepPrediction] = field(default_factory=list)  # roofline ones first
     measured_hardware: dict[str, Any] | None = None
     datasheet_hardware: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -128,6 +220,16 @@ class BenchResult:
             return None
         return self.model_flops_per_step / self.step_time_s
 
+    @property
+    def roofline(self) -> list[StepPrediction]:
+        """The roofline bounds, one per machine, the first on the machine the user chose."""
+        return [p for p in self.predictions if not p.is_calibrated]
+
+    @property
+    def calibrated(self) -> StepPrediction | None:
+        """The calibrated expected time (None: this device had no usable calibration)."""
+        return next((p for p in self.predictions if p.is_calibrated), None)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
@@ -147,12 +249,12 @@ class BenchResult:
             "flops": {"per_step": self.flops_per_step, "model_per_step": self.model_flops_per_step,
                       "achieved_flops_per_s": self.achieved_flops_per_s,
                       "source": self.flops_source},
-            "mfu": list(self.mfu),
+            "mfu": [m.to_dict() for m in self.mfu],
             "mfu_conventions": dict(self.mfu_conventions),
             "memory": {"measured": self.memory.to_dict() if self.memory else None,
                        "predicted": self.predicted_memory},
             "utilization": self.utilization.to_dict() if self.utilization else None,
-            "predictions": list(self.predictions),
+            "predictions": [p.to_dict() for p in self.predictions],
             "hardware": {"measured": self.measured_hardware, "datasheet": self.datasheet_hardware},
             "notes": list(self.notes),
             "environment": dict(self.environment),
@@ -174,12 +276,13 @@ class BenchResult:
             wall_time_s=d["wall_time_s"], stages_s=dict(d["stages_s"]),
             tokens_per_step=w["tokens_per_step"], parameters=d["parameters"],
             flops_per_step=flops["per_step"], model_flops_per_step=flops["model_per_step"],
-            flops_source=flops["source"], mfu=list(d["mfu"]),
+            flops_source=flops["source"], mfu=[MfuEntry.from_dict(m) for m in d["mfu"]],
             mfu_conventions=dict(d["mfu_conventions"]),
             memory=MemoryPeak.from_dict(mem["measured"]) if mem["measured"] else None,
             predicted_memory=mem["predicted"],
             utilization=Utilization.from_dict(d["utilization"]) if d["utilization"] else None,
-            predictions=list(d["predictions"]), measured_hardware=d["hardware"]["measured"],
+            predictions=[StepPrediction.from_dict(p) for p in d["predictions"]],
+            measured_hardware=d["hardware"]["measured"],
             datasheet_hardware=d["hardware"]["datasheet"], notes=list(d["notes"]),
             environment=dict(d["environment"]),
             plan=ExecutionPlan.from_dict(d["plan"]) if d["plan"] is not None else None,
@@ -254,9 +357,14 @@ def host_charge(e: Any, calibration: Any) -> dict[str, Any]:
             "host_charged": charged, "step_time_s_as_calibrated": plain}
 
 
-def host_charge_note(entry: dict[str, Any]) -> str | None:
-    """A calibrated entry's host charge in words (`host_charge`'s fields), or None when its host
-    costs are the calibration's own."""
+def host_charge_note(entry: StepPrediction | dict[str, Any] | None) -> str | None:
+    """A calibrated entry's host charge in words (`host_charge`'s fields; a bench's
+    StepPrediction, or the dict of a profile's calibrated step), or None when its host costs are
+    the calibration's own (or there is no entry)."""
+    if entry is None:
+        return None
+    if isinstance(entry, StepPrediction):
+        entry = entry.to_dict()
     charged, plain = entry.get("host_charged"), entry.get("step_time_s_as_calibrated")
     if charged is None:  # an entry written before the phases as charged were kept
         speed = entry.get("host_speed")
@@ -332,7 +440,6 @@ def run_bench(
         Workload,
         count_parameters,
         datasheet_hardware_for,
-        predict,
         resolve_hardware,
     )
     from gptperf.perfmodel.hardware import load_measured_hardware
@@ -444,38 +551,7 @@ def run_bench(
     for hw in (chosen, datasheet, measured):
         if hw is not None and all(hw is not m and hw.to_dict() != m.to_dict() for m in machines):
             machines.append(hw)
-    first = True
-    for hw in machines:
-        try:
-            p = predict(config, workload, hw, plan)
-        except UserError as err:  # e.g. the machine lists no peak for this dtype
-            notes.append(f"no prediction on {hw.label}: {err}")
-            continue
-        if first:
-            notes.extend(f"prediction: {n}" for n in p.notes)
-            result.flops_per_step = p.flops
-            result.model_flops_per_step = p.model_flops
-            result.flops_source = ("gptperf perfmodel exact count for this workload "
-                                   "(causal attention at the causal count; softmax, norms, "
-                                   "elementwise included); "
-                                   + ("model FLOPs = forward + backward, all FLOPs add the "
-                                      "optimizer" if kind == "train" else
-                                      "a forward step: model FLOPs and all FLOPs are one count"))
-            result.predicted_memory = p.memory.to_dict()
-            result.mfu_conventions = {
-                name: {"flops_per_token": row["flops_per_token"],
-                       "achieved_flops_per_s": row["flops_per_token"] * result.tokens_per_s,
-                       "formula": row["formula"]}
-                for name, row in p.to_dict()["flops_per_token"].items()
-            }
-            first = False
-        result.predictions.append({
-            "prediction": ROOFLINE, "hardware": hw.label, "source": hw.source,
-            "step_time_s": p.time_s, "tokens_per_s": p.tokens_per_s,
-            "measured_step_time_s": result.step_time_s,
-            "measured_over_predicted": result.step_time_s / p.time_s,
-            "predicted_mfu": p.mfu(MFU_CONVENTION),
-        })
+    _add_roofline(result, machines, config, workload, plan)
     if result.flops_per_step is None:
         notes.append("no FLOP count: the performance model could not predict this workload")
     if calibrated:
@@ -487,9 +563,8 @@ def run_bench(
                 slowdown = slowdown_since_calibration(calibration, dev)
             except (torch.cuda.OutOfMemoryError, MemoryError):  # the step's memory still held
                 slowdown = None
-            for entry in result.predictions:
-                if entry["prediction"] == CALIBRATED:
-                    entry["machine_vs_calibration"] = slowdown
+            result.predictions = [replace(p, machine_vs_calibration=slowdown) if p.is_calibrated
+                                  else p for p in result.predictions]
             drift = calibration_speed_note(slowdown)
             if drift:
                 notes.append(drift)
@@ -497,21 +572,8 @@ def run_bench(
         if spell:
             notes.append(spell)
 
-    for against, hw in (("measured", measured), ("datasheet", datasheet if datasheet is not None
-                                                 else chosen)):
-        if hw is None or result.achieved_flops_per_s is None:
-            continue
-        try:
-            peak = hw.peak(dtype)
-        except UserError as err:
-            notes.append(f"no MFU against {hw.label}: {err}")
-            continue
-        entry = {"against": against, "hardware": hw.label, "dtype": dtype,
-                 "peak_flops_per_s": peak, "mfu": result.achieved_flops_per_s / peak,
-                 "label": f"MFU vs {_hardware_label(hw, dtype)}", "convention": MFU_CONVENTION}
-        result.mfu.append(entry)
-        for row in result.mfu_conventions.values():
-            row.setdefault("mfu", {})[against] = row["achieved_flops_per_s"] / peak
+    _add_mfu(result, (("measured", measured),
+                      ("datasheet", datasheet if datasheet is not None else chosen)))
     result.measured_hardware = measured.to_dict() if measured is not None else None
     if measured is not None:
         result.measured_hardware["measured_at"] = _measured_date(measured)
@@ -522,6 +584,66 @@ def run_bench(
     result.environment = environment(dev)
     result.environment["dtype"] = dtype
     return result
+
+
+def _add_roofline(result: BenchResult, machines: list[Any], config: Any, workload: Any,
+                  plan: Any) -> None:
+    """Append the roofline bound of the step on each of `machines` to `result.predictions`, or a
+    note for a machine that cannot predict it; the first that can also gives the step's FLOPs,
+    predicted memory and FLOPs conventions."""
+    from gptperf.perfmodel import predict
+
+    first = True
+    for hw in machines:
+        try:
+            p = predict(config, workload, hw, plan)
+        except UserError as err:  # e.g. the machine lists no peak for this dtype
+            result.notes.append(f"no prediction on {hw.label}: {err}")
+            continue
+        if first:
+            result.notes.extend(f"prediction: {n}" for n in p.notes)
+            result.flops_per_step = p.flops
+            result.model_flops_per_step = p.model_flops
+            result.flops_source = ("gptperf perfmodel exact count for this workload "
+                                   "(causal attention at the causal count; softmax, norms, "
+                                   "elementwise included); "
+                                   + ("model FLOPs = forward + backward, all FLOPs add the "
+                                      "optimizer" if workload.kind == "train" else
+                                      "a forward step: model FLOPs and all FLOPs are one count"))
+            result.predicted_memory = p.memory.to_dict()
+            result.mfu_conventions = {
+                name: {"flops_per_token": row["flops_per_token"],
+                       "achieved_flops_per_s": row["flops_per_token"] * result.tokens_per_s,
+                       "formula": row["formula"]}
+                for name, row in p.to_dict()["flops_per_token"].items()
+            }
+            first = False
+        result.predictions.append(StepPrediction(
+            ROOFLINE, hw.label, hw.source, p.time_s, p.tokens_per_s,
+            measured_step_time_s=result.step_time_s,
+            measured_over_predicted=result.step_time_s / p.time_s,
+            predicted_mfu=p.mfu(MFU_CONVENTION),
+        ))
+
+
+def _add_mfu(result: BenchResult, machines: tuple[tuple[str, Any], ...]) -> None:
+    """Append the measured MFU against each (against, machine) of `machines` (None: skipped) to
+    `result.mfu` and to each FLOPs convention's row, or a note for a machine with no peak for the
+    dtype; nothing without a FLOP count."""
+    dtype = result.dtype
+    for against, hw in machines:
+        if hw is None or result.achieved_flops_per_s is None:
+            continue
+        try:
+            peak = hw.peak(dtype)
+        except UserError as err:
+            result.notes.append(f"no MFU against {hw.label}: {err}")
+            continue
+        result.mfu.append(MfuEntry(against, hw.label, dtype, peak,
+                                   result.achieved_flops_per_s / peak,
+                                   f"MFU vs {_hardware_label(hw, dtype)}", MFU_CONVENTION))
+        for row in result.mfu_conventions.values():
+            row.setdefault("mfu", {})[against] = row["achieved_flops_per_s"] / peak
 
 
 def spell_note(calibration: Any, fork_s: float | None) -> str | None:
@@ -555,11 +677,10 @@ def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, 
         result.notes.append(f"no calibrated expected time: {why}")
         return
     result.notes.extend(f"calibrated: {n}" for n in e.notes)
-    result.predictions.append({
-        "prediction": CALIBRATED, "hardware": e.label, "source": e.source,
-        "step_time_s": e.step_time_s, "tokens_per_s": e.tokens_per_s,
-        "measured_step_time_s": result.step_time_s,
-        "measured_over_predicted": result.step_time_s / e.step_time_s,
-        "device_s": e.device_s, "host_s": e.host_s, "composition": e.composition,
+    result.predictions.append(StepPrediction(
+        CALIBRATED, e.label, e.source, e.step_time_s, e.tokens_per_s,
+        measured_step_time_s=result.step_time_s,
+        measured_over_predicted=result.step_time_s / e.step_time_s,
+        device_s=e.device_s, host_s=e.host_s, composition=e.composition,
         **host_charge(e, calibration),
-    })
+    ))

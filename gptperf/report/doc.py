@@ -1,6 +1,6 @@
-"""What every section of the report page shares: the two predictions' labels and sources, the
-bench entries of each, the typed results with their helpers (`Doc`), a column header with its
-source, a fraction as a percentage."""
+"""What every section of the report page shares: the two predictions' labels and sources (a
+bench's own entries of each are its `BenchResult.roofline` and `.calibrated`), the typed results
+with their helpers (`Doc`), a column header with its source, a fraction as a percentage."""
 
 from __future__ import annotations
 
@@ -24,16 +24,6 @@ LEGEND = ("Two predictions, each labelled: the roofline bound is what the hardwa
           "(min(π, β·AI) per operation on the ceilings, no overheads); the calibrated time is "
           "what this machine will take (kernel time curves, host costs and compiled kernels "
           "measured on it by gptperf calibrate).")
-
-
-def roofline_entry(predictions: list[dict[str, Any]]) -> dict[str, Any]:
-    """The first roofline entry of a bench's predictions ({} when none)."""
-    return next((p for p in predictions if p.get("source") != "calibrated"), {})
-
-
-def calibrated_entry(predictions: list[dict[str, Any]]) -> dict[str, Any]:
-    """The calibrated entry of a bench's predictions ({} when the device had no calibration)."""
-    return next((p for p in predictions if p.get("source") == "calibrated"), {})
 
 
 class Doc:

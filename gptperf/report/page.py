@@ -17,9 +17,7 @@ from gptperf.report.doc import (
     ROOFLINE,
     ROOFLINE_SOURCE,
     Doc,
-    calibrated_entry,
     pct,
-    roofline_entry,
     th,
 )
 from gptperf.report.html import (
@@ -315,8 +313,8 @@ def _shape(kind: str, batch: int, seq: int) -> str:
 
 def _mfu(result: BenchResult, against: str) -> float | None:
     for m in result.mfu:
-        if m.get("against") == against:
-            return 100 * m["mfu"]
+        if m.against == against:
+            return 100 * m.mfu
     return None
 
 
@@ -349,7 +347,7 @@ def metrics_section(d: Doc) -> Html:
     rows = []
     for kind, r in results.items():
         t = r.timing.total
-        roof, cal = roofline_entry(r.predictions), calibrated_entry(r.predictions)
+        roof, cal = next(iter(r.roofline), None), r.calibrated
         peak, _ = _peak_memory(r)
         util = r.utilization.mean_percent if r.utilization is not None else None
         clock = _sm_clock(r)
@@ -361,8 +359,10 @@ def metrics_section(d: Doc) -> Html:
             cell(r.achieved_flops_per_s, "FLOP/s"),
             cell(_mfu(r, "measured"), "%"), cell(_mfu(r, "datasheet"), "%"),
             cell(util, "%"), clock, cell(peak, "B"),
-            cell(roof.get("step_time_s"), "s"), cell(roof.get("measured_over_predicted"), "x"),
-            cell(cal.get("step_time_s"), "s"), cell(cal.get("measured_over_predicted"), "x"),
+            cell(roof.step_time_s if roof else None, "s"),
+            cell(roof.measured_over_predicted if roof else None, "x"),
+            cell(cal.step_time_s if cal else None, "s"),
+            cell(cal.measured_over_predicted if cal else None, "x"),
         ])
     body: list[Any] = [
         table([th("step"), th("shape"), th("time per batch", src), th("min – max (repeats)"),
@@ -414,7 +414,7 @@ def metrics_section(d: Doc) -> Html:
                            "MFU vs measured peak", f"MFU vs {sheet}"], conv_rows, sortable=True,
                           numeric=[False, True, True, True, True]))
         if train.mfu:
-            body.append(tag("ul", [tag("li", m["label"]) for m in train.mfu], class_="lead"))
+            body.append(tag("ul", [tag("li", m.label) for m in train.mfu], class_="lead"))
     seen: set[str] = set()
     for kind, r in results.items():
         for n in r.notes:
@@ -686,11 +686,12 @@ def headline(d: Doc) -> list[Html]:
     train = bench.get("train")
     if train is not None:
         cards.append(kpi("time per batch", train.step_time_s, "s", f"train step, {src}"))
-        cards.append(kpi(ROOFLINE, roofline_entry(train.predictions).get("step_time_s"), "s",
+        roof = next(iter(train.roofline), None)
+        cards.append(kpi(ROOFLINE, roof.step_time_s if roof else None, "s",
                          "train step: what the hardware allows"))
-        cal = calibrated_entry(train.predictions)
+        cal = train.calibrated
         charge = host_charge_note(cal)
-        cards.append(kpi(f"{CALIBRATED} time", cal.get("step_time_s"), "s",
+        cards.append(kpi(f"{CALIBRATED} time", cal.step_time_s if cal else None, "s",
                          ("train step: what this machine will take"
                           + (f" ({charge})" if charge else "")) if cal
                          else "no calibration of this device"))

@@ -16,7 +16,6 @@ from typing import Any
 from gptperf.errors import UserError
 from gptperf.memguard import release_memory
 from gptperf.report.context import Context, ReportData, Settings, Stage, StageProgress
-from gptperf.report.doc import calibrated_entry
 from gptperf.report.results import (
     BenchStage,
     CalibrationStage,
@@ -570,7 +569,8 @@ def stage_roofline(ctx: Context, progress: StageProgress) -> RooflineStage:
         if bench is not None:
             row.measured_s = bench.step_time_s
             # the calibrated time of the step that ran (its plan), where the bench has it
-            row.expected_s = calibrated_entry(bench.predictions).get("step_time_s") or row.expected_s
+            cal = bench.calibrated
+            row.expected_s = (cal.step_time_s if cal else None) or row.expected_s
             points.append(RooflinePoint(label, ai, row.measured_flops_per_s, kind="measured"))
         rows.append(row)
     if report.inference is not None:
