@@ -655,8 +655,7 @@ def spell_note(calibration: Any, fork_s: float | None) -> str | None:
         return None
     return (f"this step ran in a spell of the machine's fork and join: a parallel CPU add took "
             f"{speed:.2f}× its time at calibration (speed probe, this device); the calibrated "
-            "prediction does not follow such spells, which moved the 2-core VM's steps 1.0–1.45× "
-            "(BENCHMARKS.md, session 37)")
+            "prediction does not follow such spells, in which a step may take up to 1.5× as long")
 
 
 def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, dev: Any,
