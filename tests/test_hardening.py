@@ -301,14 +301,14 @@ def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
 def test_no_checkpoint_writes_nothing(tmp_path: Path, capsys: Any,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from gptperf.cli import build_parser
-    from gptperf.commands.train import config_from_args
+    from gptperf.commands.train import train_config_from_args
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "ckpt.pt").write_bytes(b"an earlier run's checkpoint")
     before = _tree(tmp_path)
     argv = ["train", *TRAIN, "--no-checkpoint"]
-    cfg = config_from_args(build_parser("train").parse_args(argv))
+    cfg = train_config_from_args(build_parser("train").parse_args(argv))
     assert cfg.out_dir is None and not cfg.resume  # the option reaches the training config
     o = run_cli(capsys, [*argv, "--json"])
     hardening.record(NO_CKPT, shown(argv, tmp_path) + " (./out/ckpt.pt exists)",

@@ -96,14 +96,14 @@ def test_replaceable_dir_refuses_a_file(tmp_path: Path) -> None:
 
 
 def test_report_uses_the_same_rule(tmp_path: Path) -> None:
-    from gptperf.report.build import check_output_dir
+    from gptperf.report.build import check_report_dir
     from gptperf.report.context import MARKER
 
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="holds no gptperf report"):
-        check_output_dir(tmp_path)
+        check_report_dir(tmp_path)
     (tmp_path / "report.json").write_text(json.dumps({"format": MARKER}))
-    check_output_dir(tmp_path)
+    check_report_dir(tmp_path)
 
 
 def test_profile_document_recognised_by_schema_or_legacy_keys() -> None:

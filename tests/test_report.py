@@ -173,17 +173,17 @@ def test_a_report_names_every_entry_of_its_folder_and_a_foreign_one_stops_the_ne
     """The next report replaces the folder whole: it may, as long as the folder holds only what
     the earlier one wrote (its page, pictures, traces, checkpoint); a file a user put there
     stops it."""
-    from gptperf.report.build import check_output_dir, report_files
+    from gptperf.report.build import check_report_dir, report_files
 
     out, _ = quick_report
     doc = json.loads((out / "report.json").read_text())
     assert {e.name for e in out.iterdir()} <= report_files(doc)
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    check_output_dir(copy)
+    check_report_dir(copy)
     (copy / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match=r"holds 'notes.txt', which no gptperf report wrote"):
-        check_output_dir(copy)
+        check_report_dir(copy)
 
 
 def test_report_json_of_another_schema_is_refused_in_one_line(

@@ -403,7 +403,7 @@ def stood_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
         i = [c.name for c in sweep].index(case.name)
         return run.CaseTiming(1e-3 * (i + 1) * ratios[case.name], case.plan)
 
-    monkeypatch.setattr(run, "load_calibration", lambda device: _calibration())
+    monkeypatch.setattr("gptperf.measure.calibrate.calibration_for", lambda device, required=False: _calibration())
     monkeypatch.setattr(run, "measure_case", measure)
     index = {c.name: i for i, c in enumerate(sweep)}  # the even cases wait on the host
     monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None: _Expected(
@@ -613,7 +613,7 @@ def test_the_table_shows_each_cases_host_speed(stood_in: dict[str, float], monke
     from gptperf.cli import main
 
     units = {"step_s": 1e-3, "train_step_s": 4e-3, "train_fwd_s": 1e-3}  # the train probe's phases
-    monkeypatch.setattr(run, "load_calibration", lambda device: dataclasses.replace(
+    monkeypatch.setattr("gptperf.measure.calibrate.calibration_for", lambda device, required=False: dataclasses.replace(
         _calibration(), probes={"host": units}))
     monkeypatch.setattr(run, "host_speeds", lambda cal, device, probe="decode": (
         1.375, {"fwd": 1.25} if probe == "train" else None))
@@ -638,7 +638,7 @@ def test_cases_run_in_a_spell_of_fork_and_join_are_named_and_counted_apart(
     from gptperf.cli import main
 
     unit = 4e-6  # a parallel add in the calibration's last speed probe
-    monkeypatch.setattr(run, "load_calibration", lambda device: dataclasses.replace(
+    monkeypatch.setattr("gptperf.measure.calibrate.calibration_for", lambda device, required=False: dataclasses.replace(
         _calibration(), probes={"end": {"host_s": 1e-6, "matmul_s": 1e-3, "copy_s": 1e-3,
                                         "fork_s": unit}}))
     stood = run.measure_case
@@ -676,7 +676,7 @@ def test_a_case_run_in_a_slow_spell_is_measured_again_once_it_passes(
     from gptperf.cli import main
 
     unit = 4e-6
-    monkeypatch.setattr(run, "load_calibration", lambda device: dataclasses.replace(
+    monkeypatch.setattr("gptperf.measure.calibrate.calibration_for", lambda device, required=False: dataclasses.replace(
         _calibration(), probes={"fork": {"unit_s": unit}}))
     stood = run.measure_case
     spelled = cases("cpu", quick=True)[0].name
@@ -1012,7 +1012,7 @@ def test_command_random_sweep_measures_the_drawn_cases_and_keeps_the_seed(
     from gptperf.cli import main
     from gptperf.validate.drawn import draw_cases
 
-    monkeypatch.setattr(run, "load_calibration", lambda device: _calibration())
+    monkeypatch.setattr("gptperf.measure.calibrate.calibration_for", lambda device, required=False: _calibration())
     monkeypatch.setattr(run, "measure_case", lambda case, device, repeats=None, sample_host=None:
                         run.CaseTiming(1.07e-3, case.plan))
     monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None:

@@ -123,6 +123,34 @@ def config_from_args(args: argparse.Namespace) -> Any:  # -> GPTConfig
     return preset(args.preset, **model_overrides(args))
 
 
+def add_hardware_arguments(parser: argparse._ActionsContainer, default: str) -> None:
+    """--hardware NAME|FILE|measured (`default` when left out), or --peak-tflops X
+    --bandwidth-gbs Y; read back with `hardware_from_args`."""
+    parser.add_argument("--hardware", default=default,
+                        help=f"registry name, a .toml file, or 'measured' (gptperf ceilings) (default: {default})")
+    parser.add_argument("--peak-tflops", type=float, default=None, metavar="X",
+                        help="ad-hoc peak in TFLOP/s (with --bandwidth-gbs; overrides --hardware)")
+    parser.add_argument("--bandwidth-gbs", type=float, default=None, metavar="Y",
+                        help="ad-hoc memory bandwidth in GB/s (1e9 bytes/s)")
+
+
+def hardware_from_args(args: argparse.Namespace, default: str | None = None) -> Any:  # -> Hardware | None
+    """The Hardware the flags of `add_hardware_arguments` name, through the one resolver
+    (`perfmodel.resolve_hardware`): the ad-hoc --peak-tflops with --bandwidth-gbs (one without
+    the other is a one-line UserError), else --hardware, else `default`; None when none names
+    one, leaving the choice to the caller."""
+    from gptperf.errors import UserError
+    from gptperf.perfmodel import adhoc_hardware, resolve_hardware
+
+    peak, bw = args.peak_tflops, args.bandwidth_gbs
+    if peak is not None or bw is not None:
+        if peak is None or bw is None:
+            raise UserError("ad-hoc hardware needs both --peak-tflops and --bandwidth-gbs")
+        return resolve_hardware(adhoc_hardware(peak, bw))
+    spec = args.hardware if args.hardware is not None else default
+    return None if spec is None else resolve_hardware(spec)
+
+
 def add_device_argument(parser: argparse._ActionsContainer, default: str | None = "auto") -> None:
     """--device; None leaves the choice to the library (whose own default is auto)."""
     parser.add_argument("--device", default=default, help="auto, cpu or cuda[:N] (default: auto)")

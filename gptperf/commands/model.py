@@ -6,13 +6,14 @@ import argparse
 from typing import Any
 
 from gptperf.commands.common import (
+    add_hardware_arguments,
     add_model_arguments,
     check_plot_file,
     config_from_args,
+    hardware_from_args,
     output_path,
     positive_int,
 )
-from gptperf.commands.roofline import add_hardware_arguments, resolve_hardware
 from gptperf.errors import UserError
 
 HELP = "predict FLOPs, bytes, arithmetic intensity, time and memory of a GPT workload, per operation"
@@ -106,8 +107,7 @@ def _device_type_of(hw: Any) -> str:
 def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
     """(roofline Prediction, calibrated Expected or None) of the workload the arguments name,
     both for the same plan."""
-    from gptperf.perfmodel import Workload, predict
-    from gptperf.perfmodel import resolve_hardware as resolve
+    from gptperf.perfmodel import Workload, predict, resolve_hardware
 
     config = config_from_args(args)
     seq = config.block_size if args.seq is None else args.seq
@@ -115,13 +115,11 @@ def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
     calibration = None
     if args.calibrated:
         calibration, name, device_type = _device_calibration(args.device)
-        adhoc = args.peak_tflops is not None or args.bandwidth_gbs is not None
-        hw = (resolve_hardware(args) if args.hardware is not None or adhoc
-              else resolve(None, name, device_type, dtype=args.dtype))
+        hw = hardware_from_args(args)
+        if hw is None:  # none named: this device's measured ceilings or its shipped entry
+            hw = resolve_hardware(None, name, device_type, dtype=args.dtype)
     else:
-        if args.hardware is None:
-            args.hardware = DEFAULT_HARDWARE
-        hw = resolve_hardware(args)
+        hw = hardware_from_args(args, DEFAULT_HARDWARE)
         device_type = _device_type_of(hw)
     plan = _plan(args.plan, workload.kind, device_type, config.attention, args.dtype)
     if plan is None and calibration is not None:  # the plan this device runs the step under

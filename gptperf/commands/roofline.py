@@ -9,32 +9,8 @@ from typing import Any
 HELP = "roofline of saxpy, a matmul or the KV projection of one new token: FLOPs, bytes, AI, bound"
 
 
-def add_hardware_arguments(parser: argparse.ArgumentParser, default: str) -> None:
-    """--hardware NAME|FILE|measured, or --peak-tflops X --bandwidth-gbs Y."""
-    parser.add_argument("--hardware", default=default,
-                        help=f"registry name, a .toml file, or 'measured' (gptperf ceilings) (default: {default})")
-    parser.add_argument("--peak-tflops", type=float, default=None, metavar="X",
-                        help="ad-hoc peak in TFLOP/s (with --bandwidth-gbs; overrides --hardware)")
-    parser.add_argument("--bandwidth-gbs", type=float, default=None, metavar="Y",
-                        help="ad-hoc memory bandwidth in GB/s (1e9 bytes/s)")
-
-
-def resolve_hardware(args: argparse.Namespace) -> Any:
-    """The Hardware the arguments name, through the one resolver (`perfmodel.resolve_hardware`)."""
-    from gptperf.errors import UserError
-    from gptperf.perfmodel import adhoc_hardware
-    from gptperf.perfmodel import resolve_hardware as resolve
-
-    peak, bw = args.peak_tflops, args.bandwidth_gbs
-    if peak is not None or bw is not None:
-        if peak is None or bw is None:
-            raise UserError("ad-hoc hardware needs both --peak-tflops and --bandwidth-gbs")
-        return resolve(adhoc_hardware(peak, bw))
-    return resolve(args.hardware)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gptperf.commands.common import output_path, positive_int
+    from gptperf.commands.common import add_hardware_arguments, output_path, positive_int
 
     sub = parser.add_subparsers(dest="example", metavar="EXAMPLE", required=True, parser_class=type(parser))
     specs = {
@@ -95,7 +71,7 @@ def roofline_document(kernel: Any, hardware: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.commands.common import check_plot_file
+    from gptperf.commands.common import check_plot_file, hardware_from_args
     from gptperf.perfmodel import kv_projection, matmul, saxpy
 
     if args.plot is not None:  # '' too: a picture was asked for
@@ -106,7 +82,7 @@ def run(args: argparse.Namespace) -> int | None:
         kernel = matmul(args.m, args.n, args.k, args.dtype, accumulate=args.accumulate)
     else:
         kernel = kv_projection(args.n_embd, args.dtype)
-    hardware = resolve_hardware(args)
+    hardware = hardware_from_args(args)  # never None: --hardware has a default
     doc = roofline_document(kernel, hardware)
     if args.plot:
         from gptperf.plotting.roofline import RooflinePoint, plot_roofline

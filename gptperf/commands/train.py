@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "--force or --resume an existing checkpoint is refused)")
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
+def train_config_from_args(args: argparse.Namespace) -> Any:
     """The TrainConfig the command line asks for: preset defaults, then the flags given."""
     from gptperf.train import TrainConfig
 
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int | None:
     from gptperf.scaling.ddp import is_main_process
     from gptperf.train import train
 
-    cfg = config_from_args(args)
+    cfg = train_config_from_args(args)
     if args.json:
         result = train(cfg, force=args.force)
         if is_main_process():  # under torchrun, rank 0 alone reports

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from gptperf.output import emit_json, err_console, rich_progress, to_json
     from gptperf.validate.drawn import MAX_CASES, draw_cases
     from gptperf.validate.results import SCHEMA, CalibrationInfo
-    from gptperf.validate.run import load_calibration, validate
+    from gptperf.validate.run import validate
     from gptperf.writable import check_replaceable_file
 
     if args.random is not None and not 1 <= args.random <= MAX_CASES:
@@ -57,10 +57,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:  # a user's own file is never replaced
         check_replaceable_file(args.out, "--out", what="validate result",
                                is_ours=lambda doc: isinstance(doc, dict) and doc.get("schema") == SCHEMA)
+    from gptperf.measure.calibrate import calibration_for
     from gptperf.runtime import resolve_device
 
     device = resolve_device(args.device)
-    calibration = load_calibration(device)  # before any work: a missing one is a one-line error
+    # before any work: a missing (or stale, foreign) calibration is a one-line error
+    calibration = calibration_for(device, required=True)
     sweep, seed = None, None
     if args.random is not None:
         import secrets

@@ -63,7 +63,10 @@ DEFINITIONS = {
 # --- arguments ---------------------------------------------------------------------------------
 
 
-def _positive_ints(values: Sequence[int], what: str) -> list[int]:
+def _positive_ints_dropping_repeats(values: Sequence[int], what: str) -> list[int]:
+    """`values` sorted, a repeated one kept once (a context or batch given twice is the same
+    point); a one-line UserError for a value that is no positive integer, or for none at all.
+    Unlike `scaling.study._positive_ints_refusing_repeats`, repeats are no error here."""
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -83,7 +86,7 @@ def choose_contexts(config: GPTConfig, contexts: Sequence[int] | None = None) ->
         if not out or out[-1] != top:
             out.append(top)
         return out
-    out = _positive_ints(contexts, "contexts")
+    out = _positive_ints_dropping_repeats(contexts, "contexts")
     for c in out:
         if c > config.block_size:
             raise UserError(
@@ -97,7 +100,7 @@ def choose_batches(batches: Sequence[int] | None = None, device_type: str = "cpu
     if batches is None:
         top = MAX_BATCH.get(device_type, 64)
         return [2**i for i in range(top.bit_length()) if 2**i <= top]
-    return _positive_ints(batches, "batches")
+    return _positive_ints_dropping_repeats(batches, "batches")
 
 
 def choose_batch_context(config: GPTConfig) -> int:

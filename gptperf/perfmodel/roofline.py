@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gptperf.checks import check_positive_int
 from gptperf.dtypes import check_dtype, dtype_bytes
 from gptperf.errors import UserError
 
@@ -29,14 +30,6 @@ def _number(value: Any, what: str, *, positive: bool = True, allow_zero: bool = 
         raise UserError(f"{what} must be finite, got {value}")
     if positive and (value < 0 or (value == 0 and not allow_zero)):
         raise UserError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
-    return value
-
-
-def _size(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{what} must be a positive integer, got {value!r}")
-    if value <= 0:
-        raise UserError(f"{what} must be a positive integer, got {value}")
     return value
 
 
@@ -196,7 +189,7 @@ def kernel_cost(
 
 def saxpy(n: int, dtype: str = "fp64") -> Kernel:
     """y = a·x + y over n elements: 2n FLOPs; loads x and y, stores y (3 elements per i)."""
-    n = _size(n, "n")
+    n = check_positive_int(n, "n")
     e = dtype_bytes(dtype)
     return Kernel("saxpy", 2 * n, 2 * n * e, n * e, dtype, {"n": n},
                   "flops = 2N; bytes = 3·N·sizeof(dtype) (load x, load y, store y)")
@@ -205,7 +198,7 @@ def saxpy(n: int, dtype: str = "fp64") -> Kernel:
 def matmul(m: int, n: int, k: int, dtype: str = "fp64", accumulate: bool = False) -> Kernel:
     """C (m×n) = A (m×k) · B (k×n) [+ C]: 2·m·n·k FLOPs; reads A and B, writes C, reads C too
     with `accumulate` (the lecture's 4·8·n² bytes for a square fp64 matmul, AI = n/16)."""
-    m, n, k = _size(m, "m"), _size(n, "n"), _size(k, "k")
+    m, n, k = check_positive_int(m, "m"), check_positive_int(n, "n"), check_positive_int(k, "k")
     e = dtype_bytes(dtype)
     read = (m * k + k * n + (m * n if accumulate else 0)) * e
     formula = "flops = 2·M·N·K; bytes = (M·K + K·N + M·N" + (" read + M·N written" if accumulate else " written") + ")·sizeof(dtype)"
@@ -223,7 +216,7 @@ def ridge_n(peak: float, bandwidth: float, dtype: str = "fp64", accumulate: bool
 def kv_projection(n_embd: int, dtype: str = "fp16") -> Kernel:
     """K (or V) of one new token: a 1×C vector times a C×C weight. 2·C² FLOPs; the weight
     dominates the traffic (C² elements), giving AI = 1 FLOP/byte in fp16 — memory-bound."""
-    c = _size(n_embd, "n_embd")
+    c = check_positive_int(n_embd, "n_embd")
     e = dtype_bytes(dtype)
     return Kernel("kv_projection", 2 * c * c, c * c * e, 0, dtype, {"n_embd": c},
                   "flops = 2·C²; bytes = C²·sizeof(dtype) (the weight, the C-vectors are negligible)")

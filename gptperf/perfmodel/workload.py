@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gptperf import names
+from gptperf.checks import check_positive_int
 from gptperf.dtypes import MIXED_PRECISION, check_dtype, dtype_bytes
 from gptperf.errors import UserError
 from gptperf.model.config import LAYER_WEIGHTS, GPTConfig
@@ -24,14 +25,6 @@ WORKLOAD_HELP: dict[str, str] = {
 }
 
 
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{what} must be a positive integer, got {value!r}")
-    if value <= 0:
-        raise UserError(f"{what} must be a positive integer, got {value}")
-    return value
-
-
 @dataclass(frozen=True)
 class Workload:
     """What runs: `kind` in WORKLOADS, `batch` sequences, `seq` tokens (the context length L for
@@ -45,8 +38,8 @@ class Workload:
     def __post_init__(self) -> None:
         if self.kind not in WORKLOADS:
             raise UserError(f"unknown workload {self.kind!r}; valid: {', '.join(WORKLOADS)}")
-        _positive_int(self.batch, "batch")
-        _positive_int(self.seq, "seq")
+        check_positive_int(self.batch, "batch")
+        check_positive_int(self.seq, "seq")
         check_dtype(self.dtype)
 
     @property

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from gptperf import names
+from gptperf.checks import is_finite_number
 from gptperf.errors import UserError
 
 GPU_WORK_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
@@ -211,10 +212,6 @@ def load_trace(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def _finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _check_event(path: Path, n: int, e: Any) -> None:
     """A one-line UserError for event `n` where it is no object, or a complete ("X") event without
     a finite start time and a duration of at least 0 µs (what attribution reads)."""
@@ -223,7 +220,7 @@ def _check_event(path: Path, n: int, e: Any) -> None:
                         "expected a torch.profiler JSON trace")
     if e.get("ph") == "X":
         ts, dur = e.get("ts"), e.get("dur")
-        if not (_finite_number(ts) and _finite_number(dur) and dur >= 0):
+        if not (is_finite_number(ts) and is_finite_number(dur) and dur >= 0):
             raise UserError(
                 f"trace file {str(path)!r}: event {n} ({str(e.get('name', ''))[:60]!r}) has ts "
                 f"{ts!r} and dur {dur!r}; a complete event needs a finite start time and a "

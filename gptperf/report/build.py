@@ -148,7 +148,7 @@ def is_report_document(doc: Any) -> bool:
     return isinstance(doc, dict) and doc.get("format") == MARKER
 
 
-def check_output_dir(out: Path) -> None:
+def check_report_dir(out: Path) -> None:
     """Refuse to replace a folder that is not an earlier report: `--out .` must not wipe a home
     (the rule `gptperf profile` applies too: gptperf.writable.check_replaceable_dir); and a
     folder whose path torch.profiler would write into the profile stage's traces unescaped."""
@@ -275,7 +275,7 @@ def build_report(
 
     t0 = time.perf_counter()
     out = Path(options.out).expanduser()
-    check_output_dir(out)
+    check_report_dir(out)
     settings = resolve_settings(options)
     check_memory_fits(settings)
     stages = list(stages if stages is not None else stage_module.STAGES)

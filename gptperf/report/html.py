@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gptperf.checks import is_finite_number
 from gptperf.output import binary_bytes, seconds, si
 
 # The unit of bytes moved or sent (a step's traffic, a gradient message): decimal, as bandwidths
@@ -63,10 +64,6 @@ def tag(name: str, *children: Child, **attrs: Any) -> Html:
     return Html(f"{opening}{esc(list(children))}</{name}>")
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def fmt(value: Any, unit: str = "", *, digits: int = 1) -> str:
     """A number with its unit, in the same style as the terminal tables; `digits`: a
     percentage's decimals."""
@@ -113,7 +110,7 @@ def value(v: Any, unit: str = "", source: str | None = None, *, digits: int = 1)
 def cell(v: Any, unit: str = "", source: str | None = None, klass: str | None = None, *,
          digits: int = 1) -> Html:
     """A table cell whose sort key is the raw number; `digits`: a percentage's decimals."""
-    sort_key = repr(float(v)) if _finite(v) else None
+    sort_key = repr(float(v)) if is_finite_number(v) else None
     return tag("td", value(v, unit, source, digits=digits), data_v=sort_key, class_=klass or "n")
 
 

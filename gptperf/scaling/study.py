@@ -74,7 +74,10 @@ MIN_TIMEOUT_S = 10.0
 MAX_WHAT_IF_GPUS = 65536
 
 
-def _positive_ints(values: Sequence[int], what: str) -> tuple[int, ...]:
+def _positive_ints_refusing_repeats(values: Sequence[int], what: str) -> tuple[int, ...]:
+    """`values` sorted; a one-line UserError for none at all, a value that is no positive integer,
+    or one given twice. Unlike `inference.sweep._positive_ints_dropping_repeats`, a repeat is
+    refused here."""
     out = tuple(values)
     if not out or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in out):
         raise UserError(f"{what} must be positive integers, got {list(values)!r}")
@@ -114,15 +117,16 @@ class ScaleSpec:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UserError(f"unknown scaling mode {self.mode!r}; valid: {', '.join(MODES)}")
-        procs = _positive_ints(self.procs, "--procs")
+        procs = _positive_ints_refusing_repeats(self.procs, "--procs")
         if 1 not in procs:
             raise UserError(f"--procs {','.join(map(str, procs))} lacks 1: T(1) is the baseline of "
                             "speedup and efficiency, and calibrates the prediction")
         object.__setattr__(self, "procs", procs)
         if self.threads is not None:
-            object.__setattr__(self, "threads", _positive_ints(self.threads, "--threads"))
+            object.__setattr__(self, "threads", _positive_ints_refusing_repeats(self.threads, "--threads"))
         if self.space_batches is not None:
-            object.__setattr__(self, "space_batches", _positive_ints(self.space_batches, "--space-batches"))
+            object.__setattr__(self, "space_batches",
+                               _positive_ints_refusing_repeats(self.space_batches, "--space-batches"))
         for key, minimum in (("batch", 1), ("seq", 1), ("warmup", 0), ("steps", 1), ("seed", 0)):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:

@@ -92,14 +92,6 @@ def timed_steps(kind: str, device_type: str, step_s: float | None) -> int:
     return window_repeats(counts(kind, device_type)[1], device_type, step_s)
 
 
-def load_calibration(device: Any) -> Any:
-    """This device's calibration (checked: same device, same torch, not stale); a one-line
-    UserError when there is none."""
-    from gptperf.measure.calibrate import calibration_for
-
-    return calibration_for(device, required=True)
-
-
 # --- the four things done to a case (apart, so tests can stand in for each) -------------------
 
 
@@ -301,7 +293,9 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     dev = as_device(device)
     dev_name = name_of(dev)
     if calibration is None:
-        calibration = load_calibration(dev)
+        from gptperf.measure.calibrate import calibration_for
+
+        calibration = calibration_for(dev, required=True)
     todo = cases(dev.type, quick) if sweep is None else list(sweep)
     # eager cases first: torch.compile leaves worker processes and caches behind that can slow
     # the host of the eager steps measured after it
