@@ -112,7 +112,7 @@ def test_report_json_round_trips_through_the_typed_results(quick_report: tuple[P
     from gptperf.profiling.compare import Row
     from gptperf.profiling.run import ProfileResult
     from gptperf.report import results
-    from gptperf.scaling.study import ScalingStudy
+    from gptperf.scaling.results import ScalingStudy
     from gptperf.score import ScoreResult
     from gptperf.train import TrainResult
 
@@ -657,7 +657,7 @@ def _study_by_hand(mode: str = "weak"):
         predict_ddp_step,
         what_if,
     )
-    from gptperf.scaling.study import (
+    from gptperf.scaling.results import (
         Measured,
         ScalePoint,
         ScaleSpec,
@@ -702,7 +702,7 @@ def test_scaling_study_round_trips_with_threads_and_what_if() -> None:
     import dataclasses
 
     from gptperf.output import to_json
-    from gptperf.scaling.study import ScalingStudy
+    from gptperf.scaling.results import ScalingStudy
 
     study = _study_by_hand("weak")
     doc = json.loads(to_json(study.to_dict()))

@@ -20,7 +20,7 @@ import pytest
 from gptperf.errors import Terminated, UserError
 from gptperf.model import preset
 from gptperf.scaling.launch import Launch, LaunchError, free_port, launch
-from gptperf.scaling.study import ScaleSpec
+from gptperf.scaling.results import ScaleSpec
 from gptperf.scaling.worker import WorkerSpec
 
 
@@ -247,7 +247,7 @@ def test_a_terminated_launch_takes_its_ranks_with_it(tmp_path: Path, monkeypatch
 @pytest.mark.parametrize("mode, ideal_s", [("strong", [0.1, 0.05, 0.05]), ("weak", [0.1, 0.1, 0.2])])
 def test_the_threads_ideal_counts_only_the_threads_that_can_run_at_once(mode: str,
                                                                         ideal_s: list[float]) -> None:
-    from gptperf.scaling.study import ThreadPoint
+    from gptperf.scaling.results import ThreadPoint
 
     # one thread takes 0.1 s; on 2 cores, 4 threads run 2 at a time
     points = [ThreadPoint(t, 4, 32, 0.1, 0.1, mode, cores=2) for t in (1, 2, 4)]

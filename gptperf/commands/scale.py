@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> Any:
     from gptperf.errors import UserError
-    from gptperf.scaling.study import WHAT_IF_HARDWARE, ScaleSpec
+    from gptperf.scaling.results import WHAT_IF_HARDWARE, ScaleSpec
 
     for flag in ("what_if_hardware", "intra", "inter"):
         if getattr(args, flag) is not None and not args.what_if:
@@ -160,11 +160,11 @@ def _pct(x: float | None) -> str:
 
 
 def print_study(study: Any, plots: list[str]) -> None:
-    """The terminal report of a scaling study (a gptperf.scaling.study.ScalingStudy)."""
+    """The terminal report of a scaling study (a gptperf.scaling.results.ScalingStudy)."""
     from rich.table import Table
 
     from gptperf.output import print_note, seconds, si, wide_console
-    from gptperf.scaling.study import IDEAL_THREADS
+    from gptperf.scaling.results import IDEAL_THREADS
 
     console = wide_console()
     spec, c = study.spec, study.spec.config

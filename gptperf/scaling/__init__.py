@@ -1,3 +1,3 @@
 """Data-parallel scaling through torch.distributed: torchrun launches (`launch`), DDP applied from
-outside the model (`ddp`), the per-rank program (`worker`) and the strong/weak study (`study`).
-Importing this package imports no torch."""
+outside the model (`ddp`), the per-rank program (`worker`), the strong/weak study (`study`) and
+its typed results (`results`). Importing this package imports no torch."""
