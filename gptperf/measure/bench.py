@@ -295,7 +295,7 @@ def _measured_date(hw: Any) -> str:
 
 def _hardware_label(hw: Any, dtype: str) -> str:
     """E.g. 'measured bf16 matmul (768 TFLOP/s, measured NVIDIA H100 80GB HBM3 on 2026-...)'."""
-    from gptperf.output import si
+    from gptperf.format import si
 
     peak = si(hw.peak(dtype), "FLOP/s")
     if hw.source == "measured":

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gptperf.output import percent
+from gptperf.format import percent
 from gptperf.plotting import pyplot, save_figure
 
 KIND_COLORS = {"train": "#d9480f", "forward": "#2f6fdb", "prefill": "#12a0a0",

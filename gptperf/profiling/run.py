@@ -489,7 +489,7 @@ def _keep_others(old: Path, new: Path) -> None:
 
 
 def _json(doc: Any) -> str:
-    from gptperf.output import to_json
+    from gptperf.format import to_json
 
     return to_json(doc) + "\n"
 

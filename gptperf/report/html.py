@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gptperf.checks import is_finite_number
-from gptperf.output import binary_bytes, seconds, si
+from gptperf.format import binary_bytes, seconds, si
 
 # The unit of bytes moved or sent (a step's traffic, a gradient message): decimal, as bandwidths
 # in B/s are and as the terminal tables print them; "B" alone is memory, in binary units.

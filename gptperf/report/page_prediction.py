@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gptperf.output import apart_digits, ratio_range
+from gptperf.format import apart_digits, ratio_range
 from gptperf.report.doc import CALIBRATED, LEGEND, ROOFLINE, ROOFLINE_SOURCE, Doc, pct, th
 from gptperf.report.html import (
     Html,

@@ -755,7 +755,7 @@ def write_outputs(ctx: Context, wall_s: float) -> None:
     """report.json (`ReportData.to_dict()`) and index.html (rendered from the same typed results)
     into the folder being built."""
     from gptperf.atomic import write_text
-    from gptperf.output import to_json
+    from gptperf.format import to_json
     from gptperf.report.page import render_page
 
     report = finish(ctx.report, wall_s)
