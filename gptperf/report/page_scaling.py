@@ -21,7 +21,7 @@ from gptperf.report.html import (
 )
 
 if TYPE_CHECKING:
-    from gptperf.scaling.study import ScalingStudy
+    from gptperf.scaling.results import ScalingStudy
 
 
 def _pair(measured: Any, predicted: Any, unit: str) -> list[Html]:

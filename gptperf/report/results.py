@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from gptperf.perfmodel.hardware import Hardware
     from gptperf.perfmodel.transformer import Prediction
     from gptperf.profiling.run import ProfileResult
-    from gptperf.scaling.study import ScalingStudy
+    from gptperf.scaling.results import ScalingStudy
     from gptperf.score import ScoreResult
     from gptperf.train import TrainResult
     from gptperf.validate.results import CalibrationInfo, ValidationResult
@@ -404,7 +404,7 @@ class ScalingStage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScalingStage:
-        from gptperf.scaling.study import ScalingStudy
+        from gptperf.scaling.results import ScalingStudy
 
         check_schema(d, cls.SCHEMA)
         return cls({mode: ScalingStudy.from_dict(s) for mode, s in d["studies"].items()},

@@ -608,13 +608,13 @@ def scaling_procs(s: Settings) -> tuple[int, ...]:
 
 
 def scaling_specs(s: Settings) -> dict[str, Any]:
-    """The strong and weak studies this report runs (gptperf.scaling.study.ScaleSpec by mode):
+    """The strong and weak studies this report runs (gptperf.scaling.results.ScaleSpec by mode):
     the report's model, eager, small per-process batches and a few steps. --quick, and a machine
     with one process count only (one GPU), leave the weak study out (with one process it is the
     strong study's point again)."""
     import math
 
-    from gptperf.scaling.study import ScaleSpec
+    from gptperf.scaling.results import ScaleSpec
 
     procs = scaling_procs(s)
     per_process = 2
