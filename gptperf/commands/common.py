@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from gptperf.model.config import GPTConfig
+    from gptperf.perfmodel.hardware import Hardware
 
 # GPTConfig fields with a flag of the same name (--n-layer, ...) that overrides the preset's value
 MODEL_FIELDS: tuple[str, ...] = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "attention")
@@ -116,7 +122,7 @@ def model_overrides(args: argparse.Namespace, fields: Sequence[str] = MODEL_FIEL
     return {k: getattr(args, k) for k in fields if getattr(args, k, None) is not None}
 
 
-def config_from_args(args: argparse.Namespace) -> Any:  # -> GPTConfig
+def config_from_args(args: argparse.Namespace) -> GPTConfig:
     """The GPTConfig of --preset with the override flags applied (validated: UserError if bad)."""
     from gptperf.model.config import preset
 
@@ -134,7 +140,7 @@ def add_hardware_arguments(parser: argparse._ActionsContainer, default: str) -> 
                         help="ad-hoc memory bandwidth in GB/s (1e9 bytes/s)")
 
 
-def hardware_from_args(args: argparse.Namespace, default: str | None = None) -> Any:  # -> Hardware | None
+def hardware_from_args(args: argparse.Namespace, default: str | None = None) -> Hardware | None:
     """The Hardware the flags of `add_hardware_arguments` name, through the one resolver
     (`perfmodel.resolve_hardware`): the ad-hoc --peak-tflops with --bandwidth-gbs (one without
     the other is a one-line UserError), else --hardware, else `default`; None when none names
@@ -194,7 +200,7 @@ def check_folder(path: str, flag: str, *, replaced_whole: bool = False,
                             folder=path)
 
 
-def guard_memory(config: Any, kind: str, batch: int, seq: int, dtype: str, device: Any, *,
+def guard_memory(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, device: torch.device, *,
                  processes: int = 1, flag: str = "--batch", compile: bool = False) -> None:
     """Refuse (one-line UserError with the largest batch that fits) a step whose predicted peak
     exceeds the device's free memory — before anything is allocated (gptperf.memguard);

@@ -35,13 +35,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf import names
 from gptperf.dtypes import check_dtype
 from gptperf.errors import UserError
 from gptperf.memguard import is_out_of_memory, release_memory
 from gptperf.model.config import GPTConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from gptperf.perfmodel.calibration import Calibration
+    from gptperf.perfmodel.expected import Expected
+    from gptperf.perfmodel.hardware import Hardware
+    from gptperf.perfmodel.transformer import Prediction
+    from gptperf.plan import ExecutionPlan
 
 Progress = Callable[[str], None]
 SCHEMA = "gptperf.inference/1"
@@ -66,7 +75,7 @@ DEFINITIONS = {
 def _positive_ints_dropping_repeats(values: Sequence[int], what: str) -> list[int]:
     """`values` sorted, a repeated one kept once (a context or batch given twice is the same
     point); a one-line UserError for a value that is no positive integer, or for none at all.
-    Unlike `scaling.study._positive_ints_refusing_repeats`, repeats are no error here."""
+    Unlike `scaling.results._positive_ints_refusing_repeats`, repeats are no error here."""
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -112,8 +121,8 @@ def choose_batch_context(config: GPTConfig) -> int:
 # --- the performance model ---------------------------------------------------------------------
 
 
-def predict_inference(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hardware: Any,
-                      *, plan: Any = None) -> Any:
+def predict_inference(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hardware: Hardware,
+                      *, plan: ExecutionPlan | None = None) -> Prediction:
     """The performance model's Prediction of one inference step (weights held in `dtype`) run
     under `plan` (an ExecutionPlan; None: eager)."""
     from gptperf.perfmodel import Workload, predict
@@ -121,7 +130,7 @@ def predict_inference(config: GPTConfig, kind: str, batch: int, seq: int, dtype:
     return predict(config, Workload(kind, batch, seq, dtype), hardware, plan)
 
 
-def ridge_batch(config: GPTConfig, context: int, dtype: str, hardware: Any, limit: int = 1 << 16) -> int | None:
+def ridge_batch(config: GPTConfig, context: int, dtype: str, hardware: Hardware, limit: int = 1 << 16) -> int | None:
     """Smallest batch whose decode-step weight matmuls are compute-bound (None if none ≤ limit)."""
     from gptperf.perfmodel import COMPUTE
 
@@ -175,7 +184,7 @@ class Point:
     tokens: int  # tokens produced (decode*) or processed (prefill) per step
     path: str = "eager"  # eager | fast (static cache, compiled, CUDA graph)
     timing: dict[str, Any] | None = None
-    plan: Any = None  # the ExecutionPlan it ran under and was predicted for
+    plan: ExecutionPlan | None = None  # the plan it ran under and was predicted for
     expected_s: float | None = None  # calibrated expected time, None without a calibration
     expected_source: str | None = None  # the calibration's label (device, date, age, torch)
 
@@ -364,8 +373,8 @@ class _Bench:
     """Builds the model once and times its inference steps (`gptperf.steps.build_step`, each
     under its own plan) on one device; each point is predicted for the plan it ran under."""
 
-    def __init__(self, config: GPTConfig, device: Any, dtype: str, fast: bool, hardware: Any,
-                 calibration: Any = None) -> None:
+    def __init__(self, config: GPTConfig, device: torch.device, dtype: str, fast: bool,
+                 hardware: Hardware, calibration: Calibration | None = None) -> None:
         from gptperf.plan import ExecutionPlan
         from gptperf.runtime import set_matmul_precision, torch_dtype
         from gptperf.steps.fast_decode import build_model
@@ -376,14 +385,14 @@ class _Bench:
         set_matmul_precision(dtype)
         self.model = build_model(config, device, torch_dtype(dtype))
         self.eager = ExecutionPlan.eager(config.attention)
-        self.fast: Any = (ExecutionPlan.default("decode", device.type, fast=True,
+        self.fast: ExecutionPlan | None = (ExecutionPlan.default("decode", device.type, fast=True,
                                                 attention=config.attention) if fast else None)
         self.seed = 0  # fresh tokens for every point
         cuda = device.type == "cuda"
         self.warmup, self.repeats = (3, 20) if cuda else (2, 5)
         self.notes: list[str] = []
 
-    def _measure(self, kind: str, batch: int, seq: int, plan: Any, repeats: int | None = None) -> Point:
+    def _measure(self, kind: str, batch: int, seq: int, plan: ExecutionPlan, repeats: int | None = None) -> Point:
         from gptperf.measure.timer import time_fn
         from gptperf.perfmodel import Workload
         from gptperf.steps.build import build_step
@@ -401,7 +410,7 @@ class _Bench:
                      "fast" if step.plan.fast else "eager", timing.to_dict(), step.plan,
                      e.step_time_s if e is not None else None, e.label if e is not None else None)
 
-    def _expected(self, kind: str, batch: int, seq: int, plan: Any) -> Any:
+    def _expected(self, kind: str, batch: int, seq: int, plan: ExecutionPlan) -> Expected | None:
         """The calibrated Expected of the step that ran (None without a calibration, or where
         it cannot cost the step: noted once per reason)."""
         if self.calibration is None:
@@ -447,7 +456,7 @@ class _Bench:
         return self._measure("prefill", batch, prompt, self.eager, repeats=max(3, self.repeats // 2))
 
 
-def check_study_args(config: GPTConfig, device: Any, dtype: str, fast: bool) -> None:
+def check_study_args(config: GPTConfig, device: torch.device, dtype: str, fast: bool) -> None:
     check_dtype(dtype)
     if device.type == "cpu" and dtype == "fp16":
         raise UserError("dtype 'fp16' needs a GPU; on CPU use fp32 or bf16")
@@ -457,13 +466,13 @@ def check_study_args(config: GPTConfig, device: Any, dtype: str, fast: bool) -> 
 
 def run_inference_study(
     config: GPTConfig,
-    device: Any,
+    device: torch.device | str,
     dtype: str,
     contexts: Sequence[int] | None = None,
     batches: Sequence[int] | None = None,
     fast: bool | None = None,
     progress: Progress | None = None,
-    hardware: Any = None,
+    hardware: str | Hardware | None = None,
     *,
     batch_context: int | None = None,
     new_tokens: int = 64,

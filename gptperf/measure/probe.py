@@ -29,12 +29,17 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf import names
 from gptperf.errors import UserError
 from gptperf.measure.timer import time_fn
 from gptperf.units import MIB
+
+if TYPE_CHECKING:
+    import torch
+
+    from gptperf.perfmodel.calibration import Calibration
 
 # Relative change of any part beyond which the machine is said to have changed speed (a probe
 # repeated back to back on the 2-core development VM varied by up to 20%).
@@ -90,7 +95,7 @@ class SpeedProbe:
                 if getattr(self, k) is not None and getattr(then, k) is not None}
 
 
-def _median_over(run: Callable[[], object], device: Any, budget_s: float) -> float:
+def _median_over(run: Callable[[], object], device: torch.device, budget_s: float) -> float:
     """Median seconds of `run`, repeated for about `budget_s` (a short probe is as noisy as the
     machine is from one millisecond to the next)."""
     estimate = time_fn(run, warmup=1, repeats=1, device=device).median
@@ -98,7 +103,7 @@ def _median_over(run: Callable[[], object], device: Any, budget_s: float) -> flo
     return time_fn(run, warmup=1, repeats=repeats, device=device).median
 
 
-def host_op_s(device: Any, budget_s: float = PART_S) -> float:
+def host_op_s(device: torch.device | str, budget_s: float = PART_S) -> float:
     """Seconds the host takes to issue one small torch op on `device` (median over about
     `budget_s`)."""
     import torch
@@ -138,14 +143,14 @@ def fork_op_s(budget_s: float = PART_S) -> float:
     return _median_over(fork_adds(), torch.device("cpu"), budget_s) / FORK_OPS
 
 
-def last_speed_probe(calibration: Any) -> dict[str, Any]:
+def last_speed_probe(calibration: Calibration | None) -> dict[str, Any]:
     """The calibration's last speed probe as saved (`SpeedProbe.to_dict`): the one at its end,
     else at its start; {} for a calibration without one."""
     probes = getattr(calibration, "probes", {})
     return probes.get("end") or probes.get("start") or {}
 
 
-def fork_unit(calibration: Any) -> float | None:
+def fork_unit(calibration: Calibration | None) -> float | None:
     """A parallel CPU add's seconds when the calibration's curves were measured
     (probes["fork"]["unit_s"], read around each family of the passes kept; a calibration from
     before it: its last speed probe's part); None without either."""
@@ -154,7 +159,7 @@ def fork_unit(calibration: Any) -> float | None:
     return float(saved) if saved else None
 
 
-def fork_speed(calibration: Any, fork_s: float | None) -> float | None:
+def fork_speed(calibration: Calibration | None, fork_s: float | None) -> float | None:
     """A parallel CPU add's seconds `fork_s` over `fork_unit` — 1.4: parallel regions run 1.4x
     slower than then; None when either is missing."""
     unit = fork_unit(calibration)
@@ -250,7 +255,7 @@ def _sample_phases(phases: Sequence[tuple[str, Callable[[], None]]], steps: int,
     return (last - t0) / steps, by_phase
 
 
-def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], float] | None = None,
+def host_step_s(device: torch.device | str, budget_s: float | None = None, clock: Callable[[], float] | None = None,
                 warmup_s: float = STEP_WARMUP_S, probe: str = "decode") -> float:
     """Host seconds of one eager `probe` step of the calibration's host model (one block, fp32)
     among steps run back to back (median of samples of STEP_RUN[probe] steps over about
@@ -259,7 +264,7 @@ def host_step_s(device: Any, budget_s: float | None = None, clock: Callable[[], 
     return host_phase_step_s(device, budget_s, clock, warmup_s, probe)[0]
 
 
-def host_phase_step_s(device: Any, budget_s: float | None = None,
+def host_phase_step_s(device: torch.device | str, budget_s: float | None = None,
                       clock: Callable[[], float] | None = None, warmup_s: float = STEP_WARMUP_S,
                       probe: str = "decode") -> tuple[float, dict[str, float]]:
     """`host_step_s`, and the median seconds of each phase of the step from the same samples ({}
@@ -315,7 +320,7 @@ class HostSampler:
     VM's spells of slow fork and join, which the host model's step does not show, in the case's
     own time."""
 
-    def __init__(self, device: Any, every_s: float | None = None,
+    def __init__(self, device: torch.device | str, every_s: float | None = None,
                  clock: Callable[[], float] | None = None, probe: str = "decode") -> None:
         from gptperf.runtime import as_device
 
@@ -364,7 +369,7 @@ class HostSampler:
         """Median seconds of a parallel CPU add over the samples; None without one (or on a GPU)."""
         return statistics.median(self.fork_samples) if self.fork_samples else None
 
-    def speed(self, calibration: Any) -> float | None:
+    def speed(self, calibration: Calibration | None) -> float | None:
         """`step_s` over the calibration's unit of this probe (as `host_speed`); None without
         samples or without that unit."""
         return speed_over(calibration, self.step_s(), self.probe)
@@ -374,7 +379,7 @@ class HostSampler:
         of one phase, or before the first sample)."""
         return {name: statistics.median(s) for name, s in self.phase_samples.items()}
 
-    def phase_speeds(self, calibration: Any) -> dict[str, float] | None:
+    def phase_speeds(self, calibration: Calibration | None) -> dict[str, float] | None:
         """Each phase's `phase_s` over the calibration's unit of that phase (`phase_speeds_over`)."""
         return phase_speeds_over(calibration, self.phase_s(), self.probe)
 
@@ -385,7 +390,7 @@ UNIT_KEYS = {"decode": "step_s", "train": "train_step_s"}
 PROBE_PHASES: dict[str, tuple[str, ...]] = {"decode": (), "train": names.PHASES}
 
 
-def host_unit(calibration: Any, probe: str = "decode") -> float | None:
+def host_unit(calibration: Calibration | None, probe: str = "decode") -> float | None:
     """Seconds of the host model's `probe` step when `calibration`'s host costs of that kind of
     step were measured (their unit); None for a calibration from before that probe was taken."""
     _check_probe(probe)
@@ -398,7 +403,7 @@ def phase_unit_key(probe: str, phase: str) -> str:
     return f"{probe}_{phase}_s"
 
 
-def phase_units(calibration: Any, probe: str) -> dict[str, float]:
+def phase_units(calibration: Calibration | None, probe: str) -> dict[str, float]:
     """Seconds of each phase of the host model's `probe` step when the host costs were measured
     ({} for a probe of one phase, or a calibration from before phases were timed)."""
     _check_probe(probe)
@@ -407,7 +412,7 @@ def phase_units(calibration: Any, probe: str) -> dict[str, float]:
     return {phase: float(saved[key]) for phase, key in keys.items() if saved.get(key)}
 
 
-def phase_speeds_over(calibration: Any, phase_s: dict[str, float], probe: str
+def phase_speeds_over(calibration: Calibration | None, phase_s: dict[str, float], probe: str
                       ) -> dict[str, float] | None:
     """Each phase's seconds `phase_s` over the calibration's unit of it: the speed that phase's
     host costs are charged at (`perfmodel.expected`'s `phase_speeds`); None when no phase has
@@ -417,7 +422,7 @@ def phase_speeds_over(calibration: Any, phase_s: dict[str, float], probe: str
     return speeds or None
 
 
-def probe_for(calibration: Any, kind: str) -> str:
+def probe_for(calibration: Calibration | None, kind: str) -> str:
     """The probe a step of workload `kind` samples against `calibration`: its own (`probe_of`)
     where the calibration has that unit, else decode (a calibration from before the train probe,
     whose train costs are in the decode step's unit)."""
@@ -425,14 +430,14 @@ def probe_for(calibration: Any, kind: str) -> str:
     return probe if host_unit(calibration, probe) is not None else "decode"
 
 
-def speed_over(calibration: Any, step_s: float | None, probe: str = "decode") -> float | None:
+def speed_over(calibration: Calibration | None, step_s: float | None, probe: str = "decode") -> float | None:
     """The host model's `probe` step `step_s` over the calibration's unit of it; None when either
     is missing."""
     unit = host_unit(calibration, probe)
     return step_s / unit if unit and step_s else None
 
 
-def take_probe(device: Any, budget_s: float = PART_S) -> SpeedProbe:
+def take_probe(device: torch.device, budget_s: float = PART_S) -> SpeedProbe:
     """Measure a SpeedProbe on `device` (a torch.device): each part about `budget_s`."""
     import torch
 
@@ -449,7 +454,7 @@ def take_probe(device: Any, budget_s: float = PART_S) -> SpeedProbe:
     return SpeedProbe(host_s, matmul_s, copy_s, fork_s)
 
 
-def host_speed(calibration: Any, device: Any, budget_s: float | None = None,
+def host_speed(calibration: Calibration | None, device: torch.device | str, budget_s: float | None = None,
                probe: str = "decode") -> float | None:
     """The host model's `probe` step time now over its time when `calibration`'s host costs were
     measured (2.0: the host is twice as slow now), probed on `device`; None for a calibration
@@ -457,7 +462,7 @@ def host_speed(calibration: Any, device: Any, budget_s: float | None = None,
     return host_speeds(calibration, device, budget_s, probe)[0]
 
 
-def host_speeds(calibration: Any, device: Any, budget_s: float | None = None,
+def host_speeds(calibration: Calibration | None, device: torch.device | str, budget_s: float | None = None,
                 probe: str = "decode") -> tuple[float | None, dict[str, float] | None]:
     """(`host_speed`, each phase's speed (`phase_speeds_over`; None for a step of one phase or a
     calibration without phase units)), from one probe."""
@@ -494,7 +499,7 @@ def speed_note(slowdown: Mapping[str, float], since: str,
 RECALIBRATE = "if the machine stays so, `gptperf calibrate --force` measures it again"
 
 
-def slowdown_since_calibration(calibration: Any, device: Any,
+def slowdown_since_calibration(calibration: Calibration | None, device: torch.device,
                                budget_s: float = PART_S) -> dict[str, float] | None:
     """The machine now over its last probe in `calibration` (`SpeedProbe.slowdown`: 2.0, twice as
     slow now), probed on `device`; None for a calibration that kept no probe."""

@@ -19,9 +19,13 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gptperf.errors import UserError
+
+if TYPE_CHECKING:
+    from gptperf.model.config import GPTConfig
 
 SCHEMA = "gptperf.calibration/1"
 MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration is refused
@@ -236,7 +240,7 @@ def cache_shares(curve: Curve) -> tuple[float, ...] | None:
     return tuple(reversed(shares))
 
 
-def host_model_config(n_layer: int, attention: str = "sdpa", block_size: int | None = None) -> Any:
+def host_model_config(n_layer: int, attention: str = "sdpa", block_size: int | None = None) -> GPTConfig:
     """The GPTConfig of `HOST_MODEL` with `n_layer` blocks (measured by `gptperf calibrate`,
     costed by `perfmodel.expected` to take its kernels out of its host time), its block
     `block_size` long where given (the compiled host model's)."""
@@ -593,14 +597,14 @@ class Calibration:
                             "run `gptperf calibrate` again") from err
 
 
-def calibration_path(device_name: str) -> Any:
+def calibration_path(device_name: str) -> Path:
     """Where `gptperf calibrate` keeps the calibration of `device_name` (beside the ceilings)."""
     from gptperf.perfmodel.hardware import cache_dir, slug
 
     return cache_dir() / "calibration" / f"{slug(device_name)}.json"
 
 
-def save_calibration(calibration: Calibration) -> Any:
+def save_calibration(calibration: Calibration) -> Path:
     """Write it atomically to `calibration_path`; returns the path."""
     import json
 

@@ -24,7 +24,7 @@ from gptperf.model.config import GPTConfig
 from gptperf.perfmodel import ops as K
 from gptperf.perfmodel.conventions import conventions_table, flops_per_token
 from gptperf.perfmodel.hardware import Hardware
-from gptperf.perfmodel.memory import memory_breakdown
+from gptperf.perfmodel.memory import MemoryBreakdown, memory_breakdown
 from gptperf.perfmodel.ops import OpCost, Traffic
 from gptperf.perfmodel.workload import (
     DECODE,
@@ -211,7 +211,7 @@ class Prediction:
         self.ops = ops
         self.plan = plan if plan is not None else ExecutionPlan.eager(config.attention)
         self.notes = list(notes or [])
-        self._memory = None
+        self._memory: MemoryBreakdown | None = None
 
     @property
     def compiled(self) -> bool:
@@ -266,7 +266,7 @@ class Prediction:
         return self.model_flops_per_token(convention) * self.tokens_per_s / self.peak_flops
 
     @property
-    def memory(self) -> Any:
+    def memory(self) -> MemoryBreakdown:
         if self._memory is None:
             self._memory = memory_breakdown(self.config, self.workload, self.plan)
         return self._memory

@@ -8,10 +8,15 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.plan import ExecutionPlan
 from gptperf.validate.stats import ErrorStats, error_stats, nearest_rank, time_weighted_error
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.calibration import Calibration
+    from gptperf.perfmodel.expected import Expected
+    from gptperf.validate.sweep import ValidationCase
 
 SCHEMA = "gptperf.validate/1"
 OP_FLOOR_S = 20e-6  # operations shorter than this (measured and predicted) are left out
@@ -116,7 +121,7 @@ class ValidationPoint:
     def plan_label(self) -> str:
         return self.plan.label
 
-    def as_case(self) -> Any:
+    def as_case(self) -> ValidationCase | None:
         """The `sweep.ValidationCase` this point measured, rebuilt from its config's name, its
         workload and its plan (None: a config name `preset` does not spell)."""
         from gptperf.model.config import config_from_name
@@ -129,7 +134,7 @@ class ValidationPoint:
         return ValidationCase(self.case, config, Workload(self.kind, self.batch, self.seq, self.dtype),
                               self.plan)
 
-    def expected_on(self, calibration: Any) -> Any:
+    def expected_on(self, calibration: Calibration) -> Expected | None:
         """The calibrated prediction (`perfmodel.expected.Expected`) of this point's case under
         the plan it ran, on `calibration`, its host costs charged at the speeds this point's were:
         a stored run predicted again (None: a config name `preset` does not spell)."""
@@ -270,7 +275,7 @@ class CalibrationInfo:
                    d["label"])
 
     @classmethod
-    def of(cls, calibration: Any) -> CalibrationInfo:
+    def of(cls, calibration: Calibration) -> CalibrationInfo:
         """From a `gptperf.perfmodel.calibration.Calibration`."""
         return cls(calibration.device_name, calibration.created_at, calibration.age_days(),
                    calibration.torch_version, calibration.label())

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.errors import UserError
 from gptperf.measure.bench import window_repeats
@@ -52,6 +52,13 @@ from gptperf.validate.results import (
 from gptperf.validate.spells import SPELL_BUDGET_S, SpellRetry
 from gptperf.validate.sweep import ValidationCase, cases
 
+if TYPE_CHECKING:
+    import torch
+
+    from gptperf.perfmodel.calibration import Calibration
+    from gptperf.perfmodel.expected import Expected
+    from gptperf.perfmodel.hardware import Hardware
+
 # (warm-up, timed) steps per case. GPU: bench's defaults (decode: more, shorter steps). CPU:
 # fewer, so the quick sweep stays within its minute on two cores.
 COUNTS: dict[str, dict[str, tuple[int, int]]] = {
@@ -76,7 +83,7 @@ def builds(device_type: str) -> int:
     return BUILDS.get(device_type, BUILDS["cpu"])
 
 
-def expected_step_s(case: ValidationCase, calibration: Any) -> float | None:
+def expected_step_s(case: ValidationCase, calibration: Calibration) -> float | None:
     """The case's calibrated expected step time under the plan it asks for (host costs as
     calibrated): an estimate, None where the calibration cannot cost it."""
     try:
@@ -115,7 +122,7 @@ class CaseTiming:
     fork_s: float | None = None
 
 
-def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
+def measure_case(case: ValidationCase, device: torch.device, repeats: int | None = None,
                  sample_host: str | None = None) -> CaseTiming:
     """Median step time (s) of the case over `repeats` timed steps (default: `counts`'), timed by
     `run_bench` (the step `bench` times) in each of `builds(device type)` builds, the median of
@@ -148,7 +155,7 @@ def measure_case(case: ValidationCase, device: Any, repeats: int | None = None,
                       sampler.fork_s() if sampler else None)
 
 
-def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None = None,
+def measure_case_isolated(case: ValidationCase, device: torch.device, repeats: int | None = None,
                           sample_host: str | None = None) -> CaseTiming:
     """`measure_case` in a fresh Python process (`gptperf.validate.child`), as `gptperf bench`
     runs: on the H200 machine a host-bound eager step measured in a process that had already
@@ -172,9 +179,9 @@ def measure_case_isolated(case: ValidationCase, device: Any, repeats: int | None
                       None if clock is None else float(clock), None if fork is None else float(fork))
 
 
-def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Any,
+def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Calibration,
                   host_speed: float | None = None,
-                  phase_speeds: dict[str, float] | None = None) -> Any:
+                  phase_speeds: dict[str, float] | None = None) -> Expected:
     """The calibrated prediction (`perfmodel.expected.Expected`) of the case under `plan`, its
     host costs scaled by `host_speed` (`measure.probe.host_speed`)."""
     from gptperf.perfmodel.expected import expected
@@ -183,7 +190,7 @@ def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Any,
                     phase_speeds=phase_speeds)
 
 
-def roofline_case(case: ValidationCase, plan: ExecutionPlan, hardware: Any) -> float | None:
+def roofline_case(case: ValidationCase, plan: ExecutionPlan, hardware: Hardware | None) -> float | None:
     """The roofline bound (s) of the case on `hardware` (None: no hardware for this device)."""
     if hardware is None:
         return None
@@ -192,7 +199,7 @@ def roofline_case(case: ValidationCase, plan: ExecutionPlan, hardware: Any) -> f
     return predict(case.config, case.workload, hardware, plan).time_s
 
 
-def profile_case(case: ValidationCase, plan: ExecutionPlan, device: Any,
+def profile_case(case: ValidationCase, plan: ExecutionPlan, device: torch.device,
                  out_dir: Path) -> dict[tuple[str, str], float]:
     """Measured device time per step of each (name, phase) of the case, from torch.profiler
     attribution (`gptperf profile`'s), without pictures or overhead runs."""
@@ -234,8 +241,8 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"[:240]
 
 
-def _hardware(device_name: str, device_type: str, dtype: str, cache: dict[str, Any],
-              notes: list[str]) -> Any:
+def _hardware(device_name: str, device_type: str, dtype: str, cache: dict[str, Hardware | None],
+              notes: list[str]) -> Hardware | None:
     """The roofline's machine for `dtype` (perfmodel's one default), None when there is none."""
     if dtype not in cache:
         from gptperf.perfmodel import resolve_hardware
@@ -268,8 +275,8 @@ class _Ran:
         return self.sampled if self.sampled is not None else self.after
 
 
-def validate(device: Any = "auto", quick: bool = False, progress: Progress | None = None,
-             calibration: Any = None, *, sweep: Sequence[ValidationCase] | None = None,
+def validate(device: torch.device | str = "auto", quick: bool = False, progress: Progress | None = None,
+             calibration: Calibration | None = None, *, sweep: Sequence[ValidationCase] | None = None,
              isolate: bool = False, seed: int | None = None,
              sweep_notes: bool = True) -> ValidationResult:
     """Measure, predict and score every case of the sweep on `device` ("auto", "cpu", "cuda[:N]"
@@ -303,8 +310,8 @@ def validate(device: Any = "auto", quick: bool = False, progress: Progress | Non
     result = ValidationResult(dev.type, dev_name, quick, CalibrationInfo.of(calibration),
                               environment=environment(dev), seed=seed)
     first = compare_speed(calibration, dev, result)
-    hardware: dict[str, Any] = {}
-    to_profile: list[tuple[ValidationCase, ExecutionPlan, Any]] = []
+    hardware: dict[str, Hardware | None] = {}
+    to_profile: list[tuple[ValidationCase, ExecutionPlan, Expected]] = []
 
     sample = host_unit(calibration) is not None
     retry = SpellRetry(calibration, SPELL_BUDGET_S[quick]) if dev.type == "cpu" else None
@@ -437,7 +444,7 @@ def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
     return statistics.median(taken) if taken else None
 
 
-def compare_speed(calibration: Any, device: Any, result: ValidationResult) -> SpeedProbe:
+def compare_speed(calibration: Calibration, device: torch.device, result: ValidationResult) -> SpeedProbe:
     """Probe the machine now; record how it compares with the calibration's last probe in
     `result.speed_vs_calibration` (`speed_notes` says it). Returns the probe."""
     now = take_probe(device)
