@@ -1,5 +1,5 @@
 """`gptperf validate`: how good is the calibrated prediction — a sweep of configurations off the
-calibration's shapes, measured, predicted and scored against issue 12's targets."""
+calibration's shapes, measured, predicted and scored against gptperf's accuracy targets."""
 
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ def print_result(r: Any, plots: list[str], out: str | None) -> None:
         console.print(f"Per-operation error over all {r.per_op_count} operations: "
                       f"{percent(r.per_op_error)} (Σ|m − p| / Σm)")
 
-    verdicts = Table(title=f"Targets ({'GPU' if r.device_type == 'cuda' else 'CPU'}, issue 12)")
+    verdicts = Table(title=f"Accuracy targets ({'GPU' if r.device_type == 'cuda' else 'CPU'})")
     for col in ("what", "reached", "target", "verdict"):
         verdicts.add_column(col, justify="left" if col == "what" else "right")
     for v in r.verdicts():

@@ -509,10 +509,18 @@ def slowdown_since_calibration(calibration: Calibration | None, device: torch.de
     return take_probe(device, budget_s).slowdown(SpeedProbe.from_dict(saved))
 
 
+# The parts a command's calibrated prediction charges as calibrated: the host's costs it charges
+# at the host-model step sampled as the step ran, and a CPU's fork-and-join spells have a note
+# of their own (`measure.bench.spell_note`)
+KERNEL_PARTS = ("matmul_s", "copy_s")
+
+
 def calibration_speed_note(slowdown: Mapping[str, float] | None) -> str | None:
-    """`speed_note` of the machine against its calibration, with the advice to measure it again;
-    None when no part moved beyond the tolerance (or nothing was probed)."""
-    note = speed_note(slowdown or {}, "calibration")
+    """`speed_note` of the machine's kernels (KERNEL_PARTS) against its calibration, with the
+    advice to measure it again; None when neither moved beyond the tolerance (or nothing was
+    probed)."""
+    kernels = {k: r for k, r in (slowdown or {}).items() if k in KERNEL_PARTS}
+    note = speed_note(kernels, "calibration")
     return note and f"{note}; {RECALIBRATE}"
 
 

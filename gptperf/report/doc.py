@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from gptperf.report.context import ReportData
 
 
-# The two predictions, each always labelled (issue 12): what the hardware allows, and what this
+# The two predictions, each always labelled: what the hardware allows, and what this
 # machine will take. A source starting "roofline" or "calibrated" gets that chip (html.source_chip).
 ROOFLINE = "roofline bound"
 CALIBRATED = "calibrated"
