@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from itertools import product
 from typing import Any
 
-from gptperf.dtypes import check_dtype, dtype_bytes
+from gptperf.dtypes import DTYPES, check_dtype, dtype_bytes
 from gptperf.errors import UserError
 from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS
 from gptperf.perfmodel.workload import block_shapes
@@ -488,7 +488,7 @@ def _gemv_shape(weight_bytes: int, esize: int) -> tuple[int, int]:
 def _check_dtypes(dtypes: Iterable[str]) -> tuple[str, ...]:
     out = tuple(check_dtype(d) for d in dtypes)
     if not out:
-        raise UserError("no dtypes to calibrate; valid: fp32, bf16, fp16, tf32, fp64")
+        raise UserError(f"no dtypes to calibrate; valid: {', '.join(DTYPES)}")
     return out
 
 

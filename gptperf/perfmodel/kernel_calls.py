@@ -17,7 +17,7 @@ from gptperf import names
 from gptperf.dtypes import dtype_bytes
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS, FUSED_STEP, GEMV_ARGMAX_CHAIN
-from gptperf.perfmodel.transformer import GREEDY_PICK_KERNELS, _split_k_reductions
+from gptperf.perfmodel.transformer import GREEDY_PICK_KERNELS, split_k_reductions
 from gptperf.perfmodel.workload import (
     DECODE,
     Shape,
@@ -316,7 +316,7 @@ def _compiled_inference(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[Ker
                 out.append(KernelCall("gemv", c.mm, (n * k * dtype_bytes(c.act),)))
             else:
                 out.append(call)
-                if _split_k_reductions(comp, int(m), s):
+                if split_k_reductions(comp, int(m), s):
                     out.append(vector_call("add", c.act, 3 * m * n * dtype_bytes(c.act)))  # split-K sum
         elif call.family == "attention":
             out.append(call)

@@ -43,7 +43,7 @@ SCHEMA = "gptperf.perfmodel/1"
 # profiled on an H100 (benchmarks/gpu_decode_kernels.py): one per matmul, LayerNorm and GELU; the
 # qkv matmul is followed by the two KV-cache writes (the bias and head split fused into them), the
 # attention by the kernel that builds its mask; the other biases and the residual adds fuse into
-# what follows. `_split_k_reductions` and `GREEDY_PICK_KERNELS` add the rest.
+# what follows. `split_k_reductions` and `GREEDY_PICK_KERNELS` add the rest.
 COMPILED_KERNELS: dict[str, int] = {
     names.EMBED: 1, names.LN_1: 1, names.ATTN_QKV: 3, names.ATTN_SDPA: 2, names.ATTN_SCORES: 1,
     names.ATTN_SOFTMAX: 1, names.ATTN_CONTEXT: 1, names.ATTN_PROJ: 1, names.LN_2: 1,
@@ -355,7 +355,7 @@ class Prediction:
                    ExecutionPlan.from_dict(d["plan"]), list(d["notes"]))
 
 
-def _split_k_reductions(comp: str, rows: int, s: Shape) -> int:
+def split_k_reductions(comp: str, rows: int, s: Shape) -> int:
     """1 when cuBLAS splits the reduction of this output projection (many rows, long rows)."""
     k_in = {names.ATTN_PROJ: s.C, names.MLP_PROJ: 4 * s.C}.get(comp)
     return int(k_in is not None and rows > 1 and k_in >= max(s.C, SPLIT_K_MIN))
@@ -424,7 +424,7 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
             if fused:
                 count = FUSED_DECODE_KERNELS[comp]
             elif compiled:
-                count = COMPILED_KERNELS[comp] + _split_k_reductions(comp, rows, s)
+                count = COMPILED_KERNELS[comp] + split_k_reductions(comp, rows, s)
                 if comp == names.LM_HEAD and workload.kind == DECODE and plan.static_cache:
                     count += GREEDY_PICK_KERNELS  # the fast decode step picks the next token
                     read += rows * V * a  # it reads the logits back
