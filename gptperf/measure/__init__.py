@@ -3,6 +3,20 @@
     from gptperf.measure import time_fn, time_phases, run_bench, measure_ceilings
 
 Importing this package does not import torch; the functions that run work do, when called.
+
+Where to start:
+- timing and metrics: `timer` (the harness), `metrics` (utilization, peak memory), `bench`
+  (`gptperf bench`), `device_kernels` (the kernels a call runs);
+- the machine's roofline: `ceilings` (`gptperf ceilings`), `kernel_model`, `collectives`;
+- the calibration behind the calibrated prediction: `calibrate.calibrate` is the entry point
+  (`gptperf calibrate`). It runs the kernel families (`calibrate_kernels`, with
+  `calibrate_optimizer` and `calibrate_decode`; points planned by `calibration_plan`, timed by
+  `kernel_timer`, tabled by `calibration_tables`, a CPU's passes merged by
+  `calibration_passes`), the host costs (`calibrate_host`), the compiled recordings
+  (`calibrate_compiled`, compiled ahead by `compile_warmup` in side processes that share the GPU
+  through `gpu_lock`), and the smaller parts `launch_gap`, `optimizer_overlap`, `sustained` and
+  `cache_reach`;
+- the machine's speed now against its calibration: `probe`.
 """
 
 from __future__ import annotations
