@@ -437,9 +437,9 @@ def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
 
     A case is charged at the host sampled among its own steps (`probe.HostSampler`), else at a
     probe for a second right after it: on the H200 machine the samples gave a median error of
-    4.5% where the same run's probes after each case gave 5.9% and the calibration's speed 6.6%
-    (BENCHMARKS.md, run N); before the samples, run L's own probes gave 8.7% where the sweep's
-    median gave 16.7%."""
+    4.5% where the same run's probes after each case gave 5.9% and the calibration's speed 6.6%;
+    in an earlier run, each case's own probe gave 8.7% where the sweep's median gave 16.7%
+    (BENCHMARKS.md, "The host sampled among the measured steps")."""
     taken = [p for p in probes if p is not None]
     return statistics.median(taken) if taken else None
 
