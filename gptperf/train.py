@@ -25,8 +25,9 @@ from gptperf.model.config import PRESETS, GPTConfig, preset
 if TYPE_CHECKING:
     import torch
 
+    from gptperf.data.corpus import Corpus
     from gptperf.plan import ExecutionPlan
-    from gptperf.steps.train import TrainSettings
+    from gptperf.steps.train import TrainSettings, TrainStep
 
 TRAIN_DTYPES: tuple[str, ...] = STEP_DTYPES
 SCHEMA = "gptperf.train/1"
@@ -387,6 +388,102 @@ def _check_out_dir(cfg: TrainConfig, force: bool) -> None:
                         "continue it with --resume, replace it with --force, or give another --out")
 
 
+def _check_force(cfg: TrainConfig, force: bool) -> None:
+    """`force` replaces the checkpoint a fresh run would otherwise refuse to overwrite: with
+    --resume or with no checkpoint at all it contradicts the run asked for."""
+    if force and cfg.resume:
+        raise UserError("--force replaces the checkpoint in --out, --resume continues it; drop "
+                        "one of them")
+    if force and cfg.out_dir is None:
+        raise UserError("--force with --no-checkpoint: no checkpoint is written, so there is "
+                        "nothing to replace; drop one of them")
+
+
+def _run_model_config(cfg: TrainConfig, corpus: Corpus, ckpt_path: Path | None,
+                      said: list[str]) -> tuple[GPTConfig, dict[str, Any] | None]:
+    """The model the run trains, checked against the data, and for a resumed run the checkpoint's
+    state to restore (None for a fresh run). A resumed run keeps the checkpoint's model (only
+    --attention may change it), so the weights load; a fresh one takes the preset's, widened for
+    the data. Notes for the user go to `said`."""
+    from gptperf.checkpoint import load_checkpoint
+
+    state: dict[str, Any] | None = None
+    if cfg.resume:
+        assert ckpt_path is not None
+        state = load_checkpoint(ckpt_path)
+        model_config = GPTConfig.from_dict(state["model_config"])
+        _check_resume(ckpt_path, state, cfg, model_config)
+        _check_resumable(ckpt_path, state)
+        if cfg.attention is not None and cfg.attention != model_config.attention:
+            model_config = model_config.replace(attention=cfg.attention)
+        if state.get("data") != corpus.name:
+            said.append(f"checkpoint was trained on {state.get('data')!r}; continuing on {corpus.name!r}")
+    else:
+        model_config = cfg.model_config(corpus.vocab_size)
+        if corpus.vocab_size > 256 and corpus.vocab_size > PRESETS[cfg.preset].vocab_size:
+            said.append(f"vocab_size set to {model_config.vocab_size} to cover the data")
+    if corpus.vocab_size > model_config.vocab_size:
+        raise UserError(f"data {corpus.name!r} has vocabulary {corpus.vocab_size}, more than the "
+                        f"model's vocab_size {model_config.vocab_size}")
+    model_config.check_sequence(cfg.seq)
+    return model_config, state
+
+
+def _checked_plan(cfg: TrainConfig, model_config: GPTConfig, device: torch.device) -> ExecutionPlan:
+    """How each step runs, after the memory guard's check: before anything is allocated or
+    trained, a batch whose predicted peak will not fit in free memory is a UserError."""
+    from gptperf.memguard import check_memory
+    from gptperf.perfmodel.workload import Workload
+    from gptperf.plan import ExecutionPlan
+
+    # ranks on one CPU share its RAM
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
+    compile = device.type == "cuda" if cfg.compile is None else cfg.compile
+    plan = ExecutionPlan.default("train", device.type, compile=compile,
+                                 attention=model_config.attention, dtype=cfg.dtype)
+    check_memory(model_config, Workload("train", cfg.batch, cfg.seq, cfg.dtype), device,
+                 processes=sharing, plan=plan)
+    return plan
+
+
+def _restore(state: dict[str, Any], ckpt_path: Path | None, weights: Any, train_step: TrainStep,
+             data_gen: torch.Generator) -> tuple[int, list[float], list[tuple[int, float]]]:
+    """Load a resumable checkpoint's weights, optimizer, scaler and generator states into the
+    run; return its step and loss histories. State that does not fit this run is a one-line
+    UserError (out of memory stays the memory guard's error)."""
+    import torch
+
+    weights.load_state_dict(state["model"])
+    try:  # a state of another optimizer's shape, or a generator's of another kind
+        train_step.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            train_step.scaler.load_state_dict(state["scaler"])
+        data_gen.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        _check_moments(train_step.optimizer)
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as err:
+        from gptperf.memguard import is_out_of_memory
+
+        if is_out_of_memory(err):  # the memory guard's advice, not a fresh start
+            raise
+        why = (str(err).splitlines() or [type(err).__name__])[0]
+        raise UserError(f"checkpoint {str(ckpt_path)!r} cannot be resumed: its optimizer or "
+                        f"generator state does not fit this run ({why}); train afresh with "
+                        "--force") from None
+    start_step: int = state["step"]
+    losses = [float(v) for v in state.get("losses", [])][:start_step]
+    val_losses = [(int(s), float(v)) for s, v in state.get("val_losses", [])]
+    return start_step, losses, val_losses
+
+
+def _throughput(step_times: list[float], tokens_per_step: int) -> tuple[float, float]:
+    """The median step time and the tokens per second it gives (NaN for a run of no steps)."""
+    # The first steps include allocator and kernel warm-up; the median ignores them.
+    timed = step_times[min(3, len(step_times) // 2):] or step_times
+    median = statistics.median(timed) if timed else math.nan
+    return median, tokens_per_step / median if timed else math.nan
+
+
 def train(
     cfg: TrainConfig,
     on_step: Callable[[StepEvent], None] | None = None,
@@ -399,23 +496,15 @@ def train(
     earlier run's checkpoint is replaced only when asked (`gptperf train --force`)."""
     import torch
 
-    from gptperf.checkpoint import FILENAME, load_checkpoint, save_checkpoint
+    from gptperf.checkpoint import FILENAME, save_checkpoint
     from gptperf.data.corpus import load_corpus
     from gptperf.envinfo import environment
-    from gptperf.memguard import check_memory
     from gptperf.model.gpt import GPT
-    from gptperf.perfmodel.workload import Workload
-    from gptperf.plan import ExecutionPlan
     from gptperf.runtime import model_dtype, set_matmul_precision, synchronize
     from gptperf.scaling.ddp import init_distributed, parallelize, rank_rows
     from gptperf.steps.train import TrainStep
 
-    if force and cfg.resume:
-        raise UserError("--force replaces the checkpoint in --out, --resume continues it; drop "
-                        "one of them")
-    if force and cfg.out_dir is None:
-        raise UserError("--force with --no-checkpoint: no checkpoint is written, so there is "
-                        "nothing to replace; drop one of them")
+    _check_force(cfg, force)
     t_begin = time.perf_counter()
     notes: list[str] = []
 
@@ -443,33 +532,8 @@ def train(
 
     # ~ expanded, as the check of the folder expands it (`writable.usable_path`)
     ckpt_path = Path(cfg.out_dir).expanduser() / FILENAME if cfg.out_dir is not None else None
-    state: dict[str, Any] | None = None
-    if cfg.resume:
-        assert ckpt_path is not None
-        state = load_checkpoint(ckpt_path)
-        model_config = GPTConfig.from_dict(state["model_config"])
-        _check_resume(ckpt_path, state, cfg, model_config)
-        _check_resumable(ckpt_path, state)
-        if cfg.attention is not None and cfg.attention != model_config.attention:
-            model_config = model_config.replace(attention=cfg.attention)
-        if state.get("data") != corpus.name:
-            said.append(f"checkpoint was trained on {state.get('data')!r}; continuing on {corpus.name!r}")
-    else:
-        model_config = cfg.model_config(corpus.vocab_size)
-        if corpus.vocab_size > 256 and corpus.vocab_size > PRESETS[cfg.preset].vocab_size:
-            said.append(f"vocab_size set to {model_config.vocab_size} to cover the data")
-    if corpus.vocab_size > model_config.vocab_size:
-        raise UserError(f"data {corpus.name!r} has vocabulary {corpus.vocab_size}, more than the "
-                        f"model's vocab_size {model_config.vocab_size}")
-    model_config.check_sequence(cfg.seq)
-    # Before anything is allocated or trained: a batch whose predicted peak will not fit in free
-    # memory (ranks on one CPU share its RAM).
-    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
-    compile = device.type == "cuda" if cfg.compile is None else cfg.compile
-    plan = ExecutionPlan.default("train", device.type, compile=compile,
-                                 attention=model_config.attention, dtype=cfg.dtype)
-    check_memory(model_config, Workload("train", cfg.batch, cfg.seq, cfg.dtype), device,
-                 processes=sharing, plan=plan)
+    model_config, state = _run_model_config(cfg, corpus, ckpt_path, said)
+    plan = _checked_plan(cfg, model_config, device)
     for text in said:
         note(text)
 
@@ -490,27 +554,8 @@ def train(
     val_losses: list[tuple[int, float]] = []
     start_step = 0
     if state is not None:
-        weights.load_state_dict(state["model"])
-        try:  # a state of another optimizer's shape, or a generator's of another kind
-            optimizer.load_state_dict(state["optimizer"])
-            if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            data_gen.set_state(state["data_rng"])
-            torch.set_rng_state(state["torch_rng"])
-            _check_moments(optimizer)
-        except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as err:
-            from gptperf.memguard import is_out_of_memory
-
-            if is_out_of_memory(err):  # the memory guard's advice, not a fresh start
-                raise
-            why = (str(err).splitlines() or [type(err).__name__])[0]
-            raise UserError(f"checkpoint {str(ckpt_path)!r} cannot be resumed: its optimizer or "
-                            f"generator state does not fit this run ({why}); train afresh with "
-                            "--force") from None
-        start_step = state["step"]
-        losses = [float(v) for v in state.get("losses", [])][:start_step]
-        val_losses = [(int(s), float(v)) for s, v in state.get("val_losses", [])]
-        del state
+        start_step, losses, val_losses = _restore(state, ckpt_path, weights, train_step, data_gen)
+        del state  # the checkpoint's copy of the weights and moments is not held through training
     model.train()
 
     if cfg.warmup_iters >= cfg.max_iters:
@@ -587,9 +632,7 @@ def train(
     if train_step.master is not None:  # the caller's model in fp32 again, with the trained weights
         train_step.master.restore()
 
-    # The first steps include allocator and kernel warm-up; the median ignores them.
-    timed = step_times[min(3, len(step_times) // 2):] or step_times
-    median = statistics.median(timed) if timed else math.nan
+    median, tokens_per_s = _throughput(step_times, tokens_per_step)
     return TrainResult(
         config=cfg,
         model_config=model_config,
@@ -603,7 +646,7 @@ def train(
         step_times_s=step_times,
         tokens_per_step=tokens_per_step,
         median_step_time_s=median,
-        tokens_per_s=tokens_per_step / median if timed else math.nan,
+        tokens_per_s=tokens_per_s,
         wall_time_s=wall,
         compile_time_s=compile_time,
         checkpoint=checkpoint,
