@@ -184,7 +184,7 @@ def compare(attribution: Attribution, predicted: Mapping[Key, Predicted],
     n = len(attribution.steps)
     step_total = statistics.median(
         [sum(v[k] for v in per_step.values()) for k in range(n)]) if per_step else 0.0
-    keys = set(per_step) | set(predicted) | set(expected)
+    keys = sorted(set(per_step) | set(predicted) | set(expected))  # sums that repeat to the digit
 
     def zeros() -> list[float]:
         return [0.0] * n

@@ -375,23 +375,12 @@ def _split(candidates: list[str], phase: str, shares: Mapping[Key, float] | None
     return [(n, phase, w / total) for n, w in zip(cands, weights, strict=True) if w > 0]
 
 
-def attribute(
-    doc: dict[str, Any],
-    *,
-    path: str = "<trace>",
-    shares: Mapping[Key, float] | None = None,
-    provenance: Provenance | None = None,
-) -> Attribution:
-    """Attribute the work of every active step of a loaded trace (see the module docstring).
+_Target = tuple[str, str, str]  # (operation name, phase, method)
 
-    `shares` (predicted seconds per (name, phase)) splits a compiled kernel that fuses several
-    operations, and compiled work that no provenance explains; without it the split is equal.
-    """
-    # Same positions as doc["traceEvents"], so `Work.index` finds the event again.
-    events: list[dict[str, Any]] = [e if isinstance(e, dict) else {} for e in doc["traceEvents"]]
-    forest = _Forest(events)
 
-    # Active steps: ProfilerStep#N ranges (Kineto may write one twice).
+def _active_steps(events: list[dict[str, Any]], path: str) -> dict[str, int]:
+    """The active steps, ProfilerStep#N name -> its range's traceEvents index, in time order."""
+    # Kineto may write a step's range twice.
     step_events: dict[str, int] = {}
     for i, e in enumerate(events):
         if e.get("ph") == "X" and e.get("cat") != "gpu_user_annotation":
@@ -401,22 +390,11 @@ def attribute(
     steps = sorted(step_events, key=lambda s: float(events[step_events[s]]["ts"]))
     if not steps:
         raise UserError(f"trace {path!r} has no ProfilerStep#N ranges")
-    step_of_event: dict[int, int] = {s: k for k, s in enumerate(step_events[n] for n in steps)}
+    return {s: step_events[s] for s in steps}
 
-    spans = [(float(events[step_events[s]]["ts"]), _end(events[step_events[s]])) for s in steps]
 
-    def step_of(i: int) -> int | None:
-        for a in forest.ancestors(i):
-            if a in step_of_event:
-                return step_of_event[a]
-        # Other threads (the autograd engine's on GPU) are not nested in the step range: by time.
-        ts = float(events[i]["ts"])
-        for k, (start, end) in enumerate(spans):
-            if start <= ts < end:
-                return k
-        return None
-
-    # Forward operators by sequence number: the one that made the backward node of that number.
+def _forward_ops_by_sequence(forest: _Forest, events: list[dict[str, Any]]) -> dict[int, int]:
+    """Forward operators by sequence number: the one that made the backward node of that number."""
     # An operator that makes no node (a gradient's zero_, an optimizer's op) carries the number
     # the next node will take, so the maker is the last outermost operator with it.
     # Sequence numbers count per thread, so only operators outside the autograd engine qualify.
@@ -429,30 +407,78 @@ def attribute(
             before = fwd_by_seq.get(int(seq))
             if before is None or before not in forest.ancestors(forest.parent.get(i)):
                 fwd_by_seq[int(seq)] = i
+    return fwd_by_seq
 
-    cache: dict[int, tuple[str, str, str] | None] = {}
 
-    def forward_range(i: int) -> str | None:
-        for a in forest.ancestors(i):
-            e = events[a]
-            if e.get("cat") == "user_annotation" and names.is_operation_name(e["name"]):
-                return e["name"] if e["name"] != names.OPTIMIZER else None
+def _forward_range(forest: _Forest, events: list[dict[str, Any]], i: int) -> str | None:
+    """The operation whose forward range encloses CPU event `i` (None inside the optimizer's)."""
+    for a in forest.ancestors(i):
+        e = events[a]
+        if e.get("cat") == "user_annotation" and names.is_operation_name(e["name"]):
+            return e["name"] if e["name"] != names.OPTIMIZER else None
+    return None
+
+
+def _in_backward(forest: _Forest, events: list[dict[str, Any]], i: int | None) -> bool:
+    return any(str(events[a].get("name", "")).startswith("autograd::engine::evaluate_function")
+               or _is_backward_node(events[a]) for a in forest.ancestors(i))
+
+
+def _has_compiled_regions(events: list[dict[str, Any]]) -> bool:
+    return any(str(e.get("name", "")).startswith(("Torch-Compiled Region", "CompiledFunction"))
+               for e in events if e.get("ph") == "X")
+
+
+class _Attributor:
+    """The indexes over one trace's CPU event forest that name its work, and the naming walk.
+
+    Attribute the work in launch order: a kernel generated for several call sites is matched
+    to them by how many times it was launched before in its step.
+    """
+
+    def __init__(self, events: list[dict[str, Any]], forest: _Forest, step_ranges: list[int],
+                 shares: Mapping[Key, float] | None, provenance: Provenance | None) -> None:
+        self.events = events
+        self.forest = forest
+        self.shares = shares
+        self.provenance = provenance
+        self.step_of_range = {s: k for k, s in enumerate(step_ranges)}
+        self.step_spans = [(float(events[s]["ts"]), _end(events[s])) for s in step_ranges]
+        self.fwd_by_seq = _forward_ops_by_sequence(forest, events)
+        self.resolved: dict[int, _Target | None] = {}  # resolve's answer per CPU event walked
+        self.accumulate = self._accumulate_grad_owners()
+        self.compiled = _has_compiled_regions(events)
+        self.launches: dict[Any, int] = defaultdict(int)  # (step, is_bwd, generated key) -> count
+        self.phase_candidates: dict[str, list[str]] = defaultdict(list)
+        for (n, ph) in (shares or {}):
+            self.phase_candidates[ph].append(n)
+
+    def step_of(self, i: int) -> int | None:
+        """Position of the active step that CPU event `i` ran in."""
+        for a in self.forest.ancestors(i):
+            if a in self.step_of_range:
+                return self.step_of_range[a]
+        # Other threads (the autograd engine's on GPU) are not nested in the step range: by time.
+        ts = float(self.events[i]["ts"])
+        for k, (start, end) in enumerate(self.step_spans):
+            if start <= ts < end:
+                return k
         return None
 
-    def resolve(i: int | None) -> tuple[str, str, str] | None:
+    def resolve(self, i: int | None) -> _Target | None:
         """(name, phase, method) of CPU event `i`, from itself or its enclosing events."""
         path_: list[int] = []
-        result: tuple[str, str, str] | None = None
-        for a in forest.ancestors(i):
-            if a in cache:
-                result = cache[a]
+        result: _Target | None = None
+        for a in self.forest.ancestors(i):
+            if a in self.resolved:
+                result = self.resolved[a]
                 break
             path_.append(a)
-            e = events[a]
+            e = self.events[a]
             name = str(e.get("name", ""))
             if _is_backward_node(e):
-                f = fwd_by_seq.get(int(_arg(e, "Sequence number")))
-                target = forward_range(f) if f is not None else None
+                f = self.fwd_by_seq.get(int(_arg(e, "Sequence number")))
+                target = _forward_range(self.forest, self.events, f) if f is not None else None
                 if target is not None:
                     result = (target, names.BACKWARD, METHOD_SEQUENCE)
                     break
@@ -470,126 +496,155 @@ def attribute(
                 if _STEP_RE.match(name):
                     break
         for a in path_:
-            cache[a] = result
+            self.resolved[a] = result
         return result
 
-    # AccumulateGrad -> the backward node that ran just before it on its thread.
-    accumulate: dict[int, tuple[str, str, str]] = {}
-    last_bwd: dict[Any, tuple[str, str, str]] = {}
-    for i in forest.order:
-        e = events[i]
-        tid = (e.get("pid"), e.get("tid"))
-        if e.get("cat") != "cpu_op" or "evaluate_function" not in str(e.get("name", "")):
-            continue
-        if "AccumulateGrad" in e["name"]:
-            if tid in last_bwd:
-                name, phase, _ = last_bwd[tid]
-                accumulate[i] = (name, phase, METHOD_ACCUMULATE)
-        else:
-            r = resolve(i)
-            if r is not None and r[1] == names.BACKWARD:
-                last_bwd[tid] = r
+    def _accumulate_grad_owners(self) -> dict[int, _Target]:
+        """AccumulateGrad -> the backward node that ran just before it on its thread."""
+        accumulate: dict[int, _Target] = {}
+        last_bwd: dict[Any, _Target] = {}
+        for i in self.forest.order:
+            e = self.events[i]
+            tid = (e.get("pid"), e.get("tid"))
+            if e.get("cat") != "cpu_op" or "evaluate_function" not in str(e.get("name", "")):
+                continue
+            if "AccumulateGrad" in e["name"]:
+                if tid in last_bwd:
+                    name, phase, _ = last_bwd[tid]
+                    accumulate[i] = (name, phase, METHOD_ACCUMULATE)
+            else:
+                r = self.resolve(i)
+                if r is not None and r[1] == names.BACKWARD:
+                    last_bwd[tid] = r
+        return accumulate
 
-    def resolve_full(i: int | None) -> tuple[str, str, str] | None:
-        for a in forest.ancestors(i):
-            if a in accumulate:
-                return accumulate[a]
-            if _is_backward_node(events[a]) or events[a].get("cat") == "user_annotation":
+    def operation_of(self, i: int | None) -> _Target | None:
+        """As `resolve`, but work inside an AccumulateGrad goes to the node that ran before it."""
+        for a in self.forest.ancestors(i):
+            if a in self.accumulate:
+                return self.accumulate[a]
+            if _is_backward_node(self.events[a]) or self.events[a].get("cat") == "user_annotation":
                 break
-        return resolve(i)
+        return self.resolve(i)
 
-    def in_backward(i: int | None) -> bool:
-        return any(str(events[a].get("name", "")).startswith("autograd::engine::evaluate_function")
-                   or _is_backward_node(events[a]) for a in forest.ancestors(i))
-
-    compiled = any(str(e.get("name", "")).startswith(("Torch-Compiled Region", "CompiledFunction"))
-                   for e in events if e.get("ph") == "X")
-    counters: dict[Any, int] = defaultdict(int)
-    phase_candidates: dict[str, list[str]] = defaultdict(list)
-    for (n, ph) in (shares or {}):
-        phase_candidates[ph].append(n)
-
-    def compiled_parts(kernel_name: str, cpu: int | None, phase: str, step: int
+    def compiled_parts(self, kernel_name: str, cpu: int | None, phase: str, step: int
                        ) -> tuple[list[tuple[str, str, float]], str | None]:
-        is_bwd = phase == names.BACKWARD
-        if provenance is not None:
-            # CPU kernel ranges are named 'graph_<i>_cpp_fused_...' after the generated kernel.
-            kernel_name = _GRAPH_PREFIX.sub("", kernel_name)
-            lists = provenance.kernels.get((is_bwd, kernel_name))
-            key: Any = (step, is_bwd, kernel_name)
-            if lists is None and cpu is not None:
-                # An aten operator called by compiled code (matmul, attention, a fallback):
-                # match op and shapes, innermost first (_flash_attention_forward, then
-                # _scaled_dot_product_flash_attention, the one inductor called).
-                for a in forest.ancestors(cpu):
-                    e = events[a]
-                    if e.get("cat") == "cpu_op" and str(e.get("name", "")).startswith("aten::"):
-                        k = extern_key(e["name"], _arg(e, "Input Dims"))
-                        lists = provenance.externs.get((is_bwd, e["name"].removeprefix("aten::"), k))
-                        key = (step, is_bwd, k)
-                        if lists:
-                            break
-            if lists:
-                # The k-th launch in a step of a kernel generated for several call sites
-                # (the same shapes in every layer) belongs to the k-th generated one.
-                n = counters[key]
-                counters[key] += 1
-                cands = lists[n % len(lists)]
-                if cands:
-                    return _split(cands, phase, shares), METHOD_PROVENANCE
-        cands = phase_candidates.get(phase)
+        """Parts and method of compiled work: by provenance, else split over the phase's shares."""
+        if self.provenance is not None:
+            cands = self._generated_operations(self.provenance, kernel_name, cpu,
+                                               phase == names.BACKWARD, step)
+            if cands:
+                return _split(cands, phase, self.shares), METHOD_PROVENANCE
+        cands = self.phase_candidates.get(phase)
         if cands:
-            return _split(cands, phase, shares), METHOD_SHARE
+            return _split(cands, phase, self.shares), METHOD_SHARE
         return [], None
 
-    def assign(w: Work, op: int | None) -> Work:
+    def _generated_operations(self, provenance: Provenance, kernel_name: str, cpu: int | None,
+                              is_bwd: bool, step: int) -> list[str] | None:
+        """The operation names of the generated code that this launch ran, when provenance knows."""
+        lists, key = self._generated_lists(provenance, kernel_name, cpu, is_bwd)
+        if not lists:
+            return None
+        # The k-th launch in a step of a kernel generated for several call sites
+        # (the same shapes in every layer) belongs to the k-th generated one.
+        n = self.launches[(step, is_bwd, key)]
+        self.launches[(step, is_bwd, key)] += 1
+        return lists[n % len(lists)]
+
+    def _generated_lists(self, provenance: Provenance, kernel_name: str, cpu: int | None,
+                         is_bwd: bool) -> tuple[list[list[str]] | None, str]:
+        """Provenance's lists for a launch, a generated kernel's or an extern call's, and their key."""
+        # CPU kernel ranges are named 'graph_<i>_cpp_fused_...' after the generated kernel.
+        key = _GRAPH_PREFIX.sub("", kernel_name)
+        lists = provenance.kernels.get((is_bwd, key))
+        if lists is None and cpu is not None:
+            # An aten operator called by compiled code (matmul, attention, a fallback):
+            # match op and shapes, innermost first (_flash_attention_forward, then
+            # _scaled_dot_product_flash_attention, the one inductor called).
+            for a in self.forest.ancestors(cpu):
+                e = self.events[a]
+                if e.get("cat") == "cpu_op" and str(e.get("name", "")).startswith("aten::"):
+                    key = extern_key(e["name"], _arg(e, "Input Dims"))
+                    lists = provenance.externs.get((is_bwd, e["name"].removeprefix("aten::"), key))
+                    if lists:
+                        break
+        return lists, key
+
+    def assign(self, w: Work, op: int | None) -> Work:
         """Give `w` the operation(s) of the CPU operator `op` it belongs to."""
-        r = resolve_full(op)
+        r = self.operation_of(op)
         if r is not None:
             w.parts, w.method = [(r[0], r[1], 1.0)], r[2]
-        elif compiled:
-            phase = names.BACKWARD if in_backward(op) else names.FORWARD
-            w.parts, w.method = compiled_parts(w.kernel, op, phase, w.step)
+        elif self.compiled:
+            phase = names.BACKWARD if _in_backward(self.forest, self.events, op) else names.FORWARD
+            w.parts, w.method = self.compiled_parts(w.kernel, op, phase, w.step)
         return w
 
-    work: list[Work] = []
-    gpu = [i for i, e in enumerate(events)
-           if e.get("ph") == "X" and e.get("cat") in GPU_WORK_CATEGORIES]
-    if gpu:
+    def kernel_work(self, kernels: list[int]) -> list[Work]:
+        """The GPU work (`kernels`, traceEvents indexes) launched inside the active steps."""
         by_corr: dict[Any, int] = {}
-        for i in forest.order:
-            e = events[i]
+        for i in self.forest.order:
+            e = self.events[i]
             if e.get("cat") in _LAUNCH_CATEGORIES and _arg(e, "correlation") is not None:
                 by_corr[_arg(e, "correlation")] = i
-        gpu.sort(key=lambda i: float(events[i]["ts"]))
-        for i in gpu:
-            e = events[i]
+        work: list[Work] = []
+        for i in sorted(kernels, key=lambda i: float(self.events[i]["ts"])):
+            e = self.events[i]
             launch = by_corr.get(_arg(e, "correlation"))
-            step = step_of(launch) if launch is not None else None
+            step = self.step_of(launch) if launch is not None else None
             if step is None:
                 continue  # launched outside the active steps
-            cpu = forest.parent.get(launch)
-            work.append(assign(Work(i, str(e.get("name", "")), step, float(e.get("dur", 0.0)),
-                                     occupancy=_num(_arg(e, "est. achieved occupancy %")),
-                                     blocks_per_sm=_num(_arg(e, "blocks per SM")), launcher=cpu), cpu))
-        unit = "kernel"
-    else:
-        for i in forest.order:
-            e = events[i]
+            cpu = self.forest.parent.get(launch)
+            work.append(self.assign(Work(i, str(e.get("name", "")), step, float(e.get("dur", 0.0)),
+                                         occupancy=_num(_arg(e, "est. achieved occupancy %")),
+                                         blocks_per_sm=_num(_arg(e, "blocks per SM")),
+                                         launcher=cpu), cpu))
+        return work
+
+    def operator_work(self) -> list[Work]:
+        """Each CPU operator's self time inside the active steps."""
+        work: list[Work] = []
+        for i in self.forest.order:
+            e = self.events[i]
             if e.get("cat") != "cpu_op":
                 continue
-            step = step_of(i)
+            step = self.step_of(i)
             if step is None:
                 continue
-            self_us = max(float(e["dur"]) - forest.children_time.get(i, 0.0), 0.0)
-            work.append(assign(Work(i, str(e.get("name", "")), step, self_us), i))
-        unit = "operator"
+            self_us = max(float(e["dur"]) - self.forest.children_time.get(i, 0.0), 0.0)
+            work.append(self.assign(Work(i, str(e.get("name", "")), step, self_us), i))
+        return work
 
+
+def attribute(
+    doc: dict[str, Any],
+    *,
+    path: str = "<trace>",
+    shares: Mapping[Key, float] | None = None,
+    provenance: Provenance | None = None,
+) -> Attribution:
+    """Attribute the work of every active step of a loaded trace (see the module docstring).
+
+    `shares` (predicted seconds per (name, phase)) splits a compiled kernel that fuses several
+    operations, and compiled work that no provenance explains; without it the split is equal.
+    """
+    # Same positions as doc["traceEvents"], so `Work.index` finds the event again.
+    events: list[dict[str, Any]] = [e if isinstance(e, dict) else {} for e in doc["traceEvents"]]
+    forest = _Forest(events)
+    steps = _active_steps(events, path)
+    attributor = _Attributor(events, forest, list(steps.values()), shares, provenance)
+    kernels = [i for i, e in enumerate(events)
+               if e.get("ph") == "X" and e.get("cat") in GPU_WORK_CATEGORIES]
+    if kernels:
+        work, unit = attributor.kernel_work(kernels), "kernel"
+    else:
+        work, unit = attributor.operator_work(), "operator"
     if not work:
         raise UserError(f"trace {path!r} has no {unit} inside its ProfilerStep#N ranges: nothing "
                         "to attribute; record the work inside the profiled steps")
-    wall = [float(events[step_events[s]]["dur"]) * 1e-6 for s in steps]
-    return Attribution(path, unit, steps, wall, work, compiled)
+    wall = [float(events[i]["dur"]) * 1e-6 for i in steps.values()]
+    return Attribution(path, unit, list(steps), wall, work, attributor.compiled)
 
 
 def _num(x: Any) -> float | None:
