@@ -117,7 +117,7 @@ def main() -> int:
             print(f"{name:<12} {rec.status:<8} {rec.seconds:>8.1f}  {rec.error or ''}")
         checks.append(("every stage ok", all(rec.status == "ok" for rec in data.records.values())))
         for kind, r in (data.bench.results if data.bench else {}).items():
-            mfu = {m["against"]: m["mfu"] for m in r.mfu}
+            mfu = {m.against: m.mfu for m in r.mfu}
             print(f"bench {kind:<8} {r.batch}x{r.seq} compile={r.compile}: "
                   f"{1e3 * r.step_time_s:.2f} ms/step, {r.tokens_per_s:.0f} tokens/s, MFU measured "
                   f"{100 * mfu.get('measured', float('nan')):.1f}% datasheet "

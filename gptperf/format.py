@@ -18,7 +18,7 @@ _PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
 
 def si(value: float | None, unit: str = "", digits: int = 3) -> str:
-    """`si(3.1e12, "FLOP/s")` -> '3.10 TFLOP/s'; None or NaN -> '—'."""
+    """`si(3.14e12, "FLOP/s")` -> '3.14 TFLOP/s'; None or NaN -> '—'."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     for scale, prefix in _PREFIXES:

@@ -324,7 +324,7 @@ class GenerationResult:
     checkpoint: str  # where the model came from, as the caller named it
     prompt: str
     text: str  # the continuation, without the prompt
-    token_ids: list[int]
+    token_ids: tuple[int, ...]
     prompt_tokens: int
     elapsed_s: float  # the timed decode, prompt prefill included
     time_to_first_token_s: float
@@ -466,7 +466,7 @@ def run_generation(
         on_text(pieces[-1])
     assert first is not None  # check_sampling: at least one new token
     return GenerationResult(
-        checkpoint=checkpoint, prompt=prompt, text="".join(pieces), token_ids=tokens,
+        checkpoint=checkpoint, prompt=prompt, text="".join(pieces), token_ids=tuple(tokens),
         prompt_tokens=len(prompt_ids), elapsed_s=elapsed, time_to_first_token_s=first,
         kv_cache=use_kv_cache, plan=plan, graph_steps=graph_steps, compile_s=compile_s,
         temperature=temperature, top_k=top_k, seed=seed,

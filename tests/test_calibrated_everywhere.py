@@ -470,6 +470,56 @@ def test_bench_says_when_the_machine_runs_at_another_speed_than_at_calibration(
         assert drift[0].endswith("`gptperf calibrate --force` measures it again")
 
 
+@pytest.mark.parametrize("copy_now, noted", [(2e-3, False), (3.4e-3, False), (8e-3, True)])
+def test_the_machine_is_compared_with_the_nearer_of_the_calibrations_two_probes(
+        loader, cli_json, monkeypatch: pytest.MonkeyPatch, copy_now: float, noted: bool) -> None:
+    """A calibration whose end probe caught a slow spell (the copy 1.7x its start): a machine
+    as at either probe is as calibrated; one outside both is measured against the nearer."""
+    import dataclasses
+
+    import gptperf.measure.probe as probe
+
+    start, end = probe.SpeedProbe(1e-6, 1e-3, 2e-3), probe.SpeedProbe(1e-6, 1e-3, 3.4e-3)
+    loader.calibration = dataclasses.replace(loader.calibration, probes={
+        "start": start.to_dict(), "end": end.to_dict()})
+    monkeypatch.setattr(probe, "take_probe", lambda device, budget_s=probe.PART_S:
+                        probe.SpeedProbe(1e-6, 1e-3, copy_now))
+    doc = cli_json(*BENCH)
+    [entry] = _calibrated(doc)
+    assert entry["machine_vs_calibration"]["copy_s"] == pytest.approx(
+        min(copy_now / 2e-3, copy_now / 3.4e-3, key=lambda r: abs(math.log(r))))
+    drift = [n for n in doc["notes"] if "than at calibration (speed probe)" in n]
+    assert len(drift) == noted
+    if noted:
+        assert "the copy 2.35× slower" in drift[0]  # 8 / 3.4, its end probe the nearer
+
+
+def test_a_probe_out_of_memory_leaves_the_bench_with_a_note(loader, cli_json,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import gptperf.measure.probe as probe
+
+    def no_memory(device: object, budget_s: float = probe.PART_S) -> probe.SpeedProbe:
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes")
+
+    loader.calibration = dataclasses.replace(loader.calibration, probes={
+        "end": probe.SpeedProbe(1e-6, 1e-3, 2e-3).to_dict()})
+    monkeypatch.setattr(probe, "take_probe", no_memory)
+    doc = cli_json(*BENCH)
+    [entry] = _calibrated(doc)
+    assert entry["machine_vs_calibration"] is None and entry["step_time_s"] > 0
+    assert any(n.startswith("the machine was not probed against its calibration: out of memory")
+               for n in doc["notes"])
+
+    def broken(device: object, budget_s: float = probe.PART_S) -> probe.SpeedProbe:
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(probe, "take_probe", broken)
+    with pytest.raises(RuntimeError, match="something else"):  # not taken for a lack of memory
+        probe.machine_against_calibration(loader.calibration, "cpu")
+
+
 def test_bench_has_nothing_to_compare_with_a_calibration_that_kept_no_probe(loader, cli_json) -> None:
     [entry] = _calibrated(cli_json(*BENCH))
     assert entry["machine_vs_calibration"] is None

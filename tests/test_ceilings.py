@@ -126,7 +126,6 @@ def test_the_quick_calibration_ceilings_ends_with_is_real_and_complete(cache) ->
     doc = json.loads(out.getvalue())
     assert doc["cached"] and f"CPU threads: {torch.get_num_threads()}" in doc["notes"]
     cal = Calibration.from_dict(doc)
-    assert cal.seconds > 0  # its budget (60 s on a CPU) is a benchmark's: a loaded machine is slower
     assert cal.matmul and cal.attention and cal.vector and cal.optimizer
     assert all(r is None or (math.isfinite(r) and r >= 0) for r in cal.residuals().values())
     assert cal.host["eager:fwd:fp32"]["per_layer_s"] > 0

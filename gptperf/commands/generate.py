@@ -52,10 +52,6 @@ def run(args: argparse.Namespace) -> int | None:
     from gptperf.generate import load_for_inference, run_generation
     from gptperf.output import emit_json, err_console, si
 
-    def echo_prompt() -> None:
-        sys.stdout.write(args.prompt)
-        sys.stdout.flush()
-
     def show(piece: str) -> None:
         try:
             sys.stdout.write(piece)
@@ -69,7 +65,8 @@ def run(args: argparse.Namespace) -> int | None:
         r = run_generation(
             model, tokenizer, args.prompt, args.tokens, temperature=args.temperature,
             top_k=args.top_k, seed=args.seed, use_kv_cache=not args.no_kv_cache, fast=args.fast,
-            checkpoint=str(args.checkpoint), on_start=None if args.json else echo_prompt,
+            checkpoint=str(args.checkpoint),
+            on_start=None if args.json else lambda: show(args.prompt),
             on_text=None if args.json else show,
         )
     except _ReaderGone:
@@ -77,8 +74,10 @@ def run(args: argparse.Namespace) -> int | None:
     if args.json:
         emit_json(r.to_dict())
         return 0
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    try:
+        show("\n")
+    except _ReaderGone:
+        return 0
     kv = "on" if r.kv_cache else "off"
     err_console.print(
         f"{r.tokens} tokens in {r.elapsed_s:.3f} s = {si(r.tokens_per_s, 'tokens/s')} "

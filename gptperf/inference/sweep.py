@@ -515,10 +515,10 @@ def run_inference_study(
     points = result.cache + result.recompute + result.prefill + result.batches
     result.expected_label = next((p.expected_source for p in points if p.expected_source), None)
     release_memory()  # the model and its caches are gone with the bench
-    if calibration is not None:  # its curves are of the machine as it ran then
-        from gptperf.measure.probe import calibration_speed_note, slowdown_since_calibration
+    if calibration is not None and any(p.expected_s is not None for p in points):
+        from gptperf.measure.probe import machine_against_calibration
 
-        drift = calibration_speed_note(slowdown_since_calibration(calibration, device))
+        _, drift = machine_against_calibration(calibration, device)  # its curves are of then
         if drift:
             result.notes.append(drift)
     result.fast = any(p.path == "fast" for p in result.cache + result.batches)

@@ -25,13 +25,12 @@ from gptperf.errors import UserError
 from gptperf.measure.metrics import MemoryPeak, PeakMemoryMeter, Utilization, UtilizationSampler
 from gptperf.measure.probe import (
     HostSampler,
-    calibration_speed_note,
     fork_speed,
     host_speeds,
     host_unit,
     in_spell,
+    machine_against_calibration,
     probe_for,
-    slowdown_since_calibration,
 )
 from gptperf.measure.timer import MAX_STEPS, PhaseTiming, Progress, time_phases
 
@@ -558,14 +557,10 @@ def run_bench(
         speed = host_sampler.speed(calibration) if host_sampler else None
         phases = host_sampler.phase_speeds(calibration) if host_sampler else None
         _add_calibrated(result, config, workload, plan, dev, calibration, why_none, speed, phases)
-        if calibration is not None:  # its curves are of the machine as it ran then
-            try:
-                slowdown = slowdown_since_calibration(calibration, dev)
-            except (torch.cuda.OutOfMemoryError, MemoryError):  # the step's memory still held
-                slowdown = None
+        if result.calibrated is not None:  # its curves are of the machine as it ran then
+            slowdown, drift = machine_against_calibration(calibration, dev)
             result.predictions = [replace(p, machine_vs_calibration=slowdown) if p.is_calibrated
                                   else p for p in result.predictions]
-            drift = calibration_speed_note(slowdown)
             if drift:
                 notes.append(drift)
         spell = spell_note(calibration, host_sampler.fork_s() if host_sampler else None)

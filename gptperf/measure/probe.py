@@ -24,6 +24,7 @@ while steps ran no faster.)
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 import time
 from collections import defaultdict
@@ -501,12 +502,38 @@ RECALIBRATE = "if the machine stays so, `gptperf calibrate --force` measures it 
 
 def slowdown_since_calibration(calibration: Calibration | None, device: torch.device,
                                budget_s: float = PART_S) -> dict[str, float] | None:
-    """The machine now over its last probe in `calibration` (`SpeedProbe.slowdown`: 2.0, twice as
-    slow now), probed on `device`; None for a calibration that kept no probe."""
-    saved = last_speed_probe(calibration)
+    """The machine now over the machine at calibration (`SpeedProbe.slowdown`: 2.0, twice as slow
+    now), probed on `device`: per part, over whichever of the calibration's two probes (at its
+    start and at its end) is nearer, since its curves were measured between them and one probe
+    may have caught a spell; None for a calibration that kept no probe."""
+    probes = getattr(calibration, "probes", {})
+    saved = [SpeedProbe.from_dict(probes[k]) for k in ("start", "end") if probes.get(k)]
     if not saved:
         return None
-    return take_probe(device, budget_s).slowdown(SpeedProbe.from_dict(saved))
+    now = take_probe(device, budget_s)
+    nearest: dict[str, float] = {}
+    for then in saved:
+        for part, ratio in now.slowdown(then).items():
+            if part not in nearest or abs(math.log(ratio)) < abs(math.log(nearest[part])):
+                nearest[part] = ratio
+    return nearest
+
+
+def machine_against_calibration(calibration: Calibration, device: torch.device
+                                ) -> tuple[dict[str, float] | None, str | None]:
+    """For a command that measured a step beside its calibrated prediction:
+    (`slowdown_since_calibration`, the note to print or None). A probe that runs out of memory,
+    the step's tensors still held, is left out with a note that says so."""
+    from gptperf.memguard import is_out_of_memory
+
+    try:
+        slowdown = slowdown_since_calibration(calibration, device)
+    except Exception as err:  # noqa: BLE001 - out of memory is told apart; the rest passes through
+        if not is_out_of_memory(err):
+            raise
+        return None, ("the machine was not probed against its calibration: out of memory, the "
+                      "step's tensors still held")
+    return slowdown, calibration_speed_note(slowdown)
 
 
 # The parts a command's calibrated prediction charges as calibrated: the host's costs it charges

@@ -207,19 +207,19 @@ def predict_ops(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, 
 
 
 def expected_ops(config: GPTConfig, workload: Any, plan: Any, device: Any
-                 ) -> tuple[dict[tuple[str, str], float], dict[str, Any] | None, list[str]]:
+                 ) -> tuple[dict[tuple[str, str], float], dict[str, Any] | None, list[str], Any]:
     """The calibrated expected device seconds per (name, phase) of the step run under `plan` on
-    `device`, a summary of the step (`expected` of the profile document), and notes; ({}, None,
-    notes) without a usable calibration of the device."""
+    `device`, a summary of the step (`expected` of the profile document), notes, and the
+    calibration they came from; ({}, None, notes, None) without a usable calibration of the
+    device."""
     from gptperf.measure.bench import calibrated_expected, device_calibration, host_charge
-    from gptperf.measure.probe import calibration_speed_note, slowdown_since_calibration
 
     calibration, why = device_calibration(device)
     if calibration is None:
-        return {}, None, [f"no calibrated expected time: {why}"] if why else []
+        return {}, None, [f"no calibrated expected time: {why}"] if why else [], None
     e, why = calibrated_expected(config, workload, plan, calibration, device)
     if e is None:
-        return {}, None, [f"no calibrated expected time: {why}"]
+        return {}, None, [f"no calibrated expected time: {why}"], None
     by_key: dict[tuple[str, str], float] = {}
     for o in e.ops:
         by_key[(o.name, o.phase)] = by_key.get((o.name, o.phase), 0.0) + o.device_s
@@ -227,8 +227,7 @@ def expected_ops(config: GPTConfig, workload: Any, plan: Any, device: Any
                "composition": e.composition, "plan": e.plan.to_dict(),
                "step_time_s": e.step_time_s, "device_s": e.device_s, "host_s": e.host_s,
                **host_charge(e, calibration), "notes": list(e.notes)}
-    drift = calibration_speed_note(slowdown_since_calibration(calibration, device))
-    return by_key, summary, [drift] if drift else []
+    return by_key, summary, [], calibration
 
 
 def _measured_step(overhead: dict[str, Any] | None, step_wall_s: list[float]) -> tuple[float, str]:
@@ -338,7 +337,8 @@ def profile_workload(
             runner.step()
         synchronize(device)
     predicted, available = predict_ops(config, kind, batch, seq, dtype, hw, runner.plan)
-    expected, expected_step, expected_notes = expected_ops(config, workload, runner.plan, device)
+    expected, expected_step, expected_notes, calibration = expected_ops(config, workload,
+                                                                        runner.plan, device)
     over = _measure_overhead(runner, device, overhead_repeats) if overhead else None
     profiled = {**workload_doc(config, kind, batch, seq, dtype, compile, SOURCE_RUN),
                 "plan": runner.plan.to_dict()}
@@ -391,11 +391,17 @@ def profile_workload(
         if expected_step is not None:
             measured, how = _measured_step(over, result.step_wall_s)
             roofline = sum(p.time_s for p in predicted.values())
+            from gptperf.measure.probe import machine_against_calibration
+
+            # after the profiled steps: its tensors take no memory from them
+            slowdown, drift = machine_against_calibration(calibration, device)
+            result.notes.extend(filter(None, [drift]))
             result.expected = {
                 **expected_step, "measured_step_time_s": measured, "measured_step_source": how,
                 "measured_over_expected": (measured / expected_step["step_time_s"]
                                            if expected_step["step_time_s"] > 0 else math.nan),
                 "roofline_step_time_s": roofline if available else None,
+                "machine_vs_calibration": slowdown,
             }
         result.paths["tensorboard"] = str(out / "tensorboard")
         if prov is not None:
