@@ -93,6 +93,14 @@ def test_validation_compares_the_machine_with_its_calibration(monkeypatch: pytes
     assert "host ops 1.50× faster than at validation's start" in notes[1] and "matmul" not in notes[1]
     back = ValidationResult.from_dict(result.to_dict())
     assert (back.speed_vs_calibration, back.speed_drift) == (result.speed_vs_calibration, result.speed_drift)
+    # a calibration whose end probe caught a spell (host ops 3x): the machine as at its start is
+    # as calibrated
+    spell = _calibration({"start": THEN.to_dict(), "end": SpeedProbe(9e-6, 1e-3, 2e-3).to_dict()})
+    monkeypatch.setattr(run, "take_probe", lambda device: SpeedProbe(1e-6, 1e-3, 2e-3))
+    calm = ValidationResult("cpu", "Test CPU", True, CalibrationInfo.of(spell))
+    run.compare_speed(spell, torch.device("cpu"), calm)
+    assert calm.speed_vs_calibration["host_s"] == pytest.approx(1.0)  # not 1/9, against its end
+    assert run.speed_notes([calm]) == []
     bare = ValidationResult("cpu", "Test CPU", True, CalibrationInfo.of(cal))
     run.compare_speed(_calibration({}), torch.device("cpu"), bare)  # an older calibration: nothing to say
     assert bare.speed_vs_calibration == {} and run.speed_notes([bare]) == []

@@ -506,11 +506,18 @@ def slowdown_since_calibration(calibration: Calibration | None, device: torch.de
     now), probed on `device`: per part, over whichever of the calibration's two probes (at its
     start and at its end) is nearer, since its curves were measured between them and one probe
     may have caught a spell; None for a calibration that kept no probe."""
+    if not last_speed_probe(calibration):
+        return None
+    return against_calibration(take_probe(device, budget_s), calibration)
+
+
+def against_calibration(now: SpeedProbe, calibration: Calibration | None) -> dict[str, float] | None:
+    """`now` over the machine at calibration, per part over the nearer of the calibration's two
+    probes (`slowdown_since_calibration`); None for a calibration that kept no probe."""
     probes = getattr(calibration, "probes", {})
     saved = [SpeedProbe.from_dict(probes[k]) for k in ("start", "end") if probes.get(k)]
     if not saved:
         return None
-    now = take_probe(device, budget_s)
     nearest: dict[str, float] = {}
     for then in saved:
         for part, ratio in now.slowdown(then).items():

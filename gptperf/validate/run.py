@@ -25,10 +25,10 @@ from gptperf.measure.probe import (
     RECALIBRATE,
     HostSampler,
     SpeedProbe,
+    against_calibration,
     fork_speed,
     host_speeds,
     host_unit,
-    last_speed_probe,
     phase_speeds_over,
     probe_for,
     speed_note,
@@ -445,12 +445,11 @@ def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
 
 
 def compare_speed(calibration: Calibration, device: torch.device, result: ValidationResult) -> SpeedProbe:
-    """Probe the machine now; record how it compares with the calibration's last probe in
+    """Probe the machine now; record how it compares with the machine at calibration
+    (`probe.against_calibration`: per part, the nearer of its two probes) in
     `result.speed_vs_calibration` (`speed_notes` says it). Returns the probe."""
     now = take_probe(device)
-    saved = last_speed_probe(calibration)
-    if saved:
-        result.speed_vs_calibration = now.slowdown(SpeedProbe.from_dict(saved))
+    result.speed_vs_calibration = against_calibration(now, calibration) or {}
     return now
 
 
