@@ -419,7 +419,7 @@ def run_generation(
     prompt_ids = tokenizer.encode(prompt)
     if len(prompt_ids) > model.config.block_size:
         raise UserError(
-            f"--prompt has {len(prompt_ids)} tokens but the model's block_size is "
+            f"the prompt has {len(prompt_ids)} tokens but the model's block_size is "
             f"{model.config.block_size}; shorten it to at most {model.config.block_size}"
         )
     fast = (device.type == "cuda" if fast is None else fast) and use_kv_cache
