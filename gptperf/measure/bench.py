@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from gptperf.errors import UserError
@@ -557,12 +557,6 @@ def run_bench(
         speed = host_sampler.speed(calibration) if host_sampler else None
         phases = host_sampler.phase_speeds(calibration) if host_sampler else None
         _add_calibrated(result, config, workload, plan, dev, calibration, why_none, speed, phases)
-        if result.calibrated is not None:  # its curves are of the machine as it ran then
-            slowdown, drift = machine_against_calibration(calibration, dev)
-            result.predictions = [replace(p, machine_vs_calibration=slowdown) if p.is_calibrated
-                                  else p for p in result.predictions]
-            if drift:
-                notes.append(drift)
         spell = spell_note(calibration, host_sampler.fork_s() if host_sampler else None)
         if spell:
             notes.append(spell)
@@ -658,7 +652,8 @@ def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, 
                     phase_speeds: dict[str, float] | None = None) -> None:
     """Append the calibrated expected time of the step that ran (under `plan`) to
     `result.predictions`, its host costs charged at `speed` (sampled while it ran; None: probed
-    now) and a phase's at its own in `phase_speeds`, or a note saying why there is none (`why`:
+    now) and a phase's at its own in `phase_speeds`, with the machine now against its calibration
+    (`probe.machine_against_calibration`), or a note saying why there is none (`why`:
     `device_calibration`'s)."""
     if calibration is None:
         result.notes.append(f"no calibrated expected time: {why}" if why else
@@ -671,10 +666,12 @@ def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, 
         result.notes.append(f"no calibrated expected time: {why}")
         return
     result.notes.extend(f"calibrated: {n}" for n in e.notes)
+    slowdown, drift = machine_against_calibration(calibration, dev)  # its curves are of then
+    result.notes.extend(filter(None, [drift]))
     result.predictions.append(StepPrediction(
         CALIBRATED, e.label, e.source, e.step_time_s, e.tokens_per_s,
         measured_step_time_s=result.step_time_s,
         measured_over_predicted=result.step_time_s / e.step_time_s,
         device_s=e.device_s, host_s=e.host_s, composition=e.composition,
-        **host_charge(e, calibration),
+        **host_charge(e, calibration), machine_vs_calibration=slowdown,
     ))
