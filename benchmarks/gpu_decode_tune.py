@@ -99,10 +99,10 @@ def attention_sweep(n_head: int, d: int, context: int) -> list[dict[str, Any]]:
         if chunk > L:
             continue
         for prefetch in (True, False):
-            dk.attention_prefetch = prefetch
-            calls = [lambda c=chunk: dk.decode_attention(qkv, k, v, pos, n_head, chunk=c, scratch=scratch)] * 20
+            tuning = dk.KernelTuning(attention_prefetch=prefetch)
+            calls = [lambda c=chunk, t=tuning: dk.decode_attention(qkv, k, v, pos, n_head, chunk=c,
+                                                                   scratch=scratch, tuning=t)] * 20
             out.append({"chunk": chunk, "prefetch": prefetch, "s": graph_time(calls)})
-    dk.attention_prefetch = True
     return out
 
 
@@ -137,29 +137,24 @@ def argmax_sweep(n: int, k: int, dtype: torch.dtype) -> list[dict[str, Any]]:
 
 
 def step_time(cfg: GPTConfig, context: int, pdl: bool) -> float:
-    dk.use_pdl = pdl
     model = build_model(cfg, DEV, torch.bfloat16)
-    dec = FastDecoder(model, 1, context)
-    dec.warmup()
-    t = decoder_step_time(dec, context)
-    dk.use_pdl = True
-    return t
+    dec = captured(model, context, dk.KernelTuning(pdl=pdl))
+    return decoder_step_time(dec, context)
 
 
-# (attention_prefetch, early_weight_loads): what each kernel loads before its PDL wait
-EARLY_VARIANTS = {"none": (False, False), "attention": (True, False), "attention + every gemv": (True, True)}
+# what each kernel loads before its PDL wait
+EARLY_VARIANTS = {
+    "none": dk.KernelTuning(attention_prefetch=False, early_weight_loads=False),
+    "attention": dk.KernelTuning(attention_prefetch=True, early_weight_loads=False),
+    "attention + every gemv": dk.KernelTuning(attention_prefetch=True, early_weight_loads=True),
+}
 
 
 def early_load_steps(cfg: GPTConfig, context: int, rounds: int = 4) -> dict[str, float]:
     """The fused step (batch 1, bf16) under each of EARLY_VARIANTS, one graph each captured from
     one model, timed in alternating rounds; median step per variant."""
     model = build_model(cfg, DEV, torch.bfloat16)
-    default = dk.attention_prefetch, dk.early_weight_loads
-    decoders = {}
-    for name, (prefetch, early) in EARLY_VARIANTS.items():
-        dk.attention_prefetch, dk.early_weight_loads = prefetch, early
-        decoders[name] = captured(model, context)
-    dk.attention_prefetch, dk.early_weight_loads = default
+    decoders = {name: captured(model, context, tuning) for name, tuning in EARLY_VARIANTS.items()}
     return alternating_medians(decoders, context, rounds, steps=40)
 
 
@@ -221,17 +216,12 @@ def rule_steps(cfg: GPTConfig, context: int, rounds: int = 5) -> dict[str, float
 
 def scaled_steps(cfg: GPTConfig, context: int, rounds: int = 7) -> dict[str, float]:
     """The fused step with γ loaded beside x in every LayerNorm gemv, and with each qkv and
-    mlp.fc weight streamed as its own copy W∘γ (`scale_weight_bytes` 0 and 64 MiB: every such
-    weight up to gpt2-xl's, no LM head): one graph each from one model, alternating rounds."""
+    mlp.fc weight streamed as its own copy W∘γ (`KernelTuning.scale_weight_bytes` 0 and 64 MiB:
+    every such weight up to gpt2-xl's, no LM head): one graph each from one model, alternating
+    rounds."""
     model = build_model(cfg, DEV, torch.bfloat16)
-    rule = dk.scale_weight_bytes
-    decoders = {}
-    try:
-        for name, limit in (("gamma loaded", 0), ("W*gamma streamed", 64 * 2**20)):
-            dk.scale_weight_bytes = limit  # read when the step folds its LayerNorms
-            decoders[name] = captured(model, context)
-    finally:
-        dk.scale_weight_bytes = rule
+    decoders = {name: captured(model, context, dk.KernelTuning(scale_weight_bytes=limit))
+                for name, limit in (("gamma loaded", 0), ("W*gamma streamed", 64 * 2**20))}
     return alternating_medians(decoders, context, rounds, steps=40)
 
 
@@ -258,9 +248,10 @@ def graph_steps_tokens(cfg: GPTConfig, context: int, rounds: int = 5,
     return {f"{k} steps a graph": statistics.median(t) for k, t in times.items()}
 
 
-def captured(model: Any, context: int) -> FastDecoder:
-    """A batch-1 decoder of `model` with its step captured under the module's settings now."""
-    dec = FastDecoder(model, 1, context)
+def captured(model: Any, context: int, tuning: dk.KernelTuning = dk.DEFAULT_TUNING) -> FastDecoder:
+    """A batch-1 decoder of `model` with its step captured under the module's settings now and
+    the kernels launched under `tuning`."""
+    dec = FastDecoder(model, 1, context, kernel_tuning=tuning)
     dec.warmup()
     return dec
 

@@ -12,6 +12,7 @@ ragged tails. The `gpu` tests do that on CUDA at gpt2 and 7B shapes and replay a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 import pytest
@@ -20,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptperf.model import GPT, KVCache, preset
+from gptperf.plan import NORM_SCALED_WEIGHT_BYTES
 from gptperf.steps import decode_kernels as dk
 from gptperf.steps import decode_reference as ref
-from gptperf.steps.fast_decode import StaticKVCache, build_model
+from gptperf.steps.fast_decode import FastDecoder, StaticKVCache, build_model
 from gptperf.steps.fused_decode import fused_decode_step
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1" and dk.triton is not None
@@ -283,16 +285,58 @@ def test_greedy_step_generates_what_the_model_generates(small_tiles: None) -> No
     assert tokens_buf[0, :7].tolist() == expected and cache.pos.item() == 6
 
 
+def test_kernel_tuning_defaults_are_the_settings_the_step_runs() -> None:
+    t = dk.DEFAULT_TUNING
+    assert t == dk.KernelTuning()
+    assert (t.pdl, t.attention_prefetch, t.early_weight_loads) == (True, True, True)
+    assert t.scale_weight_bytes == NORM_SCALED_WEIGHT_BYTES
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.pdl = False  # type: ignore[misc]
+
+
+def test_scaled_copies_follow_the_tuning_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dk, "_use_triton", lambda t: True)  # as where a kernel streams the weight
+    w, g, beta = torch.randn(8, 16), torch.randn(16), torch.randn(16)  # 512 bytes
+    assert dk.scales_weight(w) and dk.scales_weight(w, dk.KernelTuning(scale_weight_bytes=512))
+    assert not dk.scales_weight(w, dk.KernelTuning(scale_weight_bytes=511))
+    assert dk.fold_layer_norm(w, None, g, beta).weight is not None
+    assert dk.fold_layer_norm(w, None, g, beta, tuning=dk.KernelTuning(scale_weight_bytes=0)).weight is None
+    no_copies = dk.fold_for_copies([w, w.clone()], g, beta, tuning=dk.KernelTuning(scale_weight_bytes=0))
+    assert all(f.weight is None for f in no_copies)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("greedy", [True, False])
+def test_the_tuning_given_reaches_every_kernel_of_the_step(greedy: bool,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastDecoder(kernel_tuning=...) hands its tuning to every fold and every launch of the
+    fused step (greedy: the argmax kernel finishes the step; sampling: ln_gemv, then finish)."""
+    tuning = dk.KernelTuning(pdl=False, attention_prefetch=False, early_weight_loads=False,
+                             scale_weight_bytes=0)
+    seen: dict[str, set[object]] = {}
+    for name in ("fold_layer_norm", "embed", "ln_gemv", "decode_attention", "gemv_residual",
+                 "ln_gemv_argmax", "finish"):
+        def spy(*args: object, _name: str = name, _fn: object = getattr(dk, name), **kwargs: object) -> object:
+            seen.setdefault(_name, set()).add(kwargs.get("tuning"))
+            return _fn(*args, **kwargs)  # type: ignore[operator]
+        monkeypatch.setattr(dk, name, spy)
+    sampling = {} if greedy else {"temperature": 0.9, "top_k": 5}
+    dec = FastDecoder(_model(), 1, 24, compile=False, fused=True, kernel_tuning=tuning, **sampling)
+    dec.step()
+    expected = {"fold_layer_norm", "embed", "ln_gemv", "decode_attention", "gemv_residual",
+                "ln_gemv_argmax" if greedy else "finish"}
+    assert set(seen) == expected and all(s == {tuning} for s in seen.values()), seen
+
+
 # -- the kernels against the references, in Triton's interpreter --------------------------------
 
 
 @interpreter
 @pytest.mark.parametrize("scaled", [True, False], ids=["w-scaled", "gamma-loaded"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_interpreted_ln_gemv_and_gemv_residual(dtype: torch.dtype, scaled: bool,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    if not scaled:  # no γ-scaled copies: the kernels load γ beside x
-        monkeypatch.setattr(dk, "scale_weight_bytes", 0)
+def test_interpreted_ln_gemv_and_gemv_residual(dtype: torch.dtype, scaled: bool) -> None:
+    # without γ-scaled copies the kernels load γ beside x
+    tuning = dk.DEFAULT_TUNING if scaled else dk.KernelTuning(scale_weight_bytes=0)
     torch.manual_seed(7)
     tiles = [(37, 100, (8, 32, 4)), (64, 200, (4, 64, 4))]
     for n, k, tile in tiles + ([(37, 100, None)] if dtype == torch.float32 else []):  # None: fused_tile's
@@ -301,14 +345,14 @@ def test_interpreted_ln_gemv_and_gemv_residual(dtype: torch.dtype, scaled: bool,
         w, bias, r = _rand(n, k, dtype=dtype, scale=0.2), _rand(n, dtype=dtype), _rand(1, 1, n, dtype=dtype)
         for gelu, bb in [(False, bias), (True, bias), (False, None)]:
             out = torch.full((1, 1, n), float("nan"), dtype=dtype)
-            assert dk.ln_gemv(x, g, b, EPS, w, bb, gelu, out=out, config=tile) is out
+            assert dk.ln_gemv(x, g, b, EPS, w, bb, gelu, out=out, config=tile, tuning=tuning) is out
             assert _rel(out, _ln_linear64(x, g, b, w, bb, gelu)) < _tol(dtype)
             assert _rel(out, dk.ln_gemv(x, g, b, EPS, w, bb, gelu, reference=True).double()) < _tol(dtype)
         for bb in (bias, None):
-            out = dk.gemv_residual(x, w, bb, r, config=tile)
+            out = dk.gemv_residual(x, w, bb, r, config=tile, tuning=tuning)
             assert _rel(out, dk.gemv_residual(x, w, bb, r, reference=True).double()) < _tol(dtype)
             in_place = r.clone()
-            dk.gemv_residual(x, w, bb, in_place, out=in_place, config=tile)
+            dk.gemv_residual(x, w, bb, in_place, out=in_place, config=tile, tuning=tuning)
             assert torch.equal(in_place, out)
 
 
@@ -351,9 +395,8 @@ def test_interpreted_decode_attention(dtype: torch.dtype, fused: bool) -> None:
 @interpreter
 @pytest.mark.parametrize("scaled", [True, False], ids=["w-scaled", "gamma-loaded"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_interpreted_ln_gemv_argmax(dtype: torch.dtype, scaled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not scaled:
-        monkeypatch.setattr(dk, "scale_weight_bytes", 0)
+def test_interpreted_ln_gemv_argmax(dtype: torch.dtype, scaled: bool) -> None:
+    tuning = dk.DEFAULT_TUNING if scaled else dk.KernelTuning(scale_weight_bytes=0)
     torch.manual_seed(9)
     k, n, tile = 100, 37, (8, 32, 4)  # five row blocks, the last one ragged
     x = _rand(1, 1, k, dtype=dtype, shift=1.0)
@@ -362,7 +405,8 @@ def test_interpreted_ln_gemv_argmax(dtype: torch.dtype, scaled: bool, monkeypatc
     scratch = dk.DecodeScratch.new(1, "cpu")
 
     def pick(weight: torch.Tensor, blocks: int | None) -> int:
-        token = dk.ln_gemv_argmax(x, g, b, EPS, weight, scratch=scratch, config=tile, blocks=blocks)
+        token = dk.ln_gemv_argmax(x, g, b, EPS, weight, scratch=scratch, config=tile, blocks=blocks,
+                                  tuning=tuning)
         assert scratch.argmax_key.item() == dk.INT64_MIN and scratch.argmax_done.item() == 0
         return token.item()
 
@@ -379,7 +423,8 @@ def test_interpreted_ln_gemv_argmax(dtype: torch.dtype, scaled: bool, monkeypatc
         tied[33] = float("nan")
         assert pick(tied, blocks) == 20
     pos, token_buf, tokens_buf = torch.tensor(3), torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 9, dtype=torch.long)
-    token = dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, config=tile, finish=(pos, token_buf, tokens_buf))
+    token = dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, config=tile, finish=(pos, token_buf, tokens_buf),
+                              tuning=tuning)
     assert token.item() == best == token_buf.item() == tokens_buf[0, 4].item() and pos.item() == 4
 
 
@@ -399,26 +444,24 @@ def _nan(*shape: int, dtype: torch.dtype) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("early", [False, True])  # the first weight tile after / before the wait
 @pytest.mark.parametrize("scale_bytes", [0, 2**62])  # γ loaded beside x / in a scaled copy of W
-def test_gemv_kernels_on_cuda(shape: str, dtype: torch.dtype, early: bool, scale_bytes: int,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gemv_kernels_on_cuda(shape: str, dtype: torch.dtype, early: bool, scale_bytes: int) -> None:
     torch.manual_seed(10)
-    monkeypatch.setattr(dk, "early_weight_loads", early)
-    monkeypatch.setattr(dk, "scale_weight_bytes", scale_bytes)
+    tuning = dk.KernelTuning(early_weight_loads=early, scale_weight_bytes=scale_bytes)
     C = SHAPES[shape]["C"]
     x, r = _rand(1, 1, C, dtype=dtype, device="cuda", shift=1.0), _rand(1, 1, C, dtype=dtype, device="cuda")
     g, b = _ln_params(C, dtype, "cuda")
     for n, gelu in [(3 * C, False), (4 * C, True)]:
         w, bias = _rand(n, C, dtype=dtype, device="cuda", scale=0.05), _rand(n, dtype=dtype, device="cuda")
-        out = dk.ln_gemv(x, g, b, EPS, w, bias, gelu, out=_nan(1, 1, n, dtype=dtype))
+        out = dk.ln_gemv(x, g, b, EPS, w, bias, gelu, out=_nan(1, 1, n, dtype=dtype), tuning=tuning)
         assert _rel(out, _ln_linear64(x, g, b, w, bias, gelu)) < GPU_TOL[dtype], (n, gelu)
     for k in (C, 4 * C):
         y, w, bias = _rand(1, 1, k, dtype=dtype, device="cuda"), _rand(C, k, dtype=dtype, device="cuda", scale=0.05), _rand(C, dtype=dtype, device="cuda")
-        out = dk.gemv_residual(y, w, bias, r, out=_nan(1, 1, C, dtype=dtype))
+        out = dk.gemv_residual(y, w, bias, r, out=_nan(1, 1, C, dtype=dtype), tuning=tuning)
         ref = r.double().reshape(C) + F.linear(y.double().reshape(k), w.double(), bias.double())
         assert _rel(out, ref) < GPU_TOL[dtype], k
     wte, wpe = _rand(SHAPES[shape]["V"], C, dtype=dtype, device="cuda"), _rand(64, C, dtype=dtype, device="cuda")
     token, pos = torch.tensor([[123]], device="cuda"), torch.tensor(17, device="cuda")
-    assert torch.equal(dk.embed(token, pos, wte, wpe, out=_nan(1, 1, C, dtype=dtype)).reshape(C),
+    assert torch.equal(dk.embed(token, pos, wte, wpe, out=_nan(1, 1, C, dtype=dtype), tuning=tuning).reshape(C),
                        (wte[123].float() + wpe[17].float()).to(dtype))
 
 
@@ -427,10 +470,9 @@ def test_gemv_kernels_on_cuda(shape: str, dtype: torch.dtype, early: bool, scale
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("prefetch", [True, False])
-def test_decode_attention_on_cuda(shape: str, dtype: torch.dtype, prefetch: bool,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decode_attention_on_cuda(shape: str, dtype: torch.dtype, prefetch: bool) -> None:
     torch.manual_seed(11)
-    monkeypatch.setattr(dk, "attention_prefetch", prefetch)
+    tuning = dk.KernelTuning(attention_prefetch=prefetch)
     C, H, L = SHAPES[shape]["C"], SHAPES[shape]["H"], SHAPES[shape]["L"]
     D, chunk = C // H, dk.DEFAULT_CHUNK
     scratch = dk.DecodeScratch.new(H, "cuda")
@@ -442,7 +484,7 @@ def test_decode_attention_on_cuda(shape: str, dtype: torch.dtype, prefetch: bool
         for fused, tiles in ((True, {}), (False, {}), (True, {"chunk": 64, "block": 16})):
             kc, vc = k_cache.clone(), v_cache.clone()
             out = dk.decode_attention(qkv, kc, vc, torch.tensor(p, device="cuda"), H, fused_combine=fused,
-                                      scratch=scratch, out=_nan(1, 1, C, dtype=dtype), **tiles)
+                                      scratch=scratch, out=_nan(1, 1, C, dtype=dtype), tuning=tuning, **tiles)
             assert _rel(out, ref) < GPU_TOL[dtype], (p, fused, tiles)
             _, k_new, v_new = qkv.reshape(3, H, D)
             assert torch.equal(kc[0, :, p], k_new) and torch.equal(vc[0, :, p], v_new)
@@ -455,25 +497,26 @@ def test_decode_attention_on_cuda(shape: str, dtype: torch.dtype, prefetch: bool
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("scale_bytes", [0, 2**62])
-def test_ln_gemv_argmax_on_cuda(shape: str, dtype: torch.dtype, scale_bytes: int,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ln_gemv_argmax_on_cuda(shape: str, dtype: torch.dtype, scale_bytes: int) -> None:
     torch.manual_seed(12)
-    monkeypatch.setattr(dk, "scale_weight_bytes", scale_bytes)
+    tuning = dk.KernelTuning(scale_weight_bytes=scale_bytes)
     C, V = SHAPES[shape]["C"], SHAPES[shape]["V"]
     x = _rand(1, 1, C, dtype=dtype, device="cuda", shift=1.0)
     g, b = _ln_params(C, dtype, "cuda")
     w = _rand(V, C, dtype=dtype, device="cuda", scale=0.05)
     scratch = dk.DecodeScratch.new(1, "cuda")
     logits = _ln_linear64(x, g, b, w, None, False)
-    token = dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, out=torch.full((1,), -1, device="cuda"))
+    token = dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, out=torch.full((1,), -1, device="cuda"),
+                              tuning=tuning)
     assert logits[token.item()] >= logits.max() - GPU_TOL[dtype] * logits.abs().max()
-    assert dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, blocks=1).item() == token.item()
+    assert dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, blocks=1, tuning=tuning).item() == token.item()
     w[V - 1] = 4 * w[token.item()]  # a clear winner in the last program, then a tie before it
     for blocks in (None, 1, 3):
-        assert dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, blocks=blocks).item() == V - 1
+        assert dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, blocks=blocks, tuning=tuning).item() == V - 1
     w[5] = w[V - 1]
     pos, token_buf, tokens_buf = torch.tensor(9, device="cuda"), torch.zeros(1, 1, dtype=torch.long, device="cuda"), torch.zeros(1, 20, dtype=torch.long, device="cuda")
-    token = dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, finish=(pos, token_buf, tokens_buf))
+    token = dk.ln_gemv_argmax(x, g, b, EPS, w, scratch=scratch, finish=(pos, token_buf, tokens_buf),
+                              tuning=tuning)
     assert token.item() == 5 == token_buf.item() == tokens_buf[0, 10].item() and pos.item() == 10
     assert scratch.argmax_key.item() == dk.INT64_MIN and scratch.argmax_done.item() == 0
 

@@ -16,13 +16,12 @@ weight-streaming ones; `gptperf.steps.fused_decode` composes a step of them:
 
 A LayerNorm costs its gemv no extra pass: W·LayerNorm(x) + b = r·(W·(x·γ) − μ·W·γ) + (W·β + b),
 where each program sums x and x² from the chunks of x it loads anyway and W·γ, W·β + b are
-computed once per weight (`fold_layer_norm`); a weight of at most `scale_weight_bytes` is
-streamed as its own copy W∘γ (columns scaled by γ), so the programs load x alone. On an H200
-this beat normalising on the fly (statistics recomputed by every program first), a LayerNorm
-written by the previous kernel's last program, and statistics gathered by atomics
-(BENCHMARKS.md). On Hopper every kernel is launched
-with programmatic dependent launch: it waits for the previous kernel's results itself, so its
-launch overlaps that kernel's tail.
+computed once per weight (`fold_layer_norm`); a weight of at most
+`KernelTuning.scale_weight_bytes` is streamed as its own copy W∘γ (columns scaled by γ), so the
+programs load x alone. This one pass beat the other ways of placing the LayerNorm that were tried
+(BENCHMARKS.md, "The fused decode kernels"). On Hopper every kernel is launched with
+programmatic dependent launch: it waits for the previous kernel's results itself, so its launch
+overlaps that kernel's tail. `KernelTuning` holds the settings a benchmark compares.
 
 Every launch reads the position from the device tensor `pos` (no host synchronisation), so the
 whole step can be captured as one CUDA graph. Each public function runs its Triton kernel on CUDA
@@ -70,8 +69,8 @@ except ImportError:  # pragma: no cover - older Triton, or none
 
 INT64_MIN = -(2**63)  # the argmax key before any program has reported
 DEFAULT_CHUNK = 64  # positions per attention program when none is given
-# warps of an attention program: 2 beat 4 in the step at gpt2 (context 1024) and the 7B shape
-# (128) on an H200 (benchmarks/gpu_decode_tune.py `in_step`)
+# warps of an attention program: 2 beat 4 in the captured step (benchmarks/gpu_decode_tune.py
+# `in_step`; BENCHMARKS.md, "The fused decode step tuned in the step")
 ATTENTION_WARPS = 2
 _LOG2E = 1.4426950408889634
 
@@ -79,19 +78,17 @@ _LOG2E = 1.4426950408889634
 def default_chunk(max_len: int, head_dim: int = 64, element_size: int = 2) -> int:
     """Positions per attention program for a cache of `max_len`: about 16 KiB of K and V a
     program (64 positions of a 64-wide bf16 head, 32 of a 128-wide one), and at most 32 at short
-    contexts, where few splits merge fastest. H200, in the captured step
-    (benchmarks/gpu_decode_tune.py `in_step`): 64 best for gpt2, gpt2-medium and gpt2-xl at
-    context 1024; 32 for the 7B shape (D 128) at 128 and at 1000."""
+    contexts, where few splits merge fastest. Chosen in the captured step
+    (benchmarks/gpu_decode_tune.py `in_step`; BENCHMARKS.md, "The fused decode step tuned in the
+    step")."""
     chunk = min(DEFAULT_CHUNK, max(16, 8192 // (head_dim * element_size)))
     return min(chunk, 32) if max_len <= 256 else chunk
 
 
 # The LM head's argmax kernel: its tile, whatever the width, and the programs it aims for (about
-# 8 an SM of an H200's 132). Each program ends in a reduction and two atomics, so fewer, longer
-# programs than one a row block, but enough to stream the weight. H200 (benchmarks/gpu_decode_tune.py
-# `argmax`, 2026-12-02): 16×128 in 3-block programs 23.4 µs for gpt2's head in bf16 (the gemv
-# rule's 8×256 a block: 29.0; ln_gemv writing the logits 21.7), 38.8 in fp32 (42.4), 101.4 for the
-# 7B shape's (the rule's 2×1024: 119.4-129.7).
+# 8 an SM of a 132-SM card). Each program ends in a reduction and two atomics, so fewer, longer
+# programs than one a row block, but enough to stream the weight (benchmarks/gpu_decode_tune.py
+# `argmax`; BENCHMARKS.md, "The fused decode step's LM head and attention: a faster argmax kernel").
 ARGMAX_TILE = (16, 128, 4)
 ARGMAX_PROGRAMS = 1056
 
@@ -108,22 +105,32 @@ def available() -> bool:
     return triton is not None and torch.cuda.is_available()
 
 
-# Launch with programmatic dependent launch where it exists (Hopper and later, Triton with GDC):
-# each kernel waits for the previous one's results itself, so its launch hides under that tail.
-# (benchmarks/gpu_decode_tune.py turns it off to measure what it gives.)
-use_pdl = True
-# The attention kernel loads its first tile of the cache before that wait (the cache and pos were
-# written by earlier steps); off, it waits first, as the other kernels do (for A/B timing).
-attention_prefetch = True
-# The layers' gemv kernels load their first weight tile before that wait (the weights are no
-# kernel's output); off, they wait first (for A/B timing). On an H200 this gained 2-11% a step
-# (the 7B shape 2%, gpt2 7%, gpt2-medium 11%), where the LM head's argmax kernel loading early as
-# well lost 1-6% (benchmarks/gpu_decode_tune.py `early`, BENCHMARKS.md).
-early_weight_loads = True
-# A LayerNorm's gemv streams a copy of its weight with γ multiplied in (no γ load beside each x
-# chunk) when the weight is at most this large (plan.NORM_SCALED_WEIGHT_BYTES: gpt2's step 213.1
-# -> 208.2 µs; benchmarks/gpu_decode_tune.py `scaled`, BENCHMARKS.md).
-scale_weight_bytes = NORM_SCALED_WEIGHT_BYTES
+@dataclass(frozen=True)
+class KernelTuning:
+    """Launch settings of the fused decode kernels that a benchmark compares; the defaults are the
+    ones the step runs. Pass a variant down (`FastDecoder(kernel_tuning=...)`,
+    `fused_decode_step(tuning=...)`, or any public function here) instead of changing the module.
+
+    pdl: launch with programmatic dependent launch where it exists (Hopper and later, Triton with
+    GDC): each kernel waits for the previous one's results itself, so its launch hides under that
+    kernel's tail. Elsewhere the kernels wait at launch whatever this says.
+    attention_prefetch: the attention kernel loads its first tile of the cache before that wait
+    (the cache and pos were written by earlier steps); off, it waits first, as the other kernels do.
+    early_weight_loads: the layers' gemv kernels load their first weight tile before that wait
+    (the weights are no kernel's output); off, they wait first. The LM head's argmax kernel always
+    waits first, where loading early lost (BENCHMARKS.md, "Every layer gemv loads early").
+    scale_weight_bytes: a LayerNorm's gemv streams a copy of its weight with γ multiplied in (no γ
+    load beside each x chunk) when the weight is at most this large (BENCHMARKS.md, "γ in the
+    weights"); read where the LayerNorms are folded (`fold_layer_norm`).
+    """
+
+    pdl: bool = True
+    attention_prefetch: bool = True
+    early_weight_loads: bool = True
+    scale_weight_bytes: int = NORM_SCALED_WEIGHT_BYTES
+
+
+DEFAULT_TUNING = KernelTuning()
 
 
 @functools.cache
@@ -131,13 +138,13 @@ def _hopper_or_later(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 9
 
 
-def _pdl(t: torch.Tensor) -> bool:
-    return use_pdl and gdc_wait is not None and t.is_cuda and _hopper_or_later(t.device)
+def _pdl(t: torch.Tensor, tuning: KernelTuning) -> bool:
+    return tuning.pdl and gdc_wait is not None and t.is_cuda and _hopper_or_later(t.device)
 
 
-def _launch(t: torch.Tensor) -> dict[str, bool]:
-    """The PDL constexpr and launch option for kernels on `t`'s device."""
-    on = _pdl(t)
+def _launch(t: torch.Tensor, tuning: KernelTuning) -> dict[str, bool]:
+    """The PDL constexpr and launch option for kernels on `t`'s device under `tuning`."""
+    on = _pdl(t, tuning)
     return {"PDL": on, "launch_pdl": True} if on else {"PDL": False}
 
 
@@ -179,18 +186,20 @@ class FoldedNorm:
         return (weight, True) if self.weight is None else (self.weight, False)
 
 
-def scales_weight(weight: torch.Tensor) -> bool:
+def scales_weight(weight: torch.Tensor, tuning: KernelTuning = DEFAULT_TUNING) -> bool:
     """Whether `fold_layer_norm` gives `weight` a γ-scaled copy by default: a kernel will stream
-    it (`_use_triton`) and it is at most `scale_weight_bytes`."""
-    return _use_triton(weight) and weight.numel() * weight.element_size() <= scale_weight_bytes
+    it (`_use_triton`) and it is at most `tuning.scale_weight_bytes`."""
+    return (_use_triton(weight)
+            and weight.numel() * weight.element_size() <= tuning.scale_weight_bytes)
 
 
 def fold_layer_norm(weight: torch.Tensor, bias: torch.Tensor | None, ln_weight: torch.Tensor,
-                    ln_bias: torch.Tensor, rows: int = 8192, scale: bool | None = None) -> FoldedNorm:
+                    ln_bias: torch.Tensor, rows: int = 8192, scale: bool | None = None,
+                    tuning: KernelTuning = DEFAULT_TUNING) -> FoldedNorm:
     """The `FoldedNorm` of `weight` after LayerNorm(γ, β), for `ln_gemv(..., folded=...)`, with
-    the γ-scaled copy when `scale` (default: `scales_weight`). Computed once per weight, `rows`
-    rows of W at a time (a 7B LM head in fp32 at once would be 0.8 GB)."""
-    scale = scales_weight(weight) if scale is None else scale
+    the γ-scaled copy when `scale` (default: `scales_weight(weight, tuning)`). Computed once per
+    weight, `rows` rows of W at a time (a 7B LM head in fp32 at once would be 0.8 GB)."""
+    scale = scales_weight(weight, tuning) if scale is None else scale
     g, beta = ln_weight.float(), ln_bias.float()
     c1 = torch.empty(weight.size(0), dtype=torch.float32, device=weight.device)
     c2 = torch.empty_like(c1)
@@ -212,12 +221,13 @@ def fold_layer_norm(weight: torch.Tensor, bias: torch.Tensor | None, ln_weight: 
 
 
 def fold_for_copies(weights: list[torch.Tensor], ln_weight: torch.Tensor, ln_bias: torch.Tensor,
-                    bias: torch.Tensor | None = None) -> list[FoldedNorm]:
+                    bias: torch.Tensor | None = None,
+                    tuning: KernelTuning = DEFAULT_TUNING) -> list[FoldedNorm]:
     """A `FoldedNorm` per copy of one weight, for timing the kernel over distinct copies (weights
     out of cache): the first copy's constants, each copy streamed as itself where the step would
     stream a γ-scaled weight (the same kernel; its values do not change the time)."""
     folded = fold_layer_norm(weights[0], bias, ln_weight, ln_bias, scale=False)
-    if not scales_weight(weights[0]):
+    if not scales_weight(weights[0], tuning):
         return [folded] * len(weights)
     return [FoldedNorm(folded.c1, folded.c2, w) for w in weights]
 
@@ -519,9 +529,9 @@ if triton is not None:
 def fused_tile(n: int, k: int, ln: bool) -> tuple[int, int, int]:
     """(rows per program, columns per step, warps) of `ln_gemv` (`ln`: with its LayerNorm) and
     `gemv_residual` for a weight of n×k, measured inside the captured step (PDL, each kernel after
-    the one it reads from), where the isolated sweeps' tiles (`gemv_config`) lost up to 18% of a
-    step: benchmarks/gpu_decode_tune.py `in_step` and `in_step_wide` at gpt2, gpt2-medium,
-    gpt2-xl and the 7B shape, H200, 2026-12-02 (BENCHMARKS.md)."""
+    the one it reads from), where the isolated sweeps' tiles (`gemv_config`) lost to these
+    (benchmarks/gpu_decode_tune.py `in_step`, `in_step_wide`; BENCHMARKS.md, "The fused decode
+    step tuned in the step")."""
     if n >= 32768 and k <= 1024:  # a vocabulary-wide weight of short rows (an LM head)
         return ARGMAX_TILE
     if ln:
@@ -545,7 +555,8 @@ def _out(out: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def embed(token: torch.Tensor, pos: torch.Tensor, wte: torch.Tensor, wpe: torch.Tensor, *,
-          out: torch.Tensor | None = None, reference: bool = False) -> torch.Tensor:
+          out: torch.Tensor | None = None, reference: bool = False,
+          tuning: KernelTuning = DEFAULT_TUNING) -> torch.Tensor:
     """wte[token] + wpe[pos] -> (1, 1, C) in wte's dtype; token (1, 1) and pos () on the device."""
     if reference or not _use_triton(wte):
         x = embed_reference(token, pos, wte, wpe)
@@ -553,20 +564,23 @@ def embed(token: torch.Tensor, pos: torch.Tensor, wte: torch.Tensor, wpe: torch.
     C = wte.size(1)
     out = _out(out, C, wte)
     block = min(triton.next_power_of_2(C), 1024)
-    _embed_kernel[(triton.cdiv(C, block),)](token, pos, wte, wpe, out, C, BLOCK=block, **_launch(wte))
+    _embed_kernel[(triton.cdiv(C, block),)](token, pos, wte, wpe, out, C, BLOCK=block,
+                                            **_launch(wte, tuning))
     return out
 
 
 def _folded(folded: FoldedNorm | None, weight: torch.Tensor, bias: torch.Tensor | None,
-            ln_weight: torch.Tensor, ln_bias: torch.Tensor) -> FoldedNorm:
-    return folded if folded is not None else fold_layer_norm(weight, bias, ln_weight, ln_bias)
+            ln_weight: torch.Tensor, ln_bias: torch.Tensor, tuning: KernelTuning) -> FoldedNorm:
+    if folded is not None:
+        return folded
+    return fold_layer_norm(weight, bias, ln_weight, ln_bias, tuning=tuning)
 
 
 def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None,
             eps: float, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: bool = False, *,
             folded: FoldedNorm | None = None,
             out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
-            reference: bool = False) -> torch.Tensor:
+            reference: bool = False, tuning: KernelTuning = DEFAULT_TUNING) -> torch.Tensor:
     """weight · LayerNorm(x) + bias [then GELU, tanh approximation]: x (1, 1, K) -> (1, 1, N);
     with `ln_weight` None, weight · x + bias.
 
@@ -574,7 +588,7 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
     `fold_layer_norm(weight, bias, ln_weight, ln_bias)`, computed here when not given (give it:
     it reads the whole weight); where it holds a γ-scaled copy, that copy is streamed. `config`
     overrides `fused_tile`'s (rows per program, columns per step, warps). `out` must not be `x`
-    (every program reads all of x).
+    (every program reads all of x). `tuning`: the launch settings (`KernelTuning`).
     """
     ln = ln_weight is not None
     if reference or not _use_triton(x):
@@ -583,21 +597,21 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
         return y if out is None else out.copy_(y)
     n, k = weight.shape
     out = _out(out, n, x)
-    f = _folded(folded, weight, bias, ln_weight, ln_bias) if ln else FoldedNorm(x, x)
+    f = _folded(folded, weight, bias, ln_weight, ln_bias, tuning) if ln else FoldedNorm(x, x)
     streamed, gamma = f.streamed(weight)
     block_n, block_k, warps = _tile(n, k, ln, config)
     _ln_gemv_kernel[(triton.cdiv(n, block_n),)](
         x, ln_weight if ln else x, streamed, bias if bias is not None else weight, f.c1, f.c2, out,
         n, k, float(eps), LN=ln, GAMMA=ln and gamma, HAS_BIAS=bias is not None and not ln,
-        GELU=gelu, BLOCK_N=block_n, BLOCK_K=block_k, EARLY=early_weight_loads, num_warps=warps,
-        **_launch(x))
+        GELU=gelu, BLOCK_N=block_n, BLOCK_K=block_k, EARLY=tuning.early_weight_loads,
+        num_warps=warps, **_launch(x, tuning))
     return out
 
 
 def gemv_residual(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                   residual: torch.Tensor, *, out: torch.Tensor | None = None,
                   config: tuple[int, int, int] | None = None,
-                  reference: bool = False) -> torch.Tensor:
+                  reference: bool = False, tuning: KernelTuning = DEFAULT_TUNING) -> torch.Tensor:
     """residual + weight · y + bias: y (1, 1, K) -> a new (1, 1, N) tensor, or `out`, which may
     be `residual` itself (each program reads only the residual rows it writes)."""
     if reference or not _use_triton(y):
@@ -608,8 +622,8 @@ def gemv_residual(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     block_n, block_k, warps = _tile(n, k, False, config)
     _gemv_residual_kernel[(triton.cdiv(n, block_n),)](
         y, weight, bias if bias is not None else weight, residual, out, n, k,
-        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, EARLY=early_weight_loads,
-        num_warps=warps, **_launch(y))
+        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k,
+        EARLY=tuning.early_weight_loads, num_warps=warps, **_launch(y, tuning))
     return out
 
 
@@ -619,7 +633,7 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
                      num_warps: int | None = None,
                      fused_combine: bool = True,
                      scratch: DecodeScratch | None = None, out: torch.Tensor | None = None,
-                     reference: bool = False) -> torch.Tensor:
+                     reference: bool = False, tuning: KernelTuning = DEFAULT_TUNING) -> torch.Tensor:
     """One new token's attention: writes its k, v at `pos` of the (1, H, Lmax, D) caches (in
     place), returns softmax(q·K[0..pos]ᵀ/sqrt(D))·V[0..pos] per head as (1, 1, C).
 
@@ -652,12 +666,12 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
         qkv, k_cache, v_cache, pos, acc, ml, scratch.attention_done, out, C, splits,
         k_cache.stride(1), k_cache.stride(2), v_cache.stride(1), v_cache.stride(2),
         _LOG2E / math.sqrt(D), D=D, D_P2=d_p2, CHUNK=chunk, BLOCK_L=block,
-        SPLIT_BLOCK=split_block, FUSED=fused_combine, PREFETCH=attention_prefetch,
-        num_warps=num_warps, **_launch(qkv))
+        SPLIT_BLOCK=split_block, FUSED=fused_combine, PREFETCH=tuning.attention_prefetch,
+        num_warps=num_warps, **_launch(qkv, tuning))
     if not fused_combine:
         _attention_combine_kernel[(n_head,)](acc, ml, pos, out, splits, D=D, D_P2=d_p2,
                                              CHUNK=chunk, SPLIT_BLOCK=split_block,
-                                             num_warps=num_warps, **_launch(qkv))
+                                             num_warps=num_warps, **_launch(qkv, tuning))
     return out
 
 
@@ -667,7 +681,8 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: tor
                    scratch: DecodeScratch | None = None,
                    finish: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                    out: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
-                   blocks: int | None = None, reference: bool = False) -> torch.Tensor:
+                   blocks: int | None = None, reference: bool = False,
+                   tuning: KernelTuning = DEFAULT_TUNING) -> torch.Tensor:
     """Greedy next token (1,) long: argmax over rows of weight · LayerNorm(x), logits never stored
     (LayerNorm and `folded` as in `ln_gemv`; `ln_weight` None: of weight · x). `config` overrides
     ARGMAX_TILE; `blocks` row blocks a program (default `argmax_blocks`).
@@ -690,7 +705,7 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: tor
     scratch = scratch or DecodeScratch.new(1, x.device)
     out = torch.empty(1, device=x.device, dtype=torch.long) if out is None else out
     pos, token_buf, tokens_buf = finish if finish is not None else (out, out, out)
-    f = _folded(folded, weight, None, ln_weight, ln_bias) if ln else FoldedNorm(x, x)
+    f = _folded(folded, weight, None, ln_weight, ln_bias, tuning) if ln else FoldedNorm(x, x)
     streamed, gamma = f.streamed(weight)
     block_n, block_k, warps = config or ARGMAX_TILE
     blocks = blocks if blocks is not None else argmax_blocks(n, block_n)
@@ -699,14 +714,16 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: tor
         scratch.argmax_key, scratch.argmax_done, out, pos, token_buf, tokens_buf,
         tokens_buf.stride(-1), n, k, float(eps), LN=ln, GAMMA=ln and gamma,
         FINISH=finish is not None, BLOCK_N=block_n, BLOCK_K=block_k, BLOCKS=blocks,
-        num_warps=warps, **_launch(x))
+        num_warps=warps, **_launch(x, tuning))
     return out
 
 
 def finish(token: torch.Tensor, pos: torch.Tensor, token_buf: torch.Tensor,
-           tokens_buf: torch.Tensor, *, reference: bool = False) -> None:
+           tokens_buf: torch.Tensor, *, reference: bool = False,
+           tuning: KernelTuning = DEFAULT_TUNING) -> None:
     """token_buf[0, 0] = token; tokens_buf[0, pos + 1] = token; pos += 1 (all on the device)."""
     if reference or not _use_triton(token):
         finish_reference(token, pos, token_buf, tokens_buf)
         return
-    _finish_kernel[(1,)](token, pos, token_buf, tokens_buf, tokens_buf.stride(-1), **_launch(token))
+    _finish_kernel[(1,)](token, pos, token_buf, tokens_buf, tokens_buf.stride(-1),
+                         **_launch(token, tuning))

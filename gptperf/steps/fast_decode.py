@@ -212,7 +212,8 @@ class FastDecoder:
     `compile` and `cuda_graph` default to on for CUDA, off elsewhere; with a graph, `run` and
     `generate` replay `graph_steps` steps a launch (default GRAPH_STEPS). `fused` (default: on for a
     compiled batch-1 decoder on CUDA with Triton) runs gptperf's fused decode kernels
-    (`gptperf.steps.fused_decode`) instead of the compiled model: nothing is compiled. The model
+    (`gptperf.steps.fused_decode`) instead of the compiled model: nothing is compiled, and
+    `kernel_tuning` sets their launch (`decode_kernels.KernelTuning`, for benchmarks). The model
     is used as it is (its dtype is the cache's; no autocast): give it weights in the precision
     to decode in.
     """
@@ -230,6 +231,7 @@ class FastDecoder:
         one_row_kernel: bool | None = None,
         fused: bool | None = None,
         graph_steps: int | None = None,
+        kernel_tuning: decode_kernels.KernelTuning = decode_kernels.DEFAULT_TUNING,
     ) -> None:
         param = next(model.parameters())
         self.device = param.device
@@ -273,7 +275,8 @@ class FastDecoder:
         self._fused: Callable[[], None] | None = None
         if self.fused:
             sample = None if temperature == 0 else (lambda logits: sample_on_device(logits, temperature, top_k))
-            self._fused = fused_decode_step(model, self.cache, self.token, self.tokens, sample)
+            self._fused = fused_decode_step(model, self.cache, self.token, self.tokens, sample,
+                                            tuning=kernel_tuning)
         elif self.compile:
             if on_cuda:
                 split_linear_bias(model, self.one_row_kernel)
