@@ -2,21 +2,16 @@
 
 By default glibc gives every freed block of 128 KiB or more straight back to the kernel (an
 unmapped chunk, or a trimmed heap top), and the next allocation of that size page-faults it in
-again, page by page (~1 µs a 4 KiB page on the 2-core VM). A CPU train step frees and
-reallocates its gradients, activations and AdamW's temporaries every step. Every block is then
-served from the heap (glibc's `M_MMAP_MAX` 0: no block is mapped apart), and the heap is not
-trimmed below 1 GiB of free space. On the 2-core development VM:
-
-* a 6.7M-parameter step (validate's `train mini-v8k`) took 106-113 ms with glibc's default, 26
-  of them in `fill_` and `add` writing freshly mapped pages, 67-76 ms with freed blocks kept;
-* gpt2's train step (B=1, T=64) took 0.83-0.91 s with blocks up to 32 MiB kept (the mapping
-  threshold's ceiling), 620-770 MB a step mapped fresh in its backward and AdamW, and 0.56-0.67 s
-  with every block kept (none mapped; peak RSS 2.87-3.07 GB against 2.74-2.86; 2026-12-05,
-  benchmarks/cpu_fresh_pages.py).
+again, page by page. A CPU train step frees and reallocates its gradients, activations and
+AdamW's temporaries every step, so it spent a large share of its time writing fresh pages. Every
+block is therefore served from the heap (glibc's `M_MMAP_MAX` 0: no block is mapped apart), and
+the heap is not trimmed below 1 GiB of free space (measured: BENCHMARKS.md, "The CPU: freed memory
+kept, and three builds a case", and "Session 38", its part "A block over 32 MiB was mapped fresh
+on every allocation"; `benchmarks/cpu_fresh_pages.py`).
 
 Under torch.profiler that no longer holds: the profiler's own small allocations, made between the
-step's, split the freed blocks, and the heap grows onto fresh pages every profiled step (a
-mini-v8k train step: 9000-15000 faults, 35-60 MB, a step; none unprofiled; 2026-12-05).
+step's, split the freed blocks, and the heap grows onto fresh pages every profiled step
+(BENCHMARKS.md, "Session 39", its part "A CPU profile page-faults where the step does not").
 `minor_faults` counts them, so a profile can say so.
 """
 

@@ -3,11 +3,9 @@
 A train step's optimizer phase is not host work followed by device work: torch's fused AdamW
 loops over the tensors in Python, then launches its multi-tensor kernels from a C++ loop that
 keeps working on the host while the first of them run, and the step ends by clearing the
-gradients. On the H200 (2026-12-02, `gptperf.steps.train.TrainStep.optimizer_step` from an idle
-device) the step ended 0.1 ms after its host work for gpt2, 1.0 ms for gpt2-medium and 10.1 ms
-for gpt2-xl, where its kernels take 1.3, 3.4 and ~15 ms back to back: 37-43% of the host time
-ran beside the kernels. Charging the kernels after all of the host time over-predicted an eager
-gpt2-xl train step by 8 ms.
+gradients. A large share of the host time runs beside the kernels, and charging the kernels
+after all of it over-predicted eager gpt2-xl train steps (BENCHMARKS.md, "The optimizer's own
+overlap, the static cache's masked attention, the forward recording kept").
 
 `measure_optimizer_overlap` times the train step's optimizer phase on `OVERLAP_MODEL` (wide
 enough that its kernels outlast that share of its host time) three ways: its host time, its time

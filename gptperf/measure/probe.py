@@ -14,11 +14,10 @@ steps'. `calibrate` samples each among the rounds of the host jobs it is the uni
 (`probes["host"]`: "step_s" and "train_step_s"), and a command that measures a step samples the
 probe of its kind between the step's own runs (`HostSampler`; probed after them, `host_speed`,
 where no sample was taken), so the calibrated host cost is charged at the host's speed while the
-step ran. On the lent H200 machine the host's speed moved 2.2× within one calibration while the
-device's did not; and charged by the decode probe, eager train steps came out at 0.83–1.41 of
-their prediction, by the train probe at 0.89–1.12 (the same steps, three rounds, BENCHMARKS.md).
-(The small-op part of the probe is too narrow for that unit: on the 2-core VM it read 1.9× faster
-while steps ran no faster.)
+step ran: a host's speed can move within one calibration while the device's does not, and a train
+step is charged far more closely in the unit of a train step than of a decode step (BENCHMARKS.md,
+"A train-shaped host probe"). The small-op part of the probe is too narrow for that unit: it can
+read the host faster while steps run no faster.
 """
 
 from __future__ import annotations
@@ -55,9 +54,9 @@ PARTS = {"host_s": "host ops", "matmul_s": "the matmul", "copy_s": "the copy",
 REQUIRED_PARTS = ("host_s", "matmul_s", "copy_s")
 # A CPU op over more elements than torch's grain (at::internal::GRAIN_SIZE, 32768) runs as a
 # parallel region over its threads; one just above it is mostly the region's fork and join. On
-# the 2-core VM, in spells of 1-3 minutes, such adds took 1.4-1.6x their time while the serial
-# host ops, the matmul, the copy and a 1.2M-element gelu moved under 10%, and the validation's
-# CPU cases ran 1.0-1.45x slower (2026-12-04, BENCHMARKS.md): the part that names those spells.
+# a VM, in spells of minutes, such adds slowed along with the CPU cases while the serial host ops,
+# the matmul and the copy did not (BENCHMARKS.md, "Session 37: the CPU's spells of slow fork and
+# join"): the part that names those spells.
 FORK_ELEMENTS = 40 * 1024
 FORK_OPS = 100  # parallel adds per sample
 # A case's parallel adds at this many times their calibration time (or its inverse) ran in a
@@ -177,13 +176,13 @@ HOST_PROBES = ("decode", "train")
 # host-model steps per sample of `host_step_s`, by probe (a train step is ~8x a decode step's
 # host work: 3 of them take about as long as 10 decode steps)
 STEP_RUN = {"decode": 10, "train": 3}
-# Seconds of host-model steps a host-speed probe spans. The H200 machine's vCPUs ran the step in
-# 310-340 µs with slow spells of 450-930 µs lasting 30-540 ms, a quarter of the time (pinned to
-# one vCPU or not): eight medians over 0.1 s read 314-611 µs, over 1 s 312-323 µs.
+# Seconds of host-model steps a host-speed probe spans: a host can run in slow spells of tens to
+# hundreds of ms, which a median over 0.1 s catches and one over 1 s does not (BENCHMARKS.md, "The
+# GPU host in slow spells").
 HOST_WINDOW_S = 1.0
-# Steps run untimed first: after a device-bound case the host had idled in synchronisation, and
-# on the H200 machine the probe right after read 1.3-1.9x the calibration's host time (0.84-0.90
-# after host-bound cases): a cold host, not the one that ran the case's steps.
+# Steps run untimed first: after a device-bound case the host has idled in synchronisation, and a
+# probe right after it may time a cold host, not the one that ran the case's steps (BENCHMARKS.md,
+# "The host's speed, measured three more ways").
 STEP_WARMUP_S = 0.1
 
 
@@ -223,7 +222,8 @@ def host_model_phases(device: str, probe: str = "decode") -> tuple[tuple[str, Ca
 
 
 def host_model_step(device: str, probe: str = "decode") -> Callable[[], None]:
-    """The host model's `probe` step (`host_model_phases`): every phase in order."""
+    """The host model's `probe` step (`host_model_phases`): every phase in order. Used by
+    benchmarks (`cpu_spells.py`, `gpu_host_spells.py`) to time the host model's step itself."""
     return whole_step(host_model_phases(device, probe))
 
 
@@ -297,8 +297,7 @@ def host_phase_step_s(device: torch.device | str, budget_s: float | None = None,
 
 
 # Seconds of a measurement's own steps between two samples of `HostSampler` (a sample is
-# 1 + STEP_RUN[probe] steps: 3-10 ms of decode steps or ~12 ms of train steps on the H200
-# machine, 6-23% more time measuring).
+# 1 + STEP_RUN[probe] host-model steps, a few ms: 6-23% more time measuring on an H200 machine).
 INTERLEAVE_S = 0.05
 
 
@@ -306,16 +305,13 @@ class HostSampler:
     """The host model's `probe` step (`host_model_step`), timed between the steps of another
     measurement so that both run on the same host: called after each of the measurement's steps
     (`timer.time_phases(between_steps=...)`), it takes a sample of STEP_RUN[probe] steps after one
-    untimed once `every_s` of the measurement's own time has passed since the last. On the H200
-    machine one eager decode step took 30.0 ms and then 14.7 ms in the same process a few seconds
-    apart, and a probe taken for a second after each read 900 and 584 µs: the host moves within
-    seconds, so a probe taken after a case sees another host than the case's steps ran on.
+    untimed once `every_s` of the measurement's own time has passed since the last. The host's
+    speed moves within seconds, so a probe taken after a case sees another host than the case's
+    steps ran on (BENCHMARKS.md, "The host sampled among the measured steps").
 
     A step of several phases (the train probe) is timed phase by phase as well (`phase_samples`):
-    its phases do not move together. Between two calibrations on the lent H200 machine the
-    host-model train step took 1.42x as long, and the host costs measured in its unit moved 2.3x
-    for the forward (Python, module calls), 1.25x for the backward (autograd's engine) and 1.74x
-    for AdamW.
+    its phases do not move together (BENCHMARKS.md, "Runs 13–15: host costs charged phase by
+    phase").
 
     On a CPU each sample also times FORK_OPS parallel adds (`fork_samples`, seconds per add): the
     VM's spells of slow fork and join, which the host model's step does not show, in the case's

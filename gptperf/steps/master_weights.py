@@ -7,12 +7,10 @@ Each update copies the bf16 gradients into the copies' fp32 gradients, steps the
 copies and the fp32 parameters, and copies the copies back into the model: two multi-tensor
 casts beside AdamW's kernel; under the plan's `fused_master_update` (the default with master
 weights) `gptperf.steps.master_adamw` does all three in one kernel and the copies keep no
-gradients (`copy_gradients=False`). On the H200 a gpt2 step (B=12, T=1024) took 26.71 ms against 27.11
-with every weight fp32 under autocast (alternating, BENCHMARKS.md; 26.35 against 26.59 on another
-card). With every weight bf16 (a bf16 residual stream, as llm.c trains) it took 26.21 against
-27.38, but its loss after 200 steps missed the fp32 reference's by 1.7% (0.16 nats at worst),
-past the tolerance the fast step is held to (benchmarks/gpu_speed_numerics.py); this one: 0.69%
-and 1.52% in two runs, 0.11 nats at worst.
+gradients (`copy_gradients=False`). This is a little faster than every weight fp32 under
+autocast and, unlike every weight bf16 (a bf16 residual stream, as llm.c trains), keeps the loss
+within the tolerance the fast step is held to (benchmarks/gpu_speed_numerics.py; BENCHMARKS.md,
+"Master weights in the train step").
 Micro-batches accumulate the bf16 gradients in bf16. Checkpoints hold the fp32 copies
 (`state_dict`), so a checkpoint is the same with or without.
 """

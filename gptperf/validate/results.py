@@ -31,9 +31,10 @@ TARGET_LABELS = {"median": "median |m/p − 1|", "p90": "p90 |m/p − 1| (neares
                  "max": "max |m/p − 1|", "per_op": "per-operation error (time-weighted)"}
 # A GPU step whose predicted host time is at least this share of its device time waits on the
 # host: the queue starves at moments before the host's total reaches the device's, and the step
-# moves with the host's speed. Over ten stored H200 and H100 fixed sweeps such
-# steps read medians of 1.9-10.3%, the others 2.0-3.7%; any share from 0.5 to 1.2 splits them
-# alike (BENCHMARKS.md, "Session 44"). On a CPU host and kernels run in series: no split.
+# moves with the host's speed. Stored GPU sweeps split this way show the large misses among the
+# host-bound steps, and a share anywhere near 0.8 splits them alike (BENCHMARKS.md, "Session 44:
+# the fixed sweep on an H100 meets its four targets"). On a CPU host and kernels run in series:
+# no split.
 HOST_BOUND_SHARE = 0.8
 
 
@@ -42,8 +43,7 @@ class HostTrace:
     """What a case's median step and its host sample were taken from: every timed step (s, in
     order), every sample of the host model's step (s) and the step each followed (1-based), so
     that how the host's speed is read from the samples can be judged against the steps afterwards
-    (on the H200 machine the host runs in two speeds ~1.6× apart and a case's samples may catch
-    the other one)."""
+    (a host can run at two speeds, and a case's samples may catch the other one)."""
 
     steps_s: tuple[float, ...]
     samples_s: tuple[float, ...] = ()

@@ -66,9 +66,9 @@ COUNTS: dict[str, dict[str, tuple[int, int]]] = {
     "cpu": {"step": (2, 5), "decode": (3, 20)},
 }
 PROFILE_SCHEDULE = {"wait": 1, "warmup": 1, "active": 3}
-# Times a case is built and measured, the median kept. On the 2-core VM a step's speed is settled
-# when its model is built (where its tensors land): prefill mini-gpt2 ran 42, 39 and 56 ms in
-# three builds, each within 10% over six runs of five steps.
+# Times a case is built and measured, the median kept. On a CPU a step's speed is settled when its
+# model is built (where its tensors land), so more steps of one build do not help (BENCHMARKS.md,
+# "The CPU: freed memory kept, and three builds a case").
 BUILDS: dict[str, int] = {"cuda": 1, "cpu": 3}
 
 
@@ -436,10 +436,8 @@ def sweep_host_speed(probes: Sequence[float | None]) -> float | None:
     median of the others' of the same host probe (None without any).
 
     A case is charged at the host sampled among its own steps (`probe.HostSampler`), else at a
-    probe for a second right after it: on the H200 machine the samples gave a median error of
-    4.5% where the same run's probes after each case gave 5.9% and the calibration's speed 6.6%;
-    in an earlier run, each case's own probe gave 8.7% where the sweep's median gave 16.7%
-    (BENCHMARKS.md, "The host sampled among the measured steps")."""
+    probe for a second right after it; this median is the last resort, the least close of the
+    three (BENCHMARKS.md, "The host sampled among the measured steps")."""
     taken = [p for p in probes if p is not None]
     return statistics.median(taken) if taken else None
 
