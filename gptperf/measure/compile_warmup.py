@@ -3,11 +3,10 @@ Triton kernels of gptperf's decode families and the steps whose compiled host co
 calibration measures last, while the calibration times its kernels, so that its own compiles find
 Triton's and inductor's caches warm.
 
-On an H200 machine with a slow host the compiles were a third of a calibration (2026-12-02: the
-compiled train job 31 s with its compilation, the recordings 13 s, of 119 s; the compiled
-inference job left out for time). The processes share the GPU in turns through a `GpuLock`: the
-calibration holds it while it times a kernel, a side process for all its work but its compiles;
-and the calibration waits for them before it measures anything on the host (`finish`).
+On a machine with a slow host the compiles were a third of a calibration (BENCHMARKS.md,
+"Figures moved here from the code's docstrings", "Compiling ahead"). The processes share the GPU
+in turns through a `GpuLock`: the calibration holds it while it times a kernel, a side process for
+all its work but its compiles; and the calibration waits for them before it measures anything on the host (`finish`).
 """
 
 from __future__ import annotations
@@ -31,10 +30,10 @@ NOTE_HEAD = "compiled jobs compiled ahead in"  # how `finish`'s note on the side
 # What is compiled ahead, in parts: the decode families' Triton kernels, the compiled host jobs'
 # steps, the compiled recordings' steps (`compile_warmup_child`).
 PARTS = ("triton", "host", "record")
-# The parts each side process takes, one process a group: one doing the three in turn took 75-76 s
-# and ended 11 s after the kernels' timing (H200 and H100, 2026-12-05); two, started before the
-# speed probes, cut a calibration from cold caches 111 -> 99 s (H100, 2026-12-06;
-# benchmarks/gpu_calibration_triton_warm.py, BENCHMARKS.md)
+# The parts each side process takes, one process a group: one doing the three in turn ended after
+# the kernels' timing, two started before the speed probes shortened a calibration from cold
+# caches (benchmarks/gpu_calibration_triton_warm.py; BENCHMARKS.md, "Figures moved here from the
+# code's docstrings", "Compiling ahead")
 SIDE_PROCESSES: tuple[tuple[str, ...], ...] = (("triton", "record"), ("host",))
 # inductor's compile workers in each side process: fewer than an H200 machine's 16 cores, so the
 # calibration's own host work (CUDA-graph capture, cuDNN's plans) keeps its cores

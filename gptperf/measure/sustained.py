@@ -6,9 +6,8 @@ millisecond at the boost clock.
 period the matmul runs; a copy, memory-bound as a step's other kernels are, fills the rest) and
 returns per duty the period's FLOP rate in a burst and the matmul's slowdown once the clock has
 settled. `Calibration.sustained_slowdown` reads the slowdown at a step's own FLOP rate, and
-`perfmodel.expected` charges the step's matmul and attention kernels that much more (H200: gpt2-xl's
-mlp.proj took 125 µs in a burst and 140-143 µs kept up for 2 s, the clock down from 1980 to
-1455 MHz; BENCHMARKS.md).
+`perfmodel.expected` charges the step's matmul and attention kernels that much more (measured:
+BENCHMARKS.md, "Figures moved here from the code's docstrings", "The clock under sustained load").
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ MATMUL = 4096  # M = N = K of the matmul: 137 GFLOP, about 0.2 ms in bf16 on an 
 COPY_BYTES = 64 * 2**20  # one copy's source (and destination): beyond L2, from HBM
 DUTIES = (1.0, 0.5)  # the matmul's share of each period
 PERIOD_REPLAY_S = 2e-3  # periods a replay holds: about this long, so the host's relaunch is <1%
-HOLD_S = 1.2  # each duty is kept up this long; the clock settles within ~0.4 s (BENCHMARKS.md)
+HOLD_S = 1.2  # each duty is kept up this long; the clock settles well within it (BENCHMARKS.md)
 SETTLED = 0.5  # the replays of the hold's last half count
 IDLE_S = 0.3  # the card idles this long before each burst is timed
 BURST_REPLAYS = 5

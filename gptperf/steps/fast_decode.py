@@ -30,7 +30,8 @@ from gptperf.steps.fused_decode import fused_decode_step
 
 # Decode steps one CUDA graph replays in `FastDecoder.run`: one launch for 16 tokens, and inside
 # the graph each step's first kernel starts under the last one's tail (PDL) instead of after a
-# graph boundary (gpt2 batch 1 on the H200: 210 -> 199 µs a token; BENCHMARKS.md).
+# graph boundary (BENCHMARKS.md, "Sixteen decode steps a graph, the anchors again, and γ in the
+# weights").
 GRAPH_STEPS = 16
 
 class StaticKVCache:

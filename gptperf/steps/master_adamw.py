@@ -4,11 +4,10 @@ bf16 into the model's weight. The plain master step (`MasterWeights.gradients_in
 kernel, `weights_out`) casts the gradients into fp32 copies first and the copies back after: 14
 bytes a copied parameter more, and 4 more kept (the copies' fp32 gradients).
 
-On the H200 it steps gpt2's 85M copies in 0.60 ms (3.95 TB/s) where the casts and AdamW's kernel
-take 1.19 ms, and the train step (B=12, T=1024) runs 26.21 ms against 26.65
-(`benchmarks/gpu_master_adamw.py`, `gpu_train_levers.py --alternate base mastercasts`). Tensors
-whose sizes are not all multiples of 8 (a width that is not) run a variant without vector loads:
-3.17 TB/s there.
+It takes about half the time of the casts and AdamW's kernel, and the train step gains that
+(BENCHMARKS.md, "Figures moved here from the code's docstrings", "The master update in one
+kernel"). Tensors whose sizes are not all multiples of 8 (a width that is not) run a slower
+variant without vector loads.
 
 The arithmetic is torch's fused AdamW's (`torch._fused_adamw_`, fp32; equal to fp32 rounding, the
 bias corrections taken as exp2 of a log2): decoupled weight decay,
@@ -29,8 +28,8 @@ try:  # Triton ships with CUDA builds of torch only
 except ImportError:  # pragma: no cover - CPU builds: `available()` says no
     triton = None
 
-# parameters a program steps (8 a thread at 4 warps): on the H200 the best of 1024–16384 and 4–16
-# warps, 3.92 TB/s over gpt2's copies (2048: 3.78; BENCHMARKS.md, "The master update in one kernel")
+# parameters a program steps (8 a thread at 4 warps): the best of the blocks and warps tried
+# (BENCHMARKS.md, "Figures moved here from the code's docstrings")
 BLOCK = 1024
 NUM_WARPS = 4
 VECTOR = 8  # elements of one 16-byte bf16 load: every tensor's size a multiple, for vector loads
