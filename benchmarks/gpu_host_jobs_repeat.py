@@ -25,6 +25,7 @@ from gptperf import names
 from gptperf.measure import calibrate_host
 from gptperf.measure.calibrate_host import HostCosts, measure_host
 from gptperf.measure.probe import host_step_s
+from gptperf.perfmodel.calibration import split_host_key
 
 
 def main() -> None:
@@ -66,7 +67,7 @@ def table(runs: list[HostCosts], title: str) -> tuple[float, float]:
           f"   {'fixed / unit, each repeat':>36s} {'spread':>7s}")
     spreads: tuple[list[float], list[float]] = ([], [])
     for key in runs[0].costs:
-        probe = "train" if key.split(":")[1] in names.PHASES else "decode"  # a train job's parts
+        probe = "train" if split_host_key(key)[1] in names.PHASES else "decode"  # a train job's parts
         per = [r.costs[key]["per_layer_s"] / r.units[probe] for r in runs if key in r.costs]
         fixed = [r.costs[key]["fixed_s"] / r.units[probe] for r in runs if key in r.costs]
         spreads[0].append(spread(per))

@@ -39,7 +39,7 @@ from gptperf.measure.calibration_tables import guarded
 from gptperf.measure.probe import HostSampler, host_step_s, probe_of
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig
-from gptperf.perfmodel.calibration import HOST_MODEL, host_model_config
+from gptperf.perfmodel.calibration import HOST_MODEL, host_key, host_model_config
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import COMPILED, EAGER, ExecutionPlan
 from gptperf.runtime import synchronize
@@ -139,7 +139,7 @@ def fit_host_jobs(measured: Sequence[HostJob]) -> tuple[dict[str, dict[str, floa
             scale = (phase_units[probe][part] / phases[part] if part in phases
                      else units[probe] / unit)
             fit = fit_line(times[lo][part], times[hi][part])
-            host[f"{mode}:{part}:{dtype}"] = {k: v * scale for k, v in fit.items()}
+            host[host_key(mode, part, dtype)] = {k: v * scale for k, v in fit.items()}
     notes = [f"host costs: the host model's {p} step took {min(us) * 1e6:.0f}–{max(us) * 1e6:.0f} µs "
              f"among the {len(us)} {p} probe's host jobs' rounds (×{max(us) / min(us):.2f}); each "
              f"job's costs are scaled to {units[p] * 1e6:.0f} µs"
@@ -347,7 +347,7 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
             (times, unit, phases), _ = measure()
         if times:
             measured.append((probe, mode, dtype, times, unit, phases))
-            job_units[f"{mode}:{what}:{dtype}"] = unit
+            job_units[host_key(mode, what, dtype)] = unit
     if progress:
         progress("host", len(jobs), len(jobs))
     host, units, drift, phase_units = fit_host_jobs(measured)

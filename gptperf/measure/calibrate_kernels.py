@@ -95,11 +95,7 @@ from gptperf.measure.kernel_timer import (
 )
 from gptperf.measure.probe import fork_op_s
 from gptperf.measure.timer import Progress
-from gptperf.perfmodel.calibration import (
-    WARM,
-    Curve,
-    Grid,
-)
+from gptperf.perfmodel.calibration import Curve, Grid, attention_key, matmul_warm_key, vector_key
 from gptperf.runtime import TORCH_DTYPES, as_device
 
 
@@ -283,7 +279,7 @@ def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: 
     out: dict[str, Grid] = {}
     with MatmulPrecision(dtype):
         for pass_, (axes, cells) in plans.items():
-            key = f"{dtype}:{pass_}"
+            key = attention_key(dtype, pass_)
             measured: dict[tuple[int, ...], float] = {}
             for bh, t, d in cells:
                 call = _attention_call(device, tdtype, pass_, bh, t, d, pool)
@@ -395,7 +391,7 @@ def _measure_vector(device: torch.device, dtype: str, quick: bool, progress: Pro
     out: dict[str, Curve] = {}
     shared: dict[str, torch.Tensor] = {}
     for op, points in ops.items():
-        key = f"{op}:{dtype}"
+        key = vector_key(op, dtype)
         xs, seconds = [], []
         for shape, x in points:
             call = _vector_call(op, dtype, shape, device, shared)
@@ -454,7 +450,7 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             else:
-                result["matmul"][dtype + WARM] = _measure_matmul_warm(device, dtype, quick, progress,
+                result["matmul"][matmul_warm_key(dtype)] = _measure_matmul_warm(device, dtype, quick, progress,
                                                                       timer, result["matmul"][dtype])
         family_done("matmul")
     if measured("attention"):

@@ -13,7 +13,7 @@ from typing import Any
 
 from gptperf.dtypes import DTYPES, check_dtype, dtype_bytes
 from gptperf.errors import UserError
-from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS
+from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS, attention_key, vector_key
 from gptperf.perfmodel.workload import block_shapes
 from gptperf.units import GIB, KIB, MIB
 
@@ -508,12 +508,12 @@ def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[st
             if cell not in seen:
                 seen.add(cell)
                 matmul.append(list(cell))
-    attention = [[f"{dtype}:{pass_}", *cell] for dtype in dtypes for pass_ in attention_passes(kind)
+    attention = [[attention_key(dtype, pass_), *cell] for dtype in dtypes for pass_ in attention_passes(kind)
                  for cell in _attention_cells(kind, dtype, pass_, quick, memory_bytes)]
     if kind == "cuda":  # measured where Triton is; planned (and kept off by a validation) always
-        attention += [[f"{dtype}:{FUSED_ATTENTION_PASS}", *cell] for dtype in dtypes
+        attention += [[attention_key(dtype, FUSED_ATTENTION_PASS), *cell] for dtype in dtypes
                       if dtype in FUSED_ATTENTION_DTYPES for cell in product(*fused_attention_axes(quick))]
-    vector = [[f"{op}:{dtype}", x] for dtype in _vector_dtypes(dtypes) for op in _vector_ops(dtype)
+    vector = [[vector_key(op, dtype), x] for dtype in _vector_dtypes(dtypes) for op in _vector_ops(dtype)
               for _, x in _vector_points(kind, dtype, op, quick)]
     return {"matmul": matmul, "attention": attention, "vector": vector}
 
