@@ -68,7 +68,6 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     WARM_POOL_BYTES,
     _attention_axes,
     _attention_cells,
-    _check_dtypes,
     _matmul_axes,
     _matmul_cells,
     _matmul_probes,
@@ -79,6 +78,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     attention_bytes,
     attention_passes,
     block_shapes,
+    check_dtypes,
     matmul_bytes,
     optimizer_params,
     warm_matmul_cells,
@@ -501,7 +501,7 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     a spell of the machine's fork and join (`passes_out_of_spells`), and "fork_s" is a parallel
     add's time around those passes. `lock` is held while each point is timed (`KernelTimer`)."""
     device = as_device(device)
-    dtypes = _check_dtypes(dtypes)
+    dtypes = check_dtypes(dtypes)
     start = time.perf_counter()
     timer = KernelTimer(device, quick, lock)
     notes: list[str] = []

@@ -485,10 +485,16 @@ def _gemv_shape(weight_bytes: int, esize: int) -> tuple[int, int]:
     return n, k
 
 
-def _check_dtypes(dtypes: Iterable[str]) -> tuple[str, ...]:
+def check_dtypes(dtypes: Iterable[str], device_type: str | None = None) -> tuple[str, ...]:
+    """`dtypes` as a tuple, each a format of `gptperf.dtypes`, at least one, and, where
+    `device_type` is given, each one that runs there (fp16 needs a GPU); else a one-line
+    UserError naming the bad value and the valid ones."""
     out = tuple(check_dtype(d) for d in dtypes)
     if not out:
         raise UserError(f"no dtypes to calibrate; valid: {', '.join(DTYPES)}")
+    if device_type is not None and device_type != "cuda" and "fp16" in out:
+        valid = ", ".join(d for d in DTYPES if d != "fp16")
+        raise UserError(f"dtype 'fp16' needs a GPU; valid on {device_type}: {valid}")
     return out
 
 
@@ -499,7 +505,7 @@ def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[st
     [["<dtype>:<pass>", BH, T or L, D], ...], "vector": [["<op>:<dtype>", x], ...]. `dtypes`
     default: DEFAULT_DTYPES; `memory_bytes`: the device's memory (None: no shape is too big)."""
     kind = _kind(device_type)
-    dtypes = _check_dtypes(dtypes if dtypes is not None else _default_dtypes(kind))
+    dtypes = check_dtypes(dtypes if dtypes is not None else _default_dtypes(kind))
     matmul: list[list[int]] = []
     seen: set[tuple[int, int, int]] = set()
     for dtype in dtypes:
@@ -529,7 +535,7 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
     pays before its calls (`FIRST_CALL_S`): the budget check of the plan; the real figure depends
     on the machine."""
     kind = _kind(device_type)
-    dtypes = _check_dtypes(dtypes if dtypes is not None else _default_dtypes(kind))
+    dtypes = check_dtypes(dtypes if dtypes is not None else _default_dtypes(kind))
 
     def point(call_s: float) -> float:
         if kind == "cuda":  # capture, then warm-up and timed replays of ~TARGET_REPLAY_S each
