@@ -26,11 +26,11 @@ from gptperf.measure.calibration_plan import (
     FUSED_STEP_VOCAB,
     GEMV_SIZES,
     GEMV_SKIPPED_DTYPES,
-    _gemv_shape,
-    _thin,
     argmax_shapes,
     fused_attention_axes,
     fused_step_models,
+    gemv_shape,
+    thin_points,
 )
 from gptperf.measure.calibration_tables import fill_grid, grid_note, report
 from gptperf.measure.kernel_timer import POOL_BYTES, Call, KernelTimer, OperandPool, random_tensor
@@ -50,15 +50,6 @@ from gptperf.perfmodel.calibration import (
 from gptperf.runtime import TORCH_DTYPES, as_device
 from gptperf.units import MIB
 
-
-def measure_gemv(device: torch.device | str, dtype: str, quick: bool = False,
-                 progress: Progress | None = None) -> Curve | None:
-    """Curve over x = weight bytes N·K·e of gptperf's one-row Triton kernel (`steps.gemv`),
-    distinct weights cycled; None without CUDA and Triton."""
-    device = as_device(device)
-    return measure_gemv_curve(device, check_dtype(dtype), quick, progress, KernelTimer(device, quick))
-
-
 # A weight-streaming kernel to time: (weight (N, K), the other inputs it needs) -> call(j).
 StreamCall = Callable[[list[list[torch.Tensor]], torch.dtype, torch.device, int, int], Call]
 
@@ -72,7 +63,7 @@ def _weight_stream_curve(device: torch.device, dtype: str, quick: bool, progress
     tdtype = TORCH_DTYPES[dtype]
     pool = OperandPool(device, tdtype)
     if shapes is None:
-        shapes = [_gemv_shape(size, tdtype.itemsize) for size in _thin(GEMV_SIZES, quick)]
+        shapes = [gemv_shape(size, tdtype.itemsize) for size in thin_points(GEMV_SIZES, quick)]
         shapes = [(k, k) if square else (n, k) for n, k in shapes]
     xs: list[float] = []
     seconds: list[float] = []
@@ -86,13 +77,17 @@ def _weight_stream_curve(device: torch.device, dtype: str, quick: bool, progress
     return xs, seconds
 
 
-def measure_gemv_curve(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                       timer: KernelTimer) -> Curve | None:
-    """`measure_gemv` with the caller's timer (the calibration's, one for every family)."""
+def measure_gemv(device: torch.device | str, dtype: str, quick: bool = False,
+                 progress: Progress | None = None, timer: KernelTimer | None = None) -> Curve | None:
+    """Curve over x = weight bytes N·K·e of gptperf's one-row Triton kernel (`steps.gemv`),
+    distinct weights cycled, each point timed by `timer` (default: a KernelTimer of its own);
+    None without CUDA and Triton."""
     from gptperf.steps import gemv
 
+    device, dtype = as_device(device), check_dtype(dtype)
     if device.type != "cuda" or not gemv.available() or dtype in GEMV_SKIPPED_DTYPES:
         return None
+    timer = KernelTimer(device, quick) if timer is None else timer
 
     def make_call(sets: list[list[torch.Tensor]], tdtype: torch.dtype, device: torch.device,
                   n: int, k: int) -> Call:
@@ -305,7 +300,7 @@ def measure_decode_families(device: torch.device, dtype: str, quick: bool, progr
     stand for the chains where they were measured (the chains are what the model reads for the
     step's kernels otherwise). `record` collects the fused attention's cells."""
     gemv: dict[str, Curve] = {}
-    curve = measure_gemv_curve(device, dtype, quick, progress, timer)
+    curve = measure_gemv(device, dtype, quick, progress, timer)
     if curve is not None:
         gemv[gemv_key(dtype)] = curve
     in_step = measure_fused_step(device, dtype, quick, progress, layer_times)
