@@ -85,7 +85,6 @@ HOST_SPELL = 1.4
 SETTLED = 1.15  # ... so they are measured again once a probe reads within this of the reference
 SETTLE_WAIT_S = 10.0  # at most this long waited for that
 REFERENCE_S = 0.2  # seconds of decode steps a reference probe samples
-PAIRED = True  # each part read against the sample after its round (`paired_medians`)
 
 
 @dataclass(frozen=True)
@@ -251,8 +250,7 @@ def paired_medians(rounds: dict[int, dict[str, list[float]]], samples: Sequence[
 
     The lent H200 machine's host runs in slow spells of 30-540 ms, a round with its sample 20-40
     ms: a part and the sample after it mostly share the host's state, while the parts' median and
-    the samples' median each fall on either side of a spell as it happens. (`measure_host` keeps
-    the median of each on its own when PAIRED is off.)"""
+    the samples' median each fall on either side of a spell as it happens."""
     out: dict[int, dict[str, float]] = {}
     for n, by_part in rounds.items():
         out[n] = {}
@@ -331,8 +329,7 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
                                     budget_s=HOST_JOB_BUDGET_S[quick], between_rounds=sampler,
                                     run_of=CPU_HOST_RUN if device.type == "cpu" else 1,
                                     chained=what == "train", rounds=rounds)
-            if PAIRED:
-                times = paired_medians(rounds, sampler.samples, sampler.phase_samples) or times
+            times = paired_medians(rounds, sampler.samples, sampler.phase_samples) or times
             return (times, sampler.step_s() or host_step_s(device, probe=probe),
                     sampler.phase_s()), []
 
