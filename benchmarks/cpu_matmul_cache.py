@@ -19,7 +19,7 @@ from gptperf.envinfo import device_name, last_level_cache_bytes
 from gptperf.hostmem import keep_freed_memory
 from gptperf.measure.calibrate import calibration_for
 from gptperf.measure.probe import fork_op_s
-from gptperf.perfmodel.calibration import WARM
+from gptperf.perfmodel.calibration import matmul_warm_key
 
 SHAPES = ((6, 640, 160), (6, 160, 640), (6, 480, 160), (6, 160, 160), (4, 640, 160), (16, 640, 160),
           (3, 1152, 384), (3, 384, 1536))
@@ -43,9 +43,10 @@ def main() -> None:
     print(f"{device_name('cpu')}, last-level cache {last_level_cache_bytes() / 2**20:.0f} MiB; "
           f"parallel add {fork_op_s() * 1e6:.2f} µs (out of a spell on the 2-core VM: about 4.3)")
     rows = []
+    warm_key = matmul_warm_key("fp32")
     for m, n, k in SHAPES:
         grid = cal.matmul_seconds("fp32", m, n, k) if cal else float("nan")
-        warm = cal.matmul["fp32" + WARM].at(m, n, k) if cal and "fp32" + WARM in cal.matmul else float("nan")
+        warm = cal.matmul[warm_key].at(m, n, k) if cal and warm_key in cal.matmul else float("nan")
         rows.append((f"{m}×{n}×{k}", grid, warm, per_call(m, n, k, 64 << 20), per_call(m, n, k, 8 << 20),
                      per_call(m, n, k, 0)))
     print(f"{'y = x·Wᵀ (µs)':14s} {'grid':>8s} {'warm grid':>10s} {'64 MiB':>8s} {'8 MiB':>8s} {'one set':>8s}")

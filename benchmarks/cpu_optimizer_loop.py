@@ -90,7 +90,7 @@ def main() -> None:
         # between rounds, and a small model's AdamW is mostly its per-tensor host cost
         print(f"round {r + 1}: parallel add {fork_op_s() * 1e6:.2f} µs "
               "(out of a spell on the 2-core VM: about 4.3)", flush=True)
-        loops = co._measure_optimizer_loop(device, False, None, KernelTimer(device, False))
+        loops = co.measure_optimizer_loop(device, False, None, KernelTimer(device, False))
         grid = old_grid(device, KernelTimer(device, False))
         for name, cfg in MODELS.items():
             m = adamw_in_step(steps[name], 4 if name == "gpt2" else 8)

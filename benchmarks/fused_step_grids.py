@@ -21,7 +21,7 @@ from pathlib import Path
 from gptperf import names
 from gptperf.dtypes import dtype_bytes
 from gptperf.model import preset
-from gptperf.perfmodel.calibration import FUSED_STEP, Calibration
+from gptperf.perfmodel.calibration import Calibration, fused_step_key
 from gptperf.steps.decode_kernels import fused_tile
 from gptperf.units import MIB
 
@@ -61,7 +61,7 @@ def main() -> None:
                      "calibration.json a `gptperf calibrate` wrote")
     e = dtype_bytes(args.dtype)
     for component in LAYER_KERNELS:
-        curve = cal.gemv.get(f"{FUSED_STEP}{component}:{args.dtype}")
+        curve = cal.gemv.get(fused_step_key(component, args.dtype))
         if curve is None:
             print(f"{component}: no in-step curve in {args.calibration}")
             continue

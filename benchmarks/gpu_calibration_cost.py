@@ -138,15 +138,15 @@ def run_family(family: str, dtype: str, timer) -> list[tuple[str, float]]:
 
     device = torch.device("cuda")
     if family == "matmul":
-        grids = {"": ck._measure_matmul(device, dtype, False, None, timer, None)}
+        grids = {"": ck.measure_matmul(device, dtype, timer=timer)}
     elif family == "attention":
-        grids = ck._measure_attention(device, dtype, False, None, timer, None)
+        grids = ck.measure_attention(device, dtype, timer=timer)
     elif family == "vector":
-        grids = ck._measure_vector(device, dtype, False, None, timer, None)
+        grids = ck.measure_vector(device, dtype, timer=timer)
     else:  # optimizer (main checks the name against FAMILIES)
-        from gptperf.measure.calibrate_optimizer import _measure_optimizer
+        from gptperf.measure.calibrate_optimizer import measure_optimizer
 
-        grids = _measure_optimizer(device, False, None, timer)
+        grids = measure_optimizer(device, timer=timer)
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     out = []

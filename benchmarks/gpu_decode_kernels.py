@@ -107,7 +107,7 @@ def main() -> None:
 
         c.KM_ATTENTION_BATCHES = (1, 2, 4, 8, 16, 32, 64)
         c.KM_ATTENTION_CONTEXTS = (128, 256, 512, 1024)
-        grid = c._attention_curve(torch.device("cuda"), torch.bfloat16, c.KM_CUDA_POOL, c.KM_MAX_KERNELS, 5)
+        grid = c.attention_curve(torch.device("cuda"), torch.bfloat16, c.KM_CUDA_POOL, c.KM_MAX_KERNELS, 5)
         result["attention_grid"] = grid
         for i in range(len(grid["time_s"])):
             print(f"  sdpa B={grid['batch'][i]} H={grid['heads'][i]} D={grid['head_dim'][i]} "

@@ -35,7 +35,7 @@ from gptperf.measure.calibrate import calibration_for
 from gptperf.measure.calibration_plan import EMBED_BWD_VOCAB
 from gptperf.measure.kernel_timer import KernelTimer, random_tensor
 from gptperf.model.config import preset
-from gptperf.perfmodel.calibration import Calibration
+from gptperf.perfmodel.calibration import Calibration, split_vector_key
 from gptperf.perfmodel.expected import call_time
 from gptperf.perfmodel.kernel_calls import step_ops
 from gptperf.perfmodel.workload import Workload
@@ -88,7 +88,7 @@ def timed_parts(config: Any, args: argparse.Namespace, cal: Calibration | None) 
     workload = Workload("train", args.batch, args.seq, args.dtype)
     charged = {(c, ph): calls for c, ph, _, calls in step_ops(config, workload, plan)}
     calls = charged[(names.EMBED, names.BACKWARD)]
-    store = calls[0].key.split(":")[1]  # the table's dtype, as the model charges it
+    store = split_vector_key(calls[0].key)[1]  # the table's dtype, as the model charges it
     td = {"fp32": torch.float32, "bf16": torch.bfloat16}[store]
     V, C, N = config.vocab_size, config.n_embd, args.batch * args.seq
     g = random_tensor((N, C), td, device)

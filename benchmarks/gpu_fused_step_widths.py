@@ -26,7 +26,7 @@ from gptperf.measure.calibrate import calibration_for
 from gptperf.measure.calibrate_decode import replay_kernels, step_layer_times
 from gptperf.model import GPTConfig
 from gptperf.model.config import LAYER_WEIGHTS, NORM_FED_WEIGHTS
-from gptperf.perfmodel.calibration import FUSED_STEP
+from gptperf.perfmodel.calibration import fused_step_key
 from gptperf.steps import decode_kernels
 from gptperf.steps.fast_decode import FastDecoder, build_model
 
@@ -60,7 +60,7 @@ def main() -> int:
         for component in LAYER_WEIGHTS:
             seconds, (n, k) = times[component], config.weight_shape(component)
             nbytes = n * k * 2  # bf16
-            curve = cal.gemv[f"{FUSED_STEP}{component}:bf16"].at(nbytes)
+            curve = cal.gemv[fused_step_key(component, "bf16")].at(nbytes)
             tile = decode_kernels.fused_tile(n, k, component in NORM_FED_WEIGHTS)
             rows.append({"width": width, "layers": layers, "context": context, "kernel": component,
                          "measured_s": seconds, "curve_s": curve, "bytes": nbytes, "tile": tile})

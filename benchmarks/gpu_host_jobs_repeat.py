@@ -1,16 +1,16 @@
 """Are the calibration's host jobs repeatable? `calibrate_host.measure_host` run several times in
 one process, each job's costs (already scaled to its probe's unit) divided by that unit: the host
 costs a command charges, in units of the step it samples. A machine whose host moves the jobs and
-the unit alike gives the same numbers each time. Each repeat measures twice, each part's seconds
-read as the median of its rounds (`PAIRED` off) and round by round against the sample after each
-(`calibrate_host.paired_medians`, on), the two alternating.
+the unit alike gives the same numbers each time. Each part's seconds are read round by round
+against the sample after each (`calibrate_host.paired_medians`). The other reading BENCHMARKS.md
+compares it with (each part's median against the samples' median, `calibrate_host.PAIRED = False`)
+is not in the library any more: run this script at commit 0f5f5a2 for both, alternating.
 
     python benchmarks/gpu_host_jobs_repeat.py [--repeats 3] [--device cuda|cpu] [--compiled]
 
-Prints, for each way and per "<mode>:<part>:<dtype>" (eager only unless --compiled), the per-block
-and fixed cost over the unit in each repeat and their spread (max / min), and each repeat's units;
-then, where both dtypes ran, each part's per-block cost in bf16 over fp32; last, each way's median
-spread.
+Prints, per "<mode>:<part>:<dtype>" (eager only unless --compiled), the per-block and fixed cost
+over the unit in each repeat and their spread (max / min), and each repeat's units; then, where
+both dtypes ran, each part's per-block cost in bf16 over fp32; last, the median spread.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import time
 import torch
 
 from gptperf import names
-from gptperf.measure import calibrate_host
 from gptperf.measure.calibrate_host import HostCosts, measure_host
 from gptperf.measure.probe import host_step_s
+from gptperf.perfmodel.calibration import split_host_key
 
 
 def main() -> None:
@@ -35,25 +35,20 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     dtypes = ("bf16", "fp32") if device.type == "cuda" else ("fp32",)
-    runs: dict[bool, list[HostCosts]] = {False: [], True: []}
+    runs: list[HostCosts] = []
     for i in range(args.repeats):
-        for paired in (False, True):
-            calibrate_host.PAIRED = paired
-            before = host_step_s(device, 0.2)
-            t0 = time.perf_counter()
-            costs = measure_host(device, dtypes, compiled=args.compiled)
-            took = time.perf_counter() - t0
-            runs[paired].append(costs)
-            units = ", ".join(f"{p} {u * 1e6:.0f} µs" for p, u in costs.units.items())
-            jobs = ", ".join(f"{k} {u * 1e6:.0f}" for k, u in costs.job_units.items())
-            print(f"repeat {i} {'paired' if paired else 'medians'}: {took:.1f} s; decode step probed "
-                  f"before {before * 1e6:.0f} µs; units {units}; each job's unit (µs) {jobs}")
-    summary = {}
-    for paired, done in runs.items():
-        summary[paired] = table(done, "paired (part / the sample after it)" if paired
-                                else "medians (parts' median, samples' median)")
-    print("\nmedian spread (max / min over the repeats) of per block, fixed: " + "; ".join(
-        f"{'paired' if k else 'medians'} {v[0]:.3f}, {v[1]:.3f}" for k, v in summary.items()))
+        before = host_step_s(device, 0.2)
+        t0 = time.perf_counter()
+        costs = measure_host(device, dtypes, compiled=args.compiled)
+        took = time.perf_counter() - t0
+        runs.append(costs)
+        units = ", ".join(f"{p} {u * 1e6:.0f} µs" for p, u in costs.units.items())
+        jobs = ", ".join(f"{k} {u * 1e6:.0f}" for k, u in costs.job_units.items())
+        print(f"repeat {i} paired: {took:.1f} s; decode step probed before {before * 1e6:.0f} µs; "
+              f"units {units}; each job's unit (µs) {jobs}")
+    per_block, fixed = table(runs, "paired (part / the sample after it)")
+    print(f"\nmedian spread (max / min over the repeats) of per block, fixed: paired {per_block:.3f}, "
+          f"{fixed:.3f}")
 
 
 def spread(xs: list[float]) -> float:
@@ -66,7 +61,7 @@ def table(runs: list[HostCosts], title: str) -> tuple[float, float]:
           f"   {'fixed / unit, each repeat':>36s} {'spread':>7s}")
     spreads: tuple[list[float], list[float]] = ([], [])
     for key in runs[0].costs:
-        probe = "train" if key.split(":")[1] in names.PHASES else "decode"  # a train job's parts
+        probe = "train" if split_host_key(key)[1] in names.PHASES else "decode"  # a train job's parts
         per = [r.costs[key]["per_layer_s"] / r.units[probe] for r in runs if key in r.costs]
         fixed = [r.costs[key]["fixed_s"] / r.units[probe] for r in runs if key in r.costs]
         spreads[0].append(spread(per))

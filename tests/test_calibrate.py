@@ -679,7 +679,9 @@ def test_the_forward_recording_runs_while_the_recordings_are_within_budget(
 
 
 def test_bad_dtypes_are_one_line_errors(env: Path) -> None:
-    for dtypes, word in ((["fp8"], "fp8"), (["fp16"], "GPU"), ([], "at least one")):
+    for dtypes, word in ((["fp8"], "unknown dtype 'fp8'; valid: fp64, fp32, tf32, bf16, fp16"),
+                         (["fp16"], "dtype 'fp16' needs a GPU; valid on cpu: fp64, fp32, tf32, bf16"),
+                         ([], "no dtypes to calibrate; valid: fp64")):
         with pytest.raises(UserError) as err:
             cal_mod.calibrate(CPU, quick=True, dtypes=dtypes)
         assert word in str(err.value) and "\n" not in str(err.value)
@@ -955,7 +957,7 @@ def test_paired_medians_read_each_round_against_the_sample_after_it() -> None:
     assert host_mod.paired_medians({1: {"fwd": [1.0]}}, [0.0], {}) is None
 
 
-def test_measure_host_reads_parts_against_their_rounds_samples_when_paired(
+def test_measure_host_reads_parts_against_their_rounds_samples(
         monkeypatch: pytest.MonkeyPatch) -> None:
     lo, hi = host_mod.HOST_LAYERS
     slow = [1.0, 3.0, 3.0, 1.0, 1.0]  # the host's speed round by round: 3x in two of five rounds
@@ -992,19 +994,12 @@ def test_measure_host_reads_parts_against_their_rounds_samples_when_paired(
 
     monkeypatch.setattr(host_mod, "time_host_parts", fake_time)
     monkeypatch.setattr(host_mod, "HostSampler", FakeSampler)
-    for paired, per_layer in ((True, 1e-6), (False, 1e-6)):
-        monkeypatch.setattr(host_mod, "PAIRED", paired)
-        result = host_mod.measure_host(CPU, ["fp32"], quick=True)
-        assert result.units["decode"] == pytest.approx(1e-3)  # the samples' median
-        # paired: the rounds' parts over their samples 1, 1, 3, 1, 1 -> median 1 unit a layer;
-        # apart, the parts' median (1 unit) against the samples' (1 ms) happens to agree here
-        assert result.costs["eager:nograd:fp32"]["per_layer_s"] == pytest.approx(per_layer)
+    result = host_mod.measure_host(CPU, ["fp32"], quick=True)
+    assert result.units["decode"] == pytest.approx(1e-3)  # the samples' median
+    # the rounds' parts over their samples 1, 1, 3, 1, 1 -> median 1 unit a layer
+    assert result.costs["eager:nograd:fp32"]["per_layer_s"] == pytest.approx(1e-6)
     slow[:] = [3.0, 3.0, 3.0, 1.0, 1.0]  # three slow rounds of five, one sample read fast
-    monkeypatch.setattr(host_mod, "PAIRED", False)
-    apart = host_mod.measure_host(CPU, ["fp32"], quick=True).costs["eager:nograd:fp32"]["per_layer_s"]
-    monkeypatch.setattr(host_mod, "PAIRED", True)
     paired = host_mod.measure_host(CPU, ["fp32"], quick=True).costs["eager:nograd:fp32"]["per_layer_s"]
-    # apart: the parts' median is the slow 3 units, the samples' the fast 1 ms: 3x over
-    assert apart == pytest.approx(3e-6)
-    # paired: rounds 3/3, 3/3, 3/1, 1/1, 1/1 -> median 1, at the samples' median 1 ms
+    # rounds 3/3, 3/3, 3/1, 1/1, 1/1 -> median 1, at the samples' median 1 ms (the parts' median
+    # against the samples' median would read the slow 3 units: 3x over)
     assert paired == pytest.approx(1e-6)

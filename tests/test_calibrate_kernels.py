@@ -6,13 +6,14 @@ marked."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import product
 from typing import Any
 
 import pytest
 import torch
 
+from gptperf.dtypes import dtype_bytes
 from gptperf.errors import UserError
 from gptperf.measure import calibrate_decode as cd
 from gptperf.measure import calibrate_kernels as ck
@@ -176,7 +177,7 @@ def test_a_failed_section_is_left_out_with_a_one_line_note_and_a_working_one_pas
 def test_vector_x_is_the_bytes_docs_define(dtype: str) -> None:
     e = {"fp32": 4, "bf16": 2}[dtype]
     target = 3 * MIB
-    for op in ck._vector_ops(dtype):
+    for op in ck.vector_ops(dtype):
         shape, x = cp._vector_shape(op, dtype, target)
         rows = shape.get("rows", 0)
         n = shape.get("n") or rows * 1024
@@ -192,8 +193,8 @@ def test_vector_x_is_the_bytes_docs_define(dtype: str) -> None:
         assert x == want, op
         if op not in ("cross_entropy_fwd", "cross_entropy_bwd"):
             assert target / 2 < x <= target, op  # about the size asked for
-    assert "cast_to_bf16" not in ck._vector_ops("bf16") and "cast_to_fp32" in ck._vector_ops("bf16")
-    assert "add_mixed" in ck._vector_ops("bf16") and "add_mixed" not in ck._vector_ops("fp32")
+    assert "cast_to_bf16" not in ck.vector_ops("bf16") and "cast_to_fp32" in ck.vector_ops("bf16")
+    assert "add_mixed" in ck.vector_ops("bf16") and "add_mixed" not in ck.vector_ops("fp32")
 
 
 def test_vector_points_strictly_increase_and_span_the_sizes() -> None:
@@ -202,7 +203,7 @@ def test_vector_points_strictly_increase_and_span_the_sizes() -> None:
         sizes = cp.VECTOR_SIZES[kind]
         assert sizes[0] == 4 * KIB and sizes[-1] == top and len(sizes) >= 8
         for op in ck.VECTOR_OPS:
-            xs = [x for _, x in ck._vector_points(kind, "bf16", op, False)]
+            xs = [x for _, x in ck.vector_points(kind, "bf16", op, False)]
             assert xs == sorted(set(xs)), (kind, op)
             assert len(xs) >= 5, (kind, op)
             assert all(b >= cp.VECTOR_MIN_STEP * a for a, b in zip(xs[:-2], xs[1:-1], strict=True))
@@ -243,10 +244,92 @@ def test_gpu_plan_prunes_by_cost_and_keeps_the_spec_points() -> None:
         dtype, pass_ = key.split(":")
         assert cp._attention_cost("cuda", dtype, pass_, bh, t, d)[0] <= cp.MAX_CALL_S["cuda"]
     # fp32 runs at a fraction of bf16's rate: fewer of its cells fit under the cap
-    fp32 = ck._matmul_cells("cuda", "fp32", False, None)
-    assert len(fp32) < len(ck._matmul_cells("cuda", "bf16", False, None))
+    fp32 = ck.matmul_cells("cuda", "fp32", False, None)
+    assert len(fp32) < len(ck.matmul_cells("cuda", "bf16", False, None))
     # a smaller GPU plans fewer big shapes
     assert len(cp.planned_shapes("cuda", memory_bytes=2**30)["matmul"]) < len(plan["matmul"])
+
+
+# What a point pays before its calls (H200, 2026-12-02, BENCHMARKS.md): torch's default attention
+# in bf16/fp16 is cuDNN's, which builds a plan for every new shape (a bf16 point took 110 ms causal
+# forward, 299 forward + backward and 246 one-query on a slow host, the family 25-28 s on three
+# others, where the calls take microseconds; an fp32 point 12-34 ms), and each of the gemv
+# family's Triton kernels compiles once per dtype (the family with two of them: 3.1-4.0 s for
+# 28 points).
+FIRST_CALL_S = {"attention": {"causal_fwd": 0.07, "causal_fwd_bwd": 0.22, "one_query": 0.18,
+                              "masked_fwd": 0.07},  # causal_fwd's; H200: its 36 cells 1.6 s
+                "attention_fp32": 0.01, "gemv_compile": 0.7, "fused_step": 1.5}
+
+
+def estimated_seconds(device_type: str, quick: bool = False, *,
+                      dtypes: Sequence[str] | None = None) -> dict[str, float]:
+    """A guess of the calibration plan's wall time per family from its roofline cost model and
+    what a point pays before its calls (`FIRST_CALL_S`): the budget check of the plan; the real
+    figure depends on the machine."""
+    kind = cp._kind(device_type)
+    dtypes = cp.check_dtypes(dtypes if dtypes is not None else cp._default_dtypes(kind))
+
+    def point(call_s: float) -> float:
+        if kind == "cuda":  # capture, then warm-up and timed replays of ~TARGET_REPLAY_S each
+            return 0.01 + 2 * call_s + (1 + cp.REPLAYS) * max(cp.TARGET_REPLAY_S, call_s)
+        # samples of at least CPU_SAMPLE_S, MIN to MAX of them, until the point's budget is spent
+        timed = min(cp.CPU_POINT_S[quick], cp.CPU_MAX_REPEATS * max(cp.CPU_SAMPLE_S, call_s))
+        return 0.002 + 2 * call_s + max(timed, cp.CPU_MIN_REPEATS * call_s)
+
+    out = {"matmul": 0.0, "attention": 0.0, "vector": 0.0, "optimizer": 0.0, "gemv": 0.0}
+    for dtype in dtypes:
+        out["matmul"] += sum(point(cp._matmul_cost(kind, dtype, *c)[0])
+                             for c in cp.matmul_cells(kind, dtype, quick, None) + cp.matmul_probe_shapes(kind))
+        if kind == "cpu":
+            out["matmul"] += sum(point(cp._matmul_cost(kind, dtype, *c)[0]) for c in cp.warm_matmul_cells(dtype, quick))
+        for pass_ in cp.attention_passes(kind):
+            first = 0.0
+            if kind == "cuda":
+                first = FIRST_CALL_S["attention"][pass_] if dtype in ("bf16", "fp16") else \
+                    FIRST_CALL_S["attention_fp32"]
+            out["attention"] += sum(first + point(cp._attention_cost(kind, dtype, pass_, *c)[0])
+                                    for c in cp.attention_cells(kind, dtype, pass_, quick, None))
+    if kind == "cpu":  # the cache reach: every count of layers a round, each call all its layers
+        layer_s = sum(cp._matmul_cost(kind, "fp32", *c)[0] for c in cp.CACHE_REACH_LAYER)
+        out["matmul"] += cp.CACHE_REACH_ROUNDS * sum(point(n * layer_s) for n in cp.CACHE_REACH_LAYERS)
+    for dtype in cp.vector_dtypes(dtypes):
+        for op in cp.vector_ops(dtype):
+            for _, x in cp.vector_points(kind, dtype, op, quick):
+                out["vector"] += point(cp._estimate_s(kind, dtype, 0, x))
+    # AdamW reads param, grad, m, v and writes param, m, v; foreach passes over them ~4 times
+    if kind == "cuda":  # fused, foreach, the one-pass master update
+        tensors, params = cp.optimizer_axes(kind, quick)
+        for p in params:
+            step = cp._estimate_s(kind, "fp32", 0, 4 * 28 * p)
+            out["optimizer"] += 3 * len(tensors) * (point(step) + step)  # + the step making the state
+    else:  # the per-tensor loop on one set, then cycled through copies (each stepped first)
+        for size in cp.optimizer_loop_sizes(quick):
+            step = cp._estimate_s(kind, "fp32", 0, 4 * 28 * size * cp.optimizer_loop_tensors(size))
+            copies = cp.optimizer_cold_copies(size)  # one copy: its time is the one set's
+            out["optimizer"] += point(step) + step + (point(step) + copies * step if copies > 1 else 0.0)
+    if kind == "cuda":
+        # the one-row gemv over cp.GEMV_SIZES, the fused decode step's LM head kernel, and per
+        # dtype either the whole step profiled or its two weight kernels as chains; each kernel
+        # compiled once per dtype
+        gemv_dtypes = [d for d in dtypes if d not in cp.GEMV_SKIPPED_DTYPES]
+        # the plain gemv, and the two chains where the fused step is not profiled whole
+        kernels = sum(1 if d in cp.FUSED_ATTENTION_DTYPES else 3 for d in gemv_dtypes)
+        out["gemv"] = kernels * (FIRST_CALL_S["gemv_compile"] + sum(
+            point(cp._estimate_s(kind, "bf16", 0, s)) for s in cp.thin_points(cp.GEMV_SIZES, quick)))
+        for dtype in gemv_dtypes:
+            out["gemv"] += FIRST_CALL_S["gemv_compile"] + sum(
+                point(cp._estimate_s(kind, dtype, 0, n * k * dtype_bytes(dtype)))
+                for n, k in cp.argmax_shapes(dtype, quick))
+            if dtype not in cp.FUSED_ATTENTION_DTYPES:
+                continue
+            # the fused step profiled whole: a model built and captured, one replay, per width
+            out["gemv"] += len(cp.fused_step_models(dtype, quick)) * FIRST_CALL_S["fused_step"]
+            # the fused attention: a compile per (L, D), the K and V bytes a call
+            heads, lengths, dims = cp.fused_attention_axes(quick)
+            out["gemv"] += len(lengths) * len(dims) * FIRST_CALL_S["gemv_compile"] + sum(
+                point(cp._estimate_s(kind, dtype, 0, 2 * h * n * d * dtype_bytes(dtype)))
+                for h in heads for n in lengths for d in dims)
+    return out
 
 
 def test_gpu_plan_fits_its_time_budget() -> None:
@@ -256,26 +339,26 @@ def test_gpu_plan_fits_its_time_budget() -> None:
     gemv 25 — Triton kernels compiled per dtype, the fused attention per (L, D) and six
     synthetic fused steps built, captured and profiled —; 100 s together, of the calibration's
     120: the guess ran 1.6-3× over the gemv family's measured time on an H200)."""
-    full = cp.estimated_seconds("cuda")
+    full = estimated_seconds("cuda")
     assert full["matmul"] <= 40 and full["attention"] <= 30 and full["vector"] <= 20
     assert full["optimizer"] <= 6 and full["gemv"] <= 25 and sum(full.values()) <= 100
-    quick = cp.estimated_seconds("cuda", quick=True)
+    quick = estimated_seconds("cuda", quick=True)
     assert sum(quick.values()) < sum(full.values()) / 2
     # the CPU's guess is a floor (a busy 2-core machine takes longer): well inside 35 s and 15 s
-    assert sum(cp.estimated_seconds("cpu").values()) <= 20
-    assert sum(cp.estimated_seconds("cpu", quick=True).values()) <= 8
+    assert sum(estimated_seconds("cpu").values()) <= 20
+    assert sum(estimated_seconds("cpu", quick=True).values()) <= 8
 
 
 def test_the_estimate_charges_each_bf16_attention_shape_its_plan() -> None:
     """cuDNN builds a plan per new bf16 shape (tenths of a second) where an fp32 point's calls are
     all it pays: the bf16 family's guess is at least its points' plans."""
-    plans = sum(len(cp._attention_cells("cuda", "bf16", p, False, None)) * cp.FIRST_CALL_S["attention"][p]
+    plans = sum(len(cp.attention_cells("cuda", "bf16", p, False, None)) * FIRST_CALL_S["attention"][p]
                 for p in cp.ATTENTION_PASSES)
-    bf16 = cp.estimated_seconds("cuda", dtypes=["bf16"])["attention"]
-    fp32 = cp.estimated_seconds("cuda", dtypes=["fp32"])["attention"]
+    bf16 = estimated_seconds("cuda", dtypes=["bf16"])["attention"]
+    fp32 = estimated_seconds("cuda", dtypes=["fp32"])["attention"]
     assert plans >= 15 and bf16 >= plans and bf16 > 3 * fp32
     # the gemv family pays a compile per kernel and dtype: the gemv, the fused step, the LM head
-    assert cp.estimated_seconds("cuda", dtypes=["bf16"])["gemv"] >= 4 * cp.FIRST_CALL_S["gemv_compile"]
+    assert estimated_seconds("cuda", dtypes=["bf16"])["gemv"] >= 4 * FIRST_CALL_S["gemv_compile"]
 
 
 def test_the_fused_attention_cells_are_planned_on_a_gpu_in_bf16_and_fp16() -> None:
@@ -722,7 +805,8 @@ def test_the_probes_are_timed_with_and_without_a_bias(small: None, monkeypatch: 
     probes: dict = {}
     biased: dict = {}
     record: list = []
-    ck._measure_matmul(device, "fp32", False, None, kt.KernelTimer(device, False), record, probes, biased)
+    ck.measure_matmul(device, "fp32", timer=kt.KernelTimer(device, False), record=record, probes=probes,
+                      biased=biased)
     assert [shape for shape, _ in probes["fp32"]] == [(24, 192, 160), (40, 320, 96)]
     assert len(biased["fp32"]) == 2 and all(0 < r < 100 for r in biased["fp32"])
     assert record.count([24, 192, 160]) == 1 and record.count([40, 320, 96]) == 1
@@ -798,9 +882,9 @@ def test_a_cpu_grid_measures_eight_rows_quick_or_not() -> None:
     """Eight rows (a batch-8 decode) run their own kernels on a CPU: measured in every grid,
     where quick mode keeps every other row of MATMUL_M."""
     for quick in (False, True):
-        rows = cp._matmul_axes("cpu", quick)[0]
-        assert 8 in rows and set(rows) == set(cp._thin(cp.MATMUL_M["cpu"], quick)) | {8}
-    assert cp._matmul_axes("cuda", True)[0] == cp._thin(cp.MATMUL_M["cuda"], True)
+        rows = cp.matmul_axes("cpu", quick)[0]
+        assert 8 in rows and set(rows) == set(cp.thin_points(cp.MATMUL_M["cpu"], quick)) | {8}
+    assert cp.matmul_axes("cuda", True)[0] == cp.thin_points(cp.MATMUL_M["cuda"], True)
 
 
 def test_the_cpus_curves_past_the_cache_end_at_its_pool() -> None:
@@ -861,7 +945,7 @@ def test_the_cold_loop_steps_another_copy_of_the_tensors_each_call(monkeypatch: 
     monkeypatch.setattr(co, "optimizer_step", fake_step)
     monkeypatch.setattr(cp, "OPTIMIZER_LOOP_SIZES", (256, 4096))
     monkeypatch.setattr(cp, "OPTIMIZER_COLD_POOL_BYTES", 512 * KIB)
-    grids = co._measure_optimizer_loop(torch.device("cpu"), False, None, fake_timer)
+    grids = co.measure_optimizer_loop(torch.device("cpu"), False, None, fake_timer)
     assert grids["adamw_loop"].seconds == pytest.approx((1e-3, 1e-3))
     assert grids["adamw_loop_cold"].seconds == pytest.approx((3e-3, 1e-3))
     warm_256, second_256, warm_4096 = made  # the one set timed warm is the first of two copies

@@ -14,13 +14,12 @@ import datetime as _dt
 import functools
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gptperf.dtypes import check_dtype
 from gptperf.envinfo import device_name, last_level_cache_bytes
 from gptperf.errors import UserError
 from gptperf.measure.calibrate_compiled import ProfilerHooks, record_compiled_steps, record_config
@@ -31,7 +30,7 @@ from gptperf.measure.calibrate_host import (
     measure_host,
     measure_host_settled,
 )
-from gptperf.measure.calibration_plan import COMPILED_DTYPE
+from gptperf.measure.calibration_plan import COMPILED_DTYPE, check_dtypes
 from gptperf.measure.calibration_tables import guarded
 from gptperf.measure.compile_warmup import CompileWarmup
 from gptperf.measure.gpu_lock import NO_LOCK
@@ -60,15 +59,6 @@ def default_dtypes(device: torch.device) -> tuple[str, ...]:
     return DEFAULT_DTYPES["cuda" if device.type == "cuda" else "cpu"]
 
 
-def _check_dtypes(dtypes: Iterable[str], device: torch.device) -> tuple[str, ...]:
-    out = tuple(check_dtype(d) for d in dtypes)
-    if not out:
-        raise UserError(f"calibrate needs at least one dtype; valid: {', '.join(default_dtypes(device))}")
-    if device.type != "cuda" and "fp16" in out:
-        raise UserError("dtype 'fp16' needs a GPU; on CPU calibrate fp32 (or bf16)")
-    return out
-
-
 def _busy_note() -> str | None:
     """A note when other work was competing for the CPU as the calibration began: its host costs
     (and a CPU's curves) come out inflated then, several times over with two threads per op."""
@@ -93,7 +83,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     from gptperf.measure import calibrate_kernels
 
     device = as_device(device)
-    dtypes = _check_dtypes(dtypes if dtypes is not None else default_dtypes(device), device)
+    dtypes = check_dtypes(dtypes if dtypes is not None else default_dtypes(device), device.type)
     start = time.perf_counter()
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     notes: list[str] = [QUICK_NOTE] if quick else []

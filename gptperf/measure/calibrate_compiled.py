@@ -29,6 +29,7 @@ from gptperf.errors import UserError
 from gptperf.measure.calibration_plan import COMPILED_DTYPE
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig, preset
+from gptperf.perfmodel.calibration import compiled_key, compiled_op_key, split_compiled_op_key
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import ExecutionPlan
 from gptperf.runtime import synchronize
@@ -110,12 +111,12 @@ def summarize_attribution(attribution: Any, n_layer: int) -> dict[str, Any]:
             lost["seconds"][cls] += s
             continue
         for name, phase, weight in w.parts:
-            seconds[f"{names.component_of(name)}:{phase}"][cls] += s * weight
+            seconds[compiled_op_key(names.component_of(name), phase)][cls] += s * weight
         name, phase, _ = max(w.parts, key=lambda p: p[2])
-        kernels[f"{names.component_of(name)}:{phase}"] += 1
+        kernels[compiled_op_key(names.component_of(name), phase)] += 1
 
     def per(key: str) -> int:
-        return steps * (n_layer if key.split(":")[0] in names.LAYER_COMPONENTS else 1)
+        return steps * (n_layer if split_compiled_op_key(key)[0] in names.LAYER_COMPONENTS else 1)
 
     ops = {key: {"kernels": round(kernels.get(key, 0) / per(key)),
                  "seconds": {c: t / per(key) for c, t in by_class.items()}}
@@ -227,7 +228,7 @@ def record_compiled_steps(device: torch.device, hooks: ProfilerHooks | None, *, 
                          f"of the {budget_s:.0f} s allowed")
             continue
         start = time.perf_counter()
-        out[f"{kind}:{COMPILED_DTYPE}"] = record_compiled(config, record_workload(kind), device,
+        out[compiled_key(kind, COMPILED_DTYPE)] = record_compiled(config, record_workload(kind), device,
                                                           hooks)
         spent += time.perf_counter() - start
     if progress:

@@ -26,11 +26,11 @@ from gptperf.measure.calibration_plan import (
     FUSED_STEP_VOCAB,
     GEMV_SIZES,
     GEMV_SKIPPED_DTYPES,
-    _gemv_shape,
-    _thin,
     argmax_shapes,
     fused_attention_axes,
     fused_step_models,
+    gemv_shape,
+    thin_points,
 )
 from gptperf.measure.calibration_tables import fill_grid, grid_note, report
 from gptperf.measure.kernel_timer import POOL_BYTES, Call, KernelTimer, OperandPool, random_tensor
@@ -38,24 +38,17 @@ from gptperf.measure.timer import Progress
 from gptperf.model.config import LAYER_WEIGHTS
 from gptperf.perfmodel.calibration import (
     FUSED_ATTENTION_PASS,
-    FUSED_STEP,
     GEMV_ARGMAX_CHAIN,
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
     Curve,
     Grid,
+    attention_key,
+    fused_step_key,
+    gemv_key,
 )
 from gptperf.runtime import TORCH_DTYPES, as_device
 from gptperf.units import MIB
-
-
-def measure_gemv(device: torch.device | str, dtype: str, quick: bool = False,
-                 progress: Progress | None = None) -> Curve | None:
-    """Curve over x = weight bytes N·K·e of gptperf's one-row Triton kernel (`steps.gemv`),
-    distinct weights cycled; None without CUDA and Triton."""
-    device = as_device(device)
-    return measure_gemv_curve(device, check_dtype(dtype), quick, progress, KernelTimer(device, quick))
-
 
 # A weight-streaming kernel to time: (weight (N, K), the other inputs it needs) -> call(j).
 StreamCall = Callable[[list[list[torch.Tensor]], torch.dtype, torch.device, int, int], Call]
@@ -70,7 +63,7 @@ def _weight_stream_curve(device: torch.device, dtype: str, quick: bool, progress
     tdtype = TORCH_DTYPES[dtype]
     pool = OperandPool(device, tdtype)
     if shapes is None:
-        shapes = [_gemv_shape(size, tdtype.itemsize) for size in _thin(GEMV_SIZES, quick)]
+        shapes = [gemv_shape(size, tdtype.itemsize) for size in thin_points(GEMV_SIZES, quick)]
         shapes = [(k, k) if square else (n, k) for n, k in shapes]
     xs: list[float] = []
     seconds: list[float] = []
@@ -84,13 +77,17 @@ def _weight_stream_curve(device: torch.device, dtype: str, quick: bool, progress
     return xs, seconds
 
 
-def measure_gemv_curve(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                       timer: KernelTimer) -> Curve | None:
-    """`measure_gemv` with the caller's timer (the calibration's, one for every family)."""
+def measure_gemv(device: torch.device | str, dtype: str, quick: bool = False,
+                 progress: Progress | None = None, timer: KernelTimer | None = None) -> Curve | None:
+    """Curve over x = weight bytes N·K·e of gptperf's one-row Triton kernel (`steps.gemv`),
+    distinct weights cycled, each point timed by `timer` (default: a KernelTimer of its own);
+    None without CUDA and Triton."""
     from gptperf.steps import gemv
 
+    device, dtype = as_device(device), check_dtype(dtype)
     if device.type != "cuda" or not gemv.available() or dtype in GEMV_SKIPPED_DTYPES:
         return None
+    timer = KernelTimer(device, quick) if timer is None else timer
 
     def make_call(sets: list[list[torch.Tensor]], tdtype: torch.dtype, device: torch.device,
                   n: int, k: int) -> Call:
@@ -206,7 +203,7 @@ def measure_fused_attention(device: torch.device, dtype: str, quick: bool,
         call = _fused_attention_call(device, tdtype, h, n, d, pool)
         measured[(h, n, d)] = timer(call, f"fused decode attention {dtype} {h}×{n}×{d}")
         if record is not None:
-            record.append([f"{dtype}:{FUSED_ATTENTION_PASS}", h, n, d])
+            record.append([attention_key(dtype, FUSED_ATTENTION_PASS), h, n, d])
         del call
         report(progress, f"fused decode attention {dtype}", i + 1, len(cells))
     growth = ATTENTION_GROWTH["one_query"]
@@ -261,7 +258,8 @@ def measure_fused_step(device: torch.device, dtype: str, quick: bool,
                        progress: Progress | None,
                        layer_times: LayerTimes = profiled_layer_times) -> dict[str, Curve] | None:
     """Curves over weight bytes of the fused decode step's four weight kernels (qkv and mlp.fc
-    with their LayerNorm, the projections with the residual), keyed "in_step:<component>:<dtype>":
+    with their LayerNorm, the projections with the residual), keyed by
+    `fused_step_key(component, dtype)`:
     each kernel's time inside a captured step of synthetic models (`fused_step_models`), as
     `layer_times` reads it (default: from one profiled replay)."""
     from gptperf.steps import decode_kernels
@@ -284,7 +282,7 @@ def measure_fused_step(device: torch.device, dtype: str, quick: bool,
         del decoder
         torch.cuda.empty_cache()
         report(progress, f"fused decode step {dtype}", i + 1, len(models))
-    return {f"{FUSED_STEP}{component}:{dtype}": Curve(
+    return {fused_step_key(component, dtype): Curve(
         tuple(x for x, _ in sorted(pts)), tuple(t for _, t in sorted(pts)), what=(
             f"s of the fused decode step's {component} kernel (steps.decode_kernels, {dtype}) inside "
             f"a captured batch-1 step of synthetic models (widths {', '.join(str(m[0]) for m in models)}, "
@@ -302,19 +300,19 @@ def measure_decode_families(device: torch.device, dtype: str, quick: bool, progr
     stand for the chains where they were measured (the chains are what the model reads for the
     step's kernels otherwise). `record` collects the fused attention's cells."""
     gemv: dict[str, Curve] = {}
-    curve = measure_gemv_curve(device, dtype, quick, progress, timer)
+    curve = measure_gemv(device, dtype, quick, progress, timer)
     if curve is not None:
-        gemv[dtype] = curve
+        gemv[gemv_key(dtype)] = curve
     in_step = measure_fused_step(device, dtype, quick, progress, layer_times)
     if in_step is not None:
         gemv.update(in_step)
     for prefix, residual in () if in_step else ((GEMV_CHAIN, False), (GEMV_RESIDUAL_CHAIN, True)):
         chain = measure_gemv_chain(device, dtype, quick, progress, timer, residual)
         if chain is not None:
-            gemv[f"{prefix}{dtype}"] = chain
+            gemv[gemv_key(dtype, prefix)] = chain
     head = measure_argmax_chain(device, dtype, quick, progress, timer)
     if head is not None:
-        gemv[f"{GEMV_ARGMAX_CHAIN}{dtype}"] = head
+        gemv[gemv_key(dtype, GEMV_ARGMAX_CHAIN)] = head
     fused = measure_fused_attention(device, dtype, quick, progress, timer, record)
-    attention = {f"{dtype}:{FUSED_ATTENTION_PASS}": fused} if fused is not None else {}
+    attention = {attention_key(dtype, FUSED_ATTENTION_PASS): fused} if fused is not None else {}
     return gemv, attention

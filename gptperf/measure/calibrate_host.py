@@ -39,7 +39,7 @@ from gptperf.measure.calibration_tables import guarded
 from gptperf.measure.probe import HostSampler, host_step_s, probe_of
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig
-from gptperf.perfmodel.calibration import HOST_MODEL, host_model_config
+from gptperf.perfmodel.calibration import HOST_MODEL, host_key, host_model_config
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import COMPILED, EAGER, ExecutionPlan
 from gptperf.runtime import synchronize
@@ -85,7 +85,6 @@ HOST_SPELL = 1.4
 SETTLED = 1.15  # ... so they are measured again once a probe reads within this of the reference
 SETTLE_WAIT_S = 10.0  # at most this long waited for that
 REFERENCE_S = 0.2  # seconds of decode steps a reference probe samples
-PAIRED = True  # each part read against the sample after its round (`paired_medians`)
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,7 @@ def fit_host_jobs(measured: Sequence[HostJob]) -> tuple[dict[str, dict[str, floa
             scale = (phase_units[probe][part] / phases[part] if part in phases
                      else units[probe] / unit)
             fit = fit_line(times[lo][part], times[hi][part])
-            host[f"{mode}:{part}:{dtype}"] = {k: v * scale for k, v in fit.items()}
+            host[host_key(mode, part, dtype)] = {k: v * scale for k, v in fit.items()}
     notes = [f"host costs: the host model's {p} step took {min(us) * 1e6:.0f}–{max(us) * 1e6:.0f} µs "
              f"among the {len(us)} {p} probe's host jobs' rounds (×{max(us) / min(us):.2f}); each "
              f"job's costs are scaled to {units[p] * 1e6:.0f} µs"
@@ -251,8 +250,7 @@ def paired_medians(rounds: dict[int, dict[str, list[float]]], samples: Sequence[
 
     The lent H200 machine's host runs in slow spells of 30-540 ms, a round with its sample 20-40
     ms: a part and the sample after it mostly share the host's state, while the parts' median and
-    the samples' median each fall on either side of a spell as it happens. (`measure_host` keeps
-    the median of each on its own when PAIRED is off.)"""
+    the samples' median each fall on either side of a spell as it happens."""
     out: dict[int, dict[str, float]] = {}
     for n, by_part in rounds.items():
         out[n] = {}
@@ -331,8 +329,7 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
                                     budget_s=HOST_JOB_BUDGET_S[quick], between_rounds=sampler,
                                     run_of=CPU_HOST_RUN if device.type == "cpu" else 1,
                                     chained=what == "train", rounds=rounds)
-            if PAIRED:
-                times = paired_medians(rounds, sampler.samples, sampler.phase_samples) or times
+            times = paired_medians(rounds, sampler.samples, sampler.phase_samples) or times
             return (times, sampler.step_s() or host_step_s(device, probe=probe),
                     sampler.phase_s()), []
 
@@ -347,7 +344,7 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
             (times, unit, phases), _ = measure()
         if times:
             measured.append((probe, mode, dtype, times, unit, phases))
-            job_units[f"{mode}:{what}:{dtype}"] = unit
+            job_units[host_key(mode, what, dtype)] = unit
     if progress:
         progress("host", len(jobs), len(jobs))
     host, units, drift, phase_units = fit_host_jobs(measured)

@@ -33,7 +33,7 @@ from gptperf.dtypes import check_dtype
 from gptperf.errors import UserError
 from gptperf.measure.cache_reach import measure_cache_reach, reach_note
 from gptperf.measure.calibrate_decode import measure_decode_families
-from gptperf.measure.calibrate_optimizer import _measure_optimizer
+from gptperf.measure.calibrate_optimizer import measure_optimizer
 from gptperf.measure.calibration_passes import (
     CPU_PASSES,
     FORK_READ_S,
@@ -66,21 +66,21 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     VOCAB,
     WARM_M,
     WARM_POOL_BYTES,
-    _attention_axes,
-    _attention_cells,
-    _check_dtypes,
-    _matmul_axes,
-    _matmul_cells,
-    _matmul_probes,
-    _thin,
-    _vector_dtypes,
-    _vector_ops,
-    _vector_points,
+    attention_axes,
     attention_bytes,
+    attention_cells,
     attention_passes,
     block_shapes,
+    check_dtypes,
+    matmul_axes,
     matmul_bytes,
+    matmul_cells,
+    matmul_probe_shapes,
     optimizer_params,
+    thin_points,
+    vector_dtypes,
+    vector_ops,
+    vector_points,
     warm_matmul_cells,
 )
 from gptperf.measure.calibration_tables import fill_grid, grid_note, report
@@ -95,11 +95,7 @@ from gptperf.measure.kernel_timer import (
 )
 from gptperf.measure.probe import fork_op_s
 from gptperf.measure.timer import Progress
-from gptperf.perfmodel.calibration import (
-    WARM,
-    Curve,
-    Grid,
-)
+from gptperf.perfmodel.calibration import Curve, Grid, attention_key, matmul_warm_key, vector_key
 from gptperf.runtime import TORCH_DTYPES, as_device
 
 
@@ -113,13 +109,6 @@ def _memory_bytes(device: torch.device) -> int | None:
 # The families
 
 
-def measure_matmul(device: torch.device | str, dtype: str, quick: bool = False,
-                   progress: Progress | None = None) -> Grid:
-    """Grid over (M, N, K) of y = F.linear(x, W), x M×K, W N×K, no bias (seconds per call)."""
-    device = as_device(device)
-    return _measure_matmul(device, check_dtype(dtype), quick, progress, KernelTimer(device, quick), None)
-
-
 def linear_call(pool: OperandPool, m: int, n: int, k: int, bias: bool = False) -> Call:
     """F.linear over distinct copies of x (M×K), W (N×K) (and b) from `pool`, a copy a call."""
     sets = pool.copies([(m, k), (n, k)] + ([(n,)] if bias else []))
@@ -130,17 +119,22 @@ def linear_call(pool: OperandPool, m: int, n: int, k: int, bias: bool = False) -
     return call
 
 
-def _measure_matmul(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                    timer: KernelTimer, record: list | None,
-                    probes: dict[str, list[tuple[Shape, float]]] | None = None,
-                    biased: dict[str, list[float]] | None = None) -> Grid:
-    """The grid; with `probes`, the off-grid `MATMUL_PROBES` too, as probes[dtype]; with `biased`
-    as well, each probe again with a bias, its time over the plain one in biased[dtype]."""
+def measure_matmul(device: torch.device | str, dtype: str, quick: bool = False,
+                   progress: Progress | None = None, timer: KernelTimer | None = None,
+                   record: list | None = None,
+                   probes: dict[str, list[tuple[Shape, float]]] | None = None,
+                   biased: dict[str, list[float]] | None = None) -> Grid:
+    """Grid over (M, N, K) of y = F.linear(x, W), x M×K, W N×K, no bias (seconds per call), each
+    cell timed by `timer` (default: a KernelTimer of its own) and added to `record`; with
+    `probes`, the off-grid `MATMUL_PROBES` too, as probes[dtype]; with `biased` as well, each
+    probe again with a bias, its time over the plain one in biased[dtype]."""
+    device, dtype = as_device(device), check_dtype(dtype)
+    timer = KernelTimer(device, quick) if timer is None else timer
     kind = device.type
     tdtype = TORCH_DTYPES[dtype]
-    axes = _matmul_axes(kind, quick)
-    cells = _matmul_cells(kind, dtype, quick, _memory_bytes(device))
-    off_grid = _matmul_probes(kind) if probes is not None else []
+    axes = matmul_axes(kind, quick)
+    cells = matmul_cells(kind, dtype, quick, _memory_bytes(device))
+    off_grid = matmul_probe_shapes(kind) if probes is not None else []
     total = len(cells) + len(off_grid)
     pool = OperandPool(device, tdtype)
 
@@ -234,15 +228,6 @@ def matmul_offgrid(ratios: dict[str, list[list[float]]]) -> tuple[dict[str, dict
     return out, notes
 
 
-def measure_attention(device: torch.device | str, dtype: str, quick: bool = False,
-                      progress: Progress | None = None) -> dict[str, Grid]:
-    """Grids "<dtype>:causal_fwd", "<dtype>:causal_fwd_bwd" (and on CUDA "<dtype>:masked_fwd")
-    over (BH, T, D) and "<dtype>:one_query" over (BH, L, D) of F.scaled_dot_product_attention
-    (torch's default backend) on (1, BH, ·, D) tensors (seconds per call)."""
-    device = as_device(device)
-    return _measure_attention(device, check_dtype(dtype), quick, progress, KernelTimer(device, quick), None)
-
-
 def _attention_call(device: torch.device, tdtype: torch.dtype, pass_: str, bh: int, t: int, d: int,
                     pool: OperandPool) -> Call:
     if pass_ == "one_query":
@@ -271,19 +256,26 @@ def _attention_call(device: torch.device, tdtype: torch.dtype, pass_: str, bh: i
     return fwd_bwd
 
 
-def _measure_attention(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                       timer: KernelTimer, record: list | None) -> dict[str, Grid]:
+def measure_attention(device: torch.device | str, dtype: str, quick: bool = False,
+                      progress: Progress | None = None, timer: KernelTimer | None = None,
+                      record: list | None = None) -> dict[str, Grid]:
+    """Grids (by `attention_key`) of passes causal_fwd, causal_fwd_bwd (and on CUDA masked_fwd)
+    over (BH, T, D) and one_query over (BH, L, D) of F.scaled_dot_product_attention (torch's
+    default backend) on (1, BH, ·, D) tensors (seconds per call), each cell timed by `timer`
+    (default: a KernelTimer of its own) and added to `record` as [key, BH, T, D]."""
+    device, dtype = as_device(device), check_dtype(dtype)
+    timer = KernelTimer(device, quick) if timer is None else timer
     kind = device.type
     tdtype = TORCH_DTYPES[dtype]
     memory = _memory_bytes(device)
     pool = OperandPool(device, tdtype)
-    plans = {p: (_attention_axes(kind, p, quick), _attention_cells(kind, dtype, p, quick, memory))
+    plans = {p: (attention_axes(kind, p, quick), attention_cells(kind, dtype, p, quick, memory))
              for p in attention_passes(kind)}
     total, done = sum(len(cells) for _, cells in plans.values()), 0
     out: dict[str, Grid] = {}
     with MatmulPrecision(dtype):
         for pass_, (axes, cells) in plans.items():
-            key = f"{dtype}:{pass_}"
+            key = attention_key(dtype, pass_)
             measured: dict[tuple[int, ...], float] = {}
             for bh, t, d in cells:
                 call = _attention_call(device, tdtype, pass_, bh, t, d, pool)
@@ -380,22 +372,21 @@ def _vector_call(op: str, dtype: str, shape: dict[str, int], device: torch.devic
 
 
 def measure_vector(device: torch.device | str, dtype: str, quick: bool = False,
-                   progress: Progress | None = None) -> dict[str, Curve]:
-    """Curves "<op>:<dtype>" over x = the bytes each op moves (VECTOR_X), seconds per call."""
-    device = as_device(device)
-    return _measure_vector(device, check_dtype(dtype), quick, progress, KernelTimer(device, quick), None)
-
-
-def _measure_vector(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
-                    timer: KernelTimer, record: list | None) -> dict[str, Curve]:
+                   progress: Progress | None = None, timer: KernelTimer | None = None,
+                   record: list | None = None) -> dict[str, Curve]:
+    """Curves (by `vector_key`) over x = the bytes each op moves (VECTOR_X), seconds per call,
+    each point timed by `timer` (default: a KernelTimer of its own) and added to `record` as
+    [key, x]; none for tf32 (fp32 in memory: the fp32 curves serve)."""
+    device, dtype = as_device(device), check_dtype(dtype)
+    timer = KernelTimer(device, quick) if timer is None else timer
     if dtype == "tf32":  # fp32 in memory: the fp32 curves serve
         return {}
-    ops = {op: _vector_points(device.type, dtype, op, quick) for op in _vector_ops(dtype)}
+    ops = {op: vector_points(device.type, dtype, op, quick) for op in vector_ops(dtype)}
     total, done = sum(len(p) for p in ops.values()), 0
     out: dict[str, Curve] = {}
     shared: dict[str, torch.Tensor] = {}
     for op, points in ops.items():
-        key = f"{op}:{dtype}"
+        key = vector_key(op, dtype)
         xs, seconds = [], []
         for shape, x in points:
             call = _vector_call(op, dtype, shape, device, shared)
@@ -449,27 +440,27 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
 
     if measured("matmul"):
         for dtype in dtypes:
-            result["matmul"][dtype] = _measure_matmul(device, dtype, quick, progress, timer,
-                                                      matmul_seen, probes, biased)
+            result["matmul"][dtype] = measure_matmul(device, dtype, quick, progress, timer,
+                                                     matmul_seen, probes, biased)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             else:
-                result["matmul"][dtype + WARM] = _measure_matmul_warm(device, dtype, quick, progress,
+                result["matmul"][matmul_warm_key(dtype)] = _measure_matmul_warm(device, dtype, quick, progress,
                                                                       timer, result["matmul"][dtype])
         family_done("matmul")
     if measured("attention"):
         for dtype in dtypes:
-            result["attention"].update(_measure_attention(device, dtype, quick, progress, timer,
-                                                          shapes["attention"]))
+            result["attention"].update(measure_attention(device, dtype, quick, progress, timer,
+                                                         shapes["attention"]))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         family_done("attention")
     if measured("vector"):
-        for dtype in _vector_dtypes(dtypes):
-            result["vector"].update(_measure_vector(device, dtype, quick, progress, timer, shapes["vector"]))
+        for dtype in vector_dtypes(dtypes):
+            result["vector"].update(measure_vector(device, dtype, quick, progress, timer, shapes["vector"]))
         family_done("vector")
     if measured("optimizer"):
-        result["optimizer"] = _measure_optimizer(device, quick, progress, timer)
+        result["optimizer"] = measure_optimizer(device, quick, progress, timer)
         family_done("optimizer")
     if measured("gemv"):
         for dtype in dtypes:
@@ -505,7 +496,7 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     a spell of the machine's fork and join (`passes_out_of_spells`), and "fork_s" is a parallel
     add's time around those passes. `lock` is held while each point is timed (`KernelTimer`)."""
     device = as_device(device)
-    dtypes = _check_dtypes(dtypes)
+    dtypes = check_dtypes(dtypes)
     start = time.perf_counter()
     timer = KernelTimer(device, quick, lock)
     notes: list[str] = []

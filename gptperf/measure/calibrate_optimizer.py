@@ -29,7 +29,8 @@ from gptperf.runtime import as_device
 
 
 def measure_optimizer(device: torch.device | str, quick: bool = False,
-                      progress: Progress | None = None) -> dict[str, Grid]:
+                      progress: Progress | None = None, timer: KernelTimer | None = None,
+                      ) -> dict[str, Grid]:
     """Grids "adamw_fused" and "adamw_foreach" over (parameter tensors, parameters) on CUDA: one
     AdamW step (lr 3e-4, weight decay 0.1, built as gptperf's train step builds it) over fp32
     tensors of equal size, a third of them 2-D (decayed), as a GPT block's 4 weights of 12; and
@@ -37,9 +38,43 @@ def measure_optimizer(device: torch.device | str, quick: bool = False,
     sizes (`gptperf.steps.master_adamw`). On a CPU "adamw_loop" over (parameters,): the seconds
     of one tensor in torch's per-tensor loop: a step over equal tensors (a third of them 2-D; a
     single one 2-D) divided by their count; and "adamw_loop_cold", the same with each call
-    stepping another copy of them (`_measure_optimizer_loop`)."""
+    stepping another copy of them (`measure_optimizer_loop`). Each point is timed by `timer`
+    (default: a KernelTimer of its own)."""
+    from gptperf.steps import master_adamw
+
     device = as_device(device)
-    return _measure_optimizer(device, quick, progress, KernelTimer(device, quick))
+    timer = KernelTimer(device, quick) if timer is None else timer
+    kind = device.type
+    if kind != "cuda":
+        return measure_optimizer_loop(device, quick, progress, timer)
+    variants = ["adamw_fused", "adamw_foreach"]
+    if master_adamw.available(device):
+        variants.append("adamw_master")
+    tensors, params = optimizer_axes(kind, quick)
+    free, _ = torch.cuda.mem_get_info(device)
+    params = tuple(p for p in params if OPTIMIZER_BYTES_PER_PARAM * p < 0.8 * free) or params[:1]
+    total, done = len(variants) * len(tensors) * len(params), 0
+    out: dict[str, Grid] = {}
+    for name in variants:
+        seconds = []
+        for t in tensors:
+            for p in params:
+                step = optimizer_step(device, t, p, name)
+                seconds.append(timer(step, f"optimizer {name} {t} tensors {p} parameters",
+                                     nbytes=OPTIMIZER_BYTES_PER_PARAM * p))
+                del step  # its memory stays cached for the next point (see below)
+                done += 1
+                report(progress, "optimizer", done, total)
+        how = {"adamw_fused": "fused kernel", "adamw_foreach": "foreach kernels",
+               "adamw_master": "the one-pass master update: bf16 weights and gradients, fp32 copies"}[name]
+        out[name] = Grid(("tensors", "parameters"), (tensors, params), tuple(seconds), (1.0, 1.0), what=(
+            f"s per AdamW step over (parameter tensors, {'bf16' if name == 'adamw_master' else 'fp32'} "
+            "parameters), tensors of equal size, a third 2-D; lr 3e-4, weight decay 0.1 on 2-D "
+            "tensors as gptperf's train step; " + how))
+    # once, not after each point: the largest points hold tens of GB, and handing them back to
+    # the driver and taking them again cost seconds
+    torch.cuda.empty_cache()
+    return out
 
 
 def optimizer_point_shapes(tensors: int, params: int, variant: str) -> list[tuple[int, ...]]:
@@ -80,45 +115,8 @@ def optimizer_step(device: torch.device, tensors: int, params: int, variant: str
     return lambda j: opt.step()
 
 
-def _measure_optimizer(device: torch.device, quick: bool, progress: Progress | None,
-                       timer: KernelTimer) -> dict[str, Grid]:
-    from gptperf.steps import master_adamw
-
-    kind = device.type
-    if kind != "cuda":
-        return _measure_optimizer_loop(device, quick, progress, timer)
-    variants = ["adamw_fused", "adamw_foreach"]
-    if master_adamw.available(device):
-        variants.append("adamw_master")
-    tensors, params = optimizer_axes(kind, quick)
-    free, _ = torch.cuda.mem_get_info(device)
-    params = tuple(p for p in params if OPTIMIZER_BYTES_PER_PARAM * p < 0.8 * free) or params[:1]
-    total, done = len(variants) * len(tensors) * len(params), 0
-    out: dict[str, Grid] = {}
-    for name in variants:
-        seconds = []
-        for t in tensors:
-            for p in params:
-                step = optimizer_step(device, t, p, name)
-                seconds.append(timer(step, f"optimizer {name} {t} tensors {p} parameters",
-                                     nbytes=OPTIMIZER_BYTES_PER_PARAM * p))
-                del step  # its memory stays cached for the next point (see below)
-                done += 1
-                report(progress, "optimizer", done, total)
-        how = {"adamw_fused": "fused kernel", "adamw_foreach": "foreach kernels",
-               "adamw_master": "the one-pass master update: bf16 weights and gradients, fp32 copies"}[name]
-        out[name] = Grid(("tensors", "parameters"), (tensors, params), tuple(seconds), (1.0, 1.0), what=(
-            f"s per AdamW step over (parameter tensors, {'bf16' if name == 'adamw_master' else 'fp32'} "
-            "parameters), tensors of equal size, a third 2-D; lr 3e-4, weight decay 0.1 on 2-D "
-            "tensors as gptperf's train step; " + how))
-    # once, not after each point: the largest points hold tens of GB, and handing them back to
-    # the driver and taking them again cost seconds
-    torch.cuda.empty_cache()
-    return out
-
-
-def _measure_optimizer_loop(device: torch.device, quick: bool, progress: Progress | None,
-                            timer: KernelTimer) -> dict[str, Grid]:
+def measure_optimizer_loop(device: torch.device, quick: bool, progress: Progress | None,
+                           timer: KernelTimer) -> dict[str, Grid]:
     """"adamw_loop" and "adamw_loop_cold": the per-tensor loop's seconds a tensor, with one set
     of tensors stepped every call (in the cache where they fit), and with each call stepping
     another copy (`optimizer_cold_copies`: from memory; at the largest point, which fills the pool

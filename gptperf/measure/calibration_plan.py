@@ -13,7 +13,7 @@ from typing import Any
 
 from gptperf.dtypes import DTYPES, check_dtype, dtype_bytes
 from gptperf.errors import UserError
-from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS
+from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS, attention_key, vector_key
 from gptperf.perfmodel.workload import block_shapes
 from gptperf.units import GIB, KIB, MIB
 
@@ -33,7 +33,7 @@ COMPILED_DTYPE = "bf16"  # compiled host costs and recordings: the dtype compile
 # rows every GPT layer fills the card: time grows with M (the Grid's growth).
 MATMUL_M = {"cuda": (1, 4, 16, 64, 256, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384),
             "cpu": (1, 2, 3, 4, 16, 64, 256, 1024, 4096)}
-# Rows measured in the quick grid too (`_thin` keeps every other point of MATMUL_M): a CPU's
+# Rows measured in the quick grid too (`thin_points` keeps every other point of MATMUL_M): a CPU's
 # library runs a batch-8 decode's few-row matmuls slower than both 4 and 16 rows (2 cores, Intel
 # VM, fp32, weights cycled through 512 MiB, 2026-12-05: 768×3072 took 0.79, 1.05, 0.86 ms at 4, 8,
 # 16 rows; 50304×768 11.0, 18.5, 14.4 ms), which reading between 4 and 16 rows cannot see.
@@ -165,7 +165,7 @@ ARGMAX_MAX_BYTES = GIB  # a larger fp32 head is extrapolated
 # dtypes the one-row kernels are not measured in (tf32 is fp32 in memory; fp64 has no kernel)
 GEMV_SKIPPED_DTYPES = ("tf32", "fp64")
 
-# --- timing figures the estimate uses (calibrate_kernels times with them) ------------------------
+# --- timing figures (calibrate_kernels times with them) ----------------------------------------
 
 TARGET_REPLAY_S = 1e-3  # one CUDA-graph replay of R calls (1 ms: launch costs under 0.5%)
 # Two timed replays, not three: every bf16 matmul cell read the same (median ratio 1.0005 and 0.9998
@@ -185,15 +185,6 @@ BANDWIDTH = {"cuda": 4e12, "cpu": 10e9}
 CALL_FLOOR_S = {"cuda": 3e-6, "cpu": 5e-6}
 # the longest call measured (longer ones are extrapolated); CPU: the 35 s budget of a 2-core CPU
 MAX_CALL_S = {"cuda": 0.03, "cpu": 0.012}
-# What a point pays before its calls (H200, 2026-12-02, BENCHMARKS.md): torch's default attention
-# in bf16/fp16 is cuDNN's, which builds a plan for every new shape (a bf16 point took 110 ms causal
-# forward, 299 forward + backward and 246 one-query on a slow host, the family 25-28 s on three
-# others, where the calls take microseconds; an fp32 point 12-34 ms), and each of the gemv
-# family's Triton kernels compiles once per dtype (the family with two of them: 3.1-4.0 s for
-# 28 points).
-FIRST_CALL_S = {"attention": {"causal_fwd": 0.07, "causal_fwd_bwd": 0.22, "one_query": 0.18,
-                              "masked_fwd": 0.07},  # causal_fwd's; H200: its 36 cells 1.6 s
-                "attention_fp32": 0.01, "gemv_compile": 0.7, "fused_step": 1.5}
 
 # The fused decode step measured whole: synthetic models of these widths (batch 1, a cache of
 # FUSED_STEP_CONTEXT positions), each layer kernel's time inside the captured step read by the
@@ -215,7 +206,7 @@ def fused_step_models(dtype: str, quick: bool) -> list[tuple[int, int, int]]:
     """(n_embd, n_head, n_layer) of the synthetic fused decode steps the calibration profiles."""
     e = dtype_bytes(dtype)
     out = []
-    for c in _thin(FUSED_STEP_WIDTHS, quick):
+    for c in thin_points(FUSED_STEP_WIDTHS, quick):
         head_dim = 64 if c < 2048 else 128
         layers = min(48, max(3, math.ceil(FUSED_STEP_BYTES / (12 * c * c * e))))
         out.append((c, c // head_dim, layers))
@@ -236,7 +227,7 @@ def _kind(device_type: str) -> str:
     return device_type
 
 
-def _thin(points: Sequence[Any], quick: bool, from_top: bool = False) -> tuple[Any, ...]:
+def thin_points(points: Sequence[Any], quick: bool, from_top: bool = False) -> tuple[Any, ...]:
     """Quick mode: every other point, the largest always kept (and the smallest, unless
     `from_top`: counted down from the largest, for curves whose large points cost the most)."""
     if not quick:
@@ -296,16 +287,16 @@ def _fits(nbytes: int, memory_bytes: int | None) -> bool:
     return memory_bytes is None or nbytes <= memory_bytes // 4
 
 
-def _matmul_axes(device_type: str, quick: bool) -> tuple[tuple[int, ...], ...]:
-    rows = tuple(sorted({*_thin(MATMUL_M[device_type], quick), *MATMUL_M_KEPT[device_type]}))
-    return rows, _thin(MATMUL_N[device_type], quick), _thin(MATMUL_K[device_type], quick)
+def matmul_axes(device_type: str, quick: bool) -> tuple[tuple[int, ...], ...]:
+    rows = tuple(sorted({*thin_points(MATMUL_M[device_type], quick), *MATMUL_M_KEPT[device_type]}))
+    return rows, thin_points(MATMUL_N[device_type], quick), thin_points(MATMUL_K[device_type], quick)
 
 
-def _matmul_cells(device_type: str, dtype: str, quick: bool,
+def matmul_cells(device_type: str, dtype: str, quick: bool,
                   memory_bytes: int | None) -> list[tuple[int, int, int]]:
     """The (M, N, K) measured, in grid order: estimated under MAX_CALL_S, M·N·K at most
     MATMUL_MAX_MNK, fitting in memory; the smallest cell always."""
-    axes = _matmul_axes(device_type, quick)
+    axes = matmul_axes(device_type, quick)
     cells = []
     for m, n, k in product(*axes):
         seconds, nbytes = _matmul_cost(device_type, dtype, m, n, k)
@@ -320,12 +311,12 @@ def warm_matmul_cells(dtype: str, quick: bool) -> list[tuple[int, int, int]]:
     """The CPU grid's cells of at most WARM_M rows whose operands (x, W, y) fit twice in
     WARM_POOL_BYTES, in grid order: timed again from the cache."""
     e = dtype_bytes(dtype)
-    M, N, K = _matmul_axes("cpu", quick)
+    M, N, K = matmul_axes("cpu", quick)
     return [(m, n, k) for m, n, k in product(M, N, K)
             if m <= WARM_M and 2 * e * (m * k + n * k + m * n) <= WARM_POOL_BYTES]
 
 
-def _matmul_probes(device_type: str) -> list[tuple[int, int, int]]:
+def matmul_probe_shapes(device_type: str) -> list[tuple[int, int, int]]:
     """The off-grid probes every dtype measures (`MATMUL_PROBES`)."""
     return list(MATMUL_PROBES[device_type])
 
@@ -344,7 +335,7 @@ FUSED_ATTENTION_DTYPES = ("bf16", "fp16")
 
 def fused_attention_axes(quick: bool) -> tuple[tuple[int, ...], ...]:
     """The fused decode attention grid's axes (quick: thinned as the others)."""
-    return tuple(_thin(a, quick) for a in FUSED_ATTENTION_AXES)
+    return tuple(thin_points(a, quick) for a in FUSED_ATTENTION_AXES)
 
 
 def attention_passes(device_type: str) -> tuple[str, ...]:
@@ -353,22 +344,22 @@ def attention_passes(device_type: str) -> tuple[str, ...]:
     return tuple(p for p in ATTENTION_PASSES if p != "masked_fwd" or _kind(device_type) == "cuda")
 
 
-def _attention_axes(device_type: str, pass_: str, quick: bool) -> tuple[tuple[int, ...], ...]:
+def attention_axes(device_type: str, pass_: str, quick: bool) -> tuple[tuple[int, ...], ...]:
     if pass_ == "masked_fwd":
-        return _thin(MASKED_BH, quick), _thin(MASKED_T, quick), _thin(ATTENTION_D[device_type], quick)
+        return thin_points(MASKED_BH, quick), thin_points(MASKED_T, quick), thin_points(ATTENTION_D[device_type], quick)
     if pass_ == "one_query":
-        return (_thin(ONE_QUERY_BH[device_type], quick), _thin(ONE_QUERY_L[device_type], quick),
-                _thin(ONE_QUERY_D[device_type], quick))
+        return (thin_points(ONE_QUERY_BH[device_type], quick), thin_points(ONE_QUERY_L[device_type], quick),
+                thin_points(ONE_QUERY_D[device_type], quick))
     # a CPU's quick sweep keeps every length: its causal pass bends between 32 and 512, so 32 and
     # 512 alone over-read 128 (2x the tiny forward's sdpa while short calls were evicted too,
     # 2026-12-03); the cells cost little there
-    lengths = _thin(ATTENTION_T[device_type], quick and device_type == "cuda")
-    return _thin(ATTENTION_BH[device_type], quick), lengths, _thin(ATTENTION_D[device_type], quick)
+    lengths = thin_points(ATTENTION_T[device_type], quick and device_type == "cuda")
+    return thin_points(ATTENTION_BH[device_type], quick), lengths, thin_points(ATTENTION_D[device_type], quick)
 
 
-def _attention_cells(device_type: str, dtype: str, pass_: str, quick: bool,
+def attention_cells(device_type: str, dtype: str, pass_: str, quick: bool,
                      memory_bytes: int | None) -> list[tuple[int, int, int]]:
-    axes = _attention_axes(device_type, pass_, quick)
+    axes = attention_axes(device_type, pass_, quick)
     cells = []
     for bh, t, d in product(*axes):
         seconds, nbytes = _attention_cost(device_type, dtype, pass_, bh, t, d)
@@ -378,7 +369,7 @@ def _attention_cells(device_type: str, dtype: str, pass_: str, quick: bool,
     return cells
 
 
-def _vector_ops(dtype: str) -> list[str]:
+def vector_ops(dtype: str) -> list[str]:
     """The ops measured in `dtype` (a cast to the dtype itself is no kernel)."""
     return [op for op in VECTOR_OPS
             if not (op in ("cast_to_fp32", "add_mixed") and dtype in ("fp32", "tf32"))
@@ -422,11 +413,11 @@ def _vector_shape(op: str, dtype: str, target: int) -> tuple[dict[str, int], int
     raise UserError(f"unknown vector op {op!r}; valid: {', '.join(VECTOR_OPS)}")
 
 
-def _vector_points(device_type: str, dtype: str, op: str, quick: bool) -> list[tuple[dict[str, int], int]]:
+def vector_points(device_type: str, dtype: str, op: str, quick: bool) -> list[tuple[dict[str, int], int]]:
     """[(shape, x)] of `op`, x growing by VECTOR_MIN_STEP at least from point to point (sizes
     that round to the same shape are one point), the largest size always kept."""
     points: list[tuple[dict[str, int], int]] = []
-    for target in _thin(VECTOR_SIZES[device_type], quick, from_top=True):
+    for target in thin_points(VECTOR_SIZES[device_type], quick, from_top=True):
         point = _vector_shape(op, dtype, target)
         if not points or point[1] >= VECTOR_MIN_STEP * points[-1][1]:
             points.append(point)
@@ -436,20 +427,20 @@ def _vector_points(device_type: str, dtype: str, op: str, quick: bool) -> list[t
 
 
 def _optimizer_blocks(device_type: str, quick: bool) -> tuple[tuple[int, int], ...]:
-    return _thin(OPTIMIZER_BLOCKS[device_type], quick, from_top=True)
+    return thin_points(OPTIMIZER_BLOCKS[device_type], quick, from_top=True)
 
 
 def optimizer_axes(device_type: str, quick: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(tensor counts, parameter counts) of the optimizer grid: the parameters of the GPT blocks
     in OPTIMIZER_BLOCKS, each spread over every count of OPTIMIZER_TENSORS."""
     params = tuple(optimizer_params(w, n) for w, n in _optimizer_blocks(device_type, quick))
-    return _thin(OPTIMIZER_TENSORS[device_type], quick), params
+    return thin_points(OPTIMIZER_TENSORS[device_type], quick), params
 
 
 def optimizer_loop_sizes(quick: bool) -> tuple[int, ...]:
     """Tensor sizes (parameters) of the CPU's per-tensor AdamW loop (quick: every other one,
     counted from the largest)."""
-    return _thin(OPTIMIZER_LOOP_SIZES, quick, from_top=True)
+    return thin_points(OPTIMIZER_LOOP_SIZES, quick, from_top=True)
 
 
 def optimizer_loop_tensors(size: int) -> int:
@@ -475,20 +466,26 @@ def argmax_shapes(dtype: str, quick: bool) -> tuple[tuple[int, int], ...]:
     """(N, K) of the LM head argmax kernel's points in `dtype` (ARGMAX_SHAPES up to
     ARGMAX_MAX_BYTES; quick: every other one, the last kept)."""
     fit = tuple(s for s in ARGMAX_SHAPES if s[0] * s[1] * dtype_bytes(dtype) <= ARGMAX_MAX_BYTES)
-    return _thin(fit, quick)
+    return thin_points(fit, quick)
 
 
-def _gemv_shape(weight_bytes: int, esize: int) -> tuple[int, int]:
+def gemv_shape(weight_bytes: int, esize: int) -> tuple[int, int]:
     """(N, K) of a square-ish weight of about `weight_bytes`, both multiples of 64."""
     k = max(64, round(math.sqrt(weight_bytes / esize) / 64) * 64)
     n = max(64, round(weight_bytes / esize / k / 64) * 64)
     return n, k
 
 
-def _check_dtypes(dtypes: Iterable[str]) -> tuple[str, ...]:
+def check_dtypes(dtypes: Iterable[str], device_type: str | None = None) -> tuple[str, ...]:
+    """`dtypes` as a tuple, each a format of `gptperf.dtypes`, at least one, and, where
+    `device_type` is given, each one that runs there (fp16 needs a GPU); else a one-line
+    UserError naming the bad value and the valid ones."""
     out = tuple(check_dtype(d) for d in dtypes)
     if not out:
         raise UserError(f"no dtypes to calibrate; valid: {', '.join(DTYPES)}")
+    if device_type is not None and device_type != "cuda" and "fp16" in out:
+        valid = ", ".join(d for d in DTYPES if d != "fp16")
+        raise UserError(f"dtype 'fp16' needs a GPU; valid on {device_type}: {valid}")
     return out
 
 
@@ -499,96 +496,25 @@ def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[st
     [["<dtype>:<pass>", BH, T or L, D], ...], "vector": [["<op>:<dtype>", x], ...]. `dtypes`
     default: DEFAULT_DTYPES; `memory_bytes`: the device's memory (None: no shape is too big)."""
     kind = _kind(device_type)
-    dtypes = _check_dtypes(dtypes if dtypes is not None else _default_dtypes(kind))
+    dtypes = check_dtypes(dtypes if dtypes is not None else _default_dtypes(kind))
     matmul: list[list[int]] = []
     seen: set[tuple[int, int, int]] = set()
     for dtype in dtypes:
-        for cell in _matmul_cells(kind, dtype, quick, memory_bytes) + _matmul_probes(kind) + (
+        for cell in matmul_cells(kind, dtype, quick, memory_bytes) + matmul_probe_shapes(kind) + (
                 list(CACHE_REACH_LAYER) if kind == "cpu" else []):
             if cell not in seen:
                 seen.add(cell)
                 matmul.append(list(cell))
-    attention = [[f"{dtype}:{pass_}", *cell] for dtype in dtypes for pass_ in attention_passes(kind)
-                 for cell in _attention_cells(kind, dtype, pass_, quick, memory_bytes)]
+    attention = [[attention_key(dtype, pass_), *cell] for dtype in dtypes for pass_ in attention_passes(kind)
+                 for cell in attention_cells(kind, dtype, pass_, quick, memory_bytes)]
     if kind == "cuda":  # measured where Triton is; planned (and kept off by a validation) always
-        attention += [[f"{dtype}:{FUSED_ATTENTION_PASS}", *cell] for dtype in dtypes
+        attention += [[attention_key(dtype, FUSED_ATTENTION_PASS), *cell] for dtype in dtypes
                       if dtype in FUSED_ATTENTION_DTYPES for cell in product(*fused_attention_axes(quick))]
-    vector = [[f"{op}:{dtype}", x] for dtype in _vector_dtypes(dtypes) for op in _vector_ops(dtype)
-              for _, x in _vector_points(kind, dtype, op, quick)]
+    vector = [[vector_key(op, dtype), x] for dtype in vector_dtypes(dtypes) for op in vector_ops(dtype)
+              for _, x in vector_points(kind, dtype, op, quick)]
     return {"matmul": matmul, "attention": attention, "vector": vector}
 
 
-def _vector_dtypes(dtypes: Sequence[str]) -> list[str]:
+def vector_dtypes(dtypes: Sequence[str]) -> list[str]:
     """tf32 is fp32 in memory: its vector ops are fp32's."""
     return [d for d in dtypes if d != "tf32"]
-
-
-def estimated_seconds(device_type: str, quick: bool = False, *,
-                      dtypes: Sequence[str] | None = None) -> dict[str, float]:
-    """A guess of the sweep's wall time per family from the roofline cost model and what a point
-    pays before its calls (`FIRST_CALL_S`): the budget check of the plan; the real figure depends
-    on the machine."""
-    kind = _kind(device_type)
-    dtypes = _check_dtypes(dtypes if dtypes is not None else _default_dtypes(kind))
-
-    def point(call_s: float) -> float:
-        if kind == "cuda":  # capture, then warm-up and timed replays of ~TARGET_REPLAY_S each
-            return 0.01 + 2 * call_s + (1 + REPLAYS) * max(TARGET_REPLAY_S, call_s)
-        # samples of at least CPU_SAMPLE_S, MIN to MAX of them, until the point's budget is spent
-        timed = min(CPU_POINT_S[quick], CPU_MAX_REPEATS * max(CPU_SAMPLE_S, call_s))
-        return 0.002 + 2 * call_s + max(timed, CPU_MIN_REPEATS * call_s)
-
-    out = {"matmul": 0.0, "attention": 0.0, "vector": 0.0, "optimizer": 0.0, "gemv": 0.0}
-    for dtype in dtypes:
-        out["matmul"] += sum(point(_matmul_cost(kind, dtype, *c)[0])
-                             for c in _matmul_cells(kind, dtype, quick, None) + _matmul_probes(kind))
-        if kind == "cpu":
-            out["matmul"] += sum(point(_matmul_cost(kind, dtype, *c)[0]) for c in warm_matmul_cells(dtype, quick))
-        for pass_ in attention_passes(kind):
-            first = 0.0
-            if kind == "cuda":
-                first = FIRST_CALL_S["attention"][pass_] if dtype in ("bf16", "fp16") else \
-                    FIRST_CALL_S["attention_fp32"]
-            out["attention"] += sum(first + point(_attention_cost(kind, dtype, pass_, *c)[0])
-                                    for c in _attention_cells(kind, dtype, pass_, quick, None))
-    if kind == "cpu":  # the cache reach: every count of layers a round, each call all its layers
-        layer_s = sum(_matmul_cost(kind, "fp32", *c)[0] for c in CACHE_REACH_LAYER)
-        out["matmul"] += CACHE_REACH_ROUNDS * sum(point(n * layer_s) for n in CACHE_REACH_LAYERS)
-    for dtype in _vector_dtypes(dtypes):
-        for op in _vector_ops(dtype):
-            for _, x in _vector_points(kind, dtype, op, quick):
-                out["vector"] += point(_estimate_s(kind, dtype, 0, x))
-    # AdamW reads param, grad, m, v and writes param, m, v; foreach passes over them ~4 times
-    if kind == "cuda":  # fused, foreach, the one-pass master update
-        tensors, params = optimizer_axes(kind, quick)
-        for p in params:
-            step = _estimate_s(kind, "fp32", 0, 4 * 28 * p)
-            out["optimizer"] += 3 * len(tensors) * (point(step) + step)  # + the step making the state
-    else:  # the per-tensor loop on one set, then cycled through copies (each stepped first)
-        for size in optimizer_loop_sizes(quick):
-            step = _estimate_s(kind, "fp32", 0, 4 * 28 * size * optimizer_loop_tensors(size))
-            copies = optimizer_cold_copies(size)  # one copy: its time is the one set's
-            out["optimizer"] += point(step) + step + (point(step) + copies * step if copies > 1 else 0.0)
-    if kind == "cuda":
-        # the one-row gemv over GEMV_SIZES, the fused decode step's LM head kernel, and per
-        # dtype either the whole step profiled or its two weight kernels as chains; each kernel
-        # compiled once per dtype
-        gemv_dtypes = [d for d in dtypes if d not in GEMV_SKIPPED_DTYPES]
-        # the plain gemv, and the two chains where the fused step is not profiled whole
-        kernels = sum(1 if d in FUSED_ATTENTION_DTYPES else 3 for d in gemv_dtypes)
-        out["gemv"] = kernels * (FIRST_CALL_S["gemv_compile"] + sum(
-            point(_estimate_s(kind, "bf16", 0, s)) for s in _thin(GEMV_SIZES, quick)))
-        for dtype in gemv_dtypes:
-            out["gemv"] += FIRST_CALL_S["gemv_compile"] + sum(
-                point(_estimate_s(kind, dtype, 0, n * k * dtype_bytes(dtype)))
-                for n, k in argmax_shapes(dtype, quick))
-            if dtype not in FUSED_ATTENTION_DTYPES:
-                continue
-            # the fused step profiled whole: a model built and captured, one replay, per width
-            out["gemv"] += len(fused_step_models(dtype, quick)) * FIRST_CALL_S["fused_step"]
-            # the fused attention: a compile per (L, D), the K and V bytes a call
-            heads, lengths, dims = fused_attention_axes(quick)
-            out["gemv"] += len(lengths) * len(dims) * FIRST_CALL_S["gemv_compile"] + sum(
-                point(_estimate_s(kind, dtype, 0, 2 * h * n * d * dtype_bytes(dtype)))
-                for h in heads for n in lengths for d in dims)
-    return out

@@ -300,7 +300,7 @@ def _time_matmul(device: torch.device, tdtype: torch.dtype, m: int, n: int, k: i
     return _measure(lambda: torch.mm(a, b, out=c), device, plan)
 
 
-def measure_matmul(
+def measure_matmul_rates(
     device: torch.device, dtype: str, plan: Plan, progress: Progress | None = None
 ) -> dict[str, Any]:
     """The rate of square torch.mm over the size sweep; sizes stop once a call gets too slow."""
@@ -395,7 +395,7 @@ def measure_ceilings(
         if why_not:
             result.skipped[dtype] = why_not
             continue
-        result.matmul[dtype] = measure_matmul(device, dtype, plan, progress)
+        result.matmul[dtype] = measure_matmul_rates(device, dtype, plan, progress)
     result.launch = measure_launch_latency(device, plan)
     result.launch_latency_s = result.launch["per_op_s"]
     try:

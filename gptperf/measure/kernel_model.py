@@ -185,7 +185,7 @@ def measure_kernel_model(
                  elementwise_max_rel_residual=resid)
     table["curves"]["elementwise"] = ew
     table["where"] += "; elementwise: out = x + 1, bytes read + written"
-    att = _attention_curve(device, tdtype, pool_bytes, cap, repeats)
+    att = attention_curve(device, tdtype, pool_bytes, cap, repeats)
     alpha, beta, resid = fit_kernel_line(att["bytes"], att["time_s"])
     table.update(attention_alpha_s=alpha, attention_beta=beta, attention_max_rel_residual=resid)
     table["curves"]["attention"] = att
@@ -203,7 +203,7 @@ def measure_kernel_model(
     return table
 
 
-def _attention_curve(device: torch.device, tdtype: torch.dtype, pool_bytes: int, cap: int,
+def attention_curve(device: torch.device, tdtype: torch.dtype, pool_bytes: int, cap: int,
                      repeats: int) -> dict[str, list[Any]]:
     """Per-call time of decode attention: q (B, H, 1, D) against distinct K, V (B, H, L, D)
     cycled over `pool_bytes`, with a (1, L) additive mask, as a compiled static-KV-cache step

@@ -35,21 +35,22 @@ MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration 
 HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "block_size": 64,
                               "batch": 1, "seq": 8, "layers": (1, 4)}
 
-# Key prefixes of the gemv curves measured as a dependent chain of the fused decode step's
-# kernels: its LayerNorm + gemv (qkv, fc), its gemv + bias + residual (the two projections, which
-# stream their weights without a LayerNorm's statistics) and its LM head (LayerNorm, gemv and
-# argmax over a vocabulary-wide weight, whose programs each end in a reduction and atomics).
+# The `chain` of `gemv_key` for the gemv curves measured as a dependent chain of the fused decode
+# step's kernels: its LayerNorm + gemv (qkv, fc), its gemv + bias + residual (the two
+# projections, which stream their weights without a LayerNorm's statistics) and its LM head
+# (LayerNorm, gemv and argmax over a vocabulary-wide weight, whose programs each end in a
+# reduction and atomics).
 GEMV_CHAIN = "chain:"
 GEMV_RESIDUAL_CHAIN = "chain_residual:"
 GEMV_ARGMAX_CHAIN = "chain_argmax:"
-# The fused decode step's layer kernels timed inside a captured step ("in_step:<component>:<dtype>",
-# a Curve over the component's weight bytes): what each takes after the step's kernel before it.
+# The prefix of `fused_step_key`: the fused decode step's layer kernels timed inside a captured
+# step (a Curve over the component's weight bytes): what each takes after the step's kernel
+# before it.
 FUSED_STEP = "in_step:"
-# The attention pass of the fused decode step's own kernel ("<dtype>:fused_decode").
+# The attention pass (`attention_key`) of the fused decode step's own kernel.
 FUSED_ATTENTION_PASS = "fused_decode"
-# A CPU's matmul grid of few rows timed again from the cache: "<dtype>" + WARM in `matmul`, read
-# for a step as far as `Calibration.warm_share` says its tensors stay in the cache
-# (`perfmodel.expected`)
+# A CPU's matmul grid of few rows timed again from the cache (`matmul_warm_key`), read for a
+# step as far as `Calibration.warm_share` says its tensors stay in the cache (`perfmodel.expected`)
 WARM = ":warm"
 # The cache reach's slowest (plain-grid) point over its fastest below which no saving is read
 # (its shares would be noise; the VM's read 2.8-3.8x)
@@ -58,6 +59,89 @@ CACHE_SAVING_MIN = 1.25
 # step's tensors (`perfmodel.expected.call_time`)
 ADAMW_LOOP = "adamw_loop"
 ADAMW_LOOP_COLD = "adamw_loop_cold"  # the same with each call's tensors in memory
+
+
+# The tables' keys. Each family of `Calibration` keys its curves in its own format; build and
+# split them only through these functions (the stored format is that of calibrations on disk).
+
+def matmul_warm_key(dtype: str) -> str:
+    """`matmul`'s key of a CPU's grid of few rows timed from the cache: "<dtype>:warm" (`WARM`)."""
+    return dtype + WARM
+
+
+def attention_key(dtype: str, pass_: str) -> str:
+    """`attention`'s key of one pass in one dtype: "<dtype>:<pass>" (e.g. "bf16:causal_fwd")."""
+    return f"{dtype}:{pass_}"
+
+
+def split_attention_key(key: str) -> tuple[str, str]:
+    """(dtype, pass) of an `attention_key`."""
+    dtype, _, pass_ = key.rpartition(":")
+    return dtype, pass_
+
+
+def vector_key(op: str, dtype: str) -> str:
+    """`vector`'s key of one op in one dtype: "<op>:<dtype>" (e.g. "add:fp32")."""
+    return f"{op}:{dtype}"
+
+
+def split_vector_key(key: str) -> tuple[str, str]:
+    """(op, dtype) of a `vector_key`."""
+    op, _, dtype = key.partition(":")
+    return op, dtype
+
+
+def gemv_key(dtype: str, chain: str = "") -> str:
+    """`gemv`'s key of the one-row kernel in `dtype` ("<dtype>"), or with `chain` (GEMV_CHAIN,
+    GEMV_RESIDUAL_CHAIN, GEMV_ARGMAX_CHAIN) of that chained kernel ("<chain>:<dtype>")."""
+    return chain + dtype
+
+
+def fused_step_key(component: str, dtype: str) -> str:
+    """`gemv`'s key of a fused decode step's layer kernel timed inside the step:
+    "in_step:<component>:<dtype>" (`FUSED_STEP`)."""
+    return f"{FUSED_STEP}{component}:{dtype}"
+
+
+def split_fused_step_key(key: str) -> tuple[str, str]:
+    """(component, dtype) of a `fused_step_key`."""
+    component, _, dtype = key.removeprefix(FUSED_STEP).rpartition(":")
+    return component, dtype
+
+
+def host_key(mode: str, part: str, dtype: str) -> str:
+    """`host`'s key of one part of a step: "<mode>:<part>:<dtype>" (e.g. "eager:fwd:bf16"); the
+    same format keys a host job's unit by its job (train | inference) in `probes["host_jobs"]`."""
+    return f"{mode}:{part}:{dtype}"
+
+
+def split_host_key(key: str) -> tuple[str, str, str]:
+    """(mode, part, dtype) of a `host_key`."""
+    mode, part, dtype = key.split(":")
+    return mode, part, dtype
+
+
+def compiled_key(kind: str, dtype: str) -> str:
+    """`compiled`'s key of a recorded compiled step: "<kind>:<dtype>" (e.g. "train:bf16")."""
+    return f"{kind}:{dtype}"
+
+
+def split_compiled_key(key: str) -> tuple[str, str]:
+    """(kind, dtype) of a `compiled_key`."""
+    kind, _, dtype = key.partition(":")
+    return kind, dtype
+
+
+def compiled_op_key(component: str, phase: str) -> str:
+    """The key of one operation's kernels in a recorded compiled step's "ops":
+    "<component>:<phase>" (e.g. "mlp.fc:fwd")."""
+    return f"{component}:{phase}"
+
+
+def split_compiled_op_key(key: str) -> tuple[str, str]:
+    """(component, phase) of a `compiled_op_key`."""
+    component, _, phase = key.partition(":")
+    return component, phase
 
 
 def _positive_floats(values: Any, what: str) -> tuple[float, ...]:
@@ -267,110 +351,106 @@ def _optimizer_grid(table: Grid | Curve) -> Grid:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Everything measured on one device for the calibrated prediction. Keys (see
-    docs/perfmodel.md, "Calibrated prediction"):
-
-    matmul: dtype -> Grid over (M, N, K) of y = x·Wᵀ (x: M×K, W: N×K). On a CPU also
-        "<dtype>:warm" (`WARM`): its rows up to 16 with the operands cycled through 8 MiB, where
-        they stay in the last-level cache (cells whose operands do not fit there: the grid's).
-    cache_bytes: the CPU's last-level cache (0: unknown, or a GPU): in a calibration without
-        `cache_reach`, or where it measured no saving, a step whose tensors fit in it reads its
-        matmuls of few rows on the warm grid.
-    cache_reach: (a CPU) Curve over bytes of weights: seconds of one decode-like layer of few-row
-        matmuls with that many bytes of layers' weights cycled through
-        (`gptperf.measure.cache_reach`): how much of a step's few-row matmul time, and of its
-        AdamW loop's, the cache saves at its size (`warm_share`; where it measured no saving,
-        the rule of `cache_bytes`). The
-        share of a last-level cache a process gets can be far below its size: on the 2-core VM
-        (32 MiB of L3) decode steps of 13 MiB ran as if every weight came from memory. None on a
-        GPU and in older calibrations.
-    attention: "<dtype>:<pass>" -> Grid; pass "causal_fwd" and "causal_fwd_bwd" over
-        (BH, T, D) (query = key length T, causal), "masked_fwd" over (BH, T, D) (the same with
-        the static KV cache's explicit mask; CUDA only), "one_query" over (BH, L, D) (one query
-        against L keys), "fused_decode" over (H, L, D) (the fused batch-1 decode step's own
-        attention kernel, chained; CUDA with Triton, bf16 and fp16).
-    vector: "<op>:<dtype>" -> Curve over the bytes the op reads and writes (docs list each op).
-    optimizer: "adamw_fused" | "adamw_foreach" | "adamw_master" (the one-pass master update) ->
-        Grid over (parameter tensors, parameters); a Curve over parameters (a calibration from
-        before the tensor count was measured) is read as a grid with one tensor count that does
-        not change the time. "adamw_loop" (a CPU): Grid over (parameters,) of one tensor's
-        seconds in torch's per-tensor loop (`ADAMW_LOOP`), in place of the grid there, its
-        tensors stepped call after call; "adamw_loop_cold" (`ADAMW_LOOP_COLD`): the same with
-        each call stepping another copy (from memory), read by the step's cache share.
-    gemv: dtype -> Curve over the weight bytes of the one-row Triton kernel (CUDA only).
-        "chain:<dtype>": the fused decode step's LayerNorm + gemv kernel, each call waiting for
-        the one before (`GEMV_CHAIN`); "chain_residual:<dtype>": its gemv + bias + residual
-        kernel, chained the same way (`GEMV_RESIDUAL_CHAIN`); "chain_argmax:<dtype>": its LM
-        head kernel (LayerNorm, gemv, argmax) over vocabulary-wide weights (`GEMV_ARGMAX_CHAIN`).
-        "in_step:<component>:<dtype>": the fused step's qkv, attn.proj, mlp.fc and mlp.proj
-        kernels, each timed inside a captured step of synthetic models (`FUSED_STEP`).
-    host: "<mode>:<part>:<dtype>" -> {"per_layer_s", "fixed_s"}: host seconds of the step's
-        Python and dispatch, per block and per step (mode eager | compiled; part fwd, bwd, opt of
-        a train step, nograd for a forward without grad, infer for decode_nocache (and a
-        compiled prefill), prefill for an eager prefill into the KV cache (infer where a
-        calibration has none), decode for a KV-cache decode step).
-    compiled: "<kind>:<dtype>" -> a recorded compiled step: its config and workload, and per
-        "<component>:<phase>" the kernels inductor ran and their measured seconds by class.
-    shapes: every size the calibration measured, by family (for the disjointness test).
-    probes: "start" | "end" -> a speed probe taken as the calibration began and ended
-        (`gptperf.measure.probe.SpeedProbe.to_dict`): what `validate` compares the machine with;
-        "host" -> {"step_s": the host model's decode step time, "train_step_s": its train
-        step time (`gptperf.measure.probe.host_step_s`), each at the host speed the host costs
-        of its kind of step (inference, train) are scaled to (each job's sampled among its
-        rounds)}: the host costs' units, against which a command that measures a step scales
-        them (a calibration without "train_step_s" has its train costs in the decode unit);
-        "host_jobs" -> {"<mode>:<train|inference>:<dtype>": that job's own unit} (diagnostic);
-        "host_reference" -> {"step_s": the decode step probed outside the host jobs, the faster
-        of two readings}: what their unit is checked against (`calibrate_host.measure_host_settled`).
-    launch_gap_s: seconds a GPU kernel launched from a stream takes beyond the same kernel in a
-        CUDA graph (`gptperf.measure.launch_gap`); charged per kernel of steps that are not
-        graphs. 0 on a CPU and in calibrations from before it was measured.
-    matmul_bias: dtype -> {"ratio", "low", "high", "probes"}: a linear layer's time with a bias
-        over its time without (the median over the off-grid probes, each timed both ways), what
-        an eager layer with a bias is charged beyond the grid (`bias_ratio`); 1 where absent.
-    matmul_offgrid: dtype -> {"ratio", "median", "low", "high", "probes"}: the off-grid probes'
-        measured times over the grid's reading of them (ratio: their mean), what a matmul off the
-        grid's points is charged beyond the grid (`offgrid_ratio`); 1 where absent. cuBLAS picks
-        a kernel per shape, and at the GPT widths between the grid's powers of two its fp32 picks
-        run slower than the grid's (H200: 0.93–1.37× at 114 GPT shapes, mean 1.054; bf16's
-        0.91–1.10, mean 1.004). An older calibration's "matmul_waves" (a wave quantization the
-        grid was read with) is no longer read: docs/perfmodel.md says why.
-    matmul_probes: dtype -> [[M, N, K, ratio], ...]: each off-grid probe's measured time over the
-        grid's reading of it (on a CPU once per pass kept), whose mean `matmul_offgrid` keeps: a
-        reading of them by shape can be judged offline on the calibrations that ran (not read by
-        the prediction); empty in older calibrations.
-    optimizer_overlap: {"share", "host_s", "end_s", "device_s", ...}: the share of the fused
-        AdamW phase's host time that runs after its kernels have started
-        (`gptperf.measure.optimizer_overlap`); empty on a CPU and in calibrations from before it
-        was measured (the kernels are then charged after all of the phase's host time).
-    sustained: {"rates", "slowdowns", ...}: a bf16 matmul kept up for about a second at a few
-        duty cycles (`gptperf.measure.sustained`): the FLOP rate of each load in a burst and the
-        matmul's time held over its time in a burst, what a power or thermal cap costs compute
-        kernels kept busy (`sustained_slowdown`); empty on a CPU and in older calibrations.
-    """
+    """Everything measured on one device for the calibrated prediction (docs/perfmodel.md,
+    "Calibrated prediction"). Each table is keyed by its family's key builder (`attention_key`,
+    `vector_key`, `gemv_key`, `fused_step_key`, `host_key`, `compiled_key`, above); the comment
+    on each field says what it holds. A field an older calibration lacks reads as its default,
+    which the prediction takes as "not measured"."""
 
     device_name: str
     device_type: str
     torch_version: str
     created_at: str  # ISO 8601, UTC
     seconds: float  # how long the calibration took
+    # dtype -> Grid over (M, N, K) of y = x·Wᵀ (x: M×K, W: N×K). On a CPU also
+    # `matmul_warm_key(dtype)`: its rows up to 16 with the operands cycled through 8 MiB, where
+    # they stay in the last-level cache (cells whose operands do not fit there: the grid's).
     matmul: dict[str, Grid] = field(default_factory=dict)
+    # `attention_key(dtype, pass)` -> Grid; pass "causal_fwd" and "causal_fwd_bwd" over (BH, T, D)
+    # (query = key length T, causal), "masked_fwd" over (BH, T, D) (the same with the static KV
+    # cache's explicit mask; CUDA only), "one_query" over (BH, L, D) (one query against L keys),
+    # FUSED_ATTENTION_PASS over (H, L, D) (the fused batch-1 decode step's own attention kernel,
+    # chained; CUDA with Triton, bf16 and fp16).
     attention: dict[str, Grid] = field(default_factory=dict)
+    # `vector_key(op, dtype)` -> Curve over the bytes the op reads and writes (docs list each op).
     vector: dict[str, Curve] = field(default_factory=dict)
+    # "adamw_fused" | "adamw_foreach" | "adamw_master" (the one-pass master update) -> Grid over
+    # (parameter tensors, parameters); a Curve over parameters (a calibration from before the
+    # tensor count was measured) is read as a grid with one tensor count that does not change the
+    # time. ADAMW_LOOP (a CPU): Grid over (parameters,) of one tensor's seconds in torch's
+    # per-tensor loop, in place of the grid there, its tensors stepped call after call;
+    # ADAMW_LOOP_COLD: the same with each call stepping another copy (from memory), read by the
+    # step's cache share.
     optimizer: dict[str, Grid] = field(default_factory=dict)
+    # Curves over weight bytes, CUDA only: `gemv_key(dtype)` of the one-row Triton kernel;
+    # `gemv_key(dtype, GEMV_CHAIN)` of the fused decode step's LayerNorm + gemv kernel, each call
+    # waiting for the one before; `gemv_key(dtype, GEMV_RESIDUAL_CHAIN)` of its gemv + bias +
+    # residual kernel, chained the same way; `gemv_key(dtype, GEMV_ARGMAX_CHAIN)` of its LM head
+    # kernel (LayerNorm, gemv, argmax) over vocabulary-wide weights; `fused_step_key(component,
+    # dtype)` of the fused step's qkv, attn.proj, mlp.fc and mlp.proj kernels, each timed inside a
+    # captured step of synthetic models.
     gemv: dict[str, Curve] = field(default_factory=dict)
+    # `host_key(mode, part, dtype)` -> {"per_layer_s", "fixed_s"}: host seconds of the step's
+    # Python and dispatch, per block and per step. Mode eager | compiled; part fwd, bwd, opt of a
+    # train step, nograd for a forward without grad, infer for decode_nocache (and a compiled
+    # prefill), prefill for an eager prefill into the KV cache (infer where a calibration has
+    # none), decode for a KV-cache decode step.
     host: dict[str, dict[str, float]] = field(default_factory=dict)
+    # `compiled_key(kind, dtype)` -> a recorded compiled step: its config and workload, and per
+    # `compiled_op_key(component, phase)` (in "ops") the kernels inductor ran and their measured
+    # seconds by class.
     compiled: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Every size the calibration measured, by family (for the disjointness test).
     shapes: dict[str, list[Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # "start" | "end" -> a speed probe taken as the calibration began and ended
+    # (`gptperf.measure.probe.SpeedProbe.to_dict`): what `validate` compares the machine with.
+    # "host" -> {"step_s": the host model's decode step time, "train_step_s": its train step time
+    # (`gptperf.measure.probe.host_step_s`)}, each at the host speed the host costs of its kind
+    # of step (inference, train) are scaled to (each job's sampled among its rounds): the host
+    # costs' units, against which a command that measures a step scales them (a calibration
+    # without "train_step_s" has its train costs in the decode unit).
+    # "host_jobs" -> {`host_key(mode, job, dtype)`, job train | inference: that job's own unit}
+    # (diagnostic). "host_reference" -> {"step_s": the decode step probed outside the host jobs,
+    # the faster of two readings}: what their unit is checked against
+    # (`calibrate_host.measure_host_settled`).
     probes: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Seconds a GPU kernel launched from a stream takes beyond the same kernel in a CUDA graph
+    # (`gptperf.measure.launch_gap`), charged per kernel of steps that are not graphs; 0 on a CPU.
     launch_gap_s: float = 0.0
+    # dtype -> {"ratio", "low", "high", "probes"}: a linear layer's time with a bias over its time
+    # without (the median over the off-grid probes, each timed both ways), what an eager layer
+    # with a bias is charged beyond the grid (`bias_ratio`); 1 where absent.
     matmul_bias: dict[str, dict[str, float]] = field(default_factory=dict)
+    # dtype -> {"ratio", "median", "low", "high", "probes"}: the off-grid probes' measured times
+    # over the grid's reading of them (ratio: their mean), what a matmul off the grid's points is
+    # charged beyond the grid (`offgrid_ratio`); 1 where absent. cuBLAS picks a kernel per shape,
+    # and at the GPT widths between the grid's powers of two its picks can run slower than the
+    # grid's (BENCHMARKS.md has the measured ratios). An older calibration's "matmul_waves" (a
+    # wave quantization the grid was read with) is no longer read: docs/perfmodel.md says why.
     matmul_offgrid: dict[str, dict[str, float]] = field(default_factory=dict)
+    # dtype -> [[M, N, K, ratio], ...]: each off-grid probe's measured time over the grid's
+    # reading of it (on a CPU once per pass kept), whose mean `matmul_offgrid` keeps: a reading of
+    # them by shape can be judged offline (not read by the prediction).
     matmul_probes: dict[str, list[list[float]]] = field(default_factory=dict)
+    # {"share", "host_s", "end_s", "device_s", ...}: the share of the fused AdamW phase's host time
+    # that runs after its kernels have started (`gptperf.measure.optimizer_overlap`); empty on a
+    # CPU (the kernels are then charged after all of the phase's host time).
     optimizer_overlap: dict[str, Any] = field(default_factory=dict)
+    # {"rates", "slowdowns", ...}: a bf16 matmul kept up for about a second at a few duty cycles
+    # (`gptperf.measure.sustained`): the FLOP rate of each load in a burst and the matmul's time
+    # held over its time in a burst, what a power or thermal cap costs compute kernels kept busy
+    # (`sustained_slowdown`); empty on a CPU.
     sustained: dict[str, Any] = field(default_factory=dict)
+    # The CPU's last-level cache (0: unknown, or a GPU): in a calibration without `cache_reach`,
+    # or where it measured no saving, a step whose tensors fit in it reads its matmuls of few rows
+    # on the warm grid.
     cache_bytes: float = 0.0
+    # (A CPU) Curve over bytes of weights: seconds of one decode-like layer of few-row matmuls
+    # with that many bytes of layers' weights cycled through (`gptperf.measure.cache_reach`): how
+    # much of a step's few-row matmul time, and of its AdamW loop's, the cache saves at its size
+    # (`warm_share`; where it measured no saving, the rule of `cache_bytes`). The share of a
+    # last-level cache a process gets can be far below its size (BENCHMARKS.md). None on a GPU.
     cache_reach: Curve | None = None
     _masked_ratio: dict[str, Grid] = field(init=False, repr=False, compare=False,
                                            default_factory=dict)
@@ -400,11 +480,13 @@ class Calibration:
         share = self.optimizer_overlap.get("share", 0.0)
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
             raise UserError(f"optimizer_overlap needs a share between 0 and 1, got {share!r}")
-        masked = {k.removesuffix(":masked_fwd"): g for k, g in self.attention.items()
-                  if k.endswith(":masked_fwd")}
-        object.__setattr__(self, "_masked_ratio", {
-            dtype: _over(g, self.attention[f"{dtype}:causal_fwd"]) for dtype, g in masked.items()
-            if f"{dtype}:causal_fwd" in self.attention})
+        masked_ratio: dict[str, Grid] = {}
+        for key, grid in self.attention.items():
+            dtype, pass_ = split_attention_key(key)
+            causal = self.attention.get(attention_key(dtype, "causal_fwd"))
+            if pass_ == "masked_fwd" and causal is not None:
+                masked_ratio[dtype] = _over(grid, causal)
+        object.__setattr__(self, "_masked_ratio", masked_ratio)
         if self.cache_reach is not None:
             object.__setattr__(self, "_reach_shares", cache_shares(self.cache_reach))
 
@@ -445,7 +527,7 @@ class Calibration:
 
     def warm_grid(self, key: str, m: float) -> Grid | None:
         """Grid `key`'s twin timed from the cache (`WARM`, a CPU's) where it has `m` rows, else None."""
-        grid = self.matmul.get(key + WARM)
+        grid = self.matmul.get(matmul_warm_key(key))
         return grid if grid is not None and m <= grid.points[0][-1] else None
 
     @property

@@ -54,7 +54,16 @@ from gptperf.perfmodel.calibration import (
     HOST_MODEL,
     Calibration,
     Grid,
+    attention_key,
+    compiled_key,
+    compiled_op_key,
+    gemv_key,
+    host_key,
     host_model_config,
+    split_attention_key,
+    split_compiled_key,
+    split_fused_step_key,
+    split_vector_key,
 )
 from gptperf.perfmodel.kernel_calls import (
     BIASED,
@@ -65,7 +74,7 @@ from gptperf.perfmodel.kernel_calls import (
     vector_call,
 )
 from gptperf.perfmodel.workload import DECODE, Workload
-from gptperf.plan import INFERENCE_KINDS, ExecutionPlan
+from gptperf.plan import COMPILED, EAGER, INFERENCE_KINDS, ExecutionPlan
 
 SCHEMA = "gptperf.expected/1"
 SOURCE = "calibrated"
@@ -185,16 +194,17 @@ def _stand_ins(key: str) -> list[str]:
     if key == "adamw_master":
         return keys + ["adamw_fused"]
     if key.endswith(f":{FUSED_ATTENTION_PASS}"):
-        return keys + _stand_ins(key.removesuffix(FUSED_ATTENTION_PASS) + "one_query")
+        dtype, _ = split_attention_key(key)
+        return keys + _stand_ins(attention_key(dtype, "one_query"))
     if key.startswith(FUSED_STEP):
-        component, dtype = key[len(FUSED_STEP):].rsplit(":", 1)
+        component, dtype = split_fused_step_key(key)
         residual = component in (names.ATTN_PROJ, names.MLP_PROJ)
-        return keys + _stand_ins((GEMV_RESIDUAL_CHAIN if residual else GEMV_CHAIN) + dtype)
+        return keys + _stand_ins(gemv_key(dtype, GEMV_RESIDUAL_CHAIN if residual else GEMV_CHAIN))
     newer = next((p for p in (GEMV_RESIDUAL_CHAIN, GEMV_ARGMAX_CHAIN) if key.startswith(p)), None)
     if newer is not None:
-        keys += _stand_ins(GEMV_CHAIN + key[len(newer):])
+        keys += _stand_ins(gemv_key(key.removeprefix(newer), GEMV_CHAIN))
     elif key.startswith(GEMV_CHAIN):
-        keys += _stand_ins(key[len(GEMV_CHAIN):])
+        keys += _stand_ins(gemv_key(key.removeprefix(GEMV_CHAIN)))
     return keys
 
 
@@ -206,19 +216,20 @@ def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
     if call.floor is not None:
         own = call_time(replace(call, floor=None), cal, warm)
         return max(own, call.count * call_time(call.floor, cal, warm))
-    if call.family == "attention" and call.key.endswith(":causal_bwd"):
-        fwd = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd"), call.point)
-        both = KernelCall("attention", call.key.replace("causal_bwd", "causal_fwd_bwd"), call.point)
+    dtype, pass_ = split_attention_key(call.key) if call.family == "attention" else ("", "")
+    if pass_ == "causal_bwd":
+        fwd = KernelCall("attention", attention_key(dtype, "causal_fwd"), call.point)
+        both = KernelCall("attention", attention_key(dtype, "causal_fwd_bwd"), call.point)
         f, fb = call_time(fwd, cal), call_time(both, cal)
         return call.count * max(fb - f, 0.5 * f)
-    if call.key.endswith(":masked_fwd"):  # the causal kernel's time × the measured ratio
-        causal = KernelCall("attention", call.key.replace("masked_fwd", "causal_fwd"), call.point)
+    if pass_ == "masked_fwd":  # the causal kernel's time × the measured ratio
+        causal = KernelCall("attention", attention_key(dtype, "causal_fwd"), call.point)
         masked = _found(call.key, cal.attention) or call.key
-        ratio = cal.masked_ratio(masked.removesuffix(":masked_fwd"), *call.point)
+        ratio = cal.masked_ratio(split_attention_key(masked)[0], *call.point)
         return call.count * ratio * call_time(causal, cal)
-    if call.key.startswith("add_mixed:") and _found(call.key, cal.vector) is None:
+    op, act = split_vector_key(call.key) if call.family == "vector" else ("", "")
+    if op == "add_mixed" and _found(call.key, cal.vector) is None:
         # a calibration from before the mixed add was measured: charged as a cast, then an add
-        act = call.key.split(":", 1)[1]
         n = call.point[0] / (8 + dtype_bytes(act))
         return call.count * (call_time(cast_call(n, act, "fp32"), cal)
                              + call_time(vector_call("add", "fp32", 3 * n * 4), cal))
@@ -293,10 +304,10 @@ def _issue_order(seq: list, host: list[float], device: list[float], cal: Calibra
     return order
 
 
-def _host_parts(kind: str, phase: str, plan: ExecutionPlan) -> list[str]:
-    """The calibration's host parts for this phase, best first: a compiled step's own, then the
-    nearest one measured (a compiled forward without grad, the compiled train forward, then the
-    eager step's). A compiled train step's optimizer phase runs eagerly, the compiled job's line
+def _host_parts(kind: str, phase: str, plan: ExecutionPlan) -> list[tuple[str, str]]:
+    """The calibration's host parts (mode, part) for this phase, best first: a compiled step's
+    own, then the nearest one measured (a compiled forward without grad, the compiled train
+    forward, then the eager step's). A compiled train step's optimizer phase runs eagerly, the compiled job's line
     (`compiled:opt`, the default compiled plan's master weights) where its plan keeps master
     weights too, else the eager step's."""
     if kind == "train":
@@ -306,28 +317,29 @@ def _host_parts(kind: str, phase: str, plan: ExecutionPlan) -> list[str]:
     else:
         part = {DECODE: "decode", "prefill": "prefill"}.get(kind, "infer")
     # fallbacks for calibrations without the part: a forward's nearest, prefill's decode_nocache
-    eager = [f"eager:{part}"] + {"nograd": ["eager:fwd"], "prefill": ["eager:infer"]}.get(part, [])
+    eager = [(EAGER, p) for p in [part] + {"nograd": ["fwd"], "prefill": ["infer"]}.get(part, [])]
     if not plan.compiled:
         return eager
     if part == "opt":  # eager beside a compiled model; with master weights, not the eager plan's
-        return (["compiled:opt"] if plan.master_weights else []) + eager
+        return ([(COMPILED, "opt")] if plan.master_weights else []) + eager
     # a compiled inference step without its own measurement takes the compiled train forward's
     # (one compiled graph a step) before the eager step's (every op dispatched from Python: on the
     # H200 a compiled gpt2 forward charged at the eager cost was predicted 1.41× too long)
     if part == "prefill":  # a compiled prefill is costed as the compiled recompute step
-        return ["compiled:infer", "compiled:nograd", "compiled:fwd"] + eager
-    nearest = {"infer": ["compiled:nograd", "compiled:fwd"], "nograd": ["compiled:fwd"]}.get(part, [])
-    return [f"compiled:{part}"] + nearest + eager
+        return [(COMPILED, p) for p in ("infer", "nograd", "fwd")] + eager
+    nearest = {"infer": ["nograd", "fwd"], "nograd": ["fwd"]}.get(part, [])
+    return [(COMPILED, p) for p in [part] + nearest] + eager
 
 
-def _host_seconds(cal: Calibration, parts: list[str], dtype: str, n_layer: int) -> float:
-    keys = [k for part in parts for k in _fallback(f"{part}:{dtype}") + [f"{part}:fp32"]]
+def _host_seconds(cal: Calibration, parts: list[tuple[str, str]], dtype: str, n_layer: int) -> float:
+    keys = [k for mode, part in parts
+            for k in _fallback(host_key(mode, part, dtype)) + [host_key(mode, part, "fp32")]]
     for k in keys:
         if k in cal.host:
             h = cal.host[k]
             return max(h["fixed_s"] + h["per_layer_s"] * n_layer, 0.0)
-    raise UserError(f"the calibration of {cal.device_name!r} has no host cost {parts[0]}:{dtype} "
-                    f"(it has: {', '.join(sorted(cal.host)) or 'none'}); run `gptperf calibrate`")
+    raise UserError(f"the calibration of {cal.device_name!r} has no host cost "
+                    f"{host_key(*parts[0], dtype)} (it has: {', '.join(sorted(cal.host)) or 'none'}); run `gptperf calibrate`")
 
 
 def _host_model_device_s(cal: Calibration, workload: Workload, plan: ExecutionPlan,
@@ -347,8 +359,8 @@ def recorded_step(cal: Calibration, kind: str, dtype: str) -> dict[str, Any] | N
     """The calibration's recorded compiled step nearest to a compiled `kind` step in `dtype`: that
     one, else the same kind in another dtype (what inductor fuses follows the step's graph: a
     forward fuses its loss, a train step does not), else the train step in `dtype`, else any."""
-    same_kind = sorted(k for k in cal.compiled if k.split(":")[0] == kind)
-    for key in (f"{kind}:{dtype}", *same_kind, f"train:{dtype}", *cal.compiled):
+    same_kind = sorted(k for k in cal.compiled if split_compiled_key(k)[0] == kind)
+    for key in (compiled_key(kind, dtype), *same_kind, compiled_key("train", dtype), *cal.compiled):
         if key in cal.compiled:
             return cal.compiled[key]
     return None
@@ -360,14 +372,14 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
     inductor ran for it in the recorded calibration step, scaled by the bytes the op's vector
     work moves here over there. Returns {index in seq: (seconds of the fused kernels, kernels
     the recording ran for the op, its matmuls and attention included)} and notes."""
-    key = f"{workload.kind}:{workload.dtype}"
+    key = compiled_key(workload.kind, workload.dtype)
     rec = recorded_step(cal, workload.kind, workload.dtype)
     if rec is None:
         return {}, ["compiled step: no recorded compiled step in the calibration; its vector "
                     "work is predicted as eager kernels"]
-    notes = [] if f"{workload.kind}:{workload.dtype}" in cal.compiled else [
+    notes = [] if key in cal.compiled else [
         f"compiled {key} step: fused kernels scaled from the recorded "
-        f"{rec['workload']['kind']}:{rec['workload']['dtype']} step"]
+        f"{compiled_key(rec['workload']['kind'], rec['workload']['dtype'])} step"]
     rconfig, rwork = GPTConfig.from_dict(rec["config"]), Workload.from_dict(rec["workload"])
     rplan = ExecutionPlan.from_dict(rec["plan"])
     if rplan.master_weights != plan.master_weights:
@@ -389,7 +401,7 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
             continue  # the optimizer runs eagerly beside the compiled model
         if comp == names.LOSS and (plan.fused_loss or rplan.fused_loss):
             continue  # gptperf's own loss kernels (or the recording ran them): on their curves
-        entry = rec["ops"].get(f"{comp}:{phase}")
+        entry = rec["ops"].get(compiled_op_key(comp, phase))
         if entry is None:
             fused[i] = (0.0, 0)  # inductor ran nothing of its own for it (fused into a neighbour)
             continue

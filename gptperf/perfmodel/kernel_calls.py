@@ -16,7 +16,15 @@ from dataclasses import dataclass, replace
 from gptperf import names
 from gptperf.dtypes import dtype_bytes
 from gptperf.model.config import GPTConfig
-from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS, FUSED_STEP, GEMV_ARGMAX_CHAIN
+from gptperf.perfmodel.calibration import (
+    FUSED_ATTENTION_PASS,
+    GEMV_ARGMAX_CHAIN,
+    attention_key,
+    fused_step_key,
+    gemv_key,
+    split_attention_key,
+    vector_key,
+)
 from gptperf.perfmodel.transformer import GREEDY_PICK_KERNELS, split_k_reductions
 from gptperf.perfmodel.workload import (
     DECODE,
@@ -69,14 +77,14 @@ def compute_flops(call: KernelCall) -> float:
         return 2.0 * m * n * k * call.count
     if call.family == "attention":
         bh, t, d = call.point
-        per = _ATTENTION_FLOPS.get(call.key.rsplit(":", 1)[-1])
+        per = _ATTENTION_FLOPS.get(split_attention_key(call.key)[1])
         return float(per(t)) * bh * d * call.count if per else 0.0
     return 0.0
 
 
 def vector_call(op: str, dtype: str, nbytes: float, count: int = 1) -> KernelCall:
     """`count` vector kernels `op` in `dtype` moving `nbytes` each (the vector curves' x)."""
-    return KernelCall("vector", f"{op}:{dtype}", (float(nbytes),), count)
+    return KernelCall("vector", vector_key(op, dtype), (float(nbytes),), count)
 
 
 def cast_call(n: float, src: str, dst: str) -> KernelCall:
@@ -162,10 +170,10 @@ def _attention(c: _Ctx, backward: bool = False) -> KernelCall:
     s = c.s
     bh = float(s.B * s.H)
     if s.T == 1:
-        return KernelCall("attention", f"{c.act}:one_query", (bh, float(s.L), float(s.D)))
+        return KernelCall("attention", attention_key(c.act, "one_query"), (bh, float(s.L), float(s.D)))
     if c.plan.static_cache and not backward:  # sdpa with the cache's explicit (T, T) mask
-        return KernelCall("attention", f"{c.act}:masked_fwd", (bh, float(s.T), float(s.D)))
-    return KernelCall("attention", f"{c.act}:causal_{'bwd' if backward else 'fwd'}",
+        return KernelCall("attention", attention_key(c.act, "masked_fwd"), (bh, float(s.T), float(s.D)))
+    return KernelCall("attention", attention_key(c.act, "causal_bwd" if backward else "causal_fwd"),
                       (bh, float(s.T), float(s.D)))
 
 
@@ -342,14 +350,14 @@ def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCal
     # the layer's weight kernels as timed inside a captured step (`_fallback`: their chained
     # curves, where each kernel waits for the one before: the projections add the residual where
     # qkv and fc fold a LayerNorm in); the LM head's kernel ends in the argmax
-    key = (GEMV_ARGMAX_CHAIN + c.mm if comp == names.LM_HEAD else f"{FUSED_STEP}{comp}:{c.mm}")
+    key = gemv_key(c.mm, GEMV_ARGMAX_CHAIN) if comp == names.LM_HEAD else fused_step_key(comp, c.mm)
     for call in calls:
         if call.family == "matmul":
             _, n, k = call.point
             out.append(KernelCall("gemv", key, (n * k * dtype_bytes(c.act),)))
         elif call.family == "attention":  # the kernel's own grid (`_fallback`: sdpa's)
-            out.append(KernelCall("attention", call.key.replace(":one_query", f":{FUSED_ATTENTION_PASS}"),
-                                  call.point))
+            dtype, _ = split_attention_key(call.key)
+            out.append(KernelCall("attention", attention_key(dtype, FUSED_ATTENTION_PASS), call.point))
     if comp == names.EMBED:
         out.append(vector_call("add", c.act, 3 * c.s.C * dtype_bytes(c.act)))
     return out
