@@ -103,7 +103,7 @@ def plot_split(r: Any, stem: Path) -> list[str]:
             y += 1
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # deferred: loads matplotlib
 
     handles = [Patch(color="#f59f00", label="prefill (P tokens)"),
                Patch(color="#1c7ed6", label=f"decode ({r.new_tokens} tokens)"),

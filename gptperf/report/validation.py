@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gptperf.report.results import ValidationStage
+from gptperf.validate import run as validate_run
+from gptperf.validate.results import ValidationResult
+from gptperf.validate.run import PROFILE_SCHEDULE, builds, counts, notes_over, timed_steps
+from gptperf.validate.sweep import cases
 
 # The whole report's wall time (the goal: under 3 minutes on a 2-core CPU, 6 on an H200) less
 # what writing the page and the stage bookkeeping after the validation take.
@@ -58,10 +62,8 @@ def case_cost(case: Any, calibration: Any, device_type: str, scale: float = 1.0)
     """What validating `case` should take: its warm-up and timed steps at the calibrated expected
     step time (a default where the calibration cannot cost it), setup and compilation on top;
     `scale` corrects the step time by what the cases so far took."""
-    from gptperf.validate.run import PROFILE_SCHEDULE, builds, counts, expected_step_s, timed_steps
-
     kind = _kind(device_type)
-    estimate = expected_step_s(case, calibration)
+    estimate = validate_run.expected_step_s(case, calibration)
     step_s = DEFAULT_STEP_S[kind] if estimate is None else estimate
     warmup, _ = counts(case.workload.kind, device_type)
     timed = timed_steps(case.workload.kind, device_type, estimate)
@@ -77,9 +79,6 @@ def merge(results: Sequence[Any], wall_time_s: float) -> Any:
     """One `ValidationResult` of the results of several `validate` calls (one case each, made
     without the notes said over a sweep): each call's own notes once, then those said over every
     case (`notes_over`: the speed probes', the cases in spells or below their clock)."""
-    from gptperf.validate.results import ValidationResult
-    from gptperf.validate.run import notes_over
-
     first, last = results[0], results[-1]
     notes: list[str] = []
     for r in results:
@@ -107,9 +106,6 @@ def run_validation(device: Any, calibration: Any, budget_s: float,
                    clock: Callable[[], float] = time.perf_counter) -> ValidationStage:
     """Validate's quick sweep on `device` against `calibration` (a `Calibration`) in about
     `budget_s` seconds; the stage's result says what was left out and why."""
-    from gptperf.validate import run as validate_run
-    from gptperf.validate.sweep import cases
-
     device_type = getattr(device, "type", str(device).split(":")[0])
     todo = list(sweep) if sweep is not None else cases(_kind(device_type), quick=True)
     stage = ValidationStage(None, budget_s=budget_s, sweep_cases=len(todo))
