@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gptperf import names
 from gptperf.commands.common import (
@@ -22,6 +22,9 @@ from gptperf.dtypes import DTYPES
 from gptperf.errors import UserError
 from gptperf.output import binary_bytes, emit_json, percent, print_note, rich_progress, seconds, si
 from gptperf.plan import INFERENCE_KINDS
+
+if TYPE_CHECKING:
+    from gptperf.measure.bench import BenchResult
 
 HELP = "benchmark a workload: time per batch, throughput, FLOP/s, MFU, peak memory, utilization"
 
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_result(r: Any) -> None:
+def print_result(r: BenchResult) -> None:
     """The terminal report of one benchmark (a gptperf.measure.BenchResult)."""
     from rich.table import Table  # deferred: loads rich
 

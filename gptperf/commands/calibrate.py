@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.output import emit_json, print_note, rich_progress, seconds, wide_console
 from gptperf.plan import COMPILED, EAGER
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.calibration import Calibration, Curve
 
 HELP = ("measure this device's calibration for the calibrated prediction: kernel time curves, "
         "host cost per step, compiled kernels")
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _points(curve: Any) -> int:
+def _points(curve: Curve) -> int:
     return len(curve.seconds)
 
 
@@ -61,7 +64,7 @@ def _percent(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
 
 
-def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None:
+def print_calibration(calibration: Calibration, cached: bool, path: Path | None) -> None:
     """Each curve with its points and leave-one-out residual, the host costs, the recordings."""
     from rich.table import Table  # deferred: loads rich
 
@@ -129,7 +132,7 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
         console.print(f"[dim]saved: {path}[/dim]")
 
 
-def print_summary(calibration: Any, cached: bool, path: Path) -> None:
+def print_summary(calibration: Calibration, cached: bool, path: Path) -> None:
     """One paragraph (the end of `gptperf ceilings`): curves, worst residual, where it is."""
     from gptperf.output import console  # deferred: loads rich
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.commands.calibrate import ceilings_end
 from gptperf.commands.common import check_plot_file, output_path
 from gptperf.output import binary_bytes, emit_json, print_note, rich_progress, seconds, si
 from gptperf.perfmodel.devices import datasheet_hardware_for
 from gptperf.perfmodel.hardware import measured_hardware_path
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.hardware import Hardware
 
 HELP = "measure this machine's ceilings: memory bandwidth, matmul peak per dtype, launch latency"
 
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_ceilings(ceilings: Any, cached: bool, datasheet: Any, path: Path | None) -> None:
+def print_ceilings(ceilings: Any, cached: bool, datasheet: Hardware | None, path: Path | None) -> None:
     """The measured ceilings beside the shipped entry's (a vendor datasheet, or the nominal
     'cpu' figures: its `source` names which in every header), as tables."""
     from rich.table import Table  # deferred: loads rich
@@ -150,7 +153,7 @@ def print_ceilings(ceilings: Any, cached: bool, datasheet: Any, path: Path | Non
         console.print(f"[dim]saved as hardware 'measured' for this device: {path}[/dim]")
 
 
-def _datasheet_peak(datasheet: Any, dtype: str) -> float | None:
+def _datasheet_peak(datasheet: Hardware | None, dtype: str) -> float | None:
     if datasheet is None:
         return None
     try:

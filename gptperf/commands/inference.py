@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gptperf.commands.common import (
     add_device_argument,
@@ -20,6 +20,9 @@ from gptperf.commands.common import (
 )
 from gptperf.dtypes import check_dtype
 from gptperf.output import emit_json, print_note, seconds, si
+
+if TYPE_CHECKING:
+    from gptperf.inference.sweep import InferenceResult
 
 HELP = "decode with and without the KV cache, prefill vs decode, batch sweep to the compute-bound point"
 
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int | None:
     return 0
 
 
-def print_result(r: Any) -> None:
+def print_result(r: InferenceResult) -> None:
     """The terminal report of a gptperf.inference.InferenceResult: measured beside predicted,
     every figure with its unit and source; with a calibration of the device, the calibrated
     expected time as a third figure beside the roofline bound."""

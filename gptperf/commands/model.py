@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.commands.common import (
     add_hardware_arguments,
@@ -22,6 +22,11 @@ from gptperf.perfmodel.conventions import convention_formula
 from gptperf.perfmodel.devices import CPU_ENTRY, datasheet_name_for
 from gptperf.perfmodel.workload import WORKLOAD_HELP, WORKLOADS
 from gptperf.plan import COMPILED, CUDA_GRAPH, MODES, TRAINING_KINDS, ExecutionPlan
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.expected import Expected
+    from gptperf.perfmodel.hardware import Hardware
+    from gptperf.perfmodel.transformer import Prediction
 
 HELP = "predict FLOPs, bytes, arithmetic intensity, time and memory of a GPT workload, per operation"
 VIEWS = ("all", "op", "component", "layer")
@@ -95,7 +100,7 @@ def _plan(mode: str | None, kind: str, device_type: str, attention: str, dtype: 
     return plan
 
 
-def _device_type_of(hw: Any) -> str:
+def _device_type_of(hw: Hardware) -> str:
     """'cpu' for the shipped CPU entry (nominal figures) or a CPU's measured ceilings, else
     'cuda' (which only decides the fused AdamW of a train step's plan)."""
     if hw.name == CPU_ENTRY or (hw.device_name and datasheet_name_for(hw.device_name) == CPU_ENTRY):
@@ -169,7 +174,7 @@ def text_table(title: str, headers: list[str], rows: list[list[str]], right: set
     return "\n".join([title, line(headers), rule, *(line(r) for r in rows), ""])
 
 
-def _print(pred: Any, view: str, exp: Any = None) -> None:
+def _print(pred: Prediction, view: str, exp: Expected | None = None) -> None:
     """The tables; with `exp` (a calibrated Expected of the same step) an "expected" column of
     each row's calibrated device time beside the roofline time, and its step totals."""
     hw, w, cfg = pred.hardware, pred.workload, pred.config

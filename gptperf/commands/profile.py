@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gptperf.commands.common import (
     add_device_argument,
@@ -31,6 +31,9 @@ from gptperf.profiling.recorded import (
     PROFILE_KINDS,
 )
 from gptperf.writable import usable_path
+
+if TYPE_CHECKING:
+    from gptperf.profiling.run import ProfileResult
 
 HELP = "profile a workload with torch.profiler; attribute every kernel to an operation; compare with the model"
 
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int | None:
     return 0
 
 
-def print_result(result: Any, top: int = 25) -> None:
+def print_result(result: ProfileResult, top: int = 25) -> None:
     """Tables (per component, per operation) and the figures that say how far to trust them
     (a gptperf.profiling.ProfileResult)."""
     from rich import box  # deferred: loads rich

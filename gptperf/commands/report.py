@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.text import Text
@@ -13,6 +13,10 @@ from gptperf.commands.common import add_device_argument, check_folder, output_pa
 from gptperf.errors import Terminated
 from gptperf.model.config import PRESETS
 from gptperf.output import emit_json, seconds
+
+if TYPE_CHECKING:
+    from gptperf.report.build import ReportResult
+    from gptperf.report.context import StageRecord
 
 HELP = ("train, sample, score, model, measure, profile and scale a GPT here, score the "
         "prediction, and write one HTML page")
@@ -89,7 +93,7 @@ def _kept(kept_previous: bool) -> str:
     return "the previous report is kept" if kept_previous else "no report was written"
 
 
-def print_failure(result: Any, console: Any) -> None:
+def print_failure(result: ReportResult, console: Any) -> None:
     """Why the report stopped (the stage and its one-line reason), what is on disk, the log."""
     console.print(f"[red]{escape(f'gptperf report: stage {result.failed[0]!r} failed: {result.error}')}[/red]",
                   highlight=False)
@@ -97,7 +101,7 @@ def print_failure(result: Any, console: Any) -> None:
                          "--keep-going writes the page with that section marked failed"), highlight=False)
 
 
-def print_summary(result: Any, console: Any = None) -> None:
+def print_summary(result: ReportResult, console: Any = None) -> None:
     """Stage times, what failed, and the page to open."""
     from rich.table import Table  # deferred: keeps --help fast
 
@@ -164,7 +168,7 @@ class ProgressDisplay:
         if self.tasks:
             self.progress.stop()
 
-    def stage_started(self, index: int, count: int, record: Any) -> Callable[..., None]:
+    def stage_started(self, index: int, count: int, record: StageRecord) -> Callable[..., None]:
         if not self.tasks:
             self.progress.start()
         task = self.progress.add_task(f"{index}/{count} {record.title}", total=100, completed=0,
@@ -182,7 +186,7 @@ class ProgressDisplay:
 
         return update
 
-    def stage_finished(self, record: Any) -> None:
+    def stage_finished(self, record: StageRecord) -> None:
         task = self.tasks[record.name]
         label = "[red]failed: [/red]" if record.status == "failed" else ""
         self.progress.update(task, completed=100, note=label + escape((record.error or "")[:80]))

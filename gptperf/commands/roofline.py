@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.commands.common import (
     add_hardware_arguments,
@@ -15,6 +15,10 @@ from gptperf.commands.common import (
 )
 from gptperf.output import emit_json, seconds, si
 from gptperf.perfmodel import kv_projection, matmul, ridge_n, saxpy
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.hardware import Hardware
+    from gptperf.perfmodel.roofline import Kernel
 
 HELP = "roofline of saxpy, a matmul or the KV projection of one new token: FLOPs, bytes, AI, bound"
 
@@ -44,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="print one JSON document instead of a table")
 
 
-def roofline_document(kernel: Any, hardware: Any) -> dict[str, Any]:
+def roofline_document(kernel: Kernel, hardware: Hardware) -> dict[str, Any]:
     """The JSON document of one example on one machine."""
     cost = kernel.on(hardware)
     doc = {

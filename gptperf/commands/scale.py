@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf import output
 from gptperf.commands.common import (
@@ -27,6 +27,9 @@ from gptperf.output import print_note, seconds, si, wide_console
 from gptperf.perfmodel.comm import INTERCONNECTS
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import ExecutionPlan
+
+if TYPE_CHECKING:
+    from gptperf.scaling.results import ScaleSpec, ScalingStudy
 
 HELP = ("scaling of data-parallel training (torchrun + DDP): speedup, efficiency, throughput, "
         "communication, predicted beside measured")
@@ -136,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(spec: Any) -> None:
+def _guard(spec: ScaleSpec) -> None:
     """Before any launch: the step each process runs can run on this device
     (`steps.build.check_step`: an fp16 step on a CPU would fail in every worker), and the largest
     per-process batch of the grid fits, on a CPU once per process (they share its RAM), on GPUs
@@ -158,7 +161,7 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:+.1f}%"
 
 
-def print_study(study: Any, plots: list[str]) -> None:
+def print_study(study: ScalingStudy, plots: list[str]) -> None:
     """The terminal report of a scaling study (a gptperf.scaling.results.ScalingStudy)."""
     from rich.table import Table  # deferred: loads rich
 

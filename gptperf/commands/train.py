@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int | None:
 class ProgressBar:
     """A rich progress bar on stderr: step, loss, tokens/s, time per step; validation lines."""
 
-    def __init__(self, cfg: Any, console: Any) -> None:
+    def __init__(self, cfg: TrainConfig, console: Any) -> None:
         from rich.progress import (  # deferred: loads rich
             BarColumn,
             MofNCompleteColumn,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gptperf.atomic import write_text
 from gptperf.commands.common import check_folder, output_path, seed_number
@@ -23,6 +23,9 @@ from gptperf.output import (
     wide_console,
 )
 from gptperf.writable import check_replaceable_file
+
+if TYPE_CHECKING:
+    from gptperf.validate.results import ValidationResult
 
 HELP = ("score the calibrated prediction: a sweep of configurations measured and predicted, "
         "median/p90/max error and per-operation error against their targets")
@@ -110,7 +113,7 @@ def _ratio(x: float | None) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:.3f}×"
 
 
-def print_result(r: Any, plots: list[str], out: str | None) -> None:
+def print_result(r: ValidationResult, plots: list[str], out: str | None) -> None:
     """The terminal report of a `gptperf.validate.ValidationResult`."""
     from rich.markup import escape  # deferred: loads rich
     from rich.table import Table  # deferred: loads rich

@@ -32,7 +32,7 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf import names
 from gptperf.atomic import atomic_dir, write_text
@@ -85,6 +85,9 @@ from gptperf.profiling.trace import attribute as attribute_trace
 from gptperf.quiet import profiler_quiet
 from gptperf.schema import check_schema
 from gptperf.units import MIB
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.hardware import Hardware
 
 _COMPILE_NOTE = (
     "compiled kernels: inductor provenance (each generated kernel or extern call -> the post-grad "
@@ -203,8 +206,8 @@ class ProfileResult:
 # Prediction
 
 
-def predict_ops(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hw: Any,
-                plan: Any = None) -> tuple[dict[tuple[str, str], Predicted], bool]:
+def predict_ops(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hw: Hardware,
+                plan: ExecutionPlan | None = None) -> tuple[dict[tuple[str, str], Predicted], bool]:
     """Predicted figures per (name, phase) of the step run under `plan` (None: eager); ({}, False)
     if the performance model is missing."""
     try:
@@ -215,7 +218,7 @@ def predict_ops(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, 
     return predicted_by_key(prediction.ops), True
 
 
-def expected_ops(config: GPTConfig, workload: Any, plan: Any, device: Any
+def expected_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None, device: Any
                  ) -> tuple[dict[tuple[str, str], float], dict[str, Any] | None, list[str], Any]:
     """The calibrated expected device seconds per (name, phase) of the step run under `plan` on
     `device`, a summary of the step (`expected` of the profile document), notes, and the
@@ -297,7 +300,7 @@ def profile_workload(
     overhead_repeats: int = 5,
     plot: bool = True,
     seed: int = 0,
-    plan: Any = None,
+    plan: ExecutionPlan | None = None,
 ) -> ProfileResult:
     """Profile `active` steps of a workload with torch.profiler, attribute, compare, write `out_dir`.
 
@@ -499,7 +502,7 @@ def _json(doc: Any) -> str:
 def _analyse(
     doc: dict[str, Any], trace_path: str, tmp: Path, *, final: Path,
     predicted: dict[tuple[str, str], Predicted], available: bool, provenance: Provenance | None,
-    hw: Any, workload: dict[str, Any], device_label: str, overhead: dict[str, Any] | None,
+    hw: Hardware, workload: dict[str, Any], device_label: str, overhead: dict[str, Any] | None,
     plot: bool, environment: dict[str, Any], expected: dict[tuple[str, str], float] | None = None,
 ) -> ProfileResult:
     shares = {k: p.time_s for k, p in predicted.items()}

@@ -23,6 +23,7 @@ from gptperf.validate.results import CalibrationInfo, ValidationResult
 
 if TYPE_CHECKING:
     from gptperf.measure.ceilings import Ceilings
+    from gptperf.perfmodel.calibration import Calibration
     from gptperf.score import ScoreResult
 
 
@@ -97,7 +98,7 @@ class CalibrationStage:
         return self.info is not None
 
     @classmethod
-    def of(cls, calibration: Any, *, cached: bool, path: Any, measured_s: float = 0.0,
+    def of(cls, calibration: Calibration, *, cached: bool, path: Any, measured_s: float = 0.0,
            notes: list[str] | None = None) -> CalibrationStage:
         """The stage's result for a `Calibration` (its summary, and itself to ride along)."""
         from gptperf.measure.calibrate import is_quick  # deferred: loads torch

@@ -13,7 +13,7 @@ import os
 import shlex
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf import __version__
 from gptperf.atomic import write_text
@@ -68,6 +68,10 @@ from gptperf.scaling import study as scaling_study
 from gptperf.scaling.launch import LaunchError
 from gptperf.scaling.results import ScaleSpec
 from gptperf.train import TrainConfig, train
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.calibration import Calibration
+    from gptperf.perfmodel.hardware import Hardware
 
 # The lecture's example of the chain rule, and two corruptions of it that a model should find
 # less likely.
@@ -205,7 +209,7 @@ def _train_config(s: Settings, out_dir: Path | None, max_iters: int) -> Any:
     )
 
 
-def _calibrate_step_time(s: Settings, cfg: Any) -> float:
+def _calibrate_step_time(s: Settings, cfg: TrainConfig) -> float:
     """Median time of an eager step of `cfg`'s training (the step `gptperf train` runs, on a
     fixed batch), to fit the run into its time budget."""
     import torch  # deferred: loads torch
@@ -373,7 +377,7 @@ def stage_model(ctx: Context, progress: StageProgress) -> ModelStage:
     return stage
 
 
-def _add_expected(stage: ModelStage, calibration: Any, s: Settings) -> None:
+def _add_expected(stage: ModelStage, calibration: Calibration | None, s: Settings) -> None:
     """The calibrated expected time of each predicted step (for the same plan), beside its
     roofline bound; a note for each step the calibration cannot cost."""
     if calibration is None:
@@ -402,7 +406,7 @@ def _prediction_hardware(report: ReportData) -> Any:
     return report.model.hardware if report.model is not None else None
 
 
-def _hardware_name(hw: Any) -> str | None:
+def _hardware_name(hw: Hardware | None) -> str | None:
     """How `--hardware` names `hw` on a command line."""
     return None if hw is None else ("measured" if hw.source == "measured" else hw.name)
 
@@ -625,7 +629,7 @@ def scaling_specs(s: Settings) -> dict[str, Any]:
     return specs
 
 
-def scale_command(s: Settings, spec: Any, plot_dir: str) -> str:
+def scale_command(s: Settings, spec: ScaleSpec, plot_dir: str) -> str:
     """The `gptperf scale` command that runs `spec` again."""
     return (f"gptperf scale --mode {spec.mode} --procs {','.join(map(str, spec.procs))} "
             f"--batch {spec.batch} --seq {spec.seq} {model_flags(s)} --dtype {spec.dtype} "

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.atomic import atomic_path
 from gptperf.envinfo import environment
@@ -28,6 +28,9 @@ from gptperf.hostmem import keep_freed_memory
 from gptperf.measure.collectives import allreduce_sweep
 from gptperf.model.config import GPTConfig
 from gptperf.plan import ExecutionPlan
+
+if TYPE_CHECKING:
+    from gptperf.scaling.ddp import DistContext
 
 RESULT = "result.json"
 SPEC = "spec.json"
@@ -90,7 +93,7 @@ class WorkerSpec:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def make_train_step(model: Any, plan: Any, device: Any, dtype: str, next_batch: Any) -> Any:
+def make_train_step(model: Any, plan: ExecutionPlan, device: Any, dtype: str, next_batch: Any) -> Any:
     """The train step the scaling study runs: gptperf's one train step (`gptperf.steps.train`,
     what `gptperf train` runs: AdamW with weight-decay groups, clipping, autocast, compile as the
     plan says) around the module to train — DDP-wrapped on more than one process. This is the
@@ -118,7 +121,7 @@ def _fault(spec: str | None, rank: int, step: int) -> None:
 class _Trainer:
     """One model's train step on this rank's rows of the global batch, with its stamps."""
 
-    def __init__(self, ctx: Any, config: Any, batch: int, args: WorkerSpec, ddp: bool) -> None:
+    def __init__(self, ctx: DistContext, config: GPTConfig, batch: int, args: WorkerSpec, ddp: bool) -> None:
         import torch  # deferred: loads torch
 
         from gptperf.model import GPT  # deferred: loads torch
@@ -166,7 +169,7 @@ class _Trainer:
         self.records.append(rec)
 
 
-def run_batch(ctx: Any, config: Any, batch: int, args: WorkerSpec, *, paired: bool = False) -> dict[str, Any]:
+def run_batch(ctx: DistContext, config: GPTConfig, batch: int, args: WorkerSpec, *, paired: bool = False) -> dict[str, Any]:
     """Train a fresh model (seed `args.seed`) for warmup + steps on per-process `batch`,
     DDP-wrapped on more than one rank; return this rank's record: losses, phase stamps and
     buckets of every step. `paired`: after every DDP step, all ranks also step a second model
