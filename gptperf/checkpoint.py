@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from gptperf.atomic import atomic_path
 from gptperf.errors import UserError
+from gptperf.model import gpt
 from gptperf.model.config import GPTConfig
 from gptperf.safeload import check_finite, load_tensors
 from gptperf.writable import usable_path
-
-if TYPE_CHECKING:
-    from gptperf.model.gpt import GPT
 
 FORMAT = "gptperf-checkpoint"
 VERSION = 1
@@ -77,13 +75,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
 
 def _check_state_dict(file: Path, config: GPTConfig, state: Any) -> None:
     """Compare names and shapes with a model built on the meta device (no memory, no init)."""
-    from gptperf.model.gpt import GPT
-
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {str(file)!r}: model state is a {type(state).__name__}, "
                         "not a state_dict")
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in GPT(config).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in gpt.GPT(config).state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -103,18 +99,16 @@ def _check_state_dict(file: Path, config: GPTConfig, state: Any) -> None:
                             f"vocab_size={config.vocab_size}) needs {shape}")
 
 
-def load_model(path: str | os.PathLike[str], device: Any = "cpu") -> GPT:
+def load_model(path: str | os.PathLike[str], device: Any = "cpu") -> gpt.GPT:
     """A GPT in eval mode from a gptperf checkpoint (file or folder with ckpt.pt) or from a
     Hugging Face GPT-2 folder (config.json + weights)."""
-    from gptperf.model.gpt import GPT
-
     folder = usable_path(path, "checkpoint")
     if folder.is_dir() and not (folder / FILENAME).is_file() and (folder / "config.json").is_file():
-        from gptperf.model.hf import load_hf_gpt2
+        from gptperf.model.hf import load_hf_gpt2  # deferred: tests swap this module in sys.modules
 
         return load_hf_gpt2(folder, device=device)
     doc = load_checkpoint(path)
     check_finite(repr(str(checkpoint_file(path))), doc["model"])
-    model = GPT(GPTConfig.from_dict(doc["model_config"]))
+    model = gpt.GPT(GPTConfig.from_dict(doc["model_config"]))
     model.load_state_dict(doc["model"])
     return model.to(device).eval()

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from gptperf import __version__
 from gptperf.errors import Terminated, UserError
 from gptperf.hostmem import keep_freed_memory
+from gptperf.output import emit_json, error_document
 from gptperf.signals import signals_raise
 
 DESCRIPTION = (
@@ -83,8 +84,6 @@ def _fail(command: str | None, message: str, as_json: bool, status: int = 2,
     print(f"gptperf {command}: {kind}: {message}" if kind else f"gptperf {command}: {message}",
           file=sys.stderr)
     if as_json:
-        from gptperf.output import emit_json, error_document
-
         emit_json(error_document(message, command, status))
     return status
 
@@ -105,8 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except ArgumentError as err:
         if as_json:
-            from gptperf.output import emit_json, error_document
-
             emit_json(error_document(err.message, command, 2))
         raise
     if args.command is None:
@@ -135,7 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, MemoryError) as err:
         # torch.OutOfMemoryError, the CPU allocator's failure, MemoryError: the memory guard's
         # advice (the largest batch that fits), without importing torch here
-        from gptperf.memguard import is_out_of_memory, out_of_memory_message
+        from gptperf.memguard import (  # deferred: keeps --help fast
+            is_out_of_memory,
+            out_of_memory_message,
+        )
 
         if not is_out_of_memory(err):
             raise

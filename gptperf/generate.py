@@ -23,22 +23,29 @@ from __future__ import annotations
 import codecs
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from gptperf.checkpoint import load_model
 from gptperf.data.tokenizer import ByteTokenizer
+from gptperf.envinfo import device_name, environment
 from gptperf.errors import UserError
 from gptperf.model.attention import KVCache
 from gptperf.model.gpt import GPT
+from gptperf.model.hf import has_hf_tokenizer, is_hf_gpt2_dir, load_hf_gpt2, load_hf_tokenizer
 from gptperf.plan import ExecutionPlan
+from gptperf.runtime import resolve_device, synchronize
+from gptperf.steps.build import runnable_plan
+from gptperf.steps.fast_decode import FastDecoder
 
 if TYPE_CHECKING:
     from gptperf.model.config import GPTConfig
-    from gptperf.steps.fast_decode import FastDecoder
 
 
 # New tokens one call may ask for: far past any use (an hour of CPU decoding), and small enough
@@ -76,8 +83,6 @@ def sample_next(
 def _growing_context_attention() -> Any:
     """SDPA without the cuDNN backend, which builds a new plan (hundreds of µs) for every new
     context length: a cached decode step, whose context grows by one each time, never reuses one."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
@@ -185,9 +190,6 @@ def fast_decoder(model: GPT, *, temperature: float = 1.0, top_k: int | None = No
     (not inside the first token's time). `plan` (default: the fast decode plan for the model's
     device) must have the static cache; its one-row and fused kernels are dropped where Triton
     cannot run."""
-    from gptperf.steps.build import runnable_plan
-    from gptperf.steps.fast_decode import FastDecoder
-
     check_sampling(1, temperature, top_k)
     device = next(model.parameters()).device
     if plan is None:
@@ -281,9 +283,6 @@ def load_for_inference(checkpoint: str | os.PathLike[str], device: str = "auto")
     Tokenizer files in the folder (vocab.json + merges.txt or tokenizer.json) are used when
     present; otherwise a 256-token vocabulary means the byte tokenizer.
     """
-    from gptperf.model.hf import has_hf_tokenizer, is_hf_gpt2_dir, load_hf_gpt2, load_hf_tokenizer
-    from gptperf.runtime import resolve_device
-
     dev = resolve_device(device)
     path = Path(checkpoint)
     if not path.exists():
@@ -294,8 +293,6 @@ def load_for_inference(checkpoint: str | os.PathLike[str], device: str = "auto")
     if is_hf_gpt2_dir(path):
         model = load_hf_gpt2(path, dev)
     else:
-        from gptperf.checkpoint import load_model
-
         model = load_model(path, dev)
     model.eval()
     vocab = model.config.vocab_size
@@ -406,11 +403,6 @@ def run_generation(
     (`TextStream.flush`), after it: the pieces add up to `result.text`. What either callback
     raises ends the generation and passes through. `checkpoint` is only recorded.
     """
-    import time
-
-    from gptperf.envinfo import device_name, environment
-    from gptperf.runtime import synchronize
-
     check_sampling(max_new_tokens, temperature, top_k)
     if fast and not use_kv_cache:
         raise UserError("the fast path decodes with the static KV cache; pass use_kv_cache=True "

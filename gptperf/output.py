@@ -30,7 +30,7 @@ _consoles: dict[str, Any] = {}
 
 def _console(name: str) -> Any:
     if name not in _consoles:
-        from rich.console import Console
+        from rich.console import Console  # deferred: loads rich
 
         _consoles[name] = Console(stderr=name == "err_console")
     return _consoles[name]
@@ -46,7 +46,7 @@ def __getattr__(name: str) -> Any:
 def wide_console(min_width: int = 132) -> Any:
     """The stdout console at least `min_width` columns wide: a table squeezed into an 80-column
     terminal hides its numbers behind ellipses."""
-    from rich.console import Console
+    from rich.console import Console  # deferred: loads rich
 
     out = _console("console")
     return Console(width=max(out.width, min_width), file=out.file)
@@ -55,7 +55,7 @@ def wide_console(min_width: int = 132) -> Any:
 def print_note(console: Any, note: str, style: str = "dim", indent: str = "") -> None:
     """`note: <note>` on `console` in `style`; the note's own text is printed as written (it may
     quote an error message, whose brackets rich would take for markup)."""
-    from rich.markup import escape
+    from rich.markup import escape  # deferred: loads rich
 
     console.print(f"{indent}[{style}]note: {escape(note)}[/{style}]")
 
@@ -83,8 +83,13 @@ def rich_progress(enabled: bool = True,
     if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import Progress as RichProgress
+    from rich.progress import (  # deferred: loads rich
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.progress import Progress as RichProgress  # deferred: loads rich
 
     console = _console("err_console")
     bars = RichProgress(

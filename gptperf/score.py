@@ -18,6 +18,7 @@ import torch
 
 from gptperf.errors import UserError
 from gptperf.model.gpt import GPT
+from gptperf.schema import check_schema
 
 LOG10_E = 1.0 / math.log(10.0)
 SCHEMA = "gptperf.score/1"
@@ -174,8 +175,6 @@ class ScoreResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScoreResult:
         """The inverse of `to_dict` (a UserError for another schema)."""
-        from gptperf.schema import check_schema
-
         check_schema(d, SCHEMA)
         return cls(list(d["start"]["tokens"]), d["start"]["text"],
                    [SentenceScore.from_dict(s) for s in d["sentences"]], d["checkpoint"])

@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 from gptperf.dtypes import STEP_DTYPES
 from gptperf.errors import UserError
 from gptperf.model.config import PRESETS, GPTConfig, preset
+from gptperf.perfmodel.workload import Workload
+from gptperf.plan import ExecutionPlan
+from gptperf.writable import check_output_dir, usable_path
 
 if TYPE_CHECKING:
     import torch
 
     from gptperf.data.corpus import Corpus
-    from gptperf.plan import ExecutionPlan
     from gptperf.steps.train import TrainSettings, TrainStep
 
 TRAIN_DTYPES: tuple[str, ...] = STEP_DTYPES
@@ -127,8 +129,6 @@ class TrainConfig:
         if self.resume and self.out_dir is None:
             raise UserError("resume needs out_dir (the folder holding ckpt.pt)")
         if self.out_dir is not None:
-            from gptperf.writable import usable_path
-
             usable_path(self.out_dir, "--out")  # '' is '.': it would write ./ckpt.pt where one stands
 
     @property
@@ -152,7 +152,7 @@ class TrainConfig:
 
     def step_settings(self) -> TrainSettings:
         """What one optimizer step does (gptperf.steps.train)."""
-        from gptperf.steps.train import TrainSettings
+        from gptperf.steps.train import TrainSettings  # deferred: loads torch
 
         return TrainSettings(lr=self.lr, betas=self.betas, weight_decay=self.weight_decay,
                              grad_clip=self.grad_clip, grad_accum=self.grad_accum)
@@ -263,8 +263,7 @@ class TrainResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainResult:
         """The inverse of `to_dict`, without the model (a UserError for another schema)."""
-        from gptperf.plan import ExecutionPlan
-        from gptperf.schema import check_schema
+        from gptperf.schema import check_schema  # deferred: keeps --help fast
 
         check_schema(d, SCHEMA)
         return cls(
@@ -286,9 +285,9 @@ def estimate_loss(model: torch.nn.Module, corpus: Any, cfg: TrainConfig, device:
                   split: str = "val") -> float:
     """Mean loss over cfg.eval_iters batches drawn from a fixed seed: every evaluation of a
     run sees the same batches, and the training data stream is not disturbed."""
-    import torch
+    import torch  # deferred: loads torch
 
-    from gptperf.runtime import autocast
+    from gptperf.runtime import autocast  # deferred: loads torch
 
     gen = torch.Generator().manual_seed((cfg.seed + 1) % (SEED_MAX + 1))  # a seed of its own
     was_training = model.training
@@ -319,9 +318,9 @@ def _check_resumable(path: Path, state: dict[str, Any]) -> None:
     """What a resumed run restores besides the weights' shapes (`load_checkpoint` checks those):
     finite weights, a step count, an optimizer state, the two generators' states; a one-line
     UserError before the run is built."""
-    import torch
+    import torch  # deferred: loads torch
 
-    from gptperf.safeload import check_finite
+    from gptperf.safeload import check_finite  # deferred: keeps --help fast
 
     check_finite(repr(str(path)), state["model"])
     step = state.get("step")
@@ -352,7 +351,7 @@ def _check_moments(optimizer: torch.optim.Optimizer) -> None:
 
 
 def _finite_parameters(model: torch.nn.Module) -> bool:
-    import torch
+    import torch  # deferred: loads torch
 
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -371,8 +370,7 @@ def _check_out_dir(cfg: TrainConfig, force: bool) -> None:
     """cfg.out_dir must be a folder that can be written; for a fresh run (not `resume`) a
     checkpoint already there is an earlier run's, replaced only when `force` says so. Checked
     before the model is built and any step runs."""
-    from gptperf.checkpoint import FILENAME
-    from gptperf.writable import check_output_dir
+    from gptperf.checkpoint import FILENAME  # deferred: loads torch
 
     if cfg.out_dir is None:
         return
@@ -405,7 +403,7 @@ def _run_model_config(cfg: TrainConfig, corpus: Corpus, ckpt_path: Path | None,
     state to restore (None for a fresh run). A resumed run keeps the checkpoint's model (only
     --attention may change it), so the weights load; a fresh one takes the preset's, widened for
     the data. Notes for the user go to `said`."""
-    from gptperf.checkpoint import load_checkpoint
+    from gptperf.checkpoint import load_checkpoint  # deferred: loads torch
 
     state: dict[str, Any] | None = None
     if cfg.resume:
@@ -432,9 +430,7 @@ def _run_model_config(cfg: TrainConfig, corpus: Corpus, ckpt_path: Path | None,
 def _checked_plan(cfg: TrainConfig, model_config: GPTConfig, device: torch.device) -> ExecutionPlan:
     """How each step runs, after the memory guard's check: before anything is allocated or
     trained, a batch whose predicted peak will not fit in free memory is a UserError."""
-    from gptperf.memguard import check_memory
-    from gptperf.perfmodel.workload import Workload
-    from gptperf.plan import ExecutionPlan
+    from gptperf.memguard import check_memory  # deferred: keeps --help fast
 
     # ranks on one CPU share its RAM
     sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
@@ -451,7 +447,7 @@ def _restore(state: dict[str, Any], ckpt_path: Path | None, weights: Any, train_
     """Load a resumable checkpoint's weights, optimizer, scaler and generator states into the
     run; return its step and loss histories. State that does not fit this run is a one-line
     UserError (out of memory stays the memory guard's error)."""
-    import torch
+    import torch  # deferred: loads torch
 
     weights.load_state_dict(state["model"])
     try:  # a state of another optimizer's shape, or a generator's of another kind
@@ -462,7 +458,7 @@ def _restore(state: dict[str, Any], ckpt_path: Path | None, weights: Any, train_
         torch.set_rng_state(state["torch_rng"])
         _check_moments(train_step.optimizer)
     except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as err:
-        from gptperf.memguard import is_out_of_memory
+        from gptperf.memguard import is_out_of_memory  # deferred: keeps --help fast
 
         if is_out_of_memory(err):  # the memory guard's advice, not a fresh start
             raise
@@ -494,15 +490,23 @@ def train(
 
     A fresh run refuses (UserError) an out_dir that already holds ckpt.pt unless `force`: the
     earlier run's checkpoint is replaced only when asked (`gptperf train --force`)."""
-    import torch
+    import torch  # deferred: loads torch
 
-    from gptperf.checkpoint import FILENAME, save_checkpoint
-    from gptperf.data.corpus import load_corpus
-    from gptperf.envinfo import environment
-    from gptperf.model.gpt import GPT
-    from gptperf.runtime import model_dtype, set_matmul_precision, synchronize
-    from gptperf.scaling.ddp import init_distributed, parallelize, rank_rows
-    from gptperf.steps.train import TrainStep
+    from gptperf.checkpoint import FILENAME, save_checkpoint  # deferred: loads torch
+    from gptperf.data.corpus import load_corpus  # deferred: loads torch
+    from gptperf.envinfo import environment  # deferred: keeps --help fast
+    from gptperf.model.gpt import GPT  # deferred: loads torch
+    from gptperf.runtime import (  # deferred: loads torch
+        model_dtype,
+        set_matmul_precision,
+        synchronize,
+    )
+    from gptperf.scaling.ddp import (  # deferred: loads torch
+        init_distributed,
+        parallelize,
+        rank_rows,
+    )
+    from gptperf.steps.train import TrainStep  # deferred: loads torch
 
     _check_force(cfg, force)
     t_begin = time.perf_counter()

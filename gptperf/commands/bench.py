@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import time
+from typing import TYPE_CHECKING
 
+from gptperf import names
 from gptperf.commands.common import (
     add_device_argument,
     add_flag_pair,
@@ -16,8 +18,13 @@ from gptperf.commands.common import (
     seed_number,
     step_count,
 )
+from gptperf.dtypes import DTYPES
 from gptperf.errors import UserError
+from gptperf.output import binary_bytes, emit_json, percent, print_note, rich_progress, seconds, si
 from gptperf.plan import INFERENCE_KINDS
+
+if TYPE_CHECKING:
+    from gptperf.measure.bench import BenchResult
 
 HELP = "benchmark a workload: time per batch, throughput, FLOP/s, MFU, peak memory, utilization"
 
@@ -25,8 +32,6 @@ WORKLOADS = ("train", "forward", "prefill", "decode", "decode_nocache")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gptperf.dtypes import DTYPES
-
     parser.add_argument("workload", choices=WORKLOADS,
                         help="train (fwd+bwd+AdamW), forward, prefill (fill the KV cache), "
                              "decode (one token with the KV cache), decode_nocache (recompute)")
@@ -57,12 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
     started_at = time.perf_counter()  # wall time covers the whole command, imports included
-    from gptperf.measure.bench import default_seq, run_bench
-    from gptperf.output import emit_json, rich_progress
-    from gptperf.runtime import resolve_device
+    from gptperf.measure.bench import default_seq, run_bench  # deferred: keeps --help fast
+    from gptperf.runtime import resolve_device  # deferred: loads torch
 
     if args.fast and args.workload not in INFERENCE_KINDS:
         raise UserError(f"--fast applies to {', '.join(INFERENCE_KINDS)}, not {args.workload}; "
@@ -84,13 +86,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_result(r: Any) -> None:
+def print_result(r: BenchResult) -> None:
     """The terminal report of one benchmark (a gptperf.measure.BenchResult)."""
-    from rich.table import Table
+    from rich.table import Table  # deferred: loads rich
 
-    from gptperf import names
-    from gptperf.measure.bench import CALIBRATED, ROOFLINE, host_charge_note
-    from gptperf.output import binary_bytes, console, percent, print_note, seconds, si
+    from gptperf.measure.bench import (  # deferred: keeps --help fast
+        CALIBRATED,
+        ROOFLINE,
+        host_charge_note,
+    )
+    from gptperf.output import console  # deferred: loads rich
 
     c = r.config
     mode = r.plan.label if r.plan is not None else ("compiled" if r.compile else "eager")

@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from gptperf.output import emit_json, print_note, rich_progress, seconds, wide_console
+from gptperf.plan import COMPILED, EAGER
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.calibration import Calibration, Curve
 
 HELP = ("measure this device's calibration for the calibrated prediction: kernel time curves, "
         "host cost per step, compiled kernels")
@@ -23,9 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_calibration(device: Any, *, quick: bool, force: bool, show_progress: bool) -> tuple[Any, bool, Path]:
     """(calibration, cached, path) with progress bars on stderr (also `gptperf ceilings`' end)."""
-    from gptperf.measure.calibrate import ensure_calibration
-    from gptperf.output import rich_progress
-    from gptperf.profiling.hooks import profiler_hooks
+    from gptperf.measure.calibrate import ensure_calibration  # deferred: loads torch
+    from gptperf.profiling.hooks import profiler_hooks  # deferred: keeps --help fast
 
     with rich_progress(enabled=show_progress, description="calibrate") as progress:
         return ensure_calibration(device, quick=quick, force=force, progress=progress,
@@ -33,9 +38,9 @@ def run_calibration(device: Any, *, quick: bool, force: bool, show_progress: boo
 
 
 def run(args: argparse.Namespace) -> int:
-    from gptperf.envinfo import environment
-    from gptperf.output import emit_json, err_console
-    from gptperf.runtime import resolve_device
+    from gptperf.envinfo import environment  # deferred: keeps --help fast
+    from gptperf.output import err_console  # deferred: loads rich
+    from gptperf.runtime import resolve_device  # deferred: loads torch
 
     device = resolve_device(args.device)
     calibration, cached, path = run_calibration(device, quick=args.quick, force=args.force,
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _points(curve: Any) -> int:
+def _points(curve: Curve) -> int:
     return len(curve.seconds)
 
 
@@ -59,14 +64,13 @@ def _percent(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}%"
 
 
-def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None:
+def print_calibration(calibration: Calibration, cached: bool, path: Path | None) -> None:
     """Each curve with its points and leave-one-out residual, the host costs, the recordings."""
-    from rich.table import Table
+    from rich.table import Table  # deferred: loads rich
 
-    from gptperf.measure.calibrate_host import host_tokens
-    from gptperf.measure.probe import UNIT_KEYS
-    from gptperf.output import console, print_note, seconds, wide_console
-    from gptperf.plan import COMPILED, EAGER
+    from gptperf.measure.calibrate_host import host_tokens  # deferred: loads torch
+    from gptperf.measure.probe import UNIT_KEYS  # deferred: keeps --help fast
+    from gptperf.output import console  # deferred: loads rich
 
     wide = wide_console()  # curve keys and host keys are long: never cut them
     state = "cached calibration" if cached else "calibrated"
@@ -128,9 +132,9 @@ def print_calibration(calibration: Any, cached: bool, path: Path | None) -> None
         console.print(f"[dim]saved: {path}[/dim]")
 
 
-def print_summary(calibration: Any, cached: bool, path: Path) -> None:
+def print_summary(calibration: Calibration, cached: bool, path: Path) -> None:
     """One paragraph (the end of `gptperf ceilings`): curves, worst residual, where it is."""
-    from gptperf.output import console
+    from gptperf.output import console  # deferred: loads rich
 
     res = [r for r in calibration.residuals().values() if r is not None]
     worst = f", worst residual {100 * max(res):.1f}%" if res else ""

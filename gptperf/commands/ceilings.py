@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from gptperf.commands.calibrate import ceilings_end
+from gptperf.commands.common import check_plot_file, output_path
+from gptperf.output import binary_bytes, emit_json, print_note, rich_progress, seconds, si
+from gptperf.perfmodel.devices import datasheet_hardware_for
+from gptperf.perfmodel.hardware import measured_hardware_path
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.hardware import Hardware
 
 HELP = "measure this machine's ceilings: memory bandwidth, matmul peak per dtype, launch latency"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gptperf.commands.common import output_path
-
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     parser.add_argument("--quick", action="store_true",
                         help="a small, fast sweep (seconds; buffers near cache size, fewer repeats)")
@@ -24,16 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gptperf.envinfo import environment
-    from gptperf.measure.ceilings import ceilings_for
-    from gptperf.output import console, emit_json, err_console, rich_progress
-    from gptperf.perfmodel.devices import datasheet_hardware_for
-    from gptperf.perfmodel.hardware import measured_hardware_path
-    from gptperf.runtime import resolve_device
+    from gptperf.envinfo import environment  # deferred: keeps --help fast
+    from gptperf.measure.ceilings import ceilings_for  # deferred: loads torch
+    from gptperf.output import console, err_console  # deferred: loads rich
+    from gptperf.runtime import resolve_device  # deferred: loads torch
 
     if args.plot is not None:  # '' too: a picture was asked for
-        from gptperf.commands.common import check_plot_file
-
         check_plot_file(args.plot)
     device = resolve_device(args.device)
     replaced: list[str] = []  # why a corrupt cache was measured again (said, not kept quiet)
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     def notify(why: str) -> None:
         replaced.append(why)
         if not args.json:
-            from rich.markup import escape  # a TOML error may quote "[table]"
+            from rich.markup import escape  # deferred: loads rich; a TOML error may quote "[table]"
 
             err_console.print(f"[yellow]{escape(why)}[/yellow]", highlight=False)
 
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         err_console.print(f"[yellow]cached measurement of {ceilings.device} from "
                           f"{ceilings.measured_at} ({path}); use --force to measure again[/yellow]")
     if args.plot:
-        from gptperf.plotting.ceilings import plot_ceilings
+        from gptperf.plotting.ceilings import plot_ceilings  # deferred: keeps --help fast
 
         plot_ceilings(ceilings.to_dict(), datasheet, args.plot)
     if args.json:
@@ -65,8 +68,6 @@ def run(args: argparse.Namespace) -> int:
                    hardware=ceilings.to_hardware().to_dict())
         doc["environment"] = environment(device)
         if not args.no_calibrate:
-            from gptperf.commands.calibrate import ceilings_end
-
             doc["calibration"] = ceilings_end(device, quick=args.quick, force=args.force, as_json=True)
         emit_json(doc)
     else:
@@ -74,19 +75,17 @@ def run(args: argparse.Namespace) -> int:
         if args.plot:
             console.print(f"[dim]plot written: {args.plot}[/dim]")
         if not args.no_calibrate:
-            from gptperf.commands.calibrate import ceilings_end
-
             ceilings_end(device, quick=args.quick, force=args.force, as_json=False)
     return 0
 
 
-def print_ceilings(ceilings: Any, cached: bool, datasheet: Any, path: Path | None) -> None:
+def print_ceilings(ceilings: Any, cached: bool, datasheet: Hardware | None, path: Path | None) -> None:
     """The measured ceilings beside the shipped entry's (a vendor datasheet, or the nominal
     'cpu' figures: its `source` names which in every header), as tables."""
-    from rich.table import Table
+    from rich.table import Table  # deferred: loads rich
 
-    from gptperf.measure.ceilings import shape_label
-    from gptperf.output import binary_bytes, console, print_note, seconds, si
+    from gptperf.measure.ceilings import shape_label  # deferred: loads torch
+    from gptperf.output import console  # deferred: loads rich
 
     where = f"{ceilings.device} ({ceilings.device_type}"
     where += f", {ceilings.threads} threads)" if ceilings.device_type == "cpu" else ")"
@@ -154,7 +153,7 @@ def print_ceilings(ceilings: Any, cached: bool, datasheet: Any, path: Path | Non
         console.print(f"[dim]saved as hardware 'measured' for this device: {path}[/dim]")
 
 
-def _datasheet_peak(datasheet: Any, dtype: str) -> float | None:
+def _datasheet_peak(datasheet: Hardware | None, dtype: str) -> float | None:
     if datasheet is None:
         return None
     try:

@@ -7,6 +7,15 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from gptperf.errors import UserError
+from gptperf.model.config import ATTENTION_IMPLEMENTATIONS, PRESETS, preset
+from gptperf.perfmodel import adhoc_hardware, resolve_hardware
+from gptperf.perfmodel.workload import Workload
+from gptperf.plan import ExecutionPlan
+from gptperf.plotting import PLOT_FORMATS, is_gptperf_picture
+from gptperf.train import SEED_MAX
+from gptperf.writable import check_output_dir, check_output_file, refuse_foreign_file
+
 if TYPE_CHECKING:
     import torch
 
@@ -46,14 +55,14 @@ def non_negative_int(text: str) -> int:
 
 def step_count(text: str) -> int:
     """A count of steps whose 0 means none (--warmup, --wait …): 0 to `MAX_STEPS`."""
-    from gptperf.measure.timer import MAX_STEPS
+    from gptperf.measure.timer import MAX_STEPS  # deferred: keeps --help fast
 
     return _at_least(0, text, MAX_STEPS)
 
 
 def positive_step_count(text: str) -> int:
     """A count of steps to run (--active, --steps, --eval-iters …): 1 to `MAX_STEPS`."""
-    from gptperf.measure.timer import MAX_STEPS
+    from gptperf.measure.timer import MAX_STEPS  # deferred: keeps --help fast
 
     return _at_least(1, text, MAX_STEPS)
 
@@ -74,8 +83,6 @@ def _layers(text: str) -> int:
 
 def seed_number(text: str) -> int:
     """--seed: an integer from 0 to `train.SEED_MAX` (argparse makes the error one line, exit 2)."""
-    from gptperf.train import SEED_MAX
-
     try:
         n = int(text)
     except ValueError:
@@ -102,8 +109,6 @@ def add_model_arguments(parser: argparse._ActionsContainer, default_preset: str,
                         vocab_size: bool = True) -> None:
     """--preset and the flags that override its fields; `vocab_size=False` leaves --vocab-size to
     the caller (it means something else where the data decides the vocabulary)."""
-    from gptperf.model.config import ATTENTION_IMPLEMENTATIONS, PRESETS
-
     parser.add_argument("--preset", default=default_preset, choices=list(PRESETS),
                         help=preset_help or f"model shape (default: {default_preset})")
     parser.add_argument("--n-layer", type=_layers, metavar="N",
@@ -124,8 +129,6 @@ def model_overrides(args: argparse.Namespace, fields: Sequence[str] = MODEL_FIEL
 
 def config_from_args(args: argparse.Namespace) -> GPTConfig:
     """The GPTConfig of --preset with the override flags applied (validated: UserError if bad)."""
-    from gptperf.model.config import preset
-
     return preset(args.preset, **model_overrides(args))
 
 
@@ -145,9 +148,6 @@ def hardware_from_args(args: argparse.Namespace, default: str | None = None) -> 
     (`perfmodel.resolve_hardware`): the ad-hoc --peak-tflops with --bandwidth-gbs (one without
     the other is a one-line UserError), else --hardware, else `default`; None when none names
     one, leaving the choice to the caller."""
-    from gptperf.errors import UserError
-    from gptperf.perfmodel import adhoc_hardware, resolve_hardware
-
     peak, bw = args.peak_tflops, args.bandwidth_gbs
     if peak is not None or bw is not None:
         if peak is None or bw is None:
@@ -175,9 +175,6 @@ def add_flag_pair(parser: argparse._ActionsContainer, name: str, on_help: str, o
 def check_plot_file(path: str, flag: str = "--plot") -> None:
     """A picture path that can be written (known suffix, a folder to land in, no file there but
     an earlier gptperf picture), checked before any work; else a one-line UserError."""
-    from gptperf.plotting import PLOT_FORMATS, is_gptperf_picture
-    from gptperf.writable import check_output_file, refuse_foreign_file
-
     refuse_foreign_file(check_output_file(path, flag, PLOT_FORMATS), flag, what="picture",
                         is_ours=is_gptperf_picture)
 
@@ -187,10 +184,6 @@ def check_folder(path: str, flag: str, *, replaced_whole: bool = False,
     """An output folder that is (or can be made) a writable folder, where each of `pictures`
     (names the command will write there) can be written too: absent, or an earlier gptperf
     picture; else a one-line UserError."""
-    from gptperf.errors import UserError
-    from gptperf.plotting import is_gptperf_picture
-    from gptperf.writable import check_output_dir, refuse_foreign_file
-
     folder = check_output_dir(path, flag, replaced_whole=replaced_whole)
     for name in pictures:  # a folder in a picture's place would fail only after the work
         if (folder / name).is_dir():
@@ -205,9 +198,7 @@ def guard_memory(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str,
     """Refuse (one-line UserError with the largest batch that fits) a step whose predicted peak
     exceeds the device's free memory — before anything is allocated (gptperf.memguard);
     `compile`: predicted for the compiled plan the step will run under."""
-    from gptperf.memguard import check_memory
-    from gptperf.perfmodel.workload import Workload
-    from gptperf.plan import ExecutionPlan
+    from gptperf.memguard import check_memory  # deferred: keeps --help fast
 
     plan = (ExecutionPlan.default(kind, device.type, compile=True, attention=config.attention, dtype=dtype)
             if compile else None)

@@ -8,6 +8,8 @@ import sys
 
 from gptperf.commands.common import add_device_argument, add_flag_pair, positive_int, seed_number
 from gptperf.errors import UserError
+from gptperf.output import emit_json, si
+from gptperf.writable import usable_path
 
 HELP = "sample text from a checkpoint (streams tokens, reports tokens/s; KV cache on by default)"
 
@@ -39,8 +41,7 @@ class _ReaderGone(Exception):
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.generate import check_sampling
-    from gptperf.writable import usable_path
+    from gptperf.generate import check_sampling  # deferred: loads torch
 
     usable_path(args.checkpoint, "--checkpoint")  # '' is not '.': refused, not ./ckpt.pt read
     check_sampling(args.tokens, args.temperature, args.top_k)  # before the (slow) model load
@@ -49,8 +50,8 @@ def run(args: argparse.Namespace) -> int | None:
     if args.fast and args.no_kv_cache:
         raise UserError("--fast decodes with the static KV cache; drop --no-kv-cache or use --no-fast")
 
-    from gptperf.generate import load_for_inference, run_generation
-    from gptperf.output import emit_json, err_console, si
+    from gptperf.generate import load_for_inference, run_generation  # deferred: loads torch
+    from gptperf.output import err_console  # deferred: loads rich
 
     def show(piece: str) -> None:
         try:

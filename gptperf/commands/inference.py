@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gptperf.commands.common import (
     add_device_argument,
@@ -18,6 +18,11 @@ from gptperf.commands.common import (
     output_path,
     positive_int,
 )
+from gptperf.dtypes import check_dtype
+from gptperf.output import emit_json, print_note, seconds, si
+
+if TYPE_CHECKING:
+    from gptperf.inference.sweep import InferenceResult
 
 HELP = "decode with and without the KV cache, prefill vs decode, batch sweep to the compute-bound point"
 
@@ -42,19 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.dtypes import check_dtype
-    from gptperf.inference.sweep import (
+    from gptperf.inference.sweep import (  # deferred: keeps --help fast
         choose_batch_context,
         choose_batches,
         choose_contexts,
         run_inference_study,
     )
-    from gptperf.output import emit_json, err_console
-    from gptperf.runtime import resolve_device
+    from gptperf.output import err_console  # deferred: loads rich
+    from gptperf.runtime import resolve_device  # deferred: loads torch
 
     config = config_from_args(args)
     if args.plot_dir is not None:
-        from gptperf.plotting.inference import picture_files
+        from gptperf.plotting.inference import picture_files  # deferred: keeps --help fast
 
         check_folder(args.plot_dir, "--plot-dir", pictures=picture_files(config.name))
     device = resolve_device(args.device)
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int | None:
         fast=args.fast, progress=progress, hardware=args.hardware, batch_context=args.batch_context,
     )
     if args.plot_dir:
-        from gptperf.plotting.inference import plot_all
+        from gptperf.plotting.inference import plot_all  # deferred: keeps --help fast
 
         result.plots = plot_all(result, args.plot_dir)
     if args.json:
@@ -84,13 +88,13 @@ def run(args: argparse.Namespace) -> int | None:
     return 0
 
 
-def print_result(r: Any) -> None:
+def print_result(r: InferenceResult) -> None:
     """The terminal report of a gptperf.inference.InferenceResult: measured beside predicted,
     every figure with its unit and source; with a calibration of the device, the calibrated
     expected time as a third figure beside the roofline bound."""
-    from rich.table import Table
+    from rich.table import Table  # deferred: loads rich
 
-    from gptperf.output import console, print_note, seconds, si
+    from gptperf.output import console  # deferred: loads rich
 
     with_exp = r.expected_label is not None
 

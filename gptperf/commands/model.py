@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 from gptperf.commands.common import (
     add_hardware_arguments,
@@ -15,6 +16,17 @@ from gptperf.commands.common import (
     positive_int,
 )
 from gptperf.errors import UserError
+from gptperf.output import binary_bytes, emit_json, seconds, si
+from gptperf.perfmodel import CONVENTIONS, Workload, count_parameters, predict, resolve_hardware
+from gptperf.perfmodel.conventions import convention_formula
+from gptperf.perfmodel.devices import CPU_ENTRY, datasheet_name_for
+from gptperf.perfmodel.workload import WORKLOAD_HELP, WORKLOADS
+from gptperf.plan import COMPILED, CUDA_GRAPH, MODES, TRAINING_KINDS, ExecutionPlan
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.expected import Expected
+    from gptperf.perfmodel.hardware import Hardware
+    from gptperf.perfmodel.transformer import Prediction
 
 HELP = "predict FLOPs, bytes, arithmetic intensity, time and memory of a GPT workload, per operation"
 VIEWS = ("all", "op", "component", "layer")
@@ -22,8 +34,6 @@ DEFAULT_HARDWARE = "h100-sxm"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gptperf.perfmodel.workload import WORKLOAD_HELP, WORKLOADS
-
     add_model_arguments(parser.add_argument_group("model"), "gpt2")
     w = parser.add_argument_group("workload")
     w.add_argument("--workload", default="train", choices=WORKLOADS,
@@ -32,8 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w.add_argument("--seq", type=positive_int, default=None,
                    help="tokens per sequence; the context length L for decode* (default: block size)")
     w.add_argument("--dtype", default="bf16", help="fp64, fp32, tf32, bf16 or fp16 (default: bf16)")
-    from gptperf.plan import MODES
-
     w.add_argument("--plan", default=None, choices=MODES,
                    help="how the step runs (gptperf.plan.ExecutionPlan.default for the workload): "
                         "eager, compiled (torch.compile) or cuda_graph (compiled and replayed as "
@@ -60,9 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _device_calibration(device_flag: str) -> tuple[Any, str, str]:
     """(Calibration, device name, device type) of the device `--device` names; a one-line
     UserError when it has none (or a stale, foreign one)."""
-    from gptperf.envinfo import device_name
-    from gptperf.measure.bench import device_calibration
-    from gptperf.runtime import resolve_device
+    from gptperf.envinfo import device_name  # deferred: keeps --help fast
+    from gptperf.measure.bench import device_calibration  # deferred: keeps --help fast
+    from gptperf.runtime import resolve_device  # deferred: loads torch
 
     device = resolve_device(device_flag)
     name = device_name(device)
@@ -76,8 +84,6 @@ def _device_calibration(device_flag: str) -> tuple[Any, str, str]:
 def _plan(mode: str | None, kind: str, device_type: str, attention: str, dtype: str) -> Any:
     """The ExecutionPlan `--plan` names for `kind` on a `device_type` machine (None: none given);
     a one-line UserError for a plan the step cannot run under."""
-    from gptperf.plan import COMPILED, CUDA_GRAPH, TRAINING_KINDS, ExecutionPlan
-
     if mode is None:
         return None
     if mode == CUDA_GRAPH:
@@ -94,11 +100,9 @@ def _plan(mode: str | None, kind: str, device_type: str, attention: str, dtype: 
     return plan
 
 
-def _device_type_of(hw: Any) -> str:
+def _device_type_of(hw: Hardware) -> str:
     """'cpu' for the shipped CPU entry (nominal figures) or a CPU's measured ceilings, else
     'cuda' (which only decides the fused AdamW of a train step's plan)."""
-    from gptperf.perfmodel.devices import CPU_ENTRY, datasheet_name_for
-
     if hw.name == CPU_ENTRY or (hw.device_name and datasheet_name_for(hw.device_name) == CPU_ENTRY):
         return "cpu"
     return "cuda"
@@ -107,8 +111,6 @@ def _device_type_of(hw: Any) -> str:
 def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
     """(roofline Prediction, calibrated Expected or None) of the workload the arguments name,
     both for the same plan."""
-    from gptperf.perfmodel import Workload, predict, resolve_hardware
-
     config = config_from_args(args)
     seq = config.block_size if args.seq is None else args.seq
     workload = Workload(args.workload, args.batch, seq, args.dtype)
@@ -123,13 +125,11 @@ def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
         device_type = _device_type_of(hw)
     plan = _plan(args.plan, workload.kind, device_type, config.attention, args.dtype)
     if plan is None and calibration is not None:  # the plan this device runs the step under
-        from gptperf.plan import ExecutionPlan
-
         plan = ExecutionPlan.default(workload.kind, device_type, attention=config.attention)
     pred = predict(config, workload, hw, plan)
     if calibration is None:
         return pred, None
-    from gptperf.perfmodel.expected import expected
+    from gptperf.perfmodel.expected import expected  # deferred: keeps --help fast
 
     return pred, expected(config, workload, pred.plan, calibration)
 
@@ -143,12 +143,10 @@ def run(args: argparse.Namespace) -> int | None:
     pred, exp = build_predictions(args)
     plot = None
     if args.plot:
-        from gptperf.plotting.roofline import plot_prediction
+        from gptperf.plotting.roofline import plot_prediction  # deferred: keeps --help fast
 
         plot = str(plot_prediction(args.plot, pred, view="component" if args.view == "component" else "op"))
     if args.json:
-        from gptperf.output import emit_json
-
         doc = pred.to_dict()
         if exp is not None:
             doc["expected"] = exp.to_dict()
@@ -158,7 +156,7 @@ def run(args: argparse.Namespace) -> int | None:
         return 0
     _print(pred, args.view, exp)
     if plot:
-        from gptperf.output import console
+        from gptperf.output import console  # deferred: loads rich
 
         console.print(f"roofline picture: {plot}", highlight=False)
     return 0
@@ -176,15 +174,9 @@ def text_table(title: str, headers: list[str], rows: list[list[str]], right: set
     return "\n".join([title, line(headers), rule, *(line(r) for r in rows), ""])
 
 
-def _print(pred: Any, view: str, exp: Any = None) -> None:
+def _print(pred: Prediction, view: str, exp: Expected | None = None) -> None:
     """The tables; with `exp` (a calibrated Expected of the same step) an "expected" column of
     each row's calibrated device time beside the roofline time, and its step totals."""
-    import sys
-
-    from gptperf.output import binary_bytes, seconds, si
-    from gptperf.perfmodel import CONVENTIONS, count_parameters
-    from gptperf.perfmodel.conventions import convention_formula
-
     hw, w, cfg = pred.hardware, pred.workload, pred.config
     src = hw.label
     total_t = pred.time_s

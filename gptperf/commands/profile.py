@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+import statistics
+from typing import TYPE_CHECKING
 
 from gptperf.commands.common import (
     add_device_argument,
@@ -18,6 +19,8 @@ from gptperf.commands.common import (
     positive_step_count,
     step_count,
 )
+from gptperf.errors import UserError
+from gptperf.output import emit_json, print_note, seconds, si, wide_console
 from gptperf.profiling.recorded import (
     DEFAULT_BATCH,
     DEFAULT_DTYPE,
@@ -27,6 +30,10 @@ from gptperf.profiling.recorded import (
     DTYPES,
     PROFILE_KINDS,
 )
+from gptperf.writable import usable_path
+
+if TYPE_CHECKING:
+    from gptperf.profiling.run import ProfileResult
 
 HELP = "profile a workload with torch.profiler; attribute every kernel to an operation; compare with the model"
 
@@ -78,11 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.errors import UserError
-
     if args.trace is not None:
-        from gptperf.writable import usable_path
-
         args.trace = str(usable_path(args.trace, "--trace"))  # ~ expanded, as the check read it
         given = [f"--{k}" for k in SCHEDULE if getattr(args, k) is not None]
         given += ["--no-overhead"] * args.no_overhead
@@ -92,8 +95,10 @@ def run(args: argparse.Namespace) -> int | None:
             raise UserError(f"--trace {args.trace!r} re-analyses a recorded trace; "
                             f"{' '.join(given)} would not apply: drop {'it' if len(given) == 1 else 'them'}")
 
-    from gptperf.output import emit_json
-    from gptperf.profiling.run import analyse_trace_file, profile_workload
+    from gptperf.profiling.run import (  # deferred: keeps --help fast
+        analyse_trace_file,
+        profile_workload,
+    )
 
     # --out is checked by both, before any work: the folder is replaced whole, so only a new,
     # empty or earlier profile folder (a user's own files are never replaced nor written beside)
@@ -111,7 +116,7 @@ def run(args: argparse.Namespace) -> int | None:
         config = config_from_args(args)
         batch = args.batch if args.batch is not None else DEFAULT_BATCH
         seq = args.seq if args.seq is not None else min(config.block_size, DEFAULT_SEQ)
-        from gptperf.runtime import resolve_device
+        from gptperf.runtime import resolve_device  # deferred: loads torch
 
         device = resolve_device(args.device)
         config.check_sequence(seq)
@@ -129,13 +134,13 @@ def run(args: argparse.Namespace) -> int | None:
     return 0
 
 
-def print_result(result: Any, top: int = 25) -> None:
+def print_result(result: ProfileResult, top: int = 25) -> None:
     """Tables (per component, per operation) and the figures that say how far to trust them
     (a gptperf.profiling.ProfileResult)."""
-    from rich import box
-    from rich.table import Table
+    from rich import box  # deferred: loads rich
+    from rich.table import Table  # deferred: loads rich
 
-    from gptperf.output import console, print_note, seconds, si, wide_console
+    from gptperf.output import console  # deferred: loads rich
 
     wl = result.workload
     console.print(
@@ -194,7 +199,7 @@ def print_result(result: Any, top: int = 25) -> None:
             for r in result.comparison.phases))
     e = result.expected
     if e:
-        from gptperf.measure.bench import host_charge_note
+        from gptperf.measure.bench import host_charge_note  # deferred: keeps --help fast
 
         roofline = (f"roofline bound {seconds(e['roofline_step_time_s'])}, "
                     if e.get("roofline_step_time_s") is not None else "")
@@ -241,8 +246,6 @@ def print_result(result: Any, top: int = 25) -> None:
 
 
 def _median(xs: list[float]) -> float:
-    import statistics
-
     return statistics.median(xs) if xs else math.nan
 
 

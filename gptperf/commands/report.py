@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
+from rich.text import Text
 
 from gptperf.commands.common import add_device_argument, check_folder, output_path
+from gptperf.errors import Terminated
+from gptperf.model.config import PRESETS
+from gptperf.output import emit_json, seconds
+
+if TYPE_CHECKING:
+    from gptperf.report.build import ReportResult
+    from gptperf.report.context import StageRecord
 
 HELP = ("train, sample, score, model, measure, profile and scale a GPT here, score the "
         "prediction, and write one HTML page")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gptperf.model.config import PRESETS
-
     parser.add_argument("--preset", choices=list(PRESETS), default=None,
                         help="model shape (default: tiny on CPU, gpt2 on a GPU)")
     parser.add_argument("--out", type=output_path, metavar="DIR", default="gptperf-report",
@@ -51,9 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.errors import Terminated
-    from gptperf.output import err_console
-    from gptperf.report import ReportInterrupted, ReportOptions, build_report
+    from gptperf.output import err_console  # deferred: keeps --help fast
+    from gptperf.report import (  # deferred: keeps --help fast
+        ReportInterrupted,
+        ReportOptions,
+        build_report,
+    )
 
     check_folder(args.out, "--out", replaced_whole=True)  # before minutes of stages
     options = ReportOptions(
@@ -74,8 +83,6 @@ def run(args: argparse.Namespace) -> int | None:
     if result.error is not None:
         print_failure(result, err_console)
     if args.json:
-        from gptperf.output import emit_json
-
         emit_json(result.to_dict())
     else:
         print_summary(result)
@@ -86,7 +93,7 @@ def _kept(kept_previous: bool) -> str:
     return "the previous report is kept" if kept_previous else "no report was written"
 
 
-def print_failure(result: Any, console: Any) -> None:
+def print_failure(result: ReportResult, console: Any) -> None:
     """Why the report stopped (the stage and its one-line reason), what is on disk, the log."""
     console.print(f"[red]{escape(f'gptperf report: stage {result.failed[0]!r} failed: {result.error}')}[/red]",
                   highlight=False)
@@ -94,14 +101,12 @@ def print_failure(result: Any, console: Any) -> None:
                          "--keep-going writes the page with that section marked failed"), highlight=False)
 
 
-def print_summary(result: Any, console: Any = None) -> None:
+def print_summary(result: ReportResult, console: Any = None) -> None:
     """Stage times, what failed, and the page to open."""
-    from rich.table import Table
-
-    from gptperf.output import seconds
+    from rich.table import Table  # deferred: keeps --help fast
 
     if console is None:
-        from gptperf.output import console
+        from gptperf.output import console  # deferred: keeps --help fast
     table = Table(title="gptperf report: stages (wall time measured here)", title_justify="left")
     table.add_column("stage")
     table.add_column("status")
@@ -132,8 +137,13 @@ class ProgressDisplay:
     """
 
     def __init__(self, console: Any) -> None:
-        from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn
-        from rich.text import Text
+        from rich.progress import (  # deferred: keeps --help fast
+            BarColumn,
+            Progress,
+            ProgressColumn,
+            SpinnerColumn,
+            TextColumn,
+        )
 
         class Elapsed(ProgressColumn):
             # rich's own column freezes at the first 100 %; this one runs until stop_task
@@ -158,7 +168,7 @@ class ProgressDisplay:
         if self.tasks:
             self.progress.stop()
 
-    def stage_started(self, index: int, count: int, record: Any) -> Callable[..., None]:
+    def stage_started(self, index: int, count: int, record: StageRecord) -> Callable[..., None]:
         if not self.tasks:
             self.progress.start()
         task = self.progress.add_task(f"{index}/{count} {record.title}", total=100, completed=0,
@@ -176,7 +186,7 @@ class ProgressDisplay:
 
         return update
 
-    def stage_finished(self, record: Any) -> None:
+    def stage_finished(self, record: StageRecord) -> None:
         task = self.tasks[record.name]
         label = "[red]failed: [/red]" if record.status == "failed" else ""
         self.progress.update(task, completed=100, note=label + escape((record.error or "")[:80]))

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from gptperf.commands.common import (
+    add_hardware_arguments,
+    check_plot_file,
+    hardware_from_args,
+    output_path,
+    positive_int,
+)
+from gptperf.output import emit_json, seconds, si
+from gptperf.perfmodel import kv_projection, matmul, ridge_n, saxpy
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.hardware import Hardware
+    from gptperf.perfmodel.roofline import Kernel
 
 HELP = "roofline of saxpy, a matmul or the KV projection of one new token: FLOPs, bytes, AI, bound"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gptperf.commands.common import add_hardware_arguments, output_path, positive_int
-
     sub = parser.add_subparsers(dest="example", metavar="EXAMPLE", required=True, parser_class=type(parser))
     specs = {
         "saxpy": ("y = a·x + y over N elements: 2N FLOPs, 3N elements moved", "fp64"),
@@ -36,10 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="print one JSON document instead of a table")
 
 
-def roofline_document(kernel: Any, hardware: Any) -> dict[str, Any]:
+def roofline_document(kernel: Kernel, hardware: Hardware) -> dict[str, Any]:
     """The JSON document of one example on one machine."""
-    from gptperf.perfmodel import ridge_n
-
     cost = kernel.on(hardware)
     doc = {
         "schema": "gptperf.roofline/1",
@@ -71,9 +81,6 @@ def roofline_document(kernel: Any, hardware: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.commands.common import check_plot_file, hardware_from_args
-    from gptperf.perfmodel import kv_projection, matmul, saxpy
-
     if args.plot is not None:  # '' too: a picture was asked for
         check_plot_file(args.plot)
     if args.example == "saxpy":
@@ -85,7 +92,10 @@ def run(args: argparse.Namespace) -> int | None:
     hardware = hardware_from_args(args)  # never None: --hardware has a default
     doc = roofline_document(kernel, hardware)
     if args.plot:
-        from gptperf.plotting.roofline import RooflinePoint, plot_roofline
+        from gptperf.plotting.roofline import (  # deferred: keeps --help fast
+            RooflinePoint,
+            plot_roofline,
+        )
 
         point = RooflinePoint(kernel.name, doc["arithmetic_intensity"], doc["attainable_flops"],
                               kind="predicted", bound=doc["bound"])
@@ -94,8 +104,6 @@ def run(args: argparse.Namespace) -> int | None:
             [(f"memory ({hardware.source})", hardware.bandwidth)], [point],
             title=f"{kernel.name} {shape_text(kernel.shape)} {kernel.dtype} on {hardware.label}"))
     if getattr(args, "json", False):
-        from gptperf.output import emit_json
-
         emit_json(doc)
         return 0
     _print(doc)
@@ -103,9 +111,9 @@ def run(args: argparse.Namespace) -> int | None:
 
 
 def _print(doc: dict[str, Any]) -> None:
-    from rich.table import Table
+    from rich.table import Table  # deferred: loads rich
 
-    from gptperf.output import console, seconds, si
+    from gptperf.output import console  # deferred: loads rich
 
     src = doc["source"]
     table = Table(title=f"{doc['example']} {shape_text(doc['shape'])} {doc['dtype']} — roofline of {src}",

@@ -4,8 +4,10 @@ and predicted — speedup, efficiency, throughput, communication, bus bandwidth,
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
+from gptperf import output
 from gptperf.commands.common import (
     add_device_argument,
     add_flag_pair,
@@ -19,6 +21,15 @@ from gptperf.commands.common import (
     positive_step_count,
     seed_number,
 )
+from gptperf.dtypes import DTYPES
+from gptperf.errors import UserError
+from gptperf.output import print_note, seconds, si, wide_console
+from gptperf.perfmodel.comm import INTERCONNECTS
+from gptperf.perfmodel.workload import Workload
+from gptperf.plan import ExecutionPlan
+
+if TYPE_CHECKING:
+    from gptperf.scaling.results import ScaleSpec, ScalingStudy
 
 HELP = ("scaling of data-parallel training (torchrun + DDP): speedup, efficiency, throughput, "
         "communication, predicted beside measured")
@@ -35,9 +46,6 @@ def _what_if(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gptperf.dtypes import DTYPES
-    from gptperf.perfmodel.comm import INTERCONNECTS
-
     s = parser.add_argument_group("sweep")
     s.add_argument("--mode", choices=("strong", "weak"), default="strong",
                    help="strong: the global batch (--batch) is split over p processes; "
@@ -81,8 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace) -> Any:
-    from gptperf.errors import UserError
-    from gptperf.scaling.results import WHAT_IF_HARDWARE, ScaleSpec
+    from gptperf.scaling.results import WHAT_IF_HARDWARE, ScaleSpec  # deferred: keeps --help fast
 
     for flag in ("what_if_hardware", "intra", "inter"):
         if getattr(args, flag) is not None and not args.what_if:
@@ -102,14 +109,11 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from gptperf import output
-    from gptperf.scaling.launch import LaunchError
-    from gptperf.scaling.study import run_scaling_study
+    from gptperf.scaling.launch import LaunchError  # deferred: keeps --help fast
+    from gptperf.scaling.study import run_scaling_study  # deferred: keeps --help fast
 
     if args.plot_dir is not None:
-        from gptperf.plotting.scaling import PICTURES
+        from gptperf.plotting.scaling import PICTURES  # deferred: keeps --help fast
 
         check_folder(args.plot_dir, "--plot-dir", pictures=PICTURES)
     spec = spec_from_args(args)
@@ -125,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     doc = study.to_dict()
     if args.plot_dir:
-        from gptperf.plotting.scaling import plot_scaling
+        from gptperf.plotting.scaling import plot_scaling  # deferred: keeps --help fast
 
         doc["plots"] = [str(p) for p in plot_scaling(study, args.plot_dir)]
     if args.json:
@@ -135,15 +139,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(spec: Any) -> None:
+def _guard(spec: ScaleSpec) -> None:
     """Before any launch: the step each process runs can run on this device
     (`steps.build.check_step`: an fp16 step on a CPU would fail in every worker), and the largest
     per-process batch of the grid fits, on a CPU once per process (they share its RAM), on GPUs
     once (one each; gptperf.memguard)."""
-    from gptperf.perfmodel.workload import Workload
-    from gptperf.plan import ExecutionPlan
-    from gptperf.runtime import resolve_device
-    from gptperf.steps.build import check_step
+    from gptperf.runtime import resolve_device  # deferred: loads torch
+    from gptperf.steps.build import check_step  # deferred: loads torch
 
     device = resolve_device(spec.device)
     largest = max(spec.grid_batches)
@@ -159,12 +161,11 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:+.1f}%"
 
 
-def print_study(study: Any, plots: list[str]) -> None:
+def print_study(study: ScalingStudy, plots: list[str]) -> None:
     """The terminal report of a scaling study (a gptperf.scaling.results.ScalingStudy)."""
-    from rich.table import Table
+    from rich.table import Table  # deferred: loads rich
 
-    from gptperf.output import print_note, seconds, si, wide_console
-    from gptperf.scaling.results import IDEAL_THREADS
+    from gptperf.scaling.results import IDEAL_THREADS  # deferred: keeps --help fast
 
     console = wide_console()
     spec, c = study.spec, study.spec.config

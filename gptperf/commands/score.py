@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from gptperf.commands.common import add_device_argument
+from gptperf.output import emit_json
+from gptperf.writable import usable_path
 
 HELP = "score sentences by the chain rule: log-probability, per-token probabilities, ranking"
 
@@ -19,13 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from rich.table import Table
-    from rich.text import Text
+    from rich.table import Table  # deferred: loads rich
+    from rich.text import Text  # deferred: loads rich
 
-    from gptperf.generate import load_for_inference
-    from gptperf.output import console, emit_json
-    from gptperf.score import scientific, score
-    from gptperf.writable import usable_path
+    from gptperf.generate import load_for_inference  # deferred: loads torch
+    from gptperf.output import console  # deferred: loads rich
+    from gptperf.score import scientific, score  # deferred: loads torch
 
     usable_path(args.checkpoint, "--checkpoint")  # '' is not '.': refused, not ./ckpt.pt read
     model, tokenizer = load_for_inference(args.checkpoint, args.device)

@@ -16,6 +16,9 @@ from gptperf.commands.common import (
     positive_step_count,
     seed_number,
 )
+from gptperf.errors import UserError
+from gptperf.output import emit_json, print_note, seconds, si
+from gptperf.train import PRESET_DEFAULTS, TrainConfig, train
 
 HELP = "train a GPT (AdamW, warm-up + cosine LR, autocast, compile, atomic checkpoints, --resume)"
 
@@ -24,8 +27,6 @@ _MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size")
 
 
 def _per_preset(key: str) -> str:
-    from gptperf.train import PRESET_DEFAULTS
-
     return "default: " + ", ".join(f"{name} {d[key]:g}" for name, d in PRESET_DEFAULTS.items())
 
 
@@ -85,8 +86,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_config_from_args(args: argparse.Namespace) -> Any:
     """The TrainConfig the command line asks for: preset defaults, then the flags given."""
-    from gptperf.train import TrainConfig
-
     model = model_overrides(args, _MODEL_FIELDS)
     overrides: dict[str, Any] = {
         "data": args.data, "vocab_size": args.vocab_size, "attention": args.attention,
@@ -103,8 +102,6 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
     if args.resume:
         overrides["resume"] = True
     if args.no_checkpoint:
-        from gptperf.errors import UserError
-
         if args.resume:
             raise UserError("--resume needs a checkpoint; drop --no-checkpoint")
         if args.out is not None:
@@ -115,9 +112,8 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.output import console, emit_json, err_console, seconds, si
-    from gptperf.scaling.ddp import is_main_process
-    from gptperf.train import train
+    from gptperf.output import console, err_console  # deferred: loads rich
+    from gptperf.scaling.ddp import is_main_process  # deferred: loads torch
 
     cfg = train_config_from_args(args)
     if args.json:
@@ -151,8 +147,8 @@ def run(args: argparse.Namespace) -> int | None:
 class ProgressBar:
     """A rich progress bar on stderr: step, loss, tokens/s, time per step; validation lines."""
 
-    def __init__(self, cfg: Any, console: Any) -> None:
-        from rich.progress import (
+    def __init__(self, cfg: TrainConfig, console: Any) -> None:
+        from rich.progress import (  # deferred: loads rich
             BarColumn,
             MofNCompleteColumn,
             Progress,
@@ -179,8 +175,6 @@ class ProgressBar:
 
     def update(self, event: Any) -> None:
         """Called with each gptperf.train.StepEvent."""
-        from gptperf.output import print_note, seconds, si
-
         if event.note is not None:
             print_note(self.progress.console, event.note)
             return

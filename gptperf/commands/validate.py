@@ -5,9 +5,27 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gptperf.commands.common import output_path, seed_number
+from gptperf.atomic import write_text
+from gptperf.commands.common import check_folder, output_path, seed_number
+from gptperf.errors import UserError
+from gptperf.output import (
+    apart_digits,
+    emit_json,
+    percent,
+    print_note,
+    ratio_range,
+    rich_progress,
+    seconds,
+    to_json,
+    wide_console,
+)
+from gptperf.writable import check_replaceable_file
+
+if TYPE_CHECKING:
+    from gptperf.validate.results import ValidationResult
 
 HELP = ("score the calibrated prediction: a sweep of configurations measured and predicted, "
         "median/p90/max error and per-operation error against their targets")
@@ -36,15 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.markup import escape
+    from rich.markup import escape  # deferred: loads rich
 
-    from gptperf.commands.common import check_folder
-    from gptperf.errors import UserError
-    from gptperf.output import emit_json, err_console, rich_progress, to_json
-    from gptperf.validate.drawn import MAX_CASES, draw_cases
-    from gptperf.validate.results import SCHEMA, CalibrationInfo
-    from gptperf.validate.run import validate
-    from gptperf.writable import check_replaceable_file
+    from gptperf.output import err_console  # deferred: loads rich
+    from gptperf.validate.drawn import MAX_CASES, draw_cases  # deferred: keeps --help fast
+    from gptperf.validate.results import SCHEMA, CalibrationInfo  # deferred: keeps --help fast
+    from gptperf.validate.run import validate  # deferred: keeps --help fast
 
     if args.random is not None and not 1 <= args.random <= MAX_CASES:
         raise UserError(f"--random {args.random}: draw 1 to {MAX_CASES} cases")
@@ -57,15 +72,15 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:  # a user's own file is never replaced
         check_replaceable_file(args.out, "--out", what="validate result",
                                is_ours=lambda doc: isinstance(doc, dict) and doc.get("schema") == SCHEMA)
-    from gptperf.measure.calibrate import calibration_for
-    from gptperf.runtime import resolve_device
+    from gptperf.measure.calibrate import calibration_for  # deferred: loads torch
+    from gptperf.runtime import resolve_device  # deferred: loads torch
 
     device = resolve_device(args.device)
     # before any work: a missing (or stale, foreign) calibration is a one-line error
     calibration = calibration_for(device, required=True)
     sweep, seed = None, None
     if args.random is not None:
-        import secrets
+        import secrets  # deferred: keeps --help fast
 
         seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
         sweep = draw_cases(device.type, args.random, seed)
@@ -79,17 +94,13 @@ def run(args: argparse.Namespace) -> int:
                           isolate=args.isolate, sweep=sweep, seed=seed)
     doc = result.to_dict()
     if args.plot_dir:
-        from pathlib import Path
-
-        from gptperf.plotting.validation import plot_validation
+        from gptperf.plotting.validation import plot_validation  # deferred: keeps --help fast
 
         folder = Path(args.plot_dir)
         folder.mkdir(parents=True, exist_ok=True)
         doc["plots"] = [str(plot_validation(result, folder / f"{PLOT_NAME}.{fmt}"))
                         for fmt in PLOT_FORMATS]
     if args.out:
-        from gptperf.atomic import write_text
-
         write_text(args.out, to_json(doc) + "\n")
     if args.json:
         emit_json(doc)
@@ -102,14 +113,17 @@ def _ratio(x: float | None) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:.3f}×"
 
 
-def print_result(r: Any, plots: list[str], out: str | None) -> None:
+def print_result(r: ValidationResult, plots: list[str], out: str | None) -> None:
     """The terminal report of a `gptperf.validate.ValidationResult`."""
-    from rich.markup import escape
-    from rich.table import Table
+    from rich.markup import escape  # deferred: loads rich
+    from rich.table import Table  # deferred: loads rich
 
-    from gptperf.measure.probe import FORK_SPELL, PARTS
-    from gptperf.output import apart_digits, percent, print_note, ratio_range, seconds, wide_console
-    from gptperf.validate.results import HOST_BOUND_SHARE, OP_FLOOR_S, TARGETS
+    from gptperf.measure.probe import FORK_SPELL, PARTS  # deferred: keeps --help fast
+    from gptperf.validate.results import (  # deferred: keeps --help fast
+        HOST_BOUND_SHARE,
+        OP_FLOOR_S,
+        TARGETS,
+    )
 
     console = wide_console()
     split = r.bound_stats()  # None where steps are not split by what holds them up (a CPU)

@@ -12,11 +12,11 @@ __all__ = ["FastDecoder", "InferenceResult", "StaticKVCache", "build_model", "ru
 
 def __getattr__(name: str) -> Any:  # lazy, so `gptperf.inference.sweep`'s pure helpers stay light
     if name in ("FastDecoder", "StaticKVCache", "build_model"):
-        from gptperf.steps import fast_decode
+        from gptperf.steps import fast_decode  # deferred: loads torch
 
         return getattr(fast_decode, name)
     if name in ("InferenceResult", "run_inference_study"):
-        from gptperf.inference import sweep
+        from gptperf.inference import sweep  # deferred: lazy package attribute
 
         return getattr(sweep, name)
     raise AttributeError(name)

@@ -39,9 +39,17 @@ from typing import TYPE_CHECKING, Any
 
 from gptperf import names
 from gptperf.dtypes import check_dtype
+from gptperf.envinfo import device_name as name_of
+from gptperf.envinfo import environment
 from gptperf.errors import UserError
+from gptperf.measure.bench import calibrated_expected, device_calibration
+from gptperf.measure.probe import host_speed, machine_against_calibration
+from gptperf.measure.timer import time_fn
 from gptperf.memguard import is_out_of_memory, release_memory
 from gptperf.model.config import GPTConfig
+from gptperf.perfmodel import COMPUTE, Workload, predict, resolve_hardware
+from gptperf.plan import ExecutionPlan
+from gptperf.schema import check_schema, number
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +58,6 @@ if TYPE_CHECKING:
     from gptperf.perfmodel.expected import Expected
     from gptperf.perfmodel.hardware import Hardware
     from gptperf.perfmodel.transformer import Prediction
-    from gptperf.plan import ExecutionPlan
 
 Progress = Callable[[str], None]
 SCHEMA = "gptperf.inference/1"
@@ -125,15 +132,11 @@ def predict_inference(config: GPTConfig, kind: str, batch: int, seq: int, dtype:
                       *, plan: ExecutionPlan | None = None) -> Prediction:
     """The performance model's Prediction of one inference step (weights held in `dtype`) run
     under `plan` (an ExecutionPlan; None: eager)."""
-    from gptperf.perfmodel import Workload, predict
-
     return predict(config, Workload(kind, batch, seq, dtype), hardware, plan)
 
 
 def ridge_batch(config: GPTConfig, context: int, dtype: str, hardware: Hardware, limit: int = 1 << 16) -> int | None:
     """Smallest batch whose decode-step weight matmuls are compute-bound (None if none ≤ limit)."""
-    from gptperf.perfmodel import COMPUTE
-
     op = names.layer_name(0, names.MLP_FC)
 
     def compute_bound(b: int) -> bool:
@@ -234,8 +237,6 @@ class Point:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Point:
         """The inverse of `to_dict` (the tokens of a step follow from its kind and shape)."""
-        from gptperf.plan import ExecutionPlan
-
         kind, batch, seq = d["kind"], d["batch"], d["seq"]
         return cls(kind, batch, seq, d["time_s"], d["predicted_s"], d["flops"], d["bytes"],
                    batch if kind.startswith("decode") else batch * seq, d["path"], d["timing"],
@@ -326,8 +327,6 @@ class InferenceResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InferenceResult:
         """The inverse of `to_dict` (a UserError for another schema)."""
-        from gptperf.schema import check_schema, number
-
         check_schema(d, SCHEMA)
         cvr, sweep, split = d["cache_vs_recompute"], d["batch_sweep"], d["prefill_decode_split"]
         return cls(
@@ -375,9 +374,8 @@ class _Bench:
 
     def __init__(self, config: GPTConfig, device: torch.device, dtype: str, fast: bool,
                  hardware: Hardware, calibration: Calibration | None = None) -> None:
-        from gptperf.plan import ExecutionPlan
-        from gptperf.runtime import set_matmul_precision, torch_dtype
-        from gptperf.steps.fast_decode import build_model
+        from gptperf.runtime import set_matmul_precision, torch_dtype  # deferred: loads torch
+        from gptperf.steps.fast_decode import build_model  # deferred: loads torch
 
         self.config, self.device, self.dtype, self.hw = config, device, dtype, hardware
         self.calibration = calibration  # for the calibrated expected time of each point
@@ -393,9 +391,7 @@ class _Bench:
         self.notes: list[str] = []
 
     def _measure(self, kind: str, batch: int, seq: int, plan: ExecutionPlan, repeats: int | None = None) -> Point:
-        from gptperf.measure.timer import time_fn
-        from gptperf.perfmodel import Workload
-        from gptperf.steps.build import build_step
+        from gptperf.steps.build import build_step  # deferred: loads torch
 
         self.seed += 1
         step = build_step(self.config, Workload(kind, batch, seq, self.dtype), plan, self.device,
@@ -415,12 +411,8 @@ class _Bench:
         it cannot cost the step: noted once per reason)."""
         if self.calibration is None:
             return None
-        from gptperf.measure.bench import calibrated_expected
-        from gptperf.perfmodel import Workload
 
         if self.host_speed is None:  # one probe a sweep: its points take milliseconds each
-            from gptperf.measure.probe import host_speed
-
             self.host_speed = host_speed(self.calibration, self.device)
             if self.host_speed is not None:
                 self.notes.append(
@@ -482,11 +474,7 @@ def run_inference_study(
     the cached decode step under the fast plan (`ExecutionPlan.default(..., fast=True)`: static
     cache, compiled, CUDA graph on a GPU); recompute and prefill run eagerly. Each point records
     its plan and is predicted for it. `hardware`: `perfmodel.resolve_hardware`'s spec."""
-    import torch
-
-    from gptperf.envinfo import device_name as name_of
-    from gptperf.envinfo import environment
-    from gptperf.perfmodel import resolve_hardware
+    import torch  # deferred: loads torch
 
     device = torch.device(device)
     fast = device.type == "cuda" if fast is None else fast
@@ -505,7 +493,6 @@ def run_inference_study(
         hardware=hw.to_dict(), hardware_label=hw.label, batch_context=batch_context,
         ridge_intensity=hw.ridge_intensity(dtype), new_tokens=new_tokens,
     )
-    from gptperf.measure.bench import device_calibration
 
     calibration, why = device_calibration(device)
     if why:
@@ -516,8 +503,6 @@ def run_inference_study(
     result.expected_label = next((p.expected_source for p in points if p.expected_source), None)
     release_memory()  # the model and its caches are gone with the bench
     if calibration is not None and any(p.expected_s is not None for p in points):
-        from gptperf.measure.probe import machine_against_calibration
-
         _, drift = machine_against_calibration(calibration, device)  # its curves are of then
         if drift:
             result.notes.append(drift)

@@ -35,10 +35,10 @@ def check_plot_path(path: str | os.PathLike[str]) -> Path:
 
 def pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend (no display), imported when a picture is drawn."""
-    import matplotlib
+    import matplotlib  # deferred: loads matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: loads matplotlib
 
     return plt
 

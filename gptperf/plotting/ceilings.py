@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.plotting import check_plot_path, pyplot, save_figure
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.hardware import Hardware
 
 _COLORS = {"fp64": "#6b4c9a", "fp32": "#2f6fdb", "tf32": "#12a0a0", "bf16": "#d9480f",
            "fp16": "#e8a33d"}
 
 
-def _peak(datasheet: Any, dtype: str) -> float | None:
+def _peak(datasheet: Hardware | None, dtype: str) -> float | None:
     if datasheet is None:
         return None
     value = getattr(datasheet, "peak_flops", {}).get(dtype)
     return float(value) if value else None
 
 
-def plot_ceilings(ceilings: dict[str, Any], datasheet: Any, path: str | os.PathLike[str]) -> Path:
+def plot_ceilings(ceilings: dict[str, Any], datasheet: Hardware | None, path: str | os.PathLike[str]) -> Path:
     """Draw `ceilings` (a `Ceilings.to_dict()`) beside a datasheet `Hardware` (or None).
 
     Left: the measured matmul rate against n for each dtype (solid) and the datasheet's peak

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # roofline.f(...): looked up at each call
 from gptperf.plotting import pyplot, roofline, write_figure
+
+if TYPE_CHECKING:
+    from gptperf.inference.sweep import InferenceResult
 
 FORMATS: tuple[str, ...] = ("png", "svg")
 PICTURES = ("context", "roofline", "split")  # each file named inference-<model>-<picture>.<format>
@@ -36,11 +39,11 @@ def _save(fig: Any, stem: Path) -> list[str]:
     return paths
 
 
-def _subtitle(r: Any) -> str:
+def _subtitle(r: InferenceResult) -> str:
     return f"measured on {r.device_name} ({r.dtype}); predicted with {r.hardware_label}"
 
 
-def plot_context(r: Any, stem: Path) -> list[str]:
+def plot_context(r: InferenceResult, stem: Path) -> list[str]:
     """Tokens/s against context length, batch 1: with the KV cache and recomputing, measured and
     predicted."""
     plt = pyplot()
@@ -64,7 +67,7 @@ def plot_context(r: Any, stem: Path) -> list[str]:
     return _save(fig, stem)
 
 
-def plot_batch_roofline(r: Any, stem: Path) -> list[str]:
+def plot_batch_roofline(r: InferenceResult, stem: Path) -> list[str]:
     """Decode steps across batch sizes on the roofline (shared picture), predicted and measured."""
     hw = r.hardware
     peak = hw["peak_flops"][r.dtype]
@@ -86,7 +89,7 @@ def plot_batch_roofline(r: Any, stem: Path) -> list[str]:
     return paths
 
 
-def plot_split(r: Any, stem: Path) -> list[str]:
+def plot_split(r: InferenceResult, stem: Path) -> list[str]:
     """Time of one request per prompt length: prefill, then decoding `new_tokens` tokens."""
     plt = pyplot()
     rows = r.split()
@@ -103,7 +106,7 @@ def plot_split(r: Any, stem: Path) -> list[str]:
             y += 1
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # deferred: loads matplotlib
 
     handles = [Patch(color="#f59f00", label="prefill (P tokens)"),
                Patch(color="#1c7ed6", label=f"decode ({r.new_tokens} tokens)"),
@@ -116,7 +119,7 @@ def plot_split(r: Any, stem: Path) -> list[str]:
     return _save(fig, stem)
 
 
-def plot_all(result: Any, folder: str | os.PathLike[str]) -> dict[str, str]:
+def plot_all(result: InferenceResult, folder: str | os.PathLike[str]) -> dict[str, str]:
     """Draw every picture of `result` into `folder`; returns {picture: path of the PNG}."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,12 @@ import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.plotting import pyplot, save_figure
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.hardware import Hardware
 
 
 def component_points(rows: Iterable[Any]) -> list[dict[str, Any]]:
@@ -30,7 +33,7 @@ def component_points(rows: Iterable[Any]) -> list[dict[str, Any]]:
     return points
 
 
-def plot_profile_roofline(path: str | os.PathLike[str], rows: Iterable[Any], hardware: Any, dtype: str,
+def plot_profile_roofline(path: str | os.PathLike[str], rows: Iterable[Any], hardware: Hardware, dtype: str,
                           title: str = "") -> Path:
     """Write the roofline of `hardware` for `dtype` with a predicted and a measured point per row."""
     points = component_points(rows)

@@ -18,10 +18,13 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gptperf.errors import UserError
 from gptperf.plotting import check_plot_path, pyplot, save_figure
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.transformer import Prediction
 
 BOUND_COLORS = {"compute": "#c92a2a", "memory": "#1c7ed6", None: "#495057"}
 KIND_MARKERS = {"predicted": "o", "measured": "^"}
@@ -154,7 +157,7 @@ def plot_roofline(
     return save_figure(fig, path, layout={"rect": (0, 0, 9 / (9 + 3.2 * key_cols), 1)})
 
 
-def plot_prediction(path: str | os.PathLike[str], prediction: Any, *, view: str = "op",
+def plot_prediction(path: str | os.PathLike[str], prediction: Prediction, *, view: str = "op",
                     phase: str | None = None, title: str | None = None) -> Path:
     """The roofline of a perfmodel Prediction: one point per op (view 'op', layer 0 and the
     model-level ops) or per component ('component'), at its roofline-attainable FLOP/s."""

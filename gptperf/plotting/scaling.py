@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.plotting import pyplot, save_figure
+
+if TYPE_CHECKING:
+    from gptperf.scaling.results import ScalingStudy
 
 MEASURED_COLOR = "#2f6fdb"
 PREDICTED_COLOR = "#d9480f"
@@ -18,7 +21,7 @@ def _style(ax: Any) -> None:
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def plot_speedup(study: Any, path: str | os.PathLike[str]) -> Path:
+def plot_speedup(study: ScalingStudy, path: str | os.PathLike[str]) -> Path:
     """Speedup S(p) (strong: T(1)/T(p); weak: p·T(1)/T(p)) measured and predicted, with the
     ideal S = p."""
     plt = pyplot()
@@ -39,7 +42,7 @@ def plot_speedup(study: Any, path: str | os.PathLike[str]) -> Path:
     return save_figure(fig, Path(path), note=f"{study.device}, {study.backend or 'one process'}")
 
 
-def plot_efficiency(study: Any, path: str | os.PathLike[str]) -> Path:
+def plot_efficiency(study: ScalingStudy, path: str | os.PathLike[str]) -> Path:
     """Parallel efficiency S(p)/p (weak: T(1)/T(p)), measured and predicted, ideal 1."""
     plt = pyplot()
     pts = study.points
@@ -59,7 +62,7 @@ def plot_efficiency(study: Any, path: str | os.PathLike[str]) -> Path:
     return save_figure(fig, Path(path), note=f"{study.device}, {study.backend or 'one process'}")
 
 
-def plot_space(study: Any, path: str | os.PathLike[str]) -> Path:
+def plot_space(study: ScalingStudy, path: str | os.PathLike[str]) -> Path:
     """The performance space: measured throughput (tokens/s) over processes × per-process batch."""
     plt = pyplot()
     procs = sorted({c.procs for c in study.space})
@@ -88,7 +91,7 @@ def plot_space(study: Any, path: str | os.PathLike[str]) -> Path:
 PICTURES = ("speedup.png", "efficiency.png", "space.png")  # plot_scaling's files, in its order
 
 
-def plot_scaling(study: Any, out_dir: str | os.PathLike[str]) -> list[Path]:
+def plot_scaling(study: ScalingStudy, out_dir: str | os.PathLike[str]) -> list[Path]:
     """All three pictures into `out_dir` (`PICTURES`)."""
     out = Path(out_dir)
     return [plot(study, out / name)

@@ -21,7 +21,7 @@ LABEL_ABOVE = 0.08  # cases further off than this carry their name
 def plot_validation(result: Any, path: str | os.PathLike[str]) -> Path:
     """Draw `result` (a `gptperf.validate.ValidationResult`) to `path`, atomically; the format
     follows the suffix (.png, .svg or .pdf). Returns the path."""
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # deferred: loads matplotlib
 
     path = Path(path)
     plt = pyplot()

@@ -23,19 +23,19 @@ __all__ = ["ProfileResult", "profile_workload", "analyse_trace_file", "check_pro
 
 def __getattr__(name: str) -> Any:
     if name in ("ProfileResult", "profile_workload", "analyse_trace_file"):
-        from gptperf.profiling import run
+        from gptperf.profiling import run  # deferred: lazy package attribute
 
         return getattr(run, name)
     if name in ("check_profile_dir", "recorded_workload"):
-        from gptperf.profiling import recorded
+        from gptperf.profiling import recorded  # deferred: lazy package attribute
 
         return getattr(recorded, name)
     if name in ("attribute", "attribute_file", "load_trace"):
-        from gptperf.profiling import trace
+        from gptperf.profiling import trace  # deferred: lazy package attribute
 
         return getattr(trace, name)
     if name == "compare":
-        from gptperf.profiling.compare import compare
+        from gptperf.profiling.compare import compare  # deferred: lazy package attribute
 
         return compare
     raise AttributeError(name)

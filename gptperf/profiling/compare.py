@@ -23,6 +23,7 @@ from typing import Any
 
 from gptperf import names
 from gptperf.profiling.trace import Attribution, Key
+from gptperf.schema import number
 
 PHASE_ORDER = {p: i for i, p in enumerate(names.PHASES)}
 
@@ -116,8 +117,6 @@ class Row:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Row:
         """The inverse of `to_dict` (numbers written as null, NaN, are NaN again)."""
-        from gptperf.schema import number
-
         optional = ("occupancy_pct", "blocks_per_sm")
         later = ("expected_s",)  # absent from documents written before the calibrated prediction
         return cls(**{f.name: (d.get(f.name) if f.name in optional

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from gptperf.profiling.provenance import inductor_provenance
+from gptperf.profiling.trace import attribute, load_trace
+
 
 def profiler_hooks() -> Any:  # -> gptperf.measure.calibrate_compiled.ProfilerHooks
     """inductor provenance, trace attribution and trace loading for the compiled recordings."""
-    from gptperf.measure.calibrate_compiled import ProfilerHooks
-    from gptperf.profiling.provenance import inductor_provenance
-    from gptperf.profiling.trace import attribute, load_trace
+    from gptperf.measure.calibrate_compiled import ProfilerHooks  # deferred: loads torch
 
     return ProfilerHooks(inductor_provenance, attribute, load_trace)

@@ -74,7 +74,7 @@ def op_name(target: Any) -> str:
 
 def node_operations(node: Any) -> list[str]:
     """The operation name an FX node's label annotated it with ([] when none, or not a name)."""
-    from gptperf.model.labels import ANNOTATION
+    from gptperf.model.labels import ANNOTATION  # deferred: loads torch
 
     custom = (getattr(node, "meta", None) or {}).get("custom")
     name = custom.get(ANNOTATION) if isinstance(custom, dict) else None
@@ -227,7 +227,7 @@ class _Recorder(logging.Handler):
 
 def _graph_pass(recorder: _Recorder, previous: Any) -> Any:
     """A post-grad pass that keeps each graph (after any pass the user had set)."""
-    from torch._inductor.custom_graph_pass import CustomGraphPass
+    from torch._inductor.custom_graph_pass import CustomGraphPass  # deferred: loads torch
 
     class KeepGraph(CustomGraphPass):
         def __call__(self, graph: Any) -> None:
@@ -255,10 +255,12 @@ def inductor_provenance(n_layer: int | None = None) -> Iterator[Provenance]:
     del n_layer
     prov = Provenance()
     try:
-        import torch
-        from torch._functorch import config as fconfig
-        from torch._inductor import config as iconfig
-        from torch._inductor.custom_graph_pass import CustomGraphPass  # noqa: F401
+        import torch  # deferred: loads torch
+        from torch._functorch import config as fconfig  # deferred: loads torch
+        from torch._inductor import config as iconfig  # deferred: loads torch
+        from torch._inductor.custom_graph_pass import (  # deferred: loads torch
+            CustomGraphPass,  # noqa: F401
+        )
     except ImportError:
         yield prov
         return

@@ -12,7 +12,8 @@ from typing import Any
 
 from gptperf.dtypes import STEP_DTYPES
 from gptperf.errors import UserError
-from gptperf.model.config import GPTConfig
+from gptperf.model.config import GPTConfig, preset
+from gptperf.writable import check_replaceable_dir
 
 SCHEMA = "gptperf.profile/1"
 PROFILE_KINDS: tuple[str, ...] = ("train", "forward", "prefill", "decode")
@@ -47,8 +48,6 @@ def check_profile_dir(out: str | Path, flag: str = "--out", *, keeps_others: boo
     `keeps_others` (a re-analysis in place keeps the folder's other files); else a one-line
     UserError naming `flag` (a user's folder is never replaced, nor written into, and a file a
     user put beside a profile is not deleted with it)."""
-    from gptperf.writable import check_replaceable_dir
-
     return check_replaceable_dir(out, flag, what="profile", marker_file="profile.json",
                                  is_ours=is_profile_document,
                                  written=None if keeps_others else lambda doc: PROFILE_FILES)
@@ -164,7 +163,7 @@ def _recorded_beside(trace: Path) -> ProfiledWorkload | None:
 def recorded_workload(doc: Mapping[str, Any], trace: str | Path) -> ProfiledWorkload | None:
     """What the loaded trace `doc` (of file `trace`) was recorded with: its own record, else the
     profile.json beside it; None for a trace without either (a foreign torch.profiler trace)."""
-    from gptperf.profiling.trace import trace_record
+    from gptperf.profiling.trace import trace_record  # deferred: keeps --help fast
 
     record = trace_record(doc)
     if record is not None:
@@ -215,8 +214,6 @@ def trace_workload(
     With a record, given values must match it (else a one-line UserError naming the flag, the
     value and the recorded one) and the rest are taken from it; without one, the given values
     and the flags' defaults are used (source "flags")."""
-    from gptperf.model.config import preset
-
     model = {k: v for k, v in (model or {}).items() if v is not None}
     is_gpu = any(isinstance(e, dict) and e.get("cat") == "kernel" for e in doc["traceEvents"])
     given_type = None if device in (None, "auto") else str(device).split(":", 1)[0].strip().lower()

@@ -32,20 +32,30 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf import names
 from gptperf.atomic import atomic_dir, write_text
+from gptperf.envinfo import device_name as torch_device_name
+from gptperf.envinfo import environment
 from gptperf.errors import UserError
+from gptperf.format import to_json
 from gptperf.hostmem import minor_faults
+from gptperf.measure.bench import calibrated_expected, device_calibration, host_charge
+from gptperf.measure.probe import machine_against_calibration
+from gptperf.measure.timer import time_fn
 from gptperf.model.config import GPTConfig
+from gptperf.perfmodel import Workload
 from gptperf.perfmodel.devices import resolve_hardware
+from gptperf.plan import ExecutionPlan
+from gptperf.plotting.profile import plot_profile_roofline
 from gptperf.profiling.compare import (
     Comparison,
     Predicted,
     compare,
     median_abs_error,
     predicted_by_key,
+    rows_csv,
 )
 from gptperf.profiling.provenance import inductor_provenance
 from gptperf.profiling.recorded import (
@@ -73,7 +83,11 @@ from gptperf.profiling.trace import (
 )
 from gptperf.profiling.trace import attribute as attribute_trace
 from gptperf.quiet import profiler_quiet
+from gptperf.schema import check_schema
 from gptperf.units import MIB
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.hardware import Hardware
 
 _COMPILE_NOTE = (
     "compiled kernels: inductor provenance (each generated kernel or extern call -> the post-grad "
@@ -174,8 +188,6 @@ class ProfileResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProfileResult:
         """The inverse of `to_dict` (a UserError for another schema)."""
-        from gptperf.schema import check_schema
-
         check_schema(d, SCHEMA)
         return cls(
             workload=d["workload"], device=d["device"], hardware=d["hardware"], unit=d["unit"],
@@ -194,8 +206,8 @@ class ProfileResult:
 # Prediction
 
 
-def predict_ops(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hw: Any,
-                plan: Any = None) -> tuple[dict[tuple[str, str], Predicted], bool]:
+def predict_ops(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, hw: Hardware,
+                plan: ExecutionPlan | None = None) -> tuple[dict[tuple[str, str], Predicted], bool]:
     """Predicted figures per (name, phase) of the step run under `plan` (None: eager); ({}, False)
     if the performance model is missing."""
     try:
@@ -206,14 +218,12 @@ def predict_ops(config: GPTConfig, kind: str, batch: int, seq: int, dtype: str, 
     return predicted_by_key(prediction.ops), True
 
 
-def expected_ops(config: GPTConfig, workload: Any, plan: Any, device: Any
+def expected_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None, device: Any
                  ) -> tuple[dict[tuple[str, str], float], dict[str, Any] | None, list[str], Any]:
     """The calibrated expected device seconds per (name, phase) of the step run under `plan` on
     `device`, a summary of the step (`expected` of the profile document), notes, and the
     calibration they came from; ({}, None, notes, None) without a usable calibration of the
     device."""
-    from gptperf.measure.bench import calibrated_expected, device_calibration, host_charge
-
     calibration, why = device_calibration(device)
     if calibration is None:
         return {}, None, [f"no calibrated expected time: {why}"] if why else [], None
@@ -246,9 +256,7 @@ def _measured_step(overhead: dict[str, Any] | None, step_wall_s: list[float]) ->
 
 def _measure_overhead(runner: Any, device: Any, repeats: int) -> dict[str, Any]:
     """Step time with and without the profiler recording (same activities and options)."""
-    from torch.profiler import profile
-
-    from gptperf.measure.timer import time_fn
+    from torch.profiler import profile  # deferred: loads torch
 
     plain = time_fn(runner.step, warmup=1, repeats=repeats, device=device)
     with profiler_quiet(), profile(activities=_activities(device), record_shapes=True,
@@ -266,7 +274,7 @@ def _measure_overhead(runner: Any, device: Any, repeats: int) -> dict[str, Any]:
 
 
 def _activities(device: Any) -> list[Any]:
-    from torch.profiler import ProfilerActivity
+    from torch.profiler import ProfilerActivity  # deferred: loads torch
 
     acts = [ProfilerActivity.CPU]
     if getattr(device, "type", str(device)) == "cuda":
@@ -292,22 +300,18 @@ def profile_workload(
     overhead_repeats: int = 5,
     plot: bool = True,
     seed: int = 0,
-    plan: Any = None,
+    plan: ExecutionPlan | None = None,
 ) -> ProfileResult:
     """Profile `active` steps of a workload with torch.profiler, attribute, compare, write `out_dir`.
 
     The step is `gptperf.steps.build_step`'s under `plan` (an ExecutionPlan; None: the default
     for this device with `compile`), the one `bench` times; its prediction is made for that plan,
     and the plan is recorded under the document's workload."""
-    import torch
-    from torch.profiler import profile, schedule, tensorboard_trace_handler
+    import torch  # deferred: loads torch
+    from torch.profiler import profile, schedule, tensorboard_trace_handler  # deferred: loads torch
 
-    from gptperf.envinfo import device_name as torch_device_name
-    from gptperf.envinfo import environment
-    from gptperf.perfmodel import Workload
-    from gptperf.plan import ExecutionPlan
-    from gptperf.runtime import synchronize
-    from gptperf.steps.build import build_step, check_step
+    from gptperf.runtime import synchronize  # deferred: loads torch
+    from gptperf.steps.build import build_step, check_step  # deferred: loads torch
 
     if kind not in PROFILE_KINDS:
         raise UserError(f"unknown workload {kind!r} for profile; valid: {', '.join(PROFILE_KINDS)}")
@@ -391,7 +395,6 @@ def profile_workload(
         if expected_step is not None:
             measured, how = _measured_step(over, result.step_wall_s)
             roofline = sum(p.time_s for p in predicted.values())
-            from gptperf.measure.probe import machine_against_calibration
 
             # after the profiled steps: its tensors take no memory from them
             slowdown, drift = machine_against_calibration(calibration, device)
@@ -452,8 +455,6 @@ def analyse_trace_file(
     hw = resolve_hardware(hardware or None, tw.device_name, tw.device_type)
     plan = None
     if tw.plan is not None:
-        from gptperf.plan import ExecutionPlan
-
         with contextlib.suppress(KeyError, TypeError, ValueError, UserError):
             plan = ExecutionPlan.from_dict(tw.plan)  # an older plan: predicted as eager
     predicted, available = predict_ops(tw.config, tw.kind, tw.batch, tw.seq, tw.dtype, hw, plan)
@@ -495,19 +496,15 @@ def _keep_others(old: Path, new: Path) -> None:
 
 
 def _json(doc: Any) -> str:
-    from gptperf.format import to_json
-
     return to_json(doc) + "\n"
 
 
 def _analyse(
     doc: dict[str, Any], trace_path: str, tmp: Path, *, final: Path,
     predicted: dict[tuple[str, str], Predicted], available: bool, provenance: Provenance | None,
-    hw: Any, workload: dict[str, Any], device_label: str, overhead: dict[str, Any] | None,
+    hw: Hardware, workload: dict[str, Any], device_label: str, overhead: dict[str, Any] | None,
     plot: bool, environment: dict[str, Any], expected: dict[tuple[str, str], float] | None = None,
 ) -> ProfileResult:
-    from gptperf.profiling.compare import rows_csv
-
     shares = {k: p.time_s for k, p in predicted.items()}
     attribution: Attribution = attribute_trace(doc, path=trace_path, shares=shares,
                                                provenance=provenance)
@@ -525,8 +522,6 @@ def _analyse(
     write_text(tmp / "trace.gptperf.json", json.dumps(augmented))
     paths["augmented_trace"] = str(final / "trace.gptperf.json")
     if plot and available:
-        from gptperf.plotting.profile import plot_profile_roofline
-
         plot_profile_roofline(tmp / "roofline.png", comparison.components, hw, workload["dtype"],
                               title=f"{workload['kind']} {workload['config'].get('name') or ''} "
                                     f"{workload['dtype']} on {device_label}")

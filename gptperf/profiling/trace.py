@@ -31,6 +31,7 @@ import gzip
 import json
 import math
 import re
+import shutil
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -249,8 +250,6 @@ def copy_with_record(src: str | Path, dst: str | Path, record: Mapping[str, Any]
     False (a plain copy) where that cannot be done without parsing it: a gzip file, or one whose
     top-level object does not end the file. The trace is streamed, not parsed: a GPU trace can
     be hundreds of MB."""
-    import shutil
-
     src, dst = Path(src), Path(dst)
     size = src.stat().st_size
     with open(src, "rb") as f:

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from gptperf.atomic import atomic_dir
+from gptperf.envinfo import device_name
 from gptperf.errors import UserError
+from gptperf.memguard import check_memory
+from gptperf.model.config import PRESETS, preset
+from gptperf.perfmodel.workload import Workload as Work
+from gptperf.plan import ExecutionPlan
+from gptperf.profiling.recorded import check_trace_folder
+from gptperf.report import stages as stage_module
 from gptperf.report.context import (
     MARKER,
     Context,
@@ -33,6 +41,8 @@ from gptperf.report.context import (
     machine_load,
     one_line,
 )
+from gptperf.report.stages import PROFILE_KINDS, scaling_specs
+from gptperf.writable import check_replaceable_dir
 
 # The report's training run demonstrates; past a day a typo (`gptperf train` runs for real)
 MAX_TRAIN_SECONDS = 86_400.0
@@ -58,9 +68,7 @@ def resolve_settings(options: ReportOptions) -> Settings:
     sdpa / compiled on a GPU; a calibration measured when none is cached on a CPU only (on a GPU
     a quick one takes about a minute, beyond the report's budget). Bad values are one-line
     UserErrors."""
-    from gptperf.envinfo import device_name
-    from gptperf.model.config import PRESETS, preset
-    from gptperf.runtime import resolve_device
+    from gptperf.runtime import resolve_device  # deferred: loads torch
 
     device = resolve_device(options.device)
     gpu = device.type == "cuda"
@@ -121,12 +129,7 @@ def check_memory_fits(settings: Settings) -> None:
     memory, before any stage allocates (`gptperf.memguard`): a CPU process out of memory is ended
     by the kernel without a word. Its train, prefill and decode steps (train under the compiled
     plan where it compiles), and on a CPU the scaling study's processes side by side."""
-    import torch
-
-    from gptperf.memguard import check_memory
-    from gptperf.perfmodel.workload import Workload as Work
-    from gptperf.plan import ExecutionPlan
-    from gptperf.report.stages import scaling_specs
+    import torch  # deferred: loads torch
 
     device = torch.device(settings.device)
     for w in settings.workloads.values():
@@ -152,9 +155,6 @@ def check_report_dir(out: Path) -> None:
     """Refuse to replace a folder that is not an earlier report: `--out .` must not wipe a home
     (the rule `gptperf profile` applies too: gptperf.writable.check_replaceable_dir); and a
     folder whose path torch.profiler would write into the profile stage's traces unescaped."""
-    from gptperf.profiling.recorded import check_trace_folder
-    from gptperf.writable import check_replaceable_dir
-
     check_replaceable_dir(out, "--out", what="report", marker_file="report.json",
                           is_ours=is_report_document, written=report_files)
     check_trace_folder(out, "--out")
@@ -168,8 +168,6 @@ REPORT_FILES = ("index.html", "report.json", "pictures", "checkpoint")
 def report_files(doc: Any) -> set[str] | None:
     """The names an earlier report wrote in its folder: REPORT_FILES, its profiles' folders and
     the first part of each of its pictures' and traces' paths; None for a document without them."""
-    from gptperf.report.stages import PROFILE_KINDS
-
     pictures, traces = doc.get("pictures"), doc.get("traces")
     if not (isinstance(pictures, dict) and isinstance(traces, dict)):
         return None
@@ -270,9 +268,6 @@ def build_report(
     Returns ok=False with `error` set (and leaves the previous report) when a stage fails;
     raises ReportInterrupted (a KeyboardInterrupt) naming the stage on Ctrl-C.
     """
-    from gptperf.atomic import atomic_dir
-    from gptperf.report import stages as stage_module
-
     t0 = time.perf_counter()
     out = Path(options.out).expanduser()
     check_report_dir(out)

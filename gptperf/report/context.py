@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gptperf.errors import UserError
+from gptperf.model.config import GPTConfig
 from gptperf.report.results import (
     BenchStage,
     CalibrationStage,
@@ -82,8 +83,6 @@ class Settings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Settings:
-        from gptperf.model.config import GPTConfig
-
         return cls(
             device=d["device"], device_type=d["device_type"], device_name=d["device_name"],
             preset=d["preset"], config=GPTConfig.from_dict(d["config"]),

@@ -7,9 +7,11 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gptperf.inference.sweep import DEFINITIONS
 from gptperf.measure.bench import host_charge_note
 from gptperf.perfmodel.conventions import CONVENTIONS
 from gptperf.perfmodel.hardware import SHIPPED
+from gptperf.report.context import one_line
 from gptperf.report.doc import (
     CALIBRATED,
     CALIBRATED_SOURCE,
@@ -553,8 +555,6 @@ def _expected_step(e: dict[str, Any] | None, source: str) -> Any:
 
 
 def inference_section(d: Doc) -> Html:
-    from gptperf.inference.sweep import DEFINITIONS
-
     r = d.report.inference
     if r is None:
         return d.missing("inference", "inference", "KV cache vs recompute, and batch size")
@@ -733,8 +733,6 @@ def render_page(report: ReportData, folder: str | Path) -> str:
         try:
             sections.append(render(d))
         except Exception as err:  # noqa: BLE001 - one bad section must not lose the page
-            from gptperf.report.context import one_line
-
             sections.append(section(sid, label, failed=f"this section could not be drawn from "
                                                        f"the report's results: {one_line(err)}"))
     s = d.settings

@@ -17,6 +17,7 @@ from gptperf.report.html import (
     table,
     tag,
 )
+from gptperf.validate.results import HOST_BOUND_SHARE
 
 if TYPE_CHECKING:
     from gptperf.report.results import CalibrationStage, ValidationStage
@@ -77,7 +78,6 @@ def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
                   cell(pct(st.median), "%"), cell(pct(st.p90), "%"), cell(pct(st.max), "%")],
                  [f"{ROOFLINE}: what the hardware allows", cell(rs.n), cell(pct(rs.median), "%"),
                   cell(pct(rs.p90), "%"), cell(pct(rs.max), "%")]]
-    from gptperf.validate.results import HOST_BOUND_SHARE
 
     split = r.bound_stats()
     if split and split["host"].n and split["device"].n:  # where the error comes from

@@ -11,24 +11,24 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gptperf.inference.sweep import InferenceResult
+from gptperf.measure.bench import BenchResult
+from gptperf.perfmodel.hardware import Hardware
+from gptperf.perfmodel.transformer import Prediction
+from gptperf.profiling.run import ProfileResult
+from gptperf.scaling.results import ScalingStudy
 from gptperf.schema import check_schema, number
+from gptperf.train import TrainResult
+from gptperf.validate.results import CalibrationInfo, ValidationResult
 
 if TYPE_CHECKING:
-    from gptperf.measure.bench import BenchResult
     from gptperf.measure.ceilings import Ceilings
-    from gptperf.perfmodel.hardware import Hardware
-    from gptperf.perfmodel.transformer import Prediction
-    from gptperf.profiling.run import ProfileResult
-    from gptperf.scaling.results import ScalingStudy
+    from gptperf.perfmodel.calibration import Calibration
     from gptperf.score import ScoreResult
-    from gptperf.train import TrainResult
-    from gptperf.validate.results import CalibrationInfo, ValidationResult
 
 
 def hardware_from_dict(d: dict[str, Any]) -> Hardware:
     """`Hardware.to_dict()` read back from JSON, where an unbounded memory was written as null."""
-    from gptperf.perfmodel.hardware import Hardware
-
     if d.get("memory_bytes") is None:
         d = {**d, "memory_bytes": math.inf}
     return Hardware.from_dict(d)
@@ -60,7 +60,7 @@ class DeviceStage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DeviceStage:
-        from gptperf.measure.ceilings import Ceilings
+        from gptperf.measure.ceilings import Ceilings  # deferred: loads torch
 
         check_schema(d, cls.SCHEMA)
         sheet = d["datasheet"]
@@ -98,11 +98,10 @@ class CalibrationStage:
         return self.info is not None
 
     @classmethod
-    def of(cls, calibration: Any, *, cached: bool, path: Any, measured_s: float = 0.0,
+    def of(cls, calibration: Calibration, *, cached: bool, path: Any, measured_s: float = 0.0,
            notes: list[str] | None = None) -> CalibrationStage:
         """The stage's result for a `Calibration` (its summary, and itself to ride along)."""
-        from gptperf.measure.calibrate import is_quick
-        from gptperf.validate.results import CalibrationInfo
+        from gptperf.measure.calibrate import is_quick  # deferred: loads torch
 
         residuals = [r for r in calibration.residuals().values() if r is not None]
         return cls(CalibrationInfo.of(calibration), cached, is_quick(calibration), measured_s,
@@ -121,8 +120,6 @@ class CalibrationStage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CalibrationStage:
-        from gptperf.validate.results import CalibrationInfo
-
         check_schema(d, cls.SCHEMA)
         info = d["calibration"]
         return cls(CalibrationInfo.from_dict(info) if info is not None else None, d["cached"],
@@ -175,8 +172,6 @@ class TrainStage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainStage:
-        from gptperf.train import TrainResult
-
         check_schema(d, cls.SCHEMA)
         return cls(TrainResult.from_dict(d["result"]), d["calibration_step_s"], d["time_budget_s"])
 
@@ -221,7 +216,7 @@ class SamplesStage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SamplesStage:
-        from gptperf.score import ScoreResult
+        from gptperf.score import ScoreResult  # deferred: loads torch
 
         check_schema(d, cls.SCHEMA)
         return cls(Sample.from_dict(d["sample"]), ScoreResult.from_dict(d["score"]))
@@ -259,8 +254,6 @@ class ModelStage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelStage:
-        from gptperf.perfmodel.transformer import Prediction
-
         check_schema(d, cls.SCHEMA)
         p = d["parameters"]
         return cls(hardware_from_dict(d["hardware"]),
@@ -287,8 +280,6 @@ class BenchStage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BenchStage:
-        from gptperf.measure.bench import BenchResult
-
         check_schema(d, cls.SCHEMA)
         return cls({k: BenchResult.from_dict(r) for k, r in d["results"].items()})
 
@@ -307,8 +298,6 @@ class ProfileStage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProfileStage:
-        from gptperf.profiling.run import ProfileResult
-
         check_schema(d, cls.SCHEMA)
         return cls({k: ProfileResult.from_dict(p) for k, p in d["profiles"].items()})
 
@@ -404,8 +393,6 @@ class ScalingStage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScalingStage:
-        from gptperf.scaling.results import ScalingStudy
-
         check_schema(d, cls.SCHEMA)
         return cls({mode: ScalingStudy.from_dict(s) for mode, s in d["studies"].items()},
                    dict(d["commands"]), dict(d["skipped"]), list(d["notes"]))
@@ -443,8 +430,6 @@ class ValidationStage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationStage:
-        from gptperf.validate.results import ValidationResult
-
         check_schema(d, cls.SCHEMA)
         result = d["result"]
         return cls(ValidationResult.from_dict(result) if result is not None else None,
@@ -455,8 +440,6 @@ class ValidationStage:
 def result_types() -> dict[str, type]:
     """The result type of each of the report's own stages, by stage name (ReportData's typed
     fields). The inference stage's is the producer's own: the stage adds nothing to it."""
-    from gptperf.inference.sweep import InferenceResult
-
     return {"device": DeviceStage, "calibration": CalibrationStage, "train": TrainStage,
             "samples": SamplesStage, "model": ModelStage, "bench": BenchStage,
             "profile": ProfileStage, "inference": InferenceResult, "roofline": RooflineStage,

@@ -8,14 +8,46 @@ command that reproduces its numbers with `ctx.command`.
 
 from __future__ import annotations
 
+import math
+import os
 import shlex
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gptperf import __version__
+from gptperf.atomic import write_text
+from gptperf.data.tokenizer import ByteTokenizer
+from gptperf.envinfo import environment
 from gptperf.errors import UserError
+from gptperf.format import to_json
+from gptperf.inference.sweep import run_inference_study
+from gptperf.measure import bench as measure_bench
+from gptperf.measure.bench import calibrated_expected
 from gptperf.memguard import release_memory
-from gptperf.report.context import Context, ReportData, Settings, Stage, StageProgress
+from gptperf.perfmodel import Workload, resolve_hardware
+from gptperf.perfmodel.calibration import calibration_path
+from gptperf.perfmodel.devices import datasheet_hardware_for
+from gptperf.perfmodel.transformer import count_parameters, matmul_parameters, predict
+from gptperf.plan import ExecutionPlan
+from gptperf.plotting.ceilings import plot_ceilings
+from gptperf.plotting.inference import plot_all
+from gptperf.plotting.roofline import RooflinePoint, plot_roofline
+from gptperf.plotting.scaling import plot_scaling
+from gptperf.plotting.training import plot_loss_curve
+from gptperf.plotting.validation import plot_validation
+from gptperf.profiling.hooks import profiler_hooks
+from gptperf.profiling.run import profile_workload
+from gptperf.report.context import (
+    Context,
+    ReportData,
+    Settings,
+    Stage,
+    StageProgress,
+    machine_load,
+    one_line,
+)
+from gptperf.report.page import render_page
 from gptperf.report.results import (
     BenchStage,
     CalibrationStage,
@@ -31,6 +63,15 @@ from gptperf.report.results import (
     TrainStage,
     ValidationStage,
 )
+from gptperf.report.validation import run_validation, validation_budget
+from gptperf.scaling import study as scaling_study
+from gptperf.scaling.launch import LaunchError
+from gptperf.scaling.results import ScaleSpec
+from gptperf.train import TrainConfig, train
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.calibration import Calibration
+    from gptperf.perfmodel.hardware import Hardware
 
 # The lecture's example of the chain rule, and two corruptions of it that a model should find
 # less likely.
@@ -72,10 +113,7 @@ def _device_flags(settings: Settings) -> str:
 
 def stage_device(ctx: Context, progress: StageProgress) -> DeviceStage:
     """The environment, and this device's ceilings: measured (cached per device) and datasheet."""
-    from gptperf.envinfo import environment
-    from gptperf.measure.ceilings import ceilings_for
-    from gptperf.perfmodel.devices import datasheet_hardware_for
-    from gptperf.plotting.ceilings import plot_ceilings
+    from gptperf.measure.ceilings import ceilings_for  # deferred: loads torch
 
     s = ctx.settings
     env = environment(s.device)
@@ -98,8 +136,7 @@ def stage_calibration(ctx: Context, progress: StageProgress) -> CalibrationStage
     carries its calibrated expected time beside the roofline bound: a usable cached one is
     reused; else a quick one is measured and cached (`ensure_calibration`) when the settings
     allow (on a CPU by default). Without one the stage says why, and the report goes on."""
-    from gptperf.measure import calibrate as cal
-    from gptperf.perfmodel.calibration import calibration_path
+    from gptperf.measure import calibrate as cal  # deferred: loads torch
 
     s = ctx.settings
     ctx.command("calibration (measured, cached per device)",
@@ -127,14 +164,10 @@ def stage_calibration(ctx: Context, progress: StageProgress) -> CalibrationStage
     progress("measuring a quick calibration (kernel curves, host costs)")
     t0 = time.perf_counter()
     try:
-        from gptperf.profiling.hooks import profiler_hooks
-
         hooks = profiler_hooks() if s.device_type == "cuda" else None
         calibration, was_cached, path = cal.ensure_calibration(s.device, quick=True,
                                                                progress=progress, hooks=hooks)
     except Exception as err:  # noqa: BLE001 - the report stands without it, and says why
-        from gptperf.report.context import one_line
-
         return CalibrationStage(None, notes=[
             f"{missing}, and measuring one failed ({one_line(err)}): no calibrated expected "
             "time in this report; `gptperf calibrate` shows the whole error"])
@@ -160,8 +193,6 @@ EVAL_ITERS_QUICK = 2
 
 
 def _train_config(s: Settings, out_dir: Path | None, max_iters: int) -> Any:
-    from gptperf.train import TrainConfig
-
     model = {k: v for k, v in s.model_overrides.items() if k != "attention"}
     base = TrainConfig.for_preset(s.preset)
     batch, seq = base.batch, min(base.seq, s.config.block_size)
@@ -178,15 +209,13 @@ def _train_config(s: Settings, out_dir: Path | None, max_iters: int) -> Any:
     )
 
 
-def _calibrate_step_time(s: Settings, cfg: Any) -> float:
+def _calibrate_step_time(s: Settings, cfg: TrainConfig) -> float:
     """Median time of an eager step of `cfg`'s training (the step `gptperf train` runs, on a
     fixed batch), to fit the run into its time budget."""
-    import torch
+    import torch  # deferred: loads torch
 
-    from gptperf.perfmodel import Workload
-    from gptperf.plan import ExecutionPlan
-    from gptperf.runtime import synchronize
-    from gptperf.steps.build import build_step
+    from gptperf.runtime import synchronize  # deferred: loads torch
+    from gptperf.steps.build import build_step  # deferred: loads torch
 
     plan = ExecutionPlan.default("train", s.device_type, attention=s.config.attention, dtype=s.dtype)
     runner = build_step(s.config, Workload("train", cfg.batch, cfg.seq, s.dtype), plan, s.device,
@@ -207,9 +236,6 @@ def _calibrate_step_time(s: Settings, cfg: Any) -> float:
 
 def stage_train(ctx: Context, progress: StageProgress) -> TrainStage:
     """A short training run on the embedded corpus, as many steps as fit the time budget."""
-    from gptperf.plotting.training import plot_loss_curve
-    from gptperf.train import train
-
     s = ctx.settings
     probe = _train_config(s, None, 100)
     progress("timing a step to fit the budget")
@@ -255,8 +281,6 @@ def stage_train(ctx: Context, progress: StageProgress) -> TrainStage:
 def _decode(tokens: list[int]) -> tuple[str, int]:
     """Text of byte tokens; tokens outside the byte range (a GPT-2-sized vocabulary trained on
     bytes) become "?" and are counted."""
-    from gptperf.data.tokenizer import ByteTokenizer
-
     outside = sum(1 for t in tokens if not 0 <= t < 256)
     text = ByteTokenizer().decode([t if 0 <= t < 256 else 63 for t in tokens])
     return text, outside
@@ -264,11 +288,10 @@ def _decode(tokens: list[int]) -> tuple[str, int]:
 
 def stage_samples(ctx: Context, progress: StageProgress) -> SamplesStage:
     """A sample from the trained model, and the lecture's sentences scored by the chain rule."""
-    import torch
+    import torch  # deferred: loads torch
 
-    from gptperf.data.tokenizer import ByteTokenizer
-    from gptperf.generate import generate
-    from gptperf.score import score
+    from gptperf.generate import generate  # deferred: loads torch
+    from gptperf.score import score  # deferred: loads torch
 
     trained = ctx.report.train
     model = trained.result.model if trained is not None else None
@@ -314,8 +337,6 @@ def stage_samples(ctx: Context, progress: StageProgress) -> SamplesStage:
 def prediction_hardware(ctx: Context, dtype: str) -> Any:
     """The machine the predictions use: `perfmodel.resolve_hardware`'s one default (the ceilings
     the device stage measured and cached here when they cover `dtype`, else the datasheet)."""
-    from gptperf.perfmodel import resolve_hardware
-
     return resolve_hardware(None, ctx.settings.device_name, ctx.settings.device_type, dtype=dtype)
 
 
@@ -324,8 +345,6 @@ def step_plan(s: Settings, kind: str) -> Any:
     compiled on a GPU (with fused AdamW), the decode step on the fast path on a GPU (static KV
     cache, compiled, CUDA graph), everything else eager; on a CPU all eager (compiling there
     would not fit the report's budget)."""
-    from gptperf.plan import ExecutionPlan
-
     return ExecutionPlan.default(kind, s.device_type, compile=_compiled(s, kind),
                                  fast=kind == "decode" and s.device_type == "cuda",
                                  attention=s.config.attention, dtype=s.dtype)
@@ -333,13 +352,6 @@ def step_plan(s: Settings, kind: str) -> Any:
 
 def stage_model(ctx: Context, progress: StageProgress) -> ModelStage:
     """The performance model of the train, prefill and decode steps this report measures."""
-    from gptperf.perfmodel.transformer import (
-        Workload,
-        count_parameters,
-        matmul_parameters,
-        predict,
-    )
-
     s = ctx.settings
     hardware = prediction_hardware(ctx, s.dtype)
     predictions: dict[str, Any] = {}
@@ -365,13 +377,12 @@ def stage_model(ctx: Context, progress: StageProgress) -> ModelStage:
     return stage
 
 
-def _add_expected(stage: ModelStage, calibration: Any, s: Settings) -> None:
+def _add_expected(stage: ModelStage, calibration: Calibration | None, s: Settings) -> None:
     """The calibrated expected time of each predicted step (for the same plan), beside its
     roofline bound; a note for each step the calibration cannot cost."""
     if calibration is None:
         stage.expected_notes.append("no calibration of this device: the roofline bound only")
         return
-    from gptperf.measure.bench import calibrated_expected
 
     for kind, pred in stage.predictions.items():
         e, why = calibrated_expected(s.config, pred.workload, step_plan(s, kind), calibration)
@@ -395,7 +406,7 @@ def _prediction_hardware(report: ReportData) -> Any:
     return report.model.hardware if report.model is not None else None
 
 
-def _hardware_name(hw: Any) -> str | None:
+def _hardware_name(hw: Hardware | None) -> str | None:
     """How `--hardware` names `hw` on a command line."""
     return None if hw is None else ("measured" if hw.source == "measured" else hw.name)
 
@@ -407,8 +418,6 @@ def _hardware_flag(ctx: Context) -> str:
 
 def stage_bench(ctx: Context, progress: StageProgress) -> BenchStage:
     """Time per batch, throughput, FLOP/s, MFU, peak memory and utilization of each step."""
-    from gptperf.measure.bench import run_bench
-
     s = ctx.settings
     hardware = _prediction_hardware(ctx.report)
     results: dict[str, Any] = {}
@@ -422,8 +431,9 @@ def stage_bench(ctx: Context, progress: StageProgress) -> BenchStage:
 
         progress(f"{kind}: building")
         plan = step_plan(s, kind)
-        r = run_bench(s.config, kind, w.batch, w.seq, s.dtype, s.device, plan.compiled,
-                      warmup, repeats, hardware=hardware, progress=report, plan=plan)
+        r = measure_bench.run_bench(s.config, kind, w.batch, w.seq, s.dtype, s.device,
+                                    plan.compiled, warmup, repeats, hardware=hardware,
+                                    progress=report, plan=plan)
         results[kind] = r
         counts = f" --warmup {warmup} --repeats {repeats}" if repeats else ""
         ctx.command(f"bench: {kind} step",
@@ -445,8 +455,6 @@ PROFILE_KINDS = ("train", "decode")
 def stage_profile(ctx: Context, progress: StageProgress) -> ProfileStage:
     """torch.profiler traces of a train step and a decode step, every kernel attributed to an
     operation and joined with the prediction."""
-    from gptperf.profiling.run import profile_workload
-
     s = ctx.settings
     hardware = _hardware_name(_prediction_hardware(ctx.report))
     out: dict[str, Any] = {}
@@ -496,10 +504,7 @@ def inference_plan(s: Settings) -> tuple[list[int], list[int]]:
 
 def stage_inference(ctx: Context, progress: StageProgress) -> Any:  # -> InferenceResult
     """KV cache against recompute over the context, prefill, and a short batch-size sweep."""
-    import torch
-
-    from gptperf.inference.sweep import run_inference_study
-    from gptperf.plotting.inference import plot_all
+    import torch  # deferred: loads torch
 
     s = ctx.settings
     contexts, batches = inference_plan(s)
@@ -536,8 +541,6 @@ def stage_inference(ctx: Context, progress: StageProgress) -> Any:  # -> Inferen
 def stage_roofline(ctx: Context, progress: StageProgress) -> RooflineStage:
     """One roofline with this machine's ceilings (measured and datasheet) and each step's
     predicted and measured point, and the profiled components of the train step."""
-    from gptperf.plotting.roofline import RooflinePoint, plot_roofline
-
     s, report = ctx.settings, ctx.report
     if report.model is None:
         raise UserError("needs the performance model, and that stage did not finish")
@@ -601,7 +604,7 @@ def scaling_procs(s: Settings) -> tuple[int, ...]:
     has (NCCL, one process per GPU; one GPU gives a world-size-1 point)."""
     if s.device_type != "cuda":
         return (1, 2)
-    import torch
+    import torch  # deferred: loads torch
 
     gpus = max(1, torch.cuda.device_count())
     return tuple(sorted({2**i for i in range(gpus.bit_length()) if 2**i <= gpus} | {gpus}))
@@ -612,10 +615,6 @@ def scaling_specs(s: Settings) -> dict[str, Any]:
     the report's model, eager, small per-process batches and a few steps. --quick, and a machine
     with one process count only (one GPU), leave the weak study out (with one process it is the
     strong study's point again)."""
-    import math
-
-    from gptperf.scaling.results import ScaleSpec
-
     procs = scaling_procs(s)
     per_process = 2
     seq = min(32 if s.device_type == "cpu" else 256, s.config.block_size)
@@ -630,7 +629,7 @@ def scaling_specs(s: Settings) -> dict[str, Any]:
     return specs
 
 
-def scale_command(s: Settings, spec: Any, plot_dir: str) -> str:
+def scale_command(s: Settings, spec: ScaleSpec, plot_dir: str) -> str:
     """The `gptperf scale` command that runs `spec` again."""
     return (f"gptperf scale --mode {spec.mode} --procs {','.join(map(str, spec.procs))} "
             f"--batch {spec.batch} --seq {spec.seq} {model_flags(s)} --dtype {spec.dtype} "
@@ -641,10 +640,6 @@ def scale_command(s: Settings, spec: Any, plot_dir: str) -> str:
 def stage_scaling(ctx: Context, progress: StageProgress) -> ScalingStage:
     """Strong and weak scaling of data-parallel training through torchrun (gloo on a CPU, NCCL on
     GPUs), measured and predicted, with the pictures of `gptperf scale`."""
-    from gptperf.plotting.scaling import plot_scaling
-    from gptperf.scaling.launch import LaunchError
-    from gptperf.scaling.study import run_scaling_study
-
     s = ctx.settings
     specs = scaling_specs(s)
     launches = sum(len(spec.procs) for spec in specs.values())
@@ -663,7 +658,7 @@ def stage_scaling(ctx: Context, progress: StageProgress) -> ScalingStage:
     for mode, spec in specs.items():
         for attempt in range(1, SCALING_ATTEMPTS + 1):
             try:
-                study = run_scaling_study(spec, progress=say)
+                study = scaling_study.run_scaling_study(spec, progress=say)
                 break
             except LaunchError as err:  # one line naming the rank and its log
                 # A busy machine can spoil one launch (gloo's all-reduce sweep on shared cores
@@ -687,8 +682,6 @@ def stage_scaling(ctx: Context, progress: StageProgress) -> ScalingStage:
 def stage_validation(ctx: Context, progress: StageProgress) -> ValidationStage:
     """`gptperf validate`'s quick sweep against this device's calibration, within what is left of
     the report's time budget (the last measuring stage, so it knows), with its picture."""
-    from gptperf.report.validation import run_validation, validation_budget
-
     s = ctx.settings
     calibration = live_calibration(ctx.report)
     if calibration is None:
@@ -701,8 +694,6 @@ def stage_validation(ctx: Context, progress: StageProgress) -> ValidationStage:
     ctx.command("how good is the prediction (validate's quick sweep)",
                 f"gptperf validate --quick {_device_flags(s)} --plot-dir validation")
     if stage.result is not None and stage.result.points:
-        from gptperf.plotting.validation import plot_validation
-
         ctx.add_picture("validation", plot_validation(stage.result,
                                                       ctx.path("pictures", "validation.png")))
     release_memory(s.device_type)
@@ -735,13 +726,8 @@ STAGES: list[Stage] = [
 def finish(report: ReportData, wall_s: float) -> ReportData:
     """Fill in what is known only at the end: the environment (the device stage's, else read
     now), when, how long, the version, and the machine's load now."""
-    from gptperf import __version__
-    from gptperf.report.context import machine_load
-
     env = report.device.environment if report.device is not None else None
     if env is None:
-        from gptperf.envinfo import environment
-
         env = environment(report.settings.device)
     report.environment = env
     report.generated_utc = env.get("time_utc")
@@ -754,10 +740,6 @@ def finish(report: ReportData, wall_s: float) -> ReportData:
 def write_outputs(ctx: Context, wall_s: float) -> None:
     """report.json (`ReportData.to_dict()`) and index.html (rendered from the same typed results)
     into the folder being built."""
-    from gptperf.atomic import write_text
-    from gptperf.format import to_json
-    from gptperf.report.page import render_page
-
     report = finish(ctx.report, wall_s)
     write_text(ctx.dir / "report.json", to_json(report.to_dict()))
     write_text(ctx.dir / "index.html", render_page(report, ctx.dir))
@@ -767,8 +749,6 @@ def write_outputs(ctx: Context, wall_s: float) -> None:
 def _ordinary_permissions(folder: Path) -> None:
     """Temporary files and folders are created private (0600/0700); the report is an ordinary
     folder, readable as the umask allows, like any file the user writes."""
-    import os
-
     umask = os.umask(0)
     os.umask(umask)
     folder.chmod(0o777 & ~umask)

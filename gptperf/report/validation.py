@@ -14,9 +14,17 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.report.results import ValidationStage
+from gptperf.validate import run as validate_run
+from gptperf.validate.results import ValidationResult
+from gptperf.validate.run import PROFILE_SCHEDULE, builds, counts, notes_over, timed_steps
+from gptperf.validate.sweep import cases
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.calibration import Calibration
+    from gptperf.validate.sweep import ValidationCase
 
 # The whole report's wall time (the goal: under 3 minutes on a 2-core CPU, 6 on an H200) less
 # what writing the page and the stage bookkeeping after the validation take.
@@ -54,14 +62,12 @@ class CaseCost:
     profile_s: float
 
 
-def case_cost(case: Any, calibration: Any, device_type: str, scale: float = 1.0) -> CaseCost:
+def case_cost(case: ValidationCase, calibration: Calibration | None, device_type: str, scale: float = 1.0) -> CaseCost:
     """What validating `case` should take: its warm-up and timed steps at the calibrated expected
     step time (a default where the calibration cannot cost it), setup and compilation on top;
     `scale` corrects the step time by what the cases so far took."""
-    from gptperf.validate.run import PROFILE_SCHEDULE, builds, counts, expected_step_s, timed_steps
-
     kind = _kind(device_type)
-    estimate = expected_step_s(case, calibration)
+    estimate = validate_run.expected_step_s(case, calibration)
     step_s = DEFAULT_STEP_S[kind] if estimate is None else estimate
     warmup, _ = counts(case.workload.kind, device_type)
     timed = timed_steps(case.workload.kind, device_type, estimate)
@@ -77,9 +83,6 @@ def merge(results: Sequence[Any], wall_time_s: float) -> Any:
     """One `ValidationResult` of the results of several `validate` calls (one case each, made
     without the notes said over a sweep): each call's own notes once, then those said over every
     case (`notes_over`: the speed probes', the cases in spells or below their clock)."""
-    from gptperf.validate.results import ValidationResult
-    from gptperf.validate.run import notes_over
-
     first, last = results[0], results[-1]
     notes: list[str] = []
     for r in results:
@@ -101,15 +104,12 @@ def _end_over_start(first: Any, last: Any) -> dict[str, float]:
     return {k: b[k] * v / a[k] for k, v in last.speed_drift.items() if k in a and k in b}
 
 
-def run_validation(device: Any, calibration: Any, budget_s: float,
+def run_validation(device: Any, calibration: Calibration, budget_s: float,
                    progress: Callable[..., None] | None = None, *,
                    sweep: Sequence[Any] | None = None,
                    clock: Callable[[], float] = time.perf_counter) -> ValidationStage:
     """Validate's quick sweep on `device` against `calibration` (a `Calibration`) in about
     `budget_s` seconds; the stage's result says what was left out and why."""
-    from gptperf.validate import run as validate_run
-    from gptperf.validate.sweep import cases
-
     device_type = getattr(device, "type", str(device).split(":")[0])
     todo = list(sweep) if sweep is not None else cases(_kind(device_type), quick=True)
     stage = ValidationStage(None, budget_s=budget_s, sweep_cases=len(todo))
@@ -117,7 +117,7 @@ def run_validation(device: Any, calibration: Any, budget_s: float,
     results: list[Any] = []
     ratios: list[float] = []  # took / estimated, of each case run
 
-    def cost(case: Any) -> CaseCost:
+    def cost(case: ValidationCase) -> CaseCost:
         scale = statistics.median(ratios) if ratios else 1.0
         return case_cost(case, calibration, device_type, scale)
 

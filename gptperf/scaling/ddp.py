@@ -8,14 +8,20 @@ module to run — the model itself on one process, `DistributedDataParallel(mode
 
 from __future__ import annotations
 
+import atexit
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gptperf.errors import UserError
+from gptperf.runtime import resolve_device
 
 TORCHRUN_VARS: tuple[str, ...] = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -62,10 +68,6 @@ def init_distributed(device: str = "auto", *, timeout_s: float = 120.0) -> DistC
 
     `timeout_s` bounds every collective, so a rank that died cannot leave the others waiting
     for torch's default of 30 minutes."""
-    import torch.distributed as dist
-
-    from gptperf.runtime import resolve_device
-
     if not distributed_env():
         return DistContext(0, 1, 0, None, resolve_device(device))
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
@@ -80,8 +82,6 @@ def init_distributed(device: str = "auto", *, timeout_s: float = 120.0) -> DistC
     else:
         backend = "gloo"
     if not dist.is_initialized():
-        import atexit
-
         extra = {"device_id": dev} if dev.type == "cuda" else {}
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), **extra)
         atexit.register(_destroy)  # NCCL warns at exit about a group left alive
@@ -89,8 +89,6 @@ def init_distributed(device: str = "auto", *, timeout_s: float = 120.0) -> DistC
 
 
 def _destroy() -> None:
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -101,7 +99,6 @@ def parallelize(model: torch.nn.Module, ctx: DistContext, *, bucket_cap_mb: floa
     None keeps DDP's 25 MiB default with its 1 MiB first bucket)."""
     if ctx.world_size == 1 or not ctx.distributed:
         return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     # gradients as views of the buckets: no copy into them and back, half the gradient memory
@@ -130,7 +127,6 @@ class _Clock:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
             return event
-        import time
 
         return time.perf_counter()
 
@@ -178,8 +174,6 @@ class AllReduceTimer(StepClock):
     """
 
     def __init__(self, ddp_model: torch.nn.Module, device: torch.device) -> None:
-        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-
         super().__init__(device)
 
         # No annotations: DDP checks them against the real classes, and this module's are strings.

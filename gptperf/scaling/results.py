@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gptperf.errors import UserError
+from gptperf.measure.collectives import CollectiveSweep
 from gptperf.measure.timer import MAX_STEPS
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.comm import DdpStepPrediction, WhatIfPoint, busbw
+from gptperf.schema import check_schema
 
 SCHEMA = "gptperf.scale/1"
 MODES: tuple[str, ...] = ("strong", "weak")
@@ -475,9 +477,6 @@ class ScalingStudy:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScalingStudy:
         """The inverse of `to_dict` (a UserError for another schema)."""
-        from gptperf.measure.collectives import CollectiveSweep
-        from gptperf.schema import check_schema
-
         check_schema(d, SCHEMA)
         spec = ScaleSpec.from_dict(d["spec"], GPTConfig.from_dict(d["model"]))
         seq, mode = spec.seq, spec.mode

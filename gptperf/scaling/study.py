@@ -26,6 +26,7 @@ The typed results (`ScaleSpec`, `ScalingStudy` and its points) are in `results.p
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import statistics
 import tempfile
@@ -34,7 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from gptperf import names
+from gptperf.envinfo import device_name
 from gptperf.errors import UserError
+from gptperf.measure.collectives import CollectiveSweep
+from gptperf.perfmodel import Workload, get_hardware, predict, resolve_hardware
 from gptperf.perfmodel.comm import (
     AlphaBeta,
     DdpStepPrediction,
@@ -46,6 +50,9 @@ from gptperf.perfmodel.comm import (
     predict_ddp_step,
     what_if,
 )
+from gptperf.plan import ExecutionPlan
+from gptperf.scaling import launch as launcher
+from gptperf.scaling.launch import Launch, LaunchError
 from gptperf.scaling.results import (
     CALIBRATED,
     Measured,
@@ -56,6 +63,7 @@ from gptperf.scaling.results import (
     ThreadPoint,
     WhatIfRow,
 )
+from gptperf.scaling.worker import SPEC, WorkerSpec
 
 OVERLAP = "overlapped with backward as far as the order of backward allows"
 NO_OVERLAP = ("none of it hidden: gloo's all-reduce runs on the CPU, and every core computes "
@@ -121,8 +129,6 @@ def measured_from_ranks(ranks: list[dict[str, Any]], run_index: int, key: str = 
 
 def _worker_spec(spec: ScaleSpec, batches: Sequence[int], threads: int, collectives: bool,
                  out: Path, solo: Sequence[int] = ()) -> Any:
-    from gptperf.scaling.worker import WorkerSpec
-
     return WorkerSpec(spec.config.to_dict(), tuple(batches), spec.seq, str(out), tuple(solo), dtype=spec.dtype,
                       compile=spec.compile, device=spec.device, warmup=spec.warmup, steps=spec.steps,
                       threads=threads, seed=spec.seed, collectives=collectives,
@@ -131,10 +137,9 @@ def _worker_spec(spec: ScaleSpec, batches: Sequence[int], threads: int, collecti
 
 def _device_type(spec: ScaleSpec) -> tuple[str, str, int]:
     """(device type, device name, GPUs) of `spec.device`, checked against the process counts."""
-    import torch
+    import torch  # deferred: loads torch
 
-    from gptperf.envinfo import device_name
-    from gptperf.runtime import resolve_device
+    from gptperf.runtime import resolve_device  # deferred: loads torch
 
     dev = resolve_device(spec.device)
     gpus = torch.cuda.device_count() if dev.type == "cuda" else 0
@@ -158,14 +163,6 @@ def _on(compute: Measured, buckets: list[Any], link: AlphaBeta | None, p: int,
 
 def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> ScalingStudy:
     """Launch every point through torchrun, reduce, predict; the typed result (prints nothing)."""
-    import os
-
-    from gptperf.measure.collectives import CollectiveSweep
-    from gptperf.perfmodel import Workload, get_hardware, predict, resolve_hardware
-    from gptperf.plan import ExecutionPlan
-    from gptperf.scaling.launch import Launch, LaunchError, launch
-    from gptperf.scaling.worker import SPEC
-
     say = progress or (lambda _msg: None)
     dev_type, dev_name, _ = _device_type(spec)
     roof_hw = resolve_hardware(spec.hardware, dev_name, dev_type, dtype=spec.dtype)
@@ -197,7 +194,7 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
             out = work / f"p{p}-t{t}"
             solo = (spec.per_process_batch(p),) if p > 1 and t == 1 else ()
             ws = _worker_spec(spec, batches, t, collectives=p > 1, out=out, solo=solo).write(out / SPEC)
-            res = launch(Launch(p, [str(ws)], out, threads=t, timeout_s=spec.timeout_s))
+            res = launcher.launch(Launch(p, [str(ws)], out, threads=t, timeout_s=spec.timeout_s))
             doc = res.result
             backend = doc["backend"] or backend
             environment = environment or doc["environment"]

@@ -20,9 +20,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gptperf.atomic import atomic_path
+from gptperf.envinfo import environment
 from gptperf.hostmem import keep_freed_memory
+from gptperf.measure.collectives import allreduce_sweep
+from gptperf.model.config import GPTConfig
+from gptperf.plan import ExecutionPlan
+
+if TYPE_CHECKING:
+    from gptperf.scaling.ddp import DistContext
 
 RESULT = "result.json"
 SPEC = "spec.json"
@@ -85,12 +93,12 @@ class WorkerSpec:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def make_train_step(model: Any, plan: Any, device: Any, dtype: str, next_batch: Any) -> Any:
+def make_train_step(model: Any, plan: ExecutionPlan, device: Any, dtype: str, next_batch: Any) -> Any:
     """The train step the scaling study runs: gptperf's one train step (`gptperf.steps.train`,
     what `gptperf train` runs: AdamW with weight-decay groups, clipping, autocast, compile as the
     plan says) around the module to train — DDP-wrapped on more than one process. This is the
     only place the worker gets its step from."""
-    from gptperf.steps.train import TrainStep
+    from gptperf.steps.train import TrainStep  # deferred: loads torch
 
     return TrainStep(model, plan, device, dtype, next_batch)
 
@@ -113,13 +121,17 @@ def _fault(spec: str | None, rank: int, step: int) -> None:
 class _Trainer:
     """One model's train step on this rank's rows of the global batch, with its stamps."""
 
-    def __init__(self, ctx: Any, config: Any, batch: int, args: WorkerSpec, ddp: bool) -> None:
-        import torch
+    def __init__(self, ctx: DistContext, config: GPTConfig, batch: int, args: WorkerSpec, ddp: bool) -> None:
+        import torch  # deferred: loads torch
 
-        from gptperf.model import GPT
-        from gptperf.plan import ExecutionPlan
-        from gptperf.runtime import model_dtype
-        from gptperf.scaling.ddp import AllReduceTimer, StepClock, parallelize, rank_rows
+        from gptperf.model import GPT  # deferred: loads torch
+        from gptperf.runtime import model_dtype  # deferred: loads torch
+        from gptperf.scaling.ddp import (  # deferred: loads torch
+            AllReduceTimer,
+            StepClock,
+            parallelize,
+            rank_rows,
+        )
 
         dev = ctx.device
         torch.manual_seed(args.seed)
@@ -143,7 +155,7 @@ class _Trainer:
         self.records: list[dict[str, Any]] = []
 
     def run(self, warmup: bool) -> None:
-        from gptperf.runtime import synchronize
+        from gptperf.runtime import synchronize  # deferred: loads torch
 
         synchronize(self.device)
         self.clock.begin()
@@ -157,14 +169,14 @@ class _Trainer:
         self.records.append(rec)
 
 
-def run_batch(ctx: Any, config: Any, batch: int, args: WorkerSpec, *, paired: bool = False) -> dict[str, Any]:
+def run_batch(ctx: DistContext, config: GPTConfig, batch: int, args: WorkerSpec, *, paired: bool = False) -> dict[str, Any]:
     """Train a fresh model (seed `args.seed`) for warmup + steps on per-process `batch`,
     DDP-wrapped on more than one rank; return this rank's record: losses, phase stamps and
     buckets of every step. `paired`: after every DDP step, all ranks also step a second model
     of their own, without DDP, at the same time (`solo_steps`) — the compute of p processes
     sharing the machine with no communication, measured under the same background as the
     DDP step beside it."""
-    from gptperf.runtime import set_matmul_precision
+    from gptperf.runtime import set_matmul_precision  # deferred: loads torch
 
     set_matmul_precision(args.dtype)
     main = _Trainer(ctx, config, batch, args, ddp=True)
@@ -172,7 +184,7 @@ def run_batch(ctx: Any, config: Any, batch: int, args: WorkerSpec, *, paired: bo
 
     def barrier() -> None:  # ranks start each step together, as after a DDP step's all-reduce
         if solo is not None:
-            import torch.distributed as dist
+            import torch.distributed as dist  # deferred: loads torch
 
             dist.barrier()
 
@@ -218,12 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(spec: WorkerSpec) -> int:
-    import torch
+    import torch  # deferred: loads torch
 
-    from gptperf.atomic import atomic_path
-    from gptperf.envinfo import environment
-    from gptperf.model.config import GPTConfig
-    from gptperf.scaling.ddp import init_distributed
+    from gptperf.scaling.ddp import init_distributed  # deferred: loads torch
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -231,14 +240,12 @@ def _main(spec: WorkerSpec) -> int:
     config = GPTConfig.from_dict(spec.config)
     sweep = None
     if spec.collectives and ctx.world_size > 1:
-        from gptperf.measure.collectives import allreduce_sweep
-
         sweep = allreduce_sweep(spec.collective_sizes, device=ctx.device).to_dict()
     runs = [run_batch(ctx, config, b, spec, paired=b in spec.solo_batches) for b in spec.batches]
     mine = {"rank": ctx.rank, "local_rank": ctx.local_rank, "threads": torch.get_num_threads(),
             "host": os.uname().nodename, "runs": runs}
     if ctx.distributed:
-        import torch.distributed as dist
+        import torch.distributed as dist  # deferred: loads torch
 
         ranks: list[Any] = [None] * ctx.world_size
         dist.all_gather_object(ranks, mine)
@@ -251,7 +258,7 @@ def _main(spec: WorkerSpec) -> int:
         with atomic_path(Path(spec.out) / RESULT) as tmp:
             tmp.write_text(json.dumps(doc))
     if ctx.distributed:
-        import torch.distributed as dist
+        import torch.distributed as dist  # deferred: loads torch
 
         dist.barrier()  # no rank leaves while another may still need the group
     return 0
