@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gptperf import names
 from gptperf.commands.common import (
@@ -25,6 +25,7 @@ from gptperf.plan import INFERENCE_KINDS
 
 if TYPE_CHECKING:
     from gptperf.measure.bench import BenchResult
+    from gptperf.measure.metrics import Utilization
 
 HELP = "benchmark a workload: time per batch, throughput, FLOP/s, MFU, peak memory, utilization"
 
@@ -88,15 +89,26 @@ def run(args: argparse.Namespace) -> int:
 
 def print_result(r: BenchResult) -> None:
     """The terminal report of one benchmark (a gptperf.measure.BenchResult)."""
-    from rich.table import Table  # deferred: loads rich
-
-    from gptperf.measure.bench import (  # deferred: keeps --help fast
-        CALIBRATED,
-        ROOFLINE,
-        host_charge_note,
-    )
     from gptperf.output import console  # deferred: loads rich
 
+    _print_header(console, r)
+    console.print(_timing_table(r))
+    _print_throughput(console, r)
+    console.print(_memory_table(r))
+    if r.utilization is not None:
+        _print_utilization(console, r.utilization)
+    if r.predictions:
+        _print_predictions(console, r)
+    s = r.stages_s
+    console.print(f"Wall time: {seconds(r.wall_time_s)} (setup {seconds(s['setup_s'])}, build "
+                  f"{seconds(s['build_s'])}, warm-up {seconds(s['warmup_s'])}, timed "
+                  f"{seconds(s['timed_s'])})")
+    for note in r.notes:
+        print_note(console, note)
+
+
+def _print_header(console: Any, r: BenchResult) -> None:
+    """One line: the workload, the model, the plan and the device."""
     c = r.config
     mode = r.plan.label if r.plan is not None else ("compiled" if r.compile else "eager")
     where = f"{r.device} ({r.device_name}" + (f", {r.threads} threads)" if r.device == "cpu" else ")")
@@ -104,6 +116,11 @@ def print_result(r: BenchResult) -> None:
     console.print(f"[bold]bench {r.kind}[/bold] · {c.name} ({si(r.parameters)} parameters, "
                   f"L={c.n_layer} H={c.n_head} C={c.n_embd}, {c.attention} attention) · "
                   f"B={r.batch} {seq_word}={r.seq} · {r.dtype} · {mode} · {where}")
+
+
+def _timing_table(r: BenchResult) -> Any:
+    """The measured time per step (and per phase, where there are several), with its spread."""
+    from rich.table import Table  # deferred: loads rich
 
     t = r.timing.total
     table = Table(title=f"Time per step, measured (median of {t.repeats} after "
@@ -118,8 +135,11 @@ def print_result(r: BenchResult) -> None:
         table.add_row(labels.get(name, name), seconds(pt.median), seconds(pt.mean),
                       seconds(pt.std), seconds(pt.min), seconds(pt.max),
                       f"{pt.rel_spread:.1%}{flag}")
-    console.print(table)
+    return table
 
+
+def _print_throughput(console: Any, r: BenchResult) -> None:
+    """Tokens and sequences per second, the FLOP/s achieved, and the MFU against each peak."""
     unit = "generated tokens" if r.kind.startswith("decode") else "tokens"
     console.print(f"Throughput (measured): {si(r.tokens_per_s, unit + '/s')}, "
                   f"{si(r.sequences_per_s, 'sequences/s')}")
@@ -135,6 +155,11 @@ def print_result(r: BenchResult) -> None:
                           f"{si(nano['achieved_flops_per_s'], 'FLOP/s')}")
     for m in r.mfu:
         console.print(f"{m.label}: [bold]{percent(m.mfu)}[/bold]")
+
+
+def _memory_table(r: BenchResult) -> Any:
+    """The peak memory measured beside the performance model's breakdown of it."""
+    from rich.table import Table  # deferred: loads rich
 
     mem = Table(title="Peak memory: measured vs predicted (perfmodel)")
     mem.add_column("what")
@@ -154,46 +179,52 @@ def print_result(r: BenchResult) -> None:
             if p.get(key):
                 mem.add_row(f"  {key.replace('_', ' ')}", binary_bytes(p[key]), "predicted")
         mem.add_row("total at peak", binary_bytes(p["total"]), f"predicted (peak at {p['peak_at']})")
-    console.print(mem)
+    return mem
 
-    u = r.utilization
-    if u is not None:
-        if u.mean_percent is not None:
-            console.print(f"Utilization ({u.source}, {u.samples} samples over "
-                          f"{seconds(u.window_s)}): mean {u.mean_percent:.0f}%, "
-                          f"max {u.max_percent:.0f}%")
-        console.print(f"  [dim]{u.meaning}[/dim]")
-        if u.sm_clock_mean_mhz is not None:
-            console.print(f"SM clock (nvml, measured): mean {u.sm_clock_mean_mhz:.0f} MHz, lowest "
-                          f"{u.sm_clock_min_mhz:.0f} MHz, of the card's {u.sm_clock_max_mhz:.0f} MHz")
-        if u.note:
-            print_note(console, u.note, "yellow", indent="  ")
 
-    if r.predictions:
-        pt = Table(title="Prediction vs measurement (time per step)")
-        for col in ("", "time per step", "tokens/s", "measured / predicted"):
-            pt.add_column(col, justify="right" if col else "left", no_wrap=True)
-        pt.add_row(f"measured (median of {t.repeats})", seconds(r.step_time_s),
-                   si(r.tokens_per_s, "/s"), "")
-        sources = []
-        labelled = [(f"{ROOFLINE} ({pr.source})", pr) for pr in r.roofline]
-        if r.calibrated is not None:
-            labelled.append((CALIBRATED, r.calibrated))
-        for label, pr in labelled:
-            pt.add_row(label, seconds(pr.step_time_s), si(pr.tokens_per_s, "/s"),
-                       f"{pr.measured_over_predicted:.2f}×")
-            sources.append(f"  {label}: {pr.hardware}")
-            charge = host_charge_note(pr)
-            if charge:
-                sources.append(f"    {charge}")
-        console.print(pt)
-        console.print("\n".join(sources), highlight=False)
-        console.print("  [dim]roofline bound: what the hardware allows (min(π, β·AI) per "
-                      "operation); calibrated expected time: what this machine will take "
-                      "(measured kernel curves and host cost)[/dim]")
-    s = r.stages_s
-    console.print(f"Wall time: {seconds(r.wall_time_s)} (setup {seconds(s['setup_s'])}, build "
-                  f"{seconds(s['build_s'])}, warm-up {seconds(s['warmup_s'])}, timed "
-                  f"{seconds(s['timed_s'])})")
-    for note in r.notes:
-        print_note(console, note)
+def _print_utilization(console: Any, u: Utilization) -> None:
+    """The device's utilization (and SM clock) sampled over the timed steps."""
+    if u.mean_percent is not None:
+        console.print(f"Utilization ({u.source}, {u.samples} samples over "
+                      f"{seconds(u.window_s)}): mean {u.mean_percent:.0f}%, "
+                      f"max {u.max_percent:.0f}%")
+    console.print(f"  [dim]{u.meaning}[/dim]")
+    if u.sm_clock_mean_mhz is not None:
+        console.print(f"SM clock (nvml, measured): mean {u.sm_clock_mean_mhz:.0f} MHz, lowest "
+                      f"{u.sm_clock_min_mhz:.0f} MHz, of the card's {u.sm_clock_max_mhz:.0f} MHz")
+    if u.note:
+        print_note(console, u.note, "yellow", indent="  ")
+
+
+def _print_predictions(console: Any, r: BenchResult) -> None:
+    """The measured step beside each prediction (roofline bounds, calibrated expected time), and
+    what each was predicted with."""
+    from rich.table import Table  # deferred: loads rich
+
+    from gptperf.measure.bench import (  # deferred: keeps --help fast
+        CALIBRATED,
+        ROOFLINE,
+        host_charge_note,
+    )
+
+    pt = Table(title="Prediction vs measurement (time per step)")
+    for col in ("", "time per step", "tokens/s", "measured / predicted"):
+        pt.add_column(col, justify="right" if col else "left", no_wrap=True)
+    pt.add_row(f"measured (median of {r.timing.total.repeats})", seconds(r.step_time_s),
+               si(r.tokens_per_s, "/s"), "")
+    sources = []
+    labelled = [(f"{ROOFLINE} ({pr.source})", pr) for pr in r.roofline]
+    if r.calibrated is not None:
+        labelled.append((CALIBRATED, r.calibrated))
+    for label, pr in labelled:
+        pt.add_row(label, seconds(pr.step_time_s), si(pr.tokens_per_s, "/s"),
+                   f"{pr.measured_over_predicted:.2f}×")
+        sources.append(f"  {label}: {pr.hardware}")
+        charge = host_charge_note(pr)
+        if charge:
+            sources.append(f"    {charge}")
+    console.print(pt)
+    console.print("\n".join(sources), highlight=False)
+    console.print("  [dim]roofline bound: what the hardware allows (min(π, β·AI) per "
+                  "operation); calibrated expected time: what this machine will take "
+                  "(measured kernel curves and host cost)[/dim]")

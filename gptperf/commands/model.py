@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gptperf.commands.common import (
@@ -177,68 +178,112 @@ def text_table(title: str, headers: list[str], rows: list[list[str]], right: set
 def _print(pred: Prediction, view: str, exp: Expected | None = None) -> None:
     """The tables; with `exp` (a calibrated Expected of the same step) an "expected" column of
     each row's calibrated device time beside the roofline time, and its step totals."""
-    hw, w, cfg = pred.hardware, pred.workload, pred.config
-    src = hw.label
-    total_t = pred.time_s
+    tables = _GroupTables.of(pred, exp)
+    cfg, w = pred.config, pred.workload
     out: list[str] = []
-    headers = ["", "phase", "kernels", "FLOPs", "bytes", "AI (FLOP/B)", "bound", "time", "share"]
-    right = {2, 3, 4, 5, 7, 8}
-    if exp is not None:
-        headers.append("expected")
-        right.add(9)
-    by_op = exp.by_key() if exp is not None else {}
-    by_comp = exp.by_component() if exp is not None else {}
-    by_layer: dict[int | None, float] = {}
-    for o in exp.ops if exp is not None else ():
-        by_layer[o.layer] = by_layer.get(o.layer, 0.0) + o.device_s
+    out.append(f"{cfg.name} (L={cfg.n_layer}, H={cfg.n_head}, C={cfg.n_embd}, V={cfg.vocab_size}, "
+               f"attention={cfg.attention}) — {w.kind}, B={w.batch}, seq={w.seq}, {w.dtype}, "
+               f"{pred.plan.label} — predicted on {pred.hardware.label}"
+               + (f"; expected time {exp.label}" if exp is not None else "") + "\n")
+    if view in ("all", "op"):
+        out.append(tables.per_operation(view))
+    if view in ("all", "component"):
+        out.append(tables.per_component())
+    if view in ("all", "layer"):
+        out.append(tables.per_block(view))
+    out.append(_totals_table(pred, exp))
+    for note in exp.notes if exp is not None else ():
+        out.append(f"note (calibrated): {note}")
+    out.append(_memory_table(pred))
+    sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.flush()
 
-    def cells(key: str, phase: str, g: Any, expected_s: float | None = None) -> list[str]:
-        row = [key, phase or "", str(g.count), si(g.flops, "FLOP"), si(g.bytes, "B"),
-               f"{g.arithmetic_intensity:.3g}", g.bound, seconds(g.time_s), f"{100 * g.time_s / total_t:.1f}%"]
+
+@dataclass
+class _GroupTables:
+    """The per operation, per component and per block tables of a prediction, with the
+    calibrated device time of each row (`exp`'s, grouped alike) in an "expected" column."""
+
+    pred: Prediction
+    exp: Expected | None
+    headers: list[str]
+    right: set[int]
+    by_op: dict[tuple[str, str], Any]
+    by_comp: dict[tuple[str, str], float]
+    by_layer: dict[int | None, float]
+
+    @classmethod
+    def of(cls, pred: Prediction, exp: Expected | None) -> _GroupTables:
+        headers = ["", "phase", "kernels", "FLOPs", "bytes", "AI (FLOP/B)", "bound", "time", "share"]
+        right = {2, 3, 4, 5, 7, 8}
         if exp is not None:
+            headers.append("expected")
+            right.add(9)
+        by_op = exp.by_key() if exp is not None else {}
+        by_comp = exp.by_component() if exp is not None else {}
+        by_layer: dict[int | None, float] = {}
+        for o in exp.ops if exp is not None else ():
+            by_layer[o.layer] = by_layer.get(o.layer, 0.0) + o.device_s
+        return cls(pred, exp, headers, right, by_op, by_comp, by_layer)
+
+    def cells(self, key: str, phase: str, g: Any, expected_s: float | None = None) -> list[str]:
+        """One row: a group's kernels, FLOPs, bytes, intensity, bound, time and share (and
+        expected time)."""
+        row = [key, phase or "", str(g.count), si(g.flops, "FLOP"), si(g.bytes, "B"),
+               f"{g.arithmetic_intensity:.3g}", g.bound, seconds(g.time_s),
+               f"{100 * g.time_s / self.pred.time_s:.1f}%"]
+        if self.exp is not None:
             row.append("—" if expected_s is None else seconds(expected_s))
         return row
 
-    def op_expected(name: str, phase: str) -> float | None:
-        o = by_op.get((name, phase))
-        return None if o is None else o.device_s
-
-    def table(title: str, first: str, rows: list[list[str]]) -> None:
-        what = f"time: roofline bound on {src}"
-        if exp is not None:
+    def table(self, title: str, first: str, rows: list[list[str]]) -> str:
+        what = f"time: roofline bound on {self.pred.hardware.label}"
+        if self.exp is not None:
             what += "; expected: calibrated device time of its kernels"
-        out.append(text_table(f"{title} — {what}", [first, *headers[1:]], rows, right))
+        return text_table(f"{title} — {what}", [first, *self.headers[1:]], rows, self.right)
 
-    out.append(f"{cfg.name} (L={cfg.n_layer}, H={cfg.n_head}, C={cfg.n_embd}, V={cfg.vocab_size}, "
-               f"attention={cfg.attention}) — {w.kind}, B={w.batch}, seq={w.seq}, {w.dtype}, "
-               f"{pred.plan.label} — predicted on {src}"
-               + (f"; expected time {exp.label}" if exp is not None else "") + "\n")
-    if view in ("all", "op"):
-        rows = [cells(o.name, o.phase, o, op_expected(o.name, o.phase))
-                for o in pred.ops if view == "op" or o.layer in (None, 0)]
-        table("per operation" + (" (block 0 shown; every block is the same)" if view == "all" else ""), "op", rows)
-    if view in ("all", "component"):
-        rows = [cells(comp, phase, g, by_comp.get((comp, phase)))
-                for (comp, phase), g in pred.by_component().items()]
-        table(f"per component (summed over {cfg.n_layer} blocks)", "component", rows)
-    if view in ("all", "layer"):
-        groups = pred.by_layer()
+    def per_operation(self, view: str) -> str:
+        """Every op ("all": the model-level ops and block 0's alone)."""
+        def op_expected(name: str, phase: str) -> float | None:
+            o = self.by_op.get((name, phase))
+            return None if o is None else o.device_s
+
+        rows = [self.cells(o.name, o.phase, o, op_expected(o.name, o.phase))
+                for o in self.pred.ops if view == "op" or o.layer in (None, 0)]
+        return self.table("per operation" + (" (block 0 shown; every block is the same)" if view == "all" else ""),
+                          "op", rows)
+
+    def per_component(self) -> str:
+        rows = [self.cells(comp, phase, g, self.by_comp.get((comp, phase)))
+                for (comp, phase), g in self.pred.by_component().items()]
+        return self.table(f"per component (summed over {self.pred.config.n_layer} blocks)", "component", rows)
+
+    def per_block(self, view: str) -> str:
+        """Each block and the model-level ops ("all": identical blocks in one row and their total)."""
+        groups = self.pred.by_layer()
+        by_layer = self.by_layer
+        total_t = self.pred.time_s
         rows = []
         blocks = [k for k in groups if k is not None]
         if view == "all" and len(blocks) > 1:  # blocks are identical: one row says it
-            rows.append(cells(f"h.0 … h.{blocks[-1]} (each)", "", groups[blocks[0]],
-                              by_layer.get(blocks[0])))
+            rows.append(self.cells(f"h.0 … h.{blocks[-1]} (each)", "", groups[blocks[0]],
+                                   by_layer.get(blocks[0])))
             total = ["", "", "", "", "", "", "", seconds(groups[blocks[0]].time_s * len(blocks)),
                      f"{100 * groups[blocks[0]].time_s * len(blocks) / total_t:.1f}%"]
-            if exp is not None:
+            if self.exp is not None:
                 total.append(seconds(sum(by_layer.get(k, 0.0) for k in blocks)))
             rows.append(total)
         else:
-            rows += [cells(groups[k].key, "", groups[k], by_layer.get(k)) for k in blocks]
+            rows += [self.cells(groups[k].key, "", groups[k], by_layer.get(k)) for k in blocks]
         if None in groups:
-            rows.append(cells("model-level", "", groups[None], by_layer.get(None)))
-        table("per block (all phases)", "block", rows)
+            rows.append(self.cells("model-level", "", groups[None], by_layer.get(None)))
+        return self.table("per block (all phases)", "block", rows)
 
+
+def _totals_table(pred: Prediction, exp: Expected | None) -> str:
+    """Parameters, FLOPs and bytes per step, model FLOPs per token under each convention, the
+    predicted step time, throughput and MFU (and the calibrated expected step)."""
+    cfg, w, src, total_t = pred.config, pred.workload, pred.hardware.label, pred.time_s
     rows = [
         ["parameters", f"{count_parameters(cfg):,}", "tied LM head counted once"],
         ["parameters without embeddings", f"{count_parameters(cfg, include_embeddings=False):,}", "minus wte and wpe"],
@@ -266,20 +311,19 @@ def _print(pred: Prediction, view: str, exp: Expected | None = None) -> None:
             ["expected / roofline bound", f"{exp.step_time_s / total_t:.2f}×",
              "how far from what the hardware allows this machine is expected to run"],
         ]
-    out.append(text_table("totals", ["quantity", "value", "source / convention"], rows, {1}))
-    for note in exp.notes if exp is not None else ():
-        out.append(f"note (calibrated): {note}")
+    return text_table("totals", ["quantity", "value", "source / convention"], rows, {1})
 
-    mem = pred.memory
+
+def _memory_table(pred: Prediction) -> str:
+    """The predicted memory by part and at its peak, against the hardware's capacity if known."""
+    hw, w, mem = pred.hardware, pred.workload, pred.memory
     rows = [[part.replace("_", " "), binary_bytes(getattr(mem, part)), binary_bytes(mem.live.get(part, 0))]
             for part in ("weights", "weight_copies", "gradients", "optimizer_state", "activations",
                          "kv_cache", "logits")]
     rows.append(["predicted peak", "", binary_bytes(mem.total)])
     if hw.memory_bytes != float("inf"):
-        rows.append([f"capacity ({src})", "", binary_bytes(hw.memory_bytes)])
+        rows.append([f"capacity ({hw.label})", "", binary_bytes(hw.memory_bytes)])
         rows.append(["verdict", "", "fits" if mem.fits(hw) else "does NOT fit"])
         rows.append(["largest batch that fits", "", f"{mem.max_batch(hw):,} (seq={w.seq})"])
-    out.append(text_table(f"memory (predicted; peak at: {mem.peak_at})", ["part", "size", "live at peak"],
-                          rows, {1, 2}))
-    sys.stdout.write("\n".join(out) + "\n")
-    sys.stdout.flush()
+    return text_table(f"memory (predicted; peak at: {mem.peak_at})", ["part", "size", "live at peak"],
+                      rows, {1, 2})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gptperf.commands.common import (
     add_device_argument,
@@ -33,6 +33,7 @@ from gptperf.profiling.recorded import (
 from gptperf.writable import usable_path
 
 if TYPE_CHECKING:
+    from gptperf.profiling.compare import Row
     from gptperf.profiling.run import ProfileResult
 
 HELP = "profile a workload with torch.profiler; attribute every kernel to an operation; compare with the model"
@@ -137,11 +138,31 @@ def run(args: argparse.Namespace) -> int | None:
 def print_result(result: ProfileResult, top: int = 25) -> None:
     """Tables (per component, per operation) and the figures that say how far to trust them
     (a gptperf.profiling.ProfileResult)."""
-    from rich import box  # deferred: loads rich
-    from rich.table import Table  # deferred: loads rich
-
     from gptperf.output import console  # deferred: loads rich
 
+    _print_header(console, result)
+    n_steps = len(result.step_wall_s)
+    wide = wide_console()
+    for title, rows, limit in (("per component (summed over layers)", result.comparison.components, None),
+                               ("per operation", result.comparison.ops, top)):
+        wide.print(_rows_table(f"{title}; median of {n_steps} active steps", rows, limit))
+    _print_columns_legend(console, result)
+    if result.comparison.phases:
+        console.print("per phase: " + ", ".join(
+            f"{r.phase} {seconds(r.measured_s)} (roofline bound {seconds(r.predicted_s)}"
+            + (f", expected {seconds(r.expected_s)}" if not math.isnan(r.expected_s) else "") + ")"
+            for r in result.comparison.phases))
+    if result.expected:
+        _print_expected_step(console, result.expected)
+    _print_trust(console, result, n_steps)
+    for note in result.notes:
+        print_note(console, note)
+    console.print(f"attribution: {result.method}")
+    console.print("wrote: " + ", ".join(f"{k} {v}" for k, v in result.paths.items()))
+
+
+def _print_header(console: Any, result: ProfileResult) -> None:
+    """What was profiled, where, predicted with what, and where the workload was taken from."""
     wl = result.workload
     console.print(
         f"[bold]profile[/bold] {wl['kind']} {wl['config'].get('name') or ''} batch {wl['batch']} "
@@ -154,34 +175,42 @@ def print_result(result: ProfileResult, top: int = 25) -> None:
                       "what was profiled[/yellow]")
     elif wl.get("source") == "trace record":
         console.print("workload as recorded with the trace")
-    n_steps = len(result.step_wall_s)
-    wide = wide_console()
-    for title, rows, limit in (("per component (summed over layers)", result.comparison.components, None),
-                               ("per operation", result.comparison.ops, top)):
-        t = Table(title=f"{title}; median of {n_steps} active steps", title_justify="left",
-                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-        with_occ = any(r.occupancy_pct is not None for r in rows)
-        with_exp = any(not math.isnan(r.expected_s) for r in rows)
-        cols = ["name", "ph", "time", "±", "calls", "share", "AI", "FLOP/s", "GB/s", "%roof",
-                "pred", "m/p"] + (["exp", "m/e"] if with_exp else []) + (["occ%"] if with_occ else [])
-        for col in cols:
-            t.add_column(col, justify="left" if col in ("name", "ph") else "right",
-                         no_wrap=True)
-        for r in rows[:limit] if limit else rows:
-            spread = (r.measured_max_s - r.measured_min_s) / 2 / r.measured_s if r.measured_s else math.nan
-            cells = [
-                r.name, r.phase, seconds(r.measured_s), _f(100 * spread, ".0f") + "%", str(r.calls),
-                f"{100 * r.share:.1f}%", _f(r.arithmetic_intensity, ".3g"),
-                si(r.achieved_flops, "", digits=2).strip() or "—",
-                _f(r.achieved_bytes_per_s / 1e9, ".2g"), _f(r.pct_of_roofline, ".2g"),
-                seconds(r.predicted_s), _f(r.ratio, ".2g"),
-            ]
-            if with_exp:
-                cells += [seconds(r.expected_s), _f(r.expected_ratio, ".2g")]
-            if with_occ:
-                cells.append(_f(r.occupancy_pct, ".0f"))
-            t.add_row(*cells)
-        wide.print(t)
+
+
+def _rows_table(title: str, rows: list[Row], limit: int | None) -> Any:
+    """A comparison table of the first `limit` rows (None: all): each row's measured time and
+    spread, achieved rates, and its prediction (with the calibrated expected time and occupancy
+    columns where any of `rows` has them)."""
+    from rich import box  # deferred: loads rich
+    from rich.table import Table  # deferred: loads rich
+
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    with_occ = any(r.occupancy_pct is not None for r in rows)
+    with_exp = any(not math.isnan(r.expected_s) for r in rows)
+    cols = ["name", "ph", "time", "±", "calls", "share", "AI", "FLOP/s", "GB/s", "%roof",
+            "pred", "m/p"] + (["exp", "m/e"] if with_exp else []) + (["occ%"] if with_occ else [])
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("name", "ph") else "right",
+                     no_wrap=True)
+    for r in rows[:limit] if limit else rows:
+        spread = (r.measured_max_s - r.measured_min_s) / 2 / r.measured_s if r.measured_s else math.nan
+        cells = [
+            r.name, r.phase, seconds(r.measured_s), _f(100 * spread, ".0f") + "%", str(r.calls),
+            f"{100 * r.share:.1f}%", _f(r.arithmetic_intensity, ".3g"),
+            si(r.achieved_flops, "", digits=2).strip() or "—",
+            _f(r.achieved_bytes_per_s / 1e9, ".2g"), _f(r.pct_of_roofline, ".2g"),
+            seconds(r.predicted_s), _f(r.ratio, ".2g"),
+        ]
+        if with_exp:
+            cells += [seconds(r.expected_s), _f(r.expected_ratio, ".2g")]
+        if with_occ:
+            cells.append(_f(r.occupancy_pct, ".0f"))
+        t.add_row(*cells)
+    return t
+
+
+def _print_columns_legend(console: Any, result: ProfileResult) -> None:
+    """What the tables' columns mean, and the hardware (and calibration) they were predicted with."""
     console.print("columns: time = measured median per step, ± = half the min-max range, calls = "
                   f"{result.unit}s per step, AI = predicted FLOP/byte, FLOP/s and GB/s = predicted "
                   "counts / measured time, %roof = roofline time max(FLOPs/π, bytes/β), without launch "
@@ -192,25 +221,27 @@ def print_result(result: ProfileResult, top: int = 25) -> None:
                   + "occ% = achieved occupancy (GPU trace); "
                   f"hardware for AI, %roof and pred: {result.hardware}"
                   + (f"; exp: {result.expected['label']}" if result.expected else ""))
-    if result.comparison.phases:
-        console.print("per phase: " + ", ".join(
-            f"{r.phase} {seconds(r.measured_s)} (roofline bound {seconds(r.predicted_s)}"
-            + (f", expected {seconds(r.expected_s)}" if not math.isnan(r.expected_s) else "") + ")"
-            for r in result.comparison.phases))
-    e = result.expected
-    if e:
-        from gptperf.measure.bench import host_charge_note  # deferred: keeps --help fast
 
-        roofline = (f"roofline bound {seconds(e['roofline_step_time_s'])}, "
-                    if e.get("roofline_step_time_s") is not None else "")
-        console.print(
-            f"step: measured {seconds(e['measured_step_time_s'])} ({e['measured_step_source']}); "
-            f"{roofline}calibrated expected {seconds(e['step_time_s'])} (device "
-            f"{seconds(e['device_s'])}, host {seconds(e['host_s'])}; {e['composition']}); "
-            f"measured / expected {_f(e['measured_over_expected'], '.2f')} — {e['label']}")
-        charge = host_charge_note(e)
-        if charge:
-            console.print(f"  {charge}")
+
+def _print_expected_step(console: Any, e: dict[str, Any]) -> None:
+    """The measured step against its roofline bound and calibrated expected time."""
+    from gptperf.measure.bench import host_charge_note  # deferred: keeps --help fast
+
+    roofline = (f"roofline bound {seconds(e['roofline_step_time_s'])}, "
+                if e.get("roofline_step_time_s") is not None else "")
+    console.print(
+        f"step: measured {seconds(e['measured_step_time_s'])} ({e['measured_step_source']}); "
+        f"{roofline}calibrated expected {seconds(e['step_time_s'])} (device "
+        f"{seconds(e['device_s'])}, host {seconds(e['host_s'])}; {e['composition']}); "
+        f"measured / expected {_f(e['measured_over_expected'], '.2f')} — {e['label']}")
+    charge = host_charge_note(e)
+    if charge:
+        console.print(f"  {charge}")
+
+
+def _print_trust(console: Any, result: ProfileResult, n_steps: int) -> None:
+    """The figures that say how far to trust the tables: coverage, attribution methods, what was
+    left unattributed, the median error, the profiler's overhead, provenance."""
     console.print(
         f"coverage: {100 * result.coverage:.1f}% of {result.unit} time attributed "
         f"(exact, without predicted-share splits: {100 * result.exact_coverage:.1f}%); "
@@ -239,10 +270,6 @@ def print_result(result: ProfileResult, top: int = 25) -> None:
     if result.provenance is not None:
         console.print(f"inductor provenance recorded {result.provenance['kernels']} generated "
                       f"kernels and {result.provenance['extern_calls']} extern calls")
-    for note in result.notes:
-        print_note(console, note)
-    console.print(f"attribution: {result.method}")
-    console.print("wrote: " + ", ".join(f"{k} {v}" for k, v in result.paths.items()))
 
 
 def _median(xs: list[float]) -> float:

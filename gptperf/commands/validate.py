@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gptperf.atomic import write_text
 from gptperf.commands.common import check_folder, output_path, seed_number
@@ -25,7 +25,7 @@ from gptperf.output import (
 from gptperf.writable import check_replaceable_file
 
 if TYPE_CHECKING:
-    from gptperf.validate.results import ValidationResult
+    from gptperf.validate.results import ErrorStats, ValidationPoint, ValidationResult
 
 HELP = ("score the calibrated prediction: a sweep of configurations measured and predicted, "
         "median/p90/max error and per-operation error against their targets")
@@ -115,27 +115,39 @@ def _ratio(x: float | None) -> str:
 
 def print_result(r: ValidationResult, plots: list[str], out: str | None) -> None:
     """The terminal report of a `gptperf.validate.ValidationResult`."""
-    from rich.markup import escape  # deferred: loads rich
-    from rich.table import Table  # deferred: loads rich
-
-    from gptperf.measure.probe import FORK_SPELL, PARTS  # deferred: keeps --help fast
-    from gptperf.validate.results import (  # deferred: keeps --help fast
-        HOST_BOUND_SHARE,
-        OP_FLOOR_S,
-        TARGETS,
-    )
+    from gptperf.validate.results import TARGETS  # deferred: keeps --help fast
 
     console = wide_console()
     split = r.bound_stats()  # None where steps are not split by what holds them up (a CPU)
+    # a case is marked beyond the target its sweep's spread is held to (a CPU has a median's only)
+    targets = TARGETS.get(r.device_type, {})
+    mark_above = targets.get("p90", targets.get("median", math.inf))
+    _print_header(console, r)
+    console.print(_cases_table(r, split, mark_above))
+    _print_case_legends(console, r, split, mark_above)
+    _print_error_summary(console, r, split)
+    if r.per_op:
+        _print_per_op(console, r)
+    _print_targets(console, r)
+    _print_footer(console, r, plots, out)
+
+
+def _print_header(console: Any, r: ValidationResult) -> None:
+    """The calibration predicted from, and what was measured where."""
+    from rich.markup import escape  # deferred: loads rich
+
     c = r.calibration
     console.print("[bold]Calibration[/bold]: " + escape(
         f"{c.device_name}, made {c.created_at} ({c.age_days:.1f} days old, torch {c.torch_version})"))
     console.print("[bold]validate[/bold] " + escape(
         f"on {r.device_type} ({r.device_name}) · {r.sweep_label} sweep · {len(r.points)} cases measured")
         + (f", {len(r.skipped)} skipped" if r.skipped else ""))
-    # a case is marked beyond the target its sweep's spread is held to (a CPU has a median's only)
-    targets = TARGETS.get(r.device_type, {})
-    mark_above = targets.get("p90", targets.get("median", math.inf))
+
+
+def _cases_table(r: ValidationResult, split: dict[str, ErrorStats] | None, mark_above: float) -> Any:
+    """The table of each case's measured step against its calibrated prediction and roofline bound."""
+    from rich.markup import escape  # deferred: loads rich
+    from rich.table import Table  # deferred: loads rich
 
     table = Table(title="Step time per case: measured (median of the timed steps) against the "
                         "calibrated prediction and the roofline bound")
@@ -145,18 +157,34 @@ def print_result(r: ValidationResult, plots: list[str], out: str | None) -> None
     for p in r.points:
         flag = "" if p.error <= mark_above else " [yellow]![/yellow]"
         roof = p.measured_s / p.roofline_s if p.roofline_s else None
-        # the host's speed the case's host costs were charged at (none in a CUDA graph)
-        host = _ratio(p.host_speed) if p.host_speed is not None and not p.plan.cuda_graph else "—"
-        if p.host_phase_speeds and host != "—":  # what each phase was charged at instead
-            host += "\n" + " ".join(f"{k} {_ratio(v)}" for k, v in p.host_phase_speeds.items())
-        if p.fork_speed is not None:  # a CPU's parallel regions then, beside the host's speed
-            host += f"\nfork {_ratio(p.fork_speed)}"
-        if split is not None and p.host_bound:  # its time moves with the host's speed
-            host += "\nholds it up"
         table.add_row(escape(p.case), escape(p.plan_label), seconds(p.measured_s), ratio_range(p.step_spread),
                       seconds(p.expected_s),
-                      _ratio(p.ratio) + flag, host, seconds(p.roofline_s), _ratio(roof))
-    console.print(table)
+                      _ratio(p.ratio) + flag, _host_cell(p, split), seconds(p.roofline_s), _ratio(roof))
+    return table
+
+
+def _host_cell(p: ValidationPoint, split: dict[str, ErrorStats] | None) -> str:
+    """The "host now/then" cell: the host's speed the case's host costs were charged at (per
+    phase where charged so), the fork's beside it, and whether the host holds the step up."""
+    # the host's speed the case's host costs were charged at (none in a CUDA graph)
+    host = _ratio(p.host_speed) if p.host_speed is not None and not p.plan.cuda_graph else "—"
+    if p.host_phase_speeds and host != "—":  # what each phase was charged at instead
+        host += "\n" + " ".join(f"{k} {_ratio(v)}" for k, v in p.host_phase_speeds.items())
+    if p.fork_speed is not None:  # a CPU's parallel regions then, beside the host's speed
+        host += f"\nfork {_ratio(p.fork_speed)}"
+    if split is not None and p.host_bound:  # its time moves with the host's speed
+        host += "\nholds it up"
+    return host
+
+
+def _print_case_legends(console: Any, r: ValidationResult, split: dict[str, ErrorStats] | None,
+                        mark_above: float) -> None:
+    """What the cases table's marks and columns mean (those it shows), then the skipped cases."""
+    from rich.markup import escape  # deferred: loads rich
+
+    from gptperf.measure.probe import FORK_SPELL  # deferred: keeps --help fast
+    from gptperf.validate.results import HOST_BOUND_SHARE  # deferred: keeps --help fast
+
     if any(p.error > mark_above for p in r.points):
         console.print(f"!: |m/p − 1| above {percent(mark_above)}")
     if any(p.trace is not None for p in r.points):
@@ -179,6 +207,11 @@ def print_result(r: ValidationResult, plots: list[str], out: str | None) -> None
     for s in r.skipped:
         console.print(f"[yellow]skipped[/yellow] {escape(s.case)}: {escape(s.reason)}")
 
+
+def _print_error_summary(console: Any, r: ValidationResult, split: dict[str, ErrorStats] | None) -> None:
+    """The end-to-end error over the cases: overall, host- against device-bound, outside spells."""
+    from gptperf.validate.results import HOST_BOUND_SHARE  # deferred: keeps --help fast
+
     st, rs = r.stats, r.roofline_stats
     console.print(f"End to end over {st.n} cases, |measured/predicted − 1| (calibrated): "
                   f"median {percent(st.median)}, p90 {percent(st.p90)} (nearest rank), max {percent(st.max)}"
@@ -193,20 +226,33 @@ def print_result(r: ValidationResult, plots: list[str], out: str | None) -> None
         console.print(f"Without the {r.spell_count} case(s) run in a spell of the machine (fork): "
                       + (f"median {percent(ss.median)}, p90 {percent(ss.p90)}, max {percent(ss.max)} "
                          f"over {ss.n} cases" if ss.n else "no case left"))
-    if r.per_op:
-        ops = Table(title=f"Per operation (profiled cases; operations ≥ {seconds(OP_FLOOR_S)}; "
-                          "device time per step)")
-        for col in ("case", "operations", "measured", "time-weighted error", "largest miss"):
-            ops.add_column(col, justify="left" if col in ("case", "largest miss") else "right")
-        for e in r.per_op:
-            worst = e.worst(1)
-            miss = (f"{worst[0].name} {worst[0].phase}: {seconds(worst[0].measured_s)} measured, "
-                    f"{seconds(worst[0].expected_s)} predicted") if worst else "—"
-            ops.add_row(escape(e.case), str(len(e.ops)), seconds(e.measured_s), percent(e.error),
-                        escape(miss))
-        console.print(ops)
-        console.print(f"Per-operation error over all {r.per_op_count} operations: "
-                      f"{percent(r.per_op_error)} (Σ|m − p| / Σm)")
+
+
+def _print_per_op(console: Any, r: ValidationResult) -> None:
+    """The profiled cases' per-operation errors: a table, then the error over all operations."""
+    from rich.markup import escape  # deferred: loads rich
+    from rich.table import Table  # deferred: loads rich
+
+    from gptperf.validate.results import OP_FLOOR_S  # deferred: keeps --help fast
+
+    ops = Table(title=f"Per operation (profiled cases; operations ≥ {seconds(OP_FLOOR_S)}; "
+                      "device time per step)")
+    for col in ("case", "operations", "measured", "time-weighted error", "largest miss"):
+        ops.add_column(col, justify="left" if col in ("case", "largest miss") else "right")
+    for e in r.per_op:
+        worst = e.worst(1)
+        miss = (f"{worst[0].name} {worst[0].phase}: {seconds(worst[0].measured_s)} measured, "
+                f"{seconds(worst[0].expected_s)} predicted") if worst else "—"
+        ops.add_row(escape(e.case), str(len(e.ops)), seconds(e.measured_s), percent(e.error),
+                    escape(miss))
+    console.print(ops)
+    console.print(f"Per-operation error over all {r.per_op_count} operations: "
+                  f"{percent(r.per_op_error)} (Σ|m − p| / Σm)")
+
+
+def _print_targets(console: Any, r: ValidationResult) -> None:
+    """The verdict on each of the device's accuracy targets."""
+    from rich.table import Table  # deferred: loads rich
 
     verdicts = Table(title=f"Accuracy targets ({'GPU' if r.device_type == 'cuda' else 'CPU'})")
     for col in ("what", "reached", "target", "verdict"):
@@ -217,6 +263,14 @@ def print_result(r: ValidationResult, plots: list[str], out: str | None) -> None
         verdicts.add_row(v.label, percent(v.value, digits), f"≤ {percent(v.target, digits)}",
                          f"[{color}]{v.word}[/{color}]")
     console.print(verdicts)
+
+
+def _print_footer(console: Any, r: ValidationResult, plots: list[str], out: str | None) -> None:
+    """Wall time, how to draw the same cases again, the speed probes, what was written, the notes."""
+    from rich.markup import escape  # deferred: loads rich
+
+    from gptperf.measure.probe import PARTS  # deferred: keeps --help fast
+
     console.print(f"Wall time: {seconds(r.wall_time_s)}")
     if r.seed is not None:
         console.print(f"The same cases again: gptperf validate --device {r.device_type} "

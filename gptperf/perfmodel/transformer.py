@@ -382,6 +382,34 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
     forward step is predicted op by op as eager, with a note: inductor's fusion of training
     kernels is not modelled yet. docs/perfmodel.md has the formulas.
     """
+    plan = _checked_plan(config, workload, plan)
+    notes: list[str] = []
+    if plan.compiled and workload.kind not in INFERENCE_KINDS:
+        notes.append(f"compiled {workload.kind} step: predicted op by op as eager kernels; "
+                     "inductor's fusion of training kernels is not modelled yet")
+    s = shape(config, workload, plan.master_weights)
+    head_rows = s.B if workload.last_logits_only else s.N  # rows through the LM head
+    ops = _OpPlacer(workload, plan, hardware, s, head_rows)
+    fwd, bwd = names.FORWARD, names.BACKWARD
+
+    ops.place([_embedding(s)], fwd)
+    layer_fwd = _layer_forward(s, workload, config.attention)
+    for i in range(s.n_layer):
+        ops.place(layer_fwd, fwd, i)
+    ops.place(_head_forward(s, workload, plan, head_rows), fwd)
+    if workload.has_backward:
+        ops.place(_head_backward(s, plan, head_rows), bwd)
+        layer_bwd = _layer_backward(s, config.attention)
+        for i in reversed(range(s.n_layer)):
+            ops.place(layer_bwd, bwd, i)
+        ops.place([_embedding(s, backward=True)], bwd)
+        ops.place([_optimizer(config, s, plan)], names.OPTIMIZER_PHASE)
+    return Prediction(config, workload, hardware, ops.out, plan, notes)
+
+
+def _checked_plan(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None) -> ExecutionPlan:
+    """`plan` (None: eager with the model's attention), checked against the arguments' types, the
+    model's attention and the workload (a UserError otherwise)."""
     if not isinstance(config, GPTConfig):
         raise UserError(f"config must be a GPTConfig, got {type(config).__name__}")
     if not isinstance(workload, Workload):
@@ -393,62 +421,24 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
         raise UserError(f"plan attention {plan.attention!r} differs from the model's "
                         f"{config.attention!r}; use one attention for both")
     plan.check(workload.kind, workload.dtype)
-    notes: list[str] = []
-    compiled = plan.compiled and workload.kind in INFERENCE_KINDS
-    in_graph = compiled and plan.cuda_graph
-    fused = compiled and plan.fuses_decode(workload.kind, workload.batch)
-    if plan.compiled and not compiled:
-        notes.append(f"compiled {workload.kind} step: predicted op by op as eager kernels; "
-                     "inductor's fusion of training kernels is not modelled yet")
-    s = shape(config, workload, plan.master_weights)
-    attention = config.attention
-    dtypes = {"matmul": workload.dtype, "vector": _vector_dtype(workload.dtype)}
-    peaks = {k: hardware.peak(d) for k, d in dtypes.items()}
-    bw, lat = hardware.bandwidth, hardware.launch_latency_s
-    km = hardware.kernel_model
-    out: list[OpCost] = []
-    N, C, V, T, a, w = s.N, s.C, s.V, s.T, s.a, s.w
-    M = s.B if workload.last_logits_only else N  # rows through the LM head
+    return plan
 
-    def emit(raws: Iterable[_Raw], phase: str, layer: int | None = None) -> None:
-        for comp, count, flops, mm, full, read, written, kind in raws:
-            name = comp if layer is None else names.layer_name(layer, comp)
-            op_bw, overhead = bw, None
-            weight_mm = comp in WEIGHT_MATMULS and phase == names.FORWARD
-            rows = M if comp == names.LM_HEAD else N
-            decode_attn = comp == names.ATTN_SDPA and phase == names.FORWARD and T == 1
-            if km is not None and weight_mm:
-                op_bw = km.streaming_bandwidth(rows)
-            elif km is not None and decode_attn and km.attention_beta is not None:
-                op_bw = km.attention_beta
-            if fused:
-                count = FUSED_DECODE_KERNELS[comp]
-            elif compiled:
-                count = COMPILED_KERNELS[comp] + split_k_reductions(comp, rows, s)
-                if comp == names.LM_HEAD and workload.kind == DECODE and plan.static_cache:
-                    count += GREEDY_PICK_KERNELS  # the fast decode step picks the next token
-                    read += rows * V * a  # it reads the logits back
-            if compiled and km is not None and in_graph:
-                ew = km.elementwise_alpha_s
-                if weight_mm:
-                    overhead = km.matmul_alpha_s(rows) + (count - 1) * ew
-                elif comp in NORMS and km.norm_alpha_s is not None:
-                    overhead = count * km.norm_alpha_s
-                elif decode_attn and km.attention_alpha_s is not None:
-                    overhead = km.attention_alpha_s + (count - 1) * ew
-                else:
-                    overhead = count * ew
-            out.append(OpCost(name, comp, layer, phase, count, float(flops), float(mm), float(full),
-                              float(read), float(written), dtypes[kind], peaks[kind], op_bw, lat,
-                              overhead))
 
-    f = K.EMBED_FWD * N * C
-    fwd = names.FORWARD
-    emit([(names.EMBED, 3, f, 0, f, N * K.INDEX_BYTES + N * C * w + T * C * w, N * C * w, "vector")], fwd)
-    layer_fwd = _layer_forward(s, workload, attention)
-    for i in range(s.n_layer):
-        emit(layer_fwd, fwd, i)
-    head = [_layernorm(names.LN_F, N, s), _linear(names.LM_HEAD, M, C, V, w, s, bias=False)]
+def _embedding(s: Shape, backward: bool = False) -> _Raw:
+    """The token and position embedding: gather and add (backward: scatter-add to both tables)."""
+    N, C, T, w = s.N, s.C, s.T, s.w
+    if not backward:
+        f = K.EMBED_FWD * N * C
+        return (names.EMBED, 3, f, 0, f, N * K.INDEX_BYTES + N * C * w + T * C * w, N * C * w, "vector")
+    f = K.EMBED_BWD * N * C
+    return (names.EMBED, 2, f, 0, f, N * C * w + N * K.INDEX_BYTES + N * C * w, N * C * w + T * C * w,
+            "vector")
+
+
+def _head_forward(s: Shape, workload: Workload, plan: ExecutionPlan, head_rows: int) -> list[_Raw]:
+    """The final LayerNorm, the LM head and (with a loss) the cross-entropy, forward."""
+    N, C, V, a, w = s.N, s.C, s.V, s.a, s.w
+    head = [_layernorm(names.LN_F, N, s), _linear(names.LM_HEAD, head_rows, C, V, w, s, bias=False)]
     # the fused loss (plan.fused_loss) reads the logits once and keeps 8 bytes a row (loss, lse);
     # its backward reads them again and writes their gradient, one kernel each way
     fused_loss = plan.fused_loss  # a train step's alone (plan.check)
@@ -456,29 +446,100 @@ def predict(config: GPTConfig, workload: Workload, hardware: Hardware,
         f = K.CROSS_ENTROPY_FWD * N * V + K.CROSS_ENTROPY_ROW * N
         head.append((names.LOSS, 1, f, 0, f, N * V * a + N * K.INDEX_BYTES, 8 * N, "vector") if fused_loss
                     else (names.LOSS, 2, f, 0, f, N * V * a + N * K.INDEX_BYTES, N * V * w, "vector"))
-    emit(head, fwd)
+    return head
 
-    if workload.has_backward:
-        bwd = names.BACKWARD
-        f = K.CROSS_ENTROPY_BWD * N * V
-        loss_read = (N * V * a + 8 * N) if fused_loss else N * V * w
-        emit([(names.LOSS, 1 if fused_loss else 2, f, 0, f, loss_read + N * K.INDEX_BYTES, N * V * a, "vector"),
-              _linear(names.LM_HEAD, M, C, V, w, s, bias=False, backward=True),
-              _layernorm(names.LN_F, N, s, backward=True)], bwd)
-        layer_bwd = _layer_backward(s, attention)
-        for i in reversed(range(s.n_layer)):
-            emit(layer_bwd, bwd, i)
-        f = K.EMBED_BWD * N * C
-        emit([(names.EMBED, 2, f, 0, f, N * C * w + N * K.INDEX_BYTES + N * C * w, N * C * w + T * C * w,
-               "vector")], bwd)
-        P = count_parameters(config)
-        f = K.ADAMW * P
-        read, written = 4 * P * w, 3 * P * w  # weights, gradients, m, v in; weights, m, v out
-        if plan.fused_master_update:  # the copies stepped from bf16 gradients, bf16 weights written
-            copied = master_copied_parameters(config)
-            read, written = read - copied * (w - a), written + copied * a
-        elif plan.master_weights:  # and the copied weights' bf16 gradients cast in, weights cast out
-            copied = master_copied_parameters(config)
-            read, written = read + copied * (a + 4), written + copied * (4 + a)
-        emit([(names.OPTIMIZER, 1, f, 0, f, read, written, "vector")], names.OPTIMIZER_PHASE)
-    return Prediction(config, workload, hardware, out, plan, notes)
+
+def _head_backward(s: Shape, plan: ExecutionPlan, head_rows: int) -> list[_Raw]:
+    """The cross-entropy, the LM head and the final LayerNorm, backward."""
+    N, C, V, a, w = s.N, s.C, s.V, s.a, s.w
+    fused_loss = plan.fused_loss
+    f = K.CROSS_ENTROPY_BWD * N * V
+    loss_read = (N * V * a + 8 * N) if fused_loss else N * V * w
+    return [(names.LOSS, 1 if fused_loss else 2, f, 0, f, loss_read + N * K.INDEX_BYTES, N * V * a, "vector"),
+            _linear(names.LM_HEAD, head_rows, C, V, w, s, bias=False, backward=True),
+            _layernorm(names.LN_F, N, s, backward=True)]
+
+
+def _optimizer(config: GPTConfig, s: Shape, plan: ExecutionPlan) -> _Raw:
+    """The AdamW step over every parameter, with the master copies' casts or fused update."""
+    a, w = s.a, s.w
+    P = count_parameters(config)
+    f = K.ADAMW * P
+    read, written = 4 * P * w, 3 * P * w  # weights, gradients, m, v in; weights, m, v out
+    if plan.fused_master_update:  # the copies stepped from bf16 gradients, bf16 weights written
+        copied = master_copied_parameters(config)
+        read, written = read - copied * (w - a), written + copied * a
+    elif plan.master_weights:  # and the copied weights' bf16 gradients cast in, weights cast out
+        copied = master_copied_parameters(config)
+        read, written = read + copied * (a + 4), written + copied * (4 + a)
+    return (names.OPTIMIZER, 1, f, 0, f, read, written, "vector")
+
+
+class _OpPlacer:
+    """Places raw ops on `hardware` for a step run under `plan`, collecting their OpCosts in
+    `out`: each op's kernels counted as the plan runs them, the bandwidth it streams at and the
+    per-kernel overhead inside a CUDA graph."""
+
+    def __init__(self, workload: Workload, plan: ExecutionPlan, hardware: Hardware, s: Shape,
+                 head_rows: int) -> None:
+        self.workload, self.plan, self.s, self.head_rows = workload, plan, s, head_rows
+        self.compiled = plan.compiled and workload.kind in INFERENCE_KINDS
+        self.in_graph = self.compiled and plan.cuda_graph
+        self.fused = self.compiled and plan.fuses_decode(workload.kind, workload.batch)
+        self.dtypes = {"matmul": workload.dtype, "vector": _vector_dtype(workload.dtype)}
+        self.peaks = {k: hardware.peak(d) for k, d in self.dtypes.items()}
+        self.bw, self.lat = hardware.bandwidth, hardware.launch_latency_s
+        self.km = hardware.kernel_model
+        self.out: list[OpCost] = []
+
+    def place(self, raws: Iterable[_Raw], phase: str, layer: int | None = None) -> None:
+        """Add the OpCost of each raw op of `phase` (in `layer`, None: outside the blocks)."""
+        for comp, count, flops, mm, full, read, written, kind in raws:
+            name = comp if layer is None else names.layer_name(layer, comp)
+            weight_mm = comp in WEIGHT_MATMULS and phase == names.FORWARD
+            rows = self.head_rows if comp == names.LM_HEAD else self.s.N
+            decode_attn = comp == names.ATTN_SDPA and phase == names.FORWARD and self.s.T == 1
+            op_bw = self._bandwidth(weight_mm, decode_attn, rows)
+            count, read = self._kernels(comp, count, read, rows)
+            overhead = self._graph_overhead(comp, count, weight_mm, decode_attn, rows)
+            self.out.append(OpCost(name, comp, layer, phase, count, float(flops), float(mm), float(full),
+                                   float(read), float(written), self.dtypes[kind], self.peaks[kind],
+                                   op_bw, self.lat, overhead))
+
+    def _bandwidth(self, weight_mm: bool, decode_attn: bool, rows: int) -> float:
+        """The kernel model's measured β for a forward weight matmul or a one-query attention,
+        else the machine's bandwidth."""
+        km = self.km
+        if km is not None and weight_mm:
+            return km.streaming_bandwidth(rows)
+        if km is not None and decode_attn and km.attention_beta is not None:
+            return km.attention_beta
+        return self.bw
+
+    def _kernels(self, comp: str, count: int, read: float, rows: int) -> tuple[int, float]:
+        """The op's kernel count under the plan (eager: `count`), and its bytes read (the greedy
+        pick of a static-cache decode step reads the logits back)."""
+        if self.fused:
+            count = FUSED_DECODE_KERNELS[comp]
+        elif self.compiled:
+            count = COMPILED_KERNELS[comp] + split_k_reductions(comp, rows, self.s)
+            if comp == names.LM_HEAD and self.workload.kind == DECODE and self.plan.static_cache:
+                count += GREEDY_PICK_KERNELS  # the fast decode step picks the next token
+                read += rows * self.s.V * self.s.a  # it reads the logits back
+        return count, read
+
+    def _graph_overhead(self, comp: str, count: int, weight_mm: bool, decode_attn: bool,
+                        rows: int) -> float | None:
+        """The measured α of the op's kernels inside a CUDA graph; None (the launch latency)
+        outside one or without a kernel model."""
+        km = self.km
+        if not (self.compiled and km is not None and self.in_graph):
+            return None
+        ew = km.elementwise_alpha_s
+        if weight_mm:
+            return km.matmul_alpha_s(rows) + (count - 1) * ew
+        if comp in NORMS and km.norm_alpha_s is not None:
+            return count * km.norm_alpha_s
+        if decode_attn and km.attention_alpha_s is not None:
+            return km.attention_alpha_s + (count - 1) * ew
+        return count * ew

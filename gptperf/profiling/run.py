@@ -308,31 +308,82 @@ def profile_workload(
     for this device with `compile`), the one `bench` times; its prediction is made for that plan,
     and the plan is recorded under the document's workload."""
     import torch  # deferred: loads torch
-    from torch.profiler import profile, schedule, tensorboard_trace_handler  # deferred: loads torch
 
-    from gptperf.runtime import synchronize  # deferred: loads torch
-    from gptperf.steps.build import build_step, check_step  # deferred: loads torch
+    _check_profile_request(kind, wait, warmup, active)
+    out = check_profile_dir(out_dir)
+    check_trace_folder(out_dir)
+    device = torch.device(device)
+    workload = Workload(kind, batch, seq, dtype)
+    plan = _profile_plan(config, workload, device, compile, plan)
+    dev_name = torch_device_name(device)
+    hw = resolve_hardware(hardware or None, dev_name, device.type)
+    runner, prov = _build_warm_step(config, workload, plan, device, seed)
+    predicted, available = predict_ops(config, kind, batch, seq, dtype, hw, runner.plan)
+    calibrated = _Calibrated(*expected_ops(config, workload, runner.plan, device))
+    over = _measure_overhead(runner, device, overhead_repeats) if overhead else None
+    profiled = {**workload_doc(config, kind, batch, seq, dtype, plan.compiled, SOURCE_RUN),
+                "plan": runner.plan.to_dict()}
+    device_label = f"{device.type}: {dev_name}"
+    record = ProfiledWorkload(profiled, device_label, "the trace").to_dict()
 
+    with atomic_dir(out) as tmp:
+        faults = _record_trace(runner, device, tmp, record, wait=wait, warmup=warmup,
+                               active=active)
+        doc = load_trace(tmp / "trace.json")
+        result = _analyse(
+            doc, str(out / "trace.json"), tmp, final=out, predicted=predicted, available=available,
+            provenance=prov, hw=hw, workload=profiled,
+            device_label=device_label, overhead=over, plot=plot,
+            environment=environment(device), expected=calibrated.by_key,
+        )
+        result.notes.extend(calibrated.notes)
+        if faults:
+            result.page_faults_per_step = statistics.median(faults)
+            result.notes.extend(filter(None, [fault_note(result.page_faults_per_step)]))
+        if calibrated.step is not None:
+            roofline = sum(p.time_s for p in predicted.values()) if available else None
+            _set_expected_step(result, calibrated, device, over, roofline)
+        result.paths["tensorboard"] = str(out / "tensorboard")
+        if prov is not None:
+            result.provenance = {"kernels": sum(len(v) for v in prov.kernels.values()),
+                                 "extern_calls": sum(len(v) for v in prov.externs.values())}
+        write_text(tmp / "profile.json", _json(result.to_dict()))
+    return result
+
+
+def _check_profile_request(kind: str, wait: int, warmup: int, active: int) -> None:
+    """Refuse a workload profile does not run, or a profiler schedule that records nothing."""
     if kind not in PROFILE_KINDS:
         raise UserError(f"unknown workload {kind!r} for profile; valid: {', '.join(PROFILE_KINDS)}")
     if wait < 0 or warmup < 0 or active < 1:
         raise UserError(f"profiler schedule needs wait >= 0, warmup >= 0, active >= 1; got "
                         f"{wait}, {warmup}, {active}")
-    out = check_profile_dir(out_dir)
-    check_trace_folder(out_dir)
-    device = torch.device(device)
+
+
+def _profile_plan(config: GPTConfig, workload: Workload, device: Any, compile: bool,
+                  plan: ExecutionPlan | None) -> ExecutionPlan:
+    """The plan profiled (`plan`, else this device's default), checked runnable and
+    profileable (no CUDA graph)."""
+    from gptperf.steps.build import check_step  # deferred: loads torch
+
     if plan is None:
-        plan = ExecutionPlan.default(kind, device.type, compile=compile, attention=config.attention,
-                                     dtype=dtype)
+        plan = ExecutionPlan.default(workload.kind, device.type, compile=compile,
+                                     attention=config.attention, dtype=workload.dtype)
     if plan.cuda_graph:
         raise UserError("profile runs eager or compiled steps: a CUDA graph replays its kernels "
                         "without the operators that launched them; use mode 'compiled'")
-    workload = Workload(kind, batch, seq, dtype)
     check_step(config, workload, plan, device)
-    compile = plan.compiled
-    dev_name = torch_device_name(device)
-    hw = resolve_hardware(hardware or None, dev_name, device.type)
+    return plan
 
+
+def _build_warm_step(config: GPTConfig, workload: Workload, plan: ExecutionPlan, device: Any,
+                     seed: int) -> tuple[Any, Provenance | None]:
+    """Build the step and run it until compilation (and autotuning) is done, so no timing
+    includes it; with the inductor provenance recorded while compiling (None: eager)."""
+    from gptperf.runtime import synchronize  # deferred: loads torch
+    from gptperf.steps.build import build_step  # deferred: loads torch
+
+    compile = plan.compiled
     prov_ctx = inductor_provenance(config.n_layer) if compile else contextlib.nullcontext(None)
     with prov_ctx as prov:
         runner = build_step(config, workload, plan, device, seed=seed)
@@ -340,78 +391,79 @@ def profile_workload(
         for _ in range(2 if compile else 1):
             runner.step()
         synchronize(device)
-    predicted, available = predict_ops(config, kind, batch, seq, dtype, hw, runner.plan)
-    expected, expected_step, expected_notes, calibration = expected_ops(config, workload,
-                                                                        runner.plan, device)
-    over = _measure_overhead(runner, device, overhead_repeats) if overhead else None
-    profiled = {**workload_doc(config, kind, batch, seq, dtype, compile, SOURCE_RUN),
-                "plan": runner.plan.to_dict()}
-    device_label = f"{device.type}: {dev_name}"
-    record = ProfiledWorkload(profiled, device_label, "the trace").to_dict()
+    return runner, prov
 
-    with atomic_dir(out) as tmp:
-        tb_dir = tmp / "tensorboard"
-        tb_handler = tensorboard_trace_handler(str(tb_dir), worker_name="gptperf")
 
-        def on_ready(prof: Any) -> None:
-            tb_handler(prof)
+@dataclass
+class _Calibrated:
+    """`expected_ops`'s answer: the calibrated expected time per op, the step's summary, notes,
+    and the calibration they came from."""
 
-        with profiler_quiet(), profile(
-            activities=_activities(device),
-            schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1),
-            on_trace_ready=on_ready,
-            record_shapes=True,
-            profile_memory=True,
-        ) as prof:
-            # each active CPU step's page faults (its own, not the profiler's step); a GPU's
-            # kernels do not wait on host pages, so no system call is added to its steps
-            count_faults = minor_faults if device.type == "cpu" else lambda: None
-            faults = []
-            for i in range(wait + warmup + active):
-                before = count_faults()
-                runner.step()
-                after = count_faults()
-                if i >= wait + warmup and before is not None and after is not None:
-                    faults.append(after - before)
-                prof.step()
-        synchronize(device)
-        written = sorted(tb_dir.glob("*.pt.trace.json*"))
-        if not written:
-            raise RuntimeError("torch.profiler wrote no trace")
-        # the trace says what it was recorded with, so a re-analysis needs no flags (and refuses
-        # contradicting ones); the augmented trace keeps it (augment only adds to "gptperf")
-        copy_with_record(written[-1], tmp / "trace.json", record)
-        doc = load_trace(tmp / "trace.json")
-        result = _analyse(
-            doc, str(out / "trace.json"), tmp, final=out, predicted=predicted, available=available,
-            provenance=prov, hw=hw, workload=profiled,
-            device_label=device_label, overhead=over, plot=plot,
-            environment=environment(device), expected=expected,
-        )
-        result.notes.extend(expected_notes)
-        if faults:
-            result.page_faults_per_step = statistics.median(faults)
-            result.notes.extend(filter(None, [fault_note(result.page_faults_per_step)]))
-        if expected_step is not None:
-            measured, how = _measured_step(over, result.step_wall_s)
-            roofline = sum(p.time_s for p in predicted.values())
+    by_key: dict[tuple[str, str], float]
+    step: dict[str, Any] | None
+    notes: list[str]
+    calibration: Any
 
-            # after the profiled steps: its tensors take no memory from them
-            slowdown, drift = machine_against_calibration(calibration, device)
-            result.notes.extend(filter(None, [drift]))
-            result.expected = {
-                **expected_step, "measured_step_time_s": measured, "measured_step_source": how,
-                "measured_over_expected": (measured / expected_step["step_time_s"]
-                                           if expected_step["step_time_s"] > 0 else math.nan),
-                "roofline_step_time_s": roofline if available else None,
-                "machine_vs_calibration": slowdown,
-            }
-        result.paths["tensorboard"] = str(out / "tensorboard")
-        if prov is not None:
-            result.provenance = {"kernels": sum(len(v) for v in prov.kernels.values()),
-                                 "extern_calls": sum(len(v) for v in prov.externs.values())}
-        write_text(tmp / "profile.json", _json(result.to_dict()))
-    return result
+
+def _record_trace(runner: Any, device: Any, tmp: Path, record: dict[str, Any], *, wait: int,
+                  warmup: int, active: int) -> list[int]:
+    """Profile the steps into `tmp` (tensorboard/ and trace.json, carrying `record`); the page
+    faults of each active CPU step (none on a GPU)."""
+    from torch.profiler import profile, schedule, tensorboard_trace_handler  # deferred: loads torch
+
+    from gptperf.runtime import synchronize  # deferred: loads torch
+
+    tb_dir = tmp / "tensorboard"
+    tb_handler = tensorboard_trace_handler(str(tb_dir), worker_name="gptperf")
+
+    def on_ready(prof: Any) -> None:
+        tb_handler(prof)
+
+    with profiler_quiet(), profile(
+        activities=_activities(device),
+        schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1),
+        on_trace_ready=on_ready,
+        record_shapes=True,
+        profile_memory=True,
+    ) as prof:
+        # each active CPU step's page faults (its own, not the profiler's step); a GPU's
+        # kernels do not wait on host pages, so no system call is added to its steps
+        count_faults = minor_faults if device.type == "cpu" else lambda: None
+        faults = []
+        for i in range(wait + warmup + active):
+            before = count_faults()
+            runner.step()
+            after = count_faults()
+            if i >= wait + warmup and before is not None and after is not None:
+                faults.append(after - before)
+            prof.step()
+    synchronize(device)
+    written = sorted(tb_dir.glob("*.pt.trace.json*"))
+    if not written:
+        raise RuntimeError("torch.profiler wrote no trace")
+    # the trace says what it was recorded with, so a re-analysis needs no flags (and refuses
+    # contradicting ones); the augmented trace keeps it (augment only adds to "gptperf")
+    copy_with_record(written[-1], tmp / "trace.json", record)
+    return faults
+
+
+def _set_expected_step(result: ProfileResult, calibrated: _Calibrated, device: Any,
+                       overhead: dict[str, Any] | None, roofline: float | None) -> None:
+    """Set the calibrated expected step beside the measured one (and the roofline prediction) as
+    `result.expected`, noting a machine drifted from its calibration."""
+    step = calibrated.step
+    assert step is not None
+    measured, how = _measured_step(overhead, result.step_wall_s)
+    # after the profiled steps: its tensors take no memory from them
+    slowdown, drift = machine_against_calibration(calibrated.calibration, device)
+    result.notes.extend(filter(None, [drift]))
+    result.expected = {
+        **step, "measured_step_time_s": measured, "measured_step_source": how,
+        "measured_over_expected": (measured / step["step_time_s"]
+                                   if step["step_time_s"] > 0 else math.nan),
+        "roofline_step_time_s": roofline,
+        "machine_vs_calibration": slowdown,
+    }
 
 
 # What a re-analysis writes; the rest of a profile folder it re-analyses in place (the recorded

@@ -31,8 +31,9 @@ import shutil
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf import names
 from gptperf.envinfo import device_name
@@ -64,6 +65,9 @@ from gptperf.scaling.results import (
     WhatIfRow,
 )
 from gptperf.scaling.worker import SPEC, WorkerSpec
+
+if TYPE_CHECKING:
+    from gptperf.perfmodel.hardware import Hardware
 
 OVERLAP = "overlapped with backward as far as the order of backward allows"
 NO_OVERLAP = ("none of it hidden: gloo's all-reduce runs on the CPU, and every core computes "
@@ -161,30 +165,88 @@ def _on(compute: Measured, buckets: list[Any], link: AlphaBeta | None, p: int,
                             overlap=overlap)
 
 
+@dataclass(frozen=True)
+class _Machine:
+    """Where the study runs: the device's type and name, the CPU cores this process may use, and
+    the roofline's hardware."""
+
+    dev_type: str
+    dev_name: str
+    cores: int
+    roofline: Hardware
+
+
+@dataclass
+class _Launched:
+    """What the launches brought back, gathered over all of them."""
+
+    measured: dict[tuple[int, int, int], Measured] = field(default_factory=dict)  # (procs, threads, batch)
+    solo_runs: dict[tuple[int, int], Measured] = field(default_factory=dict)  # (procs, batch): stepping at once, no DDP
+    collectives: dict[int, CollectiveSweep] = field(default_factory=dict)
+    launches: list[dict[str, Any]] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+    backend: Any = None
+
+    def add(self, p: int, t: int, batches: Sequence[int], res: Any) -> None:
+        """Reduce one launch of `p` processes × `t` threads and keep what it measured."""
+        doc = res.result
+        self.backend = doc["backend"] or self.backend
+        self.environment = self.environment or doc["environment"]
+        self.launches.append({"procs": p, "threads": t, "batches": list(batches), **res.to_dict()})
+        for i, run in enumerate(doc["ranks"][0]["runs"]):
+            b = int(run["per_process_batch"])
+            self.measured[(p, t, b)] = measured_from_ranks(doc["ranks"], i)
+            if "solo_steps" in run:
+                self.solo_runs[(p, b)] = measured_from_ranks(doc["ranks"], i, "solo_steps")
+        if doc.get("collectives"):
+            self.collectives[p] = CollectiveSweep.from_dict(doc["collectives"])
+
+
 def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> ScalingStudy:
     """Launch every point through torchrun, reduce, predict; the typed result (prints nothing)."""
     say = progress or (lambda _msg: None)
     dev_type, dev_name, _ = _device_type(spec)
     roof_hw = resolve_hardware(spec.hardware, dev_name, dev_type, dtype=spec.dtype)
     wi_hw = get_hardware(spec.what_if_hardware) if spec.what_if else None
-    notes: list[str] = []
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if dev_type == "cpu" and max(spec.procs) > cores:
-        notes.append(f"{max(spec.procs)} processes on {cores} CPU cores: oversubscribed")
-    if dev_type == "cpu" and spec.threads and max(spec.threads) > cores:
-        notes.append(f"{max(spec.threads)} threads in one process on {cores} CPU cores: "
-                     f"oversubscribed; the ideal counts {cores} at once")
+    machine = _Machine(dev_type, dev_name, _usable_cores(), roof_hw)
+    notes = _oversubscription_notes(spec, machine)
     plan = ExecutionPlan.default("train", dev_type, compile=spec.compile,
                                  attention=spec.config.attention, ddp=True)  # as the workers run
 
+    launched = _launch_all(spec, say)
+    points = _scale_points(spec, launched, machine, plan, notes)
+    thread_points = _thread_points(spec, launched.measured, machine.cores)
+    space = [SpaceCell(p, b, m.step_s, p * b * spec.seq / m.step_s)
+             for (p, t, b), m in sorted(launched.measured.items()) if t == 1]
+    rows = _what_if_rows(spec, wi_hw) if spec.what_if and wi_hw is not None else []
+    return ScalingStudy(spec, points, thread_points, space, launched.collectives, rows, launched.backend,
+                        dev_name, roof_hw.label, launched.launches, launched.environment, notes)
+
+
+def _usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _oversubscription_notes(spec: ScaleSpec, machine: _Machine) -> list[str]:
+    """Notes on a CPU sweep asking for more processes, or threads, than there are cores."""
+    notes: list[str] = []
+    cores = machine.cores
+    if machine.dev_type == "cpu" and max(spec.procs) > cores:
+        notes.append(f"{max(spec.procs)} processes on {cores} CPU cores: oversubscribed")
+    if machine.dev_type == "cpu" and spec.threads and max(spec.threads) > cores:
+        notes.append(f"{max(spec.threads)} threads in one process on {cores} CPU cores: "
+                     f"oversubscribed; the ideal counts {cores} at once")
+    return notes
+
+
+def _launch_all(spec: ScaleSpec, say: Progress) -> _Launched:
+    """Run every launch — each process count at the grid's batches, then each thread count of
+    one process — in `spec.work_dir`, else a temporary folder removed afterwards (kept when a
+    launch fails with an error naming its log there)."""
     tmp = None
     work = Path(spec.work_dir) if spec.work_dir else Path(tmp := tempfile.mkdtemp(prefix="gptperf-scale-"))
-    measured: dict[tuple[int, int, int], Measured] = {}  # (procs, threads, batch)
-    solo_runs: dict[tuple[int, int], Measured] = {}  # (procs, batch): stepping at once, no DDP
-    collectives: dict[int, CollectiveSweep] = {}
-    launches: list[dict[str, Any]] = []
-    environment: dict[str, Any] = {}
-    backend = None
+    launched = _Launched()
     runs = [(p, 1, spec.grid_batches) for p in spec.procs]
     runs += [(1, t, (spec.thread_batch(t),)) for t in (spec.threads or ()) if t != 1 or 1 not in spec.procs]
     try:
@@ -195,17 +257,7 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
             solo = (spec.per_process_batch(p),) if p > 1 and t == 1 else ()
             ws = _worker_spec(spec, batches, t, collectives=p > 1, out=out, solo=solo).write(out / SPEC)
             res = launcher.launch(Launch(p, [str(ws)], out, threads=t, timeout_s=spec.timeout_s))
-            doc = res.result
-            backend = doc["backend"] or backend
-            environment = environment or doc["environment"]
-            launches.append({"procs": p, "threads": t, "batches": list(batches), **res.to_dict()})
-            for i, run in enumerate(doc["ranks"][0]["runs"]):
-                b = int(run["per_process_batch"])
-                measured[(p, t, b)] = measured_from_ranks(doc["ranks"], i)
-                if "solo_steps" in run:
-                    solo_runs[(p, b)] = measured_from_ranks(doc["ranks"], i, "solo_steps")
-            if doc.get("collectives"):
-                collectives[p] = CollectiveSweep.from_dict(doc["collectives"])
+            launched.add(p, t, batches, res)
     except BaseException as err:
         # kept only where the error names its log; nothing names it after an interrupt or a
         # signal, nor a log torchrun wrote nothing to
@@ -215,35 +267,47 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
 
     if tmp is not None:  # kept when a launch fails: its error names the log there
         shutil.rmtree(tmp, ignore_errors=True)
-        for entry in launches:
+        for entry in launched.launches:
             entry["log"] = None
+    return launched
 
+
+def _scale_points(spec: ScaleSpec, launched: _Launched, machine: _Machine, plan: ExecutionPlan,
+                  notes: list[str]) -> list[ScalePoint]:
+    """One point per process count: measured, and predicted on the compute measured beside it
+    (and on one process's); a note where DDP's buckets differ from the model's."""
     config = spec.config
     bpe = gradient_bytes_per_element(spec.dtype)
+    measured = launched.measured
     points: list[ScalePoint] = []
     for p in spec.procs:
         b = spec.per_process_batch(p)
         m = measured[(p, 1, b)]
         base = measured[(1, 1, spec.batch)]  # strong: the global batch on one; weak: the same batch
         one = measured[(1, 1, b)]  # one process alone at this per-process batch
-        prediction = predict(config, Workload("train", b, spec.seq, spec.dtype), roof_hw, plan)
+        prediction = predict(config, Workload("train", b, spec.seq, spec.dtype), machine.roofline, plan)
         buckets = ddp_buckets(gradient_tensors(config), bpe, ready=backward_ready_fractions(prediction.ops))
-        link: AlphaBeta | None = collectives[p].fit if p in collectives else None
+        link: AlphaBeta | None = launched.collectives[p].fit if p in launched.collectives else None
         # gloo reduces on the CPU: with no core to spare, backward cannot hide it
-        overlap = dev_type == "cuda" or p * m.threads < cores
+        overlap = machine.dev_type == "cuda" or p * m.threads < machine.cores
         label = f"{CALIBRATED}, {OVERLAP if overlap else NO_OVERLAP}"
         if p == 1:
             pred = _on(one, buckets, link, p, "calibration point: measured on 1 process", overlap)
             from_one = None
         else:
-            pred = _on(solo_runs[(p, b)], buckets, link, p, label, overlap)
+            pred = _on(launched.solo_runs[(p, b)], buckets, link, p, label, overlap)
             from_one = _on(one, buckets, link, p, FROM_ONE, overlap)
         if p > 1 and m.bucket_bytes and list(m.bucket_bytes) != [bk.bytes for bk in buckets]:
             notes.append(f"p={p}: DDP's buckets were {list(m.bucket_bytes)} bytes, the model's "
                          f"{[bk.bytes for bk in buckets]}")
         points.append(ScalePoint(p, b, spec.seq, m, pred, base.step_s, spec.mode, prediction.time_s,
                                  from_one))
+    return points
 
+
+def _thread_points(spec: ScaleSpec, measured: dict[tuple[int, int, int], Measured],
+                   cores: int) -> list[ThreadPoint]:
+    """One point per thread count of the one-process thread sweep (none without one)."""
     thread_points = []
     if spec.threads:
         base_t = measured[(1, 1, spec.thread_batch(1))].step_s
@@ -251,21 +315,22 @@ def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> Scal
             mt = measured[(1, t, spec.thread_batch(t))]
             thread_points.append(ThreadPoint(t, spec.thread_batch(t), spec.seq, mt.step_s, base_t,
                                              spec.mode, cores))
+    return thread_points
 
-    space = [SpaceCell(p, b, m.step_s, p * b * spec.seq / m.step_s)
-             for (p, t, b), m in sorted(measured.items()) if t == 1]
+
+def _what_if_rows(spec: ScaleSpec, wi_hw: Hardware) -> list[WhatIfRow]:
+    """The predicted what-if cluster points on `wi_hw`, each with its speedup over one GPU."""
+    config = spec.config
+
+    def wi(nodes: int, gpus: int) -> WhatIfPoint:
+        per_gpu = spec.batch // (nodes * gpus) if spec.mode == "strong" else spec.batch
+        return what_if(config, nodes=nodes, gpus_per_node=gpus, per_gpu_batch=per_gpu, seq=spec.seq,
+                       dtype=spec.dtype, hardware=wi_hw, intra=spec.intra, inter=spec.inter)
 
     rows: list[WhatIfRow] = []
-    if spec.what_if and wi_hw is not None:
-        def wi(nodes: int, gpus: int) -> WhatIfPoint:
-            per_gpu = spec.batch // (nodes * gpus) if spec.mode == "strong" else spec.batch
-            return what_if(config, nodes=nodes, gpus_per_node=gpus, per_gpu_batch=per_gpu, seq=spec.seq,
-                           dtype=spec.dtype, hardware=wi_hw, intra=spec.intra, inter=spec.inter)
-        one_gpu = wi(1, 1)
-        for nodes, gpus in spec.what_if:
-            pt = wi(nodes, gpus)
-            s = one_gpu.step.step_s / pt.step.step_s * (pt.world_size if spec.mode == "weak" else 1)
-            rows.append(WhatIfRow(pt, s, s / pt.world_size))
-
-    return ScalingStudy(spec, points, thread_points, space, collectives, rows, backend, dev_name,
-                        roof_hw.label, launches, environment, notes)
+    one_gpu = wi(1, 1)
+    for nodes, gpus in spec.what_if:
+        pt = wi(nodes, gpus)
+        s = one_gpu.step.step_s / pt.step.step_s * (pt.world_size if spec.mode == "weak" else 1)
+        rows.append(WhatIfRow(pt, s, s / pt.world_size))
+    return rows

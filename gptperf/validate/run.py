@@ -275,6 +275,19 @@ class _Ran:
         return self.sampled if self.sampled is not None else self.after
 
 
+@dataclass
+class _Sweep:
+    """What every stage of one validation shares: the device, its calibration, the result being
+    filled, the progress callback, and the roofline's machine per dtype (`_hardware`'s cache)."""
+
+    dev: torch.device
+    dev_name: str
+    calibration: Calibration
+    result: ValidationResult
+    progress: Progress | None
+    hardware: dict[str, Hardware | None] = field(default_factory=dict)
+
+
 def validate(device: torch.device | str = "auto", quick: bool = False, progress: Progress | None = None,
              calibration: Calibration | None = None, *, sweep: Sequence[ValidationCase] | None = None,
              isolate: bool = False, seed: int | None = None,
@@ -310,82 +323,13 @@ def validate(device: torch.device | str = "auto", quick: bool = False, progress:
     result = ValidationResult(dev.type, dev_name, quick, CalibrationInfo.of(calibration),
                               environment=environment(dev), seed=seed)
     first = compare_speed(calibration, dev, result)
-    hardware: dict[str, Hardware | None] = {}
-    to_profile: list[tuple[ValidationCase, ExecutionPlan, Expected]] = []
-
-    sample = host_unit(calibration) is not None
+    state = _Sweep(dev, dev_name, calibration, result, progress)
     retry = SpellRetry(calibration, SPELL_BUDGET_S[quick]) if dev.type == "cpu" else None
-    ran: list[_Ran] = []
-    for i, case in enumerate(todo):
-        if progress:
-            progress("measuring", i, len(todo))
-        try:
-            measure = measure_case_isolated if isolate else measure_case
-            timed = timed_steps(case.workload.kind, dev.type, expected_step_s(case, calibration))
-            unit_probe = probe_for(calibration, case.workload.kind)
-            # a CUDA-graph step is timed in a run and charged no host costs: no host probe
-            graphed = case.plan.cuda_graph
-            run_case = functools.partial(measure, case, dev, timed,
-                                         sample_host=unit_probe if sample and not graphed else None)
-            m = run_case()
-            if retry is not None:  # a CPU case measured in a slow spell: again once it passes
-                m = retry.again(case.name, m, run_case)
-            # the host's speed sampled among the case's steps; without a sample (too few or too
-            # short steps), probed for a second after them
-            sampled = speed_over(calibration, m.host_step_s, unit_probe)
-            if graphed:
-                after, phases = None, {}
-            elif sampled is None:
-                after, phases = host_speeds(calibration, dev, probe=unit_probe)
-            else:
-                after, phases = None, phase_speeds_over(calibration, m.host_phase_s, unit_probe)
-            ran.append(_Ran(case, m.plan, m.step_s, sampled, after, unit_probe, m.trace, phases,
-                            m.clock_share, fork_speed(calibration, m.fork_s)))
-        except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
-            result.skipped.append(Skipped(case.name, _reason(err)))
-        finally:
-            release_memory(dev.type, compiled=case.plan.compiled)
-    if progress:
-        progress("measuring", len(todo), len(todo))
 
-    fallback = {p: sweep_host_speed([r.own_speed for r in ran if r.unit_probe == p])
-                for p in {r.unit_probe for r in ran}}
-    for r in ran:
-        case, plan = r.case, r.plan
-        speed = r.own_speed if r.own_speed is not None or plan.cuda_graph else fallback[r.unit_probe]
-        try:
-            if plan != case.plan:
-                result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
-                                    "predicted for what ran")
-            exp = expected_case(case, plan, calibration, speed, r.phase_speeds)
-            expected_s = float(exp.step_time_s)
-            if not (math.isfinite(expected_s) and expected_s > 0):
-                raise ValueError(f"calibrated prediction {expected_s!r} s is not a positive time")
-            hw = _hardware(dev_name, dev.type, case.workload.dtype, hardware, result.notes)
-            w = case.workload
-            result.points.append(ValidationPoint(
-                case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, r.step_s,
-                expected_s, roofline_case(case, plan, hw), speed, r.sampled, r.after, r.trace,
-                r.phase_speeds, r.clock_share, r.fork_speed,
-                expected_host_s=exp.host_s, expected_device_s=exp.device_s))
-            if case.profile and not plan.cuda_graph:
-                to_profile.append((case, plan, exp))
-        except Exception as err:  # noqa: BLE001 - a prediction that fails is recorded, not a crash
-            result.skipped.append(Skipped(case.name, _reason(err)))
+    ran = _measure_cases(state, todo, isolate=isolate, retry=retry)
+    to_profile = _predict_cases(state, ran)
+    _profile_cases(state, to_profile)
 
-    with tempfile.TemporaryDirectory(prefix="gptperf-validate-") as tmp:
-        for j, (case, plan, exp) in enumerate(to_profile):
-            if progress:
-                progress("profiling", j, len(to_profile))
-            try:
-                measured_ops = profile_case(case, plan, dev, Path(tmp) / f"case-{j}")
-                result.per_op.append(OpErrors(case.name, op_pairs(measured_ops, exp.by_key())))
-            except Exception as err:  # noqa: BLE001
-                result.notes.append(f"no per-operation profile of {case.name}: {_reason(err)}")
-            finally:
-                release_memory(dev.type, compiled=plan.compiled)
-        if progress and to_profile:
-            progress("profiling", len(to_profile), len(to_profile))
     result.speed_drift = take_probe(dev).slowdown(first)
     if retry is not None:
         result.notes += retry.notes
@@ -393,6 +337,111 @@ def validate(device: torch.device | str = "auto", quick: bool = False, progress:
         result.notes += notes_over([result])
     result.wall_time_s = time.perf_counter() - started
     return result
+
+
+def _measure_cases(state: _Sweep, todo: Sequence[ValidationCase], *, isolate: bool,
+                   retry: SpellRetry | None) -> list[_Ran]:
+    """Measure each case in turn (one that fails: skipped, with its reason), freeing memory after
+    each."""
+    sample = host_unit(state.calibration) is not None
+    ran: list[_Ran] = []
+    for i, case in enumerate(todo):
+        if state.progress:
+            state.progress("measuring", i, len(todo))
+        try:
+            ran.append(_measure_one(state, case, isolate=isolate, sample=sample, retry=retry))
+        except Exception as err:  # noqa: BLE001 - a failed case is a recorded result, not a crash
+            state.result.skipped.append(Skipped(case.name, _reason(err)))
+        finally:
+            release_memory(state.dev.type, compiled=case.plan.compiled)
+    if state.progress:
+        state.progress("measuring", len(todo), len(todo))
+    return ran
+
+
+def _measure_one(state: _Sweep, case: ValidationCase, *, isolate: bool, sample: bool,
+                 retry: SpellRetry | None) -> _Ran:
+    """Measure one case (again, on a CPU, if it ran in a slow spell) and the host's speed as it
+    ran."""
+    calibration, dev = state.calibration, state.dev
+    measure = measure_case_isolated if isolate else measure_case
+    timed = timed_steps(case.workload.kind, dev.type, expected_step_s(case, calibration))
+    unit_probe = probe_for(calibration, case.workload.kind)
+    # a CUDA-graph step is timed in a run and charged no host costs: no host probe
+    graphed = case.plan.cuda_graph
+    run_case = functools.partial(measure, case, dev, timed,
+                                 sample_host=unit_probe if sample and not graphed else None)
+    m = run_case()
+    if retry is not None:  # a CPU case measured in a slow spell: again once it passes
+        m = retry.again(case.name, m, run_case)
+    # the host's speed sampled among the case's steps; without a sample (too few or too
+    # short steps), probed for a second after them
+    sampled = speed_over(calibration, m.host_step_s, unit_probe)
+    if graphed:
+        after, phases = None, {}
+    elif sampled is None:
+        after, phases = host_speeds(calibration, dev, probe=unit_probe)
+    else:
+        after, phases = None, phase_speeds_over(calibration, m.host_phase_s, unit_probe)
+    return _Ran(case, m.plan, m.step_s, sampled, after, unit_probe, m.trace, phases,
+                m.clock_share, fork_speed(calibration, m.fork_s))
+
+
+def _predict_cases(state: _Sweep, ran: Sequence[_Ran]) -> list[tuple[ValidationCase, ExecutionPlan, Expected]]:
+    """Predict each measured case and add its point to the result (a prediction that fails:
+    skipped); the cases to profile, with the plan that ran and its prediction."""
+    fallback = {p: sweep_host_speed([r.own_speed for r in ran if r.unit_probe == p])
+                for p in {r.unit_probe for r in ran}}
+    to_profile: list[tuple[ValidationCase, ExecutionPlan, Expected]] = []
+    for r in ran:
+        speed = r.own_speed if r.own_speed is not None or r.plan.cuda_graph else fallback[r.unit_probe]
+        try:
+            exp = _add_point(state, r, speed)
+            if r.case.profile and not r.plan.cuda_graph:
+                to_profile.append((r.case, r.plan, exp))
+        except Exception as err:  # noqa: BLE001 - a prediction that fails is recorded, not a crash
+            state.result.skipped.append(Skipped(r.case.name, _reason(err)))
+    return to_profile
+
+
+def _add_point(state: _Sweep, r: _Ran, speed: float | None) -> Expected:
+    """Predict a measured case with the host at `speed` and add its point to the result; the
+    prediction."""
+    case, plan, result = r.case, r.plan, state.result
+    if plan != case.plan:
+        result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
+                            "predicted for what ran")
+    exp = expected_case(case, plan, state.calibration, speed, r.phase_speeds)
+    expected_s = float(exp.step_time_s)
+    if not (math.isfinite(expected_s) and expected_s > 0):
+        raise ValueError(f"calibrated prediction {expected_s!r} s is not a positive time")
+    hw = _hardware(state.dev_name, state.dev.type, case.workload.dtype, state.hardware, result.notes)
+    w = case.workload
+    result.points.append(ValidationPoint(
+        case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, r.step_s,
+        expected_s, roofline_case(case, plan, hw), speed, r.sampled, r.after, r.trace,
+        r.phase_speeds, r.clock_share, r.fork_speed,
+        expected_host_s=exp.host_s, expected_device_s=exp.device_s))
+    return exp
+
+
+def _profile_cases(state: _Sweep, to_profile: Sequence[tuple[ValidationCase, ExecutionPlan, Expected]]
+                   ) -> None:
+    """Profile each case and score its prediction per operation (a profile that fails: a note)."""
+    result, progress = state.result, state.progress
+    with tempfile.TemporaryDirectory(prefix="gptperf-validate-") as tmp:
+        for j, (case, plan, exp) in enumerate(to_profile):
+            if progress:
+                progress("profiling", j, len(to_profile))
+            try:
+                measured_ops = profile_case(case, plan, state.dev, Path(tmp) / f"case-{j}")
+                result.per_op.append(OpErrors(case.name, op_pairs(measured_ops, exp.by_key())))
+            except Exception as err:  # noqa: BLE001
+                result.notes.append(f"no per-operation profile of {case.name}: {_reason(err)}")
+            finally:
+                release_memory(state.dev.type, compiled=plan.compiled)
+        if progress and to_profile:
+            progress("profiling", len(to_profile), len(to_profile))
 
 
 def throttled_note(points: Sequence[ValidationPoint]) -> str | None:
