@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from gptperf.output import err_console  # deferred: keeps --help fast
+    from gptperf.output import err_console  # deferred: loads rich
     from gptperf.report import (  # deferred: keeps --help fast
         ReportInterrupted,
         ReportOptions,
@@ -103,10 +103,10 @@ def print_failure(result: ReportResult, console: Any) -> None:
 
 def print_summary(result: ReportResult, console: Any = None) -> None:
     """Stage times, what failed, and the page to open."""
-    from rich.table import Table  # deferred: keeps --help fast
+    from rich.table import Table  # deferred: loads rich
 
     if console is None:
-        from gptperf.output import console  # deferred: keeps --help fast
+        from gptperf.output import console  # deferred: loads rich
     table = Table(title="gptperf report: stages (wall time measured here)", title_justify="left")
     table.add_column("stage")
     table.add_column("status")
@@ -137,7 +137,7 @@ class ProgressDisplay:
     """
 
     def __init__(self, console: Any) -> None:
-        from rich.progress import (  # deferred: keeps --help fast
+        from rich.progress import (  # deferred: loads rich
             BarColumn,
             Progress,
             ProgressColumn,

@@ -29,8 +29,8 @@ from gptperf.runtime import as_device
 
 
 def measure_optimizer(device: torch.device | str, quick: bool = False,
-                      progress: Progress | None = None, timer: KernelTimer | None = None,
-                      ) -> dict[str, Grid]:
+                      progress: Progress | None = None,
+                      timer: KernelTimer | None = None) -> dict[str, Grid]:
     """Grids "adamw_fused" and "adamw_foreach" over (parameter tensors, parameters) on CUDA: one
     AdamW step (lr 3e-4, weight decay 0.1, built as gptperf's train step builds it) over fp32
     tensors of equal size, a third of them 2-D (decayed), as a GPT block's 4 weights of 12; and

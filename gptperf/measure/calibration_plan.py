@@ -480,11 +480,12 @@ def check_dtypes(dtypes: Iterable[str], device_type: str | None = None) -> tuple
     """`dtypes` as a tuple, each a format of `gptperf.dtypes`, at least one, and, where
     `device_type` is given, each one that runs there (fp16 needs a GPU); else a one-line
     UserError naming the bad value and the valid ones."""
+    gpu_only = device_type is not None and device_type != "cuda"
+    valid = ", ".join(d for d in DTYPES if not (gpu_only and d == "fp16"))
     out = tuple(check_dtype(d) for d in dtypes)
     if not out:
-        raise UserError(f"no dtypes to calibrate; valid: {', '.join(DTYPES)}")
-    if device_type is not None and device_type != "cuda" and "fp16" in out:
-        valid = ", ".join(d for d in DTYPES if d != "fp16")
+        raise UserError(f"no dtypes to calibrate; valid{f' on {device_type}' if gpu_only else ''}: {valid}")
+    if gpu_only and "fp16" in out:
         raise UserError(f"dtype 'fp16' needs a GPU; valid on {device_type}: {valid}")
     return out
 

@@ -93,7 +93,8 @@ def split_vector_key(key: str) -> tuple[str, str]:
 
 def gemv_key(dtype: str, chain: str = "") -> str:
     """`gemv`'s key of the one-row kernel in `dtype` ("<dtype>"), or with `chain` (GEMV_CHAIN,
-    GEMV_RESIDUAL_CHAIN, GEMV_ARGMAX_CHAIN) of that chained kernel ("<chain>:<dtype>")."""
+    GEMV_RESIDUAL_CHAIN, GEMV_ARGMAX_CHAIN, each ending in ":") of that chained kernel
+    ("<chain><dtype>", e.g. "chain:bf16")."""
     return chain + dtype
 
 

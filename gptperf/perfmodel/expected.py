@@ -307,9 +307,9 @@ def _issue_order(seq: list, host: list[float], device: list[float], cal: Calibra
 def _host_parts(kind: str, phase: str, plan: ExecutionPlan) -> list[tuple[str, str]]:
     """The calibration's host parts (mode, part) for this phase, best first: a compiled step's
     own, then the nearest one measured (a compiled forward without grad, the compiled train
-    forward, then the eager step's). A compiled train step's optimizer phase runs eagerly, the compiled job's line
-    (`compiled:opt`, the default compiled plan's master weights) where its plan keeps master
-    weights too, else the eager step's."""
+    forward, then the eager step's). A compiled train step's optimizer phase runs eagerly: the
+    compiled job's line (`compiled:opt`, the default compiled plan's master weights) where its
+    plan keeps master weights too, else the eager step's."""
     if kind == "train":
         part = {names.FORWARD: "fwd", names.BACKWARD: "bwd", names.OPTIMIZER_PHASE: "opt"}[phase]
     elif kind == "forward":

@@ -87,6 +87,7 @@ from gptperf.schema import check_schema
 from gptperf.units import MIB
 
 if TYPE_CHECKING:
+    from gptperf.perfmodel.calibration import Calibration
     from gptperf.perfmodel.hardware import Hardware
 
 _COMPILE_NOTE = (
@@ -402,7 +403,7 @@ class _Calibrated:
     by_key: dict[tuple[str, str], float]
     step: dict[str, Any] | None
     notes: list[str]
-    calibration: Any
+    calibration: Calibration | None
 
 
 def _record_trace(runner: Any, device: Any, tmp: Path, record: dict[str, Any], *, wait: int,

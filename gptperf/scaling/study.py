@@ -132,7 +132,7 @@ def measured_from_ranks(ranks: list[dict[str, Any]], run_index: int, key: str = 
 # -- running it -----------------------------------------------------------------------------
 
 def _worker_spec(spec: ScaleSpec, batches: Sequence[int], threads: int, collectives: bool,
-                 out: Path, solo: Sequence[int] = ()) -> Any:
+                 out: Path, solo: Sequence[int] = ()) -> WorkerSpec:
     return WorkerSpec(spec.config.to_dict(), tuple(batches), spec.seq, str(out), tuple(solo), dtype=spec.dtype,
                       compile=spec.compile, device=spec.device, warmup=spec.warmup, steps=spec.steps,
                       threads=threads, seed=spec.seed, collectives=collectives,

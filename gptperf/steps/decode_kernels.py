@@ -120,8 +120,9 @@ class KernelTuning:
     (the weights are no kernel's output); off, they wait first. The LM head's argmax kernel always
     waits first, where loading early lost (BENCHMARKS.md, "Every layer gemv loads early").
     scale_weight_bytes: a LayerNorm's gemv streams a copy of its weight with γ multiplied in (no γ
-    load beside each x chunk) when the weight is at most this large (BENCHMARKS.md, "γ in the
-    weights"); read where the LayerNorms are folded (`fold_layer_norm`).
+    load beside each x chunk) when the weight is at most this large (BENCHMARKS.md, "Sixteen
+    decode steps a graph, the anchors again, and γ in the weights"); read where the LayerNorms
+    are folded (`fold_layer_norm`).
     """
 
     pdl: bool = True
