@@ -98,6 +98,18 @@ def gemv_key(dtype: str, chain: str = "") -> str:
     return chain + dtype
 
 
+def split_gemv_key(key: str) -> tuple[str, str]:
+    """(chain, dtype) of a `gemv_key`: chain "" for the one-row kernel."""
+    chain = next((c for c in (GEMV_CHAIN, GEMV_RESIDUAL_CHAIN, GEMV_ARGMAX_CHAIN) if key.startswith(c)), "")
+    return chain, key.removeprefix(chain)
+
+
+def curve_key(family: str, key: str) -> str:
+    """A curve's name across the tables ("<family>:<key>", e.g. "vector:add:fp32"), as
+    `Calibration.residuals` keys them."""
+    return f"{family}:{key}"
+
+
 def fused_step_key(component: str, dtype: str) -> str:
     """`gemv`'s key of a fused decode step's layer kernel timed inside the step:
     "in_step:<component>:<dtype>" (`FUSED_STEP`)."""
@@ -618,7 +630,7 @@ class Calibration:
         out: dict[str, float | None] = {}
         for family in ("matmul", "attention", "vector", "optimizer", "gemv"):
             for key, curve in getattr(self, family).items():
-                out[f"{family}:{key}"] = curve.residual
+                out[curve_key(family, key)] = curve.residual
         return out
 
     def to_dict(self) -> dict[str, Any]:

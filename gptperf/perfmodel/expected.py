@@ -63,6 +63,7 @@ from gptperf.perfmodel.calibration import (
     split_attention_key,
     split_compiled_key,
     split_fused_step_key,
+    split_gemv_key,
     split_vector_key,
 )
 from gptperf.perfmodel.kernel_calls import (
@@ -200,11 +201,11 @@ def _stand_ins(key: str) -> list[str]:
         component, dtype = split_fused_step_key(key)
         residual = component in (names.ATTN_PROJ, names.MLP_PROJ)
         return keys + _stand_ins(gemv_key(dtype, GEMV_RESIDUAL_CHAIN if residual else GEMV_CHAIN))
-    newer = next((p for p in (GEMV_RESIDUAL_CHAIN, GEMV_ARGMAX_CHAIN) if key.startswith(p)), None)
-    if newer is not None:
-        keys += _stand_ins(gemv_key(key.removeprefix(newer), GEMV_CHAIN))
-    elif key.startswith(GEMV_CHAIN):
-        keys += _stand_ins(gemv_key(key.removeprefix(GEMV_CHAIN)))
+    chain, dtype = split_gemv_key(key)
+    if chain in (GEMV_RESIDUAL_CHAIN, GEMV_ARGMAX_CHAIN):
+        keys += _stand_ins(gemv_key(dtype, GEMV_CHAIN))
+    elif chain == GEMV_CHAIN:
+        keys += _stand_ins(gemv_key(dtype))
     return keys
 
 
