@@ -397,6 +397,42 @@ def test_a_cpu_calibration_times_host_steps_in_runs_and_a_gpus_alone(monkeypatch
     assert asked == [("fwd", 1, True), ("nograd", 1, False)]
 
 
+@pytest.mark.parametrize("flat_calls", [1, 2])
+def test_a_host_line_with_no_cost_a_block_is_measured_again_and_named(
+        monkeypatch: pytest.MonkeyPatch, flat_calls: int) -> None:
+    """A busy host can time the 4-block step no longer than the 1-block one: that job is measured
+    once more, the better reading kept, and a note names the parts (and any still flat)."""
+    calls: dict[str, int] = {}
+
+    def fake_groups(dtype: str, mode: str, device: Any, what: str) -> Any:
+        parts = ("fwd", "bwd", "opt") if what == "train" else ("nograd", "decode")
+        return {n: dict.fromkeys(parts, lambda: None) for n in host_mod.HOST_LAYERS}
+
+    def fake_time(groups: Any, timed: list[str], device: Any, **kw: Any) -> Any:
+        if not timed:  # the warm-up
+            return {}
+        lo = min(groups)
+        what = "train" if "fwd" in groups[lo] else "inference"
+        calls[what] = calls.get(what, 0) + 1
+        flat = what == "train" and calls[what] <= flat_calls
+        return {n: {p: 1e-4 * (n if not (flat and p == "fwd") else lo) for p in groups[n] if p in timed}
+                for n in groups}
+
+    monkeypatch.setattr(host_mod, "host_groups", fake_groups)
+    monkeypatch.setattr(host_mod, "time_host_parts", fake_time)
+    monkeypatch.setattr(host_mod, "HostSampler", SteadySampler)
+    result = host_mod.measure_host(CPU, ["fp32"])
+    assert calls == {"train": 2, "inference": 1}  # only the flat job again, and once
+    said = [n for n in result.notes if "took no longer" in n]
+    assert len(said) == 1 and "eager train step in fp32: fwd took no longer with 4 blocks" in said[0]
+    per_layer = result.costs["eager:fwd:fp32"]["per_layer_s"]
+    if flat_calls == 1:
+        assert per_layer > 0 and said[0].endswith("each part now takes longer with more blocks")
+    else:
+        assert per_layer == 0 and "fwd still not, charged no cost a block" in said[0]
+    assert result.costs["eager:bwd:fp32"]["per_layer_s"] > 0
+
+
 def test_time_host_parts_stops_early_on_a_busy_machine() -> None:
     now = [0.0]
     calls = []

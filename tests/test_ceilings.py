@@ -128,7 +128,9 @@ def test_the_quick_calibration_ceilings_ends_with_is_real_and_complete(cache) ->
     cal = Calibration.from_dict(doc)
     assert cal.matmul and cal.attention and cal.vector and cal.optimizer
     assert all(r is None or (math.isfinite(r) and r >= 0) for r in cal.residuals().values())
-    assert cal.host["eager:fwd:fp32"]["per_layer_s"] > 0
+    # a cost a block, or (a host too busy to time one, even measured again) a note naming it
+    assert (cal.host["eager:fwd:fp32"]["per_layer_s"] > 0
+            or any("fwd still not, charged no cost a block" in n for n in doc["notes"]))
     units = cal.probes["host_jobs"]  # each job's own unit, kept beside the one they are scaled to
     assert set(units) == {"eager:train:fp32", "eager:inference:fp32"} and all(u > 0 for u in units.values())
     # one job a probe here: each probe's unit is its job's own (the train step ~10x the decode's)

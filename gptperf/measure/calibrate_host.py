@@ -3,13 +3,15 @@ measured on the host model (`measure_host`), for `gptperf.measure.calibrate` to 
 
 Host costs (`Calibration.host["<mode>:<part>:<dtype>"]`) are measured on a tiny GPT (C 64, 2
 heads, vocab 256, B 1, T 8: device time is negligible; compiled at the compiled recordings' B 8,
-T 512, where inductor launches the split reductions of real training steps) with 1 and 4 blocks, through the
-project's own steps: the parts of `steps.train.TrainStep` (fwd, bwd, opt), the decode_nocache
-step of `steps.inference` (infer: no grad, no KV cache), its eager prefill into the model's KV
-cache (prefill) and its eager decode step with that cache (decode). A straight line through the
-two block counts gives `per_layer_s` and `fixed_s`. On CUDA a part's host time is the CPU time
-of the call among calls run back to back, no synchronisation between them (the GPU keeps up at
-these sizes); on a CPU it is the whole call, the last of a run of CPU_HOST_RUN calls of its step.
+T 512, where inductor launches the split reductions of real training steps) with 1 and 4
+blocks, through the project's own steps: the parts of `steps.train.TrainStep` (fwd, bwd, opt),
+the decode_nocache step of `steps.inference` (infer: no grad, no KV cache), its eager prefill
+into the model's KV cache (prefill) and its eager decode step with that cache (decode). A
+straight line through the two block counts gives `per_layer_s` and `fixed_s` (an eager job in
+which a part took no longer with more blocks, as a busy host can time it, is measured once more,
+with a note). On CUDA a part's host time is the CPU time of the call among calls run back to
+back, no synchronisation between them (the GPU keeps up at these sizes); on a CPU it is the
+whole call, the last of a run of CPU_HOST_RUN calls of its step.
 The host's speed moves while they are measured (2× within one calibration on the lent H200
 machine), so each job's costs are brought to one speed: the host model's own step of the job's
 kind (train, or decode for the inference jobs) is sampled after each of the job's timed rounds
@@ -155,6 +157,13 @@ def host_config(n_layer: int, mode: str = EAGER) -> GPTConfig:
     """The tiny GPT whose steps' host cost is measured in `mode` (`HOST_MODEL`, `n_layer`
     blocks), its block as long as the mode's sequence: the eager one is the host probe's model."""
     return host_model_config(n_layer, block_size=max(HOST_MODEL["block_size"], host_tokens(mode)[1]))
+
+
+def flat_parts(times: dict[int, dict[str, float]], layers: tuple[int, int] = HOST_LAYERS) -> list[str]:
+    """The parts whose step took no longer with `layers[1]` blocks than with `layers[0]`: a line
+    through them charges no cost a block (a busy host timed the small model slow)."""
+    lo, hi = layers
+    return sorted(p for p, t in times.get(lo, {}).items() if times.get(hi, {}).get(p, math.inf) <= t)
 
 
 def fit_line(t1: float, t4: float, layers: tuple[int, int] = HOST_LAYERS) -> dict[str, float]:
@@ -342,6 +351,12 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
             notes.append(f"compiled host cost of the {what} step: {took:.0f} s with its compilation")
         else:
             (times, unit, phases), _ = measure()
+            flat = flat_parts(times)
+            if flat:  # measured again once: a line with no cost a block under-charges deep models
+                again = measure()[0]
+                if len(flat_parts(again[0])) < len(flat):
+                    times, unit, phases = again
+                notes.append(_flat_note(mode, what, dtype, flat, flat_parts(times)))
         if times:
             measured.append((probe, mode, dtype, times, unit, phases))
             job_units[host_key(mode, what, dtype)] = unit
@@ -353,6 +368,16 @@ def measure_host(device: torch.device, dtypes: Iterable[str], *, quick: bool = F
         notes.append(f"compiled host costs are measured in {COMPILED_DTYPE}, not among the dtypes "
                      f"{dtypes}: left out")
     return HostCosts(host, units, notes, job_units, phase_units)
+
+
+def _flat_note(mode: str, what: str, dtype: str, flat: list[str], still: list[str]) -> str:
+    lo, hi = HOST_LAYERS
+    said = (f"host costs of the {mode} {what} step in {dtype}: {', '.join(flat)} took no longer "
+            f"with {hi} blocks than with {lo} (a busy host); measured again: ")
+    if not still:
+        return said + "each part now takes longer with more blocks"
+    return said + (f"{', '.join(still)} still not, charged no cost a block (deep models' host time "
+                   "under-charged): `gptperf calibrate --force` on a quieter machine")
 
 
 def measure_host_settled(measure: Callable[[], HostCosts], reference_s: float, time_left_s: float,
