@@ -48,7 +48,7 @@ def last_level_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache
 
 def device_name(device: Any) -> str:
     """The card's name on CUDA (e.g. 'NVIDIA H100 80GB HBM3'), the CPU's model name on CPU."""
-    import torch
+    import torch  # deferred: loads torch
 
     device = torch.device(device)
     if device.type == "cuda":
@@ -72,7 +72,7 @@ def git_commit() -> str | None:
 
 def environment(device: Any = None) -> dict[str, Any]:
     """A JSON-ready description of where a number came from."""
-    import torch
+    import torch  # deferred: loads torch
 
     env: dict[str, Any] = {
         "gptperf": __version__,

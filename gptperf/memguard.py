@@ -9,9 +9,12 @@ allocator holds unused on a GPU, psutil's available RAM on a CPU.
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import psutil
 
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
@@ -86,14 +89,12 @@ def available_memory(device: Any) -> tuple[float, str] | None:
     kind = getattr(device, "type", str(device).split(":")[0])
     try:
         if kind == "cuda":
-            import torch
+            import torch  # deferred: loads torch
 
             free, _ = torch.cuda.mem_get_info(device)
             cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
             return float(free + max(0, cached)), "free (torch.cuda.mem_get_info)"
         if kind == "cpu":
-            import psutil
-
             return float(psutil.virtual_memory().available), "of RAM available (psutil)"
     except Exception:  # no driver, no psutil: the run goes on unguarded
         return None
@@ -143,15 +144,13 @@ def release_memory(device_type: str | None = None, *, compiled: bool = False) ->
     """Give back what the last step held before the next is built: Python's garbage, CUDA's
     cached blocks (on `device_type` "cuda"; None: whenever CUDA is there) and, after a compiled
     step, torch.compile's graphs."""
-    import gc
-
     gc.collect()
     if device_type == "cuda" or device_type is None:
-        import torch
+        import torch  # deferred: loads torch
 
         if device_type == "cuda" or torch.cuda.is_available():
             torch.cuda.empty_cache()
     if compiled:
-        import torch
+        import torch  # deferred: loads torch
 
         torch._dynamo.reset()

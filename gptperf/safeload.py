@@ -37,7 +37,7 @@ def load_tensors(path: str | os.PathLike[str], what: str, map_location: Any = "c
                  message: str = "{what} {path!r} cannot be read: {reason}") -> Any:
     """`torch.load(path, weights_only=True)`, or a one-line UserError: `message` formatted with
     `what`, `path` (a str) and the reason."""
-    import torch
+    import torch  # deferred: loads torch
 
     try:
         with warnings.catch_warnings():  # e.g. torch's note on pickle protocols, naming weights_only
@@ -51,7 +51,7 @@ def check_finite(where: str, tensors: Any) -> None:
     """A one-line UserError naming the first floating-point tensor of `tensors` (name -> tensor)
     holding a NaN or an infinity: weights no training step leaves (a NaN loss keeps the old
     checkpoint), which would make every logit NaN."""
-    import torch
+    import torch  # deferred: loads torch
 
     for key, value in tensors.items():
         if isinstance(value, torch.Tensor) and value.is_floating_point():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import numpy as np
 import torch
@@ -24,8 +25,6 @@ SPLITS: tuple[str, ...] = ("train", "val")
 
 def embedded_text() -> str:
     """The English text of Python's own documentation topics, in a fixed order."""
-    from pydoc_data.topics import topics
-
     return "\n".join(topics[key] for key in sorted(topics))
 
 

@@ -51,7 +51,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # ceilings imports torch at its top: load it only when asked for.
     if name in _CEILINGS:
-        from gptperf.measure import ceilings
+        from gptperf.measure import ceilings  # deferred: lazy package attribute
 
         return getattr(ceilings, name)
     raise AttributeError(name)

@@ -21,7 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gptperf.envinfo import device_name as name_of
+from gptperf.envinfo import environment
 from gptperf.errors import UserError
+from gptperf.format import si
 from gptperf.measure.metrics import MemoryPeak, PeakMemoryMeter, Utilization, UtilizationSampler
 from gptperf.measure.probe import (
     HostSampler,
@@ -33,6 +36,18 @@ from gptperf.measure.probe import (
     probe_for,
 )
 from gptperf.measure.timer import MAX_STEPS, PhaseTiming, Progress, time_phases
+from gptperf.model.config import GPTConfig, preset_of
+from gptperf.perfmodel import (
+    Workload,
+    count_parameters,
+    datasheet_hardware_for,
+    predict,
+    resolve_hardware,
+)
+from gptperf.perfmodel.expected import expected
+from gptperf.perfmodel.hardware import load_measured_hardware
+from gptperf.plan import ExecutionPlan
+from gptperf.schema import check_schema
 
 DEFAULT_WARMUP = 3
 DEFAULT_REPEATS = 10
@@ -53,8 +68,6 @@ TINY_SEQ = 64  # the CPU anchor's shape (nanoGPT, 4 layers, C=128, T=64, B=12)
 
 def default_seq(config: Any) -> int:
     """T when the user gives none: 64 for the tiny preset (fast on a CPU), else the block size."""
-    from gptperf.model.config import preset_of
-
     return min(TINY_SEQ, config.block_size) if preset_of(config) == "tiny" else config.block_size
 
 
@@ -262,10 +275,6 @@ class BenchResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BenchResult:
         """The inverse of `to_dict` (a UserError for another schema)."""
-        from gptperf.model.config import GPTConfig
-        from gptperf.plan import ExecutionPlan
-        from gptperf.schema import check_schema
-
         check_schema(d, SCHEMA)
         w, dev, flops, mem = d["workload"], d["device"], d["flops"], d["memory"]
         return cls(
@@ -294,8 +303,6 @@ def _measured_date(hw: Any) -> str:
 
 def _hardware_label(hw: Any, dtype: str) -> str:
     """E.g. 'measured bf16 matmul (768 TFLOP/s, measured NVIDIA H100 80GB HBM3 on 2026-...)'."""
-    from gptperf.format import si
-
     peak = si(hw.peak(dtype), "FLOP/s")
     if hw.source == "measured":
         quick = ", quick sweep" if hw.extra.get("measurement", {}).get("quick") else ""
@@ -309,7 +316,7 @@ def device_calibration(device: Any) -> tuple[Any, str | None]:
     usable one is cached, (None, None) when there is none, and (None, the one-line reason) when
     the cached one is stale, of another device or of another torch — a measurement goes on
     without it."""
-    from gptperf.measure.calibrate import calibration_for
+    from gptperf.measure.calibrate import calibration_for  # deferred: loads torch
 
     try:
         return calibration_for(device), None
@@ -326,8 +333,6 @@ def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any,
     (`measure.probe.host_speed`), probed now on `device` when only that is given (the step was
     measured there just now, each phase at its own as well), as calibrated when neither is; those
     of a phase in `phase_speeds` at its own (`probe.HostSampler.phase_speeds`)."""
-    from gptperf.perfmodel.expected import expected
-
     try:
         if speed is None and device is not None:
             speed, phase_speeds = host_speeds(calibration, device,
@@ -344,8 +349,6 @@ def host_charge(e: Any, calibration: Any) -> dict[str, Any]:
     (`host_charged`, empty when as calibrated), and the step's time with the host costs as
     calibrated, which is what `gptperf model --calibrated` gives for the same step (a prediction
     beside a measurement is made for the host that ran it; this says how far that moved it)."""
-    from gptperf.perfmodel.expected import expected
-
     if e.charged_as_calibrated or e.plan.cuda_graph:  # a graph replays with no host in the loop
         charged: dict[str, float] = {}
         plain = e.step_time_s
@@ -380,8 +383,6 @@ def host_charge_note(entry: StepPrediction | dict[str, Any] | None) -> str | Non
 def check_bench_args(kind: str, config: Any, batch: int, seq: int, dtype: str, device: Any,
                      compile: bool, warmup: int, repeats: int) -> None:
     """One-line UserErrors for every bad argument, before anything heavy runs."""
-    from gptperf.perfmodel import Workload
-
     Workload(kind, batch, seq, dtype)  # kind, batch, seq and dtype
     config.check_sequence(seq)
     if getattr(device, "type", device) == "cpu" and dtype == "fp16":
@@ -431,20 +432,10 @@ def run_bench(
     CUDA-graph step is timed in a run of steps (`time_phases(in_a_run=True)`), with neither.
     """
     t_start = time.perf_counter() if started_at is None else started_at
-    import torch
+    import torch  # deferred: loads torch
 
-    from gptperf.envinfo import device_name as name_of
-    from gptperf.envinfo import environment
-    from gptperf.perfmodel import (
-        Workload,
-        count_parameters,
-        datasheet_hardware_for,
-        resolve_hardware,
-    )
-    from gptperf.perfmodel.hardware import load_measured_hardware
-    from gptperf.plan import ExecutionPlan
-    from gptperf.runtime import as_device
-    from gptperf.steps.build import build_step, check_step
+    from gptperf.runtime import as_device  # deferred: loads torch
+    from gptperf.steps.build import build_step, check_step  # deferred: loads torch
 
     dev = as_device(device)
     if plan is None:
@@ -580,8 +571,6 @@ def _add_roofline(result: BenchResult, machines: list[Any], config: Any, workloa
     """Append the roofline bound of the step on each of `machines` to `result.predictions`, or a
     note for a machine that cannot predict it; the first that can also gives the step's FLOPs,
     predicted memory and FLOPs conventions."""
-    from gptperf.perfmodel import predict
-
     first = True
     for hw in machines:
         try:

@@ -22,6 +22,7 @@ import torch
 
 from gptperf.envinfo import device_name, last_level_cache_bytes
 from gptperf.errors import UserError
+from gptperf.measure import calibrate_kernels
 from gptperf.measure.calibrate_compiled import ProfilerHooks, record_compiled_steps, record_config
 from gptperf.measure.calibrate_host import (
     HOST_LAYERS,
@@ -35,10 +36,18 @@ from gptperf.measure.calibration_tables import guarded
 from gptperf.measure.compile_warmup import CompileWarmup
 from gptperf.measure.gpu_lock import NO_LOCK
 from gptperf.measure.launch_gap import measure_launch_gap
+from gptperf.measure.metrics import gpu_clock_reader
 from gptperf.measure.optimizer_overlap import measure_optimizer_overlap
 from gptperf.measure.probe import UNIT_KEYS, host_step_s, phase_unit_key, speed_note, take_probe
+from gptperf.measure.sustained import measure_sustained, sustained_note
 from gptperf.measure.timer import Progress
-from gptperf.perfmodel.calibration import Calibration, load_calibration, save_calibration
+from gptperf.perfmodel.calibration import (
+    Calibration,
+    calibration_path,
+    load_calibration,
+    save_calibration,
+)
+from gptperf.perfmodel.hardware import check_cache_dir
 from gptperf.plan import COMPILED
 from gptperf.runtime import as_device
 
@@ -80,8 +89,6 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     compiled recordings; see the module docstring. `dtypes` default: `DEFAULT_DTYPES`.
     `warm_compiles` (CUDA): compile the compiled jobs' steps ahead in side processes while the
     kernels are timed (`compile_warmup`)."""
-    from gptperf.measure import calibrate_kernels
-
     device = as_device(device)
     dtypes = check_dtypes(dtypes if dtypes is not None else default_dtypes(device), device.type)
     start = time.perf_counter()
@@ -225,9 +232,6 @@ def _launch_and_sustained(device: torch.device, dtypes: list[str], notes: list[s
 
 
 def _sustained(device: torch.device) -> tuple[dict[str, Any], list[str]]:
-    from gptperf.measure.metrics import gpu_clock_reader
-    from gptperf.measure.sustained import measure_sustained, sustained_note
-
     index = torch.cuda.current_device() if device.index is None else device.index
     measured = measure_sustained(device, clock=gpu_clock_reader(index)[0])
     return measured, [sustained_note(measured)]
@@ -265,10 +269,7 @@ def ensure_calibration(device: torch.device | str = "auto", *, quick: bool = Fal
             cached = calibration_for(device)
             if (cached is not None and cached.age_days() < REUSE_DAYS
                     and (quick or not is_quick(cached))):
-                from gptperf.perfmodel.calibration import calibration_path
-
                 return cached, True, Path(calibration_path(cached.device_name))
-    from gptperf.perfmodel.hardware import check_cache_dir
 
     check_cache_dir("calibration")  # where it is saved: before the measurement
     calibration = calibrate(device, quick=quick, progress=progress, hooks=hooks)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile, schedule
 
 from gptperf import names
 from gptperf.envinfo import device_name
@@ -29,9 +30,12 @@ from gptperf.errors import UserError
 from gptperf.measure.calibration_plan import COMPILED_DTYPE
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig, preset
+from gptperf.perfmodel import predict
 from gptperf.perfmodel.calibration import compiled_key, compiled_op_key, split_compiled_op_key
+from gptperf.perfmodel.devices import resolve_hardware
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import ExecutionPlan
+from gptperf.quiet import profiler_quiet
 from gptperf.runtime import synchronize
 
 # The compiled recording's model and steps: not a validation shape (see shapes["configs"]).
@@ -141,9 +145,6 @@ def _shares(config: GPTConfig, workload: Workload, plan: ExecutionPlan,
             device: torch.device) -> dict[tuple[str, str], float] | None:
     """Predicted seconds per (name, phase) on this device's ceilings or datasheet, which split a
     fused kernel between its operations (None, an even split, where neither is known)."""
-    from gptperf.perfmodel import predict
-    from gptperf.perfmodel.devices import resolve_hardware
-
     try:
         hw = resolve_hardware(None, device_name(device), device.type, dtype=workload.dtype)
     except UserError:
@@ -162,7 +163,7 @@ def record_workload(kind: str) -> Workload:
 def warmed_compiled_step(config: GPTConfig, workload: Workload, device: torch.device) -> Any:
     """The compiled step of `workload` on `config`, run twice: it compiles (forward and backward)
     and autotunes (as a recording runs it, and as the side process compiles it ahead)."""
-    from gptperf.steps.build import build_step
+    from gptperf.steps.build import build_step  # deferred: tests patch it
 
     plan = ExecutionPlan.default(workload.kind, device.type, compile=True, attention=config.attention,
                                  dtype=workload.dtype)
@@ -178,10 +179,6 @@ def record_compiled(config: GPTConfig, workload: Workload, device: torch.device,
     """A compiled step of `workload` on `config` profiled for `steps` steps and attributed:
     {"config", "workload", "plan", "ops": {"<component>:<phase>": ...}, ...} (see
     `summarize_attribution`)."""
-    from torch.profiler import ProfilerActivity, profile, schedule
-
-    from gptperf.quiet import profiler_quiet
-
     with hooks.provenance(config.n_layer) as prov:
         step = warmed_compiled_step(config, workload, device)
     shares = _shares(config, workload, step.plan, device)

@@ -179,7 +179,7 @@ Parts = dict[str, Callable[[], None]]
 
 def _train_parts(config: GPTConfig, dtype: str, mode: str, device: torch.device) -> Parts:
     """fwd, bwd, opt of the train step `gptperf train` runs (fused AdamW on CUDA, as its plan)."""
-    from gptperf.steps.build import build_step
+    from gptperf.steps.build import build_step  # deferred: tests patch it
 
     plan = ExecutionPlan.default("train", device.type, compile=mode == COMPILED,
                                  attention=config.attention, dtype=dtype)
@@ -193,7 +193,7 @@ def _inference_part(config: GPTConfig, kind: str, dtype: str, mode: str,
                     device: torch.device) -> Callable[[], None]:
     """The one-phase inference step of `kind` (decode_nocache: infer; prefill; decode: KV-cache
     decode)."""
-    from gptperf.steps.build import build_step
+    from gptperf.steps.build import build_step  # deferred: tests patch it
 
     plan = ExecutionPlan(mode, config.attention)
     step = build_step(config, Workload(kind, *host_tokens(mode), dtype), plan, device)

@@ -31,13 +31,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 
 from gptperf.atomic import write_text
 from gptperf.envinfo import device_name
+from gptperf.errors import UserError
 from gptperf.measure.kernel_model import measure_kernel_model
 from gptperf.measure.timer import Progress, Timing, time_fn
+from gptperf.perfmodel.hardware import (
+    Hardware,
+    UnusableCacheError,
+    check_cache_dir,
+    load_measured_hardware,
+    measured_hardware_path,
+    save_measured_hardware,
+)
 from gptperf.runtime import TORCH_DTYPES, as_device, synchronize
+from gptperf.schema import check_schema
 from gptperf.units import GIB, MIB
 
 SCHEMA = "gptperf.ceilings/1"
@@ -144,8 +155,6 @@ class Ceilings:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Ceilings:
         """The inverse of `to_dict` (a UserError for another schema)."""
-        from gptperf.schema import check_schema
-
         check_schema(d, SCHEMA)
         return cls(
             device=d["device"], device_type=d["device_type"], measured_at=d["measured_at"],
@@ -159,8 +168,6 @@ class Ceilings:
 
     def to_hardware(self) -> Any:
         """The measurement as a perfmodel `Hardware` (source 'measured')."""
-        from gptperf.perfmodel.hardware import Hardware
-
         peaks = dict(self.peak_flops)
         notes = [f"measured by gptperf ceilings on {self.device} at {self.measured_at}",
                  f"bandwidth = best of copy and saxpy ({self.bandwidth_source}), bytes read + written",
@@ -227,7 +234,6 @@ def _buffers_fit(device: torch.device, nbytes: int, count: int) -> bool:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return count * nbytes < 0.8 * free
-    import psutil
 
     return count * nbytes < 0.5 * psutil.virtual_memory().available
 
@@ -371,7 +377,6 @@ def measure_launch_latency(device: torch.device, plan: Plan) -> dict[str, Any]:
 def _memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory)
-    import psutil
 
     return int(psutil.virtual_memory().total)
 
@@ -416,15 +421,11 @@ def measure_ceilings(
 
 
 def _curves_path(name: str) -> Path:
-    from gptperf.perfmodel.hardware import measured_hardware_path
-
     return Path(measured_hardware_path(name)).with_suffix(".json")
 
 
 def save_ceilings(ceilings: Ceilings) -> Path:
     """Write the hardware entry (perfmodel format) and the full curves beside it."""
-    from gptperf.perfmodel.hardware import save_measured_hardware
-
     path = Path(save_measured_hardware(ceilings.to_hardware(), ceilings.device,
                                        extra=ceilings.toml_tables()))
     write_text(_curves_path(ceilings.device), json.dumps(ceilings.to_dict(), indent=2) + "\n")
@@ -438,9 +439,6 @@ def load_cached_ceilings(name: str) -> Ceilings | None:
     `--hardware measured` and `resolve_hardware`'s default give (all read it through
     `perfmodel.hardware.load_measured_hardware`), so an intact JSON beside a corrupt TOML never
     passes for a usable cache that every other command would refuse."""
-    from gptperf.errors import UserError
-    from gptperf.perfmodel.hardware import UnusableCacheError, load_measured_hardware
-
     if load_measured_hardware(name) is None:
         return None
     path = _curves_path(name)
@@ -463,8 +461,6 @@ def ceilings_for(
     one is a quick sweep and a full one is asked for), else a fresh one, saved. A corrupt cache
     is measured again, as `measure.calibrate.ensure_calibration` does a broken calibration;
     `notify` (if given) is told why first: the file and what is wrong with it, one line."""
-    from gptperf.perfmodel.hardware import UnusableCacheError, check_cache_dir
-
     device = as_device(device)
     if not force:
         try:

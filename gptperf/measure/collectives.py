@@ -71,8 +71,8 @@ def allreduce_sweep(sizes: Sequence[int] | None = None, *, warmup: int = 2, repe
                     device: Any = None) -> CollectiveSweep:
     """Time `dist.all_reduce` (sum, fp32) for each size in bytes on the default process group,
     and fit α, β. Every rank must call it with the same arguments."""
-    import torch
-    import torch.distributed as dist
+    import torch  # deferred: loads torch
+    import torch.distributed as dist  # deferred: loads torch
 
     backend = str(dist.get_backend())
     p = dist.get_world_size()

@@ -6,6 +6,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from gptperf.quiet import profiler_quiet
+
 
 @dataclass(frozen=True)
 class Kernel:
@@ -24,7 +26,7 @@ def device_kernels(events: Collection[Any]) -> list[Kernel]:
     """The device's own events of a profile (`prof.events()`), sorted by start. A
     record_function range is mirrored onto the GPU timeline as a device event too: those are
     ranges, not kernels, and are left out."""
-    import torch
+    import torch  # deferred: loads torch
 
     ranges = {e.name for e in events if getattr(e, "is_user_annotation", False)}
     kernels = [Kernel(e.name, e.time_range.start, e.time_range.elapsed_us()) for e in events
@@ -36,10 +38,8 @@ def kernels_of(run: Callable[[], object]) -> list[Kernel]:
     """The kernels of one call of `run` on the current CUDA device: the device synchronised
     before and after, so that nothing queued earlier lands in the profile and nothing of this
     call is left out of it."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    from gptperf.quiet import profiler_quiet
+    import torch  # deferred: loads torch
+    from torch.profiler import ProfilerActivity, profile  # deferred: loads torch
 
     torch.cuda.synchronize()
     with profiler_quiet(), profile(activities=[ProfilerActivity.CUDA]) as prof:

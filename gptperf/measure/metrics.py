@@ -84,7 +84,7 @@ class Utilization:
 def _nvml_index(index: int) -> int:
     """The NVML index of torch's CUDA device `index` (they differ under CUDA_VISIBLE_DEVICES)."""
     try:
-        import torch
+        import torch  # deferred: loads torch
 
         return int(torch.cuda._get_nvml_device_index(index))
     except Exception:  # a private torch helper: fall back to the same index
@@ -94,7 +94,7 @@ def _nvml_index(index: int) -> int:
 def _nvml_handle(index: int) -> tuple[Any, Any]:
     """(the pynvml module, NVML's handle of torch's CUDA device `index`), NVML initialised; raises
     ImportError without the library, its NVMLError where the driver refuses."""
-    import pynvml
+    import pynvml  # deferred: tests swap this module in sys.modules
 
     pynvml.nvmlInit()
     return pynvml, pynvml.nvmlDeviceGetHandleByIndex(_nvml_index(index))
@@ -135,7 +135,7 @@ def gpu_utilization_reader(index: int = 0) -> tuple[Callable[[], float] | None, 
     except Exception as err:  # noqa: BLE001 - pynvml.NVMLError, or whatever an old binding raises
         problems.append(f"NVML failed ({err})")
     try:
-        import torch
+        import torch  # deferred: loads torch
 
         torch.cuda.utilization(index)
 
@@ -344,7 +344,7 @@ class PeakMemoryMeter:
 
     def reset(self) -> None:
         if self.device_type == "cuda":
-            import torch
+            import torch  # deferred: loads torch
 
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -361,7 +361,7 @@ class PeakMemoryMeter:
             rss_source = "getrusage ru_maxrss"
             peak.notes.append("peak RSS is since process start (the kernel refused a reset)")
         if self.device_type == "cuda":
-            import torch
+            import torch  # deferred: loads torch
 
             torch.cuda.synchronize(self.device)
             peak.allocated_bytes = int(torch.cuda.max_memory_allocated(self.device))

@@ -23,6 +23,9 @@ from typing import Any
 import torch
 
 from gptperf.errors import UserError
+from gptperf.model.config import preset
+from gptperf.perfmodel.workload import Workload, count_parameters
+from gptperf.plan import ExecutionPlan
 
 # 4 blocks of C = 2048: 52 tensors, 202M fp32 parameters (3.2 GB with gradients and moments);
 # its AdamW kernels take ~2 ms on an H200, its host ~1-2 ms.
@@ -46,8 +49,6 @@ def overlap_share(host_s: float, end_s: float, device_s: float) -> float:
 
 def overlap_config() -> Any:
     """The GPTConfig of `OVERLAP_MODEL`."""
-    from gptperf.model.config import preset
-
     return preset("tiny", **OVERLAP_MODEL)
 
 
@@ -55,9 +56,7 @@ def measure_optimizer_overlap(device: torch.device, rounds: int = ROUNDS) -> dic
     """{"share", "host_s", "end_s", "device_s", "config", "tensors", "parameters"} of the fused
     AdamW phase of `gptperf train`'s step on `OVERLAP_MODEL`, medians over `rounds` (CUDA only;
     a one-line UserError on a CPU or where the model does not fit)."""
-    from gptperf.perfmodel.workload import Workload, count_parameters
-    from gptperf.plan import ExecutionPlan
-    from gptperf.steps.build import build_step
+    from gptperf.steps.build import build_step  # deferred: tests patch it
 
     if device.type != "cuda":
         raise UserError(f"the optimizer's overlap is measured on a CUDA GPU, not {device.type!r}")

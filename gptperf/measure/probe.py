@@ -34,6 +34,10 @@ from typing import TYPE_CHECKING, Any
 from gptperf import names
 from gptperf.errors import UserError
 from gptperf.measure.timer import time_fn
+from gptperf.memguard import is_out_of_memory
+from gptperf.perfmodel import Workload
+from gptperf.perfmodel.calibration import HOST_MODEL, host_model_config
+from gptperf.plan import ExecutionPlan
 from gptperf.units import MIB
 
 if TYPE_CHECKING:
@@ -106,9 +110,9 @@ def _median_over(run: Callable[[], object], device: torch.device, budget_s: floa
 def host_op_s(device: torch.device | str, budget_s: float = PART_S) -> float:
     """Seconds the host takes to issue one small torch op on `device` (median over about
     `budget_s`)."""
-    import torch
+    import torch  # deferred: loads torch
 
-    from gptperf.runtime import as_device
+    from gptperf.runtime import as_device  # deferred: loads torch
 
     device = as_device(device)
     small = [torch.ones(64, device=device) for _ in range(3)]
@@ -125,7 +129,7 @@ def host_op_s(device: torch.device | str, budget_s: float = PART_S) -> float:
 def fork_adds() -> Callable[[], None]:
     """FORK_OPS CPU adds, each just large enough to run as a parallel region over torch's threads
     (`FORK_ELEMENTS`), on tensors made once."""
-    import torch
+    import torch  # deferred: loads torch
 
     a, b, out = (torch.ones(FORK_ELEMENTS) for _ in range(3))
 
@@ -138,7 +142,7 @@ def fork_adds() -> Callable[[], None]:
 
 def fork_op_s(budget_s: float = PART_S) -> float:
     """Seconds of one parallel CPU add (`fork_adds`; median over about `budget_s`)."""
-    import torch
+    import torch  # deferred: loads torch
 
     return _median_over(fork_adds(), torch.device("cpu"), budget_s) / FORK_OPS
 
@@ -202,12 +206,9 @@ def host_model_phases(device: str, probe: str = "decode") -> tuple[tuple[str, Ca
     """The phases, (name, run) in order, of the eager fp32 `probe` step (decode: one; train: fwd,
     bwd and opt of the step `gptperf train` runs) of the calibration's host model, one block,
     built once."""
-    import torch
+    import torch  # deferred: loads torch
 
-    from gptperf.perfmodel import Workload
-    from gptperf.perfmodel.calibration import HOST_MODEL, host_model_config
-    from gptperf.plan import ExecutionPlan
-    from gptperf.steps.build import build_step
+    from gptperf.steps.build import build_step  # deferred: loads torch
 
     _check_probe(probe)
     plan = (ExecutionPlan.default("train", torch.device(device).type, compile=False)
@@ -270,7 +271,7 @@ def host_phase_step_s(device: torch.device | str, budget_s: float | None = None,
                       probe: str = "decode") -> tuple[float, dict[str, float]]:
     """`host_step_s`, and the median seconds of each phase of the step from the same samples ({}
     for a step of one phase)."""
-    from gptperf.runtime import as_device, synchronize
+    from gptperf.runtime import as_device, synchronize  # deferred: loads torch
 
     budget_s = HOST_WINDOW_S if budget_s is None else budget_s
     device = as_device(device)
@@ -319,7 +320,7 @@ class HostSampler:
 
     def __init__(self, device: torch.device | str, every_s: float | None = None,
                  clock: Callable[[], float] | None = None, probe: str = "decode") -> None:
-        from gptperf.runtime import as_device
+        from gptperf.runtime import as_device  # deferred: loads torch
 
         self.device = as_device(device)
         self.probe = probe
@@ -337,7 +338,7 @@ class HostSampler:
         self._fork = fork_adds() if self.device.type == "cpu" else None
 
     def __call__(self) -> None:
-        from gptperf.runtime import synchronize
+        from gptperf.runtime import synchronize  # deferred: loads torch
 
         self.steps += 1
         now = self.clock()
@@ -436,7 +437,7 @@ def speed_over(calibration: Calibration | None, step_s: float | None, probe: str
 
 def take_probe(device: torch.device, budget_s: float = PART_S) -> SpeedProbe:
     """Measure a SpeedProbe on `device` (a torch.device): each part about `budget_s`."""
-    import torch
+    import torch  # deferred: loads torch
 
     side, copy_bytes = SIZES["cuda" if device.type == "cuda" else "cpu"]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -527,8 +528,6 @@ def machine_against_calibration(calibration: Calibration, device: torch.device
     """For a command that measured a step beside its calibrated prediction:
     (`slowdown_since_calibration`, the note to print or None). A probe that runs out of memory,
     the step's tensors still held, is left out with a note that says so."""
-    from gptperf.memguard import is_out_of_memory
-
     try:
         slowdown = slowdown_since_calibration(calibration, device)
     except Exception as err:  # noqa: BLE001 - out of memory is told apart; the rest passes through

@@ -157,7 +157,7 @@ def _is_cuda(device: Any) -> bool:
 def _default_sync(device: Any) -> Callable[[], None]:
     if not _is_cuda(device):
         return lambda: None
-    import torch
+    import torch  # deferred: loads torch
 
     return lambda: torch.cuda.synchronize(device)
 
@@ -198,7 +198,7 @@ def time_fn(
     sync()
 
     if clock is None and _is_cuda(device):
-        import torch
+        import torch  # deferred: loads torch
 
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
                   for _ in range(repeats)]
@@ -276,7 +276,7 @@ def time_phases(
             per_phase[name].append(t)
     use_events = clock is None and _is_cuda(device)
     if use_events:
-        import torch
+        import torch  # deferred: loads torch
 
         queued = []
         for i in range(repeats):

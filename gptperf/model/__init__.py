@@ -12,11 +12,11 @@ __all__ = ["ATTENTION_IMPLEMENTATIONS", "PRESETS", "GPTConfig", "preset", "GPT",
 def __getattr__(name: str) -> Any:
     # torch is imported only when the model itself is asked for, so config stays torch-free.
     if name == "GPT":
-        from gptperf.model.gpt import GPT
+        from gptperf.model.gpt import GPT  # deferred: lazy package attribute
 
         return GPT
     if name == "KVCache":
-        from gptperf.model.attention import KVCache
+        from gptperf.model.attention import KVCache  # deferred: lazy package attribute
 
         return KVCache
     raise AttributeError(name)

@@ -21,7 +21,8 @@ from gptperf.atomic import atomic_dir
 from gptperf.errors import UserError
 from gptperf.model.config import ATTENTION_IMPLEMENTATIONS, GPTConfig
 from gptperf.model.gpt import GPT
-from gptperf.safeload import check_finite
+from gptperf.safeload import check_finite, load_tensors
+from gptperf.writable import check_replaceable_dir, usable_path
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -133,8 +134,8 @@ def _safetensors_error(file: Path, err: BaseException) -> UserError:
 
 
 def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError  # deferred: loads safetensors
+    from safetensors.torch import load_file  # deferred: loads safetensors
 
     try:
         return load_file(str(file))
@@ -144,7 +145,7 @@ def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
 
 def _safetensors_shapes(file: Path) -> dict[str, tuple[int, ...]]:
     """Names and shapes from the file's header alone: no tensor is read."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError, safe_open  # deferred: loads safetensors
 
     try:
         with safe_open(str(file), framework="pt") as f:
@@ -187,8 +188,6 @@ def _open_weights(folder: Path) -> tuple[dict[str, tuple[int, ...]], Callable[[]
     elif (folder / SAFETENSORS_INDEX).is_file():
         files = _shards(folder)
     elif (folder / TORCH_FILE).is_file():
-        from gptperf.safeload import load_tensors
-
         state = load_tensors(folder / TORCH_FILE, "weights file",  # tensors and plain data only
                              message="cannot read {path}: {reason}")
         if not isinstance(state, dict):
@@ -268,8 +267,6 @@ def load_hf_gpt2(
     The weights' names and shapes are checked against config.json before the model is
     allocated: a config claiming a far larger model than its weights is refused at once, not
     after allocating that model."""
-    from gptperf.writable import usable_path
-
     folder = usable_path(path, "checkpoint")  # '' is not '.'
     if not folder.is_dir():
         raise UserError(f"checkpoint folder {folder} does not exist; give a folder with {CONFIG_FILE} and weights")
@@ -346,9 +343,7 @@ def save_hf_gpt2(model: GPT, path: str | os.PathLike[str]) -> Path:
     `transformers.GPT2LMHeadModel.from_pretrained(path)` loads it; the tied LM head is not
     stored (HF ties it again on load). Weights are written in the model's dtype.
     """
-    from safetensors.torch import save_file
-
-    from gptperf.writable import check_replaceable_dir
+    from safetensors.torch import save_file  # deferred: loads safetensors
 
     path = check_replaceable_dir(path, "path", what="HF GPT-2", marker_file=CONFIG_FILE,
                                  is_ours=lambda doc: isinstance(doc, dict) and doc.get(SAVED_BY) == "gptperf",
@@ -408,7 +403,7 @@ def load_hf_tokenizer(path: str | os.PathLike[str]) -> HFTokenizer:
             "save the tokenizer with the model (tokenizer.save_pretrained)"
         )
     try:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # deferred: loads transformers
     except ImportError:
         raise UserError("reading an HF tokenizer needs transformers: pip install transformers") from None
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
+import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -22,7 +23,10 @@ from itertools import product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gptperf.atomic import write_text
 from gptperf.errors import UserError
+from gptperf.model.config import preset
+from gptperf.perfmodel.hardware import cache_dir, slug
 
 if TYPE_CHECKING:
     from gptperf.model.config import GPTConfig
@@ -341,8 +345,6 @@ def host_model_config(n_layer: int, attention: str = "sdpa", block_size: int | N
     """The GPTConfig of `HOST_MODEL` with `n_layer` blocks (measured by `gptperf calibrate`,
     costed by `perfmodel.expected` to take its kernels out of its host time), its block
     `block_size` long where given (the compiled host model's)."""
-    from gptperf.model.config import preset
-
     sizes = {k: HOST_MODEL[k] for k in ("n_embd", "n_head", "vocab_size", "block_size")}
     if block_size is not None:
         sizes["block_size"] = block_size
@@ -658,7 +660,7 @@ class Calibration:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Calibration:
         """The inverse of `to_dict`; a one-line UserError for another schema or a broken table."""
-        from gptperf.schema import check_schema
+        from gptperf.schema import check_schema  # deferred: keeps --help fast
 
         check_schema(d, SCHEMA)
         try:
@@ -694,17 +696,11 @@ class Calibration:
 
 def calibration_path(device_name: str) -> Path:
     """Where `gptperf calibrate` keeps the calibration of `device_name` (beside the ceilings)."""
-    from gptperf.perfmodel.hardware import cache_dir, slug
-
     return cache_dir() / "calibration" / f"{slug(device_name)}.json"
 
 
 def save_calibration(calibration: Calibration) -> Path:
     """Write it atomically to `calibration_path`; returns the path."""
-    import json
-
-    from gptperf.atomic import write_text
-
     path = calibration_path(calibration.device_name)
     write_text(path, json.dumps(calibration.to_dict(), indent=1) + "\n")
     return path
@@ -715,8 +711,6 @@ def load_calibration(device_name: str, torch_version: str | None = None, *,
     """The cached calibration of `device_name`, checked (`check_usable`) when `torch_version` is
     given; None when there is none (a UserError instead with `required`). A file that does not
     parse, or is stale or foreign, is a one-line UserError."""
-    import json
-
     path = calibration_path(device_name)
     if not path.is_file():
         if required:

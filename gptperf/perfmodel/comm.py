@@ -22,6 +22,7 @@ from typing import Any
 from gptperf import names
 from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
+from gptperf.perfmodel import Workload, predict
 from gptperf.units import MIB
 
 DDP_BUCKET_BYTES = 25 * MIB  # DistributedDataParallel's bucket_cap_mb=25 (MiB)
@@ -412,8 +413,6 @@ def what_if(config: GPTConfig, *, nodes: int, gpus_per_node: int, per_gpu_batch:
     """Predict a DDP train step of `config` on nodes × GPUs of datasheet `hardware` (a perfmodel
     Hardware): each GPU's forward, backward and optimizer at its roofline time, the gradients'
     buckets all-reduced over the ring of `whatif_link`, overlapped with backward."""
-    from gptperf.perfmodel import Workload, predict
-
     link = whatif_link(nodes, gpus_per_node, intra, inter)
     prediction = predict(config, Workload("train", per_gpu_batch, seq, dtype), hardware)
     fwd, bwd, opt = phase_times(prediction.ops)

@@ -74,8 +74,10 @@ from gptperf.perfmodel.kernel_calls import (
     step_ops,
     vector_call,
 )
+from gptperf.perfmodel.memory import memory_breakdown
 from gptperf.perfmodel.workload import DECODE, Workload
 from gptperf.plan import COMPILED, EAGER, INFERENCE_KINDS, ExecutionPlan
+from gptperf.schema import check_schema
 
 SCHEMA = "gptperf.expected/1"
 SOURCE = "calibrated"
@@ -160,8 +162,6 @@ class Expected:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Expected:
-        from gptperf.schema import check_schema
-
         check_schema(d, SCHEMA)
         return cls(GPTConfig.from_dict(d["config"]), Workload.from_dict(d["workload"]),
                    ExecutionPlan.from_dict(d["plan"]), float(d["step_time_s"]),
@@ -420,8 +420,6 @@ def cache_share(config: GPTConfig, workload: Workload, plan: ExecutionPlan, cal:
     call finds its weights in the last-level cache (`Calibration.warm_share`): its few-row
     matmuls and AdamW's per-tensor loop are read that far toward their timings from the cache
     (`call_time`); 0 on a GPU."""
-    from gptperf.perfmodel.memory import memory_breakdown
-
     if cal.device_type != "cpu":
         return 0.0
     return cal.warm_share(memory_breakdown(config, workload, plan).total)

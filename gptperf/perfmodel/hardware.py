@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gptperf.atomic import write_text
 from gptperf.dtypes import DTYPES, check_dtype
 from gptperf.errors import UserError
+from gptperf.writable import check_output_dir
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -431,8 +433,6 @@ CACHE_FLAG = "the cache folder (GPTPERF_CACHE_DIR, else ~/.cache/gptperf)"
 def check_cache_dir(sub: str) -> Path:
     """`cache_dir() / sub` when a measurement can be saved there (the folder is, or can be made,
     writable); else a one-line UserError naming GPTPERF_CACHE_DIR, before the measurement."""
-    from gptperf.writable import check_output_dir
-
     return check_output_dir(cache_dir() / sub, CACHE_FLAG)
 
 
@@ -444,7 +444,7 @@ def measured_hardware_path(device_name: str) -> Path:
 def local_device_name() -> str:
     """This machine's first NVIDIA GPU's name (through NVML, without torch), else its CPU model."""
     try:
-        import pynvml  # nvidia-ml-py
+        import pynvml  # deferred: tests swap this module in sys.modules; nvidia-ml-py
 
         pynvml.nvmlInit()
         try:
@@ -455,7 +455,7 @@ def local_device_name() -> str:
             pynvml.nvmlShutdown()
     except Exception:  # no NVML, no driver, no GPU: fall back to the CPU
         pass
-    from gptperf.envinfo import cpu_model
+    from gptperf.envinfo import cpu_model  # deferred: keeps --help fast
 
     return cpu_model()
 
@@ -486,8 +486,6 @@ def load_measured_hardware(device_name: str) -> Hardware | None:
 def save_measured_hardware(hw: Hardware, device_name: str, extra: dict[str, Any] | None = None) -> Path:
     """Write `hw` (source 'measured') for `device_name`, atomically; `extra` adds TOML tables
     (e.g. the sweeps behind the ceilings). Returns the path."""
-    from gptperf.atomic import write_text  # tempfile and shutil only when a file is written
-
     path = measured_hardware_path(device_name)
     hw = Hardware(**{**hw.__dict__, "source": MEASURED, "device_name": device_name})
     write_text(path, hw.to_toml(extra={**hw.extra, **(extra or {})}))

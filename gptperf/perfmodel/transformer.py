@@ -13,6 +13,7 @@ every formula.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -341,9 +342,7 @@ class Prediction:
     def from_dict(cls, d: dict[str, Any]) -> Prediction:
         """The inverse of `to_dict`: the ops, config, workload, hardware and plan it was made
         from (every total is recomputed from them); a UserError for another schema."""
-        import math
-
-        from gptperf.schema import check_schema
+        from gptperf.schema import check_schema  # deferred: keeps --help fast
 
         check_schema(d, SCHEMA)
         hw = d["hardware"]

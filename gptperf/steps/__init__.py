@@ -10,6 +10,7 @@ CUDA graph; `gemv`: the one-row Triton kernel), and `build_step`, which makes an
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __all__ = ["FastDecoder", "StaticKVCache", "Step", "TrainSettings", "TrainStep", "build_model",
@@ -24,7 +25,5 @@ _WHERE = {
 
 def __getattr__(name: str) -> Any:  # lazy: torch is imported when a step is asked for
     if name in _WHERE:
-        import importlib
-
         return getattr(importlib.import_module(f"gptperf.steps.{_WHERE[name]}"), name)
     raise AttributeError(name)

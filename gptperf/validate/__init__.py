@@ -19,7 +19,7 @@ __all__ = ["SCHEMA", "TARGETS", "ErrorStats", "ValidationCase", "ValidationPoint
 def __getattr__(name: str) -> object:
     # run.py imports the measuring machinery (torch) only when a sweep is asked for.
     if name == "validate":
-        from gptperf.validate.run import validate
+        from gptperf.validate.run import validate  # deferred: lazy package attribute
 
         return validate
     raise AttributeError(name)

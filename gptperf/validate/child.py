@@ -8,18 +8,18 @@ from __future__ import annotations
 import json
 import sys
 
+from gptperf.hostmem import keep_freed_memory
+from gptperf.model.config import GPTConfig
+from gptperf.perfmodel.workload import Workload
+from gptperf.plan import ExecutionPlan
+from gptperf.validate.sweep import ValidationCase
+
 
 def main() -> int:
-    from gptperf.hostmem import keep_freed_memory
-
     keep_freed_memory()  # as the `gptperf` command does: the case is measured as bench runs it
-    import torch
+    import torch  # deferred: loads torch
 
-    from gptperf.model.config import GPTConfig
-    from gptperf.perfmodel.workload import Workload
-    from gptperf.plan import ExecutionPlan
-    from gptperf.validate.run import measure_case
-    from gptperf.validate.sweep import ValidationCase
+    from gptperf.validate.run import measure_case  # deferred: tests patch it
 
     doc = json.loads(sys.stdin.read())
     case = ValidationCase(doc["name"], GPTConfig.from_dict(doc["config"]),

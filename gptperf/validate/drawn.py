@@ -16,9 +16,14 @@ import random
 from dataclasses import dataclass
 
 from gptperf.errors import UserError
+from gptperf.measure.calibration_plan import planned_shapes
 from gptperf.model.config import PRESETS, GPTConfig, preset
+from gptperf.perfmodel import get_hardware, predict
+from gptperf.perfmodel.kernel_calls import kernel_calls
 from gptperf.perfmodel.workload import Workload, count_parameters
-from gptperf.validate.sweep import DEVICE_TYPES, ValidationCase, case_name, plan_for
+from gptperf.plan import COMPILED, EAGER
+from gptperf.validate.disjoint import overlaps
+from gptperf.validate.sweep import DEVICE_TYPES, ValidationCase, case_name, cases, plan_for
 
 MAX_CASES = 64  # a random sweep of more would outlast any session's budget
 TRIES_PER_CASE = 200  # draws before giving up on one case (a shared shape or an unaffordable step)
@@ -108,8 +113,6 @@ def _draw_one(rng: random.Random, device_type: str, space: DrawSpace, kind: str,
 
 
 def _affordable(case: ValidationCase, space: DrawSpace) -> bool:
-    from gptperf.perfmodel import get_hardware, predict
-
     p = predict(case.config, case.workload, get_hardware(space.datasheet), case.plan)
     low, high = space.step_s
     return low <= p.time_s <= high and p.memory.total <= space.memory_bytes
@@ -117,10 +120,8 @@ def _affordable(case: ValidationCase, space: DrawSpace) -> bool:
 
 def calibrated_shapes(device_type: str) -> list[dict]:
     """What the full and the quick calibration measure on `device_type`, models included."""
-    from gptperf.measure.calibrate_compiled import record_config
-    from gptperf.measure.calibrate_host import HOST_LAYERS, host_config
-    from gptperf.measure.calibration_plan import planned_shapes
-    from gptperf.plan import COMPILED, EAGER
+    from gptperf.measure.calibrate_compiled import record_config  # deferred: loads torch
+    from gptperf.measure.calibrate_host import HOST_LAYERS, host_config  # deferred: loads torch
 
     models = {"configs": [host_config(n, mode).name for mode in (EAGER, COMPILED) for n in HOST_LAYERS]
               + [record_config().name]}
@@ -130,10 +131,6 @@ def calibrated_shapes(device_type: str) -> list[dict]:
 def draw_cases(device_type: str, n: int, seed: int) -> list[ValidationCase]:
     """`n` cases for `device_type` ("cpu" or "cuda") drawn from `seed`: each affordable, off the
     fixed sweep and off the calibration's shapes, no two alike."""
-    from gptperf.perfmodel.kernel_calls import kernel_calls
-    from gptperf.validate.disjoint import overlaps
-    from gptperf.validate.sweep import cases
-
     if device_type not in DEVICE_TYPES:
         raise UserError(f"unknown device type {device_type!r}; valid: {', '.join(DEVICE_TYPES)}")
     if not 1 <= n <= MAX_CASES:

@@ -10,8 +10,14 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gptperf.measure.probe import in_spell
+from gptperf.model.config import config_from_name
+from gptperf.perfmodel.expected import expected
+from gptperf.perfmodel.workload import Workload
 from gptperf.plan import ExecutionPlan
+from gptperf.schema import check_schema
 from gptperf.validate.stats import ErrorStats, error_stats, nearest_rank, time_weighted_error
+from gptperf.validate.sweep import ValidationCase
 
 if TYPE_CHECKING:
     from gptperf.perfmodel.calibration import Calibration
@@ -124,10 +130,6 @@ class ValidationPoint:
     def as_case(self) -> ValidationCase | None:
         """The `sweep.ValidationCase` this point measured, rebuilt from its config's name, its
         workload and its plan (None: a config name `preset` does not spell)."""
-        from gptperf.model.config import config_from_name
-        from gptperf.perfmodel.workload import Workload
-        from gptperf.validate.sweep import ValidationCase
-
         config = config_from_name(self.config)
         if config is None:
             return None
@@ -138,8 +140,6 @@ class ValidationPoint:
         """The calibrated prediction (`perfmodel.expected.Expected`) of this point's case under
         the plan it ran, on `calibration`, its host costs charged at the speeds this point's were:
         a stored run predicted again (None: a config name `preset` does not spell)."""
-        from gptperf.perfmodel.expected import expected
-
         case = self.as_case()
         if case is None:
             return None
@@ -167,8 +167,6 @@ class ValidationPoint:
     def in_spell(self) -> bool:
         """Its steps ran while a parallel CPU add took FORK_SPELL times (or 1/FORK_SPELL of) its
         time at calibration: a spell of the machine that the curves do not follow."""
-        from gptperf.measure.probe import in_spell
-
         return in_spell(self.fork_speed)
 
     @property
@@ -426,8 +424,6 @@ class ValidationResult:
     def from_dict(cls, d: dict[str, Any]) -> ValidationResult:
         """The inverse of `to_dict` (a one-line UserError for another schema); the statistics
         are computed again from the points."""
-        from gptperf.schema import check_schema
-
         check_schema(d, SCHEMA)
         return cls(
             device_type=d["device"]["type"], device_name=d["device"]["name"],

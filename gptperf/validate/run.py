@@ -10,6 +10,7 @@ recorded as skipped with its one-line reason; the sweep goes on. Memory is freed
 from __future__ import annotations
 
 import functools
+import json
 import math
 import statistics
 import tempfile
@@ -19,8 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gptperf.envinfo import device_name as name_of
+from gptperf.envinfo import environment
 from gptperf.errors import UserError
 from gptperf.measure.bench import window_repeats
+from gptperf.measure.fresh_process import run_json_child
+from gptperf.measure.metrics import THROTTLED_SHARE, THROTTLED_WHY
 from gptperf.measure.probe import (
     RECALIBRATE,
     HostSampler,
@@ -37,8 +42,11 @@ from gptperf.measure.probe import (
     take_probe,
 )
 from gptperf.measure.timer import Progress
-from gptperf.memguard import release_memory
+from gptperf.memguard import is_out_of_memory, release_memory
+from gptperf.perfmodel import predict, resolve_hardware
+from gptperf.perfmodel.expected import expected
 from gptperf.plan import ExecutionPlan
+from gptperf.profiling.run import profile_workload
 from gptperf.validate.results import (
     OP_FLOOR_S,
     CalibrationInfo,
@@ -129,7 +137,7 @@ def measure_case(case: ValidationCase, device: torch.device, repeats: int | None
     those; the plan that ran (the one-row kernel is dropped where Triton is missing); and, with
     `sample_host` (a probe of `probe.HOST_PROBES`), the host model's step of that probe sampled
     between the timed steps."""
-    from gptperf.measure.bench import run_bench
+    from gptperf.measure.bench import run_bench  # deferred: tests patch it
 
     w = case.workload
     warmup, default = counts(w.kind, device.type)
@@ -160,10 +168,6 @@ def measure_case_isolated(case: ValidationCase, device: torch.device, repeats: i
     """`measure_case` in a fresh Python process (`gptperf.validate.child`), as `gptperf bench`
     runs: on the H200 machine a host-bound eager step measured in a process that had already
     built and run other models took up to 1.5x longer than in a fresh one."""
-    import json
-
-    from gptperf.measure.fresh_process import run_json_child
-
     doc = {"name": case.name, "config": case.config.to_dict(), "workload": case.workload.to_dict(),
            "plan": case.plan.to_dict(), "device": str(device), "repeats": repeats,
            "sample_host": sample_host}
@@ -184,8 +188,6 @@ def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Calibr
                   phase_speeds: dict[str, float] | None = None) -> Expected:
     """The calibrated prediction (`perfmodel.expected.Expected`) of the case under `plan`, its
     host costs scaled by `host_speed` (`measure.probe.host_speed`)."""
-    from gptperf.perfmodel.expected import expected
-
     return expected(case.config, case.workload, plan, calibration, host_speed=host_speed,
                     phase_speeds=phase_speeds)
 
@@ -194,7 +196,6 @@ def roofline_case(case: ValidationCase, plan: ExecutionPlan, hardware: Hardware 
     """The roofline bound (s) of the case on `hardware` (None: no hardware for this device)."""
     if hardware is None:
         return None
-    from gptperf.perfmodel import predict
 
     return predict(case.config, case.workload, hardware, plan).time_s
 
@@ -203,8 +204,6 @@ def profile_case(case: ValidationCase, plan: ExecutionPlan, device: torch.device
                  out_dir: Path) -> dict[tuple[str, str], float]:
     """Measured device time per step of each (name, phase) of the case, from torch.profiler
     attribution (`gptperf profile`'s), without pictures or overhead runs."""
-    from gptperf.profiling.run import profile_workload
-
     w = case.workload
     result = profile_workload(case.config, w.kind, w.batch, w.seq, w.dtype, device, plan=plan,
                               out_dir=out_dir, plot=False, overhead=False, **PROFILE_SCHEDULE)
@@ -231,8 +230,6 @@ def op_pairs(measured: Mapping[tuple[str, str], float], expected_ops: Mapping[tu
 
 def _reason(err: BaseException) -> str:
     """One line saying why a case gave no point."""
-    from gptperf.memguard import is_out_of_memory
-
     text = " ".join(str(err).split()) or type(err).__name__
     if is_out_of_memory(err):
         return f"out of memory: {text}"[:240]
@@ -245,8 +242,6 @@ def _hardware(device_name: str, device_type: str, dtype: str, cache: dict[str, H
               notes: list[str]) -> Hardware | None:
     """The roofline's machine for `dtype` (perfmodel's one default), None when there is none."""
     if dtype not in cache:
-        from gptperf.perfmodel import resolve_hardware
-
         try:
             cache[dtype] = resolve_hardware(None, device_name, device_type, dtype=dtype)
         except UserError as err:
@@ -306,14 +301,12 @@ def validate(device: torch.device | str = "auto", quick: bool = False, progress:
     """
     started = time.perf_counter()
 
-    from gptperf.envinfo import device_name as name_of
-    from gptperf.envinfo import environment
-    from gptperf.runtime import as_device
+    from gptperf.runtime import as_device  # deferred: loads torch
 
     dev = as_device(device)
     dev_name = name_of(dev)
     if calibration is None:
-        from gptperf.measure.calibrate import calibration_for
+        from gptperf.measure.calibrate import calibration_for  # deferred: loads torch
 
         calibration = calibration_for(dev, required=True)
     todo = cases(dev.type, quick) if sweep is None else list(sweep)
@@ -447,8 +440,6 @@ def _profile_cases(state: _Sweep, to_profile: Sequence[tuple[ValidationCase, Exe
 def throttled_note(points: Sequence[ValidationPoint]) -> str | None:
     """A note naming the cases whose GPU ran below its maximum SM clock on average
     (`measure.metrics.THROTTLED_SHARE`) while their steps were timed, None when none did."""
-    from gptperf.measure.metrics import THROTTLED_SHARE, THROTTLED_WHY
-
     held = [p for p in points if p.clock_share is not None and p.clock_share < THROTTLED_SHARE]
     if not held:
         return None
