@@ -174,6 +174,38 @@ def test_failing_rank_ends_the_run_with_one_line(faulty_launches: dict[str, Laun
     assert run.seconds < 50  # torchrun stopped the other rank: no wait for the timeout
 
 
+def _torchrun_summary(failures: dict[int, tuple[int, float]]) -> str:
+    """torchrun's closing summary, by torch's own formatter, of ranks failing with (exit code,
+    timestamp): the earliest is its root cause."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    failed = {}
+    for rank, (code, at) in failures.items():
+        failure = ProcessFailure(local_rank=rank, pid=1000 + rank, exitcode=code, error_file="<N/A>")
+        failure.timestamp = int(at)
+        failed[rank] = failure
+    return "Traceback ...\n" + ChildFailedError("gptperf.scaling.worker", failed).format_msg()
+
+
+@pytest.mark.parametrize("failures, own_errors, expected", [
+    # a killed rank's peer fails first, on its lost connection: the killed rank is the cause
+    ({0: (1, 100), 1: (-9, 101)}, {0: "DistBackendError: Connection closed by peer"},
+     "rank 1 was killed by SIGKILL (exit code -9); torchrun stopped the other ranks"),
+    # a rank's own error, then torchrun's SIGTERM to the other: the error is the cause
+    ({1: (1, 100), 0: (-15, 101)}, {1: "RuntimeError: injected"}, "rank 1 failed: RuntimeError: injected"),
+    ({0: (-9, 100)}, {}, "rank 0 was killed by SIGKILL (exit code -9)"),
+    ({0: (1, 100)}, {}, "rank 0 exited with status 1"),
+])
+def test_the_failure_line_names_the_rank_that_ended_the_launch(
+        tmp_path: Path, failures: dict[int, tuple[int, float]], own_errors: dict[int, str], expected: str) -> None:
+    from gptperf.scaling.launch import failure_line
+
+    for rank, text in own_errors.items():
+        (tmp_path / f"error-rank{rank}.txt").write_text(text)
+    line = failure_line(tmp_path, 1, _torchrun_summary(failures))
+    assert line.startswith(expected) and "\n" not in line
+
+
 @pytest.mark.slow
 def test_hung_rank_is_stopped_at_the_time_limit(faulty_launches: dict[str, Launched]) -> None:
     run = faulty_launches[HUNG[1]]  # launched with a 15 s time limit

@@ -109,13 +109,33 @@ def _signal_name(code: int) -> str:
     return f"signal {code}"
 
 
+# The signals torchrun stops the other ranks with once one has failed.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# One failure in torchrun's summary: its "rank : N (local_rank: M)" line, then "exitcode : C".
+_FAILURE = r"^\s*rank\s*:\s*(\d+)[^\n]*\n\s*exitcode\s*:\s*(-?\d+)"
+
+
+def _cause(log_text: str) -> tuple[int, int] | None:
+    """(rank, exit code) of the failure that ended the launch: a rank killed from outside (by a
+    signal torchrun does not send) over torchrun's root cause, which is only the first failure
+    it observed: the peers of a killed rank can fail first, on their lost connection."""
+    root = re.search(r"Root Cause.*?" + _FAILURE, log_text, re.S | re.M)
+    if root is None:
+        return None
+    failures = [(int(r), int(c)) for r, c in re.findall(_FAILURE, log_text, re.M)]
+    killed = next(((r, c) for r, c in failures if c < 0 and -c not in STOP_SIGNALS), None)
+    rank, code = int(root.group(1)), int(root.group(2))
+    return killed if code >= 0 and killed is not None else (rank, code)
+
+
 def failure_line(out_dir: Path, returncode: int, log_text: str) -> str:
-    """One line saying which rank failed and how: its own error line when it wrote one,
-    else torchrun's root cause (a rank killed by a signal), else the last line of the log."""
+    """One line saying which rank failed and how: the rank killed by a signal, or the root
+    cause's own error line when it wrote one (`_cause`), else its exit status; without torchrun's
+    summary a rank's own error line, else the last line of the log."""
     errors = sorted(out_dir.glob("error-rank*.txt"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
-    root = re.search(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", log_text, re.S)
-    if root is not None:
-        rank, code = int(root.group(1)), int(root.group(2))
+    cause = _cause(log_text)
+    if cause is not None:
+        rank, code = cause
         own = out_dir / f"error-rank{rank}.txt"
         if own.is_file():
             return f"rank {rank} failed: {own.read_text().strip()}"
