@@ -26,9 +26,6 @@ from gptperf.measure.kernel_timer import Call, KernelTimer, random_tensor
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import ADAMW_LOOP, ADAMW_LOOP_COLD, Grid
 from gptperf.runtime import as_device
-from gptperf.steps import master_adamw
-from gptperf.steps.master_adamw import VECTOR, MasterAdamW
-from gptperf.steps.train import TrainSettings, make_optimizer
 
 
 def measure_optimizer(device: torch.device | str, quick: bool = False,
@@ -43,6 +40,8 @@ def measure_optimizer(device: torch.device | str, quick: bool = False,
     single one 2-D) divided by their count; and "adamw_loop_cold", the same with each call
     stepping another copy of them (`measure_optimizer_loop`). Each point is timed by `timer`
     (default: a KernelTimer of its own)."""
+    from gptperf.steps import master_adamw
+
     device = as_device(device)
     timer = KernelTimer(device, quick) if timer is None else timer
     kind = device.type
@@ -82,6 +81,8 @@ def optimizer_point_shapes(tensors: int, params: int, variant: str) -> list[tupl
     """The parameter shapes an optimizer grid point steps: `tensors` of equal size, every third
     2-D; for "adamw_master" sizes in whole 16-byte vectors, as every GPT tensor of a width that is
     a multiple of 8 (the one-pass kernel's aligned variant: the one those tensors run)."""
+    from gptperf.steps.master_adamw import VECTOR
+
     size = max(1, params // tensors)
     if variant == "adamw_master":
         size = max(VECTOR, size // VECTOR * VECTOR)
@@ -91,6 +92,9 @@ def optimizer_point_shapes(tensors: int, params: int, variant: str) -> list[tupl
 def optimizer_step(device: torch.device, tensors: int, params: int, variant: str) -> Call:
     """One optimizer step of `variant` (adamw_fused, adamw_foreach, adamw_master) over the grid
     point's parameters (`optimizer_point_shapes`), as the calibration times it."""
+    from gptperf.steps.master_adamw import MasterAdamW
+    from gptperf.steps.train import TrainSettings, make_optimizer
+
     shapes = optimizer_point_shapes(tensors, params, variant)
     dtype = torch.bfloat16 if variant == "adamw_master" else torch.float32
     weights = torch.nn.ParameterList(torch.nn.Parameter(random_tensor(s, dtype, device)) for s in shapes)

@@ -50,7 +50,6 @@ from gptperf.measure.calibration_plan import COMPILED_DTYPE
 from gptperf.measure.compile_warmup import DONE, DTYPES_ARG, PARTS, PARTS_ARG
 from gptperf.measure.gpu_lock import LOCK_ENV, GpuLock
 from gptperf.plan import COMPILED
-from gptperf.steps import decode_kernels, gemv
 
 NO_HOOKS = 3  # exit status: this torch lacks the compile callbacks or the autotuner method
 BAD_PART = 2  # exit status: a part that is not one of PARTS
@@ -68,9 +67,7 @@ def can_share() -> bool:
     """Whether this torch has what the process needs to share the GPU: compile callbacks and the
     autotuner method."""
     try:
-        from torch._inductor.runtime.triton_heuristics import (
-            CachingAutotuner,  # deferred: loads triton
-        )
+        from torch._inductor.runtime.triton_heuristics import CachingAutotuner
     except ImportError:
         return False
     return _callback_handler() is not None and hasattr(CachingAutotuner, "benchmark_all_configs")
@@ -78,7 +75,7 @@ def can_share() -> bool:
 
 def autotune_inside(lock: GpuLock) -> None:
     """Make inductor's autotuning of a generated kernel hold `lock` (`can_share` first)."""
-    from torch._inductor.runtime.triton_heuristics import CachingAutotuner  # deferred: loads triton
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
 
     original = CachingAutotuner.benchmark_all_configs
 
@@ -118,7 +115,7 @@ def _jit_function() -> Any:
     """Triton's JITFunction where it has the two methods `compile_only` and
     `released_triton_compiles` patch, else None."""
     try:
-        from triton.runtime.jit import JITFunction  # deferred: loads triton
+        from triton.runtime.jit import JITFunction
     except ImportError:
         return None
     return JITFunction if all(hasattr(JITFunction, m) for m in ("run", "_do_compile")) else None
@@ -130,7 +127,7 @@ def import_compile_stack() -> None:
     and inside the lock the calibration waited for that (H100, 2026-12-06: about 4.9 s of the side
     processes' 13.5 s on the GPU, sampled by benchmarks/gpu_calibration_triton_warm.py's "ahead
     profiled")."""
-    import torch._inductor.compile_fx  # noqa: F401  # deferred: loads torch
+    import torch._inductor.compile_fx  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -197,7 +194,7 @@ def start_triton_driver() -> None:
     """Make Triton's CUDA driver now, outside the lock: its first use, in a kernel's first launch,
     builds a C helper module with the system's compiler, which held the lock about 0.5 s a
     calibration from cold caches (H100, 2026-12-06, sampled by "ahead profiled")."""
-    from triton.runtime import driver  # deferred: loads triton
+    from triton.runtime import driver
 
     driver.active.get_current_device()
 
@@ -207,6 +204,8 @@ def warm_triton(device: torch.device, quick: bool, dtypes: Sequence[str], lock: 
     gptperf's decode families (`calibrate_decode.measure_decode_families`) in `dtypes`, through
     the very calls the calibration times: the same shapes, tiles and operands, so the same
     kernels. From a cold cache those were 33 compiles, 17 s of an H200 calibration (2026-12-03)."""
+    from gptperf.steps import decode_kernels, gemv
+
     if device.type != "cuda" or not (gemv.available() or decode_kernels.available()) or _jit_function() is None:
         return
     start_triton_driver()

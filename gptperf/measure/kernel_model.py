@@ -16,12 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gptperf.measure.timer import Progress, time_fn
 from gptperf.runtime import cuda_graph
-from gptperf.steps import gemv
 from gptperf.units import MIB
 
 # Matmul row classes, weight sizes (bytes of W), shapes N/K (attn.proj, attn.qkv,
@@ -101,6 +98,8 @@ def measure_kernel_model(
     Returns a table for `Hardware.extra['kernel_model']`: rows, alpha_s, beta (bytes/s),
     elementwise_alpha_s, elementwise_beta, the fit residuals and the raw curves.
     """
+    from gptperf.steps import gemv
+
     cuda = device.type == "cuda"
     tdtype = torch.bfloat16 if cuda else torch.float32
     esize = tdtype.itemsize
@@ -209,6 +208,8 @@ def attention_curve(device: torch.device, tdtype: torch.dtype, pool_bytes: int, 
     """Per-call time of decode attention: q (B, H, 1, D) against distinct K, V (B, H, L, D)
     cycled over `pool_bytes`, with a (1, L) additive mask, as a compiled static-KV-cache step
     calls the attention kernel."""
+    import torch.nn.functional as F
+
     cuda = device.type == "cuda"
     backend = _decode_attention_backend(device, tdtype)
     if cuda:
@@ -247,6 +248,9 @@ def attention_curve(device: torch.device, tdtype: torch.dtype, pool_bytes: int, 
 def _decode_attention_backend(device: torch.device, tdtype: torch.dtype) -> Callable[[], Any]:
     """The SDPA backend of a compiled decode step: cuDNN (the kernel inductor calls there), where
     it takes a masked one-query call like the curve's; else the default choice."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     if device.type == "cuda":
         q = torch.zeros(1, 1, 1, 64, device=device, dtype=tdtype)
         kv = torch.zeros(1, 1, 8, 64, device=device, dtype=tdtype)
@@ -262,6 +266,8 @@ def _decode_attention_backend(device: torch.device, tdtype: torch.dtype) -> Call
 
 def _norm_curve(device: torch.device, tdtype: torch.dtype, repeats: int) -> dict[str, list[Any]]:
     """Per-call time of F.layer_norm on M×C rows (a decode step's LayerNorms)."""
+    import torch.nn.functional as F
+
     curve: dict[str, list[Any]] = {"rows": [], "width": [], "bytes": [], "time_s": []}
     cuda = device.type == "cuda"
     kernels = 64 if cuda else 2
