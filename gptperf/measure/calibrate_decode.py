@@ -82,7 +82,7 @@ def measure_gemv(device: torch.device | str, dtype: str, quick: bool = False,
     """Curve over x = weight bytes N·K·e of gptperf's one-row Triton kernel (`steps.gemv`),
     distinct weights cycled, each point timed by `timer` (default: a KernelTimer of its own);
     None without CUDA and Triton."""
-    from gptperf.steps import gemv
+    from gptperf.steps import gemv  # deferred: loads triton
 
     device, dtype = as_device(device), check_dtype(dtype)
     if device.type != "cuda" or not gemv.available() or dtype in GEMV_SKIPPED_DTYPES:
@@ -107,7 +107,7 @@ def measure_gemv_chain(device: torch.device, dtype: str, quick: bool, progress: 
     (`gemv_residual`), in a chain: each call reads the vector the one before wrote, as every
     kernel of that step does (with programmatic dependent launch where the step has it), so the
     time a kernel spends waiting for its input and ramping up is in each point."""
-    from gptperf.steps import decode_kernels
+    from gptperf.steps import decode_kernels  # deferred: loads triton
 
     if device.type != "cuda" or not decode_kernels.available() or dtype in GEMV_SKIPPED_DTYPES:
         return None
@@ -139,7 +139,7 @@ def measure_argmax_chain(device: torch.device, dtype: str, quick: bool, progress
     (`steps.decode_kernels.ln_gemv_argmax`: LayerNorm, a vocabulary-wide gemv, the argmax) at
     `argmax_shapes`, each call waiting for the one before (one scratch, stream order), as the
     step's waits for its last projection."""
-    from gptperf.steps import decode_kernels
+    from gptperf.steps import decode_kernels  # deferred: loads triton
 
     if device.type != "cuda" or not decode_kernels.available() or dtype in GEMV_SKIPPED_DTYPES:
         return None
@@ -168,7 +168,7 @@ def _fused_attention_call(device: torch.device, tdtype: torch.dtype, h: int, n: 
                           pool: OperandPool) -> Call:
     """The fused decode step's attention (`steps.decode_kernels.decode_attention`, batch 1) of
     the new token at the last of n positions, each call on the next of the pool's caches."""
-    from gptperf.steps import decode_kernels
+    from gptperf.steps import decode_kernels  # deferred: loads triton
 
     sets = pool.copies([(1, h, n, d), (1, h, n, d)])
     qkv = random_tensor((1, 1, 3 * h * d), tdtype, device)
@@ -190,7 +190,7 @@ def measure_fused_attention(device: torch.device, dtype: str, quick: bool,
     """Grid over (heads, cache length L, D) — `axes`, default `fused_attention_axes` — of the
     fused decode step's attention kernel at the cache's last position, as a decode step of
     context L runs it: each call after the one before, distinct caches cycled."""
-    from gptperf.steps import decode_kernels
+    from gptperf.steps import decode_kernels  # deferred: loads triton
 
     if device.type != "cuda" or not decode_kernels.available() or dtype not in FUSED_ATTENTION_DTYPES:
         return None
@@ -262,12 +262,12 @@ def measure_fused_step(device: torch.device, dtype: str, quick: bool,
     `fused_step_key(component, dtype)`:
     each kernel's time inside a captured step of synthetic models (`fused_step_models`), as
     `layer_times` reads it (default: from one profiled replay)."""
-    from gptperf.steps import decode_kernels
+    from gptperf.steps import decode_kernels  # deferred: loads triton
 
     if device.type != "cuda" or not decode_kernels.available() or dtype not in FUSED_ATTENTION_DTYPES:
         return None
     from gptperf.model import GPTConfig
-    from gptperf.steps.fast_decode import FastDecoder, build_model
+    from gptperf.steps.fast_decode import FastDecoder, build_model  # deferred: loads triton
 
     points: dict[str, list[tuple[float, float]]] = {c: [] for c in LAYER_WEIGHTS}
     models = fused_step_models(dtype, quick)

@@ -40,7 +40,7 @@ def measure_optimizer(device: torch.device | str, quick: bool = False,
     single one 2-D) divided by their count; and "adamw_loop_cold", the same with each call
     stepping another copy of them (`measure_optimizer_loop`). Each point is timed by `timer`
     (default: a KernelTimer of its own)."""
-    from gptperf.steps import master_adamw
+    from gptperf.steps import master_adamw  # deferred: loads triton
 
     device = as_device(device)
     timer = KernelTimer(device, quick) if timer is None else timer
@@ -81,7 +81,7 @@ def optimizer_point_shapes(tensors: int, params: int, variant: str) -> list[tupl
     """The parameter shapes an optimizer grid point steps: `tensors` of equal size, every third
     2-D; for "adamw_master" sizes in whole 16-byte vectors, as every GPT tensor of a width that is
     a multiple of 8 (the one-pass kernel's aligned variant: the one those tensors run)."""
-    from gptperf.steps.master_adamw import VECTOR
+    from gptperf.steps.master_adamw import VECTOR  # deferred: loads triton
 
     size = max(1, params // tensors)
     if variant == "adamw_master":
@@ -92,8 +92,8 @@ def optimizer_point_shapes(tensors: int, params: int, variant: str) -> list[tupl
 def optimizer_step(device: torch.device, tensors: int, params: int, variant: str) -> Call:
     """One optimizer step of `variant` (adamw_fused, adamw_foreach, adamw_master) over the grid
     point's parameters (`optimizer_point_shapes`), as the calibration times it."""
-    from gptperf.steps.master_adamw import MasterAdamW
-    from gptperf.steps.train import TrainSettings, make_optimizer
+    from gptperf.steps.master_adamw import MasterAdamW  # deferred: loads triton
+    from gptperf.steps.train import TrainSettings, make_optimizer  # deferred: loads triton
 
     shapes = optimizer_point_shapes(tensors, params, variant)
     dtype = torch.bfloat16 if variant == "adamw_master" else torch.float32

@@ -67,7 +67,9 @@ def can_share() -> bool:
     """Whether this torch has what the process needs to share the GPU: compile callbacks and the
     autotuner method."""
     try:
-        from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+        from torch._inductor.runtime.triton_heuristics import (
+            CachingAutotuner,  # deferred: loads triton
+        )
     except ImportError:
         return False
     return _callback_handler() is not None and hasattr(CachingAutotuner, "benchmark_all_configs")
@@ -75,7 +77,7 @@ def can_share() -> bool:
 
 def autotune_inside(lock: GpuLock) -> None:
     """Make inductor's autotuning of a generated kernel hold `lock` (`can_share` first)."""
-    from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+    from torch._inductor.runtime.triton_heuristics import CachingAutotuner  # deferred: loads triton
 
     original = CachingAutotuner.benchmark_all_configs
 
@@ -115,7 +117,7 @@ def _jit_function() -> Any:
     """Triton's JITFunction where it has the two methods `compile_only` and
     `released_triton_compiles` patch, else None."""
     try:
-        from triton.runtime.jit import JITFunction
+        from triton.runtime.jit import JITFunction  # deferred: loads triton
     except ImportError:
         return None
     return JITFunction if all(hasattr(JITFunction, m) for m in ("run", "_do_compile")) else None
@@ -127,7 +129,7 @@ def import_compile_stack() -> None:
     and inside the lock the calibration waited for that (H100, 2026-12-06: about 4.9 s of the side
     processes' 13.5 s on the GPU, sampled by benchmarks/gpu_calibration_triton_warm.py's "ahead
     profiled")."""
-    import torch._inductor.compile_fx  # noqa: F401
+    import torch._inductor.compile_fx  # noqa: F401  # deferred: this function exists to import it
 
 
 @contextlib.contextmanager
@@ -194,7 +196,7 @@ def start_triton_driver() -> None:
     """Make Triton's CUDA driver now, outside the lock: its first use, in a kernel's first launch,
     builds a C helper module with the system's compiler, which held the lock about 0.5 s a
     calibration from cold caches (H100, 2026-12-06, sampled by "ahead profiled")."""
-    from triton.runtime import driver
+    from triton.runtime import driver  # deferred: loads triton
 
     driver.active.get_current_device()
 
@@ -204,7 +206,7 @@ def warm_triton(device: torch.device, quick: bool, dtypes: Sequence[str], lock: 
     gptperf's decode families (`calibrate_decode.measure_decode_families`) in `dtypes`, through
     the very calls the calibration times: the same shapes, tiles and operands, so the same
     kernels. From a cold cache those were 33 compiles, 17 s of an H200 calibration (2026-12-03)."""
-    from gptperf.steps import decode_kernels, gemv
+    from gptperf.steps import decode_kernels, gemv  # deferred: loads triton
 
     if device.type != "cuda" or not (gemv.available() or decode_kernels.available()) or _jit_function() is None:
         return

@@ -98,7 +98,7 @@ def measure_kernel_model(
     Returns a table for `Hardware.extra['kernel_model']`: rows, alpha_s, beta (bytes/s),
     elementwise_alpha_s, elementwise_beta, the fit residuals and the raw curves.
     """
-    from gptperf.steps import gemv
+    from gptperf.steps import gemv  # deferred: loads triton
 
     cuda = device.type == "cuda"
     tdtype = torch.bfloat16 if cuda else torch.float32
