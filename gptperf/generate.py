@@ -417,7 +417,6 @@ def run_generation(
     fast = (device.type == "cuda" if fast is None else fast) and use_kv_cache
     plan = ExecutionPlan.default("decode", device.type, fast=fast, attention=model.config.attention)
     torch.manual_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
     compile_s = None
     graph_steps = None
     if fast:
@@ -432,7 +431,7 @@ def run_generation(
     else:
         tokens_out = generate(
             model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
-            use_kv_cache=use_kv_cache, generator=generator,
+            use_kv_cache=use_kv_cache, generator=torch.Generator(device=device).manual_seed(seed),
         )
     stream = TextStream(tokenizer)
     if on_start is not None:

@@ -25,6 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from gptperf import names
+from gptperf.checks import is_finite_number
 from gptperf.envinfo import device_name
 from gptperf.errors import UserError
 from gptperf.measure.calibration_plan import COMPILED_DTYPE
@@ -138,7 +139,7 @@ def summarize_attribution(attribution: Any, n_layer: int) -> dict[str, Any]:
 
 
 def _finite(x: float) -> float | None:
-    return x if x == x and abs(x) != float("inf") else None
+    return x if is_finite_number(x) else None
 
 
 def _shares(config: GPTConfig, workload: Workload, plan: ExecutionPlan,

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gptperf.checks import is_finite_number
 from gptperf.inference.sweep import DEFINITIONS
 from gptperf.measure.bench import host_charge_note
 from gptperf.perfmodel.conventions import CONVENTIONS
@@ -156,7 +157,7 @@ _CEILING_ROWS: tuple[tuple[str, str, str], ...] = (
 
 
 def _finite(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+    return float(v) if is_finite_number(v) else None
 
 
 def _measured_ceiling(c: Ceilings, key: str) -> float | None:
