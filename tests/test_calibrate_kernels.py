@@ -968,3 +968,32 @@ def test_a_large_cpu_random_tensor_repeats_its_first_block_of_draws(monkeypatch:
     assert torch.equal(flat[5000:], flat[:5])
     small = kt.random_tensor((2000,), torch.bfloat16, torch.device("cpu")).float()
     assert not torch.equal(small[1000:1500], small[:500]) and small.abs().max() <= 1
+
+
+def test_measure_unaligned_times_a_layers_three_matmuls_and_keeps_their_rates() -> None:
+    """A fake timer runs each call once and says 2, 4 and 8 ms: the rates are the layer's FLOPs
+    over them, each call the product its orientation names (y, dX, dW), and the layer recorded."""
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    took = iter((2e-3, 4e-3, 8e-3))
+
+    def fake_timer(call, what: str = "", nbytes: float = 0.0) -> float:
+        seen.append((what, tuple(call(0).shape)))
+        return next(took)
+
+    record: list = []
+    m, n, k = 8, 13, 4  # 13 columns: rows of 52 bytes in fp32, not a multiple of 16
+    rates = ck.measure_unaligned("cpu", "fp32", timer=fake_timer, record=record, layer=(m, n, k))
+    flops = 2.0 * m * n * k
+    assert rates == {"m": 8.0, "n": 13.0, "k": 4.0, "fwd": flops / 2e-3, "dgrad": flops / 4e-3,
+                     "wgrad": flops / 8e-3}
+    assert [shape for _, shape in seen] == [(m, n), (m, k), (n, k)]
+    assert all("unaligned" in what for what, _ in seen) and record == [[m, n, k]]
+    note = ck.unaligned_note("fp32", rates)
+    assert "8 rows, 4 → 13" in note and "fwd 0" in note
+
+
+def test_the_unaligned_layer_is_unaligned_in_every_dtype() -> None:
+    from gptperf.perfmodel.kernel_calls import unaligned_layer
+
+    m, n, k = ck.UNALIGNED_LAYER
+    assert all(unaligned_layer(k, n, b) for b in (2, 4)) and not unaligned_layer(k, k, 2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,8 +15,8 @@ from gptperf.errors import UserError
 from gptperf.model import preset
 from gptperf.perfmodel import Workload, count_parameters
 from gptperf.perfmodel.calibration import HOST_MODEL, Calibration, Curve, Grid
-from gptperf.perfmodel.expected import Expected, expected, queue_time
-from gptperf.perfmodel.kernel_calls import KernelCall, kernel_calls, step_ops
+from gptperf.perfmodel.expected import Expected, call_time, expected, queue_time
+from gptperf.perfmodel.kernel_calls import KernelCall, kernel_calls, step_ops, unaligned_layer
 from gptperf.perfmodel.workload import master_copied_parameters
 from gptperf.plan import ExecutionPlan
 
@@ -1065,6 +1066,91 @@ def test_each_offgrid_probe_round_trips_and_is_not_read_by_the_prediction() -> N
         old["matmul_probes"] = {"fp32": bad}
         with pytest.raises(UserError, match="matmul_probes"):
             Calibration.from_dict(old)
+
+
+# -- a linear layer whose rows are not 16-byte aligned ------------------------------------------
+
+UNALIGNED = {"bf16": {"fwd": 1e12, "dgrad": 2e12, "wgrad": 4e12, "m": 4096.0, "n": 16381.0, "k": 1024.0}}
+
+
+def test_a_layer_is_unaligned_when_its_input_or_output_rows_are_not_16_bytes() -> None:
+    assert unaligned_layer(768, 50257, 2) and unaligned_layer(768, 50257, 4)  # 100514, 201028 bytes
+    assert unaligned_layer(65, 768, 2) and unaligned_layer(768, 65, 4)  # the char vocabulary
+    assert not unaligned_layer(768, 50304, 2) and not unaligned_layer(768, 8, 2)
+    assert not unaligned_layer(768, 50260, 4) and unaligned_layer(768, 50260, 2)  # 16 | 201040, not 100520
+
+
+def _head_calls(vocab: int, plan: ExecutionPlan, dtype: str = "bf16") -> Iterator[KernelCall]:
+    cfg = preset("gpt2", n_layer=1, vocab_size=vocab)
+    for comp, _, _, calls in step_ops(cfg, Workload("train", 2, 64, dtype), plan):
+        if comp == names.LM_HEAD:
+            yield from (c for c in calls if c.family == "matmul")
+
+
+def test_only_an_eager_steps_unaligned_layers_are_marked_in_each_orientation() -> None:
+    eager, compiled = ExecutionPlan.eager("sdpa"), ExecutionPlan.default("train", "cuda", compile=True)
+    marked = [c.unaligned for c in _head_calls(50257, eager)]
+    assert marked == ["fwd", "dgrad", "wgrad"]
+    assert [c.unaligned for c in _head_calls(50304, eager)] == ["", "", ""]
+    assert [c.unaligned for c in _head_calls(50257, compiled)] == ["", "", ""]  # inductor pads them
+    cfg = preset("gpt2", n_layer=1, vocab_size=50257)
+    others = [c for comp, _, _, calls in step_ops(cfg, Workload("train", 2, 64, "bf16"), eager)
+              if comp != names.LM_HEAD for c in calls]
+    assert others and not any(c.unaligned for c in others)  # 768-wide layers are aligned
+
+
+def test_an_unaligned_matmul_is_charged_at_least_its_flops_at_the_measured_rate() -> None:
+    """The flat grid reads T0 = 1 µs for every matmul; at 1, 2 and 4 TFLOP/s a 2·M·N·K of
+    2·64·50257·768 FLOPs takes 4.94, 2.47 and 1.24 ms; a tiny one keeps the grid's T0."""
+    cal = flat_calibration(matmul_unaligned=UNALIGNED)
+    flops = 2.0 * 64 * 50257 * 768
+    for orientation, rate in (("fwd", 1e12), ("dgrad", 2e12), ("wgrad", 4e12)):
+        call = KernelCall("matmul", "bf16", (64.0, 50257.0, 768.0), count=3, unaligned=orientation)
+        assert call_time(call, cal) == pytest.approx(3 * flops / rate)
+    tiny = KernelCall("matmul", "bf16", (1.0, 65.0, 8.0), unaligned="fwd")
+    assert call_time(tiny, cal) == pytest.approx(T0)
+    aligned = KernelCall("matmul", "bf16", (64.0, 50257.0, 768.0))
+    assert call_time(aligned, cal) == pytest.approx(T0)
+    # fp32, without a measurement, and an older calibration: the grid
+    assert call_time(KernelCall("matmul", "fp32", (64.0, 50257.0, 768.0), unaligned="fwd"), cal) == pytest.approx(T0)
+    assert call_time(replace_call(call, "bf16"), flat_calibration()) == pytest.approx(3 * T0)
+
+
+def replace_call(call: KernelCall, key: str) -> KernelCall:
+    return KernelCall(call.family, key, call.point, call.count, unaligned=call.unaligned)
+
+
+def test_the_lm_head_at_gpt2s_real_vocabulary_costs_what_its_three_rates_say() -> None:
+    cal = flat_calibration(matmul_unaligned=UNALIGNED)
+    cfg, w = preset("gpt2", n_layer=1, vocab_size=50257), Workload("train", 2, 64, "bf16")
+    head = sum(o.device_s for o in expected(cfg, w, ExecutionPlan.eager("sdpa"), cal).ops
+               if o.component == names.LM_HEAD)
+    flops = 2.0 * 128 * 50257 * 768
+    casts = sum(o.device_s for o in expected(cfg, w, ExecutionPlan.eager("sdpa"), flat_calibration()).ops
+                if o.component == names.LM_HEAD) - 3 * T0  # the head's casts, the same either way
+    assert head == pytest.approx(casts + flops / 1e12 + flops / 2e12 + flops / 4e12)
+    plan = ExecutionPlan.eager("sdpa")
+    said = [n for n in expected(cfg, w, plan, cal).notes if "16-byte" in n]
+    assert len(said) == 1 and said[0].startswith(names.LM_HEAD) and "fwd 1, dgrad 2, wgrad 4 TFLOP/s" in said[0]
+    older = [n for n in expected(cfg, w, plan, flat_calibration()).notes if "16-byte" in n]
+    assert len(older) == 1 and "measured no such layer" in older[0]
+    assert not [n for n in expected(cfg, w, plan, flat_calibration("cpu")).notes if "16-byte" in n]
+    aligned = preset("gpt2", n_layer=1)
+    assert not [n for n in expected(aligned, w, plan, cal).notes if "16-byte" in n]
+
+
+def test_the_unaligned_rates_round_trip_older_calibrations_have_none_and_bad_ones_are_refused() -> None:
+    cal = flat_calibration(matmul_unaligned=UNALIGNED)
+    again = Calibration.from_dict(cal.to_dict())
+    assert again.matmul_unaligned == UNALIGNED
+    assert again.unaligned_floor_s("bf16", "dgrad", 4e12) == pytest.approx(2.0)
+    old = cal.to_dict()
+    del old["matmul_unaligned"]
+    assert Calibration.from_dict(old).unaligned_floor_s("bf16", "fwd", 1e12) == 0.0
+    for bad in ({"fwd": 1e12, "dgrad": 1e12}, {"fwd": 0.0, "dgrad": 1e12, "wgrad": 1e12},
+                {"fwd": float("inf"), "dgrad": 1e12, "wgrad": 1e12}, {"fwd": True, "dgrad": 1.0, "wgrad": 1.0}):
+        with pytest.raises(UserError, match="matmul_unaligned"):
+            flat_calibration(matmul_unaligned={"bf16": bad})
 
 
 def test_gptperf_calibrate_shows_the_offgrid_ratio(capsys: pytest.CaptureFixture[str]) -> None:

@@ -61,6 +61,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     REPLAYS,
     ROW,
     TARGET_REPLAY_S,
+    UNALIGNED_LAYER,
     VECTOR_OPS,
     VECTOR_X,
     VOCAB,
@@ -95,7 +96,14 @@ from gptperf.measure.kernel_timer import (
 )
 from gptperf.measure.probe import fork_op_s
 from gptperf.measure.timer import Progress
-from gptperf.perfmodel.calibration import Curve, Grid, attention_key, matmul_warm_key, vector_key
+from gptperf.perfmodel.calibration import (
+    UNALIGNED_ORIENTATIONS,
+    Curve,
+    Grid,
+    attention_key,
+    matmul_warm_key,
+    vector_key,
+)
 from gptperf.runtime import TORCH_DTYPES, as_device
 
 
@@ -161,6 +169,43 @@ def measure_matmul(device: torch.device | str, dtype: str, quick: bool = False,
                 what=f"s per y = F.linear(x, W), x M×K, W N×K, {dtype}, no bias; distinct "
                      f"operands cycled over {POOL_BYTES[kind] // MIB} MiB; "
                      + grid_note(axes, len(measured)))
+
+
+def measure_unaligned(device: torch.device | str, dtype: str, timer: KernelTimer | None = None,
+                      record: list | None = None, layer: Shape = UNALIGNED_LAYER) -> dict[str, float]:
+    """A linear layer of `layer` = (rows, output width, input width), its output width not
+    16-byte aligned: {"fwd", "dgrad", "wgrad": FLOP/s of y = x·Wᵀ, dX = dY·W, dW = dYᵀ·X, each
+    timed by `timer` over distinct operands; "m", "n", "k": the layer}. cuBLAS runs such rows on
+    kernels that do not load 16 bytes at a time, whose rate the grid's aligned shapes do not show."""
+    device, dtype = as_device(device), check_dtype(dtype)
+    timer = KernelTimer(device, quick=False) if timer is None else timer
+    m, n, k = layer
+    pool = OperandPool(device, TORCH_DTYPES[dtype])
+    operands = {"fwd": [(m, k), (n, k)], "dgrad": [(m, n), (n, k)], "wgrad": [(m, n), (m, k)]}
+    products = {"fwd": lambda x, w: F.linear(x, w), "dgrad": lambda g, w: g @ w,
+                "wgrad": lambda g, x: g.t() @ x}
+    rates: dict[str, float] = {"m": float(m), "n": float(n), "k": float(k)}
+    with MatmulPrecision(dtype):
+        for orientation in UNALIGNED_ORIENTATIONS:
+            sets = pool.copies(operands[orientation])
+            product_of = products[orientation]
+
+            def call(j: int, sets: list = sets, product_of: Any = product_of) -> torch.Tensor:
+                return product_of(*sets[j % len(sets)])
+
+            seconds = timer(call, f"matmul {dtype} {m}×{n}×{k} unaligned, {orientation}",
+                            nbytes=matmul_bytes(dtype, m, n, k))
+            rates[orientation] = 2.0 * m * n * k / seconds
+    if record is not None:
+        record.append([m, n, k])
+    return rates
+
+
+def unaligned_note(dtype: str, rates: dict[str, float]) -> str:
+    """What `measure_unaligned` measured, in one line."""
+    each = ", ".join(f"{o} {rates[o] / 1e12:.0f}" for o in UNALIGNED_ORIENTATIONS)
+    return (f"matmul {dtype}: a layer whose rows are not 16-byte aligned ({rates['m']:.0f} rows, "
+            f"{rates['k']:.0f} → {rates['n']:.0f}) runs at {each} TFLOP/s")
 
 
 def _measure_matmul_warm(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
@@ -443,6 +488,8 @@ def _measure_pass(device: torch.device, dtypes: Sequence[str], quick: bool,
             result["matmul"][dtype] = measure_matmul(device, dtype, quick, progress, timer,
                                                      matmul_seen, probes, biased)
             if device.type == "cuda":
+                result.setdefault("matmul_unaligned", {})[dtype] = measure_unaligned(
+                    device, dtype, timer, matmul_seen)
                 torch.cuda.empty_cache()
             else:
                 result["matmul"][matmul_warm_key(dtype)] = _measure_matmul_warm(device, dtype, quick, progress,
@@ -549,6 +596,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
         _record(shapes["matmul"], CACHE_REACH_LAYER)
     if device.type == "cuda" and not result["gemv"]:
         notes.append("gemv left out: gptperf's Triton kernel does not run here")
+    for dtype, rates in result.get("matmul_unaligned", {}).items():
+        notes.append(unaligned_note(dtype, rates))
     if probes:
         result["matmul_bias"], bias_notes = matmul_bias(biased)
         result["matmul_probes"] = probe_ratios(result["matmul"], probes)

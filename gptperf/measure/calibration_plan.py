@@ -83,6 +83,12 @@ MATMUL_PROBES: dict[str, tuple[tuple[int, int, int], ...]] = {
     "cpu": tuple((1200, n, k) for k, n in (
         (128, 384), (192, 576), (384, 1152), (512, 128), (640, 160), (1536, 384)))}
 
+# A linear layer whose output width is not 16-byte aligned in any dtype (as gpt2's 50257-token
+# head is in bf16), (rows, output width, input width): its three matmuls timed on a GPU
+# (`measure_unaligned`). On an H100 (2026-12-06) the LM head's at 50257 tokens ran at 95-151
+# TFLOP/s, 5-8x its time at 50304 (BENCHMARKS.md, "Session 55").
+UNALIGNED_LAYER = (4096, 16381, 1024)
+
 ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query", "masked_fwd")
 # The static KV cache's prefill (CUDA plans only): sdpa with the cache's (T, T) boolean mask,
 # which runs another kernel than is_causal. On the H200 (2026-12-02) it took 1.0x twice the
@@ -502,7 +508,7 @@ def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[st
     seen: set[tuple[int, int, int]] = set()
     for dtype in dtypes:
         for cell in matmul_cells(kind, dtype, quick, memory_bytes) + matmul_probe_shapes(kind) + (
-                list(CACHE_REACH_LAYER) if kind == "cpu" else []):
+                list(CACHE_REACH_LAYER) if kind == "cpu" else [UNALIGNED_LAYER]):
             if cell not in seen:
                 seen.add(cell)
                 matmul.append(list(cell))

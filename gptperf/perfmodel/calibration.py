@@ -61,6 +61,9 @@ WARM = ":warm"
 CACHE_SAVING_MIN = 1.25
 # A CPU's AdamW (torch's per-tensor loop): seconds a tensor over its parameters, summed over the
 # step's tensors (`perfmodel.expected.call_time`)
+# A linear layer's three matmuls, y = x·Wᵀ, dX = dY·W and dW = dYᵀ·X: the rates
+# `Calibration.matmul_unaligned` keeps for a layer whose rows are not 16-byte aligned.
+UNALIGNED_ORIENTATIONS = ("fwd", "dgrad", "wgrad")
 ADAMW_LOOP = "adamw_loop"
 ADAMW_LOOP_COLD = "adamw_loop_cold"  # the same with each call's tensors in memory
 
@@ -448,6 +451,12 @@ class Calibration:
     # reading of it (on a CPU once per pass kept), whose mean `matmul_offgrid` keeps: a reading of
     # them by shape can be judged offline (not read by the prediction).
     matmul_probes: dict[str, list[list[float]]] = field(default_factory=dict)
+    # dtype -> {"fwd", "dgrad", "wgrad": FLOP/s, "m", "n", "k": the probe's rows, output and
+    # input widths}: a linear layer whose output width is not 16-byte aligned (gpt2's 50257
+    # tokens in bf16), each of its three matmuls timed (`gptperf.measure.calibrate_kernels.
+    # measure_unaligned`); an eager step's unaligned layer (`kernel_calls.unaligned_layer`) is
+    # charged at least its FLOPs at these rates (`unaligned_floor_s`). Empty on a CPU.
+    matmul_unaligned: dict[str, dict[str, float]] = field(default_factory=dict)
     # {"share", "host_s", "end_s", "device_s", ...}: the share of the fused AdamW phase's host time
     # that runs after its kernels have started (`gptperf.measure.optimizer_overlap`); empty on a
     # CPU (the kernels are then charged after all of the phase's host time).
@@ -479,6 +488,12 @@ class Calibration:
                 ratio = entry.get("ratio") if isinstance(entry, dict) else None
                 if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 10:
                     raise UserError(f"{table}[{key!r}] needs a ratio between 0 and 10, got {entry!r}")
+        for key, entry in self.matmul_unaligned.items():
+            rates = [entry.get(o) if isinstance(entry, dict) else None for o in UNALIGNED_ORIENTATIONS]
+            if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r)
+                       and r > 0 for r in rates):
+                raise UserError(f"matmul_unaligned[{key!r}] needs positive FLOP rates "
+                                f"{', '.join(UNALIGNED_ORIENTATIONS)}, got {entry!r}")
         for key, rows in self.matmul_probes.items():
             if not all(isinstance(row, list) and len(row) == 4 and all(
                     isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
@@ -575,6 +590,13 @@ class Calibration:
             return 1.0
         return float(entry["ratio"])
 
+    def unaligned_floor_s(self, key: str, orientation: str, flops: float) -> float:
+        """Seconds a matmul of `flops` of an unaligned linear layer (`orientation`: fwd | dgrad |
+        wgrad) takes at least on grid `key`'s dtype: those FLOPs at the rate measured for such a
+        layer; 0 without a measurement (a CPU's, or an older calibration's)."""
+        entry = self.matmul_unaligned.get(key)
+        return flops / float(entry[orientation]) if entry else 0.0
+
     def sustained_slowdown(self, flops_per_s: float) -> float:
         """How much longer compute kernels take in a step that keeps the GPU at `flops_per_s`
         (FLOP/s of its matmuls and attention over its time): the measured slowdowns read
@@ -652,6 +674,7 @@ class Calibration:
             "matmul_bias": {k: dict(v) for k, v in self.matmul_bias.items()},
             "matmul_offgrid": {k: dict(v) for k, v in self.matmul_offgrid.items()},
             "matmul_probes": {k: [list(row) for row in v] for k, v in self.matmul_probes.items()},
+            "matmul_unaligned": {k: dict(v) for k, v in self.matmul_unaligned.items()},
             "optimizer_overlap": dict(self.optimizer_overlap),
             "sustained": dict(self.sustained), "cache_bytes": self.cache_bytes,
             "cache_reach": None if self.cache_reach is None else self.cache_reach.to_dict(),
@@ -685,6 +708,8 @@ class Calibration:
                                 for k, v in d.get("matmul_offgrid", {}).items()},
                 matmul_probes={k: [[float(x) for x in row] if isinstance(row, list) else row for row in v]
                                for k, v in d.get("matmul_probes", {}).items()},
+                matmul_unaligned={k: {kk: float(vv) for kk, vv in v.items()}
+                                  for k, v in d.get("matmul_unaligned", {}).items()},
                 optimizer_overlap=dict(d.get("optimizer_overlap", {})),
                 sustained=dict(d.get("sustained", {})), cache_bytes=float(d.get("cache_bytes", 0.0)),
                 cache_reach=Curve.from_dict(d["cache_reach"]) if d.get("cache_reach") else None,

@@ -52,6 +52,7 @@ from gptperf.perfmodel.calibration import (
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
     HOST_MODEL,
+    UNALIGNED_ORIENTATIONS,
     Calibration,
     Grid,
     attention_key,
@@ -248,7 +249,11 @@ def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
     if key is not None:
         if call.family == "matmul":
             ratio = cal.bias_ratio(key) if biased else 1.0
-            return call.count * cal.matmul_seconds(key, *call.point, warm=warm) * ratio
+            seconds = cal.matmul_seconds(key, *call.point, warm=warm) * ratio
+            if call.unaligned:  # cuBLAS's kernels for rows it cannot load 16 bytes at a time
+                flops = compute_flops(call) / call.count
+                seconds = max(seconds, cal.unaligned_floor_s(key, call.unaligned, flops))
+            return call.count * seconds
         return call.count * table[key].at(*call.point)
     known = ", ".join(sorted(table)) or "none"
     raise UserError(f"the calibration of {cal.device_name!r} has no {call.family} curve "
@@ -444,6 +449,30 @@ def _cache_note(share: float, cal: Calibration, matmuls: bool, adamw: bool) -> s
     return f"CPU: the step's tensors {fits}: {read} on {their} timing from the cache"
 
 
+def unaligned_notes(seq: list, cal: Calibration) -> list[str]:
+    """On a GPU, a note for each component whose linear layer has rows that are not 16-byte
+    aligned (`kernel_calls.unaligned_layer`), and how they are charged (a CPU's libraries load
+    such rows at the same speed: its calibration measures no such layer)."""
+    if cal.device_type == "cpu":
+        return []
+    keys: dict[str, str] = {}
+    for comp, _, _, calls in seq:
+        for call in calls:
+            if call.unaligned:
+                keys.setdefault(comp, call.key.removesuffix(BIASED))
+    out = []
+    for comp, key in sorted(keys.items()):
+        rates = cal.matmul_unaligned.get(key)
+        if rates:
+            each = ", ".join(f"{o} {rates[o] / 1e12:.0f}" for o in UNALIGNED_ORIENTATIONS)
+            charged = f"charged at least its FLOPs at the rates measured for such a layer ({each} TFLOP/s)"
+        else:
+            charged = "charged on the aligned grid (this calibration measured no such layer)"
+        out.append(f"{comp}: its rows are not 16-byte aligned in {key}, which sends its matmuls to "
+                   f"cuBLAS's slower kernels; {charged}")
+    return out
+
+
 def _few_row_matmuls(seq: list, cal: Calibration) -> bool:
     """Whether the step has a matmul whose own grid has a warm twin with its rows (what the cache
     moves, `Calibration.matmul_seconds`)."""
@@ -508,6 +537,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
         notes.append(cache_note)
 
     notes += below_grid_notes((k for _, _, _, calls in seq for k in calls), cal)
+    notes += unaligned_notes(seq, cal)
     device: list[float] = []
     kernels: list[int] = []
     compute: list[float] = []  # seconds of each op's matmul and attention kernels

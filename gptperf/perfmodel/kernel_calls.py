@@ -19,6 +19,7 @@ from gptperf.model.config import GPTConfig
 from gptperf.perfmodel.calibration import (
     FUSED_ATTENTION_PASS,
     GEMV_ARGMAX_CHAIN,
+    UNALIGNED_ORIENTATIONS,
     attention_key,
     fused_step_key,
     gemv_key,
@@ -51,7 +52,9 @@ class KernelCall:
     `point` the sizes it is looked up at ((M, N, K), (BH, T, D), (bytes,), (tensors, parameters));
     `tensors`, of an optimizer step: its tensors as (parameters, how many), for a calibration
     that times the step tensor by tensor (a CPU's loop). `floor`: a call each kernel takes at
-    least as long as (a batched matmul's operands streamed: `batched_mm`)."""
+    least as long as (a batched matmul's operands streamed: `batched_mm`). `unaligned`: a linear
+    layer's matmul whose rows are not 16-byte aligned (`unaligned_layer`), its orientation (one of
+    `calibration.UNALIGNED_ORIENTATIONS`); "" for the rest."""
 
     family: str
     key: str
@@ -59,6 +62,7 @@ class KernelCall:
     count: int = 1
     tensors: tuple[tuple[int, int], ...] = ()
     floor: KernelCall | None = None
+    unaligned: str = ""
 
 
 # FLOPs of one attention kernel per B·H·D at (T, L): causal halves the T·L scores and their
@@ -92,8 +96,17 @@ def cast_call(n: float, src: str, dst: str) -> KernelCall:
     return vector_call(f"cast_to_{dst}", src, n * (dtype_bytes(src) + dtype_bytes(dst)))
 
 
-def _mm(dtype: str, m: int, n: int, k: int, bias: bool = False) -> KernelCall:
-    return KernelCall("matmul", dtype + (BIASED if bias else ""), (float(m), float(n), float(k)))
+def unaligned_layer(k_in: int, n_out: int, element_bytes: int) -> bool:
+    """Whether a linear layer's operands have rows cuBLAS cannot load 16 bytes at a time: every
+    leading dimension of its three matmuls is its input or its output width, so one of them not a
+    multiple of 16 bytes (gpt2's 50257-token vocabulary in bf16) sends all three to slower kernels
+    (BENCHMARKS.md, "Session 55")."""
+    return (k_in * element_bytes) % 16 != 0 or (n_out * element_bytes) % 16 != 0
+
+
+def _mm(dtype: str, m: int, n: int, k: int, bias: bool = False, unaligned: str = "") -> KernelCall:
+    return KernelCall("matmul", dtype + (BIASED if bias else ""), (float(m), float(n), float(k)),
+                      unaligned=unaligned)
 
 
 def batched_mm(mm: str, act: str, batch: int, m: int, n: int, k: int) -> KernelCall:
@@ -129,6 +142,13 @@ class _Ctx:
         return self.workload.has_backward
 
 
+def _orientations(c: _Ctx, k_in: int, n_out: int) -> dict[str, str]:
+    """{orientation: itself} for a layer whose rows are unaligned in an eager step, else {o: ""}:
+    a compiled step's matmuls are inductor's, which pads such operands to aligned copies."""
+    slow = not c.plan.compiled and unaligned_layer(k_in, n_out, dtype_bytes(c.mm))
+    return {o: o if slow else "" for o in UNALIGNED_ORIENTATIONS}
+
+
 def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool,
                 bias: bool = True, head: bool = False) -> list[KernelCall]:
     """y = x·Wᵀ + b: under autocast the input (when it arrives in fp32) and the weight are cast;
@@ -140,7 +160,8 @@ def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool,
             calls.append(cast_call(rows * k_in, c.store, c.act))
         if c.casts_weight(head):
             calls.append(cast_call(k_in * n_out, c.store, c.act))
-    calls.append(_mm(c.mm, rows, n_out, k_in, bias=bias and rows > 1 and not c.plan.compiled))
+    calls.append(_mm(c.mm, rows, n_out, k_in, bias=bias and rows > 1 and not c.plan.compiled,
+                     unaligned=_orientations(c, k_in, n_out)["fwd"]))
     return calls
 
 
@@ -148,7 +169,9 @@ def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, bias: bool = True,
                 head: bool = False) -> list[KernelCall]:
     """dX = dY·W (rows × k_in over n_out), dW = dYᵀ·X (n_out × k_in over rows), db = Σ dY; under
     autocast the weight's gradient is cast back to fp32."""
-    calls = [_mm(c.mm, rows, k_in, n_out), _mm(c.mm, n_out, k_in, rows)]
+    slow = _orientations(c, k_in, n_out)
+    calls = [_mm(c.mm, rows, k_in, n_out, unaligned=slow["dgrad"]),
+             _mm(c.mm, n_out, k_in, rows, unaligned=slow["wgrad"])]
     a = dtype_bytes(c.act)
     if bias:
         calls.append(vector_call("sum_rows", c.act, rows * n_out * a))
