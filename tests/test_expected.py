@@ -1131,7 +1131,11 @@ def test_the_lm_head_at_gpt2s_real_vocabulary_costs_what_its_three_rates_say() -
     assert head == pytest.approx(casts + flops / 1e12 + flops / 2e12 + flops / 4e12)
     plan = ExecutionPlan.eager("sdpa")
     said = [n for n in expected(cfg, w, plan, cal).notes if "16-byte" in n]
-    assert len(said) == 1 and said[0].startswith(names.LM_HEAD) and "fwd 1, dgrad 2, wgrad 4 TFLOP/s" in said[0]
+    assert len(said) == 1 and said[0].startswith(f"{names.LM_HEAD}: ") and "fwd 1, dgrad 2, wgrad 4 TFLOP/s" in said[0]
+    # a width that is not 16-byte aligned: every layer's linear components, in one note
+    odd = [n for n in expected(preset("gpt2", n_layer=2, n_embd=1001, n_head=7), w, plan, cal).notes if "16-byte" in n]
+    assert len(odd) == 1 and odd[0].startswith(", ".join(
+        (names.ATTN_QKV, names.ATTN_PROJ, names.MLP_FC, names.MLP_PROJ, names.LM_HEAD)) + ": ")
     older = [n for n in expected(cfg, w, plan, flat_calibration()).notes if "16-byte" in n]
     assert len(older) == 1 and "measured no such layer" in older[0]
     assert not [n for n in expected(cfg, w, plan, flat_calibration("cpu")).notes if "16-byte" in n]

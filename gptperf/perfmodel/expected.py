@@ -450,26 +450,27 @@ def _cache_note(share: float, cal: Calibration, matmuls: bool, adamw: bool) -> s
 
 
 def unaligned_notes(seq: list, cal: Calibration) -> list[str]:
-    """On a GPU, a note for each component whose linear layer has rows that are not 16-byte
-    aligned (`kernel_calls.unaligned_layer`), and how they are charged (a CPU's libraries load
-    such rows at the same speed: its calibration measures no such layer)."""
+    """On a GPU, a note for the components whose linear layers have rows that are not 16-byte
+    aligned (`kernel_calls.unaligned_layer`), one per matmul dtype, and how they are charged (a
+    CPU's libraries load such rows at the same speed: its calibration measures no such layer)."""
     if cal.device_type == "cpu":
         return []
-    keys: dict[str, str] = {}
+    by_key: dict[str, list[str]] = {}
     for comp, _, _, calls in seq:
         for call in calls:
-            if call.unaligned:
-                keys.setdefault(comp, call.key.removesuffix(BIASED))
+            comps = by_key.setdefault(call.key.removesuffix(BIASED), []) if call.unaligned else None
+            if comps is not None and comp not in comps:
+                comps.append(comp)
     out = []
-    for comp, key in sorted(keys.items()):
+    for key, comps in by_key.items():
         rates = cal.matmul_unaligned.get(key)
         if rates:
             each = ", ".join(f"{o} {rates[o] / 1e12:.0f}" for o in UNALIGNED_ORIENTATIONS)
-            charged = f"charged at least its FLOPs at the rates measured for such a layer ({each} TFLOP/s)"
+            charged = f"charged at least their FLOPs at the rates measured for such a layer ({each} TFLOP/s)"
         else:
             charged = "charged on the aligned grid (this calibration measured no such layer)"
-        out.append(f"{comp}: its rows are not 16-byte aligned in {key}, which sends its matmuls to "
-                   f"cuBLAS's slower kernels; {charged}")
+        out.append(f"{', '.join(comps)}: rows not 16-byte aligned in {key}, which sends the matmuls "
+                   f"to cuBLAS's slower kernels; {charged}")
     return out
 
 
