@@ -537,7 +537,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     time per family, "family_lock_wait_seconds": the part of it spent waiting for `lock`, and on
     CUDA "matmul_bias": {dtype: a bias's cost, `matmul_bias`} and "matmul_offgrid": {dtype: an
     off-grid shape's cost, `matmul_offgrid`} and "matmul_probes": {dtype: each probe's ratio,
-    `probe_ratios`}}, and on a CPU "cache_reach": how far its cache reaches for a step
+    `probe_ratios`} and "matmul_unaligned": {dtype: a layer with unaligned rows, its rates,
+    `measure_unaligned`}}, and on a CPU "cache_reach": how far its cache reaches for a step
     (`measure.cache_reach`, a Curve, measured after the passes). On a CPU every point
     is measured in CPU_PASSES passes, merged (`merge_passes`) over each family's passes run out of
     a spell of the machine's fork and join (`passes_out_of_spells`), and "fork_s" is a parallel

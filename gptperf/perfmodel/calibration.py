@@ -59,11 +59,11 @@ WARM = ":warm"
 # The cache reach's slowest (plain-grid) point over its fastest below which no saving is read
 # (its shares would be noise; the VM's read 2.8-3.8x)
 CACHE_SAVING_MIN = 1.25
-# A CPU's AdamW (torch's per-tensor loop): seconds a tensor over its parameters, summed over the
-# step's tensors (`perfmodel.expected.call_time`)
 # A linear layer's three matmuls, y = x·Wᵀ, dX = dY·W and dW = dYᵀ·X: the rates
 # `Calibration.matmul_unaligned` keeps for a layer whose rows are not 16-byte aligned.
 UNALIGNED_ORIENTATIONS = ("fwd", "dgrad", "wgrad")
+# A CPU's AdamW (torch's per-tensor loop): seconds a tensor over its parameters, summed over the
+# step's tensors (`perfmodel.expected.call_time`)
 ADAMW_LOOP = "adamw_loop"
 ADAMW_LOOP_COLD = "adamw_loop_cold"  # the same with each call's tensors in memory
 
