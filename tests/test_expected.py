@@ -1174,6 +1174,15 @@ def test_gptperf_calibrate_shows_the_bias_ratio(capsys: pytest.CaptureFixture[st
     assert words.count("with a bias") == 1  # bf16 has none
 
 
+def test_gptperf_calibrate_shows_the_unaligned_rates(capsys: pytest.CaptureFixture[str]) -> None:
+    from gptperf.commands.calibrate import print_calibration
+
+    print_calibration(flat_calibration(matmul_unaligned=UNALIGNED), cached=False, path=None)
+    words = " ".join(w for w in capsys.readouterr().out.split() if w != "│")  # cells wrap
+    assert "a layer with rows not 16-byte aligned at most fwd 1, dgrad 2, wgrad 4 TFLOP/s" in words
+    assert words.count("16-byte aligned") == 1  # fp32 has none
+
+
 @pytest.mark.parametrize("dtype, kernels", [("fp32", 2), ("bf16", 4)])
 def test_backward_adds_the_residual_streams_two_gradients(dtype: str, kernels: int) -> None:
     """x feeds both the block and the skip: autograd adds the two gradients that reach it, twice a
