@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import torch
 
     from gptperf.data.corpus import Corpus
+    from gptperf.model.gpt import GPT
+    from gptperf.scaling.ddp import DistContext
     from gptperf.steps.train import TrainSettings, TrainStep
 
 TRAIN_DTYPES: tuple[str, ...] = STEP_DTYPES
@@ -480,49 +482,82 @@ def _throughput(step_times: list[float], tokens_per_step: int) -> tuple[float, f
     return median, tokens_per_step / median if timed else math.nan
 
 
-def train(
-    cfg: TrainConfig,
-    on_step: Callable[[StepEvent], None] | None = None,
-    *,
-    force: bool = False,
-) -> TrainResult:
-    """Train as `cfg` says; return losses, timings and the checkpoint path. Prints nothing.
+@dataclass
+class _Log:
+    """What a run tells its caller: the notes it keeps for the result and, through `on_step`
+    (None: nobody listens, as on every rank but 0 under torchrun), each note and step as it comes,
+    timed from the run's start."""
 
-    A fresh run refuses (UserError) an out_dir that already holds ckpt.pt unless `force`: the
-    earlier run's checkpoint is replaced only when asked (`gptperf train --force`)."""
-    import torch  # deferred: loads torch
+    max_iters: int
+    on_step: Callable[[StepEvent], None] | None
+    t_begin: float = field(default_factory=time.perf_counter)
+    notes: list[str] = field(default_factory=list)
 
-    from gptperf.checkpoint import FILENAME, save_checkpoint  # deferred: loads torch
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t_begin
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        if self.on_step is not None:
+            self.on_step(StepEvent(0, self.max_iters, math.nan, 0.0, math.nan, math.nan,
+                                   self.elapsed(), note=text))
+
+
+@dataclass
+class _Setup:
+    """What a run settles before anything is built, every check passed: this rank's place under
+    torchrun, the data, where the checkpoint goes, the model and how each step runs."""
+
+    cfg: TrainConfig
+    dist_ctx: DistContext
+    corpus: Corpus
+    ckpt_path: Path | None
+    model_config: GPTConfig
+    plan: ExecutionPlan
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist_ctx.device
+
+    @property
+    def tokens_per_step(self) -> int:
+        cfg = self.cfg
+        return cfg.batch * cfg.seq * cfg.grad_accum * self.dist_ctx.world_size
+
+
+@dataclass
+class _Run:
+    """A run under way: its setup, the model and its one train step, and what a checkpoint saves
+    besides them (the data generator, the loss histories)."""
+
+    setup: _Setup
+    model: GPT
+    train_step: TrainStep
+    weights: Any  # what a checkpoint saves and resumes (`_build`)
+    data_gen: torch.Generator
+    start_step: int = 0
+    losses: list[float] = field(default_factory=list)
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
+    # the last checkpoint written (a resumed run's own, until it writes one)
+    checkpoint: str | None = None
+    step_times: list[float] = field(default_factory=list)  # this run's steps only
+    compile_time: float | None = None
+
+
+def _prepare(cfg: TrainConfig, force: bool, log: _Log) -> tuple[_Setup, dict[str, Any] | None]:
+    """Join torchrun's process group (if any) and check the run against its device, its folder,
+    its data and the free memory; then say the data's and the model's notes. Also returns the
+    checkpoint's state for a resumed run (None for a fresh one)."""
+    from gptperf.checkpoint import FILENAME  # deferred: loads torch
     from gptperf.data.corpus import load_corpus  # deferred: loads torch
-    from gptperf.envinfo import environment  # deferred: keeps --help fast
-    from gptperf.model.gpt import GPT  # deferred: loads torch
-    from gptperf.runtime import (  # deferred: loads torch
-        model_dtype,
-        set_matmul_precision,
-        synchronize,
-    )
-    from gptperf.scaling.ddp import (  # deferred: loads torch
-        init_distributed,
-        parallelize,
-        rank_rows,
-    )
-    from gptperf.steps.train import TrainStep  # deferred: loads torch
-
-    _check_force(cfg, force)
-    t_begin = time.perf_counter()
-    notes: list[str] = []
-
-    def note(text: str) -> None:
-        notes.append(text)
-        if on_step is not None:
-            on_step(StepEvent(0, cfg.max_iters, math.nan, 0.0, math.nan, math.nan,
-                              time.perf_counter() - t_begin, note=text))
+    from gptperf.runtime import set_matmul_precision  # deferred: loads torch
+    from gptperf.scaling.ddp import init_distributed  # deferred: loads torch
 
     # Under torchrun: this rank's process group and device; rank 0 alone logs and checkpoints.
     dist_ctx = init_distributed(cfg.device)
     device = dist_ctx.device
     if not dist_ctx.is_main:
-        on_step = None
+        log.on_step = None
     if cfg.dtype == "fp16" and device.type != "cuda":
         raise UserError("dtype 'fp16' needs a CUDA GPU (GradScaler autocast); on CPU use bf16 or fp32")
     set_matmul_precision(cfg.dtype)
@@ -539,123 +574,185 @@ def train(
     model_config, state = _run_model_config(cfg, corpus, ckpt_path, said)
     plan = _checked_plan(cfg, model_config, device)
     for text in said:
-        note(text)
+        log.note(text)
+    return _Setup(cfg, dist_ctx, corpus, ckpt_path, model_config, plan), state
 
+
+def _build(setup: _Setup, state: dict[str, Any] | None) -> _Run:
+    """The model on its device and its one train step; for a resumed run (`state`) the
+    checkpoint's weights, optimizer, scaler, generators and histories restored into them."""
+    import torch  # deferred: loads torch
+
+    from gptperf.model.gpt import GPT  # deferred: loads torch
+    from gptperf.runtime import model_dtype  # deferred: loads torch
+    from gptperf.scaling.ddp import parallelize, rank_rows  # deferred: loads torch
+    from gptperf.steps.train import TrainStep  # deferred: loads torch
+
+    cfg, corpus, dist_ctx, device = setup.cfg, setup.corpus, setup.dist_ctx, setup.device
     torch.manual_seed(cfg.seed)
-    model = GPT(model_config).to(device=device, dtype=model_dtype(cfg.dtype))
+    model = GPT(setup.model_config).to(device=device, dtype=model_dtype(cfg.dtype))
     data_gen = torch.Generator().manual_seed(cfg.seed)
     # The one train step (gptperf.steps.train), as bench and profile time it, fed by the corpus.
     # Data parallel (DDP from outside the model) under torchrun: every rank draws the same
     # world × batch windows and trains on its rows.
-    train_step = TrainStep(parallelize(model, dist_ctx), plan, device, cfg.dtype,
+    train_step = TrainStep(parallelize(model, dist_ctx), setup.plan, device, cfg.dtype,
                            lambda: tuple(rank_rows(t, dist_ctx) for t in corpus.get_batch(
                                "train", cfg.batch * dist_ctx.world_size, cfg.seq, data_gen, device)),
                            cfg.step_settings())
-    optimizer, scaler = train_step.optimizer, train_step.scaler
     # what a checkpoint saves and resumes: fp32 weights (the master copies, where the plan keeps them)
     weights: Any = train_step.master if train_step.master is not None else model
-    losses: list[float] = []
-    val_losses: list[tuple[int, float]] = []
-    start_step = 0
+    run = _Run(setup, model, train_step, weights, data_gen)
     if state is not None:
-        start_step, losses, val_losses = _restore(state, ckpt_path, weights, train_step, data_gen)
-        del state  # the checkpoint's copy of the weights and moments is not held through training
+        run.start_step, run.losses, run.val_losses = _restore(state, setup.ckpt_path, weights,
+                                                              train_step, data_gen)
     model.train()
+    if cfg.resume and setup.ckpt_path is not None:
+        run.checkpoint = str(setup.ckpt_path)
+    return run
 
-    if cfg.warmup_iters >= cfg.max_iters:
-        note(f"warm-up of {cfg.warmup_iters} steps in a run of {cfg.max_iters}: the learning rate "
-             f"stops at {learning_rate(cfg.max_iters - 1, cfg):.3g}, short of its peak {cfg.lr:g}")
-    compile_time = None
-    if plan.compiled:
-        note("compiling the model (torch.compile); the first step is not timed")
-        t0 = time.perf_counter()
-        train_step.compile_now(cfg.batch, cfg.seq)  # both graphs, before any timed step
-        synchronize(device)
-        compile_time = time.perf_counter() - t0
 
-    # the last checkpoint written (a resumed run's own, until it writes one): save() names it
-    checkpoint = str(ckpt_path) if (cfg.resume and ckpt_path is not None) else None
+def _compile(run: _Run, log: _Log) -> None:
+    """Compile the train step's graphs before any timed step, where the plan compiles, and keep
+    how long that took."""
+    from gptperf.runtime import synchronize  # deferred: loads torch
 
-    def save(step: int) -> str | None:
-        if ckpt_path is None or not dist_ctx.is_main:
-            return None
-        if not _finite_parameters(model):
-            raise UserError(f"parameters became NaN/inf after step {step}; "
-                            f"{_kept(ckpt_path, checkpoint is not None)}; try a lower --lr")
-        save_checkpoint(
-            ckpt_path,
-            model_config=model_config.to_dict(),
-            model=weights.state_dict(),
-            optimizer=optimizer.state_dict(),
-            scaler=scaler.state_dict(),
-            step=step,
-            data_rng=data_gen.get_state(),
-            torch_rng=torch.get_rng_state(),
-            train_config=cfg.to_dict(),
-            losses=list(losses),
-            val_losses=[[s, v] for s, v in val_losses],
-            data=corpus.name,
-            tokenizer=corpus.tokenizer.name if corpus.tokenizer is not None else None,
-        )
-        return str(ckpt_path)
+    if not run.setup.plan.compiled:
+        return
+    cfg = run.setup.cfg
+    log.note("compiling the model (torch.compile); the first step is not timed")
+    t0 = time.perf_counter()
+    run.train_step.compile_now(cfg.batch, cfg.seq)  # both graphs, before any timed step
+    synchronize(run.setup.device)
+    run.compile_time = time.perf_counter() - t0
 
-    tokens_per_step = cfg.batch * cfg.seq * cfg.grad_accum * dist_ctx.world_size
-    step_times: list[float] = []
-    if start_step >= cfg.max_iters:
-        note(f"checkpoint is at step {start_step}, max_iters is {cfg.max_iters}: nothing to do")
-    for step in range(start_step + 1, cfg.max_iters + 1):
+
+def _save_checkpoint(run: _Run, step: int) -> str | None:
+    """Write the run's checkpoint after `step` and return its path; None where the run writes
+    none (no out_dir, or a rank other than 0). Weights gone NaN/inf stop the run instead."""
+    import torch  # deferred: loads torch
+
+    from gptperf.checkpoint import save_checkpoint  # deferred: loads torch
+
+    setup, ckpt_path = run.setup, run.setup.ckpt_path
+    if ckpt_path is None or not setup.dist_ctx.is_main:
+        return None
+    if not _finite_parameters(run.model):
+        raise UserError(f"parameters became NaN/inf after step {step}; "
+                        f"{_kept(ckpt_path, run.checkpoint is not None)}; try a lower --lr")
+    save_checkpoint(
+        ckpt_path,
+        model_config=setup.model_config.to_dict(),
+        model=run.weights.state_dict(),
+        optimizer=run.train_step.optimizer.state_dict(),
+        scaler=run.train_step.scaler.state_dict(),
+        step=step,
+        data_rng=run.data_gen.get_state(),
+        torch_rng=torch.get_rng_state(),
+        train_config=setup.cfg.to_dict(),
+        losses=list(run.losses),
+        val_losses=[[s, v] for s, v in run.val_losses],
+        data=setup.corpus.name,
+        tokenizer=setup.corpus.tokenizer.name if setup.corpus.tokenizer is not None else None,
+    )
+    return str(ckpt_path)
+
+
+def _train_steps(run: _Run, log: _Log) -> None:
+    """Steps start_step + 1 to max_iters, each timed between device synchronisations; a
+    validation loss and a checkpoint every eval_interval steps and at the last; each step
+    reported every log_interval steps, with a validation loss and at the last."""
+    from gptperf.runtime import synchronize  # deferred: loads torch
+
+    setup, cfg, train_step = run.setup, run.setup.cfg, run.train_step
+    if run.start_step >= cfg.max_iters:
+        log.note(f"checkpoint is at step {run.start_step}, max_iters is {cfg.max_iters}: "
+                 "nothing to do")
+    for step in range(run.start_step + 1, cfg.max_iters + 1):
         lr = learning_rate(step - 1, cfg)
         train_step.set_lr(lr)
-        synchronize(device)
+        synchronize(setup.device)
         t0 = time.perf_counter()
         step_loss = train_step.run()  # a non-finite loss leaves the weights as they were
         if not math.isfinite(step_loss):
             raise UserError(f"training loss is {step_loss} at step {step} (lr {lr:.3g}); "
-                            f"stopped, {_kept(ckpt_path, checkpoint is not None)}; try a lower "
-                            "--lr or --dtype fp32/bf16")
-        synchronize(device)
+                            f"stopped, {_kept(setup.ckpt_path, run.checkpoint is not None)}; try a "
+                            "lower --lr or --dtype fp32/bf16")
+        synchronize(setup.device)
         dt = time.perf_counter() - t0
-        step_times.append(dt)
-        losses.append(step_loss)
+        run.step_times.append(dt)
+        run.losses.append(step_loss)
 
         val = None
         last = step == cfg.max_iters
         if (cfg.eval_interval and step % cfg.eval_interval == 0) or last:
             # The eager model: a compiled one would compile again for no_grad and eval mode.
-            val = estimate_loss(model, corpus, cfg, device)
+            val = estimate_loss(run.model, setup.corpus, cfg, setup.device)
             if not math.isfinite(val):
                 raise UserError(f"validation loss is {val} at step {step}; stopped, "
-                                f"{_kept(ckpt_path, checkpoint is not None)}; try a lower --lr")
-            val_losses.append((step, val))
-            checkpoint = save(step) or checkpoint
-        if on_step is not None and (step % cfg.log_interval == 0 or val is not None or last):
-            on_step(StepEvent(step, cfg.max_iters, step_loss, lr, dt, tokens_per_step / dt,
-                              time.perf_counter() - t_begin, val_loss=val,
-                              checkpoint=checkpoint if val is not None else None))
-    wall = time.perf_counter() - t_begin
-    if train_step.master is not None:  # the caller's model in fp32 again, with the trained weights
-        train_step.master.restore()
+                                f"{_kept(setup.ckpt_path, run.checkpoint is not None)}; try a "
+                                "lower --lr")
+            run.val_losses.append((step, val))
+            run.checkpoint = _save_checkpoint(run, step) or run.checkpoint
+        if log.on_step is not None and (step % cfg.log_interval == 0 or val is not None or last):
+            log.on_step(StepEvent(step, cfg.max_iters, step_loss, lr, dt,
+                                  setup.tokens_per_step / dt, log.elapsed(), val_loss=val,
+                                  checkpoint=run.checkpoint if val is not None else None))
 
-    median, tokens_per_s = _throughput(step_times, tokens_per_step)
+
+def _result(run: _Run, log: _Log, wall: float) -> TrainResult:
+    """The finished run's TrainResult: its histories, timings, checkpoint and notes."""
+    from gptperf.envinfo import environment  # deferred: keeps --help fast
+
+    setup = run.setup
+    median, tokens_per_s = _throughput(run.step_times, setup.tokens_per_step)
     return TrainResult(
-        config=cfg,
-        model_config=model_config,
-        model_name=model_config.name,
-        num_parameters=model.num_parameters(),
-        data_name=corpus.name,
-        steps=max(start_step, len(losses)),
-        start_step=start_step,
-        losses=losses,
-        val_losses=val_losses,
-        step_times_s=step_times,
-        tokens_per_step=tokens_per_step,
+        config=setup.cfg,
+        model_config=setup.model_config,
+        model_name=setup.model_config.name,
+        num_parameters=run.model.num_parameters(),
+        data_name=setup.corpus.name,
+        steps=max(run.start_step, len(run.losses)),
+        start_step=run.start_step,
+        losses=run.losses,
+        val_losses=run.val_losses,
+        step_times_s=run.step_times,
+        tokens_per_step=setup.tokens_per_step,
         median_step_time_s=median,
         tokens_per_s=tokens_per_s,
         wall_time_s=wall,
-        compile_time_s=compile_time,
-        checkpoint=checkpoint,
-        environment=environment(device),
-        notes=notes,
-        model=model,
-        plan=plan,
+        compile_time_s=run.compile_time,
+        checkpoint=run.checkpoint,
+        environment=environment(setup.device),
+        notes=log.notes,
+        model=run.model,
+        plan=setup.plan,
     )
+
+
+def train(
+    cfg: TrainConfig,
+    on_step: Callable[[StepEvent], None] | None = None,
+    *,
+    force: bool = False,
+) -> TrainResult:
+    """Train as `cfg` says; return losses, timings and the checkpoint path. Prints nothing.
+
+    A fresh run refuses (UserError) an out_dir that already holds ckpt.pt unless `force`: the
+    earlier run's checkpoint is replaced only when asked (`gptperf train --force`)."""
+    _check_force(cfg, force)
+    log = _Log(cfg.max_iters, on_step)
+    setup, state = _prepare(cfg, force, log)
+    run = _build(setup, state)
+    del state  # the checkpoint's copy of the weights and moments is not held through training
+
+    if cfg.warmup_iters >= cfg.max_iters:
+        log.note(f"warm-up of {cfg.warmup_iters} steps in a run of {cfg.max_iters}: the learning "
+                 f"rate stops at {learning_rate(cfg.max_iters - 1, cfg):.3g}, short of its peak "
+                 f"{cfg.lr:g}")
+    _compile(run, log)
+    _train_steps(run, log)
+    wall = log.elapsed()
+    master = run.train_step.master
+    if master is not None:  # the caller's model in fp32 again, with the trained weights
+        master.restore()
+    return _result(run, log, wall)

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptperf.envinfo import device_name as name_of
 from gptperf.envinfo import environment
@@ -48,6 +48,9 @@ from gptperf.perfmodel.expected import expected
 from gptperf.perfmodel.hardware import load_measured_hardware
 from gptperf.plan import ExecutionPlan
 from gptperf.schema import check_schema
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_WARMUP = 3
 DEFAULT_REPEATS = 10
@@ -395,6 +398,222 @@ def check_bench_args(kind: str, config: Any, batch: int, seq: int, dtype: str, d
                         "use --warmup 1 or more")
 
 
+@dataclass
+class _Setup:
+    """A bench's arguments, checked and settled: the device, the plan asked for, the step counts,
+    and the notes the result will carry (appended to as the bench goes on)."""
+
+    config: Any  # GPTConfig
+    workload: Workload
+    dev: torch.device
+    dev_name: str
+    plan: ExecutionPlan  # as asked: the built step's may differ (`_Built.plan`)
+    compile: bool
+    warmup: int
+    repeats: int  # as asked (or the default): `_Built.repeats` may widen it to the device's window
+    windowed: bool  # the user named no count: span the device's window
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Built:
+    """The built step and what times it: how many timed steps, in a run or with hooks between
+    them, the meters, and the calibration its expected time comes from."""
+
+    step: Any  # a `steps.build` step: phases, plan, notes, tokens per step
+    calibration: Any  # None: none usable (`why_none` says why, where there is a reason)
+    why_none: str | None
+    host_sampler: HostSampler | None
+    in_a_run: bool
+    repeats: int
+    hooks: list[Callable[[], None]]
+    meter: PeakMemoryMeter
+    sampler: UtilizationSampler
+    marks: dict[str, float]  # perf_counter readings: "build" began, "built", later "warm"
+
+    @property
+    def plan(self) -> ExecutionPlan:
+        """The plan that runs (the one-row kernel needs CUDA and Triton)."""
+        return self.step.plan
+
+
+def _settle(config: Any, kind: str, batch: int, seq: int, dtype: str, device: Any,
+            compile: bool, warmup: int | None, repeats: int | None, plan: Any,
+            fast: bool) -> _Setup:
+    """The device, the plan (None: `ExecutionPlan.default` for the device with `compile` and
+    `fast`) and the step counts (None: `default_counts`), every argument checked (one-line
+    UserErrors) before anything heavy runs."""
+    from gptperf.runtime import as_device  # deferred: loads torch
+    from gptperf.steps.build import check_step  # deferred: loads torch
+
+    dev = as_device(device)
+    if plan is None:
+        plan = ExecutionPlan.default(kind, dev.type, compile=compile, fast=fast,
+                                     attention=config.attention, dtype=dtype)
+    compile = plan.compiled
+    d_warmup, d_repeats = default_counts(kind)
+    warmup = d_warmup if warmup is None else warmup
+    windowed = repeats is None  # the user named no count: span the device's window
+    repeats = d_repeats if repeats is None else repeats
+    check_bench_args(kind, config, batch, seq, dtype, dev, compile, warmup, repeats)
+    workload = Workload(kind, batch, seq, dtype)
+    check_step(config, workload, plan, dev)
+    return _Setup(config, workload, dev, name_of(dev), plan, compile, warmup, repeats, windowed)
+
+
+def _machines(hardware: Any, setup: _Setup) -> tuple[Any, Any, Any]:
+    """(chosen, datasheet, measured): the machine of the first prediction (`hardware`; None where
+    no default resolves), this device's datasheet entry and its measured ceilings, each of the
+    last two None where there is none usable, which a note says."""
+    dev_name, dtype, notes = setup.dev_name, setup.workload.dtype, setup.notes
+    try:
+        chosen = resolve_hardware(hardware, dev_name, setup.dev.type, dtype=dtype)
+    except UserError:
+        if hardware is not None:
+            raise
+        chosen = None  # an unknown GPU without measured ceilings: measured, not predicted
+    datasheet = datasheet_hardware_for(dev_name, setup.dev.type)
+    if datasheet is None:
+        notes.append(f"no datasheet entry for {dev_name!r}; pass --hardware to name one")
+    try:
+        measured = load_measured_hardware(dev_name)
+    except UserError as err:  # a corrupt cache: go on without it, as with a broken calibration
+        measured = None
+        notes.append(f"measured ceilings not used: {err}")
+    else:
+        if measured is None:
+            notes.append(f"no measured ceilings for {dev_name}: run `gptperf ceilings` for measured MFU")
+    return chosen, datasheet, measured
+
+
+def _build(setup: _Setup, *, seed: int, calibrated: bool, between_steps: Callable[[], None] | None,
+           progress: Progress | None) -> _Built:
+    """Build the step, find this device's calibration (when `calibrated`), decide how the step
+    is timed and how many times, and set up the meters."""
+    from gptperf.steps.build import build_step  # deferred: loads torch
+
+    dev, workload, notes = setup.dev, setup.workload, setup.notes
+    t_build = time.perf_counter()
+    if progress:
+        progress("building the model", 0, 1)
+    step = build_step(setup.config, workload, setup.plan, dev, seed=seed)
+    notes.extend(step.notes)
+    calibration, why_none = device_calibration(dev) if calibrated else (None, None)
+    # A CUDA-graph step is timed in a run, each replay queued behind the one before, as generation
+    # runs it: no host work between its steps, and none of the host's to charge (gpt2's fused
+    # decode step on the H200: 201 µs so, 220 µs timed one at a time after a synchronisation).
+    in_a_run = step.plan.cuda_graph
+    host_sampler = (HostSampler(dev, probe=probe_for(calibration, workload.kind))
+                    if host_unit(calibration) and not in_a_run else None)
+    repeats = setup.repeats
+    if setup.windowed and calibration is not None:
+        # the host as calibrated
+        estimate, _ = calibrated_expected(setup.config, workload, step.plan, calibration)
+        repeats = window_repeats(repeats, dev.type, estimate.step_time_s if estimate else None)
+    hooks = [] if in_a_run else [h for h in (host_sampler, between_steps) if h is not None]
+    if in_a_run:
+        notes.append("a CUDA-graph step is timed in a run of steps, each queued behind the one "
+                     "before, as generation replays it")
+    meter = PeakMemoryMeter(dev)
+    sampler = UtilizationSampler(dev)
+    marks: dict[str, float] = {"build": t_build, "built": time.perf_counter()}
+    if progress:
+        progress("building the model", 1, 1)
+    return _Built(step, calibration, why_none, host_sampler, in_a_run, repeats, hooks, meter,
+                  sampler, marks)
+
+
+def _time_steps(setup: _Setup, built: _Built,
+                progress: Progress | None) -> tuple[PhaseTiming, Utilization | None, MemoryPeak]:
+    """Warm the built step up, then time its steps; the peak memory and the utilization are read
+    over the timed steps alone."""
+    marks = built.marks
+
+    def between() -> None:
+        for hook in built.hooks:
+            hook()
+
+    def before_timed() -> None:
+        marks["warm"] = time.perf_counter()
+        built.meter.reset()
+        built.sampler.start()
+
+    def stage_progress(stage: str, done: int, total: int) -> None:
+        if progress:
+            label = "warm-up (compiling)" if stage == "warm-up" and setup.compile else stage
+            progress(label, done, total)
+
+    try:
+        timing = time_phases(built.step.phases, warmup=setup.warmup, repeats=built.repeats,
+                             device=setup.dev, compiled=setup.compile, before_timed=before_timed,
+                             between_steps=between if built.hooks else None,
+                             progress=stage_progress, in_a_run=built.in_a_run)
+    finally:
+        utilization = built.sampler.stop() if "warm" in marks else None
+    return timing, utilization, built.meter.read()
+
+
+def _result(setup: _Setup, built: _Built, t_start: float, timing: PhaseTiming,
+            utilization: Utilization | None, memory: MemoryPeak) -> BenchResult:
+    """The measured BenchResult, before any prediction: the timing, the wall time by stage, the
+    memory and the utilization."""
+    import torch  # deferred: loads torch
+
+    t_end = time.perf_counter()
+    marks, workload, config = built.marks, setup.workload, setup.config
+    stages = {"setup_s": marks["build"] - t_start, "build_s": marks["built"] - marks["build"],
+              "warmup_s": marks["warm"] - marks["built"], "timed_s": t_end - marks["warm"]}
+    result = BenchResult(
+        kind=workload.kind, config=config, batch=workload.batch, seq=workload.seq,
+        dtype=workload.dtype, compile=setup.compile, device=setup.dev.type,
+        device_name=setup.dev_name, threads=torch.get_num_threads(), timing=timing,
+        wall_time_s=t_end - t_start, stages_s=stages, tokens_per_step=built.step.tokens_per_step,
+        parameters=count_parameters(config), memory=memory, utilization=utilization,
+        notes=setup.notes, plan=built.plan,
+    )
+    if timing.total.wide_spread:
+        result.notes.append(f"step times spread widely (std/median {timing.total.rel_spread:.0%}); "
+                            "the machine may be busy or clocks changing: consider more --repeats")
+    return result
+
+
+def _add_predictions(result: BenchResult, setup: _Setup, built: _Built,
+                     machines: tuple[Any, ...], calibrated: bool) -> None:
+    """The roofline bound on each distinct machine of `machines` (None: skipped) and, when
+    `calibrated`, the calibrated expected time with the host's speed sampled as the step ran."""
+    config, workload, plan, dev = setup.config, setup.workload, built.plan, setup.dev
+    distinct: list[Any] = []
+    for hw in machines:
+        if hw is not None and all(hw is not m and hw.to_dict() != m.to_dict() for m in distinct):
+            distinct.append(hw)
+    _add_roofline(result, distinct, config, workload, plan)
+    if result.flops_per_step is None:
+        result.notes.append("no FLOP count: the performance model could not predict this workload")
+    if calibrated:
+        calibration, host_sampler = built.calibration, built.host_sampler
+        speed = host_sampler.speed(calibration) if host_sampler else None
+        phases = host_sampler.phase_speeds(calibration) if host_sampler else None
+        _add_calibrated(result, config, workload, plan, dev, calibration, built.why_none, speed,
+                        phases)
+        spell = spell_note(calibration, host_sampler.fork_s() if host_sampler else None)
+        if spell:
+            result.notes.append(spell)
+
+
+def _add_machines(result: BenchResult, dev: Any, measured: Any, datasheet: Any) -> None:
+    """The measured ceilings (with their date) and the datasheet entry the bench read, and the
+    environment it ran in."""
+    result.measured_hardware = measured.to_dict() if measured is not None else None
+    if measured is not None:
+        result.measured_hardware["measured_at"] = _measured_date(measured)
+    result.datasheet_hardware = datasheet.to_dict() if datasheet is not None else None
+    if dev.type == "cpu":
+        result.notes.append("peak RSS is the whole process (Python, torch libraries, data), "
+                            "not only the model's tensors the prediction counts")
+    result.environment = environment(dev)
+    result.environment["dtype"] = result.dtype
+
+
 def run_bench(
     config: Any,
     kind: str,
@@ -432,137 +651,20 @@ def run_bench(
     CUDA-graph step is timed in a run of steps (`time_phases(in_a_run=True)`), with neither.
     """
     t_start = time.perf_counter() if started_at is None else started_at
-    import torch  # deferred: loads torch
-
-    from gptperf.runtime import as_device  # deferred: loads torch
-    from gptperf.steps.build import build_step, check_step  # deferred: loads torch
-
-    dev = as_device(device)
-    if plan is None:
-        plan = ExecutionPlan.default(kind, dev.type, compile=compile, fast=fast,
-                                     attention=config.attention, dtype=dtype)
-    compile = plan.compiled
-    d_warmup, d_repeats = default_counts(kind)
-    warmup = d_warmup if warmup is None else warmup
-    windowed = repeats is None  # the user named no count: span the device's window
-    repeats = d_repeats if repeats is None else repeats
-    check_bench_args(kind, config, batch, seq, dtype, dev, compile, warmup, repeats)
-    workload = Workload(kind, batch, seq, dtype)
-    check_step(config, workload, plan, dev)
-    dev_name = name_of(dev)
-    notes: list[str] = []
-
+    setup = _settle(config, kind, batch, seq, dtype, device, compile, warmup, repeats, plan, fast)
     # Hardware: resolve names first, so a bad --hardware fails before any model is built.
-    try:
-        chosen = resolve_hardware(hardware, dev_name, dev.type, dtype=dtype)
-    except UserError:
-        if hardware is not None:
-            raise
-        chosen = None  # an unknown GPU without measured ceilings: measured, not predicted
-    datasheet = datasheet_hardware_for(dev_name, dev.type)
-    if datasheet is None:
-        notes.append(f"no datasheet entry for {dev_name!r}; pass --hardware to name one")
-    try:
-        measured = load_measured_hardware(dev_name)
-    except UserError as err:  # a corrupt cache: go on without it, as with a broken calibration
-        measured = None
-        notes.append(f"measured ceilings not used: {err}")
-    else:
-        if measured is None:
-            notes.append(f"no measured ceilings for {dev_name}: run `gptperf ceilings` for measured MFU")
-    if dev.type == "cpu" and dtype == "tf32":
-        notes.append("tf32 is a CUDA mode: on CPU the fp32 matmuls run in full fp32")
+    chosen, datasheet, measured = _machines(hardware, setup)
+    if setup.dev.type == "cpu" and dtype == "tf32":
+        setup.notes.append("tf32 is a CUDA mode: on CPU the fp32 matmuls run in full fp32")
 
-    t_build = time.perf_counter()
-    if progress:
-        progress("building the model", 0, 1)
-    step = build_step(config, workload, plan, dev, seed=seed)
-    plan = step.plan  # the plan that runs (the one-row kernel needs CUDA and Triton)
-    notes.extend(step.notes)
-    calibration, why_none = device_calibration(dev) if calibrated else (None, None)
-    # A CUDA-graph step is timed in a run, each replay queued behind the one before, as generation
-    # runs it: no host work between its steps, and none of the host's to charge (gpt2's fused
-    # decode step on the H200: 201 µs so, 220 µs timed one at a time after a synchronisation).
-    in_a_run = plan.cuda_graph
-    host_sampler = (HostSampler(dev, probe=probe_for(calibration, kind))
-                    if host_unit(calibration) and not in_a_run else None)
-    if windowed and calibration is not None:
-        estimate, _ = calibrated_expected(config, workload, plan, calibration)  # host as calibrated
-        repeats = window_repeats(repeats, dev.type, estimate.step_time_s if estimate else None)
-    hooks = [] if in_a_run else [h for h in (host_sampler, between_steps) if h is not None]
-    if in_a_run:
-        notes.append("a CUDA-graph step is timed in a run of steps, each queued behind the one "
-                     "before, as generation replays it")
-
-    def between() -> None:
-        for hook in hooks:
-            hook()
-
-    meter = PeakMemoryMeter(dev)
-    sampler = UtilizationSampler(dev)
-    marks: dict[str, float] = {"built": time.perf_counter()}
-    if progress:
-        progress("building the model", 1, 1)
-
-    def before_timed() -> None:
-        marks["warm"] = time.perf_counter()
-        meter.reset()
-        sampler.start()
-
-    def stage_progress(stage: str, done: int, total: int) -> None:
-        if progress:
-            label = "warm-up (compiling)" if stage == "warm-up" and compile else stage
-            progress(label, done, total)
-
-    try:
-        timing = time_phases(step.phases, warmup=warmup, repeats=repeats, device=dev,
-                             compiled=compile, before_timed=before_timed,
-                             between_steps=between if hooks else None,
-                             progress=stage_progress, in_a_run=in_a_run)
-    finally:
-        utilization = sampler.stop() if "warm" in marks else None
-    memory = meter.read()
-    t_end = time.perf_counter()
-    stages = {"setup_s": t_build - t_start, "build_s": marks["built"] - t_build,
-              "warmup_s": marks["warm"] - marks["built"], "timed_s": t_end - marks["warm"]}
-
-    result = BenchResult(
-        kind=kind, config=config, batch=batch, seq=seq, dtype=dtype, compile=compile,
-        device=dev.type, device_name=dev_name, threads=torch.get_num_threads(), timing=timing,
-        wall_time_s=t_end - t_start, stages_s=stages, tokens_per_step=step.tokens_per_step,
-        parameters=count_parameters(config), memory=memory, utilization=utilization,
-        notes=notes, plan=plan,
-    )
-    if timing.total.wide_spread:
-        notes.append(f"step times spread widely (std/median {timing.total.rel_spread:.0%}); "
-                     "the machine may be busy or clocks changing: consider more --repeats")
-
-    machines = []
-    for hw in (chosen, datasheet, measured):
-        if hw is not None and all(hw is not m and hw.to_dict() != m.to_dict() for m in machines):
-            machines.append(hw)
-    _add_roofline(result, machines, config, workload, plan)
-    if result.flops_per_step is None:
-        notes.append("no FLOP count: the performance model could not predict this workload")
-    if calibrated:
-        speed = host_sampler.speed(calibration) if host_sampler else None
-        phases = host_sampler.phase_speeds(calibration) if host_sampler else None
-        _add_calibrated(result, config, workload, plan, dev, calibration, why_none, speed, phases)
-        spell = spell_note(calibration, host_sampler.fork_s() if host_sampler else None)
-        if spell:
-            notes.append(spell)
-
+    built = _build(setup, seed=seed, calibrated=calibrated, between_steps=between_steps,
+                   progress=progress)
+    timing, utilization, memory = _time_steps(setup, built, progress)
+    result = _result(setup, built, t_start, timing, utilization, memory)
+    _add_predictions(result, setup, built, (chosen, datasheet, measured), calibrated)
     _add_mfu(result, (("measured", measured),
                       ("datasheet", datasheet if datasheet is not None else chosen)))
-    result.measured_hardware = measured.to_dict() if measured is not None else None
-    if measured is not None:
-        result.measured_hardware["measured_at"] = _measured_date(measured)
-    result.datasheet_hardware = datasheet.to_dict() if datasheet is not None else None
-    if dev.type == "cpu":
-        notes.append("peak RSS is the whole process (Python, torch libraries, data), "
-                     "not only the model's tensors the prediction counts")
-    result.environment = environment(dev)
-    result.environment["dtype"] = dtype
+    _add_machines(result, setup.dev, measured, datasheet)
     return result
 
 
