@@ -146,6 +146,20 @@ def test_resume_errors_are_clear(tmp_path) -> None:
                                      device="cpu"))
 
 
+def test_the_checkpoint_folder_is_refused_before_the_data_is_read(tmp_path) -> None:
+    """An earlier run's checkpoint (or an unwritable folder) is named first, before a data file
+    that takes a while to read is read, or found missing."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ckpt.pt").write_bytes(b"an earlier run's")
+    missing = str(tmp_path / "no-such-corpus.txt")
+    with pytest.raises(UserError, match="--force") as refused:
+        train(small(tmp_path, data=missing))
+    assert missing not in str(refused.value)
+    with pytest.raises(UserError, match="no-such-corpus"):  # the data's own error, once the folder is fine
+        train(small(tmp_path, data=missing), force=True)
+
+
 def _cli(capsys, *argv: str) -> tuple[int, str, str]:
     try:
         code = cli.main(["train", *argv])
