@@ -1132,6 +1132,12 @@ def test_the_lm_head_at_gpt2s_real_vocabulary_costs_what_its_three_rates_say() -
     plan = ExecutionPlan.eager("sdpa")
     said = [n for n in expected(cfg, w, plan, cal).notes if "16-byte" in n]
     assert len(said) == 1 and said[0].startswith(f"{names.LM_HEAD}: ") and "fwd 1, dgrad 2, wgrad 4 TFLOP/s" in said[0]
+    over = head - (casts + 3 * T0)  # what the rates add over the grid's 3 × T0
+    assert f"{over * 1e3:.3g} ms a step over the aligned grid's reading" in said[0]
+    assert "multiples of 8" in said[0]
+    # rates no slower than the grid (fp32's here: the flat grid reads 1 µs a matmul) add nothing: no note
+    fast = flat_calibration(matmul_unaligned={"fp32": dict(UNALIGNED["bf16"], fwd=1e30, dgrad=1e30, wgrad=1e30)})
+    assert not [n for n in expected(cfg, Workload("train", 2, 64, "fp32"), plan, fast).notes if "16-byte" in n]
     # a width that is not 16-byte aligned: every layer's linear components, in one note
     odd = [n for n in expected(preset("gpt2", n_layer=2, n_embd=1001, n_head=7), w, plan, cal).notes if "16-byte" in n]
     assert len(odd) == 1 and odd[0].startswith(", ".join(

@@ -449,28 +449,38 @@ def _cache_note(share: float, cal: Calibration, matmuls: bool, adamw: bool) -> s
     return f"CPU: the step's tensors {fits}: {read} on {their} timing from the cache"
 
 
-def unaligned_notes(seq: list, cal: Calibration) -> list[str]:
+def unaligned_notes(seq: list, cal: Calibration, warm: float = 0.0) -> list[str]:
     """On a GPU, a note for the components whose linear layers have rows that are not 16-byte
-    aligned (`kernel_calls.unaligned_layer`), one per matmul dtype, and how they are charged (a
-    CPU's libraries load such rows at the same speed: its calibration measures no such layer)."""
+    aligned (`kernel_calls.unaligned_layer`), one per matmul dtype: how they are charged and what
+    that adds over the aligned grid's reading, with the fix; none where the measured rates add
+    nothing, nor on a CPU (its libraries load such rows at the same speed: its calibration
+    measures no such layer)."""
     if cal.device_type == "cpu":
         return []
-    by_key: dict[str, list[str]] = {}
+    by_key: dict[str, tuple[list[str], list[float]]] = {}
     for comp, _, _, calls in seq:
         for call in calls:
-            comps = by_key.setdefault(call.key.removesuffix(BIASED), []) if call.unaligned else None
-            if comps is not None and comp not in comps:
+            if not call.unaligned:
+                continue
+            comps, extra = by_key.setdefault(call.key.removesuffix(BIASED), ([], [0.0]))
+            if comp not in comps:
                 comps.append(comp)
+            extra[0] += call_time(call, cal, warm) - call_time(replace(call, unaligned=""), cal, warm)
     out = []
-    for key, comps in by_key.items():
+    for key, (comps, extra) in by_key.items():
         rates = cal.matmul_unaligned.get(key)
+        if rates and extra[0] <= 0:
+            continue  # measured no slower than the grid reads it (fp32, whose loads are 4 bytes anyway)
         if rates:
             each = ", ".join(f"{o} {rates[o] / 1e12:.0f}" for o in UNALIGNED_ORIENTATIONS)
-            charged = f"charged at least their FLOPs at the rates measured for such a layer ({each} TFLOP/s)"
+            charged = (f"charged at least their FLOPs at the rates measured for such a layer ({each} "
+                       f"TFLOP/s), {extra[0] * 1e3:.3g} ms a step over the aligned grid's reading")
         else:
             charged = "charged on the aligned grid (this calibration measured no such layer)"
+        step = 16 // dtype_bytes(key)
         out.append(f"{', '.join(comps)}: rows not 16-byte aligned in {key}, which sends the matmuls "
-                   f"to cuBLAS's slower kernels; {charged}")
+                   f"to cuBLAS's slower kernels; {charged}; widths that are multiples of {step} "
+                   "(a vocabulary padded as the presets pad gpt2's 50257 tokens to 50304) avoid it")
     return out
 
 
@@ -538,7 +548,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
         notes.append(cache_note)
 
     notes += below_grid_notes((k for _, _, _, calls in seq for k in calls), cal)
-    notes += unaligned_notes(seq, cal)
+    notes += unaligned_notes(seq, cal, warm)
     device: list[float] = []
     kernels: list[int] = []
     compute: list[float] = []  # seconds of each op's matmul and attention kernels
