@@ -321,3 +321,27 @@ def test_a_graph_step_is_timed_in_a_run_on_gpu() -> None:
     in_a_run = time_phases(step.phases, warmup=5, repeats=200, device="cuda", in_a_run=True).total.median
     assert in_a_run < one_at_a_time
     assert result.step_time_s < one_at_a_time
+
+
+def test_a_wide_spread_of_step_times_is_noted(monkeypatch) -> None:
+    """Steps 14% apart (std/median) get the note that says the machine may be busy; steady ones
+    do not."""
+    import gptperf.measure.bench as bench
+    from gptperf.measure.timer import PhaseTiming, Timing
+    from gptperf.model import preset
+
+    real = bench.time_phases
+
+    def timed(samples: list[float]):
+        def fake(phases, **kw):
+            real(phases, **{**kw, "repeats": 1})  # runs the hooks and the meters as a bench does
+            return PhaseTiming({}, Timing(samples), warmup=kw["warmup"])
+        return fake
+
+    config = preset("tiny", n_layer=1, n_embd=32, n_head=2)
+    for samples, noted in (([1.0, 1.3, 0.8, 1.1], True), ([1.0, 1.0, 1.01, 0.99], False)):
+        monkeypatch.setattr(bench, "time_phases", timed(samples))
+        r = bench.run_bench(config, "forward", 2, 16, "fp32", "cpu", warmup=1, repeats=4,
+                            calibrated=False)
+        said = [n for n in r.notes if "spread widely" in n]
+        assert len(said) == int(noted), r.notes
