@@ -457,24 +457,26 @@ def unaligned_notes(seq: list, cal: Calibration, warm: float = 0.0) -> list[str]
     measures no such layer)."""
     if cal.device_type == "cpu":
         return []
-    by_key: dict[str, tuple[list[str], list[float]]] = {}
+    components: dict[str, list[str]] = {}
+    extra_s: dict[str, float] = {}
     for comp, _, _, calls in seq:
         for call in calls:
             if not call.unaligned:
                 continue
-            comps, extra = by_key.setdefault(call.key.removesuffix(BIASED), ([], [0.0]))
-            if comp not in comps:
-                comps.append(comp)
-            extra[0] += call_time(call, cal, warm) - call_time(replace(call, unaligned=""), cal, warm)
+            key = call.key.removesuffix(BIASED)
+            if comp not in components.setdefault(key, []):
+                components[key].append(comp)
+            slower = call_time(call, cal, warm) - call_time(replace(call, unaligned=""), cal, warm)
+            extra_s[key] = extra_s.get(key, 0.0) + slower
     out = []
-    for key, (comps, extra) in by_key.items():
-        rates = cal.matmul_unaligned.get(key)
-        if rates and extra[0] <= 0:
+    for key, comps in components.items():
+        rates = cal.matmul_unaligned.get(_found(key, cal.matmul) or key)
+        if rates and extra_s[key] <= 0:
             continue  # measured no slower than the grid reads it (fp32, whose loads are 4 bytes anyway)
         if rates:
             each = ", ".join(f"{o} {rates[o] / 1e12:.0f}" for o in UNALIGNED_ORIENTATIONS)
             charged = (f"charged at least their FLOPs at the rates measured for such a layer ({each} "
-                       f"TFLOP/s), {extra[0] * 1e3:.3g} ms a step over the aligned grid's reading")
+                       f"TFLOP/s), {extra_s[key] * 1e3:.3g} ms a step over the aligned grid's reading")
         else:
             charged = "charged on the aligned grid (this calibration measured no such layer)"
         step = 16 // dtype_bytes(key)
