@@ -53,7 +53,7 @@ class DrawSpace:
 
 SPACES: dict[str, DrawSpace] = {
     "cuda": DrawSpace(
-        head_dims=(64, 64, 64, 128), heads=(3, 26), layers=(1, 24),
+        head_dims=(32, 64, 64, 80, 96, 128), heads=(3, 26), layers=(1, 24),
         vocabularies=(50304, 50257, 32000, 8000, 65), block_size=1024,
         dtypes=(("bf16", 0.65), ("fp32", 0.35)), compiled_share=0.3, compiled_max_params=250e6,
         fast_share=0.4, batch_one_share=0.35, batch=(1, 16), decode_batch=(2, 32), seq=(64, 1024),
