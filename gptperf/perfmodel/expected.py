@@ -518,12 +518,11 @@ def _compose(seq: list, host: list[float], device: list[float], cal: Calibration
     return queue_time(_issue_order(seq, host, device, cal, plan))
 
 
-def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
-             calibration: Calibration, host_speed: float | None = None,
-             phase_speeds: Mapping[str, float] | None = None) -> Expected:
-    """The calibrated expected time of one step of `workload` on `config` under `plan` on the
-    calibrated device (see the module docstring); `host_speed` scales the host costs, and
-    `phase_speeds` (phase -> ratio) those of the phases it names instead."""
+def _checked_plan(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
+                  calibration: Calibration, host_speed: float | None,
+                  phase_speeds: Mapping[str, float] | None) -> ExecutionPlan:
+    """The plan `expected` composes the step by (eager with the model's attention when none is
+    given), once its arguments are known to fit together (UserError when they do not)."""
     if not isinstance(calibration, Calibration):
         raise UserError(f"calibration must be a Calibration, got {type(calibration).__name__}")
     for what, speed in [("host_speed", host_speed), *((f"phase_speeds[{p!r}]", v)
@@ -534,27 +533,33 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     if plan.attention != config.attention:
         raise UserError(f"plan attention {plan.attention!r} differs from the model's {config.attention!r}")
     plan.check(workload.kind, workload.dtype)
-    cal = calibration
-    cpu = cal.device_type == "cpu"
-    seq = step_ops(config, workload, plan)
+    return plan
+
+
+def _lookup_notes(seq: list, cal: Calibration, warm: float) -> list[str]:
+    """What the curves were read at where that is not their plain reading: the cache's share of
+    a CPU step (`_cache_note`), attention below the measured grid, rows not 16-byte aligned."""
     notes: list[str] = []
-    compiled_train = plan.compiled and workload.kind not in INFERENCE_KINDS
-    fused: dict[int, tuple[float, int]] = {}
-    if compiled_train:
-        fused, notes = _recorded_fused(cal, config, workload, plan, seq)
-    # every kernel of a step that is not a CUDA graph is launched from a stream
-    gap = 0.0 if plan.cuda_graph or cpu else cal.launch_gap_s
-    warm = cache_share(config, workload, plan, cal)
     cache_note = _cache_note(warm, cal, _few_row_matmuls(seq, cal), _cold_adamw_loop(seq, cal))
     if cache_note:
         notes.append(cache_note)
-
     notes += below_grid_notes((k for _, _, _, calls in seq for k in calls), cal)
     notes += unaligned_notes(seq, cal, warm)
+    return notes
+
+
+def _device_times(seq: list, fused: Mapping[int, tuple[float, int]], cal: Calibration,
+                  plan: ExecutionPlan, warm: float) -> tuple[list[float], list[int], list[float], float]:
+    """Per op: its device seconds (its kernels on the curves, a compiled train step's fused
+    kernels as `_recorded_fused` scaled them, and each kernel's launch gap), its kernels, and the
+    seconds of its matmul and attention kernels; then those kernels' FLOPs over the step (what
+    the power cap answers to, `_power_capped_step`)."""
+    # every kernel of a step that is not a CUDA graph is launched from a stream
+    gap = 0.0 if plan.cuda_graph or cal.device_type == "cpu" else cal.launch_gap_s
     device: list[float] = []
     kernels: list[int] = []
-    compute: list[float] = []  # seconds of each op's matmul and attention kernels
-    step_flops = 0.0  # their FLOPs over the step
+    compute: list[float] = []
+    step_flops = 0.0
     for i, (_, _, _, calls) in enumerate(seq):
         times = [call_time(k, cal, warm) for k in calls]
         flops = [compute_flops(k) for k in calls]
@@ -569,40 +574,63 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
         else:
             kernels.append(sum(k.count for k in calls))
             device.append(sum(times) + gap * kernels[-1])
+    return device, kernels, compute, step_flops
 
-    # host time per phase, spread over the phase's kernels in proportion to their count
+
+def _host_times(seq: list, kernels: list[int], cal: Calibration, config: GPTConfig,
+                workload: Workload, plan: ExecutionPlan, host_speed: float | None,
+                phase_speeds: Mapping[str, float] | None
+                ) -> tuple[list[float], dict[str, float], list[str]]:
+    """Per op, its share of its phase's host seconds at the host's speed (none under a CUDA
+    graph: no host in the loop); the phase speeds they were charged at; the notes saying so."""
     host = [0.0] * len(seq)
-    charged: dict[str, float] = {}  # the phase speeds the host costs were charged at
     if plan.cuda_graph:
-        composition = "CUDA graph: kernels back to back"
-    else:
-        phases = dict.fromkeys(ph for _, ph, _, _ in seq)
-        in_host = _host_model_device_s(cal, workload, plan, config.n_layer) if cpu else {}
-        for phase in phases:
-            idx = [i for i, (_, ph, _, _) in enumerate(seq) if ph == phase]
-            parts = _host_parts(workload.kind, phase, plan)
-            h = _host_seconds(cal, parts, workload.dtype, config.n_layer)
-            if cpu:  # the tiny model's own kernel time is inside its measured host time
-                h = max(h - in_host.get(phase, 0.0), 0.0)
-            h *= (phase_speeds or {}).get(phase, host_speed or 1.0)
-            n = sum(kernels[i] for i in idx) or 1
-            for i in idx:
-                host[i] = h * kernels[i] / n
-        if cpu:
-            composition = "CPU: host time + kernel time"
-        else:
-            composition = "eager queue: host issues, device runs" if not plan.compiled else \
-                "compiled queue: host issues, device runs"
-        if host_speed is not None:
-            notes.append(f"host costs ×{host_speed:.2f}: the calibration's host-model step took "
-                         f"{host_speed:.2f}× its time at calibration when probed as this step ran")
-        charged = {p: v for p, v in (phase_speeds or {}).items() if p in phases}
-        if charged:
-            notes.append("host costs by phase, each at its own phase of the host-model step: "
-                         + ", ".join(f"{p} ×{v:.2f}" for p, v in charged.items()))
+        return host, {}, []
+    cpu = cal.device_type == "cpu"
+    phases = dict.fromkeys(ph for _, ph, _, _ in seq)
+    in_host = _host_model_device_s(cal, workload, plan, config.n_layer) if cpu else {}
+    for phase in phases:
+        idx = [i for i, (_, ph, _, _) in enumerate(seq) if ph == phase]
+        parts = _host_parts(workload.kind, phase, plan)
+        h = _host_seconds(cal, parts, workload.dtype, config.n_layer)
+        if cpu:  # the tiny model's own kernel time is inside its measured host time
+            h = max(h - in_host.get(phase, 0.0), 0.0)
+        h *= (phase_speeds or {}).get(phase, host_speed or 1.0)
+        # spread over the phase's kernels in proportion to their count
+        n = sum(kernels[i] for i in idx) or 1
+        for i in idx:
+            host[i] = h * kernels[i] / n
+    notes: list[str] = []
+    if host_speed is not None:
+        notes.append(f"host costs ×{host_speed:.2f}: the calibration's host-model step took "
+                     f"{host_speed:.2f}× its time at calibration when probed as this step ran")
+    charged = {p: v for p, v in (phase_speeds or {}).items() if p in phases}
+    if charged:
+        notes.append("host costs by phase, each at its own phase of the host-model step: "
+                     + ", ".join(f"{p} ×{v:.2f}" for p, v in charged.items()))
+    return host, charged, notes
 
+
+def _composition(cal: Calibration, plan: ExecutionPlan) -> str:
+    """How `_compose` puts the step together, in words."""
+    if plan.cuda_graph:
+        return "CUDA graph: kernels back to back"
+    if cal.device_type == "cpu":
+        return "CPU: host time + kernel time"
+    if plan.compiled:
+        return "compiled queue: host issues, device runs"
+    return "eager queue: host issues, device runs"
+
+
+def _power_capped_step(seq: list, host: list[float], device: list[float], compute: list[float],
+                       step_flops: float, cal: Calibration, plan: ExecutionPlan
+                       ) -> tuple[float, list[float], list[str]]:
+    """The step's time (`_compose`) and each op's device seconds once a GPU's power cap has
+    slowed the matmul and attention kernels (`compute`: their seconds per op) as much as the
+    step's FLOP rate makes it; a note when that is noticeable."""
     step = _compose(seq, host, device, cal, plan)
-    if not cpu and cal.sustained and step > 0:
+    notes: list[str] = []
+    if cal.device_type != "cpu" and cal.sustained and step > 0:
         # the step's matmuls and attention keep the GPU this busy: under its power cap their
         # kernels run as much slower as the calibration's sustained matmul did at that rate
         rate = step_flops / step
@@ -613,10 +641,42 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
         if slow >= NOTED_SLOWDOWN:
             notes.append(f"sustained load: matmul and attention ×{slow:.3f} at the step's "
                          f"{rate / 1e12:.0f} TFLOP/s (the calibration's matmul kept up)")
+    return step, device, notes
 
+
+def _expected_ops(seq: list, device: list[float], host: list[float],
+                  kernels: list[int]) -> list[ExpectedOp]:
+    """Each op of the step with its device and host seconds and its kernels."""
     ops = []
     for i, (comp, phase, layer, _) in enumerate(seq):
         name = comp if layer is None else names.layer_name(layer, comp)
         ops.append(ExpectedOp(name, comp, layer, phase, device[i], host[i], kernels[i]))
-    return Expected(config, workload, plan, step, ops, cal.label(), composition, notes,
+    return ops
+
+
+def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
+             calibration: Calibration, host_speed: float | None = None,
+             phase_speeds: Mapping[str, float] | None = None) -> Expected:
+    """The calibrated expected time of one step of `workload` on `config` under `plan` on the
+    calibrated device (see the module docstring); `host_speed` scales the host costs, and
+    `phase_speeds` (phase -> ratio) those of the phases it names instead."""
+    plan = _checked_plan(config, workload, plan, calibration, host_speed, phase_speeds)
+    cal = calibration
+    # 1. decompose: the step's ops, each the kernels its plan runs; a compiled train step's vector
+    # kernels are those the recorded step fused
+    seq = step_ops(config, workload, plan)
+    fused: dict[int, tuple[float, int]] = {}
+    notes: list[str] = []
+    if plan.compiled and workload.kind not in INFERENCE_KINDS:
+        fused, notes = _recorded_fused(cal, config, workload, plan, seq)
+    # 2. look up each kernel on its curve
+    warm = cache_share(config, workload, plan, cal)
+    notes += _lookup_notes(seq, cal, warm)
+    device, kernels, compute, step_flops = _device_times(seq, fused, cal, plan, warm)
+    # 3. compose by the plan: the host's share of each op, then the step under the power cap
+    host, charged, host_notes = _host_times(seq, kernels, cal, config, workload, plan,
+                                            host_speed, phase_speeds)
+    step, device, load_notes = _power_capped_step(seq, host, device, compute, step_flops, cal, plan)
+    return Expected(config, workload, plan, step, _expected_ops(seq, device, host, kernels),
+                    cal.label(), _composition(cal, plan), notes + host_notes + load_notes,
                     host_speed=None if plan.cuda_graph else host_speed, phase_speeds=charged)
