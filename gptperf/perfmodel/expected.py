@@ -373,7 +373,7 @@ def recorded_step(cal: Calibration, kind: str, dtype: str) -> dict[str, Any] | N
 
 
 def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, plan: ExecutionPlan,
-                    seq: list) -> tuple[dict[int, float], list[str]]:
+                    seq: list) -> tuple[dict[int, tuple[float, int]], list[str]]:
     """A compiled training step: each op's non-matmul, non-attention kernels replaced by what
     inductor ran for it in the recorded calibration step, scaled by the bytes the op's vector
     work moves here over there. Returns {index in seq: (seconds of the fused kernels, kernels
