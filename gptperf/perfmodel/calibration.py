@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gptperf.atomic import write_text
+from gptperf.checks import is_finite_number
 from gptperf.errors import UserError
 from gptperf.model.config import preset
 from gptperf.perfmodel.hardware import cache_dir, slug
@@ -164,10 +165,14 @@ def split_compiled_op_key(key: str) -> tuple[str, str]:
     return component, phase
 
 
+def _is_positive_number(x: Any) -> bool:
+    return is_finite_number(x) and x > 0
+
+
 def _positive_floats(values: Any, what: str) -> tuple[float, ...]:
     out = []
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        if not _is_positive_number(v):
             raise UserError(f"{what} must hold positive finite numbers, got {v!r}")
         out.append(float(v))
     return tuple(out)
@@ -490,14 +495,12 @@ class Calibration:
                     raise UserError(f"{table}[{key!r}] needs a ratio between 0 and 10, got {entry!r}")
         for key, entry in self.matmul_unaligned.items():
             rates = [entry.get(o) if isinstance(entry, dict) else None for o in UNALIGNED_ORIENTATIONS]
-            if not all(isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r)
-                       and r > 0 for r in rates):
+            if not all(_is_positive_number(r) for r in rates):
                 raise UserError(f"matmul_unaligned[{key!r}] needs positive FLOP rates "
                                 f"{', '.join(UNALIGNED_ORIENTATIONS)}, got {entry!r}")
         for key, rows in self.matmul_probes.items():
-            if not all(isinstance(row, list) and len(row) == 4 and all(
-                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-                    for x in row) for row in rows):
+            if not all(isinstance(row, list) and len(row) == 4 and all(map(_is_positive_number, row))
+                       for row in rows):
                 raise UserError(f"matmul_probes[{key!r}] needs rows of four positive numbers "
                                 f"(M, N, K, ratio), got {rows!r}")
         if self.sustained:
