@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gptperf.output import emit_json, print_note, rich_progress, seconds, wide_console
-from gptperf.perfmodel.calibration import UNALIGNED_ORIENTATIONS, curve_key
+from gptperf.perfmodel.calibration import curve_key, unaligned_rates_text
 from gptperf.plan import COMPILED, EAGER
 
 if TYPE_CHECKING:
@@ -100,8 +100,7 @@ def print_calibration(calibration: Calibration, cached: bool, path: Path | None)
                          f"{offgrid['probes']:.0f} probes, {offgrid['low']:.2f}–{offgrid['high']:.2f})")
             unaligned = calibration.matmul_unaligned.get(key) if family == "matmul" else None
             if unaligned:
-                rates = ", ".join(f"{o} {unaligned[o] / 1e12:.0f}" for o in UNALIGNED_ORIENTATIONS)
-                what += f"; a layer with rows not 16-byte aligned at most {rates} TFLOP/s"
+                what += f"; a layer with rows not 16-byte aligned at most {unaligned_rates_text(unaligned)}"
             curves.add_row(family, key, str(_points(curve)), _percent(residuals[curve_key(family, key)]),
                            f"{seconds(min(curve.seconds))} – {seconds(max(curve.seconds))}", what)
     wide.print(curves)

@@ -102,6 +102,7 @@ from gptperf.perfmodel.calibration import (
     Grid,
     attention_key,
     matmul_warm_key,
+    unaligned_rates_text,
     vector_key,
 )
 from gptperf.runtime import TORCH_DTYPES, as_device
@@ -203,9 +204,8 @@ def measure_unaligned(device: torch.device | str, dtype: str, timer: KernelTimer
 
 def unaligned_note(dtype: str, rates: dict[str, float]) -> str:
     """What `measure_unaligned` measured, in one line."""
-    each = ", ".join(f"{o} {rates[o] / 1e12:.0f}" for o in UNALIGNED_ORIENTATIONS)
     return (f"matmul {dtype}: a layer whose rows are not 16-byte aligned ({rates['m']:.0f} rows, "
-            f"{rates['k']:.0f} → {rates['n']:.0f}) runs at {each} TFLOP/s")
+            f"{rates['k']:.0f} → {rates['n']:.0f}) runs at {unaligned_rates_text(rates)}")
 
 
 def _measure_matmul_warm(device: torch.device, dtype: str, quick: bool, progress: Progress | None,

@@ -63,6 +63,14 @@ CACHE_SAVING_MIN = 1.25
 # A linear layer's three matmuls, y = x·Wᵀ, dX = dY·W and dW = dYᵀ·X: the rates
 # `Calibration.matmul_unaligned` keeps for a layer whose rows are not 16-byte aligned.
 UNALIGNED_ORIENTATIONS = ("fwd", "dgrad", "wgrad")
+
+
+def unaligned_rates_text(rates: dict[str, float]) -> str:
+    """An entry of `Calibration.matmul_unaligned` as its notes and tables say it: "fwd 93,
+    dgrad 144, wgrad 157 TFLOP/s"."""
+    return ", ".join(f"{o} {rates[o] / 1e12:.0f}" for o in UNALIGNED_ORIENTATIONS) + " TFLOP/s"
+
+
 # A CPU's AdamW (torch's per-tensor loop): seconds a tensor over its parameters, summed over the
 # step's tensors (`perfmodel.expected.call_time`)
 ADAMW_LOOP = "adamw_loop"

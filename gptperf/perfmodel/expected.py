@@ -52,7 +52,6 @@ from gptperf.perfmodel.calibration import (
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
     HOST_MODEL,
-    UNALIGNED_ORIENTATIONS,
     Calibration,
     Grid,
     attention_key,
@@ -66,6 +65,7 @@ from gptperf.perfmodel.calibration import (
     split_fused_step_key,
     split_gemv_key,
     split_vector_key,
+    unaligned_rates_text,
 )
 from gptperf.perfmodel.kernel_calls import (
     BIASED,
@@ -474,9 +474,9 @@ def unaligned_notes(seq: list, cal: Calibration, warm: float = 0.0) -> list[str]
         if rates and extra_s[key] <= 0:
             continue  # measured no slower than the grid reads it (fp32, whose loads are 4 bytes anyway)
         if rates:
-            each = ", ".join(f"{o} {rates[o] / 1e12:.0f}" for o in UNALIGNED_ORIENTATIONS)
-            charged = (f"charged at least their FLOPs at the rates measured for such a layer ({each} "
-                       f"TFLOP/s), {extra_s[key] * 1e3:.3g} ms a step over the aligned grid's reading")
+            charged = (f"charged at least their FLOPs at the rates measured for such a layer "
+                       f"({unaligned_rates_text(rates)}), {extra_s[key] * 1e3:.3g} ms a step over "
+                       "the aligned grid's reading")
         else:
             charged = "charged on the aligned grid (this calibration measured no such layer)"
         step = 16 // dtype_bytes(key)
