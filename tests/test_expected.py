@@ -1116,33 +1116,81 @@ def test_an_unaligned_matmul_is_charged_at_least_its_flops_at_the_measured_rate(
     assert call_time(call, flat_calibration()) == pytest.approx(3 * T0)
 
 
-def test_the_lm_head_at_gpt2s_real_vocabulary_costs_what_its_three_rates_say() -> None:
+def test_an_unaligned_lm_head_costs_what_its_three_rates_say() -> None:
+    """A width of 1001 (rows of 2002 bytes in bf16) leaves every linear layer unaligned, the LM
+    head included, though it runs padded to 50304 rows on a GPU."""
     cal = flat_calibration(matmul_unaligned=UNALIGNED)
-    cfg, w = preset("gpt2", n_layer=1, vocab_size=50257), Workload("train", 2, 64, "bf16")
-    head = sum(o.device_s for o in expected(cfg, w, ExecutionPlan.eager("sdpa"), cal).ops
-               if o.component == names.LM_HEAD)
-    flops = 2.0 * 128 * 50257 * 768
-    casts = sum(o.device_s for o in expected(cfg, w, ExecutionPlan.eager("sdpa"), flat_calibration()).ops
-                if o.component == names.LM_HEAD) - 3 * T0  # the head's casts, the same either way
-    assert head == pytest.approx(casts + flops / 1e12 + flops / 2e12 + flops / 4e12)
+    cfg, w = preset("gpt2", n_layer=1, n_embd=1001, n_head=7), Workload("train", 2, 64, "bf16")
     plan = ExecutionPlan.eager("sdpa")
+
+    def head_s(c: Calibration) -> float:
+        return sum(o.device_s for o in expected(cfg, w, plan, c).ops if o.component == names.LM_HEAD)
+
+    flops = 2.0 * 128 * 50304 * 1001
+    others = head_s(flat_calibration()) - 3 * T0  # the head's other kernels, the same either way
+    assert head_s(cal) == pytest.approx(others + flops / 1e12 + flops / 2e12 + flops / 4e12)
     said = [n for n in expected(cfg, w, plan, cal).notes if "16-byte" in n]
-    assert len(said) == 1 and said[0].startswith(f"{names.LM_HEAD}: ") and "fwd 1, dgrad 2, wgrad 4 TFLOP/s" in said[0]
-    over = head - (casts + 3 * T0)  # what the rates add over the grid's 3 × T0
+    assert len(said) == 1 and said[0].startswith(", ".join(
+        (names.ATTN_QKV, names.ATTN_PROJ, names.MLP_FC, names.MLP_PROJ, names.LM_HEAD)) + ": ")
+    assert "fwd 1, dgrad 2, wgrad 4 TFLOP/s" in said[0] and "a multiple of 8" in said[0]
+    over = sum(o.device_s for o in expected(cfg, w, plan, cal).ops) - sum(
+        o.device_s for o in expected(cfg, w, plan, flat_calibration()).ops)
     assert f"{over * 1e3:.3g} ms a step over the aligned grid's reading" in said[0]
-    assert "multiples of 8" in said[0]
     # rates no slower than the grid (fp32's here: the flat grid reads 1 µs a matmul) add nothing: no note
     fast = flat_calibration(matmul_unaligned={"fp32": dict(UNALIGNED["bf16"], fwd=1e30, dgrad=1e30, wgrad=1e30)})
     assert not [n for n in expected(cfg, Workload("train", 2, 64, "fp32"), plan, fast).notes if "16-byte" in n]
-    # a width that is not 16-byte aligned: every layer's linear components, in one note
-    odd = [n for n in expected(preset("gpt2", n_layer=2, n_embd=1001, n_head=7), w, plan, cal).notes if "16-byte" in n]
-    assert len(odd) == 1 and odd[0].startswith(", ".join(
-        (names.ATTN_QKV, names.ATTN_PROJ, names.MLP_FC, names.MLP_PROJ, names.LM_HEAD)) + ": ")
     older = [n for n in expected(cfg, w, plan, flat_calibration()).notes if "16-byte" in n]
     assert len(older) == 1 and "measured no such layer" in older[0]
     assert not [n for n in expected(cfg, w, plan, flat_calibration("cpu")).notes if "16-byte" in n]
-    aligned = preset("gpt2", n_layer=1)
-    assert not [n for n in expected(aligned, w, plan, cal).notes if "16-byte" in n]
+    # gpt2's own 50257 tokens: the padded head is aligned, and so is every other layer
+    real = preset("gpt2", n_layer=1, vocab_size=50257)
+    assert not [n for n in expected(real, w, plan, cal).notes if "16-byte" in n]
+
+
+def _lm_head_calls(vocab: int, w: Workload, plan: ExecutionPlan, device_type: str) -> dict[str, list]:
+    cfg = preset("gpt2", n_layer=1, vocab_size=vocab)
+    return {f"{comp}:{phase}": [(c.family, c.key, c.point) for c in calls]
+            for comp, phase, _, calls in step_ops(cfg, w, plan, device_type)
+            if comp in (names.LM_HEAD, names.LOSS)}
+
+
+def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
+    """gpt2's 50257 tokens in an eager step on a GPU: the table joined to 47 zero rows (a fill of 47·768 fp32, the
+    join reading 50257 rows and writing 50304), the matmuls and the weight's casts at 50304 rows;
+    in backward the slice's gradient zeroed at 50304 columns and 50257 copied in. bf16 autocast,
+    B·T = 128 rows, whose input is cast to bf16 first."""
+    V, Vh, C, N = 50257, 50304, 768, 128
+    w = Workload("train", 2, 64, "bf16")
+    calls = _lm_head_calls(V, w, ExecutionPlan.eager("sdpa"), "cuda")
+    assert calls[f"{names.LM_HEAD}:{names.FORWARD}"] == [
+        ("vector", "add:fp32", (47.0 * C * 4,)), ("vector", "copy:fp32", ((V + Vh) * C * 4.0,)),
+        ("vector", "cast_to_bf16:fp32", (N * C * 6.0,)), ("vector", "cast_to_bf16:fp32", (C * Vh * 6.0,)),
+        ("matmul", "bf16", (N, Vh, C))]
+    assert calls[f"{names.LM_HEAD}:{names.BACKWARD}"] == [
+        ("vector", "add:bf16", (N * Vh * 2.0,)), ("vector", "copy:bf16", (2.0 * N * V * 2,)),
+        ("matmul", "bf16", (N, C, Vh)), ("matmul", "bf16", (Vh, C, N)),
+        ("vector", "cast_to_fp32:bf16", (C * Vh * 6.0,))]
+    # autocast's loss casts the strided logits to a dense fp32 copy: no copy of its own
+    assert calls[f"{names.LOSS}:{names.FORWARD}"] == [("vector", "cross_entropy_fwd:fp32", (N * V * 4.0,))]
+    # in fp32 the log-softmax copies them dense first
+    fp32 = _lm_head_calls(V, Workload("train", 2, 64, "fp32"), ExecutionPlan.eager("sdpa"), "cuda")
+    assert fp32[f"{names.LOSS}:{names.FORWARD}"] == [("vector", "copy:fp32", (2.0 * N * V * 4,)),
+                                                     ("vector", "cross_entropy_fwd:fp32", (N * V * 4.0,))]
+    # a CPU runs the table as it is; so does a GPU at 50304 tokens
+    for vocab, device in ((V, "cpu"), (Vh, "cuda")):
+        plain = _lm_head_calls(vocab, w, ExecutionPlan.eager("sdpa"), device)
+        assert plain[f"{names.LM_HEAD}:{names.FORWARD}"] == [
+            ("vector", "cast_to_bf16:fp32", (N * C * 6.0,)), ("vector", "cast_to_bf16:fp32", (C * vocab * 6.0,)),
+            ("matmul", "bf16", (N, vocab, C))]
+    # and so does a compiled step: inductor pads the operands itself
+    compiled = _lm_head_calls(V, w, ExecutionPlan.default("train", "cuda", compile=True), "cuda")
+    assert [k for k in compiled[f"{names.LM_HEAD}:{names.FORWARD}"] if k[0] == "matmul"] == [
+        ("matmul", "bf16", (N, V, C))]
+    # the fused decode kernels read the table itself
+    decode = Workload("decode", 1, 64, "bf16")
+    fused_decode = ExecutionPlan.default("decode", "cuda", fast=True)
+    (gemv,) = [c for c in _lm_head_calls(V, decode, fused_decode, "cuda")[f"{names.LM_HEAD}:{names.FORWARD}"]]
+    assert gemv[0] == "gemv" and gemv[2] == (V * C * 2.0,)
 
 
 def test_the_unaligned_rates_round_trip_older_calibrations_have_none_and_bad_ones_are_refused() -> None:

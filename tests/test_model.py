@@ -248,3 +248,65 @@ def test_profiler_labels_are_operation_names(attention: str) -> None:
         names.layer_name(i, comp) for i in range(model.config.n_layer) for comp in per_layer
     }
     assert labels == expected
+
+
+# -- the LM head padded to aligned rows --------------------------------------------------------
+
+def test_only_an_eager_gpu_head_at_an_unaligned_vocabulary_is_padded() -> None:
+    from gptperf.model.config import HEAD_ROW_MULTIPLE, pads_lm_head
+
+    gpt2 = preset("gpt2", vocab_size=50257)
+    assert gpt2.head_rows == 50304 and HEAD_ROW_MULTIPLE == 64
+    assert pads_lm_head(gpt2, "cuda") and not pads_lm_head(gpt2, "cpu")
+    assert not pads_lm_head(preset("gpt2"), "cuda") and preset("gpt2").head_rows == 50304
+    assert GPTConfig(**{**SMALL, "vocab_size": 65}).head_rows == 128
+
+
+def _padded_and_plain(device: str, vocab: int = 1001) -> tuple[GPT, GPT]:
+    torch.manual_seed(0)
+    plain = GPT(GPTConfig(**{**SMALL, "vocab_size": vocab})).to(device)
+    padded = GPT(plain.config).to(device)
+    padded.load_state_dict(plain.state_dict())
+    plain.pad_head, padded.pad_head = False, True
+    return padded, plain
+
+
+def _logits_loss_grads(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    logits, loss = model(idx, idx.roll(-1, dims=1))
+    loss.backward()
+    return logits.detach(), loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_the_padded_head_computes_what_the_plain_head_does() -> None:
+    """In fp32 on the CPU (where it is asked for): the same logits and loss, the same gradients
+    (the padded rows' part of the tied table's gradient is cut off by the slice), the same
+    parameters and state dict (the padding is made anew each step)."""
+    padded, plain = _padded_and_plain("cpu")
+    idx = torch.randint(0, 1001, (3, 32), generator=torch.Generator().manual_seed(1))
+    (lp, sp, gp), (lq, sq, gq) = _logits_loss_grads(padded, idx), _logits_loss_grads(plain, idx)
+    assert lp.shape == lq.shape == (3, 32, 1001)
+    assert lp.stride(1) == 1024  # the logits are the padded product's first 1001 columns
+    assert torch.equal(lp, lq) and torch.equal(sp, sq)
+    for name in gq:
+        assert torch.allclose(gp[name], gq[name], atol=1e-7, rtol=1e-5), name
+    assert {k: v.shape for k, v in padded.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    last, _ = padded(idx, last_logits_only=True)
+    assert torch.equal(last, lq[:, -1:, :])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_an_eager_gpu_model_pads_its_head_and_computes_the_same_under_autocast() -> None:
+    padded, plain = _padded_and_plain("cuda", vocab=50257)
+    padded.pad_head = None  # the device's rule: padded, eagerly on a GPU
+    idx = torch.randint(0, 50257, (2, 32), device="cuda")
+    with torch.autocast("cuda", torch.bfloat16):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            (lp, sp, gp) = _logits_loss_grads(padded, idx)
+        (lq, sq, gq) = _logits_loss_grads(plain, idx)
+    assert any(e.key == "aten::cat" for e in prof.key_averages())  # the padded table was built
+    assert lp.shape == lq.shape == (2, 32, 50257) and lp.stride(1) == 50304
+    assert torch.allclose(lp.float(), lq.float(), atol=2e-2, rtol=2e-2)
+    assert abs(sp.item() - sq.item()) < 1e-2
+    for name in gq:  # bf16's kernels may differ between the two products: relative to the norm
+        assert (gp[name] - gq[name]).norm() <= 2e-2 * gq[name].norm(), name

@@ -17,6 +17,13 @@ _WEIGHTS_IN_C = {names.ATTN_QKV: (3, 1), names.ATTN_PROJ: (1, 1), names.MLP_FC: 
 LAYER_WEIGHTS: tuple[str, ...] = tuple(_WEIGHTS_IN_C)  # a block's weight matrices, in forward order
 # the weights a LayerNorm feeds: ln_1 the qkv, ln_2 the MLP's up projection, ln_f the LM head
 NORM_FED_WEIGHTS: tuple[str, ...] = (names.ATTN_QKV, names.MLP_FC, names.LM_HEAD)
+# cuBLAS loads 16 bytes at a time only from rows that are a multiple of 16 bytes: on a GPU a
+# vocabulary such as GPT-2's 50257 sends the LM head's three matmuls to kernels 5-8x slower in
+# bf16 (BENCHMARKS.md, "Session 55"). There the head multiplies by the token table padded with
+# zero rows to a multiple of this many (nanoGPT's 50304) and the logits are the first vocab_size
+# columns of its output: `pads_lm_head`, `GPTConfig.head_rows`. (On an H100, gpt2's eager bf16
+# train step at B=8, T=1024: 43.1 ms, padded 29.8, at 50304 tokens 28.3.)
+HEAD_ROW_MULTIPLE = 64
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,12 @@ class GPTConfig:
         rows, cols = _WEIGHTS_IN_C[component]
         return rows * self.n_embd, cols * self.n_embd
 
+    @property
+    def head_rows(self) -> int:
+        """Rows of the LM head's weight where the head is padded (`pads_lm_head`): the vocabulary
+        rounded up to a multiple of HEAD_ROW_MULTIPLE."""
+        return -(-self.vocab_size // HEAD_ROW_MULTIPLE) * HEAD_ROW_MULTIPLE
+
     def check_sequence(self, length: int) -> None:
         """Raise a UserError if a sequence of `length` tokens does not fit the position embedding."""
         if length <= 0:
@@ -99,6 +112,13 @@ class GPTConfig:
             raise UserError(f"unknown config field(s) {sorted(unknown, key=repr)}; valid: "
                             f"{config_fields()}")
         return cls(**data)
+
+
+def pads_lm_head(config: GPTConfig, device_type: str) -> bool:
+    """Whether the model's eager LM head runs padded to `config.head_rows` rows on a `device_type`
+    ("cpu", "cuda") device: on a GPU, where the vocabulary is not a multiple of HEAD_ROW_MULTIPLE
+    (a compiled step's head is inductor's, which pads such operands itself)."""
+    return device_type == "cuda" and config.head_rows != config.vocab_size
 
 
 def config_fields() -> list[str]:

@@ -14,7 +14,7 @@ from torch import nn
 
 from gptperf import names
 from gptperf.model.attention import CausalSelfAttention, KVCache
-from gptperf.model.config import GPTConfig
+from gptperf.model.config import GPTConfig, pads_lm_head
 from gptperf.model.labels import record_function
 
 
@@ -65,11 +65,17 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """A GPT-2-style decoder whose LM head shares its weight with the token embedding."""
+    """A GPT-2-style decoder whose LM head shares its weight with the token embedding.
+
+    `pad_head`: whether the LM head multiplies by the token table padded to `config.head_rows`
+    rows (the logits are the same); None follows `pads_lm_head` for the device the model runs on,
+    in eager steps.
+    """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
+        self.pad_head: bool | None = None
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
@@ -129,7 +135,7 @@ class GPT(nn.Module):
         if last_logits_only:
             x = x[:, -1:, :]
         with record_function(names.LM_HEAD):
-            logits = self.lm_head(x)
+            logits = self._head(x)
         loss = None
         if targets is not None:
             with record_function(names.LOSS):
@@ -137,3 +143,13 @@ class GPT(nn.Module):
                     logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
                 )
         return logits, loss
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        # a compiled step is left to inductor, which pads such operands itself (no faster padded here)
+        pad = self.pad_head if self.pad_head is not None else (
+            pads_lm_head(self.config, x.device.type) and not torch.compiler.is_compiling())
+        if not pad or self.config.head_rows == self.config.vocab_size:
+            return self.lm_head(x)
+        weight = self.lm_head.weight  # one kernel: the table and zero rows below it (rows of 16 bytes)
+        weight = torch.cat([weight, weight.new_zeros(self.config.head_rows - weight.size(0), weight.size(1))])
+        return F.linear(x, weight)[..., : self.config.vocab_size]

@@ -356,7 +356,7 @@ def _host_model_device_s(cal: Calibration, workload: Workload, plan: ExecutionPl
     w = Workload(workload.kind, HOST_MODEL["batch"], HOST_MODEL["seq"], workload.dtype)
     warm = cache_share(tiny, w, plan, cal)
     total: dict[str, float] = {}
-    for _, phase, _, calls in step_ops(tiny, w, plan):
+    for _, phase, _, calls in step_ops(tiny, w, plan, cal.device_type):
         total[phase] = total.get(phase, 0.0) + sum(call_time(k, cal, warm) for k in calls)
     return total
 
@@ -397,7 +397,7 @@ def _recorded_fused(cal: Calibration, config: GPTConfig, workload: Workload, pla
         return sum(k.point[0] * k.count for k in calls if k.family == "vector")
 
     ref: dict[tuple[str, str], float] = {}
-    for comp, phase, layer, calls in step_ops(rconfig, rwork, rplan):
+    for comp, phase, layer, calls in step_ops(rconfig, rwork, rplan, cal.device_type):
         if layer in (None, 0):
             ref[(comp, phase)] = vector_bytes(calls)
     floor = min((c.at(c.x[0]) for c in cal.vector.values()), default=0.0)
@@ -481,8 +481,8 @@ def unaligned_notes(seq: list, cal: Calibration, warm: float = 0.0) -> list[str]
             charged = "charged on the aligned grid (this calibration measured no such layer)"
         step = 16 // dtype_bytes(key)
         out.append(f"{', '.join(comps)}: rows not 16-byte aligned in {key}, which sends the matmuls "
-                   f"to cuBLAS's slower kernels; {charged}; widths that are multiples of {step} "
-                   "(a vocabulary padded as the presets pad gpt2's 50257 tokens to 50304) avoid it")
+                   f"to cuBLAS's slower kernels; {charged}; a width (n_embd) that is a multiple of "
+                   f"{step} avoids it (the LM head pads a vocabulary itself)")
     return out
 
 
@@ -664,7 +664,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     cal = calibration
     # 1. decompose: the step's ops, each the kernels its plan runs; a compiled train step's vector
     # kernels are those the recorded step fused
-    seq = step_ops(config, workload, plan)
+    seq = step_ops(config, workload, plan, cal.device_type)
     fused: dict[int, tuple[float, int]] = {}
     notes: list[str] = []
     if plan.compiled and workload.kind not in INFERENCE_KINDS:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from gptperf import names
 from gptperf.dtypes import dtype_bytes
-from gptperf.model.config import GPTConfig
+from gptperf.model.config import GPTConfig, pads_lm_head
 from gptperf.perfmodel.calibration import (
     FUSED_ATTENTION_PASS,
     GEMV_ARGMAX_CHAIN,
@@ -127,6 +127,11 @@ class _Ctx:
     act: str  # activation dtype name (bf16 under autocast)
     store: str  # residual stream / LayerNorm / parameter dtype name (fp32 under autocast)
     block: int  # the position table's rows (the config's block size)
+    head_rows: int  # the LM head's weight rows as it runs: the vocabulary, or padded (`pads_lm_head`)
+
+    @property
+    def padded_head(self) -> bool:
+        return self.head_rows != self.s.V
 
     @property
     def mixed(self) -> bool:
@@ -273,15 +278,26 @@ def _model_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     rows = s.B if w.last_logits_only else N
     embed = [vector_call("embedding_fwd", c.store, 2 * N * C * st), vector_call("embedding_fwd", c.store, 2 * s.T * C * st),
              vector_call("add", c.store, 3 * N * C * st)]
-    head = _linear_fwd(c, rows, C, V, input_cast=True, bias=False, head=True)
+    head = _linear_fwd(c, rows, C, c.head_rows, input_cast=True, bias=False, head=True)
+    if c.padded_head:  # the table and its zero rows joined (one kernel each), for each step
+        head = [vector_call("add", c.store, (c.head_rows - V) * C * st),
+                vector_call("copy", c.store, (V + c.head_rows) * C * st)] + head
     if w.last_logits_only:
         head = [vector_call("copy", c.store, 2 * rows * C * st)] + head
     ops = {names.EMBED: embed, names.LN_F: _ln_fwd(c, N), names.LM_HEAD: head}
-    if w.has_loss and c.plan.fused_loss:  # one read of the logits, a reduction per row
-        ops[names.LOSS] = [vector_call("sum_rows", c.act, N * V * dtype_bytes(c.act))]
-    elif w.has_loss:  # autocast runs the loss in fp32 (its log-softmax writes fp32 log-probabilities)
-        ops[names.LOSS] = [vector_call("cross_entropy_fwd", c.store, N * V * st)]
+    if w.has_loss:
+        ops[names.LOSS] = _loss_fwd(c, N, V)
     return ops
+
+
+def _loss_fwd(c: _Ctx, N: int, V: int) -> list[KernelCall]:
+    a, st = dtype_bytes(c.act), dtype_bytes(c.store)
+    if c.plan.fused_loss:  # one read of the logits, a reduction per row
+        return [vector_call("sum_rows", c.act, N * V * a)]
+    # a padded head's logits are a strided view, which the log-softmax copies dense first; autocast
+    # runs the loss in fp32, and its cast of the logits writes a dense copy anyway
+    dense = [vector_call("copy", c.act, 2 * N * V * a)] if c.padded_head and not c.mixed else []
+    return dense + [vector_call("cross_entropy_fwd", c.store, N * V * st)]
 
 
 def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
@@ -301,7 +317,11 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
              vector_call("add", c.store, c.block * C * st), vector_call("embedding_bwd", c.store, s.T * C * st)]
     if s.B > 1:
         embed.append(vector_call("sum_rows", c.store, N * C * st))
-    return {names.LOSS: loss, names.LM_HEAD: _linear_bwd(c, N, C, V, bias=False, head=True),
+    head = _linear_bwd(c, N, C, c.head_rows, bias=False, head=True)
+    if c.padded_head:  # the slice's gradient: the padded logits' gradient zeroed, the rest copied in
+        a = dtype_bytes(c.act)
+        head = [vector_call("add", c.act, N * c.head_rows * a), vector_call("copy", c.act, 2 * N * V * a)] + head
+    return {names.LOSS: loss, names.LM_HEAD: head,
             names.LN_F: _ln_bwd(c, N), names.EMBED: embed}
 
 
@@ -386,16 +406,21 @@ def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCal
     return out
 
 
-def step_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan) -> list[tuple[str, str, int | None, list[KernelCall]]]:
-    """(component, phase, layer, calls) in execution order."""
+def step_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan,
+             device_type: str = "cpu") -> list[tuple[str, str, int | None, list[KernelCall]]]:
+    """(component, phase, layer, calls) in execution order, on a `device_type` device ("cpu",
+    "cuda": where an eager model pads its LM head, `pads_lm_head`)."""
     s = shape(config, workload, plan.master_weights)
     inference = workload.kind in INFERENCE_KINDS
     mixed = workload.mixed_precision
     act = {"tf32": "fp32"}.get(workload.dtype, workload.dtype)
     store = "fp32" if mixed else act
-    c = _Ctx(s, workload, plan, workload.dtype, act, store, config.block_size)
     compiled_inf = plan.compiled and inference
     fused = plan.fuses_decode(workload.kind, s.B)
+    # an eager step pads the head's table; inductor and the fused decode kernels read it as it is
+    padded = pads_lm_head(config, device_type) and not plan.compiled
+    head_rows = config.head_rows if padded else config.vocab_size
+    c = _Ctx(s, workload, plan, workload.dtype, act, store, config.block_size, head_rows)
 
     def emit(ops: dict[str, list[KernelCall]], phase: str, layer: int | None) -> list:
         out = []
@@ -426,8 +451,10 @@ def step_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan) -> list
     return seq
 
 
-def kernel_calls(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = None) -> list[KernelCall]:
-    """Every kernel the step runs as the calibrated model sees it (one entry per distinct call;
-    a compiled training step's fused kernels are not listed: they come from the recording)."""
+def kernel_calls(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = None,
+                 device_type: str = "cpu") -> list[KernelCall]:
+    """Every kernel the step runs on a `device_type` device as the calibrated model sees it (one
+    entry per distinct call; a compiled training step's fused kernels are not listed: they come
+    from the recording)."""
     plan = ExecutionPlan.eager(config.attention) if plan is None else plan
-    return [call for *_, calls in step_ops(config, workload, plan) for call in calls]
+    return [call for *_, calls in step_ops(config, workload, plan, device_type) for call in calls]

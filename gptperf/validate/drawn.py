@@ -146,7 +146,7 @@ def draw_cases(device_type: str, n: int, seed: int) -> list[ValidationCase]:
             case = _draw_one(rng, device_type, space, *step)
             if case is None or case.name in taken or not _affordable(case, space):
                 continue
-            calls = kernel_calls(case.config, case.workload, case.plan)
+            calls = kernel_calls(case.config, case.workload, case.plan, device_type)
             if any(overlaps(calls, p, case.config) for p in planned):
                 continue
             taken.add(case.name)
