@@ -44,9 +44,13 @@ BENCH_CHECKS: dict[str, tuple[tuple[str, list[str]], ...]] = {"cuda": (
      ["decode", "--preset", "gpt2-xl", "--batch", "16", "--seq", "512", "--dtype", "bf16", "--fast"]),
     ("prefill gpt2-medium bf16 B=2 T=1024 eager",
      ["prefill", "--preset", "gpt2-medium", "--batch", "2", "--seq", "1024", "--dtype", "bf16"]),
-    # a GPT-2 checkpoint's own 50257 tokens: its LM head's rows are not 16-byte aligned in bf16
+    # a GPT-2 checkpoint's own 50257 tokens: the eager head runs padded to 50304 rows
     ("train gpt2 50257 tokens bf16 B=8 T=512 eager",
      ["train", "--preset", "gpt2", "--vocab-size", "50257", "--batch", "8", "--seq", "512", "--dtype", "bf16"]),
+    # a width whose rows are not 16-byte aligned in bf16: every linear layer on the slower kernels
+    ("train gpt2 C=1001 H=7 4 layers bf16 B=4 T=256 eager",
+     ["train", "--preset", "gpt2", "--n-embd", "1001", "--n-head", "7", "--n-layer", "4", "--batch", "4",
+      "--seq", "256", "--dtype", "bf16"]),
 ), "cpu": tuple((label, argv + ["--dtype", "fp32"]) for label, argv in (
     ("train tiny B=8 T=64", ["train", "--batch", "8", "--seq", "64"]),
     ("train tiny 2 layers B=4 T=128", ["train", "--n-layer", "2", "--batch", "4", "--seq", "128"]),
