@@ -1142,9 +1142,12 @@ def test_an_unaligned_lm_head_costs_what_its_three_rates_say() -> None:
     older = [n for n in expected(cfg, w, plan, flat_calibration()).notes if "16-byte" in n]
     assert len(older) == 1 and "measured no such layer" in older[0]
     assert not [n for n in expected(cfg, w, plan, flat_calibration("cpu")).notes if "16-byte" in n]
-    # gpt2's own 50257 tokens: the padded head is aligned, and so is every other layer
+    # gpt2's own 50257 tokens over 256 rows: the padded head is aligned, and so is every other
+    # layer; over 128 the head runs unpadded, and is charged and named
     real = preset("gpt2", n_layer=1, vocab_size=50257)
-    assert not [n for n in expected(real, w, plan, cal).notes if "16-byte" in n]
+    assert not [n for n in expected(real, Workload("train", 4, 64, "bf16"), plan, cal).notes if "16-byte" in n]
+    (few,) = [n for n in expected(real, w, plan, cal).notes if "16-byte" in n]
+    assert few.startswith(f"{names.LM_HEAD}: ")
 
 
 def _lm_head_calls(vocab: int, w: Workload, plan: ExecutionPlan, device_type: str) -> dict[str, list]:
@@ -1155,12 +1158,12 @@ def _lm_head_calls(vocab: int, w: Workload, plan: ExecutionPlan, device_type: st
 
 
 def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
-    """gpt2's 50257 tokens in an eager step on a GPU: the table joined to 47 zero rows (a fill of 47·768 fp32, the
+    """gpt2's 50257 tokens in an eager bf16 step on a GPU over 256 rows: the table joined to 47 zero rows (a fill of 47·768 fp32, the
     join reading 50257 rows and writing 50304), the matmuls and the weight's casts at 50304 rows;
     in backward the slice's gradient zeroed at 50304 columns and 50257 copied in. bf16 autocast,
-    B·T = 128 rows, whose input is cast to bf16 first."""
-    V, Vh, C, N = 50257, 50304, 768, 128
-    w = Workload("train", 2, 64, "bf16")
+    B·T = 256 rows, whose input is cast to bf16 first."""
+    V, Vh, C, N = 50257, 50304, 768, 256
+    w = Workload("train", 4, 64, "bf16")
     calls = _lm_head_calls(V, w, ExecutionPlan.eager("sdpa"), "cuda")
     assert calls[f"{names.LM_HEAD}:{names.FORWARD}"] == [
         ("vector", "add:fp32", (47.0 * C * 4,)), ("vector", "copy:fp32", ((V + Vh) * C * 4.0,)),
@@ -1172,16 +1175,19 @@ def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
         ("vector", "cast_to_fp32:bf16", (C * Vh * 6.0,))]
     # autocast's loss casts the strided logits to a dense fp32 copy: no copy of its own
     assert calls[f"{names.LOSS}:{names.FORWARD}"] == [("vector", "cross_entropy_fwd:fp32", (N * V * 4.0,))]
-    # in fp32 the log-softmax copies them dense first
-    fp32 = _lm_head_calls(V, Workload("train", 2, 64, "fp32"), ExecutionPlan.eager("sdpa"), "cuda")
-    assert fp32[f"{names.LOSS}:{names.FORWARD}"] == [("vector", "copy:fp32", (2.0 * N * V * 4,)),
-                                                     ("vector", "cross_entropy_fwd:fp32", (N * V * 4.0,))]
-    # a CPU runs the table as it is; so does a GPU at 50304 tokens
-    for vocab, device in ((V, "cpu"), (Vh, "cuda")):
-        plain = _lm_head_calls(vocab, w, ExecutionPlan.eager("sdpa"), device)
+    # a CPU runs the table as it is; so does a GPU at 50304 tokens, and below 256 rows
+    for vocab, device, batch in ((V, "cpu", 4), (Vh, "cuda", 4), (V, "cuda", 3)):
+        plain = _lm_head_calls(vocab, Workload("train", batch, 64, "bf16"), ExecutionPlan.eager("sdpa"), device)
+        rows = batch * 64
         assert plain[f"{names.LM_HEAD}:{names.FORWARD}"] == [
-            ("vector", "cast_to_bf16:fp32", (N * C * 6.0,)), ("vector", "cast_to_bf16:fp32", (C * vocab * 6.0,)),
-            ("matmul", "bf16", (N, vocab, C))]
+            ("vector", "cast_to_bf16:fp32", (rows * C * 6.0,)), ("vector", "cast_to_bf16:fp32", (C * vocab * 6.0,)),
+            ("matmul", "bf16", (rows, vocab, C))]
+    # and a prefill, whose head reads the last position alone (4 rows, not 4 × 512)
+    prefill = _lm_head_calls(V, Workload("prefill", 4, 512, "bf16"), ExecutionPlan.eager("sdpa"), "cuda")
+    assert [k for k in prefill[f"{names.LM_HEAD}:{names.FORWARD}"] if k[0] == "matmul"] == [("matmul", "bf16", (4, V, C))]
+    # and so does fp32, whose loads are 4 bytes either way
+    fp32 = _lm_head_calls(V, Workload("train", 4, 64, "fp32"), ExecutionPlan.eager("sdpa"), "cuda")
+    assert fp32[f"{names.LM_HEAD}:{names.FORWARD}"] == [("matmul", "fp32", (N, V, C))]
     # and so does a compiled step: inductor pads the operands itself
     compiled = _lm_head_calls(V, w, ExecutionPlan.default("train", "cuda", compile=True), "cuda")
     assert [k for k in compiled[f"{names.LM_HEAD}:{names.FORWARD}"] if k[0] == "matmul"] == [

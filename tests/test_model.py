@@ -252,13 +252,14 @@ def test_profiler_labels_are_operation_names(attention: str) -> None:
 
 # -- the LM head padded to aligned rows --------------------------------------------------------
 
-def test_only_an_eager_gpu_head_at_an_unaligned_vocabulary_is_padded() -> None:
-    from gptperf.model.config import HEAD_ROW_MULTIPLE, pads_lm_head
+def test_only_a_16_bit_gpu_head_over_many_rows_at_an_unaligned_vocabulary_is_padded() -> None:
+    from gptperf.model.config import HEAD_PAD_MIN_ROWS, HEAD_ROW_MULTIPLE, pads_lm_head
 
     gpt2 = preset("gpt2", vocab_size=50257)
-    assert gpt2.head_rows == 50304 and HEAD_ROW_MULTIPLE == 64
-    assert pads_lm_head(gpt2, "cuda") and not pads_lm_head(gpt2, "cpu")
-    assert not pads_lm_head(preset("gpt2"), "cuda") and preset("gpt2").head_rows == 50304
+    assert gpt2.head_rows == 50304 and HEAD_ROW_MULTIPLE == 64 and HEAD_PAD_MIN_ROWS == 256
+    assert pads_lm_head(gpt2, "cuda", 2, 256) and not pads_lm_head(gpt2, "cpu", 2, 256)
+    assert not pads_lm_head(gpt2, "cuda", 4, 256) and not pads_lm_head(gpt2, "cuda", 2, 255)
+    assert not pads_lm_head(preset("gpt2"), "cuda", 2, 256) and preset("gpt2").head_rows == 50304
     assert GPTConfig(**{**SMALL, "vocab_size": 65}).head_rows == 128
 
 
@@ -298,14 +299,21 @@ def test_the_padded_head_computes_what_the_plain_head_does() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_an_eager_gpu_model_pads_its_head_and_computes_the_same_under_autocast() -> None:
     padded, plain = _padded_and_plain("cuda", vocab=50257)
-    padded.pad_head = None  # the device's rule: padded, eagerly on a GPU
-    idx = torch.randint(0, 50257, (2, 32), device="cuda")
-    with torch.autocast("cuda", torch.bfloat16):
+    padded.pad_head = None  # the device's rule: padded in bf16 over 256 rows (8 × 32), eagerly on a GPU
+    idx = torch.randint(0, 50257, (8, 32), device="cuda")
+
+    def builds_the_padded_table(model: GPT, batch: torch.Tensor) -> bool:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            (lp, sp, gp) = _logits_loss_grads(padded, idx)
+            model(batch)
+        return any(e.key == "aten::cat" for e in prof.key_averages())
+
+    assert not builds_the_padded_table(padded, idx)  # fp32: its loads are 4 bytes either way
+    with torch.autocast("cuda", torch.bfloat16):
+        assert not builds_the_padded_table(padded, idx[:7])  # 224 rows
+        assert builds_the_padded_table(padded, idx)
+        (lp, sp, gp) = _logits_loss_grads(padded, idx)
         (lq, sq, gq) = _logits_loss_grads(plain, idx)
-    assert any(e.key == "aten::cat" for e in prof.key_averages())  # the padded table was built
-    assert lp.shape == lq.shape == (2, 32, 50257) and lp.stride(1) == 50304
+    assert lp.shape == lq.shape == (8, 32, 50257) and lp.stride(1) == 50304
     assert torch.allclose(lp.float(), lq.float(), atol=2e-2, rtol=2e-2)
     assert abs(sp.item() - sq.item()) < 1e-2
     for name in gq:  # bf16's kernels may differ between the two products: relative to the norm

@@ -24,6 +24,11 @@ NORM_FED_WEIGHTS: tuple[str, ...] = (names.ATTN_QKV, names.MLP_FC, names.LM_HEAD
 # columns of its output: `pads_lm_head`, `GPTConfig.head_rows`. (On an H100, gpt2's eager bf16
 # train step at B=8, T=1024: 43.1 ms, padded 29.8, at 50304 tokens 28.3.)
 HEAD_ROW_MULTIPLE = 64
+# The padded table is built each step (a read and a write of the table): it pays where the head's
+# matmuls are long, in 16-bit and over this many rows or more. Below that (a decode step's batch)
+# the slow kernels cost less than the copy: on an H100 the break-even is near 150 rows forward,
+# 85 in training (BENCHMARKS.md, "Session 56"); fp32 runs both alike.
+HEAD_PAD_MIN_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -114,11 +119,13 @@ class GPTConfig:
         return cls(**data)
 
 
-def pads_lm_head(config: GPTConfig, device_type: str) -> bool:
+def pads_lm_head(config: GPTConfig, device_type: str, element_bytes: int, rows: int) -> bool:
     """Whether the model's eager LM head runs padded to `config.head_rows` rows on a `device_type`
-    ("cpu", "cuda") device: on a GPU, where the vocabulary is not a multiple of HEAD_ROW_MULTIPLE
-    (a compiled step's head is inductor's, which pads such operands itself)."""
-    return device_type == "cuda" and config.head_rows != config.vocab_size
+    ("cpu", "cuda") device, multiplying `rows` rows of `element_bytes`-byte numbers: on a GPU, in
+    16-bit, over at least HEAD_PAD_MIN_ROWS rows, where the vocabulary is not a multiple of
+    HEAD_ROW_MULTIPLE (a compiled step's head is inductor's, which pads such operands itself)."""
+    return (device_type == "cuda" and element_bytes == 2 and rows >= HEAD_PAD_MIN_ROWS
+            and config.head_rows != config.vocab_size)
 
 
 def config_fields() -> list[str]:

@@ -68,8 +68,8 @@ class GPT(nn.Module):
     """A GPT-2-style decoder whose LM head shares its weight with the token embedding.
 
     `pad_head`: whether the LM head multiplies by the token table padded to `config.head_rows`
-    rows (the logits are the same); None follows `pads_lm_head` for the device the model runs on,
-    in eager steps.
+    rows (the logits are the same); None follows `pads_lm_head` for the device, dtype and rows
+    the head runs at, in eager steps.
     """
 
     def __init__(self, config: GPTConfig) -> None:
@@ -145,11 +145,15 @@ class GPT(nn.Module):
         return logits, loss
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
-        # a compiled step is left to inductor, which pads such operands itself (no faster padded here)
-        pad = self.pad_head if self.pad_head is not None else (
-            pads_lm_head(self.config, x.device.type) and not torch.compiler.is_compiling())
+        pad = self.pad_head
+        if pad is None and torch.compiler.is_compiling():
+            pad = False  # a compiled step's head is left to inductor, which pads such operands itself
+        elif pad is None:
+            device = x.device.type
+            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+            pad = pads_lm_head(self.config, device, dtype.itemsize, x.numel() // x.size(-1))
         if not pad or self.config.head_rows == self.config.vocab_size:
             return self.lm_head(x)
-        weight = self.lm_head.weight  # one kernel: the table and zero rows below it (rows of 16 bytes)
+        weight = self.lm_head.weight  # the table with zero rows below it: rows of 16 bytes for cuBLAS
         weight = torch.cat([weight, weight.new_zeros(self.config.head_rows - weight.size(0), weight.size(1))])
         return F.linear(x, weight)[..., : self.config.vocab_size]

@@ -285,19 +285,12 @@ def _model_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     if w.last_logits_only:
         head = [vector_call("copy", c.store, 2 * rows * C * st)] + head
     ops = {names.EMBED: embed, names.LN_F: _ln_fwd(c, N), names.LM_HEAD: head}
-    if w.has_loss:
-        ops[names.LOSS] = _loss_fwd(c, N, V)
+    if w.has_loss and c.plan.fused_loss:  # one read of the logits, a reduction per row
+        ops[names.LOSS] = [vector_call("sum_rows", c.act, N * V * dtype_bytes(c.act))]
+    elif w.has_loss:  # autocast runs the loss in fp32 (its log-softmax writes fp32 log-probabilities;
+        # a padded head's logits are a strided view, which the cast to fp32 writes dense)
+        ops[names.LOSS] = [vector_call("cross_entropy_fwd", c.store, N * V * st)]
     return ops
-
-
-def _loss_fwd(c: _Ctx, N: int, V: int) -> list[KernelCall]:
-    a, st = dtype_bytes(c.act), dtype_bytes(c.store)
-    if c.plan.fused_loss:  # one read of the logits, a reduction per row
-        return [vector_call("sum_rows", c.act, N * V * a)]
-    # a padded head's logits are a strided view, which the log-softmax copies dense first; autocast
-    # runs the loss in fp32, and its cast of the logits writes a dense copy anyway
-    dense = [vector_call("copy", c.act, 2 * N * V * a)] if c.padded_head and not c.mixed else []
-    return dense + [vector_call("cross_entropy_fwd", c.store, N * V * st)]
 
 
 def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
@@ -418,7 +411,8 @@ def step_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan,
     compiled_inf = plan.compiled and inference
     fused = plan.fuses_decode(workload.kind, s.B)
     # an eager step pads the head's table; inductor and the fused decode kernels read it as it is
-    padded = pads_lm_head(config, device_type) and not plan.compiled
+    head_in = s.B if workload.last_logits_only else s.N
+    padded = pads_lm_head(config, device_type, dtype_bytes(workload.dtype), head_in) and not plan.compiled
     head_rows = config.head_rows if padded else config.vocab_size
     c = _Ctx(s, workload, plan, workload.dtype, act, store, config.block_size, head_rows)
 
