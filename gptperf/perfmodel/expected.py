@@ -43,7 +43,7 @@ from typing import Any
 from gptperf import names
 from gptperf.dtypes import dtype_bytes
 from gptperf.errors import UserError
-from gptperf.model.config import GPTConfig
+from gptperf.model.config import HEAD_PAD_MIN_ROWS, GPTConfig
 from gptperf.perfmodel.calibration import (
     ADAMW_LOOP,
     FUSED_ATTENTION_PASS,
@@ -481,8 +481,9 @@ def unaligned_notes(seq: list, cal: Calibration, warm: float = 0.0) -> list[str]
             charged = "charged on the aligned grid (this calibration measured no such layer)"
         step = 16 // dtype_bytes(key)
         out.append(f"{', '.join(comps)}: rows not 16-byte aligned in {key}, which sends the matmuls "
-                   f"to cuBLAS's slower kernels; {charged}; a width (n_embd) that is a multiple of "
-                   f"{step} avoids it (the LM head pads a vocabulary itself)")
+                   f"to cuBLAS's slower kernels; {charged}; a width or vocabulary that is a "
+                   f"multiple of {step} avoids it (an eager 16-bit LM head over {HEAD_PAD_MIN_ROWS} "
+                   "rows or more pads its vocabulary itself)")
     return out
 
 
