@@ -1193,6 +1193,17 @@ def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
     compiled = _lm_head_calls(V, w, ExecutionPlan.default("train", "cuda", compile=True), "cuda")
     assert [k for k in compiled[f"{names.LM_HEAD}:{names.FORWARD}"] if k[0] == "matmul"] == [
         ("matmul", "bf16", (N, V, C))]
+    # the prediction says so where the head is padded, and nowhere else
+    def padded_notes(vocab: int, work: Workload, c: Calibration | None = None) -> list[str]:
+        c = flat_calibration() if c is None else c
+        return [n for n in expected(preset("gpt2", n_layer=1, vocab_size=vocab), work,
+                                    ExecutionPlan.eager("sdpa"), c).notes if "runs padded" in n]
+
+    assert padded_notes(V, w) == [f"{names.LM_HEAD}: the 50257-token table runs padded to 50304 rows, "
+                                  "as the eager model pads it (rows of 16 bytes for cuBLAS's fast kernels; "
+                                  "the logits are the first columns); the padded copy made each step is charged"]
+    assert not padded_notes(Vh, w) and not padded_notes(V, Workload("train", 3, 64, "bf16"))
+    assert not padded_notes(V, w, flat_calibration("cpu"))
     # the fused decode kernels read the table itself
     decode = Workload("decode", 1, 64, "bf16")
     fused_decode = ExecutionPlan.default("decode", "cuda", fast=True)

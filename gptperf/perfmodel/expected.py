@@ -72,6 +72,7 @@ from gptperf.perfmodel.kernel_calls import (
     KernelCall,
     cast_call,
     compute_flops,
+    head_rows,
     step_ops,
     vector_call,
 )
@@ -487,6 +488,17 @@ def unaligned_notes(seq: list, cal: Calibration, warm: float = 0.0) -> list[str]
     return out
 
 
+def _padded_head_notes(config: GPTConfig, workload: Workload, plan: ExecutionPlan,
+                       cal: Calibration) -> list[str]:
+    """A note where the step's LM head runs on the padded table (`kernel_calls.head_rows`)."""
+    rows = head_rows(config, workload, plan, cal.device_type)
+    if rows == config.vocab_size:
+        return []
+    return [f"{names.LM_HEAD}: the {config.vocab_size}-token table runs padded to {rows} rows, as "
+            "the eager model pads it (rows of 16 bytes for cuBLAS's fast kernels; the logits are "
+            "the first columns); the padded copy made each step is charged"]
+
+
 def _few_row_matmuls(seq: list, cal: Calibration) -> bool:
     """Whether the step has a matmul whose own grid has a warm twin with its rows (what the cache
     moves, `Calibration.matmul_seconds`)."""
@@ -672,7 +684,7 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
         fused, notes = _recorded_fused(cal, config, workload, plan, seq)
     # 2. look up each kernel on its curve
     warm = cache_share(config, workload, plan, cal)
-    notes += _lookup_notes(seq, cal, warm)
+    notes += _lookup_notes(seq, cal, warm) + _padded_head_notes(config, workload, plan, cal)
     device, kernels, compute, step_flops = _device_times(seq, fused, cal, plan, warm)
     # 3. compose by the plan: the host's share of each op, then the step under the power cap
     host, charged, host_notes = _host_times(seq, kernels, cal, config, workload, plan,

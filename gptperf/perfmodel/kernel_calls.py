@@ -399,6 +399,14 @@ def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCal
     return out
 
 
+def head_rows(config: GPTConfig, workload: Workload, plan: ExecutionPlan, device_type: str) -> int:
+    """The LM head's weight rows as the step runs it on a `device_type` device: an eager step
+    pads the table (`pads_lm_head`); inductor and the fused decode kernels read it as it is."""
+    rows = workload.batch if workload.last_logits_only else workload.batch * workload.new_tokens
+    padded = pads_lm_head(config, device_type, dtype_bytes(workload.dtype), rows) and not plan.compiled
+    return config.head_rows if padded else config.vocab_size
+
+
 def step_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan,
              device_type: str = "cpu") -> list[tuple[str, str, int | None, list[KernelCall]]]:
     """(component, phase, layer, calls) in execution order, on a `device_type` device ("cpu",
@@ -410,11 +418,8 @@ def step_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan,
     store = "fp32" if mixed else act
     compiled_inf = plan.compiled and inference
     fused = plan.fuses_decode(workload.kind, s.B)
-    # an eager step pads the head's table; inductor and the fused decode kernels read it as it is
-    head_in = s.B if workload.last_logits_only else s.N
-    padded = pads_lm_head(config, device_type, dtype_bytes(workload.dtype), head_in) and not plan.compiled
-    head_rows = config.head_rows if padded else config.vocab_size
-    c = _Ctx(s, workload, plan, workload.dtype, act, store, config.block_size, head_rows)
+    c = _Ctx(s, workload, plan, workload.dtype, act, store, config.block_size,
+             head_rows(config, workload, plan, device_type))
 
     def emit(ops: dict[str, list[KernelCall]], phase: str, layer: int | None) -> list:
         out = []
