@@ -256,11 +256,11 @@ def test_only_a_16_bit_gpu_head_over_many_rows_at_an_unaligned_vocabulary_is_pad
     from gptperf.model.config import HEAD_PAD_MIN_ROWS, HEAD_ROW_MULTIPLE, pads_lm_head
 
     gpt2 = preset("gpt2", vocab_size=50257)
-    assert gpt2.head_rows == 50304 and HEAD_ROW_MULTIPLE == 64 and HEAD_PAD_MIN_ROWS == 256
+    assert gpt2.padded_vocab_size == 50304 and HEAD_ROW_MULTIPLE == 64 and HEAD_PAD_MIN_ROWS == 256
     assert pads_lm_head(gpt2, "cuda", 2, 256) and not pads_lm_head(gpt2, "cpu", 2, 256)
     assert not pads_lm_head(gpt2, "cuda", 4, 256) and not pads_lm_head(gpt2, "cuda", 2, 255)
-    assert not pads_lm_head(preset("gpt2"), "cuda", 2, 256) and preset("gpt2").head_rows == 50304
-    assert GPTConfig(**{**SMALL, "vocab_size": 65}).head_rows == 128
+    assert not pads_lm_head(preset("gpt2"), "cuda", 2, 256) and preset("gpt2").padded_vocab_size == 50304
+    assert GPTConfig(**{**SMALL, "vocab_size": 65}).padded_vocab_size == 128
 
 
 def _padded_and_plain(device: str, vocab: int = 1001) -> tuple[GPT, GPT]:

@@ -21,7 +21,7 @@ NORM_FED_WEIGHTS: tuple[str, ...] = (names.ATTN_QKV, names.MLP_FC, names.LM_HEAD
 # vocabulary such as GPT-2's 50257 sends the LM head's three matmuls to kernels 5-8x slower in
 # bf16 (BENCHMARKS.md, "Session 55"). There the head multiplies by the token table padded with
 # zero rows to a multiple of this many (nanoGPT's 50304) and the logits are the first vocab_size
-# columns of its output: `pads_lm_head`, `GPTConfig.head_rows`. (On an H100, gpt2's eager bf16
+# columns of its output: `pads_lm_head`, `GPTConfig.padded_vocab_size`. (On an H100, gpt2's eager bf16
 # train step at B=8, T=1024: 43.1 ms, padded 29.8, at 50304 tokens 28.3.)
 HEAD_ROW_MULTIPLE = 64
 # The padded table is built each step (a read and a write of the table): it pays where the head's
@@ -79,7 +79,7 @@ class GPTConfig:
         return rows * self.n_embd, cols * self.n_embd
 
     @property
-    def head_rows(self) -> int:
+    def padded_vocab_size(self) -> int:
         """Rows of the LM head's weight where the head is padded (`pads_lm_head`): the vocabulary
         rounded up to a multiple of HEAD_ROW_MULTIPLE."""
         return -(-self.vocab_size // HEAD_ROW_MULTIPLE) * HEAD_ROW_MULTIPLE
@@ -120,12 +120,12 @@ class GPTConfig:
 
 
 def pads_lm_head(config: GPTConfig, device_type: str, element_bytes: int, rows: int) -> bool:
-    """Whether the model's eager LM head runs padded to `config.head_rows` rows on a `device_type`
+    """Whether the model's eager LM head runs padded to `config.padded_vocab_size` rows on a `device_type`
     ("cpu", "cuda") device, multiplying `rows` rows of `element_bytes`-byte numbers: on a GPU, in
     16-bit, over at least HEAD_PAD_MIN_ROWS rows, where the vocabulary is not a multiple of
     HEAD_ROW_MULTIPLE (a compiled step's head is inductor's, which pads such operands itself)."""
     return (device_type == "cuda" and element_bytes == 2 and rows >= HEAD_PAD_MIN_ROWS
-            and config.head_rows != config.vocab_size)
+            and config.padded_vocab_size != config.vocab_size)
 
 
 def config_fields() -> list[str]:

@@ -67,7 +67,7 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """A GPT-2-style decoder whose LM head shares its weight with the token embedding.
 
-    `pad_head`: whether the LM head multiplies by the token table padded to `config.head_rows`
+    `pad_head`: whether the LM head multiplies by the token table padded to `config.padded_vocab_size`
     rows (the logits are the same); None follows `pads_lm_head` for the device, dtype and rows
     the head runs at, in eager steps.
     """
@@ -152,8 +152,8 @@ class GPT(nn.Module):
             device = x.device.type
             dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
             pad = pads_lm_head(self.config, device, dtype.itemsize, x.numel() // x.size(-1))
-        if not pad or self.config.head_rows == self.config.vocab_size:
+        if not pad or self.config.padded_vocab_size == self.config.vocab_size:
             return self.lm_head(x)
         weight = self.lm_head.weight  # the table with zero rows below it: rows of 16 bytes for cuBLAS
-        weight = torch.cat([weight, weight.new_zeros(self.config.head_rows - weight.size(0), weight.size(1))])
+        weight = torch.cat([weight, weight.new_zeros(self.config.padded_vocab_size - weight.size(0), weight.size(1))])
         return F.linear(x, weight)[..., : self.config.vocab_size]

@@ -72,7 +72,7 @@ from gptperf.perfmodel.kernel_calls import (
     KernelCall,
     cast_call,
     compute_flops,
-    head_rows,
+    head_width,
     step_ops,
     vector_call,
 )
@@ -490,11 +490,11 @@ def unaligned_notes(seq: list, cal: Calibration, warm: float = 0.0) -> list[str]
 
 def _padded_head_notes(config: GPTConfig, workload: Workload, plan: ExecutionPlan,
                        cal: Calibration) -> list[str]:
-    """A note where the step's LM head runs on the padded table (`kernel_calls.head_rows`)."""
-    rows = head_rows(config, workload, plan, cal.device_type)
-    if rows == config.vocab_size:
+    """A note where the step's LM head runs on the padded table (`kernel_calls.head_width`)."""
+    width = head_width(config, workload, plan, cal.device_type)
+    if width == config.vocab_size:
         return []
-    return [f"{names.LM_HEAD}: the {config.vocab_size}-token table runs padded to {rows} rows, as "
+    return [f"{names.LM_HEAD}: the {config.vocab_size}-token table runs padded to {width} rows, as "
             "the eager model pads it (rows of 16 bytes for cuBLAS's fast kernels; the logits are "
             "the first columns); the padded copy made each step is charged"]
 

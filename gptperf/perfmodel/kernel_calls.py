@@ -127,11 +127,11 @@ class _Ctx:
     act: str  # activation dtype name (bf16 under autocast)
     store: str  # residual stream / LayerNorm / parameter dtype name (fp32 under autocast)
     block: int  # the position table's rows (the config's block size)
-    head_rows: int  # the LM head's weight rows as it runs: the vocabulary, or padded (`pads_lm_head`)
+    head_width: int  # the LM head's output width as it runs: the vocabulary, or padded (`pads_lm_head`)
 
     @property
     def padded_head(self) -> bool:
-        return self.head_rows != self.s.V
+        return self.head_width != self.s.V
 
     @property
     def mixed(self) -> bool:
@@ -278,10 +278,10 @@ def _model_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     rows = s.B if w.last_logits_only else N
     embed = [vector_call("embedding_fwd", c.store, 2 * N * C * st), vector_call("embedding_fwd", c.store, 2 * s.T * C * st),
              vector_call("add", c.store, 3 * N * C * st)]
-    head = _linear_fwd(c, rows, C, c.head_rows, input_cast=True, bias=False, head=True)
+    head = _linear_fwd(c, rows, C, c.head_width, input_cast=True, bias=False, head=True)
     if c.padded_head:  # the table and its zero rows joined (one kernel each), for each step
-        head = [vector_call("add", c.store, (c.head_rows - V) * C * st),
-                vector_call("copy", c.store, (V + c.head_rows) * C * st)] + head
+        head = [vector_call("add", c.store, (c.head_width - V) * C * st),
+                vector_call("copy", c.store, (V + c.head_width) * C * st)] + head
     if w.last_logits_only:
         head = [vector_call("copy", c.store, 2 * rows * C * st)] + head
     ops = {names.EMBED: embed, names.LN_F: _ln_fwd(c, N), names.LM_HEAD: head}
@@ -310,10 +310,10 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
              vector_call("add", c.store, c.block * C * st), vector_call("embedding_bwd", c.store, s.T * C * st)]
     if s.B > 1:
         embed.append(vector_call("sum_rows", c.store, N * C * st))
-    head = _linear_bwd(c, N, C, c.head_rows, bias=False, head=True)
+    head = _linear_bwd(c, N, C, c.head_width, bias=False, head=True)
     if c.padded_head:  # the slice's gradient: the padded logits' gradient zeroed, the rest copied in
         a = dtype_bytes(c.act)
-        head = [vector_call("add", c.act, N * c.head_rows * a), vector_call("copy", c.act, 2 * N * V * a)] + head
+        head = [vector_call("add", c.act, N * c.head_width * a), vector_call("copy", c.act, 2 * N * V * a)] + head
     return {names.LOSS: loss, names.LM_HEAD: head,
             names.LN_F: _ln_bwd(c, N), names.EMBED: embed}
 
@@ -399,12 +399,13 @@ def _fused_decode(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCal
     return out
 
 
-def head_rows(config: GPTConfig, workload: Workload, plan: ExecutionPlan, device_type: str) -> int:
-    """The LM head's weight rows as the step runs it on a `device_type` device: an eager step
-    pads the table (`pads_lm_head`); inductor and the fused decode kernels read it as it is."""
+def head_width(config: GPTConfig, workload: Workload, plan: ExecutionPlan, device_type: str) -> int:
+    """The LM head's output width (its weight's rows) as the step runs it on a `device_type`
+    device: an eager step pads the table (`pads_lm_head`); inductor and the fused decode kernels
+    read it as it is."""
     rows = workload.batch if workload.last_logits_only else workload.batch * workload.new_tokens
     padded = pads_lm_head(config, device_type, dtype_bytes(workload.dtype), rows) and not plan.compiled
-    return config.head_rows if padded else config.vocab_size
+    return config.padded_vocab_size if padded else config.vocab_size
 
 
 def step_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan,
@@ -419,7 +420,7 @@ def step_ops(config: GPTConfig, workload: Workload, plan: ExecutionPlan,
     compiled_inf = plan.compiled and inference
     fused = plan.fuses_decode(workload.kind, s.B)
     c = _Ctx(s, workload, plan, workload.dtype, act, store, config.block_size,
-             head_rows(config, workload, plan, device_type))
+             head_width(config, workload, plan, device_type))
 
     def emit(ops: dict[str, list[KernelCall]], phase: str, layer: int | None) -> list:
         out = []
