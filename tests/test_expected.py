@@ -1160,9 +1160,10 @@ def _lm_head_calls(vocab: int, w: Workload, plan: ExecutionPlan, device_type: st
 
 def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
     """gpt2's 50257 tokens in an eager bf16 step on a GPU over 256 rows: the table joined to 47 zero rows (a fill of 47·768 fp32, the
-    join reading 50257 rows and writing 50304), the matmuls and the weight's casts at 50304 rows;
-    in backward the slice's gradient zeroed at 50304 columns and 50257 copied in. bf16 autocast,
-    B·T = 256 rows, whose input is cast to bf16 first."""
+    join reading 50257 rows and writing 50304), the matmuls and the weight's casts at 50304 rows.
+    The loss reads the whole product, its 47 pad columns at -inf (two fills of the fp32 mask, then
+    its fp32 add in place of autocast's cast), forward and backward at 50304 columns: nothing
+    charged for the slice. bf16 autocast, B·T = 256 rows, whose input is cast to bf16 first."""
     V, Vh, C, N = 50257, 50304, 768, 256
     w = Workload("train", 4, 64, "bf16")
     calls = _lm_head_calls(V, w, ExecutionPlan.eager("sdpa"), "cuda")
@@ -1171,11 +1172,12 @@ def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
         ("vector", "cast_to_bf16:fp32", (N * C * 6.0,)), ("vector", "cast_to_bf16:fp32", (C * Vh * 6.0,)),
         ("matmul", "bf16", (N, Vh, C))]
     assert calls[f"{names.LM_HEAD}:{names.BACKWARD}"] == [
-        ("vector", "add:bf16", (N * Vh * 2.0,)), ("vector", "copy:bf16", (2.0 * N * V * 2,)),
         ("matmul", "bf16", (N, C, Vh)), ("matmul", "bf16", (Vh, C, N)),
         ("vector", "cast_to_fp32:bf16", (C * Vh * 6.0,))]
-    # autocast's loss casts the strided logits to a dense fp32 copy: no copy of its own
-    assert calls[f"{names.LOSS}:{names.FORWARD}"] == [("vector", "cross_entropy_fwd:fp32", (N * V * 4.0,))]
+    assert calls[f"{names.LOSS}:{names.FORWARD}"] == [
+        ("vector", "add:fp32", (Vh * 4.0,)), ("vector", "add:fp32", (47 * 4.0,)),
+        ("vector", "cross_entropy_fwd:fp32", (N * Vh * 4.0,))]
+    assert calls[f"{names.LOSS}:{names.BACKWARD}"] == [("vector", "cross_entropy_bwd:fp32", (N * Vh * 6.0,))]
     # a CPU runs the table as it is; so does a GPU at 50304 tokens, and below 256 rows
     for vocab, device, batch in ((V, "cpu", 4), (Vh, "cuda", 4), (V, "cuda", 3)):
         plain = _lm_head_calls(vocab, Workload("train", batch, 64, "bf16"), ExecutionPlan.eager("sdpa"), device)
@@ -1183,6 +1185,7 @@ def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
         assert plain[f"{names.LM_HEAD}:{names.FORWARD}"] == [
             ("vector", "cast_to_bf16:fp32", (rows * C * 6.0,)), ("vector", "cast_to_bf16:fp32", (C * vocab * 6.0,)),
             ("matmul", "bf16", (rows, vocab, C))]
+        assert plain[f"{names.LOSS}:{names.FORWARD}"] == [("vector", "cross_entropy_fwd:fp32", (rows * vocab * 4.0,))]
     # and a prefill, whose head reads the last position alone (4 rows, not 4 × 512)
     prefill = _lm_head_calls(V, Workload("prefill", 4, 512, "bf16"), ExecutionPlan.eager("sdpa"), "cuda")
     assert [k for k in prefill[f"{names.LM_HEAD}:{names.FORWARD}"] if k[0] == "matmul"] == [("matmul", "bf16", (4, V, C))]

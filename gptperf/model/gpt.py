@@ -135,16 +135,20 @@ class GPT(nn.Module):
         if last_logits_only:
             x = x[:, -1:, :]
         with record_function(names.LM_HEAD):
-            logits = self._head(x)
+            padded = self._padded_head(x)
+            logits = self.lm_head(x) if padded is None else padded[..., : self.config.vocab_size]
         loss = None
         if targets is not None:
             with record_function(names.LOSS):
+                scores = logits if padded is None else _mask_padding(padded, self.config.vocab_size)
                 loss = F.cross_entropy(
-                    logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+                    scores.reshape(-1, scores.size(-1)), targets.reshape(-1), ignore_index=-1
                 )
         return logits, loss
 
-    def _head(self, x: torch.Tensor) -> torch.Tensor:
+    def _padded_head(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The head's product with the padded table, its columns past the vocabulary zero; None
+        where the head is not padded."""
         pad = self.pad_head
         if pad is None and torch.compiler.is_compiling():
             pad = False  # a compiled step's head is left to inductor, which pads such operands itself
@@ -153,7 +157,19 @@ class GPT(nn.Module):
             dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
             pad = pads_lm_head(self.config, device, dtype.itemsize, x.numel() // x.size(-1))
         if not pad or self.config.padded_vocab_size == self.config.vocab_size:
-            return self.lm_head(x)
+            return None
         weight = self.lm_head.weight  # the table with zero rows below it: rows of 16 bytes for cuBLAS
         weight = torch.cat([weight, weight.new_zeros(self.config.padded_vocab_size - weight.size(0), weight.size(1))])
-        return F.linear(x, weight)[..., : self.config.vocab_size]
+        return F.linear(x, weight)
+
+
+def _mask_padding(padded: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The padded product with its columns past the vocabulary at -inf, in the loss's dtype (fp32
+    under autocast): the loss reads it whole, so the add that does autocast's cast reads dense rows
+    and backward has no slice to undo; exp(-inf) is 0, so the loss and its gradient are the
+    unpadded ones."""
+    device = padded.device
+    dtype = torch.float32 if torch.is_autocast_enabled(device.type) else padded.dtype
+    mask = torch.zeros(padded.size(-1), dtype=dtype, device=device)
+    mask[vocab_size:] = float("-inf")
+    return padded + mask

@@ -287,9 +287,13 @@ def _model_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     ops = {names.EMBED: embed, names.LN_F: _ln_fwd(c, N), names.LM_HEAD: head}
     if w.has_loss and c.plan.fused_loss:  # one read of the logits, a reduction per row
         ops[names.LOSS] = [vector_call("sum_rows", c.act, N * V * dtype_bytes(c.act))]
-    elif w.has_loss:  # autocast runs the loss in fp32 (its log-softmax writes fp32 log-probabilities;
-        # a padded head's logits are a strided view, which the cast to fp32 writes dense)
-        ops[names.LOSS] = [vector_call("cross_entropy_fwd", c.store, N * V * st)]
+    elif w.has_loss:  # autocast runs the loss in fp32 (its log-softmax writes fp32 log-probabilities);
+        # a padded head's loss reads the whole product, its pad columns set to -inf by an add that
+        # does the cast, after two fills of the (head_width,) mask
+        ops[names.LOSS] = [vector_call("cross_entropy_fwd", c.store, N * c.head_width * st)]
+        if c.padded_head:
+            ops[names.LOSS] = [vector_call("add", c.store, c.head_width * st),
+                               vector_call("add", c.store, (c.head_width - V) * st)] + ops[names.LOSS]
     return ops
 
 
@@ -300,7 +304,8 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     if c.plan.fused_loss:  # reads the logits, writes their gradient: a one-pass map with an exp
         loss = [vector_call("gelu_fwd", c.act, 2 * N * V * dtype_bytes(c.act))]
     else:  # reads the fp32 log-probabilities, writes the gradient of the logits in their dtype
-        loss = [vector_call("cross_entropy_bwd", c.store, N * V * (st + dtype_bytes(c.act)))]
+        # (a padded head's: of the whole product, which the head's backward reads as it is)
+        loss = [vector_call("cross_entropy_bwd", c.store, N * c.head_width * (st + dtype_bytes(c.act)))]
     # each table's gradient is zeroed whole, then the rows' gradients are added in (a fill is
     # charged as an add of its bytes); the token table's is then summed with the LM head's weight
     # gradient (the tied weight's two uses: autograd adds them out of place, V·C of each); the
@@ -311,9 +316,6 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     if s.B > 1:
         embed.append(vector_call("sum_rows", c.store, N * C * st))
     head = _linear_bwd(c, N, C, c.head_width, bias=False, head=True)
-    if c.padded_head:  # the slice's gradient: the padded logits' gradient zeroed, the rest copied in
-        a = dtype_bytes(c.act)
-        head = [vector_call("add", c.act, N * c.head_width * a), vector_call("copy", c.act, 2 * N * V * a)] + head
     return {names.LOSS: loss, names.LM_HEAD: head,
             names.LN_F: _ln_bwd(c, N), names.EMBED: embed}
 
