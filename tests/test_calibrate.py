@@ -45,9 +45,13 @@ CPU = torch.device("cpu")
 KERNELS_MODULE = "gptperf.measure.calibrate_kernels"
 
 
+KERNEL_BUDGETS: list[float | None] = []  # each fake call's budget_s
+
+
 def fake_kernels(device: Any, dtypes: Any = None, quick: bool = False, progress: Any = None,
-                 lock: Any = None) -> dict[str, Any]:
+                 lock: Any = None, budget_s: float | None = None) -> dict[str, Any]:
     """What measure_kernels returns, tiny and made up (times grow with the work)."""
+    KERNEL_BUDGETS.append(budget_s)
     dtypes = tuple(dtypes or ("fp32",))
     if progress:
         progress("kernels", 1, 1)
@@ -118,6 +122,9 @@ def test_calibration_describes_this_device(calibration: Calibration) -> None:
     assert calibration.created.tzinfo is not None
     assert calibration.seconds > 0
     assert set(calibration.matmul) == {"fp32"} and "fp32:causal_fwd" in calibration.attention
+    # its kernel passes were given the CPU's 60 s less what follows them and the probes before
+    first_budget = KERNEL_BUDGETS[0]
+    assert first_budget is not None and 50.0 < first_budget <= cal_mod.BUDGET_S["cpu"] - cal_mod.AFTER_KERNEL_PASSES_S
     assert calibration.shapes["matmul"] == fake_kernels(CPU)["shapes"]["matmul"]
     configs = calibration.shapes["configs"]
     assert configs == [host_mod.host_config(1).name, host_mod.host_config(4).name]

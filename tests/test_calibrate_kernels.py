@@ -729,6 +729,28 @@ def test_a_family_measured_in_spells_in_every_pass_is_measured_again_out_of_them
     assert result["fork_s"] == pytest.approx(4.05e-6)  # matmul 4.0, 4.1 and the attention's third
 
 
+def test_a_pass_more_over_spelled_families_runs_only_where_the_calibrations_budget_has_room(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attention family ran in a spell in both passes (6 s over them: 3 s a pass). With 20 s
+    left it is measured again once the add reads fast; with 2 s left it is kept as measured,
+    without reading the add, and the note says why; with no spelled family nothing runs."""
+    forks = [{"matmul": 4e-6, "attention": 6e-6}, {"matmul": 4.1e-6, "attention": 6.1e-6}]
+    spent = {"matmul": 30.0, "attention": 6.0}
+    reads: list[float] = []
+    monkeypatch.setattr(cps, "fork_op_s", lambda seconds=0.0: reads.pop(0))
+    ran: list[Any] = []
+    reads.append(4.1e-6)
+    notes = cps.retry_spells(ran.append, spent, 2, forks, 4e-6, left_s=20.0)
+    assert ran == [["attention"]] and "measured once more" in notes[0] and not reads
+    ran.clear()
+    notes = cps.retry_spells(ran.append, spent, 2, forks, 4e-6, left_s=2.0)  # reads nothing: none given
+    assert ran == []
+    assert notes == ["CPU: every pass of the attention family ran in a spell of the machine's fork and join, "
+                     "and another (3 s) would not end within the calibration's budget (2 s left): kept as "
+                     "measured (predictions read against them run slower than out of the spell)"]
+    assert cps.retry_spells(ran.append, spent, 2, [{"matmul": 4e-6}, {"matmul": 4e-6}], 4e-6, 2.0) == []
+
+
 def test_off_grid_probes_are_read_against_their_own_passs_grid() -> None:
     """Pass 1's grid ran in a spell (twice pass 2's times) and its probes did not: kept alone,
     pass 2's probes read against the grid; kept both, each probe is carried from its pass's grid to

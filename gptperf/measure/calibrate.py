@@ -62,6 +62,10 @@ REUSE_DAYS = 1.0  # `ensure_calibration` reuses a cached calibration younger tha
 # host jobs measured in a slow spell are measured again only within the rest
 BUDGET_S = {"cuda": 120.0, "cpu": 60.0}
 AFTER_HOST_S = {"cuda": 15.0, "cpu": 0.0}
+# ... and the part kept for what follows a CPU's kernel passes (the cache reach, the host jobs and
+# the last probe: 4-6 s on the 2-core VMs), within which a pass over families measured in spells
+# must end (`calibration_passes.retry_spells`)
+AFTER_KERNEL_PASSES_S = 8.0
 
 
 def default_dtypes(device: torch.device) -> tuple[str, ...]:
@@ -120,7 +124,8 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
         besides = {"probes": time.perf_counter() - start}  # the kernel stage's time outside its families
         kernels = calibrate_kernels.measure_kernels(
             device, dtypes=dtypes, quick=quick, progress=progress,
-            lock=warmup.lock if warmup is not None else NO_LOCK)
+            lock=warmup.lock if warmup is not None else NO_LOCK,
+            budget_s=BUDGET_S["cpu"] - AFTER_KERNEL_PASSES_S - besides["probes"] if device.type == "cpu" else None)
         notes += list(kernels.get("notes", []))
         # GPU-only work, timed under the lock while the side processes may still be compiling
         with warmup.lock if warmup is not None else NO_LOCK:

@@ -36,6 +36,7 @@ from gptperf.measure.calibrate_decode import measure_decode_families
 from gptperf.measure.calibrate_optimizer import measure_optimizer
 from gptperf.measure.calibration_passes import (
     CPU_PASSES,
+    CPU_RETRY_S,
     FORK_READ_S,
     PASS_DISAGREE,
     Shape,
@@ -530,7 +531,8 @@ def _record(measured: list[list[int]], cells: Sequence[Sequence[int]]) -> None:
 
 
 def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bool = False,
-                    progress: Progress | None = None, lock: GpuLock = NO_LOCK) -> dict[str, Any]:
+                    progress: Progress | None = None, lock: GpuLock = NO_LOCK,
+                    budget_s: float | None = None) -> dict[str, Any]:
     """Every family on `device` in `dtypes`: {"matmul": {dtype: Grid}, "attention": {key: Grid},
     "vector": {key: Curve}, "optimizer": {key: Curve}, "gemv": {dtype: Curve}, "shapes": what was
     measured (as `planned_shapes`), "notes": [str], "seconds": wall time, "family_seconds": wall
@@ -542,7 +544,9 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     (`measure.cache_reach`, a Curve, measured after the passes). On a CPU every point
     is measured in CPU_PASSES passes, merged (`merge_passes`) over each family's passes run out of
     a spell of the machine's fork and join (`passes_out_of_spells`), and "fork_s" is a parallel
-    add's time around those passes. `lock` is held while each point is timed (`KernelTimer`)."""
+    add's time around those passes; a pass more over families measured in spells throughout ends
+    within `budget_s` of this call's start, if given (`retry_spells`). `lock` is held while each
+    point is timed (`KernelTimer`)."""
     device = as_device(device)
     dtypes = check_dtypes(dtypes)
     start = time.perf_counter()
@@ -580,7 +584,8 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
 
         for _ in range(2, CPU_PASSES + 1):
             run_pass()
-        notes += retry_spells(run_pass, spent, CPU_PASSES, forks, calm_s)
+        left_s = CPU_RETRY_S if budget_s is None else budget_s - (time.perf_counter() - start)
+        notes += retry_spells(run_pass, spent, CPU_PASSES, forks, calm_s, left_s)
         kept = passes_out_of_spells(forks)
         result, disagreed, spell_notes = combine_passes(passes, forks, kept)
         probes, biased = probes_of_passes(passes, pass_probes, kept.get("matmul", [0]), result["matmul"])

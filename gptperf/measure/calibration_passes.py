@@ -153,17 +153,23 @@ def probes_of_passes(passes: Sequence[dict[str, Any]],
 
 
 def retry_spells(run_pass: Callable[[Sequence[str]], None], spent: dict[str, float], passes: int,
-                  forks: list[dict[str, float]], calm_s: float) -> list[str]:
+                  forks: list[dict[str, float]], calm_s: float, left_s: float = CPU_RETRY_S) -> list[str]:
     """One more pass (`run_pass(families)`) over the families every pass of which ran in a spell
     (`families_in_spells`), once the machine reads out of it: waiting and that pass (their time in
-    `spent` over its `passes` passes) within CPU_RETRY_S; a note either way."""
+    `spent` over its `passes` passes) within CPU_RETRY_S, and within `left_s`, what the
+    calibration's budget has left for them; a note either way."""
     spelled = families_in_spells(forks, calm_s)
     if not spelled:
         return []
     cost = sum(spent.get(f, 0.0) for f in spelled) / passes  # a pass of those families
     fastest = fastest_reading(forks, calm_s)
     what = f"the {', '.join(spelled)} famil{'y' if len(spelled) == 1 else 'ies'}"
-    if cost >= CPU_RETRY_S or not wait_out_of_spell(fastest, CPU_RETRY_S - cost):
+    limit_s = min(CPU_RETRY_S, left_s)
+    if cost >= limit_s and limit_s < CPU_RETRY_S:
+        return [f"CPU: every pass of {what} ran in a spell of the machine's fork and join, and "
+                f"another ({cost:.0f} s) would not end within the calibration's budget ({left_s:.0f} s "
+                "left): kept as measured (predictions read against them run slower than out of the spell)"]
+    if cost >= limit_s or not wait_out_of_spell(fastest, limit_s - cost):
         return [f"CPU: every pass of {what} ran in a spell of the machine's fork and join, and the "
                 "machine stayed in it: kept as measured (predictions read against them run slower "
                 "than out of the spell)"]
