@@ -746,7 +746,7 @@ def test_a_pass_more_over_spelled_families_runs_only_where_the_calibrations_budg
     notes = cps.retry_spells(ran.append, spent, 2, forks, 4e-6, left_s=2.0)  # reads nothing: none given
     assert ran == []
     assert notes == ["CPU: every pass of the attention family ran in a spell of the machine's fork and join, "
-                     "and another (3 s) would not end within the calibration's budget (2 s left): kept as "
+                     "and another (3.0 s) would not end within the calibration's budget (2.0 s left): kept as "
                      "measured (predictions read against them run slower than out of the spell)"]
     assert cps.retry_spells(ran.append, spent, 2, [{"matmul": 4e-6}, {"matmul": 4e-6}], 4e-6, 2.0) == []
 

@@ -167,7 +167,7 @@ def retry_spells(run_pass: Callable[[Sequence[str]], None], spent: dict[str, flo
     limit_s = min(CPU_RETRY_S, left_s)
     if cost >= limit_s and limit_s < CPU_RETRY_S:
         return [f"CPU: every pass of {what} ran in a spell of the machine's fork and join, and "
-                f"another ({cost:.0f} s) would not end within the calibration's budget ({left_s:.0f} s "
+                f"another ({cost:.1f} s) would not end within the calibration's budget ({left_s:.1f} s "
                 "left): kept as measured (predictions read against them run slower than out of the spell)"]
     if cost >= limit_s or not wait_out_of_spell(fastest, limit_s - cost):
         return [f"CPU: every pass of {what} ran in a spell of the machine's fork and join, and the "
