@@ -1161,9 +1161,9 @@ def _lm_head_calls(vocab: int, w: Workload, plan: ExecutionPlan, device_type: st
 def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
     """gpt2's 50257 tokens in an eager bf16 step on a GPU over 256 rows: the table joined to 47 zero rows (a fill of 47·768 fp32, the
     join reading 50257 rows and writing 50304), the matmuls and the weight's casts at 50304 rows.
-    The loss reads the whole product, its 47 pad columns at -inf (two fills of the fp32 mask, then
-    its fp32 add in place of autocast's cast), forward and backward at 50304 columns: nothing
-    charged for the slice. bf16 autocast, B·T = 256 rows, whose input is cast to bf16 first."""
+    The loss reads the whole product, its 47 pad columns filled with -inf (256 × 47 bf16), forward
+    and backward at 50304 columns: nothing charged for the slice. bf16 autocast, B·T = 256 rows,
+    whose input is cast to bf16 first."""
     V, Vh, C, N = 50257, 50304, 768, 256
     w = Workload("train", 4, 64, "bf16")
     calls = _lm_head_calls(V, w, ExecutionPlan.eager("sdpa"), "cuda")
@@ -1175,8 +1175,7 @@ def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
         ("matmul", "bf16", (N, C, Vh)), ("matmul", "bf16", (Vh, C, N)),
         ("vector", "cast_to_fp32:bf16", (C * Vh * 6.0,))]
     assert calls[f"{names.LOSS}:{names.FORWARD}"] == [
-        ("vector", "add:fp32", (Vh * 4.0,)), ("vector", "add:fp32", (47 * 4.0,)),
-        ("vector", "cross_entropy_fwd:fp32", (N * Vh * 4.0,))]
+        ("vector", "add:bf16", (N * 47 * 2.0,)), ("vector", "cross_entropy_fwd:fp32", (N * Vh * 4.0,))]
     assert calls[f"{names.LOSS}:{names.BACKWARD}"] == [("vector", "cross_entropy_bwd:fp32", (N * Vh * 6.0,))]
     # a CPU runs the table as it is; so does a GPU at 50304 tokens, and below 256 rows
     for vocab, device, batch in ((V, "cpu", 4), (Vh, "cuda", 4), (V, "cuda", 3)):

@@ -297,13 +297,14 @@ def test_the_padded_head_computes_what_the_plain_head_does() -> None:
 
 def test_the_padded_heads_loss_ignores_its_pad_columns_and_masked_targets_in_the_losss_dtype() -> None:
     """The loss reads the padded product with its pad columns at -inf: the same loss where targets
-    are -1 (ignored), and under bf16 autocast, where the mask's add is the cast to fp32; with a
-    plain bf16 model the loss stays in bf16, as the unpadded one's."""
+    are -1 (ignored), under bf16 autocast, and with a plain bf16 model, in the unpadded loss's
+    dtype each time; the logits returned keep their values."""
     padded, plain = _padded_and_plain("cpu")
     idx = torch.randint(0, 1001, (2, 16), generator=torch.Generator().manual_seed(2))
     targets = idx.roll(-1, dims=1)
     targets[:, ::3] = -1
-    assert torch.equal(padded(idx, targets)[1], plain(idx, targets)[1])
+    (lp, sp), (lq, sq) = padded(idx, targets), plain(idx, targets)
+    assert torch.equal(sp, sq) and torch.equal(lp, lq) and torch.isfinite(lp).all()
     with torch.autocast("cpu", torch.bfloat16):
         (sp, sq) = (padded(idx, targets)[1], plain(idx, targets)[1])
     assert sp.dtype == sq.dtype == torch.float32 and torch.allclose(sp, sq, atol=1e-5, rtol=0)

@@ -164,12 +164,10 @@ class GPT(nn.Module):
 
 
 def _mask_padding(padded: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """The padded product with its columns past the vocabulary at -inf, in the loss's dtype (fp32
-    under autocast): the loss reads it whole, so the add that does autocast's cast reads dense rows
-    and backward has no slice to undo; exp(-inf) is 0, so the loss and its gradient are the
-    unpadded ones."""
-    device = padded.device
-    dtype = torch.float32 if torch.is_autocast_enabled(device.type) else padded.dtype
-    mask = torch.zeros(padded.size(-1), dtype=dtype, device=device)
-    mask[vocab_size:] = float("-inf")
-    return padded + mask
+    """The padded product with its columns past the vocabulary set to -inf in place, for the loss
+    to read whole: dense rows, and no slice's gradient to zero and copy in backward. Outside
+    autograd, which needs nothing of it: the matmul keeps no copy of its output, and the loss's
+    gradient at these columns is exp(-inf) = 0 (so the loss and its gradient are the unpadded ones)."""
+    with torch.no_grad():
+        padded[..., vocab_size:] = float("-inf")
+    return padded

@@ -287,13 +287,12 @@ def _model_fwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     ops = {names.EMBED: embed, names.LN_F: _ln_fwd(c, N), names.LM_HEAD: head}
     if w.has_loss and c.plan.fused_loss:  # one read of the logits, a reduction per row
         ops[names.LOSS] = [vector_call("sum_rows", c.act, N * V * dtype_bytes(c.act))]
-    elif w.has_loss:  # autocast runs the loss in fp32 (its log-softmax writes fp32 log-probabilities);
-        # a padded head's loss reads the whole product, its pad columns set to -inf by an add that
-        # does the cast, after two fills of the (head_width,) mask
+    elif w.has_loss:  # a padded head's loss reads the whole product, its pad columns filled with
+        # -inf first (one strided fill, charged as an add of its bytes)
         ops[names.LOSS] = [vector_call("cross_entropy_fwd", c.store, N * c.head_width * st)]
         if c.padded_head:
-            ops[names.LOSS] = [vector_call("add", c.store, c.head_width * st),
-                               vector_call("add", c.store, (c.head_width - V) * st)] + ops[names.LOSS]
+            fill = vector_call("add", c.act, N * (c.head_width - V) * dtype_bytes(c.act))
+            ops[names.LOSS] = [fill] + ops[names.LOSS]
     return ops
 
 
