@@ -140,7 +140,7 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             with record_function(names.LOSS):
-                scores = logits if padded is None else _mask_padding(padded, self.config.vocab_size)
+                scores = logits if padded is None else _fill_pad_columns(padded, self.config.vocab_size)
                 loss = F.cross_entropy(
                     scores.reshape(-1, scores.size(-1)), targets.reshape(-1), ignore_index=-1
                 )
@@ -163,7 +163,7 @@ class GPT(nn.Module):
         return F.linear(x, weight)
 
 
-def _mask_padding(padded: torch.Tensor, vocab_size: int) -> torch.Tensor:
+def _fill_pad_columns(padded: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """The padded product with its columns past the vocabulary set to -inf in place, for the loss
     to read whole: dense rows, and no slice's gradient to zero and copy in backward. Outside
     autograd, which needs nothing of it: the matmul keeps no copy of its output, and the loss's

@@ -302,7 +302,7 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     st = dtype_bytes(c.store)
     if c.plan.fused_loss:  # reads the logits, writes their gradient: a one-pass map with an exp
         loss = [vector_call("gelu_fwd", c.act, 2 * N * V * dtype_bytes(c.act))]
-    else:  # reads the fp32 log-probabilities, writes the gradient of the logits in their dtype
+    else:  # reads the log-probabilities, writes the gradient of the logits in their dtype
         # (a padded head's: of the whole product, which the head's backward reads as it is)
         loss = [vector_call("cross_entropy_bwd", c.store, N * c.head_width * (st + dtype_bytes(c.act)))]
     # each table's gradient is zeroed whole, then the rows' gradients are added in (a fill is
