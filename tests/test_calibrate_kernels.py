@@ -15,6 +15,7 @@ import torch
 
 from gptperf.dtypes import dtype_bytes
 from gptperf.errors import UserError
+from gptperf.measure import cache_reach
 from gptperf.measure import calibrate_decode as cd
 from gptperf.measure import calibrate_kernels as ck
 from gptperf.measure import calibrate_optimizer as co
@@ -52,6 +53,10 @@ def _small(mp: pytest.MonkeyPatch) -> None:
     mp.setitem(ck.CPU_POINT_S, True, 0.002)
     # small as the lists are, the largest matmul cells are left out: the fill is exercised too
     mp.setitem(cp.MAX_CALL_S, "cpu", cp._matmul_cost("cpu", "fp32", 256, 512, 128)[0])
+    mp.setattr(cache_reach, "CACHE_REACH_LAYERS", SMALL_REACH_LAYERS)  # 3 s a sweep at its 80 layers
+
+
+SMALL_REACH_LAYERS = (1, 2, 4)
 
 
 @pytest.fixture
@@ -657,6 +662,7 @@ def test_the_cpu_calibration_keeps_each_familys_passes_out_of_spells(monkeypatch
         return tables, {"matmul": [], "attention": [], "vector": []}
 
     monkeypatch.setattr(ck, "_measure_pass", one_pass)
+    monkeypatch.setattr(cache_reach, "CACHE_REACH_LAYERS", SMALL_REACH_LAYERS)
     result = ck.measure_kernels("cpu", ["fp32"])
     # the attention read its add 1.5x in the first pass: the second pass's times alone; the
     # matmul's readings agree: both passes averaged (geometric mean of 1.5x and 1x)
@@ -718,6 +724,7 @@ def test_a_family_measured_in_spells_in_every_pass_is_measured_again_out_of_them
         return tables, {"matmul": [], "attention": [], "vector": []}
 
     monkeypatch.setattr(ck, "_measure_pass", one_pass)
+    monkeypatch.setattr(cache_reach, "CACHE_REACH_LAYERS", SMALL_REACH_LAYERS)
     for module in (ck, cps):  # the reading before the passes, and those while waiting
         monkeypatch.setattr(module, "fork_op_s", lambda seconds=0.0: 4e-6)
     result = ck.measure_kernels("cpu", ["fp32"])
@@ -926,7 +933,7 @@ def test_the_cpus_curves_past_the_cache_end_at_its_pool() -> None:
 def test_the_cpu_sweep_measures_the_cache_reach(swept: tuple) -> None:
     result, *_ = swept
     curve = result["cache_reach"]
-    assert isinstance(curve, Curve) and len(curve.x) == len(cp.CACHE_REACH_LAYERS)
+    assert isinstance(curve, Curve) and len(curve.x) == len(SMALL_REACH_LAYERS)
     assert any(n.startswith("CPU cache reach:") for n in result["notes"])
     assert all(list(cell) in result["shapes"]["matmul"] for cell in cp.CACHE_REACH_LAYER)
 
