@@ -28,6 +28,7 @@ from gptperf.perfmodel.calibration import Curve, Grid
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 KIB, MIB = 2**10, 2**20
+SMALL_REACH_LAYERS = (1, 2, 4)  # the cache reach's layer counts in the small sweep
 
 
 def _small(mp: pytest.MonkeyPatch) -> None:
@@ -54,9 +55,6 @@ def _small(mp: pytest.MonkeyPatch) -> None:
     # small as the lists are, the largest matmul cells are left out: the fill is exercised too
     mp.setitem(cp.MAX_CALL_S, "cpu", cp._matmul_cost("cpu", "fp32", 256, 512, 128)[0])
     mp.setattr(cache_reach, "CACHE_REACH_LAYERS", SMALL_REACH_LAYERS)  # 3 s a sweep at its 80 layers
-
-
-SMALL_REACH_LAYERS = (1, 2, 4)
 
 
 @pytest.fixture

@@ -165,14 +165,13 @@ def retry_spells(run_pass: Callable[[Sequence[str]], None], spent: dict[str, flo
     fastest = fastest_reading(forks, calm_s)
     what = f"the {', '.join(spelled)} famil{'y' if len(spelled) == 1 else 'ies'}"
     limit_s = min(CPU_RETRY_S, left_s)
-    if cost >= limit_s and limit_s < CPU_RETRY_S:
-        return [f"CPU: every pass of {what} ran in a spell of the machine's fork and join, and "
-                f"another ({cost:.1f} s) would not end within the calibration's budget ({left_s:.1f} s "
-                "left): kept as measured (predictions read against them run slower than out of the spell)"]
-    if cost >= limit_s or not wait_out_of_spell(fastest, limit_s - cost):
-        return [f"CPU: every pass of {what} ran in a spell of the machine's fork and join, and the "
-                "machine stayed in it: kept as measured (predictions read against them run slower "
-                "than out of the spell)"]
-    run_pass(spelled)
-    return [f"CPU: every pass of {what} ran in a spell of the machine's fork and join: measured "
-            "once more when it had passed"]
+    if cost >= limit_s and left_s < CPU_RETRY_S:
+        why = f"another ({cost:.1f} s) would not end within the calibration's budget ({left_s:.1f} s left)"
+    elif cost >= limit_s or not wait_out_of_spell(fastest, limit_s - cost):
+        why = "the machine stayed in it"
+    else:
+        run_pass(spelled)
+        return [f"CPU: every pass of {what} ran in a spell of the machine's fork and join: measured "
+                "once more when it had passed"]
+    return [f"CPU: every pass of {what} ran in a spell of the machine's fork and join, and {why}: kept "
+            "as measured (predictions read against them run slower than out of the spell)"]
