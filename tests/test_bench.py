@@ -368,9 +368,9 @@ def _builds_timed(monkeypatch, medians: list[float]) -> list[Any]:
 
     real_build = getattr(bench._build, "real", bench._build)  # not a stand-in set before
 
-    def build(setup, **kw):
+    def build(setup, found, **kw):
         alive_before = bool(built) and built[-1][0]() is not None
-        b = real_build(setup, **kw)
+        b = real_build(setup, found, **kw)
         built.append((weakref.ref(b.step), alive_before))
         return b
 

@@ -509,10 +509,10 @@ def _machines(hardware: Any, setup: _Setup) -> tuple[Any, Any, Any]:
     return chosen, datasheet, measured
 
 
-def _build(setup: _Setup, *, seed: int, calibrated: bool, between_steps: Callable[[], None] | None,
-           progress: Progress | None) -> _Built:
-    """Build the step, find this device's calibration (when `calibrated`), decide how the step
-    is timed and how many times, and set up the meters."""
+def _build(setup: _Setup, found: tuple[Any, str | None], *, seed: int,
+           between_steps: Callable[[], None] | None, progress: Progress | None) -> _Built:
+    """Build the step, decide how it is timed and how many times (`found`: this device's
+    calibration and why there is none, `device_calibration`'s), and set up the meters."""
     from gptperf.steps.build import build_step  # deferred: loads torch
 
     dev, workload = setup.dev, setup.workload
@@ -521,7 +521,7 @@ def _build(setup: _Setup, *, seed: int, calibrated: bool, between_steps: Callabl
         progress("building the model", 0, 1)
     step = build_step(setup.config, workload, setup.plan, dev, seed=seed)
     notes = list(step.notes)
-    calibration, why_none = device_calibration(dev) if calibrated else (None, None)
+    calibration, why_none = found
     # A CUDA-graph step is timed in a run, each replay queued behind the one before, as generation
     # runs it: no host work between its steps, and none of the host's to charge (gpt2's fused
     # decode step on the H200: 201 µs so, 220 µs timed one at a time after a synchronisation).
@@ -597,9 +597,9 @@ def _build_and_time(setup: _Setup, count: int | None, *, seed: int, calibrated: 
 
     runs: list[_Timed] = []
     planned = count if count is not None else default_builds(setup.dev.type)
+    found = device_calibration(setup.dev) if calibrated else (None, None)
     while len(runs) < planned:
-        built = _build(setup, seed=seed, calibrated=calibrated, between_steps=between_steps,
-                       progress=progress)
+        built = _build(setup, found, seed=seed, between_steps=between_steps, progress=progress)
         runs.append(_Timed(built, *_time_steps(setup, built, progress)))
         built.step = None
         if count is None and built.wall_s > EXTRA_BUILDS_WITHIN_S:
