@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from gptperf.cli import main
-from gptperf.errors import UserError
 from gptperf.measure.metrics import PeakMemoryMeter, UtilizationSampler, gpu_utilization_reader
 
 SMALL = ["--preset", "tiny", "--n-layer", "1", "--n-embd", "32", "--n-head", "2"]
@@ -159,8 +158,6 @@ def test_cpu_utilization_is_withheld_over_a_window_shorter_than_the_tick_account
     (["bench", "train", "--dtype", "fp8"], "fp8"),
     (["bench", "train", "--compile", "--warmup", "0"], "warmup"),
     (["bench", "train", "--repeats", "0"], "repeats"),
-    (["bench", "train", "--builds", "0"], "--builds"),
-    (["bench", "train", "--builds", "21"], "builds must be an integer from 1 to 20, got 21"),
     (["bench", "decode", "--repeats", "100000000"], "from 1 to 100000, got 100000000"),
     (["bench", "forward", "--warmup", "100000001"], "warmup"),
     (["bench", "train", "--hardware", "no-such-gpu"], "no-such-gpu"),
@@ -348,85 +345,3 @@ def test_a_wide_spread_of_step_times_is_noted(monkeypatch) -> None:
                             calibrated=False)
         said = [n for n in r.notes if "spread widely" in n]
         assert len(said) == int(noted), r.notes
-
-
-def _builds_timed(monkeypatch, medians: list[float]) -> list[Any]:
-    """Stand in for the timing of each build, its steps all at the next of `medians`; returns the
-    weak references to the steps built, in order, each taken as its build is timed, and
-    whether the build before it was still alive then."""
-    import weakref
-
-    import gptperf.measure.bench as bench
-    from gptperf.measure.timer import PhaseTiming, Timing, time_phases
-
-    real, built = time_phases, []
-    step_ids = iter(medians)
-
-    def fake(phases, **kw):
-        real(phases, **{**kw, "repeats": 1})  # runs the hooks and the meters as a bench does
-        return PhaseTiming({}, Timing([next(step_ids)] * 3), warmup=kw["warmup"])
-
-    real_build = getattr(bench._build, "real", bench._build)  # not a stand-in set before
-
-    def build(setup, found, **kw):
-        alive_before = bool(built) and built[-1][0]() is not None
-        b = real_build(setup, found, **kw)
-        built.append((weakref.ref(b.step), alive_before))
-        return b
-
-    build.real = real_build
-    monkeypatch.setattr(bench, "time_phases", fake)
-    monkeypatch.setattr(bench, "_build", build)
-    return built
-
-
-def test_a_cpu_bench_reports_the_build_of_its_median_step(monkeypatch) -> None:
-    """On a CPU the step is built three times by default, each build released before the next, and
-    the build of the median step is the one reported, every build's median in the document and a
-    note; `builds` asks for another count, and one build carries no note."""
-    import gptperf.measure.bench as bench
-    from gptperf.model import preset
-
-    config = preset("tiny", n_layer=1, n_embd=32, n_head=2)
-    built = _builds_timed(monkeypatch, [3.0, 1.0, 2.0])
-    r = bench.run_bench(config, "forward", 2, 16, "fp32", "cpu", warmup=1, repeats=3,
-                        calibrated=False)
-    assert r.step_time_s == 2.0 and r.build_step_s == [3.0, 1.0, 2.0]
-    assert [alive for _, alive in built] == [False, False, False]  # each released before the next
-    [said] = [n for n in r.notes if "built 3 times" in n]
-    assert "3 s, 1 s, 2 s" in said
-    assert r.to_dict()["build_step_s"] == [3.0, 1.0, 2.0]
-    assert r.stages_s["build_s"] > 0 and r.wall_time_s >= sum(r.stages_s.values()) * 0.99
-
-    built = _builds_timed(monkeypatch, [5.0, 4.0])
-    two = bench.run_bench(config, "forward", 2, 16, "fp32", "cpu", warmup=1, repeats=3,
-                          calibrated=False, builds=2)
-    assert two.build_step_s == [5.0, 4.0] and two.step_time_s == 4.0 and len(built) == 2
-
-    _builds_timed(monkeypatch, [7.0])
-    one = bench.run_bench(config, "forward", 2, 16, "fp32", "cpu", warmup=1, repeats=3,
-                          calibrated=False, builds=1)
-    assert one.build_step_s == [7.0] and one.step_time_s == 7.0
-    assert not [n for n in one.notes if "built" in n]
-    with pytest.raises(UserError, match="builds must be an integer from 1 to 20, got 0"):
-        bench.run_bench(config, "forward", 2, 16, "fp32", "cpu", builds=0)
-
-
-def test_a_slow_cpu_build_is_timed_once_and_says_so(monkeypatch) -> None:
-    """A first build that took longer than EXTRA_BUILDS_WITHIN_S is the only one by default, with
-    a note naming its time and the flag; a count asked for is built whatever the time."""
-    import gptperf.measure.bench as bench
-    from gptperf.model import preset
-
-    monkeypatch.setattr(bench, "EXTRA_BUILDS_WITHIN_S", 0.0)
-    config = preset("tiny", n_layer=1, n_embd=32, n_head=2)
-    built = _builds_timed(monkeypatch, [3.0, 1.0, 2.0])
-    r = bench.run_bench(config, "forward", 2, 16, "fp32", "cpu", warmup=1, repeats=3,
-                        calibrated=False)
-    assert r.build_step_s == [3.0] and len(built) == 1
-    [said] = [n for n in r.notes if "built once" in n]
-    assert "--builds 3" in said
-    built = _builds_timed(monkeypatch, [3.0, 1.0, 2.0])
-    asked = bench.run_bench(config, "forward", 2, 16, "fp32", "cpu", warmup=1, repeats=3,
-                            calibrated=False, builds=3)
-    assert asked.build_step_s == [3.0, 1.0, 2.0] and len(built) == 3

@@ -55,10 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--repeats", type=positive_step_count,
                    help="timed steps; the median is reported (default: 10, 50 for decode; on a "
                         "calibrated GPU enough to span 1 s, at most 500)")
-    t.add_argument("--builds", type=positive_int,
-                   help="times the model is built and timed, the build of the median step "
-                        "reported (default: 3 on a CPU, where a step's speed varies from build "
-                        "to build, once a build takes under 10 s; 1 on a GPU)")
     t.add_argument("--hardware", default=None,
                    help="hardware for the prediction and datasheet MFU: a registry name, "
                         "'measured', or a TOML file (default: this device's measured ceilings "
@@ -83,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_bench(config, args.workload, args.batch, seq, args.dtype, device,
                            bool(args.compile), args.warmup, args.repeats, hardware=args.hardware,
                            progress=progress, seed=args.seed, started_at=started_at,
-                           fast=args.fast, builds=args.builds)
+                           fast=args.fast)
     if args.json:
         emit_json(result.to_dict())
     else:
@@ -127,9 +123,8 @@ def _timing_table(r: BenchResult) -> Any:
     from rich.table import Table  # deferred: loads rich
 
     t = r.timing.total
-    builds = (f"; the median of {len(r.build_step_s)} builds" if len(r.build_step_s) > 1 else "")
     table = Table(title=f"Time per step, measured (median of {t.repeats} after "
-                        f"{r.timing.warmup} warm-up{builds}; {t.clock})")
+                        f"{r.timing.warmup} warm-up; {t.clock})")
     for col in ("phase", "median", "mean", "std", "min", "max", "std/median"):
         table.add_column(col, justify="left" if col == "phase" else "right")
     labels = {names.FORWARD: "forward", names.BACKWARD: "backward",

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from gptperf.envinfo import device_name as name_of
 from gptperf.envinfo import environment
 from gptperf.errors import UserError
-from gptperf.format import seconds as seconds_text
 from gptperf.format import si
 from gptperf.measure.metrics import MemoryPeak, PeakMemoryMeter, Utilization, UtilizationSampler
 from gptperf.measure.probe import (
@@ -63,13 +62,6 @@ DECODE_REPEATS = 50
 # and an eager bench of 10 steps (0.6 s) read the host 1.6x faster than its samples said.
 MIN_WINDOW_S: dict[str, float] = {"cuda": 1.0, "cpu": 0.0}
 MAX_TIMED = 500  # the most timed steps a window asks for
-# Times a step is built and timed, the build of the median step kept. On a CPU a step's speed is
-# settled when its model is built (where its tensors land): one process's five builds of the tiny
-# forward B=3 T=77 took 5.9-8.2 ms a step, each build's own steps within 3% (BENCHMARKS.md,
-# "Session 58"). More builds only where the first took at most EXTRA_BUILDS_WITHIN_S.
-BUILDS: dict[str, int] = {"cuda": 1, "cpu": 3}
-EXTRA_BUILDS_WITHIN_S = 10.0
-MAX_BUILDS = 20
 MFU_CONVENTION = "gptperf"
 SCHEMA = "gptperf.bench/1"
 ROOFLINE = "roofline bound"  # what the hardware allows: min(π, β·AI) per operation
@@ -87,11 +79,6 @@ def default_counts(kind: str) -> tuple[int, int]:
     if kind.startswith("decode"):
         return DECODE_WARMUP, DECODE_REPEATS
     return DEFAULT_WARMUP, DEFAULT_REPEATS
-
-
-def default_builds(device_type: str) -> int:
-    """How many times a step on `device_type` is built and timed by default (`BUILDS`)."""
-    return BUILDS.get(device_type, BUILDS["cpu"])
 
 
 def window_repeats(repeats: int, device_type: str, step_s: float | None) -> int:
@@ -227,7 +214,6 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     plan: Any = None  # the ExecutionPlan the step ran under (and was predicted for)
-    build_step_s: list[float] = field(default_factory=list)  # each build's median step, in order
 
     @property
     def step_time_s(self) -> float:
@@ -273,7 +259,6 @@ class BenchResult:
             "stages_s": dict(self.stages_s),
             "time_per_step": self.timing.to_dict(),
             "step_time_s": self.step_time_s,
-            "build_step_s": list(self.build_step_s),
             "throughput": {"tokens_per_s": self.tokens_per_s,
                            "sequences_per_s": self.sequences_per_s},
             "flops": {"per_step": self.flops_per_step, "model_per_step": self.model_flops_per_step,
@@ -312,7 +297,6 @@ class BenchResult:
             datasheet_hardware=d["hardware"]["datasheet"], notes=list(d["notes"]),
             environment=dict(d["environment"]),
             plan=ExecutionPlan.from_dict(d["plan"]) if d["plan"] is not None else None,
-            build_step_s=list(d.get("build_step_s", [])),  # absent before builds were kept
         )
 
 
@@ -400,7 +384,7 @@ def host_charge_note(entry: StepPrediction | dict[str, Any] | None) -> str | Non
 
 
 def check_bench_args(kind: str, config: Any, batch: int, seq: int, dtype: str, device: Any,
-                     compile: bool, warmup: int, repeats: int, builds: int | None = None) -> None:
+                     compile: bool, warmup: int, repeats: int) -> None:
     """One-line UserErrors for every bad argument, before anything heavy runs."""
     Workload(kind, batch, seq, dtype)  # kind, batch, seq and dtype
     config.check_sequence(seq)
@@ -412,9 +396,6 @@ def check_bench_args(kind: str, config: Any, batch: int, seq: int, dtype: str, d
     if compile and warmup < 1:
         raise UserError(f"warmup={warmup} with --compile would time the compilation; "
                         "use --warmup 1 or more")
-    if builds is not None and (isinstance(builds, bool) or not isinstance(builds, int)
-                               or not 1 <= builds <= MAX_BUILDS):
-        raise UserError(f"builds must be an integer from 1 to {MAX_BUILDS}, got {builds!r}")
 
 
 @dataclass
@@ -437,13 +418,9 @@ class _Setup:
 @dataclass
 class _Built:
     """The built step and what times it: how many timed steps, in a run or with hooks between
-    them, the meters, and the calibration its expected time comes from; the plan that runs (the
-    one-row kernel needs CUDA and Triton) and the step's tokens, kept once the step is released."""
+    them, the meters, and the calibration its expected time comes from."""
 
-    step: Any  # a `steps.build` step (phases, plan, notes, tokens per step); None once released
-    plan: ExecutionPlan
-    tokens_per_step: int
-    notes: list[str]  # the build's own: the step's, and how it is timed
+    step: Any  # a `steps.build` step: phases, plan, notes, tokens per step
     calibration: Any  # None: none usable (`why_none` says why, where there is a reason)
     why_none: str | None
     host_sampler: HostSampler | None
@@ -452,17 +429,17 @@ class _Built:
     hooks: list[Callable[[], None]]
     meter: PeakMemoryMeter
     sampler: UtilizationSampler
-    marks: dict[str, float]  # perf_counter readings: "build" began, "built", "warm", "end"
+    marks: dict[str, float]  # perf_counter readings: "build" began, "built", later "warm"
 
     @property
-    def wall_s(self) -> float:
-        """Seconds from the start of the build to the end of its timed steps."""
-        return self.marks["end"] - self.marks["build"]
+    def plan(self) -> ExecutionPlan:
+        """The plan that runs (the one-row kernel needs CUDA and Triton)."""
+        return self.step.plan
 
 
 def _settle(config: Any, kind: str, batch: int, seq: int, dtype: str, device: Any,
             compile: bool, warmup: int | None, repeats: int | None, plan: Any,
-            fast: bool, builds: int | None = None) -> _Setup:
+            fast: bool) -> _Setup:
     """The device, the plan (None: `ExecutionPlan.default` for the device with `compile` and
     `fast`) and the step counts (None: `default_counts`), every argument checked (one-line
     UserErrors) before anything heavy runs."""
@@ -478,7 +455,7 @@ def _settle(config: Any, kind: str, batch: int, seq: int, dtype: str, device: An
     warmup = d_warmup if warmup is None else warmup
     windowed = repeats is None  # the user named no count: span the device's window
     repeats = d_repeats if repeats is None else repeats
-    check_bench_args(kind, config, batch, seq, dtype, dev, compile, warmup, repeats, builds)
+    check_bench_args(kind, config, batch, seq, dtype, dev, compile, warmup, repeats)
     workload = Workload(kind, batch, seq, dtype)
     check_step(config, workload, plan, dev)
     return _Setup(config, workload, dev, name_of(dev), plan, compile, warmup, repeats, windowed)
@@ -509,19 +486,19 @@ def _machines(hardware: Any, setup: _Setup) -> tuple[Any, Any, Any]:
     return chosen, datasheet, measured
 
 
-def _build(setup: _Setup, found: tuple[Any, str | None], *, seed: int,
-           between_steps: Callable[[], None] | None, progress: Progress | None) -> _Built:
-    """Build the step, decide how it is timed and how many times (`found`: this device's
-    calibration and why there is none, `device_calibration`'s), and set up the meters."""
+def _build(setup: _Setup, *, seed: int, calibrated: bool, between_steps: Callable[[], None] | None,
+           progress: Progress | None) -> _Built:
+    """Build the step, find this device's calibration (when `calibrated`), decide how the step
+    is timed and how many times, and set up the meters."""
     from gptperf.steps.build import build_step  # deferred: loads torch
 
-    dev, workload = setup.dev, setup.workload
+    dev, workload, notes = setup.dev, setup.workload, setup.notes
     t_build = time.perf_counter()
     if progress:
         progress("building the model", 0, 1)
     step = build_step(setup.config, workload, setup.plan, dev, seed=seed)
-    notes = list(step.notes)
-    calibration, why_none = found
+    notes.extend(step.notes)
+    calibration, why_none = device_calibration(dev) if calibrated else (None, None)
     # A CUDA-graph step is timed in a run, each replay queued behind the one before, as generation
     # runs it: no host work between its steps, and none of the host's to charge (gpt2's fused
     # decode step on the H200: 201 µs so, 220 µs timed one at a time after a synchronisation).
@@ -542,8 +519,8 @@ def _build(setup: _Setup, found: tuple[Any, str | None], *, seed: int,
     marks: dict[str, float] = {"build": t_build, "built": time.perf_counter()}
     if progress:
         progress("building the model", 1, 1)
-    return _Built(step, step.plan, step.tokens_per_step, notes, calibration, why_none,
-                  host_sampler, in_a_run, repeats, hooks, meter, sampler, marks)
+    return _Built(step, calibration, why_none, host_sampler, in_a_run, repeats, hooks, meter,
+                  sampler, marks)
 
 
 def _time_steps(setup: _Setup, built: _Built,
@@ -573,87 +550,31 @@ def _time_steps(setup: _Setup, built: _Built,
                              progress=stage_progress, in_a_run=built.in_a_run)
     finally:
         utilization = built.sampler.stop() if "warm" in marks else None
-    marks["end"] = time.perf_counter()
     return timing, utilization, built.meter.read()
 
 
-@dataclass
-class _Timed:
-    """One build timed: the build (its step released) and what its timed steps measured."""
-
-    built: _Built
-    timing: PhaseTiming
-    utilization: Utilization | None
-    memory: MemoryPeak
-
-
-def _build_and_time(setup: _Setup, count: int | None, *, seed: int, calibrated: bool,
-                    between_steps: Callable[[], None] | None,
-                    progress: Progress | None) -> tuple[_Timed, list[_Timed]]:
-    """Build and time the step `count` times (None: `default_builds(device)`, the builds after the first
-    only where it took at most EXTRA_BUILDS_WITHIN_S), each build's step released before the next
-    is built (so each peak memory is one model's); (the build of the median step, every build)."""
-    import gc  # a released step's reference cycles go before the next build's memory is read
-
-    runs: list[_Timed] = []
-    planned = count if count is not None else default_builds(setup.dev.type)
-    found = device_calibration(setup.dev) if calibrated else (None, None)
-    while len(runs) < planned:
-        built = _build(setup, found, seed=seed, between_steps=between_steps, progress=progress)
-        runs.append(_Timed(built, *_time_steps(setup, built, progress)))
-        built.step = None
-        if count is None and built.wall_s > EXTRA_BUILDS_WITHIN_S:
-            break
-        if len(runs) < planned:
-            gc.collect()
-    by_step = sorted(runs, key=lambda r: r.timing.total.median)
-    return by_step[(len(by_step) - 1) // 2], runs
-
-
-def _result(setup: _Setup, kept: _Timed, runs: list[_Timed], t_start: float) -> BenchResult:
-    """The measured BenchResult of the kept build, before any prediction: its timing, memory and
-    utilization, the wall time by stage summed over every build, and a note on the builds."""
+def _result(setup: _Setup, built: _Built, t_start: float, timing: PhaseTiming,
+            utilization: Utilization | None, memory: MemoryPeak) -> BenchResult:
+    """The measured BenchResult, before any prediction: the timing, the wall time by stage, the
+    memory and the utilization."""
     import torch  # deferred: loads torch
 
     t_end = time.perf_counter()
-    built, workload, config = kept.built, setup.workload, setup.config
-
-    def spent(start: str, end: str) -> float:
-        return sum(r.built.marks[end] - r.built.marks[start] for r in runs)
-
-    stages = {"setup_s": runs[0].built.marks["build"] - t_start, "build_s": spent("build", "built"),
-              "warmup_s": spent("built", "warm"), "timed_s": spent("warm", "end")}
-    timing = kept.timing
+    marks, workload, config = built.marks, setup.workload, setup.config
+    stages = {"setup_s": marks["build"] - t_start, "build_s": marks["built"] - marks["build"],
+              "warmup_s": marks["warm"] - marks["built"], "timed_s": t_end - marks["warm"]}
     result = BenchResult(
         kind=workload.kind, config=config, batch=workload.batch, seq=workload.seq,
         dtype=workload.dtype, compile=setup.compile, device=setup.dev.type,
         device_name=setup.dev_name, threads=torch.get_num_threads(), timing=timing,
-        wall_time_s=t_end - t_start, stages_s=stages, tokens_per_step=built.tokens_per_step,
-        parameters=count_parameters(config), memory=kept.memory, utilization=kept.utilization,
-        notes=[*setup.notes, *built.notes], plan=built.plan,
-        build_step_s=[r.timing.total.median for r in runs],
+        wall_time_s=t_end - t_start, stages_s=stages, tokens_per_step=built.step.tokens_per_step,
+        parameters=count_parameters(config), memory=memory, utilization=utilization,
+        notes=setup.notes, plan=built.plan,
     )
-    note = _builds_note(setup, runs)
-    if note:
-        result.notes.append(note)
     if timing.total.wide_spread:
         result.notes.append(f"step times spread widely (std/median {timing.total.rel_spread:.0%}); "
                             "the machine may be busy or clocks changing: consider more --repeats")
     return result
-
-
-def _builds_note(setup: _Setup, runs: list[_Timed]) -> str | None:
-    """What the builds measured where there were several, or why a CPU bench built only once."""
-    if len(runs) > 1:
-        steps = ", ".join(seconds_text(r.timing.total.median) for r in runs)
-        return (f"the step was built {len(runs)} times, its median step {steps} by build; the "
-                "build of the median step is reported (on a CPU a step's speed is settled where "
-                "its model's tensors land)")
-    if default_builds(setup.dev.type) > 1 and runs[0].built.wall_s > EXTRA_BUILDS_WITHIN_S:
-        return (f"the step was built once: building and timing it took "
-                f"{runs[0].built.wall_s:.0f} s (on a CPU a step's speed varies from build to "
-                f"build; --builds {default_builds(setup.dev.type)} times the median build)")
-    return None
 
 
 def _add_predictions(result: BenchResult, setup: _Setup, built: _Built,
@@ -712,7 +633,6 @@ def run_bench(
     fast: bool = False,
     calibrated: bool = True,
     between_steps: Callable[[], None] | None = None,
-    builds: int | None = None,
 ) -> BenchResult:
     """Build `kind` on `config` under `plan`, warm it up, time `repeats` steps, and collect
     every metric.
@@ -729,21 +649,19 @@ def run_bench(
     steps (`probe.HostSampler`) to charge the host costs at the host's speed while they ran.
     `between_steps` runs after each timed step (`timer.time_phases`), beside that sampler. A
     CUDA-graph step is timed in a run of steps (`time_phases(in_a_run=True)`), with neither.
-    `builds` times the step in that many builds and reports the build of the median step; None:
-    the device's `BUILDS`, the builds after the first only where it was quick.
     """
     t_start = time.perf_counter() if started_at is None else started_at
-    setup = _settle(config, kind, batch, seq, dtype, device, compile, warmup, repeats, plan, fast,
-                    builds)
+    setup = _settle(config, kind, batch, seq, dtype, device, compile, warmup, repeats, plan, fast)
     # Hardware: resolve names first, so a bad --hardware fails before any model is built.
     chosen, datasheet, measured = _machines(hardware, setup)
     if setup.dev.type == "cpu" and dtype == "tf32":
         setup.notes.append("tf32 is a CUDA mode: on CPU the fp32 matmuls run in full fp32")
 
-    kept, runs = _build_and_time(setup, builds, seed=seed, calibrated=calibrated,
-                                 between_steps=between_steps, progress=progress)
-    result = _result(setup, kept, runs, t_start)
-    _add_predictions(result, setup, kept.built, (chosen, datasheet, measured), calibrated)
+    built = _build(setup, seed=seed, calibrated=calibrated, between_steps=between_steps,
+                   progress=progress)
+    timing, utilization, memory = _time_steps(setup, built, progress)
+    result = _result(setup, built, t_start, timing, utilization, memory)
+    _add_predictions(result, setup, built, (chosen, datasheet, measured), calibrated)
     _add_mfu(result, (("measured", measured),
                       ("datasheet", datasheet if datasheet is not None else chosen)))
     _add_machines(result, setup.dev, measured, datasheet)

@@ -422,7 +422,7 @@ def stage_bench(ctx: Context, progress: StageProgress) -> BenchStage:
     hardware = _prediction_hardware(ctx.report)
     results: dict[str, Any] = {}
     for kind, w in s.workloads.items():
-        warmup, repeats, builds = (1, 3, 1) if s.quick else (None, None, None)
+        warmup, repeats = (1, 3) if s.quick else (None, None)
         if _compiled(s, kind):
             warmup = max(warmup or 3, 2)
 
@@ -433,9 +433,9 @@ def stage_bench(ctx: Context, progress: StageProgress) -> BenchStage:
         plan = step_plan(s, kind)
         r = measure_bench.run_bench(s.config, kind, w.batch, w.seq, s.dtype, s.device,
                                     plan.compiled, warmup, repeats, hardware=hardware,
-                                    progress=report, plan=plan, builds=builds)
+                                    progress=report, plan=plan)
         results[kind] = r
-        counts = f" --warmup {warmup} --repeats {repeats} --builds {builds}" if repeats else ""
+        counts = f" --warmup {warmup} --repeats {repeats}" if repeats else ""
         ctx.command(f"bench: {kind} step",
                     f"gptperf bench {kind} {model_flags(s)} --batch {w.batch} --seq {w.seq} "
                     f"--dtype {s.dtype}{' --compile' if _compiled(s, kind) else ''}"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from gptperf.envinfo import device_name as name_of
 from gptperf.envinfo import environment
 from gptperf.errors import UserError
-from gptperf.measure.bench import default_builds, window_repeats
+from gptperf.measure.bench import window_repeats
 from gptperf.measure.fresh_process import run_json_child
 from gptperf.measure.metrics import THROTTLED_SHARE, THROTTLED_WHY
 from gptperf.measure.probe import (
@@ -74,6 +74,10 @@ COUNTS: dict[str, dict[str, tuple[int, int]]] = {
     "cpu": {"step": (2, 5), "decode": (3, 20)},
 }
 PROFILE_SCHEDULE = {"wait": 1, "warmup": 1, "active": 3}
+# Times a case is built and measured, the median kept. On a CPU a step's speed is settled when its
+# model is built (where its tensors land), so more steps of one build do not help (BENCHMARKS.md,
+# "The CPU: freed memory kept, and three builds a case").
+BUILDS: dict[str, int] = {"cuda": 1, "cpu": 3}
 
 
 def counts(kind: str, device_type: str) -> tuple[int, int]:
@@ -83,10 +87,8 @@ def counts(kind: str, device_type: str) -> tuple[int, int]:
 
 
 def builds(device_type: str) -> int:
-    """How many builds of a case on `device_type` are measured, the median kept: bench's
-    (`measure.bench.BUILDS`; on a CPU a step's speed is settled when its model is built, BENCHMARKS.md,
-    "The CPU: freed memory kept, and three builds a case"), every case's, however long it takes."""
-    return default_builds(device_type)
+    """How many builds of a case on `device_type` are measured (`BUILDS`)."""
+    return BUILDS.get(device_type, BUILDS["cpu"])
 
 
 def expected_step_s(case: ValidationCase, calibration: Calibration) -> float | None:
@@ -145,7 +147,7 @@ def measure_case(case: ValidationCase, device: torch.device, repeats: int | None
     for _ in range(builds(device.type)):
         bench = run_bench(case.config, w.kind, w.batch, w.seq, w.dtype, device, plan=case.plan,
                           warmup=warmup, repeats=repeats, calibrated=False,  # predicted here
-                          between_steps=sampler, builds=1)  # the builds' samples kept here
+                          between_steps=sampler)
         times.append(bench.step_time_s)
         steps += bench.timing.total.samples
         if bench.utilization is not None and bench.utilization.clock_share is not None:
