@@ -544,8 +544,28 @@ def test_one_pass_master_update_is_charged_on_its_own_grid_or_as_adamw():
 
 def test_missing_curve_is_a_one_line_error_naming_what_exists():
     cal = flat_calibration(matmul={})
-    with pytest.raises(UserError, match="no matmul curve 'fp32'"):
+    with pytest.raises(UserError, match="no matmul curve 'fp32'.*`gptperf calibrate --force`"):
         expected(preset("gpt2", n_layer=1), Workload("forward", 1, 16, "fp32"), None, cal)
+
+
+def test_a_dtype_the_calibration_was_not_measured_in_is_refused_naming_those_it_was():
+    """A CPU's calibration times fp32 alone (its twin grids from the cache aside): a bf16, fp16 or
+    tf32 step (tf32's matmuls have a rate of their own) is refused in one line that names fp32
+    and the flag, before any curve is read (fp16 is predicted on bf16's curves where those were
+    timed: the test above)."""
+    grid = flat_calibration().matmul["fp32"]
+    cpu = flat_calibration("cpu", matmul={"fp32": grid, "fp32:warm": grid})
+    assert cpu.dtypes == ("fp32",)
+    config = preset("gpt2", n_layer=1)
+    with pytest.raises(UserError) as err:
+        expected(config, Workload("forward", 1, 16, "bf16"), None, cpu)
+    assert str(err.value) == ("the calibration of 'Test GPU' was measured in fp32, not bf16: "
+                              "predict a step in fp32 (--dtype fp32)")
+    for dtype in ("fp16", "tf32"):
+        with pytest.raises(UserError, match=f"measured in fp32, not {dtype}: .*--dtype fp32"):
+            expected(config, Workload("forward", 1, 16, dtype), None, cpu)
+    assert expected(config, Workload("forward", 1, 16, "fp32"), None, cpu).step_time_s > 0
+    assert flat_calibration().dtypes == ("bf16", "fp32")
 
 
 def test_fused_decode_gemvs_use_the_in_step_curves_then_the_chains_then_the_plain_one():

@@ -623,6 +623,12 @@ class Calibration:
                 return s0 + (s1 - s0) * (flops_per_s - r0) / (r1 - r0) if r1 > r0 else s1
         return points[-1][1]
 
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        """The dtypes its matmuls were timed in (its `matmul` grids, the cache's twins aside):
+        those it can predict a step in."""
+        return tuple(sorted(k for k in self.matmul if not k.endswith(WARM)))
+
     def bias_ratio(self, key: str) -> float:
         """A linear layer's time with a bias over the grid's time without one, on grid `key`."""
         entry = self.matmul_bias.get(key)

@@ -258,7 +258,8 @@ def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
         return call.count * table[key].at(*call.point)
     known = ", ".join(sorted(table)) or "none"
     raise UserError(f"the calibration of {cal.device_name!r} has no {call.family} curve "
-                    f"{curve!r} (it has: {known}); run `gptperf calibrate` for this dtype")
+                    f"{curve!r} (it has: {known}); `gptperf calibrate --force` measures "
+                    "this device again")
 
 
 def below_grid_notes(calls: Iterable[KernelCall], cal: Calibration) -> list[str]:
@@ -546,6 +547,12 @@ def _checked_plan(config: GPTConfig, workload: Workload, plan: ExecutionPlan | N
     if plan.attention != config.attention:
         raise UserError(f"plan attention {plan.attention!r} differs from the model's {config.attention!r}")
     plan.check(workload.kind, workload.dtype)
+    # a step's matmuls are timed in its own dtype (tf32's at the tf32 rate; fp16's read bf16's)
+    if calibration.dtypes and _found(workload.dtype, calibration.matmul) is None:
+        measured = ", ".join(calibration.dtypes)
+        raise UserError(f"the calibration of {calibration.device_name!r} was measured in {measured}, "
+                        f"not {workload.dtype}: predict a step in {measured} "
+                        f"(--dtype {calibration.dtypes[0]})")
     return plan
 
 
