@@ -17,6 +17,7 @@ compiled TrainStep's peak (inductor on the CPU, the allocations the profiler rec
 step) against the compiled prediction less what was allocated before the step.
 
     python benchmarks/gpu_perfmodel_memory.py            # writes $OUT/perfmodel_memory.json if $OUT is set
+    python benchmarks/gpu_perfmodel_memory.py --eager    # the eager cases alone
 """
 
 from __future__ import annotations
@@ -97,8 +98,9 @@ def measure_compiled_cuda(config, batch: int, seq: int, dtype: str, plan: Execut
 
 COMPILED_CASES = (("sdpa", "bf16", 12), ("sdpa", "bf16", 4), ("sdpa", "fp32", 4), ("math", "bf16", 4))
 EAGER_CASES = (("sdpa", "bf16", 4), ("sdpa", "bf16", 8), ("sdpa", "bf16", 12), ("math", "bf16", 4),
-               ("sdpa", "fp32", 4))
+               ("sdpa", "fp32", 4), ("sdpa", "fp16", 4))
 QUICK = "--quick" in sys.argv  # the acceptance cases only: gpt2 B=12 bf16 sdpa, eager and compiled
+EAGER_ONLY = "--eager" in sys.argv  # the eager cases alone (no compilation)
 
 
 def print_rows(rows: list[dict]) -> None:
@@ -172,7 +174,7 @@ def cuda_main() -> list[dict]:
     verdict = "PASS" if abs(acc["error_pct"]) <= 15 else "FAIL"
     print(f"\nacceptance (gpt2, B={acc['batch']}, T=1024, bf16, sdpa): predicted {acc['predicted_peak'] / GIB:.3f} GiB, "
           f"measured {acc['measured_peak'] / GIB:.3f} GiB, error {acc['error_pct']:+.1f}% -> {verdict} (|error| <= 15%)")
-    return rows + cuda_compiled()
+    return rows if EAGER_ONLY else rows + cuda_compiled()
 
 
 def cpu_main() -> list[dict]:

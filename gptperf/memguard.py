@@ -30,6 +30,11 @@ def _gib(n: float) -> str:
     return f"{n / MIB:.1f} MiB"
 
 
+def _device_type(device: str) -> str:
+    """'cuda' or 'cpu': the device's kind, as the memory model tells them apart."""
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
 @dataclass(frozen=True)
 class MemoryCheck:
     """A workload's predicted peak beside what its device has free. `processes` sharing the
@@ -51,7 +56,12 @@ class MemoryCheck:
 
     def largest_batch(self) -> int:
         """The largest batch whose predicted peak fits what is free (0: not even one)."""
-        return max_batch(self.config, self.workload, self.available_bytes / self.processes, plan=self.plan)
+        return max_batch(self.config, self.workload, self.available_bytes / self.processes,
+                         plan=self.plan, device_type=self.device_type)
+
+    @property
+    def device_type(self) -> str:
+        return _device_type(self.device)
 
     def advice(self) -> str:
         n = self.largest_batch()
@@ -109,7 +119,7 @@ def check_memory(config: GPTConfig, workload: Workload, device: Any, *, processe
     if found is None:
         return None
     available, source = found
-    predicted = memory_breakdown(config, workload, plan).total
+    predicted = memory_breakdown(config, workload, plan, _device_type(str(device))).total
     check = MemoryCheck(config, workload, str(device), float(predicted), available, source,
                         max(1, int(processes)), flag, plan)
     _last[:] = [check]

@@ -18,6 +18,7 @@ from gptperf.perfmodel import (
     count_parameters,
     get_hardware,
     max_batch,
+    memory_breakdown,
     predict,
 )
 
@@ -185,6 +186,31 @@ def test_memory_bf16_autocast_has_weight_copies() -> None:
     assert m.weights == 1080 * 4 + 8 * 8  # fp32 master weights + the bool causal mask
     assert m.weight_copies == (12 * 64 + 16 * 8) * 2  # matmul weights and the tied head, bf16
     assert m.gradients == m.optimizer_state == 0
+
+
+def test_memory_of_an_autocast_loss_follows_the_device() -> None:
+    """torch's cross-entropy under autocast: on CUDA log_softmax stays bf16 and nll_loss's fp32
+    copy of it is kept beside it (2a + w a logit after forward, 2a + 2w at backward's peak, with
+    nll_loss's fp32 gradient); on a CPU the logits are copied to fp32 first (a + 2w, then a + 3w);
+    fp32 is the same on both (a + w, a + 3w). ONE: N·V = 8·16 logits."""
+    logits = 8 * 16
+    train, forward = Workload("train", 2, 4, "bf16"), Workload("forward", 2, 4, "bf16")
+    on = {d: (memory_breakdown(ONE, train, device_type=d), memory_breakdown(ONE, forward, device_type=d))
+          for d in ("cuda", "cpu")}
+    for device, per_logit in (("cuda", 2 * 2 + 2 * 4), ("cpu", 2 + 3 * 4)):
+        m, _ = on[device]
+        assert m.peak_at == "loss backward" and m.logits == logits * per_logit
+    assert on["cpu"][0].total - on["cuda"][0].total == logits * 2
+    # a forward step with its loss: the logits, then the log-probabilities and their fp32 copy
+    # (CUDA) or the fp32 copy of the logits and the log-probabilities (CPU)
+    assert on["cuda"][1].phases["head"] - on["cpu"][1].phases["head"] == logits * (2 + 4 - 8)
+    fp32 = Workload("train", 2, 4, "fp32")
+    assert memory_breakdown(ONE, fp32, device_type="cpu").total == memory_breakdown(ONE, fp32).total
+    # a prediction follows its machine's device; a bad device type is one line
+    assert predict(ONE, train, get_hardware("cpu")).memory.total == on["cpu"][0].total
+    assert predict(ONE, train, get_hardware("h100-sxm")).memory.total == on["cuda"][0].total
+    with pytest.raises(UserError, match="device_type must be one of cuda, cpu, got 'tpu'"):
+        memory_breakdown(ONE, train, device_type="tpu")
 
 
 def test_memory_bf16_inference_keeps_bf16_weights_and_kv_cache() -> None:

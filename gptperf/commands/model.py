@@ -20,13 +20,12 @@ from gptperf.errors import UserError
 from gptperf.output import binary_bytes, emit_json, seconds, si
 from gptperf.perfmodel import CONVENTIONS, Workload, count_parameters, predict, resolve_hardware
 from gptperf.perfmodel.conventions import convention_formula
-from gptperf.perfmodel.devices import CPU_ENTRY, datasheet_name_for
+from gptperf.perfmodel.devices import device_type_of
 from gptperf.perfmodel.workload import WORKLOAD_HELP, WORKLOADS
 from gptperf.plan import COMPILED, CUDA_GRAPH, MODES, TRAINING_KINDS, ExecutionPlan
 
 if TYPE_CHECKING:
     from gptperf.perfmodel.expected import Expected
-    from gptperf.perfmodel.hardware import Hardware
     from gptperf.perfmodel.transformer import Prediction
 
 HELP = "predict FLOPs, bytes, arithmetic intensity, time and memory of a GPT workload, per operation"
@@ -101,14 +100,6 @@ def _plan(mode: str | None, kind: str, device_type: str, attention: str, dtype: 
     return plan
 
 
-def _device_type_of(hw: Hardware) -> str:
-    """'cpu' for the shipped CPU entry (nominal figures) or a CPU's measured ceilings, else
-    'cuda' (which only decides the fused AdamW of a train step's plan)."""
-    if hw.name == CPU_ENTRY or (hw.device_name and datasheet_name_for(hw.device_name) == CPU_ENTRY):
-        return "cpu"
-    return "cuda"
-
-
 def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
     """(roofline Prediction, calibrated Expected or None) of the workload the arguments name,
     both for the same plan."""
@@ -123,7 +114,7 @@ def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
             hw = resolve_hardware(None, name, device_type, dtype=args.dtype)
     else:
         hw = hardware_from_args(args, DEFAULT_HARDWARE)
-        device_type = _device_type_of(hw)
+        device_type = device_type_of(hw)
     plan = _plan(args.plan, workload.kind, device_type, config.attention, args.dtype)
     if plan is None and calibration is not None:  # the plan this device runs the step under
         plan = ExecutionPlan.default(workload.kind, device_type, attention=config.attention)

@@ -67,6 +67,14 @@ def datasheet_name_for(device_name: str, device_type: str | None = None) -> str 
     return None
 
 
+def device_type_of(hw: Hardware) -> str:
+    """'cpu' for the shipped CPU entry (nominal figures) or a CPU's measured ceilings, else 'cuda'
+    (a datasheet, an ad-hoc or a GPU's measured machine): the device a prediction on `hw` is of."""
+    if hw.name == CPU_ENTRY or (hw.device_name and datasheet_name_for(hw.device_name) == CPU_ENTRY):
+        return "cpu"
+    return "cuda"
+
+
 def datasheet_hardware_for(device_name: str, device_type: str | None = None) -> Hardware | None:
     """The shipped `Hardware` entry for a torch device name, or None if unknown: a vendor
     datasheet, or on a CPU the nominal 'cpu' entry (its `source` says which)."""

@@ -429,7 +429,7 @@ def cache_share(config: GPTConfig, workload: Workload, plan: ExecutionPlan, cal:
     (`call_time`); 0 on a GPU."""
     if cal.device_type != "cpu":
         return 0.0
-    return cal.warm_share(memory_breakdown(config, workload, plan).total)
+    return cal.warm_share(memory_breakdown(config, workload, plan, "cpu").total)
 
 
 def _cache_note(share: float, cal: Calibration, matmuls: bool, adamw: bool) -> str | None:

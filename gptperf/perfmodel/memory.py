@@ -15,7 +15,7 @@ master update. Every term is in docs/perfmodel.md.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gptperf import names
@@ -29,6 +29,8 @@ from gptperf.perfmodel.workload import (
     shape,
 )
 from gptperf.plan import NORM_SCALED_WEIGHT_BYTES, ExecutionPlan
+
+DEVICE_TYPES: tuple[str, ...] = ("cuda", "cpu")  # the devices whose allocations the model follows
 
 
 def _autocast_parameters(config: GPTConfig, master_weights: bool = False) -> int:
@@ -74,6 +76,7 @@ class MemoryBreakdown:
     config: GPTConfig = field(repr=False, compare=False)
     workload: Workload = field(repr=False, compare=False)
     plan: ExecutionPlan | None = field(default=None, repr=False, compare=False)
+    device_type: str = field(default="cuda", repr=False, compare=False)
 
     @property
     def compiled(self) -> bool:
@@ -86,7 +89,8 @@ class MemoryBreakdown:
 
     def max_batch(self, hardware: Any, limit: int = 1 << 24) -> int:
         """The largest batch whose predicted peak fits `hardware` (0 if none does)."""
-        return max_batch(self.config, self.workload, hardware.memory_bytes, limit=limit, plan=self.plan)
+        return max_batch(self.config, self.workload, hardware.memory_bytes, limit=limit, plan=self.plan,
+                         device_type=self.device_type)
 
     def to_dict(self, hardware: Any = None) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -244,9 +248,25 @@ def _compiled_parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan) 
                            live, phases, config, workload, plan)
 
 
-def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = None) -> MemoryBreakdown:
+def _loss_bytes(a: int, w: int, mixed: bool, device_type: str) -> tuple[int, int]:
+    """Bytes per logit an eager loss holds (`a`: the logits' dtype, `w`: fp32 under autocast),
+    the logits' own included: (at the end of forward, at the peak of its backward). torch's cross-entropy asks log_softmax for the logits' own dtype;
+    under CUDA autocast a bf16/fp16 log_softmax stays so and nll_loss's autocast copies its output
+    to fp32 (both kept for backward; nll_loss's fp32 gradient beside them at its backward's peak:
+    2a + w, then 2a + 2w, measured on an H100 with torch 2.11); under CPU autocast the logits are
+    copied to fp32 first and log_softmax runs in fp32 (a + 2w, then a + 3w, torch 2.13); without
+    autocast, log-probabilities in the logits' dtype (a + w, then a + 3w)."""
+    if not mixed:
+        return a + w, a + 3 * w
+    if device_type == "cuda":
+        return 2 * a + w, 2 * a + 2 * w
+    return a + 2 * w, a + 3 * w
+
+
+def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = None,
+           device_type: str = "cuda") -> MemoryBreakdown:
     if plan is not None and _compiled(workload, plan):  # (`is not None`: for the type checker)
-        return _compiled_parts(config, workload, plan)
+        return replace(_compiled_parts(config, workload, plan), device_type=device_type)
     s = shape(config, workload)
     N, C, V, a, w = s.N, s.C, s.V, s.a, s.w
     mixed = workload.mixed_precision
@@ -257,9 +277,10 @@ def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = N
     copies = _autocast_parameters(config, master) * a if mixed else 0
     if plan is not None and plan.fuses_decode(workload.kind, s.B):
         copies += _scaled_norm_copies(config, w)
-    # autocast runs (log_)softmax with dtype=float32: a bf16 input is first copied to fp32,
-    # an fp16 input on CUDA is read directly (half-to-float kernel)
+    # autocast runs math attention's softmax with dtype=float32: a bf16 input is first copied to
+    # fp32, an fp16 input on CUDA is read directly (half-to-float kernel)
     upcast = w if workload.dtype == "bf16" else 0
+    fwd_loss, bwd_loss = _loss_bytes(a, w, mixed, device_type)
     ids = (N * (2 if workload.has_loss else 1) + s.T) * 8  # token ids (and targets), positions: int64
     M = s.B if workload.last_logits_only else N
     kv_cache = 2 * s.n_layer * s.B * workload.context * C * a if workload.uses_kv_cache else 0
@@ -271,10 +292,10 @@ def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = N
         acts += N * C * w + 2 * N * w + N * C * a  # ln_f input, stats, output as the head reads it
         weights, grads, opt = _train_state(config, w, a, plan)
         weights += buffers
-        # end of forward: logits, their fp32 copy for the loss (autocast), the saved log-probabilities
-        fwd_logits = N * V * (a + upcast + w)
-        # loss backward: logits (held by the caller), saved log-probs, their gradient, the logits' gradient
-        bwd_logits = N * V * (a + 3 * w)
+        # end of forward: the logits (held by the caller) and what the loss keeps for backward;
+        # its backward's peak (`_loss_bytes`)
+        fwd_logits = N * V * fwd_loss
+        bwd_logits = N * V * bwd_loss
         static = weights + opt + ids
         phases["forward"] = static + copies + acts + fwd_logits
         phases["loss backward"] = static + copies + acts + bwd_logits
@@ -288,13 +309,13 @@ def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = N
         else:
             live.update(weight_copies=copies, activations=acts, logits=logits)
         return MemoryBreakdown(weights, copies, grads, opt, acts, kv_cache, logits, phases[peak_at],
-                               peak_at, live, phases, config, workload, plan)
+                               peak_at, live, phases, config, workload, plan, device_type)
 
     # inference (no grad): activations are transient; the peak is in a block or at the head
     block = N * C * w + N * C * a + 8 * N * C * a  # residual stream, ln_2 output copy, fc and GELU outputs
     if config.attention == "math":
         block = max(block, N * C * w + 3 * N * C * a + s.scores_full * (a + upcast + w))
-    head_logits = M * V * a + (N * V * (upcast + w) if workload.has_loss else 0)
+    head_logits = M * V * a + (N * V * (fwd_loss - a) if workload.has_loss else 0)
     head = N * C * w + N * C * a + head_logits
     static = weights + copies + kv_cache + ids
     phases["block"] = static + block
@@ -305,7 +326,12 @@ def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = N
     live = {"weights": weights, "weight_copies": copies, "kv_cache": kv_cache, "inputs": ids,
             "activations": acts, "logits": logits}
     return MemoryBreakdown(weights, copies, 0, 0, acts, kv_cache, logits, phases[peak_at], peak_at,
-                           live, phases, config, workload, plan)
+                           live, phases, config, workload, plan, device_type)
+
+
+def _check_device_type(device_type: Any) -> None:
+    if device_type not in DEVICE_TYPES:
+        raise UserError(f"device_type must be one of {', '.join(DEVICE_TYPES)}, got {device_type!r}")
 
 
 def _check_plan(plan: Any) -> None:
@@ -313,26 +339,29 @@ def _check_plan(plan: Any) -> None:
         raise UserError(f"plan must be an ExecutionPlan or None (eager), got {type(plan).__name__}")
 
 
-def memory_breakdown(config: GPTConfig, workload: Workload,
-                     plan: ExecutionPlan | None = None) -> MemoryBreakdown:
-    """The predicted peak memory of one step of `workload` under `plan` (None: eager) and what
-    it is made of. A compiled plan changes train and forward steps; inference steps are
+def memory_breakdown(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = None,
+                     device_type: str = "cuda") -> MemoryBreakdown:
+    """The predicted peak memory of one step of `workload` under `plan` (None: eager) on a
+    `device_type` device ("cuda" or "cpu": their autocast differs in the loss, `_loss_bytes`) and
+    what it is made of. A compiled plan changes train and forward steps; inference steps are
     predicted as eager."""
     _check_plan(plan)
-    return _parts(config, workload, plan)
+    _check_device_type(device_type)
+    return _parts(config, workload, plan, device_type)
 
 
 def max_batch(config: GPTConfig, workload: Workload, capacity: float, limit: int = 1 << 24,
-              plan: ExecutionPlan | None = None) -> int:
-    """The largest batch (<= limit) whose predicted peak under `plan` (None: eager) is at most
-    `capacity` bytes; 0 if none."""
+              plan: ExecutionPlan | None = None, device_type: str = "cuda") -> int:
+    """The largest batch (<= limit) whose predicted peak under `plan` (None: eager) on a
+    `device_type` device is at most `capacity` bytes; 0 if none."""
     if not (isinstance(capacity, (int, float)) and capacity > 0):
         raise UserError(f"memory capacity must be a positive number of bytes, got {capacity!r}")
     _check_plan(plan)
+    _check_device_type(device_type)
 
     def fits(b: int) -> bool:
         w = Workload(workload.kind, b, workload.seq, workload.dtype)
-        return _parts(config, w, plan).total <= capacity
+        return _parts(config, w, plan, device_type).total <= capacity
 
     if not fits(1):
         return 0

@@ -24,6 +24,7 @@ from gptperf.errors import UserError
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel import ops as K
 from gptperf.perfmodel.conventions import conventions_table, flops_per_token
+from gptperf.perfmodel.devices import device_type_of
 from gptperf.perfmodel.hardware import Hardware
 from gptperf.perfmodel.memory import MemoryBreakdown, memory_breakdown
 from gptperf.perfmodel.ops import OpCost, Traffic
@@ -269,7 +270,8 @@ class Prediction:
     @property
     def memory(self) -> MemoryBreakdown:
         if self._memory is None:
-            self._memory = memory_breakdown(self.config, self.workload, self.plan)
+            self._memory = memory_breakdown(self.config, self.workload, self.plan,
+                                            device_type_of(self.hardware))
         return self._memory
 
     def op(self, name: str, phase: str = names.FORWARD) -> OpCost:
