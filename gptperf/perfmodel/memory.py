@@ -3,8 +3,8 @@ activations kept for backward, KV cache and logits — and the largest batch tha
 
 The model follows what eager PyTorch allocates with gptperf's runtime: fp32 master weights under
 bf16/fp16 autocast (whose per-step cache keeps one low-precision copy of each matmul weight),
-AdamW's m and v, gradients set to None between steps (`zero_grad(set_to_none=True)`), the logits
-held by the caller through backward. Under a compiled plan (torch.compile, inductor) a train step
+AdamW's m and v, gradients set to None between steps (`zero_grad(set_to_none=True)`), and the
+loss alone kept by the step (`steps.train.TrainStep`: the logits go once the loss has read them). Under a compiled plan (torch.compile, inductor) a train step
 keeps what AOTAutograd's min-cut partitioner saves for backward and a forward step keeps only
 transient buffers (`saved_for_backward_compiled`). Under the plan's master weights the blocks'
 Linear weights and their gradients are bf16 (autocast copies none of them), fp32 copies of them
@@ -214,12 +214,12 @@ def _compiled_parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan) 
         loss_logits = (2 if plan.fused_loss else 1) * N * V * a
         phases["forward"] = static + copies + acts + N * V * a
         phases["loss backward"] = static + copies + acts + loss_logits
-        phases["optimizer step"] = static + grads + N * V * a  # as eager: the caller's logits
+        phases["optimizer step"] = static + grads
         peak_at = max(phases, key=phases.__getitem__)
         live: dict[str, float] = {"weights": weights, "optimizer_state": opt, "inputs": ids}
         if peak_at == "optimizer step":
-            logits = N * V * a
-            live.update(gradients=grads, logits=logits)
+            logits = 0
+            live.update(gradients=grads)
         else:
             logits = loss_logits if peak_at == "loss backward" else N * V * a
             live.update(weight_copies=copies, activations=acts, logits=logits)
@@ -249,18 +249,19 @@ def _compiled_parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan) 
 
 
 def _loss_bytes(a: int, w: int, mixed: bool, device_type: str) -> tuple[int, int]:
-    """Bytes per logit an eager loss holds (`a`: the logits' dtype, `w`: fp32 under autocast),
-    the logits' own included: (at the end of forward, at the peak of its backward). torch's cross-entropy asks log_softmax for the logits' own dtype;
-    under CUDA autocast a bf16/fp16 log_softmax stays so and nll_loss's autocast copies its output
-    to fp32 (both kept for backward; nll_loss's fp32 gradient beside them at its backward's peak:
-    2a + w, then 2a + 2w, measured on an H100 with torch 2.11); under CPU autocast the logits are
-    copied to fp32 first and log_softmax runs in fp32 (a + 2w, then a + 3w, torch 2.13); without
-    autocast, log-probabilities in the logits' dtype (a + w, then a + 3w)."""
+    """Bytes per logit an eager step's loss holds (`a`: the logits' dtype, `w`: fp32 under
+    autocast): (at the end of forward, the logits' own included; at the peak of its backward, the
+    logits gone: gptperf's step keeps the loss alone). torch's cross-entropy asks log_softmax for
+    the logits' own dtype; under CUDA autocast a bf16/fp16 log_softmax stays so and nll_loss's
+    autocast copies its output to fp32 (both kept for backward; nll_loss's fp32 gradient beside
+    them at its backward's peak: 2a + w, then a + 2w, measured on an H100 with torch 2.11); under
+    CPU autocast the logits are copied to fp32 first and log_softmax runs in fp32 (a + 2w, then
+    3w, torch 2.13); without autocast, log-probabilities in the logits' dtype (a + w, then 3w)."""
     if not mixed:
-        return a + w, a + 3 * w
+        return a + w, 3 * w
     if device_type == "cuda":
-        return 2 * a + w, 2 * a + 2 * w
-    return a + 2 * w, a + 3 * w
+        return 2 * a + w, a + 2 * w
+    return a + 2 * w, 3 * w
 
 
 def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = None,
@@ -292,20 +293,21 @@ def _parts(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None = N
         acts += N * C * w + 2 * N * w + N * C * a  # ln_f input, stats, output as the head reads it
         weights, grads, opt = _train_state(config, w, a, plan)
         weights += buffers
-        # end of forward: the logits (held by the caller) and what the loss keeps for backward;
-        # its backward's peak (`_loss_bytes`)
+        # end of forward: the logits and what the loss keeps for backward; its backward's peak,
+        # the logits gone (`_loss_bytes`; gpt2 B=8 T=512 bf16 on an H100: 5.275 GB measured,
+        # 5.604 predicted while the logits were counted)
         fwd_logits = N * V * fwd_loss
         bwd_logits = N * V * bwd_loss
         static = weights + opt + ids
         phases["forward"] = static + copies + acts + fwd_logits
         phases["loss backward"] = static + copies + acts + bwd_logits
-        phases["optimizer step"] = static + grads + N * V * a  # the caller still holds the logits
+        phases["optimizer step"] = static + grads
         peak_at = max(phases, key=phases.__getitem__)
         logits = fwd_logits if peak_at == "forward" else bwd_logits
         live = {"weights": weights, "optimizer_state": opt, "inputs": ids}
         if peak_at == "optimizer step":
-            logits = N * V * a
-            live.update(gradients=grads, logits=logits)
+            logits = 0
+            live.update(gradients=grads)
         else:
             live.update(weight_copies=copies, activations=acts, logits=logits)
         return MemoryBreakdown(weights, copies, grads, opt, acts, kv_cache, logits, phases[peak_at],
