@@ -3,13 +3,14 @@ activations kept for backward, KV cache and logits — and the largest batch tha
 
 The model follows what eager PyTorch allocates with gptperf's runtime: fp32 master weights under
 bf16/fp16 autocast (whose per-step cache keeps one low-precision copy of each matmul weight),
-AdamW's m and v, gradients set to None between steps (`zero_grad(set_to_none=True)`), and the
-loss alone kept by the step (`steps.train.TrainStep`: the logits go once the loss has read them). Under a compiled plan (torch.compile, inductor) a train step
-keeps what AOTAutograd's min-cut partitioner saves for backward and a forward step keeps only
-transient buffers (`saved_for_backward_compiled`). Under the plan's master weights the blocks'
-Linear weights and their gradients are bf16 (autocast copies none of them), fp32 copies of them
-stay beside AdamW's moments, and so do fp32 copies of their gradients except under the one-pass
-master update. Every term is in docs/perfmodel.md.
+AdamW's m and v, gradients set to None between steps (`zero_grad(set_to_none=True)`), the loss
+alone kept by the step (`steps.train.TrainStep`: the logits go once the loss has read them), and
+the loss as the device's autocast runs it (`_loss_bytes`). Under a compiled plan (torch.compile,
+inductor) a train step keeps what AOTAutograd's min-cut partitioner saves for backward and a
+forward step keeps only transient buffers (`saved_for_backward_compiled`). Under the plan's master
+weights the blocks' Linear weights and their gradients are bf16 (autocast copies none of them),
+fp32 copies of them stay beside AdamW's moments, and so do fp32 copies of their gradients except
+under the one-pass master update. Every term is in docs/perfmodel.md.
 """
 
 from __future__ import annotations
