@@ -217,6 +217,21 @@ def test_memory_of_an_autocast_loss_follows_the_device() -> None:
         memory_breakdown(ONE, train, device_type="tpu")
 
 
+def test_the_memory_guard_predicts_for_its_devices_autocast(monkeypatch) -> None:
+    """The guard charges a step as its device runs it: a CPU's bf16 loss holds more than a GPU's,
+    so less fits the same free memory."""
+    import gptperf.memguard as memguard
+
+    train = Workload("train", 2, 4, "bf16")
+    monkeypatch.setattr(memguard, "available_memory", lambda device: (1e6, "test"))
+    checks = {d: memguard.check_memory(ONE, train, d) for d in ("cpu", "cuda:0")}
+    for device, kind in (("cpu", "cpu"), ("cuda:0", "cuda")):
+        assert checks[device].predicted_bytes == memory_breakdown(ONE, train, device_type=kind).total
+        assert checks[device].largest_batch() == max_batch(ONE, train, 1e6, device_type=kind)
+    assert checks["cpu"].predicted_bytes > checks["cuda:0"].predicted_bytes
+    assert checks["cpu"].largest_batch() < checks["cuda:0"].largest_batch()
+
+
 def test_memory_bf16_inference_keeps_bf16_weights_and_kv_cache() -> None:
     m = predict(ONE, Workload("decode", 2, 4, "bf16"), HW).memory
     assert m.weights == 1080 * 2 + 8 * 8  # the weights themselves in bf16, no autocast copies
