@@ -9,9 +9,9 @@ turned off (`GPT.pad_head = False`: cuBLAS's kernels for rows that are not 16-by
 50304-token vocabulary (nothing to pad). The three steps of a kind are built side by side and
 timed in turn, round after round (ROUNDS), each time over 20 steps after 5 warm-up ones (CUDA
 events, median); a figure is the median of its rounds, so the card's drift falls on all three
-alike (timed one after the other, the rows differed by up to 1.9 ms from it). Then the numerics: an fp32 model's logits, loss and token-table gradient padded
-against unpadded (they should agree to the last bit or nearly). Writes $OUT/padded_head.json when
-OUT is set; prints a table last.
+alike (timed one after the other, the rows differed by up to 1.9 ms from it). Then the numerics:
+an fp32 model's logits, loss and token-table gradient padded against unpadded (they should agree
+to the last bit or nearly). Writes $OUT/padded_head.json when OUT is set; prints a table last.
 """
 
 from __future__ import annotations

@@ -30,9 +30,14 @@ def _gib(n: float) -> str:
     return f"{n / MIB:.1f} MiB"
 
 
-def _device_type(device: str) -> str:
+def _kind(device: Any) -> str:
+    """A torch device's type, or a device string's ("cuda:1" -> "cuda")."""
+    return getattr(device, "type", str(device).split(":")[0])
+
+
+def _device_type(device: Any) -> str:
     """'cuda' or 'cpu': the device's kind, as the memory model tells them apart."""
-    return "cuda" if device.startswith("cuda") else "cpu"
+    return "cuda" if _kind(device) == "cuda" else "cpu"
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ def forget() -> None:
 def available_memory(device: Any) -> tuple[float, str] | None:
     """(bytes free for a new step, where that figure comes from) on a torch device, or None
     when it cannot be told."""
-    kind = getattr(device, "type", str(device).split(":")[0])
+    kind = _kind(device)
     try:
         if kind == "cuda":
             import torch  # deferred: loads torch
@@ -119,7 +124,7 @@ def check_memory(config: GPTConfig, workload: Workload, device: Any, *, processe
     if found is None:
         return None
     available, source = found
-    predicted = memory_breakdown(config, workload, plan, _device_type(str(device))).total
+    predicted = memory_breakdown(config, workload, plan, _device_type(device)).total
     check = MemoryCheck(config, workload, str(device), float(predicted), available, source,
                         max(1, int(processes)), flag, plan)
     _last[:] = [check]
