@@ -10,9 +10,9 @@ block_size // 2 new tokens). Up to that point both paths see the same context an
 decoding gives the same tokens; after it the recompute path keeps a full block_size window
 and the two may diverge.
 
-`fast_decoder` + `generate_fast` run the same cached decoding on the fast path (static KV cache,
-compiled step, CUDA graph on a GPU: `gptperf.steps.fast_decode`), `gptperf generate`'s default
-on CUDA.
+`fast_decoder` + `generate_fast` run the same cached decoding on the fast path (static KV cache;
+on a GPU gptperf's fused decode kernels replayed as CUDA graphs, on a CPU a compiled step:
+`gptperf.steps.fast_decode`), `gptperf generate`'s default on CUDA.
 
 `run_generation` is `gptperf generate`'s work: it picks the path and plan, seeds, builds the
 decoder, streams the text as it is decoded and times it, returning a `GenerationResult`.
@@ -186,8 +186,8 @@ def generate_batch(
 
 def fast_decoder(model: GPT, *, temperature: float = 1.0, top_k: int | None = None,
                  plan: ExecutionPlan | None = None) -> FastDecoder:
-    """A FastDecoder for batch-1 generation with `model`, compiled and its graph captured now
-    (not inside the first token's time). `plan` (default: the fast decode plan for the model's
+    """A FastDecoder for batch-1 generation with `model`, compiled where its plan compiles and
+    its graph captured now (not inside the first token's time). `plan` (default: the fast decode plan for the model's
     device) must have the static cache; its one-row and fused kernels are dropped where Triton
     cannot run."""
     check_sampling(1, temperature, top_k)

@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_flag_pair(
         parser, "fast",
-        "decode on the fast path: static KV cache, compiled step replayed as a CUDA graph "
-        "(default: on for CUDA, off on CPU, where it compiles without graphs)",
+        "decode on the fast path: static KV cache; on CUDA gptperf's fused decode kernels "
+        "replayed as CUDA graphs (default: on for CUDA, off on CPU, where it compiles the step, "
+        "without graphs)",
         "decode eagerly",
     )
     add_device_argument(parser)
