@@ -316,6 +316,31 @@ def test_greedy_step_generates_what_the_model_generates(small_tiles: None) -> No
     assert tokens_buf[0, :7].tolist() == expected and cache.pos.item() == 6
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("in_qkv", [False, True])
+def test_the_step_gives_the_models_logits(small_tiles: None, in_qkv: bool) -> None:
+    """The fused step's logits (handed to `sample`) are the model's with a KV cache, biases and
+    all: each LayerNorm gemv's bias is in its folded constants for the kernel and given to the
+    plain-torch reference beside them."""
+    model = _model()
+    cache, kv = StaticKVCache(model.config, 1), KVCache(model.config, 1)
+    token_buf, tokens_buf = torch.tensor([[5]]), torch.zeros(1, cache.max_len + 1, dtype=torch.long)
+    seen: list[torch.Tensor] = []
+
+    def greedy(logits: torch.Tensor) -> torch.Tensor:
+        seen.append(logits.clone())
+        return logits.argmax(-1)
+
+    step = fused_decode_step(model, cache, token_buf, tokens_buf, sample=greedy,
+                             tuning=dk.KernelTuning(attention_in_qkv=in_qkv))
+    token = torch.tensor([[5]])
+    for _ in range(5):
+        expected, _ = model(token, kv_cache=kv)
+        step()
+        assert torch.allclose(seen[-1].reshape(-1), expected.reshape(-1), atol=1e-5, rtol=1e-5)
+        token = token_buf.clone()
+
+
 def test_kernel_tuning_defaults_are_the_settings_the_step_runs() -> None:
     t = dk.DEFAULT_TUNING
     assert t == dk.KernelTuning()
