@@ -453,6 +453,20 @@ if triton is not None:
         return m_new, denom, acc
 
     @triton.jit
+    def _attend_positions(m, denom, acc, q, k_head, v_head, k_sl, v_sl, d_ok, start, end, qk_scale,
+                          BLOCK_L: tl.constexpr):
+        # `_attend` over the cached positions [start, end), BLOCK_L a step (k_head, v_head: the
+        # head's column pointers, (1, D_P2)).
+        for j0 in range(start, end, BLOCK_L):
+            j = j0 + tl.arange(0, BLOCK_L)
+            j_ok = j < end
+            tile_ok = j_ok[:, None] & d_ok[None, :]
+            kt = tl.load(k_head + j[:, None] * k_sl, mask=tile_ok, other=0.0)
+            vt = tl.load(v_head + j[:, None] * v_sl, mask=tile_ok, other=0.0)
+            m, denom, acc = _attend(m, denom, acc, q, kt, vt, j_ok, qk_scale)
+        return m, denom, acc
+
+    @triton.jit
     def _attention_kernel(qkv_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr, done_ptr, y_ptr,
                           C, S, k_sh, k_sl, v_sh, v_sl, qk_scale,
                           D: tl.constexpr, D_P2: tl.constexpr, CHUNK: tl.constexpr,
@@ -500,13 +514,8 @@ if triton is not None:
             denom = tl.where(own, 1.0, 0.0)
             acc = tl.where(own, v_new.to(tl.float32), 0.0)
             m, denom, acc = _attend(m, denom, acc, q, kt, vt, j_ok, qk_scale)
-            for j0 in range(start + BLOCK_L, end, BLOCK_L):
-                j = j0 + tl.arange(0, BLOCK_L)
-                j_ok = j < end
-                tile_ok = j_ok[:, None] & d_ok[None, :]
-                kt = tl.load(k_head + j[:, None] * k_sl, mask=tile_ok, other=0.0)
-                vt = tl.load(v_head + j[:, None] * v_sl, mask=tile_ok, other=0.0)
-                m, denom, acc = _attend(m, denom, acc, q, kt, vt, j_ok, qk_scale)
+            m, denom, acc = _attend_positions(m, denom, acc, q, k_head, v_head, k_sl, v_sl, d_ok,
+                                              start + BLOCK_L, end, qk_scale, BLOCK_L)
             if FUSED:
                 if n_split == 1:
                     tl.store(y_ptr + h * D + d, (acc / denom).to(y_ptr.dtype.element_ty), mask=d_ok)
@@ -539,15 +548,9 @@ if triton is not None:
         m = tl.sum(q * k_new.to(tl.float32), axis=0) * qk_scale
         denom = tl.full((), 1.0, tl.float32)
         acc = v_new.to(tl.float32)
-        k_head = k_ptr + h * k_sh + d[None, :]
-        v_head = v_ptr + h * v_sh + d[None, :]
-        for j0 in range(0, pos, BLOCK_L):
-            j = j0 + tl.arange(0, BLOCK_L)
-            j_ok = j < pos
-            tile_ok = j_ok[:, None] & d_ok[None, :]
-            kt = tl.load(k_head + j[:, None] * k_sl, mask=tile_ok, other=0.0)
-            vt = tl.load(v_head + j[:, None] * v_sl, mask=tile_ok, other=0.0)
-            m, denom, acc = _attend(m, denom, acc, q, kt, vt, j_ok, qk_scale)
+        m, denom, acc = _attend_positions(m, denom, acc, q, k_ptr + h * k_sh + d[None, :],
+                                          v_ptr + h * v_sh + d[None, :], k_sl, v_sl, d_ok, 0, pos,
+                                          qk_scale, BLOCK_L)
         tl.store(y_ptr + h * D + d, (acc / denom).to(y_ptr.dtype.element_ty), mask=d_ok)
 
     @triton.jit
