@@ -187,9 +187,9 @@ def generate_batch(
 def fast_decoder(model: GPT, *, temperature: float = 1.0, top_k: int | None = None,
                  plan: ExecutionPlan | None = None) -> FastDecoder:
     """A FastDecoder for batch-1 generation with `model`, compiled where its plan compiles and
-    its graph captured now (not inside the first token's time). `plan` (default: the fast decode plan for the model's
-    device) must have the static cache; its one-row and fused kernels are dropped where Triton
-    cannot run."""
+    its graph captured now (not inside the first token's time). `plan` (default: the fast decode
+    plan for the model's device) must have the static cache; its one-row and fused kernels are
+    dropped where Triton cannot run."""
     check_sampling(1, temperature, top_k)
     device = next(model.parameters()).device
     if plan is None:

@@ -656,7 +656,8 @@ def test_captured_step_attending_in_its_qkv_kernels_on_cuda() -> None:
     tokens = []
     for tuning in (dk.DEFAULT_TUNING, dk.KernelTuning(attention_in_qkv=True)):
         cache = StaticKVCache(model.config, 1, max_len=256, device="cuda")
-        token_buf, tokens_buf = torch.tensor([[50]], device="cuda"), torch.zeros(1, 257, dtype=torch.long, device="cuda")
+        token_buf = torch.tensor([[50]], device="cuda")
+        tokens_buf = torch.zeros(1, 257, dtype=torch.long, device="cuda")
         graph = capture_graph(fused_decode_step(model, cache, token_buf, tokens_buf, tuning=tuning),
                               torch.device("cuda"))
         cache.reset()

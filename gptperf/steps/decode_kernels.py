@@ -653,9 +653,9 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
     The LayerNorm is computed inside the single pass over the weight (`_dot`) from `folded` =
     `fold_layer_norm(weight, bias, ln_weight, ln_bias)`, computed here when not given (give it:
     it reads the whole weight); where it holds a γ-scaled copy, that copy is streamed. Pass
-    `bias` with `folded` too: the kernel reads it from `folded`, the reference adds it itself. `config`
-    overrides `fused_tile`'s (rows per program, columns per step, warps). `out` must not be `x`
-    (every program reads all of x). `tuning`: the launch settings (`KernelTuning`).
+    `bias` with `folded` too: the kernel reads it from `folded`, the reference adds it itself.
+    `config` overrides `fused_tile`'s (rows per program, columns per step, warps). `out` must not
+    be `x` (every program reads all of x). `tuning`: the launch settings (`KernelTuning`).
     """
     ln = ln_weight is not None
     if reference or not _use_triton(x):
