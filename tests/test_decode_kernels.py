@@ -318,12 +318,16 @@ def test_greedy_step_generates_what_the_model_generates(small_tiles: None) -> No
 
 @torch.no_grad()
 @pytest.mark.parametrize("in_qkv", [False, True])
-def test_the_step_gives_the_models_logits(small_tiles: None, in_qkv: bool) -> None:
+def test_the_step_gives_the_models_logits(in_qkv: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fused step's logits (handed to `sample`) are the model's with a KV cache, biases and
     all: each LayerNorm gemv's bias is in its folded constants for the kernel and given to the
-    plain-torch reference beside them."""
+    plain-torch reference beside them; with `in_qkv` the attention runs inside the qkv kernel."""
+    if INTERPRET:  # few, big tiles (interpreted kernels cost per program), row blocks inside a head
+        monkeypatch.setattr(dk, "fused_tile", lambda n, k, ln: (16, 64, 4))
     model = _model()
     cache, kv = StaticKVCache(model.config, 1), KVCache(model.config, 1)
+    tuning = dk.KernelTuning(attention_in_qkv=in_qkv)
+    assert dk.attends_in_qkv(model.config.n_embd, model.config.n_head, cache.max_len, tuning) == in_qkv
     token_buf, tokens_buf = torch.tensor([[5]]), torch.zeros(1, cache.max_len + 1, dtype=torch.long)
     seen: list[torch.Tensor] = []
 
@@ -331,8 +335,7 @@ def test_the_step_gives_the_models_logits(small_tiles: None, in_qkv: bool) -> No
         seen.append(logits.clone())
         return logits.argmax(-1)
 
-    step = fused_decode_step(model, cache, token_buf, tokens_buf, sample=greedy,
-                             tuning=dk.KernelTuning(attention_in_qkv=in_qkv))
+    step = fused_decode_step(model, cache, token_buf, tokens_buf, sample=greedy, tuning=tuning)
     token = torch.tensor([[5]])
     for _ in range(5):
         expected, _ = model(token, kv_cache=kv)
@@ -786,7 +789,7 @@ def test_attention_runs_in_the_qkv_kernel_only_where_asked_and_it_fits() -> None
 
 
 @torch.no_grad()
-def test_a_step_attending_in_its_qkv_kernels_generates_what_the_model_generates(
+def test_a_step_attending_in_its_qkv_kernels_generates_what_the_step_without_generates(
         monkeypatch: pytest.MonkeyPatch) -> None:
     if INTERPRET:  # few, big tiles (interpreted kernels cost per program), row blocks inside a head
         monkeypatch.setattr(dk, "fused_tile", lambda n, k, ln: (16, 64, 4))
