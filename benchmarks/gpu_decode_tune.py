@@ -9,9 +9,7 @@
     # the same over shortlists at gpt2-medium, gpt2-xl and the 7B shape at context 1000; rule:
     # the steps under the isolated sweeps' tiles and under fused_tile; graph_steps: a token of
     # generation (`FastDecoder.run`, 64 steps) with 1, 4, 16 and 64 steps a CUDA graph; scaled:
-    # the steps with γ loaded in the LayerNorm gemvs and with their weights' copies W∘γ streamed;
-    # in_qkv: short caches' steps with each layer's attention in its qkv kernel's tail
-    # (`KernelTuning.attention_in_qkv`), beside the step with no attention kernel at all (a bound)
+    # the steps with γ loaded in the LayerNorm gemvs and with their weights' copies W∘γ streamed
 
 1. The weight shapes of gpt2 and of the 7B shape that follow a LayerNorm, as a plain gemv and
    with the LayerNorm inside, over candidate tiles (rows per program, columns per step, warps):
@@ -250,29 +248,6 @@ def graph_steps_tokens(cfg: GPTConfig, context: int, rounds: int = 5,
     return {f"{k} steps a graph": statistics.median(t) for k, t in times.items()}
 
 
-def attention_in_qkv_steps(cfg: GPTConfig, context: int, rounds: int = 7) -> dict[str, float]:
-    """The fused step (batch 1, bf16) with its attention kernel as it runs, with each layer's
-    attention in its qkv kernel (`ln_gemv_attention`, `block` 32 or 64 positions a loop step), and
-    with no attention kernel at all (y left as it was: wrong tokens, the time every other kernel
-    takes: what moving the attention anywhere could gain at most); one graph each from one model,
-    alternating rounds."""
-    model = build_model(cfg, DEV, torch.bfloat16)
-    in_qkv = dk.KernelTuning(attention_in_qkv=True)
-    attention, fused = dk.decode_attention, dk.ln_gemv_attention
-    y = torch.zeros(1, 1, cfg.n_embd, device=DEV, dtype=torch.bfloat16)
-    decoders = {"attention kernel": captured(model, context)}
-    try:
-        decoders["attention in qkv"] = captured(model, context, in_qkv)
-        dk.ln_gemv_attention = functools.partial(fused, block=64)
-        decoders["attention in qkv, 64 positions a step"] = captured(model, context, in_qkv)
-        dk.decode_attention = lambda *args, **kwargs: y
-        decoders["no attention kernel"] = captured(model, context)
-    finally:
-        dk.decode_attention, dk.ln_gemv_attention = attention, fused
-    decoders["attention kernel again"] = captured(model, context)
-    return alternating_medians(decoders, context, rounds, steps=40)
-
-
 def captured(model: Any, context: int, tuning: dk.KernelTuning = dk.DEFAULT_TUNING) -> FastDecoder:
     """A batch-1 decoder of `model` with its step captured under the module's settings now and
     the kernels launched under `tuning`."""
@@ -354,11 +329,6 @@ def main() -> None:
                            ("7b", CFG_7B, 128),
                            ("7b", CFG_7B, 1000)) if "rule" in parts else ():
         r = res["rule"][f"{name} L={ctx}"] = rule_steps(cfg, ctx)
-        print(f"step {name} L={ctx}: " + "; ".join(f"{k} {v * 1e6:.1f} us" for k, v in r.items()), flush=True)
-    res["in_qkv"] = {}
-    for name, cfg, ctx in (("gpt2", preset("gpt2"), 256), ("7b", CFG_7B, 128),
-                           ("7b", CFG_7B, 256)) if "in_qkv" in parts else ():
-        r = res["in_qkv"][f"{name} L={ctx}"] = attention_in_qkv_steps(cfg, ctx)
         print(f"step {name} L={ctx}: " + "; ".join(f"{k} {v * 1e6:.1f} us" for k, v in r.items()), flush=True)
     res["in_step"] = {}
     sweeps = []

@@ -317,17 +317,14 @@ def test_greedy_step_generates_what_the_model_generates(small_tiles: None) -> No
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("in_qkv", [False, True])
-def test_the_step_gives_the_models_logits(in_qkv: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_step_gives_the_models_logits(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fused step's logits (handed to `sample`) are the model's with a KV cache, biases and
     all: each LayerNorm gemv's bias is in its folded constants for the kernel and given to the
-    plain-torch reference beside them; with `in_qkv` the attention runs inside the qkv kernel."""
-    if INTERPRET:  # few, big tiles (interpreted kernels cost per program), row blocks inside a head
+    plain-torch reference beside them."""
+    if INTERPRET:  # few, big tiles: interpreted kernels cost per program
         monkeypatch.setattr(dk, "fused_tile", lambda n, k, ln: (16, 64, 4))
     model = _model()
     cache, kv = StaticKVCache(model.config, 1), KVCache(model.config, 1)
-    tuning = dk.KernelTuning(attention_in_qkv=in_qkv)
-    assert dk.attends_in_qkv(model.config.n_embd, model.config.n_head, cache.max_len, tuning) == in_qkv
     token_buf, tokens_buf = torch.tensor([[5]]), torch.zeros(1, cache.max_len + 1, dtype=torch.long)
     seen: list[torch.Tensor] = []
 
@@ -335,7 +332,7 @@ def test_the_step_gives_the_models_logits(in_qkv: bool, monkeypatch: pytest.Monk
         seen.append(logits.clone())
         return logits.argmax(-1)
 
-    step = fused_decode_step(model, cache, token_buf, tokens_buf, sample=greedy, tuning=tuning)
+    step = fused_decode_step(model, cache, token_buf, tokens_buf, sample=greedy)
     token = torch.tensor([[5]])
     for _ in range(5):
         expected, _ = model(token, kv_cache=kv)
@@ -348,7 +345,6 @@ def test_kernel_tuning_defaults_are_the_settings_the_step_runs() -> None:
     t = dk.DEFAULT_TUNING
     assert t == dk.KernelTuning()
     assert (t.pdl, t.attention_prefetch, t.early_weight_loads) == (True, True, True)
-    assert not t.attention_in_qkv  # not measured on a card yet (BENCHMARKS.md, "Session 59")
     assert t.scale_weight_bytes == NORM_SCALED_WEIGHT_BYTES
     with pytest.raises(dataclasses.FrozenInstanceError):
         t.pdl = False  # type: ignore[misc]
@@ -366,18 +362,15 @@ def test_scaled_copies_follow_the_tuning_given(monkeypatch: pytest.MonkeyPatch) 
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("in_qkv", [False, True])
 @pytest.mark.parametrize("greedy", [True, False])
-def test_the_tuning_given_reaches_every_kernel_of_the_step(greedy: bool, in_qkv: bool,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_tuning_given_reaches_every_kernel_of_the_step(greedy: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """FastDecoder(kernel_tuning=...) hands its tuning to every fold and every launch of the
-    fused step (greedy: the argmax kernel finishes the step; sampling: ln_gemv, then finish;
-    in_qkv: the attention inside the qkv kernel, no attention kernel of its own)."""
+    fused step (greedy: the argmax kernel finishes the step; sampling: ln_gemv, then finish)."""
     tuning = dk.KernelTuning(pdl=False, attention_prefetch=False, early_weight_loads=False,
-                             scale_weight_bytes=0, attention_in_qkv=in_qkv)
+                             scale_weight_bytes=0)
     seen: dict[str, set[object]] = {}
-    for name in ("fold_layer_norm", "embed", "ln_gemv", "decode_attention", "ln_gemv_attention",
-                 "gemv_residual", "ln_gemv_argmax", "finish"):
+    for name in ("fold_layer_norm", "embed", "ln_gemv", "decode_attention", "gemv_residual",
+                 "ln_gemv_argmax", "finish"):
         def spy(*args: object, _name: str = name, _fn: object = getattr(dk, name), **kwargs: object) -> object:
             seen.setdefault(_name, set()).add(kwargs.get("tuning"))
             return _fn(*args, **kwargs)  # type: ignore[operator]
@@ -385,8 +378,8 @@ def test_the_tuning_given_reaches_every_kernel_of_the_step(greedy: bool, in_qkv:
     sampling = {} if greedy else {"temperature": 0.9, "top_k": 5}
     dec = FastDecoder(_model(), 1, 24, compile=False, fused=True, kernel_tuning=tuning, **sampling)
     dec.step()
-    expected = {"fold_layer_norm", "embed", "ln_gemv", "ln_gemv_attention" if in_qkv else "decode_attention",
-                "gemv_residual", "ln_gemv_argmax" if greedy else "finish"}
+    expected = {"fold_layer_norm", "embed", "ln_gemv", "decode_attention", "gemv_residual",
+                "ln_gemv_argmax" if greedy else "finish"}
     assert set(seen) == expected and all(s == {tuning} for s in seen.values()), seen
 
 
@@ -617,61 +610,6 @@ def test_captured_greedy_step_on_cuda() -> None:
     assert torch.equal(ref_tokens[0, 1:21], tokens_buf[0, 1:21].cpu())
 
 
-@pytest.mark.gpu
-@cuda
-@pytest.mark.parametrize("shape", list(SHAPES))
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_ln_gemv_attention_on_cuda(shape: str, dtype: torch.dtype) -> None:
-    """The qkv kernel attending in its tail, at fused_tile's tiles on a short cache, against the
-    float64 attention of the qkv it wrote, repeated (a head attended before its last row block
-    was written would differ), its counts put back."""
-    torch.manual_seed(12)
-    C, H, L = SHAPES[shape]["C"], SHAPES[shape]["H"], 128
-    D = C // H
-    assert dk.attends_in_qkv(C, H, L, dk.KernelTuning(attention_in_qkv=True))
-    x = _rand(1, 1, C, dtype=dtype, device="cuda", shift=2.0)
-    g, b = _ln_params(C, dtype, "cuda")
-    w, bias = _rand(3 * C, C, dtype=dtype, device="cuda", scale=0.05), _rand(3 * C, dtype=dtype, device="cuda")
-    scratch = dk.DecodeScratch.new(H, "cuda")
-    for p in (0, 1, 31, 32, 100, L - 1):
-        k_cache, v_cache = _caches(H, L, D, p, dtype, "cuda")
-        for _ in range(3):
-            kc, vc = k_cache.clone(), v_cache.clone()
-            qkv = _nan(1, 1, 3 * C, dtype=dtype)
-            y = dk.ln_gemv_attention(x, g, b, EPS, w, bias, kc, vc, torch.tensor(p, device="cuda"), H,
-                                     scratch=scratch, qkv=qkv, out=_nan(1, 1, C, dtype=dtype))
-            assert _rel(qkv, _ln_linear64(x, g, b, w, bias, False)) < GPU_TOL[dtype], p
-            assert _rel(y, _attention64(qkv, k_cache, v_cache, p, H)) < GPU_TOL[dtype], p
-            _, k_new, v_new = qkv.reshape(3, H, D)
-            assert torch.equal(kc[0, :, p], k_new) and torch.equal(vc[0, :, p], v_new)
-            assert not scratch.attention_done.any()
-
-
-@pytest.mark.gpu
-@cuda
-@torch.no_grad()
-def test_captured_step_attending_in_its_qkv_kernels_on_cuda() -> None:
-    """gpt2 in fp32 on a 256-position cache: the captured step with each layer's attention in its
-    qkv kernel makes the tokens of the step with an attention kernel of its own."""
-    from gptperf.steps.fast_decode import capture_graph
-
-    model = build_model(preset("gpt2"), "cuda", torch.float32)
-    tokens = []
-    for tuning in (dk.DEFAULT_TUNING, dk.KernelTuning(attention_in_qkv=True)):
-        cache = StaticKVCache(model.config, 1, max_len=256, device="cuda")
-        token_buf = torch.tensor([[50]], device="cuda")
-        tokens_buf = torch.zeros(1, 257, dtype=torch.long, device="cuda")
-        graph = capture_graph(fused_decode_step(model, cache, token_buf, tokens_buf, tuning=tuning),
-                              torch.device("cuda"))
-        cache.reset()
-        token_buf.fill_(50)
-        for _ in range(200):
-            graph()
-        assert cache.pos.item() == 200
-        tokens.append(tokens_buf[0, 1:201])
-    assert torch.equal(*tokens)
-
-
 @pytest.mark.parametrize("scale", [False, True])
 @pytest.mark.parametrize("shift", [0.0, 3.0])
 @pytest.mark.parametrize("gelu", [False, True])
@@ -739,64 +677,3 @@ def test_fold_for_copies_streams_each_copy_where_a_copy_is_streamed() -> None:
         assert all(f.weight is w and f.c1 is folded[0].c1 for f, w in zip(folded, ws, strict=True))
     else:  # nothing streams it: no copy at all
         assert all(f.weight is None for f in folded)
-
-
-
-@interpreter
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_interpreted_ln_gemv_attention_is_ln_gemv_then_attention(dtype: torch.dtype) -> None:
-    """The qkv kernel that attends each head in its tail: the qkv, y and cache writes of the two
-    kernels it replaces, at every position of a short cache, with its counts put back."""
-    torch.manual_seed(9)
-    H, D, L = 3, 8, 20
-    C = H * D
-    x = _rand(1, 1, C, dtype=dtype, shift=2.0)
-    g, b = _ln_params(C, dtype)
-    w, bias = _rand(3 * C, C, dtype=dtype, scale=0.2), _rand(3 * C, dtype=dtype)
-    scratch = dk.DecodeScratch.new(H, "cpu")
-    for tile, block in (((4, 16, 4), None), ((8, 32, 4), 4), ((2, 8, 4), 16)):
-        for p in (0, 1, 5, 19):
-            k_cache, v_cache = _caches(H, L, D, p, dtype)
-            ref_k, ref_v = k_cache.clone(), v_cache.clone()
-            qkv_ref = dk.ln_gemv(x, g, b, EPS, w, bias, reference=True)
-            qkv = torch.full((1, 1, 3 * C), float("nan"), dtype=dtype)
-            y = torch.full((1, 1, C), float("nan"), dtype=dtype)
-            got = dk.ln_gemv_attention(x, g, b, EPS, w, bias, k_cache, v_cache, torch.tensor(p), H,
-                                       scratch=scratch, qkv=qkv, out=y, config=tile, block=block)
-            assert got is y
-            assert _rel(qkv, qkv_ref.double()) < _tol(dtype), (tile, p)
-            # the attention of the qkv it wrote (bf16 rows may round apart from the reference's)
-            y_ref = dk.decode_attention(qkv, ref_k, ref_v, torch.tensor(p), H, reference=True)
-            assert _rel(y, y_ref.double()) < _tol(dtype), (tile, p)
-            assert _rel(y, _attention64(qkv, k_cache, v_cache, p, H)) < _tol(dtype)
-            _, k_new, v_new = qkv.reshape(3, H, D)
-            assert torch.equal(k_cache[0, :, p], k_new) and torch.equal(v_cache[0, :, p], v_new)
-            # the cached positions read, not written; those after p never touched (still NaN)
-            assert _same(k_cache[:, :, :p], ref_k[:, :, :p]) and _same(v_cache[:, :, p + 1:], ref_v[:, :, p + 1:])
-            assert not scratch.attention_done.any()  # each head's last program put its count back
-    with pytest.raises(ValueError, match="lie in one head"):  # row blocks of 16 over heads of 8
-        dk.ln_gemv_attention(x, g, b, EPS, w, bias, k_cache, v_cache, torch.tensor(0), H, config=(16, 16, 4))
-
-
-def test_attention_runs_in_the_qkv_kernel_only_where_asked_and_it_fits() -> None:
-    on = dk.KernelTuning(attention_in_qkv=True)
-    assert not dk.attends_in_qkv(4096, 32, 128)  # off by default
-    assert dk.attends_in_qkv(4096, 32, 128, on)
-    # one program reads a head's whole cache: short caches only
-    assert not dk.attends_in_qkv(4096, 32, dk.ATTENTION_IN_QKV_MAX_LEN + 1, on)
-    assert not dk.attends_in_qkv(96, 32, 128, on, config=(4, 32, 4))  # a row block of 4, heads of 3
-    assert dk.attends_in_qkv(96, 24, 128, on, config=(4, 32, 4))
-
-
-@torch.no_grad()
-def test_a_step_attending_in_its_qkv_kernels_generates_what_the_step_without_generates(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    if INTERPRET:  # few, big tiles (interpreted kernels cost per program), row blocks inside a head
-        monkeypatch.setattr(dk, "fused_tile", lambda n, k, ln: (16, 64, 4))
-    model = _model()
-    tuning = dk.KernelTuning(attention_in_qkv=True)
-    assert dk.attends_in_qkv(model.config.n_embd, model.config.n_head, 24, tuning)
-    plain = FastDecoder(model, 1, 24, compile=False, fused=True)
-    fused = FastDecoder(model, 1, 24, compile=False, fused=True, kernel_tuning=tuning)
-    prompt = torch.tensor([[5, 17, 3]])
-    assert torch.equal(plain.generate(prompt, 12), fused.generate(prompt, 12))

@@ -35,11 +35,6 @@ Self-resetting counters: `decode_attention` and `ln_gemv_argmax` let the last of
 finish the work (combine the attention splits; decode the argmax) and that program puts its
 counters back (`DecodeScratch`), so one scratch serves every replay of a graph with no reset
 kernel. Kernels sharing a scratch must run in stream order, so make one per decoder.
-
-`ln_gemv_attention` puts a short cache's attention inside the qkv kernel, four kernels a layer:
-the last program to write a head's q, k, v rows attends that head while other programs still
-stream the weight. A step runs it under `KernelTuning(attention_in_qkv=True)` only; it is off by
-default until a card has timed it (`benchmarks/gpu_decode_tune.py in_qkv`).
 """
 
 from __future__ import annotations
@@ -77,8 +72,6 @@ DEFAULT_CHUNK = 64  # positions per attention program when none is given
 # warps of an attention program: 2 beat 4 in the captured step (benchmarks/gpu_decode_tune.py
 # `in_step`; BENCHMARKS.md, "The fused decode step tuned in the step")
 ATTENTION_WARPS = 2
-# The longest cache whose attention one program a head reads inside the qkv kernel's tail.
-ATTENTION_IN_QKV_MAX_LEN = 256
 _LOG2E = 1.4426950408889634
 
 
@@ -130,15 +123,12 @@ class KernelTuning:
     load beside each x chunk) when the weight is at most this large (BENCHMARKS.md, "Sixteen
     decode steps a graph, the anchors again, and γ in the weights"); read where the LayerNorms
     are folded (`fold_layer_norm`).
-    attention_in_qkv: a layer's attention runs inside its qkv kernel (`ln_gemv_attention`) where
-    `attends_in_qkv` allows it (short caches), instead of in a kernel of its own.
     """
 
     pdl: bool = True
     attention_prefetch: bool = True
     early_weight_loads: bool = True
     scale_weight_bytes: int = NORM_SCALED_WEIGHT_BYTES
-    attention_in_qkv: bool = False
 
 
 DEFAULT_TUNING = KernelTuning()
@@ -453,20 +443,6 @@ if triton is not None:
         return m_new, denom, acc
 
     @triton.jit
-    def _attend_positions(m, denom, acc, q, k_head, v_head, k_sl, v_sl, d_ok, start, end, qk_scale,
-                          BLOCK_L: tl.constexpr):
-        # `_attend` over the cached positions [start, end), BLOCK_L a step (k_head, v_head: the
-        # head's column pointers, (1, D_P2)).
-        for j0 in range(start, end, BLOCK_L):
-            j = j0 + tl.arange(0, BLOCK_L)
-            j_ok = j < end
-            tile_ok = j_ok[:, None] & d_ok[None, :]
-            kt = tl.load(k_head + j[:, None] * k_sl, mask=tile_ok, other=0.0)
-            vt = tl.load(v_head + j[:, None] * v_sl, mask=tile_ok, other=0.0)
-            m, denom, acc = _attend(m, denom, acc, q, kt, vt, j_ok, qk_scale)
-        return m, denom, acc
-
-    @triton.jit
     def _attention_kernel(qkv_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr, done_ptr, y_ptr,
                           C, S, k_sh, k_sl, v_sh, v_sl, qk_scale,
                           D: tl.constexpr, D_P2: tl.constexpr, CHUNK: tl.constexpr,
@@ -514,8 +490,13 @@ if triton is not None:
             denom = tl.where(own, 1.0, 0.0)
             acc = tl.where(own, v_new.to(tl.float32), 0.0)
             m, denom, acc = _attend(m, denom, acc, q, kt, vt, j_ok, qk_scale)
-            m, denom, acc = _attend_positions(m, denom, acc, q, k_head, v_head, k_sl, v_sl, d_ok,
-                                              start + BLOCK_L, end, qk_scale, BLOCK_L)
+            for j0 in range(start + BLOCK_L, end, BLOCK_L):
+                j = j0 + tl.arange(0, BLOCK_L)
+                j_ok = j < end
+                tile_ok = j_ok[:, None] & d_ok[None, :]
+                kt = tl.load(k_head + j[:, None] * k_sl, mask=tile_ok, other=0.0)
+                vt = tl.load(v_head + j[:, None] * v_sl, mask=tile_ok, other=0.0)
+                m, denom, acc = _attend(m, denom, acc, q, kt, vt, j_ok, qk_scale)
             if FUSED:
                 if n_split == 1:
                     tl.store(y_ptr + h * D + d, (acc / denom).to(y_ptr.dtype.element_ty), mask=d_ok)
@@ -529,52 +510,6 @@ if triton is not None:
                         tl.store(done_ptr + h, 0)
             else:
                 _store_partial(acc_ptr, ml_ptr, h, s, S, m, denom, acc, D_P2)
-
-    @triton.jit
-    def _head_attention(qkv_ptr, k_ptr, v_ptr, pos_ptr, y_ptr, h, C, k_sh, k_sl, v_sh, v_sl,
-                        qk_scale, D: tl.constexpr, D_P2: tl.constexpr, BLOCK_L: tl.constexpr):
-        # One program attends head h over every position <= pos: the new q, k, v from qkv (.cg:
-        # other programs wrote them; read L2, not a stale L1), k and v written to the caches at
-        # pos, then the cached positions BLOCK_L at a time.
-        d = tl.arange(0, D_P2)
-        d_ok = d < D
-        pos = tl.load(pos_ptr).to(tl.int32)
-        head = qkv_ptr + h * D + d
-        q = tl.load(head, mask=d_ok, other=0.0, cache_modifier=".cg").to(tl.float32)
-        k_new = tl.load(head + C, mask=d_ok, other=0.0, cache_modifier=".cg")
-        v_new = tl.load(head + 2 * C, mask=d_ok, other=0.0, cache_modifier=".cg")
-        tl.store(k_ptr + h * k_sh + pos * k_sl + d, k_new.to(k_ptr.dtype.element_ty), mask=d_ok)
-        tl.store(v_ptr + h * v_sh + pos * v_sl + d, v_new.to(v_ptr.dtype.element_ty), mask=d_ok)
-        m = tl.sum(q * k_new.to(tl.float32), axis=0) * qk_scale
-        denom = tl.full((), 1.0, tl.float32)
-        acc = v_new.to(tl.float32)
-        m, denom, acc = _attend_positions(m, denom, acc, q, k_ptr + h * k_sh + d[None, :],
-                                          v_ptr + h * v_sh + d[None, :], k_sl, v_sl, d_ok, 0, pos,
-                                          qk_scale, BLOCK_L)
-        tl.store(y_ptr + h * D + d, (acc / denom).to(y_ptr.dtype.element_ty), mask=d_ok)
-
-    @triton.jit
-    def _ln_gemv_attention_kernel(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, qkv_ptr, k_ptr, v_ptr,
-                                  pos_ptr, count_ptr, y_ptr, N, K, eps, C, k_sh, k_sl, v_sh, v_sl,
-                                  qk_scale, GAMMA: tl.constexpr, BLOCK_N: tl.constexpr,
-                                  BLOCK_K: tl.constexpr, EARLY: tl.constexpr, D: tl.constexpr,
-                                  D_P2: tl.constexpr, BLOCK_L: tl.constexpr, PDL: tl.constexpr):
-        # c_attn's LayerNorm gemv (as _ln_gemv_kernel), then each head's attention by the last
-        # program to write one of its q, k, v row blocks (an atomic count a head, put back by
-        # that program): the heads attend while later row blocks still stream their weights.
-        if not EARLY:
-            _after_previous(PDL)
-        block = tl.program_id(0)
-        rows, row_ok, y = _dot(x_ptr, g_ptr, w_ptr, c1_ptr, c2_ptr, N, K, eps, block, True, GAMMA,
-                               BLOCK_N, BLOCK_K, EARLY, PDL)
-        tl.store(qkv_ptr + rows, y.to(qkv_ptr.dtype.element_ty), mask=row_ok)
-        tl.debug_barrier()  # every thread's rows are stored before the count
-        h = (block * BLOCK_N % C) // D
-        done = tl.atomic_add(count_ptr + h, 1, sem="acq_rel", scope="gpu")
-        if done == 3 * (D // BLOCK_N) - 1:
-            _head_attention(qkv_ptr, k_ptr, v_ptr, pos_ptr, y_ptr, h, C, k_sh, k_sl, v_sh, v_sl,
-                            qk_scale, D, D_P2, BLOCK_L)
-            tl.store(count_ptr + h, 0)
 
     @triton.jit
     def _attention_combine_kernel(acc_ptr, ml_ptr, pos_ptr, y_ptr, S, D: tl.constexpr,
@@ -739,58 +674,6 @@ def decode_attention(qkv: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Te
         _attention_combine_kernel[(n_head,)](acc, ml, pos, out, splits, D=D, D_P2=d_p2,
                                              CHUNK=chunk, SPLIT_BLOCK=split_block,
                                              num_warps=num_warps, **_launch(qkv, tuning))
-    return out
-
-
-def attends_in_qkv(n_embd: int, n_head: int, max_len: int, tuning: KernelTuning = DEFAULT_TUNING,
-                   config: tuple[int, int, int] | None = None) -> bool:
-    """Whether a layer's attention runs inside its qkv kernel (`ln_gemv_attention`): where
-    `tuning.attention_in_qkv` asks for it, the cache holds at most ATTENTION_IN_QKV_MAX_LEN
-    positions (one program a head reads them all) and a row block of the qkv tile lies in one head."""
-    block_n = _tile(3 * n_embd, n_embd, True, config)[0]
-    return (tuning.attention_in_qkv and max_len <= ATTENTION_IN_QKV_MAX_LEN
-            and (n_embd // n_head) % block_n == 0)
-
-
-def ln_gemv_attention(x: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor, eps: float,
-                      weight: torch.Tensor, bias: torch.Tensor | None, k_cache: torch.Tensor,
-                      v_cache: torch.Tensor, pos: torch.Tensor, n_head: int, *,
-                      folded: FoldedNorm | None = None, scratch: DecodeScratch | None = None,
-                      qkv: torch.Tensor | None = None, out: torch.Tensor | None = None,
-                      config: tuple[int, int, int] | None = None, block: int | None = None,
-                      reference: bool = False, tuning: KernelTuning = DEFAULT_TUNING) -> torch.Tensor:
-    """`decode_attention(ln_gemv(x, ln_weight, ln_bias, eps, weight, bias), k_cache, v_cache, pos,
-    n_head)` in one kernel: the last program to write a head's q, k, v rows attends that head over
-    every cached position (`block` of them a loop step), while other programs still stream the
-    weight. Returns y (1, 1, C); `qkv` receives c_attn's output. Each row block of the tile
-    (`config`, default `fused_tile`'s) must lie in one head (`attends_in_qkv`)."""
-    if reference or not _use_triton(x):
-        q_k_v = ln_gemv_reference(x, ln_weight, ln_bias, eps, weight, bias, False)
-        if qkv is not None:
-            qkv.copy_(q_k_v)
-        y = decode_attention_reference(q_k_v, k_cache, v_cache, pos, n_head)
-        return y if out is None else out.copy_(y)
-    n, k = weight.shape
-    C = n // 3
-    D = C // n_head
-    block_n, block_k, warps = _tile(n, k, True, config)
-    if n != 3 * k or D % block_n:
-        raise ValueError(f"ln_gemv_attention needs a c_attn weight (3C, C) whose row blocks of {block_n} "
-                         f"lie in one head of {D}, got {n}x{k}")
-    if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
-        raise ValueError("ln_gemv_attention needs caches with contiguous head dimensions")
-    f = _folded(folded, weight, bias, ln_weight, ln_bias, tuning)
-    streamed, gamma = f.streamed(weight)
-    d_p2 = triton.next_power_of_2(D)
-    block = block or min(triton.next_power_of_2(k_cache.size(2)), max(16, 4096 // d_p2))
-    scratch = scratch or DecodeScratch.new(n_head, x.device)
-    qkv, out = _out(qkv, n, x), _out(out, C, x)
-    _ln_gemv_attention_kernel[(triton.cdiv(n, block_n),)](
-        x, ln_weight, streamed, f.c1, f.c2, qkv, k_cache, v_cache, pos, scratch.attention_done, out,
-        n, k, float(eps), C, k_cache.stride(1), k_cache.stride(2), v_cache.stride(1),
-        v_cache.stride(2), _LOG2E / math.sqrt(D), GAMMA=gamma, BLOCK_N=block_n, BLOCK_K=block_k,
-        EARLY=tuning.early_weight_loads, D=D, D_P2=d_p2, BLOCK_L=block, num_warps=warps,
-        **_launch(x, tuning))
     return out
 
 

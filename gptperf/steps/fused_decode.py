@@ -33,7 +33,6 @@ def fused_decode_step(model: GPT, cache: object, token: torch.Tensor, tokens: to
     blocks = list(tr.h)
     head = model.lm_head.weight
     scratch = K.DecodeScratch.new(cfg.n_head, token.device)  # counters the kernels reset themselves
-    in_qkv = K.attends_in_qkv(cfg.n_embd, cfg.n_head, cache.max_len, tuning)
     with torch.no_grad():  # each LayerNorm's constants for the gemv after it
         attn_c = [K.fold_layer_norm(b.attn.c_attn.weight, b.attn.c_attn.bias, b.ln_1.weight, b.ln_1.bias,
                                     tuning=tuning) for b in blocks]
@@ -52,18 +51,12 @@ def fused_decode_step(model: GPT, cache: object, token: torch.Tensor, tokens: to
             x = K.embed(token, cache.pos, tr.wte.weight, tr.wpe.weight, tuning=tuning)
         for i, b in enumerate(blocks):
             at = label[i]
-            if in_qkv:  # one kernel, under attn.qkv's range: the heads attend in its tail
-                with record_function(at[names.ATTN_QKV]):
-                    y = K.ln_gemv_attention(x, b.ln_1.weight, b.ln_1.bias, eps, b.attn.c_attn.weight,
-                                            b.attn.c_attn.bias, cache.k[i], cache.v[i], cache.pos, cfg.n_head,
-                                            folded=attn_c[i], scratch=scratch, tuning=tuning)
-            else:
-                with record_function(at[names.ATTN_QKV]):
-                    qkv = K.ln_gemv(x, b.ln_1.weight, b.ln_1.bias, eps, b.attn.c_attn.weight, b.attn.c_attn.bias,
-                                    folded=attn_c[i], tuning=tuning)
-                with record_function(at[names.ATTN_SDPA]):
-                    y = K.decode_attention(qkv, cache.k[i], cache.v[i], cache.pos, cfg.n_head, scratch=scratch,
-                                           tuning=tuning)
+            with record_function(at[names.ATTN_QKV]):
+                qkv = K.ln_gemv(x, b.ln_1.weight, b.ln_1.bias, eps, b.attn.c_attn.weight, b.attn.c_attn.bias,
+                                folded=attn_c[i], tuning=tuning)
+            with record_function(at[names.ATTN_SDPA]):
+                y = K.decode_attention(qkv, cache.k[i], cache.v[i], cache.pos, cfg.n_head, scratch=scratch,
+                                       tuning=tuning)
             with record_function(at[names.ATTN_PROJ]):
                 x = K.gemv_residual(y, b.attn.c_proj.weight, b.attn.c_proj.bias, x, tuning=tuning)
             with record_function(at[names.MLP_FC]):
