@@ -104,6 +104,20 @@ def calibration(env: Path) -> Calibration:
 
 
 @pytest.fixture
+def measured_again(calibration: Calibration, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """`calibrate` returns the module's calibration stamped now, and records each call (quick):
+    for tests of when a calibration is measured again, not of the measurement."""
+    calls: list[bool] = []
+
+    def fresh(device: object, *, quick: bool = False, **_: object) -> Calibration:
+        calls.append(quick)
+        return replace(calibration, created_at=dt.datetime.now(dt.timezone.utc).isoformat())
+
+    monkeypatch.setattr(cal_mod, "calibrate", fresh)
+    return calls
+
+
+@pytest.fixture
 def clean_cache(env: Path) -> Iterator[Path]:
     """No calibration of this CPU cached before or after the test."""
     path = Path(calibration_path(device_name(CPU)))
@@ -284,7 +298,8 @@ def _write_as_this_devices(cal: Calibration, path: Path) -> None:
     ("torch", ["torch 1.0.0", f"this is torch {torch.__version__}"]),
 ])
 def test_stale_foreign_or_other_torch_calibration_is_refused_in_one_line(
-        calibration: Calibration, clean_cache: Path, change: str, expected: list[str]) -> None:
+        calibration: Calibration, clean_cache: Path, measured_again: list[bool], change: str,
+        expected: list[str]) -> None:
     old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)).isoformat()
     bad = {"stale": replace(calibration, created_at=old),
            "foreign": replace(calibration, device_name="NVIDIA H200"),
@@ -295,6 +310,7 @@ def test_stale_foreign_or_other_torch_calibration_is_refused_in_one_line(
         one_line_user_error(load, *expected)
     # the command measures a new one instead of failing (and says nothing of a cache)
     out = _run_cli(["calibrate", "--device", "cpu", "--quick", "--json"])
+    assert measured_again == [True]
     assert out["cached"] is False and out["device_name"] == device_name(CPU)
     assert cal_mod.calibration_for(CPU) is not None  # replaced by a usable one
 
@@ -762,12 +778,16 @@ def test_calibrate_json_then_cached_then_forced(env: Path, clean_cache: Path, ca
 
 
 def test_calibrate_reuses_only_a_calibration_younger_than_a_day(calibration: Calibration,
-                                                                clean_cache: Path) -> None:
-    hours_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=30)
-    save_calibration(replace(calibration, created_at=hours_ago.isoformat()))
-    assert cal_mod.calibration_for(CPU) is not None  # usable for predictions (< 30 days) ...
-    made, cached, _ = cal_mod.ensure_calibration(CPU, quick=True)
-    assert cached is False and made.age_days() < 0.01  # ... but measured again by calibrate
+                                                                clean_cache: Path,
+                                                                measured_again: list[bool]) -> None:
+    for hours, cached_expected in ((20, True), (30, False)):
+        made_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=hours)
+        save_calibration(replace(calibration, created_at=made_at.isoformat()))
+        assert cal_mod.calibration_for(CPU) is not None  # usable for predictions (< 30 days) ...
+        made, cached, _ = cal_mod.ensure_calibration(CPU, quick=True)
+        assert cached is cached_expected  # ... but measured again by calibrate after a day
+        assert made.age_days() < 0.01 if not cached else made.age_days() > 0.8
+    assert measured_again == [True]
 
 
 def test_calibrate_table(env: Path, clean_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
