@@ -363,7 +363,8 @@ def test_scaled_copies_follow_the_tuning_given(monkeypatch: pytest.MonkeyPatch) 
 
 @torch.no_grad()
 @pytest.mark.parametrize("greedy", [True, False])
-def test_the_tuning_given_reaches_every_kernel_of_the_step(greedy: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_tuning_given_reaches_every_kernel_of_the_step(greedy: bool,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """FastDecoder(kernel_tuning=...) hands its tuning to every fold and every launch of the
     fused step (greedy: the argmax kernel finishes the step; sampling: ln_gemv, then finish)."""
     tuning = dk.KernelTuning(pdl=False, attention_prefetch=False, early_weight_loads=False,
