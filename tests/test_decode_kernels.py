@@ -678,3 +678,25 @@ def test_fold_for_copies_streams_each_copy_where_a_copy_is_streamed() -> None:
         assert all(f.weight is w and f.c1 is folded[0].c1 for f, w in zip(folded, ws, strict=True))
     else:  # nothing streams it: no copy at all
         assert all(f.weight is None for f in folded)
+
+
+@pytest.mark.parametrize("reference", [True, False])
+def test_the_bias_folded_in_is_the_one_bias_both_paths_add(reference: bool) -> None:
+    """A `folded` holds the bias its c2 adds; the plain-torch reference adds that same bias, so a
+    call given `folded` and no `bias` computes the layer with its bias on either path (a
+    reference that read `bias` alone once dropped it), and a second, different bias is refused."""
+    torch.manual_seed(12)
+    n, k = 40, 96
+    x = _rand(k).view(1, 1, k)
+    g, beta = _ln_params(k, torch.float32)
+    w, b = _rand(n, k, scale=0.1), _rand(n)
+    folded = dk.fold_layer_norm(w, b, g, beta)
+    expected = _ln_linear64(x.view(-1), g, beta, w, b, False)
+    for bias in (None, b):
+        y = dk.ln_gemv(x, g, beta, EPS, w, bias, folded=folded, reference=reference)
+        assert _rel(y.view(-1), expected) < 1e-5
+    with pytest.raises(ValueError, match="not the bias folded into"):
+        dk.ln_gemv(x, g, beta, EPS, w, b.clone(), folded=folded, reference=reference)
+    with pytest.raises(ValueError, match="holds a bias"):
+        dk.ln_gemv_argmax(x, g, beta, EPS, w, folded=folded, reference=reference)
+    assert all(f.bias is b for f in dk.fold_for_copies([w, w.clone()], g, beta, b))

@@ -42,7 +42,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -175,11 +175,13 @@ class DecodeScratch:
 class FoldedNorm:
     """What a gemv after LayerNorm(γ, β) needs besides x: c1 = W·γ and c2 = W·β + b (fp32), and
     `weight`, W∘γ in W's dtype, streamed instead of W (then c1 is its row sums, so that the mean's
-    term cancels against the very weights streamed), or None: W is streamed and γ loaded."""
+    term cancels against the very weights streamed), or None: W is streamed and γ loaded. `bias`
+    is the b inside c2, kept so that the plain-torch reference adds the bias the kernel adds."""
 
     c1: torch.Tensor
     c2: torch.Tensor
     weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
 
     def streamed(self, weight: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """(the weight the kernel streams, whether it loads γ beside x): the γ-scaled copy where
@@ -218,7 +220,7 @@ def fold_layer_norm(weight: torch.Tensor, bias: torch.Tensor | None, ln_weight: 
         c2[i:i + rows] = (w * beta).sum(1)
     if bias is not None:
         c2 += bias.float()
-    return FoldedNorm(c1, c2, scaled)
+    return FoldedNorm(c1, c2, scaled, bias)
 
 
 def fold_for_copies(weights: list[torch.Tensor], ln_weight: torch.Tensor, ln_bias: torch.Tensor,
@@ -230,7 +232,7 @@ def fold_for_copies(weights: list[torch.Tensor], ln_weight: torch.Tensor, ln_bia
     folded = fold_layer_norm(weights[0], bias, ln_weight, ln_bias, scale=False)
     if not scales_weight(weights[0], tuning):
         return [folded] * len(weights)
-    return [FoldedNorm(folded.c1, folded.c2, w) for w in weights]
+    return [replace(folded, weight=w) for w in weights]
 
 
 # -- kernels ---------------------------------------------------------------------------------
@@ -570,11 +572,15 @@ def embed(token: torch.Tensor, pos: torch.Tensor, wte: torch.Tensor, wpe: torch.
     return out
 
 
-def _folded(folded: FoldedNorm | None, weight: torch.Tensor, bias: torch.Tensor | None,
-            ln_weight: torch.Tensor, ln_bias: torch.Tensor, tuning: KernelTuning) -> FoldedNorm:
-    if folded is not None:
-        return folded
-    return fold_layer_norm(weight, bias, ln_weight, ln_bias, tuning=tuning)
+def _folded_bias(folded: FoldedNorm | None, bias: torch.Tensor | None, what: str) -> torch.Tensor | None:
+    """The gemv's one bias: `folded`'s, which its c2 holds, where `folded` is given (a `bias`
+    beside it must be that very tensor), else `bias`."""
+    if folded is None:
+        return bias
+    if bias is not None and bias is not folded.bias:
+        raise ValueError(f"{what}: `bias` is not the bias folded into `folded` (its c2 holds the "
+                         "bias the kernel adds); pass bias=None or the tensor given to fold_layer_norm")
+    return folded.bias
 
 
 def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tensor | None,
@@ -587,19 +593,23 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
 
     The LayerNorm is computed inside the single pass over the weight (`_dot`) from `folded` =
     `fold_layer_norm(weight, bias, ln_weight, ln_bias)`, computed here when not given (give it:
-    it reads the whole weight); where it holds a γ-scaled copy, that copy is streamed. Pass
-    `bias` with `folded` too: the kernel reads it from `folded`, the reference adds it itself.
+    it reads the whole weight); where it holds a γ-scaled copy, that copy is streamed. With
+    `folded` the bias is the one folded into it (`bias` may be omitted, or must be that tensor).
     `config` overrides `fused_tile`'s (rows per program, columns per step, warps). `out` must not
     be `x` (every program reads all of x). `tuning`: the launch settings (`KernelTuning`).
     """
     ln = ln_weight is not None
+    if ln:
+        bias = _folded_bias(folded, bias, "ln_gemv")
     if reference or not _use_triton(x):
         y = (ln_gemv_reference(x, ln_weight, ln_bias, eps, weight, bias, gelu) if ln
              else gemv_reference(x, weight, bias, gelu))
         return y if out is None else out.copy_(y)
     n, k = weight.shape
     out = _out(out, n, x)
-    f = _folded(folded, weight, bias, ln_weight, ln_bias, tuning) if ln else FoldedNorm(x, x)
+    if ln and folded is None:
+        folded = fold_layer_norm(weight, bias, ln_weight, ln_bias, tuning=tuning)
+    f = folded if ln else FoldedNorm(x, x)
     streamed, gamma = f.streamed(weight)
     block_n, block_k, warps = _tile(n, k, ln, config)
     _ln_gemv_kernel[(triton.cdiv(n, block_n),)](
@@ -697,6 +707,9 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: tor
     if blocks is not None and (not isinstance(blocks, int) or blocks < 1):
         raise ValueError(f"blocks must be a positive number of row blocks a program, got {blocks!r}")
     ln = ln_weight is not None
+    if ln and folded is not None and folded.bias is not None:
+        raise ValueError("ln_gemv_argmax: `folded` holds a bias; the LM head it picks from has none "
+                         "(fold_layer_norm(weight, None, ...))")
     if reference or not _use_triton(x):
         token = ln_gemv_argmax_reference(x, ln_weight, ln_bias, eps, weight)
         token = token if out is None else out.copy_(token)
@@ -707,7 +720,9 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: tor
     scratch = scratch or DecodeScratch.new(1, x.device)
     out = torch.empty(1, device=x.device, dtype=torch.long) if out is None else out
     pos, token_buf, tokens_buf = finish if finish is not None else (out, out, out)
-    f = _folded(folded, weight, None, ln_weight, ln_bias, tuning) if ln else FoldedNorm(x, x)
+    if ln and folded is None:
+        folded = fold_layer_norm(weight, None, ln_weight, ln_bias, tuning=tuning)
+    f = folded if ln else FoldedNorm(x, x)
     streamed, gamma = f.streamed(weight)
     block_n, block_k, warps = config or ARGMAX_TILE
     blocks = blocks if blocks is not None else argmax_blocks(n, block_n)

@@ -52,16 +52,16 @@ def fused_decode_step(model: GPT, cache: object, token: torch.Tensor, tokens: to
         for i, b in enumerate(blocks):
             at = label[i]
             with record_function(at[names.ATTN_QKV]):
-                qkv = K.ln_gemv(x, b.ln_1.weight, b.ln_1.bias, eps, b.attn.c_attn.weight, b.attn.c_attn.bias,
-                                folded=attn_c[i], tuning=tuning)
+                qkv = K.ln_gemv(x, b.ln_1.weight, b.ln_1.bias, eps, b.attn.c_attn.weight, folded=attn_c[i],
+                                tuning=tuning)  # the bias is folded in
             with record_function(at[names.ATTN_SDPA]):
                 y = K.decode_attention(qkv, cache.k[i], cache.v[i], cache.pos, cfg.n_head, scratch=scratch,
                                        tuning=tuning)
             with record_function(at[names.ATTN_PROJ]):
                 x = K.gemv_residual(y, b.attn.c_proj.weight, b.attn.c_proj.bias, x, tuning=tuning)
             with record_function(at[names.MLP_FC]):
-                h = K.ln_gemv(x, b.ln_2.weight, b.ln_2.bias, eps, b.mlp.c_fc.weight, b.mlp.c_fc.bias, gelu=True,
-                              folded=fc_c[i], tuning=tuning)
+                h = K.ln_gemv(x, b.ln_2.weight, b.ln_2.bias, eps, b.mlp.c_fc.weight, gelu=True, folded=fc_c[i],
+                              tuning=tuning)
             with record_function(at[names.MLP_PROJ]):
                 x = K.gemv_residual(h, b.mlp.c_proj.weight, b.mlp.c_proj.bias, x, tuning=tuning)
         with record_function(names.LM_HEAD):
