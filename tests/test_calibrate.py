@@ -773,8 +773,16 @@ def test_calibrate_json_then_cached_then_forced(env: Path, clean_cache: Path, ca
         mp.setattr(cal_mod, "calibrate", lambda *a, **k: full)
         assert cal_mod.ensure_calibration(CPU, quick=False)[:2] == (full, False)
         assert cal_mod.ensure_calibration(CPU, quick=True)[:2] == (full, True)  # full serves quick
+    # --force measures again (`calibrate` recorded: the measurement itself was `first`)
+    calls: list[bool] = []
+
+    def fresh(device: object, *, quick: bool = False, **_: object) -> Calibration:
+        calls.append(quick)
+        return replace(full, created_at=dt.datetime.now(dt.timezone.utc).isoformat())
+
+    monkeypatch.setattr(cal_mod, "calibrate", fresh)
     forced = _run_cli(["calibrate", "--device", "cpu", "--quick", "--force", "--json"])
-    assert forced["cached"] is False and forced["seconds"] > 0
+    assert forced["cached"] is False and calls == [True]
 
 
 def test_calibrate_reuses_only_a_calibration_younger_than_a_day(calibration: Calibration,
