@@ -55,8 +55,9 @@ def cli_json(capsys: pytest.CaptureFixture[str]) -> Callable[..., dict[str, Any]
 def quick_cpu_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """One `gptperf ceilings --quick --device cpu --force --json` in a private cache folder: this
     CPU's quick ceilings and the quick calibration that ceilings ends with (13–35 s on a 2-core
-    VM, more where its spells make passes measured again), measured once for the session. (folder, the JSON it printed): test_ceilings reads both; the
-    quick report starts from a copy of the folder instead of measuring the same again."""
+    VM, more where its spells make passes measured again), measured once for the session.
+    (folder, the JSON it printed): test_ceilings reads both; the quick report starts from a copy
+    of the folder instead of measuring the same again."""
     import contextlib
     import io
     import json
