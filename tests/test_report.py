@@ -3,6 +3,7 @@ typed results, the parallel-scaling section, escaping, atomicity, CLI errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -595,6 +596,21 @@ def test_defaults_on_cpu() -> None:
                                  "block_size": 64}
     assert report_stages.model_flags(q) == ("--preset tiny --attention math --n-layer 2 "
                                             "--n-head 2 --n-embd 64 --block-size 64")
+
+
+def test_the_training_run_gives_back_what_the_stages_before_it_ran_over_on_a_cpu() -> None:
+    from gptperf.report import resolve_settings
+
+    s = resolve_settings(ReportOptions(device="cpu"))  # default 50 s; device + calibration: 40 s
+    assert report_stages.training_seconds(s, 30.0) == 50.0
+    assert report_stages.training_seconds(s, 48.0) == pytest.approx(42.0)
+    assert report_stages.training_seconds(s, 200.0) == 25.0  # never below half
+    asked = resolve_settings(ReportOptions(device="cpu", train_seconds=50))
+    assert asked.train_seconds_asked and report_stages.training_seconds(asked, 200.0) == 50.0
+    quick = resolve_settings(ReportOptions(device="cpu", quick=True))
+    assert report_stages.training_seconds(quick, 200.0) == quick.train_seconds
+    gpu = dataclasses.replace(s, device="cuda", device_type="cuda", train_seconds=45.0)
+    assert report_stages.training_seconds(gpu, 200.0) == 45.0  # the guides are the CPU's
 
 
 def test_progress_accepts_the_library_hook_shapes() -> None:

@@ -118,6 +118,7 @@ def resolve_settings(options: ReportOptions) -> Settings:
         compile=gpu if options.compile is None else bool(options.compile),
         quick=options.quick, train_seconds=train_seconds, workloads=workloads,
         calibrate=not gpu if options.calibrate is None else bool(options.calibrate),
+        train_seconds_asked=options.train_seconds is not None,
     )
 
 

@@ -69,6 +69,7 @@ class Settings:
     # measure a quick calibration when this device has no usable one cached (default: on a CPU;
     # on a GPU it would not fit the report's budget, and a cached one is used)
     calibrate: bool = True
+    train_seconds_asked: bool = False  # --train-seconds given: the run takes it, whatever came before
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,7 +79,7 @@ class Settings:
             "dtype": self.dtype, "compile": self.compile, "quick": self.quick,
             "train_seconds": self.train_seconds,
             "workloads": {k: w.to_dict() for k, w in self.workloads.items()},
-            "calibrate": self.calibrate,
+            "calibrate": self.calibrate, "train_seconds_asked": self.train_seconds_asked,
         }
 
     @classmethod
@@ -90,6 +91,7 @@ class Settings:
             quick=d["quick"], train_seconds=d["train_seconds"],
             workloads={k: Workload.from_dict(w) for k, w in d["workloads"].items()},
             calibrate=d.get("calibrate", True),  # absent before the calibrated prediction
+            train_seconds_asked=d.get("train_seconds_asked", False),
         )
 
 

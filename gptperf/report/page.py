@@ -633,8 +633,9 @@ def reproduce_section(d: Doc) -> Html:
 def _report_command(d: Doc) -> str:
     s = d.settings
     parts = ["gptperf report", f"--preset {s.preset}", f"--device {s.device}",
-             f"--dtype {s.dtype}", "--compile" if s.compile else "--no-compile",
-             f"--train-seconds {s.train_seconds:g}"]
+             f"--dtype {s.dtype}", "--compile" if s.compile else "--no-compile"]
+    if s.train_seconds_asked:  # else the run fits what the stages before it leave, as here
+        parts.append(f"--train-seconds {s.train_seconds:g}")
     if s.quick:
         parts.append("--quick")
     if s.calibrate != (s.device_type != "cuda"):  # not the device's default

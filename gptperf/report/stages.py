@@ -234,15 +234,28 @@ def _calibrate_step_time(s: Settings, cfg: TrainConfig) -> float:
     return sorted(times)[1]
 
 
+def training_seconds(s: Settings, elapsed_s: float) -> float:
+    """The training run's time budget when the report has run for `elapsed_s`: as asked
+    (--train-seconds), else the default less what the stages before it took beyond their guides
+    on a CPU (whose guides they are; down to half the default), so that a slow calibration
+    leaves the later stages their time and the report its budget."""
+    if s.train_seconds_asked or s.quick or s.device_type != "cpu":
+        return s.train_seconds
+    order = [stage.name for stage in STAGES]
+    planned = sum(stage.budget_s for stage in STAGES[:order.index("train")])
+    return max(s.train_seconds / 2, s.train_seconds - max(0.0, elapsed_s - planned))
+
+
 def stage_train(ctx: Context, progress: StageProgress) -> TrainStage:
     """A short training run on the embedded corpus, as many steps as fit the time budget."""
     s = ctx.settings
+    budget_s = training_seconds(s, ctx.elapsed())
     probe = _train_config(s, None, 100)
     progress("timing a step to fit the budget")
     step_s = _calibrate_step_time(s, probe)
     # Each of the EVALS validation losses costs eval_iters forward passes, ~1/3 of a step each.
     eval_cost = (EVALS + 1) * (EVAL_ITERS_QUICK if s.quick else EVAL_ITERS) / 3
-    max_iters = max(10, int(s.train_seconds * 0.9 / step_s - eval_cost))
+    max_iters = max(10, int(budget_s * 0.9 / step_s - eval_cost))
     # --quick tests the pipeline, not the model: a few steps whatever the machine.
     max_iters = min(max_iters, 24 if s.quick else 20_000)
     params = s.config.n_layer * 12 * s.config.n_embd**2 + s.config.vocab_size * s.config.n_embd
@@ -272,7 +285,7 @@ def stage_train(ctx: Context, progress: StageProgress) -> TrainStage:
     where = (f"--out {shlex.quote(str(ctx.out / 'checkpoint'))} --force" if out_dir is not None
              else "--no-checkpoint")  # the report keeps a checkpoint of a small model only
     ctx.command("training run and loss curve", f"gptperf train {train_flags} {where}")
-    return TrainStage(result, step_s, s.train_seconds)
+    return TrainStage(result, step_s, budget_s)
 
 
 # --- stage: samples and scores ----------------------------------------------------------------
