@@ -421,3 +421,44 @@ def test_train_on_two_nodes_through_c10d_rendezvous(tmp_path: Path) -> None:
     assert loss(saved) != pytest.approx(loss(one_process(batch=4, max_iters=1, out_dir=None).model), rel=1e-4)
     resumed = one_process(batch=4, max_iters=5, out_dir=str(out), resume=True)
     assert resumed.start_step == 3 and resumed.steps == 5 and len(resumed.losses) == 5
+
+
+def _measured(procs: int, batch: int, step_s: float) -> Any:
+    from gptperf.scaling.results import Measured
+
+    return Measured(procs, 1, batch, step_s, 0.3 * step_s, 0.6 * step_s, 0.1 * step_s, 0.0, 0.0, 0.0,
+                    (), (step_s,), (4.0,))
+
+
+def test_strong_and_weak_studies_share_one_launch_a_process_count() -> None:
+    """The report's two studies (strong at global batch 4, weak at per-process batch 2) need the
+    same runs at p = 2: one launch of each process count runs both studies' batches, and each
+    study reads its own points and performance space from what those launches measured."""
+    from gptperf.measure.collectives import CollectiveSweep
+    from gptperf.perfmodel.comm import AlphaBeta
+    from gptperf.scaling import study as study_mod
+
+    config = preset("tiny")
+    strong = ScaleSpec(config, mode="strong", procs=(1, 2), batch=4, seq=8, device="cpu")
+    weak = ScaleSpec(config, mode="weak", procs=(1, 2), batch=2, seq=8, device="cpu")
+    runs = study_mod._launch_runs([strong, weak])
+    assert list(runs) == [(1, 1), (2, 1)]  # two launches, not four
+    assert runs[(1, 1)] == (sorted({*strong.grid_batches, *weak.grid_batches}), [])
+    assert runs[(2, 1)] == (sorted({*strong.grid_batches, *weak.grid_batches}), [2])
+    assert study_mod._launch_runs([strong]) == {(1, 1): ([2, 4], []), (2, 1): ([2, 4], [2])}
+
+    launched = study_mod._Launched()
+    steps = {(1, 1): 0.01, (1, 2): 0.02, (1, 4): 0.04, (2, 1): 0.012, (2, 2): 0.025, (2, 4): 0.05}
+    launched.measured = {(p, 1, b): _measured(p, b, t) for (p, b), t in steps.items()}
+    launched.solo_runs = {(2, 2): _measured(2, 2, 0.022)}
+    launched.collectives = {2: CollectiveSweep("gloo", 2, "cpu", "fp32", [], AlphaBeta(1e-4, 1e9, 2, "fit"), 1)}
+    s, w = (study_mod._study(spec, launched, "cpu", "cpu") for spec in (strong, weak))
+    assert [p.per_process_batch for p in s.points] == [4, 2] and [p.per_process_batch for p in w.points] == [2, 2]
+    assert s.points[1].speedup == pytest.approx(0.04 / 0.025)  # T(1, batch 4) / T(2, batch 2)
+    assert w.points[1].efficiency == pytest.approx(0.02 / 0.025)  # T(1, batch 2) / T(2, batch 2)
+    assert {(c.procs, c.per_process_batch) for c in s.space} == {(p, b) for p in (1, 2) for b in strong.grid_batches}
+    assert {(c.procs, c.per_process_batch) for c in w.space} == {(p, b) for p in (1, 2) for b in weak.grid_batches}
+
+    with pytest.raises(ValueError, match="share the model"):
+        study_mod.run_scaling_studies([strong, ScaleSpec(config, mode="weak", procs=(1, 2), batch=2, seq=16,
+                                                         device="cpu")])

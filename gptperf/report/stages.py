@@ -655,7 +655,7 @@ def stage_scaling(ctx: Context, progress: StageProgress) -> ScalingStage:
     GPUs), measured and predicted, with the pictures of `gptperf scale`."""
     s = ctx.settings
     specs = scaling_specs(s)
-    launches = sum(len(spec.procs) for spec in specs.values())
+    launches = len(scaling_procs(s))  # one a process count, shared by the studies
     done = [0]
 
     def say(message: str) -> None:
@@ -665,20 +665,24 @@ def stage_scaling(ctx: Context, progress: StageProgress) -> ScalingStage:
 
     stage = ScalingStage({})
     if s.quick:
-        stage.skipped["weak"] = "left out by --quick (a torchrun launch per process count)"
+        stage.skipped["weak"] = "left out by --quick (its own batches in every launch)"
     elif "weak" not in specs:
         stage.skipped["weak"] = "one process count only: the weak study's point is the strong one's"
+    what = " and ".join(specs)
+    for attempt in range(1, SCALING_ATTEMPTS + 1):
+        try:  # the studies share their launches: one per process count
+            studies = dict(zip(specs, scaling_study.run_scaling_studies(list(specs.values()), progress=say),
+                               strict=True))
+            break
+        except LaunchError as err:  # one line naming the rank and its log
+            # A busy machine can spoil one launch (gloo's all-reduce sweep on shared cores
+            # once gave no bandwidth to fit): one more try before the stage fails with it.
+            if attempt == SCALING_ATTEMPTS:
+                raise UserError(f"{what} scaling: {err}") from None
+            stage.notes.append(f"{what} scaling: a launch failed ({err}); the studies ran again")
+            done[0] = 0
     for mode, spec in specs.items():
-        for attempt in range(1, SCALING_ATTEMPTS + 1):
-            try:
-                study = scaling_study.run_scaling_study(spec, progress=say)
-                break
-            except LaunchError as err:  # one line naming the rank and its log
-                # A busy machine can spoil one launch (gloo's all-reduce sweep on shared cores
-                # once gave no bandwidth to fit): one more try before the stage fails with it.
-                if attempt == SCALING_ATTEMPTS:
-                    raise UserError(f"{mode} scaling: {err}") from None
-                stage.notes.append(f"{mode} scaling: a launch failed ({err}); the study ran again")
+        study = studies[mode]
         folder = ctx.dir / "pictures" / f"scaling-{mode}"
         folder.mkdir(parents=True, exist_ok=True)
         for path in plot_scaling(study, folder):

@@ -5,7 +5,8 @@
 
 One torchrun launch per process count (`launch.py`); each runs the per-process batches of the
 performance space (strong: global batch / p; weak: the batch itself), and with more than one
-process first sweeps all-reduce sizes. Per point: time per step (the slowest rank's, median over
+process first sweeps all-reduce sizes. Studies of one model run together
+(`run_scaling_studies`, the report's strong and weak) share those launches. Per point: time per step (the slowest rank's, median over
 steps), throughput (tokens/s, and per process), speedup S(p) = T(1)/T(p) and efficiency S(p)/p
 (strong), weak-scaling efficiency T(1)/T(p) (weak), all-reduce time in flight and exposed (not
 hidden by backward), bus bandwidth (busbw = algbw·2(p−1)/p) and skew between ranks.
@@ -25,6 +26,7 @@ The typed results (`ScaleSpec`, `ScalingStudy` and its points) are in `results.p
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -204,20 +206,49 @@ class _Launched:
 
 def run_scaling_study(spec: ScaleSpec, progress: Progress | None = None) -> ScalingStudy:
     """Launch every point through torchrun, reduce, predict; the typed result (prints nothing)."""
+    return run_scaling_studies([spec], progress)[0]
+
+
+def run_scaling_studies(specs: Sequence[ScaleSpec], progress: Progress | None = None) -> list[ScalingStudy]:
+    """Several studies of one model and one way of running it (strong and weak, say) from one
+    set of launches: the launch of p processes runs every study's batches at p, so a point two
+    studies share (the weak study's per-process batch is often a strong one's) is measured once
+    and no process count is started twice. The typed results, in the order of `specs`."""
+    if not specs:
+        raise ValueError("run_scaling_studies needs at least one ScaleSpec")
+    keys = {json.dumps(_launch_settings(spec), sort_keys=True) for spec in specs}
+    if len(keys) > 1:
+        raise ValueError("studies run from one set of launches share the model and every setting "
+                         f"the ranks run with ({', '.join(_launch_settings(specs[0]))}); these differ")
     say = progress or (lambda _msg: None)
-    dev_type, dev_name, _ = _device_type(spec)
+    dev_type, dev_name, _ = _device_type(specs[0])
+    for spec in specs[1:]:
+        _device_type(spec)  # each study's process and thread counts checked against the machine
+    launched = _launch_all(specs, say)
+    return [_study(spec, launched, dev_type, dev_name) for spec in specs]
+
+
+def _launch_settings(spec: ScaleSpec) -> dict[str, Any]:
+    """What the ranks of a launch run with, besides the batches: studies sharing launches agree."""
+    return {"config": spec.config.to_dict(), "seq": spec.seq, "dtype": spec.dtype,
+            "compile": spec.compile, "device": spec.device, "warmup": spec.warmup,
+            "steps": spec.steps, "seed": spec.seed, "timeout_s": spec.timeout_s,
+            "work_dir": str(spec.work_dir) if spec.work_dir else None}
+
+
+def _study(spec: ScaleSpec, launched: _Launched, dev_type: str, dev_name: str) -> ScalingStudy:
+    """One study's points, predicted, from what the launches measured."""
     roof_hw = resolve_hardware(spec.hardware, dev_name, dev_type, dtype=spec.dtype)
     wi_hw = get_hardware(spec.what_if_hardware) if spec.what_if else None
     machine = _Machine(dev_type, dev_name, _usable_cores(), roof_hw)
     notes = _oversubscription_notes(spec, machine)
     plan = ExecutionPlan.default("train", dev_type, compile=spec.compile,
                                  attention=spec.config.attention, ddp=True)  # as the workers run
-
-    launched = _launch_all(spec, say)
     points = _scale_points(spec, launched, machine, plan, notes)
     thread_points = _thread_points(spec, launched.measured, machine.cores)
     space = [SpaceCell(p, b, m.step_s, p * b * spec.seq / m.step_s)
-             for (p, t, b), m in sorted(launched.measured.items()) if t == 1]
+             for (p, t, b), m in sorted(launched.measured.items())
+             if t == 1 and p in spec.procs and b in spec.grid_batches]
     rows = _what_if_rows(spec, wi_hw) if spec.what_if and wi_hw is not None else []
     return ScalingStudy(spec, points, thread_points, space, launched.collectives, rows, launched.backend,
                         dev_name, roof_hw.label, launched.launches, launched.environment, notes)
@@ -240,21 +271,37 @@ def _oversubscription_notes(spec: ScaleSpec, machine: _Machine) -> list[str]:
     return notes
 
 
-def _launch_all(spec: ScaleSpec, say: Progress) -> _Launched:
-    """Run every launch — each process count at the grid's batches, then each thread count of
-    one process — in `spec.work_dir`, else a temporary folder removed afterwards (kept when a
-    launch fails with an error naming its log there)."""
+def _launch_runs(specs: Sequence[ScaleSpec]) -> dict[tuple[int, int], tuple[list[int], list[int]]]:
+    """(processes, threads) -> (per-process batches, those paired with solo steps) of every
+    launch the studies need: each process count at every study's grid batches, then each thread
+    count of one process; one launch per (processes, threads), in that order."""
+    runs: dict[tuple[int, int], tuple[set[int], set[int]]] = {}
+    for spec in specs:
+        for p in spec.procs:
+            batches, solo = runs.setdefault((p, 1), (set(), set()))
+            batches.update(spec.grid_batches)
+            if p > 1:
+                solo.add(spec.per_process_batch(p))
+    for spec in specs:
+        for t in spec.threads or ():
+            if t != 1 or 1 not in spec.procs:
+                runs.setdefault((1, t), (set(), set()))[0].add(spec.thread_batch(t))
+    return {key: (sorted(batches), sorted(solo)) for key, (batches, solo) in runs.items()}
+
+
+def _launch_all(specs: Sequence[ScaleSpec], say: Progress) -> _Launched:
+    """Run every launch the studies need (`_launch_runs`) in the first spec's `work_dir`, else a
+    temporary folder removed afterwards (kept when a launch fails with an error naming its log
+    there)."""
+    spec = specs[0]  # the settings the ranks run with are every spec's (`_launch_settings`)
     tmp = None
     work = Path(spec.work_dir) if spec.work_dir else Path(tmp := tempfile.mkdtemp(prefix="gptperf-scale-"))
     launched = _Launched()
-    runs = [(p, 1, spec.grid_batches) for p in spec.procs]
-    runs += [(1, t, (spec.thread_batch(t),)) for t in (spec.threads or ()) if t != 1 or 1 not in spec.procs]
     try:
-        for p, t, batches in runs:
+        for (p, t), (batches, solo) in _launch_runs(specs).items():
             say(f"launching {p} process{'es' if p > 1 else ''} × {t} thread{'s' if t > 1 else ''}, "
                 f"per-process batch {', '.join(map(str, batches))}")
             out = work / f"p{p}-t{t}"
-            solo = (spec.per_process_batch(p),) if p > 1 and t == 1 else ()
             ws = _worker_spec(spec, batches, t, collectives=p > 1, out=out, solo=solo).write(out / SPEC)
             res = launcher.launch(Launch(p, [str(ws)], out, threads=t, timeout_s=spec.timeout_s))
             launched.add(p, t, batches, res)
