@@ -5,11 +5,12 @@
 
 One torchrun launch per process count (`launch.py`); each runs the per-process batches of the
 performance space (strong: global batch / p; weak: the batch itself), and with more than one
-process first sweeps all-reduce sizes. Studies of one model run together
-(`run_scaling_studies`, the report's strong and weak) share those launches. Per point: time per step (the slowest rank's, median over
-steps), throughput (tokens/s, and per process), speedup S(p) = T(1)/T(p) and efficiency S(p)/p
-(strong), weak-scaling efficiency T(1)/T(p) (weak), all-reduce time in flight and exposed (not
-hidden by backward), bus bandwidth (busbw = algbw·2(p−1)/p) and skew between ranks.
+process first sweeps all-reduce sizes. Studies of one model run together (`run_scaling_studies`:
+the report's strong and weak) share those launches. Per point: time per step (the slowest rank's,
+median over steps), throughput (tokens/s, and per process), speedup S(p) = T(1)/T(p) and
+efficiency S(p)/p (strong), weak-scaling efficiency T(1)/T(p) (weak), all-reduce time in flight
+and exposed (not hidden by backward), bus bandwidth (busbw = algbw·2(p−1)/p) and skew between
+ranks.
 
 The prediction of a p-process step is calibrated, and says so: its compute (forward, backward,
 optimizer) is measured in the same launch, the p processes stepping at once at the same
