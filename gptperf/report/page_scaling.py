@@ -129,6 +129,7 @@ def scaling_section(d: Doc) -> Html:
     return section("scaling", "Parallel scaling: data-parallel training", body,
                    lead="The train step under DistributedDataParallel, one torchrun launch per "
                         "process count, shared by the studies (gloo on a CPU, NCCL with one process "
-                        "per GPU): time per step, throughput, speedup and efficiency, and the gradients' all-reduce, "
-                        "each beside its prediction (compute measured in the same launch without "
-                        "DDP, all-reduce from DDP's buckets on the α–β fit of that launch's sweep).")
+                        "per GPU): time per step, throughput, speedup and efficiency, and the "
+                        "gradients' all-reduce, each beside its prediction (compute measured in the "
+                        "same launch without DDP, all-reduce from DDP's buckets on the α–β fit of "
+                        "that launch's sweep).")
