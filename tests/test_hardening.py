@@ -70,6 +70,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
                          (gptperf.measure.ceilings, "measure_ceilings"),
                          (gptperf.report, "build_report"),
                          (gptperf.scaling.study, "run_scaling_study"),
+                         (gptperf.scaling.study, "run_scaling_studies"),
                          (gptperf.plotting.roofline, "plot_prediction"),
                          (gptperf.plotting.roofline, "plot_roofline")):
         monkeypatch.setattr(module, name, _fail)

@@ -743,13 +743,13 @@ def test_a_failed_scaling_launch_runs_once_more_then_fails_the_stage(
 
     calls: list[int] = []
 
-    def run(spec, progress=None):
+    def run(specs, progress=None):
         calls.append(len(calls))
         if len(calls) <= failures:
             raise LaunchError("rank 1 failed: UserError: no bandwidth to fit (log: /tmp/x.log)")
-        return _study_by_hand(spec.mode)
+        return [_study_by_hand(spec.mode) for spec in specs]
 
-    monkeypatch.setattr(scaling_study, "run_scaling_study", run)
+    monkeypatch.setattr(scaling_study, "run_scaling_studies", run)
     out = tmp_path / "rep"
     result = build_report(_opts(out, quick=True),
                           [Stage("scaling", "Parallel scaling", report_stages.stage_scaling, 1.0)])

@@ -679,7 +679,8 @@ def stage_scaling(ctx: Context, progress: StageProgress) -> ScalingStage:
             # once gave no bandwidth to fit): one more try before the stage fails with it.
             if attempt == SCALING_ATTEMPTS:
                 raise UserError(f"{what} scaling: {err}") from None
-            stage.notes.append(f"{what} scaling: a launch failed ({err}); the studies ran again")
+            again = "the study ran again" if len(specs) == 1 else "the studies ran again"
+            stage.notes.append(f"{what} scaling: a launch failed ({err}); {again}")
             done[0] = 0
     for mode, spec in specs.items():
         study = studies[mode]
