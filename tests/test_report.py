@@ -214,7 +214,7 @@ def test_quick_report_has_the_parallel_scaling_section(quick_report: tuple[Path,
     out, _ = quick_report
     doc, report = _loaded(out)
     stage = report.scaling
-    assert set(stage.studies) == {"strong"} and "weak" in stage.skipped  # --quick
+    assert set(stage.studies) == {"strong", "weak"} and not stage.skipped
     study = stage.studies["strong"]
     assert study.backend == "gloo" and [p.procs for p in study.points] == [1, 2]
     one, two = study.points
@@ -223,16 +223,22 @@ def test_quick_report_has_the_parallel_scaling_section(quick_report: tuple[Path,
         one.step_s / two.step_s)
     assert two.measured.comm_total_s > 0 and two.busbw > 0 and two.predicted.busbw > 0
     assert two.predicted.step_s > 0 and study.collectives[2].fit is not None
-    for name in ("speedup", "efficiency", "space"):
-        assert (out / doc["pictures"][f"scaling_strong_{name}"]).is_file()
-    assert any(c.command.startswith("gptperf scale --mode strong --procs 1,2")
-               for c in report.commands)
+    # the studies shared their launches: one per process count, the p = 2 point measured once
+    weak = stage.studies["weak"]
+    assert [launch["procs"] for launch in study.launches] == [1, 2] == [p.procs for p in weak.points]
+    assert weak.points[1].measured == two.measured and weak.points[1].per_process_batch == 2
+    assert weak.points[1].efficiency == pytest.approx(weak.points[0].step_s / two.step_s)
+    for mode in ("strong", "weak"):
+        for name in ("speedup", "efficiency", "space"):
+            assert (out / doc["pictures"][f"scaling_{mode}_{name}"]).is_file()
+        assert any(c.command.startswith(f"gptperf scale --mode {mode} --procs 1,2")
+                   for c in report.commands)
     page = (out / "index.html").read_text(encoding="utf-8")
     section = page[page.index('<section id="scaling"'):]
     section = section[:section.index("</section>")]
     for words in ("speedup", "efficiency S(p)/p", "bus bandwidth", "skew", "exposed",
                   "tokens/s per process", "gptperf scale --mode strong", "α–β fit",
-                  'id="pic-scaling_strong_speedup"', "left out by --quick"):
+                  'id="pic-scaling_strong_speedup"', 'id="pic-scaling_weak_speedup"'):
         assert words in section, words
 
 
@@ -249,7 +255,7 @@ def test_scaling_runs_every_gpu_and_both_modes(monkeypatch: pytest.MonkeyPatch) 
     assert set(specs) == {"strong", "weak"}
     assert specs["strong"].procs == specs["weak"].procs == (1, 2)
     assert specs["strong"].per_process_batch(2) == specs["weak"].per_process_batch(2)
-    assert set(report_stages.scaling_specs(dataclasses.replace(cpu, quick=True))) == {"strong"}
+    assert set(report_stages.scaling_specs(dataclasses.replace(cpu, quick=True))) == {"strong", "weak"}
     gpu = dataclasses.replace(cpu, device="cuda", device_type="cuda")
     for count, procs in ((1, (1,)), (6, (1, 2, 4, 6)), (8, (1, 2, 4, 8))):
         monkeypatch.setattr(torch.cuda, "device_count", lambda count=count: count)
@@ -753,14 +759,16 @@ def test_a_failed_scaling_launch_runs_once_more_then_fails_the_stage(
     out = tmp_path / "rep"
     result = build_report(_opts(out, quick=True),
                           [Stage("scaling", "Parallel scaling", report_stages.stage_scaling, 1.0)])
-    assert len(calls) == 2  # the strong study (--quick), tried twice at most
+    assert len(calls) == 2  # both studies' shared launches, tried twice at most
     if failures == 1:
         assert result.ok, result.error
         report = ReportData.from_dict(json.loads((out / "report.json").read_text()))
-        assert report.scaling.notes == ["strong scaling: a launch failed (rank 1 failed: UserError: "
-                                        "no bandwidth to fit (log: /tmp/x.log)); the study ran again"]
-        assert "the study ran again" in (out / "index.html").read_text()
+        assert set(report.scaling.studies) == {"strong", "weak"}
+        assert report.scaling.notes == ["strong and weak scaling: a launch failed (rank 1 failed: "
+                                        "UserError: no bandwidth to fit (log: /tmp/x.log)); the "
+                                        "studies ran again"]
+        assert "the studies ran again" in (out / "index.html").read_text()
     else:
         assert not result.ok and result.failed == ["scaling"]
-        assert result.error == ("strong scaling: rank 1 failed: UserError: no bandwidth to fit "
-                                "(log: /tmp/x.log)")
+        assert result.error == ("strong and weak scaling: rank 1 failed: UserError: no bandwidth "
+                                "to fit (log: /tmp/x.log)")

@@ -625,9 +625,10 @@ def scaling_procs(s: Settings) -> tuple[int, ...]:
 
 def scaling_specs(s: Settings) -> dict[str, Any]:
     """The strong and weak studies this report runs (gptperf.scaling.results.ScaleSpec by mode):
-    the report's model, eager, small per-process batches and a few steps. --quick, and a machine
-    with one process count only (one GPU), leave the weak study out (with one process it is the
-    strong study's point again)."""
+    the report's model, eager, small per-process batches and a few steps. They share their
+    launches (`run_scaling_studies`), so the weak study costs its own batches' runs in them, no
+    launch; a machine with one process count only (one GPU) leaves it out (with one process it
+    is the strong study's point again)."""
     procs = scaling_procs(s)
     per_process = 2
     seq = min(32 if s.device_type == "cpu" else 256, s.config.block_size)
@@ -635,7 +636,7 @@ def scaling_specs(s: Settings) -> dict[str, Any]:
     specs = {"strong": ScaleSpec(s.config, mode="strong", procs=procs, batch=per_process * lcm,
                                  seq=seq, dtype=s.dtype, device=s.device, warmup=SCALING_WARMUP,
                                  steps=SCALING_STEPS, seed=SEED)}
-    if not s.quick and len(procs) > 1:
+    if len(procs) > 1:
         specs["weak"] = ScaleSpec(s.config, mode="weak", procs=procs, batch=per_process, seq=seq,
                                   dtype=s.dtype, device=s.device, warmup=SCALING_WARMUP,
                                   steps=SCALING_STEPS, seed=SEED)
@@ -664,9 +665,7 @@ def stage_scaling(ctx: Context, progress: StageProgress) -> ScalingStage:
         progress.update(min(done[0], launches), launches + 1, message)
 
     stage = ScalingStage({})
-    if s.quick:
-        stage.skipped["weak"] = "left out by --quick (its own batches in every launch)"
-    elif "weak" not in specs:
+    if "weak" not in specs:
         stage.skipped["weak"] = "one process count only: the weak study's point is the strong one's"
     what = " and ".join(specs)
     for attempt in range(1, SCALING_ATTEMPTS + 1):
