@@ -772,3 +772,31 @@ def test_a_failed_scaling_launch_runs_once_more_then_fails_the_stage(
         assert not result.ok and result.failed == ["scaling"]
         assert result.error == ("strong and weak scaling: rank 1 failed: UserError: no bandwidth "
                                 "to fit (log: /tmp/x.log)")
+
+
+def test_one_study_retried_says_the_study_ran_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with one process count (one GPU) runs the strong study alone: its retry note
+    names that study and says it, not "the studies", ran again."""
+    from gptperf.scaling import study as scaling_study
+    from gptperf.scaling.launch import LaunchError
+
+    calls: list[int] = []
+
+    def run(specs, progress=None):
+        calls.append(len(specs))
+        if len(calls) == 1:
+            raise LaunchError("rank 0 failed: UserError: no bandwidth to fit (log: /tmp/x.log)")
+        return [_study_by_hand(spec.mode) for spec in specs]
+
+    only_strong = report_stages.scaling_specs
+    monkeypatch.setattr(report_stages, "scaling_specs", lambda s: {"strong": only_strong(s)["strong"]})
+    monkeypatch.setattr(scaling_study, "run_scaling_studies", run)
+    out = tmp_path / "rep"
+    result = build_report(_opts(out, quick=True),
+                          [Stage("scaling", "Parallel scaling", report_stages.stage_scaling, 1.0)])
+    assert result.ok, result.error
+    assert calls == [1, 1]  # one study, launched twice
+    report = ReportData.from_dict(json.loads((out / "report.json").read_text()))
+    assert set(report.scaling.studies) == {"strong"}
+    assert report.scaling.notes == ["strong scaling: a launch failed (rank 0 failed: UserError: no "
+                                    "bandwidth to fit (log: /tmp/x.log)); the study ran again"]
