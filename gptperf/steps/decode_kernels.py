@@ -572,6 +572,13 @@ def embed(token: torch.Tensor, pos: torch.Tensor, wte: torch.Tensor, wpe: torch.
     return out
 
 
+def _folded(folded: FoldedNorm | None, weight: torch.Tensor, bias: torch.Tensor | None,
+            ln_weight: torch.Tensor, ln_bias: torch.Tensor, tuning: KernelTuning) -> FoldedNorm:
+    if folded is not None:
+        return folded
+    return fold_layer_norm(weight, bias, ln_weight, ln_bias, tuning=tuning)
+
+
 def _folded_bias(folded: FoldedNorm | None, bias: torch.Tensor | None, what: str) -> torch.Tensor | None:
     """The gemv's one bias: `folded`'s, which its c2 holds, where `folded` is given (a `bias`
     beside it must be that very tensor), else `bias`."""
@@ -607,9 +614,7 @@ def ln_gemv(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: torch.Tens
         return y if out is None else out.copy_(y)
     n, k = weight.shape
     out = _out(out, n, x)
-    if ln and folded is None:
-        folded = fold_layer_norm(weight, bias, ln_weight, ln_bias, tuning=tuning)
-    f = folded if ln else FoldedNorm(x, x)
+    f = _folded(folded, weight, bias, ln_weight, ln_bias, tuning) if ln else FoldedNorm(x, x)
     streamed, gamma = f.streamed(weight)
     block_n, block_k, warps = _tile(n, k, ln, config)
     _ln_gemv_kernel[(triton.cdiv(n, block_n),)](
@@ -720,9 +725,7 @@ def ln_gemv_argmax(x: torch.Tensor, ln_weight: torch.Tensor | None, ln_bias: tor
     scratch = scratch or DecodeScratch.new(1, x.device)
     out = torch.empty(1, device=x.device, dtype=torch.long) if out is None else out
     pos, token_buf, tokens_buf = finish if finish is not None else (out, out, out)
-    if ln and folded is None:
-        folded = fold_layer_norm(weight, None, ln_weight, ln_bias, tuning=tuning)
-    f = folded if ln else FoldedNorm(x, x)
+    f = _folded(folded, weight, None, ln_weight, ln_bias, tuning) if ln else FoldedNorm(x, x)
     streamed, gamma = f.streamed(weight)
     block_n, block_k, warps = config or ARGMAX_TILE
     blocks = blocks if blocks is not None else argmax_blocks(n, block_n)
