@@ -103,18 +103,23 @@ def calibration(env: Path) -> Calibration:
     return cal_mod.calibrate(CPU, quick=True)
 
 
-@pytest.fixture
-def measured_again(calibration: Calibration, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """`calibrate` returns the module's calibration stamped now, and records each call (quick):
-    for tests of when a calibration is measured again, not of the measurement."""
+def _record_calibrate(monkeypatch: pytest.MonkeyPatch, base: Calibration) -> list[bool]:
+    """From now on `calibrate` returns `base` stamped now and records each call (quick): for
+    tests of when a calibration is measured again, not of the measurement."""
     calls: list[bool] = []
 
     def fresh(device: object, *, quick: bool = False, **_: object) -> Calibration:
         calls.append(quick)
-        return replace(calibration, created_at=dt.datetime.now(dt.timezone.utc).isoformat())
+        return replace(base, created_at=dt.datetime.now(dt.timezone.utc).isoformat())
 
     monkeypatch.setattr(cal_mod, "calibrate", fresh)
     return calls
+
+
+@pytest.fixture
+def measured_again(calibration: Calibration, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """`calibrate` recorded for the whole test (`_record_calibrate`), the module's calibration."""
+    return _record_calibrate(monkeypatch, calibration)
 
 
 @pytest.fixture
@@ -774,13 +779,7 @@ def test_calibrate_json_then_cached_then_forced(env: Path, clean_cache: Path, ca
         assert cal_mod.ensure_calibration(CPU, quick=False)[:2] == (full, False)
         assert cal_mod.ensure_calibration(CPU, quick=True)[:2] == (full, True)  # full serves quick
     # --force measures again (`calibrate` recorded: the measurement itself was `first`)
-    calls: list[bool] = []
-
-    def fresh(device: object, *, quick: bool = False, **_: object) -> Calibration:
-        calls.append(quick)
-        return replace(full, created_at=dt.datetime.now(dt.timezone.utc).isoformat())
-
-    monkeypatch.setattr(cal_mod, "calibrate", fresh)
+    calls = _record_calibrate(monkeypatch, full)
     forced = _run_cli(["calibrate", "--device", "cpu", "--quick", "--force", "--json"])
     assert forced["cached"] is False and calls == [True]
 
