@@ -81,3 +81,49 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     hardening = sys.modules.get("hardening")
     if hardening is not None:
         hardening.write_document()
+
+
+# Test files whose tests share a session fixture run on one xdist worker: the fixture is then
+# built once (quick_cpu_cache), and the hardening record is whole in one process.
+_WORKER_GROUPS = {
+    "test_ceilings": "quick_cpu_cache",
+    "test_report": "quick_cpu_cache",
+    **{name: "hardening" for name in ("test_calibrate", "test_data", "test_hardening",
+                                      "test_hardening_crash", "test_hardening_network",
+                                      "test_hardening_properties", "test_hf_checks")},
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist worker gets its share of the cores: two workers each running torch on every core
+    of a 2-core machine spin against each other (OpenMP), and timing tests see the fight.
+    OMP_NUM_THREADS carries the share to the processes a test starts."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `pytest -n N` each test file runs whole on one worker, so its module fixtures are
+    built once, and the files of a group in _WORKER_GROUPS run together. (Grouping by scheduler,
+    not by xdist_group marks, keeps test ids, and so hypothesis's derandomized cases, unchanged.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFileGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return ByFileGroup(config, log)
+
+
+def worker_group(nodeid: str) -> str:
+    """The unit a test is sent to a worker in: its file's group, else its file."""
+    stem = Path(nodeid.split("::", 1)[0]).stem
+    return _WORKER_GROUPS.get(stem, stem)
