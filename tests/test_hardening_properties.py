@@ -114,7 +114,7 @@ SPECS: dict[str, tuple[list[list[Any]], list[tuple[str, Any]]]] = {
         ("--dtype", DTYPE), ("--contexts", LIST), ("--batches", LIST), ("--batch-context", INT),
         ("--fast", FLAG), ("--no-fast", FLAG), ("--hardware", HARDWARE), ("--plot-dir", FOLDER)]),
     "scale": ([[]], MODEL + [
-        ("--mode", pool("strong", "weak", "medium")), ("--procs", LIST), ("--threads", LIST),
+        ("--mode", pool("strong", "weak", "strong,weak", "medium")), ("--procs", LIST), ("--threads", LIST),
         ("--space-batches", LIST), ("--warmup", INT), ("--steps", INT), ("--timeout", FLOAT),
         ("--batch", INT), ("--seq", INT), ("--dtype", DTYPE), *COMPILE, ("--seed", INT),
         ("--hardware", HARDWARE), ("--what-if", pool("2x8", "1x8,2x8", "2by8", "0x8", "")),

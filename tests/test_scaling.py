@@ -32,17 +32,24 @@ def small(out: Path, fault: str | None = None) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def strong(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`gptperf scale --mode strong --procs 1,2 --json` on the tiny model (2 buckets of gradients)."""
+def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`gptperf scale --mode strong,weak --procs 1,2 --json` on the tiny model (2 buckets of
+    gradients): both studies from one launch a process count."""
     from gptperf.cli import main
 
     plots = tmp_path_factory.mktemp("plots")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["scale", "--mode", "strong", "--procs", "1,2", "--batch", "4", "--seq", "32",
+        code = main(["scale", "--mode", "strong,weak", "--procs", "1,2", "--batch", "4", "--seq", "32",
                      "--warmup", "1", "--steps", "2", "--timeout", "120", "--plot-dir", str(plots), "--json"])
     assert code == 0
     return json.loads(out.getvalue())
+
+
+@pytest.fixture(scope="module")
+def strong(studies: dict[str, Any]) -> dict[str, Any]:
+    """The strong study of `studies`: what `--mode strong` alone prints."""
+    return studies["studies"][0]
 
 
 @pytest.mark.slow
@@ -86,8 +93,29 @@ def test_scale_json_carries_every_number(strong: dict[str, Any]) -> None:
     assert len(m2["bucket_bytes"]) == 2
     # the performance space: every process count at every per-process batch
     assert {(c["procs"], c["per_process_batch"]) for c in d["space"]} == {(1, 2), (1, 4), (2, 2), (2, 4)}
-    assert sorted(Path(p).name for p in d["plots"]) == ["efficiency.png", "space.png", "speedup.png"]
+    assert sorted(Path(p).name for p in d["plots"]) == ["strong-efficiency.png", "strong-space.png",
+                                                        "strong-speedup.png"]
     assert all(Path(p).stat().st_size > 1000 for p in d["plots"])
+
+
+@pytest.mark.slow
+def test_both_modes_come_from_one_launch_a_process_count(studies: dict[str, Any]) -> None:
+    """`--mode strong,weak`: the weak study (4 sequences a process) reads its p = 1 point from the
+    very run the strong study's p = 1 point is (batch 4 on one process), and its own p = 2 point
+    from the same launch of 2 processes."""
+    assert studies["schema"] == "gptperf.scale-studies/1"
+    strong, weak = studies["studies"]
+    assert (strong["mode"], weak["mode"]) == ("strong", "weak") and weak["schema"] == "gptperf.scale/1"
+    one, two = weak["points"]
+    assert (one["per_process_batch"], two["per_process_batch"], two["global_batch"]) == (4, 4, 8)
+    s1 = strong["points"][0]["measured"]
+    assert {k: v for k, v in s1.items() if one["measured"][k] != v} == {}  # one run, not two
+    assert one["measured"]["weak_efficiency"] == 1.0
+    m1, m2 = one["measured"], two["measured"]
+    assert m2["speedup"] == pytest.approx(2 * m1["step_s"] / m2["step_s"])  # weak: p·T(1)/T(p)
+    assert m2["tokens_per_s"] == pytest.approx(8 * 32 / m2["step_s"])
+    assert sorted(Path(p).name for p in weak["plots"]) == ["weak-efficiency.png", "weak-space.png",
+                                                           "weak-speedup.png"]
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gptperf import output
 from gptperf.commands.common import (
@@ -33,6 +33,15 @@ if TYPE_CHECKING:
 
 HELP = ("scaling of data-parallel training (torchrun + DDP): speedup, efficiency, throughput, "
         "communication, predicted beside measured")
+STUDIES_SCHEMA = "gptperf.scale-studies/1"  # --json of more than one --mode: {"studies": [...]}
+MODES = ("strong", "weak")
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    modes = tuple(dict.fromkeys(m.strip().lower() for m in text.split(",")))
+    if not modes or any(m not in MODES for m in modes):
+        raise argparse.ArgumentTypeError(f"expected strong, weak or strong,weak, got {text!r}")
+    return modes
 
 
 def _what_if(text: str) -> tuple[tuple[int, int], ...]:
@@ -47,9 +56,10 @@ def _what_if(text: str) -> tuple[tuple[int, int], ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     s = parser.add_argument_group("sweep")
-    s.add_argument("--mode", choices=("strong", "weak"), default="strong",
+    s.add_argument("--mode", type=_modes, default=("strong",), metavar="MODE[,MODE]",
                    help="strong: the global batch (--batch) is split over p processes; "
-                        "weak: every process keeps --batch (default: strong)")
+                        "weak: every process keeps --batch; strong,weak: both studies from one "
+                        "launch a process count (default: strong)")
     s.add_argument("--procs", type=int_list, default=(1, 2), metavar="LIST",
                    help="process counts, e.g. 1,2,4,8 (one per GPU on a GPU; must include 1; default: 1,2)")
     s.add_argument("--threads", type=int_list, default=None, metavar="LIST",
@@ -88,7 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "replacing only pictures gptperf drew")
 
 
-def spec_from_args(args: argparse.Namespace) -> Any:
+def specs_from_args(args: argparse.Namespace) -> list[ScaleSpec]:
+    """One study's spec per --mode, the same in everything else."""
     from gptperf.scaling.results import WHAT_IF_HARDWARE, ScaleSpec  # deferred: keeps --help fast
 
     for flag in ("what_if_hardware", "intra", "inter"):
@@ -100,42 +111,53 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     seq = args.seq if args.seq is not None else (min(64, config.block_size) if args.preset == "tiny"
                                                   else config.block_size)
     links = {k: getattr(args, k) for k in ("intra", "inter") if getattr(args, k) is not None}
-    return ScaleSpec(config, mode=args.mode, procs=args.procs, threads=args.threads, batch=args.batch,
-                     seq=seq, dtype=args.dtype, compile=bool(args.compile), device=args.device,
-                     warmup=args.warmup, steps=args.steps, seed=args.seed,
-                     space_batches=args.space_batches, hardware=args.hardware, what_if=args.what_if,
-                     what_if_hardware=args.what_if_hardware or WHAT_IF_HARDWARE, timeout_s=args.timeout,
-                     **links)
+    return [ScaleSpec(config, mode=mode, procs=args.procs, threads=args.threads, batch=args.batch,
+                      seq=seq, dtype=args.dtype, compile=bool(args.compile), device=args.device,
+                      warmup=args.warmup, steps=args.steps, seed=args.seed,
+                      space_batches=args.space_batches, hardware=args.hardware, what_if=args.what_if,
+                      what_if_hardware=args.what_if_hardware or WHAT_IF_HARDWARE,
+                      timeout_s=args.timeout, **links)
+            for mode in args.mode]
+
+
+def picture_prefix(mode: str, modes: tuple[str, ...]) -> str:
+    """The prefix of a study's picture names in --plot-dir: none for one study, else its mode."""
+    return "" if len(modes) == 1 else f"{mode}-"
 
 
 def run(args: argparse.Namespace) -> int:
     from gptperf.scaling.launch import LaunchError  # deferred: keeps --help fast
-    from gptperf.scaling.study import run_scaling_study  # deferred: keeps --help fast
+    from gptperf.scaling.study import run_scaling_studies  # deferred: keeps --help fast
 
     if args.plot_dir is not None:
         from gptperf.plotting.scaling import PICTURES  # deferred: keeps --help fast
 
-        check_folder(args.plot_dir, "--plot-dir", pictures=PICTURES)
-    spec = spec_from_args(args)
-    _guard(spec)
+        check_folder(args.plot_dir, "--plot-dir", pictures=[
+            picture_prefix(mode, args.mode) + name for mode in args.mode for name in PICTURES])
+    specs = specs_from_args(args)
+    for spec in specs:
+        _guard(spec)
     progress = None if args.json else (lambda msg: output.err_console.print(f"[dim]{msg}[/dim]"))
     try:
-        study = run_scaling_study(spec, progress=progress)
+        studies = run_scaling_studies(specs, progress=progress)
     except LaunchError as err:
         message = " ".join(str(err).split())
         print(f"gptperf scale: error: {message}", file=sys.stderr)
         if args.json:
             output.emit_json(output.error_document(message, "scale", 1))
         return 1
-    doc = study.to_dict()
+    docs = [study.to_dict() for study in studies]
     if args.plot_dir:
         from gptperf.plotting.scaling import plot_scaling  # deferred: keeps --help fast
 
-        doc["plots"] = [str(p) for p in plot_scaling(study, args.plot_dir)]
+        for study, doc in zip(studies, docs, strict=True):
+            prefix = picture_prefix(study.spec.mode, args.mode)
+            doc["plots"] = [str(p) for p in plot_scaling(study, args.plot_dir, prefix=prefix)]
     if args.json:
-        output.emit_json(doc)
+        output.emit_json(docs[0] if len(docs) == 1 else {"schema": STUDIES_SCHEMA, "studies": docs})
     else:
-        print_study(study, doc.get("plots", []))
+        for study, doc in zip(studies, docs, strict=True):
+            print_study(study, doc.get("plots", []))
     return 0
 
 

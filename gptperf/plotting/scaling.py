@@ -91,8 +91,8 @@ def plot_space(study: ScalingStudy, path: str | os.PathLike[str]) -> Path:
 PICTURES = ("speedup.png", "efficiency.png", "space.png")  # plot_scaling's files, in its order
 
 
-def plot_scaling(study: ScalingStudy, out_dir: str | os.PathLike[str]) -> list[Path]:
-    """All three pictures into `out_dir` (`PICTURES`)."""
+def plot_scaling(study: ScalingStudy, out_dir: str | os.PathLike[str], prefix: str = "") -> list[Path]:
+    """All three pictures into `out_dir` (`PICTURES`, each name after `prefix`)."""
     out = Path(out_dir)
-    return [plot(study, out / name)
+    return [plot(study, out / f"{prefix}{name}")
             for plot, name in zip((plot_speedup, plot_efficiency, plot_space), PICTURES, strict=True)]
