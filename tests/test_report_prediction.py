@@ -53,13 +53,16 @@ class FakeValidate:
         self.calls: list[tuple[list[Any], Any]] = []
         self.order = [c.name for c in cases(device_type, quick=True)]
         self.clock, self.took = clock, took  # a fake clock advanced by took(case)
+        self.spells: list[tuple[float, float]] = []  # (clock at the call, spell_budget_s)
 
     def __call__(self, device: Any, quick: bool = False, progress: Any = None,
                  calibration: Any = None, *, sweep: Any = None,
-                 sweep_notes: bool = True) -> ValidationResult:
+                 sweep_notes: bool = True, spell_budget_s: float | None = None) -> ValidationResult:
         # one case a call, its notes over the sweep left to the report's merge
         assert quick and sweep is not None and len(sweep) == 1 and not sweep_notes
+        assert spell_budget_s is not None  # the report bounds the spell retries itself
         self.calls.append((list(sweep), calibration))
+        self.spells.append((self.clock.now if self.clock is not None else 0.0, spell_budget_s))
         case = sweep[0]
         if progress is not None:
             progress("measuring", 0, 1)
@@ -401,6 +404,33 @@ def test_budget_leaves_out_what_does_not_fit_but_runs_the_first_case(
     ran = [s[0].name for s, _ in fake.calls]
     assert set(ran) | set(stage.left_out) == {c.name for c in sweep} and stage.left_out
     assert clock.now <= budget + case_cost(sweep[0], cal, "cpu").measure_s
+
+
+def test_a_case_waits_out_a_spell_only_within_its_share_of_the_sections_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case measured in a slow spell is measured again after it: the wait and the second
+    measurement fit the case's share of the time left, so the retries keep the report within its
+    budget (each validate call would otherwise allow a quick sweep's whole minute)."""
+    from gptperf.validate.spells import SPELL_BUDGET_S
+
+    cal = flat_calibration("cpu")
+    sweep = cases("cpu", quick=True)
+    estimates = [c.measure_s + (c.profile_s if x.profile else 0.0)
+                 for x, c in ((x, case_cost(x, cal, "cpu")) for x in sweep)]
+    budget = 3 * sum(estimates)
+    fake, clock = _timed(monkeypatch, cal)
+    run_validation("cpu", cal, budget, clock=clock)
+    assert len(fake.spells) == len(sweep)
+    for i, ((now, spell_s), estimate) in enumerate(zip(fake.spells, estimates, strict=True)):
+        share = (budget - now) / (len(sweep) - i)
+        assert 0 < spell_s <= share - 2 * estimate + 1e-9
+    # no time to spare: no retry; time to spare: a quick sweep's allowance, no more
+    fake, clock = _timed(monkeypatch, cal)
+    run_validation("cpu", cal, 0.0, clock=clock)
+    assert fake.spells == [(0.0, 0.0)]
+    fake, clock = _timed(monkeypatch, cal)
+    run_validation("cpu", cal, 1e6, clock=clock)
+    assert {s for _, s in fake.spells} == {SPELL_BUDGET_S[True]}
 
 
 def test_validation_budget_is_what_the_report_has_left_and_never_less_than_its_floor() -> None:

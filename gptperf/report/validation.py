@@ -5,6 +5,8 @@ by how far the cases run so far took longer than estimated.
 
 Measuring every case comes before profiling any: a profile is taken only when the cases still
 to measure fit in what would be left. The first case always runs, so the section has a number.
+On a CPU a case measured in a slow spell of the machine is measured again after it
+(`validate.spells`) only within the case's share of the section's time left.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gptperf.report.results import ValidationStage
 from gptperf.validate import run as validate_run
 from gptperf.validate.results import ValidationResult
 from gptperf.validate.run import PROFILE_SCHEDULE, builds, counts, notes_over, timed_steps
+from gptperf.validate.spells import SPELL_BUDGET_S
 from gptperf.validate.sweep import cases
 
 if TYPE_CHECKING:
@@ -83,6 +86,14 @@ def case_cost(case: ValidationCase, calibration: Calibration | None, device_type
     return CaseCost(measure, profile)
 
 
+def spell_budget(remaining_s: float, cases_left: int, estimated_s: float) -> float:
+    """Seconds a case may spend waiting out a slow spell, to be measured again after it: what its
+    share of the section's time left (`remaining_s` over `cases_left`, itself included) holds
+    beyond measuring it twice, and at most a quick sweep's own allowance."""
+    share = remaining_s / cases_left
+    return max(0.0, min(SPELL_BUDGET_S[True], share - 2 * estimated_s))
+
+
 def merge(results: Sequence[Any], wall_time_s: float) -> Any:
     """One `ValidationResult` of the results of several `validate` calls (one case each, made
     without the notes said over a sweep): each call's own notes once, then those said over every
@@ -143,12 +154,14 @@ def run_validation(device: Any, calibration: Calibration, budget_s: float,
             if progress is not None:
                 progress(i, len(todo), f"{what} {name}".strip())
 
+        estimated = c.measure_s + (c.profile_s if run.profile else 0.0)
         t0 = clock()
         results.append(validate_run.validate(device, quick=True, progress=say,
                                              calibration=calibration, sweep=[run],
-                                             sweep_notes=False))
+                                             sweep_notes=False,
+                                             spell_budget_s=spell_budget(remaining, len(todo) - i,
+                                                                         estimated)))
         took = clock() - t0
-        estimated = c.measure_s + (c.profile_s if run.profile else 0.0)
         if estimated > 0 and took > 0:
             ratios.append(took / estimated)
     if results:

@@ -286,7 +286,7 @@ class _Sweep:
 def validate(device: torch.device | str = "auto", quick: bool = False, progress: Progress | None = None,
              calibration: Calibration | None = None, *, sweep: Sequence[ValidationCase] | None = None,
              isolate: bool = False, seed: int | None = None,
-             sweep_notes: bool = True) -> ValidationResult:
+             sweep_notes: bool = True, spell_budget_s: float | None = None) -> ValidationResult:
     """Measure, predict and score every case of the sweep on `device` ("auto", "cpu", "cuda[:N]"
     or a torch.device).
 
@@ -298,6 +298,8 @@ def validate(device: torch.device | str = "auto", quick: bool = False, progress:
     seed `sweep` was drawn from (`drawn.draw_cases`), kept in the result. `sweep_notes`: end
     the notes with those said over the sweep's cases (`notes_over`); a caller that runs one case
     a call and merges the results (the report) says them once, over all of them.
+    `spell_budget_s`: the seconds a CPU sweep may spend waiting out slow spells and measuring
+    cases again (`spells.SpellRetry`; default `SPELL_BUDGET_S` by `quick`).
     """
     started = time.perf_counter()
 
@@ -317,7 +319,8 @@ def validate(device: torch.device | str = "auto", quick: bool = False, progress:
                               environment=environment(dev), seed=seed)
     first = compare_speed(calibration, dev, result)
     state = _Sweep(dev, dev_name, calibration, result, progress)
-    retry = SpellRetry(calibration, SPELL_BUDGET_S[quick]) if dev.type == "cpu" else None
+    spells_s = SPELL_BUDGET_S[quick] if spell_budget_s is None else spell_budget_s
+    retry = SpellRetry(calibration, spells_s) if dev.type == "cpu" else None
 
     ran = _measure_cases(state, todo, isolate=isolate, retry=retry)
     to_profile = _predict_cases(state, ran)
