@@ -85,7 +85,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 # Test files whose tests share a session fixture run on one xdist worker: the fixture is then
 # built once (quick_cpu_cache), and the hardening record is whole in one process.
-_WORKER_GROUPS = {
+WORKER_GROUPS = {
     "test_ceilings": "quick_cpu_cache",
     "test_report": "quick_cpu_cache",
     **{name: "hardening" for name in ("test_calibrate", "test_data", "test_hardening",
@@ -112,7 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under `pytest -n N` each test file runs whole on one worker, so its module fixtures are
-    built once, and the files of a group in _WORKER_GROUPS run together. (Grouping by scheduler,
+    built once, and the files of a group in WORKER_GROUPS run together. (Grouping by scheduler,
     not by xdist_group marks, keeps test ids, and so hypothesis's derandomized cases, unchanged.)"""
     from xdist.scheduler import LoadScopeScheduling
 
@@ -126,4 +126,4 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 def worker_group(nodeid: str) -> str:
     """The unit a test is sent to a worker in: its file's group, else its file."""
     stem = Path(nodeid.split("::", 1)[0]).stem
-    return _WORKER_GROUPS.get(stem, stem)
+    return WORKER_GROUPS.get(stem, stem)

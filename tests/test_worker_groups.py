@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import _WORKER_GROUPS, worker_group
+from conftest import WORKER_GROUPS, worker_group
 
 TESTS = Path(__file__).resolve().parent
 
@@ -17,7 +17,7 @@ def _files_matching(pattern: str) -> set[str]:
 
 
 def test_every_grouped_name_is_a_test_file() -> None:
-    assert all((TESTS / f"{stem}.py").is_file() for stem in _WORKER_GROUPS)
+    assert all((TESTS / f"{stem}.py").is_file() for stem in WORKER_GROUPS)
 
 
 def test_files_sharing_a_session_record_run_in_one_worker() -> None:

@@ -34,13 +34,15 @@ if TYPE_CHECKING:
 HELP = ("scaling of data-parallel training (torchrun + DDP): speedup, efficiency, throughput, "
         "communication, predicted beside measured")
 STUDIES_SCHEMA = "gptperf.scale-studies/1"  # --json of more than one --mode: {"studies": [...]}
-MODES = ("strong", "weak")
 
 
 def _modes(text: str) -> tuple[str, ...]:
+    from gptperf.scaling.results import MODES  # deferred: keeps --help fast
+
     modes = tuple(dict.fromkeys(m.strip().lower() for m in text.split(",")))
-    if not modes or any(m not in MODES for m in modes):
-        raise argparse.ArgumentTypeError(f"expected strong, weak or strong,weak, got {text!r}")
+    if any(m not in MODES for m in modes):
+        raise argparse.ArgumentTypeError(f"expected {', '.join(MODES)} or {','.join(MODES)}, "
+                                         f"got {text!r}")
     return modes
 
 
