@@ -352,12 +352,24 @@ def test_spec_and_flags_reject_bad_input() -> None:
     assert main(["scale", "--what-if-hardware", "h200"]) == 2  # no --what-if: nothing to predict
 
 
+@pytest.mark.parametrize("mode", ["medium", "strong,medium", "", ","])
+def test_a_bad_mode_list_is_refused_in_one_line_naming_it(mode: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from gptperf.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["scale", "--mode", mode])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2
+    assert err.endswith(f"argument --mode: expected strong, weak or strong,weak, got {mode!r}")
+
+
 def test_a_step_the_workers_cannot_run_is_refused_before_any_launch(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from gptperf.cli import main
     from gptperf.scaling import study
 
-    monkeypatch.setattr(study, "run_scaling_study", lambda *a, **k: pytest.fail("launched"))
+    monkeypatch.setattr(study, "run_scaling_studies", lambda *a, **k: pytest.fail("launched"))
     assert main(["scale", "--device", "cpu", "--dtype", "fp16", "--batch", "4", "--seq", "16"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "gptperf scale: error: dtype 'fp16' autocast needs a GPU; on CPU use bf16 or fp32"
