@@ -375,6 +375,22 @@ def test_a_step_the_workers_cannot_run_is_refused_before_any_launch(
     assert err == "gptperf scale: error: dtype 'fp16' autocast needs a GPU; on CPU use bf16 or fp32"
 
 
+def test_both_modes_are_checked_once_before_the_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The studies differ only in mode: one memory check a process count, of the largest batch."""
+    from gptperf.cli import main
+    from gptperf.commands import scale
+    from gptperf.scaling import study
+
+    checked: list[tuple[int, int]] = []
+    monkeypatch.setattr(scale, "guard_memory",
+                        lambda config, kind, batch, *a, processes, **k: checked.append((batch, processes)))
+    monkeypatch.setattr(study, "run_scaling_studies", lambda *a, **k: pytest.fail("launched"))
+    with pytest.raises(pytest.fail.Exception):
+        main(["scale", "--device", "cpu", "--mode", "strong,weak", "--procs", "1,2", "--batch", "4",
+              "--seq", "16"])
+    assert checked == [(4, 1), (4, 2)]
+
+
 @pytest.mark.parametrize("log, kept", [(None, False), ("", False), ("rank 0 failed\n", True)])
 def test_a_failed_launch_keeps_its_folder_only_for_a_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          log: str | None, kept: bool) -> None:

@@ -137,8 +137,7 @@ def run(args: argparse.Namespace) -> int:
         check_folder(args.plot_dir, "--plot-dir", pictures=[
             picture_prefix(mode, args.mode) + name for mode in args.mode for name in PICTURES])
     specs = specs_from_args(args)
-    for spec in specs:
-        _guard(spec)
+    _guard(specs)
     progress = None if args.json else (lambda msg: output.err_console.print(f"[dim]{msg}[/dim]"))
     try:
         studies = run_scaling_studies(specs, progress=progress)
@@ -163,16 +162,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(spec: ScaleSpec) -> None:
+def _guard(specs: list[ScaleSpec]) -> None:
     """Before any launch: the step each process runs can run on this device
     (`steps.build.check_step`: an fp16 step on a CPU would fail in every worker), and the largest
-    per-process batch of the grid fits, on a CPU once per process (they share its RAM), on GPUs
-    once (one each; gptperf.memguard)."""
+    per-process batch of the studies' grids fits, on a CPU once per process count (they share its
+    RAM), on GPUs once (one each; gptperf.memguard). The studies differ only in mode, so one check
+    of the largest batch covers them all."""
     from gptperf.runtime import resolve_device  # deferred: loads torch
     from gptperf.steps.build import check_step  # deferred: loads torch
 
+    spec = specs[0]
     device = resolve_device(spec.device)
-    largest = max(spec.grid_batches)
+    largest = max(b for s in specs for b in s.grid_batches)
     plan = ExecutionPlan.default("train", device.type, compile=spec.compile,  # the workers' plan
                                  attention=spec.config.attention, ddp=True)
     check_step(spec.config, Workload("train", largest, spec.seq, spec.dtype), plan, device)
