@@ -263,7 +263,9 @@ def test_the_compiled_host_models_are_among_the_calibrated_configs(env: Path, mo
             h, {"decode": 4e-4, "train": 3e-3}, []))
         configs = cal_mod.calibrate(CPU, quick=True).shapes["configs"]
         eager = [host_mod.host_config(n).name for n in host_mod.HOST_LAYERS]
-        extra = [host_mod.host_config(n, COMPILED).name for n in host_mod.HOST_LAYERS]
+        # the compiled forward's deeper host model too
+        extra = [host_mod.host_config(n, COMPILED).name
+                 for n in (*host_mod.HOST_LAYERS, host_mod.HOST_DEEP_LAYERS)]
         assert configs == eager + (extra if compiled else [])
         assert not set(eager) & set(extra)
 
@@ -328,6 +330,29 @@ def test_fit_line_through_one_and_four_blocks() -> None:
     # noise tilting the line below zero is clamped, never a negative cost
     assert host_mod.fit_line(5e-6, 4e-6) == {"per_layer_s": 0.0, "fixed_s": 5e-6}
     assert host_mod.fit_line(1e-6, 10e-6)["fixed_s"] == 0.0  # steeper than proportional
+
+
+def test_a_host_line_timed_deeper_goes_on_at_the_slope_to_its_deep_point() -> None:
+    """Timed at 1, 4 and 16 blocks (3, 9, 45 µs): the line through 1 and 4 (2 µs a block, 1 fixed),
+    then past 4 blocks (45 − 9) / 12 = 3 µs a block; a deep point below the line's own charge is
+    clamped to no cost a further block; without a deep point, the plain line."""
+    lo, hi = host_mod.HOST_LAYERS
+    deep = host_mod.HOST_DEEP_LAYERS
+    assert (lo, hi, deep) == (1, 4, 16)  # the hand-computed numbers below assume these
+    fit = host_mod.fit_host_line({lo: {"nograd": 3e-6}, hi: {"nograd": 9e-6}, deep: {"nograd": 45e-6}}, "nograd")
+    assert fit == pytest.approx({"per_layer_s": 2e-6, "fixed_s": 1e-6, "beyond_layers": 4.0,
+                                 "beyond_per_layer_s": 3e-6})
+    flat = host_mod.fit_host_line({lo: {"nograd": 3e-6}, hi: {"nograd": 9e-6}, deep: {"nograd": 8e-6}}, "nograd")
+    assert flat["beyond_per_layer_s"] == 0.0
+    assert host_mod.fit_host_line({lo: {"fwd": 3e-6}, hi: {"fwd": 9e-6}}, "fwd") == pytest.approx(
+        {"per_layer_s": 2e-6, "fixed_s": 1e-6})
+    # brought to the probe's speed: the seconds scaled, the knee's block count not
+    host, *_ = host_mod.fit_host_jobs([("decode", "compiled", "bf16", {lo: {"nograd": 3e-6}, hi: {"nograd": 9e-6},
+                                                                        deep: {"nograd": 45e-6}}, 2e-3, {}),
+                                       ("decode", "eager", "bf16", {lo: {"infer": 1e-6}, hi: {"infer": 2e-6}},
+                                        0.5e-3, {})])
+    assert host["compiled:nograd:bf16"] == pytest.approx({"per_layer_s": 1e-6, "fixed_s": 0.5e-6, "beyond_layers": 4.0,
+                                                          "beyond_per_layer_s": 1.5e-6})
 
 
 class SteadySampler:
@@ -549,10 +574,11 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
             compiled_jobs.append(what)
             now[0] += first_s if what == "train" else 7.0  # the job's compile and rounds
         parts = ("fwd", "bwd", "opt") if what == "train" else ("nograd", "infer")
-        return {n: dict.fromkeys(parts, lambda: None) for n in (lo, hi)}
+        return {n: dict.fromkeys(parts, lambda: None) for n in host_mod.host_layers(mode, what)}
 
     def fake_time(groups: Any, timed: list[str], device: Any, **kw: Any) -> Any:
-        return {n: {p: 1e-6 * n for p in parts if p in timed} for n, parts in groups.items()}
+        at = {1: 3e-6, 4: 9e-6, 16: 45e-6}  # a call's seconds at each block count
+        return {n: {p: at[n] for p in parts if p in timed} for n, parts in groups.items()}
 
     monkeypatch.setattr(host_mod, "host_groups", fake_groups)
     monkeypatch.setattr(host_mod, "time_host_parts", fake_time)
@@ -561,6 +587,12 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
     result = host_mod.measure_host(CPU, ["bf16"], compiled=True, budget_s=30.0)
     assert compiled_jobs == ran
     assert ("compiled:nograd:bf16" in result.costs) == ("inference" in ran)
+    # the forward-only job timed deeper too ((45 − 9) / 12 = 3 µs a block past 4); the train
+    # job's parts and the eager ones on their straight line
+    if "inference" in ran:
+        assert result.costs["compiled:nograd:bf16"]["beyond_per_layer_s"] == pytest.approx(3e-6)
+    assert [k for k, fit in result.costs.items() if "beyond_layers" in fit] == (
+        ["compiled:nograd:bf16"] if "inference" in ran else [])
     assert "compiled:fwd:bf16" in result.costs
     assert "compiled:opt:bf16" in result.costs  # the compiled plan's own optimizer, timed too
     left_out = [n for n in result.notes if "left out" in n]
@@ -594,7 +626,11 @@ def test_compiled_host_steps_run_the_compiled_recordings_token_count(monkeypatch
     probe_models = {host_model_config(n).name for n in host_mod.HOST_LAYERS}
     assert {config.name for c, *_, config in built if not c} == probe_models
     assert all(config.block_size == rec_mod.RECORD_SEQ for c, *_, config in built if c)
-    assert {config.n_layer for *_, config in built} == set(host_mod.HOST_LAYERS)
+    assert {config.n_layer for c, *_, config in built if not c} == set(host_mod.HOST_LAYERS)
+    # the compiled forward-only job also at the deeper block count, the train job not
+    deep = host_mod.HOST_DEEP_LAYERS
+    assert {(k, config.n_layer) for c, k, *_, config in built if c and config.n_layer == deep} == {("forward", deep)}
+    assert {config.n_layer for c, *_, config in built if c} == {*host_mod.HOST_LAYERS, deep}
 
 
 def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pytest.MonkeyPatch) -> None:

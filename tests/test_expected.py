@@ -356,6 +356,22 @@ def test_a_compiled_forward_without_its_own_host_cost_takes_the_compiled_train_f
     assert expected(cfg, w, plan, flat_calibration(host=host)).host_s == pytest.approx(2e-4)
 
 
+def test_a_compiled_forward_past_its_lines_knee_is_charged_the_deeper_slope():
+    """compiled:nograd 1e-4 fixed + 1e-5 a block, and 3e-5 a block past 4 blocks: 2 blocks
+    1.2e-4 s, 4 blocks 1.4e-4, 10 blocks 1.4e-4 + 6 · 3e-5 = 3.2e-4 (the line alone: 2e-4)."""
+    host = dict(flat_calibration().host)
+    host["compiled:nograd:bf16"] = {"fixed_s": 1e-4, "per_layer_s": 1e-5}
+    plan = ExecutionPlan.default("forward", "cuda", compile=True)
+    w = Workload("forward", 1, 64, "bf16")
+
+    def charged(n_layer: int, host: dict) -> float:
+        return expected(preset("gpt2", n_layer=n_layer), w, plan, flat_calibration(host=host)).host_s
+
+    assert charged(10, host) == pytest.approx(2e-4)
+    host["compiled:nograd:bf16"] |= {"beyond_layers": 4.0, "beyond_per_layer_s": 3e-5}
+    assert [charged(n, host) for n in (2, 4, 10)] == pytest.approx([1.2e-4, 1.4e-4, 3.2e-4])
+
+
 def test_a_compiled_train_steps_optimizer_takes_the_compiled_jobs_line_where_its_plan_keeps_master_weights():
     """The optimizer of a compiled bf16 step with master weights is charged the compiled job's own
     optimizer line (3e-4 + 2·1e-4), which ran that plan; a calibration from before it was measured,

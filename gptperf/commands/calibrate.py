@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gptperf.output import emit_json, print_note, rich_progress, seconds, wide_console
-from gptperf.perfmodel.calibration import curve_key, unaligned_rates_text
+from gptperf.perfmodel.calibration import HOST_DEEP_LAYERS, curve_key, unaligned_rates_text
 from gptperf.plan import COMPILED, EAGER
 
 if TYPE_CHECKING:
@@ -106,13 +106,17 @@ def print_calibration(calibration: Calibration, cached: bool, path: Path | None)
     wide.print(curves)
 
     eager_tokens, compiled_tokens = (math.prod(host_tokens(mode)) for mode in (EAGER, COMPILED))
-    host = Table(title=f"Host cost per step (Python, dispatch, launches; tiny GPT, 1 and 4 blocks; "
-                       f"eager at {eager_tokens} tokens, compiled at {compiled_tokens})")
+    host = Table(title=f"Host cost per step (Python, dispatch, launches; tiny GPT, 1 and 4 blocks, "
+                       f"a compiled forward {HOST_DEEP_LAYERS} too; eager at {eager_tokens} tokens, "
+                       f"compiled at {compiled_tokens})")
     host.add_column("mode:part:dtype")
     host.add_column("per block (µs)", justify="right")
     host.add_column("fixed (µs)", justify="right")
+    host.add_column("per block deeper (µs)", justify="right")
     for key, fit in calibration.host.items():
-        host.add_row(key, f"{fit['per_layer_s'] * 1e6:.1f}", f"{fit['fixed_s'] * 1e6:.1f}")
+        beyond = (f"{fit['beyond_per_layer_s'] * 1e6:.1f} past {fit['beyond_layers']:.0f} blocks"
+                  if "beyond_layers" in fit else "—")
+        host.add_row(key, f"{fit['per_layer_s'] * 1e6:.1f}", f"{fit['fixed_s'] * 1e6:.1f}", beyond)
     wide.print(host)
     units = calibration.probes.get("host", {})
     steps = [f"{what} step {seconds(units[UNIT_KEYS[what]])}" for what in ("train", "decode")

@@ -28,6 +28,7 @@ from gptperf.measure.calibrate_host import (
     HOST_LAYERS,
     REFERENCE_S,
     host_config,
+    host_layers,
     measure_host,
     measure_host_settled,
 )
@@ -170,7 +171,7 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     notes.append(time_note(kernels, kernels_s, host_s, seconds - kernels_s - host_s, besides))
     configs = [host_config(n).name for n in HOST_LAYERS]
     if any(key.startswith(f"{COMPILED}:") for key in host):  # its own block length
-        configs += [host_config(n, COMPILED).name for n in HOST_LAYERS]
+        configs += [host_config(n, COMPILED).name for n in host_layers(COMPILED, "inference")]
     if compiled:
         configs.append(record_config().name)
     if overlap:

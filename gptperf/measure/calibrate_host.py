@@ -41,7 +41,7 @@ from gptperf.measure.calibration_tables import guarded
 from gptperf.measure.probe import HostSampler, host_step_s, probe_of
 from gptperf.measure.timer import Progress
 from gptperf.model.config import GPTConfig
-from gptperf.perfmodel.calibration import HOST_MODEL, host_key, host_model_config
+from gptperf.perfmodel.calibration import HOST_DEEP_LAYERS, HOST_MODEL, host_key, host_model_config
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import COMPILED, EAGER, ExecutionPlan
 from gptperf.runtime import synchronize
@@ -133,14 +133,14 @@ def fit_host_jobs(measured: Sequence[HostJob]) -> tuple[dict[str, dict[str, floa
             by_phase[probe][phase].append(seconds)
     units = {p: statistics.geometric_mean(us) for p, us in by_probe.items()}
     phase_units = {p: {ph: statistics.geometric_mean(us) for ph, us in by.items()} for p, by in by_phase.items()}
-    lo, hi = HOST_LAYERS
     host: dict[str, dict[str, float]] = {}
     for probe, mode, dtype, times, unit, phases in measured:
-        for part in times.get(lo, {}):
+        for part in times.get(HOST_LAYERS[0], {}):
             scale = (phase_units[probe][part] / phases[part] if part in phases
                      else units[probe] / unit)
-            fit = fit_line(times[lo][part], times[hi][part])
-            host[host_key(mode, part, dtype)] = {k: v * scale for k, v in fit.items()}
+            fit = fit_host_line(times, part)
+            host[host_key(mode, part, dtype)] = {k: v * scale if k.endswith("_s") else v
+                                                 for k, v in fit.items()}
     notes = [f"host costs: the host model's {p} step took {min(us) * 1e6:.0f}–{max(us) * 1e6:.0f} µs "
              f"among the {len(us)} {p} probe's host jobs' rounds (×{max(us) / min(us):.2f}); each "
              f"job's costs are scaled to {units[p] * 1e6:.0f} µs"
@@ -164,6 +164,26 @@ def flat_parts(times: dict[int, dict[str, float]], layers: tuple[int, int] = HOS
     through them charges no cost a block (a busy host timed the small model slow)."""
     lo, hi = layers
     return sorted(p for p, t in times.get(lo, {}).items() if times.get(hi, {}).get(p, math.inf) <= t)
+
+
+def fit_host_line(times: dict[int, dict[str, float]], part: str) -> dict[str, float]:
+    """`part`'s host line (`perfmodel.calibration.host_line_s`): the straight line through its
+    times at HOST_LAYERS, and where it was timed at HOST_DEEP_LAYERS too, past the last of them
+    the slope to that point (not below zero)."""
+    lo, hi = HOST_LAYERS
+    fit = fit_line(times[lo][part], times[hi][part])
+    deep = times.get(HOST_DEEP_LAYERS, {}).get(part)
+    if deep is not None:
+        at_hi = fit["fixed_s"] + fit["per_layer_s"] * hi
+        fit |= {"beyond_layers": float(hi),
+                "beyond_per_layer_s": max((deep - at_hi) / (HOST_DEEP_LAYERS - hi), 0.0)}
+    return fit
+
+
+def host_layers(mode: str, what: str) -> tuple[int, ...]:
+    """The block counts a host job's model is timed at: HOST_LAYERS, and for the compiled
+    forward-only job HOST_DEEP_LAYERS too (`perfmodel.calibration.HOST_DEEP_LAYERS`)."""
+    return HOST_LAYERS + ((HOST_DEEP_LAYERS,) if mode == COMPILED and what == "inference" else ())
 
 
 def fit_line(t1: float, t4: float, layers: tuple[int, int] = HOST_LAYERS) -> dict[str, float]:
@@ -273,11 +293,11 @@ def paired_medians(rounds: dict[int, dict[str, list[float]]], samples: Sequence[
 
 
 def host_groups(dtype: str, mode: str, device: torch.device, what: str,
-                layers: Iterable[int] = HOST_LAYERS) -> dict[int, Parts]:
-    """Per block count in `layers`, the parts of the train steps (`what` "train") or the
-    inference steps."""
+                layers: Iterable[int] | None = None) -> dict[int, Parts]:
+    """Per block count in `layers` (default: the job's `host_layers`), the parts of the train
+    steps (`what` "train") or the inference steps."""
     groups: dict[int, Parts] = {}
-    for n in layers:
+    for n in host_layers(mode, what) if layers is None else layers:
         config = host_config(n, mode)
         if what == "train":
             groups[n] = _train_parts(config, dtype, mode, device)

@@ -30,6 +30,8 @@ from gptperf.model.config import preset
 from gptperf.perfmodel.hardware import cache_dir, slug
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from gptperf.model.config import GPTConfig
 
 SCHEMA = "gptperf.calibration/1"
@@ -39,6 +41,11 @@ MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration 
 # Its compiled steps run the compiled recordings' tokens instead (`calibrate_host.host_tokens`).
 HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "block_size": 64,
                               "batch": 1, "seq": 8, "layers": (1, 4)}
+# A compiled forward's host time a block grows past a few blocks (H100s: the compiled host model
+# at 16 blocks 1.06-1.27x its 1-4 line, at 22 1.95x; drawn compiled forwards of 13-23 blocks bound
+# by the host read 1.16-1.27x their prediction): its forward-only job is timed at this many blocks
+# too, and its line goes on from the last of `HOST_MODEL["layers"]` on the slope to this point.
+HOST_DEEP_LAYERS = 16
 
 # The `chain` of `gemv_key` for the gemv curves measured as a dependent chain of the fused decode
 # step's kernels: its LayerNorm + gemv (qkv, fc), its gemv + bias + residual (the two
@@ -142,6 +149,17 @@ def host_key(mode: str, part: str, dtype: str) -> str:
     """`host`'s key of one part of a step: "<mode>:<part>:<dtype>" (e.g. "eager:fwd:bf16"); the
     same format keys a host job's unit by its job (train | inference) in `probes["host_jobs"]`."""
     return f"{mode}:{part}:{dtype}"
+
+
+def host_line_s(line: Mapping[str, float], n_layer: int) -> float:
+    """Host seconds of a step of `n_layer` blocks on a calibrated host line (`Calibration.host`):
+    `fixed_s` plus `per_layer_s` a block, and past `beyond_layers` blocks, where the line has
+    them (`HOST_DEEP_LAYERS`), `beyond_per_layer_s` a further block."""
+    knee = line.get("beyond_layers")
+    if knee is None or n_layer <= knee:
+        return max(line["fixed_s"] + line["per_layer_s"] * n_layer, 0.0)
+    return max(line["fixed_s"] + line["per_layer_s"] * knee
+               + line["beyond_per_layer_s"] * (n_layer - knee), 0.0)
 
 
 def split_host_key(key: str) -> tuple[str, str, str]:
@@ -421,7 +439,8 @@ class Calibration:
     # dtype)` of the fused step's qkv, attn.proj, mlp.fc and mlp.proj kernels, each timed inside a
     # captured step of synthetic models.
     gemv: dict[str, Curve] = field(default_factory=dict)
-    # `host_key(mode, part, dtype)` -> {"per_layer_s", "fixed_s"}: host seconds of the step's
+    # `host_key(mode, part, dtype)` -> {"per_layer_s", "fixed_s"} (and where a deeper host model
+    # was timed, "beyond_layers", "beyond_per_layer_s": `host_line_s`): host seconds of the step's
     # Python and dispatch, per block and per step. Mode eager | compiled; part fwd, bwd, opt of a
     # train step, nograd for a forward without grad, infer for decode_nocache (and a compiled
     # prefill), prefill for an eager prefill into the KV cache (infer where a calibration has

@@ -59,6 +59,7 @@ from gptperf.perfmodel.calibration import (
     compiled_op_key,
     gemv_key,
     host_key,
+    host_line_s,
     host_model_config,
     split_attention_key,
     split_compiled_key,
@@ -344,8 +345,7 @@ def _host_seconds(cal: Calibration, parts: list[tuple[str, str]], dtype: str, n_
             for k in _fallback(host_key(mode, part, dtype)) + [host_key(mode, part, "fp32")]]
     for k in keys:
         if k in cal.host:
-            h = cal.host[k]
-            return max(h["fixed_s"] + h["per_layer_s"] * n_layer, 0.0)
+            return host_line_s(cal.host[k], n_layer)
     raise UserError(f"the calibration of {cal.device_name!r} has no host cost "
                     f"{host_key(*parts[0], dtype)} (it has: {', '.join(sorted(cal.host)) or 'none'}); run `gptperf calibrate`")
 
