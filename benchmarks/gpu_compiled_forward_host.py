@@ -4,13 +4,16 @@ all in the same rounds, with the kernels each call launches.
     python benchmarks/gpu_compiled_forward_host.py
 
 The calibration charges a compiled forward (no grad) the host seconds of a line through its host
-model (C 64, 2 heads, B 8, T 512) at 1 and 4 blocks. Drawn compiled forwards of 13-23 blocks have
-read 1.16-1.27x their prediction while host-bound (BENCHMARKS.md, the random sweeps). This times
-the compiled host model at 1, 4 and 16 blocks in bf16 and in fp32, the eager fp32 one at 1 and 4
-(the line compiled fp32 forwards were charged before they had their own), and such drawn steps,
-every one interleaved round by round (`calibrate_host.time_host_parts`: a spell of the host hits
-all alike), and prints each step's host seconds, its kernels a call, its host seconds a kernel and
-each line's charge over its host seconds (1.00: right).
+model (C 64, 2 heads, B 8, T 512) at 1 and 4 blocks, in bf16 (past 4 blocks, since session 65, the
+slope to its 16-block point), and a compiled fp32 forward the eager fp32 forward's line. Drawn
+compiled forwards of 13-23 blocks have read 1.16-1.27x their prediction while host-bound
+(BENCHMARKS.md, the random sweeps). This times the compiled host model at 1, 4 and 16 blocks in
+bf16 and in fp32, the eager fp32 one at 1 and 4, and such drawn steps, every one interleaved round
+by round (`calibrate_host.time_host_parts`: a spell of the host hits all alike), and prints each
+step's host seconds, its kernels a call, its host seconds a kernel and each 1-4 line's charge over
+its host seconds (1.00: right). On an H100 (session 65) a compiled fp32 host-model line charged
+real fp32 forwards 0.78-0.85 of their host time and the eager fp32 line 0.89-0.99: a compiled
+fp32 job was tried and not kept.
 """
 
 from __future__ import annotations

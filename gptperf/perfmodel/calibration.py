@@ -41,10 +41,11 @@ MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration 
 # Its compiled steps run the compiled recordings' tokens instead (`calibrate_host.host_tokens`).
 HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "block_size": 64,
                               "batch": 1, "seq": 8, "layers": (1, 4)}
-# A compiled forward's host time a block grows past a few blocks (H100s: the compiled host model
-# at 16 blocks 1.06-1.27x its 1-4 line, at 22 1.95x; drawn compiled forwards of 13-23 blocks bound
-# by the host read 1.16-1.27x their prediction): its forward-only job is timed at this many blocks
-# too, and its line goes on from the last of `HOST_MODEL["layers"]` on the slope to this point.
+# A compiled forward's host time a block grows past a few blocks (the compiled host model at 16
+# blocks 1.27x its 1-4 line's charge and at 22 1.95x on an H200, at 16 1.06x on an H100; drawn
+# compiled forwards of 13-23 blocks bound by the host read 1.16-1.27x their prediction): its
+# forward-only job is timed at this many blocks too, and its line goes on from the last of
+# `HOST_MODEL["layers"]` on the slope to this point.
 HOST_DEEP_LAYERS = 16
 
 # The `chain` of `gemv_key` for the gemv curves measured as a dependent chain of the fused decode

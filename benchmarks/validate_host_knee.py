@@ -1,0 +1,88 @@
+"""What the deeper host point changed: stored validate runs and benches predicted again on their
+calibration with the host lines' slope past their knee (`perfmodel.calibration.host_line_s`) and
+without it (the straight 1-4 line of calibrations before session 65), at the host speeds each case
+was charged at. Runs anywhere (no device needed).
+
+    python benchmarks/validate_host_knee.py CALIBRATION.json [VALIDATE.json ...] [--benches BENCHES.json]
+
+BENCHES.json is a JSON list of `gptperf bench --json` documents measured on that calibration.
+Prints per file the cases whose prediction moved (measured/predicted both ways), then median, p90
+and max |m/p - 1| both ways.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from gptperf.model.config import GPTConfig
+from gptperf.perfmodel import Workload
+from gptperf.perfmodel.calibration import Calibration
+from gptperf.perfmodel.expected import expected
+from gptperf.plan import ExecutionPlan
+from gptperf.validate.results import ValidationResult
+from gptperf.validate.stats import error_stats
+
+KNEE_KEYS = ("beyond_layers", "beyond_per_layer_s")
+MOVED = 1e-4  # a prediction that moved by more than this share is listed
+
+
+def straight(cal: Calibration) -> Calibration:
+    """`cal` with every host line straight (its knee left out)."""
+    return replace(cal, host={k: {kk: v for kk, v in line.items() if kk not in KNEE_KEYS}
+                              for k, line in cal.host.items()})
+
+
+def validate_cases(path: Path, cal: Calibration) -> list[tuple[str, float, float, float]]:
+    """(case, measured, predicted with the knee, predicted without) of a stored validate run."""
+    result = ValidationResult.from_dict(json.loads(path.read_text()))
+    rows = []
+    for p in result.points:
+        with_knee, without = p.expected_on(cal), p.expected_on(straight(cal))
+        if with_knee is not None and without is not None:
+            rows.append((p.case, p.measured_s, with_knee.step_time_s, without.step_time_s))
+    return rows
+
+
+def bench_cases(path: Path, cal: Calibration) -> list[tuple[str, float, float, float]]:
+    """The same of a list of `gptperf bench --json` documents."""
+    rows = []
+    for doc in json.loads(path.read_text()):
+        config = GPTConfig.from_dict(doc["config"])
+        w = doc["workload"]
+        workload = Workload(w["kind"], w["batch"], w["seq"], w["dtype"])
+        plan = ExecutionPlan.from_dict(doc["plan"])
+        (pred,) = [p for p in doc["predictions"] if p["source"] == "calibrated"]
+        speeds = {"host_speed": pred.get("host_speed"), "phase_speeds": pred.get("phase_speeds") or None}
+        both = [expected(config, workload, plan, c, **speeds).step_time_s for c in (cal, straight(cal))]
+        rows.append((f"bench {w['kind']} {config.name} B={w['batch']} T={w['seq']}", doc["step_time_s"], *both))
+    return rows
+
+
+def report(name: str, rows: list[tuple[str, float, float, float]]) -> None:
+    print(f"\n{name}: {len(rows)} cases")
+    for case, measured, with_knee, without in rows:
+        if abs(with_knee / without - 1) > MOVED:
+            print(f"  {case:70s} m/p {measured / with_knee:.3f} (straight line: {measured / without:.3f})")
+    for label, i in (("with the knee", 2), ("straight line", 3)):
+        s = error_stats(r[1] / r[i] for r in rows)
+        print(f"  {label:14s}: median {s.median:.1%}, p90 {s.p90:.1%}, max {s.max:.1%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("calibration", type=Path)
+    parser.add_argument("runs", type=Path, nargs="*")
+    parser.add_argument("--benches", type=Path)
+    args = parser.parse_args()
+    cal = Calibration.from_dict(json.loads(args.calibration.read_text()))
+    for run in args.runs:
+        report(str(run), validate_cases(run, cal))
+    if args.benches:
+        report(str(args.benches), bench_cases(args.benches, cal))
+
+
+if __name__ == "__main__":
+    main()
