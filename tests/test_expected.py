@@ -372,6 +372,36 @@ def test_a_compiled_forward_past_its_lines_knee_is_charged_the_deeper_slope():
     assert [charged(n, host) for n in (2, 4, 10)] == pytest.approx([1.2e-4, 1.4e-4, 3.2e-4])
 
 
+def test_the_knee_survives_a_round_trip_and_the_comparison_script_predicts_both_ways(tmp_path):
+    """A calibration's host line with its knee round-trips; `benchmarks/validate_host_knee.py`
+    predicts a stored compiled forward bench with the knee and on the straight line: apart for
+    10 blocks (3.2e-4 against 2e-4 s of host time), alike for 4."""
+    import json
+
+    from benchmark_scripts import load
+
+    knee = load("validate_host_knee")
+    host = dict(flat_calibration().host)
+    host["compiled:nograd:bf16"] = {"fixed_s": 1e-4, "per_layer_s": 1e-5, "beyond_layers": 4.0,
+                                    "beyond_per_layer_s": 3e-5}
+    cal = flat_calibration(host=host)
+    assert Calibration.from_dict(json.loads(json.dumps(cal.to_dict()))).host == cal.host
+    assert "beyond_layers" not in knee.straight(cal).host["compiled:nograd:bf16"]
+    plan = ExecutionPlan.default("forward", "cuda", compile=True)
+    docs = [{"config": preset("gpt2", n_layer=n).to_dict(), "plan": plan.to_dict(), "step_time_s": 1e-3,
+             "workload": {"kind": "forward", "batch": 1, "seq": 64, "dtype": "bf16"},
+             "predictions": [{"source": "nominal"}, {"source": "calibrated", "host_speed": 1.0}]}
+            for n in (4, 10)]
+    (tmp_path / "benches.json").write_text(json.dumps(docs))
+    (four, ten) = knee.bench_cases(tmp_path / "benches.json", cal)
+    assert four[2] == pytest.approx(four[3])
+    w = Workload("forward", 1, 64, "bf16")
+    assert ten[2] == pytest.approx(expected(preset("gpt2", n_layer=10), w, plan, cal, host_speed=1.0).step_time_s)
+    assert ten[3] == pytest.approx(expected(preset("gpt2", n_layer=10), w, plan, knee.straight(cal),
+                                            host_speed=1.0).step_time_s)
+    assert ten[2] > ten[3]
+
+
 def test_a_compiled_train_steps_optimizer_takes_the_compiled_jobs_line_where_its_plan_keeps_master_weights():
     """The optimizer of a compiled bf16 step with master weights is charged the compiled job's own
     optimizer line (3e-4 + 2·1e-4), which ran that plan; a calibration from before it was measured,
