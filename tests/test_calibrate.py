@@ -852,9 +852,17 @@ def test_calibrate_table(env: Path, clean_cache: Path, capsys: pytest.CaptureFix
             f"{seconds(cal.probes['host']['train_step_s'])} and decode step "
             f"{seconds(cal.probes['host']['step_s'])}") in " ".join(out.split())
     assert "launch gap" not in out  # a CPU has none
+    assert "per block deeper" not in out  # no line with a knee (a CPU times no compiled job)
     assert main(["calibrate", "--device", "cpu", "--quick"]) == 0
     captured = capsys.readouterr()
     assert "cached calibration" in captured.err and "--force" in captured.err
+    # a line with a knee (a GPU's compiled forward): its slope past the knee in its own column
+    knee = {"fixed_s": 1e-6, "per_layer_s": 2e-6, "beyond_layers": 4.0, "beyond_per_layer_s": 3e-6}
+    save_calibration(replace(cal, host={**cal.host, "compiled:nograd:bf16": knee}))
+    assert main(["calibrate", "--device", "cpu", "--quick"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "per block deeper (µs)" in out and "3.0 past 4 blocks" in out
+    assert f"a compiled forward {host_mod.HOST_DEEP_LAYERS} too" in out
 
 
 def test_bad_device_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

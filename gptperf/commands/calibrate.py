@@ -106,17 +106,20 @@ def print_calibration(calibration: Calibration, cached: bool, path: Path | None)
     wide.print(curves)
 
     eager_tokens, compiled_tokens = (math.prod(host_tokens(mode)) for mode in (EAGER, COMPILED))
-    host = Table(title=f"Host cost per step (Python, dispatch, launches; tiny GPT, 1 and 4 blocks, "
-                       f"a compiled forward {HOST_DEEP_LAYERS} too; eager at {eager_tokens} tokens, "
-                       f"compiled at {compiled_tokens})")
+    deeper = any("beyond_layers" in fit for fit in calibration.host.values())
+    host = Table(title=f"Host cost per step (Python, dispatch, launches; tiny GPT, 1 and 4 blocks"
+                       f"{f', a compiled forward {HOST_DEEP_LAYERS} too' if deeper else ''}; eager at "
+                       f"{eager_tokens} tokens, compiled at {compiled_tokens})")
     host.add_column("mode:part:dtype")
     host.add_column("per block (µs)", justify="right")
     host.add_column("fixed (µs)", justify="right")
-    host.add_column("per block deeper (µs)", justify="right")
+    if deeper:
+        host.add_column("per block deeper (µs)", justify="right")
     for key, fit in calibration.host.items():
         beyond = (f"{fit['beyond_per_layer_s'] * 1e6:.1f} past {fit['beyond_layers']:.0f} blocks"
                   if "beyond_layers" in fit else "—")
-        host.add_row(key, f"{fit['per_layer_s'] * 1e6:.1f}", f"{fit['fixed_s'] * 1e6:.1f}", beyond)
+        host.add_row(key, f"{fit['per_layer_s'] * 1e6:.1f}", f"{fit['fixed_s'] * 1e6:.1f}",
+                     *([beyond] if deeper else []))
     wide.print(host)
     units = calibration.probes.get("host", {})
     steps = [f"{what} step {seconds(units[UNIT_KEYS[what]])}" for what in ("train", "decode")
