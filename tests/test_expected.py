@@ -386,6 +386,12 @@ def test_the_knee_survives_a_round_trip_and_the_comparison_script_predicts_both_
                                     "beyond_per_layer_s": 3e-5}
     cal = flat_calibration(host=host)
     assert Calibration.from_dict(json.loads(json.dumps(cal.to_dict()))).host == cal.host
+    # a line with half a knee, or without its fixed cost, is a broken document: one line
+    for broken in ({"fixed_s": 1e-4, "per_layer_s": 1e-5, "beyond_layers": 4.0}, {"per_layer_s": 1e-5}):
+        doc = cal.to_dict()
+        doc["host"]["compiled:nograd:bf16"] = broken
+        with pytest.raises(UserError, match="calibration document is broken.*lacks"):
+            Calibration.from_dict(doc)
     assert "beyond_layers" not in knee.straight(cal).host["compiled:nograd:bf16"]
     plan = ExecutionPlan.default("forward", "cuda", compile=True)
     docs = [{"config": preset("gpt2", n_layer=n).to_dict(), "plan": plan.to_dict(), "step_time_s": 1e-3,

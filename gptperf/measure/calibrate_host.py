@@ -10,9 +10,10 @@ into the model's KV cache (prefill) and its eager decode step with that cache (d
 straight line through the two block counts gives `per_layer_s` and `fixed_s` (an eager job in
 which a part took no longer with more blocks, as a busy host can time it, is measured once more,
 with a note); the compiled forward-only job's model is timed at HOST_DEEP_LAYERS blocks too, and
-past 4 blocks its line goes on at the slope to that point (`fit_host_line`). On CUDA a part's host time is the CPU time of the call among calls run back to
-back, no synchronisation between them (the GPU keeps up at these sizes); on a CPU it is the
-whole call, the last of a run of CPU_HOST_RUN calls of its step.
+past 4 blocks its line goes on at the slope to that point (`fit_host_line`). On CUDA a part's
+host time is the CPU time of the call among calls run back to back, no synchronisation between
+them (the GPU keeps up at these sizes); on a CPU it is the whole call, the last of a run of
+CPU_HOST_RUN calls of its step.
 The host's speed moves while they are measured (2× within one calibration on the lent H200
 machine), so each job's costs are brought to one speed: the host model's own step of the job's
 kind (train, or decode for the inference jobs) is sampled after each of the job's timed rounds

@@ -163,6 +163,18 @@ def host_line_s(line: Mapping[str, float], n_layer: int) -> float:
                + line["beyond_per_layer_s"] * (n_layer - knee), 0.0)
 
 
+def _host_line(line: dict[str, Any]) -> dict[str, float]:
+    """A host line read back (`Calibration.host`): every number of it, the knee's two together
+    or neither (KeyError: a broken line)."""
+    out = {k: float(v) for k, v in line.items()}
+    knee = {"beyond_layers", "beyond_per_layer_s"}
+    needed = {"fixed_s", "per_layer_s"} | (knee if knee & out.keys() else set())
+    missing = sorted(needed - out.keys())
+    if missing:
+        raise KeyError(f"host line {line!r} lacks {', '.join(missing)}")
+    return out
+
+
 def split_host_key(key: str) -> tuple[str, str, str]:
     """(mode, part, dtype) of a `host_key`."""
     mode, part, dtype = key.split(":")
@@ -734,7 +746,7 @@ class Calibration:
                 optimizer={k: Grid.from_dict(v) if "axes" in v else Curve.from_dict(v)
                            for k, v in d.get("optimizer", {}).items()},
                 gemv={k: Curve.from_dict(v) for k, v in d.get("gemv", {}).items()},
-                host={k: {kk: float(vv) for kk, vv in v.items()} for k, v in d.get("host", {}).items()},
+                host={k: _host_line(v) for k, v in d.get("host", {}).items()},
                 compiled=dict(d.get("compiled", {})), shapes=dict(d.get("shapes", {})),
                 notes=list(d.get("notes", [])),
                 probes={k: {kk: float(vv) for kk, vv in v.items()} for k, v in d.get("probes", {}).items()},
