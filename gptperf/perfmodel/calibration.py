@@ -42,8 +42,8 @@ MAX_AGE_DAYS = 30  # clocks, drivers and libraries change: an older calibration 
 HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "block_size": 64,
                               "batch": 1, "seq": 8, "layers": (1, 4)}
 # A compiled forward's host time a block grows past a few blocks (the compiled host model at 16
-# blocks 1.27x its 1-4 line's charge and at 22 1.95x on an H200, at 16 1.06x on an H100; drawn
-# compiled forwards of 13-23 blocks bound by the host read 1.16-1.27x their prediction): its
+# blocks 1.27x its 1-4 line's charge and at 22 1.95x on an H200, at 16 1.02-1.06x on H100s; drawn
+# compiled bf16 forwards of 14-21 blocks bound by the host read 1.16-1.27x their prediction): its
 # forward-only job is timed at this many blocks too, and its line goes on from the last of
 # `HOST_MODEL["layers"]` on the slope to this point.
 HOST_DEEP_LAYERS = 16
