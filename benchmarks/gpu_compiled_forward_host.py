@@ -34,6 +34,7 @@ from gptperf.measure.calibrate_host import (
 )
 from gptperf.measure.device_kernels import kernels_of
 from gptperf.model.config import GPTConfig
+from gptperf.perfmodel.calibration import host_line_s
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import EAGER, ExecutionPlan
 from gptperf.steps.build import build_step
@@ -67,7 +68,7 @@ def main() -> None:
         plan = ExecutionPlan.default("forward", "cuda", compile=True, dtype=dtype)
         step = build_step(config, Workload("forward", batch, seq, dtype), plan, DEV)
         groups[name] = {"nograd": step.phases[0][1]}
-    # the eager fp32 forward's line, which charged compiled fp32 forwards before they had their own
+    # the eager fp32 forward's line, which the calibration charges compiled fp32 forwards
     eager = host_groups("fp32", EAGER, DEV, "inference")
     for n in HOST_LAYERS:
         groups[f"eager{n} fp32"] = {"nograd": eager[n]["nograd"]}
@@ -84,7 +85,7 @@ def main() -> None:
         print(f"line {what:10s}: fixed {line['fixed_s'] * 1e6:4.0f} µs + {line['per_layer_s'] * 1e6:4.0f} µs a block")
 
     def charge(line: dict[str, float], layers: int, seconds: float) -> str:
-        return f"{(line['fixed_s'] + layers * line['per_layer_s']) / seconds:6.2f}"
+        return f"{host_line_s(line, layers) / seconds:6.2f}"
 
     print(f"\n{'step':24s} {'dtype':5s} {'host µs':>8s} {'kernels':>7s} {'µs/kernel':>9s}  charge/host by line: "
           f"{'own':>6s} {'bf16':>6s} {'eager fp32':>10s}")

@@ -19,28 +19,28 @@ from pathlib import Path
 
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel import Workload
-from gptperf.perfmodel.calibration import Calibration
+from gptperf.perfmodel.calibration import HOST_KNEE, Calibration
 from gptperf.perfmodel.expected import expected
 from gptperf.plan import ExecutionPlan
 from gptperf.validate.results import ValidationResult
 from gptperf.validate.stats import error_stats
 
-KNEE_KEYS = ("beyond_layers", "beyond_per_layer_s")
 MOVED = 1e-4  # a prediction that moved by more than this share is listed
 
 
 def straight(cal: Calibration) -> Calibration:
     """`cal` with every host line straight (its knee left out)."""
-    return replace(cal, host={k: {kk: v for kk, v in line.items() if kk not in KNEE_KEYS}
+    return replace(cal, host={k: {kk: v for kk, v in line.items() if kk not in HOST_KNEE}
                               for k, line in cal.host.items()})
 
 
 def validate_cases(path: Path, cal: Calibration) -> list[tuple[str, float, float, float]]:
     """(case, measured, predicted with the knee, predicted without) of a stored validate run."""
     result = ValidationResult.from_dict(json.loads(path.read_text()))
+    flat = straight(cal)
     rows = []
     for p in result.points:
-        with_knee, without = p.expected_on(cal), p.expected_on(straight(cal))
+        with_knee, without = p.expected_on(cal), p.expected_on(flat)
         if with_knee is not None and without is not None:
             rows.append((p.case, p.measured_s, with_knee.step_time_s, without.step_time_s))
     return rows
@@ -48,6 +48,7 @@ def validate_cases(path: Path, cal: Calibration) -> list[tuple[str, float, float
 
 def bench_cases(path: Path, cal: Calibration) -> list[tuple[str, float, float, float]]:
     """The same of a list of `gptperf bench --json` documents."""
+    both_ways = (cal, straight(cal))
     rows = []
     for doc in json.loads(path.read_text()):
         config = GPTConfig.from_dict(doc["config"])
@@ -56,7 +57,7 @@ def bench_cases(path: Path, cal: Calibration) -> list[tuple[str, float, float, f
         plan = ExecutionPlan.from_dict(doc["plan"])
         (pred,) = [p for p in doc["predictions"] if p["source"] == "calibrated"]
         speeds = {"host_speed": pred.get("host_speed"), "phase_speeds": pred.get("phase_speeds") or None}
-        both = [expected(config, workload, plan, c, **speeds).step_time_s for c in (cal, straight(cal))]
+        both = [expected(config, workload, plan, c, **speeds).step_time_s for c in both_ways]
         rows.append((f"bench {w['kind']} {config.name} B={w['batch']} T={w['seq']}", doc["step_time_s"], *both))
     return rows
 

@@ -47,6 +47,7 @@ HOST_MODEL: dict[str, Any] = {"n_embd": 64, "n_head": 2, "vocab_size": 256, "blo
 # forward-only job is timed at this many blocks too, and its line goes on from the last of
 # `HOST_MODEL["layers"]` on the slope to this point.
 HOST_DEEP_LAYERS = 16
+HOST_KNEE = ("beyond_layers", "beyond_per_layer_s")  # a host line's knee: both or neither
 
 # The `chain` of `gemv_key` for the gemv curves measured as a dependent chain of the fused decode
 # step's kernels: its LayerNorm + gemv (qkv, fc), its gemv + bias + residual (the two
@@ -167,7 +168,7 @@ def _host_line(line: dict[str, Any]) -> dict[str, float]:
     """A host line read back (`Calibration.host`): every number of it, the knee's two together
     or neither (KeyError: a broken line)."""
     out = {k: float(v) for k, v in line.items()}
-    knee = {"beyond_layers", "beyond_per_layer_s"}
+    knee = set(HOST_KNEE)
     needed = {"fixed_s", "per_layer_s"} | (knee if knee & out.keys() else set())
     missing = sorted(needed - out.keys())
     if missing:
