@@ -4,8 +4,11 @@ without it (the straight 1-4 line of calibrations before session 65), at the hos
 was charged at. Runs anywhere (no device needed).
 
     python benchmarks/validate_host_knee.py CALIBRATION.json [VALIDATE.json ...] [--benches BENCHES.json]
+                                            [--only MODE]
 
-BENCHES.json is a JSON list of `gptperf bench --json` documents measured on that calibration.
+BENCHES.json holds `gptperf bench --json` documents measured on that calibration: a JSON list, or
+`gpu_validate.py`'s bench_checks.json (by label).
+--only eager (or compiled) straightens only that mode's lines (each mode's knee judged alone).
 Prints per file the cases whose prediction moved (measured/predicted both ways), then median, p90
 and max |m/p - 1| both ways.
 """
@@ -21,23 +24,23 @@ from gptperf.model.config import GPTConfig
 from gptperf.perfmodel import Workload
 from gptperf.perfmodel.calibration import HOST_KNEE, Calibration
 from gptperf.perfmodel.expected import expected
-from gptperf.plan import ExecutionPlan
+from gptperf.plan import COMPILED, EAGER, ExecutionPlan
 from gptperf.validate.results import ValidationResult
 from gptperf.validate.stats import error_stats
 
 MOVED = 1e-4  # a prediction that moved by more than this share is listed
 
 
-def straight(cal: Calibration) -> Calibration:
-    """`cal` with every host line straight (its knee left out)."""
-    return replace(cal, host={k: {kk: v for kk, v in line.items() if kk not in HOST_KNEE}
+def straight(cal: Calibration, mode: str | None = None) -> Calibration:
+    """`cal` with every host line of `mode` (default: every mode) straight (its knee left out)."""
+    return replace(cal, host={k: {kk: v for kk, v in line.items()
+                                  if kk not in HOST_KNEE or (mode and not k.startswith(f"{mode}:"))}
                               for k, line in cal.host.items()})
 
 
-def validate_cases(path: Path, cal: Calibration) -> list[tuple[str, float, float, float]]:
-    """(case, measured, predicted with the knee, predicted without) of a stored validate run."""
+def validate_cases(path: Path, cal: Calibration, flat: Calibration) -> list[tuple[str, float, float, float]]:
+    """(case, measured, predicted on `cal`, predicted on `flat`) of a stored validate run."""
     result = ValidationResult.from_dict(json.loads(path.read_text()))
-    flat = straight(cal)
     rows = []
     for p in result.points:
         with_knee, without = p.expected_on(cal), p.expected_on(flat)
@@ -46,11 +49,12 @@ def validate_cases(path: Path, cal: Calibration) -> list[tuple[str, float, float
     return rows
 
 
-def bench_cases(path: Path, cal: Calibration) -> list[tuple[str, float, float, float]]:
+def bench_cases(path: Path, cal: Calibration, flat: Calibration) -> list[tuple[str, float, float, float]]:
     """The same of a list of `gptperf bench --json` documents."""
-    both_ways = (cal, straight(cal))
+    both_ways = (cal, flat)
     rows = []
-    for doc in json.loads(path.read_text()):
+    docs = json.loads(path.read_text())
+    for doc in docs.values() if isinstance(docs, dict) else docs:
         config = GPTConfig.from_dict(doc["config"])
         w = doc["workload"]
         workload = Workload(w["kind"], w["batch"], w["seq"], w["dtype"])
@@ -77,12 +81,14 @@ def main() -> None:
     parser.add_argument("calibration", type=Path)
     parser.add_argument("runs", type=Path, nargs="*")
     parser.add_argument("--benches", type=Path)
+    parser.add_argument("--only", choices=(EAGER, COMPILED), help="straighten only this mode's lines")
     args = parser.parse_args()
     cal = Calibration.from_dict(json.loads(args.calibration.read_text()))
+    flat = straight(cal, args.only)
     for run in args.runs:
-        report(str(run), validate_cases(run, cal))
+        report(str(run), validate_cases(run, cal, flat))
     if args.benches:
-        report(str(args.benches), bench_cases(args.benches, cal))
+        report(str(args.benches), bench_cases(args.benches, cal, flat))
 
 
 if __name__ == "__main__":

@@ -393,19 +393,27 @@ def test_the_knee_survives_a_round_trip_and_the_comparison_script_predicts_both_
         with pytest.raises(UserError, match="calibration document is broken.*lacks"):
             Calibration.from_dict(doc)
     assert "beyond_layers" not in knee.straight(cal).host["compiled:nograd:bf16"]
+    # --only straightens one mode's lines: the eager ones here, the compiled knee kept
+    bent = {"fixed_s": 1e-4, "per_layer_s": 1e-5, "beyond_layers": 4.0, "beyond_per_layer_s": 2e-5}
+    eager_only = knee.straight(flat_calibration(host={**host, "eager:nograd:bf16": bent}), "eager").host
+    assert eager_only["eager:nograd:bf16"] == {"fixed_s": 1e-4, "per_layer_s": 1e-5}
+    assert eager_only["compiled:nograd:bf16"] == host["compiled:nograd:bf16"]
     plan = ExecutionPlan.default("forward", "cuda", compile=True)
     docs = [{"config": preset("gpt2", n_layer=n).to_dict(), "plan": plan.to_dict(), "step_time_s": 1e-3,
              "workload": {"kind": "forward", "batch": 1, "seq": 64, "dtype": "bf16"},
              "predictions": [{"source": "nominal"}, {"source": "calibrated", "host_speed": 1.0}]}
             for n in (4, 10)]
     (tmp_path / "benches.json").write_text(json.dumps(docs))
-    (four, ten) = knee.bench_cases(tmp_path / "benches.json", cal)
+    (four, ten) = knee.bench_cases(tmp_path / "benches.json", cal, knee.straight(cal))
     assert four[2] == pytest.approx(four[3])
     w = Workload("forward", 1, 64, "bf16")
     assert ten[2] == pytest.approx(expected(preset("gpt2", n_layer=10), w, plan, cal, host_speed=1.0).step_time_s)
     assert ten[3] == pytest.approx(expected(preset("gpt2", n_layer=10), w, plan, knee.straight(cal),
                                             host_speed=1.0).step_time_s)
     assert ten[2] > ten[3]
+    # gpu_validate.py's bench_checks.json holds the same documents by label
+    (tmp_path / "bench_checks.json").write_text(json.dumps(dict(zip(("four", "ten"), docs, strict=True))))
+    assert knee.bench_cases(tmp_path / "bench_checks.json", cal, knee.straight(cal)) == [four, ten]
 
 
 def test_a_compiled_train_steps_optimizer_takes_the_compiled_jobs_line_where_its_plan_keeps_master_weights():
