@@ -355,18 +355,6 @@ def test_a_host_line_timed_deeper_goes_on_at_the_slope_to_its_deep_point() -> No
                                                           "beyond_per_layer_s": 1.5e-6})
 
 
-def test_which_host_jobs_are_timed_deeper() -> None:
-    """The compiled forward-only job everywhere, the eager jobs on CUDA only; never the compiled
-    train job (its compile alone takes most of the compiled jobs' budget) nor a CPU's eager job."""
-    from gptperf.plan import COMPILED, EAGER
-
-    lines, deep = host_mod.HOST_LAYERS, (*host_mod.HOST_LAYERS, host_mod.HOST_DEEP_LAYERS)
-    expected = {(COMPILED, "inference", "cuda"): deep, (COMPILED, "train", "cuda"): lines,
-                (EAGER, "train", "cuda"): deep, (EAGER, "inference", "cuda"): deep,
-                (EAGER, "train", "cpu"): lines, (EAGER, "inference", "cpu"): lines}
-    assert {key: host_mod.host_layers(*key) for key in expected} == expected
-
-
 class SteadySampler:
     """`probe.HostSampler` on a host whose model step always takes 1 ms (no phases)."""
 
@@ -586,7 +574,7 @@ def test_a_later_compiled_host_job_runs_while_compiling_is_under_budget(
             compiled_jobs.append(what)
             now[0] += first_s if what == "train" else 7.0  # the job's compile and rounds
         parts = ("fwd", "bwd", "opt") if what == "train" else ("nograd", "infer")
-        return {n: dict.fromkeys(parts, lambda: None) for n in host_mod.host_layers(mode, what, device.type)}
+        return {n: dict.fromkeys(parts, lambda: None) for n in host_mod.host_layers(mode, what)}
 
     def fake_time(groups: Any, timed: list[str], device: Any, **kw: Any) -> Any:
         at = {1: 3e-6, 4: 9e-6, 16: 45e-6}  # a call's seconds at each block count
@@ -643,14 +631,6 @@ def test_compiled_host_steps_run_the_compiled_recordings_token_count(monkeypatch
     deep = host_mod.HOST_DEEP_LAYERS
     assert {(k, config.n_layer) for c, k, *_, config in built if c and config.n_layer == deep} == {("forward", deep)}
     assert {config.n_layer for c, *_, config in built if c} == {*host_mod.HOST_LAYERS, deep}
-    # on CUDA the eager jobs' models too, each step of both jobs on the probe's own model
-    built.clear()
-    for what in host_mod.HOST_JOBS:
-        host_mod.host_groups("fp32", EAGER, torch.device("cuda"), what)
-    assert {(k, config.n_layer) for *_, k, _, _, config in built} == {
-        (k, n) for k in ("train", "forward", "decode_nocache", "prefill", "decode")
-        for n in (*host_mod.HOST_LAYERS, deep)}
-    assert {config.name for *_, config in built} == {host_model_config(n).name for n in (*host_mod.HOST_LAYERS, deep)}
 
 
 def test_measure_host_samples_the_unit_among_every_jobs_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -882,7 +862,7 @@ def test_calibrate_table(env: Path, clean_cache: Path, capsys: pytest.CaptureFix
     assert main(["calibrate", "--device", "cpu", "--quick"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "per block deeper (µs)" in out and "3.0 past 4 blocks" in out
-    assert f"{host_mod.HOST_DEEP_LAYERS} where a deeper slope is shown" in out
+    assert f"a compiled forward {host_mod.HOST_DEEP_LAYERS} too" in out
 
 
 def test_bad_device_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

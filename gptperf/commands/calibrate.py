@@ -108,7 +108,7 @@ def print_calibration(calibration: Calibration, cached: bool, path: Path | None)
     eager_tokens, compiled_tokens = (math.prod(host_tokens(mode)) for mode in (EAGER, COMPILED))
     deeper = any("beyond_layers" in fit for fit in calibration.host.values())
     host = Table(title=f"Host cost per step (Python, dispatch, launches; tiny GPT, 1 and 4 blocks"
-                       f"{f', {HOST_DEEP_LAYERS} where a deeper slope is shown' if deeper else ''}; eager at "
+                       f"{f', a compiled forward {HOST_DEEP_LAYERS} too' if deeper else ''}; eager at "
                        f"{eager_tokens} tokens, compiled at {compiled_tokens})")
     host.add_column("mode:part:dtype")
     host.add_column("per block (µs)", justify="right")

@@ -9,9 +9,8 @@ the decode_nocache step of `steps.inference` (infer: no grad, no KV cache), its 
 into the model's KV cache (prefill) and its eager decode step with that cache (decode). A
 straight line through the two block counts gives `per_layer_s` and `fixed_s` (an eager job in
 which a part took no longer with more blocks, as a busy host can time it, is measured once more,
-with a note); the compiled forward-only job's model, and on CUDA the eager jobs' models, are
-timed at HOST_DEEP_LAYERS blocks too, and past 4 blocks their lines go on at the slope to that
-point (`fit_host_line`, `host_layers`). On CUDA a part's
+with a note); the compiled forward-only job's model is timed at HOST_DEEP_LAYERS blocks too, and
+past 4 blocks its line goes on at the slope to that point (`fit_host_line`). On CUDA a part's
 host time is the CPU time of the call among calls run back to back, no synchronisation between
 them (the GPU keeps up at these sizes); on a CPU it is the whole call, the last of a run of
 CPU_HOST_RUN calls of its step.
@@ -183,13 +182,13 @@ def fit_host_line(times: dict[int, dict[str, float]], part: str) -> dict[str, fl
     return fit
 
 
-def host_layers(mode: str, what: str, device_type: str) -> tuple[int, ...]:
-    """The block counts a host job's model is timed at on `device_type`: HOST_LAYERS, and
-    HOST_DEEP_LAYERS too (`perfmodel.calibration.HOST_DEEP_LAYERS`) for the compiled forward-only
-    job and, on CUDA, the eager jobs. (The compiled train job already takes 16-27 s of the
-    compiled jobs' 30 s with 1 and 4 blocks; a CPU's calibration keeps within 60 s.)"""
-    deep = (mode == COMPILED and what == "inference") or (mode == EAGER and device_type == "cuda")
-    return HOST_LAYERS + ((HOST_DEEP_LAYERS,) if deep else ())
+def host_layers(mode: str, what: str) -> tuple[int, ...]:
+    """The block counts a host job's model is timed at: HOST_LAYERS, and for the compiled
+    forward-only job HOST_DEEP_LAYERS too (`perfmodel.calibration.HOST_DEEP_LAYERS`). (Timed
+    16 blocks deep on an H100, the eager jobs' slopes past 4 blocks came within 9% of their 1-4
+    lines and validate moved no closer (benchmarks/validate_host_knee.py --only eager): they stay
+    straight.)"""
+    return HOST_LAYERS + ((HOST_DEEP_LAYERS,) if mode == COMPILED and what == "inference" else ())
 
 
 def fit_line(t1: float, t4: float, layers: tuple[int, int] = HOST_LAYERS) -> dict[str, float]:
@@ -303,7 +302,7 @@ def host_groups(dtype: str, mode: str, device: torch.device, what: str,
     """Per block count in `layers` (default: the job's `host_layers`), the parts of the train
     steps (`what` "train") or the inference steps."""
     groups: dict[int, Parts] = {}
-    for n in host_layers(mode, what, device.type) if layers is None else layers:
+    for n in host_layers(mode, what) if layers is None else layers:
         config = host_config(n, mode)
         if what == "train":
             groups[n] = _train_parts(config, dtype, mode, device)

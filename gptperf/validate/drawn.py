@@ -124,7 +124,7 @@ def calibrated_shapes(device_type: str) -> list[dict]:
     from gptperf.measure.calibrate_host import host_config, host_layers  # deferred: loads torch
 
     models = {"configs": [host_config(n, mode).name for mode in (EAGER, COMPILED)
-                          for n in host_layers(mode, "inference", device_type)]
+                          for n in host_layers(mode, "inference")]
               + [record_config().name]}
     return [{**planned_shapes(device_type, quick), **models} for quick in (False, True)]
 
