@@ -25,22 +25,23 @@ from gptperf.scaling.worker import WorkerSpec
 
 
 def small(out: Path, fault: str | None = None) -> list[str]:
-    """The worker's argument: a spec for a 1-layer tiny model, 3 short steps."""
+    """The worker's argument: a spec for a 1-layer tiny model, 3 short steps, on the CPU (gloo:
+    on a one-GPU machine a second process would have no GPU)."""
     spec = WorkerSpec(preset("tiny").replace(n_layer=1).to_dict(), (2,), 16, str(out), warmup=1,
-                      steps=2, fault=fault)
+                      steps=2, device="cpu", fault=fault)
     return [str(spec.write(out / "spec.json"))]
 
 
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`gptperf scale --mode strong,weak --procs 1,2 --json` on the tiny model (2 buckets of
-    gradients): both studies from one launch a process count."""
+    """`gptperf scale --device cpu --mode strong,weak --procs 1,2 --json` on the tiny model (2
+    buckets of gradients): both studies from one launch a process count."""
     from gptperf.cli import main
 
     plots = tmp_path_factory.mktemp("plots")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["scale", "--mode", "strong,weak", "--procs", "1,2", "--batch", "4", "--seq", "32",
+        code = main(["scale", "--device", "cpu", "--mode", "strong,weak", "--procs", "1,2", "--batch", "4", "--seq", "32",
                      "--warmup", "1", "--steps", "2", "--timeout", "120", "--plot-dir", str(plots), "--json"])
     assert code == 0
     return json.loads(out.getvalue())
@@ -430,7 +431,8 @@ def test_train_on_two_nodes_through_c10d_rendezvous(tmp_path: Path) -> None:
     from gptperf.train import TrainConfig, train
 
     out = tmp_path / "out"
-    args = ["train", "--preset", "tiny", "--n-layer", "1", "--seq", "16", "--eval-interval", "3",
+    # on the CPU: two "nodes" on one host would share its one GPU, which NCCL refuses
+    args = ["train", "--device", "cpu", "--preset", "tiny", "--n-layer", "1", "--seq", "16", "--eval-interval", "3",
             "--eval-iters", "1", "--warmup-iters", "0", "--seed", "3", "--batch", "2", "--max-iters", "3",
             "--out", str(out), "--json"]
     endpoint = f"localhost:{free_port()}"
@@ -518,3 +520,38 @@ def test_strong_and_weak_studies_share_one_launch_a_process_count() -> None:
     with pytest.raises(ValueError, match="share the model"):
         study_mod.run_scaling_studies([strong, ScaleSpec(config, mode="weak", procs=(1, 2), batch=2, seq=16,
                                                          device="cpu")])
+
+
+NCCL_REFUSAL = """NCCL error in: /pytorch/torch/csrc/distributed/c10d/NCCLUtils.cpp:93, invalid usage (run with NCCL_DEBUG=WARN for details), NCCL version 2.28.9
+ncclInvalidUsage: This usually reflects invalid usage of NCCL library.
+Last error:
+Duplicate GPU detected : rank 0 and rank 1 both on CUDA device 60
+"""
+
+
+@pytest.mark.parametrize("raised, says", [
+    (NCCL_REFUSAL, "rank 1: the gloo process group could not start: Duplicate GPU detected : rank 0 and "
+                   "rank 1 both on CUDA device 60"),
+    ("\nConnection reset by peer\nmore", "rank 1: the gloo process group could not start: Connection reset by peer"),
+])
+def test_a_process_group_that_cannot_start_is_one_line_naming_why(monkeypatch: pytest.MonkeyPatch, raised: str,
+                                                                  says: str) -> None:
+    """The backend's refusal (NCCL's below a traceback of its own: two ranks of one host on one
+    GPU) ends the rank with one line: its rank, the backend and the backend's own reason."""
+    import torch.distributed as dist
+
+    from gptperf.errors import UserError
+    from gptperf.scaling import ddp
+
+    def refuse(*args: Any, **kw: Any) -> None:
+        raise dist.DistBackendError(raised)
+
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "localhost",
+                       "MASTER_PORT": "29500", "LOCAL_WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    assert ddp.distributed_env()
+    monkeypatch.setattr(ddp.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(ddp.dist, "init_process_group", refuse)
+    with pytest.raises(UserError) as err:
+        ddp.init_distributed("cpu")
+    assert str(err.value) == says

@@ -143,18 +143,20 @@ def add_hardware_arguments(parser: argparse._ActionsContainer, default: str) -> 
                         help="ad-hoc memory bandwidth in GB/s (1e9 bytes/s)")
 
 
-def hardware_from_args(args: argparse.Namespace, default: str | None = None) -> Hardware | None:
+def hardware_from_args(args: argparse.Namespace, default: str | None = None, *,
+                       device_name: str | None = None) -> Hardware | None:
     """The Hardware the flags of `add_hardware_arguments` name, through the one resolver
     (`perfmodel.resolve_hardware`): the ad-hoc --peak-tflops with --bandwidth-gbs (one without
     the other is a one-line UserError), else --hardware, else `default`; None when none names
-    one, leaving the choice to the caller."""
+    one, leaving the choice to the caller. 'measured' is the ceilings of `device_name` (default:
+    this machine's device)."""
     peak, bw = args.peak_tflops, args.bandwidth_gbs
     if peak is not None or bw is not None:
         if peak is None or bw is None:
             raise UserError("ad-hoc hardware needs both --peak-tflops and --bandwidth-gbs")
         return resolve_hardware(adhoc_hardware(peak, bw))
     spec = args.hardware if args.hardware is not None else default
-    return None if spec is None else resolve_hardware(spec)
+    return None if spec is None else resolve_hardware(spec, device_name)
 
 
 def add_device_argument(parser: argparse._ActionsContainer, default: str | None = "auto") -> None:

@@ -56,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(a datasheet; nominal figures on a CPU) "
                         "unless --hardware names another")
     h.add_argument("--device", default="auto",
-                   help="the device whose calibration --calibrated uses: auto, cpu or cuda[:N] "
-                        "(default: auto)")
+                   help="the device whose calibration --calibrated uses (and whose ceilings "
+                        "--hardware measured then names): auto, cpu or cuda[:N] (default: auto)")
     o = parser.add_argument_group("output")
     o.add_argument("--view", default="all", choices=VIEWS,
                    help="op: every op; component: summed over layers; layer: per block; "
@@ -109,7 +109,7 @@ def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
     calibration = None
     if args.calibrated:
         calibration, name, device_type = _device_calibration(args.device)
-        hw = hardware_from_args(args)
+        hw = hardware_from_args(args, device_name=name)  # 'measured': the --device's ceilings
         if hw is None:  # none named: this device's measured ceilings or its shipped entry
             hw = resolve_hardware(None, name, device_type, dtype=args.dtype)
     else:

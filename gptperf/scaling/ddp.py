@@ -83,9 +83,23 @@ def init_distributed(device: str = "auto", *, timeout_s: float = 120.0) -> DistC
         backend = "gloo"
     if not dist.is_initialized():
         extra = {"device_id": dev} if dev.type == "cuda" else {}
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), **extra)
+        try:
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), **extra)
+        except dist.DistBackendError as err:  # e.g. two ranks of one host on one GPU
+            raise UserError(f"rank {rank}: the {backend} process group could not start: "
+                            f"{backend_reason(err)}") from err
         atexit.register(_destroy)  # NCCL warns at exit about a group left alive
     return DistContext(rank, world, local, backend, dev)
+
+
+def backend_reason(err: BaseException) -> str:
+    """The line of a backend's error that says what went wrong (NCCL puts it after "Last error:",
+    below a traceback of its own), else its first line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    after = [i for i, line in enumerate(lines) if line.startswith("Last error:")]
+    if after and after[-1] + 1 < len(lines):
+        return lines[after[-1] + 1]
+    return lines[0] if lines else type(err).__name__
 
 
 def _destroy() -> None:
