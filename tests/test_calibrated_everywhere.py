@@ -176,6 +176,9 @@ def test_bench_prints_both_predictions_labelled(loader, capsys) -> None:
     out = capsys.readouterr().out
     assert "roofline bound" in out and "calibrated expected time" in out
     assert "Test GPU" in out  # the calibration's label names its device
+    from gptperf.perfmodel.ops import ROOFLINE_DEFINITION
+
+    assert ROOFLINE_DEFINITION in " ".join(out.split())  # what the bound's figure is made of
 
 
 # --- model ---------------------------------------------------------------------------------------

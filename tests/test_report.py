@@ -65,6 +65,10 @@ def test_quick_report_end_to_end(quick_report: tuple[Path, object]) -> None:
     os.umask(umask)
     assert (out / "index.html").stat().st_mode & 0o777 == 0o666 & ~umask  # not private tmp files
     assert "could not be drawn" not in page and "Failed stage" not in page
+    from gptperf.perfmodel.ops import ROOFLINE_DEFINITION
+    from gptperf.report.html import esc
+
+    assert esc(ROOFLINE_DEFINITION) in page  # the legend says what the roofline bound's figures hold
     assert doc["format"] == "gptperf-report"
     for key in ("settings", "environment", "stages", "pictures", "traces", "commands", "wall_s"):
         assert key in doc

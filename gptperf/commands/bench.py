@@ -21,6 +21,7 @@ from gptperf.commands.common import (
 from gptperf.dtypes import DTYPES
 from gptperf.errors import UserError
 from gptperf.output import binary_bytes, emit_json, percent, print_note, rich_progress, seconds, si
+from gptperf.perfmodel.ops import ROOFLINE_DEFINITION
 from gptperf.plan import INFERENCE_KINDS
 
 if TYPE_CHECKING:
@@ -225,6 +226,6 @@ def _print_predictions(console: Any, r: BenchResult) -> None:
             sources.append(f"    {charge}")
     console.print(pt)
     console.print("\n".join(sources), highlight=False)
-    console.print("  [dim]roofline bound: what the hardware allows (min(π, β·AI) per "
-                  "operation); calibrated expected time: what this machine will take "
-                  "(measured kernel curves and host cost)[/dim]")
+    console.print(f"  [dim]roofline bound: what the hardware allows ({ROOFLINE_DEFINITION}); "
+                  "calibrated expected time: what this machine will take (measured kernel curves "
+                  "and host cost)[/dim]")

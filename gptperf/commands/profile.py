@@ -21,6 +21,7 @@ from gptperf.commands.common import (
 )
 from gptperf.errors import UserError
 from gptperf.output import emit_json, print_note, seconds, si, wide_console
+from gptperf.perfmodel.ops import ROOFLINE_DEFINITION
 from gptperf.profiling.recorded import (
     DEFAULT_BATCH,
     DEFAULT_DTYPE,
@@ -214,8 +215,8 @@ def _print_columns_legend(console: Any, result: ProfileResult) -> None:
     console.print("columns: time = measured median per step, ± = half the min-max range, calls = "
                   f"{result.unit}s per step, AI = predicted FLOP/byte, FLOP/s and GB/s = predicted "
                   "counts / measured time, %roof = roofline time max(FLOPs/π, bytes/β), without launch "
-                  "latency, / measured time, pred = roofline bound (what the hardware allows: the "
-                  "roofline time plus each kernel's launch latency), m/p = measured / pred, "
+                  f"latency, / measured time, pred = roofline bound (what the hardware allows: "
+                  f"{ROOFLINE_DEFINITION}), m/p = measured / pred, "
                   + ("exp = calibrated expected device time of the op's kernels (what this "
                      "machine will take), m/e = measured / exp, " if result.expected else "")
                   + "occ% = achieved occupancy (GPU trace); "

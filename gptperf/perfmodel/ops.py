@@ -12,6 +12,11 @@ from typing import Any
 
 from gptperf.perfmodel.roofline import COMPUTE, MEMORY
 
+# What a roofline bound (`OpCost.time_s`, summed over a step) is, said the same way wherever it is
+# printed beside a measurement.
+ROOFLINE_DEFINITION = ("max(FLOPs/π, bytes/β) per operation, plus each kernel's fixed cost: the "
+                       "launch latency, or inside a CUDA graph the α measured on plain kernels")
+
 # Forward and backward FLOPs per element (per parameter for AdamW).
 LAYERNORM_FWD = 7  # mean: add; var: sub, square, add; normalise: ×rstd, ×γ, +β
 LAYERNORM_BWD = 13  # dŷ=dy·γ, x̂ (2), dŷ·x̂, two row sums, x̂·mean, two subs, ×rstd; dγ (2), dβ (1)

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gptperf.perfmodel.ops import ROOFLINE_DEFINITION
 from gptperf.report.html import Html, esc, picture, section, source_chip, tag
 
 if TYPE_CHECKING:
@@ -21,9 +22,9 @@ CALIBRATED = "calibrated"
 ROOFLINE_SOURCE = "roofline bound: what the hardware allows (performance model)"
 CALIBRATED_SOURCE = "calibrated expected time: what this machine will take"
 LEGEND = ("Two predictions, each labelled: the roofline bound is what the hardware allows "
-          "(min(π, β·AI) per operation on the ceilings, no overheads); the calibrated time is "
-          "what this machine will take (kernel time curves, host costs and compiled kernels "
-          "measured on it by gptperf calibrate).")
+          f"({ROOFLINE_DEFINITION}, on the ceilings; fused kernels with a smaller fixed cost can "
+          "run under it); the calibrated time is what this machine will take (kernel time "
+          "curves, host costs and compiled kernels measured on it by gptperf calibrate).")
 
 
 class Doc:
