@@ -201,11 +201,11 @@ def test_model_calibrated_json_has_the_expected_time(loader, cli_json) -> None:
     assert "expected" not in plain and plain["hardware_label"] == "datasheet: h100-sxm"
 
 
-def test_model_calibrated_hardware_measured_is_the_ceilings_of_the_device_named(loader, cli_json,
-                                                                                monkeypatch) -> None:
-    """`--hardware measured --calibrated --device cpu` (as the report lists its model commands) is
-    the CPU's measured ceilings on a machine whose first device is a GPU: the device named, not
-    the machine's first."""
+def test_model_hardware_measured_is_the_ceilings_of_the_device_named(loader, cli_json, monkeypatch,
+                                                                     capsys) -> None:
+    """`--hardware measured --device cpu` (with --calibrated, as the report lists its model
+    commands, or without) is the CPU's measured ceilings on a machine whose first device is a GPU:
+    the device named, not the machine's first."""
     import gptperf.perfmodel.hardware as hardware
     from gptperf.envinfo import cpu_model
 
@@ -214,9 +214,13 @@ def test_model_calibrated_hardware_measured_is_the_ceilings_of_the_device_named(
     monkeypatch.setattr(hardware, "local_device_name", lambda: "NVIDIA H100 80GB HBM3")
     doc = cli_json(*MODEL, "--calibrated", "--device", "cpu", "--hardware", "measured")
     assert doc["hardware_label"] == "measured: this-cpu"
-    # without --calibrated, 'measured' stays the machine's first device's (none cached: one line)
-    with pytest.raises(UserError, match="no measured ceilings for 'NVIDIA H100 80GB HBM3'"):
-        hardware.get_hardware("measured")
+    # without --calibrated too; and without --device, the machine's first device's (none cached)
+    assert cli_json(*MODEL, "--device", "cpu", "--hardware", "measured")["hardware_label"] == "measured: this-cpu"
+    assert main([*MODEL, "--hardware", "measured"]) == 2
+    assert "no measured ceilings for 'NVIDIA H100 80GB HBM3'" in capsys.readouterr().err
+    # a --device nothing reads is refused, naming what would read it
+    assert main([*MODEL, "--device", "cpu"]) == 2
+    assert "--calibrated reads or the ceilings --hardware measured reads" in capsys.readouterr().err
 
 
 def test_model_calibrated_tables_show_an_expected_column(loader, capsys) -> None:

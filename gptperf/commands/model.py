@@ -21,6 +21,7 @@ from gptperf.output import binary_bytes, emit_json, seconds, si
 from gptperf.perfmodel import CONVENTIONS, Workload, count_parameters, predict, resolve_hardware
 from gptperf.perfmodel.conventions import convention_formula
 from gptperf.perfmodel.devices import device_type_of
+from gptperf.perfmodel.hardware import MEASURED
 from gptperf.perfmodel.workload import WORKLOAD_HELP, WORKLOADS
 from gptperf.plan import COMPILED, CUDA_GRAPH, MODES, TRAINING_KINDS, ExecutionPlan
 
@@ -56,13 +57,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(a datasheet; nominal figures on a CPU) "
                         "unless --hardware names another")
     h.add_argument("--device", default="auto",
-                   help="the device whose calibration --calibrated uses (and whose ceilings "
-                        "--hardware measured then names): auto, cpu or cuda[:N] (default: auto)")
+                   help="the device whose calibration --calibrated uses and whose ceilings "
+                        "--hardware measured names: auto, cpu or cuda[:N] (default: auto)")
     o = parser.add_argument_group("output")
     o.add_argument("--view", default="all", choices=VIEWS,
                    help="op: every op; component: summed over layers; layer: per block; "
                         "all (default): block 0's ops and the model-level ops, components, layers")
     o.add_argument("--plot", type=output_path, default=None, metavar="FILE", help="write the roofline picture (.png, .svg or .pdf)")
+
+
+def _device_name(device_flag: str) -> str:
+    """The name of the device `--device` names (its measured ceilings are cached by it)."""
+    from gptperf.envinfo import device_name  # deferred: keeps --help fast
+    from gptperf.runtime import resolve_device  # deferred: loads torch
+
+    return device_name(resolve_device(device_flag))
 
 
 def _device_calibration(device_flag: str) -> tuple[Any, str, str]:
@@ -113,7 +122,8 @@ def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
         if hw is None:  # none named: this device's measured ceilings or its shipped entry
             hw = resolve_hardware(None, name, device_type, dtype=args.dtype)
     else:
-        hw = hardware_from_args(args, DEFAULT_HARDWARE)
+        name = _device_name(args.device) if args.device != "auto" else None  # whose 'measured'
+        hw = hardware_from_args(args, DEFAULT_HARDWARE, device_name=name)
         device_type = device_type_of(hw)
     plan = _plan(args.plan, workload.kind, device_type, config.attention, args.dtype)
     if plan is None and calibration is not None:  # the plan this device runs the step under
@@ -127,9 +137,10 @@ def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    if args.device != "auto" and not args.calibrated:  # it would be ignored: say so
-        raise UserError(f"--device {args.device!r} only picks the calibration --calibrated reads; "
-                        "add --calibrated, or name a datasheet or measured roofline with --hardware")
+    reads_device = args.calibrated or (args.hardware or "").lower() == MEASURED
+    if args.device != "auto" and not reads_device:  # it would be ignored: say so
+        raise UserError(f"--device {args.device!r} only picks the calibration --calibrated reads or the "
+                        "ceilings --hardware measured reads; add one of them, or leave --device out")
     if args.plot is not None:  # '' too: a picture was asked for
         check_plot_file(args.plot)
     pred, exp = build_predictions(args)
