@@ -215,7 +215,7 @@ def _print_columns_legend(console: Any, result: ProfileResult) -> None:
     console.print("columns: time = measured median per step, ± = half the min-max range, calls = "
                   f"{result.unit}s per step, AI = predicted FLOP/byte, FLOP/s and GB/s = predicted "
                   "counts / measured time, %roof = roofline time max(FLOPs/π, bytes/β), without launch "
-                  f"latency, / measured time, pred = roofline bound (what the hardware allows: "
+                  "latency, / measured time, pred = roofline bound (what the hardware allows: "
                   f"{ROOFLINE_DEFINITION}), m/p = measured / pred, "
                   + ("exp = calibrated expected device time of the op's kernels (what this "
                      "machine will take), m/e = measured / exp, " if result.expected else "")
