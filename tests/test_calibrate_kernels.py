@@ -335,15 +335,27 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
     return out
 
 
+def test_one_query_attention_keeps_every_head_size_quick_or_not() -> None:
+    """A decode's head size is read at its own point: the one-query pass measures D 32, 64 and 128
+    on CUDA (32 too: charged at 64 it over-charged a 32-wide decode), in the quick sweep as well,
+    while its batch·heads and lengths thin; the causal passes thin their head sizes as before."""
+    for quick in (False, True):
+        bh, lengths, dims = cp.attention_axes("cuda", "one_query", quick)
+        assert dims == (32, 64, 128)
+        assert (len(bh), len(lengths)) == ((5, 4) if not quick else (3, 3))
+    assert cp.attention_axes("cpu", "one_query", True)[2] == (32, 64)
+    assert {d for *_, d in cp.attention_cells("cuda", "fp32", "one_query", True, None)} == {32, 64, 128}
+
+
 def test_gpu_plan_fits_its_time_budget() -> None:
     """The cost model's guess of the whole GPU sweep stays inside its budget (matmul 40 s,
-    attention 30 — cuDNN's plan for each bf16 shape is most of it —, vector 20, optimizer 6 (three
-    variants),
+    attention 34 — cuDNN's plan for each bf16 shape is most of it; the family measured 17.9-24.9 s
+    on H100s with the guess at 28.8-33.2 s —, vector 20, optimizer 6 (three variants),
     gemv 25 — Triton kernels compiled per dtype, the fused attention per (L, D) and six
     synthetic fused steps built, captured and profiled —; 100 s together, of the calibration's
     120: the guess ran 1.6-3× over the gemv family's measured time on an H200)."""
     full = estimated_seconds("cuda")
-    assert full["matmul"] <= 40 and full["attention"] <= 30 and full["vector"] <= 20
+    assert full["matmul"] <= 40 and full["attention"] <= 34 and full["vector"] <= 20
     assert full["optimizer"] <= 6 and full["gemv"] <= 25 and sum(full.values()) <= 100
     quick = estimated_seconds("cuda", quick=True)
     assert sum(quick.values()) < sum(full.values()) / 2

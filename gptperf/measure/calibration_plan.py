@@ -100,7 +100,11 @@ ATTENTION_T = {"cuda": (128, 256, 512, 1024, 2048, 8192), "cpu": (32, 128, 512)}
 ATTENTION_D = {"cuda": (64, 128), "cpu": (32, 64)}
 ONE_QUERY_BH = {"cuda": (8, 32, 128, 512, 2048), "cpu": (4, 16, 64)}
 ONE_QUERY_L = {"cuda": (128, 512, 2048, 8192), "cpu": (64, 256, 1024)}
-ONE_QUERY_D = {"cuda": (64, 128), "cpu": (32, 64)}
+# Every head size kept in a quick sweep too: a decode's head size is read at its point, never
+# between two. Head size 32 on CUDA: on an H100 (session 66) one-query sdpa at D 32 took 0.76-0.90
+# of D 64's time in fp32 and 0.60-0.87 in bf16 (benchmarks/gpu_one_query_head_size.py), and a fast
+# fp32 decode of 17 heads of 32, charged D 64's time, read 0.85-0.86 of its prediction.
+ONE_QUERY_D = {"cuda": (32, 64, 128), "cpu": (32, 64)}
 ATTENTION_GROWTH = {"causal_fwd": (1.0, 2.0, 1.0), "causal_fwd_bwd": (1.0, 2.0, 1.0),
                     "one_query": (1.0, 1.0, 1.0), "masked_fwd": (1.0, 2.0, 1.0)}
 
@@ -355,7 +359,7 @@ def attention_axes(device_type: str, pass_: str, quick: bool) -> tuple[tuple[int
         return thin_points(MASKED_BH, quick), thin_points(MASKED_T, quick), thin_points(ATTENTION_D[device_type], quick)
     if pass_ == "one_query":
         return (thin_points(ONE_QUERY_BH[device_type], quick), thin_points(ONE_QUERY_L[device_type], quick),
-                thin_points(ONE_QUERY_D[device_type], quick))
+                ONE_QUERY_D[device_type])
     # a CPU's quick sweep keeps every length: its causal pass bends between 32 and 512, so 32 and
     # 512 alone over-read 128 (2x the tiny forward's sdpa while short calls were evicted too,
     # 2026-12-03); the cells cost little there
