@@ -66,23 +66,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--plot", type=output_path, default=None, metavar="FILE", help="write the roofline picture (.png, .svg or .pdf)")
 
 
-def _device_name(device_flag: str) -> str:
-    """The name of the device `--device` names (its measured ceilings are cached by it)."""
+def _named_device(device_flag: str) -> tuple[Any, str]:
+    """(torch device, its name) of the device `--device` names: its calibration and measured
+    ceilings are cached by that name."""
     from gptperf.envinfo import device_name  # deferred: keeps --help fast
     from gptperf.runtime import resolve_device  # deferred: loads torch
 
-    return device_name(resolve_device(device_flag))
+    device = resolve_device(device_flag)
+    return device, device_name(device)
 
 
 def _device_calibration(device_flag: str) -> tuple[Any, str, str]:
     """(Calibration, device name, device type) of the device `--device` names; a one-line
     UserError when it has none (or a stale, foreign one)."""
-    from gptperf.envinfo import device_name  # deferred: keeps --help fast
     from gptperf.measure.bench import device_calibration  # deferred: keeps --help fast
-    from gptperf.runtime import resolve_device  # deferred: loads torch
 
-    device = resolve_device(device_flag)
-    name = device_name(device)
+    device, name = _named_device(device_flag)
     calibration, why = device_calibration(device)
     if calibration is None:
         raise UserError(why or f"--calibrated: no calibration for {name!r}; run `gptperf "
@@ -122,7 +121,7 @@ def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
         if hw is None:  # none named: this device's measured ceilings or its shipped entry
             hw = resolve_hardware(None, name, device_type, dtype=args.dtype)
     else:
-        name = _device_name(args.device) if args.device != "auto" else None  # whose 'measured'
+        name = _named_device(args.device)[1] if args.device != "auto" else None  # whose 'measured'
         hw = hardware_from_args(args, DEFAULT_HARDWARE, device_name=name)
         device_type = device_type_of(hw)
     plan = _plan(args.plan, workload.kind, device_type, config.attention, args.dtype)
