@@ -1033,10 +1033,30 @@ def test_host_jobs_are_kept_when_within_the_spell_limit_or_no_time_is_left() -> 
     steady = host_mod.measure_host_settled(measure(host_mod.HOST_SPELL * reference * 0.99), reference,
                                            60.0, no_probe)
     assert calls[0] == 1 and steady.notes == ["first"]
-    slow = host_mod.measure_host_settled(measure(3 * reference), reference, host_mod.SETTLE_WAIT_S / 2,
-                                         no_probe)
+    # the jobs take 10 s: with 29 s left at their start, 19 after them, a second 10 s fits and the
+    # whole wait would not (it is cut to 9 s); with 19 s left, 9 after them, a second does not fit
+    clock = _Clock()
+
+    def timed(unit: float) -> Any:
+        def run() -> host_mod.HostCosts:
+            calls[0] += 1
+            clock.t += 10.0
+            return _costs(unit, "jobs")
+        return run
+
+    slow = host_mod.measure_host_settled(timed(3 * reference), reference, 19.0, no_probe, clock=clock)
     assert calls[0] == 2 and slow.units["decode"] == 3 * reference
-    assert "3.00× the 400 µs" in slow.notes[-1] and "not measured again: 5 s left" in slow.notes[-1]
+    assert "3.00× the 400 µs" in slow.notes[-1]
+    assert "not measured again: 9 s left of the calibration's budget, the jobs take 10 s" in slow.notes[-1]
+
+    def still_slow() -> float:
+        clock.t += 1.0
+        return 3 * reference
+
+    start = clock.t
+    again = host_mod.measure_host_settled(timed(3 * reference), reference, 29.0, still_slow, clock=clock)
+    assert calls[0] == 4 and "measured again after 9 s" in again.notes[-1]
+    assert clock.t - start == 29.0  # the first, the wait cut to fit, the second: the budget, no more
 
 
 def test_a_second_measurement_slower_than_the_first_is_not_kept() -> None:
