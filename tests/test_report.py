@@ -804,3 +804,23 @@ def test_one_study_retried_says_the_study_ran_again(tmp_path: Path, monkeypatch:
     assert set(report.scaling.studies) == {"strong"}
     assert report.scaling.notes == ["strong scaling: a launch failed (rank 0 failed: UserError: no "
                                     "bandwidth to fit (log: /tmp/x.log)); the study ran again"]
+
+
+@pytest.mark.parametrize("device_type, flagged", [("cpu", True), ("cuda", False)])
+def test_the_summary_flags_a_slow_stage_against_its_budget_on_a_cpu_only(device_type: str,
+                                                                          flagged: bool) -> None:
+    """A stage's budget is a guide on the 2-core CPU: a stage 1.5× over it is flagged there; on a
+    GPU (compiles, larger sweeps) the summary says nothing of it. A stage within it never."""
+    from types import SimpleNamespace
+
+    from gptperf.commands.report import print_summary
+    from gptperf.report.build import ReportResult
+    from gptperf.report.context import StageRecord
+
+    records = [StageRecord("bench", "Benchmarks", "ok", 37.2, 15.0), StageRecord("model", "Model", "ok", 1.0, 15.0)]
+    result = ReportResult(True, Path("rep"), SimpleNamespace(device_type=device_type), records, 40.0)
+    console = Console(file=io.StringIO(), width=200)
+    print_summary(result, console)
+    out = console.file.getvalue()
+    assert ("over its budget of 15 s" in out) == flagged
+    assert out.count("over its budget") == (1 if flagged else 0)

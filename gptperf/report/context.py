@@ -156,7 +156,7 @@ class Stage:
     name: str
     title: str
     run: Callable[[Context, StageProgress], Any]
-    budget_s: float  # a guide on the 2-core CPU; the summary flags a stage that took longer
+    budget_s: float  # a guide on the 2-core CPU; there the summary flags a stage that took longer
 
 
 @dataclass
