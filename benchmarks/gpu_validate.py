@@ -47,6 +47,11 @@ BENCH_CHECKS: dict[str, tuple[tuple[str, list[str]], ...]] = {"cuda": (
     # a GPT-2 checkpoint's own 50257 tokens: the eager head runs padded to 50304 rows
     ("train gpt2 50257 tokens bf16 B=8 T=512 eager",
      ["train", "--preset", "gpt2", "--vocab-size", "50257", "--batch", "8", "--seq", "512", "--dtype", "bf16"]),
+    # heads of 32 (17 of them): a fast fp32 decode's one-query attention at head size 32, which
+    # the grid measured only from session 66 on (0.847 and 0.862 of its prediction before)
+    ("decode c544h17 4 layers fp32 B=32 L=579 fast",
+     ["decode", "--preset", "gpt2", "--n-embd", "544", "--n-head", "17", "--n-layer", "4", "--vocab-size",
+      "65", "--batch", "32", "--seq", "579", "--dtype", "fp32", "--fast"]),
     # a width whose rows are not 16-byte aligned in bf16: every linear layer on the slower kernels
     ("train gpt2 C=1001 H=7 4 layers bf16 B=4 T=256 eager",
      ["train", "--preset", "gpt2", "--n-embd", "1001", "--n-head", "7", "--n-layer", "4", "--batch", "4",
