@@ -415,8 +415,8 @@ def measure_host_settled(measure: Callable[[], HostCosts], reference_s: float, t
     decode step now) to read within SETTLED of the reference. The measurement with the faster unit
     is kept, with a note.
 
-    (Two H100 calibrations in spells measured again when only the second measurement and the
-    whole wait fitted, not the first's time too: 115 and 116 s of the 120 allowed.)"""
+    (The check before counted the second measurement and the whole wait against the time left,
+    not the first's time too: two H100 calibrations in spells took 115 and 116 s of the 120.)"""
     start = clock()
     first = measure()
     took = clock() - start
