@@ -1,12 +1,13 @@
 """One-query attention (a decode step's sdpa) against head size, timed as the calibration times its
-grid (`calibrate_kernels._attention_call`, `KernelTimer`): does head size 32 take the time of the
-grid's smallest CUDA point, 64, which a decode of 32-wide heads is charged today?
+grid (`calibrate_kernels._attention_call`, `KernelTimer`): does head size 32 take the time of head
+size 64, the grid's smallest CUDA point until session 66, which 32-wide decodes were charged?
 
     python benchmarks/gpu_one_query_head_size.py
 
 Per dtype and (BH, L): microseconds a call at D = 32, 64, 128, and t(32)/t(64). The first row of
 each dtype is the drawn fast fp32 decode that read 0.85-0.86 of its prediction on two H100s
-(c544h17-4L B=32 L=579: 32 × 17 heads of 32). Prints its table last.
+(c544h17-4L B=32 L=579: 32 × 17 heads of 32). Prints its table last. (H100, session 66: 0.60-0.90,
+so the grid now measures head size 32 too.)
 """
 
 from __future__ import annotations
