@@ -34,7 +34,7 @@ from gptperf.measure.calibrate_host import (
 )
 from gptperf.measure.device_kernels import kernels_of
 from gptperf.model.config import GPTConfig
-from gptperf.perfmodel.calibration import host_line_s
+from gptperf.perfmodel.calibration import HOST_DEEP_LAYERS, host_line_s
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import EAGER, ExecutionPlan
 from gptperf.steps.build import build_step
@@ -49,9 +49,9 @@ def gpt(c: int, h: int, layers: int, vocab: int, block: int = 1024) -> GPTConfig
     return GPTConfig(n_layer=layers, n_head=h, n_embd=c, vocab_size=vocab, block_size=block)
 
 
-# name -> (config, batch, seq, dtype); the host models at 1 and 4 blocks are the calibration's
+# name -> (config, batch, seq, dtype); the host models are the calibration's
 HOST = {f"host{n} {dt}": (host_config(n, "compiled"), COMPILED_BATCH, COMPILED_SEQ, dt)
-        for dt in ("bf16", "fp32") for n in (1, 4, 16)}
+        for dt in ("bf16", "fp32") for n in (*HOST_LAYERS, HOST_DEEP_LAYERS)}
 REAL = {"c800h10-14L-v65 B2T312": (gpt(800, 10, 14, 65), 2, 312, "bf16"),
         "c640h5-21L B4T300": (gpt(640, 5, 21, 8000), 4, 300, "bf16"),
         "c1024h16-19L B10T295": (gpt(1024, 16, 19, 50304), 10, 295, "bf16"),

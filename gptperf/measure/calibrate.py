@@ -25,10 +25,8 @@ from gptperf.errors import UserError
 from gptperf.measure import calibrate_kernels
 from gptperf.measure.calibrate_compiled import ProfilerHooks, record_compiled_steps, record_config
 from gptperf.measure.calibrate_host import (
-    HOST_LAYERS,
     REFERENCE_S,
-    host_config,
-    host_layers,
+    host_model_names,
     measure_host,
     measure_host_settled,
 )
@@ -49,7 +47,7 @@ from gptperf.perfmodel.calibration import (
     save_calibration,
 )
 from gptperf.perfmodel.hardware import check_cache_dir
-from gptperf.plan import COMPILED
+from gptperf.plan import COMPILED, EAGER
 from gptperf.runtime import as_device
 
 # dtypes calibrated when none are asked for (the GPU's training and inference formats; fp32 only
@@ -169,9 +167,9 @@ def calibrate(device: torch.device | str = "auto", quick: bool = False,
     if drift:  # the curves measured early and late disagree as much: this calibration is unsure
         notes.append(drift)
     notes.append(time_note(kernels, kernels_s, host_s, seconds - kernels_s - host_s, besides))
-    configs = [host_config(n).name for n in HOST_LAYERS]
+    configs = host_model_names(EAGER)
     if any(key.startswith(f"{COMPILED}:") for key in host):  # its own block length
-        configs += [host_config(n, COMPILED).name for n in host_layers(COMPILED, "inference")]
+        configs += host_model_names(COMPILED)
     if compiled:
         configs.append(record_config().name)
     if overlap:

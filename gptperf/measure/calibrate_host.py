@@ -191,6 +191,14 @@ def host_layers(mode: str, what: str) -> tuple[int, ...]:
     return HOST_LAYERS + ((HOST_DEEP_LAYERS,) if mode == COMPILED and what == "inference" else ())
 
 
+def host_model_names(mode: str) -> list[str]:
+    """The names of the host models `mode`'s jobs time, at every block count any of them uses
+    (`host_layers`): what a calibration names among its shapes so that no validation case runs
+    them."""
+    layers = sorted({n for what in HOST_JOBS for n in host_layers(mode, what)})
+    return [host_config(n, mode).name for n in layers]
+
+
 def fit_line(t1: float, t4: float, layers: tuple[int, int] = HOST_LAYERS) -> dict[str, float]:
     """{"per_layer_s", "fixed_s"}: the straight line through (layers[0], t1) and (layers[1], t4),
     neither below zero (noise can tilt a line through two points)."""

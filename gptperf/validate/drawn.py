@@ -121,11 +121,9 @@ def _affordable(case: ValidationCase, space: DrawSpace) -> bool:
 def calibrated_shapes(device_type: str) -> list[dict]:
     """What the full and the quick calibration measure on `device_type`, models included."""
     from gptperf.measure.calibrate_compiled import record_config  # deferred: loads torch
-    from gptperf.measure.calibrate_host import host_config, host_layers  # deferred: loads torch
+    from gptperf.measure.calibrate_host import host_model_names  # deferred: loads torch
 
-    models = {"configs": [host_config(n, mode).name for mode in (EAGER, COMPILED)
-                          for n in host_layers(mode, "inference")]
-              + [record_config().name]}
+    models = {"configs": [*host_model_names(EAGER), *host_model_names(COMPILED), record_config().name]}
     return [{**planned_shapes(device_type, quick), **models} for quick in (False, True)]
 
 
