@@ -218,6 +218,10 @@ def test_model_hardware_measured_is_the_ceilings_of_the_device_named(loader, cli
     assert cli_json(*MODEL, "--device", "cpu", "--hardware", "measured")["hardware_label"] == "measured: this-cpu"
     assert main([*MODEL, "--hardware", "measured"]) == 2
     assert "no measured ceilings for 'NVIDIA H100 80GB HBM3'" in capsys.readouterr().err
+    # a device that is not one, named for its ceilings: one line naming it
+    assert main([*MODEL, "--device", "h900", "--hardware", "measured"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'h900'" in err and "\n" not in err
     # a --device nothing reads is refused, naming what would read it
     assert main([*MODEL, "--device", "cpu"]) == 2
     assert "--calibrated reads or the ceilings --hardware measured reads" in capsys.readouterr().err
