@@ -18,6 +18,9 @@ Readings of a case's host speed (the host model's step over the calibration's un
   none      the calibration's own speed (1.0)
   per-step  each timed step predicted at the speed of the sample nearest it, the case's ratio the
             median of the steps' measured/predicted (a case without samples: as sampled)
+  paired    per-step, a train case's phases too: each at the sample's own phases where the trace
+            kept them (`HostTrace.phase_samples_s`, what validate scores since session 67), else
+            at the case's phase speeds scaled by the sample over the samples' median
 and `needed`, the speed at which the prediction equals the measurement (bisection; '-' when no
 speed in 0.05-5 does: the case's host costs do not set its time). Prints each case's readings and
 ratios, then the median, p90 and max |measured/predicted - 1| under each reading.
@@ -25,6 +28,7 @@ ratios, then the median, p90 and max |measured/predicted - 1| under each reading
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -32,14 +36,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gptperf.measure.probe import probe_for, speed_over
+from gptperf.measure.probe import phase_units, probe_for, speed_over
 from gptperf.perfmodel.calibration import Calibration
 from gptperf.perfmodel.expected import expected
 from gptperf.validate.results import HostTrace, ValidationPoint
 from gptperf.validate.stats import nearest_rank
 
 NEAR = 0.10  # neighbouring steps within this of the median step
-READINGS = ("sampled", "phases", "near", "sweep", "none", "per-step")
+READINGS = ("sampled", "phases", "near", "sweep", "none", "per-step", "paired")
 
 
 def near_median(trace: HostTrace) -> list[float]:
@@ -66,6 +70,19 @@ def per_step_ratio(trace: HostTrace, probe: str, cal: Calibration, predict: Any)
             predicted[j] = predict(speed_over(cal, trace.samples_s[j], probe))
         ratios.append(seconds / predicted[j])
     return statistics.median(ratios)
+
+
+def paired(trace: HostTrace, probe: str, cal: Calibration, predict: Any,
+           phase_speeds: dict[str, float] | None) -> float | None:
+    """The `paired` reading: `HostTrace.paired_ratio`, with each sample's phases estimated from
+    the case's for a trace from before they were kept."""
+    if phase_speeds and not trace.phase_samples_s:
+        mid = statistics.median(trace.samples_s)
+        units = phase_units(cal, probe)
+        trace = dataclasses.replace(trace, phase_samples_s={
+            name: tuple(speed * units[name] * s / mid for s in trace.samples_s)
+            for name, speed in phase_speeds.items() if name in units})
+    return trace.paired_ratio(cal, probe, lambda speed, phases: predict(speed, phases=phases))
 
 
 def needed_speed(case: Any, cal: Calibration, measured_s: float) -> float | None:
@@ -126,6 +143,13 @@ def report(run: Path) -> None:
         else:
             ratio = measured / predict(p.get("host_speed"))
         errors["per-step"].append(abs(ratio - 1))
+        row.append(f"{'':>5s} {ratio:6.3f}x")
+        both = (paired(trace, probe_for(cal, p["kind"]), cal, predict, p.get("host_phase_speeds"))
+                if trace is not None and trace.samples_s and p.get("host_speed") is not None
+                else None)
+        ratio = both if both is not None else measured / predict(
+            p.get("host_speed"), phases=p.get("host_phase_speeds"))
+        errors["paired"].append(abs(ratio - 1))
         row.append(f"{'':>5s} {ratio:6.3f}x")
         need = needed_speed(case, cal, measured)
         print(f"{p['case'][:46]:46s} {'-' if need is None else f'{need:.2f}':>6s}  " + "  ".join(f"{c:>14s}" for c in row))

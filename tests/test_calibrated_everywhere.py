@@ -453,6 +453,40 @@ def test_bench_charges_the_host_at_its_speed_sampled_between_its_steps(
     assert host_twice_as_slow == []  # sampled: no probe after the steps
 
 
+def test_bench_pairs_each_timed_step_with_the_host_sampled_nearest_it(
+        loader, host_twice_as_slow, cli_json, monkeypatch: pytest.MonkeyPatch) -> None:
+    import statistics
+
+    import gptperf.measure.probe as probe
+
+    unit = 4e-3  # the train probe's unit (`host_twice_as_slow`)
+
+    def sample(self: probe.HostSampler) -> None:  # after every timed step: ×1, ×3, ×1, ...
+        self.steps += 1
+        self.samples.append(unit * (1 if len(self.samples) % 2 == 0 else 3))
+        self.after_step.append(self.steps)
+
+    monkeypatch.setattr(probe.HostSampler, "__call__", sample)
+    doc = cli_json(*BENCH, "--repeats", "5")
+    (e,) = _calibrated(doc)
+    plan = ExecutionPlan.from_dict(doc["plan"])
+    work = Workload("train", 2, 16, "fp32")
+
+    def at(speed: float) -> float:
+        return expected(CFG, work, plan, loader.calibration, host_speed=speed).step_time_s
+
+    steps = doc["time_per_step"]["total"]["samples_s"]
+    speeds = [1 if j % 2 == 0 else 3 for j in range(len(steps))]
+    # step i lies between the samples after steps i and i + 1 (1-based): the earlier one, sample
+    # i − 1 (the first step: sample 0)
+    paired = statistics.median(t / at(speeds[max(i - 1, 0)]) for i, t in enumerate(steps))
+    assert e["measured_over_predicted"] == pytest.approx(paired)
+    plain = doc["step_time_s"] / e["step_time_s"]
+    assert e["step_time_s"] == pytest.approx(at(statistics.median(speeds)))  # the samples' median
+    noted = [n for n in doc["notes"] if "pairs each step with the prediction" in n]
+    assert len(noted) == (abs(paired / plain - 1) > 0.02)
+
+
 @pytest.mark.parametrize("fork_speed, noted", [(1.5, True), (1.1, False), (0.75, True)])
 def test_bench_names_a_step_run_in_a_spell_of_fork_and_join(
         loader, cli_json, monkeypatch: pytest.MonkeyPatch, fork_speed: float, noted: bool) -> None:

@@ -905,7 +905,7 @@ def test_a_trace_that_does_not_fit_its_steps_is_dropped_not_the_case(monkeypatch
     from gptperf.validate import run
 
     class OffSampler:  # a sample said to follow a step the bench never timed
-        samples, after_step = [1e-3], [5]
+        samples, after_step, phase_samples = [1e-3], [5], {}
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             pass

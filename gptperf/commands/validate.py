@@ -187,6 +187,12 @@ def _print_case_legends(console: Any, r: ValidationResult, split: dict[str, Erro
 
     if any(p.error > mark_above for p in r.points):
         console.print(f"!: |m/p − 1| above {percent(mark_above)}")
+    if any(p.paired_ratio is not None for p in r.points):
+        console.print("m/p: where the host was sampled among a case's steps, the median over its "
+                      "steps of each step over the prediction at the host sampled nearest it (the "
+                      "host can change speed within a case: both sides of each ratio are of one "
+                      "host); the calibrated column is charged at the samples' median; without "
+                      "samples, measured over calibrated")
     if any(p.trace is not None for p in r.points):
         console.print("steps p10–p90: the case's own timed steps at their 10th and 90th percentile "
                       "over their median (how far the measurement moved while it ran)")

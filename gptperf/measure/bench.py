@@ -26,6 +26,7 @@ from gptperf.envinfo import environment
 from gptperf.errors import UserError
 from gptperf.format import si
 from gptperf.measure.metrics import MemoryPeak, PeakMemoryMeter, Utilization, UtilizationSampler
+from gptperf.measure.paired import host_paired_ratio
 from gptperf.measure.probe import (
     HostSampler,
     fork_speed,
@@ -67,6 +68,8 @@ SCHEMA = "gptperf.bench/1"
 ROOFLINE = "roofline bound"  # what the hardware allows: min(π, β·AI) per operation
 CALIBRATED = "calibrated expected time"  # what this machine will take: measured kernel curves
 TINY_SEQ = 64  # the CPU anchor's shape (nanoGPT, 4 layers, C=128, T=64, B=12)
+# the paired measured/predicted is noted beside the plain one when they differ by more than this
+PAIRED_NOTE_ABOVE = 0.02
 
 
 def default_seq(config: Any) -> int:
@@ -594,7 +597,7 @@ def _add_predictions(result: BenchResult, setup: _Setup, built: _Built,
         speed = host_sampler.speed(calibration) if host_sampler else None
         phases = host_sampler.phase_speeds(calibration) if host_sampler else None
         _add_calibrated(result, config, workload, plan, dev, calibration, built.why_none, speed,
-                        phases)
+                        phases, host_sampler if speed is not None else None)
         spell = spell_note(calibration, host_sampler.fork_s() if host_sampler else None)
         if spell:
             result.notes.append(spell)
@@ -740,12 +743,15 @@ def spell_note(calibration: Any, fork_s: float | None) -> str | None:
 
 def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, dev: Any,
                     calibration: Any, why: str | None, speed: float | None,
-                    phase_speeds: dict[str, float] | None = None) -> None:
+                    phase_speeds: dict[str, float] | None = None,
+                    sampler: HostSampler | None = None) -> None:
     """Append the calibrated expected time of the step that ran (under `plan`) to
     `result.predictions`, its host costs charged at `speed` (sampled while it ran; None: probed
     now) and a phase's at its own in `phase_speeds`, with the machine now against its calibration
     (`probe.machine_against_calibration`), or a note saying why there is none (`why`:
-    `device_calibration`'s)."""
+    `device_calibration`'s). With the `sampler` whose samples gave `speed`, measured over
+    predicted pairs each timed step with the prediction at the host sampled nearest it
+    (`paired.host_paired_ratio`), as `gptperf validate` scores a case."""
     if calibration is None:
         result.notes.append(f"no calibrated expected time: {why}" if why else
                             f"no calibration for {result.device_name}: run `gptperf calibrate` "
@@ -759,10 +765,27 @@ def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, 
     result.notes.extend(f"calibrated: {n}" for n in e.notes)
     slowdown, drift = machine_against_calibration(calibration, dev)  # its curves are of then
     result.notes.extend(filter(None, [drift]))
+    ratio = result.step_time_s / e.step_time_s
+    if sampler is not None:
+        def predict_at(host: float | None, phases: dict[str, float] | None) -> float:
+            at, _ = calibrated_expected(config, workload, plan, calibration, dev, speed=host,
+                                        phase_speeds=phases)
+            return at.step_time_s if at is not None else math.nan
+
+        paired = host_paired_ratio(result.timing.total.samples, sampler.samples,
+                                   sampler.after_step, sampler.phase_samples, calibration,
+                                   sampler.probe, predict_at)
+        if paired is not None and math.isfinite(paired):
+            if abs(paired / ratio - 1) > PAIRED_NOTE_ABOVE:
+                result.notes.append(
+                    f"calibrated: the host changed speed while the steps ran; measured/predicted "
+                    f"{paired:.3f} pairs each step with the prediction at the host sampled nearest "
+                    f"it (the median step over the prediction at the samples' median: {ratio:.3f})")
+            ratio = paired
     result.predictions.append(StepPrediction(
         CALIBRATED, e.label, e.source, e.step_time_s, e.tokens_per_s,
         measured_step_time_s=result.step_time_s,
-        measured_over_predicted=result.step_time_s / e.step_time_s,
+        measured_over_predicted=ratio,
         device_s=e.device_s, host_s=e.host_s, composition=e.composition,
         **host_charge(e, calibration), machine_vs_calibration=slowdown,
     ))

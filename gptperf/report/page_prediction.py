@@ -116,7 +116,9 @@ def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
         d.picture("validation", "predicted against measured step time",
                   "Measured against calibrated step time per case (log-log; the line is "
                   "measured = predicted, bands ±3 % and ±8 %); faint markers: the roofline "
-                  "bound of the same case."),
+                  "bound of the same case. A marker is the median step against the prediction "
+                  "at the host samples' median; the table's measured / calibrated pairs each "
+                  "step with its own host sample."),
         table(["case", "plan", th("measured", src), "steps p10–p90",
                th(f"{CALIBRATED} expected", d.calibrated), "measured / calibrated",
                th(ROOFLINE, ROOFLINE_SOURCE), f"measured / {ROOFLINE}"],
@@ -126,7 +128,10 @@ def _validation_body(d: Doc, stage: ValidationStage) -> list[Any]:
                       "bench` times) and their 10th and 90th percentiles over it (how far the "
                       "measurement moved while it ran), its calibrated expected time and its "
                       "roofline bound, for the plan it ran under; none of its shapes is one the "
-                      "calibration measured."),
+                      "calibration measured. Where the host was sampled among the steps, measured "
+                      "/ calibrated pairs each step with the prediction at the host sampled "
+                      "nearest it, the median over the steps (the host can change speed within a "
+                      "case); the calibrated column is charged at the samples' median."),
     ]
     if r.per_op:
         op_rows = []

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gptperf.measure.paired import host_paired_ratio
 from gptperf.measure.probe import in_spell
 from gptperf.model.config import config_from_name
 from gptperf.perfmodel.expected import expected
@@ -49,11 +51,14 @@ class HostTrace:
     """What a case's median step and its host sample were taken from: every timed step (s, in
     order), every sample of the host model's step (s) and the step each followed (1-based), so
     that how the host's speed is read from the samples can be judged against the steps afterwards
-    (a host can run at two speeds, and a case's samples may catch the other one)."""
+    (a host can run at two speeds, and a case's samples may catch the other one), and each step
+    paired with the sample beside it (`measure.paired`); `phase_samples_s`: each phase's seconds of
+    every sample, where the host model's step has several phases (the train probe's; {}: none)."""
 
     steps_s: tuple[float, ...]
     samples_s: tuple[float, ...] = ()
     after_step: tuple[int, ...] = ()
+    phase_samples_s: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.samples_s) != len(self.after_step):
@@ -61,6 +66,10 @@ class HostTrace:
                              "steps they followed")
         if any(not 1 <= i <= len(self.steps_s) for i in self.after_step):
             raise ValueError(f"a host sample follows a step outside 1..{len(self.steps_s)}")
+        for name, seconds in self.phase_samples_s.items():
+            if len(seconds) != len(self.samples_s):
+                raise ValueError(f"{len(seconds)} samples of phase {name!r} but "
+                                 f"{len(self.samples_s)} host samples")
 
     def spread(self) -> tuple[float, float] | None:
         """The timed steps' 10th and 90th percentiles (nearest rank) over their median: how far
@@ -70,15 +79,28 @@ class HostTrace:
         mid = statistics.median(self.steps_s)
         return nearest_rank(self.steps_s, 0.1) / mid, nearest_rank(self.steps_s, 0.9) / mid
 
+    def paired_ratio(self, calibration: Calibration | None, probe: str,
+                     predict: Callable[[float | None, dict[str, float] | None], float]
+                     ) -> float | None:
+        """The median over the steps of each step over its prediction at the host sampled
+        nearest it (`measure.paired.host_paired_ratio`); None without samples."""
+        return host_paired_ratio(self.steps_s, self.samples_s, self.after_step,
+                                 self.phase_samples_s, calibration, probe, predict)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"steps_s": list(self.steps_s), "samples_s": list(self.samples_s),
-                "after_step": list(self.after_step)}
+        d: dict[str, Any] = {"steps_s": list(self.steps_s), "samples_s": list(self.samples_s),
+                             "after_step": list(self.after_step)}
+        if self.phase_samples_s:
+            d["phase_samples_s"] = {k: list(v) for k, v in self.phase_samples_s.items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HostTrace:
         return cls(tuple(float(t) for t in d["steps_s"]),
                    tuple(float(t) for t in d.get("samples_s", ())),
-                   tuple(int(i) for i in d.get("after_step", ())))
+                   tuple(int(i) for i in d.get("after_step", ())),
+                   {k: tuple(float(t) for t in v)
+                    for k, v in (d.get("phase_samples_s") or {}).items()})
 
 
 @dataclass(frozen=True)
@@ -101,7 +123,11 @@ class ValidationPoint:
     a spell of slow (or fast) fork and join. `expected_host_s`, `expected_device_s`: the
     prediction's host and device seconds as charged (`Expected.host_s`, `.device_s`; None in a
     document from before they were kept), which say whether the step waits on the host
-    (`host_bound`)."""
+    (`host_bound`). `paired_ratio`: the median over the timed steps of each step over its
+    prediction at the host sampled nearest it (`HostTrace.paired_ratio`; None: no samples, or a
+    document from before it was kept), the case's `ratio` where there is one: `expected_s` is
+    charged at the samples' median, which can come from another spell of the host than the
+    median step."""
 
     case: str
     kind: str
@@ -122,6 +148,7 @@ class ValidationPoint:
     fork_speed: float | None = None
     expected_host_s: float | None = None
     expected_device_s: float | None = None
+    paired_ratio: float | None = None
 
     @property
     def plan_label(self) -> str:
@@ -148,8 +175,9 @@ class ValidationPoint:
 
     @property
     def ratio(self) -> float:
-        """measured / calibrated expected."""
-        return self.measured_s / self.expected_s
+        """measured / calibrated expected: each step over its prediction where the host was
+        sampled among the steps (`paired_ratio`), else the median step over `expected_s`."""
+        return self.paired_ratio if self.paired_ratio is not None else self.measured_s / self.expected_s
 
     @property
     def error(self) -> float:
@@ -185,7 +213,8 @@ class ValidationPoint:
                 "step_spread": self.step_spread, "host_phase_speeds": self.host_phase_speeds,
                 "trace": None if self.trace is None else self.trace.to_dict(),
                 "clock_share": self.clock_share, "fork_speed": self.fork_speed,
-                "expected_host_s": self.expected_host_s, "expected_device_s": self.expected_device_s}
+                "expected_host_s": self.expected_host_s, "expected_device_s": self.expected_device_s,
+                "paired_ratio": self.paired_ratio}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ValidationPoint:
@@ -200,7 +229,8 @@ class ValidationPoint:
                    {k: float(v) for k, v in d["host_phase_speeds"].items()}
                    if d.get("host_phase_speeds") else None,
                    *(None if d.get(k) is None else float(d[k])
-                     for k in ("clock_share", "fork_speed", "expected_host_s", "expected_device_s")))
+                     for k in ("clock_share", "fork_speed", "expected_host_s", "expected_device_s",
+                               "paired_ratio")))
 
 
 @dataclass(frozen=True)

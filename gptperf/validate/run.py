@@ -154,7 +154,8 @@ def measure_case(case: ValidationCase, device: torch.device, repeats: int | None
             clocks.append(bench.utilization.clock_share)
     try:  # a record for judging the host's reading afterwards: never the reason a case fails
         trace = HostTrace(tuple(steps), tuple(sampler.samples) if sampler else (),
-                          tuple(sampler.after_step) if sampler else ())
+                          tuple(sampler.after_step) if sampler else (),
+                          {k: tuple(v) for k, v in sampler.phase_samples.items()} if sampler else {})
     except ValueError:
         trace = None
     return CaseTiming(statistics.median(times), bench.plan, sampler.step_s() if sampler else None,
@@ -411,13 +412,19 @@ def _add_point(state: _Sweep, r: _Ran, speed: float | None) -> Expected:
     expected_s = float(exp.step_time_s)
     if not (math.isfinite(expected_s) and expected_s > 0):
         raise ValueError(f"calibrated prediction {expected_s!r} s is not a positive time")
+
+    def predict_at(host: float | None, phases: dict[str, float] | None) -> float:
+        return float(expected_case(case, plan, state.calibration, host, phases).step_time_s)
+
+    paired = (r.trace.paired_ratio(state.calibration, r.unit_probe, predict_at)
+              if r.trace is not None and r.sampled is not None else None)
     hw = _hardware(state.dev_name, state.dev.type, case.workload.dtype, state.hardware, result.notes)
     w = case.workload
     result.points.append(ValidationPoint(
         case.name, w.kind, case.config.name, w.batch, w.seq, w.dtype, plan, r.step_s,
         expected_s, roofline_case(case, plan, hw), speed, r.sampled, r.after, r.trace,
         r.phase_speeds, r.clock_share, r.fork_speed,
-        expected_host_s=exp.host_s, expected_device_s=exp.device_s))
+        expected_host_s=exp.host_s, expected_device_s=exp.device_s, paired_ratio=paired))
     return exp
 
 
