@@ -4,8 +4,8 @@ scored against) under several readings of the host's speed. Runs anywhere (no de
 
     python benchmarks/validate_host_speed.py RUN_DIR [RUN_DIR ...]
 
-A RUN_DIR holds validate.json (the fixed sweep or `--random`: each case is rebuilt from its
-point) and calibration.json.
+A RUN_DIR holds calibration.json and validate.json, random.json or both (`gpu_validate.py`'s fixed
+sweep and its `--random` one; each case is rebuilt from its point), each read in turn.
 
 Readings of a case's host speed (the host model's step over the calibration's unit):
   sampled   the median of the samples taken among the case's steps (whole steps only)
@@ -111,8 +111,8 @@ def readings(point: dict[str, Any], trace: HostTrace | None, cal: Calibration,
             "sweep": sweep.get(probe) if sampled else None, "none": None}
 
 
-def report(run: Path) -> None:
-    doc = json.loads((run / "validate.json").read_text())
+def report(run: Path, file: str = "validate.json") -> None:
+    doc = json.loads((run / file).read_text())
     cal = Calibration.from_dict(json.loads((run / "calibration.json").read_text()))
     by_name = {p["case"]: ValidationPoint.from_dict(p).as_case() for p in doc["points"]}
     points = [p for p in doc["points"] if by_name[p["case"]] is not None]
@@ -122,7 +122,7 @@ def report(run: Path) -> None:
             speeds.setdefault(probe_for(cal, p["kind"]), []).append(p["host_speed"])
     sweep = {k: statistics.median(v) for k, v in speeds.items()}
     errors: dict[str, list[float]] = {r: [] for r in READINGS}
-    print(f"{run}: {len(points)} cases")
+    print(f"{run / file}: {len(points)} cases")
     print(f"{'case':46s} {'needed':>6s}  " + "  ".join(f"{r:>14s}" for r in READINGS))
     for p in points:
         case, measured = by_name[p["case"]], p["measured_s"]
@@ -160,8 +160,12 @@ def report(run: Path) -> None:
 def main() -> None:
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    for run in sys.argv[1:]:
-        report(Path(run))
+    for run in map(Path, sys.argv[1:]):
+        sweeps = [name for name in ("validate.json", "random.json") if (run / name).exists()]
+        if not sweeps:
+            sys.exit(f"{run}: no validate.json or random.json")
+        for name in sweeps:
+            report(run, name)
 
 
 if __name__ == "__main__":
