@@ -38,19 +38,21 @@ def straight(cal: Calibration, mode: str | None = None) -> Calibration:
                               for k, line in cal.host.items()})
 
 
-def validate_cases(path: Path, cal: Calibration, flat: Calibration) -> list[tuple[str, float, float, float]]:
-    """(case, measured, predicted on `cal`, predicted on `flat`) of a stored validate run."""
+def validate_cases(path: Path, cal: Calibration, flat: Calibration) -> list[tuple[str, float, float]]:
+    """(case, measured/predicted on `cal`, on `flat`) of a stored validate run, each scored as
+    validate scores it (`ValidationPoint.ratio_on`)."""
     result = ValidationResult.from_dict(json.loads(path.read_text()))
     rows = []
     for p in result.points:
-        with_knee, without = p.expected_on(cal), p.expected_on(flat)
+        with_knee, without = p.ratio_on(cal), p.ratio_on(flat)
         if with_knee is not None and without is not None:
-            rows.append((p.case, p.measured_s, with_knee.step_time_s, without.step_time_s))
+            rows.append((p.case, with_knee, without))
     return rows
 
 
-def bench_cases(path: Path, cal: Calibration, flat: Calibration) -> list[tuple[str, float, float, float]]:
-    """The same of a list of `gptperf bench --json` documents."""
+def bench_cases(path: Path, cal: Calibration, flat: Calibration) -> list[tuple[str, float, float]]:
+    """The same of a list of `gptperf bench --json` documents (the median step over the
+    prediction at the host speeds the bench charged: a document keeps no host samples)."""
     both_ways = (cal, flat)
     rows = []
     docs = json.loads(path.read_text())
@@ -61,18 +63,19 @@ def bench_cases(path: Path, cal: Calibration, flat: Calibration) -> list[tuple[s
         plan = ExecutionPlan.from_dict(doc["plan"])
         (pred,) = [p for p in doc["predictions"] if p["source"] == "calibrated"]
         speeds = {"host_speed": pred.get("host_speed"), "phase_speeds": pred.get("phase_speeds") or None}
-        both = [expected(config, workload, plan, c, **speeds).step_time_s for c in both_ways]
-        rows.append((f"bench {w['kind']} {config.name} B={w['batch']} T={w['seq']}", doc["step_time_s"], *both))
+        both = [doc["step_time_s"] / expected(config, workload, plan, c, **speeds).step_time_s
+                for c in both_ways]
+        rows.append((f"bench {w['kind']} {config.name} B={w['batch']} T={w['seq']}", *both))
     return rows
 
 
-def report(name: str, rows: list[tuple[str, float, float, float]]) -> None:
+def report(name: str, rows: list[tuple[str, float, float]]) -> None:
     print(f"\n{name}: {len(rows)} cases")
-    for case, measured, with_knee, without in rows:
-        if abs(with_knee / without - 1) > MOVED:
-            print(f"  {case:70s} m/p {measured / with_knee:.3f} (straight line: {measured / without:.3f})")
-    for label, i in (("with the knee", 2), ("straight line", 3)):
-        s = error_stats(r[1] / r[i] for r in rows)
+    for case, with_knee, without in rows:
+        if abs(without / with_knee - 1) > MOVED:
+            print(f"  {case:70s} m/p {with_knee:.3f} (straight line: {without:.3f})")
+    for label, i in (("with the knee", 1), ("straight line", 2)):
+        s = error_stats(r[i] for r in rows)
         print(f"  {label:14s}: median {s.median:.1%}, p90 {s.p90:.1%}, max {s.max:.1%}")
 
 

@@ -45,11 +45,10 @@ def main() -> int:
         off, on = [], []
         moved = []
         for p in map(ValidationPoint.from_dict, doc["points"]):
-            e_off, e_on = p.expected_on(without), p.expected_on(cal)
-            if e_on is None:
+            r_off, r_on = p.ratio_on(without), p.ratio_on(cal)  # scored as validate scores
+            if r_off is None or r_on is None:
                 print(f"{run}: cannot rebuild {p.config!r}; skipped", file=sys.stderr)
                 continue
-            r_off, r_on = p.measured_s / e_off.step_time_s, p.measured_s / e_on.step_time_s
             off.append(r_off)
             on.append(r_on)
             if abs(r_on - r_off) >= MOVED:

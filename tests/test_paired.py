@@ -123,3 +123,54 @@ def test_validate_scores_a_case_by_each_step_paired_with_its_host_sample(monkeyp
     assert point.expected_s == pytest.approx(0.015)  # charged at the samples' median
     assert point.measured_s / point.expected_s == pytest.approx(2 / 3)
     assert point.paired_ratio == pytest.approx(1.0) and point.error == pytest.approx(0.0)
+
+
+def test_a_stored_point_predicted_again_is_scored_paired_as_validate_scores_it() -> None:
+    import dataclasses
+
+    from test_expected import flat_calibration
+
+    from gptperf.perfmodel.expected import expected
+    from gptperf.plan import ExecutionPlan
+    from gptperf.validate.sweep import cases
+
+    unit = 1e-3
+    cal = dataclasses.replace(flat_calibration("cpu"), probes={"host": {"step_s": unit}})
+    case = next(c for c in cases("cpu", quick=True) if c.workload.kind == "decode")
+    plan = ExecutionPlan()
+
+    def at(speed: float) -> float:
+        return expected(case.config, case.workload, plan, cal, host_speed=speed).step_time_s
+
+    slow, fast = at(2.0), at(1.0)
+    assert slow > fast  # the flat calibration charges host costs: the speed moves the step
+    # four steps paired with samples ×1, ×1, ×2, ×2 (after steps 1..4): ratios 1, 1, 1, 1
+    trace = HostTrace((fast, fast, fast, slow), (unit, unit, 2 * unit, 2 * unit), (1, 2, 3, 4))
+    point = ValidationPoint(case.name, "decode", case.config.name, case.workload.batch,
+                            case.workload.seq, case.workload.dtype, plan, measured_s=fast,
+                            expected_s=at(1.5), host_speed=1.5, host_probe=1.5, trace=trace)
+    # steps 0, 1 with sample 0; step 2 with sample 1 (×1); step 3 with sample 2 (×2)
+    assert point.ratio_on(cal) == pytest.approx(1.0)
+    # without samples: the median step over the prediction at its host speed
+    unsampled = dataclasses.replace(point, host_probe=None, host_probe_after=1.5)
+    assert unsampled.ratio_on(cal) == pytest.approx(fast / at(1.5))
+    assert dataclasses.replace(point, config="no-such-preset").ratio_on(cal) is None
+    # charged phase by phase, but stored before the samples' phases were kept: scored as it was
+    phased = dataclasses.replace(point, host_phase_speeds={"fwd": 1.5})
+    assert phased.ratio_on(cal) == pytest.approx(fast / expected(
+        case.config, case.workload, plan, cal, host_speed=1.5, phase_speeds={"fwd": 1.5}).step_time_s)
+    kept = dataclasses.replace(phased, trace=dataclasses.replace(
+        trace, phase_samples_s={"fwd": (unit, unit, unit, unit)}))
+    assert kept.ratio_on(cal) == pytest.approx(1.0)  # paired again once they are kept
+
+
+def test_the_reports_roofline_row_shows_the_benchs_paired_ratio() -> None:
+    from gptperf.report.results import RooflineRow
+
+    row = RooflineRow("train", 100.0, 1e12, predicted_s=0.010, measured_s=0.030, expected_s=0.020)
+    assert row.expected_ratio == pytest.approx(1.5)  # no bench ratio: measured over expected
+    paired = RooflineRow("train", 100.0, 1e12, 0.010, 0.030, expected_s=0.020, paired_ratio=1.4)
+    assert paired.expected_ratio == pytest.approx(1.4)
+    assert RooflineRow.from_dict(paired.to_dict()).expected_ratio == pytest.approx(1.4)
+    older = {k: v for k, v in paired.to_dict().items() if k != "paired_ratio"}
+    assert RooflineRow.from_dict(older).expected_ratio == pytest.approx(1.5)

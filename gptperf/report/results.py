@@ -317,6 +317,8 @@ class RooflineRow:
     measured_s: float | None = None
     batch: int | None = None
     expected_s: float | None = None  # calibrated expected time (None: no calibration)
+    # the bench's measured/expected, each step paired with its host sample (None: not benched so)
+    paired_ratio: float | None = None
 
     @property
     def predicted_flops_per_s(self) -> float:
@@ -333,7 +335,9 @@ class RooflineRow:
 
     @property
     def expected_ratio(self) -> float | None:
-        """measured / calibrated expected time."""
+        """measured / calibrated expected time (the bench's, `paired_ratio`, where it has one)."""
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         return self.measured_s / self.expected_s if self.measured_s and self.expected_s else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -343,7 +347,7 @@ class RooflineRow:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RooflineRow:
         return cls(d["kind"], number(d["arithmetic_intensity"]), d["flops"], d["predicted_s"],
-                   d["measured_s"], d["batch"], d.get("expected_s"))
+                   d["measured_s"], d["batch"], d.get("expected_s"), d.get("paired_ratio"))
 
 
 @dataclass

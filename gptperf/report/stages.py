@@ -587,6 +587,7 @@ def stage_roofline(ctx: Context, progress: StageProgress) -> RooflineStage:
             # the calibrated time of the step that ran (its plan), where the bench has it
             cal = bench.calibrated
             row.expected_s = (cal.step_time_s if cal else None) or row.expected_s
+            row.paired_ratio = cal.measured_over_predicted if cal else None  # as bench scored it
             points.append(RooflinePoint(label, ai, row.measured_flops_per_s, kind="measured"))
         rows.append(row)
     if report.inference is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gptperf.measure.paired import host_paired_ratio
-from gptperf.measure.probe import in_spell
+from gptperf.measure.probe import in_spell, probe_for
 from gptperf.model.config import config_from_name
 from gptperf.perfmodel.expected import expected
 from gptperf.perfmodel.workload import Workload
@@ -172,6 +172,28 @@ class ValidationPoint:
             return None
         return expected(case.config, case.workload, self.plan, calibration, host_speed=self.host_speed,
                         phase_speeds=self.host_phase_speeds)
+
+    def ratio_on(self, calibration: Calibration) -> float | None:
+        """measured / predicted of this point predicted again on `calibration` (`expected_on`),
+        scored as validate scores a case: each step paired with its host sample where the point
+        was sampled (`HostTrace.paired_ratio`), else the median step over the prediction (None: a
+        config name `preset` does not spell). A point charged phase by phase whose trace predates
+        the samples' phases is scored unpaired, as it was."""
+        case = self.as_case()
+        if case is None:
+            return None
+
+        def at(speed: float | None, phases: dict[str, float] | None) -> float:
+            return expected(case.config, case.workload, self.plan, calibration, host_speed=speed,
+                            phase_speeds=phases).step_time_s
+
+        trace = self.trace
+        if (trace is not None and self.host_probe is not None
+                and (trace.phase_samples_s or not self.host_phase_speeds)):
+            paired = trace.paired_ratio(calibration, probe_for(calibration, self.kind), at)
+            if paired is not None:
+                return paired
+        return self.measured_s / at(self.host_speed, self.host_phase_speeds)
 
     @property
     def ratio(self) -> float:
