@@ -174,3 +174,22 @@ def test_the_reports_roofline_row_shows_the_benchs_paired_ratio() -> None:
     assert RooflineRow.from_dict(paired.to_dict()).expected_ratio == pytest.approx(1.4)
     older = {k: v for k, v in paired.to_dict().items() if k != "paired_ratio"}
     assert RooflineRow.from_dict(older).expected_ratio == pytest.approx(1.5)
+
+
+def test_the_validate_table_says_how_a_paired_ratio_is_made_and_scores_by_it(capsys) -> None:
+    import dataclasses
+
+    from test_validate import _result
+
+    from gptperf.commands.validate import print_result
+
+    plain = _result()
+    print_result(plain, [], None)
+    assert "sampled nearest it" not in " ".join(capsys.readouterr().out.split())
+    points = list(plain.points)
+    points[2] = dataclasses.replace(points[2], paired_ratio=1.5)  # forward c: 0.044 / 0.040 unpaired
+    paired = dataclasses.replace(plain, points=points)
+    assert paired.stats.max == pytest.approx(0.5)  # the statistics take the paired ratio
+    print_result(paired, [], None)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the prediction at the host sampled nearest it" in out and "1.500×" in out
