@@ -768,7 +768,8 @@ def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, 
     ratio = result.step_time_s / e.step_time_s
     if sampler is not None:
         def predict_at(host: float | None, phases: dict[str, float] | None) -> float:
-            at, _ = calibrated_expected(config, workload, plan, calibration, dev, speed=host,
+            # no device: a sample's speed is given, and nothing is to be probed per sample
+            at, _ = calibrated_expected(config, workload, plan, calibration, speed=host,
                                         phase_speeds=phases)
             return at.step_time_s if at is not None else math.nan
 
