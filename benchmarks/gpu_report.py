@@ -6,8 +6,9 @@ Runs `gptperf report` exactly as a user would (gpt2, bf16, sdpa, compiled traini
 empty ceilings cache, so the ceilings are measured too. Reads report.json back through the typed
 results (`ReportData.from_dict`) and prints the stage table, the headline numbers beside the H100
 anchors (nanoGPT bench.py gpt2 B=12 T=1024 bf16 compiled: 29.1 ms/iter) and the parallel-scaling
-points, and PASS/FAIL for: every stage ok, total wall time < 360 s, page and traces written, the
-scaling section over NCCL on every GPU of the machine.
+points, and PASS/FAIL for: every stage ok, total wall time < 360 s, page and traces written, a quick
+calibration measured and validated on at least 3 cases, the scaling section over NCCL on every
+GPU of the machine.
 """
 
 from __future__ import annotations
@@ -70,6 +71,30 @@ def redesign_checks(report: ReportData) -> list[tuple[str, bool]]:
     return checks
 
 
+def prediction_checks(report: ReportData) -> list[tuple[str, bool]]:
+    """The calibrated prediction on a fresh machine: the report measures a quick calibration (the
+    cache is empty) and validates it with `validate`'s quick sweep, as far as its budget allows."""
+    cal = report.calibration
+    if cal is not None:
+        print(f"calibration: {'reused' if cal.cached else 'measured'} in {cal.measured_s:.0f} s, "
+              f"{cal.curves} curves, {cal.host_costs} host costs, {cal.compiled} compiled; "
+              f"{'; '.join(cal.notes)}")
+    stage = report.validation
+    result = stage.result if stage is not None else None
+    if result is not None:
+        st = result.stats
+        print(f"validation: {st.n} of {stage.sweep_cases} cases in {stage.budget_s:.0f} s: median "
+              f"{100 * st.median:.1f}%, p90 {100 * st.p90:.1f}%, max {100 * st.max:.1f}%, per "
+              f"operation {100 * result.per_op_error:.1f}% over {result.per_op_count}; left out: "
+              f"{', '.join(stage.left_out) or 'none'}")
+        for p in result.points:
+            print(f"  {p.case}: m/p {p.ratio:.3f}")
+    return [("a calibration measured by the report", cal is not None and cal.info is not None
+             and not cal.cached),
+            ("the prediction validated on at least 3 cases", result is not None
+             and result.stats.n >= 3)]
+
+
 def scaling_checks(report: ReportData, gpus: int | None) -> list[tuple[str, bool]]:
     """The parallel-scaling section: every GPU of the machine (NCCL), each point predicted."""
     checks: list[tuple[str, bool]] = []
@@ -128,6 +153,7 @@ def main() -> int:
             print(f"train: {t.steps} steps, val loss {t.val_losses[-1][1] if t.val_losses else None}, "
                   f"compile {t.compile_time_s} s, wall {t.wall_time_s:.1f} s")
         checks += redesign_checks(data)
+        checks += prediction_checks(data)
         checks += scaling_checks(data, gpu_count())
         page = report / "index.html"
         checks.append(("index.html written", page.is_file() and page.stat().st_size > 10_000))

@@ -608,7 +608,7 @@ def test_defaults_on_cpu() -> None:
                                             "--n-head 2 --n-embd 64 --block-size 64")
 
 
-def test_the_training_run_gives_back_what_the_stages_before_it_ran_over_on_a_cpu() -> None:
+def test_the_training_run_gives_back_what_the_stages_before_it_ran_over() -> None:
     from gptperf.report import resolve_settings
 
     s = resolve_settings(ReportOptions(device="cpu"))  # default 50 s; device + calibration: 40 s
@@ -620,7 +620,10 @@ def test_the_training_run_gives_back_what_the_stages_before_it_ran_over_on_a_cpu
     quick = resolve_settings(ReportOptions(device="cpu", quick=True))
     assert report_stages.training_seconds(quick, 200.0) == quick.train_seconds
     gpu = dataclasses.replace(s, device="cuda", device_type="cuda", train_seconds=45.0)
-    assert report_stages.training_seconds(gpu, 200.0) == 45.0  # the guides are the CPU's
+    assert report_stages.GPU_BEFORE_TRAIN_S == 35.0  # its own guide: the CPU stages' are 40 s
+    assert report_stages.training_seconds(gpu, 30.0) == 45.0
+    assert report_stages.training_seconds(gpu, 55.0) == pytest.approx(25.0)  # a quick calibration
+    assert report_stages.training_seconds(gpu, 200.0) == 22.5
 
 
 def test_progress_accepts_the_library_hook_shapes() -> None:

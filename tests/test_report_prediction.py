@@ -469,11 +469,24 @@ def test_new_stage_results_refuse_another_schema_in_one_line() -> None:
         assert "\n" not in str(err.value) and cls.SCHEMA in str(err.value)
 
 
-def test_calibrate_flag_and_its_device_default(capsys: pytest.CaptureFixture[str]) -> None:
+def test_calibrate_flag_and_its_device_default(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from gptperf.cli import build_parser, main
     from gptperf.report import resolve_settings
 
     assert resolve_settings(ReportOptions(device="cpu")).calibrate is True
+    import torch
+
+    from gptperf import runtime
+    from gptperf.report import build
+
+    # a GPU calibrates too (its training run gives the time back)
+    monkeypatch.setattr(runtime, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(build, "device_name", lambda device: "a fake card")
+    gpu = resolve_settings(ReportOptions(device="cuda"))
+    assert (gpu.device_type, gpu.compile, gpu.calibrate) == ("cuda", True, True)
+    assert resolve_settings(ReportOptions(device="cuda", calibrate=False)).calibrate is False
+    monkeypatch.undo()
     assert resolve_settings(ReportOptions(device="cpu", calibrate=False)).calibrate is False
     parser = build_parser()
     assert parser.parse_args(["report", "--no-calibrate"]).calibrate is False

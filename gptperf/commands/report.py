@@ -44,8 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     calibrate = parser.add_mutually_exclusive_group()
     calibrate.add_argument("--calibrate", dest="calibrate", action="store_true", default=None,
                            help="measure a quick calibration when this device has no usable one "
-                                "cached (default: on a CPU; on a GPU it takes about a minute, "
-                                "so a cached one from `gptperf calibrate` is used)")
+                                "cached (the default; the training run gives its time back)")
     calibrate.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                            help="never measure a calibration: use a cached one, or none")
     parser.add_argument("--quick", action="store_true",

@@ -66,8 +66,7 @@ class Settings:
     quick: bool
     train_seconds: float
     workloads: dict[str, Workload]
-    # measure a quick calibration when this device has no usable one cached (default: on a CPU;
-    # on a GPU it would not fit the report's budget, and a cached one is used)
+    # measure a quick calibration when this device has no usable one cached (--no-calibrate: never)
     calibrate: bool = True
     train_seconds_asked: bool = False  # --train-seconds given: the run takes it, whatever came before
 

@@ -157,10 +157,9 @@ def stage_calibration(ctx: Context, progress: StageProgress) -> CalibrationStage
     missing = why or f"no calibration of {s.device_name} is cached"
     if not s.calibrate:
         return CalibrationStage(None, notes=[
-            f"{missing}, and this report measures none (--no-calibrate, the default on a GPU, "
-            "where a quick calibration takes about a minute: beyond the report's time budget): "
-            "run `gptperf calibrate` (or `gptperf ceilings`) and make the report again, or pass "
-            "--calibrate, for the calibrated expected time and the prediction's validation"])
+            f"{missing}, and this report measures none (--no-calibrate): run `gptperf "
+            "calibrate` (or `gptperf ceilings`) and make the report again, or leave out "
+            "--no-calibrate, for the calibrated expected time and the prediction's validation"])
     progress("measuring a quick calibration (kernel curves, host costs)")
     t0 = time.perf_counter()
     try:
@@ -234,15 +233,23 @@ def _calibrate_step_time(s: Settings, cfg: TrainConfig) -> float:
     return sorted(times)[1]
 
 
+# What the stages before the training run should take on a GPU: the ceilings measured from an
+# empty cache (about 30 s on an H100) and a cached calibration. The stages' guides are the CPU's.
+GPU_BEFORE_TRAIN_S = 35.0
+
+
 def training_seconds(s: Settings, elapsed_s: float) -> float:
     """The training run's time budget when the report has run for `elapsed_s`: as asked
     (--train-seconds), else the default less what the stages before it took beyond their guides
-    on a CPU (whose guides they are; down to half the default), so that a slow calibration
-    leaves the later stages their time and the report its budget."""
-    if s.train_seconds_asked or s.quick or s.device_type != "cpu":
+    (down to half the default), so that a calibration measured by the report leaves the later
+    stages their time and the report its budget."""
+    if s.train_seconds_asked or s.quick:
         return s.train_seconds
-    order = [stage.name for stage in STAGES]
-    planned = sum(stage.budget_s for stage in STAGES[:order.index("train")])
+    if s.device_type == "cuda":
+        planned = GPU_BEFORE_TRAIN_S
+    else:
+        order = [stage.name for stage in STAGES]
+        planned = sum(stage.budget_s for stage in STAGES[:order.index("train")])
     return max(s.train_seconds / 2, s.train_seconds - max(0.0, elapsed_s - planned))
 
 
