@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -688,6 +689,41 @@ def test_fused_decode_attention_uses_its_own_grid_or_else_sdpas_one_query():
     assert {k.key for k in kernel_calls(config, batched, graphed) if k.family == "attention"} == {"bf16:one_query"}
     assert expected(config, batched, graphed, own).step_time_s == pytest.approx(
         expected(config, batched, graphed, base).step_time_s)
+
+
+def test_fp32_fused_decode_attention_is_the_16_bit_kernel_at_twice_the_length():
+    """The fused step's fp32 attention kernel, not on the calibration's grid, is charged as the
+    bf16 kernel at (heads, 2·L, D) (twice the bytes a position), not as sdpa's fp32 one-query
+    kernels; below the grid's edge the note names both; without a 16-bit grid, one-query as before."""
+    from gptperf.perfmodel.expected import below_grid_notes, call_time, wide_fused_attention
+
+    fused = ExecutionPlan("cuda_graph", static_cache=True, one_row_kernel=True, fused_decode=True)
+    config, decode = preset("tiny"), Workload("decode", 1, 96, "fp32")
+    (call,) = {k for k in kernel_calls(config, decode, fused) if k.family == "attention"}
+    heads, head_size = config.n_head, config.n_embd / config.n_head
+    assert (call.key, call.point) == ("fp32:fused_decode", (heads, 96.0, head_size))
+    # 10 ns a position on the bf16 grid (a power law: its log-log interpolation is exact)
+    grid = Grid(("H", "L", "D"), ((1, 1e4), (128, 1024), (1, 1e3)),
+                tuple(1e-8 * length for _ in range(2) for length in (128, 1024) for _ in range(2)))
+    base = flat_calibration()
+    cal = flat_calibration(attention={**base.attention, "bf16:fused_decode": grid,
+                                      "fp32:one_query": Grid(("a", "b", "c"), ((HUGE,),) * 3, (1e-3,))})
+    assert wide_fused_attention(call, cal).point == (heads, 192.0, head_size)
+    assert call_time(call, cal) == pytest.approx(call.count * 1e-8 * 192)
+    assert call_time(call, flat_calibration(attention=cal.attention | {"fp32:fused_decode": grid})) \
+        == pytest.approx(call.count * 1e-8 * 128)  # its own grid where measured (96: the edge)
+    assert call_time(call, flat_calibration(attention={**base.attention, "fp32:one_query": Grid(
+        ("a", "b", "c"), ((HUGE,),) * 3, (1e-3,))})) == pytest.approx(call.count * 1e-3)
+    short = replace(call, point=(heads, 40.0, head_size))  # 2·40 = 80 < the grid's 128
+    (note,) = below_grid_notes([short], cal)
+    assert "fp32:fused_decode (timed as bf16:fused_decode at twice the length) at L 80" in note
+    assert call_time(short, cal) == pytest.approx(call.count * 1e-8 * 128)
+    # a bf16 call, another pass: as they are
+    bf16 = replace(call, key="bf16:fused_decode", point=(heads, 300.0, head_size))
+    assert wide_fused_attention(bf16, cal) is bf16
+    assert call_time(bf16, cal) == pytest.approx(call.count * 1e-8 * 300)
+    one_query = replace(call, key="fp32:one_query")
+    assert wide_fused_attention(one_query, cal) is one_query
 
 
 def test_optimizer_time_follows_the_tensor_count_on_its_grid():

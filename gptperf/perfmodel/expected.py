@@ -212,6 +212,25 @@ def _stand_ins(key: str) -> list[str]:
     return keys
 
 
+def wide_fused_attention(call: KernelCall, cal: Calibration) -> KernelCall:
+    """`call` as the calibration times it: an fp32 fused decode attention kernel, where only the
+    16-bit kernel was measured (`calibration_plan.FUSED_ATTENTION_DTYPES`), is that kernel at
+    twice the cache length (the same program streaming 4 bytes an element where bf16 streams 2).
+    sdpa's fp32 one-query grid, the stand-in before, times the math backend's several kernels:
+    about 5× the fused kernel on an H200. Any other call is returned as it is."""
+    if call.family != "attention":
+        return call
+    dtype, pass_ = split_attention_key(call.key)
+    if pass_ != FUSED_ATTENTION_PASS or dtype != "fp32" or call.key in cal.attention:
+        return call
+    narrow = next((k for k in (attention_key(d, FUSED_ATTENTION_PASS) for d in ("bf16", "fp16"))
+                   if k in cal.attention), None)
+    if narrow is None:
+        return call
+    heads, length, head_size = call.point
+    return replace(call, key=narrow, point=(heads, 2 * length, head_size))
+
+
 def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
     """Seconds of `call.count` kernels of `call` on the calibration's curves (UserError when the
     calibration has no curve for it), each at least its `floor` call's; `warm`: the share of the
@@ -221,6 +240,8 @@ def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
         own = call_time(replace(call, floor=None), cal, warm)
         return max(own, call.count * call_time(call.floor, cal, warm))
     dtype, pass_ = split_attention_key(call.key) if call.family == "attention" else ("", "")
+    if pass_ == FUSED_ATTENTION_PASS and (wide := wide_fused_attention(call, cal)) is not call:
+        return call_time(wide, cal, warm)
     if pass_ == "causal_bwd":
         fwd = KernelCall("attention", attention_key(dtype, "causal_fwd"), call.point)
         both = KernelCall("attention", attention_key(dtype, "causal_fwd_bwd"), call.point)
@@ -268,9 +289,10 @@ def below_grid_notes(calls: Iterable[KernelCall], cal: Calibration) -> list[str]
     there (`Grid.at`), the time of the shortest size measured, which a kernel this short is bound
     by its launch and fixed costs to about equal; said, not hidden."""
     notes: dict[tuple[str, str], str] = {}
-    for call in calls:
-        if call.family != "attention":
+    for asked in calls:
+        if asked.family != "attention":
             continue
+        call = wide_fused_attention(asked, cal)
         key = _found(call.key, cal.attention)
         grid = cal.attention[key] if key is not None else None
         if not isinstance(grid, Grid):
@@ -278,9 +300,10 @@ def below_grid_notes(calls: Iterable[KernelCall], cal: Calibration) -> list[str]
         for axis, x, points in zip(grid.axes, call.point, grid.points, strict=False):
             # an axis of one point is a constant, not a range measured from its smallest
             if len(points) > 1 and x < points[0] and (call.key, axis) not in notes:
+                timed_as = "" if call is asked else f" (timed as {call.key} at twice the length)"
                 notes[(call.key, axis)] = (
-                    f"attention {call.key} at {axis} {x:g}, below the calibration's smallest "
-                    f"({points[0]:g}): charged that size's time (the grid's edge)")
+                    f"attention {asked.key}{timed_as} at {axis} {x:g}, below the calibration's "
+                    f"smallest ({points[0]:g}): charged that size's time (the grid's edge)")
     return list(notes.values())
 
 
