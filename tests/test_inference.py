@@ -16,6 +16,8 @@ from gptperf.inference.sweep import (
     choose_batches,
     choose_contexts,
     knee_batch,
+    paths_note,
+    plan_labels,
     predict_inference,
     ridge_batch,
     run_inference_study,
@@ -60,6 +62,23 @@ def test_batches() -> None:
 
 def _point(b: int, t: float) -> Point:
     return Point("decode", b, 16, t, t, 1.0, 1.0, b)
+
+
+def test_the_paths_are_named_when_the_cache_and_recompute_ran_under_other_plans() -> None:
+    """The speedup of a fast cached step over an eager recompute step is of the two paths: a note
+    names both plans; one plan (or a point without one) says nothing."""
+    from dataclasses import replace
+
+    from gptperf.plan import ExecutionPlan
+
+    eager, fast = ExecutionPlan("eager"), ExecutionPlan("cuda_graph", static_cache=True, fused_decode=True)
+    cache = [replace(_point(1, 1e-4), plan=fast), replace(_point(1, 2e-4), plan=fast)]
+    recompute = [replace(_point(1, 1e-3), kind="decode_nocache", plan=eager)] * 2
+    assert plan_labels(cache) == fast.label and plan_labels(cache + recompute) == f"{fast.label}; {eager.label}"
+    assert plan_labels([_point(1, 1e-4)]) == "—"
+    note = paths_note(cache, recompute)
+    assert note is not None and f"as {fast.label}; recomputing, as {eager.label}:" in note
+    assert paths_note(recompute, recompute) is None and paths_note(cache, []) is None
 
 
 def test_batch_sweep_stops_at_out_of_memory() -> None:
@@ -226,6 +245,7 @@ def test_study_runs_and_draws(tmp_path) -> None:
     assert [p.batch for p in r.batches] == [1, 2, 4] and r.batch_stopped is None
     assert all(p.time_s and p.time_s > 0 for p in r.cache + r.recompute + r.prefill + r.batches)
     assert r.batch_context == 32 and messages
+    assert not [n for n in r.notes if "recomputing, as" in n]  # both eager: one path
     # on the nominal CPU this tiny step is launch-bound: where the bound has the cache lose, it
     # says why, and only there
     slower = [c.seq for c, q in zip(r.cache, r.recompute, strict=True) if c.predicted_s > q.predicted_s]

@@ -94,6 +94,7 @@ def print_result(r: InferenceResult) -> None:
     expected time as a third figure beside the roofline bound."""
     from rich.table import Table  # deferred: loads rich
 
+    from gptperf.inference.sweep import plan_labels
     from gptperf.output import console  # deferred: loads rich
 
     with_exp = r.expected_label is not None
@@ -146,9 +147,7 @@ def print_result(r: InferenceResult) -> None:
                        share(row["predicted_prefill_s"], row["predicted_decode_s"]), share(ep, ed), pct))
     console.print(t)
 
-    path = "static cache, compiled, CUDA graph" if r.fast and r.device == "cuda" else (
-        "static cache, compiled" if r.fast else "eager, KVCache")
-    t = Table(title=f"decode step against batch at context {r.batch_context} ({path})")
+    t = Table(title=f"decode step against batch at context {r.batch_context} ({plan_labels(r.batches)})")
     cols = ["batch", "step", "meas/pred"] + (["meas/exp"] if with_exp else []) + [
         "tok/s", "AI FLOP/B", "achieved B/s", "achieved FLOP/s"]
     for col in cols:

@@ -522,6 +522,9 @@ def run_inference_study(
             f"the measured step time never grew with slope >= {KNEE_SLOPE} up to batch "
             f"{done[-1] if done else '—'}: no knee within the sweep"
         )
+    plans_note = paths_note(result.cache, result.recompute)
+    if plans_note:
+        result.notes.append(plans_note)
     slower = [c.seq for c, r in zip(result.cache, result.recompute, strict=False)
               if c.predicted_s > r.predicted_s]
     if slower:  # the bound's reason, where it says the cache loses
@@ -541,6 +544,22 @@ def run_inference_study(
     result.environment = environment(device)
     result.environment["dtype"] = dtype
     return result
+
+
+def plan_labels(points: Sequence[Point]) -> str:
+    """The plans `points` ran under, each once, in order ("; " between; "—": none recorded)."""
+    return "; ".join(dict.fromkeys(p.plan.label for p in points if p.plan is not None)) or "—"
+
+
+def paths_note(cache: Sequence[Point], recompute: Sequence[Point]) -> str | None:
+    """What the cache-against-recompute speedup compares when the two ran under other plans (the
+    recompute step eager beside the fast cached step on a GPU), else None."""
+    cached, recomputed = plan_labels(cache), plan_labels(recompute)
+    if not cache or not recompute or cached == recomputed:
+        return None
+    return (f"with the KV cache the step ran as {cached}; recomputing, as {recomputed}: the measured "
+            "speedup is of the two paths as each ran, the recompute step's host time included, "
+            "and each calibrated time is predicted for its own plan")
 
 
 def _measure_all(bench: _Bench, result: InferenceResult, contexts: list[int], batches: list[int],

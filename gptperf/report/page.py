@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gptperf.checks import is_finite_number
-from gptperf.inference.sweep import DEFINITIONS
+from gptperf.inference.sweep import DEFINITIONS, plan_labels
 from gptperf.measure.bench import host_charge_note
 from gptperf.perfmodel.conventions import CONVENTIONS
 from gptperf.perfmodel.hardware import SHIPPED
@@ -576,8 +576,8 @@ def inference_section(d: Doc) -> Html:
     pics = [d.picture(name, name.replace("_", " "))
             for name in d.report.pictures if name.startswith("inference_")]
     facts = [
-        ("decode path", "compiled static cache + CUDA graph" if r.fast
-         else "eager, the model's own KV cache"),
+        ("decode path (with the cache)", plan_labels(r.cache + r.batches)),
+        ("recompute path", plan_labels(r.recompute)),
         ("weights", DEFINITIONS["weights"]),
         ("context of the batch sweep", f"L = {r.batch_context}"),
         ("ridge batch (predicted)", value(r.ridge_batch_predicted, "", "model")),
