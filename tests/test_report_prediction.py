@@ -458,6 +458,29 @@ def test_bench_entries_written_before_their_label_are_told_apart_by_their_source
     assert [p.is_calibrated for p in preds] == [False, False, True]
 
 
+def test_the_calibration_summary_names_its_worst_curve_and_the_median_residual() -> None:
+    """The page's curve fact: the median and the largest leave-one-out residual, with the curve it
+    is of; a report written before the curve was named reads back without it, as it was shown."""
+    from gptperf.perfmodel.calibration import Curve
+    from gptperf.report.doc import pct
+    from gptperf.report.html import fmt
+    from gptperf.report.page_prediction import _curves_fact
+
+    base = flat_calibration("cpu")  # one point a curve: no residual
+    bent = Curve((1, 2, 4), (1.0, 3.0, 4.0))  # its middle point read from its neighbours: 1/3 off
+    straight = Curve((1, 2, 4), (1.0, 2.0, 4.0))  # read exactly
+    cal = CalibrationStage.of(dataclasses.replace(
+        base, vector={**base.vector, "add:fp32": bent, "gelu_fwd:fp32": straight}), cached=True, path=None)
+    assert (cal.worst_curve, cal.worst_residual) == ("vector:add:fp32", pytest.approx(1 / 3))
+    assert cal.median_residual == pytest.approx(1 / 6)
+    assert _curves_fact(cal) == (f"{cal.curves}; leave-one-out residual: median "
+                                 f"{fmt(pct(1 / 6), '%')}, largest {fmt(pct(1 / 3), '%')} (vector:add:fp32)")
+    doc = json.loads(to_json(cal.to_dict()))
+    assert CalibrationStage.from_dict(doc) == cal
+    old = CalibrationStage.from_dict({k: v for k, v in doc.items() if k not in ("worst_curve", "median_residual")})
+    assert old.worst_curve is None and "largest leave-one-out residual" in _curves_fact(old)
+
+
 def test_new_stage_results_refuse_another_schema_in_one_line() -> None:
     cal = CalibrationStage.of(flat_calibration("cpu"), cached=True, path="/x")
     val = ValidationStage(None, budget_s=1.0, notes=["n"])

@@ -23,6 +23,17 @@ if TYPE_CHECKING:
     from gptperf.report.results import CalibrationStage, ValidationStage
 
 
+def _curves_fact(cal: CalibrationStage) -> str:
+    """How many curves, and how well each point is read from its neighbours: the median and the
+    largest leave-one-out residual, with the curve it is of (a quick calibration's few points
+    leave wide gaps, and a curve's bend between them reads as a large residual)."""
+    if cal.median_residual is None:
+        return (f"{cal.curves} (largest leave-one-out residual "
+                f"{fmt(pct(cal.worst_residual), '%')})")
+    return (f"{cal.curves}; leave-one-out residual: median {fmt(pct(cal.median_residual), '%')}, "
+            f"largest {fmt(pct(cal.worst_residual), '%')} ({cal.worst_curve})")
+
+
 def _calibration_facts(cal: CalibrationStage) -> list[Any]:
     """What the calibration is: device, date, age, torch, how it got here, what it holds."""
     info = cal.info
@@ -35,8 +46,7 @@ def _calibration_facts(cal: CalibrationStage) -> list[Any]:
         ("made", f"{info.created_at} ({info.age_days:.1f} days old when this report ran)"),
         ("torch", info.torch_version),
         ("how", f"{how}; {'quick' if cal.quick else 'full'} calibration"),
-        ("kernel time curves", f"{cal.curves} (largest leave-one-out residual "
-                               f"{fmt(pct(cal.worst_residual), '%')})"),
+        ("kernel time curves", _curves_fact(cal)),
         ("host costs · compiled recordings", f"{cal.host_costs} · {cal.compiled}"),
     ]
     if cal.path:

@@ -8,6 +8,7 @@ schema in one line. Live objects a later stage needs (the trained model) ride al
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,8 @@ class CalibrationStage:
     compiled: int = 0  # compiled recordings
     notes: list[str] = field(default_factory=list)  # the report's: reused, measured, missing
     calibration_notes: list[str] = field(default_factory=list)  # the calibration's own
+    worst_curve: str | None = None  # the curve of `worst_residual` (e.g. "vector:add:fp32")
+    median_residual: float | None = None  # the curves' median leave-one-out residual
     calibration: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -103,12 +106,15 @@ class CalibrationStage:
         """The stage's result for a `Calibration` (its summary, and itself to ride along)."""
         from gptperf.measure.calibrate import is_quick  # deferred: loads torch
 
-        residuals = [r for r in calibration.residuals().values() if r is not None]
+        residuals = {k: r for k, r in calibration.residuals().items() if r is not None}
+        worst = max(residuals, key=residuals.__getitem__) if residuals else None
         return cls(CalibrationInfo.of(calibration), cached, is_quick(calibration), measured_s,
                    None if path is None else str(path), len(calibration.residuals()),
-                   max(residuals) if residuals else None, len(calibration.host),
+                   residuals[worst] if worst is not None else None, len(calibration.host),
                    len(calibration.compiled), list(notes or []), list(calibration.notes),
-                   calibration)
+                   worst_curve=worst,
+                   median_residual=statistics.median(residuals.values()) if residuals else None,
+                   calibration=calibration)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": self.SCHEMA,
@@ -116,7 +122,8 @@ class CalibrationStage:
                 "cached": self.cached, "quick": self.quick, "measured_s": self.measured_s,
                 "path": self.path, "curves": self.curves, "worst_residual": self.worst_residual,
                 "host_costs": self.host_costs, "compiled": self.compiled,
-                "notes": list(self.notes), "calibration_notes": list(self.calibration_notes)}
+                "notes": list(self.notes), "calibration_notes": list(self.calibration_notes),
+                "worst_curve": self.worst_curve, "median_residual": self.median_residual}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CalibrationStage:
@@ -124,7 +131,9 @@ class CalibrationStage:
         info = d["calibration"]
         return cls(CalibrationInfo.from_dict(info) if info is not None else None, d["cached"],
                    d["quick"], d["measured_s"], d["path"], d["curves"], d["worst_residual"],
-                   d["host_costs"], d["compiled"], list(d["notes"]), list(d["calibration_notes"]))
+                   d["host_costs"], d["compiled"], list(d["notes"]), list(d["calibration_notes"]),
+                   # absent from reports written before the curve was named
+                   worst_curve=d.get("worst_curve"), median_residual=d.get("median_residual"))
 
 
 @dataclass(frozen=True)
