@@ -264,6 +264,55 @@ def test_gpu_kernels_follow_correlation_sequence_and_optimizer():
                         "mystery": None}  # launched outside every CPU event
 
 
+def test_the_streams_gradient_sum_goes_to_its_layers_residual():
+    """The autograd engine adds the two gradients meeting at the residual stream inside the
+    evaluate_function of the LayerNorm backward that brings the second one, beside the node's own
+    operator: that add is the layer's residual backward (where the model charges it). An add inside
+    the node's operator, or beside another node (a matmul's), stays with its node."""
+    def x(name, cat, ts, dur, tid=1, **args):
+        return {"ph": "X", "cat": cat, "name": name, "pid": 1, "tid": tid, "ts": ts, "dur": dur,
+                "args": args}
+
+    def kernel(name, ts, corr):
+        return {"ph": "X", "cat": "kernel", "name": name, "pid": 0, "tid": 7, "ts": ts, "dur": 10,
+                "args": {"correlation": corr}}
+
+    node = {"Fwd thread id": 1}
+    ev = [
+        x("ProfilerStep#3", "user_annotation", 0, 1000),
+        x("h.2.ln_1", "user_annotation", 10, 30),
+        x("aten::native_layer_norm", "cpu_op", 12, 20, **{"Sequence number": 21, "Fwd thread id": 0}),
+        x("h.2.mlp.fc", "user_annotation", 50, 30),
+        x("aten::addmm", "cpu_op", 52, 20, **{"Sequence number": 22, "Fwd thread id": 0}),
+        x("autograd::engine::evaluate_function: AddmmBackward0", "cpu_op", 300, 50, tid=2,
+          **{"Sequence number": 22, **node}),
+        x("aten::mm", "cpu_op", 305, 20, tid=2),
+        x("cudaLaunchKernel", "cuda_runtime", 306, 2, tid=2, correlation=30),
+        x("aten::add_", "cpu_op", 330, 10, tid=2),
+        x("cudaLaunchKernel", "cuda_runtime", 331, 2, tid=2, correlation=31),
+        x("autograd::engine::evaluate_function: NativeLayerNormBackward0", "cpu_op", 400, 100,
+          tid=2, **{"Sequence number": 21, **node}),
+        x("NativeLayerNormBackward0", "cpu_op", 405, 50, tid=2, **{"Sequence number": 21, **node}),
+        x("aten::native_layer_norm_backward", "cpu_op", 410, 20, tid=2),
+        x("cudaLaunchKernel", "cuda_runtime", 411, 2, tid=2, correlation=32),
+        x("aten::add_", "cpu_op", 435, 10, tid=2),
+        x("cudaLaunchKernel", "cuda_runtime", 436, 2, tid=2, correlation=33),
+        x("aten::add_", "cpu_op", 470, 10, tid=2),
+        x("cudaLaunchKernel", "cuda_runtime", 471, 2, tid=2, correlation=34),
+        kernel("gemm_dgrad", 310, 30), kernel("add_beside_mm", 335, 31),
+        kernel("layer_norm_bwd", 415, 32), kernel("add_inside_ln", 440, 33),
+        kernel("stream_sum", 480, 34),
+    ]
+    att = attribute({"traceEvents": ev})
+    got = {w.kernel: (w.parts[0][:2] if w.parts else None, w.method) for w in att.work}
+    bwd = names.BACKWARD
+    assert got["stream_sum"] == (("h.2.residual", bwd), "stream-join")
+    assert got["layer_norm_bwd"] == (("h.2.ln_1", bwd), "sequence")
+    assert got["add_inside_ln"] == (("h.2.ln_1", bwd), "sequence")
+    assert got["gemm_dgrad"] == got["add_beside_mm"] == (("h.2.mlp.fc", bwd), "sequence")
+    assert att.exact_coverage == pytest.approx(1.0)
+
+
 def _compiled_trace() -> dict:
     def x(name, cat, ts, dur, tid=1, **args):
         return {"ph": "X", "cat": cat, "name": name, "pid": 1, "tid": tid, "ts": ts, "dur": dur,

@@ -13,7 +13,11 @@ The walk, for one piece of work in an active profiler step:
   - a `record_function` range named from `gptperf.names` -> (name, fwd), or (optimizer, opt);
   - torch's own `Optimizer.step#...` / `Optimizer.zero_grad#...` ranges -> (optimizer, opt);
   - `AccumulateGrad` (no sequence number) -> the backward node that ran just before it on the
-    same thread, the node whose output gradient it stores.
+    same thread, the node whose output gradient it stores;
+  - the engine's sum of two gradients meeting at one tensor (an `aten::add_` directly inside a
+    node's `evaluate_function`, beside the node's own operator) where a LayerNorm's backward
+    brings the second: the residual stream's join -> (that layer's residual, bwd), where the
+    model places it.
 * Compiled code (torch.compile) has no gptperf ranges inside. Its kernels are looked up in a
   provenance table captured while inductor generated them (kernel -> the FX nodes it fuses ->
   the operation names the model's labels annotated them with, see provenance.py); an aten
@@ -52,11 +56,12 @@ _GRAPH_PREFIX = re.compile(r"^graph_\d+_")
 METHOD_RANGE = "range"  # inside the operation's record_function range
 METHOD_SEQUENCE = "sequence"  # backward node -> forward op with the same sequence number -> range
 METHOD_ACCUMULATE = "accumulate-grad"  # AccumulateGrad -> the backward node just before it
+METHOD_STREAM_JOIN = "stream-join"  # the engine's add of the stream's two gradients -> residual
 METHOD_OPTIMIZER = "optimizer-range"  # torch's Optimizer.step / zero_grad ranges
 METHOD_PROVENANCE = "inductor-provenance"  # compiled kernel -> FX nodes -> their labels' names
 METHOD_SHARE = "predicted-share"  # unexplained compiled work split by the prediction
-EXACT_METHODS = (METHOD_RANGE, METHOD_SEQUENCE, METHOD_ACCUMULATE, METHOD_OPTIMIZER,
-                 METHOD_PROVENANCE)
+EXACT_METHODS = (METHOD_RANGE, METHOD_SEQUENCE, METHOD_ACCUMULATE, METHOD_STREAM_JOIN,
+                 METHOD_OPTIMIZER, METHOD_PROVENANCE)
 
 Key = tuple[str, str]  # (operation name, phase)
 
@@ -518,13 +523,34 @@ class _Attributor:
         return accumulate
 
     def operation_of(self, i: int | None) -> _Target | None:
-        """As `resolve`, but work inside an AccumulateGrad goes to the node that ran before it."""
+        """As `resolve`, but work inside an AccumulateGrad goes to the node that ran before it,
+        and the stream's gradient sum inside a LayerNorm's node to its layer's residual."""
         for a in self.forest.ancestors(i):
             if a in self.accumulate:
                 return self.accumulate[a]
             if _is_backward_node(self.events[a]) or self.events[a].get("cat") == "user_annotation":
                 break
-        return self.resolve(i)
+        return self._stream_join(i) or self.resolve(i)
+
+    def _stream_join(self, i: int | None) -> _Target | None:
+        """(h.k.residual, bwd) for the engine's sum of the two gradients at the residual stream:
+        an `aten::add_` whose parent is a backward node's `evaluate_function` (outside the node's
+        own operator) resolving to layer k's ln_1 or ln_2, the operation whose backward brought
+        the second gradient of the tensor its LayerNorm and the residual's skip both read."""
+        add = next((a for a in self.forest.ancestors(i)
+                    if self.events[a].get("cat") == "cpu_op"), None)
+        if add is None or self.events[add].get("name") != "aten::add_":
+            return None
+        node = self.forest.parent.get(add)
+        if node is None or "evaluate_function" not in str(self.events[node].get("name", "")):
+            return None
+        target = self.resolve(node)
+        if target is None or target[1] != names.BACKWARD:
+            return None
+        layer, component = names.split_name(target[0])
+        if layer is None or component not in (names.LN_1, names.LN_2):
+            return None
+        return (names.layer_name(layer, names.RESIDUAL), names.BACKWARD, METHOD_STREAM_JOIN)
 
     def compiled_parts(self, kernel_name: str, cpu: int | None, phase: str, step: int
                        ) -> tuple[list[tuple[str, str, float]], str | None]:
