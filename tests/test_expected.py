@@ -1280,7 +1280,7 @@ def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
     join reading 50257 rows and writing 50304), the matmuls and the weight's casts at 50304 rows.
     The loss reads the whole product, its 47 pad columns filled with -inf (256 × 47 bf16), forward
     and backward at 50304 columns: nothing charged for the slice. bf16 autocast, B·T = 256 rows,
-    whose input is cast to bf16 first."""
+    whose input is cast to bf16 first (and its gradient back to fp32 in the head's backward)."""
     V, Vh, C, N = 50257, 50304, 768, 256
     w = Workload("train", 4, 64, "bf16")
     calls = _lm_head_calls(V, w, ExecutionPlan.eager("sdpa"), "cuda")
@@ -1290,7 +1290,7 @@ def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
         ("matmul", "bf16", (N, Vh, C))]
     assert calls[f"{names.LM_HEAD}:{names.BACKWARD}"] == [
         ("matmul", "bf16", (N, C, Vh)), ("matmul", "bf16", (Vh, C, N)),
-        ("vector", "cast_to_fp32:bf16", (C * Vh * 6.0,))]
+        ("vector", "cast_to_fp32:bf16", (C * Vh * 6.0,)), ("vector", "cast_to_fp32:bf16", (N * C * 6.0,))]
     assert calls[f"{names.LOSS}:{names.FORWARD}"] == [
         ("vector", "add:bf16", (N * 47 * 2.0,)), ("vector", "cross_entropy_fwd:fp32", (N * Vh * 4.0,))]
     assert calls[f"{names.LOSS}:{names.BACKWARD}"] == [("vector", "cross_entropy_bwd:fp32", (N * Vh * 6.0,))]

@@ -170,10 +170,12 @@ def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool,
     return calls
 
 
-def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, bias: bool = True,
+def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool, bias: bool = True,
                 head: bool = False) -> list[KernelCall]:
     """dX = dY·W (rows × k_in over n_out), dW = dYᵀ·X (n_out × k_in over rows), db = Σ dY; under
-    autocast the weight's gradient is cast back to fp32."""
+    autocast the weight's gradient is cast back to fp32, and dX too where the forward cast its
+    fp32 input (the cast's backward node was made in this operation's range, where a profile
+    finds it)."""
     slow = _orientations(c, k_in, n_out)
     calls = [_mm(c.mm, rows, k_in, n_out, unaligned=slow["dgrad"]),
              _mm(c.mm, n_out, k_in, rows, unaligned=slow["wgrad"])]
@@ -182,6 +184,8 @@ def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, bias: bool = True,
         calls.append(vector_call("sum_rows", c.act, rows * n_out * a))
     if c.casts_weight(head):
         calls.append(cast_call(k_in * n_out, c.act, c.store))
+    if c.mixed and input_cast:
+        calls.append(cast_call(rows * k_in, c.act, c.store))
     return calls
 
 
@@ -190,8 +194,9 @@ def _ln_fwd(c: _Ctx, rows: int) -> list[KernelCall]:
 
 
 def _ln_bwd(c: _Ctx, rows: int) -> list[KernelCall]:
-    calls = [cast_call(rows * c.s.C, c.act, c.store)] if c.mixed else []
-    return calls + [vector_call("layernorm_bwd", c.store, 3 * rows * c.s.C * dtype_bytes(c.store))]
+    """LayerNorm's backward in the stored dtype (under autocast its output's gradient arrives in
+    fp32 from the next linear's input cast, charged there)."""
+    return [vector_call("layernorm_bwd", c.store, 3 * rows * c.s.C * dtype_bytes(c.store))]
 
 
 def _attention(c: _Ctx, backward: bool = False) -> KernelCall:
@@ -248,11 +253,11 @@ def _layer_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
     residual += [vector_call("add", c.store, 3 * N * C * st, count=2)]
     ops: dict[str, list[KernelCall]] = {
         names.RESIDUAL: residual,
-        names.MLP_PROJ: _linear_bwd(c, N, 4 * C, C),
+        names.MLP_PROJ: _linear_bwd(c, N, 4 * C, C, input_cast=False),
         names.MLP_ACT: [vector_call("gelu_bwd", c.act, 3 * 4 * N * C * a)],
-        names.MLP_FC: _linear_bwd(c, N, C, 4 * C),
+        names.MLP_FC: _linear_bwd(c, N, C, 4 * C, input_cast=True),
         names.LN_2: _ln_bwd(c, N),
-        names.ATTN_PROJ: _linear_bwd(c, N, C, C),
+        names.ATTN_PROJ: _linear_bwd(c, N, C, C, input_cast=False),
     }
     if c.plan.attention == "math":  # the head-merge copy's gradient
         ops[names.ATTN_PROJ].append(vector_call("copy", c.act, 2 * N * C * a))
@@ -266,7 +271,7 @@ def _layer_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
         ops[names.ATTN_SOFTMAX] = [vector_call("softmax_bwd", c.store, 3 * sf * st)]
         ops[names.ATTN_SCORES] = [vector_call("add", c.act, 3 * sf * a), batched_mm(c.mm, c.act, bh, s.T, s.D, s.L),
                                   batched_mm(c.mm, c.act, bh, s.L, s.D, s.T)]
-    ops[names.ATTN_QKV] = [vector_call("copy", c.act, 2 * 3 * N * C * a)] + _linear_bwd(c, N, C, 3 * C)
+    ops[names.ATTN_QKV] = [vector_call("copy", c.act, 2 * 3 * N * C * a)] + _linear_bwd(c, N, C, 3 * C, input_cast=True)
     ops[names.LN_1] = _ln_bwd(c, N)
     return ops
 
@@ -314,7 +319,7 @@ def _model_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
              vector_call("add", c.store, c.block * C * st), vector_call("embedding_bwd", c.store, s.T * C * st)]
     if s.B > 1:
         embed.append(vector_call("sum_rows", c.store, N * C * st))
-    head = _linear_bwd(c, N, C, c.head_width, bias=False, head=True)
+    head = _linear_bwd(c, N, C, c.head_width, input_cast=True, bias=False, head=True)
     return {names.LOSS: loss, names.LM_HEAD: head,
             names.LN_F: _ln_bwd(c, N), names.EMBED: embed}
 
