@@ -1275,6 +1275,29 @@ def _lm_head_calls(vocab: int, w: Workload, plan: ExecutionPlan, device_type: st
             if comp in (names.LM_HEAD, names.LOSS)}
 
 
+def test_a_cast_inputs_gradient_is_cast_back_in_its_linears_backward() -> None:
+    """Under bf16 autocast the linears that cast an fp32 input (qkv, fc, the head: each reads a
+    LayerNorm's output) cast its gradient back to fp32 in their own backward, where the cast's
+    node runs; the LayerNorms' backward is the norm alone; the projections read bf16 and cast
+    nothing back but their weight's gradient. In fp32 nothing is cast."""
+    cfg, N = preset("gpt2", n_layer=1), 4 * 64
+    C = cfg.n_embd
+
+    def casts(dtype: str) -> dict[str, list[tuple[float, ...]]]:
+        ops = step_ops(cfg, Workload("train", 4, 64, dtype), ExecutionPlan.eager("sdpa"), "cuda")
+        return {comp: [c.point for c in calls if c.key.startswith("cast_")]
+                for comp, phase, _, calls in ops if phase == names.BACKWARD}
+
+    mixed = casts("bf16")
+    for comp, width in ((names.ATTN_QKV, 3 * C), (names.MLP_FC, 4 * C)):
+        assert mixed[comp] == [(6.0 * C * width,), (6.0 * N * C,)]  # the weight's, the input's
+    assert mixed[names.LM_HEAD][-1] == (6.0 * N * C,)
+    for comp in (names.ATTN_PROJ, names.MLP_PROJ):
+        assert len(mixed[comp]) == 1 and mixed[comp][0] != (6.0 * N * C,)
+    assert mixed[names.LN_1] == mixed[names.LN_2] == mixed[names.LN_F] == []
+    assert not any(casts("fp32").values())
+
+
 def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
     """gpt2's 50257 tokens in an eager bf16 step on a GPU over 256 rows: the table joined to 47 zero rows (a fill of 47·768 fp32, the
     join reading 50257 rows and writing 50304), the matmuls and the weight's casts at 50304 rows.
