@@ -240,7 +240,7 @@ def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
         own = call_time(replace(call, floor=None), cal, warm)
         return max(own, call.count * call_time(call.floor, cal, warm))
     dtype, pass_ = split_attention_key(call.key) if call.family == "attention" else ("", "")
-    if pass_ == FUSED_ATTENTION_PASS and (wide := wide_fused_attention(call, cal)) is not call:
+    if (wide := wide_fused_attention(call, cal)) is not call:
         return call_time(wide, cal, warm)
     if pass_ == "causal_bwd":
         fwd = KernelCall("attention", attention_key(dtype, "causal_fwd"), call.point)
