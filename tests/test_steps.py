@@ -188,6 +188,31 @@ def test_compiled_training_graph_returns_the_loss_alone(compile_calls) -> None:
     assert logits is None and loss.dim() == 0 and loss.requires_grad
 
 
+def test_compiling_ahead_leaves_the_first_step_of_a_run_nothing_to_compile(monkeypatch) -> None:
+    """`gptperf train` compiles before its first timed step; that step must not compile again.
+    Dynamo runs with a counting backend in place of inductor: every frame is compiled in
+    `compile_now`, none in the steps (one tensor passed as both inputs and targets there had made
+    the first step compile everything again: dynamo guards on aliasing)."""
+    from torch._dynamo.testing import CompileCounter
+
+    from gptperf.train import TrainConfig, train
+
+    counter, real_compile, ahead = CompileCounter(), torch.compile, []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=counter))
+    compile_now = TrainStep.compile_now
+    monkeypatch.setattr(TrainStep, "compile_now", lambda self, *a: (
+        compile_now(self, *a), ahead.append(counter.frame_count)))
+    torch._dynamo.reset()
+    cfg = TrainConfig.for_preset("tiny", model=dict(n_layer=1, n_embd=32, n_head=2, block_size=32),
+                                 batch=2, seq=16, max_iters=3, eval_iters=1, compile=True,
+                                 device="cpu")
+    try:
+        train(cfg)
+    finally:
+        torch._dynamo.reset()
+    assert ahead[0] >= 1 and counter.frame_count == ahead[0]
+
+
 def test_bench_train_profile_train_and_train_run_the_same_step(monkeypatch, tmp_path, cli_json) -> None:
     calls: Counter[str] = Counter()
     for method in ("forward", "backward", "optimizer_step"):

@@ -258,8 +258,10 @@ class TrainStep:
     def compile_now(self, batch: int, seq: int) -> None:
         """Compile forward and backward on a dummy batch before any timed step; changes neither
         weights, optimizer state nor the data stream."""
-        dummy = torch.zeros(batch, seq, dtype=torch.long, device=self.device)
+        # two tensors, as a real batch: dynamo guards on aliasing, and one tensor passed as both
+        # inputs and targets made the first real step compile everything again
+        x, y = (torch.zeros(batch, seq, dtype=torch.long, device=self.device) for _ in range(2))
         with autocast(self.device, self.dtype):
-            _, loss = self.run_model(dummy, dummy)
+            _, loss = self.run_model(x, y)
         loss.backward()
         self.model.zero_grad(set_to_none=True)
