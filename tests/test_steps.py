@@ -204,7 +204,7 @@ def test_compiling_ahead_leaves_the_first_step_of_a_run_nothing_to_compile(monke
         compile_now(self, *a), ahead.append(counter.frame_count)))
     torch._dynamo.reset()
     cfg = TrainConfig.for_preset("tiny", model=dict(n_layer=1, n_embd=32, n_head=2, block_size=32),
-                                 batch=2, seq=16, max_iters=3, eval_iters=1, compile=True,
+                                 batch=2, seq=16, max_iters=3, eval_iters=1, out_dir=None, compile=True,
                                  device="cpu")
     try:
         train(cfg)
