@@ -83,10 +83,12 @@ def prediction_checks(report: ReportData) -> list[tuple[str, bool]]:
     result = stage.result if stage is not None else None
     if result is not None:
         st = result.stats
-        print(f"validation: {st.n} of {stage.sweep_cases} cases in {stage.budget_s:.0f} s: median "
-              f"{100 * st.median:.1f}%, p90 {100 * st.p90:.1f}%, max {100 * st.max:.1f}%, per "
-              f"operation {100 * result.per_op_error:.1f}% over {result.per_op_count}; left out: "
-              f"{', '.join(stage.left_out) or 'none'}")
+        per_op = (f"{100 * result.per_op_error:.1f}% over {result.per_op_count}" if result.per_op_count
+                  else "not profiled (the section's time ran out)")
+        print(f"validation: {st.n} of {stage.sweep_cases} cases within its {stage.budget_s:.0f} s budget: "
+              f"median {100 * st.median:.1f}%, p90 {100 * st.p90:.1f}%, max {100 * st.max:.1f}%, per "
+              f"operation {per_op}; left out: {', '.join(stage.left_out) or 'none'}; profiles skipped: "
+              f"{', '.join(stage.profiles_skipped) or 'none'}")
         for p in result.points:
             print(f"  {p.case}: m/p {p.ratio:.3f}")
     return [("a calibration measured by the report", cal is not None and cal.info is not None
