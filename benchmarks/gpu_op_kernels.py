@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,30 +24,41 @@ from collections import defaultdict
 from pathlib import Path
 
 from gptperf.envinfo import device_name
+from gptperf.errors import UserError
 from gptperf.model.config import preset
-from gptperf.perfmodel.calibration import load_calibration
+from gptperf.perfmodel.calibration import Calibration, load_calibration
 from gptperf.perfmodel.expected import call_time
-from gptperf.perfmodel.kernel_calls import step_ops
+from gptperf.perfmodel.kernel_calls import KernelCall, step_ops
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import ExecutionPlan
 from gptperf.profiling.trace import attribute_file
 
 
-def measured_kernels(trace: Path, layer: int) -> dict[tuple[str, str], dict[str, float]]:
-    """(op, phase) -> kernel name -> mean µs per active step, for block `layer`'s operations."""
-    _, att = attribute_file(trace)
+def measured_kernels(trace: Path, layer: int) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """(op, phase) -> kernel -> [mean µs per active step, calls per step], for block `layer`'s
+    operations; a kernel is named with the CPU operator that launched it and that operator's
+    input sizes (a cast of a weight and of an activation run the same kernel)."""
+    doc, att = attribute_file(trace)
+    events = doc["traceEvents"]
     steps = max(len(att.steps), 1)
     prefix = f"h.{layer}."
-    out: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    out: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
     for w in att.work:
-        for name, phase, weight in w.parts:
-            if name.startswith(prefix):
-                out[(name[len(prefix):], phase)][w.kernel[:90]] += w.dur_us * weight / steps
+        # a kernel's launching operator; on a CPU the operator is the work itself
+        launcher = events[w.launcher if w.launcher is not None else w.index]
+        dims = (launcher.get("args") or {}).get("Input Dims", "")
+        via = f" <- {launcher.get('name')}" if w.launcher is not None else ""
+        name = f"{w.kernel[:60]}{via} {dims}"
+        for op, phase, weight in w.parts:
+            if op.startswith(prefix):
+                entry = out[(op[len(prefix):], phase)][name]
+                entry[0] += w.dur_us * weight / steps
+                entry[1] += weight / steps
     return out
 
 
 def expected_kernels(args: argparse.Namespace) -> dict[tuple[str, str], list[tuple[str, float]]]:
-    """(op, phase) -> [(kernel call, calibrated µs × count)] for block `layer`."""
+    """(op, phase) -> [(kernel call, calibrated µs of its `count` kernels)] for block `layer`."""
     import torch
 
     cal = load_calibration(device_name(torch.device(args.device)), required=True)
@@ -56,8 +68,16 @@ def expected_kernels(args: argparse.Namespace) -> dict[tuple[str, str], list[tup
     for comp, phase, layer, calls in step_ops(config, workload, ExecutionPlan.eager("sdpa"), "cuda"):
         if layer == args.layer:
             out[(comp, phase)] = [(f"{c.family}:{c.key} {tuple(round(p) for p in c.point)} ×{c.count}",
-                                   call_time(c, cal) * c.count * 1e6) for c in calls]
+                                   _micros(c, cal)) for c in calls]
     return out
+
+
+def _micros(call: KernelCall, cal: Calibration) -> float:
+    """The call's calibrated µs, NaN where the calibration has no curve for it (a CPU's is fp32)."""
+    try:
+        return call_time(call, cal) * 1e6
+    except UserError:
+        return math.nan
 
 
 def main() -> int:
@@ -82,15 +102,15 @@ def main() -> int:
     rows = []
     for key in sorted(set(measured) | set(expected)):
         m, e = measured.get(key, {}), expected.get(key, [])
-        rows.append({"op": key[0], "phase": key[1], "measured_us": sum(m.values()),
+        rows.append({"op": key[0], "phase": key[1], "measured_us": sum(us for us, _ in m.values()),
                      "expected_us": sum(t for _, t in e),
-                     "measured": sorted(m.items(), key=lambda kv: -kv[1]), "expected": e})
+                     "measured": sorted(m.items(), key=lambda kv: -kv[1][0]), "expected": e})
     out = Path(os.environ.get("OUT", ".")) / "op_kernels.json"
     out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     for r in rows:
         print(f"\n{r['op']} {r['phase']}: measured {r['measured_us']:.1f} µs, expected {r['expected_us']:.1f} µs")
-        for name, us in r["measured"]:
-            print(f"   m {us:8.2f}  {name}")
+        for name, (us, calls) in r["measured"]:
+            print(f"   m {us:8.2f} ×{calls:g}  {name}")
         for name, us in r["expected"]:
             print(f"   e {us:8.2f}  {name}")
     return 0
