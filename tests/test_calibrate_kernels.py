@@ -117,7 +117,8 @@ def test_result_families_keys_and_progress(swept: tuple) -> None:
     rows, offgrid = result["matmul_probes"]["fp32"], result["matmul_offgrid"]["fp32"]
     assert len(rows) == offgrid["probes"] > 0 and all(len(r) == 4 for r in rows)
     assert sum(r[3] for r in rows) / len(rows) == pytest.approx(offgrid["ratio"])
-    expected_ops = set(ck.VECTOR_OPS) - {"cast_to_fp32", "add_mixed"}  # no kernel of their own in fp32
+    # no kernel of their own in fp32; a weight's cast read from memory: the CPU's timer does that
+    expected_ops = set(ck.VECTOR_OPS) - {"cast_to_fp32", "add_mixed", "cast_weight_to_bf16"}
     assert set(result["vector"]) == {f"{op}:fp32" for op in expected_ops}
     # a CPU's per-tensor loop, on one set of tensors and from memory; the grids: CUDA
     assert set(result["optimizer"]) == {"adamw_loop", "adamw_loop_cold"}
@@ -180,13 +181,14 @@ def test_a_failed_section_is_left_out_with_a_one_line_note_and_a_working_one_pas
 def test_vector_x_is_the_bytes_docs_define(dtype: str) -> None:
     e = {"fp32": 4, "bf16": 2}[dtype]
     target = 3 * MIB
-    for op in ck.vector_ops(dtype):
+    for op in ck.vector_ops("cuda", dtype):
         shape, x = cp._vector_shape(op, dtype, target)
         rows = shape.get("rows", 0)
         n = shape.get("n") or rows * 1024
         want = {
             "add": 3 * n * e, "add_mixed": n * (4 + e + 4), "copy": 2 * shape.get("b", 0) * 16 * shape.get("t", 0) * 64 * e,
-            "cast_to_fp32": n * (e + 4), "cast_to_bf16": n * (e + 2),
+            "cat": 2 * 3 * n * e, "cast_to_fp32": n * (e + 4), "cast_to_bf16": n * (e + 2),
+            "cast_weight_to_bf16": n * (4 + 2),
             "layernorm_fwd": 2 * n * e, "layernorm_bwd": 3 * n * e, "gelu_fwd": 2 * n * e,
             "gelu_bwd": 3 * n * e, "softmax_fwd": 2 * n * e, "softmax_bwd": 3 * n * e,
             "cross_entropy_fwd": rows * 50304 * e, "cross_entropy_bwd": 2 * rows * 50304 * e,
@@ -196,8 +198,28 @@ def test_vector_x_is_the_bytes_docs_define(dtype: str) -> None:
         assert x == want, op
         if op not in ("cross_entropy_fwd", "cross_entropy_bwd"):
             assert target / 2 < x <= target, op  # about the size asked for
-    assert "cast_to_bf16" not in ck.vector_ops("bf16") and "cast_to_fp32" in ck.vector_ops("bf16")
-    assert "add_mixed" in ck.vector_ops("bf16") and "add_mixed" not in ck.vector_ops("fp32")
+    assert "cast_to_bf16" not in ck.vector_ops("cuda", "bf16") and "cast_to_fp32" in ck.vector_ops("cuda", "bf16")
+    assert "add_mixed" in ck.vector_ops("cuda", "bf16") and "add_mixed" not in ck.vector_ops("cuda", "fp32")
+    # a weight's cast: of an fp32 weight, on a GPU (a CPU's timer reads large calls from memory)
+    assert "cast_weight_to_bf16" in ck.vector_ops("cuda", "fp32")
+    assert "cast_weight_to_bf16" not in ck.vector_ops("cuda", "bf16") + ck.vector_ops("cpu", "fp32")
+
+
+def test_the_cat_joins_three_row_blocks_and_a_weights_cast_reads_a_new_copy_each_call() -> None:
+    """`cat` is torch.cat of three (rows, CAT_WIDTH) blocks into (rows, 3·CAT_WIDTH), the x its
+    bytes say; `cast_weight_to_bf16` casts a distinct copy of its input each call (a weight comes
+    from memory), where `cast_to_bf16` casts the same buffer every call."""
+    dev = torch.device("cpu")
+    shape, x = cp._vector_shape("cat", "fp32", 3 * MIB)
+    out = ck._vector_call("cat", "fp32", shape, dev)(0)
+    assert out.shape == (shape["rows"], 3 * cp.CAT_WIDTH) and 2 * out.numel() * 4 == x
+    shape, _ = cp._vector_shape("cast_weight_to_bf16", "fp32", 64 * KIB)
+    cold = ck._vector_call("cast_weight_to_bf16", "fp32", shape, dev)
+    first, second = cold(0), cold(1)
+    assert first.dtype == torch.bfloat16 and first.shape == (shape["n"],)
+    assert not torch.equal(first, second)  # another copy: another random input
+    warm = ck._vector_call("cast_to_bf16", "fp32", shape, dev)
+    assert torch.equal(warm(0), warm(1))
 
 
 def test_vector_points_strictly_increase_and_span_the_sizes() -> None:
@@ -296,7 +318,7 @@ def estimated_seconds(device_type: str, quick: bool = False, *,
         layer_s = sum(cp._matmul_cost(kind, "fp32", *c)[0] for c in cp.CACHE_REACH_LAYER)
         out["matmul"] += cp.CACHE_REACH_ROUNDS * sum(point(n * layer_s) for n in cp.CACHE_REACH_LAYERS)
     for dtype in cp.vector_dtypes(dtypes):
-        for op in cp.vector_ops(dtype):
+        for op in cp.vector_ops(kind, dtype):
             for _, x in cp.vector_points(kind, dtype, op, quick):
                 out["vector"] += point(cp._estimate_s(kind, dtype, 0, x))
     # AdamW reads param, grad, m, v and writes param, m, v; foreach passes over them ~4 times
@@ -673,6 +695,9 @@ def test_the_cpu_calibration_keeps_each_familys_passes_out_of_spells(monkeypatch
 
     monkeypatch.setattr(ck, "_measure_pass", one_pass)
     monkeypatch.setattr(cache_reach, "CACHE_REACH_LAYERS", SMALL_REACH_LAYERS)
+    # the add as the calibration begins: this machine's own reading would decide which passes
+    # were in a spell (a fast one made every family's look like one, and a third pass was run)
+    monkeypatch.setattr(ck, "fork_op_s", lambda seconds: 4.0e-6)
     result = ck.measure_kernels("cpu", ["fp32"])
     # the attention read its add 1.5x in the first pass: the second pass's times alone; the
     # matmul's readings agree: both passes averaged (geometric mean of 1.5x and 1x)

@@ -496,6 +496,43 @@ def test_a_mixed_add_is_its_own_curve_or_else_a_cast_and_an_add():
     assert residual[0].device_s == pytest.approx(2 * 3 * T0 + 2 * new.launch_gap_s)
 
 
+def test_a_weights_cast_and_the_qkv_gradients_cat_are_their_own_curves_or_else_the_older_ones():
+    """Autocast's cast of an fp32 weight (read from memory) is charged on `cast_weight_to_bf16`, an
+    activation's on `cast_to_bf16`; under sdpa the qkv split's gradient is one cat, under math a
+    transposing copy. A calibration from before those curves charges them as before: the
+    activation's cast and the copy. Hand-computed: gpt2 widths, a train step of 2 × 64 bf16 tokens."""
+    from gptperf.perfmodel.expected import call_time
+
+    cfg = preset("gpt2", n_layer=1)
+    C, N = 768, 2 * 64
+    ops = [(c, ph, calls) for c, ph, layer, calls in step_ops(cfg, Workload("train", 2, 64, "bf16"),
+                                                              ExecutionPlan.eager("sdpa"), "cuda")
+           if layer == 0]
+    qkv_fwd = next(calls for c, ph, calls in ops if c == names.ATTN_QKV and ph == names.FORWARD)
+    assert [(k.key, k.point) for k in qkv_fwd[:2]] == [
+        ("cast_to_bf16:fp32", (N * C * 6.0,)), ("cast_weight_to_bf16:fp32", (C * 3 * C * 6.0,))]
+    qkv_bwd = next(calls for c, ph, calls in ops if c == names.ATTN_QKV and ph == names.BACKWARD)
+    assert (qkv_bwd[0].key, qkv_bwd[0].point) == ("cat:bf16", (2 * 3 * N * C * 2.0,))
+    math_bwd = [calls for c, ph, layer, calls in step_ops(cfg, Workload("train", 2, 64, "bf16"),
+                                                          ExecutionPlan.eager("math"), "cuda")
+                if layer == 0 and c == names.ATTN_QKV and ph == names.BACKWARD][0]
+    assert math_bwd[0].key == "copy:bf16"
+    old = flat_calibration(vector={**flat_calibration().vector,
+                                   "cast_to_bf16:fp32": Curve((HUGE,), (2e-6,)),
+                                   "copy:bf16": Curve((HUGE,), (5e-6,))})
+    assert call_time(qkv_fwd[1], old) == pytest.approx(2e-6)  # as the activation's cast
+    assert call_time(qkv_bwd[0], old) == pytest.approx(5e-6)  # as the transposing copy
+    new = flat_calibration(vector={**old.vector, "cast_weight_to_bf16:fp32": Curve((HUGE,), (7e-6,)),
+                                   "cat:bf16": Curve((HUGE,), (3e-6,))})
+    assert call_time(qkv_fwd[0], new) == pytest.approx(2e-6)  # an activation's: unchanged
+    assert call_time(qkv_fwd[1], new) == pytest.approx(7e-6)
+    assert call_time(qkv_bwd[0], new) == pytest.approx(3e-6)
+    assert call_time(math_bwd[0], new) == pytest.approx(5e-6)
+    # fp16's weight cast reads bf16's curve, as every fp16 kernel
+    half = KernelCall("vector", "cast_weight_to_fp16:fp32", (6e3,))
+    assert call_time(half, new) == pytest.approx(7e-6)
+
+
 def test_compiled_training_charges_the_recorded_fused_kernels_scaled_by_bytes():
     cfg = preset("gpt2", n_layer=2)
     w = Workload("train", 4, 128, "bf16")
@@ -1309,7 +1346,7 @@ def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
     calls = _lm_head_calls(V, w, ExecutionPlan.eager("sdpa"), "cuda")
     assert calls[f"{names.LM_HEAD}:{names.FORWARD}"] == [
         ("vector", "add:fp32", (47.0 * C * 4,)), ("vector", "copy:fp32", ((V + Vh) * C * 4.0,)),
-        ("vector", "cast_to_bf16:fp32", (N * C * 6.0,)), ("vector", "cast_to_bf16:fp32", (C * Vh * 6.0,)),
+        ("vector", "cast_to_bf16:fp32", (N * C * 6.0,)), ("vector", "cast_weight_to_bf16:fp32", (C * Vh * 6.0,)),
         ("matmul", "bf16", (N, Vh, C))]
     assert calls[f"{names.LM_HEAD}:{names.BACKWARD}"] == [
         ("matmul", "bf16", (N, C, Vh)), ("matmul", "bf16", (Vh, C, N)),
@@ -1322,7 +1359,7 @@ def test_a_gpu_steps_lm_head_runs_on_the_padded_table() -> None:
         plain = _lm_head_calls(vocab, Workload("train", batch, 64, "bf16"), ExecutionPlan.eager("sdpa"), device)
         rows = batch * 64
         assert plain[f"{names.LM_HEAD}:{names.FORWARD}"] == [
-            ("vector", "cast_to_bf16:fp32", (rows * C * 6.0,)), ("vector", "cast_to_bf16:fp32", (C * vocab * 6.0,)),
+            ("vector", "cast_to_bf16:fp32", (rows * C * 6.0,)), ("vector", "cast_weight_to_bf16:fp32", (C * vocab * 6.0,)),
             ("matmul", "bf16", (rows, vocab, C))]
         assert plain[f"{names.LOSS}:{names.FORWARD}"] == [("vector", "cross_entropy_fwd:fp32", (rows * vocab * 4.0,))]
     # and a prefill, whose head reads the last position alone (4 rows, not 4 × 512)

@@ -241,9 +241,10 @@ def test_kernel_calls_drop_the_weight_casts_and_add_two_to_the_optimizer() -> No
 
     Q = master_copied_parameters(config)
     master = plan.replace(master_weights=True)
-    # mlp.fc: its input (the fp32 LayerNorm output) cast, then its weight, then the matmul
+    # mlp.fc: its input (the fp32 LayerNorm output) cast, then its weight (read from memory: a
+    # curve of its own), then the matmul
     assert [c.key for c in calls(plan, names.MLP_FC, names.FORWARD)] == [
-        "cast_to_bf16:fp32", "cast_to_bf16:fp32", "bf16"]
+        "cast_to_bf16:fp32", "cast_weight_to_bf16:fp32", "bf16"]
     assert [c.key for c in calls(master, names.MLP_FC, names.FORWARD)] == ["cast_to_bf16:fp32", "bf16"]
     # its backward: the weight's gradient cast back to fp32 (none with master weights), then its
     # input's (the LayerNorm output's, both ways)

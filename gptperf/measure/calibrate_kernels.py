@@ -8,9 +8,10 @@ Every time is the device time of one call among back-to-back calls, as
 `gptperf.measure.kernel_timer` times it (a CUDA graph on a GPU, a timed loop on a CPU); on a CPU
 every point is measured in two passes over the whole plan, merged (`merge_passes`), since a
 stall of seconds can hold up every call of the points it spans. Inputs a step reads from memory
-rather than from the cache — a layer's weights (matmul, gemv) and its KV cache (one-query
-attention) — are cycled over distinct copies (`OperandPool`); activations (vector ops, causal
-attention) are the same buffers every call, as a step's freshly written activations are.
+rather than from the cache — a layer's weights (matmul, gemv, autocast's cast of a weight) and
+its KV cache (one-query attention) — are cycled over distinct copies (`OperandPool`); activations
+(the other vector ops, causal attention) are the same buffers every call, as a step's freshly
+written activations are.
 
 What is measured is planned without torch (`planned_shapes`): the points of each family are
 pruned by a roofline estimate (`PEAK_FLOPS`, `BANDWIDTH`) so no call takes more than
@@ -49,6 +50,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     ATTENTION_GROWTH,
     ATTENTION_PASSES,
     CACHE_REACH_LAYER,
+    CAT_WIDTH,
     COPY_HEAD_DIM,
     COPY_HEADS,
     CPU_MAX_REPEATS,
@@ -63,6 +65,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     ROW,
     TARGET_REPLAY_S,
     UNALIGNED_LAYER,
+    VECTOR_COLD_OPS,
     VECTOR_OPS,
     VECTOR_X,
     VOCAB,
@@ -361,6 +364,12 @@ def _vector_call(op: str, dtype: str, shape: dict[str, int], device: torch.devic
     if op == "copy":
         x = random_tensor((shape["b"], COPY_HEADS, shape["t"], COPY_HEAD_DIM), td, device)
         return lambda j: x.transpose(1, 2).contiguous()
+    if op == "cat":
+        parts = [random_tensor((shape["rows"], CAT_WIDTH), td, device) for _ in range(3)]
+        return lambda j: torch.cat(parts, dim=1)
+    if op == "cast_weight_to_bf16":  # a weight: read from memory, so a distinct copy each call
+        copies = OperandPool(device, td).copies([(shape["n"],)])
+        return lambda j: copies[j % len(copies)][0].to(torch.bfloat16)
     if op in ("cast_to_fp32", "cast_to_bf16"):
         x = random_tensor((shape["n"],), td, device)
         target = torch.float32 if op == "cast_to_fp32" else torch.bfloat16
@@ -427,7 +436,7 @@ def measure_vector(device: torch.device | str, dtype: str, quick: bool = False,
     timer = KernelTimer(device, quick) if timer is None else timer
     if dtype == "tf32":  # fp32 in memory: the fp32 curves serve
         return {}
-    ops = {op: vector_points(device.type, dtype, op, quick) for op in vector_ops(dtype)}
+    ops = {op: vector_points(device.type, dtype, op, quick) for op in vector_ops(device.type, dtype)}
     total, done = sum(len(p) for p in ops.values()), 0
     out: dict[str, Curve] = {}
     shared: dict[str, torch.Tensor] = {}
@@ -443,8 +452,9 @@ def measure_vector(device: torch.device | str, dtype: str, quick: bool = False,
                 record.append([key, x])
             done += 1
             report(progress, f"vector {dtype}", done, total)
+        inputs = "distinct inputs each call" if op in VECTOR_COLD_OPS else "the same inputs every call"
         out[key] = Curve(tuple(xs), tuple(seconds), what=f"s per call over x = bytes {VECTOR_X[op]}, "
-                                                         f"{dtype}, the same inputs every call")
+                                                         f"{dtype}, {inputs}")
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out

@@ -111,19 +111,28 @@ ATTENTION_GROWTH = {"causal_fwd": (1.0, 2.0, 1.0), "causal_fwd_bwd": (1.0, 2.0, 
 # Vector-op sizes: the bytes each op moves (x, as VECTOR_X defines it), x4 steps from 4 KiB.
 VECTOR_SIZES = {"cuda": tuple(4 * KIB * 4**i for i in range(10)),  # 4 KiB .. 1 GiB
                 "cpu": tuple(4 * KIB * 4**i for i in range(9))}  # 4 KiB .. 256 MiB
-VECTOR_OPS = ("add", "add_mixed", "copy", "cast_to_fp32", "cast_to_bf16", "layernorm_fwd",
-              "layernorm_bwd", "gelu_fwd", "gelu_bwd", "softmax_fwd", "softmax_bwd",
-              "cross_entropy_fwd", "cross_entropy_bwd", "embedding_fwd", "embedding_bwd", "sum_rows")
+VECTOR_OPS = ("add", "add_mixed", "copy", "cat", "cast_to_fp32", "cast_to_bf16",
+              "cast_weight_to_bf16", "layernorm_fwd", "layernorm_bwd", "gelu_fwd", "gelu_bwd",
+              "softmax_fwd", "softmax_bwd", "cross_entropy_fwd", "cross_entropy_bwd", "embedding_fwd",
+              "embedding_bwd", "sum_rows")
+# Ops whose input a step reads from memory, timed over distinct copies (`OperandPool`) where the
+# rest reuse one buffer: autocast's cast of an fp32 weight, which on an H100 ran at 1.7 TB/s in the
+# eager gpt2 step against 4.7 TB/s for one 14 MB buffer cast again and again from the L2
+# (BENCHMARKS.md, "Session 69").
+VECTOR_COLD_OPS = ("cast_weight_to_bf16",)
 VECTOR_MIN_STEP = 1.5  # a point whose x is within this factor of the last one adds nothing
 ROW = 1024  # width of the layernorm, softmax and sum_rows rows
 VOCAB, EMBED = 50304, 768  # cross entropy's and the embedding's table
 EMBED_BWD_VOCAB = 1024  # the embedding backward's table: its zero fill is negligible
 COPY_HEADS, COPY_HEAD_DIM = 16, 64  # copy: (B, 16, T, 64).transpose(1, 2).contiguous()
+CAT_WIDTH = 1024  # cat: three (rows, 1024) tensors into (rows, 3072), as q, k, v's gradients
 VECTOR_X = {
     "add": "3·n·e (a + b)",
     "add_mixed": "n·(4 + e + 4) (fp32 a + b of the dtype into fp32: autocast's residual add)",
     "copy": "2·n·e ((B,16,T,64).transpose(1,2).contiguous())",
+    "cat": "2·n·e (torch.cat of three (rows, 1024) into (rows, 3072): the qkv split's gradient)",
     "cast_to_fp32": "n·(e_in + e_out)", "cast_to_bf16": "n·(e_in + e_out)",
+    "cast_weight_to_bf16": "n·(4 + 2) (an fp32 weight's cast, read from memory)",
     "layernorm_fwd": "2·n·e (rows of 1024, weight and bias)",
     "layernorm_bwd": "3·n·e (native_layer_norm_backward, all three grads)",
     "gelu_fwd": "2·n·e (tanh)", "gelu_bwd": "3·n·e (gelu_backward, tanh)",
@@ -380,11 +389,14 @@ def attention_cells(device_type: str, dtype: str, pass_: str, quick: bool,
     return cells
 
 
-def vector_ops(dtype: str) -> list[str]:
-    """The ops measured in `dtype` (a cast to the dtype itself is no kernel)."""
+def vector_ops(device_type: str, dtype: str) -> list[str]:
+    """The ops measured in `dtype` (a cast to the dtype itself is no kernel; a weight's cast is of
+    an fp32 weight, and on a GPU alone: a CPU's timer already reads every call of a megabyte or
+    more from memory, `kernel_timer.CPU_EVICT_MIN_BYTES`)."""
     return [op for op in VECTOR_OPS
             if not (op in ("cast_to_fp32", "add_mixed") and dtype in ("fp32", "tf32"))
-            and not (op == "cast_to_bf16" and dtype == "bf16")]
+            and not (op == "cast_to_bf16" and dtype == "bf16")
+            and not (op in VECTOR_COLD_OPS and (dtype != "fp32" or device_type != "cuda"))]
 
 
 def _vector_shape(op: str, dtype: str, target: int) -> tuple[dict[str, int], int]:
@@ -400,7 +412,10 @@ def _vector_shape(op: str, dtype: str, target: int) -> tuple[dict[str, int], int
     if op == "copy":
         t = max(2, target // (2 * e * COPY_HEADS * COPY_HEAD_DIM))  # T = 1 would be no copy at all
         return {"b": 1, "t": t}, 2 * COPY_HEADS * t * COPY_HEAD_DIM * e
-    if op in ("cast_to_fp32", "cast_to_bf16"):
+    if op == "cat":
+        rows = max(1, target // (2 * 3 * CAT_WIDTH * e))
+        return {"rows": rows}, 2 * 3 * rows * CAT_WIDTH * e
+    if op in ("cast_to_fp32", "cast_to_bf16", "cast_weight_to_bf16"):
         e_out = 4 if op == "cast_to_fp32" else 2
         n = max(1, target // (e + e_out))
         return {"n": n}, n * (e + e_out)
@@ -522,7 +537,7 @@ def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[st
     if kind == "cuda":  # measured where Triton is; planned (and kept off by a validation) always
         attention += [[attention_key(dtype, FUSED_ATTENTION_PASS), *cell] for dtype in dtypes
                       if dtype in FUSED_ATTENTION_DTYPES for cell in product(*fused_attention_axes(quick))]
-    vector = [[vector_key(op, dtype), x] for dtype in vector_dtypes(dtypes) for op in vector_ops(dtype)
+    vector = [[vector_key(op, dtype), x] for dtype in vector_dtypes(dtypes) for op in vector_ops(kind, dtype)
               for _, x in vector_points(kind, dtype, op, quick)]
     return {"matmul": matmul, "attention": attention, "vector": vector}
 

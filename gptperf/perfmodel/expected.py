@@ -191,12 +191,17 @@ def _found(key: str, table: Mapping[str, Any]) -> str | None:
 
 def _stand_ins(key: str) -> list[str]:
     """`key`, then a fused step kernel as its chain, a chained gemv as the plain one, the residual
-    and argmax chains as the LayerNorm chain and the fused decode attention as sdpa's one-query
-    kernel (calibrations from before each was measured), the one-pass master update as AdamW's
-    fused kernel (both move 28 bytes a parameter)."""
+    and argmax chains as the LayerNorm chain, the fused decode attention as sdpa's one-query
+    kernel, a weight's cast as an activation's and the cat as the transposing copy (calibrations
+    from before each was measured), the one-pass master update as AdamW's fused kernel (both move
+    28 bytes a parameter)."""
     keys = [key]
     if key == "adamw_master":
         return keys + ["adamw_fused"]
+    if key.startswith("cast_weight_to_"):
+        return keys + [key.replace("cast_weight_to_", "cast_to_", 1)]
+    if key.startswith("cat:"):
+        return keys + ["copy:" + key.removeprefix("cat:")]
     if key.endswith(f":{FUSED_ATTENTION_PASS}"):
         dtype, _ = split_attention_key(key)
         return keys + _stand_ins(attention_key(dtype, "one_query"))

@@ -91,9 +91,12 @@ def vector_call(op: str, dtype: str, nbytes: float, count: int = 1) -> KernelCal
     return KernelCall("vector", vector_key(op, dtype), (float(nbytes),), count)
 
 
-def cast_call(n: float, src: str, dst: str) -> KernelCall:
-    """A cast of `n` elements from `src` to `dst`: both sides' bytes."""
-    return vector_call(f"cast_to_{dst}", src, n * (dtype_bytes(src) + dtype_bytes(dst)))
+def cast_call(n: float, src: str, dst: str, weight: bool = False) -> KernelCall:
+    """A cast of `n` elements from `src` to `dst`: both sides' bytes. `weight`: autocast's cast of
+    a weight, whose input comes from memory where an activation's is fresh in the cache (its own
+    curve, `calibration_plan.VECTOR_COLD_OPS`)."""
+    op = f"cast_weight_to_{dst}" if weight else f"cast_to_{dst}"
+    return vector_call(op, src, n * (dtype_bytes(src) + dtype_bytes(dst)))
 
 
 def unaligned_layer(k_in: int, n_out: int, element_bytes: int) -> bool:
@@ -164,7 +167,7 @@ def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool,
         if input_cast:
             calls.append(cast_call(rows * k_in, c.store, c.act))
         if c.casts_weight(head):
-            calls.append(cast_call(k_in * n_out, c.store, c.act))
+            calls.append(cast_call(k_in * n_out, c.store, c.act, weight=True))
     calls.append(_mm(c.mm, rows, n_out, k_in, bias=bias and rows > 1 and not c.plan.compiled,
                      unaligned=_orientations(c, k_in, n_out)["fwd"]))
     return calls
@@ -271,7 +274,11 @@ def _layer_bwd(c: _Ctx) -> dict[str, list[KernelCall]]:
         ops[names.ATTN_SOFTMAX] = [vector_call("softmax_bwd", c.store, 3 * sf * st)]
         ops[names.ATTN_SCORES] = [vector_call("add", c.act, 3 * sf * a), batched_mm(c.mm, c.act, bh, s.T, s.D, s.L),
                                   batched_mm(c.mm, c.act, bh, s.L, s.D, s.T)]
-    ops[names.ATTN_QKV] = [vector_call("copy", c.act, 2 * 3 * N * C * a)] + _linear_bwd(c, N, C, 3 * C, input_cast=True)
+    # the split's gradient: sdpa returns q, k and v's gradients in the (B, T, H, D) order of the
+    # qkv output they were views of, joined by one cat; math's come as (B, H, T, D), so the join
+    # transposes them too
+    join = "cat" if c.plan.attention == "sdpa" else "copy"
+    ops[names.ATTN_QKV] = [vector_call(join, c.act, 2 * 3 * N * C * a)] + _linear_bwd(c, N, C, 3 * C, input_cast=True)
     ops[names.LN_1] = _ln_bwd(c, N)
     return ops
 
