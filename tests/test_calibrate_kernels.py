@@ -607,6 +607,11 @@ def test_gpu_sweep_measures_the_plan_in_cuda_graphs(small_gpu: None) -> None:
         result["attention"]["bf16:causal_fwd"].at(32, 1024, 64)
     for key, curve in result["vector"].items():
         assert curve.seconds[-1] > curve.seconds[0], key  # 1024x the bytes
+    # a weight's cast reads a copy from memory: its 4 bytes an element no faster than HBM streams
+    # (5 TB/s), where one buffer cast again and again is read from the L2 (H100: 4.7 TB/s for all
+    # 6 bytes an element of a 14 MB cast)
+    cold = result["vector"]["cast_weight_to_bf16:fp32"]
+    assert all(t > 4 / 6 * x / 5e12 for x, t in zip(cold.x, cold.seconds, strict=True))
     from gptperf.steps import gemv
 
     if gemv.available():
