@@ -155,6 +155,24 @@ def test_report_json_round_trips_through_the_typed_results(quick_report: tuple[P
 
 
 
+def test_the_kv_table_gives_the_calibrated_speedup_of_the_paths_as_they_ran(quick_report: tuple[Path, object]) -> None:
+    """Beside the measured speedup and the roofline's (the work), the calibrated one: the recompute
+    point's expected time over the cached point's, each for the plan it ran; '—' without them."""
+    import dataclasses
+
+    out, _ = quick_report
+    _, report = _loaded(out)
+    r = report.inference
+    r.cache[-1] = dataclasses.replace(r.cache[-1], expected_s=2.5e-4)
+    r.recompute[-1] = dataclasses.replace(r.recompute[-1], expected_s=7.5e-3)
+    page = render_page(report, out)
+    table = page[page.index('id="kv-table"'):]
+    table = table[:table.index("</table>")]
+    assert table.count("</th>") == 11
+    last = table[table.rindex("<tr"):]
+    assert '<td data-v="30.0" class="n">' in last  # 7.5 ms / 250 µs
+
+
 def test_the_metrics_table_shows_the_sm_clock_where_nvml_read_one(quick_report: tuple[Path, object]) -> None:
     """A GPU bench's mean SM clock and its share of the card's maximum; '—' on this CPU."""
     import dataclasses
