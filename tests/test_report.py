@@ -644,6 +644,30 @@ def test_the_training_run_gives_back_what_the_stages_before_it_ran_over() -> Non
     assert report_stages.training_seconds(gpu, 200.0) == 22.5
 
 
+def test_a_compiled_training_run_is_fitted_to_its_budget_by_the_calibrated_step() -> None:
+    """A compiled run's step is not timed (that would compile it once more, and the eager step
+    timed instead is slower): its calibrated expected time fits the run, where the calibration
+    can cost it; an eager run, or no usable calibration, times an eager step as before (None)."""
+    from test_expected import flat_calibration
+
+    from gptperf.perfmodel import Workload
+    from gptperf.perfmodel.expected import expected
+    from gptperf.plan import ExecutionPlan
+    from gptperf.report import resolve_settings
+
+    s = resolve_settings(ReportOptions(device="cpu"))
+    gpu = dataclasses.replace(s, device="cuda", device_type="cuda", compile=True)
+    cfg = report_stages._train_config(s, None, 100)
+    cal = flat_calibration("cuda")
+    plan = ExecutionPlan.default("train", "cuda", compile=True, attention=s.config.attention, dtype=s.dtype)
+    want = expected(s.config, Workload("train", cfg.batch, cfg.seq, s.dtype), plan, cal).step_time_s
+    assert plan.compiled and report_stages._expected_step_time(gpu, cfg, cal) == pytest.approx(want)
+    assert report_stages._expected_step_time(s, cfg, flat_calibration("cpu")) is None  # eager
+    assert report_stages._expected_step_time(gpu, cfg, None) is None
+    bf16_only = flat_calibration("cuda", matmul={"bf16": cal.matmul["bf16"]})  # no fp32 matmul
+    assert report_stages._expected_step_time(gpu, cfg, bf16_only) is None
+
+
 def test_progress_accepts_the_library_hook_shapes() -> None:
     from gptperf.report.build import StageProgress
 

@@ -166,8 +166,9 @@ class ExpectedStep:
 
 @dataclass
 class TrainStage:
-    """The training run (its checkpoint path relative to the report), the step time measured to
-    fit it into its budget, and the budget."""
+    """The training run (its checkpoint path relative to the report), the step time it was fitted
+    into its budget by (an eager step timed, or a compiled run's calibrated expected time), and
+    the budget."""
 
     SCHEMA = "gptperf.report.train/1"
 

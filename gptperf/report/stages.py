@@ -233,6 +233,20 @@ def _calibrate_step_time(s: Settings, cfg: TrainConfig) -> float:
     return sorted(times)[1]
 
 
+def _expected_step_time(s: Settings, cfg: TrainConfig, calibration: Calibration | None) -> float | None:
+    """The calibrated expected time of the compiled step a compiled run takes (None where the run
+    is eager, or the calibration cannot cost that step): timing it would compile it once more, and
+    the eager step `_calibrate_step_time` times took 1.4× as long (gpt2 bf16 B=16 T=1024 on an
+    H100: 52 ms against 36; BENCHMARKS.md, "Session 69")."""
+    if not s.compile or calibration is None:
+        return None
+    plan = ExecutionPlan.default("train", s.device_type, compile=True, attention=s.config.attention,
+                                 dtype=s.dtype)
+    e, _ = calibrated_expected(s.config, Workload("train", cfg.batch, cfg.seq, s.dtype), plan, calibration)
+    step = e.step_time_s if e is not None else math.nan
+    return step if math.isfinite(step) and step > 0 else None
+
+
 # What the stages before the training run should take on a GPU: the ceilings measured from an
 # empty cache (about 30 s on an H100) and a cached calibration. The stages' guides are the CPU's.
 GPU_BEFORE_TRAIN_S = 35.0
@@ -258,8 +272,10 @@ def stage_train(ctx: Context, progress: StageProgress) -> TrainStage:
     s = ctx.settings
     budget_s = training_seconds(s, ctx.elapsed())
     probe = _train_config(s, None, 100)
-    progress("timing a step to fit the budget")
-    step_s = _calibrate_step_time(s, probe)
+    step_s = _expected_step_time(s, probe, live_calibration(ctx.report))
+    if step_s is None:
+        progress("timing a step to fit the budget")
+        step_s = _calibrate_step_time(s, probe)
     # Each of the EVALS validation losses costs eval_iters forward passes, ~1/3 of a step each.
     eval_cost = (EVALS + 1) * (EVAL_ITERS_QUICK if s.quick else EVAL_ITERS) / 3
     max_iters = max(10, int(budget_s * 0.9 / step_s - eval_cost))
