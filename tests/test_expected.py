@@ -471,9 +471,13 @@ def test_mixed_precision_adds_the_autocast_casts():
     fp32 = kernel_calls(cfg, Workload("forward", 2, 64, "fp32"))
     bf16 = kernel_calls(cfg, Workload("forward", 2, 64, "bf16"))
     casts = [k for k in bf16 if k.key.startswith("cast_")]
-    # per block: ln_1 out + qkv weight, proj weight, ln_2 out + fc weight, mlp.proj weight;
-    # head: ln_f out + the tied weight; the fp32 loss reads the bf16 logits itself
-    assert len(casts) == 6 + 2
+    # per block: ln_1 out + qkv weight and bias, proj weight and bias, ln_2 out + fc weight and
+    # bias, mlp.proj weight and bias; head: ln_f out + the tied weight (no bias); the fp32 loss
+    # reads the bf16 logits itself
+    assert len(casts) == 10 + 2
+    C = cfg.n_embd
+    biases = [k.point for k in casts if k.key == "cast_weight_to_bf16:fp32" and k.point[0] < 6 * C * C]
+    assert biases == [(6.0 * 3 * C,), (6.0 * C,), (6.0 * 4 * C,), (6.0 * C,)]
     assert not [k for k in fp32 if k.key.startswith("cast_")]
     # the residual adds read the bf16 branch as they go: one mixed add each, no cast
     mixed = [k for k in bf16 if k.key == "add_mixed:bf16"]
@@ -1316,7 +1320,7 @@ def test_a_cast_inputs_gradient_is_cast_back_in_its_linears_backward() -> None:
     """Under bf16 autocast the linears that cast an fp32 input (qkv, fc, the head: each reads a
     LayerNorm's output) cast its gradient back to fp32 in their own backward, where the cast's
     node runs; the LayerNorms' backward is the norm alone; the projections read bf16 and cast
-    nothing back but their weight's gradient. In fp32 nothing is cast."""
+    nothing back but their weight's and bias's gradients. In fp32 nothing is cast."""
     cfg, N = preset("gpt2", n_layer=1), 4 * 64
     C = cfg.n_embd
 
@@ -1327,10 +1331,11 @@ def test_a_cast_inputs_gradient_is_cast_back_in_its_linears_backward() -> None:
 
     mixed = casts("bf16")
     for comp, width in ((names.ATTN_QKV, 3 * C), (names.MLP_FC, 4 * C)):
-        assert mixed[comp] == [(6.0 * C * width,), (6.0 * N * C,)]  # the weight's, the input's
+        # the weight's, the bias's, the input's
+        assert mixed[comp] == [(6.0 * C * width,), (6.0 * width,), (6.0 * N * C,)]
     assert mixed[names.LM_HEAD][-1] == (6.0 * N * C,)
     for comp in (names.ATTN_PROJ, names.MLP_PROJ):
-        assert len(mixed[comp]) == 1 and mixed[comp][0] != (6.0 * N * C,)
+        assert mixed[comp] == [(6.0 * C * C * (4 if comp == names.MLP_PROJ else 1),), (6.0 * C,)]
     assert mixed[names.LN_1] == mixed[names.LN_2] == mixed[names.LN_F] == []
     assert not any(casts("fp32").values())
 

@@ -241,17 +241,17 @@ def test_kernel_calls_drop_the_weight_casts_and_add_two_to_the_optimizer() -> No
 
     Q = master_copied_parameters(config)
     master = plan.replace(master_weights=True)
-    # mlp.fc: its input (the fp32 LayerNorm output) cast, then its weight (read from memory: a
-    # curve of its own), then the matmul
+    # mlp.fc: its input (the fp32 LayerNorm output) cast, then its weight and its bias (read from
+    # memory: a curve of their own), then the matmul
     assert [c.key for c in calls(plan, names.MLP_FC, names.FORWARD)] == [
-        "cast_to_bf16:fp32", "cast_weight_to_bf16:fp32", "bf16"]
+        "cast_to_bf16:fp32", "cast_weight_to_bf16:fp32", "cast_weight_to_bf16:fp32", "bf16"]
     assert [c.key for c in calls(master, names.MLP_FC, names.FORWARD)] == ["cast_to_bf16:fp32", "bf16"]
-    # its backward: the weight's gradient cast back to fp32 (none with master weights), then its
-    # input's (the LayerNorm output's, both ways)
+    # its backward: the weight's and the bias's gradients cast back to fp32 (none with master
+    # weights), then its input's (the LayerNorm output's, both ways)
     N, C = w.batch * w.seq, config.n_embd
     casts = {p_.master_weights: [c.point for c in calls(p_, names.MLP_FC, names.BACKWARD)
                                  if c.key.startswith("cast_")] for p_ in (plan, master)}
-    assert casts == {False: [(6.0 * C * 4 * C,), (6.0 * N * C,)], True: [(6.0 * N * C,)]}
+    assert casts == {False: [(6.0 * C * 4 * C,), (6.0 * 4 * C,), (6.0 * N * C,)], True: [(6.0 * N * C,)]}
     for phase in (names.FORWARD, names.BACKWARD):  # the head is the fp32 embedding: cast as before
         assert calls(master, names.LM_HEAD, phase) == calls(plan, names.LM_HEAD, phase)
     opt = calls(master, names.OPTIMIZER, names.OPTIMIZER_PHASE)

@@ -159,15 +159,18 @@ def _orientations(c: _Ctx, k_in: int, n_out: int) -> dict[str, str]:
 
 def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool,
                 bias: bool = True, head: bool = False) -> list[KernelCall]:
-    """y = x·Wᵀ + b: under autocast the input (when it arrives in fp32) and the weight are cast;
-    eager over more than one row, the bias rides in cuBLASLt's matmul epilogue (torch's addmm;
-    one row takes another path, and inductor places a compiled step's bias itself)."""
+    """y = x·Wᵀ + b: under autocast the input (when it arrives in fp32), the weight and the bias
+    are cast (the bias's a kernel of its own however small); eager over more than one row, the
+    bias rides in cuBLASLt's matmul epilogue (torch's addmm; one row takes another path, and
+    inductor places a compiled step's bias itself)."""
     calls = []
     if c.mixed:
         if input_cast:
             calls.append(cast_call(rows * k_in, c.store, c.act))
         if c.casts_weight(head):
             calls.append(cast_call(k_in * n_out, c.store, c.act, weight=True))
+            if bias:
+                calls.append(cast_call(n_out, c.store, c.act, weight=True))
     calls.append(_mm(c.mm, rows, n_out, k_in, bias=bias and rows > 1 and not c.plan.compiled,
                      unaligned=_orientations(c, k_in, n_out)["fwd"]))
     return calls
@@ -176,9 +179,9 @@ def _linear_fwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool,
 def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool, bias: bool = True,
                 head: bool = False) -> list[KernelCall]:
     """dX = dY·W (rows × k_in over n_out), dW = dYᵀ·X (n_out × k_in over rows), db = Σ dY; under
-    autocast the weight's gradient is cast back to fp32, and dX too where the forward cast its
-    fp32 input (the cast's backward node was made in this operation's range, where a profile
-    finds it)."""
+    autocast the weight's and the bias's gradients are cast back to fp32, and dX too where the
+    forward cast its fp32 input (the casts' backward nodes were made in this operation's range,
+    where a profile finds them)."""
     slow = _orientations(c, k_in, n_out)
     calls = [_mm(c.mm, rows, k_in, n_out, unaligned=slow["dgrad"]),
              _mm(c.mm, n_out, k_in, rows, unaligned=slow["wgrad"])]
@@ -187,6 +190,8 @@ def _linear_bwd(c: _Ctx, rows: int, k_in: int, n_out: int, input_cast: bool, bia
         calls.append(vector_call("sum_rows", c.act, rows * n_out * a))
     if c.casts_weight(head):
         calls.append(cast_call(k_in * n_out, c.act, c.store))
+        if bias:
+            calls.append(cast_call(n_out, c.act, c.store))
     if c.mixed and input_cast:
         calls.append(cast_call(rows * k_in, c.act, c.store))
     return calls
