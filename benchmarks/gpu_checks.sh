@@ -12,7 +12,7 @@
 #
 # SEED picks the drawn cases (default 6868). The tree is put on PYTHONPATH, so no install is needed.
 # One device call runs 10 minutes at most: `validate` alone (up to 9), then `kernels drawn report`
-# (about 8) in the next while the machine is warm, then `speed`.
+# (about 8) in the next while the machine is warm, then `speed`; each call brings back its 8 files.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-checks-out}
@@ -26,7 +26,8 @@ for step in "$@"; do
     validate) OUT=$OUT/validate timeout 560 python benchmarks/gpu_validate.py --random 8 --seed "${SEED:-6868}" \
                 > "$OUT/validate.txt" 2>&1; tail -40 "$OUT/validate.txt";;
     drawn) OUT=$OUT/drawn timeout 300 python benchmarks/gpu_validate.py --skip-calibrate --no-validate --no-bench \
-             --random 8 --seed "${SEED:-6868}" > "$OUT/drawn.txt" 2>&1; tail -20 "$OUT/drawn.txt";;
+             --random 8 --seed "${SEED:-6868}" > "$OUT/drawn.txt" 2>&1; tail -20 "$OUT/drawn.txt"
+           rm -f "$OUT/drawn/calibration.json";;  # the cached one: `validate` brought it back
     kernels) OUT=$OUT timeout 150 python benchmarks/gpu_op_kernels.py > "$OUT/kernels.txt" 2>&1
              tail -60 "$OUT/kernels.txt" | cut -c1-150;;
     report) OUT=$OUT/report timeout 420 python benchmarks/gpu_report.py > "$OUT/report.txt" 2>&1
