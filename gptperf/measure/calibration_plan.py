@@ -116,7 +116,7 @@ VECTOR_OPS = ("add", "add_mixed", "copy", "cat", "cast_to_fp32", "cast_to_bf16",
               "softmax_fwd", "softmax_bwd", "cross_entropy_fwd", "cross_entropy_bwd", "embedding_fwd",
               "embedding_bwd", "sum_rows")
 # Ops whose input a step reads from memory, timed over distinct copies (`OperandPool`) where the
-# rest reuse one buffer: autocast's cast of an fp32 weight, which on an H100 ran at 1.7 TB/s in the
+# rest reuse one buffer: autocast's cast of an fp32 weight, which on an H100 ran at about 2 TB/s in the
 # eager gpt2 step against 4.7 TB/s for one 14 MB buffer cast again and again from the L2
 # (BENCHMARKS.md, "Session 69").
 VECTOR_COLD_OPS = ("cast_weight_to_bf16",)
