@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from benchmark_scripts import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -36,3 +37,18 @@ def test_a_bf16_layer_casts_each_linears_bias_both_ways_as_the_model_charges(tmp
             assert copies == [pytest.approx(1.0)], (op, phase)
             bias_casts = [c for c in charged[(op, phase)] if c.key.startswith("cast_") and c.point == (6.0 * width,)]
             assert len(bias_casts) == 1, (op, phase)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_each_linears_bias_cast_is_one_kernel_each_way(tmp_path: Path, cli_json) -> None:
+    """The same on a card: one kernel a step launched by the copy of the bias's size, in the
+    forward and in the backward of each linear."""
+    cli_json("profile", *SMALL, "--workload", "train", "--batch", "2", "--seq", "16", "--dtype", "bf16",
+             "--device", "cuda", "--out", str(tmp_path / "p"))
+    measured = load("gpu_op_kernels").measured_kernels(tmp_path / "p" / "trace.json", layer=1)
+    for op, width in (("attn.qkv", 96), ("attn.proj", 32), ("mlp.fc", 128), ("mlp.proj", 32)):
+        for phase in ("fwd", "bwd"):
+            launched = [calls for name, (_, calls) in measured[(op, phase)].items()
+                        if f"<- aten::copy_ [[{width}], [{width}]" in name]
+            assert launched == [pytest.approx(1.0)], (op, phase, sorted(measured[(op, phase)]))
