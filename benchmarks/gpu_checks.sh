@@ -7,6 +7,7 @@
 #   drawn     the drawn cases alone, on the cached calibration
 #   kernels   gpu_op_kernels.py: one layer's kernels beside the model's (eager bf16 gpt2 train step)
 #   report    gpu_report.py: `gptperf report` from an empty cache (index.html and report.json kept)
+#   tests     the GPU tests of the kernel calls and the calibration's curves (pytest -m gpu)
 #   speed     gpu_speed.py (SPEED_ARGS, e.g. "--only decode-gpt2,decode-7b"; the anchors need anchors/,
 #             which benchmarks/prepare_anchors.py exports)
 #
@@ -33,8 +34,10 @@ for step in "$@"; do
     report) OUT=$OUT/report timeout 420 python benchmarks/gpu_report.py > "$OUT/report.txt" 2>&1
             tail -40 "$OUT/report.txt"
             find "$OUT/report" -type f ! -name index.html ! -name report.json -delete;;
+    tests) timeout 400 python -m pytest -q -m gpu tests/test_gpu_op_kernels.py tests/test_calibrate_kernels.py \
+             tests/test_steps.py > "$OUT/tests.txt" 2>&1; tail -15 "$OUT/tests.txt";;
     speed) OUT=$OUT timeout 200 python benchmarks/gpu_speed.py ${SPEED_ARGS:-} > "$OUT/speed.txt" 2>&1
            tail -40 "$OUT/speed.txt";;
-    *) echo "unknown step '$step'; valid: validate, drawn, kernels, report, speed" >&2; exit 2;;
+    *) echo "unknown step '$step'; valid: validate, drawn, kernels, report, tests, speed" >&2; exit 2;;
   esac
 done
