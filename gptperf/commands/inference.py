@@ -112,9 +112,6 @@ def print_result(r: InferenceResult) -> None:
     def per_s(tokens: int, t: float | None) -> float | None:
         return tokens / t if t else None
 
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return a / b if a and b else None
-
     console.print(f"[bold]{r.config.name}[/bold], {r.dtype}: measured on {r.device_name} ({r.device}); "
                   f"roofline bound on {r.hardware_label}"
                   + (f"; expected time {r.expected_label}" if with_exp else "")
@@ -122,11 +119,10 @@ def print_result(r: InferenceResult) -> None:
     t = Table(title="decode, batch 1: tokens/s with the KV cache vs recomputing the context")
     for col in ("context L", "KV cache tok/s", "recompute tok/s", "speedup"):
         t.add_column(col, justify="right")
-    for c, n in zip(r.cache, r.recompute, strict=False):
+    for c, n, x in zip(r.cache, r.recompute, r.speedups(), strict=False):
         t.add_row(str(c.seq), cell(c.tokens_per_s, c.predicted_tokens_per_s, per_s(c.tokens, c.expected_s), tps),
                   cell(n.tokens_per_s, n.predicted_tokens_per_s, per_s(n.tokens, n.expected_s), tps),
-                  cell(ratio(n.time_s, c.time_s), n.predicted_s / c.predicted_s,
-                       ratio(n.expected_s, c.expected_s), times))
+                  cell(x.measured, x.predicted, x.expected, times))
     console.print(t)
 
     t = Table(title=f"one request: prefill P tokens, then decode {r.new_tokens} (each at ~context P)")

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gptperf import names
@@ -244,6 +244,26 @@ class Point:
                    d.get("expected_s"), d.get("expected_source"))
 
 
+def _ratio(slow: float | None, fast: float | None) -> float | None:
+    return slow / fast if slow and fast else None
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """The KV cache against recomputing at one context: recompute's time over the cache's,
+    measured, on the roofline bound and calibrated (None where a side has no time)."""
+
+    context: int
+    measured: float | None
+    predicted: float
+    expected: float | None
+
+    @classmethod
+    def of(cls, cache: Point, recompute: Point) -> Speedup:
+        return cls(cache.seq, _ratio(recompute.time_s, cache.time_s),
+                   recompute.predicted_s / cache.predicted_s, _ratio(recompute.expected_s, cache.expected_s))
+
+
 @dataclass
 class InferenceResult:
     config: GPTConfig
@@ -268,6 +288,10 @@ class InferenceResult:
     plots: dict[str, str] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     expected_label: str | None = None  # the calibration of the expected times; None: none used
+
+    def speedups(self) -> list[Speedup]:
+        """Recompute against the KV cache at each context both were measured at."""
+        return [Speedup.of(c, r) for c, r in zip(self.cache, self.recompute, strict=False)]
 
     def split(self) -> list[dict[str, Any]]:
         """Prefill/decode time of one request per prompt length P: prefill P tokens, then decode
@@ -301,12 +325,7 @@ class InferenceResult:
             "cache_vs_recompute": {
                 "cache": [p.to_dict() for p in self.cache],
                 "recompute": [p.to_dict() for p in self.recompute],
-                "speedup": [
-                    {"context": c.seq, "measured": (r.time_s / c.time_s) if (c.time_s and r.time_s) else None,
-                     "predicted": r.predicted_s / c.predicted_s,
-                     "expected": (r.expected_s / c.expected_s) if (c.expected_s and r.expected_s) else None}
-                    for c, r in zip(self.cache, self.recompute, strict=False)
-                ],
+                "speedup": [asdict(x) for x in self.speedups()],
             },
             "prefill": [p.to_dict() for p in self.prefill],
             "prefill_decode_split": self.split(),

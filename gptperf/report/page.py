@@ -561,13 +561,11 @@ def inference_section(d: Doc) -> Html:
         return d.missing("inference", "inference", "KV cache vs recompute, and batch size")
     src = d.measured
     rows = []
-    for c, rc in zip(r.cache, r.recompute, strict=False):
-        measured = rc.time_s / c.time_s if (c.time_s and rc.time_s) else None
+    for c, rc, x in zip(r.cache, r.recompute, r.speedups(), strict=False):
         rows.append([cell(c.seq), cell(c.time_s, "s"), cell(rc.time_s, "s"),
-                     cell(measured, "x"), cell(c.predicted_s, "s"),
-                     cell(rc.predicted_s, "s"), cell(rc.predicted_s / c.predicted_s, "x"),
-                     cell(c.expected_s, "s"), cell(rc.expected_s, "s"),
-                     cell(rc.expected_s / c.expected_s if (c.expected_s and rc.expected_s) else None, "x"),
+                     cell(x.measured, "x"), cell(c.predicted_s, "s"),
+                     cell(rc.predicted_s, "s"), cell(x.predicted, "x"),
+                     cell(c.expected_s, "s"), cell(rc.expected_s, "s"), cell(x.expected, "x"),
                      cell(c.tokens_per_s, "tokens/s")])
     brows = [[cell(p.batch), cell(p.time_s, "s"), cell(p.tokens_per_s, "tokens/s"),
               cell(p.arithmetic_intensity, "FLOP/B"), cell(p.achieved_bandwidth, "B/s"),
