@@ -429,6 +429,14 @@ def _run_model_config(cfg: TrainConfig, corpus: Corpus, ckpt_path: Path | None,
     return model_config, state
 
 
+def run_plan(cfg: TrainConfig, attention: str, device_type: str) -> ExecutionPlan:
+    """How each step of `cfg`'s run goes on a `device_type` device ("cpu" or "cuda"): compiled on
+    a GPU and eager on a CPU unless `cfg.compile` says otherwise."""
+    compile = device_type == "cuda" if cfg.compile is None else cfg.compile
+    return ExecutionPlan.default("train", device_type, compile=compile, attention=attention,
+                                 dtype=cfg.dtype)
+
+
 def _checked_plan(cfg: TrainConfig, model_config: GPTConfig, device: torch.device) -> ExecutionPlan:
     """How each step runs, after the memory guard's check: before anything is allocated or
     trained, a batch whose predicted peak will not fit in free memory is a UserError."""
@@ -436,9 +444,7 @@ def _checked_plan(cfg: TrainConfig, model_config: GPTConfig, device: torch.devic
 
     # ranks on one CPU share its RAM
     sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
-    compile = device.type == "cuda" if cfg.compile is None else cfg.compile
-    plan = ExecutionPlan.default("train", device.type, compile=compile,
-                                 attention=model_config.attention, dtype=cfg.dtype)
+    plan = run_plan(cfg, model_config.attention, device.type)
     check_memory(model_config, Workload("train", cfg.batch, cfg.seq, cfg.dtype), device,
                  processes=sharing, plan=plan)
     return plan

@@ -657,15 +657,15 @@ def test_a_compiled_training_run_is_fitted_to_its_budget_by_the_calibrated_step(
 
     s = resolve_settings(ReportOptions(device="cpu"))
     gpu = dataclasses.replace(s, device="cuda", device_type="cuda", compile=True)
-    cfg = report_stages._train_config(s, None, 100)
+    cfg, gpu_cfg = (report_stages._train_config(x, None, 100) for x in (s, gpu))
     cal = flat_calibration("cuda")
     plan = ExecutionPlan.default("train", "cuda", compile=True, attention=s.config.attention, dtype=s.dtype)
     want = expected(s.config, Workload("train", cfg.batch, cfg.seq, s.dtype), plan, cal).step_time_s
-    assert plan.compiled and report_stages._expected_step_time(gpu, cfg, cal) == pytest.approx(want)
+    assert plan.compiled and report_stages._expected_step_time(gpu, gpu_cfg, cal) == pytest.approx(want)
     assert report_stages._expected_step_time(s, cfg, flat_calibration("cpu")) is None  # eager
-    assert report_stages._expected_step_time(gpu, cfg, None) is None
+    assert report_stages._expected_step_time(gpu, gpu_cfg, None) is None
     bf16_only = flat_calibration("cuda", matmul={"bf16": cal.matmul["bf16"]})  # no fp32 matmul
-    assert report_stages._expected_step_time(gpu, cfg, bf16_only) is None
+    assert report_stages._expected_step_time(gpu, gpu_cfg, bf16_only) is None
 
 
 def test_progress_accepts_the_library_hook_shapes() -> None:

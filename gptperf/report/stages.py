@@ -67,7 +67,7 @@ from gptperf.report.validation import run_validation, validation_budget
 from gptperf.scaling import study as scaling_study
 from gptperf.scaling.launch import LaunchError
 from gptperf.scaling.results import ScaleSpec
-from gptperf.train import TrainConfig, train
+from gptperf.train import TrainConfig, run_plan, train
 
 if TYPE_CHECKING:
     from gptperf.perfmodel.calibration import Calibration
@@ -238,10 +238,9 @@ def _expected_step_time(s: Settings, cfg: TrainConfig, calibration: Calibration 
     is eager, or the calibration cannot cost that step): timing it would compile it once more, and
     the eager step `_calibrate_step_time` times took 1.4× as long (gpt2 bf16 B=16 T=1024 on an
     H100: 52 ms against 36; BENCHMARKS.md, "Session 69")."""
-    if not s.compile or calibration is None:
+    plan = run_plan(cfg, s.config.attention, s.device_type)
+    if not plan.compiled or calibration is None:
         return None
-    plan = ExecutionPlan.default("train", s.device_type, compile=True, attention=s.config.attention,
-                                 dtype=s.dtype)
     e, _ = calibrated_expected(s.config, Workload("train", cfg.batch, cfg.seq, s.dtype), plan, calibration)
     step = e.step_time_s if e is not None else math.nan
     return step if math.isfinite(step) and step > 0 else None
