@@ -51,10 +51,11 @@ def redesign_checks(report: ReportData) -> list[tuple[str, bool]]:
     decode_points = (inference.cache + inference.batches) if inference else []
     modes = {p.plan.mode if p.plan is not None else None for p in decode_points}
     for p in decode_points:
+        calibrated = (f"calibrated {1e6 * p.expected_s:.0f} us (m/e {p.expected_ratio:.2f})"
+                      if p.expected_s and p.expected_ratio else "no calibrated time")
         print(f"decode B={p.batch} L={p.seq}: {1e6 * (p.time_s or float('nan')):.0f} us "
-              f"measured, {1e6 * p.predicted_s:.0f} us predicted "
-              f"(m/p {p.ratio or float('nan'):.2f}), "
-              f"plan {p.plan.label if p.plan is not None else None}")
+              f"measured; {calibrated}; roofline bound {1e6 * p.predicted_s:.0f} us "
+              f"(m/p {p.ratio or float('nan'):.2f}); plan {p.plan.label if p.plan is not None else None}")
     checks.append(("every decode point measured and predicted on the CUDA-graph plan",
                    bool(decode_points) and modes == {"cuda_graph"}))
     decode = report.bench.results.get("decode") if report.bench else None
