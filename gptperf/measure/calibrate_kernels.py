@@ -21,6 +21,7 @@ Grid's growth exponents (where the kernels are saturated), and is not listed as 
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -61,6 +62,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     GIB,
     KIB,
     MIB,
+    ONE_QUERY_WARM,
     REPLAYS,
     ROW,
     TARGET_REPLAY_S,
@@ -81,6 +83,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     matmul_bytes,
     matmul_cells,
     matmul_probe_shapes,
+    matmul_row_cells,
     optimizer_params,
     thin_points,
     vector_dtypes,
@@ -98,10 +101,12 @@ from gptperf.measure.kernel_timer import (
     OperandPool,
     random_tensor,
 )
+from gptperf.measure.matmul_rows import measure_matmul_rows, rows_note
 from gptperf.measure.probe import fork_op_s
 from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import (
     UNALIGNED_ORIENTATIONS,
+    WARM,
     Curve,
     Grid,
     attention_key,
@@ -215,8 +220,12 @@ def unaligned_note(dtype: str, rates: dict[str, float]) -> str:
 def _measure_matmul_warm(device: torch.device, dtype: str, quick: bool, progress: Progress | None,
                          timer: KernelTimer, grid: Grid) -> Grid:
     """The CPU grid's rows up to WARM_M again, operands cycled through WARM_POOL_BYTES (in the
-    last-level cache) and no eviction: `grid`'s axes up to those rows, its time where the
-    operands do not fit (`warm_matmul_cells`)."""
+    last-level cache) and no eviction: `grid`'s axes up to those rows. A cell whose operands do
+    not fit (`warm_matmul_cells`) is extrapolated from the measured cells below it at their speed
+    (growth 1 on every axis), at most `grid`'s time: it is read for a step only as far as the
+    step's tensors stay in the cache (`Calibration.warm_share`), and there a weight of 6 MB ran
+    at the speed of those of 2 MB (the 2-core AMD VM, 2026-12-07: a batch-1 decode's LM head of
+    8000 × 192, 52 GB/s in its step, where the grid's reading from memory charged it 4×)."""
     tdtype = TORCH_DTYPES[dtype]
     cells = warm_matmul_cells(dtype, quick)
     pool = OperandPool(device, tdtype, WARM_POOL_BYTES)
@@ -226,13 +235,13 @@ def _measure_matmul_warm(device: torch.device, dtype: str, quick: bool, progress
             measured[(m, n, k)] = timer(linear_call(pool, m, n, k), f"matmul {dtype} {m}×{n}×{k} from the cache")
             report(progress, f"matmul {dtype} from the cache", i + 1, len(cells))
     rows = tuple(m for m in grid.points[0] if m <= WARM_M)
-    axes = (rows, *grid.points[1:])
-    seconds = tuple(measured.get(cell, grid.at(*cell)) for cell in product(
-        *(tuple(int(x) for x in a) for a in axes)))
+    axes = tuple(tuple(int(x) for x in a) for a in (rows, *grid.points[1:]))
+    filled = fill_grid(axes, measured, (1, 1, 1)) if measured else [math.inf] * math.prod(map(len, axes))
+    seconds = tuple(min(t, grid.at(*cell)) for t, cell in zip(filled, product(*axes), strict=True))
     return Grid(("M", "N", "K"), axes, seconds, (1, 1, 1), what=(
         f"s per y = F.linear(x, W), x M×K, W N×K, {dtype}, no bias; operands cycled through "
         f"{WARM_POOL_BYTES // MIB} MiB (in the last-level cache); {len(measured)} cells measured, "
-        "the rest the grid's"))
+        "the rest extrapolated from them at their speed, at most the grid's time"))
 
 
 def matmul_bias(ratios: dict[str, list[float]]) -> tuple[dict[str, dict[str, float]], list[str]]:
@@ -279,7 +288,7 @@ def matmul_offgrid(ratios: dict[str, list[list[float]]]) -> tuple[dict[str, dict
 
 def _attention_call(device: torch.device, tdtype: torch.dtype, pass_: str, bh: int, t: int, d: int,
                     pool: OperandPool) -> Call:
-    if pass_ == "one_query":
+    if pass_ in ("one_query", ONE_QUERY_WARM):
         q = random_tensor((1, bh, 1, d), tdtype, device)
         sets = pool.copies([(1, bh, t, d), (1, bh, t, d)])  # a layer's own KV cache each call
 
@@ -317,7 +326,7 @@ def measure_attention(device: torch.device | str, dtype: str, quick: bool = Fals
     kind = device.type
     tdtype = TORCH_DTYPES[dtype]
     memory = _memory_bytes(device)
-    pool = OperandPool(device, tdtype)
+    pool, warm_pool = OperandPool(device, tdtype), OperandPool(device, tdtype, WARM_POOL_BYTES)
     plans = {p: (attention_axes(kind, p, quick), attention_cells(kind, dtype, p, quick, memory))
              for p in attention_passes(kind)}
     total, done = sum(len(cells) for _, cells in plans.values()), 0
@@ -327,19 +336,23 @@ def measure_attention(device: torch.device | str, dtype: str, quick: bool = Fals
             key = attention_key(dtype, pass_)
             measured: dict[tuple[int, ...], float] = {}
             for bh, t, d in cells:
-                call = _attention_call(device, tdtype, pass_, bh, t, d, pool)
+                warm = pass_ == ONE_QUERY_WARM  # its KV cache from the cache: no eviction
+                call = _attention_call(device, tdtype, pass_, bh, t, d, warm_pool if warm else pool)
                 measured[(bh, t, d)] = timer(call, f"attention {key} {bh}×{t}×{d}",
-                                             nbytes=attention_bytes(dtype, pass_, bh, t, d))
+                                             nbytes=0 if warm else attention_bytes(dtype, pass_, bh, t, d))
                 del call
                 if record is not None:
                     record.append([key, bh, t, d])
                 done += 1
                 report(progress, f"attention {dtype}", done, total)
             growth = ATTENTION_GROWTH[pass_]
-            axis_names = ("BH", "L", "D") if pass_ == "one_query" else ("BH", "T", "D")
+            one_query = pass_ in ("one_query", ONE_QUERY_WARM)
+            axis_names = ("BH", "L", "D") if one_query else ("BH", "T", "D")
+            cycled = (f"{WARM_POOL_BYTES // MIB} MiB (in the last-level cache), no eviction"
+                      if pass_ == ONE_QUERY_WARM else f"{POOL_BYTES[kind] // MIB} MiB")
             what = ("s per F.scaled_dot_product_attention(q (1,BH,1,D), k, v (1,BH,L,D)), no mask, "
-                    f"distinct k, v cycled over {POOL_BYTES[kind] // MIB} MiB"
-                    if pass_ == "one_query" else
+                    f"distinct k, v cycled over {cycled}"
+                    if one_query else
                     "s per F.scaled_dot_product_attention(q, k, v (1,BH,T,D), attn_mask=(T,T) "
                     "bool lower triangle)" if pass_ == "masked_fwd" else
                     "s per F.scaled_dot_product_attention(q, k, v (1,BH,T,D), is_causal=True)"
@@ -607,9 +620,14 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
     if cpu:  # how far the cache reaches for a step, read against the warm and plain grids
         t0 = time.perf_counter()
         result["cache_reach"] = measure_cache_reach(timer)
+        # few rows row by row, read against the grid's rows (its blocks of rows)
+        result["matmul_rows"] = {dtype: measure_matmul_rows(timer, dtype, grid.points[0])
+                                 for dtype, grid in result["matmul"].items() if not dtype.endswith(WARM)}
         spent["matmul"] = spent.get("matmul", 0.0) + time.perf_counter() - t0
         notes.append(reach_note(result["cache_reach"]))
+        notes += [rows_note(dtype, entry) for dtype, entry in result["matmul_rows"].items()]
         _record(shapes["matmul"], CACHE_REACH_LAYER)
+        _record(shapes["matmul"], matmul_row_cells())
     if device.type == "cuda" and not result["gemv"]:
         notes.append("gemv left out: gptperf's Triton kernel does not run here")
     for dtype, rates in result.get("matmul_unaligned", {}).items():

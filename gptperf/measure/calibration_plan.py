@@ -13,7 +13,12 @@ from typing import Any
 
 from gptperf.dtypes import DTYPES, check_dtype, dtype_bytes
 from gptperf.errors import UserError
-from gptperf.perfmodel.calibration import FUSED_ATTENTION_PASS, attention_key, vector_key
+from gptperf.perfmodel.calibration import (
+    FUSED_ATTENTION_PASS,
+    ONE_QUERY_WARM,
+    attention_key,
+    vector_key,
+)
 from gptperf.perfmodel.workload import block_shapes
 from gptperf.units import GIB, KIB, MIB
 
@@ -60,6 +65,12 @@ CPU_POOL_BYTES = 256 * MIB
 # far as the cache reach (below) says a step's tensors stay in the cache.
 WARM_M = 16  # a decode step's rows (its batch)
 WARM_POOL_BYTES = 8 * MIB
+# A CPU's library runs few-row matmuls in blocks of rows: on the 2-core AMD VM (2026-12-07) a
+# linear layer of 512 x 128 took 11.4-11.7 µs for 3 to 8 rows, 16.2-16.5 µs for 9 to 16 and
+# 20.5 µs for 17, so a batch-9 decode read between the grid's rows 8 and 16 was charged 0.75 of
+# its time. Every row up to WARM_M is timed on these layers (N, K), from the cache, and each row's
+# time over its reading between the grid's rows is kept (`gptperf.measure.matmul_rows`).
+MATMUL_ROW_LAYERS = ((520, 136), (776, 776))
 # How far the cache reaches for a step (`gptperf.measure.cache_reach`): one decode-like layer of
 # few-row matmuls at C 256 (qkv-like with N rounded up to the fc's 1024, proj, fc, fc2; cells of
 # the full grid), its weights cycled through 1 to 80 such layers (3.25 to 260 MiB, the grid's
@@ -89,7 +100,12 @@ MATMUL_PROBES: dict[str, tuple[tuple[int, int, int], ...]] = {
 # TFLOP/s, 5-8x its time at 50304 (BENCHMARKS.md, "Session 55").
 UNALIGNED_LAYER = (4096, 16381, 1024)
 
-ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query", "masked_fwd")
+# ONE_QUERY_WARM: a CPU's one-query pass again, the KV cache cycled through WARM_POOL_BYTES and no
+# eviction: a decode step whose tensors fit in the last-level cache finds its KV cache there, where the
+# one-query grid (cycled through 256 MiB) reads it from memory. On the 2-core AMD VM (32 MiB of
+# L3, 2026-12-07) a step of 3 blocks, 10 × 7 heads of 16 over 298 positions, ran its sdpa in 44 µs
+# a layer against the grid's 177 (its head size read at 32's), the step at 0.63 of its prediction.
+ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query", "masked_fwd", ONE_QUERY_WARM)
 # The static KV cache's prefill (CUDA plans only): sdpa with the cache's (T, T) boolean mask,
 # which runs another kernel than is_causal. On the H200 (2026-12-02) it took 1.0x twice the
 # causal kernel's time at T <= 512 or BH = 16, and 1.27-1.35x at T 768-1024 with BH 48-128
@@ -97,16 +113,20 @@ ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query", "masked_fwd")
 MASKED_BH, MASKED_T = (8, 128, 512), (128, 512, 2048)
 ATTENTION_BH = {"cuda": (8, 32, 128, 512), "cpu": (4, 16)}
 ATTENTION_T = {"cuda": (128, 256, 512, 1024, 2048, 8192), "cpu": (32, 128, 512)}
-ATTENTION_D = {"cuda": (64, 128), "cpu": (32, 64)}
+# Head size 16 on a CPU, where drawn configurations have it (`validate.drawn`): on the 2-core AMD
+# VM (2026-12-07) causal sdpa at 8 × 7 heads of 16 over 290 positions took 0.63 of head size
+# 32's time (and head size 8 0.78), so a grid edge held at 32 charged a prefill 1.2x its time.
+ATTENTION_D = {"cuda": (64, 128), "cpu": (16, 32, 64)}
 ONE_QUERY_BH = {"cuda": (8, 32, 128, 512, 2048), "cpu": (4, 16, 64)}
 ONE_QUERY_L = {"cuda": (128, 512, 2048, 8192), "cpu": (64, 256, 1024)}
 # Every head size kept in a quick sweep too: a decode's head size is read at its point, never
 # between two. Head size 32 on CUDA: on an H100 (session 66) one-query sdpa at D 32 took 0.76-0.90
 # of D 64's time in fp32 and 0.60-0.87 in bf16 (benchmarks/gpu_one_query_head_size.py), and a fast
 # fp32 decode of 17 heads of 32, charged D 64's time, read 0.85-0.86 of its prediction.
-ONE_QUERY_D = {"cuda": (32, 64, 128), "cpu": (32, 64)}
+ONE_QUERY_D = {"cuda": (32, 64, 128), "cpu": (16, 32, 64)}
 ATTENTION_GROWTH = {"causal_fwd": (1.0, 2.0, 1.0), "causal_fwd_bwd": (1.0, 2.0, 1.0),
-                    "one_query": (1.0, 1.0, 1.0), "masked_fwd": (1.0, 2.0, 1.0)}
+                    "one_query": (1.0, 1.0, 1.0), "masked_fwd": (1.0, 2.0, 1.0),
+                    ONE_QUERY_WARM: (1.0, 1.0, 1.0)}
 
 # Vector-op sizes: the bytes each op moves (x, as VECTOR_X defines it), x4 steps from 4 KiB.
 VECTOR_SIZES = {"cuda": tuple(4 * KIB * 4**i for i in range(10)),  # 4 KiB .. 1 GiB
@@ -276,7 +296,7 @@ def attention_bytes(dtype: str, pass_: str, bh: int, t: int, d: int) -> int:
     T×T scores); a one-query call's k and v span the `t` cached positions, its q and output one;
     the masked pass reads its T×T mask too."""
     e = dtype_bytes(dtype)
-    if pass_ == "one_query":
+    if pass_ in ("one_query", ONE_QUERY_WARM):
         return (2 * bh * t * d + 2 * bh * d) * e
     if pass_ == "masked_fwd":
         return 4 * bh * t * d * e + t * t
@@ -292,7 +312,7 @@ def _matmul_cost(device_type: str, dtype: str, m: int, n: int, k: int) -> tuple[
 def _attention_cost(device_type: str, dtype: str, pass_: str, bh: int, t: int, d: int) -> tuple[float, int]:
     """(estimated seconds, bytes held: `attention_bytes`) of one attention call of `pass_`."""
     nbytes = attention_bytes(dtype, pass_, bh, t, d)
-    if pass_ == "one_query":
+    if pass_ in ("one_query", ONE_QUERY_WARM):
         return _estimate_s(device_type, dtype, 4 * bh * t * d, nbytes), nbytes
     flops = 2 * bh * t * t * d  # QKᵀ and PV, 2·T²·D each, half of them under the causal mask
     if pass_ == "masked_fwd":  # every score computed, then masked
@@ -335,6 +355,11 @@ def warm_matmul_cells(dtype: str, quick: bool) -> list[tuple[int, int, int]]:
             if m <= WARM_M and 2 * e * (m * k + n * k + m * n) <= WARM_POOL_BYTES]
 
 
+def matmul_row_cells() -> list[tuple[int, int, int]]:
+    """(M, N, K) of a CPU's row probes: every row up to WARM_M on each of MATMUL_ROW_LAYERS."""
+    return [(m, n, k) for n, k in MATMUL_ROW_LAYERS for m in range(1, WARM_M + 1)]
+
+
 def matmul_probe_shapes(device_type: str) -> list[tuple[int, int, int]]:
     """The off-grid probes every dtype measures (`MATMUL_PROBES`)."""
     return list(MATMUL_PROBES[device_type])
@@ -360,21 +385,24 @@ def fused_attention_axes(quick: bool) -> tuple[tuple[int, ...], ...]:
 
 def attention_passes(device_type: str) -> tuple[str, ...]:
     """The attention passes measured on `device_type`: the masked one only where the static KV
-    cache runs (a GPU)."""
-    return tuple(p for p in ATTENTION_PASSES if p != "masked_fwd" or _kind(device_type) == "cuda")
+    cache runs (a GPU), the one-query pass from the cache only where a step's tensors are read
+    toward their timing from the cache (a CPU)."""
+    only = {"masked_fwd": "cuda", ONE_QUERY_WARM: "cpu"}
+    return tuple(p for p in ATTENTION_PASSES if only.get(p, _kind(device_type)) == _kind(device_type))
 
 
 def attention_axes(device_type: str, pass_: str, quick: bool) -> tuple[tuple[int, ...], ...]:
     if pass_ == "masked_fwd":
         return thin_points(MASKED_BH, quick), thin_points(MASKED_T, quick), thin_points(ATTENTION_D[device_type], quick)
-    if pass_ == "one_query":
+    if pass_ in ("one_query", ONE_QUERY_WARM):
         return (thin_points(ONE_QUERY_BH[device_type], quick), thin_points(ONE_QUERY_L[device_type], quick),
                 ONE_QUERY_D[device_type])
-    # a CPU's quick sweep keeps every length: its causal pass bends between 32 and 512, so 32 and
-    # 512 alone over-read 128 (2x the tiny forward's sdpa while short calls were evicted too,
-    # 2026-12-03); the cells cost little there
-    lengths = thin_points(ATTENTION_T[device_type], quick and device_type == "cuda")
-    return thin_points(ATTENTION_BH[device_type], quick), lengths, thin_points(ATTENTION_D[device_type], quick)
+    # a CPU's quick sweep keeps every length and head size: its causal pass bends between 32 and
+    # 512, so 32 and 512 alone over-read 128 (2x the tiny forward's sdpa while short calls were
+    # evicted too, 2026-12-03), and bends with the head size; the cells cost little there
+    thin = quick and device_type == "cuda"
+    return (thin_points(ATTENTION_BH[device_type], quick), thin_points(ATTENTION_T[device_type], thin),
+            thin_points(ATTENTION_D[device_type], thin))
 
 
 def attention_cells(device_type: str, dtype: str, pass_: str, quick: bool,
@@ -528,7 +556,7 @@ def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[st
     seen: set[tuple[int, int, int]] = set()
     for dtype in dtypes:
         for cell in matmul_cells(kind, dtype, quick, memory_bytes) + matmul_probe_shapes(kind) + (
-                list(CACHE_REACH_LAYER) if kind == "cpu" else [UNALIGNED_LAYER]):
+                list(CACHE_REACH_LAYER) + matmul_row_cells() if kind == "cpu" else [UNALIGNED_LAYER]):
             if cell not in seen:
                 seen.add(cell)
                 matmul.append(list(cell))

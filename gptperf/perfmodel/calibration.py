@@ -63,6 +63,9 @@ GEMV_ARGMAX_CHAIN = "chain_argmax:"
 FUSED_STEP = "in_step:"
 # The attention pass (`attention_key`) of the fused decode step's own kernel.
 FUSED_ATTENTION_PASS = "fused_decode"
+# The attention pass of a CPU's one-query grid timed again from the cache, read for a decode step
+# as far as `Calibration.warm_share` says, as the matmuls' `WARM` grid is.
+ONE_QUERY_WARM = "one_query_warm"
 # A CPU's matmul grid of few rows timed again from the cache (`matmul_warm_key`), read for a
 # step as far as `Calibration.warm_share` says its tensors stay in the cache (`perfmodel.expected`)
 WARM = ":warm"
@@ -497,6 +500,11 @@ class Calibration:
     # reading of it (on a CPU once per pass kept), whose mean `matmul_offgrid` keeps: a reading of
     # them by shape can be judged offline (not read by the prediction).
     matmul_probes: dict[str, list[list[float]]] = field(default_factory=dict)
+    # dtype -> {"rows": [1, 2, ...], "ratios": [...]}: (a CPU) each row's time of few-row matmuls
+    # timed from the cache over its reading between the grid's rows (`gptperf.measure.matmul_rows`:
+    # the library's blocks of rows), what a step's matmul of that many rows is charged beyond the
+    # warm grid's reading (`row_ratio`); 1 where absent.
+    matmul_rows: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     # dtype -> {"fwd", "dgrad", "wgrad": FLOP/s, "m", "n", "k": the probe's rows, output and
     # input widths}: a linear layer whose output width is not 16-byte aligned (gpt2's 50257
     # tokens in bf16), each of its three matmuls timed (`gptperf.measure.calibrate_kernels.
@@ -539,6 +547,14 @@ class Calibration:
             if not all(_is_positive_number(r) for r in rates):
                 raise UserError(f"matmul_unaligned[{key!r}] needs positive FLOP rates "
                                 f"{', '.join(UNALIGNED_ORIENTATIONS)}, got {entry!r}")
+        for key, entry in self.matmul_rows.items():
+            rows = entry.get("rows") if isinstance(entry, dict) else None
+            ratios = entry.get("ratios") if isinstance(entry, dict) else None
+            if not (isinstance(rows, list) and isinstance(ratios, list) and rows and len(rows) == len(ratios)
+                    and all(_is_positive_number(x) for x in rows)
+                    and all(_is_positive_number(r) and r < 10 for r in ratios)):
+                raise UserError(f"matmul_rows[{key!r}] needs as many rows as ratios (each between 0 "
+                                f"and 10), got {entry!r}")
         for key, rows in self.matmul_probes.items():
             if not all(isinstance(row, list) and len(row) == 4 and all(map(_is_positive_number, row))
                        for row in rows):
@@ -576,12 +592,31 @@ class Calibration:
         """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, × `offgrid_ratio` off its points;
         `warm` (0 to 1: the share of the cache's saving a CPU step of its size gets,
         `warm_share`): that share of the way from the grid to the grid timed from the cache
-        (`WARM`), where that one has the rows."""
+        (`WARM`), where that one has the rows, each row as `row_ratio` says."""
         seconds = self.matmul[key].at(m, n, k)
         from_cache = self.warm_grid(key, m) if warm > 0 else None
         if from_cache is not None:
-            seconds = toward_cache(seconds, from_cache.at(m, n, k), warm)
+            seconds = toward_cache(seconds, from_cache.at(m, n, k) * self.row_ratio(key, m), warm)
         return seconds * self.offgrid_ratio(key, m, n, k)
+
+    def row_ratio(self, key: str, m: float) -> float:
+        """What a matmul of `m` rows timed from the cache takes over the warm grid's reading
+        between its rows (`matmul_rows`, a CPU's blocks of rows); 1 for rows not measured."""
+        entry = self.matmul_rows.get(key)
+        if not entry or m not in entry["rows"]:
+            return 1.0
+        return float(entry["ratios"][entry["rows"].index(m)])
+
+    def attention_seconds(self, key: str, bh: float, length: float, d: float, warm: float = 0.0) -> float:
+        """Seconds of one call on the attention grid `key`; `warm` (0 to 1, as `matmul_seconds`):
+        a one-query call that share of the way to the grid timed from the cache (`ONE_QUERY_WARM`,
+        a CPU's), where there is one."""
+        seconds = self.attention[key].at(bh, length, d)
+        dtype, pass_ = split_attention_key(key)
+        from_cache = self.attention.get(attention_key(dtype, ONE_QUERY_WARM)) if pass_ == "one_query" else None
+        if warm > 0 and from_cache is not None:
+            seconds = toward_cache(seconds, from_cache.at(bh, length, d), warm)
+        return seconds
 
     @property
     def adamw_loop_both_ways(self) -> bool:
@@ -724,6 +759,7 @@ class Calibration:
             "matmul_bias": {k: dict(v) for k, v in self.matmul_bias.items()},
             "matmul_offgrid": {k: dict(v) for k, v in self.matmul_offgrid.items()},
             "matmul_probes": {k: [list(row) for row in v] for k, v in self.matmul_probes.items()},
+            "matmul_rows": {k: {kk: list(vv) for kk, vv in v.items()} for k, v in self.matmul_rows.items()},
             "matmul_unaligned": {k: dict(v) for k, v in self.matmul_unaligned.items()},
             "optimizer_overlap": dict(self.optimizer_overlap),
             "sustained": dict(self.sustained), "cache_bytes": self.cache_bytes,
@@ -758,6 +794,8 @@ class Calibration:
                                 for k, v in d.get("matmul_offgrid", {}).items()},
                 matmul_probes={k: [[float(x) for x in row] if isinstance(row, list) else row for row in v]
                                for k, v in d.get("matmul_probes", {}).items()},
+                matmul_rows={k: {kk: [float(x) for x in vv] for kk, vv in v.items()}
+                             for k, v in d.get("matmul_rows", {}).items()},
                 matmul_unaligned={k: {kk: float(vv) for kk, vv in v.items()}
                                   for k, v in d.get("matmul_unaligned", {}).items()},
                 optimizer_overlap=dict(d.get("optimizer_overlap", {})),

@@ -52,6 +52,7 @@ from gptperf.perfmodel.calibration import (
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
     HOST_MODEL,
+    ONE_QUERY_WARM,
     Calibration,
     Grid,
     attention_key,
@@ -84,6 +85,7 @@ from gptperf.schema import check_schema
 
 SCHEMA = "gptperf.expected/1"
 SOURCE = "calibrated"
+ADAMW_LOOP_PART = "AdamW's per-tensor loop"  # in the cache's note (`_cache_note`)
 
 
 @dataclass(frozen=True)
@@ -239,8 +241,9 @@ def wide_fused_attention(call: KernelCall, cal: Calibration) -> KernelCall:
 def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
     """Seconds of `call.count` kernels of `call` on the calibration's curves (UserError when the
     calibration has no curve for it), each at least its `floor` call's; `warm`: the share of the
-    CPU cache's saving the step gets (`cache_share`), with which a matmul of few rows is read
-    that far toward the grid timed from the cache (`Calibration.matmul_seconds`)."""
+    CPU cache's saving the step gets (`cache_share`), with which a matmul of few rows and a
+    one-query attention are read that far toward their grids timed from the cache
+    (`Calibration.matmul_seconds`, `Calibration.attention_seconds`)."""
     if call.floor is not None:
         own = call_time(replace(call, floor=None), cal, warm)
         return max(own, call.count * call_time(call.floor, cal, warm))
@@ -282,6 +285,8 @@ def call_time(call: KernelCall, cal: Calibration, warm: float = 0.0) -> float:
                 flops = compute_flops(call) / call.count
                 seconds = max(seconds, cal.unaligned_floor_s(key, call.unaligned, flops))
             return call.count * seconds
+        if call.family == "attention":
+            return call.count * cal.attention_seconds(key, *call.point, warm=warm)
         return call.count * table[key].at(*call.point)
     known = ", ".join(sorted(table)) or "none"
     raise UserError(f"the calibration of {cal.device_name!r} has no {call.family} curve "
@@ -460,14 +465,13 @@ def cache_share(config: GPTConfig, workload: Workload, plan: ExecutionPlan, cal:
     return cal.warm_share(memory_breakdown(config, workload, plan, "cpu").total)
 
 
-def _cache_note(share: float, cal: Calibration, matmuls: bool, adamw: bool) -> str | None:
-    """What the step's matmuls of few rows (`matmuls`) and AdamW's per-tensor loop (`adamw`) were
-    read on, when the cache changed it."""
-    if share <= 0 or not (matmuls or adamw):
+def _cache_note(share: float, cal: Calibration, parts: list[str]) -> str | None:
+    """What the step's calls that the cache moves (`parts`, e.g. "its matmuls of few rows") were
+    read on, when the cache changed them."""
+    if share <= 0 or not parts:
         return None
-    read = " and ".join(what for what, has in (("its matmuls of few rows", matmuls),
-                                               ("AdamW's per-tensor loop", adamw)) if has)
-    read, their = (read + " are read", "their") if matmuls else (read + " is read", "its")
+    plural = len(parts) > 1 or parts[0] != ADAMW_LOOP_PART
+    read, their = " and ".join(parts) + (" are read" if plural else " is read"), "their" if plural else "its"
     if share < 1 and cal.reach_shares is not None:
         return (f"CPU: the step's tensors stay in the cache only in part (as measured): {read} "
                 f"{min(max(share, 0.01), 0.99):.0%} of the way from {their} timing from memory to "
@@ -539,6 +543,19 @@ def _few_row_matmuls(seq: list, cal: Calibration) -> bool:
     return False
 
 
+def _cached_one_query(seq: list, cal: Calibration) -> bool:
+    """Whether the step has a one-query attention whose grid has a twin timed from the cache
+    (`Calibration.attention_seconds`)."""
+    for _, _, _, calls in seq:
+        for call in calls:
+            key = _found(call.key, cal.attention) if call.family == "attention" else None
+            if key is None or split_attention_key(key)[1] != "one_query":
+                continue
+            if attention_key(split_attention_key(key)[0], ONE_QUERY_WARM) in cal.attention:
+                return True
+    return False
+
+
 def _cold_adamw_loop(seq: list, cal: Calibration) -> bool:
     """Whether the step has an AdamW step charged on the per-tensor loop timed both ways (from the
     cache and from memory: what the cache moves, `call_time`)."""
@@ -588,7 +605,10 @@ def _lookup_notes(seq: list, cal: Calibration, warm: float) -> list[str]:
     """What the curves were read at where that is not their plain reading: the cache's share of
     a CPU step (`_cache_note`), attention below the measured grid, rows not 16-byte aligned."""
     notes: list[str] = []
-    cache_note = _cache_note(warm, cal, _few_row_matmuls(seq, cal), _cold_adamw_loop(seq, cal))
+    parts = [what for what, has in (("its matmuls of few rows", _few_row_matmuls(seq, cal)),
+                                    ("its one-query attention", _cached_one_query(seq, cal)),
+                                    (ADAMW_LOOP_PART, _cold_adamw_loop(seq, cal))) if has]
+    cache_note = _cache_note(warm, cal, parts)
     if cache_note:
         notes.append(cache_note)
     notes += below_grid_notes((k for _, _, _, calls in seq for k in calls), cal)
