@@ -392,8 +392,9 @@ def test_gpu_plan_fits_its_time_budget() -> None:
     quick = estimated_seconds("cuda", quick=True)
     assert sum(quick.values()) < sum(full.values()) / 2
     # the CPU's guess is a floor (a busy 2-core machine takes longer): well inside 35 s and 15 s
-    # (its quick sweep keeps every attention length and head size, 16 to 64)
-    assert sum(estimated_seconds("cpu").values()) <= 20
+    # (its quick sweep keeps every attention length and head size, 16 to 64; its matmul axes
+    # start at 32: the whole calibration took 31 s on the 2-core AMD VM, 2026-12-07)
+    assert sum(estimated_seconds("cpu").values()) <= 22
     assert sum(estimated_seconds("cpu", quick=True).values()) <= 9
 
 

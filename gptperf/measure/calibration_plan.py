@@ -44,12 +44,13 @@ MATMUL_M = {"cuda": (1, 4, 16, 64, 256, 1024, 1536, 2048, 3072, 4096, 6144, 8192
 # 16 rows; 50304×768 11.0, 18.5, 14.4 ms), which reading between 4 and 16 rows cannot see.
 MATMUL_M_KEPT = {"cuda": (), "cpu": (8,)}
 # A CPU matmul's time is near proportional to N and K below 128 (2 cores, 800 rows: N 384, K 64,
-# 96, 128 took 214, 307, 459 µs), so the CPU axes start at 64: a grid read below its first point
-# takes that point's time, which charged a C 96 model's layers 1.3-1.8x what they took.
+# 96, 128 took 214, 307, 459 µs), so the CPU axes start at 32: a grid read below its first point
+# takes that point's time, which charged a C 96 model's layers 1.3-1.8x what they took when the
+# axes started at 128, and drawn models of width 32 (two heads of 16) 1.16-1.20x with 64.
 MATMUL_N = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536),
-            "cpu": (64, 128, 256, 512, 1024, 2048, 4096, 16384, 65536)}
+            "cpu": (32, 64, 128, 256, 512, 1024, 2048, 4096, 16384, 65536)}
 MATMUL_K = {"cuda": (128, 256, 512, 1024, 2048, 4096, 8192, 16384),
-            "cpu": (64, 128, 256, 512, 1024, 2048, 4096)}
+            "cpu": (32, 64, 128, 256, 512, 1024, 2048, 4096)}
 MATMUL_MAX_MNK = 2**42  # beyond it a matmul is saturated: extrapolated, not measured
 # What a CPU's operands are cycled through where a step reads them from memory (the matmul grid's
 # pool, AdamW's cold loop): past the last-level cache. The Intel VM (300 MiB of L3, 2026-12-05)
