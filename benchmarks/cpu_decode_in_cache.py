@@ -9,8 +9,6 @@ rows. Needs a cached CPU calibration (`gptperf calibrate`).
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 
 from gptperf.hostmem import keep_freed_memory
 from gptperf.measure.calibrate import calibration_for
+from gptperf.measure.timer import time_fn
 from gptperf.model.config import preset
 from gptperf.model.gpt import GPT
 from gptperf.perfmodel.calibration import attention_key
@@ -30,14 +29,8 @@ ROWS = tuple(range(1, 17)) + (24, 32, 33, 48, 64)
 
 
 def median_us(fn: Callable[[], object], repeats: int = 400) -> float:
-    for _ in range(30):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e6 * statistics.median(times)
+    """Median µs of `repeats` calls after 30 (gptperf's own timer)."""
+    return 1e6 * time_fn(fn, warmup=30, repeats=repeats, device=torch.device("cpu")).median
 
 
 def attention_in_step(cal, c: int, h: int, layers: int, vocab: int, batch: int, ctx: int) -> str:
