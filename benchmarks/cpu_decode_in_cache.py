@@ -1,8 +1,8 @@
 """(CPU) Where a small eager decode step's time goes when its tensors fit in the cache: each
 step timed whole and again with sdpa replaced by a copy of q, their difference the one-query
-attention's time in the step, beside the calibration's one-query grid (its KV cycled through
-256 MiB) and its twin timed from the cache; then a linear layer row by row against the grid's
-rows. Needs a cached CPU calibration (`gptperf calibrate`).
+attention's time in the step, beside the same call timed alone right after, the calibration's
+one-query grid (its KV cycled through 256 MiB) and its twin timed from the cache; then a linear
+layer row by row against the grid's rows. Needs a cached CPU calibration (`gptperf calibrate`).
 
     python benchmarks/cpu_decode_in_cache.py
 """
@@ -24,7 +24,8 @@ from gptperf.plan import ExecutionPlan
 from gptperf.steps.inference import inference_step
 
 # (n_embd, n_head, n_layer, vocab, batch, context): drawn-like decode steps of 10-17 MB
-STEPS = ((128, 4, 4, 1000, 9, 253), (112, 7, 3, 256, 10, 298), (160, 5, 4, 65, 9, 244), (160, 5, 4, 256, 6, 200))
+STEPS = ((128, 4, 4, 1000, 9, 253), (112, 7, 3, 256, 10, 298), (160, 5, 4, 65, 9, 244), (160, 5, 4, 256, 6, 200),
+         (160, 5, 2, 8000, 7, 303), (128, 2, 3, 256, 6, 221))
 ROWS = tuple(range(1, 17)) + (24, 32, 33, 48, 64)
 
 
@@ -45,12 +46,17 @@ def attention_in_step(cal, c: int, h: int, layers: int, vocab: int, batch: int, 
         rest = median_us(step)
     finally:
         F.scaled_dot_product_attention = sdpa
+    # the same call alone, now (the machine drifts between minutes): the step's K, V and q shapes
+    q = torch.randn(batch, h, 1, c // h)
+    kv = torch.randn(2, layers, batch, h, ctx, c // h)
+    alone = median_us(lambda: sdpa(q, kv[0, 0], kv[1, 0]))
     point = (batch * h, ctx, c // h)
     cold = 1e6 * cal.attention[attention_key("fp32", "one_query")].at(*point)
     twin = cal.attention.get(attention_key("fp32", "one_query_warm"))
     warm = f"{1e6 * twin.at(*point):8.1f}" if twin is not None else "       —"
     return (f"c{c}h{h}-{layers}L-v{vocab} B={batch} L={ctx}  step {whole:8.1f}  without sdpa {rest:8.1f}  "
-            f"sdpa a layer {(whole - rest) / layers:7.1f}  grid {cold:7.1f}  from the cache {warm}")
+            f"sdpa a layer {(whole - rest) / layers:7.1f}  alone {alone:7.1f}  grid {cold:7.1f}  "
+            f"from the cache {warm}")
 
 
 def main() -> None:
