@@ -266,6 +266,22 @@ def test_model_plan_is_the_plan_predicted_for(loader, cli_json, capsys) -> None:
         assert "\n" not in err and "graph" in err.lower()
 
 
+def test_model_calibrated_without_a_dtype_takes_one_the_calibration_can_predict(loader, cli_json, capsys) -> None:
+    """`model --calibrated` with no --dtype models bf16 where the calibration has it, else (a
+    CPU's, fp32 alone) the calibration's own; a --dtype it cannot predict is one line, exit 2."""
+    cpu_only = flat_calibration("cpu")
+    loader.calibration = flat_calibration("cpu", matmul={"fp32": cpu_only.matmul["fp32"]})
+    argv = ("model", *SMALL, "--workload", "decode", "--batch", "1", "--seq", "16", "--calibrated",
+            "--device", "cpu")
+    doc = cli_json(*argv)
+    assert doc["workload"]["dtype"] == doc["expected"]["workload"]["dtype"] == "fp32"
+    assert main([*argv, "--dtype", "bf16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--dtype fp32" in err
+    loader.calibration = cpu_only  # it has bf16 too: the default stays bf16
+    assert cli_json(*argv)["workload"]["dtype"] == "bf16"
+
+
 # --- profile -------------------------------------------------------------------------------------
 
 

@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w.add_argument("--batch", type=positive_int, default=8, help="sequences per step (default: 8)")
     w.add_argument("--seq", type=positive_int, default=None,
                    help="tokens per sequence; the context length L for decode* (default: block size)")
-    w.add_argument("--dtype", default="bf16", help="fp64, fp32, tf32, bf16 or fp16 (default: bf16)")
+    w.add_argument("--dtype", help="fp64, fp32, tf32, bf16 or fp16 (default: bf16; with --calibrated, the "
+                   "calibration's own where it has no bf16, as a CPU's has fp32 alone)")
     w.add_argument("--plan", default=None, choices=MODES,
                    help="how the step runs (gptperf.plan.ExecutionPlan.default for the workload): "
                         "eager, compiled (torch.compile) or cuda_graph (compiled and replayed as "
@@ -108,23 +109,33 @@ def _plan(mode: str | None, kind: str, device_type: str, attention: str, dtype: 
     return plan
 
 
+def default_dtype(calibration: Any) -> str:
+    """The dtype a step is modelled in when --dtype is not given: bf16, or with a calibration that
+    has no bf16 (a CPU's) the first it has, since only those can be predicted."""
+    if calibration is None or "bf16" in calibration.dtypes:
+        return "bf16"
+    return calibration.dtypes[0]
+
+
 def build_predictions(args: argparse.Namespace) -> tuple[Any, Any]:
     """(roofline Prediction, calibrated Expected or None) of the workload the arguments name,
     both for the same plan."""
     config = config_from_args(args)
     seq = config.block_size if args.seq is None else args.seq
-    workload = Workload(args.workload, args.batch, seq, args.dtype)
     calibration = None
     if args.calibrated:
         calibration, name, device_type = _device_calibration(args.device)
+    dtype = args.dtype or default_dtype(calibration)
+    workload = Workload(args.workload, args.batch, seq, dtype)
+    if calibration is not None:
         hw = hardware_from_args(args, device_name=name)  # 'measured': the --device's ceilings
         if hw is None:  # none named: this device's measured ceilings or its shipped entry
-            hw = resolve_hardware(None, name, device_type, dtype=args.dtype)
+            hw = resolve_hardware(None, name, device_type, dtype=dtype)
     else:
         name = _named_device(args.device)[1] if args.device != "auto" else None  # whose 'measured'
         hw = hardware_from_args(args, DEFAULT_HARDWARE, device_name=name)
         device_type = device_type_of(hw)
-    plan = _plan(args.plan, workload.kind, device_type, config.attention, args.dtype)
+    plan = _plan(args.plan, workload.kind, device_type, config.attention, dtype)
     if plan is None and calibration is not None:  # the plan this device runs the step under
         plan = ExecutionPlan.default(workload.kind, device_type, attention=config.attention)
     pred = predict(config, workload, hw, plan)
