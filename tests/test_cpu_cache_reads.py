@@ -1,7 +1,8 @@
 """A CPU step's reads from its cache, as the calibration measures and the prediction charges them:
 the one-query attention timed from the cache (`ONE_QUERY_WARM`), few-row matmuls row by row (the
 library's blocks of rows, `gptperf.measure.matmul_rows`), and the warm matmul grid beyond its
-pool. Synthetic calibrations with hand-computed answers, and the measurement on this CPU."""
+pool. Synthetic calibrations with hand-computed answers; the measurements run with timers that
+stand in for the CPU's, so each answer is known."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from gptperf.perfmodel.memory import memory_breakdown
 from gptperf.perfmodel.workload import Workload
 from gptperf.plan import ExecutionPlan
 
-COLD, WARM = Grid(("BH", "L", "D"), ((HUGE,), (HUGE,), (HUGE,)), (T0,)), \
-    Grid(("BH", "L", "D"), ((HUGE,), (HUGE,), (HUGE,)), (T0 / 4,))
+COLD = Grid(("BH", "L", "D"), ((HUGE,), (HUGE,), (HUGE,)), (T0,))  # every one-query call T0
+WARM = Grid(("BH", "L", "D"), ((HUGE,), (HUGE,), (HUGE,)), (T0 / 4,))  # its twin from the cache
 
 
 def _attention(twin: Grid | None = None, **changes: object) -> Calibration:
@@ -132,7 +133,7 @@ def test_a_matmul_of_few_rows_pays_its_row_ratio_on_the_cache_side_only():
             flat_calibration("cpu", matmul_rows={"fp32": broken})
 
 
-def test_the_rows_are_measured_on_this_cpu_one_by_one_against_the_grid_rows():
+def test_the_rows_are_measured_one_by_one_against_the_grid_rows():
     calls: list[str] = []
 
     class Timer(KernelTimer):
