@@ -99,6 +99,7 @@ from gptperf.measure.kernel_timer import (
     KernelTimer,
     MatmulPrecision,
     OperandPool,
+    linear_call,
     random_tensor,
 )
 from gptperf.measure.matmul_rows import measure_matmul_rows, rows_note
@@ -125,16 +126,6 @@ def _memory_bytes(device: torch.device) -> int | None:
 
 # ==================================================================================================
 # The families
-
-
-def linear_call(pool: OperandPool, m: int, n: int, k: int, bias: bool = False) -> Call:
-    """F.linear over distinct copies of x (M×K), W (N×K) (and b) from `pool`, a copy a call."""
-    sets = pool.copies([(m, k), (n, k)] + ([(n,)] if bias else []))
-
-    def call(j: int) -> torch.Tensor:
-        return F.linear(*sets[j % len(sets)])
-
-    return call
 
 
 def measure_matmul(device: torch.device | str, dtype: str, quick: bool = False,
@@ -335,8 +326,8 @@ def measure_attention(device: torch.device | str, dtype: str, quick: bool = Fals
         for pass_, (axes, cells) in plans.items():
             key = attention_key(dtype, pass_)
             measured: dict[tuple[int, ...], float] = {}
+            warm = pass_ == ONE_QUERY_WARM  # its KV cache from the cache: no eviction
             for bh, t, d in cells:
-                warm = pass_ == ONE_QUERY_WARM  # its KV cache from the cache: no eviction
                 call = _attention_call(device, tdtype, pass_, bh, t, d, warm_pool if warm else pool)
                 measured[(bh, t, d)] = timer(call, f"attention {key} {bh}×{t}×{d}",
                                              nbytes=0 if warm else attention_bytes(dtype, pass_, bh, t, d))

@@ -13,8 +13,8 @@ operands a step reads from memory cycled through a pool larger than the last-lev
   dirtied are still being written back, where a call repeated back to back finds everything it
   touched in cache.
 
-`OperandPool` carves distinct copies of a call's inputs from one random buffer of `POOL_BYTES`;
-`MatmulPrecision` sets the matmul precision of a dtype for a measurement and restores it.
+`OperandPool` carves distinct copies of a call's inputs from one random buffer of `POOL_BYTES`
+(`linear_call`: a linear layer over them); `MatmulPrecision` sets the matmul precision of a dtype for a measurement and restores it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from gptperf.measure.calibration_plan import (
     CPU_MAX_REPEATS,
@@ -235,6 +236,16 @@ class OperandPool:
                 offset += size
             out.append(views)
         return out
+
+
+def linear_call(pool: OperandPool, m: int, n: int, k: int, bias: bool = False) -> Call:
+    """F.linear over distinct copies of x (M×K), W (N×K) (and b) from `pool`, a copy a call."""
+    sets = pool.copies([(m, k), (n, k)] + ([(n,)] if bias else []))
+
+    def call(j: int) -> torch.Tensor:
+        return F.linear(*sets[j % len(sets)])
+
+    return call
 
 
 class MatmulPrecision:

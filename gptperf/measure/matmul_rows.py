@@ -12,10 +12,9 @@ import statistics
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from gptperf.measure.calibration_plan import MATMUL_ROW_LAYERS, WARM_M, WARM_POOL_BYTES
-from gptperf.measure.kernel_timer import Call, KernelTimer, MatmulPrecision, OperandPool
+from gptperf.measure.kernel_timer import KernelTimer, MatmulPrecision, OperandPool, linear_call
 from gptperf.perfmodel.calibration import Curve
 from gptperf.runtime import TORCH_DTYPES
 
@@ -31,11 +30,6 @@ def row_ratios(seconds: Sequence[float], grid_rows: Sequence[float]) -> list[flo
     return [t / curve.at(m) for m, t in enumerate(seconds, start=1)]
 
 
-def _linear(pool: OperandPool, m: int, n: int, k: int) -> Call:
-    sets = pool.copies([(m, k), (n, k)])
-    return lambda j: F.linear(*sets[j % len(sets)])
-
-
 def measure_matmul_rows(timer: KernelTimer, dtype: str, grid_rows: Sequence[float]) -> dict[str, list[float]]:
     """{"rows": 1..WARM_M, "ratios": the median over MATMUL_ROW_LAYERS of each row's time over its
     reading between `grid_rows` (`row_ratios`)}: F.linear on operands cycled through
@@ -47,7 +41,7 @@ def measure_matmul_rows(timer: KernelTimer, dtype: str, grid_rows: Sequence[floa
     per_layer = []
     with MatmulPrecision(dtype), torch.no_grad():
         for n, k in MATMUL_ROW_LAYERS:
-            seconds = [timer(_linear(pool, m, n, k), f"matmul {dtype} {m}×{n}×{k}, row by row")
+            seconds = [timer(linear_call(pool, m, n, k), f"matmul {dtype} {m}×{n}×{k}, row by row")
                        for m in range(1, WARM_M + 1)]
             per_layer.append(row_ratios(seconds, grid_rows))
     ratios = [statistics.median(r) for r in zip(*per_layer, strict=True)]
