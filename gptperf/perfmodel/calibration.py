@@ -612,11 +612,16 @@ class Calibration:
         a one-query call that share of the way to the grid timed from the cache (`ONE_QUERY_WARM`,
         a CPU's), where there is one."""
         seconds = self.attention[key].at(bh, length, d)
-        dtype, pass_ = split_attention_key(key)
-        from_cache = self.attention.get(attention_key(dtype, ONE_QUERY_WARM)) if pass_ == "one_query" else None
-        if warm > 0 and from_cache is not None:
+        from_cache = self.attention_warm_grid(key) if warm > 0 else None
+        if from_cache is not None:
             seconds = toward_cache(seconds, from_cache.at(bh, length, d), warm)
         return seconds
+
+    def attention_warm_grid(self, key: str) -> Grid | None:
+        """Attention grid `key`'s twin timed from the cache (`ONE_QUERY_WARM`: a CPU's one-query
+        pass) where it has one, else None."""
+        dtype, pass_ = split_attention_key(key)
+        return self.attention.get(attention_key(dtype, ONE_QUERY_WARM)) if pass_ == "one_query" else None
 
     @property
     def adamw_loop_both_ways(self) -> bool:

@@ -52,7 +52,6 @@ from gptperf.perfmodel.calibration import (
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
     HOST_MODEL,
-    ONE_QUERY_WARM,
     Calibration,
     Grid,
     attention_key,
@@ -545,13 +544,11 @@ def _few_row_matmuls(seq: list, cal: Calibration) -> bool:
 
 def _cached_one_query(seq: list, cal: Calibration) -> bool:
     """Whether the step has a one-query attention whose grid has a twin timed from the cache
-    (`Calibration.attention_seconds`)."""
+    (`Calibration.attention_seconds`, `Calibration.attention_warm_grid`)."""
     for _, _, _, calls in seq:
         for call in calls:
             key = _found(call.key, cal.attention) if call.family == "attention" else None
-            if key is None or split_attention_key(key)[1] != "one_query":
-                continue
-            if attention_key(split_attention_key(key)[0], ONE_QUERY_WARM) in cal.attention:
+            if key is not None and cal.attention_warm_grid(key) is not None:
                 return True
     return False
 
