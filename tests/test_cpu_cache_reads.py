@@ -19,7 +19,7 @@ from gptperf.measure.kernel_timer import CPU_EVICT_MIN_BYTES, KernelTimer
 from gptperf.measure.matmul_rows import measure_matmul_rows, row_ratios, rows_note
 from gptperf.model.config import preset
 from gptperf.perfmodel.calibration import Calibration, Grid
-from gptperf.perfmodel.expected import expected
+from gptperf.perfmodel.expected import _cache_note, expected
 from gptperf.perfmodel.kernel_calls import kernel_calls
 from gptperf.perfmodel.memory import memory_breakdown
 from gptperf.perfmodel.workload import Workload
@@ -69,6 +69,19 @@ def test_a_cpu_decode_in_the_cache_pays_its_attention_from_the_cache_and_says_so
     assert any("its one-query attention" in n and "last-level cache" in n for n in notes)
     assert not any("one-query" in n for n in over_notes)
     assert run(2 * peak, twin=None)[0] == pytest.approx(over)  # no twin: the grid, in or out of the cache
+
+
+def test_the_cache_note_speaks_of_one_kind_of_call_in_the_singular():
+    """The note's verb and pronoun follow the calls it names: one attention "is read ... its", the
+    matmuls "are read ... their", and any two together are plural."""
+    cal = _attention(WARM, cache_bytes=1.0)
+    one = _cache_note(1.0, cal, [("its one-query attention", False)])
+    assert one is not None and "its one-query attention is read on its timing" in one
+    many = _cache_note(1.0, cal, [("its matmuls of few rows", True)])
+    assert many is not None and "are read on their timing" in many
+    both = _cache_note(1.0, cal, [("its one-query attention", False), ("AdamW's loop", False)])
+    assert both is not None and "attention and AdamW's loop are read on their timing" in both
+    assert _cache_note(0.0, cal, [("its one-query attention", False)]) is None
 
 
 def test_the_one_query_twin_is_a_cpu_pass_timed_without_eviction():

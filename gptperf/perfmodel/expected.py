@@ -84,7 +84,6 @@ from gptperf.schema import check_schema
 
 SCHEMA = "gptperf.expected/1"
 SOURCE = "calibrated"
-ADAMW_LOOP_PART = "AdamW's per-tensor loop"  # in the cache's note (`_cache_note`)
 
 
 @dataclass(frozen=True)
@@ -464,13 +463,15 @@ def cache_share(config: GPTConfig, workload: Workload, plan: ExecutionPlan, cal:
     return cal.warm_share(memory_breakdown(config, workload, plan, "cpu").total)
 
 
-def _cache_note(share: float, cal: Calibration, parts: list[str]) -> str | None:
-    """What the step's calls that the cache moves (`parts`, e.g. "its matmuls of few rows") were
-    read on, when the cache changed them."""
+def _cache_note(share: float, cal: Calibration, parts: list[tuple[str, bool]]) -> str | None:
+    """What the step's calls that the cache moves were read on, when the cache changed them;
+    `parts` names each kind of call with its grammatical number, e.g. ("its matmuls of few rows",
+    True)."""
     if share <= 0 or not parts:
         return None
-    plural = len(parts) > 1 or parts[0] != ADAMW_LOOP_PART
-    read, their = " and ".join(parts) + (" are read" if plural else " is read"), "their" if plural else "its"
+    plural = len(parts) > 1 or parts[0][1]
+    read = " and ".join(text for text, _ in parts) + (" are read" if plural else " is read")
+    their = "their" if plural else "its"
     if share < 1 and cal.reach_shares is not None:
         return (f"CPU: the step's tensors stay in the cache only in part (as measured): {read} "
                 f"{min(max(share, 0.01), 0.99):.0%} of the way from {their} timing from memory to "
@@ -602,9 +603,10 @@ def _lookup_notes(seq: list, cal: Calibration, warm: float) -> list[str]:
     """What the curves were read at where that is not their plain reading: the cache's share of
     a CPU step (`_cache_note`), attention below the measured grid, rows not 16-byte aligned."""
     notes: list[str] = []
-    parts = [what for what, has in (("its matmuls of few rows", _few_row_matmuls(seq, cal)),
-                                    ("its one-query attention", _cached_one_query(seq, cal)),
-                                    (ADAMW_LOOP_PART, _cold_adamw_loop(seq, cal))) if has]
+    parts = [(text, plural) for text, plural, has in (
+        ("its matmuls of few rows", True, _few_row_matmuls(seq, cal)),
+        ("its one-query attention", False, _cached_one_query(seq, cal)),
+        ("AdamW's per-tensor loop", False, _cold_adamw_loop(seq, cal))) if has]
     cache_note = _cache_note(warm, cal, parts)
     if cache_note:
         notes.append(cache_note)
