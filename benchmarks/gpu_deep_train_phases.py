@@ -8,7 +8,10 @@ train steps the host holds up (gpt2-xl, the fixed sweep's most over-predicted ca
 2. device: the step timed as `bench` times it (events between phases, one sync a step), and the
    optimizer phase alone after a sync (max(host, kernels): AdamW's kernels when they are longer);
 3. the calibrated prediction of the cached calibration, per phase (host at the speed probed now,
-   device) and for the step.
+   device) and for the step;
+4. the host-model parts' call time behind a busy queue (a `torch.cuda._sleep` kernel queued before
+   each part) over their time with the device idle, as the calibration times them: do launches
+   cost less while the device still runs earlier work, as big kernels leave it?
 
     python -m gptperf calibrate && python benchmarks/gpu_deep_train_phases.py [CASE...]
 
@@ -64,6 +67,26 @@ def _opt_alone_s(train: object, dev: torch.device, repeats: int = 10) -> float:
             train.optimizer_step()
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def _busy_over_idle(host_parts: dict, dev: torch.device, sleep_s: float = 0.02) -> dict[int, dict[str, float]]:
+    """Per block count and phase: the part's call time with a `sleep_s` kernel queued just before
+    it, over its call time without (both in the same rounds; each busy group drains the device
+    after itself, so that the idle ones start idle)."""
+    if dev.type != "cuda":
+        return {}
+    cycles = int(sleep_s * 2e9)  # at most ~2 GHz SM clock: at least sleep_s
+    groups: dict[int, dict] = {}
+    for n in LAYERS:
+        groups[n] = dict(host_parts[n])
+        busy: dict = {}
+        for p in PHASES:
+            busy[f"sleep_{p}"] = lambda: torch.cuda._sleep(cycles)
+            busy[p] = host_parts[n][p]
+        busy["drain"] = lambda: torch.cuda.synchronize(dev)  # the next group starts on an idle device
+        groups[-n] = busy
+    times = time_host_parts(groups, list(PHASES), dev, warmup=3, repeats=15)
+    return {n: {p: times[-n][p] / times[n][p] for p in PHASES} for n in LAYERS}
 
 
 def main() -> int:
@@ -132,6 +155,11 @@ def main() -> int:
             print(f"{head}{p:>5} {spans.get(p, float('nan')) * 1e3:8.2f} {cols}{extra}")
         if pred is not None:
             print(f"{'':24} host speed charged: step {pred[3]}, phases {pred[4]}")
+    busy = _busy_over_idle(host_parts, dev)
+    if busy:
+        print("\n4. host-model parts behind a busy queue over the same with the device idle (call time)")
+        for n, ratios in busy.items():
+            print(f"{n} block(s): " + ", ".join(f"{p} {r:.3f}" for p, r in ratios.items()))
     return 0
 
 
