@@ -15,6 +15,9 @@ train steps the host holds up (gpt2-xl, the fixed sweep's most over-predicted ca
 
     python -m gptperf calibrate && python benchmarks/gpu_deep_train_phases.py [CASE...]
 
+Findings (H100, 2026-12-07, BENCHMARKS.md "Session 71"): launches behind a busy queue cost
+0.69-0.90x; charging that in the composition made every stored sweep worse (not built).
+
 CASE: model:batch:seq (default gpt2-xl:2:384 gpt2-medium:3:1000 gpt2:6:640, all bf16). Prints one
 table per part; `cpu` as the only argument runs a tiny case on the CPU (a smoke test).
 """
@@ -96,7 +99,7 @@ def main() -> int:
     dtype = "bf16" if dev.type == "cuda" else "fp32"
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     cal = load_calibration(name, torch.__version__) if dev.type == "cuda" else None
-    print(f"device {name}; calibration: {cal.label if cal else 'none cached (no prediction)'}", flush=True)
+    print(f"device {name}; calibration: {cal.label() if cal else 'none cached (no prediction)'}", flush=True)
     plan = ExecutionPlan.default("train", dev.type, compile=False)
     host_parts = host_groups(dtype, EAGER, dev, "train", LAYERS)
     rows = []
@@ -108,7 +111,10 @@ def main() -> int:
         train = step.train
         assert train is not None
         groups = {n: dict(host_parts[n]) for n in LAYERS}
-        groups[0] = {"fwd": train.forward, "bwd": train.backward, "opt": train.optimizer_step}
+        # the case drains the device after itself: the next round's host-model parts, timed with
+        # AdamW's kernels still queued, ran 0.69-0.90x their idle-queue time (part 4, H100)
+        groups[0] = {"fwd": train.forward, "bwd": train.backward, "opt": train.optimizer_step,
+                     "drain": lambda: _sync(dev)}
         times = time_host_parts(groups, list(PHASES), dev, warmup=3, repeats=15)
         line = {}
         for p in PHASES:
