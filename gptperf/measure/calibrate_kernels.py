@@ -62,6 +62,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     GIB,
     KIB,
     MIB,
+    ONE_QUERY_PASSES,
     ONE_QUERY_WARM,
     REPLAYS,
     ROW,
@@ -279,7 +280,7 @@ def matmul_offgrid(ratios: dict[str, list[list[float]]]) -> tuple[dict[str, dict
 
 def _attention_call(device: torch.device, tdtype: torch.dtype, pass_: str, bh: int, t: int, d: int,
                     pool: OperandPool) -> Call:
-    if pass_ in ("one_query", ONE_QUERY_WARM):
+    if pass_ in ONE_QUERY_PASSES:
         q = random_tensor((1, bh, 1, d), tdtype, device)
         sets = pool.copies([(1, bh, t, d), (1, bh, t, d)])  # a layer's own KV cache each call
 
@@ -337,7 +338,7 @@ def measure_attention(device: torch.device | str, dtype: str, quick: bool = Fals
                 done += 1
                 report(progress, f"attention {dtype}", done, total)
             growth = ATTENTION_GROWTH[pass_]
-            one_query = pass_ in ("one_query", ONE_QUERY_WARM)
+            one_query = pass_ in ONE_QUERY_PASSES
             axis_names = ("BH", "L", "D") if one_query else ("BH", "T", "D")
             cycled = (f"{WARM_POOL_BYTES // MIB} MiB (in the last-level cache), no eviction"
                       if pass_ == ONE_QUERY_WARM else f"{POOL_BYTES[kind] // MIB} MiB")

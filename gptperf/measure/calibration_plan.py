@@ -107,6 +107,7 @@ UNALIGNED_LAYER = (4096, 16381, 1024)
 # L3, 2026-12-07) a step of 3 blocks, 10 × 7 heads of 16 over 298 positions, ran its sdpa in 44 µs
 # a layer against the grid's 177 (its head size read at 32's), the step at 0.63 of its prediction.
 ATTENTION_PASSES = ("causal_fwd", "causal_fwd_bwd", "one_query", "masked_fwd", ONE_QUERY_WARM)
+ONE_QUERY_PASSES = ("one_query", ONE_QUERY_WARM)  # one query over a KV cache: axes (BH, L, D)
 # The static KV cache's prefill (CUDA plans only): sdpa with the cache's (T, T) boolean mask,
 # which runs another kernel than is_causal. On the H200 (2026-12-02) it took 1.0x twice the
 # causal kernel's time at T <= 512 or BH = 16, and 1.27-1.35x at T 768-1024 with BH 48-128
@@ -297,7 +298,7 @@ def attention_bytes(dtype: str, pass_: str, bh: int, t: int, d: int) -> int:
     T×T scores); a one-query call's k and v span the `t` cached positions, its q and output one;
     the masked pass reads its T×T mask too."""
     e = dtype_bytes(dtype)
-    if pass_ in ("one_query", ONE_QUERY_WARM):
+    if pass_ in ONE_QUERY_PASSES:
         return (2 * bh * t * d + 2 * bh * d) * e
     if pass_ == "masked_fwd":
         return 4 * bh * t * d * e + t * t
@@ -313,7 +314,7 @@ def _matmul_cost(device_type: str, dtype: str, m: int, n: int, k: int) -> tuple[
 def _attention_cost(device_type: str, dtype: str, pass_: str, bh: int, t: int, d: int) -> tuple[float, int]:
     """(estimated seconds, bytes held: `attention_bytes`) of one attention call of `pass_`."""
     nbytes = attention_bytes(dtype, pass_, bh, t, d)
-    if pass_ in ("one_query", ONE_QUERY_WARM):
+    if pass_ in ONE_QUERY_PASSES:
         return _estimate_s(device_type, dtype, 4 * bh * t * d, nbytes), nbytes
     flops = 2 * bh * t * t * d  # QKᵀ and PV, 2·T²·D each, half of them under the causal mask
     if pass_ == "masked_fwd":  # every score computed, then masked
@@ -395,7 +396,7 @@ def attention_passes(device_type: str) -> tuple[str, ...]:
 def attention_axes(device_type: str, pass_: str, quick: bool) -> tuple[tuple[int, ...], ...]:
     if pass_ == "masked_fwd":
         return thin_points(MASKED_BH, quick), thin_points(MASKED_T, quick), thin_points(ATTENTION_D[device_type], quick)
-    if pass_ in ("one_query", ONE_QUERY_WARM):
+    if pass_ in ONE_QUERY_PASSES:
         return (thin_points(ONE_QUERY_BH[device_type], quick), thin_points(ONE_QUERY_L[device_type], quick),
                 ONE_QUERY_D[device_type])
     # a CPU's quick sweep keeps every length and head size: its causal pass bends between 32 and
