@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import statistics
 import sys
+import time
+from typing import Any
 
 import torch
 
@@ -38,6 +40,7 @@ from gptperf.perfmodel import Workload
 from gptperf.perfmodel.calibration import load_calibration
 from gptperf.perfmodel.expected import expected
 from gptperf.plan import EAGER, ExecutionPlan
+from gptperf.runtime import synchronize
 from gptperf.steps.build import build_step
 
 CASES = ("gpt2-xl:2:384", "gpt2-medium:3:1000", "gpt2:6:640")
@@ -45,18 +48,13 @@ PHASES = names.PHASES  # fwd, bwd, opt
 LAYERS = (1, 4)  # the calibration's eager host points
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-def _opt_alone_s(train: object, dev: torch.device, repeats: int = 10) -> float:
+def _opt_alone_s(train: Any, dev: torch.device, repeats: int = 10) -> float:
     """The optimizer phase after a sync: max(its host time, its kernels), median seconds."""
     times = []
     for _ in range(repeats):
         train.forward()
         train.backward()
-        _sync(dev)
+        synchronize(dev)
         if dev.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -65,7 +63,6 @@ def _opt_alone_s(train: object, dev: torch.device, repeats: int = 10) -> float:
             end.synchronize()
             times.append(start.elapsed_time(end) / 1e3)
         else:
-            import time
             t0 = time.perf_counter()
             train.optimizer_step()
             times.append(time.perf_counter() - t0)
@@ -86,7 +83,7 @@ def _busy_over_idle(host_parts: dict, dev: torch.device, sleep_s: float = 0.02) 
         for p in PHASES:
             busy[f"sleep_{p}"] = lambda: torch.cuda._sleep(cycles)
             busy[p] = host_parts[n][p]
-        busy["drain"] = lambda: torch.cuda.synchronize(dev)  # the next group starts on an idle device
+        busy["drain"] = lambda: synchronize(dev)  # the next group starts on an idle device
         groups[-n] = busy
     times = time_host_parts(groups, list(PHASES), dev, warmup=3, repeats=15)
     return {n: {p: times[-n][p] / times[n][p] for p in PHASES} for n in LAYERS}
@@ -114,13 +111,13 @@ def main() -> int:
         # the case drains the device after itself: the next round's host-model parts, timed with
         # AdamW's kernels still queued, ran 0.69-0.90x their idle-queue time (part 4, H100)
         groups[0] = {"fwd": train.forward, "bwd": train.backward, "opt": train.optimizer_step,
-                     "drain": lambda: _sync(dev)}
+                     "drain": lambda: synchronize(dev)}
         times = time_host_parts(groups, list(PHASES), dev, warmup=3, repeats=15)
         line = {}
         for p in PHASES:
             fit = fit_line(times[LAYERS[0]][p], times[LAYERS[1]][p])
             line[p] = fit["fixed_s"] + fit["per_layer_s"] * config.n_layer
-        _sync(dev)
+        synchronize(dev)
         timing = time_phases(step.phases, warmup=3, repeats=15, device=dev)
         spans = {p: timing.phases[p].median for p in timing.phases}
         opt_alone = _opt_alone_s(train, dev)
