@@ -214,12 +214,12 @@ class Point:
     @property
     def ratio(self) -> float | None:
         """measured / predicted time."""
-        return self.time_s / self.predicted_s if self.time_s else None
+        return _ratio(self.time_s, self.predicted_s)
 
     @property
     def expected_ratio(self) -> float | None:
         """measured / calibrated expected time."""
-        return self.time_s / self.expected_s if self.time_s and self.expected_s else None
+        return _ratio(self.time_s, self.expected_s)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -245,6 +245,7 @@ class Point:
 
 
 def _ratio(slow: float | None, fast: float | None) -> float | None:
+    """slow / fast, or None where either side has no time."""
     return slow / fast if slow and fast else None
 
 
