@@ -83,6 +83,7 @@ from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-expo
     matmul_axes,
     matmul_bytes,
     matmul_cells,
+    matmul_in_step_cells,
     matmul_probe_shapes,
     matmul_row_cells,
     optimizer_params,
@@ -103,6 +104,7 @@ from gptperf.measure.kernel_timer import (
     linear_call,
     random_tensor,
 )
+from gptperf.measure.matmul_in_step import in_step_note, measure_matmul_in_step
 from gptperf.measure.matmul_rows import measure_matmul_rows, rows_note
 from gptperf.measure.probe import fork_op_s
 from gptperf.measure.timer import Progress
@@ -615,11 +617,16 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
         # few rows row by row, read against the grid's rows (its blocks of rows)
         result["matmul_rows"] = {dtype: measure_matmul_rows(timer, dtype, grid.points[0])
                                  for dtype, grid in result["matmul"].items() if not dtype.endswith(WARM)}
+        # the same rows between a step's small ops, over their time back to back
+        in_step = {dtype: measure_matmul_in_step(timer, dtype) for dtype in result["matmul_rows"]}
+        result["matmul_in_step"] = {dtype: entry for dtype, entry in in_step.items() if entry is not None}
         spent["matmul"] = spent.get("matmul", 0.0) + time.perf_counter() - t0
         notes.append(reach_note(result["cache_reach"]))
         notes += [rows_note(dtype, entry) for dtype, entry in result["matmul_rows"].items()]
+        notes += [in_step_note(dtype, entry) for dtype, entry in result["matmul_in_step"].items()]
         _record(shapes["matmul"], CACHE_REACH_LAYER)
         _record(shapes["matmul"], matmul_row_cells())
+        _record(shapes["matmul"], matmul_in_step_cells())
     if device.type == "cuda" and not result["gemv"]:
         notes.append("gemv left out: gptperf's Triton kernel does not run here")
     for dtype, rates in result.get("matmul_unaligned", {}).items():

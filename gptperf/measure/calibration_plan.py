@@ -72,6 +72,14 @@ WARM_POOL_BYTES = 8 * MIB
 # its time. Every row up to WARM_M is timed on these layers (N, K), from the cache, and each row's
 # time over its reading between the grid's rows is kept (`gptperf.measure.matmul_rows`).
 MATMUL_ROW_LAYERS = ((520, 136), (776, 776))
+# Inside a decode step a few-row matmul follows a LayerNorm, a GELU or an add, and there it takes
+# longer than back to back: on the 2-core AMD VM (2026-12-07) 1.05-1.16x for weights of 0.2-1
+# MiB, about 1.0x for 3-4 MiB (benchmarks/cpu_decode_in_context.py). Layers (N, K) of these
+# sizes, off GPT widths, are timed both ways at MATMUL_IN_STEP_ROWS rows, MATMUL_IN_STEP_ROUNDS
+# times, and each size's median ratio kept (`gptperf.measure.matmul_in_step`).
+MATMUL_IN_STEP_LAYERS = ((392, 136), (264, 520), (1160, 200), (776, 680), (1544, 680))
+MATMUL_IN_STEP_ROWS = (1, 2, 4)
+MATMUL_IN_STEP_ROUNDS = 5  # every probe once a round (one quick round read a 0.2 MiB layer at 0.71)
 # How far the cache reaches for a step (`gptperf.measure.cache_reach`): one decode-like layer of
 # few-row matmuls at C 256 (qkv-like with N rounded up to the fc's 1024, proj, fc, fc2; cells of
 # the full grid), its weights cycled through 1 to 80 such layers (3.25 to 260 MiB, the grid's
@@ -362,6 +370,11 @@ def matmul_row_cells() -> list[tuple[int, int, int]]:
     return [(m, n, k) for n, k in MATMUL_ROW_LAYERS for m in range(1, WARM_M + 1)]
 
 
+def matmul_in_step_cells() -> list[tuple[int, int, int]]:
+    """(M, N, K) of a CPU's in-step probes: MATMUL_IN_STEP_ROWS on each of MATMUL_IN_STEP_LAYERS."""
+    return [(m, n, k) for n, k in MATMUL_IN_STEP_LAYERS for m in MATMUL_IN_STEP_ROWS]
+
+
 def matmul_probe_shapes(device_type: str) -> list[tuple[int, int, int]]:
     """The off-grid probes every dtype measures (`MATMUL_PROBES`)."""
     return list(MATMUL_PROBES[device_type])
@@ -558,7 +571,8 @@ def planned_shapes(device_type: str, quick: bool = False, *, dtypes: Sequence[st
     seen: set[tuple[int, int, int]] = set()
     for dtype in dtypes:
         for cell in matmul_cells(kind, dtype, quick, memory_bytes) + matmul_probe_shapes(kind) + (
-                list(CACHE_REACH_LAYER) + matmul_row_cells() if kind == "cpu" else [UNALIGNED_LAYER]):
+                list(CACHE_REACH_LAYER) + matmul_row_cells() + matmul_in_step_cells()
+                if kind == "cpu" else [UNALIGNED_LAYER]):
             if cell not in seen:
                 seen.add(cell)
                 matmul.append(list(cell))

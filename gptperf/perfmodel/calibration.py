@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from gptperf.atomic import write_text
 from gptperf.checks import is_finite_number
+from gptperf.dtypes import dtype_bytes
 from gptperf.errors import UserError
 from gptperf.model.config import preset
 from gptperf.perfmodel.hardware import cache_dir, slug
@@ -505,6 +506,11 @@ class Calibration:
     # the library's blocks of rows), what a step's matmul of that many rows is charged beyond the
     # warm grid's reading (`row_ratio`); 1 where absent.
     matmul_rows: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # dtype -> {"bytes": [...], "ratios": [...]}: (a CPU) few-row matmuls timed between a step's
+    # small ops over their time back to back, by their weight's bytes (`gptperf.measure.
+    # matmul_in_step`), what a step's matmul read on the warm grid is charged beyond that reading
+    # (`in_step_ratio`); 1 where absent.
+    matmul_in_step: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     # dtype -> {"fwd", "dgrad", "wgrad": FLOP/s, "m", "n", "k": the probe's rows, output and
     # input widths}: a linear layer whose output width is not 16-byte aligned (gpt2's 50257
     # tokens in bf16), each of its three matmuls timed (`gptperf.measure.calibrate_kernels.
@@ -555,6 +561,14 @@ class Calibration:
                     and all(_is_positive_number(r) and r < 10 for r in ratios)):
                 raise UserError(f"matmul_rows[{key!r}] needs as many rows as ratios (each between 0 "
                                 f"and 10), got {entry!r}")
+        for key, entry in self.matmul_in_step.items():
+            sizes = entry.get("bytes") if isinstance(entry, dict) else None
+            ratios = entry.get("ratios") if isinstance(entry, dict) else None
+            if not (isinstance(sizes, list) and isinstance(ratios, list) and sizes and len(sizes) == len(ratios)
+                    and all(_is_positive_number(x) for x in sizes) and sizes == sorted(set(sizes))
+                    and all(_is_positive_number(r) and r < 10 for r in ratios)):
+                raise UserError(f"matmul_in_step[{key!r}] needs as many increasing sizes as ratios (each "
+                                f"between 0 and 10), got {entry!r}")
         for key, rows in self.matmul_probes.items():
             if not all(isinstance(row, list) and len(row) == 4 and all(map(_is_positive_number, row))
                        for row in rows):
@@ -592,12 +606,29 @@ class Calibration:
         """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, × `offgrid_ratio` off its points;
         `warm` (0 to 1: the share of the cache's saving a CPU step of its size gets,
         `warm_share`): that share of the way from the grid to the grid timed from the cache
-        (`WARM`), where that one has the rows, each row as `row_ratio` says."""
+        (`WARM`), where that one has the rows, each row as `row_ratio` says, inside a step as
+        `in_step_ratio` says."""
         seconds = self.matmul[key].at(m, n, k)
         from_cache = self.warm_grid(key, m) if warm > 0 else None
         if from_cache is not None:
-            seconds = toward_cache(seconds, from_cache.at(m, n, k) * self.row_ratio(key, m), warm)
+            in_step = from_cache.at(m, n, k) * self.row_ratio(key, m) * self.in_step_ratio(key, n, k)
+            seconds = toward_cache(seconds, in_step, warm)
         return seconds * self.offgrid_ratio(key, m, n, k)
+
+    def in_step_ratio(self, key: str, n: float, k: float) -> float:
+        """What a few-row matmul of an N×K weight takes between a step's small ops over its time
+        back to back, as the warm grid `key` was timed (`matmul_in_step`, a CPU's, read by the
+        weight's bytes, linearly in log bytes between its sizes, held beyond them); 1 where not
+        measured."""
+        entry = self.matmul_in_step.get(key)
+        if not entry:
+            return 1.0
+        sizes, ratios = tuple(entry["bytes"]), entry["ratios"]
+        weight = n * k * dtype_bytes(key)
+        if weight <= sizes[0] or weight >= sizes[-1]:
+            return float(ratios[0] if weight <= sizes[0] else ratios[-1])
+        i, f = _segment(sizes, weight)
+        return ratios[i] + f * (ratios[i + 1] - ratios[i])
 
     def row_ratio(self, key: str, m: float) -> float:
         """What a matmul of `m` rows timed from the cache takes over the warm grid's reading
@@ -765,6 +796,7 @@ class Calibration:
             "matmul_offgrid": {k: dict(v) for k, v in self.matmul_offgrid.items()},
             "matmul_probes": {k: [list(row) for row in v] for k, v in self.matmul_probes.items()},
             "matmul_rows": {k: {kk: list(vv) for kk, vv in v.items()} for k, v in self.matmul_rows.items()},
+            "matmul_in_step": {k: {kk: list(vv) for kk, vv in v.items()} for k, v in self.matmul_in_step.items()},
             "matmul_unaligned": {k: dict(v) for k, v in self.matmul_unaligned.items()},
             "optimizer_overlap": dict(self.optimizer_overlap),
             "sustained": dict(self.sustained), "cache_bytes": self.cache_bytes,
@@ -801,6 +833,8 @@ class Calibration:
                                for k, v in d.get("matmul_probes", {}).items()},
                 matmul_rows={k: {kk: [float(x) for x in vv] for kk, vv in v.items()}
                              for k, v in d.get("matmul_rows", {}).items()},
+                matmul_in_step={k: {kk: [float(x) for x in vv] for kk, vv in v.items()}
+                                for k, v in d.get("matmul_in_step", {}).items()},
                 matmul_unaligned={k: {kk: float(vv) for kk, vv in v.items()}
                                   for k, v in d.get("matmul_unaligned", {}).items()},
                 optimizer_overlap=dict(d.get("optimizer_overlap", {})),

@@ -1,0 +1,91 @@
+"""A CPU's few-row matmuls inside a step: the calibration times its warm grid back to back, but in
+a decode step each matmul follows a LayerNorm, a GELU or an add, and there a layer whose weights
+fit in the core's own cache takes longer. Layers of a few sizes are timed both ways on the warm
+grid's operands at a few rows, and each size's median ratio kept: what
+`Calibration.in_step_ratio` charges a step's few-row matmul of that size beyond the warm grid's
+reading.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from gptperf.dtypes import dtype_bytes
+from gptperf.measure.calibration_plan import (
+    MATMUL_IN_STEP_LAYERS,
+    MATMUL_IN_STEP_ROUNDS,
+    MATMUL_IN_STEP_ROWS,
+    WARM_POOL_BYTES,
+)
+from gptperf.measure.kernel_timer import (
+    Call,
+    KernelTimer,
+    MatmulPrecision,
+    OperandPool,
+    linear_call,
+)
+from gptperf.runtime import TORCH_DTYPES
+
+
+def between_ops(rows: torch.Tensor) -> Callable[[], None]:
+    """The small ops a decode step runs between two matmuls, on their rows: LayerNorm, GELU, add."""
+    width = rows.size(-1)
+    weight, bias = torch.ones(width, dtype=rows.dtype), torch.zeros(width, dtype=rows.dtype)
+
+    def ops() -> None:
+        F.layer_norm(rows, (width,), weight, bias)
+        F.gelu(rows)
+        rows.add(rows)
+
+    return ops
+
+
+def in_step_ratio(back_to_back: float, with_ops: float, ops: float) -> float | None:
+    """A matmul's time between a step's ops (`with_ops` − `ops`: the pair's time less the ops'
+    own) over its time back to back; None where the ops took as long as the pair (noise)."""
+    inside = with_ops - ops
+    return inside / back_to_back if inside > 0 and back_to_back > 0 else None
+
+
+def _probe(timer: KernelTimer, linear: Call, ops: Callable[[], None], what: str) -> float | None:
+    """`in_step_ratio` of one layer: `linear` timed alone, followed by `ops`, and `ops` alone."""
+    def paired(j: int) -> None:
+        linear(j)
+        ops()
+
+    return in_step_ratio(timer(linear, f"{what}, back to back"), timer(paired, f"{what}, between a step's ops"),
+                         timer(lambda _: ops(), f"{what}: the step's ops alone"))
+
+
+def measure_matmul_in_step(timer: KernelTimer, dtype: str) -> dict[str, list[float]] | None:
+    """{"bytes": each of MATMUL_IN_STEP_LAYERS' weight bytes, increasing, "ratios": the median of
+    its `in_step_ratio`s over MATMUL_IN_STEP_ROWS and MATMUL_IN_STEP_ROUNDS}: F.linear on operands
+    cycled through WARM_POOL_BYTES, as the warm grid is timed, alone and followed by `between_ops`
+    on its rows, every probe once a round (a slow moment moves one round of each). A size none of
+    whose probes gave a ratio is left out; None where none is left."""
+    tdtype = TORCH_DTYPES[dtype]
+    pool = OperandPool(timer.device, tdtype, WARM_POOL_BYTES)
+    probes = [(n * k * dtype_bytes(dtype), linear_call(pool, m, n, k), between_ops(torch.randn(m, k, dtype=tdtype)),
+               f"matmul {dtype} {m}×{n}×{k}") for n, k in MATMUL_IN_STEP_LAYERS for m in MATMUL_IN_STEP_ROWS]
+    by_size: dict[float, list[float]] = {float(size): [] for size, *_ in probes}
+    with MatmulPrecision(dtype), torch.no_grad():
+        for _ in range(MATMUL_IN_STEP_ROUNDS):
+            for size, linear, ops, what in probes:
+                ratio = _probe(timer, linear, ops, what)
+                if ratio is not None:
+                    by_size[float(size)].append(ratio)
+    sizes = sorted(size for size, ratios in by_size.items() if ratios)
+    if not sizes:
+        return None
+    return {"bytes": sizes, "ratios": [statistics.median(by_size[size]) for size in sizes]}
+
+
+def in_step_note(dtype: str, entry: dict[str, list[float]]) -> str:
+    """One line: each size's ratio."""
+    each = ", ".join(f"{b / 2**20:.2f} MiB ×{r:.2f}" for b, r in zip(entry["bytes"], entry["ratios"], strict=True))
+    return (f"matmul {dtype}: few rows between a step's small ops over their time back to back, by the "
+            f"weight's size: {each} (charged on the warm grid's reading)")
