@@ -618,12 +618,13 @@ def measure_kernels(device: torch.device | str, dtypes: Sequence[str], quick: bo
         result["matmul_rows"] = {dtype: measure_matmul_rows(timer, dtype, grid.points[0])
                                  for dtype, grid in result["matmul"].items() if not dtype.endswith(WARM)}
         # the same rows between a step's small ops, over their time back to back
-        in_step = {dtype: measure_matmul_in_step(timer, dtype) for dtype in result["matmul_rows"]}
-        result["matmul_in_step"] = {dtype: entry for dtype, entry in in_step.items() if entry is not None}
+        in_step = {key: measure_matmul_in_step(timer, dtype, cold) for dtype in result["matmul_rows"]
+                   for key, cold in ((dtype, True), (matmul_warm_key(dtype), False))}
+        result["matmul_in_step"] = {key: entry for key, entry in in_step.items() if entry is not None}
         spent["matmul"] = spent.get("matmul", 0.0) + time.perf_counter() - t0
         notes.append(reach_note(result["cache_reach"]))
         notes += [rows_note(dtype, entry) for dtype, entry in result["matmul_rows"].items()]
-        notes += [in_step_note(dtype, entry) for dtype, entry in result["matmul_in_step"].items()]
+        notes += [in_step_note(key, entry) for key, entry in result["matmul_in_step"].items()]
         _record(shapes["matmul"], CACHE_REACH_LAYER)
         _record(shapes["matmul"], matmul_row_cells())
         _record(shapes["matmul"], matmul_in_step_cells())

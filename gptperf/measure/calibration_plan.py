@@ -79,6 +79,9 @@ MATMUL_ROW_LAYERS = ((520, 136), (776, 776))
 # times, and each size's median ratio kept (`gptperf.measure.matmul_in_step`).
 MATMUL_IN_STEP_LAYERS = ((392, 136), (264, 520), (1160, 200), (776, 680), (1544, 680))
 MATMUL_IN_STEP_ROWS = (1, 2, 4)
+# From memory a step reads weights no cache holds, where the plain grid's pool holds at most 256
+# copies of a layer (51 MiB of a 0.2 MiB one, past the L3 only in part): its copies fill this.
+IN_STEP_MEMORY_BYTES = 128 * MIB
 MATMUL_IN_STEP_ROUNDS = 5  # every probe once a round (one quick round read a 0.2 MiB layer at 0.71)
 # How far the cache reaches for a step (`gptperf.measure.cache_reach`): one decode-like layer of
 # few-row matmuls at C 256 (qkv-like with N rounded up to the fc's 1024, proj, fc, fc2; cells of

@@ -213,17 +213,19 @@ class OperandPool:
     """One random buffer of POOL_BYTES (or `nbytes`) that distinct copies of a call's inputs are
     carved from."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, nbytes: int | None = None) -> None:
+    def __init__(self, device: torch.device, dtype: torch.dtype, nbytes: int | None = None,
+                 max_copies: int = MAX_COPIES) -> None:
         self.device = device
         self.dtype = dtype
         self.numel = (POOL_BYTES[device.type] if nbytes is None else nbytes) // dtype.itemsize
+        self.max_copies = max_copies
         self._buffer: torch.Tensor | None = None
 
     def copies(self, shapes: Sequence[Sequence[int]]) -> list[list[torch.Tensor]]:
-        """Distinct tensors of `shapes`, as many sets as fill the pool (MAX_COPIES at most); one
+        """Distinct tensors of `shapes`, as many sets as fill the pool (`max_copies` at most); one
         freshly made set when two would not fit (such inputs outgrow every cache anyway)."""
         sizes = [math.ceil(math.prod(s) / ALIGN) * ALIGN for s in shapes]
-        count = min(MAX_COPIES, self.numel // sum(sizes))
+        count = min(self.max_copies, self.numel // sum(sizes))
         if count < 2:
             return [[random_tensor(s, self.dtype, self.device) for s in shapes]]
         if self._buffer is None:

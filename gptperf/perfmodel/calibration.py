@@ -506,10 +506,10 @@ class Calibration:
     # the library's blocks of rows), what a step's matmul of that many rows is charged beyond the
     # warm grid's reading (`row_ratio`); 1 where absent.
     matmul_rows: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    # dtype -> {"bytes": [...], "ratios": [...]}: (a CPU) few-row matmuls timed between a step's
-    # small ops over their time back to back, by their weight's bytes (`gptperf.measure.
-    # matmul_in_step`), what a step's matmul read on the warm grid is charged beyond that reading
-    # (`in_step_ratio`); 1 where absent.
+    # grid key (a dtype, or its `WARM` twin) -> {"bytes": [...], "ratios": [...]}: (a CPU) few-row
+    # matmuls on that grid's operands timed between a step's small ops over their time back to
+    # back, by their weight's bytes (`gptperf.measure.matmul_in_step`), what a step's few-row
+    # matmul read on that grid is charged beyond its reading (`in_step_ratio`); 1 where absent.
     matmul_in_step: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     # dtype -> {"fwd", "dgrad", "wgrad": FLOP/s, "m", "n", "k": the probe's rows, output and
     # input widths}: a linear layer whose output width is not 16-byte aligned (gpt2's 50257
@@ -606,25 +606,28 @@ class Calibration:
         """Seconds of y = x·Wᵀ (M×K by N×K) on the grid `key`, × `offgrid_ratio` off its points;
         `warm` (0 to 1: the share of the cache's saving a CPU step of its size gets,
         `warm_share`): that share of the way from the grid to the grid timed from the cache
-        (`WARM`), where that one has the rows, each row as `row_ratio` says, inside a step as
-        `in_step_ratio` says."""
+        (`WARM`), where that one has the rows, each row as `row_ratio` says; a matmul of those
+        rows reads each grid inside a step as `in_step_ratio` says."""
         seconds = self.matmul[key].at(m, n, k)
-        from_cache = self.warm_grid(key, m) if warm > 0 else None
-        if from_cache is not None:
-            in_step = from_cache.at(m, n, k) * self.row_ratio(key, m) * self.in_step_ratio(key, n, k)
-            seconds = toward_cache(seconds, in_step, warm)
+        from_cache = self.warm_grid(key, m)
+        if from_cache is not None:  # a few-row matmul (a CPU's): each grid's reading inside a step
+            seconds *= self.in_step_ratio(key, n, k)
+            if warm > 0:
+                warm_key = matmul_warm_key(key)
+                in_step = from_cache.at(m, n, k) * self.row_ratio(key, m) * self.in_step_ratio(warm_key, n, k)
+                seconds = toward_cache(seconds, in_step, warm)
         return seconds * self.offgrid_ratio(key, m, n, k)
 
     def in_step_ratio(self, key: str, n: float, k: float) -> float:
         """What a few-row matmul of an N×K weight takes between a step's small ops over its time
-        back to back, as the warm grid `key` was timed (`matmul_in_step`, a CPU's, read by the
-        weight's bytes, linearly in log bytes between its sizes, held beyond them); 1 where not
-        measured."""
+        back to back, as grid `key` (a dtype's plain grid, or its `WARM` twin) was timed
+        (`matmul_in_step`, a CPU's, read by the weight's bytes, linearly in log bytes between its
+        sizes, held beyond them); 1 where not measured."""
         entry = self.matmul_in_step.get(key)
         if not entry:
             return 1.0
         sizes, ratios = tuple(entry["bytes"]), entry["ratios"]
-        weight = n * k * dtype_bytes(key)
+        weight = n * k * dtype_bytes(key.split(":")[0])
         if weight <= sizes[0] or weight >= sizes[-1]:
             return float(ratios[0] if weight <= sizes[0] else ratios[-1])
         i, f = _segment(sizes, weight)
