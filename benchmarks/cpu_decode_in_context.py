@@ -1,6 +1,7 @@
 """(CPU) Why small eager decode steps run slower than the calibration says: (1) few-row linear
 layers timed back to back, as the calibration times them, and with a step's small ops (LayerNorm,
-GELU, an add) run between calls, beside the calibration's reading from the cache; (2) decode
+GELU, an add) run between calls, beside the calibration's reading from the cache, and from memory
+beside its plain grid; (2) decode
 steps of growing depth with each block's own weights and with every block sharing block 0's (the
 same Python modules and KV cache, one set of weights), beside the calibrated prediction. Needs a
 cached CPU calibration (`gptperf calibrate`).
@@ -10,6 +11,7 @@ cached CPU calibration (`gptperf calibrate`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -31,6 +33,7 @@ LAYERS = ((384, 128), (512, 128), (128, 512), (768, 256), (1024, 256), (256, 102
 # (n_embd, n_head, batch, context) of the decode steps, each at DEPTHS blocks
 STEPS = ((128, 4, 4, 128), (256, 8, 2, 128))
 DEPTHS = (1, 4, 16, 48)
+MEMORY_POOL = 128 * 2**20  # bytes of weight copies a layer cycles through from memory
 
 
 def median_us(fn: Callable[[], object], repeats: int = 600) -> float:
@@ -58,6 +61,35 @@ def linear_in_context(cal: Calibration) -> None:
             warm = 1e6 * cal.matmul_seconds("fp32", m, n, k, warm=1.0)
             print(f"  M={m} {n:5d}x{k:<5d} ({4 * n * k / 2**20:5.2f} MiB)  back to back {alone:6.1f}  "
                   f"between ops {inside:6.1f}  calibration {warm:6.1f}  between/calibration {inside / warm:5.2f}")
+
+
+def cycled_linear(copies: list[torch.Tensor], x: torch.Tensor, b: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """F.linear of x over the next of `copies` each call (its weight read from memory)."""
+    weights = itertools.cycle(copies)
+    return lambda: F.linear(x, next(weights), b)
+
+
+def linear_from_memory(cal: Calibration) -> None:
+    small = torch.randn(2, 1, 256)
+    norm = torch.nn.LayerNorm(256)
+
+    def between() -> None:
+        norm(small)
+        F.gelu(small)
+        small.add(small)
+
+    print("the same layers from memory, each call on another of its weight's copies (128 MiB of them), µs: "
+          "back to back, between the ops (their own time taken off), the calibration's plain grid")
+    for m in ROWS[1:]:
+        for n, k in LAYERS[:6]:
+            copies = [torch.randn(n, k) for _ in range(max(8, MEMORY_POOL // (4 * n * k)))]
+            cycled = cycled_linear(copies, torch.randn(m, k), torch.randn(n))
+            alone = median_us(cycled, 400)
+            ops = median_us(between, 400)
+            inside = median_us(lambda cycled=cycled: (cycled(), between()), 400) - ops
+            grid = 1e6 * cal.matmul_seconds("fp32", m, n, k)
+            print(f"  M={m} {n:5d}x{k:<5d}  back to back {alone:6.1f}  between ops {inside:6.1f}  plain grid {grid:6.1f}"
+                  f"  between/back to back {inside / alone:5.2f}")
 
 
 def share_weights(model: GPT) -> None:
@@ -97,6 +129,7 @@ def main() -> None:
     torch.set_num_threads(2)
     cal = calibration_for("cpu", required=True)
     linear_in_context(cal)
+    linear_from_memory(cal)
     decode_by_depth(cal)
 
 

@@ -78,7 +78,7 @@ MATMUL_ROW_LAYERS = ((520, 136), (776, 776))
 # sizes, off GPT widths, are timed both ways at MATMUL_IN_STEP_ROWS rows, MATMUL_IN_STEP_ROUNDS
 # times, and each size's median ratio kept (`gptperf.measure.matmul_in_step`).
 MATMUL_IN_STEP_LAYERS = ((392, 136), (264, 520), (1160, 200), (776, 680), (1544, 680))
-MATMUL_IN_STEP_ROWS = (1, 2, 4)
+MATMUL_IN_STEP_ROWS = (1, 2, 4, 8)
 # From memory a step reads weights no cache holds, where the plain grid's pool holds at most 256
 # copies of a layer (51 MiB of a 0.2 MiB one, past the L3 only in part): its copies fill this.
 IN_STEP_MEMORY_BYTES = 128 * MIB
