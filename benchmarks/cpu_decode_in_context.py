@@ -41,15 +41,21 @@ def median_us(fn: Callable[[], object], repeats: int = 600) -> float:
     return 1e6 * time_fn(fn, warmup=30, repeats=repeats, device=torch.device("cpu")).median
 
 
-def linear_in_context(cal: Calibration) -> None:
+def step_ops() -> Callable[[], None]:
+    """A decode step's small ops between two matmuls (LayerNorm, GELU, add), on two rows."""
     small = torch.randn(2, 1, 256)
     norm = torch.nn.LayerNorm(256)
 
-    def between() -> None:  # a decode step's ops between two matmuls, on its few rows
+    def between() -> None:
         norm(small)
         F.gelu(small)
         small.add(small)
 
+    return between
+
+
+def linear_in_context(cal: Calibration) -> None:
+    between = step_ops()
     print("few-row linear layers (µs): back to back, with a step's small ops between calls "
           "(their own time taken off), the calibration's reading from the cache")
     for m in ROWS:
@@ -70,14 +76,7 @@ def cycled_linear(copies: list[torch.Tensor], x: torch.Tensor, b: torch.Tensor) 
 
 
 def linear_from_memory(cal: Calibration) -> None:
-    small = torch.randn(2, 1, 256)
-    norm = torch.nn.LayerNorm(256)
-
-    def between() -> None:
-        norm(small)
-        F.gelu(small)
-        small.add(small)
-
+    between = step_ops()
     print("the same layers from memory, each call on another of its weight's copies (128 MiB of them), µs: "
           "back to back, between the ops (their own time taken off), the calibration's plain grid")
     for m in ROWS[1:]:

@@ -9,6 +9,7 @@ reading.
 from __future__ import annotations
 
 import statistics
+import sys
 from collections.abc import Callable
 
 import torch
@@ -76,7 +77,7 @@ def measure_matmul_in_step(timer: KernelTimer, dtype: str, cold: bool) -> dict[s
     A size none of whose probes gave a ratio is left out; None where none is left."""
     tdtype = TORCH_DTYPES[dtype]
     grid_pool = OperandPool(timer.device, tdtype, POOL_BYTES["cpu"] if cold else WARM_POOL_BYTES)
-    step_pool = (OperandPool(timer.device, tdtype, IN_STEP_MEMORY_BYTES, max_copies=IN_STEP_MEMORY_BYTES)
+    step_pool = (OperandPool(timer.device, tdtype, IN_STEP_MEMORY_BYTES, max_copies=sys.maxsize)  # as many as fill it
                  if cold else grid_pool)
     probes = [(n * k * dtype_bytes(dtype), linear_call(grid_pool, m, n, k), linear_call(step_pool, m, n, k),
                between_ops(torch.randn(m, k, dtype=tdtype)), f"matmul {dtype} {m}×{n}×{k}")
