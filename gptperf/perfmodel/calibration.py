@@ -18,6 +18,7 @@ import datetime as _dt
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -226,6 +227,14 @@ def toward_cache(from_memory: float, from_cache: float, warm: float) -> float:
     """A CPU kernel's seconds `warm` (0 to 1, `Calibration.warm_share`) of the way from its timing
     with its tensors in memory to its timing from the cache: the one rule of both CPU timings."""
     return from_memory + warm * (from_cache - from_memory)
+
+
+def _held_log_linear(xs: tuple[float, ...], ys: Sequence[float], x: float) -> float:
+    """ys read at x linearly in log x between the points xs (increasing), held beyond them."""
+    if x <= xs[0] or x >= xs[-1]:
+        return float(ys[0] if x <= xs[0] else ys[-1])
+    i, f = _segment(xs, x)
+    return ys[i] + f * (ys[i + 1] - ys[i])
 
 
 def _segment(xs: tuple[float, ...], x: float) -> tuple[int, float]:
@@ -626,12 +635,7 @@ class Calibration:
         entry = self.matmul_in_step.get(key)
         if not entry:
             return 1.0
-        sizes, ratios = tuple(entry["bytes"]), entry["ratios"]
-        weight = n * k * dtype_bytes(key.split(":")[0])
-        if weight <= sizes[0] or weight >= sizes[-1]:
-            return float(ratios[0] if weight <= sizes[0] else ratios[-1])
-        i, f = _segment(sizes, weight)
-        return ratios[i] + f * (ratios[i + 1] - ratios[i])
+        return _held_log_linear(tuple(entry["bytes"]), entry["ratios"], n * k * dtype_bytes(key.removesuffix(WARM)))
 
     def row_ratio(self, key: str, m: float) -> float:
         """What a matmul of `m` rows timed from the cache takes over the warm grid's reading
@@ -696,8 +700,7 @@ class Calibration:
             return shares[0]
         if step_bytes >= curve.x[-1]:
             return 0.0
-        i, f = _segment(curve.x, step_bytes)
-        return shares[i] + f * (shares[i + 1] - shares[i])
+        return _held_log_linear(curve.x, shares, step_bytes)
 
     def offgrid_ratio(self, key: str, m: float, n: float, k: float) -> float:
         """What a matmul off grid `key`'s points takes over the grid's reading of it: the off-grid
