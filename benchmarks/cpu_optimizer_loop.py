@@ -29,7 +29,8 @@ from gptperf.measure.calibration_plan import OPTIMIZER_BYTES_PER_PARAM, optimize
 from gptperf.measure.kernel_timer import KernelTimer
 from gptperf.measure.probe import fork_op_s
 from gptperf.model.config import preset
-from gptperf.perfmodel.calibration import ADAMW_LOOP, ADAMW_LOOP_COLD, Grid
+from gptperf.perfmodel.calibration import ADAMW_LOOP, ADAMW_LOOP_COLD
+from gptperf.perfmodel.curves import Grid
 from gptperf.perfmodel.workload import (
     Workload,
     count_parameter_tensors,

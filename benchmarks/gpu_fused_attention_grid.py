@@ -23,7 +23,7 @@ import torch
 from gptperf.measure import calibrate_decode as cd
 from gptperf.measure import calibration_plan as cp
 from gptperf.measure.kernel_timer import KernelTimer, OperandPool, random_tensor
-from gptperf.perfmodel.calibration import Grid
+from gptperf.perfmodel.curves import Grid
 from gptperf.steps import decode_kernels as dk
 
 FINE = ((8, 12, 16, 20, 25, 32, 64, 128), (128, 256, 512, 1000, 1024, 2048, 8192), (64, 128))

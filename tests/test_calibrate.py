@@ -31,13 +31,12 @@ from gptperf.measure import calibrate_compiled as rec_mod
 from gptperf.measure import calibrate_host as host_mod
 from gptperf.perfmodel.calibration import (
     Calibration,
-    Curve,
-    Grid,
     calibration_path,
     host_model_config,
     load_calibration,
     save_calibration,
 )
+from gptperf.perfmodel.curves import Curve, Grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

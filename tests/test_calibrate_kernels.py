@@ -23,7 +23,7 @@ from gptperf.measure import calibration_passes as cps
 from gptperf.measure import calibration_plan as cp
 from gptperf.measure import kernel_timer as kt
 from gptperf.measure.calibration_tables import fill_grid, guarded
-from gptperf.perfmodel.calibration import Curve, Grid
+from gptperf.perfmodel.curves import Curve, Grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -859,7 +859,7 @@ def test_the_bias_ratio_is_the_median_of_the_probes_with_its_range() -> None:
 def test_the_offgrid_ratio_is_the_probes_mean_over_the_grids_reading() -> None:
     """Probes against a grid with t = M·N·K ns, at 1.2, 1.3 and 0.8 of its reading: the mean
     (1.1) is the ratio, with the median, range and count; a dtype without probes gets none."""
-    from gptperf.perfmodel.calibration import Grid
+    from gptperf.perfmodel.curves import Grid
 
     points = ((64.0, 256.0),) * 3
     grid = Grid(("M", "N", "K"), points,

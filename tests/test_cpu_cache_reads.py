@@ -18,7 +18,8 @@ from gptperf.measure import calibration_plan as cp
 from gptperf.measure.kernel_timer import CPU_EVICT_MIN_BYTES, KernelTimer
 from gptperf.measure.matmul_rows import measure_matmul_rows, row_ratios, rows_note
 from gptperf.model.config import preset
-from gptperf.perfmodel.calibration import Calibration, Grid
+from gptperf.perfmodel.calibration import Calibration
+from gptperf.perfmodel.curves import Grid
 from gptperf.perfmodel.expected import _cache_note, expected
 from gptperf.perfmodel.kernel_calls import kernel_calls
 from gptperf.perfmodel.memory import memory_breakdown

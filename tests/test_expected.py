@@ -15,7 +15,8 @@ from gptperf import names
 from gptperf.errors import UserError
 from gptperf.model import preset
 from gptperf.perfmodel import Workload, count_parameters
-from gptperf.perfmodel.calibration import HOST_MODEL, Calibration, Curve, Grid
+from gptperf.perfmodel.calibration import HOST_MODEL, Calibration
+from gptperf.perfmodel.curves import Curve, Grid
 from gptperf.perfmodel.expected import Expected, call_time, expected, queue_time
 from gptperf.perfmodel.kernel_calls import KernelCall, kernel_calls, step_ops, unaligned_layer
 from gptperf.perfmodel.workload import master_copied_parameters

@@ -17,7 +17,8 @@ from gptperf.measure import calibration_plan as cp
 from gptperf.measure import matmul_in_step as in_step_module
 from gptperf.measure.kernel_timer import MAX_COPIES, POOL_BYTES, KernelTimer, OperandPool
 from gptperf.measure.matmul_in_step import in_step_note, in_step_ratio, measure_matmul_in_step
-from gptperf.perfmodel.calibration import Calibration, Grid
+from gptperf.perfmodel.calibration import Calibration
+from gptperf.perfmodel.curves import Grid
 
 SIZES = [4e5, 4e6]  # bytes of two weights
 IN_STEP = {"bytes": SIZES, "ratios": [1.2, 1.0]}

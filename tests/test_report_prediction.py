@@ -461,7 +461,7 @@ def test_bench_entries_written_before_their_label_are_told_apart_by_their_source
 def test_the_calibration_summary_names_its_worst_curve_and_the_median_residual() -> None:
     """The page's curve fact: the median and the largest leave-one-out residual, with the curve it
     is of; a report written before the curve was named reads back without it, as it was shown."""
-    from gptperf.perfmodel.calibration import Curve
+    from gptperf.perfmodel.curves import Curve
     from gptperf.report.doc import pct
     from gptperf.report.html import fmt
     from gptperf.report.page_prediction import _curves_fact

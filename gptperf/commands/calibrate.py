@@ -13,7 +13,8 @@ from gptperf.perfmodel.calibration import HOST_DEEP_LAYERS, curve_key, unaligned
 from gptperf.plan import COMPILED, EAGER
 
 if TYPE_CHECKING:
-    from gptperf.perfmodel.calibration import Calibration, Curve
+    from gptperf.perfmodel.calibration import Calibration
+    from gptperf.perfmodel.curves import Curve
 
 HELP = ("measure this device's calibration for the calibrated prediction: kernel time curves, "
         "host cost per step, compiled kernels")

@@ -20,7 +20,8 @@ from gptperf.measure.calibration_plan import (
     CACHE_REACH_ROUNDS,
 )
 from gptperf.measure.kernel_timer import KernelTimer
-from gptperf.perfmodel.calibration import Curve, cache_shares
+from gptperf.perfmodel.calibration import cache_shares
+from gptperf.perfmodel.curves import Curve
 
 LAYER_BYTES = 4 * sum(n * k for _, n, k in CACHE_REACH_LAYER)  # fp32 weights of one layer
 

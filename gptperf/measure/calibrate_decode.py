@@ -41,12 +41,11 @@ from gptperf.perfmodel.calibration import (
     GEMV_ARGMAX_CHAIN,
     GEMV_CHAIN,
     GEMV_RESIDUAL_CHAIN,
-    Curve,
-    Grid,
     attention_key,
     fused_step_key,
     gemv_key,
 )
+from gptperf.perfmodel.curves import Curve, Grid
 from gptperf.runtime import TORCH_DTYPES, as_device
 from gptperf.units import MIB
 

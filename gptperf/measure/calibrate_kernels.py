@@ -111,13 +111,12 @@ from gptperf.measure.timer import Progress
 from gptperf.perfmodel.calibration import (
     UNALIGNED_ORIENTATIONS,
     WARM,
-    Curve,
-    Grid,
     attention_key,
     matmul_warm_key,
     unaligned_rates_text,
     vector_key,
 )
+from gptperf.perfmodel.curves import Curve, Grid
 from gptperf.runtime import TORCH_DTYPES, as_device
 
 

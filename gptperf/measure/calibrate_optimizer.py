@@ -24,7 +24,8 @@ from gptperf.measure.calibration_plan import (
 from gptperf.measure.calibration_tables import report
 from gptperf.measure.kernel_timer import Call, KernelTimer, random_tensor
 from gptperf.measure.timer import Progress
-from gptperf.perfmodel.calibration import ADAMW_LOOP, ADAMW_LOOP_COLD, Grid
+from gptperf.perfmodel.calibration import ADAMW_LOOP, ADAMW_LOOP_COLD
+from gptperf.perfmodel.curves import Grid
 from gptperf.runtime import as_device
 
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from gptperf.measure.probe import FORK_SPELL, fork_op_s
-from gptperf.perfmodel.calibration import Curve, Grid
+from gptperf.perfmodel.curves import Curve, Grid
 
 Shape = tuple[float, float, float]  # a matmul probe's M, N, K
 

@@ -15,7 +15,7 @@ import torch
 
 from gptperf.measure.calibration_plan import MATMUL_ROW_LAYERS, WARM_M, WARM_POOL_BYTES
 from gptperf.measure.kernel_timer import KernelTimer, MatmulPrecision, OperandPool, linear_call
-from gptperf.perfmodel.calibration import Curve
+from gptperf.perfmodel.curves import Curve
 from gptperf.runtime import TORCH_DTYPES
 
 

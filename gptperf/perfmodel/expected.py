@@ -53,7 +53,6 @@ from gptperf.perfmodel.calibration import (
     GEMV_RESIDUAL_CHAIN,
     HOST_MODEL,
     Calibration,
-    Grid,
     attention_key,
     compiled_key,
     compiled_op_key,
@@ -68,6 +67,7 @@ from gptperf.perfmodel.calibration import (
     split_vector_key,
     unaligned_rates_text,
 )
+from gptperf.perfmodel.curves import Grid
 from gptperf.perfmodel.kernel_calls import (
     BIASED,
     KernelCall,
