@@ -47,26 +47,7 @@ def flat_calibration(device_type: str = "cuda", fixed_s: float = 1e-4, per_layer
     return Calibration(**fields)
 
 
-# -- curves ----------------------------------------------------------------------------------
-
-
-def test_curve_interpolates_in_log_log_and_extrapolates_by_the_work():
-    c = Curve((1e3, 1e5), (1e-6, 1e-4))
-    assert c.at(1e4) == pytest.approx(1e-5)  # halfway in log x -> halfway in log t
-    assert c.at(10) == pytest.approx(1e-6)  # below: the smallest point's time (fixed cost)
-    assert c.at(1e6) == pytest.approx(1e-3)  # above: grows as the size does
-    assert Curve((1, 2, 4), (1.0, 2.0, 4.0)).residual == pytest.approx(0.0)
-    # leave-one-out: the middle point of (1, 3, 4) predicted from its neighbours is 2 -> 1/3 off
-    assert Curve((1, 2, 4), (1.0, 3.0, 4.0)).residual == pytest.approx(1 / 3)
-
-
-def test_grid_is_multilinear_in_log_space_and_grows_beyond_its_edge():
-    g = Grid(("M", "N"), ((1, 100), (1, 100)), (1.0, 10.0, 10.0, 100.0), growth=(1, 2))
-    assert g.at(10, 10) == pytest.approx(10.0)  # log t = (0 + 1 + 1 + 2)/4 = 1
-    assert g.at(1, 10) == pytest.approx(math.sqrt(10))
-    assert g.at(100, 1000) == pytest.approx(100.0 * 10**2)  # N 10x beyond its edge, growth 2
-    with pytest.raises(UserError):
-        g.at(1.0)
+# -- the calibration ------------------------------------------------------------------------
 
 
 def test_calibration_round_trips_and_refuses_stale_foreign_or_other_torch():
