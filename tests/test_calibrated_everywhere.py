@@ -604,9 +604,12 @@ def test_bench_has_nothing_to_compare_with_a_calibration_that_kept_no_probe(load
     assert entry["machine_vs_calibration"] is None
 
 
-def test_an_inference_sweep_probes_the_host_once(loader, host_twice_as_slow) -> None:
+def test_an_inference_sweep_probes_the_host_once_for_points_too_brief_to_sample(
+        loader, host_twice_as_slow, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gptperf.measure.probe as probe
     from gptperf.inference.sweep import run_inference_study
 
+    monkeypatch.setattr(probe, "INTERLEAVE_S", math.inf)  # no point runs long enough for a sample
     cfg = preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=32)
     r = run_inference_study(cfg, "cpu", "fp32", contexts=[8], batches=[1, 2], hardware="cpu")
     points = r.cache + r.recompute + r.prefill + r.batches
@@ -615,3 +618,24 @@ def test_an_inference_sweep_probes_the_host_once(loader, host_twice_as_slow) -> 
         want = expected(cfg, Workload(p.kind, p.batch, p.seq, "fp32"), p.plan, loader.calibration,
                         host_speed=2.0)
         assert p.expected_s == pytest.approx(want.step_time_s)
+
+
+def test_an_inference_point_charges_the_host_sampled_between_its_own_steps(
+        loader, host_twice_as_slow, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The samples read 3 ms against the decode probe's 1 ms unit: every point (all eager on a
+    CPU) is charged at 3×, not at the sweep's one probe (2×), and its notes say how."""
+    import gptperf.measure.probe as probe
+    from gptperf.inference.sweep import run_inference_study
+
+    monkeypatch.setattr(probe, "INTERLEAVE_S", 0.0)  # a sample after every timed step
+    monkeypatch.setattr(probe.HostSampler, "step_s", lambda self: 3e-3 if self.samples else None)
+    cfg = preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=32)
+    r = run_inference_study(cfg, "cpu", "fp32", contexts=[8], batches=[1, 2], hardware="cpu")
+    points = r.cache + r.recompute + r.prefill + r.batches
+    assert {p.kind for p in points} == {"decode", "decode_nocache", "prefill"}
+    for p in points:
+        work = Workload(p.kind, p.batch, p.seq, "fp32")
+        assert p.expected_s == pytest.approx(expected(cfg, work, p.plan, loader.calibration,
+                                                      host_speed=3.0).step_time_s)
+        assert p.expected_s > expected(cfg, work, p.plan, loader.calibration, host_speed=2.0).step_time_s
+    assert any("sampled between each point's own steps" in n for n in r.notes)

@@ -43,8 +43,14 @@ from gptperf.envinfo import device_name as name_of
 from gptperf.envinfo import environment
 from gptperf.errors import UserError
 from gptperf.measure.bench import calibrated_expected, device_calibration
-from gptperf.measure.probe import host_speed, machine_against_calibration
-from gptperf.measure.timer import time_fn
+from gptperf.measure.probe import (
+    HostSampler,
+    host_speed,
+    host_unit,
+    machine_against_calibration,
+    probe_for,
+)
+from gptperf.measure.timer import time_fn, time_phases
 from gptperf.memguard import is_out_of_memory, release_memory
 from gptperf.model.config import GPTConfig
 from gptperf.perfmodel import COMPUTE, Workload, predict, resolve_hardware
@@ -417,30 +423,51 @@ class _Bench:
         step = build_step(self.config, Workload(kind, batch, seq, self.dtype), plan, self.device,
                           model=self.model, seed=self.seed)
         self.notes.extend(n for n in step.notes if n not in self.notes)
-        timing = time_fn(step.step, warmup=self.warmup, repeats=repeats or self.repeats,
-                         device=self.device, compiled=step.plan.compiled)
+        repeats = repeats or self.repeats
+        sampler = self._sampler(kind, step.plan)
+        if sampler is None:
+            timing = time_fn(step.step, warmup=self.warmup, repeats=repeats, device=self.device,
+                             compiled=step.plan.compiled)
+        else:  # as `gptperf bench` times a step with the host in its loop: the host sampled between
+            timing = time_phases([("step", step.step)], warmup=self.warmup, repeats=repeats,
+                                 device=self.device, compiled=step.plan.compiled,
+                                 between_steps=sampler).total
         pred = predict_inference(self.config, kind, batch, seq, self.dtype, self.hw, plan=step.plan)
         tokens = batch if kind.startswith("decode") else batch * seq
-        e = self._expected(kind, batch, seq, step.plan)
+        e = self._expected(kind, batch, seq, step.plan, sampler)
         return Point(kind, batch, seq, timing.median, pred.time_s, pred.flops, pred.bytes, tokens,
                      "fast" if step.plan.fast else "eager", timing.to_dict(), step.plan,
                      e.step_time_s if e is not None else None, e.label if e is not None else None)
 
-    def _expected(self, kind: str, batch: int, seq: int, plan: ExecutionPlan) -> Expected | None:
+    def _sampler(self, kind: str, plan: ExecutionPlan) -> HostSampler | None:
+        """A sampler of the host between the steps of a point whose host is in its loop (not a
+        CUDA graph), against a calibration with the host unit of its probe; else None."""
+        if self.calibration is None or plan.cuda_graph:
+            return None
+        probe = probe_for(self.calibration, kind)
+        return HostSampler(self.device, probe=probe) if host_unit(self.calibration, probe) else None
+
+    def _expected(self, kind: str, batch: int, seq: int, plan: ExecutionPlan,
+                  sampler: HostSampler | None = None) -> Expected | None:
         """The calibrated Expected of the step that ran (None without a calibration, or where
-        it cannot cost the step: noted once per reason)."""
+        it cannot cost the step: noted once per reason): its host costs charged at the host
+        `sampler` read between the point's own steps, else at the sweep's one probe."""
         if self.calibration is None:
             return None
 
-        if self.host_speed is None:  # one probe a sweep: its points take milliseconds each
+        if self.host_speed is None:  # one probe a sweep, for the points sampled too briefly
             self.host_speed = host_speed(self.calibration, self.device)
             if self.host_speed is not None:
                 self.notes.append(
-                    f"calibrated expected times charge host costs ×{self.host_speed:.2f}: the "
-                    "host's speed probed at the sweep's first point; with them as calibrated "
-                    "they are what `gptperf model --calibrated` gives")
+                    "calibrated expected times charge host costs at the host's speed sampled "
+                    "between each point's own steps, or where a point ran too briefly for a "
+                    f"sample, ×{self.host_speed:.2f}: the host probed at the sweep's first point; "
+                    "with them as calibrated they are what `gptperf model --calibrated` gives")
+        speed, phases = self.host_speed, None
+        if sampler is not None and sampler.samples:
+            speed, phases = sampler.speed(self.calibration), sampler.phase_speeds(self.calibration)
         e, why = calibrated_expected(self.config, Workload(kind, batch, seq, self.dtype), plan,
-                                     self.calibration, speed=self.host_speed)
+                                     self.calibration, speed=speed, phase_speeds=phases)
         note = f"no calibrated expected time for {kind}: {why}"
         if why and note not in self.notes:
             self.notes.append(note)
