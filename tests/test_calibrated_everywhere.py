@@ -604,20 +604,28 @@ def test_bench_has_nothing_to_compare_with_a_calibration_that_kept_no_probe(load
     assert entry["machine_vs_calibration"] is None
 
 
-def test_an_inference_sweep_probes_the_host_once_for_points_too_brief_to_sample(
+def test_an_inference_point_too_brief_to_sample_between_its_steps_samples_the_host_after_them(
         loader, host_twice_as_slow, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No point runs long enough for a sample between its steps: each eager one (all, on a CPU)
+    takes one right after them, read at 2 ms against the decode probe's 1 ms unit, and is
+    charged at 2×; no separate probe of the host is taken."""
     import gptperf.measure.probe as probe
     from gptperf.inference.sweep import run_inference_study
 
-    monkeypatch.setattr(probe, "INTERLEAVE_S", math.inf)  # no point runs long enough for a sample
+    monkeypatch.setattr(probe, "INTERLEAVE_S", math.inf)
+    taken: list[int] = []
+    monkeypatch.setattr(probe.HostSampler, "step_s",
+                        lambda self: (taken.append(len(self.samples)), 2e-3 if self.samples else None)[1])
     cfg = preset("tiny", n_layer=1, n_embd=32, n_head=2, block_size=32)
     r = run_inference_study(cfg, "cpu", "fp32", contexts=[8], batches=[1, 2], hardware="cpu")
     points = r.cache + r.recompute + r.prefill + r.batches
-    assert len(points) > 3 and [probe for _, probe in host_twice_as_slow] == ["decode"]
+    assert len(points) > 3 and host_twice_as_slow == []
+    assert taken and set(taken) == {1}  # one sample a point, the one after its steps
     for p in points:
         want = expected(cfg, Workload(p.kind, p.batch, p.seq, "fp32"), p.plan, loader.calibration,
                         host_speed=2.0)
         assert p.expected_s == pytest.approx(want.step_time_s)
+    assert any("×2.00 its time at calibration" in n for n in r.notes)
 
 
 def test_an_inference_point_charges_the_host_sampled_between_its_own_steps(
@@ -638,4 +646,4 @@ def test_an_inference_point_charges_the_host_sampled_between_its_own_steps(
         assert p.expected_s == pytest.approx(expected(cfg, work, p.plan, loader.calibration,
                                                       host_speed=3.0).step_time_s)
         assert p.expected_s > expected(cfg, work, p.plan, loader.calibration, host_speed=2.0).step_time_s
-    assert any("sampled between each point's own steps" in n for n in r.notes)
+    assert any("sampled among its own steps: ×3.00 its time" in n for n in r.notes)

@@ -217,6 +217,19 @@ def test_host_sampler_samples_between_steps_once_its_interval_has_passed() -> No
     assert sum(phases.values()) == pytest.approx(train.step_s()) and real.phase_s() == {}
 
 
+def test_a_sample_taken_at_once_follows_the_last_step_and_restarts_the_interval() -> None:
+    now = [0.0]
+    sampler = pr.HostSampler("cpu", every_s=0.05, clock=lambda: now[0])
+    for t in (0.0, 0.01):
+        now[0] = t
+        sampler()
+    sampler.sample()  # a measurement too brief for the interval: one sample when it ends
+    assert sampler.samples == [0.0] and sampler.after_step == [2]
+    now[0] = 0.05
+    sampler()  # 0.04 s after that sample: not yet
+    assert len(sampler.samples) == 1
+
+
 def test_a_cpu_sampler_times_parallel_adds_with_each_sample_against_the_calibrations_probe() -> None:
     sampler = pr.HostSampler("cpu", every_s=0.0)
     assert sampler.fork_s() is None

@@ -43,13 +43,7 @@ from gptperf.envinfo import device_name as name_of
 from gptperf.envinfo import environment
 from gptperf.errors import UserError
 from gptperf.measure.bench import calibrated_expected, device_calibration
-from gptperf.measure.probe import (
-    HostSampler,
-    host_speed,
-    host_unit,
-    machine_against_calibration,
-    probe_for,
-)
+from gptperf.measure.probe import HostSampler, host_unit, machine_against_calibration, probe_for
 from gptperf.measure.timer import time_fn, time_phases
 from gptperf.memguard import is_out_of_memory, release_memory
 from gptperf.model.config import GPTConfig
@@ -405,7 +399,7 @@ class _Bench:
 
         self.config, self.device, self.dtype, self.hw = config, device, dtype, hardware
         self.calibration = calibration  # for the calibrated expected time of each point
-        self.host_speed: float | None = None  # probed once, at the first point predicted
+        self.host_speeds: list[float] = []  # each eager point's host, over its time at calibration
         set_matmul_precision(dtype)
         self.model = build_model(config, device, torch_dtype(dtype))
         self.eager = ExecutionPlan.eager(config.attention)
@@ -432,6 +426,8 @@ class _Bench:
             timing = time_phases([("step", step.step)], warmup=self.warmup, repeats=repeats,
                                  device=self.device, compiled=step.plan.compiled,
                                  between_steps=sampler).total
+            if not sampler.samples:  # too brief for one between its steps: one right after them
+                sampler.sample()
         pred = predict_inference(self.config, kind, batch, seq, self.dtype, self.hw, plan=step.plan)
         tokens = batch if kind.startswith("decode") else batch * seq
         e = self._expected(kind, batch, seq, step.plan, sampler)
@@ -451,21 +447,14 @@ class _Bench:
                   sampler: HostSampler | None = None) -> Expected | None:
         """The calibrated Expected of the step that ran (None without a calibration, or where
         it cannot cost the step: noted once per reason): its host costs charged at the host
-        `sampler` read between the point's own steps, else at the sweep's one probe."""
+        `sampler` read among the point's own steps (none: as calibrated; a CUDA graph has none)."""
         if self.calibration is None:
             return None
 
-        if self.host_speed is None:  # one probe a sweep, for the points sampled too briefly
-            self.host_speed = host_speed(self.calibration, self.device)
-            if self.host_speed is not None:
-                self.notes.append(
-                    "calibrated expected times charge host costs at the host's speed sampled "
-                    "between each point's own steps, or where a point ran too briefly for a "
-                    f"sample, ×{self.host_speed:.2f}: the host probed at the sweep's first point; "
-                    "with them as calibrated they are what `gptperf model --calibrated` gives")
-        speed, phases = self.host_speed, None
-        if sampler is not None and sampler.samples:
-            speed, phases = sampler.speed(self.calibration), sampler.phase_speeds(self.calibration)
+        speed = sampler.speed(self.calibration) if sampler is not None else None
+        phases = sampler.phase_speeds(self.calibration) if sampler is not None else None
+        if speed is not None:
+            self.host_speeds.append(speed)
         e, why = calibrated_expected(self.config, Workload(kind, batch, seq, self.dtype), plan,
                                      self.calibration, speed=speed, phase_speeds=phases)
         note = f"no calibrated expected time for {kind}: {why}"
@@ -545,7 +534,15 @@ def run_inference_study(
     if why:
         result.notes.append(f"no calibrated expected time: {why}")
     say(f"building {config.name} ({dtype}) on {dev_name}")
-    _measure_all(_Bench(config, device, dtype, fast, hw, calibration), result, contexts, batches, say)
+    bench = _Bench(config, device, dtype, fast, hw, calibration)
+    _measure_all(bench, result, contexts, batches, say)
+    if bench.host_speeds:
+        low, high = min(bench.host_speeds), max(bench.host_speeds)
+        result.notes.append(
+            "calibrated expected times charge each point's host costs at the host's speed sampled "
+            f"among its own steps: ×{low:.2f}{'' if f'{low:.2f}' == f'{high:.2f}' else f'–{high:.2f}'} "
+            "its time at calibration; with them as calibrated they are what "
+            "`gptperf model --calibrated` gives")
     points = result.cache + result.recompute + result.prefill + result.batches
     result.expected_label = next((p.expected_source for p in points if p.expected_source), None)
     release_memory()  # the model and its caches are gone with the bench

@@ -338,14 +338,19 @@ class HostSampler:
         self._fork = fork_adds() if self.device.type == "cpu" else None
 
     def __call__(self) -> None:
-        from gptperf.runtime import synchronize  # deferred: loads torch
-
         self.steps += 1
         now = self.clock()
         if self._since is None:
             self._since = now
         if now - self._since < self.every_s:
             return
+        self.sample()
+
+    def sample(self) -> None:
+        """Take one sample now, after the measurement's step `steps` (a measurement too brief for
+        `every_s` to pass takes one when it ends)."""
+        from gptperf.runtime import synchronize  # deferred: loads torch
+
         self._step()  # untimed: the first step after the measurement's own
         step, phases = _sample_phases(self._phases, STEP_RUN[self.probe], self.clock)
         self.samples.append(step)
