@@ -19,6 +19,18 @@ def test_curve_interpolates_in_log_log_and_extrapolates_by_the_work():
     assert Curve((1, 2, 4), (1.0, 3.0, 4.0)).residual == pytest.approx(1 / 3)
 
 
+def test_below_its_first_point_a_curve_follows_the_line_through_its_first_two():
+    """1 µs fixed and 1 ns a byte through (1e3, 2e-6) and (1e4, 1.1e-5): at 100 bytes 1.1 µs, at
+    0 the fixed cost; a line with no positive fixed cost or slope holds the first point's time."""
+    c = Curve((1e3, 1e4, 1e6), (2e-6, 1.1e-5, 2e-4))
+    assert c.at(100) == pytest.approx(1.1e-6)
+    assert c.at(1e-9) == pytest.approx(1e-6)
+    assert c.at(1e3) == pytest.approx(2e-6)  # continuous at the first point
+    assert Curve((1e3, 1e4), (2e-6, 1e-6)).at(100) == 2e-6  # falling: no slope to follow
+    assert Curve((1e3, 2e3), (1e-6, 3e-6)).at(100) == 1e-6  # the line crosses 0 above 0 bytes
+    assert Curve((1e3,), (1e-6,)).at(1.0) == 1e-6
+
+
 def test_grid_is_multilinear_in_log_space_and_grows_beyond_its_edge():
     g = Grid(("M", "N"), ((1, 100), (1, 100)), (1.0, 10.0, 10.0, 100.0), growth=(1, 2))
     assert g.at(10, 10) == pytest.approx(10.0)  # log t = (0 + 1 + 1 + 2)/4 = 1

@@ -1,8 +1,12 @@
 """Measured time curves and their reading: a `Curve` is seconds against one size (bytes,
 parameters), a `Grid` seconds against several (M, N, K of a matmul; batch·heads, length, head
-size of attention). Both read linearly in log-log space between measured points; below the
-smallest point the time is the smallest point's (fixed costs dominate there) and beyond the
-largest it grows as the work does (the kernel is saturated there). `residual` is each one's
+size of attention). Both read linearly in log-log space between measured points and, beyond the
+largest, grow as the work does (the kernel is saturated there). Below its smallest point a
+`Curve` follows the straight line through its first two points, a fixed cost plus a cost per
+unit of size, the kernel model of the roofline's launch latency and bandwidth (a fused decode
+kernel of a 128-wide model streams a sixteenth of the bytes of the smallest one the calibration
+times); where that line has no positive fixed cost or slope, and below a `Grid`'s edge, the
+time is the smallest point's (fixed costs dominate there). `residual` is each one's
 leave-one-out error: every inner point predicted from its neighbours alone, the median
 |predicted/measured − 1|. Pure Python; `perfmodel.calibration` keeps a device's curves.
 """
@@ -72,11 +76,21 @@ class Curve:
     def at(self, x: float) -> float:
         """Seconds at size x (see the module docstring for outside the measured range)."""
         if x <= self.x[0]:
-            return self.seconds[0]
+            return self._below(x)
         if x >= self.x[-1]:
             return self.seconds[-1] * x / self.x[-1]
         i, f = _segment(self.x, x)
         return math.exp((1 - f) * math.log(self.seconds[i]) + f * math.log(self.seconds[i + 1]))
+
+    def _below(self, x: float) -> float:
+        """Seconds at x below the smallest point: on the line through the first two points where
+        it has a positive fixed cost and slope, else the smallest point's time."""
+        t0 = self.seconds[0]
+        if len(self.x) < 2:
+            return t0
+        per_unit = (self.seconds[1] - t0) / (self.x[1] - self.x[0])
+        fixed = t0 - per_unit * self.x[0]
+        return fixed + per_unit * x if per_unit > 0 and fixed > 0 else t0
 
     @property
     def residual(self) -> float | None:
