@@ -537,12 +537,11 @@ def run_inference_study(
     bench = _Bench(config, device, dtype, fast, hw, calibration)
     _measure_all(bench, result, contexts, batches, say)
     if bench.host_speeds:
-        low, high = min(bench.host_speeds), max(bench.host_speeds)
+        low, high = f"{min(bench.host_speeds):.2f}", f"{max(bench.host_speeds):.2f}"
         result.notes.append(
             "calibrated expected times charge each point's host costs at the host's speed sampled "
-            f"among its own steps: ×{low:.2f}{'' if f'{low:.2f}' == f'{high:.2f}' else f'–{high:.2f}'} "
-            "its time at calibration; with them as calibrated they are what "
-            "`gptperf model --calibrated` gives")
+            f"among its own steps: ×{low if low == high else f'{low}–{high}'} its time at "
+            "calibration; with them as calibrated they are what `gptperf model --calibrated` gives")
     points = result.cache + result.recompute + result.prefill + result.batches
     result.expected_label = next((p.expected_source for p in points if p.expected_source), None)
     release_memory()  # the model and its caches are gone with the bench
