@@ -12,7 +12,7 @@ from gptperf.perfmodel.curves import Curve, Grid, held_log_linear
 def test_curve_interpolates_in_log_log_and_extrapolates_by_the_work():
     c = Curve((1e3, 1e5), (1e-6, 1e-4))
     assert c.at(1e4) == pytest.approx(1e-5)  # halfway in log x -> halfway in log t
-    assert c.at(10) == pytest.approx(1e-6)  # below: the smallest point's time (fixed cost)
+    assert c.at(10) == pytest.approx(1e-6)  # below: its first two points' line has no fixed cost: held
     assert c.at(1e6) == pytest.approx(1e-3)  # above: grows as the size does
     assert Curve((1, 2, 4), (1.0, 2.0, 4.0)).residual == pytest.approx(0.0)
     # leave-one-out: the middle point of (1, 3, 4) predicted from its neighbours is 2 -> 1/3 off
