@@ -631,7 +631,8 @@ def test_an_inference_point_too_brief_to_sample_between_its_steps_samples_the_ho
 def test_an_inference_point_charges_the_host_sampled_between_its_own_steps(
         loader, host_twice_as_slow, monkeypatch: pytest.MonkeyPatch) -> None:
     """The samples read 3 ms against the decode probe's 1 ms unit: every point (all eager on a
-    CPU) is charged at 3×, not at the sweep's one probe (2×), and its notes say how."""
+    CPU) is charged at 3×, not at a probe of the host apart from its steps (2×, never taken),
+    and the notes say how."""
     import gptperf.measure.probe as probe
     from gptperf.inference.sweep import run_inference_study
 
@@ -646,4 +647,5 @@ def test_an_inference_point_charges_the_host_sampled_between_its_own_steps(
         assert p.expected_s == pytest.approx(expected(cfg, work, p.plan, loader.calibration,
                                                       host_speed=3.0).step_time_s)
         assert p.expected_s > expected(cfg, work, p.plan, loader.calibration, host_speed=2.0).step_time_s
+    assert host_twice_as_slow == []
     assert any("sampled among its own steps: ×3.00 its time" in n for n in r.notes)
