@@ -213,6 +213,21 @@ def _over(grid: Grid, base: Grid) -> Grid:
     return Grid(grid.axes, grid.points, ratios, (0.0,) * len(grid.points), what=f"{grid.what} / causal")
 
 
+def _check_ratio_table(table: str, entries: Mapping[str, Any], axis: str, what: str, *,
+                       increasing: bool) -> None:
+    """Each entry of `table` is {axis: positive numbers (`increasing`: strictly), "ratios": as
+    many numbers between 0 and 10}; else a one-line UserError naming the entry (`what`: the
+    axis's values in words)."""
+    for key, entry in entries.items():
+        xs = entry.get(axis) if isinstance(entry, dict) else None
+        ratios = entry.get("ratios") if isinstance(entry, dict) else None
+        if not (isinstance(xs, list) and isinstance(ratios, list) and xs and len(xs) == len(ratios)
+                and all(is_positive_number(x) for x in xs) and (not increasing or xs == sorted(set(xs)))
+                and all(is_positive_number(r) and r < 10 for r in ratios)):
+            raise UserError(f"{table}[{key!r}] needs as many {what} as ratios (each between 0 and 10), "
+                            f"got {entry!r}")
+
+
 def cache_shares(curve: Curve) -> tuple[float, ...] | None:
     """The cache's saving at each point of a `cache_reach` curve, 0 to 1: (t_cold − t) /
     (t_cold − t_warm), with t_cold the last point's time (the plain grid's pool) and t_warm the
@@ -389,22 +404,9 @@ class Calibration:
             if not all(is_positive_number(r) for r in rates):
                 raise UserError(f"matmul_unaligned[{key!r}] needs positive FLOP rates "
                                 f"{', '.join(UNALIGNED_ORIENTATIONS)}, got {entry!r}")
-        for key, entry in self.matmul_rows.items():
-            rows = entry.get("rows") if isinstance(entry, dict) else None
-            ratios = entry.get("ratios") if isinstance(entry, dict) else None
-            if not (isinstance(rows, list) and isinstance(ratios, list) and rows and len(rows) == len(ratios)
-                    and all(is_positive_number(x) for x in rows)
-                    and all(is_positive_number(r) and r < 10 for r in ratios)):
-                raise UserError(f"matmul_rows[{key!r}] needs as many rows as ratios (each between 0 "
-                                f"and 10), got {entry!r}")
-        for key, entry in self.matmul_in_step.items():
-            sizes = entry.get("bytes") if isinstance(entry, dict) else None
-            ratios = entry.get("ratios") if isinstance(entry, dict) else None
-            if not (isinstance(sizes, list) and isinstance(ratios, list) and sizes and len(sizes) == len(ratios)
-                    and all(is_positive_number(x) for x in sizes) and sizes == sorted(set(sizes))
-                    and all(is_positive_number(r) and r < 10 for r in ratios)):
-                raise UserError(f"matmul_in_step[{key!r}] needs as many increasing sizes as ratios (each "
-                                f"between 0 and 10), got {entry!r}")
+        _check_ratio_table("matmul_rows", self.matmul_rows, "rows", "rows", increasing=False)
+        _check_ratio_table("matmul_in_step", self.matmul_in_step, "bytes", "increasing sizes",
+                           increasing=True)
         for key, rows in self.matmul_probes.items():
             if not all(isinstance(row, list) and len(row) == 4 and all(map(is_positive_number, row))
                        for row in rows):
