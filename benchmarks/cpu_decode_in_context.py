@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from gptperf.hostmem import keep_freed_memory
 from gptperf.measure.calibrate import calibration_for
+from gptperf.measure.calibration_plan import IN_STEP_MEMORY_BYTES
+from gptperf.measure.matmul_in_step import between_ops
 from gptperf.measure.timer import time_fn
 from gptperf.model.config import preset
 from gptperf.model.gpt import GPT
@@ -33,7 +35,6 @@ LAYERS = ((384, 128), (512, 128), (128, 512), (768, 256), (1024, 256), (256, 102
 # (n_embd, n_head, batch, context) of the decode steps, each at DEPTHS blocks
 STEPS = ((128, 4, 4, 128), (256, 8, 2, 128))
 DEPTHS = (1, 4, 16, 48)
-MEMORY_POOL = 128 * 2**20  # bytes of weight copies a layer cycles through from memory
 
 
 def median_us(fn: Callable[[], object], repeats: int = 600) -> float:
@@ -41,21 +42,8 @@ def median_us(fn: Callable[[], object], repeats: int = 600) -> float:
     return 1e6 * time_fn(fn, warmup=30, repeats=repeats, device=torch.device("cpu")).median
 
 
-def step_ops() -> Callable[[], None]:
-    """A decode step's small ops between two matmuls (LayerNorm, GELU, add), on two rows."""
-    small = torch.randn(2, 1, 256)
-    norm = torch.nn.LayerNorm(256)
-
-    def between() -> None:
-        norm(small)
-        F.gelu(small)
-        small.add(small)
-
-    return between
-
-
 def linear_in_context(cal: Calibration) -> None:
-    between = step_ops()
+    between = between_ops(torch.randn(2, 1, 256))  # on two rows 256 wide
     print("few-row linear layers (µs): back to back, with a step's small ops between calls "
           "(their own time taken off), the calibration's reading from the cache")
     for m in ROWS:
@@ -76,12 +64,12 @@ def cycled_linear(copies: list[torch.Tensor], x: torch.Tensor, b: torch.Tensor) 
 
 
 def linear_from_memory(cal: Calibration) -> None:
-    between = step_ops()
+    between = between_ops(torch.randn(2, 1, 256))  # on two rows 256 wide
     print("the same layers from memory, each call on another of its weight's copies (128 MiB of them), µs: "
           "back to back, between the ops (their own time taken off), the calibration's plain grid")
     for m in ROWS[1:]:
         for n, k in LAYERS[:6]:
-            copies = [torch.randn(n, k) for _ in range(max(8, MEMORY_POOL // (4 * n * k)))]
+            copies = [torch.randn(n, k) for _ in range(max(8, IN_STEP_MEMORY_BYTES // (4 * n * k)))]
             cycled = cycled_linear(copies, torch.randn(m, k), torch.randn(n))
             alone = median_us(cycled, 400)
             ops = median_us(between, 400)
