@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from gptperf.dtypes import dtype_bytes
 from gptperf.errors import UserError
@@ -126,10 +125,8 @@ def test_result_families_keys_and_progress(swept: tuple) -> None:
     rows, offgrid = result["matmul_probes"]["fp32"], result["matmul_offgrid"]["fp32"]
     assert len(rows) == offgrid["probes"] > 0 and all(len(r) == 4 for r in rows)
     assert sum(r[3] for r in rows) / len(rows) == pytest.approx(offgrid["ratio"])
-    # no kernel of their own in fp32; a weight's cast read from memory: the CPU's timer does that;
-    # inductor's kernels: a GPU's compiled steps alone
-    expected_ops = (set(ck.VECTOR_OPS) - {"cast_to_fp32", "add_mixed", "cast_weight_to_bf16"}
-                    - set(cp.COMPILED_VECTOR_OPS))
+    # no kernel of their own in fp32; a weight's cast read from memory: the CPU's timer does that
+    expected_ops = set(ck.VECTOR_OPS) - {"cast_to_fp32", "add_mixed", "cast_weight_to_bf16"}
     assert set(result["vector"]) == {f"{op}:fp32" for op in expected_ops}
     # a CPU's per-tensor loop, on one set of tensors and from memory; the grids: CUDA
     assert set(result["optimizer"]) == {"adamw_loop", "adamw_loop_cold"}
@@ -204,8 +201,7 @@ def test_vector_x_is_the_bytes_docs_define(dtype: str) -> None:
             "gelu_bwd": 3 * n * e, "softmax_fwd": 2 * n * e, "softmax_bwd": 3 * n * e,
             "cross_entropy_fwd": rows * 50304 * e, "cross_entropy_bwd": 2 * rows * 50304 * e,
             "embedding_fwd": 2 * rows * 768 * e, "embedding_bwd": rows * 768 * e,
-            "sum_rows": n * e, "layernorm_fwd_compiled": 2 * n * e,
-            "cache_write_compiled": 2 * rows * 16 * 64 * e,
+            "sum_rows": n * e,
         }[op]
         assert x == want, op
         if op not in ("cross_entropy_fwd", "cross_entropy_bwd"):
@@ -215,36 +211,6 @@ def test_vector_x_is_the_bytes_docs_define(dtype: str) -> None:
     # a weight's cast: of an fp32 weight, on a GPU (a CPU's timer reads large calls from memory)
     assert "cast_weight_to_bf16" in ck.vector_ops("cuda", "fp32")
     assert "cast_weight_to_bf16" not in ck.vector_ops("cuda", "bf16") + ck.vector_ops("cpu", "fp32")
-    # inductor's kernels: measured where compiled inference steps run them, a GPU
-    assert set(cp.COMPILED_VECTOR_OPS) <= set(ck.vector_ops("cuda", dtype))
-    assert not set(cp.COMPILED_VECTOR_OPS) & set(ck.vector_ops("cpu", dtype))
-
-
-def test_the_compiled_vector_calls_compute_the_step_s_layernorm_and_cache_write() -> None:
-    """Inductor's residual add + LayerNorm returns the sum and aten's LayerNorm of it; the cache
-    write puts the new position's K into the static cache at its middle position and nowhere
-    else; one compiled function serves every size (dynamo: static at the first, dynamic rows
-    after), so sizes past the second compile nothing more."""
-    from torch._dynamo.utils import counters
-
-    dev, shared = torch.device("cpu"), {}
-    torch._dynamo.reset()
-    counters.clear()
-    for rows in (2, 3, 5):
-        torch.manual_seed(rows)
-        h, y = ck._vector_call("layernorm_fwd_compiled", "fp32", {"rows": rows}, dev, shared)(0)
-        torch.manual_seed(rows)  # the call's inputs, drawn again in its order
-        x, r, w, b = (ck.random_tensor(s, torch.float32, dev) for s in [(rows, cp.ROW)] * 2 + [(cp.ROW,)] * 2)
-        torch.testing.assert_close(h, x + r)
-        torch.testing.assert_close(y, F.layer_norm(x + r, (cp.ROW,), w, b))
-        torch.manual_seed(rows)
-        cache = ck._vector_call("cache_write_compiled", "fp32", {"rows": rows}, dev, shared)(0)
-        torch.manual_seed(rows)
-        new = ck.random_tensor((rows, cp.COPY_HEADS, 1, cp.COPY_HEAD_DIM), torch.float32, dev)
-        assert cache.shape == (rows, cp.COPY_HEADS, cp.CACHE_POSITIONS, cp.COPY_HEAD_DIM)
-        torch.testing.assert_close(cache[:, :, cp.CACHE_POSITIONS // 2], new[:, :, 0])
-        assert (cache != 0).any(dim=(0, 1, 3)).nonzero().flatten().tolist() == [cp.CACHE_POSITIONS // 2]
-    assert counters["stats"]["unique_graphs"] == 4  # two an op: static, then dynamic rows
 
 
 def test_the_cat_joins_three_row_blocks_and_a_weights_cast_reads_a_new_copy_each_call() -> None:

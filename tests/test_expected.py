@@ -435,27 +435,6 @@ def test_cuda_graph_is_device_time_back_to_back():
     assert len([k for k in calls if k.family == "gemv"]) == 2 * 4 + 1
 
 
-def test_a_compiled_inference_step_charges_inductor_s_layernorms_and_cache_writes():
-    """A graphed (compiled) decode's LayerNorms and static-cache writes are inductor's kernels,
-    read on their own curves where the calibration has them and on aten's (layernorm_fwd, copy)
-    where it does not; the eager step keeps aten's."""
-    cfg = preset("gpt2", n_layer=2)
-    w = Workload("decode", 8, 64, "bf16")
-    graphed = ExecutionPlan.default("decode", "cuda", fast=True)
-    keys = [k.key for k in kernel_calls(cfg, w, graphed)]
-    assert keys.count("layernorm_fwd_compiled:bf16") == 2 * 2 + 1 and "layernorm_fwd:bf16" not in keys
-    assert keys.count("cache_write_compiled:bf16") == 2 and not [k for k in keys if k.startswith("copy:")]
-    eager = [k.key for k in kernel_calls(cfg, w, ExecutionPlan.default("decode", "cuda"))]
-    assert "layernorm_fwd:bf16" in eager and not [k for k in eager if "compiled" in k]
-    # each of those calls: one kernel (the writes of K and V: a call of count 2)
-    n_ln, n_write = 5, 2 * 2
-    base = flat_calibration()
-    aten = expected(cfg, w, graphed, base).step_time_s  # the compiled curves missing: aten's, T0 each
-    own = replace(base, vector={**base.vector, "layernorm_fwd_compiled:bf16": Curve((HUGE,), (3 * T0,)),
-                                "cache_write_compiled:bf16": Curve((HUGE,), (5 * T0,))})
-    assert expected(cfg, w, graphed, own).step_time_s == pytest.approx(aten + (n_ln * 2 + n_write * 4) * T0)
-
-
 def test_cpu_host_time_excludes_the_tiny_models_own_kernels():
     """On a CPU the step is host + kernels; the host figure was measured on HOST_MODEL and its
     kernel time (same decomposition, same curves) is taken out of it."""

@@ -50,10 +50,8 @@ from gptperf.measure.calibration_passes import (
 from gptperf.measure.calibration_plan import (  # noqa: F401 - the plan, re-exported beside its measurement
     ATTENTION_GROWTH,
     ATTENTION_PASSES,
-    CACHE_POSITIONS,
     CACHE_REACH_LAYER,
     CAT_WIDTH,
-    COMPILED_VECTOR_OPS,
     COPY_HEAD_DIM,
     COPY_HEADS,
     CPU_MAX_REPEATS,
@@ -358,10 +356,9 @@ def measure_attention(device: torch.device | str, dtype: str, quick: bool = Fals
 
 
 def _vector_call(op: str, dtype: str, shape: dict[str, int], device: torch.device,
-                 shared: dict[str, Any] | None = None) -> Call:
+                 shared: dict[str, torch.Tensor] | None = None) -> Call:
     """The call of `op` on inputs of `shape` (made here, the same every call); `shared` keeps
-    the embedding table from one size to the next (filling 39 M numbers takes a while on a CPU)
-    and a compiled op's function (one compilation serves every size)."""
+    the embedding table from one size to the next (filling 39 M numbers takes a while on a CPU)."""
     td = TORCH_DTYPES[dtype]
     aten = torch.ops.aten
     if op == "add":
@@ -383,8 +380,6 @@ def _vector_call(op: str, dtype: str, shape: dict[str, int], device: torch.devic
         x = random_tensor((shape["n"],), td, device)
         target = torch.float32 if op == "cast_to_fp32" else torch.bfloat16
         return lambda j: x.to(target)
-    if op in COMPILED_VECTOR_OPS:
-        return _compiled_vector_call(op, td, shape["rows"], device, {} if shared is None else shared)
     if op.startswith(("layernorm", "softmax")) or op == "sum_rows":
         x = random_tensor((shape["rows"], ROW), td, device)
         if op == "sum_rows":
@@ -437,35 +432,6 @@ def _vector_call(op: str, dtype: str, shape: dict[str, int], device: torch.devic
     raise UserError(f"unknown vector op {op!r}; valid: {', '.join(VECTOR_OPS)}")
 
 
-def _compiled_vector_call(op: str, td: torch.dtype, rows: int, device: torch.device,
-                          shared: dict[str, Any]) -> Call:
-    """Inductor's kernel of `op` (COMPILED_VECTOR_OPS) on `rows` rows. One compiled function an
-    op and dtype, kept in `shared`: dynamo compiles it static at the first size and with
-    dynamic rows at the second, which every larger size then reuses."""
-    key = f"compiled:{op}:{td}"
-    if op == "layernorm_fwd_compiled":
-        x, r = random_tensor((rows, ROW), td, device), random_tensor((rows, ROW), td, device)
-        w, b = random_tensor((ROW,), td, device), random_tensor((ROW,), td, device)
-        if key not in shared:
-            def add_layer_norm(x: torch.Tensor, r: torch.Tensor, w: torch.Tensor,
-                               b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                h = x + r  # the residual stream, returned: the next residual add reads it
-                return h, F.layer_norm(h, (ROW,), w, b)
-            shared[key] = torch.compile(add_layer_norm)
-        fn = shared[key]
-        return lambda j: fn(x, r, w, b)
-    cache = torch.zeros((rows, COPY_HEADS, CACHE_POSITIONS, COPY_HEAD_DIM), dtype=td, device=device)
-    new = random_tensor((rows, COPY_HEADS, 1, COPY_HEAD_DIM), td, device)
-    pos = torch.tensor(CACHE_POSITIONS // 2, device=device)
-    if key not in shared:
-        def write(cache: torch.Tensor, new: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-            cache[:, :, pos + torch.arange(1, device=pos.device)] = new  # as StaticKVCache.update
-            return cache
-        shared[key] = torch.compile(write)
-    fn = shared[key]
-    return lambda j: fn(cache, new, pos)
-
-
 def measure_vector(device: torch.device | str, dtype: str, quick: bool = False,
                    progress: Progress | None = None, timer: KernelTimer | None = None,
                    record: list | None = None) -> dict[str, Curve]:
@@ -479,7 +445,7 @@ def measure_vector(device: torch.device | str, dtype: str, quick: bool = False,
     ops = {op: vector_points(device.type, dtype, op, quick) for op in vector_ops(device.type, dtype)}
     total, done = sum(len(p) for p in ops.values()), 0
     out: dict[str, Curve] = {}
-    shared: dict[str, Any] = {}
+    shared: dict[str, torch.Tensor] = {}
     for op, points in ops.items():
         key = vector_key(op, dtype)
         xs, seconds = [], []

@@ -147,15 +147,7 @@ VECTOR_SIZES = {"cuda": tuple(4 * KIB * 4**i for i in range(10)),  # 4 KiB .. 1 
 VECTOR_OPS = ("add", "add_mixed", "copy", "cat", "cast_to_fp32", "cast_to_bf16",
               "cast_weight_to_bf16", "layernorm_fwd", "layernorm_bwd", "gelu_fwd", "gelu_bwd",
               "softmax_fwd", "softmax_bwd", "cross_entropy_fwd", "cross_entropy_bwd", "embedding_fwd",
-              "embedding_bwd", "sum_rows", "layernorm_fwd_compiled", "cache_write_compiled")
-# Inductor's own kernels where a compiled inference step's differ from aten's (CUDA only, up to
-# COMPILED_VECTOR_MAX bytes; each compiled once static and once with dynamic rows): the residual
-# add and LayerNorm in one persistent reduction, and the new token's K or V written into the
-# static cache at a device-side position (index_put). On an H100 (2026-12-08) gpt2's graphed
-# batch-8 decode ran its 25 LayerNorms at 1.5-2.6 µs and its 24 cache writes at 1.1-1.3 µs,
-# against 3.0 and 2.0 µs on aten's curves: 51 µs of its 587 (BENCHMARKS.md, "Session 74").
-COMPILED_VECTOR_OPS = ("layernorm_fwd_compiled", "cache_write_compiled")
-COMPILED_VECTOR_MAX = 64 * MIB  # past it both are bandwidth-bound: the curve's line reads on
+              "embedding_bwd", "sum_rows")
 # Ops whose input a step reads from memory, timed over distinct copies (`OperandPool`) where the
 # rest reuse one buffer: autocast's cast of an fp32 weight, which on an H100 ran at about 2 TB/s in the
 # eager gpt2 step against 4.7 TB/s for one 14 MB buffer cast again and again from the L2
@@ -166,8 +158,6 @@ ROW = 1024  # width of the layernorm, softmax and sum_rows rows
 VOCAB, EMBED = 50304, 768  # cross entropy's and the embedding's table
 EMBED_BWD_VOCAB = 1024  # the embedding backward's table: its zero fill is negligible
 COPY_HEADS, COPY_HEAD_DIM = 16, 64  # copy: (B, 16, T, 64).transpose(1, 2).contiguous()
-CACHE_POSITIONS = 8  # cache_write_compiled: a (rows, 16, 8, 64) cache, one position written (8 GiB at
-# 256 positions and COMPILED_VECTOR_MAX; the write moves the same bytes at any length)
 CAT_WIDTH = 1024  # cat: three (rows, 1024) tensors into (rows, 3072), as q, k, v's gradients
 VECTOR_X = {
     "add": "3·n·e (a + b)",
@@ -185,8 +175,6 @@ VECTOR_X = {
     "embedding_fwd": "2·rows·768·e (table 50304×768)",
     "embedding_bwd": "rows·768·e (embedding_dense_backward into a 1024-row table)",
     "sum_rows": "n·e (y.sum(0) over rows of 1024)",
-    "layernorm_fwd_compiled": "2·n·e (inductor's residual add + LayerNorm, rows of 1024)",
-    "cache_write_compiled": "2·n·e (inductor's index_put of (rows, 16, 1, 64) into a static cache)",
 }
 
 # AdamW over GPT-block-shaped fp32 parameters on a GPU: (width C, blocks), 12C² + 13C parameters
@@ -454,8 +442,7 @@ def vector_ops(device_type: str, dtype: str) -> list[str]:
     return [op for op in VECTOR_OPS
             if not (op in ("cast_to_fp32", "add_mixed") and dtype in ("fp32", "tf32"))
             and not (op == "cast_to_bf16" and dtype == "bf16")
-            and not (op in VECTOR_COLD_OPS and (dtype != "fp32" or device_type != "cuda"))
-            and not (op in COMPILED_VECTOR_OPS and device_type != "cuda")]
+            and not (op in VECTOR_COLD_OPS and (dtype != "fp32" or device_type != "cuda"))]
 
 
 def _vector_shape(op: str, dtype: str, target: int) -> tuple[dict[str, int], int]:
@@ -478,16 +465,10 @@ def _vector_shape(op: str, dtype: str, target: int) -> tuple[dict[str, int], int
         e_out = 4 if op == "cast_to_fp32" else 2
         n = max(1, target // (e + e_out))
         return {"n": n}, n * (e + e_out)
-    if op in ("layernorm_fwd", "softmax_fwd", "layernorm_bwd", "softmax_bwd", "sum_rows",
-              "layernorm_fwd_compiled"):
+    if op in ("layernorm_fwd", "softmax_fwd", "layernorm_bwd", "softmax_bwd", "sum_rows"):
         factor = 3 if op.endswith("_bwd") else 1 if op == "sum_rows" else 2
-        # a compiled op's rows start at 2: dynamo specialises a size of 1, so the first size
-        # would not compile the kernel with dynamic rows that the others run
-        rows = max(2 if op in COMPILED_VECTOR_OPS else 1, target // (factor * ROW * e))
+        rows = max(1, target // (factor * ROW * e))
         return {"rows": rows}, factor * rows * ROW * e
-    if op == "cache_write_compiled":
-        rows = max(2, target // (2 * COPY_HEADS * COPY_HEAD_DIM * e))
-        return {"rows": rows}, 2 * rows * COPY_HEADS * COPY_HEAD_DIM * e
     if op in ("gelu_fwd", "gelu_bwd"):
         factor = 3 if op == "gelu_bwd" else 2
         n = max(1, target // (factor * e))
@@ -508,14 +489,11 @@ def vector_points(device_type: str, dtype: str, op: str, quick: bool) -> list[tu
     """[(shape, x)] of `op`, x growing by VECTOR_MIN_STEP at least from point to point (sizes
     that round to the same shape are one point), the largest size always kept."""
     points: list[tuple[dict[str, int], int]] = []
-    sizes = VECTOR_SIZES[device_type]
-    if op in COMPILED_VECTOR_OPS:
-        sizes = tuple(s for s in sizes if s <= COMPILED_VECTOR_MAX)
-    for target in thin_points(sizes, quick, from_top=True):
+    for target in thin_points(VECTOR_SIZES[device_type], quick, from_top=True):
         point = _vector_shape(op, dtype, target)
         if not points or point[1] >= VECTOR_MIN_STEP * points[-1][1]:
             points.append(point)
-        elif target == sizes[-1] and point[1] > points[-1][1]:
+        elif target == VECTOR_SIZES[device_type][-1] and point[1] > points[-1][1]:
             points[-1 if len(points) > 1 else len(points):] = [point]
     return points
 

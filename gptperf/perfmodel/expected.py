@@ -177,10 +177,6 @@ class Expected:
 # 2. Look up
 
 
-# inductor's kernel -> the aten kernel a calibration without it reads instead
-COMPILED_STAND_INS = {"layernorm_fwd_compiled:": "layernorm_fwd:", "cache_write_compiled:": "copy:"}
-
-
 def _fallback(key: str) -> list[str]:
     """Curves to try for `key`: its own (`_stand_ins`), then, for an fp16 kernel, bf16's (the
     same bytes, the same tensor-core rate: a calibration of the default dtypes predicts fp16)."""
@@ -196,14 +192,10 @@ def _found(key: str, table: Mapping[str, Any]) -> str | None:
 def _stand_ins(key: str) -> list[str]:
     """`key`, then a fused step kernel as its chain, a chained gemv as the plain one, the residual
     and argmax chains as the LayerNorm chain, the fused decode attention as sdpa's one-query
-    kernel, a weight's cast as an activation's, the cat as the transposing copy and inductor's
-    LayerNorm and cache write as aten's (calibrations from before each was measured, and a CPU's,
-    which measures no compiled kernel), the one-pass master update as AdamW's fused kernel (both
-    move 28 bytes a parameter)."""
+    kernel, a weight's cast as an activation's and the cat as the transposing copy (calibrations
+    from before each was measured), the one-pass master update as AdamW's fused kernel (both move
+    28 bytes a parameter)."""
     keys = [key]
-    for compiled, aten in COMPILED_STAND_INS.items():
-        if key.startswith(compiled):
-            return keys + [aten + key.removeprefix(compiled)]
     if key == "adamw_master":
         return keys + ["adamw_fused"]
     if key.startswith("cast_weight_to_"):

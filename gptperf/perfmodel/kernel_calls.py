@@ -368,9 +368,7 @@ def _optimizer(c: _Ctx, config: GPTConfig) -> list[KernelCall]:
 def _compiled_inference(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[KernelCall]:
     """A compiled inference step's kernels for one op: the matmuls (a one-row gemv under the
     plan's one-row kernel), the attention, and one kernel per fused group (residual adds and
-    biases fuse into their neighbours; the cast-free step has no casts). Its LayerNorms (with the
-    residual add) and cache writes are inductor's kernels, on their own curves (`perfmodel.expected`
-    reads aten's where a calibration lacks them)."""
+    biases fuse into their neighbours; the cast-free step has no casts)."""
     s, w = c.s, c.workload
     out: list[KernelCall] = []
     for call in calls:
@@ -387,10 +385,8 @@ def _compiled_inference(c: _Ctx, comp: str, calls: list[KernelCall]) -> list[Ker
             if c.plan.static_cache:  # the mask built from the device-side position
                 out.append(vector_call("add", "fp32", 3 * s.T * s.L))
         elif comp == names.RESIDUAL or call.key.startswith(("copy:", "cast_")):
-            if call.key.startswith("copy:") and comp == names.ATTN_QKV:  # the cache writes
-                out.append(replace(call, key=call.key.replace("copy:", "cache_write_compiled:", 1)))
-        elif call.key.startswith("layernorm_fwd:"):
-            out.append(replace(call, key=call.key.replace("layernorm_fwd:", "layernorm_fwd_compiled:", 1)))
+            if call.key.startswith("copy:") and comp == names.ATTN_QKV:
+                out.append(call)  # the cache writes stay kernels of their own
         else:
             out.append(call)
     if comp == names.LM_HEAD and w.kind == DECODE and c.plan.static_cache:
