@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from gpu_graph_step_timing import events_s  # benchmarks/, beside this script
 
 from gptperf.atomic import write_text
 from gptperf.measure.device_kernels import kernels_of
@@ -36,19 +36,6 @@ from gptperf.steps.build import build_step
 from gptperf.validate.sweep import plan_for
 
 STEPS_PROFILED = 5
-
-
-def step_time_s(fn, calls: int = 200) -> float:
-    """Median seconds between events around each call of a run (as `bench` times a graph step)."""
-    pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-             for _ in range(calls)]
-    torch.cuda.synchronize()
-    for start, end in pairs:
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) / 1e3 for s, e in pairs)
 
 
 def step_kernels(fn) -> tuple[float, dict[str, list[float]]]:
@@ -126,7 +113,7 @@ def main() -> None:
         fn = step.phases[0][1]
         for _ in range(20):
             fn()
-        wall = step_time_s(fn)
+        wall = events_s(fn, behind_sleep=False)  # as `bench` times a graph step
         busy, groups = step_kernels(fn)
         doc["steps"].append({"batch": batch, "plan": plan.label, "step_us": wall * 1e6,
                              "kernels_us": busy * 1e6, "groups": groups})

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from gpu_graphed_decode_kernels import step_kernels  # benchmarks/, beside this script
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gptperf.atomic import write_text
@@ -133,11 +133,7 @@ def step_rows(dev: torch.device) -> dict:
     fn = step.phases[0][1]
     for _ in range(10):
         fn()
-    ks = kernels_of(lambda: [fn() for _ in range(3)])
-    groups: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for k in ks:
-        groups[k.name[:90]][0] += 1 / 3
-        groups[k.name[:90]][1] += k.duration_us / 3
+    _, groups = step_kernels(fn)
     print("\ngpt2 decode B=8 L=1000: kernels", round(sum(g[1] for g in groups.values()), 1), "µs")
     for name, (count, us) in sorted(groups.items(), key=lambda kv: -kv[1][1]):
         print(f"  {count:5.1f}  {us:8.2f} µs  ({us / count:6.2f} each)  {name}")
