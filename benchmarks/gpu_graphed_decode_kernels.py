@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,7 +39,7 @@ from gptperf.validate.sweep import plan_for
 STEPS_PROFILED = 5
 
 
-def step_kernels(fn) -> tuple[float, dict[str, list[float]]]:
+def step_kernels(fn: Callable[[], object]) -> tuple[float, dict[str, list[float]]]:
     """Kernel seconds a step (sum of durations) and, by kernel name, [count, µs] a step."""
     def run() -> None:
         for _ in range(STEPS_PROFILED):

@@ -26,7 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gptperf.atomic import write_text
 from gptperf.measure.device_kernels import kernels_of
-from gptperf.measure.kernel_timer import KernelTimer, OperandPool
+from gptperf.measure.kernel_timer import Call, KernelTimer, OperandPool
 from gptperf.model.config import preset
 from gptperf.perfmodel.workload import Workload
 from gptperf.steps.build import build_step
@@ -37,7 +37,8 @@ SHAPES = [(32, 128, 32), (256, 128, 32), (2048, 128, 32), (96, 1000, 64), (12, 1
 ROWS = [(8, 128), (64, 128), (512, 128), (8, 768), (64, 768)]
 
 
-def names_of(call) -> str:
+def names_of(call: Call) -> str:
+    """The names of the kernels one call runs, each once, sorted."""
     ks = kernels_of(lambda: call(0))
     return " + ".join(sorted({k.name[:48] for k in ks}))
 
