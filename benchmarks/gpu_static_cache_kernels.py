@@ -44,6 +44,7 @@ def names_of(call: Call) -> str:
 
 
 def attention_rows(dev: torch.device, timer: KernelTimer) -> list[dict]:
+    """`attention_row` at each of SHAPES, one operand pool for all."""
     pool = OperandPool(dev, torch.bfloat16)
     rows = [attention_row(bh, length, head, dev, timer, pool) for bh, length, head in SHAPES]
     return rows
@@ -51,6 +52,7 @@ def attention_rows(dev: torch.device, timer: KernelTimer) -> list[dict]:
 
 def attention_row(bh: int, length: int, head: int, dev: torch.device, timer: KernelTimer,
                   pool: OperandPool) -> dict:
+    """µs a call of each way of running one query against `length` cached keys, and its kernels."""
     q = torch.randn(1, bh, 1, head, device=dev, dtype=torch.bfloat16)
     sets = pool.copies([(1, bh, length, head), (1, bh, length, head)])
     slots = torch.arange(length, device=dev)
@@ -101,11 +103,13 @@ def attention_row(bh: int, length: int, head: int, dev: torch.device, timer: Ker
 
 
 def vector_rows(dev: torch.device, timer: KernelTimer) -> list[dict]:
+    """`vector_row` at each of ROWS."""
     pool = OperandPool(dev, torch.bfloat16)
     return [vector_row(n, width, dev, timer, pool) for n, width in ROWS]
 
 
 def vector_row(n: int, width: int, dev: torch.device, timer: KernelTimer, pool: OperandPool) -> dict:
+    """µs a call of the residual add + LayerNorm and of the cache write, aten's and compiled."""
     sets = pool.copies([(n, width), (n, width), (width,), (width,)])
 
     def add_ln(x, r, w, b):
@@ -138,6 +142,7 @@ def vector_row(n: int, width: int, dev: torch.device, timer: KernelTimer, pool: 
 
 
 def step_rows(dev: torch.device) -> dict:
+    """The kernels of gpt2's graphed batch-8 decode at L=1000, by name: [count, µs] a step."""
     cfg = preset("gpt2")
     plan = plan_for("decode", 8, "bf16", "cuda", "fast", cfg.attention)
     step = build_step(cfg, Workload("decode", 8, 1000, "bf16"), plan, dev)
