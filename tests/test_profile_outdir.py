@@ -179,6 +179,7 @@ def test_reanalysis_in_place_keeps_the_trace(recorded: Path, tmp_path: Path, cac
     folder = tmp_path / "p"
     shutil.copytree(recorded, folder)
     trace = (folder / "trace.json").read_bytes()
+    recorded_coverage = json.loads((folder / "profile.json").read_text())["coverage"]
     tensorboard = _files(folder / "tensorboard")
     (folder / "roofline.png").write_bytes(b"stale")  # an earlier analysis's, not rewritten now
     r = analyse_trace_file(folder / "trace.json", out_dir=folder, plot=False, hardware="cpu")
@@ -186,7 +187,9 @@ def test_reanalysis_in_place_keeps_the_trace(recorded: Path, tmp_path: Path, cac
     assert _files(folder / "tensorboard") == tensorboard
     assert not (folder / "roofline.png").exists()
     assert json.loads((folder / "profile.json").read_text())["workload"]["source"] == "trace record"
-    assert r.coverage > 0.9
+    # the same trace attributed the same way (a time-weighted share of this microsecond model's
+    # operators is no fixed number on a busy machine: one preempted operator read 0.20 in CI)
+    assert r.coverage == pytest.approx(recorded_coverage) and r.coverage > 0
 
 
 def test_reanalysis_replaces_another_profile_folder_whole(recorded: Path, tmp_path: Path,

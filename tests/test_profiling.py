@@ -126,10 +126,18 @@ def test_backward_layers_follow_reverse_order(profiled):
         assert max(ts[1]) < min(ts[0])
 
 
+def attributed_share(trace: Path) -> float:
+    """The share of a trace's operators attributed, by count: on a busy machine one preempted
+    operator of these microsecond steps can hold most of their time, so a time-weighted share
+    says as much about the machine as about the attribution."""
+    _, att = attribute_file(trace)
+    return sum(w.attributed for w in att.work) / len(att.work)
+
+
 def test_coverage_names_and_phases(profiled):
-    attention, _, result = profiled
+    attention, out, result = profiled
     assert result.unit == "operator"
-    assert result.coverage >= 0.95, result.by_method
+    assert attributed_share(out / "trace.json") >= 0.95, result.by_method
     assert result.exact_coverage == pytest.approx(result.coverage)  # no predicted-share split
     measured = {(r.name, r.phase) for r in result.comparison.ops if r.measured_s > 0}
     assert all(names.is_operation_name(n) for n, _ in measured)
@@ -473,7 +481,7 @@ def test_forward_workload_has_forward_only(tmp_path):
 
     r = profile_workload(_config("sdpa"), "forward", batch=B, seq=T, out_dir=tmp_path / "f",
                          wait=0, warmup=1, active=2, overhead=False, plot=False, hardware="cpu")
-    assert r.coverage >= 0.95, (r.by_method, r.unattributed_top)
+    assert attributed_share(Path(r.paths["trace"])) >= 0.95, (r.by_method, r.unattributed_top)
     assert {row.phase for row in r.comparison.ops if row.measured_s > 0} == {names.FORWARD}
     assert Path(r.paths["augmented_trace"]).is_file()
 
