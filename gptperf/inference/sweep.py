@@ -43,7 +43,7 @@ from gptperf.envinfo import device_name as name_of
 from gptperf.envinfo import environment
 from gptperf.errors import UserError
 from gptperf.measure.bench import calibrated_expected, device_calibration
-from gptperf.measure.probe import HostSampler, host_unit, machine_against_calibration, probe_for
+from gptperf.measure.probe import HostSampler, machine_against_calibration, step_sampler
 from gptperf.measure.timer import time_fn, time_phases
 from gptperf.memguard import is_out_of_memory, release_memory
 from gptperf.model.config import GPTConfig
@@ -440,8 +440,7 @@ class _Bench:
         CUDA graph), against a calibration with the host unit of its probe; else None."""
         if self.calibration is None or plan.cuda_graph:
             return None
-        probe = probe_for(self.calibration, kind)
-        return HostSampler(self.device, probe=probe) if host_unit(self.calibration, probe) else None
+        return step_sampler(self.calibration, kind, self.device)
 
     def _expected(self, kind: str, batch: int, seq: int, plan: ExecutionPlan,
                   sampler: HostSampler | None = None) -> Expected | None:

@@ -31,10 +31,10 @@ from gptperf.measure.probe import (
     HostSampler,
     fork_speed,
     host_speeds,
-    host_unit,
     in_spell,
     machine_against_calibration,
     probe_for,
+    step_sampler,
 )
 from gptperf.measure.timer import MAX_STEPS, PhaseTiming, Progress, time_phases
 from gptperf.model.config import GPTConfig, preset_of
@@ -506,8 +506,7 @@ def _build(setup: _Setup, *, seed: int, calibrated: bool, between_steps: Callabl
     # runs it: no host work between its steps, and none of the host's to charge (gpt2's fused
     # decode step on the H200: 201 µs so, 220 µs timed one at a time after a synchronisation).
     in_a_run = step.plan.cuda_graph
-    host_sampler = (HostSampler(dev, probe=probe_for(calibration, workload.kind))
-                    if host_unit(calibration) and not in_a_run else None)
+    host_sampler = None if in_a_run else step_sampler(calibration, workload.kind, dev)
     repeats = setup.repeats
     if setup.windowed and calibration is not None:
         # the host as calibrated

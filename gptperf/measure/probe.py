@@ -433,6 +433,13 @@ def probe_for(calibration: Calibration | None, kind: str) -> str:
     return probe if host_unit(calibration, probe) is not None else "decode"
 
 
+def step_sampler(calibration: Calibration | None, kind: str, device: torch.device | str) -> HostSampler | None:
+    """A HostSampler of the probe a step of workload `kind` samples against `calibration`
+    (`probe_for`), or None where the calibration has no unit of that probe to read samples by."""
+    probe = probe_for(calibration, kind)
+    return HostSampler(device, probe=probe) if host_unit(calibration, probe) else None
+
+
 def speed_over(calibration: Calibration | None, step_s: float | None, probe: str = "decode") -> float | None:
     """The host model's `probe` step `step_s` over the calibration's unit of it; None when either
     is missing."""
