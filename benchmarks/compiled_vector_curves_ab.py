@@ -1,8 +1,9 @@
 """What charging a compiled inference step's LayerNorms and static-cache writes on inductor's own
 curves (`layernorm_fwd_compiled`, `cache_write_compiled`) does to stored runs, against aten's
 curves (`layernorm_fwd`, `copy`): every graphed case re-predicted both ways on one calibration.
-Runs anywhere (no device needed), on tree b80380a, where the calibration measures those curves
-and the model charges them (reverted after: BENCHMARKS.md, "Session 74").
+Runs anywhere (no device needed), with tree b80380a's `gptperf` importable (say a worktree of it
+on PYTHONPATH): there the calibration measures those curves and the model charges them; later
+trees reverted both (BENCHMARKS.md, "Session 74"), so on them the two columns agree.
 
     python benchmarks/compiled_vector_curves_ab.py CALIBRATION.json RUN.json [RUN.json ...]
 
