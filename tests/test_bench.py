@@ -119,7 +119,7 @@ def test_bench_document_round_trips_with_both_kinds_of_prediction(monkeypatch) -
     assert cal is back.predictions[-1] and _positive(cal.device_s)
     assert list(doc["predictions"][-1]) == [
         *ROOFLINE_KEYS, "device_s", "host_s", "composition", "host_speed", "phase_speeds",
-        "host_charged", "step_time_s_as_calibrated", "machine_vs_calibration"]
+        "host_charged", "step_time_s_as_calibrated", "machine_vs_calibration", "parallel_speed"]
     assert list(doc["mfu"][0]) == ["against", "hardware", "dtype", "peak_flops_per_s", "mfu",
                                    "label", "convention"]
     # a bench without a calibration has no calibrated entry

@@ -444,12 +444,33 @@ def test_bench_charges_the_host_at_its_speed_after_the_step(loader, host_twice_a
     assert e["step_time_s_as_calibrated"] < e["step_time_s"]
     from gptperf.measure.bench import host_charge_note
 
-    assert host_charge_note(e) == ("host costs ×2.00: the host's speed probed as the step ran; "
+    assert host_charge_note(e) == ("host costs ×2.00: the machine's speed probed as the step ran; "
                                    f"with them as calibrated {as_calibrated * 1e3:.4g} ms "
                                    "(`gptperf model --calibrated`)")
     # an entry written before the phases as charged were kept says the same from its speed
     older = {k: v for k, v in e.items() if k != "host_charged"}
     assert host_charge_note(older) == host_charge_note(e)
+
+
+def test_a_cpu_steps_parallel_kernels_as_charged_are_named_beside_the_host_costs(loader) -> None:
+    """An Expected whose parallel CPU kernels were charged at 0.5 (and its host as calibrated):
+    the entry keeps the speed and the step as calibrated, and its note says both."""
+    from gptperf.measure.bench import host_charge, host_charge_note
+
+    w = Workload("train", 2, 16, "fp32")
+    plan = ExecutionPlan.eager(CFG.attention)
+    e = expected(CFG, w, plan, loader.calibration, parallel_speed=0.5)
+    plain = expected(CFG, w, plan, loader.calibration).step_time_s
+    charge = host_charge(e, loader.calibration)
+    assert charge["parallel_speed"] == 0.5 and charge["host_charged"] == {}
+    assert charge["step_time_s_as_calibrated"] == pytest.approx(plain)
+    assert plain > e.step_time_s
+    assert host_charge_note(charge) == ("parallel CPU kernels ×0.50: the machine's speed probed as "
+                                        f"the step ran; with them as calibrated {plain * 1e3:.4g} ms "
+                                        "(`gptperf model --calibrated`)")
+    both = expected(CFG, w, plan, loader.calibration, host_speed=2.0, parallel_speed=0.5)
+    assert host_charge_note(host_charge(both, loader.calibration)).startswith(
+        "host costs ×2.00, parallel CPU kernels ×0.50: ")
 
 
 def test_bench_charges_the_host_at_its_speed_sampled_between_its_steps(

@@ -310,6 +310,29 @@ def test_a_train_steps_phases_are_charged_each_at_its_own_speed():
         expected(cfg, w, None, cal, phase_speeds={"fwd": float("nan")})
 
 
+def test_a_cpus_parallel_kernels_are_charged_at_the_speed_of_its_parallel_regions():
+    """gpt2's one-block fp32 prefill of 32 tokens on the flat CPU calibration runs 18 kernels of
+    T0: five in torch's parallel regions (the attention, the three residual adds of 294,912 bytes
+    and the GELU of 786,432: at least 2 × 32,768 elements × 4 bytes) and thirteen not (five
+    matmuls, three LayerNorms and two embeddings of 196,608 bytes, three copies). At parallel speed
+    0.5 the five take T0 / 2: 15.5 T0 in all. A GPU's kernels ignore it; 0 is refused."""
+    cfg = preset("gpt2", n_layer=1)
+    w = Workload("prefill", 1, 32, "fp32")
+    cal = flat_calibration("cpu", fixed_s=1e-3, per_layer_s=0.0)
+    plain, halved = expected(cfg, w, None, cal), expected(cfg, w, None, cal, parallel_speed=0.5)
+    assert plain.device_s == pytest.approx(18 * T0) and plain.parallel_speed is None
+    assert halved.device_s == pytest.approx(13 * T0 + 5 * T0 / 2)
+    assert halved.host_s == pytest.approx(plain.host_s)  # the host costs move with host_speed alone
+    assert halved.parallel_speed == 0.5 and any("parallel CPU kernels ×0.50" in n for n in halved.notes)
+    assert Expected.from_dict(halved.to_dict()).parallel_speed == 0.5
+    gpu = flat_calibration("cuda")
+    on_gpu = expected(cfg, w, None, gpu, parallel_speed=0.5)
+    assert on_gpu.device_s == pytest.approx(expected(cfg, w, None, gpu).device_s)
+    assert on_gpu.parallel_speed is None and not any("parallel" in n for n in on_gpu.notes)
+    with pytest.raises(UserError, match="parallel_speed"):
+        expected(cfg, w, None, cal, parallel_speed=0.0)
+
+
 def test_eager_prefill_is_charged_its_own_host_part_or_infer_without_one():
     """gpt2 with 2 blocks: prefill's own line (5e-4 + 2·1e-4) where the calibration has it; a
     calibration from before it was measured charges decode_nocache's (infer: 1e-4 + 2·1e-4)."""

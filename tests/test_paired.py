@@ -113,7 +113,7 @@ def test_validate_scores_a_case_by_each_step_paired_with_its_host_sample(monkeyp
         0.010, case.plan, 1.5 * unit, trace))
     monkeypatch.setattr(run, "expected_step_s", lambda case, cal: None)
     # a host-bound step: 10 ms at the calibration's host speed, scaled with it
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None:
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None, parallel=None:
                         _Expected(0.010 * (speed or 1.0), host_share=0.9))
     steady = SpeedProbe(1e-6, 1e-3, 1e-3)
     monkeypatch.setattr(run, "take_probe", lambda device: steady)

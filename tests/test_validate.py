@@ -406,8 +406,8 @@ def stood_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
     monkeypatch.setattr("gptperf.measure.calibrate.calibration_for", lambda device, required=False: _calibration())
     monkeypatch.setattr(run, "measure_case", measure)
     index = {c.name: i for i, c in enumerate(sweep)}  # the even cases wait on the host
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None: _Expected(
-        1e-3 * (index[case.name] + 1), host_share=0.9 if index[case.name] % 2 == 0 else 0.2))
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None, parallel=None:
+                        _Expected(1e-3 * (index[case.name] + 1), host_share=0.9 if index[case.name] % 2 == 0 else 0.2))
     monkeypatch.setattr(run, "profile_case", lambda case, plan, device, out: {
         ("lm_head", "fwd"): 1e-3, ("h.0.mlp.fc", "fwd"): 1e-4})
     # nothing stood-in allocates; a full collection per case costs seconds late in a long session
@@ -425,6 +425,7 @@ def test_a_case_is_charged_at_the_host_sampled_among_its_steps_else_probed_after
     units = {"decode": unit, "train": 4 * unit}
     speeds = iter([1.25, None, None, 2.0])  # sampled among each case's steps
     after = iter([0.8, None])  # probed for a second after each case without a sample
+    forks = iter([0.5e-6, None, 2e-6, 1e-6])  # a parallel add among the steps (the unit: 1 µs)
     asked: list[Any] = []
     seen: list[Any] = []
 
@@ -434,20 +435,22 @@ def test_a_case_is_charged_at_the_host_sampled_among_its_steps_else_probed_after
         speed = next(speeds)
         phases = {"fwd": 3e-4, "bwd": 2e-4} if sample_host == "train" else {}  # the train probe's
         return run.CaseTiming(1e-3, case.plan, None if speed is None else speed * units[sample_host],
-                              host_phase_s=phases)
+                              host_phase_s=phases, fork_s=next(forks))
 
     def probe_after(cal: Any, device: Any, probe: str = "decode") -> Any:
         asked.append(("after", probe))
         return next(after)
 
     cal = dataclasses.replace(_calibration(), probes={"host": {
-        "step_s": unit, "train_step_s": 4 * unit, "train_fwd_s": 1e-4, "train_bwd_s": 4e-4}})
+        "step_s": unit, "train_step_s": 4 * unit, "train_fwd_s": 1e-4, "train_bwd_s": 4e-4},
+        "fork": {"unit_s": 1e-6}})
     monkeypatch.setattr(run, "measure_case", measure)
     monkeypatch.setattr(run, "expected_step_s", lambda case, cal: None)  # the timed-step estimate
     monkeypatch.setattr(run, "host_speeds", lambda *a, **k: (probe_after(*a, **k), None))
     seen_phases: list[Any] = []
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None: (
-        seen.append(speed), seen_phases.append(phases), _Expected(1e-3))[2])
+    seen_parallel: list[Any] = []
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None, parallel=None: (
+        seen.append(speed), seen_phases.append(phases), seen_parallel.append(parallel), _Expected(1e-3))[3])
     steady = SpeedProbe(1e-6, 1e-3, 1e-3)  # the machine's speed probe, the same throughout
     monkeypatch.setattr(run, "take_probe", lambda device: steady)
     monkeypatch.setattr(run, "compare_speed", lambda *a: steady)
@@ -463,6 +466,9 @@ def test_a_case_is_charged_at_the_host_sampled_among_its_steps_else_probed_after
     assert seen == pytest.approx([1.25, 0.8, 1.4, 2.0])
     # the train case's phases each over its own unit; the decode probe has one phase
     assert seen_phases == [pytest.approx({"fwd": 3.0, "bwd": 0.5}), None, None, None]
+    # and each case's parallel kernels at its own parallel adds over the calibration's (none: as
+    # calibrated)
+    assert seen_parallel == [0.5, None, 2.0, 1.0]
     assert result.points[0].host_phase_speeds == pytest.approx({"fwd": 3.0, "bwd": 0.5})
     first = ValidationPoint.from_dict(json.loads(json.dumps(result.points[0].to_dict())))
     assert first.host_phase_speeds == pytest.approx({"fwd": 3.0, "bwd": 0.5})
@@ -770,7 +776,7 @@ def test_missed_targets_still_exit_0(monkeypatch: pytest.MonkeyPatch, stood_in: 
                                      cli_json: Any) -> None:
     import gptperf.validate.run as run
 
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None: _Expected(1e-6))
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None, parallel=None: _Expected(1e-6))
     doc = cli_json("validate", "--quick", "--device", "cpu")
     assert doc["targets"][0]["verdict"] == "MISS"
 
@@ -829,7 +835,7 @@ def test_real_tiny_case_is_measured_and_profiled(monkeypatch: pytest.MonkeyPatch
     from gptperf.perfmodel import Workload
     from gptperf.plan import ExecutionPlan
 
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None: _Expected(1e-3))
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None, parallel=None: _Expected(1e-3))
     config = preset("tiny", n_layer=1, n_head=2, n_embd=48, block_size=64)
     case = ValidationCase("forward tiny-1L", config, Workload("forward", 2, 24), ExecutionPlan(),
                           profile=True)
@@ -1015,7 +1021,7 @@ def test_command_random_sweep_measures_the_drawn_cases_and_keeps_the_seed(
     monkeypatch.setattr("gptperf.measure.calibrate.calibration_for", lambda device, required=False: _calibration())
     monkeypatch.setattr(run, "measure_case", lambda case, device, repeats=None, sample_host=None:
                         run.CaseTiming(1.07e-3, case.plan))
-    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None:
+    monkeypatch.setattr(run, "expected_case", lambda case, plan, cal, speed=None, phases=None, parallel=None:
                         _Expected(1e-3))
     monkeypatch.setattr(run, "release_memory", lambda *a, **k: None)
     doc = cli_json("validate", "--random", "3", "--seed", "9", "--device", "cpu")
@@ -1131,6 +1137,8 @@ def test_a_case_is_marked_beyond_its_devices_target(capsys: pytest.CaptureFixtur
 
 
 def test_a_stored_point_is_predicted_again_at_the_speeds_it_was_charged() -> None:
+    import dataclasses
+
     from test_expected import flat_calibration
 
     from gptperf.model.config import preset
@@ -1146,5 +1154,11 @@ def test_a_stored_point_is_predicted_again_at_the_speeds_it_was_charged() -> Non
     again = point.expected_on(cal)
     assert again.step_time_s == pytest.approx(charged.step_time_s)
     assert again.host_s == pytest.approx(charged.host_s) != expected(config, w, plan, cal).host_s
+    # a CPU point's parallel kernels at the parallel adds it sampled
+    cpu = flat_calibration("cpu")
+    forked = dataclasses.replace(point, fork_speed=0.6).expected_on(cpu)
+    assert forked.parallel_speed == 0.6
+    assert forked.device_s == pytest.approx(expected(config, w, plan, cpu, parallel_speed=0.6).device_s)
+    assert forked.device_s < expected(config, w, plan, cpu).device_s
     # a config name `preset` does not spell cannot be rebuilt
     assert ValidationPoint("x", "train", "not a name", 4, 64, "fp32", plan, 1e-3, 1e-3).expected_on(cal) is None

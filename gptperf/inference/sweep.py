@@ -445,8 +445,9 @@ class _Bench:
     def _expected(self, kind: str, batch: int, seq: int, plan: ExecutionPlan,
                   sampler: HostSampler | None = None) -> Expected | None:
         """The calibrated Expected of the step that ran (None without a calibration, or where
-        it cannot cost the step: noted once per reason): its host costs charged at the host
-        `sampler` read among the point's own steps (none: as calibrated; a CUDA graph has none)."""
+        it cannot cost the step: noted once per reason): its host costs (and a CPU's parallel
+        kernels) charged at the speeds `sampler` read among the point's own steps (none: as
+        calibrated; a CUDA graph has none)."""
         if self.calibration is None:
             return None
 
@@ -454,8 +455,10 @@ class _Bench:
         phases = sampler.phase_speeds(self.calibration) if sampler is not None else None
         if speed is not None:
             self.host_speeds.append(speed)
+        parallel = sampler.parallel_speed(self.calibration) if sampler is not None else None
         e, why = calibrated_expected(self.config, Workload(kind, batch, seq, self.dtype), plan,
-                                     self.calibration, speed=speed, phase_speeds=phases)
+                                     self.calibration, speed=speed, phase_speeds=phases,
+                                     parallel_speed=parallel)
         note = f"no calibrated expected time for {kind}: {why}"
         if why and note not in self.notes:
             self.notes.append(note)

@@ -29,6 +29,7 @@ from gptperf.measure.metrics import MemoryPeak, PeakMemoryMeter, Utilization, Ut
 from gptperf.measure.paired import host_paired_ratio
 from gptperf.measure.probe import (
     HostSampler,
+    fork_op_s,
     fork_speed,
     host_speeds,
     in_spell,
@@ -115,6 +116,7 @@ class StepPrediction:
     host_charged: dict[str, float] | None = None  # None: an entry written before it was kept
     step_time_s_as_calibrated: float | None = None
     machine_vs_calibration: dict[str, float] | None = None
+    parallel_speed: float | None = None  # a CPU's parallel kernels as charged (None: as calibrated)
 
     @property
     def is_calibrated(self) -> bool:
@@ -137,6 +139,7 @@ class StepPrediction:
             "step_time_s_as_calibrated": self.step_time_s_as_calibrated,
             "machine_vs_calibration": (None if self.machine_vs_calibration is None
                                        else dict(self.machine_vs_calibration)),
+            "parallel_speed": self.parallel_speed,
         })
         return d
 
@@ -158,6 +161,7 @@ class StepPrediction:
             host_charged=None if charged is None else dict(charged),
             step_time_s_as_calibrated=d.get("step_time_s_as_calibrated"),
             machine_vs_calibration=None if vs is None else dict(vs),
+            parallel_speed=d.get("parallel_speed"),
         )
 
 
@@ -332,37 +336,45 @@ def device_calibration(device: Any) -> tuple[Any, str | None]:
 
 def calibrated_expected(config: Any, workload: Any, plan: Any, calibration: Any,
                         device: Any = None, *, speed: float | None = None,
-                        phase_speeds: dict[str, float] | None = None) -> tuple[Any, str | None]:
+                        phase_speeds: dict[str, float] | None = None,
+                        parallel_speed: float | None = None) -> tuple[Any, str | None]:
     """(`perfmodel.expected.Expected`, None) for the step of `workload` under `plan` on the
     calibrated device, or (None, the one-line reason) when the calibration cannot cost it (a
     dtype or kernel it did not measure). The host costs are charged at the host's `speed`
     (`measure.probe.host_speed`), probed now on `device` when only that is given (the step was
-    measured there just now, each phase at its own as well), as calibrated when neither is; those
-    of a phase in `phase_speeds` at its own (`probe.HostSampler.phase_speeds`)."""
+    measured there just now, each phase at its own as well, and on a CPU its parallel regions'
+    speed), as calibrated when neither is; those of a phase in `phase_speeds` at its own
+    (`probe.HostSampler.phase_speeds`); a CPU's parallel kernels at `parallel_speed`
+    (`probe.HostSampler.parallel_speed`)."""
     try:
         if speed is None and device is not None:
             speed, phase_speeds = host_speeds(calibration, device,
                                               probe=probe_for(calibration, workload.kind))
+            if parallel_speed is None and calibration.device_type == "cpu":
+                parallel_speed = fork_speed(calibration, fork_op_s())
         return expected(config, workload, plan, calibration, host_speed=speed,
-                        phase_speeds=phase_speeds), None
+                        phase_speeds=phase_speeds, parallel_speed=parallel_speed), None
     except UserError as err:
         return None, str(err)
 
 
 def host_charge(e: Any, calibration: Any) -> dict[str, Any]:
-    """How the calibrated expected time `e` charged the host: the host's speed probed as the step
-    ran (None: as calibrated), per phase where probed so, each phase's speed as charged
-    (`host_charged`, empty when as calibrated), and the step's time with the host costs as
-    calibrated, which is what `gptperf model --calibrated` gives for the same step (a prediction
-    beside a measurement is made for the host that ran it; this says how far that moved it)."""
-    if e.charged_as_calibrated or e.plan.cuda_graph:  # a graph replays with no host in the loop
-        charged: dict[str, float] = {}
-        plain = e.step_time_s
-    else:
+    """How the calibrated expected time `e` charged the machine as it ran: the host's speed probed
+    as the step ran (None: as calibrated), per phase where probed so, each phase's speed as
+    charged (`host_charged`, empty when as calibrated), a CPU's parallel kernels' speed
+    (`parallel_speed`, None: as calibrated), and the step's time with all of them as calibrated,
+    which is what `gptperf model --calibrated` gives for the same step (a prediction beside a
+    measurement is made for the machine that ran it; this says how far that moved it)."""
+    charged: dict[str, float] = {}
+    plain = e.step_time_s
+    host_charged = not e.plan.cuda_graph and (e.host_speed is not None or e.phase_speeds)
+    if host_charged:  # a graph replays with no host in the loop
         charged = {o.phase: e.phase_speeds.get(o.phase, e.host_speed or 1.0) for o in e.ops}
+    if host_charged or e.parallel_speed is not None:
         plain = expected(e.config, e.workload, e.plan, calibration).step_time_s
     return {"host_speed": e.host_speed, "phase_speeds": dict(e.phase_speeds),
-            "host_charged": charged, "step_time_s_as_calibrated": plain}
+            "host_charged": charged, "parallel_speed": e.parallel_speed,
+            "step_time_s_as_calibrated": plain}
 
 
 def host_charge_note(entry: StepPrediction | dict[str, Any] | None) -> str | None:
@@ -377,12 +389,17 @@ def host_charge_note(entry: StepPrediction | dict[str, Any] | None) -> str | Non
     if charged is None:  # an entry written before the phases as charged were kept
         speed = entry.get("host_speed")
         charged = entry.get("phase_speeds") or ({"step": speed} if speed is not None else {})
-    if not charged or plain is None:
+    parallel = entry.get("parallel_speed")
+    if (not charged and parallel is None) or plain is None:
         return None
-    speeds = set(charged.values())
-    how = (f"×{speeds.pop():.2f}" if len(speeds) == 1
-           else ", ".join(f"{p} ×{v:.2f}" for p, v in charged.items()))
-    return (f"host costs {how}: the host's speed probed as the step ran; with them as "
+    parts = []
+    if charged:
+        speeds = set(charged.values())
+        parts.append("host costs " + (f"×{speeds.pop():.2f}" if len(speeds) == 1
+                                      else ", ".join(f"{p} ×{v:.2f}" for p, v in charged.items())))
+    if parallel is not None:
+        parts.append(f"parallel CPU kernels ×{parallel:.2f}")
+    return (f"{', '.join(parts)}: the machine's speed probed as the step ran; with them as "
             f"calibrated {plain * 1e3:.4g} ms (`gptperf model --calibrated`)")
 
 
@@ -731,13 +748,14 @@ def _add_mfu(result: BenchResult, machines: tuple[tuple[str, Any], ...]) -> None
 def spell_note(calibration: Any, fork_s: float | None) -> str | None:
     """A note when the step's parallel CPU adds (`probe.HostSampler.fork_s`) took FORK_SPELL times
     (or 1/FORK_SPELL of) their time at calibration: it ran in a spell of the machine's fork and
-    join, which the calibrated prediction does not follow; None otherwise."""
+    join, whose parallel kernels the calibrated prediction charges at that speed and whose
+    matmuls and host costs it does not; None otherwise."""
     speed = fork_speed(calibration, fork_s)
     if not in_spell(speed):
         return None
     return (f"this step ran in a spell of the machine's fork and join: a parallel CPU add took "
             f"{speed:.2f}× its time at calibration (speed probe, this device); the calibrated "
-            "prediction does not follow such spells, in which a step may take up to 1.5× as long")
+            "prediction charges its parallel kernels at that speed, not its matmuls or host costs")
 
 
 def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, dev: Any,
@@ -756,8 +774,9 @@ def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, 
                             f"no calibration for {result.device_name}: run `gptperf calibrate` "
                             "for the calibrated expected time beside the roofline bound")
         return
+    parallel = sampler.parallel_speed(calibration) if sampler is not None else None
     e, why = calibrated_expected(config, workload, plan, calibration, dev, speed=speed,
-                                 phase_speeds=phase_speeds)
+                                 phase_speeds=phase_speeds, parallel_speed=parallel)
     if e is None:
         result.notes.append(f"no calibrated expected time: {why}")
         return
@@ -769,7 +788,7 @@ def _add_calibrated(result: BenchResult, config: Any, workload: Any, plan: Any, 
         def predict_at(host: float | None, phases: dict[str, float] | None) -> float:
             # no device: a sample's speed is given, and nothing is to be probed per sample
             at, _ = calibrated_expected(config, workload, plan, calibration, speed=host,
-                                        phase_speeds=phases)
+                                        phase_speeds=phases, parallel_speed=e.parallel_speed)
             return at.step_time_s if at is not None else math.nan
 
         paired = host_paired_ratio(result.timing.total.samples, sampler.samples,

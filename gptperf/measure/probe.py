@@ -377,6 +377,11 @@ class HostSampler:
         samples or without that unit."""
         return speed_over(calibration, self.step_s(), self.probe)
 
+    def parallel_speed(self, calibration: Calibration | None) -> float | None:
+        """`fork_s` over the calibration's (`fork_speed`): the speed a CPU step's parallel kernels
+        are charged at; None without samples (a GPU's) or without the calibration's unit."""
+        return fork_speed(calibration, self.fork_s())
+
     def phase_s(self) -> dict[str, float]:
         """Median seconds of each phase of the host model's step over the samples ({} for a step
         of one phase, or before the first sample)."""

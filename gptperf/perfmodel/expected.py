@@ -31,6 +31,11 @@ Three steps (docs/perfmodel.md, "Calibrated prediction"):
    them when a command that measures the step has probed the host; `phase_speeds` does so phase
    by phase where the probe's step has phases (the train step's fwd, bwd and opt, each over its
    own time at calibration: they do not move together).
+   On a CPU the kernels that run in torch's parallel regions are charged at the speed of those
+   regions: `parallel_speed` (a parallel CPU add sampled as the step ran over its time when the
+   curves were measured, `gptperf.measure.probe.fork_speed`) multiplies the attention, optimizer
+   and elementwise kernels of at least torch's grain (`in_parallel_regions`); the matmuls run in
+   BLAS's own threads, which a VM's spells of fast or slow fork and join leave alone.
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ from gptperf.schema import check_schema
 
 SCHEMA = "gptperf.expected/1"
 SOURCE = "calibrated"
+# torch's grain (at::internal::GRAIN_SIZE): a CPU op over fewer elements runs on one thread
+PARALLEL_GRAIN = 32768
 
 
 @dataclass(frozen=True)
@@ -126,11 +133,14 @@ class Expected:
     # the host's speed the host costs were charged at (None: as calibrated), and per phase
     host_speed: float | None = None
     phase_speeds: dict[str, float] = field(default_factory=dict)
+    # a CPU's parallel regions' speed their kernels were charged at (None: as calibrated)
+    parallel_speed: float | None = None
 
     @property
     def charged_as_calibrated(self) -> bool:
-        """Whether the host costs are the calibration's own (no probe of the host's speed now)."""
-        return self.host_speed is None and not self.phase_speeds
+        """Whether the host costs and parallel kernels are the calibration's own (no probe of the
+        machine's speed now)."""
+        return self.host_speed is None and not self.phase_speeds and self.parallel_speed is None
 
     @property
     def device_s(self) -> float:
@@ -161,6 +171,7 @@ class Expected:
                 "device_s": self.device_s, "host_s": self.host_s,
                 "tokens_per_s": self.tokens_per_s, "composition": self.composition,
                 "host_speed": self.host_speed, "phase_speeds": dict(self.phase_speeds),
+                "parallel_speed": self.parallel_speed,
                 "notes": list(self.notes), "ops": [o.to_dict() for o in self.ops]}
 
     @classmethod
@@ -170,7 +181,8 @@ class Expected:
                    ExecutionPlan.from_dict(d["plan"]), float(d["step_time_s"]),
                    [ExpectedOp.from_dict(o) for o in d["ops"]], d["label"], d["composition"],
                    list(d["notes"]), d.get("source", SOURCE), host_speed=d.get("host_speed"),
-                   phase_speeds=dict(d.get("phase_speeds") or {}))
+                   phase_speeds=dict(d.get("phase_speeds") or {}),
+                   parallel_speed=d.get("parallel_speed"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -577,13 +589,14 @@ def _compose(seq: list, host: list[float], device: list[float], cal: Calibration
 
 def _checked_plan(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
                   calibration: Calibration, host_speed: float | None,
-                  phase_speeds: Mapping[str, float] | None) -> ExecutionPlan:
+                  phase_speeds: Mapping[str, float] | None,
+                  parallel_speed: float | None = None) -> ExecutionPlan:
     """The plan `expected` composes the step by (eager with the model's attention when none is
     given), once its arguments are known to fit together (UserError when they do not)."""
     if not isinstance(calibration, Calibration):
         raise UserError(f"calibration must be a Calibration, got {type(calibration).__name__}")
-    for what, speed in [("host_speed", host_speed), *((f"phase_speeds[{p!r}]", v)
-                                                       for p, v in (phase_speeds or {}).items())]:
+    for what, speed in [("host_speed", host_speed), ("parallel_speed", parallel_speed),
+                        *((f"phase_speeds[{p!r}]", v) for p, v in (phase_speeds or {}).items())]:
         if speed is not None and not (math.isfinite(speed) and speed > 0):
             raise UserError(f"{what} must be a positive finite ratio, got {speed!r}")
     plan = ExecutionPlan.eager(config.attention) if plan is None else plan
@@ -615,20 +628,35 @@ def _lookup_notes(seq: list, cal: Calibration, warm: float) -> list[str]:
     return notes
 
 
+def in_parallel_regions(call: KernelCall) -> bool:
+    """Whether a CPU kernel runs in torch's parallel regions (at::parallel_for over its threads):
+    attention, the optimizer, and an elementwise kernel over at least torch's grain of elements on
+    each side (`PARALLEL_GRAIN`; smaller ones run on one thread). The matmuls run in BLAS's threads."""
+    if call.family in ("attention", "optimizer"):
+        return True
+    if call.family != "vector":
+        return False
+    _, dtype = split_vector_key(call.key)
+    return call.point[0] >= 2 * PARALLEL_GRAIN * dtype_bytes(dtype)
+
+
 def _device_times(seq: list, fused: Mapping[int, tuple[float, int]], cal: Calibration,
-                  plan: ExecutionPlan, warm: float) -> tuple[list[float], list[int], list[float], float]:
+                  plan: ExecutionPlan, warm: float, parallel_speed: float | None = None
+                  ) -> tuple[list[float], list[int], list[float], float]:
     """Per op: its device seconds (its kernels on the curves, a compiled train step's fused
-    kernels as `_recorded_fused` scaled them, and each kernel's launch gap), its kernels, and the
-    seconds of its matmul and attention kernels; then those kernels' FLOPs over the step (what
-    the power cap answers to, `_power_capped_step`)."""
+    kernels as `_recorded_fused` scaled them, and each kernel's launch gap; on a CPU the kernels
+    `in_parallel_regions` × `parallel_speed`), its kernels, and the seconds of its matmul and
+    attention kernels; then those kernels' FLOPs over the step (what the power cap answers to,
+    `_power_capped_step`)."""
     # every kernel of a step that is not a CUDA graph is launched from a stream
     gap = 0.0 if plan.cuda_graph or cal.device_type == "cpu" else cal.launch_gap_s
+    parallel = parallel_speed if parallel_speed is not None and cal.device_type == "cpu" else 1.0
     device: list[float] = []
     kernels: list[int] = []
     compute: list[float] = []
     step_flops = 0.0
     for i, (_, _, _, calls) in enumerate(seq):
-        times = [call_time(k, cal, warm) for k in calls]
+        times = [call_time(k, cal, warm) * (parallel if in_parallel_regions(k) else 1.0) for k in calls]
         flops = [compute_flops(k) for k in calls]
         step_flops += sum(flops)
         compute.append(sum(t for f, t in zip(flops, times, strict=True) if f > 0))
@@ -723,11 +751,14 @@ def _expected_ops(seq: list, device: list[float], host: list[float],
 
 def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
              calibration: Calibration, host_speed: float | None = None,
-             phase_speeds: Mapping[str, float] | None = None) -> Expected:
+             phase_speeds: Mapping[str, float] | None = None,
+             parallel_speed: float | None = None) -> Expected:
     """The calibrated expected time of one step of `workload` on `config` under `plan` on the
     calibrated device (see the module docstring); `host_speed` scales the host costs, and
-    `phase_speeds` (phase -> ratio) those of the phases it names instead."""
-    plan = _checked_plan(config, workload, plan, calibration, host_speed, phase_speeds)
+    `phase_speeds` (phase -> ratio) those of the phases it names instead; `parallel_speed` a
+    CPU's kernels that run in parallel regions."""
+    plan = _checked_plan(config, workload, plan, calibration, host_speed, phase_speeds, parallel_speed)
+    parallel_speed = parallel_speed if calibration.device_type == "cpu" else None
     cal = calibration
     # 1. decompose: the step's ops, each the kernels its plan runs; a compiled train step's vector
     # kernels are those the recorded step fused
@@ -739,11 +770,16 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     # 2. look up each kernel on its curve
     warm = cache_share(config, workload, plan, cal)
     notes += _lookup_notes(seq, cal, warm) + _padded_head_notes(config, workload, plan, cal)
-    device, kernels, compute, step_flops = _device_times(seq, fused, cal, plan, warm)
+    device, kernels, compute, step_flops = _device_times(seq, fused, cal, plan, warm, parallel_speed)
+    if parallel_speed is not None:
+        notes.append(f"parallel CPU kernels ×{parallel_speed:.2f}: a parallel CPU add took "
+                     f"{parallel_speed:.2f}× its time at calibration as this step ran (attention, "
+                     "optimizer, elementwise kernels of a grain or more; not the matmuls)")
     # 3. compose by the plan: the host's share of each op, then the step under the power cap
     host, charged, host_notes = _host_times(seq, kernels, cal, config, workload, plan,
                                             host_speed, phase_speeds)
     step, device, load_notes = _power_capped_step(seq, host, device, compute, step_flops, cal, plan)
     return Expected(config, workload, plan, step, _expected_ops(seq, device, host, kernels),
                     cal.label(), _composition(cal, plan), notes + host_notes + load_notes,
-                    host_speed=None if plan.cuda_graph else host_speed, phase_speeds=charged)
+                    host_speed=None if plan.cuda_graph else host_speed, phase_speeds=charged,
+                    parallel_speed=parallel_speed)

@@ -165,13 +165,13 @@ class ValidationPoint:
 
     def expected_on(self, calibration: Calibration) -> Expected | None:
         """The calibrated prediction (`perfmodel.expected.Expected`) of this point's case under
-        the plan it ran, on `calibration`, its host costs charged at the speeds this point's were:
-        a stored run predicted again (None: a config name `preset` does not spell)."""
+        the plan it ran, on `calibration`, its host costs and parallel CPU kernels charged at the
+        speeds this point's were: a stored run predicted again (None: a config name `preset` does not spell)."""
         case = self.as_case()
         if case is None:
             return None
         return expected(case.config, case.workload, self.plan, calibration, host_speed=self.host_speed,
-                        phase_speeds=self.host_phase_speeds)
+                        phase_speeds=self.host_phase_speeds, parallel_speed=self.fork_speed)
 
     def ratio_on(self, calibration: Calibration) -> float | None:
         """measured / predicted of this point predicted again on `calibration` (`expected_on`),
@@ -185,7 +185,7 @@ class ValidationPoint:
 
         def at(speed: float | None, phases: dict[str, float] | None) -> float:
             return expected(case.config, case.workload, self.plan, calibration, host_speed=speed,
-                            phase_speeds=phases).step_time_s
+                            phase_speeds=phases, parallel_speed=self.fork_speed).step_time_s
 
         trace = self.trace
         if (trace is not None and self.host_probe is not None
@@ -216,7 +216,8 @@ class ValidationPoint:
     @property
     def in_spell(self) -> bool:
         """Its steps ran while a parallel CPU add took FORK_SPELL times (or 1/FORK_SPELL of) its
-        time at calibration: a spell of the machine that the curves do not follow."""
+        time at calibration: a spell of the machine, whose parallel CPU kernels the prediction
+        charges at that speed (`perfmodel.expected`) and whose matmuls and host costs it does not."""
         return in_spell(self.fork_speed)
 
     @property

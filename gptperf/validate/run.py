@@ -186,11 +186,13 @@ def measure_case_isolated(case: ValidationCase, device: torch.device, repeats: i
 
 def expected_case(case: ValidationCase, plan: ExecutionPlan, calibration: Calibration,
                   host_speed: float | None = None,
-                  phase_speeds: dict[str, float] | None = None) -> Expected:
+                  phase_speeds: dict[str, float] | None = None,
+                  parallel_speed: float | None = None) -> Expected:
     """The calibrated prediction (`perfmodel.expected.Expected`) of the case under `plan`, its
-    host costs scaled by `host_speed` (`measure.probe.host_speed`)."""
+    host costs scaled by `host_speed` (`measure.probe.host_speed`), a CPU's parallel kernels by
+    `parallel_speed` (`measure.probe.fork_speed`)."""
     return expected(case.config, case.workload, plan, calibration, host_speed=host_speed,
-                    phase_speeds=phase_speeds)
+                    phase_speeds=phase_speeds, parallel_speed=parallel_speed)
 
 
 def roofline_case(case: ValidationCase, plan: ExecutionPlan, hardware: Hardware | None) -> float | None:
@@ -408,13 +410,13 @@ def _add_point(state: _Sweep, r: _Ran, speed: float | None) -> Expected:
     if plan != case.plan:
         result.notes.append(f"{case.name}: ran as {plan.label!r} (asked: {case.plan.label!r}); "
                             "predicted for what ran")
-    exp = expected_case(case, plan, state.calibration, speed, r.phase_speeds)
+    exp = expected_case(case, plan, state.calibration, speed, r.phase_speeds, r.fork_speed)
     expected_s = float(exp.step_time_s)
     if not (math.isfinite(expected_s) and expected_s > 0):
         raise ValueError(f"calibrated prediction {expected_s!r} s is not a positive time")
 
     def predict_at(host: float | None, phases: dict[str, float] | None) -> float:
-        return float(expected_case(case, plan, state.calibration, host, phases).step_time_s)
+        return float(expected_case(case, plan, state.calibration, host, phases, r.fork_speed).step_time_s)
 
     paired = (r.trace.paired_ratio(state.calibration, r.unit_probe, predict_at)
               if r.trace is not None and r.sampled is not None else None)
@@ -466,8 +468,8 @@ def spells_note(points: Sequence[ValidationPoint]) -> str | None:
         return None
     cases = ", ".join(f"{p.case} (×{p.fork_speed:.2f}, m/p {p.ratio:.2f})" for p in off)
     return (f"{len(off)} case(s) ran while parallel CPU ops took another time than at calibration "
-            f"(a slow or fast spell of this machine's fork and join, which the curves and host "
-            f"costs do not follow): {cases}")
+            f"(a slow or fast spell of this machine's fork and join; their parallel kernels are "
+            f"charged at that speed, their matmuls and host costs are not): {cases}")
 
 
 # the notes made over a sweep's cases, each naming those it is about
