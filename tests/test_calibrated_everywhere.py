@@ -455,21 +455,24 @@ def test_bench_charges_the_host_at_its_speed_after_the_step(loader, host_twice_a
 def test_a_cpu_steps_parallel_kernels_as_charged_are_named_beside_the_host_costs(loader) -> None:
     """An Expected whose parallel CPU kernels were charged at 0.5 (and its host as calibrated):
     the entry keeps the speed and the step as calibrated, and its note says both."""
+    import dataclasses
+
     from gptperf.measure.bench import host_charge, host_charge_note
 
     w = Workload("train", 2, 16, "fp32")
     plan = ExecutionPlan.eager(CFG.attention)
-    e = expected(CFG, w, plan, loader.calibration, parallel_speed=0.5)
-    plain = expected(CFG, w, plan, loader.calibration).step_time_s
-    charge = host_charge(e, loader.calibration)
+    cal = dataclasses.replace(loader.calibration, cache_bytes=2**30)  # every tensor in the cache
+    e = expected(CFG, w, plan, cal, parallel_speed=0.5)
+    plain = expected(CFG, w, plan, cal).step_time_s
+    charge = host_charge(e, cal)
     assert charge["parallel_speed"] == 0.5 and charge["host_charged"] == {}
     assert charge["step_time_s_as_calibrated"] == pytest.approx(plain)
     assert plain > e.step_time_s
     assert host_charge_note(charge) == ("parallel CPU kernels ×0.50: the machine's speed probed as "
                                         f"the step ran; with them as calibrated {plain * 1e3:.4g} ms "
                                         "(`gptperf model --calibrated`)")
-    both = expected(CFG, w, plan, loader.calibration, host_speed=2.0, parallel_speed=0.5)
-    assert host_charge_note(host_charge(both, loader.calibration)).startswith(
+    both = expected(CFG, w, plan, cal, host_speed=2.0, parallel_speed=0.5)
+    assert host_charge_note(host_charge(both, cal)).startswith(
         "host costs ×2.00, parallel CPU kernels ×0.50: ")
 
 

@@ -17,7 +17,7 @@ from gptperf.model import preset
 from gptperf.perfmodel import Workload, count_parameters
 from gptperf.perfmodel.calibration import HOST_MODEL, Calibration
 from gptperf.perfmodel.curves import Curve, Grid
-from gptperf.perfmodel.expected import Expected, call_time, expected, queue_time
+from gptperf.perfmodel.expected import Expected, call_time, expected, parallel_factor, queue_time
 from gptperf.perfmodel.kernel_calls import KernelCall, kernel_calls, step_ops, unaligned_layer
 from gptperf.perfmodel.workload import master_copied_parameters
 from gptperf.plan import ExecutionPlan
@@ -312,25 +312,41 @@ def test_a_train_steps_phases_are_charged_each_at_its_own_speed():
 
 def test_a_cpus_parallel_kernels_are_charged_at_the_speed_of_its_parallel_regions():
     """gpt2's one-block fp32 prefill of 32 tokens on the flat CPU calibration runs 18 kernels of
-    T0: five in torch's parallel regions (the attention, the three residual adds of 294,912 bytes
-    and the GELU of 786,432: at least 2 × 32,768 elements × 4 bytes) and thirteen not (five
-    matmuls, three LayerNorms and two embeddings of 196,608 bytes, three copies). At parallel speed
-    0.5 the five take T0 / 2: 15.5 T0 in all. A GPU's kernels ignore it; 0 is refused."""
+    T0: five in torch's parallel regions (the attention over 393,216 bytes, the three residual
+    adds of 294,912 and the GELU of 786,432: at least 2 × 32,768 elements × 4 bytes) and thirteen
+    not (five matmuls, three LayerNorms and two embeddings of 196,608 bytes, three copies). At
+    parallel speed 0.5 with a 1 MiB cache the five take T0 / 2: 15.5 T0 in all; with 512 KiB the
+    GELU streams from memory and keeps its T0: 16 T0; with no cache none moves. A GPU's kernels
+    ignore the speed; 0 is refused."""
     cfg = preset("gpt2", n_layer=1)
     w = Workload("prefill", 1, 32, "fp32")
-    cal = flat_calibration("cpu", fixed_s=1e-3, per_layer_s=0.0)
+    cal = flat_calibration("cpu", fixed_s=1e-3, per_layer_s=0.0, cache_bytes=2**20)
     plain, halved = expected(cfg, w, None, cal), expected(cfg, w, None, cal, parallel_speed=0.5)
     assert plain.device_s == pytest.approx(18 * T0) and plain.parallel_speed is None
     assert halved.device_s == pytest.approx(13 * T0 + 5 * T0 / 2)
     assert halved.host_s == pytest.approx(plain.host_s)  # the host costs move with host_speed alone
     assert halved.parallel_speed == 0.5 and any("parallel CPU kernels ×0.50" in n for n in halved.notes)
     assert Expected.from_dict(halved.to_dict()).parallel_speed == 0.5
+    smaller = replace(cal, cache_bytes=512 * 1024)
+    assert expected(cfg, w, None, smaller, parallel_speed=0.5).device_s == pytest.approx(14 * T0 + 4 * T0 / 2)
+    no_cache = replace(cal, cache_bytes=0.0)
+    assert expected(cfg, w, None, no_cache, parallel_speed=0.5).device_s == pytest.approx(18 * T0)
     gpu = flat_calibration("cuda")
     on_gpu = expected(cfg, w, None, gpu, parallel_speed=0.5)
     assert on_gpu.device_s == pytest.approx(expected(cfg, w, None, gpu).device_s)
     assert on_gpu.parallel_speed is None and not any("parallel" in n for n in on_gpu.notes)
     with pytest.raises(UserError, match="parallel_speed"):
         expected(cfg, w, None, cal, parallel_speed=0.0)
+
+
+def test_adamws_loop_moves_with_the_parallel_regions_as_far_as_its_tensors_stay_in_the_cache():
+    """Two tensors of 1,000 parameters (16 kB each with their gradient and moments: in a 1 MiB
+    cache) and one of 1,000,000 (16 MB: from memory), at parallel speed 0.5: weighted by size,
+    (2,000 × 0.5 + 1,000,000 × 1) / 1,002,000. A matmul is outside the parallel regions."""
+    cal = flat_calibration("cpu", cache_bytes=2**20)
+    adamw = KernelCall("optimizer", "adamw_foreach", (3, 1_002_000), tensors=((1000, 2), (1_000_000, 1)))
+    assert parallel_factor(adamw, cal, 0.5) == pytest.approx((2000 * 0.5 + 1_000_000) / 1_002_000)
+    assert parallel_factor(KernelCall("matmul", "fp32", (64, 64, 64)), cal, 0.5) == 1.0
 
 
 def test_eager_prefill_is_charged_its_own_host_part_or_infer_without_one():

@@ -1155,7 +1155,7 @@ def test_a_stored_point_is_predicted_again_at_the_speeds_it_was_charged() -> Non
     assert again.step_time_s == pytest.approx(charged.step_time_s)
     assert again.host_s == pytest.approx(charged.host_s) != expected(config, w, plan, cal).host_s
     # a CPU point's parallel kernels at the parallel adds it sampled
-    cpu = flat_calibration("cpu")
+    cpu = flat_calibration("cpu", cache_bytes=2**30)
     forked = dataclasses.replace(point, fork_speed=0.6).expected_on(cpu)
     assert forked.parallel_speed == 0.6
     assert forked.device_s == pytest.approx(expected(config, w, plan, cpu, parallel_speed=0.6).device_s)

@@ -34,8 +34,9 @@ Three steps (docs/perfmodel.md, "Calibrated prediction"):
    On a CPU the kernels that run in torch's parallel regions are charged at the speed of those
    regions: `parallel_speed` (a parallel CPU add sampled as the step ran over its time when the
    curves were measured, `gptperf.measure.probe.fork_speed`) multiplies the attention, optimizer
-   and elementwise kernels of at least torch's grain (`in_parallel_regions`); the matmuls run in
-   BLAS's own threads, which a VM's spells of fast or slow fork and join leave alone.
+   and elementwise kernels of at least torch's grain (`in_parallel_regions`) as far as their
+   tensors stay in the cache (`parallel_factor`); the matmuls run in BLAS's own threads and
+   memory's bandwidth is its own, which a VM's spells of fast or slow fork and join leave alone.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ SCHEMA = "gptperf.expected/1"
 SOURCE = "calibrated"
 # torch's grain (at::internal::GRAIN_SIZE): a CPU op over fewer elements runs on one thread
 PARALLEL_GRAIN = 32768
+ADAMW_BYTES_PER_PARAM = 16  # a CPU AdamW step's fp32 parameter, gradient and two moments
 
 
 @dataclass(frozen=True)
@@ -640,12 +642,41 @@ def in_parallel_regions(call: KernelCall) -> bool:
     return call.point[0] >= 2 * PARALLEL_GRAIN * dtype_bytes(dtype)
 
 
+def _tensor_bytes(call: KernelCall) -> float:
+    """The bytes a parallel CPU kernel works over: an elementwise kernel's curve x, attention's
+    q, k, v and output (one query: its K and V)."""
+    if call.family == "vector":
+        return call.point[0]
+    dtype, pass_ = split_attention_key(call.key)
+    bh, t, d = call.point[:3]
+    return (2 if pass_.startswith("one_query") else 4) * bh * t * d * dtype_bytes(dtype)
+
+
+def parallel_factor(call: KernelCall, cal: Calibration, speed: float) -> float:
+    """What a CPU kernel's time is multiplied by with the parallel regions at `speed` (a parallel
+    add's time now over then): 1 outside them (`in_parallel_regions`); inside, `speed` as far as
+    its tensors stay in the cache (`Calibration.warm_share` of their bytes), 1 as far as they
+    stream from memory, whose bandwidth a spell of fork and join leaves alone (the speed probe's
+    copy did not move in them). AdamW's per-tensor loop: each tensor's, weighted by its size."""
+    if not in_parallel_regions(call):
+        return 1.0
+
+    def at(nbytes: float) -> float:
+        return 1.0 + cal.warm_share(nbytes) * (speed - 1.0)
+
+    if call.family == "optimizer":
+        sizes = [(size, n) for size, n in call.tensors] or [(1, 0)]
+        total = sum(size * n for size, n in sizes)
+        return sum(size * n * at(size * ADAMW_BYTES_PER_PARAM) for size, n in sizes) / total if total else 1.0
+    return at(_tensor_bytes(call))
+
+
 def _device_times(seq: list, fused: Mapping[int, tuple[float, int]], cal: Calibration,
                   plan: ExecutionPlan, warm: float, parallel_speed: float | None = None
                   ) -> tuple[list[float], list[int], list[float], float]:
     """Per op: its device seconds (its kernels on the curves, a compiled train step's fused
-    kernels as `_recorded_fused` scaled them, and each kernel's launch gap; on a CPU the kernels
-    `in_parallel_regions` × `parallel_speed`), its kernels, and the seconds of its matmul and
+    kernels as `_recorded_fused` scaled them, and each kernel's launch gap; on a CPU each kernel ×
+    its `parallel_factor` at `parallel_speed`), its kernels, and the seconds of its matmul and
     attention kernels; then those kernels' FLOPs over the step (what the power cap answers to,
     `_power_capped_step`)."""
     # every kernel of a step that is not a CUDA graph is launched from a stream
@@ -656,7 +687,8 @@ def _device_times(seq: list, fused: Mapping[int, tuple[float, int]], cal: Calibr
     compute: list[float] = []
     step_flops = 0.0
     for i, (_, _, _, calls) in enumerate(seq):
-        times = [call_time(k, cal, warm) * (parallel if in_parallel_regions(k) else 1.0) for k in calls]
+        times = [call_time(k, cal, warm) * (parallel_factor(k, cal, parallel) if parallel != 1.0 else 1.0)
+                 for k in calls]
         flops = [compute_flops(k) for k in calls]
         step_flops += sum(flops)
         compute.append(sum(t for f, t in zip(flops, times, strict=True) if f > 0))
