@@ -665,9 +665,10 @@ def parallel_factor(call: KernelCall, cal: Calibration, speed: float) -> float:
         return 1.0 + cal.warm_share(nbytes) * (speed - 1.0)
 
     if call.family == "optimizer":
-        sizes = [(size, n) for size, n in call.tensors] or [(1, 0)]
-        total = sum(size * n for size, n in sizes)
-        return sum(size * n * at(size * ADAMW_BYTES_PER_PARAM) for size, n in sizes) / total if total else 1.0
+        total = sum(size * n for size, n in call.tensors)
+        if not total:  # a step read on a grid of tensor counts (a GPU's) has no sizes to go by
+            return 1.0
+        return sum(size * n * at(size * ADAMW_BYTES_PER_PARAM) for size, n in call.tensors) / total
     return at(_tensor_bytes(call))
 
 
@@ -806,7 +807,8 @@ def expected(config: GPTConfig, workload: Workload, plan: ExecutionPlan | None,
     if parallel_speed is not None:
         notes.append(f"parallel CPU kernels ×{parallel_speed:.2f}: a parallel CPU add took "
                      f"{parallel_speed:.2f}× its time at calibration as this step ran (attention, "
-                     "optimizer, elementwise kernels of a grain or more; not the matmuls)")
+                     "optimizer, elementwise kernels of a grain or more, as far as their tensors "
+                     "stay in the cache; not the matmuls)")
     # 3. compose by the plan: the host's share of each op, then the step under the power cap
     host, charged, host_notes = _host_times(seq, kernels, cal, config, workload, plan,
                                             host_speed, phase_speeds)
