@@ -204,7 +204,8 @@ def _print_case_legends(console: Any, r: ValidationResult, split: dict[str, Erro
                       "each case's host costs are charged at it, a train step's phase by phase at "
                       "its own phase of the train step where listed below it"
                       + ("; fork: a parallel CPU add timed with each sample, over its time at "
-                         f"calibration (not charged; at ≥ ×{FORK_SPELL:.2f} or ≤ ×{1 / FORK_SPELL:.2f} "
+                         "calibration (the case's parallel kernels are charged at it, as far as their "
+                         f"tensors stay in the cache; at ≥ ×{FORK_SPELL:.2f} or ≤ ×{1 / FORK_SPELL:.2f} "
                          "the case ran in a spell of this machine's fork and join)"
                          if any(p.fork_speed is not None for p in r.points) else "")
                       + (f"; holds it up: the case's predicted host time is ≥ {HOST_BOUND_SHARE:g}× its "
