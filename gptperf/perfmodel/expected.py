@@ -677,19 +677,19 @@ def _device_times(seq: list, fused: Mapping[int, tuple[float, int]], cal: Calibr
                   ) -> tuple[list[float], list[int], list[float], float]:
     """Per op: its device seconds (its kernels on the curves, a compiled train step's fused
     kernels as `_recorded_fused` scaled them, and each kernel's launch gap; on a CPU each kernel ×
-    its `parallel_factor` at `parallel_speed`), its kernels, and the seconds of its matmul and
-    attention kernels; then those kernels' FLOPs over the step (what the power cap answers to,
-    `_power_capped_step`)."""
+    its `parallel_factor` at `parallel_speed`, which `expected` gives a CPU step alone), its
+    kernels, and the seconds of its matmul and attention kernels; then those kernels' FLOPs over
+    the step (what the power cap answers to, `_power_capped_step`)."""
     # every kernel of a step that is not a CUDA graph is launched from a stream
     gap = 0.0 if plan.cuda_graph or cal.device_type == "cpu" else cal.launch_gap_s
-    parallel = parallel_speed if parallel_speed is not None and cal.device_type == "cpu" else 1.0
     device: list[float] = []
     kernels: list[int] = []
     compute: list[float] = []
     step_flops = 0.0
     for i, (_, _, _, calls) in enumerate(seq):
-        times = [call_time(k, cal, warm) * (parallel_factor(k, cal, parallel) if parallel != 1.0 else 1.0)
-                 for k in calls]
+        times = [call_time(k, cal, warm) for k in calls]
+        if parallel_speed is not None:
+            times = [t * parallel_factor(k, cal, parallel_speed) for k, t in zip(calls, times, strict=True)]
         flops = [compute_flops(k) for k in calls]
         step_flops += sum(flops)
         compute.append(sum(t for f, t in zip(flops, times, strict=True) if f > 0))
