@@ -13,13 +13,12 @@ calibration's and its ratio both ways.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
-from gptperf.perfmodel.calibration import Calibration
+from stored_runs import arguments  # benchmarks/, beside this script
+
 from gptperf.validate.results import ValidationPoint
 from gptperf.validate.stats import error_stats
 
@@ -33,11 +32,7 @@ def points(doc: dict[str, Any]) -> list[ValidationPoint]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("calibration", type=Path)
-    parser.add_argument("runs", type=Path, nargs="+")
-    args = parser.parse_args()
-    cal = Calibration.from_dict(json.loads(args.calibration.read_text()))
+    _, args, cal = arguments(__doc__.splitlines()[0])
     for run in args.runs:
         rows = []
         for p in points(json.loads(run.read_text())):
